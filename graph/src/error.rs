@@ -1,0 +1,88 @@
+//! Why a task failed. These errors cross process boundaries (worker to owner), so they are plain
+//! archivable data that always name the task and its function.
+
+use crate::TaskId;
+
+/// The failure of one task; every variant names the task and its function.
+#[derive(
+    Debug, Clone, PartialEq, Eq, thiserror::Error, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The function panicked; `message` is the panic payload.
+    #[error("task {task} ({function}) panicked: {message}")]
+    Panicked {
+        /// The failed task.
+        task: TaskId,
+        /// Its function.
+        function: String,
+        /// The panic message.
+        message: String,
+    },
+    /// The worker process running the task died and the retry budget is spent.
+    #[error("task {task} ({function}) failed: its worker died {attempts} time(s) ({reason})")]
+    WorkerDied {
+        /// The failed task.
+        task: TaskId,
+        /// Its function.
+        function: String,
+        /// How many times the task was started.
+        attempts: u32,
+        /// What the node saw of the worker's death (exit status or signal).
+        reason: String,
+    },
+    /// The task was cancelled before it finished.
+    #[error("task {task} ({function}) was cancelled")]
+    Cancelled {
+        /// The cancelled task.
+        task: TaskId,
+        /// Its function.
+        function: String,
+    },
+    /// An argument or a return value failed rkyv validation or has another type than expected.
+    #[error("task {task} ({function}): {what} is not a valid value of the expected type: {reason}")]
+    InvalidValue {
+        /// The task.
+        task: TaskId,
+        /// Its function.
+        function: String,
+        /// Which value: `argument 2 (b: Vec<f64>)`, `return value`.
+        what: String,
+        /// The validation error.
+        reason: String,
+    },
+    /// The worker's binary has no function registered under this name (or with this signature).
+    #[error("task {task}: the worker binary has no remote function {function} ({detail})")]
+    UnknownFunction {
+        /// The task.
+        task: TaskId,
+        /// The function name that was asked for.
+        function: String,
+        /// What was found instead.
+        detail: String,
+    },
+}
+
+impl TaskError {
+    /// The task that failed.
+    pub fn task(&self) -> TaskId {
+        match self {
+            TaskError::Panicked { task, .. }
+            | TaskError::WorkerDied { task, .. }
+            | TaskError::Cancelled { task, .. }
+            | TaskError::InvalidValue { task, .. }
+            | TaskError::UnknownFunction { task, .. } => *task,
+        }
+    }
+
+    /// The function of the task that failed.
+    pub fn function(&self) -> &str {
+        match self {
+            TaskError::Panicked { function, .. }
+            | TaskError::WorkerDied { function, .. }
+            | TaskError::Cancelled { function, .. }
+            | TaskError::InvalidValue { function, .. }
+            | TaskError::UnknownFunction { function, .. } => function,
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Identifiers of tasks and objects. A task id is unique in the cluster because it pairs the
+//! submitting process (its owner number) with that owner's own counter; an object id is the task
+//! that makes it plus the index of the return value.
+
+use std::fmt;
+
+/// The id of one task: the owner that submitted it and that owner's sequence number.
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[rkyv(derive(Debug, PartialEq, Eq, Hash))]
+pub struct TaskId {
+    /// The owner (submitting process) number: 0 for the driver, then one per worker.
+    pub owner: u32,
+    /// The owner's own counter.
+    pub seq: u64,
+}
+
+impl TaskId {
+    /// Makes the id of the `seq`-th task of `owner`.
+    pub const fn new(owner: u32, seq: u64) -> Self {
+        TaskId { owner, seq }
+    }
+}
+
+impl ArchivedTaskId {
+    /// Converts the archived id back into a native one.
+    pub fn to_native(&self) -> TaskId {
+        TaskId::new(self.owner.to_native(), self.seq.to_native())
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:x}.{}", self.owner, self.seq)
+    }
+}
+
+impl fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TaskId({self})")
+    }
+}
+
+/// The id of one object: the task that produces it and the index of the return value
+/// (objects made by `put` carry a task id of their own that never runs).
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[rkyv(derive(Debug, PartialEq, Eq, Hash))]
+pub struct ObjectId {
+    /// The producing task.
+    pub task: TaskId,
+    /// Which of the task's return values.
+    pub index: u32,
+}
+
+impl ObjectId {
+    /// Makes the id of return value `index` of `task`.
+    pub const fn new(task: TaskId, index: u32) -> Self {
+        ObjectId { task, index }
+    }
+}
+
+impl ArchivedObjectId {
+    /// Converts the archived id back into a native one.
+    pub fn to_native(&self) -> ObjectId {
+        ObjectId::new(self.task.to_native(), self.index.to_native())
+    }
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.task, self.index)
+    }
+}
+
+impl fmt::Debug for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectId({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_display_owner_in_hex_and_round_trip_through_rkyv() {
+        let id = ObjectId::new(TaskId::new(0x1f, 42), 3);
+        assert_eq!(id.to_string(), "1f.42/3");
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&id).unwrap();
+        let archived = rkyv::access::<ArchivedObjectId, rkyv::rancor::Error>(&bytes).unwrap();
+        assert_eq!(archived.to_native(), id);
+    }
+}

@@ -1,0 +1,50 @@
+//! The task specification: everything a worker needs to run one call of a remote function, and
+//! everything the owner needs to run it again.
+
+use crate::{ObjectId, Resources, TaskId};
+
+/// One argument of a task: a value archived inline, or a reference to an object that must be
+/// ready (and is resolved by the owner) before the task runs.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Arg {
+    /// The rkyv bytes of the value.
+    Value(Vec<u8>),
+    /// An object that must be ready first.
+    Ref(ObjectId),
+}
+
+/// One call of a remote function.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct TaskSpec {
+    /// The task's id; its return objects are `ObjectId::new(task_id, i)`.
+    pub task_id: TaskId,
+    /// The registry key of the function: `module_path!()::name`.
+    pub function: String,
+    /// A hash of the function's signature, so a worker built from other code refuses the call.
+    pub fn_hash: u64,
+    /// The arguments in order.
+    pub args: Vec<Arg>,
+    /// How many objects the task returns.
+    pub num_returns: u32,
+    /// The resources the task holds while it runs.
+    pub resources: Resources,
+    /// How often the task is re-run after its worker dies.
+    pub max_retries: u32,
+    /// Whether a panic is retried too (within `max_retries`).
+    pub retry_exceptions: bool,
+}
+
+impl TaskSpec {
+    /// The objects this task waits for, in argument order (repeats included).
+    pub fn dependencies(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        self.args.iter().filter_map(|arg| match arg {
+            Arg::Ref(id) => Some(*id),
+            Arg::Value(_) => None,
+        })
+    }
+
+    /// The ids of the objects the task returns.
+    pub fn return_ids(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        (0..self.num_returns).map(|i| ObjectId::new(self.task_id, i))
+    }
+}
