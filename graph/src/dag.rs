@@ -295,10 +295,7 @@ impl TaskGraph {
     /// Forgets an object its owner has freed. A producing task that is done and has no output
     /// left goes too, since nothing can ask for its lineage any more.
     pub fn remove_object(&mut self, id: ObjectId) -> Result<(), GraphError> {
-        let node = *self
-            .objects
-            .get(&id)
-            .ok_or(GraphError::UnknownObject(id))?;
+        let node = *self.objects.get(&id).ok_or(GraphError::UnknownObject(id))?;
         if self.has_pending_consumers(id) {
             return Err(GraphError::StillNeeded(id));
         }
@@ -326,10 +323,7 @@ impl TaskGraph {
     /// The tasks an object derives from that are still in the graph, inputs before consumers:
     /// what must run again, in order, to rebuild the object if every copy were lost.
     pub fn lineage(&self, id: ObjectId) -> Result<Vec<TaskId>, GraphError> {
-        let start = *self
-            .objects
-            .get(&id)
-            .ok_or(GraphError::UnknownObject(id))?;
+        let start = *self.objects.get(&id).ok_or(GraphError::UnknownObject(id))?;
         let mut order = Vec::new();
         let mut seen = HashSet::new();
         // Iterative post-order over producers, so deep chains cannot overflow the stack.
@@ -489,7 +483,10 @@ mod tests {
         let mut g = TaskGraph::new();
         assert_eq!(g.add_task(t(1), &[], 1), Ok(Readiness::Ready));
         assert_eq!(g.add_task(t(2), &[], 1), Ok(Readiness::Ready));
-        assert_eq!(g.add_task(t(3), &[o(1), o(1), o(2)], 1), Ok(Readiness::Waiting));
+        assert_eq!(
+            g.add_task(t(3), &[o(1), o(1), o(2)], 1),
+            Ok(Readiness::Waiting)
+        );
         g.start_task(t(1)).unwrap();
         assert_eq!(g.complete_task(t(1)), Ok(vec![]));
         assert_eq!(g.task_state(t(3)), Some(TaskState::Waiting));
@@ -547,10 +544,19 @@ mod tests {
     #[test]
     fn misuse_is_an_error() {
         let mut g = TaskGraph::new();
-        assert_eq!(g.add_task(t(1), &[o(9)], 1), Err(GraphError::UnknownObject(o(9))));
+        assert_eq!(
+            g.add_task(t(1), &[o(9)], 1),
+            Err(GraphError::UnknownObject(o(9)))
+        );
         g.add_task(t(1), &[], 1).unwrap();
-        assert_eq!(g.add_task(t(1), &[], 1), Err(GraphError::DuplicateTask(t(1))));
-        assert!(matches!(g.retry_task(t(1)), Err(GraphError::BadTransition { .. })));
+        assert_eq!(
+            g.add_task(t(1), &[], 1),
+            Err(GraphError::DuplicateTask(t(1)))
+        );
+        assert!(matches!(
+            g.retry_task(t(1)),
+            Err(GraphError::BadTransition { .. })
+        ));
         assert_eq!(g.complete_task(t(7)), Err(GraphError::UnknownTask(t(7))));
     }
 
@@ -560,7 +566,10 @@ mod tests {
         g.add_task(t(1), &[], 1).unwrap();
         g.add_task(t(2), &[o(1)], 1).unwrap();
         let dot = g.to_dot();
-        assert!(dot.contains("task 0.1\\nReady") && dot.contains("->"), "{dot}");
+        assert!(
+            dot.contains("task 0.1\\nReady") && dot.contains("->"),
+            "{dot}"
+        );
         let json = g.to_json();
         assert_eq!(json["tasks"].as_array().unwrap().len(), 2);
         assert_eq!(json["tasks"][1]["inputs"][0], "0.1/0");

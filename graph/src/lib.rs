@@ -19,7 +19,12 @@
 //! assert_eq!(graph.complete_task(read).unwrap(), vec![add]);
 //! ```
 
-#![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
 
 mod dag;
 mod error;

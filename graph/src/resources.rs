@@ -155,7 +155,8 @@ impl Resources {
 
     /// Whether every resource of `self` is available in `available`.
     pub fn fits_in(&self, available: &Resources) -> bool {
-        self.iter().all(|(name, amount)| available.get(name) >= amount)
+        self.iter()
+            .all(|(name, amount)| available.get(name) >= amount)
     }
 
     /// Adds `other` to `self`.
@@ -236,6 +237,9 @@ mod tests {
         assert_eq!(Amount::from_f64(-1.0), Err(ResourceError::Invalid(-1.0)));
         assert!(Amount::from_f64(f64::NAN).is_err());
         assert_eq!(Amount::from_f64(1e-9), Err(ResourceError::TooSmall(1e-9)));
-        assert_eq!(Resources::default().set("", 1.0), Err(ResourceError::EmptyName));
+        assert_eq!(
+            Resources::default().set("", 1.0),
+            Err(ResourceError::EmptyName)
+        );
     }
 }

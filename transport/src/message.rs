@@ -1,0 +1,216 @@
+//! The protocol between a node and its workers: the handshake ([`Hello`]), what a node tells a
+//! worker ([`ToWorker`]) and what a worker tells its node ([`ToNode`]).
+
+use prism_graph::{ObjectId, TaskError, TaskId, TaskSpec};
+
+use crate::frame::Message;
+
+/// The protocol version; a peer with another version is refused at the handshake.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The first message of a worker: who it is and what it was built from.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub protocol: u32,
+    /// Fingerprint of the sender's binary.
+    pub fingerprint: u64,
+    /// The worker number the node gave the process when it started it.
+    pub worker: u32,
+    /// The process id.
+    pub pid: u32,
+}
+
+/// Why a handshake was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The peers speak different protocol versions.
+    #[error("protocol version mismatch: peer speaks {peer}, this side speaks {ours}")]
+    Protocol {
+        /// The peer's version.
+        peer: u32,
+        /// Ours.
+        ours: u32,
+    },
+    /// The peer runs another build of the job's binary.
+    #[error(
+        "binary fingerprint mismatch: peer {peer:016x}, this side {ours:016x}; the worker runs another build of the program"
+    )]
+    Fingerprint {
+        /// The peer's fingerprint.
+        peer: u64,
+        /// Ours.
+        ours: u64,
+    },
+    /// The first frame was not a hello.
+    #[error("expected a hello as the first message")]
+    NotHello,
+}
+
+impl ArchivedHello {
+    /// Checks the peer's protocol version and binary fingerprint against ours.
+    pub fn check(&self, fingerprint: u64) -> Result<(), HandshakeError> {
+        let peer = self.protocol.to_native();
+        if peer != PROTOCOL_VERSION {
+            return Err(HandshakeError::Protocol {
+                peer,
+                ours: PROTOCOL_VERSION,
+            });
+        }
+        let peer = self.fingerprint.to_native();
+        if peer != fingerprint {
+            return Err(HandshakeError::Fingerprint {
+                peer,
+                ours: fingerprint,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// How a task ended on its worker.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Outcome {
+    /// The archived return values, one per return object.
+    Returned(Vec<Vec<u8>>),
+    /// The task failed.
+    Failed(TaskError),
+}
+
+/// The value of an object as a node hands it to a worker.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum ObjectValue {
+    /// The archived value.
+    Ready(Vec<u8>),
+    /// The task making it failed.
+    Failed(TaskError),
+}
+
+/// A task handed to a worker, its reference arguments already resolved to values.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Execute {
+    /// The task.
+    pub task: TaskId,
+    /// The registry key of the function.
+    pub function: String,
+    /// The signature hash the caller expects.
+    pub fn_hash: u64,
+    /// The archived argument values, in order.
+    pub args: Vec<Vec<u8>>,
+    /// How many return objects the caller expects.
+    pub num_returns: u32,
+}
+
+/// What a node tells a worker.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum ToWorker {
+    /// The handshake was accepted.
+    Welcome,
+    /// Run these tasks, in order.
+    Execute(Vec<Execute>),
+    /// Values of objects the worker asked for with [`ToNode::Get`].
+    Objects(Vec<(ObjectId, ObjectValue)>),
+    /// Drop this task if it has not started.
+    Cancel {
+        /// The task.
+        task: TaskId,
+    },
+    /// Exit now.
+    Shutdown,
+}
+
+/// What a worker tells its node.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum ToNode {
+    /// The handshake.
+    Hello(Hello),
+    /// Tasks that ended, in the order they ended.
+    Done(Vec<(TaskId, Outcome)>),
+    /// Submit a task owned by this worker's process (a nested task).
+    Submit(TaskSpec),
+    /// Store a value made by `put` in the worker.
+    Put {
+        /// Its id.
+        id: ObjectId,
+        /// Its archived bytes.
+        bytes: Vec<u8>,
+    },
+    /// Send these objects' values when they are ready.
+    Get {
+        /// The objects.
+        ids: Vec<ObjectId>,
+    },
+    /// The running task waits in `get`: give its CPU back. Tasks the worker had queued and will
+    /// not run are handed back.
+    Blocked {
+        /// Queued tasks handed back.
+        returned: Vec<TaskId>,
+    },
+    /// The running task resumes.
+    Unblocked,
+    /// Tasks received while blocked, handed back unrun.
+    Bounced(Vec<TaskId>),
+    /// The worker dropped its last reference to these objects.
+    Release(Vec<ObjectId>),
+    /// Cancel a task this worker submitted.
+    Cancel {
+        /// A return object of the task.
+        id: ObjectId,
+        /// Kill the worker running it.
+        force: bool,
+    },
+}
+
+impl Message for ToWorker {
+    const NAME: &'static str = "ToWorker";
+}
+
+impl Message for ToNode {
+    const NAME: &'static str = "ToNode";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FrameDecoder, encode_frame};
+
+    #[test]
+    fn handshake_refuses_other_versions_and_builds() {
+        let mut wire = Vec::new();
+        let hello = Hello {
+            protocol: PROTOCOL_VERSION,
+            fingerprint: 7,
+            worker: 1,
+            pid: 42,
+        };
+        encode_frame(&ToNode::Hello(hello.clone()), &mut wire).unwrap();
+        encode_frame(
+            &ToNode::Hello(Hello {
+                protocol: 99,
+                ..hello
+            }),
+            &mut wire,
+        )
+        .unwrap();
+        let mut decoder = FrameDecoder::new(1024);
+        decoder.extend(&wire);
+        let mut results = Vec::new();
+        while let Some(frame) = decoder.next_frame().unwrap() {
+            let ArchivedToNode::Hello(h) = frame.access::<ToNode>().unwrap() else {
+                panic!("not a hello");
+            };
+            results.push(h.check(7));
+        }
+        assert_eq!(results[0], Ok(()));
+        assert_eq!(
+            results[1],
+            Err(HandshakeError::Protocol {
+                peer: 99,
+                ours: PROTOCOL_VERSION
+            })
+        );
+        let err = HandshakeError::Fingerprint { peer: 1, ours: 2 };
+        assert!(err.to_string().contains("another build"));
+    }
+}
