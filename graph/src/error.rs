@@ -51,6 +51,16 @@ pub enum TaskError {
         /// The validation error.
         reason: String,
     },
+    /// The call's options cannot be satisfied as written (a negative or non-finite amount).
+    #[error("task {task} ({function}) has invalid options: {reason}")]
+    InvalidOptions {
+        /// The task.
+        task: TaskId,
+        /// Its function.
+        function: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The worker's binary has no function registered under this name (or with this signature).
     #[error("task {task}: the worker binary has no remote function {function} ({detail})")]
     UnknownFunction {
@@ -71,6 +81,7 @@ impl TaskError {
             | TaskError::WorkerDied { task, .. }
             | TaskError::Cancelled { task, .. }
             | TaskError::InvalidValue { task, .. }
+            | TaskError::InvalidOptions { task, .. }
             | TaskError::UnknownFunction { task, .. } => *task,
         }
     }
@@ -82,6 +93,7 @@ impl TaskError {
             | TaskError::WorkerDied { function, .. }
             | TaskError::Cancelled { function, .. }
             | TaskError::InvalidValue { function, .. }
+            | TaskError::InvalidOptions { function, .. }
             | TaskError::UnknownFunction { function, .. } => function,
         }
     }

@@ -1,0 +1,1 @@
+//! Prism examples live in this folder as `cargo run --release --example NAME`.

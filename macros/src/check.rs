@@ -1,0 +1,148 @@
+//! Validation of a `#[remote]` function and of `#[prism::main]`: every problem becomes a
+//! spanned error on the tokens at fault, all collected into one.
+
+use syn::spanned::Spanned;
+use syn::{FnArg, ItemFn, Pat, ReturnType, Safety, Type};
+
+use crate::attr::{Errors, RemoteOptions};
+use crate::model::{Param, RemoteFn};
+
+fn check_type(ty: &Type, errors: &mut Errors) {
+    match ty {
+        Type::Reference(r) => errors.push(syn::Error::new_spanned(
+            r,
+            "remote function arguments are moved to another process: take the value, not a reference",
+        )),
+        Type::ImplTrait(t) => errors.push(syn::Error::new_spanned(
+            t,
+            "`impl Trait` makes the function generic; remote functions need concrete types",
+        )),
+        Type::Infer(t) => errors.push(syn::Error::new_spanned(t, "the type must be written out")),
+        _ => {}
+    }
+}
+
+/// Checks the function's shape and builds the model.
+pub(crate) fn remote(
+    item: ItemFn,
+    options: RemoteOptions,
+    errors: &mut Errors,
+) -> Option<RemoteFn> {
+    let sig = &item.sig;
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors.push(syn::Error::new_spanned(
+            &sig.generics,
+            "remote functions cannot be generic: a worker finds each function by name, so its types must be concrete",
+        ));
+    }
+    if let Some(c) = &sig.constness {
+        errors.push(syn::Error::new_spanned(
+            c,
+            "a remote function cannot be `const`",
+        ));
+    }
+    if let Safety::Unsafe(u) = &sig.safety {
+        errors.push(syn::Error::new_spanned(
+            u,
+            "a remote function cannot be `unsafe`: callers on other machines cannot uphold its contract",
+        ));
+    }
+    if let Some(abi) = &sig.abi {
+        errors.push(syn::Error::new_spanned(
+            abi,
+            "a remote function cannot have an `extern` ABI",
+        ));
+    }
+    if let Some(v) = &sig.variadic {
+        errors.push(syn::Error::new_spanned(
+            v,
+            "a remote function cannot be variadic",
+        ));
+    }
+    let mut params = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(r) => errors.push(syn::Error::new_spanned(
+                r,
+                "a remote function cannot take `self`; put stateful methods on an `#[actor]`",
+            )),
+            FnArg::Typed(pt) => {
+                check_type(&pt.ty, errors);
+                match &*pt.pat {
+                    Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => params.push(Param {
+                        ident: pi.ident.clone(),
+                        ty: (*pt.ty).clone(),
+                    }),
+                    other => errors.push(syn::Error::new_spanned(
+                        other,
+                        "remote function arguments must be plain names (`name: Type`), not patterns",
+                    )),
+                }
+            }
+        }
+    }
+    let ret: Type = match &sig.output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, ty) => {
+            if let Type::ImplTrait(t) = &**ty {
+                errors.push(syn::Error::new_spanned(
+                    t,
+                    "a remote function must name its return type; `impl Trait` cannot cross processes",
+                ));
+            }
+            (**ty).clone()
+        }
+    };
+    let (returns, split) = match options.num_returns {
+        None | Some((1, _)) => (vec![ret], false),
+        Some((n, span)) => match &ret {
+            Type::Tuple(t) if t.elems.len() == n as usize => {
+                (t.elems.iter().cloned().collect(), true)
+            }
+            _ => {
+                let mut e = syn::Error::new(
+                    span,
+                    format!("`num_returns = {n}` needs a tuple return type with {n} elements"),
+                );
+                e.combine(syn::Error::new(
+                    ret.span(),
+                    format!("this is not a tuple of {n}"),
+                ));
+                errors.push(e);
+                (vec![ret], false)
+            }
+        },
+    };
+    let is_async = sig.asyncness.is_some();
+    Some(RemoteFn {
+        item,
+        params,
+        returns,
+        split,
+        is_async,
+        options,
+    })
+}
+
+/// Checks the function under `#[prism::main]`.
+pub(crate) fn main(item: &ItemFn, errors: &mut Errors) {
+    let sig = &item.sig;
+    if !sig.inputs.is_empty() {
+        errors.push(syn::Error::new_spanned(
+            &sig.inputs,
+            "`#[prism::main]` goes on a function without arguments",
+        ));
+    }
+    if !sig.generics.params.is_empty() {
+        errors.push(syn::Error::new_spanned(
+            &sig.generics,
+            "`#[prism::main]` cannot be generic",
+        ));
+    }
+    if let Some(c) = &sig.constness {
+        errors.push(syn::Error::new_spanned(
+            c,
+            "`#[prism::main]` cannot be `const`",
+        ));
+    }
+}

@@ -1,0 +1,206 @@
+//! Building and submitting a call: per-call options, arguments given as values or references,
+//! and the submission that turns them into a [`TaskSpec`] for the owner.
+
+use prism_graph::{Arg, Resources, TaskError, TaskSpec};
+
+use crate::api::object_ref::{ObjectRef, RawRef};
+use crate::context;
+use crate::value::Remotable;
+
+/// Options of one call: resources, retries. `#[remote(...)]` sets the defaults; the generated
+/// `options()` builder overrides them per call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskOptions {
+    /// CPUs held while the task runs (default 1).
+    pub num_cpus: f64,
+    /// GPUs held while the task runs (default 0).
+    pub num_gpus: f64,
+    /// Custom resources held while the task runs.
+    pub resources: Vec<(String, f64)>,
+    /// Re-runs after the worker dies (default 3).
+    pub max_retries: u32,
+    /// Whether panics are retried too, within `max_retries` (default false).
+    pub retry_exceptions: bool,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        TaskOptions {
+            num_cpus: 1.0,
+            num_gpus: 0.0,
+            resources: Vec::new(),
+            max_retries: 3,
+            retry_exceptions: false,
+        }
+    }
+}
+
+impl TaskOptions {
+    /// Sets a custom resource demand (replacing an earlier one of the same name).
+    pub fn set_resource(&mut self, name: &str, amount: f64) {
+        self.resources.retain(|(n, _)| n != name);
+        self.resources.push((name.to_string(), amount));
+    }
+
+    fn demand(&self) -> Result<Resources, String> {
+        let mut r = Resources::default();
+        r.set("CPU", self.num_cpus)
+            .map_err(|e| format!("num_cpus: {e}"))?;
+        r.set("GPU", self.num_gpus)
+            .map_err(|e| format!("num_gpus: {e}"))?;
+        for (name, amount) in &self.resources {
+            if name == "CPU" || name == "GPU" {
+                return Err(format!(
+                    "use num_cpus / num_gpus for {name}, not resources()"
+                ));
+            }
+            r.set(name, *amount)
+                .map_err(|e| format!("resource {name:?}: {e}"))?;
+        }
+        Ok(r)
+    }
+}
+
+/// An argument on its way into a task.
+#[derive(Debug)]
+pub enum ArgSlot {
+    /// An archived value (or why archiving failed).
+    Value(Result<rkyv::util::AlignedVec, String>),
+    /// A reference, kept alive until the task is submitted.
+    Ref(RawRef),
+}
+
+/// Something that can stand where a remote function expects a `T`: a `T`, an `ObjectRef<T>`,
+/// or a `&ObjectRef<T>`.
+#[diagnostic::on_unimplemented(
+    message = "expected `{T}` or `ObjectRef<{T}>` for this argument, found `{Self}`",
+    label = "this argument must be a `{T}` or an `ObjectRef<{T}>`"
+)]
+pub trait IntoArg<T> {
+    /// Converts the argument.
+    fn into_arg(self) -> ArgSlot;
+}
+
+impl<T: Remotable> IntoArg<T> for T {
+    fn into_arg(self) -> ArgSlot {
+        ArgSlot::Value(self.to_bytes().map_err(|e| e.to_string()))
+    }
+}
+
+impl<T> IntoArg<T> for ObjectRef<T> {
+    fn into_arg(self) -> ArgSlot {
+        ArgSlot::Ref(self.into_raw())
+    }
+}
+
+impl<T> IntoArg<T> for &ObjectRef<T> {
+    fn into_arg(self) -> ArgSlot {
+        ArgSlot::Ref(self.raw().clone())
+    }
+}
+
+/// Submits a call of the registered function `name` and returns its return references.
+///
+/// Never fails: a call that cannot be built (bad options, an argument that cannot be archived)
+/// becomes a task whose objects hold the error, as a failure at run time would.
+///
+/// # Panics
+///
+/// When Prism is not initialized in this process.
+pub fn submit(
+    name: &'static str,
+    hash: u64,
+    args: Vec<ArgSlot>,
+    options: &TaskOptions,
+    num_returns: u32,
+) -> Vec<RawRef> {
+    let ctx = match context::current() {
+        Ok(ctx) => ctx,
+        Err(e) => panic!("cannot call {name}: {e}"),
+    };
+    let task_id = ctx.next_task_id();
+    let mut failed = None;
+    let mut spec_args = Vec::with_capacity(args.len());
+    let mut keep_alive = Vec::new();
+    for (i, arg) in args.into_iter().enumerate() {
+        match arg {
+            ArgSlot::Value(Ok(bytes)) => spec_args.push(Arg::Value(bytes.to_vec())),
+            ArgSlot::Value(Err(reason)) => {
+                failed.get_or_insert(TaskError::InvalidValue {
+                    task: task_id,
+                    function: name.to_string(),
+                    what: format!("argument {i}"),
+                    reason,
+                });
+            }
+            ArgSlot::Ref(raw) => {
+                spec_args.push(Arg::Ref(raw.id()));
+                keep_alive.push(raw);
+            }
+        }
+    }
+    let resources = match options.demand() {
+        Ok(r) => r,
+        Err(reason) => {
+            failed.get_or_insert(TaskError::InvalidOptions {
+                task: task_id,
+                function: name.to_string(),
+                reason,
+            });
+            Resources::default()
+        }
+    };
+    if failed.is_some() {
+        // Its inputs no longer matter: the task fails without waiting for them.
+        spec_args.clear();
+    }
+    let spec = TaskSpec {
+        task_id,
+        function: name.to_string(),
+        fn_hash: hash,
+        args: spec_args,
+        num_returns,
+        resources,
+        max_retries: options.max_retries,
+        retry_exceptions: options.retry_exceptions,
+    };
+    let returns: Vec<RawRef> = spec.return_ids().map(RawRef::adopt).collect();
+    ctx.submit(spec, failed);
+    drop(keep_alive);
+    returns
+}
+
+/// Declares the per-call option builder on a generated `Call` type holding `opts: TaskOptions`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __options_builder {
+    ($call:ident) => {
+        impl $call {
+            /// CPUs the task holds while it runs.
+            pub fn num_cpus(mut self, n: f64) -> Self {
+                self.opts.num_cpus = n;
+                self
+            }
+            /// GPUs the task holds while it runs (fractions allowed).
+            pub fn num_gpus(mut self, n: f64) -> Self {
+                self.opts.num_gpus = n;
+                self
+            }
+            /// A custom resource the task holds while it runs.
+            pub fn resources(mut self, name: &str, amount: f64) -> Self {
+                self.opts.set_resource(name, amount);
+                self
+            }
+            /// How often the task is re-run after its worker dies.
+            pub fn max_retries(mut self, n: u32) -> Self {
+                self.opts.max_retries = n;
+                self
+            }
+            /// Whether a panic is retried too, within `max_retries`.
+            pub fn retry_exceptions(mut self, yes: bool) -> Self {
+                self.opts.retry_exceptions = yes;
+                self
+            }
+        }
+    };
+}

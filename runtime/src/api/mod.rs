@@ -1,0 +1,263 @@
+//! The user's API: starting and stopping the local cluster, `put`, `get`, `wait`, `cancel` and
+//! their blocking twins, and the entry points `#[prism::main]` expands to.
+
+pub(crate) mod call;
+pub(crate) mod object_ref;
+pub(crate) mod registry;
+
+use std::time::Duration;
+
+use prism_graph::ObjectId;
+
+use crate::config::Config;
+use crate::context::{self, Context};
+use crate::node::Core;
+use crate::value::Remotable;
+use crate::{Error, Result};
+use object_ref::{ObjectRef, RawRef, decode};
+
+/// Starts Prism with the default [`Config`]: an embedded local cluster whose node has the
+/// host's cores as CPUs (or `PRISM_NUM_CPUS`).
+///
+/// In a worker process (started by a node from this program) this enters the worker loop and
+/// never returns, so call it first thing in `main`, or use `#[prism::main]`.
+pub fn init() -> Result<()> {
+    init_with(Config::default())
+}
+
+/// Starts Prism with `config`; see [`init`].
+pub fn init_with(config: Config) -> Result<()> {
+    if let Some(Context::Worker(_)) = context::try_current() {
+        return Ok(()); // a task calling init inside a worker: already up
+    }
+    enter_worker_if_spawned();
+    install_tracing();
+    if context::is_set() {
+        return Err(Error::AlreadyInitialized);
+    }
+    let core = Core::start(config)?;
+    if let Err(e) = context::set_driver(core.clone()) {
+        core.shutdown();
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Whether Prism is initialized in this process.
+pub fn is_initialized() -> bool {
+    context::is_set()
+}
+
+/// Stops the local cluster: workers exit, pending objects are dropped. A later [`init`] starts
+/// a new one. Does nothing in a worker or when not initialized.
+pub fn shutdown() {
+    if let Some(Context::Worker(_)) = context::try_current() {
+        return;
+    }
+    if let Some(Context::Driver(core)) = context::take() {
+        core.shutdown();
+    }
+}
+
+fn install_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Stores `value` as an immutable object and returns its reference.
+pub fn put<T: Remotable>(value: T) -> Result<ObjectRef<T>> {
+    let ctx = context::current()?;
+    let bytes = value.to_bytes().map_err(|e| Error::Encode {
+        what: std::any::type_name::<T>().to_string(),
+        reason: e.to_string(),
+    })?;
+    let id = ObjectId::new(ctx.next_task_id(), 0);
+    ctx.put(id, bytes);
+    Ok(ObjectRef::from_raw(RawRef::adopt(id)))
+}
+
+/// Waits for the object's value.
+pub async fn get<T: Remotable>(r: &ObjectRef<T>) -> Result<T> {
+    let ctx = context::current()?;
+    let id = r.id();
+    let mut known = ctx.fetch(&[id], 1, None).await?;
+    let slot = known
+        .pop()
+        .flatten()
+        .ok_or_else(|| Error::UnknownObject(id.to_string()))?;
+    decode(id, slot)
+}
+
+/// Waits for the object's value, at most `timeout`. The timeout error says where the task is
+/// (queued with its demand, running, or infeasible on this node).
+pub async fn get_timeout<T: Remotable>(r: &ObjectRef<T>, timeout: Duration) -> Result<T> {
+    let ctx = context::current()?;
+    let id = r.id();
+    let mut known = ctx.fetch(&[id], 1, Some(timeout)).await?;
+    match known.pop().flatten() {
+        Some(slot) => decode(id, slot),
+        None => Err(timeout_error(&ctx, id, timeout)),
+    }
+}
+
+fn timeout_error(ctx: &Context, id: ObjectId, waited: Duration) -> Error {
+    let (task_desc, state) = match ctx {
+        Context::Driver(core) => core.describe_wait(id),
+        Context::Worker(_) => (id.task.to_string(), "the object is not ready".to_string()),
+    };
+    Error::Timeout {
+        object: id.to_string(),
+        task_desc,
+        waited,
+        state,
+    }
+}
+
+/// Waits for every value, in order; the first failure is returned.
+pub async fn get_all<T: Remotable>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
+    let ctx = context::current()?;
+    let ids: Vec<ObjectId> = refs.iter().map(ObjectRef::id).collect();
+    let known = ctx.fetch(&ids, ids.len(), None).await?;
+    ids.into_iter()
+        .zip(known)
+        .map(|(id, slot)| {
+            let slot = slot.ok_or_else(|| Error::UnknownObject(id.to_string()))?;
+            decode(id, slot)
+        })
+        .collect()
+}
+
+/// Waits until `num_returns` of `refs` are done (ready or failed) or `timeout` passes, and
+/// splits them into (done, not done), each in the order given.
+pub async fn wait<T>(
+    refs: &[ObjectRef<T>],
+    num_returns: usize,
+    timeout: Option<Duration>,
+) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> {
+    if num_returns > refs.len() {
+        return Err(Error::InvalidArgument(format!(
+            "wait for {num_returns} of {} references",
+            refs.len()
+        )));
+    }
+    let ctx = context::current()?;
+    let ids: Vec<ObjectId> = refs.iter().map(ObjectRef::id).collect();
+    let known = ctx.fetch(&ids, num_returns, timeout).await?;
+    let mut done = Vec::new();
+    let mut pending = Vec::new();
+    for (r, slot) in refs.iter().zip(known) {
+        if slot.is_some() && done.len() < num_returns {
+            done.push(r.clone());
+        } else {
+            pending.push(r.clone());
+        }
+    }
+    Ok((done, pending))
+}
+
+/// Cancels the task making the object: a task that has not started never runs and its
+/// objects fail with `Cancelled`. A running task keeps running (use [`cancel_force`]).
+pub fn cancel<T>(r: &ObjectRef<T>) -> Result<()> {
+    context::current()?.cancel(r.id(), false)
+}
+
+/// Like [`cancel`], and a running task's worker process is killed (and replaced).
+pub fn cancel_force<T>(r: &ObjectRef<T>) -> Result<()> {
+    context::current()?.cancel(r.id(), true)
+}
+
+/// Blocking twin of [`get`].
+pub fn get_blocking<T: Remotable>(r: &ObjectRef<T>) -> Result<T> {
+    futures::executor::block_on(get(r))
+}
+
+/// Blocking twin of [`get_timeout`].
+pub fn get_timeout_blocking<T: Remotable>(r: &ObjectRef<T>, timeout: Duration) -> Result<T> {
+    futures::executor::block_on(get_timeout(r, timeout))
+}
+
+/// Blocking twin of [`get_all`].
+pub fn get_all_blocking<T: Remotable>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
+    futures::executor::block_on(get_all(refs))
+}
+
+/// Blocking twin of [`wait`].
+pub fn wait_blocking<T>(
+    refs: &[ObjectRef<T>],
+    num_returns: usize,
+    timeout: Option<Duration>,
+) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> {
+    futures::executor::block_on(wait(refs, num_returns, timeout))
+}
+
+/// Number of objects the driver's owner tracks right now (values it holds plus pending
+/// returns). Useful to check that dropped references free their objects.
+pub fn owned_object_count() -> Result<usize> {
+    match context::current()? {
+        Context::Driver(core) => Ok(core.object_count()),
+        Context::Worker(_) => Err(Error::InvalidArgument(
+            "owned_object_count is only known in the driver".into(),
+        )),
+    }
+}
+
+/// Whether this process is the driver (not a worker).
+pub fn is_driver() -> bool {
+    !crate::worker::is_worker_process()
+}
+
+/// In a process a node started as a worker: run the worker loop and exit. Elsewhere: return.
+#[doc(hidden)]
+pub fn enter_worker_if_spawned() {
+    if crate::worker::is_worker_process() && !context::is_set() {
+        install_tracing();
+        crate::worker::run();
+    }
+}
+
+/// The body of an async `#[prism::main]`: init, run the body on Prism's runtime, shut down.
+#[doc(hidden)]
+pub fn run_main<F: std::future::Future>(body: F) -> F::Output {
+    enter_worker_if_spawned();
+    if let Err(e) = init() {
+        panic!("prism::main could not start Prism: {e}");
+    }
+    let handle = match context::current() {
+        Ok(Context::Driver(core)) => core.handle().clone(),
+        _ => unreachable!("init made this process a driver"),
+    };
+    let output = handle.block_on(body);
+    shutdown();
+    output
+}
+
+/// The body of a sync `#[prism::main]`: init, run, shut down.
+#[doc(hidden)]
+pub fn run_main_sync<R>(body: impl FnOnce() -> R) -> R {
+    enter_worker_if_spawned();
+    if let Err(e) = init() {
+        panic!("prism::main could not start Prism: {e}");
+    }
+    let output = body();
+    shutdown();
+    output
+}
+
+/// Runs an async remote function's future to completion on the worker's thread.
+#[doc(hidden)]
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    thread_local! {
+        static RUNTIME: Option<tokio::runtime::Runtime> = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok();
+    }
+    RUNTIME.with(|rt| match rt {
+        Some(rt) => rt.block_on(future),
+        None => futures::executor::block_on(future),
+    })
+}

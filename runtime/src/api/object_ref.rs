@@ -1,0 +1,171 @@
+//! `ObjectRef<T>`: a typed future for an object. Holding one keeps the object alive; awaiting
+//! one (or [`ObjectRef::get_blocking`]) returns the value, validated and deserialized.
+
+use std::fmt;
+use std::future::IntoFuture;
+use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
+
+use futures::future::BoxFuture;
+use prism_graph::{ObjectId, TaskError};
+
+use crate::context;
+use crate::owner::Slot;
+use crate::value::Remotable;
+use crate::{Error, Result};
+
+/// An untyped, counted reference to an object.
+pub struct RawRef {
+    id: ObjectId,
+}
+
+impl RawRef {
+    /// Takes over a reference the owner already counted (a fresh task's return).
+    pub(crate) fn adopt(id: ObjectId) -> Self {
+        RawRef { id }
+    }
+
+    /// The object's id.
+    pub fn id(&self) -> ObjectId {
+        self.id
+    }
+}
+
+impl Clone for RawRef {
+    fn clone(&self) -> Self {
+        if let Some(ctx) = context::try_current() {
+            ctx.add_ref(self.id);
+        }
+        RawRef { id: self.id }
+    }
+}
+
+impl Drop for RawRef {
+    fn drop(&mut self) {
+        if let Some(ctx) = context::try_current() {
+            ctx.release(self.id);
+        }
+    }
+}
+
+impl fmt::Debug for RawRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RawRef({})", self.id)
+    }
+}
+
+/// A reference to an immutable object of type `T`: the result of a remote call or of
+/// [`put`](crate::put). Returned at once; `.await` it (or call [`get`](crate::get) /
+/// [`get_blocking`](ObjectRef::get_blocking)) for the value. Pass it to another remote call
+/// where a `T` is expected and the value flows there without passing through the caller.
+pub struct ObjectRef<T> {
+    raw: RawRef,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> ObjectRef<T> {
+    /// Wraps a counted reference (generated code).
+    #[doc(hidden)]
+    pub fn from_raw(raw: RawRef) -> Self {
+        ObjectRef {
+            raw,
+            _type: PhantomData,
+        }
+    }
+
+    pub(crate) fn raw(&self) -> &RawRef {
+        &self.raw
+    }
+
+    pub(crate) fn into_raw(self) -> RawRef {
+        self.raw
+    }
+
+    /// The object's id.
+    pub fn id(&self) -> ObjectId {
+        self.raw.id
+    }
+}
+
+impl<T: Remotable> ObjectRef<T> {
+    /// Waits for the value.
+    pub async fn get(&self) -> Result<T> {
+        crate::get(self).await
+    }
+
+    /// Waits for the value, blocking the thread.
+    pub fn get_blocking(&self) -> Result<T> {
+        futures::executor::block_on(self.get())
+    }
+}
+
+impl<T> Clone for ObjectRef<T> {
+    fn clone(&self) -> Self {
+        ObjectRef {
+            raw: self.raw.clone(),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for ObjectRef<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ObjectRef<{}>({})",
+            std::any::type_name::<T>(),
+            self.raw.id
+        )
+    }
+}
+
+impl<T> PartialEq for ObjectRef<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw.id == other.raw.id
+    }
+}
+
+impl<T> Eq for ObjectRef<T> {}
+
+impl<T> Hash for ObjectRef<T> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.raw.id.hash(state);
+    }
+}
+
+impl<T: Remotable> IntoFuture for ObjectRef<T> {
+    type Output = Result<T>;
+    type IntoFuture = BoxFuture<'static, Result<T>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { crate::get(&self).await })
+    }
+}
+
+impl<'a, T: Remotable> IntoFuture for &'a ObjectRef<T> {
+    type Output = Result<T>;
+    type IntoFuture = BoxFuture<'a, Result<T>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(crate::get(self))
+    }
+}
+
+/// Turns what the owner knows of an object into the caller's value.
+pub(crate) fn decode<T: Remotable>(id: ObjectId, slot: Slot) -> Result<T> {
+    match slot {
+        Slot::Ready(bytes) => T::from_bytes(&bytes).map_err(|e| {
+            let function = context::try_current()
+                .and_then(|c| c.function_of(id))
+                .map_or_else(|| "<unknown>".to_string(), |f| f.to_string());
+            Error::Task(TaskError::InvalidValue {
+                task: id.task,
+                function,
+                what: format!("object {id} read as {}", std::any::type_name::<T>()),
+                reason: e.to_string(),
+            })
+        }),
+        Slot::Failed(e) => Err(Error::Task(e)),
+        Slot::Pending => unreachable!("decode of a pending object"),
+    }
+}

@@ -1,0 +1,93 @@
+//! Configuration of the embedded local cluster: its resources and the knobs of the worker pool.
+
+use std::collections::BTreeMap;
+
+use prism_graph::Resources;
+
+use crate::{Error, Result};
+
+/// How [`init_with`](crate::init_with) starts the local cluster. Unset fields take their
+/// defaults: `num_cpus` from `PRISM_NUM_CPUS` or the host's cores, no GPUs, no custom resources.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Config {
+    /// Logical CPUs of the node.
+    pub num_cpus: Option<f64>,
+    /// Logical GPUs of the node.
+    pub num_gpus: Option<f64>,
+    /// Custom resources of the node.
+    pub resources: BTreeMap<String, f64>,
+    /// How many tasks a worker may hold queued behind its running one (default 16).
+    pub max_tasks_in_flight_per_worker: Option<usize>,
+    /// Largest frame accepted from a worker, in bytes (default 512 MiB).
+    pub max_frame_bytes: Option<usize>,
+}
+
+impl Config {
+    /// The default configuration.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the node's logical CPUs.
+    pub fn num_cpus(mut self, n: f64) -> Self {
+        self.num_cpus = Some(n);
+        self
+    }
+
+    /// Sets the node's logical GPUs.
+    pub fn num_gpus(mut self, n: f64) -> Self {
+        self.num_gpus = Some(n);
+        self
+    }
+
+    /// Adds a custom resource.
+    pub fn resource(mut self, name: impl Into<String>, amount: f64) -> Self {
+        self.resources.insert(name.into(), amount);
+        self
+    }
+
+    /// Sets the pipelining depth per worker.
+    pub fn max_tasks_in_flight_per_worker(mut self, n: usize) -> Self {
+        self.max_tasks_in_flight_per_worker = Some(n);
+        self
+    }
+
+    pub(crate) fn node_resources(&self) -> Result<Resources> {
+        let cpus = match self.num_cpus {
+            Some(n) => n,
+            None => match std::env::var("PRISM_NUM_CPUS") {
+                Ok(v) => v.trim().parse::<f64>().map_err(|e| {
+                    Error::Config(format!("PRISM_NUM_CPUS={v:?} is not a number: {e}"))
+                })?,
+                Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
+            },
+        };
+        let mut resources = Resources::default();
+        let mut set = |name: &str, value: f64| {
+            resources
+                .set(name, value)
+                .map_err(|e| Error::Config(format!("resource {name}: {e}")))
+        };
+        set("CPU", cpus)?;
+        set("GPU", self.num_gpus.unwrap_or(0.0))?;
+        for (name, amount) in &self.resources {
+            if name == "CPU" || name == "GPU" {
+                return Err(Error::Config(format!(
+                    "{name} is set with num_cpus / num_gpus, not as a custom resource"
+                )));
+            }
+            set(name, *amount)?;
+        }
+        Ok(resources)
+    }
+
+    pub(crate) fn max_inflight(&self) -> usize {
+        self.max_tasks_in_flight_per_worker.unwrap_or(16).max(1)
+    }
+
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max_frame_bytes
+            .unwrap_or(prism_transport::DEFAULT_MAX_FRAME)
+    }
+}

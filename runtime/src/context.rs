@@ -1,0 +1,158 @@
+//! The process-wide context: in the driver the embedded node ([`Core`]), in a worker the
+//! connection to its node ([`WorkerClient`]). API calls and `ObjectRef` handles reach the
+//! runtime through it.
+
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use prism_graph::{ObjectId, TaskError, TaskId, TaskSpec};
+use rkyv::util::AlignedVec;
+
+use crate::node::Core;
+use crate::owner::Slot;
+use crate::worker::WorkerClient;
+use crate::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub(crate) enum Context {
+    Driver(Arc<Core>),
+    Worker(Arc<WorkerClient>),
+}
+
+static CONTEXT: RwLock<Option<Context>> = RwLock::new(None);
+
+pub(crate) fn current() -> Result<Context> {
+    CONTEXT.read().clone().ok_or(Error::NotInitialized)
+}
+
+pub(crate) fn try_current() -> Option<Context> {
+    CONTEXT.read().clone()
+}
+
+pub(crate) fn is_set() -> bool {
+    CONTEXT.read().is_some()
+}
+
+pub(crate) fn set_driver(core: Arc<Core>) -> Result<()> {
+    let mut slot = CONTEXT.write();
+    if slot.is_some() {
+        return Err(Error::AlreadyInitialized);
+    }
+    *slot = Some(Context::Driver(core));
+    Ok(())
+}
+
+pub(crate) fn set_worker(client: Arc<WorkerClient>) {
+    *CONTEXT.write() = Some(Context::Worker(client));
+}
+
+pub(crate) fn take() -> Option<Context> {
+    CONTEXT.write().take()
+}
+
+impl Context {
+    pub(crate) fn next_task_id(&self) -> TaskId {
+        match self {
+            Context::Driver(core) => core.next_task_id(),
+            Context::Worker(client) => client.next_task_id(),
+        }
+    }
+
+    pub(crate) fn submit(&self, spec: TaskSpec, failed: Option<TaskError>) {
+        match self {
+            Context::Driver(core) => core.submit(spec, failed),
+            Context::Worker(client) => client.submit(spec, failed),
+        }
+    }
+
+    pub(crate) fn put(&self, id: ObjectId, bytes: AlignedVec) {
+        match self {
+            Context::Driver(core) => core.put(id, bytes),
+            Context::Worker(client) => client.put(id, bytes),
+        }
+    }
+
+    pub(crate) fn add_ref(&self, id: ObjectId) {
+        match self {
+            Context::Driver(core) => core.add_ref(id),
+            Context::Worker(client) => client.add_ref(id),
+        }
+    }
+
+    pub(crate) fn release(&self, id: ObjectId) {
+        match self {
+            Context::Driver(core) => core.release(id),
+            Context::Worker(client) => client.release(id),
+        }
+    }
+
+    pub(crate) fn cancel(&self, id: ObjectId, force: bool) -> Result<()> {
+        match self {
+            Context::Driver(core) => {
+                core.cancel(id, force);
+                Ok(())
+            }
+            Context::Worker(client) => client.cancel(id, force),
+        }
+    }
+
+    pub(crate) fn function_of(&self, id: ObjectId) -> Option<Arc<str>> {
+        match self {
+            Context::Driver(core) => core.function_of(id),
+            Context::Worker(client) => client.function_of(id),
+        }
+    }
+
+    /// Waits until at least `need` of `ids` are ready or failed, or `timeout` passes; returns
+    /// what is known of each.
+    pub(crate) async fn fetch(
+        &self,
+        ids: &[ObjectId],
+        need: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Option<Slot>>> {
+        match self {
+            Context::Worker(client) => {
+                let deadline = timeout.map(|t| Instant::now() + t);
+                client.fetch(ids, need, deadline)
+            }
+            Context::Driver(core) => {
+                let mut timer = timeout.map(|t| core.handle().spawn(tokio::time::sleep(t)));
+                let mut known: Vec<Option<Slot>> = vec![None; ids.len()];
+                std::future::poll_fn(|cx| {
+                    let mut count = 0;
+                    for (i, id) in ids.iter().enumerate() {
+                        if known[i].is_none() {
+                            match core.poll_object(*id, cx.waker()) {
+                                Poll::Ready(Some(slot)) => known[i] = Some(slot),
+                                Poll::Ready(None) => {
+                                    return Poll::Ready(Err(Error::UnknownObject(id.to_string())));
+                                }
+                                Poll::Pending => {}
+                            }
+                        }
+                        if known[i].is_some() {
+                            count += 1;
+                        }
+                    }
+                    if count >= need {
+                        return Poll::Ready(Ok(()));
+                    }
+                    match timer.as_mut() {
+                        Some(t) => std::pin::Pin::new(t).poll(cx).map(|_| Ok(())),
+                        None => Poll::Pending,
+                    }
+                })
+                .await?;
+                if let Some(t) = timer {
+                    t.abort();
+                }
+                Ok(known)
+            }
+        }
+    }
+}
+
+use std::future::Future as _;

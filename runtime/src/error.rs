@@ -1,0 +1,90 @@
+//! The errors a Prism user sees. Task failures carry a [`TaskError`] that names the task and its
+//! function; everything else names what was asked and why it could not be done.
+
+use std::time::Duration;
+
+pub use prism_graph::TaskError;
+
+/// Prism's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a Prism call.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The task that makes the object failed (or a task it depends on did).
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    /// The object was not ready in time.
+    #[error("timed out after {waited:?} waiting for object {object} of task {task_desc}: {state}")]
+    Timeout {
+        /// The object waited for.
+        object: String,
+        /// The task that makes it, with its function.
+        task_desc: String,
+        /// How long the caller waited.
+        waited: Duration,
+        /// Where the task is: queued, running, or infeasible with its demand and the node's
+        /// resources.
+        state: String,
+    },
+    /// An API call before [`init`](crate::init).
+    #[error("Prism is not initialized: call prism::init() or use #[prism::main] first")]
+    NotInitialized,
+    /// [`init`](crate::init) called twice.
+    #[error("Prism is already initialized in this process")]
+    AlreadyInitialized,
+    /// The configuration cannot be used.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A value could not be archived.
+    #[error("cannot archive {what}: {reason}")]
+    Encode {
+        /// What was being archived.
+        what: String,
+        /// rkyv's error.
+        reason: String,
+    },
+    /// An argument of an API call is out of range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The object is unknown to its owner (freed, or never made by this cluster).
+    #[error("object {0} is unknown to its owner (freed, or from another cluster)")]
+    UnknownObject(String),
+    /// The local cluster could not be started.
+    #[error("cannot start the local cluster: {0}")]
+    Startup(String),
+    /// A worker process lost its connection to its node.
+    #[error("lost the connection to the node: {0}")]
+    Disconnected(String),
+}
+
+impl Error {
+    /// Whether a task panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self, Error::Task(TaskError::Panicked { .. }))
+    }
+
+    /// Whether a worker died running the task (after its retries).
+    pub fn is_worker_died(&self) -> bool {
+        matches!(self, Error::Task(TaskError::WorkerDied { .. }))
+    }
+
+    /// Whether the task was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Error::Task(TaskError::Cancelled { .. }))
+    }
+
+    /// Whether the wait timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+
+    /// The task error, if this is one.
+    pub fn task_error(&self) -> Option<&TaskError> {
+        match self {
+            Error::Task(e) => Some(e),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Prism: a distributed execution framework in the line of Ray, typed at compile time.
+//!
+//! Annotate functions with [`#[remote]`](remote); calling `f::remote(args)` returns an
+//! [`ObjectRef`] at once and the call runs in a worker process of the cluster. References are
+//! accepted wherever a value of the same type is expected, so task graphs are built by passing
+//! futures around; `.await`, [`get`], [`get_all`] and [`wait`] collect results.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use prism::remote;
+//!
+//! #[remote]
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! #[remote(num_cpus = 1, max_retries = 3)]
+//! fn add(a: u64, b: u64) -> u64 {
+//!     a + b
+//! }
+//!
+//! #[prism::main]
+//! async fn main() -> prism::Result<()> {
+//!     let a = square::remote(3u64);
+//!     let b = square::remote(4u64);
+//!     let sum = add::remote(a, b); // references flow into the next task
+//!     assert_eq!(sum.await?, 25);
+//!     Ok(())
+//! }
+//! ```
+
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+
+mod api;
+mod config;
+mod context;
+mod error;
+mod node;
+mod owner;
+mod value;
+mod worker;
+
+#[doc(inline)]
+pub use prism_macros::{main, remote};
+
+pub use api::object_ref::ObjectRef;
+pub use api::{
+    cancel, cancel_force, get, get_all, get_all_blocking, get_blocking, get_timeout,
+    get_timeout_blocking, init, init_with, is_driver, is_initialized, owned_object_count, put,
+    shutdown, wait, wait_blocking,
+};
+pub use config::Config;
+pub use error::{Error, Result, TaskError};
+pub use prism_graph::{ObjectId, TaskId};
+pub use rkyv;
+pub use value::Remotable;
+
+/// What generated code needs; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::__options_builder as options_builder;
+    pub use crate::api::call::{ArgSlot, IntoArg, TaskOptions, submit};
+    pub use crate::api::object_ref::{ObjectRef, RawRef};
+    pub use crate::api::registry::{Invocation, RemoteFunction};
+    pub use crate::api::{block_on, enter_worker_if_spawned, run_main, run_main_sync};
+    pub use crate::value::Remotable;
+    pub use inventory;
+    pub use prism_graph::TaskError;
+    pub use rkyv;
+    pub use rkyv::util::AlignedVec;
+}

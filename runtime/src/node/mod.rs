@@ -1,0 +1,632 @@
+//! The node daemon of the embedded cluster, living in the driver process: it owns the local
+//! scheduler, the worker pool and, in this single-node form, the owner's books. All state sits
+//! behind one short-held lock and is changed by events (a submit, a frame from a worker, a
+//! worker's exit); every event ends in [`State::settle`], which schedules, encodes what must be
+//! sent and hands it to the per-worker writer tasks.
+
+pub(crate) mod scheduler;
+pub(crate) mod worker_pool;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use prism_graph::{ObjectId, TaskError, TaskId, TaskSpec, TaskState};
+use prism_transport::{
+    ArchivedToNode, Execute, Frame, ObjectValue, ToNode, ToWorker, encode_frame,
+};
+use rkyv::util::AlignedVec;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::config::Config;
+use crate::owner::{Owner, Slot};
+use crate::{Error, Result};
+use scheduler::{Action, Admission, Placement, Scheduler, WorkerId};
+
+/// The driver's owner number.
+pub(crate) const DRIVER_OWNER: u32 = 0;
+
+#[derive(Debug, Default)]
+struct Link {
+    tx: Option<UnboundedSender<Vec<u8>>>,
+    pid: Option<u32>,
+    connected: bool,
+    eof: bool,
+    exit: Option<String>,
+}
+
+#[derive(Debug)]
+struct State {
+    owner: Owner,
+    sched: Scheduler,
+    links: HashMap<WorkerId, Link>,
+    outbox: HashMap<WorkerId, Vec<u8>>,
+    spawn: std::sync::mpsc::Sender<WorkerId>,
+    /// Workers that died before their handshake, in a row.
+    startup_failures: u32,
+    shutting_down: bool,
+}
+
+/// The embedded node and owner.
+#[derive(Debug)]
+pub(crate) struct Core {
+    state: Mutex<State>,
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
+    seq: AtomicU64,
+    config: Config,
+}
+
+/// How many workers may die before their handshake, in a row, before queued work fails.
+const MAX_STARTUP_FAILURES: u32 = 3;
+
+impl Core {
+    /// Starts the node: its runtime, its socket and its first workers.
+    pub(crate) fn start(config: Config) -> Result<Arc<Core>> {
+        let total = config.node_resources()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("prism-node")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Startup(format!("tokio runtime: {e}")))?;
+        let handle = runtime.handle().clone();
+        let (listener, socket_name) = worker_pool::bind()?;
+        let (spawn_tx, spawn_rx) = std::sync::mpsc::channel();
+        let soft_limit = total.cpu.as_f64().ceil().max(1.0) as usize;
+        let core = Arc::new(Core {
+            state: Mutex::new(State {
+                owner: Owner::default(),
+                sched: Scheduler::new(total.clone(), config.max_inflight(), soft_limit),
+                links: HashMap::new(),
+                outbox: HashMap::new(),
+                spawn: spawn_tx,
+                startup_failures: 0,
+                shutting_down: false,
+            }),
+            runtime: Mutex::new(Some(runtime)),
+            handle,
+            seq: AtomicU64::new(1),
+            config,
+        });
+        worker_pool::start(&core, listener, socket_name, spawn_rx)?;
+        {
+            // Start the workers the CPUs can use right away, so the first tasks do not wait.
+            let mut state = core.state.lock();
+            for _ in 0..soft_limit {
+                state.start_worker();
+            }
+        }
+        tracing::info!(resources = %total, "local cluster started");
+        Ok(core)
+    }
+
+    pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn next_task_id(&self) -> TaskId {
+        TaskId::new(DRIVER_OWNER, self.seq.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Submits a task owned by the driver (`failed`: it could not even be built).
+    pub(crate) fn submit(&self, spec: TaskSpec, failed: Option<TaskError>) {
+        let mut state = self.state.lock();
+        state.submit(spec, None, failed);
+        state.settle();
+    }
+
+    pub(crate) fn put(&self, id: ObjectId, bytes: AlignedVec) {
+        self.state.lock().owner.put(id, bytes, None);
+    }
+
+    pub(crate) fn poll_object(&self, id: ObjectId, waker: &Waker) -> Poll<Option<Slot>> {
+        self.state.lock().owner.poll(id, waker)
+    }
+
+    pub(crate) fn function_of(&self, id: ObjectId) -> Option<Arc<str>> {
+        self.state.lock().owner.function_of(id)
+    }
+
+    pub(crate) fn add_ref(&self, id: ObjectId) {
+        self.state.lock().owner.add_ref(id);
+    }
+
+    pub(crate) fn release(&self, id: ObjectId) {
+        let mut state = self.state.lock();
+        state.owner.release(id);
+    }
+
+    pub(crate) fn cancel(&self, id: ObjectId, force: bool) {
+        let mut state = self.state.lock();
+        state.cancel(id, force);
+        state.settle();
+    }
+
+    /// Where the task making `id` is, for a timeout message.
+    pub(crate) fn describe_wait(&self, id: ObjectId) -> (String, String) {
+        let state = self.state.lock();
+        let task = id.task;
+        let desc = state.owner.describe(task);
+        let status = match (state.owner.task(task), state.owner.task_state(task)) {
+            (Some(r), _) if r.infeasible.is_some() => r.infeasible.clone().unwrap_or_default(),
+            (Some(r), Some(TaskState::Ready)) => format!(
+                "the task is queued: it demands {}, the node has {} available of {}",
+                r.spec.resources,
+                state.sched.available(),
+                state.sched.total()
+            ),
+            (Some(_), Some(TaskState::Waiting)) => "the task waits for its arguments".to_string(),
+            (Some(r), Some(TaskState::Running)) => format!(
+                "the task is running on worker {}",
+                r.worker.map_or_else(|| "?".into(), |w| w.to_string())
+            ),
+            _ => "the object is not ready".to_string(),
+        };
+        (desc, status)
+    }
+
+    /// Number of objects the owner tracks (for tests of reference counting).
+    pub(crate) fn object_count(&self) -> usize {
+        self.state.lock().owner.object_count()
+    }
+
+    /// Stops the workers and the node.
+    pub(crate) fn shutdown(&self) {
+        let pids: Vec<u32> = {
+            let mut state = self.state.lock();
+            state.shutting_down = true;
+            let mut bye = Vec::new();
+            let _ = encode_frame(&ToWorker::Shutdown, &mut bye);
+            for link in state.links.values() {
+                if let Some(tx) = &link.tx {
+                    let _ = tx.send(bye.clone());
+                }
+            }
+            state
+                .links
+                .values()
+                .filter(|l| l.exit.is_none())
+                .filter_map(|l| l.pid)
+                .collect()
+        };
+        // Give workers a moment to exit on their own, then make sure.
+        let deadline = std::time::Instant::now() + Duration::from_millis(500);
+        while std::time::Instant::now() < deadline {
+            let alive = self
+                .state
+                .lock()
+                .links
+                .values()
+                .any(|l| l.pid.is_some() && l.exit.is_none());
+            if !alive {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for pid in pids {
+            if self
+                .state
+                .lock()
+                .links
+                .values()
+                .any(|l| l.pid == Some(pid) && l.exit.is_none())
+            {
+                worker_pool::kill(pid);
+            }
+        }
+        if let Some(runtime) = self.runtime.lock().take() {
+            runtime.shutdown_timeout(Duration::from_millis(200));
+        }
+        tracing::info!("local cluster stopped");
+    }
+
+    // --- events from the worker pool ---
+
+    fn worker_spawned(&self, worker: WorkerId, pid: u32) {
+        let mut state = self.state.lock();
+        state.links.entry(worker).or_default().pid = Some(pid);
+    }
+
+    fn worker_connected(&self, worker: WorkerId, tx: UnboundedSender<Vec<u8>>) -> bool {
+        let mut state = self.state.lock();
+        let Some(link) = state.links.get_mut(&worker) else {
+            return false;
+        };
+        link.tx = Some(tx);
+        link.connected = true;
+        state.startup_failures = 0;
+        state.sched.worker_ready(worker);
+        let mut welcome = Vec::new();
+        let _ = encode_frame(&ToWorker::Welcome, &mut welcome);
+        state.outbox.entry(worker).or_default().extend(welcome);
+        state.settle();
+        true
+    }
+
+    fn frames(&self, worker: WorkerId, frames: Vec<Frame>) -> std::result::Result<(), String> {
+        let mut state = self.state.lock();
+        let mut result = Ok(());
+        for frame in &frames {
+            match frame.access::<ToNode>() {
+                Ok(msg) => state.on_message(worker, msg),
+                Err(e) => {
+                    result = Err(e.to_string());
+                    break;
+                }
+            }
+        }
+        state.settle();
+        result
+    }
+
+    fn worker_eof(&self, worker: WorkerId) {
+        let mut state = self.state.lock();
+        if let Some(link) = state.links.get_mut(&worker) {
+            link.eof = true;
+            link.tx = None;
+        }
+        state.maybe_dead(worker);
+        state.settle();
+    }
+
+    fn worker_exited(&self, worker: WorkerId, reason: String) {
+        let mut state = self.state.lock();
+        let link = state.links.entry(worker).or_default();
+        link.exit = Some(reason);
+        if !link.connected {
+            link.eof = true;
+        }
+        state.maybe_dead(worker);
+        state.settle();
+    }
+}
+
+impl State {
+    fn start_worker(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        let id = self.sched.worker_starting();
+        self.links.insert(id, Link::default());
+        if self.spawn.send(id).is_err() {
+            tracing::error!(worker = id, "worker spawner is gone");
+        }
+    }
+
+    fn submit(&mut self, spec: TaskSpec, holder: Option<WorkerId>, failed: Option<TaskError>) {
+        let task = spec.task_id;
+        let ready = self.owner.submit(spec, holder);
+        if let Some(error) = failed {
+            self.owner.fail_unscheduled(task, error);
+        } else if ready {
+            self.enqueue(task);
+        }
+    }
+
+    fn enqueue(&mut self, task: TaskId) {
+        let Some(record) = self.owner.task(task) else {
+            return;
+        };
+        let demand = record.spec.resources.clone();
+        if self.sched.submit(task, demand.clone()) == Admission::Infeasible {
+            let message = format!(
+                "the task is infeasible: it demands {demand}, the node has {} in total",
+                self.sched.total()
+            );
+            tracing::warn!(task = %self.owner.describe(task), "{message}; it waits until resources appear");
+            if let Some(record) = self.owner.task_mut(task) {
+                record.infeasible = Some(message);
+            }
+        }
+    }
+
+    fn on_message(&mut self, worker: WorkerId, msg: &ArchivedToNode) {
+        match msg {
+            ArchivedToNode::Done(done) => {
+                for entry in done.iter() {
+                    self.on_done(worker, entry.0.to_native(), &entry.1);
+                }
+            }
+            ArchivedToNode::Submit(spec) => {
+                match rkyv::deserialize::<TaskSpec, rkyv::rancor::Error>(spec) {
+                    Ok(spec) => self.submit(spec, Some(worker), None),
+                    Err(e) => tracing::error!(worker, "undecodable task spec: {e}"),
+                }
+            }
+            ArchivedToNode::Put { id, bytes } => {
+                let mut aligned = AlignedVec::with_capacity(bytes.len());
+                aligned.extend_from_slice(bytes);
+                self.owner.put(id.to_native(), aligned, Some(worker));
+            }
+            ArchivedToNode::Get { ids } => {
+                for id in ids.iter() {
+                    self.owner.subscribe(id.to_native(), worker);
+                }
+            }
+            ArchivedToNode::Blocked { returned } => {
+                let returned: Vec<TaskId> = returned.iter().map(|t| t.to_native()).collect();
+                for &task in &returned {
+                    self.owner.unstarted(task);
+                }
+                self.sched.worker_blocked(worker, &returned);
+            }
+            ArchivedToNode::Unblocked => self.sched.worker_unblocked(worker),
+            ArchivedToNode::Bounced(tasks) => {
+                let tasks: Vec<TaskId> = tasks.iter().map(|t| t.to_native()).collect();
+                for &task in &tasks {
+                    self.owner.unstarted(task);
+                }
+                self.sched.bounced(worker, &tasks);
+            }
+            ArchivedToNode::Release(ids) => {
+                let ids: Vec<ObjectId> = ids.iter().map(|i| i.to_native()).collect();
+                self.owner.worker_released(worker, &ids);
+            }
+            ArchivedToNode::Cancel { id, force } => self.cancel(id.to_native(), *force),
+            ArchivedToNode::Hello(_) => {
+                tracing::warn!(worker, "second hello ignored");
+            }
+        }
+    }
+
+    fn on_done(
+        &mut self,
+        worker: WorkerId,
+        task: TaskId,
+        outcome: &prism_transport::ArchivedOutcome,
+    ) {
+        self.sched.task_done(worker, task);
+        let Some(record) = self.owner.task(task) else {
+            return;
+        };
+        if record.worker != Some(worker) {
+            return; // a stale report for a task that was handed back or retried
+        }
+        match outcome {
+            prism_transport::ArchivedOutcome::Returned(values) => {
+                if values.len() != record.spec.num_returns as usize {
+                    let error = TaskError::InvalidValue {
+                        task,
+                        function: record.spec.function.clone(),
+                        what: "return values".into(),
+                        reason: format!(
+                            "the worker returned {} values, the caller expects {}",
+                            values.len(),
+                            record.spec.num_returns
+                        ),
+                    };
+                    self.owner.fail(task, error);
+                    return;
+                }
+                let values = values
+                    .iter()
+                    .map(|v| {
+                        let mut aligned = AlignedVec::with_capacity(v.len());
+                        aligned.extend_from_slice(v);
+                        aligned
+                    })
+                    .collect();
+                for ready in self.owner.complete(task, values) {
+                    self.enqueue(ready);
+                }
+            }
+            prism_transport::ArchivedOutcome::Failed(error) => {
+                let error = rkyv::deserialize::<TaskError, rkyv::rancor::Error>(error)
+                    .unwrap_or_else(|e| TaskError::InvalidValue {
+                        task,
+                        function: record.spec.function.clone(),
+                        what: "the task's error".into(),
+                        reason: e.to_string(),
+                    });
+                let retry = matches!(error, TaskError::Panicked { .. })
+                    && record.spec.retry_exceptions
+                    && record.panics < record.spec.max_retries;
+                if retry {
+                    tracing::warn!(task = %self.owner.describe(task), %error, "retrying after a panic");
+                    if let Some(record) = self.owner.task_mut(task) {
+                        record.panics += 1;
+                    }
+                    self.owner.unstarted(task);
+                    self.enqueue(task);
+                } else {
+                    self.owner.fail(task, error);
+                }
+            }
+        }
+    }
+
+    fn cancel(&mut self, id: ObjectId, force: bool) {
+        let task = id.task;
+        let Some(record) = self.owner.task(task) else {
+            return; // finished, failed or unknown: nothing to cancel
+        };
+        let function = record.spec.function.clone();
+        let cancelled = TaskError::Cancelled {
+            task,
+            function: function.clone(),
+        };
+        match self.owner.task_state(task) {
+            Some(TaskState::Waiting) => {
+                self.owner.fail(task, cancelled);
+            }
+            Some(TaskState::Ready) => {
+                let _ = self.sched.locate_for_cancel(task);
+                self.owner.fail(task, cancelled);
+            }
+            Some(TaskState::Running) => match self.sched.locate_for_cancel(task) {
+                Placement::OnWorker {
+                    worker,
+                    started: false,
+                } => {
+                    let mut frame = Vec::new();
+                    let _ = encode_frame(&ToWorker::Cancel { task }, &mut frame);
+                    self.outbox.entry(worker).or_default().extend(frame);
+                }
+                Placement::OnWorker {
+                    worker,
+                    started: true,
+                } if force => {
+                    if let Some(record) = self.owner.task_mut(task) {
+                        record.force_cancelled = true;
+                    }
+                    if let Some(pid) = self.links.get(&worker).and_then(|l| l.pid) {
+                        tracing::info!(task = %task, function, worker, "force-cancel kills the worker");
+                        worker_pool::kill(pid);
+                    }
+                }
+                _ => {
+                    tracing::debug!(task = %task, function, "task is running; cancel without force has no effect");
+                }
+            },
+            _ => {}
+        }
+    }
+
+    fn maybe_dead(&mut self, worker: WorkerId) {
+        let Some(link) = self.links.get(&worker) else {
+            return;
+        };
+        if !(link.eof && link.exit.is_some()) {
+            return;
+        }
+        let link = self.links.remove(&worker).unwrap_or_default();
+        let reason = link.exit.unwrap_or_default();
+        self.outbox.remove(&worker);
+        self.owner.worker_gone(worker);
+        let started = self.sched.remove_worker(worker);
+        // Tasks that were queued on it went back to the node's queue: they never started.
+        if self.shutting_down {
+            return;
+        }
+        if !link.connected {
+            self.startup_failures += 1;
+            tracing::error!(worker, %reason, "worker process exited before its handshake");
+        } else {
+            tracing::warn!(worker, %reason, "worker process died");
+        }
+        if let Some(task) = started {
+            self.task_lost(task, &reason);
+        }
+        if self.startup_failures >= MAX_STARTUP_FAILURES {
+            self.fail_queued(&reason);
+        }
+    }
+
+    fn task_lost(&mut self, task: TaskId, reason: &str) {
+        let Some(record) = self.owner.task_mut(task) else {
+            return;
+        };
+        record.deaths += 1;
+        let function = record.spec.function.clone();
+        if record.force_cancelled {
+            self.owner
+                .fail(task, TaskError::Cancelled { task, function });
+        } else if record.deaths <= record.spec.max_retries {
+            tracing::warn!(task = %task, function, attempt = record.deaths + 1, "retrying after worker death");
+            self.owner.unstarted(task);
+            self.enqueue(task);
+        } else {
+            let attempts = record.deaths;
+            self.owner.fail(
+                task,
+                TaskError::WorkerDied {
+                    task,
+                    function,
+                    attempts,
+                    reason: reason.to_string(),
+                },
+            );
+        }
+    }
+
+    fn fail_queued(&mut self, reason: &str) {
+        for task in self.sched.drain_queued() {
+            let function = self
+                .owner
+                .task(task)
+                .map(|r| r.spec.function.clone())
+                .unwrap_or_default();
+            self.owner.fail(
+                task,
+                TaskError::WorkerDied {
+                    task,
+                    function,
+                    attempts: 0,
+                    reason: format!(
+                        "worker processes exit before connecting to the node: {reason}"
+                    ),
+                },
+            );
+        }
+    }
+
+    /// Schedules, encodes what became sendable, and hands frames to the writers.
+    fn settle(&mut self) {
+        let startup_broken = self.startup_failures >= MAX_STARTUP_FAILURES;
+        for action in self.sched.schedule() {
+            match action {
+                Action::StartWorker if !startup_broken => self.start_worker(),
+                Action::StartWorker => {}
+                Action::Dispatch { worker, tasks } => self.dispatch(worker, tasks),
+            }
+        }
+        let notices = std::mem::take(&mut self.owner.notices);
+        let mut per_worker: HashMap<WorkerId, Vec<(ObjectId, ObjectValue)>> = HashMap::new();
+        for notice in notices {
+            let value = match notice.slot {
+                Slot::Ready(bytes) => ObjectValue::Ready(bytes.to_vec()),
+                Slot::Failed(e) => ObjectValue::Failed(e),
+                Slot::Pending => continue,
+            };
+            per_worker
+                .entry(notice.worker)
+                .or_default()
+                .push((notice.id, value));
+        }
+        for (worker, objects) in per_worker {
+            self.encode_to(worker, &ToWorker::Objects(objects));
+        }
+        for (worker, bytes) in self.outbox.drain() {
+            if let Some(tx) = self.links.get(&worker).and_then(|l| l.tx.as_ref()) {
+                let _ = tx.send(bytes);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, worker: WorkerId, tasks: Vec<TaskId>) {
+        let mut batch = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let Some(args) = self.owner.resolve_args(task) else {
+                tracing::error!(task = %task, "dispatched task has unresolved arguments");
+                continue;
+            };
+            let Some(record) = self.owner.task(task) else {
+                continue;
+            };
+            batch.push(Execute {
+                task,
+                function: record.spec.function.clone(),
+                fn_hash: record.spec.fn_hash,
+                args,
+                num_returns: record.spec.num_returns,
+            });
+            self.owner.started(task, worker);
+        }
+        self.encode_to(worker, &ToWorker::Execute(batch));
+    }
+
+    fn encode_to(&mut self, worker: WorkerId, msg: &ToWorker) {
+        let out = self.outbox.entry(worker).or_default();
+        if let Err(e) = encode_frame(msg, out) {
+            tracing::error!(worker, "cannot encode a message for the worker: {e}");
+        }
+    }
+}

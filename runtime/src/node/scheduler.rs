@@ -1,0 +1,427 @@
+//! The node's local scheduler as a sans-IO state machine: tasks whose inputs are ready come in,
+//! worker leases and dispatches go out. A worker leased for one resource shape is reused for
+//! further tasks of that shape and, once no new lease can be granted, receives tasks pipelined
+//! up to a depth. A worker blocked in `get` gives its CPUs back and hands back what it had queued,
+//! so nested tasks cannot deadlock a full node.
+
+use std::collections::{HashMap, VecDeque};
+
+use prism_graph::{Amount, Resources, TaskId};
+
+/// A worker's number on this node (also its owner number).
+pub(crate) type WorkerId = u32;
+
+/// What the scheduler asks its shell to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Send these tasks, in order, to the worker.
+    Dispatch {
+        worker: WorkerId,
+        tasks: Vec<TaskId>,
+    },
+    /// Start one more worker process.
+    StartWorker,
+}
+
+/// Where a task was found when asked to cancel it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// Waiting in the node's queue (now removed from it).
+    Queued,
+    /// Sent to a worker; `started` when it is the task the worker runs now.
+    OnWorker { worker: WorkerId, started: bool },
+    /// Unknown to the scheduler.
+    Absent,
+}
+
+/// What a submitted demand means for this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Queued.
+    Queued,
+    /// Larger than the node's total: it waits (a node may grow later) and should be reported.
+    Infeasible,
+}
+
+#[derive(Debug)]
+enum WorkerState {
+    Starting,
+    Idle,
+    Leased {
+        demand: Resources,
+        inflight: VecDeque<TaskId>,
+        blocked: bool,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) struct Scheduler {
+    total: Resources,
+    available: Resources,
+    /// CPU handed to unblocked workers beyond what was available (repaid on release).
+    cpu_debt: u64,
+    queues: HashMap<Resources, VecDeque<TaskId>>,
+    /// Shapes in the order they first had work, for fairness between shapes.
+    shapes: Vec<Resources>,
+    demands: HashMap<TaskId, Resources>,
+    infeasible: Vec<TaskId>,
+    workers: HashMap<WorkerId, WorkerState>,
+    next_worker: WorkerId,
+    max_inflight: usize,
+    soft_limit: usize,
+}
+
+impl Scheduler {
+    /// A scheduler for a node of `total` resources, pipelining up to `max_inflight` tasks to a
+    /// worker and keeping about `soft_limit` unblocked workers.
+    pub(crate) fn new(total: Resources, max_inflight: usize, soft_limit: usize) -> Self {
+        Scheduler {
+            available: total.clone(),
+            total,
+            cpu_debt: 0,
+            queues: HashMap::new(),
+            shapes: Vec::new(),
+            demands: HashMap::new(),
+            infeasible: Vec::new(),
+            workers: HashMap::new(),
+            next_worker: 1,
+            max_inflight: max_inflight.max(1),
+            soft_limit: soft_limit.max(1),
+        }
+    }
+
+    pub(crate) fn total(&self) -> &Resources {
+        &self.total
+    }
+
+    pub(crate) fn available(&self) -> &Resources {
+        &self.available
+    }
+
+    /// Reserves a number for a worker process about to be started.
+    pub(crate) fn worker_starting(&mut self) -> WorkerId {
+        let id = self.next_worker;
+        self.next_worker += 1;
+        self.workers.insert(id, WorkerState::Starting);
+        id
+    }
+
+    /// A started worker completed its handshake.
+    pub(crate) fn worker_ready(&mut self, worker: WorkerId) {
+        if let Some(state @ WorkerState::Starting) = self.workers.get_mut(&worker) {
+            *state = WorkerState::Idle;
+        }
+    }
+
+    /// A task whose inputs are ready.
+    pub(crate) fn submit(&mut self, task: TaskId, demand: Resources) -> Admission {
+        if !demand.fits_in(&self.total) {
+            self.demands.insert(task, demand);
+            self.infeasible.push(task);
+            return Admission::Infeasible;
+        }
+        self.enqueue(task, demand, false);
+        Admission::Queued
+    }
+
+    fn enqueue(&mut self, task: TaskId, demand: Resources, front: bool) {
+        let queue = match self.queues.get_mut(&demand) {
+            Some(q) => q,
+            None => {
+                if !self.shapes.contains(&demand) {
+                    self.shapes.push(demand.clone());
+                }
+                self.queues.entry(demand.clone()).or_default()
+            }
+        };
+        if front {
+            queue.push_front(task);
+        } else {
+            queue.push_back(task);
+        }
+        self.demands.insert(task, demand);
+    }
+
+    fn requeue(&mut self, tasks: impl DoubleEndedIterator<Item = TaskId>) {
+        for task in tasks.rev() {
+            if let Some(demand) = self.demands.get(&task).cloned() {
+                self.enqueue(task, demand, true);
+            }
+        }
+    }
+
+    /// A worker reported a task as ended (done, failed or dropped after cancel).
+    pub(crate) fn task_done(&mut self, worker: WorkerId, task: TaskId) {
+        let Some(WorkerState::Leased {
+            inflight, blocked, ..
+        }) = self.workers.get_mut(&worker)
+        else {
+            return;
+        };
+        let Some(pos) = inflight.iter().position(|t| *t == task) else {
+            return; // a stale report: the task was handed back and is elsewhere now
+        };
+        inflight.remove(pos);
+        self.demands.remove(&task);
+        if inflight.is_empty() && !*blocked {
+            self.release_lease(worker);
+        }
+    }
+
+    fn release_lease(&mut self, worker: WorkerId) {
+        if let Some(state) = self.workers.get_mut(&worker)
+            && let WorkerState::Leased {
+                demand, blocked, ..
+            } = std::mem::replace(state, WorkerState::Idle)
+        {
+            let mut give_back = demand;
+            if blocked {
+                give_back.cpu = Amount::ZERO;
+            }
+            self.give_back(&give_back);
+        }
+    }
+
+    fn give_back(&mut self, resources: &Resources) {
+        let mut resources = resources.clone();
+        let repay = self.cpu_debt.min(resources.cpu.0);
+        self.cpu_debt -= repay;
+        resources.cpu.0 -= repay;
+        self.available.add(&resources);
+    }
+
+    /// The worker's running task waits in `get`: its CPUs go back to the node and the tasks it
+    /// had queued (`returned`) go back to the queue.
+    pub(crate) fn worker_blocked(&mut self, worker: WorkerId, returned: &[TaskId]) {
+        let Some(WorkerState::Leased {
+            demand,
+            inflight,
+            blocked,
+        }) = self.workers.get_mut(&worker)
+        else {
+            return;
+        };
+        if *blocked {
+            return;
+        }
+        *blocked = true;
+        inflight.retain(|t| !returned.contains(t));
+        let cpu = Resources {
+            cpu: demand.cpu,
+            ..Resources::default()
+        };
+        self.give_back(&cpu);
+        self.requeue(returned.iter().copied());
+    }
+
+    /// The worker's task resumes: it takes its CPUs again, even beyond what is available.
+    pub(crate) fn worker_unblocked(&mut self, worker: WorkerId) {
+        let Some(WorkerState::Leased {
+            demand, blocked, ..
+        }) = self.workers.get_mut(&worker)
+        else {
+            return;
+        };
+        if !*blocked {
+            return;
+        }
+        *blocked = false;
+        let need = demand.cpu.0;
+        let have = self.available.cpu.0;
+        self.available.cpu.0 = have.saturating_sub(need);
+        self.cpu_debt += need.saturating_sub(have);
+    }
+
+    /// Tasks the worker received while blocked and handed back unrun.
+    pub(crate) fn bounced(&mut self, worker: WorkerId, tasks: &[TaskId]) {
+        if let Some(WorkerState::Leased { inflight, .. }) = self.workers.get_mut(&worker) {
+            inflight.retain(|t| !tasks.contains(t));
+        }
+        self.requeue(tasks.iter().copied());
+    }
+
+    /// The worker process is gone (or stopped). Returns the task it had started, if any; the
+    /// tasks it had queued but not started go back to the queue.
+    pub(crate) fn remove_worker(&mut self, worker: WorkerId) -> Option<TaskId> {
+        let inflight = match self.workers.get_mut(&worker) {
+            Some(WorkerState::Leased { inflight, .. }) => std::mem::take(inflight),
+            Some(_) => VecDeque::new(),
+            None => return None,
+        };
+        if matches!(self.workers.get(&worker), Some(WorkerState::Leased { .. })) {
+            self.release_lease(worker);
+        }
+        self.workers.remove(&worker);
+        let mut inflight = inflight.into_iter();
+        let started = inflight.next();
+        self.requeue(inflight.collect::<Vec<_>>().into_iter());
+        started
+    }
+
+    /// Empties the node's queue (including infeasible tasks) and returns what was in it.
+    pub(crate) fn drain_queued(&mut self) -> Vec<TaskId> {
+        let mut tasks: Vec<TaskId> = std::mem::take(&mut self.infeasible);
+        for shape in std::mem::take(&mut self.shapes) {
+            if let Some(queue) = self.queues.remove(&shape) {
+                tasks.extend(queue);
+            }
+        }
+        for task in &tasks {
+            self.demands.remove(task);
+        }
+        tasks
+    }
+
+    /// Takes a task out of the scheduler's hands for cancellation and says where it was.
+    pub(crate) fn locate_for_cancel(&mut self, task: TaskId) -> Placement {
+        let Some(demand) = self.demands.get(&task) else {
+            return Placement::Absent;
+        };
+        if let Some(queue) = self.queues.get_mut(demand)
+            && let Some(pos) = queue.iter().position(|t| *t == task)
+        {
+            queue.remove(pos);
+            self.demands.remove(&task);
+            return Placement::Queued;
+        }
+        if let Some(pos) = self.infeasible.iter().position(|t| *t == task) {
+            self.infeasible.remove(pos);
+            self.demands.remove(&task);
+            return Placement::Queued;
+        }
+        for (&worker, state) in &self.workers {
+            if let WorkerState::Leased { inflight, .. } = state
+                && let Some(pos) = inflight.iter().position(|t| *t == task)
+            {
+                return Placement::OnWorker {
+                    worker,
+                    started: pos == 0,
+                };
+            }
+        }
+        Placement::Absent
+    }
+
+    /// Decides what to do now: leases, dispatches and worker starts.
+    pub(crate) fn schedule(&mut self) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let mut batches: HashMap<WorkerId, Vec<TaskId>> = HashMap::new();
+        let mut want_workers = 0usize;
+        let starting = self
+            .workers
+            .values()
+            .filter(|w| matches!(w, WorkerState::Starting))
+            .count();
+        for shape in self.shapes.clone() {
+            loop {
+                let Some(queue) = self.queues.get_mut(&shape) else {
+                    break;
+                };
+                let Some(&task) = queue.front() else {
+                    break;
+                };
+                let fits = shape.fits_in(&self.available);
+                if fits {
+                    if let Some(worker) = self.idle_worker() {
+                        self.available.subtract(&shape);
+                        self.workers.insert(
+                            worker,
+                            WorkerState::Leased {
+                                demand: shape.clone(),
+                                inflight: VecDeque::from([task]),
+                                blocked: false,
+                            },
+                        );
+                        self.pop(&shape);
+                        batches.entry(worker).or_default().push(task);
+                        continue;
+                    }
+                    // No idle worker: start as many as leases could be granted, up to the soft
+                    // limit, and wait for them rather than pile tasks onto busy workers.
+                    let room = self
+                        .soft_limit
+                        .saturating_sub(self.active_workers() + starting + want_workers);
+                    let queued = self.queues.get(&shape).map_or(0, VecDeque::len);
+                    let mut left = self.available.clone();
+                    let mut leases = 0;
+                    while leases < room.min(queued) && shape.fits_in(&left) {
+                        left.subtract(&shape);
+                        leases += 1;
+                    }
+                    want_workers += leases;
+                    if starting + want_workers > 0 {
+                        break;
+                    }
+                }
+                match self.least_loaded(&shape) {
+                    Some(worker) => {
+                        if let Some(WorkerState::Leased { inflight, .. }) =
+                            self.workers.get_mut(&worker)
+                        {
+                            inflight.push_back(task);
+                        }
+                        self.pop(&shape);
+                        batches.entry(worker).or_default().push(task);
+                    }
+                    None => break,
+                }
+            }
+        }
+        for _ in 0..want_workers {
+            actions.push(Action::StartWorker);
+        }
+        let mut batches: Vec<_> = batches.into_iter().collect();
+        batches.sort_by_key(|(w, _)| *w);
+        for (worker, tasks) in batches {
+            actions.push(Action::Dispatch { worker, tasks });
+        }
+        actions
+    }
+
+    fn pop(&mut self, shape: &Resources) {
+        if let Some(queue) = self.queues.get_mut(shape) {
+            queue.pop_front();
+            if queue.is_empty() {
+                self.queues.remove(shape);
+                self.shapes.retain(|s| s != shape);
+            }
+        }
+    }
+
+    fn active_workers(&self) -> usize {
+        self.workers
+            .values()
+            .filter(|w| {
+                !matches!(
+                    w,
+                    WorkerState::Starting | WorkerState::Leased { blocked: true, .. }
+                )
+            })
+            .count()
+    }
+
+    fn idle_worker(&self) -> Option<WorkerId> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| matches!(w, WorkerState::Idle))
+            .map(|(id, _)| *id)
+            .min()
+    }
+
+    fn least_loaded(&self, shape: &Resources) -> Option<WorkerId> {
+        self.workers
+            .iter()
+            .filter_map(|(id, w)| match w {
+                WorkerState::Leased {
+                    demand,
+                    inflight,
+                    blocked: false,
+                } if demand == shape && inflight.len() < self.max_inflight => {
+                    Some((inflight.len(), *id))
+                }
+                _ => None,
+            })
+            .min()
+            .map(|(_, id)| id)
+    }
+}

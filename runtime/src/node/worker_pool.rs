@@ -1,0 +1,236 @@
+//! The worker pool's IO shell: the node's Unix socket (an abstract name, so nothing is left on
+//! disk), a spawner thread that starts worker processes from the program's own executable, a
+//! waiter thread per process that reports its exit, and a reader and a writer task per
+//! connection. A worker counts as dead once both its connection closed and its exit was seen,
+//! so every frame it sent before dying is processed first.
+
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener as StdUnixListener};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+
+use prism_transport::{ArchivedToNode, AsyncFrameReader, HandshakeError, ToNode};
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::Core;
+use super::scheduler::WorkerId;
+use crate::{Error, Result};
+
+/// Environment variables that turn a started process into a worker.
+pub(crate) const ENV_ROLE: &str = "PRISM_ROLE";
+pub(crate) const ENV_SOCKET: &str = "PRISM_NODE_SOCKET";
+pub(crate) const ENV_WORKER: &str = "PRISM_WORKER_ID";
+
+pub(crate) fn bind() -> Result<(StdUnixListener, String)> {
+    let name = format!(
+        "prism-node-{}-{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let addr = SocketAddr::from_abstract_name(name.as_bytes())
+        .map_err(|e| Error::Startup(format!("socket name {name}: {e}")))?;
+    let listener = StdUnixListener::bind_addr(&addr)
+        .map_err(|e| Error::Startup(format!("bind socket @{name}: {e}")))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::Startup(format!("socket @{name}: {e}")))?;
+    Ok((listener, name))
+}
+
+pub(crate) fn start(
+    core: &Arc<Core>,
+    listener: StdUnixListener,
+    socket_name: String,
+    spawn_rx: std::sync::mpsc::Receiver<WorkerId>,
+) -> Result<()> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Startup(format!("cannot find the program's executable: {e}")))?;
+    let spawner_core = Arc::downgrade(core);
+    std::thread::Builder::new()
+        .name("prism-spawner".into())
+        .spawn(move || {
+            // This thread lives as long as the node, so PDEATHSIG (tied to the thread that
+            // forked) fires exactly when the node goes away.
+            for worker in spawn_rx {
+                let Some(core) = spawner_core.upgrade() else {
+                    break;
+                };
+                spawn_worker(&core, worker, &exe, &socket_name);
+            }
+        })
+        .map_err(|e| Error::Startup(format!("spawner thread: {e}")))?;
+    let _guard = core.handle().enter();
+    let listener = tokio::net::UnixListener::from_std(listener)
+        .map_err(|e| Error::Startup(format!("socket: {e}")))?;
+    let accept_core = core.clone();
+    core.handle().spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(serve(accept_core.clone(), stream));
+                }
+                Err(e) => {
+                    tracing::error!("accept on the node socket failed: {e}");
+                    break;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+fn spawn_worker(core: &Arc<Core>, worker: WorkerId, exe: &std::path::Path, socket: &str) {
+    let mut cmd = Command::new(exe);
+    cmd.env(ENV_ROLE, "worker")
+        .env(ENV_SOCKET, socket)
+        .env(ENV_WORKER, worker.to_string())
+        .stdin(Stdio::null());
+    // SAFETY: the closure only calls async-signal-safe functions (prctl, getppid, kill).
+    unsafe {
+        let parent = std::process::id() as libc::pid_t;
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != parent {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            Ok(())
+        });
+    }
+    match cmd.spawn() {
+        Ok(mut child) => {
+            core.worker_spawned(worker, child.id());
+            tracing::debug!(worker, pid = child.id(), "worker started");
+            let waiter_core = Arc::downgrade(core);
+            let spawned = std::thread::Builder::new()
+                .name(format!("prism-wait-{worker}"))
+                .spawn(move || {
+                    let reason = match child.wait() {
+                        Ok(status) => describe_exit(status),
+                        Err(e) => format!("cannot wait for the process: {e}"),
+                    };
+                    if let Some(core) = waiter_core.upgrade() {
+                        core.worker_exited(worker, reason);
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(worker, "cannot start a waiter thread: {e}");
+            }
+        }
+        Err(e) => core.worker_exited(worker, format!("cannot start {}: {e}", exe.display())),
+    }
+}
+
+/// A human account of how a process ended.
+fn describe_exit(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exited with code {code}");
+    }
+    match status.signal() {
+        Some(sig) => {
+            let name = match sig {
+                libc::SIGKILL => "SIGKILL",
+                libc::SIGABRT => "SIGABRT (abort)",
+                libc::SIGSEGV => "SIGSEGV (segmentation fault)",
+                libc::SIGTERM => "SIGTERM",
+                libc::SIGBUS => "SIGBUS",
+                _ => "",
+            };
+            format!("killed by signal {sig} {name}")
+                .trim_end()
+                .to_string()
+        }
+        None => format!("ended with {status}"),
+    }
+}
+
+/// Sends SIGKILL to a worker process.
+pub(crate) fn kill(pid: u32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+async fn serve(core: Arc<Core>, stream: UnixStream) {
+    let max_frame = core.config().max_frame();
+    let (read, write) = stream.into_split();
+    let mut reader = AsyncFrameReader::new(read, max_frame);
+    let worker = match handshake(&mut reader).await {
+        Ok(worker) => worker,
+        Err(reason) => {
+            tracing::error!("refused a worker connection: {reason}");
+            return;
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    if !core.worker_connected(worker, tx) {
+        tracing::error!(worker, "connection from a worker this node did not start");
+        return;
+    }
+    tokio::spawn(write_loop(write, rx));
+    loop {
+        let first = match reader.next().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::error!(worker, "bad frame from worker, closing its connection: {e}");
+                break;
+            }
+        };
+        let mut frames = vec![first];
+        loop {
+            match reader.buffered_frame() {
+                Ok(Some(frame)) => frames.push(frame),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(worker, "bad frame from worker: {e}");
+                    break;
+                }
+            }
+        }
+        if let Err(reason) = core.frames(worker, frames) {
+            tracing::error!(
+                worker,
+                "malformed message from worker, closing its connection: {reason}"
+            );
+            break;
+        }
+    }
+    core.worker_eof(worker);
+}
+
+async fn handshake(
+    reader: &mut AsyncFrameReader<tokio::net::unix::OwnedReadHalf>,
+) -> std::result::Result<WorkerId, String> {
+    let frame = reader
+        .next()
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("closed before its hello")?;
+    let msg = frame.access::<ToNode>().map_err(|e| e.to_string())?;
+    let ArchivedToNode::Hello(hello) = msg else {
+        return Err(HandshakeError::NotHello.to_string());
+    };
+    hello
+        .check(crate::worker::fingerprint())
+        .map_err(|e| format!("worker {}: {e}", hello.worker))?;
+    Ok(hello.worker.to_native())
+}
+
+async fn write_loop(mut write: OwnedWriteHalf, mut rx: UnboundedReceiver<Vec<u8>>) {
+    while let Some(mut buf) = rx.recv().await {
+        while let Ok(more) = rx.try_recv() {
+            buf.extend_from_slice(&more);
+        }
+        if let Err(e) = write.write_all(&buf).await {
+            tracing::debug!("write to worker failed: {e}");
+            break;
+        }
+    }
+}

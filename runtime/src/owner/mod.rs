@@ -1,0 +1,465 @@
+//! The owner: the process that submitted a task keeps its spec, the state of its return
+//! objects, the values of small objects, and their reference counts, with the dependency
+//! bookkeeping delegated to a `prism-graph` DAG. Readers (futures, blocked workers) are woken
+//! here when an object becomes ready or fails.
+//!
+//! In the embedded single-node cluster the driver's owner also keeps the books for tasks that
+//! workers submit (nested tasks): the worker's references are counted as one hold per worker.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+
+use prism_graph::{Arg, ObjectId, Readiness, TaskError, TaskGraph, TaskId, TaskSpec, TaskState};
+use rkyv::util::AlignedVec;
+
+use crate::node::scheduler::WorkerId;
+
+/// The value side of an object.
+#[derive(Debug, Clone)]
+pub(crate) enum Slot {
+    Pending,
+    Ready(Arc<AlignedVec>),
+    Failed(TaskError),
+}
+
+#[derive(Debug)]
+struct ObjectEntry {
+    slot: Slot,
+    /// The function that makes it (`put` for puts), for messages.
+    function: Arc<str>,
+    /// Live handles: the driver's `ObjectRef`s plus one per worker holding it.
+    refs: u32,
+    waiters: Vec<Waker>,
+    worker_waiters: Vec<WorkerId>,
+}
+
+/// What the owner remembers of a task until it ends.
+#[derive(Debug)]
+pub(crate) struct TaskRecord {
+    pub(crate) spec: TaskSpec,
+    /// How many workers died running it.
+    pub(crate) deaths: u32,
+    /// Panics retried so far (with `retry_exceptions`).
+    pub(crate) panics: u32,
+    /// A forced cancel killed its worker: do not retry.
+    pub(crate) force_cancelled: bool,
+    /// The demand exceeds the node: the message to give a waiting reader.
+    pub(crate) infeasible: Option<String>,
+    /// The worker it was sent to.
+    pub(crate) worker: Option<WorkerId>,
+}
+
+/// Someone to tell that an object is ready or failed.
+#[derive(Debug)]
+pub(crate) struct WorkerNotice {
+    pub(crate) worker: WorkerId,
+    pub(crate) id: ObjectId,
+    pub(crate) slot: Slot,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Owner {
+    graph: TaskGraph,
+    objects: HashMap<ObjectId, ObjectEntry>,
+    tasks: HashMap<TaskId, TaskRecord>,
+    held_by: HashMap<WorkerId, HashSet<ObjectId>>,
+    /// Notices for workers produced by the last calls, drained by the node.
+    pub(crate) notices: Vec<WorkerNotice>,
+}
+
+impl Owner {
+    pub(crate) fn task(&self, id: TaskId) -> Option<&TaskRecord> {
+        self.tasks.get(&id)
+    }
+
+    pub(crate) fn task_mut(&mut self, id: TaskId) -> Option<&mut TaskRecord> {
+        self.tasks.get_mut(&id)
+    }
+
+    pub(crate) fn task_state(&self, id: TaskId) -> Option<TaskState> {
+        self.graph.task_state(id)
+    }
+
+    /// Number of objects the owner tracks.
+    pub(crate) fn object_count(&self) -> usize {
+        self.objects.len()
+    }
+
+    fn hold(&mut self, id: ObjectId, holder: Option<WorkerId>) {
+        if let Some(worker) = holder {
+            self.held_by.entry(worker).or_default().insert(id);
+        }
+    }
+
+    /// Records a task; its return objects start with one reference, the submitter's. Returns
+    /// whether it can be scheduled now. A task whose input already failed fails at once.
+    pub(crate) fn submit(&mut self, spec: TaskSpec, holder: Option<WorkerId>) -> bool {
+        let task = spec.task_id;
+        let deps: Vec<ObjectId> = spec.dependencies().collect();
+        let name: Arc<str> = Arc::from(spec.function.as_str());
+        for id in spec.return_ids() {
+            self.objects.insert(
+                id,
+                ObjectEntry {
+                    slot: Slot::Pending,
+                    function: name.clone(),
+                    refs: 1,
+                    waiters: Vec::new(),
+                    worker_waiters: Vec::new(),
+                },
+            );
+            self.hold(id, holder);
+        }
+        let function = spec.function.clone();
+        let num_returns = spec.num_returns;
+        self.tasks.insert(
+            task,
+            TaskRecord {
+                spec,
+                deaths: 0,
+                panics: 0,
+                force_cancelled: false,
+                infeasible: None,
+                worker: None,
+            },
+        );
+        match self.graph.add_task(task, &deps, num_returns) {
+            Ok(Readiness::Ready) => true,
+            Ok(Readiness::Waiting) => false,
+            Ok(Readiness::Failed(input)) => {
+                let error = match self.objects.get(&input).map(|e| &e.slot) {
+                    Some(Slot::Failed(e)) => e.clone(),
+                    _ => unreachable!("the graph says {input} failed"),
+                };
+                self.finish_failed(task, error);
+                false
+            }
+            Err(e) => {
+                // An input the owner no longer (or never) knew: fail the task, naming it.
+                let missing = deps
+                    .iter()
+                    .find(|d| !self.objects.contains_key(d))
+                    .map_or_else(|| e.to_string(), |d| d.to_string());
+                self.graph
+                    .add_task(task, &[], num_returns)
+                    .expect("a fresh task id without inputs always fits");
+                self.fail(
+                    task,
+                    TaskError::InvalidValue {
+                        task,
+                        function,
+                        what: format!("argument object {missing}"),
+                        reason:
+                            "the object is unknown to its owner (freed, or from another cluster)"
+                                .into(),
+                    },
+                );
+                false
+            }
+        }
+    }
+
+    /// Fails a task that was never scheduled (bad options or arguments).
+    pub(crate) fn fail_unscheduled(&mut self, task: TaskId, error: TaskError) {
+        self.fail(task, error);
+    }
+
+    /// Stores an object made by `put`.
+    pub(crate) fn put(&mut self, id: ObjectId, bytes: AlignedVec, holder: Option<WorkerId>) {
+        let _ = self.graph.add_ready_object(id);
+        self.objects.insert(
+            id,
+            ObjectEntry {
+                slot: Slot::Ready(Arc::new(bytes)),
+                function: Arc::from("put"),
+                refs: 1,
+                waiters: Vec::new(),
+                worker_waiters: Vec::new(),
+            },
+        );
+        self.hold(id, holder);
+    }
+
+    /// The resolved arguments of a ready task, in order, for the worker.
+    pub(crate) fn resolve_args(&self, task: TaskId) -> Option<Vec<Vec<u8>>> {
+        let record = self.tasks.get(&task)?;
+        record
+            .spec
+            .args
+            .iter()
+            .map(|arg| match arg {
+                Arg::Value(bytes) => Some(bytes.clone()),
+                Arg::Ref(id) => match self.objects.get(id).map(|e| &e.slot) {
+                    Some(Slot::Ready(bytes)) => Some(bytes.to_vec()),
+                    _ => None,
+                },
+            })
+            .collect()
+    }
+
+    /// Marks a task as sent to a worker.
+    pub(crate) fn started(&mut self, task: TaskId, worker: WorkerId) {
+        if let Some(record) = self.tasks.get_mut(&task) {
+            record.worker = Some(worker);
+        }
+        let _ = self.graph.start_task(task);
+    }
+
+    /// Puts a task that was sent to a worker back to ready (retry or hand-back).
+    pub(crate) fn unstarted(&mut self, task: TaskId) {
+        if let Some(record) = self.tasks.get_mut(&task) {
+            record.worker = None;
+        }
+        let _ = self.graph.retry_task(task);
+    }
+
+    /// A task returned its values. Returns the tasks that became ready.
+    pub(crate) fn complete(&mut self, task: TaskId, values: Vec<AlignedVec>) -> Vec<TaskId> {
+        let Some(record) = self.tasks.remove(&task) else {
+            return Vec::new();
+        };
+        let ready = match self.graph.complete_task(task) {
+            Ok(ready) => ready,
+            Err(_) => return Vec::new(),
+        };
+        for (id, bytes) in record.spec.return_ids().zip(values) {
+            self.set_slot(id, Slot::Ready(Arc::new(bytes)));
+        }
+        self.release_inputs(&record.spec);
+        ready
+    }
+
+    /// A task failed for good: its outputs and every task downstream fail with `error`.
+    pub(crate) fn fail(&mut self, task: TaskId, error: TaskError) -> Vec<TaskId> {
+        let downstream = match self.graph.fail_task(task) {
+            Ok(downstream) => downstream,
+            Err(_) => return Vec::new(),
+        };
+        self.finish_failed(task, error.clone());
+        for &t in &downstream {
+            self.finish_failed(t, error.clone());
+        }
+        downstream
+    }
+
+    fn finish_failed(&mut self, task: TaskId, error: TaskError) {
+        if let Some(record) = self.tasks.remove(&task) {
+            for id in record.spec.return_ids() {
+                self.set_slot(id, Slot::Failed(error.clone()));
+            }
+            self.release_inputs(&record.spec);
+        }
+    }
+
+    fn set_slot(&mut self, id: ObjectId, slot: Slot) {
+        let Some(entry) = self.objects.get_mut(&id) else {
+            return;
+        };
+        for waker in entry.waiters.drain(..) {
+            waker.wake();
+        }
+        for worker in entry.worker_waiters.drain(..) {
+            self.notices.push(WorkerNotice {
+                worker,
+                id,
+                slot: slot.clone(),
+            });
+        }
+        entry.slot = slot;
+        if entry.refs == 0 {
+            self.try_free(id);
+        }
+    }
+
+    fn release_inputs(&mut self, spec: &TaskSpec) {
+        for dep in spec.dependencies() {
+            if self.objects.get(&dep).is_some_and(|e| e.refs == 0) {
+                self.try_free(dep);
+            }
+        }
+    }
+
+    /// Polls an object for a reader in this process.
+    pub(crate) fn poll(&mut self, id: ObjectId, waker: &Waker) -> Poll<Option<Slot>> {
+        match self.objects.get_mut(&id) {
+            None => Poll::Ready(None),
+            Some(entry) => match &entry.slot {
+                Slot::Pending => {
+                    if !entry.waiters.iter().any(|w| w.will_wake(waker)) {
+                        entry.waiters.push(waker.clone());
+                    }
+                    Poll::Pending
+                }
+                slot => Poll::Ready(Some(slot.clone())),
+            },
+        }
+    }
+
+    /// The function that makes the object.
+    pub(crate) fn function_of(&self, id: ObjectId) -> Option<Arc<str>> {
+        self.objects.get(&id).map(|e| e.function.clone())
+    }
+
+    /// The object's value if it is no longer pending.
+    #[cfg(test)]
+    pub(crate) fn peek(&self, id: ObjectId) -> Option<Slot> {
+        self.objects.get(&id).map(|e| e.slot.clone())
+    }
+
+    /// A worker wants the object: a notice now if it is done, or when it is.
+    pub(crate) fn subscribe(&mut self, id: ObjectId, worker: WorkerId) {
+        match self.objects.get_mut(&id) {
+            None => self.notices.push(WorkerNotice {
+                worker,
+                id,
+                slot: Slot::Failed(TaskError::InvalidValue {
+                    task: id.task,
+                    function: String::from("<unknown>"),
+                    what: format!("object {id}"),
+                    reason: "the object is unknown to its owner (already freed)".into(),
+                }),
+            }),
+            Some(entry) => match &entry.slot {
+                Slot::Pending => entry.worker_waiters.push(worker),
+                slot => self.notices.push(WorkerNotice {
+                    worker,
+                    id,
+                    slot: slot.clone(),
+                }),
+            },
+        }
+    }
+
+    pub(crate) fn add_ref(&mut self, id: ObjectId) {
+        if let Some(entry) = self.objects.get_mut(&id) {
+            entry.refs += 1;
+        }
+    }
+
+    pub(crate) fn release(&mut self, id: ObjectId) {
+        if let Some(entry) = self.objects.get_mut(&id) {
+            entry.refs = entry.refs.saturating_sub(1);
+            if entry.refs == 0 {
+                self.try_free(id);
+            }
+        }
+    }
+
+    /// A worker dropped its hold on objects.
+    pub(crate) fn worker_released(&mut self, worker: WorkerId, ids: &[ObjectId]) {
+        let Some(held) = self.held_by.get_mut(&worker) else {
+            return;
+        };
+        let dropped: Vec<ObjectId> = ids.iter().copied().filter(|id| held.remove(id)).collect();
+        for id in dropped {
+            self.release(id);
+        }
+    }
+
+    /// A worker is gone: drop its holds and its subscriptions.
+    pub(crate) fn worker_gone(&mut self, worker: WorkerId) {
+        if let Some(held) = self.held_by.remove(&worker) {
+            for id in held {
+                self.release(id);
+            }
+        }
+        for entry in self.objects.values_mut() {
+            entry.worker_waiters.retain(|w| *w != worker);
+        }
+        self.notices.retain(|n| n.worker != worker);
+    }
+
+    fn try_free(&mut self, id: ObjectId) {
+        let Some(entry) = self.objects.get(&id) else {
+            return;
+        };
+        if entry.refs > 0
+            || matches!(entry.slot, Slot::Pending)
+            || self.graph.has_pending_consumers(id)
+        {
+            return;
+        }
+        self.objects.remove(&id);
+        let _ = self.graph.remove_object(id);
+    }
+
+    /// A description of a task for messages: `0.5 (quickstart::add)`.
+    pub(crate) fn describe(&self, task: TaskId) -> String {
+        match self.tasks.get(&task) {
+            Some(r) => format!("{task} ({})", r.spec.function),
+            None => task.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prism_graph::Resources;
+
+    fn spec(seq: u64, args: Vec<Arg>) -> TaskSpec {
+        TaskSpec {
+            task_id: TaskId::new(0, seq),
+            function: format!("tests::f{seq}"),
+            fn_hash: 0,
+            args,
+            num_returns: 1,
+            resources: Resources::default(),
+            max_retries: 0,
+            retry_exceptions: false,
+        }
+    }
+
+    fn out(seq: u64) -> ObjectId {
+        ObjectId::new(TaskId::new(0, seq), 0)
+    }
+
+    #[test]
+    fn objects_live_while_referenced_or_needed_and_are_freed_after() {
+        let mut owner = Owner::default();
+        assert!(owner.submit(spec(1, vec![]), None));
+        assert!(!owner.submit(spec(2, vec![Arg::Ref(out(1))]), None));
+        owner.release(out(1)); // the driver dropped its ref; task 2 still needs it
+        owner.started(TaskId::new(0, 1), 1);
+        assert_eq!(
+            owner.complete(TaskId::new(0, 1), vec![AlignedVec::new()]),
+            vec![TaskId::new(0, 2)]
+        );
+        assert!(matches!(owner.peek(out(1)), Some(Slot::Ready(_))));
+        assert_eq!(owner.resolve_args(TaskId::new(0, 2)).unwrap().len(), 1);
+        owner.started(TaskId::new(0, 2), 1);
+        owner.complete(TaskId::new(0, 2), vec![AlignedVec::new()]);
+        assert!(
+            owner.peek(out(1)).is_none(),
+            "freed once its consumer ended"
+        );
+        assert_eq!(owner.object_count(), 1);
+        owner.release(out(2));
+        assert_eq!(owner.object_count(), 0);
+    }
+
+    #[test]
+    fn failures_reach_downstream_objects_and_subscribed_workers() {
+        let mut owner = Owner::default();
+        owner.submit(spec(1, vec![]), None);
+        owner.submit(spec(2, vec![Arg::Ref(out(1))]), Some(3));
+        owner.subscribe(out(2), 3);
+        let error = TaskError::Panicked {
+            task: TaskId::new(0, 1),
+            function: "tests::f1".into(),
+            message: "boom".into(),
+        };
+        assert_eq!(
+            owner.fail(TaskId::new(0, 1), error.clone()),
+            vec![TaskId::new(0, 2)]
+        );
+        assert!(matches!(owner.peek(out(2)), Some(Slot::Failed(e)) if e == error));
+        assert_eq!(owner.notices.len(), 1);
+        owner.worker_gone(3);
+        assert!(
+            owner.peek(out(2)).is_none(),
+            "the worker's hold went with it"
+        );
+    }
+}

@@ -1,0 +1,474 @@
+//! The worker process: started by its node from the program's own executable, it connects back,
+//! says hello, and runs the tasks it is sent on its main thread, one after another. The same
+//! thread pumps the connection: between tasks it reads what arrived without blocking (so a
+//! cancel lands before the task starts), and a task blocked in `get` keeps pumping while it
+//! waits, handing its queued tasks back to the node and bouncing new ones, so nested tasks
+//! cannot deadlock. Results are batched into one write while more tasks are queued.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use prism_graph::{ObjectId, TaskError, TaskId, TaskSpec};
+use prism_transport::{
+    ArchivedObjectValue, ArchivedToWorker, Execute, FrameError, FrameReader, Hello, Outcome,
+    PROTOCOL_VERSION, ToNode, ToWorker, encode_frame,
+};
+use rkyv::util::AlignedVec;
+
+use crate::api::registry;
+use crate::node::worker_pool::{ENV_ROLE, ENV_SOCKET, ENV_WORKER};
+use crate::owner::Slot;
+use crate::{Error, Result};
+
+/// The fingerprint of this program's binary: its path, size and modification time. Workers
+/// started from a rebuilt binary are refused at the handshake.
+pub(crate) fn fingerprint() -> u64 {
+    use std::hash::{Hash, Hasher};
+    static FINGERPRINT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *FINGERPRINT.get_or_init(|| {
+        let mut hasher = std::hash::DefaultHasher::new();
+        if let Ok(exe) = std::env::current_exe() {
+            exe.hash(&mut hasher);
+            if let Ok(meta) = std::fs::metadata(&exe) {
+                meta.len().hash(&mut hasher);
+                if let Ok(modified) = meta.modified() {
+                    modified.hash(&mut hasher);
+                }
+            }
+        }
+        hasher.finish()
+    })
+}
+
+/// Whether this process was started as a worker.
+pub(crate) fn is_worker_process() -> bool {
+    std::env::var_os(ENV_ROLE).is_some_and(|v| v == "worker")
+}
+
+/// The worker's side of its connection and its local books.
+#[derive(Debug)]
+pub(crate) struct WorkerClient {
+    inner: Mutex<Inner>,
+    owner: u32,
+    seq: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    reader: FrameReader<UnixStream>,
+    writer: UnixStream,
+    out: Vec<u8>,
+    queue: VecDeque<Execute>,
+    done: Vec<(TaskId, Outcome)>,
+    /// Values of objects this worker asked for.
+    cache: HashMap<ObjectId, Slot>,
+    requested: HashSet<ObjectId>,
+    /// This worker's references to objects it created (submits, puts): count and function.
+    refs: HashMap<ObjectId, (u32, Arc<str>)>,
+    released: Vec<ObjectId>,
+    blocked: bool,
+}
+
+/// What a pump step found that ends the worker.
+enum Stop {
+    Shutdown,
+    Lost(String),
+}
+
+impl WorkerClient {
+    pub(crate) fn next_task_id(&self) -> TaskId {
+        TaskId::new(self.owner, self.seq.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) fn submit(&self, spec: TaskSpec, failed: Option<TaskError>) {
+        let mut inner = self.inner.lock();
+        let name: Arc<str> = Arc::from(spec.function.as_str());
+        for id in spec.return_ids() {
+            inner.refs.insert(id, (1, name.clone()));
+        }
+        let task = spec.task_id;
+        let function = spec.function.clone();
+        let mut out = std::mem::take(&mut inner.out);
+        let _ = encode_frame(&ToNode::Submit(spec), &mut out);
+        inner.out = out;
+        if let Some(error) = failed {
+            // The node records the task, then this worker cancels it with the build error kept
+            // locally: readers in this worker see the real error.
+            inner
+                .cache
+                .insert(ObjectId::new(task, 0), Slot::Failed(error));
+            let mut out = std::mem::take(&mut inner.out);
+            let _ = encode_frame(
+                &ToNode::Cancel {
+                    id: ObjectId::new(task, 0),
+                    force: false,
+                },
+                &mut out,
+            );
+            inner.out = out;
+            tracing::debug!(task = %task, function, "task failed before submission");
+        }
+    }
+
+    pub(crate) fn put(&self, id: ObjectId, bytes: AlignedVec) {
+        let mut inner = self.inner.lock();
+        inner.refs.insert(id, (1, Arc::from("put")));
+        let mut out = std::mem::take(&mut inner.out);
+        let _ = encode_frame(
+            &ToNode::Put {
+                id,
+                bytes: bytes.to_vec(),
+            },
+            &mut out,
+        );
+        inner.out = out;
+        inner.cache.insert(id, Slot::Ready(Arc::new(bytes)));
+    }
+
+    pub(crate) fn add_ref(&self, id: ObjectId) {
+        if let Some((count, _)) = self.inner.lock().refs.get_mut(&id) {
+            *count += 1;
+        }
+    }
+
+    pub(crate) fn release(&self, id: ObjectId) {
+        let mut inner = self.inner.lock();
+        if let Some((count, _)) = inner.refs.get_mut(&id) {
+            *count -= 1;
+            if *count == 0 {
+                inner.refs.remove(&id);
+                inner.cache.remove(&id);
+                inner.requested.remove(&id);
+                inner.released.push(id);
+            }
+        }
+    }
+
+    pub(crate) fn function_of(&self, id: ObjectId) -> Option<Arc<str>> {
+        self.inner.lock().refs.get(&id).map(|(_, f)| f.clone())
+    }
+
+    pub(crate) fn cancel(&self, id: ObjectId, force: bool) -> Result<()> {
+        let mut inner = self.inner.lock();
+        let mut out = std::mem::take(&mut inner.out);
+        let _ = encode_frame(&ToNode::Cancel { id, force }, &mut out);
+        inner.out = out;
+        inner
+            .flush()
+            .map_err(|e| Error::Disconnected(e.to_string()))
+    }
+
+    /// Waits until at least `need` of `ids` have a value (ready or failed) or the deadline
+    /// passes; returns the values known, in order.
+    pub(crate) fn fetch(
+        &self,
+        ids: &[ObjectId],
+        need: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Option<Slot>>> {
+        let mut inner = self.inner.lock();
+        let missing: Vec<ObjectId> = ids
+            .iter()
+            .copied()
+            .filter(|id| !inner.cache.contains_key(id) && !inner.requested.contains(id))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if !missing.is_empty() {
+            inner.requested.extend(missing.iter().copied());
+            inner.send(&ToNode::Get { ids: missing });
+        }
+        if inner.count_known(ids) < need {
+            inner
+                .block_until(ids, need, deadline)
+                .map_err(|e| Error::Disconnected(e.to_string()))?;
+        }
+        Ok(ids.iter().map(|id| inner.cache.get(id).cloned()).collect())
+    }
+}
+
+impl Inner {
+    fn send(&mut self, msg: &ToNode) {
+        if let Err(e) = encode_frame(msg, &mut self.out) {
+            tracing::error!("cannot encode a message for the node: {e}");
+        }
+    }
+
+    fn count_known(&self, ids: &[ObjectId]) -> usize {
+        ids.iter().filter(|id| self.cache.contains_key(id)).count()
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.done.is_empty() {
+            let done = std::mem::take(&mut self.done);
+            self.send(&ToNode::Done(done));
+        }
+        if !self.released.is_empty() {
+            let released = std::mem::take(&mut self.released);
+            self.send(&ToNode::Release(released));
+        }
+        if !self.out.is_empty() {
+            self.writer.write_all(&self.out)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Handles one message from the node.
+    fn handle(&mut self, msg: &ArchivedToWorker) -> std::result::Result<(), Stop> {
+        match msg {
+            ArchivedToWorker::Execute(tasks) => {
+                let mut bounced = Vec::new();
+                for task in tasks.iter() {
+                    if self.blocked {
+                        bounced.push(task.task.to_native());
+                        continue;
+                    }
+                    match rkyv::deserialize::<Execute, rkyv::rancor::Error>(task) {
+                        Ok(task) => self.queue.push_back(task),
+                        Err(e) => return Err(Stop::Lost(format!("undecodable task: {e}"))),
+                    }
+                }
+                if !bounced.is_empty() {
+                    self.send(&ToNode::Bounced(bounced));
+                }
+            }
+            ArchivedToWorker::Objects(objects) => {
+                for entry in objects.iter() {
+                    let (id, value) = (entry.0.to_native(), &entry.1);
+                    if !self.requested.remove(&id) {
+                        continue; // released meanwhile
+                    }
+                    let slot = match value {
+                        ArchivedObjectValue::Ready(bytes) => {
+                            let mut aligned = AlignedVec::with_capacity(bytes.len());
+                            aligned.extend_from_slice(bytes);
+                            Slot::Ready(Arc::new(aligned))
+                        }
+                        ArchivedObjectValue::Failed(e) => {
+                            match rkyv::deserialize::<TaskError, rkyv::rancor::Error>(e) {
+                                Ok(e) => Slot::Failed(e),
+                                Err(e) => {
+                                    return Err(Stop::Lost(format!("undecodable error: {e}")));
+                                }
+                            }
+                        }
+                    };
+                    self.cache.insert(id, slot);
+                }
+            }
+            ArchivedToWorker::Cancel { task } => {
+                let task = task.to_native();
+                if let Some(pos) = self.queue.iter().position(|t| t.task == task) {
+                    if let Some(exec) = self.queue.remove(pos) {
+                        self.done.push((
+                            task,
+                            Outcome::Failed(TaskError::Cancelled {
+                                task,
+                                function: exec.function,
+                            }),
+                        ));
+                    }
+                }
+            }
+            ArchivedToWorker::Shutdown => return Err(Stop::Shutdown),
+            ArchivedToWorker::Welcome => {}
+        }
+        Ok(())
+    }
+
+    fn read_frame(&mut self, timeout: Option<Duration>) -> std::result::Result<bool, Stop> {
+        if let Err(e) = self.reader.get_ref().set_read_timeout(timeout) {
+            return Err(Stop::Lost(e.to_string()));
+        }
+        match self.reader.next() {
+            Ok(Some(frame)) => {
+                let msg = frame
+                    .access::<ToWorker>()
+                    .map_err(|e| Stop::Lost(e.to_string()))?;
+                self.handle(msg)?;
+                Ok(true)
+            }
+            Ok(None) => Err(Stop::Lost("the node closed the connection".into())),
+            Err(FrameError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(Stop::Lost(e.to_string())),
+        }
+    }
+
+    /// Handles every frame already readable, without blocking.
+    fn drain(&mut self) -> std::result::Result<(), Stop> {
+        loop {
+            let polled = self.reader.poll_with(|stream, buf| {
+                // SAFETY: `buf` is valid for writes of `buf.len()` bytes; the fd is open.
+                let n = unsafe {
+                    libc::recv(
+                        stream.as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match polled {
+                Ok(Some(frame)) => {
+                    let msg = frame
+                        .access::<ToWorker>()
+                        .map_err(|e| Stop::Lost(e.to_string()))?;
+                    self.handle(msg)?;
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(Stop::Lost(e.to_string())),
+            }
+        }
+    }
+
+    /// The next task to run, pumping the connection (and flushing results) as needed.
+    fn next_task(&mut self) -> std::result::Result<Execute, Stop> {
+        loop {
+            self.drain()?;
+            if let Some(task) = self.queue.pop_front() {
+                // Results leave before the next task starts: a long task must not hold back
+                // the results of the short ones before it.
+                if !self.done.is_empty() {
+                    self.flush().map_err(|e| Stop::Lost(e.to_string()))?;
+                }
+                return Ok(task);
+            }
+            self.flush().map_err(|e| Stop::Lost(e.to_string()))?;
+            self.read_frame(None)?;
+        }
+    }
+
+    /// Blocks the running task until `need` of `ids` are known: the node gets its CPU back and
+    /// the tasks queued here.
+    fn block_until(
+        &mut self,
+        ids: &[ObjectId],
+        need: usize,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<(), FrameError> {
+        let lost = |reason: String| FrameError::Io(std::io::Error::other(reason));
+        let returned: Vec<TaskId> = self.queue.drain(..).map(|t| t.task).collect();
+        self.blocked = true;
+        self.send(&ToNode::Blocked { returned });
+        self.flush()?;
+        let result = loop {
+            if self.count_known(ids) >= need {
+                break Ok(());
+            }
+            let timeout = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => break Ok(()),
+                },
+                None => None,
+            };
+            match self.read_frame(timeout) {
+                Ok(_) => {}
+                Err(Stop::Shutdown) => std::process::exit(0),
+                Err(Stop::Lost(reason)) => break Err(lost(reason)),
+            }
+        };
+        self.blocked = false;
+        self.send(&ToNode::Unblocked);
+        self.flush()?;
+        result
+    }
+}
+
+/// Runs this process as a worker, never returning.
+pub(crate) fn run() -> ! {
+    let code = match connect() {
+        Ok(client) => serve(client),
+        Err(e) => {
+            eprintln!("prism worker: {e}");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn connect() -> Result<Arc<WorkerClient>> {
+    let socket = std::env::var(ENV_SOCKET)
+        .map_err(|_| Error::Startup(format!("{ENV_SOCKET} is not set")))?;
+    let worker: u32 = std::env::var(ENV_WORKER)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Error::Startup(format!("{ENV_WORKER} is not a number")))?;
+    let addr = SocketAddr::from_abstract_name(socket.as_bytes())
+        .map_err(|e| Error::Startup(e.to_string()))?;
+    let stream = UnixStream::connect_addr(&addr)
+        .map_err(|e| Error::Startup(format!("connect to node @{socket}: {e}")))?;
+    let writer = stream
+        .try_clone()
+        .map_err(|e| Error::Startup(e.to_string()))?;
+    let mut inner = Inner {
+        reader: FrameReader::new(stream, prism_transport::DEFAULT_MAX_FRAME),
+        writer,
+        out: Vec::new(),
+        queue: VecDeque::new(),
+        done: Vec::new(),
+        cache: HashMap::new(),
+        requested: HashSet::new(),
+        refs: HashMap::new(),
+        released: Vec::new(),
+        blocked: false,
+    };
+    inner.send(&ToNode::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        fingerprint: fingerprint(),
+        worker,
+        pid: std::process::id(),
+    }));
+    inner
+        .flush()
+        .map_err(|e| Error::Startup(format!("hello: {e}")))?;
+    let client = Arc::new(WorkerClient {
+        inner: Mutex::new(inner),
+        owner: worker,
+        seq: AtomicU64::new(1),
+    });
+    crate::context::set_worker(client.clone());
+    Ok(client)
+}
+
+fn serve(client: Arc<WorkerClient>) -> i32 {
+    let functions = registry::functions();
+    loop {
+        let next = client.inner.lock().next_task();
+        let exec = match next {
+            Ok(exec) => exec,
+            Err(Stop::Shutdown) => {
+                let _ = client.inner.lock().flush();
+                return 0;
+            }
+            Err(Stop::Lost(reason)) => {
+                tracing::debug!("worker exits: {reason}");
+                return 0;
+            }
+        };
+        let task = exec.task;
+        let outcome = registry::execute(&functions, exec);
+        let mut inner = client.inner.lock();
+        inner.done.push((task, outcome));
+    }
+}
