@@ -146,8 +146,10 @@ fn generate(f: &RemoteFn) -> TokenStream {
         #vis mod #name {
             use super::*;
 
-            const __NAME: &str = ::core::module_path!();
-            const __HASH: u64 = #hash;
+            #[doc(hidden)]
+            pub const __NAME: &str = ::core::module_path!();
+            #[doc(hidden)]
+            pub const __HASH: u64 = #hash;
 
             #[allow(dead_code)]
             fn __assert_types() {

@@ -119,7 +119,10 @@ impl Context {
                 client.fetch(ids, need, deadline)
             }
             Context::Driver(core) => {
-                let mut timer = timeout.map(|t| core.handle().spawn(tokio::time::sleep(t)));
+                let mut timer = timeout.map(|t| {
+                    core.handle()
+                        .spawn(async move { tokio::time::sleep(t).await })
+                });
                 let mut known: Vec<Option<Slot>> = vec![None; ids.len()];
                 std::future::poll_fn(|cx| {
                     let mut count = 0;

@@ -85,6 +85,13 @@ impl<T> ObjectRef<T> {
     pub fn id(&self) -> ObjectId {
         self.raw.id
     }
+
+    /// The same object seen as another type; reading it then fails with a typed error unless
+    /// the bytes are a valid `U`. For tests of that path.
+    #[doc(hidden)]
+    pub fn __cast<U>(&self) -> ObjectRef<U> {
+        ObjectRef::from_raw(self.raw.clone())
+    }
 }
 
 impl<T: Remotable> ObjectRef<T> {

@@ -336,11 +336,15 @@ impl Scheduler {
                         batches.entry(worker).or_default().push(task);
                         continue;
                     }
-                    // No idle worker: start as many as leases could be granted, up to the soft
-                    // limit, and wait for them rather than pile tasks onto busy workers.
-                    let room = self
-                        .soft_limit
-                        .saturating_sub(self.active_workers() + starting + want_workers);
+                    // No idle worker: start as many as leases could be granted and wait for
+                    // them rather than pile tasks onto busy workers. Demands bound the number
+                    // of leases; a demand of nothing at all is bounded by the soft limit.
+                    let room = if shape.iter().next().is_none() {
+                        self.soft_limit
+                            .saturating_sub(self.active_workers() + starting + want_workers)
+                    } else {
+                        usize::MAX
+                    };
                     let queued = self.queues.get(&shape).map_or(0, VecDeque::len);
                     let mut left = self.available.clone();
                     let mut leases = 0;
@@ -348,7 +352,7 @@ impl Scheduler {
                         left.subtract(&shape);
                         leases += 1;
                     }
-                    want_workers += leases;
+                    want_workers += leases.saturating_sub(starting + want_workers);
                     if starting + want_workers > 0 {
                         break;
                     }

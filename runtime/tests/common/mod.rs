@@ -1,0 +1,43 @@
+//! A harness for integration tests with real worker processes: the test binary is also the
+//! workers' executable, so `main` starts Prism first (which turns worker processes into
+//! workers), then runs the tests with libtest-mimic against one local cluster.
+
+#![allow(dead_code)]
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// A test: its name and body.
+pub type Case = (&'static str, fn() -> Result<(), Failed>);
+
+/// Starts the cluster with `config`, runs `cases`, shuts down, exits with the result.
+pub fn run(config: prism::Config, cases: &[Case]) -> ! {
+    prism::init_with(config).expect("start the local cluster");
+    let args = Arguments::from_args();
+    let trials = cases
+        .iter()
+        .map(|&(name, body)| Trial::test(name, body))
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    prism::shutdown();
+    conclusion.exit()
+}
+
+/// Fails the test with a message unless `cond`.
+pub fn ensure(cond: bool, message: impl Into<String>) -> Result<(), Failed> {
+    if cond {
+        Ok(())
+    } else {
+        Err(message.into().into())
+    }
+}
+
+/// A fresh path under the system's temp folder for marker files.
+pub fn temp_path(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::env::temp_dir()
+        .join(format!("prism-test-{tag}-{}-{nanos}", std::process::id()))
+        .display()
+        .to_string()
+}
