@@ -466,9 +466,11 @@ impl State {
                     worker,
                     started: false,
                 } => {
-                    let mut frame = Vec::new();
-                    let _ = encode_frame(&ToWorker::Cancel { task }, &mut frame);
-                    self.outbox.entry(worker).or_default().extend(frame);
+                    // Queued behind the worker's running task: cancelled now; the worker drops
+                    // it before it would start (it reads messages between tasks).
+                    self.encode_to(worker, &ToWorker::Cancel { task });
+                    self.sched.task_done(worker, task);
+                    self.owner.fail(task, cancelled);
                 }
                 Placement::OnWorker {
                     worker,
