@@ -11,8 +11,16 @@ pub type Case = (&'static str, fn() -> Result<(), Failed>);
 
 /// Starts the cluster with `config`, runs `cases`, shuts down, exits with the result.
 pub fn run(config: prism::Config, cases: &[Case]) -> ! {
+    run_with_threads(config, cases, None)
+}
+
+/// Like [`run`], with at most `threads` tests at a time.
+pub fn run_with_threads(config: prism::Config, cases: &[Case], threads: Option<usize>) -> ! {
     prism::init_with(config).expect("start the local cluster");
-    let args = Arguments::from_args();
+    let mut args = Arguments::from_args();
+    if threads.is_some() {
+        args.test_threads = threads;
+    }
     let trials = cases
         .iter()
         .map(|&(name, body)| Trial::test(name, body))
@@ -40,4 +48,16 @@ pub fn temp_path(tag: &str) -> String {
         .join(format!("prism-test-{tag}-{}-{nanos}", std::process::id()))
         .display()
         .to_string()
+}
+
+/// Polls `cond` every 10 ms until it holds or `secs` seconds pass.
+pub fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    cond()
 }

@@ -1,0 +1,174 @@
+//! Nested tasks on a 2-CPU node (a task blocked in `get` gives its CPU back, so parents waiting
+//! on children cannot deadlock the node) and reference counting of objects.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Case, ensure, eventually};
+use libtest_mimic::Failed;
+use prism::{ObjectRef, remote};
+
+#[remote]
+fn leaf(x: u64) -> u64 {
+    x + 1
+}
+
+#[remote]
+fn parent(base: u64, n: u64) -> u64 {
+    let refs: Vec<ObjectRef<u64>> = (0..n).map(|i| leaf::remote(base + i)).collect();
+    prism::get_all_blocking(&refs)
+        .expect("children succeed")
+        .iter()
+        .sum()
+}
+
+#[remote]
+fn grandparent(base: u64, parents: u64, leaves: u64) -> u64 {
+    let refs: Vec<ObjectRef<u64>> = (0..parents)
+        .map(|i| parent::remote(base + i * leaves, leaves))
+        .collect();
+    prism::get_all_blocking(&refs)
+        .expect("parents succeed")
+        .iter()
+        .sum()
+}
+
+#[remote]
+fn boom() -> u64 {
+    panic!("child failed on purpose")
+}
+
+#[remote]
+fn parent_sees_child_error() -> String {
+    match boom::remote().get_blocking() {
+        Ok(v) => format!("unexpected value {v}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[remote]
+fn put_and_wait_inside_a_task() -> (u64, usize) {
+    let stored = prism::put(41u64).expect("put in a worker");
+    let next = leaf::remote(&stored);
+    let slow = slow_leaf::remote(5);
+    let (done, pending) =
+        prism::wait_blocking(&[next.clone(), slow], 1, Some(Duration::from_secs(30)))
+            .expect("wait in a worker");
+    (
+        done[0].get_blocking().expect("get in a worker"),
+        pending.len(),
+    )
+}
+
+#[remote(num_cpus = 0)]
+fn slow_leaf(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_secs(2));
+    x
+}
+
+fn expected(base: u64, n: u64) -> u64 {
+    (base..base + n).map(|x| x + 1).sum()
+}
+
+fn a_thousand_nested_tasks_two_levels_deep_on_two_cpus() -> Result<(), Failed> {
+    // 20 parents, each waiting on 50 children: 1,000 nested tasks on a 2-CPU node.
+    let parents: Vec<ObjectRef<u64>> = (0..20).map(|p| parent::remote(p * 50, 50)).collect();
+    let total: u64 = prism::get_all_blocking(&parents)?.iter().sum();
+    ensure(total == expected(0, 1000), format!("sum {total}"))
+}
+
+fn three_levels() -> Result<(), Failed> {
+    let r = grandparent::remote(0, 4, 10);
+    let total = r.get_blocking()?;
+    ensure(total == expected(0, 40), format!("sum {total}"))
+}
+
+fn a_parent_sees_its_childs_error() -> Result<(), Failed> {
+    let text = parent_sees_child_error::remote().get_blocking()?;
+    ensure(
+        text.contains("boom") && text.contains("child failed on purpose"),
+        text,
+    )
+}
+
+fn put_and_wait_work_inside_tasks() -> Result<(), Failed> {
+    let (value, pending) = put_and_wait_inside_a_task::remote().get_blocking()?;
+    ensure(
+        value == 42 && pending == 1,
+        format!("got ({value}, {pending})"),
+    )
+}
+
+fn objects_are_freed_when_the_last_reference_goes() -> Result<(), Failed> {
+    let base = prism::owned_object_count()?;
+    let refs: Vec<ObjectRef<u64>> = (0..100).map(leaf::remote).collect();
+    prism::get_all_blocking(&refs)?;
+    ensure(
+        prism::owned_object_count()? == base + 100,
+        "100 results held",
+    )?;
+    let copies = refs.clone();
+    drop(refs);
+    ensure(
+        prism::owned_object_count()? == base + 100,
+        "clones keep them alive",
+    )?;
+    drop(copies);
+    ensure(
+        prism::owned_object_count()? == base,
+        "freed after the last drop",
+    )?;
+
+    // A reference passed into a task keeps its object alive until the task has run.
+    let input = slow_leaf::remote(1);
+    let output = leaf::remote(&input);
+    drop(input);
+    ensure(
+        output.get_blocking()? == 2,
+        "the dropped input was still delivered",
+    )?;
+    ensure(
+        eventually(10, || prism::owned_object_count().ok() == Some(base + 1)),
+        format!(
+            "only the output remains: base {base}, now {:?}",
+            prism::owned_object_count()
+        ),
+    )?;
+    drop(output);
+
+    // Objects made by nested tasks are released when the worker's references go.
+    let parents: Vec<ObjectRef<u64>> = (0..4).map(|p| parent::remote(p * 10, 10)).collect();
+    prism::get_all_blocking(&parents)?;
+    drop(parents);
+    ensure(
+        eventually(10, || prism::owned_object_count().ok() == Some(base)),
+        format!("back to baseline, now {:?}", prism::owned_object_count()),
+    )
+}
+
+fn main() {
+    let config = prism::Config::new().num_cpus(2.0);
+    let cases: &[Case] = &[
+        // First, while no earlier test leaves objects that are still being released.
+        (
+            "objects_are_freed_when_the_last_reference_goes",
+            objects_are_freed_when_the_last_reference_goes,
+        ),
+        (
+            "a_thousand_nested_tasks_two_levels_deep_on_two_cpus",
+            a_thousand_nested_tasks_two_levels_deep_on_two_cpus,
+        ),
+        ("three_levels", three_levels),
+        (
+            "a_parent_sees_its_childs_error",
+            a_parent_sees_its_childs_error,
+        ),
+        (
+            "put_and_wait_work_inside_tasks",
+            put_and_wait_work_inside_tasks,
+        ),
+    ];
+    // One test at a time: the reference-count test reads the owner's global object count.
+    common::run_with_threads(config, cases, Some(1))
+}

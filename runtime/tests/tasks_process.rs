@@ -1,0 +1,175 @@
+//! Process hygiene: worker processes never outlive their driver, whether it returns without
+//! calling shutdown, panics, or is killed with SIGTERM or SIGKILL. The test binary runs itself
+//! as the driver under test (`PRISM_TEST_DRIVER=<mode>`) and watches that driver's workers.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Case, ensure, eventually};
+use libtest_mimic::Failed;
+use prism::remote;
+
+const MODE_ENV: &str = "PRISM_TEST_DRIVER";
+
+#[remote]
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// The child driver: start a cluster, keep its workers busy, say "ready", then end as `mode`.
+fn child_driver(mode: &str) -> ! {
+    prism::init_with(prism::Config::new().num_cpus(2.0)).expect("child cluster");
+    // Make sure both workers are up, then keep them busy.
+    prism::get_all_blocking(&[nap::remote(1), nap::remote(1)]).expect("warm-up");
+    let _busy: Vec<_> = (0..4).map(|_| nap::remote(60_000)).collect();
+    println!("ready");
+    std::thread::sleep(Duration::from_millis(100));
+    match mode {
+        "exit" => std::process::exit(0),
+        "panic" => panic!("the driver panics on purpose"),
+        _ => loop {
+            std::thread::sleep(Duration::from_secs(1));
+        },
+    }
+}
+
+/// Pids whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The fields after the command name (which may hold spaces) start after ')'.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let ppid = rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(parent) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie is dead for our purpose: it holds no resources but its exit status.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X"))
+        })
+        .unwrap_or(false)
+}
+
+fn run_case(mode: &str, signal: Option<i32>) -> Result<(), Failed> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .env(MODE_ENV, mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let driver = child.id();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+    let result = (|| {
+        ensure(line.trim() == "ready", format!("driver said {line:?}"))?;
+        let workers = children_of(driver);
+        ensure(
+            workers.len() >= 2,
+            format!("driver {driver} has workers {workers:?}"),
+        )?;
+        if let Some(sig) = signal {
+            // SAFETY: kill(2) on our own child.
+            unsafe {
+                libc::kill(driver as libc::pid_t, sig);
+            }
+        }
+        let _ = child.wait();
+        let gone = eventually(10, || workers.iter().all(|&w| !alive(w)));
+        let left: Vec<u32> = workers.iter().copied().filter(|&w| alive(w)).collect();
+        ensure(
+            gone,
+            format!("workers outlived the driver ({mode}): {left:?}"),
+        )
+    })();
+    // Clean up whatever the case left, whatever happened.
+    let _ = child.kill();
+    let _ = child.wait();
+    for w in children_of(driver) {
+        // SAFETY: kill(2) on a process we started (through the child driver).
+        unsafe {
+            libc::kill(w as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    reap_orphans();
+    result
+}
+
+/// This process is a subreaper (see `main`): the dead workers of a dead driver become its
+/// children; collect their exit statuses so no zombie is left behind.
+fn reap_orphans() {
+    let own_workers_parent = std::process::id();
+    for pid in children_of(own_workers_parent) {
+        if !alive(pid) {
+            let mut status = 0;
+            // SAFETY: waitpid(2) on a dead child of ours; WNOHANG never blocks.
+            unsafe {
+                libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG);
+            }
+        }
+    }
+}
+
+fn driver_returns_without_shutdown() -> Result<(), Failed> {
+    run_case("exit", None)
+}
+
+fn driver_panics() -> Result<(), Failed> {
+    run_case("panic", None)
+}
+
+fn driver_gets_sigterm() -> Result<(), Failed> {
+    run_case("wait", Some(libc::SIGTERM))
+}
+
+fn driver_gets_sigkill() -> Result<(), Failed> {
+    run_case("wait", Some(libc::SIGKILL))
+}
+
+fn main() {
+    if let Ok(mode) = std::env::var(MODE_ENV) {
+        child_driver(&mode);
+    }
+    // Orphaned workers of the drivers under test are re-parented here, not to init.
+    // SAFETY: prctl(2) with integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
+    }
+    let cases: &[Case] = &[
+        (
+            "driver_returns_without_shutdown",
+            driver_returns_without_shutdown,
+        ),
+        ("driver_panics", driver_panics),
+        ("driver_gets_sigterm", driver_gets_sigterm),
+        ("driver_gets_sigkill", driver_gets_sigkill),
+    ];
+    common::run(prism::Config::new().num_cpus(1.0), cases)
+}
