@@ -29,11 +29,11 @@ pub(crate) fn remote(
     errors: &mut Errors,
 ) -> Option<RemoteFn> {
     let sig = &item.sig;
-    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        errors.push(syn::Error::new_spanned(
-            &sig.generics,
-            "remote functions cannot be generic: a worker finds each function by name, so its types must be concrete",
-        ));
+    const GENERIC: &str = "remote functions cannot be generic: a worker finds each function by name, so its types must be concrete";
+    if !sig.generics.params.is_empty() {
+        errors.push(syn::Error::new_spanned(&sig.generics, GENERIC));
+    } else if let Some(clause) = &sig.generics.where_clause {
+        errors.push(syn::Error::new_spanned(clause, GENERIC));
     }
     if let Some(c) = &sig.constness {
         errors.push(syn::Error::new_spanned(

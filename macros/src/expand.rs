@@ -27,9 +27,8 @@ pub(crate) fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
     let func: ItemFn = match syn::parse2(item.clone()) {
         Ok(f) => f,
         Err(e) => {
-            let mut e2 = syn::Error::new(e.span(), "`#[remote]` goes on a function (`fn`)");
-            e2.combine(e);
-            return with_errors(item, e2);
+            let error = syn::Error::new(e.span(), "`#[remote]` goes on a function (`fn`)");
+            return with_errors(item, error);
         }
     };
     let mut errors = Errors::default();
@@ -118,21 +117,18 @@ fn generate(f: &RemoteFn) -> TokenStream {
     } else {
         quote!(super::#name(#(#idents),*))
     };
-    let encode = if f.split {
-        let idx = (0..returns.len()).map(syn::Index::from);
-        let pos = 0..returns.len();
-        quote!(::std::vec![#(__call.ret(&__ret.#idx, #pos)?),*])
-    } else {
-        quote!(::std::vec![__call.ret(&__ret, 0)?])
-    };
-    let assert_types = tys
-        .iter()
-        .map(|t| t as &dyn quote::ToTokens)
-        .chain(returns.iter().map(|t| t as &dyn quote::ToTokens))
-        .map(|t| {
-            let span = t.span();
-            quote_spanned!(span=> __assert_remotable::<#t>();)
-        });
+    // Each return value is encoded by a call spanned on its type, so a type that cannot cross
+    // processes is reported there (argument types likewise where they are decoded).
+    let encode_each = returns.iter().enumerate().map(|(i, ty)| {
+        let value = if f.split {
+            let idx = syn::Index::from(i);
+            quote!(&__ret.#idx)
+        } else {
+            quote!(&__ret)
+        };
+        quote_spanned!(ty.span()=> __call.ret::<#ty>(#value, #i)?)
+    });
+    let encode = quote!(::std::vec![#(#encode_each),*]);
     let doc = format!(
         "Remote stubs of [`{name}`](fn@{name}): `{name}::remote(..)` runs it as a task and \
          returns at once; `{name}::options()` sets per-call options."
@@ -150,12 +146,6 @@ fn generate(f: &RemoteFn) -> TokenStream {
             pub const __NAME: &str = ::core::module_path!();
             #[doc(hidden)]
             pub const __HASH: u64 = #hash;
-
-            #[allow(dead_code)]
-            fn __assert_types() {
-                fn __assert_remotable<T: ::prism::__private::Remotable>() {}
-                #(#assert_types)*
-            }
 
             /// A call being built: set options, then `.remote(..)`.
             #[derive(Debug, Clone)]

@@ -1,0 +1,6 @@
+#[prism::remote]
+fn identity<T>(x: T) -> T {
+    x
+}
+
+fn main() {}

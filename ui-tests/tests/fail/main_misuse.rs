@@ -1,0 +1,2 @@
+#[prism::main(num_cpus = 2)]
+fn main() {}

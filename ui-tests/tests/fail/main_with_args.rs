@@ -1,0 +1,4 @@
+#[prism::main]
+fn main(args: Vec<String>) {
+    drop(args);
+}

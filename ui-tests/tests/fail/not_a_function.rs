@@ -1,0 +1,4 @@
+#[prism::remote]
+struct NotAFunction;
+
+fn main() {}

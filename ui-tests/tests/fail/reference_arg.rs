@@ -1,0 +1,6 @@
+#[prism::remote]
+fn borrow(s: &str) -> usize {
+    s.len()
+}
+
+fn main() {}
