@@ -29,7 +29,7 @@ impl Amount {
 
     /// Converts a non-negative, finite quantity; anything else is an error naming the value.
     pub fn from_f64(value: f64) -> Result<Amount, ResourceError> {
-        if !value.is_finite() || value < 0.0 || value > 1e12 {
+        if !value.is_finite() || !(0.0..=1e12).contains(&value) {
             return Err(ResourceError::Invalid(value));
         }
         let units = (value * Self::SCALE as f64).round() as u64;

@@ -51,7 +51,7 @@ pub use prism_macros::{main, remote};
 
 pub use api::object_ref::ObjectRef;
 pub use api::{
-    cancel, cancel_force, get, get_all, get_all_blocking, get_blocking, get_timeout,
+    WaitResult, cancel, cancel_force, get, get_all, get_all_blocking, get_blocking, get_timeout,
     get_timeout_blocking, init, init_with, is_driver, is_initialized, owned_object_count, put,
     shutdown, wait, wait_blocking,
 };

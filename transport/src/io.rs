@@ -23,7 +23,7 @@ impl<R: std::io::Read> FrameReader<R> {
     }
 
     /// The next frame; `Ok(None)` at a clean end of stream.
-    pub fn next(&mut self) -> Result<Option<Frame>, FrameError> {
+    pub fn read_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         loop {
             if let Some(frame) = self.decoder.next_frame()? {
                 return Ok(Some(frame));
@@ -85,7 +85,7 @@ impl<R: AsyncRead + Unpin> AsyncFrameReader<R> {
     }
 
     /// The next frame; `Ok(None)` at a clean end of stream.
-    pub async fn next(&mut self) -> Result<Option<Frame>, FrameError> {
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         loop {
             if let Some(frame) = self.decoder.next_frame()? {
                 return Ok(Some(frame));
@@ -120,7 +120,7 @@ mod tests {
         let mut reader = FrameReader::new(&wire[..], 1024);
         assert!(matches!(
             reader
-                .next()
+                .read_frame()
                 .unwrap()
                 .unwrap()
                 .access::<ToWorker>()
@@ -129,14 +129,14 @@ mod tests {
         ));
         assert!(matches!(
             reader
-                .next()
+                .read_frame()
                 .unwrap()
                 .unwrap()
                 .access::<ToWorker>()
                 .unwrap(),
             ArchivedToWorker::Shutdown
         ));
-        assert!(reader.next().unwrap().is_none());
+        assert!(reader.read_frame().unwrap().is_none());
     }
 
     #[tokio::test]
@@ -147,9 +147,9 @@ mod tests {
         encode_frame(&ToWorker::Welcome, &mut wire).unwrap();
         wire.extend_from_slice(b"garbage!");
         a.write_all(&wire).await.unwrap();
-        assert!(reader.next().await.unwrap().is_some());
+        assert!(reader.read_frame().await.unwrap().is_some());
         assert!(matches!(
-            reader.next().await,
+            reader.read_frame().await,
             Err(FrameError::BadMagic { .. })
         ));
     }

@@ -16,6 +16,10 @@ use crate::value::Remotable;
 use crate::{Error, Result};
 use object_ref::{ObjectRef, RawRef, decode};
 
+/// What [`wait`] returns: the references that are done and those that are not, each in the
+/// order given.
+pub type WaitResult<T> = (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>);
+
 /// Starts Prism with the default [`Config`]: an embedded local cluster whose node has the
 /// host's cores as CPUs (or `PRISM_NUM_CPUS`).
 ///
@@ -137,7 +141,7 @@ pub async fn wait<T>(
     refs: &[ObjectRef<T>],
     num_returns: usize,
     timeout: Option<Duration>,
-) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> {
+) -> Result<WaitResult<T>> {
     if num_returns > refs.len() {
         return Err(Error::InvalidArgument(format!(
             "wait for {num_returns} of {} references",
@@ -190,7 +194,7 @@ pub fn wait_blocking<T>(
     refs: &[ObjectRef<T>],
     num_returns: usize,
     timeout: Option<Duration>,
-) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> {
+) -> Result<WaitResult<T>> {
     futures::executor::block_on(wait(refs, num_returns, timeout))
 }
 

@@ -313,13 +313,7 @@ impl Scheduler {
             .filter(|w| matches!(w, WorkerState::Starting))
             .count();
         for shape in self.shapes.clone() {
-            loop {
-                let Some(queue) = self.queues.get_mut(&shape) else {
-                    break;
-                };
-                let Some(&task) = queue.front() else {
-                    break;
-                };
+            while let Some(&task) = self.queues.get(&shape).and_then(VecDeque::front) {
                 let fits = shape.fits_in(&self.available);
                 if fits {
                     if let Some(worker) = self.idle_worker() {

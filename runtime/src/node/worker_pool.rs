@@ -175,7 +175,7 @@ async fn serve(core: Arc<Core>, stream: UnixStream) {
     }
     tokio::spawn(write_loop(write, rx));
     loop {
-        let first = match reader.next().await {
+        let first = match reader.read_frame().await {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(e) => {
@@ -209,7 +209,7 @@ async fn handshake(
     reader: &mut AsyncFrameReader<tokio::net::unix::OwnedReadHalf>,
 ) -> std::result::Result<WorkerId, String> {
     let frame = reader
-        .next()
+        .read_frame()
         .await
         .map_err(|e| e.to_string())?
         .ok_or("closed before its hello")?;

@@ -266,16 +266,16 @@ impl Inner {
             }
             ArchivedToWorker::Cancel { task } => {
                 let task = task.to_native();
-                if let Some(pos) = self.queue.iter().position(|t| t.task == task) {
-                    if let Some(exec) = self.queue.remove(pos) {
-                        self.done.push((
+                if let Some(pos) = self.queue.iter().position(|t| t.task == task)
+                    && let Some(exec) = self.queue.remove(pos)
+                {
+                    self.done.push((
+                        task,
+                        Outcome::Failed(TaskError::Cancelled {
                             task,
-                            Outcome::Failed(TaskError::Cancelled {
-                                task,
-                                function: exec.function,
-                            }),
-                        ));
-                    }
+                            function: exec.function,
+                        }),
+                    ));
                 }
             }
             ArchivedToWorker::Shutdown => return Err(Stop::Shutdown),
@@ -288,7 +288,7 @@ impl Inner {
         if let Err(e) = self.reader.get_ref().set_read_timeout(timeout) {
             return Err(Stop::Lost(e.to_string()));
         }
-        match self.reader.next() {
+        match self.reader.read_frame() {
             Ok(Some(frame)) => {
                 let msg = frame
                     .access::<ToWorker>()

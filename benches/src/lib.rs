@@ -1,0 +1,60 @@
+//! Prism's benchmarks. `prism-microbench` mirrors Ray's `ray microbenchmark`; the criterion
+//! benches in `benches/` time the hot paths underneath.
+
+use std::time::{Duration, Instant};
+
+/// One benchmark's result: iterations per second over several trials.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Measurement {
+    /// Ray's name for the benchmark.
+    pub name: String,
+    /// Mean of the trials, per second.
+    pub mean: f64,
+    /// Standard deviation of the trials.
+    pub sd: f64,
+    /// The trials, per second.
+    pub trials: Vec<f64>,
+}
+
+impl Measurement {
+    /// The line Ray prints: `NAME per second MEAN +- SD`.
+    pub fn ray_line(&self) -> String {
+        format!(
+            "{} per second {:.2} +- {:.2}",
+            self.name, self.mean, self.sd
+        )
+    }
+}
+
+/// Runs `f` (which performs `multiplier` operations per call) for a warm-up, then `trials`
+/// timed trials of about `trial` each, as Ray's `timeit` does.
+pub fn timeit(
+    name: &str,
+    multiplier: u64,
+    trials: usize,
+    trial: Duration,
+    mut f: impl FnMut(),
+) -> Measurement {
+    let warm_up = Instant::now();
+    while warm_up.elapsed() < trial / 2 {
+        f();
+    }
+    let mut rates = Vec::with_capacity(trials);
+    for _ in 0..trials {
+        let start = Instant::now();
+        let mut calls = 0u64;
+        while start.elapsed() < trial {
+            f();
+            calls += 1;
+        }
+        rates.push((calls * multiplier) as f64 / start.elapsed().as_secs_f64());
+    }
+    let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+    let var = rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / rates.len() as f64;
+    Measurement {
+        name: name.to_string(),
+        mean,
+        sd: var.sqrt(),
+        trials: rates,
+    }
+}
