@@ -423,3 +423,186 @@ impl Scheduler {
             .map(|(_, id)| id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(seq: u64) -> TaskId {
+        TaskId::new(0, seq)
+    }
+
+    fn cpus(n: f64) -> Resources {
+        Resources::cpus(n).expect("valid")
+    }
+
+    /// A node of `n` CPUs with `n` workers up and idle.
+    fn node(n: usize, depth: usize) -> (Scheduler, Vec<WorkerId>) {
+        let mut s = Scheduler::new(cpus(n as f64), depth, n);
+        let workers: Vec<WorkerId> = (0..n).map(|_| s.worker_starting()).collect();
+        for &w in &workers {
+            s.worker_ready(w);
+        }
+        (s, workers)
+    }
+
+    fn dispatched(actions: &[Action]) -> Vec<(WorkerId, Vec<TaskId>)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Dispatch { worker, tasks } => Some((*worker, tasks.clone())),
+                Action::StartWorker => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn leases_first_then_pipelines_evenly_up_to_the_depth() {
+        let (mut s, w) = node(2, 2);
+        for i in 0..6 {
+            assert_eq!(s.submit(t(i), cpus(1.0)), Admission::Queued);
+        }
+        let actions = s.schedule();
+        assert_eq!(
+            dispatched(&actions),
+            vec![(w[0], vec![t(0), t(2)]), (w[1], vec![t(1), t(3)])],
+            "one lease per CPU, then round robin up to depth 2"
+        );
+        assert_eq!(s.available().cpu, Amount::ZERO);
+        // Two remain queued until a slot frees.
+        s.task_done(w[0], t(0));
+        assert_eq!(dispatched(&s.schedule()), vec![(w[0], vec![t(4)])]);
+    }
+
+    #[test]
+    fn a_lease_is_returned_when_its_worker_runs_dry() {
+        let (mut s, w) = node(1, 4);
+        s.submit(t(1), cpus(1.0));
+        s.schedule();
+        s.task_done(w[0], t(1));
+        assert_eq!(s.available(), &cpus(1.0));
+        // A different shape can now lease the same worker.
+        let mut half = cpus(0.5);
+        half.set("GPU", 0.0).expect("valid");
+        s.submit(t(2), half.clone());
+        assert_eq!(dispatched(&s.schedule()), vec![(w[0], vec![t(2)])]);
+        assert_eq!(s.available(), &cpus(0.5));
+    }
+
+    #[test]
+    fn workers_are_started_for_leases_and_nothing_is_piled_on_meanwhile() {
+        let mut s = Scheduler::new(cpus(2.0), 8, 2);
+        for i in 0..4 {
+            s.submit(t(i), cpus(1.0));
+        }
+        let actions = s.schedule();
+        assert_eq!(actions, vec![Action::StartWorker, Action::StartWorker]);
+        let a = s.worker_starting();
+        let b = s.worker_starting();
+        s.worker_ready(a);
+        // One worker is up, one still starting: lease the first, do not pipeline yet.
+        assert_eq!(dispatched(&s.schedule()), vec![(a, vec![t(0)])]);
+        s.worker_ready(b);
+        assert_eq!(
+            dispatched(&s.schedule()),
+            vec![(a, vec![t(2)]), (b, vec![t(1), t(3)])]
+        );
+    }
+
+    #[test]
+    fn a_blocked_worker_gives_back_its_cpu_and_queue_and_repays_on_unblock() {
+        let (mut s, w) = node(1, 4);
+        for i in 0..3 {
+            s.submit(t(i), cpus(1.0));
+        }
+        assert_eq!(
+            dispatched(&s.schedule()),
+            vec![(w[0], vec![t(0), t(1), t(2)])]
+        );
+        // t0 blocks in get; t1 and t2 come back.
+        s.worker_blocked(w[0], &[t(1), t(2)]);
+        assert_eq!(s.available(), &cpus(1.0));
+        assert_eq!(
+            s.schedule(),
+            vec![Action::StartWorker],
+            "a new worker for the freed CPU"
+        );
+        let w2 = s.worker_starting();
+        s.worker_ready(w2);
+        assert_eq!(dispatched(&s.schedule()), vec![(w2, vec![t(1), t(2)])]);
+        // t0 resumes while w2 holds the CPU: oversubscribed, repaid when a lease ends.
+        s.worker_unblocked(w[0]);
+        assert_eq!(s.available().cpu, Amount::ZERO);
+        s.task_done(w2, t(1));
+        s.task_done(w2, t(2));
+        assert_eq!(
+            s.available().cpu,
+            Amount::ZERO,
+            "the first release repays the debt"
+        );
+        s.task_done(w[0], t(0));
+        assert_eq!(s.available(), &cpus(1.0));
+    }
+
+    #[test]
+    fn a_dead_worker_returns_its_started_task_and_requeues_the_rest() {
+        let (mut s, w) = node(1, 4);
+        for i in 0..3 {
+            s.submit(t(i), cpus(1.0));
+        }
+        s.schedule();
+        assert_eq!(s.remove_worker(w[0]), Some(t(0)));
+        assert_eq!(s.available(), &cpus(1.0));
+        // t0 is the caller's to retry; t1 and t2 are queued again, in order.
+        s.submit(t(0), cpus(1.0));
+        assert_eq!(s.schedule(), vec![Action::StartWorker]);
+        let w2 = s.worker_starting();
+        s.worker_ready(w2);
+        assert_eq!(
+            dispatched(&s.schedule()),
+            vec![(w2, vec![t(1), t(2), t(0)])]
+        );
+    }
+
+    #[test]
+    fn infeasible_demands_wait_and_cancel_finds_tasks_where_they_are() {
+        let (mut s, w) = node(1, 4);
+        assert_eq!(s.submit(t(9), cpus(4.0)), Admission::Infeasible);
+        s.submit(t(1), cpus(1.0));
+        s.submit(t(2), cpus(1.0));
+        s.submit(t(3), cpus(1.0));
+        let mut tpu = Resources::default();
+        tpu.set("tpu", 1.0).expect("valid");
+        assert_eq!(s.submit(t(4), tpu), Admission::Infeasible);
+        s.schedule();
+        assert_eq!(
+            s.locate_for_cancel(t(1)),
+            Placement::OnWorker {
+                worker: w[0],
+                started: true
+            }
+        );
+        assert_eq!(
+            s.locate_for_cancel(t(2)),
+            Placement::OnWorker {
+                worker: w[0],
+                started: false
+            }
+        );
+        assert_eq!(s.locate_for_cancel(t(9)), Placement::Queued);
+        assert_eq!(s.locate_for_cancel(t(9)), Placement::Absent);
+        assert_eq!(s.drain_queued(), vec![t(4)]);
+    }
+
+    #[test]
+    fn empty_demands_are_bounded_by_the_soft_limit() {
+        let (mut s, w) = node(2, 100);
+        for i in 0..10 {
+            s.submit(t(i), Resources::default());
+        }
+        let d = dispatched(&s.schedule());
+        assert_eq!(d.len(), 2, "no new workers beyond the two: {d:?}");
+        assert_eq!(d.iter().map(|(_, ts)| ts.len()).sum::<usize>(), 10);
+        assert!(d.iter().all(|(worker, _)| w.contains(worker)));
+    }
+}
