@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Case, ensure, eventually};
+use common::{Case, alive, children_of, ensure, eventually};
 use libtest_mimic::Failed;
 use prism::{ObjectRef, remote};
 
@@ -42,6 +42,14 @@ fn boom() -> u64 {
 #[remote]
 fn parent_sees_child_error() -> String {
     match boom::remote().get_blocking() {
+        Ok(v) => format!("unexpected value {v}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[remote]
+fn nested_call_with_bad_options() -> String {
+    match leaf::options().num_gpus(-2.0).remote(1).get_blocking() {
         Ok(v) => format!("unexpected value {v}"),
         Err(e) => e.to_string(),
     }
@@ -88,6 +96,30 @@ fn a_parent_sees_its_childs_error() -> Result<(), Failed> {
     let text = parent_sees_child_error::remote().get_blocking()?;
     ensure(
         text.contains("boom") && text.contains("child failed on purpose"),
+        text,
+    )
+}
+
+fn idle_workers_beyond_the_cpus_are_stopped() -> Result<(), Failed> {
+    // The nested tests started extra workers for blocked parents; idle ones go away.
+    let live = || {
+        children_of(std::process::id())
+            .into_iter()
+            .filter(|&p| alive(p))
+            .count()
+    };
+    ensure(
+        eventually(20, || live() <= 2),
+        format!("{} worker processes remain on a 2-CPU node", live()),
+    )?;
+    let r = leaf::remote(1);
+    ensure(r.get_blocking()? == 2, "the node still runs tasks")
+}
+
+fn a_nested_call_that_cannot_be_built_fails_with_its_reason() -> Result<(), Failed> {
+    let text = nested_call_with_bad_options::remote().get_blocking()?;
+    ensure(
+        text.contains("invalid options") && text.contains("num_gpus"),
         text,
     )
 }
@@ -167,6 +199,15 @@ fn main() {
         (
             "put_and_wait_work_inside_tasks",
             put_and_wait_work_inside_tasks,
+        ),
+        (
+            "a_nested_call_that_cannot_be_built_fails_with_its_reason",
+            a_nested_call_that_cannot_be_built_fails_with_its_reason,
+        ),
+        // Last: after the nested tests have grown the pool.
+        (
+            "idle_workers_beyond_the_cpus_are_stopped",
+            idle_workers_beyond_the_cpus_are_stopped,
         ),
     ];
     // One test at a time: the reference-count test reads the owner's global object count.

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Case, ensure, eventually};
+use common::{Case, alive, children_of, ensure, eventually};
 use libtest_mimic::Failed;
 use prism::remote;
 
@@ -35,47 +35,6 @@ fn child_driver(mode: &str) -> ! {
             std::thread::sleep(Duration::from_secs(1));
         },
     }
-}
-
-/// Pids whose parent is `parent`.
-fn children_of(parent: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            // The fields after the command name (which may hold spaces) start after ')'.
-            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-            let ppid = rest
-                .split_whitespace()
-                .nth(1)
-                .and_then(|p| p.parse::<u32>().ok());
-            if ppid == Some(parent) {
-                found.push(pid);
-            }
-        }
-    }
-    found
-}
-
-fn alive(pid: u32) -> bool {
-    // A zombie is dead for our purpose: it holds no resources but its exit status.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            let state = s
-                .rsplit_once(')')
-                .and_then(|(_, r)| r.split_whitespace().next());
-            !matches!(state, Some("Z") | Some("X"))
-        })
-        .unwrap_or(false)
 }
 
 fn run_case(mode: &str, signal: Option<i32>) -> Result<(), Failed> {

@@ -127,8 +127,14 @@ pub enum ToNode {
     Hello(Hello),
     /// Tasks that ended, in the order they ended.
     Done(Vec<(TaskId, Outcome)>),
-    /// Submit a task owned by this worker's process (a nested task).
-    Submit(TaskSpec),
+    /// Submit a task owned by this worker's process (a nested task); `failed` when the call
+    /// could not even be built (bad options, an argument that cannot be archived).
+    Submit {
+        /// The task.
+        spec: TaskSpec,
+        /// Why it fails without running.
+        failed: Option<TaskError>,
+    },
     /// Store a value made by `put` in the worker.
     Put {
         /// Its id.

@@ -47,6 +47,8 @@ struct State {
     spawn: std::sync::mpsc::Sender<WorkerId>,
     /// Workers that died before their handshake, in a row.
     startup_failures: u32,
+    /// Surplus idle workers seen at the last tick: stopped if still surplus at the next.
+    retire_candidates: Vec<WorkerId>,
     shutting_down: bool,
 }
 
@@ -59,6 +61,9 @@ pub(crate) struct Core {
     seq: AtomicU64,
     config: Config,
 }
+
+/// How often the node looks for surplus idle workers; one idle for two ticks is stopped.
+const IDLE_TICK: Duration = Duration::from_secs(1);
 
 /// How many workers may die before their handshake, in a row, before queued work fails.
 const MAX_STARTUP_FAILURES: u32 = 3;
@@ -85,6 +90,7 @@ impl Core {
                 outbox: HashMap::new(),
                 spawn: spawn_tx,
                 startup_failures: 0,
+                retire_candidates: Vec::new(),
                 shutting_down: false,
             }),
             runtime: Mutex::new(Some(runtime)),
@@ -93,6 +99,17 @@ impl Core {
             config,
         });
         worker_pool::start(&core, listener, socket_name, spawn_rx)?;
+        let ticker = Arc::downgrade(&core);
+        core.handle.spawn(async move {
+            let mut interval = tokio::time::interval(IDLE_TICK);
+            loop {
+                interval.tick().await;
+                match ticker.upgrade() {
+                    Some(core) => core.tick(),
+                    None => break,
+                }
+            }
+        });
         {
             // Start the workers the CPUs can use right away, so the first tasks do not wait.
             let mut state = core.state.lock();
@@ -228,6 +245,26 @@ impl Core {
         tracing::info!("local cluster stopped");
     }
 
+    /// Stops workers that stayed idle beyond the node's CPUs (started while others were
+    /// blocked in `get`) for a whole tick.
+    fn tick(&self) {
+        let mut state = self.state.lock();
+        if state.shutting_down {
+            return;
+        }
+        let surplus = state.sched.surplus_idle_workers();
+        let (retire, keep): (Vec<WorkerId>, Vec<WorkerId>) = surplus
+            .into_iter()
+            .partition(|w| state.retire_candidates.contains(w));
+        state.retire_candidates = keep;
+        for worker in retire {
+            tracing::debug!(worker, "stopping an idle worker beyond the node's CPUs");
+            state.sched.remove_worker(worker);
+            state.encode_to(worker, &ToWorker::Shutdown);
+        }
+        state.settle();
+    }
+
     // --- events from the worker pool ---
 
     fn worker_spawned(&self, worker: WorkerId, pid: u32) {
@@ -335,10 +372,14 @@ impl State {
                     self.on_done(worker, entry.0.to_native(), &entry.1);
                 }
             }
-            ArchivedToNode::Submit(spec) => {
-                match rkyv::deserialize::<TaskSpec, rkyv::rancor::Error>(spec) {
-                    Ok(spec) => self.submit(spec, Some(worker), None),
-                    Err(e) => tracing::error!(worker, "undecodable task spec: {e}"),
+            ArchivedToNode::Submit { spec, failed } => {
+                let spec = rkyv::deserialize::<TaskSpec, rkyv::rancor::Error>(spec);
+                let failed = rkyv::deserialize::<Option<TaskError>, rkyv::rancor::Error>(failed);
+                match (spec, failed) {
+                    (Ok(spec), Ok(failed)) => self.submit(spec, Some(worker), failed),
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::error!(worker, "undecodable task submission: {e}")
+                    }
                 }
             }
             ArchivedToNode::Put { id, bytes } => {

@@ -398,6 +398,20 @@ impl Scheduler {
             .count()
     }
 
+    /// Idle workers beyond the soft limit, highest numbers first: candidates to stop.
+    pub(crate) fn surplus_idle_workers(&self) -> Vec<WorkerId> {
+        let mut idle: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| matches!(w, WorkerState::Idle))
+            .map(|(id, _)| *id)
+            .collect();
+        idle.sort_unstable_by(|a, b| b.cmp(a));
+        let surplus = self.active_workers().saturating_sub(self.soft_limit);
+        idle.truncate(surplus);
+        idle
+    }
+
     fn idle_worker(&self) -> Option<WorkerId> {
         self.workers
             .iter()
@@ -592,6 +606,28 @@ mod tests {
         assert_eq!(s.locate_for_cancel(t(9)), Placement::Queued);
         assert_eq!(s.locate_for_cancel(t(9)), Placement::Absent);
         assert_eq!(s.drain_queued(), vec![t(4)]);
+    }
+
+    #[test]
+    fn idle_workers_beyond_the_soft_limit_are_surplus() {
+        let (mut s, w) = node(1, 4);
+        s.submit(t(1), cpus(1.0));
+        s.schedule();
+        s.worker_blocked(w[0], &[]);
+        let extra: Vec<WorkerId> = (0..3).map(|_| s.worker_starting()).collect();
+        for &e in &extra {
+            s.worker_ready(e);
+        }
+        assert_eq!(
+            s.surplus_idle_workers(),
+            vec![extra[2], extra[1]],
+            "one may stay"
+        );
+        s.worker_unblocked(w[0]);
+        assert_eq!(
+            s.surplus_idle_workers(),
+            extra.iter().rev().copied().collect::<Vec<_>>()
+        );
     }
 
     #[test]

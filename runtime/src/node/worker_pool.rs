@@ -10,7 +10,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 
-use prism_transport::{ArchivedToNode, AsyncFrameReader, HandshakeError, ToNode};
+use prism_transport::{ArchivedToNode, AsyncFrameReader, FrameError, HandshakeError, ToNode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
@@ -178,6 +178,11 @@ async fn serve(core: Arc<Core>, stream: UnixStream) {
         let first = match reader.read_frame().await {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
+            Err(FrameError::Io(e)) => {
+                // The worker's death is reported with its exit status by its waiter.
+                tracing::debug!(worker, "connection to worker lost: {e}");
+                break;
+            }
             Err(e) => {
                 tracing::error!(worker, "bad frame from worker, closing its connection: {e}");
                 break;

@@ -93,42 +93,16 @@ impl WorkerClient {
         for id in spec.return_ids() {
             inner.refs.insert(id, (1, name.clone()));
         }
-        let task = spec.task_id;
-        let function = spec.function.clone();
-        let mut out = std::mem::take(&mut inner.out);
-        let _ = encode_frame(&ToNode::Submit(spec), &mut out);
-        inner.out = out;
-        if let Some(error) = failed {
-            // The node records the task, then this worker cancels it with the build error kept
-            // locally: readers in this worker see the real error.
-            inner
-                .cache
-                .insert(ObjectId::new(task, 0), Slot::Failed(error));
-            let mut out = std::mem::take(&mut inner.out);
-            let _ = encode_frame(
-                &ToNode::Cancel {
-                    id: ObjectId::new(task, 0),
-                    force: false,
-                },
-                &mut out,
-            );
-            inner.out = out;
-            tracing::debug!(task = %task, function, "task failed before submission");
-        }
+        inner.send(&ToNode::Submit { spec, failed });
     }
 
     pub(crate) fn put(&self, id: ObjectId, bytes: AlignedVec) {
         let mut inner = self.inner.lock();
         inner.refs.insert(id, (1, Arc::from("put")));
-        let mut out = std::mem::take(&mut inner.out);
-        let _ = encode_frame(
-            &ToNode::Put {
-                id,
-                bytes: bytes.to_vec(),
-            },
-            &mut out,
-        );
-        inner.out = out;
+        inner.send(&ToNode::Put {
+            id,
+            bytes: bytes.to_vec(),
+        });
         inner.cache.insert(id, Slot::Ready(Arc::new(bytes)));
     }
 
@@ -157,9 +131,7 @@ impl WorkerClient {
 
     pub(crate) fn cancel(&self, id: ObjectId, force: bool) -> Result<()> {
         let mut inner = self.inner.lock();
-        let mut out = std::mem::take(&mut inner.out);
-        let _ = encode_frame(&ToNode::Cancel { id, force }, &mut out);
-        inner.out = out;
+        inner.send(&ToNode::Cancel { id, force });
         inner
             .flush()
             .map_err(|e| Error::Disconnected(e.to_string()))
