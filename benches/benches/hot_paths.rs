@@ -18,6 +18,7 @@ fn spec(seq: u64) -> TaskSpec {
         resources: Resources::cpus(1.0).expect("valid"),
         max_retries: 3,
         retry_exceptions: false,
+        kind: prism_graph::TaskKind::Normal,
     }
 }
 
@@ -28,6 +29,7 @@ fn frames(c: &mut Criterion) {
         fn_hash: 0x1234,
         args: vec![vec![0; 8]],
         num_returns: 1,
+        kind: prism_graph::TaskKind::Normal,
     }]);
     let mut out = Vec::with_capacity(1024);
     c.bench_function("encode Execute frame", |b| {

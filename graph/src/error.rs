@@ -1,7 +1,7 @@
 //! Why a task failed. These errors cross process boundaries (worker to owner), so they are plain
 //! archivable data that always name the task and its function.
 
-use crate::TaskId;
+use crate::{ActorId, TaskId};
 
 /// The failure of one task; every variant names the task and its function.
 #[derive(
@@ -61,6 +61,21 @@ pub enum TaskError {
         /// What is wrong.
         reason: String,
     },
+    /// The actor the method was called on is dead (its process died beyond its restart budget,
+    /// it was killed, or its constructor failed).
+    #[error("task {task} ({function}) failed: actor {actor} ({class}) is dead: {reason}")]
+    ActorDied {
+        /// The method call.
+        task: TaskId,
+        /// The method.
+        function: String,
+        /// The actor.
+        actor: ActorId,
+        /// The actor's class.
+        class: String,
+        /// Why it is dead.
+        reason: String,
+    },
     /// The worker's binary has no function registered under this name (or with this signature).
     #[error("task {task}: the worker binary has no remote function {function} ({detail})")]
     UnknownFunction {
@@ -82,6 +97,7 @@ impl TaskError {
             | TaskError::Cancelled { task, .. }
             | TaskError::InvalidValue { task, .. }
             | TaskError::InvalidOptions { task, .. }
+            | TaskError::ActorDied { task, .. }
             | TaskError::UnknownFunction { task, .. } => *task,
         }
     }
@@ -94,6 +110,7 @@ impl TaskError {
             | TaskError::Cancelled { function, .. }
             | TaskError::InvalidValue { function, .. }
             | TaskError::InvalidOptions { function, .. }
+            | TaskError::ActorDied { function, .. }
             | TaskError::UnknownFunction { function, .. } => function,
         }
     }

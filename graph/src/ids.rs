@@ -103,6 +103,43 @@ impl fmt::Debug for ObjectId {
     }
 }
 
+/// The id of an actor: the id of the task that first created it.
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[rkyv(derive(Debug, PartialEq, Eq, Hash))]
+pub struct ActorId(pub TaskId);
+
+impl ArchivedActorId {
+    /// Converts the archived id back into a native one.
+    pub fn to_native(&self) -> ActorId {
+        ActorId(self.0.to_native())
+    }
+}
+
+impl fmt::Display for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a{}", self.0)
+    }
+}
+
+impl fmt::Debug for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ActorId({self})")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

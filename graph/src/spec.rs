@@ -1,7 +1,7 @@
 //! The task specification: everything a worker needs to run one call of a remote function, and
 //! everything the owner needs to run it again.
 
-use crate::{ObjectId, Resources, TaskId};
+use crate::{ActorId, ObjectId, Resources, TaskId};
 
 /// One argument of a task: a value archived inline, or a reference to an object that must be
 /// ready (and is resolved by the owner) before the task runs.
@@ -11,6 +11,18 @@ pub enum Arg {
     Value(Vec<u8>),
     /// An object that must be ready first.
     Ref(ObjectId),
+}
+
+/// What a task does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[rkyv(derive(Debug, PartialEq, Eq))]
+pub enum TaskKind {
+    /// Call a remote function.
+    Normal,
+    /// Run an actor's constructor on a worker of its own (`function` is the actor's class).
+    ActorCreation(ActorId),
+    /// Call a method of the actor (`function` is `Class::method`).
+    ActorCall(ActorId),
 }
 
 /// One call of a remote function.
@@ -32,6 +44,8 @@ pub struct TaskSpec {
     pub max_retries: u32,
     /// Whether a panic is retried too (within `max_retries`).
     pub retry_exceptions: bool,
+    /// A function call, an actor's creation, or an actor method call.
+    pub kind: TaskKind,
 }
 
 impl TaskSpec {

@@ -22,6 +22,40 @@ fn check_type(ty: &Type, errors: &mut Errors) {
     }
 }
 
+/// Checks one `name: Type` argument.
+pub(crate) fn param(pt: &syn::PatType, errors: &mut Errors) -> Option<Param> {
+    check_type(&pt.ty, errors);
+    match &*pt.pat {
+        Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => Some(Param {
+            ident: pi.ident.clone(),
+            ty: (*pt.ty).clone(),
+        }),
+        other => {
+            errors.push(syn::Error::new_spanned(
+                other,
+                "remote function arguments must be plain names (`name: Type`), not patterns",
+            ));
+            None
+        }
+    }
+}
+
+/// The return type, or an error for `impl Trait`.
+pub(crate) fn return_type(output: &ReturnType, errors: &mut Errors) -> Type {
+    match output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, ty) => {
+            if let Type::ImplTrait(t) = &**ty {
+                errors.push(syn::Error::new_spanned(
+                    t,
+                    "a remote function must name its return type; `impl Trait` cannot cross processes",
+                ));
+            }
+            (**ty).clone()
+        }
+    }
+}
+
 /// Checks the function's shape and builds the model.
 pub(crate) fn remote(
     item: ItemFn,
@@ -66,33 +100,10 @@ pub(crate) fn remote(
                 r,
                 "a remote function cannot take `self`; put stateful methods on an `#[actor]`",
             )),
-            FnArg::Typed(pt) => {
-                check_type(&pt.ty, errors);
-                match &*pt.pat {
-                    Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => params.push(Param {
-                        ident: pi.ident.clone(),
-                        ty: (*pt.ty).clone(),
-                    }),
-                    other => errors.push(syn::Error::new_spanned(
-                        other,
-                        "remote function arguments must be plain names (`name: Type`), not patterns",
-                    )),
-                }
-            }
+            FnArg::Typed(pt) => params.extend(param(pt, errors)),
         }
     }
-    let ret: Type = match &sig.output {
-        ReturnType::Default => syn::parse_quote!(()),
-        ReturnType::Type(_, ty) => {
-            if let Type::ImplTrait(t) = &**ty {
-                errors.push(syn::Error::new_spanned(
-                    t,
-                    "a remote function must name its return type; `impl Trait` cannot cross processes",
-                ));
-            }
-            (**ty).clone()
-        }
-    };
+    let ret = return_type(&sig.output, errors);
     let (returns, split) = match options.num_returns {
         None | Some((1, _)) => (vec![ret], false),
         Some((n, span)) => match &ret {

@@ -7,6 +7,7 @@
 
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 
+mod actor;
 mod attr;
 mod check;
 mod expand;
@@ -21,6 +22,16 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::remote(attr.into(), item.into()).into()
+}
+
+/// Makes a struct an actor class. Put it on the struct and on its `impl` block: the impl's
+/// `fn new(..) -> Self` (or `Result<Self, E>`) is the constructor, and every `&self` /
+/// `&mut self` method becomes a stub on `ActorHandle<Type>` returning an `ObjectRef`.
+/// `Type::remote(args)` starts the actor; `Type::options().name("ps").max_restarts(3)
+/// .remote(args)` sets options.
+#[proc_macro_attribute]
+pub fn actor(attr: TokenStream, item: TokenStream) -> TokenStream {
+    actor::expand(attr.into(), item.into()).into()
 }
 
 /// Starts Prism around `main` (sync or async); in a worker process, runs the worker loop and

@@ -7,7 +7,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
-use prism_graph::{ObjectId, TaskError, TaskId, TaskSpec};
+use prism_graph::{ActorId, ObjectId, TaskError, TaskId, TaskSpec};
 use rkyv::util::AlignedVec;
 
 use crate::node::Core;
@@ -95,6 +95,30 @@ impl Context {
                 Ok(())
             }
             Context::Worker(client) => client.cancel(id, force),
+        }
+    }
+
+    pub(crate) fn actor_add_ref(&self, id: ActorId) {
+        if let Context::Driver(core) = self {
+            core.actor_add_ref(id);
+        }
+    }
+
+    pub(crate) fn actor_release(&self, id: ActorId) {
+        if let Context::Driver(core) = self {
+            core.actor_release(id);
+        }
+    }
+
+    pub(crate) fn kill_actor(&self, id: ActorId) -> Result<()> {
+        match self {
+            Context::Driver(core) => {
+                core.kill_actor(id);
+                Ok(())
+            }
+            Context::Worker(_) => Err(Error::InvalidArgument(
+                "actors are killed by the driver in this version of Prism".into(),
+            )),
         }
     }
 

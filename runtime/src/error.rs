@@ -48,6 +48,22 @@ pub enum Error {
     /// An argument of an API call is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// No actor has this name.
+    #[error("no actor is named {0:?}")]
+    ActorNotFound(String),
+    /// The named actor is of another class than asked for.
+    #[error("actor {name:?} is a {found}, not a {expected}")]
+    ActorTypeMismatch {
+        /// The name.
+        name: String,
+        /// The class asked for.
+        expected: String,
+        /// The class it has.
+        found: String,
+    },
+    /// Another actor already has this name.
+    #[error("an actor named {0:?} already exists (use get_if_exists to share it)")]
+    ActorNameTaken(String),
     /// The object is unknown to its owner (freed, or never made by this cluster).
     #[error("object {0} is unknown to its owner (freed, or from another cluster)")]
     UnknownObject(String),
@@ -73,6 +89,11 @@ impl Error {
     /// Whether the task was cancelled.
     pub fn is_cancelled(&self) -> bool {
         matches!(self, Error::Task(TaskError::Cancelled { .. }))
+    }
+
+    /// Whether the call's actor is dead.
+    pub fn is_actor_died(&self) -> bool {
+        matches!(self, Error::Task(TaskError::ActorDied { .. }))
     }
 
     /// Whether the wait timed out.

@@ -47,8 +47,9 @@ mod value;
 mod worker;
 
 #[doc(inline)]
-pub use prism_macros::{main, remote};
+pub use prism_macros::{actor, main, remote};
 
+pub use api::actor::{ActorHandle, ActorOptions, get_actor, kill};
 pub use api::object_ref::ObjectRef;
 pub use api::{
     WaitResult, cancel, cancel_force, get, get_all, get_all_blocking, get_blocking, get_timeout,
@@ -57,16 +58,22 @@ pub use api::{
 };
 pub use config::Config;
 pub use error::{Error, Result, TaskError};
-pub use prism_graph::{ObjectId, TaskId};
+pub use prism_graph::{ActorId, ObjectId, TaskId};
 pub use rkyv;
 pub use value::Remotable;
 
 /// What generated code needs; not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::__actor_options_builder as actor_options_builder;
     pub use crate::__options_builder as options_builder;
+    pub use crate::api::actor::{
+        Actor, ActorHandle, ActorImpl, ActorOptions, ActorStub, RawActor, call as call_actor,
+        create as create_actor,
+    };
     pub use crate::api::call::{ArgSlot, IntoArg, TaskOptions, submit};
     pub use crate::api::object_ref::{ObjectRef, RawRef};
+    pub use crate::api::registry::{ActorClass, ActorMethod, ActorState};
     pub use crate::api::registry::{Invocation, RemoteFunction};
     pub use crate::api::{block_on, enter_worker_if_spawned, run_main, run_main_sync};
     pub use crate::value::Remotable;

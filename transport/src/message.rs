@@ -1,7 +1,7 @@
 //! The protocol between a node and its workers: the handshake ([`Hello`]), what a node tells a
 //! worker ([`ToWorker`]) and what a worker tells its node ([`ToNode`]).
 
-use prism_graph::{ObjectId, TaskError, TaskId, TaskSpec};
+use prism_graph::{ObjectId, TaskError, TaskId, TaskKind, TaskSpec};
 
 use crate::frame::Message;
 
@@ -100,6 +100,8 @@ pub struct Execute {
     pub args: Vec<Vec<u8>>,
     /// How many return objects the caller expects.
     pub num_returns: u32,
+    /// A function call, an actor's creation or a method call.
+    pub kind: TaskKind,
 }
 
 /// What a node tells a worker.
@@ -121,6 +123,8 @@ pub enum ToWorker {
 }
 
 /// What a worker tells its node.
+// Messages are built once and archived at once; the size of the enum does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum ToNode {
     /// The handshake.

@@ -1,7 +1,7 @@
 //! Building and submitting a call: per-call options, arguments given as values or references,
 //! and the submission that turns them into a [`TaskSpec`] for the owner.
 
-use prism_graph::{Arg, Resources, TaskError, TaskSpec};
+use prism_graph::{Arg, Resources, TaskError, TaskKind, TaskSpec};
 
 use crate::api::object_ref::{ObjectRef, RawRef};
 use crate::context;
@@ -42,23 +42,32 @@ impl TaskOptions {
         self.resources.push((name.to_string(), amount));
     }
 
-    fn demand(&self) -> Result<Resources, String> {
-        let mut r = Resources::default();
-        r.set("CPU", self.num_cpus)
-            .map_err(|e| format!("num_cpus: {e}"))?;
-        r.set("GPU", self.num_gpus)
-            .map_err(|e| format!("num_gpus: {e}"))?;
-        for (name, amount) in &self.resources {
-            if name == "CPU" || name == "GPU" {
-                return Err(format!(
-                    "use num_cpus / num_gpus for {name}, not resources()"
-                ));
-            }
-            r.set(name, *amount)
-                .map_err(|e| format!("resource {name:?}: {e}"))?;
-        }
-        Ok(r)
+    pub(crate) fn demand(&self) -> Result<Resources, String> {
+        demand(self.num_cpus, self.num_gpus, &self.resources)
     }
+}
+
+/// A resource demand from options' numbers, or what is wrong with them.
+pub(crate) fn demand(
+    num_cpus: f64,
+    num_gpus: f64,
+    resources: &[(String, f64)],
+) -> Result<Resources, String> {
+    let mut r = Resources::default();
+    r.set("CPU", num_cpus)
+        .map_err(|e| format!("num_cpus: {e}"))?;
+    r.set("GPU", num_gpus)
+        .map_err(|e| format!("num_gpus: {e}"))?;
+    for (name, amount) in resources {
+        if name == "CPU" || name == "GPU" {
+            return Err(format!(
+                "use num_cpus / num_gpus for {name}, not resources()"
+            ));
+        }
+        r.set(name, *amount)
+            .map_err(|e| format!("resource {name:?}: {e}"))?;
+    }
+    Ok(r)
 }
 
 /// An argument on its way into a task.
@@ -118,56 +127,90 @@ pub fn submit(
         Ok(ctx) => ctx,
         Err(e) => panic!("cannot call {name}: {e}"),
     };
-    let task_id = ctx.next_task_id();
-    let mut failed = None;
-    let mut spec_args = Vec::with_capacity(args.len());
-    let mut keep_alive = Vec::new();
-    for (i, arg) in args.into_iter().enumerate() {
-        match arg {
-            ArgSlot::Value(Ok(bytes)) => spec_args.push(Arg::Value(bytes.to_vec())),
-            ArgSlot::Value(Err(reason)) => {
-                failed.get_or_insert(TaskError::InvalidValue {
-                    task: task_id,
-                    function: name.to_string(),
-                    what: format!("argument {i}"),
-                    reason,
-                });
-            }
-            ArgSlot::Ref(raw) => {
-                spec_args.push(Arg::Ref(raw.id()));
-                keep_alive.push(raw);
-            }
-        }
-    }
-    let resources = match options.demand() {
-        Ok(r) => r,
-        Err(reason) => {
-            failed.get_or_insert(TaskError::InvalidOptions {
-                task: task_id,
-                function: name.to_string(),
-                reason,
-            });
-            Resources::default()
-        }
-    };
-    if failed.is_some() {
-        // Its inputs no longer matter: the task fails without waiting for them.
-        spec_args.clear();
-    }
-    let spec = TaskSpec {
-        task_id,
-        function: name.to_string(),
-        fn_hash: hash,
-        args: spec_args,
-        num_returns,
-        resources,
+    let call = Call {
+        name,
+        hash,
+        demand: options.demand(),
         max_retries: options.max_retries,
         retry_exceptions: options.retry_exceptions,
+        num_returns,
+        kind: TaskKind::Normal,
     };
+    let (spec, failed, keep_alive) = call.build(ctx.next_task_id(), args);
     let returns: Vec<RawRef> = spec.return_ids().map(RawRef::adopt).collect();
     ctx.submit(spec, failed);
     drop(keep_alive);
     returns
+}
+
+/// The parts of a call other than its arguments.
+pub(crate) struct Call {
+    pub(crate) name: &'static str,
+    pub(crate) hash: u64,
+    pub(crate) demand: Result<Resources, String>,
+    pub(crate) max_retries: u32,
+    pub(crate) retry_exceptions: bool,
+    pub(crate) num_returns: u32,
+    pub(crate) kind: TaskKind,
+}
+
+impl Call {
+    /// The task spec of this call; `failed` when it cannot run as built. The references
+    /// returned last must live until the spec is submitted.
+    pub(crate) fn build(
+        self,
+        task_id: prism_graph::TaskId,
+        args: Vec<ArgSlot>,
+    ) -> (TaskSpec, Option<TaskError>, Vec<RawRef>) {
+        let name = self.name;
+        let mut failed = None;
+        let mut spec_args = Vec::with_capacity(args.len());
+        let mut keep_alive = Vec::new();
+        for (i, arg) in args.into_iter().enumerate() {
+            match arg {
+                ArgSlot::Value(Ok(bytes)) => spec_args.push(Arg::Value(bytes.to_vec())),
+                ArgSlot::Value(Err(reason)) => {
+                    failed.get_or_insert(TaskError::InvalidValue {
+                        task: task_id,
+                        function: name.to_string(),
+                        what: format!("argument {i}"),
+                        reason,
+                    });
+                }
+                ArgSlot::Ref(raw) => {
+                    spec_args.push(Arg::Ref(raw.id()));
+                    keep_alive.push(raw);
+                }
+            }
+        }
+        let resources = match self.demand {
+            Ok(r) => r,
+            Err(reason) => {
+                failed.get_or_insert(TaskError::InvalidOptions {
+                    task: task_id,
+                    function: name.to_string(),
+                    reason,
+                });
+                Resources::default()
+            }
+        };
+        if failed.is_some() {
+            // Its inputs no longer matter: the task fails without waiting for them.
+            spec_args.clear();
+        }
+        let spec = TaskSpec {
+            task_id,
+            function: name.to_string(),
+            fn_hash: self.hash,
+            args: spec_args,
+            num_returns: self.num_returns,
+            resources,
+            max_retries: self.max_retries,
+            retry_exceptions: self.retry_exceptions,
+            kind: self.kind,
+        };
+        (spec, failed, keep_alive)
+    }
 }
 
 /// Declares the per-call option builder on a generated `Call` type holding `opts: TaskOptions`.

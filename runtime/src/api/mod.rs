@@ -1,6 +1,7 @@
 //! The user's API: starting and stopping the local cluster, `put`, `get`, `wait`, `cancel` and
 //! their blocking twins, and the entry points `#[prism::main]` expands to.
 
+pub(crate) mod actor;
 pub(crate) mod call;
 pub(crate) mod object_ref;
 pub(crate) mod registry;

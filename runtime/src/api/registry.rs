@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 
-use prism_graph::{TaskError, TaskId};
+use prism_graph::{TaskError, TaskId, TaskKind};
 use prism_transport::{Execute, Outcome};
 use rkyv::util::AlignedVec;
 
@@ -23,6 +23,43 @@ pub struct RemoteFunction {
 }
 
 inventory::collect!(RemoteFunction);
+
+/// The state of an actor inside its worker.
+pub type ActorState = Box<dyn std::any::Any + Send>;
+
+/// An actor class as registered by `#[actor]`: its constructor.
+#[derive(Debug)]
+pub struct ActorClass {
+    /// `module_path!()::Type`.
+    pub name: &'static str,
+    /// A hash of the constructor's signature.
+    pub hash: u64,
+    /// Decodes the arguments and runs the constructor.
+    pub create: fn(&Invocation<'_>) -> Result<ActorState, TaskError>,
+}
+
+inventory::collect!(ActorClass);
+
+/// A method of an actor class as registered by `#[actor]`.
+#[derive(Debug)]
+pub struct ActorMethod {
+    /// `module_path!()::Type::method`.
+    pub name: &'static str,
+    /// A hash of the signature.
+    pub hash: u64,
+    /// Decodes the arguments, calls the method on the state, encodes the return values.
+    pub invoke: fn(&mut ActorState, &Invocation<'_>) -> Result<Vec<AlignedVec>, TaskError>,
+}
+
+inventory::collect!(ActorMethod);
+
+/// Everything a worker can run, by name.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    functions: HashMap<&'static str, &'static RemoteFunction>,
+    classes: HashMap<&'static str, &'static ActorClass>,
+    methods: HashMap<&'static str, &'static ActorMethod>,
+}
 
 /// One call as the generated `invoke` sees it.
 #[derive(Debug)]
@@ -57,6 +94,25 @@ impl Invocation<'_> {
         })
     }
 
+    /// The error for an actor method whose state is of another type (a registry mix-up).
+    pub fn wrong_state(&self) -> TaskError {
+        TaskError::InvalidValue {
+            task: self.task,
+            function: self.function.to_string(),
+            what: "the actor's state".into(),
+            reason: "the worker holds another actor class".into(),
+        }
+    }
+
+    /// Turns a constructor's error into the creation's failure.
+    pub fn constructor_failed(&self, error: impl std::fmt::Display) -> TaskError {
+        TaskError::Panicked {
+            task: self.task,
+            function: self.function.to_string(),
+            message: format!("the constructor returned an error: {error}"),
+        }
+    }
+
     /// Encodes return value `index`.
     pub fn ret<T: Remotable>(&self, value: &T, index: usize) -> Result<AlignedVec, TaskError> {
         value.to_bytes().map_err(|e| TaskError::InvalidValue {
@@ -68,54 +124,123 @@ impl Invocation<'_> {
     }
 }
 
-/// Every registered function by name.
-pub(crate) fn functions() -> HashMap<&'static str, &'static RemoteFunction> {
-    inventory::iter::<RemoteFunction>
-        .into_iter()
-        .map(|f| (f.name, f))
-        .collect()
+impl Registry {
+    /// Everything registered in this binary.
+    pub(crate) fn load() -> Self {
+        Registry {
+            functions: inventory::iter::<RemoteFunction>
+                .into_iter()
+                .map(|f| (f.name, f))
+                .collect(),
+            classes: inventory::iter::<ActorClass>
+                .into_iter()
+                .map(|c| (c.name, c))
+                .collect(),
+            methods: inventory::iter::<ActorMethod>
+                .into_iter()
+                .map(|m| (m.name, m))
+                .collect(),
+        }
+    }
 }
 
-/// Runs one task: looks the function up, checks its signature, calls it, catches a panic.
+fn unknown(exec: Execute, what: &str, count: usize) -> Outcome {
+    Outcome::Failed(TaskError::UnknownFunction {
+        task: exec.task,
+        function: exec.function,
+        detail: format!(
+            "{count} {what} are registered in {}",
+            std::env::current_exe()
+                .map_or_else(|_| "this binary".into(), |p| p.display().to_string())
+        ),
+    })
+}
+
+fn signature_differs(exec: Execute, ours: u64) -> Outcome {
+    Outcome::Failed(TaskError::UnknownFunction {
+        task: exec.task,
+        function: exec.function,
+        detail: format!(
+            "its signature differs: the caller expects hash {:016x}, the worker has {ours:016x}",
+            exec.fn_hash
+        ),
+    })
+}
+
+/// Runs one task: a function call, an actor's constructor (which fills `actor`) or a method
+/// call on `actor`. Looks the code up, checks its signature, catches a panic.
 pub(crate) fn execute(
-    functions: &HashMap<&'static str, &'static RemoteFunction>,
+    registry: &Registry,
+    actor: &mut Option<ActorState>,
     exec: Execute,
 ) -> Outcome {
     let task = exec.task;
-    let Some(function) = functions.get(exec.function.as_str()) else {
-        return Outcome::Failed(TaskError::UnknownFunction {
-            task,
-            function: exec.function,
-            detail: format!(
-                "{} remote functions are registered in {}",
-                functions.len(),
-                std::env::current_exe()
-                    .map_or_else(|_| "this binary".into(), |p| p.display().to_string())
-            ),
-        });
-    };
-    if function.hash != exec.fn_hash {
-        return Outcome::Failed(TaskError::UnknownFunction {
-            task,
-            function: exec.function,
-            detail: format!(
-                "its signature differs: the caller expects hash {:016x}, the worker has {:016x}",
-                exec.fn_hash, function.hash
-            ),
-        });
-    }
-    let call = Invocation {
-        task,
-        function: function.name,
-        args: &exec.args,
-    };
-    let _span = tracing::debug_span!("task", task = %task, function = function.name).entered();
-    match std::panic::catch_unwind(AssertUnwindSafe(|| (function.invoke)(&call))) {
-        Ok(Ok(values)) => {
-            if values.len() != exec.num_returns as usize {
+    let _span = tracing::debug_span!("task", task = %task, function = %exec.function).entered();
+    match exec.kind {
+        TaskKind::Normal => {
+            let Some(function) = registry.functions.get(exec.function.as_str()) else {
+                return unknown(exec, "remote functions", registry.functions.len());
+            };
+            if function.hash != exec.fn_hash {
+                return signature_differs(exec, function.hash);
+            }
+            let invoke = function.invoke;
+            run(&exec, invoke)
+        }
+        TaskKind::ActorCreation(_) => {
+            let Some(class) = registry.classes.get(exec.function.as_str()) else {
+                return unknown(exec, "actor classes", registry.classes.len());
+            };
+            if class.hash != exec.fn_hash {
+                return signature_differs(exec, class.hash);
+            }
+            let create = class.create;
+            let mut made = None;
+            let outcome = run(&exec, |call| {
+                made = Some(create(call)?);
+                Ok(Vec::new())
+            });
+            *actor = made;
+            outcome
+        }
+        TaskKind::ActorCall(_) => {
+            let Some(method) = registry.methods.get(exec.function.as_str()) else {
+                return unknown(exec, "actor methods", registry.methods.len());
+            };
+            if method.hash != exec.fn_hash {
+                return signature_differs(exec, method.hash);
+            }
+            let Some(state) = actor.as_mut() else {
                 return Outcome::Failed(TaskError::InvalidValue {
                     task,
                     function: exec.function,
+                    what: "the actor's state".into(),
+                    reason: "this worker holds no actor".into(),
+                });
+            };
+            let invoke = method.invoke;
+            run(&exec, |call| invoke(state, call))
+        }
+    }
+}
+
+/// Calls `body` with the task's arguments, turning a panic into `Panicked` and checking the
+/// number of return values.
+fn run(
+    exec: &Execute,
+    body: impl FnOnce(&Invocation<'_>) -> Result<Vec<AlignedVec>, TaskError>,
+) -> Outcome {
+    let call = Invocation {
+        task: exec.task,
+        function: &exec.function,
+        args: &exec.args,
+    };
+    match std::panic::catch_unwind(AssertUnwindSafe(|| body(&call))) {
+        Ok(Ok(values)) => {
+            if values.len() != exec.num_returns as usize {
+                return Outcome::Failed(TaskError::InvalidValue {
+                    task: exec.task,
+                    function: exec.function.clone(),
                     what: "return values".into(),
                     reason: format!(
                         "the function returns {} values, the caller expects {}",
@@ -136,8 +261,8 @@ pub(crate) fn execute(
                 "a panic with a non-string payload".to_string()
             };
             Outcome::Failed(TaskError::Panicked {
-                task,
-                function: exec.function,
+                task: exec.task,
+                function: exec.function.clone(),
                 message,
             })
         }

@@ -4,17 +4,18 @@
 //! worker's exit); every event ends in [`State::settle`], which schedules, encodes what must be
 //! sent and hands it to the per-worker writer tasks.
 
+mod actors;
 pub(crate) mod scheduler;
 pub(crate) mod worker_pool;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use prism_graph::{ObjectId, TaskError, TaskId, TaskSpec, TaskState};
+use prism_graph::{ActorId, ObjectId, TaskError, TaskId, TaskKind, TaskSpec, TaskState};
 use prism_transport::{
     ArchivedToNode, Execute, Frame, ObjectValue, ToNode, ToWorker, encode_frame,
 };
@@ -28,6 +29,8 @@ use scheduler::{Action, Admission, Placement, Scheduler, WorkerId};
 
 /// The driver's owner number.
 pub(crate) const DRIVER_OWNER: u32 = 0;
+/// The owner number of tasks the node makes itself (actor restarts).
+const NODE_OWNER: u32 = u32::MAX;
 
 #[derive(Debug, Default)]
 struct Link {
@@ -49,6 +52,14 @@ struct State {
     startup_failures: u32,
     /// Surplus idle workers seen at the last tick: stopped if still surplus at the next.
     retire_candidates: Vec<WorkerId>,
+    actors: HashMap<ActorId, actors::ActorRecord>,
+    names: HashMap<String, ActorId>,
+    /// Actor creation attempts (first starts and restarts) by task.
+    creations: HashMap<TaskId, ActorId>,
+    /// Actors whose queues may have calls ready to send.
+    actors_to_pump: HashSet<ActorId>,
+    /// Counter of the node's own task ids (actor restarts).
+    internal_seq: u64,
     shutting_down: bool,
 }
 
@@ -91,6 +102,11 @@ impl Core {
                 spawn: spawn_tx,
                 startup_failures: 0,
                 retire_candidates: Vec::new(),
+                actors: HashMap::new(),
+                names: HashMap::new(),
+                creations: HashMap::new(),
+                actors_to_pump: HashSet::new(),
+                internal_seq: 0,
                 shutting_down: false,
             }),
             runtime: Mutex::new(Some(runtime)),
@@ -164,6 +180,40 @@ impl Core {
     pub(crate) fn cancel(&self, id: ObjectId, force: bool) {
         let mut state = self.state.lock();
         state.cancel(id, force);
+        state.settle();
+    }
+
+    /// Creates an actor (or finds the named one, with `get_if_exists`).
+    pub(crate) fn create_actor(
+        &self,
+        spec: TaskSpec,
+        failed: Option<TaskError>,
+        setup: crate::api::actor::ActorSetup,
+    ) -> Result<ActorId> {
+        let mut state = self.state.lock();
+        let id = state.create_actor(spec, failed, setup)?;
+        state.settle();
+        Ok(id)
+    }
+
+    /// The named actor's id and class (counting a new handle).
+    pub(crate) fn lookup_actor(&self, name: &str) -> Option<(ActorId, String)> {
+        self.state.lock().lookup_actor(name)
+    }
+
+    pub(crate) fn actor_add_ref(&self, id: ActorId) {
+        self.state.lock().actor_add_ref(id);
+    }
+
+    pub(crate) fn actor_release(&self, id: ActorId) {
+        let mut state = self.state.lock();
+        state.actor_release(id);
+        state.settle();
+    }
+
+    pub(crate) fn kill_actor(&self, id: ActorId) {
+        let mut state = self.state.lock();
+        state.kill_actor(id);
         state.settle();
     }
 
@@ -338,11 +388,25 @@ impl State {
         }
     }
 
+    fn next_internal_task(&mut self) -> TaskId {
+        self.internal_seq += 1;
+        TaskId::new(NODE_OWNER, self.internal_seq)
+    }
+
     fn submit(&mut self, spec: TaskSpec, holder: Option<WorkerId>, failed: Option<TaskError>) {
         let task = spec.task_id;
+        let kind = spec.kind;
         let ready = self.owner.submit(spec, holder);
         if let Some(error) = failed {
             self.owner.fail_unscheduled(task, error);
+            if let TaskKind::ActorCreation(actor) = kind {
+                self.creations.remove(&task);
+                self.stop_actor(actor, "its creation could not be submitted".into());
+            }
+            return;
+        }
+        if let TaskKind::ActorCall(actor) = kind {
+            self.queue_call(actor, task);
         } else if ready {
             self.enqueue(task);
         }
@@ -353,6 +417,14 @@ impl State {
             return;
         };
         let demand = record.spec.resources.clone();
+        match record.spec.kind {
+            TaskKind::Normal => {}
+            TaskKind::ActorCreation(_) => return self.enqueue_creation(task, demand),
+            TaskKind::ActorCall(actor) => {
+                self.actors_to_pump.insert(actor);
+                return;
+            }
+        }
         if self.sched.submit(task, demand.clone()) == Admission::Infeasible {
             let message = format!(
                 "the task is infeasible: it demands {demand}, the node has {} in total",
@@ -424,6 +496,35 @@ impl State {
         task: TaskId,
         outcome: &prism_transport::ArchivedOutcome,
     ) {
+        if self.creations.contains_key(&task) {
+            let error = match outcome {
+                prism_transport::ArchivedOutcome::Returned(_) => None,
+                prism_transport::ArchivedOutcome::Failed(e) => Some(
+                    rkyv::deserialize::<TaskError, rkyv::rancor::Error>(e).unwrap_or_else(|e| {
+                        TaskError::InvalidValue {
+                            task,
+                            function: String::from("<actor constructor>"),
+                            what: "the constructor's error".into(),
+                            reason: e.to_string(),
+                        }
+                    }),
+                ),
+            };
+            return self.creation_done(worker, task, error);
+        }
+        if let Some(TaskKind::ActorCall(actor)) = self.owner.task(task).map(|r| r.spec.kind) {
+            self.on_task_done(worker, task, outcome);
+            return self.call_done(actor, task);
+        }
+        self.on_task_done(worker, task, outcome);
+    }
+
+    fn on_task_done(
+        &mut self,
+        worker: WorkerId,
+        task: TaskId,
+        outcome: &prism_transport::ArchivedOutcome,
+    ) {
         self.sched.task_done(worker, task);
         let Some(record) = self.owner.task(task) else {
             return;
@@ -486,6 +587,9 @@ impl State {
 
     fn cancel(&mut self, id: ObjectId, force: bool) {
         let task = id.task;
+        if self.cancel_creation(task) {
+            return;
+        }
         let Some(record) = self.owner.task(task) else {
             return; // finished, failed or unknown: nothing to cancel
         };
@@ -555,7 +659,9 @@ impl State {
         } else {
             tracing::warn!(worker, %reason, "worker process died");
         }
-        if let Some(task) = started {
+        if self.actor_worker_died(worker, &reason) {
+            // The actor's books handled its calls and its creation.
+        } else if let Some(task) = started {
             self.task_lost(task, &reason);
         }
         if self.startup_failures >= MAX_STARTUP_FAILURES {
@@ -621,6 +727,7 @@ impl State {
                 Action::Dispatch { worker, tasks } => self.dispatch(worker, tasks),
             }
         }
+        self.pump_actors();
         let notices = std::mem::take(&mut self.owner.notices);
         let mut per_worker: HashMap<WorkerId, Vec<(ObjectId, ObjectValue)>> = HashMap::new();
         for notice in notices {
@@ -647,6 +754,13 @@ impl State {
     fn dispatch(&mut self, worker: WorkerId, tasks: Vec<TaskId>) {
         let mut batch = Vec::with_capacity(tasks.len());
         for task in tasks {
+            if self.creations.contains_key(&task) {
+                match self.creation_execute(task, worker) {
+                    Some(exec) => batch.push(exec),
+                    None => tracing::error!(task = %task, "actor creation without its call"),
+                }
+                continue;
+            }
             let Some(args) = self.owner.resolve_args(task) else {
                 tracing::error!(task = %task, "dispatched task has unresolved arguments");
                 continue;
@@ -660,6 +774,7 @@ impl State {
                 fn_hash: record.spec.fn_hash,
                 args,
                 num_returns: record.spec.num_returns,
+                kind: record.spec.kind,
             });
             self.owner.started(task, worker);
         }

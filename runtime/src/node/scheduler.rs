@@ -51,6 +51,8 @@ enum WorkerState {
         demand: Resources,
         inflight: VecDeque<TaskId>,
         blocked: bool,
+        /// Held by an actor for its lifetime: never shared, never returned when idle.
+        pinned: bool,
     },
 }
 
@@ -65,6 +67,8 @@ pub(crate) struct Scheduler {
     shapes: Vec<Resources>,
     demands: HashMap<TaskId, Resources>,
     infeasible: Vec<TaskId>,
+    /// Actor creations waiting for a worker of their own, in order.
+    pinned_queue: VecDeque<TaskId>,
     workers: HashMap<WorkerId, WorkerState>,
     next_worker: WorkerId,
     max_inflight: usize,
@@ -83,6 +87,7 @@ impl Scheduler {
             shapes: Vec::new(),
             demands: HashMap::new(),
             infeasible: Vec::new(),
+            pinned_queue: VecDeque::new(),
             workers: HashMap::new(),
             next_worker: 1,
             max_inflight: max_inflight.max(1),
@@ -124,6 +129,23 @@ impl Scheduler {
         Admission::Queued
     }
 
+    /// An actor creation: it needs a worker of its own, leased for the actor's lifetime.
+    pub(crate) fn submit_pinned(&mut self, task: TaskId, demand: Resources) -> Admission {
+        self.demands.insert(task, demand.clone());
+        if !demand.fits_in(&self.total) {
+            self.infeasible.push(task);
+            return Admission::Infeasible;
+        }
+        self.pinned_queue.push_back(task);
+        Admission::Queued
+    }
+
+    /// The actor on `worker` is gone: its lease ends and the worker leaves the pool (its
+    /// process is stopped by the caller).
+    pub(crate) fn release_pinned(&mut self, worker: WorkerId) {
+        self.remove_worker(worker);
+    }
+
     fn enqueue(&mut self, task: TaskId, demand: Resources, front: bool) {
         let queue = match self.queues.get_mut(&demand) {
             Some(q) => q,
@@ -153,7 +175,10 @@ impl Scheduler {
     /// A worker reported a task as ended (done, failed or dropped after cancel).
     pub(crate) fn task_done(&mut self, worker: WorkerId, task: TaskId) {
         let Some(WorkerState::Leased {
-            inflight, blocked, ..
+            inflight,
+            blocked,
+            pinned,
+            ..
         }) = self.workers.get_mut(&worker)
         else {
             return;
@@ -163,7 +188,7 @@ impl Scheduler {
         };
         inflight.remove(pos);
         self.demands.remove(&task);
-        if inflight.is_empty() && !*blocked {
+        if inflight.is_empty() && !*blocked && !*pinned {
             self.release_lease(worker);
         }
     }
@@ -197,6 +222,7 @@ impl Scheduler {
             demand,
             inflight,
             blocked,
+            ..
         }) = self.workers.get_mut(&worker)
         else {
             return;
@@ -261,6 +287,7 @@ impl Scheduler {
     /// Empties the node's queue (including infeasible tasks) and returns what was in it.
     pub(crate) fn drain_queued(&mut self) -> Vec<TaskId> {
         let mut tasks: Vec<TaskId> = std::mem::take(&mut self.infeasible);
+        tasks.extend(std::mem::take(&mut self.pinned_queue));
         for shape in std::mem::take(&mut self.shapes) {
             if let Some(queue) = self.queues.remove(&shape) {
                 tasks.extend(queue);
@@ -281,6 +308,11 @@ impl Scheduler {
             && let Some(pos) = queue.iter().position(|t| *t == task)
         {
             queue.remove(pos);
+            self.demands.remove(&task);
+            return Placement::Queued;
+        }
+        if let Some(pos) = self.pinned_queue.iter().position(|t| *t == task) {
+            self.pinned_queue.remove(pos);
             self.demands.remove(&task);
             return Placement::Queued;
         }
@@ -312,6 +344,41 @@ impl Scheduler {
             .values()
             .filter(|w| matches!(w, WorkerState::Starting))
             .count();
+        // Actor creations first: each gets an idle worker of its own, or a new one.
+        let mut waiting = VecDeque::new();
+        while let Some(task) = self.pinned_queue.pop_front() {
+            let demand = self.demands.get(&task).cloned().unwrap_or_default();
+            if !demand.fits_in(&self.available) {
+                waiting.push_back(task);
+                continue;
+            }
+            match self.idle_worker() {
+                Some(worker) => {
+                    self.available.subtract(&demand);
+                    self.workers.insert(
+                        worker,
+                        WorkerState::Leased {
+                            demand,
+                            inflight: VecDeque::from([task]),
+                            blocked: false,
+                            pinned: true,
+                        },
+                    );
+                    batches.entry(worker).or_default().push(task);
+                }
+                None => waiting.push_back(task),
+            }
+        }
+        let unplaced = waiting
+            .iter()
+            .filter(|t| {
+                self.demands
+                    .get(t)
+                    .is_some_and(|d| d.fits_in(&self.available))
+            })
+            .count();
+        want_workers += unplaced.saturating_sub(starting);
+        self.pinned_queue = waiting;
         for shape in self.shapes.clone() {
             while let Some(&task) = self.queues.get(&shape).and_then(VecDeque::front) {
                 let fits = shape.fits_in(&self.available);
@@ -324,6 +391,7 @@ impl Scheduler {
                                 demand: shape.clone(),
                                 inflight: VecDeque::from([task]),
                                 blocked: false,
+                                pinned: false,
                             },
                         );
                         self.pop(&shape);
@@ -390,9 +458,12 @@ impl Scheduler {
         self.workers
             .values()
             .filter(|w| {
+                // Blocked workers gave their CPU back; actors' workers are their own.
                 !matches!(
                     w,
-                    WorkerState::Starting | WorkerState::Leased { blocked: true, .. }
+                    WorkerState::Starting
+                        | WorkerState::Leased { blocked: true, .. }
+                        | WorkerState::Leased { pinned: true, .. }
                 )
             })
             .count()
@@ -428,6 +499,7 @@ impl Scheduler {
                     demand,
                     inflight,
                     blocked: false,
+                    pinned: false,
                 } if demand == shape && inflight.len() < self.max_inflight => {
                     Some((inflight.len(), *id))
                 }

@@ -408,6 +408,7 @@ mod tests {
             resources: Resources::default(),
             max_retries: 0,
             retry_exceptions: false,
+            kind: prism_graph::TaskKind::Normal,
         }
     }
 

@@ -424,7 +424,8 @@ fn connect() -> Result<Arc<WorkerClient>> {
 }
 
 fn serve(client: Arc<WorkerClient>) -> i32 {
-    let functions = registry::functions();
+    let registry = registry::Registry::load();
+    let mut actor: Option<registry::ActorState> = None;
     loop {
         let next = client.inner.lock().next_task();
         let exec = match next {
@@ -439,7 +440,7 @@ fn serve(client: Arc<WorkerClient>) -> i32 {
             }
         };
         let task = exec.task;
-        let outcome = registry::execute(&functions, exec);
+        let outcome = registry::execute(&registry, &mut actor, exec);
         let mut inner = client.inner.lock();
         inner.done.push((task, outcome));
     }

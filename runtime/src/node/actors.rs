@@ -1,0 +1,481 @@
+//! The node's books of actors: each actor holds a worker of its own (a pinned lease) for its
+//! lifetime. Calls are queued per actor in submission order and sent once their arguments are
+//! ready, so calls from one caller run in the order they were made. A dead actor's process is
+//! restarted (constructor re-run from the arguments it was first created with) up to
+//! `max_restarts`; calls in flight are retried up to `max_task_retries`; after that, every call
+//! fails with `ActorDied`.
+
+use std::collections::VecDeque;
+
+use prism_graph::{ActorId, Resources, TaskError, TaskId, TaskKind, TaskState};
+use prism_transport::{Execute, ToWorker};
+
+use super::State;
+use super::scheduler::{Admission, Placement, WorkerId};
+use super::worker_pool;
+use crate::api::actor::ActorSetup;
+
+/// Where an actor is in its life.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Life {
+    /// Its constructor has not finished (first start or a restart).
+    Starting,
+    /// Ready for calls.
+    Alive,
+    /// Gone for good; calls fail with this reason.
+    Dead(String),
+}
+
+#[derive(Debug)]
+pub(super) struct ActorRecord {
+    pub(super) class: String,
+    name: Option<String>,
+    pub(super) life: Life,
+    pub(super) worker: Option<WorkerId>,
+    demand: Resources,
+    /// The resolved constructor call, kept for restarts.
+    creation: Option<Execute>,
+    restarts: u32,
+    max_restarts: u32,
+    max_task_retries: u32,
+    /// Calls submitted and not yet sent, in submission order.
+    queue: VecDeque<TaskId>,
+    /// Calls sent to the worker, in order.
+    inflight: VecDeque<TaskId>,
+    /// Live handles (`RawActor`s) in the driver.
+    handles: u32,
+    killed: bool,
+}
+
+impl State {
+    /// Records a new actor (or, with `get_if_exists`, finds the named one).
+    pub(super) fn create_actor(
+        &mut self,
+        spec: prism_graph::TaskSpec,
+        failed: Option<TaskError>,
+        setup: ActorSetup,
+    ) -> Result<ActorId, crate::Error> {
+        if let Some(name) = &setup.name
+            && let Some(&existing) = self.names.get(name)
+        {
+            if setup.get_if_exists {
+                if let Some(actor) = self.actors.get_mut(&existing) {
+                    actor.handles += 1;
+                }
+                return Ok(existing);
+            }
+            return Err(crate::Error::ActorNameTaken(name.clone()));
+        }
+        let id = ActorId(spec.task_id);
+        if let Some(name) = &setup.name {
+            self.names.insert(name.clone(), id);
+        }
+        self.actors.insert(
+            id,
+            ActorRecord {
+                class: setup.class.to_string(),
+                name: setup.name,
+                life: Life::Starting,
+                worker: None,
+                demand: spec.resources.clone(),
+                creation: None,
+                restarts: 0,
+                max_restarts: setup.max_restarts,
+                max_task_retries: setup.max_task_retries,
+                queue: VecDeque::new(),
+                inflight: VecDeque::new(),
+                handles: 1,
+                killed: false,
+            },
+        );
+        self.creations.insert(spec.task_id, id);
+        self.submit(spec, None, failed);
+        Ok(id)
+    }
+
+    /// Queues a method call on its actor (or fails it if the actor is dead).
+    pub(super) fn queue_call(&mut self, actor: ActorId, task: TaskId) {
+        match self.actors.get_mut(&actor) {
+            Some(record) => match &record.life {
+                Life::Dead(reason) => {
+                    let (class, reason) = (record.class.clone(), reason.clone());
+                    let error = died(task, &self.owner_function(task), actor, &class, &reason);
+                    self.owner.fail(task, error);
+                }
+                _ => {
+                    record.queue.push_back(task);
+                    self.actors_to_pump.insert(actor);
+                }
+            },
+            None => {
+                let error = died(
+                    task,
+                    &self.owner_function(task),
+                    actor,
+                    "<unknown>",
+                    "the actor is gone (its handles were dropped, or it was never created here)",
+                );
+                self.owner.fail(task, error);
+            }
+        }
+    }
+
+    fn owner_function(&self, task: TaskId) -> String {
+        self.owner
+            .task(task)
+            .map(|r| r.spec.function.clone())
+            .unwrap_or_default()
+    }
+
+    /// Queues an actor's creation (first start or restart) for a worker of its own.
+    pub(super) fn enqueue_creation(&mut self, task: TaskId, demand: Resources) {
+        if self.sched.submit_pinned(task, demand.clone()) == Admission::Infeasible {
+            tracing::warn!(task = %task, "actor is infeasible: it demands {demand}, the node has {} in total", self.sched.total());
+            if let Some(record) = self.owner.task_mut(task) {
+                record.infeasible = Some(format!(
+                    "the actor is infeasible: it demands {demand}, the node has {} in total",
+                    self.sched.total()
+                ));
+            }
+        }
+    }
+
+    /// The Execute message of an actor's creation attempt `task` dispatched to `worker`.
+    pub(super) fn creation_execute(&mut self, task: TaskId, worker: WorkerId) -> Option<Execute> {
+        let actor = *self.creations.get(&task)?;
+        let first = match self.owner.task(task) {
+            Some(record) => {
+                let args = self.owner.resolve_args(task)?;
+                Some(Execute {
+                    task,
+                    function: record.spec.function.clone(),
+                    fn_hash: record.spec.fn_hash,
+                    args,
+                    num_returns: 0,
+                    kind: TaskKind::ActorCreation(actor),
+                })
+            }
+            None => None,
+        };
+        if first.is_some() {
+            self.owner.started(task, worker);
+        }
+        let record = self.actors.get_mut(&actor)?;
+        record.worker = Some(worker);
+        if let Some(exec) = first {
+            record.creation = Some(exec);
+        }
+        let mut exec = record.creation.clone()?;
+        exec.task = task;
+        Some(exec)
+    }
+
+    /// A creation attempt ended: the actor is alive, or dead if its constructor failed.
+    pub(super) fn creation_done(
+        &mut self,
+        worker: WorkerId,
+        task: TaskId,
+        error: Option<TaskError>,
+    ) {
+        let Some(actor) = self.creations.remove(&task) else {
+            return;
+        };
+        self.sched.task_done(worker, task);
+        if self.owner.task(task).is_some() {
+            match &error {
+                None => {
+                    self.owner.complete(task, Vec::new());
+                }
+                Some(e) => {
+                    self.owner.fail(task, e.clone());
+                }
+            }
+        }
+        let Some(record) = self.actors.get_mut(&actor) else {
+            return;
+        };
+        match error {
+            None => {
+                record.life = Life::Alive;
+                self.actors_to_pump.insert(actor);
+            }
+            Some(e) => {
+                let reason = format!("its constructor failed: {e}");
+                self.stop_actor(actor, reason);
+            }
+        }
+    }
+
+    /// Sends the ready calls at the head of each pumped actor's queue.
+    pub(super) fn pump_actors(&mut self) {
+        for actor in std::mem::take(&mut self.actors_to_pump) {
+            let Some(record) = self.actors.get(&actor) else {
+                continue;
+            };
+            if record.life != Life::Alive {
+                continue;
+            }
+            let Some(worker) = record.worker else {
+                continue;
+            };
+            let mut batch = Vec::new();
+            while let Some(&task) = self.actors.get(&actor).and_then(|r| r.queue.front()) {
+                match self.owner.task_state(task) {
+                    Some(TaskState::Ready) => {}
+                    // Failed with an input or cancelled: the owner already answered it.
+                    None | Some(TaskState::Failed) | Some(TaskState::Finished) => {
+                        self.pop_call(actor);
+                        continue;
+                    }
+                    // The head waits for its arguments; later calls wait behind it.
+                    Some(_) => break,
+                }
+                let (Some(args), Some(record)) =
+                    (self.owner.resolve_args(task), self.owner.task(task))
+                else {
+                    break;
+                };
+                batch.push(Execute {
+                    task,
+                    function: record.spec.function.clone(),
+                    fn_hash: record.spec.fn_hash,
+                    args,
+                    num_returns: record.spec.num_returns,
+                    kind: TaskKind::ActorCall(actor),
+                });
+                self.owner.started(task, worker);
+                self.pop_call(actor);
+                if let Some(record) = self.actors.get_mut(&actor) {
+                    record.inflight.push_back(task);
+                }
+            }
+            if !batch.is_empty() {
+                self.encode_to(worker, &ToWorker::Execute(batch));
+            }
+            self.maybe_stop_unreferenced(actor);
+        }
+    }
+
+    fn pop_call(&mut self, actor: ActorId) {
+        if let Some(record) = self.actors.get_mut(&actor) {
+            record.queue.pop_front();
+        }
+    }
+
+    /// A method call ended on the actor's worker.
+    pub(super) fn call_done(&mut self, actor: ActorId, task: TaskId) {
+        if let Some(record) = self.actors.get_mut(&actor)
+            && let Some(pos) = record.inflight.iter().position(|t| *t == task)
+        {
+            record.inflight.remove(pos);
+        }
+        self.maybe_stop_unreferenced(actor);
+    }
+
+    /// The actor's worker died: restart it, retry or fail its calls.
+    pub(super) fn actor_worker_died(&mut self, worker: WorkerId, reason: &str) -> bool {
+        let Some((&actor, _)) = self.actors.iter().find(|(_, r)| r.worker == Some(worker)) else {
+            return false;
+        };
+        let record = self.actors.get_mut(&actor).expect("found above");
+        record.worker = None;
+        // A creation attempt that was running dies with its worker.
+        let creating: Vec<TaskId> = self
+            .creations
+            .iter()
+            .filter(|(_, a)| **a == actor)
+            .map(|(t, _)| *t)
+            .collect();
+        for task in creating {
+            self.creations.remove(&task);
+            if self.owner.task(task).is_some() {
+                // The first creation: its task stays unfinished in the owner until the actor
+                // is up or dead; mark it back to ready so it can be re-dispatched.
+                self.owner.unstarted(task);
+            }
+        }
+        let record = self.actors.get_mut(&actor).expect("found above");
+        let restart = !record.killed && record.restarts < record.max_restarts;
+        let final_reason = if record.killed {
+            "it was killed with prism::kill".to_string()
+        } else if record.max_restarts > 0 {
+            format!(
+                "its process died ({reason}) after {} restart(s) (max_restarts = {})",
+                record.restarts, record.max_restarts
+            )
+        } else {
+            format!("its process died ({reason})")
+        };
+        let inflight: Vec<TaskId> = record.inflight.drain(..).collect();
+        let class = record.class.clone();
+        let max_task_retries = record.max_task_retries;
+        let mut requeue = Vec::new();
+        for task in inflight {
+            let Some(call) = self.owner.task_mut(task) else {
+                continue;
+            };
+            call.deaths += 1;
+            let function = call.spec.function.clone();
+            if restart && call.deaths <= max_task_retries {
+                self.owner.unstarted(task);
+                requeue.push(task);
+            } else {
+                let why = if restart {
+                    format!(
+                        "its process died during the call ({reason}) and the call's retries (max_task_retries = {max_task_retries}) are spent"
+                    )
+                } else {
+                    final_reason.clone()
+                };
+                let error = died(task, &function, actor, &class, &why);
+                self.owner.fail(task, error);
+            }
+        }
+        let record = self.actors.get_mut(&actor).expect("found above");
+        for task in requeue.into_iter().rev() {
+            record.queue.push_front(task);
+        }
+        if restart {
+            record.restarts += 1;
+            record.life = Life::Starting;
+            let attempt = record.restarts;
+            let demand = record.demand.clone();
+            tracing::warn!(actor = %actor, class, attempt, "restarting actor after its process died ({reason})");
+            let task = self.next_internal_task();
+            self.creations.insert(task, actor);
+            self.enqueue_creation(task, demand);
+        } else {
+            self.stop_actor(actor, final_reason);
+        }
+        true
+    }
+
+    /// Ends an actor for good: fails what is queued, stops its worker, frees its name.
+    pub(super) fn stop_actor(&mut self, actor: ActorId, reason: String) {
+        let Some(record) = self.actors.get_mut(&actor) else {
+            return;
+        };
+        if let Life::Dead(_) = record.life {
+            return;
+        }
+        record.life = Life::Dead(reason.clone());
+        let class = record.class.clone();
+        let queued: Vec<TaskId> = record
+            .queue
+            .drain(..)
+            .chain(record.inflight.drain(..))
+            .collect();
+        let worker = record.worker.take();
+        let name = record.name.take();
+        for task in queued {
+            let function = self.owner_function(task);
+            self.owner
+                .fail(task, died(task, &function, actor, &class, &reason));
+        }
+        // A creation still waiting for a worker will not be needed.
+        let creating: Vec<TaskId> = self
+            .creations
+            .iter()
+            .filter(|(_, a)| **a == actor)
+            .map(|(t, _)| *t)
+            .collect();
+        for task in creating {
+            self.creations.remove(&task);
+            let _ = self.sched.locate_for_cancel(task);
+            if self.owner.task(task).is_some() {
+                let function = self.owner_function(task);
+                self.owner
+                    .fail(task, died(task, &function, actor, &class, &reason));
+            }
+        }
+        if let Some(worker) = worker {
+            self.sched.release_pinned(worker);
+            self.encode_to(worker, &ToWorker::Shutdown);
+        }
+        if let Some(name) = name {
+            self.names.remove(&name);
+        }
+        tracing::info!(actor = %actor, class, "actor stopped: {reason}");
+    }
+
+    /// Kills the actor's process; it is not restarted.
+    pub(super) fn kill_actor(&mut self, actor: ActorId) {
+        let Some(record) = self.actors.get_mut(&actor) else {
+            return;
+        };
+        record.killed = true;
+        match record
+            .worker
+            .and_then(|w| self.links.get(&w))
+            .and_then(|l| l.pid)
+        {
+            // The death is handled when the worker's exit is seen.
+            Some(pid) => worker_pool::kill(pid),
+            None => self.stop_actor(actor, "it was killed with prism::kill".into()),
+        }
+    }
+
+    pub(super) fn actor_add_ref(&mut self, actor: ActorId) {
+        if let Some(record) = self.actors.get_mut(&actor) {
+            record.handles += 1;
+        }
+    }
+
+    pub(super) fn actor_release(&mut self, actor: ActorId) {
+        if let Some(record) = self.actors.get_mut(&actor) {
+            record.handles = record.handles.saturating_sub(1);
+        }
+        self.maybe_stop_unreferenced(actor);
+    }
+
+    /// An unnamed actor without handles stops once its calls have run.
+    fn maybe_stop_unreferenced(&mut self, actor: ActorId) {
+        let Some(record) = self.actors.get(&actor) else {
+            return;
+        };
+        let idle = record.queue.is_empty() && record.inflight.is_empty();
+        if record.handles == 0 && record.name.is_none() && idle {
+            if record.life != Life::Starting {
+                self.stop_actor(actor, "its last handle was dropped".into());
+                self.actors.remove(&actor);
+            } else {
+                // Stop it once its constructor has run (a creation cannot be taken back).
+            }
+        }
+    }
+
+    /// The named actor's id and class, counting a new handle.
+    pub(super) fn lookup_actor(&mut self, name: &str) -> Option<(ActorId, String)> {
+        let id = *self.names.get(name)?;
+        let record = self.actors.get_mut(&id)?;
+        if let Life::Dead(_) = record.life {
+            return None;
+        }
+        record.handles += 1;
+        Some((id, record.class.clone()))
+    }
+
+    /// Whether `task` is an actor's creation attempt; cancel treats it like killing the actor.
+    pub(super) fn cancel_creation(&mut self, task: TaskId) -> bool {
+        match self.creations.get(&task) {
+            Some(&actor) => {
+                if self.sched.locate_for_cancel(task) == Placement::Absent {
+                    return true;
+                }
+                self.stop_actor(actor, "its creation was cancelled".into());
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn died(task: TaskId, function: &str, actor: ActorId, class: &str, reason: &str) -> TaskError {
+    TaskError::ActorDied {
+        task,
+        function: function.to_string(),
+        actor,
+        class: class.to_string(),
+        reason: reason.to_string(),
+    }
+}

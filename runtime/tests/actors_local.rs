@@ -1,0 +1,307 @@
+//! Actors with real worker processes: state across calls, submission order, references as
+//! arguments, named actors, panics, restarts after the process dies (including SIGKILL in the
+//! middle of a call), `kill`, constructor failures, and stopping on the last handle's drop.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Case, alive, ensure, eventually, temp_path};
+use libtest_mimic::Failed;
+use prism::{ActorHandle, ObjectRef, TaskError, actor, remote};
+
+#[actor]
+struct Counter {
+    value: u64,
+}
+
+#[actor]
+impl Counter {
+    fn new(start: u64) -> Self {
+        Counter { value: start }
+    }
+
+    fn inc(&mut self) -> u64 {
+        self.value += 1;
+        self.value
+    }
+
+    fn add(&mut self, n: u64) -> u64 {
+        self.value += n;
+        self.value
+    }
+
+    fn get(&self) -> u64 {
+        self.value
+    }
+
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    fn crash(&self) -> u64 {
+        std::process::abort()
+    }
+
+    fn boom(&self) -> u64 {
+        panic!("counter at {} refuses", self.value)
+    }
+
+    /// Sleeps, then increments: a call that is in flight for a while.
+    fn slow_inc(&mut self, ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        self.inc()
+    }
+
+    /// Aborts the first time (no marker yet), increments after a restart.
+    fn abort_once(&mut self, marker: String) -> u64 {
+        if std::fs::metadata(&marker).is_err() {
+            std::fs::write(&marker, b"died once").expect("write marker");
+            std::process::abort();
+        }
+        self.inc()
+    }
+}
+
+#[actor]
+struct Picky {
+    label: String,
+}
+
+#[actor]
+impl Picky {
+    fn new(label: String) -> Result<Self, String> {
+        if label.is_empty() {
+            Err("an empty label is not allowed".to_string())
+        } else {
+            Ok(Picky { label })
+        }
+    }
+
+    fn label(&self) -> String {
+        self.label.clone()
+    }
+}
+
+#[remote]
+fn five() -> u64 {
+    5
+}
+
+fn task_error<T: std::fmt::Debug>(r: prism::Result<T>) -> Result<TaskError, Failed> {
+    match r {
+        Err(prism::Error::Task(e)) => Ok(e),
+        other => Err(format!("expected a task error, got {other:?}").into()),
+    }
+}
+
+fn state_persists_and_calls_run_in_order() -> Result<(), Failed> {
+    let c = Counter::remote(0);
+    let refs: Vec<ObjectRef<u64>> = (0..200).map(|_| c.inc()).collect();
+    let values = prism::get_all_blocking(&refs)?;
+    ensure(
+        values == (1..=200).collect::<Vec<_>>(),
+        "200 increments in order",
+    )?;
+    ensure(c.get().get_blocking()? == 200, "state after the calls")?;
+    ensure(
+        c.pid().get_blocking()? != std::process::id(),
+        "runs in a worker process",
+    )
+}
+
+fn references_flow_into_actor_calls() -> Result<(), Failed> {
+    let c = Counter::remote(10);
+    let n = five::remote();
+    let r = c.add(&n);
+    let again = c.add(prism::put(7u64)?);
+    ensure(
+        r.get_blocking()? == 15 && again.get_blocking()? == 22,
+        "refs as arguments",
+    )?;
+    // A call waiting for its argument holds back later calls from the same caller.
+    let slow = Counter::remote(0);
+    let late = slow.slow_inc(300);
+    let first = c.add(&late);
+    let second = c.inc();
+    ensure(
+        first.get_blocking()? == 23 && second.get_blocking()? == 24,
+        "order kept behind a pending argument",
+    )
+}
+
+fn handles_are_values() -> Result<(), Failed> {
+    let c = Counter::remote(0);
+    let d: ActorHandle<Counter> = c.clone();
+    c.inc().get_blocking()?;
+    d.inc().get_blocking()?;
+    drop(c);
+    ensure(d.get().get_blocking()? == 2, "both handles reach one actor")
+}
+
+fn named_actors() -> Result<(), Failed> {
+    let c = Counter::options().name("shared-counter").remote(100);
+    c.inc().get_blocking()?;
+    let found = prism::get_actor::<Counter>("shared-counter")?;
+    ensure(found.get().get_blocking()? == 101, "the named actor")?;
+    let same = Counter::options()
+        .name("shared-counter")
+        .get_if_exists(true)
+        .remote(0);
+    ensure(
+        same.id() == c.id(),
+        "get_if_exists returns the existing actor",
+    )?;
+    let wrong = prism::get_actor::<Picky>("shared-counter")
+        .unwrap_err()
+        .to_string();
+    ensure(wrong.contains("Counter") && wrong.contains("Picky"), wrong)?;
+    let missing = prism::get_actor::<Counter>("nobody")
+        .unwrap_err()
+        .to_string();
+    ensure(missing.contains("nobody"), missing)?;
+    prism::kill(&c)?;
+    ensure(
+        eventually(10, || {
+            prism::get_actor::<Counter>("shared-counter").is_err()
+        }),
+        "a killed actor's name is free again",
+    )
+}
+
+fn a_panicking_method_fails_alone() -> Result<(), Failed> {
+    let c = Counter::remote(3);
+    let e = task_error(c.boom().get_blocking())?;
+    ensure(matches!(e, TaskError::Panicked { .. }), e.to_string())?;
+    ensure(
+        e.to_string().contains("Counter::boom") && e.to_string().contains("counter at 3 refuses"),
+        e.to_string(),
+    )?;
+    ensure(c.inc().get_blocking()? == 4, "the actor lives on")
+}
+
+fn restarts_then_dies_for_good() -> Result<(), Failed> {
+    let c = Counter::options().max_restarts(1).remote(10);
+    c.inc().get_blocking()?;
+    let e = task_error(c.crash().get_blocking())?;
+    ensure(matches!(e, TaskError::ActorDied { .. }), e.to_string())?;
+    ensure(e.to_string().contains("SIGABRT"), e.to_string())?;
+    ensure(
+        c.get().get_blocking()? == 10,
+        "restarted: the constructor ran again",
+    )?;
+    let e = task_error(c.crash().get_blocking())?;
+    ensure(e.to_string().contains("restart"), e.to_string())?;
+    let e = task_error(c.get().get_blocking())?;
+    let text = e.to_string();
+    ensure(
+        matches!(e, TaskError::ActorDied { .. }) && text.contains("Counter"),
+        text.clone(),
+    )?;
+    ensure(text.contains("after 1 restart"), text)
+}
+
+fn calls_in_flight_are_retried_after_a_restart() -> Result<(), Failed> {
+    let marker = temp_path("actor-abort-once");
+    let c = Counter::options()
+        .max_restarts(1)
+        .max_task_retries(1)
+        .remote(0);
+    let r = c.abort_once(marker.clone());
+    let value = r.get_blocking();
+    let _ = std::fs::remove_file(&marker);
+    ensure(value? == 1, "the call ran again on the restarted actor")
+}
+
+fn sigkill_in_the_middle_of_a_call() -> Result<(), Failed> {
+    let c = Counter::options()
+        .max_restarts(1)
+        .max_task_retries(1)
+        .remote(0);
+    let pid = c.pid().get_blocking()?;
+    let call = c.slow_inc(1_500);
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on the actor's worker process, which this test's cluster started.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+    ensure(call.get_blocking()? == 1, "retried after the SIGKILL")?;
+    let new_pid = c.pid().get_blocking()?;
+    ensure(new_pid != pid, "a new process holds the actor")
+}
+
+fn kill_fails_every_call() -> Result<(), Failed> {
+    let c = Counter::options().max_restarts(5).remote(0);
+    let pid = c.pid().get_blocking()?;
+    let slow = c.slow_inc(5_000);
+    prism::kill(&c)?;
+    let e = task_error(slow.get_blocking())?;
+    ensure(e.to_string().contains("killed"), e.to_string())?;
+    let e = task_error(c.inc().get_blocking())?;
+    ensure(matches!(e, TaskError::ActorDied { .. }), e.to_string())?;
+    ensure(
+        eventually(10, || !alive(pid)),
+        "the process is gone, not restarted",
+    )
+}
+
+fn a_failing_constructor_fails_the_calls() -> Result<(), Failed> {
+    let ok = Picky::remote("fine".to_string());
+    ensure(ok.label().get_blocking()? == "fine", "a good constructor")?;
+    let bad = Picky::remote(String::new());
+    let e = task_error(bad.label().get_blocking())?;
+    let text = e.to_string();
+    ensure(matches!(e, TaskError::ActorDied { .. }), text.clone())?;
+    ensure(text.contains("an empty label is not allowed"), text)
+}
+
+fn dropping_the_last_handle_stops_the_actor() -> Result<(), Failed> {
+    let c = Counter::remote(0);
+    let pid = c.pid().get_blocking()?;
+    let pending = c.slow_inc(200);
+    drop(c);
+    ensure(pending.get_blocking()? == 1, "calls already made still run")?;
+    ensure(
+        eventually(10, || !alive(pid)),
+        "the actor's process stopped",
+    )
+}
+
+fn main() {
+    let config = prism::Config::new().num_cpus(2.0);
+    let cases: &[Case] = &[
+        (
+            "state_persists_and_calls_run_in_order",
+            state_persists_and_calls_run_in_order,
+        ),
+        (
+            "references_flow_into_actor_calls",
+            references_flow_into_actor_calls,
+        ),
+        ("handles_are_values", handles_are_values),
+        ("named_actors", named_actors),
+        (
+            "a_panicking_method_fails_alone",
+            a_panicking_method_fails_alone,
+        ),
+        ("restarts_then_dies_for_good", restarts_then_dies_for_good),
+        (
+            "calls_in_flight_are_retried_after_a_restart",
+            calls_in_flight_are_retried_after_a_restart,
+        ),
+        (
+            "sigkill_in_the_middle_of_a_call",
+            sigkill_in_the_middle_of_a_call,
+        ),
+        ("kill_fails_every_call", kill_fails_every_call),
+        (
+            "a_failing_constructor_fails_the_calls",
+            a_failing_constructor_fails_the_calls,
+        ),
+        (
+            "dropping_the_last_handle_stops_the_actor",
+            dropping_the_last_handle_stops_the_actor,
+        ),
+    ];
+    common::run(config, cases)
+}
