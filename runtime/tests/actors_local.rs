@@ -88,6 +88,34 @@ fn five() -> u64 {
     5
 }
 
+/// A task that calls an actor through a handle it was given.
+#[remote]
+fn bump_many(counter: ActorHandle<Counter>, times: u64) -> u64 {
+    let refs: Vec<ObjectRef<u64>> = (0..times).map(|_| counter.inc()).collect();
+    let values = prism::get_all_blocking(&refs).expect("increments");
+    values.into_iter().max().unwrap_or(0)
+}
+
+/// An actor holding a handle to another actor.
+#[actor]
+struct Relay {
+    target: ActorHandle<Counter>,
+}
+
+#[actor]
+impl Relay {
+    fn new(target: ActorHandle<Counter>) -> Self {
+        Relay { target }
+    }
+
+    fn forward(&self, n: u64) -> u64 {
+        self.target
+            .add(n)
+            .get_blocking()
+            .expect("the target answers")
+    }
+}
+
 fn task_error<T: std::fmt::Debug>(r: prism::Result<T>) -> Result<TaskError, Failed> {
     match r {
         Err(prism::Error::Task(e)) => Ok(e),
@@ -137,6 +165,27 @@ fn handles_are_values() -> Result<(), Failed> {
     d.inc().get_blocking()?;
     drop(c);
     ensure(d.get().get_blocking()? == 2, "both handles reach one actor")
+}
+
+fn handles_pass_into_tasks_and_other_actors() -> Result<(), Failed> {
+    let c = Counter::remote(0);
+    let tasks: Vec<ObjectRef<u64>> = (0..3).map(|_| bump_many::remote(c.clone(), 10)).collect();
+    prism::get_all_blocking(&tasks)?;
+    ensure(
+        c.get().get_blocking()? == 30,
+        "30 increments from three tasks",
+    )?;
+    let relay = Relay::remote(c.clone());
+    ensure(
+        relay.forward(5).get_blocking()? == 35,
+        "an actor calls another",
+    )?;
+    let stored = prism::put(c.clone())?;
+    let back: ActorHandle<Counter> = stored.get_blocking()?;
+    ensure(
+        back.get().get_blocking()? == 35,
+        "a handle stored in an object",
+    )
 }
 
 fn named_actors() -> Result<(), Failed> {
@@ -280,6 +329,10 @@ fn main() {
         ),
         ("handles_are_values", handles_are_values),
         ("named_actors", named_actors),
+        (
+            "handles_pass_into_tasks_and_other_actors",
+            handles_pass_into_tasks_and_other_actors,
+        ),
         (
             "a_panicking_method_fails_alone",
             a_panicking_method_fails_alone,

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::ops::Deref;
 
-use prism_graph::{ActorId, TaskKind};
+use prism_graph::{ActorId, ArchivedActorId, TaskKind};
 
 use crate::api::call::{ArgSlot, Call, demand};
 use crate::api::object_ref::RawRef;
@@ -112,6 +112,39 @@ impl<A: Actor> Deref for ActorHandle<A> {
 impl<A: Actor> Clone for ActorHandle<A> {
     fn clone(&self) -> Self {
         ActorHandle::from_raw(self.stub.raw().clone())
+    }
+}
+
+// A handle crosses processes as its actor's id: pass it to tasks and to other actors, or store
+// it in an object. The receiving process calls the same actor through its node.
+impl<A: Actor> rkyv::Archive for ActorHandle<A> {
+    type Archived = ArchivedActorId;
+    type Resolver = <ActorId as rkyv::Archive>::Resolver;
+
+    fn resolve(&self, resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+        self.id().resolve(resolver, out);
+    }
+}
+
+impl<A: Actor, S: rkyv::rancor::Fallible + ?Sized> rkyv::Serialize<S> for ActorHandle<A>
+where
+    ActorId: rkyv::Serialize<S>,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        self.id().serialize(serializer)
+    }
+}
+
+impl<A: Actor, D: rkyv::rancor::Fallible + ?Sized> rkyv::Deserialize<ActorHandle<A>, D>
+    for ArchivedActorId
+{
+    fn deserialize(&self, _: &mut D) -> Result<ActorHandle<A>, D::Error> {
+        let id = self.to_native();
+        // A new handle in this process: counted like a clone.
+        if let Some(ctx) = context::try_current() {
+            ctx.actor_add_ref(id);
+        }
+        Ok(ActorHandle::from_raw(RawActor::adopt(id)))
     }
 }
 

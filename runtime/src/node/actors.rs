@@ -389,8 +389,7 @@ impl State {
             }
         }
         if let Some(worker) = worker {
-            self.sched.release_pinned(worker);
-            self.encode_to(worker, &ToWorker::Shutdown);
+            self.retire(worker);
         }
         if let Some(name) = name {
             self.names.remove(&name);

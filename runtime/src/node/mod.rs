@@ -39,6 +39,8 @@ struct Link {
     connected: bool,
     eof: bool,
     exit: Option<String>,
+    /// The node asked it to exit: its end is expected, not a failure.
+    retiring: bool,
 }
 
 #[derive(Debug)]
@@ -309,8 +311,7 @@ impl Core {
         state.retire_candidates = keep;
         for worker in retire {
             tracing::debug!(worker, "stopping an idle worker beyond the node's CPUs");
-            state.sched.remove_worker(worker);
-            state.encode_to(worker, &ToWorker::Shutdown);
+            state.retire(worker);
         }
         state.settle();
     }
@@ -377,6 +378,15 @@ impl Core {
 }
 
 impl State {
+    /// Takes a worker out of the pool and asks its process to exit.
+    fn retire(&mut self, worker: WorkerId) {
+        self.sched.remove_worker(worker);
+        self.encode_to(worker, &ToWorker::Shutdown);
+        if let Some(link) = self.links.get_mut(&worker) {
+            link.retiring = true;
+        }
+    }
+
     fn start_worker(&mut self) {
         if self.shutting_down {
             return;
@@ -650,7 +660,8 @@ impl State {
         self.owner.worker_gone(worker);
         let started = self.sched.remove_worker(worker);
         // Tasks that were queued on it went back to the node's queue: they never started.
-        if self.shutting_down {
+        if self.shutting_down || link.retiring {
+            tracing::debug!(worker, %reason, "worker process exited as asked");
             return;
         }
         if !link.connected {

@@ -140,12 +140,6 @@ impl Scheduler {
         Admission::Queued
     }
 
-    /// The actor on `worker` is gone: its lease ends and the worker leaves the pool (its
-    /// process is stopped by the caller).
-    pub(crate) fn release_pinned(&mut self, worker: WorkerId) {
-        self.remove_worker(worker);
-    }
-
     fn enqueue(&mut self, task: TaskId, demand: Resources, front: bool) {
         let queue = match self.queues.get_mut(&demand) {
             Some(q) => q,
