@@ -21,9 +21,13 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             "`#[actor]` takes no options here; set them per actor with `Type::options()`",
         ));
     }
+    let mut marker = None;
     let expanded = match syn::parse2::<Item>(item.clone()) {
         Ok(Item::Struct(s)) => on_struct(&s, &mut errors),
-        Ok(Item::Impl(i)) => on_impl(&i, &mut errors),
+        Ok(Item::Impl(i)) => {
+            marker = impl_marker(&i);
+            on_impl(&i, &mut errors)
+        }
         Ok(other) => {
             errors.push(syn::Error::new_spanned(
                 &other,
@@ -39,10 +43,22 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     match (errors.finish(), expanded) {
         (Ok(()), Some(tokens)) => tokens,
         (Err(e), _) => {
+            // The impl block exists even if it is wrong: say only what is wrong with it.
             let e = e.into_compile_error();
-            quote!(#item #e)
+            quote!(#item #marker #e)
         }
         (Ok(()), None) => item,
+    }
+}
+
+/// `impl ActorImpl for Name {}` for an inherent impl of a plain type name.
+fn impl_marker(imp: &ItemImpl) -> Option<TokenStream> {
+    match (&imp.trait_, &*imp.self_ty) {
+        (None, Type::Path(p)) if p.qself.is_none() && p.path.segments.len() == 1 => {
+            let name = &p.path.segments[0].ident;
+            Some(quote!(impl ::prism::__private::ActorImpl for #name {}))
+        }
+        _ => None,
     }
 }
 

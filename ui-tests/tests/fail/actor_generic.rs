@@ -1,0 +1,6 @@
+#[prism::actor]
+struct Boxed<T> {
+    value: T,
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+#[prism::actor(max_restarts = 3)]
+struct Configured {
+    n: u64,
+}
+
+#[prism::actor]
+trait NotAStructOrImpl {}
+
+fn main() {}

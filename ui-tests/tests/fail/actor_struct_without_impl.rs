@@ -1,0 +1,6 @@
+#[prism::actor]
+struct Lonely {
+    n: u64,
+}
+
+fn main() {}
