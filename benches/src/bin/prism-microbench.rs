@@ -7,13 +7,58 @@
 use std::time::Duration;
 
 use clap::Parser;
-use prism::{ObjectRef, remote};
+use prism::{ActorHandle, ObjectRef, actor, remote};
 use prism_benches::{Measurement, timeit};
 
 /// Ray's `small_value`: a task that does nothing and returns a small value.
 #[remote]
 fn small_value() -> u8 {
     0
+}
+
+/// Ray's `Actor` with `small_value`.
+#[actor]
+struct Client {
+    calls: u64,
+}
+
+#[actor]
+impl Client {
+    fn new() -> Self {
+        Client { calls: 0 }
+    }
+
+    fn small_value(&mut self) -> u8 {
+        self.calls += 1;
+        0
+    }
+
+    fn small_value_arg(&mut self, _x: u64) -> u8 {
+        self.calls += 1;
+        0
+    }
+}
+
+/// A client task of the n:n benchmarks: `calls` async calls to its actor, then gather.
+#[remote(num_cpus = 0)]
+fn call_actor(actor: ActorHandle<Client>, calls: u64, with_arg: bool) -> u64 {
+    let refs: Vec<ObjectRef<u8>> = (0..calls)
+        .map(|i| {
+            if with_arg {
+                actor.small_value_arg(i)
+            } else {
+                actor.small_value()
+            }
+        })
+        .collect();
+    prism::get_all_blocking(&refs).expect("calls").len() as u64
+}
+
+/// A client task of "multi client tasks async": submits and gathers `n` no-op tasks.
+#[remote(num_cpus = 0)]
+fn submit_tasks(n: u64) -> u64 {
+    let refs: Vec<ObjectRef<u8>> = (0..n).map(|_| small_value::remote()).collect();
+    prism::get_all_blocking(&refs).expect("tasks").len() as u64
 }
 
 #[derive(Parser, Debug)]
@@ -36,6 +81,13 @@ type Bench = (&'static str, u64, Box<dyn FnMut()>);
 
 fn benches() -> Vec<Bench> {
     let value = prism::put(0u64).expect("put");
+    // As Ray: one client per CPU for the multi-client cases.
+    let clients = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    let one = Client::remote();
+    let two = Client::remote();
+    let many: Vec<ActorHandle<Client>> = (0..clients).map(|_| Client::remote()).collect();
+    let pairs: Vec<ActorHandle<Client>> = (0..clients).map(|_| Client::remote()).collect();
+    let pairs_arg = pairs.clone();
     vec![
         (
             "single client get calls",
@@ -64,6 +116,62 @@ fn benches() -> Vec<Bench> {
             Box::new(|| {
                 let refs: Vec<ObjectRef<u8>> = (0..1000).map(|_| small_value::remote()).collect();
                 prism::get_all_blocking(&refs).expect("tasks");
+            }),
+        ),
+        (
+            "multi client tasks async",
+            clients * 1000,
+            Box::new(move || {
+                let refs: Vec<ObjectRef<u64>> =
+                    (0..clients).map(|_| submit_tasks::remote(1000)).collect();
+                prism::get_all_blocking(&refs).expect("clients");
+            }),
+        ),
+        (
+            "1:1 actor calls sync",
+            1,
+            Box::new(move || {
+                one.small_value().get_blocking().expect("call");
+            }),
+        ),
+        (
+            "1:1 actor calls async",
+            1000,
+            Box::new(move || {
+                let refs: Vec<ObjectRef<u8>> = (0..1000).map(|_| two.small_value()).collect();
+                prism::get_all_blocking(&refs).expect("calls");
+            }),
+        ),
+        (
+            "1:n actor calls async",
+            1000,
+            Box::new(move || {
+                let refs: Vec<ObjectRef<u8>> = (0..1000)
+                    .map(|i| many[i % many.len()].small_value())
+                    .collect();
+                prism::get_all_blocking(&refs).expect("calls");
+            }),
+        ),
+        (
+            "n:n actor calls async",
+            clients * 1000,
+            Box::new(move || {
+                let refs: Vec<ObjectRef<u64>> = pairs
+                    .iter()
+                    .map(|a| call_actor::remote(a.clone(), 1000, false))
+                    .collect();
+                prism::get_all_blocking(&refs).expect("clients");
+            }),
+        ),
+        (
+            "n:n actor calls with arg async",
+            clients * 1000,
+            Box::new(move || {
+                let refs: Vec<ObjectRef<u64>> = pairs_arg
+                    .iter()
+                    .map(|a| call_actor::remote(a.clone(), 1000, true))
+                    .collect();
+                prism::get_all_blocking(&refs).expect("clients");
             }),
         ),
     ]
