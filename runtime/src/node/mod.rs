@@ -20,7 +20,6 @@ use prism_transport::{
     ArchivedToNode, Execute, Frame, ObjectValue, ToNode, ToWorker, encode_frame,
 };
 use rkyv::util::AlignedVec;
-use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::Config;
 use crate::owner::{Owner, Slot};
@@ -34,7 +33,7 @@ const NODE_OWNER: u32 = u32::MAX;
 
 #[derive(Debug, Default)]
 struct Link {
-    tx: Option<UnboundedSender<Vec<u8>>>,
+    writer: Option<Arc<worker_pool::LinkWriter>>,
     pid: Option<u32>,
     connected: bool,
     eof: bool,
@@ -255,8 +254,8 @@ impl Core {
             let mut bye = Vec::new();
             let _ = encode_frame(&ToWorker::Shutdown, &mut bye);
             for link in state.links.values() {
-                if let Some(tx) = &link.tx {
-                    let _ = tx.send(bye.clone());
+                if let Some(writer) = &link.writer {
+                    writer.send(&bye);
                 }
             }
             state
@@ -323,12 +322,12 @@ impl Core {
         state.links.entry(worker).or_default().pid = Some(pid);
     }
 
-    fn worker_connected(&self, worker: WorkerId, tx: UnboundedSender<Vec<u8>>) -> bool {
+    fn worker_connected(&self, worker: WorkerId, writer: Arc<worker_pool::LinkWriter>) -> bool {
         let mut state = self.state.lock();
         let Some(link) = state.links.get_mut(&worker) else {
             return false;
         };
-        link.tx = Some(tx);
+        link.writer = Some(writer);
         link.connected = true;
         state.startup_failures = 0;
         state.sched.worker_ready(worker);
@@ -359,7 +358,9 @@ impl Core {
         let mut state = self.state.lock();
         if let Some(link) = state.links.get_mut(&worker) {
             link.eof = true;
-            link.tx = None;
+            if let Some(writer) = link.writer.take() {
+                writer.close();
+            }
         }
         state.maybe_dead(worker);
         state.settle();
@@ -756,8 +757,8 @@ impl State {
             self.encode_to(worker, &ToWorker::Objects(objects));
         }
         for (worker, bytes) in self.outbox.drain() {
-            if let Some(tx) = self.links.get(&worker).and_then(|l| l.tx.as_ref()) {
-                let _ = tx.send(bytes);
+            if let Some(writer) = self.links.get(&worker).and_then(|l| l.writer.as_ref()) {
+                writer.send(&bytes);
             }
         }
     }

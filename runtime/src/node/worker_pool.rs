@@ -4,6 +4,7 @@
 //! connection. A worker counts as dead once both its connection closed and its exit was seen,
 //! so every frame it sent before dying is processed first.
 
+use std::io::Write;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener as StdUnixListener};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -14,7 +15,6 @@ use prism_transport::{ArchivedToNode, AsyncFrameReader, FrameError, HandshakeErr
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::Core;
 use super::scheduler::WorkerId;
@@ -159,6 +159,18 @@ pub(crate) fn kill(pid: u32) {
 
 async fn serve(core: Arc<Core>, stream: UnixStream) {
     let max_frame = core.config().max_frame();
+    let direct = match stream
+        .into_std()
+        .and_then(|s| Ok((s.try_clone()?, s)))
+        .and_then(|(direct, s)| Ok((direct, UnixStream::from_std(s)?)))
+    {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::error!("cannot set up a worker connection: {e}");
+            return;
+        }
+    };
+    let (direct, stream) = direct;
     let (read, write) = stream.into_split();
     let mut reader = AsyncFrameReader::new(read, max_frame);
     let worker = match handshake(&mut reader).await {
@@ -168,12 +180,21 @@ async fn serve(core: Arc<Core>, stream: UnixStream) {
             return;
         }
     };
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    if !core.worker_connected(worker, tx) {
+    let writer = Arc::new(LinkWriter {
+        direct,
+        backlog: parking_lot::Mutex::new(Backlog {
+            bytes: Vec::new(),
+            busy: false,
+            closed: false,
+            last_direct: std::time::Instant::now(),
+        }),
+        wake: tokio::sync::Notify::new(),
+    });
+    if !core.worker_connected(worker, writer.clone()) {
         tracing::error!(worker, "connection from a worker this node did not start");
         return;
     }
-    tokio::spawn(write_loop(write, rx));
+    tokio::spawn(write_loop(write, writer));
     loop {
         let first = match reader.read_frame().await {
             Ok(Some(frame)) => frame,
@@ -228,14 +249,93 @@ async fn handshake(
     Ok(hello.worker.to_native())
 }
 
-async fn write_loop(mut write: OwnedWriteHalf, mut rx: UnboundedReceiver<Vec<u8>>) {
-    while let Some(mut buf) = rx.recv().await {
-        while let Ok(more) = rx.try_recv() {
-            buf.extend_from_slice(&more);
+/// The node's sending side of one worker connection. Frames are written straight from the
+/// thread that produced them with a non-blocking send; only what the socket does not take at
+/// once goes to a writer task, and everything after it queues behind, so order is kept and a
+/// slow worker never blocks the node.
+#[derive(Debug)]
+pub(crate) struct LinkWriter {
+    direct: std::os::unix::net::UnixStream,
+    backlog: parking_lot::Mutex<Backlog>,
+    wake: tokio::sync::Notify,
+}
+
+#[derive(Debug)]
+struct Backlog {
+    bytes: Vec<u8>,
+    /// The writer task owns the stream's tail: direct writes must queue.
+    busy: bool,
+    closed: bool,
+    /// When the last direct write happened: sends closer together than [`BURST_GAP`] are a
+    /// burst, better batched by the writer task into few system calls.
+    last_direct: std::time::Instant,
+}
+
+/// Sends this close together go through the writer task, which batches them.
+const BURST_GAP: std::time::Duration = std::time::Duration::from_micros(20);
+
+impl LinkWriter {
+    /// Sends bytes, in order with everything sent before.
+    pub(crate) fn send(&self, bytes: &[u8]) {
+        let mut backlog = self.backlog.lock();
+        if backlog.closed {
+            return;
         }
-        if let Err(e) = write.write_all(&buf).await {
-            tracing::debug!("write to worker failed: {e}");
-            break;
+        if backlog.busy {
+            backlog.bytes.extend_from_slice(bytes);
+            return;
+        }
+        let now = std::time::Instant::now();
+        if now.duration_since(backlog.last_direct) < BURST_GAP {
+            backlog.bytes.extend_from_slice(bytes);
+            backlog.busy = true;
+            self.wake.notify_one();
+            return;
+        }
+        backlog.last_direct = now;
+        let written = match (&self.direct).write(bytes) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) => {
+                tracing::debug!("write to worker failed: {e}");
+                backlog.closed = true;
+                return;
+            }
+        };
+        if written < bytes.len() {
+            backlog.bytes.extend_from_slice(&bytes[written..]);
+            backlog.busy = true;
+            self.wake.notify_one();
+        }
+    }
+
+    /// Stops the writer task; later sends are dropped.
+    pub(crate) fn close(&self) {
+        self.backlog.lock().closed = true;
+        self.wake.notify_one();
+    }
+}
+
+async fn write_loop(mut write: OwnedWriteHalf, writer: Arc<LinkWriter>) {
+    loop {
+        writer.wake.notified().await;
+        loop {
+            let chunk = {
+                let mut backlog = writer.backlog.lock();
+                if backlog.closed {
+                    return;
+                }
+                if backlog.bytes.is_empty() {
+                    backlog.busy = false;
+                    break;
+                }
+                std::mem::take(&mut backlog.bytes)
+            };
+            if let Err(e) = write.write_all(&chunk).await {
+                tracing::debug!("write to worker failed: {e}");
+                writer.backlog.lock().closed = true;
+                return;
+            }
         }
     }
 }
