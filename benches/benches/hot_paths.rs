@@ -27,7 +27,7 @@ fn frames(c: &mut Criterion) {
         task: TaskId::new(0, 7),
         function: "bench::small_value".into(),
         fn_hash: 0x1234,
-        args: vec![vec![0; 8]],
+        args: vec![prism_transport::Value::Inline(vec![0; 8])],
         num_returns: 1,
         kind: prism_graph::TaskKind::Normal,
     }]);

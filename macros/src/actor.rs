@@ -147,18 +147,6 @@ fn sig_hash(f: &ImplItemFn) -> u64 {
     ))
 }
 
-fn describe(params: &[Param]) -> Vec<String> {
-    params
-        .iter()
-        .map(|p| {
-            let ty = &p.ty;
-            format!("{}: {}", p.ident, quote!(#ty))
-                .replace(" < ", "<")
-                .replace(" >", ">")
-        })
-        .collect()
-}
-
 /// Whether `ty` is `Self`, the type itself, or `Result<Self, _>` (then true in the second).
 fn constructor_return(ty: &Type, name: &syn::Ident) -> Option<bool> {
     let is_self = |t: &Type| match t {
@@ -294,8 +282,7 @@ fn generate(
     let create = format_ident!("__PrismCreate{}", name);
     let new_idents: Vec<_> = new_params.iter().map(|p| &p.ident).collect();
     let new_tys: Vec<_> = new_params.iter().map(|p| &p.ty).collect();
-    let new_descs = describe(new_params);
-    let new_index = 0..new_params.len();
+    let new_decode = crate::model::decode_params(new_params);
     let new_count = new_params.len();
     let new_hash = sig_hash(new_fn);
     let construct = if fallible {
@@ -313,8 +300,7 @@ fn generate(
         let method = &m.func.sig.ident;
         let idents: Vec<_> = m.params.iter().map(|p| &p.ident).collect();
         let tys: Vec<_> = m.params.iter().map(|p| &p.ty).collect();
-        let descs = describe(&m.params);
-        let index = 0..m.params.len();
+        let decode = crate::model::decode_params(&m.params);
         let count = m.params.len();
         let ret = &m.ret;
         let hash = sig_hash(m.func);
@@ -353,7 +339,7 @@ fn generate(
                 __call: &::prism::__private::Invocation<'_>,
             ) -> ::core::result::Result<::std::vec::Vec<::prism::__private::AlignedVec>, ::prism::__private::TaskError> {
                 __call.expect_args(#count)?;
-                #(let #idents = __call.arg::<#tys>(#index, #descs)?;)*
+                #(#decode)*
                 let __this = __state.downcast_mut::<#name>().ok_or_else(|| __call.wrong_state())?;
                 let __ret = #call;
                 ::core::result::Result::Ok(::std::vec![#encode])
@@ -412,7 +398,7 @@ fn generate(
                 __call: &::prism::__private::Invocation<'_>,
             ) -> ::core::result::Result<::prism::__private::ActorState, ::prism::__private::TaskError> {
                 __call.expect_args(#new_count)?;
-                #(let #new_idents = __call.arg::<#new_tys>(#new_index, #new_descs)?;)*
+                #(#new_decode)*
                 let __value: #name = #construct;
                 ::core::result::Result::Ok(::std::boxed::Box::new(__value))
             }

@@ -11,7 +11,7 @@ fn check_type(ty: &Type, errors: &mut Errors) {
     match ty {
         Type::Reference(r) => errors.push(syn::Error::new_spanned(
             r,
-            "remote function arguments are moved to another process: take the value, not a reference",
+            "remote function arguments are moved to another process: take the value, or `&Archived<T>` for a zero-copy view",
         )),
         Type::ImplTrait(t) => errors.push(syn::Error::new_spanned(
             t,
@@ -22,13 +22,40 @@ fn check_type(ty: &Type, errors: &mut Errors) {
     }
 }
 
-/// Checks one `name: Type` argument.
+/// `T` when `ty` is `&Archived<T>` (a zero-copy view parameter).
+fn archived_view(ty: &Type) -> Option<Type> {
+    let Type::Reference(r) = ty else { return None };
+    if r.mutability.is_some() {
+        return None;
+    }
+    let Type::Path(p) = &*r.elem else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != "Archived" {
+        return None;
+    }
+    match &last.arguments {
+        syn::PathArguments::AngleBracketed(args) if args.args.len() == 1 => match &args.args[0] {
+            syn::GenericArgument::Type(inner) => Some(inner.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Checks one `name: Type` (or `name: &Archived<Type>`) argument.
 pub(crate) fn param(pt: &syn::PatType, errors: &mut Errors) -> Option<Param> {
-    check_type(&pt.ty, errors);
+    let (ty, archived) = match archived_view(&pt.ty) {
+        Some(inner) => (inner, true),
+        None => {
+            check_type(&pt.ty, errors);
+            ((*pt.ty).clone(), false)
+        }
+    };
     match &*pt.pat {
         Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => Some(Param {
             ident: pi.ident.clone(),
-            ty: (*pt.ty).clone(),
+            ty,
+            archived,
         }),
         other => {
             errors.push(syn::Error::new_spanned(

@@ -47,18 +47,8 @@ fn generate(f: &RemoteFn) -> TokenStream {
     let name = &item.sig.ident;
     let idents: Vec<_> = f.params.iter().map(|p| &p.ident).collect();
     let tys: Vec<_> = f.params.iter().map(|p| &p.ty).collect();
-    let indexes = 0..f.params.len();
     let nargs = f.params.len();
-    let descs: Vec<String> = f
-        .params
-        .iter()
-        .map(|p| {
-            let ty = &p.ty;
-            format!("{}: {}", p.ident, quote!(#ty))
-                .replace(" < ", "<")
-                .replace(" >", ">")
-        })
-        .collect();
+    let decode = crate::model::decode_params(&f.params);
     let returns = &f.returns;
     let num_returns = returns.len() as u32;
 
@@ -191,7 +181,7 @@ fn generate(f: &RemoteFn) -> TokenStream {
                 __call: &::prism::__private::Invocation<'_>,
             ) -> ::core::result::Result<::std::vec::Vec<::prism::__private::AlignedVec>, ::prism::__private::TaskError> {
                 __call.expect_args(#nargs)?;
-                #(let #idents = __call.arg::<#tys>(#indexes, #descs)?;)*
+                #(#decode)*
                 let __ret = #call;
                 ::core::result::Result::Ok(#encode)
             }

@@ -21,6 +21,11 @@ pub struct Config {
     pub max_tasks_in_flight_per_worker: Option<usize>,
     /// Largest frame accepted from a worker, in bytes (default 512 MiB).
     pub max_frame_bytes: Option<usize>,
+    /// Objects of at least this many bytes go to the shared-memory store; smaller ones stay
+    /// inline with their owner (default 100 KiB).
+    pub inline_threshold: Option<usize>,
+    /// Capacity of the shared-memory store in bytes (default 30% of the host's memory).
+    pub object_store_memory: Option<u64>,
 }
 
 impl Config {
@@ -82,6 +87,27 @@ impl Config {
         Ok(resources)
     }
 
+    /// Sets the inline threshold.
+    pub fn inline_threshold(mut self, bytes: usize) -> Self {
+        self.inline_threshold = Some(bytes);
+        self
+    }
+
+    /// Sets the object store's capacity.
+    pub fn object_store_memory(mut self, bytes: u64) -> Self {
+        self.object_store_memory = Some(bytes);
+        self
+    }
+
+    pub(crate) fn inline_threshold_bytes(&self) -> usize {
+        self.inline_threshold.unwrap_or(100 << 10).max(1)
+    }
+
+    pub(crate) fn object_store_bytes(&self) -> u64 {
+        self.object_store_memory
+            .unwrap_or_else(|| host_memory() / 10 * 3)
+    }
+
     pub(crate) fn max_inflight(&self) -> usize {
         self.max_tasks_in_flight_per_worker.unwrap_or(16).max(1)
     }
@@ -90,4 +116,17 @@ impl Config {
         self.max_frame_bytes
             .unwrap_or(prism_transport::DEFAULT_MAX_FRAME)
     }
+}
+
+/// The host's memory in bytes (from /proc/meminfo; 8 GiB if unreadable).
+fn host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(8 << 30, |kb| kb * 1024)
 }

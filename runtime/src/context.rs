@@ -67,7 +67,7 @@ impl Context {
         }
     }
 
-    pub(crate) fn put(&self, id: ObjectId, bytes: AlignedVec) {
+    pub(crate) fn put(&self, id: ObjectId, bytes: AlignedVec) -> Result<()> {
         match self {
             Context::Driver(core) => core.put(id, bytes),
             Context::Worker(client) => client.put(id, bytes),

@@ -48,6 +48,20 @@ pub enum Error {
     /// An argument of an API call is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The shared-memory store cannot hold the object.
+    #[error(
+        "object store full: object {object} needs {size} bytes, {used} of {capacity} bytes are in use"
+    )]
+    ObjectStoreFull {
+        /// The object.
+        object: String,
+        /// Its size.
+        size: u64,
+        /// Bytes in use.
+        used: u64,
+        /// The store's capacity.
+        capacity: u64,
+    },
     /// No actor has this name.
     #[error("no actor is named {0:?}")]
     ActorNotFound(String),

@@ -50,16 +50,18 @@ mod worker;
 pub use prism_macros::{actor, main, remote};
 
 pub use api::actor::{ActorHandle, ActorOptions, get_actor, kill};
-pub use api::object_ref::ObjectRef;
+pub use api::memory::{Location, MemoryReport, ObjectInfo, memory};
+pub use api::object_ref::{ArchivedRef, ObjectRef};
 pub use api::{
-    WaitResult, cancel, cancel_force, get, get_all, get_all_blocking, get_blocking, get_timeout,
-    get_timeout_blocking, init, init_with, is_driver, is_initialized, owned_object_count, put,
-    shutdown, wait, wait_blocking,
+    WaitResult, cancel, cancel_force, get, get_all, get_all_blocking, get_archived,
+    get_archived_blocking, get_blocking, get_timeout, get_timeout_blocking, init, init_with,
+    is_driver, is_initialized, owned_object_count, put, shutdown, wait, wait_blocking,
 };
 pub use config::Config;
 pub use error::{Error, Result, TaskError};
 pub use prism_graph::{ActorId, ObjectId, TaskId};
 pub use rkyv;
+pub use rkyv::Archived;
 pub use value::Remotable;
 
 /// What generated code needs; not a public API.

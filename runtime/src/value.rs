@@ -14,11 +14,13 @@ use rkyv::util::AlignedVec;
     message = "`{Self}` cannot cross a process boundary as a Prism value",
     note = "derive `prism::rkyv::Archive`, `prism::rkyv::Serialize` and `prism::rkyv::Deserialize` for it"
 )]
-pub trait Remotable: Sized + Send + 'static {
+pub trait Remotable: rkyv::Archive + Sized + Send + 'static {
     /// Archives the value.
     fn to_bytes(&self) -> Result<AlignedVec, rancor::Error>;
     /// Validates archived bytes and deserializes them.
     fn from_bytes(bytes: &[u8]) -> Result<Self, rancor::Error>;
+    /// Validates archived bytes (which must be aligned) and views them without copying.
+    fn access(bytes: &[u8]) -> Result<&Self::Archived, rancor::Error>;
 }
 
 impl<T> Remotable for T
@@ -32,6 +34,10 @@ where
 {
     fn to_bytes(&self) -> Result<AlignedVec, rancor::Error> {
         rkyv::to_bytes::<rancor::Error>(self)
+    }
+
+    fn access(bytes: &[u8]) -> Result<&Self::Archived, rancor::Error> {
+        rkyv::access::<T::Archived, rancor::Error>(bytes)
     }
 
     fn from_bytes(bytes: &[u8]) -> Result<Self, rancor::Error> {

@@ -36,6 +36,6 @@ pub use frame::{
 pub use io::{AsyncFrameReader, FrameReader};
 pub use message::{
     ArchivedExecute, ArchivedHello, ArchivedObjectValue, ArchivedOutcome, ArchivedToNode,
-    ArchivedToWorker, Execute, HandshakeError, Hello, ObjectValue, Outcome, PROTOCOL_VERSION,
-    ToNode, ToWorker,
+    ArchivedToWorker, ArchivedValue, Execute, HandshakeError, Hello, ObjectValue, Outcome,
+    PROTOCOL_VERSION, ToNode, ToWorker, Value,
 };

@@ -69,11 +69,26 @@ impl ArchivedHello {
     }
 }
 
+/// A value on the wire: its archived bytes inline, or the length of the shared-memory segment
+/// that holds them on this node (named by the object's id).
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Value {
+    /// The archived bytes.
+    Inline(Vec<u8>),
+    /// In the node's shared-memory store.
+    Shared {
+        /// The object whose segment holds the bytes.
+        id: ObjectId,
+        /// The segment's length in bytes.
+        len: u64,
+    },
+}
+
 /// How a task ended on its worker.
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Outcome {
-    /// The archived return values, one per return object.
-    Returned(Vec<Vec<u8>>),
+    /// The return values, one per return object.
+    Returned(Vec<Value>),
     /// The task failed.
     Failed(TaskError),
 }
@@ -81,8 +96,8 @@ pub enum Outcome {
 /// The value of an object as a node hands it to a worker.
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum ObjectValue {
-    /// The archived value.
-    Ready(Vec<u8>),
+    /// The value.
+    Ready(Value),
     /// The task making it failed.
     Failed(TaskError),
 }
@@ -96,8 +111,8 @@ pub struct Execute {
     pub function: String,
     /// The signature hash the caller expects.
     pub fn_hash: u64,
-    /// The archived argument values, in order.
-    pub args: Vec<Vec<u8>>,
+    /// The argument values, in order.
+    pub args: Vec<Value>,
     /// How many return objects the caller expects.
     pub num_returns: u32,
     /// A function call, an actor's creation or a method call.
@@ -143,8 +158,8 @@ pub enum ToNode {
     Put {
         /// Its id.
         id: ObjectId,
-        /// Its archived bytes.
-        bytes: Vec<u8>,
+        /// Its value (a shared segment the worker wrote, or inline bytes).
+        value: Value,
     },
     /// Send these objects' values when they are ready.
     Get {

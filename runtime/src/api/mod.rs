@@ -3,6 +3,7 @@
 
 pub(crate) mod actor;
 pub(crate) mod call;
+pub(crate) mod memory;
 pub(crate) mod object_ref;
 pub(crate) mod registry;
 
@@ -15,7 +16,7 @@ use crate::context::{self, Context};
 use crate::node::Core;
 use crate::value::Remotable;
 use crate::{Error, Result};
-use object_ref::{ObjectRef, RawRef, decode};
+use object_ref::{ArchivedRef, ObjectRef, RawRef, decode};
 
 /// What [`wait`] returns: the references that are done and those that are not, each in the
 /// order given.
@@ -81,7 +82,7 @@ pub fn put<T: Remotable>(value: T) -> Result<ObjectRef<T>> {
         reason: e.to_string(),
     })?;
     let id = ObjectId::new(ctx.next_task_id(), 0);
-    ctx.put(id, bytes);
+    ctx.put(id, bytes)?;
     Ok(ObjectRef::from_raw(RawRef::adopt(id)))
 }
 
@@ -95,6 +96,24 @@ pub async fn get<T: Remotable>(r: &ObjectRef<T>) -> Result<T> {
         .flatten()
         .ok_or_else(|| Error::UnknownObject(id.to_string()))?;
     decode(id, slot)
+}
+
+/// Waits for the object and returns a zero-copy view of its archived form: no deserialization,
+/// and for large objects no copy at all (the view reads the node's shared memory).
+pub async fn get_archived<T: Remotable>(r: &ObjectRef<T>) -> Result<ArchivedRef<T>> {
+    let ctx = context::current()?;
+    let id = r.id();
+    let mut known = ctx.fetch(&[id], 1, None).await?;
+    let slot = known
+        .pop()
+        .flatten()
+        .ok_or_else(|| Error::UnknownObject(id.to_string()))?;
+    ArchivedRef::new(id, slot)
+}
+
+/// Blocking twin of [`get_archived`].
+pub fn get_archived_blocking<T: Remotable>(r: &ObjectRef<T>) -> Result<ArchivedRef<T>> {
+    futures::executor::block_on(get_archived(r))
 }
 
 /// Waits for the object's value, at most `timeout`. The timeout error says where the task is

@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use prism_graph::{ObjectId, TaskError};
 
 use crate::context;
+use crate::node::object_store::ObjectBytes;
 use crate::owner::Slot;
 use crate::value::Remotable;
 use crate::{Error, Result};
@@ -161,13 +162,10 @@ impl<'a, T: Remotable> IntoFuture for &'a ObjectRef<T> {
 /// Turns what the owner knows of an object into the caller's value.
 pub(crate) fn decode<T: Remotable>(id: ObjectId, slot: Slot) -> Result<T> {
     match slot {
-        Slot::Ready(bytes) => T::from_bytes(&bytes).map_err(|e| {
-            let function = context::try_current()
-                .and_then(|c| c.function_of(id))
-                .map_or_else(|| "<unknown>".to_string(), |f| f.to_string());
+        Slot::Ready(bytes) => T::from_bytes(bytes.as_slice()).map_err(|e| {
             Error::Task(TaskError::InvalidValue {
                 task: id.task,
-                function,
+                function: function_name(id),
                 what: format!("object {id} read as {}", std::any::type_name::<T>()),
                 reason: e.to_string(),
             })
@@ -175,4 +173,76 @@ pub(crate) fn decode<T: Remotable>(id: ObjectId, slot: Slot) -> Result<T> {
         Slot::Failed(e) => Err(Error::Task(e)),
         Slot::Pending => unreachable!("decode of a pending object"),
     }
+}
+
+/// A zero-copy view of an object: derefs to its archived form (`Archived<T>`), read straight
+/// from the shared-memory segment (or the owner's buffer for small objects). Validated once when
+/// made; holding it keeps the bytes mapped.
+pub struct ArchivedRef<T: Remotable> {
+    bytes: ObjectBytes,
+    view: *const T::Archived,
+}
+
+// SAFETY: the view points into `bytes`, which is immutable and kept alive by the guard; sharing
+// or sending the guard shares `&T::Archived`, which needs `T::Archived: Sync`.
+unsafe impl<T: Remotable> Send for ArchivedRef<T> where T::Archived: Sync {}
+// SAFETY: as above.
+unsafe impl<T: Remotable> Sync for ArchivedRef<T> where T::Archived: Sync {}
+
+impl<T: Remotable> ArchivedRef<T> {
+    pub(crate) fn new(id: ObjectId, slot: Slot) -> Result<Self> {
+        match slot {
+            Slot::Ready(bytes) => {
+                let view = T::access(bytes.as_slice()).map_err(|e| {
+                    Error::Task(TaskError::InvalidValue {
+                        task: id.task,
+                        function: function_name(id),
+                        what: format!("object {id} viewed as {}", std::any::type_name::<T>()),
+                        reason: e.to_string(),
+                    })
+                })? as *const T::Archived;
+                Ok(ArchivedRef { bytes, view })
+            }
+            Slot::Failed(e) => Err(Error::Task(e)),
+            Slot::Pending => unreachable!("a view of a pending object"),
+        }
+    }
+
+    /// The archived bytes' length.
+    pub fn len_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the bytes live in the shared-memory store (rather than inline with the owner).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.bytes, ObjectBytes::Shared(_))
+    }
+}
+
+impl<T: Remotable> std::ops::Deref for ArchivedRef<T> {
+    type Target = T::Archived;
+
+    fn deref(&self) -> &T::Archived {
+        // SAFETY: `view` was validated by `access` and points into `bytes`, whose storage (a
+        // heap buffer behind an Arc, or a read-only mapping) neither moves nor changes while
+        // the guard holds it.
+        unsafe { &*self.view }
+    }
+}
+
+impl<T: Remotable> fmt::Debug for ArchivedRef<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ArchivedRef<{}>({} bytes)",
+            std::any::type_name::<T>(),
+            self.bytes.len()
+        )
+    }
+}
+
+fn function_name(id: ObjectId) -> String {
+    context::try_current()
+        .and_then(|c| c.function_of(id))
+        .map_or_else(|| "<unknown>".to_string(), |f| f.to_string())
 }

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 
 use prism_graph::{TaskError, TaskId, TaskKind};
-use prism_transport::{Execute, Outcome};
+use prism_transport::Execute;
 use rkyv::util::AlignedVec;
 
+use crate::node::object_store::ObjectBytes;
 use crate::value::Remotable;
 
 /// A remote function as registered by `#[remote]`.
@@ -66,7 +67,7 @@ pub(crate) struct Registry {
 pub struct Invocation<'a> {
     task: TaskId,
     function: &'a str,
-    args: &'a [Vec<u8>],
+    args: &'a [ObjectBytes],
 }
 
 impl Invocation<'_> {
@@ -86,12 +87,26 @@ impl Invocation<'_> {
 
     /// Decodes argument `index`; `desc` (`b: Vec<f64>`) names it in errors.
     pub fn arg<T: Remotable>(&self, index: usize, desc: &str) -> Result<T, TaskError> {
-        T::from_bytes(&self.args[index]).map_err(|e| TaskError::InvalidValue {
+        T::from_bytes(self.args[index].as_slice()).map_err(|e| self.invalid_arg(index, desc, e))
+    }
+
+    /// A zero-copy view of argument `index` (a `&Archived<T>` parameter): validated, borrowed
+    /// from the shared-memory segment (or the message) for the duration of the call.
+    pub fn arg_archived<T: Remotable>(
+        &self,
+        index: usize,
+        desc: &str,
+    ) -> Result<&'_ rkyv::Archived<T>, TaskError> {
+        T::access(self.args[index].as_slice()).map_err(|e| self.invalid_arg(index, desc, e))
+    }
+
+    fn invalid_arg(&self, index: usize, desc: &str, e: impl std::fmt::Display) -> TaskError {
+        TaskError::InvalidValue {
             task: self.task,
             function: self.function.to_string(),
             what: format!("argument {index} ({desc})"),
             reason: e.to_string(),
-        })
+        }
     }
 
     /// The error for an actor method whose state is of another type (a registry mix-up).
@@ -144,114 +159,106 @@ impl Registry {
     }
 }
 
-fn unknown(exec: Execute, what: &str, count: usize) -> Outcome {
-    Outcome::Failed(TaskError::UnknownFunction {
+fn unknown(exec: &Execute, what: &str, count: usize) -> TaskError {
+    TaskError::UnknownFunction {
         task: exec.task,
-        function: exec.function,
+        function: exec.function.clone(),
         detail: format!(
             "{count} {what} are registered in {}",
             std::env::current_exe()
                 .map_or_else(|_| "this binary".into(), |p| p.display().to_string())
         ),
-    })
+    }
 }
 
-fn signature_differs(exec: Execute, ours: u64) -> Outcome {
-    Outcome::Failed(TaskError::UnknownFunction {
+fn signature_differs(exec: &Execute, ours: u64) -> TaskError {
+    TaskError::UnknownFunction {
         task: exec.task,
-        function: exec.function,
+        function: exec.function.clone(),
         detail: format!(
             "its signature differs: the caller expects hash {:016x}, the worker has {ours:016x}",
             exec.fn_hash
         ),
-    })
-}
-
-/// Runs one task: a function call, an actor's constructor (which fills `actor`) or a method
-/// call on `actor`. Looks the code up, checks its signature, catches a panic.
-pub(crate) fn execute(
-    registry: &Registry,
-    actor: &mut Option<ActorState>,
-    exec: Execute,
-) -> Outcome {
-    let task = exec.task;
-    let _span = tracing::debug_span!("task", task = %task, function = %exec.function).entered();
-    match exec.kind {
-        TaskKind::Normal => {
-            let Some(function) = registry.functions.get(exec.function.as_str()) else {
-                return unknown(exec, "remote functions", registry.functions.len());
-            };
-            if function.hash != exec.fn_hash {
-                return signature_differs(exec, function.hash);
-            }
-            let invoke = function.invoke;
-            run(&exec, invoke)
-        }
-        TaskKind::ActorCreation(_) => {
-            let Some(class) = registry.classes.get(exec.function.as_str()) else {
-                return unknown(exec, "actor classes", registry.classes.len());
-            };
-            if class.hash != exec.fn_hash {
-                return signature_differs(exec, class.hash);
-            }
-            let create = class.create;
-            let mut made = None;
-            let outcome = run(&exec, |call| {
-                made = Some(create(call)?);
-                Ok(Vec::new())
-            });
-            *actor = made;
-            outcome
-        }
-        TaskKind::ActorCall(_) => {
-            let Some(method) = registry.methods.get(exec.function.as_str()) else {
-                return unknown(exec, "actor methods", registry.methods.len());
-            };
-            if method.hash != exec.fn_hash {
-                return signature_differs(exec, method.hash);
-            }
-            let Some(state) = actor.as_mut() else {
-                return Outcome::Failed(TaskError::InvalidValue {
-                    task,
-                    function: exec.function,
-                    what: "the actor's state".into(),
-                    reason: "this worker holds no actor".into(),
-                });
-            };
-            let invoke = method.invoke;
-            run(&exec, |call| invoke(state, call))
-        }
     }
 }
 
-/// Calls `body` with the task's arguments, turning a panic into `Panicked` and checking the
-/// number of return values.
-fn run(
+/// Runs one task with its resolved arguments: a function call, an actor's constructor (which
+/// fills `actor`) or a method call on `actor`. Looks the code up, checks its signature, catches
+/// a panic, and checks the number of return values.
+pub(crate) fn execute(
+    registry: &Registry,
+    actor: &mut Option<ActorState>,
     exec: &Execute,
-    body: impl FnOnce(&Invocation<'_>) -> Result<Vec<AlignedVec>, TaskError>,
-) -> Outcome {
+    args: &[ObjectBytes],
+) -> Result<Vec<AlignedVec>, TaskError> {
+    let _span =
+        tracing::debug_span!("task", task = %exec.task, function = %exec.function).entered();
     let call = Invocation {
         task: exec.task,
         function: &exec.function,
-        args: &exec.args,
+        args,
     };
-    match std::panic::catch_unwind(AssertUnwindSafe(|| body(&call))) {
-        Ok(Ok(values)) => {
-            if values.len() != exec.num_returns as usize {
-                return Outcome::Failed(TaskError::InvalidValue {
-                    task: exec.task,
-                    function: exec.function.clone(),
-                    what: "return values".into(),
-                    reason: format!(
-                        "the function returns {} values, the caller expects {}",
-                        values.len(),
-                        exec.num_returns
-                    ),
-                });
+    let values = match exec.kind {
+        TaskKind::Normal => {
+            let function = registry
+                .functions
+                .get(exec.function.as_str())
+                .ok_or_else(|| unknown(exec, "remote functions", registry.functions.len()))?;
+            if function.hash != exec.fn_hash {
+                return Err(signature_differs(exec, function.hash));
             }
-            Outcome::Returned(values.into_iter().map(|v| v.to_vec()).collect())
+            guard(&call, |call| (function.invoke)(call))?
         }
-        Ok(Err(error)) => Outcome::Failed(error),
+        TaskKind::ActorCreation(_) => {
+            let class = registry
+                .classes
+                .get(exec.function.as_str())
+                .ok_or_else(|| unknown(exec, "actor classes", registry.classes.len()))?;
+            if class.hash != exec.fn_hash {
+                return Err(signature_differs(exec, class.hash));
+            }
+            *actor = Some(guard(&call, |call| (class.create)(call))?);
+            Vec::new()
+        }
+        TaskKind::ActorCall(_) => {
+            let method = registry
+                .methods
+                .get(exec.function.as_str())
+                .ok_or_else(|| unknown(exec, "actor methods", registry.methods.len()))?;
+            if method.hash != exec.fn_hash {
+                return Err(signature_differs(exec, method.hash));
+            }
+            let state = actor.as_mut().ok_or_else(|| TaskError::InvalidValue {
+                task: exec.task,
+                function: exec.function.clone(),
+                what: "the actor's state".into(),
+                reason: "this worker holds no actor".into(),
+            })?;
+            guard(&call, |call| (method.invoke)(state, call))?
+        }
+    };
+    if values.len() != exec.num_returns as usize {
+        return Err(TaskError::InvalidValue {
+            task: exec.task,
+            function: exec.function.clone(),
+            what: "return values".into(),
+            reason: format!(
+                "the function returns {} values, the caller expects {}",
+                values.len(),
+                exec.num_returns
+            ),
+        });
+    }
+    Ok(values)
+}
+
+/// Calls `body`, turning a panic into `Panicked` with its message.
+fn guard<R>(
+    call: &Invocation<'_>,
+    body: impl FnOnce(&Invocation<'_>) -> Result<R, TaskError>,
+) -> Result<R, TaskError> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| body(call))) {
+        Ok(result) => result,
         Err(payload) => {
             let message = if let Some(s) = payload.downcast_ref::<&str>() {
                 (*s).to_string()
@@ -260,9 +267,9 @@ fn run(
             } else {
                 "a panic with a non-string payload".to_string()
             };
-            Outcome::Failed(TaskError::Panicked {
-                task: exec.task,
-                function: exec.function.clone(),
+            Err(TaskError::Panicked {
+                task: call.task,
+                function: call.function.to_string(),
                 message,
             })
         }

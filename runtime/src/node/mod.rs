@@ -5,6 +5,7 @@
 //! sent and hands it to the per-worker writer tasks.
 
 mod actors;
+pub(crate) mod object_store;
 pub(crate) mod scheduler;
 pub(crate) mod worker_pool;
 
@@ -24,6 +25,7 @@ use rkyv::util::AlignedVec;
 use crate::config::Config;
 use crate::owner::{Owner, Slot};
 use crate::{Error, Result};
+use object_store::ObjectBytes;
 use scheduler::{Action, Admission, Placement, Scheduler, WorkerId};
 
 /// The driver's owner number.
@@ -72,6 +74,8 @@ pub(crate) struct Core {
     handle: tokio::runtime::Handle,
     seq: AtomicU64,
     config: Config,
+    /// The session's directory of shared-memory segments.
+    store_dir: std::path::PathBuf,
 }
 
 /// How often the node looks for surplus idle workers; one idle for two ticks is stopped.
@@ -92,11 +96,14 @@ impl Core {
             .map_err(|e| Error::Startup(format!("tokio runtime: {e}")))?;
         let handle = runtime.handle().clone();
         let (listener, socket_name) = worker_pool::bind()?;
+        let store_dir = object_store::create_session_dir().map_err(|e| {
+            Error::Startup(format!("cannot create the object store's directory: {e}"))
+        })?;
         let (spawn_tx, spawn_rx) = std::sync::mpsc::channel();
         let soft_limit = total.cpu.as_f64().ceil().max(1.0) as usize;
         let core = Arc::new(Core {
             state: Mutex::new(State {
-                owner: Owner::default(),
+                owner: Owner::new(store_dir.clone()),
                 sched: Scheduler::new(total.clone(), config.max_inflight(), soft_limit),
                 links: HashMap::new(),
                 outbox: HashMap::new(),
@@ -114,6 +121,7 @@ impl Core {
             handle,
             seq: AtomicU64::new(1),
             config,
+            store_dir,
         });
         worker_pool::start(&core, listener, socket_name, spawn_rx)?;
         let ticker = Arc::downgrade(&core);
@@ -146,6 +154,10 @@ impl Core {
         &self.config
     }
 
+    pub(crate) fn store_dir(&self) -> &std::path::Path {
+        &self.store_dir
+    }
+
     pub(crate) fn next_task_id(&self) -> TaskId {
         TaskId::new(DRIVER_OWNER, self.seq.fetch_add(1, Ordering::Relaxed))
     }
@@ -157,8 +169,30 @@ impl Core {
         state.settle();
     }
 
-    pub(crate) fn put(&self, id: ObjectId, bytes: AlignedVec) {
-        self.state.lock().owner.put(id, bytes, None);
+    /// Stores a value made by `put` in the driver: inline when small, else in a new segment,
+    /// if the store has room.
+    pub(crate) fn put(&self, id: ObjectId, bytes: AlignedVec) -> Result<()> {
+        let threshold = self.config.inline_threshold_bytes();
+        if bytes.len() >= threshold {
+            let used = self.state.lock().owner.stored_bytes;
+            let capacity = self.config.object_store_bytes();
+            if used + bytes.len() as u64 > capacity {
+                return Err(Error::ObjectStoreFull {
+                    object: id.to_string(),
+                    size: bytes.len() as u64,
+                    used,
+                    capacity,
+                });
+            }
+        }
+        let stored = ObjectBytes::store(&self.store_dir, id, bytes, threshold).map_err(|e| {
+            Error::Startup(format!(
+                "cannot write object {id} to {}: {e}",
+                self.store_dir.display()
+            ))
+        })?;
+        self.state.lock().owner.put(id, stored, None);
+        Ok(())
     }
 
     pub(crate) fn poll_object(&self, id: ObjectId, waker: &Waker) -> Poll<Option<Slot>> {
@@ -241,6 +275,16 @@ impl Core {
         (desc, status)
     }
 
+    /// The object store's contents.
+    pub(crate) fn memory(&self) -> crate::api::memory::MemoryReport {
+        let state = self.state.lock();
+        crate::api::memory::MemoryReport {
+            objects: state.owner.report(),
+            shared_bytes: state.owner.stored_bytes,
+            capacity: self.config.object_store_bytes(),
+        }
+    }
+
     /// Number of objects the owner tracks (for tests of reference counting).
     pub(crate) fn object_count(&self) -> usize {
         self.state.lock().owner.object_count()
@@ -292,6 +336,9 @@ impl Core {
         }
         if let Some(runtime) = self.runtime.lock().take() {
             runtime.shutdown_timeout(Duration::from_millis(200));
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.store_dir) {
+            tracing::warn!("cannot remove the object store's directory: {e}");
         }
         tracing::info!("local cluster stopped");
     }
@@ -465,10 +512,13 @@ impl State {
                     }
                 }
             }
-            ArchivedToNode::Put { id, bytes } => {
-                let mut aligned = AlignedVec::with_capacity(bytes.len());
-                aligned.extend_from_slice(bytes);
-                self.owner.put(id.to_native(), aligned, Some(worker));
+            ArchivedToNode::Put { id, value } => {
+                match ObjectBytes::from_wire(&self.owner.store_dir.clone(), value) {
+                    Ok(bytes) => self.owner.put(id.to_native(), bytes, Some(worker)),
+                    Err(e) => {
+                        tracing::error!(worker, object = %id.to_native(), "cannot map a put object: {e}")
+                    }
+                }
             }
             ArchivedToNode::Get { ids } => {
                 for id in ids.iter() {
@@ -559,16 +609,26 @@ impl State {
                     self.owner.fail(task, error);
                     return;
                 }
-                let values = values
+                let dir = self.owner.store_dir.clone();
+                let values: std::io::Result<Vec<ObjectBytes>> = values
                     .iter()
-                    .map(|v| {
-                        let mut aligned = AlignedVec::with_capacity(v.len());
-                        aligned.extend_from_slice(v);
-                        aligned
-                    })
+                    .map(|v| ObjectBytes::from_wire(&dir, v))
                     .collect();
-                for ready in self.owner.complete(task, values) {
-                    self.enqueue(ready);
+                match values {
+                    Ok(values) => {
+                        for ready in self.owner.complete(task, values) {
+                            self.enqueue(ready);
+                        }
+                    }
+                    Err(e) => {
+                        let error = TaskError::InvalidValue {
+                            task,
+                            function: record.spec.function.clone(),
+                            what: "return values".into(),
+                            reason: format!("cannot map the shared-memory segment: {e}"),
+                        };
+                        self.owner.fail(task, error);
+                    }
                 }
             }
             prism_transport::ArchivedOutcome::Failed(error) => {
@@ -744,7 +804,7 @@ impl State {
         let mut per_worker: HashMap<WorkerId, Vec<(ObjectId, ObjectValue)>> = HashMap::new();
         for notice in notices {
             let value = match notice.slot {
-                Slot::Ready(bytes) => ObjectValue::Ready(bytes.to_vec()),
+                Slot::Ready(bytes) => ObjectValue::Ready(bytes.to_wire(notice.id)),
                 Slot::Failed(e) => ObjectValue::Failed(e),
                 Slot::Pending => continue,
             };

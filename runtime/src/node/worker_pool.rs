@@ -24,6 +24,8 @@ use crate::{Error, Result};
 pub(crate) const ENV_ROLE: &str = "PRISM_ROLE";
 pub(crate) const ENV_SOCKET: &str = "PRISM_NODE_SOCKET";
 pub(crate) const ENV_WORKER: &str = "PRISM_WORKER_ID";
+pub(crate) const ENV_SESSION_DIR: &str = "PRISM_SESSION_DIR";
+pub(crate) const ENV_INLINE_THRESHOLD: &str = "PRISM_INLINE_THRESHOLD";
 
 pub(crate) fn bind() -> Result<(StdUnixListener, String)> {
     let name = format!(
@@ -90,6 +92,11 @@ fn spawn_worker(core: &Arc<Core>, worker: WorkerId, exe: &std::path::Path, socke
     cmd.env(ENV_ROLE, "worker")
         .env(ENV_SOCKET, socket)
         .env(ENV_WORKER, worker.to_string())
+        .env(ENV_SESSION_DIR, core.store_dir())
+        .env(
+            ENV_INLINE_THRESHOLD,
+            core.config().inline_threshold_bytes().to_string(),
+        )
         .stdin(Stdio::null());
     // SAFETY: the closure only calls async-signal-safe functions (prctl, getppid, kill).
     unsafe {

@@ -11,15 +11,16 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use prism_graph::{Arg, ObjectId, Readiness, TaskError, TaskGraph, TaskId, TaskSpec, TaskState};
-use rkyv::util::AlignedVec;
+use prism_transport::Value;
 
+use crate::node::object_store::{self, ObjectBytes};
 use crate::node::scheduler::WorkerId;
 
 /// The value side of an object.
 #[derive(Debug, Clone)]
 pub(crate) enum Slot {
     Pending,
-    Ready(Arc<AlignedVec>),
+    Ready(ObjectBytes),
     Failed(TaskError),
 }
 
@@ -66,9 +67,21 @@ pub(crate) struct Owner {
     held_by: HashMap<WorkerId, HashSet<ObjectId>>,
     /// Notices for workers produced by the last calls, drained by the node.
     pub(crate) notices: Vec<WorkerNotice>,
+    /// The session directory holding shared-memory segments.
+    pub(crate) store_dir: std::path::PathBuf,
+    /// Bytes held in shared-memory segments.
+    pub(crate) stored_bytes: u64,
 }
 
 impl Owner {
+    /// An owner whose shared-memory segments live in `store_dir`.
+    pub(crate) fn new(store_dir: std::path::PathBuf) -> Self {
+        Owner {
+            store_dir,
+            ..Owner::default()
+        }
+    }
+
     pub(crate) fn task(&self, id: TaskId) -> Option<&TaskRecord> {
         self.tasks.get(&id)
     }
@@ -79,6 +92,34 @@ impl Owner {
 
     pub(crate) fn task_state(&self, id: TaskId) -> Option<TaskState> {
         self.graph.task_state(id)
+    }
+
+    /// What the owner knows of every object, for `prism::memory()`.
+    pub(crate) fn report(&self) -> Vec<crate::api::memory::ObjectInfo> {
+        use crate::api::memory::{Location, ObjectInfo};
+        let mut out: Vec<ObjectInfo> = self
+            .objects
+            .iter()
+            .map(|(id, e)| {
+                let (location, size) = match &e.slot {
+                    Slot::Pending => (Location::Pending, 0),
+                    Slot::Failed(_) => (Location::Failed, 0),
+                    Slot::Ready(ObjectBytes::Inline(b)) => (Location::Inline, b.len() as u64),
+                    Slot::Ready(ObjectBytes::Shared(s)) => {
+                        (Location::SharedMemory, s.bytes().len() as u64)
+                    }
+                };
+                ObjectInfo {
+                    id: *id,
+                    size,
+                    location,
+                    function: e.function.to_string(),
+                    refs: e.refs,
+                }
+            })
+            .collect();
+        out.sort_by_key(|o| o.id);
+        out
     }
 
     /// Number of objects the owner tracks.
@@ -166,12 +207,13 @@ impl Owner {
     }
 
     /// Stores an object made by `put`.
-    pub(crate) fn put(&mut self, id: ObjectId, bytes: AlignedVec, holder: Option<WorkerId>) {
+    pub(crate) fn put(&mut self, id: ObjectId, bytes: ObjectBytes, holder: Option<WorkerId>) {
         let _ = self.graph.add_ready_object(id);
+        self.account(&bytes);
         self.objects.insert(
             id,
             ObjectEntry {
-                slot: Slot::Ready(Arc::new(bytes)),
+                slot: Slot::Ready(bytes),
                 function: Arc::from("put"),
                 refs: 1,
                 waiters: Vec::new(),
@@ -181,17 +223,24 @@ impl Owner {
         self.hold(id, holder);
     }
 
-    /// The resolved arguments of a ready task, in order, for the worker.
-    pub(crate) fn resolve_args(&self, task: TaskId) -> Option<Vec<Vec<u8>>> {
+    fn account(&mut self, bytes: &ObjectBytes) {
+        if let ObjectBytes::Shared(_) = bytes {
+            self.stored_bytes += bytes.len() as u64;
+        }
+    }
+
+    /// The resolved arguments of a ready task, in order, for the worker: small values inline,
+    /// large ones by their shared-memory segment.
+    pub(crate) fn resolve_args(&self, task: TaskId) -> Option<Vec<Value>> {
         let record = self.tasks.get(&task)?;
         record
             .spec
             .args
             .iter()
             .map(|arg| match arg {
-                Arg::Value(bytes) => Some(bytes.clone()),
+                Arg::Value(bytes) => Some(Value::Inline(bytes.clone())),
                 Arg::Ref(id) => match self.objects.get(id).map(|e| &e.slot) {
-                    Some(Slot::Ready(bytes)) => Some(bytes.to_vec()),
+                    Some(Slot::Ready(bytes)) => Some(bytes.to_wire(*id)),
                     _ => None,
                 },
             })
@@ -215,7 +264,7 @@ impl Owner {
     }
 
     /// A task returned its values. Returns the tasks that became ready.
-    pub(crate) fn complete(&mut self, task: TaskId, values: Vec<AlignedVec>) -> Vec<TaskId> {
+    pub(crate) fn complete(&mut self, task: TaskId, values: Vec<ObjectBytes>) -> Vec<TaskId> {
         let Some(record) = self.tasks.remove(&task) else {
             return Vec::new();
         };
@@ -224,7 +273,8 @@ impl Owner {
             Err(_) => return Vec::new(),
         };
         for (id, bytes) in record.spec.return_ids().zip(values) {
-            self.set_slot(id, Slot::Ready(Arc::new(bytes)));
+            self.account(&bytes);
+            self.set_slot(id, Slot::Ready(bytes));
         }
         self.release_inputs(&record.spec);
         ready
@@ -380,7 +430,16 @@ impl Owner {
         {
             return;
         }
-        self.objects.remove(&id);
+        if let Some(ObjectEntry {
+            slot: Slot::Ready(ObjectBytes::Shared(segment)),
+            ..
+        }) = self.objects.remove(&id)
+        {
+            self.stored_bytes = self
+                .stored_bytes
+                .saturating_sub(segment.bytes().len() as u64);
+            object_store::unlink(&self.store_dir, id);
+        }
         let _ = self.graph.remove_object(id);
     }
 
@@ -412,6 +471,10 @@ mod tests {
         }
     }
 
+    fn inline() -> ObjectBytes {
+        ObjectBytes::Inline(Arc::new(rkyv::util::AlignedVec::new()))
+    }
+
     fn out(seq: u64) -> ObjectId {
         ObjectId::new(TaskId::new(0, seq), 0)
     }
@@ -424,13 +487,13 @@ mod tests {
         owner.release(out(1)); // the driver dropped its ref; task 2 still needs it
         owner.started(TaskId::new(0, 1), 1);
         assert_eq!(
-            owner.complete(TaskId::new(0, 1), vec![AlignedVec::new()]),
+            owner.complete(TaskId::new(0, 1), vec![inline()]),
             vec![TaskId::new(0, 2)]
         );
         assert!(matches!(owner.peek(out(1)), Some(Slot::Ready(_))));
         assert_eq!(owner.resolve_args(TaskId::new(0, 2)).unwrap().len(), 1);
         owner.started(TaskId::new(0, 2), 1);
-        owner.complete(TaskId::new(0, 2), vec![AlignedVec::new()]);
+        owner.complete(TaskId::new(0, 2), vec![inline()]);
         assert!(
             owner.peek(out(1)).is_none(),
             "freed once its consumer ended"

@@ -18,12 +18,15 @@ use parking_lot::Mutex;
 use prism_graph::{ObjectId, TaskError, TaskId, TaskSpec};
 use prism_transport::{
     ArchivedObjectValue, ArchivedToWorker, Execute, FrameError, FrameReader, Hello, Outcome,
-    PROTOCOL_VERSION, ToNode, ToWorker, encode_frame,
+    PROTOCOL_VERSION, ToNode, ToWorker, Value, encode_frame,
 };
 use rkyv::util::AlignedVec;
 
 use crate::api::registry;
-use crate::node::worker_pool::{ENV_ROLE, ENV_SOCKET, ENV_WORKER};
+use crate::node::object_store::{ObjectBytes, Segment};
+use crate::node::worker_pool::{
+    ENV_INLINE_THRESHOLD, ENV_ROLE, ENV_SESSION_DIR, ENV_SOCKET, ENV_WORKER,
+};
 use crate::owner::Slot;
 use crate::{Error, Result};
 
@@ -58,6 +61,10 @@ pub(crate) struct WorkerClient {
     inner: Mutex<Inner>,
     owner: u32,
     seq: AtomicU64,
+    /// The node's directory of shared-memory segments.
+    store_dir: std::path::PathBuf,
+    /// Values of at least this many bytes go to shared memory.
+    threshold: usize,
 }
 
 #[derive(Debug)]
@@ -74,6 +81,8 @@ struct Inner {
     refs: HashMap<ObjectId, (u32, Arc<str>)>,
     released: Vec<ObjectId>,
     blocked: bool,
+    /// The node's directory of shared-memory segments.
+    store_dir: std::path::PathBuf,
 }
 
 /// What a pump step found that ends the worker.
@@ -96,14 +105,22 @@ impl WorkerClient {
         inner.send(&ToNode::Submit { spec, failed });
     }
 
-    pub(crate) fn put(&self, id: ObjectId, bytes: AlignedVec) {
+    pub(crate) fn put(&self, id: ObjectId, bytes: AlignedVec) -> Result<()> {
+        let stored =
+            ObjectBytes::store(&self.store_dir, id, bytes, self.threshold).map_err(|e| {
+                Error::Startup(format!(
+                    "cannot write object {id} to {}: {e}",
+                    self.store_dir.display()
+                ))
+            })?;
         let mut inner = self.inner.lock();
         inner.refs.insert(id, (1, Arc::from("put")));
         inner.send(&ToNode::Put {
             id,
-            bytes: bytes.to_vec(),
+            value: stored.to_wire(id),
         });
-        inner.cache.insert(id, Slot::Ready(Arc::new(bytes)));
+        inner.cache.insert(id, Slot::Ready(stored));
+        Ok(())
     }
 
     pub(crate) fn add_ref(&self, id: ObjectId) {
@@ -219,10 +236,16 @@ impl Inner {
                         continue; // released meanwhile
                     }
                     let slot = match value {
-                        ArchivedObjectValue::Ready(bytes) => {
-                            let mut aligned = AlignedVec::with_capacity(bytes.len());
-                            aligned.extend_from_slice(bytes);
-                            Slot::Ready(Arc::new(aligned))
+                        ArchivedObjectValue::Ready(value) => {
+                            match ObjectBytes::from_wire(&self.store_dir, value) {
+                                Ok(bytes) => Slot::Ready(bytes),
+                                Err(e) => Slot::Failed(TaskError::InvalidValue {
+                                    task: id.task,
+                                    function: String::from("<get>"),
+                                    what: format!("object {id}"),
+                                    reason: format!("cannot map its shared-memory segment: {e}"),
+                                }),
+                            }
                         }
                         ArchivedObjectValue::Failed(e) => {
                             match rkyv::deserialize::<TaskError, rkyv::rancor::Error>(e) {
@@ -386,6 +409,14 @@ fn connect() -> Result<Arc<WorkerClient>> {
         .ok()
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| Error::Startup(format!("{ENV_WORKER} is not a number")))?;
+    let store_dir = std::path::PathBuf::from(
+        std::env::var_os(ENV_SESSION_DIR)
+            .ok_or_else(|| Error::Startup(format!("{ENV_SESSION_DIR} is not set")))?,
+    );
+    let threshold: usize = std::env::var(ENV_INLINE_THRESHOLD)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Error::Startup(format!("{ENV_INLINE_THRESHOLD} is not a number")))?;
     let addr = SocketAddr::from_abstract_name(socket.as_bytes())
         .map_err(|e| Error::Startup(e.to_string()))?;
     let stream = UnixStream::connect_addr(&addr)
@@ -404,6 +435,7 @@ fn connect() -> Result<Arc<WorkerClient>> {
         refs: HashMap::new(),
         released: Vec::new(),
         blocked: false,
+        store_dir: store_dir.clone(),
     };
     inner.send(&ToNode::Hello(Hello {
         protocol: PROTOCOL_VERSION,
@@ -418,6 +450,8 @@ fn connect() -> Result<Arc<WorkerClient>> {
         inner: Mutex::new(inner),
         owner: worker,
         seq: AtomicU64::new(1),
+        store_dir,
+        threshold,
     });
     crate::context::set_worker(client.clone());
     Ok(client)
@@ -426,6 +460,7 @@ fn connect() -> Result<Arc<WorkerClient>> {
 fn serve(client: Arc<WorkerClient>) -> i32 {
     let registry = registry::Registry::load();
     let mut actor: Option<registry::ActorState> = None;
+    let mut segments = SegmentCache::default();
     loop {
         let next = client.inner.lock().next_task();
         let exec = match next {
@@ -440,8 +475,99 @@ fn serve(client: Arc<WorkerClient>) -> i32 {
             }
         };
         let task = exec.task;
-        let outcome = registry::execute(&registry, &mut actor, exec);
+        let outcome = match resolve_args(&client.store_dir, &mut segments, &exec) {
+            Ok(args) => match registry::execute(&registry, &mut actor, &exec, &args) {
+                Ok(values) => store_returns(&client, &exec, values),
+                Err(error) => Outcome::Failed(error),
+            },
+            Err(error) => Outcome::Failed(error),
+        };
         let mut inner = client.inner.lock();
         inner.done.push((task, outcome));
     }
+}
+
+/// Mappings of recently used argument segments, so repeated tasks on one large object map it
+/// once. Bounded, so freed objects' memory is not held for long.
+#[derive(Default)]
+struct SegmentCache {
+    recent: VecDeque<(ObjectId, ObjectBytes)>,
+}
+
+const SEGMENT_CACHE: usize = 8;
+
+impl SegmentCache {
+    fn get(
+        &mut self,
+        dir: &std::path::Path,
+        id: ObjectId,
+        len: u64,
+    ) -> std::io::Result<ObjectBytes> {
+        if let Some(pos) = self.recent.iter().position(|(i, _)| *i == id) {
+            let entry = self.recent.remove(pos).expect("position is in range");
+            let bytes = entry.1.clone();
+            self.recent.push_front(entry);
+            return Ok(bytes);
+        }
+        let bytes = ObjectBytes::Shared(Arc::new(Segment::open(dir, id, len)?));
+        self.recent.push_front((id, bytes.clone()));
+        self.recent.truncate(SEGMENT_CACHE);
+        Ok(bytes)
+    }
+}
+
+/// The task's arguments as aligned bytes: inline values copied once, shared ones mapped.
+fn resolve_args(
+    dir: &std::path::Path,
+    segments: &mut SegmentCache,
+    exec: &Execute,
+) -> std::result::Result<Vec<ObjectBytes>, TaskError> {
+    exec.args
+        .iter()
+        .enumerate()
+        .map(|(i, value)| match value {
+            Value::Inline(bytes) => {
+                let mut aligned = AlignedVec::with_capacity(bytes.len());
+                aligned.extend_from_slice(bytes);
+                Ok(ObjectBytes::Inline(Arc::new(aligned)))
+            }
+            Value::Shared { id, len } => {
+                segments
+                    .get(dir, *id, *len)
+                    .map_err(|e| TaskError::InvalidValue {
+                        task: exec.task,
+                        function: exec.function.clone(),
+                        what: format!("argument {i} (object {id})"),
+                        reason: format!("cannot map its shared-memory segment: {e}"),
+                    })
+            }
+        })
+        .collect()
+}
+
+/// Return values go back inline when small, else into shared-memory segments of their own.
+fn store_returns(client: &WorkerClient, exec: &Execute, values: Vec<AlignedVec>) -> Outcome {
+    let mut out = Vec::with_capacity(values.len());
+    for (i, bytes) in values.into_iter().enumerate() {
+        let id = ObjectId::new(exec.task, i as u32);
+        if bytes.len() < client.threshold {
+            out.push(Value::Inline(bytes.to_vec()));
+            continue;
+        }
+        match Segment::create(&client.store_dir, id, &bytes) {
+            Ok(_) => out.push(Value::Shared {
+                id,
+                len: bytes.len() as u64,
+            }),
+            Err(e) => {
+                return Outcome::Failed(TaskError::InvalidValue {
+                    task: exec.task,
+                    function: exec.function.clone(),
+                    what: format!("return value {i}"),
+                    reason: format!("cannot write it to shared memory: {e}"),
+                });
+            }
+        }
+    }
+    Outcome::Returned(out)
 }

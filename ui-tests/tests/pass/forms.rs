@@ -43,6 +43,12 @@ async fn asynchronous(mut v: Vec<u32>) -> Vec<u32> {
     v
 }
 
+/// A zero-copy view of the argument.
+#[remote]
+fn view_sum(values: &prism::Archived<Vec<u32>>) -> u64 {
+    values.iter().map(|v| u64::from(v.to_native())).sum()
+}
+
 #[prism::main]
 async fn main() -> prism::Result<()> {
     assert_eq!(no_args::remote().await?, 7);
@@ -56,5 +62,9 @@ async fn main() -> prism::Result<()> {
     assert_eq!((a.await?, b.await?), (5, "5".to_string()));
     let v = prism::put(vec![0u32])?;
     assert_eq!(asynchronous::remote(v).await?, vec![0, 1]);
+    let big = prism::put(vec![2u32; 100_000])?;
+    assert_eq!(view_sum::remote(&big).await?, 200_000);
+    assert_eq!(view_sum::remote(vec![1u32, 2, 3]).await?, 6);
+    assert!(prism::get_archived(&big).await?.is_shared());
     Ok(())
 }

@@ -1,0 +1,60 @@
+//! `prism::memory()`: what the object store holds — each object's size, where it lives, which
+//! function made it and how many references keep it.
+
+use prism_graph::ObjectId;
+
+use crate::context::{self, Context};
+use crate::{Error, Result};
+
+/// Where an object's value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Location {
+    /// Its task has not finished.
+    Pending,
+    /// Its task failed.
+    Failed,
+    /// Small: in the owner's memory.
+    Inline,
+    /// Large: in the node's shared-memory store.
+    SharedMemory,
+}
+
+/// One object as the owner sees it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ObjectInfo {
+    /// The object.
+    pub id: ObjectId,
+    /// Its archived size in bytes (0 while pending).
+    pub size: u64,
+    /// Where it lives.
+    pub location: Location,
+    /// The function that made it (`put` for puts).
+    pub function: String,
+    /// Live references to it (driver handles plus one per worker holding it).
+    pub refs: u32,
+}
+
+/// The store's contents and use.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MemoryReport {
+    /// Every object the owner tracks, by id.
+    pub objects: Vec<ObjectInfo>,
+    /// Bytes in the shared-memory store.
+    pub shared_bytes: u64,
+    /// The shared-memory store's capacity in bytes.
+    pub capacity: u64,
+}
+
+/// What the object store holds now. Known in the driver (which owns every object in the
+/// embedded cluster).
+pub fn memory() -> Result<MemoryReport> {
+    match context::current()? {
+        Context::Driver(core) => Ok(core.memory()),
+        Context::Worker(_) => Err(Error::InvalidArgument(
+            "prism::memory() is answered by the driver".into(),
+        )),
+    }
+}

@@ -1,0 +1,203 @@
+//! The node's shared-memory object store: an object at or above the inline threshold lives in
+//! a segment of its own, a file in the session's directory under `/dev/shm`, written once by
+//! the process that made the value and mapped read-only by every reader on the node, so a
+//! reader on the same node copies nothing. The owner unlinks a segment when the object is
+//! freed; readers that still map it keep their view until they drop it.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use prism_graph::ObjectId;
+use rkyv::util::AlignedVec;
+
+/// Where sessions keep their segments: shared memory when the host has it.
+fn base_dir() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// Makes a fresh session directory, first removing those of sessions whose process is gone.
+pub(crate) fn create_session_dir() -> std::io::Result<PathBuf> {
+    let base = base_dir();
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("prism-")) else {
+                continue;
+            };
+            let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = pid
+                && !Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = base.join(format!("prism-{}-{nanos:x}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// The path of an object's segment.
+pub(crate) fn segment_path(dir: &Path, id: ObjectId) -> PathBuf {
+    dir.join(format!("{:x}.{}.{}", id.task.owner, id.task.seq, id.index))
+}
+
+/// Removes an object's segment.
+pub(crate) fn unlink(dir: &Path, id: ObjectId) {
+    if let Err(e) = std::fs::remove_file(segment_path(dir, id))
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(object = %id, "cannot remove a shared-memory segment: {e}");
+    }
+}
+
+/// A read-only mapping of one object's segment.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    map: memmap2::Mmap,
+}
+
+impl Segment {
+    /// Writes `bytes` as the object's segment and maps it.
+    pub(crate) fn create(dir: &Path, id: ObjectId, bytes: &[u8]) -> std::io::Result<Segment> {
+        let path = segment_path(dir, id);
+        // Readable too: the writer maps what it wrote.
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        file.write_all(bytes)?;
+        Self::map(&file, bytes.len())
+    }
+
+    /// Maps an existing segment, checking its length.
+    pub(crate) fn open(dir: &Path, id: ObjectId, len: u64) -> std::io::Result<Segment> {
+        let file = File::open(segment_path(dir, id))?;
+        Self::map(&file, len as usize)
+    }
+
+    fn map(file: &File, len: usize) -> std::io::Result<Segment> {
+        let actual = file.metadata()?.len() as usize;
+        if actual != len {
+            return Err(std::io::Error::other(format!(
+                "segment holds {actual} bytes, {len} expected"
+            )));
+        }
+        // SAFETY: segments are written once, before any reader learns their name, and never
+        // modified afterwards (they are only unlinked), so the mapping's contents are stable
+        // for as long as it lives.
+        let map = unsafe { memmap2::MmapOptions::new().len(len).map(file)? };
+        Ok(Segment { map })
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+/// An object's archived bytes, wherever they live: inline (small, in the owner's memory) or in a
+/// shared-memory segment. Both are aligned for rkyv.
+#[derive(Debug, Clone)]
+pub(crate) enum ObjectBytes {
+    Inline(Arc<AlignedVec>),
+    Shared(Arc<Segment>),
+}
+
+impl ObjectBytes {
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            ObjectBytes::Inline(v) => v,
+            ObjectBytes::Shared(s) => s.bytes(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// How the object travels to a worker on this node.
+    pub(crate) fn to_wire(&self, id: ObjectId) -> prism_transport::Value {
+        match self {
+            ObjectBytes::Inline(v) => prism_transport::Value::Inline(v.to_vec()),
+            ObjectBytes::Shared(s) => prism_transport::Value::Shared {
+                id,
+                len: s.bytes().len() as u64,
+            },
+        }
+    }
+
+    /// Stores freshly archived bytes: inline below `threshold`, else in a new segment.
+    pub(crate) fn store(
+        dir: &Path,
+        id: ObjectId,
+        bytes: AlignedVec,
+        threshold: usize,
+    ) -> std::io::Result<ObjectBytes> {
+        if bytes.len() < threshold {
+            Ok(ObjectBytes::Inline(Arc::new(bytes)))
+        } else {
+            Ok(ObjectBytes::Shared(Arc::new(Segment::create(
+                dir, id, &bytes,
+            )?)))
+        }
+    }
+
+    /// The bytes a peer on this node sent: copied when inline, mapped when shared.
+    pub(crate) fn from_wire(
+        dir: &Path,
+        value: &prism_transport::ArchivedValue,
+    ) -> std::io::Result<ObjectBytes> {
+        match value {
+            prism_transport::ArchivedValue::Inline(bytes) => {
+                let mut aligned = AlignedVec::with_capacity(bytes.len());
+                aligned.extend_from_slice(bytes);
+                Ok(ObjectBytes::Inline(Arc::new(aligned)))
+            }
+            prism_transport::ArchivedValue::Shared { id, len } => Ok(ObjectBytes::Shared(
+                Arc::new(Segment::open(dir, id.to_native(), len.to_native())?),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prism_graph::TaskId;
+
+    #[test]
+    fn segments_round_trip_and_outlive_their_unlink() {
+        let dir = create_session_dir().unwrap();
+        let id = ObjectId::new(TaskId::new(3, 9), 1);
+        let mut bytes = AlignedVec::new();
+        bytes.extend_from_slice(&[7u8; 4096]);
+        let stored = ObjectBytes::store(&dir, id, bytes, 1024).unwrap();
+        assert!(matches!(stored, ObjectBytes::Shared(_)));
+        let reader = Segment::open(&dir, id, 4096).unwrap();
+        assert!(
+            Segment::open(&dir, id, 4095).is_err(),
+            "a wrong length is refused"
+        );
+        unlink(&dir, id);
+        assert!(Segment::open(&dir, id, 4096).is_err());
+        assert_eq!(
+            reader.bytes(),
+            stored.as_slice(),
+            "mappings stay valid after unlink"
+        );
+        assert_eq!(reader.bytes().as_ptr() as usize % 4096, 0, "page-aligned");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

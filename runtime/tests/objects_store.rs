@@ -1,0 +1,172 @@
+//! The shared-memory object store with real worker processes: large objects (>= 100 KiB) live
+//! in shared memory and are read without copying (`get_archived`, `&Archived<T>` parameters),
+//! task returns above the threshold go there too, objects are freed with their last reference,
+//! and a put beyond the store's capacity fails with `ObjectStoreFull`.
+
+mod common;
+
+use common::{Case, ensure, eventually};
+use libtest_mimic::Failed;
+use prism::{Archived, Location, ObjectRef, remote};
+
+const MIB: usize = 1 << 20;
+
+/// The anonymous (private) resident memory of this process, in bytes: what a copy would grow.
+fn rss_anon() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("RssAnon:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Sums a large vector through a zero-copy view; returns (sum, private memory of the worker).
+#[remote]
+fn sum_view(values: &Archived<Vec<f32>>) -> (f64, u64) {
+    let sum = values.iter().map(|v| f64::from(v.to_native())).sum();
+    (sum, rss_anon())
+}
+
+#[remote]
+fn make_big(n: u64, value: u32) -> Vec<u32> {
+    vec![value; n as usize]
+}
+
+#[remote]
+fn first_and_len(values: Vec<u32>) -> (u32, u64) {
+    (values[0], values.len() as u64)
+}
+
+/// Reads a large object made by another task, through `get` inside a task.
+#[remote]
+fn nested_read(n: u64) -> u64 {
+    let big = make_big::remote(n, 3);
+    let view = prism::get_archived_blocking(&big).expect("view in a worker");
+    view.iter().map(|v| u64::from(v.to_native())).sum()
+}
+
+fn large_objects_are_shared_and_read_without_copies() -> Result<(), Failed> {
+    let n = 64 * MIB / 4; // 64 MiB of f32
+    let data: Vec<f32> = (0..n).map(|i| (i % 1000) as f32).collect();
+    let expected: f64 = data.iter().map(|v| f64::from(*v)).sum();
+    let r = prism::put(data)?;
+    let view = prism::get_archived_blocking(&r)?;
+    ensure(view.is_shared(), "a 64 MiB object is in shared memory")?;
+    ensure(view.len() == n, "the view has every element")?;
+    drop(view);
+    let calls: Vec<ObjectRef<(f64, u64)>> = (0..12).map(|_| sum_view::remote(&r)).collect();
+    for (sum, private) in prism::get_all_blocking(&calls)? {
+        ensure(sum == expected, format!("sum {sum} != {expected}"))?;
+        ensure(
+            private < 32 * MIB as u64,
+            format!(
+                "a worker holds {} MiB of private memory: the object was copied",
+                private >> 20
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+fn large_returns_go_to_shared_memory() -> Result<(), Failed> {
+    let big = make_big::remote(MIB as u64, 7); // 4 MiB
+    let small = make_big::remote(10, 7);
+    ensure(
+        prism::get_archived_blocking(&big)?.is_shared(),
+        "4 MiB return is shared",
+    )?;
+    ensure(
+        !prism::get_archived_blocking(&small)?.is_shared(),
+        "40 B return is inline",
+    )?;
+    ensure(big.get_blocking()?.len() == MIB, "get copies it out whole")?;
+    let (first, len) = first_and_len::remote(&big).get_blocking()?;
+    ensure(first == 7 && len == MIB as u64, "passed on to another task")?;
+    ensure(
+        nested_read::remote(200_000).get_blocking()? == 600_000,
+        "read inside a task",
+    )
+}
+
+fn objects_are_freed_with_their_last_reference() -> Result<(), Failed> {
+    let before = prism::memory()?;
+    let r = prism::put(vec![1u8; 8 * MIB])?;
+    let during = prism::memory()?;
+    let info = during
+        .objects
+        .iter()
+        .find(|o| o.id == r.id())
+        .ok_or("the object is reported")?;
+    ensure(info.location == Location::SharedMemory, format!("{info:?}"))?;
+    ensure(
+        info.size >= 8 * MIB as u64 && info.refs == 1 && info.function == "put",
+        format!("{info:?}"),
+    )?;
+    ensure(
+        during.shared_bytes >= before.shared_bytes + 8 * MIB as u64,
+        "counted in the store",
+    )?;
+    let reader = sum_len::remote(&r);
+    drop(r);
+    ensure(
+        reader.get_blocking()? == 8 * MIB as u64,
+        "a task still read it after the drop",
+    )?;
+    ensure(
+        eventually(10, || {
+            prism::memory().is_ok_and(|m| m.shared_bytes == before.shared_bytes)
+        }),
+        "the segment is freed after the last reference and reader",
+    )
+}
+
+#[remote]
+fn sum_len(values: &Archived<Vec<u8>>) -> u64 {
+    values.iter().map(|v| u64::from(*v)).sum()
+}
+
+fn a_put_beyond_capacity_fails_clearly() -> Result<(), Failed> {
+    // The store of this test binary holds 256 MiB.
+    let err = prism::put(vec![0u8; 300 * MIB]).unwrap_err();
+    let text = err.to_string();
+    ensure(
+        matches!(err, prism::Error::ObjectStoreFull { .. }),
+        text.clone(),
+    )?;
+    ensure(
+        text.contains("268435456"),
+        format!("names the capacity: {text}"),
+    )?;
+    let small = prism::put(vec![0u8; MIB])?;
+    ensure(small.get_blocking()?.len() == MIB, "the store still works")
+}
+
+fn main() {
+    let config = prism::Config::new()
+        .num_cpus(2.0)
+        .object_store_memory(256 * MIB as u64);
+    let cases: &[Case] = &[
+        (
+            "large_objects_are_shared_and_read_without_copies",
+            large_objects_are_shared_and_read_without_copies,
+        ),
+        (
+            "large_returns_go_to_shared_memory",
+            large_returns_go_to_shared_memory,
+        ),
+        (
+            "objects_are_freed_with_their_last_reference",
+            objects_are_freed_with_their_last_reference,
+        ),
+        (
+            "a_put_beyond_capacity_fails_clearly",
+            a_put_beyond_capacity_fails_clearly,
+        ),
+    ];
+    // One at a time: the tests read the store's totals.
+    common::run_with_threads(config, cases, Some(1))
+}
