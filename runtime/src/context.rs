@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 use prism_graph::{ActorId, ObjectId, TaskError, TaskId, TaskSpec};
-use rkyv::util::AlignedVec;
 
 use crate::node::Core;
+use crate::node::object_store::{ObjectBytes, Segment};
 use crate::owner::Slot;
+use crate::value::Remotable;
 use crate::worker::WorkerClient;
 use crate::{Error, Result};
 
@@ -67,11 +68,36 @@ impl Context {
         }
     }
 
-    pub(crate) fn put(&self, id: ObjectId, bytes: AlignedVec) -> Result<()> {
+    /// Stores a new object: small values inline with the owner, large ones written once,
+    /// in place, into a shared-memory segment of their own.
+    pub(crate) fn put<T: Remotable>(&self, id: ObjectId, value: &T) -> Result<()> {
+        let encode = |e: rkyv::rancor::Error| Error::Encode {
+            what: std::any::type_name::<T>().to_string(),
+            reason: e.to_string(),
+        };
+        let (dir, threshold) = match self {
+            Context::Driver(core) => (core.store_dir(), core.config().inline_threshold_bytes()),
+            Context::Worker(client) => client.store_params(),
+        };
+        let len = value.archived_len().map_err(encode)?;
+        let bytes = if len < threshold {
+            ObjectBytes::Inline(Arc::new(value.to_bytes().map_err(encode)?))
+        } else {
+            if let Context::Driver(core) = self {
+                core.reserve(id, len)?;
+            }
+            let segment = Segment::create_with(dir, id, len, |buf| value.archive_into(buf))
+                .map_err(|e| Error::Encode {
+                    what: format!("object {id} into {}", dir.display()),
+                    reason: e.to_string(),
+                })?;
+            ObjectBytes::Shared(Arc::new(segment))
+        };
         match self {
             Context::Driver(core) => core.put(id, bytes),
             Context::Worker(client) => client.put(id, bytes),
         }
+        Ok(())
     }
 
     pub(crate) fn add_ref(&self, id: ObjectId) {

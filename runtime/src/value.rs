@@ -17,6 +17,11 @@ use rkyv::util::AlignedVec;
 pub trait Remotable: rkyv::Archive + Sized + Send + 'static {
     /// Archives the value.
     fn to_bytes(&self) -> Result<AlignedVec, rancor::Error>;
+    /// The length of the value's archive, without writing it.
+    fn archived_len(&self) -> Result<usize, rancor::Error>;
+    /// Archives the value into `buf` (aligned, at least [`archived_len`](Self::archived_len)
+    /// long); returns the length written.
+    fn archive_into(&self, buf: &mut [u8]) -> Result<usize, rancor::Error>;
     /// Validates archived bytes and deserializes them.
     fn from_bytes(bytes: &[u8]) -> Result<Self, rancor::Error>;
     /// Validates archived bytes (which must be aligned) and views them without copying.
@@ -26,14 +31,28 @@ pub trait Remotable: rkyv::Archive + Sized + Send + 'static {
 impl<T> Remotable for T
 where
     T: rkyv::Archive
-        + for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+        + for<'a, 'b> rkyv::Serialize<HighSerializer<Sink<'b>, ArenaHandle<'a>, rancor::Error>>
         + Send
         + 'static,
     T::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
         + rkyv::Deserialize<T, HighDeserializer<rancor::Error>>,
 {
     fn to_bytes(&self) -> Result<AlignedVec, rancor::Error> {
-        rkyv::to_bytes::<rancor::Error>(self)
+        match rkyv::api::high::to_bytes_in::<_, rancor::Error>(self, Sink::Vec(AlignedVec::new()))?
+        {
+            Sink::Vec(bytes) => Ok(bytes),
+            _ => unreachable!("the sink keeps its kind"),
+        }
+    }
+
+    fn archived_len(&self) -> Result<usize, rancor::Error> {
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(self, Sink::Count(0))
+            .map(|sink| rkyv::ser::Positional::pos(&sink))
+    }
+
+    fn archive_into(&self, buf: &mut [u8]) -> Result<usize, rancor::Error> {
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(self, Sink::Slice { buf, pos: 0 })
+            .map(|sink| rkyv::ser::Positional::pos(&sink))
     }
 
     fn access(bytes: &[u8]) -> Result<&Self::Archived, rancor::Error> {
@@ -48,5 +67,54 @@ where
             aligned.extend_from_slice(bytes);
             rkyv::from_bytes::<T, rancor::Error>(&aligned)
         }
+    }
+}
+
+/// Where an archive is written: counted only (to size a segment first), into a fixed buffer
+/// (a shared-memory segment being filled in place), or into a growing vector.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Sink<'a> {
+    /// Counts bytes without storing them.
+    Count(usize),
+    /// Writes into a buffer of a measured size.
+    Slice {
+        /// The buffer.
+        buf: &'a mut [u8],
+        /// Bytes written so far.
+        pos: usize,
+    },
+    /// Appends to a vector.
+    Vec(AlignedVec),
+}
+
+impl rkyv::ser::Positional for Sink<'_> {
+    fn pos(&self) -> usize {
+        match self {
+            Sink::Count(n) => *n,
+            Sink::Slice { pos, .. } => *pos,
+            Sink::Vec(v) => v.len(),
+        }
+    }
+}
+
+impl<E: rancor::Source> rkyv::ser::Writer<E> for Sink<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
+        match self {
+            Sink::Count(n) => *n += bytes.len(),
+            Sink::Slice { buf, pos } => {
+                let end = *pos + bytes.len();
+                let Some(target) = buf.get_mut(*pos..end) else {
+                    return Err(E::new(std::io::Error::other(format!(
+                        "archive exceeds its {}-byte segment",
+                        buf.len()
+                    ))));
+                };
+                target.copy_from_slice(bytes);
+                *pos = end;
+            }
+            Sink::Vec(v) => v.extend_from_slice(bytes),
+        }
+        Ok(())
     }
 }

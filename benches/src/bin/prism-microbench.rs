@@ -79,6 +79,20 @@ struct Args {
 
 type Bench = (&'static str, u64, Box<dyn FnMut()>);
 
+/// Ray's large array: 100 Mi int64 = 800 MiB.
+const LARGE: usize = 100 * 1024 * 1024;
+const LARGE_GB: f64 = (LARGE * 8) as f64 / 1e9;
+
+/// Puts `n` large arrays from a worker (a "multi client put gigabytes" client).
+#[remote(num_cpus = 0)]
+fn put_large(n: u64) -> u64 {
+    let data = vec![0i64; LARGE];
+    for _ in 0..n {
+        drop(prism::put_ref(&data).expect("put"));
+    }
+    n
+}
+
 fn benches() -> Vec<Bench> {
     let value = prism::put(0u64).expect("put");
     // As Ray: one client per CPU for the multi-client cases.
@@ -101,6 +115,18 @@ fn benches() -> Vec<Bench> {
             1,
             Box::new(|| {
                 prism::put(0u64).expect("put");
+            }),
+        ),
+        (
+            "single client wait 1k refs",
+            1,
+            Box::new(|| {
+                let mut pending: Vec<ObjectRef<u8>> =
+                    (0..1000).map(|_| small_value::remote()).collect();
+                while !pending.is_empty() {
+                    let (_, rest) = prism::wait_blocking(&pending, 1, None).expect("wait");
+                    pending = rest;
+                }
             }),
         ),
         (
@@ -182,8 +208,47 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let trial = Duration::from_secs_f64(args.trial_secs);
     let mut results: Vec<Measurement> = Vec::new();
+    let wanted = |name: &str| {
+        args.filters.is_empty() || args.filters.iter().any(|p| name.contains(p.as_str()))
+    };
+    // Large puts are reported in GB/s beside one memcpy of the same size, measured here.
+    if wanted("put gigabytes") {
+        let source = vec![1i64; LARGE];
+        let mut target = vec![0i64; LARGE];
+        let memcpy = timeit("memcpy gigabytes (baseline)", 1, args.trials, trial, || {
+            target.copy_from_slice(&source);
+            std::hint::black_box(&target);
+        });
+        drop((source, target));
+        let array = vec![0i64; LARGE];
+        let single = timeit("single client put gigabytes", 1, args.trials, trial, || {
+            drop(prism::put_ref(&array).expect("put"));
+        });
+        let clients = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+        let multi = timeit(
+            "multi client put gigabytes",
+            clients * 2,
+            args.trials,
+            trial,
+            || {
+                let refs: Vec<ObjectRef<u64>> =
+                    (0..clients).map(|_| put_large::remote(2)).collect();
+                prism::get_all_blocking(&refs).expect("clients");
+            },
+        );
+        for m in [memcpy, single, multi] {
+            let gb = Measurement {
+                name: m.name.clone(),
+                mean: m.mean * LARGE_GB,
+                sd: m.sd * LARGE_GB,
+                trials: m.trials.iter().map(|t| t * LARGE_GB).collect(),
+            };
+            println!("{}", gb.ray_line());
+            results.push(gb);
+        }
+    }
     for (name, multiplier, mut f) in benches() {
-        if !args.filters.is_empty() && !args.filters.iter().any(|p| name.contains(p.as_str())) {
+        if !wanted(name) {
             continue;
         }
         let m = timeit(name, multiplier, args.trials, trial, &mut f);

@@ -76,13 +76,14 @@ fn install_tracing() {
 
 /// Stores `value` as an immutable object and returns its reference.
 pub fn put<T: Remotable>(value: T) -> Result<ObjectRef<T>> {
+    put_ref(&value)
+}
+
+/// Stores a copy of `*value` as an immutable object (no clone needed first).
+pub fn put_ref<T: Remotable>(value: &T) -> Result<ObjectRef<T>> {
     let ctx = context::current()?;
-    let bytes = value.to_bytes().map_err(|e| Error::Encode {
-        what: std::any::type_name::<T>().to_string(),
-        reason: e.to_string(),
-    })?;
     let id = ObjectId::new(ctx.next_task_id(), 0);
-    ctx.put(id, bytes)?;
+    ctx.put(id, value)?;
     Ok(ObjectRef::from_raw(RawRef::adopt(id)))
 }
 

@@ -20,7 +20,6 @@ use prism_graph::{ActorId, ObjectId, TaskError, TaskId, TaskKind, TaskSpec, Task
 use prism_transport::{
     ArchivedToNode, Execute, Frame, ObjectValue, ToNode, ToWorker, encode_frame,
 };
-use rkyv::util::AlignedVec;
 
 use crate::config::Config;
 use crate::owner::{Owner, Slot};
@@ -169,30 +168,24 @@ impl Core {
         state.settle();
     }
 
-    /// Stores a value made by `put` in the driver: inline when small, else in a new segment,
-    /// if the store has room.
-    pub(crate) fn put(&self, id: ObjectId, bytes: AlignedVec) -> Result<()> {
-        let threshold = self.config.inline_threshold_bytes();
-        if bytes.len() >= threshold {
-            let used = self.state.lock().owner.stored_bytes;
-            let capacity = self.config.object_store_bytes();
-            if used + bytes.len() as u64 > capacity {
-                return Err(Error::ObjectStoreFull {
-                    object: id.to_string(),
-                    size: bytes.len() as u64,
-                    used,
-                    capacity,
-                });
-            }
+    /// Checks that the shared-memory store has room for `size` more bytes.
+    pub(crate) fn reserve(&self, id: ObjectId, size: usize) -> Result<()> {
+        let used = self.state.lock().owner.stored_bytes;
+        let capacity = self.config.object_store_bytes();
+        if used + size as u64 > capacity {
+            return Err(Error::ObjectStoreFull {
+                object: id.to_string(),
+                size: size as u64,
+                used,
+                capacity,
+            });
         }
-        let stored = ObjectBytes::store(&self.store_dir, id, bytes, threshold).map_err(|e| {
-            Error::Startup(format!(
-                "cannot write object {id} to {}: {e}",
-                self.store_dir.display()
-            ))
-        })?;
-        self.state.lock().owner.put(id, stored, None);
         Ok(())
+    }
+
+    /// Records a value made by `put` in the driver.
+    pub(crate) fn put(&self, id: ObjectId, bytes: ObjectBytes) {
+        self.state.lock().owner.put(id, bytes, None);
     }
 
     pub(crate) fn poll_object(&self, id: ObjectId, waker: &Waker) -> Poll<Option<Slot>> {

@@ -5,7 +5,6 @@
 //! freed; readers that still map it keep their view until they drop it.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -68,18 +67,37 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    /// Writes `bytes` as the object's segment and maps it.
-    pub(crate) fn create(dir: &Path, id: ObjectId, bytes: &[u8]) -> std::io::Result<Segment> {
-        let path = segment_path(dir, id);
-        // Readable too: the writer maps what it wrote.
-        let mut file = std::fs::OpenOptions::new()
+    /// Makes the object's segment of exactly `len` bytes and lets `fill` write it in place
+    /// (pages are populated in one go, not faulted one by one), then maps it read-only.
+    pub(crate) fn create_with<E: std::fmt::Display>(
+        dir: &Path,
+        id: ObjectId,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> std::io::Result<Segment> {
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&path)?;
-        file.write_all(bytes)?;
-        Self::map(&file, bytes.len())
+            .open(segment_path(dir, id))?;
+        file.set_len(len as u64)?;
+        // SAFETY: the file was just created by this process under a name no reader knows yet.
+        let mut map = unsafe {
+            memmap2::MmapOptions::new()
+                .len(len)
+                .populate()
+                .map_mut(&file)?
+        };
+        let written = fill(&mut map).map_err(|e| std::io::Error::other(e.to_string()))?;
+        if written != len {
+            return Err(std::io::Error::other(format!(
+                "the archive took {written} bytes, {len} were measured"
+            )));
+        }
+        Ok(Segment {
+            map: map.make_read_only()?,
+        })
     }
 
     /// Maps an existing segment, checking its length.
@@ -138,22 +156,6 @@ impl ObjectBytes {
         }
     }
 
-    /// Stores freshly archived bytes: inline below `threshold`, else in a new segment.
-    pub(crate) fn store(
-        dir: &Path,
-        id: ObjectId,
-        bytes: AlignedVec,
-        threshold: usize,
-    ) -> std::io::Result<ObjectBytes> {
-        if bytes.len() < threshold {
-            Ok(ObjectBytes::Inline(Arc::new(bytes)))
-        } else {
-            Ok(ObjectBytes::Shared(Arc::new(Segment::create(
-                dir, id, &bytes,
-            )?)))
-        }
-    }
-
     /// The bytes a peer on this node sent: copied when inline, mapped when shared.
     pub(crate) fn from_wire(
         dir: &Path,
@@ -177,14 +179,21 @@ mod tests {
     use super::*;
     use prism_graph::TaskId;
 
+    fn sevens(buf: &mut [u8]) -> Result<usize, std::convert::Infallible> {
+        buf.fill(7);
+        Ok(buf.len())
+    }
+
     #[test]
     fn segments_round_trip_and_outlive_their_unlink() {
         let dir = create_session_dir().unwrap();
         let id = ObjectId::new(TaskId::new(3, 9), 1);
-        let mut bytes = AlignedVec::new();
-        bytes.extend_from_slice(&[7u8; 4096]);
-        let stored = ObjectBytes::store(&dir, id, bytes, 1024).unwrap();
-        assert!(matches!(stored, ObjectBytes::Shared(_)));
+        let short = Segment::create_with(&dir, id, 10, |_| Ok::<_, std::convert::Infallible>(3));
+        assert!(short.is_err(), "a write shorter than measured is an error");
+        let stored = ObjectBytes::Shared(Arc::new(
+            Segment::create_with(&dir, id, 4096, sevens).unwrap(),
+        ));
+        assert_eq!(stored.as_slice(), &[7u8; 4096][..]);
         let reader = Segment::open(&dir, id, 4096).unwrap();
         assert!(
             Segment::open(&dir, id, 4095).is_err(),

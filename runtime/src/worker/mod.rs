@@ -105,14 +105,12 @@ impl WorkerClient {
         inner.send(&ToNode::Submit { spec, failed });
     }
 
-    pub(crate) fn put(&self, id: ObjectId, bytes: AlignedVec) -> Result<()> {
-        let stored =
-            ObjectBytes::store(&self.store_dir, id, bytes, self.threshold).map_err(|e| {
-                Error::Startup(format!(
-                    "cannot write object {id} to {}: {e}",
-                    self.store_dir.display()
-                ))
-            })?;
+    /// Where this worker writes large values, and from which size.
+    pub(crate) fn store_params(&self) -> (&std::path::Path, usize) {
+        (&self.store_dir, self.threshold)
+    }
+
+    pub(crate) fn put(&self, id: ObjectId, stored: ObjectBytes) {
         let mut inner = self.inner.lock();
         inner.refs.insert(id, (1, Arc::from("put")));
         inner.send(&ToNode::Put {
@@ -120,7 +118,6 @@ impl WorkerClient {
             value: stored.to_wire(id),
         });
         inner.cache.insert(id, Slot::Ready(stored));
-        Ok(())
     }
 
     pub(crate) fn add_ref(&self, id: ObjectId) {
@@ -554,7 +551,11 @@ fn store_returns(client: &WorkerClient, exec: &Execute, values: Vec<AlignedVec>)
             out.push(Value::Inline(bytes.to_vec()));
             continue;
         }
-        match Segment::create(&client.store_dir, id, &bytes) {
+        let fill = |buf: &mut [u8]| {
+            buf.copy_from_slice(&bytes);
+            Ok::<_, std::convert::Infallible>(bytes.len())
+        };
+        match Segment::create_with(&client.store_dir, id, bytes.len(), fill) {
             Ok(_) => out.push(Value::Shared {
                 id,
                 len: bytes.len() as u64,
