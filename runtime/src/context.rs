@@ -79,7 +79,8 @@ impl Context {
             Context::Driver(core) => (core.store_dir(), core.config().inline_threshold_bytes()),
             Context::Worker(client) => client.store_params(),
         };
-        let len = value.archived_len().map_err(encode)?;
+        let (len, nested) = crate::api::object_ref::collect_nested(|| value.archived_len());
+        let len = len.map_err(encode)?;
         let bytes = if len < threshold {
             ObjectBytes::Inline(Arc::new(value.to_bytes().map_err(encode)?))
         } else {
@@ -94,8 +95,8 @@ impl Context {
             ObjectBytes::Shared(Arc::new(segment))
         };
         match self {
-            Context::Driver(core) => core.put(id, bytes),
-            Context::Worker(client) => client.put(id, bytes),
+            Context::Driver(core) => core.put(id, bytes, nested),
+            Context::Worker(client) => client.put(id, bytes, nested),
         }
         Ok(())
     }
@@ -104,6 +105,14 @@ impl Context {
         match self {
             Context::Driver(core) => core.add_ref(id),
             Context::Worker(client) => client.add_ref(id),
+        }
+    }
+
+    /// A reference this process read from a value: counted like a clone.
+    pub(crate) fn borrow_ref(&self, id: ObjectId) {
+        match self {
+            Context::Driver(core) => core.add_ref(id),
+            Context::Worker(client) => client.borrow(id),
         }
     }
 

@@ -129,6 +129,60 @@ fn sum_len(values: &Archived<Vec<u8>>) -> u64 {
     values.iter().map(|v| u64::from(*v)).sum()
 }
 
+#[remote]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Submits children and returns their references (worker-owned refs inside a return value).
+#[remote]
+fn spawn_children(n: u64) -> Vec<ObjectRef<u64>> {
+    (0..n).map(square::remote).collect()
+}
+
+/// Reads every reference inside the value it was given.
+#[remote]
+fn sum_refs(refs: Vec<ObjectRef<u64>>) -> u64 {
+    prism::get_all_blocking(&refs)
+        .expect("nested refs")
+        .iter()
+        .sum()
+}
+
+fn references_inside_objects_keep_their_targets_alive() -> Result<(), Failed> {
+    let base = prism::owned_object_count()?;
+    let refs: Vec<ObjectRef<u64>> = (0..1000).map(square::remote).collect();
+    let container = prism::put(refs.clone())?;
+    drop(refs);
+    let inner: Vec<ObjectRef<u64>> = container.get_blocking()?;
+    let expected: u64 = (0..1000u64).map(|x| x * x).sum();
+    ensure(
+        prism::get_all_blocking(&inner)?.iter().sum::<u64>() == expected,
+        "read through the container",
+    )?;
+    drop(inner);
+    ensure(
+        sum_refs::remote(&container).get_blocking()? == expected,
+        "a task reads them too",
+    )?;
+
+    let made = spawn_children::remote(50);
+    let children = made.get_blocking()?;
+    let total: u64 = prism::get_all_blocking(&children)?.iter().sum();
+    ensure(
+        total == (0..50u64).map(|x| x * x).sum::<u64>(),
+        "refs a worker made and returned",
+    )?;
+    drop((children, made, container));
+    ensure(
+        eventually(10, || prism::owned_object_count().ok() == Some(base)),
+        format!(
+            "all freed with the containers: {:?} left",
+            prism::owned_object_count()? - base
+        ),
+    )
+}
+
 fn a_put_beyond_capacity_fails_clearly() -> Result<(), Failed> {
     // The store of this test binary holds 256 MiB.
     let err = prism::put(vec![0u8; 300 * MIB]).unwrap_err();
@@ -165,6 +219,10 @@ fn main() {
         (
             "a_put_beyond_capacity_fails_clearly",
             a_put_beyond_capacity_fails_clearly,
+        ),
+        (
+            "references_inside_objects_keep_their_targets_alive",
+            references_inside_objects_keep_their_targets_alive,
         ),
     ];
     // One at a time: the tests read the store's totals.

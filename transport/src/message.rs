@@ -88,7 +88,12 @@ pub enum Value {
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Outcome {
     /// The return values, one per return object.
-    Returned(Vec<Value>),
+    Returned {
+        /// The values.
+        values: Vec<Value>,
+        /// For each value, the objects whose references it contains (they live as long as it).
+        nested: Vec<Vec<ObjectId>>,
+    },
     /// The task failed.
     Failed(TaskError),
 }
@@ -160,6 +165,8 @@ pub enum ToNode {
         id: ObjectId,
         /// Its value (a shared segment the worker wrote, or inline bytes).
         value: Value,
+        /// The objects whose references it contains.
+        nested: Vec<ObjectId>,
     },
     /// Send these objects' values when they are ready.
     Get {
@@ -178,6 +185,8 @@ pub enum ToNode {
     Bounced(Vec<TaskId>),
     /// The worker dropped its last reference to these objects.
     Release(Vec<ObjectId>),
+    /// The worker holds references to these objects it did not create (read from a value).
+    Hold(Vec<ObjectId>),
     /// Cancel a task this worker submitted.
     Cancel {
         /// A return object of the task.

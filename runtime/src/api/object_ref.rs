@@ -246,3 +246,55 @@ fn function_name(id: ObjectId) -> String {
         .and_then(|c| c.function_of(id))
         .map_or_else(|| "<unknown>".to_string(), |f| f.to_string())
 }
+
+thread_local! {
+    /// The ids of references archived by this thread while a value is being encoded.
+    static NESTED: std::cell::RefCell<Option<Vec<ObjectId>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `encode` and returns, with its result, the objects whose references it archived: the
+/// value being encoded contains them, so they must live as long as it.
+pub(crate) fn collect_nested<R>(encode: impl FnOnce() -> R) -> (R, Vec<ObjectId>) {
+    let outer = NESTED.with(|n| n.borrow_mut().replace(Vec::new()));
+    let result = encode();
+    let nested = NESTED.with(|n| std::mem::replace(&mut *n.borrow_mut(), outer));
+    (result, nested.unwrap_or_default())
+}
+
+// A reference crosses processes as its object's id, inside any value: the encoding process
+// records it as nested (so the owner keeps the target alive as long as the container), and the
+// decoding process counts the new handle like a clone.
+impl<T> rkyv::Archive for ObjectRef<T> {
+    type Archived = prism_graph::ArchivedObjectId;
+    type Resolver = <ObjectId as rkyv::Archive>::Resolver;
+
+    fn resolve(&self, resolver: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+        self.id().resolve(resolver, out);
+    }
+}
+
+impl<T, S: rkyv::rancor::Fallible + ?Sized> rkyv::Serialize<S> for ObjectRef<T>
+where
+    ObjectId: rkyv::Serialize<S>,
+{
+    fn serialize(&self, serializer: &mut S) -> std::result::Result<Self::Resolver, S::Error> {
+        NESTED.with(|n| {
+            if let Some(ids) = n.borrow_mut().as_mut() {
+                ids.push(self.id());
+            }
+        });
+        self.id().serialize(serializer)
+    }
+}
+
+impl<T, D: rkyv::rancor::Fallible + ?Sized> rkyv::Deserialize<ObjectRef<T>, D>
+    for prism_graph::ArchivedObjectId
+{
+    fn deserialize(&self, _: &mut D) -> std::result::Result<ObjectRef<T>, D::Error> {
+        let id = self.to_native();
+        if let Some(ctx) = context::try_current() {
+            ctx.borrow_ref(id);
+        }
+        Ok(ObjectRef::from_raw(RawRef::adopt(id)))
+    }
+}

@@ -68,6 +68,8 @@ pub struct Invocation<'a> {
     task: TaskId,
     function: &'a str,
     args: &'a [ObjectBytes],
+    /// For each return value encoded so far, the references it contains.
+    nested: std::cell::RefCell<Vec<Vec<prism_graph::ObjectId>>>,
 }
 
 impl Invocation<'_> {
@@ -130,7 +132,13 @@ impl Invocation<'_> {
 
     /// Encodes return value `index`.
     pub fn ret<T: Remotable>(&self, value: &T, index: usize) -> Result<AlignedVec, TaskError> {
-        value.to_bytes().map_err(|e| TaskError::InvalidValue {
+        let (bytes, nested) = crate::api::object_ref::collect_nested(|| value.to_bytes());
+        let mut all = self.nested.borrow_mut();
+        if all.len() <= index {
+            all.resize(index + 1, Vec::new());
+        }
+        all[index] = nested;
+        bytes.map_err(|e| TaskError::InvalidValue {
             task: self.task,
             function: self.function.to_string(),
             what: format!("return value {index} ({})", std::any::type_name::<T>()),
@@ -190,13 +198,14 @@ pub(crate) fn execute(
     actor: &mut Option<ActorState>,
     exec: &Execute,
     args: &[ObjectBytes],
-) -> Result<Vec<AlignedVec>, TaskError> {
+) -> Result<(Vec<AlignedVec>, Vec<Vec<prism_graph::ObjectId>>), TaskError> {
     let _span =
         tracing::debug_span!("task", task = %exec.task, function = %exec.function).entered();
     let call = Invocation {
         task: exec.task,
         function: &exec.function,
         args,
+        nested: Default::default(),
     };
     let values = match exec.kind {
         TaskKind::Normal => {
@@ -249,7 +258,9 @@ pub(crate) fn execute(
             ),
         });
     }
-    Ok(values)
+    let mut nested = call.nested.into_inner();
+    nested.resize(values.len(), Vec::new());
+    Ok((values, nested))
 }
 
 /// Calls `body`, turning a panic into `Panicked` with its message.

@@ -184,7 +184,7 @@ impl State {
         if self.owner.task(task).is_some() {
             match &error {
                 None => {
-                    self.owner.complete(task, Vec::new());
+                    self.owner.complete(task, Vec::new(), Vec::new());
                 }
                 Some(e) => {
                     self.owner.fail(task, e.clone());

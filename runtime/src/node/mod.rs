@@ -183,9 +183,9 @@ impl Core {
         Ok(())
     }
 
-    /// Records a value made by `put` in the driver.
-    pub(crate) fn put(&self, id: ObjectId, bytes: ObjectBytes) {
-        self.state.lock().owner.put(id, bytes, None);
+    /// Records a value made by `put` in the driver, with the objects it refers to.
+    pub(crate) fn put(&self, id: ObjectId, bytes: ObjectBytes, nested: Vec<ObjectId>) {
+        self.state.lock().owner.put(id, bytes, None, nested);
     }
 
     pub(crate) fn poll_object(&self, id: ObjectId, waker: &Waker) -> Poll<Option<Slot>> {
@@ -505,9 +505,10 @@ impl State {
                     }
                 }
             }
-            ArchivedToNode::Put { id, value } => {
+            ArchivedToNode::Put { id, value, nested } => {
+                let nested = nested.iter().map(|i| i.to_native()).collect();
                 match ObjectBytes::from_wire(&self.owner.store_dir.clone(), value) {
-                    Ok(bytes) => self.owner.put(id.to_native(), bytes, Some(worker)),
+                    Ok(bytes) => self.owner.put(id.to_native(), bytes, Some(worker), nested),
                     Err(e) => {
                         tracing::error!(worker, object = %id.to_native(), "cannot map a put object: {e}")
                     }
@@ -533,6 +534,10 @@ impl State {
                 }
                 self.sched.bounced(worker, &tasks);
             }
+            ArchivedToNode::Hold(ids) => {
+                let ids: Vec<ObjectId> = ids.iter().map(|i| i.to_native()).collect();
+                self.owner.worker_holds(worker, &ids);
+            }
             ArchivedToNode::Release(ids) => {
                 let ids: Vec<ObjectId> = ids.iter().map(|i| i.to_native()).collect();
                 self.owner.worker_released(worker, &ids);
@@ -552,7 +557,7 @@ impl State {
     ) {
         if self.creations.contains_key(&task) {
             let error = match outcome {
-                prism_transport::ArchivedOutcome::Returned(_) => None,
+                prism_transport::ArchivedOutcome::Returned { .. } => None,
                 prism_transport::ArchivedOutcome::Failed(e) => Some(
                     rkyv::deserialize::<TaskError, rkyv::rancor::Error>(e).unwrap_or_else(|e| {
                         TaskError::InvalidValue {
@@ -587,7 +592,7 @@ impl State {
             return; // a stale report for a task that was handed back or retried
         }
         match outcome {
-            prism_transport::ArchivedOutcome::Returned(values) => {
+            prism_transport::ArchivedOutcome::Returned { values, nested } => {
                 if values.len() != record.spec.num_returns as usize {
                     let error = TaskError::InvalidValue {
                         task,
@@ -609,7 +614,11 @@ impl State {
                     .collect();
                 match values {
                     Ok(values) => {
-                        for ready in self.owner.complete(task, values) {
+                        let nested = nested
+                            .iter()
+                            .map(|ids| ids.iter().map(|i| i.to_native()).collect())
+                            .collect();
+                        for ready in self.owner.complete(task, values, nested) {
                             self.enqueue(ready);
                         }
                     }

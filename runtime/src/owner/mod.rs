@@ -33,6 +33,8 @@ struct ObjectEntry {
     refs: u32,
     waiters: Vec<Waker>,
     worker_waiters: Vec<WorkerId>,
+    /// Objects whose references this object's value contains: held while it lives.
+    contains: Vec<ObjectId>,
 }
 
 /// What the owner remembers of a task until it ends.
@@ -148,6 +150,7 @@ impl Owner {
                     refs: 1,
                     waiters: Vec::new(),
                     worker_waiters: Vec::new(),
+                    contains: Vec::new(),
                 },
             );
             self.hold(id, holder);
@@ -207,7 +210,13 @@ impl Owner {
     }
 
     /// Stores an object made by `put`.
-    pub(crate) fn put(&mut self, id: ObjectId, bytes: ObjectBytes, holder: Option<WorkerId>) {
+    pub(crate) fn put(
+        &mut self,
+        id: ObjectId,
+        bytes: ObjectBytes,
+        holder: Option<WorkerId>,
+        nested: Vec<ObjectId>,
+    ) {
         let _ = self.graph.add_ready_object(id);
         self.account(&bytes);
         self.objects.insert(
@@ -218,9 +227,24 @@ impl Owner {
                 refs: 1,
                 waiters: Vec::new(),
                 worker_waiters: Vec::new(),
+                contains: Vec::new(),
             },
         );
         self.hold(id, holder);
+        self.set_contains(id, nested);
+    }
+
+    /// The value of `id` refers to `nested`: they live at least as long as it.
+    fn set_contains(&mut self, id: ObjectId, nested: Vec<ObjectId>) {
+        if nested.is_empty() {
+            return;
+        }
+        for inner in &nested {
+            self.add_ref(*inner);
+        }
+        if let Some(entry) = self.objects.get_mut(&id) {
+            entry.contains = nested;
+        }
     }
 
     fn account(&mut self, bytes: &ObjectBytes) {
@@ -264,7 +288,12 @@ impl Owner {
     }
 
     /// A task returned its values. Returns the tasks that became ready.
-    pub(crate) fn complete(&mut self, task: TaskId, values: Vec<ObjectBytes>) -> Vec<TaskId> {
+    pub(crate) fn complete(
+        &mut self,
+        task: TaskId,
+        values: Vec<ObjectBytes>,
+        nested: Vec<Vec<ObjectId>>,
+    ) -> Vec<TaskId> {
         let Some(record) = self.tasks.remove(&task) else {
             return Vec::new();
         };
@@ -272,8 +301,10 @@ impl Owner {
             Ok(ready) => ready,
             Err(_) => return Vec::new(),
         };
+        let mut nested = nested.into_iter();
         for (id, bytes) in record.spec.return_ids().zip(values) {
             self.account(&bytes);
+            self.set_contains(id, nested.next().unwrap_or_default());
             self.set_slot(id, Slot::Ready(bytes));
         }
         self.release_inputs(&record.spec);
@@ -407,6 +438,17 @@ impl Owner {
         }
     }
 
+    /// A worker read references to objects it did not create: it holds them until it says
+    /// otherwise (or dies).
+    pub(crate) fn worker_holds(&mut self, worker: WorkerId, ids: &[ObjectId]) {
+        for id in ids {
+            if self.objects.contains_key(id) && self.held_by.entry(worker).or_default().insert(*id)
+            {
+                self.add_ref(*id);
+            }
+        }
+    }
+
     /// A worker is gone: drop its holds and its subscriptions.
     pub(crate) fn worker_gone(&mut self, worker: WorkerId) {
         if let Some(held) = self.held_by.remove(&worker) {
@@ -430,17 +472,20 @@ impl Owner {
         {
             return;
         }
-        if let Some(ObjectEntry {
-            slot: Slot::Ready(ObjectBytes::Shared(segment)),
-            ..
-        }) = self.objects.remove(&id)
-        {
+        let Some(entry) = self.objects.remove(&id) else {
+            return;
+        };
+        if let Slot::Ready(ObjectBytes::Shared(segment)) = &entry.slot {
             self.stored_bytes = self
                 .stored_bytes
                 .saturating_sub(segment.bytes().len() as u64);
             object_store::unlink(&self.store_dir, id);
         }
         let _ = self.graph.remove_object(id);
+        // What its value referred to no longer needs to live for it.
+        for inner in entry.contains {
+            self.release(inner);
+        }
     }
 
     /// A description of a task for messages: `0.5 (quickstart::add)`.
@@ -487,13 +532,13 @@ mod tests {
         owner.release(out(1)); // the driver dropped its ref; task 2 still needs it
         owner.started(TaskId::new(0, 1), 1);
         assert_eq!(
-            owner.complete(TaskId::new(0, 1), vec![inline()]),
+            owner.complete(TaskId::new(0, 1), vec![inline()], vec![]),
             vec![TaskId::new(0, 2)]
         );
         assert!(matches!(owner.peek(out(1)), Some(Slot::Ready(_))));
         assert_eq!(owner.resolve_args(TaskId::new(0, 2)).unwrap().len(), 1);
         owner.started(TaskId::new(0, 2), 1);
-        owner.complete(TaskId::new(0, 2), vec![inline()]);
+        owner.complete(TaskId::new(0, 2), vec![inline()], vec![]);
         assert!(
             owner.peek(out(1)).is_none(),
             "freed once its consumer ended"

@@ -110,12 +110,13 @@ impl WorkerClient {
         (&self.store_dir, self.threshold)
     }
 
-    pub(crate) fn put(&self, id: ObjectId, stored: ObjectBytes) {
+    pub(crate) fn put(&self, id: ObjectId, stored: ObjectBytes, nested: Vec<ObjectId>) {
         let mut inner = self.inner.lock();
         inner.refs.insert(id, (1, Arc::from("put")));
         inner.send(&ToNode::Put {
             id,
             value: stored.to_wire(id),
+            nested,
         });
         inner.cache.insert(id, Slot::Ready(stored));
     }
@@ -123,6 +124,19 @@ impl WorkerClient {
     pub(crate) fn add_ref(&self, id: ObjectId) {
         if let Some((count, _)) = self.inner.lock().refs.get_mut(&id) {
             *count += 1;
+        }
+    }
+
+    /// A reference read from a value (an argument, an object): counted locally; the node
+    /// learns of this worker's hold once.
+    pub(crate) fn borrow(&self, id: ObjectId) {
+        let mut inner = self.inner.lock();
+        match inner.refs.get_mut(&id) {
+            Some((count, _)) => *count += 1,
+            None => {
+                inner.refs.insert(id, (1, Arc::from("borrowed")));
+                inner.send(&ToNode::Hold(vec![id]));
+            }
         }
     }
 
@@ -474,7 +488,7 @@ fn serve(client: Arc<WorkerClient>) -> i32 {
         let task = exec.task;
         let outcome = match resolve_args(&client.store_dir, &mut segments, &exec) {
             Ok(args) => match registry::execute(&registry, &mut actor, &exec, &args) {
-                Ok(values) => store_returns(&client, &exec, values),
+                Ok((values, nested)) => store_returns(&client, &exec, values, nested),
                 Err(error) => Outcome::Failed(error),
             },
             Err(error) => Outcome::Failed(error),
@@ -543,7 +557,12 @@ fn resolve_args(
 }
 
 /// Return values go back inline when small, else into shared-memory segments of their own.
-fn store_returns(client: &WorkerClient, exec: &Execute, values: Vec<AlignedVec>) -> Outcome {
+fn store_returns(
+    client: &WorkerClient,
+    exec: &Execute,
+    values: Vec<AlignedVec>,
+    nested: Vec<Vec<ObjectId>>,
+) -> Outcome {
     let mut out = Vec::with_capacity(values.len());
     for (i, bytes) in values.into_iter().enumerate() {
         let id = ObjectId::new(exec.task, i as u32);
@@ -570,5 +589,8 @@ fn store_returns(client: &WorkerClient, exec: &Execute, values: Vec<AlignedVec>)
             }
         }
     }
-    Outcome::Returned(out)
+    Outcome::Returned {
+        values: out,
+        nested,
+    }
 }
