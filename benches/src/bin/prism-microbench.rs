@@ -102,6 +102,11 @@ fn benches() -> Vec<Bench> {
     let many: Vec<ActorHandle<Client>> = (0..clients).map(|_| Client::remote()).collect();
     let pairs: Vec<ActorHandle<Client>> = (0..clients).map(|_| Client::remote()).collect();
     let pairs_arg = pairs.clone();
+    // Ray's "get object containing 10k refs": an object holding 10,000 references.
+    let inner: Vec<ObjectRef<u8>> = (0..10_000)
+        .map(|_| prism::put(0u8).expect("put"))
+        .collect();
+    let container = prism::put(inner).expect("put");
     vec![
         (
             "single client get calls",
@@ -115,6 +120,14 @@ fn benches() -> Vec<Bench> {
             1,
             Box::new(|| {
                 prism::put(0u64).expect("put");
+            }),
+        ),
+        (
+            "single client get object containing 10k refs",
+            1,
+            Box::new(move || {
+                let refs: Vec<ObjectRef<u8>> = container.get_blocking().expect("get");
+                assert_eq!(refs.len(), 10_000);
             }),
         ),
         (
