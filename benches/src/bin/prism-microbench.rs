@@ -39,6 +39,12 @@ impl Client {
     }
 }
 
+/// Reads one element of a large argument through its zero-copy view.
+#[remote]
+fn read_view(values: &prism::Archived<Vec<u8>>) -> u8 {
+    values[values.len() / 2]
+}
+
 /// A client task of the n:n benchmarks: `calls` async calls to its actor, then gather.
 #[remote(num_cpus = 0)]
 fn call_actor(actor: ActorHandle<Client>, calls: u64, with_arg: bool) -> u64 {
@@ -107,6 +113,9 @@ fn benches() -> Vec<Bench> {
         .map(|_| prism::put(0u8).expect("put"))
         .collect();
     let container = prism::put(inner).expect("put");
+    let one_mib = prism::put(vec![1u8; 1 << 20]).expect("put");
+    let hundred_mib = prism::put(vec![1u8; 100 << 20]).expect("put");
+    let big_arg = hundred_mib.clone();
     vec![
         (
             "single client get calls",
@@ -128,6 +137,31 @@ fn benches() -> Vec<Bench> {
             Box::new(move || {
                 let refs: Vec<ObjectRef<u8>> = container.get_blocking().expect("get");
                 assert_eq!(refs.len(), 10_000);
+            }),
+        ),
+        (
+            "single client get_archived 1 MiB object",
+            1,
+            Box::new(move || {
+                let view = prism::get_archived_blocking(&one_mib).expect("view");
+                std::hint::black_box(view[view.len() / 2]);
+            }),
+        ),
+        (
+            "single client get_archived 100 MiB object",
+            1,
+            Box::new(move || {
+                let view = prism::get_archived_blocking(&hundred_mib).expect("view");
+                std::hint::black_box(view[view.len() / 2]);
+            }),
+        ),
+        (
+            "single client tasks with a 100 MiB ref arg",
+            100,
+            Box::new(move || {
+                let refs: Vec<ObjectRef<u8>> =
+                    (0..100).map(|_| read_view::remote(&big_arg)).collect();
+                prism::get_all_blocking(&refs).expect("tasks");
             }),
         ),
         (
