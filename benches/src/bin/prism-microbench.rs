@@ -109,9 +109,7 @@ fn benches() -> Vec<Bench> {
     let pairs: Vec<ActorHandle<Client>> = (0..clients).map(|_| Client::remote()).collect();
     let pairs_arg = pairs.clone();
     // Ray's "get object containing 10k refs": an object holding 10,000 references.
-    let inner: Vec<ObjectRef<u8>> = (0..10_000)
-        .map(|_| prism::put(0u8).expect("put"))
-        .collect();
+    let inner: Vec<ObjectRef<u8>> = (0..10_000).map(|_| prism::put(0u8).expect("put")).collect();
     let container = prism::put(inner).expect("put");
     let one_mib = prism::put(vec![1u8; 1 << 20]).expect("put");
     let hundred_mib = prism::put(vec![1u8; 100 << 20]).expect("put");

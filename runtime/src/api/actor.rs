@@ -278,11 +278,7 @@ pub fn call(
         num_returns,
         kind: TaskKind::ActorCall(actor.id),
     };
-    let (spec, failed, keep_alive) = call.build(ctx.next_task_id(), args);
-    let returns: Vec<RawRef> = spec.return_ids().map(RawRef::adopt).collect();
-    ctx.submit(spec, failed);
-    drop(keep_alive);
-    returns
+    call.submit(&ctx, args)
 }
 
 /// The named actor of class `A`: an error names the actor when no actor has that name or when

@@ -136,11 +136,7 @@ pub fn submit(
         num_returns,
         kind: TaskKind::Normal,
     };
-    let (spec, failed, keep_alive) = call.build(ctx.next_task_id(), args);
-    let returns: Vec<RawRef> = spec.return_ids().map(RawRef::adopt).collect();
-    ctx.submit(spec, failed);
-    drop(keep_alive);
-    returns
+    call.submit(&ctx, args)
 }
 
 /// The parts of a call other than its arguments.
@@ -155,6 +151,15 @@ pub(crate) struct Call {
 }
 
 impl Call {
+    /// Submits the call in this process's context; returns one reference per return value.
+    pub(crate) fn submit(self, ctx: &context::Context, args: Vec<ArgSlot>) -> Vec<RawRef> {
+        let (spec, failed, keep_alive) = self.build(ctx.next_task_id(), args);
+        let returns: Vec<RawRef> = spec.return_ids().map(RawRef::adopt).collect();
+        ctx.submit(spec, failed);
+        drop(keep_alive);
+        returns
+    }
+
     /// The task spec of this call; `failed` when it cannot run as built. The references
     /// returned last must live until the spec is submitted.
     pub(crate) fn build(

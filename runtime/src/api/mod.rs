@@ -87,28 +87,27 @@ pub fn put_ref<T: Remotable>(value: &T) -> Result<ObjectRef<T>> {
     Ok(ObjectRef::from_raw(RawRef::adopt(id)))
 }
 
-/// Waits for the object's value.
-pub async fn get<T: Remotable>(r: &ObjectRef<T>) -> Result<T> {
-    let ctx = context::current()?;
-    let id = r.id();
-    let mut known = ctx.fetch(&[id], 1, None).await?;
-    let slot = known
+/// Waits until the object is ready or failed.
+async fn fetch_one(id: ObjectId) -> Result<crate::owner::Slot> {
+    let mut known = context::current()?.fetch(&[id], 1, None).await?;
+    known
         .pop()
         .flatten()
-        .ok_or_else(|| Error::UnknownObject(id.to_string()))?;
+        .ok_or_else(|| Error::UnknownObject(id.to_string()))
+}
+
+/// Waits for the object's value.
+pub async fn get<T: Remotable>(r: &ObjectRef<T>) -> Result<T> {
+    let id = r.id();
+    let slot = fetch_one(id).await?;
     decode(id, slot)
 }
 
 /// Waits for the object and returns a zero-copy view of its archived form: no deserialization,
 /// and for large objects no copy at all (the view reads the node's shared memory).
 pub async fn get_archived<T: Remotable>(r: &ObjectRef<T>) -> Result<ArchivedRef<T>> {
-    let ctx = context::current()?;
     let id = r.id();
-    let mut known = ctx.fetch(&[id], 1, None).await?;
-    let slot = known
-        .pop()
-        .flatten()
-        .ok_or_else(|| Error::UnknownObject(id.to_string()))?;
+    let slot = fetch_one(id).await?;
     ArchivedRef::new(id, slot)
 }
 

@@ -235,14 +235,7 @@ impl State {
                 else {
                     break;
                 };
-                batch.push(Execute {
-                    task,
-                    function: record.spec.function.clone(),
-                    fn_hash: record.spec.fn_hash,
-                    args,
-                    num_returns: record.spec.num_returns,
-                    kind: TaskKind::ActorCall(actor),
-                });
+                batch.push(record.execute(args));
                 self.owner.started(task, worker);
                 self.pop_call(actor);
                 if let Some(record) = self.actors.get_mut(&actor) {
@@ -280,12 +273,7 @@ impl State {
         let record = self.actors.get_mut(&actor).expect("found above");
         record.worker = None;
         // A creation attempt that was running dies with its worker.
-        let creating: Vec<TaskId> = self
-            .creations
-            .iter()
-            .filter(|(_, a)| **a == actor)
-            .map(|(t, _)| *t)
-            .collect();
+        let creating = self.creations_of(actor);
         for task in creating {
             self.creations.remove(&task);
             if self.owner.task(task).is_some() {
@@ -373,12 +361,7 @@ impl State {
                 .fail(task, died(task, &function, actor, &class, &reason));
         }
         // A creation still waiting for a worker will not be needed.
-        let creating: Vec<TaskId> = self
-            .creations
-            .iter()
-            .filter(|(_, a)| **a == actor)
-            .map(|(t, _)| *t)
-            .collect();
+        let creating = self.creations_of(actor);
         for task in creating {
             self.creations.remove(&task);
             let _ = self.sched.locate_for_cancel(task);
@@ -466,6 +449,17 @@ impl State {
             }
             None => false,
         }
+    }
+}
+
+impl State {
+    /// The actor's creation attempts in flight (its first start or a restart).
+    fn creations_of(&self, actor: ActorId) -> Vec<TaskId> {
+        self.creations
+            .iter()
+            .filter(|(_, a)| **a == actor)
+            .map(|(t, _)| *t)
+            .collect()
     }
 }
 

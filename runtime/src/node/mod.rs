@@ -17,9 +17,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use prism_graph::{ActorId, ObjectId, TaskError, TaskId, TaskKind, TaskSpec, TaskState};
-use prism_transport::{
-    ArchivedToNode, Execute, Frame, ObjectValue, ToNode, ToWorker, encode_frame,
-};
+use prism_transport::{ArchivedToNode, Frame, ObjectValue, ToNode, ToWorker, encode_frame};
 
 use crate::config::Config;
 use crate::owner::{Owner, Slot};
@@ -842,14 +840,7 @@ impl State {
             let Some(record) = self.owner.task(task) else {
                 continue;
             };
-            batch.push(Execute {
-                task,
-                function: record.spec.function.clone(),
-                fn_hash: record.spec.fn_hash,
-                args,
-                num_returns: record.spec.num_returns,
-                kind: record.spec.kind,
-            });
+            batch.push(record.execute(args));
             self.owner.started(task, worker);
         }
         self.encode_to(worker, &ToWorker::Execute(batch));

@@ -53,6 +53,20 @@ pub(crate) struct TaskRecord {
     pub(crate) worker: Option<WorkerId>,
 }
 
+impl TaskRecord {
+    /// The message that hands this task, with its resolved arguments, to a worker.
+    pub(crate) fn execute(&self, args: Vec<Value>) -> prism_transport::Execute {
+        prism_transport::Execute {
+            task: self.spec.task_id,
+            function: self.spec.function.clone(),
+            fn_hash: self.spec.fn_hash,
+            args,
+            num_returns: self.spec.num_returns,
+            kind: self.spec.kind,
+        }
+    }
+}
+
 /// Someone to tell that an object is ready or failed.
 #[derive(Debug)]
 pub(crate) struct WorkerNotice {
