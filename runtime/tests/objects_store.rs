@@ -183,6 +183,52 @@ fn references_inside_objects_keep_their_targets_alive() -> Result<(), Failed> {
     )
 }
 
+fn full_stores_spill_to_disk_and_restore_on_read() -> Result<(), Failed> {
+    // Three 100 MiB objects in a 256 MiB store: the least recently used one goes to disk.
+    let objects: Vec<ObjectRef<Vec<u8>>> = (0..3u8)
+        .map(|i| prism::put(vec![i; 100 * MIB]))
+        .collect::<prism::Result<_>>()?;
+    let report = prism::memory()?;
+    let spilled: Vec<_> = report
+        .objects
+        .iter()
+        .filter(|o| o.location == Location::Spilled)
+        .collect();
+    ensure(
+        spilled.len() == 1 && spilled[0].id == objects[0].id(),
+        format!("{spilled:?}"),
+    )?;
+    ensure(
+        report.spilled_bytes >= 100 * MIB as u64,
+        "spilled bytes counted",
+    )?;
+    ensure(
+        report.shared_bytes <= report.capacity,
+        "the store stays within capacity",
+    )?;
+    // Reading the spilled one brings it back (and spills another).
+    let view = prism::get_archived_blocking(&objects[0])?;
+    ensure(
+        view.len() == 100 * MIB && view[12345] == 0,
+        "restored intact",
+    )?;
+    drop(view);
+    ensure(
+        sum_len::remote(&objects[1]).get_blocking()? == 100 * MIB as u64,
+        "a task reads one",
+    )?;
+    ensure(
+        sum_len::remote(&objects[2]).get_blocking()? == 2 * 100 * MIB as u64,
+        "and the other",
+    )?;
+    drop(objects);
+    let after = prism::memory()?;
+    ensure(
+        after.spilled_bytes == 0,
+        format!("spill files removed: {after:?}"),
+    )
+}
+
 fn a_put_beyond_capacity_fails_clearly() -> Result<(), Failed> {
     // The store of this test binary holds 256 MiB.
     let err = prism::put(vec![0u8; 300 * MIB]).unwrap_err();
@@ -223,6 +269,10 @@ fn main() {
         (
             "references_inside_objects_keep_their_targets_alive",
             references_inside_objects_keep_their_targets_alive,
+        ),
+        (
+            "full_stores_spill_to_disk_and_restore_on_read",
+            full_stores_spill_to_disk_and_restore_on_read,
         ),
     ];
     // One at a time: the tests read the store's totals.

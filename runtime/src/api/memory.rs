@@ -18,6 +18,8 @@ pub enum Location {
     Inline,
     /// Large: in the node's shared-memory store.
     SharedMemory,
+    /// Moved to disk to make room; read back on the next use.
+    Spilled,
 }
 
 /// One object as the owner sees it.
@@ -46,6 +48,8 @@ pub struct MemoryReport {
     pub shared_bytes: u64,
     /// The shared-memory store's capacity in bytes.
     pub capacity: u64,
+    /// Bytes spilled to disk.
+    pub spilled_bytes: u64,
 }
 
 /// What the object store holds now. Known in the driver (which owns every object in the

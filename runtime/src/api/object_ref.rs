@@ -171,7 +171,9 @@ pub(crate) fn decode<T: Remotable>(id: ObjectId, slot: Slot) -> Result<T> {
             })
         }),
         Slot::Failed(e) => Err(Error::Task(e)),
-        Slot::Pending => unreachable!("decode of a pending object"),
+        Slot::Pending | Slot::Spilled(_) => {
+            unreachable!("the owner restores an object before handing it to a reader")
+        }
     }
 }
 
@@ -204,7 +206,9 @@ impl<T: Remotable> ArchivedRef<T> {
                 Ok(ArchivedRef { bytes, view })
             }
             Slot::Failed(e) => Err(Error::Task(e)),
-            Slot::Pending => unreachable!("a view of a pending object"),
+            Slot::Pending | Slot::Spilled(_) => {
+                unreachable!("the owner restores an object before handing it to a reader")
+            }
         }
     }
 

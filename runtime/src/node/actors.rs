@@ -143,19 +143,20 @@ impl State {
     /// The Execute message of an actor's creation attempt `task` dispatched to `worker`.
     pub(super) fn creation_execute(&mut self, task: TaskId, worker: WorkerId) -> Option<Execute> {
         let actor = *self.creations.get(&task)?;
-        let first = match self.owner.task(task) {
-            Some(record) => {
-                let args = self.owner.resolve_args(task)?;
-                Some(Execute {
-                    task,
-                    function: record.spec.function.clone(),
-                    fn_hash: record.spec.fn_hash,
-                    args,
-                    num_returns: 0,
-                    kind: TaskKind::ActorCreation(actor),
-                })
-            }
+        let args = match self.owner.task(task) {
+            Some(_) => Some(self.owner.resolve_args(task)?),
             None => None,
+        };
+        let first = match (self.owner.task(task), args) {
+            (Some(record), Some(args)) => Some(Execute {
+                task,
+                function: record.spec.function.clone(),
+                fn_hash: record.spec.fn_hash,
+                args,
+                num_returns: 0,
+                kind: TaskKind::ActorCreation(actor),
+            }),
+            _ => None,
         };
         if first.is_some() {
             self.owner.started(task, worker);

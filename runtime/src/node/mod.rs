@@ -100,7 +100,11 @@ impl Core {
         let soft_limit = total.cpu.as_f64().ceil().max(1.0) as usize;
         let core = Arc::new(Core {
             state: Mutex::new(State {
-                owner: Owner::new(store_dir.clone()),
+                owner: Owner::new(
+                    store_dir.clone(),
+                    object_store::spill_dir_for(&store_dir),
+                    config.object_store_bytes(),
+                ),
                 sched: Scheduler::new(total.clone(), config.max_inflight(), soft_limit),
                 links: HashMap::new(),
                 outbox: HashMap::new(),
@@ -167,10 +171,13 @@ impl Core {
     }
 
     /// Checks that the shared-memory store has room for `size` more bytes.
+    /// Makes room for `size` more bytes in the shared-memory store, spilling least recently
+    /// used objects to disk; `ObjectStoreFull` when even that cannot make it fit.
     pub(crate) fn reserve(&self, id: ObjectId, size: usize) -> Result<()> {
-        let used = self.state.lock().owner.stored_bytes;
+        let mut state = self.state.lock();
+        let used = state.owner.stored_bytes;
         let capacity = self.config.object_store_bytes();
-        if used + size as u64 > capacity {
+        if !state.owner.make_room(size as u64, None) {
             return Err(Error::ObjectStoreFull {
                 object: id.to_string(),
                 size: size as u64,
@@ -273,6 +280,7 @@ impl Core {
             objects: state.owner.report(),
             shared_bytes: state.owner.stored_bytes,
             capacity: self.config.object_store_bytes(),
+            spilled_bytes: state.owner.spilled_bytes,
         }
     }
 
@@ -331,6 +339,7 @@ impl Core {
         if let Err(e) = std::fs::remove_dir_all(&self.store_dir) {
             tracing::warn!("cannot remove the object store's directory: {e}");
         }
+        let _ = std::fs::remove_dir_all(object_store::spill_dir_for(&self.store_dir));
         tracing::info!("local cluster stopped");
     }
 
@@ -612,6 +621,9 @@ impl State {
                     .collect();
                 match values {
                     Ok(values) => {
+                        if !self.owner.make_room(0, None) {
+                            tracing::warn!(task = %task, "the object store is over capacity and nothing can be spilled");
+                        }
                         let nested = nested
                             .iter()
                             .map(|ids| ids.iter().map(|i| i.to_native()).collect())
@@ -806,7 +818,7 @@ impl State {
             let value = match notice.slot {
                 Slot::Ready(bytes) => ObjectValue::Ready(bytes.to_wire(notice.id)),
                 Slot::Failed(e) => ObjectValue::Failed(e),
-                Slot::Pending => continue,
+                Slot::Pending | Slot::Spilled(_) => continue,
             };
             per_worker
                 .entry(notice.worker)

@@ -46,6 +46,14 @@ pub(crate) fn create_session_dir() -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
+/// Where a session spills objects: on disk (the temporary directory), named after the session.
+pub(crate) fn spill_dir_for(store_dir: &Path) -> PathBuf {
+    let name = store_dir
+        .file_name()
+        .map_or_else(|| "prism-spill".into(), |n| n.to_os_string());
+    std::env::temp_dir().join(name).with_extension("spill")
+}
+
 /// The path of an object's segment.
 pub(crate) fn segment_path(dir: &Path, id: ObjectId) -> PathBuf {
     dir.join(format!("{:x}.{}.{}", id.task.owner, id.task.seq, id.index))

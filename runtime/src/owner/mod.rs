@@ -13,7 +13,7 @@ use std::task::{Poll, Waker};
 use prism_graph::{Arg, ObjectId, Readiness, TaskError, TaskGraph, TaskId, TaskSpec, TaskState};
 use prism_transport::Value;
 
-use crate::node::object_store::{self, ObjectBytes};
+use crate::node::object_store::{self, ObjectBytes, Segment};
 use crate::node::scheduler::WorkerId;
 
 /// The value side of an object.
@@ -21,6 +21,9 @@ use crate::node::scheduler::WorkerId;
 pub(crate) enum Slot {
     Pending,
     Ready(ObjectBytes),
+    /// Moved to disk to make room (its length); read paths restore it first, so only the
+    /// owner ever sees this state.
+    Spilled(u64),
     Failed(TaskError),
 }
 
@@ -35,6 +38,8 @@ struct ObjectEntry {
     worker_waiters: Vec<WorkerId>,
     /// Objects whose references this object's value contains: held while it lives.
     contains: Vec<ObjectId>,
+    /// When it was last read or made (the owner's tick), for spilling the least recently used.
+    last_use: u64,
 }
 
 /// What the owner remembers of a task until it ends.
@@ -87,14 +92,122 @@ pub(crate) struct Owner {
     pub(crate) store_dir: std::path::PathBuf,
     /// Bytes held in shared-memory segments.
     pub(crate) stored_bytes: u64,
+    /// The shared-memory store's capacity in bytes.
+    pub(crate) capacity: u64,
+    /// Where spilled objects go (created on the first spill).
+    pub(crate) spill_dir: std::path::PathBuf,
+    /// Bytes spilled to disk.
+    pub(crate) spilled_bytes: u64,
+    /// A counter that orders uses, for least-recently-used spilling.
+    tick: u64,
 }
 
 impl Owner {
     /// An owner whose shared-memory segments live in `store_dir`.
-    pub(crate) fn new(store_dir: std::path::PathBuf) -> Self {
+    pub(crate) fn new(
+        store_dir: std::path::PathBuf,
+        spill_dir: std::path::PathBuf,
+        capacity: u64,
+    ) -> Self {
         Owner {
             store_dir,
+            spill_dir,
+            capacity,
             ..Owner::default()
+        }
+    }
+
+    fn touch(&mut self, id: ObjectId) {
+        self.tick += 1;
+        if let Some(entry) = self.objects.get_mut(&id) {
+            entry.last_use = self.tick;
+        }
+    }
+
+    /// Spills least recently used shared objects that no queued or running task needs until
+    /// `needed` more bytes fit (never `keep`); false when that is impossible.
+    pub(crate) fn make_room(&mut self, needed: u64, keep: Option<ObjectId>) -> bool {
+        while self.stored_bytes + needed > self.capacity {
+            let victim = self
+                .objects
+                .iter()
+                .filter(|(id, e)| {
+                    Some(**id) != keep
+                        && matches!(e.slot, Slot::Ready(ObjectBytes::Shared(_)))
+                        && !self.graph.has_pending_consumers(**id)
+                })
+                .min_by_key(|(_, e)| e.last_use)
+                .map(|(id, _)| *id);
+            match victim {
+                Some(id) if self.spill(id) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Moves a shared object's bytes to the spill directory; readers that map it keep their
+    /// view (the segment is only unlinked).
+    fn spill(&mut self, id: ObjectId) -> bool {
+        let Some(Slot::Ready(ObjectBytes::Shared(segment))) =
+            self.objects.get(&id).map(|e| &e.slot)
+        else {
+            return false;
+        };
+        let len = segment.bytes().len() as u64;
+        let written = std::fs::create_dir_all(&self.spill_dir).and_then(|()| {
+            std::fs::write(
+                object_store::segment_path(&self.spill_dir, id),
+                segment.bytes(),
+            )
+        });
+        if let Err(e) = written {
+            tracing::error!(object = %id, "cannot spill to {}: {e}", self.spill_dir.display());
+            return false;
+        }
+        object_store::unlink(&self.store_dir, id);
+        self.stored_bytes = self.stored_bytes.saturating_sub(len);
+        self.spilled_bytes += len;
+        if let Some(entry) = self.objects.get_mut(&id) {
+            entry.slot = Slot::Spilled(len);
+        }
+        tracing::debug!(object = %id, bytes = len, "spilled to disk");
+        true
+    }
+
+    /// Brings a spilled object back into shared memory (spilling others if needed).
+    fn restore(&mut self, id: ObjectId) {
+        let Some(Slot::Spilled(len)) = self.objects.get(&id).map(|e| e.slot.clone()) else {
+            return;
+        };
+        if !self.make_room(len, Some(id)) {
+            tracing::warn!(object = %id, "restoring beyond the store's capacity: nothing else can be spilled");
+        }
+        let path = object_store::segment_path(&self.spill_dir, id);
+        let restored = std::fs::File::open(&path).and_then(|mut file| {
+            use std::io::Read;
+            Segment::create_with(&self.store_dir, id, len as usize, |buf| {
+                file.read_exact(buf).map(|()| buf.len())
+            })
+        });
+        let slot = match restored {
+            Ok(segment) => {
+                self.stored_bytes += len;
+                Slot::Ready(ObjectBytes::Shared(Arc::new(segment)))
+            }
+            Err(e) => Slot::Failed(TaskError::InvalidValue {
+                task: id.task,
+                function: self
+                    .function_of(id)
+                    .map_or_else(String::new, |f| f.to_string()),
+                what: format!("object {id}"),
+                reason: format!("cannot restore it from {}: {e}", path.display()),
+            }),
+        };
+        let _ = std::fs::remove_file(&path);
+        self.spilled_bytes = self.spilled_bytes.saturating_sub(len);
+        if let Some(entry) = self.objects.get_mut(&id) {
+            entry.slot = slot;
         }
     }
 
@@ -124,6 +237,7 @@ impl Owner {
                     Slot::Ready(ObjectBytes::Shared(s)) => {
                         (Location::SharedMemory, s.bytes().len() as u64)
                     }
+                    Slot::Spilled(len) => (Location::Spilled, *len),
                 };
                 ObjectInfo {
                     id: *id,
@@ -165,6 +279,7 @@ impl Owner {
                     waiters: Vec::new(),
                     worker_waiters: Vec::new(),
                     contains: Vec::new(),
+                    last_use: 0,
                 },
             );
             self.hold(id, holder);
@@ -242,10 +357,12 @@ impl Owner {
                 waiters: Vec::new(),
                 worker_waiters: Vec::new(),
                 contains: Vec::new(),
+                last_use: 0,
             },
         );
         self.hold(id, holder);
         self.set_contains(id, nested);
+        self.touch(id);
     }
 
     /// The value of `id` refers to `nested`: they live at least as long as it.
@@ -269,7 +386,12 @@ impl Owner {
 
     /// The resolved arguments of a ready task, in order, for the worker: small values inline,
     /// large ones by their shared-memory segment.
-    pub(crate) fn resolve_args(&self, task: TaskId) -> Option<Vec<Value>> {
+    pub(crate) fn resolve_args(&mut self, task: TaskId) -> Option<Vec<Value>> {
+        let refs: Vec<ObjectId> = self.tasks.get(&task)?.spec.dependencies().collect();
+        for id in refs {
+            self.restore(id);
+            self.touch(id);
+        }
         let record = self.tasks.get(&task)?;
         record
             .spec
@@ -320,6 +442,7 @@ impl Owner {
             self.account(&bytes);
             self.set_contains(id, nested.next().unwrap_or_default());
             self.set_slot(id, Slot::Ready(bytes));
+            self.touch(id);
         }
         self.release_inputs(&record.spec);
         ready
@@ -377,6 +500,8 @@ impl Owner {
 
     /// Polls an object for a reader in this process.
     pub(crate) fn poll(&mut self, id: ObjectId, waker: &Waker) -> Poll<Option<Slot>> {
+        self.restore(id);
+        self.touch(id);
         match self.objects.get_mut(&id) {
             None => Poll::Ready(None),
             Some(entry) => match &entry.slot {
@@ -404,6 +529,8 @@ impl Owner {
 
     /// A worker wants the object: a notice now if it is done, or when it is.
     pub(crate) fn subscribe(&mut self, id: ObjectId, worker: WorkerId) {
+        self.restore(id);
+        self.touch(id);
         match self.objects.get_mut(&id) {
             None => self.notices.push(WorkerNotice {
                 worker,
@@ -489,11 +616,18 @@ impl Owner {
         let Some(entry) = self.objects.remove(&id) else {
             return;
         };
-        if let Slot::Ready(ObjectBytes::Shared(segment)) = &entry.slot {
-            self.stored_bytes = self
-                .stored_bytes
-                .saturating_sub(segment.bytes().len() as u64);
-            object_store::unlink(&self.store_dir, id);
+        match &entry.slot {
+            Slot::Ready(ObjectBytes::Shared(segment)) => {
+                self.stored_bytes = self
+                    .stored_bytes
+                    .saturating_sub(segment.bytes().len() as u64);
+                object_store::unlink(&self.store_dir, id);
+            }
+            Slot::Spilled(len) => {
+                self.spilled_bytes = self.spilled_bytes.saturating_sub(*len);
+                let _ = std::fs::remove_file(object_store::segment_path(&self.spill_dir, id));
+            }
+            _ => {}
         }
         let _ = self.graph.remove_object(id);
         // What its value referred to no longer needs to live for it.
