@@ -229,6 +229,37 @@ fn full_stores_spill_to_disk_and_restore_on_read() -> Result<(), Failed> {
     )
 }
 
+/// Reads the view, then dies holding it.
+#[remote(max_retries = 0)]
+fn die_holding_view(values: &Archived<Vec<u8>>) -> u64 {
+    let first = u64::from(values[0]);
+    if first < 255 {
+        std::process::abort();
+    }
+    first
+}
+
+fn a_worker_dying_with_a_view_leaks_nothing() -> Result<(), Failed> {
+    let before = prism::memory()?.shared_bytes;
+    let r = prism::put(vec![9u8; 4 * MIB])?;
+    let died = die_holding_view::remote(&r).get_blocking();
+    ensure(
+        died.as_ref().is_err_and(|e| e.is_worker_died()),
+        format!("{died:?}"),
+    )?;
+    ensure(
+        sum_len::remote(&r).get_blocking()? == 9 * 4 * MIB as u64,
+        "the object is intact",
+    )?;
+    drop(r);
+    ensure(
+        eventually(10, || {
+            prism::memory().is_ok_and(|m| m.shared_bytes == before)
+        }),
+        "and freed afterwards",
+    )
+}
+
 fn a_put_beyond_capacity_fails_clearly() -> Result<(), Failed> {
     // The store of this test binary holds 256 MiB.
     let err = prism::put(vec![0u8; 300 * MIB]).unwrap_err();
@@ -273,6 +304,10 @@ fn main() {
         (
             "full_stores_spill_to_disk_and_restore_on_read",
             full_stores_spill_to_disk_and_restore_on_read,
+        ),
+        (
+            "a_worker_dying_with_a_view_leaks_nothing",
+            a_worker_dying_with_a_view_leaks_nothing,
         ),
     ];
     // One at a time: the tests read the store's totals.

@@ -111,6 +111,8 @@ fn benches() -> Vec<Bench> {
     // Ray's "get object containing 10k refs": an object holding 10,000 references.
     let inner: Vec<ObjectRef<u8>> = (0..10_000).map(|_| prism::put(0u8).expect("put")).collect();
     let container = prism::put(inner).expect("put");
+    let kib = vec![7u8; 1024];
+    let kib_ref = prism::put_ref(&kib).expect("put");
     let one_mib = prism::put(vec![1u8; 1 << 20]).expect("put");
     let hundred_mib = prism::put(vec![1u8; 100 << 20]).expect("put");
     let big_arg = hundred_mib.clone();
@@ -127,6 +129,20 @@ fn benches() -> Vec<Bench> {
             1,
             Box::new(|| {
                 prism::put(0u64).expect("put");
+            }),
+        ),
+        (
+            "single client put calls 1 KiB",
+            1,
+            Box::new(move || {
+                prism::put_ref(&kib).expect("put");
+            }),
+        ),
+        (
+            "single client get calls 1 KiB",
+            1,
+            Box::new(move || {
+                prism::get_blocking(&kib_ref).expect("get");
             }),
         ),
         (
@@ -269,6 +285,18 @@ fn main() -> anyhow::Result<()> {
         let single = timeit("single client put gigabytes", 1, args.trials, trial, || {
             drop(prism::put_ref(&array).expect("put"));
         });
+        drop(array);
+        let hundred = vec![0i64; LARGE / 8];
+        let put_100 = timeit(
+            "single client put gigabytes (100 MiB array)",
+            1,
+            args.trials,
+            trial,
+            || {
+                drop(prism::put_ref(&hundred).expect("put"));
+            },
+        );
+        drop(hundred);
         let clients = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
         let multi = timeit(
             "multi client put gigabytes",
@@ -281,12 +309,18 @@ fn main() -> anyhow::Result<()> {
                 prism::get_all_blocking(&refs).expect("clients");
             },
         );
-        for m in [memcpy, single, multi] {
+        let sized = [
+            (memcpy, LARGE_GB),
+            (single, LARGE_GB),
+            (put_100, LARGE_GB / 8.0),
+            (multi, LARGE_GB),
+        ];
+        for (m, gb_per_call) in sized {
             let gb = Measurement {
                 name: m.name.clone(),
-                mean: m.mean * LARGE_GB,
-                sd: m.sd * LARGE_GB,
-                trials: m.trials.iter().map(|t| t * LARGE_GB).collect(),
+                mean: m.mean * gb_per_call,
+                sd: m.sd * gb_per_call,
+                trials: m.trials.iter().map(|t| t * gb_per_call).collect(),
             };
             println!("{}", gb.ray_line());
             results.push(gb);
