@@ -103,7 +103,7 @@ fn objects_are_freed_with_their_last_reference() -> Result<(), Failed> {
         .ok_or("the object is reported")?;
     ensure(info.location == Location::SharedMemory, format!("{info:?}"))?;
     ensure(
-        info.size >= 8 * MIB as u64 && info.refs == 1 && info.function == "put",
+        info.size >= 8 * MIB as u64 && info.refs == 1 && info.function == "put" && info.owner == 0,
         format!("{info:?}"),
     )?;
     ensure(

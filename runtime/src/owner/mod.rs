@@ -244,6 +244,7 @@ impl Owner {
                     size,
                     location,
                     function: e.function.to_string(),
+                    owner: id.task.owner,
                     refs: e.refs,
                 }
             })
