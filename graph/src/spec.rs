@@ -20,7 +20,12 @@ pub enum TaskKind {
     /// Call a remote function.
     Normal,
     /// Run an actor's constructor on a worker of its own (`function` is the actor's class).
-    ActorCreation(ActorId),
+    ActorCreation {
+        /// The actor.
+        actor: ActorId,
+        /// How many of its calls may run at once (1: one after another, in order).
+        max_concurrency: u32,
+    },
     /// Call a method of the actor (`function` is `Class::method`).
     ActorCall(ActorId),
 }

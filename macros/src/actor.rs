@@ -306,6 +306,19 @@ fn generate(
         let hash = sig_hash(m.func);
         let key = format_ident!("__METHOD_{}", method);
         let invoke = format_ident!("__prism_invoke_{}", method);
+        let invoke_shared = format_ident!("__prism_invoke_shared_{}", method);
+        let mutable = matches!(
+            m.func.sig.inputs.first(),
+            Some(FnArg::Receiver(syn::Receiver {
+                kind: syn::ReceiverKind::Reference(_, _, Some(_)),
+                ..
+            }))
+        );
+        let lock = if mutable {
+            quote!(::prism::__private::write_actor)
+        } else {
+            quote!(::prism::__private::read_actor)
+        };
         let call = if m.func.sig.asyncness.is_some() {
             quote!(::prism::__private::block_on(__this.#method(#(#idents),*)))
         } else {
@@ -344,8 +357,22 @@ fn generate(
                 let __ret = #call;
                 ::core::result::Result::Ok(::std::vec![#encode])
             }
+            fn #invoke_shared(
+                __shared: &::prism::__private::SharedActor,
+                __call: &::prism::__private::Invocation<'_>,
+            ) -> ::core::result::Result<::std::vec::Vec<::prism::__private::AlignedVec>, ::prism::__private::TaskError> {
+                __call.expect_args(#count)?;
+                #(#decode)*
+                let __ret = #lock::<#name, _>(__shared, __call, |__this| #call)?;
+                ::core::result::Result::Ok(::std::vec![#encode])
+            }
             ::prism::__private::inventory::submit! {
-                ::prism::__private::ActorMethod { name: #stub::#key, hash: #hash, invoke: #invoke }
+                ::prism::__private::ActorMethod {
+                    name: #stub::#key,
+                    hash: #hash,
+                    invoke: #invoke,
+                    invoke_shared: #invoke_shared,
+                }
             }
         });
     }
@@ -402,11 +429,44 @@ fn generate(
                 let __value: #name = #construct;
                 ::core::result::Result::Ok(::std::boxed::Box::new(__value))
             }
+            // Whether the type is Sync, decided at compile time (autoref specialization): a
+            // Sync actor may run calls on several threads.
+            #[allow(dead_code, clippy::needless_borrow)]
+            fn __prism_share(
+                __state: ::prism::__private::ActorState,
+            ) -> ::core::result::Result<::prism::__private::SharedActor, ::prism::__private::ActorState> {
+                struct __Probe<T>(::core::marker::PhantomData<T>);
+                trait __Shareable {
+                    fn __share(
+                        &self,
+                        state: ::prism::__private::ActorState,
+                    ) -> ::core::result::Result<::prism::__private::SharedActor, ::prism::__private::ActorState>;
+                }
+                impl<T: ::core::any::Any + ::core::marker::Send + ::core::marker::Sync> __Shareable for __Probe<T> {
+                    fn __share(
+                        &self,
+                        state: ::prism::__private::ActorState,
+                    ) -> ::core::result::Result<::prism::__private::SharedActor, ::prism::__private::ActorState> {
+                        ::prism::__private::share_actor::<T>(state)
+                    }
+                }
+                trait __Alone {
+                    fn __share(
+                        &self,
+                        state: ::prism::__private::ActorState,
+                    ) -> ::core::result::Result<::prism::__private::SharedActor, ::prism::__private::ActorState> {
+                        ::core::result::Result::Err(state)
+                    }
+                }
+                impl<T> __Alone for &__Probe<T> {}
+                (&__Probe::<#name>(::core::marker::PhantomData)).__share(__state)
+            }
             ::prism::__private::inventory::submit! {
                 ::prism::__private::ActorClass {
                     name: <#name as ::prism::__private::Actor>::CLASS,
                     hash: #new_hash,
                     create: __prism_create,
+                    share: __prism_share,
                 }
             }
             #(#registrations)*

@@ -75,7 +75,9 @@ pub mod __private {
     };
     pub use crate::api::call::{ArgSlot, IntoArg, TaskOptions, submit};
     pub use crate::api::object_ref::{ObjectRef, RawRef};
-    pub use crate::api::registry::{ActorClass, ActorMethod, ActorState};
+    pub use crate::api::registry::{
+        ActorClass, ActorMethod, ActorState, SharedActor, read_actor, share_actor, write_actor,
+    };
     pub use crate::api::registry::{Invocation, RemoteFunction};
     pub use crate::api::{block_on, enter_worker_if_spawned, run_main, run_main_sync};
     pub use crate::value::Remotable;

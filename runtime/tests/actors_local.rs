@@ -116,6 +116,116 @@ impl Relay {
     }
 }
 
+/// An actor for concurrent calls.
+#[actor]
+struct Meeting {
+    count: u64,
+}
+
+#[actor]
+impl Meeting {
+    fn new() -> Self {
+        Meeting { count: 0 }
+    }
+
+    /// Leaves `mine`, then waits (up to 20 s) for `other`: true only if both calls ran at once.
+    fn meet(&self, mine: String, other: String) -> bool {
+        std::fs::write(&mine, b"here").expect("write marker");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if std::path::Path::new(&other).exists() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    /// The same as an async method.
+    async fn meet_async(&self, mine: String, other: String) -> bool {
+        self.meet(mine, other)
+    }
+
+    fn bump(&mut self) -> u64 {
+        let seen = self.count;
+        std::thread::sleep(Duration::from_micros(50));
+        self.count = seen + 1;
+        self.count
+    }
+
+    fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// A nested call from a concurrent actor.
+    fn five_plus(&self, n: u64) -> u64 {
+        five::remote().get_blocking().expect("nested get") + n
+    }
+}
+
+/// Not Sync: cannot run calls on several threads.
+#[actor]
+struct Lonely {
+    cell: std::cell::Cell<u64>,
+}
+
+#[actor]
+impl Lonely {
+    fn new() -> Self {
+        Lonely {
+            cell: std::cell::Cell::new(0),
+        }
+    }
+
+    fn get(&self) -> u64 {
+        self.cell.get()
+    }
+}
+
+fn concurrent_actors_run_calls_at_once() -> Result<(), Failed> {
+    let m = Meeting::options().max_concurrency(4).remote();
+    let (a, b) = (temp_path("meet-a"), temp_path("meet-b"));
+    let first = m.meet(a.clone(), b.clone());
+    let second = m.meet(b.clone(), a.clone());
+    let met = prism::get_all_blocking(&[first, second])?;
+    let _ = (std::fs::remove_file(&a), std::fs::remove_file(&b));
+    ensure(
+        met == vec![true, true],
+        "two &self calls ran at the same time",
+    )?;
+    let (a, b) = (temp_path("meet-c"), temp_path("meet-d"));
+    let first = m.meet_async(a.clone(), b.clone());
+    let second = m.meet_async(b.clone(), a.clone());
+    let met = prism::get_all_blocking(&[first, second])?;
+    let _ = (std::fs::remove_file(&a), std::fs::remove_file(&b));
+    ensure(met == vec![true, true], "async methods too")?;
+    let bumps: Vec<ObjectRef<u64>> = (0..200).map(|_| m.bump()).collect();
+    prism::get_all_blocking(&bumps)?;
+    ensure(
+        m.count().get_blocking()? == 200,
+        "&mut self calls stay exclusive",
+    )?;
+    let nested: Vec<ObjectRef<u64>> = (0..8).map(|i| m.five_plus(i)).collect();
+    let values = prism::get_all_blocking(&nested)?;
+    ensure(
+        values == (5..13).collect::<Vec<_>>(),
+        format!("nested gets: {values:?}"),
+    )
+}
+
+fn concurrency_needs_a_sync_actor() -> Result<(), Failed> {
+    let alone = Lonely::remote();
+    ensure(alone.get().get_blocking()? == 0, "one at a time is fine")?;
+    let threaded = Lonely::options().max_concurrency(2).remote();
+    let e = task_error(threaded.get().get_blocking())?;
+    let text = e.to_string();
+    ensure(matches!(e, TaskError::ActorDied { .. }), text.clone())?;
+    ensure(
+        text.contains("must be Sync") && text.contains("Lonely"),
+        text,
+    )
+}
+
 fn task_error<T: std::fmt::Debug>(r: prism::Result<T>) -> Result<TaskError, Failed> {
     match r {
         Err(prism::Error::Task(e)) => Ok(e),
@@ -354,6 +464,14 @@ fn main() {
         (
             "dropping_the_last_handle_stops_the_actor",
             dropping_the_last_handle_stops_the_actor,
+        ),
+        (
+            "concurrent_actors_run_calls_at_once",
+            concurrent_actors_run_calls_at_once,
+        ),
+        (
+            "concurrency_needs_a_sync_actor",
+            concurrency_needs_a_sync_actor,
         ),
     ];
     common::run(config, cases)

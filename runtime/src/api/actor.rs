@@ -171,6 +171,10 @@ pub struct ActorOptions {
     pub name: Option<String>,
     /// With a name: return the existing actor of that name instead of failing.
     pub get_if_exists: bool,
+    /// How many calls may run at once (default 1: one at a time, in submission order). Above
+    /// 1, calls run on as many threads, `&self` methods side by side and `&mut self` methods
+    /// alone, with no order between them; the actor type must be `Sync`.
+    pub max_concurrency: u32,
 }
 
 impl Default for ActorOptions {
@@ -183,6 +187,7 @@ impl Default for ActorOptions {
             max_task_retries: 0,
             name: None,
             get_if_exists: false,
+            max_concurrency: 1,
         }
     }
 }
@@ -237,7 +242,10 @@ fn try_create<A: Actor>(
         max_retries: 0,
         retry_exceptions: false,
         num_returns: 0,
-        kind: TaskKind::ActorCreation(ActorId(task_id)),
+        kind: TaskKind::ActorCreation {
+            actor: ActorId(task_id),
+            max_concurrency: options.max_concurrency.max(1),
+        },
     };
     let (spec, failed, keep_alive) = call.build(task_id, args);
     let setup = ActorSetup {
@@ -348,6 +356,11 @@ macro_rules! __actor_options_builder {
             /// With a name: return the existing actor of that name instead of failing.
             pub fn get_if_exists(mut self, yes: bool) -> Self {
                 self.opts.get_if_exists = yes;
+                self
+            }
+            /// How many calls may run at once (threads; the type must be `Sync` above 1).
+            pub fn max_concurrency(mut self, n: u32) -> Self {
+                self.opts.max_concurrency = n;
                 self
             }
         }

@@ -28,6 +28,45 @@ inventory::collect!(RemoteFunction);
 /// The state of an actor inside its worker.
 pub type ActorState = Box<dyn std::any::Any + Send>;
 
+/// The state of an actor whose calls run concurrently: `&self` methods under the read lock,
+/// `&mut self` methods under the write lock.
+pub type SharedActor = std::sync::Arc<parking_lot::RwLock<Box<dyn std::any::Any + Send + Sync>>>;
+
+/// Makes an actor's state shareable between threads (generated code, for `Sync` types).
+pub fn share_actor<T: std::any::Any + Send + Sync>(
+    state: ActorState,
+) -> Result<SharedActor, ActorState> {
+    let value = state.downcast::<T>()?;
+    let boxed: Box<dyn std::any::Any + Send + Sync> = value;
+    Ok(std::sync::Arc::new(parking_lot::RwLock::new(boxed)))
+}
+
+/// Runs `f` on the shared state of an actor of type `T`, read-locked (a `&self` method).
+pub fn read_actor<T: 'static, R>(
+    shared: &SharedActor,
+    call: &Invocation<'_>,
+    f: impl FnOnce(&T) -> R,
+) -> Result<R, TaskError> {
+    let guard = shared.read();
+    let this = guard
+        .downcast_ref::<T>()
+        .ok_or_else(|| call.wrong_state())?;
+    Ok(f(this))
+}
+
+/// Runs `f` on the shared state of an actor of type `T`, write-locked (a `&mut self` method).
+pub fn write_actor<T: 'static, R>(
+    shared: &SharedActor,
+    call: &Invocation<'_>,
+    f: impl FnOnce(&mut T) -> R,
+) -> Result<R, TaskError> {
+    let mut guard = shared.write();
+    let this = guard
+        .downcast_mut::<T>()
+        .ok_or_else(|| call.wrong_state())?;
+    Ok(f(this))
+}
+
 /// An actor class as registered by `#[actor]`: its constructor.
 #[derive(Debug)]
 pub struct ActorClass {
@@ -37,6 +76,9 @@ pub struct ActorClass {
     pub hash: u64,
     /// Decodes the arguments and runs the constructor.
     pub create: fn(&Invocation<'_>) -> Result<ActorState, TaskError>,
+    /// Makes the state shareable for concurrent calls; gives it back when the type is not
+    /// `Sync`.
+    pub share: fn(ActorState) -> Result<SharedActor, ActorState>,
 }
 
 inventory::collect!(ActorClass);
@@ -50,9 +92,23 @@ pub struct ActorMethod {
     pub hash: u64,
     /// Decodes the arguments, calls the method on the state, encodes the return values.
     pub invoke: fn(&mut ActorState, &Invocation<'_>) -> Result<Vec<AlignedVec>, TaskError>,
+    /// The same on shared state, taking the read or the write lock as the receiver asks.
+    pub invoke_shared: fn(&SharedActor, &Invocation<'_>) -> Result<Vec<AlignedVec>, TaskError>,
 }
 
 inventory::collect!(ActorMethod);
+
+/// The actor a worker holds, if any.
+#[derive(Debug, Default)]
+pub(crate) enum Actor {
+    /// No actor (a worker for tasks).
+    #[default]
+    None,
+    /// Calls run one at a time on the worker's thread.
+    Alone(ActorState),
+    /// Calls run on this many threads at once.
+    Shared(SharedActor, u32),
+}
 
 /// Everything a worker can run, by name.
 #[derive(Debug)]
@@ -195,7 +251,7 @@ fn signature_differs(exec: &Execute, ours: u64) -> TaskError {
 /// a panic, and checks the number of return values.
 pub(crate) fn execute(
     registry: &Registry,
-    actor: &mut Option<ActorState>,
+    actor: &mut Actor,
     exec: &Execute,
     args: &[ObjectBytes],
 ) -> Result<(Vec<AlignedVec>, Vec<Vec<prism_graph::ObjectId>>), TaskError> {
@@ -218,7 +274,7 @@ pub(crate) fn execute(
             }
             guard(&call, |call| (function.invoke)(call))?
         }
-        TaskKind::ActorCreation(_) => {
+        TaskKind::ActorCreation { .. } => {
             let class = registry
                 .classes
                 .get(exec.function.as_str())
@@ -226,7 +282,25 @@ pub(crate) fn execute(
             if class.hash != exec.fn_hash {
                 return Err(signature_differs(exec, class.hash));
             }
-            *actor = Some(guard(&call, |call| (class.create)(call))?);
+            let state = guard(&call, |call| (class.create)(call))?;
+            *actor = match exec.kind {
+                TaskKind::ActorCreation {
+                    max_concurrency, ..
+                } if max_concurrency > 1 => match (class.share)(state) {
+                    Ok(shared) => Actor::Shared(shared, max_concurrency),
+                    Err(_) => {
+                        return Err(TaskError::InvalidOptions {
+                            task: exec.task,
+                            function: exec.function.clone(),
+                            reason: format!(
+                                "max_concurrency = {max_concurrency} runs calls on several threads, so the actor type must be Sync, and {} is not",
+                                exec.function
+                            ),
+                        });
+                    }
+                },
+                _ => Actor::Alone(state),
+            };
             Vec::new()
         }
         TaskKind::ActorCall(_) => {
@@ -237,13 +311,20 @@ pub(crate) fn execute(
             if method.hash != exec.fn_hash {
                 return Err(signature_differs(exec, method.hash));
             }
-            let state = actor.as_mut().ok_or_else(|| TaskError::InvalidValue {
-                task: exec.task,
-                function: exec.function.clone(),
-                what: "the actor's state".into(),
-                reason: "this worker holds no actor".into(),
-            })?;
-            guard(&call, |call| (method.invoke)(state, call))?
+            match actor {
+                Actor::Alone(state) => guard(&call, |call| (method.invoke)(state, call))?,
+                Actor::Shared(shared, _) => {
+                    guard(&call, |call| (method.invoke_shared)(shared, call))?
+                }
+                Actor::None => {
+                    return Err(TaskError::InvalidValue {
+                        task: exec.task,
+                        function: exec.function.clone(),
+                        what: "the actor's state".into(),
+                        reason: "this worker holds no actor".into(),
+                    });
+                }
+            }
         }
     };
     if values.len() != exec.num_returns as usize {

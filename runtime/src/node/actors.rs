@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use prism_graph::{ActorId, Resources, TaskError, TaskId, TaskKind, TaskState};
+use prism_graph::{ActorId, Resources, TaskError, TaskId, TaskState};
 use prism_transport::{Execute, ToWorker};
 
 use super::State;
@@ -154,7 +154,7 @@ impl State {
                 fn_hash: record.spec.fn_hash,
                 args,
                 num_returns: 0,
-                kind: TaskKind::ActorCreation(actor),
+                kind: record.spec.kind,
             }),
             _ => None,
         };

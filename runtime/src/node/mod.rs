@@ -457,7 +457,7 @@ impl State {
         let ready = self.owner.submit(spec, holder);
         if let Some(error) = failed {
             self.owner.fail_unscheduled(task, error);
-            if let TaskKind::ActorCreation(actor) = kind {
+            if let TaskKind::ActorCreation { actor, .. } = kind {
                 self.creations.remove(&task);
                 self.stop_actor(actor, "its creation could not be submitted".into());
             }
@@ -477,7 +477,7 @@ impl State {
         let demand = record.spec.resources.clone();
         match record.spec.kind {
             TaskKind::Normal => {}
-            TaskKind::ActorCreation(_) => return self.enqueue_creation(task, demand),
+            TaskKind::ActorCreation { .. } => return self.enqueue_creation(task, demand),
             TaskKind::ActorCall(actor) => {
                 self.actors_to_pump.insert(actor);
                 return;

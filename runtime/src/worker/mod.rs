@@ -65,11 +65,15 @@ pub(crate) struct WorkerClient {
     store_dir: std::path::PathBuf,
     /// Values of at least this many bytes go to shared memory.
     threshold: usize,
+    /// Signalled when the reader thread of a concurrent actor delivered something (calls,
+    /// object values).
+    changed: parking_lot::Condvar,
 }
 
 #[derive(Debug)]
 struct Inner {
-    reader: FrameReader<UnixStream>,
+    /// The connection's reading side; taken by the reader thread of a concurrent actor.
+    reader: Option<FrameReader<UnixStream>>,
     writer: UnixStream,
     out: Vec<u8>,
     queue: VecDeque<Execute>,
@@ -186,9 +190,26 @@ impl WorkerClient {
             inner.send(&ToNode::Get { ids: missing });
         }
         if inner.count_known(ids) < need {
-            inner
-                .block_until(ids, need, deadline)
-                .map_err(|e| Error::Disconnected(e.to_string()))?;
+            if inner.reader.is_some() {
+                inner
+                    .block_until(ids, need, deadline)
+                    .map_err(|e| Error::Disconnected(e.to_string()))?;
+            } else {
+                // A concurrent actor: the reader thread delivers values; wait for them.
+                inner
+                    .flush()
+                    .map_err(|e| Error::Disconnected(e.to_string()))?;
+                while inner.count_known(ids) < need {
+                    match deadline {
+                        Some(d) => {
+                            if self.changed.wait_until(&mut inner, d).timed_out() {
+                                break;
+                            }
+                        }
+                        None => self.changed.wait(&mut inner),
+                    }
+                }
+            }
         }
         Ok(ids.iter().map(|id| inner.cache.get(id).cloned()).collect())
     }
@@ -291,10 +312,13 @@ impl Inner {
     }
 
     fn read_frame(&mut self, timeout: Option<Duration>) -> std::result::Result<bool, Stop> {
-        if let Err(e) = self.reader.get_ref().set_read_timeout(timeout) {
+        let Some(reader) = self.reader.as_mut() else {
+            return Err(Stop::Lost("the reader belongs to another thread".into()));
+        };
+        if let Err(e) = reader.get_ref().set_read_timeout(timeout) {
             return Err(Stop::Lost(e.to_string()));
         }
-        match self.reader.read_frame() {
+        match reader.read_frame() {
             Ok(Some(frame)) => {
                 let msg = frame
                     .access::<ToWorker>()
@@ -318,7 +342,10 @@ impl Inner {
     /// Handles every frame already readable, without blocking.
     fn drain(&mut self) -> std::result::Result<(), Stop> {
         loop {
-            let polled = self.reader.poll_with(|stream, buf| {
+            let Some(reader) = self.reader.as_mut() else {
+                return Ok(());
+            };
+            let polled = reader.poll_with(|stream, buf| {
                 // SAFETY: `buf` is valid for writes of `buf.len()` bytes; the fd is open.
                 let n = unsafe {
                     libc::recv(
@@ -436,7 +463,7 @@ fn connect() -> Result<Arc<WorkerClient>> {
         .try_clone()
         .map_err(|e| Error::Startup(e.to_string()))?;
     let mut inner = Inner {
-        reader: FrameReader::new(stream, prism_transport::DEFAULT_MAX_FRAME),
+        reader: Some(FrameReader::new(stream, prism_transport::DEFAULT_MAX_FRAME)),
         writer,
         out: Vec::new(),
         queue: VecDeque::new(),
@@ -463,14 +490,15 @@ fn connect() -> Result<Arc<WorkerClient>> {
         seq: AtomicU64::new(1),
         store_dir,
         threshold,
+        changed: parking_lot::Condvar::new(),
     });
     crate::context::set_worker(client.clone());
     Ok(client)
 }
 
 fn serve(client: Arc<WorkerClient>) -> i32 {
-    let registry = registry::Registry::load();
-    let mut actor: Option<registry::ActorState> = None;
+    let registry = Arc::new(registry::Registry::load());
+    let mut actor = registry::Actor::None;
     let mut segments = SegmentCache::default();
     loop {
         let next = client.inner.lock().next_task();
@@ -485,16 +513,106 @@ fn serve(client: Arc<WorkerClient>) -> i32 {
                 return 0;
             }
         };
-        let task = exec.task;
-        let outcome = match resolve_args(&client.store_dir, &mut segments, &exec) {
-            Ok(args) => match registry::execute(&registry, &mut actor, &exec, &args) {
-                Ok((values, nested)) => store_returns(&client, &exec, values, nested),
-                Err(error) => Outcome::Failed(error),
-            },
+        let outcome = run_task(&client, &registry, &mut actor, &mut segments, &exec);
+        let mut inner = client.inner.lock();
+        inner.done.push((exec.task, outcome));
+        if let registry::Actor::Shared(shared, threads) = &actor {
+            // A concurrent actor was just made: calls run on threads from now on.
+            let (shared, threads) = (shared.clone(), *threads);
+            drop(inner);
+            return serve_concurrent(client, registry, shared, threads);
+        }
+    }
+}
+
+/// Runs one task and stores its results.
+fn run_task(
+    client: &WorkerClient,
+    registry: &registry::Registry,
+    actor: &mut registry::Actor,
+    segments: &mut SegmentCache,
+    exec: &Execute,
+) -> Outcome {
+    match resolve_args(&client.store_dir, segments, exec) {
+        Ok(args) => match registry::execute(registry, actor, exec, &args) {
+            Ok((values, nested)) => store_returns(client, exec, values, nested),
             Err(error) => Outcome::Failed(error),
+        },
+        Err(error) => Outcome::Failed(error),
+    }
+}
+
+/// The worker of an actor with `max_concurrency` above 1: this thread only reads the
+/// connection; `threads` executors run the calls.
+fn serve_concurrent(
+    client: Arc<WorkerClient>,
+    registry: Arc<registry::Registry>,
+    shared: registry::SharedActor,
+    threads: u32,
+) -> i32 {
+    let Some(mut reader) = client.inner.lock().reader.take() else {
+        return 1;
+    };
+    if client.inner.lock().flush().is_err() {
+        return 0;
+    }
+    for i in 0..threads {
+        let (client, registry) = (client.clone(), registry.clone());
+        let mut actor = registry::Actor::Shared(shared.clone(), threads);
+        let spawned = std::thread::Builder::new()
+            .name(format!("prism-actor-{i}"))
+            .spawn(move || {
+                let mut segments = SegmentCache::default();
+                loop {
+                    let exec = {
+                        let mut inner = client.inner.lock();
+                        loop {
+                            if let Some(exec) = inner.queue.pop_front() {
+                                break exec;
+                            }
+                            client.changed.wait(&mut inner);
+                        }
+                    };
+                    let outcome = run_task(&client, &registry, &mut actor, &mut segments, &exec);
+                    let mut inner = client.inner.lock();
+                    inner.done.push((exec.task, outcome));
+                    if inner.flush().is_err() {
+                        std::process::exit(0);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start an actor thread: {e}");
+            return 1;
+        }
+    }
+    loop {
+        let frame = match reader.read_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) | Err(_) => return 0,
         };
         let mut inner = client.inner.lock();
-        inner.done.push((task, outcome));
+        let handled = match frame.access::<ToWorker>() {
+            Ok(msg) => inner.handle(msg),
+            Err(e) => Err(Stop::Lost(e.to_string())),
+        };
+        match handled {
+            Ok(()) => {
+                if inner.flush().is_err() {
+                    return 0;
+                }
+            }
+            Err(Stop::Shutdown) => {
+                let _ = inner.flush();
+                return 0;
+            }
+            Err(Stop::Lost(reason)) => {
+                tracing::debug!("worker exits: {reason}");
+                return 0;
+            }
+        }
+        drop(inner);
+        client.changed.notify_all();
     }
 }
 

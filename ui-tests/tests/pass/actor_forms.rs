@@ -75,5 +75,7 @@ async fn main() -> prism::Result<()> {
     assert_eq!(found.balance().await?, 1);
     prism::kill(&named)?;
     assert_eq!(Checked::remote(3).limit().await?, 3);
+    let threaded = Account::options().max_concurrency(4).remote(7);
+    assert_eq!(threaded.balance().await?, 7);
     Ok(())
 }
