@@ -37,6 +37,16 @@ impl Client {
         self.calls += 1;
         0
     }
+
+    /// A `&self` method: runs side by side on a concurrent actor.
+    fn small_value_shared(&self) -> u8 {
+        0
+    }
+
+    /// An async method (Ray's async actors).
+    async fn small_value_async(&self) -> u8 {
+        0
+    }
 }
 
 /// Reads one element of a large argument through its zero-copy view.
@@ -104,6 +114,11 @@ fn benches() -> Vec<Bench> {
     // As Ray: one client per CPU for the multi-client cases.
     let clients = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
     let one = Client::remote();
+    // Ray's concurrent and async actors run calls side by side (max_concurrency 16 there;
+    // threads here, so as many as the cores).
+    let concurrent = Client::options().max_concurrency(clients as u32).remote();
+    let async_one = Client::options().max_concurrency(clients as u32).remote();
+    let async_two = Client::options().max_concurrency(clients as u32).remote();
     let two = Client::remote();
     let many: Vec<ActorHandle<Client>> = (0..clients).map(|_| Client::remote()).collect();
     let pairs: Vec<ActorHandle<Client>> = (0..clients).map(|_| Client::remote()).collect();
@@ -226,6 +241,31 @@ fn benches() -> Vec<Bench> {
             1000,
             Box::new(move || {
                 let refs: Vec<ObjectRef<u8>> = (0..1000).map(|_| two.small_value()).collect();
+                prism::get_all_blocking(&refs).expect("calls");
+            }),
+        ),
+        (
+            "1:1 actor calls concurrent",
+            1000,
+            Box::new(move || {
+                let refs: Vec<ObjectRef<u8>> =
+                    (0..1000).map(|_| concurrent.small_value_shared()).collect();
+                prism::get_all_blocking(&refs).expect("calls");
+            }),
+        ),
+        (
+            "1:1 async-actor calls sync",
+            1,
+            Box::new(move || {
+                async_one.small_value_async().get_blocking().expect("call");
+            }),
+        ),
+        (
+            "1:1 async-actor calls async",
+            1000,
+            Box::new(move || {
+                let refs: Vec<ObjectRef<u8>> =
+                    (0..1000).map(|_| async_two.small_value_async()).collect();
                 prism::get_all_blocking(&refs).expect("calls");
             }),
         ),
