@@ -91,6 +91,91 @@ struct Args {
     /// Seconds per trial.
     #[arg(long, default_value_t = 1.0)]
     trial_secs: f64,
+    /// Internal: run one task and exit (the process the startup benchmark times).
+    #[arg(long, hide = true)]
+    startup_probe: bool,
+}
+
+/// Resident memory of this process and its children (the workers), in bytes.
+fn node_rss() -> u64 {
+    let me = std::process::id();
+    let rss = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .map_or(0, |kb| kb * 1024)
+    };
+    let mut total = rss(me);
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(me) {
+                total += rss(pid);
+            }
+        }
+    }
+    total
+}
+
+/// Startup: fresh processes doing init + one task + shutdown, timed whole.
+fn startup(trials: usize) -> anyhow::Result<Measurement> {
+    let exe = std::env::current_exe()?;
+    let mut times = Vec::with_capacity(trials);
+    for _ in 0..trials {
+        let start = std::time::Instant::now();
+        let status = std::process::Command::new(&exe)
+            .arg("--startup-probe")
+            .status()?;
+        anyhow::ensure!(status.success(), "the startup probe failed: {status}");
+        times.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let var = times.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / times.len() as f64;
+    Ok(Measurement {
+        name: "startup (init + 1 task + shutdown), ms".into(),
+        mean,
+        sd: var.sqrt(),
+        trials: times,
+    })
+}
+
+/// Memory of the node (driver + workers): idle, and at its peak during 10,000 no-op tasks.
+fn memory() -> (u64, u64) {
+    prism::get_all_blocking(&[small_value::remote(), small_value::remote()]).expect("warm-up");
+    let idle = node_rss();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(node_rss());
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            peak
+        })
+    };
+    let refs: Vec<ObjectRef<u8>> = (0..10_000).map(|_| small_value::remote()).collect();
+    prism::get_all_blocking(&refs).expect("tasks");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let busy = sampler.join().unwrap_or(0).max(node_rss());
+    (idle, busy)
 }
 
 type Bench = (&'static str, u64, Box<dyn FnMut()>);
@@ -307,6 +392,10 @@ fn benches() -> Vec<Bench> {
 #[prism::main]
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.startup_probe {
+        small_value::remote().get_blocking()?;
+        return Ok(());
+    }
     let trial = Duration::from_secs_f64(args.trial_secs);
     let mut results: Vec<Measurement> = Vec::new();
     let wanted = |name: &str| {
@@ -373,6 +462,28 @@ fn main() -> anyhow::Result<()> {
         let m = timeit(name, multiplier, args.trials, trial, &mut f);
         println!("{}", m.ray_line());
         results.push(m);
+    }
+    if wanted("startup") {
+        let m = startup(args.trials)?;
+        println!("{} {:.1} +- {:.1}", m.name, m.mean, m.sd);
+        results.push(m);
+    }
+    if wanted("memory") {
+        let (idle, busy) = memory();
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        println!(
+            "memory of driver + workers, MiB: idle {:.1}, peak during 10,000 no-op tasks {:.1}",
+            mib(idle),
+            mib(busy)
+        );
+        for (name, bytes) in [("memory idle, MiB", idle), ("memory busy, MiB", busy)] {
+            results.push(Measurement {
+                name: name.into(),
+                mean: mib(bytes),
+                sd: 0.0,
+                trials: vec![mib(bytes)],
+            });
+        }
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&results)?);

@@ -297,8 +297,11 @@ impl Core {
             let mut bye = Vec::new();
             let _ = encode_frame(&ToWorker::Shutdown, &mut bye);
             for link in state.links.values() {
-                if let Some(writer) = &link.writer {
-                    writer.send(&bye);
+                match (&link.writer, link.pid) {
+                    (Some(writer), _) => writer.send(&bye),
+                    // Still starting: it holds nothing to finish.
+                    (None, Some(pid)) if link.exit.is_none() => worker_pool::kill(pid),
+                    _ => {}
                 }
             }
             state
@@ -367,6 +370,10 @@ impl Core {
     fn worker_spawned(&self, worker: WorkerId, pid: u32) {
         let mut state = self.state.lock();
         state.links.entry(worker).or_default().pid = Some(pid);
+        if state.shutting_down {
+            // Started as the node stops: nothing for it to do.
+            worker_pool::kill(pid);
+        }
     }
 
     fn worker_connected(&self, worker: WorkerId, writer: Arc<worker_pool::LinkWriter>) -> bool {
