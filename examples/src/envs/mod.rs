@@ -8,6 +8,129 @@ mod pendulum;
 pub use cartpole::CartPole;
 pub use pendulum::Pendulum;
 
+/// The environments by name (the examples' `--env` flag).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub enum EnvName {
+    /// CartPole-v1: 4 observations, 2 discrete actions, at most 500 steps.
+    Cartpole,
+    /// Pendulum-v1: 3 observations, one torque in [-2, 2], 200 steps.
+    Pendulum,
+}
+
+/// What an agent may do in an environment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ActionSpace {
+    /// One of `n` actions.
+    Discrete(usize),
+    /// A vector of `dim` values, each in `[low, high]`.
+    Continuous {
+        /// Number of values.
+        dim: usize,
+        /// Smallest value of each.
+        low: f64,
+        /// Largest value of each.
+        high: f64,
+    },
+}
+
+impl ActionSpace {
+    /// How many outputs a policy network needs: one logit per discrete action, one mean per
+    /// continuous dimension.
+    pub fn policy_outputs(self) -> usize {
+        match self {
+            ActionSpace::Discrete(n) => n,
+            ActionSpace::Continuous { dim, .. } => dim,
+        }
+    }
+}
+
+/// An action for [`Env::step`].
+#[derive(Debug, Clone, Copy)]
+pub enum Action<'a> {
+    /// A discrete action's index.
+    Discrete(usize),
+    /// Continuous values (clipped to the space's bounds by the environment).
+    Continuous(&'a [f32]),
+}
+
+impl EnvName {
+    /// Size of an observation.
+    pub fn obs_dim(self) -> usize {
+        match self {
+            EnvName::Cartpole => CartPole::OBS,
+            EnvName::Pendulum => Pendulum::OBS,
+        }
+    }
+
+    /// The action space.
+    pub fn action_space(self) -> ActionSpace {
+        match self {
+            EnvName::Cartpole => ActionSpace::Discrete(CartPole::ACTIONS),
+            EnvName::Pendulum => ActionSpace::Continuous {
+                dim: 1,
+                low: -pendulum::MAX_TORQUE_F64,
+                high: pendulum::MAX_TORQUE_F64,
+            },
+        }
+    }
+
+    /// The longest episode (the time limit).
+    pub fn max_steps(self) -> u32 {
+        match self {
+            EnvName::Cartpole => cartpole::MAX_STEPS,
+            EnvName::Pendulum => pendulum::MAX_STEPS,
+        }
+    }
+
+    /// A new episode, reset from `rng`.
+    pub fn make(self, rng: &mut Rng) -> Env {
+        match self {
+            EnvName::Cartpole => Env::CartPole(CartPole::new(rng)),
+            EnvName::Pendulum => Env::Pendulum(Pendulum::new(rng)),
+        }
+    }
+}
+
+/// An episode of one of the environments.
+#[derive(Debug, Clone)]
+pub enum Env {
+    /// CartPole-v1.
+    CartPole(CartPole),
+    /// Pendulum-v1.
+    Pendulum(Pendulum),
+}
+
+impl Env {
+    /// The current observation.
+    pub fn obs(&self) -> Vec<f64> {
+        match self {
+            Env::CartPole(env) => env.obs(),
+            Env::Pendulum(env) => env.obs(),
+        }
+    }
+
+    /// Applies `action`. Panics if the action does not fit the environment's space (a bug in
+    /// the caller, not bad input).
+    pub fn step(&mut self, action: Action<'_>) -> Step {
+        match (self, action) {
+            (Env::CartPole(env), Action::Discrete(a)) => env.step(a),
+            (Env::Pendulum(env), Action::Continuous(u)) => env.step(f64::from(u[0])),
+            (env, action) => panic!("{action:?} does not fit {env:?}"),
+        }
+    }
+}
+
 /// What one step returns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {

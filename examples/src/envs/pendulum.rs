@@ -6,6 +6,8 @@ use super::{Rng, Step, f32_obs};
 
 const MAX_SPEED: f64 = 8.0;
 const MAX_TORQUE: f32 = 2.0;
+/// The largest torque, either way.
+pub const MAX_TORQUE_F64: f64 = MAX_TORQUE as f64;
 const DT: f64 = 0.05;
 const G: f64 = 10.0;
 const M: f64 = 1.0;

@@ -229,6 +229,32 @@ pub fn owned_object_count() -> Result<usize> {
     }
 }
 
+/// The cluster's total resources by name (`CPU`, `GPU`, custom ones), as Ray's
+/// `cluster_resources()`. Known in the driver.
+pub fn cluster_resources() -> Result<std::collections::BTreeMap<String, f64>> {
+    resources_of(|(total, _)| total)
+}
+
+/// The resources free right now by name, as Ray's `available_resources()`. Known in the
+/// driver.
+pub fn available_resources() -> Result<std::collections::BTreeMap<String, f64>> {
+    resources_of(|(_, available)| available)
+}
+
+fn resources_of(
+    pick: impl FnOnce((prism_graph::Resources, prism_graph::Resources)) -> prism_graph::Resources,
+) -> Result<std::collections::BTreeMap<String, f64>> {
+    match context::current()? {
+        Context::Driver(core) => Ok(pick(core.resources())
+            .iter()
+            .map(|(name, amount)| (name.to_string(), amount.as_f64()))
+            .collect()),
+        Context::Worker(_) => Err(Error::InvalidArgument(
+            "the cluster's resources are only known in the driver".into(),
+        )),
+    }
+}
+
 /// Whether this process is the driver (not a worker).
 pub fn is_driver() -> bool {
     !crate::worker::is_worker_process()

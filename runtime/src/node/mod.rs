@@ -16,7 +16,7 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use prism_graph::{ActorId, ObjectId, TaskError, TaskId, TaskKind, TaskSpec, TaskState};
+use prism_graph::{ActorId, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec, TaskState};
 use prism_transport::{ArchivedToNode, Frame, ObjectValue, ToNode, ToWorker, encode_frame};
 
 use crate::config::Config;
@@ -282,6 +282,12 @@ impl Core {
             capacity: self.config.object_store_bytes(),
             spilled_bytes: state.owner.spilled_bytes,
         }
+    }
+
+    /// The node's resources: (total, available now).
+    pub(crate) fn resources(&self) -> (Resources, Resources) {
+        let state = self.state.lock();
+        (state.sched.total().clone(), state.sched.available().clone())
     }
 
     /// Number of objects the owner tracks (for tests of reference counting).
