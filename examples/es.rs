@@ -6,13 +6,11 @@
 //! Run: `cargo run --release --example es -- --env cartpole` (every hyperparameter is a flag;
 //! see `--help`).
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
-use prism_examples::envs::EnvName;
 use prism_examples::es::{EsCluster, EsConfig};
-use prism_examples::report::{self, Progress};
+use prism_examples::report::{self, CommonArgs, Progress};
 
 /// Evolution Strategies (Salimans et al. 2017) on Prism.
 ///
@@ -22,12 +20,8 @@ use prism_examples::report::{self, Progress};
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
-    /// The environment.
-    #[arg(long, value_enum, default_value = "cartpole")]
-    env: EnvName,
-    /// Worker actors, one CPU each (default: every CPU of the node).
-    #[arg(long)]
-    workers: Option<usize>,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Antithetic pairs per iteration.
     #[arg(long)]
     pairs: Option<usize>,
@@ -40,70 +34,42 @@ struct Args {
     /// Weight decay.
     #[arg(long)]
     l2: Option<f32>,
-    /// Hidden layer widths, comma-separated.
-    #[arg(long, value_delimiter = ',')]
-    hidden: Option<Vec<usize>>,
     /// Entries of the shared noise table.
     #[arg(long, default_value_t = 1 << 25)]
     noise_size: usize,
-    /// Seed of everything random.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// The most iterations.
-    #[arg(long)]
-    max_iters: Option<usize>,
     /// Unperturbed episodes per iteration (the curve's "policy" line).
     #[arg(long, default_value_t = 4)]
     eval_per_iter: usize,
     /// Episodes of the evaluation that decides "solved".
     #[arg(long, default_value_t = 100)]
     solve_episodes: usize,
-    /// Mean return that counts as solved (default: 475 for CartPole, -250 for Pendulum);
-    /// training stops once an evaluation reaches it.
-    #[arg(long)]
-    target: Option<f64>,
-    /// Keep training after the target is reached.
-    #[arg(long)]
-    no_stop: bool,
     /// Afterwards, measure the framework's overhead over this many batches per worker
     /// (0: skip).
     #[arg(long, default_value_t = 0)]
     overhead_batches: usize,
-    /// Where the log and the curves go (default: target/es-ENV).
-    #[arg(long)]
-    out: Option<PathBuf>,
 }
 
 #[prism::main]
 fn main() -> anyhow::Result<()> {
     let process_start = Instant::now();
     let args = Args::parse();
-    let cpus = prism::cluster_resources()?
-        .get("CPU")
-        .copied()
-        .unwrap_or(1.0) as usize;
-    let mut config = EsConfig::new(args.env, args.workers.unwrap_or(cpus).max(1));
+    let common = &args.common;
+    let cpus = report::cluster_cpus()?;
+    let mut config = EsConfig::new(common.env, common.workers()?);
     config.pairs = args.pairs.unwrap_or(config.pairs);
     config.sigma = args.sigma.unwrap_or(config.sigma);
     config.lr = args.lr.unwrap_or(config.lr);
     config.l2 = args.l2.unwrap_or(config.l2);
-    config.hidden = args.hidden.clone().unwrap_or(config.hidden);
+    config.hidden = common.hidden.clone().unwrap_or(config.hidden);
     config.noise_size = args.noise_size;
-    config.seed = args.seed;
-    config.max_iters = args.max_iters.unwrap_or(config.max_iters);
+    config.seed = common.seed;
+    config.max_iters = common.max_iters.unwrap_or(config.max_iters);
     config.eval_per_iter = args.eval_per_iter;
     config.solve_episodes = args.solve_episodes;
-    config.target = if args.no_stop {
-        None
-    } else {
-        Some(
-            args.target
-                .unwrap_or(prism_examples::es::solved_at(args.env)),
-        )
-    };
-    let target = args
+    let target = common
         .target
-        .unwrap_or(prism_examples::es::solved_at(args.env));
+        .unwrap_or(prism_examples::es::solved_at(common.env));
+    config.target = (!common.no_stop).then_some(target);
 
     let setup = Instant::now();
     let cluster = EsCluster::start(&config)?;
@@ -116,7 +82,7 @@ fn main() -> anyhow::Result<()> {
     let last = outcome.log.last();
     println!(
         "ES on {:?}: {} workers, {} pairs/iter, policy {:?}, {} parameters",
-        args.env,
+        common.env,
         config.workers,
         config.pairs,
         config.mlp().sizes(),
@@ -161,10 +127,8 @@ fn main() -> anyhow::Result<()> {
         None
     };
 
-    let out = args
-        .out
-        .unwrap_or_else(|| PathBuf::from(format!("target/es-{:?}", args.env).to_lowercase()));
-    let title = format!("ES on {:?} (Prism, {} workers)", args.env, config.workers);
+    let out = common.out_dir("es");
+    let title = format!("ES on {:?} (Prism, {} workers)", common.env, config.workers);
     let summary = serde_json::json!({
         "config": config,
         "setup_s": setup_s,

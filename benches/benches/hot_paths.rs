@@ -18,6 +18,7 @@ fn spec(seq: u64) -> TaskSpec {
         resources: Resources::cpus(1.0).expect("valid"),
         max_retries: 3,
         retry_exceptions: false,
+        inlined_refs: Vec::new(),
         kind: prism_graph::TaskKind::Normal,
     }
 }

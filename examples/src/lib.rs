@@ -8,4 +8,5 @@ pub mod envs;
 pub mod es;
 pub mod filter;
 pub mod nn;
+pub mod ppo;
 pub mod report;

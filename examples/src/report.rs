@@ -8,6 +8,58 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
 
+/// The flags the RL examples share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// The environment.
+    #[arg(long, value_enum, default_value = "cartpole")]
+    pub env: crate::envs::EnvName,
+    /// Workers, one CPU each (default: every CPU of the node).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Hidden layer widths, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub hidden: Option<Vec<usize>>,
+    /// Seed of everything random.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The most iterations.
+    #[arg(long)]
+    pub max_iters: Option<usize>,
+    /// Mean return that counts as solved (default: the environment's threshold); training
+    /// stops once it is reached.
+    #[arg(long)]
+    pub target: Option<f64>,
+    /// Keep training after the target is reached.
+    #[arg(long)]
+    pub no_stop: bool,
+    /// Where the log and the curves go (default: target/ALGO-ENV).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    /// The number of workers: the flag, or every CPU of the cluster.
+    pub fn workers(&self) -> prism::Result<usize> {
+        Ok(self.workers.unwrap_or(cluster_cpus()?).max(1))
+    }
+
+    /// The output folder for `algo`.
+    pub fn out_dir(&self, algo: &str) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            PathBuf::from(format!("target/{algo}-{:?}", self.env).to_lowercase())
+        })
+    }
+}
+
+/// The cluster's CPUs (whole ones).
+pub fn cluster_cpus() -> prism::Result<usize> {
+    Ok(prism::cluster_resources()?
+        .get("CPU")
+        .copied()
+        .unwrap_or(1.0) as usize)
+}
+
 /// One iteration of training.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct IterationLog {

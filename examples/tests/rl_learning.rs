@@ -4,6 +4,7 @@
 use libtest_mimic::{Arguments, Failed, Trial};
 use prism_examples::envs::EnvName;
 use prism_examples::es::{EsCluster, EsConfig};
+use prism_examples::ppo::{self, PpoConfig};
 use prism_examples::report::IterationLog;
 
 /// Mean of `f` over `entries`.
@@ -55,6 +56,24 @@ fn es_learns_pendulum() -> Result<(), Failed> {
     improved(&outcome.log, 5, 100.0)
 }
 
+fn ppo_learns_cartpole() -> Result<(), Failed> {
+    let mut config = PpoConfig::new(EnvName::Cartpole, 2);
+    config.seed = 5;
+    config.max_iters = 10;
+    config.target = None;
+    let outcome = ppo::train(&config, |_| {})?;
+    improved(&outcome.log, 2, 60.0)
+}
+
+fn ppo_learns_pendulum() -> Result<(), Failed> {
+    let mut config = PpoConfig::new(EnvName::Pendulum, 2);
+    config.seed = 5;
+    config.max_iters = 20;
+    config.target = None;
+    let outcome = ppo::train(&config, |_| {})?;
+    improved(&outcome.log, 3, 200.0)
+}
+
 fn main() {
     prism::init_with(prism::Config::new().num_cpus(2.0)).expect("start the local cluster");
     let mut args = Arguments::from_args();
@@ -62,6 +81,8 @@ fn main() {
     let tests = vec![
         Trial::test("es_learns_cartpole", es_learns_cartpole),
         Trial::test("es_learns_pendulum", es_learns_pendulum),
+        Trial::test("ppo_learns_cartpole", ppo_learns_cartpole),
+        Trial::test("ppo_learns_pendulum", ppo_learns_pendulum),
     ];
     let conclusion = libtest_mimic::run(&args, tests);
     prism::shutdown();

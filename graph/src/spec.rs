@@ -51,6 +51,10 @@ pub struct TaskSpec {
     pub retry_exceptions: bool,
     /// A function call, an actor's creation, or an actor method call.
     pub kind: TaskKind,
+    /// References inside the argument values (an `ObjectRef` passed inside a `Vec`, say): the
+    /// owner keeps their objects alive until the task ends, as the submitter may drop its own
+    /// handles at once (Ray's inlined references).
+    pub inlined_refs: Vec<ObjectId>,
 }
 
 impl TaskSpec {

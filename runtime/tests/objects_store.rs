@@ -183,6 +183,26 @@ fn references_inside_objects_keep_their_targets_alive() -> Result<(), Failed> {
     )
 }
 
+fn references_inside_arguments_live_until_the_task_ends() -> Result<(), Failed> {
+    let base = prism::owned_object_count()?;
+    // Ready objects whose only handles go into the argument value and are dropped with it
+    // right after submission: the task must still read them all.
+    let refs: Vec<ObjectRef<u64>> = (0..200u64).map(prism::put).collect::<prism::Result<_>>()?;
+    let total = sum_refs::remote(refs);
+    ensure(
+        total.get_blocking()? == (0..200u64).sum::<u64>(),
+        "the task read every reference",
+    )?;
+    drop(total);
+    ensure(
+        eventually(10, || prism::owned_object_count().ok() == Some(base)),
+        format!(
+            "freed once the task ended: {:?} left",
+            prism::owned_object_count()? - base
+        ),
+    )
+}
+
 fn full_stores_spill_to_disk_and_restore_on_read() -> Result<(), Failed> {
     // Three 100 MiB objects in a 256 MiB store: the least recently used one goes to disk.
     let objects: Vec<ObjectRef<Vec<u8>>> = (0..3u8)
@@ -300,6 +320,10 @@ fn main() {
         (
             "references_inside_objects_keep_their_targets_alive",
             references_inside_objects_keep_their_targets_alive,
+        ),
+        (
+            "references_inside_arguments_live_until_the_task_ends",
+            references_inside_arguments_live_until_the_task_ends,
         ),
         (
             "full_stores_spill_to_disk_and_restore_on_read",

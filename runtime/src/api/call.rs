@@ -75,6 +75,16 @@ pub(crate) fn demand(
 pub enum ArgSlot {
     /// An archived value (or why archiving failed).
     Value(Result<rkyv::util::AlignedVec, String>),
+    /// An archived value with references inside: their ids (pinned by the owner until the task
+    /// ends) and the value itself, whose handles keep them alive until the task is submitted.
+    ValueWithRefs {
+        /// The archive.
+        bytes: rkyv::util::AlignedVec,
+        /// The objects referred to.
+        refs: Vec<prism_graph::ObjectId>,
+        /// The value, dropped once the task is submitted.
+        keep: Box<dyn std::any::Any + Send>,
+    },
     /// A reference, kept alive until the task is submitted.
     Ref(RawRef),
 }
@@ -92,7 +102,15 @@ pub trait IntoArg<T> {
 
 impl<T: Remotable> IntoArg<T> for T {
     fn into_arg(self) -> ArgSlot {
-        ArgSlot::Value(self.to_bytes().map_err(|e| e.to_string()))
+        let (bytes, refs) = crate::api::object_ref::collect_nested(|| self.to_bytes());
+        match bytes {
+            Ok(bytes) if !refs.is_empty() => ArgSlot::ValueWithRefs {
+                bytes,
+                refs,
+                keep: Box::new(self),
+            },
+            bytes => ArgSlot::Value(bytes.map_err(|e| e.to_string())),
+        }
     }
 }
 
@@ -166,14 +184,20 @@ impl Call {
         self,
         task_id: prism_graph::TaskId,
         args: Vec<ArgSlot>,
-    ) -> (TaskSpec, Option<TaskError>, Vec<RawRef>) {
+    ) -> (TaskSpec, Option<TaskError>, KeepAlive) {
         let name = self.name;
         let mut failed = None;
         let mut spec_args = Vec::with_capacity(args.len());
-        let mut keep_alive = Vec::new();
+        let mut keep_alive = KeepAlive::default();
+        let mut inlined_refs = Vec::new();
         for (i, arg) in args.into_iter().enumerate() {
             match arg {
                 ArgSlot::Value(Ok(bytes)) => spec_args.push(Arg::Value(bytes.to_vec())),
+                ArgSlot::ValueWithRefs { bytes, refs, keep } => {
+                    spec_args.push(Arg::Value(bytes.to_vec()));
+                    inlined_refs.extend(refs);
+                    keep_alive.values.push(keep);
+                }
                 ArgSlot::Value(Err(reason)) => {
                     failed.get_or_insert(TaskError::InvalidValue {
                         task: task_id,
@@ -184,7 +208,7 @@ impl Call {
                 }
                 ArgSlot::Ref(raw) => {
                     spec_args.push(Arg::Ref(raw.id()));
-                    keep_alive.push(raw);
+                    keep_alive.refs.push(raw);
                 }
             }
         }
@@ -202,6 +226,7 @@ impl Call {
         if failed.is_some() {
             // Its inputs no longer matter: the task fails without waiting for them.
             spec_args.clear();
+            inlined_refs.clear();
         }
         let spec = TaskSpec {
             task_id,
@@ -213,9 +238,18 @@ impl Call {
             max_retries: self.max_retries,
             retry_exceptions: self.retry_exceptions,
             kind: self.kind,
+            inlined_refs,
         };
         (spec, failed, keep_alive)
     }
+}
+
+/// What must live until a call's spec is submitted: the references passed as arguments and
+/// the values holding references.
+#[derive(Default)]
+pub(crate) struct KeepAlive {
+    refs: Vec<RawRef>,
+    values: Vec<Box<dyn std::any::Any + Send>>,
 }
 
 /// Declares the per-call option builder on a generated `Call` type holding `opts: TaskOptions`.

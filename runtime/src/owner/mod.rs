@@ -285,6 +285,9 @@ impl Owner {
             );
             self.hold(id, holder);
         }
+        for id in &spec.inlined_refs {
+            self.add_ref(*id);
+        }
         let function = spec.function.clone();
         let num_returns = spec.num_returns;
         self.tasks.insert(
@@ -492,6 +495,9 @@ impl Owner {
     }
 
     fn release_inputs(&mut self, spec: &TaskSpec) {
+        for id in &spec.inlined_refs {
+            self.release(*id);
+        }
         for dep in spec.dependencies() {
             if self.objects.get(&dep).is_some_and(|e| e.refs == 0) {
                 self.try_free(dep);
@@ -662,6 +668,7 @@ mod tests {
             max_retries: 0,
             retry_exceptions: false,
             kind: prism_graph::TaskKind::Normal,
+            inlined_refs: Vec::new(),
         }
     }
 
