@@ -11,7 +11,7 @@ use prism_graph::{ActorId, ObjectId, TaskError, TaskId, TaskSpec};
 
 use crate::node::Core;
 use crate::node::object_store::{ObjectBytes, Segment};
-use crate::owner::Slot;
+use crate::owner::Known;
 use crate::value::Remotable;
 use crate::worker::WorkerClient;
 use crate::{Error, Result};
@@ -101,13 +101,6 @@ impl Context {
         Ok(())
     }
 
-    pub(crate) fn add_ref(&self, id: ObjectId) {
-        match self {
-            Context::Driver(core) => core.add_ref(id),
-            Context::Worker(client) => client.add_ref(id),
-        }
-    }
-
     /// A reference this process read from a value: counted like a clone.
     pub(crate) fn borrow_ref(&self, id: ObjectId) {
         match self {
@@ -164,41 +157,30 @@ impl Context {
         }
     }
 
-    /// Waits until at least `need` of `ids` are ready or failed, or `timeout` passes; returns
-    /// what is known of each.
-    pub(crate) async fn fetch(
+    /// Waits until at least `need` of `ids` are ready or failed, or `timeout` passes, and
+    /// records in `known` what is known of each.
+    pub(crate) async fn fetch<K: Known + ?Sized>(
         &self,
         ids: &[ObjectId],
+        known: &mut K,
         need: usize,
         timeout: Option<Duration>,
-    ) -> Result<Vec<Option<Slot>>> {
+    ) -> Result<()> {
         match self {
             Context::Worker(client) => {
                 let deadline = timeout.map(|t| Instant::now() + t);
-                client.fetch(ids, need, deadline)
+                client.fetch(ids, known, need, deadline)
             }
             Context::Driver(core) => {
                 let mut timer = timeout.map(|t| {
                     core.handle()
                         .spawn(async move { tokio::time::sleep(t).await })
                 });
-                let mut known: Vec<Option<Slot>> = vec![None; ids.len()];
                 std::future::poll_fn(|cx| {
-                    let mut count = 0;
-                    for (i, id) in ids.iter().enumerate() {
-                        if known[i].is_none() {
-                            match core.poll_object(*id, cx.waker()) {
-                                Poll::Ready(Some(slot)) => known[i] = Some(slot),
-                                Poll::Ready(None) => {
-                                    return Poll::Ready(Err(Error::UnknownObject(id.to_string())));
-                                }
-                                Poll::Pending => {}
-                            }
-                        }
-                        if known[i].is_some() {
-                            count += 1;
-                        }
-                    }
+                    let count = match core.poll_objects(ids, known, need, cx.waker()) {
+                        Ok(count) => count,
+                        Err(id) => return Poll::Ready(Err(Error::UnknownObject(id.to_string()))),
+                    };
                     if count >= need {
                         return Poll::Ready(Ok(()));
                     }
@@ -211,7 +193,7 @@ impl Context {
                 if let Some(t) = timer {
                     t.abort();
                 }
-                Ok(known)
+                Ok(())
             }
         }
     }

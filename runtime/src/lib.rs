@@ -53,8 +53,8 @@ pub use api::actor::{ActorHandle, ActorOptions, get_actor, kill};
 pub use api::memory::{Location, MemoryReport, ObjectInfo, memory};
 pub use api::object_ref::{ArchivedRef, ObjectRef};
 pub use api::{
-    WaitResult, available_resources, cancel, cancel_force, cluster_resources, get, get_all,
-    get_all_blocking, get_archived, get_archived_blocking, get_blocking, get_timeout,
+    IntoRefs, WaitResult, available_resources, cancel, cancel_force, cluster_resources, get,
+    get_all, get_all_blocking, get_archived, get_archived_blocking, get_blocking, get_timeout,
     get_timeout_blocking, init, init_with, is_driver, is_initialized, owned_object_count, put,
     put_ref, shutdown, wait, wait_blocking,
 };

@@ -164,6 +164,23 @@ fn wait_with_timeout() -> Result<(), Failed> {
     ensure(
         err.is_some_and(|e| e.contains("wait for 6 of 5")),
         "more than given is an error",
+    )?;
+    // Ray's loop, with the list moved in: every reference comes out exactly once, in order.
+    let mut pending: Vec<ObjectRef<u64>> = (0..20).map(double::remote).collect();
+    let expected = pending.clone();
+    let mut seen = Vec::new();
+    while !pending.is_empty() {
+        let (done, rest) = prism::wait_blocking(pending, 1, None)?;
+        ensure(done.len() == 1, "one at a time")?;
+        seen.extend(done);
+        pending = rest;
+    }
+    let mut sorted = seen.clone();
+    sorted.sort_by_key(|r| expected.iter().position(|e| e == r));
+    ensure(sorted == expected, "each reference comes out once")?;
+    ensure(
+        prism::get_all_blocking(&seen)?.len() == 20,
+        "the references still read",
     )
 }
 

@@ -285,7 +285,7 @@ fn benches() -> Vec<Bench> {
                 let mut pending: Vec<ObjectRef<u8>> =
                     (0..1000).map(|_| small_value::remote()).collect();
                 while !pending.is_empty() {
-                    let (_, rest) = prism::wait_blocking(&pending, 1, None).expect("wait");
+                    let (_, rest) = prism::wait_blocking(pending, 1, None).expect("wait");
                     pending = rest;
                 }
             }),

@@ -14,6 +14,7 @@ use prism_graph::ObjectId;
 use crate::config::Config;
 use crate::context::{self, Context};
 use crate::node::Core;
+use crate::owner::Slot;
 use crate::value::Remotable;
 use crate::{Error, Result};
 use object_ref::{ArchivedRef, ObjectRef, RawRef, decode};
@@ -21,6 +22,43 @@ use object_ref::{ArchivedRef, ObjectRef, RawRef, decode};
 /// What [`wait`] returns: the references that are done and those that are not, each in the
 /// order given.
 pub type WaitResult<T> = (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>);
+
+/// The references [`wait`] splits: a `Vec` is moved into the result (nothing is cloned, as in
+/// `pending = wait(pending, 1, None)?.1`); a slice, a `&Vec` or an array reference is cloned.
+pub trait IntoRefs<T> {
+    /// The references as an owned list.
+    fn into_refs(self) -> Vec<ObjectRef<T>>;
+}
+
+impl<T> IntoRefs<T> for Vec<ObjectRef<T>> {
+    fn into_refs(self) -> Vec<ObjectRef<T>> {
+        self
+    }
+}
+
+impl<T> IntoRefs<T> for &[ObjectRef<T>] {
+    fn into_refs(self) -> Vec<ObjectRef<T>> {
+        self.to_vec()
+    }
+}
+
+impl<T> IntoRefs<T> for &Vec<ObjectRef<T>> {
+    fn into_refs(self) -> Vec<ObjectRef<T>> {
+        self.clone()
+    }
+}
+
+impl<T, const N: usize> IntoRefs<T> for &[ObjectRef<T>; N] {
+    fn into_refs(self) -> Vec<ObjectRef<T>> {
+        self.to_vec()
+    }
+}
+
+impl<T, const N: usize> IntoRefs<T> for [ObjectRef<T>; N] {
+    fn into_refs(self) -> Vec<ObjectRef<T>> {
+        self.into()
+    }
+}
 
 /// Starts Prism with the default [`Config`]: an embedded local cluster whose node has the
 /// host's cores as CPUs (or `PRISM_NUM_CPUS`).
@@ -88,12 +126,13 @@ pub fn put_ref<T: Remotable>(value: &T) -> Result<ObjectRef<T>> {
 }
 
 /// Waits until the object is ready or failed.
-async fn fetch_one(id: ObjectId) -> Result<crate::owner::Slot> {
-    let mut known = context::current()?.fetch(&[id], 1, None).await?;
-    known
-        .pop()
-        .flatten()
-        .ok_or_else(|| Error::UnknownObject(id.to_string()))
+async fn fetch_one(id: ObjectId) -> Result<Slot> {
+    let mut known = [None];
+    context::current()?
+        .fetch(&[id], &mut known[..], 1, None)
+        .await?;
+    let [slot] = known;
+    slot.ok_or_else(|| Error::UnknownObject(id.to_string()))
 }
 
 /// Waits for the object's value.
@@ -121,8 +160,10 @@ pub fn get_archived_blocking<T: Remotable>(r: &ObjectRef<T>) -> Result<ArchivedR
 pub async fn get_timeout<T: Remotable>(r: &ObjectRef<T>, timeout: Duration) -> Result<T> {
     let ctx = context::current()?;
     let id = r.id();
-    let mut known = ctx.fetch(&[id], 1, Some(timeout)).await?;
-    match known.pop().flatten() {
+    let mut known = [None];
+    ctx.fetch(&[id], &mut known[..], 1, Some(timeout)).await?;
+    let [slot] = known;
+    match slot {
         Some(slot) => decode(id, slot),
         None => Err(timeout_error(&ctx, id, timeout)),
     }
@@ -145,7 +186,8 @@ fn timeout_error(ctx: &Context, id: ObjectId, waited: Duration) -> Error {
 pub async fn get_all<T: Remotable>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
     let ctx = context::current()?;
     let ids: Vec<ObjectId> = refs.iter().map(ObjectRef::id).collect();
-    let known = ctx.fetch(&ids, ids.len(), None).await?;
+    let mut known: Vec<Option<Slot>> = vec![None; ids.len()];
+    ctx.fetch(&ids, &mut known[..], ids.len(), None).await?;
     ids.into_iter()
         .zip(known)
         .map(|(id, slot)| {
@@ -158,10 +200,11 @@ pub async fn get_all<T: Remotable>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
 /// Waits until `num_returns` of `refs` are done (ready or failed) or `timeout` passes, and
 /// splits them into (done, not done), each in the order given.
 pub async fn wait<T>(
-    refs: &[ObjectRef<T>],
+    refs: impl IntoRefs<T>,
     num_returns: usize,
     timeout: Option<Duration>,
 ) -> Result<WaitResult<T>> {
+    let refs = refs.into_refs();
     if num_returns > refs.len() {
         return Err(Error::InvalidArgument(format!(
             "wait for {num_returns} of {} references",
@@ -170,14 +213,16 @@ pub async fn wait<T>(
     }
     let ctx = context::current()?;
     let ids: Vec<ObjectId> = refs.iter().map(ObjectRef::id).collect();
-    let known = ctx.fetch(&ids, num_returns, timeout).await?;
-    let mut done = Vec::new();
-    let mut pending = Vec::new();
-    for (r, slot) in refs.iter().zip(known) {
-        if slot.is_some() && done.len() < num_returns {
-            done.push(r.clone());
+    let mut known = vec![false; ids.len()];
+    ctx.fetch(&ids, &mut known[..], num_returns, timeout)
+        .await?;
+    let mut done = Vec::with_capacity(num_returns);
+    let mut pending = Vec::with_capacity(refs.len() - num_returns);
+    for (r, slot) in refs.into_iter().zip(known) {
+        if slot && done.len() < num_returns {
+            done.push(r);
         } else {
-            pending.push(r.clone());
+            pending.push(r);
         }
     }
     Ok((done, pending))
@@ -211,7 +256,7 @@ pub fn get_all_blocking<T: Remotable>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
 
 /// Blocking twin of [`wait`].
 pub fn wait_blocking<T>(
-    refs: &[ObjectRef<T>],
+    refs: impl IntoRefs<T>,
     num_returns: usize,
     timeout: Option<Duration>,
 ) -> Result<WaitResult<T>> {

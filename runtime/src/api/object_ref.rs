@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::IntoFuture;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use prism_graph::{ObjectId, TaskError};
@@ -15,33 +16,34 @@ use crate::owner::Slot;
 use crate::value::Remotable;
 use crate::{Error, Result};
 
-/// An untyped, counted reference to an object.
+/// An untyped, counted reference to an object. Clones share one count at the owner: cloning
+/// and dropping a clone are atomic operations in this process, and the owner hears only when
+/// the last clone goes.
+#[derive(Clone)]
 pub struct RawRef {
+    counted: Arc<Counted>,
+}
+
+/// One reference the owner counts; released when dropped.
+struct Counted {
     id: ObjectId,
 }
 
 impl RawRef {
     /// Takes over a reference the owner already counted (a fresh task's return).
     pub(crate) fn adopt(id: ObjectId) -> Self {
-        RawRef { id }
+        RawRef {
+            counted: Arc::new(Counted { id }),
+        }
     }
 
     /// The object's id.
     pub fn id(&self) -> ObjectId {
-        self.id
+        self.counted.id
     }
 }
 
-impl Clone for RawRef {
-    fn clone(&self) -> Self {
-        if let Some(ctx) = context::try_current() {
-            ctx.add_ref(self.id);
-        }
-        RawRef { id: self.id }
-    }
-}
-
-impl Drop for RawRef {
+impl Drop for Counted {
     fn drop(&mut self) {
         if let Some(ctx) = context::try_current() {
             ctx.release(self.id);
@@ -51,7 +53,7 @@ impl Drop for RawRef {
 
 impl fmt::Debug for RawRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RawRef({})", self.id)
+        write!(f, "RawRef({})", self.id())
     }
 }
 
@@ -84,7 +86,7 @@ impl<T> ObjectRef<T> {
 
     /// The object's id.
     pub fn id(&self) -> ObjectId {
-        self.raw.id
+        self.raw.id()
     }
 
     /// The same object seen as another type; reading it then fails with a typed error unless
@@ -122,14 +124,14 @@ impl<T> fmt::Debug for ObjectRef<T> {
             f,
             "ObjectRef<{}>({})",
             std::any::type_name::<T>(),
-            self.raw.id
+            self.raw.id()
         )
     }
 }
 
 impl<T> PartialEq for ObjectRef<T> {
     fn eq(&self, other: &Self) -> bool {
-        self.raw.id == other.raw.id
+        self.raw.id() == other.raw.id()
     }
 }
 
@@ -137,7 +139,7 @@ impl<T> Eq for ObjectRef<T> {}
 
 impl<T> Hash for ObjectRef<T> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.raw.id.hash(state);
+        self.raw.id().hash(state);
     }
 }
 

@@ -20,7 +20,7 @@ use prism_graph::{ActorId, ObjectId, Resources, TaskError, TaskId, TaskKind, Tas
 use prism_transport::{ArchivedToNode, Frame, ObjectValue, ToNode, ToWorker, encode_frame};
 
 use crate::config::Config;
-use crate::owner::{Owner, Slot};
+use crate::owner::{Known, Owner, Slot};
 use crate::{Error, Result};
 use object_store::ObjectBytes;
 use scheduler::{Action, Admission, Placement, Scheduler, WorkerId};
@@ -193,8 +193,33 @@ impl Core {
         self.state.lock().owner.put(id, bytes, None, nested);
     }
 
-    pub(crate) fn poll_object(&self, id: ObjectId, waker: &Waker) -> Poll<Option<Slot>> {
-        self.state.lock().owner.poll(id, waker)
+    /// Polls `ids` under one lock, filling in `known`, until `need` of them are known.
+    /// Returns how many are known, or the first id the owner does not know.
+    pub(crate) fn poll_objects<K: Known + ?Sized>(
+        &self,
+        ids: &[ObjectId],
+        known: &mut K,
+        need: usize,
+        waker: &Waker,
+    ) -> std::result::Result<usize, ObjectId> {
+        let mut state = self.state.lock();
+        let mut count = 0;
+        for (i, id) in ids.iter().enumerate() {
+            if !known.has(i) {
+                match state.owner.poll(*id, waker) {
+                    Poll::Ready(Some(ready)) => known.learn(i, ready),
+                    Poll::Ready(None) => return Err(*id),
+                    Poll::Pending => {}
+                }
+            }
+            if known.has(i) {
+                count += 1;
+                if count >= need {
+                    break;
+                }
+            }
+        }
+        Ok(count)
     }
 
     pub(crate) fn function_of(&self, id: ObjectId) -> Option<Arc<str>> {

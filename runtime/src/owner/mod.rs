@@ -16,6 +16,33 @@ use prism_transport::Value;
 use crate::node::object_store::{self, ObjectBytes, Segment};
 use crate::node::scheduler::WorkerId;
 
+/// What a reader has learned of a list of objects so far: their values (for `get`) or only
+/// whether each is done (for `wait`, which must not copy values it does not return).
+pub(crate) trait Known {
+    /// Whether object `i` of the list is known to be done.
+    fn has(&self, i: usize) -> bool;
+    /// Object `i` is done with `slot` (never [`Slot::Pending`]).
+    fn learn(&mut self, i: usize, slot: &Slot);
+}
+
+impl Known for [Option<Slot>] {
+    fn has(&self, i: usize) -> bool {
+        self[i].is_some()
+    }
+    fn learn(&mut self, i: usize, slot: &Slot) {
+        self[i] = Some(slot.clone());
+    }
+}
+
+impl Known for [bool] {
+    fn has(&self, i: usize) -> bool {
+        self[i]
+    }
+    fn learn(&mut self, i: usize, _slot: &Slot) {
+        self[i] = true;
+    }
+}
+
 /// The value side of an object.
 #[derive(Debug, Clone)]
 pub(crate) enum Slot {
@@ -177,7 +204,7 @@ impl Owner {
 
     /// Brings a spilled object back into shared memory (spilling others if needed).
     fn restore(&mut self, id: ObjectId) {
-        let Some(Slot::Spilled(len)) = self.objects.get(&id).map(|e| e.slot.clone()) else {
+        let Some(&Slot::Spilled(len)) = self.objects.get(&id).map(|e| &e.slot) else {
             return;
         };
         if !self.make_room(len, Some(id)) {
@@ -506,21 +533,22 @@ impl Owner {
     }
 
     /// Polls an object for a reader in this process.
-    pub(crate) fn poll(&mut self, id: ObjectId, waker: &Waker) -> Poll<Option<Slot>> {
-        self.restore(id);
-        self.touch(id);
-        match self.objects.get_mut(&id) {
-            None => Poll::Ready(None),
-            Some(entry) => match &entry.slot {
-                Slot::Pending => {
-                    if !entry.waiters.iter().any(|w| w.will_wake(waker)) {
-                        entry.waiters.push(waker.clone());
-                    }
-                    Poll::Pending
-                }
-                slot => Poll::Ready(Some(slot.clone())),
-            },
+    pub(crate) fn poll(&mut self, id: ObjectId, waker: &Waker) -> Poll<Option<&Slot>> {
+        if matches!(self.objects.get(&id), Some(e) if matches!(e.slot, Slot::Spilled(_))) {
+            self.restore(id);
         }
+        let Some(entry) = self.objects.get_mut(&id) else {
+            return Poll::Ready(None);
+        };
+        if let Slot::Pending = entry.slot {
+            if !entry.waiters.iter().any(|w| w.will_wake(waker)) {
+                entry.waiters.push(waker.clone());
+            }
+            return Poll::Pending;
+        }
+        self.tick += 1;
+        entry.last_use = self.tick;
+        Poll::Ready(Some(&entry.slot))
     }
 
     /// The function that makes the object.

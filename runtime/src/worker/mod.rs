@@ -27,7 +27,7 @@ use crate::node::object_store::{ObjectBytes, Segment};
 use crate::node::worker_pool::{
     ENV_INLINE_THRESHOLD, ENV_ROLE, ENV_SESSION_DIR, ENV_SOCKET, ENV_WORKER,
 };
-use crate::owner::Slot;
+use crate::owner::{Known, Slot};
 use crate::{Error, Result};
 
 /// The fingerprint of this program's binary: its path, size and modification time. Workers
@@ -125,12 +125,6 @@ impl WorkerClient {
         inner.cache.insert(id, Slot::Ready(stored));
     }
 
-    pub(crate) fn add_ref(&self, id: ObjectId) {
-        if let Some((count, _)) = self.inner.lock().refs.get_mut(&id) {
-            *count += 1;
-        }
-    }
-
     /// A reference read from a value (an argument, an object): counted locally; the node
     /// learns of this worker's hold once.
     pub(crate) fn borrow(&self, id: ObjectId) {
@@ -171,12 +165,13 @@ impl WorkerClient {
 
     /// Waits until at least `need` of `ids` have a value (ready or failed) or the deadline
     /// passes; returns the values known, in order.
-    pub(crate) fn fetch(
+    pub(crate) fn fetch<K: Known + ?Sized>(
         &self,
         ids: &[ObjectId],
+        known: &mut K,
         need: usize,
         deadline: Option<Instant>,
-    ) -> Result<Vec<Option<Slot>>> {
+    ) -> Result<()> {
         let mut inner = self.inner.lock();
         let missing: Vec<ObjectId> = ids
             .iter()
@@ -211,7 +206,12 @@ impl WorkerClient {
                 }
             }
         }
-        Ok(ids.iter().map(|id| inner.cache.get(id).cloned()).collect())
+        for (i, id) in ids.iter().enumerate() {
+            if let Some(slot) = inner.cache.get(id) {
+                known.learn(i, slot);
+            }
+        }
+        Ok(())
     }
 }
 
