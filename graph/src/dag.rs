@@ -3,14 +3,14 @@
 //! tasks became ready, which failed with a failed input, which tasks an object derives from
 //! (lineage), and forgets what the owner frees.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::fmt::Write as _;
 
 use petgraph::Direction;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::{EdgeRef, IntoEdgeReferences};
 
-use crate::{ObjectId, TaskId};
+use crate::{IdMap, ObjectId, TaskId};
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -103,8 +103,8 @@ enum Node {
 #[derive(Debug, Default)]
 pub struct TaskGraph {
     graph: StableDiGraph<Node, ()>,
-    tasks: HashMap<TaskId, NodeIndex>,
-    objects: HashMap<ObjectId, NodeIndex>,
+    tasks: IdMap<TaskId, NodeIndex>,
+    objects: IdMap<ObjectId, NodeIndex>,
 }
 
 impl TaskGraph {

@@ -140,6 +140,13 @@ impl fmt::Debug for ActorId {
     }
 }
 
+/// A hash map keyed by ids. Ids are small and made by the runtime, so a fast seeded hash
+/// (foldhash) replaces the default SipHash on the hot paths of submit, complete and get.
+pub type IdMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A hash set of ids; see [`IdMap`].
+pub type IdSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,8 @@ mod spec;
 
 pub use dag::{GraphError, ObjectState, Readiness, TaskGraph, TaskState};
 pub use error::TaskError;
-pub use ids::{ActorId, ArchivedActorId, ArchivedObjectId, ArchivedTaskId, ObjectId, TaskId};
+pub use ids::{
+    ActorId, ArchivedActorId, ArchivedObjectId, ArchivedTaskId, IdMap, IdSet, ObjectId, TaskId,
+};
 pub use resources::{Amount, ResourceError, Resources};
 pub use spec::{Arg, TaskKind, TaskSpec};

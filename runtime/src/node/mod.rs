@@ -9,14 +9,16 @@ pub(crate) mod object_store;
 pub(crate) mod scheduler;
 pub(crate) mod worker_pool;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use prism_graph::{ActorId, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec, TaskState};
+use prism_graph::{
+    ActorId, IdMap, IdSet, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec, TaskState,
+};
 use prism_transport::{ArchivedToNode, Frame, ObjectValue, ToNode, ToWorker, encode_frame};
 
 use crate::config::Config;
@@ -45,19 +47,19 @@ struct Link {
 struct State {
     owner: Owner,
     sched: Scheduler,
-    links: HashMap<WorkerId, Link>,
-    outbox: HashMap<WorkerId, Vec<u8>>,
+    links: IdMap<WorkerId, Link>,
+    outbox: IdMap<WorkerId, Vec<u8>>,
     spawn: std::sync::mpsc::Sender<WorkerId>,
     /// Workers that died before their handshake, in a row.
     startup_failures: u32,
     /// Surplus idle workers seen at the last tick: stopped if still surplus at the next.
     retire_candidates: Vec<WorkerId>,
-    actors: HashMap<ActorId, actors::ActorRecord>,
+    actors: IdMap<ActorId, actors::ActorRecord>,
     names: HashMap<String, ActorId>,
     /// Actor creation attempts (first starts and restarts) by task.
-    creations: HashMap<TaskId, ActorId>,
+    creations: IdMap<TaskId, ActorId>,
     /// Actors whose queues may have calls ready to send.
-    actors_to_pump: HashSet<ActorId>,
+    actors_to_pump: IdSet<ActorId>,
     /// Counter of the node's own task ids (actor restarts).
     internal_seq: u64,
     shutting_down: bool,
@@ -106,15 +108,15 @@ impl Core {
                     config.object_store_bytes(),
                 ),
                 sched: Scheduler::new(total.clone(), config.max_inflight(), soft_limit),
-                links: HashMap::new(),
-                outbox: HashMap::new(),
+                links: IdMap::default(),
+                outbox: IdMap::default(),
                 spawn: spawn_tx,
                 startup_failures: 0,
                 retire_candidates: Vec::new(),
-                actors: HashMap::new(),
+                actors: IdMap::default(),
                 names: HashMap::new(),
-                creations: HashMap::new(),
-                actors_to_pump: HashSet::new(),
+                creations: IdMap::default(),
+                actors_to_pump: IdSet::default(),
                 internal_seq: 0,
                 shutting_down: false,
             }),

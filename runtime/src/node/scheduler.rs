@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use prism_graph::{Amount, Resources, TaskId};
+use prism_graph::{Amount, IdMap, Resources, TaskId};
 
 /// A worker's number on this node (also its owner number).
 pub(crate) type WorkerId = u32;
@@ -65,11 +65,11 @@ pub(crate) struct Scheduler {
     queues: HashMap<Resources, VecDeque<TaskId>>,
     /// Shapes in the order they first had work, for fairness between shapes.
     shapes: Vec<Resources>,
-    demands: HashMap<TaskId, Resources>,
+    demands: IdMap<TaskId, Resources>,
     infeasible: Vec<TaskId>,
     /// Actor creations waiting for a worker of their own, in order.
     pinned_queue: VecDeque<TaskId>,
-    workers: HashMap<WorkerId, WorkerState>,
+    workers: IdMap<WorkerId, WorkerState>,
     next_worker: WorkerId,
     max_inflight: usize,
     soft_limit: usize,
@@ -85,10 +85,10 @@ impl Scheduler {
             cpu_debt: 0,
             queues: HashMap::new(),
             shapes: Vec::new(),
-            demands: HashMap::new(),
+            demands: IdMap::default(),
             infeasible: Vec::new(),
             pinned_queue: VecDeque::new(),
-            workers: HashMap::new(),
+            workers: IdMap::default(),
             next_worker: 1,
             max_inflight: max_inflight.max(1),
             soft_limit: soft_limit.max(1),

@@ -6,11 +6,12 @@
 //! In the embedded single-node cluster the driver's owner also keeps the books for tasks that
 //! workers submit (nested tasks): the worker's references are counted as one hold per worker.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
-use prism_graph::{Arg, ObjectId, Readiness, TaskError, TaskGraph, TaskId, TaskSpec, TaskState};
+use prism_graph::{
+    Arg, IdMap, IdSet, ObjectId, Readiness, TaskError, TaskGraph, TaskId, TaskSpec, TaskState,
+};
 use prism_transport::Value;
 
 use crate::node::object_store::{self, ObjectBytes, Segment};
@@ -110,9 +111,9 @@ pub(crate) struct WorkerNotice {
 #[derive(Debug, Default)]
 pub(crate) struct Owner {
     graph: TaskGraph,
-    objects: HashMap<ObjectId, ObjectEntry>,
-    tasks: HashMap<TaskId, TaskRecord>,
-    held_by: HashMap<WorkerId, HashSet<ObjectId>>,
+    objects: IdMap<ObjectId, ObjectEntry>,
+    tasks: IdMap<TaskId, TaskRecord>,
+    held_by: IdMap<WorkerId, IdSet<ObjectId>>,
     /// Notices for workers produced by the last calls, drained by the node.
     pub(crate) notices: Vec<WorkerNotice>,
     /// The session directory holding shared-memory segments.

@@ -5,7 +5,7 @@
 //! waits, handing its queued tasks back to the node and bouncing new ones, so nested tasks
 //! cannot deadlock. Results are batched into one write while more tasks are queued.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use prism_graph::{ObjectId, TaskError, TaskId, TaskSpec};
+use prism_graph::{IdMap, IdSet, ObjectId, TaskError, TaskId, TaskSpec};
 use prism_transport::{
     ArchivedObjectValue, ArchivedToWorker, Execute, FrameError, FrameReader, Hello, Outcome,
     PROTOCOL_VERSION, ToNode, ToWorker, Value, encode_frame,
@@ -79,10 +79,10 @@ struct Inner {
     queue: VecDeque<Execute>,
     done: Vec<(TaskId, Outcome)>,
     /// Values of objects this worker asked for.
-    cache: HashMap<ObjectId, Slot>,
-    requested: HashSet<ObjectId>,
+    cache: IdMap<ObjectId, Slot>,
+    requested: IdSet<ObjectId>,
     /// This worker's references to objects it created (submits, puts): count and function.
-    refs: HashMap<ObjectId, (u32, Arc<str>)>,
+    refs: IdMap<ObjectId, (u32, Arc<str>)>,
     released: Vec<ObjectId>,
     blocked: bool,
     /// The node's directory of shared-memory segments.
@@ -468,9 +468,9 @@ fn connect() -> Result<Arc<WorkerClient>> {
         out: Vec::new(),
         queue: VecDeque::new(),
         done: Vec::new(),
-        cache: HashMap::new(),
-        requested: HashSet::new(),
-        refs: HashMap::new(),
+        cache: IdMap::default(),
+        requested: IdSet::default(),
+        refs: IdMap::default(),
         released: Vec::new(),
         blocked: false,
         store_dir: store_dir.clone(),
