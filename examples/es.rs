@@ -54,6 +54,7 @@ fn main() -> anyhow::Result<()> {
     let process_start = Instant::now();
     let args = Args::parse();
     let common = &args.common;
+    common.env.available().map_err(anyhow::Error::msg)?;
     let cpus = report::cluster_cpus()?;
     let mut config = EsConfig::new(common.env, common.workers()?);
     config.pairs = args.pairs.unwrap_or(config.pairs);

@@ -56,6 +56,7 @@ fn main() -> anyhow::Result<()> {
     // and turns into a worker inside `init_with`.
     let process_start = Instant::now();
     let args = Args::parse();
+    args.common.env.available().map_err(anyhow::Error::msg)?;
     let mut cluster = prism::Config::new();
     if args.learner_gpus > 0.0 {
         cluster = cluster.num_gpus(args.learner_gpus.ceil());

@@ -80,6 +80,11 @@ impl EsConfig {
                 max_iters: 600,
                 ..base
             },
+            // RLlib's defaults, as the ES paper's MuJoCo runs; episodes last up to 1000 steps.
+            EnvName::Hopper | EnvName::Humanoid => EsConfig {
+                max_iters: 500,
+                ..base
+            },
         }
     }
 
@@ -93,12 +98,14 @@ impl EsConfig {
     }
 }
 
-/// The mean return that counts as solved: 475 for CartPole-v1 (Gymnasium's threshold), -250
-/// for Pendulum-v1.
+/// The mean return that counts as solved: 475 for CartPole-v1 and 3,800 for Hopper-v5
+/// (Gymnasium's thresholds), -250 for Pendulum-v1, 6,000 for Humanoid-v5 (the ES paper's).
 pub fn solved_at(env: EnvName) -> f64 {
     match env {
         EnvName::Cartpole => 475.0,
         EnvName::Pendulum => -250.0,
+        EnvName::Hopper => 3800.0,
+        EnvName::Humanoid => 6000.0,
     }
 }
 
@@ -173,7 +180,13 @@ impl Evaluator {
             let out = self.mlp.forward(params, &self.obs, &mut self.scratch);
             let step = match self.env.action_space() {
                 ActionSpace::Discrete(_) => env.step(Action::Discrete(argmax(out))),
-                ActionSpace::Continuous { .. } => env.step(Action::Continuous(out)),
+                ActionSpace::Continuous { low, high, .. } => {
+                    let clipped: Vec<f32> = out
+                        .iter()
+                        .map(|a| a.clamp(low as f32, high as f32))
+                        .collect();
+                    env.step(Action::Continuous(&clipped))
+                }
             };
             total += step.reward;
             length += 1;

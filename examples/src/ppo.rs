@@ -90,6 +90,11 @@ impl PpoConfig {
                 max_iters: 500,
                 ..base
             },
+            // The paper's MuJoCo setting: one million steps.
+            EnvName::Hopper | EnvName::Humanoid => PpoConfig {
+                max_iters: 489,
+                ..base
+            },
         }
     }
 
@@ -121,11 +126,13 @@ impl PpoConfig {
 }
 
 /// The mean return of the last 100 episodes that counts as solved: 475 for CartPole-v1, -300
-/// for Pendulum-v1.
+/// for Pendulum-v1, Gymnasium's 3,800 for Hopper-v5, 6,000 for Humanoid-v5.
 pub fn solved_at(env: EnvName) -> f64 {
     match env {
         EnvName::Cartpole => 475.0,
         EnvName::Pendulum => -300.0,
+        EnvName::Hopper => 3800.0,
+        EnvName::Humanoid => 6000.0,
     }
 }
 

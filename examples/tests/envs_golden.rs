@@ -7,23 +7,11 @@
 use prism_examples::envs::{CartPole, Pendulum, Step};
 use serde_json::Value;
 
+mod common;
+use common::{golden, numbers};
+
 /// Steps a free-running replay is compared for.
 const FREE_RUN: usize = 300;
-
-fn golden(name: &str) -> Value {
-    let path = format!("{}/goldens/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).expect("golden file");
-    serde_json::from_str(&text).expect("valid JSON")
-}
-
-fn numbers(value: &Value) -> Vec<f64> {
-    value
-        .as_array()
-        .expect("an array")
-        .iter()
-        .map(|v| v.as_f64().expect("a number"))
-        .collect()
-}
 
 fn state<const N: usize>(value: &Value) -> [f64; N] {
     numbers(value).try_into().expect("state size")
@@ -31,25 +19,7 @@ fn state<const N: usize>(value: &Value) -> [f64; N] {
 
 fn check(env: &str, episode: usize, t: usize, got: &Step, want: &Value, tolerance: f64) {
     let at = format!("{env} episode {episode} step {t}");
-    for (i, (g, w)) in got.obs.iter().zip(numbers(&want["obs"])).enumerate() {
-        assert!((g - w).abs() < tolerance, "{at} obs[{i}]: {g} vs {w}");
-    }
-    let reward = want["reward"].as_f64().expect("reward");
-    assert!(
-        (got.reward - reward).abs() < tolerance,
-        "{at} reward: {} vs {reward}",
-        got.reward
-    );
-    assert_eq!(
-        got.terminated,
-        want["terminated"].as_bool().expect("flag"),
-        "{at} terminated"
-    );
-    assert_eq!(
-        got.truncated,
-        want["truncated"].as_bool().expect("flag"),
-        "{at} truncated"
-    );
+    common::check(&at, got, want, |g, w| (g - w).abs() < tolerance);
 }
 
 #[test]

@@ -3,9 +3,13 @@
 //! Python `gymnasium`, see `examples/goldens/`).
 
 mod cartpole;
+#[cfg(feature = "mujoco")]
+mod mujoco;
 mod pendulum;
 
 pub use cartpole::CartPole;
+#[cfg(feature = "mujoco")]
+pub use mujoco::{Hopper, Humanoid};
 pub use pendulum::Pendulum;
 
 /// The environments by name (the examples' `--env` flag).
@@ -26,6 +30,12 @@ pub enum EnvName {
     Cartpole,
     /// Pendulum-v1: 3 observations, one torque in [-2, 2], 200 steps.
     Pendulum,
+    /// Hopper-v5 (MuJoCo; the `mujoco` feature): 11 observations, 3 torques in [-1, 1],
+    /// 1000 steps.
+    Hopper,
+    /// Humanoid-v5 (MuJoCo; the `mujoco` feature): 348 observations, 17 torques in
+    /// [-0.4, 0.4], 1000 steps.
+    Humanoid,
 }
 
 /// What an agent may do in an environment.
@@ -64,12 +74,34 @@ pub enum Action<'a> {
     Continuous(&'a [f32]),
 }
 
+/// Observation and action sizes and control range of the MuJoCo environments, known without
+/// the `mujoco` feature so that flags and errors can name them.
+const HOPPER: (usize, usize, f64) = (11, 3, 1.0);
+const HUMANOID: (usize, usize, f64) = (348, 17, 0.4);
+/// Gymnasium's `max_episode_steps` for Hopper-v5 and Humanoid-v5.
+const MUJOCO_MAX_STEPS: u32 = 1000;
+
 impl EnvName {
+    /// Whether this build can run the environment: the MuJoCo ones need the `mujoco` feature.
+    pub fn available(self) -> Result<(), String> {
+        match self {
+            EnvName::Hopper | EnvName::Humanoid if !cfg!(feature = "mujoco") => Err(format!(
+                "{self:?} runs on MuJoCo: run scripts/fetch-mujoco.sh, then build with \
+                 `--features mujoco` (e.g. cargo run --release -p prism-examples --features \
+                 mujoco --example es -- --env {})",
+                format!("{self:?}").to_lowercase()
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Size of an observation.
     pub fn obs_dim(self) -> usize {
         match self {
             EnvName::Cartpole => CartPole::OBS,
             EnvName::Pendulum => Pendulum::OBS,
+            EnvName::Hopper => HOPPER.0,
+            EnvName::Humanoid => HUMANOID.0,
         }
     }
 
@@ -82,6 +114,16 @@ impl EnvName {
                 low: -pendulum::MAX_TORQUE_F64,
                 high: pendulum::MAX_TORQUE_F64,
             },
+            EnvName::Hopper => ActionSpace::Continuous {
+                dim: HOPPER.1,
+                low: -HOPPER.2,
+                high: HOPPER.2,
+            },
+            EnvName::Humanoid => ActionSpace::Continuous {
+                dim: HUMANOID.1,
+                low: -HUMANOID.2,
+                high: HUMANOID.2,
+            },
         }
     }
 
@@ -90,14 +132,24 @@ impl EnvName {
         match self {
             EnvName::Cartpole => cartpole::MAX_STEPS,
             EnvName::Pendulum => pendulum::MAX_STEPS,
+            EnvName::Hopper | EnvName::Humanoid => MUJOCO_MAX_STEPS,
         }
     }
 
-    /// A new episode, reset from `rng`.
+    /// A new episode, reset from `rng`. Panics for an environment this build cannot run
+    /// (check [`EnvName::available`] first).
     pub fn make(self, rng: &mut Rng) -> Env {
         match self {
             EnvName::Cartpole => Env::CartPole(CartPole::new(rng)),
             EnvName::Pendulum => Env::Pendulum(Pendulum::new(rng)),
+            #[cfg(feature = "mujoco")]
+            EnvName::Hopper => Env::Hopper(Box::new(Hopper::new(rng))),
+            #[cfg(feature = "mujoco")]
+            EnvName::Humanoid => Env::Humanoid(Box::new(Humanoid::new(rng))),
+            #[cfg(not(feature = "mujoco"))]
+            EnvName::Hopper | EnvName::Humanoid => {
+                panic!("{}", self.available().expect_err("MuJoCo is off"))
+            }
         }
     }
 }
@@ -109,6 +161,12 @@ pub enum Env {
     CartPole(CartPole),
     /// Pendulum-v1.
     Pendulum(Pendulum),
+    /// Hopper-v5.
+    #[cfg(feature = "mujoco")]
+    Hopper(Box<Hopper>),
+    /// Humanoid-v5.
+    #[cfg(feature = "mujoco")]
+    Humanoid(Box<Humanoid>),
 }
 
 impl Env {
@@ -117,6 +175,10 @@ impl Env {
         match self {
             Env::CartPole(env) => env.obs(),
             Env::Pendulum(env) => env.obs(),
+            #[cfg(feature = "mujoco")]
+            Env::Hopper(env) => env.obs(),
+            #[cfg(feature = "mujoco")]
+            Env::Humanoid(env) => env.obs(),
         }
     }
 
@@ -126,6 +188,10 @@ impl Env {
         match (self, action) {
             (Env::CartPole(env), Action::Discrete(a)) => env.step(a),
             (Env::Pendulum(env), Action::Continuous(u)) => env.step(f64::from(u[0])),
+            #[cfg(feature = "mujoco")]
+            (Env::Hopper(env), Action::Continuous(u)) => env.step(&widen(u)),
+            #[cfg(feature = "mujoco")]
+            (Env::Humanoid(env), Action::Continuous(u)) => env.step(&widen(u)),
             (env, action) => panic!("{action:?} does not fit {env:?}"),
         }
     }
@@ -175,6 +241,12 @@ impl Rng {
         let v = self.uniform(0.0, 1.0);
         (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
     }
+}
+
+/// A policy's f32 action as the f64 controls MuJoCo takes.
+#[cfg(feature = "mujoco")]
+fn widen(action: &[f32]) -> Vec<f64> {
+    action.iter().map(|a| f64::from(*a)).collect()
 }
 
 /// Widens a value through f32, as Gymnasium's float32 observations do.
