@@ -3,8 +3,8 @@
 //! against a size limit before anything is allocated and validated (bytecheck) before it is
 //! read, so a corrupt or hostile peer gets a clear [`FrameError`], never undefined behaviour.
 //!
-//! The same frames and messages serve the Unix sockets between a node and its workers and, later,
-//! QUIC streams between hosts.
+//! The same frames serve the Unix sockets between a node and its workers and the QUIC streams
+//! between hosts ([`quic`]), which run mutual TLS under the cluster's own CA ([`tls`]).
 //!
 //! # Examples
 //!
@@ -29,13 +29,16 @@
 mod frame;
 mod io;
 mod message;
+pub mod quic;
+pub mod tls;
 
 pub use frame::{
     DEFAULT_MAX_FRAME, Frame, FrameDecoder, FrameError, HEADER_LEN, Message, encode_frame,
 };
 pub use io::{AsyncFrameReader, FrameReader};
 pub use message::{
-    ArchivedExecute, ArchivedHello, ArchivedObjectValue, ArchivedOutcome, ArchivedToNode,
-    ArchivedToWorker, ArchivedValue, Execute, HandshakeError, Hello, ObjectValue, Outcome,
-    PROTOCOL_VERSION, ToNode, ToWorker, Value,
+    ArchivedExecute, ArchivedHello, ArchivedHostHello, ArchivedHostReply, ArchivedJoinReply,
+    ArchivedJoinRequest, ArchivedObjectValue, ArchivedOutcome, ArchivedToNode, ArchivedToWorker,
+    ArchivedValue, Execute, HandshakeError, Hello, HostHello, HostReply, JoinReply, JoinRequest,
+    ObjectValue, Outcome, PROTOCOL_VERSION, ToNode, ToWorker, Value,
 };

@@ -204,6 +204,63 @@ impl Message for ToNode {
     const NAME: &'static str = "ToNode";
 }
 
+/// The first message on a connection between hosts, after mutual TLS: who the sender is and
+/// what it speaks.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct HostHello {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub protocol: u32,
+    /// The sender's name (a node's or a driver's), for logs and errors.
+    pub name: String,
+    /// For job traffic: the fingerprint of the job's binary, which the receiver must run.
+    pub job_fingerprint: Option<u64>,
+}
+
+/// The answer to a [`HostHello`].
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum HostReply {
+    /// The connection is open for messages; the receiver's name.
+    Welcome(String),
+    /// Refused, and why (the connection closes after this).
+    Refused(String),
+}
+
+/// What a host without a certificate sends on the join protocol.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct JoinRequest {
+    /// [`PROTOCOL_VERSION`] of the joiner.
+    pub protocol: u32,
+    /// The join token's secret.
+    pub secret: Vec<u8>,
+    /// The name the joiner wants its certificate under.
+    pub name: String,
+}
+
+/// The head's answer to a [`JoinRequest`].
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum JoinReply {
+    /// The joiner's identity (certificate chain, key, CA) as PEM.
+    Granted(String),
+    /// Refused, and why.
+    Refused(String),
+}
+
+impl Message for HostHello {
+    const NAME: &'static str = "HostHello";
+}
+
+impl Message for HostReply {
+    const NAME: &'static str = "HostReply";
+}
+
+impl Message for JoinRequest {
+    const NAME: &'static str = "JoinRequest";
+}
+
+impl Message for JoinReply {
+    const NAME: &'static str = "JoinReply";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,489 @@
+//! QUIC between hosts (quinn), mutual TLS under the cluster's CA, and Prism's frames on QUIC
+//! streams.
+//!
+//! One endpoint per host serves two application protocols:
+//! - [`CLUSTER_ALPN`]: members only. The client must present a certificate from the cluster CA;
+//!   a connection without one is closed before any stream is read. The first frames are the
+//!   [`HostHello`] / [`HostReply`] handshake (protocol version, job binary fingerprint).
+//! - [`JOIN_ALPN`]: a host without a certificate sends a [`JoinRequest`] with the token's
+//!   secret, having checked the head against the CA fingerprint in the token; the head answers
+//!   with a certificate ([`JoinReply`]) or a refusal.
+//!
+//! A frame that is too large or malformed is an error for that stream's reader; the caller closes
+//! that connection with [`close_for`], which logs and sends the reason, and nothing else is
+//! touched.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+
+use crate::frame::{Frame, FrameDecoder, FrameError, Message, encode_frame};
+use crate::message::{
+    ArchivedHostReply, ArchivedJoinReply, HostHello, HostReply, JoinReply, JoinRequest,
+    PROTOCOL_VERSION,
+};
+use crate::tls::{CLUSTER_SERVER_NAME, ClusterAuthority, Identity, JoinToken, TlsError};
+
+/// The cluster protocol's ALPN (members with certificates).
+pub const CLUSTER_ALPN: &[u8] = b"prism/1";
+/// The join protocol's ALPN (hosts with a token, not yet a certificate).
+pub const JOIN_ALPN: &[u8] = b"prism-join/1";
+/// The largest control frame on a host connection (object bytes travel in chunks).
+pub const MAX_HOST_FRAME: usize = 64 << 20;
+
+/// Application close codes, so that the other side can tell why a connection ended.
+pub mod codes {
+    use quinn::VarInt;
+    /// Orderly close.
+    pub const DONE: VarInt = VarInt::from_u32(0);
+    /// The client has no certificate from the cluster CA.
+    pub const NO_CERTIFICATE: VarInt = VarInt::from_u32(1);
+    /// The handshake failed (version, fingerprint, wrong token).
+    pub const REFUSED: VarInt = VarInt::from_u32(2);
+    /// The peer sent a frame that is too large or malformed.
+    pub const BAD_FRAME: VarInt = VarInt::from_u32(3);
+}
+
+/// What went wrong on a host connection.
+#[derive(Debug, thiserror::Error)]
+pub enum QuicError {
+    /// Certificates, keys or the token.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The endpoint could not be set up.
+    #[error("QUIC endpoint on {addr}: {reason}")]
+    Endpoint {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// Connecting failed (unreachable, TLS refused, timed out).
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The connection or stream ended or failed.
+    #[error("connection to {peer}: {reason}")]
+    Connection {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A frame from the peer was refused.
+    #[error("frame from {peer}: {source}")]
+    Frame {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// What was wrong with it.
+        source: FrameError,
+    },
+    /// The peer refused the handshake or the join.
+    #[error("{peer} refused: {reason}")]
+    Refused {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// The reason it gave.
+        reason: String,
+    },
+}
+
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut config = quinn::TransportConfig::default();
+    config.max_idle_timeout(Some(
+        VarInt::from_u32(30_000).into(), // ms
+    ));
+    config.keep_alive_interval(Some(Duration::from_secs(5)));
+    Arc::new(config)
+}
+
+/// A server endpoint: a node (or the head) listening for members and joiners.
+pub fn server_endpoint(addr: SocketAddr, identity: &Identity) -> Result<Endpoint, QuicError> {
+    let tls = identity.server_config(&[CLUSTER_ALPN, JOIN_ALPN])?;
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Endpoint {
+        addr,
+        reason: e.to_string(),
+    })?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(transport_config());
+    Endpoint::server(config, addr).map_err(|e| QuicError::Endpoint {
+        addr,
+        reason: e.to_string(),
+    })
+}
+
+/// A client-only endpoint bound to `addr` (port 0 for any).
+pub fn client_endpoint(addr: SocketAddr) -> Result<Endpoint, QuicError> {
+    Endpoint::client(addr).map_err(|e| QuicError::Endpoint {
+        addr,
+        reason: e.to_string(),
+    })
+}
+
+/// A connection accepted by a server endpoint, sorted by protocol.
+#[derive(Debug)]
+pub enum Accepted {
+    /// A member: its certificate chains to the cluster CA.
+    Member(Connection),
+    /// A host that wants to join (no certificate checked): serve it with [`serve_join`].
+    Joiner(Connection),
+}
+
+/// Waits for the next connection that completes its handshake. Clients that fail TLS never
+/// show up here; a client on the cluster protocol without a certificate is closed with
+/// [`codes::NO_CERTIFICATE`] before anything it sent is read. `None` when the endpoint closed.
+pub async fn accept(endpoint: &Endpoint) -> Option<Accepted> {
+    loop {
+        let incoming = endpoint.accept().await?;
+        let remote = incoming.remote_address();
+        let connection = match incoming.await {
+            Ok(connection) => connection,
+            Err(e) => {
+                tracing::info!(peer = %remote, "refused a connection during its handshake: {e}");
+                continue;
+            }
+        };
+        let alpn = connection
+            .handshake_data()
+            .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|d| d.protocol);
+        match alpn.as_deref() {
+            Some(JOIN_ALPN) => return Some(Accepted::Joiner(connection)),
+            Some(CLUSTER_ALPN) if has_certificate(&connection) => {
+                return Some(Accepted::Member(connection));
+            }
+            Some(CLUSTER_ALPN) => {
+                close_for(
+                    &connection,
+                    codes::NO_CERTIFICATE,
+                    "a client certificate from the cluster's CA is required",
+                );
+            }
+            other => close_for(
+                &connection,
+                codes::REFUSED,
+                &format!("unknown application protocol {other:?}"),
+            ),
+        }
+    }
+}
+
+fn has_certificate(connection: &Connection) -> bool {
+    connection
+        .peer_identity()
+        .and_then(|id| {
+            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .is_some_and(|chain| !chain.is_empty())
+}
+
+/// Closes `connection` with `code` and `reason`, and logs why.
+pub fn close_for(connection: &Connection, code: VarInt, reason: &str) {
+    tracing::warn!(peer = %connection.remote_address(), "closing a connection: {reason}");
+    connection.close(code, reason.as_bytes());
+}
+
+/// Sends one frame on a stream.
+pub async fn send_frame<M: Message>(send: &mut SendStream, msg: &M) -> Result<(), QuicError>
+where
+    M::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>,
+{
+    let mut wire = Vec::new();
+    encode_frame(msg, &mut wire).map_err(|source| QuicError::Frame {
+        peer: unspecified(),
+        source,
+    })?;
+    send.write_all(&wire)
+        .await
+        .map_err(|e| QuicError::Connection {
+            peer: unspecified(),
+            reason: e.to_string(),
+        })
+}
+
+fn unspecified() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
+/// Reads the next whole frame from `recv` (buffering in `decoder`); `None` at a clean end of
+/// the stream. A too-large announced length is refused before its payload is read.
+pub async fn recv_frame(
+    recv: &mut RecvStream,
+    decoder: &mut FrameDecoder,
+    peer: SocketAddr,
+) -> Result<Option<Frame>, QuicError> {
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(frame)) => return Ok(Some(frame)),
+            Ok(None) => {}
+            Err(source) => return Err(QuicError::Frame { peer, source }),
+        }
+        match recv.read(&mut chunk).await {
+            Ok(Some(n)) => decoder.extend(&chunk[..n]),
+            Ok(None) if decoder.buffered() == 0 => return Ok(None),
+            Ok(None) => {
+                return Err(QuicError::Frame {
+                    peer,
+                    source: FrameError::Truncated {
+                        buffered: decoder.buffered(),
+                    },
+                });
+            }
+            Err(e) => return Err(connection_error(peer)(e)),
+        }
+    }
+}
+
+async fn recv_one(recv: &mut RecvStream, peer: SocketAddr, max: usize) -> Result<Frame, QuicError> {
+    let mut decoder = FrameDecoder::new(max);
+    recv_frame(recv, &mut decoder, peer)
+        .await?
+        .ok_or_else(|| QuicError::Connection {
+            peer,
+            reason: "the stream ended before a message".into(),
+        })
+}
+
+/// Accepts the peer's first stream and reads its one request frame; a bad frame closes the
+/// connection.
+async fn accept_request(
+    connection: &Connection,
+    max: usize,
+) -> Result<(SendStream, Frame), QuicError> {
+    let peer = connection.remote_address();
+    let (send, mut recv) = connection
+        .accept_bi()
+        .await
+        .map_err(connection_error(peer))?;
+    match recv_one(&mut recv, peer, max).await {
+        Ok(frame) => Ok((send, frame)),
+        Err(e) => {
+            close_for(connection, codes::BAD_FRAME, &e.to_string());
+            Err(e)
+        }
+    }
+}
+
+/// Validates `frame` as an `M`; a malformed one closes the connection.
+fn access_or_close<'f, M: Message>(
+    connection: &Connection,
+    frame: &'f Frame,
+) -> Result<&'f M::Archived, QuicError>
+where
+    M::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>,
+{
+    frame.access::<M>().map_err(|source| {
+        close_for(connection, codes::BAD_FRAME, &source.to_string());
+        QuicError::Frame {
+            peer: connection.remote_address(),
+            source,
+        }
+    })
+}
+
+fn connection_error<E: std::fmt::Display>(peer: SocketAddr) -> impl Fn(E) -> QuicError {
+    move |e| QuicError::Connection {
+        peer,
+        reason: e.to_string(),
+    }
+}
+
+fn frame_error(peer: SocketAddr) -> impl Fn(FrameError) -> QuicError {
+    move |source| QuicError::Frame { peer, source }
+}
+
+/// Joins the cluster at `addr` with `token`: checks the head against the token's CA, sends the
+/// secret, and returns the certificate the head issued for `name`.
+pub async fn join(
+    endpoint: &Endpoint,
+    addr: SocketAddr,
+    token: &JoinToken,
+    name: &str,
+) -> Result<Identity, QuicError> {
+    let tls = token.client_config(JOIN_ALPN)?;
+    let connection = connect_with(endpoint, addr, tls).await?;
+    let (mut send, mut recv) = open(&connection, addr).await?;
+    send_frame(
+        &mut send,
+        &JoinRequest {
+            protocol: PROTOCOL_VERSION,
+            secret: token.secret().to_vec(),
+            name: name.to_string(),
+        },
+    )
+    .await?;
+    let _ = send.finish();
+    let frame = recv_one(&mut recv, addr, 1 << 20).await?;
+    let result = match frame.access::<JoinReply>().map_err(frame_error(addr))? {
+        ArchivedJoinReply::Granted(pem) => Ok(Identity::from_pem(pem.as_str())?),
+        ArchivedJoinReply::Refused(reason) => Err(QuicError::Refused {
+            peer: addr,
+            reason: reason.to_string(),
+        }),
+    };
+    connection.close(codes::DONE, b"joined");
+    result
+}
+
+/// Answers one joiner: checks its protocol version and token secret and, if both are right,
+/// issues it a certificate. Returns the joiner's name on success.
+pub async fn serve_join(
+    connection: Connection,
+    token: &JoinToken,
+    authority: &ClusterAuthority,
+) -> Result<String, QuicError> {
+    let peer = connection.remote_address();
+    let (mut send, frame) = accept_request(&connection, 4 << 10).await?;
+    let request = access_or_close::<JoinRequest>(&connection, &frame)?;
+    let name = request.name.to_string();
+    let verdict = if request.protocol.to_native() != PROTOCOL_VERSION {
+        Err(format!(
+            "protocol version mismatch: the joiner speaks {}, the head speaks {PROTOCOL_VERSION}",
+            request.protocol.to_native()
+        ))
+    } else if !token.accepts(request.secret.as_slice()) {
+        Err("wrong join token".to_string())
+    } else {
+        authority
+            .issue(&name)
+            .map(|identity| identity.to_pem())
+            .map_err(|e| e.to_string())
+    };
+    let reply = match &verdict {
+        Ok(pem) => JoinReply::Granted(pem.clone()),
+        Err(reason) => JoinReply::Refused(reason.clone()),
+    };
+    send_frame(&mut send, &reply).await?;
+    let _ = send.finish();
+    match verdict {
+        Ok(_) => {
+            tracing::info!(peer = %peer, name, "issued a certificate to a joining host");
+            // The joiner closes once it has the reply.
+            let _ = tokio::time::timeout(Duration::from_secs(5), connection.closed()).await;
+            Ok(name)
+        }
+        Err(reason) => {
+            let _ = send.stopped().await;
+            close_for(&connection, codes::REFUSED, &reason);
+            Err(QuicError::Refused { peer, reason })
+        }
+    }
+}
+
+async fn connect_with(
+    endpoint: &Endpoint,
+    addr: SocketAddr,
+    tls: rustls::ClientConfig,
+) -> Result<Connection, QuicError> {
+    let connect_error = |reason: String| QuicError::Connect { addr, reason };
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| connect_error(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(transport_config());
+    endpoint
+        .connect_with(config, addr, CLUSTER_SERVER_NAME)
+        .map_err(|e| connect_error(e.to_string()))?
+        .await
+        .map_err(|e| connect_error(e.to_string()))
+}
+
+async fn open(
+    connection: &Connection,
+    peer: SocketAddr,
+) -> Result<(SendStream, RecvStream), QuicError> {
+    connection.open_bi().await.map_err(connection_error(peer))
+}
+
+/// Connects to the member at `addr` as `identity`, and makes the handshake: our protocol
+/// version, `name` and, for job traffic, the job binary's fingerprint. Returns the connection
+/// and the peer's name.
+pub async fn connect(
+    endpoint: &Endpoint,
+    addr: SocketAddr,
+    identity: &Identity,
+    hello: &HostHello,
+) -> Result<(Connection, String), QuicError> {
+    let connection = connect_with(endpoint, addr, identity.client_config(CLUSTER_ALPN)?).await?;
+    let (mut send, mut recv) = open(&connection, addr).await?;
+    send_frame(&mut send, hello).await?;
+    let _ = send.finish();
+    let frame = recv_one(&mut recv, addr, 1 << 20).await.map_err(|e| {
+        // A refusal closes the connection; report the peer's reason when there is one.
+        match connection.close_reason() {
+            Some(quinn::ConnectionError::ApplicationClosed(close)) => QuicError::Refused {
+                peer: addr,
+                reason: String::from_utf8_lossy(&close.reason).into_owned(),
+            },
+            _ => e,
+        }
+    })?;
+    match frame.access::<HostReply>().map_err(frame_error(addr))? {
+        ArchivedHostReply::Welcome(name) => Ok((connection, name.to_string())),
+        ArchivedHostReply::Refused(reason) => Err(QuicError::Refused {
+            peer: addr,
+            reason: reason.to_string(),
+        }),
+    }
+}
+
+/// The server side of the member handshake: reads the peer's [`HostHello`], checks its
+/// protocol version and (when `job_fingerprint` is set and the peer names one) the job
+/// binary's fingerprint, and welcomes it as `name` or refuses and closes. Returns the peer's
+/// hello.
+pub async fn welcome(
+    connection: &Connection,
+    name: &str,
+    job_fingerprint: Option<u64>,
+) -> Result<HostHello, QuicError> {
+    let peer = connection.remote_address();
+    let (mut send, frame) = accept_request(connection, 64 << 10).await?;
+    let archived = access_or_close::<HostHello>(connection, &frame)?;
+    let hello: HostHello =
+        rkyv::deserialize::<HostHello, rkyv::rancor::Error>(archived).map_err(|e| {
+            QuicError::Frame {
+                peer,
+                source: FrameError::Malformed {
+                    message: "HostHello",
+                    len: frame.len(),
+                    reason: e.to_string(),
+                },
+            }
+        })?;
+    let refusal = if hello.protocol != PROTOCOL_VERSION {
+        Some(format!(
+            "protocol version mismatch: {} speaks {}, {name} speaks {PROTOCOL_VERSION}",
+            hello.name, hello.protocol
+        ))
+    } else {
+        match (job_fingerprint, hello.job_fingerprint) {
+            (Some(ours), Some(theirs)) if ours != theirs => Some(format!(
+                "binary fingerprint mismatch: {} runs a build {theirs:016x}, {name} runs \
+                 {ours:016x} (another build of the job)",
+                hello.name
+            )),
+            _ => None,
+        }
+    };
+    match refusal {
+        None => {
+            send_frame(&mut send, &HostReply::Welcome(name.to_string())).await?;
+            let _ = send.finish();
+            Ok(hello)
+        }
+        Some(reason) => {
+            let _ = send_frame(&mut send, &HostReply::Refused(reason.clone())).await;
+            let _ = send.finish();
+            let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+            close_for(connection, codes::REFUSED, &reason);
+            Err(QuicError::Refused { peer, reason })
+        }
+    }
+}
