@@ -38,8 +38,12 @@
 )]
 
 mod api;
+#[doc(hidden)]
+pub mod cli;
 mod config;
 mod context;
+#[doc(hidden)]
+pub mod control;
 mod error;
 mod node;
 mod owner;

@@ -37,8 +37,9 @@ pub use frame::{
 };
 pub use io::{AsyncFrameReader, FrameReader};
 pub use message::{
-    ArchivedExecute, ArchivedHello, ArchivedHostHello, ArchivedHostReply, ArchivedJoinReply,
-    ArchivedJoinRequest, ArchivedObjectValue, ArchivedOutcome, ArchivedToNode, ArchivedToWorker,
-    ArchivedValue, Execute, HandshakeError, Hello, HostHello, HostReply, JoinReply, JoinRequest,
-    ObjectValue, Outcome, PROTOCOL_VERSION, ToNode, ToWorker, Value,
+    ArchivedExecute, ArchivedFromControl, ArchivedHello, ArchivedHostHello, ArchivedHostReply,
+    ArchivedJoinReply, ArchivedJoinRequest, ArchivedObjectValue, ArchivedOutcome, ArchivedToNode,
+    ArchivedToWorker, ArchivedValue, Execute, FromControl, HandshakeError, Hello, HostHello,
+    HostReply, JoinReply, JoinRequest, NodeStatus, ObjectValue, Outcome, PROTOCOL_VERSION,
+    ToControl, ToNode, ToWorker, Value,
 };

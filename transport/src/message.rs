@@ -245,6 +245,69 @@ pub enum JoinReply {
     Refused(String),
 }
 
+/// One node as the control store knows it.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct NodeStatus {
+    /// The node's number in the cluster.
+    pub id: u32,
+    /// The node's name.
+    pub name: String,
+    /// Where the node listens (QUIC).
+    pub addr: String,
+    /// Its resources by name.
+    pub total: Vec<(String, f64)>,
+    /// What is free of them, as of its last heartbeat.
+    pub available: Vec<(String, f64)>,
+    /// Whether it has sent a heartbeat within the timeout.
+    pub alive: bool,
+    /// Milliseconds since its last heartbeat.
+    pub last_seen_ms: u64,
+}
+
+/// A member's request to the control store (on the head).
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum ToControl {
+    /// A node daemon joins the cluster's node table.
+    Register {
+        /// The node's name.
+        name: String,
+        /// Where it listens.
+        addr: String,
+        /// Its resources by name.
+        resources: Vec<(String, f64)>,
+    },
+    /// A node is alive; what is free on it.
+    Heartbeat {
+        /// The node's number.
+        node: u32,
+        /// Its free resources.
+        available: Vec<(String, f64)>,
+    },
+    /// The node table.
+    Status,
+}
+
+/// The control store's answer.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum FromControl {
+    /// The registered node's number.
+    Registered(u32),
+    /// A heartbeat was recorded.
+    Ack,
+    /// The node table.
+    Status(Vec<NodeStatus>),
+    /// The request failed, and why.
+    Error(String),
+}
+
+impl Message for ToControl {
+    const NAME: &'static str = "ToControl";
+}
+
+impl Message for FromControl {
+    const NAME: &'static str = "FromControl";
+}
+
 impl Message for HostHello {
     const NAME: &'static str = "HostHello";
 }

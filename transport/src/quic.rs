@@ -311,18 +311,12 @@ pub async fn join(
 ) -> Result<Identity, QuicError> {
     let tls = token.client_config(JOIN_ALPN)?;
     let connection = connect_with(endpoint, addr, tls).await?;
-    let (mut send, mut recv) = open(&connection, addr).await?;
-    send_frame(
-        &mut send,
-        &JoinRequest {
-            protocol: PROTOCOL_VERSION,
-            secret: token.secret().to_vec(),
-            name: name.to_string(),
-        },
-    )
-    .await?;
-    let _ = send.finish();
-    let frame = recv_one(&mut recv, addr, 1 << 20).await?;
+    let request = JoinRequest {
+        protocol: PROTOCOL_VERSION,
+        secret: token.secret().to_vec(),
+        name: name.to_string(),
+    };
+    let frame = request_frame(&connection, &request, 1 << 20).await?;
     let result = match frame.access::<JoinReply>().map_err(frame_error(addr))? {
         ArchivedJoinReply::Granted(pem) => Ok(Identity::from_pem(pem.as_str())?),
         ArchivedJoinReply::Refused(reason) => Err(QuicError::Refused {
@@ -395,11 +389,20 @@ async fn connect_with(
         .map_err(|e| connect_error(e.to_string()))
 }
 
-async fn open(
+/// Sends `msg` on a new stream and reads the one frame that answers it (at most `max` bytes).
+pub async fn request_frame<M: Message>(
     connection: &Connection,
-    peer: SocketAddr,
-) -> Result<(SendStream, RecvStream), QuicError> {
-    connection.open_bi().await.map_err(connection_error(peer))
+    msg: &M,
+    max: usize,
+) -> Result<Frame, QuicError>
+where
+    M::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>,
+{
+    let peer = connection.remote_address();
+    let (mut send, mut recv) = connection.open_bi().await.map_err(connection_error(peer))?;
+    send_frame(&mut send, msg).await?;
+    let _ = send.finish();
+    recv_one(&mut recv, peer, max).await
 }
 
 /// Connects to the member at `addr` as `identity`, and makes the handshake: our protocol
@@ -412,19 +415,18 @@ pub async fn connect(
     hello: &HostHello,
 ) -> Result<(Connection, String), QuicError> {
     let connection = connect_with(endpoint, addr, identity.client_config(CLUSTER_ALPN)?).await?;
-    let (mut send, mut recv) = open(&connection, addr).await?;
-    send_frame(&mut send, hello).await?;
-    let _ = send.finish();
-    let frame = recv_one(&mut recv, addr, 1 << 20).await.map_err(|e| {
-        // A refusal closes the connection; report the peer's reason when there is one.
-        match connection.close_reason() {
-            Some(quinn::ConnectionError::ApplicationClosed(close)) => QuicError::Refused {
-                peer: addr,
-                reason: String::from_utf8_lossy(&close.reason).into_owned(),
-            },
-            _ => e,
-        }
-    })?;
+    let frame = request_frame(&connection, hello, 1 << 20)
+        .await
+        .map_err(|e| {
+            // A refusal closes the connection; report the peer's reason when there is one.
+            match connection.close_reason() {
+                Some(quinn::ConnectionError::ApplicationClosed(close)) => QuicError::Refused {
+                    peer: addr,
+                    reason: String::from_utf8_lossy(&close.reason).into_owned(),
+                },
+                _ => e,
+            }
+        })?;
     match frame.access::<HostReply>().map_err(frame_error(addr))? {
         ArchivedHostReply::Welcome(name) => Ok((connection, name.to_string())),
         ArchivedHostReply::Refused(reason) => Err(QuicError::Refused {

@@ -100,19 +100,7 @@ fn client() -> Endpoint {
 
 /// Sends one `ToWorker::Shutdown` frame on a new stream and reads the echo.
 async fn round_trip(connection: &quinn::Connection) -> Result<(), QuicError> {
-    let peer = connection.remote_address();
-    let (mut send, mut recv) = connection
-        .open_bi()
-        .await
-        .map_err(|e| QuicError::Connection {
-            peer,
-            reason: e.to_string(),
-        })?;
-    quic::send_frame(&mut send, &ToWorker::Shutdown).await?;
-    let mut decoder = FrameDecoder::new(1 << 16);
-    let frame = quic::recv_frame(&mut recv, &mut decoder, peer)
-        .await?
-        .expect("an echo");
+    let frame = quic::request_frame(connection, &ToWorker::Shutdown, 1 << 16).await?;
     assert!(frame.access::<ToWorker>().is_ok());
     Ok(())
 }

@@ -1,0 +1,616 @@
+//! The `prism` command: start and stop the daemons of a cluster and show its state.
+//!
+//! `prism start --head` runs the head's daemon in the background: it creates the cluster's CA
+//! and join token, serves the control store over mutual-TLS QUIC, and writes the address and
+//! token to the session directory (`$PRISM_SESSION_DIR`, default `/tmp/prism/session_latest`).
+//! `prism start --address HOST:PORT --token T` joins a node daemon to it; `prism status` shows
+//! the nodes, their resources and health; `prism stop` stops the daemons this host started.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use prism_transport::quic::{self, Accepted, QuicError};
+use prism_transport::tls::{ClusterAuthority, Identity, JoinToken};
+use prism_transport::{
+    ArchivedFromControl, FrameDecoder, FromControl, HostHello, NodeStatus, PROTOCOL_VERSION,
+    ToControl,
+};
+
+use crate::control::ControlStore;
+
+/// The `prism` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "prism",
+    version,
+    about = "Start, inspect and stop a Prism cluster"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the head (`--head`) or join a node to a cluster (`--address`, `--token`).
+    Start(StartArgs),
+    /// Show the cluster's nodes, their resources and health.
+    Status(ClientArgs),
+    /// Stop the daemons started on this host (this session directory).
+    Stop,
+    /// Run a daemon in the foreground (what `start` runs in the background).
+    #[command(hide = true)]
+    Daemon(StartArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct StartArgs {
+    /// Start the head: the control store, the cluster's CA and join token.
+    #[arg(long)]
+    head: bool,
+    /// The head's address, to join a node.
+    #[arg(long, env = "PRISM_ADDRESS")]
+    address: Option<String>,
+    /// The join token the head printed.
+    #[arg(long, env = "PRISM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The IP address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    /// The UDP port to listen on (the head's default is 6380; nodes take any).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Logical CPUs of this node (default: the host's cores).
+    #[arg(long)]
+    num_cpus: Option<f64>,
+    /// Logical GPUs of this node.
+    #[arg(long, default_value_t = 0.0)]
+    num_gpus: f64,
+    /// Custom resources, as `name=amount,name=amount`.
+    #[arg(long, value_parser = parse_resources, default_value = "")]
+    resources: Resources,
+    /// This node's name (default: node-HOST-PID).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+struct ClientArgs {
+    /// The head's address (default: the session directory's).
+    #[arg(long, env = "PRISM_ADDRESS")]
+    address: Option<String>,
+    /// The join token (default: the session directory's).
+    #[arg(long, env = "PRISM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+type Resources = BTreeMap<String, f64>;
+
+fn parse_resources(text: &str) -> Result<Resources, String> {
+    let mut out = Resources::new();
+    for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let (name, amount) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?} is not name=amount"))?;
+        let amount: f64 = amount
+            .trim()
+            .parse()
+            .map_err(|_| format!("{amount:?} is not a number (in {pair:?})"))?;
+        if !amount.is_finite() || amount < 0.0 {
+            return Err(format!("{name} = {amount} is not a non-negative amount"));
+        }
+        out.insert(name.trim().to_string(), amount);
+    }
+    Ok(out)
+}
+
+/// Runs the `prism` command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Start(args) => start(&args),
+        Command::Status(args) => runtime().and_then(|rt| rt.block_on(status(&args))),
+        Command::Stop => stop(),
+        Command::Daemon(args) => {
+            init_logging();
+            runtime().and_then(|rt| rt.block_on(daemon(args)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("prism: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+/// The session directory of the daemons started on this host.
+fn session_dir() -> PathBuf {
+    std::env::var_os("PRISM_SESSION_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("prism").join("session_latest"))
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn read_session(file: &str) -> Option<String> {
+    std::fs::read_to_string(session_dir().join(file))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Starts the daemon in the background and waits until it is ready (or failed).
+fn start(args: &StartArgs) -> Result<(), String> {
+    if !args.head && args.address.is_none() {
+        return Err(
+            "give --head to start a cluster, or --address (and --token) to join one".into(),
+        );
+    }
+    let dir = session_dir();
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
+    let log_path = logs.join(format!(
+        "{}-{}.log",
+        if args.head { "head" } else { "node" },
+        std::process::id()
+    ));
+    let log = std::fs::File::create(&log_path)
+        .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut command = std::process::Command::new(exe);
+    command.arg("daemon").args(std::env::args_os().skip(2));
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; the child leaves the terminal's session so that
+    // closing the shell does not stop the daemon.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start the daemon: {e}"))?;
+    let ready = dir.join("daemons").join(child.id().to_string());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready)
+            && !text.is_empty()
+        {
+            print!("{text}");
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let last: Vec<&str> = log.lines().rev().take(5).collect();
+            let last: Vec<&str> = last.into_iter().rev().collect();
+            return Err(format!(
+                "the daemon exited ({status}) before it was ready:\n{}",
+                last.join("\n")
+            ));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(format!(
+                "the daemon was not ready within 30 s; see {}",
+                log_path.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Records this daemon as started on this host, with what `start` prints.
+fn announce(text: &str) -> Result<(), String> {
+    let dir = session_dir().join("daemons");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join(std::process::id().to_string());
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn total_resources(args: &StartArgs) -> Vec<(String, f64)> {
+    let cpus = args
+        .num_cpus
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64));
+    let mut all = vec![
+        ("CPU".to_string(), cpus),
+        ("GPU".to_string(), args.num_gpus),
+    ];
+    all.extend(args.resources.iter().map(|(k, v)| (k.clone(), *v)));
+    all
+}
+
+fn millis_env(name: &str, default: u64) -> Duration {
+    Duration::from_millis(
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+fn heartbeat_interval() -> Duration {
+    millis_env("PRISM_HEARTBEAT_MS", 1_000)
+}
+
+async fn daemon(args: StartArgs) -> Result<(), String> {
+    let dir = session_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    if args.head {
+        head(args, &dir).await
+    } else {
+        node(args, &dir).await
+    }
+}
+
+async fn head(args: StartArgs, dir: &Path) -> Result<(), String> {
+    let cluster = format!("{:x}", now_nanos());
+    let ca = Arc::new(ClusterAuthority::create(&cluster).map_err(|e| e.to_string())?);
+    let token = JoinToken::generate(ca.certificate());
+    let identity = ca.issue("head").map_err(|e| e.to_string())?;
+    let bind = SocketAddr::new(args.host, args.port.unwrap_or(6380));
+    let endpoint = quic::server_endpoint(bind, &identity).map_err(|e| e.to_string())?;
+    let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
+    let (ca_pem, key_pem) = ca.to_pem();
+    std::fs::write(dir.join("ca.pem"), ca_pem).map_err(|e| e.to_string())?;
+    write_private(&dir.join("ca-key.pem"), &key_pem)?;
+    write_private(&dir.join("token"), &token.to_string())?;
+    std::fs::write(dir.join("address"), addr.to_string()).map_err(|e| e.to_string())?;
+
+    let timeout = millis_env("PRISM_NODE_TIMEOUT_MS", 10_000);
+    let control = Arc::new(parking_lot::Mutex::new(ControlStore::new(timeout)));
+    let name = args.name.clone().unwrap_or_else(|| "head".to_string());
+    let own = control.lock().handle(
+        ToControl::Register {
+            name: name.clone(),
+            addr: addr.to_string(),
+            resources: total_resources(&args),
+        },
+        Instant::now(),
+    );
+    let FromControl::Registered(own_id) = own else {
+        return Err(format!("the head cannot register itself: {own:?}"));
+    };
+    // The head's own node beats in-process.
+    let beats = control.clone();
+    let total = total_resources(&args);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(heartbeat_interval());
+        loop {
+            tick.tick().await;
+            let beat = ToControl::Heartbeat {
+                node: own_id,
+                available: total.clone(),
+            };
+            beats.lock().handle(beat, Instant::now());
+        }
+    });
+    tracing::info!(%addr, "head ready");
+    announce(&format!(
+        "Started the Prism head at {addr} (session {}).\nJoin token: {token}\n\
+         To add a node: prism start --address {addr} --token {token}\n",
+        dir.display()
+    ))?;
+    while let Some(accepted) = quic::accept(&endpoint).await {
+        let (ca, token, control) = (ca.clone(), token.clone(), control.clone());
+        tokio::spawn(async move {
+            match accepted {
+                Accepted::Joiner(connection) => {
+                    if let Err(e) = quic::serve_join(connection, &token, &ca).await {
+                        tracing::warn!("a join failed: {e}");
+                    }
+                }
+                Accepted::Member(connection) => serve_member(connection, control).await,
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Answers a member's control requests, one per stream, until it goes.
+async fn serve_member(
+    connection: quinn::Connection,
+    control: Arc<parking_lot::Mutex<ControlStore>>,
+) {
+    let peer = connection.remote_address();
+    let hello = match quic::welcome(&connection, "head", None).await {
+        Ok(hello) => hello,
+        Err(e) => {
+            tracing::warn!(%peer, "refused a member: {e}");
+            return;
+        }
+    };
+    while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+        let mut decoder = FrameDecoder::new(1 << 20);
+        let request = match quic::recv_frame(&mut recv, &mut decoder, peer).await {
+            Ok(Some(frame)) => match frame.access::<ToControl>() {
+                Ok(archived) => rkyv::deserialize::<ToControl, rkyv::rancor::Error>(archived)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            Ok(None) => continue,
+            Err(e) => Err(e.to_string()),
+        };
+        let request = match request {
+            Ok(request) => request,
+            Err(reason) => {
+                quic::close_for(&connection, quic::codes::BAD_FRAME, &reason);
+                return;
+            }
+        };
+        let reply = control.lock().handle(request, Instant::now());
+        if quic::send_frame(&mut send, &reply).await.is_err() {
+            break;
+        }
+        let _ = send.finish();
+    }
+    tracing::info!(%peer, member = hello.name, "member disconnected");
+}
+
+/// Sends one request to the control store on its own stream and reads the answer.
+async fn ask(
+    connection: &quinn::Connection,
+    request: &ToControl,
+) -> Result<FromControl, QuicError> {
+    let peer = connection.remote_address();
+    let frame = quic::request_frame(connection, request, 16 << 20).await?;
+    let archived: &ArchivedFromControl = frame
+        .access::<FromControl>()
+        .map_err(|source| QuicError::Frame { peer, source })?;
+    rkyv::deserialize::<FromControl, rkyv::rancor::Error>(archived).map_err(|e| {
+        QuicError::Connection {
+            peer,
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// The head's address and the token, from the flags, the environment or the session directory.
+fn head_and_token(
+    address: Option<&str>,
+    token: Option<&str>,
+) -> Result<(SocketAddr, JoinToken), String> {
+    let address = address
+        .map(str::to_string)
+        .or_else(|| read_session("address"))
+        .ok_or("no head address: give --address or PRISM_ADDRESS, or start a head here")?;
+    let addr = resolve(&address)?;
+    let token = token
+        .map(str::to_string)
+        .or_else(|| read_session("token"))
+        .ok_or("no join token: give --token or PRISM_TOKEN")?;
+    let token: JoinToken = token
+        .parse()
+        .map_err(|e: prism_transport::tls::TlsError| e.to_string())?;
+    Ok((addr, token))
+}
+
+fn resolve(address: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    address
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {address}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{address} resolves to no address"))
+}
+
+/// Joins the cluster and connects to the head as a member named `name`.
+async fn connect_to_head(
+    bind: std::net::IpAddr,
+    head: SocketAddr,
+    token: &JoinToken,
+    name: &str,
+) -> Result<(quinn::Endpoint, Identity, quinn::Connection), String> {
+    let endpoint = quic::client_endpoint(SocketAddr::new(bind, 0)).map_err(|e| e.to_string())?;
+    let identity = quic::join(&endpoint, head, token, name)
+        .await
+        .map_err(|e| format!("cannot join the cluster at {head}: {e}"))?;
+    let hello = HostHello {
+        protocol: PROTOCOL_VERSION,
+        name: name.to_string(),
+        job_fingerprint: None,
+    };
+    let (connection, _) = quic::connect(&endpoint, head, &identity, &hello)
+        .await
+        .map_err(|e| format!("cannot connect to the head at {head}: {e}"))?;
+    Ok((endpoint, identity, connection))
+}
+
+async fn node(args: StartArgs, dir: &Path) -> Result<(), String> {
+    let (head, token) = head_and_token(args.address.as_deref(), args.token.as_deref())?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("node-{}-{}", args.host, std::process::id()));
+    let (_client, identity, connection) = connect_to_head(args.host, head, &token, &name).await?;
+    write_private(&dir.join(format!("{name}.pem")), &identity.to_pem())?;
+    // The node's own endpoint, where other hosts will reach it.
+    let bind = SocketAddr::new(args.host, args.port.unwrap_or(0));
+    let endpoint = quic::server_endpoint(bind, &identity).map_err(|e| e.to_string())?;
+    let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
+    let total = total_resources(&args);
+    let register = ToControl::Register {
+        name: name.clone(),
+        addr: addr.to_string(),
+        resources: total.clone(),
+    };
+    let id = match ask(&connection, &register)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        FromControl::Registered(id) => id,
+        FromControl::Error(reason) => return Err(format!("the head refused {name}: {reason}")),
+        other => return Err(format!("unexpected answer to a registration: {other:?}")),
+    };
+    tracing::info!(node = id, %addr, head = %head, "node ready");
+    announce(&format!(
+        "Started Prism node {id} ({name}) at {addr}, joined to the head at {head}.\n"
+    ))?;
+    let mut tick = tokio::time::interval(heartbeat_interval());
+    loop {
+        tick.tick().await;
+        let beat = ToControl::Heartbeat {
+            node: id,
+            available: total.clone(),
+        };
+        match ask(&connection, &beat).await {
+            Ok(FromControl::Ack) => {}
+            Ok(other) => tracing::warn!("the head answered a heartbeat with {other:?}"),
+            Err(e) => return Err(format!("lost the head at {head}: {e}")),
+        }
+    }
+}
+
+async fn status(args: &ClientArgs) -> Result<(), String> {
+    let (head, token) = head_and_token(args.address.as_deref(), args.token.as_deref())?;
+    let bind: std::net::IpAddr = if head.is_ipv4() {
+        [0, 0, 0, 0].into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    let name = format!("status-{}", std::process::id());
+    let (endpoint, _, connection) = connect_to_head(bind, head, &token, &name).await?;
+    let nodes = match ask(&connection, &ToControl::Status)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        FromControl::Status(nodes) => nodes,
+        other => return Err(format!("unexpected answer to a status request: {other:?}")),
+    };
+    connection.close(quic::codes::DONE, b"status done");
+    endpoint.wait_idle().await;
+    print!("{}", render_status(head, &nodes));
+    Ok(())
+}
+
+fn render_status(head: SocketAddr, nodes: &[NodeStatus]) -> String {
+    let alive = nodes.iter().filter(|n| n.alive).count();
+    let mut out = format!(
+        "Cluster at {head}: {alive} of {} nodes alive\n",
+        nodes.len()
+    );
+    out.push_str(
+        "NODE  NAME                     ADDRESS                STATE  RESOURCES (used/total)\n",
+    );
+    for n in nodes {
+        let resources: Vec<String> = n
+            .total
+            .iter()
+            .map(|(name, total)| {
+                let free = n
+                    .available
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map_or(0.0, |(_, v)| *v);
+                format!("{name} {}/{}", total - free, total)
+            })
+            .collect();
+        let state = if n.alive {
+            "ALIVE".to_string()
+        } else {
+            format!(
+                "DEAD (last seen {:.1} s ago)",
+                n.last_seen_ms as f64 / 1000.0
+            )
+        };
+        out.push_str(&format!(
+            "{:<5} {:<24} {:<22} {:<6} {}\n",
+            n.id,
+            n.name,
+            n.addr,
+            state,
+            resources.join(", ")
+        ));
+    }
+    out
+}
+
+/// Stops the daemons recorded in this host's session directory.
+fn stop() -> Result<(), String> {
+    let dir = session_dir().join("daemons");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        println!("No Prism daemons recorded in {}.", dir.display());
+        return Ok(());
+    };
+    let mut stopped = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if running(pid) {
+            // SAFETY: kill(2) on a pid this session recorded and that still runs.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while running(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if running(pid) {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            stopped += 1;
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
+    println!("Stopped {stopped} Prism daemon(s).");
+    Ok(())
+}
+
+/// Whether `pid` is a running process (a zombie waiting to be reaped does not count).
+fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}

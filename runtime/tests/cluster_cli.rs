@@ -1,0 +1,220 @@
+//! The `prism` command with real daemons on loopback: a head on 127.0.0.1 and two nodes on
+//! 127.0.0.2 and 127.0.0.3, each "host" with its own session directory. Every daemon the test
+//! starts is stopped (and killed if need be) when the test ends, pass or fail.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const PRISM: &str = env!("CARGO_BIN_EXE_prism");
+
+/// One host's session directory; dropping it stops that host's daemons.
+struct Host {
+    dir: PathBuf,
+}
+
+impl Host {
+    fn new(name: &str) -> Host {
+        let dir =
+            std::env::temp_dir().join(format!("prism-cli-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Host { dir }
+    }
+
+    fn prism(&self, args: &[&str]) -> Output {
+        Command::new(PRISM)
+            .args(args)
+            .env("PRISM_SESSION_DIR", &self.dir)
+            .env("PRISM_HEARTBEAT_MS", "100")
+            .env("PRISM_NODE_TIMEOUT_MS", "1000")
+            .env_remove("PRISM_ADDRESS")
+            .env_remove("PRISM_TOKEN")
+            .output()
+            .expect("the prism binary runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.prism(args);
+        assert!(
+            out.status.success(),
+            "prism {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).expect("a session file")
+    }
+
+    /// The pids of the daemons this host recorded.
+    fn daemons(&self) -> Vec<i32> {
+        std::fs::read_dir(self.dir.join("daemons"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let pids = self.daemons();
+        let _ = self.prism(&["stop"]);
+        for pid in pids {
+            // SAFETY: a pid this test's daemons recorded; killing an already gone one is harmless.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(") ")
+            .is_some_and(|(_, r)| !r.starts_with('Z'))
+    })
+}
+
+fn status_until(head: &Host, want: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = head.ok(&["status"]);
+        if want(&status) || Instant::now() > deadline {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_head_and_two_nodes_on_loopback() {
+    let head = Host::new("head");
+    let printed = head.ok(&[
+        "start",
+        "--head",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--num-cpus",
+        "2",
+        "--resources",
+        "special=1",
+    ]);
+    let addr = head.file("address");
+    let token = head.file("token");
+    assert!(
+        printed.contains(&addr) && printed.contains(&token),
+        "{printed}"
+    );
+
+    let a = Host::new("a");
+    let b = Host::new("b");
+    a.ok(&[
+        "start",
+        "--address",
+        &addr,
+        "--token",
+        &token,
+        "--host",
+        "127.0.0.2",
+        "--num-cpus",
+        "1",
+        "--name",
+        "node-a",
+    ]);
+    b.ok(&[
+        "start",
+        "--address",
+        &addr,
+        "--token",
+        &token,
+        "--host",
+        "127.0.0.3",
+        "--num-cpus",
+        "3",
+        "--name",
+        "node-b",
+        "--resources",
+        "accel=2",
+    ]);
+
+    let status = head.ok(&["status"]);
+    assert!(status.contains("3 of 3 nodes alive"), "{status}");
+    for line in [
+        "special 0/1",
+        "node-a",
+        "127.0.0.2:",
+        "CPU 0/3",
+        "accel 0/2",
+        "127.0.0.3:",
+    ] {
+        assert!(status.contains(line), "{line} in {status}");
+    }
+
+    // A node is cut off (killed without warning): the head counts it dead.
+    let victim = b.daemons();
+    assert_eq!(victim.len(), 1);
+    // SAFETY: the pid of the daemon this test started for host b.
+    unsafe { libc::kill(victim[0], libc::SIGKILL) };
+    let status = status_until(&head, |s| s.contains("2 of 3 nodes alive"));
+    assert!(status.contains("2 of 3 nodes alive"), "{status}");
+    let b_line = status
+        .lines()
+        .find(|l| l.contains("node-b"))
+        .expect("node-b listed");
+    assert!(b_line.contains("DEAD"), "{b_line}");
+
+    // A host with a wrong token is refused, with the reason.
+    let intruder = Host::new("intruder");
+    let forged = format!(
+        "prism1-{}-{}",
+        "0".repeat(64),
+        token.rsplit('-').next().unwrap()
+    );
+    let out = intruder.prism(&[
+        "start",
+        "--address",
+        &addr,
+        "--token",
+        &forged,
+        "--host",
+        "127.0.0.4",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wrong join token"), "{err}");
+    assert!(intruder.daemons().is_empty());
+
+    // The running members are unaffected; then stop ends every daemon.
+    let status = head.ok(&["status"]);
+    assert!(status.contains("2 of 3 nodes alive"), "{status}");
+    let pids: Vec<i32> = head.daemons().into_iter().chain(a.daemons()).collect();
+    assert_eq!(pids.len(), 2);
+    assert!(a.ok(&["stop"]).contains("Stopped 1"));
+    assert!(head.ok(&["stop"]).contains("Stopped 1"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|p| running(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(pids.iter().all(|p| !running(*p)), "every daemon stopped");
+}
+
+#[test]
+fn start_explains_what_it_needs() {
+    let host = Host::new("lonely");
+    let out = host.prism(&["start"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--head"));
+    let out = host.prism(&["start", "--head", "--resources", "x=abc"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a number"));
+    let out = host.prism(&["status"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no head address"));
+}
