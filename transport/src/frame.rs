@@ -159,6 +159,15 @@ impl FrameDecoder {
         self.end - self.start
     }
 
+    /// Takes the bytes received after the last whole frame (for a stream that switches from
+    /// frames to raw bytes).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.buf[self.start..self.end].to_vec();
+        self.start = 0;
+        self.end = 0;
+        rest
+    }
+
     /// Appends received bytes.
     pub fn extend(&mut self, bytes: &[u8]) {
         self.spare(bytes.len())[..bytes.len()].copy_from_slice(bytes);

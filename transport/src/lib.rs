@@ -31,6 +31,7 @@ mod io;
 mod message;
 pub mod quic;
 pub mod tls;
+pub mod transfer;
 
 pub use frame::{
     DEFAULT_MAX_FRAME, Frame, FrameDecoder, FrameError, HEADER_LEN, Message, encode_frame,
@@ -38,8 +39,9 @@ pub use frame::{
 pub use io::{AsyncFrameReader, FrameReader};
 pub use message::{
     ArchivedExecute, ArchivedFromControl, ArchivedHello, ArchivedHostHello, ArchivedHostReply,
-    ArchivedJoinReply, ArchivedJoinRequest, ArchivedObjectValue, ArchivedOutcome, ArchivedToNode,
-    ArchivedToWorker, ArchivedValue, Execute, FromControl, HandshakeError, Hello, HostHello,
-    HostReply, JoinReply, JoinRequest, NodeStatus, ObjectValue, Outcome, PROTOCOL_VERSION,
-    ToControl, ToNode, ToWorker, Value,
+    ArchivedJoinReply, ArchivedJoinRequest, ArchivedObjectValue, ArchivedOutcome,
+    ArchivedPullReply, ArchivedPullRequest, ArchivedToNode, ArchivedToWorker, ArchivedValue,
+    Execute, FromControl, HandshakeError, Hello, HostHello, HostReply, JoinReply, JoinRequest,
+    NodeStatus, ObjectValue, Outcome, PROTOCOL_VERSION, PullReply, PullRequest, ToControl, ToNode,
+    ToWorker, Value,
 };

@@ -308,6 +308,35 @@ impl Message for FromControl {
     const NAME: &'static str = "FromControl";
 }
 
+/// A request for a range of an object's bytes (the object manager's pull).
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct PullRequest {
+    /// The object.
+    pub id: ObjectId,
+    /// First byte wanted.
+    pub offset: u64,
+    /// How many bytes.
+    pub len: u64,
+}
+
+/// The answer to a [`PullRequest`]; with `Sending`, exactly the requested bytes follow on the
+/// stream, unframed.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum PullReply {
+    /// The object's whole length; the range follows.
+    Sending(u64),
+    /// The object is not here, or the range is outside it, and why.
+    Missing(String),
+}
+
+impl Message for PullRequest {
+    const NAME: &'static str = "PullRequest";
+}
+
+impl Message for PullReply {
+    const NAME: &'static str = "PullReply";
+}
+
 impl Message for HostHello {
     const NAME: &'static str = "HostHello";
 }

@@ -101,6 +101,11 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
         VarInt::from_u32(30_000).into(), // ms
     ));
     config.keep_alive_interval(Some(Duration::from_secs(5)));
+    // Windows large enough to keep a bulk transfer's parallel chunks streaming over a fast
+    // link (the defaults assume a 100 ms, 100 Mbit/s path).
+    config.stream_receive_window(VarInt::from_u32(16 << 20));
+    config.receive_window(VarInt::from_u32(64 << 20));
+    config.send_window(64 << 20);
     Arc::new(config)
 }
 

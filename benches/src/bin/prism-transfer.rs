@@ -1,0 +1,118 @@
+//! Cross-node object transfer over loopback: one endpoint on 127.0.0.1 serves objects, another
+//! on 127.0.0.2 pulls them (mutual-TLS QUIC, chunked parallel streams, as the object manager
+//! does). Both ends run in this process on the same cores, so this is the transport's own cost
+//! on one machine, not a network's.
+//!
+//! `cargo run --release -p prism-benches --bin prism-transfer [-- --trials N]`
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use prism_benches::timeit;
+use prism_graph::{ObjectId, TaskId};
+use prism_transport::quic;
+use prism_transport::tls::ClusterAuthority;
+use prism_transport::transfer::{self, ObjectSource};
+use prism_transport::{HostHello, PROTOCOL_VERSION};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Timed trials per case.
+    #[arg(long, default_value_t = 5)]
+    trials: usize,
+    /// Print the measurements as JSON too.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Objects(HashMap<ObjectId, Bytes>);
+
+impl ObjectSource for Objects {
+    fn object(&self, id: ObjectId) -> Option<Bytes> {
+        self.0.get(&id).cloned()
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let ca = ClusterAuthority::create("bench")?;
+    let (server_id, client_id) = (ca.issue("a")?, ca.issue("b")?);
+    let sizes = [(1u64, 1usize << 10), (2, 1 << 20), (3, 1 << 30)];
+    let objects: HashMap<ObjectId, Bytes> = sizes
+        .iter()
+        .map(|&(n, len)| {
+            (
+                ObjectId::new(TaskId::new(1, n), 0),
+                Bytes::from(vec![7u8; len]),
+            )
+        })
+        .collect();
+    let source = Arc::new(Objects(objects));
+    let connection = rt.block_on(async {
+        let server = quic::server_endpoint("127.0.0.1:0".parse()?, &server_id)?;
+        let addr = server.local_addr()?;
+        tokio::spawn(transfer::serve_endpoint(server, "a".into(), source));
+        let client = quic::client_endpoint("127.0.0.2:0".parse()?)?;
+        let hello = HostHello {
+            protocol: PROTOCOL_VERSION,
+            name: "b".into(),
+            job_fingerprint: None,
+        };
+        let (connection, _) = quic::connect(&client, addr, &client_id, &hello).await?;
+        // Keep the client endpoint alive with the connection.
+        std::mem::forget(client);
+        anyhow::Ok(connection)
+    })?;
+
+    let mut results = Vec::new();
+    let mut memcpy_dest = vec![0u8; 1 << 30];
+    let memcpy_src = vec![1u8; 1 << 30];
+    let memcpy = timeit(
+        "memcpy of 1 GiB (baseline)",
+        1,
+        args.trials,
+        Duration::from_secs(1),
+        || {
+            memcpy_dest.copy_from_slice(&memcpy_src);
+            std::hint::black_box(&memcpy_dest);
+        },
+    );
+    drop((memcpy_dest, memcpy_src));
+    results.push((memcpy, 1u64 << 30));
+    for (n, len) in sizes {
+        let id = ObjectId::new(TaskId::new(1, n), 0);
+        let mut dest = vec![0u8; len];
+        let name = match len {
+            l if l >= 1 << 30 => "cross node pull 1 GiB".to_string(),
+            l if l >= 1 << 20 => "cross node pull 1 MiB".to_string(),
+            _ => "cross node pull 1 KiB (round trip)".to_string(),
+        };
+        let m = timeit(&name, 1, args.trials, Duration::from_secs(1), || {
+            rt.block_on(transfer::pull(&connection, id, &mut dest))
+                .expect("pull");
+        });
+        assert!(dest.iter().all(|b| *b == 7), "the bytes arrived");
+        results.push((m, len as u64));
+    }
+    for (m, len) in &results {
+        let gbs = m.mean * *len as f64 / 1e9;
+        let extra = if *len <= 1 << 10 {
+            format!("{:.1} us per pull", 1e6 / m.mean)
+        } else {
+            format!("{gbs:.2} GB/s")
+        };
+        println!("{}  ({extra})", m.ray_line());
+    }
+    if args.json {
+        let all: Vec<_> = results.iter().map(|(m, _)| m).collect();
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    }
+    Ok(())
+}
