@@ -39,9 +39,9 @@ pub use frame::{
 pub use io::{AsyncFrameReader, FrameReader};
 pub use message::{
     ArchivedExecute, ArchivedFromControl, ArchivedHello, ArchivedHostHello, ArchivedHostReply,
-    ArchivedJoinReply, ArchivedJoinRequest, ArchivedObjectValue, ArchivedOutcome,
+    ArchivedJoinReply, ArchivedJoinRequest, ArchivedObjectValue, ArchivedOutcome, ArchivedPullKey,
     ArchivedPullReply, ArchivedPullRequest, ArchivedToNode, ArchivedToWorker, ArchivedValue,
     Execute, FromControl, HandshakeError, Hello, HostHello, HostReply, JoinReply, JoinRequest,
-    NodeStatus, ObjectValue, Outcome, PROTOCOL_VERSION, PullReply, PullRequest, ToControl, ToNode,
-    ToWorker, Value,
+    NodeStatus, ObjectValue, Outcome, PROTOCOL_VERSION, PullKey, PullReply, PullRequest, ToControl,
+    ToNode, ToWorker, Value, platform,
 };

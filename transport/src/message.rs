@@ -214,6 +214,14 @@ pub struct HostHello {
     pub name: String,
     /// For job traffic: the fingerprint of the job's binary, which the receiver must run.
     pub job_fingerprint: Option<u64>,
+    /// The platform the sender's binaries are built for ([`platform`]).
+    pub platform: String,
+}
+
+/// This build's platform (architecture and operating system), as [`HostHello`] carries it: a
+/// job's binary runs only on hosts of the same platform.
+pub fn platform() -> String {
+    format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
 }
 
 /// The answer to a [`HostHello`].
@@ -308,11 +316,32 @@ impl Message for FromControl {
     const NAME: &'static str = "FromControl";
 }
 
-/// A request for a range of an object's bytes (the object manager's pull).
+/// What a pull asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum PullKey {
+    /// An object's archived bytes.
+    Object(ObjectId),
+    /// A job's executable, by the SHA-256 of its contents.
+    Binary([u8; 32]),
+}
+
+impl std::fmt::Display for PullKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PullKey::Object(id) => write!(f, "object {id}"),
+            PullKey::Binary(hash) => {
+                write!(f, "binary ")?;
+                hash[..8].iter().try_for_each(|b| write!(f, "{b:02x}"))
+            }
+        }
+    }
+}
+
+/// A request for a range of an object's (or a binary's) bytes: the object manager's pull.
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct PullRequest {
-    /// The object.
-    pub id: ObjectId,
+    /// What is wanted.
+    pub key: PullKey,
     /// First byte wanted.
     pub offset: u64,
     /// How many bytes.

@@ -23,7 +23,7 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use crate::frame::{Frame, FrameDecoder, FrameError, Message, encode_frame};
 use crate::message::{
     ArchivedHostReply, ArchivedJoinReply, HostHello, HostReply, JoinReply, JoinRequest,
-    PROTOCOL_VERSION,
+    PROTOCOL_VERSION, platform,
 };
 use crate::tls::{CLUSTER_SERVER_NAME, ClusterAuthority, Identity, JoinToken, TlsError};
 
@@ -468,6 +468,14 @@ pub async fn welcome(
         Some(format!(
             "protocol version mismatch: {} speaks {}, {name} speaks {PROTOCOL_VERSION}",
             hello.name, hello.protocol
+        ))
+    } else if hello.job_fingerprint.is_some() && hello.platform != platform() {
+        Some(format!(
+            "platform mismatch: the job of {} is built for {}, {name} runs {}; its binary \
+             cannot run here",
+            hello.name,
+            hello.platform,
+            platform()
         ))
     } else {
         match (job_fingerprint, hello.job_fingerprint) {

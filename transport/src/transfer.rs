@@ -11,11 +11,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use prism_graph::ObjectId;
 use quinn::Connection;
 
 use crate::frame::FrameDecoder;
-use crate::message::{ArchivedPullReply, PullReply, PullRequest};
+use crate::message::{ArchivedPullReply, PullKey, PullReply, PullRequest};
 use crate::quic::{self, QuicError};
 
 /// Bytes per chunk (one stream each).
@@ -23,10 +22,10 @@ pub const CHUNK: usize = 8 << 20;
 /// Chunks in flight at once per pull.
 pub const PARALLEL: usize = 4;
 
-/// Where a serving node finds the objects it is asked for.
+/// Where a serving node finds what it is asked for: objects, and the job binaries it has.
 pub trait ObjectSource: Send + Sync + 'static {
-    /// The object's bytes, if this node holds it.
-    fn object(&self, id: ObjectId) -> Option<Bytes>;
+    /// The bytes under `key`, if this node holds them.
+    fn bytes(&self, key: &PullKey) -> Option<Bytes>;
 }
 
 /// Accepts members on `endpoint` (welcoming them as `name`) and serves their pulls from
@@ -78,12 +77,12 @@ pub async fn serve_pulls(connection: Connection, source: Arc<dyn ObjectSource>) 
                     return;
                 }
             };
-            let Ok(id) = rkyv::deserialize::<ObjectId, rkyv::rancor::Error>(&request.id) else {
+            let Ok(key) = rkyv::deserialize::<PullKey, rkyv::rancor::Error>(&request.key) else {
                 return;
             };
             let (offset, len) = (request.offset.to_native(), request.len.to_native());
-            let (reply, body) = match source.object(id) {
-                None => (PullReply::Missing(format!("object {id} is not here")), None),
+            let (reply, body) = match source.bytes(&key) {
+                None => (PullReply::Missing(format!("{key} is not here")), None),
                 Some(bytes) => {
                     let total = bytes.len() as u64;
                     match offset.checked_add(len) {
@@ -93,7 +92,7 @@ pub async fn serve_pulls(connection: Connection, source: Arc<dyn ObjectSource>) 
                         ),
                         _ => (
                             PullReply::Missing(format!(
-                                "bytes {offset}..+{len} are outside object {id} ({total} bytes)"
+                                "bytes {offset}..+{len} are outside {key} ({total} bytes)"
                             )),
                             None,
                         ),
@@ -106,7 +105,7 @@ pub async fn serve_pulls(connection: Connection, source: Arc<dyn ObjectSource>) 
             if let Some(body) = body
                 && let Err(e) = send.write_chunk(body).await
             {
-                tracing::debug!(%peer, object = %id, "a pull ended early: {e}");
+                tracing::debug!(%peer, %key, "a pull ended early: {e}");
                 return;
             }
             let _ = send.finish();
@@ -114,15 +113,19 @@ pub async fn serve_pulls(connection: Connection, source: Arc<dyn ObjectSource>) 
     }
 }
 
-/// Pulls object `id`, of `dest.len()` bytes, from the node at the other end of `connection`
-/// into `dest`, in [`CHUNK`]-sized ranges, [`PARALLEL`] at a time.
-pub async fn pull(connection: &Connection, id: ObjectId, dest: &mut [u8]) -> Result<(), QuicError> {
+/// Pulls `key`, of `dest.len()` bytes, from the node at the other end of `connection` into
+/// `dest`, in [`CHUNK`]-sized ranges, [`PARALLEL`] at a time.
+pub async fn pull(
+    connection: &Connection,
+    key: &PullKey,
+    dest: &mut [u8],
+) -> Result<(), QuicError> {
     let peer = connection.remote_address();
     let total = dest.len() as u64;
     let chunks = dest
         .chunks_mut(CHUNK)
         .enumerate()
-        .map(|(i, slice)| pull_range(connection, peer, id, (i * CHUNK) as u64, total, slice));
+        .map(|(i, slice)| pull_range(connection, peer, key, (i * CHUNK) as u64, total, slice));
     let mut results = futures::stream::iter(chunks).buffer_unordered(PARALLEL);
     while let Some(result) = results.next().await {
         result?;
@@ -133,7 +136,7 @@ pub async fn pull(connection: &Connection, id: ObjectId, dest: &mut [u8]) -> Res
 async fn pull_range(
     connection: &Connection,
     peer: SocketAddr,
-    id: ObjectId,
+    key: &PullKey,
     offset: u64,
     total: u64,
     dest: &mut [u8],
@@ -144,7 +147,7 @@ async fn pull_range(
         .await
         .map_err(|e| connection_error(e.to_string()))?;
     let request = PullRequest {
-        id,
+        key: key.clone(),
         offset,
         len: dest.len() as u64,
     };
@@ -155,7 +158,7 @@ async fn pull_range(
     let mut decoder = FrameDecoder::new(4 << 10);
     let frame = quic::recv_frame(&mut recv, &mut decoder, peer)
         .await?
-        .ok_or_else(|| connection_error(format!("pulling {id}: the stream ended early")))?;
+        .ok_or_else(|| connection_error(format!("pulling {key}: the stream ended early")))?;
     match frame
         .access::<PullReply>()
         .map_err(|source| QuicError::Frame { peer, source })?
@@ -165,7 +168,7 @@ async fn pull_range(
             return Err(QuicError::Refused {
                 peer,
                 reason: format!(
-                    "object {id} is {} bytes there, {total} were expected",
+                    "{key} is {} bytes there, {total} were expected",
                     len.to_native()
                 ),
             });
@@ -180,11 +183,11 @@ async fn pull_range(
     let early = decoder.take_buffered();
     if early.len() > dest.len() {
         return Err(connection_error(format!(
-            "pulling {id}: the peer sent more bytes than asked for"
+            "pulling {key}: the peer sent more bytes than asked for"
         )));
     }
     dest[..early.len()].copy_from_slice(&early);
     recv.read_exact(&mut dest[early.len()..])
         .await
-        .map_err(|e| connection_error(format!("pulling {id}: {e}")))
+        .map_err(|e| connection_error(format!("pulling {key}: {e}")))
 }

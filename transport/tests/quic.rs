@@ -91,6 +91,7 @@ fn hello(name: &str) -> HostHello {
         protocol: PROTOCOL_VERSION,
         name: name.to_string(),
         job_fingerprint: Some(FINGERPRINT),
+        platform: prism_transport::platform(),
     }
 }
 
@@ -198,7 +199,7 @@ async fn members_need_a_certificate_from_this_cluster() {
 }
 
 #[tokio::test]
-async fn other_versions_and_builds_are_refused_with_the_reason() {
+async fn other_versions_builds_and_platforms_are_refused_with_the_reason() {
     let head = Head::start();
     let (identity, good) = member(&head).await;
     let mut old = hello("old");
@@ -220,6 +221,13 @@ async fn other_versions_and_builds_are_refused_with_the_reason() {
         err.to_string().contains("binary fingerprint mismatch"),
         "{err}"
     );
+    let mut elsewhere = hello("arm-host");
+    elsewhere.platform = "riscv64-plan9".into();
+    let err = quic::connect(&client(), head.addr, &identity, &elsewhere)
+        .await
+        .expect_err("another platform");
+    assert!(err.to_string().contains("platform mismatch"), "{err}");
+    assert!(err.to_string().contains("riscv64-plan9"), "{err}");
     round_trip(&good).await.expect("the member is unaffected");
 }
 

@@ -10,18 +10,18 @@ use prism_graph::{ObjectId, TaskId};
 use prism_transport::quic;
 use prism_transport::tls::ClusterAuthority;
 use prism_transport::transfer::{self, ObjectSource};
-use prism_transport::{HostHello, PROTOCOL_VERSION};
+use prism_transport::{HostHello, PROTOCOL_VERSION, PullKey};
 
-struct MapSource(HashMap<ObjectId, Bytes>);
+struct MapSource(HashMap<PullKey, Bytes>);
 
 impl ObjectSource for MapSource {
-    fn object(&self, id: ObjectId) -> Option<Bytes> {
-        self.0.get(&id).cloned()
+    fn bytes(&self, key: &PullKey) -> Option<Bytes> {
+        self.0.get(key).cloned()
     }
 }
 
-fn id(n: u64) -> ObjectId {
-    ObjectId::new(TaskId::new(7, n), 0)
+fn id(n: u64) -> PullKey {
+    PullKey::Object(ObjectId::new(TaskId::new(7, n), 0))
 }
 
 fn pattern(len: usize, seed: u64) -> Bytes {
@@ -57,23 +57,28 @@ async fn objects_arrive_whole_and_errors_are_clear() {
         protocol: PROTOCOL_VERSION,
         name: "b".into(),
         job_fingerprint: None,
+        platform: prism_transport::platform(),
     };
     let (connection, _) = quic::connect(&client, addr, &client_id, &hello)
         .await
         .unwrap();
 
     let mut dest = vec![0u8; big.len()];
-    transfer::pull(&connection, id(1), &mut dest).await.unwrap();
+    transfer::pull(&connection, &id(1), &mut dest)
+        .await
+        .unwrap();
     assert!(dest == big, "the multi-chunk object arrives byte for byte");
     let mut dest = vec![0u8; small.len()];
-    transfer::pull(&connection, id(2), &mut dest).await.unwrap();
+    transfer::pull(&connection, &id(2), &mut dest)
+        .await
+        .unwrap();
     assert!(dest == small);
 
-    let err = transfer::pull(&connection, id(3), &mut [0u8; 10])
+    let err = transfer::pull(&connection, &id(3), &mut [0u8; 10])
         .await
         .expect_err("missing");
     assert!(err.to_string().contains("is not here"), "{err}");
-    let err = transfer::pull(&connection, id(2), &mut [0u8; 999])
+    let err = transfer::pull(&connection, &id(2), &mut [0u8; 999])
         .await
         .expect_err("wrong length");
     assert!(
@@ -91,6 +96,8 @@ async fn objects_arrive_whole_and_errors_are_clear() {
     let reason = bad.closed().await;
     assert!(reason.to_string().contains("magic"), "{reason}");
     let mut dest = vec![0u8; small.len()];
-    transfer::pull(&connection, id(2), &mut dest).await.unwrap();
+    transfer::pull(&connection, &id(2), &mut dest)
+        .await
+        .unwrap();
     assert!(dest == small, "the good connection still pulls");
 }

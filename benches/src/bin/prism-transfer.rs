@@ -16,7 +16,7 @@ use prism_graph::{ObjectId, TaskId};
 use prism_transport::quic;
 use prism_transport::tls::ClusterAuthority;
 use prism_transport::transfer::{self, ObjectSource};
-use prism_transport::{HostHello, PROTOCOL_VERSION};
+use prism_transport::{HostHello, PROTOCOL_VERSION, PullKey};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -28,11 +28,11 @@ struct Args {
     json: bool,
 }
 
-struct Objects(HashMap<ObjectId, Bytes>);
+struct Objects(HashMap<PullKey, Bytes>);
 
 impl ObjectSource for Objects {
-    fn object(&self, id: ObjectId) -> Option<Bytes> {
-        self.0.get(&id).cloned()
+    fn bytes(&self, key: &PullKey) -> Option<Bytes> {
+        self.0.get(key).cloned()
     }
 }
 
@@ -45,14 +45,10 @@ fn main() -> anyhow::Result<()> {
     let ca = ClusterAuthority::create("bench")?;
     let (server_id, client_id) = (ca.issue("a")?, ca.issue("b")?);
     let sizes = [(1u64, 1usize << 10), (2, 1 << 20), (3, 1 << 30)];
-    let objects: HashMap<ObjectId, Bytes> = sizes
+    let key = |n: u64| PullKey::Object(ObjectId::new(TaskId::new(1, n), 0));
+    let objects: HashMap<PullKey, Bytes> = sizes
         .iter()
-        .map(|&(n, len)| {
-            (
-                ObjectId::new(TaskId::new(1, n), 0),
-                Bytes::from(vec![7u8; len]),
-            )
-        })
+        .map(|&(n, len)| (key(n), Bytes::from(vec![7u8; len])))
         .collect();
     let source = Arc::new(Objects(objects));
     let connection = rt.block_on(async {
@@ -64,6 +60,7 @@ fn main() -> anyhow::Result<()> {
             protocol: PROTOCOL_VERSION,
             name: "b".into(),
             job_fingerprint: None,
+            platform: prism_transport::platform(),
         };
         let (connection, _) = quic::connect(&client, addr, &client_id, &hello).await?;
         // Keep the client endpoint alive with the connection.
@@ -87,7 +84,7 @@ fn main() -> anyhow::Result<()> {
     drop((memcpy_dest, memcpy_src));
     results.push((memcpy, 1u64 << 30));
     for (n, len) in sizes {
-        let id = ObjectId::new(TaskId::new(1, n), 0);
+        let id = key(n);
         let mut dest = vec![0u8; len];
         let name = match len {
             l if l >= 1 << 30 => "cross node pull 1 GiB".to_string(),
@@ -95,7 +92,7 @@ fn main() -> anyhow::Result<()> {
             _ => "cross node pull 1 KiB (round trip)".to_string(),
         };
         let m = timeit(&name, 1, args.trials, Duration::from_secs(1), || {
-            rt.block_on(transfer::pull(&connection, id, &mut dest))
+            rt.block_on(transfer::pull(&connection, &id, &mut dest))
                 .expect("pull");
         });
         assert!(dest.iter().all(|b| *b == 7), "the bytes arrived");

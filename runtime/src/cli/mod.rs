@@ -447,6 +447,7 @@ async fn connect_to_head(
         protocol: PROTOCOL_VERSION,
         name: name.to_string(),
         job_fingerprint: None,
+        platform: prism_transport::platform(),
     };
     let (connection, _) = quic::connect(&endpoint, head, &identity, &hello)
         .await
