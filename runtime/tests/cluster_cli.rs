@@ -44,6 +44,13 @@ impl Host {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `prism start` joining the head at `addr` from `ip`, with `extra` flags.
+    fn join(&self, addr: &str, token: &str, ip: &str, extra: &[&str]) -> String {
+        let mut args = vec!["start", "--address", addr, "--token", token, "--host", ip];
+        args.extend_from_slice(extra);
+        self.ok(&args)
+    }
+
     fn file(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(name)).expect("a session file")
     }
@@ -115,34 +122,25 @@ fn a_head_and_two_nodes_on_loopback() {
 
     let a = Host::new("a");
     let b = Host::new("b");
-    a.ok(&[
-        "start",
-        "--address",
+    a.join(
         &addr,
-        "--token",
         &token,
-        "--host",
         "127.0.0.2",
-        "--num-cpus",
-        "1",
-        "--name",
-        "node-a",
-    ]);
-    b.ok(&[
-        "start",
-        "--address",
+        &["--num-cpus", "1", "--name", "node-a"],
+    );
+    b.join(
         &addr,
-        "--token",
         &token,
-        "--host",
         "127.0.0.3",
-        "--num-cpus",
-        "3",
-        "--name",
-        "node-b",
-        "--resources",
-        "accel=2",
-    ]);
+        &[
+            "--num-cpus",
+            "3",
+            "--name",
+            "node-b",
+            "--resources",
+            "accel=2",
+        ],
+    );
 
     let status = head.ok(&["status"]);
     assert!(status.contains("3 of 3 nodes alive"), "{status}");
@@ -203,6 +201,48 @@ fn a_head_and_two_nodes_on_loopback() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(pids.iter().all(|p| !running(*p)), "every daemon stopped");
+}
+
+#[test]
+fn a_restarted_head_recovers_its_cluster_and_nodes_come_back() {
+    let head = Host::new("phoenix");
+    head.ok(&["start", "--head", "--host", "127.0.0.1", "--port", "0"]);
+    let addr = head.file("address");
+    let token = head.file("token");
+    let node = Host::new("faithful");
+    let printed = node.join(&addr, &token, "127.0.0.2", &["--name", "n1"]);
+    assert!(printed.contains("node 2 (n1)"), "{printed}");
+
+    // The head dies without warning and starts again on the same address.
+    let old = head.daemons();
+    // SAFETY: the pid of the head daemon this test started.
+    unsafe { libc::kill(old[0], libc::SIGKILL) };
+    let _ = std::fs::remove_file(head.dir.join("daemons").join(old[0].to_string()));
+    let port = addr.rsplit(':').next().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let printed = loop {
+        // The old process may hold the port for a moment after the kill.
+        let out = head.prism(&["start", "--head", "--host", "127.0.0.1", "--port", port]);
+        if out.status.success() || Instant::now() > deadline {
+            break String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        printed.contains(&token),
+        "same cluster, same token: {printed}"
+    );
+    assert_eq!(head.file("token"), token);
+
+    // The node reconnects with its certificate and keeps its number.
+    let status = status_until(&head, |s| s.contains("2 of 2 nodes alive"));
+    assert!(status.contains("2 of 2 nodes alive"), "{status}");
+    let line = status
+        .lines()
+        .find(|l| l.contains("n1"))
+        .expect("n1 listed");
+    assert!(line.starts_with('2'), "{line}");
 }
 
 #[test]

@@ -21,7 +21,7 @@ use prism_transport::{
     ToControl,
 };
 
-use crate::control::ControlStore;
+use crate::control::{ControlStore, SavedNode};
 
 /// The `prism` command line.
 #[derive(Debug, Parser)]
@@ -281,22 +281,83 @@ async fn daemon(args: StartArgs) -> Result<(), String> {
     }
 }
 
+/// The cluster this session directory already holds (a restarted head), if any: its CA,
+/// token and saved node table.
+fn recover_cluster(
+    dir: &Path,
+) -> Result<Option<(ClusterAuthority, JoinToken, Vec<SavedNode>)>, String> {
+    let read = |file: &str| std::fs::read_to_string(dir.join(file));
+    let (Ok(cluster), Ok(cert), Ok(key), Ok(token)) = (
+        read("cluster"),
+        read("ca.pem"),
+        read("ca-key.pem"),
+        read("token"),
+    ) else {
+        return Ok(None);
+    };
+    let ca = ClusterAuthority::from_pem(cluster.trim(), &cert, &key)
+        .map_err(|e| format!("cannot recover the cluster in {}: {e}", dir.display()))?;
+    let token: JoinToken = token
+        .parse()
+        .map_err(|e: prism_transport::tls::TlsError| e.to_string())?;
+    let nodes = match read(NODES_FILE) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|e| format!("cannot read {}: {e}", dir.join(NODES_FILE).display()))?,
+        Err(_) => Vec::new(),
+    };
+    Ok(Some((ca, token, nodes)))
+}
+
+/// The saved node table in the session directory.
+const NODES_FILE: &str = "nodes.json";
+
+fn save_nodes(dir: &Path, control: &mut ControlStore) {
+    if !control.changed() {
+        return;
+    }
+    let path = dir.join(NODES_FILE);
+    let tmp = path.with_extension("tmp");
+    let text = serde_json::to_string_pretty(&control.snapshot()).unwrap_or_default();
+    if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)) {
+        tracing::error!("cannot save the node table to {}: {e}", path.display());
+    }
+}
+
 async fn head(args: StartArgs, dir: &Path) -> Result<(), String> {
-    let cluster = format!("{:x}", now_nanos());
-    let ca = Arc::new(ClusterAuthority::create(&cluster).map_err(|e| e.to_string())?);
-    let token = JoinToken::generate(ca.certificate());
+    let timeout = millis_env("PRISM_NODE_TIMEOUT_MS", 10_000);
+    let (ca, token, control) = match recover_cluster(dir)? {
+        Some((ca, token, nodes)) => {
+            tracing::info!(
+                nodes = nodes.len(),
+                "recovering the cluster from {}",
+                dir.display()
+            );
+            (
+                ca,
+                token,
+                ControlStore::recover(timeout, nodes, Instant::now()),
+            )
+        }
+        None => {
+            let cluster = format!("{:x}", now_nanos());
+            let ca = ClusterAuthority::create(&cluster).map_err(|e| e.to_string())?;
+            let token = JoinToken::generate(ca.certificate());
+            let (ca_pem, key_pem) = ca.to_pem();
+            std::fs::write(dir.join("ca.pem"), ca_pem).map_err(|e| e.to_string())?;
+            write_private(&dir.join("ca-key.pem"), &key_pem)?;
+            write_private(&dir.join("token"), &token.to_string())?;
+            std::fs::write(dir.join("cluster"), cluster).map_err(|e| e.to_string())?;
+            (ca, token, ControlStore::new(timeout))
+        }
+    };
+    let ca = Arc::new(ca);
     let identity = ca.issue("head").map_err(|e| e.to_string())?;
     let bind = SocketAddr::new(args.host, args.port.unwrap_or(6380));
     let endpoint = quic::server_endpoint(bind, &identity).map_err(|e| e.to_string())?;
     let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
-    let (ca_pem, key_pem) = ca.to_pem();
-    std::fs::write(dir.join("ca.pem"), ca_pem).map_err(|e| e.to_string())?;
-    write_private(&dir.join("ca-key.pem"), &key_pem)?;
-    write_private(&dir.join("token"), &token.to_string())?;
     std::fs::write(dir.join("address"), addr.to_string()).map_err(|e| e.to_string())?;
 
-    let timeout = millis_env("PRISM_NODE_TIMEOUT_MS", 10_000);
-    let control = Arc::new(parking_lot::Mutex::new(ControlStore::new(timeout)));
+    let control = Arc::new(parking_lot::Mutex::new(control));
     let name = args.name.clone().unwrap_or_else(|| "head".to_string());
     let own = control.lock().handle(
         ToControl::Register {
@@ -309,6 +370,7 @@ async fn head(args: StartArgs, dir: &Path) -> Result<(), String> {
     let FromControl::Registered(own_id) = own else {
         return Err(format!("the head cannot register itself: {own:?}"));
     };
+    save_nodes(dir, &mut control.lock());
     // The head's own node beats in-process.
     let beats = control.clone();
     let total = total_resources(&args);
@@ -331,6 +393,7 @@ async fn head(args: StartArgs, dir: &Path) -> Result<(), String> {
     ))?;
     while let Some(accepted) = quic::accept(&endpoint).await {
         let (ca, token, control) = (ca.clone(), token.clone(), control.clone());
+        let dir = dir.to_path_buf();
         tokio::spawn(async move {
             match accepted {
                 Accepted::Joiner(connection) => {
@@ -338,7 +401,7 @@ async fn head(args: StartArgs, dir: &Path) -> Result<(), String> {
                         tracing::warn!("a join failed: {e}");
                     }
                 }
-                Accepted::Member(connection) => serve_member(connection, control).await,
+                Accepted::Member(connection) => serve_member(connection, control, dir).await,
             }
         });
     }
@@ -349,6 +412,7 @@ async fn head(args: StartArgs, dir: &Path) -> Result<(), String> {
 async fn serve_member(
     connection: quinn::Connection,
     control: Arc<parking_lot::Mutex<ControlStore>>,
+    dir: PathBuf,
 ) {
     let peer = connection.remote_address();
     let hello = match quic::welcome(&connection, "head", None).await {
@@ -376,7 +440,12 @@ async fn serve_member(
                 return;
             }
         };
-        let reply = control.lock().handle(request, Instant::now());
+        let reply = {
+            let mut control = control.lock();
+            let reply = control.handle(request, Instant::now());
+            save_nodes(&dir, &mut control);
+            reply
+        };
         if quic::send_frame(&mut send, &reply).await.is_err() {
             break;
         }
@@ -461,41 +530,120 @@ async fn node(args: StartArgs, dir: &Path) -> Result<(), String> {
         .name
         .clone()
         .unwrap_or_else(|| format!("node-{}-{}", args.host, std::process::id()));
-    let (_client, identity, connection) = connect_to_head(args.host, head, &token, &name).await?;
+    let client = quic::client_endpoint(SocketAddr::new(args.host, 0)).map_err(|e| e.to_string())?;
+    let identity = quic::join(&client, head, &token, &name)
+        .await
+        .map_err(|e| format!("cannot join the cluster at {head}: {e}"))?;
     write_private(&dir.join(format!("{name}.pem")), &identity.to_pem())?;
     // The node's own endpoint, where other hosts will reach it.
     let bind = SocketAddr::new(args.host, args.port.unwrap_or(0));
     let endpoint = quic::server_endpoint(bind, &identity).map_err(|e| e.to_string())?;
     let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
-    let total = total_resources(&args);
     let register = ToControl::Register {
         name: name.clone(),
         addr: addr.to_string(),
-        resources: total.clone(),
+        resources: total_resources(&args),
     };
-    let id = match ask(&connection, &register)
+    // Without the head, keep trying for this long before giving up (a restarting head).
+    let patience = millis_env("PRISM_HEAD_RETRY_MS", 60_000);
+    let mut announced = false;
+    let mut lost_since: Option<Instant> = None;
+    loop {
+        let reason = match connect_member(&client, head, &identity, &name).await {
+            Ok(connection) => {
+                let result = serve_head(&connection, &register, &mut announced, head).await;
+                lost_since = None;
+                result
+            }
+            Err(e) => e,
+        };
+        if !announced {
+            return Err(reason);
+        }
+        let since = *lost_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > patience {
+            return Err(format!(
+                "lost the head at {head} for {:.0} s: {reason}",
+                since.elapsed().as_secs_f64()
+            ));
+        }
+        tracing::warn!(head = %head, "lost the head, retrying: {reason}");
+        tokio::time::sleep(heartbeat_interval()).await;
+    }
+}
+
+/// Connects to the head as a member that already has its certificate.
+async fn connect_member(
+    client: &quinn::Endpoint,
+    head: SocketAddr,
+    identity: &Identity,
+    name: &str,
+) -> Result<quinn::Connection, String> {
+    let hello = HostHello {
+        protocol: PROTOCOL_VERSION,
+        name: name.to_string(),
+        job_fingerprint: None,
+        platform: prism_transport::platform(),
+    };
+    quic::connect(client, head, identity, &hello)
         .await
-        .map_err(|e| e.to_string())?
-    {
-        FromControl::Registered(id) => id,
-        FromControl::Error(reason) => return Err(format!("the head refused {name}: {reason}")),
-        other => return Err(format!("unexpected answer to a registration: {other:?}")),
+        .map(|(connection, _)| connection)
+        .map_err(|e| format!("cannot connect to the head at {head}: {e}"))
+}
+
+/// Registers with the head and beats until the connection fails; returns why.
+async fn serve_head(
+    connection: &quinn::Connection,
+    register: &ToControl,
+    announced: &mut bool,
+    head: SocketAddr,
+) -> String {
+    let ToControl::Register {
+        name,
+        addr,
+        resources,
+    } = register
+    else {
+        unreachable!("a registration");
     };
-    tracing::info!(node = id, %addr, head = %head, "node ready");
-    announce(&format!(
-        "Started Prism node {id} ({name}) at {addr}, joined to the head at {head}.\n"
-    ))?;
+    let id = match ask(connection, register).await {
+        Ok(FromControl::Registered(id)) => id,
+        Ok(FromControl::Error(reason)) => return format!("the head refused {name}: {reason}"),
+        Ok(other) => return format!("unexpected answer to a registration: {other:?}"),
+        Err(e) => return e.to_string(),
+    };
+    tracing::info!(node = id, %addr, head = %head, "node registered");
+    if !*announced {
+        if let Err(e) = announce(&format!(
+            "Started Prism node {id} ({name}) at {addr}, joined to the head at {head}.\n"
+        )) {
+            return e;
+        }
+        *announced = true;
+    }
     let mut tick = tokio::time::interval(heartbeat_interval());
     loop {
         tick.tick().await;
         let beat = ToControl::Heartbeat {
             node: id,
-            available: total.clone(),
+            available: resources.clone(),
         };
-        match ask(&connection, &beat).await {
-            Ok(FromControl::Ack) => {}
-            Ok(other) => tracing::warn!("the head answered a heartbeat with {other:?}"),
-            Err(e) => return Err(format!("lost the head at {head}: {e}")),
+        // A head that died silently is noticed here, long before QUIC's idle timeout.
+        let wait = (heartbeat_interval() * 5).max(Duration::from_secs(1));
+        match tokio::time::timeout(wait, ask(connection, &beat)).await {
+            Ok(Ok(FromControl::Ack)) => {}
+            Ok(Ok(FromControl::Error(reason))) => {
+                return format!("the head forgot this node: {reason}");
+            }
+            Ok(Ok(other)) => tracing::warn!("the head answered a heartbeat with {other:?}"),
+            Ok(Err(e)) => return e.to_string(),
+            Err(_) => {
+                connection.close(quic::codes::DONE, b"no answer");
+                return format!(
+                    "no answer to a heartbeat within {:.1} s",
+                    wait.as_secs_f64()
+                );
+            }
         }
     }
 }
