@@ -44,6 +44,8 @@ mod config;
 mod context;
 #[doc(hidden)]
 pub mod control;
+#[doc(hidden)]
+pub mod dashboard;
 mod error;
 mod node;
 mod owner;

@@ -44,6 +44,11 @@ impl Host {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `prism start --head` on 127.0.0.1 (the dashboard on any free port), with `extra` flags.
+    fn start_head(&self, extra: &[&str]) -> String {
+        self.ok(&head_args(extra))
+    }
+
     /// `prism start` joining the head at `addr` from `ip`, with `extra` flags.
     fn join(&self, addr: &str, token: &str, ip: &str, extra: &[&str]) -> String {
         let mut args = vec!["start", "--address", addr, "--token", token, "--host", ip];
@@ -68,6 +73,19 @@ impl Host {
     }
 }
 
+fn head_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "start",
+        "--head",
+        "--dashboard-port",
+        "0",
+        "--host",
+        "127.0.0.1",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 impl Drop for Host {
     fn drop(&mut self) {
         let pids = self.daemons();
@@ -78,6 +96,23 @@ impl Drop for Host {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A plain HTTP GET (HTTP/1.0, so the server closes after answering); returns (status, body).
+fn http_get(url: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(host).expect("the dashboard listens");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().expect("a status code");
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
 }
 
 fn running(pid: i32) -> bool {
@@ -101,18 +136,7 @@ fn status_until(head: &Host, want: impl Fn(&str) -> bool) -> String {
 #[test]
 fn a_head_and_two_nodes_on_loopback() {
     let head = Host::new("head");
-    let printed = head.ok(&[
-        "start",
-        "--head",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--num-cpus",
-        "2",
-        "--resources",
-        "special=1",
-    ]);
+    let printed = head.start_head(&["--port", "0", "--num-cpus", "2", "--resources", "special=1"]);
     let addr = head.file("address");
     let token = head.file("token");
     assert!(
@@ -154,6 +178,31 @@ fn a_head_and_two_nodes_on_loopback() {
     ] {
         assert!(status.contains(line), "{line} in {status}");
     }
+
+    // The dashboard answers only with the token.
+    let dashboard = head.file("dashboard");
+    let (code, body) = http_get(&format!("{dashboard}/api/nodes"), None);
+    assert_eq!(code, 401, "{body}");
+    assert!(!body.contains("node-a"));
+    let (code, _) = http_get(&format!("{dashboard}/api/nodes"), Some("prism1-wrong"));
+    assert_eq!(code, 401);
+    let (code, body) = http_get(&format!("{dashboard}/api/nodes"), Some(&token));
+    assert_eq!(code, 200, "{body}");
+    let nodes: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(nodes.as_array().map(Vec::len), Some(3), "{body}");
+    assert_eq!(nodes[2]["total"]["accel"], 2.0, "{body}");
+    let (code, metrics) = http_get(&format!("{dashboard}/metrics"), Some(&token));
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("prism_nodes{state=\"alive\"} 3"),
+        "{metrics}"
+    );
+    let (code, page) = http_get(&dashboard, Some(&token));
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("3 of 3 nodes alive") && page.contains("node-b"),
+        "{page}"
+    );
 
     // A node is cut off (killed without warning): the head counts it dead.
     let victim = b.daemons();
@@ -206,7 +255,7 @@ fn a_head_and_two_nodes_on_loopback() {
 #[test]
 fn a_restarted_head_recovers_its_cluster_and_nodes_come_back() {
     let head = Host::new("phoenix");
-    head.ok(&["start", "--head", "--host", "127.0.0.1", "--port", "0"]);
+    head.start_head(&["--port", "0"]);
     let addr = head.file("address");
     let token = head.file("token");
     let node = Host::new("faithful");
@@ -222,7 +271,7 @@ fn a_restarted_head_recovers_its_cluster_and_nodes_come_back() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let printed = loop {
         // The old process may hold the port for a moment after the kill.
-        let out = head.prism(&["start", "--head", "--host", "127.0.0.1", "--port", port]);
+        let out = head.prism(&head_args(&["--port", port]));
         if out.status.success() || Instant::now() > deadline {
             break String::from_utf8_lossy(&out.stdout).into_owned()
                 + &String::from_utf8_lossy(&out.stderr);
@@ -251,7 +300,14 @@ fn start_explains_what_it_needs() {
     let out = host.prism(&["start"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--head"));
-    let out = host.prism(&["start", "--head", "--resources", "x=abc"]);
+    let out = host.prism(&[
+        "start",
+        "--head",
+        "--dashboard-port",
+        "0",
+        "--resources",
+        "x=abc",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a number"));
     let out = host.prism(&["status"]);

@@ -77,6 +77,13 @@ struct StartArgs {
     /// This node's name (default: node-HOST-PID).
     #[arg(long)]
     name: Option<String>,
+    /// The head's dashboard address (HTTP; it asks for the join token). Loopback by default:
+    /// HTTP carries the token in the clear.
+    #[arg(long, default_value = "127.0.0.1")]
+    dashboard_host: std::net::IpAddr,
+    /// The dashboard's TCP port (0: any free one).
+    #[arg(long, default_value_t = 8265)]
+    dashboard_port: u16,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -385,9 +392,23 @@ async fn head(args: StartArgs, dir: &Path) -> Result<(), String> {
             beats.lock().handle(beat, Instant::now());
         }
     });
+    let dashboard_addr = SocketAddr::new(args.dashboard_host, args.dashboard_port);
+    let listener = tokio::net::TcpListener::bind(dashboard_addr)
+        .await
+        .map_err(|e| format!("cannot open the dashboard on {dashboard_addr}: {e}"))?;
+    let dashboard_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("dashboard"), format!("http://{dashboard_addr}"))
+        .map_err(|e| e.to_string())?;
+    let (dash_control, dash_token) = (control.clone(), token.to_string());
+    tokio::spawn(async move {
+        if let Err(e) = crate::dashboard::serve(listener, dash_control, dash_token).await {
+            tracing::error!("the dashboard stopped: {e}");
+        }
+    });
     tracing::info!(%addr, "head ready");
     announce(&format!(
         "Started the Prism head at {addr} (session {}).\nJoin token: {token}\n\
+         Dashboard: http://{dashboard_addr} (send the token as a Bearer token)\n\
          To add a node: prism start --address {addr} --token {token}\n",
         dir.display()
     ))?;
@@ -680,18 +701,7 @@ fn render_status(head: SocketAddr, nodes: &[NodeStatus]) -> String {
         "NODE  NAME                     ADDRESS                STATE  RESOURCES (used/total)\n",
     );
     for n in nodes {
-        let resources: Vec<String> = n
-            .total
-            .iter()
-            .map(|(name, total)| {
-                let free = n
-                    .available
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map_or(0.0, |(_, v)| *v);
-                format!("{name} {}/{}", total - free, total)
-            })
-            .collect();
+        let resources = crate::control::usage_line(n, str::to_string);
         let state = if n.alive {
             "ALIVE".to_string()
         } else {
@@ -702,11 +712,7 @@ fn render_status(head: SocketAddr, nodes: &[NodeStatus]) -> String {
         };
         out.push_str(&format!(
             "{:<5} {:<24} {:<22} {:<6} {}\n",
-            n.id,
-            n.name,
-            n.addr,
-            state,
-            resources.join(", ")
+            n.id, n.name, n.addr, state, resources
         ));
     }
     out

@@ -160,6 +160,22 @@ impl ControlStore {
     }
 }
 
+/// A node's resources as `name used/total`, each name passed through `escape` (for HTML).
+pub fn usage_line(node: &NodeStatus, escape: impl Fn(&str) -> String) -> String {
+    node.total
+        .iter()
+        .map(|(name, total)| {
+            let free = node
+                .available
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or(0.0, |(_, v)| *v);
+            format!("{} {}/{}", escape(name), total - free, total)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,178 @@
+//! The head's dashboard: a small HTTP server (axum) over the control store.
+//!
+//! - `GET /` a page with the node table;
+//! - `GET /api/nodes` the node table as JSON;
+//! - `GET /metrics` Prometheus text: nodes alive and dead, resources total and available.
+//!
+//! Every route requires the cluster's join token as `Authorization: Bearer <token>`; a request
+//! without it gets 401 and learns nothing. The server listens on loopback unless told
+//! otherwise, since HTTP carries the token in the clear.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use prism_transport::NodeStatus;
+
+use crate::control::ControlStore;
+
+/// What the dashboard's handlers share.
+#[derive(Clone)]
+struct Shared {
+    control: Arc<parking_lot::Mutex<ControlStore>>,
+    token: Arc<str>,
+}
+
+/// Serves the dashboard on `listener` until the process ends.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    control: Arc<parking_lot::Mutex<ControlStore>>,
+    token: String,
+) -> std::io::Result<()> {
+    let shared = Shared {
+        control,
+        token: token.into(),
+    };
+    let app = Router::new()
+        .route("/", get(page))
+        .route("/api/nodes", get(nodes_json))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(shared.clone(), authorize))
+        .with_state(shared);
+    axum::serve(listener, app).await
+}
+
+/// Lets a request through only with the cluster's token (compared in constant time).
+async fn authorize(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    let offered = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(offered.as_bytes(), shared.token.as_bytes()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "the cluster's join token is required (Authorization: Bearer <token>)\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn snapshot(shared: &Shared) -> Vec<NodeStatus> {
+    shared.control.lock().status(Instant::now())
+}
+
+#[derive(serde::Serialize)]
+struct NodeJson {
+    id: u32,
+    name: String,
+    address: String,
+    alive: bool,
+    last_seen_ms: u64,
+    total: std::collections::BTreeMap<String, f64>,
+    available: std::collections::BTreeMap<String, f64>,
+}
+
+async fn nodes_json(State(shared): State<Shared>) -> impl IntoResponse {
+    let nodes: Vec<NodeJson> = snapshot(&shared)
+        .into_iter()
+        .map(|n| NodeJson {
+            id: n.id,
+            name: n.name,
+            address: n.addr,
+            alive: n.alive,
+            last_seen_ms: n.last_seen_ms,
+            total: n.total.into_iter().collect(),
+            available: n.available.into_iter().collect(),
+        })
+        .collect();
+    axum::Json(nodes)
+}
+
+async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
+    let nodes = snapshot(&shared);
+    let alive = nodes.iter().filter(|n| n.alive).count();
+    let mut out = String::new();
+    out.push_str("# HELP prism_nodes Nodes known to the control store, by state.\n");
+    out.push_str("# TYPE prism_nodes gauge\n");
+    out.push_str(&format!("prism_nodes{{state=\"alive\"}} {alive}\n"));
+    out.push_str(&format!(
+        "prism_nodes{{state=\"dead\"}} {}\n",
+        nodes.len() - alive
+    ));
+    for (metric, help) in [
+        ("prism_resource_total", "A live node's resources."),
+        (
+            "prism_resource_available",
+            "What is free of a live node's resources.",
+        ),
+    ] {
+        out.push_str(&format!("# HELP {metric} {help}\n# TYPE {metric} gauge\n"));
+        for n in nodes.iter().filter(|n| n.alive) {
+            let values = if metric.ends_with("total") {
+                &n.total
+            } else {
+                &n.available
+            };
+            for (resource, amount) in values {
+                out.push_str(&format!(
+                    "{metric}{{node=\"{}\",resource=\"{}\"}} {amount}\n",
+                    escape_label(&n.name),
+                    escape_label(resource)
+                ));
+            }
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn escape_html(value: &str) -> String {
+    value
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn page(State(shared): State<Shared>) -> Html<String> {
+    let nodes = snapshot(&shared);
+    let mut rows = String::new();
+    for n in &nodes {
+        let resources = crate::control::usage_line(n, escape_html);
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            n.id,
+            escape_html(&n.name),
+            escape_html(&n.addr),
+            if n.alive { "alive" } else { "dead" },
+            resources
+        ));
+    }
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Prism cluster</title></head>\
+         <body><h1>Prism cluster</h1><p>{} of {} nodes alive</p>\
+         <table border=\"1\"><tr><th>node</th><th>name</th><th>address</th><th>state</th>\
+         <th>resources (used/total)</th></tr>\n{rows}</table></body></html>\n",
+        nodes.iter().filter(|n| n.alive).count(),
+        nodes.len()
+    ))
+}
