@@ -168,6 +168,10 @@ fn a_head_and_two_nodes_on_loopback() {
 
     let status = head.ok(&["status"]);
     assert!(status.contains("3 of 3 nodes alive"), "{status}");
+    assert!(
+        head.dir.join("cli.pem").exists(),
+        "status keeps its certificate for the next call"
+    );
     for line in [
         "special 0/1",
         "node-a",

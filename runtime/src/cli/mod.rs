@@ -523,26 +523,35 @@ fn resolve(address: &str) -> Result<SocketAddr, String> {
 }
 
 /// Joins the cluster and connects to the head as a member named `name`.
+/// Connects the CLI to the head as a member: with the certificate cached in the session
+/// directory when it belongs to this cluster, else by joining with the token (and caching the
+/// certificate it gets).
 async fn connect_to_head(
     bind: std::net::IpAddr,
     head: SocketAddr,
     token: &JoinToken,
     name: &str,
-) -> Result<(quinn::Endpoint, Identity, quinn::Connection), String> {
+) -> Result<(quinn::Endpoint, quinn::Connection), String> {
     let endpoint = quic::client_endpoint(SocketAddr::new(bind, 0)).map_err(|e| e.to_string())?;
-    let identity = quic::join(&endpoint, head, token, name)
-        .await
-        .map_err(|e| format!("cannot join the cluster at {head}: {e}"))?;
-    let hello = HostHello {
-        protocol: PROTOCOL_VERSION,
-        name: name.to_string(),
-        job_fingerprint: None,
-        platform: prism_transport::platform(),
+    let cached = session_dir().join("cli.pem");
+    let identity = std::fs::read_to_string(&cached)
+        .ok()
+        .and_then(|pem| Identity::from_pem(&pem).ok())
+        .filter(|id| prism_transport::tls::fingerprint(id.ca()) == *token.ca_fingerprint());
+    let identity = match identity {
+        Some(identity) => identity,
+        None => {
+            let identity = quic::join(&endpoint, head, token, name)
+                .await
+                .map_err(|e| format!("cannot join the cluster at {head}: {e}"))?;
+            if std::fs::create_dir_all(session_dir()).is_ok() {
+                let _ = write_private(&cached, &identity.to_pem());
+            }
+            identity
+        }
     };
-    let (connection, _) = quic::connect(&endpoint, head, &identity, &hello)
-        .await
-        .map_err(|e| format!("cannot connect to the head at {head}: {e}"))?;
-    Ok((endpoint, identity, connection))
+    let connection = connect_member(&endpoint, head, &identity, name).await?;
+    Ok((endpoint, connection))
 }
 
 async fn node(args: StartArgs, dir: &Path) -> Result<(), String> {
@@ -677,7 +686,7 @@ async fn status(args: &ClientArgs) -> Result<(), String> {
         std::net::Ipv6Addr::UNSPECIFIED.into()
     };
     let name = format!("status-{}", std::process::id());
-    let (endpoint, _, connection) = connect_to_head(bind, head, &token, &name).await?;
+    let (endpoint, connection) = connect_to_head(bind, head, &token, &name).await?;
     let nodes = match ask(&connection, &ToControl::Status)
         .await
         .map_err(|e| e.to_string())?
