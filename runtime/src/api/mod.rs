@@ -6,6 +6,7 @@ pub(crate) mod call;
 pub(crate) mod memory;
 pub(crate) mod object_ref;
 pub(crate) mod registry;
+mod spin;
 
 use std::time::Duration;
 
@@ -152,7 +153,7 @@ pub async fn get_archived<T: Remotable>(r: &ObjectRef<T>) -> Result<ArchivedRef<
 
 /// Blocking twin of [`get_archived`].
 pub fn get_archived_blocking<T: Remotable>(r: &ObjectRef<T>) -> Result<ArchivedRef<T>> {
-    futures::executor::block_on(get_archived(r))
+    spin::block_on(get_archived(r))
 }
 
 /// Waits for the object's value, at most `timeout`. The timeout error says where the task is
@@ -241,17 +242,17 @@ pub fn cancel_force<T>(r: &ObjectRef<T>) -> Result<()> {
 
 /// Blocking twin of [`get`].
 pub fn get_blocking<T: Remotable>(r: &ObjectRef<T>) -> Result<T> {
-    futures::executor::block_on(get(r))
+    spin::block_on(get(r))
 }
 
 /// Blocking twin of [`get_timeout`].
 pub fn get_timeout_blocking<T: Remotable>(r: &ObjectRef<T>, timeout: Duration) -> Result<T> {
-    futures::executor::block_on(get_timeout(r, timeout))
+    spin::block_on(get_timeout(r, timeout))
 }
 
 /// Blocking twin of [`get_all`].
 pub fn get_all_blocking<T: Remotable>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
-    futures::executor::block_on(get_all(refs))
+    spin::block_on(get_all(refs))
 }
 
 /// Blocking twin of [`wait`].
@@ -260,7 +261,7 @@ pub fn wait_blocking<T>(
     num_returns: usize,
     timeout: Option<Duration>,
 ) -> Result<WaitResult<T>> {
-    futures::executor::block_on(wait(refs, num_returns, timeout))
+    spin::block_on(wait(refs, num_returns, timeout))
 }
 
 /// Number of objects the driver's owner tracks right now (values it holds plus pending

@@ -105,7 +105,7 @@ impl<T: Remotable> ObjectRef<T> {
 
     /// Waits for the value, blocking the thread.
     pub fn get_blocking(&self) -> Result<T> {
-        futures::executor::block_on(self.get())
+        super::spin::block_on(self.get())
     }
 }
 
