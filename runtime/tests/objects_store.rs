@@ -121,6 +121,28 @@ fn objects_are_freed_with_their_last_reference() -> Result<(), Failed> {
             prism::memory().is_ok_and(|m| m.shared_bytes == before.shared_bytes)
         }),
         "the segment is freed after the last reference and reader",
+    )?;
+
+    // A zero-copy view holds the object like a reference: dropping the ObjectRef first leaves
+    // the object (and its memory) counted until the view goes.
+    let r = prism::put(vec![2u8; 8 * MIB])?;
+    let view = prism::get_archived_blocking(&r)?;
+    drop(r);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    ensure(
+        prism::memory()?.shared_bytes >= before.shared_bytes + 8 * MIB as u64,
+        "a live view keeps its object counted",
+    )?;
+    ensure(
+        view.len() == 8 * MIB && view.iter().all(|b| *b == 2),
+        "the view reads the bytes",
+    )?;
+    drop(view);
+    ensure(
+        eventually(10, || {
+            prism::memory().is_ok_and(|m| m.shared_bytes == before.shared_bytes)
+        }),
+        "freed with the view",
     )
 }
 

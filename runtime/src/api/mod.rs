@@ -146,9 +146,8 @@ pub async fn get<T: Remotable>(r: &ObjectRef<T>) -> Result<T> {
 /// Waits for the object and returns a zero-copy view of its archived form: no deserialization,
 /// and for large objects no copy at all (the view reads the node's shared memory).
 pub async fn get_archived<T: Remotable>(r: &ObjectRef<T>) -> Result<ArchivedRef<T>> {
-    let id = r.id();
-    let slot = fetch_one(id).await?;
-    ArchivedRef::new(id, slot)
+    let slot = fetch_one(r.id()).await?;
+    ArchivedRef::new(r.raw().clone(), slot)
 }
 
 /// Blocking twin of [`get_archived`].

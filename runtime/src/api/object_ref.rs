@@ -181,10 +181,12 @@ pub(crate) fn decode<T: Remotable>(id: ObjectId, slot: Slot) -> Result<T> {
 
 /// A zero-copy view of an object: derefs to its archived form (`Archived<T>`), read straight
 /// from the shared-memory segment (or the owner's buffer for small objects). Validated once when
-/// made; holding it keeps the bytes mapped.
+/// made; holding it keeps the bytes mapped and the object alive in its owner's books (it holds a
+/// reference, like an `ObjectRef`), so the store counts the memory the view pins.
 pub struct ArchivedRef<T: Remotable> {
     bytes: ObjectBytes,
     view: *const T::Archived,
+    _hold: RawRef,
 }
 
 // SAFETY: the view points into `bytes`, which is immutable and kept alive by the guard; sharing
@@ -194,7 +196,8 @@ unsafe impl<T: Remotable> Send for ArchivedRef<T> where T::Archived: Sync {}
 unsafe impl<T: Remotable> Sync for ArchivedRef<T> where T::Archived: Sync {}
 
 impl<T: Remotable> ArchivedRef<T> {
-    pub(crate) fn new(id: ObjectId, slot: Slot) -> Result<Self> {
+    pub(crate) fn new(hold: RawRef, slot: Slot) -> Result<Self> {
+        let id = hold.id();
         match slot {
             Slot::Ready(bytes) => {
                 let view = T::access(bytes.as_slice()).map_err(|e| {
@@ -205,7 +208,11 @@ impl<T: Remotable> ArchivedRef<T> {
                         reason: e.to_string(),
                     })
                 })? as *const T::Archived;
-                Ok(ArchivedRef { bytes, view })
+                Ok(ArchivedRef {
+                    bytes,
+                    view,
+                    _hold: hold,
+                })
             }
             Slot::Failed(e) => Err(Error::Task(e)),
             Slot::Pending | Slot::Spilled(_) => {
