@@ -76,6 +76,16 @@ pub enum TaskError {
         /// Why it is dead.
         reason: String,
     },
+    /// The object's value exists only on a node that cannot deliver it (lost, unreachable).
+    #[error("object {object} (made by {function}) is unavailable: {reason}")]
+    ObjectUnavailable {
+        /// The object.
+        object: crate::ObjectId,
+        /// The function that made it (`put` for puts).
+        function: String,
+        /// Why it cannot be read.
+        reason: String,
+    },
     /// The worker's binary has no function registered under this name (or with this signature).
     #[error("task {task}: the worker binary has no remote function {function} ({detail})")]
     UnknownFunction {
@@ -99,6 +109,7 @@ impl TaskError {
             | TaskError::InvalidOptions { task, .. }
             | TaskError::ActorDied { task, .. }
             | TaskError::UnknownFunction { task, .. } => *task,
+            TaskError::ObjectUnavailable { object, .. } => object.task,
         }
     }
 
@@ -111,7 +122,8 @@ impl TaskError {
             | TaskError::InvalidValue { function, .. }
             | TaskError::InvalidOptions { function, .. }
             | TaskError::ActorDied { function, .. }
-            | TaskError::UnknownFunction { function, .. } => function,
+            | TaskError::UnknownFunction { function, .. }
+            | TaskError::ObjectUnavailable { function, .. } => function,
         }
     }
 }

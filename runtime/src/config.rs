@@ -26,6 +26,11 @@ pub struct Config {
     pub inline_threshold: Option<usize>,
     /// Capacity of the shared-memory store in bytes (default 30% of the host's memory).
     pub object_store_memory: Option<u64>,
+    /// A running cluster to join (`HOST:PORT` of its head) instead of starting a local one
+    /// (default: `PRISM_ADDRESS`, if set).
+    pub address: Option<String>,
+    /// The cluster's join token (default: `PRISM_TOKEN`, else the session directory's).
+    pub token: Option<String>,
 }
 
 impl Config {
@@ -85,6 +90,35 @@ impl Config {
             set(name, *amount)?;
         }
         Ok(resources)
+    }
+
+    /// Joins the cluster whose head is at `address` (`HOST:PORT`) instead of starting a local
+    /// one; the driver's tasks and actors then run on the cluster's nodes.
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.address = Some(address.into());
+        self
+    }
+
+    /// Sets the join token (see [`Config::address`]).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The cluster to join: the configured address, else `PRISM_ADDRESS`.
+    pub(crate) fn cluster_address(&self) -> Option<String> {
+        self.address
+            .clone()
+            .or_else(|| std::env::var("PRISM_ADDRESS").ok())
+            .filter(|a| !a.trim().is_empty())
+    }
+
+    /// The join token: the configured one, else `PRISM_TOKEN`.
+    pub(crate) fn cluster_token(&self) -> Option<String> {
+        self.token
+            .clone()
+            .or_else(|| std::env::var("PRISM_TOKEN").ok())
+            .filter(|t| !t.trim().is_empty())
     }
 
     /// Sets the inline threshold.

@@ -2,101 +2,10 @@
 //! 127.0.0.2 and 127.0.0.3, each "host" with its own session directory. Every daemon the test
 //! starts is stopped (and killed if need be) when the test ends, pass or fail.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
+
+use common::cluster::{Host, head_args, running};
 use std::time::{Duration, Instant};
-
-const PRISM: &str = env!("CARGO_BIN_EXE_prism");
-
-/// One host's session directory; dropping it stops that host's daemons.
-struct Host {
-    dir: PathBuf,
-}
-
-impl Host {
-    fn new(name: &str) -> Host {
-        let dir =
-            std::env::temp_dir().join(format!("prism-cli-test-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Host { dir }
-    }
-
-    fn prism(&self, args: &[&str]) -> Output {
-        Command::new(PRISM)
-            .args(args)
-            .env("PRISM_SESSION_DIR", &self.dir)
-            .env("PRISM_HEARTBEAT_MS", "100")
-            .env("PRISM_NODE_TIMEOUT_MS", "1000")
-            .env_remove("PRISM_ADDRESS")
-            .env_remove("PRISM_TOKEN")
-            .output()
-            .expect("the prism binary runs")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.prism(args);
-        assert!(
-            out.status.success(),
-            "prism {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `prism start --head` on 127.0.0.1 (the dashboard on any free port), with `extra` flags.
-    fn start_head(&self, extra: &[&str]) -> String {
-        self.ok(&head_args(extra))
-    }
-
-    /// `prism start` joining the head at `addr` from `ip`, with `extra` flags.
-    fn join(&self, addr: &str, token: &str, ip: &str, extra: &[&str]) -> String {
-        let mut args = vec!["start", "--address", addr, "--token", token, "--host", ip];
-        args.extend_from_slice(extra);
-        self.ok(&args)
-    }
-
-    fn file(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name)).expect("a session file")
-    }
-
-    /// The pids of the daemons this host recorded.
-    fn daemons(&self) -> Vec<i32> {
-        std::fs::read_dir(self.dir.join("daemons"))
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-fn head_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "start",
-        "--head",
-        "--dashboard-port",
-        "0",
-        "--host",
-        "127.0.0.1",
-    ];
-    args.extend_from_slice(extra);
-    args
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let pids = self.daemons();
-        let _ = self.prism(&["stop"]);
-        for pid in pids {
-            // SAFETY: a pid this test's daemons recorded; killing an already gone one is harmless.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// A plain HTTP GET (HTTP/1.0, so the server closes after answering); returns (status, body).
 fn http_get(url: &str, token: Option<&str>) -> (u16, String) {
@@ -113,13 +22,6 @@ fn http_get(url: &str, token: Option<&str>) -> (u16, String) {
     let status = response[9..12].parse().expect("a status code");
     let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     (status, body.to_string())
-}
-
-fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(") ")
-            .is_some_and(|(_, r)| !r.starts_with('Z'))
-    })
 }
 
 fn status_until(head: &Host, want: impl Fn(&str) -> bool) -> String {

@@ -38,10 +38,11 @@ pub use frame::{
 };
 pub use io::{AsyncFrameReader, FrameReader};
 pub use message::{
-    ArchivedExecute, ArchivedFromControl, ArchivedHello, ArchivedHostHello, ArchivedHostReply,
-    ArchivedJoinReply, ArchivedJoinRequest, ArchivedObjectValue, ArchivedOutcome, ArchivedPullKey,
-    ArchivedPullReply, ArchivedPullRequest, ArchivedToNode, ArchivedToWorker, ArchivedValue,
-    Execute, FromControl, HandshakeError, Hello, HostHello, HostReply, JoinReply, JoinRequest,
-    NodeStatus, ObjectValue, Outcome, PROTOCOL_VERSION, PullKey, PullReply, PullRequest, ToControl,
-    ToNode, ToWorker, Value, platform,
+    ArchivedExecute, ArchivedFromControl, ArchivedFromHost, ArchivedHello, ArchivedHostEvent,
+    ArchivedHostHello, ArchivedHostReply, ArchivedJoinReply, ArchivedJoinRequest,
+    ArchivedObjectValue, ArchivedOutcome, ArchivedPullKey, ArchivedPullReply, ArchivedPullRequest,
+    ArchivedPurpose, ArchivedToHost, ArchivedToNode, ArchivedToWorker, ArchivedValue, Execute,
+    FromControl, FromHost, HandshakeError, Hello, HostEvent, HostHello, HostReply, JoinReply,
+    JoinRequest, NodeStatus, ObjectValue, Outcome, PROTOCOL_VERSION, PullKey, PullReply,
+    PullRequest, Purpose, ToControl, ToHost, ToNode, ToWorker, Value, platform,
 };

@@ -216,6 +216,108 @@ pub struct HostHello {
     pub job_fingerprint: Option<u64>,
     /// The platform the sender's binaries are built for ([`platform`]).
     pub platform: String,
+    /// What the connection is for.
+    pub purpose: Purpose,
+}
+
+/// What a connection between hosts carries, as its [`HostHello`] declares.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Purpose {
+    /// Control requests to the head: nodes registering and beating, the CLI.
+    Control,
+    /// A driver asks the node to host its job (named here): [`ToHost`] requests one per
+    /// stream; the node opens streams back for [`HostEvent`]s.
+    Job(String),
+    /// Pulls of the named job's objects and binary ([`crate::transfer`]).
+    Objects(String),
+}
+
+impl std::fmt::Display for Purpose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Purpose::Control => write!(f, "control"),
+            Purpose::Job(job) => write!(f, "job {job}"),
+            Purpose::Objects(job) => write!(f, "objects of job {job}"),
+        }
+    }
+}
+
+/// A driver's request to a node that hosts its job, one per stream, answered by a
+/// [`FromHost`].
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum ToHost {
+    /// Prepare to run the job: fetch its binary (by SHA-256, from the driver's objects
+    /// endpoint at `objects_at`) unless cached, and make its object store.
+    StartJob {
+        /// SHA-256 of the job's executable.
+        binary: [u8; 32],
+        /// Its size in bytes.
+        size: u64,
+        /// Where the driver serves the binary and its own objects.
+        objects_at: String,
+        /// Values at least this large go to the shared-memory store.
+        inline_threshold: u64,
+    },
+    /// Start a worker process for the job, numbered `worker`.
+    Spawn {
+        /// The worker's number (the driver's).
+        worker: u32,
+    },
+    /// Kill a worker of the job.
+    Kill {
+        /// The worker's number.
+        worker: u32,
+    },
+    /// Make sure the node's store holds `id` (`len` bytes), pulling it from the host whose
+    /// objects endpoint is `from` if not.
+    Fetch {
+        /// The object.
+        id: ObjectId,
+        /// Its archived length.
+        len: u64,
+        /// Where a copy is.
+        from: String,
+    },
+    /// The job no longer needs these objects: drop the node's copies.
+    Free(Vec<ObjectId>),
+}
+
+/// A node's answer to a [`ToHost`].
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum FromHost {
+    /// Done.
+    Done,
+    /// The worker process started, with this process id.
+    Spawned(u32),
+    /// The request failed, and why.
+    Error(String),
+}
+
+/// What a node tells the driver of a job it hosts, each on a stream it opens.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum HostEvent {
+    /// A worker's connection: after this frame the stream carries the worker's link, byte for
+    /// byte, both ways.
+    Relay,
+    /// A worker process ended, and how.
+    WorkerExited {
+        /// The worker's number.
+        worker: u32,
+        /// How it ended.
+        reason: String,
+    },
+}
+
+impl Message for ToHost {
+    const NAME: &'static str = "ToHost";
+}
+
+impl Message for FromHost {
+    const NAME: &'static str = "FromHost";
+}
+
+impl Message for HostEvent {
+    const NAME: &'static str = "HostEvent";
 }
 
 /// This build's platform (architecture and operating system), as [`HostHello`] carries it: a

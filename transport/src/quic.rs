@@ -410,6 +410,59 @@ where
     recv_one(&mut recv, peer, max).await
 }
 
+/// Deserializes a validated frame as an `M`.
+pub fn decode<M>(frame: &Frame, peer: SocketAddr) -> Result<M, QuicError>
+where
+    M: Message,
+    M::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<M, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    let archived = frame.access::<M>().map_err(frame_error(peer))?;
+    rkyv::deserialize::<M, rkyv::rancor::Error>(archived).map_err(|e| QuicError::Frame {
+        peer,
+        source: FrameError::Malformed {
+            message: M::NAME,
+            len: frame.len(),
+            reason: e.to_string(),
+        },
+    })
+}
+
+/// Sends `request` on a new stream and returns the peer's answer (at most `max` bytes).
+pub async fn ask<Req: Message, Resp>(
+    connection: &Connection,
+    request: &Req,
+    max: usize,
+) -> Result<Resp, QuicError>
+where
+    Req::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>,
+    Resp: Message,
+    Resp::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<Resp, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    let frame = request_frame(connection, request, max).await?;
+    decode(&frame, connection.remote_address())
+}
+
+/// Reads the one request frame of an accepted stream as an `M` (at most `max` bytes); `None`
+/// when the stream ended without one.
+pub async fn read_request<M>(
+    recv: &mut RecvStream,
+    peer: SocketAddr,
+    max: usize,
+) -> Result<Option<M>, QuicError>
+where
+    M: Message,
+    M::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<M, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    let mut decoder = FrameDecoder::new(max);
+    match recv_frame(recv, &mut decoder, peer).await? {
+        Some(frame) => decode(&frame, peer).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Connects to the member at `addr` as `identity`, and makes the handshake: our protocol
 /// version, `name` and, for job traffic, the job binary's fingerprint. Returns the connection
 /// and the peer's name.

@@ -28,6 +28,14 @@ pub trait ObjectSource: Send + Sync + 'static {
     fn bytes(&self, key: &PullKey) -> Option<Bytes>;
 }
 
+/// The SHA-256 of `bytes`: how job binaries are named and checked.
+pub fn content_hash(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
 /// Accepts members on `endpoint` (welcoming them as `name`) and serves their pulls from
 /// `source`, until the endpoint closes. Joiners are refused: this endpoint issues nothing.
 pub async fn serve_endpoint(
@@ -122,12 +130,21 @@ pub async fn pull(
 ) -> Result<(), QuicError> {
     let peer = connection.remote_address();
     let total = dest.len() as u64;
-    let chunks = dest
-        .chunks_mut(CHUNK)
-        .enumerate()
-        .map(|(i, slice)| pull_range(connection, peer, key, (i * CHUNK) as u64, total, slice));
-    let mut results = futures::stream::iter(chunks).buffer_unordered(PARALLEL);
-    while let Some(result) = results.next().await {
+    // A plain loop over a FuturesUnordered (not a stream adapter with a closure), so the
+    // future stays Send for any caller, spawned tasks included.
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut offset = 0u64;
+    for slice in dest.chunks_mut(CHUNK) {
+        if in_flight.len() == PARALLEL
+            && let Some(result) = in_flight.next().await
+        {
+            result?;
+        }
+        let len = slice.len() as u64;
+        in_flight.push(pull_range(connection, peer, key, offset, total, slice));
+        offset += len;
+    }
+    while let Some(result) = in_flight.next().await {
         result?;
     }
     Ok(())

@@ -92,6 +92,7 @@ fn hello(name: &str) -> HostHello {
         name: name.to_string(),
         job_fingerprint: Some(FINGERPRINT),
         platform: prism_transport::platform(),
+        purpose: prism_transport::Purpose::Control,
     }
 }
 

@@ -58,6 +58,7 @@ async fn objects_arrive_whole_and_errors_are_clear() {
         name: "b".into(),
         job_fingerprint: None,
         platform: prism_transport::platform(),
+        purpose: prism_transport::Purpose::Objects("test".into()),
     };
     let (connection, _) = quic::connect(&client, addr, &client_id, &hello)
         .await

@@ -61,6 +61,7 @@ fn main() -> anyhow::Result<()> {
             name: "b".into(),
             job_fingerprint: None,
             platform: prism_transport::platform(),
+            purpose: prism_transport::Purpose::Objects("bench".into()),
         };
         let (connection, _) = quic::connect(&client, addr, &client_id, &hello).await?;
         // Keep the client endpoint alive with the connection.

@@ -20,6 +20,8 @@ pub enum Location {
     SharedMemory,
     /// Moved to disk to make room; read back on the next use.
     Spilled,
+    /// In the store of another node of the cluster (fetched on the driver's first read).
+    Remote,
 }
 
 /// One object as the owner sees it.

@@ -300,6 +300,13 @@ fn resources_of(
     }
 }
 
+/// The name of the cluster node this process runs on, as `prism start --name` (or the
+/// default `node-HOST-PID`, or `head`) set it: known in the workers a cluster's node started;
+/// `None` in a driver and on an embedded local cluster.
+pub fn node_name() -> Option<String> {
+    std::env::var(crate::node::worker_pool::ENV_NODE_NAME).ok()
+}
+
 /// Whether this process is the driver (not a worker).
 pub fn is_driver() -> bool {
     !crate::worker::is_worker_process()

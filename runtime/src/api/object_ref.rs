@@ -173,7 +173,7 @@ pub(crate) fn decode<T: Remotable>(id: ObjectId, slot: Slot) -> Result<T> {
             })
         }),
         Slot::Failed(e) => Err(Error::Task(e)),
-        Slot::Pending | Slot::Spilled(_) => {
+        Slot::Pending | Slot::Spilled(_) | Slot::Remote(_) => {
             unreachable!("the owner restores an object before handing it to a reader")
         }
     }
@@ -215,7 +215,7 @@ impl<T: Remotable> ArchivedRef<T> {
                 })
             }
             Slot::Failed(e) => Err(Error::Task(e)),
-            Slot::Pending | Slot::Spilled(_) => {
+            Slot::Pending | Slot::Spilled(_) | Slot::Remote(_) => {
                 unreachable!("the owner restores an object before handing it to a reader")
             }
         }

@@ -16,12 +16,10 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use prism_transport::quic::{self, Accepted, QuicError};
 use prism_transport::tls::{ClusterAuthority, Identity, JoinToken};
-use prism_transport::{
-    ArchivedFromControl, FrameDecoder, FromControl, HostHello, NodeStatus, PROTOCOL_VERSION,
-    ToControl,
-};
+use prism_transport::{FromControl, HostHello, NodeStatus, PROTOCOL_VERSION, Purpose, ToControl};
 
 use crate::control::{ControlStore, SavedNode};
+use crate::node::host::Hosting;
 
 /// The `prism` command line.
 #[derive(Debug, Parser)]
@@ -412,9 +410,10 @@ async fn head(args: StartArgs, dir: &Path) -> Result<(), String> {
          To add a node: prism start --address {addr} --token {token}\n",
         dir.display()
     ))?;
+    let hosting = Hosting::new(name.clone(), dir, identity, endpoint.clone());
     while let Some(accepted) = quic::accept(&endpoint).await {
         let (ca, token, control) = (ca.clone(), token.clone(), control.clone());
-        let dir = dir.to_path_buf();
+        let (dir, hosting, name) = (dir.to_path_buf(), hosting.clone(), name.clone());
         tokio::spawn(async move {
             match accepted {
                 Accepted::Joiner(connection) => {
@@ -422,42 +421,60 @@ async fn head(args: StartArgs, dir: &Path) -> Result<(), String> {
                         tracing::warn!("a join failed: {e}");
                     }
                 }
-                Accepted::Member(connection) => serve_member(connection, control, dir).await,
+                Accepted::Member(connection) => {
+                    let peer = connection.remote_address();
+                    match quic::welcome(&connection, &name, None).await {
+                        Ok(hello) if hello.purpose == Purpose::Control => {
+                            serve_member(connection, hello, control, dir).await;
+                        }
+                        Ok(hello) => hosting.serve(connection, hello).await,
+                        Err(e) => tracing::warn!(%peer, "refused a member: {e}"),
+                    }
+                }
             }
         });
     }
     Ok(())
 }
 
+/// Serves the node's endpoint: jobs and pulls of their objects (control requests go to the
+/// head; joins too).
+async fn serve_node_endpoint(endpoint: quinn::Endpoint, name: String, hosting: Arc<Hosting>) {
+    while let Some(accepted) = quic::accept(&endpoint).await {
+        let (hosting, name) = (hosting.clone(), name.clone());
+        tokio::spawn(async move {
+            match accepted {
+                Accepted::Joiner(connection) => quic::close_for(
+                    &connection,
+                    quic::codes::REFUSED,
+                    "this is a node, not the head: join at the head",
+                ),
+                Accepted::Member(connection) => {
+                    let peer = connection.remote_address();
+                    match quic::welcome(&connection, &name, None).await {
+                        Ok(hello) => hosting.serve(connection, hello).await,
+                        Err(e) => tracing::warn!(%peer, "refused a member: {e}"),
+                    }
+                }
+            }
+        });
+    }
+}
+
 /// Answers a member's control requests, one per stream, until it goes.
 async fn serve_member(
     connection: quinn::Connection,
+    hello: HostHello,
     control: Arc<parking_lot::Mutex<ControlStore>>,
     dir: PathBuf,
 ) {
     let peer = connection.remote_address();
-    let hello = match quic::welcome(&connection, "head", None).await {
-        Ok(hello) => hello,
-        Err(e) => {
-            tracing::warn!(%peer, "refused a member: {e}");
-            return;
-        }
-    };
     while let Ok((mut send, mut recv)) = connection.accept_bi().await {
-        let mut decoder = FrameDecoder::new(1 << 20);
-        let request = match quic::recv_frame(&mut recv, &mut decoder, peer).await {
-            Ok(Some(frame)) => match frame.access::<ToControl>() {
-                Ok(archived) => rkyv::deserialize::<ToControl, rkyv::rancor::Error>(archived)
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            },
+        let request = match quic::read_request::<ToControl>(&mut recv, peer, 1 << 20).await {
+            Ok(Some(request)) => request,
             Ok(None) => continue,
-            Err(e) => Err(e.to_string()),
-        };
-        let request = match request {
-            Ok(request) => request,
-            Err(reason) => {
-                quic::close_for(&connection, quic::codes::BAD_FRAME, &reason);
+            Err(e) => {
+                quic::close_for(&connection, quic::codes::BAD_FRAME, &e.to_string());
                 return;
             }
         };
@@ -480,21 +497,11 @@ async fn ask(
     connection: &quinn::Connection,
     request: &ToControl,
 ) -> Result<FromControl, QuicError> {
-    let peer = connection.remote_address();
-    let frame = quic::request_frame(connection, request, 16 << 20).await?;
-    let archived: &ArchivedFromControl = frame
-        .access::<FromControl>()
-        .map_err(|source| QuicError::Frame { peer, source })?;
-    rkyv::deserialize::<FromControl, rkyv::rancor::Error>(archived).map_err(|e| {
-        QuicError::Connection {
-            peer,
-            reason: e.to_string(),
-        }
-    })
+    quic::ask(connection, request, 16 << 20).await
 }
 
 /// The head's address and the token, from the flags, the environment or the session directory.
-fn head_and_token(
+pub(crate) fn head_and_token(
     address: Option<&str>,
     token: Option<&str>,
 ) -> Result<(SocketAddr, JoinToken), String> {
@@ -569,6 +576,8 @@ async fn node(args: StartArgs, dir: &Path) -> Result<(), String> {
     let bind = SocketAddr::new(args.host, args.port.unwrap_or(0));
     let endpoint = quic::server_endpoint(bind, &identity).map_err(|e| e.to_string())?;
     let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
+    let hosting = Hosting::new(name.clone(), dir, identity.clone(), endpoint.clone());
+    tokio::spawn(serve_node_endpoint(endpoint, name.clone(), hosting));
     let register = ToControl::Register {
         name: name.clone(),
         addr: addr.to_string(),
@@ -614,6 +623,7 @@ async fn connect_member(
         name: name.to_string(),
         job_fingerprint: None,
         platform: prism_transport::platform(),
+        purpose: prism_transport::Purpose::Control,
     };
     quic::connect(client, head, identity, &hello)
         .await

@@ -12,7 +12,6 @@ use prism_transport::{Execute, ToWorker};
 
 use super::State;
 use super::scheduler::{Admission, Placement, WorkerId};
-use super::worker_pool;
 use crate::api::actor::ActorSetup;
 
 /// Where an actor is in its life.
@@ -129,13 +128,15 @@ impl State {
 
     /// Queues an actor's creation (first start or restart) for a worker of its own.
     pub(super) fn enqueue_creation(&mut self, task: TaskId, demand: Resources) {
-        if self.sched.submit_pinned(task, demand.clone()) == Admission::Infeasible {
-            tracing::warn!(task = %task, "actor is infeasible: it demands {demand}, the node has {} in total", self.sched.total());
+        let node = self.place(task, &demand);
+        if self.nodes.submit_pinned(node, task, demand.clone()) == Admission::Infeasible {
+            let message = format!(
+                "the actor is infeasible: it demands {demand}, the cluster has {} in total",
+                self.nodes.total()
+            );
+            tracing::warn!(task = %task, "{message}");
             if let Some(record) = self.owner.task_mut(task) {
-                record.infeasible = Some(format!(
-                    "the actor is infeasible: it demands {demand}, the node has {} in total",
-                    self.sched.total()
-                ));
+                record.infeasible = Some(message);
             }
         }
     }
@@ -181,7 +182,7 @@ impl State {
         let Some(actor) = self.creations.remove(&task) else {
             return;
         };
-        self.sched.task_done(worker, task);
+        self.nodes.task_done(worker, task);
         if self.owner.task(task).is_some() {
             match &error {
                 None => {
@@ -365,7 +366,7 @@ impl State {
         let creating = self.creations_of(actor);
         for task in creating {
             self.creations.remove(&task);
-            let _ = self.sched.locate_for_cancel(task);
+            let _ = self.nodes.locate_for_cancel(task);
             if self.owner.task(task).is_some() {
                 let function = self.owner_function(task);
                 self.owner
@@ -389,11 +390,10 @@ impl State {
         record.killed = true;
         match record
             .worker
-            .and_then(|w| self.links.get(&w))
-            .and_then(|l| l.pid)
+            .filter(|w| self.links.get(w).is_some_and(|l| l.pid.is_some()))
         {
             // The death is handled when the worker's exit is seen.
-            Some(pid) => worker_pool::kill(pid),
+            Some(worker) => self.kill_worker(worker),
             None => self.stop_actor(actor, "it was killed with prism::kill".into()),
         }
     }
@@ -442,7 +442,7 @@ impl State {
     pub(super) fn cancel_creation(&mut self, task: TaskId) -> bool {
         match self.creations.get(&task) {
             Some(&actor) => {
-                if self.sched.locate_for_cancel(task) == Placement::Absent {
+                if self.nodes.locate_for_cancel(task) == Placement::Absent {
                     return true;
                 }
                 self.stop_actor(actor, "its creation was cancelled".into());

@@ -5,13 +5,18 @@
 //! sent and hands it to the per-worker writer tasks.
 
 mod actors;
+mod cluster;
+pub(crate) mod host;
+mod nodes;
+mod object_manager;
 pub(crate) mod object_store;
+mod remote;
 pub(crate) mod scheduler;
 pub(crate) mod worker_pool;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
@@ -24,8 +29,9 @@ use prism_transport::{ArchivedToNode, Frame, ObjectValue, ToNode, ToWorker, enco
 use crate::config::Config;
 use crate::owner::{Known, Owner, Slot};
 use crate::{Error, Result};
+use nodes::{NodeIdx, Nodes};
 use object_store::ObjectBytes;
-use scheduler::{Action, Admission, Placement, Scheduler, WorkerId};
+use scheduler::{Action, Admission, Placement, WorkerId};
 
 /// The driver's owner number.
 pub(crate) const DRIVER_OWNER: u32 = 0;
@@ -43,10 +49,25 @@ struct Link {
     retiring: bool,
 }
 
+/// Frames for a worker on another node held back until objects they name are in that node's
+/// store (in order: everything after a held frame waits too).
+#[derive(Debug, Default)]
+struct Held {
+    waiting: IdSet<ObjectId>,
+    frames: Vec<u8>,
+}
+
 #[derive(Debug)]
 struct State {
     owner: Owner,
-    sched: Scheduler,
+    nodes: Nodes,
+    /// In a joined cluster: how to reach the nodes.
+    remote: Option<remote::Remote>,
+    /// Nodes whose stores hold a copy of an object (joined cluster).
+    locations: IdMap<ObjectId, Vec<NodeIdx>>,
+    /// Fetches of objects into nodes' stores in progress.
+    node_fetches: std::collections::HashSet<(ObjectId, NodeIdx)>,
+    held: IdMap<WorkerId, Held>,
     links: IdMap<WorkerId, Link>,
     outbox: IdMap<WorkerId, Vec<u8>>,
     spawn: std::sync::mpsc::Sender<WorkerId>,
@@ -75,6 +96,13 @@ pub(crate) struct Core {
     config: Config,
     /// The session's directory of shared-memory segments.
     store_dir: std::path::PathBuf,
+    /// The cluster the driver joined, if it did.
+    cluster: Option<Arc<cluster::Joined>>,
+}
+
+/// How many unblocked workers a node of `total` resources keeps: one per CPU.
+fn soft_limit_of(total: &Resources) -> usize {
+    total.cpu.as_f64().ceil().max(1.0) as usize
 }
 
 /// How often the node looks for surplus idle workers; one idle for two ticks is stopped.
@@ -84,9 +112,9 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 const MAX_STARTUP_FAILURES: u32 = 3;
 
 impl Core {
-    /// Starts the node: its runtime, its socket and its first workers.
+    /// Starts the node: its runtime, its socket and its first workers. With an address (in
+    /// `config` or `PRISM_ADDRESS`) it joins that cluster instead and schedules onto its nodes.
     pub(crate) fn start(config: Config) -> Result<Arc<Core>> {
-        let total = config.node_resources()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("prism-node")
@@ -94,20 +122,59 @@ impl Core {
             .build()
             .map_err(|e| Error::Startup(format!("tokio runtime: {e}")))?;
         let handle = runtime.handle().clone();
-        let (listener, socket_name) = worker_pool::bind()?;
         let store_dir = object_store::create_session_dir().map_err(|e| {
             Error::Startup(format!("cannot create the object store's directory: {e}"))
         })?;
+        let joined = match config.cluster_address() {
+            Some(address) => {
+                match runtime.block_on(cluster::join(&config, &address, store_dir.clone())) {
+                    Ok(joined) => Some(Arc::new(joined)),
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(&store_dir);
+                        return Err(e);
+                    }
+                }
+            }
+            None => None,
+        };
+        let mut nodes = Nodes::default();
+        let local = match &joined {
+            None => {
+                // Local workers are this very file: its path-based fingerprint.
+                crate::worker::use_content_fingerprint(0);
+                let total = config.node_resources()?;
+                let soft_limit = soft_limit_of(&total);
+                nodes.add("local".into(), total, config.max_inflight(), soft_limit);
+                Some(worker_pool::bind()?)
+            }
+            Some(joined) => {
+                for node in &joined.nodes {
+                    let soft_limit = soft_limit_of(&node.total);
+                    nodes.add(
+                        node.name.clone(),
+                        node.total.clone(),
+                        config.max_inflight(),
+                        soft_limit,
+                    );
+                }
+                None
+            }
+        };
         let (spawn_tx, spawn_rx) = std::sync::mpsc::channel();
-        let soft_limit = total.cpu.as_f64().ceil().max(1.0) as usize;
-        let core = Arc::new(Core {
+        let core = Arc::new_cyclic(|me: &Weak<Core>| Core {
             state: Mutex::new(State {
                 owner: Owner::new(
                     store_dir.clone(),
                     object_store::spill_dir_for(&store_dir),
                     config.object_store_bytes(),
                 ),
-                sched: Scheduler::new(total.clone(), config.max_inflight(), soft_limit),
+                nodes,
+                remote: joined
+                    .as_ref()
+                    .map(|j| remote::Remote::new(j.clone(), handle.clone(), me.clone())),
+                locations: IdMap::default(),
+                node_fetches: std::collections::HashSet::new(),
+                held: IdMap::default(),
                 links: IdMap::default(),
                 outbox: IdMap::default(),
                 spawn: spawn_tx,
@@ -125,8 +192,17 @@ impl Core {
             seq: AtomicU64::new(1),
             config,
             store_dir,
+            cluster: joined.clone(),
         });
-        worker_pool::start(&core, listener, socket_name, spawn_rx)?;
+        if let Some((listener, socket_name)) = local {
+            worker_pool::start(&core, listener, socket_name, spawn_rx)?;
+        }
+        if let Some(joined) = &joined {
+            let _guard = core.handle.enter();
+            for idx in 0..joined.nodes.len() {
+                joined.watch(idx, Arc::downgrade(&core));
+            }
+        }
         let ticker = Arc::downgrade(&core);
         core.handle.spawn(async move {
             let mut interval = tokio::time::interval(IDLE_TICK);
@@ -141,11 +217,23 @@ impl Core {
         {
             // Start the workers the CPUs can use right away, so the first tasks do not wait.
             let mut state = core.state.lock();
-            for _ in 0..soft_limit {
-                state.start_worker();
+            for idx in 0..state.nodes.len() {
+                let Some(node) = state.nodes.get(idx) else {
+                    continue;
+                };
+                for _ in 0..soft_limit_of(node.sched.total()) {
+                    state.start_worker(idx);
+                }
+            }
+            state.settle();
+        }
+        let (total, _) = core.resources();
+        match &core.cluster {
+            None => tracing::info!(resources = %total, "local cluster started"),
+            Some(j) => {
+                tracing::info!(resources = %total, nodes = j.nodes.len(), job = j.job, "joined a cluster")
             }
         }
-        tracing::info!(resources = %total, "local cluster started");
         Ok(core)
     }
 
@@ -192,7 +280,10 @@ impl Core {
 
     /// Records a value made by `put` in the driver, with the objects it refers to.
     pub(crate) fn put(&self, id: ObjectId, bytes: ObjectBytes, nested: Vec<ObjectId>) {
-        self.state.lock().owner.put(id, bytes, None, nested);
+        self.state
+            .lock()
+            .owner
+            .put(id, Slot::Ready(bytes), None, nested);
     }
 
     /// Polls `ids` under one lock, filling in `known`, until `need` of them are known.
@@ -285,10 +376,10 @@ impl Core {
         let status = match (state.owner.task(task), state.owner.task_state(task)) {
             (Some(r), _) if r.infeasible.is_some() => r.infeasible.clone().unwrap_or_default(),
             (Some(r), Some(TaskState::Ready)) => format!(
-                "the task is queued: it demands {}, the node has {} available of {}",
+                "the task is queued: it demands {}, the cluster has {} available of {}",
                 r.spec.resources,
-                state.sched.available(),
-                state.sched.total()
+                state.nodes.available(),
+                state.nodes.total()
             ),
             (Some(_), Some(TaskState::Waiting)) => "the task waits for its arguments".to_string(),
             (Some(r), Some(TaskState::Running)) => format!(
@@ -314,7 +405,7 @@ impl Core {
     /// The node's resources: (total, available now).
     pub(crate) fn resources(&self) -> (Resources, Resources) {
         let state = self.state.lock();
-        (state.sched.total().clone(), state.sched.available().clone())
+        (state.nodes.total(), state.nodes.available())
     }
 
     /// Number of objects the owner tracks (for tests of reference counting).
@@ -324,24 +415,28 @@ impl Core {
 
     /// Stops the workers and the node.
     pub(crate) fn shutdown(&self) {
-        let pids: Vec<u32> = {
+        let workers: Vec<WorkerId> = {
             let mut state = self.state.lock();
             state.shutting_down = true;
             let mut bye = Vec::new();
             let _ = encode_frame(&ToWorker::Shutdown, &mut bye);
-            for link in state.links.values() {
+            let mut starting = Vec::new();
+            for (&worker, link) in &state.links {
                 match (&link.writer, link.pid) {
                     (Some(writer), _) => writer.send(&bye),
                     // Still starting: it holds nothing to finish.
-                    (None, Some(pid)) if link.exit.is_none() => worker_pool::kill(pid),
+                    (None, Some(_)) if link.exit.is_none() => starting.push(worker),
                     _ => {}
                 }
             }
+            for worker in starting {
+                state.kill_worker(worker);
+            }
             state
                 .links
-                .values()
-                .filter(|l| l.exit.is_none())
-                .filter_map(|l| l.pid)
+                .iter()
+                .filter(|(_, l)| l.exit.is_none() && l.pid.is_some())
+                .map(|(&w, _)| w)
                 .collect()
         };
         // Give workers a moment to exit on their own, then make sure.
@@ -358,16 +453,17 @@ impl Core {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        for pid in pids {
-            if self
-                .state
-                .lock()
-                .links
-                .values()
-                .any(|l| l.pid == Some(pid) && l.exit.is_none())
-            {
-                worker_pool::kill(pid);
+        {
+            let mut state = self.state.lock();
+            for worker in workers {
+                if state.links.get(&worker).is_some_and(|l| l.exit.is_none()) {
+                    state.kill_worker(worker);
+                }
             }
+        }
+        if let Some(joined) = &self.cluster {
+            // The nodes stop the job's workers when its connections close.
+            joined.leave();
         }
         if let Some(runtime) = self.runtime.lock().take() {
             runtime.shutdown_timeout(Duration::from_millis(200));
@@ -386,7 +482,7 @@ impl Core {
         if state.shutting_down {
             return;
         }
-        let surplus = state.sched.surplus_idle_workers();
+        let surplus = state.nodes.surplus_idle_workers();
         let (retire, keep): (Vec<WorkerId>, Vec<WorkerId>) = surplus
             .into_iter()
             .partition(|w| state.retire_candidates.contains(w));
@@ -405,7 +501,7 @@ impl Core {
         state.links.entry(worker).or_default().pid = Some(pid);
         if state.shutting_down {
             // Started as the node stops: nothing for it to do.
-            worker_pool::kill(pid);
+            state.kill_worker(worker);
         }
     }
 
@@ -417,7 +513,7 @@ impl Core {
         link.writer = Some(writer);
         link.connected = true;
         state.startup_failures = 0;
-        state.sched.worker_ready(worker);
+        state.nodes.worker_ready(worker);
         let mut welcome = Vec::new();
         let _ = encode_frame(&ToWorker::Welcome, &mut welcome);
         state.outbox.entry(worker).or_default().extend(welcome);
@@ -468,21 +564,35 @@ impl Core {
 impl State {
     /// Takes a worker out of the pool and asks its process to exit.
     fn retire(&mut self, worker: WorkerId) {
-        self.sched.remove_worker(worker);
+        self.nodes.remove_worker(worker);
         self.encode_to(worker, &ToWorker::Shutdown);
         if let Some(link) = self.links.get_mut(&worker) {
             link.retiring = true;
         }
     }
 
-    fn start_worker(&mut self) {
+    fn start_worker(&mut self, node: NodeIdx) {
         if self.shutting_down {
             return;
         }
-        let id = self.sched.worker_starting();
+        let id = self.nodes.worker_starting(node);
         self.links.insert(id, Link::default());
-        if self.spawn.send(id).is_err() {
+        if let Some(remote) = &self.remote {
+            remote.spawn_worker(node, id);
+        } else if self.spawn.send(id).is_err() {
             tracing::error!(worker = id, "worker spawner is gone");
+        }
+    }
+
+    /// Kills a worker's process, on this host or on its node.
+    fn kill_worker(&mut self, worker: WorkerId) {
+        match &self.remote {
+            Some(remote) => remote.kill_worker(worker),
+            None => {
+                if let Some(pid) = self.links.get(&worker).and_then(|l| l.pid) {
+                    worker_pool::kill(pid);
+                }
+            }
         }
     }
 
@@ -523,10 +633,11 @@ impl State {
                 return;
             }
         }
-        if self.sched.submit(task, demand.clone()) == Admission::Infeasible {
+        let node = self.place(task, &demand);
+        if self.nodes.submit(node, task, demand.clone()) == Admission::Infeasible {
             let message = format!(
-                "the task is infeasible: it demands {demand}, the node has {} in total",
-                self.sched.total()
+                "the task is infeasible: it demands {demand}, the cluster has {} in total",
+                self.nodes.total()
             );
             tracing::warn!(task = %self.owner.describe(task), "{message}; it waits until resources appear");
             if let Some(record) = self.owner.task_mut(task) {
@@ -554,8 +665,8 @@ impl State {
             }
             ArchivedToNode::Put { id, value, nested } => {
                 let nested = nested.iter().map(|i| i.to_native()).collect();
-                match ObjectBytes::from_wire(&self.owner.store_dir.clone(), value) {
-                    Ok(bytes) => self.owner.put(id.to_native(), bytes, Some(worker), nested),
+                match self.value_from(worker, value) {
+                    Ok(slot) => self.owner.put(id.to_native(), slot, Some(worker), nested),
                     Err(e) => {
                         tracing::error!(worker, object = %id.to_native(), "cannot map a put object: {e}")
                     }
@@ -571,15 +682,15 @@ impl State {
                 for &task in &returned {
                     self.owner.unstarted(task);
                 }
-                self.sched.worker_blocked(worker, &returned);
+                self.nodes.worker_blocked(worker, &returned);
             }
-            ArchivedToNode::Unblocked => self.sched.worker_unblocked(worker),
+            ArchivedToNode::Unblocked => self.nodes.worker_unblocked(worker),
             ArchivedToNode::Bounced(tasks) => {
                 let tasks: Vec<TaskId> = tasks.iter().map(|t| t.to_native()).collect();
                 for &task in &tasks {
                     self.owner.unstarted(task);
                 }
-                self.sched.bounced(worker, &tasks);
+                self.nodes.bounced(worker, &tasks);
             }
             ArchivedToNode::Hold(ids) => {
                 let ids: Vec<ObjectId> = ids.iter().map(|i| i.to_native()).collect();
@@ -631,7 +742,7 @@ impl State {
         task: TaskId,
         outcome: &prism_transport::ArchivedOutcome,
     ) {
-        self.sched.task_done(worker, task);
+        self.nodes.task_done(worker, task);
         let Some(record) = self.owner.task(task) else {
             return;
         };
@@ -654,11 +765,8 @@ impl State {
                     self.owner.fail(task, error);
                     return;
                 }
-                let dir = self.owner.store_dir.clone();
-                let values: std::io::Result<Vec<ObjectBytes>> = values
-                    .iter()
-                    .map(|v| ObjectBytes::from_wire(&dir, v))
-                    .collect();
+                let values: std::io::Result<Vec<Slot>> =
+                    values.iter().map(|v| self.value_from(worker, v)).collect();
                 match values {
                     Ok(values) => {
                         if !self.owner.make_room(0, None) {
@@ -675,7 +783,11 @@ impl State {
                     Err(e) => {
                         let error = TaskError::InvalidValue {
                             task,
-                            function: record.spec.function.clone(),
+                            function: self
+                                .owner
+                                .task(task)
+                                .map(|r| r.spec.function.clone())
+                                .unwrap_or_default(),
                             what: "return values".into(),
                             reason: format!("cannot map the shared-memory segment: {e}"),
                         };
@@ -726,10 +838,10 @@ impl State {
                 self.owner.fail(task, cancelled);
             }
             Some(TaskState::Ready) => {
-                let _ = self.sched.locate_for_cancel(task);
+                let _ = self.nodes.locate_for_cancel(task);
                 self.owner.fail(task, cancelled);
             }
-            Some(TaskState::Running) => match self.sched.locate_for_cancel(task) {
+            Some(TaskState::Running) => match self.nodes.locate_for_cancel(task) {
                 Placement::OnWorker {
                     worker,
                     started: false,
@@ -737,7 +849,7 @@ impl State {
                     // Queued behind the worker's running task: cancelled now; the worker drops
                     // it before it would start (it reads messages between tasks).
                     self.encode_to(worker, &ToWorker::Cancel { task });
-                    self.sched.task_done(worker, task);
+                    self.nodes.task_done(worker, task);
                     self.owner.fail(task, cancelled);
                 }
                 Placement::OnWorker {
@@ -747,10 +859,8 @@ impl State {
                     if let Some(record) = self.owner.task_mut(task) {
                         record.force_cancelled = true;
                     }
-                    if let Some(pid) = self.links.get(&worker).and_then(|l| l.pid) {
-                        tracing::info!(task = %task, function, worker, "force-cancel kills the worker");
-                        worker_pool::kill(pid);
-                    }
+                    tracing::info!(task = %task, function, worker, "force-cancel kills the worker");
+                    self.kill_worker(worker);
                 }
                 _ => {
                     tracing::debug!(task = %task, function, "task is running; cancel without force has no effect");
@@ -770,8 +880,9 @@ impl State {
         let link = self.links.remove(&worker).unwrap_or_default();
         let reason = link.exit.unwrap_or_default();
         self.outbox.remove(&worker);
+        self.held.remove(&worker);
         self.owner.worker_gone(worker);
-        let started = self.sched.remove_worker(worker);
+        let started = self.nodes.remove_worker(worker);
         // Tasks that were queued on it went back to the node's queue: they never started.
         if self.shutting_down || link.retiring {
             tracing::debug!(worker, %reason, "worker process exited as asked");
@@ -821,7 +932,7 @@ impl State {
     }
 
     fn fail_queued(&mut self, reason: &str) {
-        for task in self.sched.drain_queued() {
+        for task in self.nodes.drain_queued(None) {
             let function = self
                 .owner
                 .task(task)
@@ -844,9 +955,9 @@ impl State {
     /// Schedules, encodes what became sendable, and hands frames to the writers.
     fn settle(&mut self) {
         let startup_broken = self.startup_failures >= MAX_STARTUP_FAILURES;
-        for action in self.sched.schedule() {
+        for (node, action) in self.nodes.schedule() {
             match action {
-                Action::StartWorker if !startup_broken => self.start_worker(),
+                Action::StartWorker if !startup_broken => self.start_worker(node),
                 Action::StartWorker => {}
                 Action::Dispatch { worker, tasks } => self.dispatch(worker, tasks),
             }
@@ -857,6 +968,9 @@ impl State {
         for notice in notices {
             let value = match notice.slot {
                 Slot::Ready(bytes) => ObjectValue::Ready(bytes.to_wire(notice.id)),
+                Slot::Remote(len) => {
+                    ObjectValue::Ready(prism_transport::Value::Shared { id: notice.id, len })
+                }
                 Slot::Failed(e) => ObjectValue::Failed(e),
                 Slot::Pending | Slot::Spilled(_) => continue,
             };
@@ -868,6 +982,7 @@ impl State {
         for (worker, objects) in per_worker {
             self.encode_to(worker, &ToWorker::Objects(objects));
         }
+        self.settle_remote();
         for (worker, bytes) in self.outbox.drain() {
             if let Some(writer) = self.links.get(&worker).and_then(|l| l.writer.as_ref()) {
                 writer.send(&bytes);
@@ -899,6 +1014,9 @@ impl State {
     }
 
     fn encode_to(&mut self, worker: WorkerId, msg: &ToWorker) {
+        if self.remote.is_some() && self.hold_for_objects(worker, msg) {
+            return;
+        }
         let out = self.outbox.entry(worker).or_default();
         if let Err(e) = encode_frame(msg, out) {
             tracing::error!(worker, "cannot encode a message for the worker: {e}");

@@ -78,7 +78,19 @@ pub(crate) struct Scheduler {
 impl Scheduler {
     /// A scheduler for a node of `total` resources, pipelining up to `max_inflight` tasks to a
     /// worker and keeping about `soft_limit` unblocked workers.
+    #[cfg(test)]
     pub(crate) fn new(total: Resources, max_inflight: usize, soft_limit: usize) -> Self {
+        Self::numbered(total, max_inflight, soft_limit, 0)
+    }
+
+    /// Like [`Scheduler::new`], numbering its workers from `base + 1` (so the workers of
+    /// several nodes never share a number).
+    pub(crate) fn numbered(
+        total: Resources,
+        max_inflight: usize,
+        soft_limit: usize,
+        base: WorkerId,
+    ) -> Self {
         Scheduler {
             available: total.clone(),
             total,
@@ -89,7 +101,7 @@ impl Scheduler {
             infeasible: Vec::new(),
             pinned_queue: VecDeque::new(),
             workers: IdMap::default(),
-            next_worker: 1,
+            next_worker: base + 1,
             max_inflight: max_inflight.max(1),
             soft_limit: soft_limit.max(1),
         }
@@ -101,6 +113,22 @@ impl Scheduler {
 
     pub(crate) fn available(&self) -> &Resources {
         &self.available
+    }
+
+    /// How busy the node is: tasks queued or sent to workers, per CPU (for choosing a node).
+    pub(crate) fn load(&self) -> f64 {
+        let queued: usize = self.queues.values().map(VecDeque::len).sum::<usize>()
+            + self.pinned_queue.len()
+            + self.infeasible.len();
+        let running: usize = self
+            .workers
+            .values()
+            .map(|w| match w {
+                WorkerState::Leased { inflight, .. } => inflight.len(),
+                _ => 0,
+            })
+            .sum();
+        (queued + running) as f64 / self.total.cpu.as_f64().max(1.0)
     }
 
     /// Reserves a number for a worker process about to be started.

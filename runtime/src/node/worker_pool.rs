@@ -26,6 +26,10 @@ pub(crate) const ENV_SOCKET: &str = "PRISM_NODE_SOCKET";
 pub(crate) const ENV_WORKER: &str = "PRISM_WORKER_ID";
 pub(crate) const ENV_SESSION_DIR: &str = "PRISM_SESSION_DIR";
 pub(crate) const ENV_INLINE_THRESHOLD: &str = "PRISM_INLINE_THRESHOLD";
+/// The name of the node a worker runs on (a cluster's node; unset on the embedded node).
+pub(crate) const ENV_NODE_NAME: &str = "PRISM_NODE_NAME";
+/// The job's content fingerprint, for workers a cluster's node starts (hex).
+pub(crate) const ENV_JOB_FINGERPRINT: &str = "PRISM_JOB_FINGERPRINT";
 
 pub(crate) fn bind() -> Result<(StdUnixListener, String)> {
     let name = format!(
@@ -134,7 +138,7 @@ fn spawn_worker(core: &Arc<Core>, worker: WorkerId, exe: &std::path::Path, socke
 }
 
 /// A human account of how a process ended.
-fn describe_exit(status: ExitStatus) -> String {
+pub(crate) fn describe_exit(status: ExitStatus) -> String {
     if let Some(code) = status.code() {
         return format!("exited with code {code}");
     }
@@ -164,7 +168,7 @@ pub(crate) fn kill(pid: u32) {
     }
 }
 
-async fn serve(core: Arc<Core>, stream: UnixStream) {
+pub(crate) async fn serve(core: Arc<Core>, stream: UnixStream) {
     let max_frame = core.config().max_frame();
     let direct = match stream
         .into_std()

@@ -52,6 +52,9 @@ pub(crate) enum Slot {
     /// Moved to disk to make room (its length); read paths restore it first, so only the
     /// owner ever sees this state.
     Spilled(u64),
+    /// Ready in the store of another node of the cluster (its length): a read in this process
+    /// fetches it first ([`Owner::wanted_here`]).
+    Remote(u64),
     Failed(TaskError),
 }
 
@@ -128,6 +131,12 @@ pub(crate) struct Owner {
     pub(crate) spilled_bytes: u64,
     /// A counter that orders uses, for least-recently-used spilling.
     tick: u64,
+    /// Remote objects a reader in this process waits for, to be fetched by the node.
+    pub(crate) wanted_here: Vec<(ObjectId, u64)>,
+    /// Remote objects already being fetched into this process's store.
+    fetching_here: IdSet<ObjectId>,
+    /// Objects freed since the node last looked (copies elsewhere can go too).
+    pub(crate) freed: Vec<ObjectId>,
 }
 
 impl Owner {
@@ -266,6 +275,7 @@ impl Owner {
                         (Location::SharedMemory, s.bytes().len() as u64)
                     }
                     Slot::Spilled(len) => (Location::Spilled, *len),
+                    Slot::Remote(len) => (Location::Remote, *len),
                 };
                 ObjectInfo {
                     id: *id,
@@ -374,16 +384,16 @@ impl Owner {
     pub(crate) fn put(
         &mut self,
         id: ObjectId,
-        bytes: ObjectBytes,
+        slot: Slot,
         holder: Option<WorkerId>,
         nested: Vec<ObjectId>,
     ) {
         let _ = self.graph.add_ready_object(id);
-        self.account(&bytes);
+        self.account(&slot);
         self.objects.insert(
             id,
             ObjectEntry {
-                slot: Slot::Ready(bytes),
+                slot,
                 function: Arc::from("put"),
                 refs: 1,
                 waiters: Vec::new(),
@@ -410,9 +420,39 @@ impl Owner {
         }
     }
 
-    fn account(&mut self, bytes: &ObjectBytes) {
-        if let ObjectBytes::Shared(_) = bytes {
+    fn account(&mut self, slot: &Slot) {
+        if let Slot::Ready(bytes @ ObjectBytes::Shared(_)) = slot {
             self.stored_bytes += bytes.len() as u64;
+        }
+    }
+
+    /// A remote object's bytes arrived in this process's store.
+    pub(crate) fn localized(&mut self, id: ObjectId, bytes: ObjectBytes) {
+        self.fetching_here.remove(&id);
+        if matches!(
+            self.objects.get(&id).map(|e| &e.slot),
+            Some(Slot::Remote(_))
+        ) {
+            let slot = Slot::Ready(bytes);
+            self.account(&slot);
+            self.set_slot(id, slot);
+        }
+    }
+
+    /// A remote object could not be fetched, for `reason`: readers here get an error that
+    /// names it and the function that made it.
+    pub(crate) fn unavailable(&mut self, id: ObjectId, reason: String) {
+        self.fetching_here.remove(&id);
+        let Some(entry) = self.objects.get(&id) else {
+            return;
+        };
+        if matches!(entry.slot, Slot::Remote(_)) {
+            let error = TaskError::ObjectUnavailable {
+                object: id,
+                function: entry.function.to_string(),
+                reason,
+            };
+            self.set_slot(id, Slot::Failed(error));
         }
     }
 
@@ -433,6 +473,7 @@ impl Owner {
                 Arg::Value(bytes) => Some(Value::Inline(bytes.clone())),
                 Arg::Ref(id) => match self.objects.get(id).map(|e| &e.slot) {
                     Some(Slot::Ready(bytes)) => Some(bytes.to_wire(*id)),
+                    Some(Slot::Remote(len)) => Some(Value::Shared { id: *id, len: *len }),
                     _ => None,
                 },
             })
@@ -459,7 +500,7 @@ impl Owner {
     pub(crate) fn complete(
         &mut self,
         task: TaskId,
-        values: Vec<ObjectBytes>,
+        values: Vec<Slot>,
         nested: Vec<Vec<ObjectId>>,
     ) -> Vec<TaskId> {
         let Some(record) = self.tasks.remove(&task) else {
@@ -470,10 +511,10 @@ impl Owner {
             Err(_) => return Vec::new(),
         };
         let mut nested = nested.into_iter();
-        for (id, bytes) in record.spec.return_ids().zip(values) {
-            self.account(&bytes);
+        for (id, slot) in record.spec.return_ids().zip(values) {
+            self.account(&slot);
             self.set_contains(id, nested.next().unwrap_or_default());
-            self.set_slot(id, Slot::Ready(bytes));
+            self.set_slot(id, slot);
             self.touch(id);
         }
         self.release_inputs(&record.spec);
@@ -541,15 +582,42 @@ impl Owner {
         let Some(entry) = self.objects.get_mut(&id) else {
             return Poll::Ready(None);
         };
-        if let Slot::Pending = entry.slot {
+        if let Slot::Pending | Slot::Remote(_) = entry.slot {
             if !entry.waiters.iter().any(|w| w.will_wake(waker)) {
                 entry.waiters.push(waker.clone());
+            }
+            if let Slot::Remote(len) = entry.slot
+                && self.fetching_here.insert(id)
+            {
+                self.wanted_here.push((id, len));
             }
             return Poll::Pending;
         }
         self.tick += 1;
         entry.last_use = self.tick;
         Poll::Ready(Some(&entry.slot))
+    }
+
+    /// Whether the owner still tracks `id`.
+    pub(crate) fn knows(&self, id: ObjectId) -> bool {
+        self.objects.contains_key(&id)
+    }
+
+    /// The length of an object that lives in a store (here or on another node).
+    pub(crate) fn stored_len(&self, id: ObjectId) -> Option<u64> {
+        match self.objects.get(&id).map(|e| &e.slot)? {
+            Slot::Ready(bytes @ ObjectBytes::Shared(_)) => Some(bytes.len() as u64),
+            Slot::Remote(len) | Slot::Spilled(len) => Some(*len),
+            _ => None,
+        }
+    }
+
+    /// Whether this process's store holds the object's segment.
+    pub(crate) fn stored_here(&self, id: ObjectId) -> bool {
+        matches!(
+            self.objects.get(&id).map(|e| &e.slot),
+            Some(Slot::Ready(ObjectBytes::Shared(_)))
+        )
     }
 
     /// The function that makes the object.
@@ -665,6 +733,8 @@ impl Owner {
             }
             _ => {}
         }
+        self.fetching_here.remove(&id);
+        self.freed.push(id);
         let _ = self.graph.remove_object(id);
         // What its value referred to no longer needs to live for it.
         for inner in entry.contains {
@@ -701,8 +771,8 @@ mod tests {
         }
     }
 
-    fn inline() -> ObjectBytes {
-        ObjectBytes::Inline(Arc::new(rkyv::util::AlignedVec::new()))
+    fn inline() -> Slot {
+        Slot::Ready(ObjectBytes::Inline(Arc::new(rkyv::util::AlignedVec::new())))
     }
 
     fn out(seq: u64) -> ObjectId {

@@ -25,17 +25,45 @@ use rkyv::util::AlignedVec;
 use crate::api::registry;
 use crate::node::object_store::{ObjectBytes, Segment};
 use crate::node::worker_pool::{
-    ENV_INLINE_THRESHOLD, ENV_ROLE, ENV_SESSION_DIR, ENV_SOCKET, ENV_WORKER,
+    ENV_INLINE_THRESHOLD, ENV_JOB_FINGERPRINT, ENV_ROLE, ENV_SESSION_DIR, ENV_SOCKET, ENV_WORKER,
 };
 use crate::owner::{Known, Slot};
 use crate::{Error, Result};
 
-/// The fingerprint of this program's binary: its path, size and modification time. Workers
-/// started from a rebuilt binary are refused at the handshake.
+/// A job's fingerprint from its binary's content hash: what a driver joined to a cluster and
+/// the workers its nodes start from the fetched copy both use.
+pub(crate) fn content_fingerprint(hash: &[u8; 32]) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    u64::from_le_bytes(first)
+}
+
+/// Set by a driver that joined a cluster: its job's content fingerprint.
+static JOB_FINGERPRINT: AtomicU64 = AtomicU64::new(0);
+
+/// From now on this process's fingerprint is the content fingerprint `fp`.
+pub(crate) fn use_content_fingerprint(fp: u64) {
+    JOB_FINGERPRINT.store(fp, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The fingerprint of this program's binary. Workers started from a rebuilt binary are
+/// refused at the handshake. Locally: the binary's path, size and modification time. In a
+/// cluster: its content hash, set by the driver when it joins and given to the workers a node
+/// starts from the fetched copy ([`ENV_JOB_FINGERPRINT`]).
 pub(crate) fn fingerprint() -> u64 {
     use std::hash::{Hash, Hasher};
     static FINGERPRINT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let joined = JOB_FINGERPRINT.load(std::sync::atomic::Ordering::SeqCst);
+    if joined != 0 {
+        return joined;
+    }
     *FINGERPRINT.get_or_init(|| {
+        if let Some(fp) = std::env::var(ENV_JOB_FINGERPRINT)
+            .ok()
+            .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        {
+            return fp;
+        }
         let mut hasher = std::hash::DefaultHasher::new();
         if let Ok(exe) = std::env::current_exe() {
             exe.hash(&mut hasher);

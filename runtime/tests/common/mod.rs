@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// A test: its name and body.

@@ -1,0 +1,313 @@
+//! A driver joined to a running cluster (`PRISM_ADDRESS` or [`Config::address`]): instead of
+//! starting a node of its own, it joins with the token (getting a certificate from the head),
+//! asks the head for the live nodes and has each of them host the job: the node fetches the
+//! driver's binary by content hash and runs the job's workers, whose links it relays to the
+//! driver over mutual-TLS QUIC. The driver's core schedules onto those nodes as onto its own;
+//! its endpoint serves the binary and the objects in the driver's store.
+//!
+//! [`Config::address`]: crate::Config::address
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+
+use prism_graph::Resources;
+use prism_transport::quic::{self, Accepted};
+use prism_transport::transfer;
+use prism_transport::{FromControl, ToHost};
+use prism_transport::{FromHost, HostEvent, HostHello, PROTOCOL_VERSION, Purpose, ToControl};
+
+use super::Core;
+use super::object_manager::{Peers, StoreSource, map_file};
+use crate::config::Config;
+use crate::{Error, Result};
+
+/// Largest answer a node or the head may send.
+const MAX_ANSWER: usize = 16 << 20;
+
+/// A node hosting the job.
+#[derive(Debug)]
+pub(crate) struct RemoteNode {
+    pub(crate) name: String,
+    /// Its QUIC endpoint (where its objects are served).
+    pub(crate) addr: SocketAddr,
+    pub(crate) total: Resources,
+    connection: quinn::Connection,
+}
+
+/// The driver's membership in a cluster.
+#[derive(Debug)]
+pub(crate) struct Joined {
+    /// The job's name: unique in the cluster.
+    pub(crate) job: String,
+    /// Where the driver serves its binary and objects.
+    pub(crate) objects_at: SocketAddr,
+    pub(crate) nodes: Vec<RemoteNode>,
+    pub(crate) peers: Peers,
+    /// The node on the driver's host, where its tasks go first.
+    pub(crate) home: Option<usize>,
+}
+
+fn startup<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Error {
+    move |e| Error::Startup(format!("{what}: {e}"))
+}
+
+/// The address this host uses to reach `peer`.
+fn local_ip_towards(peer: SocketAddr) -> Result<IpAddr> {
+    let bind: SocketAddr = if peer.is_ipv4() {
+        "0.0.0.0:0".parse().expect("an address")
+    } else {
+        "[::]:0".parse().expect("an address")
+    };
+    let socket = std::net::UdpSocket::bind(bind).map_err(startup("a local address"))?;
+    socket
+        .connect(peer)
+        .map_err(startup("a route to the head"))?;
+    Ok(socket
+        .local_addr()
+        .map_err(startup("a local address"))?
+        .ip())
+}
+
+/// Joins the cluster `config` names and has its live nodes host this program's job.
+pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Result<Joined> {
+    let (head, token) =
+        crate::cli::head_and_token(Some(address), config.cluster_token().as_deref())
+            .map_err(Error::Startup)?;
+    let ip = local_ip_towards(head)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let job = format!(
+        "driver-{ip}-{}-{:x}",
+        std::process::id(),
+        nanos & 0xffff_ffff
+    );
+    let client = quic::client_endpoint(SocketAddr::new(ip, 0)).map_err(startup("QUIC"))?;
+    let identity = quic::join(&client, head, &token, &job)
+        .await
+        .map_err(|e| Error::Startup(format!("cannot join the cluster at {head}: {e}")))?;
+    client.close(quic::codes::DONE, b"joined");
+    let endpoint = quic::server_endpoint(SocketAddr::new(ip, 0), &identity)
+        .map_err(startup("the driver's endpoint"))?;
+    let objects_at = endpoint
+        .local_addr()
+        .map_err(startup("the driver's endpoint"))?;
+
+    let hello = |purpose: Purpose, fingerprint: Option<u64>| HostHello {
+        protocol: PROTOCOL_VERSION,
+        name: job.clone(),
+        job_fingerprint: fingerprint,
+        platform: prism_transport::platform(),
+        purpose,
+    };
+    let (control, _) = quic::connect(&endpoint, head, &identity, &hello(Purpose::Control, None))
+        .await
+        .map_err(|e| Error::Startup(format!("cannot reach the head at {head}: {e}")))?;
+    let table = match quic::ask::<_, FromControl>(&control, &ToControl::Status, MAX_ANSWER).await {
+        Ok(FromControl::Status(nodes)) => nodes,
+        Ok(other) => return Err(Error::Startup(format!("the head answered {other:?}"))),
+        Err(e) => return Err(Error::Startup(format!("cannot read the node table: {e}"))),
+    };
+    control.close(quic::codes::DONE, b"done");
+
+    let exe = std::env::current_exe().map_err(startup("the program's executable"))?;
+    let bytes = map_file(&exe).map_err(startup("the program's executable"))?;
+    let hash = transfer::content_hash(&bytes);
+    crate::worker::use_content_fingerprint(crate::worker::content_fingerprint(&hash));
+    let size = bytes.len() as u64;
+    let binary = (hash, bytes);
+    // Serve the binary before asking nodes to fetch it.
+    let peers = Peers::new(job.clone(), endpoint, identity);
+    tokio::spawn(serve_driver_endpoint(
+        peers.endpoint().clone(),
+        job.clone(),
+        Arc::new(StoreSource {
+            store: Some(store),
+            binary: Some(binary),
+        }),
+    ));
+    let fingerprint = crate::worker::fingerprint();
+    let mut nodes = Vec::new();
+    let mut refusals = Vec::new();
+    for status in table.into_iter().filter(|n| n.alive) {
+        let addr: SocketAddr = match status.addr.parse() {
+            Ok(addr) => addr,
+            Err(e) => {
+                refusals.push(format!(
+                    "{}: bad address {:?}: {e}",
+                    status.name, status.addr
+                ));
+                continue;
+            }
+        };
+        let job_hello = hello(Purpose::Job(job.clone()), Some(fingerprint));
+        let connect = quic::connect(peers.endpoint(), addr, peers.identity(), &job_hello);
+        let connection = match connect.await {
+            Ok((connection, _)) => connection,
+            Err(e) => {
+                tracing::warn!(node = status.name, "a node cannot host the job: {e}");
+                refusals.push(format!("{} at {addr}: {e}", status.name));
+                continue;
+            }
+        };
+        let start = ToHost::StartJob {
+            binary: hash,
+            size,
+            objects_at: objects_at.to_string(),
+            inline_threshold: config.inline_threshold_bytes() as u64,
+        };
+        match quic::ask::<_, FromHost>(&connection, &start, MAX_ANSWER).await {
+            Ok(FromHost::Done) => {}
+            Ok(other) => {
+                let reason = describe(other);
+                tracing::warn!(node = status.name, "a node cannot host the job: {reason}");
+                refusals.push(format!("{} at {addr}: {reason}", status.name));
+                continue;
+            }
+            Err(e) => {
+                refusals.push(format!("{} at {addr}: {e}", status.name));
+                continue;
+            }
+        }
+        let mut total = Resources::default();
+        for (name, amount) in &status.total {
+            total
+                .set(name, *amount)
+                .map_err(|e| Error::Startup(format!("node {}: {name}: {e}", status.name)))?;
+        }
+        nodes.push(RemoteNode {
+            name: status.name,
+            addr,
+            total,
+            connection,
+        });
+        if nodes.len() == super::nodes::MAX_NODES {
+            break;
+        }
+    }
+    if nodes.is_empty() {
+        return Err(Error::Startup(format!(
+            "no node of the cluster at {head} can host the job: {}",
+            if refusals.is_empty() {
+                "the cluster has no live node".to_string()
+            } else {
+                refusals.join("; ")
+            }
+        )));
+    }
+    tracing::info!(job, nodes = nodes.len(), %head, "joined the cluster");
+    let home = nodes.iter().position(|n| n.addr.ip() == ip);
+    Ok(Joined {
+        job,
+        objects_at,
+        nodes,
+        peers,
+        home,
+    })
+}
+
+fn describe(reply: FromHost) -> String {
+    match reply {
+        FromHost::Error(reason) => reason,
+        other => format!("unexpected answer {other:?}"),
+    }
+}
+
+/// Serves pulls of the driver's binary and objects to the job's nodes; refuses everything else.
+async fn serve_driver_endpoint(endpoint: quinn::Endpoint, job: String, source: Arc<StoreSource>) {
+    while let Some(accepted) = quic::accept(&endpoint).await {
+        let Accepted::Member(connection) = accepted else {
+            continue;
+        };
+        let (job, source) = (job.clone(), source.clone());
+        tokio::spawn(async move {
+            let Ok(hello) = quic::welcome(&connection, &job, None).await else {
+                return;
+            };
+            match hello.purpose {
+                Purpose::Objects(of) if of == job => {
+                    transfer::serve_pulls(connection, source).await;
+                }
+                other => quic::close_for(
+                    &connection,
+                    quic::codes::REFUSED,
+                    &format!("the driver of {job} serves only its objects, not {other}"),
+                ),
+            }
+        });
+    }
+}
+
+impl Joined {
+    /// Leaves the cluster: closing the connections makes every node stop the job's workers.
+    pub(crate) fn leave(&self) {
+        self.peers
+            .endpoint()
+            .close(quic::codes::DONE, b"the driver left");
+    }
+
+    /// Sends `request` to node `idx` and waits for its answer.
+    pub(crate) async fn request(
+        &self,
+        idx: usize,
+        request: ToHost,
+    ) -> std::result::Result<FromHost, String> {
+        let node = self
+            .nodes
+            .get(idx)
+            .ok_or_else(|| format!("no node {idx}"))?;
+        quic::ask::<_, FromHost>(&node.connection, &request, MAX_ANSWER)
+            .await
+            .map_err(|e| format!("node {} at {}: {e}", node.name, node.addr))
+    }
+
+    /// Listens to node `idx`: relayed worker links, worker exits, and the end of the node.
+    pub(crate) fn watch(self: &Arc<Self>, idx: usize, core: Weak<Core>) {
+        let connection = self.nodes[idx].connection.clone();
+        let name = self.nodes[idx].name.clone();
+        let relays = (connection.clone(), core.clone());
+        tokio::spawn(async move {
+            let (connection, core) = relays;
+            let peer = connection.remote_address();
+            loop {
+                let (send, mut recv) = match connection.accept_bi().await {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        if let Some(core) = core.upgrade() {
+                            core.node_lost(idx, e.to_string());
+                        }
+                        return;
+                    }
+                };
+                let mut decoder = prism_transport::FrameDecoder::new(1 << 10);
+                match quic::recv_frame(&mut recv, &mut decoder, peer).await {
+                    Ok(Some(frame)) if frame.access::<HostEvent>().is_ok() => {}
+                    _ => {
+                        quic::close_for(&connection, quic::codes::BAD_FRAME, "expected a relay");
+                        continue;
+                    }
+                }
+                let early = decoder.take_buffered();
+                let Some(core) = core.upgrade() else { return };
+                core.relayed_worker(send, recv, early);
+            }
+        });
+        tokio::spawn(async move {
+            let peer = connection.remote_address();
+            while let Ok(mut recv) = connection.accept_uni().await {
+                let event = quic::read_request::<HostEvent>(&mut recv, peer, 64 << 10).await;
+                let Some(core) = core.upgrade() else { return };
+                match event {
+                    Ok(Some(HostEvent::WorkerExited { worker, reason })) => {
+                        core.worker_gone_remote(worker, reason);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(node = name, "a bad event from the node: {e}");
+                    }
+                }
+            }
+        });
+    }
+}

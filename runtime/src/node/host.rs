@@ -1,0 +1,409 @@
+//! A node daemon's side of the jobs it hosts. A driver that joins the cluster connects to every
+//! node ([`Purpose::Job`]); the node fetches the job's binary by content hash from the driver
+//! (once, then from its cache), makes the job a shared-memory store, starts worker processes
+//! from the binary when asked, relays each worker's link to the driver on a QUIC stream of its
+//! own, pulls objects its workers need into the job's store ([`ToHost::Fetch`], one transfer per
+//! object however many ask), and serves the job's objects to other hosts
+//! ([`Purpose::Objects`]). When the driver's connection ends, the job's workers are killed and
+//! its store is removed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use prism_graph::ObjectId;
+use prism_transport::quic;
+use prism_transport::tls::Identity;
+use prism_transport::transfer;
+use prism_transport::{FromHost, HostEvent, HostHello, PullKey, Purpose, ToHost};
+use tokio::sync::watch;
+
+use super::object_manager::{Peers, StoreSource};
+use super::object_store;
+use super::worker_pool::{self, ENV_INLINE_THRESHOLD, ENV_ROLE, ENV_SESSION_DIR, ENV_SOCKET};
+use super::worker_pool::{ENV_JOB_FINGERPRINT, ENV_NODE_NAME, ENV_WORKER};
+
+/// How a fetch in progress reports its end to those who wait for it.
+type FetchWatch = watch::Receiver<Option<Result<(), String>>>;
+
+/// Largest request a driver may send.
+const MAX_REQUEST: usize = 16 << 20;
+
+/// The jobs a node daemon hosts.
+#[derive(Debug)]
+pub(crate) struct Hosting {
+    /// The node's name (workers learn it).
+    name: String,
+    /// Where job binaries are cached, by content hash.
+    binaries: PathBuf,
+    jobs: Mutex<HashMap<String, Arc<Job>>>,
+    /// Connections for pulls.
+    peers: Peers,
+    /// Pulls in progress, so concurrent fetches of one object make one transfer.
+    fetching: Mutex<HashMap<(String, ObjectId), FetchWatch>>,
+}
+
+#[derive(Debug)]
+struct Job {
+    name: String,
+    exe: PathBuf,
+    store: PathBuf,
+    socket: String,
+    inline_threshold: u64,
+    /// The job's content fingerprint (from its binary's hash).
+    fingerprint: u64,
+    driver: quinn::Connection,
+    workers: Mutex<HashMap<u32, u32>>,
+    /// Set when the driver went: late spawns are refused.
+    ended: std::sync::atomic::AtomicBool,
+}
+
+impl Hosting {
+    pub(crate) fn new(
+        name: String,
+        session: &Path,
+        identity: Identity,
+        endpoint: quinn::Endpoint,
+    ) -> Arc<Hosting> {
+        Arc::new(Hosting {
+            name: name.clone(),
+            binaries: session.join("binaries"),
+            jobs: Mutex::new(HashMap::new()),
+            peers: Peers::new(name.clone(), endpoint, identity),
+            fetching: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Serves a member connection whose hello declared a job or objects purpose.
+    pub(crate) async fn serve(self: Arc<Self>, connection: quinn::Connection, hello: HostHello) {
+        match hello.purpose {
+            Purpose::Job(job) => self.serve_job(connection, job, hello.name).await,
+            Purpose::Objects(job) => {
+                let store = self.jobs.lock().get(&job).map(|j| j.store.clone());
+                let source = Arc::new(StoreSource {
+                    store,
+                    binary: None,
+                });
+                transfer::serve_pulls(connection, source).await;
+            }
+            Purpose::Control => quic::close_for(
+                &connection,
+                quic::codes::REFUSED,
+                "this node is not the head; send control requests to the head",
+            ),
+        }
+    }
+
+    async fn serve_job(
+        self: Arc<Self>,
+        connection: quinn::Connection,
+        job: String,
+        driver: String,
+    ) {
+        let peer = connection.remote_address();
+        tracing::info!(%job, %driver, %peer, "a driver connected");
+        while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+            let request = match quic::read_request::<ToHost>(&mut recv, peer, MAX_REQUEST).await {
+                Ok(Some(request)) => request,
+                Ok(None) => continue,
+                Err(e) => {
+                    quic::close_for(&connection, quic::codes::BAD_FRAME, &e.to_string());
+                    break;
+                }
+            };
+            let (hosting, connection, job) = (self.clone(), connection.clone(), job.clone());
+            tokio::spawn(async move {
+                let reply = match hosting.handle(&connection, &job, request).await {
+                    Ok(reply) => reply,
+                    Err(reason) => FromHost::Error(reason),
+                };
+                if quic::send_frame(&mut send, &reply).await.is_ok() {
+                    let _ = send.finish();
+                }
+            });
+        }
+        self.end_job(&job);
+        tracing::info!(%job, %driver, "the driver left; its workers are stopped");
+    }
+
+    async fn handle(
+        self: &Arc<Self>,
+        connection: &quinn::Connection,
+        job: &str,
+        request: ToHost,
+    ) -> Result<FromHost, String> {
+        match request {
+            ToHost::StartJob {
+                binary,
+                size,
+                objects_at,
+                inline_threshold,
+            } => {
+                let exe = self.binary(job, binary, size, &objects_at).await?;
+                let fingerprint = crate::worker::content_fingerprint(&binary);
+                self.start_job(connection, job, exe, inline_threshold, fingerprint)?;
+                Ok(FromHost::Done)
+            }
+            ToHost::Spawn { worker } => {
+                let job = self.job(job)?;
+                let pid = spawn(&self.name, &job, worker)?;
+                Ok(FromHost::Spawned(pid))
+            }
+            ToHost::Kill { worker } => {
+                let job = self.job(job)?;
+                if let Some(pid) = job.workers.lock().get(&worker) {
+                    worker_pool::kill(*pid);
+                }
+                Ok(FromHost::Done)
+            }
+            ToHost::Fetch { id, len, from } => {
+                let job = self.job(job)?;
+                self.fetch(&job, id, len, &from).await?;
+                Ok(FromHost::Done)
+            }
+            ToHost::Free(ids) => {
+                let job = self.job(job)?;
+                for id in ids {
+                    object_store::unlink(&job.store, id);
+                }
+                Ok(FromHost::Done)
+            }
+        }
+    }
+
+    fn job(&self, job: &str) -> Result<Arc<Job>, String> {
+        self.jobs
+            .lock()
+            .get(job)
+            .cloned()
+            .ok_or_else(|| format!("node {} does not host job {job}", self.name))
+    }
+
+    /// The job's executable: from the cache, or pulled from the driver and checked.
+    async fn binary(
+        &self,
+        job: &str,
+        hash: [u8; 32],
+        size: u64,
+        objects_at: &str,
+    ) -> Result<PathBuf, String> {
+        let path = self.binaries.join(prism_transport::tls::hex(&hash));
+        if path.exists() {
+            return Ok(path);
+        }
+        std::fs::create_dir_all(&self.binaries)
+            .map_err(|e| format!("cannot create {}: {e}", self.binaries.display()))?;
+        let from: SocketAddr = objects_at
+            .parse()
+            .map_err(|e| format!("bad driver address {objects_at:?}: {e}"))?;
+        let connection = self.peers.get(from, job).await.map_err(|e| e.to_string())?;
+        let mut bytes = vec![0u8; size as usize];
+        transfer::pull(&connection, &PullKey::Binary(hash), &mut bytes)
+            .await
+            .map_err(|e| format!("cannot fetch the job's binary from {from}: {e}"))?;
+        if transfer::content_hash(&bytes) != hash {
+            return Err(format!(
+                "the job's binary from {from} does not match its hash {}",
+                prism_transport::tls::hex(&hash[..8])
+            ));
+        }
+        let tmp = path.with_extension(format!("part{}", std::process::id()));
+        write_executable(&tmp, &bytes)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("cannot cache the job's binary at {}: {e}", path.display()))?;
+        tracing::info!(%job, path = %path.display(), size, "cached a job binary");
+        Ok(path)
+    }
+
+    fn start_job(
+        self: &Arc<Self>,
+        connection: &quinn::Connection,
+        job: &str,
+        exe: PathBuf,
+        inline_threshold: u64,
+        fingerprint: u64,
+    ) -> Result<(), String> {
+        if self.jobs.lock().contains_key(job) {
+            return Ok(());
+        }
+        let store = object_store::create_session_dir()
+            .map_err(|e| format!("cannot create the job's object store: {e}"))?;
+        let (listener, socket) =
+            worker_pool::bind().map_err(|e| format!("cannot open the relay socket: {e}"))?;
+        let listener = tokio::net::UnixListener::from_std(listener)
+            .map_err(|e| format!("cannot open the relay socket: {e}"))?;
+        let record = Arc::new(Job {
+            name: job.to_string(),
+            exe,
+            store,
+            socket,
+            inline_threshold,
+            fingerprint,
+            driver: connection.clone(),
+            workers: Mutex::new(HashMap::new()),
+            ended: std::sync::atomic::AtomicBool::new(false),
+        });
+        self.jobs.lock().insert(job.to_string(), record.clone());
+        tokio::spawn(relay_workers(listener, record));
+        Ok(())
+    }
+
+    fn end_job(&self, job: &str) {
+        let Some(job) = self.jobs.lock().remove(job) else {
+            return;
+        };
+        job.ended.store(true, std::sync::atomic::Ordering::SeqCst);
+        for pid in job.workers.lock().values() {
+            worker_pool::kill(*pid);
+        }
+        let _ = std::fs::remove_dir_all(&job.store);
+        self.fetching
+            .lock()
+            .retain(|(name, _), _| name != &job.name);
+    }
+
+    /// Makes sure the job's store holds `id`, pulling it from `from` once however many ask.
+    async fn fetch(
+        &self,
+        job: &Arc<Job>,
+        id: ObjectId,
+        len: u64,
+        from: &str,
+    ) -> Result<(), String> {
+        let path = object_store::segment_path(&job.store, id);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == len) {
+            return Ok(());
+        }
+        let key = (job.name.clone(), id);
+        let (mut wait, lead) = {
+            let mut fetching = self.fetching.lock();
+            match fetching.get(&key) {
+                Some(rx) => (rx.clone(), None),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    fetching.insert(key.clone(), rx.clone());
+                    (rx, Some(tx))
+                }
+            }
+        };
+        if let Some(tx) = lead {
+            let result = match from.parse::<SocketAddr>() {
+                Ok(addr) => {
+                    self.peers
+                        .pull_to_store(&job.name, addr, &job.store, id, len)
+                        .await
+                }
+                Err(e) => Err(format!("bad holder address {from:?}: {e}")),
+            };
+            self.fetching.lock().remove(&key);
+            let _ = tx.send(Some(result.clone()));
+            return result;
+        }
+        let outcome = wait
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| format!("the pull of {id} was abandoned"))?
+            .clone();
+        outcome.unwrap_or_else(|| Err(format!("the pull of {id} was abandoned")))
+    }
+}
+
+fn write_executable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, bytes)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+}
+
+/// Starts worker `worker` of `job` from the job's binary; a waiter thread tells the driver
+/// when it ends.
+fn spawn(node: &str, job: &Arc<Job>, worker: u32) -> Result<u32, String> {
+    if job.ended.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(format!("job {} has ended", job.name));
+    }
+    let mut cmd = Command::new(&job.exe);
+    cmd.env(ENV_ROLE, "worker")
+        .env(ENV_SOCKET, &job.socket)
+        .env(ENV_WORKER, worker.to_string())
+        .env(ENV_SESSION_DIR, &job.store)
+        .env(ENV_INLINE_THRESHOLD, job.inline_threshold.to_string())
+        .env(ENV_NODE_NAME, node)
+        .env(ENV_JOB_FINGERPRINT, format!("{:x}", job.fingerprint))
+        .stdin(Stdio::null());
+    // SAFETY: the closure only calls async-signal-safe functions. The worker dies with the
+    // daemon (the job's workers are also killed when its driver goes).
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", job.exe.display()))?;
+    let pid = child.id();
+    job.workers.lock().insert(worker, pid);
+    let handle = tokio::runtime::Handle::current();
+    let waiter = job.clone();
+    let node = node.to_string();
+    std::thread::Builder::new()
+        .name(format!("prism-wait-{worker}"))
+        .spawn(move || {
+            let reason = match child.wait() {
+                Ok(status) => worker_pool::describe_exit(status),
+                Err(e) => format!("cannot wait for the process: {e}"),
+            };
+            waiter.workers.lock().remove(&worker);
+            let reason = format!("{reason} (on node {node})");
+            let driver = waiter.driver.clone();
+            handle.spawn(async move {
+                let event = HostEvent::WorkerExited { worker, reason };
+                if let Ok(mut send) = driver.open_uni().await
+                    && quic::send_frame(&mut send, &event).await.is_ok()
+                {
+                    let _ = send.finish();
+                }
+            });
+        })
+        .map_err(|e| format!("cannot start a waiter thread: {e}"))?;
+    Ok(pid)
+}
+
+/// Accepts the job's workers on its relay socket and pipes each link to the driver.
+async fn relay_workers(listener: tokio::net::UnixListener, job: Arc<Job>) {
+    loop {
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::error!(job = %job.name, "the relay socket failed: {e}");
+                return;
+            }
+        };
+        if job.ended.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let driver = job.driver.clone();
+        tokio::spawn(async move {
+            let (mut send, recv) = match driver.open_bi().await {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::debug!("cannot relay a worker: {e}");
+                    return;
+                }
+            };
+            if quic::send_frame(&mut send, &HostEvent::Relay)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut quic_side = tokio::io::join(recv, send);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut stream, &mut quic_side).await {
+                tracing::debug!("a worker relay ended: {e}");
+            }
+        });
+    }
+}

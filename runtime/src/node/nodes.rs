@@ -1,0 +1,278 @@
+//! The nodes a core schedules onto, each with its own local scheduler: the embedded node of a
+//! local cluster, or the nodes of a cluster the driver joined. A task goes to the node it is
+//! submitted from when that node can start it now; otherwise (or when its large arguments sit
+//! elsewhere) to the node that fits it best: resources first, then queue length, then bytes of
+//! its arguments already there (bottom-up scheduling, as in the Ray paper). Workers are numbered
+//! by node (`node << 24`), so a worker's number tells its node.
+
+use prism_graph::{Resources, TaskId};
+
+use super::scheduler::{Action, Admission, Placement, Scheduler, WorkerId};
+
+/// A node's index in [`Nodes`].
+pub(crate) type NodeIdx = usize;
+
+/// Bits of a worker's number below its node's index.
+const NODE_SHIFT: u32 = 24;
+
+/// The most nodes a core schedules onto.
+pub(crate) const MAX_NODES: usize = 255;
+
+/// One node: its name, its scheduler and whether it still counts.
+#[derive(Debug)]
+pub(crate) struct NodeEntry {
+    pub(crate) name: String,
+    pub(crate) sched: Scheduler,
+    pub(crate) alive: bool,
+}
+
+/// The core's nodes.
+#[derive(Debug, Default)]
+pub(crate) struct Nodes {
+    list: Vec<NodeEntry>,
+}
+
+/// The node a worker runs on.
+pub(crate) fn node_of(worker: WorkerId) -> NodeIdx {
+    (worker >> NODE_SHIFT) as NodeIdx
+}
+
+impl Nodes {
+    /// Adds a node of `total` resources; returns its index.
+    pub(crate) fn add(
+        &mut self,
+        name: String,
+        total: Resources,
+        max_inflight: usize,
+        soft_limit: usize,
+    ) -> NodeIdx {
+        let idx = self.list.len();
+        let base = (idx as WorkerId) << NODE_SHIFT;
+        self.list.push(NodeEntry {
+            name,
+            sched: Scheduler::numbered(total, max_inflight, soft_limit, base),
+            alive: true,
+        });
+        idx
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub(crate) fn get(&self, idx: NodeIdx) -> Option<&NodeEntry> {
+        self.list.get(idx)
+    }
+
+    pub(crate) fn name(&self, idx: NodeIdx) -> &str {
+        self.list.get(idx).map_or("?", |n| n.name.as_str())
+    }
+
+    fn sched(&mut self, worker: WorkerId) -> Option<&mut Scheduler> {
+        self.list.get_mut(node_of(worker)).map(|n| &mut n.sched)
+    }
+
+    /// The whole cluster's resources (live nodes).
+    pub(crate) fn total(&self) -> Resources {
+        self.sum(|s| s.total())
+    }
+
+    /// What is free on the live nodes.
+    pub(crate) fn available(&self) -> Resources {
+        self.sum(|s| s.available())
+    }
+
+    fn sum(&self, part: impl Fn(&Scheduler) -> &Resources) -> Resources {
+        let mut all = Resources::default();
+        for node in self.list.iter().filter(|n| n.alive) {
+            all.add(part(&node.sched));
+        }
+        all
+    }
+
+    /// Chooses the node for a task demanding `demand`, submitted from `home` (if it runs on a
+    /// node), where `bytes_on` says how many bytes of its arguments each node holds. `None`
+    /// when no live node could ever fit it.
+    pub(crate) fn choose(
+        &self,
+        demand: &Resources,
+        home: Option<NodeIdx>,
+        bytes_on: impl Fn(NodeIdx) -> u64,
+    ) -> Option<NodeIdx> {
+        let fits: Vec<NodeIdx> = (0..self.list.len())
+            .filter(|&i| self.list[i].alive && demand.fits_in(self.list[i].sched.total()))
+            .collect();
+        if fits.len() <= 1 {
+            return fits.first().copied();
+        }
+        // Whether the node could start it now: free resources and a queue shorter than its CPUs.
+        let can_start = |i: NodeIdx| {
+            let sched = &self.list[i].sched;
+            demand.fits_in(sched.available()) && sched.load() < 1.0
+        };
+        let most_bytes = fits.iter().map(|&i| bytes_on(i)).max().unwrap_or(0);
+        if let Some(home) = home.filter(|h| fits.contains(h))
+            && can_start(home)
+            && bytes_on(home) >= most_bytes
+        {
+            return Some(home);
+        }
+        fits.into_iter().min_by(|&a, &b| {
+            let key = |i: NodeIdx| (!can_start(i), self.list[i].sched.load());
+            let (ka, kb) = (key(a), key(b));
+            ka.0.cmp(&kb.0)
+                .then(ka.1.total_cmp(&kb.1))
+                .then(bytes_on(b).cmp(&bytes_on(a)))
+        })
+    }
+
+    /// Submits a ready task to node `idx`.
+    pub(crate) fn submit(&mut self, idx: NodeIdx, task: TaskId, demand: Resources) -> Admission {
+        self.list[idx].sched.submit(task, demand)
+    }
+
+    /// Submits an actor creation to node `idx`.
+    pub(crate) fn submit_pinned(
+        &mut self,
+        idx: NodeIdx,
+        task: TaskId,
+        demand: Resources,
+    ) -> Admission {
+        self.list[idx].sched.submit_pinned(task, demand)
+    }
+
+    pub(crate) fn worker_starting(&mut self, idx: NodeIdx) -> WorkerId {
+        self.list[idx].sched.worker_starting()
+    }
+
+    pub(crate) fn worker_ready(&mut self, worker: WorkerId) {
+        if let Some(s) = self.sched(worker) {
+            s.worker_ready(worker);
+        }
+    }
+
+    pub(crate) fn task_done(&mut self, worker: WorkerId, task: TaskId) {
+        if let Some(s) = self.sched(worker) {
+            s.task_done(worker, task);
+        }
+    }
+
+    pub(crate) fn worker_blocked(&mut self, worker: WorkerId, returned: &[TaskId]) {
+        if let Some(s) = self.sched(worker) {
+            s.worker_blocked(worker, returned);
+        }
+    }
+
+    pub(crate) fn worker_unblocked(&mut self, worker: WorkerId) {
+        if let Some(s) = self.sched(worker) {
+            s.worker_unblocked(worker);
+        }
+    }
+
+    pub(crate) fn bounced(&mut self, worker: WorkerId, tasks: &[TaskId]) {
+        if let Some(s) = self.sched(worker) {
+            s.bounced(worker, tasks);
+        }
+    }
+
+    pub(crate) fn remove_worker(&mut self, worker: WorkerId) -> Option<TaskId> {
+        self.sched(worker).and_then(|s| s.remove_worker(worker))
+    }
+
+    pub(crate) fn locate_for_cancel(&mut self, task: TaskId) -> Placement {
+        for node in &mut self.list {
+            match node.sched.locate_for_cancel(task) {
+                Placement::Absent => continue,
+                found => return found,
+            }
+        }
+        Placement::Absent
+    }
+
+    /// Empties the queues of every node (or of one) and returns what was in them.
+    pub(crate) fn drain_queued(&mut self, only: Option<NodeIdx>) -> Vec<TaskId> {
+        let mut all = Vec::new();
+        for (i, node) in self.list.iter_mut().enumerate() {
+            if only.is_none_or(|o| o == i) {
+                all.extend(node.sched.drain_queued());
+            }
+        }
+        all
+    }
+
+    /// A node is gone: it takes no more work.
+    pub(crate) fn mark_dead(&mut self, idx: NodeIdx) {
+        if let Some(node) = self.list.get_mut(idx) {
+            node.alive = false;
+        }
+    }
+
+    /// What every live node's scheduler decides now, with the node it concerns.
+    pub(crate) fn schedule(&mut self) -> Vec<(NodeIdx, Action)> {
+        let mut all = Vec::new();
+        for (i, node) in self.list.iter_mut().enumerate() {
+            if node.alive {
+                all.extend(node.sched.schedule().into_iter().map(|a| (i, a)));
+            }
+        }
+        all
+    }
+
+    pub(crate) fn surplus_idle_workers(&self) -> Vec<WorkerId> {
+        self.list
+            .iter()
+            .flat_map(|n| n.sched.surplus_idle_workers())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(cpu: f64, custom: Option<(&str, f64)>) -> Resources {
+        let mut r = Resources::default();
+        r.set("CPU", cpu).unwrap();
+        if let Some((name, amount)) = custom {
+            r.set(name, amount).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn tasks_stay_home_until_it_is_full_then_spread_and_follow_custom_resources() {
+        let mut nodes = Nodes::default();
+        let a = nodes.add("a".into(), res(2.0, None), 4, 2);
+        let b = nodes.add("b".into(), res(2.0, Some(("tpu", 1.0))), 4, 2);
+        assert_eq!(node_of(nodes.worker_starting(b)), b);
+        let one = res(1.0, None);
+        let mut placed = Vec::new();
+        for seq in 0..6 {
+            let node = nodes.choose(&one, Some(a), |_| 0).unwrap();
+            nodes.submit(node, TaskId::new(0, seq), one.clone());
+            placed.push(node);
+        }
+        assert_eq!(&placed[..2], &[a, a], "home first while it can start them");
+        assert!(placed.contains(&b), "then the other node: {placed:?}");
+        assert_eq!(
+            nodes.choose(&res(1.0, Some(("tpu", 1.0))), Some(a), |_| 0),
+            Some(b),
+            "a custom resource only b has"
+        );
+        assert_eq!(nodes.choose(&res(3.0, None), Some(a), |_| 0), None);
+        // Arguments already on b pull an otherwise equal choice there.
+        let mut fresh = Nodes::default();
+        let a = fresh.add("a".into(), res(2.0, None), 4, 2);
+        let b = fresh.add("b".into(), res(2.0, None), 4, 2);
+        assert_eq!(
+            fresh.choose(&one, Some(a), |i| if i == b { 1 << 20 } else { 0 }),
+            Some(b)
+        );
+        fresh.mark_dead(b);
+        assert_eq!(
+            fresh.choose(&one, Some(b), |_| 0),
+            Some(a),
+            "dead nodes take nothing"
+        );
+    }
+}

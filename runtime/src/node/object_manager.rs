@@ -1,0 +1,148 @@
+//! The object manager: moves a job's objects between hosts. It keeps one connection per
+//! (peer, job) for pulls, pulls an object into a store as a segment under a temporary name
+//! (renamed once every byte is in, so readers never see a partial object), and serves a
+//! store's segments, and the job's binary where it has it, to other hosts.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use prism_graph::ObjectId;
+use prism_transport::quic::{self, QuicError};
+use prism_transport::tls::Identity;
+use prism_transport::transfer::{self, ObjectSource};
+use prism_transport::{HostHello, PROTOCOL_VERSION, PullKey, Purpose};
+
+use super::object_store;
+
+/// Connections to other hosts for pulls, reused.
+#[derive(Debug)]
+pub(crate) struct Peers {
+    name: String,
+    endpoint: quinn::Endpoint,
+    identity: Identity,
+    open: tokio::sync::Mutex<HashMap<(SocketAddr, String), quinn::Connection>>,
+}
+
+impl Peers {
+    /// Pull connections made from `endpoint` as `name` with `identity`.
+    pub(crate) fn new(name: String, endpoint: quinn::Endpoint, identity: Identity) -> Self {
+        Peers {
+            name,
+            endpoint,
+            identity,
+            open: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The endpoint the connections are made from.
+    pub(crate) fn endpoint(&self) -> &quinn::Endpoint {
+        &self.endpoint
+    }
+
+    /// The identity the connections are made with.
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// A connection to `addr` for pulls of `job`'s objects.
+    pub(crate) async fn get(
+        &self,
+        addr: SocketAddr,
+        job: &str,
+    ) -> Result<quinn::Connection, QuicError> {
+        let mut open = self.open.lock().await;
+        let key = (addr, job.to_string());
+        if let Some(connection) = open.get(&key)
+            && connection.close_reason().is_none()
+        {
+            return Ok(connection.clone());
+        }
+        let hello = HostHello {
+            protocol: PROTOCOL_VERSION,
+            name: self.name.clone(),
+            job_fingerprint: None,
+            platform: prism_transport::platform(),
+            purpose: Purpose::Objects(job.to_string()),
+        };
+        let (connection, _) = quic::connect(&self.endpoint, addr, &self.identity, &hello).await?;
+        open.insert(key, connection.clone());
+        Ok(connection)
+    }
+
+    /// Pulls `id` (`len` bytes) of `job` from the host at `from` into the store at `store`.
+    pub(crate) async fn pull_to_store(
+        &self,
+        job: &str,
+        from: SocketAddr,
+        store: &Path,
+        id: ObjectId,
+        len: u64,
+    ) -> Result<(), String> {
+        let connection = self
+            .get(from, job)
+            .await
+            .map_err(|e| format!("cannot reach {from} for {id}: {e}"))?;
+        let path = object_store::segment_path(store, id);
+        let part = path.with_extension("part");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&part)
+            .and_then(|f| f.set_len(len).map(|()| f))
+            .map_err(|e| format!("cannot make room for {id} in the store: {e}"))?;
+        if len > 0 {
+            // SAFETY: the file was just created under a name no reader uses; readers open the
+            // final name, made by the rename below once every byte is in place.
+            let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }
+                .map_err(|e| format!("cannot map {id}'s segment: {e}"))?;
+            if let Err(e) = transfer::pull(&connection, &PullKey::Object(id), &mut map).await {
+                let _ = std::fs::remove_file(&part);
+                return Err(format!("cannot pull {id} from {from}: {e}"));
+            }
+        }
+        std::fs::rename(&part, &path).map_err(|e| format!("cannot store {id}: {e}"))?;
+        tracing::debug!(object = %id, len, %from, "pulled an object");
+        Ok(())
+    }
+}
+
+/// Serves a store's segments and, on the driver's host, the job's binary.
+#[derive(Debug)]
+pub(crate) struct StoreSource {
+    /// The job's store (none: the job is unknown here, nothing is served).
+    pub(crate) store: Option<PathBuf>,
+    /// The job's binary and its content hash.
+    pub(crate) binary: Option<([u8; 32], Bytes)>,
+}
+
+impl ObjectSource for StoreSource {
+    fn bytes(&self, key: &PullKey) -> Option<Bytes> {
+        match key {
+            PullKey::Binary(hash) => self
+                .binary
+                .as_ref()
+                .filter(|(ours, _)| ours == hash)
+                .map(|(_, bytes)| bytes.clone()),
+            PullKey::Object(id) => {
+                let path = object_store::segment_path(self.store.as_ref()?, *id);
+                map_file(&path).ok()
+            }
+        }
+    }
+}
+
+/// A file's bytes as a read-only mapping.
+pub(crate) fn map_file(path: &Path) -> std::io::Result<Bytes> {
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: segments and cached binaries are written once under a temporary name and never
+    // modified after they get their final one (see `object_store::Segment::map`).
+    let map = unsafe { memmap2::Mmap::map(&file) }?;
+    Ok(Bytes::from_owner(map))
+}

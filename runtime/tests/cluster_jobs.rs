@@ -1,0 +1,269 @@
+//! A driver joined to a real cluster on loopback: a head on 127.0.0.1 and nodes on 127.0.0.2
+//! and 127.0.0.3, each with its own CPUs and a custom resource. The test binary is the driver
+//! and, fetched by the nodes by its hash, the job's workers there. Every daemon is stopped when
+//! the run ends.
+
+mod common;
+
+use common::cluster::Host;
+use common::{Case, ensure};
+use libtest_mimic::{Arguments, Failed, Trial};
+use prism::{ObjectRef, actor, remote};
+
+#[remote]
+fn where_am_i() -> String {
+    prism::node_name().unwrap_or_else(|| "<driver>".into())
+}
+
+#[remote(resources(alpha = 1))]
+fn on_alpha() -> String {
+    prism::node_name().unwrap_or_default()
+}
+
+#[remote]
+fn make_blob(len: u64, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// The blob's length, a checksum, and where it was read.
+#[remote]
+fn digest(blob: Vec<u8>) -> (u64, u64, String) {
+    let sum = blob.iter().enumerate().fold(0u64, |acc, (i, b)| {
+        acc.wrapping_add((i as u64 + 1) * *b as u64)
+    });
+    (
+        blob.len() as u64,
+        sum,
+        prism::node_name().unwrap_or_default(),
+    )
+}
+
+fn expected_digest(len: u64, seed: u8) -> (u64, u64) {
+    let sum = (0..len).fold(0u64, |acc, i| {
+        let b = (i as u8).wrapping_mul(31).wrapping_add(seed);
+        acc.wrapping_add((i + 1) * b as u64)
+    });
+    (len, sum)
+}
+
+#[actor]
+struct Tally {
+    count: u64,
+}
+
+#[actor]
+impl Tally {
+    fn new(start: u64) -> Self {
+        Tally { count: start }
+    }
+
+    fn add(&mut self, n: u64) -> u64 {
+        self.count += n;
+        self.count
+    }
+
+    fn node(&self) -> String {
+        prism::node_name().unwrap_or_default()
+    }
+}
+
+fn custom_resources_keep_tasks_on_their_node() -> Result<(), Failed> {
+    let refs: Vec<ObjectRef<String>> = (0..40).map(|_| on_alpha::remote()).collect();
+    let names = prism::get_all_blocking(&refs)?;
+    ensure(
+        names.iter().all(|n| n == "alpha"),
+        format!("tasks needing `alpha` ran on {names:?}"),
+    )?;
+    let beta: Vec<ObjectRef<String>> = (0..10)
+        .map(|_| where_am_i::options().resources("beta", 1.0).remote())
+        .collect();
+    let names = prism::get_all_blocking(&beta)?;
+    ensure(
+        names.iter().all(|n| n == "beta"),
+        format!("tasks needing `beta` ran on {names:?}"),
+    )
+}
+
+fn a_fan_out_of_ten_thousand_uses_every_node() -> Result<(), Failed> {
+    let refs: Vec<ObjectRef<String>> = (0..10_000).map(|_| where_am_i::remote()).collect();
+    let names = prism::get_all_blocking(&refs)?;
+    ensure(names.len() == 10_000, "every task answered")?;
+    let mut seen: Vec<&str> = names.iter().map(String::as_str).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    ensure(
+        seen == ["alpha", "beta", "head"],
+        format!("the fan-out ran on {seen:?}"),
+    )
+}
+
+fn an_actor_on_a_remote_node_keeps_its_state() -> Result<(), Failed> {
+    let tally = Tally::options().resources("beta", 1.0).remote(10);
+    let mut last = 0;
+    for i in 1..=100 {
+        last = tally.add(i).get_blocking()?;
+    }
+    ensure(last == 10 + 5050, format!("the tally ends at {last}"))?;
+    let node = tally.node().get_blocking()?;
+    ensure(node == "beta", format!("the actor lives on {node}"))
+}
+
+fn a_large_object_made_on_one_node_is_read_on_another() -> Result<(), Failed> {
+    const LEN: u64 = 100 << 20;
+    let blob = make_blob::options().resources("alpha", 1.0).remote(LEN, 7);
+    // Several readers on beta at once: one transfer into beta's store serves them all.
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            digest::options()
+                .resources("beta", 1.0)
+                .remote(blob.clone())
+        })
+        .collect();
+    let want = expected_digest(LEN, 7);
+    for reader in readers {
+        let (len, sum, node) = reader.get_blocking()?;
+        ensure(node == "beta", format!("the reader ran on {node}"))?;
+        ensure(
+            (len, sum) == want,
+            format!("beta read {len} bytes, sum {sum}; want {want:?}"),
+        )?;
+    }
+    // The driver reads it too (pulled into its own store).
+    let bytes = prism::get_archived_blocking(&blob)?;
+    ensure(bytes.len() as u64 == LEN, "the driver reads every byte")?;
+    ensure(
+        bytes
+            .iter()
+            .enumerate()
+            .take(1 << 16)
+            .all(|(i, b)| *b == (i as u8).wrapping_mul(31).wrapping_add(7)),
+        "the driver reads the right bytes",
+    )?;
+    // And an object the driver put travels to a node.
+    let local = prism::put((0..(1u32 << 20)).map(|i| i as u8).collect::<Vec<u8>>())?;
+    let (len, _, node) = digest::options()
+        .resources("alpha", 1.0)
+        .remote(local)
+        .get_blocking()?;
+    ensure(
+        len == 1 << 20 && node == "alpha",
+        format!("alpha read {len} bytes of the driver's object on {node}"),
+    )
+}
+
+fn intruders_are_refused_while_a_job_runs(
+    head_dir: &std::path::Path,
+    daemons: &[String],
+) -> Result<(), Failed> {
+    let refs: Vec<ObjectRef<String>> = (0..2_000).map(|_| where_am_i::remote()).collect();
+    // A wrong token (another cluster's: a fresh head's), and garbage datagrams at every daemon.
+    let stranger = Host::new("jobs-stranger");
+    stranger.start_head(&["--num-cpus", "1", "--port", "0"]);
+    let out = std::process::Command::new(common::cluster::PRISM)
+        .args(["status", "--token", &stranger.file("token")])
+        .env("PRISM_SESSION_DIR", head_dir)
+        .env_remove("PRISM_ADDRESS")
+        .env_remove("PRISM_TOKEN")
+        .output()?;
+    drop(stranger);
+    ensure(
+        !out.status.success(),
+        format!(
+            "a wrong token is refused: {}",
+            String::from_utf8_lossy(&out.stdout)
+        ),
+    )?;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    for addr in daemons {
+        for i in 0..500u32 {
+            let junk: Vec<u8> = (0..1200u32)
+                .map(|j| (i.wrapping_mul(7919) ^ j) as u8)
+                .collect();
+            let _ = socket.send_to(&junk, addr);
+        }
+    }
+    let names = prism::get_all_blocking(&refs)?;
+    ensure(names.len() == 2_000, "the job finished")
+}
+
+fn main() {
+    if std::env::var_os("PRISM_ROLE").is_some() {
+        // A worker started by a node from this binary.
+        let _ = prism::init();
+        unreachable!("a worker never returns from init");
+    }
+    let head = Host::new("jobs-head");
+    head.start_head(&["--num-cpus", "2", "--name", "head", "--port", "0"]);
+    let addr = head.file("address");
+    let token = head.file("token");
+    let alpha = Host::new("jobs-alpha");
+    let alpha_said = alpha.join(
+        &addr,
+        &token,
+        "127.0.0.2",
+        &[
+            "--num-cpus",
+            "2",
+            "--resources",
+            "alpha=4",
+            "--name",
+            "alpha",
+        ],
+    );
+    let beta = Host::new("jobs-beta");
+    let beta_said = beta.join(
+        &addr,
+        &token,
+        "127.0.0.3",
+        &["--num-cpus", "1", "--resources", "beta=2", "--name", "beta"],
+    );
+    let mut daemons: Vec<String> = vec![addr.clone()];
+    for started in [&alpha_said, &beta_said] {
+        if let Some(at) = started
+            .split(" at ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+        {
+            daemons.push(at.to_string());
+        }
+    }
+    let config = prism::Config::new()
+        .address(addr.clone())
+        .token(token.clone());
+    prism::init_with(config).expect("join the cluster");
+
+    let args = Arguments::from_args();
+    let cases: [Case; 4] = [
+        (
+            "custom_resources_keep_tasks_on_their_node",
+            custom_resources_keep_tasks_on_their_node,
+        ),
+        (
+            "a_fan_out_of_ten_thousand_uses_every_node",
+            a_fan_out_of_ten_thousand_uses_every_node,
+        ),
+        (
+            "an_actor_on_a_remote_node_keeps_its_state",
+            an_actor_on_a_remote_node_keeps_its_state,
+        ),
+        (
+            "a_large_object_made_on_one_node_is_read_on_another",
+            a_large_object_made_on_one_node_is_read_on_another,
+        ),
+    ];
+    let mut trials: Vec<Trial> = cases
+        .into_iter()
+        .map(|(name, body)| Trial::test(name, body))
+        .collect();
+    let head_dir = head.dir.clone();
+    trials.push(Trial::test(
+        "intruders_are_refused_while_a_job_runs",
+        move || intruders_are_refused_while_a_job_runs(&head_dir, &daemons),
+    ));
+    let conclusion = libtest_mimic::run(&args, trials);
+    prism::shutdown();
+    drop((alpha, beta, head));
+    conclusion.exit()
+}
