@@ -161,7 +161,7 @@ fn intruders_are_refused_while_a_job_runs(
     // A wrong token (another cluster's: a fresh head's), and garbage datagrams at every daemon.
     let stranger = Host::new("jobs-stranger");
     stranger.start_head(&["--num-cpus", "1", "--port", "0"]);
-    let out = std::process::Command::new(common::cluster::PRISM)
+    let out = std::process::Command::new(common::cluster::program())
         .args(["status", "--token", &stranger.file("token")])
         .env("PRISM_SESSION_DIR", head_dir)
         .env_remove("PRISM_ADDRESS")

@@ -5,8 +5,14 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// The `prism` binary of this build.
-pub const PRISM: &str = env!("CARGO_BIN_EXE_prism");
+/// The `prism` command to run: `PRISM_TEST_PROGRAM` if set (a test binary that acts as the CLI
+/// when `PRISM_TEST_AS_CLI` is set), else this build's `prism` binary.
+pub fn program() -> PathBuf {
+    std::env::var_os("PRISM_TEST_PROGRAM")
+        .map(PathBuf::from)
+        .or_else(|| option_env!("CARGO_BIN_EXE_prism").map(PathBuf::from))
+        .expect("the prism binary (or PRISM_TEST_PROGRAM)")
+}
 
 /// One host's session directory; dropping it stops that host's daemons.
 pub struct Host {
@@ -23,8 +29,9 @@ impl Host {
     }
 
     pub fn prism(&self, args: &[&str]) -> Output {
-        Command::new(PRISM)
+        Command::new(program())
             .args(args)
+            .env("PRISM_TEST_AS_CLI", "1")
             .env("PRISM_SESSION_DIR", &self.dir)
             .env("PRISM_HEARTBEAT_MS", "100")
             .env("PRISM_NODE_TIMEOUT_MS", "1000")

@@ -1,0 +1,100 @@
+//! `quickstart` and `parameter_server` run unchanged against a real cluster: a head on
+//! 127.0.0.1 and a node on 127.0.0.2, the example pointed at it with `PRISM_ADDRESS` and
+//! `PRISM_TOKEN`. This test binary doubles as the `prism` command (with `PRISM_TEST_AS_CLI`),
+//! so the examples crate needs no other binary; every daemon is stopped when it ends.
+
+#[path = "../../runtime/tests/common/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use cluster::Host;
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// An example binary built beside this test (`cargo test` builds the examples).
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    let profile = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    profile.join("examples").join(name)
+}
+
+fn run_example(name: &str, args: &[&str], addr: &str, token: &str) -> Result<String, Failed> {
+    let path = example(name);
+    if !path.exists() {
+        return Err(format!(
+            "{} is not built (cargo test builds examples)",
+            path.display()
+        )
+        .into());
+    }
+    let out = Command::new(&path)
+        .args(args)
+        .env("PRISM_ADDRESS", addr)
+        .env("PRISM_TOKEN", token)
+        .env_remove("PRISM_TEST_AS_CLI")
+        .env_remove("PRISM_TEST_PROGRAM")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "{name} failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(stdout)
+}
+
+fn main() {
+    if std::env::var_os("PRISM_TEST_AS_CLI").is_some() {
+        std::process::exit(match prism::cli::main() {
+            std::process::ExitCode::SUCCESS => 0,
+            _ => 1,
+        });
+    }
+    // SAFETY: set before any thread starts; the hosts below run this binary as `prism`.
+    unsafe {
+        std::env::set_var(
+            "PRISM_TEST_PROGRAM",
+            std::env::current_exe().expect("the test's path"),
+        )
+    };
+    let head = Host::new("examples-head");
+    head.start_head(&["--num-cpus", "1", "--port", "0", "--name", "head"]);
+    let (addr, token) = (head.file("address"), head.file("token"));
+    let node = Host::new("examples-node");
+    node.join(
+        &addr,
+        &token,
+        "127.0.0.2",
+        &["--num-cpus", "2", "--name", "node"],
+    );
+
+    let (a, t) = (addr.clone(), token.clone());
+    let quickstart = Trial::test("quickstart_runs_on_the_cluster", move || {
+        let out = run_example("quickstart", &[], &a, &t)?;
+        if !out.contains("sum = [11.0, 13.0, 15.0, 17.0]")
+            || !out.contains("tree reduction of 64 arrays: first = 2016, last = 65952")
+        {
+            return Err(format!("unexpected output:\n{out}").into());
+        }
+        Ok(())
+    });
+    let parameter_server = Trial::test("parameter_server_runs_on_the_cluster", move || {
+        let out = run_example("parameter_server", &["--workers", "3"], &addr, &token)?;
+        if !out.contains("reached loss") {
+            return Err(format!("unexpected output:\n{out}").into());
+        }
+        Ok(())
+    });
+    let conclusion =
+        libtest_mimic::run(&Arguments::from_args(), vec![quickstart, parameter_server]);
+    drop((node, head));
+    conclusion.exit()
+}
