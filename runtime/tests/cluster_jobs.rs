@@ -188,6 +188,39 @@ fn intruders_are_refused_while_a_job_runs(
     ensure(names.len() == 2_000, "the job finished")
 }
 
+/// `prism status` as the head's host sees it.
+fn status(head_dir: &std::path::Path) -> Result<String, Failed> {
+    let out = std::process::Command::new(common::cluster::program())
+        .arg("status")
+        .env("PRISM_SESSION_DIR", head_dir)
+        .env("PRISM_TEST_AS_CLI", "1")
+        .env_remove("PRISM_ADDRESS")
+        .env_remove("PRISM_TOKEN")
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn a_task_that_fits_nowhere_shows_as_pending_demand(
+    head_dir: &std::path::Path,
+) -> Result<(), Failed> {
+    let stuck = where_am_i::options().resources("gamma", 2.0).remote();
+    let mut last = String::new();
+    let shown = common::eventually(15, || {
+        last = status(head_dir).unwrap_or_default();
+        last.contains("gamma: 2") && last.contains("infeasible")
+    });
+    prism::cancel(&stuck)?;
+    ensure(shown, format!("prism status says:\n{last}"))?;
+    let cleared = common::eventually(15, || {
+        last = status(head_dir).unwrap_or_default();
+        last.contains("Pending demands: none")
+    });
+    ensure(
+        cleared,
+        format!("after the cancel, prism status says:\n{last}"),
+    )
+}
+
 fn main() {
     if std::env::var_os("PRISM_ROLE").is_some() {
         // A worker started by a node from this binary.
@@ -257,6 +290,11 @@ fn main() {
         .into_iter()
         .map(|(name, body)| Trial::test(name, body))
         .collect();
+    let status_dir = head.dir.clone();
+    trials.push(Trial::test(
+        "a_task_that_fits_nowhere_shows_as_pending_demand",
+        move || a_task_that_fits_nowhere_shows_as_pending_demand(&status_dir),
+    ));
     let head_dir = head.dir.clone();
     trials.push(Trial::test(
         "intruders_are_refused_while_a_job_runs",

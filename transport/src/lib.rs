@@ -43,6 +43,6 @@ pub use message::{
     ArchivedObjectValue, ArchivedOutcome, ArchivedPullKey, ArchivedPullReply, ArchivedPullRequest,
     ArchivedPurpose, ArchivedToHost, ArchivedToNode, ArchivedToWorker, ArchivedValue, Execute,
     FromControl, FromHost, HandshakeError, Hello, HostEvent, HostHello, HostReply, JoinReply,
-    JoinRequest, NodeStatus, ObjectValue, Outcome, PROTOCOL_VERSION, PullKey, PullReply,
-    PullRequest, Purpose, ToControl, ToHost, ToNode, ToWorker, Value, platform,
+    JoinRequest, NodeStatus, ObjectValue, Outcome, PROTOCOL_VERSION, PendingDemand, PullKey,
+    PullReply, PullRequest, Purpose, ToControl, ToHost, ToNode, ToWorker, Value, platform,
 };

@@ -395,6 +395,28 @@ pub enum ToControl {
     },
     /// The node table.
     Status,
+    /// A job's demand that no node has granted yet (replaces what it said before; empty: none).
+    Demand {
+        /// The job.
+        job: String,
+        /// Its waiting demands.
+        pending: Vec<PendingDemand>,
+    },
+    /// Every job's waiting demand.
+    Demands,
+}
+
+/// Tasks of one shape that wait for resources.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct PendingDemand {
+    /// The job that submitted them.
+    pub job: String,
+    /// What each demands, as `{CPU: 1, gpu: 1}`.
+    pub demand: String,
+    /// How many wait.
+    pub count: u32,
+    /// No node of the cluster could ever run them (Ray's "infeasible").
+    pub infeasible: bool,
 }
 
 /// The control store's answer.
@@ -406,6 +428,8 @@ pub enum FromControl {
     Ack,
     /// The node table.
     Status(Vec<NodeStatus>),
+    /// Every job's waiting demand.
+    Demands(Vec<PendingDemand>),
     /// The request failed, and why.
     Error(String),
 }

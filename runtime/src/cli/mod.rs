@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use prism_transport::quic::{self, Accepted, QuicError};
 use prism_transport::tls::{ClusterAuthority, Identity, JoinToken};
-use prism_transport::{FromControl, HostHello, NodeStatus, PROTOCOL_VERSION, Purpose, ToControl};
+use prism_transport::{
+    FromControl, HostHello, NodeStatus, PROTOCOL_VERSION, PendingDemand, Purpose, ToControl,
+};
 
 use crate::control::{ControlStore, SavedNode};
 use crate::node::host::Hosting;
@@ -704,13 +706,20 @@ async fn status(args: &ClientArgs) -> Result<(), String> {
         FromControl::Status(nodes) => nodes,
         other => return Err(format!("unexpected answer to a status request: {other:?}")),
     };
+    let demands = match ask(&connection, &ToControl::Demands)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        FromControl::Demands(demands) => demands,
+        other => return Err(format!("unexpected answer to a demand request: {other:?}")),
+    };
     connection.close(quic::codes::DONE, b"status done");
     endpoint.wait_idle().await;
-    print!("{}", render_status(head, &nodes));
+    print!("{}", render_status(head, &nodes, &demands));
     Ok(())
 }
 
-fn render_status(head: SocketAddr, nodes: &[NodeStatus]) -> String {
+fn render_status(head: SocketAddr, nodes: &[NodeStatus], demands: &[PendingDemand]) -> String {
     let alive = nodes.iter().filter(|n| n.alive).count();
     let mut out = format!(
         "Cluster at {head}: {alive} of {} nodes alive\n",
@@ -733,6 +742,22 @@ fn render_status(head: SocketAddr, nodes: &[NodeStatus]) -> String {
             "{:<5} {:<24} {:<22} {:<6} {}\n",
             n.id, n.name, n.addr, state, resources
         ));
+    }
+    if demands.is_empty() {
+        out.push_str("Pending demands: none\n");
+    } else {
+        out.push_str("Pending demands:\n");
+        for d in demands {
+            let note = if d.infeasible {
+                " (infeasible: no node has these resources)"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "  {} x {} from {}{note}\n",
+                d.demand, d.count, d.job
+            ));
+        }
     }
     out
 }

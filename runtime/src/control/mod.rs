@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use prism_transport::{FromControl, NodeStatus, ToControl};
+use prism_transport::{FromControl, NodeStatus, PendingDemand, ToControl};
 
 /// What is kept of a node across a head restart.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -38,6 +38,8 @@ pub struct ControlStore {
     next: u32,
     timeout: Duration,
     changed: bool,
+    /// Each job's waiting demand, as of its last report (forgotten after the timeout).
+    demands: BTreeMap<String, (Vec<PendingDemand>, Instant)>,
 }
 
 impl ControlStore {
@@ -48,6 +50,7 @@ impl ControlStore {
             next: 1,
             timeout,
             changed: false,
+            demands: BTreeMap::new(),
         }
     }
 
@@ -136,6 +139,25 @@ impl ControlStore {
                 None => FromControl::Error(format!("node {node} is not registered")),
             },
             ToControl::Status => FromControl::Status(self.status(now)),
+            ToControl::Demand { job, pending } => {
+                if pending.is_empty() {
+                    self.demands.remove(&job);
+                } else {
+                    self.demands.insert(job, (pending, now));
+                }
+                FromControl::Ack
+            }
+            ToControl::Demands => {
+                let timeout = self.timeout;
+                self.demands
+                    .retain(|_, (_, at)| now.saturating_duration_since(*at) <= timeout);
+                FromControl::Demands(
+                    self.demands
+                        .values()
+                        .flat_map(|(pending, _)| pending.iter().cloned())
+                        .collect(),
+                )
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, Weak};
 use prism_graph::Resources;
 use prism_transport::quic::{self, Accepted};
 use prism_transport::transfer;
-use prism_transport::{FromControl, ToHost};
+use prism_transport::{FromControl, PendingDemand, ToHost};
 use prism_transport::{FromHost, HostEvent, HostHello, PROTOCOL_VERSION, Purpose, ToControl};
 
 use super::Core;
@@ -46,6 +46,10 @@ pub(crate) struct Joined {
     pub(crate) peers: Peers,
     /// The node on the driver's host, where its tasks go first.
     pub(crate) home: Option<usize>,
+    /// The connection to the head's control store.
+    control: quinn::Connection,
+    /// Whether the last demand report said something was waiting.
+    reported_demand: std::sync::atomic::AtomicBool,
 }
 
 fn startup<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Error {
@@ -109,7 +113,6 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
         Ok(other) => return Err(Error::Startup(format!("the head answered {other:?}"))),
         Err(e) => return Err(Error::Startup(format!("cannot read the node table: {e}"))),
     };
-    control.close(quic::codes::DONE, b"done");
 
     let exe = std::env::current_exe().map_err(startup("the program's executable"))?;
     let bytes = map_file(&exe).map_err(startup("the program's executable"))?;
@@ -204,6 +207,8 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
         nodes,
         peers,
         home,
+        control,
+        reported_demand: std::sync::atomic::AtomicBool::new(false),
     })
 }
 
@@ -240,6 +245,35 @@ async fn serve_driver_endpoint(endpoint: quinn::Endpoint, job: String, source: A
 }
 
 impl Joined {
+    /// Tells the control store what the job's tasks wait for (shown by `prism status`), when
+    /// something waits or just stopped waiting.
+    pub(crate) fn report_demand(self: &Arc<Self>, pending: Vec<(Resources, u32, bool)>) {
+        use std::sync::atomic::Ordering;
+        let waiting = !pending.is_empty();
+        if !waiting && !self.reported_demand.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        self.reported_demand.store(waiting, Ordering::SeqCst);
+        let request = ToControl::Demand {
+            job: self.job.clone(),
+            pending: pending
+                .into_iter()
+                .map(|(demand, count, infeasible)| PendingDemand {
+                    job: self.job.clone(),
+                    demand: demand.to_string(),
+                    count,
+                    infeasible,
+                })
+                .collect(),
+        };
+        let control = self.control.clone();
+        tokio::spawn(async move {
+            if let Err(e) = quic::ask::<_, FromControl>(&control, &request, MAX_ANSWER).await {
+                tracing::debug!("cannot report the job's demand: {e}");
+            }
+        });
+    }
+
     /// Leaves the cluster: closing the connections makes every node stop the job's workers.
     pub(crate) fn leave(&self) {
         self.peers

@@ -491,6 +491,10 @@ impl Core {
             tracing::debug!(worker, "stopping an idle worker beyond the node's CPUs");
             state.retire(worker);
         }
+        if let Some(joined) = &self.cluster {
+            let _guard = self.handle.enter();
+            joined.report_demand(state.nodes.pending());
+        }
         state.settle();
     }
 

@@ -218,6 +218,23 @@ impl Nodes {
         all
     }
 
+    /// What waits for resources on every node, by demand shape (see [`Scheduler::pending`]).
+    pub(crate) fn pending(&self) -> Vec<(Resources, u32, bool)> {
+        let mut all: Vec<(Resources, u32, bool)> = Vec::new();
+        for node in &self.list {
+            for (demand, count, infeasible) in node.sched.pending() {
+                match all
+                    .iter_mut()
+                    .find(|(d, _, i)| *d == demand && *i == infeasible)
+                {
+                    Some(entry) => entry.1 += count,
+                    None => all.push((demand, count, infeasible)),
+                }
+            }
+        }
+        all
+    }
+
     pub(crate) fn surplus_idle_workers(&self) -> Vec<WorkerId> {
         self.list
             .iter()

@@ -131,6 +131,35 @@ impl Scheduler {
         (queued + running) as f64 / self.total.cpu.as_f64().max(1.0)
     }
 
+    /// What waits for resources: per demand shape, how many tasks, and whether the node could
+    /// never run them (infeasible).
+    pub(crate) fn pending(&self) -> Vec<(Resources, u32, bool)> {
+        let mut out: Vec<(Resources, u32, bool)> = Vec::new();
+        let mut add = |demand: &Resources, infeasible: bool| match out
+            .iter_mut()
+            .find(|(d, _, i)| d == demand && *i == infeasible)
+        {
+            Some(entry) => entry.1 += 1,
+            None => out.push((demand.clone(), 1, infeasible)),
+        };
+        for (shape, queue) in &self.queues {
+            for _ in queue {
+                add(shape, false);
+            }
+        }
+        for task in self.pinned_queue.iter() {
+            if let Some(demand) = self.demands.get(task) {
+                add(demand, false);
+            }
+        }
+        for task in &self.infeasible {
+            if let Some(demand) = self.demands.get(task) {
+                add(demand, true);
+            }
+        }
+        out
+    }
+
     /// Reserves a number for a worker process about to be started.
     pub(crate) fn worker_starting(&mut self) -> WorkerId {
         let id = self.next_worker;
