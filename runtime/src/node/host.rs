@@ -126,7 +126,7 @@ impl Hosting {
                 }
             });
         }
-        self.end_job(&job);
+        self.end_job(&job, &connection);
         tracing::info!(%job, %driver, "the driver left; its workers are stopped");
     }
 
@@ -149,24 +149,24 @@ impl Hosting {
                 Ok(FromHost::Done)
             }
             ToHost::Spawn { worker } => {
-                let job = self.job(job)?;
+                let job = self.job(job, connection)?;
                 let pid = spawn(&self.name, &job, worker)?;
                 Ok(FromHost::Spawned(pid))
             }
             ToHost::Kill { worker } => {
-                let job = self.job(job)?;
+                let job = self.job(job, connection)?;
                 if let Some(pid) = job.workers.lock().get(&worker) {
                     worker_pool::kill(*pid);
                 }
                 Ok(FromHost::Done)
             }
             ToHost::Fetch { id, len, from } => {
-                let job = self.job(job)?;
+                let job = self.job(job, connection)?;
                 self.fetch(&job, id, len, &from).await?;
                 Ok(FromHost::Done)
             }
             ToHost::Free(ids) => {
-                let job = self.job(job)?;
+                let job = self.job(job, connection)?;
                 for id in ids {
                     object_store::unlink(&job.store, id);
                 }
@@ -175,12 +175,14 @@ impl Hosting {
         }
     }
 
-    fn job(&self, job: &str) -> Result<Arc<Job>, String> {
+    /// The job `connection` started (only its own driver's connection may steer a job).
+    fn job(&self, job: &str, connection: &quinn::Connection) -> Result<Arc<Job>, String> {
         self.jobs
             .lock()
             .get(job)
+            .filter(|j| j.driver.stable_id() == connection.stable_id())
             .cloned()
-            .ok_or_else(|| format!("node {} does not host job {job}", self.name))
+            .ok_or_else(|| format!("node {} hosts no job {job} for this connection", self.name))
     }
 
     /// The job's executable: from the cache, or pulled from the driver and checked.
@@ -227,8 +229,15 @@ impl Hosting {
         inline_threshold: u64,
         fingerprint: u64,
     ) -> Result<(), String> {
-        if self.jobs.lock().contains_key(job) {
-            return Ok(());
+        if let Some(running) = self.jobs.lock().get(job) {
+            return if running.driver.stable_id() == connection.stable_id() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "node {} already hosts a job named {job} for another connection",
+                    self.name
+                ))
+            };
         }
         let store = object_store::create_session_dir()
             .map_err(|e| format!("cannot create the job's object store: {e}"))?;
@@ -252,8 +261,15 @@ impl Hosting {
         Ok(())
     }
 
-    fn end_job(&self, job: &str) {
-        let Some(job) = self.jobs.lock().remove(job) else {
+    /// Ends the job if `connection` is the one that started it.
+    fn end_job(&self, job: &str, connection: &quinn::Connection) {
+        let Some(job) = ({
+            let mut jobs = self.jobs.lock();
+            let own = jobs
+                .get(job)
+                .is_some_and(|j| j.driver.stable_id() == connection.stable_id());
+            if own { jobs.remove(job) } else { None }
+        }) else {
             return;
         };
         job.ended.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -199,15 +199,16 @@ impl State {
         if missing.is_empty() && !self.held.contains_key(&worker) {
             return false;
         }
-        for &(id, len) in &missing {
-            self.fetch_to_node(node, id, len);
-        }
         let held = self.held.entry(worker).or_default();
         held.waiting.extend(missing.iter().map(|(id, _)| *id));
         if let Err(e) = encode_frame(msg, &mut held.frames) {
             tracing::error!(worker, "cannot encode a message for the worker: {e}");
         }
-        if held.waiting.is_empty() {
+        // After the frame is held: a fetch that settles at once (no holder) releases it.
+        for &(id, len) in &missing {
+            self.fetch_to_node(node, id, len);
+        }
+        if self.held.get(&worker).is_some_and(|h| h.waiting.is_empty()) {
             self.release_held(worker);
         }
         true
@@ -268,18 +269,24 @@ impl State {
 
     /// Copies of freed objects go; remote objects readers here wait for are fetched.
     pub(super) fn settle_remote(&mut self) {
+        let Some(remote) = &self.remote else {
+            // An embedded node has no copies elsewhere (and keeps the list's capacity).
+            self.owner.freed.clear();
+            return;
+        };
         let freed = std::mem::take(&mut self.owner.freed);
         let wanted = std::mem::take(&mut self.owner.wanted_here);
-        let Some(remote) = &self.remote else { return };
-        let mut per_node: Vec<Vec<ObjectId>> = vec![Vec::new(); self.nodes.len()];
-        for id in freed {
-            for node in self.locations.remove(&id).unwrap_or_default() {
-                per_node[node].push(id);
+        if !freed.is_empty() {
+            let mut per_node: Vec<Vec<ObjectId>> = vec![Vec::new(); self.nodes.len()];
+            for id in freed {
+                for node in self.locations.remove(&id).unwrap_or_default() {
+                    per_node[node].push(id);
+                }
             }
-        }
-        for (node, ids) in per_node.into_iter().enumerate() {
-            if !ids.is_empty() && self.nodes.get(node).is_some_and(|n| n.alive) {
-                remote.free(node, ids);
+            for (node, ids) in per_node.into_iter().enumerate() {
+                if !ids.is_empty() && self.nodes.get(node).is_some_and(|n| n.alive) {
+                    remote.free(node, ids);
+                }
             }
         }
         for (id, len) in wanted {
