@@ -220,6 +220,20 @@ pub struct HostHello {
     pub purpose: Purpose,
 }
 
+impl HostHello {
+    /// The hello of `name` for `purpose`, speaking this build's protocol on this platform;
+    /// `job_fingerprint` for job traffic.
+    pub fn new(name: impl Into<String>, purpose: Purpose, job_fingerprint: Option<u64>) -> Self {
+        HostHello {
+            protocol: PROTOCOL_VERSION,
+            name: name.into(),
+            job_fingerprint,
+            platform: platform(),
+            purpose,
+        }
+    }
+}
+
 /// What a connection between hosts carries, as its [`HostHello`] declares.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Purpose {

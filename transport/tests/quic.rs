@@ -87,13 +87,7 @@ async fn echo(connection: quinn::Connection) {
 }
 
 fn hello(name: &str) -> HostHello {
-    HostHello {
-        protocol: PROTOCOL_VERSION,
-        name: name.to_string(),
-        job_fingerprint: Some(FINGERPRINT),
-        platform: prism_transport::platform(),
-        purpose: prism_transport::Purpose::Control,
-    }
+    HostHello::new(name, prism_transport::Purpose::Control, Some(FINGERPRINT))
 }
 
 fn client() -> Endpoint {

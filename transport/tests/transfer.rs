@@ -10,7 +10,7 @@ use prism_graph::{ObjectId, TaskId};
 use prism_transport::quic;
 use prism_transport::tls::ClusterAuthority;
 use prism_transport::transfer::{self, ObjectSource};
-use prism_transport::{HostHello, PROTOCOL_VERSION, PullKey};
+use prism_transport::{HostHello, PullKey};
 
 struct MapSource(HashMap<PullKey, Bytes>);
 
@@ -53,13 +53,7 @@ async fn objects_arrive_whole_and_errors_are_clear() {
     let addr = server.local_addr().unwrap();
     tokio::spawn(transfer::serve_endpoint(server, "a".into(), source));
     let client = quic::client_endpoint("127.0.0.2:0".parse().unwrap()).unwrap();
-    let hello = HostHello {
-        protocol: PROTOCOL_VERSION,
-        name: "b".into(),
-        job_fingerprint: None,
-        platform: prism_transport::platform(),
-        purpose: prism_transport::Purpose::Objects("test".into()),
-    };
+    let hello = HostHello::new("b", prism_transport::Purpose::Objects("test".into()), None);
     let (connection, _) = quic::connect(&client, addr, &client_id, &hello)
         .await
         .unwrap();

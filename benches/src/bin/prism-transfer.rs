@@ -16,7 +16,7 @@ use prism_graph::{ObjectId, TaskId};
 use prism_transport::quic;
 use prism_transport::tls::ClusterAuthority;
 use prism_transport::transfer::{self, ObjectSource};
-use prism_transport::{HostHello, PROTOCOL_VERSION, PullKey};
+use prism_transport::{HostHello, PullKey};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -56,13 +56,7 @@ fn main() -> anyhow::Result<()> {
         let addr = server.local_addr()?;
         tokio::spawn(transfer::serve_endpoint(server, "a".into(), source));
         let client = quic::client_endpoint("127.0.0.2:0".parse()?)?;
-        let hello = HostHello {
-            protocol: PROTOCOL_VERSION,
-            name: "b".into(),
-            job_fingerprint: None,
-            platform: prism_transport::platform(),
-            purpose: prism_transport::Purpose::Objects("bench".into()),
-        };
+        let hello = HostHello::new("b", prism_transport::Purpose::Objects("bench".into()), None);
         let (connection, _) = quic::connect(&client, addr, &client_id, &hello).await?;
         // Keep the client endpoint alive with the connection.
         std::mem::forget(client);

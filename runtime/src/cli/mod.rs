@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use prism_transport::quic::{self, Accepted, QuicError};
 use prism_transport::tls::{ClusterAuthority, Identity, JoinToken};
-use prism_transport::{
-    FromControl, HostHello, NodeStatus, PROTOCOL_VERSION, PendingDemand, Purpose, ToControl,
-};
+use prism_transport::{FromControl, HostHello, NodeStatus, PendingDemand, Purpose, ToControl};
 
 use crate::control::{ControlStore, SavedNode};
 use crate::node::host::Hosting;
@@ -620,13 +618,7 @@ async fn connect_member(
     identity: &Identity,
     name: &str,
 ) -> Result<quinn::Connection, String> {
-    let hello = HostHello {
-        protocol: PROTOCOL_VERSION,
-        name: name.to_string(),
-        job_fingerprint: None,
-        platform: prism_transport::platform(),
-        purpose: prism_transport::Purpose::Control,
-    };
+    let hello = HostHello::new(name, Purpose::Control, None);
     quic::connect(client, head, identity, &hello)
         .await
         .map(|(connection, _)| connection)

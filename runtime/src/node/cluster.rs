@@ -15,7 +15,7 @@ use prism_graph::Resources;
 use prism_transport::quic::{self, Accepted};
 use prism_transport::transfer;
 use prism_transport::{FromControl, PendingDemand, ToHost};
-use prism_transport::{FromHost, HostEvent, HostHello, PROTOCOL_VERSION, Purpose, ToControl};
+use prism_transport::{FromHost, HostEvent, HostHello, Purpose, ToControl};
 
 use super::Core;
 use super::object_manager::{Peers, StoreSource, map_file};
@@ -98,13 +98,7 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
         .local_addr()
         .map_err(startup("the driver's endpoint"))?;
 
-    let hello = |purpose: Purpose, fingerprint: Option<u64>| HostHello {
-        protocol: PROTOCOL_VERSION,
-        name: job.clone(),
-        job_fingerprint: fingerprint,
-        platform: prism_transport::platform(),
-        purpose,
-    };
+    let hello = |purpose, fingerprint| HostHello::new(job.clone(), purpose, fingerprint);
     let (control, _) = quic::connect(&endpoint, head, &identity, &hello(Purpose::Control, None))
         .await
         .map_err(|e| Error::Startup(format!("cannot reach the head at {head}: {e}")))?;

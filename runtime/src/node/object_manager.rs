@@ -12,7 +12,7 @@ use prism_graph::ObjectId;
 use prism_transport::quic::{self, QuicError};
 use prism_transport::tls::Identity;
 use prism_transport::transfer::{self, ObjectSource};
-use prism_transport::{HostHello, PROTOCOL_VERSION, PullKey, Purpose};
+use prism_transport::{HostHello, PullKey, Purpose};
 
 use super::object_store;
 
@@ -59,13 +59,7 @@ impl Peers {
         {
             return Ok(connection.clone());
         }
-        let hello = HostHello {
-            protocol: PROTOCOL_VERSION,
-            name: self.name.clone(),
-            job_fingerprint: None,
-            platform: prism_transport::platform(),
-            purpose: Purpose::Objects(job.to_string()),
-        };
+        let hello = HostHello::new(self.name.clone(), Purpose::Objects(job.to_string()), None);
         let (connection, _) = quic::connect(&self.endpoint, addr, &self.identity, &hello).await?;
         open.insert(key, connection.clone());
         Ok(connection)
