@@ -161,30 +161,18 @@ impl TaskGraph {
                 return Err(GraphError::DuplicateObject(out));
             }
         }
-        let mut pending = 0;
-        let mut failed = None;
-        for (input, &node) in inputs.iter().zip(&input_nodes) {
-            match self.object_state_at(node) {
-                ObjectState::Pending => pending += 1,
-                ObjectState::Failed => failed = failed.or(Some(*input)),
-                ObjectState::Ready => {}
-            }
-        }
-        let (state, readiness) = match (failed, pending) {
-            (Some(input), _) => (TaskState::Failed, Readiness::Failed(input)),
-            (None, 0) => (TaskState::Ready, Readiness::Ready),
-            (None, _) => (TaskState::Waiting, Readiness::Waiting),
-        };
         let task = self.graph.add_node(Node::Task {
             id,
-            state,
-            pending_inputs: pending,
+            state: TaskState::Waiting,
+            pending_inputs: 0,
         });
         self.tasks.insert(id, task);
         for node in input_nodes {
             self.graph.add_edge(node, task, ());
         }
-        let out_state = if state == TaskState::Failed {
+        let readiness = self.recount_inputs(task);
+        let out_state = if let Readiness::Failed(_) = readiness {
+            self.set_task_state(task, TaskState::Failed);
             ObjectState::Failed
         } else {
             ObjectState::Pending
@@ -216,9 +204,46 @@ impl TaskGraph {
         self.transition(id, &[TaskState::Ready], TaskState::Running)
     }
 
-    /// Puts a running task back to ready (its worker died and it will be retried).
-    pub fn retry_task(&mut self, id: TaskId) -> Result<(), GraphError> {
-        self.transition(id, &[TaskState::Running], TaskState::Ready)
+    /// Takes a running task back before its result (its worker died and it will be retried,
+    /// or it was handed back): ready again, or waiting when an input is being rebuilt meanwhile.
+    /// [`Readiness::Failed`] names an input that failed since; the task then waits for its
+    /// owner to fail it ([`TaskGraph::fail_task`]).
+    pub fn retry_task(&mut self, id: TaskId) -> Result<Readiness, GraphError> {
+        let node = self.transition_node(id, &[TaskState::Running], TaskState::Waiting)?;
+        Ok(self.recount_inputs(node))
+    }
+
+    /// Opens a finished task again to rebuild its outputs after every copy of one was lost
+    /// (lineage reconstruction). Its outputs become pending, and consumers of them that had not
+    /// started wait again. The task is ready, or waits for inputs that are being rebuilt
+    /// themselves (reopen those first), or names an input that failed, as in
+    /// [`TaskGraph::retry_task`]. Returns that and the consumers that were ready and now wait.
+    pub fn reopen_task(&mut self, id: TaskId) -> Result<(Readiness, Vec<TaskId>), GraphError> {
+        let task = self.transition_node(id, &[TaskState::Finished], TaskState::Waiting)?;
+        let mut held_back = Vec::new();
+        for out in self.successors(task) {
+            self.set_object_state(out, ObjectState::Pending);
+            // One edge per use, as `complete_task` counts them down.
+            for consumer in self.successors(out) {
+                if let Node::Task {
+                    id,
+                    state,
+                    pending_inputs,
+                } = &mut self.graph[consumer]
+                {
+                    match *state {
+                        TaskState::Ready => {
+                            *state = TaskState::Waiting;
+                            *pending_inputs += 1;
+                            held_back.push(*id);
+                        }
+                        TaskState::Waiting => *pending_inputs += 1,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok((self.recount_inputs(task), held_back))
     }
 
     /// Marks a task finished and its outputs ready; returns the tasks that became ready, in the
@@ -428,6 +453,47 @@ impl TaskGraph {
         }
     }
 
+    /// Sets a task that is not running to ready or waiting by the states of its inputs now;
+    /// with a failed input it stays waiting and the input is named.
+    fn recount_inputs(&mut self, task: NodeIndex) -> Readiness {
+        let mut pending = 0;
+        let mut failed = None;
+        for input in self.graph.neighbors_directed(task, Direction::Incoming) {
+            match self.graph[input] {
+                Node::Object {
+                    state: ObjectState::Pending,
+                    ..
+                } => pending += 1,
+                Node::Object {
+                    id,
+                    state: ObjectState::Failed,
+                } => failed = failed.or(Some(id)),
+                _ => {}
+            }
+        }
+        let (new, readiness) = match (failed, pending) {
+            (Some(input), _) => (TaskState::Waiting, Readiness::Failed(input)),
+            (None, 0) => (TaskState::Ready, Readiness::Ready),
+            (None, _) => (TaskState::Waiting, Readiness::Waiting),
+        };
+        if let Node::Task {
+            state,
+            pending_inputs,
+            ..
+        } = &mut self.graph[task]
+        {
+            *state = new;
+            *pending_inputs = pending;
+        }
+        readiness
+    }
+
+    fn set_task_state(&mut self, node: NodeIndex, new: TaskState) {
+        if let Node::Task { state, .. } = &mut self.graph[node] {
+            *state = new;
+        }
+    }
+
     fn set_object_state(&mut self, node: NodeIndex, new: ObjectState) {
         if let Node::Object { state, .. } = &mut self.graph[node] {
             *state = new;
@@ -521,6 +587,80 @@ mod tests {
         let lineage = g.lineage(o(3)).unwrap();
         assert_eq!(lineage, vec![t(1), t(2), t(3)]);
         assert_eq!(g.lineage(put), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_reopened_task_rebuilds_its_outputs_and_holds_back_their_consumers() {
+        let mut g = TaskGraph::new();
+        g.add_task(t(1), &[], 1).unwrap();
+        g.add_task(t(2), &[o(1)], 1).unwrap();
+        g.start_task(t(1)).unwrap();
+        assert_eq!(g.complete_task(t(1)), Ok(vec![t(2)]));
+        g.start_task(t(2)).unwrap();
+        assert_eq!(g.complete_task(t(2)), Ok(vec![]));
+        // Consumers of o(2): one ready, one waiting for another input, one running.
+        g.add_task(t(3), &[], 1).unwrap();
+        assert_eq!(g.add_task(t(4), &[o(2), o(2)], 1), Ok(Readiness::Ready));
+        assert_eq!(g.add_task(t(5), &[o(2), o(3)], 1), Ok(Readiness::Waiting));
+        g.add_task(t(6), &[o(2)], 1).unwrap();
+        g.start_task(t(6)).unwrap();
+
+        // Every copy of o(1) and o(2) is lost: inputs are reopened first.
+        assert_eq!(g.reopen_task(t(1)), Ok((Readiness::Ready, vec![])));
+        assert_eq!(g.reopen_task(t(2)), Ok((Readiness::Waiting, vec![t(4)])));
+        assert_eq!(g.object_state(o(2)), Some(ObjectState::Pending));
+        assert_eq!(g.task_state(t(6)), Some(TaskState::Running));
+        // The running consumer is handed back: it waits too.
+        assert_eq!(g.retry_task(t(6)), Ok(Readiness::Waiting));
+
+        g.start_task(t(1)).unwrap();
+        assert_eq!(g.complete_task(t(1)), Ok(vec![t(2)]));
+        g.start_task(t(2)).unwrap();
+        let mut ready = g.complete_task(t(2)).unwrap();
+        ready.sort();
+        assert_eq!(ready, vec![t(4), t(6)]);
+        assert_eq!(
+            g.task_state(t(5)),
+            Some(TaskState::Waiting),
+            "o(3) is pending"
+        );
+        assert_eq!(g.complete_task(t(3)), Ok(vec![t(5)]));
+        assert_eq!(
+            g.reopen_task(t(3)),
+            Ok((Readiness::Ready, vec![t(5)])),
+            "a consumer that was ready waits again"
+        );
+        assert_eq!(
+            g.reopen_task(t(6)),
+            Err(GraphError::BadTransition {
+                task: t(6),
+                from: TaskState::Ready,
+                to: TaskState::Waiting
+            })
+        );
+    }
+
+    #[test]
+    fn a_reopened_task_with_a_failed_input_waits_to_be_failed() {
+        let mut g = TaskGraph::new();
+        g.add_task(t(1), &[], 1).unwrap();
+        g.add_task(t(2), &[o(1)], 1).unwrap();
+        g.complete_task(t(1)).unwrap();
+        g.complete_task(t(2)).unwrap();
+        g.reopen_task(t(1)).unwrap();
+        g.reopen_task(t(2)).unwrap();
+        // Rebuilding the input failed: so does the consumer when its owner fails it.
+        assert_eq!(g.fail_task(t(1)), Ok(vec![t(2)]));
+        assert_eq!(g.object_state(o(2)), Some(ObjectState::Failed));
+        g.add_task(t(3), &[], 1).unwrap();
+        g.add_task(t(4), &[o(3)], 1).unwrap();
+        g.complete_task(t(3)).unwrap();
+        g.complete_task(t(4)).unwrap();
+        g.reopen_task(t(3)).unwrap();
+        g.fail_task(t(3)).unwrap();
+        assert_eq!(g.reopen_task(t(4)), Ok((Readiness::Failed(o(3)), vec![])));
+        assert_eq!(g.task_state(t(4)), Some(TaskState::Waiting));
+        assert_eq!(g.fail_task(t(4)), Ok(vec![]));
     }
 
     #[test]

@@ -184,8 +184,38 @@ fn intruders_are_refused_while_a_job_runs(
             let _ = socket.send_to(&junk, addr);
         }
     }
+    for addr in daemons {
+        let reason = connect_without_certificate(&head_dir.join("token"), addr)?;
+        ensure(
+            reason.contains("a client certificate from the cluster's CA is required"),
+            format!("a client without a certificate at {addr} was told: {reason}"),
+        )?;
+    }
     let names = prism::get_all_blocking(&refs)?;
     ensure(names.len() == 2_000, "the job finished")
+}
+
+/// Dials `addr` on the cluster protocol with the right token but no certificate; returns why
+/// the daemon closed the connection.
+fn connect_without_certificate(token: &std::path::Path, addr: &str) -> Result<String, Failed> {
+    use prism_transport::{quic, tls};
+    let token: tls::JoinToken = std::fs::read_to_string(token)?.trim().parse()?;
+    let addr: std::net::SocketAddr = addr.parse()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let tls = token.client_config(quic::CLUSTER_ALPN)?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+        let endpoint = quic::client_endpoint("127.0.0.1:0".parse()?)?;
+        let config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
+        let connecting = endpoint.connect_with(config, addr, tls::CLUSTER_SERVER_NAME)?;
+        let reason = match connecting.await {
+            Ok(connection) => connection.closed().await.to_string(),
+            Err(e) => e.to_string(),
+        };
+        Ok::<_, Failed>(reason)
+    })
 }
 
 /// `prism status` as the head's host sees it.
@@ -222,11 +252,7 @@ fn a_task_that_fits_nowhere_shows_as_pending_demand(
 }
 
 fn main() {
-    if std::env::var_os("PRISM_ROLE").is_some() {
-        // A worker started by a node from this binary.
-        let _ = prism::init();
-        unreachable!("a worker never returns from init");
-    }
+    common::cluster::serve_if_worker();
     let head = Host::new("jobs-head");
     head.start_head(&["--num-cpus", "2", "--name", "head", "--port", "0"]);
     let addr = head.file("address");

@@ -275,6 +275,16 @@ impl Joined {
             .close(quic::codes::DONE, b"the driver left");
     }
 
+    /// Gives up on node `idx`: closing the job's connection makes it stop the job's workers
+    /// there, should it still be running.
+    pub(crate) fn drop_node(self: &Arc<Self>, idx: usize, reason: &str) {
+        if let Some(node) = self.nodes.get(idx) {
+            quic::close_for(&node.connection, quic::codes::DONE, reason);
+            let (joined, addr) = (self.clone(), node.addr);
+            tokio::spawn(async move { joined.peers.forget(addr).await });
+        }
+    }
+
     /// Sends `request` to node `idx` and waits for its answer.
     pub(crate) async fn request(
         &self,
@@ -288,6 +298,46 @@ impl Joined {
         quic::ask::<_, FromHost>(&node.connection, &request, MAX_ANSWER)
             .await
             .map_err(|e| format!("node {} at {}: {e}", node.name, node.addr))
+    }
+
+    /// Asks the control store for the node table every `every`: a node it no longer hears
+    /// from (no heartbeat within its timeout) is lost to the job even while its connection
+    /// still waits out QUIC's idle timeout (a killed host sends nothing).
+    pub(crate) fn watch_health(self: &Arc<Self>, every: std::time::Duration, core: Weak<Core>) {
+        let joined = self.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            loop {
+                interval.tick().await;
+                let answer =
+                    quic::ask::<_, FromControl>(&joined.control, &ToControl::Status, MAX_ANSWER);
+                let table = match answer.await {
+                    Ok(FromControl::Status(table)) => table,
+                    Ok(other) => {
+                        tracing::warn!("the control store answered {other:?} to a status");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::debug!("cannot read the node table: {e}");
+                        continue;
+                    }
+                };
+                let Some(core) = core.upgrade() else { return };
+                for status in table.iter().filter(|s| !s.alive) {
+                    let ours = joined
+                        .nodes
+                        .iter()
+                        .position(|n| n.addr.to_string() == status.addr);
+                    if let Some(idx) = ours {
+                        let reason = format!(
+                            "the control store has not heard from it for {} ms",
+                            status.last_seen_ms
+                        );
+                        core.node_lost(idx, reason);
+                    }
+                }
+            }
+        });
     }
 
     /// Listens to node `idx`: relayed worker links, worker exits, and the end of the node.

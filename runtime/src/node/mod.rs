@@ -65,8 +65,9 @@ struct State {
     remote: Option<remote::Remote>,
     /// Nodes whose stores hold a copy of an object (joined cluster).
     locations: IdMap<ObjectId, Vec<NodeIdx>>,
-    /// Fetches of objects into nodes' stores in progress.
-    node_fetches: std::collections::HashSet<(ObjectId, NodeIdx)>,
+    /// Fetches of objects into nodes' stores in progress, with the node they pull from (none:
+    /// this process's store).
+    node_fetches: HashMap<(ObjectId, NodeIdx), Option<NodeIdx>>,
     held: IdMap<WorkerId, Held>,
     links: IdMap<WorkerId, Link>,
     outbox: IdMap<WorkerId, Vec<u8>>,
@@ -173,7 +174,7 @@ impl Core {
                     .as_ref()
                     .map(|j| remote::Remote::new(j.clone(), handle.clone(), me.clone())),
                 locations: IdMap::default(),
-                node_fetches: std::collections::HashSet::new(),
+                node_fetches: HashMap::new(),
                 held: IdMap::default(),
                 links: IdMap::default(),
                 outbox: IdMap::default(),
@@ -202,6 +203,7 @@ impl Core {
             for idx in 0..joined.nodes.len() {
                 joined.watch(idx, Arc::downgrade(&core));
             }
+            joined.watch_health(IDLE_TICK, Arc::downgrade(&core));
         }
         let ticker = Arc::downgrade(&core);
         core.handle.spawn(async move {
@@ -810,13 +812,22 @@ impl State {
                 let retry = matches!(error, TaskError::Panicked { .. })
                     && record.spec.retry_exceptions
                     && record.panics < record.spec.max_retries;
-                if retry {
+                let lost_argument = matches!(error, TaskError::InvalidValue { .. })
+                    && record.spec.kind == TaskKind::Normal
+                    && self.owner.waits_for_rebuild(task);
+                if lost_argument {
+                    tracing::warn!(task = %self.owner.describe(task), %error, "an argument is being rebuilt: the task runs after it");
+                    if self.owner.unstarted(task) {
+                        self.enqueue(task);
+                    }
+                } else if retry {
                     tracing::warn!(task = %self.owner.describe(task), %error, "retrying after a panic");
                     if let Some(record) = self.owner.task_mut(task) {
                         record.panics += 1;
                     }
-                    self.owner.unstarted(task);
-                    self.enqueue(task);
+                    if self.owner.unstarted(task) {
+                        self.enqueue(task);
+                    }
                 } else {
                     self.owner.fail(task, error);
                 }
@@ -919,8 +930,9 @@ impl State {
                 .fail(task, TaskError::Cancelled { task, function });
         } else if record.deaths <= record.spec.max_retries {
             tracing::warn!(task = %task, function, attempt = record.deaths + 1, "retrying after worker death");
-            self.owner.unstarted(task);
-            self.enqueue(task);
+            if self.owner.unstarted(task) {
+                self.enqueue(task);
+            }
         } else {
             let attempts = record.deaths;
             self.owner.fail(
@@ -967,21 +979,23 @@ impl State {
             }
         }
         self.pump_actors();
-        let notices = std::mem::take(&mut self.owner.notices);
         let mut per_worker: HashMap<WorkerId, Vec<(ObjectId, ObjectValue)>> = HashMap::new();
-        for notice in notices {
-            let value = match notice.slot {
-                Slot::Ready(bytes) => ObjectValue::Ready(bytes.to_wire(notice.id)),
-                Slot::Remote(len) => {
-                    ObjectValue::Ready(prism_transport::Value::Shared { id: notice.id, len })
-                }
-                Slot::Failed(e) => ObjectValue::Failed(e),
-                Slot::Pending | Slot::Spilled(_) => continue,
-            };
-            per_worker
-                .entry(notice.worker)
-                .or_default()
-                .push((notice.id, value));
+        // A notice for a lost object rebuilds it and may bring a failure notice: loop.
+        while !self.owner.notices.is_empty() {
+            for notice in std::mem::take(&mut self.owner.notices) {
+                let value = match notice.slot {
+                    Slot::Ready(bytes) => ObjectValue::Ready(bytes.to_wire(notice.id)),
+                    Slot::Remote(len) if self.copy_reachable(notice.worker, notice.id) => {
+                        ObjectValue::Ready(prism_transport::Value::Shared { id: notice.id, len })
+                    }
+                    Slot::Failed(e) => ObjectValue::Failed(e),
+                    Slot::Remote(_) | Slot::Pending | Slot::Spilled(_) => continue,
+                };
+                per_worker
+                    .entry(notice.worker)
+                    .or_default()
+                    .push((notice.id, value));
+            }
         }
         for (worker, objects) in per_worker {
             self.encode_to(worker, &ToWorker::Objects(objects));
@@ -1005,7 +1019,9 @@ impl State {
                 continue;
             }
             let Some(args) = self.owner.resolve_args(task) else {
-                tracing::error!(task = %task, "dispatched task has unresolved arguments");
+                // An argument is being rebuilt: the task waits for it out of the worker's hands.
+                tracing::debug!(task = %task, "a dispatched task waits for a rebuilt argument");
+                self.nodes.task_done(worker, task);
                 continue;
             };
             let Some(record) = self.owner.task(task) else {
@@ -1014,7 +1030,9 @@ impl State {
             batch.push(record.execute(args));
             self.owner.started(task, worker);
         }
-        self.encode_to(worker, &ToWorker::Execute(batch));
+        if !batch.is_empty() {
+            self.encode_to(worker, &ToWorker::Execute(batch));
+        }
     }
 
     fn encode_to(&mut self, worker: WorkerId, msg: &ToWorker) {

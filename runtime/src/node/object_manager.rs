@@ -65,6 +65,17 @@ impl Peers {
         Ok(connection)
     }
 
+    /// Closes the connections to `addr` (a host that is gone): pulls in flight fail now
+    /// instead of after the idle timeout.
+    pub(crate) async fn forget(&self, addr: SocketAddr) {
+        self.open.lock().await.retain(|(at, _), connection| {
+            if *at == addr {
+                connection.close(quic::codes::DONE, b"the host is gone");
+            }
+            *at != addr
+        });
+    }
+
     /// Pulls `id` (`len` bytes) of `job` from the host at `from` into the store at `store`.
     pub(crate) async fn pull_to_store(
         &self,

@@ -15,7 +15,7 @@ use super::nodes::{NodeIdx, node_of};
 use super::object_store::{ObjectBytes, Segment};
 use super::scheduler::WorkerId;
 use super::{Core, DRIVER_OWNER, NODE_OWNER, State, worker_pool};
-use crate::owner::Slot;
+use crate::owner::{Rebuilt, Slot};
 
 /// How the core reaches the nodes of the cluster it joined.
 #[derive(Debug)]
@@ -86,19 +86,14 @@ impl Remote {
         self.request(node, ToHost::Free(ids), |_, _| {});
     }
 
-    /// Pulls `id` from `from` into the driver's store for its readers.
-    fn fetch_here(
-        &self,
-        id: ObjectId,
-        len: u64,
-        from: std::net::SocketAddr,
-        store: std::path::PathBuf,
-    ) {
+    /// Pulls `id` from node `from` into the driver's store for its readers.
+    fn fetch_here(&self, id: ObjectId, len: u64, from: NodeIdx, store: std::path::PathBuf) {
         let (joined, core) = (self.joined.clone(), self.core.clone());
         self.handle.spawn(async move {
+            let addr = joined.nodes[from].addr;
             let pulled = joined
                 .peers
-                .pull_to_store(&joined.job, from, &store, id, len)
+                .pull_to_store(&joined.job, addr, &store, id, len)
                 .await
                 .and_then(|()| {
                     Segment::open(&store, id, len)
@@ -109,7 +104,13 @@ impl Remote {
             let mut state = core.state.lock();
             match pulled {
                 Ok(bytes) => state.owner.localized(id, bytes),
-                Err(reason) => state.owner.unavailable(id, reason),
+                Err(reason) => {
+                    tracing::warn!(object = %id, node = state.nodes.name(from), "a pull failed: {reason}");
+                    state.forget_copy(id, from);
+                    // Readers here ask again: another copy, or a rebuild.
+                    state.owner.fetch_failed(id);
+                    state.settle();
+                }
             }
         });
     }
@@ -214,34 +215,81 @@ impl State {
         true
     }
 
-    /// Asks `node` to fetch `id` from a host that has it, once.
+    /// A live node other than `but` whose store holds `id`.
+    fn live_copy(&self, id: ObjectId, but: Option<NodeIdx>) -> Option<NodeIdx> {
+        self.locations.get(&id).and_then(|at| {
+            at.iter()
+                .copied()
+                .find(|&n| Some(n) != but && self.nodes.get(n).is_some_and(|e| e.alive))
+        })
+    }
+
+    /// The copy of `id` on `node` cannot be read (its node is lost or the pull failed).
+    fn forget_copy(&mut self, id: ObjectId, node: NodeIdx) {
+        if let Some(at) = self.locations.get_mut(&id) {
+            at.retain(|&n| n != node);
+        }
+    }
+
+    /// Asks `node` to fetch `id` from a host that has it, once. With no copy left the object
+    /// is rebuilt (or fails) and the frames waiting for it go: their worker reports the missing
+    /// object and the task waits for the rebuild.
     fn fetch_to_node(&mut self, node: NodeIdx, id: ObjectId, len: u64) {
-        let Some(remote) = &self.remote else { return };
-        if !self.node_fetches.insert((id, node)) {
+        if self.remote.is_none() || self.node_fetches.contains_key(&(id, node)) {
             return;
         }
-        let holder = self
-            .locations
-            .get(&id)
-            .and_then(|at| {
-                at.iter()
-                    .find(|&&n| n != node && self.nodes.get(n).is_some_and(|e| e.alive))
-            })
-            .map(|&n| remote.joined.nodes[n].addr)
-            .or_else(|| {
-                self.owner
-                    .stored_here(id)
-                    .then_some(remote.joined.objects_at)
-            });
-        match holder {
-            Some(from) => remote.fetch_to_node(node, id, len, from.to_string()),
-            None => {
-                let reason = format!("no live host holds {id}");
-                tracing::error!(object = %id, node = self.nodes.name(node), "{reason}");
-                self.node_fetches.remove(&(id, node));
+        let source = match self.live_copy(id, Some(node)) {
+            Some(n) => Some(Some(n)),
+            None => self.owner.stored_here(id).then_some(None),
+        };
+        match (source, &self.remote) {
+            (Some(source), Some(remote)) => {
+                let from = source.map_or(remote.joined.objects_at, |n| remote.joined.nodes[n].addr);
+                remote.fetch_to_node(node, id, len, from.to_string());
+                self.node_fetches.insert((id, node), source);
+            }
+            _ => {
+                self.object_lost(id, "no live node holds a copy (its node was lost)");
                 self.fetch_settled(node, id);
             }
         }
+    }
+
+    /// Whether no live node and not this process holds `id` while its owner says it is stored
+    /// on another node.
+    fn copy_lost(&self, id: ObjectId) -> bool {
+        self.live_copy(id, None).is_none()
+    }
+
+    /// Every reachable copy of `id` is gone: its task runs again from its lineage (readers
+    /// wait), or its readers get an error with `reason`.
+    pub(super) fn object_lost(&mut self, id: ObjectId, reason: &str) {
+        let (locations, nodes) = (&self.locations, &self.nodes);
+        let is_lost = |dep: ObjectId| {
+            !locations
+                .get(&dep)
+                .is_some_and(|at| at.iter().any(|&n| nodes.get(n).is_some_and(|e| e.alive)))
+        };
+        let mut rebuilt = Rebuilt::default();
+        self.owner.rebuild(id, &is_lost, reason, &mut rebuilt);
+        for task in rebuilt.held_back {
+            let _ = self.nodes.locate_for_cancel(task);
+        }
+        for task in rebuilt.ready {
+            tracing::warn!(task = %self.owner.describe(task), object = %id, "rebuilding a lost object: its task runs again");
+            self.enqueue(task);
+        }
+    }
+
+    /// Whether `worker` can be told where `id` is: false when its last copies were lost, and
+    /// then the object is rebuilt and the worker waits for it again (or hears of its failure).
+    pub(super) fn copy_reachable(&mut self, worker: WorkerId, id: ObjectId) -> bool {
+        if self.remote.is_none() || self.owner.stored_here(id) || !self.copy_lost(id) {
+            return true;
+        }
+        self.object_lost(id, "no live node holds a copy (its node was lost)");
+        self.owner.subscribe(id, worker);
+        false
     }
 
     /// A node's fetch ended: frames waiting for it may go (on failure, the worker reports the
@@ -289,22 +337,15 @@ impl State {
                 }
             }
         }
+        let mut lost = Vec::new();
         for (id, len) in wanted {
-            let holder = self.locations.get(&id).and_then(|at| {
-                at.iter()
-                    .find(|&&n| self.nodes.get(n).is_some_and(|e| e.alive))
-            });
-            match holder {
-                Some(&node) => remote.fetch_here(
-                    id,
-                    len,
-                    remote.joined.nodes[node].addr,
-                    self.owner.store_dir.clone(),
-                ),
-                None => self
-                    .owner
-                    .unavailable(id, "no live node holds a copy (its node was lost)".into()),
+            match self.live_copy(id, None) {
+                Some(node) => remote.fetch_here(id, len, node, self.owner.store_dir.clone()),
+                None => lost.push(id),
             }
+        }
+        for id in lost {
+            self.object_lost(id, "no live node holds a copy (its node was lost)");
         }
     }
 }
@@ -351,6 +392,12 @@ impl Core {
         let name = state.nodes.name(node).to_string();
         tracing::error!(node = name, "lost a node of the cluster: {reason}");
         state.nodes.mark_dead(node);
+        if let Some(remote) = &state.remote {
+            let _guard = remote.handle.enter();
+            remote
+                .joined
+                .drop_node(node, &format!("the job gave up on the node: {reason}"));
+        }
         let workers: Vec<WorkerId> = state
             .links
             .keys()
@@ -370,7 +417,7 @@ impl Core {
         for at in state.locations.values_mut() {
             at.retain(|&n| n != node);
         }
-        state.node_fetches.retain(|&(_, n)| n != node);
+        state.node_fetches.retain(|&(_, n), _| n != node);
         for task in state.nodes.drain_queued(Some(node)) {
             state.enqueue(task);
         }
@@ -380,20 +427,37 @@ impl Core {
     /// A node's fetch of `id` ended.
     fn node_fetched(&self, node: NodeIdx, id: ObjectId, result: Result<(), String>) {
         let mut state = self.state.lock();
-        state.node_fetches.remove(&(id, node));
-        match result {
-            Ok(()) if state.owner.knows(id) => state.add_location(id, node),
+        let source = state.node_fetches.remove(&(id, node)).flatten();
+        let refetching = match result {
+            Ok(()) if state.owner.knows(id) => {
+                state.add_location(id, node);
+                false
+            }
             Ok(()) => {
                 // Freed while it travelled: drop the copy.
                 if let Some(remote) = &state.remote {
                     remote.free(node, vec![id]);
                 }
+                false
             }
             Err(reason) => {
-                tracing::error!(object = %id, node = state.nodes.name(node), "a fetch failed: {reason}");
+                tracing::warn!(object = %id, node = state.nodes.name(node), "a fetch failed: {reason}");
+                if let Some(source) = source {
+                    state.forget_copy(id, source);
+                }
+                // From another copy, or after a rebuild.
+                match state.owner.stored_len(id) {
+                    Some(len) => {
+                        state.fetch_to_node(node, id, len);
+                        state.node_fetches.contains_key(&(id, node))
+                    }
+                    None => false,
+                }
             }
+        };
+        if !refetching {
+            state.fetch_settled(node, id);
         }
-        state.fetch_settled(node, id);
         state.settle();
     }
 }

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use prism_graph::{
-    Arg, IdMap, IdSet, ObjectId, Readiness, TaskError, TaskGraph, TaskId, TaskSpec, TaskState,
+    Arg, IdMap, IdSet, ObjectId, Readiness, TaskError, TaskGraph, TaskId, TaskKind, TaskSpec,
+    TaskState,
 };
 use prism_transport::Value;
 
@@ -90,6 +91,18 @@ pub(crate) struct TaskRecord {
 }
 
 impl TaskRecord {
+    /// A task about to be scheduled for the first time (or again, to rebuild its results).
+    fn new(spec: TaskSpec) -> Self {
+        TaskRecord {
+            spec,
+            deaths: 0,
+            panics: 0,
+            force_cancelled: false,
+            infeasible: None,
+            worker: None,
+        }
+    }
+
     /// The message that hands this task, with its resolved arguments, to a worker.
     pub(crate) fn execute(&self, args: Vec<Value>) -> prism_transport::Execute {
         prism_transport::Execute {
@@ -101,6 +114,24 @@ impl TaskRecord {
             kind: self.spec.kind,
         }
     }
+}
+
+/// What the owner keeps of a finished task whose results live in other nodes' stores, to run it
+/// again if every copy of one is lost (lineage reconstruction). Its inputs stay held meanwhile.
+#[derive(Debug)]
+struct Lineage {
+    spec: TaskSpec,
+    /// Times it ran again to rebuild lost outputs; at most `spec.max_retries`.
+    rebuilds: u32,
+}
+
+/// Tasks [`Owner::rebuild`] opened again.
+#[derive(Debug, Default)]
+pub(crate) struct Rebuilt {
+    /// Tasks that can run now, inputs first.
+    pub(crate) ready: Vec<TaskId>,
+    /// Tasks that were ready and now wait for a rebuilt input: out of the queues until then.
+    pub(crate) held_back: Vec<TaskId>,
 }
 
 /// Someone to tell that an object is ready or failed.
@@ -116,6 +147,8 @@ pub(crate) struct Owner {
     graph: TaskGraph,
     objects: IdMap<ObjectId, ObjectEntry>,
     tasks: IdMap<TaskId, TaskRecord>,
+    /// Finished tasks whose remote results can be rebuilt.
+    lineage: IdMap<TaskId, Lineage>,
     held_by: IdMap<WorkerId, IdSet<ObjectId>>,
     /// Notices for workers produced by the last calls, drained by the node.
     pub(crate) notices: Vec<WorkerNotice>,
@@ -328,26 +361,12 @@ impl Owner {
         }
         let function = spec.function.clone();
         let num_returns = spec.num_returns;
-        self.tasks.insert(
-            task,
-            TaskRecord {
-                spec,
-                deaths: 0,
-                panics: 0,
-                force_cancelled: false,
-                infeasible: None,
-                worker: None,
-            },
-        );
+        self.tasks.insert(task, TaskRecord::new(spec));
         match self.graph.add_task(task, &deps, num_returns) {
             Ok(Readiness::Ready) => true,
             Ok(Readiness::Waiting) => false,
             Ok(Readiness::Failed(input)) => {
-                let error = match self.objects.get(&input).map(|e| &e.slot) {
-                    Some(Slot::Failed(e)) => e.clone(),
-                    _ => unreachable!("the graph says {input} failed"),
-                };
-                self.finish_failed(task, error);
+                self.fail_with_input(task, input);
                 false
             }
             Err(e) => {
@@ -439,6 +458,16 @@ impl Owner {
         }
     }
 
+    /// A fetch of a remote object into this process failed: its readers ask again (another
+    /// copy, or a rebuild when none is left).
+    pub(crate) fn fetch_failed(&mut self, id: ObjectId) {
+        if let Some(&Slot::Remote(len)) = self.objects.get(&id).map(|e| &e.slot) {
+            self.wanted_here.push((id, len));
+        } else {
+            self.fetching_here.remove(&id);
+        }
+    }
+
     /// A remote object could not be fetched, for `reason`: readers here get an error that
     /// names it and the function that made it.
     pub(crate) fn unavailable(&mut self, id: ObjectId, reason: String) {
@@ -488,12 +517,38 @@ impl Owner {
         let _ = self.graph.start_task(task);
     }
 
-    /// Puts a task that was sent to a worker back to ready (retry or hand-back).
-    pub(crate) fn unstarted(&mut self, task: TaskId) {
+    /// Takes back a task that was sent to a worker (retry or hand-back). True when it can be
+    /// scheduled now; false when it waits for an input being rebuilt, or failed with one.
+    pub(crate) fn unstarted(&mut self, task: TaskId) -> bool {
         if let Some(record) = self.tasks.get_mut(&task) {
             record.worker = None;
         }
-        let _ = self.graph.retry_task(task);
+        match self.graph.retry_task(task) {
+            Ok(Readiness::Ready) => true,
+            Ok(Readiness::Waiting) | Err(_) => false,
+            Ok(Readiness::Failed(input)) => {
+                self.fail_with_input(task, input);
+                false
+            }
+        }
+    }
+
+    /// Fails `task` with the error of its failed input.
+    fn fail_with_input(&mut self, task: TaskId, input: ObjectId) {
+        let error = match self.objects.get(&input).map(|e| &e.slot) {
+            Some(Slot::Failed(e)) => e.clone(),
+            _ => unreachable!("the graph says {input} failed"),
+        };
+        self.fail(task, error);
+    }
+
+    /// Whether an input of `task` is being rebuilt (its last copies were lost).
+    pub(crate) fn waits_for_rebuild(&self, task: TaskId) -> bool {
+        self.tasks.get(&task).is_some_and(|r| {
+            r.spec
+                .dependencies()
+                .any(|id| matches!(self.objects.get(&id).map(|e| &e.slot), Some(Slot::Pending)))
+        })
     }
 
     /// A task returned its values. Returns the tasks that became ready.
@@ -510,15 +565,103 @@ impl Owner {
             Ok(ready) => ready,
             Err(_) => return Vec::new(),
         };
+        let returns: Vec<ObjectId> = record.spec.return_ids().collect();
+        let keep_lineage = record.spec.kind == TaskKind::Normal
+            && record.spec.max_retries > 0
+            && values.iter().any(|v| matches!(v, Slot::Remote(_)));
+        if keep_lineage && !self.lineage.contains_key(&task) {
+            // Its inputs stay held while its results can be asked to be rebuilt.
+            for dep in record.spec.dependencies() {
+                self.add_ref(dep);
+            }
+            let spec = record.spec;
+            self.lineage.insert(task, Lineage { spec, rebuilds: 0 });
+        } else {
+            self.end_task(&record.spec);
+        }
         let mut nested = nested.into_iter();
-        for (id, slot) in record.spec.return_ids().zip(values) {
+        for (id, slot) in returns.into_iter().zip(values) {
             self.account(&slot);
             self.set_contains(id, nested.next().unwrap_or_default());
             self.set_slot(id, slot);
             self.touch(id);
         }
-        self.release_inputs(&record.spec);
         ready
+    }
+
+    /// A task ended: its inputs are released unless its lineage holds them.
+    fn end_task(&mut self, spec: &TaskSpec) {
+        if !self.lineage.contains_key(&spec.task_id) {
+            self.release_inputs(spec);
+        }
+    }
+
+    /// Every copy of `id` is gone (`is_lost` says which other objects share that fate): its
+    /// task runs again when the owner kept its lineage and its retries allow, after the tasks
+    /// of its lost inputs, and readers wait for the new value. Otherwise readers get
+    /// [`TaskError::ObjectUnavailable`] with `reason`.
+    pub(crate) fn rebuild(
+        &mut self,
+        id: ObjectId,
+        is_lost: &dyn Fn(ObjectId) -> bool,
+        reason: &str,
+        out: &mut Rebuilt,
+    ) {
+        if !matches!(
+            self.objects.get(&id).map(|e| &e.slot),
+            Some(Slot::Remote(_))
+        ) {
+            return; // gone, already being rebuilt, or here after all
+        }
+        let task = id.task;
+        let Some(lineage) = self.lineage.get_mut(&task) else {
+            let why = if self.function_of(id).as_deref() == Some("put") {
+                "it was made by put, which has no task to run again"
+            } else {
+                "its task cannot run again (an actor call, or max_retries = 0)"
+            };
+            return self.unavailable(id, format!("{reason}; {why}"));
+        };
+        if lineage.rebuilds >= lineage.spec.max_retries {
+            let why = format!(
+                "{reason}; it was rebuilt {} time(s) already (max_retries = {})",
+                lineage.rebuilds, lineage.spec.max_retries
+            );
+            return self.unavailable(id, why);
+        }
+        lineage.rebuilds += 1;
+        let spec = lineage.spec.clone();
+        for dep in spec.dependencies() {
+            if is_lost(dep) {
+                self.rebuild(dep, is_lost, reason, out);
+            }
+        }
+        let Ok((readiness, held_back)) = self.graph.reopen_task(task) else {
+            return self.unavailable(id, format!("{reason}; its task is no longer known"));
+        };
+        for out_id in spec.return_ids() {
+            self.fetching_here.remove(&out_id);
+            if let Some(entry) = self.objects.get_mut(&out_id) {
+                entry.slot = Slot::Pending;
+            }
+        }
+        self.tasks.insert(task, TaskRecord::new(spec));
+        out.held_back.extend(held_back);
+        // An input whose own rebuild was impossible fails the task with its error.
+        let unavailable_input = self.tasks[&task].spec.dependencies().find_map(|dep| {
+            match self.objects.get(&dep).map(|e| &e.slot) {
+                Some(Slot::Failed(error)) => Some(error.clone()),
+                _ => None,
+            }
+        });
+        match (unavailable_input, readiness) {
+            (Some(error), _) => {
+                self.fail(task, error);
+            }
+            (None, Readiness::Ready) => out.ready.push(task),
+            (None, Readiness::Waiting) => {}
+            (None, Readiness::Failed(input)) => self.fail_with_input(task, input),
+        }
     }
 
     /// A task failed for good: its outputs and every task downstream fail with `error`.
@@ -536,10 +679,10 @@ impl Owner {
 
     fn finish_failed(&mut self, task: TaskId, error: TaskError) {
         if let Some(record) = self.tasks.remove(&task) {
+            self.end_task(&record.spec);
             for id in record.spec.return_ids() {
                 self.set_slot(id, Slot::Failed(error.clone()));
             }
-            self.release_inputs(&record.spec);
         }
     }
 
@@ -736,6 +879,19 @@ impl Owner {
         self.fetching_here.remove(&id);
         self.freed.push(id);
         let _ = self.graph.remove_object(id);
+        if let Some(lineage) = self.lineage.get(&id.task)
+            && lineage
+                .spec
+                .return_ids()
+                .all(|out| !self.objects.contains_key(&out))
+        {
+            // Nothing can ask for a rebuild any more: its inputs go.
+            let lineage = self.lineage.remove(&id.task).expect("looked up above");
+            for dep in lineage.spec.dependencies() {
+                self.release(dep);
+            }
+            self.release_inputs(&lineage.spec);
+        }
         // What its value referred to no longer needs to live for it.
         for inner in entry.contains {
             self.release(inner);
@@ -801,6 +957,94 @@ mod tests {
         assert_eq!(owner.object_count(), 1);
         owner.release(out(2));
         assert_eq!(owner.object_count(), 0);
+    }
+
+    fn retried(seq: u64, args: Vec<Arg>) -> TaskSpec {
+        TaskSpec {
+            max_retries: 1,
+            ..spec(seq, args)
+        }
+    }
+
+    fn run(owner: &mut Owner, seq: u64, slot: Slot) -> Vec<TaskId> {
+        owner.started(TaskId::new(0, seq), 1);
+        owner.complete(TaskId::new(0, seq), vec![slot], vec![])
+    }
+
+    #[test]
+    fn lost_remote_objects_are_rebuilt_from_their_lineage_inputs_first() {
+        let mut owner = Owner::default();
+        // 1 -> 2 -> 3, each result stored on another node; 3 is not retried.
+        owner.submit(retried(1, vec![]), None);
+        owner.submit(retried(2, vec![Arg::Ref(out(1))]), None);
+        owner.submit(spec(3, vec![Arg::Ref(out(2))]), None);
+        run(&mut owner, 1, Slot::Remote(10));
+        run(&mut owner, 2, Slot::Remote(20));
+        run(&mut owner, 3, Slot::Remote(30));
+        owner.release(out(1));
+        assert!(
+            matches!(owner.peek(out(1)), Some(Slot::Remote(10))),
+            "the lineage of 2 holds its input"
+        );
+        // A consumer of 2 that is ready when 2 is lost waits again.
+        owner.submit(spec(4, vec![Arg::Ref(out(2))]), None);
+
+        let mut rebuilt = Rebuilt::default();
+        owner.rebuild(out(2), &|_| true, "its node was lost", &mut rebuilt);
+        assert_eq!(
+            rebuilt.ready,
+            vec![TaskId::new(0, 1)],
+            "the input runs first"
+        );
+        assert_eq!(rebuilt.held_back, vec![TaskId::new(0, 4)]);
+        assert!(matches!(owner.peek(out(2)), Some(Slot::Pending)));
+        assert_eq!(
+            run(&mut owner, 1, Slot::Remote(10)),
+            vec![TaskId::new(0, 2)]
+        );
+        assert_eq!(
+            run(&mut owner, 2, Slot::Remote(20)),
+            vec![TaskId::new(0, 4)]
+        );
+        assert!(matches!(owner.peek(out(2)), Some(Slot::Remote(20))));
+
+        // The budget is max_retries; a task without retries has no lineage.
+        let mut again = Rebuilt::default();
+        owner.rebuild(out(2), &|_| false, "lost again", &mut again);
+        assert!(again.ready.is_empty());
+        assert!(matches!(owner.peek(out(2)),
+            Some(Slot::Failed(TaskError::ObjectUnavailable { reason, .. }))
+                if reason.contains("rebuilt 1 time(s) already (max_retries = 1)")));
+        owner.rebuild(out(3), &|_| false, "lost", &mut again);
+        assert!(matches!(owner.peek(out(3)),
+            Some(Slot::Failed(TaskError::ObjectUnavailable { function, reason, .. }))
+                if function == "tests::f3" && reason.contains("max_retries = 0")));
+
+        // Dropping the last result lets the lineage, and the input it held, go.
+        run(&mut owner, 4, inline());
+        for seq in [2, 3, 4] {
+            owner.release(out(seq));
+        }
+        assert_eq!(owner.object_count(), 0);
+        assert!(owner.lineage.is_empty());
+    }
+
+    #[test]
+    fn a_task_whose_argument_is_rebuilt_waits_for_it() {
+        let mut owner = Owner::default();
+        owner.submit(retried(1, vec![]), None);
+        owner.submit(spec(2, vec![Arg::Ref(out(1))]), None);
+        run(&mut owner, 1, Slot::Remote(10));
+        owner.started(TaskId::new(0, 2), 1);
+        let mut rebuilt = Rebuilt::default();
+        owner.rebuild(out(1), &|_| true, "lost", &mut rebuilt);
+        // Task 2 was on its way to a worker, which could not find its argument.
+        assert!(owner.waits_for_rebuild(TaskId::new(0, 2)));
+        assert!(!owner.unstarted(TaskId::new(0, 2)), "it waits");
+        assert_eq!(
+            run(&mut owner, 1, Slot::Remote(10)),
+            vec![TaskId::new(0, 2)]
+        );
     }
 
     #[test]

@@ -14,6 +14,15 @@ pub fn program() -> PathBuf {
         .expect("the prism binary (or PRISM_TEST_PROGRAM)")
 }
 
+/// In a process a node started from this test binary (a worker of the job): serves as the
+/// worker and never returns.
+pub fn serve_if_worker() {
+    if std::env::var_os("PRISM_ROLE").is_some() {
+        let _ = prism::init();
+        unreachable!("a worker never returns from init");
+    }
+}
+
 /// One host's session directory; dropping it stops that host's daemons.
 pub struct Host {
     /// The session directory.
