@@ -99,18 +99,31 @@ fn a_fan_out_of_ten_thousand_uses_every_node() -> Result<(), Failed> {
     )
 }
 
-fn an_actor_on_a_remote_node_keeps_its_state() -> Result<(), Failed> {
-    let tally = Tally::options().resources("beta", 1.0).remote(10);
+fn an_actor_on_a_remote_node_keeps_its_state(head_dir: &std::path::Path) -> Result<(), Failed> {
+    // Half a `beta`: no other test asks for a fraction, so the half in use is the actor's.
+    let tally = Tally::options().resources("beta", 0.5).remote(10);
     let mut last = 0;
     for i in 1..=100 {
         last = tally.add(i).get_blocking()?;
     }
     ensure(last == 10 + 5050, format!("the tally ends at {last}"))?;
     let node = tally.node().get_blocking()?;
-    ensure(node == "beta", format!("the actor lives on {node}"))
+    ensure(node == "beta", format!("the actor lives on {node}"))?;
+    let mut said = String::new();
+    let shown = common::eventually(15, || {
+        said = status(head_dir).unwrap_or_default();
+        said.lines()
+            .any(|l| l.contains(" beta ") && (l.contains("beta 0.5/2") || l.contains("beta 1.5/2")))
+    });
+    ensure(
+        shown,
+        format!("prism status shows the actor's half of beta in use:\n{said}"),
+    )
 }
 
-fn a_large_object_made_on_one_node_is_read_on_another() -> Result<(), Failed> {
+fn a_large_object_made_on_one_node_is_read_on_another(
+    head_dir: &std::path::Path,
+) -> Result<(), Failed> {
     const LEN: u64 = 100 << 20;
     let blob = make_blob::options().resources("alpha", 1.0).remote(LEN, 7);
     // Several readers on beta at once: one transfer into beta's store serves them all.
@@ -130,6 +143,14 @@ fn a_large_object_made_on_one_node_is_read_on_another() -> Result<(), Failed> {
             format!("beta read {len} bytes, sum {sum}; want {want:?}"),
         )?;
     }
+    // One transfer into beta served the three readers (beta pulls nothing else in this run).
+    let mut said = String::new();
+    let once = common::eventually(15, || {
+        said = status(head_dir).unwrap_or_default();
+        said.lines()
+            .any(|l| l.contains(" beta ") && l.contains("pulled 1 object, 100.0 MiB"))
+    });
+    ensure(once, format!("beta pulled the blob once:\n{said}"))?;
     // The driver reads it too (pulled into its own store).
     let bytes = prism::get_archived_blocking(&blob)?;
     ensure(bytes.len() as u64 == LEN, "the driver reads every byte")?;
@@ -294,7 +315,7 @@ fn main() {
     prism::init_with(config).expect("join the cluster");
 
     let args = Arguments::from_args();
-    let cases: [Case; 4] = [
+    let cases: [Case; 2] = [
         (
             "custom_resources_keep_tasks_on_their_node",
             custom_resources_keep_tasks_on_their_node,
@@ -303,6 +324,14 @@ fn main() {
             "a_fan_out_of_ten_thousand_uses_every_node",
             a_fan_out_of_ten_thousand_uses_every_node,
         ),
+    ];
+    let mut trials: Vec<Trial> = cases
+        .into_iter()
+        .map(|(name, body)| Trial::test(name, body))
+        .collect();
+    // Cases that read `prism status` on the head's host.
+    type StatusCase = (&'static str, fn(&std::path::Path) -> Result<(), Failed>);
+    let with_status: [StatusCase; 3] = [
         (
             "an_actor_on_a_remote_node_keeps_its_state",
             an_actor_on_a_remote_node_keeps_its_state,
@@ -311,16 +340,15 @@ fn main() {
             "a_large_object_made_on_one_node_is_read_on_another",
             a_large_object_made_on_one_node_is_read_on_another,
         ),
+        (
+            "a_task_that_fits_nowhere_shows_as_pending_demand",
+            a_task_that_fits_nowhere_shows_as_pending_demand,
+        ),
     ];
-    let mut trials: Vec<Trial> = cases
-        .into_iter()
-        .map(|(name, body)| Trial::test(name, body))
-        .collect();
-    let status_dir = head.dir.clone();
-    trials.push(Trial::test(
-        "a_task_that_fits_nowhere_shows_as_pending_demand",
-        move || a_task_that_fits_nowhere_shows_as_pending_demand(&status_dir),
-    ));
+    for (name, body) in with_status {
+        let dir = head.dir.clone();
+        trials.push(Trial::test(name, move || body(&dir)));
+    }
     let head_dir = head.dir.clone();
     trials.push(Trial::test(
         "intruders_are_refused_while_a_job_runs",

@@ -6,7 +6,7 @@ use prism_graph::{ObjectId, TaskError, TaskId, TaskKind, TaskSpec};
 use crate::frame::Message;
 
 /// The protocol version; a peer with another version is refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The first message of a worker: who it is and what it was built from.
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -380,12 +380,34 @@ pub struct NodeStatus {
     pub addr: String,
     /// Its resources by name.
     pub total: Vec<(String, f64)>,
-    /// What is free of them, as of its last heartbeat.
+    /// What is free of them: what its heartbeat says, less what jobs report using there.
     pub available: Vec<(String, f64)>,
     /// Whether it has sent a heartbeat within the timeout.
     pub alive: bool,
     /// Milliseconds since its last heartbeat.
     pub last_seen_ms: u64,
+    /// Objects its object manager pulled from other hosts, as of its last heartbeat.
+    pub pulled: PullStats,
+}
+
+/// Objects a node pulled from other hosts since it started.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct PullStats {
+    /// Completed pulls.
+    pub objects: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// What a job uses on one node.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct NodeUse {
+    /// The node's address (as in [`NodeStatus::addr`]).
+    pub addr: String,
+    /// Resources its tasks and actors hold there, by name.
+    pub used: Vec<(String, f64)>,
 }
 
 /// A member's request to the control store (on the head).
@@ -406,15 +428,20 @@ pub enum ToControl {
         node: u32,
         /// Its free resources.
         available: Vec<(String, f64)>,
+        /// What its object manager pulled so far.
+        pulled: PullStats,
     },
     /// The node table.
     Status,
-    /// A job's demand that no node has granted yet (replaces what it said before; empty: none).
-    Demand {
+    /// What a job waits for and what it uses (replaces what it said before; both empty: it
+    /// neither waits nor uses anything).
+    Report {
         /// The job.
         job: String,
-        /// Its waiting demands.
+        /// Its demand that no node has granted yet.
         pending: Vec<PendingDemand>,
+        /// What it holds on each node.
+        used: Vec<NodeUse>,
     },
     /// Every job's waiting demand.
     Demands,

@@ -376,8 +376,9 @@ async fn head(args: StartArgs, dir: &Path) -> Result<(), String> {
         return Err(format!("the head cannot register itself: {own:?}"));
     };
     save_nodes(dir, &mut control.lock());
+    let hosting = Hosting::new(name.clone(), dir, identity, endpoint.clone());
     // The head's own node beats in-process.
-    let beats = control.clone();
+    let (beats, beating) = (control.clone(), hosting.clone());
     let total = total_resources(&args);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(heartbeat_interval());
@@ -386,6 +387,7 @@ async fn head(args: StartArgs, dir: &Path) -> Result<(), String> {
             let beat = ToControl::Heartbeat {
                 node: own_id,
                 available: total.clone(),
+                pulled: beating.pulled(),
             };
             beats.lock().handle(beat, Instant::now());
         }
@@ -410,7 +412,6 @@ async fn head(args: StartArgs, dir: &Path) -> Result<(), String> {
          To add a node: prism start --address {addr} --token {token}\n",
         dir.display()
     ))?;
-    let hosting = Hosting::new(name.clone(), dir, identity, endpoint.clone());
     while let Some(accepted) = quic::accept(&endpoint).await {
         let (ca, token, control) = (ca.clone(), token.clone(), control.clone());
         let (dir, hosting, name) = (dir.to_path_buf(), hosting.clone(), name.clone());
@@ -577,7 +578,7 @@ async fn node(args: StartArgs, dir: &Path) -> Result<(), String> {
     let endpoint = quic::server_endpoint(bind, &identity).map_err(|e| e.to_string())?;
     let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
     let hosting = Hosting::new(name.clone(), dir, identity.clone(), endpoint.clone());
-    tokio::spawn(serve_node_endpoint(endpoint, name.clone(), hosting));
+    tokio::spawn(serve_node_endpoint(endpoint, name.clone(), hosting.clone()));
     let register = ToControl::Register {
         name: name.clone(),
         addr: addr.to_string(),
@@ -590,7 +591,8 @@ async fn node(args: StartArgs, dir: &Path) -> Result<(), String> {
     loop {
         let reason = match connect_member(&client, head, &identity, &name).await {
             Ok(connection) => {
-                let result = serve_head(&connection, &register, &mut announced, head).await;
+                let result =
+                    serve_head(&connection, &register, &hosting, &mut announced, head).await;
                 lost_since = None;
                 result
             }
@@ -629,6 +631,7 @@ async fn connect_member(
 async fn serve_head(
     connection: &quinn::Connection,
     register: &ToControl,
+    hosting: &Hosting,
     announced: &mut bool,
     head: SocketAddr,
 ) -> String {
@@ -661,6 +664,7 @@ async fn serve_head(
         let beat = ToControl::Heartbeat {
             node: id,
             available: resources.clone(),
+            pulled: hosting.pulled(),
         };
         // A head that died silently is noticed here, long before QUIC's idle timeout.
         let wait = (heartbeat_interval() * 5).max(Duration::from_secs(1));
@@ -718,7 +722,7 @@ fn render_status(head: SocketAddr, nodes: &[NodeStatus], demands: &[PendingDeman
         nodes.len()
     );
     out.push_str(
-        "NODE  NAME                     ADDRESS                STATE  RESOURCES (used/total)\n",
+        "NODE  NAME                     ADDRESS                STATE  RESOURCES (used/total); PULLED\n",
     );
     for n in nodes {
         let resources = crate::control::usage_line(n, str::to_string);
@@ -731,8 +735,13 @@ fn render_status(head: SocketAddr, nodes: &[NodeStatus], demands: &[PendingDeman
             )
         };
         out.push_str(&format!(
-            "{:<5} {:<24} {:<22} {:<6} {}\n",
-            n.id, n.name, n.addr, state, resources
+            "{:<5} {:<24} {:<22} {:<6} {}; pulled {}\n",
+            n.id,
+            n.name,
+            n.addr,
+            state,
+            resources,
+            crate::control::pulled_line(&n.pulled)
         ));
     }
     if demands.is_empty() {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use prism_transport::{FromControl, NodeStatus, PendingDemand, ToControl};
+use prism_transport::{FromControl, NodeStatus, NodeUse, PendingDemand, PullStats, ToControl};
 
 /// What is kept of a node across a head restart.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -29,6 +29,15 @@ struct NodeRecord {
     total: Vec<(String, f64)>,
     available: Vec<(String, f64)>,
     last_seen: Instant,
+    pulled: PullStats,
+}
+
+/// A job's last report.
+#[derive(Debug, Clone)]
+struct JobReport {
+    pending: Vec<PendingDemand>,
+    used: Vec<NodeUse>,
+    at: Instant,
 }
 
 /// The node table.
@@ -38,8 +47,8 @@ pub struct ControlStore {
     next: u32,
     timeout: Duration,
     changed: bool,
-    /// Each job's waiting demand, as of its last report (forgotten after the timeout).
-    demands: BTreeMap<String, (Vec<PendingDemand>, Instant)>,
+    /// Each job's waiting demand and use, as of its last report (forgotten after the timeout).
+    jobs: BTreeMap<String, JobReport>,
 }
 
 impl ControlStore {
@@ -50,7 +59,7 @@ impl ControlStore {
             next: 1,
             timeout,
             changed: false,
-            demands: BTreeMap::new(),
+            jobs: BTreeMap::new(),
         }
     }
 
@@ -68,6 +77,7 @@ impl ControlStore {
                     available: node.total.clone(),
                     total: node.total,
                     last_seen: long_ago,
+                    pulled: PullStats::default(),
                 },
             );
         }
@@ -126,35 +136,40 @@ impl ControlStore {
                         available: resources.clone(),
                         total: resources,
                         last_seen: now,
+                        pulled: PullStats::default(),
                     },
                 );
                 FromControl::Registered(id)
             }
-            ToControl::Heartbeat { node, available } => match self.nodes.get_mut(&node) {
+            ToControl::Heartbeat {
+                node,
+                available,
+                pulled,
+            } => match self.nodes.get_mut(&node) {
                 Some(record) => {
                     record.available = available;
                     record.last_seen = now;
+                    record.pulled = pulled;
                     FromControl::Ack
                 }
                 None => FromControl::Error(format!("node {node} is not registered")),
             },
             ToControl::Status => FromControl::Status(self.status(now)),
-            ToControl::Demand { job, pending } => {
-                if pending.is_empty() {
-                    self.demands.remove(&job);
+            ToControl::Report { job, pending, used } => {
+                if pending.is_empty() && used.is_empty() {
+                    self.jobs.remove(&job);
                 } else {
-                    self.demands.insert(job, (pending, now));
+                    let at = now;
+                    self.jobs.insert(job, JobReport { pending, used, at });
                 }
                 FromControl::Ack
             }
             ToControl::Demands => {
-                let timeout = self.timeout;
-                self.demands
-                    .retain(|_, (_, at)| now.saturating_duration_since(*at) <= timeout);
+                self.forget_silent_jobs(now);
                 FromControl::Demands(
-                    self.demands
+                    self.jobs
                         .values()
-                        .flat_map(|(pending, _)| pending.iter().cloned())
+                        .flat_map(|job| job.pending.iter().cloned())
                         .collect(),
                 )
             }
@@ -165,18 +180,36 @@ impl ControlStore {
         now.saturating_duration_since(node.last_seen) <= self.timeout
     }
 
-    /// Every node, with whether it is alive at `now`.
-    pub fn status(&self, now: Instant) -> Vec<NodeStatus> {
+    /// Reports older than the timeout are from jobs that ended without saying so.
+    fn forget_silent_jobs(&mut self, now: Instant) {
+        let timeout = self.timeout;
+        self.jobs
+            .retain(|_, job| now.saturating_duration_since(job.at) <= timeout);
+    }
+
+    /// Every node, with whether it is alive at `now` and what is free on it.
+    pub fn status(&mut self, now: Instant) -> Vec<NodeStatus> {
+        self.forget_silent_jobs(now);
         self.nodes
             .iter()
-            .map(|(id, n)| NodeStatus {
-                id: *id,
-                name: n.name.clone(),
-                addr: n.addr.clone(),
-                total: n.total.clone(),
-                available: n.available.clone(),
-                alive: self.alive(n, now),
-                last_seen_ms: now.saturating_duration_since(n.last_seen).as_millis() as u64,
+            .map(|(id, n)| {
+                let mut available = n.available.clone();
+                let uses = self.jobs.values().flat_map(|job| &job.used);
+                for (name, amount) in uses.filter(|u| u.addr == n.addr).flat_map(|u| &u.used) {
+                    if let Some((_, free)) = available.iter_mut().find(|(k, _)| k == name) {
+                        *free = (*free - amount).max(0.0);
+                    }
+                }
+                NodeStatus {
+                    id: *id,
+                    name: n.name.clone(),
+                    addr: n.addr.clone(),
+                    total: n.total.clone(),
+                    available,
+                    alive: self.alive(n, now),
+                    last_seen_ms: now.saturating_duration_since(n.last_seen).as_millis() as u64,
+                    pulled: n.pulled,
+                }
             })
             .collect()
     }
@@ -196,6 +229,16 @@ pub fn usage_line(node: &NodeStatus, escape: impl Fn(&str) -> String) -> String 
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// What a node pulled, as `3 objects, 12.5 MiB`.
+pub fn pulled_line(pulled: &PullStats) -> String {
+    format!(
+        "{} object{}, {:.1} MiB",
+        pulled.objects,
+        if pulled.objects == 1 { "" } else { "s" },
+        pulled.bytes as f64 / f64::from(1u32 << 20)
+    )
 }
 
 #[cfg(test)]
@@ -225,14 +268,38 @@ mod tests {
         let later = t0 + Duration::from_secs(2);
         let beat = ToControl::Heartbeat {
             node: 1,
-            available: vec![("CPU".into(), 1.0)],
+            available: vec![("CPU".into(), 2.0)],
+            pulled: PullStats {
+                objects: 1,
+                bytes: 10,
+            },
         };
         assert_eq!(store.handle(beat, later), FromControl::Ack);
+        // A job reports what it holds on node a (its address): status subtracts it.
+        let report = ToControl::Report {
+            job: "job".into(),
+            pending: vec![],
+            used: vec![NodeUse {
+                addr: "127.0.0.2:1".into(),
+                used: vec![("CPU".into(), 1.5)],
+            }],
+        };
+        assert_eq!(store.handle(report, later), FromControl::Ack);
         let status = store.status(t0 + Duration::from_secs(4));
         assert!(status[0].alive, "a beat at 2 s");
-        assert_eq!(status[0].available, vec![("CPU".to_string(), 1.0)]);
+        assert_eq!(status[0].available, vec![("CPU".to_string(), 0.5)]);
+        assert_eq!(
+            status[0].pulled,
+            PullStats {
+                objects: 1,
+                bytes: 10
+            }
+        );
         assert!(!status[1].alive, "b was last seen at 0 s");
         assert_eq!(status[1].last_seen_ms, 4000);
+        // A job that stops reporting is forgotten after the timeout.
+        let later = store.status(t0 + Duration::from_secs(6));
+        assert_eq!(later[0].available, vec![("CPU".to_string(), 2.0)]);
         // A dead node's name can be registered again (a restarted daemon): same number.
         assert!(store.changed());
         assert_eq!(
@@ -247,6 +314,7 @@ mod tests {
         let unknown = ToControl::Heartbeat {
             node: 9,
             available: vec![],
+            pulled: PullStats::default(),
         };
         assert!(matches!(store.handle(unknown, t0), FromControl::Error(_)));
     }

@@ -83,6 +83,8 @@ struct NodeJson {
     last_seen_ms: u64,
     total: std::collections::BTreeMap<String, f64>,
     available: std::collections::BTreeMap<String, f64>,
+    pulled_objects: u64,
+    pulled_bytes: u64,
 }
 
 async fn nodes_json(State(shared): State<Shared>) -> impl IntoResponse {
@@ -96,6 +98,8 @@ async fn nodes_json(State(shared): State<Shared>) -> impl IntoResponse {
             last_seen_ms: n.last_seen_ms,
             total: n.total.into_iter().collect(),
             available: n.available.into_iter().collect(),
+            pulled_objects: n.pulled.objects,
+            pulled_bytes: n.pulled.bytes,
         })
         .collect();
     axum::Json(nodes)
@@ -135,6 +139,29 @@ async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
             }
         }
     }
+    for (metric, help, value) in [
+        (
+            "prism_objects_pulled_total",
+            "Objects a node pulled from other hosts.",
+            (|n: &NodeStatus| n.pulled.objects) as fn(&NodeStatus) -> u64,
+        ),
+        (
+            "prism_bytes_pulled_total",
+            "Bytes of objects a node pulled from other hosts.",
+            |n: &NodeStatus| n.pulled.bytes,
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {metric} {help}\n# TYPE {metric} counter\n"
+        ));
+        for n in &nodes {
+            out.push_str(&format!(
+                "{metric}{{node=\"{}\"}} {}\n",
+                escape_label(&n.name),
+                value(n)
+            ));
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
@@ -159,19 +186,20 @@ async fn page(State(shared): State<Shared>) -> Html<String> {
     for n in &nodes {
         let resources = crate::control::usage_line(n, escape_html);
         rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             n.id,
             escape_html(&n.name),
             escape_html(&n.addr),
             if n.alive { "alive" } else { "dead" },
-            resources
+            resources,
+            crate::control::pulled_line(&n.pulled)
         ));
     }
     Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Prism cluster</title></head>\
          <body><h1>Prism cluster</h1><p>{} of {} nodes alive</p>\
          <table border=\"1\"><tr><th>node</th><th>name</th><th>address</th><th>state</th>\
-         <th>resources (used/total)</th></tr>\n{rows}</table></body></html>\n",
+         <th>resources (used/total)</th><th>pulled</th></tr>\n{rows}</table></body></html>\n",
         nodes.iter().filter(|n| n.alive).count(),
         nodes.len()
     ))

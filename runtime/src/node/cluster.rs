@@ -14,7 +14,7 @@ use std::sync::{Arc, Weak};
 use prism_graph::Resources;
 use prism_transport::quic::{self, Accepted};
 use prism_transport::transfer;
-use prism_transport::{FromControl, PendingDemand, ToHost};
+use prism_transport::{FromControl, NodeUse, PendingDemand, ToHost};
 use prism_transport::{FromHost, HostEvent, HostHello, Purpose, ToControl};
 
 use super::Core;
@@ -48,8 +48,8 @@ pub(crate) struct Joined {
     pub(crate) home: Option<usize>,
     /// The connection to the head's control store.
     control: quinn::Connection,
-    /// Whether the last demand report said something was waiting.
-    reported_demand: std::sync::atomic::AtomicBool,
+    /// Whether the last report said something was waiting or in use.
+    reported: std::sync::atomic::AtomicBool,
 }
 
 fn startup<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Error {
@@ -202,7 +202,7 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
         peers,
         home,
         control,
-        reported_demand: std::sync::atomic::AtomicBool::new(false),
+        reported: std::sync::atomic::AtomicBool::new(false),
     })
 }
 
@@ -239,16 +239,21 @@ async fn serve_driver_endpoint(endpoint: quinn::Endpoint, job: String, source: A
 }
 
 impl Joined {
-    /// Tells the control store what the job's tasks wait for (shown by `prism status`), when
-    /// something waits or just stopped waiting.
-    pub(crate) fn report_demand(self: &Arc<Self>, pending: Vec<(Resources, u32, bool)>) {
+    /// Tells the control store what the job's tasks wait for and what they hold on each node
+    /// (shown by `prism status`): each tick while there is something to say, and once more when
+    /// there stops being anything.
+    pub(crate) fn report(
+        self: &Arc<Self>,
+        pending: Vec<(Resources, u32, bool)>,
+        used: Vec<(usize, Resources)>,
+    ) {
         use std::sync::atomic::Ordering;
-        let waiting = !pending.is_empty();
-        if !waiting && !self.reported_demand.swap(false, Ordering::SeqCst) {
+        let busy = !pending.is_empty() || !used.is_empty();
+        if !busy && !self.reported.swap(false, Ordering::SeqCst) {
             return;
         }
-        self.reported_demand.store(waiting, Ordering::SeqCst);
-        let request = ToControl::Demand {
+        self.reported.store(busy, Ordering::SeqCst);
+        let request = ToControl::Report {
             job: self.job.clone(),
             pending: pending
                 .into_iter()
@@ -259,11 +264,23 @@ impl Joined {
                     infeasible,
                 })
                 .collect(),
+            used: used
+                .into_iter()
+                .filter_map(|(idx, used)| {
+                    Some(NodeUse {
+                        addr: self.nodes.get(idx)?.addr.to_string(),
+                        used: used
+                            .iter()
+                            .map(|(name, amount)| (name.to_string(), amount.as_f64()))
+                            .collect(),
+                    })
+                })
+                .collect(),
         };
         let control = self.control.clone();
         tokio::spawn(async move {
             if let Err(e) = quic::ask::<_, FromControl>(&control, &request, MAX_ANSWER).await {
-                tracing::debug!("cannot report the job's demand: {e}");
+                tracing::debug!("cannot report the job's demand and use: {e}");
             }
         });
     }

@@ -19,7 +19,7 @@ use prism_graph::ObjectId;
 use prism_transport::quic;
 use prism_transport::tls::Identity;
 use prism_transport::transfer;
-use prism_transport::{FromHost, HostEvent, HostHello, PullKey, Purpose, ToHost};
+use prism_transport::{FromHost, HostEvent, HostHello, PullKey, PullStats, Purpose, ToHost};
 use tokio::sync::watch;
 
 use super::object_manager::{Peers, StoreSource};
@@ -45,6 +45,8 @@ pub(crate) struct Hosting {
     peers: Peers,
     /// Pulls in progress, so concurrent fetches of one object make one transfer.
     fetching: Mutex<HashMap<(String, ObjectId), FetchWatch>>,
+    /// Objects pulled from other hosts so far (reported with the heartbeat).
+    pulled: Mutex<PullStats>,
 }
 
 #[derive(Debug)]
@@ -75,7 +77,13 @@ impl Hosting {
             jobs: Mutex::new(HashMap::new()),
             peers: Peers::new(name.clone(), endpoint, identity),
             fetching: Mutex::new(HashMap::new()),
+            pulled: Mutex::new(PullStats::default()),
         })
+    }
+
+    /// Objects this node pulled from other hosts since it started.
+    pub(crate) fn pulled(&self) -> PullStats {
+        *self.pulled.lock()
     }
 
     /// Serves a member connection whose hello declared a job or objects purpose.
@@ -316,6 +324,11 @@ impl Hosting {
                 Err(e) => Err(format!("bad holder address {from:?}: {e}")),
             };
             self.fetching.lock().remove(&key);
+            if result.is_ok() {
+                let mut pulled = self.pulled.lock();
+                pulled.objects += 1;
+                pulled.bytes += len;
+            }
             let _ = tx.send(Some(result.clone()));
             return result;
         }

@@ -495,7 +495,7 @@ impl Core {
         }
         if let Some(joined) = &self.cluster {
             let _guard = self.handle.enter();
-            joined.report_demand(state.nodes.pending());
+            joined.report(state.nodes.pending(), state.nodes.used());
         }
         state.settle();
     }

@@ -235,6 +235,19 @@ impl Nodes {
         all
     }
 
+    /// What the job holds on each live node that it uses at all.
+    pub(crate) fn used(&self) -> Vec<(NodeIdx, Resources)> {
+        let mut all = Vec::new();
+        for (i, node) in self.list.iter().enumerate().filter(|(_, n)| n.alive) {
+            let mut used = node.sched.total().clone();
+            used.subtract(node.sched.available());
+            if used.iter().next().is_some() {
+                all.push((i, used));
+            }
+        }
+        all
+    }
+
     pub(crate) fn surplus_idle_workers(&self) -> Vec<WorkerId> {
         self.list
             .iter()
