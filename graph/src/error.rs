@@ -86,6 +86,16 @@ pub enum TaskError {
         /// Why it cannot be read.
         reason: String,
     },
+    /// The task can never be scheduled: the placement group it was to run in was removed.
+    #[error("task {task} ({function}) cannot be scheduled: {reason}")]
+    Unschedulable {
+        /// The task.
+        task: TaskId,
+        /// Its function.
+        function: String,
+        /// Why.
+        reason: String,
+    },
     /// The worker's binary has no function registered under this name (or with this signature).
     #[error("task {task}: the worker binary has no remote function {function} ({detail})")]
     UnknownFunction {
@@ -108,6 +118,7 @@ impl TaskError {
             | TaskError::InvalidValue { task, .. }
             | TaskError::InvalidOptions { task, .. }
             | TaskError::ActorDied { task, .. }
+            | TaskError::Unschedulable { task, .. }
             | TaskError::UnknownFunction { task, .. } => *task,
             TaskError::ObjectUnavailable { object, .. } => object.task,
         }
@@ -122,6 +133,7 @@ impl TaskError {
             | TaskError::InvalidValue { function, .. }
             | TaskError::InvalidOptions { function, .. }
             | TaskError::ActorDied { function, .. }
+            | TaskError::Unschedulable { function, .. }
             | TaskError::UnknownFunction { function, .. }
             | TaskError::ObjectUnavailable { function, .. } => function,
         }

@@ -58,6 +58,9 @@ pub use prism_macros::{actor, main, remote};
 pub use api::actor::{ActorHandle, ActorOptions, get_actor, kill};
 pub use api::memory::{Location, MemoryReport, ObjectInfo, memory};
 pub use api::object_ref::{ArchivedRef, ObjectRef};
+pub use api::placement::{
+    Bundle, PlacementGroup, PlacementStrategy, placement_group, remove_placement_group,
+};
 pub use api::{
     IntoRefs, WaitResult, available_resources, cancel, cancel_force, cluster_resources, get,
     get_all, get_all_blocking, get_archived, get_archived_blocking, get_blocking, get_timeout,
@@ -82,6 +85,14 @@ pub mod __private {
     };
     pub use crate::api::call::{ArgSlot, IntoArg, TaskOptions, submit};
     pub use crate::api::object_ref::{ObjectRef, RawRef};
+
+    /// Where in `group` a call runs (for the generated option builders).
+    pub fn group_slot(
+        group: &crate::PlacementGroup,
+        bundle: Option<u32>,
+    ) -> crate::api::placement::GroupSlot {
+        group.slot(bundle)
+    }
     pub use crate::api::registry::{
         ActorClass, ActorMethod, ActorState, SharedActor, read_actor, share_actor, write_actor,
     };

@@ -174,6 +174,27 @@ fn a_large_object_made_on_one_node_is_read_on_another(
     )
 }
 
+fn a_strict_spread_group_puts_each_bundle_on_its_own_node() -> Result<(), Failed> {
+    let group = prism::placement_group(
+        vec![prism::Bundle::new().cpus(1.0); 3],
+        prism::PlacementStrategy::StrictSpread,
+    )?;
+    ensure(
+        group.wait_blocking(std::time::Duration::from_secs(30))?,
+        "three bundles on three nodes",
+    )?;
+    let names: Vec<ObjectRef<String>> = (0..3)
+        .map(|i| where_am_i::options().placement(&group, i).remote())
+        .collect();
+    let mut names = prism::get_all_blocking(&names)?;
+    prism::remove_placement_group(&group)?;
+    names.sort_unstable();
+    ensure(
+        names == ["alpha", "beta", "head"],
+        format!("the bundles' tasks ran on {names:?}"),
+    )
+}
+
 fn intruders_are_refused_while_a_job_runs(
     head_dir: &std::path::Path,
     daemons: &[String],
@@ -315,7 +336,11 @@ fn main() {
     prism::init_with(config).expect("join the cluster");
 
     let args = Arguments::from_args();
-    let cases: [Case; 2] = [
+    let cases: [Case; 3] = [
+        (
+            "a_strict_spread_group_puts_each_bundle_on_its_own_node",
+            a_strict_spread_group_puts_each_bundle_on_its_own_node,
+        ),
         (
             "custom_resources_keep_tasks_on_their_node",
             custom_resources_keep_tasks_on_their_node,

@@ -175,6 +175,8 @@ pub struct ActorOptions {
     /// 1, calls run on as many threads, `&self` methods side by side and `&mut self` methods
     /// alone, with no order between them; the actor type must be `Sync`.
     pub max_concurrency: u32,
+    /// The placement group (and bundle) the actor lives in, if any.
+    pub placement: Option<crate::api::placement::GroupSlot>,
 }
 
 impl Default for ActorOptions {
@@ -188,6 +190,7 @@ impl Default for ActorOptions {
             name: None,
             get_if_exists: false,
             max_concurrency: 1,
+            placement: None,
         }
     }
 }
@@ -238,7 +241,8 @@ fn try_create<A: Actor>(
     let call = Call {
         name: A::CLASS,
         hash,
-        demand: demand(options.num_cpus, options.num_gpus, &options.resources),
+        demand: demand(options.num_cpus, options.num_gpus, &options.resources)
+            .and_then(|base| crate::api::call::placed(base, options.placement)),
         max_retries: 0,
         retry_exceptions: false,
         num_returns: 0,
@@ -363,6 +367,7 @@ macro_rules! __actor_options_builder {
                 self.opts.max_concurrency = n;
                 self
             }
+            $crate::__placement_options!("actor");
         }
     };
 }

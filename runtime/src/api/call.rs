@@ -4,6 +4,7 @@
 use prism_graph::{Arg, Resources, TaskError, TaskKind, TaskSpec};
 
 use crate::api::object_ref::{ObjectRef, RawRef};
+use crate::api::placement::GroupSlot;
 use crate::context;
 use crate::value::Remotable;
 
@@ -21,6 +22,8 @@ pub struct TaskOptions {
     pub max_retries: u32,
     /// Whether panics are retried too, within `max_retries` (default false).
     pub retry_exceptions: bool,
+    /// The placement group (and bundle) the task runs in, if any.
+    pub placement: Option<GroupSlot>,
 }
 
 impl Default for TaskOptions {
@@ -31,6 +34,7 @@ impl Default for TaskOptions {
             resources: Vec::new(),
             max_retries: 3,
             retry_exceptions: false,
+            placement: None,
         }
     }
 }
@@ -43,7 +47,10 @@ impl TaskOptions {
     }
 
     pub(crate) fn demand(&self) -> Result<Resources, String> {
-        demand(self.num_cpus, self.num_gpus, &self.resources)
+        placed(
+            demand(self.num_cpus, self.num_gpus, &self.resources)?,
+            self.placement,
+        )
     }
 }
 
@@ -68,6 +75,14 @@ pub(crate) fn demand(
             .map_err(|e| format!("resource {name:?}: {e}"))?;
     }
     Ok(r)
+}
+
+/// `base`, or what it becomes inside a placement group.
+pub(crate) fn placed(base: Resources, placement: Option<GroupSlot>) -> Result<Resources, String> {
+    match placement {
+        Some(slot) => slot.demand(&base),
+        None => Ok(base),
+    }
 }
 
 /// An argument on its way into a task.
@@ -253,6 +268,30 @@ pub(crate) struct KeepAlive {
 }
 
 /// Declares the per-call option builder on a generated `Call` type holding `opts: TaskOptions`.
+/// The placement-group methods of the generated option builders (`what`: "task" or "actor").
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __placement_options {
+    ($what:literal) => {
+        #[doc = concat!("Runs the ", $what, " in bundle `bundle` of a placement group, on what it reserved.")]
+        pub fn placement(mut self, group: &$crate::PlacementGroup, bundle: u32) -> Self {
+            self.opts.placement = ::core::option::Option::Some($crate::__private::group_slot(
+                group,
+                ::core::option::Option::Some(bundle),
+            ));
+            self
+        }
+        #[doc = concat!("Runs the ", $what, " in any bundle of a placement group, on what it reserved.")]
+        pub fn placement_group(mut self, group: &$crate::PlacementGroup) -> Self {
+            self.opts.placement = ::core::option::Option::Some($crate::__private::group_slot(
+                group,
+                ::core::option::Option::None,
+            ));
+            self
+        }
+    };
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __options_builder {
@@ -283,6 +322,7 @@ macro_rules! __options_builder {
                 self.opts.retry_exceptions = yes;
                 self
             }
+            $crate::__placement_options!("task");
         }
     };
 }

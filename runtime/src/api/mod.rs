@@ -5,6 +5,7 @@ pub(crate) mod actor;
 pub(crate) mod call;
 pub(crate) mod memory;
 pub(crate) mod object_ref;
+pub(crate) mod placement;
 pub(crate) mod registry;
 mod spin;
 

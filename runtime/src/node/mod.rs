@@ -10,6 +10,7 @@ pub(crate) mod host;
 mod nodes;
 mod object_manager;
 pub(crate) mod object_store;
+pub(crate) mod placement;
 mod remote;
 pub(crate) mod scheduler;
 pub(crate) mod worker_pool;
@@ -77,6 +78,9 @@ struct State {
     /// Surplus idle workers seen at the last tick: stopped if still surplus at the next.
     retire_candidates: Vec<WorkerId>,
     actors: IdMap<ActorId, actors::ActorRecord>,
+    /// Placement groups made by the driver, by number.
+    groups: HashMap<u64, placement::Group>,
+    next_group: u64,
     names: HashMap<String, ActorId>,
     /// Actor creation attempts (first starts and restarts) by task.
     creations: IdMap<TaskId, ActorId>,
@@ -182,6 +186,8 @@ impl Core {
                 startup_failures: 0,
                 retire_candidates: Vec::new(),
                 actors: IdMap::default(),
+                groups: HashMap::new(),
+                next_group: 0,
                 names: HashMap::new(),
                 creations: IdMap::default(),
                 actors_to_pump: IdSet::default(),
@@ -350,6 +356,30 @@ impl Core {
     }
 
     /// The named actor's id and class (counting a new handle).
+    /// Makes a placement group of `bundles` (reserved now, or as soon as they fit).
+    pub(crate) fn create_group(
+        &self,
+        bundles: Vec<Resources>,
+        strategy: placement::PlacementStrategy,
+    ) -> u64 {
+        let mut state = self.state.lock();
+        let id = state.create_group(bundles, strategy);
+        state.settle();
+        id
+    }
+
+    /// Removes placement group `id`.
+    pub(crate) fn remove_group(&self, id: u64) {
+        let mut state = self.state.lock();
+        state.remove_group(id);
+        state.settle();
+    }
+
+    /// Whether placement group `id` is reserved, or why it never will be.
+    pub(crate) fn poll_group(&self, id: u64, waker: &Waker) -> Poll<Result<(), String>> {
+        self.state.lock().poll_group(id, waker)
+    }
+
     pub(crate) fn lookup_actor(&self, name: &str) -> Option<(ActorId, String)> {
         self.state.lock().lookup_actor(name)
     }
@@ -631,13 +661,18 @@ impl State {
             return;
         };
         let demand = record.spec.resources.clone();
-        match record.spec.kind {
-            TaskKind::Normal => {}
-            TaskKind::ActorCreation { .. } => return self.enqueue_creation(task, demand),
-            TaskKind::ActorCall(actor) => {
-                self.actors_to_pump.insert(actor);
-                return;
-            }
+        let kind = record.spec.kind;
+        if let TaskKind::ActorCall(actor) = kind {
+            self.actors_to_pump.insert(actor);
+            return;
+        }
+        match self.parked_for_group(task, &demand) {
+            Ok(false) => {}
+            Ok(true) => return,
+            Err(reason) => return self.unschedulable(task, reason),
+        }
+        if let TaskKind::ActorCreation { .. } = kind {
+            return self.enqueue_creation(task, demand);
         }
         let node = self.place(task, &demand);
         if self.nodes.submit(node, task, demand.clone()) == Admission::Infeasible {
@@ -970,6 +1005,7 @@ impl State {
 
     /// Schedules, encodes what became sendable, and hands frames to the writers.
     fn settle(&mut self) {
+        self.place_groups();
         let startup_broken = self.startup_failures >= MAX_STARTUP_FAILURES;
         for (node, action) in self.nodes.schedule() {
             match action {

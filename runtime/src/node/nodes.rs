@@ -189,6 +189,22 @@ impl Nodes {
         Placement::Absent
     }
 
+    /// Reserves a placement group's bundle on node `idx` (see [`Scheduler::reserve`]).
+    pub(crate) fn reserve(&mut self, idx: NodeIdx, bundle: &Resources, named: &Resources) {
+        self.list[idx].sched.reserve(bundle, named);
+    }
+
+    /// Ends a bundle's reservation on node `idx` (see [`Scheduler::unreserve`]).
+    pub(crate) fn unreserve(
+        &mut self,
+        idx: NodeIdx,
+        bundle: &Resources,
+        named: &Resources,
+        marker: &str,
+    ) -> (Vec<TaskId>, Vec<WorkerId>) {
+        self.list[idx].sched.unreserve(bundle, named, marker)
+    }
+
     /// Empties the queues of every node (or of one) and returns what was in them.
     pub(crate) fn drain_queued(&mut self, only: Option<NodeIdx>) -> Vec<TaskId> {
         let mut all = Vec::new();

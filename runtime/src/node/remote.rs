@@ -38,6 +38,11 @@ impl Remote {
         }
     }
 
+    /// The node on the driver's host, if the cluster has one.
+    pub(super) fn home(&self) -> Option<NodeIdx> {
+        self.joined.home
+    }
+
     /// Sends `request` to `node`; `then` gets the core and the answer (an error as text).
     fn request(
         &self,

@@ -335,6 +335,69 @@ impl Scheduler {
         started
     }
 
+    /// Sets `bundle` aside for a placement group: it leaves the free resources and comes back as
+    /// `named` (the group's own names for it), which only the group's tasks demand. Tasks that
+    /// were infeasible may fit the node now.
+    pub(crate) fn reserve(&mut self, bundle: &Resources, named: &Resources) {
+        self.available.subtract(bundle);
+        self.total.add(named);
+        self.available.add(named);
+        let infeasible = std::mem::take(&mut self.infeasible);
+        for task in infeasible {
+            let demand = self.demands.remove(&task).unwrap_or_default();
+            self.submit(task, demand);
+        }
+    }
+
+    /// Ends a reservation made by [`Scheduler::reserve`]: `named` goes, `bundle` is free again.
+    /// Returns the queued tasks that demanded the group (their `marker`) and the workers leased
+    /// for it, which the caller stops; their leases no longer hold anything.
+    pub(crate) fn unreserve(
+        &mut self,
+        bundle: &Resources,
+        named: &Resources,
+        marker: &str,
+    ) -> (Vec<TaskId>, Vec<WorkerId>) {
+        let in_group = |demand: &Resources| demand.get(marker) != Amount::ZERO;
+        let mut queued = Vec::new();
+        for shape in self.shapes.clone() {
+            if in_group(&shape)
+                && let Some(queue) = self.queues.remove(&shape)
+            {
+                self.shapes.retain(|s| *s != shape);
+                queued.extend(queue);
+            }
+        }
+        let pinned = std::mem::take(&mut self.pinned_queue);
+        for task in pinned {
+            if self.demands.get(&task).is_some_and(&in_group) {
+                queued.push(task);
+            } else {
+                self.pinned_queue.push_back(task);
+            }
+        }
+        let mut workers = Vec::new();
+        for (&worker, state) in &mut self.workers {
+            if let WorkerState::Leased {
+                demand, inflight, ..
+            } = state
+                && in_group(demand)
+            {
+                // Tasks pipelined behind the running one never start.
+                queued.extend(inflight.drain(inflight.len().min(1)..));
+                *demand = Resources::default();
+                workers.push(worker);
+            }
+        }
+        for task in &queued {
+            self.demands.remove(task);
+        }
+        self.total.subtract(named);
+        self.available.subtract(named);
+        self.available.add(bundle);
+        (queued, workers)
+    }
+
     /// Empties the node's queue (including infeasible tasks) and returns what was in it.
     pub(crate) fn drain_queued(&mut self) -> Vec<TaskId> {
         let mut tasks: Vec<TaskId> = std::mem::take(&mut self.infeasible);
