@@ -318,11 +318,42 @@ fn a_put_beyond_capacity_fails_clearly() -> Result<(), Failed> {
     ensure(small.get_blocking()?.len() == MIB, "the store still works")
 }
 
+/// Freed segments are reused for later puts (see `SegmentPool`): the reused bytes are the new
+/// object's, in the driver and in a worker, while an object still referenced is untouched.
+fn reused_segments_hold_only_the_new_object() -> Result<(), Failed> {
+    let kept = prism::put(vec![9u32; 1 << 20])?;
+    for round in 0..4u32 {
+        let first = prism::put(vec![round; 2 << 20])?;
+        drop(first);
+        let n = (1 << 20) + round as usize * 1000;
+        let second = prism::put(vec![round + 100; n])?;
+        let read = prism::get_blocking(&second)?;
+        ensure(
+            read.len() == n && read.iter().all(|&v| v == round + 100),
+            format!("round {round}: the driver reads the new object whole"),
+        )?;
+        let (first_value, len) = first_and_len::remote(second).get_blocking()?;
+        ensure(
+            (first_value, len) == (round + 100, n as u64),
+            format!("round {round}: a worker reads {first_value} x {len}"),
+        )?;
+    }
+    let kept = prism::get_blocking(&kept)?;
+    ensure(
+        kept.iter().all(|&v| v == 9),
+        "a live object is never reused",
+    )
+}
+
 fn main() {
     let config = prism::Config::new()
         .num_cpus(2.0)
         .object_store_memory(256 * MIB as u64);
     let cases: &[Case] = &[
+        (
+            "reused_segments_hold_only_the_new_object",
+            reused_segments_hold_only_the_new_object,
+        ),
         (
             "large_objects_are_shared_and_read_without_copies",
             large_objects_are_shared_and_read_without_copies,

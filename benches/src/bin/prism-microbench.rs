@@ -194,6 +194,9 @@ fn put_large(n: u64) -> u64 {
     n
 }
 
+/// Placement groups made per round of "placement group create/removal" (Ray's `NUM_PGS`).
+const PLACEMENT_GROUPS: u64 = 100;
+
 fn benches() -> Vec<Bench> {
     let value = prism::put(0u64).expect("put");
     // As Ray: one client per CPU for the multi-client cases.
@@ -217,6 +220,28 @@ fn benches() -> Vec<Bench> {
     let hundred_mib = prism::put(vec![1u8; 100 << 20]).expect("put");
     let big_arg = hundred_mib.clone();
     vec![
+        (
+            // Ray's case: 100 groups of one tiny bundle (Ray's is {"custom": 0.001}; a tiny
+            // CPU bundle here, as the suite's node has no custom resource), each awaited,
+            // then all removed.
+            "placement group create/removal",
+            PLACEMENT_GROUPS,
+            Box::new(|| {
+                let groups: Vec<prism::PlacementGroup> = (0..PLACEMENT_GROUPS)
+                    .map(|_| {
+                        let bundle = prism::Bundle::new().cpus(0.001);
+                        prism::placement_group(vec![bundle], prism::PlacementStrategy::Pack)
+                            .expect("placement group")
+                    })
+                    .collect();
+                for group in &groups {
+                    assert!(group.wait_blocking(Duration::from_secs(30)).expect("wait"));
+                }
+                for group in &groups {
+                    prism::remove_placement_group(group).expect("remove");
+                }
+            }),
+        ),
         (
             "single client get calls",
             1,

@@ -170,6 +170,8 @@ pub(crate) struct Owner {
     fetching_here: IdSet<ObjectId>,
     /// Objects freed since the node last looked (copies elsewhere can go too).
     pub(crate) freed: Vec<ObjectId>,
+    /// Segments of freed objects, for the next large puts.
+    pub(crate) pool: object_store::SegmentPool,
 }
 
 impl Owner {
@@ -183,6 +185,7 @@ impl Owner {
             store_dir,
             spill_dir,
             capacity,
+            pool: object_store::SegmentPool::new(capacity / 4),
             ..Owner::default()
         }
     }
@@ -197,6 +200,9 @@ impl Owner {
     /// Spills least recently used shared objects that no queued or running task needs until
     /// `needed` more bytes fit (never `keep`); false when that is impossible.
     pub(crate) fn make_room(&mut self, needed: u64, keep: Option<ObjectId>) -> bool {
+        // Pooled segments go before any object is spilled.
+        let room = self.capacity.saturating_sub(self.stored_bytes + needed);
+        self.pool.shrink_to(room);
         while self.stored_bytes + needed > self.capacity {
             let victim = self
                 .objects
@@ -865,10 +871,14 @@ impl Owner {
         };
         match &entry.slot {
             Slot::Ready(ObjectBytes::Shared(segment)) => {
-                self.stored_bytes = self
-                    .stored_bytes
-                    .saturating_sub(segment.bytes().len() as u64);
-                object_store::unlink(&self.store_dir, id);
+                let len = segment.bytes().len() as u64;
+                self.stored_bytes = self.stored_bytes.saturating_sub(len);
+                if Arc::strong_count(segment) == 1 {
+                    // Nobody in this process maps it, and no reader elsewhere holds it.
+                    self.pool.recycle(&self.store_dir, id, len);
+                } else {
+                    object_store::unlink(&self.store_dir, id);
+                }
             }
             Slot::Spilled(len) => {
                 self.spilled_bytes = self.spilled_bytes.saturating_sub(*len);
