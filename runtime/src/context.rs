@@ -10,7 +10,7 @@ use parking_lot::RwLock;
 use prism_graph::{ActorId, ObjectId, TaskError, TaskId, TaskSpec};
 
 use crate::node::Core;
-use crate::node::object_store::{ObjectBytes, Segment};
+use crate::node::object_store::{self, ObjectBytes, Segment};
 use crate::owner::Known;
 use crate::value::Remotable;
 use crate::worker::WorkerClient;
@@ -87,6 +87,7 @@ impl Context {
             if let Context::Driver(core) = self {
                 core.reserve(id, len)?;
             }
+            object_store::take_pooled(dir, id, len as u64);
             let segment = Segment::create_with(dir, id, len, |buf| value.archive_into(buf))
                 .map_err(|e| Error::Encode {
                     what: format!("object {id} into {}", dir.display()),

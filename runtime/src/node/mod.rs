@@ -283,8 +283,6 @@ impl Core {
                 capacity,
             });
         }
-        let owner = &mut state.owner;
-        owner.pool.take(&owner.store_dir, id, size as u64);
         Ok(())
     }
 

@@ -71,15 +71,53 @@ pub(crate) fn unlink(dir: &Path, id: ObjectId) {
 /// Freed segments smaller than this are removed, not pooled.
 const MIN_POOLED: u64 = 1 << 20;
 
-/// Segments of freed objects kept for the next large put: their pages are allocated already,
-/// and the kernel zeroing fresh pages costs more than the copy into them (a put into a fresh
-/// segment ran at a tenth of `memcpy`). The pool holds at most `limit` bytes; the oldest go
-/// first.
+/// The most files the pool keeps (so that looking through it stays cheap).
+const MAX_POOLED_FILES: usize = 64;
+
+/// Where a store keeps pooled segments.
+fn pool_dir(dir: &Path) -> PathBuf {
+    dir.join("pool")
+}
+
+/// The pooled files of the store at `dir`: (path, length, sequence), oldest first. A file's
+/// name is `LEN.SEQ`.
+fn pooled(dir: &Path) -> Vec<(PathBuf, u64, u64)> {
+    let Ok(entries) = std::fs::read_dir(pool_dir(dir)) else {
+        return Vec::new();
+    };
+    let mut files: Vec<(PathBuf, u64, u64)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let (len, seq) = name.to_str()?.split_once('.')?;
+            Some((e.path(), len.parse().ok()?, seq.parse().ok()?))
+        })
+        .collect();
+    files.sort_by_key(|f| f.2);
+    files
+}
+
+/// Renames a pooled segment of at least `len` bytes (the smallest such) to `id`'s segment, for
+/// [`Segment::create_with`] to fill; false when none fits. Any process of the node may take
+/// one: a file another took first is skipped.
+pub(crate) fn take_pooled(dir: &Path, id: ObjectId, len: u64) -> bool {
+    if len < MIN_POOLED {
+        return false;
+    }
+    let mut fits: Vec<(PathBuf, u64, u64)> =
+        pooled(dir).into_iter().filter(|f| f.1 >= len).collect();
+    fits.sort_by_key(|f| f.1);
+    fits.into_iter()
+        .any(|(path, _, _)| std::fs::rename(path, segment_path(dir, id)).is_ok())
+}
+
+/// Segments of freed objects kept for the next large puts of any process of the node (see
+/// [`take_pooled`]): their pages are allocated already, and the kernel zeroing fresh pages
+/// costs more than the copy into them (a put into a fresh segment ran at a tenth of `memcpy`).
+/// The owner that frees objects adds to it; the pool holds at most `limit` bytes and
+/// [`MAX_POOLED_FILES`] files, the oldest going first.
 #[derive(Debug, Default)]
 pub(crate) struct SegmentPool {
-    /// Pooled files with their lengths, oldest first.
-    files: Vec<(PathBuf, u64)>,
-    bytes: u64,
     limit: u64,
     next: u64,
 }
@@ -87,10 +125,7 @@ pub(crate) struct SegmentPool {
 impl SegmentPool {
     /// A pool of at most `limit` bytes.
     pub(crate) fn new(limit: u64) -> Self {
-        SegmentPool {
-            limit,
-            ..SegmentPool::default()
-        }
+        SegmentPool { limit, next: 0 }
     }
 
     /// Keeps the segment of freed object `id` (`len` bytes) for reuse, or removes it.
@@ -98,56 +133,38 @@ impl SegmentPool {
         if len < MIN_POOLED || len > self.limit {
             return unlink(dir, id);
         }
-        while self.bytes + len > self.limit {
-            self.evict_oldest();
-        }
+        self.evict(dir, self.limit - len, MAX_POOLED_FILES - 1);
         self.next += 1;
-        let pooled = dir.join(format!("pool.{}", self.next));
-        match std::fs::rename(segment_path(dir, id), &pooled) {
-            Ok(()) => {
-                self.files.push((pooled, len));
-                self.bytes += len;
-            }
-            Err(e) => {
-                tracing::debug!(object = %id, "cannot pool a freed segment: {e}");
-                unlink(dir, id);
-            }
+        let pooled = pool_dir(dir).join(format!("{len}.{}", self.next));
+        let moved = std::fs::rename(segment_path(dir, id), &pooled).or_else(|_| {
+            std::fs::create_dir_all(pool_dir(dir))?;
+            std::fs::rename(segment_path(dir, id), &pooled)
+        });
+        if let Err(e) = moved {
+            tracing::debug!(object = %id, "cannot pool a freed segment: {e}");
+            unlink(dir, id);
         }
-    }
-
-    /// Renames a pooled file of at least `len` bytes (the smallest such) to `id`'s segment, for
-    /// [`Segment::create_with`] to fill; false when none fits.
-    pub(crate) fn take(&mut self, dir: &Path, id: ObjectId, len: u64) -> bool {
-        let best = self
-            .files
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, size))| *size >= len)
-            .min_by_key(|(_, (_, size))| *size)
-            .map(|(i, _)| i);
-        let Some(i) = best else {
-            return false;
-        };
-        let (path, size) = self.files.remove(i);
-        self.bytes -= size;
-        std::fs::rename(&path, segment_path(dir, id)).is_ok()
     }
 
     /// Frees pooled files until at most `keep` bytes are pooled.
-    pub(crate) fn shrink_to(&mut self, keep: u64) {
-        while self.bytes > keep {
-            self.evict_oldest();
-        }
+    pub(crate) fn shrink_to(&mut self, dir: &Path, keep: u64) {
+        self.evict(dir, keep, MAX_POOLED_FILES);
     }
 
-    fn evict_oldest(&mut self) {
-        if self.files.is_empty() {
-            self.bytes = 0;
-            return;
+    /// Removes the oldest pooled files until at most `bytes` and `files` remain.
+    fn evict(&self, dir: &Path, bytes: u64, files: usize) {
+        let all = pooled(dir);
+        let mut total: u64 = all.iter().map(|f| f.1).sum();
+        let mut count = all.len();
+        for (path, len, _) in all {
+            if total <= bytes && count <= files {
+                break;
+            }
+            if std::fs::remove_file(path).is_ok() {
+                total -= len;
+                count -= 1;
+            }
         }
-        let (path, size) = self.files.remove(0);
-        self.bytes -= size;
-        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -282,24 +299,25 @@ mod tests {
         let dir = create_session_dir().unwrap();
         let mb = MIN_POOLED as usize;
         let id = |seq| ObjectId::new(TaskId::new(4, seq), 0);
+        let bytes = |dir: &Path| pooled(dir).iter().map(|f| f.1).sum::<u64>();
         let mut pool = SegmentPool::new(5 * MIN_POOLED);
         for (seq, len) in [(1, 2 * mb), (2, 3 * mb), (3, 16)] {
             drop(Segment::create_with(&dir, id(seq), len, sevens).unwrap());
             pool.recycle(&dir, id(seq), len as u64);
         }
-        assert_eq!(pool.bytes, 5 * MIN_POOLED, "the tiny one was removed");
+        assert_eq!(bytes(&dir), 5 * MIN_POOLED, "the tiny one was removed");
         assert!(Segment::open(&dir, id(3), 16).is_err());
         // The smallest file that fits: the 2 MiB one, shrunk, refilled in full.
-        assert!(pool.take(&dir, id(4), MIN_POOLED + 1));
+        assert!(take_pooled(&dir, id(4), MIN_POOLED + 1));
         let ones = |buf: &mut [u8]| {
             buf.fill(1);
             Ok::<_, std::convert::Infallible>(buf.len())
         };
         let reused = Segment::create_with(&dir, id(4), mb + 1, ones).unwrap();
         assert!(reused.bytes().iter().all(|&b| b == 1));
-        assert_eq!(pool.bytes, 3 * MIN_POOLED);
+        assert_eq!(bytes(&dir), 3 * MIN_POOLED);
         assert!(
-            !pool.take(&dir, id(5), 4 * MIN_POOLED),
+            !take_pooled(&dir, id(5), 4 * MIN_POOLED),
             "nothing that large"
         );
         // Over the limit, the oldest pooled file goes.
@@ -307,9 +325,13 @@ mod tests {
         pool.recycle(&dir, id(4), MIN_POOLED + 1);
         drop(Segment::create_with(&dir, id(6), 2 * mb, sevens).unwrap());
         pool.recycle(&dir, id(6), 2 * MIN_POOLED);
-        assert_eq!(pool.bytes, 3 * MIN_POOLED + 1, "the 3 MiB file was evicted");
-        pool.shrink_to(0);
-        assert_eq!(pool.files.len(), 0);
+        assert_eq!(
+            bytes(&dir),
+            3 * MIN_POOLED + 1,
+            "the 3 MiB file was evicted"
+        );
+        pool.shrink_to(&dir, 0);
+        assert!(pooled(&dir).is_empty());
         let _ = std::fs::remove_dir_all(dir);
     }
 

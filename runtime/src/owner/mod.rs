@@ -202,7 +202,7 @@ impl Owner {
     pub(crate) fn make_room(&mut self, needed: u64, keep: Option<ObjectId>) -> bool {
         // Pooled segments go before any object is spilled.
         let room = self.capacity.saturating_sub(self.stored_bytes + needed);
-        self.pool.shrink_to(room);
+        self.pool.shrink_to(&self.store_dir, room);
         while self.stored_bytes + needed > self.capacity {
             let victim = self
                 .objects

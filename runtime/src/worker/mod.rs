@@ -23,7 +23,7 @@ use prism_transport::{
 use rkyv::util::AlignedVec;
 
 use crate::api::registry;
-use crate::node::object_store::{ObjectBytes, Segment};
+use crate::node::object_store::{self, ObjectBytes, Segment};
 use crate::node::worker_pool::{
     ENV_INLINE_THRESHOLD, ENV_JOB_FINGERPRINT, ENV_ROLE, ENV_SESSION_DIR, ENV_SOCKET, ENV_WORKER,
 };
@@ -720,6 +720,7 @@ fn store_returns(
             buf.copy_from_slice(&bytes);
             Ok::<_, std::convert::Infallible>(bytes.len())
         };
+        object_store::take_pooled(&client.store_dir, id, bytes.len() as u64);
         match Segment::create_with(&client.store_dir, id, bytes.len(), fill) {
             Ok(_) => out.push(Value::Shared {
                 id,
