@@ -36,6 +36,11 @@ impl<R: std::io::Read> FrameReader<R> {
         }
     }
 
+    /// The reader and the decoder, holding what was received after the last frame returned.
+    pub fn into_parts(self) -> (R, FrameDecoder) {
+        (self.inner, self.decoder)
+    }
+
     /// A frame already buffered, without reading.
     pub fn buffered_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         self.decoder.next_frame()
@@ -98,6 +103,11 @@ impl<R: AsyncRead + Unpin> AsyncFrameReader<R> {
             }
             self.decoder.advance(n);
         }
+    }
+
+    /// The reader and the decoder, holding what was received after the last frame returned.
+    pub fn into_parts(self) -> (R, FrameDecoder) {
+        (self.inner, self.decoder)
     }
 
     /// A frame already buffered, without reading.

@@ -4,7 +4,8 @@
 //!
 //! A task's answer often arrives within microseconds; parking costs a futex wake and a context
 //! switch on each side, which on a virtual machine is most of a short round trip. The spin is
-//! bounded ([`SPIN`]), so a long wait costs at most that much extra CPU.
+//! bounded ([`SPIN`]), so a long wait costs at most that much extra CPU. In the driver the spin
+//! also reads the workers' connections, so the answer needs no other thread to wake.
 
 use std::future::Future;
 use std::pin::pin;
@@ -47,6 +48,12 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
     let waker = Waker::from(signal.clone());
     let mut cx = Context::from_waker(&waker);
     let mut future = pin!(future);
+    // In the driver, the spin reads the workers' connections itself: the answer is handled
+    // on this thread instead of waking the node's sleeping reader thread first.
+    let node = match crate::context::try_current() {
+        Some(crate::context::Context::Driver(core)) => Some(core),
+        _ => None,
+    };
     loop {
         if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
             return output;
@@ -54,6 +61,9 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
         let start = Instant::now();
         while !signal.woken.swap(false, Ordering::SeqCst) {
             if start.elapsed() < SPIN {
+                if let Some(node) = &node {
+                    node.poll_links();
+                }
                 std::hint::spin_loop();
                 continue;
             }

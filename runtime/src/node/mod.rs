@@ -7,6 +7,7 @@
 mod actors;
 mod cluster;
 pub(crate) mod host;
+pub(crate) mod link;
 mod nodes;
 mod object_manager;
 pub(crate) mod object_store;
@@ -41,7 +42,7 @@ const NODE_OWNER: u32 = u32::MAX;
 
 #[derive(Debug, Default)]
 struct Link {
-    writer: Option<Arc<worker_pool::LinkWriter>>,
+    writer: Option<Arc<link::LinkWriter>>,
     pid: Option<u32>,
     connected: bool,
     eof: bool,
@@ -103,6 +104,8 @@ pub(crate) struct Core {
     store_dir: std::path::PathBuf,
     /// The cluster the driver joined, if it did.
     cluster: Option<Arc<cluster::Joined>>,
+    /// The worker connections, for a waiting thread to read.
+    links: link::LinkPoll,
 }
 
 /// How many unblocked workers a node of `total` resources keeps: one per CPU.
@@ -166,6 +169,8 @@ impl Core {
             }
         };
         let (spawn_tx, spawn_rx) = std::sync::mpsc::channel();
+        let links = link::LinkPoll::new()
+            .map_err(|e| Error::Startup(format!("cannot poll worker connections: {e}")))?;
         let core = Arc::new_cyclic(|me: &Weak<Core>| Core {
             state: Mutex::new(State {
                 owner: Owner::new(
@@ -200,6 +205,7 @@ impl Core {
             config,
             store_dir,
             cluster: joined.clone(),
+            links,
         });
         if let Some((listener, socket_name)) = local {
             worker_pool::start(&core, listener, socket_name, spawn_rx)?;
@@ -243,6 +249,17 @@ impl Core {
             }
         }
         Ok(core)
+    }
+
+    /// The worker connections.
+    fn links(&self) -> &link::LinkPoll {
+        &self.links
+    }
+
+    /// Reads what workers sent, on the calling thread and without blocking (for a thread that
+    /// spins while it waits). True when something was handled.
+    pub(crate) fn poll_links(&self) -> bool {
+        self.links.poll(self)
     }
 
     pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
@@ -541,7 +558,7 @@ impl Core {
         }
     }
 
-    fn worker_connected(&self, worker: WorkerId, writer: Arc<worker_pool::LinkWriter>) -> bool {
+    fn worker_connected(&self, worker: WorkerId, writer: Arc<link::LinkWriter>) -> bool {
         let mut state = self.state.lock();
         let Some(link) = state.links.get_mut(&worker) else {
             return false;

@@ -1,22 +1,22 @@
 //! The worker pool's IO shell: the node's Unix socket (an abstract name, so nothing is left on
 //! disk), a spawner thread that starts worker processes from the program's own executable, a
-//! waiter thread per process that reports its exit, and a reader and a writer task per
-//! connection. A worker counts as dead once both its connection closed and its exit was seen,
-//! so every frame it sent before dying is processed first.
+//! waiter thread per process that reports its exit, and per connection the handshake and the
+//! reader task (the connection's sides are in [`super::link`]). A worker counts as dead once
+//! both its connection closed and its exit was seen, so every frame it sent before dying is
+//! processed first.
 
-use std::io::Write;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener as StdUnixListener};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 
-use prism_transport::{ArchivedToNode, AsyncFrameReader, FrameError, HandshakeError, ToNode};
-use tokio::io::AsyncWriteExt;
+use prism_transport::{ArchivedToNode, AsyncFrameReader, HandshakeError, ToNode};
+use tokio::io::Interest;
 use tokio::net::UnixStream;
-use tokio::net::unix::OwnedWriteHalf;
 
 use super::Core;
+use super::link::{self, LinkReader, LinkWriter, write_loop};
 use super::scheduler::WorkerId;
 use crate::{Error, Result};
 
@@ -168,22 +168,13 @@ pub(crate) fn kill(pid: u32) {
     }
 }
 
+/// Serves one worker connection: the handshake, then reading until it ends. After the
+/// handshake the connection leaves tokio's own polling: it is read through a registration for
+/// readability only (a connection polled for writability too would wake the node's thread each
+/// time the worker drains what it was sent), and written directly (see [`LinkWriter`]).
 pub(crate) async fn serve(core: Arc<Core>, stream: UnixStream) {
     let max_frame = core.config().max_frame();
-    let direct = match stream
-        .into_std()
-        .and_then(|s| Ok((s.try_clone()?, s)))
-        .and_then(|(direct, s)| Ok((direct, UnixStream::from_std(s)?)))
-    {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::error!("cannot set up a worker connection: {e}");
-            return;
-        }
-    };
-    let (direct, stream) = direct;
-    let (read, write) = stream.into_split();
-    let mut reader = AsyncFrameReader::new(read, max_frame);
+    let mut reader = AsyncFrameReader::new(stream, max_frame);
     let worker = match handshake(&mut reader).await {
         Ok(worker) => worker,
         Err(reason) => {
@@ -191,59 +182,36 @@ pub(crate) async fn serve(core: Arc<Core>, stream: UnixStream) {
             return;
         }
     };
-    let writer = Arc::new(LinkWriter {
-        direct,
-        backlog: parking_lot::Mutex::new(Backlog {
-            bytes: Vec::new(),
-            busy: false,
-            closed: false,
-            last_direct: std::time::Instant::now(),
-        }),
-        wake: tokio::sync::Notify::new(),
+    let (stream, decoder) = reader.into_parts();
+    let handles = stream.into_std().and_then(|read| {
+        read.set_nonblocking(true)?;
+        let direct = read.try_clone()?;
+        let polled = read.try_clone()?;
+        let read = link::register(read, Interest::READABLE)?;
+        Ok((read, direct, polled))
     });
+    let (read, direct, polled) = match handles {
+        Ok(handles) => handles,
+        Err(e) => {
+            tracing::error!(worker, "cannot set up a worker connection: {e}");
+            return;
+        }
+    };
+    let writer = Arc::new(LinkWriter::new(direct));
     if !core.worker_connected(worker, writer.clone()) {
         tracing::error!(worker, "connection from a worker this node did not start");
         return;
     }
-    tokio::spawn(write_loop(write, writer));
-    loop {
-        let first = match reader.read_frame().await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break,
-            Err(FrameError::Io(e)) => {
-                // The worker's death is reported with its exit status by its waiter.
-                tracing::debug!(worker, "connection to worker lost: {e}");
-                break;
-            }
-            Err(e) => {
-                tracing::error!(worker, "bad frame from worker, closing its connection: {e}");
-                break;
-            }
-        };
-        let mut frames = vec![first];
-        loop {
-            match reader.buffered_frame() {
-                Ok(Some(frame)) => frames.push(frame),
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!(worker, "bad frame from worker: {e}");
-                    break;
-                }
-            }
-        }
-        if let Err(reason) = core.frames(worker, frames) {
-            tracing::error!(
-                worker,
-                "malformed message from worker, closing its connection: {reason}"
-            );
-            break;
-        }
-    }
+    tokio::spawn(write_loop(writer));
+    let reader = Arc::new(LinkReader::new(worker, polled, decoder));
+    core.links().add(reader.clone());
+    reader.run(&core, read).await;
+    core.links().remove(worker);
     core.worker_eof(worker);
 }
 
 async fn handshake(
-    reader: &mut AsyncFrameReader<tokio::net::unix::OwnedReadHalf>,
+    reader: &mut AsyncFrameReader<UnixStream>,
 ) -> std::result::Result<WorkerId, String> {
     let frame = reader
         .read_frame()
@@ -258,95 +226,4 @@ async fn handshake(
         .check(crate::worker::fingerprint())
         .map_err(|e| format!("worker {}: {e}", hello.worker))?;
     Ok(hello.worker.to_native())
-}
-
-/// The node's sending side of one worker connection. Frames are written straight from the
-/// thread that produced them with a non-blocking send; only what the socket does not take at
-/// once goes to a writer task, and everything after it queues behind, so order is kept and a
-/// slow worker never blocks the node.
-#[derive(Debug)]
-pub(crate) struct LinkWriter {
-    direct: std::os::unix::net::UnixStream,
-    backlog: parking_lot::Mutex<Backlog>,
-    wake: tokio::sync::Notify,
-}
-
-#[derive(Debug)]
-struct Backlog {
-    bytes: Vec<u8>,
-    /// The writer task owns the stream's tail: direct writes must queue.
-    busy: bool,
-    closed: bool,
-    /// When the last direct write happened: sends closer together than [`BURST_GAP`] are a
-    /// burst, better batched by the writer task into few system calls.
-    last_direct: std::time::Instant,
-}
-
-/// Sends this close together go through the writer task, which batches them.
-const BURST_GAP: std::time::Duration = std::time::Duration::from_micros(20);
-
-impl LinkWriter {
-    /// Sends bytes, in order with everything sent before.
-    pub(crate) fn send(&self, bytes: &[u8]) {
-        let mut backlog = self.backlog.lock();
-        if backlog.closed {
-            return;
-        }
-        if backlog.busy {
-            backlog.bytes.extend_from_slice(bytes);
-            return;
-        }
-        let now = std::time::Instant::now();
-        if now.duration_since(backlog.last_direct) < BURST_GAP {
-            backlog.bytes.extend_from_slice(bytes);
-            backlog.busy = true;
-            self.wake.notify_one();
-            return;
-        }
-        backlog.last_direct = now;
-        let written = match (&self.direct).write(bytes) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-            Err(e) => {
-                tracing::debug!("write to worker failed: {e}");
-                backlog.closed = true;
-                return;
-            }
-        };
-        if written < bytes.len() {
-            backlog.bytes.extend_from_slice(&bytes[written..]);
-            backlog.busy = true;
-            self.wake.notify_one();
-        }
-    }
-
-    /// Stops the writer task; later sends are dropped.
-    pub(crate) fn close(&self) {
-        self.backlog.lock().closed = true;
-        self.wake.notify_one();
-    }
-}
-
-async fn write_loop(mut write: OwnedWriteHalf, writer: Arc<LinkWriter>) {
-    loop {
-        writer.wake.notified().await;
-        loop {
-            let chunk = {
-                let mut backlog = writer.backlog.lock();
-                if backlog.closed {
-                    return;
-                }
-                if backlog.bytes.is_empty() {
-                    backlog.busy = false;
-                    break;
-                }
-                std::mem::take(&mut backlog.bytes)
-            };
-            if let Err(e) = write.write_all(&chunk).await {
-                tracing::debug!("write to worker failed: {e}");
-                writer.backlog.lock().closed = true;
-                return;
-            }
-        }
-    }
 }

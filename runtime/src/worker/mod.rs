@@ -373,22 +373,8 @@ impl Inner {
             let Some(reader) = self.reader.as_mut() else {
                 return Ok(());
             };
-            let polled = reader.poll_with(|stream, buf| {
-                // SAFETY: `buf` is valid for writes of `buf.len()` bytes; the fd is open.
-                let n = unsafe {
-                    libc::recv(
-                        stream.as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        libc::MSG_DONTWAIT,
-                    )
-                };
-                if n < 0 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
+            let polled = reader
+                .poll_with(|stream, buf| crate::node::link::recv_now(stream.as_raw_fd(), buf));
             match polled {
                 Ok(Some(frame)) => {
                     let msg = frame
