@@ -558,9 +558,20 @@ impl Core {
         }
     }
 
+    /// Records a worker's handshake; a connection the node has no place for is refused, and
+    /// an error only when the node is not stopping (a worker killed as the node stops may
+    /// still have said hello).
     fn worker_connected(&self, worker: WorkerId, writer: Arc<link::LinkWriter>) -> bool {
         let mut state = self.state.lock();
         let Some(link) = state.links.get_mut(&worker) else {
+            if state.shutting_down {
+                tracing::debug!(worker, "a worker connected as the node stops");
+            } else {
+                tracing::error!(
+                    worker,
+                    "refused a connection from a worker this node did not start or already counts as ended"
+                );
+            }
             return false;
         };
         link.writer = Some(writer);

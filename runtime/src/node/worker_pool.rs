@@ -199,7 +199,6 @@ pub(crate) async fn serve(core: Arc<Core>, stream: UnixStream) {
     };
     let writer = Arc::new(LinkWriter::new(direct));
     if !core.worker_connected(worker, writer.clone()) {
-        tracing::error!(worker, "connection from a worker this node did not start");
         return;
     }
     tokio::spawn(write_loop(writer));
