@@ -54,6 +54,9 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
         Some(crate::context::Context::Driver(core)) => Some(core),
         _ => None,
     };
+    if node.is_some() {
+        crate::node::link::caller_waits();
+    }
     loop {
         if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
             return output;

@@ -14,6 +14,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use prism_graph::IdMap;
@@ -40,12 +41,26 @@ struct Backlog {
     busy: bool,
     closed: bool,
     /// When the last direct write happened: sends closer together than [`BURST_GAP`] are a
-    /// burst, better batched by the writer task into few system calls.
+    /// burst, better batched by the writer task into few system calls...
     last_direct: std::time::Instant,
+    /// ...unless a caller began to wait in between (the value of [`WAITS`] at that write): a
+    /// send that follows a wait is the next step of a round trip, and batching it would add a
+    /// thread's wake-up to every round trip that is quicker than the gap.
+    waits: u64,
 }
 
 /// Sends this close together go through the writer task, which batches them.
 const BURST_GAP: std::time::Duration = std::time::Duration::from_micros(20);
+
+/// How many times a thread of this process began waiting for an answer (see
+/// [`caller_waits`]).
+static WAITS: AtomicU64 = AtomicU64::new(0);
+
+/// Notes that a thread of this process is about to wait for the answer to what it sent: the
+/// next send to a worker is not part of a burst.
+pub(crate) fn caller_waits() {
+    WAITS.fetch_add(1, Ordering::Relaxed);
+}
 
 impl LinkWriter {
     /// A writer sending through `direct` (a non-blocking handle of the connection) and, for
@@ -58,6 +73,7 @@ impl LinkWriter {
                 busy: false,
                 closed: false,
                 last_direct: std::time::Instant::now(),
+                waits: WAITS.load(Ordering::Relaxed),
             }),
             wake: tokio::sync::Notify::new(),
         }
@@ -74,13 +90,15 @@ impl LinkWriter {
             return;
         }
         let now = std::time::Instant::now();
-        if now.duration_since(backlog.last_direct) < BURST_GAP {
+        let waits = WAITS.load(Ordering::Relaxed);
+        if waits == backlog.waits && now.duration_since(backlog.last_direct) < BURST_GAP {
             backlog.bytes.extend_from_slice(bytes);
             backlog.busy = true;
             self.wake.notify_one();
             return;
         }
         backlog.last_direct = now;
+        backlog.waits = waits;
         let written = match (&self.direct).write(bytes) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
