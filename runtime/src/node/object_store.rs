@@ -120,12 +120,19 @@ pub(crate) fn take_pooled(dir: &Path, id: ObjectId, len: u64) -> bool {
 pub(crate) struct SegmentPool {
     limit: u64,
     next: u64,
+    /// At least the bytes pooled now (other processes only take files away): while it is
+    /// within a bound, the directory need not be looked at.
+    at_most: u64,
 }
 
 impl SegmentPool {
     /// A pool of at most `limit` bytes.
     pub(crate) fn new(limit: u64) -> Self {
-        SegmentPool { limit, next: 0 }
+        SegmentPool {
+            limit,
+            next: 0,
+            at_most: 0,
+        }
     }
 
     /// Keeps the segment of freed object `id` (`len` bytes) for reuse, or removes it.
@@ -140,19 +147,24 @@ impl SegmentPool {
             std::fs::create_dir_all(pool_dir(dir))?;
             std::fs::rename(segment_path(dir, id), &pooled)
         });
-        if let Err(e) = moved {
-            tracing::debug!(object = %id, "cannot pool a freed segment: {e}");
-            unlink(dir, id);
+        match moved {
+            Ok(()) => self.at_most += len,
+            Err(e) => {
+                tracing::debug!(object = %id, "cannot pool a freed segment: {e}");
+                unlink(dir, id);
+            }
         }
     }
 
     /// Frees pooled files until at most `keep` bytes are pooled.
     pub(crate) fn shrink_to(&mut self, dir: &Path, keep: u64) {
-        self.evict(dir, keep, MAX_POOLED_FILES);
+        if self.at_most > keep {
+            self.evict(dir, keep, MAX_POOLED_FILES);
+        }
     }
 
     /// Removes the oldest pooled files until at most `bytes` and `files` remain.
-    fn evict(&self, dir: &Path, bytes: u64, files: usize) {
+    fn evict(&mut self, dir: &Path, bytes: u64, files: usize) {
         let all = pooled(dir);
         let mut total: u64 = all.iter().map(|f| f.1).sum();
         let mut count = all.len();
@@ -165,6 +177,7 @@ impl SegmentPool {
                 count -= 1;
             }
         }
+        self.at_most = total;
     }
 }
 
