@@ -84,15 +84,25 @@ impl Context {
         let bytes = if len < threshold {
             ObjectBytes::Inline(Arc::new(value.to_bytes().map_err(encode)?))
         } else {
-            if let Context::Driver(core) = self {
-                core.reserve(id, len)?;
-            }
-            object_store::take_pooled(dir, id, len as u64);
-            let segment = Segment::create_with(dir, id, len, |buf| value.archive_into(buf))
-                .map_err(|e| Error::Encode {
+            let mapped = match self {
+                Context::Driver(core) => core.reserve(id, len)?,
+                Context::Worker(_) => None,
+            };
+            let fill = |buf: &mut [u8]| value.archive_into(buf);
+            let segment = match mapped {
+                Some(map) => Segment::refill(map, fill),
+                None => {
+                    object_store::take_pooled(dir, id, len as u64);
+                    Segment::create_with(dir, id, len, fill)
+                }
+            };
+            let segment = segment.map_err(|e| {
+                object_store::unlink(dir, id);
+                Error::Encode {
                     what: format!("object {id} into {}", dir.display()),
                     reason: e.to_string(),
-                })?;
+                }
+            })?;
             ObjectBytes::Shared(Arc::new(segment))
         };
         match self {

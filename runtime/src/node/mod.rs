@@ -285,14 +285,19 @@ impl Core {
         state.settle();
     }
 
-    /// Checks that the shared-memory store has room for `size` more bytes.
     /// Makes room for `size` more bytes in the shared-memory store, spilling least recently
-    /// used objects to disk; `ObjectStoreFull` when even that cannot make it fit.
-    pub(crate) fn reserve(&self, id: ObjectId, size: usize) -> Result<()> {
+    /// used objects to disk; `ObjectStoreFull` when even that cannot make it fit. Returns a
+    /// pooled segment of exactly `size` bytes this process still maps, already renamed to
+    /// `id`'s segment, when there is one (see [`object_store::SegmentPool::take_mapped`]).
+    pub(crate) fn reserve(&self, id: ObjectId, size: usize) -> Result<Option<memmap2::MmapMut>> {
         let mut state = self.state.lock();
+        let mapped = state.owner.pool.take_mapped(&self.store_dir, id, size);
         let used = state.owner.stored_bytes;
         let capacity = self.config.object_store_bytes();
         if !state.owner.make_room(size as u64, None) {
+            if mapped.is_some() {
+                object_store::unlink(&self.store_dir, id);
+            }
             return Err(Error::ObjectStoreFull {
                 object: id.to_string(),
                 size: size as u64,
@@ -300,7 +305,7 @@ impl Core {
                 capacity,
             });
         }
-        Ok(())
+        Ok(mapped)
     }
 
     /// Records a value made by `put` in the driver, with the objects it refers to.

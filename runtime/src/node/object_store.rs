@@ -116,6 +116,10 @@ pub(crate) fn take_pooled(dir: &Path, id: ObjectId, len: u64) -> bool {
 /// costs more than the copy into them (a put into a fresh segment ran at a tenth of `memcpy`).
 /// The owner that frees objects adds to it; the pool holds at most `limit` bytes and
 /// [`MAX_POOLED_FILES`] files, the oldest going first.
+///
+/// The pool's owner also keeps its own writable mappings of the segments it wrote itself
+/// ([`SegmentPool::take_mapped`]): a put of the same size refills one in place, without mapping
+/// and populating its pages again (a third of a large put's time) or unmapping them later.
 #[derive(Debug, Default)]
 pub(crate) struct SegmentPool {
     limit: u64,
@@ -123,6 +127,8 @@ pub(crate) struct SegmentPool {
     /// At least the bytes pooled now (other processes only take files away): while it is
     /// within a bound, the directory need not be looked at.
     at_most: u64,
+    /// Pooled files this process still maps writable, by pooled path.
+    mapped: Vec<(PathBuf, memmap2::MmapMut)>,
 }
 
 impl SegmentPool {
@@ -130,13 +136,13 @@ impl SegmentPool {
     pub(crate) fn new(limit: u64) -> Self {
         SegmentPool {
             limit,
-            next: 0,
-            at_most: 0,
+            ..SegmentPool::default()
         }
     }
 
-    /// Keeps the segment of freed object `id` (`len` bytes) for reuse, or removes it.
-    pub(crate) fn recycle(&mut self, dir: &Path, id: ObjectId, len: u64) {
+    /// Keeps the segment of freed object `id` (`len` bytes) for reuse, or removes it. The
+    /// mapping `segment`, when this process wrote it and nobody else here maps it, is kept too.
+    pub(crate) fn recycle(&mut self, dir: &Path, id: ObjectId, len: u64, segment: Option<Segment>) {
         if len < MIN_POOLED || len > self.limit {
             return unlink(dir, id);
         }
@@ -148,12 +154,39 @@ impl SegmentPool {
             std::fs::rename(segment_path(dir, id), &pooled)
         });
         match moved {
-            Ok(()) => self.at_most += len,
+            Ok(()) => {
+                self.at_most += len;
+                if let Some(Segment {
+                    map: Mapping::Written(map),
+                }) = segment
+                {
+                    self.mapped.push((pooled, map));
+                }
+            }
             Err(e) => {
                 tracing::debug!(object = %id, "cannot pool a freed segment: {e}");
                 unlink(dir, id);
             }
         }
+    }
+
+    /// Takes a pooled segment of exactly `len` bytes that this process still maps, renamed to
+    /// `id`'s segment, for [`Segment::refill`]; none when no such file is left (another process
+    /// may have taken it).
+    pub(crate) fn take_mapped(
+        &mut self,
+        dir: &Path,
+        id: ObjectId,
+        len: usize,
+    ) -> Option<memmap2::MmapMut> {
+        while let Some(at) = self.mapped.iter().rposition(|(_, map)| map.len() == len) {
+            let (path, map) = self.mapped.swap_remove(at);
+            if std::fs::rename(&path, segment_path(dir, id)).is_ok() {
+                self.at_most = self.at_most.saturating_sub(len as u64);
+                return Some(map);
+            }
+        }
+        None
     }
 
     /// Frees pooled files until at most `keep` bytes are pooled.
@@ -178,13 +211,22 @@ impl SegmentPool {
             }
         }
         self.at_most = total;
+        // Mappings of files removed here or taken by other processes go.
+        self.mapped.retain(|(path, _)| path.exists());
     }
 }
 
-/// A read-only mapping of one object's segment.
+/// A mapping of one object's segment, only ever read through this type. A segment this
+/// process wrote keeps the writable mapping it was filled through (see [`SegmentPool`]).
 #[derive(Debug)]
 pub(crate) struct Segment {
-    map: memmap2::Mmap,
+    map: Mapping,
+}
+
+#[derive(Debug)]
+enum Mapping {
+    Read(memmap2::Mmap),
+    Written(memmap2::MmapMut),
 }
 
 impl Segment {
@@ -206,12 +248,22 @@ impl Segment {
             .open(segment_path(dir, id))?;
         file.set_len(len as u64)?;
         // SAFETY: the file was just created by this process under a name no reader knows yet.
-        let mut map = unsafe {
+        let map = unsafe {
             memmap2::MmapOptions::new()
                 .len(len)
                 .populate()
                 .map_mut(&file)?
         };
+        Self::refill(map, fill)
+    }
+
+    /// Fills a writable mapping of a segment this process just created or took from the pool
+    /// under a name no reader knows yet; `fill` must write every byte.
+    pub(crate) fn refill<E: std::fmt::Display>(
+        mut map: memmap2::MmapMut,
+        fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> std::io::Result<Segment> {
+        let len = map.len();
         let written = fill(&mut map).map_err(|e| std::io::Error::other(e.to_string()))?;
         if written != len {
             return Err(std::io::Error::other(format!(
@@ -219,7 +271,7 @@ impl Segment {
             )));
         }
         Ok(Segment {
-            map: map.make_read_only()?,
+            map: Mapping::Written(map),
         })
     }
 
@@ -240,11 +292,16 @@ impl Segment {
         // modified afterwards (they are only unlinked), so the mapping's contents are stable
         // for as long as it lives.
         let map = unsafe { memmap2::MmapOptions::new().len(len).map(file)? };
-        Ok(Segment { map })
+        Ok(Segment {
+            map: Mapping::Read(map),
+        })
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.map
+        match &self.map {
+            Mapping::Read(map) => map,
+            Mapping::Written(map) => map,
+        }
     }
 }
 
@@ -316,7 +373,7 @@ mod tests {
         let mut pool = SegmentPool::new(5 * MIN_POOLED);
         for (seq, len) in [(1, 2 * mb), (2, 3 * mb), (3, 16)] {
             drop(Segment::create_with(&dir, id(seq), len, sevens).unwrap());
-            pool.recycle(&dir, id(seq), len as u64);
+            pool.recycle(&dir, id(seq), len as u64, None);
         }
         assert_eq!(bytes(&dir), 5 * MIN_POOLED, "the tiny one was removed");
         assert!(Segment::open(&dir, id(3), 16).is_err());
@@ -334,15 +391,36 @@ mod tests {
             "nothing that large"
         );
         // Over the limit, the oldest pooled file goes.
-        drop(reused);
-        pool.recycle(&dir, id(4), MIN_POOLED + 1);
+        pool.recycle(&dir, id(4), MIN_POOLED + 1, Some(reused));
         drop(Segment::create_with(&dir, id(6), 2 * mb, sevens).unwrap());
-        pool.recycle(&dir, id(6), 2 * MIN_POOLED);
+        pool.recycle(&dir, id(6), 2 * MIN_POOLED, None);
         assert_eq!(
             bytes(&dir),
             3 * MIN_POOLED + 1,
             "the 3 MiB file was evicted"
         );
+        // The mapping kept with id 4's file is refilled in place for a put of its size only.
+        assert!(pool.take_mapped(&dir, id(7), mb).is_none());
+        let map = pool
+            .take_mapped(&dir, id(7), mb + 1)
+            .expect("a mapped segment");
+        let twos = |buf: &mut [u8]| {
+            buf.fill(2);
+            Ok::<_, std::convert::Infallible>(buf.len())
+        };
+        let refilled = Segment::refill(map, twos).unwrap();
+        let read = Segment::open(&dir, id(7), MIN_POOLED + 1).unwrap();
+        assert!(
+            read.bytes().iter().all(|&b| b == 2),
+            "readers see the refill"
+        );
+        assert_eq!(bytes(&dir), 2 * MIN_POOLED);
+        // A mapped file another process took from the pool is not handed out.
+        drop(read);
+        pool.recycle(&dir, id(7), MIN_POOLED + 1, Some(refilled));
+        assert!(take_pooled(&dir, id(8), MIN_POOLED + 1));
+        assert!(take_pooled(&dir, id(9), MIN_POOLED + 1));
+        assert!(pool.take_mapped(&dir, id(10), mb + 1).is_none());
         pool.shrink_to(&dir, 0);
         assert!(pooled(&dir).is_empty());
         let _ = std::fs::remove_dir_all(dir);

@@ -869,19 +869,18 @@ impl Owner {
         let Some(entry) = self.objects.remove(&id) else {
             return;
         };
-        match &entry.slot {
+        match entry.slot {
             Slot::Ready(ObjectBytes::Shared(segment)) => {
                 let len = segment.bytes().len() as u64;
                 self.stored_bytes = self.stored_bytes.saturating_sub(len);
-                if Arc::strong_count(segment) == 1 {
+                match Arc::try_unwrap(segment) {
                     // Nobody in this process maps it, and no reader elsewhere holds it.
-                    self.pool.recycle(&self.store_dir, id, len);
-                } else {
-                    object_store::unlink(&self.store_dir, id);
+                    Ok(segment) => self.pool.recycle(&self.store_dir, id, len, Some(segment)),
+                    Err(_) => object_store::unlink(&self.store_dir, id),
                 }
             }
             Slot::Spilled(len) => {
-                self.spilled_bytes = self.spilled_bytes.saturating_sub(*len);
+                self.spilled_bytes = self.spilled_bytes.saturating_sub(len);
                 let _ = std::fs::remove_file(object_store::segment_path(&self.spill_dir, id));
             }
             _ => {}
