@@ -197,6 +197,14 @@ struct Inbound {
     ended: Option<String>,
 }
 
+/// What one turn of reading did.
+struct Pumped {
+    /// Frames were handed to the node.
+    handled: bool,
+    /// The socket had nothing more when the turn ended.
+    drained: bool,
+}
+
 /// What ended a connection while reading it.
 enum End {
     /// The worker closed it.
@@ -236,18 +244,15 @@ impl LinkReader {
             if inbound.ended.is_some() {
                 return;
             }
-            let mut drained = false;
-            let pumped = self.pump(core, &mut inbound, |buf| {
-                let read = recv_now(fd, buf);
-                drained |= matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
-                read
-            });
-            if let Err(end) = pumped {
-                self.end(&mut inbound, end);
-                return;
-            }
-            if drained {
-                ready.clear_ready();
+            match self.pump(core, &mut inbound, |buf| recv_now(fd, buf)) {
+                // Cleared only if no readiness event came after `ready` was taken (tokio keeps
+                // count), so a frame arriving after the last read is not missed.
+                Ok(pumped) if pumped.drained => ready.clear_ready(),
+                Ok(_) => {}
+                Err(end) => {
+                    self.end(&mut inbound, end);
+                    return;
+                }
             }
         }
     }
@@ -263,7 +268,7 @@ impl LinkReader {
         }
         let fd = self.direct.as_raw_fd();
         match self.pump(core, &mut inbound, |buf| recv_now(fd, buf)) {
-            Ok(handled) => handled,
+            Ok(pumped) => pumped.handled,
             Err(end) => {
                 self.end(&mut inbound, end);
                 // Wake the reader task so that it sees the end and reports it.
@@ -273,23 +278,41 @@ impl LinkReader {
         }
     }
 
-    /// Reads until the socket has nothing more, then hands the whole frames to the node (still
-    /// holding `inbound`, so no later frame can overtake them). True when frames were handled.
+    /// Reads until the socket has nothing more (or [`MAX_READS`] times), then hands the whole
+    /// frames to the node (still holding `inbound`, so no later frame can overtake them).
+    ///
+    /// A read that returns less than it asked for emptied the socket: a stream socket hands
+    /// over everything queued up to the length asked, so no further read is spent to learn it.
     fn pump(
         &self,
         core: &Core,
         inbound: &mut Inbound,
         mut read: impl FnMut(&mut [u8]) -> std::io::Result<usize>,
-    ) -> Result<bool, End> {
+    ) -> Result<Pumped, End> {
         let mut closed = false;
+        let mut drained = false;
         for _ in 0..MAX_READS {
-            match inbound.decoder.fill_with(&mut read) {
+            let mut short = false;
+            let filled = inbound.decoder.fill_with(|buf| {
+                let want = buf.len();
+                let got = read(buf)?;
+                short = got < want;
+                Ok(got)
+            });
+            match filled {
                 Ok(0) => {
                     closed = true;
                     break;
                 }
+                Ok(_) if short => {
+                    drained = true;
+                    break;
+                }
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(End::Io(e)),
             }
@@ -319,7 +342,7 @@ impl LinkReader {
             }
             return Err(End::Closed);
         }
-        Ok(handled)
+        Ok(Pumped { handled, drained })
     }
 
     fn end(&self, inbound: &mut Inbound, end: End) {
