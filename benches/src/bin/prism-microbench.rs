@@ -94,6 +94,10 @@ struct Args {
     /// Internal: run one task and exit (the process the startup benchmark times).
     #[arg(long, hide = true)]
     startup_probe: bool,
+    /// Internal: measure the node's memory and print it (a fresh process, so nothing the other
+    /// cases made is counted).
+    #[arg(long, hide = true)]
+    memory_probe: bool,
 }
 
 /// Resident memory of this process and its children (the workers), in bytes.
@@ -155,8 +159,28 @@ fn startup(trials: usize) -> anyhow::Result<Measurement> {
     })
 }
 
-/// Memory of the node (driver + workers): idle, and at its peak during 10,000 no-op tasks.
-fn memory() -> (u64, u64) {
+/// Memory of a fresh node (driver + workers): idle, and at its peak during 10,000 no-op tasks,
+/// measured in a process of its own.
+fn memory() -> anyhow::Result<(u64, u64)> {
+    let exe = std::env::current_exe()?;
+    let out = std::process::Command::new(exe)
+        .arg("--memory-probe")
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "the memory probe failed: {}",
+        out.status
+    );
+    let text = String::from_utf8(out.stdout)?;
+    let mut bytes = text.split_whitespace().map(str::parse::<u64>);
+    match (bytes.next(), bytes.next()) {
+        (Some(Ok(idle)), Some(Ok(busy))) => Ok((idle, busy)),
+        _ => anyhow::bail!("the memory probe printed {text:?}"),
+    }
+}
+
+/// The memory probe's measurement, in this process.
+fn measure_memory() -> (u64, u64) {
     prism::get_all_blocking(&[small_value::remote(), small_value::remote()]).expect("warm-up");
     let idle = node_rss();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -421,6 +445,11 @@ fn main() -> anyhow::Result<()> {
         small_value::remote().get_blocking()?;
         return Ok(());
     }
+    if args.memory_probe {
+        let (idle, busy) = measure_memory();
+        println!("{idle} {busy}");
+        return Ok(());
+    }
     let trial = Duration::from_secs_f64(args.trial_secs);
     let mut results: Vec<Measurement> = Vec::new();
     let wanted = |name: &str| {
@@ -505,7 +534,7 @@ fn main() -> anyhow::Result<()> {
         results.push(m);
     }
     if wanted("memory") {
-        let (idle, busy) = memory();
+        let (idle, busy) = memory()?;
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
         println!(
             "memory of driver + workers, MiB: idle {:.1}, peak during 10,000 no-op tasks {:.1}",

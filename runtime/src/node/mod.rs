@@ -116,6 +116,9 @@ fn soft_limit_of(total: &Resources) -> usize {
 /// How often the node looks for surplus idle workers; one idle for two ticks is stopped.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
+/// Segments pooled for large puts are freed after this long without one.
+const POOL_IDLE: Duration = Duration::from_secs(10);
+
 /// How many workers may die before their handshake, in a row, before queued work fails.
 const MAX_STARTUP_FAILURES: u32 = 3;
 
@@ -530,12 +533,13 @@ impl Core {
     }
 
     /// Stops workers that stayed idle beyond the node's CPUs (started while others were
-    /// blocked in `get`) for a whole tick.
+    /// blocked in `get`) for a whole tick, and frees a segment pool that went unused.
     fn tick(&self) {
         let mut state = self.state.lock();
         if state.shutting_down {
             return;
         }
+        state.owner.pool.expire(&self.store_dir, POOL_IDLE);
         let surplus = state.nodes.surplus_idle_workers();
         let (retire, keep): (Vec<WorkerId>, Vec<WorkerId>) = surplus
             .into_iter()

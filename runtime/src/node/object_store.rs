@@ -129,6 +129,8 @@ pub(crate) struct SegmentPool {
     at_most: u64,
     /// Pooled files this process still maps writable, by pooled path.
     mapped: Vec<(PathBuf, memmap2::MmapMut)>,
+    /// When this process last pooled or took a segment (see [`SegmentPool::expire`]).
+    last_use: Option<std::time::Instant>,
 }
 
 impl SegmentPool {
@@ -156,6 +158,7 @@ impl SegmentPool {
         match moved {
             Ok(()) => {
                 self.at_most += len;
+                self.last_use = Some(std::time::Instant::now());
                 if let Some(Segment {
                     map: Mapping::Written(map),
                 }) = segment
@@ -183,6 +186,7 @@ impl SegmentPool {
             let (path, map) = self.mapped.swap_remove(at);
             if std::fs::rename(&path, segment_path(dir, id)).is_ok() {
                 self.at_most = self.at_most.saturating_sub(len as u64);
+                self.last_use = Some(std::time::Instant::now());
                 return Some(map);
             }
         }
@@ -193,6 +197,14 @@ impl SegmentPool {
     pub(crate) fn shrink_to(&mut self, dir: &Path, keep: u64) {
         if self.at_most > keep {
             self.evict(dir, keep, MAX_POOLED_FILES);
+        }
+    }
+
+    /// Frees the whole pool once this process has neither pooled nor taken a segment for
+    /// `idle`: memory kept for puts that stopped coming goes back to the machine.
+    pub(crate) fn expire(&mut self, dir: &Path, idle: std::time::Duration) {
+        if self.at_most > 0 && self.last_use.is_none_or(|t| t.elapsed() >= idle) {
+            self.evict(dir, 0, 0);
         }
     }
 
@@ -423,6 +435,13 @@ mod tests {
         assert!(pool.take_mapped(&dir, id(10), mb + 1).is_none());
         pool.shrink_to(&dir, 0);
         assert!(pooled(&dir).is_empty());
+        // A pool nobody used for a while is emptied.
+        drop(Segment::create_with(&dir, id(11), mb, sevens).unwrap());
+        pool.recycle(&dir, id(11), MIN_POOLED, None);
+        pool.expire(&dir, std::time::Duration::from_secs(60));
+        assert_eq!(bytes(&dir), MIN_POOLED, "just used");
+        pool.expire(&dir, std::time::Duration::ZERO);
+        assert!(pooled(&dir).is_empty(), "idle");
         let _ = std::fs::remove_dir_all(dir);
     }
 
