@@ -407,28 +407,35 @@ impl Inner {
                 return Ok(task);
             }
             self.flush().map_err(|e| Stop::Lost(e.to_string()))?;
-            self.await_input()?;
+            self.await_input(None)?;
         }
     }
 
-    /// Waits for the node's next message: reads without blocking for up to [`IDLE_SPIN`],
-    /// yielding the CPU between reads to any other thread that wants it, then blocks.
+    /// Waits for the node's next message, at most `timeout`: reads without blocking for up to
+    /// [`IDLE_SPIN`], yielding the CPU between reads to any other thread that wants it, then
+    /// blocks.
     ///
     /// A caller waiting for this worker's answer usually sends the next task within
-    /// microseconds; a worker asleep in a blocking read is woken for it, which on a virtual
-    /// machine costs more than the task (an idle virtual CPU must be woken first). Yielding
-    /// keeps the spin from holding the CPU against a thread with work. (Blocking as soon as a
-    /// yield ran another thread was tried: it measured worse in every case of the suite.)
-    fn await_input(&mut self) -> std::result::Result<(), Stop> {
+    /// microseconds, and the values a blocked task waits for often come as quickly; a worker
+    /// asleep in a blocking read is woken for each, which on a virtual machine costs more than
+    /// a short task (an idle virtual CPU must be woken first). Yielding keeps the spin from
+    /// holding the CPU against a thread with work. (Blocking as soon as a yield ran another
+    /// thread was tried: it measured worse in every case of the suite.)
+    fn await_input(&mut self, timeout: Option<Duration>) -> std::result::Result<(), Stop> {
         let start = Instant::now();
-        while start.elapsed() < IDLE_SPIN {
+        let spin = timeout.map_or(IDLE_SPIN, |t| t.min(IDLE_SPIN));
+        while start.elapsed() < spin {
             if self.drain()? {
                 return Ok(());
             }
             // SAFETY: sched_yield has no preconditions.
             unsafe { libc::sched_yield() };
         }
-        self.read_frame(None).map(drop)
+        let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
+        if left.is_some_and(|t| t.is_zero()) {
+            return Ok(());
+        }
+        self.read_frame(left).map(drop)
     }
 
     /// Blocks the running task until `need` of `ids` are known: the node gets its CPU back and
@@ -455,8 +462,8 @@ impl Inner {
                 },
                 None => None,
             };
-            match self.read_frame(timeout) {
-                Ok(_) => {}
+            match self.await_input(timeout) {
+                Ok(()) => {}
                 Err(Stop::Shutdown) => std::process::exit(0),
                 Err(Stop::Lost(reason)) => break Err(lost(reason)),
             }
