@@ -424,12 +424,8 @@ impl Inner {
     fn await_input(&mut self, timeout: Option<Duration>) -> std::result::Result<(), Stop> {
         let start = Instant::now();
         let spin = timeout.map_or(IDLE_SPIN, |t| t.min(IDLE_SPIN));
-        while start.elapsed() < spin {
-            if self.drain()? {
-                return Ok(());
-            }
-            // SAFETY: sched_yield has no preconditions.
-            unsafe { libc::sched_yield() };
+        if spin_for(spin, || self.drain().map(|handled| handled.then_some(())))?.is_some() {
+            return Ok(());
         }
         let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
         if left.is_some_and(|t| t.is_zero()) {
@@ -473,6 +469,23 @@ impl Inner {
         self.flush()?;
         result
     }
+}
+
+/// Calls `poll` until it yields something or `spin` has passed, yielding the CPU between
+/// calls (see [`Inner::await_input`] for why a worker spins before it sleeps).
+fn spin_for<T, E>(
+    spin: Duration,
+    mut poll: impl FnMut() -> std::result::Result<Option<T>, E>,
+) -> std::result::Result<Option<T>, E> {
+    let start = Instant::now();
+    while start.elapsed() < spin {
+        if let Some(found) = poll()? {
+            return Ok(Some(found));
+        }
+        // SAFETY: sched_yield has no preconditions.
+        unsafe { libc::sched_yield() };
+    }
+    Ok(None)
 }
 
 /// Runs this process as a worker, never returning.
@@ -634,9 +647,16 @@ fn serve_concurrent(
         }
     }
     loop {
-        let frame = match reader.read_frame() {
+        let polled = spin_for(IDLE_SPIN, || {
+            reader.poll_with(|stream, buf| crate::node::link::recv_now(stream.as_raw_fd(), buf))
+        });
+        let frame = match polled {
             Ok(Some(frame)) => frame,
-            Ok(None) | Err(_) => return 0,
+            Ok(None) => match reader.read_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) | Err(_) => return 0,
+            },
+            Err(_) => return 0,
         };
         let mut inner = client.inner.lock();
         let handled = match frame.access::<ToWorker>() {
