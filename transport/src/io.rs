@@ -36,16 +36,6 @@ impl<R: std::io::Read> FrameReader<R> {
         }
     }
 
-    /// The reader and the decoder, holding what was received after the last frame returned.
-    pub fn into_parts(self) -> (R, FrameDecoder) {
-        (self.inner, self.decoder)
-    }
-
-    /// A frame already buffered, without reading.
-    pub fn buffered_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        self.decoder.next_frame()
-    }
-
     /// Reads what is available with `read` (for non-blocking reads) and returns a frame if one
     /// is whole. `read` returning zero bytes is the end of the stream.
     pub fn poll_with(
@@ -108,11 +98,6 @@ impl<R: AsyncRead + Unpin> AsyncFrameReader<R> {
     /// The reader and the decoder, holding what was received after the last frame returned.
     pub fn into_parts(self) -> (R, FrameDecoder) {
         (self.inner, self.decoder)
-    }
-
-    /// A frame already buffered, without reading.
-    pub fn buffered_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        self.decoder.next_frame()
     }
 }
 

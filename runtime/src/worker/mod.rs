@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use prism_graph::{IdMap, IdSet, ObjectId, TaskError, TaskId, TaskSpec};
 use prism_transport::{
-    ArchivedObjectValue, ArchivedToWorker, Execute, FrameError, FrameReader, Hello, Outcome,
+    ArchivedObjectValue, ArchivedToWorker, Execute, Frame, FrameError, FrameReader, Hello, Outcome,
     PROTOCOL_VERSION, ToNode, ToWorker, Value, encode_frame,
 };
 use rkyv::util::AlignedVec;
@@ -378,9 +378,7 @@ impl Inner {
             let Some(reader) = self.reader.as_mut() else {
                 return Ok(handled);
             };
-            let polled = reader
-                .poll_with(|stream, buf| crate::node::link::recv_now(stream.as_raw_fd(), buf));
-            match polled {
+            match poll_now(reader) {
                 Ok(Some(frame)) => {
                     let msg = frame
                         .access::<ToWorker>()
@@ -469,6 +467,13 @@ impl Inner {
         self.flush()?;
         result
     }
+}
+
+/// The next frame from the node if one has arrived, without blocking.
+fn poll_now(
+    reader: &mut FrameReader<UnixStream>,
+) -> std::result::Result<Option<Frame>, FrameError> {
+    reader.poll_with(|stream, buf| crate::node::link::recv_now(stream.as_raw_fd(), buf))
 }
 
 /// Calls `poll` until it yields something or `spin` has passed, yielding the CPU between
@@ -647,9 +652,7 @@ fn serve_concurrent(
         }
     }
     loop {
-        let polled = spin_for(IDLE_SPIN, || {
-            reader.poll_with(|stream, buf| crate::node::link::recv_now(stream.as_raw_fd(), buf))
-        });
+        let polled = spin_for(IDLE_SPIN, || poll_now(&mut reader));
         let frame = match polled {
             Ok(Some(frame)) => frame,
             Ok(None) => match reader.read_frame() {
