@@ -47,8 +47,10 @@ pub mod control;
 #[doc(hidden)]
 pub mod dashboard;
 mod error;
+mod files;
 mod node;
 mod owner;
+mod process;
 mod value;
 mod worker;
 

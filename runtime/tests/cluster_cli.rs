@@ -220,3 +220,175 @@ fn start_explains_what_it_needs() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no head address"));
 }
+
+/// The file mode's permission bits.
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Whether `path` can be read by another, unprivileged user (uid 65534): `Some` only when this
+/// test runs as root and can become that user.
+fn readable_by_nobody(path: &std::path::Path) -> Option<bool> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let status = std::process::Command::new("cat")
+        .arg(path)
+        .uid(65534)
+        .gid(65534)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("cat runs");
+    Some(status.success())
+}
+
+#[test]
+fn the_session_is_private_and_the_token_stays_out_of_argv() {
+    let head = Host::new("private-head");
+    head.start_head(&["--port", "0", "--num-cpus", "1"]);
+    let token = head.file("token");
+    assert_eq!(mode(&head.dir), 0o700, "the session directory");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&head.dir).unwrap().flatten() {
+        let path = entry.path();
+        let want = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode(&path), want, "{}", path.display());
+        checked += 1;
+    }
+    for entry in std::fs::read_dir(head.dir.join("daemons"))
+        .unwrap()
+        .flatten()
+    {
+        assert_eq!(mode(&entry.path()), 0o600, "{}", entry.path().display());
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} files checked");
+    match readable_by_nobody(&head.dir.join("token")) {
+        Some(readable) => assert!(!readable, "another user read the join token"),
+        None => eprintln!("not root: skipping the read attempt as another user (uid 65534)"),
+    }
+
+    // A node joined with --token (or --token-file) runs with the token in its environment,
+    // never on its command line.
+    let node = Host::new("private-node");
+    node.join(
+        &head.file("address"),
+        &token,
+        "127.0.0.2",
+        &["--num-cpus", "1"],
+    );
+    let pids = node.daemons();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let argv = std::fs::read(format!("/proc/{}/cmdline", pids[0])).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&argv).contains(token.trim()),
+        "the token shows in the daemon's argv"
+    );
+    let file_node = Host::new("private-node-file");
+    let token_file = std::env::temp_dir().join(format!("prism-token-{}", std::process::id()));
+    std::fs::write(&token_file, &token).unwrap();
+    let out = file_node.ok(&[
+        "start",
+        "--address",
+        &head.file("address"),
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "--host",
+        "127.0.0.3",
+        "--num-cpus",
+        "1",
+    ]);
+    assert!(out.contains("joined"), "{out}");
+    let _ = std::fs::remove_file(&token_file);
+    let status = head.ok(&["status"]);
+    assert!(status.contains("3 of 3 nodes alive"), "{status}");
+}
+
+#[test]
+fn a_session_directory_someone_else_could_reach_is_refused() {
+    // A symlink where the session directory should be (planted to redirect our secrets).
+    let target = Host::new("planted-target");
+    std::fs::create_dir_all(&target.dir).unwrap();
+    let planted = Host::new("planted");
+    std::os::unix::fs::symlink(&target.dir, &planted.dir).unwrap();
+    let out = planted.prism(&head_args(&["--port", "0"]));
+    assert!(!out.status.success(), "a symlinked session was used");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("not a directory"), "{said}");
+    assert!(std::fs::read_dir(&target.dir).unwrap().next().is_none());
+
+    // A directory other users can enter.
+    let open = Host::new("open");
+    std::fs::create_dir_all(&open.dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&open.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = open.prism(&head_args(&["--port", "0"]));
+    assert!(!out.status.success(), "an open session directory was used");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lets other users in"));
+
+    // A directory of another user (as root: owned by uid 65534).
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let foreign = Host::new("foreign");
+        std::fs::create_dir_all(&foreign.dir).unwrap();
+        std::fs::set_permissions(&foreign.dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&foreign.dir, Some(65534), Some(65534)).unwrap();
+        let out = foreign.prism(&head_args(&["--port", "0"]));
+        assert!(!out.status.success(), "another user's directory was used");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to uid 65534"));
+    } else {
+        eprintln!("not root: skipping the directory owned by another user");
+    }
+}
+
+#[test]
+fn stop_signals_only_the_daemons_it_started() {
+    let head = Host::new("stop-head");
+    head.start_head(&["--port", "0", "--num-cpus", "1"]);
+    let daemons = head.daemons();
+    assert_eq!(daemons.len(), 1);
+    // Records planted for a process that is not a daemon of this session: one with a start
+    // time that is not the process's, one with none.
+    let mut bystanders = Vec::new();
+    for planted_time in [Some("1"), None] {
+        let sleeper = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = sleeper.id();
+        let records = head.dir.join("daemons");
+        std::fs::write(records.join(pid.to_string()), "planted").unwrap();
+        if let Some(time) = planted_time {
+            std::fs::write(records.join(format!("{pid}.id")), time).unwrap();
+        }
+        bystanders.push(sleeper);
+    }
+    let out = head.prism(&["stop"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("Stopped 1 Prism daemon"), "{said}");
+    for sleeper in &mut bystanders {
+        assert!(
+            running(sleeper.id() as i32),
+            "prism stop signalled a process that is not its daemon"
+        );
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+    }
+    assert!(!running(daemons[0]), "the head still runs");
+    assert!(
+        !head
+            .dir
+            .join("daemons")
+            .join(daemons[0].to_string())
+            .exists(),
+        "the stopped head's record is gone"
+    );
+}

@@ -154,6 +154,12 @@ impl FrameDecoder {
         }
     }
 
+    /// From now on, refuses payloads longer than `max_frame` bytes (a connection that allowed
+    /// only a small handshake frame opens up once the peer is known).
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame;
+    }
+
     /// Bytes received but not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.end - self.start

@@ -6,7 +6,7 @@ use prism_graph::{ObjectId, TaskError, TaskId, TaskKind, TaskSpec};
 use crate::frame::Message;
 
 /// The protocol version; a peer with another version is refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The first message of a worker: who it is and what it was built from.
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -310,9 +310,12 @@ pub enum FromHost {
 /// What a node tells the driver of a job it hosts, each on a stream it opens.
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum HostEvent {
-    /// A worker's connection: after this frame the stream carries the worker's link, byte for
-    /// byte, both ways.
-    Relay,
+    /// A worker's connection: after this frame the stream carries the link of the worker the
+    /// node started under this number, byte for byte, both ways.
+    Relay {
+        /// The worker's number (its hello must name the same).
+        worker: u32,
+    },
     /// A worker process ended, and how.
     WorkerExited {
         /// The worker's number.

@@ -260,20 +260,34 @@ async fn recv_one(recv: &mut RecvStream, peer: SocketAddr, max: usize) -> Result
 
 /// Accepts the peer's first stream and reads its one request frame; a bad frame closes the
 /// connection.
+/// How long a new connection has to send its first request (a join or a member's hello)
+/// before it is closed: a peer that connects and says nothing holds nothing for long.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+
 async fn accept_request(
     connection: &Connection,
     max: usize,
 ) -> Result<(SendStream, Frame), QuicError> {
     let peer = connection.remote_address();
-    let (send, mut recv) = connection
-        .accept_bi()
-        .await
-        .map_err(connection_error(peer))?;
-    match recv_one(&mut recv, peer, max).await {
-        Ok(frame) => Ok((send, frame)),
-        Err(e) => {
-            close_for(connection, codes::BAD_FRAME, &e.to_string());
-            Err(e)
+    let request = async {
+        let (send, mut recv) = connection
+            .accept_bi()
+            .await
+            .map_err(connection_error(peer))?;
+        match recv_one(&mut recv, peer, max).await {
+            Ok(frame) => Ok((send, frame)),
+            Err(e) => {
+                close_for(connection, codes::BAD_FRAME, &e.to_string());
+                Err(e)
+            }
+        }
+    };
+    match tokio::time::timeout(HANDSHAKE_DEADLINE, request).await {
+        Ok(result) => result,
+        Err(_) => {
+            let reason = format!("no request within {HANDSHAKE_DEADLINE:?}");
+            close_for(connection, codes::REFUSED, &reason);
+            Err(QuicError::Connection { peer, reason })
         }
     }
 }

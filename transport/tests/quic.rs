@@ -266,3 +266,40 @@ async fn bad_frames_close_only_their_connection_and_garbage_is_ignored() {
 
     round_trip(&good).await.expect("the member is unaffected");
 }
+
+#[tokio::test]
+async fn idle_join_connections_are_closed_at_the_handshake_deadline() {
+    let head = Head::start();
+    let endpoint = client();
+    let tls = head.token.client_config(quic::JOIN_ALPN).unwrap();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        let connecting = endpoint
+            .connect_with(
+                config.clone(),
+                head.addr,
+                prism_transport::tls::CLUSTER_SERVER_NAME,
+            )
+            .unwrap();
+        idle.push(connecting.await.expect("the TLS handshake completes"));
+    }
+    let started = std::time::Instant::now();
+    for connection in &idle {
+        // Nothing is sent: the head closes each connection itself, naming why.
+        let reason = tokio::time::timeout(
+            quic::HANDSHAKE_DEADLINE + Duration::from_secs(5),
+            connection.closed(),
+        )
+        .await
+        .expect("the head closed an idle join connection");
+        assert!(
+            reason.to_string().contains("no request within"),
+            "closed for {reason}"
+        );
+    }
+    assert!(started.elapsed() >= quic::HANDSHAKE_DEADLINE - Duration::from_secs(1));
+    // The head still serves joiners.
+    member(&head).await;
+}

@@ -54,9 +54,13 @@ struct StartArgs {
     /// The head's address, to join a node.
     #[arg(long, env = "PRISM_ADDRESS")]
     address: Option<String>,
-    /// The join token the head printed.
+    /// The join token the head printed (prefer `--token-file` or `PRISM_TOKEN`: a flag's value
+    /// shows in `ps`).
     #[arg(long, env = "PRISM_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A file holding the join token (the head writes one: `token` in its session directory).
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
     /// The IP address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: std::net::IpAddr,
@@ -92,6 +96,20 @@ struct ClientArgs {
     /// The join token (default: the session directory's).
     #[arg(long, env = "PRISM_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A file holding the join token.
+    #[arg(long, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+}
+
+/// The token from `--token`, `PRISM_TOKEN` or `--token-file`, if any was given.
+fn given_token(token: Option<&str>, file: Option<&Path>) -> Result<Option<String>, String> {
+    match (token, file) {
+        (Some(token), _) => Ok(Some(token.to_string())),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map(|t| Some(t.trim().to_string()))
+            .map_err(|e| format!("cannot read the token file {}: {e}", file.display())),
+        (None, None) => Ok(None),
+    }
 }
 
 type Resources = BTreeMap<String, f64>;
@@ -149,24 +167,39 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
-/// The session directory of the daemons started on this host.
+/// The session directory of the daemons started on this host: `$PRISM_SESSION_DIR`, else
+/// `session_latest` under a root private to this user (`$XDG_RUNTIME_DIR/prism`, or
+/// `/tmp/prism-UID` where there is no runtime directory).
 fn session_dir() -> PathBuf {
-    std::env::var_os("PRISM_SESSION_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("prism").join("session_latest"))
+    if let Some(dir) = std::env::var_os("PRISM_SESSION_DIR") {
+        return PathBuf::from(dir);
+    }
+    session_root().join("session_latest")
 }
 
+fn session_root() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        Some(runtime) if runtime.is_dir() => runtime.join("prism"),
+        _ => std::env::temp_dir().join(format!("prism-{}", crate::files::euid())),
+    }
+}
+
+/// Makes the session directory (or checks the one there): it and the default root are 0700,
+/// owned by this user and not symlinks; anything else is refused, naming why.
+fn open_session() -> Result<PathBuf, String> {
+    let dir = session_dir();
+    let made = if std::env::var_os("PRISM_SESSION_DIR").is_some() {
+        crate::files::private_dir_all(&dir)
+    } else {
+        crate::files::private_dir(&session_root()).and_then(|()| crate::files::private_dir(&dir))
+    };
+    made.map_err(|e| format!("cannot use the session directory: {e}"))?;
+    Ok(dir)
+}
+
+/// Writes `text` to `path` readable by this user alone (a fresh file, renamed into place).
 fn write_private(path: &Path, text: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    file.write_all(text.as_bytes())
+    crate::files::replace_private(path, text.as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
@@ -183,19 +216,31 @@ fn start(args: &StartArgs) -> Result<(), String> {
             "give --head to start a cluster, or --address (and --token) to join one".into(),
         );
     }
-    let dir = session_dir();
+    let dir = open_session()?;
     let logs = dir.join("logs");
-    std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
+    crate::files::private_dir(&logs)
+        .map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
     let log_path = logs.join(format!(
         "{}-{}.log",
         if args.head { "head" } else { "node" },
         std::process::id()
     ));
-    let log = std::fs::File::create(&log_path)
+    let log = crate::files::private_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&log_path)
         .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let mut command = std::process::Command::new(exe);
-    command.arg("daemon").args(std::env::args_os().skip(2));
+    // The token reaches the daemon through its environment (readable by this user alone),
+    // never its command line (which `ps` shows everyone).
+    command
+        .arg("daemon")
+        .args(without_token(std::env::args_os().skip(2)));
+    if let Some(token) = given_token(args.token.as_deref(), args.token_file.as_deref())? {
+        command.env("PRISM_TOKEN", token);
+    }
     command
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -241,14 +286,35 @@ fn start(args: &StartArgs) -> Result<(), String> {
     }
 }
 
-/// Records this daemon as started on this host, with what `start` prints.
+/// The command line without `--token T` / `--token=T` / `--token-file F` (the daemon gets the
+/// token by its environment).
+fn without_token(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut kept = Vec::new();
+    let mut skip_value = false;
+    for arg in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        let text = arg.to_string_lossy();
+        if text == "--token" || text == "--token-file" {
+            skip_value = true;
+        } else if !text.starts_with("--token=") && !text.starts_with("--token-file=") {
+            kept.push(arg);
+        }
+    }
+    kept
+}
+
+/// Records this daemon as started on this host, with what `start` prints (0600: it holds the
+/// join token) and what proves the process is this daemon (see [`stop`]).
 fn announce(text: &str) -> Result<(), String> {
     let dir = session_dir().join("daemons");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let path = dir.join(std::process::id().to_string());
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    crate::files::private_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let me = std::process::id();
+    let started = crate::process::start_time(me)
+        .map_err(|e| format!("cannot read this daemon's start time: {e}"))?;
+    write_private(&dir.join(format!("{me}.id")), &started.to_string())?;
+    write_private(&dir.join(me.to_string()), text)
 }
 
 fn total_resources(args: &StartArgs) -> Vec<(String, f64)> {
@@ -277,14 +343,37 @@ fn heartbeat_interval() -> Duration {
 }
 
 async fn daemon(args: StartArgs) -> Result<(), String> {
-    let dir = session_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    if args.head {
-        head(args, &dir).await
-    } else {
-        node(args, &dir).await
+    use tokio::signal::unix::{SignalKind, signal};
+    let dir = open_session()?;
+    let hosting = Arc::new(parking_lot::Mutex::new(None::<Arc<Hosting>>));
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
+    let run = async {
+        if args.head {
+            head(args, &dir, &hosting).await
+        } else {
+            node(args, &dir, &hosting).await
+        }
+    };
+    let result = tokio::select! {
+        result = run => result,
+        _ = term.recv() => Ok(()),
+        _ = int.recv() => Ok(()),
+    };
+    // Stopping (asked, or failed): the jobs' workers go, their stores and this record too.
+    if let Some(hosting) = hosting.lock().take() {
+        hosting.end_all();
     }
+    let daemons = dir.join("daemons");
+    let me = std::process::id();
+    let _ = std::fs::remove_file(daemons.join(me.to_string()));
+    let _ = std::fs::remove_file(daemons.join(format!("{me}.id")));
+    tracing::info!("the daemon stops");
+    result
 }
+
+/// Where a daemon leaves its [`Hosting`] for the shutdown path.
+type HostingSlot = Arc<parking_lot::Mutex<Option<Arc<Hosting>>>>;
 
 /// The cluster this session directory already holds (a restarted head), if any: its CA,
 /// token and saved node table.
@@ -321,14 +410,13 @@ fn save_nodes(dir: &Path, control: &mut ControlStore) {
         return;
     }
     let path = dir.join(NODES_FILE);
-    let tmp = path.with_extension("tmp");
     let text = serde_json::to_string_pretty(&control.snapshot()).unwrap_or_default();
-    if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)) {
-        tracing::error!("cannot save the node table to {}: {e}", path.display());
+    if let Err(e) = write_private(&path, &text) {
+        tracing::error!("cannot save the node table: {e}");
     }
 }
 
-async fn head(args: StartArgs, dir: &Path) -> Result<(), String> {
+async fn head(args: StartArgs, dir: &Path, slot: &HostingSlot) -> Result<(), String> {
     let timeout = millis_env("PRISM_NODE_TIMEOUT_MS", 10_000);
     let (ca, token, control) = match recover_cluster(dir)? {
         Some((ca, token, nodes)) => {
@@ -348,10 +436,10 @@ async fn head(args: StartArgs, dir: &Path) -> Result<(), String> {
             let ca = ClusterAuthority::create(&cluster).map_err(|e| e.to_string())?;
             let token = JoinToken::generate(ca.certificate());
             let (ca_pem, key_pem) = ca.to_pem();
-            std::fs::write(dir.join("ca.pem"), ca_pem).map_err(|e| e.to_string())?;
+            write_private(&dir.join("ca.pem"), &ca_pem)?;
             write_private(&dir.join("ca-key.pem"), &key_pem)?;
             write_private(&dir.join("token"), &token.to_string())?;
-            std::fs::write(dir.join("cluster"), cluster).map_err(|e| e.to_string())?;
+            write_private(&dir.join("cluster"), &cluster)?;
             (ca, token, ControlStore::new(timeout))
         }
     };
@@ -360,7 +448,7 @@ async fn head(args: StartArgs, dir: &Path) -> Result<(), String> {
     let bind = SocketAddr::new(args.host, args.port.unwrap_or(6380));
     let endpoint = quic::server_endpoint(bind, &identity).map_err(|e| e.to_string())?;
     let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("address"), addr.to_string()).map_err(|e| e.to_string())?;
+    write_private(&dir.join("address"), &addr.to_string())?;
 
     let control = Arc::new(parking_lot::Mutex::new(control));
     let name = args.name.clone().unwrap_or_else(|| "head".to_string());
@@ -377,6 +465,7 @@ async fn head(args: StartArgs, dir: &Path) -> Result<(), String> {
     };
     save_nodes(dir, &mut control.lock());
     let hosting = Hosting::new(name.clone(), dir, identity, endpoint.clone());
+    *slot.lock() = Some(hosting.clone());
     // The head's own node beats in-process.
     let (beats, beating) = (control.clone(), hosting.clone());
     let total = total_resources(&args);
@@ -397,8 +486,7 @@ async fn head(args: StartArgs, dir: &Path) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot open the dashboard on {dashboard_addr}: {e}"))?;
     let dashboard_addr = listener.local_addr().map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("dashboard"), format!("http://{dashboard_addr}"))
-        .map_err(|e| e.to_string())?;
+    write_private(&dir.join("dashboard"), &format!("http://{dashboard_addr}"))?;
     let (dash_control, dash_token) = (control.clone(), token.to_string());
     tokio::spawn(async move {
         if let Err(e) = crate::dashboard::serve(listener, dash_control, dash_token).await {
@@ -514,7 +602,7 @@ pub(crate) fn head_and_token(
     let token = token
         .map(str::to_string)
         .or_else(|| read_session("token"))
-        .ok_or("no join token: give --token or PRISM_TOKEN")?;
+        .ok_or("no join token: give --token-file, PRISM_TOKEN or --token")?;
     let token: JoinToken = token
         .parse()
         .map_err(|e: prism_transport::tls::TlsError| e.to_string())?;
@@ -552,7 +640,7 @@ async fn connect_to_head(
             let identity = quic::join(&endpoint, head, token, name)
                 .await
                 .map_err(|e| format!("cannot join the cluster at {head}: {e}"))?;
-            if std::fs::create_dir_all(session_dir()).is_ok() {
+            if open_session().is_ok() {
                 let _ = write_private(&cached, &identity.to_pem());
             }
             identity
@@ -562,8 +650,9 @@ async fn connect_to_head(
     Ok((endpoint, connection))
 }
 
-async fn node(args: StartArgs, dir: &Path) -> Result<(), String> {
-    let (head, token) = head_and_token(args.address.as_deref(), args.token.as_deref())?;
+async fn node(args: StartArgs, dir: &Path, slot: &HostingSlot) -> Result<(), String> {
+    let token = given_token(args.token.as_deref(), args.token_file.as_deref())?;
+    let (head, token) = head_and_token(args.address.as_deref(), token.as_deref())?;
     let name = args
         .name
         .clone()
@@ -578,6 +667,7 @@ async fn node(args: StartArgs, dir: &Path) -> Result<(), String> {
     let endpoint = quic::server_endpoint(bind, &identity).map_err(|e| e.to_string())?;
     let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
     let hosting = Hosting::new(name.clone(), dir, identity.clone(), endpoint.clone());
+    *slot.lock() = Some(hosting.clone());
     tokio::spawn(serve_node_endpoint(endpoint, name.clone(), hosting.clone()));
     let register = ToControl::Register {
         name: name.clone(),
@@ -687,7 +777,8 @@ async fn serve_head(
 }
 
 async fn status(args: &ClientArgs) -> Result<(), String> {
-    let (head, token) = head_and_token(args.address.as_deref(), args.token.as_deref())?;
+    let token = given_token(args.token.as_deref(), args.token_file.as_deref())?;
+    let (head, token) = head_and_token(args.address.as_deref(), token.as_deref())?;
     let bind: std::net::IpAddr = if head.is_ipv4() {
         [0, 0, 0, 0].into()
     } else {
@@ -763,7 +854,10 @@ fn render_status(head: SocketAddr, nodes: &[NodeStatus], demands: &[PendingDeman
     out
 }
 
-/// Stops the daemons recorded in this host's session directory.
+/// Stops the daemons recorded in this host's session directory: only processes that are
+/// still the daemons recorded there (same start time, owned by this user), each through a
+/// pidfd, first with SIGTERM (the daemon stops its jobs' workers, removes their stores and
+/// its record) and with SIGKILL if it is still there after five seconds.
 fn stop() -> Result<(), String> {
     let dir = session_dir().join("daemons");
     let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -775,38 +869,33 @@ fn stop() -> Result<(), String> {
         let Some(pid) = entry
             .file_name()
             .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
+            .and_then(|n| n.parse::<u32>().ok())
         else {
             continue;
         };
-        if running(pid) {
-            // SAFETY: kill(2) on a pid this session recorded and that still runs.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while running(pid) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
+        let recorded = std::fs::read_to_string(dir.join(format!("{pid}.id")))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok());
+        match recorded.map(|started| crate::process::ProcessHandle::verified(pid, started)) {
+            Some(Ok(Some(daemon))) => {
+                if let Err(e) = daemon.stop(Duration::from_secs(5)) {
+                    eprintln!("prism: cannot stop daemon {pid}: {e}");
+                    continue;
+                }
+                stopped += 1;
             }
-            if running(pid) {
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+            Some(Ok(None)) => {}
+            Some(Err(e)) => {
+                eprintln!("prism: not stopping pid {pid}: {e}");
+                continue;
             }
-            stopped += 1;
+            None => eprintln!("prism: pid {pid} has no start-time record; not signalled"),
         }
         let _ = std::fs::remove_file(entry.path());
+        let _ = std::fs::remove_file(dir.join(format!("{pid}.id")));
     }
     println!("Stopped {stopped} Prism daemon(s).");
     Ok(())
-}
-
-/// Whether `pid` is a running process (a zombie waiting to be reaped does not count).
-fn running(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
-        Err(_) => false,
-    }
 }
 
 fn now_nanos() -> u128 {

@@ -14,10 +14,11 @@ use std::sync::{Arc, Weak};
 use prism_graph::Resources;
 use prism_transport::quic::{self, Accepted};
 use prism_transport::transfer;
+use prism_transport::{ArchivedHostEvent, FromHost, HostEvent, HostHello, Purpose, ToControl};
 use prism_transport::{FromControl, NodeUse, PendingDemand, ToHost};
-use prism_transport::{FromHost, HostEvent, HostHello, Purpose, ToControl};
 
 use super::Core;
+use super::nodes::node_of;
 use super::object_manager::{Peers, StoreSource, map_file};
 use crate::config::Config;
 use crate::{Error, Result};
@@ -376,16 +377,22 @@ impl Joined {
                     }
                 };
                 let mut decoder = prism_transport::FrameDecoder::new(1 << 10);
-                match quic::recv_frame(&mut recv, &mut decoder, peer).await {
-                    Ok(Some(frame)) if frame.access::<HostEvent>().is_ok() => {}
-                    _ => {
-                        quic::close_for(&connection, quic::codes::BAD_FRAME, "expected a relay");
-                        continue;
-                    }
-                }
+                let relayed = match quic::recv_frame(&mut recv, &mut decoder, peer).await {
+                    Ok(Some(frame)) => match frame.access::<HostEvent>() {
+                        Ok(ArchivedHostEvent::Relay { worker }) => Some(worker.to_native()),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                // A node relays only the workers it was asked to start.
+                let Some(worker) = relayed.filter(|&w| node_of(w) == idx) else {
+                    let why = "expected the relay of one of this node's workers";
+                    quic::close_for(&connection, quic::codes::BAD_FRAME, why);
+                    continue;
+                };
                 let early = decoder.take_buffered();
                 let Some(core) = core.upgrade() else { return };
-                core.relayed_worker(send, recv, early);
+                core.relayed_worker(send, recv, early, worker);
             }
         });
         tokio::spawn(async move {

@@ -1,15 +1,14 @@
 //! A node daemon's side of the jobs it hosts. A driver that joins the cluster connects to every
 //! node ([`Purpose::Job`]); the node fetches the job's binary by content hash from the driver
 //! (once, then from its cache), makes the job a shared-memory store, starts worker processes
-//! from the binary when asked, relays each worker's link to the driver on a QUIC stream of its
-//! own, pulls objects its workers need into the job's store ([`ToHost::Fetch`], one transfer per
+//! from the binary when asked (each with a private link it inherits), relays each worker's link
+//! to the driver on a QUIC stream of its own, pulls objects its workers need into the job's store ([`ToHost::Fetch`], one transfer per
 //! object however many ask), and serves the job's objects to other hosts
 //! ([`Purpose::Objects`]). When the driver's connection ends, the job's workers are killed and
 //! its store is removed.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -24,8 +23,9 @@ use tokio::sync::watch;
 
 use super::object_manager::{Peers, StoreSource};
 use super::object_store;
-use super::worker_pool::{self, ENV_INLINE_THRESHOLD, ENV_ROLE, ENV_SESSION_DIR, ENV_SOCKET};
+use super::worker_pool::{self, ENV_INLINE_THRESHOLD, ENV_ROLE, ENV_SESSION_DIR};
 use super::worker_pool::{ENV_JOB_FINGERPRINT, ENV_NODE_NAME, ENV_WORKER};
+use crate::process::{self, ProcessHandle};
 
 /// How a fetch in progress reports its end to those who wait for it.
 type FetchWatch = watch::Receiver<Option<Result<(), String>>>;
@@ -54,12 +54,11 @@ struct Job {
     name: String,
     exe: PathBuf,
     store: PathBuf,
-    socket: String,
     inline_threshold: u64,
     /// The job's content fingerprint (from its binary's hash).
     fingerprint: u64,
     driver: quinn::Connection,
-    workers: Mutex<HashMap<u32, u32>>,
+    workers: Mutex<HashMap<u32, Arc<ProcessHandle>>>,
     /// Set when the driver went: late spawns are refused.
     ended: std::sync::atomic::AtomicBool,
 }
@@ -163,8 +162,8 @@ impl Hosting {
             }
             ToHost::Kill { worker } => {
                 let job = self.job(job, connection)?;
-                if let Some(pid) = job.workers.lock().get(&worker) {
-                    worker_pool::kill(*pid);
+                if let Some(process) = job.workers.lock().get(&worker) {
+                    process.kill();
                 }
                 Ok(FromHost::Done)
             }
@@ -202,11 +201,17 @@ impl Hosting {
         objects_at: &str,
     ) -> Result<PathBuf, String> {
         let path = self.binaries.join(prism_transport::tls::hex(&hash));
-        if path.exists() {
-            return Ok(path);
+        crate::files::private_dir_all(&self.binaries)
+            .map_err(|e| format!("cannot use the binary cache: {e}"))?;
+        // A cached copy runs only if it still has the content its name promises.
+        match std::fs::read(&path) {
+            Ok(bytes) if transfer::content_hash(&bytes) == hash => return Ok(path),
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "a cached job binary does not match its hash; fetching it again");
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(_) => {}
         }
-        std::fs::create_dir_all(&self.binaries)
-            .map_err(|e| format!("cannot create {}: {e}", self.binaries.display()))?;
         let from: SocketAddr = objects_at
             .parse()
             .map_err(|e| format!("bad driver address {objects_at:?}: {e}"))?;
@@ -249,24 +254,27 @@ impl Hosting {
         }
         let store = object_store::create_session_dir()
             .map_err(|e| format!("cannot create the job's object store: {e}"))?;
-        let (listener, socket) =
-            worker_pool::bind().map_err(|e| format!("cannot open the relay socket: {e}"))?;
-        let listener = tokio::net::UnixListener::from_std(listener)
-            .map_err(|e| format!("cannot open the relay socket: {e}"))?;
         let record = Arc::new(Job {
             name: job.to_string(),
             exe,
             store,
-            socket,
             inline_threshold,
             fingerprint,
             driver: connection.clone(),
             workers: Mutex::new(HashMap::new()),
             ended: std::sync::atomic::AtomicBool::new(false),
         });
-        self.jobs.lock().insert(job.to_string(), record.clone());
-        tokio::spawn(relay_workers(listener, record));
+        self.jobs.lock().insert(job.to_string(), record);
         Ok(())
+    }
+
+    /// Ends every job (the daemon stops): their workers are killed and their stores removed.
+    pub(crate) fn end_all(&self) {
+        let jobs: Vec<Arc<Job>> = self.jobs.lock().drain().map(|(_, job)| job).collect();
+        for job in jobs {
+            job.end();
+        }
+        self.fetching.lock().clear();
     }
 
     /// Ends the job if `connection` is the one that started it.
@@ -280,11 +288,7 @@ impl Hosting {
         }) else {
             return;
         };
-        job.ended.store(true, std::sync::atomic::Ordering::SeqCst);
-        for pid in job.workers.lock().values() {
-            worker_pool::kill(*pid);
-        }
-        let _ = std::fs::remove_dir_all(&job.store);
+        job.end();
         self.fetching
             .lock()
             .retain(|(name, _), _| name != &job.name);
@@ -341,10 +345,28 @@ impl Hosting {
     }
 }
 
+/// Writes a new executable only this user can read or run.
+impl Job {
+    /// Refuses further spawns, kills the job's workers and removes its store.
+    fn end(&self) {
+        self.ended.store(true, std::sync::atomic::Ordering::SeqCst);
+        for process in self.workers.lock().values() {
+            process.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
 fn write_executable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, bytes)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    crate::files::private_options()
+        .mode(0o700)
+        .write(true)
+        .create_new(true)
+        .open(path)?
+        .write_all(bytes)
 }
 
 /// Starts worker `worker` of `job` from the job's binary; a waiter thread tells the driver
@@ -355,26 +377,22 @@ fn spawn(node: &str, job: &Arc<Job>, worker: u32) -> Result<u32, String> {
     }
     let mut cmd = Command::new(&job.exe);
     cmd.env(ENV_ROLE, "worker")
-        .env(ENV_SOCKET, &job.socket)
         .env(ENV_WORKER, worker.to_string())
         .env(ENV_SESSION_DIR, &job.store)
         .env(ENV_INLINE_THRESHOLD, job.inline_threshold.to_string())
         .env(ENV_NODE_NAME, node)
         .env(ENV_JOB_FINGERPRINT, format!("{:x}", job.fingerprint))
         .stdin(Stdio::null());
-    // SAFETY: the closure only calls async-signal-safe functions. The worker dies with the
-    // daemon (the job's workers are also killed when its driver goes).
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .spawn()
+    // The worker dies with the daemon (and is killed when its job's driver goes).
+    let process::Linked {
+        mut child,
+        handle: process,
+        link,
+    } = process::spawn_linked(&mut cmd, None)
         .map_err(|e| format!("cannot start {}: {e}", job.exe.display()))?;
-    let pid = child.id();
-    job.workers.lock().insert(worker, pid);
+    let pid = process.pid();
+    job.workers.lock().insert(worker, Arc::new(process));
+    relay_worker(job, worker, link);
     let handle = tokio::runtime::Handle::current();
     let waiter = job.clone();
     let node = node.to_string();
@@ -401,38 +419,37 @@ fn spawn(node: &str, job: &Arc<Job>, worker: u32) -> Result<u32, String> {
     Ok(pid)
 }
 
-/// Accepts the job's workers on its relay socket and pipes each link to the driver.
-async fn relay_workers(listener: tokio::net::UnixListener, job: Arc<Job>) {
-    loop {
-        let mut stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+/// Pipes worker `worker`'s link to the job's driver on a QUIC stream of its own, announced by
+/// [`HostEvent::Relay`] with the worker's number.
+fn relay_worker(job: &Arc<Job>, worker: u32, link: std::os::unix::net::UnixStream) {
+    let driver = job.driver.clone();
+    let stream = link
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixStream::from_std(link));
+    let mut stream = match stream {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::error!(job = %job.name, worker, "cannot relay a worker's link: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let (mut send, recv) = match driver.open_bi().await {
+            Ok(pair) => pair,
             Err(e) => {
-                tracing::error!(job = %job.name, "the relay socket failed: {e}");
+                tracing::debug!(worker, "cannot relay a worker: {e}");
                 return;
             }
         };
-        if job.ended.load(std::sync::atomic::Ordering::SeqCst) {
+        if quic::send_frame(&mut send, &HostEvent::Relay { worker })
+            .await
+            .is_err()
+        {
             return;
         }
-        let driver = job.driver.clone();
-        tokio::spawn(async move {
-            let (mut send, recv) = match driver.open_bi().await {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::debug!("cannot relay a worker: {e}");
-                    return;
-                }
-            };
-            if quic::send_frame(&mut send, &HostEvent::Relay)
-                .await
-                .is_err()
-            {
-                return;
-            }
-            let mut quic_side = tokio::io::join(recv, send);
-            if let Err(e) = tokio::io::copy_bidirectional(&mut stream, &mut quic_side).await {
-                tracing::debug!("a worker relay ended: {e}");
-            }
-        });
-    }
+        let mut quic_side = tokio::io::join(recv, send);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut stream, &mut quic_side).await {
+            tracing::debug!(worker, "a worker relay ended: {e}");
+        }
+    });
 }

@@ -44,6 +44,8 @@ const NODE_OWNER: u32 = u32::MAX;
 struct Link {
     writer: Option<Arc<link::LinkWriter>>,
     pid: Option<u32>,
+    /// Signals the process, when this host started it (through its pidfd).
+    process: Option<Arc<crate::process::ProcessHandle>>,
     connected: bool,
     eof: bool,
     exit: Option<String>,
@@ -149,14 +151,13 @@ impl Core {
             None => None,
         };
         let mut nodes = Nodes::default();
-        let local = match &joined {
+        match &joined {
             None => {
                 // Local workers are this very file: its path-based fingerprint.
                 crate::worker::use_content_fingerprint(0);
                 let total = config.node_resources()?;
                 let soft_limit = soft_limit_of(&total);
                 nodes.add("local".into(), total, config.max_inflight(), soft_limit);
-                Some(worker_pool::bind()?)
             }
             Some(joined) => {
                 for node in &joined.nodes {
@@ -168,9 +169,8 @@ impl Core {
                         soft_limit,
                     );
                 }
-                None
             }
-        };
+        }
         let (spawn_tx, spawn_rx) = std::sync::mpsc::channel();
         let links = link::LinkPoll::new()
             .map_err(|e| Error::Startup(format!("cannot poll worker connections: {e}")))?;
@@ -210,8 +210,8 @@ impl Core {
             cluster: joined.clone(),
             links,
         });
-        if let Some((listener, socket_name)) = local {
-            worker_pool::start(&core, listener, socket_name, spawn_rx)?;
+        if joined.is_none() {
+            worker_pool::start(&core, spawn_rx)?;
         }
         if let Some(joined) = &joined {
             let _guard = core.handle.enter();
@@ -558,9 +558,16 @@ impl Core {
 
     // --- events from the worker pool ---
 
-    fn worker_spawned(&self, worker: WorkerId, pid: u32) {
+    fn worker_spawned(
+        &self,
+        worker: WorkerId,
+        pid: u32,
+        process: Option<Arc<crate::process::ProcessHandle>>,
+    ) {
         let mut state = self.state.lock();
-        state.links.entry(worker).or_default().pid = Some(pid);
+        let link = state.links.entry(worker).or_default();
+        link.pid = Some(pid);
+        link.process = process;
         if state.shutting_down {
             // Started as the node stops: nothing for it to do.
             state.kill_worker(worker);
@@ -583,6 +590,13 @@ impl Core {
             }
             return false;
         };
+        if link.connected {
+            tracing::error!(
+                worker,
+                "refused a second link for a worker that said hello already"
+            );
+            return false;
+        }
         link.writer = Some(writer);
         link.connected = true;
         state.startup_failures = 0;
@@ -662,8 +676,8 @@ impl State {
         match &self.remote {
             Some(remote) => remote.kill_worker(worker),
             None => {
-                if let Some(pid) = self.links.get(&worker).and_then(|l| l.pid) {
-                    worker_pool::kill(pid);
+                if let Some(process) = self.links.get(&worker).and_then(|l| l.process.as_ref()) {
+                    process.kill();
                 }
             }
         }

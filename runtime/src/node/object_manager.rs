@@ -91,7 +91,7 @@ impl Peers {
             .map_err(|e| format!("cannot reach {from} for {id}: {e}"))?;
         let path = object_store::segment_path(store, id);
         let part = path.with_extension("part");
-        let file = std::fs::OpenOptions::new()
+        let file = crate::files::private_options()
             .read(true)
             .write(true)
             .create(true)

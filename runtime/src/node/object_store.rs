@@ -2,9 +2,11 @@
 //! a segment of its own, a file in the session's directory under `/dev/shm`, written once by
 //! the process that made the value and mapped read-only by every reader on the node, so a
 //! reader on the same node copies nothing. The owner unlinks a segment when the object is
-//! freed; readers that still map it keep their view until they drop it.
+//! freed; readers that still map it keep their view until they drop it. The session directory
+//! is 0700 and every segment 0600: objects are readable by this user alone.
 
 use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -31,7 +33,11 @@ pub(crate) fn create_session_dir() -> std::io::Result<PathBuf> {
                 continue;
             };
             let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            // Only our own sessions' leftovers (another user's are not ours to judge).
+            let ours = std::fs::symlink_metadata(entry.path())
+                .is_ok_and(|m| m.is_dir() && m.uid() == crate::files::euid());
             if let Some(pid) = pid
+                && ours
                 && !Path::new(&format!("/proc/{pid}")).exists()
             {
                 let _ = std::fs::remove_dir_all(entry.path());
@@ -42,7 +48,8 @@ pub(crate) fn create_session_dir() -> std::io::Result<PathBuf> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let dir = base.join(format!("prism-{}-{nanos:x}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    // Created here and now (not found): a directory someone prepared under this name is refused.
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     Ok(dir)
 }
 
@@ -152,7 +159,7 @@ impl SegmentPool {
         self.next += 1;
         let pooled = pool_dir(dir).join(format!("{len}.{}", self.next));
         let moved = std::fs::rename(segment_path(dir, id), &pooled).or_else(|_| {
-            std::fs::create_dir_all(pool_dir(dir))?;
+            crate::files::private_dir(&pool_dir(dir))?;
             std::fs::rename(segment_path(dir, id), &pooled)
         });
         match moved {
@@ -252,7 +259,7 @@ impl Segment {
     ) -> std::io::Result<Segment> {
         // Not truncated: a pooled segment renamed to this name keeps its pages up to `len`
         // (fill writes every byte).
-        let file = std::fs::OpenOptions::new()
+        let file = crate::files::private_options()
             .read(true)
             .write(true)
             .create(true)

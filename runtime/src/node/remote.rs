@@ -64,7 +64,7 @@ impl Remote {
             node,
             ToHost::Spawn { worker },
             move |core, answer| match answer {
-                Ok(FromHost::Spawned(pid)) => core.worker_spawned(worker, pid),
+                Ok(FromHost::Spawned(pid)) => core.worker_spawned(worker, pid, None),
                 Ok(FromHost::Error(reason)) | Err(reason) => core.worker_exited(worker, reason),
                 Ok(other) => core.worker_exited(worker, format!("unexpected answer {other:?}")),
             },
@@ -362,6 +362,7 @@ impl Core {
         send: quinn::SendStream,
         recv: quinn::RecvStream,
         early: Vec<u8>,
+        worker: WorkerId,
     ) {
         let (mut ours, theirs) = match tokio::net::UnixStream::pair() {
             Ok(pair) => pair,
@@ -379,7 +380,7 @@ impl Core {
                 tracing::debug!("a relayed worker link ended: {e}");
             }
         });
-        tokio::spawn(worker_pool::serve(self, theirs));
+        tokio::spawn(worker_pool::serve(self, theirs, worker));
     }
 
     /// A worker process on another node ended.

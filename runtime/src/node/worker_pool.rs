@@ -1,15 +1,14 @@
-//! The worker pool's IO shell: the node's Unix socket (an abstract name, so nothing is left on
-//! disk), a spawner thread that starts worker processes from the program's own executable, a
-//! waiter thread per process that reports its exit, and per connection the handshake and the
-//! reader task (the connection's sides are in [`super::link`]). A worker counts as dead once
-//! both its connection closed and its exit was seen, so every frame it sent before dying is
-//! processed first.
+//! The worker pool's IO shell: a spawner thread that starts worker processes from the
+//! program's own executable, each with a private link it inherits (see [`crate::process`]:
+//! there is no socket anyone else could connect to), a waiter thread per process that reports
+//! its exit, and per link the handshake and the reader task (the link's sides are in
+//! [`super::link`]). A worker counts as dead once both its link closed and its exit was seen,
+//! so every frame it sent before dying is processed first.
 
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixListener as StdUnixListener};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use prism_transport::{ArchivedToNode, AsyncFrameReader, HandshakeError, ToNode};
 use tokio::io::Interest;
@@ -18,11 +17,11 @@ use tokio::net::UnixStream;
 use super::Core;
 use super::link::{self, LinkReader, LinkWriter, write_loop};
 use super::scheduler::WorkerId;
+use crate::process;
 use crate::{Error, Result};
 
 /// Environment variables that turn a started process into a worker.
 pub(crate) const ENV_ROLE: &str = "PRISM_ROLE";
-pub(crate) const ENV_SOCKET: &str = "PRISM_NODE_SOCKET";
 pub(crate) const ENV_WORKER: &str = "PRISM_WORKER_ID";
 pub(crate) const ENV_SESSION_DIR: &str = "PRISM_SESSION_DIR";
 pub(crate) const ENV_INLINE_THRESHOLD: &str = "PRISM_INLINE_THRESHOLD";
@@ -31,30 +30,13 @@ pub(crate) const ENV_NODE_NAME: &str = "PRISM_NODE_NAME";
 /// The job's content fingerprint, for workers a cluster's node starts (hex).
 pub(crate) const ENV_JOB_FINGERPRINT: &str = "PRISM_JOB_FINGERPRINT";
 
-pub(crate) fn bind() -> Result<(StdUnixListener, String)> {
-    let name = format!(
-        "prism-node-{}-{:x}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    );
-    let addr = SocketAddr::from_abstract_name(name.as_bytes())
-        .map_err(|e| Error::Startup(format!("socket name {name}: {e}")))?;
-    let listener = StdUnixListener::bind_addr(&addr)
-        .map_err(|e| Error::Startup(format!("bind socket @{name}: {e}")))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| Error::Startup(format!("socket @{name}: {e}")))?;
-    Ok((listener, name))
-}
+/// The largest hello a worker may send (it is a few dozen bytes).
+pub(crate) const MAX_HELLO: usize = 4 << 10;
 
-pub(crate) fn start(
-    core: &Arc<Core>,
-    listener: StdUnixListener,
-    socket_name: String,
-    spawn_rx: std::sync::mpsc::Receiver<WorkerId>,
-) -> Result<()> {
+/// How long a started worker has to say hello before its link is dropped.
+pub(crate) const HELLO_DEADLINE: Duration = Duration::from_secs(60);
+
+pub(crate) fn start(core: &Arc<Core>, spawn_rx: std::sync::mpsc::Receiver<WorkerId>) -> Result<()> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::Startup(format!("cannot find the program's executable: {e}")))?;
     let spawner_core = Arc::downgrade(core);
@@ -67,34 +49,16 @@ pub(crate) fn start(
                 let Some(core) = spawner_core.upgrade() else {
                     break;
                 };
-                spawn_worker(&core, worker, &exe, &socket_name);
+                spawn_worker(&core, worker, &exe);
             }
         })
         .map_err(|e| Error::Startup(format!("spawner thread: {e}")))?;
-    let _guard = core.handle().enter();
-    let listener = tokio::net::UnixListener::from_std(listener)
-        .map_err(|e| Error::Startup(format!("socket: {e}")))?;
-    let accept_core = core.clone();
-    core.handle().spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(serve(accept_core.clone(), stream));
-                }
-                Err(e) => {
-                    tracing::error!("accept on the node socket failed: {e}");
-                    break;
-                }
-            }
-        }
-    });
     Ok(())
 }
 
-fn spawn_worker(core: &Arc<Core>, worker: WorkerId, exe: &std::path::Path, socket: &str) {
+fn spawn_worker(core: &Arc<Core>, worker: WorkerId, exe: &std::path::Path) {
     let mut cmd = Command::new(exe);
     cmd.env(ENV_ROLE, "worker")
-        .env(ENV_SOCKET, socket)
         .env(ENV_WORKER, worker.to_string())
         .env(ENV_SESSION_DIR, core.store_dir())
         .env(
@@ -102,38 +66,44 @@ fn spawn_worker(core: &Arc<Core>, worker: WorkerId, exe: &std::path::Path, socke
             core.config().inline_threshold_bytes().to_string(),
         )
         .stdin(Stdio::null());
-    // SAFETY: the closure only calls async-signal-safe functions (prctl, getppid, kill).
-    unsafe {
-        let parent = std::process::id() as libc::pid_t;
-        cmd.pre_exec(move || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if libc::getppid() != parent {
-                libc::kill(libc::getpid(), libc::SIGKILL);
-            }
-            Ok(())
-        });
-    }
-    match cmd.spawn() {
-        Ok(mut child) => {
-            core.worker_spawned(worker, child.id());
-            tracing::debug!(worker, pid = child.id(), "worker started");
-            let waiter_core = Arc::downgrade(core);
-            let spawned = std::thread::Builder::new()
-                .name(format!("prism-wait-{worker}"))
-                .spawn(move || {
-                    let reason = match child.wait() {
-                        Ok(status) => describe_exit(status),
-                        Err(e) => format!("cannot wait for the process: {e}"),
-                    };
-                    if let Some(core) = waiter_core.upgrade() {
-                        core.worker_exited(worker, reason);
-                    }
-                });
-            if let Err(e) = spawned {
-                tracing::error!(worker, "cannot start a waiter thread: {e}");
-            }
+    let linked = match process::spawn_linked(&mut cmd, Some(std::process::id())) {
+        Ok(linked) => linked,
+        Err(e) => {
+            return core.worker_exited(worker, format!("cannot start {}: {e}", exe.display()));
         }
-        Err(e) => core.worker_exited(worker, format!("cannot start {}: {e}", exe.display())),
+    };
+    let process::Linked {
+        mut child,
+        handle,
+        link,
+    } = linked;
+    let pid = handle.pid();
+    core.worker_spawned(worker, pid, Some(Arc::new(handle)));
+    tracing::debug!(worker, pid, "worker started");
+    let served = link.set_nonblocking(true).and_then(|()| {
+        let _guard = core.handle().enter();
+        UnixStream::from_std(link)
+    });
+    match served {
+        Ok(stream) => {
+            core.handle().spawn(serve(core.clone(), stream, worker));
+        }
+        Err(e) => tracing::error!(worker, "cannot serve a worker's link: {e}"),
+    }
+    let waiter_core = Arc::downgrade(core);
+    let spawned = std::thread::Builder::new()
+        .name(format!("prism-wait-{worker}"))
+        .spawn(move || {
+            let reason = match child.wait() {
+                Ok(status) => describe_exit(status),
+                Err(e) => format!("cannot wait for the process: {e}"),
+            };
+            if let Some(core) = waiter_core.upgrade() {
+                core.worker_exited(worker, reason);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(worker, "cannot start a waiter thread: {e}");
     }
 }
 
@@ -160,29 +130,25 @@ pub(crate) fn describe_exit(status: ExitStatus) -> String {
     }
 }
 
-/// Sends SIGKILL to a worker process.
-pub(crate) fn kill(pid: u32) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGKILL);
-    }
-}
-
-/// Serves one worker connection: the handshake, then reading until it ends. After the
+/// Serves the link of worker `worker`: the handshake, then reading until it ends. The hello
+/// must come within [`HELLO_DEADLINE`], fit in [`MAX_HELLO`] bytes and name `worker`. After the
 /// handshake the connection leaves tokio's own polling: it is read through a registration for
 /// readability only (a connection polled for writability too would wake the node's thread each
 /// time the worker drains what it was sent), and written directly (see [`LinkWriter`]).
-pub(crate) async fn serve(core: Arc<Core>, stream: UnixStream) {
-    let max_frame = core.config().max_frame();
-    let mut reader = AsyncFrameReader::new(stream, max_frame);
-    let worker = match handshake(&mut reader).await {
-        Ok(worker) => worker,
-        Err(reason) => {
-            tracing::error!("refused a worker connection: {reason}");
-            return;
-        }
+pub(crate) async fn serve(core: Arc<Core>, stream: UnixStream, worker: WorkerId) {
+    let mut reader = AsyncFrameReader::new(stream, MAX_HELLO);
+    let said = tokio::time::timeout(HELLO_DEADLINE, handshake(&mut reader, worker)).await;
+    let refused = match said {
+        Ok(Ok(())) => None,
+        Ok(Err(reason)) => Some(reason),
+        Err(_) => Some(format!("no hello within {HELLO_DEADLINE:?}")),
     };
-    let (stream, decoder) = reader.into_parts();
+    if let Some(reason) = refused {
+        tracing::error!(worker, "refused a worker's link: {reason}");
+        return;
+    }
+    let (stream, mut decoder) = reader.into_parts();
+    decoder.set_max_frame(core.config().max_frame());
     let handles = stream.into_std().and_then(|read| {
         read.set_nonblocking(true)?;
         let direct = read.try_clone()?;
@@ -211,7 +177,8 @@ pub(crate) async fn serve(core: Arc<Core>, stream: UnixStream) {
 
 async fn handshake(
     reader: &mut AsyncFrameReader<UnixStream>,
-) -> std::result::Result<WorkerId, String> {
+    worker: WorkerId,
+) -> std::result::Result<(), String> {
     let frame = reader
         .read_frame()
         .await
@@ -224,5 +191,11 @@ async fn handshake(
     hello
         .check(crate::worker::fingerprint())
         .map_err(|e| format!("worker {}: {e}", hello.worker))?;
-    Ok(hello.worker.to_native())
+    if hello.worker != worker {
+        return Err(format!(
+            "the hello names worker {}, the link was made for worker {worker}",
+            hello.worker
+        ));
+    }
+    Ok(())
 }

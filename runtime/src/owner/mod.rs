@@ -231,11 +231,14 @@ impl Owner {
             return false;
         };
         let len = segment.bytes().len() as u64;
-        let written = std::fs::create_dir_all(&self.spill_dir).and_then(|()| {
-            std::fs::write(
-                object_store::segment_path(&self.spill_dir, id),
-                segment.bytes(),
-            )
+        let written = crate::files::private_dir(&self.spill_dir).and_then(|()| {
+            use std::io::Write;
+            crate::files::private_options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(object_store::segment_path(&self.spill_dir, id))?
+                .write_all(segment.bytes())
         });
         if let Err(e) = written {
             tracing::error!(object = %id, "cannot spill to {}: {e}", self.spill_dir.display());

@@ -8,8 +8,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -25,7 +24,7 @@ use rkyv::util::AlignedVec;
 use crate::api::registry;
 use crate::node::object_store::{self, ObjectBytes, Segment};
 use crate::node::worker_pool::{
-    ENV_INLINE_THRESHOLD, ENV_JOB_FINGERPRINT, ENV_ROLE, ENV_SESSION_DIR, ENV_SOCKET, ENV_WORKER,
+    ENV_INLINE_THRESHOLD, ENV_JOB_FINGERPRINT, ENV_ROLE, ENV_SESSION_DIR, ENV_WORKER,
 };
 use crate::owner::{Known, Slot};
 use crate::{Error, Result};
@@ -506,8 +505,6 @@ pub(crate) fn run() -> ! {
 }
 
 fn connect() -> Result<Arc<WorkerClient>> {
-    let socket = std::env::var(ENV_SOCKET)
-        .map_err(|_| Error::Startup(format!("{ENV_SOCKET} is not set")))?;
     let worker: u32 = std::env::var(ENV_WORKER)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -520,10 +517,8 @@ fn connect() -> Result<Arc<WorkerClient>> {
         .ok()
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| Error::Startup(format!("{ENV_INLINE_THRESHOLD} is not a number")))?;
-    let addr = SocketAddr::from_abstract_name(socket.as_bytes())
-        .map_err(|e| Error::Startup(e.to_string()))?;
-    let stream = UnixStream::connect_addr(&addr)
-        .map_err(|e| Error::Startup(format!("connect to node @{socket}: {e}")))?;
+    let stream = crate::process::inherited_link()
+        .map_err(|e| Error::Startup(format!("the link to the node: {e}")))?;
     let writer = stream
         .try_clone()
         .map_err(|e| Error::Startup(e.to_string()))?;
