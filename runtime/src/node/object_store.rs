@@ -307,9 +307,14 @@ impl Segment {
                 "segment holds {actual} bytes, {len} expected"
             )));
         }
-        // SAFETY: segments are written once, before any reader learns their name, and never
-        // modified afterwards (they are only unlinked), so the mapping's contents are stable
-        // for as long as it lives.
+        // SAFETY: the mapping's bytes do not change while a reader uses them. A segment is
+        // written only under a name no reader knows yet: made fresh, or renamed out of the
+        // pool (a rename hands it to one process). Its name is published after it is filled.
+        // It is pooled, and so may be refilled, only after its owner freed the object: no
+        // `ObjectRef`, `ArchivedRef`, task argument or worker hold of it is left, and a worker's
+        // cached mapping is dropped once its file moved (`SegmentCache::forget_freed`). The
+        // file is 0600 in a 0700 directory: only processes of this user can write it, and
+        // those are inside the trust boundary (SECURITY.md); they could as well ptrace us.
         let map = unsafe { memmap2::MmapOptions::new().len(len).map(file)? };
         Ok(Segment {
             map: Mapping::Read(map),

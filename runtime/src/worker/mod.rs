@@ -593,6 +593,7 @@ fn run_task(
     segments: &mut SegmentCache,
     exec: &Execute,
 ) -> Outcome {
+    segments.forget_freed(&client.store_dir);
     match resolve_args(&client.store_dir, segments, exec) {
         Ok(args) => match registry::execute(registry, actor, exec, &args) {
             Ok((values, nested)) => store_returns(client, exec, values, nested),
@@ -682,30 +683,56 @@ fn serve_concurrent(
 }
 
 /// Mappings of recently used argument segments, so repeated tasks on one large object map it
-/// once. Bounded, so freed objects' memory is not held for long.
+/// once. Bounded, and never trusted past the file they mapped: once an object is freed its
+/// segment may be pooled and refilled with another object's bytes, so every entry whose file
+/// is gone or was replaced is dropped before a task runs (see [`SegmentCache::forget_freed`]).
 #[derive(Default)]
 struct SegmentCache {
-    recent: VecDeque<(ObjectId, ObjectBytes)>,
+    recent: VecDeque<(ObjectId, (u64, u64), ObjectBytes)>,
 }
 
 const SEGMENT_CACHE: usize = 8;
 
+/// The (device, inode) of `path`, which tells one file under a name from the next.
+fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 impl SegmentCache {
+    /// Drops the mappings of segments whose object was freed since (its file was removed, or
+    /// moved to the pool, or another file has its name now).
+    fn forget_freed(&mut self, dir: &std::path::Path) {
+        if self.recent.is_empty() {
+            return;
+        }
+        self.recent.retain(|(id, identity, _)| {
+            file_identity(&object_store::segment_path(dir, *id)) == Some(*identity)
+        });
+    }
+
     fn get(
         &mut self,
         dir: &std::path::Path,
         id: ObjectId,
         len: u64,
     ) -> std::io::Result<ObjectBytes> {
-        if let Some(pos) = self.recent.iter().position(|(i, _)| *i == id) {
+        if let Some(pos) = self.recent.iter().position(|(i, _, _)| *i == id) {
             let entry = self.recent.remove(pos).expect("position is in range");
-            let bytes = entry.1.clone();
+            let bytes = entry.2.clone();
             self.recent.push_front(entry);
             return Ok(bytes);
         }
+        let path = object_store::segment_path(dir, id);
+        let identity = file_identity(&path);
         let bytes = ObjectBytes::Shared(Arc::new(Segment::open(dir, id, len)?));
-        self.recent.push_front((id, bytes.clone()));
-        self.recent.truncate(SEGMENT_CACHE);
+        // Kept only if the file mapped is surely the one identified (no rename in between).
+        if let Some(identity) = identity
+            && file_identity(&path) == Some(identity)
+        {
+            self.recent.push_front((id, identity, bytes.clone()));
+            self.recent.truncate(SEGMENT_CACHE);
+        }
         Ok(bytes)
     }
 }
