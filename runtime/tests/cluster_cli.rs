@@ -103,6 +103,15 @@ fn a_head_and_two_nodes_on_loopback() {
         metrics.contains("prism_nodes{state=\"alive\"} 3"),
         "{metrics}"
     );
+    // The read-only metrics token scrapes /metrics and nothing else.
+    let metrics_token = head.file("metrics-token");
+    assert_ne!(metrics_token.trim(), token.trim());
+    let (code, _) = http_get(&format!("{dashboard}/metrics"), Some(metrics_token.trim()));
+    assert_eq!(code, 200, "the metrics token scrapes");
+    for path in ["/api/nodes", "/"] {
+        let (code, _) = http_get(&format!("{dashboard}{path}"), Some(metrics_token.trim()));
+        assert_eq!(code, 401, "the metrics token opened {path}");
+    }
     let (code, page) = http_get(&dashboard, Some(&token));
     assert_eq!(code, 200);
     assert!(
@@ -347,6 +356,23 @@ fn a_session_directory_someone_else_could_reach_is_refused() {
     } else {
         eprintln!("not root: skipping the directory owned by another user");
     }
+}
+
+#[test]
+fn a_dashboard_off_loopback_needs_to_be_asked_for() {
+    let head = Host::new("open-dashboard");
+    let out = head.prism(&head_args(&["--port", "0", "--dashboard-host", "0.0.0.0"]));
+    assert!(!out.status.success(), "served the token over plain HTTP");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("--insecure-dashboard"), "{said}");
+    let printed = head.start_head(&[
+        "--port",
+        "0",
+        "--dashboard-host",
+        "0.0.0.0",
+        "--insecure-dashboard",
+    ]);
+    assert!(printed.contains("Dashboard: http://0.0.0.0:"), "{printed}");
 }
 
 #[test]

@@ -79,10 +79,14 @@ struct StartArgs {
     /// This node's name (default: node-HOST-PID).
     #[arg(long)]
     name: Option<String>,
-    /// The head's dashboard address (HTTP; it asks for the join token). Loopback by default:
-    /// HTTP carries the token in the clear.
+    /// The head's dashboard address (HTTP; it asks for the join token). Loopback only, unless
+    /// `--insecure-dashboard`: HTTP carries the token in the clear.
     #[arg(long, default_value = "127.0.0.1")]
     dashboard_host: std::net::IpAddr,
+    /// Serve the dashboard on a non-loopback address over plain HTTP anyway (anyone on the
+    /// path can read the token a browser sends).
+    #[arg(long)]
+    insecure_dashboard: bool,
     /// The dashboard's TCP port (0: any free one).
     #[arg(long, default_value_t = 8265)]
     dashboard_port: u16,
@@ -402,6 +406,27 @@ fn recover_cluster(
     Ok(Some((ca, token, nodes)))
 }
 
+/// The head's read-only token for `/metrics` (`metrics-token` in the session directory, made
+/// once: 32 random bytes in hex).
+fn metrics_token(dir: &Path) -> Result<String, String> {
+    let path = dir.join("metrics-token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_string());
+    }
+    let mut bytes = [0u8; 32];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer it is given.
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if got != bytes.len() as isize {
+        return Err(format!(
+            "cannot draw a metrics token: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let token = prism_transport::tls::hex(&bytes);
+    write_private(&path, &token)?;
+    Ok(token)
+}
+
 /// The saved node table in the session directory.
 const NODES_FILE: &str = "nodes.json";
 
@@ -481,6 +506,17 @@ async fn head(args: StartArgs, dir: &Path, slot: &HostingSlot) -> Result<(), Str
             beats.lock().handle(beat, Instant::now());
         }
     });
+    if !args.dashboard_host.is_loopback() && !args.insecure_dashboard {
+        return Err(format!(
+            "the dashboard on {} would take the join token over plain HTTP: keep it on \
+             loopback (reach it through an SSH tunnel) or pass --insecure-dashboard",
+            args.dashboard_host
+        ));
+    }
+    if args.insecure_dashboard {
+        tracing::warn!(host = %args.dashboard_host, "the dashboard is served over plain HTTP");
+    }
+    let metrics_token = metrics_token(dir)?;
     let dashboard_addr = SocketAddr::new(args.dashboard_host, args.dashboard_port);
     let listener = tokio::net::TcpListener::bind(dashboard_addr)
         .await
@@ -489,7 +525,8 @@ async fn head(args: StartArgs, dir: &Path, slot: &HostingSlot) -> Result<(), Str
     write_private(&dir.join("dashboard"), &format!("http://{dashboard_addr}"))?;
     let (dash_control, dash_token) = (control.clone(), token.to_string());
     tokio::spawn(async move {
-        if let Err(e) = crate::dashboard::serve(listener, dash_control, dash_token).await {
+        let served = crate::dashboard::serve(listener, dash_control, dash_token, metrics_token);
+        if let Err(e) = served.await {
             tracing::error!("the dashboard stopped: {e}");
         }
     });

@@ -5,8 +5,10 @@
 //! - `GET /metrics` Prometheus text: nodes alive and dead, resources total and available.
 //!
 //! Every route requires the cluster's join token as `Authorization: Bearer <token>`; a request
-//! without it gets 401 and learns nothing. The server listens on loopback unless told
-//! otherwise, since HTTP carries the token in the clear.
+//! without it gets 401 and learns nothing. `/metrics` also takes the head's read-only metrics
+//! token (`metrics-token` in its session directory), so a scrape configuration holds nothing
+//! that could join the cluster. The server listens on loopback; the head refuses any other
+//! address unless told `--insecure-dashboard`, since HTTP carries the token in the clear.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,17 +28,21 @@ use crate::control::ControlStore;
 struct Shared {
     control: Arc<parking_lot::Mutex<ControlStore>>,
     token: Arc<str>,
+    metrics_token: Arc<str>,
 }
 
-/// Serves the dashboard on `listener` until the process ends.
+/// Serves the dashboard on `listener` until the process ends: every route for the join
+/// `token`, `/metrics` for the `metrics_token` too.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     control: Arc<parking_lot::Mutex<ControlStore>>,
     token: String,
+    metrics_token: String,
 ) -> std::io::Result<()> {
     let shared = Shared {
         control,
         token: token.into(),
+        metrics_token: metrics_token.into(),
     };
     let app = Router::new()
         .route("/", get(page))
@@ -55,7 +61,9 @@ async fn authorize(State(shared): State<Shared>, request: Request, next: Next) -
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !constant_time_eq(offered.as_bytes(), shared.token.as_bytes()) {
+    let metrics = request.uri().path() == "/metrics"
+        && constant_time_eq(offered.as_bytes(), shared.metrics_token.as_bytes());
+    if !metrics && !constant_time_eq(offered.as_bytes(), shared.token.as_bytes()) {
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
