@@ -230,57 +230,33 @@ fn start_explains_what_it_needs() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no head address"));
 }
 
-/// The file mode's permission bits.
-fn mode(path: &std::path::Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::symlink_metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o777
-}
-
-/// Whether `path` can be read by another, unprivileged user (uid 65534): `Some` only when this
-/// test runs as root and can become that user.
-fn readable_by_nobody(path: &std::path::Path) -> Option<bool> {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return None;
-    }
-    let status = std::process::Command::new("cat")
-        .arg(path)
-        .uid(65534)
-        .gid(65534)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("cat runs");
-    Some(status.success())
-}
-
 #[test]
 fn the_session_is_private_and_the_token_stays_out_of_argv() {
     let head = Host::new("private-head");
     head.start_head(&["--port", "0", "--num-cpus", "1"]);
     let token = head.file("token");
-    assert_eq!(mode(&head.dir), 0o700, "the session directory");
+    assert_eq!(common::mode_of(&head.dir), 0o700, "the session directory");
     let mut checked = 0;
     for entry in std::fs::read_dir(&head.dir).unwrap().flatten() {
         let path = entry.path();
         let want = if path.is_dir() { 0o700 } else { 0o600 };
-        assert_eq!(mode(&path), want, "{}", path.display());
+        assert_eq!(common::mode_of(&path), want, "{}", path.display());
         checked += 1;
     }
     for entry in std::fs::read_dir(head.dir.join("daemons"))
         .unwrap()
         .flatten()
     {
-        assert_eq!(mode(&entry.path()), 0o600, "{}", entry.path().display());
+        assert_eq!(
+            common::mode_of(&entry.path()),
+            0o600,
+            "{}",
+            entry.path().display()
+        );
         checked += 1;
     }
     assert!(checked >= 8, "only {checked} files checked");
-    match readable_by_nobody(&head.dir.join("token")) {
+    match common::readable_by_other_user(&head.dir.join("token")) {
         Some(readable) => assert!(!readable, "another user read the join token"),
         None => eprintln!("not root: skipping the read attempt as another user (uid 65534)"),
     }

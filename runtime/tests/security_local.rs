@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use common::{Case, ensure};
@@ -112,17 +111,11 @@ fn spill_dir(store: &Path) -> PathBuf {
     std::env::temp_dir().join(name).with_extension("spill")
 }
 
-fn mode(path: &Path) -> u32 {
-    std::fs::symlink_metadata(path)
-        .map(|m| m.permissions().mode() & 0o777)
-        .unwrap_or(0)
-}
-
 /// Checks `dir` is 0700 and every file below it 0600; returns the files.
 fn private_tree(dir: &Path) -> Result<Vec<PathBuf>, Failed> {
     ensure(
-        mode(dir) == 0o700,
-        format!("{} has mode {:o}", dir.display(), mode(dir)),
+        common::mode_of(dir) == 0o700,
+        format!("{} has mode {:o}", dir.display(), common::mode_of(dir)),
     )?;
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)?.flatten() {
@@ -131,32 +124,13 @@ fn private_tree(dir: &Path) -> Result<Vec<PathBuf>, Failed> {
             files.extend(private_tree(&path)?);
         } else {
             ensure(
-                mode(&path) == 0o600,
-                format!("{} has mode {:o}", path.display(), mode(&path)),
+                common::mode_of(&path) == 0o600,
+                format!("{} has mode {:o}", path.display(), common::mode_of(&path)),
             )?;
             files.push(path);
         }
     }
     Ok(files)
-}
-
-/// Whether uid 65534 can read `path`; `None` when this test cannot become it (not root).
-fn readable_by_nobody(path: &Path) -> Option<bool> {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return None;
-    }
-    let status = std::process::Command::new("head")
-        .args(["-c", "1"])
-        .arg(path)
-        .uid(65534)
-        .gid(65534)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .ok()?;
-    Some(status.success())
 }
 
 fn objects_are_readable_by_this_user_alone() -> Result<(), Failed> {
@@ -176,11 +150,11 @@ fn objects_are_readable_by_this_user_alone() -> Result<(), Failed> {
         !spilled.is_empty(),
         format!("nothing spilled to {}", spill.display()),
     )?;
-    match readable_by_nobody(&shared[0]) {
+    match common::readable_by_other_user(&shared[0]) {
         Some(readable) => {
             ensure(!readable, "another user read a shared-memory object")?;
             ensure(
-                readable_by_nobody(&spilled[0]) == Some(false),
+                common::readable_by_other_user(&spilled[0]) == Some(false),
                 "another user read a spilled object",
             )?;
         }

@@ -104,3 +104,29 @@ pub fn alive(pid: u32) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Whether another, unprivileged user (uid 65534) can read `path`: `None` when this test cannot
+/// become that user (it does not run as root).
+pub fn readable_by_other_user(path: &std::path::Path) -> Option<bool> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let status = std::process::Command::new("head")
+        .args(["-c", "1"])
+        .arg(path)
+        .uid(65534)
+        .gid(65534)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    Some(status.success())
+}
+
+/// The permission bits of `path` (0 if it cannot be read), not following a symlink.
+pub fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path).map_or(0, |m| m.permissions().mode() & 0o777)
+}
