@@ -558,6 +558,11 @@ impl Core {
 
     // --- events from the worker pool ---
 
+    /// Whether the node is shutting down.
+    fn stopping(&self) -> bool {
+        self.state.lock().shutting_down
+    }
+
     fn worker_spawned(
         &self,
         worker: WorkerId,

@@ -144,7 +144,12 @@ pub(crate) async fn serve(core: Arc<Core>, stream: UnixStream, worker: WorkerId)
         Err(_) => Some(format!("no hello within {HELLO_DEADLINE:?}")),
     };
     if let Some(reason) = refused {
-        tracing::error!(worker, "refused a worker's link: {reason}");
+        if core.stopping() {
+            // Killed as the node stops, before it could say hello.
+            tracing::debug!(worker, "a worker's link ended as the node stops: {reason}");
+        } else {
+            tracing::error!(worker, "refused a worker's link: {reason}");
+        }
         return;
     }
     let (stream, mut decoder) = reader.into_parts();
