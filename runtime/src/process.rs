@@ -209,8 +209,9 @@ pub(crate) fn inherited_link() -> io::Result<UnixStream> {
     if TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return Err(io::Error::other("the node's link was taken already"));
     }
-    // SAFETY: fstat writes into the zeroed `stat` it is given and nothing else.
+    // SAFETY: `libc::stat` is a plain C struct of integers, for which all zeroes is valid.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes only into the `stat` it is given, which lives on this stack.
     if unsafe { libc::fstat(fd, &mut stat) } < 0 {
         return Err(io::Error::other(format!(
             "descriptor {fd} from {ENV_LINK_FD}: {}",

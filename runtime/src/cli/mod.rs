@@ -309,6 +309,12 @@ fn without_token(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi
     kept
 }
 
+/// Removes daemon `pid`'s record (what `start` printed and its start time) from `daemons`.
+fn forget_daemon(daemons: &Path, pid: u32) {
+    let _ = std::fs::remove_file(daemons.join(pid.to_string()));
+    let _ = std::fs::remove_file(daemons.join(format!("{pid}.id")));
+}
+
 /// Records this daemon as started on this host, with what `start` prints (0600: it holds the
 /// join token) and what proves the process is this daemon (see [`stop`]).
 fn announce(text: &str) -> Result<(), String> {
@@ -368,10 +374,7 @@ async fn daemon(args: StartArgs) -> Result<(), String> {
     if let Some(hosting) = hosting.lock().take() {
         hosting.end_all();
     }
-    let daemons = dir.join("daemons");
-    let me = std::process::id();
-    let _ = std::fs::remove_file(daemons.join(me.to_string()));
-    let _ = std::fs::remove_file(daemons.join(format!("{me}.id")));
+    forget_daemon(&dir.join("daemons"), std::process::id());
     tracing::info!("the daemon stops");
     result
 }
@@ -928,8 +931,7 @@ fn stop() -> Result<(), String> {
             }
             None => eprintln!("prism: pid {pid} has no start-time record; not signalled"),
         }
-        let _ = std::fs::remove_file(entry.path());
-        let _ = std::fs::remove_file(dir.join(format!("{pid}.id")));
+        forget_daemon(&dir, pid);
     }
     println!("Stopped {stopped} Prism daemon(s).");
     Ok(())
