@@ -38,4 +38,4 @@ pub use ids::{
     ActorId, ArchivedActorId, ArchivedObjectId, ArchivedTaskId, IdMap, IdSet, ObjectId, TaskId,
 };
 pub use resources::{Amount, ResourceError, Resources};
-pub use spec::{Arg, TaskKind, TaskSpec};
+pub use spec::{ArchivedTaskKind, Arg, TaskKind, TaskSpec};

@@ -19,6 +19,12 @@ pub struct Config {
     pub resources: BTreeMap<String, f64>,
     /// How many tasks a worker may hold queued behind its running one (default 16).
     pub max_tasks_in_flight_per_worker: Option<usize>,
+    /// The most worker processes a node runs for tasks (actors' own workers are not counted);
+    /// default 4 per CPU, at least 4, or `PRISM_MAX_WORKERS`. At the cap, tasks wait for a
+    /// worker, and a worker blocked in `get` runs the tasks it waits for itself; only when every
+    /// worker is blocked and none of them can is one more started, so the cap cannot deadlock
+    /// a program.
+    pub max_workers: Option<usize>,
     /// Largest frame accepted from a worker, in bytes (default 512 MiB).
     pub max_frame_bytes: Option<usize>,
     /// Objects of at least this many bytes go to the shared-memory store; smaller ones stay
@@ -61,6 +67,24 @@ impl Config {
     pub fn max_tasks_in_flight_per_worker(mut self, n: usize) -> Self {
         self.max_tasks_in_flight_per_worker = Some(n);
         self
+    }
+
+    /// Sets the cap on worker processes for tasks (see [`Config::max_workers`]).
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = Some(n);
+        self
+    }
+
+    /// The cap on worker processes for tasks on a node of `cpus` CPUs.
+    pub(crate) fn max_workers_for(&self, cpus: f64) -> usize {
+        self.max_workers
+            .or_else(|| {
+                std::env::var("PRISM_MAX_WORKERS")
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or_else(|| (4.0 * cpus.ceil()).max(4.0) as usize)
+            .max(1)
     }
 
     pub(crate) fn node_resources(&self) -> Result<Resources> {

@@ -35,6 +35,12 @@ impl Counter {
         self.value
     }
 
+    /// Adds what a nested task returns: the call blocks in `get` while later calls wait.
+    fn add_five(&mut self) -> u64 {
+        self.value += five::remote().get_blocking().expect("nested get");
+        self.value
+    }
+
     fn pid(&self) -> u32 {
         std::process::id()
     }
@@ -414,6 +420,21 @@ fn a_failing_constructor_fails_the_calls() -> Result<(), Failed> {
     ensure(text.contains("an empty label is not allowed"), text)
 }
 
+fn calls_queued_behind_a_blocked_call_run_after_it_in_order() -> Result<(), Failed> {
+    let c = Counter::remote(0);
+    let results: Vec<prism::ObjectRef<u64>> = (0..40)
+        .map(|i| if i % 2 == 0 { c.add_five() } else { c.inc() })
+        .collect();
+    let values = prism::get_all_blocking(&results)?;
+    let expected: Vec<u64> = (0..40u64)
+        .scan(0, |v, i| {
+            *v += if i % 2 == 0 { 5 } else { 1 };
+            Some(*v)
+        })
+        .collect();
+    ensure(values == expected, format!("{values:?}"))
+}
+
 fn dropping_the_last_handle_stops_the_actor() -> Result<(), Failed> {
     let c = Counter::remote(0);
     let pid = c.pid().get_blocking()?;
@@ -438,6 +459,10 @@ fn main() {
             references_flow_into_actor_calls,
         ),
         ("handles_are_values", handles_are_values),
+        (
+            "calls_queued_behind_a_blocked_call_run_after_it_in_order",
+            calls_queued_behind_a_blocked_call_run_after_it_in_order,
+        ),
         ("named_actors", named_actors),
         (
             "handles_pass_into_tasks_and_other_actors",

@@ -75,6 +75,96 @@ fn slow_leaf(x: u64) -> u64 {
     x
 }
 
+/// Fibonacci as nested remote tasks, each waiting for its two children.
+#[remote]
+fn fib(n: u64) -> u64 {
+    if n < 2 {
+        return n;
+    }
+    let children = [fib::remote(n - 1), fib::remote(n - 2)];
+    prism::get_all_blocking(&children)
+        .expect("children succeed")
+        .iter()
+        .sum()
+}
+
+/// A chain of `n` tasks, each waiting for the next.
+#[remote]
+fn chain(n: u64) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    chain::remote(n - 1).get_blocking().expect("the next link") + 1
+}
+
+/// The same chain as async tasks.
+#[remote]
+async fn async_chain(n: u64) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    tokio::time::sleep(Duration::from_micros(10)).await;
+    async_chain::remote(n - 1).await.expect("the next link") + 1
+}
+
+/// Runs `body` while sampling how many worker processes this driver has; returns its result
+/// and the most seen.
+fn with_peak_workers<R>(body: impl FnOnce() -> R) -> (R, usize) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                peak = peak.max(children_of(std::process::id()).len());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let result = body();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    (result, sampler.join().unwrap_or(usize::MAX))
+}
+
+/// The default cap on worker processes for tasks on this test's 2-CPU node.
+const MAX_WORKERS: usize = 8;
+
+fn fib_20_as_nested_tasks_on_two_cpus_with_bounded_workers() -> Result<(), Failed> {
+    let started = std::time::Instant::now();
+    let (value, peak) = with_peak_workers(|| fib::remote(20).get_blocking());
+    let value = value?;
+    ensure(value == 6765, format!("fib(20) = {value}"))?;
+    eprintln!(
+        "fib(20): 21,891 tasks in {:?}, at most {peak} worker processes",
+        started.elapsed()
+    );
+    ensure(
+        peak <= MAX_WORKERS + 1,
+        format!("{peak} worker processes (cap {MAX_WORKERS})"),
+    )
+}
+
+fn a_chain_of_a_thousand_tasks_each_waiting_on_the_next() -> Result<(), Failed> {
+    let started = std::time::Instant::now();
+    let (value, peak) = with_peak_workers(|| chain::remote(1000).get_blocking());
+    let value = value?;
+    ensure(value == 1000, format!("chain(1000) = {value}"))?;
+    eprintln!(
+        "chain(1000) in {:?}, at most {peak} worker processes",
+        started.elapsed()
+    );
+    ensure(
+        peak <= MAX_WORKERS + 1,
+        format!("{peak} worker processes (cap {MAX_WORKERS})"),
+    )
+}
+
+fn an_async_chain_of_two_hundred_tasks() -> Result<(), Failed> {
+    let value = async_chain::remote(200).get_blocking()?;
+    ensure(value == 200, format!("async_chain(200) = {value}"))
+}
+
 fn expected(base: u64, n: u64) -> u64 {
     (base..base + n).map(|x| x + 1).sum()
 }
@@ -192,6 +282,18 @@ fn main() {
             a_thousand_nested_tasks_two_levels_deep_on_two_cpus,
         ),
         ("three_levels", three_levels),
+        (
+            "fib_20_as_nested_tasks_on_two_cpus_with_bounded_workers",
+            fib_20_as_nested_tasks_on_two_cpus_with_bounded_workers,
+        ),
+        (
+            "a_chain_of_a_thousand_tasks_each_waiting_on_the_next",
+            a_chain_of_a_thousand_tasks_each_waiting_on_the_next,
+        ),
+        (
+            "an_async_chain_of_two_hundred_tasks",
+            an_async_chain_of_two_hundred_tasks,
+        ),
         (
             "a_parent_sees_its_childs_error",
             a_parent_sees_its_childs_error,

@@ -6,7 +6,10 @@ use prism_graph::{ObjectId, TaskError, TaskId, TaskKind, TaskSpec};
 use crate::frame::Message;
 
 /// The protocol version; a peer with another version is refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
+pub const MAX_AWAITING: usize = 4096;
 
 /// The first message of a worker: who it is and what it was built from.
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -131,6 +134,15 @@ pub enum ToWorker {
     Welcome,
     /// Run these tasks, in order.
     Execute(Vec<Execute>),
+    /// Run this task on top of the task blocked in `get` at `depth`, which waits for its
+    /// result. A worker no longer blocked there, or not waiting for this task, hands it back
+    /// with [`ToNode::Bounced`].
+    Nested {
+        /// The task.
+        exec: Execute,
+        /// The depth of the blocked task it runs on (0: the worker's own task).
+        depth: u32,
+    },
     /// Values of objects the worker asked for with [`ToNode::Get`].
     Objects(Vec<(ObjectId, ObjectValue)>),
     /// Drop this task if it has not started.
@@ -176,11 +188,20 @@ pub enum ToNode {
     /// The running task waits in `get`: give its CPU back. Tasks the worker had queued and will
     /// not run are handed back.
     Blocked {
+        /// Which of the worker's running tasks blocked: 0 is the task it was sent, each task
+        /// it runs on top of a blocked one ([`ToWorker::Nested`]) one more.
+        depth: u32,
         /// Queued tasks handed back.
         returned: Vec<TaskId>,
+        /// The tasks whose results it waits for (at most [`MAX_AWAITING`]): the node may run
+        /// them on this worker, on top of the blocked task.
+        awaiting: Vec<TaskId>,
     },
-    /// The running task resumes.
-    Unblocked,
+    /// The running task at `depth` resumes.
+    Unblocked {
+        /// As in [`ToNode::Blocked`].
+        depth: u32,
+    },
     /// Tasks received while blocked, handed back unrun.
     Bounced(Vec<TaskId>),
     /// The worker dropped its last reference to these objects.

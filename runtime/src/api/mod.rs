@@ -359,8 +359,33 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
             .build()
             .ok();
     }
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return nested_block_on(future);
+    }
     RUNTIME.with(|rt| match rt {
         Some(rt) => rt.block_on(future),
         None => futures::executor::block_on(future),
     })
+}
+
+/// [`block_on`] for a task that runs on top of a blocked async task (a worker blocked in `get`
+/// runs the tasks it waits for on top of itself): this thread is inside the outer task's
+/// runtime, which can be neither re-entered nor nested in another executor that checks, so the
+/// future is polled by the spinning executor of the blocking API, with a one-thread runtime
+/// entered for its timers and IO. It runs outside tokio's cooperative budget: the outer task's
+/// budget would run out after a hundred-odd nested awaits, and the wake tokio defers until the
+/// outer task yields would never come.
+fn nested_block_on<F: std::future::Future>(future: F) -> F::Output {
+    static NESTED: std::sync::OnceLock<Option<tokio::runtime::Runtime>> =
+        std::sync::OnceLock::new();
+    let runtime = NESTED.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("prism-nested")
+            .enable_all()
+            .build()
+            .ok()
+    });
+    let _entered = runtime.as_ref().map(|rt| rt.enter());
+    spin::block_on(tokio::task::unconstrained(future))
 }

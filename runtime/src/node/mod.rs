@@ -157,7 +157,14 @@ impl Core {
                 crate::worker::use_content_fingerprint(0);
                 let total = config.node_resources()?;
                 let soft_limit = soft_limit_of(&total);
-                nodes.add("local".into(), total, config.max_inflight(), soft_limit);
+                let max_workers = config.max_workers_for(total.cpu.as_f64());
+                nodes.add(
+                    "local".into(),
+                    total,
+                    config.max_inflight(),
+                    soft_limit,
+                    max_workers,
+                );
             }
             Some(joined) => {
                 for node in &joined.nodes {
@@ -167,6 +174,7 @@ impl Core {
                         node.total.clone(),
                         config.max_inflight(),
                         soft_limit,
+                        config.max_workers_for(node.total.cpu.as_f64()),
                     );
                 }
             }
@@ -549,6 +557,13 @@ impl Core {
             tracing::debug!(worker, "stopping an idle worker beyond the node's CPUs");
             state.retire(worker);
         }
+        for node in state.nodes.stalled() {
+            tracing::info!(
+                node = state.nodes.name(node),
+                "every worker is blocked in get and none can run the queued tasks: starting one beyond max_workers"
+            );
+            state.start_worker(node);
+        }
         if let Some(joined) = &self.cluster {
             let _guard = self.handle.enter();
             joined.report(state.nodes.pending(), state.nodes.used());
@@ -774,14 +789,22 @@ impl State {
                     self.owner.subscribe(id.to_native(), worker);
                 }
             }
-            ArchivedToNode::Blocked { returned } => {
+            ArchivedToNode::Blocked {
+                depth,
+                returned,
+                awaiting,
+            } => {
                 let returned: Vec<TaskId> = returned.iter().map(|t| t.to_native()).collect();
                 for &task in &returned {
                     self.owner.unstarted(task);
                 }
-                self.nodes.worker_blocked(worker, &returned);
+                let awaiting: Vec<TaskId> = awaiting.iter().map(|t| t.to_native()).collect();
+                self.nodes
+                    .worker_blocked(worker, depth.to_native(), &returned, &awaiting);
             }
-            ArchivedToNode::Unblocked => self.nodes.worker_unblocked(worker),
+            ArchivedToNode::Unblocked { depth } => {
+                self.nodes.worker_unblocked(worker, depth.to_native())
+            }
             ArchivedToNode::Bounced(tasks) => {
                 let tasks: Vec<TaskId> = tasks.iter().map(|t| t.to_native()).collect();
                 for &task in &tasks {
@@ -988,7 +1011,7 @@ impl State {
         self.outbox.remove(&worker);
         self.held.remove(&worker);
         self.owner.worker_gone(worker);
-        let started = self.nodes.remove_worker(worker);
+        let (started, nested) = self.nodes.remove_worker(worker);
         // Tasks that were queued on it went back to the node's queue: they never started.
         if self.shutting_down || link.retiring {
             tracing::debug!(worker, %reason, "worker process exited as asked");
@@ -1003,6 +1026,10 @@ impl State {
         if self.actor_worker_died(worker, &reason) {
             // The actor's books handled its calls and its creation.
         } else if let Some(task) = started {
+            self.task_lost(task, &reason);
+        }
+        // Tasks it ran on top of a blocked one died with it.
+        for task in nested {
             self.task_lost(task, &reason);
         }
         if self.startup_failures >= MAX_STARTUP_FAILURES {
@@ -1068,6 +1095,11 @@ impl State {
                 Action::StartWorker if !startup_broken => self.start_worker(node),
                 Action::StartWorker => {}
                 Action::Dispatch { worker, tasks } => self.dispatch(worker, tasks),
+                Action::Nest {
+                    worker,
+                    task,
+                    depth,
+                } => self.nest(worker, task, depth),
             }
         }
         self.pump_actors();
@@ -1125,6 +1157,22 @@ impl State {
         if !batch.is_empty() {
             self.encode_to(worker, &ToWorker::Execute(batch));
         }
+    }
+
+    /// Sends `task` to run on top of the worker's task blocked at `depth`.
+    fn nest(&mut self, worker: WorkerId, task: TaskId, depth: u32) {
+        let Some(args) = self.owner.resolve_args(task) else {
+            tracing::debug!(task = %task, "a nested task waits for a rebuilt argument");
+            self.nodes.task_done(worker, task);
+            return;
+        };
+        let Some(record) = self.owner.task(task) else {
+            self.nodes.task_done(worker, task);
+            return;
+        };
+        let exec = record.execute(args);
+        self.owner.started(task, worker);
+        self.encode_to(worker, &ToWorker::Nested { exec, depth });
     }
 
     fn encode_to(&mut self, worker: WorkerId, msg: &ToWorker) {

@@ -45,12 +45,13 @@ impl Nodes {
         total: Resources,
         max_inflight: usize,
         soft_limit: usize,
+        max_workers: usize,
     ) -> NodeIdx {
         let idx = self.list.len();
         let base = (idx as WorkerId) << NODE_SHIFT;
         self.list.push(NodeEntry {
             name,
-            sched: Scheduler::numbered(total, max_inflight, soft_limit, base),
+            sched: Scheduler::numbered(total, max_inflight, soft_limit, max_workers, base),
             alive: true,
         });
         idx
@@ -157,15 +158,21 @@ impl Nodes {
         }
     }
 
-    pub(crate) fn worker_blocked(&mut self, worker: WorkerId, returned: &[TaskId]) {
+    pub(crate) fn worker_blocked(
+        &mut self,
+        worker: WorkerId,
+        depth: u32,
+        returned: &[TaskId],
+        awaiting: &[TaskId],
+    ) {
         if let Some(s) = self.sched(worker) {
-            s.worker_blocked(worker, returned);
+            s.worker_blocked(worker, depth, returned, awaiting);
         }
     }
 
-    pub(crate) fn worker_unblocked(&mut self, worker: WorkerId) {
+    pub(crate) fn worker_unblocked(&mut self, worker: WorkerId, depth: u32) {
         if let Some(s) = self.sched(worker) {
-            s.worker_unblocked(worker);
+            s.worker_unblocked(worker, depth);
         }
     }
 
@@ -175,8 +182,10 @@ impl Nodes {
         }
     }
 
-    pub(crate) fn remove_worker(&mut self, worker: WorkerId) -> Option<TaskId> {
-        self.sched(worker).and_then(|s| s.remove_worker(worker))
+    pub(crate) fn remove_worker(&mut self, worker: WorkerId) -> (Option<TaskId>, Vec<TaskId>) {
+        self.sched(worker)
+            .map(|s| s.remove_worker(worker))
+            .unwrap_or_default()
     }
 
     pub(crate) fn locate_for_cancel(&mut self, task: TaskId) -> Placement {
@@ -264,6 +273,13 @@ impl Nodes {
         all
     }
 
+    /// The live nodes stalled at the cap on workers (see [`Scheduler::stalled`]).
+    pub(crate) fn stalled(&mut self) -> Vec<NodeIdx> {
+        (0..self.list.len())
+            .filter(|&i| self.list[i].alive && self.list[i].sched.stalled())
+            .collect()
+    }
+
     pub(crate) fn surplus_idle_workers(&self) -> Vec<WorkerId> {
         self.list
             .iter()
@@ -288,8 +304,8 @@ mod tests {
     #[test]
     fn tasks_stay_home_until_it_is_full_then_spread_and_follow_custom_resources() {
         let mut nodes = Nodes::default();
-        let a = nodes.add("a".into(), res(2.0, None), 4, 2);
-        let b = nodes.add("b".into(), res(2.0, Some(("tpu", 1.0))), 4, 2);
+        let a = nodes.add("a".into(), res(2.0, None), 4, 2, 8);
+        let b = nodes.add("b".into(), res(2.0, Some(("tpu", 1.0))), 4, 2, 8);
         assert_eq!(node_of(nodes.worker_starting(b)), b);
         let one = res(1.0, None);
         let mut placed = Vec::new();
@@ -308,8 +324,8 @@ mod tests {
         assert_eq!(nodes.choose(&res(3.0, None), Some(a), |_| 0), None);
         // Arguments already on b pull an otherwise equal choice there.
         let mut fresh = Nodes::default();
-        let a = fresh.add("a".into(), res(2.0, None), 4, 2);
-        let b = fresh.add("b".into(), res(2.0, None), 4, 2);
+        let a = fresh.add("a".into(), res(2.0, None), 4, 2, 8);
+        let b = fresh.add("b".into(), res(2.0, None), 4, 2, 8);
         assert_eq!(
             fresh.choose(&one, Some(a), |i| if i == b { 1 << 20 } else { 0 }),
             Some(b)

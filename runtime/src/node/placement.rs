@@ -367,7 +367,7 @@ mod tests {
     fn nodes(cpus_each: &[f64]) -> Nodes {
         let mut nodes = Nodes::default();
         for (i, &n) in cpus_each.iter().enumerate() {
-            nodes.add(format!("n{i}"), cpus(n), 4, 4);
+            nodes.add(format!("n{i}"), cpus(n), 4, 4, 16);
         }
         nodes
     }

@@ -131,6 +131,7 @@ fn shared_values(msg: &ToWorker) -> Vec<(ObjectId, u64)> {
     };
     match msg {
         ToWorker::Execute(batch) => batch.iter().flat_map(|e| &e.args).for_each(&mut add),
+        ToWorker::Nested { exec, .. } => exec.args.iter().for_each(&mut add),
         ToWorker::Objects(objects) => {
             for (_, value) in objects {
                 if let ObjectValue::Ready(value) = value {

@@ -2,11 +2,13 @@
 //! worker leases and dispatches go out. A worker leased for one resource shape is reused for
 //! further tasks of that shape and, once no new lease can be granted, receives tasks pipelined
 //! up to a depth. A worker blocked in `get` gives its CPUs back and hands back what it had queued,
-//! so nested tasks cannot deadlock a full node.
+//! so nested tasks cannot deadlock a full node; and it runs the tasks it waits for itself, on top
+//! of the blocked one, when their resources are free (see [`Scheduler::schedule`]), so deep and
+//! recursive nesting needs no new process per level. Worker processes for tasks are capped.
 
 use std::collections::{HashMap, VecDeque};
 
-use prism_graph::{Amount, IdMap, Resources, TaskId};
+use prism_graph::{Amount, IdMap, IdSet, Resources, TaskId};
 
 /// A worker's number on this node (also its owner number).
 pub(crate) type WorkerId = u32;
@@ -18,6 +20,12 @@ pub(crate) enum Action {
     Dispatch {
         worker: WorkerId,
         tasks: Vec<TaskId>,
+    },
+    /// Run this task on the worker, on top of its task blocked at `depth`, which waits for it.
+    Nest {
+        worker: WorkerId,
+        task: TaskId,
+        depth: u32,
     },
     /// Start one more worker process.
     StartWorker,
@@ -43,17 +51,56 @@ pub(crate) enum Admission {
     Infeasible,
 }
 
+/// One task running on a worker: what it holds and whether it waits in `get`.
+#[derive(Debug, Default)]
+struct Frame {
+    demand: Resources,
+    blocked: bool,
+    /// While blocked: the tasks whose results it waits for (which may run on top of it).
+    awaiting: IdSet<TaskId>,
+}
+
 #[derive(Debug)]
 enum WorkerState {
     Starting,
     Idle,
     Leased {
-        demand: Resources,
+        /// The lease: its demand, and whether the running task of `inflight` is blocked.
+        base: Frame,
         inflight: VecDeque<TaskId>,
-        blocked: bool,
         /// Held by an actor for its lifetime: never shared, never returned when idle.
         pinned: bool,
+        /// Tasks run on top of the blocked base task, innermost last; each waited for by the
+        /// one below it.
+        nested: Vec<(TaskId, Frame)>,
     },
+}
+
+impl WorkerState {
+    /// A leased worker whose innermost running task waits in `get`.
+    fn blocked(&self) -> bool {
+        match self {
+            WorkerState::Leased { base, nested, .. } => {
+                nested.last().map_or(base.blocked, |(_, f)| f.blocked)
+            }
+            _ => false,
+        }
+    }
+
+    fn pinned(&self) -> bool {
+        matches!(self, WorkerState::Leased { pinned: true, .. })
+    }
+
+    /// The running task at `depth` (0: the lease's own).
+    fn frame_mut(&mut self, depth: u32) -> Option<&mut Frame> {
+        match self {
+            WorkerState::Leased { base, nested, .. } => match depth {
+                0 => Some(base),
+                d => nested.get_mut(d as usize - 1).map(|(_, f)| f),
+            },
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -70,17 +117,30 @@ pub(crate) struct Scheduler {
     /// Actor creations waiting for a worker of their own, in order.
     pinned_queue: VecDeque<TaskId>,
     workers: IdMap<WorkerId, WorkerState>,
+    /// Tasks a blocked worker waits for, with that worker: run on top of it when queued.
+    awaited_by: IdMap<TaskId, WorkerId>,
+    /// Queued tasks that a blocked worker waits for, oldest first (checked when scheduling).
+    nestable: VecDeque<TaskId>,
     next_worker: WorkerId,
     max_inflight: usize,
     soft_limit: usize,
+    max_workers: usize,
+    /// Whether the last idle tick found the node stalled (see [`Scheduler::stalled`]).
+    stalled_seen: bool,
 }
 
 impl Scheduler {
     /// A scheduler for a node of `total` resources, pipelining up to `max_inflight` tasks to a
-    /// worker and keeping about `soft_limit` unblocked workers.
+    /// worker, keeping about `soft_limit` unblocked workers and at most `max_workers` processes
+    /// for tasks.
     #[cfg(test)]
-    pub(crate) fn new(total: Resources, max_inflight: usize, soft_limit: usize) -> Self {
-        Self::numbered(total, max_inflight, soft_limit, 0)
+    pub(crate) fn new(
+        total: Resources,
+        max_inflight: usize,
+        soft_limit: usize,
+        max_workers: usize,
+    ) -> Self {
+        Self::numbered(total, max_inflight, soft_limit, max_workers, 0)
     }
 
     /// Like [`Scheduler::new`], numbering its workers from `base + 1` (so the workers of
@@ -89,6 +149,7 @@ impl Scheduler {
         total: Resources,
         max_inflight: usize,
         soft_limit: usize,
+        max_workers: usize,
         base: WorkerId,
     ) -> Self {
         Scheduler {
@@ -101,9 +162,13 @@ impl Scheduler {
             infeasible: Vec::new(),
             pinned_queue: VecDeque::new(),
             workers: IdMap::default(),
+            awaited_by: IdMap::default(),
+            nestable: VecDeque::new(),
             next_worker: base + 1,
             max_inflight: max_inflight.max(1),
             soft_limit: soft_limit.max(1),
+            max_workers: max_workers.max(1),
+            stalled_seen: false,
         }
     }
 
@@ -124,7 +189,9 @@ impl Scheduler {
             .workers
             .values()
             .map(|w| match w {
-                WorkerState::Leased { inflight, .. } => inflight.len(),
+                WorkerState::Leased {
+                    inflight, nested, ..
+                } => inflight.len() + nested.len(),
                 _ => 0,
             })
             .sum();
@@ -213,6 +280,9 @@ impl Scheduler {
             queue.push_back(task);
         }
         self.demands.insert(task, demand);
+        if self.awaited_by.contains_key(&task) {
+            self.nestable.push_back(task);
+        }
     }
 
     fn requeue(&mut self, tasks: impl DoubleEndedIterator<Item = TaskId>) {
@@ -225,11 +295,14 @@ impl Scheduler {
 
     /// A worker reported a task as ended (done, failed or dropped after cancel).
     pub(crate) fn task_done(&mut self, worker: WorkerId, task: TaskId) {
+        if self.end_nested(worker, task) {
+            return;
+        }
         let Some(WorkerState::Leased {
+            base,
             inflight,
-            blocked,
             pinned,
-            ..
+            nested,
         }) = self.workers.get_mut(&worker)
         else {
             return;
@@ -239,22 +312,41 @@ impl Scheduler {
         };
         inflight.remove(pos);
         self.demands.remove(&task);
-        if inflight.is_empty() && !*blocked && !*pinned {
+        if inflight.is_empty() && !base.blocked && nested.is_empty() && !*pinned {
             self.release_lease(worker);
         }
     }
 
+    /// Ends `task` if it runs on top of a blocked task of `worker`: its resources come back.
+    fn end_nested(&mut self, worker: WorkerId, task: TaskId) -> bool {
+        let Some(WorkerState::Leased { nested, .. }) = self.workers.get_mut(&worker) else {
+            return false;
+        };
+        let Some(pos) = nested.iter().position(|(t, _)| *t == task) else {
+            return false;
+        };
+        // Those above it ended before it (a worker runs them innermost first).
+        let ended: Vec<(TaskId, Frame)> = nested.drain(pos..).collect();
+        for (task, frame) in ended {
+            self.demands.remove(&task);
+            self.forget_awaiting(&frame);
+            self.give_back(&held_by(&frame));
+        }
+        true
+    }
+
     fn release_lease(&mut self, worker: WorkerId) {
         if let Some(state) = self.workers.get_mut(&worker)
-            && let WorkerState::Leased {
-                demand, blocked, ..
-            } = std::mem::replace(state, WorkerState::Idle)
+            && let WorkerState::Leased { base, nested, .. } =
+                std::mem::replace(state, WorkerState::Idle)
         {
-            let mut give_back = demand;
-            if blocked {
-                give_back.cpu = Amount::ZERO;
+            for (task, frame) in nested {
+                self.demands.remove(&task);
+                self.forget_awaiting(&frame);
+                self.give_back(&held_by(&frame));
             }
-            self.give_back(&give_back);
+            self.forget_awaiting(&base);
+            self.give_back(&held_by(&base));
         }
     }
 
@@ -266,65 +358,107 @@ impl Scheduler {
         self.available.add(&resources);
     }
 
-    /// The worker's running task waits in `get`: its CPUs go back to the node and the tasks it
-    /// had queued (`returned`) go back to the queue.
-    pub(crate) fn worker_blocked(&mut self, worker: WorkerId, returned: &[TaskId]) {
-        let Some(WorkerState::Leased {
-            demand,
-            inflight,
-            blocked,
-            ..
-        }) = self.workers.get_mut(&worker)
-        else {
-            return;
-        };
-        if *blocked {
-            return;
+    fn forget_awaiting(&mut self, frame: &Frame) {
+        for task in &frame.awaiting {
+            self.awaited_by.remove(task);
         }
-        *blocked = true;
-        inflight.retain(|t| !returned.contains(t));
-        let cpu = Resources {
-            cpu: demand.cpu,
-            ..Resources::default()
-        };
-        self.give_back(&cpu);
-        self.requeue(returned.iter().copied());
     }
 
-    /// The worker's task resumes: it takes its CPUs again, even beyond what is available.
-    pub(crate) fn worker_unblocked(&mut self, worker: WorkerId) {
-        let Some(WorkerState::Leased {
-            demand, blocked, ..
-        }) = self.workers.get_mut(&worker)
+    /// The worker's running task at `depth` waits in `get` for the results of `awaiting`: its
+    /// CPUs go back to the node and the tasks it had queued (`returned`) go back to the queue.
+    /// The awaited tasks may now run on top of it.
+    pub(crate) fn worker_blocked(
+        &mut self,
+        worker: WorkerId,
+        depth: u32,
+        returned: &[TaskId],
+        awaiting: &[TaskId],
+    ) {
+        let Some(state) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        let Some(frame) = state.frame_mut(depth) else {
+            return;
+        };
+        if frame.blocked {
+            return;
+        }
+        frame.blocked = true;
+        frame.awaiting = awaiting.iter().copied().collect();
+        let cpu = Resources {
+            cpu: frame.demand.cpu,
+            ..Resources::default()
+        };
+        if let WorkerState::Leased { inflight, .. } = state {
+            inflight.retain(|t| !returned.contains(t));
+        }
+        self.give_back(&cpu);
+        self.requeue(returned.iter().copied());
+        for &task in awaiting {
+            self.awaited_by.insert(task, worker);
+            if self.is_queued(task) {
+                self.nestable.push_back(task);
+            }
+        }
+    }
+
+    /// The worker's task at `depth` resumes: it takes its CPUs again, even beyond what is
+    /// available.
+    pub(crate) fn worker_unblocked(&mut self, worker: WorkerId, depth: u32) {
+        let Some(frame) = self
+            .workers
+            .get_mut(&worker)
+            .and_then(|w| w.frame_mut(depth))
         else {
             return;
         };
-        if !*blocked {
+        if !frame.blocked {
             return;
         }
-        *blocked = false;
-        let need = demand.cpu.0;
+        frame.blocked = false;
+        let need = frame.demand.cpu.0;
+        let awaiting = std::mem::take(&mut frame.awaiting);
+        for task in &awaiting {
+            if self.awaited_by.get(task) == Some(&worker) {
+                self.awaited_by.remove(task);
+            }
+        }
         let have = self.available.cpu.0;
         self.available.cpu.0 = have.saturating_sub(need);
         self.cpu_debt += need.saturating_sub(have);
     }
 
-    /// Tasks the worker received while blocked and handed back unrun.
+    /// Tasks the worker received while blocked (or, for nested ones, no longer waited for)
+    /// and handed back unrun.
     pub(crate) fn bounced(&mut self, worker: WorkerId, tasks: &[TaskId]) {
+        for &task in tasks {
+            let demand = self.demands.get(&task).cloned();
+            if self.end_nested(worker, task)
+                && let Some(demand) = demand
+            {
+                self.demands.insert(task, demand);
+            }
+        }
         if let Some(WorkerState::Leased { inflight, .. }) = self.workers.get_mut(&worker) {
             inflight.retain(|t| !tasks.contains(t));
         }
         self.requeue(tasks.iter().copied());
     }
 
-    /// The worker process is gone (or stopped). Returns the task it had started, if any; the
-    /// tasks it had queued but not started go back to the queue.
-    pub(crate) fn remove_worker(&mut self, worker: WorkerId) -> Option<TaskId> {
-        let inflight = match self.workers.get_mut(&worker) {
-            Some(WorkerState::Leased { inflight, .. }) => std::mem::take(inflight),
-            Some(_) => VecDeque::new(),
-            None => return None,
-        };
+    /// The worker process is gone (or stopped). Returns the task it had started and those it
+    /// ran on top of it; those queued but not started go back to the queue.
+    pub(crate) fn remove_worker(&mut self, worker: WorkerId) -> (Option<TaskId>, Vec<TaskId>) {
+        let (inflight, nested): (VecDeque<TaskId>, Vec<TaskId>) =
+            match self.workers.get_mut(&worker) {
+                Some(WorkerState::Leased {
+                    inflight, nested, ..
+                }) => (
+                    std::mem::take(inflight),
+                    nested.iter().map(|(t, _)| *t).collect(),
+                ),
+                Some(_) => Default::default(),
+                None => return Default::default(),
+            };
         if matches!(self.workers.get(&worker), Some(WorkerState::Leased { .. })) {
             self.release_lease(worker);
         }
@@ -332,7 +466,7 @@ impl Scheduler {
         let mut inflight = inflight.into_iter();
         let started = inflight.next();
         self.requeue(inflight.collect::<Vec<_>>().into_iter());
-        started
+        (started, nested)
     }
 
     /// Sets `bundle` aside for a placement group: it leaves the free resources and comes back as
@@ -379,14 +513,25 @@ impl Scheduler {
         let mut workers = Vec::new();
         for (&worker, state) in &mut self.workers {
             if let WorkerState::Leased {
-                demand, inflight, ..
+                base,
+                inflight,
+                nested,
+                ..
             } = state
-                && in_group(demand)
             {
-                // Tasks pipelined behind the running one never start.
-                queued.extend(inflight.drain(inflight.len().min(1)..));
-                *demand = Resources::default();
-                workers.push(worker);
+                if in_group(&base.demand) {
+                    // Tasks pipelined behind the running one never start.
+                    queued.extend(inflight.drain(inflight.len().min(1)..));
+                    base.demand = Resources::default();
+                    workers.push(worker);
+                } else if nested.iter().any(|(_, f)| in_group(&f.demand)) {
+                    workers.push(worker);
+                }
+                for (_, frame) in nested.iter_mut() {
+                    if in_group(&frame.demand) {
+                        frame.demand = Resources::default();
+                    }
+                }
             }
         }
         for task in &queued {
@@ -436,21 +581,121 @@ impl Scheduler {
             return Placement::Queued;
         }
         for (&worker, state) in &self.workers {
-            if let WorkerState::Leased { inflight, .. } = state
-                && let Some(pos) = inflight.iter().position(|t| *t == task)
+            if let WorkerState::Leased {
+                inflight, nested, ..
+            } = state
             {
-                return Placement::OnWorker {
-                    worker,
-                    started: pos == 0,
-                };
+                if let Some(pos) = inflight.iter().position(|t| *t == task) {
+                    return Placement::OnWorker {
+                        worker,
+                        started: pos == 0,
+                    };
+                }
+                if nested.iter().any(|(t, _)| *t == task) {
+                    return Placement::OnWorker {
+                        worker,
+                        started: true,
+                    };
+                }
             }
         }
         Placement::Absent
     }
 
+    /// Whether `task` waits in a queue for a lease.
+    fn is_queued(&self, task: TaskId) -> bool {
+        self.demands
+            .get(&task)
+            .and_then(|d| self.queues.get(d))
+            .is_some_and(|q| q.iter().rev().any(|t| *t == task))
+    }
+
+    /// Takes `task` out of its queue (searching from the back, where a blocked task's
+    /// children were just added).
+    fn unqueue(&mut self, task: TaskId, shape: &Resources) -> bool {
+        let Some(queue) = self.queues.get_mut(shape) else {
+            return false;
+        };
+        let Some(pos) = queue.iter().rposition(|t| *t == task) else {
+            return false;
+        };
+        queue.remove(pos);
+        if queue.is_empty() {
+            self.queues.remove(shape);
+            self.shapes.retain(|s| s != shape);
+        }
+        true
+    }
+
+    /// Runs queued tasks that blocked workers wait for on top of those workers, while their
+    /// resources are free: the work a blocked task waits for is done by its own process, depth
+    /// first, rather than by a new process per level of nesting. Only tasks the innermost
+    /// blocked task waits for run on it, so a worker's stack of tasks follows the program's
+    /// own waits and cannot add a cycle.
+    fn nest(&mut self, actions: &mut Vec<Action>) {
+        let mut keep = VecDeque::new();
+        let mut placed: IdSet<WorkerId> = IdSet::default();
+        while let Some(task) = self.nestable.pop_front() {
+            let Some(&worker) = self.awaited_by.get(&task) else {
+                continue;
+            };
+            let Some(shape) = self.demands.get(&task).cloned() else {
+                continue;
+            };
+            let Some(state) = self.workers.get(&worker) else {
+                continue;
+            };
+            let depth = match state {
+                WorkerState::Leased { base, nested, .. } => {
+                    let top = nested.last().map_or(base, |(_, f)| f);
+                    if !top.blocked || !top.awaiting.contains(&task) {
+                        // A task below the innermost waits for it: its turn comes when the
+                        // tasks above end. Otherwise it resumed, or waits for something else.
+                        let below = std::iter::once(base)
+                            .chain(nested.iter().map(|(_, f)| f))
+                            .any(|f| f.blocked && f.awaiting.contains(&task));
+                        if below && self.is_queued(task) {
+                            keep.push_back(task);
+                        }
+                        continue;
+                    }
+                    nested.len() as u32
+                }
+                _ => continue,
+            };
+            if placed.contains(&worker) || !shape.fits_in(&self.available) {
+                if self.is_queued(task) {
+                    keep.push_back(task);
+                }
+                continue;
+            }
+            if !self.unqueue(task, &shape) {
+                continue; // on a worker already
+            }
+            self.available.subtract(&shape);
+            if let Some(WorkerState::Leased { nested, .. }) = self.workers.get_mut(&worker) {
+                nested.push((
+                    task,
+                    Frame {
+                        demand: shape,
+                        ..Frame::default()
+                    },
+                ));
+            }
+            placed.insert(worker);
+            actions.push(Action::Nest {
+                worker,
+                task,
+                depth,
+            });
+        }
+        self.nestable = keep;
+    }
+
     /// Decides what to do now: leases, dispatches and worker starts.
     pub(crate) fn schedule(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
+        self.nest(&mut actions);
         let mut batches: HashMap<WorkerId, Vec<TaskId>> = HashMap::new();
         let mut want_workers = 0usize;
         let starting = self
@@ -472,10 +717,13 @@ impl Scheduler {
                     self.workers.insert(
                         worker,
                         WorkerState::Leased {
-                            demand,
+                            base: Frame {
+                                demand,
+                                ..Frame::default()
+                            },
                             inflight: VecDeque::from([task]),
-                            blocked: false,
                             pinned: true,
+                            nested: Vec::new(),
                         },
                     );
                     batches.entry(worker).or_default().push(task);
@@ -493,6 +741,9 @@ impl Scheduler {
             .count();
         want_workers += unplaced.saturating_sub(starting);
         self.pinned_queue = waiting;
+        // Processes for tasks are capped; actors' are not (each actor needs its own).
+        let task_room = self.max_workers.saturating_sub(self.task_workers());
+        let mut task_workers_wanted = 0usize;
         for shape in self.shapes.clone() {
             while let Some(&task) = self.queues.get(&shape).and_then(VecDeque::front) {
                 let fits = shape.fits_in(&self.available);
@@ -502,10 +753,13 @@ impl Scheduler {
                         self.workers.insert(
                             worker,
                             WorkerState::Leased {
-                                demand: shape.clone(),
+                                base: Frame {
+                                    demand: shape.clone(),
+                                    ..Frame::default()
+                                },
                                 inflight: VecDeque::from([task]),
-                                blocked: false,
                                 pinned: false,
+                                nested: Vec::new(),
                             },
                         );
                         self.pop(&shape);
@@ -528,7 +782,10 @@ impl Scheduler {
                         left.subtract(&shape);
                         leases += 1;
                     }
-                    want_workers += leases.saturating_sub(starting + want_workers);
+                    let more = leases.saturating_sub(starting + want_workers);
+                    let allowed = more.min(task_room.saturating_sub(task_workers_wanted));
+                    task_workers_wanted += allowed;
+                    want_workers += allowed;
                     if starting + want_workers > 0 {
                         break;
                     }
@@ -573,14 +830,40 @@ impl Scheduler {
             .values()
             .filter(|w| {
                 // Blocked workers gave their CPU back; actors' workers are their own.
-                !matches!(
-                    w,
-                    WorkerState::Starting
-                        | WorkerState::Leased { blocked: true, .. }
-                        | WorkerState::Leased { pinned: true, .. }
-                )
+                !matches!(w, WorkerState::Starting) && !w.blocked() && !w.pinned()
             })
             .count()
+    }
+
+    /// Processes for tasks (not held by an actor), starting ones included.
+    fn task_workers(&self) -> usize {
+        self.workers.values().filter(|w| !w.pinned()).count()
+    }
+
+    /// Whether every process for tasks is blocked in `get` (none idle, starting or running).
+    fn all_blocked(&self) -> bool {
+        self.workers
+            .values()
+            .filter(|w| !w.pinned())
+            .all(WorkerState::blocked)
+    }
+
+    /// Called on the node's idle tick: true when, at two ticks in a row, every worker for tasks
+    /// is blocked in `get`, none is starting, the cap allows no more, and a queued task could
+    /// run on the free resources. The caller then starts one worker beyond the cap, so the cap
+    /// cannot deadlock a program whose blocked tasks wait for work none of them can run (a
+    /// chain of inputs, say); Ray's limit is soft for the same reason. Two ticks, so that a
+    /// blocked task whose values are on their way is not mistaken for a stall.
+    pub(crate) fn stalled(&mut self) -> bool {
+        let now = self.task_workers() >= self.max_workers
+            && self.all_blocked()
+            && self
+                .shapes
+                .iter()
+                .any(|shape| shape.fits_in(&self.available));
+        let due = now && self.stalled_seen;
+        self.stalled_seen = now && !due;
+        due
     }
 
     /// Idle workers beyond the soft limit, highest numbers first: candidates to stop.
@@ -610,11 +893,15 @@ impl Scheduler {
             .iter()
             .filter_map(|(id, w)| match w {
                 WorkerState::Leased {
-                    demand,
+                    base,
                     inflight,
-                    blocked: false,
                     pinned: false,
-                } if demand == shape && inflight.len() < self.max_inflight => {
+                    nested,
+                } if !base.blocked
+                    && nested.is_empty()
+                    && base.demand == *shape
+                    && inflight.len() < self.max_inflight =>
+                {
                     Some((inflight.len(), *id))
                 }
                 _ => None,
@@ -622,6 +909,15 @@ impl Scheduler {
             .min()
             .map(|(_, id)| id)
     }
+}
+
+/// What a running task holds of the node's resources: a blocked one gave its CPUs back.
+fn held_by(frame: &Frame) -> Resources {
+    let mut held = frame.demand.clone();
+    if frame.blocked {
+        held.cpu = Amount::ZERO;
+    }
+    held
 }
 
 #[cfg(test)]
@@ -638,7 +934,7 @@ mod tests {
 
     /// A node of `n` CPUs with `n` workers up and idle.
     fn node(n: usize, depth: usize) -> (Scheduler, Vec<WorkerId>) {
-        let mut s = Scheduler::new(cpus(n as f64), depth, n);
+        let mut s = Scheduler::new(cpus(n as f64), depth, n, 4 * n);
         let workers: Vec<WorkerId> = (0..n).map(|_| s.worker_starting()).collect();
         for &w in &workers {
             s.worker_ready(w);
@@ -651,7 +947,7 @@ mod tests {
             .iter()
             .filter_map(|a| match a {
                 Action::Dispatch { worker, tasks } => Some((*worker, tasks.clone())),
-                Action::StartWorker => None,
+                _ => None,
             })
             .collect()
     }
@@ -691,7 +987,7 @@ mod tests {
 
     #[test]
     fn workers_are_started_for_leases_and_nothing_is_piled_on_meanwhile() {
-        let mut s = Scheduler::new(cpus(2.0), 8, 2);
+        let mut s = Scheduler::new(cpus(2.0), 8, 2, 8);
         for i in 0..4 {
             s.submit(t(i), cpus(1.0));
         }
@@ -720,7 +1016,7 @@ mod tests {
             vec![(w[0], vec![t(0), t(1), t(2)])]
         );
         // t0 blocks in get; t1 and t2 come back.
-        s.worker_blocked(w[0], &[t(1), t(2)]);
+        s.worker_blocked(w[0], 0, &[t(1), t(2)], &[]);
         assert_eq!(s.available(), &cpus(1.0));
         assert_eq!(
             s.schedule(),
@@ -731,7 +1027,7 @@ mod tests {
         s.worker_ready(w2);
         assert_eq!(dispatched(&s.schedule()), vec![(w2, vec![t(1), t(2)])]);
         // t0 resumes while w2 holds the CPU: oversubscribed, repaid when a lease ends.
-        s.worker_unblocked(w[0]);
+        s.worker_unblocked(w[0], 0);
         assert_eq!(s.available().cpu, Amount::ZERO);
         s.task_done(w2, t(1));
         s.task_done(w2, t(2));
@@ -751,7 +1047,7 @@ mod tests {
             s.submit(t(i), cpus(1.0));
         }
         s.schedule();
-        assert_eq!(s.remove_worker(w[0]), Some(t(0)));
+        assert_eq!(s.remove_worker(w[0]), (Some(t(0)), vec![]));
         assert_eq!(s.available(), &cpus(1.0));
         // t0 is the caller's to retry; t1 and t2 are queued again, in order.
         s.submit(t(0), cpus(1.0));
@@ -799,7 +1095,7 @@ mod tests {
         let (mut s, w) = node(1, 4);
         s.submit(t(1), cpus(1.0));
         s.schedule();
-        s.worker_blocked(w[0], &[]);
+        s.worker_blocked(w[0], 0, &[], &[]);
         let extra: Vec<WorkerId> = (0..3).map(|_| s.worker_starting()).collect();
         for &e in &extra {
             s.worker_ready(e);
@@ -809,7 +1105,7 @@ mod tests {
             vec![extra[2], extra[1]],
             "one may stay"
         );
-        s.worker_unblocked(w[0]);
+        s.worker_unblocked(w[0], 0);
         assert_eq!(
             s.surplus_idle_workers(),
             extra.iter().rev().copied().collect::<Vec<_>>()
@@ -826,5 +1122,129 @@ mod tests {
         assert_eq!(d.len(), 2, "no new workers beyond the two: {d:?}");
         assert_eq!(d.iter().map(|(_, ts)| ts.len()).sum::<usize>(), 10);
         assert!(d.iter().all(|(worker, _)| w.contains(worker)));
+    }
+
+    fn nests(actions: &[Action]) -> Vec<(WorkerId, TaskId, u32)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Nest {
+                    worker,
+                    task,
+                    depth,
+                } => Some((*worker, *task, *depth)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_blocked_worker_runs_the_tasks_it_waits_for_on_top_depth_first() {
+        let (mut s, w) = node(1, 4);
+        s.submit(t(1), cpus(1.0));
+        s.schedule();
+        // t1 submits t2 and t3 and waits for both.
+        s.submit(t(2), cpus(1.0));
+        s.submit(t(3), cpus(1.0));
+        s.worker_blocked(w[0], 0, &[], &[t(2), t(3)]);
+        let actions = s.schedule();
+        assert_eq!(nests(&actions), vec![(w[0], t(2), 0)], "one at a time");
+        assert!(!actions.contains(&Action::StartWorker), "{actions:?}");
+        assert_eq!(
+            s.available().cpu,
+            Amount::ZERO,
+            "the nested task holds the CPU"
+        );
+        // t2 blocks on t4 (its child): t4 runs on top of it, then t3 after t2 ends.
+        s.submit(t(4), cpus(1.0));
+        s.worker_blocked(w[0], 1, &[], &[t(4)]);
+        assert_eq!(nests(&s.schedule()), vec![(w[0], t(4), 1)]);
+        s.task_done(w[0], t(4));
+        assert!(
+            nests(&s.schedule()).is_empty(),
+            "t2 is still blocked on top"
+        );
+        s.worker_unblocked(w[0], 1);
+        s.task_done(w[0], t(2));
+        assert_eq!(nests(&s.schedule()), vec![(w[0], t(3), 0)]);
+        s.task_done(w[0], t(3));
+        s.worker_unblocked(w[0], 0);
+        s.task_done(w[0], t(1));
+        assert_eq!(s.available(), &cpus(1.0), "every lease repaid");
+        assert_eq!(s.load(), 0.0);
+    }
+
+    #[test]
+    fn a_nested_task_handed_back_is_queued_again_and_its_resources_return() {
+        let (mut s, w) = node(1, 4);
+        s.submit(t(1), cpus(1.0));
+        s.schedule();
+        s.submit(t(2), cpus(1.0));
+        s.worker_blocked(w[0], 0, &[], &[t(2)]);
+        assert_eq!(nests(&s.schedule()), vec![(w[0], t(2), 0)]);
+        // The worker resumed before t2 arrived: it bounces t2.
+        s.worker_unblocked(w[0], 0);
+        s.bounced(w[0], &[t(2)]);
+        assert_eq!(s.available().cpu, Amount::ZERO, "t1 runs again");
+        assert_eq!(s.locate_for_cancel(t(2)), Placement::Queued);
+    }
+
+    #[test]
+    fn only_what_the_innermost_blocked_task_waits_for_runs_on_it() {
+        let (mut s, w) = node(2, 4);
+        s.submit(t(1), cpus(1.0));
+        s.schedule();
+        s.submit(t(9), cpus(1.0)); // not awaited by t1
+        s.worker_blocked(w[0], 0, &[], &[t(2)]);
+        let actions = s.schedule();
+        assert!(nests(&actions).is_empty());
+        assert_eq!(dispatched(&actions), vec![(w[1], vec![t(9)])]);
+    }
+
+    #[test]
+    fn task_workers_are_capped_and_the_cap_cannot_deadlock() {
+        // 1 CPU, at most 2 processes for tasks.
+        let mut s = Scheduler::new(cpus(1.0), 4, 1, 2);
+        let a = s.worker_starting();
+        s.worker_ready(a);
+        s.submit(t(1), cpus(1.0));
+        s.schedule();
+        // t1 blocks on t2, which waits on an input: nothing it could run yet. A task of the
+        // driver takes the CPU on a second worker.
+        s.worker_blocked(a, 0, &[], &[t(2)]);
+        s.submit(t(5), cpus(1.0));
+        assert_eq!(s.schedule(), vec![Action::StartWorker]);
+        let b = s.worker_starting();
+        s.worker_ready(b);
+        s.schedule();
+        s.worker_blocked(b, 0, &[], &[t(6)]);
+        // At the cap, both blocked; t7 is queued, awaited by neither: no new process at once
+        // (their values may be on the way), but one when the stall lasts two idle ticks.
+        s.submit(t(7), cpus(1.0));
+        assert!(!s.schedule().contains(&Action::StartWorker));
+        assert!(!s.stalled(), "the first tick only notes it");
+        assert!(s.stalled(), "the second starts one beyond the cap");
+        assert!(!s.stalled(), "then notes again");
+        let c = s.worker_starting();
+        assert!(!s.stalled(), "not while one starts");
+        s.submit(t(8), cpus(1.0));
+        assert!(!s.schedule().contains(&Action::StartWorker));
+        s.worker_ready(c);
+        assert_eq!(dispatched(&s.schedule()), vec![(c, vec![t(7), t(8)])]);
+        // An actor's worker is not capped.
+        s.submit_pinned(t(20), Resources::default());
+        assert_eq!(s.schedule(), vec![Action::StartWorker]);
+    }
+
+    #[test]
+    fn a_dead_worker_returns_its_nested_tasks_too() {
+        let (mut s, w) = node(1, 4);
+        s.submit(t(1), cpus(1.0));
+        s.schedule();
+        s.submit(t(2), cpus(1.0));
+        s.worker_blocked(w[0], 0, &[], &[t(2)]);
+        s.schedule();
+        assert_eq!(s.remove_worker(w[0]), (Some(t(1)), vec![t(2)]));
+        assert_eq!(s.available(), &cpus(1.0));
     }
 }

@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use prism_graph::TaskKind;
 use prism_graph::{IdMap, IdSet, ObjectId, TaskError, TaskId, TaskSpec};
 use prism_transport::{
-    ArchivedObjectValue, ArchivedToWorker, Execute, Frame, FrameError, FrameReader, Hello, Outcome,
-    PROTOCOL_VERSION, ToNode, ToWorker, Value, encode_frame,
+    ArchivedObjectValue, ArchivedToWorker, Execute, Frame, FrameError, FrameReader, Hello,
+    MAX_AWAITING, Outcome, PROTOCOL_VERSION, ToNode, ToWorker, Value, encode_frame,
 };
 use rkyv::util::AlignedVec;
 
@@ -99,6 +100,10 @@ pub(crate) struct WorkerClient {
     /// Signalled when the reader thread of a concurrent actor delivered something (calls,
     /// object values).
     changed: parking_lot::Condvar,
+    /// What this worker can run.
+    registry: registry::Registry,
+    /// Mappings of recent argument segments.
+    segments: Mutex<SegmentCache>,
 }
 
 #[derive(Debug)]
@@ -115,9 +120,25 @@ struct Inner {
     /// This worker's references to objects it created (submits, puts): count and function.
     refs: IdMap<ObjectId, (u32, Arc<str>)>,
     released: Vec<ObjectId>,
+    /// The innermost running task waits in `get`.
     blocked: bool,
+    /// How many tasks run on top of the one the worker was sent (each waited for by the one
+    /// below it, which is blocked).
+    depth: u32,
+    /// While blocked: the tasks whose results the innermost task waits for.
+    awaiting: IdSet<TaskId>,
+    /// A task the node sent to run on top of the blocked one ([`ToWorker::Nested`]).
+    nested: Option<Execute>,
     /// The node's directory of shared-memory segments.
     store_dir: std::path::PathBuf,
+}
+
+/// What a blocked task's wait turned up.
+enum Wake {
+    /// Enough values are known, or the deadline passed.
+    Done,
+    /// A task it waits for, to run on top of it.
+    Run(Execute),
 }
 
 /// What a pump step found that ends the worker.
@@ -217,9 +238,38 @@ impl WorkerClient {
         }
         if inner.count_known(ids) < need {
             if inner.reader.is_some() {
-                inner
-                    .block_until(ids, need, deadline)
-                    .map_err(|e| Error::Disconnected(e.to_string()))?;
+                let lost = |e: FrameError| Error::Disconnected(e.to_string());
+                let awaiting = if inner.depth < MAX_NESTING {
+                    inner.missing_tasks(ids)
+                } else {
+                    IdSet::default()
+                };
+                inner.block(awaiting).map_err(lost)?;
+                let waited = loop {
+                    match inner.wait(ids, need, deadline) {
+                        Ok(Wake::Done) => break Ok(()),
+                        Ok(Wake::Run(exec)) => {
+                            // Run it on top of the blocked task, with the lock released (it
+                            // may submit and wait itself), then wait on.
+                            let awaiting = std::mem::take(&mut inner.awaiting);
+                            inner.blocked = false;
+                            inner.depth += 1;
+                            drop(inner);
+                            let outcome = run_task(self, &mut registry::Actor::None, &exec);
+                            inner = self.inner.lock();
+                            inner.depth -= 1;
+                            inner.blocked = true;
+                            inner.awaiting = awaiting;
+                            inner.done.push((exec.task, outcome));
+                            if let Err(e) = inner.flush() {
+                                break Err(FrameError::Io(e));
+                            }
+                        }
+                        Err(e) => break Err(e),
+                    }
+                };
+                let resumed = inner.unblock();
+                waited.and(resumed).map_err(lost)?;
             } else {
                 // A concurrent actor: the reader thread delivers values; wait for them.
                 inner
@@ -279,7 +329,11 @@ impl Inner {
             ArchivedToWorker::Execute(tasks) => {
                 let mut bounced = Vec::new();
                 for task in tasks.iter() {
-                    if self.blocked {
+                    // Sent before the node learned that the running task blocked: the node
+                    // runs it elsewhere. (An actor's calls wait here for their turn.)
+                    if (self.blocked || self.depth > 0)
+                        && matches!(task.kind, prism_graph::ArchivedTaskKind::Normal)
+                    {
                         bounced.push(task.task.to_native());
                         continue;
                     }
@@ -290,6 +344,22 @@ impl Inner {
                 }
                 if !bounced.is_empty() {
                     self.send(&ToNode::Bounced(bounced));
+                }
+            }
+            ArchivedToWorker::Nested { exec, depth } => {
+                let task = exec.task.to_native();
+                let wanted = self.blocked
+                    && self.nested.is_none()
+                    && depth.to_native() == self.depth
+                    && self.awaiting.contains(&task);
+                if !wanted {
+                    // It resumed (or waits for something else) meanwhile.
+                    self.send(&ToNode::Bounced(vec![task]));
+                    return Ok(());
+                }
+                match rkyv::deserialize::<Execute, rkyv::rancor::Error>(exec) {
+                    Ok(exec) => self.nested = Some(exec),
+                    Err(e) => return Err(Stop::Lost(format!("undecodable task: {e}"))),
                 }
             }
             ArchivedToWorker::Objects(objects) => {
@@ -431,40 +501,84 @@ impl Inner {
         self.read_frame(left).map(drop)
     }
 
-    /// Blocks the running task until `need` of `ids` are known: the node gets its CPU back and
-    /// the tasks queued here.
-    fn block_until(
+    /// The tasks making those of `ids` not known yet (as many as the node takes).
+    fn missing_tasks(&self, ids: &[ObjectId]) -> IdSet<TaskId> {
+        ids.iter()
+            .filter(|id| !self.cache.contains_key(id))
+            .map(|id| id.task)
+            .take(MAX_AWAITING)
+            .collect()
+    }
+
+    /// The innermost running task blocks in `get`, waiting for `awaiting`: the node gets its
+    /// CPU back and the tasks queued here that it can run elsewhere.
+    fn block(&mut self, awaiting: IdSet<TaskId>) -> std::result::Result<(), FrameError> {
+        let mut returned = Vec::new();
+        if self.depth == 0 {
+            // An actor's calls stay: they run here, in order, after this one.
+            self.queue.retain(|t| {
+                let normal = t.kind == TaskKind::Normal;
+                if normal {
+                    returned.push(t.task);
+                }
+                !normal
+            });
+        }
+        self.blocked = true;
+        self.send(&ToNode::Blocked {
+            depth: self.depth,
+            returned,
+            awaiting: awaiting.iter().copied().collect(),
+        });
+        self.awaiting = awaiting;
+        self.flush()?;
+        Ok(())
+    }
+
+    /// Waits until `need` of `ids` are known, the deadline passes, or the node sends a task
+    /// the blocked one waits for, pumping the connection (and handing back what it bounced).
+    fn wait(
         &mut self,
         ids: &[ObjectId],
         need: usize,
         deadline: Option<Instant>,
-    ) -> std::result::Result<(), FrameError> {
+    ) -> std::result::Result<Wake, FrameError> {
         let lost = |reason: String| FrameError::Io(std::io::Error::other(reason));
-        let returned: Vec<TaskId> = self.queue.drain(..).map(|t| t.task).collect();
-        self.blocked = true;
-        self.send(&ToNode::Blocked { returned });
-        self.flush()?;
-        let result = loop {
+        loop {
             if self.count_known(ids) >= need {
-                break Ok(());
+                return Ok(Wake::Done);
+            }
+            if let Some(exec) = self.nested.take() {
+                return Ok(Wake::Run(exec));
             }
             let timeout = match deadline {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
                     Some(left) if !left.is_zero() => Some(left),
-                    _ => break Ok(()),
+                    _ => return Ok(Wake::Done),
                 },
                 None => None,
             };
             match self.await_input(timeout) {
                 Ok(()) => {}
                 Err(Stop::Shutdown) => std::process::exit(0),
-                Err(Stop::Lost(reason)) => break Err(lost(reason)),
+                Err(Stop::Lost(reason)) => return Err(lost(reason)),
             }
-        };
+            // Tasks bounced while blocked go back now, not when the wait ends: the node may
+            // have nowhere else to run them.
+            self.flush()?;
+        }
+    }
+
+    /// The innermost task resumes.
+    fn unblock(&mut self) -> std::result::Result<(), FrameError> {
         self.blocked = false;
-        self.send(&ToNode::Unblocked);
+        self.awaiting.clear();
+        if let Some(exec) = self.nested.take() {
+            self.send(&ToNode::Bounced(vec![exec.task]));
+        }
+        self.send(&ToNode::Unblocked { depth: self.depth });
         self.flush()?;
-        result
+        Ok(())
     }
 }
 
@@ -492,17 +606,38 @@ fn spin_for<T, E>(
     Ok(None)
 }
 
-/// Runs this process as a worker, never returning.
+/// Runs this process as a worker, never returning. Tasks run on a thread with a stack of
+/// [`WORKER_STACK`] bytes (reserved, touched only as deep as tasks go), since a task blocked in
+/// `get` runs the tasks it waits for on top of itself.
 pub(crate) fn run() -> ! {
-    let code = match connect() {
+    let work = || match connect() {
         Ok(client) => serve(client),
         Err(e) => {
             eprintln!("prism worker: {e}");
             1
         }
     };
+    let code = match std::thread::Builder::new()
+        .name("prism-worker".into())
+        .stack_size(WORKER_STACK)
+        .spawn(work)
+    {
+        Ok(thread) => thread.join().unwrap_or(1),
+        Err(e) => {
+            tracing::warn!("cannot start the worker thread ({e}): tasks run on the main thread");
+            work()
+        }
+    };
     std::process::exit(code)
 }
+
+/// The stack of a worker's task thread: room for [`MAX_NESTING`] tasks of 256 KiB each (a
+/// plain nested task takes about 20 KiB in a debug build).
+const WORKER_STACK: usize = 1 << 30;
+
+/// How many tasks a worker runs on top of one another; a task blocked deeper waits for
+/// other workers to run what it needs.
+const MAX_NESTING: u32 = 4096;
 
 fn connect() -> Result<Arc<WorkerClient>> {
     let worker: u32 = std::env::var(ENV_WORKER)
@@ -533,6 +668,9 @@ fn connect() -> Result<Arc<WorkerClient>> {
         refs: IdMap::default(),
         released: Vec::new(),
         blocked: false,
+        depth: 0,
+        awaiting: IdSet::default(),
+        nested: None,
         store_dir: store_dir.clone(),
     };
     inner.send(&ToNode::Hello(Hello {
@@ -551,15 +689,15 @@ fn connect() -> Result<Arc<WorkerClient>> {
         store_dir,
         threshold,
         changed: parking_lot::Condvar::new(),
+        registry: registry::Registry::load(),
+        segments: Mutex::new(SegmentCache::default()),
     });
     crate::context::set_worker(client.clone());
     Ok(client)
 }
 
 fn serve(client: Arc<WorkerClient>) -> i32 {
-    let registry = Arc::new(registry::Registry::load());
     let mut actor = registry::Actor::None;
-    let mut segments = SegmentCache::default();
     loop {
         let next = client.inner.lock().next_task();
         let exec = match next {
@@ -573,29 +711,27 @@ fn serve(client: Arc<WorkerClient>) -> i32 {
                 return 0;
             }
         };
-        let outcome = run_task(&client, &registry, &mut actor, &mut segments, &exec);
+        let outcome = run_task(&client, &mut actor, &exec);
         let mut inner = client.inner.lock();
         inner.done.push((exec.task, outcome));
         if let registry::Actor::Shared(shared, threads) = &actor {
             // A concurrent actor was just made: calls run on threads from now on.
             let (shared, threads) = (shared.clone(), *threads);
             drop(inner);
-            return serve_concurrent(client, registry, shared, threads);
+            return serve_concurrent(client, shared, threads);
         }
     }
 }
 
 /// Runs one task and stores its results.
-fn run_task(
-    client: &WorkerClient,
-    registry: &registry::Registry,
-    actor: &mut registry::Actor,
-    segments: &mut SegmentCache,
-    exec: &Execute,
-) -> Outcome {
-    segments.forget_freed(&client.store_dir);
-    match resolve_args(&client.store_dir, segments, exec) {
-        Ok(args) => match registry::execute(registry, actor, exec, &args) {
+fn run_task(client: &WorkerClient, actor: &mut registry::Actor, exec: &Execute) -> Outcome {
+    let args = {
+        let mut segments = client.segments.lock();
+        segments.forget_freed(&client.store_dir);
+        resolve_args(&client.store_dir, &mut segments, exec)
+    };
+    match args {
+        Ok(args) => match registry::execute(&client.registry, actor, exec, &args) {
             Ok((values, nested)) => store_returns(client, exec, values, nested),
             Err(error) => Outcome::Failed(error),
         },
@@ -605,12 +741,7 @@ fn run_task(
 
 /// The worker of an actor with `max_concurrency` above 1: this thread only reads the
 /// connection; `threads` executors run the calls.
-fn serve_concurrent(
-    client: Arc<WorkerClient>,
-    registry: Arc<registry::Registry>,
-    shared: registry::SharedActor,
-    threads: u32,
-) -> i32 {
+fn serve_concurrent(client: Arc<WorkerClient>, shared: registry::SharedActor, threads: u32) -> i32 {
     let Some(mut reader) = client.inner.lock().reader.take() else {
         return 1;
     };
@@ -618,12 +749,11 @@ fn serve_concurrent(
         return 0;
     }
     for i in 0..threads {
-        let (client, registry) = (client.clone(), registry.clone());
+        let client = client.clone();
         let mut actor = registry::Actor::Shared(shared.clone(), threads);
         let spawned = std::thread::Builder::new()
             .name(format!("prism-actor-{i}"))
             .spawn(move || {
-                let mut segments = SegmentCache::default();
                 loop {
                     let exec = {
                         let mut inner = client.inner.lock();
@@ -634,7 +764,7 @@ fn serve_concurrent(
                             client.changed.wait(&mut inner);
                         }
                     };
-                    let outcome = run_task(&client, &registry, &mut actor, &mut segments, &exec);
+                    let outcome = run_task(&client, &mut actor, &exec);
                     let mut inner = client.inner.lock();
                     inner.done.push((exec.task, outcome));
                     if inner.flush().is_err() {
@@ -692,6 +822,14 @@ struct SegmentCache {
 }
 
 const SEGMENT_CACHE: usize = 8;
+
+impl std::fmt::Debug for SegmentCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentCache")
+            .field("mapped", &self.recent.len())
+            .finish()
+    }
+}
 
 /// The (device, inode) of `path`, which tells one file under a name from the next.
 fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
