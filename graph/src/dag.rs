@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use petgraph::Direction;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
-use petgraph::visit::{EdgeRef, IntoEdgeReferences};
+use petgraph::visit::{EdgeRef, IntoEdgeReferences, NodeIndexable};
 
 use crate::{IdMap, ObjectId, TaskId};
 
@@ -86,7 +86,7 @@ pub enum GraphError {
     StillNeeded(ObjectId),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Node {
     Task {
         id: TaskId,
@@ -98,6 +98,9 @@ enum Node {
         state: ObjectState,
     },
 }
+
+/// The fewest node slots worth compacting (see [`TaskGraph::compact`]).
+const COMPACT_MIN: usize = 4096;
 
 /// The DAG of tasks and objects owned by one process.
 #[derive(Debug, Default)]
@@ -111,6 +114,31 @@ impl TaskGraph {
     /// An empty graph.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Gives back the memory of removed nodes once they far outnumber the live ones: a
+    /// `StableGraph` keeps a vacant slot for every node ever removed, and the id maps keep their
+    /// largest capacity, so a burst of a million tasks would otherwise hold its memory after
+    /// every task is gone. Rebuilds in time linear in the live nodes; returns whether it did.
+    pub fn compact(&mut self) -> bool {
+        let live = self.graph.node_count();
+        let bound = self.graph.node_bound();
+        if bound < COMPACT_MIN || live.saturating_mul(4) > bound {
+            return false;
+        }
+        let mut graph = StableDiGraph::with_capacity(live, self.graph.edge_count());
+        let mut moved: IdMap<NodeIndex, NodeIndex> = IdMap::default();
+        moved.reserve(live);
+        for old in self.graph.node_indices() {
+            moved.insert(old, graph.add_node(self.graph[old].clone()));
+        }
+        for edge in self.graph.edge_references() {
+            graph.add_edge(moved[&edge.source()], moved[&edge.target()], ());
+        }
+        self.tasks = self.tasks.iter().map(|(id, n)| (*id, moved[n])).collect();
+        self.objects = self.objects.iter().map(|(id, n)| (*id, moved[n])).collect();
+        self.graph = graph;
+        true
     }
 
     /// Number of tasks in the graph.
@@ -558,6 +586,32 @@ mod tests {
         assert_eq!(g.task_state(t(3)), Some(TaskState::Waiting));
         assert_eq!(g.complete_task(t(2)), Ok(vec![t(3)]));
         assert_eq!(g.object_state(o(2)), Some(ObjectState::Ready));
+    }
+
+    #[test]
+    fn compacting_keeps_the_live_graph_and_drops_the_slots_of_removed_nodes() {
+        let mut g = TaskGraph::new();
+        for i in 0..10_000 {
+            g.add_task(t(i), &[], 1).unwrap();
+            g.start_task(t(i)).unwrap();
+            g.complete_task(t(i)).unwrap();
+        }
+        // Two survivors with a consumer waiting on one of them.
+        g.add_task(t(20_000), &[o(5), o(7)], 1).unwrap();
+        for i in (0..10_000).filter(|&i| i != 5 && i != 7) {
+            g.remove_object(o(i)).unwrap();
+        }
+        assert!(g.graph.node_bound() > 20_000);
+        assert!(g.compact());
+        assert!(!g.compact(), "nothing more to give back");
+        assert_eq!(g.graph.node_bound(), g.graph.node_count());
+        assert_eq!(g.object_count(), 3);
+        assert_eq!(g.task_state(t(20_000)), Some(TaskState::Ready));
+        assert_eq!(g.lineage(o(20_000)), Ok(vec![t(5), t(7), t(20_000)]));
+        assert_eq!(g.remove_object(o(5)), Err(GraphError::StillNeeded(o(5))));
+        g.start_task(t(20_000)).unwrap();
+        g.complete_task(t(20_000)).unwrap();
+        assert_eq!(g.object_state(o(20_000)), Some(ObjectState::Ready));
     }
 
     #[test]

@@ -232,6 +232,31 @@ pub(crate) fn inherited_link() -> io::Result<UnixStream> {
     Ok(unsafe { UnixStream::from_raw_fd(fd) })
 }
 
+/// Hands memory the allocator holds free back to the operating system (glibc keeps freed
+/// memory of the main heap unless asked), after a burst of work is gone.
+pub(crate) fn return_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free pages of the allocator's own heaps; it takes no
+    // pointers and is safe to call at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Makes the allocator hand large freed blocks back to the operating system: blocks of 1 MiB
+/// and more are mapped on their own (unmapped when freed), and free memory at the top of a heap
+/// beyond 1 MiB is trimmed. glibc's default raises both thresholds as a program frees large
+/// blocks, so after a burst of a million tasks the node kept hundreds of MiB it no longer
+/// used (measured in BENCHMARKS.md, "1 M tasks"). For the node's process, not workers'.
+pub(crate) fn return_large_frees() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; both values are valid sizes.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 20);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

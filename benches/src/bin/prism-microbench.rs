@@ -98,6 +98,10 @@ struct Args {
     /// cases made is counted).
     #[arg(long, hide = true)]
     memory_probe: bool,
+    /// Run 1,000,000 no-op tasks gathered by one get_all, and report the time and the node's
+    /// memory: idle before, at the peak, and after every reference is dropped.
+    #[arg(long, num_args = 0..=1, default_missing_value = "1000000", value_name = "TASKS")]
+    million: Option<usize>,
 }
 
 /// Resident memory of this process and its children (the workers), in bytes.
@@ -200,6 +204,38 @@ fn measure_memory() -> (u64, u64) {
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let busy = sampler.join().unwrap_or(0).max(node_rss());
     (idle, busy)
+}
+
+/// The 1 M-task envelope (issue 17): submit and gather 1,000,000 tasks with one get_all; the
+/// node's memory idle, at the peak and once every reference is dropped.
+fn million(n: usize) {
+    prism::get_all_blocking(&[small_value::remote(), small_value::remote()]).expect("warm-up");
+    let idle = node_rss();
+    let start = std::time::Instant::now();
+    let refs: Vec<ObjectRef<u8>> = (0..n).map(|_| small_value::remote()).collect();
+    let submitted = start.elapsed();
+    let values = prism::get_all_blocking(&refs).expect("tasks");
+    let total = start.elapsed();
+    assert_eq!(values.len(), n);
+    let peak = node_rss();
+    drop((refs, values));
+    // The owner frees objects as their last reference goes; give it a few idle ticks.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while prism::owned_object_count().expect("count") > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let after = node_rss();
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!(
+        "{n} tasks: submitted in {:.2} s, gathered in {:.2} s; node RSS (driver and workers) idle {:.0} MiB, peak {:.0} MiB, after drop {:.0} MiB ({:+.0} MiB)",
+        submitted.as_secs_f64(),
+        total.as_secs_f64(),
+        mib(idle),
+        mib(peak),
+        mib(after),
+        mib(after) - mib(idle)
+    );
 }
 
 type Bench = (&'static str, u64, Box<dyn FnMut()>);
@@ -355,6 +391,25 @@ fn benches() -> Vec<Bench> {
             }),
         ),
         (
+            // Issue 17's envelope: one get_all of many pending refs costs time linear in them.
+            "single client tasks get_all 100k",
+            100_000,
+            Box::new(|| {
+                let refs: Vec<ObjectRef<u8>> =
+                    (0..100_000).map(|_| small_value::remote()).collect();
+                prism::get_all_blocking(&refs).expect("tasks");
+            }),
+        ),
+        (
+            "single client tasks get_all 1M",
+            1_000_000,
+            Box::new(|| {
+                let refs: Vec<ObjectRef<u8>> =
+                    (0..1_000_000).map(|_| small_value::remote()).collect();
+                prism::get_all_blocking(&refs).expect("tasks");
+            }),
+        ),
+        (
             "multi client tasks async",
             clients * 1000,
             Box::new(move || {
@@ -448,6 +503,10 @@ fn main() -> anyhow::Result<()> {
     if args.memory_probe {
         let (idle, busy) = measure_memory();
         println!("{idle} {busy}");
+        return Ok(());
+    }
+    if let Some(n) = args.million {
+        million(n);
         return Ok(());
     }
     let trial = Duration::from_secs_f64(args.trial_secs);

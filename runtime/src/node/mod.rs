@@ -128,6 +128,7 @@ impl Core {
     /// Starts the node: its runtime, its socket and its first workers. With an address (in
     /// `config` or `PRISM_ADDRESS`) it joins that cluster instead and schedules onto its nodes.
     pub(crate) fn start(config: Config) -> Result<Arc<Core>> {
+        crate::process::return_large_frees();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("prism-node")
@@ -329,14 +330,32 @@ impl Core {
 
     /// Polls `ids` under one lock, filling in `known`, until `need` of them are known.
     /// Returns how many are known, or the first id the owner does not know.
+    ///
+    /// When every id is needed (`get_all`), the scan resumes at `cursor`, the first id not yet
+    /// known, and stops at the next pending one, whose completion alone wakes the caller: the
+    /// whole wait costs time linear in the number of ids, however many wake-ups it takes.
     pub(crate) fn poll_objects<K: Known + ?Sized>(
         &self,
         ids: &[ObjectId],
         known: &mut K,
         need: usize,
+        cursor: &mut usize,
         waker: &Waker,
     ) -> std::result::Result<usize, ObjectId> {
         let mut state = self.state.lock();
+        if need >= ids.len() {
+            while let Some(id) = ids.get(*cursor) {
+                if !known.has(*cursor) {
+                    match state.owner.poll(*id, waker) {
+                        Poll::Ready(Some(ready)) => known.learn(*cursor, ready),
+                        Poll::Ready(None) => return Err(*id),
+                        Poll::Pending => return Ok(*cursor),
+                    }
+                }
+                *cursor += 1;
+            }
+            return Ok(ids.len());
+        }
         let mut count = 0;
         for (i, id) in ids.iter().enumerate() {
             if !known.has(i) {
@@ -548,6 +567,9 @@ impl Core {
             return;
         }
         state.owner.pool.expire(&self.store_dir, POOL_IDLE);
+        if state.owner.compact() | state.nodes.compact() {
+            crate::process::return_free_memory();
+        }
         let surplus = state.nodes.surplus_idle_workers();
         let (retire, keep): (Vec<WorkerId>, Vec<WorkerId>) = surplus
             .into_iter()

@@ -280,6 +280,13 @@ impl Nodes {
             .collect()
     }
 
+    /// Compacts every node's scheduler (see [`Scheduler::compact`]).
+    pub(crate) fn compact(&mut self) -> bool {
+        self.list
+            .iter_mut()
+            .fold(false, |freed, n| n.sched.compact() | freed)
+    }
+
     pub(crate) fn surplus_idle_workers(&self) -> Vec<WorkerId> {
         self.list
             .iter()

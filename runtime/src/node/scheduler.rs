@@ -866,6 +866,12 @@ impl Scheduler {
         due
     }
 
+    /// Gives back the memory of a burst of queued tasks once they are gone (see
+    /// [`crate::owner::shrink`]). Returns whether it freed anything.
+    pub(crate) fn compact(&mut self) -> bool {
+        crate::owner::shrink(&mut self.demands) | crate::owner::shrink(&mut self.awaited_by)
+    }
+
     /// Idle workers beyond the soft limit, highest numbers first: candidates to stop.
     pub(crate) fn surplus_idle_workers(&self) -> Vec<WorkerId> {
         let mut idle: Vec<WorkerId> = self

@@ -27,6 +27,52 @@ pub(crate) trait Known {
     fn learn(&mut self, i: usize, slot: &Slot);
 }
 
+/// Shrinks a table that holds under a quarter of its capacity (and a large one): true if it
+/// did.
+pub(crate) fn shrink<C: Shrinkable>(table: &mut C) -> bool {
+    const LARGE: usize = 4096;
+    if table.capacity() < LARGE || table.len().saturating_mul(4) > table.capacity() {
+        return false;
+    }
+    table.shrink_to_fit();
+    true
+}
+
+/// A hash table [`shrink`] can shrink.
+pub(crate) trait Shrinkable {
+    fn len(&self) -> usize;
+    fn capacity(&self) -> usize;
+    fn shrink_to_fit(&mut self);
+}
+
+impl<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher> Shrinkable
+    for std::collections::HashMap<K, V, S>
+{
+    fn len(&self) -> usize {
+        self.len()
+    }
+    fn capacity(&self) -> usize {
+        self.capacity()
+    }
+    fn shrink_to_fit(&mut self) {
+        self.shrink_to_fit()
+    }
+}
+
+impl<K: Eq + std::hash::Hash, S: std::hash::BuildHasher> Shrinkable
+    for std::collections::HashSet<K, S>
+{
+    fn len(&self) -> usize {
+        self.len()
+    }
+    fn capacity(&self) -> usize {
+        self.capacity()
+    }
+    fn shrink_to_fit(&mut self) {
+        self.shrink_to_fit()
+    }
+}
+
 impl Known for [Option<Slot>] {
     fn has(&self, i: usize) -> bool {
         self[i].is_some()
@@ -336,6 +382,25 @@ impl Owner {
     /// Number of objects the owner tracks.
     pub(crate) fn object_count(&self) -> usize {
         self.objects.len()
+    }
+
+    /// Gives back the memory of a burst of tasks once they are gone (the graph's vacant slots,
+    /// tables at their largest capacity). Returns whether it freed anything worth handing back
+    /// to the operating system.
+    pub(crate) fn compact(&mut self) -> bool {
+        let mut freed = self.graph.compact();
+        freed |= shrink(&mut self.objects);
+        freed |= shrink(&mut self.tasks);
+        freed |= shrink(&mut self.lineage);
+        freed |= shrink(&mut self.fetching_here);
+        if self.freed.capacity() >= 4096 && self.freed.is_empty() {
+            self.freed = Vec::new();
+            freed = true;
+        }
+        for held in self.held_by.values_mut() {
+            freed |= shrink(held);
+        }
+        freed
     }
 
     fn hold(&mut self, id: ObjectId, holder: Option<WorkerId>) {

@@ -236,7 +236,8 @@ impl WorkerClient {
             inner.requested.extend(missing.iter().copied());
             inner.send(&ToNode::Get { ids: missing });
         }
-        if inner.count_known(ids) < need {
+        let mut cursor = 0;
+        if !inner.enough(ids, need, &mut cursor) {
             if inner.reader.is_some() {
                 let lost = |e: FrameError| Error::Disconnected(e.to_string());
                 let awaiting = if inner.depth < MAX_NESTING {
@@ -246,7 +247,7 @@ impl WorkerClient {
                 };
                 inner.block(awaiting).map_err(lost)?;
                 let waited = loop {
-                    match inner.wait(ids, need, deadline) {
+                    match inner.wait(ids, need, &mut cursor, deadline) {
                         Ok(Wake::Done) => break Ok(()),
                         Ok(Wake::Run(exec)) => {
                             // Run it on top of the blocked task, with the lock released (it
@@ -275,7 +276,7 @@ impl WorkerClient {
                 inner
                     .flush()
                     .map_err(|e| Error::Disconnected(e.to_string()))?;
-                while inner.count_known(ids) < need {
+                while !inner.enough(ids, need, &mut cursor) {
                     match deadline {
                         Some(d) => {
                             if self.changed.wait_until(&mut inner, d).timed_out() {
@@ -303,8 +304,19 @@ impl Inner {
         }
     }
 
-    fn count_known(&self, ids: &[ObjectId]) -> usize {
-        ids.iter().filter(|id| self.cache.contains_key(id)).count()
+    /// Whether `need` of `ids` are known. When all are needed, `cursor` (the first not known
+    /// yet) only moves forward, so a wait checks each id once however many frames it takes.
+    fn enough(&self, ids: &[ObjectId], need: usize, cursor: &mut usize) -> bool {
+        if need >= ids.len() {
+            while ids
+                .get(*cursor)
+                .is_some_and(|id| self.cache.contains_key(id))
+            {
+                *cursor += 1;
+            }
+            return *cursor >= ids.len();
+        }
+        ids.iter().filter(|id| self.cache.contains_key(id)).count() >= need
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -541,11 +553,12 @@ impl Inner {
         &mut self,
         ids: &[ObjectId],
         need: usize,
+        cursor: &mut usize,
         deadline: Option<Instant>,
     ) -> std::result::Result<Wake, FrameError> {
         let lost = |reason: String| FrameError::Io(std::io::Error::other(reason));
         loop {
-            if self.count_known(ids) >= need {
+            if self.enough(ids, need, cursor) {
                 return Ok(Wake::Done);
             }
             if let Some(exec) = self.nested.take() {
