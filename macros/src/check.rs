@@ -131,24 +131,29 @@ pub(crate) fn remote(
         }
     }
     let ret = return_type(&sig.output, errors);
-    let (returns, split) = match options.num_returns {
-        None | Some((1, _)) => (vec![ret], false),
+    let (returns, split, listed) = match options.num_returns {
+        None | Some((1, _)) => (vec![ret], false, None),
         Some((n, span)) => match &ret {
             Type::Tuple(t) if t.elems.len() == n as usize => {
-                (t.elems.iter().cloned().collect(), true)
+                (t.elems.iter().cloned().collect(), true, None)
             }
-            _ => {
-                let mut e = syn::Error::new(
-                    span,
-                    format!("`num_returns = {n}` needs a tuple return type with {n} elements"),
-                );
-                e.combine(syn::Error::new(
-                    ret.span(),
-                    format!("this is not a tuple of {n}"),
-                ));
-                errors.push(e);
-                (vec![ret], false)
-            }
+            _ => match vec_element(&ret) {
+                Some(elem) => (vec![elem], false, Some(n)),
+                None => {
+                    let mut e = syn::Error::new(
+                        span,
+                        format!(
+                            "`num_returns = {n}` needs a tuple return type with {n} elements, or a `Vec<T>` of {n} values"
+                        ),
+                    );
+                    e.combine(syn::Error::new(
+                        ret.span(),
+                        format!("this is neither a tuple of {n} nor a `Vec`"),
+                    ));
+                    errors.push(e);
+                    (vec![ret], false, None)
+                }
+            },
         },
     };
     let is_async = sig.asyncness.is_some();
@@ -157,9 +162,28 @@ pub(crate) fn remote(
         params,
         returns,
         split,
+        listed,
         is_async,
         options,
     })
+}
+
+/// `T` of a return type spelled `Vec<T>` (or a path ending in `Vec<T>`).
+fn vec_element(ty: &Type) -> Option<Type> {
+    let Type::Path(path) = ty else {
+        return None;
+    };
+    let last = path.path.segments.last()?;
+    if last.ident != "Vec" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match args.args.iter().collect::<Vec<_>>().as_slice() {
+        [syn::GenericArgument::Type(elem)] => Some(elem.clone()),
+        _ => None,
+    }
 }
 
 /// Checks the function under `#[prism::main]`.

@@ -50,7 +50,7 @@ fn generate(f: &RemoteFn) -> TokenStream {
     let nargs = f.params.len();
     let decode = crate::model::decode_params(&f.params);
     let returns = &f.returns;
-    let num_returns = returns.len() as u32;
+    let num_returns = f.listed.unwrap_or(returns.len() as u32);
 
     let signature = {
         let inputs = &item.sig.inputs;
@@ -85,7 +85,10 @@ fn generate(f: &RemoteFn) -> TokenStream {
         .iter()
         .map(|(n, v)| quote!(__opts.set_resource(#n, #v);));
 
-    let stub_ret = if f.split {
+    let stub_ret = if f.listed.is_some() {
+        let r = &returns[0];
+        quote!(::std::vec::Vec<::prism::__private::ObjectRef<#r>>)
+    } else if f.split {
         quote!((#(::prism::__private::ObjectRef<#returns>),*))
     } else {
         let r = &returns[0];
@@ -96,7 +99,13 @@ fn generate(f: &RemoteFn) -> TokenStream {
             __refs.next().expect("one reference per return value")
         ))
     });
-    let build_ret = if f.split {
+    let build_ret = if f.listed.is_some() {
+        quote!(
+            __refs
+                .map(::prism::__private::ObjectRef::from_raw)
+                .collect()
+        )
+    } else if f.split {
         quote!((#(#take),*))
     } else {
         quote!(#(#take)*)
@@ -118,7 +127,18 @@ fn generate(f: &RemoteFn) -> TokenStream {
         };
         quote_spanned!(ty.span()=> __call.ret::<#ty>(#value, #i)?)
     });
-    let encode = quote!(::std::vec![#(#encode_each),*]);
+    let encode = match f.listed {
+        // One object per element; the worker checks that there are `num_returns` of them.
+        Some(_) => {
+            let ty = &returns[0];
+            quote_spanned!(ty.span()=> __ret
+                .iter()
+                .enumerate()
+                .map(|(__i, __v)| __call.ret::<#ty>(__v, __i))
+                .collect::<::core::result::Result<::std::vec::Vec<_>, _>>()?)
+        }
+        None => quote!(::std::vec![#(#encode_each),*]),
+    };
     let doc = format!(
         "Remote stubs of [`{name}`](fn@{name}): `{name}::remote(..)` runs it as a task and \
          returns at once; `{name}::options()` sets per-call options."

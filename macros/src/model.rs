@@ -55,6 +55,9 @@ pub(crate) struct RemoteFn {
     pub(crate) returns: Vec<Type>,
     /// Whether the function returns a tuple split into several objects.
     pub(crate) split: bool,
+    /// `num_returns = N` on a function returning `Vec<T>`: `returns` holds `T`, and the call
+    /// gives `N` references, one per element.
+    pub(crate) listed: Option<u32>,
     pub(crate) is_async: bool,
     pub(crate) options: RemoteOptions,
 }

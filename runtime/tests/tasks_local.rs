@@ -29,6 +29,18 @@ fn split(x: u64) -> (u64, String, Vec<u8>) {
     (x + 1, format!("#{x}"), vec![x as u8; 3])
 }
 
+/// 3,000 return objects from one call, as a count: no tuple type to compile.
+#[remote(num_returns = 3000)]
+fn thousands(base: u64) -> Vec<u64> {
+    (base..base + 3000).collect()
+}
+
+/// Says it returns 5 values and returns 4.
+#[remote(num_returns = 5)]
+fn short_list() -> Vec<u64> {
+    vec![1, 2, 3, 4]
+}
+
 #[remote(num_cpus = 0.5, max_retries = 0)]
 async fn async_square(x: i64) -> i64 {
     tokio_free_yield().await;
@@ -119,6 +131,29 @@ fn several_return_values() -> Result<(), Failed> {
     ensure(n.get_blocking()? == 7, "first")?;
     ensure(s.get_blocking()? == "#6", "second")?;
     ensure(v.get_blocking()? == vec![6u8; 3], "third")
+}
+
+fn thousands_of_return_values_as_a_count() -> Result<(), Failed> {
+    let refs = thousands::remote(10);
+    ensure(refs.len() == 3000, format!("{} references", refs.len()))?;
+    let values = prism::get_all_blocking(&refs)?;
+    ensure(
+        values == (10..3010).collect::<Vec<u64>>(),
+        "every element its own object, in order",
+    )?;
+    // One alone, after the others are gone.
+    let last = refs[2999].clone();
+    drop(refs);
+    ensure(last.get_blocking()? == 3009, "the last element")?;
+    let short = short_list::remote();
+    let err = short[0]
+        .get_blocking()
+        .expect_err("4 values for 5 returns is an error");
+    ensure(
+        err.to_string()
+            .contains("returns 4 values, the caller expects 5"),
+        err.to_string(),
+    )
 }
 
 fn async_functions_and_per_call_options() -> Result<(), Failed> {
@@ -222,6 +257,10 @@ fn main() {
         .num_gpus(1.0)
         .resource("widget", 1.0);
     let cases: &[Case] = &[
+        (
+            "thousands_of_return_values_as_a_count",
+            thousands_of_return_values_as_a_count,
+        ),
         ("fan_out_10k", fan_out_10k),
         ("tree_reduction_1000", tree_reduction_1000),
         ("refs_and_values_mix", refs_and_values_mix),

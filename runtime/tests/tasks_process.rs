@@ -1,6 +1,8 @@
 //! Process hygiene: worker processes never outlive their driver, whether it returns without
-//! calling shutdown, panics, or is killed with SIGTERM or SIGKILL. The test binary runs itself
-//! as the driver under test (`PRISM_TEST_DRIVER=<mode>`) and watches that driver's workers.
+//! calling shutdown, panics, or is killed with SIGINT, SIGTERM or SIGKILL; on SIGINT and
+//! SIGTERM it also removes its shared-memory session before it exits. The test binary runs
+//! itself as the driver under test (`PRISM_TEST_DRIVER=<mode>`) and watches that driver's
+//! workers.
 
 mod common;
 
@@ -26,6 +28,8 @@ fn child_driver(mode: &str) -> ! {
     // Make sure both workers are up, then keep them busy.
     prism::get_all_blocking(&[nap::remote(1), nap::remote(1)]).expect("warm-up");
     let _busy: Vec<_> = (0..4).map(|_| nap::remote(60_000)).collect();
+    // An object in shared memory (8 MiB), which a signal must not leave behind.
+    let _large = prism::put(vec![7u8; 8 << 20]).expect("put");
     println!("ready");
     std::thread::sleep(Duration::from_millis(100));
     match mode {
@@ -60,14 +64,36 @@ fn run_case(mode: &str, signal: Option<i32>) -> Result<(), Failed> {
                 libc::kill(driver as libc::pid_t, sig);
             }
         }
-        let _ = child.wait();
+        let sessions = sessions_of(driver);
+        ensure(
+            !sessions.is_empty(),
+            format!("driver {driver} has no session in /dev/shm"),
+        )?;
+        let status = child.wait()?;
         let gone = eventually(10, || workers.iter().all(|&w| !alive(w)));
         let left: Vec<u32> = workers.iter().copied().filter(|&w| alive(w)).collect();
         ensure(
             gone,
             format!("workers outlived the driver ({mode}): {left:?}"),
-        )
+        )?;
+        if let Some(sig @ (libc::SIGINT | libc::SIGTERM)) = signal {
+            ensure(
+                status.code() == Some(128 + sig),
+                format!("the driver ended with {status} on signal {sig}"),
+            )?;
+            let left = sessions_of(driver);
+            ensure(
+                left.is_empty(),
+                format!("signal {sig} left the session behind: {left:?}"),
+            )?;
+        }
+        Ok(())
     })();
+    // A case that kills the driver outright leaves its session to the next driver's sweep;
+    // this test sweeps it itself.
+    for dir in sessions_of(driver) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     // Clean up whatever the case left, whatever happened.
     let _ = child.kill();
     let _ = child.wait();
@@ -79,6 +105,18 @@ fn run_case(mode: &str, signal: Option<i32>) -> Result<(), Failed> {
     }
     reap_orphans();
     result
+}
+
+/// The shared-memory sessions of driver `pid` (`/dev/shm/prism-PID-...`).
+fn sessions_of(pid: u32) -> Vec<std::path::PathBuf> {
+    let prefix = format!("prism-{pid}-");
+    std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
 }
 
 /// This process is a subreaper (see `main`): the dead workers of a dead driver become its
@@ -108,6 +146,10 @@ fn driver_gets_sigterm() -> Result<(), Failed> {
     run_case("wait", Some(libc::SIGTERM))
 }
 
+fn driver_gets_sigint() -> Result<(), Failed> {
+    run_case("wait", Some(libc::SIGINT))
+}
+
 fn driver_gets_sigkill() -> Result<(), Failed> {
     run_case("wait", Some(libc::SIGKILL))
 }
@@ -128,6 +170,7 @@ fn main() {
         ),
         ("driver_panics", driver_panics),
         ("driver_gets_sigterm", driver_gets_sigterm),
+        ("driver_gets_sigint", driver_gets_sigint),
         ("driver_gets_sigkill", driver_gets_sigkill),
     ];
     common::run(prism::Config::new().num_cpus(1.0), cases)

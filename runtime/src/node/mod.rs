@@ -229,6 +229,7 @@ impl Core {
             }
             joined.watch_health(IDLE_TICK, Arc::downgrade(&core));
         }
+        core.handle.spawn(stop_on_signal());
         let ticker = Arc::downgrade(&core);
         core.handle.spawn(async move {
             let mut interval = tokio::time::interval(IDLE_TICK);
@@ -688,6 +689,38 @@ impl Core {
         state.maybe_dead(worker);
         state.settle();
     }
+}
+
+/// SIGINT or SIGTERM at the driver: stops its workers and removes its shared-memory session
+/// (as [`crate::shutdown`]), then exits with the shell's code for the signal (130 or 143). A
+/// second signal while that runs exits at once.
+async fn stop_on_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut interrupt, mut terminate) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(i), Ok(t)) => (i, t),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!("cannot watch SIGINT/SIGTERM ({e}): a signal leaves the session");
+            return;
+        }
+    };
+    let (name, code) = tokio::select! {
+        _ = interrupt.recv() => ("SIGINT", 130),
+        _ = terminate.recv() => ("SIGTERM", 143),
+    };
+    tracing::info!("{name}: stopping the workers and removing the session");
+    // Not on this runtime's thread: shutting down stops the runtime.
+    std::thread::spawn(move || {
+        crate::shutdown();
+        std::process::exit(code)
+    });
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    std::process::exit(code)
 }
 
 impl State {

@@ -2,9 +2,10 @@
 //! worker leases and dispatches go out. A worker leased for one resource shape is reused for
 //! further tasks of that shape and, once no new lease can be granted, receives tasks pipelined
 //! up to a depth. A worker blocked in `get` gives its CPUs back and hands back what it had queued,
-//! so nested tasks cannot deadlock a full node; and it runs the tasks it waits for itself, on top
-//! of the blocked one, when their resources are free (see [`Scheduler::schedule`]), so deep and
-//! recursive nesting needs no new process per level. Worker processes for tasks are capped.
+//! so nested tasks cannot deadlock a full node. Worker processes for tasks are capped; at the cap
+//! a blocked worker runs the tasks it waits for itself, on top of the blocked one, when their
+//! resources are free (see [`Scheduler::nest`]), so deep and recursive nesting needs no new
+//! process per level.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -121,6 +122,8 @@ pub(crate) struct Scheduler {
     awaited_by: IdMap<TaskId, WorkerId>,
     /// Queued tasks that a blocked worker waits for, oldest first (checked when scheduling).
     nestable: VecDeque<TaskId>,
+    /// What `nestable` holds (each task once).
+    nestable_set: IdSet<TaskId>,
     next_worker: WorkerId,
     max_inflight: usize,
     soft_limit: usize,
@@ -164,6 +167,7 @@ impl Scheduler {
             workers: IdMap::default(),
             awaited_by: IdMap::default(),
             nestable: VecDeque::new(),
+            nestable_set: IdSet::default(),
             next_worker: base + 1,
             max_inflight: max_inflight.max(1),
             soft_limit: soft_limit.max(1),
@@ -281,6 +285,13 @@ impl Scheduler {
         }
         self.demands.insert(task, demand);
         if self.awaited_by.contains_key(&task) {
+            self.mark_nestable(task);
+        }
+    }
+
+    /// `task` is awaited by a blocked worker and may be queued: a candidate for [`Self::nest`].
+    fn mark_nestable(&mut self, task: TaskId) {
+        if self.nestable_set.insert(task) {
             self.nestable.push_back(task);
         }
     }
@@ -396,8 +407,8 @@ impl Scheduler {
         self.requeue(returned.iter().copied());
         for &task in awaiting {
             self.awaited_by.insert(task, worker);
-            if self.is_queued(task) {
-                self.nestable.push_back(task);
+            if self.demands.contains_key(&task) {
+                self.mark_nestable(task);
             }
         }
     }
@@ -602,14 +613,6 @@ impl Scheduler {
         Placement::Absent
     }
 
-    /// Whether `task` waits in a queue for a lease.
-    fn is_queued(&self, task: TaskId) -> bool {
-        self.demands
-            .get(&task)
-            .and_then(|d| self.queues.get(d))
-            .is_some_and(|q| q.iter().rev().any(|t| *t == task))
-    }
-
     /// Takes `task` out of its queue (searching from the back, where a blocked task's
     /// children were just added).
     fn unqueue(&mut self, task: TaskId, shape: &Resources) -> bool {
@@ -628,11 +631,16 @@ impl Scheduler {
     }
 
     /// Runs queued tasks that blocked workers wait for on top of those workers, while their
-    /// resources are free: the work a blocked task waits for is done by its own process, depth
-    /// first, rather than by a new process per level of nesting. Only tasks the innermost
+    /// resources are free and no worker process is coming for them (the cap is reached): the
+    /// work a blocked task waits for is done by its own process, depth first, rather than by a
+    /// new process per level of nesting. (Below the cap a new worker is started instead: it
+    /// takes tasks pipelined, where a blocked worker runs one at a time, a round trip each.) Only tasks the innermost
     /// blocked task waits for run on it, so a worker's stack of tasks follows the program's
     /// own waits and cannot add a cycle.
     fn nest(&mut self, actions: &mut Vec<Action>) {
+        if self.nestable.is_empty() || !self.shapes.iter().any(|s| s.fits_in(&self.available)) {
+            return;
+        }
         let mut keep = VecDeque::new();
         let mut placed: IdSet<WorkerId> = IdSet::default();
         while let Some(task) = self.nestable.pop_front() {
@@ -654,7 +662,7 @@ impl Scheduler {
                         let below = std::iter::once(base)
                             .chain(nested.iter().map(|(_, f)| f))
                             .any(|f| f.blocked && f.awaiting.contains(&task));
-                        if below && self.is_queued(task) {
+                        if below {
                             keep.push_back(task);
                         }
                         continue;
@@ -664,9 +672,7 @@ impl Scheduler {
                 _ => continue,
             };
             if placed.contains(&worker) || !shape.fits_in(&self.available) {
-                if self.is_queued(task) {
-                    keep.push_back(task);
-                }
+                keep.push_back(task);
                 continue;
             }
             if !self.unqueue(task, &shape) {
@@ -689,13 +695,13 @@ impl Scheduler {
                 depth,
             });
         }
+        self.nestable_set = keep.iter().copied().collect();
         self.nestable = keep;
     }
 
     /// Decides what to do now: leases, dispatches and worker starts.
     pub(crate) fn schedule(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
-        self.nest(&mut actions);
         let mut batches: HashMap<WorkerId, Vec<TaskId>> = HashMap::new();
         let mut want_workers = 0usize;
         let starting = self
@@ -804,6 +810,11 @@ impl Scheduler {
                 }
             }
         }
+        if starting + want_workers == 0 {
+            // No worker is coming for what is still queued (the cap is reached): blocked
+            // workers run what they wait for themselves.
+            self.nest(&mut actions);
+        }
         for _ in 0..want_workers {
             actions.push(Action::StartWorker);
         }
@@ -869,7 +880,13 @@ impl Scheduler {
     /// Gives back the memory of a burst of queued tasks once they are gone (see
     /// [`crate::owner::shrink`]). Returns whether it freed anything.
     pub(crate) fn compact(&mut self) -> bool {
-        crate::owner::shrink(&mut self.demands) | crate::owner::shrink(&mut self.awaited_by)
+        // Candidates whose task ended while nothing could run on top.
+        let demands = &self.demands;
+        self.nestable.retain(|t| demands.contains_key(t));
+        self.nestable_set.retain(|t| demands.contains_key(t));
+        crate::owner::shrink(&mut self.demands)
+            | crate::owner::shrink(&mut self.awaited_by)
+            | crate::owner::shrink(&mut self.nestable_set)
     }
 
     /// Idle workers beyond the soft limit, highest numbers first: candidates to stop.
@@ -941,6 +958,16 @@ mod tests {
     /// A node of `n` CPUs with `n` workers up and idle.
     fn node(n: usize, depth: usize) -> (Scheduler, Vec<WorkerId>) {
         let mut s = Scheduler::new(cpus(n as f64), depth, n, 4 * n);
+        let workers: Vec<WorkerId> = (0..n).map(|_| s.worker_starting()).collect();
+        for &w in &workers {
+            s.worker_ready(w);
+        }
+        (s, workers)
+    }
+
+    /// A node of `n` CPUs with `n` workers up and idle, and no room for more processes.
+    fn full_node(n: usize) -> (Scheduler, Vec<WorkerId>) {
+        let mut s = Scheduler::new(cpus(n as f64), 4, n, n);
         let workers: Vec<WorkerId> = (0..n).map(|_| s.worker_starting()).collect();
         for &w in &workers {
             s.worker_ready(w);
@@ -1145,8 +1172,25 @@ mod tests {
     }
 
     #[test]
-    fn a_blocked_worker_runs_the_tasks_it_waits_for_on_top_depth_first() {
+    fn below_the_cap_a_new_worker_takes_what_a_blocked_one_waits_for() {
         let (mut s, w) = node(1, 4);
+        s.submit(t(1), cpus(1.0));
+        s.schedule();
+        s.submit(t(2), cpus(1.0));
+        s.worker_blocked(w[0], 0, &[], &[t(2)]);
+        assert_eq!(s.schedule(), vec![Action::StartWorker]);
+        let w2 = s.worker_starting();
+        assert!(
+            s.schedule().is_empty(),
+            "nothing runs on top while one starts"
+        );
+        s.worker_ready(w2);
+        assert_eq!(dispatched(&s.schedule()), vec![(w2, vec![t(2)])]);
+    }
+
+    #[test]
+    fn a_blocked_worker_runs_the_tasks_it_waits_for_on_top_depth_first() {
+        let (mut s, w) = full_node(1);
         s.submit(t(1), cpus(1.0));
         s.schedule();
         // t1 submits t2 and t3 and waits for both.
@@ -1182,7 +1226,7 @@ mod tests {
 
     #[test]
     fn a_nested_task_handed_back_is_queued_again_and_its_resources_return() {
-        let (mut s, w) = node(1, 4);
+        let (mut s, w) = full_node(1);
         s.submit(t(1), cpus(1.0));
         s.schedule();
         s.submit(t(2), cpus(1.0));
@@ -1197,7 +1241,7 @@ mod tests {
 
     #[test]
     fn only_what_the_innermost_blocked_task_waits_for_runs_on_it() {
-        let (mut s, w) = node(2, 4);
+        let (mut s, w) = full_node(2);
         s.submit(t(1), cpus(1.0));
         s.schedule();
         s.submit(t(9), cpus(1.0)); // not awaited by t1
@@ -1244,7 +1288,7 @@ mod tests {
 
     #[test]
     fn a_dead_worker_returns_its_nested_tasks_too() {
-        let (mut s, w) = node(1, 4);
+        let (mut s, w) = full_node(1);
         s.submit(t(1), cpus(1.0));
         s.schedule();
         s.submit(t(2), cpus(1.0));

@@ -37,6 +37,11 @@ fn two(x: u64) -> (u64, String) {
     (x, x.to_string())
 }
 
+#[remote(num_returns = 4)]
+fn listed(x: u64) -> Vec<u64> {
+    vec![x; 4]
+}
+
 #[remote]
 async fn asynchronous(mut v: Vec<u32>) -> Vec<u32> {
     v.push(1);
@@ -60,6 +65,8 @@ async fn main() -> prism::Result<()> {
     let _: ObjectRef<bool> = with_resources::options().resources("accel", 0.0).remote();
     let (a, b) = two::remote(5);
     assert_eq!((a.await?, b.await?), (5, "5".to_string()));
+    let four: Vec<ObjectRef<u64>> = listed::remote(3);
+    assert_eq!(prism::get_all(&four).await?, vec![3; 4]);
     let v = prism::put(vec![0u32])?;
     assert_eq!(asynchronous::remote(v).await?, vec![0, 1]);
     let big = prism::put(vec![2u32; 100_000])?;
