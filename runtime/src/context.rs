@@ -187,9 +187,10 @@ impl Context {
                     core.handle()
                         .spawn(async move { tokio::time::sleep(t).await })
                 });
-                let mut cursor = 0;
+                let mut progress = crate::node::Progress::default();
                 std::future::poll_fn(|cx| {
-                    let count = match core.poll_objects(ids, known, need, &mut cursor, cx.waker()) {
+                    let count = match core.poll_objects(ids, known, need, &mut progress, cx.waker())
+                    {
                         Ok(count) => count,
                         Err(id) => return Poll::Ready(Err(Error::UnknownObject(id.to_string()))),
                     };

@@ -110,6 +110,42 @@ pub(crate) struct Core {
     links: link::LinkPoll,
 }
 
+/// Where a wait for objects stands between polls (see [`Core::poll_objects`]).
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// When every id is needed: the first not known yet.
+    cursor: usize,
+    /// When some are: how many are known, and a waker per pending id that notes its index.
+    count: usize,
+    wakers: Vec<Option<Waker>>,
+    marks: Option<Arc<Marks>>,
+}
+
+/// The indices of a wait's ids whose objects completed since its last poll, and the waker of
+/// the task that waits.
+#[derive(Debug)]
+struct Marks {
+    noted: Mutex<Vec<usize>>,
+    waker: Mutex<Waker>,
+}
+
+/// The waker one pending id of a wait gets: it notes the id's index, then wakes the waiter.
+struct Mark {
+    index: usize,
+    marks: Arc<Marks>,
+}
+
+impl std::task::Wake for Mark {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.marks.noted.lock().push(self.index);
+        self.marks.waker.lock().wake_by_ref();
+    }
+}
+
 /// How many unblocked workers a node of `total` resources keeps: one per CPU.
 fn soft_limit_of(total: &Resources) -> usize {
     total.cpu.as_f64().ceil().max(1.0) as usize
@@ -330,50 +366,72 @@ impl Core {
     }
 
     /// Polls `ids` under one lock, filling in `known`, until `need` of them are known.
-    /// Returns how many are known, or the first id the owner does not know.
-    ///
-    /// When every id is needed (`get_all`), the scan resumes at `cursor`, the first id not yet
-    /// known, and stops at the next pending one, whose completion alone wakes the caller: the
-    /// whole wait costs time linear in the number of ids, however many wake-ups it takes.
+    /// Returns how many are known, or the first id the owner does not know. `progress` carries
+    /// what earlier polls of the same wait learned, so that the whole wait costs time linear in
+    /// the number of ids however many wake-ups it takes (see [`Progress`]).
     pub(crate) fn poll_objects<K: Known + ?Sized>(
         &self,
         ids: &[ObjectId],
         known: &mut K,
         need: usize,
-        cursor: &mut usize,
+        progress: &mut Progress,
         waker: &Waker,
     ) -> std::result::Result<usize, ObjectId> {
         let mut state = self.state.lock();
         if need >= ids.len() {
-            while let Some(id) = ids.get(*cursor) {
-                if !known.has(*cursor) {
+            // Every id is needed: resume at the first not known, stop at the next pending one,
+            // whose completion alone wakes the caller.
+            while let Some(id) = ids.get(progress.cursor) {
+                if !known.has(progress.cursor) {
                     match state.owner.poll(*id, waker) {
-                        Poll::Ready(Some(ready)) => known.learn(*cursor, ready),
+                        Poll::Ready(Some(ready)) => known.learn(progress.cursor, ready),
                         Poll::Ready(None) => return Err(*id),
-                        Poll::Pending => return Ok(*cursor),
+                        Poll::Pending => return Ok(progress.cursor),
                     }
                 }
-                *cursor += 1;
+                progress.cursor += 1;
             }
             return Ok(ids.len());
         }
-        let mut count = 0;
-        for (i, id) in ids.iter().enumerate() {
-            if !known.has(i) {
-                match state.owner.poll(*id, waker) {
-                    Poll::Ready(Some(ready)) => known.learn(i, ready),
-                    Poll::Ready(None) => return Err(*id),
-                    Poll::Pending => {}
-                }
-            }
+        // Some are needed: the first poll looks at every id and leaves each pending one a
+        // waker of its own, which notes its index; later polls look only at those noted.
+        let marks = progress.marks.get_or_insert_with(|| {
+            Arc::new(Marks {
+                noted: Mutex::new(Vec::new()),
+                waker: Mutex::new(waker.clone()),
+            })
+        });
+        marks.waker.lock().clone_from(waker);
+        let first = progress.wakers.is_empty();
+        let look: Vec<usize> = if first {
+            progress.wakers = vec![None; ids.len()];
+            (0..ids.len()).collect()
+        } else {
+            std::mem::take(&mut *marks.noted.lock())
+        };
+        for i in look {
             if known.has(i) {
-                count += 1;
-                if count >= need {
-                    break;
+                if first {
+                    progress.count += 1;
                 }
+                continue;
+            }
+            let mark = progress.wakers[i].get_or_insert_with(|| {
+                Waker::from(Arc::new(Mark {
+                    index: i,
+                    marks: marks.clone(),
+                }))
+            });
+            match state.owner.poll(ids[i], mark) {
+                Poll::Ready(Some(ready)) => {
+                    known.learn(i, ready);
+                    progress.count += 1;
+                }
+                Poll::Ready(None) => return Err(ids[i]),
+                Poll::Pending => {}
             }
         }
-        Ok(count)
+        Ok(progress.count)
     }
 
     pub(crate) fn function_of(&self, id: ObjectId) -> Option<Arc<str>> {
