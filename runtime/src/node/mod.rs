@@ -426,6 +426,10 @@ impl Core {
                 Poll::Ready(Some(ready)) => {
                     known.learn(i, ready);
                     progress.count += 1;
+                    if first && progress.count >= need {
+                        // Enough already: no waker is left anywhere for the rest.
+                        break;
+                    }
                 }
                 Poll::Ready(None) => return Err(ids[i]),
                 Poll::Pending => {}
