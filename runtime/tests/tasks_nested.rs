@@ -69,6 +69,20 @@ fn put_and_wait_inside_a_task() -> (u64, usize) {
     )
 }
 
+/// Waits inside a task for `k` of `n` children (some of them repeated in the list).
+#[remote]
+fn wait_for_some(n: u64, k: usize) -> (usize, u64) {
+    let refs: Vec<ObjectRef<u64>> = (0..n).map(leaf::remote).collect();
+    let mut list = refs.clone();
+    list.extend(refs[..10].iter().cloned());
+    let (done, _) = prism::wait_blocking(&list, k, None).expect("wait in a worker");
+    let sum = prism::get_all_blocking(&refs)
+        .expect("children succeed")
+        .iter()
+        .sum();
+    (done.len(), sum)
+}
+
 #[remote(num_cpus = 0)]
 fn slow_leaf(x: u64) -> u64 {
     std::thread::sleep(Duration::from_secs(2));
@@ -217,6 +231,14 @@ fn a_nested_call_that_cannot_be_built_fails_with_its_reason() -> Result<(), Fail
     )
 }
 
+fn a_task_waits_for_k_of_n() -> Result<(), Failed> {
+    let (done, sum) = wait_for_some::remote(300, 250).get_blocking()?;
+    ensure(
+        done >= 250 && sum == expected(0, 300),
+        format!("{done} done, sum {sum}"),
+    )
+}
+
 fn put_and_wait_work_inside_tasks() -> Result<(), Failed> {
     let (value, pending) = put_and_wait_inside_a_task::remote().get_blocking()?;
     ensure(
@@ -305,6 +327,7 @@ fn main() {
             "put_and_wait_work_inside_tasks",
             put_and_wait_work_inside_tasks,
         ),
+        ("a_task_waits_for_k_of_n", a_task_waits_for_k_of_n),
         (
             "a_nested_call_that_cannot_be_built_fails_with_its_reason",
             a_nested_call_that_cannot_be_built_fails_with_its_reason,

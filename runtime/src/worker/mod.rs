@@ -129,8 +129,64 @@ struct Inner {
     awaiting: IdSet<TaskId>,
     /// A task the node sent to run on top of the blocked one ([`ToWorker::Nested`]).
     nested: Option<Execute>,
+    /// Objects whose values arrived while blocked, for the wait's [`Tally`].
+    arrived: Vec<ObjectId>,
     /// The node's directory of shared-memory segments.
     store_dir: std::path::PathBuf,
+}
+
+/// How far a blocked wait for `need` of its ids has come, kept between frames so that each
+/// frame costs only what it delivered, not a recount of every id.
+enum Tally {
+    /// Every id is needed: the first not known yet.
+    All(usize),
+    /// Some are: how many positions are known, and each unknown id with its positions' count.
+    Some {
+        count: usize,
+        unknown: IdMap<ObjectId, usize>,
+    },
+}
+
+impl Tally {
+    fn new(cache: &IdMap<ObjectId, Slot>, ids: &[ObjectId], need: usize) -> Self {
+        if need >= ids.len() {
+            return Tally::All(0);
+        }
+        let mut count = 0;
+        let mut unknown: IdMap<ObjectId, usize> = IdMap::default();
+        for id in ids {
+            if cache.contains_key(id) {
+                count += 1;
+            } else {
+                *unknown.entry(*id).or_default() += 1;
+            }
+        }
+        Tally::Some { count, unknown }
+    }
+
+    /// Whether `need` of `ids` are known, taking in what arrived since the last look.
+    fn enough(&mut self, inner: &mut Inner, ids: &[ObjectId], need: usize) -> bool {
+        match self {
+            Tally::All(cursor) => {
+                inner.arrived.clear();
+                while ids
+                    .get(*cursor)
+                    .is_some_and(|id| inner.cache.contains_key(id))
+                {
+                    *cursor += 1;
+                }
+                *cursor >= ids.len()
+            }
+            Tally::Some { count, unknown } => {
+                for id in inner.arrived.drain(..) {
+                    if let Some(positions) = unknown.remove(&id) {
+                        *count += positions;
+                    }
+                }
+                *count >= need
+            }
+        }
+    }
 }
 
 /// What a blocked task's wait turned up.
@@ -246,8 +302,9 @@ impl WorkerClient {
                     IdSet::default()
                 };
                 inner.block(awaiting).map_err(lost)?;
+                let mut tally = Tally::new(&inner.cache, ids, need);
                 let waited = loop {
-                    match inner.wait(ids, need, &mut cursor, deadline) {
+                    match inner.wait(ids, need, &mut tally, deadline) {
                         Ok(Wake::Done) => break Ok(()),
                         Ok(Wake::Run(exec)) => {
                             // Run it on top of the blocked task, with the lock released (it
@@ -261,6 +318,10 @@ impl WorkerClient {
                             inner.depth -= 1;
                             inner.blocked = true;
                             inner.awaiting = awaiting;
+                            // What arrived meanwhile went to the nested task's waits: count
+                            // afresh.
+                            inner.arrived.clear();
+                            tally = Tally::new(&inner.cache, ids, need);
                             inner.done.push((exec.task, outcome));
                             if let Err(e) = inner.flush() {
                                 break Err(FrameError::Io(e));
@@ -402,6 +463,9 @@ impl Inner {
                         }
                     };
                     self.cache.insert(id, slot);
+                    if self.blocked {
+                        self.arrived.push(id);
+                    }
                 }
             }
             ArchivedToWorker::Cancel { task } => {
@@ -553,12 +617,12 @@ impl Inner {
         &mut self,
         ids: &[ObjectId],
         need: usize,
-        cursor: &mut usize,
+        tally: &mut Tally,
         deadline: Option<Instant>,
     ) -> std::result::Result<Wake, FrameError> {
         let lost = |reason: String| FrameError::Io(std::io::Error::other(reason));
         loop {
-            if self.enough(ids, need, cursor) {
+            if tally.enough(self, ids, need) {
                 return Ok(Wake::Done);
             }
             if let Some(exec) = self.nested.take() {
@@ -586,6 +650,7 @@ impl Inner {
     fn unblock(&mut self) -> std::result::Result<(), FrameError> {
         self.blocked = false;
         self.awaiting.clear();
+        self.arrived.clear();
         if let Some(exec) = self.nested.take() {
             self.send(&ToNode::Bounced(vec![exec.task]));
         }
@@ -684,6 +749,7 @@ fn connect() -> Result<Arc<WorkerClient>> {
         depth: 0,
         awaiting: IdSet::default(),
         nested: None,
+        arrived: Vec::new(),
         store_dir: store_dir.clone(),
     };
     inner.send(&ToNode::Hello(Hello {
