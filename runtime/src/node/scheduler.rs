@@ -340,10 +340,15 @@ impl Scheduler {
         let ended: Vec<(TaskId, Frame)> = nested.drain(pos..).collect();
         for (task, frame) in ended {
             self.demands.remove(&task);
-            self.forget_awaiting(&frame);
-            self.give_back(&held_by(&frame));
+            self.end_frame(&frame);
         }
         true
+    }
+
+    /// A running task's frame is gone: what it holds comes back, and it waits for nothing.
+    fn end_frame(&mut self, frame: &Frame) {
+        self.forget_awaiting(frame);
+        self.give_back(&held_by(frame));
     }
 
     fn release_lease(&mut self, worker: WorkerId) {
@@ -353,11 +358,9 @@ impl Scheduler {
         {
             for (task, frame) in nested {
                 self.demands.remove(&task);
-                self.forget_awaiting(&frame);
-                self.give_back(&held_by(&frame));
+                self.end_frame(&frame);
             }
-            self.forget_awaiting(&base);
-            self.give_back(&held_by(&base));
+            self.end_frame(&base);
         }
     }
 

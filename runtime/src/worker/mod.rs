@@ -169,13 +169,7 @@ impl Tally {
         match self {
             Tally::All(cursor) => {
                 inner.arrived.clear();
-                while ids
-                    .get(*cursor)
-                    .is_some_and(|id| inner.cache.contains_key(id))
-                {
-                    *cursor += 1;
-                }
-                *cursor >= ids.len()
+                inner.enough(ids, need, cursor)
             }
             Tally::Some { count, unknown } => {
                 for id in inner.arrived.drain(..) {
