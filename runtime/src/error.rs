@@ -62,6 +62,18 @@ pub enum Error {
         /// The store's capacity.
         capacity: u64,
     },
+    /// The object is larger than the whole shared-memory store.
+    #[error(
+        "object {object} needs {size} bytes, more than the object store's capacity of {capacity} bytes"
+    )]
+    ObjectTooLarge {
+        /// The object.
+        object: String,
+        /// Its size.
+        size: u64,
+        /// The store's capacity.
+        capacity: u64,
+    },
     /// No actor has this name.
     #[error("no actor is named {0:?}")]
     ActorNotFound(String),

@@ -1,7 +1,8 @@
 //! The shared-memory object store with real worker processes: large objects (>= 100 KiB) live
 //! in shared memory and are read without copying (`get_archived`, `&Archived<T>` parameters),
 //! task returns above the threshold go there too, objects are freed with their last reference,
-//! and a put beyond the store's capacity fails with `ObjectStoreFull`.
+//! and a value larger than the store fails with `ObjectTooLarge` (a put) or a task error naming
+//! the return value (a return).
 
 mod common;
 
@@ -302,17 +303,31 @@ fn a_worker_dying_with_a_view_leaks_nothing() -> Result<(), Failed> {
     )
 }
 
-fn a_put_beyond_capacity_fails_clearly() -> Result<(), Failed> {
+/// Returns `bytes` zero bytes (a value larger than the store when asked).
+#[remote]
+fn zeros(bytes: u64) -> Vec<u8> {
+    vec![0u8; bytes as usize]
+}
+
+fn a_value_beyond_capacity_fails_clearly() -> Result<(), Failed> {
     // The store of this test binary holds 256 MiB.
     let err = prism::put(vec![0u8; 300 * MIB]).unwrap_err();
     let text = err.to_string();
     ensure(
-        matches!(err, prism::Error::ObjectStoreFull { .. }),
+        matches!(err, prism::Error::ObjectTooLarge { .. }),
         text.clone(),
     )?;
     ensure(
         text.contains("268435456"),
         format!("names the capacity: {text}"),
+    )?;
+    let text = match zeros::remote(300 * MIB as u64).get_blocking() {
+        Ok(v) => return Err(format!("a {} byte return was stored", v.len()).into()),
+        Err(e) => e.to_string(),
+    };
+    ensure(
+        text.contains("return value 0") && text.contains("268435456") && text.contains("zeros"),
+        format!("a return names the task, the value and the capacity: {text}"),
     )?;
     let small = prism::put(vec![0u8; MIB])?;
     ensure(small.get_blocking()?.len() == MIB, "the store still works")
@@ -367,8 +382,8 @@ fn main() {
             objects_are_freed_with_their_last_reference,
         ),
         (
-            "a_put_beyond_capacity_fails_clearly",
-            a_put_beyond_capacity_fails_clearly,
+            "a_value_beyond_capacity_fails_clearly",
+            a_value_beyond_capacity_fails_clearly,
         ),
         (
             "references_inside_objects_keep_their_targets_alive",

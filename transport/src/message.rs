@@ -5,8 +5,10 @@ use prism_graph::{ObjectId, TaskError, TaskId, TaskKind, TaskSpec};
 
 use crate::frame::Message;
 
-/// The protocol version; a peer with another version is refused at the handshake.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// The protocol version; a peer with another version is refused at the handshake. Version 5:
+/// rkyv archives with 64-bit relative pointers (objects past 4 GiB), and the store's capacity
+/// in [`ToHost::StartJob`].
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -292,6 +294,8 @@ pub enum ToHost {
         objects_at: String,
         /// Values at least this large go to the shared-memory store.
         inline_threshold: u64,
+        /// The store's capacity in bytes: a larger value fails at once in the worker.
+        store_capacity: u64,
     },
     /// Start a worker process for the job, numbered `worker`.
     Spawn {

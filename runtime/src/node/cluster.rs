@@ -154,6 +154,7 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
             size,
             objects_at: objects_at.to_string(),
             inline_threshold: config.inline_threshold_bytes() as u64,
+            store_capacity: config.object_store_bytes(),
         };
         match quic::ask::<_, FromHost>(&connection, &start, MAX_ANSWER).await {
             Ok(FromHost::Done) => {}

@@ -23,7 +23,9 @@ use tokio::sync::watch;
 
 use super::object_manager::{Peers, StoreSource};
 use super::object_store;
-use super::worker_pool::{self, ENV_INLINE_THRESHOLD, ENV_ROLE, ENV_SESSION_DIR};
+use super::worker_pool::{
+    self, ENV_INLINE_THRESHOLD, ENV_ROLE, ENV_SESSION_DIR, ENV_STORE_CAPACITY,
+};
 use super::worker_pool::{ENV_JOB_FINGERPRINT, ENV_NODE_NAME, ENV_WORKER};
 use crate::process::{self, ProcessHandle};
 
@@ -49,12 +51,20 @@ pub(crate) struct Hosting {
     pulled: Mutex<PullStats>,
 }
 
+/// What a job's workers need to know of its object store.
+#[derive(Debug, Clone, Copy)]
+struct StoreLimits {
+    inline_threshold: u64,
+    store_capacity: u64,
+}
+
 #[derive(Debug)]
 struct Job {
     name: String,
     exe: PathBuf,
     store: PathBuf,
     inline_threshold: u64,
+    store_capacity: u64,
     /// The job's content fingerprint (from its binary's hash).
     fingerprint: u64,
     driver: quinn::Connection,
@@ -149,10 +159,15 @@ impl Hosting {
                 size,
                 objects_at,
                 inline_threshold,
+                store_capacity,
             } => {
                 let exe = self.binary(job, binary, size, &objects_at).await?;
                 let fingerprint = crate::worker::content_fingerprint(&binary);
-                self.start_job(connection, job, exe, inline_threshold, fingerprint)?;
+                let limits = StoreLimits {
+                    inline_threshold,
+                    store_capacity,
+                };
+                self.start_job(connection, job, exe, limits, fingerprint)?;
                 Ok(FromHost::Done)
             }
             ToHost::Spawn { worker } => {
@@ -239,7 +254,7 @@ impl Hosting {
         connection: &quinn::Connection,
         job: &str,
         exe: PathBuf,
-        inline_threshold: u64,
+        limits: StoreLimits,
         fingerprint: u64,
     ) -> Result<(), String> {
         if let Some(running) = self.jobs.lock().get(job) {
@@ -258,7 +273,8 @@ impl Hosting {
             name: job.to_string(),
             exe,
             store,
-            inline_threshold,
+            inline_threshold: limits.inline_threshold,
+            store_capacity: limits.store_capacity,
             fingerprint,
             driver: connection.clone(),
             workers: Mutex::new(HashMap::new()),
@@ -380,6 +396,7 @@ fn spawn(node: &str, job: &Arc<Job>, worker: u32) -> Result<u32, String> {
         .env(ENV_WORKER, worker.to_string())
         .env(ENV_SESSION_DIR, &job.store)
         .env(ENV_INLINE_THRESHOLD, job.inline_threshold.to_string())
+        .env(ENV_STORE_CAPACITY, job.store_capacity.to_string())
         .env(ENV_NODE_NAME, node)
         .env(ENV_JOB_FINGERPRINT, format!("{:x}", job.fingerprint))
         .stdin(Stdio::null());

@@ -895,7 +895,12 @@ impl State {
             ArchivedToNode::Put { id, value, nested } => {
                 let nested = nested.iter().map(|i| i.to_native()).collect();
                 match self.value_from(worker, value) {
-                    Ok(slot) => self.owner.put(id.to_native(), slot, Some(worker), nested),
+                    Ok(slot) => {
+                        self.owner.put(id.to_native(), slot, Some(worker), nested);
+                        if !self.owner.make_room(0, None) {
+                            tracing::warn!(worker, object = %id.to_native(), "the object store is over capacity and nothing can be spilled");
+                        }
+                    }
                     Err(e) => {
                         tracing::error!(worker, object = %id.to_native(), "cannot map a put object: {e}")
                     }

@@ -25,6 +25,8 @@ pub(crate) const ENV_ROLE: &str = "PRISM_ROLE";
 pub(crate) const ENV_WORKER: &str = "PRISM_WORKER_ID";
 pub(crate) const ENV_SESSION_DIR: &str = "PRISM_SESSION_DIR";
 pub(crate) const ENV_INLINE_THRESHOLD: &str = "PRISM_INLINE_THRESHOLD";
+/// The object store's capacity in bytes: a worker refuses a larger value at once.
+pub(crate) const ENV_STORE_CAPACITY: &str = "PRISM_STORE_CAPACITY";
 /// The name of the node a worker runs on (a cluster's node; unset on the embedded node).
 pub(crate) const ENV_NODE_NAME: &str = "PRISM_NODE_NAME";
 /// The job's content fingerprint, for workers a cluster's node starts (hex).
@@ -64,6 +66,10 @@ fn spawn_worker(core: &Arc<Core>, worker: WorkerId, exe: &std::path::Path) {
         .env(
             ENV_INLINE_THRESHOLD,
             core.config().inline_threshold_bytes().to_string(),
+        )
+        .env(
+            ENV_STORE_CAPACITY,
+            core.config().object_store_bytes().to_string(),
         )
         .stdin(Stdio::null());
     let linked = match process::spawn_linked(&mut cmd, Some(std::process::id())) {

@@ -25,7 +25,8 @@ use rkyv::util::AlignedVec;
 use crate::api::registry;
 use crate::node::object_store::{self, ObjectBytes, Segment};
 use crate::node::worker_pool::{
-    ENV_INLINE_THRESHOLD, ENV_JOB_FINGERPRINT, ENV_ROLE, ENV_SESSION_DIR, ENV_WORKER,
+    ENV_INLINE_THRESHOLD, ENV_JOB_FINGERPRINT, ENV_ROLE, ENV_SESSION_DIR, ENV_STORE_CAPACITY,
+    ENV_WORKER,
 };
 use crate::owner::{Known, Slot};
 use crate::{Error, Result};
@@ -97,6 +98,8 @@ pub(crate) struct WorkerClient {
     store_dir: std::path::PathBuf,
     /// Values of at least this many bytes go to shared memory.
     threshold: usize,
+    /// The store's capacity: no value larger than this can be stored.
+    capacity: u64,
     /// Signalled when the reader thread of a concurrent actor delivered something (calls,
     /// object values).
     changed: parking_lot::Condvar,
@@ -214,6 +217,11 @@ impl WorkerClient {
     /// Where this worker writes large values, and from which size.
     pub(crate) fn store_params(&self) -> (&std::path::Path, usize) {
         (&self.store_dir, self.threshold)
+    }
+
+    /// The store's capacity in bytes.
+    pub(crate) fn store_capacity(&self) -> u64 {
+        self.capacity
     }
 
     pub(crate) fn put(&self, id: ObjectId, stored: ObjectBytes, nested: Vec<ObjectId>) {
@@ -724,6 +732,10 @@ fn connect() -> Result<Arc<WorkerClient>> {
         .ok()
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| Error::Startup(format!("{ENV_INLINE_THRESHOLD} is not a number")))?;
+    let capacity: u64 = std::env::var(ENV_STORE_CAPACITY)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Error::Startup(format!("{ENV_STORE_CAPACITY} is not a number")))?;
     let stream = crate::process::inherited_link()
         .map_err(|e| Error::Startup(format!("the link to the node: {e}")))?;
     let writer = stream
@@ -761,6 +773,7 @@ fn connect() -> Result<Arc<WorkerClient>> {
         seq: AtomicU64::new(1),
         store_dir,
         threshold,
+        capacity,
         changed: parking_lot::Condvar::new(),
         registry: registry::Registry::load(),
         segments: Mutex::new(SegmentCache::default()),
@@ -990,6 +1003,18 @@ fn store_returns(
         if bytes.len() < client.threshold {
             out.push(Value::Inline(bytes.to_vec()));
             continue;
+        }
+        if bytes.len() as u64 > client.capacity {
+            return Outcome::Failed(TaskError::InvalidValue {
+                task: exec.task,
+                function: exec.function.clone(),
+                what: format!("return value {i}"),
+                reason: format!(
+                    "its {} bytes exceed the object store's capacity of {} bytes",
+                    bytes.len(),
+                    client.capacity
+                ),
+            });
         }
         let fill = |buf: &mut [u8]| {
             buf.copy_from_slice(&bytes);
