@@ -294,6 +294,9 @@ fn generate(
         quote!(#name::new(#(#new_idents),*))
     };
 
+    // Ray's rule: an actor with an async method is an async actor, whose calls (all of them)
+    // run on one event loop.
+    let is_async = methods.iter().any(|m| m.func.sig.asyncness.is_some());
     let mut stubs = Vec::new();
     let mut registrations = Vec::new();
     for m in methods {
@@ -325,6 +328,45 @@ fn generate(
             quote!(__this.#method(#(#idents),*))
         };
         let encode = quote_spanned!(ret.span()=> __call.ret::<#ret>(&__ret, 0)?);
+        let invoke_async = if is_async {
+            let name_async = format_ident!("__prism_invoke_async_{}", method);
+            let (guard, view) = if mutable {
+                (quote!(write), quote!(downcast_mut))
+            } else {
+                (quote!(read), quote!(downcast_ref))
+            };
+            let run = if m.func.sig.asyncness.is_some() {
+                quote!(__this.#method(#(#idents),*).await)
+            } else {
+                quote!(__this.#method(#(#idents),*))
+            };
+            let body = quote! {
+                #[allow(unused_mut)]
+                fn #name_async(
+                    __state: ::prism::__private::AsyncActor,
+                    __data: ::prism::__private::CallData,
+                ) -> ::prism::__private::AsyncCall {
+                    ::std::boxed::Box::pin(async move {
+                        let __call = __data.invocation();
+                        __call.expect_args(#count)?;
+                        #(#decode)*
+                        let __ret = {
+                            let mut __guard = __state.#guard().await;
+                            let __this = __guard.#view::<#name>().ok_or_else(|| __call.wrong_state())?;
+                            #run
+                        };
+                        let __value = #encode;
+                        ::core::result::Result::Ok::<_, ::prism::__private::TaskError>(
+                            __call.finish(::std::vec![__value]),
+                        )
+                    })
+                }
+            };
+            (body, quote!(::core::option::Option::Some(#name_async)))
+        } else {
+            (quote!(), quote!(::core::option::Option::None))
+        };
+        let (async_fn, async_slot) = invoke_async;
         let docs = m.func.attrs.iter().filter(|a| a.path().is_ident("doc"));
         stubs.push(quote! {
             #[doc(hidden)]
@@ -366,12 +408,14 @@ fn generate(
                 let __ret = #lock::<#name, _>(__shared, __call, |__this| #call)?;
                 ::core::result::Result::Ok(::std::vec![#encode])
             }
+            #async_fn
             ::prism::__private::inventory::submit! {
                 ::prism::__private::ActorMethod {
                     name: #stub::#key,
                     hash: #hash,
                     invoke: #invoke,
                     invoke_shared: #invoke_shared,
+                    invoke_async: #async_slot,
                 }
             }
         });
@@ -392,7 +436,7 @@ fn generate(
 
             /// Starts building an actor with options (resources, restarts, a name).
             pub fn options() -> #create {
-                #create { opts: ::core::default::Default::default() }
+                #create { opts: ::prism::__private::actor_defaults(#is_async) }
             }
         }
 
@@ -467,6 +511,7 @@ fn generate(
                     hash: #new_hash,
                     create: __prism_create,
                     share: __prism_share,
+                    is_async: #is_async,
                 }
             }
             #(#registrations)*

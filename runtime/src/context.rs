@@ -189,6 +189,9 @@ impl Context {
         timeout: Option<Duration>,
     ) -> Result<()> {
         match self {
+            Context::Worker(client) if crate::worker::on_event_loop() => {
+                client.fetch_async(ids, known, need, timeout).await
+            }
             Context::Worker(client) => {
                 let deadline = timeout.map(|t| Instant::now() + t);
                 client.fetch(ids, known, need, deadline)

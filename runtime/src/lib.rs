@@ -57,7 +57,7 @@ mod worker;
 #[doc(inline)]
 pub use prism_macros::{actor, main, remote};
 
-pub use api::actor::{ActorHandle, ActorOptions, get_actor, kill};
+pub use api::actor::{ASYNC_ACTOR_CONCURRENCY, ActorHandle, ActorOptions, get_actor, kill};
 pub use api::memory::{Location, MemoryReport, ObjectInfo, memory};
 pub use api::object_ref::{ArchivedRef, ObjectRef};
 pub use api::placement::{
@@ -95,8 +95,10 @@ pub mod __private {
     ) -> crate::api::placement::GroupSlot {
         group.slot(bundle)
     }
+    pub use crate::api::actor::actor_defaults;
     pub use crate::api::registry::{
-        ActorClass, ActorMethod, ActorState, SharedActor, read_actor, share_actor, write_actor,
+        ActorClass, ActorMethod, ActorState, AsyncActor, AsyncCall, CallData, Returned,
+        SharedActor, read_actor, share_actor, write_actor,
     };
     pub use crate::api::registry::{Invocation, RemoteFunction};
     pub use crate::api::{block_on, enter_worker_if_spawned, run_main, run_main_sync};

@@ -1,6 +1,8 @@
 //! Actors with real worker processes: state across calls, submission order, references as
 //! arguments, named actors, panics, restarts after the process dies (including SIGKILL in the
-//! middle of a call), `kill`, constructor failures, and stopping on the last handle's drop.
+//! middle of a call), `kill`, constructor failures, and stopping on the last handle's drop;
+//! threaded actors (`max_concurrency` threads) and async actors (one event loop, 1,000 calls at
+//! once by default).
 
 mod common;
 
@@ -147,11 +149,6 @@ impl Meeting {
         false
     }
 
-    /// The same as an async method.
-    async fn meet_async(&self, mine: String, other: String) -> bool {
-        self.meet(mine, other)
-    }
-
     fn bump(&mut self) -> u64 {
         let seen = self.count;
         std::thread::sleep(Duration::from_micros(50));
@@ -199,12 +196,6 @@ fn concurrent_actors_run_calls_at_once() -> Result<(), Failed> {
         met == vec![true, true],
         "two &self calls ran at the same time",
     )?;
-    let (a, b) = (temp_path("meet-c"), temp_path("meet-d"));
-    let first = m.meet_async(a.clone(), b.clone());
-    let second = m.meet_async(b.clone(), a.clone());
-    let met = prism::get_all_blocking(&[first, second])?;
-    let _ = (std::fs::remove_file(&a), std::fs::remove_file(&b));
-    ensure(met == vec![true, true], "async methods too")?;
     let bumps: Vec<ObjectRef<u64>> = (0..200).map(|_| m.bump()).collect();
     prism::get_all_blocking(&bumps)?;
     ensure(
@@ -229,6 +220,136 @@ fn concurrency_needs_a_sync_actor() -> Result<(), Failed> {
     ensure(
         text.contains("must be Sync") && text.contains("Lonely"),
         text,
+    )
+}
+
+/// An async actor (it has `async` methods): not `Sync`, as one event loop runs its calls.
+#[actor]
+struct Sleeper {
+    running: std::cell::Cell<u64>,
+    most: std::cell::Cell<u64>,
+    count: u64,
+}
+
+#[actor]
+impl Sleeper {
+    fn new() -> Self {
+        Sleeper {
+            running: std::cell::Cell::new(0),
+            most: std::cell::Cell::new(0),
+            count: 0,
+        }
+    }
+
+    /// Sleeps `ms` on the event loop; gives the most calls seen running at once and the
+    /// threads of the worker process.
+    async fn nap(&self, ms: u64) -> (u64, u64) {
+        self.running.set(self.running.get() + 1);
+        self.most.set(self.most.get().max(self.running.get()));
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.running.set(self.running.get() - 1);
+        (self.most.get(), threads())
+    }
+
+    /// Exclusive across its await: no update is lost however the calls interleave.
+    async fn bump(&mut self) -> u64 {
+        let seen = self.count;
+        tokio::task::yield_now().await;
+        self.count = seen + 1;
+        self.count
+    }
+
+    /// A plain method of an async actor: runs on the event loop too.
+    fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Waits for the value inside `refs` while the actor's other calls go on.
+    async fn wait_for(&self, refs: Vec<ObjectRef<u64>>) -> u64 {
+        let values = prism::get_all(&refs).await.expect("the value");
+        values.iter().sum()
+    }
+
+    /// A value after a sleep on the event loop.
+    async fn slow_value(&self, ms: u64, value: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        value
+    }
+
+    async fn fail(&self) -> u64 {
+        tokio::task::yield_now().await;
+        panic!("an async method fails")
+    }
+}
+
+/// The threads of this process.
+fn threads() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Threads:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn async_actors_run_a_thousand_calls_on_one_loop() -> Result<(), Failed> {
+    let sleeper = Sleeper::remote();
+    let naps: Vec<ObjectRef<(u64, u64)>> = (0..1000).map(|_| sleeper.nap(300)).collect();
+    let seen = prism::get_all_blocking(&naps)?;
+    let most = seen.iter().map(|s| s.0).max().unwrap_or(0);
+    let threads = seen.iter().map(|s| s.1).max().unwrap_or(0);
+    // The calls arrive in batches while the first ones sleep: most are asleep together.
+    ensure(
+        most > 500,
+        format!("at most {most} of 1,000 calls ran at once"),
+    )?;
+    ensure(
+        threads < 16,
+        format!("the async actor's worker has {threads} threads"),
+    )?;
+    let limited = Sleeper::options().max_concurrency(2).remote();
+    let naps: Vec<ObjectRef<(u64, u64)>> = (0..20).map(|_| limited.nap(5)).collect();
+    let most = prism::get_all_blocking(&naps)?
+        .iter()
+        .map(|s| s.0)
+        .max()
+        .unwrap_or(0);
+    ensure(most == 2, format!("max_concurrency 2: {most} at once"))
+}
+
+fn async_actors_keep_mut_methods_exclusive_and_survive_panics() -> Result<(), Failed> {
+    let sleeper = Sleeper::remote();
+    let bumps: Vec<ObjectRef<u64>> = (0..300).map(|_| sleeper.bump()).collect();
+    let mut values = prism::get_all_blocking(&bumps)?;
+    values.sort_unstable();
+    ensure(
+        values == (1..=300).collect::<Vec<_>>() && sleeper.count().get_blocking()? == 300,
+        "&mut self async methods have the state alone across their awaits",
+    )?;
+    let e = task_error(sleeper.fail().get_blocking())?;
+    ensure(
+        matches!(&e, TaskError::Panicked { function, message, .. }
+            if function.ends_with("Sleeper::fail") && message.contains("an async method fails")),
+        format!("the panic names the method: {e}"),
+    )?;
+    ensure(
+        sleeper.count().get_blocking()? == 300,
+        "the actor goes on after a panic",
+    )
+}
+
+fn async_actors_await_objects_without_blocking_the_loop() -> Result<(), Failed> {
+    let sleeper = Sleeper::remote();
+    // The value comes from a later call on the same actor: a wait that blocked the loop
+    // would never let it run.
+    let later = sleeper.slow_value(200, 7);
+    let waiting = sleeper.wait_for(vec![later.clone(), five::remote()]);
+    ensure(
+        prism::get_timeout_blocking(&waiting, Duration::from_secs(60))? == 12,
+        "the awaiting call got the values made meanwhile",
     )
 }
 
@@ -497,6 +618,18 @@ fn main() {
         (
             "concurrency_needs_a_sync_actor",
             concurrency_needs_a_sync_actor,
+        ),
+        (
+            "async_actors_run_a_thousand_calls_on_one_loop",
+            async_actors_run_a_thousand_calls_on_one_loop,
+        ),
+        (
+            "async_actors_keep_mut_methods_exclusive_and_survive_panics",
+            async_actors_keep_mut_methods_exclusive_and_survive_panics,
+        ),
+        (
+            "async_actors_await_objects_without_blocking_the_loop",
+            async_actors_await_objects_without_blocking_the_loop,
         ),
     ];
     common::run(config, cases)

@@ -171,9 +171,13 @@ pub struct ActorOptions {
     pub name: Option<String>,
     /// With a name: return the existing actor of that name instead of failing.
     pub get_if_exists: bool,
-    /// How many calls may run at once (default 1: one at a time, in submission order). Above
-    /// 1, calls run on as many threads, `&self` methods side by side and `&mut self` methods
-    /// alone, with no order between them; the actor type must be `Sync`.
+    /// How many calls may run at once. An actor with an `async` method runs its calls on one
+    /// event loop, started in submission order, at most this many at a time (default
+    /// [`ASYNC_ACTOR_CONCURRENCY`], as Ray's async actors); `&self` methods share the state,
+    /// `&mut self` methods have it alone until they return. Other actors run one call at a time
+    /// by default, in submission order; above 1, calls run on as many threads, `&self` methods
+    /// side by side and `&mut self` methods alone, with no order between them, and the actor
+    /// type must be `Sync`.
     pub max_concurrency: u32,
     /// The placement group (and bundle) the actor lives in, if any.
     pub placement: Option<crate::api::placement::GroupSlot>,
@@ -192,6 +196,19 @@ impl Default for ActorOptions {
             max_concurrency: 1,
             placement: None,
         }
+    }
+}
+
+/// How many calls an async actor runs at once unless told otherwise (Ray's default).
+pub const ASYNC_ACTOR_CONCURRENCY: u32 = 1000;
+
+/// The options an actor class starts from (generated code): an async class runs
+/// [`ASYNC_ACTOR_CONCURRENCY`] calls at once.
+#[doc(hidden)]
+pub fn actor_defaults(is_async: bool) -> ActorOptions {
+    ActorOptions {
+        max_concurrency: if is_async { ASYNC_ACTOR_CONCURRENCY } else { 1 },
+        ..ActorOptions::default()
     }
 }
 
@@ -362,7 +379,9 @@ macro_rules! __actor_options_builder {
                 self.opts.get_if_exists = yes;
                 self
             }
-            /// How many calls may run at once (threads; the type must be `Sync` above 1).
+            /// How many calls may run at once: on the event loop of an actor with `async`
+            /// methods (default 1,000), else on as many threads (default 1; the type must be
+            /// `Sync` above 1).
             pub fn max_concurrency(mut self, n: u32) -> Self {
                 self.opts.max_concurrency = n;
                 self

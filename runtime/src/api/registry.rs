@@ -3,7 +3,10 @@
 //! looks calls up here and runs them, turning panics and bad values into [`TaskError`]s.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use prism_graph::{TaskError, TaskId, TaskKind};
 use prism_transport::Execute;
@@ -67,6 +70,38 @@ pub fn write_actor<T: 'static, R>(
     Ok(f(this))
 }
 
+/// The state of an async actor (one with an `async` method): its calls run on one event loop,
+/// `&self` methods under the read lock and `&mut self` methods under the write lock, each held
+/// across the method's awaits.
+pub type AsyncActor = std::rc::Rc<tokio::sync::RwLock<ActorState>>;
+
+/// What a call gives back: its encoded return values and the references each contains.
+pub type Returned = (Vec<AlignedVec>, Vec<Vec<prism_graph::ObjectId>>);
+
+/// One call of an async actor's method, as its event loop runs it.
+pub type AsyncCall = Pin<Box<dyn Future<Output = Result<Returned, TaskError>>>>;
+
+/// A call's data, owned by the call's future (an async method keeps its arguments, and views
+/// into them, across its awaits).
+#[derive(Debug)]
+pub struct CallData {
+    task: TaskId,
+    function: String,
+    args: Vec<ObjectBytes>,
+}
+
+impl CallData {
+    /// The invocation the generated code decodes the arguments from.
+    pub fn invocation(&self) -> Invocation<'_> {
+        Invocation {
+            task: self.task,
+            function: &self.function,
+            args: &self.args,
+            nested: Default::default(),
+        }
+    }
+}
+
 /// An actor class as registered by `#[actor]`: its constructor.
 #[derive(Debug)]
 pub struct ActorClass {
@@ -79,6 +114,8 @@ pub struct ActorClass {
     /// Makes the state shareable for concurrent calls; gives it back when the type is not
     /// `Sync`.
     pub share: fn(ActorState) -> Result<SharedActor, ActorState>,
+    /// Whether a method is `async`: the actor's calls then run on one event loop.
+    pub is_async: bool,
 }
 
 inventory::collect!(ActorClass);
@@ -94,6 +131,8 @@ pub struct ActorMethod {
     pub invoke: fn(&mut ActorState, &Invocation<'_>) -> Result<Vec<AlignedVec>, TaskError>,
     /// The same on shared state, taking the read or the write lock as the receiver asks.
     pub invoke_shared: fn(&SharedActor, &Invocation<'_>) -> Result<Vec<AlignedVec>, TaskError>,
+    /// For an async actor's methods: the call as a future on the actor's event loop.
+    pub invoke_async: Option<fn(AsyncActor, CallData) -> AsyncCall>,
 }
 
 inventory::collect!(ActorMethod);
@@ -108,6 +147,8 @@ pub(crate) enum Actor {
     Alone(ActorState),
     /// Calls run on this many threads at once.
     Shared(SharedActor, u32),
+    /// An async actor: calls run on one event loop, this many at once.
+    Async(ActorState, u32),
 }
 
 /// Everything a worker can run, by name.
@@ -184,6 +225,13 @@ impl Invocation<'_> {
             function: self.function.to_string(),
             message: format!("the constructor returned an error: {error}"),
         }
+    }
+
+    /// The values encoded and the references each contains: what the call returns.
+    pub fn finish(self, values: Vec<AlignedVec>) -> Returned {
+        let mut nested = self.nested.into_inner();
+        nested.resize(values.len(), Vec::new());
+        (values, nested)
     }
 
     /// Encodes return value `index`.
@@ -286,6 +334,9 @@ pub(crate) fn execute(
             *actor = match exec.kind {
                 TaskKind::ActorCreation {
                     max_concurrency, ..
+                } if class.is_async => Actor::Async(state, max_concurrency.max(1)),
+                TaskKind::ActorCreation {
+                    max_concurrency, ..
                 } if max_concurrency > 1 => match (class.share)(state) {
                     Ok(shared) => Actor::Shared(shared, max_concurrency),
                     Err(_) => {
@@ -316,7 +367,7 @@ pub(crate) fn execute(
                 Actor::Shared(shared, _) => {
                     guard(&call, |call| (method.invoke_shared)(shared, call))?
                 }
-                Actor::None => {
+                Actor::Async(..) | Actor::None => {
                     return Err(TaskError::InvalidValue {
                         task: exec.task,
                         function: exec.function.clone(),
@@ -327,21 +378,111 @@ pub(crate) fn execute(
             }
         }
     };
-    if values.len() != exec.num_returns as usize {
-        return Err(TaskError::InvalidValue {
-            task: exec.task,
-            function: exec.function.clone(),
-            what: "return values".into(),
-            reason: format!(
-                "the function returns {} values, the caller expects {}",
-                values.len(),
-                exec.num_returns
-            ),
-        });
+    check_count(
+        exec.task,
+        &exec.function,
+        exec.num_returns,
+        call.finish(values),
+    )
+}
+
+/// Checks that a call returned as many values as its caller expects.
+fn check_count(
+    task: TaskId,
+    function: &str,
+    expected: u32,
+    returned: Returned,
+) -> Result<Returned, TaskError> {
+    if returned.0.len() == expected as usize {
+        return Ok(returned);
     }
-    let mut nested = call.nested.into_inner();
-    nested.resize(values.len(), Vec::new());
-    Ok((values, nested))
+    Err(TaskError::InvalidValue {
+        task,
+        function: function.to_string(),
+        what: "return values".into(),
+        reason: format!(
+            "the function returns {} values, the caller expects {expected}",
+            returned.0.len(),
+        ),
+    })
+}
+
+/// Starts a call of an async actor's method: looks the method up and checks its signature,
+/// then gives the call as a future that owns its arguments, turns a panic into `Panicked` and
+/// checks the number of return values.
+pub(crate) fn start_async(
+    registry: &Registry,
+    actor: &AsyncActor,
+    exec: &Execute,
+    args: Vec<ObjectBytes>,
+) -> Result<impl Future<Output = Result<Returned, TaskError>> + use<>, TaskError> {
+    let method = registry
+        .methods
+        .get(exec.function.as_str())
+        .ok_or_else(|| unknown(exec, "actor methods", registry.methods.len()))?;
+    if method.hash != exec.fn_hash {
+        return Err(signature_differs(exec, method.hash));
+    }
+    let invoke = method.invoke_async.ok_or_else(|| TaskError::InvalidValue {
+        task: exec.task,
+        function: exec.function.clone(),
+        what: "the actor's state".into(),
+        reason: "the method belongs to a class without async methods".into(),
+    })?;
+    let (task, function, expected) = (exec.task, exec.function.clone(), exec.num_returns);
+    let data = CallData {
+        task,
+        function: function.clone(),
+        args,
+    };
+    let call = match std::panic::catch_unwind(AssertUnwindSafe(|| invoke(actor.clone(), data))) {
+        Ok(call) => Guarded::Running(call),
+        Err(payload) => Guarded::Panicked(Some(payload)),
+    };
+    Ok(async move {
+        let returned = call.await.map_err(|payload| TaskError::Panicked {
+            task,
+            function: function.clone(),
+            message: panic_message(payload.as_ref()),
+        })??;
+        check_count(task, &function, expected, returned)
+    })
+}
+
+/// An async call whose panics, in its start or in any poll, end it with the panic's payload.
+enum Guarded {
+    Running(AsyncCall),
+    Panicked(Option<Box<dyn std::any::Any + Send>>),
+}
+
+impl Future for Guarded {
+    type Output = std::thread::Result<Result<Returned, TaskError>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut *self {
+            Guarded::Running(call) => {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(cx))) {
+                    Ok(Poll::Pending) => Poll::Pending,
+                    Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+                    Err(payload) => Poll::Ready(Err(payload)),
+                }
+            }
+            Guarded::Panicked(payload) => {
+                Poll::Ready(Err(payload.take().unwrap_or_else(|| Box::new(()))))
+            }
+        }
+    }
+}
+
+/// A panic's message (its payload when that is a string).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
 }
 
 /// Calls `body`, turning a panic into `Panicked` with its message.
@@ -351,19 +492,10 @@ fn guard<R>(
 ) -> Result<R, TaskError> {
     match std::panic::catch_unwind(AssertUnwindSafe(|| body(call))) {
         Ok(result) => result,
-        Err(payload) => {
-            let message = if let Some(s) = payload.downcast_ref::<&str>() {
-                (*s).to_string()
-            } else if let Some(s) = payload.downcast_ref::<String>() {
-                s.clone()
-            } else {
-                "a panic with a non-string payload".to_string()
-            };
-            Err(TaskError::Panicked {
-                task: call.task,
-                function: call.function.to_string(),
-                message,
-            })
-        }
+        Err(payload) => Err(TaskError::Panicked {
+            task: call.task,
+            function: call.function.to_string(),
+            message: panic_message(payload.as_ref()),
+        }),
     }
 }

@@ -11,6 +11,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -134,6 +135,9 @@ struct Inner {
     nested: Option<Execute>,
     /// Objects whose values arrived while blocked, for the wait's [`Tally`].
     arrived: Vec<ObjectId>,
+    /// Futures on an async actor's event loop waiting for a call or a value: woken after
+    /// each message from the node.
+    wakers: Vec<Waker>,
     /// The node's directory of shared-memory segments.
     store_dir: std::path::PathBuf,
 }
@@ -273,6 +277,55 @@ impl WorkerClient {
             .map_err(|e| Error::Disconnected(e.to_string()))
     }
 
+    /// The next call for an async actor's event loop.
+    async fn next_call(&self) -> Execute {
+        std::future::poll_fn(|cx| {
+            let mut inner = self.inner.lock();
+            match inner.queue.pop_front() {
+                Some(exec) => Poll::Ready(exec),
+                None => {
+                    inner.wakers.push(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// [`WorkerClient::fetch`] on an async actor's event loop: the call waits as a future, so
+    /// the actor's other calls go on meanwhile.
+    pub(crate) async fn fetch_async<K: Known + ?Sized>(
+        &self,
+        ids: &[ObjectId],
+        known: &mut K,
+        need: usize,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<()> {
+        {
+            let mut inner = self.inner.lock();
+            inner.request(ids);
+            inner
+                .flush()
+                .map_err(|e| Error::Disconnected(e.to_string()))?;
+        }
+        let mut cursor = 0;
+        let mut timer = timeout.map(|t| Box::pin(tokio::time::sleep(t)));
+        std::future::poll_fn(|cx| {
+            let mut inner = self.inner.lock();
+            let done = inner.enough(ids, need, &mut cursor)
+                || timer
+                    .as_mut()
+                    .is_some_and(|t| t.as_mut().poll(cx).is_ready());
+            if !done {
+                inner.wakers.push(cx.waker().clone());
+                return Poll::Pending;
+            }
+            inner.learn(ids, known);
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+
     /// Waits until at least `need` of `ids` have a value (ready or failed) or the deadline
     /// passes; returns the values known, in order.
     pub(crate) fn fetch<K: Known + ?Sized>(
@@ -283,17 +336,7 @@ impl WorkerClient {
         deadline: Option<Instant>,
     ) -> Result<()> {
         let mut inner = self.inner.lock();
-        let missing: Vec<ObjectId> = ids
-            .iter()
-            .copied()
-            .filter(|id| !inner.cache.contains_key(id) && !inner.requested.contains(id))
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        if !missing.is_empty() {
-            inner.requested.extend(missing.iter().copied());
-            inner.send(&ToNode::Get { ids: missing });
-        }
+        inner.request(ids);
         let mut cursor = 0;
         if !inner.enough(ids, need, &mut cursor) {
             if inner.reader.is_some() {
@@ -351,16 +394,36 @@ impl WorkerClient {
                 }
             }
         }
-        for (i, id) in ids.iter().enumerate() {
-            if let Some(slot) = inner.cache.get(id) {
-                known.learn(i, slot);
-            }
-        }
+        inner.learn(ids, known);
         Ok(())
     }
 }
 
 impl Inner {
+    /// Asks the node for the values of `ids` not known or asked for yet.
+    fn request(&mut self, ids: &[ObjectId]) {
+        let missing: Vec<ObjectId> = ids
+            .iter()
+            .copied()
+            .filter(|id| !self.cache.contains_key(id) && !self.requested.contains(id))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if !missing.is_empty() {
+            self.requested.extend(missing.iter().copied());
+            self.send(&ToNode::Get { ids: missing });
+        }
+    }
+
+    /// Records in `known` the values of `ids` that are known.
+    fn learn<K: Known + ?Sized>(&self, ids: &[ObjectId], known: &mut K) {
+        for (i, id) in ids.iter().enumerate() {
+            if let Some(slot) = self.cache.get(id) {
+                known.learn(i, slot);
+            }
+        }
+    }
+
     fn send(&mut self, msg: &ToNode) {
         if let Err(e) = encode_frame(msg, &mut self.out) {
             tracing::error!("cannot encode a message for the node: {e}");
@@ -756,6 +819,7 @@ fn connect() -> Result<Arc<WorkerClient>> {
         awaiting: IdSet::default(),
         nested: None,
         arrived: Vec::new(),
+        wakers: Vec::new(),
         store_dir: store_dir.clone(),
     };
     inner.send(&ToNode::Hello(Hello {
@@ -806,6 +870,14 @@ fn serve(client: Arc<WorkerClient>) -> i32 {
             drop(inner);
             return serve_concurrent(client, shared, threads);
         }
+        if let registry::Actor::Async(..) = actor {
+            // An async actor was just made: calls run on its event loop from now on.
+            drop(inner);
+            let registry::Actor::Async(state, limit) = std::mem::take(&mut actor) else {
+                unreachable!("matched above");
+            };
+            return serve_async(client, state, limit);
+        }
     }
 }
 
@@ -828,7 +900,7 @@ fn run_task(client: &WorkerClient, actor: &mut registry::Actor, exec: &Execute) 
 /// The worker of an actor with `max_concurrency` above 1: this thread only reads the
 /// connection; `threads` executors run the calls.
 fn serve_concurrent(client: Arc<WorkerClient>, shared: registry::SharedActor, threads: u32) -> i32 {
-    let Some(mut reader) = client.inner.lock().reader.take() else {
+    let Some(reader) = client.inner.lock().reader.take() else {
         return 1;
     };
     if client.inner.lock().flush().is_err() {
@@ -863,6 +935,13 @@ fn serve_concurrent(client: Arc<WorkerClient>, shared: registry::SharedActor, th
             return 1;
         }
     }
+    read_loop(&client, reader)
+}
+
+/// The reading thread of a concurrent or async actor: handles the node's messages until the
+/// link ends, then gives the worker's exit code. Calls go to the queue; whoever waits for a
+/// call or a value is woken (threads by the condition variable, futures by their wakers).
+fn read_loop(client: &WorkerClient, mut reader: FrameReader<UnixStream>) -> i32 {
     loop {
         let polled = spin_for(IDLE_SPIN, || poll_now(&mut reader));
         let frame = match polled {
@@ -893,9 +972,102 @@ fn serve_concurrent(client: Arc<WorkerClient>, shared: registry::SharedActor, th
                 return 0;
             }
         }
+        let wakers = std::mem::take(&mut inner.wakers);
         drop(inner);
         client.changed.notify_all();
+        wakers.into_iter().for_each(Waker::wake);
     }
+}
+
+thread_local! {
+    /// Set on the thread that runs an async actor's event loop: waits for objects there are
+    /// futures, not blocked threads.
+    static ON_EVENT_LOOP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread runs an async actor's event loop.
+pub(crate) fn on_event_loop() -> bool {
+    ON_EVENT_LOOP.with(std::cell::Cell::get)
+}
+
+/// The worker of an async actor: this thread reads the connection; the actor's calls run on
+/// one event loop thread, at most `limit` at a time, in the order they arrive (each then goes
+/// as far as its awaits let it).
+fn serve_async(client: Arc<WorkerClient>, state: registry::ActorState, limit: u32) -> i32 {
+    let Some(reader) = client.inner.lock().reader.take() else {
+        return 1;
+    };
+    if client.inner.lock().flush().is_err() {
+        return 0;
+    }
+    let looping = client.clone();
+    let spawned = std::thread::Builder::new()
+        .name("prism-actor-loop".into())
+        .stack_size(WORKER_STACK)
+        .spawn(move || run_event_loop(&looping, state, limit));
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the actor's event loop: {e}");
+        return 1;
+    }
+    read_loop(&client, reader)
+}
+
+fn run_event_loop(client: &Arc<WorkerClient>, state: registry::ActorState, limit: u32) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the actor's event loop: {e}");
+            std::process::exit(1);
+        }
+    };
+    ON_EVENT_LOOP.with(|on| on.set(true));
+    let calls = tokio::task::LocalSet::new();
+    calls.block_on(&runtime, async {
+        let actor: registry::AsyncActor = std::rc::Rc::new(tokio::sync::RwLock::new(state));
+        let permits = Arc::new(tokio::sync::Semaphore::new(limit as usize));
+        // Results go out once per turn of the loop, however many calls ended in it.
+        let finished = std::rc::Rc::new(tokio::sync::Notify::new());
+        let flusher = (client.clone(), finished.clone());
+        tokio::task::spawn_local(async move {
+            let (client, finished) = flusher;
+            loop {
+                finished.notified().await;
+                if client.inner.lock().flush().is_err() {
+                    std::process::exit(0);
+                }
+            }
+        });
+        loop {
+            let exec = client.next_call().await;
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return; // never closed
+            };
+            let args = {
+                let mut segments = client.segments.lock();
+                segments.forget_freed(&client.store_dir);
+                resolve_args(&client.store_dir, &mut segments, &exec)
+            };
+            let call =
+                args.and_then(|args| registry::start_async(&client.registry, &actor, &exec, args));
+            let client = client.clone();
+            let finished = finished.clone();
+            tokio::task::spawn_local(async move {
+                let outcome = match call {
+                    Ok(call) => match call.await {
+                        Ok((values, nested)) => store_returns(&client, &exec, values, nested),
+                        Err(error) => Outcome::Failed(error),
+                    },
+                    Err(error) => Outcome::Failed(error),
+                };
+                drop(permit);
+                client.inner.lock().done.push((exec.task, outcome));
+                finished.notify_one();
+            });
+        }
+    });
 }
 
 /// Mappings of recently used argument segments, so repeated tasks on one large object map it
