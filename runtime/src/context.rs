@@ -81,20 +81,20 @@ impl Context {
         };
         let (len, nested) = crate::api::object_ref::collect_nested(|| value.archived_len());
         let len = len.map_err(encode)?;
-        let capacity = match self {
-            Context::Driver(core) => core.config().object_store_bytes(),
-            Context::Worker(client) => client.store_capacity(),
-        };
-        if len as u64 > capacity {
-            return Err(Error::ObjectTooLarge {
-                object: id.to_string(),
-                size: len as u64,
-                capacity,
-            });
-        }
         let bytes = if len < threshold {
             ObjectBytes::Inline(Arc::new(value.to_bytes().map_err(encode)?))
         } else {
+            let capacity = match self {
+                Context::Driver(core) => core.config().object_store_bytes(),
+                Context::Worker(client) => client.store_capacity(),
+            };
+            if len as u64 > capacity {
+                return Err(Error::ObjectTooLarge {
+                    object: id.to_string(),
+                    size: len as u64,
+                    capacity,
+                });
+            }
             let mapped = match self {
                 Context::Driver(core) => core.reserve(id, len)?,
                 Context::Worker(_) => None,

@@ -1,6 +1,7 @@
 //! Process hygiene: worker processes never outlive their driver, whether it returns without
 //! calling shutdown, panics, or is killed with SIGINT, SIGTERM or SIGKILL; on SIGINT and
-//! SIGTERM it also removes its shared-memory session before it exits. The test binary runs
+//! SIGTERM it also removes its shared-memory session before it exits, and what a SIGKILLed
+//! driver leaves (its session, its spill directory) the next driver removes. The test binary runs
 //! itself as the driver under test (`PRISM_TEST_DRIVER=<mode>`) and watches that driver's
 //! workers.
 
@@ -24,7 +25,16 @@ fn nap(ms: u64) -> u64 {
 
 /// The child driver: start a cluster, keep its workers busy, say "ready", then end as `mode`.
 fn child_driver(mode: &str) -> ! {
-    prism::init_with(prism::Config::new().num_cpus(2.0)).expect("child cluster");
+    let mut config = prism::Config::new().num_cpus(2.0);
+    if mode == "spill" {
+        config = config.object_store_memory(16 << 20);
+    }
+    prism::init_with(config).expect("child cluster");
+    // Objects beyond the store's 16 MiB: the oldest are spilled to disk.
+    let _spilled: Vec<_> = (0..4)
+        .filter(|_| mode == "spill")
+        .map(|i| prism::put(vec![i as u8; 8 << 20]).expect("put"))
+        .collect();
     // Make sure both workers are up, then keep them busy.
     prism::get_all_blocking(&[nap::remote(1), nap::remote(1)]).expect("warm-up");
     let _busy: Vec<_> = (0..4).map(|_| nap::remote(60_000)).collect();
@@ -109,8 +119,20 @@ fn run_case(mode: &str, signal: Option<i32>) -> Result<(), Failed> {
 
 /// The shared-memory sessions of driver `pid` (`/dev/shm/prism-PID-...`).
 fn sessions_of(pid: u32) -> Vec<std::path::PathBuf> {
+    entries_of(std::path::Path::new("/dev/shm"), pid)
+}
+
+/// The spill directories of driver `pid` (`$TMPDIR/prism-PID-....spill`).
+fn spill_dirs_of(pid: u32) -> Vec<std::path::PathBuf> {
+    entries_of(&std::env::temp_dir(), pid)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "spill"))
+        .collect()
+}
+
+fn entries_of(dir: &std::path::Path, pid: u32) -> Vec<std::path::PathBuf> {
     let prefix = format!("prism-{pid}-");
-    std::fs::read_dir("/dev/shm")
+    std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
@@ -154,6 +176,56 @@ fn driver_gets_sigkill() -> Result<(), Failed> {
     run_case("wait", Some(libc::SIGKILL))
 }
 
+/// A SIGKILLed driver leaves its session and its spill directory; the next driver to start
+/// removes both.
+fn a_killed_drivers_leftovers_are_swept_by_the_next() -> Result<(), Failed> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(&exe)
+        .env(MODE_ENV, "spill")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let driver = child.id();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+    let workers = children_of(driver);
+    let _ = child.kill();
+    let _ = child.wait();
+    let gone = eventually(10, || workers.iter().all(|&w| !alive(w)));
+    reap_orphans();
+    let left = (sessions_of(driver), spill_dirs_of(driver));
+    let result = (|| {
+        ensure(line.trim() == "ready", format!("driver said {line:?}"))?;
+        ensure(gone, "the killed driver's workers exited")?;
+        ensure(
+            !left.0.is_empty() && !left.1.is_empty(),
+            format!("a SIGKILLed driver leaves its session and spill directory: {left:?}"),
+        )?;
+        // The next driver starts, and exits at once (leaving its own session to the sweep
+        // below).
+        let mut next = Command::new(&exe)
+            .env(MODE_ENV, "exit")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let status = next.wait()?;
+        for path in sessions_of(next.id()) {
+            let _ = std::fs::remove_dir_all(path);
+        }
+        ensure(status.success(), format!("the next driver ended with {status}"))?;
+        reap_orphans();
+        let after = (sessions_of(driver), spill_dirs_of(driver));
+        ensure(
+            after.0.is_empty() && after.1.is_empty(),
+            format!("the next driver left the dead one's files: {after:?}"),
+        )
+    })();
+    for path in sessions_of(driver).into_iter().chain(spill_dirs_of(driver)) {
+        let _ = std::fs::remove_dir_all(path);
+    }
+    result
+}
+
 fn main() {
     if let Ok(mode) = std::env::var(MODE_ENV) {
         child_driver(&mode);
@@ -172,6 +244,10 @@ fn main() {
         ("driver_gets_sigterm", driver_gets_sigterm),
         ("driver_gets_sigint", driver_gets_sigint),
         ("driver_gets_sigkill", driver_gets_sigkill),
+        (
+            "a_killed_drivers_leftovers_are_swept_by_the_next",
+            a_killed_drivers_leftovers_are_swept_by_the_next,
+        ),
     ];
     common::run(prism::Config::new().num_cpus(1.0), cases)
 }

@@ -163,8 +163,10 @@ const MAX_STARTUP_FAILURES: u32 = 3;
 impl Core {
     /// Starts the node: its runtime, its socket and its first workers. With an address (in
     /// `config` or `PRISM_ADDRESS`) it joins that cluster instead and schedules onto its nodes.
-    pub(crate) fn start(config: Config) -> Result<Arc<Core>> {
+    pub(crate) fn start(mut config: Config) -> Result<Arc<Core>> {
         crate::process::return_large_frees();
+        // Read the host's memory once: every large put checks the capacity.
+        config.object_store_memory = Some(config.object_store_bytes());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("prism-node")

@@ -23,27 +23,40 @@ fn base_dir() -> PathBuf {
     }
 }
 
-/// Makes a fresh session directory, first removing those of sessions whose process is gone.
-pub(crate) fn create_session_dir() -> std::io::Result<PathBuf> {
-    let base = base_dir();
-    if let Ok(entries) = std::fs::read_dir(&base) {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("prism-")) else {
-                continue;
-            };
-            let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-            // Only our own sessions' leftovers (another user's are not ours to judge).
-            let ours = std::fs::symlink_metadata(entry.path())
-                .is_ok_and(|m| m.is_dir() && m.uid() == crate::files::euid());
-            if let Some(pid) = pid
-                && ours
-                && !Path::new(&format!("/proc/{pid}")).exists()
-            {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
+/// Removes the directories in `dir` named `prism-PID-..` (ending in `suffix`) that belong to
+/// this user and whose process `PID` is gone: the leftovers of sessions that crashed.
+fn sweep_dead_sessions(dir: &Path, suffix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("prism-"))
+            .filter(|n| n.ends_with(suffix))
+        else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        // Only our own sessions' leftovers (another user's are not ours to judge).
+        let ours = std::fs::symlink_metadata(entry.path())
+            .is_ok_and(|m| m.is_dir() && m.uid() == crate::files::euid());
+        if let Some(pid) = pid
+            && ours
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// Makes a fresh session directory, first removing those of sessions whose process is gone
+/// (their shared-memory directories and their spill directories).
+pub(crate) fn create_session_dir() -> std::io::Result<PathBuf> {
+    let base = base_dir();
+    sweep_dead_sessions(&base, "");
+    sweep_dead_sessions(&std::env::temp_dir(), SPILL_SUFFIX);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -53,12 +66,17 @@ pub(crate) fn create_session_dir() -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Where a session spills objects: on disk (the temporary directory), named after the session.
+/// The ending of spill directories' names.
+const SPILL_SUFFIX: &str = ".spill";
+
+/// Where a session spills objects: on disk (the temporary directory), named after the session
+/// (`prism-PID-NANOS.spill`).
 pub(crate) fn spill_dir_for(store_dir: &Path) -> PathBuf {
-    let name = store_dir
+    let mut name = store_dir
         .file_name()
-        .map_or_else(|| "prism-spill".into(), |n| n.to_os_string());
-    std::env::temp_dir().join(name).with_extension("spill")
+        .map_or_else(|| "prism".into(), |n| n.to_os_string());
+    name.push(SPILL_SUFFIX);
+    std::env::temp_dir().join(name)
 }
 
 /// The path of an object's segment.
