@@ -10,8 +10,8 @@ use parking_lot::RwLock;
 use prism_graph::{ActorId, ObjectId, TaskError, TaskId, TaskSpec};
 
 use crate::node::Core;
-use crate::node::object_store::{self, ObjectBytes, Segment};
 use crate::owner::Known;
+use crate::store::{self, ObjectBytes, Segment};
 use crate::value::Remotable;
 use crate::worker::WorkerClient;
 use crate::{Error, Result};
@@ -79,7 +79,7 @@ impl Context {
             Context::Driver(core) => (core.store_dir(), core.config().inline_threshold_bytes()),
             Context::Worker(client) => client.store_params(),
         };
-        let (len, nested) = crate::api::object_ref::collect_nested(|| value.archived_len());
+        let (len, nested) = crate::value::collect_nested(|| value.archived_len());
         let len = len.map_err(encode)?;
         let bytes = if len < threshold {
             ObjectBytes::Inline(Arc::new(value.to_bytes().map_err(encode)?))
@@ -103,12 +103,12 @@ impl Context {
             let segment = match mapped {
                 Some(map) => Segment::refill(map, fill),
                 None => {
-                    object_store::take_pooled(dir, id, len as u64);
+                    store::take_pooled(dir, id, len as u64);
                     Segment::create_with(dir, id, len, fill)
                 }
             };
             let segment = segment.map_err(|e| {
-                object_store::unlink(dir, id);
+                store::unlink(dir, id);
                 Error::Encode {
                     what: format!("object {id} into {}", dir.display()),
                     reason: e.to_string(),

@@ -48,9 +48,15 @@ pub mod control;
 pub mod dashboard;
 mod error;
 mod files;
+#[cfg(test)]
+mod layers;
 mod node;
 mod owner;
 mod process;
+mod proto;
+mod registry;
+mod session;
+mod store;
 mod value;
 mod worker;
 
@@ -96,12 +102,12 @@ pub mod __private {
         group.slot(bundle)
     }
     pub use crate::api::actor::actor_defaults;
-    pub use crate::api::registry::{
+    pub use crate::api::{block_on, enter_worker_if_spawned, run_main, run_main_sync};
+    pub use crate::registry::{
         ActorClass, ActorMethod, ActorState, AsyncActor, AsyncCall, CallData, Returned,
         SharedActor, read_actor, share_actor, write_actor,
     };
-    pub use crate::api::registry::{Invocation, RemoteFunction};
-    pub use crate::api::{block_on, enter_worker_if_spawned, run_main, run_main_sync};
+    pub use crate::registry::{Invocation, RemoteFunction};
     pub use crate::value::Remotable;
     pub use inventory;
     pub use prism_graph::TaskError;

@@ -257,6 +257,78 @@ pub(crate) fn return_large_frees() {
     }
 }
 
+/// Environment variables that turn a started process into a worker.
+pub(crate) const ENV_ROLE: &str = "PRISM_ROLE";
+pub(crate) const ENV_WORKER: &str = "PRISM_WORKER_ID";
+pub(crate) const ENV_SESSION_DIR: &str = "PRISM_SESSION_DIR";
+pub(crate) const ENV_INLINE_THRESHOLD: &str = "PRISM_INLINE_THRESHOLD";
+/// The object store's capacity in bytes: a worker refuses a larger value at once.
+pub(crate) const ENV_STORE_CAPACITY: &str = "PRISM_STORE_CAPACITY";
+/// The name of the node a worker runs on (a cluster's node; unset on the embedded node).
+pub(crate) const ENV_NODE_NAME: &str = "PRISM_NODE_NAME";
+/// The job's content fingerprint, for workers a cluster's node starts (hex).
+pub(crate) const ENV_JOB_FINGERPRINT: &str = "PRISM_JOB_FINGERPRINT";
+
+/// A job's fingerprint from its binary's content hash: what a driver joined to a cluster and
+/// the workers its nodes start from the fetched copy both use.
+pub(crate) fn content_fingerprint(hash: &[u8; 32]) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    u64::from_le_bytes(first)
+}
+
+/// Set by a driver that joined a cluster: its job's content fingerprint.
+static JOB_FINGERPRINT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// From now on this process's fingerprint is the content fingerprint `fp`.
+pub(crate) fn use_content_fingerprint(fp: u64) {
+    JOB_FINGERPRINT.store(fp, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The fingerprint of this program's binary. Workers started from a rebuilt binary are
+/// refused at the handshake. Locally: the binary's path, size and modification time. In a
+/// cluster: its content hash, set by the driver when it joins and given to the workers a node
+/// starts from the fetched copy ([`ENV_JOB_FINGERPRINT`]).
+pub(crate) fn fingerprint() -> u64 {
+    use std::hash::{Hash, Hasher};
+    static FINGERPRINT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let joined = JOB_FINGERPRINT.load(std::sync::atomic::Ordering::SeqCst);
+    if joined != 0 {
+        return joined;
+    }
+    *FINGERPRINT.get_or_init(|| {
+        if let Some(fp) = std::env::var(ENV_JOB_FINGERPRINT)
+            .ok()
+            .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        {
+            return fp;
+        }
+        let mut hasher = std::hash::DefaultHasher::new();
+        if let Ok(exe) = std::env::current_exe() {
+            exe.hash(&mut hasher);
+            if let Ok(meta) = std::fs::metadata(&exe) {
+                meta.len().hash(&mut hasher);
+                if let Ok(modified) = meta.modified() {
+                    modified.hash(&mut hasher);
+                }
+            }
+        }
+        hasher.finish()
+    })
+}
+
+/// A non-blocking receive.
+pub(crate) fn recv_now(fd: std::os::fd::RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes; `fd` is an open socket owned
+    // by the caller for the duration of the call.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

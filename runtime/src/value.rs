@@ -118,3 +118,26 @@ impl<E: rancor::Source> rkyv::ser::Writer<E> for Sink<'_> {
         Ok(())
     }
 }
+
+thread_local! {
+    /// The ids of references archived by this thread while a value is being encoded.
+    static NESTED: std::cell::RefCell<Option<Vec<prism_graph::ObjectId>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `encode` and returns, with its result, the objects whose references it archived: the
+/// value being encoded contains them, so they must live as long as it.
+pub(crate) fn collect_nested<R>(encode: impl FnOnce() -> R) -> (R, Vec<prism_graph::ObjectId>) {
+    let outer = NESTED.with(|n| n.borrow_mut().replace(Vec::new()));
+    let result = encode();
+    let nested = NESTED.with(|n| std::mem::replace(&mut *n.borrow_mut(), outer));
+    (result, nested.unwrap_or_default())
+}
+
+/// A reference to `id` is being archived inside a value: noted if [`collect_nested`] runs.
+pub(crate) fn note_nested(id: prism_graph::ObjectId) {
+    NESTED.with(|n| {
+        if let Some(ids) = n.borrow_mut().as_mut() {
+            ids.push(id);
+        }
+    });
+}

@@ -212,7 +212,10 @@ fn a_killed_drivers_leftovers_are_swept_by_the_next() -> Result<(), Failed> {
         for path in sessions_of(next.id()) {
             let _ = std::fs::remove_dir_all(path);
         }
-        ensure(status.success(), format!("the next driver ended with {status}"))?;
+        ensure(
+            status.success(),
+            format!("the next driver ended with {status}"),
+        )?;
         reap_orphans();
         let after = (sessions_of(driver), spill_dirs_of(driver));
         ensure(

@@ -11,6 +11,7 @@ use prism_graph::{ActorId, ArchivedActorId, TaskKind};
 use crate::api::call::{ArgSlot, Call, demand};
 use crate::api::object_ref::RawRef;
 use crate::context::{self, Context};
+use crate::node::ActorSetup;
 use crate::{Error, Result};
 
 /// A type that `#[actor]` made into an actor class.
@@ -218,16 +219,6 @@ impl ActorOptions {
         self.resources.retain(|(n, _)| n != name);
         self.resources.push((name.to_string(), amount));
     }
-}
-
-/// What the node needs to know of an actor besides its creation task.
-#[derive(Debug, Clone)]
-pub(crate) struct ActorSetup {
-    pub(crate) class: &'static str,
-    pub(crate) name: Option<String>,
-    pub(crate) get_if_exists: bool,
-    pub(crate) max_restarts: u32,
-    pub(crate) max_task_retries: u32,
 }
 
 /// Creates an actor of class `A` (generated code).

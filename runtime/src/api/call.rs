@@ -117,7 +117,7 @@ pub trait IntoArg<T> {
 
 impl<T: Remotable> IntoArg<T> for T {
     fn into_arg(self) -> ArgSlot {
-        let (bytes, refs) = crate::api::object_ref::collect_nested(|| self.to_bytes());
+        let (bytes, refs) = crate::value::collect_nested(|| self.to_bytes());
         match bytes {
             Ok(bytes) if !refs.is_empty() => ArgSlot::ValueWithRefs {
                 bytes,

@@ -6,7 +6,6 @@ pub(crate) mod call;
 pub(crate) mod memory;
 pub(crate) mod object_ref;
 pub(crate) mod placement;
-pub(crate) mod registry;
 mod spin;
 
 use std::time::Duration;
@@ -86,7 +85,40 @@ pub fn init_with(config: Config) -> Result<()> {
         core.shutdown();
         return Err(e);
     }
+    core.handle().spawn(stop_on_signal());
     Ok(())
+}
+
+/// SIGINT or SIGTERM at the driver: stops its workers and removes its shared-memory session
+/// (as [`shutdown`]), then exits with the shell's code for the signal (130 or 143). A
+/// second signal while that runs exits at once.
+async fn stop_on_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut interrupt, mut terminate) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(i), Ok(t)) => (i, t),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!("cannot watch SIGINT/SIGTERM ({e}): a signal leaves the session");
+            return;
+        }
+    };
+    let (name, code) = tokio::select! {
+        _ = interrupt.recv() => ("SIGINT", 130),
+        _ = terminate.recv() => ("SIGTERM", 143),
+    };
+    tracing::info!("{name}: stopping the workers and removing the session");
+    // Not on this runtime's thread: shutting down stops the runtime.
+    std::thread::spawn(move || {
+        shutdown();
+        std::process::exit(code)
+    });
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    std::process::exit(code)
 }
 
 /// Whether Prism is initialized in this process.
@@ -305,7 +337,7 @@ fn resources_of(
 /// default `node-HOST-PID`, or `head`) set it: known in the workers a cluster's node started;
 /// `None` in a driver and on an embedded local cluster.
 pub fn node_name() -> Option<String> {
-    std::env::var(crate::node::worker_pool::ENV_NODE_NAME).ok()
+    std::env::var(crate::process::ENV_NODE_NAME).ok()
 }
 
 /// Whether this process is the driver (not a worker).
@@ -318,7 +350,7 @@ pub fn is_driver() -> bool {
 pub fn enter_worker_if_spawned() {
     if crate::worker::is_worker_process() && !context::is_set() {
         install_tracing();
-        crate::worker::run();
+        crate::worker::run(context::set_worker);
     }
 }
 

@@ -11,8 +11,8 @@ use futures::future::BoxFuture;
 use prism_graph::{ObjectId, TaskError};
 
 use crate::context;
-use crate::node::object_store::ObjectBytes;
 use crate::owner::Slot;
+use crate::store::ObjectBytes;
 use crate::value::Remotable;
 use crate::{Error, Result};
 
@@ -260,20 +260,6 @@ fn function_name(id: ObjectId) -> String {
         .map_or_else(|| "<unknown>".to_string(), |f| f.to_string())
 }
 
-thread_local! {
-    /// The ids of references archived by this thread while a value is being encoded.
-    static NESTED: std::cell::RefCell<Option<Vec<ObjectId>>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Runs `encode` and returns, with its result, the objects whose references it archived: the
-/// value being encoded contains them, so they must live as long as it.
-pub(crate) fn collect_nested<R>(encode: impl FnOnce() -> R) -> (R, Vec<ObjectId>) {
-    let outer = NESTED.with(|n| n.borrow_mut().replace(Vec::new()));
-    let result = encode();
-    let nested = NESTED.with(|n| std::mem::replace(&mut *n.borrow_mut(), outer));
-    (result, nested.unwrap_or_default())
-}
-
 // A reference crosses processes as its object's id, inside any value: the encoding process
 // records it as nested (so the owner keeps the target alive as long as the container), and the
 // decoding process counts the new handle like a clone.
@@ -291,11 +277,7 @@ where
     ObjectId: rkyv::Serialize<S>,
 {
     fn serialize(&self, serializer: &mut S) -> std::result::Result<Self::Resolver, S::Error> {
-        NESTED.with(|n| {
-            if let Some(ids) = n.borrow_mut().as_mut() {
-                ids.push(self.id());
-            }
-        });
+        crate::value::note_nested(self.id());
         self.id().serialize(serializer)
     }
 }

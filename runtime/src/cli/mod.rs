@@ -20,6 +20,7 @@ use prism_transport::{FromControl, HostHello, NodeStatus, PendingDemand, Purpose
 
 use crate::control::{ControlStore, SavedNode};
 use crate::node::host::Hosting;
+use crate::session::{head_and_token, session_dir, session_root};
 
 /// The `prism` command line.
 #[derive(Debug, Parser)]
@@ -171,23 +172,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
-/// The session directory of the daemons started on this host: `$PRISM_SESSION_DIR`, else
-/// `session_latest` under a root private to this user (`$XDG_RUNTIME_DIR/prism`, or
-/// `/tmp/prism-UID` where there is no runtime directory).
-fn session_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("PRISM_SESSION_DIR") {
-        return PathBuf::from(dir);
-    }
-    session_root().join("session_latest")
-}
-
-fn session_root() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        Some(runtime) if runtime.is_dir() => runtime.join("prism"),
-        _ => std::env::temp_dir().join(format!("prism-{}", crate::files::euid())),
-    }
-}
-
 /// Makes the session directory (or checks the one there): it and the default root are 0700,
 /// owned by this user and not symlinks; anything else is refused, naming why.
 fn open_session() -> Result<PathBuf, String> {
@@ -205,12 +189,6 @@ fn open_session() -> Result<PathBuf, String> {
 fn write_private(path: &Path, text: &str) -> Result<(), String> {
     crate::files::replace_private(path, text.as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-fn read_session(file: &str) -> Option<String> {
-    std::fs::read_to_string(session_dir().join(file))
-        .ok()
-        .map(|s| s.trim().to_string())
 }
 
 /// Starts the daemon in the background and waits until it is ready (or failed).
@@ -627,35 +605,6 @@ async fn ask(
     request: &ToControl,
 ) -> Result<FromControl, QuicError> {
     quic::ask(connection, request, 16 << 20).await
-}
-
-/// The head's address and the token, from the flags, the environment or the session directory.
-pub(crate) fn head_and_token(
-    address: Option<&str>,
-    token: Option<&str>,
-) -> Result<(SocketAddr, JoinToken), String> {
-    let address = address
-        .map(str::to_string)
-        .or_else(|| read_session("address"))
-        .ok_or("no head address: give --address or PRISM_ADDRESS, or start a head here")?;
-    let addr = resolve(&address)?;
-    let token = token
-        .map(str::to_string)
-        .or_else(|| read_session("token"))
-        .ok_or("no join token: give --token-file, PRISM_TOKEN or --token")?;
-    let token: JoinToken = token
-        .parse()
-        .map_err(|e: prism_transport::tls::TlsError| e.to_string())?;
-    Ok((addr, token))
-}
-
-fn resolve(address: &str) -> Result<SocketAddr, String> {
-    use std::net::ToSocketAddrs;
-    address
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {address}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{address} resolves to no address"))
 }
 
 /// Joins the cluster and connects to the head as a member named `name`.

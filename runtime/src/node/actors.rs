@@ -11,8 +11,7 @@ use prism_graph::{ActorId, Resources, TaskError, TaskId, TaskState};
 use prism_transport::{Execute, ToWorker};
 
 use super::State;
-use super::scheduler::{Admission, Placement, WorkerId};
-use crate::api::actor::ActorSetup;
+use crate::proto::scheduler::{Admission, Placement, WorkerId};
 
 /// Where an actor is in its life.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +43,16 @@ pub(super) struct ActorRecord {
     /// Live handles (`RawActor`s) in the driver.
     handles: u32,
     killed: bool,
+}
+
+/// What the node needs to know of an actor besides its creation task.
+#[derive(Debug, Clone)]
+pub(crate) struct ActorSetup {
+    pub(crate) class: &'static str,
+    pub(crate) name: Option<String>,
+    pub(crate) get_if_exists: bool,
+    pub(crate) max_restarts: u32,
+    pub(crate) max_task_retries: u32,
 }
 
 impl State {

@@ -77,7 +77,7 @@ fn local_ip_towards(peer: SocketAddr) -> Result<IpAddr> {
 /// Joins the cluster `config` names and has its live nodes host this program's job.
 pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Result<Joined> {
     let (head, token) =
-        crate::cli::head_and_token(Some(address), config.cluster_token().as_deref())
+        crate::session::head_and_token(Some(address), config.cluster_token().as_deref())
             .map_err(Error::Startup)?;
     let ip = local_ip_towards(head)?;
     let nanos = std::time::SystemTime::now()
@@ -112,7 +112,7 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
     let exe = std::env::current_exe().map_err(startup("the program's executable"))?;
     let bytes = map_file(&exe).map_err(startup("the program's executable"))?;
     let hash = transfer::content_hash(&bytes);
-    crate::worker::use_content_fingerprint(crate::worker::content_fingerprint(&hash));
+    crate::process::use_content_fingerprint(crate::process::content_fingerprint(&hash));
     let size = bytes.len() as u64;
     let binary = (hash, bytes);
     // Serve the binary before asking nodes to fetch it.
@@ -125,7 +125,7 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
             binary: Some(binary),
         }),
     ));
-    let fingerprint = crate::worker::fingerprint();
+    let fingerprint = crate::process::fingerprint();
     let mut nodes = Vec::new();
     let mut refusals = Vec::new();
     for status in table.into_iter().filter(|n| n.alive) {

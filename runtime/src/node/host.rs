@@ -22,12 +22,12 @@ use prism_transport::{FromHost, HostEvent, HostHello, PullKey, PullStats, Purpos
 use tokio::sync::watch;
 
 use super::object_manager::{Peers, StoreSource};
-use super::object_store;
-use super::worker_pool::{
-    self, ENV_INLINE_THRESHOLD, ENV_ROLE, ENV_SESSION_DIR, ENV_STORE_CAPACITY,
+use super::worker_pool;
+use crate::process::{
+    self, ENV_INLINE_THRESHOLD, ENV_JOB_FINGERPRINT, ENV_NODE_NAME, ENV_ROLE, ENV_SESSION_DIR,
+    ENV_STORE_CAPACITY, ENV_WORKER, ProcessHandle,
 };
-use super::worker_pool::{ENV_JOB_FINGERPRINT, ENV_NODE_NAME, ENV_WORKER};
-use crate::process::{self, ProcessHandle};
+use crate::store;
 
 /// How a fetch in progress reports its end to those who wait for it.
 type FetchWatch = watch::Receiver<Option<Result<(), String>>>;
@@ -162,7 +162,7 @@ impl Hosting {
                 store_capacity,
             } => {
                 let exe = self.binary(job, binary, size, &objects_at).await?;
-                let fingerprint = crate::worker::content_fingerprint(&binary);
+                let fingerprint = crate::process::content_fingerprint(&binary);
                 let limits = StoreLimits {
                     inline_threshold,
                     store_capacity,
@@ -190,7 +190,7 @@ impl Hosting {
             ToHost::Free(ids) => {
                 let job = self.job(job, connection)?;
                 for id in ids {
-                    object_store::unlink(&job.store, id);
+                    store::unlink(&job.store, id);
                 }
                 Ok(FromHost::Done)
             }
@@ -267,7 +267,7 @@ impl Hosting {
                 ))
             };
         }
-        let store = object_store::create_session_dir()
+        let store = store::create_session_dir()
             .map_err(|e| format!("cannot create the job's object store: {e}"))?;
         let record = Arc::new(Job {
             name: job.to_string(),
@@ -318,7 +318,7 @@ impl Hosting {
         len: u64,
         from: &str,
     ) -> Result<(), String> {
-        let path = object_store::segment_path(&job.store, id);
+        let path = store::segment_path(&job.store, id);
         if std::fs::metadata(&path).is_ok_and(|m| m.len() == len) {
             return Ok(());
         }

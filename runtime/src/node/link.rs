@@ -23,7 +23,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use super::Core;
-use super::scheduler::WorkerId;
+use crate::proto::scheduler::WorkerId;
 
 /// The node's sending side of one worker connection. Everything after a frame the socket did
 /// not take at once queues behind it, so order is kept and a slow worker never blocks the node.
@@ -244,7 +244,7 @@ impl LinkReader {
             if inbound.ended.is_some() {
                 return;
             }
-            match self.pump(core, &mut inbound, |buf| recv_now(fd, buf)) {
+            match self.pump(core, &mut inbound, |buf| crate::process::recv_now(fd, buf)) {
                 // Cleared only if no readiness event came after `ready` was taken (tokio keeps
                 // count), so a frame arriving after the last read is not missed.
                 Ok(pumped) if pumped.drained => ready.clear_ready(),
@@ -267,7 +267,7 @@ impl LinkReader {
             return false;
         }
         let fd = self.direct.as_raw_fd();
-        match self.pump(core, &mut inbound, |buf| recv_now(fd, buf)) {
+        match self.pump(core, &mut inbound, |buf| crate::process::recv_now(fd, buf)) {
             Ok(pumped) => pumped.handled,
             Err(end) => {
                 self.end(&mut inbound, end);
@@ -367,18 +367,6 @@ impl LinkReader {
 /// Reads per turn of a reader: a worker that keeps sending is read in turns, each handled
 /// before the next.
 const MAX_READS: usize = 16;
-
-/// A non-blocking receive.
-pub(crate) fn recv_now(fd: std::os::fd::RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
-    // SAFETY: `buf` is valid for writes of `buf.len()` bytes; `fd` is an open socket owned
-    // by the caller for the duration of the call.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-    if n < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
 
 /// The node's worker connections, for a thread that polls them while it waits: one epoll set
 /// (level-triggered, separate from tokio's) tells which have something to read in one call.

@@ -10,10 +10,8 @@ pub(crate) mod host;
 pub(crate) mod link;
 mod nodes;
 mod object_manager;
-pub(crate) mod object_store;
 pub(crate) mod placement;
 mod remote;
-pub(crate) mod scheduler;
 pub(crate) mod worker_pool;
 
 use std::collections::HashMap;
@@ -30,10 +28,11 @@ use prism_transport::{ArchivedToNode, Frame, ObjectValue, ToNode, ToWorker, enco
 
 use crate::config::Config;
 use crate::owner::{Known, Owner, Slot};
+use crate::proto::scheduler::{Action, Admission, Placement, WorkerId};
+use crate::store::{self, ObjectBytes};
 use crate::{Error, Result};
+pub(crate) use actors::ActorSetup;
 use nodes::{NodeIdx, Nodes};
-use object_store::ObjectBytes;
-use scheduler::{Action, Admission, Placement, WorkerId};
 
 /// The driver's owner number.
 pub(crate) const DRIVER_OWNER: u32 = 0;
@@ -174,7 +173,7 @@ impl Core {
             .build()
             .map_err(|e| Error::Startup(format!("tokio runtime: {e}")))?;
         let handle = runtime.handle().clone();
-        let store_dir = object_store::create_session_dir().map_err(|e| {
+        let store_dir = store::create_session_dir().map_err(|e| {
             Error::Startup(format!("cannot create the object store's directory: {e}"))
         })?;
         let joined = match config.cluster_address() {
@@ -193,7 +192,7 @@ impl Core {
         match &joined {
             None => {
                 // Local workers are this very file: its path-based fingerprint.
-                crate::worker::use_content_fingerprint(0);
+                crate::process::use_content_fingerprint(0);
                 let total = config.node_resources()?;
                 let soft_limit = soft_limit_of(&total);
                 let max_workers = config.max_workers_for(total.cpu.as_f64());
@@ -225,7 +224,7 @@ impl Core {
             state: Mutex::new(State {
                 owner: Owner::new(
                     store_dir.clone(),
-                    object_store::spill_dir_for(&store_dir),
+                    store::spill_dir_for(&store_dir),
                     config.object_store_bytes(),
                 ),
                 nodes,
@@ -267,7 +266,6 @@ impl Core {
             }
             joined.watch_health(IDLE_TICK, Arc::downgrade(&core));
         }
-        core.handle.spawn(stop_on_signal());
         let ticker = Arc::downgrade(&core);
         core.handle.spawn(async move {
             let mut interval = tokio::time::interval(IDLE_TICK);
@@ -339,7 +337,7 @@ impl Core {
     /// Makes room for `size` more bytes in the shared-memory store, spilling least recently
     /// used objects to disk; `ObjectStoreFull` when even that cannot make it fit. Returns a
     /// pooled segment of exactly `size` bytes this process still maps, already renamed to
-    /// `id`'s segment, when there is one (see [`object_store::SegmentPool::take_mapped`]).
+    /// `id`'s segment, when there is one (see [`store::SegmentPool::take_mapped`]).
     pub(crate) fn reserve(&self, id: ObjectId, size: usize) -> Result<Option<memmap2::MmapMut>> {
         let mut state = self.state.lock();
         let mapped = state.owner.pool.take_mapped(&self.store_dir, id, size);
@@ -347,7 +345,7 @@ impl Core {
         let capacity = self.config.object_store_bytes();
         if !state.owner.make_room(size as u64, None) {
             if mapped.is_some() {
-                object_store::unlink(&self.store_dir, id);
+                store::unlink(&self.store_dir, id);
             }
             return Err(Error::ObjectStoreFull {
                 object: id.to_string(),
@@ -464,7 +462,7 @@ impl Core {
         &self,
         spec: TaskSpec,
         failed: Option<TaskError>,
-        setup: crate::api::actor::ActorSetup,
+        setup: ActorSetup,
     ) -> Result<ActorId> {
         let mut state = self.state.lock();
         let id = state.create_actor(spec, failed, setup)?;
@@ -541,9 +539,9 @@ impl Core {
     }
 
     /// The object store's contents.
-    pub(crate) fn memory(&self) -> crate::api::memory::MemoryReport {
+    pub(crate) fn memory(&self) -> crate::owner::memory::MemoryReport {
         let state = self.state.lock();
-        crate::api::memory::MemoryReport {
+        crate::owner::memory::MemoryReport {
             objects: state.owner.report(),
             shared_bytes: state.owner.stored_bytes,
             capacity: self.config.object_store_bytes(),
@@ -620,7 +618,7 @@ impl Core {
         if let Err(e) = std::fs::remove_dir_all(&self.store_dir) {
             tracing::warn!("cannot remove the object store's directory: {e}");
         }
-        let _ = std::fs::remove_dir_all(object_store::spill_dir_for(&self.store_dir));
+        let _ = std::fs::remove_dir_all(store::spill_dir_for(&self.store_dir));
         tracing::info!("local cluster stopped");
     }
 
@@ -753,38 +751,6 @@ impl Core {
         state.maybe_dead(worker);
         state.settle();
     }
-}
-
-/// SIGINT or SIGTERM at the driver: stops its workers and removes its shared-memory session
-/// (as [`crate::shutdown`]), then exits with the shell's code for the signal (130 or 143). A
-/// second signal while that runs exits at once.
-async fn stop_on_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut interrupt, mut terminate) = match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(i), Ok(t)) => (i, t),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!("cannot watch SIGINT/SIGTERM ({e}): a signal leaves the session");
-            return;
-        }
-    };
-    let (name, code) = tokio::select! {
-        _ = interrupt.recv() => ("SIGINT", 130),
-        _ = terminate.recv() => ("SIGTERM", 143),
-    };
-    tracing::info!("{name}: stopping the workers and removing the session");
-    // Not on this runtime's thread: shutting down stops the runtime.
-    std::thread::spawn(move || {
-        crate::shutdown();
-        std::process::exit(code)
-    });
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
-    std::process::exit(code)
 }
 
 impl State {

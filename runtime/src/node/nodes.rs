@@ -7,7 +7,7 @@
 
 use prism_graph::{Resources, TaskId};
 
-use super::scheduler::{Action, Admission, Placement, Scheduler, WorkerId};
+use crate::proto::scheduler::{Action, Admission, Placement, Scheduler, WorkerId};
 
 /// A node's index in [`Nodes`].
 pub(crate) type NodeIdx = usize;

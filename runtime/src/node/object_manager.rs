@@ -14,7 +14,7 @@ use prism_transport::tls::Identity;
 use prism_transport::transfer::{self, ObjectSource};
 use prism_transport::{HostHello, PullKey, Purpose};
 
-use super::object_store;
+use crate::store;
 
 /// Connections to other hosts for pulls, reused.
 #[derive(Debug)]
@@ -89,7 +89,7 @@ impl Peers {
             .get(from, job)
             .await
             .map_err(|e| format!("cannot reach {from} for {id}: {e}"))?;
-        let path = object_store::segment_path(store, id);
+        let path = store::segment_path(store, id);
         let part = path.with_extension("part");
         let file = crate::files::private_options()
             .read(true)
@@ -133,7 +133,7 @@ impl ObjectSource for StoreSource {
                 .filter(|(ours, _)| ours == hash)
                 .map(|(_, bytes)| bytes.clone()),
             PullKey::Object(id) => {
-                let path = object_store::segment_path(self.store.as_ref()?, *id);
+                let path = store::segment_path(self.store.as_ref()?, *id);
                 map_file(&path).ok()
             }
         }
@@ -147,7 +147,7 @@ pub(crate) fn map_file(path: &Path) -> std::io::Result<Bytes> {
         return Ok(Bytes::new());
     }
     // SAFETY: segments and cached binaries are written once under a temporary name and never
-    // modified after they get their final one (see `object_store::Segment::map`).
+    // modified after they get their final one (see `store::Segment::map`).
     let map = unsafe { memmap2::Mmap::map(&file) }?;
     Ok(Bytes::from_owner(map))
 }

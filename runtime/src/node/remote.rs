@@ -12,10 +12,10 @@ use tokio::io::AsyncWriteExt;
 
 use super::cluster::Joined;
 use super::nodes::{NodeIdx, node_of};
-use super::object_store::{ObjectBytes, Segment};
-use super::scheduler::WorkerId;
 use super::{Core, DRIVER_OWNER, NODE_OWNER, State, worker_pool};
 use crate::owner::{Rebuilt, Slot};
+use crate::proto::scheduler::WorkerId;
+use crate::store::{ObjectBytes, Segment};
 
 /// How the core reaches the nodes of the cluster it joined.
 #[derive(Debug)]

@@ -16,21 +16,11 @@ use tokio::net::UnixStream;
 
 use super::Core;
 use super::link::{self, LinkReader, LinkWriter, write_loop};
-use super::scheduler::WorkerId;
-use crate::process;
+use crate::process::{
+    self, ENV_INLINE_THRESHOLD, ENV_ROLE, ENV_SESSION_DIR, ENV_STORE_CAPACITY, ENV_WORKER,
+};
+use crate::proto::scheduler::WorkerId;
 use crate::{Error, Result};
-
-/// Environment variables that turn a started process into a worker.
-pub(crate) const ENV_ROLE: &str = "PRISM_ROLE";
-pub(crate) const ENV_WORKER: &str = "PRISM_WORKER_ID";
-pub(crate) const ENV_SESSION_DIR: &str = "PRISM_SESSION_DIR";
-pub(crate) const ENV_INLINE_THRESHOLD: &str = "PRISM_INLINE_THRESHOLD";
-/// The object store's capacity in bytes: a worker refuses a larger value at once.
-pub(crate) const ENV_STORE_CAPACITY: &str = "PRISM_STORE_CAPACITY";
-/// The name of the node a worker runs on (a cluster's node; unset on the embedded node).
-pub(crate) const ENV_NODE_NAME: &str = "PRISM_NODE_NAME";
-/// The job's content fingerprint, for workers a cluster's node starts (hex).
-pub(crate) const ENV_JOB_FINGERPRINT: &str = "PRISM_JOB_FINGERPRINT";
 
 /// The largest hello a worker may send (it is a few dozen bytes).
 pub(crate) const MAX_HELLO: usize = 4 << 10;
@@ -200,7 +190,7 @@ async fn handshake(
         return Err(HandshakeError::NotHello.to_string());
     };
     hello
-        .check(crate::worker::fingerprint())
+        .check(crate::process::fingerprint())
         .map_err(|e| format!("worker {}: {e}", hello.worker))?;
     if hello.worker != worker {
         return Err(format!(

@@ -6,6 +6,8 @@
 //! In the embedded single-node cluster the driver's owner also keeps the books for tasks that
 //! workers submit (nested tasks): the worker's references are counted as one hold per worker.
 
+pub(crate) mod memory;
+
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
@@ -15,8 +17,9 @@ use prism_graph::{
 };
 use prism_transport::Value;
 
-use crate::node::object_store::{self, ObjectBytes, Segment};
-use crate::node::scheduler::WorkerId;
+use crate::proto::scheduler::WorkerId;
+use crate::proto::shrink;
+use crate::store::{self, ObjectBytes, Segment};
 
 /// What a reader has learned of a list of objects so far: their values (for `get`) or only
 /// whether each is done (for `wait`, which must not copy values it does not return).
@@ -25,52 +28,6 @@ pub(crate) trait Known {
     fn has(&self, i: usize) -> bool;
     /// Object `i` is done with `slot` (never [`Slot::Pending`]).
     fn learn(&mut self, i: usize, slot: &Slot);
-}
-
-/// Shrinks a table that holds under a quarter of its capacity (and a large one): true if it
-/// did.
-pub(crate) fn shrink<C: Shrinkable>(table: &mut C) -> bool {
-    const LARGE: usize = 4096;
-    if table.capacity() < LARGE || table.len().saturating_mul(4) > table.capacity() {
-        return false;
-    }
-    table.shrink_to_fit();
-    true
-}
-
-/// A hash table [`shrink`] can shrink.
-pub(crate) trait Shrinkable {
-    fn len(&self) -> usize;
-    fn capacity(&self) -> usize;
-    fn shrink_to_fit(&mut self);
-}
-
-impl<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher> Shrinkable
-    for std::collections::HashMap<K, V, S>
-{
-    fn len(&self) -> usize {
-        self.len()
-    }
-    fn capacity(&self) -> usize {
-        self.capacity()
-    }
-    fn shrink_to_fit(&mut self) {
-        self.shrink_to_fit()
-    }
-}
-
-impl<K: Eq + std::hash::Hash, S: std::hash::BuildHasher> Shrinkable
-    for std::collections::HashSet<K, S>
-{
-    fn len(&self) -> usize {
-        self.len()
-    }
-    fn capacity(&self) -> usize {
-        self.capacity()
-    }
-    fn shrink_to_fit(&mut self) {
-        self.shrink_to_fit()
-    }
 }
 
 impl Known for [Option<Slot>] {
@@ -217,7 +174,7 @@ pub(crate) struct Owner {
     /// Objects freed since the node last looked (copies elsewhere can go too).
     pub(crate) freed: Vec<ObjectId>,
     /// Segments of freed objects, for the next large puts.
-    pub(crate) pool: object_store::SegmentPool,
+    pub(crate) pool: store::SegmentPool,
 }
 
 impl Owner {
@@ -231,7 +188,7 @@ impl Owner {
             store_dir,
             spill_dir,
             capacity,
-            pool: object_store::SegmentPool::new(capacity / 4),
+            pool: store::SegmentPool::new(capacity / 4),
             ..Owner::default()
         }
     }
@@ -283,14 +240,14 @@ impl Owner {
                 .write(true)
                 .create(true)
                 .truncate(true)
-                .open(object_store::segment_path(&self.spill_dir, id))?
+                .open(store::segment_path(&self.spill_dir, id))?
                 .write_all(segment.bytes())
         });
         if let Err(e) = written {
             tracing::error!(object = %id, "cannot spill to {}: {e}", self.spill_dir.display());
             return false;
         }
-        object_store::unlink(&self.store_dir, id);
+        store::unlink(&self.store_dir, id);
         self.stored_bytes = self.stored_bytes.saturating_sub(len);
         self.spilled_bytes += len;
         if let Some(entry) = self.objects.get_mut(&id) {
@@ -308,7 +265,7 @@ impl Owner {
         if !self.make_room(len, Some(id)) {
             tracing::warn!(object = %id, "restoring beyond the store's capacity: nothing else can be spilled");
         }
-        let path = object_store::segment_path(&self.spill_dir, id);
+        let path = store::segment_path(&self.spill_dir, id);
         let restored = std::fs::File::open(&path).and_then(|mut file| {
             use std::io::Read;
             Segment::create_with(&self.store_dir, id, len as usize, |buf| {
@@ -349,8 +306,8 @@ impl Owner {
     }
 
     /// What the owner knows of every object, for `prism::memory()`.
-    pub(crate) fn report(&self) -> Vec<crate::api::memory::ObjectInfo> {
-        use crate::api::memory::{Location, ObjectInfo};
+    pub(crate) fn report(&self) -> Vec<self::memory::ObjectInfo> {
+        use self::memory::{Location, ObjectInfo};
         let mut out: Vec<ObjectInfo> = self
             .objects
             .iter()
@@ -944,12 +901,12 @@ impl Owner {
                 match Arc::try_unwrap(segment) {
                     // Nobody in this process maps it, and no reader elsewhere holds it.
                     Ok(segment) => self.pool.recycle(&self.store_dir, id, len, Some(segment)),
-                    Err(_) => object_store::unlink(&self.store_dir, id),
+                    Err(_) => store::unlink(&self.store_dir, id),
                 }
             }
             Slot::Spilled(len) => {
                 self.spilled_bytes = self.spilled_bytes.saturating_sub(len);
-                let _ = std::fs::remove_file(object_store::segment_path(&self.spill_dir, id));
+                let _ = std::fs::remove_file(store::segment_path(&self.spill_dir, id));
             }
             _ => {}
         }

@@ -23,66 +23,17 @@ use prism_transport::{
 };
 use rkyv::util::AlignedVec;
 
-use crate::api::registry;
-use crate::node::object_store::{self, ObjectBytes, Segment};
-use crate::node::worker_pool::{
-    ENV_INLINE_THRESHOLD, ENV_JOB_FINGERPRINT, ENV_ROLE, ENV_SESSION_DIR, ENV_STORE_CAPACITY,
-    ENV_WORKER,
-};
 use crate::owner::{Known, Slot};
+use crate::process::{
+    ENV_INLINE_THRESHOLD, ENV_ROLE, ENV_SESSION_DIR, ENV_STORE_CAPACITY, ENV_WORKER, fingerprint,
+};
+use crate::registry;
+use crate::store::{self, ObjectBytes, Segment};
 use crate::{Error, Result};
-
-/// A job's fingerprint from its binary's content hash: what a driver joined to a cluster and
-/// the workers its nodes start from the fetched copy both use.
-pub(crate) fn content_fingerprint(hash: &[u8; 32]) -> u64 {
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&hash[..8]);
-    u64::from_le_bytes(first)
-}
-
-/// Set by a driver that joined a cluster: its job's content fingerprint.
-static JOB_FINGERPRINT: AtomicU64 = AtomicU64::new(0);
 
 /// How long a worker whose queue ran dry keeps reading before it blocks (see
 /// [`Inner::await_input`]).
 const IDLE_SPIN: Duration = Duration::from_micros(100);
-
-/// From now on this process's fingerprint is the content fingerprint `fp`.
-pub(crate) fn use_content_fingerprint(fp: u64) {
-    JOB_FINGERPRINT.store(fp, std::sync::atomic::Ordering::SeqCst);
-}
-
-/// The fingerprint of this program's binary. Workers started from a rebuilt binary are
-/// refused at the handshake. Locally: the binary's path, size and modification time. In a
-/// cluster: its content hash, set by the driver when it joins and given to the workers a node
-/// starts from the fetched copy ([`ENV_JOB_FINGERPRINT`]).
-pub(crate) fn fingerprint() -> u64 {
-    use std::hash::{Hash, Hasher};
-    static FINGERPRINT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let joined = JOB_FINGERPRINT.load(std::sync::atomic::Ordering::SeqCst);
-    if joined != 0 {
-        return joined;
-    }
-    *FINGERPRINT.get_or_init(|| {
-        if let Some(fp) = std::env::var(ENV_JOB_FINGERPRINT)
-            .ok()
-            .and_then(|v| u64::from_str_radix(&v, 16).ok())
-        {
-            return fp;
-        }
-        let mut hasher = std::hash::DefaultHasher::new();
-        if let Ok(exe) = std::env::current_exe() {
-            exe.hash(&mut hasher);
-            if let Ok(meta) = std::fs::metadata(&exe) {
-                meta.len().hash(&mut hasher);
-                if let Ok(modified) = meta.modified() {
-                    modified.hash(&mut hasher);
-                }
-            }
-        }
-        hasher.finish()
-    })
-}
 
 /// Whether this process was started as a worker.
 pub(crate) fn is_worker_process() -> bool {
@@ -729,7 +680,7 @@ impl Inner {
 fn poll_now(
     reader: &mut FrameReader<UnixStream>,
 ) -> std::result::Result<Option<Frame>, FrameError> {
-    reader.poll_with(|stream, buf| crate::node::link::recv_now(stream.as_raw_fd(), buf))
+    reader.poll_with(|stream, buf| crate::process::recv_now(stream.as_raw_fd(), buf))
 }
 
 /// Calls `poll` until it yields something or `spin` has passed, yielding the CPU between
@@ -752,9 +703,14 @@ fn spin_for<T, E>(
 /// Runs this process as a worker, never returning. Tasks run on a thread with a stack of
 /// [`WORKER_STACK`] bytes (reserved, touched only as deep as tasks go), since a task blocked in
 /// `get` runs the tasks it waits for on top of itself.
-pub(crate) fn run() -> ! {
-    let work = || match connect() {
-        Ok(client) => serve(client),
+/// Runs this process as a worker until its node lets it go, then exits. `connected` gets the
+/// client once the link is up, before any task runs (the API makes it this process's context).
+pub(crate) fn run(connected: fn(Arc<WorkerClient>)) -> ! {
+    let work = move || match connect() {
+        Ok(client) => {
+            connected(client.clone());
+            serve(client)
+        }
         Err(e) => {
             eprintln!("prism worker: {e}");
             1
@@ -842,7 +798,6 @@ fn connect() -> Result<Arc<WorkerClient>> {
         registry: registry::Registry::load(),
         segments: Mutex::new(SegmentCache::default()),
     });
-    crate::context::set_worker(client.clone());
     Ok(client)
 }
 
@@ -1103,7 +1058,7 @@ impl SegmentCache {
             return;
         }
         self.recent.retain(|(id, identity, _)| {
-            file_identity(&object_store::segment_path(dir, *id)) == Some(*identity)
+            file_identity(&store::segment_path(dir, *id)) == Some(*identity)
         });
     }
 
@@ -1119,7 +1074,7 @@ impl SegmentCache {
             self.recent.push_front(entry);
             return Ok(bytes);
         }
-        let path = object_store::segment_path(dir, id);
+        let path = store::segment_path(dir, id);
         let identity = file_identity(&path);
         let bytes = ObjectBytes::Shared(Arc::new(Segment::open(dir, id, len)?));
         // Kept only if the file mapped is surely the one identified (no rename in between).
@@ -1192,7 +1147,7 @@ fn store_returns(
             buf.copy_from_slice(&bytes);
             Ok::<_, std::convert::Infallible>(bytes.len())
         };
-        object_store::take_pooled(&client.store_dir, id, bytes.len() as u64);
+        store::take_pooled(&client.store_dir, id, bytes.len() as u64);
         match Segment::create_with(&client.store_dir, id, bytes.len(), fill) {
             Ok(_) => out.push(Value::Shared {
                 id,

@@ -881,15 +881,15 @@ impl Scheduler {
     }
 
     /// Gives back the memory of a burst of queued tasks once they are gone (see
-    /// [`crate::owner::shrink`]). Returns whether it freed anything.
+    /// [`crate::proto::shrink`]). Returns whether it freed anything.
     pub(crate) fn compact(&mut self) -> bool {
         // Candidates whose task ended while nothing could run on top.
         let demands = &self.demands;
         self.nestable.retain(|t| demands.contains_key(t));
         self.nestable_set.retain(|t| demands.contains_key(t));
-        crate::owner::shrink(&mut self.demands)
-            | crate::owner::shrink(&mut self.awaited_by)
-            | crate::owner::shrink(&mut self.nestable_set)
+        crate::proto::shrink(&mut self.demands)
+            | crate::proto::shrink(&mut self.awaited_by)
+            | crate::proto::shrink(&mut self.nestable_set)
     }
 
     /// Idle workers beyond the soft limit, highest numbers first: candidates to stop.

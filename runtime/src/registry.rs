@@ -12,7 +12,7 @@ use prism_graph::{TaskError, TaskId, TaskKind};
 use prism_transport::Execute;
 use rkyv::util::AlignedVec;
 
-use crate::node::object_store::ObjectBytes;
+use crate::store::ObjectBytes;
 use crate::value::Remotable;
 
 /// A remote function as registered by `#[remote]`.
@@ -236,7 +236,7 @@ impl Invocation<'_> {
 
     /// Encodes return value `index`.
     pub fn ret<T: Remotable>(&self, value: &T, index: usize) -> Result<AlignedVec, TaskError> {
-        let (bytes, nested) = crate::api::object_ref::collect_nested(|| value.to_bytes());
+        let (bytes, nested) = crate::value::collect_nested(|| value.to_bytes());
         let mut all = self.nested.borrow_mut();
         if all.len() <= index {
             all.resize(index + 1, Vec::new());
@@ -269,6 +269,23 @@ impl Registry {
                 .collect(),
         }
     }
+}
+
+/// The code `exec` names in `table` (of `what`, for errors), its signature checked against the
+/// caller's.
+fn lookup<T>(
+    table: &HashMap<&'static str, &'static T>,
+    exec: &Execute,
+    what: &str,
+    hash: impl Fn(&T) -> u64,
+) -> Result<&'static T, TaskError> {
+    let found = table
+        .get(exec.function.as_str())
+        .ok_or_else(|| unknown(exec, what, table.len()))?;
+    if hash(found) != exec.fn_hash {
+        return Err(signature_differs(exec, hash(found)));
+    }
+    Ok(found)
 }
 
 fn unknown(exec: &Execute, what: &str, count: usize) -> TaskError {
@@ -313,23 +330,11 @@ pub(crate) fn execute(
     };
     let values = match exec.kind {
         TaskKind::Normal => {
-            let function = registry
-                .functions
-                .get(exec.function.as_str())
-                .ok_or_else(|| unknown(exec, "remote functions", registry.functions.len()))?;
-            if function.hash != exec.fn_hash {
-                return Err(signature_differs(exec, function.hash));
-            }
+            let function = lookup(&registry.functions, exec, "remote functions", |f| f.hash)?;
             guard(&call, |call| (function.invoke)(call))?
         }
         TaskKind::ActorCreation { .. } => {
-            let class = registry
-                .classes
-                .get(exec.function.as_str())
-                .ok_or_else(|| unknown(exec, "actor classes", registry.classes.len()))?;
-            if class.hash != exec.fn_hash {
-                return Err(signature_differs(exec, class.hash));
-            }
+            let class = lookup(&registry.classes, exec, "actor classes", |c| c.hash)?;
             let state = guard(&call, |call| (class.create)(call))?;
             *actor = match exec.kind {
                 TaskKind::ActorCreation {
@@ -355,13 +360,7 @@ pub(crate) fn execute(
             Vec::new()
         }
         TaskKind::ActorCall(_) => {
-            let method = registry
-                .methods
-                .get(exec.function.as_str())
-                .ok_or_else(|| unknown(exec, "actor methods", registry.methods.len()))?;
-            if method.hash != exec.fn_hash {
-                return Err(signature_differs(exec, method.hash));
-            }
+            let method = lookup(&registry.methods, exec, "actor methods", |m| m.hash)?;
             match actor {
                 Actor::Alone(state) => guard(&call, |call| (method.invoke)(state, call))?,
                 Actor::Shared(shared, _) => {
@@ -416,13 +415,7 @@ pub(crate) fn start_async(
     exec: &Execute,
     args: Vec<ObjectBytes>,
 ) -> Result<impl Future<Output = Result<Returned, TaskError>> + use<>, TaskError> {
-    let method = registry
-        .methods
-        .get(exec.function.as_str())
-        .ok_or_else(|| unknown(exec, "actor methods", registry.methods.len()))?;
-    if method.hash != exec.fn_hash {
-        return Err(signature_differs(exec, method.hash));
-    }
+    let method = lookup(&registry.methods, exec, "actor methods", |m| m.hash)?;
     let invoke = method.invoke_async.ok_or_else(|| TaskError::InvalidValue {
         task: exec.task,
         function: exec.function.clone(),

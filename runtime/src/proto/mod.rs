@@ -1,0 +1,51 @@
+//! The protocol core: the cluster's logic as plain state machines, with no IO inside (no
+//! async runtime, no files, no sockets, no clock reads). The shells (the driver's node, the worker, the
+//! daemons) feed them events and carry out what they decide.
+//!
+//! Here so far: the scheduler of one node's workers and the table helpers the books share.
+//! The owner's books, the node state, actors, placement groups and the control store follow
+//! (see DESIGN.md, "the rooms").
+
+pub(crate) mod scheduler;
+
+/// Shrinks a table that holds under a quarter of its capacity (and a large one): true if it
+/// did. Tables that once held a burst would otherwise keep its memory.
+pub(crate) fn shrink<C: Shrinkable>(table: &mut C) -> bool {
+    const LARGE: usize = 4096;
+    if table.capacity() < LARGE || table.len().saturating_mul(4) > table.capacity() {
+        return false;
+    }
+    table.shrink_to_fit();
+    true
+}
+
+/// A hash table [`shrink`] can shrink.
+pub(crate) trait Shrinkable {
+    fn len(&self) -> usize;
+    fn capacity(&self) -> usize;
+    fn shrink_to_fit(&mut self);
+}
+
+/// Implements [`Shrinkable`] for a std hash table type by its own methods.
+macro_rules! shrinkable {
+    ($($params:ident),* => $table:ty) => {
+        impl<$($params),*> Shrinkable for $table
+        where
+            K: Eq + std::hash::Hash,
+            S: std::hash::BuildHasher,
+        {
+            fn len(&self) -> usize {
+                self.len()
+            }
+            fn capacity(&self) -> usize {
+                self.capacity()
+            }
+            fn shrink_to_fit(&mut self) {
+                self.shrink_to_fit()
+            }
+        }
+    };
+}
+
+shrinkable!(K, V, S => std::collections::HashMap<K, V, S>);
+shrinkable!(K, S => std::collections::HashSet<K, S>);
