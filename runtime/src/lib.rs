@@ -42,10 +42,7 @@ mod api;
 pub mod cli;
 mod config;
 mod context;
-#[doc(hidden)]
-pub mod control;
-#[doc(hidden)]
-pub mod dashboard;
+mod dashboard;
 mod error;
 mod files;
 #[cfg(test)]

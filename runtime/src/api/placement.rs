@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use prism_graph::Resources;
 
-pub use crate::node::placement::PlacementStrategy;
+pub use crate::proto::placement::PlacementStrategy;
 
 use crate::context::{self, Context};
 use crate::node::Core;
@@ -120,7 +120,7 @@ impl GroupSlot {
                 self.group, self.bundles
             ));
         }
-        crate::node::placement::group_demand(base, self.group, self.bundle)
+        crate::proto::placement::group_demand(base, self.group, self.bundle)
     }
 }
 

@@ -18,8 +18,8 @@ use prism_transport::quic::{self, Accepted, QuicError};
 use prism_transport::tls::{ClusterAuthority, Identity, JoinToken};
 use prism_transport::{FromControl, HostHello, NodeStatus, PendingDemand, Purpose, ToControl};
 
-use crate::control::{ControlStore, SavedNode};
 use crate::node::host::Hosting;
+use crate::proto::control::{ControlStore, SavedNode};
 use crate::session::{head_and_token, session_dir, session_root};
 
 /// The `prism` command line.
@@ -805,7 +805,7 @@ fn render_status(head: SocketAddr, nodes: &[NodeStatus], demands: &[PendingDeman
         "NODE  NAME                     ADDRESS                STATE  RESOURCES (used/total); PULLED\n",
     );
     for n in nodes {
-        let resources = crate::control::usage_line(n, str::to_string);
+        let resources = crate::proto::control::usage_line(n, str::to_string);
         let state = if n.alive {
             "ALIVE".to_string()
         } else {
@@ -821,7 +821,7 @@ fn render_status(head: SocketAddr, nodes: &[NodeStatus], demands: &[PendingDeman
             n.addr,
             state,
             resources,
-            crate::control::pulled_line(&n.pulled)
+            crate::proto::control::pulled_line(&n.pulled)
         ));
     }
     if demands.is_empty() {

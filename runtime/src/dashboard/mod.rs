@@ -21,7 +21,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use prism_transport::NodeStatus;
 
-use crate::control::ControlStore;
+use crate::proto::control::ControlStore;
 
 /// What the dashboard's handlers share.
 #[derive(Clone)]
@@ -33,7 +33,7 @@ struct Shared {
 
 /// Serves the dashboard on `listener` until the process ends: every route for the join
 /// `token`, `/metrics` for the `metrics_token` too.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     control: Arc<parking_lot::Mutex<ControlStore>>,
     token: String,
@@ -192,7 +192,7 @@ async fn page(State(shared): State<Shared>) -> Html<String> {
     let nodes = snapshot(&shared);
     let mut rows = String::new();
     for n in &nodes {
-        let resources = crate::control::usage_line(n, escape_html);
+        let resources = crate::proto::control::usage_line(n, escape_html);
         rows.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             n.id,
@@ -200,7 +200,7 @@ async fn page(State(shared): State<Shared>) -> Html<String> {
             escape_html(&n.addr),
             if n.alive { "alive" } else { "dead" },
             resources,
-            crate::control::pulled_line(&n.pulled)
+            crate::proto::control::pulled_line(&n.pulled)
         ));
     }
     Html(format!(

@@ -18,9 +18,9 @@ use prism_transport::{ArchivedHostEvent, FromHost, HostEvent, HostHello, Purpose
 use prism_transport::{FromControl, NodeUse, PendingDemand, ToHost};
 
 use super::Core;
-use super::nodes::node_of;
 use super::object_manager::{Peers, StoreSource, map_file};
 use crate::config::Config;
+use crate::proto::nodes::node_of;
 use crate::{Error, Result};
 
 /// Largest answer a node or the head may send.
@@ -181,7 +181,7 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
             total,
             connection,
         });
-        if nodes.len() == super::nodes::MAX_NODES {
+        if nodes.len() == crate::proto::nodes::MAX_NODES {
             break;
         }
     }

@@ -8,7 +8,6 @@ mod actors;
 mod cluster;
 pub(crate) mod host;
 pub(crate) mod link;
-mod nodes;
 mod object_manager;
 pub(crate) mod placement;
 mod remote;
@@ -28,11 +27,11 @@ use prism_transport::{ArchivedToNode, Frame, ObjectValue, ToNode, ToWorker, enco
 
 use crate::config::Config;
 use crate::owner::{Known, Owner, Slot};
+use crate::proto::nodes::{NodeIdx, Nodes};
 use crate::proto::scheduler::{Action, Admission, Placement, WorkerId};
 use crate::store::{self, ObjectBytes};
 use crate::{Error, Result};
 pub(crate) use actors::ActorSetup;
-use nodes::{NodeIdx, Nodes};
 
 /// The driver's owner number.
 pub(crate) const DRIVER_OWNER: u32 = 0;
@@ -81,7 +80,7 @@ struct State {
     retire_candidates: Vec<WorkerId>,
     actors: IdMap<ActorId, actors::ActorRecord>,
     /// Placement groups made by the driver, by number.
-    groups: HashMap<u64, placement::Group>,
+    groups: HashMap<u64, crate::proto::placement::Group>,
     next_group: u64,
     names: HashMap<String, ActorId>,
     /// Actor creation attempts (first starts and restarts) by task.
@@ -475,7 +474,7 @@ impl Core {
     pub(crate) fn create_group(
         &self,
         bundles: Vec<Resources>,
-        strategy: placement::PlacementStrategy,
+        strategy: crate::proto::placement::PlacementStrategy,
     ) -> u64 {
         let mut state = self.state.lock();
         let id = state.create_group(bundles, strategy);

@@ -11,9 +11,9 @@ use prism_transport::{FromHost, ObjectValue, ToHost, ToWorker, Value, encode_fra
 use tokio::io::AsyncWriteExt;
 
 use super::cluster::Joined;
-use super::nodes::{NodeIdx, node_of};
 use super::{Core, DRIVER_OWNER, NODE_OWNER, State, worker_pool};
 use crate::owner::{Rebuilt, Slot};
+use crate::proto::nodes::{NodeIdx, node_of};
 use crate::proto::scheduler::WorkerId;
 use crate::store::{ObjectBytes, Segment};
 

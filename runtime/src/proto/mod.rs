@@ -2,10 +2,14 @@
 //! async runtime, no files, no sockets, no clock reads). The shells (the driver's node, the worker, the
 //! daemons) feed them events and carry out what they decide.
 //!
-//! Here so far: the scheduler of one node's workers and the table helpers the books share.
-//! The owner's books, the node state, actors, placement groups and the control store follow
-//! (see DESIGN.md, "the rooms").
+//! Here so far: the control store (the head's node table), the scheduler of one node's
+//! workers, the set of nodes a driver schedules onto, placement groups' naming and plans, and
+//! the table helpers the books share. The owner's books, the node state and actors follow (see
+//! DESIGN.md, "the rooms").
 
+pub(crate) mod control;
+pub(crate) mod nodes;
+pub(crate) mod placement;
 pub(crate) mod scheduler;
 
 /// Shrinks a table that holds under a quarter of its capacity (and a large one): true if it

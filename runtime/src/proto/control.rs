@@ -10,15 +10,15 @@ use prism_transport::{FromControl, NodeStatus, NodeUse, PendingDemand, PullStats
 
 /// What is kept of a node across a head restart.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SavedNode {
+pub(crate) struct SavedNode {
     /// The node's number.
-    pub id: u32,
+    pub(crate) id: u32,
     /// Its name.
-    pub name: String,
+    pub(crate) name: String,
     /// Where it listens.
-    pub addr: String,
+    pub(crate) addr: String,
     /// Its resources.
-    pub total: Vec<(String, f64)>,
+    pub(crate) total: Vec<(String, f64)>,
 }
 
 /// One registered node.
@@ -42,7 +42,7 @@ struct JobReport {
 
 /// The node table.
 #[derive(Debug)]
-pub struct ControlStore {
+pub(crate) struct ControlStore {
     nodes: BTreeMap<u32, NodeRecord>,
     next: u32,
     timeout: Duration,
@@ -53,7 +53,7 @@ pub struct ControlStore {
 
 impl ControlStore {
     /// A store that counts a node dead after `timeout` without a heartbeat.
-    pub fn new(timeout: Duration) -> Self {
+    pub(crate) fn new(timeout: Duration) -> Self {
         ControlStore {
             nodes: BTreeMap::new(),
             next: 1,
@@ -64,7 +64,7 @@ impl ControlStore {
     }
 
     /// A store that knows the `saved` nodes, each counted dead until it registers again.
-    pub fn recover(timeout: Duration, saved: Vec<SavedNode>, now: Instant) -> Self {
+    pub(crate) fn recover(timeout: Duration, saved: Vec<SavedNode>, now: Instant) -> Self {
         let mut store = Self::new(timeout);
         let long_ago = now.checked_sub(timeout * 2).unwrap_or(now);
         for node in saved {
@@ -85,7 +85,7 @@ impl ControlStore {
     }
 
     /// What to save: every node's identity and resources.
-    pub fn snapshot(&self) -> Vec<SavedNode> {
+    pub(crate) fn snapshot(&self) -> Vec<SavedNode> {
         self.nodes
             .iter()
             .map(|(id, n)| SavedNode {
@@ -98,12 +98,12 @@ impl ControlStore {
     }
 
     /// Whether the node table changed since the last call (then save a snapshot).
-    pub fn changed(&mut self) -> bool {
+    pub(crate) fn changed(&mut self) -> bool {
         std::mem::take(&mut self.changed)
     }
 
     /// Handles one request at time `now`.
-    pub fn handle(&mut self, request: ToControl, now: Instant) -> FromControl {
+    pub(crate) fn handle(&mut self, request: ToControl, now: Instant) -> FromControl {
         match request {
             ToControl::Register {
                 name,
@@ -188,7 +188,7 @@ impl ControlStore {
     }
 
     /// Every node, with whether it is alive at `now` and what is free on it.
-    pub fn status(&mut self, now: Instant) -> Vec<NodeStatus> {
+    pub(crate) fn status(&mut self, now: Instant) -> Vec<NodeStatus> {
         self.forget_silent_jobs(now);
         self.nodes
             .iter()
@@ -216,7 +216,7 @@ impl ControlStore {
 }
 
 /// A node's resources as `name used/total`, each name passed through `escape` (for HTML).
-pub fn usage_line(node: &NodeStatus, escape: impl Fn(&str) -> String) -> String {
+pub(crate) fn usage_line(node: &NodeStatus, escape: impl Fn(&str) -> String) -> String {
     node.total
         .iter()
         .map(|(name, total)| {
@@ -232,7 +232,7 @@ pub fn usage_line(node: &NodeStatus, escape: impl Fn(&str) -> String) -> String 
 }
 
 /// What a node pulled, as `3 objects, 12.5 MiB`.
-pub fn pulled_line(pulled: &PullStats) -> String {
+pub(crate) fn pulled_line(pulled: &PullStats) -> String {
     format!(
         "{} object{}, {:.1} MiB",
         pulled.objects,
