@@ -79,6 +79,76 @@ pub(crate) fn spill_dir_for(store_dir: &Path) -> PathBuf {
     std::env::temp_dir().join(name)
 }
 
+/// The files behind one session's objects: its shared-memory segments, the pool of freed
+/// ones, and the spill directory. The owner decides what to spill, restore and free; this
+/// does it.
+#[derive(Debug)]
+pub(crate) struct ObjectFiles {
+    /// The session's directory of segments.
+    pub(crate) store_dir: PathBuf,
+    /// Where objects are spilled (created on the first spill).
+    pub(crate) spill_dir: PathBuf,
+    /// Segments of freed objects, for the next large puts.
+    pub(crate) pool: SegmentPool,
+}
+
+impl ObjectFiles {
+    /// The files of the session at `store_dir`, pooling up to `pool_limit` bytes.
+    pub(crate) fn new(store_dir: PathBuf, pool_limit: u64) -> Self {
+        ObjectFiles {
+            spill_dir: spill_dir_for(&store_dir),
+            store_dir,
+            pool: SegmentPool::new(pool_limit),
+        }
+    }
+
+    /// Writes the object's bytes to the spill directory, then unlinks its segment (readers
+    /// that map it keep their view).
+    pub(crate) fn spill(&self, id: ObjectId, segment: &Segment) -> std::io::Result<()> {
+        use std::io::Write;
+        crate::files::private_dir(&self.spill_dir)?;
+        crate::files::private_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(segment_path(&self.spill_dir, id))?
+            .write_all(segment.bytes())?;
+        unlink(&self.store_dir, id);
+        tracing::debug!(object = %id, bytes = segment.bytes().len(), "spilled to disk");
+        Ok(())
+    }
+
+    /// Reads a spilled object of `len` bytes back into a segment of its own, removing the
+    /// spill file; the error says why it could not.
+    pub(crate) fn restore(&self, id: ObjectId, len: u64) -> Result<ObjectBytes, String> {
+        use std::io::Read;
+        let path = segment_path(&self.spill_dir, id);
+        let restored = File::open(&path).and_then(|mut file| {
+            Segment::create_with(&self.store_dir, id, len as usize, |buf| {
+                file.read_exact(buf).map(|()| buf.len())
+            })
+        });
+        let _ = std::fs::remove_file(&path);
+        restored
+            .map(|segment| ObjectBytes::Shared(Arc::new(segment)))
+            .map_err(|e| format!("cannot restore it from {}: {e}", path.display()))
+    }
+
+    /// A freed object's segment of `len` bytes goes to the pool when nobody maps it
+    /// (`unused`), else it is unlinked.
+    pub(crate) fn free_shared(&mut self, id: ObjectId, len: u64, unused: Option<Segment>) {
+        match unused {
+            Some(segment) => self.pool.recycle(&self.store_dir, id, len, Some(segment)),
+            None => unlink(&self.store_dir, id),
+        }
+    }
+
+    /// A freed object's spill file goes.
+    pub(crate) fn free_spilled(&self, id: ObjectId) {
+        let _ = std::fs::remove_file(segment_path(&self.spill_dir, id));
+    }
+}
+
 /// The path of an object's segment.
 pub(crate) fn segment_path(dir: &Path, id: ObjectId) -> PathBuf {
     dir.join(format!("{:x}.{}.{}", id.task.owner, id.task.seq, id.index))

@@ -154,7 +154,7 @@ impl State {
     pub(super) fn creation_execute(&mut self, task: TaskId, worker: WorkerId) -> Option<Execute> {
         let actor = *self.creations.get(&task)?;
         let args = match self.owner.task(task) {
-            Some(_) => Some(self.owner.resolve_args(task)?),
+            Some(_) => Some(self.args_of(task)?),
             None => None,
         };
         let first = match (self.owner.task(task), args) {
@@ -241,9 +241,7 @@ impl State {
                     // The head waits for its arguments; later calls wait behind it.
                     Some(_) => break,
                 }
-                let (Some(args), Some(record)) =
-                    (self.owner.resolve_args(task), self.owner.task(task))
-                else {
+                let (Some(args), Some(record)) = (self.args_of(task), self.owner.task(task)) else {
                     break;
                 };
                 batch.push(record.execute(args));

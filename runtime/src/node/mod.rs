@@ -26,7 +26,7 @@ use prism_graph::{
 use prism_transport::{ArchivedToNode, Frame, ObjectValue, ToNode, ToWorker, encode_frame};
 
 use crate::config::Config;
-use crate::owner::{Known, Owner, Slot};
+use crate::owner::{FreedFile, Known, Owner, Slot};
 use crate::proto::nodes::{NodeIdx, Nodes};
 use crate::proto::scheduler::{Action, Admission, Placement, WorkerId};
 use crate::store::{self, ObjectBytes};
@@ -62,6 +62,8 @@ struct Held {
 #[derive(Debug)]
 struct State {
     owner: Owner,
+    /// The files behind the objects: segments, their pool, spilled copies.
+    files: store::ObjectFiles,
     nodes: Nodes,
     /// In a joined cluster: how to reach the nodes.
     remote: Option<remote::Remote>,
@@ -221,11 +223,8 @@ impl Core {
             .map_err(|e| Error::Startup(format!("cannot poll worker connections: {e}")))?;
         let core = Arc::new_cyclic(|me: &Weak<Core>| Core {
             state: Mutex::new(State {
-                owner: Owner::new(
-                    store_dir.clone(),
-                    store::spill_dir_for(&store_dir),
-                    config.object_store_bytes(),
-                ),
+                owner: Owner::new(config.object_store_bytes()),
+                files: store::ObjectFiles::new(store_dir.clone(), config.object_store_bytes() / 4),
                 nodes,
                 remote: joined
                     .as_ref()
@@ -339,10 +338,10 @@ impl Core {
     /// `id`'s segment, when there is one (see [`store::SegmentPool::take_mapped`]).
     pub(crate) fn reserve(&self, id: ObjectId, size: usize) -> Result<Option<memmap2::MmapMut>> {
         let mut state = self.state.lock();
-        let mapped = state.owner.pool.take_mapped(&self.store_dir, id, size);
+        let mapped = state.files.pool.take_mapped(&self.store_dir, id, size);
         let used = state.owner.stored_bytes;
         let capacity = self.config.object_store_bytes();
-        if !state.owner.make_room(size as u64, None) {
+        if !state.make_room(size as u64, None) {
             if mapped.is_some() {
                 store::unlink(&self.store_dir, id);
             }
@@ -382,7 +381,12 @@ impl Core {
             // whose completion alone wakes the caller.
             while let Some(id) = ids.get(progress.cursor) {
                 if !known.has(progress.cursor) {
-                    match state.owner.poll(*id, waker) {
+                    let mut polled = state.owner.poll(*id, waker);
+                    if let Poll::Ready(Some(&Slot::Spilled(len))) = polled {
+                        state.restore(*id, len);
+                        polled = state.owner.poll(*id, waker);
+                    }
+                    match polled {
                         Poll::Ready(Some(ready)) => known.learn(progress.cursor, ready),
                         Poll::Ready(None) => return Err(*id),
                         Poll::Pending => return Ok(progress.cursor),
@@ -421,7 +425,12 @@ impl Core {
                     marks: marks.clone(),
                 }))
             });
-            match state.owner.poll(ids[i], mark) {
+            let mut polled = state.owner.poll(ids[i], mark);
+            if let Poll::Ready(Some(&Slot::Spilled(len))) = polled {
+                state.restore(ids[i], len);
+                polled = state.owner.poll(ids[i], mark);
+            }
+            match polled {
                 Poll::Ready(Some(ready)) => {
                     known.learn(i, ready);
                     progress.count += 1;
@@ -448,6 +457,7 @@ impl Core {
     pub(crate) fn release(&self, id: ObjectId) {
         let mut state = self.state.lock();
         state.owner.release(id);
+        state.free_files();
     }
 
     pub(crate) fn cancel(&self, id: ObjectId, force: bool) {
@@ -628,7 +638,8 @@ impl Core {
         if state.shutting_down {
             return;
         }
-        state.owner.pool.expire(&self.store_dir, POOL_IDLE);
+        let files = &mut state.files;
+        files.pool.expire(&files.store_dir, POOL_IDLE);
         if state.owner.compact() | state.nodes.compact() {
             crate::process::return_free_memory();
         }
@@ -753,6 +764,69 @@ impl Core {
 }
 
 impl State {
+    /// Spills least recently used shared objects that no queued or running task needs until
+    /// `needed` more bytes fit (never `keep`); false when that is impossible. Pooled segments
+    /// go first.
+    fn make_room(&mut self, needed: u64, keep: Option<ObjectId>) -> bool {
+        let room = self
+            .owner
+            .capacity
+            .saturating_sub(self.owner.stored_bytes + needed);
+        let files = &mut self.files;
+        files.pool.shrink_to(&files.store_dir, room);
+        while self.owner.overflow(needed) > 0 {
+            let Some((id, segment)) = self.owner.spill_victim(keep) else {
+                return false;
+            };
+            if let Err(e) = self.files.spill(id, &segment) {
+                tracing::error!(object = %id, "cannot spill to {}: {e}", self.files.spill_dir.display());
+                return false;
+            }
+            self.owner.spilled(id);
+        }
+        true
+    }
+
+    /// Brings a spilled object of `len` bytes back into shared memory (spilling others if
+    /// needed) before it is read.
+    fn restore(&mut self, id: ObjectId, len: u64) {
+        if !self.make_room(len, Some(id)) {
+            tracing::warn!(object = %id, "restoring beyond the store's capacity: nothing else can be spilled");
+        }
+        let restored = self.files.restore(id, len);
+        self.owner.restored(id, restored);
+    }
+
+    fn restore_if_spilled(&mut self, id: ObjectId) {
+        if let Some(len) = self.owner.spilled_len(id) {
+            self.restore(id, len);
+        }
+    }
+
+    /// The task's arguments as its worker gets them, restoring spilled ones first; `None`
+    /// when one is gone or being rebuilt.
+    fn args_of(&mut self, task: TaskId) -> Option<Vec<prism_transport::Value>> {
+        loop {
+            match self.owner.resolve_args(task) {
+                Ok(args) => return Some(args),
+                Err(Some(spilled)) => self.restore_if_spilled(spilled),
+                Err(None) => return None,
+            }
+        }
+    }
+
+    /// Pools or removes the files of the objects the owner freed.
+    fn free_files(&mut self) {
+        for freed in std::mem::take(&mut self.owner.freed_files) {
+            match freed {
+                FreedFile::Shared { id, len, unused } => self.files.free_shared(id, len, unused),
+                FreedFile::Spilled { id } => self.files.free_spilled(id),
+            }
+        }
+    }
+}
+
+impl State {
     /// Takes a worker out of the pool and asks its process to exit.
     fn retire(&mut self, worker: WorkerId) {
         self.nodes.remove_worker(worker);
@@ -864,7 +938,7 @@ impl State {
                 match self.value_from(worker, value) {
                     Ok(slot) => {
                         self.owner.put(id.to_native(), slot, Some(worker), nested);
-                        if !self.owner.make_room(0, None) {
+                        if !self.make_room(0, None) {
                             tracing::warn!(worker, object = %id.to_native(), "the object store is over capacity and nothing can be spilled");
                         }
                     }
@@ -875,6 +949,7 @@ impl State {
             }
             ArchivedToNode::Get { ids } => {
                 for id in ids.iter() {
+                    self.restore_if_spilled(id.to_native());
                     self.owner.subscribe(id.to_native(), worker);
                 }
             }
@@ -978,7 +1053,7 @@ impl State {
                     values.iter().map(|v| self.value_from(worker, v)).collect();
                 match values {
                     Ok(values) => {
-                        if !self.owner.make_room(0, None) {
+                        if !self.make_room(0, None) {
                             tracing::warn!(task = %task, "the object store is over capacity and nothing can be spilled");
                         }
                         let nested = nested
@@ -1177,6 +1252,7 @@ impl State {
 
     /// Schedules, encodes what became sendable, and hands frames to the writers.
     fn settle(&mut self) {
+        self.free_files();
         self.place_groups();
         let startup_broken = self.startup_failures >= MAX_STARTUP_FAILURES;
         for (node, action) in self.nodes.schedule() {
@@ -1231,7 +1307,7 @@ impl State {
                 }
                 continue;
             }
-            let Some(args) = self.owner.resolve_args(task) else {
+            let Some(args) = self.args_of(task) else {
                 // An argument is being rebuilt: the task waits for it out of the worker's hands.
                 tracing::debug!(task = %task, "a dispatched task waits for a rebuilt argument");
                 self.nodes.task_done(worker, task);
@@ -1250,7 +1326,7 @@ impl State {
 
     /// Sends `task` to run on top of the worker's task blocked at `depth`.
     fn nest(&mut self, worker: WorkerId, task: TaskId, depth: u32) {
-        let Some(args) = self.owner.resolve_args(task) else {
+        let Some(args) = self.args_of(task) else {
             tracing::debug!(task = %task, "a nested task waits for a rebuilt argument");
             self.nodes.task_done(worker, task);
             return;

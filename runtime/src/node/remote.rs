@@ -187,7 +187,7 @@ impl State {
             self.add_location(id.to_native(), node_of(worker));
             return Ok(Slot::Remote(len.to_native()));
         }
-        ObjectBytes::from_wire(&self.owner.store_dir, value).map(Slot::Ready)
+        ObjectBytes::from_wire(&self.files.store_dir, value).map(Slot::Ready)
     }
 
     fn add_location(&mut self, id: ObjectId, node: NodeIdx) {
@@ -294,6 +294,7 @@ impl State {
             return true;
         }
         self.object_lost(id, "no live node holds a copy (its node was lost)");
+        self.restore_if_spilled(id);
         self.owner.subscribe(id, worker);
         false
     }
@@ -346,7 +347,7 @@ impl State {
         let mut lost = Vec::new();
         for (id, len) in wanted {
             match self.live_copy(id, None) {
-                Some(node) => remote.fetch_here(id, len, node, self.owner.store_dir.clone()),
+                Some(node) => remote.fetch_here(id, len, node, self.files.store_dir.clone()),
                 None => lost.push(id),
             }
         }

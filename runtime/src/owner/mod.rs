@@ -19,7 +19,7 @@ use prism_transport::Value;
 
 use crate::proto::scheduler::WorkerId;
 use crate::proto::shrink;
-use crate::store::{self, ObjectBytes, Segment};
+use crate::store::{ObjectBytes, Segment};
 
 /// What a reader has learned of a list of objects so far: their values (for `get`) or only
 /// whether each is done (for `wait`, which must not copy values it does not return).
@@ -155,14 +155,10 @@ pub(crate) struct Owner {
     held_by: IdMap<WorkerId, IdSet<ObjectId>>,
     /// Notices for workers produced by the last calls, drained by the node.
     pub(crate) notices: Vec<WorkerNotice>,
-    /// The session directory holding shared-memory segments.
-    pub(crate) store_dir: std::path::PathBuf,
     /// Bytes held in shared-memory segments.
     pub(crate) stored_bytes: u64,
     /// The shared-memory store's capacity in bytes.
     pub(crate) capacity: u64,
-    /// Where spilled objects go (created on the first spill).
-    pub(crate) spill_dir: std::path::PathBuf,
     /// Bytes spilled to disk.
     pub(crate) spilled_bytes: u64,
     /// A counter that orders uses, for least-recently-used spilling.
@@ -173,22 +169,29 @@ pub(crate) struct Owner {
     fetching_here: IdSet<ObjectId>,
     /// Objects freed since the node last looked (copies elsewhere can go too).
     pub(crate) freed: Vec<ObjectId>,
-    /// Segments of freed objects, for the next large puts.
-    pub(crate) pool: store::SegmentPool,
+    /// What freeing objects left for the shell to do with their files, in order.
+    pub(crate) freed_files: Vec<FreedFile>,
+}
+
+/// A freed object's file, for the shell to pool or remove (the owner does no IO).
+#[derive(Debug)]
+pub(crate) enum FreedFile {
+    /// A shared-memory segment of `len` bytes: `unused` when no reader anywhere maps it (it
+    /// may be pooled for the next put), else it is only unlinked.
+    Shared {
+        id: ObjectId,
+        len: u64,
+        unused: Option<Segment>,
+    },
+    /// A spill file.
+    Spilled { id: ObjectId },
 }
 
 impl Owner {
-    /// An owner whose shared-memory segments live in `store_dir`.
-    pub(crate) fn new(
-        store_dir: std::path::PathBuf,
-        spill_dir: std::path::PathBuf,
-        capacity: u64,
-    ) -> Self {
+    /// An owner of objects in a store of `capacity` bytes.
+    pub(crate) fn new(capacity: u64) -> Self {
         Owner {
-            store_dir,
-            spill_dir,
             capacity,
-            pool: store::SegmentPool::new(capacity / 4),
             ..Owner::default()
         }
     }
@@ -200,94 +203,71 @@ impl Owner {
         }
     }
 
-    /// Spills least recently used shared objects that no queued or running task needs until
-    /// `needed` more bytes fit (never `keep`); false when that is impossible.
-    pub(crate) fn make_room(&mut self, needed: u64, keep: Option<ObjectId>) -> bool {
-        // Pooled segments go before any object is spilled.
-        let room = self.capacity.saturating_sub(self.stored_bytes + needed);
-        self.pool.shrink_to(&self.store_dir, room);
-        while self.stored_bytes + needed > self.capacity {
-            let victim = self
-                .objects
-                .iter()
-                .filter(|(id, e)| {
-                    Some(**id) != keep
-                        && matches!(e.slot, Slot::Ready(ObjectBytes::Shared(_)))
-                        && !self.graph.has_pending_consumers(**id)
-                })
-                .min_by_key(|(_, e)| e.last_use)
-                .map(|(id, _)| *id);
-            match victim {
-                Some(id) if self.spill(id) => {}
-                _ => return false,
-            }
-        }
-        true
+    /// Bytes that must leave shared memory before `needed` more fit (0 when they fit).
+    pub(crate) fn overflow(&self, needed: u64) -> u64 {
+        (self.stored_bytes + needed).saturating_sub(self.capacity)
     }
 
-    /// Moves a shared object's bytes to the spill directory; readers that map it keep their
-    /// view (the segment is only unlinked).
-    fn spill(&mut self, id: ObjectId) -> bool {
-        let Some(Slot::Ready(ObjectBytes::Shared(segment))) =
-            self.objects.get(&id).map(|e| &e.slot)
-        else {
-            return false;
-        };
-        let len = segment.bytes().len() as u64;
-        let written = crate::files::private_dir(&self.spill_dir).and_then(|()| {
-            use std::io::Write;
-            crate::files::private_options()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(store::segment_path(&self.spill_dir, id))?
-                .write_all(segment.bytes())
-        });
-        if let Err(e) = written {
-            tracing::error!(object = %id, "cannot spill to {}: {e}", self.spill_dir.display());
-            return false;
-        }
-        store::unlink(&self.store_dir, id);
-        self.stored_bytes = self.stored_bytes.saturating_sub(len);
-        self.spilled_bytes += len;
-        if let Some(entry) = self.objects.get_mut(&id) {
-            entry.slot = Slot::Spilled(len);
-        }
-        tracing::debug!(object = %id, bytes = len, "spilled to disk");
-        true
+    /// The least recently used shared object that no queued or running task needs (never
+    /// `keep`), with its segment: the next to spill when the store is full.
+    pub(crate) fn spill_victim(&self, keep: Option<ObjectId>) -> Option<(ObjectId, Arc<Segment>)> {
+        self.objects
+            .iter()
+            .filter(|(id, e)| {
+                Some(**id) != keep
+                    && matches!(e.slot, Slot::Ready(ObjectBytes::Shared(_)))
+                    && !self.graph.has_pending_consumers(**id)
+            })
+            .min_by_key(|(_, e)| e.last_use)
+            .and_then(|(id, e)| match &e.slot {
+                Slot::Ready(ObjectBytes::Shared(segment)) => Some((*id, segment.clone())),
+                _ => None,
+            })
     }
 
-    /// Brings a spilled object back into shared memory (spilling others if needed).
-    fn restore(&mut self, id: ObjectId) {
-        let Some(&Slot::Spilled(len)) = self.objects.get(&id).map(|e| &e.slot) else {
+    /// The shell wrote the object's bytes to disk and unlinked its segment (readers that map it
+    /// keep their view).
+    pub(crate) fn spilled(&mut self, id: ObjectId) {
+        let Some(entry) = self.objects.get_mut(&id) else {
             return;
         };
-        if !self.make_room(len, Some(id)) {
-            tracing::warn!(object = %id, "restoring beyond the store's capacity: nothing else can be spilled");
+        let Slot::Ready(ObjectBytes::Shared(segment)) = &entry.slot else {
+            return;
+        };
+        let len = segment.bytes().len() as u64;
+        entry.slot = Slot::Spilled(len);
+        self.stored_bytes = self.stored_bytes.saturating_sub(len);
+        self.spilled_bytes += len;
+    }
+
+    /// The size of the object if it is spilled: the shell must restore it before it is read.
+    pub(crate) fn spilled_len(&self, id: ObjectId) -> Option<u64> {
+        match self.objects.get(&id).map(|e| &e.slot) {
+            Some(&Slot::Spilled(len)) => Some(len),
+            _ => None,
         }
-        let path = store::segment_path(&self.spill_dir, id);
-        let restored = std::fs::File::open(&path).and_then(|mut file| {
-            use std::io::Read;
-            Segment::create_with(&self.store_dir, id, len as usize, |buf| {
-                file.read_exact(buf).map(|()| buf.len())
-            })
-        });
+    }
+
+    /// The shell read a spilled object back into shared memory (or failed to, for `reason`).
+    pub(crate) fn restored(&mut self, id: ObjectId, restored: Result<ObjectBytes, String>) {
+        let Some(len) = self.spilled_len(id) else {
+            return;
+        };
+        self.spilled_bytes = self.spilled_bytes.saturating_sub(len);
         let slot = match restored {
-            Ok(segment) => {
+            Ok(bytes) => {
                 self.stored_bytes += len;
-                Slot::Ready(ObjectBytes::Shared(Arc::new(segment)))
+                Slot::Ready(bytes)
             }
-            Err(e) => Slot::Failed(TaskError::InvalidValue {
+            Err(reason) => Slot::Failed(TaskError::InvalidValue {
                 task: id.task,
                 function: self
                     .function_of(id)
                     .map_or_else(String::new, |f| f.to_string()),
                 what: format!("object {id}"),
-                reason: format!("cannot restore it from {}: {e}", path.display()),
+                reason,
             }),
         };
-        let _ = std::fs::remove_file(&path);
-        self.spilled_bytes = self.spilled_bytes.saturating_sub(len);
         if let Some(entry) = self.objects.get_mut(&id) {
             entry.slot = slot;
         }
@@ -518,23 +498,31 @@ impl Owner {
 
     /// The resolved arguments of a ready task, in order, for the worker: small values inline,
     /// large ones by their shared-memory segment.
-    pub(crate) fn resolve_args(&mut self, task: TaskId) -> Option<Vec<Value>> {
-        let refs: Vec<ObjectId> = self.tasks.get(&task)?.spec.dependencies().collect();
+    /// `Err(Some(id))`: argument `id` is spilled, and the shell must restore it first;
+    /// `Err(None)`: the task or an argument is gone.
+    pub(crate) fn resolve_args(&mut self, task: TaskId) -> Result<Vec<Value>, Option<ObjectId>> {
+        let refs: Vec<ObjectId> = self
+            .tasks
+            .get(&task)
+            .ok_or(None)?
+            .spec
+            .dependencies()
+            .collect();
         for id in refs {
-            self.restore(id);
             self.touch(id);
         }
-        let record = self.tasks.get(&task)?;
+        let record = self.tasks.get(&task).ok_or(None)?;
         record
             .spec
             .args
             .iter()
             .map(|arg| match arg {
-                Arg::Value(bytes) => Some(Value::Inline(bytes.clone())),
+                Arg::Value(bytes) => Ok(Value::Inline(bytes.clone())),
                 Arg::Ref(id) => match self.objects.get(id).map(|e| &e.slot) {
-                    Some(Slot::Ready(bytes)) => Some(bytes.to_wire(*id)),
-                    Some(Slot::Remote(len)) => Some(Value::Shared { id: *id, len: *len }),
-                    _ => None,
+                    Some(Slot::Ready(bytes)) => Ok(bytes.to_wire(*id)),
+                    Some(Slot::Remote(len)) => Ok(Value::Shared { id: *id, len: *len }),
+                    Some(Slot::Spilled(_)) => Err(Some(*id)),
+                    _ => Err(None),
                 },
             })
             .collect()
@@ -750,9 +738,6 @@ impl Owner {
 
     /// Polls an object for a reader in this process.
     pub(crate) fn poll(&mut self, id: ObjectId, waker: &Waker) -> Poll<Option<&Slot>> {
-        if matches!(self.objects.get(&id), Some(e) if matches!(e.slot, Slot::Spilled(_))) {
-            self.restore(id);
-        }
         let Some(entry) = self.objects.get_mut(&id) else {
             return Poll::Ready(None);
         };
@@ -807,7 +792,6 @@ impl Owner {
 
     /// A worker wants the object: a notice now if it is done, or when it is.
     pub(crate) fn subscribe(&mut self, id: ObjectId, worker: WorkerId) {
-        self.restore(id);
         self.touch(id);
         match self.objects.get_mut(&id) {
             None => self.notices.push(WorkerNotice {
@@ -898,15 +882,13 @@ impl Owner {
             Slot::Ready(ObjectBytes::Shared(segment)) => {
                 let len = segment.bytes().len() as u64;
                 self.stored_bytes = self.stored_bytes.saturating_sub(len);
-                match Arc::try_unwrap(segment) {
-                    // Nobody in this process maps it, and no reader elsewhere holds it.
-                    Ok(segment) => self.pool.recycle(&self.store_dir, id, len, Some(segment)),
-                    Err(_) => store::unlink(&self.store_dir, id),
-                }
+                // Nobody in this process maps it when this is the last handle.
+                let unused = Arc::try_unwrap(segment).ok();
+                self.freed_files.push(FreedFile::Shared { id, len, unused });
             }
             Slot::Spilled(len) => {
                 self.spilled_bytes = self.spilled_bytes.saturating_sub(len);
-                let _ = std::fs::remove_file(store::segment_path(&self.spill_dir, id));
+                self.freed_files.push(FreedFile::Spilled { id });
             }
             _ => {}
         }
