@@ -1086,4 +1086,74 @@ mod tests {
             "the worker's hold went with it"
         );
     }
+
+    /// The owner decides what to spill and records what its shell did; no file is touched
+    /// here but the segments the test makes.
+    #[test]
+    fn spilling_restoring_and_freeing_are_decided_here_and_done_by_the_shell() {
+        const MIB: usize = 1 << 20;
+        let dir = std::env::temp_dir().join(format!("prism-owner-test-{}", std::process::id()));
+        crate::files::private_dir(&dir).unwrap();
+        let shared = |seq: u64| {
+            let segment = Segment::create_with(&dir, out(seq), MIB, |buf| {
+                buf.fill(seq as u8);
+                Ok::<_, std::convert::Infallible>(buf.len())
+            })
+            .unwrap();
+            Slot::Ready(ObjectBytes::Shared(Arc::new(segment)))
+        };
+        let mut owner = Owner::new(3 * MIB as u64);
+        for seq in 1..=3 {
+            owner.put(out(seq), shared(seq), None, Vec::new());
+        }
+        assert_eq!(owner.overflow(0), 0);
+        assert_eq!(
+            owner.overflow(MIB as u64),
+            MIB as u64,
+            "a fourth MiB does not fit"
+        );
+        // The least recently used goes first.
+        owner.subscribe(out(1), 7);
+        owner.notices.clear();
+        let (victim, segment) = owner.spill_victim(None).unwrap();
+        assert_eq!(victim, out(2));
+        assert_eq!(segment.bytes()[0], 2);
+        assert_eq!(owner.spill_victim(Some(out(2))).unwrap().0, out(3));
+        owner.spilled(out(2));
+        assert_eq!(
+            (owner.stored_bytes, owner.spilled_bytes),
+            (2 * MIB as u64, MIB as u64)
+        );
+        assert_eq!(owner.spilled_len(out(2)), Some(MIB as u64));
+        // A failed restore fails the object, naming it and why.
+        owner.restored(out(2), Err("the disk is gone".into()));
+        match owner.peek(out(2)) {
+            Some(Slot::Failed(e)) => assert!(e.to_string().contains("the disk is gone"), "{e}"),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        assert_eq!(owner.spilled_bytes, 0);
+        // A spilled object freed leaves its spill file to the shell; a shared one its segment,
+        // unused once this was the last handle.
+        owner.spilled(out(3));
+        owner.release(out(3));
+        owner.release(out(1));
+        let freed: Vec<String> = owner
+            .freed_files
+            .drain(..)
+            .map(|f| match f {
+                FreedFile::Spilled { id } => format!("spilled {id}"),
+                FreedFile::Shared { id, len, unused } => {
+                    format!("shared {id} {len} {}", unused.is_some())
+                }
+            })
+            .collect();
+        assert_eq!(
+            freed,
+            vec![
+                format!("spilled {}", out(3)),
+                format!("shared {} {MIB} true", out(1))
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
