@@ -42,6 +42,7 @@ mod api;
 pub mod cli;
 mod config;
 mod context;
+mod daemon;
 mod dashboard;
 mod error;
 mod files;

@@ -4,23 +4,21 @@
 //! and join token, serves the control store over mutual-TLS QUIC, and writes the address and
 //! token to the session directory (`$PRISM_SESSION_DIR`, default `/tmp/prism/session_latest`).
 //! `prism start --address HOST:PORT --token T` joins a node daemon to it; `prism status` shows
-//! the nodes, their resources and health; `prism stop` stops the daemons this host started.
+//! the nodes, their resources and health; `prism stop` stops the daemons this host started. The
+//! daemons themselves are in [`crate::daemon`]: this module parses options and calls them.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
-use prism_transport::quic::{self, Accepted, QuicError};
-use prism_transport::tls::{ClusterAuthority, Identity, JoinToken};
-use prism_transport::{FromControl, HostHello, NodeStatus, PendingDemand, Purpose, ToControl};
+use prism_transport::quic;
+use prism_transport::{FromControl, NodeStatus, PendingDemand, ToControl};
 
-use crate::node::host::Hosting;
-use crate::proto::control::{ControlStore, SavedNode};
-use crate::session::{head_and_token, session_dir, session_root};
+use crate::daemon::{DaemonOptions, ask, connect_to_head, daemon};
+use crate::session::{forget_daemon, given_token, head_and_token, open_session, session_dir};
 
 /// The `prism` command line.
 #[derive(Debug, Parser)]
@@ -93,6 +91,26 @@ struct StartArgs {
     dashboard_port: u16,
 }
 
+impl From<StartArgs> for DaemonOptions {
+    fn from(args: StartArgs) -> Self {
+        DaemonOptions {
+            head: args.head,
+            address: args.address,
+            token: args.token,
+            token_file: args.token_file,
+            host: args.host,
+            port: args.port,
+            num_cpus: args.num_cpus,
+            num_gpus: args.num_gpus,
+            resources: args.resources,
+            name: args.name,
+            dashboard_host: args.dashboard_host,
+            insecure_dashboard: args.insecure_dashboard,
+            dashboard_port: args.dashboard_port,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 struct ClientArgs {
     /// The head's address (default: the session directory's).
@@ -104,17 +122,6 @@ struct ClientArgs {
     /// A file holding the join token.
     #[arg(long, conflicts_with = "token")]
     token_file: Option<PathBuf>,
-}
-
-/// The token from `--token`, `PRISM_TOKEN` or `--token-file`, if any was given.
-fn given_token(token: Option<&str>, file: Option<&Path>) -> Result<Option<String>, String> {
-    match (token, file) {
-        (Some(token), _) => Ok(Some(token.to_string())),
-        (None, Some(file)) => std::fs::read_to_string(file)
-            .map(|t| Some(t.trim().to_string()))
-            .map_err(|e| format!("cannot read the token file {}: {e}", file.display())),
-        (None, None) => Ok(None),
-    }
 }
 
 type Resources = BTreeMap<String, f64>;
@@ -146,7 +153,7 @@ pub fn main() -> ExitCode {
         Command::Stop => stop(),
         Command::Daemon(args) => {
             init_logging();
-            runtime().and_then(|rt| rt.block_on(daemon(args)))
+            runtime().and_then(|rt| rt.block_on(daemon(args.into())))
         }
     };
     match result {
@@ -170,25 +177,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))
-}
-
-/// Makes the session directory (or checks the one there): it and the default root are 0700,
-/// owned by this user and not symlinks; anything else is refused, naming why.
-fn open_session() -> Result<PathBuf, String> {
-    let dir = session_dir();
-    let made = if std::env::var_os("PRISM_SESSION_DIR").is_some() {
-        crate::files::private_dir_all(&dir)
-    } else {
-        crate::files::private_dir(&session_root()).and_then(|()| crate::files::private_dir(&dir))
-    };
-    made.map_err(|e| format!("cannot use the session directory: {e}"))?;
-    Ok(dir)
-}
-
-/// Writes `text` to `path` readable by this user alone (a fresh file, renamed into place).
-fn write_private(path: &Path, text: &str) -> Result<(), String> {
-    crate::files::replace_private(path, text.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Starts the daemon in the background and waits until it is ready (or failed).
@@ -285,484 +273,6 @@ fn without_token(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi
         }
     }
     kept
-}
-
-/// Removes daemon `pid`'s record (what `start` printed and its start time) from `daemons`.
-fn forget_daemon(daemons: &Path, pid: u32) {
-    let _ = std::fs::remove_file(daemons.join(pid.to_string()));
-    let _ = std::fs::remove_file(daemons.join(format!("{pid}.id")));
-}
-
-/// Records this daemon as started on this host, with what `start` prints (0600: it holds the
-/// join token) and what proves the process is this daemon (see [`stop`]).
-fn announce(text: &str) -> Result<(), String> {
-    let dir = session_dir().join("daemons");
-    crate::files::private_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let me = std::process::id();
-    let started = crate::process::start_time(me)
-        .map_err(|e| format!("cannot read this daemon's start time: {e}"))?;
-    write_private(&dir.join(format!("{me}.id")), &started.to_string())?;
-    write_private(&dir.join(me.to_string()), text)
-}
-
-fn total_resources(args: &StartArgs) -> Vec<(String, f64)> {
-    let cpus = args
-        .num_cpus
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64));
-    let mut all = vec![
-        ("CPU".to_string(), cpus),
-        ("GPU".to_string(), args.num_gpus),
-    ];
-    all.extend(args.resources.iter().map(|(k, v)| (k.clone(), *v)));
-    all
-}
-
-fn millis_env(name: &str, default: u64) -> Duration {
-    Duration::from_millis(
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default),
-    )
-}
-
-fn heartbeat_interval() -> Duration {
-    millis_env("PRISM_HEARTBEAT_MS", 1_000)
-}
-
-async fn daemon(args: StartArgs) -> Result<(), String> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let dir = open_session()?;
-    let hosting = Arc::new(parking_lot::Mutex::new(None::<Arc<Hosting>>));
-    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
-    let run = async {
-        if args.head {
-            head(args, &dir, &hosting).await
-        } else {
-            node(args, &dir, &hosting).await
-        }
-    };
-    let result = tokio::select! {
-        result = run => result,
-        _ = term.recv() => Ok(()),
-        _ = int.recv() => Ok(()),
-    };
-    // Stopping (asked, or failed): the jobs' workers go, their stores and this record too.
-    if let Some(hosting) = hosting.lock().take() {
-        hosting.end_all();
-    }
-    forget_daemon(&dir.join("daemons"), std::process::id());
-    tracing::info!("the daemon stops");
-    result
-}
-
-/// Where a daemon leaves its [`Hosting`] for the shutdown path.
-type HostingSlot = Arc<parking_lot::Mutex<Option<Arc<Hosting>>>>;
-
-/// The cluster this session directory already holds (a restarted head), if any: its CA,
-/// token and saved node table.
-fn recover_cluster(
-    dir: &Path,
-) -> Result<Option<(ClusterAuthority, JoinToken, Vec<SavedNode>)>, String> {
-    let read = |file: &str| std::fs::read_to_string(dir.join(file));
-    let (Ok(cluster), Ok(cert), Ok(key), Ok(token)) = (
-        read("cluster"),
-        read("ca.pem"),
-        read("ca-key.pem"),
-        read("token"),
-    ) else {
-        return Ok(None);
-    };
-    let ca = ClusterAuthority::from_pem(cluster.trim(), &cert, &key)
-        .map_err(|e| format!("cannot recover the cluster in {}: {e}", dir.display()))?;
-    let token: JoinToken = token
-        .parse()
-        .map_err(|e: prism_transport::tls::TlsError| e.to_string())?;
-    let nodes = match read(NODES_FILE) {
-        Ok(text) => serde_json::from_str(&text)
-            .map_err(|e| format!("cannot read {}: {e}", dir.join(NODES_FILE).display()))?,
-        Err(_) => Vec::new(),
-    };
-    Ok(Some((ca, token, nodes)))
-}
-
-/// The head's read-only token for `/metrics` (`metrics-token` in the session directory, made
-/// once: 32 random bytes in hex).
-fn metrics_token(dir: &Path) -> Result<String, String> {
-    let path = dir.join("metrics-token");
-    if let Ok(token) = std::fs::read_to_string(&path) {
-        return Ok(token.trim().to_string());
-    }
-    let mut bytes = [0u8; 32];
-    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer it is given.
-    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if got != bytes.len() as isize {
-        return Err(format!(
-            "cannot draw a metrics token: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    let token = prism_transport::tls::hex(&bytes);
-    write_private(&path, &token)?;
-    Ok(token)
-}
-
-/// The saved node table in the session directory.
-const NODES_FILE: &str = "nodes.json";
-
-fn save_nodes(dir: &Path, control: &mut ControlStore) {
-    if !control.changed() {
-        return;
-    }
-    let path = dir.join(NODES_FILE);
-    let text = serde_json::to_string_pretty(&control.snapshot()).unwrap_or_default();
-    if let Err(e) = write_private(&path, &text) {
-        tracing::error!("cannot save the node table: {e}");
-    }
-}
-
-async fn head(args: StartArgs, dir: &Path, slot: &HostingSlot) -> Result<(), String> {
-    let timeout = millis_env("PRISM_NODE_TIMEOUT_MS", 10_000);
-    let (ca, token, control) = match recover_cluster(dir)? {
-        Some((ca, token, nodes)) => {
-            tracing::info!(
-                nodes = nodes.len(),
-                "recovering the cluster from {}",
-                dir.display()
-            );
-            (
-                ca,
-                token,
-                ControlStore::recover(timeout, nodes, Instant::now()),
-            )
-        }
-        None => {
-            let cluster = format!("{:x}", now_nanos());
-            let ca = ClusterAuthority::create(&cluster).map_err(|e| e.to_string())?;
-            let token = JoinToken::generate(ca.certificate());
-            let (ca_pem, key_pem) = ca.to_pem();
-            write_private(&dir.join("ca.pem"), &ca_pem)?;
-            write_private(&dir.join("ca-key.pem"), &key_pem)?;
-            write_private(&dir.join("token"), &token.to_string())?;
-            write_private(&dir.join("cluster"), &cluster)?;
-            (ca, token, ControlStore::new(timeout))
-        }
-    };
-    let ca = Arc::new(ca);
-    let identity = ca.issue("head").map_err(|e| e.to_string())?;
-    let bind = SocketAddr::new(args.host, args.port.unwrap_or(6380));
-    let endpoint = quic::server_endpoint(bind, &identity).map_err(|e| e.to_string())?;
-    let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
-    write_private(&dir.join("address"), &addr.to_string())?;
-
-    let control = Arc::new(parking_lot::Mutex::new(control));
-    let name = args.name.clone().unwrap_or_else(|| "head".to_string());
-    let own = control.lock().handle(
-        ToControl::Register {
-            name: name.clone(),
-            addr: addr.to_string(),
-            resources: total_resources(&args),
-        },
-        Instant::now(),
-    );
-    let FromControl::Registered(own_id) = own else {
-        return Err(format!("the head cannot register itself: {own:?}"));
-    };
-    save_nodes(dir, &mut control.lock());
-    let hosting = Hosting::new(name.clone(), dir, identity, endpoint.clone());
-    *slot.lock() = Some(hosting.clone());
-    // The head's own node beats in-process.
-    let (beats, beating) = (control.clone(), hosting.clone());
-    let total = total_resources(&args);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(heartbeat_interval());
-        loop {
-            tick.tick().await;
-            let beat = ToControl::Heartbeat {
-                node: own_id,
-                available: total.clone(),
-                pulled: beating.pulled(),
-            };
-            beats.lock().handle(beat, Instant::now());
-        }
-    });
-    if !args.dashboard_host.is_loopback() && !args.insecure_dashboard {
-        return Err(format!(
-            "the dashboard on {} would take the join token over plain HTTP: keep it on \
-             loopback (reach it through an SSH tunnel) or pass --insecure-dashboard",
-            args.dashboard_host
-        ));
-    }
-    if args.insecure_dashboard {
-        tracing::warn!(host = %args.dashboard_host, "the dashboard is served over plain HTTP");
-    }
-    let metrics_token = metrics_token(dir)?;
-    let dashboard_addr = SocketAddr::new(args.dashboard_host, args.dashboard_port);
-    let listener = tokio::net::TcpListener::bind(dashboard_addr)
-        .await
-        .map_err(|e| format!("cannot open the dashboard on {dashboard_addr}: {e}"))?;
-    let dashboard_addr = listener.local_addr().map_err(|e| e.to_string())?;
-    write_private(&dir.join("dashboard"), &format!("http://{dashboard_addr}"))?;
-    let (dash_control, dash_token) = (control.clone(), token.to_string());
-    tokio::spawn(async move {
-        let served = crate::dashboard::serve(listener, dash_control, dash_token, metrics_token);
-        if let Err(e) = served.await {
-            tracing::error!("the dashboard stopped: {e}");
-        }
-    });
-    tracing::info!(%addr, "head ready");
-    announce(&format!(
-        "Started the Prism head at {addr} (session {}).\nJoin token: {token}\n\
-         Dashboard: http://{dashboard_addr} (send the token as a Bearer token)\n\
-         To add a node: prism start --address {addr} --token {token}\n",
-        dir.display()
-    ))?;
-    while let Some(accepted) = quic::accept(&endpoint).await {
-        let (ca, token, control) = (ca.clone(), token.clone(), control.clone());
-        let (dir, hosting, name) = (dir.to_path_buf(), hosting.clone(), name.clone());
-        tokio::spawn(async move {
-            match accepted {
-                Accepted::Joiner(connection) => {
-                    if let Err(e) = quic::serve_join(connection, &token, &ca).await {
-                        tracing::warn!("a join failed: {e}");
-                    }
-                }
-                Accepted::Member(connection) => {
-                    let peer = connection.remote_address();
-                    match quic::welcome(&connection, &name, None).await {
-                        Ok(hello) if hello.purpose == Purpose::Control => {
-                            serve_member(connection, hello, control, dir).await;
-                        }
-                        Ok(hello) => hosting.serve(connection, hello).await,
-                        Err(e) => tracing::warn!(%peer, "refused a member: {e}"),
-                    }
-                }
-            }
-        });
-    }
-    Ok(())
-}
-
-/// Serves the node's endpoint: jobs and pulls of their objects (control requests go to the
-/// head; joins too).
-async fn serve_node_endpoint(endpoint: quinn::Endpoint, name: String, hosting: Arc<Hosting>) {
-    while let Some(accepted) = quic::accept(&endpoint).await {
-        let (hosting, name) = (hosting.clone(), name.clone());
-        tokio::spawn(async move {
-            match accepted {
-                Accepted::Joiner(connection) => quic::close_for(
-                    &connection,
-                    quic::codes::REFUSED,
-                    "this is a node, not the head: join at the head",
-                ),
-                Accepted::Member(connection) => {
-                    let peer = connection.remote_address();
-                    match quic::welcome(&connection, &name, None).await {
-                        Ok(hello) => hosting.serve(connection, hello).await,
-                        Err(e) => tracing::warn!(%peer, "refused a member: {e}"),
-                    }
-                }
-            }
-        });
-    }
-}
-
-/// Answers a member's control requests, one per stream, until it goes.
-async fn serve_member(
-    connection: quinn::Connection,
-    hello: HostHello,
-    control: Arc<parking_lot::Mutex<ControlStore>>,
-    dir: PathBuf,
-) {
-    let peer = connection.remote_address();
-    while let Ok((mut send, mut recv)) = connection.accept_bi().await {
-        let request = match quic::read_request::<ToControl>(&mut recv, peer, 1 << 20).await {
-            Ok(Some(request)) => request,
-            Ok(None) => continue,
-            Err(e) => {
-                quic::close_for(&connection, quic::codes::BAD_FRAME, &e.to_string());
-                return;
-            }
-        };
-        let reply = {
-            let mut control = control.lock();
-            let reply = control.handle(request, Instant::now());
-            save_nodes(&dir, &mut control);
-            reply
-        };
-        if quic::send_frame(&mut send, &reply).await.is_err() {
-            break;
-        }
-        let _ = send.finish();
-    }
-    tracing::info!(%peer, member = hello.name, "member disconnected");
-}
-
-/// Sends one request to the control store on its own stream and reads the answer.
-async fn ask(
-    connection: &quinn::Connection,
-    request: &ToControl,
-) -> Result<FromControl, QuicError> {
-    quic::ask(connection, request, 16 << 20).await
-}
-
-/// Joins the cluster and connects to the head as a member named `name`.
-/// Connects the CLI to the head as a member: with the certificate cached in the session
-/// directory when it belongs to this cluster, else by joining with the token (and caching the
-/// certificate it gets).
-async fn connect_to_head(
-    bind: std::net::IpAddr,
-    head: SocketAddr,
-    token: &JoinToken,
-    name: &str,
-) -> Result<(quinn::Endpoint, quinn::Connection), String> {
-    let endpoint = quic::client_endpoint(SocketAddr::new(bind, 0)).map_err(|e| e.to_string())?;
-    let cached = session_dir().join("cli.pem");
-    let identity = std::fs::read_to_string(&cached)
-        .ok()
-        .and_then(|pem| Identity::from_pem(&pem).ok())
-        .filter(|id| prism_transport::tls::fingerprint(id.ca()) == *token.ca_fingerprint());
-    let identity = match identity {
-        Some(identity) => identity,
-        None => {
-            let identity = quic::join(&endpoint, head, token, name)
-                .await
-                .map_err(|e| format!("cannot join the cluster at {head}: {e}"))?;
-            if open_session().is_ok() {
-                let _ = write_private(&cached, &identity.to_pem());
-            }
-            identity
-        }
-    };
-    let connection = connect_member(&endpoint, head, &identity, name).await?;
-    Ok((endpoint, connection))
-}
-
-async fn node(args: StartArgs, dir: &Path, slot: &HostingSlot) -> Result<(), String> {
-    let token = given_token(args.token.as_deref(), args.token_file.as_deref())?;
-    let (head, token) = head_and_token(args.address.as_deref(), token.as_deref())?;
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("node-{}-{}", args.host, std::process::id()));
-    let client = quic::client_endpoint(SocketAddr::new(args.host, 0)).map_err(|e| e.to_string())?;
-    let identity = quic::join(&client, head, &token, &name)
-        .await
-        .map_err(|e| format!("cannot join the cluster at {head}: {e}"))?;
-    write_private(&dir.join(format!("{name}.pem")), &identity.to_pem())?;
-    // The node's own endpoint, where other hosts will reach it.
-    let bind = SocketAddr::new(args.host, args.port.unwrap_or(0));
-    let endpoint = quic::server_endpoint(bind, &identity).map_err(|e| e.to_string())?;
-    let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
-    let hosting = Hosting::new(name.clone(), dir, identity.clone(), endpoint.clone());
-    *slot.lock() = Some(hosting.clone());
-    tokio::spawn(serve_node_endpoint(endpoint, name.clone(), hosting.clone()));
-    let register = ToControl::Register {
-        name: name.clone(),
-        addr: addr.to_string(),
-        resources: total_resources(&args),
-    };
-    // Without the head, keep trying for this long before giving up (a restarting head).
-    let patience = millis_env("PRISM_HEAD_RETRY_MS", 60_000);
-    let mut announced = false;
-    let mut lost_since: Option<Instant> = None;
-    loop {
-        let reason = match connect_member(&client, head, &identity, &name).await {
-            Ok(connection) => {
-                let result =
-                    serve_head(&connection, &register, &hosting, &mut announced, head).await;
-                lost_since = None;
-                result
-            }
-            Err(e) => e,
-        };
-        if !announced {
-            return Err(reason);
-        }
-        let since = *lost_since.get_or_insert_with(Instant::now);
-        if since.elapsed() > patience {
-            return Err(format!(
-                "lost the head at {head} for {:.0} s: {reason}",
-                since.elapsed().as_secs_f64()
-            ));
-        }
-        tracing::warn!(head = %head, "lost the head, retrying: {reason}");
-        tokio::time::sleep(heartbeat_interval()).await;
-    }
-}
-
-/// Connects to the head as a member that already has its certificate.
-async fn connect_member(
-    client: &quinn::Endpoint,
-    head: SocketAddr,
-    identity: &Identity,
-    name: &str,
-) -> Result<quinn::Connection, String> {
-    let hello = HostHello::new(name, Purpose::Control, None);
-    quic::connect(client, head, identity, &hello)
-        .await
-        .map(|(connection, _)| connection)
-        .map_err(|e| format!("cannot connect to the head at {head}: {e}"))
-}
-
-/// Registers with the head and beats until the connection fails; returns why.
-async fn serve_head(
-    connection: &quinn::Connection,
-    register: &ToControl,
-    hosting: &Hosting,
-    announced: &mut bool,
-    head: SocketAddr,
-) -> String {
-    let ToControl::Register {
-        name,
-        addr,
-        resources,
-    } = register
-    else {
-        unreachable!("a registration");
-    };
-    let id = match ask(connection, register).await {
-        Ok(FromControl::Registered(id)) => id,
-        Ok(FromControl::Error(reason)) => return format!("the head refused {name}: {reason}"),
-        Ok(other) => return format!("unexpected answer to a registration: {other:?}"),
-        Err(e) => return e.to_string(),
-    };
-    tracing::info!(node = id, %addr, head = %head, "node registered");
-    if !*announced {
-        if let Err(e) = announce(&format!(
-            "Started Prism node {id} ({name}) at {addr}, joined to the head at {head}.\n"
-        )) {
-            return e;
-        }
-        *announced = true;
-    }
-    let mut tick = tokio::time::interval(heartbeat_interval());
-    loop {
-        tick.tick().await;
-        let beat = ToControl::Heartbeat {
-            node: id,
-            available: resources.clone(),
-            pulled: hosting.pulled(),
-        };
-        // A head that died silently is noticed here, long before QUIC's idle timeout.
-        let wait = (heartbeat_interval() * 5).max(Duration::from_secs(1));
-        match tokio::time::timeout(wait, ask(connection, &beat)).await {
-            Ok(Ok(FromControl::Ack)) => {}
-            Ok(Ok(FromControl::Error(reason))) => {
-                return format!("the head forgot this node: {reason}");
-            }
-            Ok(Ok(other)) => tracing::warn!("the head answered a heartbeat with {other:?}"),
-            Ok(Err(e)) => return e.to_string(),
-            Err(_) => {
-                connection.close(quic::codes::DONE, b"no answer");
-                return format!(
-                    "no answer to a heartbeat within {:.1} s",
-                    wait.as_secs_f64()
-                );
-            }
-        }
-    }
 }
 
 async fn status(args: &ClientArgs) -> Result<(), String> {
@@ -884,10 +394,4 @@ fn stop() -> Result<(), String> {
     }
     println!("Stopped {stopped} Prism daemon(s).");
     Ok(())
-}
-
-fn now_nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
 }
