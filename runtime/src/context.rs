@@ -75,8 +75,12 @@ impl Context {
             what: std::any::type_name::<T>().to_string(),
             reason: e.to_string(),
         };
-        let (dir, threshold) = match self {
-            Context::Driver(core) => (core.store_dir(), core.config().inline_threshold_bytes()),
+        let (dir, threshold, capacity) = match self {
+            Context::Driver(core) => (
+                core.store_dir(),
+                core.config().inline_threshold_bytes(),
+                core.config().object_store_bytes(),
+            ),
             Context::Worker(client) => client.store_params(),
         };
         let (len, nested) = crate::value::collect_nested(|| value.archived_len());
@@ -84,10 +88,6 @@ impl Context {
         let bytes = if len < threshold {
             ObjectBytes::Inline(Arc::new(value.to_bytes().map_err(encode)?))
         } else {
-            let capacity = match self {
-                Context::Driver(core) => core.config().object_store_bytes(),
-                Context::Worker(client) => client.store_capacity(),
-            };
             if len as u64 > capacity {
                 return Err(Error::ObjectTooLarge {
                     object: id.to_string(),

@@ -269,6 +269,32 @@ pub(crate) const ENV_NODE_NAME: &str = "PRISM_NODE_NAME";
 /// The job's content fingerprint, for workers a cluster's node starts (hex).
 pub(crate) const ENV_JOB_FINGERPRINT: &str = "PRISM_JOB_FINGERPRINT";
 
+/// What a worker needs to know of its node's object store.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoreLimits {
+    /// Values at least this large go to shared memory.
+    pub(crate) inline_threshold: u64,
+    /// The store's capacity: a larger value fails at once.
+    pub(crate) capacity: u64,
+}
+
+/// The command that starts `exe` as worker `worker` of the store at `session_dir`.
+pub(crate) fn worker_command(
+    exe: &std::path::Path,
+    worker: u32,
+    session_dir: &std::path::Path,
+    limits: StoreLimits,
+) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.env(ENV_ROLE, "worker")
+        .env(ENV_WORKER, worker.to_string())
+        .env(ENV_SESSION_DIR, session_dir)
+        .env(ENV_INLINE_THRESHOLD, limits.inline_threshold.to_string())
+        .env(ENV_STORE_CAPACITY, limits.capacity.to_string())
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
 /// A job's fingerprint from its binary's content hash: what a driver joined to a cluster and
 /// the workers its nodes start from the fetched copy both use.
 pub(crate) fn content_fingerprint(hash: &[u8; 32]) -> u64 {

@@ -248,7 +248,7 @@ impl Sleeper {
         self.most.set(self.most.get().max(self.running.get()));
         tokio::time::sleep(Duration::from_millis(ms)).await;
         self.running.set(self.running.get() - 1);
-        (self.most.get(), threads())
+        (self.most.get(), common::proc_status("Threads:"))
     }
 
     /// Exclusive across its await: no update is lost however the calls interleave.
@@ -280,19 +280,6 @@ impl Sleeper {
         tokio::task::yield_now().await;
         panic!("an async method fails")
     }
-}
-
-/// The threads of this process.
-fn threads() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Threads:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn async_actors_run_a_thousand_calls_on_one_loop() -> Result<(), Failed> {

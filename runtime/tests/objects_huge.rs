@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Case, ensure};
+use common::{Case, ensure, rss_anon};
 use libtest_mimic::Failed;
 use prism::{Archived, remote};
 
@@ -19,19 +19,6 @@ const HUGE: usize = (4 * GIB + 4096) / 8;
 const WORDS_PER_GIB: usize = GIB / 8;
 /// The store of this test binary.
 const CAPACITY: u64 = 6 * GIB as u64;
-
-/// The anonymous (private) resident memory of this process, in bytes: what a copy would grow.
-fn rss_anon() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("RssAnon:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
 
 /// Bytes free in `/dev/shm` (0 when unknown).
 fn shm_free() -> u64 {

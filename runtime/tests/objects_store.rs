@@ -6,24 +6,11 @@
 
 mod common;
 
-use common::{Case, ensure, eventually};
+use common::{Case, ensure, eventually, rss_anon};
 use libtest_mimic::Failed;
 use prism::{Archived, Location, ObjectRef, remote};
 
 const MIB: usize = 1 << 20;
-
-/// The anonymous (private) resident memory of this process, in bytes: what a copy would grow.
-fn rss_anon() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("RssAnon:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
 
 /// Sums a large vector through a zero-copy view; returns (sum, private memory of the worker).
 #[remote]

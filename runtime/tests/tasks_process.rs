@@ -51,16 +51,34 @@ fn child_driver(mode: &str) -> ! {
     }
 }
 
-fn run_case(mode: &str, signal: Option<i32>) -> Result<(), Failed> {
-    let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
+/// Starts this binary as a driver in `mode` and reads the first line it says.
+fn spawn_driver(mode: &str) -> Result<(std::process::Child, String), Failed> {
+    let mut child = Command::new(std::env::current_exe()?)
         .env(MODE_ENV, mode)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
-    let driver = child.id();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+    let read = child
+        .stdout
+        .take()
+        .ok_or_else(|| "no stdout".to_string())
+        .and_then(|out| {
+            BufReader::new(out)
+                .read_line(&mut line)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = read {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e.into());
+    }
+    Ok((child, line))
+}
+
+fn run_case(mode: &str, signal: Option<i32>) -> Result<(), Failed> {
+    let (mut child, line) = spawn_driver(mode)?;
+    let driver = child.id();
     let result = (|| {
         ensure(line.trim() == "ready", format!("driver said {line:?}"))?;
         let workers = children_of(driver);
@@ -180,14 +198,8 @@ fn driver_gets_sigkill() -> Result<(), Failed> {
 /// removes both.
 fn a_killed_drivers_leftovers_are_swept_by_the_next() -> Result<(), Failed> {
     let exe = std::env::current_exe()?;
-    let mut child = Command::new(&exe)
-        .env(MODE_ENV, "spill")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let (mut child, line) = spawn_driver("spill")?;
     let driver = child.id();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
     let workers = children_of(driver);
     let _ = child.kill();
     let _ = child.wait();

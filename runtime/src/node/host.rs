@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -23,10 +22,7 @@ use tokio::sync::watch;
 
 use super::object_manager::{Peers, StoreSource};
 use super::worker_pool;
-use crate::process::{
-    self, ENV_INLINE_THRESHOLD, ENV_JOB_FINGERPRINT, ENV_NODE_NAME, ENV_ROLE, ENV_SESSION_DIR,
-    ENV_STORE_CAPACITY, ENV_WORKER, ProcessHandle,
-};
+use crate::process::{self, ENV_JOB_FINGERPRINT, ENV_NODE_NAME, ProcessHandle, StoreLimits};
 use crate::store;
 
 /// How a fetch in progress reports its end to those who wait for it.
@@ -51,20 +47,12 @@ pub(crate) struct Hosting {
     pulled: Mutex<PullStats>,
 }
 
-/// What a job's workers need to know of its object store.
-#[derive(Debug, Clone, Copy)]
-struct StoreLimits {
-    inline_threshold: u64,
-    store_capacity: u64,
-}
-
 #[derive(Debug)]
 struct Job {
     name: String,
     exe: PathBuf,
     store: PathBuf,
-    inline_threshold: u64,
-    store_capacity: u64,
+    limits: StoreLimits,
     /// The job's content fingerprint (from its binary's hash).
     fingerprint: u64,
     driver: quinn::Connection,
@@ -165,7 +153,7 @@ impl Hosting {
                 let fingerprint = crate::process::content_fingerprint(&binary);
                 let limits = StoreLimits {
                     inline_threshold,
-                    store_capacity,
+                    capacity: store_capacity,
                 };
                 self.start_job(connection, job, exe, limits, fingerprint)?;
                 Ok(FromHost::Done)
@@ -273,8 +261,7 @@ impl Hosting {
             name: job.to_string(),
             exe,
             store,
-            inline_threshold: limits.inline_threshold,
-            store_capacity: limits.store_capacity,
+            limits,
             fingerprint,
             driver: connection.clone(),
             workers: Mutex::new(HashMap::new()),
@@ -391,15 +378,9 @@ fn spawn(node: &str, job: &Arc<Job>, worker: u32) -> Result<u32, String> {
     if job.ended.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(format!("job {} has ended", job.name));
     }
-    let mut cmd = Command::new(&job.exe);
-    cmd.env(ENV_ROLE, "worker")
-        .env(ENV_WORKER, worker.to_string())
-        .env(ENV_SESSION_DIR, &job.store)
-        .env(ENV_INLINE_THRESHOLD, job.inline_threshold.to_string())
-        .env(ENV_STORE_CAPACITY, job.store_capacity.to_string())
-        .env(ENV_NODE_NAME, node)
-        .env(ENV_JOB_FINGERPRINT, format!("{:x}", job.fingerprint))
-        .stdin(Stdio::null());
+    let mut cmd = process::worker_command(&job.exe, worker, &job.store, job.limits);
+    cmd.env(ENV_NODE_NAME, node)
+        .env(ENV_JOB_FINGERPRINT, format!("{:x}", job.fingerprint));
     // The worker dies with the daemon (and is killed when its job's driver goes).
     let process::Linked {
         mut child,

@@ -6,7 +6,7 @@
 //! so every frame it sent before dying is processed first.
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,9 +16,7 @@ use tokio::net::UnixStream;
 
 use super::Core;
 use super::link::{self, LinkReader, LinkWriter, write_loop};
-use crate::process::{
-    self, ENV_INLINE_THRESHOLD, ENV_ROLE, ENV_SESSION_DIR, ENV_STORE_CAPACITY, ENV_WORKER,
-};
+use crate::process;
 use crate::proto::scheduler::WorkerId;
 use crate::{Error, Result};
 
@@ -49,19 +47,11 @@ pub(crate) fn start(core: &Arc<Core>, spawn_rx: std::sync::mpsc::Receiver<Worker
 }
 
 fn spawn_worker(core: &Arc<Core>, worker: WorkerId, exe: &std::path::Path) {
-    let mut cmd = Command::new(exe);
-    cmd.env(ENV_ROLE, "worker")
-        .env(ENV_WORKER, worker.to_string())
-        .env(ENV_SESSION_DIR, core.store_dir())
-        .env(
-            ENV_INLINE_THRESHOLD,
-            core.config().inline_threshold_bytes().to_string(),
-        )
-        .env(
-            ENV_STORE_CAPACITY,
-            core.config().object_store_bytes().to_string(),
-        )
-        .stdin(Stdio::null());
+    let limits = process::StoreLimits {
+        inline_threshold: core.config().inline_threshold_bytes() as u64,
+        capacity: core.config().object_store_bytes(),
+    };
+    let mut cmd = process::worker_command(exe, worker, core.store_dir(), limits);
     let linked = match process::spawn_linked(&mut cmd, Some(std::process::id())) {
         Ok(linked) => linked,
         Err(e) => {

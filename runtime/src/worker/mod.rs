@@ -169,14 +169,16 @@ impl WorkerClient {
         inner.send(&ToNode::Submit { spec, failed });
     }
 
-    /// Where this worker writes large values, and from which size.
-    pub(crate) fn store_params(&self) -> (&std::path::Path, usize) {
-        (&self.store_dir, self.threshold)
+    /// Where this worker writes large values, from which size, and the store's capacity.
+    pub(crate) fn store_params(&self) -> (&std::path::Path, usize, u64) {
+        (&self.store_dir, self.threshold, self.capacity)
     }
 
-    /// The store's capacity in bytes.
-    pub(crate) fn store_capacity(&self) -> u64 {
-        self.capacity
+    /// A task's arguments: inline values, and mappings of the segments of large ones.
+    fn args_for(&self, exec: &Execute) -> std::result::Result<Vec<ObjectBytes>, TaskError> {
+        let mut segments = self.segments.lock();
+        segments.forget_freed(&self.store_dir);
+        resolve_args(&self.store_dir, &mut segments, exec)
     }
 
     pub(crate) fn put(&self, id: ObjectId, stored: ObjectBytes, nested: Vec<ObjectId>) {
@@ -700,11 +702,11 @@ fn spin_for<T, E>(
     Ok(None)
 }
 
-/// Runs this process as a worker, never returning. Tasks run on a thread with a stack of
-/// [`WORKER_STACK`] bytes (reserved, touched only as deep as tasks go), since a task blocked in
-/// `get` runs the tasks it waits for on top of itself.
-/// Runs this process as a worker until its node lets it go, then exits. `connected` gets the
-/// client once the link is up, before any task runs (the API makes it this process's context).
+/// Runs this process as a worker until its node lets it go, then exits, never returning.
+/// `connected` gets the client once the link is up, before any task runs (the API makes it this
+/// process's context). Tasks run on a thread with a stack of [`WORKER_STACK`] bytes (reserved,
+/// touched only as deep as tasks go), since a task blocked in `get` runs the tasks it waits for
+/// on top of itself.
 pub(crate) fn run(connected: fn(Arc<WorkerClient>)) -> ! {
     let work = move || match connect() {
         Ok(client) => {
@@ -838,29 +840,40 @@ fn serve(client: Arc<WorkerClient>) -> i32 {
 
 /// Runs one task and stores its results.
 fn run_task(client: &WorkerClient, actor: &mut registry::Actor, exec: &Execute) -> Outcome {
-    let args = {
-        let mut segments = client.segments.lock();
-        segments.forget_freed(&client.store_dir);
-        resolve_args(&client.store_dir, &mut segments, exec)
-    };
-    match args {
-        Ok(args) => match registry::execute(&client.registry, actor, exec, &args) {
-            Ok((values, nested)) => store_returns(client, exec, values, nested),
-            Err(error) => Outcome::Failed(error),
-        },
+    let returned = client
+        .args_for(exec)
+        .and_then(|args| registry::execute(&client.registry, actor, exec, &args));
+    outcome_of(client, exec, returned)
+}
+
+/// What a task ended with: its return values stored, or its error.
+fn outcome_of(
+    client: &WorkerClient,
+    exec: &Execute,
+    returned: std::result::Result<registry::Returned, TaskError>,
+) -> Outcome {
+    match returned {
+        Ok((values, nested)) => store_returns(client, exec, values, nested),
         Err(error) => Outcome::Failed(error),
     }
+}
+
+/// Gives the connection's reading to the caller's thread (a concurrent or async actor's
+/// reader), after sending what is buffered; `Err` holds the worker's exit code.
+fn take_reader(client: &WorkerClient) -> std::result::Result<FrameReader<UnixStream>, i32> {
+    let mut inner = client.inner.lock();
+    let reader = inner.reader.take().ok_or(1)?;
+    inner.flush().map_err(|_| 0)?;
+    Ok(reader)
 }
 
 /// The worker of an actor with `max_concurrency` above 1: this thread only reads the
 /// connection; `threads` executors run the calls.
 fn serve_concurrent(client: Arc<WorkerClient>, shared: registry::SharedActor, threads: u32) -> i32 {
-    let Some(reader) = client.inner.lock().reader.take() else {
-        return 1;
+    let reader = match take_reader(&client) {
+        Ok(reader) => reader,
+        Err(code) => return code,
     };
-    if client.inner.lock().flush().is_err() {
-        return 0;
-    }
     for i in 0..threads {
         let client = client.clone();
         let mut actor = registry::Actor::Shared(shared.clone(), threads);
@@ -949,12 +962,10 @@ pub(crate) fn on_event_loop() -> bool {
 /// one event loop thread, at most `limit` at a time, in the order they arrive (each then goes
 /// as far as its awaits let it).
 fn serve_async(client: Arc<WorkerClient>, state: registry::ActorState, limit: u32) -> i32 {
-    let Some(reader) = client.inner.lock().reader.take() else {
-        return 1;
+    let reader = match take_reader(&client) {
+        Ok(reader) => reader,
+        Err(code) => return code,
     };
-    if client.inner.lock().flush().is_err() {
-        return 0;
-    }
     let looping = client.clone();
     let spawned = std::thread::Builder::new()
         .name("prism-actor-loop".into())
@@ -1000,23 +1011,17 @@ fn run_event_loop(client: &Arc<WorkerClient>, state: registry::ActorState, limit
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return; // never closed
             };
-            let args = {
-                let mut segments = client.segments.lock();
-                segments.forget_freed(&client.store_dir);
-                resolve_args(&client.store_dir, &mut segments, &exec)
-            };
-            let call =
-                args.and_then(|args| registry::start_async(&client.registry, &actor, &exec, args));
+            let call = client
+                .args_for(&exec)
+                .and_then(|args| registry::start_async(&client.registry, &actor, &exec, args));
             let client = client.clone();
             let finished = finished.clone();
             tokio::task::spawn_local(async move {
-                let outcome = match call {
-                    Ok(call) => match call.await {
-                        Ok((values, nested)) => store_returns(&client, &exec, values, nested),
-                        Err(error) => Outcome::Failed(error),
-                    },
-                    Err(error) => Outcome::Failed(error),
+                let returned = match call {
+                    Ok(call) => call.await,
+                    Err(error) => Err(error),
                 };
+                let outcome = outcome_of(&client, &exec, returned);
                 drop(permit);
                 client.inner.lock().done.push((exec.task, outcome));
                 finished.notify_one();

@@ -130,3 +130,22 @@ pub fn mode_of(path: &std::path::Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::symlink_metadata(path).map_or(0, |m| m.permissions().mode() & 0o777)
 }
+
+/// The number on line `field` (`"RssAnon:"`, `"Threads:"`) of this process's
+/// `/proc/self/status` (0 if unreadable).
+pub fn proc_status(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The anonymous (private) resident memory of this process, in bytes: what a copy would grow.
+pub fn rss_anon() -> u64 {
+    proc_status("RssAnon:") * 1024
+}
