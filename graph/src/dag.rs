@@ -336,6 +336,23 @@ impl TaskGraph {
         Ok(failed)
     }
 
+    /// The tasks that read `id` and have not ended, each once.
+    pub fn pending_consumers(&self, id: ObjectId) -> Vec<TaskId> {
+        let Some(&node) = self.objects.get(&id) else {
+            return Vec::new();
+        };
+        let mut out: Vec<TaskId> = Vec::new();
+        for t in self.graph.neighbors_directed(node, Direction::Outgoing) {
+            if let Node::Task { id, state, .. } = &self.graph[t]
+                && !state.is_done()
+                && !out.contains(id)
+            {
+                out.push(*id);
+            }
+        }
+        out
+    }
+
     /// Whether a task that has not finished yet consumes the object.
     pub fn has_pending_consumers(&self, id: ObjectId) -> bool {
         self.objects.get(&id).is_some_and(|&node| {

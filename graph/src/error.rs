@@ -106,6 +106,23 @@ pub enum TaskError {
         /// What was found instead.
         detail: String,
     },
+    /// An argument's segment is not in the store of the worker's node (its copy there was
+    /// lost or never arrived): the node runs the task again once the object is there.
+    #[error(
+        "task {task} ({function}): argument {index} (object {object}) is not in its node's store: {reason}"
+    )]
+    ArgumentMissing {
+        /// The task.
+        task: TaskId,
+        /// Its function.
+        function: String,
+        /// The argument's position.
+        index: u32,
+        /// The object.
+        object: crate::ObjectId,
+        /// What the worker saw.
+        reason: String,
+    },
 }
 
 impl TaskError {
@@ -119,7 +136,8 @@ impl TaskError {
             | TaskError::InvalidOptions { task, .. }
             | TaskError::ActorDied { task, .. }
             | TaskError::Unschedulable { task, .. }
-            | TaskError::UnknownFunction { task, .. } => *task,
+            | TaskError::UnknownFunction { task, .. }
+            | TaskError::ArgumentMissing { task, .. } => *task,
             TaskError::ObjectUnavailable { object, .. } => object.task,
         }
     }
@@ -135,6 +153,7 @@ impl TaskError {
             | TaskError::ActorDied { function, .. }
             | TaskError::Unschedulable { function, .. }
             | TaskError::UnknownFunction { function, .. }
+            | TaskError::ArgumentMissing { function, .. }
             | TaskError::ObjectUnavailable { function, .. } => function,
         }
     }

@@ -140,12 +140,14 @@ impl fmt::Debug for ActorId {
     }
 }
 
-/// A hash map keyed by ids. Ids are small and made by the runtime, so a fast seeded hash
-/// (foldhash) replaces the default SipHash on the hot paths of submit, complete and get.
-pub type IdMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// A hash map keyed by ids. Ids are small and made by the runtime, so a fast hash (foldhash)
+/// replaces the default SipHash on the hot paths of submit, complete and get. Its seed is
+/// fixed: the order of iteration depends only on what was inserted, so the protocol core
+/// decides the same way in every run (the deterministic simulator replays a seed bit for bit).
+pub type IdMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
 
 /// A hash set of ids; see [`IdMap`].
-pub type IdSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+pub type IdSet<K> = std::collections::HashSet<K, foldhash::fast::FixedState>;
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,7 @@ use parking_lot::RwLock;
 use prism_graph::{ActorId, ObjectId, TaskError, TaskId, TaskSpec};
 
 use crate::node::Core;
-use crate::owner::Known;
+use crate::proto::owner::Known;
 use crate::store::{self, ObjectBytes, Segment};
 use crate::value::Remotable;
 use crate::worker::WorkerClient;

@@ -49,11 +49,13 @@ mod files;
 #[cfg(test)]
 mod layers;
 mod node;
-mod owner;
 mod process;
 mod proto;
 mod registry;
 mod session;
+/// The deterministic cluster simulator behind `prism-sim` (not part of the user API).
+#[doc(hidden)]
+pub mod sim;
 mod store;
 mod value;
 mod worker;

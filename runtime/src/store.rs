@@ -448,17 +448,20 @@ impl ObjectBytes {
         }
     }
 
+    /// A copy of `bytes`, aligned as rkyv needs.
+    pub(crate) fn inline(bytes: &[u8]) -> ObjectBytes {
+        let mut aligned = AlignedVec::with_capacity(bytes.len());
+        aligned.extend_from_slice(bytes);
+        ObjectBytes::Inline(Arc::new(aligned))
+    }
+
     /// The bytes a peer on this node sent: copied when inline, mapped when shared.
     pub(crate) fn from_wire(
         dir: &Path,
         value: &prism_transport::ArchivedValue,
     ) -> std::io::Result<ObjectBytes> {
         match value {
-            prism_transport::ArchivedValue::Inline(bytes) => {
-                let mut aligned = AlignedVec::with_capacity(bytes.len());
-                aligned.extend_from_slice(bytes);
-                Ok(ObjectBytes::Inline(Arc::new(aligned)))
-            }
+            prism_transport::ArchivedValue::Inline(bytes) => Ok(ObjectBytes::inline(bytes)),
             prism_transport::ArchivedValue::Shared { id, len } => Ok(ObjectBytes::Shared(
                 Arc::new(Segment::open(dir, id.to_native(), len.to_native())?),
             )),

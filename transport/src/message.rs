@@ -8,7 +8,7 @@ use crate::frame::Message;
 /// The protocol version; a peer with another version is refused at the handshake. Version 5:
 /// rkyv archives with 64-bit relative pointers (objects past 4 GiB), and the store's capacity
 /// in [`ToHost::StartJob`].
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;

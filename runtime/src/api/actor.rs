@@ -11,7 +11,7 @@ use prism_graph::{ActorId, ArchivedActorId, TaskKind};
 use crate::api::call::{ArgSlot, Call, demand};
 use crate::api::object_ref::RawRef;
 use crate::context::{self, Context};
-use crate::node::ActorSetup;
+use crate::proto::node::ActorSetup;
 use crate::{Error, Result};
 
 /// A type that `#[actor]` made into an actor class.

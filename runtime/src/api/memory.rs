@@ -4,7 +4,7 @@
 use crate::context::{self, Context};
 use crate::{Error, Result};
 
-pub use crate::owner::memory::{Location, MemoryReport, ObjectInfo};
+pub use crate::proto::owner::memory::{Location, MemoryReport, ObjectInfo};
 
 /// What the object store holds now. Known in the driver (which owns every object in the
 /// embedded cluster).

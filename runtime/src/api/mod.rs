@@ -15,7 +15,7 @@ use prism_graph::ObjectId;
 use crate::config::Config;
 use crate::context::{self, Context};
 use crate::node::Core;
-use crate::owner::Slot;
+use crate::proto::owner::Slot;
 use crate::value::Remotable;
 use crate::{Error, Result};
 use object_ref::{ArchivedRef, ObjectRef, RawRef, decode};

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use prism_graph::{ObjectId, TaskError};
 
 use crate::context;
-use crate::owner::Slot;
+use crate::proto::owner::Slot;
 use crate::store::ObjectBytes;
 use crate::value::Remotable;
 use crate::{Error, Result};
@@ -173,7 +173,7 @@ pub(crate) fn decode<T: Remotable>(id: ObjectId, slot: Slot) -> Result<T> {
             })
         }),
         Slot::Failed(e) => Err(Error::Task(e)),
-        Slot::Pending | Slot::Spilled(_) | Slot::Remote(_) => {
+        Slot::Pending | Slot::Spilled(_) | Slot::Restoring(_) | Slot::Remote(_) => {
             unreachable!("the owner restores an object before handing it to a reader")
         }
     }
@@ -215,7 +215,7 @@ impl<T: Remotable> ArchivedRef<T> {
                 })
             }
             Slot::Failed(e) => Err(Error::Task(e)),
-            Slot::Pending | Slot::Spilled(_) | Slot::Remote(_) => {
+            Slot::Pending | Slot::Spilled(_) | Slot::Restoring(_) | Slot::Remote(_) => {
                 unreachable!("the owner restores an object before handing it to a reader")
             }
         }

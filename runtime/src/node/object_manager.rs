@@ -16,6 +16,15 @@ use prism_transport::{HostHello, PullKey, Purpose};
 
 use crate::store;
 
+/// How long connecting to a peer for pulls may take (`PRISM_CONNECT_TIMEOUT_MS`, default 2 s).
+fn connect_timeout() -> std::time::Duration {
+    let ms = std::env::var("PRISM_CONNECT_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(2_000);
+    std::time::Duration::from_millis(ms)
+}
+
 /// Connections to other hosts for pulls, reused.
 #[derive(Debug)]
 pub(crate) struct Peers {
@@ -46,23 +55,43 @@ impl Peers {
         &self.identity
     }
 
-    /// A connection to `addr` for pulls of `job`'s objects.
+    /// A connection to `addr` for pulls of `job`: the open one, or a new one. Connecting holds
+    /// no lock (pulls from other peers go on meanwhile) and gives up after
+    /// [`connect_timeout`], so that a dead peer costs its pulls seconds, not QUIC's idle
+    /// timeout each, one after another.
     pub(crate) async fn get(
         &self,
         addr: SocketAddr,
         job: &str,
     ) -> Result<quinn::Connection, QuicError> {
-        let mut open = self.open.lock().await;
         let key = (addr, job.to_string());
-        if let Some(connection) = open.get(&key)
+        if let Some(connection) = self.open.lock().await.get(&key)
             && connection.close_reason().is_none()
         {
             return Ok(connection.clone());
         }
         let hello = HostHello::new(self.name.clone(), Purpose::Objects(job.to_string()), None);
-        let (connection, _) = quic::connect(&self.endpoint, addr, &self.identity, &hello).await?;
-        open.insert(key, connection.clone());
-        Ok(connection)
+        let connect = quic::connect(&self.endpoint, addr, &self.identity, &hello);
+        let limit = connect_timeout();
+        let (connection, _) =
+            tokio::time::timeout(limit, connect)
+                .await
+                .map_err(|_| QuicError::Connect {
+                    addr,
+                    reason: format!("no answer within {} ms", limit.as_millis()),
+                })??;
+        let mut open = self.open.lock().await;
+        match open.get(&key) {
+            // Another pull connected meanwhile: share its connection.
+            Some(other) if other.close_reason().is_none() => {
+                connection.close(quic::codes::DONE, b"connected twice");
+                Ok(other.clone())
+            }
+            _ => {
+                open.insert(key, connection.clone());
+                Ok(connection)
+            }
+        }
     }
 
     /// Closes the connections to `addr` (a host that is gone): pulls in flight fail now

@@ -2,13 +2,16 @@
 //! async runtime, no files, no sockets, no clock reads). The shells (the driver's node, the worker, the
 //! daemons) feed them events and carry out what they decide.
 //!
-//! Here so far: the control store (the head's node table), the scheduler of one node's
-//! workers, the set of nodes a driver schedules onto, placement groups' naming and plans, and
-//! the table helpers the books share. The owner's books, the node state and actors follow (see
-//! DESIGN.md, "the rooms").
+//! Here: the control store (the head's node table), the driver's node (`node`: the owner's
+//! books, actors, placement groups, copies of objects across a cluster), the scheduler of one
+//! node's workers, the set of nodes a driver schedules onto, placement groups' naming and
+//! plans, and the table helpers the books share. The only other module of the crate they name
+//! is `store`, for the type of the mapped objects the owner holds (never to do IO with it).
 
 pub(crate) mod control;
+pub(crate) mod node;
 pub(crate) mod nodes;
+pub(crate) mod owner;
 pub(crate) mod placement;
 pub(crate) mod scheduler;
 

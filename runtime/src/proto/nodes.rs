@@ -7,7 +7,7 @@
 
 use prism_graph::{Resources, TaskId};
 
-use crate::proto::scheduler::{Action, Admission, Placement, Scheduler, WorkerId};
+use crate::proto::scheduler::{Action, Admission, Placement, Removed, Scheduler, WorkerId};
 
 /// A node's index in [`Nodes`].
 pub(crate) type NodeIdx = usize;
@@ -182,10 +182,19 @@ impl Nodes {
         }
     }
 
-    pub(crate) fn remove_worker(&mut self, worker: WorkerId) -> (Option<TaskId>, Vec<TaskId>) {
+    pub(crate) fn remove_worker(&mut self, worker: WorkerId) -> Removed {
         self.sched(worker)
             .map(|s| s.remove_worker(worker))
             .unwrap_or_default()
+    }
+
+    /// The node whose scheduler holds `task`, and where there.
+    pub(crate) fn locate(&self, task: TaskId) -> Option<(NodeIdx, Placement)> {
+        self.list
+            .iter()
+            .enumerate()
+            .map(|(idx, n)| (idx, n.sched.locate(task)))
+            .find(|(_, at)| *at != Placement::Absent)
     }
 
     pub(crate) fn locate_for_cancel(&mut self, task: TaskId) -> Placement {

@@ -7,7 +7,7 @@
 //! resources are free (see [`Scheduler::nest`]), so deep and recursive nesting needs no new
 //! process per level.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use prism_graph::{Amount, IdMap, IdSet, Resources, TaskId};
 
@@ -32,10 +32,21 @@ pub(crate) enum Action {
     StartWorker,
 }
 
+/// What a removed worker leaves behind.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Removed {
+    /// The task it had started.
+    pub(crate) started: Option<TaskId>,
+    /// The tasks it ran on top of a blocked one.
+    pub(crate) nested: Vec<TaskId>,
+    /// The tasks queued on it, not started, which went back to the node's queue.
+    pub(crate) requeued: Vec<TaskId>,
+}
+
 /// Where a task was found when asked to cancel it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Placement {
-    /// Waiting in the node's queue (now removed from it).
+    /// Waiting in the node's queue (removed from it when found for a cancel).
     Queued,
     /// Sent to a worker; `started` when it is the task the worker runs now.
     OnWorker { worker: WorkerId, started: bool },
@@ -110,7 +121,7 @@ pub(crate) struct Scheduler {
     available: Resources,
     /// CPU handed to unblocked workers beyond what was available (repaid on release).
     cpu_debt: u64,
-    queues: HashMap<Resources, VecDeque<TaskId>>,
+    queues: IdMap<Resources, VecDeque<TaskId>>,
     /// Shapes in the order they first had work, for fairness between shapes.
     shapes: Vec<Resources>,
     demands: IdMap<TaskId, Resources>,
@@ -159,7 +170,7 @@ impl Scheduler {
             available: total.clone(),
             total,
             cpu_debt: 0,
-            queues: HashMap::new(),
+            queues: IdMap::default(),
             shapes: Vec::new(),
             demands: IdMap::default(),
             infeasible: Vec::new(),
@@ -459,9 +470,9 @@ impl Scheduler {
         self.requeue(tasks.iter().copied());
     }
 
-    /// The worker process is gone (or stopped). Returns the task it had started and those it
-    /// ran on top of it; those queued but not started go back to the queue.
-    pub(crate) fn remove_worker(&mut self, worker: WorkerId) -> (Option<TaskId>, Vec<TaskId>) {
+    /// The worker process is gone (or stopped). Returns the task it had started, those it ran
+    /// on top of it, and those queued on it but not started, which go back to the queue.
+    pub(crate) fn remove_worker(&mut self, worker: WorkerId) -> Removed {
         let (inflight, nested): (VecDeque<TaskId>, Vec<TaskId>) =
             match self.workers.get_mut(&worker) {
                 Some(WorkerState::Leased {
@@ -471,7 +482,7 @@ impl Scheduler {
                     nested.iter().map(|(t, _)| *t).collect(),
                 ),
                 Some(_) => Default::default(),
-                None => return Default::default(),
+                None => return Removed::default(),
             };
         if matches!(self.workers.get(&worker), Some(WorkerState::Leased { .. })) {
             self.release_lease(worker);
@@ -479,8 +490,13 @@ impl Scheduler {
         self.workers.remove(&worker);
         let mut inflight = inflight.into_iter();
         let started = inflight.next();
-        self.requeue(inflight.collect::<Vec<_>>().into_iter());
-        (started, nested)
+        let requeued: Vec<TaskId> = inflight.collect();
+        self.requeue(requeued.iter().copied());
+        Removed {
+            started,
+            nested,
+            requeued,
+        }
     }
 
     /// Sets `bundle` aside for a placement group: it leaves the free resources and comes back as
@@ -572,26 +588,15 @@ impl Scheduler {
         tasks
     }
 
-    /// Takes a task out of the scheduler's hands for cancellation and says where it was.
-    pub(crate) fn locate_for_cancel(&mut self, task: TaskId) -> Placement {
+    /// Where `task` is (without taking it anywhere).
+    pub(crate) fn locate(&self, task: TaskId) -> Placement {
         let Some(demand) = self.demands.get(&task) else {
             return Placement::Absent;
         };
-        if let Some(queue) = self.queues.get_mut(demand)
-            && let Some(pos) = queue.iter().position(|t| *t == task)
-        {
-            queue.remove(pos);
-            self.demands.remove(&task);
-            return Placement::Queued;
-        }
-        if let Some(pos) = self.pinned_queue.iter().position(|t| *t == task) {
-            self.pinned_queue.remove(pos);
-            self.demands.remove(&task);
-            return Placement::Queued;
-        }
-        if let Some(pos) = self.infeasible.iter().position(|t| *t == task) {
-            self.infeasible.remove(pos);
-            self.demands.remove(&task);
+        let queued = self.queues.get(demand).is_some_and(|q| q.contains(&task))
+            || self.pinned_queue.contains(&task)
+            || self.infeasible.contains(&task);
+        if queued {
             return Placement::Queued;
         }
         for (&worker, state) in &self.workers {
@@ -614,6 +619,21 @@ impl Scheduler {
             }
         }
         Placement::Absent
+    }
+
+    /// Takes a task out of the scheduler's hands for cancellation and says where it was.
+    pub(crate) fn locate_for_cancel(&mut self, task: TaskId) -> Placement {
+        let at = self.locate(task);
+        if at == Placement::Queued {
+            if let Some(demand) = self.demands.remove(&task)
+                && let Some(queue) = self.queues.get_mut(&demand)
+            {
+                queue.retain(|t| *t != task);
+            }
+            self.pinned_queue.retain(|t| *t != task);
+            self.infeasible.retain(|t| *t != task);
+        }
+        at
     }
 
     /// Takes `task` out of its queue (searching from the back, where a blocked task's
@@ -705,7 +725,7 @@ impl Scheduler {
     /// Decides what to do now: leases, dispatches and worker starts.
     pub(crate) fn schedule(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
-        let mut batches: HashMap<WorkerId, Vec<TaskId>> = HashMap::new();
+        let mut batches: IdMap<WorkerId, Vec<TaskId>> = IdMap::default();
         let mut want_workers = 0usize;
         let starting = self
             .workers
@@ -1083,7 +1103,9 @@ mod tests {
             s.submit(t(i), cpus(1.0));
         }
         s.schedule();
-        assert_eq!(s.remove_worker(w[0]), (Some(t(0)), vec![]));
+        let removed = s.remove_worker(w[0]);
+        assert_eq!((removed.started, removed.nested), (Some(t(0)), vec![]));
+        assert_eq!(removed.requeued, vec![t(1), t(2)]);
         assert_eq!(s.available(), &cpus(1.0));
         // t0 is the caller's to retry; t1 and t2 are queued again, in order.
         s.submit(t(0), cpus(1.0));
@@ -1297,7 +1319,8 @@ mod tests {
         s.submit(t(2), cpus(1.0));
         s.worker_blocked(w[0], 0, &[], &[t(2)]);
         s.schedule();
-        assert_eq!(s.remove_worker(w[0]), (Some(t(1)), vec![t(2)]));
+        let removed = s.remove_worker(w[0]);
+        assert_eq!((removed.started, removed.nested), (Some(t(1)), vec![t(2)]));
         assert_eq!(s.available(), &cpus(1.0));
     }
 }

@@ -23,10 +23,10 @@ use prism_transport::{
 };
 use rkyv::util::AlignedVec;
 
-use crate::owner::{Known, Slot};
 use crate::process::{
     ENV_INLINE_THRESHOLD, ENV_ROLE, ENV_SESSION_DIR, ENV_STORE_CAPACITY, ENV_WORKER, fingerprint,
 };
+use crate::proto::owner::{Known, Slot};
 use crate::registry;
 use crate::store::{self, ObjectBytes, Segment};
 use crate::{Error, Result};
@@ -1108,16 +1108,24 @@ fn resolve_args(
                 aligned.extend_from_slice(bytes);
                 Ok(ObjectBytes::Inline(Arc::new(aligned)))
             }
-            Value::Shared { id, len } => {
-                segments
-                    .get(dir, *id, *len)
-                    .map_err(|e| TaskError::InvalidValue {
+            Value::Shared { id, len } => segments.get(dir, *id, *len).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    TaskError::ArgumentMissing {
+                        task: exec.task,
+                        function: exec.function.clone(),
+                        index: i as u32,
+                        object: *id,
+                        reason: e.to_string(),
+                    }
+                } else {
+                    TaskError::InvalidValue {
                         task: exec.task,
                         function: exec.function.clone(),
                         what: format!("argument {i} (object {id})"),
                         reason: format!("cannot map its shared-memory segment: {e}"),
-                    })
-            }
+                    }
+                }
+            }),
         })
         .collect()
 }

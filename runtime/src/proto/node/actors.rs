@@ -57,12 +57,12 @@ pub(crate) struct ActorSetup {
 
 impl State {
     /// Records a new actor (or, with `get_if_exists`, finds the named one).
-    pub(super) fn create_actor(
+    pub(crate) fn create_actor(
         &mut self,
         spec: prism_graph::TaskSpec,
         failed: Option<TaskError>,
         setup: ActorSetup,
-    ) -> Result<ActorId, crate::Error> {
+    ) -> Result<ActorId, super::NameTaken> {
         if let Some(name) = &setup.name
             && let Some(&existing) = self.names.get(name)
         {
@@ -72,7 +72,7 @@ impl State {
                 }
                 return Ok(existing);
             }
-            return Err(crate::Error::ActorNameTaken(name.clone()));
+            return Err(super::NameTaken(name.clone()));
         }
         let id = ActorId(spec.task_id);
         if let Some(name) = &setup.name {
@@ -390,14 +390,14 @@ impl State {
     }
 
     /// Kills the actor's process; it is not restarted.
-    pub(super) fn kill_actor(&mut self, actor: ActorId) {
+    pub(crate) fn kill_actor(&mut self, actor: ActorId) {
         let Some(record) = self.actors.get_mut(&actor) else {
             return;
         };
         record.killed = true;
         match record
             .worker
-            .filter(|w| self.links.get(w).is_some_and(|l| l.pid.is_some()))
+            .filter(|w| self.workers.get(w).is_some_and(|l| l.pid.is_some()))
         {
             // The death is handled when the worker's exit is seen.
             Some(worker) => self.kill_worker(worker),
@@ -405,13 +405,13 @@ impl State {
         }
     }
 
-    pub(super) fn actor_add_ref(&mut self, actor: ActorId) {
+    pub(crate) fn actor_add_ref(&mut self, actor: ActorId) {
         if let Some(record) = self.actors.get_mut(&actor) {
             record.handles += 1;
         }
     }
 
-    pub(super) fn actor_release(&mut self, actor: ActorId) {
+    pub(crate) fn actor_release(&mut self, actor: ActorId) {
         if let Some(record) = self.actors.get_mut(&actor) {
             record.handles = record.handles.saturating_sub(1);
         }
@@ -435,7 +435,7 @@ impl State {
     }
 
     /// The named actor's id and class, counting a new handle.
-    pub(super) fn lookup_actor(&mut self, name: &str) -> Option<(ActorId, String)> {
+    pub(crate) fn lookup_actor(&mut self, name: &str) -> Option<(ActorId, String)> {
         let id = *self.names.get(name)?;
         let record = self.actors.get_mut(&id)?;
         if let Life::Dead(_) = record.life {

@@ -56,6 +56,9 @@ pub(crate) enum Slot {
     /// Moved to disk to make room (its length); read paths restore it first, so only the
     /// owner ever sees this state.
     Spilled(u64),
+    /// Being read back from disk into shared memory (its length): the shell restores it
+    /// before it does anything decided later, so workers may be told of it already.
+    Restoring(u64),
     /// Ready in the store of another node of the cluster (its length): a read in this process
     /// fetches it first ([`Owner::wanted_here`]).
     Remote(u64),
@@ -77,6 +80,21 @@ struct ObjectEntry {
     last_use: u64,
 }
 
+impl ObjectEntry {
+    /// A new object with one reference (its creator's).
+    fn new(slot: Slot, function: Arc<str>) -> Self {
+        ObjectEntry {
+            slot,
+            function,
+            refs: 1,
+            waiters: Vec::new(),
+            worker_waiters: Vec::new(),
+            contains: Vec::new(),
+            last_use: 0,
+        }
+    }
+}
+
 /// What the owner remembers of a task until it ends.
 #[derive(Debug)]
 pub(crate) struct TaskRecord {
@@ -85,6 +103,8 @@ pub(crate) struct TaskRecord {
     pub(crate) deaths: u32,
     /// Panics retried so far (with `retry_exceptions`).
     pub(crate) panics: u32,
+    /// Runs again because an argument was missing from its worker's node.
+    pub(crate) missing: u32,
     /// A forced cancel killed its worker: do not retry.
     pub(crate) force_cancelled: bool,
     /// The demand exceeds the node: the message to give a waiting reader.
@@ -100,6 +120,7 @@ impl TaskRecord {
             spec,
             deaths: 0,
             panics: 0,
+            missing: 0,
             force_cancelled: false,
             infeasible: None,
             worker: None,
@@ -248,28 +269,50 @@ impl Owner {
         }
     }
 
-    /// The shell read a spilled object back into shared memory (or failed to, for `reason`).
-    pub(crate) fn restored(&mut self, id: ObjectId, restored: Result<ObjectBytes, String>) {
+    /// The shell is told to read a spilled object back into shared memory: it counts as
+    /// stored again.
+    pub(crate) fn restoring(&mut self, id: ObjectId) {
         let Some(len) = self.spilled_len(id) else {
             return;
         };
         self.spilled_bytes = self.spilled_bytes.saturating_sub(len);
-        let slot = match restored {
-            Ok(bytes) => {
-                self.stored_bytes += len;
-                Slot::Ready(bytes)
-            }
-            Err(reason) => Slot::Failed(TaskError::InvalidValue {
-                task: id.task,
-                function: self
-                    .function_of(id)
-                    .map_or_else(String::new, |f| f.to_string()),
-                what: format!("object {id}"),
-                reason,
-            }),
-        };
+        self.stored_bytes += len;
         if let Some(entry) = self.objects.get_mut(&id) {
-            entry.slot = slot;
+            entry.slot = Slot::Restoring(len);
+        }
+    }
+
+    /// The shell read a spilled object back into shared memory (or failed to, for `reason`).
+    pub(crate) fn restored(&mut self, id: ObjectId, restored: Result<ObjectBytes, String>) {
+        let Some(&Slot::Restoring(len)) = self.objects.get(&id).map(|e| &e.slot) else {
+            return;
+        };
+        let slot = match restored {
+            Ok(bytes) => Slot::Ready(bytes),
+            Err(reason) => {
+                self.stored_bytes = self.stored_bytes.saturating_sub(len);
+                Slot::Failed(TaskError::InvalidValue {
+                    task: id.task,
+                    function: self
+                        .function_of(id)
+                        .map_or_else(String::new, |f| f.to_string()),
+                    what: format!("object {id}"),
+                    reason,
+                })
+            }
+        };
+        self.set_slot(id, slot);
+    }
+
+    /// The shell could not spill the object: it stays in shared memory.
+    pub(crate) fn unspilled(&mut self, id: ObjectId, segment: Arc<Segment>) {
+        let Some(len) = self.spilled_len(id) else {
+            return;
+        };
+        self.spilled_bytes = self.spilled_bytes.saturating_sub(len);
+        self.stored_bytes += len;
+        if let Some(entry) = self.objects.get_mut(&id) {
+            entry.slot = Slot::Ready(ObjectBytes::Shared(segment));
         }
     }
 
@@ -300,6 +343,7 @@ impl Owner {
                         (Location::SharedMemory, s.bytes().len() as u64)
                     }
                     Slot::Spilled(len) => (Location::Spilled, *len),
+                    Slot::Restoring(len) => (Location::SharedMemory, *len),
                     Slot::Remote(len) => (Location::Remote, *len),
                 };
                 ObjectInfo {
@@ -319,6 +363,16 @@ impl Owner {
     /// Number of objects the owner tracks.
     pub(crate) fn object_count(&self) -> usize {
         self.objects.len()
+    }
+
+    /// Number of tasks that have not ended (waiting, queued, running or being rebuilt).
+    pub(crate) fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// A task that has not ended, if any.
+    pub(crate) fn some_task(&self) -> Option<TaskId> {
+        self.tasks.keys().min().copied()
     }
 
     /// Gives back the memory of a burst of tasks once they are gone (the graph's vacant slots,
@@ -353,18 +407,8 @@ impl Owner {
         let deps: Vec<ObjectId> = spec.dependencies().collect();
         let name: Arc<str> = Arc::from(spec.function.as_str());
         for id in spec.return_ids() {
-            self.objects.insert(
-                id,
-                ObjectEntry {
-                    slot: Slot::Pending,
-                    function: name.clone(),
-                    refs: 1,
-                    waiters: Vec::new(),
-                    worker_waiters: Vec::new(),
-                    contains: Vec::new(),
-                    last_use: 0,
-                },
-            );
+            self.objects
+                .insert(id, ObjectEntry::new(Slot::Pending, name.clone()));
             self.hold(id, holder);
         }
         for id in &spec.inlined_refs {
@@ -420,18 +464,8 @@ impl Owner {
     ) {
         let _ = self.graph.add_ready_object(id);
         self.account(&slot);
-        self.objects.insert(
-            id,
-            ObjectEntry {
-                slot,
-                function: Arc::from("put"),
-                refs: 1,
-                waiters: Vec::new(),
-                worker_waiters: Vec::new(),
-                contains: Vec::new(),
-                last_use: 0,
-            },
-        );
+        self.objects
+            .insert(id, ObjectEntry::new(slot, Arc::from("put")));
         self.hold(id, holder);
         self.set_contains(id, nested);
         self.touch(id);
@@ -479,8 +513,8 @@ impl Owner {
         }
     }
 
-    /// A remote object could not be fetched, for `reason`: readers here get an error that
-    /// names it and the function that made it.
+    /// A remote object could not be fetched (or rebuilt), for `reason`: readers here get an
+    /// error that names it and the function that made it, and so do the tasks that read it.
     pub(crate) fn unavailable(&mut self, id: ObjectId, reason: String) {
         self.fetching_here.remove(&id);
         let Some(entry) = self.objects.get(&id) else {
@@ -492,6 +526,10 @@ impl Owner {
                 function: entry.function.to_string(),
                 reason,
             };
+            // Tasks that read it cannot run: they fail with its error, and theirs downstream.
+            for consumer in self.graph.pending_consumers(id) {
+                self.fail(consumer, error.clone());
+            }
             self.set_slot(id, Slot::Failed(error));
         }
     }
@@ -520,7 +558,9 @@ impl Owner {
                 Arg::Value(bytes) => Ok(Value::Inline(bytes.clone())),
                 Arg::Ref(id) => match self.objects.get(id).map(|e| &e.slot) {
                     Some(Slot::Ready(bytes)) => Ok(bytes.to_wire(*id)),
-                    Some(Slot::Remote(len)) => Ok(Value::Shared { id: *id, len: *len }),
+                    Some(Slot::Remote(len) | Slot::Restoring(len)) => {
+                        Ok(Value::Shared { id: *id, len: *len })
+                    }
                     Some(Slot::Spilled(_)) => Err(Some(*id)),
                     _ => Err(None),
                 },
@@ -559,15 +599,6 @@ impl Owner {
             _ => unreachable!("the graph says {input} failed"),
         };
         self.fail(task, error);
-    }
-
-    /// Whether an input of `task` is being rebuilt (its last copies were lost).
-    pub(crate) fn waits_for_rebuild(&self, task: TaskId) -> bool {
-        self.tasks.get(&task).is_some_and(|r| {
-            r.spec
-                .dependencies()
-                .any(|id| matches!(self.objects.get(&id).map(|e| &e.slot), Some(Slot::Pending)))
-        })
     }
 
     /// A task returned its values. Returns the tasks that became ready.
@@ -741,7 +772,7 @@ impl Owner {
         let Some(entry) = self.objects.get_mut(&id) else {
             return Poll::Ready(None);
         };
-        if let Slot::Pending | Slot::Remote(_) = entry.slot {
+        if let Slot::Pending | Slot::Remote(_) | Slot::Restoring(_) = entry.slot {
             if !entry.waiters.iter().any(|w| w.will_wake(waker)) {
                 entry.waiters.push(waker.clone());
             }
@@ -766,7 +797,7 @@ impl Owner {
     pub(crate) fn stored_len(&self, id: ObjectId) -> Option<u64> {
         match self.objects.get(&id).map(|e| &e.slot)? {
             Slot::Ready(bytes @ ObjectBytes::Shared(_)) => Some(bytes.len() as u64),
-            Slot::Remote(len) | Slot::Spilled(len) => Some(*len),
+            Slot::Remote(len) | Slot::Spilled(len) | Slot::Restoring(len) => Some(*len),
             _ => None,
         }
     }
@@ -775,7 +806,7 @@ impl Owner {
     pub(crate) fn stored_here(&self, id: ObjectId) -> bool {
         matches!(
             self.objects.get(&id).map(|e| &e.slot),
-            Some(Slot::Ready(ObjectBytes::Shared(_)))
+            Some(Slot::Ready(ObjectBytes::Shared(_)) | Slot::Restoring(_))
         )
     }
 
@@ -784,10 +815,31 @@ impl Owner {
         self.objects.get(&id).map(|e| e.function.clone())
     }
 
-    /// The object's value if it is no longer pending.
-    #[cfg(test)]
-    pub(crate) fn peek(&self, id: ObjectId) -> Option<Slot> {
-        self.objects.get(&id).map(|e| e.slot.clone())
+    /// Why the owner still keeps `id`: its references, value, lineage and consumers (for
+    /// diagnostics).
+    pub(crate) fn explain(&self, id: ObjectId) -> String {
+        let Some(entry) = self.objects.get(&id) else {
+            return format!("{id} is not kept");
+        };
+        let holders: Vec<TaskId> = self
+            .lineage
+            .iter()
+            .filter(|(_, l)| l.spec.dependencies().any(|d| d == id))
+            .map(|(t, _)| *t)
+            .collect();
+        format!(
+            "{id}: {} reference(s), {:?}, lineage of its task kept: {}, kept as input by the lineage of {holders:?}, consumers pending: {}, its task: {:?}",
+            entry.refs,
+            entry.slot,
+            self.lineage.contains_key(&id.task),
+            self.graph.has_pending_consumers(id),
+            self.task_state(id.task),
+        )
+    }
+
+    /// The object's value as it stands (without counting a read).
+    pub(crate) fn peek(&self, id: ObjectId) -> Option<&Slot> {
+        self.objects.get(&id).map(|e| &e.slot)
     }
 
     /// A worker wants the object: a notice now if it is done, or when it is.
@@ -884,6 +936,11 @@ impl Owner {
                 self.stored_bytes = self.stored_bytes.saturating_sub(len);
                 // Nobody in this process maps it when this is the last handle.
                 let unused = Arc::try_unwrap(segment).ok();
+                self.freed_files.push(FreedFile::Shared { id, len, unused });
+            }
+            Slot::Restoring(len) => {
+                self.stored_bytes = self.stored_bytes.saturating_sub(len);
+                let unused = None;
                 self.freed_files.push(FreedFile::Shared { id, len, unused });
             }
             Slot::Spilled(len) => {
@@ -1055,7 +1112,7 @@ mod tests {
         let mut rebuilt = Rebuilt::default();
         owner.rebuild(out(1), &|_| true, "lost", &mut rebuilt);
         // Task 2 was on its way to a worker, which could not find its argument.
-        assert!(owner.waits_for_rebuild(TaskId::new(0, 2)));
+        assert!(matches!(owner.peek(out(1)), Some(Slot::Pending)));
         assert!(!owner.unstarted(TaskId::new(0, 2)), "it waits");
         assert_eq!(
             run(&mut owner, 1, Slot::Remote(10)),
@@ -1078,7 +1135,7 @@ mod tests {
             owner.fail(TaskId::new(0, 1), error.clone()),
             vec![TaskId::new(0, 2)]
         );
-        assert!(matches!(owner.peek(out(2)), Some(Slot::Failed(e)) if e == error));
+        assert!(matches!(owner.peek(out(2)), Some(Slot::Failed(e)) if *e == error));
         assert_eq!(owner.notices.len(), 1);
         owner.worker_gone(3);
         assert!(
@@ -1125,13 +1182,22 @@ mod tests {
             (2 * MIB as u64, MIB as u64)
         );
         assert_eq!(owner.spilled_len(out(2)), Some(MIB as u64));
-        // A failed restore fails the object, naming it and why.
+        // A restore counts the object as stored at once (the shell restores it before
+        // anything decided later); a failed one fails the object, naming it and why.
+        owner.restoring(out(2));
+        assert_eq!(
+            (owner.stored_bytes, owner.spilled_bytes),
+            (3 * MIB as u64, 0)
+        );
         owner.restored(out(2), Err("the disk is gone".into()));
         match owner.peek(out(2)) {
             Some(Slot::Failed(e)) => assert!(e.to_string().contains("the disk is gone"), "{e}"),
             other => panic!("expected a failure, got {other:?}"),
         }
-        assert_eq!(owner.spilled_bytes, 0);
+        assert_eq!(
+            (owner.stored_bytes, owner.spilled_bytes),
+            (2 * MIB as u64, 0)
+        );
         // A spilled object freed leaves its spill file to the shell; a shared one its segment,
         // unused once this was the last handle.
         owner.spilled(out(3));

@@ -12,7 +12,7 @@ use crate::proto::placement::{
 
 impl State {
     /// Records a new group, places it if it fits now, and returns its number.
-    pub(super) fn create_group(
+    pub(crate) fn create_group(
         &mut self,
         bundles: Vec<Resources>,
         strategy: PlacementStrategy,
@@ -47,7 +47,7 @@ impl State {
             .map(|(id, _)| *id)
             .collect();
         pending.sort_unstable();
-        let home = self.remote.as_ref().map_or(Some(0), |r| r.home());
+        let home = self.cluster.unwrap_or(Some(0));
         for id in pending {
             let group = &self.groups[&id];
             let Some(at) = plan(&self.nodes, &group.bundles, group.strategy, home) else {
@@ -92,7 +92,7 @@ impl State {
 
     /// Removes a group: its reservations go back to their nodes, its waiting tasks fail, and
     /// the workers running its tasks and actors are stopped (as Ray does).
-    pub(super) fn remove_group(&mut self, id: u64) {
+    pub(crate) fn remove_group(&mut self, id: u64) {
         let Some(mut group) = self.groups.remove(&id) else {
             return;
         };
@@ -139,7 +139,7 @@ impl State {
     }
 
     /// Whether group `id` is placed (ready), or why it never will be.
-    pub(super) fn poll_group(&mut self, id: u64, waker: &Waker) -> Poll<Result<(), String>> {
+    pub(crate) fn poll_group(&mut self, id: u64, waker: &Waker) -> Poll<Result<(), String>> {
         match self.groups.get_mut(&id) {
             None => Poll::Ready(Err(gone(id))),
             Some(group) => match &group.stage {

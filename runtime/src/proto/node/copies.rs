@@ -1,0 +1,345 @@
+//! The node's books of a joined cluster: placing tasks on nodes, knowing which nodes' stores
+//! hold which objects, holding frames for a worker until the objects they name are in its
+//! node's store (one fetch per object and node, however many tasks wait), fetching remote
+//! objects for readers in the driver, dropping nodes' copies when the owner frees an object,
+//! and losing a node.
+
+use prism_graph::{ObjectId, Resources, TaskId};
+use prism_transport::{ObjectValue, ToWorker, Value, encode_frame};
+
+use super::{Action, DRIVER_OWNER, HostRequest, NODE_OWNER, State};
+use crate::proto::nodes::{NodeIdx, node_of};
+use crate::proto::owner::{Rebuilt, Slot};
+use crate::proto::scheduler::WorkerId;
+use crate::store::ObjectBytes;
+
+/// The objects a message for a worker reads from its node's store.
+fn shared_values(msg: &ToWorker) -> Vec<(ObjectId, u64)> {
+    let mut out = Vec::new();
+    let mut add = |value: &Value| {
+        if let Value::Shared { id, len } = value {
+            out.push((*id, *len));
+        }
+    };
+    match msg {
+        ToWorker::Execute(batch) => batch.iter().flat_map(|e| &e.args).for_each(&mut add),
+        ToWorker::Nested { exec, .. } => exec.args.iter().for_each(&mut add),
+        ToWorker::Objects(objects) => {
+            for (_, value) in objects {
+                if let ObjectValue::Ready(value) = value {
+                    add(value);
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+impl State {
+    /// The node a ready task (or actor creation) should go to.
+    pub(super) fn place(&self, task: TaskId, demand: &Resources) -> NodeIdx {
+        let Some(home) = self.cluster else {
+            return 0;
+        };
+        let submitter = task.owner;
+        let home = if submitter != DRIVER_OWNER && submitter != NODE_OWNER {
+            Some(node_of(submitter))
+        } else {
+            home
+        };
+        let args: Vec<(ObjectId, u64)> = self
+            .owner
+            .task(task)
+            .map(|r| {
+                r.spec
+                    .dependencies()
+                    .filter_map(|id| self.owner.stored_len(id).map(|len| (id, len)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let bytes_on = |node: NodeIdx| -> u64 {
+            args.iter()
+                .filter(|(id, _)| self.locations.get(id).is_some_and(|l| l.contains(&node)))
+                .map(|(_, len)| len)
+                .sum()
+        };
+        self.nodes.choose(demand, home, bytes_on).unwrap_or(0)
+    }
+
+    /// A value a worker sent: in a joined cluster a shared one stays in its node's store; on
+    /// the embedded node the shell mapped it (`mapped`).
+    pub(super) fn value_from(
+        &mut self,
+        worker: WorkerId,
+        value: &prism_transport::ArchivedValue,
+        mapped: &mut prism_graph::IdMap<ObjectId, std::io::Result<ObjectBytes>>,
+    ) -> std::io::Result<Slot> {
+        match value {
+            prism_transport::ArchivedValue::Shared { id, len } => {
+                let id = id.to_native();
+                if self.cluster.is_some() {
+                    self.add_location(id, node_of(worker));
+                    return Ok(Slot::Remote(len.to_native()));
+                }
+                mapped
+                    .remove(&id)
+                    .unwrap_or_else(|| {
+                        Err(std::io::Error::other(format!(
+                            "{id} was not mapped by the node"
+                        )))
+                    })
+                    .map(Slot::Ready)
+            }
+            prism_transport::ArchivedValue::Inline(bytes) => {
+                Ok(Slot::Ready(ObjectBytes::inline(bytes)))
+            }
+        }
+    }
+
+    fn add_location(&mut self, id: ObjectId, node: NodeIdx) {
+        let at = self.locations.entry(id).or_default();
+        if !at.contains(&node) {
+            at.push(node);
+        }
+    }
+
+    /// Holds `msg` for `worker` (true) when objects it names are not yet in the worker's
+    /// node's store, or when earlier frames are held; asks for the missing ones.
+    pub(super) fn hold_for_objects(&mut self, worker: WorkerId, msg: &ToWorker) -> bool {
+        let node = node_of(worker);
+        let mut missing = shared_values(msg);
+        missing.retain(|(id, _)| !self.locations.get(id).is_some_and(|l| l.contains(&node)));
+        if missing.is_empty() && !self.held.contains_key(&worker) {
+            return false;
+        }
+        let held = self.held.entry(worker).or_default();
+        held.waiting.extend(missing.iter().map(|(id, _)| *id));
+        if let Err(e) = encode_frame(msg, &mut held.frames) {
+            tracing::error!(worker, "cannot encode a message for the worker: {e}");
+        }
+        // After the frame is held: a fetch that settles at once (no holder) releases it.
+        for &(id, len) in &missing {
+            self.fetch_to_node(node, id, len);
+        }
+        if self.held.get(&worker).is_some_and(|h| h.waiting.is_empty()) {
+            self.release_held(worker);
+        }
+        true
+    }
+
+    /// A live node other than `but` whose store holds `id`.
+    fn live_copy(&self, id: ObjectId, but: Option<NodeIdx>) -> Option<NodeIdx> {
+        self.locations.get(&id).and_then(|at| {
+            at.iter()
+                .copied()
+                .find(|&n| Some(n) != but && self.nodes.get(n).is_some_and(|e| e.alive))
+        })
+    }
+
+    /// The copy of `id` on `node` cannot be read (its node is lost or the pull failed).
+    pub(super) fn forget_copy(&mut self, id: ObjectId, node: NodeIdx) {
+        if let Some(at) = self.locations.get_mut(&id) {
+            at.retain(|&n| n != node);
+        }
+    }
+
+    /// Asks `node` to fetch `id` from a host that has it, once. With no copy left the object
+    /// is rebuilt (or fails) and the frames waiting for it go: their worker reports the missing
+    /// object and the task waits for the rebuild.
+    fn fetch_to_node(&mut self, node: NodeIdx, id: ObjectId, len: u64) {
+        if self.cluster.is_none() || self.node_fetches.contains_key(&(id, node)) {
+            return;
+        }
+        let source = match self.live_copy(id, Some(node)) {
+            Some(n) => Some(Some(n)),
+            None => self.owner.stored_here(id).then_some(None),
+        };
+        match source {
+            Some(from) => {
+                let request = HostRequest::Fetch { id, len, from };
+                self.actions.push_back(Action::Host { node, request });
+                self.node_fetches.insert((id, node), from);
+            }
+            None => {
+                self.object_lost(id, "no live node holds a copy (its node was lost)");
+                self.fetch_settled(node, id);
+            }
+        }
+    }
+
+    /// Whether no live node and not this process holds `id` while its owner says it is stored
+    /// on another node.
+    fn copy_lost(&self, id: ObjectId) -> bool {
+        self.live_copy(id, None).is_none()
+    }
+
+    /// Every reachable copy of `id` is gone: its task runs again from its lineage (readers
+    /// wait), or its readers get an error with `reason`.
+    pub(super) fn object_lost(&mut self, id: ObjectId, reason: &str) {
+        let (locations, nodes) = (&self.locations, &self.nodes);
+        let is_lost = |dep: ObjectId| {
+            !locations
+                .get(&dep)
+                .is_some_and(|at| at.iter().any(|&n| nodes.get(n).is_some_and(|e| e.alive)))
+        };
+        let mut rebuilt = Rebuilt::default();
+        self.owner.rebuild(id, &is_lost, reason, &mut rebuilt);
+        for task in rebuilt.held_back {
+            let _ = self.nodes.locate_for_cancel(task);
+        }
+        for task in rebuilt.ready {
+            tracing::warn!(task = %self.owner.describe(task), object = %id, "rebuilding a lost object: its task runs again");
+            self.enqueue(task);
+        }
+    }
+
+    /// Whether `worker` can be told where `id` is: false when its last copies were lost, and
+    /// then the object is rebuilt and the worker waits for it again (or hears of its failure).
+    pub(super) fn copy_reachable(&mut self, worker: WorkerId, id: ObjectId) -> bool {
+        if self.cluster.is_none() || self.owner.stored_here(id) || !self.copy_lost(id) {
+            return true;
+        }
+        self.object_lost(id, "no live node holds a copy (its node was lost)");
+        self.restore_if_spilled(id);
+        self.owner.subscribe(id, worker);
+        false
+    }
+
+    /// A node's fetch ended: frames waiting for it may go (on failure, the worker reports the
+    /// missing object with its task).
+    fn fetch_settled(&mut self, node: NodeIdx, id: ObjectId) {
+        let ready: Vec<WorkerId> = self
+            .held
+            .iter_mut()
+            .filter(|(w, _)| node_of(**w) == node)
+            .filter_map(|(w, held)| {
+                held.waiting.remove(&id);
+                held.waiting.is_empty().then_some(*w)
+            })
+            .collect();
+        for worker in ready {
+            self.release_held(worker);
+        }
+    }
+
+    fn release_held(&mut self, worker: WorkerId) {
+        if let Some(held) = self.held.remove(&worker) {
+            self.outbox.entry(worker).or_default().extend(held.frames);
+        }
+    }
+
+    /// Copies of freed objects go; remote objects readers here wait for are fetched.
+    pub(super) fn settle_remote(&mut self) {
+        if self.cluster.is_none() {
+            // An embedded node has no copies elsewhere (and keeps the list's capacity).
+            self.owner.freed.clear();
+            return;
+        }
+        let freed = std::mem::take(&mut self.owner.freed);
+        let wanted = std::mem::take(&mut self.owner.wanted_here);
+        if !freed.is_empty() {
+            let mut per_node: Vec<Vec<ObjectId>> = vec![Vec::new(); self.nodes.len()];
+            for id in freed {
+                for node in self.locations.remove(&id).unwrap_or_default() {
+                    per_node[node].push(id);
+                }
+            }
+            for (node, ids) in per_node.into_iter().enumerate() {
+                if !ids.is_empty() && self.nodes.get(node).is_some_and(|n| n.alive) {
+                    let request = HostRequest::Free(ids);
+                    self.actions.push_back(Action::Host { node, request });
+                }
+            }
+        }
+        let mut lost = Vec::new();
+        for (id, len) in wanted {
+            match self.live_copy(id, None) {
+                Some(from) => self.actions.push_back(Action::FetchHere { id, len, from }),
+                None => lost.push(id),
+            }
+        }
+        for id in lost {
+            self.object_lost(id, "no live node holds a copy (its node was lost)");
+        }
+    }
+
+    /// The connection to a node ended: its workers are dead, its queue moves elsewhere, and its
+    /// copies of objects are gone.
+    pub(super) fn node_lost(&mut self, node: NodeIdx, reason: String) {
+        if self.shutting_down || !self.nodes.get(node).is_some_and(|n| n.alive) {
+            return;
+        }
+        let name = self.nodes.name(node).to_string();
+        tracing::error!(node = name, "lost a node of the cluster: {reason}");
+        self.nodes.mark_dead(node);
+        let reason_out = format!("the job gave up on the node: {reason}");
+        self.actions.push_back(Action::DropNode {
+            node,
+            reason: reason_out,
+        });
+        let workers: Vec<WorkerId> = self
+            .workers
+            .keys()
+            .copied()
+            .filter(|w| node_of(*w) == node)
+            .collect();
+        for worker in workers {
+            if let Some(life) = self.workers.get_mut(&worker) {
+                life.exit = Some(format!("its node {name} was lost: {reason}"));
+                life.eof = true;
+            }
+            self.actions.push_back(Action::CloseLink { worker });
+            self.maybe_dead(worker);
+        }
+        for at in self.locations.values_mut() {
+            at.retain(|&n| n != node);
+        }
+        self.node_fetches.retain(|&(_, n), _| n != node);
+        for task in self.nodes.drain_queued(Some(node)) {
+            self.enqueue(task);
+        }
+    }
+
+    /// A node's fetch of `id` ended.
+    pub(super) fn node_fetched(&mut self, node: NodeIdx, id: ObjectId, result: Result<(), String>) {
+        let source = self.node_fetches.remove(&(id, node)).flatten();
+        let refetching = match result {
+            Ok(()) if self.owner.knows(id) => {
+                self.add_location(id, node);
+                false
+            }
+            Ok(()) => {
+                // Freed while it travelled: drop the copy.
+                let request = HostRequest::Free(vec![id]);
+                self.actions.push_back(Action::Host { node, request });
+                false
+            }
+            Err(reason) => {
+                tracing::warn!(object = %id, node = self.nodes.name(node), "a fetch failed: {reason}");
+                if let Some(source) = source {
+                    self.forget_copy(id, source);
+                }
+                // From another copy, or after a rebuild.
+                match self.owner.stored_len(id) {
+                    Some(len) => {
+                        self.fetch_to_node(node, id, len);
+                        self.node_fetches.contains_key(&(id, node))
+                    }
+                    None => false,
+                }
+            }
+        };
+        if !refetching {
+            self.fetch_settled(node, id);
+        }
+    }
+
+    /// A pull of `id` into this process's store from `from` failed.
+    pub(super) fn pull_failed(&mut self, id: ObjectId, from: NodeIdx, reason: &str) {
+        tracing::warn!(object = %id, node = self.nodes.name(from), "a pull failed: {reason}");
+        self.forget_copy(id, from);
+        // Readers here ask again: another copy, or a rebuild.
+        self.owner.fetch_failed(id);
+    }
+}

@@ -1,0 +1,1090 @@
+//! The node's logic without IO: the owner's books of the driver's tasks and objects, the
+//! schedulers of the nodes it runs them on, actors and placement groups, and (in a joined
+//! cluster) where objects' copies are. It is one state machine: the shell feeds it events
+//! ([`State::handle`], plus the commands of the driver's API) and then carries out what it
+//! decided, in order ([`State::poll_action`]): frames to write to workers, workers to start or
+//! kill, object files to spill, restore or free, requests to other nodes. Nothing here reads
+//! a clock, touches a file or a socket, or spawns; so it runs unchanged under the shell of the
+//! driver's node and under the deterministic simulator.
+
+mod actors;
+mod copies;
+mod groups;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prism_graph::{
+    ActorId, IdMap, IdSet, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec, TaskState,
+};
+use prism_transport::{
+    ArchivedOutcome, ArchivedToNode, ArchivedValue, ObjectValue, ToHost, ToWorker, encode_frame,
+};
+
+use crate::proto::nodes::{NodeIdx, Nodes, node_of};
+use crate::proto::owner::{FreedFile, Owner, Slot};
+use crate::proto::scheduler::{Action as Schedule, Admission, Placement, WorkerId};
+use crate::store::{ObjectBytes, Segment};
+pub(crate) use actors::ActorSetup;
+
+/// The driver's owner number.
+pub(crate) const DRIVER_OWNER: u32 = 0;
+/// The owner number of tasks the node makes itself (actor restarts).
+pub(crate) const NODE_OWNER: u32 = u32::MAX;
+
+/// How often a task runs again because an argument was not in its node's store (each time it
+/// is fetched again or rebuilt) before it fails with that error.
+const MISSING_RETRIES: u32 = 10;
+
+/// How many workers may die before their handshake, in a row, before queued work fails.
+pub(crate) const MAX_STARTUP_FAILURES: u32 = 3;
+
+/// What the node decided must happen, for its shell to carry out in the order given.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Write these encoded frames to the worker's link.
+    Send { worker: WorkerId, frames: Vec<u8> },
+    /// Start worker process `worker` on `node` (answer: [`Event::WorkerSpawned`] or
+    /// [`Event::WorkerExited`]).
+    StartWorker { node: NodeIdx, worker: WorkerId },
+    /// Kill the worker's process (its exit comes back as [`Event::WorkerExited`]).
+    KillWorker { worker: WorkerId },
+    /// The worker's link is over: close its writer.
+    CloseLink { worker: WorkerId },
+    /// The worker is gone for good: drop what the shell keeps for it.
+    Forget { worker: WorkerId },
+    /// Write the object's bytes to a spill file and unlink its segment (answer on failure:
+    /// [`Event::SpillFailed`]).
+    Spill { id: ObjectId, segment: Arc<Segment> },
+    /// Unmap pooled segments until `room` bytes of the store are free.
+    ShrinkPool { room: u64 },
+    /// Read a spilled object of `len` bytes back into shared memory (answer:
+    /// [`Event::Restored`], before anything after this action is done).
+    Restore { id: ObjectId, len: u64 },
+    /// Pool or remove the files of a freed object.
+    Free(FreedFile),
+    /// Ask another node of the cluster (answers: [`Event::WorkerSpawned`] or
+    /// [`Event::WorkerExited`] to a spawn, [`Event::NodeFetched`] to a fetch).
+    Host { node: NodeIdx, request: HostRequest },
+    /// Pull `id` from `from`'s store into this process's store for readers here (answer:
+    /// [`Event::Localized`] or [`Event::PullFailed`]).
+    FetchHere {
+        id: ObjectId,
+        len: u64,
+        from: NodeIdx,
+    },
+    /// Give up on a node: close the job's connection to it.
+    DropNode { node: NodeIdx, reason: String },
+    /// The books shrank: give freed memory back to the system.
+    ReturnFreeMemory,
+}
+
+/// A request to a node of the cluster, and what its answer means.
+#[derive(Debug)]
+pub(crate) enum HostRequest {
+    /// Start worker `worker` (answer: its pid or why not).
+    Spawn { worker: WorkerId },
+    /// Kill worker `worker` (no answer expected).
+    Kill { worker: WorkerId },
+    /// Fetch `id` of `len` bytes from `from` (another node; `None`: this process's store).
+    Fetch {
+        id: ObjectId,
+        len: u64,
+        from: Option<NodeIdx>,
+    },
+    /// Drop the node's copies (no answer expected).
+    Free(Vec<ObjectId>),
+}
+
+impl HostRequest {
+    /// The wire form, given the addresses of the nodes' and the driver's object servers.
+    pub(crate) fn to_wire(&self, address: impl Fn(Option<NodeIdx>) -> String) -> ToHost {
+        match self {
+            HostRequest::Spawn { worker } => ToHost::Spawn { worker: *worker },
+            HostRequest::Kill { worker } => ToHost::Kill { worker: *worker },
+            HostRequest::Fetch { id, len, from } => ToHost::Fetch {
+                id: *id,
+                len: *len,
+                from: address(*from),
+            },
+            HostRequest::Free(ids) => ToHost::Free(ids.clone()),
+        }
+    }
+}
+
+/// Something that happened to the node.
+// An event lives only for the call that hands it over: its size costs nothing, a box would.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Event<'a> {
+    /// The driver submitted a task (`failed`: it could not even be built).
+    Submit {
+        spec: TaskSpec,
+        failed: Option<TaskError>,
+    },
+    /// A worker's process started with this pid.
+    WorkerSpawned { worker: WorkerId, pid: u32 },
+    /// A worker said hello on its link.
+    WorkerConnected { worker: WorkerId },
+    /// Messages a worker sent, in order; `mapped` holds the shared-memory segments the shell
+    /// mapped for the shared values they name (embedded node only).
+    Messages {
+        worker: WorkerId,
+        messages: &'a [&'a ArchivedToNode],
+        mapped: &'a mut IdMap<ObjectId, std::io::Result<ObjectBytes>>,
+    },
+    /// A worker's link reached its end.
+    WorkerEof { worker: WorkerId },
+    /// A worker's process ended (or could not be started), for `reason`.
+    WorkerExited { worker: WorkerId, reason: String },
+    /// The driver cancels the task making `id`.
+    Cancel { id: ObjectId, force: bool },
+    /// A spilled object is back in shared memory, or why not.
+    Restored {
+        id: ObjectId,
+        restored: Result<ObjectBytes, String>,
+    },
+    /// Spilling failed; the object stays in shared memory.
+    SpillFailed {
+        id: ObjectId,
+        segment: Arc<Segment>,
+        reason: String,
+    },
+    /// A node's answer to [`HostRequest::Fetch`] (`Err`: why it failed).
+    NodeFetched {
+        node: NodeIdx,
+        id: ObjectId,
+        result: Result<(), String>,
+    },
+    /// A pull into this process's store arrived.
+    Localized { id: ObjectId, bytes: ObjectBytes },
+    /// A pull into this process's store from `from` failed.
+    PullFailed {
+        id: ObjectId,
+        from: NodeIdx,
+        reason: String,
+    },
+    /// The connection to a node ended: its workers are dead and its copies gone.
+    NodeLost { node: NodeIdx, reason: String },
+    /// A second went by: idle workers beyond the CPUs are stopped, stalls are broken.
+    Tick,
+}
+
+/// Why an event was refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refused {
+    /// A link claims a worker this node did not start or already counts as ended.
+    #[error("worker {0} was not started by this node or already ended")]
+    UnknownWorker(WorkerId),
+    /// A worker said hello twice.
+    #[error("worker {0} already said hello")]
+    SecondHello(WorkerId),
+    /// The node is stopping.
+    #[error("the node is stopping")]
+    Stopping,
+}
+
+/// An actor's name is taken (and the creation did not ask for the existing one).
+#[derive(Debug, thiserror::Error)]
+#[error("the actor name {0:?} is taken")]
+pub(crate) struct NameTaken(pub(crate) String);
+
+/// A worker process's life as the node sees it.
+#[derive(Debug, Default)]
+struct WorkerLife {
+    pid: Option<u32>,
+    connected: bool,
+    eof: bool,
+    exit: Option<String>,
+    /// The node asked it to exit: its end is expected, not a failure.
+    retiring: bool,
+}
+
+/// Frames for a worker on another node held back until objects they name are in that node's
+/// store (in order: everything after a held frame waits too).
+#[derive(Debug, Default)]
+struct Held {
+    waiting: IdSet<ObjectId>,
+    frames: Vec<u8>,
+}
+
+/// The node's state (see the module's doc).
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) owner: Owner,
+    pub(crate) nodes: Nodes,
+    /// In a joined cluster: the node on the driver's host, if there is one (`None` with no
+    /// cluster: everything runs on node 0, this host).
+    cluster: Option<Option<NodeIdx>>,
+    /// Nodes whose stores hold a copy of an object (joined cluster).
+    locations: IdMap<ObjectId, Vec<NodeIdx>>,
+    /// Fetches of objects into nodes' stores in progress, with the node they pull from (none:
+    /// this process's store).
+    node_fetches: IdMap<(ObjectId, NodeIdx), Option<NodeIdx>>,
+    held: IdMap<WorkerId, Held>,
+    workers: IdMap<WorkerId, WorkerLife>,
+    outbox: IdMap<WorkerId, Vec<u8>>,
+    actions: VecDeque<Action>,
+    /// Workers that died before their handshake, in a row.
+    startup_failures: u32,
+    /// Surplus idle workers, with the time they were first seen so.
+    retire_candidates: Vec<(WorkerId, Instant)>,
+    actors: IdMap<ActorId, actors::ActorRecord>,
+    /// Placement groups made by the driver, by number.
+    groups: IdMap<u64, crate::proto::placement::Group>,
+    next_group: u64,
+    names: IdMap<String, ActorId>,
+    /// Actor creation attempts (first starts and restarts) by task.
+    creations: IdMap<TaskId, ActorId>,
+    /// Actors whose queues may have calls ready to send.
+    actors_to_pump: IdSet<ActorId>,
+    /// Counter of the node's own task ids (actor restarts).
+    internal_seq: u64,
+    shutting_down: bool,
+}
+
+/// Calls `each` with every value a worker's message hands over (returns and puts), so that
+/// the shell can map the shared ones before the node reads the message.
+pub(crate) fn shared_values(msg: &ArchivedToNode, mut each: impl FnMut(&ArchivedValue)) {
+    match msg {
+        ArchivedToNode::Done(done) => {
+            for entry in done.iter() {
+                if let ArchivedOutcome::Returned { values, .. } = &entry.1 {
+                    values.iter().for_each(&mut each);
+                }
+            }
+        }
+        ArchivedToNode::Put { value, .. } => each(value),
+        _ => {}
+    }
+}
+
+/// How many unblocked workers a node of `total` resources keeps: one per CPU.
+pub(crate) fn soft_limit_of(total: &Resources) -> usize {
+    total.cpu.as_f64().ceil().max(1.0) as usize
+}
+
+/// How long a worker beyond the node's CPUs may stay idle before it is stopped.
+pub(crate) const IDLE_TICK: Duration = Duration::from_secs(1);
+
+impl State {
+    /// A node scheduling onto `nodes`, whose owner keeps a store of `capacity` bytes;
+    /// `cluster`: in a joined cluster, the node on the driver's host if there is one.
+    pub(crate) fn new(nodes: Nodes, capacity: u64, cluster: Option<Option<NodeIdx>>) -> Self {
+        State {
+            owner: Owner::new(capacity),
+            nodes,
+            cluster,
+            locations: IdMap::default(),
+            node_fetches: IdMap::default(),
+            held: IdMap::default(),
+            workers: IdMap::default(),
+            outbox: IdMap::default(),
+            actions: VecDeque::new(),
+            startup_failures: 0,
+            retire_candidates: Vec::new(),
+            actors: IdMap::default(),
+            groups: IdMap::default(),
+            next_group: 0,
+            names: IdMap::default(),
+            creations: IdMap::default(),
+            actors_to_pump: IdSet::default(),
+            internal_seq: 0,
+            shutting_down: false,
+        }
+    }
+
+    /// Starts the workers the CPUs can use right away, so the first tasks do not wait.
+    pub(crate) fn start(&mut self) {
+        for idx in 0..self.nodes.len() {
+            let Some(node) = self.nodes.get(idx) else {
+                continue;
+            };
+            for _ in 0..soft_limit_of(node.sched.total()) {
+                self.start_worker(idx);
+            }
+        }
+        self.settle();
+    }
+
+    /// The next thing the shell must do, in the order decided.
+    pub(crate) fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Takes in `event`, which happened at `now`, and decides what follows (see
+    /// [`State::poll_action`]); an event the node cannot accept is refused and changes nothing.
+    pub(crate) fn handle(&mut self, event: Event<'_>, now: Instant) -> Result<(), Refused> {
+        match event {
+            Event::Submit { spec, failed } => self.submit(spec, None, failed),
+            Event::WorkerSpawned { worker, pid } => {
+                self.workers.entry(worker).or_default().pid = Some(pid);
+                if self.shutting_down {
+                    // Started as the node stops: nothing for it to do.
+                    self.kill_worker(worker);
+                }
+            }
+            Event::WorkerConnected { worker } => self.worker_connected(worker)?,
+            Event::Messages {
+                worker,
+                messages,
+                mapped,
+            } => {
+                for msg in messages {
+                    self.on_message(worker, msg, mapped);
+                }
+            }
+            Event::WorkerEof { worker } => {
+                if let Some(life) = self.workers.get_mut(&worker) {
+                    life.eof = true;
+                    self.actions.push_back(Action::CloseLink { worker });
+                }
+                self.maybe_dead(worker);
+            }
+            Event::WorkerExited { worker, reason } => {
+                let life = self.workers.entry(worker).or_default();
+                life.exit = Some(reason);
+                if !life.connected {
+                    life.eof = true;
+                }
+                self.maybe_dead(worker);
+            }
+            Event::Cancel { id, force } => self.cancel(id, force),
+            Event::Restored { id, restored } => self.owner.restored(id, restored),
+            Event::SpillFailed {
+                id,
+                segment,
+                reason,
+            } => {
+                tracing::error!(object = %id, "cannot spill: {reason}");
+                self.owner.unspilled(id, segment);
+            }
+            Event::NodeFetched { node, id, result } => self.node_fetched(node, id, result),
+            Event::Localized { id, bytes } => self.owner.localized(id, bytes),
+            Event::PullFailed { id, from, reason } => self.pull_failed(id, from, &reason),
+            Event::NodeLost { node, reason } => self.node_lost(node, reason),
+            Event::Tick => self.tick(now),
+        }
+        self.settle();
+        Ok(())
+    }
+
+    /// Records a worker's handshake; a link the node has no place for is refused.
+    fn worker_connected(&mut self, worker: WorkerId) -> Result<(), Refused> {
+        let stopping = self.shutting_down;
+        let Some(life) = self.workers.get_mut(&worker) else {
+            return Err(if stopping {
+                Refused::Stopping
+            } else {
+                Refused::UnknownWorker(worker)
+            });
+        };
+        if life.connected {
+            return Err(Refused::SecondHello(worker));
+        }
+        life.connected = true;
+        self.startup_failures = 0;
+        self.nodes.worker_ready(worker);
+        self.encode_to(worker, &ToWorker::Welcome);
+        Ok(())
+    }
+
+    /// Stops workers that stayed idle beyond the node's CPUs (started while others were
+    /// blocked in `get`) for a whole [`IDLE_TICK`], and breaks stalls.
+    fn tick(&mut self, now: Instant) {
+        if self.shutting_down {
+            return;
+        }
+        if self.owner.compact() | self.nodes.compact() {
+            self.actions.push_back(Action::ReturnFreeMemory);
+        }
+        let surplus = self.nodes.surplus_idle_workers();
+        let seen = std::mem::take(&mut self.retire_candidates);
+        for worker in surplus {
+            let since = seen
+                .iter()
+                .find(|(w, _)| *w == worker)
+                .map_or(now, |(_, since)| *since);
+            if now.saturating_duration_since(since) >= IDLE_TICK {
+                tracing::debug!(worker, "stopping an idle worker beyond the node's CPUs");
+                self.retire(worker);
+            } else {
+                self.retire_candidates.push((worker, since));
+            }
+        }
+        for node in self.nodes.stalled() {
+            tracing::info!(
+                node = self.nodes.name(node),
+                "every worker is blocked in get and none can run the queued tasks: starting one beyond max_workers"
+            );
+            self.start_worker(node);
+        }
+    }
+
+    /// The node stops: workers are asked to exit, those still starting are killed. Returns
+    /// the workers whose exit to wait for.
+    pub(crate) fn stop(&mut self) -> Vec<WorkerId> {
+        self.shutting_down = true;
+        let mut bye = Vec::new();
+        let _ = encode_frame(&ToWorker::Shutdown, &mut bye);
+        let mut kill = Vec::new();
+        for (&worker, life) in &self.workers {
+            if life.connected && !life.eof {
+                let frames = bye.clone();
+                self.actions.push_back(Action::Send { worker, frames });
+            } else if life.pid.is_some() && life.exit.is_none() {
+                // Still starting: it holds nothing to finish.
+                kill.push(worker);
+            }
+        }
+        for worker in kill {
+            self.kill_worker(worker);
+        }
+        self.workers
+            .iter()
+            .filter(|(_, l)| l.exit.is_none() && l.pid.is_some())
+            .map(|(&w, _)| w)
+            .collect()
+    }
+
+    /// Whether the worker's process is still running (as far as the node has heard).
+    pub(crate) fn running(&self, worker: WorkerId) -> bool {
+        self.workers
+            .get(&worker)
+            .is_some_and(|l| l.pid.is_some() && l.exit.is_none())
+    }
+
+    /// Whether the node is stopping.
+    pub(crate) fn stopping(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// Kills a worker that did not exit when asked (the node is stopping).
+    pub(crate) fn kill_straggler(&mut self, worker: WorkerId) {
+        if self.running(worker) {
+            self.kill_worker(worker);
+        }
+    }
+
+    /// The driver dropped its last reference to `id`.
+    pub(crate) fn release(&mut self, id: ObjectId) {
+        self.owner.release(id);
+        self.free_files();
+    }
+}
+
+impl State {
+    /// Spills least recently used shared objects that no queued or running task needs until
+    /// `needed` more bytes fit (never `keep`); false when that is impossible. Pooled segments
+    /// go first.
+    pub(crate) fn make_room(&mut self, needed: u64, keep: Option<ObjectId>) -> bool {
+        let room = self
+            .owner
+            .capacity
+            .saturating_sub(self.owner.stored_bytes + needed);
+        self.actions.push_back(Action::ShrinkPool { room });
+        while self.owner.overflow(needed) > 0 {
+            let Some((id, segment)) = self.owner.spill_victim(keep) else {
+                return false;
+            };
+            self.owner.spilled(id);
+            self.actions.push_back(Action::Spill { id, segment });
+        }
+        true
+    }
+
+    /// Brings a spilled object of `len` bytes back into shared memory (spilling others if
+    /// needed) before it is read: the shell restores it before it does anything asked later.
+    pub(crate) fn restore(&mut self, id: ObjectId, len: u64) {
+        if !self.make_room(len, Some(id)) {
+            tracing::warn!(object = %id, "restoring beyond the store's capacity: nothing else can be spilled");
+        }
+        self.owner.restoring(id);
+        self.actions.push_back(Action::Restore { id, len });
+    }
+
+    fn restore_if_spilled(&mut self, id: ObjectId) {
+        if let Some(len) = self.owner.spilled_len(id) {
+            self.restore(id, len);
+        }
+    }
+
+    /// The task's arguments as its worker gets them, restoring spilled ones first; `None`
+    /// when one is gone or being rebuilt.
+    fn args_of(&mut self, task: TaskId) -> Option<Vec<prism_transport::Value>> {
+        loop {
+            match self.owner.resolve_args(task) {
+                Ok(args) => return Some(args),
+                Err(Some(spilled)) => self.restore_if_spilled(spilled),
+                Err(None) => return None,
+            }
+        }
+    }
+
+    /// Has the shell pool or remove the files of the objects the owner freed.
+    fn free_files(&mut self) {
+        let freed = std::mem::take(&mut self.owner.freed_files);
+        self.actions.extend(freed.into_iter().map(Action::Free));
+    }
+}
+
+impl State {
+    /// Takes a worker out of the pool and asks its process to exit.
+    fn retire(&mut self, worker: WorkerId) {
+        self.nodes.remove_worker(worker);
+        self.encode_to(worker, &ToWorker::Shutdown);
+        if let Some(life) = self.workers.get_mut(&worker) {
+            life.retiring = true;
+        }
+    }
+
+    fn start_worker(&mut self, node: NodeIdx) {
+        if self.shutting_down {
+            return;
+        }
+        let worker = self.nodes.worker_starting(node);
+        self.workers.insert(worker, WorkerLife::default());
+        self.actions.push_back(Action::StartWorker { node, worker });
+    }
+
+    /// Kills a worker's process, on this host or on its node.
+    fn kill_worker(&mut self, worker: WorkerId) {
+        self.actions.push_back(Action::KillWorker { worker });
+    }
+
+    fn next_internal_task(&mut self) -> TaskId {
+        self.internal_seq += 1;
+        TaskId::new(NODE_OWNER, self.internal_seq)
+    }
+
+    fn submit(&mut self, spec: TaskSpec, holder: Option<WorkerId>, failed: Option<TaskError>) {
+        let task = spec.task_id;
+        let kind = spec.kind;
+        let ready = self.owner.submit(spec, holder);
+        if let Some(error) = failed {
+            self.owner.fail_unscheduled(task, error);
+            if let TaskKind::ActorCreation { actor, .. } = kind {
+                self.creations.remove(&task);
+                self.stop_actor(actor, "its creation could not be submitted".into());
+            }
+            return;
+        }
+        if let TaskKind::ActorCall(actor) = kind {
+            self.queue_call(actor, task);
+        } else if ready {
+            self.enqueue(task);
+        }
+    }
+
+    fn enqueue(&mut self, task: TaskId) {
+        let Some(record) = self.owner.task(task) else {
+            return;
+        };
+        let demand = record.spec.resources.clone();
+        let kind = record.spec.kind;
+        if let TaskKind::ActorCall(actor) = kind {
+            self.actors_to_pump.insert(actor);
+            return;
+        }
+        match self.parked_for_group(task, &demand) {
+            Ok(false) => {}
+            Ok(true) => return,
+            Err(reason) => return self.unschedulable(task, reason),
+        }
+        if let TaskKind::ActorCreation { .. } = kind {
+            return self.enqueue_creation(task, demand);
+        }
+        let node = self.place(task, &demand);
+        if self.nodes.submit(node, task, demand.clone()) == Admission::Infeasible {
+            let message = format!(
+                "the task is infeasible: it demands {demand}, the cluster has {} in total",
+                self.nodes.total()
+            );
+            tracing::warn!(task = %self.owner.describe(task), "{message}; it waits until resources appear");
+            if let Some(record) = self.owner.task_mut(task) {
+                record.infeasible = Some(message);
+            }
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        worker: WorkerId,
+        msg: &ArchivedToNode,
+        mapped: &mut IdMap<ObjectId, std::io::Result<ObjectBytes>>,
+    ) {
+        match msg {
+            ArchivedToNode::Done(done) => {
+                for entry in done.iter() {
+                    self.on_done(worker, entry.0.to_native(), &entry.1, mapped);
+                }
+            }
+            ArchivedToNode::Submit { spec, failed } => {
+                let spec = rkyv::deserialize::<TaskSpec, rkyv::rancor::Error>(spec);
+                let failed = rkyv::deserialize::<Option<TaskError>, rkyv::rancor::Error>(failed);
+                match (spec, failed) {
+                    (Ok(spec), Ok(failed)) => self.submit(spec, Some(worker), failed),
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::error!(worker, "undecodable task submission: {e}")
+                    }
+                }
+            }
+            ArchivedToNode::Put { id, value, nested } => {
+                let nested = nested.iter().map(|i| i.to_native()).collect();
+                match self.value_from(worker, value, mapped) {
+                    Ok(slot) => {
+                        self.owner.put(id.to_native(), slot, Some(worker), nested);
+                        if !self.make_room(0, None) {
+                            tracing::warn!(worker, object = %id.to_native(), "the object store is over capacity and nothing can be spilled");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(worker, object = %id.to_native(), "cannot map a put object: {e}")
+                    }
+                }
+            }
+            ArchivedToNode::Get { ids } => {
+                for id in ids.iter() {
+                    self.restore_if_spilled(id.to_native());
+                    self.owner.subscribe(id.to_native(), worker);
+                }
+            }
+            ArchivedToNode::Blocked {
+                depth,
+                returned,
+                awaiting,
+            } => {
+                let returned: Vec<TaskId> = returned.iter().map(|t| t.to_native()).collect();
+                for &task in &returned {
+                    self.owner.unstarted(task);
+                }
+                let awaiting: Vec<TaskId> = awaiting.iter().map(|t| t.to_native()).collect();
+                self.nodes
+                    .worker_blocked(worker, depth.to_native(), &returned, &awaiting);
+            }
+            ArchivedToNode::Unblocked { depth } => {
+                self.nodes.worker_unblocked(worker, depth.to_native())
+            }
+            ArchivedToNode::Bounced(tasks) => {
+                let tasks: Vec<TaskId> = tasks.iter().map(|t| t.to_native()).collect();
+                for &task in &tasks {
+                    self.owner.unstarted(task);
+                }
+                self.nodes.bounced(worker, &tasks);
+            }
+            ArchivedToNode::Hold(ids) => {
+                let ids: Vec<ObjectId> = ids.iter().map(|i| i.to_native()).collect();
+                self.owner.worker_holds(worker, &ids);
+            }
+            ArchivedToNode::Release(ids) => {
+                let ids: Vec<ObjectId> = ids.iter().map(|i| i.to_native()).collect();
+                self.owner.worker_released(worker, &ids);
+            }
+            ArchivedToNode::Cancel { id, force } => self.cancel(id.to_native(), *force),
+            ArchivedToNode::Hello(_) => {
+                tracing::warn!(worker, "second hello ignored");
+            }
+        }
+    }
+
+    fn on_done(
+        &mut self,
+        worker: WorkerId,
+        task: TaskId,
+        outcome: &prism_transport::ArchivedOutcome,
+        mapped: &mut IdMap<ObjectId, std::io::Result<ObjectBytes>>,
+    ) {
+        if self.creations.contains_key(&task) {
+            let error = match outcome {
+                prism_transport::ArchivedOutcome::Returned { .. } => None,
+                prism_transport::ArchivedOutcome::Failed(e) => Some(
+                    rkyv::deserialize::<TaskError, rkyv::rancor::Error>(e).unwrap_or_else(|e| {
+                        TaskError::InvalidValue {
+                            task,
+                            function: String::from("<actor constructor>"),
+                            what: "the constructor's error".into(),
+                            reason: e.to_string(),
+                        }
+                    }),
+                ),
+            };
+            return self.creation_done(worker, task, error);
+        }
+        if let Some(TaskKind::ActorCall(actor)) = self.owner.task(task).map(|r| r.spec.kind) {
+            self.on_task_done(worker, task, outcome, mapped);
+            return self.call_done(actor, task);
+        }
+        self.on_task_done(worker, task, outcome, mapped);
+    }
+
+    fn on_task_done(
+        &mut self,
+        worker: WorkerId,
+        task: TaskId,
+        outcome: &prism_transport::ArchivedOutcome,
+        mapped: &mut IdMap<ObjectId, std::io::Result<ObjectBytes>>,
+    ) {
+        self.nodes.task_done(worker, task);
+        let Some(record) = self.owner.task(task) else {
+            return;
+        };
+        if record.worker != Some(worker) {
+            return; // a stale report for a task that was handed back or retried
+        }
+        match outcome {
+            prism_transport::ArchivedOutcome::Returned { values, nested } => {
+                if values.len() != record.spec.num_returns as usize {
+                    let error = TaskError::InvalidValue {
+                        task,
+                        function: record.spec.function.clone(),
+                        what: "return values".into(),
+                        reason: format!(
+                            "the worker returned {} values, the caller expects {}",
+                            values.len(),
+                            record.spec.num_returns
+                        ),
+                    };
+                    self.owner.fail(task, error);
+                    return;
+                }
+                let values: std::io::Result<Vec<Slot>> = values
+                    .iter()
+                    .map(|v| self.value_from(worker, v, mapped))
+                    .collect();
+                match values {
+                    Ok(values) => {
+                        if !self.make_room(0, None) {
+                            tracing::warn!(task = %task, "the object store is over capacity and nothing can be spilled");
+                        }
+                        let nested = nested
+                            .iter()
+                            .map(|ids| ids.iter().map(|i| i.to_native()).collect())
+                            .collect();
+                        for ready in self.owner.complete(task, values, nested) {
+                            self.enqueue(ready);
+                        }
+                    }
+                    Err(e) => {
+                        let error = TaskError::InvalidValue {
+                            task,
+                            function: self
+                                .owner
+                                .task(task)
+                                .map(|r| r.spec.function.clone())
+                                .unwrap_or_default(),
+                            what: "return values".into(),
+                            reason: format!("cannot map the shared-memory segment: {e}"),
+                        };
+                        self.owner.fail(task, error);
+                    }
+                }
+            }
+            prism_transport::ArchivedOutcome::Failed(error) => {
+                let error = rkyv::deserialize::<TaskError, rkyv::rancor::Error>(error)
+                    .unwrap_or_else(|e| TaskError::InvalidValue {
+                        task,
+                        function: record.spec.function.clone(),
+                        what: "the task's error".into(),
+                        reason: e.to_string(),
+                    });
+                let retry = matches!(error, TaskError::Panicked { .. })
+                    && record.spec.retry_exceptions
+                    && record.panics < record.spec.max_retries;
+                let missing = match &error {
+                    TaskError::ArgumentMissing { object, .. }
+                        if record.spec.kind == TaskKind::Normal
+                            && record.missing < MISSING_RETRIES =>
+                    {
+                        Some(*object)
+                    }
+                    _ => None,
+                };
+                if let Some(object) = missing {
+                    // Its copy there is gone: fetched again from another, or rebuilt.
+                    tracing::warn!(task = %self.owner.describe(task), %error, "an argument is not in its node's store: the task runs again once it is");
+                    self.forget_copy(object, node_of(worker));
+                    if let Some(record) = self.owner.task_mut(task) {
+                        record.missing += 1;
+                    }
+                    if self.owner.unstarted(task) {
+                        self.enqueue(task);
+                    }
+                } else if retry {
+                    tracing::warn!(task = %self.owner.describe(task), %error, "retrying after a panic");
+                    if let Some(record) = self.owner.task_mut(task) {
+                        record.panics += 1;
+                    }
+                    if self.owner.unstarted(task) {
+                        self.enqueue(task);
+                    }
+                } else {
+                    self.owner.fail(task, error);
+                }
+            }
+        }
+    }
+
+    fn cancel(&mut self, id: ObjectId, force: bool) {
+        let task = id.task;
+        if self.cancel_creation(task) {
+            return;
+        }
+        let Some(record) = self.owner.task(task) else {
+            return; // finished, failed or unknown: nothing to cancel
+        };
+        let function = record.spec.function.clone();
+        let cancelled = TaskError::Cancelled {
+            task,
+            function: function.clone(),
+        };
+        match self.owner.task_state(task) {
+            Some(TaskState::Waiting) => {
+                self.owner.fail(task, cancelled);
+            }
+            Some(TaskState::Ready) => {
+                let _ = self.nodes.locate_for_cancel(task);
+                self.owner.fail(task, cancelled);
+            }
+            Some(TaskState::Running) => match self.nodes.locate_for_cancel(task) {
+                Placement::OnWorker {
+                    worker,
+                    started: false,
+                } => {
+                    // Queued behind the worker's running task: cancelled now; the worker drops
+                    // it before it would start (it reads messages between tasks).
+                    self.encode_to(worker, &ToWorker::Cancel { task });
+                    self.nodes.task_done(worker, task);
+                    self.owner.fail(task, cancelled);
+                }
+                Placement::OnWorker {
+                    worker,
+                    started: true,
+                } if force => {
+                    if let Some(record) = self.owner.task_mut(task) {
+                        record.force_cancelled = true;
+                    }
+                    tracing::info!(task = %task, function, worker, "force-cancel kills the worker");
+                    self.kill_worker(worker);
+                }
+                _ => {
+                    tracing::debug!(task = %task, function, "task is running; cancel without force has no effect");
+                }
+            },
+            _ => {}
+        }
+    }
+
+    fn maybe_dead(&mut self, worker: WorkerId) {
+        let Some(life) = self.workers.get(&worker) else {
+            return;
+        };
+        if !(life.eof && life.exit.is_some()) {
+            return;
+        }
+        let link = self.workers.remove(&worker).unwrap_or_default();
+        self.actions.push_back(Action::Forget { worker });
+        let reason = link.exit.unwrap_or_default();
+        self.outbox.remove(&worker);
+        self.held.remove(&worker);
+        self.owner.worker_gone(worker);
+        let removed = self.nodes.remove_worker(worker);
+        let (started, nested) = (removed.started, removed.nested);
+        // Tasks that were queued on it went back to the node's queue: they never started. One
+        // whose input is being rebuilt meanwhile leaves the queue and waits for it.
+        for task in removed.requeued {
+            if !self.owner.unstarted(task) {
+                let _ = self.nodes.locate_for_cancel(task);
+            }
+        }
+        if self.shutting_down || link.retiring {
+            tracing::debug!(worker, %reason, "worker process exited as asked");
+            return;
+        }
+        let lost_node = !self.nodes.get(node_of(worker)).is_some_and(|n| n.alive);
+        if !link.connected && lost_node {
+            // It died with its node, not of a broken start.
+            tracing::warn!(worker, %reason, "worker process lost with its node before its handshake");
+        } else if !link.connected {
+            self.startup_failures += 1;
+            tracing::error!(worker, %reason, "worker process exited before its handshake");
+        } else {
+            tracing::warn!(worker, %reason, "worker process died");
+        }
+        if self.actor_worker_died(worker, &reason) {
+            // The actor's books handled its calls and its creation.
+        } else if let Some(task) = started {
+            self.task_lost(task, &reason);
+        }
+        // Tasks it ran on top of a blocked one died with it.
+        for task in nested {
+            self.task_lost(task, &reason);
+        }
+        if self.startup_failures >= MAX_STARTUP_FAILURES {
+            self.fail_queued(&reason);
+        }
+    }
+
+    fn task_lost(&mut self, task: TaskId, reason: &str) {
+        let Some(record) = self.owner.task_mut(task) else {
+            return;
+        };
+        record.deaths += 1;
+        let function = record.spec.function.clone();
+        if record.force_cancelled {
+            self.owner
+                .fail(task, TaskError::Cancelled { task, function });
+        } else if record.deaths <= record.spec.max_retries {
+            tracing::warn!(task = %task, function, attempt = record.deaths + 1, "retrying after worker death");
+            if self.owner.unstarted(task) {
+                self.enqueue(task);
+            }
+        } else {
+            let attempts = record.deaths;
+            self.owner.fail(
+                task,
+                TaskError::WorkerDied {
+                    task,
+                    function,
+                    attempts,
+                    reason: reason.to_string(),
+                },
+            );
+        }
+    }
+
+    fn fail_queued(&mut self, reason: &str) {
+        for task in self.nodes.drain_queued(None) {
+            let function = self
+                .owner
+                .task(task)
+                .map(|r| r.spec.function.clone())
+                .unwrap_or_default();
+            self.owner.fail(
+                task,
+                TaskError::WorkerDied {
+                    task,
+                    function,
+                    attempts: 0,
+                    reason: format!(
+                        "worker processes exit before connecting to the node: {reason}"
+                    ),
+                },
+            );
+        }
+    }
+
+    /// Schedules, encodes what became sendable, and hands frames to the writers.
+    pub(crate) fn settle(&mut self) {
+        self.free_files();
+        self.place_groups();
+        let startup_broken = self.startup_failures >= MAX_STARTUP_FAILURES;
+        for (node, action) in self.nodes.schedule() {
+            match action {
+                Schedule::StartWorker if !startup_broken => self.start_worker(node),
+                Schedule::StartWorker => {}
+                Schedule::Dispatch { worker, tasks } => self.dispatch(worker, tasks),
+                Schedule::Nest {
+                    worker,
+                    task,
+                    depth,
+                } => self.nest(worker, task, depth),
+            }
+        }
+        self.pump_actors();
+        let mut per_worker: IdMap<WorkerId, Vec<(ObjectId, ObjectValue)>> = IdMap::default();
+        // A notice for a lost object rebuilds it and may bring a failure notice: loop.
+        while !self.owner.notices.is_empty() {
+            for notice in std::mem::take(&mut self.owner.notices) {
+                let value = match notice.slot {
+                    Slot::Ready(bytes) => ObjectValue::Ready(bytes.to_wire(notice.id)),
+                    Slot::Remote(len) | Slot::Restoring(len)
+                        if self.copy_reachable(notice.worker, notice.id) =>
+                    {
+                        ObjectValue::Ready(prism_transport::Value::Shared { id: notice.id, len })
+                    }
+                    Slot::Failed(e) => ObjectValue::Failed(e),
+                    Slot::Remote(_) | Slot::Restoring(_) | Slot::Pending | Slot::Spilled(_) => {
+                        continue;
+                    }
+                };
+                per_worker
+                    .entry(notice.worker)
+                    .or_default()
+                    .push((notice.id, value));
+            }
+        }
+        for (worker, objects) in per_worker {
+            self.encode_to(worker, &ToWorker::Objects(objects));
+        }
+        self.settle_remote();
+        let connected = &self.workers;
+        let sends = self
+            .outbox
+            .drain()
+            .filter(|(w, _)| connected.get(w).is_some_and(|l| l.connected && !l.eof));
+        self.actions
+            .extend(sends.map(|(worker, frames)| Action::Send { worker, frames }));
+    }
+
+    fn dispatch(&mut self, worker: WorkerId, tasks: Vec<TaskId>) {
+        let mut batch = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            if self.creations.contains_key(&task) {
+                match self.creation_execute(task, worker) {
+                    Some(exec) => batch.push(exec),
+                    None => tracing::error!(task = %task, "actor creation without its call"),
+                }
+                continue;
+            }
+            let Some(args) = self.args_of(task) else {
+                self.not_sent(worker, task);
+                continue;
+            };
+            let Some(record) = self.owner.task(task) else {
+                continue;
+            };
+            batch.push(record.execute(args));
+            self.owner.started(task, worker);
+        }
+        if !batch.is_empty() {
+            self.encode_to(worker, &ToWorker::Execute(batch));
+        }
+    }
+
+    /// `task`, scheduled on `worker`, cannot go: an argument is being rebuilt. It waits for
+    /// it out of the worker's hands (and of the owner's count of running tasks).
+    fn not_sent(&mut self, worker: WorkerId, task: TaskId) {
+        tracing::debug!(task = %task, worker, "a scheduled task waits for a rebuilt argument");
+        self.nodes.task_done(worker, task);
+        if self.owner.task_state(task) == Some(TaskState::Running) && self.owner.unstarted(task) {
+            self.enqueue(task);
+        }
+    }
+
+    /// Sends `task` to run on top of the worker's task blocked at `depth`.
+    fn nest(&mut self, worker: WorkerId, task: TaskId, depth: u32) {
+        let Some(args) = self.args_of(task) else {
+            self.not_sent(worker, task);
+            return;
+        };
+        let Some(record) = self.owner.task(task) else {
+            self.nodes.task_done(worker, task);
+            return;
+        };
+        let exec = record.execute(args);
+        self.owner.started(task, worker);
+        self.encode_to(worker, &ToWorker::Nested { exec, depth });
+    }
+
+    fn encode_to(&mut self, worker: WorkerId, msg: &ToWorker) {
+        if self.cluster.is_some() && self.hold_for_objects(worker, msg) {
+            return;
+        }
+        let out = self.outbox.entry(worker).or_default();
+        if let Err(e) = encode_frame(msg, out) {
+            tracing::error!(worker, "cannot encode a message for the worker: {e}");
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! The node stepped by hand: events in, actions out, no processes or sockets.
+
+use std::time::Instant;
+
+use prism_graph::{
+    ActorId, Arg, IdMap, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec,
+};
+use prism_transport::{
+    ArchivedToNode, Execute, FrameDecoder, Outcome, ToNode, ToWorker, Value, encode_frame,
+};
+
+use super::{Action, ActorSetup, DRIVER_OWNER, Event, HostRequest, State};
+use crate::proto::nodes::{NodeIdx, Nodes, node_of};
+use crate::proto::owner::Slot;
+use crate::proto::placement::{PlacementStrategy, group_demand};
+use crate::proto::scheduler::WorkerId;
+
+/// A node and what it asked for so far.
+struct Harness {
+    node: State,
+    now: Instant,
+    /// Messages sent to workers, decoded, oldest first.
+    sent: Vec<(WorkerId, ToWorker)>,
+    started: Vec<WorkerId>,
+    killed: Vec<WorkerId>,
+    host: Vec<(NodeIdx, HostRequest)>,
+    dropped: Vec<NodeIdx>,
+    seq: u64,
+}
+
+fn cpus(n: f64) -> Resources {
+    Resources::cpus(n).unwrap()
+}
+
+impl Harness {
+    /// `nodes` nodes of `cpus` CPUs each; more than one makes a joined cluster (no node on the
+    /// driver's host).
+    fn new(nodes: usize, per_node: f64) -> Self {
+        let mut table = Nodes::default();
+        for i in 0..nodes {
+            table.add(format!("n{i}"), cpus(per_node), 16, per_node as usize, 8);
+        }
+        let cluster = (nodes > 1).then_some(None);
+        let mut h = Harness {
+            node: State::new(table, 1 << 30, cluster),
+            now: Instant::now(),
+            sent: Vec::new(),
+            started: Vec::new(),
+            killed: Vec::new(),
+            host: Vec::new(),
+            dropped: Vec::new(),
+            seq: 0,
+        };
+        h.node.start();
+        h.drain();
+        // Every worker asked for starts and says hello.
+        for worker in h.started.clone() {
+            h.connect(worker);
+        }
+        h
+    }
+
+    fn event(&mut self, event: Event<'_>) {
+        self.node.handle(event, self.now).unwrap();
+        self.drain();
+    }
+
+    fn connect(&mut self, worker: WorkerId) {
+        let pid = 1000 + worker;
+        self.event(Event::WorkerSpawned { worker, pid });
+        self.event(Event::WorkerConnected { worker });
+    }
+
+    fn drain(&mut self) {
+        while let Some(action) = self.node.poll_action() {
+            match action {
+                Action::Send { worker, frames } => {
+                    let mut decoder = FrameDecoder::new(1 << 20);
+                    decoder.extend(&frames);
+                    while let Some(frame) = decoder.next_frame().unwrap() {
+                        let msg = frame.access::<ToWorker>().unwrap();
+                        let msg = rkyv::deserialize::<ToWorker, rkyv::rancor::Error>(msg).unwrap();
+                        self.sent.push((worker, msg));
+                    }
+                }
+                Action::StartWorker { node, worker } => {
+                    assert_eq!(node_of(worker), node);
+                    self.started.push(worker);
+                }
+                Action::KillWorker { worker } => self.killed.push(worker),
+                Action::Host { node, request } => match request {
+                    HostRequest::Spawn { worker } => self.started.push(worker),
+                    HostRequest::Kill { worker } => self.killed.push(worker),
+                    other => self.host.push((node, other)),
+                },
+                Action::DropNode { node, .. } => self.dropped.push(node),
+                _ => {}
+            }
+        }
+    }
+
+    fn spec(&mut self, args: Vec<Arg>, max_retries: u32) -> TaskSpec {
+        self.seq += 1;
+        TaskSpec {
+            task_id: TaskId::new(DRIVER_OWNER, self.seq),
+            function: "tests::f".into(),
+            fn_hash: 0,
+            args,
+            num_returns: 1,
+            resources: cpus(1.0),
+            max_retries,
+            retry_exceptions: false,
+            kind: TaskKind::Normal,
+            inlined_refs: Vec::new(),
+        }
+    }
+
+    fn submit(&mut self, spec: TaskSpec) -> ObjectId {
+        let id = ObjectId::new(spec.task_id, 0);
+        self.event(Event::Submit { spec, failed: None });
+        id
+    }
+
+    /// Every task sent to a worker, in order.
+    fn execs(&self) -> impl Iterator<Item = (WorkerId, &Execute)> {
+        self.sent.iter().flat_map(|(worker, msg)| {
+            let execs: Vec<&Execute> = match msg {
+                ToWorker::Execute(batch) => batch.iter().collect(),
+                ToWorker::Nested { exec, .. } => vec![exec],
+                _ => Vec::new(),
+            };
+            execs.into_iter().map(move |e| (*worker, e))
+        })
+    }
+
+    /// The worker `task` was last sent to.
+    fn where_sent(&self, task: TaskId) -> Option<WorkerId> {
+        self.execs()
+            .filter(|(_, e)| e.task == task)
+            .map(|(w, _)| w)
+            .last()
+    }
+
+    /// How many times `task` was sent to a worker.
+    fn sends(&self, task: TaskId) -> usize {
+        self.execs().filter(|(_, e)| e.task == task).count()
+    }
+
+    fn report(&mut self, worker: WorkerId, msg: &ToNode) {
+        let mut bytes = Vec::new();
+        encode_frame(msg, &mut bytes).unwrap();
+        let mut decoder = FrameDecoder::new(1 << 20);
+        decoder.extend(&bytes);
+        let frame = decoder.next_frame().unwrap().unwrap();
+        let archived: &ArchivedToNode = frame.access::<ToNode>().unwrap();
+        let mut mapped = IdMap::default();
+        self.event(Event::Messages {
+            worker,
+            messages: &[archived],
+            mapped: &mut mapped,
+        });
+    }
+
+    fn returns(&mut self, worker: WorkerId, task: TaskId, value: Value) {
+        let outcome = Outcome::Returned {
+            values: vec![value],
+            nested: vec![Vec::new()],
+        };
+        self.report(worker, &ToNode::Done(vec![(task, outcome)]));
+    }
+
+    fn dies(&mut self, worker: WorkerId) {
+        let reason = "killed by signal 9".to_string();
+        self.event(Event::WorkerExited { worker, reason });
+        self.event(Event::WorkerEof { worker });
+    }
+
+    fn slot(&self, id: ObjectId) -> Option<Slot> {
+        self.node.owner.peek(id).cloned()
+    }
+}
+
+#[test]
+fn a_task_is_dispatched_to_a_worker_and_its_value_reaches_the_owner() {
+    let mut h = Harness::new(1, 2.0);
+    assert_eq!(h.started.len(), 2, "one worker per CPU at start");
+    let spec = h.spec(Vec::new(), 0);
+    let task = spec.task_id;
+    let id = h.submit(spec);
+    let worker = h.where_sent(task).expect("dispatched");
+    assert!(matches!(h.slot(id), Some(Slot::Pending)));
+    h.returns(worker, task, Value::Inline(vec![1, 2, 3]));
+    match h.slot(id) {
+        Some(Slot::Ready(bytes)) => assert_eq!(bytes.as_slice(), &[1, 2, 3]),
+        other => panic!("expected the value, got {other:?}"),
+    }
+    // A stale second report changes nothing.
+    h.returns(worker, task, Value::Inline(vec![9]));
+    assert!(matches!(h.slot(id), Some(Slot::Ready(b)) if b.as_slice() == [1, 2, 3]));
+}
+
+#[test]
+fn a_task_whose_worker_dies_is_retried_then_fails_naming_the_deaths() {
+    let mut h = Harness::new(1, 2.0);
+    let spec = h.spec(Vec::new(), 1);
+    let task = spec.task_id;
+    let id = h.submit(spec);
+    let first = h.where_sent(task).unwrap();
+    h.dies(first);
+    let second = h.where_sent(task).unwrap();
+    assert_ne!(first, second, "retried on another worker");
+    assert_eq!(h.sends(task), 2);
+    h.dies(second);
+    match h.slot(id) {
+        Some(Slot::Failed(TaskError::WorkerDied { attempts, .. })) => assert_eq!(attempts, 2),
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_lost_object_is_rebuilt_from_its_lineage_when_its_node_dies() {
+    let mut h = Harness::new(2, 1.0);
+    let leaf = h.spec(Vec::new(), 3);
+    let leaf_task = leaf.task_id;
+    let leaf_id = h.submit(leaf);
+    let w = h.where_sent(leaf_task).unwrap();
+    let len = 1 << 20;
+    h.returns(w, leaf_task, Value::Shared { id: leaf_id, len });
+    assert!(matches!(h.slot(leaf_id), Some(Slot::Remote(_))));
+    // Its consumer is held for a fetch when it lands on the other node.
+    let sum = h.spec(vec![Arg::Ref(leaf_id)], 3);
+    let sum_task = sum.task_id;
+    let sum_id = h.submit(sum);
+    // The leaf's node dies before the sum ends.
+    let home = node_of(w);
+    h.event(Event::NodeLost {
+        node: home,
+        reason: "test".into(),
+    });
+    assert_eq!(h.dropped, vec![home]);
+    // The sum goes to the surviving node (again, if it ran on the lost one), where its
+    // argument is not: its worker says so.
+    let other = 1 - home;
+    let at = h.where_sent(sum_task).unwrap();
+    assert_eq!(node_of(at), other);
+    let missing = TaskError::ArgumentMissing {
+        task: sum_task,
+        function: "tests::f".into(),
+        index: 0,
+        object: leaf_id,
+        reason: "No such file or directory".into(),
+    };
+    let sends = h.sends(sum_task);
+    h.report(
+        at,
+        &ToNode::Done(vec![(sum_task, Outcome::Failed(missing))]),
+    );
+    // The leaf runs again there, and then the sum, once.
+    let again = h.where_sent(leaf_task).unwrap();
+    assert_eq!(node_of(again), other);
+    assert_eq!(h.sends(leaf_task), 2);
+    assert_eq!(
+        h.sends(sum_task),
+        sends,
+        "the sum waits for the rebuilt leaf"
+    );
+    h.returns(again, leaf_task, Value::Shared { id: leaf_id, len });
+    assert_eq!(h.sends(sum_task), sends + 1);
+    let at = h.where_sent(sum_task).unwrap();
+    h.returns(at, sum_task, Value::Inline(vec![7]));
+    assert!(matches!(h.slot(sum_id), Some(Slot::Ready(_))));
+}
+
+#[test]
+fn an_argument_missing_on_its_node_is_fetched_again_and_the_task_runs_again() {
+    let mut h = Harness::new(2, 1.0);
+    let leaf = h.spec(Vec::new(), 3);
+    let (leaf_task, leaf_id) = (leaf.task_id, ObjectId::new(leaf.task_id, 0));
+    h.submit(leaf);
+    let w = h.where_sent(leaf_task).unwrap();
+    let len = 1 << 20;
+    h.returns(w, leaf_task, Value::Shared { id: leaf_id, len });
+    let sum = h.spec(vec![Arg::Ref(leaf_id)], 3);
+    let sum_task = sum.task_id;
+    h.submit(sum);
+    let at = h.where_sent(sum_task).unwrap();
+    // The worker cannot find the segment: the task goes back and is sent again.
+    let error = TaskError::ArgumentMissing {
+        task: sum_task,
+        function: "tests::f".into(),
+        index: 0,
+        object: leaf_id,
+        reason: "No such file or directory".into(),
+    };
+    h.report(at, &ToNode::Done(vec![(sum_task, Outcome::Failed(error))]));
+    assert_eq!(h.sends(sum_task), 2, "sent again, not failed");
+    assert!(matches!(
+        h.slot(ObjectId::new(sum_task, 0)),
+        Some(Slot::Pending)
+    ));
+}
+
+#[test]
+fn tasks_queued_on_a_lost_node_move_to_the_others() {
+    let mut h = Harness::new(2, 1.0);
+    // More tasks than CPUs: some wait in queues or in workers' pipelines.
+    let tasks: Vec<TaskId> = (0..6)
+        .map(|_| {
+            let spec = h.spec(Vec::new(), 2);
+            let task = spec.task_id;
+            h.submit(spec);
+            task
+        })
+        .collect();
+    let lost: NodeIdx = 1;
+    h.event(Event::NodeLost {
+        node: lost,
+        reason: "test".into(),
+    });
+    // Whatever was on node 1 is sent to node 0's worker now or later; finish them in turn.
+    let mut done = 0;
+    for _ in 0..20 {
+        for &task in &tasks {
+            let id = ObjectId::new(task, 0);
+            if !matches!(h.slot(id), Some(Slot::Pending)) {
+                continue;
+            }
+            if let Some(worker) = h.where_sent(task)
+                && node_of(worker) != lost
+            {
+                h.returns(worker, task, Value::Inline(vec![1]));
+                done += 1;
+            }
+        }
+    }
+    assert_eq!(done, tasks.len(), "every task ran on the surviving node");
+}
+
+#[test]
+fn an_actor_is_restarted_and_its_call_in_flight_retried() {
+    let mut h = Harness::new(1, 2.0);
+    let mut spec = h.spec(Vec::new(), 0);
+    let actor = ActorId(spec.task_id);
+    spec.kind = TaskKind::ActorCreation {
+        actor,
+        max_concurrency: 1,
+    };
+    spec.function = "tests::Counter".into();
+    let creation = spec.task_id;
+    let setup = ActorSetup {
+        class: "tests::Counter",
+        name: None,
+        get_if_exists: false,
+        max_restarts: 1,
+        max_task_retries: 1,
+    };
+    h.node.create_actor(spec, None, setup).unwrap();
+    h.node.settle();
+    h.drain();
+    let first = h.where_sent(creation).expect("the constructor runs");
+    h.report(
+        first,
+        &ToNode::Done(vec![(
+            creation,
+            Outcome::Returned {
+                values: Vec::new(),
+                nested: Vec::new(),
+            },
+        )]),
+    );
+    let mut call = h.spec(Vec::new(), 0);
+    call.kind = TaskKind::ActorCall(actor);
+    let call_task = call.task_id;
+    let call_id = h.submit(call);
+    assert_eq!(h.where_sent(call_task), Some(first));
+    // The actor's process dies during the call: a new incarnation starts, the call waits.
+    h.dies(first);
+    for worker in h.started.clone() {
+        if worker != first && !h.node.running(worker) {
+            h.connect(worker);
+        }
+    }
+    let restarts: Vec<(WorkerId, TaskId)> = h
+        .execs()
+        .filter(|(_, e)| matches!(e.kind, TaskKind::ActorCreation { .. }))
+        .map(|(w, e)| (w, e.task))
+        .collect();
+    assert_eq!(restarts.len(), 2, "exactly one new incarnation");
+    let (second, restart_task) = restarts[1];
+    assert_ne!(second, first);
+    assert_eq!(h.sends(call_task), 1, "the call waits for the constructor");
+    h.report(
+        second,
+        &ToNode::Done(vec![(
+            restart_task,
+            Outcome::Returned {
+                values: Vec::new(),
+                nested: Vec::new(),
+            },
+        )]),
+    );
+    assert_eq!(
+        h.where_sent(call_task),
+        Some(second),
+        "retried on the new one"
+    );
+    h.returns(second, call_task, Value::Inline(vec![5]));
+    assert!(matches!(h.slot(call_id), Some(Slot::Ready(_))));
+}
+
+#[test]
+fn a_placement_group_reserves_its_bundles_and_its_removal_fails_its_tasks() {
+    let mut h = Harness::new(1, 2.0);
+    let group = h
+        .node
+        .create_group(vec![cpus(1.0), cpus(1.0)], PlacementStrategy::Pack);
+    h.node.settle();
+    h.drain();
+    let waker = std::task::Waker::noop();
+    assert!(h.node.poll_group(group, waker).is_ready());
+    assert_eq!(
+        h.node.nodes.available().cpu.as_f64(),
+        0.0,
+        "both CPUs reserved"
+    );
+    // A task outside the group waits; one in the group runs.
+    let outside = h.spec(Vec::new(), 0);
+    let outside_id = h.submit(outside);
+    let mut inside = h.spec(Vec::new(), 0);
+    inside.resources = group_demand(&cpus(1.0), group, Some(0)).unwrap();
+    let inside_task = inside.task_id;
+    h.submit(inside);
+    assert!(h.where_sent(inside_task).is_some());
+    assert!(h.where_sent(outside_id.task).is_none());
+    // Removing the group stops its task's worker and frees the CPUs for the other task.
+    let killed_before = h.killed.len();
+    h.node.remove_group(group);
+    h.node.settle();
+    h.drain();
+    assert_eq!(h.killed.len(), killed_before + 1, "its worker is stopped");
+    assert!(h.node.poll_group(group, waker).is_ready());
+    assert!(
+        h.where_sent(outside_id.task).is_some(),
+        "the other task runs once the bundles are back"
+    );
+}
+
+#[test]
+fn a_task_whose_lost_argument_cannot_be_rebuilt_fails_naming_it() {
+    let mut h = Harness::new(2, 1.0);
+    // No retries: no lineage is kept.
+    let leaf = h.spec(Vec::new(), 0);
+    let (leaf_task, leaf_id) = (leaf.task_id, ObjectId::new(leaf.task_id, 0));
+    h.submit(leaf);
+    let w = h.where_sent(leaf_task).unwrap();
+    h.returns(
+        w,
+        leaf_task,
+        Value::Shared {
+            id: leaf_id,
+            len: 1 << 20,
+        },
+    );
+    // Both CPUs busy: the consumer waits in the queue while the leaf's node is lost.
+    let busy = h.spec(Vec::new(), 3);
+    let busy_task = busy.task_id;
+    h.submit(busy);
+    let sum = h.spec(vec![Arg::Ref(leaf_id)], 0);
+    let sum_id = h.submit(sum);
+    let lost = node_of(w);
+    h.event(Event::NodeLost {
+        node: lost,
+        reason: "test".into(),
+    });
+    // The consumer's node was fetching the argument from the lost one: that fails. No copy
+    // is left and none can be made: the consumer fails (before, it waited forever), and the
+    // busy task, retried, runs.
+    let fetches: Vec<(NodeIdx, ObjectId)> = h
+        .host
+        .drain(..)
+        .filter_map(|(node, r)| match r {
+            HostRequest::Fetch { id, .. } => Some((node, id)),
+            _ => None,
+        })
+        .collect();
+    assert!(!fetches.is_empty(), "a fetch was asked for");
+    for (node, id) in fetches {
+        let result = Err("the peer is gone".to_string());
+        h.event(Event::NodeFetched { node, id, result });
+    }
+    match h.slot(sum_id) {
+        Some(Slot::Failed(TaskError::ObjectUnavailable { object, .. })) => {
+            assert_eq!(object, leaf_id)
+        }
+        other => panic!("expected the lost argument's error, got {other:?}"),
+    }
+    let at = h.where_sent(busy_task).unwrap();
+    assert_ne!(node_of(at), lost);
+    h.returns(at, busy_task, Value::Inline(vec![1]));
+    assert_eq!(h.node.owner.task_count(), 0, "nothing is left waiting");
+}

@@ -1,0 +1,1683 @@
+//! The simulated world: one event queue ordered by (simulated time, sequence), the driver's
+//! node and the head as the real protocol core, and everything else (node daemons, workers,
+//! links) as small models.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use prism_graph::{Arg, IdMap, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec};
+use prism_transport::{
+    ArchivedToWorker, ArchivedValue, DEFAULT_MAX_FRAME, FrameDecoder, FromControl, Outcome,
+    PullStats, ToControl, ToNode, Value, encode_frame,
+};
+
+use super::{Config, Report, Workload};
+use crate::proto::control::ControlStore;
+use crate::proto::node::{Action, DRIVER_OWNER, Event, HostRequest, State, soft_limit_of};
+use crate::proto::nodes::{NodeIdx, Nodes, node_of};
+use crate::proto::owner::Slot;
+use crate::proto::scheduler::WorkerId;
+use crate::store::ObjectBytes;
+
+/// Values at least this large live in a node's store; smaller ones travel inline (as a real
+/// worker decides).
+const INLINE_LIMIT: u64 = 100 << 10;
+
+/// How long a worker process takes from its spawn to its hello.
+const WORKER_START: Duration = Duration::from_millis(20);
+
+/// How often the driver's node ticks and reads the head's node table.
+const TICK: Duration = Duration::from_secs(1);
+
+/// How often the simulated driver looks whether its objects are done.
+const PROBE: Duration = Duration::from_millis(50);
+
+/// How long the world runs on after the driver released everything, before the stores must
+/// be empty.
+const QUIESCE: Duration = Duration::from_secs(5);
+
+/// A splitmix64 generator: every random choice of a run comes from one of these.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (0 when `n` is 0).
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+
+    /// Uniform in `[from, to)`.
+    fn between(&mut self, from: Duration, to: Duration) -> Duration {
+        let span = to.saturating_sub(from).as_nanos() as u64;
+        from + Duration::from_nanos(self.below(span))
+    }
+}
+
+/// An end of a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Place {
+    Driver,
+    Head,
+    Node(NodeIdx),
+}
+
+/// A fault, injected at its time.
+#[derive(Debug, Clone)]
+enum Fault {
+    KillNode {
+        node: NodeIdx,
+        restart_after: Duration,
+    },
+    KillWorker {
+        node: NodeIdx,
+    },
+    Impair {
+        node: NodeIdx,
+        how: Impairment,
+        lasting: Duration,
+    },
+    KillHead {
+        restart_after: Duration,
+    },
+}
+
+/// How a fault impairs a node for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Impairment {
+    /// Nothing reaches it or leaves it (held until it heals, or dropped with its connection).
+    Partition,
+    /// Its processes stop (as SIGSTOP): no heartbeats, no progress.
+    Freeze,
+    /// Its links carry a tenth of their bandwidth.
+    Slow,
+}
+
+impl Impairment {
+    fn verb(self) -> &'static str {
+        match self {
+            Impairment::Partition => "partition",
+            Impairment::Freeze => "freeze",
+            Impairment::Slow => "slow tenfold the links of",
+        }
+    }
+}
+
+/// What arrives at the driver's node.
+#[derive(Debug)]
+enum AtDriver {
+    Spawned {
+        worker: WorkerId,
+        pid: u32,
+    },
+    Exited {
+        worker: WorkerId,
+        reason: String,
+    },
+    Hello {
+        worker: WorkerId,
+    },
+    Frames {
+        worker: WorkerId,
+        frames: Vec<u8>,
+    },
+    Eof {
+        worker: WorkerId,
+    },
+    Fetched {
+        node: NodeIdx,
+        id: ObjectId,
+        result: Result<(), String>,
+    },
+    Pulled {
+        id: ObjectId,
+        len: u64,
+        from: NodeIdx,
+        ok: bool,
+    },
+    Status(Vec<prism_transport::NodeStatus>),
+}
+
+/// A scheduled happening.
+#[derive(Debug)]
+enum What {
+    /// A message reaches the driver over `via`'s connection (of that epoch), or from the head.
+    Driver {
+        via: Option<(NodeIdx, u64)>,
+        what: AtDriver,
+    },
+    /// The node's daemon gets a request of the job's connection of `epoch`.
+    Host {
+        node: NodeIdx,
+        epoch: u64,
+        request: HostRequest,
+    },
+    /// Frames reach a worker (relayed by its node, on the job's connection of `epoch`).
+    Worker {
+        worker: WorkerId,
+        epoch: u64,
+        frames: Vec<u8>,
+    },
+    /// A worker process finished starting.
+    WorkerUp { worker: WorkerId },
+    /// A task's run ends (if the worker's run number is still `run`).
+    TaskEnd {
+        worker: WorkerId,
+        task: TaskId,
+        run: u64,
+    },
+    /// A node's fetch ends.
+    FetchEnd {
+        node: NodeIdx,
+        life: u64,
+        id: ObjectId,
+        len: u64,
+        from: Option<NodeIdx>,
+    },
+    /// A request reaches the head.
+    Head { from: Place, request: ToControl },
+    /// A node's heartbeat timer.
+    Beat { node: NodeIdx, life: u64 },
+    /// The driver's node ticks and reads the node table.
+    Tick,
+    /// The simulated driver looks at its objects.
+    Probe,
+    /// A fault strikes.
+    Fault(Fault),
+    /// A killed node's daemon starts again.
+    NodeUp { node: NodeIdx },
+    /// The killed head starts again.
+    HeadUp,
+    /// The job's connection to a node closes if nothing came through for the idle timeout.
+    IdleCheck { node: NodeIdx, epoch: u64 },
+}
+
+struct Due {
+    at: Duration,
+    seq: u64,
+    what: What,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Due {}
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// A node's daemon and its store.
+#[derive(Debug)]
+struct Host {
+    name: String,
+    /// The daemon's process runs.
+    alive: bool,
+    /// Incarnation of the daemon (a restart makes a new one).
+    life: u64,
+    /// The job's connection to it: open, and its number (a drop makes a new one).
+    connected: bool,
+    epoch: u64,
+    /// The daemon hosts the job (a restarted daemon does not know it).
+    hosting: bool,
+    store: IdMap<ObjectId, u64>,
+    frozen_until: Duration,
+    partitioned_until: Duration,
+    slow_until: Duration,
+    /// The object manager's open connections, by peer and the peer's incarnation then.
+    peers: IdMap<NodeIdx, u64>,
+    /// Its number at the head.
+    head_id: Option<u32>,
+    workers: Vec<WorkerId>,
+    /// Tasks running on it now.
+    running: u32,
+}
+
+/// A worker process.
+#[derive(Debug)]
+struct SimWorker {
+    alive: bool,
+    queue: VecDeque<(TaskId, Vec<(u32, ObjectId)>)>,
+    current: Option<TaskId>,
+    /// Bumped when the worker stops running its task (killed or frozen and resumed).
+    run: u64,
+}
+
+/// What a held object ended as, first seen.
+#[derive(Debug, Clone, PartialEq)]
+enum Ended {
+    Value(u64),
+    Error(String),
+}
+
+/// The simulated driver's program.
+struct Driver {
+    held: Vec<ObjectId>,
+    /// Held objects before this index have ended.
+    cursor: usize,
+    /// Large results, by task.
+    large: IdMap<TaskId, u64>,
+    /// Runs started, by task.
+    attempts: IdMap<TaskId, u32>,
+    ended: IdMap<ObjectId, Ended>,
+    /// Phase: running, reading the results, released everything (at this time).
+    reading: bool,
+    released_at: Option<Duration>,
+    seq: u64,
+}
+
+struct World<'a> {
+    config: &'a Config,
+    out: &'a mut dyn Write,
+    rng: Rng,
+    now: Duration,
+    base: Instant,
+    queue: BinaryHeap<Reverse<Due>>,
+    seq: u64,
+    /// The last arrival on each link, so that each stays in order (as a QUIC stream does).
+    links: IdMap<(Place, Place), Duration>,
+    node: State,
+    head: Option<ControlStore>,
+    saved_head: Vec<crate::proto::control::SavedNode>,
+    /// The driver's control link to the head (today it is not re-made after the head dies).
+    control_link: bool,
+    hosts: Vec<Host>,
+    workers: IdMap<WorkerId, SimWorker>,
+    driver: Driver,
+    decoder: FrameDecoder,
+    report: Report,
+    /// Objects whose values changed in this step, to check.
+    touched: Vec<ObjectId>,
+    next_pid: u32,
+    /// When the owner was first seen with no task left after the driver released everything.
+    quiet_since: Option<Duration>,
+}
+
+/// Runs the simulation `config` describes, writing what happens to `out` (deterministic: the
+/// same configuration writes the same bytes). The last line sums the run up.
+pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
+    let started = Instant::now();
+    let mut nodes = Nodes::default();
+    let told = config.advertised_cpus.unwrap_or(config.cpus);
+    let cpus = Resources::cpus(f64::from(told)).expect("a whole number of CPUs");
+    for i in 0..config.nodes {
+        let soft = soft_limit_of(&cpus);
+        nodes.add(format!("n{i}"), cpus.clone(), 16, soft, 4 * soft);
+    }
+    let mut world = World {
+        config,
+        out,
+        rng: Rng(config.seed),
+        now: Duration::ZERO,
+        base: Instant::now(),
+        queue: BinaryHeap::new(),
+        seq: 0,
+        links: IdMap::default(),
+        node: State::new(nodes, 1 << 40, Some(None)),
+        head: Some(ControlStore::new(config.node_timeout)),
+        saved_head: Vec::new(),
+        control_link: true,
+        hosts: (0..config.nodes)
+            .map(|i| Host {
+                name: format!("n{i}"),
+                alive: true,
+                life: 0,
+                connected: true,
+                epoch: 0,
+                hosting: true,
+                store: IdMap::default(),
+                frozen_until: Duration::ZERO,
+                partitioned_until: Duration::ZERO,
+                slow_until: Duration::ZERO,
+                peers: IdMap::default(),
+                head_id: None,
+                workers: Vec::new(),
+                running: 0,
+            })
+            .collect(),
+        workers: IdMap::default(),
+        driver: Driver {
+            held: Vec::new(),
+            cursor: 0,
+            large: IdMap::default(),
+            attempts: IdMap::default(),
+            ended: IdMap::default(),
+            reading: false,
+            released_at: None,
+            seq: 0,
+        },
+        decoder: FrameDecoder::new(DEFAULT_MAX_FRAME),
+        report: Report::default(),
+        touched: Vec::new(),
+        next_pid: 1000,
+        quiet_since: None,
+    };
+    world.start()?;
+    world.main_loop()?;
+    world.finish(started)
+}
+
+impl World<'_> {
+    fn start(&mut self) -> std::io::Result<()> {
+        let c = self.config;
+        writeln!(
+            self.out,
+            "prism-sim: {} nodes x {} CPUs, {} tasks ({}), faults {}, seed {}",
+            c.nodes,
+            c.cpus,
+            c.tasks,
+            match c.workload {
+                Workload::FanOut => "fan-out",
+                Workload::Tree => "tree reduction",
+            },
+            if c.faults { "on" } else { "off" },
+            c.seed
+        )?;
+        for node in 0..self.hosts.len() {
+            self.register(node);
+            let first = self.rng.between(Duration::ZERO, c.heartbeat);
+            self.at(first, What::Beat { node, life: 0 });
+        }
+        self.at(TICK, What::Tick);
+        self.at(PROBE, What::Probe);
+        if c.faults {
+            self.plan_faults();
+        }
+        self.proto(|node, _| node.start());
+        self.submit_work();
+        Ok(())
+    }
+
+    /// Schedules the run's faults: about one per two nodes, spread over the time the work
+    /// should take, never on node 0 (so that the job always has somewhere to run).
+    fn plan_faults(&mut self) {
+        let c = self.config;
+        let work = c.task_time.as_secs_f64() * c.tasks as f64
+            / (c.nodes.max(1) as f64 * f64::from(c.cpus.max(1)));
+        let span = Duration::from_secs_f64((2.0 * work).max(0.1));
+        let count = (c.nodes / 2).max(2);
+        let mut killed = 0;
+        for _ in 0..count {
+            if c.nodes < 2 {
+                break;
+            }
+            let at = self.rng.between(span / 10, span);
+            let node = 1 + self.rng.below(c.nodes as u64 - 1) as NodeIdx;
+            let lasting = self
+                .rng
+                .between(Duration::from_secs(1), Duration::from_secs(15));
+            let fault = match self.rng.below(6) {
+                // A killed node is lost to the running job: keep at least half.
+                0 if killed < (c.nodes - 1) / 2 => {
+                    killed += 1;
+                    Fault::KillNode {
+                        node,
+                        restart_after: self
+                            .rng
+                            .between(Duration::from_secs(2), Duration::from_secs(10)),
+                    }
+                }
+                0 | 1 => Fault::KillWorker { node },
+                kind @ 2..=4 => Fault::Impair {
+                    node,
+                    lasting,
+                    how: match kind {
+                        2 => Impairment::Partition,
+                        3 => Impairment::Freeze,
+                        _ => Impairment::Slow,
+                    },
+                },
+                _ => Fault::KillHead {
+                    restart_after: self
+                        .rng
+                        .between(Duration::from_secs(1), Duration::from_secs(5)),
+                },
+            };
+            self.at(at, What::Fault(fault));
+            self.report.faults += 1;
+        }
+    }
+
+    /// The driver's program submits its tasks (all at once, as a Ray program does).
+    fn submit_work(&mut self) {
+        let c = self.config;
+        match c.workload {
+            Workload::FanOut => {
+                for _ in 0..c.tasks {
+                    let spec = self.spec("sim::work", Vec::new());
+                    let id = ObjectId::new(spec.task_id, 0);
+                    self.submit(spec);
+                    self.driver.held.push(id);
+                }
+            }
+            Workload::Tree => {
+                let leaves = c.tasks.div_ceil(2).max(1);
+                let mut level: Vec<ObjectId> = Vec::with_capacity(leaves);
+                for _ in 0..leaves {
+                    let spec = self.spec("sim::leaf", Vec::new());
+                    self.driver.large.insert(spec.task_id, c.large);
+                    level.push(ObjectId::new(spec.task_id, 0));
+                    self.submit(spec);
+                }
+                while level.len() > 1 {
+                    let mut next = Vec::with_capacity(level.len().div_ceil(2));
+                    for pair in level.chunks(2) {
+                        if let [a, b] = pair {
+                            let spec = self.spec("sim::sum", vec![Arg::Ref(*a), Arg::Ref(*b)]);
+                            self.driver.large.insert(spec.task_id, c.large);
+                            next.push(ObjectId::new(spec.task_id, 0));
+                            self.submit(spec);
+                            // The program keeps only the root's reference.
+                            self.proto(|node, _| {
+                                node.release(*a);
+                                node.release(*b);
+                                node.settle();
+                            });
+                        } else {
+                            next.push(pair[0]);
+                        }
+                    }
+                    level = next;
+                }
+                self.driver.held = level;
+            }
+        }
+    }
+
+    fn spec(&mut self, function: &str, args: Vec<Arg>) -> TaskSpec {
+        self.driver.seq += 1;
+        TaskSpec {
+            task_id: TaskId::new(DRIVER_OWNER, self.driver.seq),
+            function: function.to_string(),
+            fn_hash: 0,
+            args,
+            num_returns: 1,
+            resources: Resources::cpus(1.0).expect("one CPU"),
+            max_retries: self.config.max_retries,
+            retry_exceptions: false,
+            kind: TaskKind::Normal,
+            inlined_refs: Vec::new(),
+        }
+    }
+
+    fn submit(&mut self, spec: TaskSpec) {
+        self.report.tasks += 1;
+        self.proto(|node, now| {
+            let _ = node.handle(Event::Submit { spec, failed: None }, now);
+        });
+    }
+
+    /// Runs protocol code at the current time (timed: the real cost of the core), then does
+    /// what it decided.
+    fn proto<R>(&mut self, f: impl FnOnce(&mut State, Instant) -> R) -> R {
+        let now = self.base + self.now;
+        let started = Instant::now();
+        let out = f(&mut self.node, now);
+        let mut actions = Vec::new();
+        while let Some(action) = self.node.poll_action() {
+            actions.push(action);
+        }
+        self.report.real_proto += started.elapsed();
+        for action in actions {
+            self.perform(action);
+        }
+        out
+    }
+
+    fn at(&mut self, at: Duration, what: What) {
+        self.seq += 1;
+        let seq = self.seq;
+        self.queue.push(Reverse(Due { at, seq, what }));
+    }
+
+    /// When a message of `bytes` sent now from `from` arrives at `to`: latency, jitter and
+    /// transfer time, held while either end is cut off, and never before an earlier one on
+    /// the same link.
+    fn arrival(&mut self, from: Place, to: Place, bytes: u64) -> Duration {
+        let c = self.config;
+        let mut bandwidth = c.bandwidth.max(1);
+        let mut at = self.now;
+        for end in [from, to] {
+            if let Place::Node(n) = end {
+                let host = &self.hosts[n];
+                if host.slow_until > self.now {
+                    bandwidth = (bandwidth / 10).max(1);
+                }
+                at = at.max(host.partitioned_until);
+            }
+        }
+        let jitter = self.rng.below(c.latency.as_nanos() as u64 / 2 + 1);
+        let transfer = Duration::from_nanos(
+            (u128::from(bytes) * 1_000_000_000 / u128::from(bandwidth)) as u64,
+        );
+        at += c.latency + Duration::from_nanos(jitter) + transfer;
+        let last = self.links.entry((from, to)).or_default();
+        at = at.max(*last);
+        *last = at;
+        at
+    }
+
+    fn send(&mut self, from: Place, to: Place, bytes: u64, what: What) {
+        let at = self.arrival(from, to, bytes);
+        self.at(at, what);
+    }
+
+    /// A node sends the driver `what` over the job's connection.
+    fn tell_driver(&mut self, node: NodeIdx, bytes: u64, what: AtDriver) {
+        let via = Some((node, self.hosts[node].epoch));
+        self.send(
+            Place::Node(node),
+            Place::Driver,
+            bytes,
+            What::Driver { via, what },
+        );
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::Send { worker, frames } => {
+                let node = node_of(worker);
+                let epoch = self.hosts[node].epoch;
+                let bytes = frames.len() as u64;
+                let what = What::Worker {
+                    worker,
+                    epoch,
+                    frames,
+                };
+                self.send(Place::Driver, Place::Node(node), bytes, what);
+            }
+            Action::StartWorker { node, worker } => {
+                self.host_request(node, HostRequest::Spawn { worker })
+            }
+            Action::KillWorker { worker } => {
+                self.host_request(node_of(worker), HostRequest::Kill { worker })
+            }
+            Action::Host { node, request } => self.host_request(node, request),
+            Action::FetchHere { id, len, from } => {
+                // A pull over the node's connection: the reply carries the bytes.
+                let ok = self.hosts[from].alive && self.hosts[from].store.contains_key(&id);
+                let what = AtDriver::Pulled { id, len, from, ok };
+                let at = if ok {
+                    self.arrival(Place::Node(from), Place::Driver, len)
+                } else {
+                    self.now + self.config.idle_timeout
+                };
+                let via = Some((from, self.hosts[from].epoch));
+                self.at(at, What::Driver { via, what });
+            }
+            Action::DropNode { node, .. } => {
+                let host = &mut self.hosts[node];
+                host.connected = false;
+                host.epoch += 1;
+                // The node stops the job's workers once it sees the connection close.
+                if host.alive && host.hosting {
+                    self.end_job_on(node);
+                }
+            }
+            Action::Restore { id, len } => {
+                // Nothing is spilled in the simulator (its objects live on the nodes), but a
+                // restore is answered as the shell would.
+                let bytes = ObjectBytes::inline(&vec![0; len as usize]);
+                self.proto(|node, now| {
+                    let _ = node.handle(
+                        Event::Restored {
+                            id,
+                            restored: Ok(bytes),
+                        },
+                        now,
+                    );
+                });
+            }
+            Action::CloseLink { .. }
+            | Action::Forget { .. }
+            | Action::Spill { .. }
+            | Action::ShrinkPool { .. }
+            | Action::Free(_)
+            | Action::ReturnFreeMemory => {}
+        }
+    }
+
+    fn host_request(&mut self, node: NodeIdx, request: HostRequest) {
+        if !self.hosts[node].connected {
+            return;
+        }
+        let epoch = self.hosts[node].epoch;
+        let what = What::Host {
+            node,
+            epoch,
+            request,
+        };
+        self.send(Place::Driver, Place::Node(node), 64, what);
+    }
+
+    /// The job ends on a node (its connection closed): its workers stop, its objects go.
+    fn end_job_on(&mut self, node: NodeIdx) {
+        for worker in std::mem::take(&mut self.hosts[node].workers) {
+            self.kill(worker, None);
+        }
+        self.hosts[node].store.clear();
+        self.hosts[node].hosting = false;
+    }
+
+    fn main_loop(&mut self) -> std::io::Result<()> {
+        while let Some(Reverse(due)) = self.queue.pop() {
+            self.now = due.at;
+            if self.now > self.config.time_limit {
+                break;
+            }
+            self.report.steps += 1;
+            self.step(due.what)?;
+            if self.report.violation.is_none()
+                && self
+                    .report
+                    .steps
+                    .is_multiple_of(self.config.check_every.max(1))
+            {
+                self.check();
+            }
+            if self.report.violation.is_some() {
+                break;
+            }
+            if let Some(at) = self.driver.released_at
+                && self.node.owner.task_count() == 0
+            {
+                // Work of other branches still running when the result failed is done, and
+                // frees held back by a frozen or cut-off node arrive once it is back.
+                let back = self
+                    .hosts
+                    .iter()
+                    .map(|h| h.frozen_until.max(h.partitioned_until));
+                let quiet = *self.quiet_since.get_or_insert(self.now);
+                if self.now >= back.fold(at.max(quiet), Duration::max) + QUIESCE {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, what: What) -> std::io::Result<()> {
+        // A frozen node's daemon and workers handle what reaches them once they run again.
+        let at_node = match &what {
+            What::Host { node, .. } => Some(*node),
+            What::Worker { worker, .. } => Some(node_of(*worker)),
+            _ => None,
+        };
+        if let Some(node) = at_node
+            && self.hosts[node].frozen_until > self.now
+        {
+            let at = self.hosts[node].frozen_until;
+            self.at(at, what);
+            return Ok(());
+        }
+        match what {
+            What::Driver { via, what } => {
+                if let Some((node, epoch)) = via
+                    && self.hosts[node].epoch != epoch
+                {
+                    return Ok(()); // the job dropped that connection meanwhile
+                }
+                self.at_driver(what)?;
+            }
+            What::Host {
+                node,
+                epoch,
+                request,
+            } => {
+                let host = &self.hosts[node];
+                if !host.alive || !host.hosting || host.epoch != epoch {
+                    return Ok(());
+                }
+                self.at_host(node, request);
+            }
+            What::Worker {
+                worker,
+                epoch,
+                frames,
+            } => {
+                let host = &self.hosts[node_of(worker)];
+                if !host.alive || host.epoch != epoch {
+                    return Ok(());
+                }
+                self.at_worker(worker, &frames);
+            }
+            What::WorkerUp { worker } => {
+                let node = node_of(worker);
+                if self.workers.get(&worker).is_some_and(|w| w.alive) && self.hosts[node].alive {
+                    self.tell_driver(node, 64, AtDriver::Hello { worker });
+                }
+            }
+            What::TaskEnd { worker, task, run } => self.task_end(worker, task, run),
+            What::FetchEnd {
+                node,
+                life,
+                id,
+                len,
+                from,
+            } => self.fetch_end(node, life, id, len, from),
+            What::Head { from, request } => self.at_head(from, request),
+            What::Beat { node, life } => {
+                let host = &self.hosts[node];
+                if !host.alive || host.life != life {
+                    return Ok(());
+                }
+                let reachable = host.frozen_until <= self.now && host.partitioned_until <= self.now;
+                if reachable {
+                    match host.head_id {
+                        Some(id) => {
+                            let request = ToControl::Heartbeat {
+                                node: id,
+                                available: Vec::new(),
+                                pulled: PullStats::default(),
+                            };
+                            self.send(
+                                Place::Node(node),
+                                Place::Head,
+                                128,
+                                What::Head {
+                                    from: Place::Node(node),
+                                    request,
+                                },
+                            );
+                        }
+                        None => self.register(node),
+                    }
+                }
+                let next = self.now + self.config.heartbeat;
+                self.at(next, What::Beat { node, life });
+            }
+            What::Tick => {
+                self.proto(|node, now| {
+                    let _ = node.handle(Event::Tick, now);
+                });
+                if self.control_link && self.head.is_some() {
+                    self.send(
+                        Place::Driver,
+                        Place::Head,
+                        64,
+                        What::Head {
+                            from: Place::Driver,
+                            request: ToControl::Status,
+                        },
+                    );
+                    let report = ToControl::Report {
+                        job: "sim".into(),
+                        pending: Vec::new(),
+                        used: Vec::new(),
+                    };
+                    self.send(
+                        Place::Driver,
+                        Place::Head,
+                        256,
+                        What::Head {
+                            from: Place::Driver,
+                            request: report,
+                        },
+                    );
+                }
+                let next = self.now + TICK;
+                self.at(next, What::Tick);
+            }
+            What::Probe => {
+                self.probe();
+                if self.driver.released_at.is_none() {
+                    let next = self.now + PROBE;
+                    self.at(next, What::Probe);
+                }
+            }
+            What::Fault(fault) => self.fault(fault)?,
+            What::NodeUp { node } => {
+                let host = &mut self.hosts[node];
+                host.alive = true;
+                host.life += 1;
+                host.head_id = None;
+                let life = host.life;
+                writeln!(
+                    self.out,
+                    "  t={:.3}s node {} restarted (the running job does not use it again)",
+                    self.now.as_secs_f64(),
+                    self.hosts[node].name
+                )?;
+                self.register(node);
+                let next = self.now + self.config.heartbeat;
+                self.at(next, What::Beat { node, life });
+            }
+            What::HeadUp => {
+                let now = self.base + self.now;
+                let saved = std::mem::take(&mut self.saved_head);
+                self.head = Some(ControlStore::recover(self.config.node_timeout, saved, now));
+                writeln!(
+                    self.out,
+                    "  t={:.3}s head restarted",
+                    self.now.as_secs_f64()
+                )?;
+            }
+            What::IdleCheck { node, epoch } => {
+                let host = &self.hosts[node];
+                if host.epoch != epoch || !host.connected {
+                    return Ok(());
+                }
+                let silent = !host.alive
+                    || !host.hosting
+                    || host.partitioned_until > self.now
+                    || host.frozen_until > self.now;
+                if silent {
+                    let reason = format!(
+                        "its connection timed out after {} s without an answer",
+                        self.config.idle_timeout.as_secs()
+                    );
+                    self.node_lost(node, reason)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn register(&mut self, node: NodeIdx) {
+        let request = ToControl::Register {
+            name: self.hosts[node].name.clone(),
+            addr: format!("10.0.{}.{}:7000", node / 250, node % 250),
+            resources: vec![("CPU".into(), f64::from(self.config.cpus))],
+        };
+        self.send(
+            Place::Node(node),
+            Place::Head,
+            256,
+            What::Head {
+                from: Place::Node(node),
+                request,
+            },
+        );
+    }
+
+    fn at_head(&mut self, from: Place, request: ToControl) {
+        let now = self.base + self.now;
+        let Some(head) = self.head.as_mut() else {
+            return; // the head is down: the request is lost
+        };
+        self.report.control_messages += 1;
+        let answer = head.handle(request, now);
+        if head.changed() {
+            self.saved_head = head.snapshot();
+        }
+        match (from, answer) {
+            (Place::Node(node), FromControl::Registered(id)) => self.hosts[node].head_id = Some(id),
+            (Place::Driver, FromControl::Status(table)) => {
+                let what = AtDriver::Status(table);
+                self.send(
+                    Place::Head,
+                    Place::Driver,
+                    1024,
+                    What::Driver { via: None, what },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn at_driver(&mut self, what: AtDriver) -> std::io::Result<()> {
+        match what {
+            AtDriver::Spawned { worker, pid } => self.proto(|node, now| {
+                let _ = node.handle(Event::WorkerSpawned { worker, pid }, now);
+            }),
+            AtDriver::Exited { worker, reason } => self.proto(|node, now| {
+                let _ = node.handle(Event::WorkerExited { worker, reason }, now);
+            }),
+            AtDriver::Hello { worker } => self.proto(|node, now| {
+                let _ = node.handle(Event::WorkerConnected { worker }, now);
+            }),
+            AtDriver::Eof { worker } => self.proto(|node, now| {
+                let _ = node.handle(Event::WorkerEof { worker }, now);
+            }),
+            AtDriver::Frames { worker, frames } => {
+                self.decoder.extend(&frames);
+                let mut decoded = Vec::new();
+                while let Ok(Some(frame)) = self.decoder.next_frame() {
+                    decoded.push(frame);
+                }
+                let messages: Vec<&prism_transport::ArchivedToNode> = decoded
+                    .iter()
+                    .filter_map(|f| f.access::<ToNode>().ok())
+                    .collect();
+                for msg in &messages {
+                    if let prism_transport::ArchivedToNode::Done(done) = msg {
+                        for entry in done.iter() {
+                            self.touched.push(ObjectId::new(entry.0.to_native(), 0));
+                        }
+                    }
+                }
+                let mut mapped = IdMap::default();
+                let (node, base, now) = (&mut self.node, self.base, self.now);
+                let started = Instant::now();
+                let _ = node.handle(
+                    Event::Messages {
+                        worker,
+                        messages: &messages,
+                        mapped: &mut mapped,
+                    },
+                    base + now,
+                );
+                self.report.real_proto += started.elapsed();
+                drop(messages);
+                drop(decoded);
+                self.proto(|_, _| ());
+            }
+            AtDriver::Fetched { node, id, result } => self.proto(|n, now| {
+                let _ = n.handle(Event::NodeFetched { node, id, result }, now);
+            }),
+            AtDriver::Pulled { id, len, from, ok } => {
+                let event = if ok {
+                    let bytes = ObjectBytes::inline(&vec![0; len as usize]);
+                    Event::Localized { id, bytes }
+                } else {
+                    let reason = format!("pull from n{from} timed out");
+                    Event::PullFailed { id, from, reason }
+                };
+                self.touched.push(id);
+                self.proto(|n, now| {
+                    let _ = n.handle(event, now);
+                });
+            }
+            AtDriver::Status(table) => {
+                for status in table.iter().filter(|s| !s.alive) {
+                    let Some(node) = self.hosts.iter().position(|h| h.name == status.name) else {
+                        continue;
+                    };
+                    if self.hosts[node].connected {
+                        let reason = format!(
+                            "the control store has not heard from it for {} ms",
+                            status.last_seen_ms
+                        );
+                        self.node_lost(node, reason)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The job gives up on a node (the shell calls the node's `NodeLost`).
+    fn node_lost(&mut self, node: NodeIdx, reason: String) -> std::io::Result<()> {
+        writeln!(
+            self.out,
+            "  t={:.3}s the job lost node {}: {reason}",
+            self.now.as_secs_f64(),
+            self.hosts[node].name
+        )?;
+        self.proto(|n, now| {
+            let _ = n.handle(Event::NodeLost { node, reason }, now);
+        });
+        // The node's relayed worker links end with it.
+        if self.hosts[node].connected {
+            self.hosts[node].connected = false;
+            self.hosts[node].epoch += 1;
+        }
+        Ok(())
+    }
+
+    fn at_host(&mut self, node: NodeIdx, request: HostRequest) {
+        match request {
+            HostRequest::Spawn { worker } => {
+                self.workers.insert(
+                    worker,
+                    SimWorker {
+                        alive: true,
+                        queue: VecDeque::new(),
+                        current: None,
+                        run: 0,
+                    },
+                );
+                self.hosts[node].workers.push(worker);
+                self.next_pid += 1;
+                let pid = self.next_pid;
+                self.tell_driver(node, 64, AtDriver::Spawned { worker, pid });
+                let up = self.now + self.rng.between(WORKER_START / 2, WORKER_START * 3 / 2);
+                self.at(up, What::WorkerUp { worker });
+            }
+            HostRequest::Kill { worker } => {
+                self.kill(worker, Some("killed by its node (SIGKILL)".into()));
+            }
+            HostRequest::Fetch { id, len, from } => {
+                let life = self.hosts[node].life;
+                let reachable = match from {
+                    Some(peer) => {
+                        let p = &self.hosts[peer];
+                        p.alive && p.partitioned_until <= self.now && p.frozen_until <= self.now
+                    }
+                    None => true,
+                };
+                let at = if reachable {
+                    let from_place = from.map_or(Place::Driver, Place::Node);
+                    self.arrival(from_place, Place::Node(node), len) + self.config.latency
+                } else {
+                    // A pull over a connection made before the peer died waits for QUIC's
+                    // idle timeout; a new connection gives up after the connect timeout.
+                    let open = from.and_then(|p| self.hosts[node].peers.get(&p).copied());
+                    match open {
+                        Some(_) => self.now + self.config.idle_timeout,
+                        None => self.now + self.config.connect_timeout,
+                    }
+                };
+                self.report.slowest_fetch = self.report.slowest_fetch.max(at - self.now);
+                self.at(
+                    at,
+                    What::FetchEnd {
+                        node,
+                        life,
+                        id,
+                        len,
+                        from,
+                    },
+                );
+            }
+            HostRequest::Free(ids) => {
+                for id in ids {
+                    self.hosts[node].store.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn fetch_end(
+        &mut self,
+        node: NodeIdx,
+        life: u64,
+        id: ObjectId,
+        len: u64,
+        from: Option<NodeIdx>,
+    ) {
+        if !self.hosts[node].alive || self.hosts[node].life != life {
+            return;
+        }
+        let found = match from {
+            Some(peer) => {
+                let p = &self.hosts[peer];
+                let stale = self.hosts[node]
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|&l| l != p.life);
+                p.alive && !stale && p.store.contains_key(&id)
+            }
+            // The driver's own store: what it pulled for its readers.
+            None => true,
+        };
+        if let Some(peer) = from {
+            // The connection stays open for later pulls (or is dropped when it failed).
+            let life = self.hosts[peer].life;
+            match found {
+                true => self.hosts[node].peers.insert(peer, life),
+                false => self.hosts[node].peers.remove(&peer),
+            };
+        }
+        let result = if found {
+            self.hosts[node].store.insert(id, len);
+            Ok(())
+        } else {
+            Err(format!(
+                "cannot pull {id} from {}: unreachable or gone",
+                from.map_or("the driver".to_string(), |p| self.hosts[p].name.clone())
+            ))
+        };
+        self.tell_driver(node, 64, AtDriver::Fetched { node, id, result });
+    }
+
+    fn at_worker(&mut self, worker: WorkerId, frames: &[u8]) {
+        let Some(w) = self.workers.get(&worker) else {
+            return;
+        };
+        if !w.alive {
+            return;
+        }
+        self.decoder.extend(frames);
+        let mut decoded = Vec::new();
+        while let Ok(Some(frame)) = self.decoder.next_frame() {
+            decoded.push(frame);
+        }
+        let mut exit = false;
+        for frame in &decoded {
+            let Ok(msg) = frame.access::<prism_transport::ToWorker>() else {
+                continue;
+            };
+            match msg {
+                ArchivedToWorker::Execute(batch) => {
+                    for exec in batch.iter() {
+                        let task = exec.task.to_native();
+                        let shared = shared_args(&exec.args);
+                        self.queue_task(worker, task, shared);
+                    }
+                }
+                ArchivedToWorker::Nested { exec, .. } => {
+                    let task = exec.task.to_native();
+                    let shared = shared_args(&exec.args);
+                    self.queue_task(worker, task, shared);
+                }
+                ArchivedToWorker::Cancel { task } => {
+                    let task = task.to_native();
+                    if let Some(w) = self.workers.get_mut(&worker) {
+                        w.queue.retain(|(t, _)| *t != task);
+                    }
+                }
+                ArchivedToWorker::Shutdown => exit = true,
+                ArchivedToWorker::Welcome | ArchivedToWorker::Objects(_) => {}
+            }
+        }
+        if exit {
+            self.kill(worker, Some("exited as asked".into()));
+        } else {
+            self.start_next(worker);
+        }
+    }
+
+    fn queue_task(&mut self, worker: WorkerId, task: TaskId, shared: Vec<(u32, ObjectId)>) {
+        self.report.dispatched += 1;
+        *self.driver.attempts.entry(task).or_default() += 1;
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.queue.push_back((task, shared));
+        }
+    }
+
+    fn start_next(&mut self, worker: WorkerId) {
+        let node = node_of(worker);
+        loop {
+            let Some(w) = self.workers.get_mut(&worker) else {
+                return;
+            };
+            if !w.alive || w.current.is_some() {
+                return;
+            }
+            let Some((task, shared)) = w.queue.pop_front() else {
+                return;
+            };
+            let store = &self.hosts[node].store;
+            if let Some(&(index, object)) = shared.iter().find(|(_, id)| !store.contains_key(id)) {
+                // As a real worker: the segment is not there to map.
+                let error = TaskError::ArgumentMissing {
+                    task,
+                    function: "sim::sum".into(),
+                    index,
+                    object,
+                    reason: "No such file or directory (os error 2)".into(),
+                };
+                self.report.missing_arguments += 1;
+                self.done(worker, task, Outcome::Failed(error));
+                continue;
+            }
+            w.current = Some(task);
+            let run = w.run;
+            self.hosts[node].running += 1;
+            let t = self.config.task_time;
+            let end = self.now + self.rng.between(t / 2, t * 3 / 2);
+            self.at(end, What::TaskEnd { worker, task, run });
+            return;
+        }
+    }
+
+    fn task_end(&mut self, worker: WorkerId, task: TaskId, run: u64) {
+        let node = node_of(worker);
+        let Some(w) = self.workers.get(&worker) else {
+            return;
+        };
+        if !w.alive || w.run != run || w.current != Some(task) {
+            return;
+        }
+        let frozen_until = self.hosts[node].frozen_until;
+        if frozen_until > self.now {
+            // A frozen process makes no progress: it ends that much later.
+            self.at(
+                frozen_until + (frozen_until - self.now),
+                What::TaskEnd { worker, task, run },
+            );
+            return;
+        }
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.current = None;
+        }
+        self.hosts[node].running -= 1;
+        let id = ObjectId::new(task, 0);
+        let value = match self.driver.large.get(&task) {
+            Some(&len) if len >= INLINE_LIMIT => {
+                self.hosts[node].store.insert(id, len);
+                Value::Shared { id, len }
+            }
+            Some(&len) => Value::Inline(vec![7; len as usize]),
+            None => {
+                // Small results name the attempt: a stale report that replaced a later one
+                // would change the value the driver sees.
+                let attempt = self.driver.attempts.get(&task).copied().unwrap_or(0);
+                Value::Inline(fingerprint(task, attempt).to_le_bytes().to_vec())
+            }
+        };
+        let outcome = Outcome::Returned {
+            values: vec![value],
+            nested: vec![Vec::new()],
+        };
+        self.done(worker, task, outcome);
+        self.start_next(worker);
+    }
+
+    /// The worker reports a task's end to the driver (through its node).
+    fn done(&mut self, worker: WorkerId, task: TaskId, outcome: Outcome) {
+        let mut frames = Vec::new();
+        encode_frame(&ToNode::Done(vec![(task, outcome)]), &mut frames)
+            .expect("a Done message encodes");
+        let bytes = frames.len() as u64;
+        self.tell_driver(node_of(worker), bytes, AtDriver::Frames { worker, frames });
+    }
+
+    /// A worker's process ends; its node tells the driver with `reason` (none: its node is
+    /// gone and tells nobody).
+    fn kill(&mut self, worker: WorkerId, reason: Option<String>) {
+        let node = node_of(worker);
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        if !w.alive {
+            return;
+        }
+        w.alive = false;
+        w.run += 1;
+        w.queue.clear();
+        if w.current.take().is_some() {
+            self.hosts[node].running -= 1;
+        }
+        self.hosts[node].workers.retain(|&x| x != worker);
+        if let Some(reason) = reason
+            && self.hosts[node].connected
+        {
+            self.tell_driver(node, 64, AtDriver::Exited { worker, reason });
+            self.tell_driver(node, 8, AtDriver::Eof { worker });
+        }
+    }
+
+    fn fault(&mut self, fault: Fault) -> std::io::Result<()> {
+        let t = self.now.as_secs_f64();
+        match fault {
+            Fault::KillNode {
+                node,
+                restart_after,
+            } => {
+                writeln!(
+                    self.out,
+                    "  t={t:.3}s fault: kill node {} (restart after {:.3}s)",
+                    self.hosts[node].name,
+                    restart_after.as_secs_f64()
+                )?;
+                if !self.hosts[node].alive {
+                    return Ok(());
+                }
+                for worker in std::mem::take(&mut self.hosts[node].workers) {
+                    self.kill(worker, None);
+                }
+                let host = &mut self.hosts[node];
+                host.alive = false;
+                host.hosting = false;
+                host.store.clear();
+                host.peers.clear();
+                let epoch = host.epoch;
+                let check = self.now + self.config.idle_timeout;
+                self.at(check, What::IdleCheck { node, epoch });
+                let up = self.now + restart_after;
+                self.at(up, What::NodeUp { node });
+            }
+            Fault::KillWorker { node } => {
+                let workers = &self.hosts[node].workers;
+                if workers.is_empty() {
+                    writeln!(
+                        self.out,
+                        "  t={t:.3}s fault: kill a worker of node {} (it has none)",
+                        self.hosts[node].name
+                    )?;
+                    return Ok(());
+                }
+                let worker = workers[self.rng.below(workers.len() as u64) as usize];
+                writeln!(
+                    self.out,
+                    "  t={t:.3}s fault: kill worker {worker} of node {}",
+                    self.hosts[node].name
+                )?;
+                self.kill(worker, Some("killed by signal 9 (SIGKILL)".into()));
+            }
+            Fault::Impair { node, how, lasting } => {
+                writeln!(
+                    self.out,
+                    "  t={t:.3}s fault: {} node {} for {:.3}s",
+                    how.verb(),
+                    self.hosts[node].name,
+                    lasting.as_secs_f64()
+                )?;
+                let until = self.now + lasting;
+                let host = &mut self.hosts[node];
+                let field = match how {
+                    Impairment::Partition => &mut host.partitioned_until,
+                    Impairment::Freeze => &mut host.frozen_until,
+                    Impairment::Slow => &mut host.slow_until,
+                };
+                *field = (*field).max(until);
+                if how != Impairment::Slow {
+                    // A node that does not answer loses its connection after the idle timeout.
+                    let epoch = host.epoch;
+                    let check = self.now + self.config.idle_timeout;
+                    self.at(check, What::IdleCheck { node, epoch });
+                }
+            }
+            Fault::KillHead { restart_after } => {
+                writeln!(
+                    self.out,
+                    "  t={t:.3}s fault: kill the head (restart after {:.3}s; the driver's control link is not re-made)",
+                    restart_after.as_secs_f64()
+                )?;
+                if self.head.take().is_some() {
+                    self.control_link = false;
+                    let up = self.now + restart_after;
+                    self.at(up, What::HeadUp);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The driver's program: once every held object ended it reads them (a remote value is
+    /// pulled, a lost one rebuilt), then drops every reference.
+    fn probe(&mut self) {
+        let waker = std::task::Waker::noop();
+        while let Some(&id) = self.driver.held.get(self.driver.cursor) {
+            let ended = match self.node.owner.peek(id) {
+                Some(Slot::Ready(_) | Slot::Failed(_)) => true,
+                Some(Slot::Remote(_)) => !self.driver.reading,
+                _ => false,
+            };
+            if !ended {
+                break;
+            }
+            self.driver.cursor += 1;
+        }
+        if self.driver.cursor < self.driver.held.len() {
+            if self.driver.reading {
+                // Ask again: a pull that failed or an object being rebuilt.
+                let id = self.driver.held[self.driver.cursor];
+                self.proto(|node, _| {
+                    let _ = node.owner.poll(id, waker);
+                    node.settle();
+                });
+            }
+            return;
+        }
+        if !self.driver.reading {
+            // Everything ended: now read, which pulls remote values here.
+            self.driver.reading = true;
+            self.driver.cursor = 0;
+            let held = self.driver.held.clone();
+            self.proto(|node, _| {
+                for id in held {
+                    let _ = node.owner.poll(id, waker);
+                }
+                node.settle();
+            });
+            return;
+        }
+        // Read: tally and release.
+        let held = std::mem::take(&mut self.driver.held);
+        let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
+        for &id in &held {
+            match self.node.owner.peek(id) {
+                Some(Slot::Failed(e)) => *errors.entry(error_kind(e)).or_default() += 1,
+                _ => self.report.values += 1,
+            }
+        }
+        self.report.errors = errors.into_iter().collect();
+        self.report.sim_time = self.now;
+        self.proto(|node, _| {
+            for id in held {
+                node.release(id);
+            }
+            node.settle();
+        });
+        self.driver.released_at = Some(self.now);
+    }
+
+    /// The invariants that must hold after every step.
+    fn check(&mut self) {
+        // No node runs more tasks than it has CPUs.
+        for host in &self.hosts {
+            if host.running > self.config.cpus {
+                self.report.violation = Some(format!(
+                    "node {} runs {} tasks on {} CPUs",
+                    host.name, host.running, self.config.cpus
+                ));
+                return;
+            }
+        }
+        // An object's value never changes once seen (a retry or a rebuild makes the same).
+        for id in std::mem::take(&mut self.touched) {
+            let ended = match self.node.owner.peek(id) {
+                Some(Slot::Ready(bytes)) => Ended::Value(hash_bytes(bytes.as_slice())),
+                Some(Slot::Remote(len)) => Ended::Value(*len),
+                Some(Slot::Failed(e)) => Ended::Error(e.to_string()),
+                _ => continue,
+            };
+            let pulled = matches!(self.node.owner.peek(id), Some(Slot::Ready(_)))
+                && self.driver.large.contains_key(&id.task);
+            if pulled {
+                continue; // a pulled copy of a remote value: its length was checked
+            }
+            match self.driver.ended.get(&id) {
+                None => {
+                    self.driver.ended.insert(id, ended);
+                }
+                Some(first) if *first == ended => {}
+                Some(Ended::Value(_)) if matches!(ended, Ended::Error(_)) => {
+                    // A value lost for good later (its rebuilds ran out): the error names it.
+                }
+                Some(first) => {
+                    self.report.violation = Some(format!(
+                        "object {id} ended twice differently: first {first:?}, then {ended:?}"
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn finish(mut self, started: Instant) -> std::io::Result<Report> {
+        if self.report.violation.is_none() {
+            self.check();
+        }
+        if self.driver.released_at.is_none() {
+            self.report.sim_time = self.now;
+            self.report.unfinished =
+                self.driver.held.len() - self.driver.cursor.min(self.driver.held.len());
+            if self.report.violation.is_none() {
+                let first = self.driver.held[self.driver.cursor.min(self.driver.held.len() - 1)];
+                self.report.violation = Some(format!(
+                    "{} held objects never ended within {} s of simulated time ({})",
+                    self.report.unfinished,
+                    self.config.time_limit.as_secs(),
+                    self.stuck(first)
+                ));
+            }
+        } else if self.report.violation.is_none()
+            && let Some(task) = self.node.owner.some_task()
+        {
+            self.report.violation = Some(format!(
+                "{} tasks never ended after the driver dropped every reference ({})",
+                self.node.owner.task_count(),
+                self.stuck(ObjectId::new(task, 0))
+            ));
+        } else if self.report.violation.is_none() {
+            // Freed objects are freed everywhere: nothing the job made is left in a store of a
+            // node it still uses.
+            let left: usize = self
+                .hosts
+                .iter()
+                .filter(|h| h.alive && h.connected && h.hosting)
+                .map(|h| h.store.len())
+                .sum();
+            if left > 0 {
+                let (node, id) = self
+                    .hosts
+                    .iter()
+                    .filter(|h| h.alive && h.connected && h.hosting)
+                    .find_map(|h| h.store.keys().next().map(|id| (h.name.clone(), *id)))
+                    .expect("counted above");
+                let known = self.node.owner.explain(id);
+                self.report.violation = Some(format!(
+                    "{left} objects stayed in nodes' stores after the driver dropped every reference (e.g. {id} on {node}, {known})"
+                ));
+            }
+        }
+        self.report.real = started.elapsed();
+        if self.report.slowest_fetch > Duration::ZERO {
+            writeln!(
+                self.out,
+                "  slowest fetch between nodes: {:.3} s; tasks whose argument was missing on their node: {}",
+                self.report.slowest_fetch.as_secs_f64(),
+                self.report.missing_arguments
+            )?;
+        }
+        if let Some(v) = &self.report.violation {
+            writeln!(self.out, "  invariant violated: {v}")?;
+            writeln!(self.out, "  replay: {}", replay(self.config))?;
+        }
+        writeln!(self.out, "{}", self.report.summary())?;
+        Ok(self.report)
+    }
+}
+
+impl World<'_> {
+    /// Where the wait for `id` is stuck: the deepest unfinished task it waits on.
+    fn stuck(&self, mut id: ObjectId) -> String {
+        let owner = &self.node.owner;
+        loop {
+            let task = id.task;
+            let Some(record) = owner.task(task) else {
+                return format!(
+                    "object {id} is {:?} and its task is not pending",
+                    owner.peek(id)
+                );
+            };
+            let waiting = record.spec.dependencies().find(|dep| {
+                !matches!(
+                    owner.peek(*dep),
+                    Some(Slot::Ready(_) | Slot::Remote(_) | Slot::Failed(_))
+                )
+            });
+            match waiting {
+                Some(dep) => id = dep,
+                None => {
+                    let copies: Vec<String> = record
+                        .spec
+                        .dependencies()
+                        .map(|dep| {
+                            let on: Vec<&str> = self
+                                .hosts
+                                .iter()
+                                .filter(|h| h.alive && h.store.contains_key(&dep))
+                                .map(|h| h.name.as_str())
+                                .collect();
+                            format!("{dep} on {on:?}")
+                        })
+                        .collect();
+                    return format!(
+                        "task {task} is {:?} on worker {:?}, {}; its arguments: {}",
+                        owner.task_state(task),
+                        record.worker,
+                        match self.node.nodes.locate(task) {
+                            Some((node, at)) => format!("held by node {node}'s scheduler ({at:?})"),
+                            None => "in no scheduler".to_string(),
+                        },
+                        copies.join(", ")
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The command line that replays `config`.
+fn replay(c: &Config) -> String {
+    let d = Config::default();
+    let mut line = format!(
+        "prism-sim --nodes {} --cpus {} --tasks {} --workload {}",
+        c.nodes,
+        c.cpus,
+        c.tasks,
+        match c.workload {
+            Workload::FanOut => "fanout",
+            Workload::Tree => "tree",
+        }
+    );
+    if c.faults {
+        line.push_str(" --faults");
+    }
+    if let Some(n) = c.advertised_cpus {
+        line.push_str(&format!(" --advertised-cpus {n}"));
+    }
+    if c.task_time != d.task_time {
+        line.push_str(&format!(" --task-ms {}", c.task_time.as_secs_f64() * 1e3));
+    }
+    if c.large != d.large {
+        line.push_str(&format!(" --large {}", c.large));
+    }
+    if c.latency != d.latency {
+        line.push_str(&format!(" --latency-us {}", c.latency.as_micros()));
+    }
+    if c.max_retries != d.max_retries {
+        line.push_str(&format!(" --max-retries {}", c.max_retries));
+    }
+    if c.check_every != d.check_every {
+        line.push_str(&format!(" --check-every {}", c.check_every));
+    }
+    if c.time_limit != d.time_limit {
+        line.push_str(&format!(" --time-limit {}", c.time_limit.as_secs_f64()));
+    }
+    line.push_str(&format!(" --seed {}", c.seed));
+    line
+}
+
+/// The shared arguments of a task, by position.
+fn shared_args(args: &[ArchivedValue]) -> Vec<(u32, ObjectId)> {
+    let shared = args
+        .iter()
+        .enumerate()
+        .filter_map(|(i, value)| match value {
+            ArchivedValue::Shared { id, .. } => Some((i as u32, id.to_native())),
+            ArchivedValue::Inline(_) => None,
+        });
+    shared.collect()
+}
+
+fn fingerprint(task: TaskId, attempt: u32) -> u64 {
+    let mut rng = Rng(task.seq ^ (u64::from(task.owner) << 48) ^ (u64::from(attempt) << 32));
+    rng.next()
+}
+
+fn hash_bytes(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// The kind of a task error, for the summary.
+fn error_kind(error: &TaskError) -> String {
+    let text = format!("{error:?}");
+    text.split([' ', '{', '('])
+        .next()
+        .unwrap_or("Error")
+        .to_string()
+}
