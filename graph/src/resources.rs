@@ -155,30 +155,52 @@ impl Resources {
 
     /// Whether every resource of `self` is available in `available`.
     pub fn fits_in(&self, available: &Resources) -> bool {
-        self.iter()
-            .all(|(name, amount)| available.get(name) >= amount)
+        // The schedulers ask this for every node and task: CPU and GPU first, without names.
+        self.cpu <= available.cpu
+            && self.gpu <= available.gpu
+            && self
+                .custom
+                .iter()
+                .all(|(name, amount)| available.get(name) >= *amount)
     }
 
     /// Adds `other` to `self`.
     pub fn add(&mut self, other: &Resources) {
-        for (name, amount) in other.iter() {
-            let sum = Amount(self.get(name).0 + amount.0);
-            self.set_amount(name, sum);
+        self.cpu = Amount(self.cpu.0 + other.cpu.0);
+        self.gpu = Amount(self.gpu.0 + other.gpu.0);
+        for (name, amount) in &other.custom {
+            self.update_custom(name, |have| have + amount.0);
         }
     }
 
     /// Subtracts `other` from `self`, saturating at zero.
     pub fn subtract(&mut self, other: &Resources) {
-        for (name, amount) in other.iter() {
-            let diff = Amount(self.get(name).0.saturating_sub(amount.0));
-            self.set_amount(name, diff);
+        self.cpu = Amount(self.cpu.0.saturating_sub(other.cpu.0));
+        self.gpu = Amount(self.gpu.0.saturating_sub(other.gpu.0));
+        for (name, amount) in &other.custom {
+            self.update_custom(name, |have| have.saturating_sub(amount.0));
         }
     }
 
-    fn set_amount(&mut self, name: &str, amount: Amount) {
-        // Amounts made here are always valid, so `set`'s checks cannot fail.
-        let _ = self.set(name, amount.as_f64());
-        debug_assert_eq!(self.get(name), amount);
+    /// Sets custom resource `name` to `change` of its amount (in units), keeping the list
+    /// sorted and free of zero entries.
+    fn update_custom(&mut self, name: &str, change: impl FnOnce(u64) -> u64) {
+        match self.custom.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+            Ok(i) => {
+                let units = change(self.custom[i].1.0);
+                if units == 0 {
+                    self.custom.remove(i);
+                } else {
+                    self.custom[i].1 = Amount(units);
+                }
+            }
+            Err(i) => {
+                let units = change(0);
+                if units > 0 {
+                    self.custom.insert(i, (name.to_owned(), Amount(units)));
+                }
+            }
+        }
     }
 }
 
@@ -230,6 +252,25 @@ mod tests {
         other.set("tpu", 1.0).unwrap();
         assert_eq!(r, other);
         assert!(!r.fits_in(&Resources::cpus(8.0).unwrap()));
+    }
+
+    #[test]
+    fn custom_amounts_add_and_subtract_by_name_and_vanish_at_zero() {
+        let mut have = Resources::cpus(4.0).unwrap();
+        have.set("tpu", 2.0).unwrap();
+        let mut take = Resources::cpus(1.0).unwrap();
+        take.set("tpu", 0.5).unwrap();
+        take.set("disk", 3.0).unwrap();
+        assert!(!take.fits_in(&have), "no disk there");
+        have.add(&take);
+        assert_eq!(have.to_string(), "{CPU: 5, disk: 3, tpu: 2.5}");
+        assert!(take.fits_in(&have));
+        have.subtract(&take);
+        have.subtract(&take);
+        assert_eq!(have.to_string(), "{CPU: 3, tpu: 1.5}");
+        assert!(have.custom.iter().all(|(_, a)| *a > Amount::ZERO));
+        have.subtract(&Resources::cpus(9.0).unwrap());
+        assert_eq!(have.cpu, Amount::ZERO, "saturates at zero");
     }
 
     #[test]

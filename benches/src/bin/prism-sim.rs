@@ -10,8 +10,49 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use clap::{Parser, ValueEnum};
 use prism::sim::{Config, Workload};
+
+/// The system allocator, counting the bytes allocated and not yet freed.
+struct Counting;
+
+static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator with the same layout; the counter
+// only observes sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: the caller's contract for `alloc` is passed on unchanged.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: `ptr` was allocated by `System` with this layout (see `alloc`).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `ptr` came from `System` with `layout`; the caller's contract holds.
+        let moved = unsafe { System.realloc(ptr, layout, new_size) };
+        if !moved.is_null() {
+            ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
+            ALLOCATED.fetch_add(new_size, Ordering::Relaxed);
+        }
+        moved
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+fn allocated() -> usize {
+    ALLOCATED.load(Ordering::Relaxed)
+}
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Shape {
@@ -88,6 +129,7 @@ fn config(args: &Args, seed: u64) -> Config {
         max_retries: args.max_retries,
         check_every: args.check_every,
         time_limit: Duration::from_secs_f64(args.time_limit),
+        memory_probe: Some(allocated),
         ..Config::default()
     }
 }
@@ -136,11 +178,13 @@ fn main() -> anyhow::Result<ExitCode> {
         runs += 1;
         real += report.real;
         eprintln!(
-            "seed {seed}: real {:.3} s, of which the protocol core {:.3} s: {:.0} dispatches per real second of the core, {:.0} simulated tasks per real second",
+            "seed {seed}: real {:.3} s, of which the protocol core {:.3} s: {:.0} dispatches per real second of the core, {:.0} simulated tasks per real second; allocated {:.0} bytes per live task, {:.0} per held object",
             report.real.as_secs_f64(),
             report.real_proto.as_secs_f64(),
             report.dispatched as f64 / report.real_proto.as_secs_f64().max(1e-9),
             report.tasks as f64 / report.real.as_secs_f64().max(1e-9),
+            report.bytes_per_task.unwrap_or(0.0),
+            report.bytes_per_object.unwrap_or(0.0),
         );
         if report.violation.is_some() {
             return Ok(ExitCode::FAILURE);

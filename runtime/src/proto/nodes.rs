@@ -3,7 +3,7 @@
 //! submitted from when that node can start it now; otherwise (or when its large arguments sit
 //! elsewhere) to the node that fits it best: resources first, then queue length, then bytes of
 //! its arguments already there (bottom-up scheduling, as in the Ray paper). Workers are numbered
-//! by node (`node << 24`), so a worker's number tells its node.
+//! by node (`node << 22`), so a worker's number tells its node.
 
 use prism_graph::{Resources, TaskId};
 
@@ -12,11 +12,12 @@ use crate::proto::scheduler::{Action, Admission, Placement, Removed, Scheduler, 
 /// A node's index in [`Nodes`].
 pub(crate) type NodeIdx = usize;
 
-/// Bits of a worker's number below its node's index.
-const NODE_SHIFT: u32 = 24;
+/// Bits of a worker's number below its node's index (so a node may start 4 million workers
+/// over a job's life).
+const NODE_SHIFT: u32 = 22;
 
 /// The most nodes a core schedules onto.
-pub(crate) const MAX_NODES: usize = 255;
+pub(crate) const MAX_NODES: usize = (1 << (32 - NODE_SHIFT)) - 1;
 
 /// One node: its name, its scheduler and whether it still counts.
 #[derive(Debug)]
@@ -24,12 +25,32 @@ pub(crate) struct NodeEntry {
     pub(crate) name: String,
     pub(crate) sched: Scheduler,
     pub(crate) alive: bool,
+    /// Its scheduler changed since it last scheduled.
+    dirty: bool,
+    /// Its scheduler's load, as of its last change (placement reads every node's per task).
+    load: std::cell::Cell<Option<f64>>,
+}
+
+impl NodeEntry {
+    fn load(&self) -> f64 {
+        match self.load.get() {
+            Some(load) => load,
+            None => {
+                let load = self.sched.load();
+                self.load.set(Some(load));
+                load
+            }
+        }
+    }
 }
 
 /// The core's nodes.
 #[derive(Debug, Default)]
 pub(crate) struct Nodes {
     list: Vec<NodeEntry>,
+    /// The nodes whose schedulers changed since they last scheduled: only they can decide
+    /// anything new, so a settle costs the nodes an event touched, not the whole cluster.
+    dirty: Vec<NodeIdx>,
 }
 
 /// The node a worker runs on.
@@ -53,7 +74,10 @@ impl Nodes {
             name,
             sched: Scheduler::numbered(total, max_inflight, soft_limit, max_workers, base),
             alive: true,
+            dirty: false,
+            load: std::cell::Cell::new(None),
         });
+        self.touch(idx);
         idx
     }
 
@@ -69,8 +93,29 @@ impl Nodes {
         self.list.get(idx).map_or("?", |n| n.name.as_str())
     }
 
+    /// Notes that node `idx`'s scheduler changes (it schedules at the next settle).
+    fn touch(&mut self, idx: NodeIdx) {
+        let Some(node) = self.list.get_mut(idx) else {
+            return;
+        };
+        node.load.set(None);
+        if !node.dirty {
+            node.dirty = true;
+            self.dirty.push(idx);
+        }
+    }
+
+    /// Node `idx`'s scheduler, to change.
+    fn at(&mut self, idx: NodeIdx) -> &mut Scheduler {
+        self.touch(idx);
+        &mut self.list[idx].sched
+    }
+
+    /// The scheduler of `worker`'s node, to change.
     fn sched(&mut self, worker: WorkerId) -> Option<&mut Scheduler> {
-        self.list.get_mut(node_of(worker)).map(|n| &mut n.sched)
+        let idx = node_of(worker);
+        self.touch(idx);
+        self.list.get_mut(idx).map(|n| &mut n.sched)
     }
 
     /// The whole cluster's resources (live nodes).
@@ -108,8 +153,8 @@ impl Nodes {
         }
         // Whether the node could start it now: free resources and a queue shorter than its CPUs.
         let can_start = |i: NodeIdx| {
-            let sched = &self.list[i].sched;
-            demand.fits_in(sched.available()) && sched.load() < 1.0
+            let node = &self.list[i];
+            demand.fits_in(node.sched.available()) && node.load() < 1.0
         };
         let most_bytes = fits.iter().map(|&i| bytes_on(i)).max().unwrap_or(0);
         if let Some(home) = home.filter(|h| fits.contains(h))
@@ -119,7 +164,7 @@ impl Nodes {
             return Some(home);
         }
         fits.into_iter().min_by(|&a, &b| {
-            let key = |i: NodeIdx| (!can_start(i), self.list[i].sched.load());
+            let key = |i: NodeIdx| (!can_start(i), self.list[i].load());
             let (ka, kb) = (key(a), key(b));
             ka.0.cmp(&kb.0)
                 .then(ka.1.total_cmp(&kb.1))
@@ -129,7 +174,7 @@ impl Nodes {
 
     /// Submits a ready task to node `idx`.
     pub(crate) fn submit(&mut self, idx: NodeIdx, task: TaskId, demand: Resources) -> Admission {
-        self.list[idx].sched.submit(task, demand)
+        self.at(idx).submit(task, demand)
     }
 
     /// Submits an actor creation to node `idx`.
@@ -139,11 +184,11 @@ impl Nodes {
         task: TaskId,
         demand: Resources,
     ) -> Admission {
-        self.list[idx].sched.submit_pinned(task, demand)
+        self.at(idx).submit_pinned(task, demand)
     }
 
     pub(crate) fn worker_starting(&mut self, idx: NodeIdx) -> WorkerId {
-        self.list[idx].sched.worker_starting()
+        self.at(idx).worker_starting()
     }
 
     pub(crate) fn worker_ready(&mut self, worker: WorkerId) {
@@ -198,10 +243,13 @@ impl Nodes {
     }
 
     pub(crate) fn locate_for_cancel(&mut self, task: TaskId) -> Placement {
-        for node in &mut self.list {
-            match node.sched.locate_for_cancel(task) {
+        for idx in 0..self.list.len() {
+            match self.list[idx].sched.locate_for_cancel(task) {
                 Placement::Absent => continue,
-                found => return found,
+                found => {
+                    self.touch(idx);
+                    return found;
+                }
             }
         }
         Placement::Absent
@@ -209,7 +257,7 @@ impl Nodes {
 
     /// Reserves a placement group's bundle on node `idx` (see [`Scheduler::reserve`]).
     pub(crate) fn reserve(&mut self, idx: NodeIdx, bundle: &Resources, named: &Resources) {
-        self.list[idx].sched.reserve(bundle, named);
+        self.at(idx).reserve(bundle, named);
     }
 
     /// Ends a bundle's reservation on node `idx` (see [`Scheduler::unreserve`]).
@@ -220,15 +268,15 @@ impl Nodes {
         named: &Resources,
         marker: &str,
     ) -> (Vec<TaskId>, Vec<WorkerId>) {
-        self.list[idx].sched.unreserve(bundle, named, marker)
+        self.at(idx).unreserve(bundle, named, marker)
     }
 
     /// Empties the queues of every node (or of one) and returns what was in them.
     pub(crate) fn drain_queued(&mut self, only: Option<NodeIdx>) -> Vec<TaskId> {
         let mut all = Vec::new();
-        for (i, node) in self.list.iter_mut().enumerate() {
-            if only.is_none_or(|o| o == i) {
-                all.extend(node.sched.drain_queued());
+        for idx in 0..self.list.len() {
+            if only.is_none_or(|o| o == idx) {
+                all.extend(self.at(idx).drain_queued());
             }
         }
         all
@@ -241,14 +289,23 @@ impl Nodes {
         }
     }
 
-    /// What every live node's scheduler decides now, with the node it concerns.
+    /// What the live nodes' schedulers decide now, with the node it concerns (in the order of
+    /// the nodes). Only nodes whose schedulers changed since their last turn are asked.
     pub(crate) fn schedule(&mut self) -> Vec<(NodeIdx, Action)> {
         let mut all = Vec::new();
-        for (i, node) in self.list.iter_mut().enumerate() {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        for &i in &dirty {
+            let node = &mut self.list[i];
+            node.dirty = false;
+            node.load.set(None);
             if node.alive {
                 all.extend(node.sched.schedule().into_iter().map(|a| (i, a)));
             }
         }
+        // Keep the list's memory for the next settle.
+        dirty.clear();
+        self.dirty = dirty;
         all
     }
 
@@ -284,9 +341,13 @@ impl Nodes {
 
     /// The live nodes stalled at the cap on workers (see [`Scheduler::stalled`]).
     pub(crate) fn stalled(&mut self) -> Vec<NodeIdx> {
-        (0..self.list.len())
+        let stalled: Vec<NodeIdx> = (0..self.list.len())
             .filter(|&i| self.list[i].alive && self.list[i].sched.stalled())
-            .collect()
+            .collect();
+        for &idx in &stalled {
+            self.touch(idx);
+        }
+        stalled
     }
 
     /// Compacts every node's scheduler (see [`Scheduler::compact`]).

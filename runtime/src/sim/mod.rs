@@ -68,6 +68,9 @@ pub struct Config {
     pub check_every: u64,
     /// The run stops (and reports unfinished tasks) after this much simulated time.
     pub time_limit: Duration,
+    /// Bytes the process has allocated now (a counting allocator's reading), to measure the
+    /// owner's memory per task and per object.
+    pub memory_probe: Option<fn() -> usize>,
 }
 
 impl Default for Config {
@@ -91,6 +94,7 @@ impl Default for Config {
             max_retries: 5,
             check_every: 1,
             time_limit: Duration::from_secs(3_600),
+            memory_probe: None,
         }
     }
 }
@@ -122,6 +126,10 @@ pub struct Report {
     pub slowest_fetch: Duration,
     /// The first invariant that failed, if any.
     pub violation: Option<String>,
+    /// Bytes allocated per submitted task while every task was live (with the probe).
+    pub bytes_per_task: Option<f64>,
+    /// Bytes allocated per held object once every task ended (with the probe).
+    pub bytes_per_object: Option<f64>,
     /// Real seconds spent in the protocol core's code (not deterministic).
     pub real_proto: Duration,
     /// Real seconds for the whole run (not deterministic).

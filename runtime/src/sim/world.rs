@@ -307,6 +307,8 @@ struct World<'a> {
     next_pid: u32,
     /// When the owner was first seen with no task left after the driver released everything.
     quiet_since: Option<Duration>,
+    /// Bytes allocated before the work was submitted (with a memory probe).
+    memory_base: Option<usize>,
 }
 
 /// Runs the simulation `config` describes, writing what happens to `out` (deterministic: the
@@ -367,6 +369,7 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
         touched: Vec::new(),
         next_pid: 1000,
         quiet_since: None,
+        memory_base: None,
     };
     world.start()?;
     world.main_loop()?;
@@ -400,7 +403,13 @@ impl World<'_> {
             self.plan_faults();
         }
         self.proto(|node, _| node.start());
+        let before = self.config.memory_probe.map(|probe| probe());
         self.submit_work();
+        if let (Some(probe), Some(before)) = (self.config.memory_probe, before) {
+            let grown = probe().saturating_sub(before);
+            self.report.bytes_per_task = Some(grown as f64 / self.report.tasks.max(1) as f64);
+            self.memory_base = Some(before);
+        }
         Ok(())
     }
 
@@ -1432,6 +1441,11 @@ impl World<'_> {
             return;
         }
         // Read: tally and release.
+        if let (Some(probe), Some(base)) = (self.config.memory_probe, self.memory_base) {
+            let grown = probe().saturating_sub(base);
+            let objects = self.driver.held.len().max(1);
+            self.report.bytes_per_object = Some(grown as f64 / objects as f64);
+        }
         let held = std::mem::take(&mut self.driver.held);
         let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
         for &id in &held {
