@@ -100,6 +100,9 @@ struct Args {
     /// One-way network latency in microseconds.
     #[arg(long, default_value_t = 100)]
     latency_us: u64,
+    /// The driver's processor time per event in microseconds (it is one thread; 0: free).
+    #[arg(long, default_value_t = 10.0)]
+    driver_us: f64,
     /// Retries of a task whose worker died (and rebuilds of its lost objects).
     #[arg(long, default_value_t = 5)]
     max_retries: u32,
@@ -126,6 +129,7 @@ fn config(args: &Args, seed: u64) -> Config {
         latency: Duration::from_micros(args.latency_us),
         task_time: Duration::from_secs_f64(args.task_ms / 1e3),
         large: args.large,
+        driver_cost: Duration::from_secs_f64(args.driver_us / 1e6),
         max_retries: args.max_retries,
         check_every: args.check_every,
         time_limit: Duration::from_secs_f64(args.time_limit),
@@ -178,13 +182,15 @@ fn main() -> anyhow::Result<ExitCode> {
         runs += 1;
         real += report.real;
         eprintln!(
-            "seed {seed}: real {:.3} s, of which the protocol core {:.3} s: {:.0} dispatches per real second of the core, {:.0} simulated tasks per real second; allocated {:.0} bytes per live task, {:.0} per held object",
+            "seed {seed}: real {:.3} s, of which the protocol core {:.3} s: {:.0} dispatches per real second of the core, {:.0} simulated tasks per real second; allocated {:.0} bytes per live task{}",
             report.real.as_secs_f64(),
             report.real_proto.as_secs_f64(),
             report.dispatched as f64 / report.real_proto.as_secs_f64().max(1e-9),
             report.tasks as f64 / report.real.as_secs_f64().max(1e-9),
             report.bytes_per_task.unwrap_or(0.0),
-            report.bytes_per_object.unwrap_or(0.0),
+            report
+                .bytes_per_object
+                .map_or_else(String::new, |b| format!(", {b:.0} per held object")),
         );
         if report.violation.is_some() {
             return Ok(ExitCode::FAILURE);

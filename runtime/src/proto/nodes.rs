@@ -145,31 +145,25 @@ impl Nodes {
         home: Option<NodeIdx>,
         bytes_on: impl Fn(NodeIdx) -> u64,
     ) -> Option<NodeIdx> {
-        let fits: Vec<NodeIdx> = (0..self.list.len())
-            .filter(|&i| self.list[i].alive && demand.fits_in(self.list[i].sched.total()))
-            .collect();
-        if fits.len() <= 1 {
-            return fits.first().copied();
-        }
+        let fits = |i: NodeIdx| self.list[i].alive && demand.fits_in(self.list[i].sched.total());
         // Whether the node could start it now: free resources and a queue shorter than its CPUs.
         let can_start = |i: NodeIdx| {
             let node = &self.list[i];
             demand.fits_in(node.sched.available()) && node.load() < 1.0
         };
-        let most_bytes = fits.iter().map(|&i| bytes_on(i)).max().unwrap_or(0);
-        if let Some(home) = home.filter(|h| fits.contains(h))
+        let nodes = (0..self.list.len()).filter(|&i| fits(i));
+        if let Some(home) = home.filter(|&h| h < self.list.len() && fits(h))
             && can_start(home)
-            && bytes_on(home) >= most_bytes
+            && nodes.clone().all(|i| bytes_on(home) >= bytes_on(i))
         {
             return Some(home);
         }
-        fits.into_iter().min_by(|&a, &b| {
-            let key = |i: NodeIdx| (!can_start(i), self.list[i].load());
-            let (ka, kb) = (key(a), key(b));
-            ka.0.cmp(&kb.0)
-                .then(ka.1.total_cmp(&kb.1))
-                .then(bytes_on(b).cmp(&bytes_on(a)))
-        })
+        // The best: one that can start it now, then the least loaded, then the most bytes of
+        // its arguments (each node's key computed once).
+        nodes
+            .map(|i| ((!can_start(i), self.list[i].load(), bytes_on(i)), i))
+            .min_by(|(a, _), (b, _)| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(b.2.cmp(&a.2)))
+            .map(|(_, i)| i)
     }
 
     /// Submits a ready task to node `idx`.

@@ -62,6 +62,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How long a node's object manager tries to connect to a peer.
     pub connect_timeout: Duration,
+    /// The driver's processor time per event it handles (a submission, a message): the
+    /// driver is one thread, so events queue behind each other. Zero: free.
+    pub driver_cost: Duration,
     /// Retries of a task whose worker died (and budget of its lineage rebuilds).
     pub max_retries: u32,
     /// Invariants are checked after every this many steps (1: after each).
@@ -91,6 +94,7 @@ impl Default for Config {
             node_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(2),
+            driver_cost: Duration::from_micros(10),
             max_retries: 5,
             check_every: 1,
             time_limit: Duration::from_secs(3_600),

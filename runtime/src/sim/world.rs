@@ -196,6 +196,8 @@ enum What {
     NodeUp { node: NodeIdx },
     /// The killed head starts again.
     HeadUp,
+    /// The driver takes the next event of its backlog.
+    DriverTurn,
     /// The job's connection to a node closes if nothing came through for the idle timeout.
     IdleCheck { node: NodeIdx, epoch: u64 },
 }
@@ -309,6 +311,10 @@ struct World<'a> {
     quiet_since: Option<Duration>,
     /// Bytes allocated before the work was submitted (with a memory probe).
     memory_base: Option<usize>,
+    /// The driver's thread is busy until then.
+    driver_free: Duration,
+    /// What reached the driver while it was busy, in order.
+    driver_backlog: VecDeque<What>,
 }
 
 /// Runs the simulation `config` describes, writing what happens to `out` (deterministic: the
@@ -370,6 +376,8 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
         next_pid: 1000,
         quiet_since: None,
         memory_base: None,
+        driver_free: Duration::ZERO,
+        driver_backlog: VecDeque::new(),
     };
     world.start()?;
     world.main_loop()?;
@@ -527,6 +535,7 @@ impl World<'_> {
 
     fn submit(&mut self, spec: TaskSpec) {
         self.report.tasks += 1;
+        self.driver_free += self.config.driver_cost;
         self.proto(|node, now| {
             let _ = node.handle(Event::Submit { spec, failed: None }, now);
         });
@@ -690,8 +699,11 @@ impl World<'_> {
             if self.now > self.config.time_limit {
                 break;
             }
+            let Some(what) = self.driver_turn(due.what) else {
+                continue;
+            };
             self.report.steps += 1;
-            self.step(due.what)?;
+            self.step(what)?;
             if self.report.violation.is_none()
                 && self
                     .report
@@ -719,6 +731,37 @@ impl World<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The driver handles one event at a time: what reaches it while it is busy waits its
+    /// turn, in order. Returns what to handle now (`None`: it waits).
+    fn driver_turn(&mut self, what: What) -> Option<What> {
+        let for_driver = |w: &What| matches!(w, What::Driver { .. } | What::Tick | What::Probe);
+        let what = match what {
+            What::DriverTurn => {
+                let next = self.driver_backlog.pop_front()?;
+                if !self.driver_backlog.is_empty() {
+                    let at = self.now + self.config.driver_cost;
+                    self.at(at, What::DriverTurn);
+                }
+                next
+            }
+            what if for_driver(&what)
+                && (self.driver_free > self.now || !self.driver_backlog.is_empty()) =>
+            {
+                if self.driver_backlog.is_empty() {
+                    let at = self.driver_free.max(self.now);
+                    self.at(at, What::DriverTurn);
+                }
+                self.driver_backlog.push_back(what);
+                return None;
+            }
+            what => what,
+        };
+        if for_driver(&what) {
+            self.driver_free = self.now + self.config.driver_cost;
+        }
+        Some(what)
     }
 
     fn step(&mut self, what: What) -> std::io::Result<()> {
@@ -877,6 +920,8 @@ impl World<'_> {
                     self.now.as_secs_f64()
                 )?;
             }
+            // Taken from the backlog by the main loop.
+            What::DriverTurn => {}
             What::IdleCheck { node, epoch } => {
                 let host = &self.hosts[node];
                 if host.epoch != epoch || !host.connected {
@@ -1441,9 +1486,12 @@ impl World<'_> {
             return;
         }
         // Read: tally and release.
-        if let (Some(probe), Some(base)) = (self.config.memory_probe, self.memory_base) {
+        // (Per held object only when there are many: a tree holds one.)
+        if let (Some(probe), Some(base)) = (self.config.memory_probe, self.memory_base)
+            && self.driver.held.len() >= 1_000
+        {
             let grown = probe().saturating_sub(base);
-            let objects = self.driver.held.len().max(1);
+            let objects = self.driver.held.len();
             self.report.bytes_per_object = Some(grown as f64 / objects as f64);
         }
         let held = std::mem::take(&mut self.driver.held);
@@ -1650,6 +1698,12 @@ fn replay(c: &Config) -> String {
     }
     if c.latency != d.latency {
         line.push_str(&format!(" --latency-us {}", c.latency.as_micros()));
+    }
+    if c.driver_cost != d.driver_cost {
+        line.push_str(&format!(
+            " --driver-us {}",
+            c.driver_cost.as_secs_f64() * 1e6
+        ));
     }
     if c.max_retries != d.max_retries {
         line.push_str(&format!(" --max-retries {}", c.max_retries));

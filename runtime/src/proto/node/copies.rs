@@ -48,21 +48,27 @@ impl State {
         } else {
             home
         };
-        let args: Vec<(ObjectId, u64)> = self
-            .owner
-            .task(task)
-            .map(|r| {
-                r.spec
-                    .dependencies()
-                    .filter_map(|id| self.owner.stored_len(id).map(|len| (id, len)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        // Bytes of its arguments on each node that holds any (few), summed once: placement
+        // asks for every node.
+        let mut held: Vec<(NodeIdx, u64)> = Vec::new();
+        if let Some(record) = self.owner.task(task) {
+            for id in record.spec.dependencies() {
+                let (Some(len), Some(at)) = (self.owner.stored_len(id), self.locations.get(&id))
+                else {
+                    continue;
+                };
+                for &node in at {
+                    match held.iter_mut().find(|(n, _)| *n == node) {
+                        Some((_, bytes)) => *bytes += len,
+                        None => held.push((node, len)),
+                    }
+                }
+            }
+        }
         let bytes_on = |node: NodeIdx| -> u64 {
-            args.iter()
-                .filter(|(id, _)| self.locations.get(id).is_some_and(|l| l.contains(&node)))
-                .map(|(_, len)| len)
-                .sum()
+            held.iter()
+                .find(|(n, _)| *n == node)
+                .map_or(0, |(_, bytes)| *bytes)
         };
         self.nodes.choose(demand, home, bytes_on).unwrap_or(0)
     }
@@ -239,15 +245,18 @@ impl State {
         let freed = std::mem::take(&mut self.owner.freed);
         let wanted = std::mem::take(&mut self.owner.wanted_here);
         if !freed.is_empty() {
-            let mut per_node: Vec<Vec<ObjectId>> = vec![Vec::new(); self.nodes.len()];
+            // (node, object) pairs, grouped by node in node order.
+            let mut copies: Vec<(NodeIdx, ObjectId)> = Vec::new();
             for id in freed {
                 for node in self.locations.remove(&id).unwrap_or_default() {
-                    per_node[node].push(id);
+                    copies.push((node, id));
                 }
             }
-            for (node, ids) in per_node.into_iter().enumerate() {
-                if !ids.is_empty() && self.nodes.get(node).is_some_and(|n| n.alive) {
-                    let request = HostRequest::Free(ids);
+            copies.sort_by_key(|&(node, _)| node);
+            for group in copies.chunk_by(|a, b| a.0 == b.0) {
+                let node = group[0].0;
+                if self.nodes.get(node).is_some_and(|n| n.alive) {
+                    let request = HostRequest::Free(group.iter().map(|&(_, id)| id).collect());
                     self.actions.push_back(Action::Host { node, request });
                 }
             }
