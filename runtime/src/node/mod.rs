@@ -390,8 +390,12 @@ impl Core {
         self.state.lock().node.owner.add_ref(id);
     }
 
+    /// The driver dropped its last reference to `id`: freed files go at once; nothing else
+    /// needs deciding (a release is on the hot path of `put` and `get`, so it does not settle).
     pub(crate) fn release(&self, id: ObjectId) {
-        self.state.lock().run(|node| node.release(id));
+        let mut shell = self.state.lock();
+        shell.node.release(id);
+        shell.act();
     }
 
     pub(crate) fn cancel(&self, id: ObjectId, force: bool) {
