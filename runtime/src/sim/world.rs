@@ -1017,20 +1017,14 @@ impl World<'_> {
                     }
                 }
                 let mut mapped = IdMap::default();
-                let (node, base, now) = (&mut self.node, self.base, self.now);
-                let started = Instant::now();
-                let _ = node.handle(
-                    Event::Messages {
+                self.proto(|node, now| {
+                    let messages = Event::Messages {
                         worker,
                         messages: &messages,
                         mapped: &mut mapped,
-                    },
-                    base + now,
-                );
-                self.report.real_proto += started.elapsed();
-                drop(messages);
-                drop(decoded);
-                self.proto(|_, _| ());
+                    };
+                    let _ = node.handle(messages, now);
+                });
             }
             AtDriver::Fetched { node, id, result } => self.proto(|n, now| {
                 let _ = n.handle(Event::NodeFetched { node, id, result }, now);

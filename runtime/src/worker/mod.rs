@@ -1103,11 +1103,7 @@ fn resolve_args(
         .iter()
         .enumerate()
         .map(|(i, value)| match value {
-            Value::Inline(bytes) => {
-                let mut aligned = AlignedVec::with_capacity(bytes.len());
-                aligned.extend_from_slice(bytes);
-                Ok(ObjectBytes::Inline(Arc::new(aligned)))
-            }
+            Value::Inline(bytes) => Ok(ObjectBytes::inline(bytes)),
             Value::Shared { id, len } => segments.get(dir, *id, *len).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
                     TaskError::ArgumentMissing {
