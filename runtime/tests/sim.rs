@@ -12,13 +12,16 @@ fn simulate(config: &Config) -> (Report, String) {
     (report, String::from_utf8(out).expect("text"))
 }
 
-/// A small tree reduction with faults on 10 nodes: what CI sweeps, seed after seed.
+/// A small tree reduction beside 10 actors with faults on 10 nodes: what CI sweeps, seed
+/// after seed.
 fn faulty(seed: u64) -> Config {
     Config {
         nodes: 10,
         cpus: 4,
         tasks: 255,
         workload: Workload::Tree,
+        actors: 10,
+        calls: 20,
         faults: true,
         seed,
         ..Config::default()
@@ -38,8 +41,8 @@ fn two_hundred_seeds_of_ten_nodes_with_faults_keep_every_invariant() {
         assert_eq!(report.unfinished, 0, "seed {seed}:\n{out}");
         assert_eq!(
             report.values + report.errors.iter().map(|(_, n)| n).sum::<usize>(),
-            1,
-            "the root ends once, as a value or a named error (seed {seed}):\n{out}"
+            1 + 10 * 20,
+            "the root and each call end once, as a value or a named error (seed {seed}):\n{out}"
         );
         missing += report.missing_arguments;
         slowest = slowest.max(report.slowest_fetch);
@@ -104,7 +107,7 @@ fn the_checks_catch_an_overcommitted_node_and_a_task_that_never_ends() {
     let violation = report.violation.expect("caught");
     assert!(violation.contains("tasks on 4 CPUs"), "{violation}");
     assert!(
-        out.contains("replay: prism-sim --nodes 10 --cpus 4 --tasks 255 --workload tree --advertised-cpus 8 --seed 1"),
+        out.contains("replay: prism-sim --nodes 10 --cpus 4 --tasks 255 --workload tree --actors 10 --calls 20 --advertised-cpus 8 --seed 1"),
         "{out}"
     );
     // Work cut off by the time limit is reported as never ended, with where it waits.
@@ -114,4 +117,26 @@ fn the_checks_catch_an_overcommitted_node_and_a_task_that_never_ends() {
     });
     let violation = report.violation.expect("caught");
     assert!(violation.contains("never ended"), "{violation}");
+}
+
+#[test]
+fn without_leases_a_partitioned_actor_runs_twice_and_the_check_says_so() {
+    // Without leases a node cut off keeps the job's processes until it sees the job's
+    // connection closed, while the driver starts its actors elsewhere as soon as it counts
+    // the node lost: some seed shows two incarnations at once. With leases (the sweep above)
+    // none does.
+    let caught = (1..=100).find_map(|seed| {
+        let config = Config {
+            fencing: false,
+            ..faulty(seed)
+        };
+        let (report, out) = simulate(&config);
+        report
+            .violation
+            .filter(|v| v.contains("two incarnations at once"))
+            .map(|v| (v, out))
+    });
+    let (violation, out) = caught.expect("some seed runs an actor twice without leases");
+    assert!(violation.contains("partitioned"), "{violation}");
+    assert!(out.contains("--no-fencing"), "the replay says how: {out}");
 }

@@ -7,8 +7,9 @@ use crate::frame::Message;
 
 /// The protocol version; a peer with another version is refused at the handshake. Version 5:
 /// rkyv archives with 64-bit relative pointers (objects past 4 GiB), and the store's capacity
-/// in [`ToHost::StartJob`].
-pub const PROTOCOL_VERSION: u32 = 6;
+/// in [`ToHost::StartJob`]; 6: missing arguments; 7: a node's lease on a job
+/// ([`HostEvent::Renew`]).
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -296,6 +297,9 @@ pub enum ToHost {
         inline_threshold: u64,
         /// The store's capacity in bytes: a larger value fails at once in the worker.
         store_capacity: u64,
+        /// How long the node's lease on the job runs after the driver's last renewal, in
+        /// milliseconds: a node that hears no renewal for that long stops the job's workers.
+        lease_ms: u64,
     },
     /// Start a worker process for the job, numbered `worker`.
     Spawn {
@@ -340,6 +344,12 @@ pub enum HostEvent {
     Relay {
         /// The worker's number (its hello must name the same).
         worker: u32,
+    },
+    /// The node asks the driver to renew its lease on the job (on a stream of its own, which
+    /// the driver answers with the same frame).
+    Renew {
+        /// The ask's number.
+        seq: u64,
     },
     /// A worker process ended, and how.
     WorkerExited {

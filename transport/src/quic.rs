@@ -45,6 +45,8 @@ pub mod codes {
     pub const REFUSED: VarInt = VarInt::from_u32(2);
     /// The peer sent a frame that is too large or malformed.
     pub const BAD_FRAME: VarInt = VarInt::from_u32(3);
+    /// A node stopped a job: its lease ran out (no renewal from the driver).
+    pub const LEASE_ENDED: VarInt = VarInt::from_u32(4);
 }
 
 /// What went wrong on a host connection.

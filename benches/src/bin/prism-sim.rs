@@ -81,6 +81,21 @@ struct Args {
     /// The work's shape.
     #[arg(long, value_enum, default_value_t = Shape::Tree)]
     workload: Shape,
+    /// Actors the driver creates besides the tasks (restarted whenever their process dies).
+    #[arg(long, default_value_t = 0)]
+    actors: usize,
+    /// Calls on each actor.
+    #[arg(long, default_value_t = 20)]
+    calls: usize,
+    /// Length of a node's lease on the job in milliseconds (a node cut off for longer stops
+    /// the job's processes).
+    #[arg(long, default_value_t = 5_000)]
+    lease_ms: u64,
+    /// No leases: a node cut off keeps the job's processes until it sees the job's connection
+    /// closed, and the driver starts a lost node's actors again at once (as before leases:
+    /// shows the incarnation check catching two at once).
+    #[arg(long)]
+    no_fencing: bool,
     /// Inject faults (killed, frozen and partitioned nodes, killed workers and head, slow links).
     #[arg(long)]
     faults: bool,
@@ -124,6 +139,10 @@ fn config(args: &Args, seed: u64) -> Config {
             Shape::Fanout => Workload::FanOut,
             Shape::Tree => Workload::Tree,
         },
+        actors: args.actors,
+        calls: args.calls,
+        lease: Duration::from_millis(args.lease_ms),
+        fencing: !args.no_fencing,
         faults: args.faults,
         seed,
         latency: Duration::from_micros(args.latency_us),

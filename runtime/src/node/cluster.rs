@@ -9,7 +9,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use prism_graph::Resources;
 use prism_transport::quic::{self, Accepted};
@@ -20,6 +21,7 @@ use prism_transport::{FromControl, NodeUse, PendingDemand, ToHost};
 use super::Core;
 use super::object_manager::{Peers, StoreSource, map_file};
 use crate::config::Config;
+use crate::proto::lease;
 use crate::proto::nodes::node_of;
 use crate::{Error, Result};
 
@@ -34,6 +36,11 @@ pub(crate) struct RemoteNode {
     pub(crate) addr: SocketAddr,
     pub(crate) total: Resources,
     connection: quinn::Connection,
+    /// When the driver last received the node's ask to renew its lease on the job (or its
+    /// answer to starting the job).
+    renewed: Arc<parking_lot::Mutex<Instant>>,
+    /// The core, once it exists (the node's streams are served from the join on).
+    core: Arc<OnceLock<Weak<Core>>>,
 }
 
 /// The driver's membership in a cluster.
@@ -51,6 +58,20 @@ pub(crate) struct Joined {
     control: quinn::Connection,
     /// Whether the last report said something was waiting or in use.
     reported: std::sync::atomic::AtomicBool,
+    /// How long a node's lease on the job runs after its last renewal.
+    lease: Duration,
+}
+
+/// How long a node's lease on a job runs after its last renewal (`PRISM_LEASE_MS`, default
+/// [`lease::LENGTH`]): a node cut off from the driver for that long stops the job's workers,
+/// and the driver starts a lost node's actors elsewhere only after it.
+fn lease_length() -> Duration {
+    std::env::var("PRISM_LEASE_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(lease::LENGTH, |ms| {
+            lease::at_least_shortest(Duration::from_millis(ms))
+        })
 }
 
 fn startup<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Error {
@@ -80,6 +101,7 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
         crate::session::head_and_token(Some(address), config.cluster_token().as_deref())
             .map_err(Error::Startup)?;
     let ip = local_ip_towards(head)?;
+    let lease = lease_length();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -155,6 +177,7 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
             objects_at: objects_at.to_string(),
             inline_threshold: config.inline_threshold_bytes() as u64,
             store_capacity: config.object_store_bytes(),
+            lease_ms: lease.as_millis() as u64,
         };
         match quic::ask::<_, FromHost>(&connection, &start, MAX_ANSWER).await {
             Ok(FromHost::Done) => {}
@@ -175,11 +198,22 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
                 .set(name, *amount)
                 .map_err(|e| Error::Startup(format!("node {}: {name}: {e}", status.name)))?;
         }
+        let renewed = Arc::new(parking_lot::Mutex::new(Instant::now()));
+        let core = Arc::new(OnceLock::new());
+        tokio::spawn(serve_streams(NodeStreams {
+            idx: nodes.len(),
+            connection: connection.clone(),
+            renewed: renewed.clone(),
+            core: core.clone(),
+            lease,
+        }));
         nodes.push(RemoteNode {
             name: status.name,
             addr,
             total,
             connection,
+            renewed,
+            core,
         });
         if nodes.len() == crate::proto::nodes::MAX_NODES {
             break;
@@ -205,6 +239,7 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
         home,
         control,
         reported: std::sync::atomic::AtomicBool::new(false),
+        lease,
     })
 }
 
@@ -304,6 +339,15 @@ impl Joined {
         }
     }
 
+    /// Until when node `idx` may still run the job's processes on its own: the end of its
+    /// lease as the driver counts it (see [`lease::driver_end`]).
+    pub(crate) fn lease_end(&self, idx: usize) -> Instant {
+        match self.nodes.get(idx) {
+            Some(node) => lease::driver_end(*node.renewed.lock(), self.lease),
+            None => Instant::now(),
+        }
+    }
+
     /// Sends `request` to node `idx` and waits for its answer.
     pub(crate) async fn request(
         &self,
@@ -352,50 +396,25 @@ impl Joined {
                             "the control store has not heard from it for {} ms",
                             status.last_seen_ms
                         );
-                        core.node_lost(idx, reason);
+                        core.node_lost(idx, reason, joined.lease_end(idx));
                     }
                 }
             }
         });
     }
 
-    /// Listens to node `idx`: relayed worker links, worker exits, and the end of the node.
+    /// Listens to node `idx` for the core: relayed worker links (served since the join, see
+    /// [`serve_streams`]), worker exits, and the end of the node.
     pub(crate) fn watch(self: &Arc<Self>, idx: usize, core: Weak<Core>) {
-        let connection = self.nodes[idx].connection.clone();
-        let name = self.nodes[idx].name.clone();
-        let relays = (connection.clone(), core.clone());
-        tokio::spawn(async move {
-            let (connection, core) = relays;
-            let peer = connection.remote_address();
-            loop {
-                let (send, mut recv) = match connection.accept_bi().await {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        if let Some(core) = core.upgrade() {
-                            core.node_lost(idx, e.to_string());
-                        }
-                        return;
-                    }
-                };
-                let mut decoder = prism_transport::FrameDecoder::new(1 << 10);
-                let relayed = match quic::recv_frame(&mut recv, &mut decoder, peer).await {
-                    Ok(Some(frame)) => match frame.access::<HostEvent>() {
-                        Ok(ArchivedHostEvent::Relay { worker }) => Some(worker.to_native()),
-                        _ => None,
-                    },
-                    _ => None,
-                };
-                // A node relays only the workers it was asked to start.
-                let Some(worker) = relayed.filter(|&w| node_of(w) == idx) else {
-                    let why = "expected the relay of one of this node's workers";
-                    quic::close_for(&connection, quic::codes::BAD_FRAME, why);
-                    continue;
-                };
-                let early = decoder.take_buffered();
-                let Some(core) = core.upgrade() else { return };
-                core.relayed_worker(send, recv, early, worker);
-            }
-        });
+        let node = &self.nodes[idx];
+        let connection = node.connection.clone();
+        let name = node.name.clone();
+        let _ = node.core.set(core.clone());
+        if let Some(reason) = connection.close_reason()
+            && let Some(core) = core.upgrade()
+        {
+            core.node_lost(idx, reason.to_string(), self.lease_end(idx));
+        }
         tokio::spawn(async move {
             let peer = connection.remote_address();
             while let Ok(mut recv) = connection.accept_uni().await {
@@ -412,5 +431,78 @@ impl Joined {
                 }
             }
         });
+    }
+}
+
+/// What a node's stream loop shares with the driver.
+struct NodeStreams {
+    idx: usize,
+    connection: quinn::Connection,
+    renewed: Arc<parking_lot::Mutex<Instant>>,
+    core: Arc<OnceLock<Weak<Core>>>,
+    lease: Duration,
+}
+
+/// Serves the streams node `idx` opens, from the moment it hosts the job: lease renewals
+/// (answered at once, so that a long join does not let a lease run out) and relayed worker
+/// links (handed to the core, which exists before any worker is started). When the
+/// connection ends, the core loses the node.
+async fn serve_streams(node: NodeStreams) {
+    let NodeStreams {
+        idx,
+        connection,
+        renewed,
+        core,
+        lease,
+    } = node;
+    let peer = connection.remote_address();
+    loop {
+        let (mut send, mut recv) = match connection.accept_bi().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                if let Some(core) = core.get().and_then(Weak::upgrade) {
+                    let lease_end = lease::driver_end(*renewed.lock(), lease);
+                    core.node_lost(idx, e.to_string(), lease_end);
+                }
+                return;
+            }
+        };
+        let mut decoder = prism_transport::FrameDecoder::new(1 << 10);
+        let first = match quic::recv_frame(&mut recv, &mut decoder, peer).await {
+            Ok(Some(frame)) => match frame.access::<HostEvent>() {
+                Ok(ArchivedHostEvent::Relay { worker }) => Ok(worker.to_native()),
+                Ok(ArchivedHostEvent::Renew { seq }) => Err(Some(seq.to_native())),
+                _ => Err(None),
+            },
+            _ => Err(None),
+        };
+        let relayed = match first {
+            Ok(worker) => Some(worker),
+            Err(Some(seq)) => {
+                // Renewed from the moment the ask arrived, answered off the core.
+                *renewed.lock() = Instant::now();
+                tokio::spawn(async move {
+                    if quic::send_frame(&mut send, &HostEvent::Renew { seq })
+                        .await
+                        .is_ok()
+                    {
+                        let _ = send.finish();
+                    }
+                });
+                continue;
+            }
+            Err(None) => None,
+        };
+        // A node relays only the workers it was asked to start.
+        let Some(worker) = relayed.filter(|&w| node_of(w) == idx) else {
+            let why = "expected the relay of one of this node's workers";
+            quic::close_for(&connection, quic::codes::BAD_FRAME, why);
+            continue;
+        };
+        let early = decoder.take_buffered();
+        let Some(core) = core.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        core.relayed_worker(send, recv, early, worker);
     }
 }

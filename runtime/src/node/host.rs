@@ -5,24 +5,30 @@
 //! to the driver on a QUIC stream of its own, pulls objects its workers need into the job's store ([`ToHost::Fetch`], one transfer per
 //! object however many ask), and serves the job's objects to other hosts
 //! ([`Purpose::Objects`]). When the driver's connection ends, the job's workers are killed and
-//! its store is removed.
+//! its store is removed. The node holds a lease on the job ([`crate::proto::lease`]): cut off
+//! from the driver for a whole lease, it closes the job's connection, which ends the job here.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use prism_graph::ObjectId;
 use prism_transport::quic;
 use prism_transport::tls::Identity;
 use prism_transport::transfer;
-use prism_transport::{FromHost, HostEvent, HostHello, PullKey, PullStats, Purpose, ToHost};
+use prism_transport::{
+    ArchivedHostEvent, FrameDecoder, FromHost, HostEvent, HostHello, PullKey, PullStats, Purpose,
+    ToHost,
+};
 use tokio::sync::watch;
 
 use super::object_manager::{Peers, StoreSource};
 use super::worker_pool;
 use crate::process::{self, ENV_JOB_FINGERPRINT, ENV_NODE_NAME, ProcessHandle, StoreLimits};
+use crate::proto::lease::{self, Lease};
 use crate::store;
 
 /// How a fetch in progress reports its end to those who wait for it.
@@ -148,6 +154,7 @@ impl Hosting {
                 objects_at,
                 inline_threshold,
                 store_capacity,
+                lease_ms,
             } => {
                 let exe = self.binary(job, binary, size, &objects_at).await?;
                 let fingerprint = crate::process::content_fingerprint(&binary);
@@ -155,7 +162,8 @@ impl Hosting {
                     inline_threshold,
                     capacity: store_capacity,
                 };
-                self.start_job(connection, job, exe, limits, fingerprint)?;
+                let lease = lease::at_least_shortest(Duration::from_millis(lease_ms));
+                self.start_job(connection, job, exe, limits, fingerprint, lease)?;
                 Ok(FromHost::Done)
             }
             ToHost::Spawn { worker } => {
@@ -244,6 +252,7 @@ impl Hosting {
         exe: PathBuf,
         limits: StoreLimits,
         fingerprint: u64,
+        lease: Duration,
     ) -> Result<(), String> {
         if let Some(running) = self.jobs.lock().get(job) {
             return if running.driver.stable_id() == connection.stable_id() {
@@ -268,6 +277,7 @@ impl Hosting {
             ended: std::sync::atomic::AtomicBool::new(false),
         });
         self.jobs.lock().insert(job.to_string(), record);
+        tokio::spawn(hold_lease(connection.clone(), job.to_string(), lease));
         Ok(())
     }
 
@@ -348,7 +358,65 @@ impl Hosting {
     }
 }
 
-/// Writes a new executable only this user can read or run.
+/// Holds the node's lease on `job`: asks the driver for a renewal every
+/// [`lease::RENEW_EVERY`] and, once a whole lease went by without an answer, closes the job's
+/// connection, which ends the job here (its workers are killed, its store removed) before the
+/// driver starts its actors anywhere else.
+async fn hold_lease(connection: quinn::Connection, job: String, length: Duration) {
+    let lease = Arc::new(Mutex::new(Lease::new(
+        Instant::now(),
+        length,
+        lease::RENEW_EVERY,
+    )));
+    loop {
+        let now = Instant::now();
+        let (expired, due, wake) = {
+            let mut lease = lease.lock();
+            let expired = lease.expired(now);
+            let due = if expired { None } else { lease.due(now) };
+            (expired, due, lease.next_wake())
+        };
+        if expired {
+            let reason = format!(
+                "no lease renewal from the driver for {} ms: the node stopped the job's workers",
+                length.as_millis()
+            );
+            tracing::warn!(%job, "{reason}");
+            quic::close_for(&connection, quic::codes::LEASE_ENDED, &reason);
+            return;
+        }
+        if let Some(seq) = due {
+            tokio::spawn(ask_renewal(connection.clone(), seq, lease.clone()));
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
+            _ = connection.closed() => return,
+        }
+    }
+}
+
+/// Asks the driver to renew the lease (ask number `seq`) and records its answer.
+async fn ask_renewal(connection: quinn::Connection, seq: u64, lease: Arc<Mutex<Lease>>) {
+    let Ok((mut send, mut recv)) = connection.open_bi().await else {
+        return;
+    };
+    if quic::send_frame(&mut send, &HostEvent::Renew { seq })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = send.finish();
+    let mut decoder = FrameDecoder::new(1 << 10);
+    let peer = connection.remote_address();
+    if let Ok(Some(frame)) = quic::recv_frame(&mut recv, &mut decoder, peer).await
+        && let Ok(ArchivedHostEvent::Renew { seq: answered }) = frame.access::<HostEvent>()
+        && answered.to_native() == seq
+    {
+        lease.lock().granted(seq);
+    }
+}
+
 impl Job {
     /// Refuses further spawns, kills the job's workers and removes its store.
     fn end(&self) {
@@ -360,6 +428,7 @@ impl Job {
     }
 }
 
+/// Writes a new executable only this user can read or run.
 fn write_executable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

@@ -157,9 +157,13 @@ impl Core {
     }
 
     /// The connection to a node ended: its workers are dead, its queue moves elsewhere, and its
-    /// copies of objects are gone.
-    pub(super) fn node_lost(&self, node: NodeIdx, reason: String) {
-        self.event(Event::NodeLost { node, reason });
+    /// copies of objects are gone; what may still run there stops by `lease_end`.
+    pub(super) fn node_lost(&self, node: NodeIdx, reason: String, lease_end: std::time::Instant) {
+        self.event(Event::NodeLost {
+            node,
+            reason,
+            lease_end,
+        });
     }
 
     /// Hands `event` to the node and carries out what it decided.

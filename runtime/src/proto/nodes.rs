@@ -344,6 +344,37 @@ impl Nodes {
         stalled
     }
 
+    /// Queued tasks to move: those of live nodes that cannot start them now, as many as
+    /// the other live nodes could start at once, and actor creations waiting where another
+    /// node has room (spillback of queued work, for a node whose resources went to actors or
+    /// whose workers are slow). The caller places them again.
+    pub(crate) fn steal(&mut self) -> Vec<TaskId> {
+        let mut moved = Vec::new();
+        for idx in 0..self.list.len() {
+            if !self.list[idx].alive {
+                continue;
+            }
+            for (shape, waiting) in self.list[idx].sched.stuck() {
+                let room: usize = (0..self.list.len())
+                    .filter(|&j| j != idx && self.list[j].alive)
+                    .map(|j| self.list[j].sched.room_for(&shape))
+                    .sum();
+                if room > 0 {
+                    moved.extend(self.at(idx).take_queued(&shape, waiting.min(room)));
+                }
+            }
+            for (task, demand) in self.list[idx].sched.stuck_pinned() {
+                let room = (0..self.list.len())
+                    .filter(|&j| j != idx && self.list[j].alive)
+                    .any(|j| self.list[j].sched.room_for(&demand) > 0);
+                if room && self.at(idx).take_pinned(task) {
+                    moved.push(task);
+                }
+            }
+        }
+        moved
+    }
+
     /// Compacts every node's scheduler (see [`Scheduler::compact`]).
     pub(crate) fn compact(&mut self) -> bool {
         self.list

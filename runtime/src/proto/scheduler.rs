@@ -573,6 +573,62 @@ impl Scheduler {
         (queued, workers)
     }
 
+    /// The shapes of queued tasks this node cannot start now (its free resources do not fit
+    /// them), with how many wait: work other nodes could take.
+    pub(crate) fn stuck(&self) -> Vec<(Resources, usize)> {
+        self.queues
+            .iter()
+            .filter(|(shape, queue)| !queue.is_empty() && !shape.fits_in(&self.available))
+            .map(|(shape, queue)| (shape.clone(), queue.len()))
+            .collect()
+    }
+
+    /// Actor creations waiting here for resources this node does not have free now.
+    pub(crate) fn stuck_pinned(&self) -> Vec<(TaskId, Resources)> {
+        let waiting = self.pinned_queue.iter().filter_map(|task| {
+            let demand = self.demands.get(task)?;
+            (!demand.fits_in(&self.available)).then(|| (*task, demand.clone()))
+        });
+        waiting.collect()
+    }
+
+    /// Takes the queued actor creation `task` (to run elsewhere).
+    pub(crate) fn take_pinned(&mut self, task: TaskId) -> bool {
+        let Some(at) = self.pinned_queue.iter().position(|t| *t == task) else {
+            return false;
+        };
+        self.pinned_queue.remove(at);
+        self.demands.remove(&task);
+        true
+    }
+
+    /// Takes up to `count` of the tasks of `shape` queued last (to run elsewhere).
+    pub(crate) fn take_queued(&mut self, shape: &Resources, count: usize) -> Vec<TaskId> {
+        let Some(queue) = self.queues.get_mut(shape) else {
+            return Vec::new();
+        };
+        let keep = queue.len().saturating_sub(count);
+        let taken: Vec<TaskId> = queue.drain(keep..).collect();
+        for task in &taken {
+            self.demands.remove(task);
+        }
+        taken
+    }
+
+    /// How many more tasks of `shape` this node could start now: as many as its free
+    /// resources fit, while its queue stays shorter than its CPUs.
+    pub(crate) fn room_for(&self, shape: &Resources) -> usize {
+        let cpus = self.total.cpu.as_f64().max(1.0);
+        let below = ((1.0 - self.load()) * cpus).floor().max(0.0) as usize;
+        let mut free = self.available.clone();
+        let mut fits = 0;
+        while fits < below && shape.fits_in(&free) {
+            free.subtract(shape);
+            fits += 1;
+        }
+        fits
+    }
+
     /// Empties the node's queue (including infeasible tasks) and returns what was in it.
     pub(crate) fn drain_queued(&mut self) -> Vec<TaskId> {
         let mut tasks: Vec<TaskId> = std::mem::take(&mut self.infeasible);

@@ -11,7 +11,11 @@
 //! in order, for their simulated duration, and fails a task whose shared argument is not in its
 //! node's store (as a real worker cannot map the segment); the driver learns of a dead node from
 //! the head's table (polled every second, over a control link that, as today, is not re-made
-//! after the head restarts) or when QUIC's idle timeout closes the node's connection.
+//! after the head restarts) or when QUIC's idle timeout closes the node's connection. Each
+//! node holds a lease on the job that the driver renews ([`crate::proto::lease`]); a node cut
+//! off for longer than the lease stops the job's workers, and the driver starts no actor of a
+//! lost node again before that node's lease ended, so that no actor runs two incarnations at
+//! once (checked whenever an incarnation starts or a frozen node runs again).
 
 mod world;
 
@@ -42,6 +46,11 @@ pub struct Config {
     pub tasks: usize,
     /// Their shape.
     pub workload: Workload,
+    /// Actors the driver creates besides (each holds a CPU, is restarted whenever its process
+    /// dies, and retries its calls up to `max_retries`).
+    pub actors: usize,
+    /// Calls the driver makes on each actor (small results, all held and read at the end).
+    pub calls: usize,
     /// Whether to inject faults.
     pub faults: bool,
     /// The seed of every random choice.
@@ -58,6 +67,14 @@ pub struct Config {
     pub heartbeat: Duration,
     /// How long the head waits for a heartbeat before it counts a node dead.
     pub node_timeout: Duration,
+    /// How long a node's lease on the job runs after the driver's last renewal: a node cut
+    /// off for longer stops the job's processes (see [`crate::proto::lease`]).
+    pub lease: Duration,
+    /// Whether nodes hold leases on the job and the driver waits for a lost node's lease to
+    /// end before it starts the node's actors again (off: as before leases, a node stops the
+    /// job's processes only once it sees the job's connection closed; shows the incarnation
+    /// check at work).
+    pub fencing: bool,
     /// After how long a silent peer's QUIC connection closes.
     pub idle_timeout: Duration,
     /// How long a node's object manager tries to connect to a peer.
@@ -84,6 +101,8 @@ impl Default for Config {
             advertised_cpus: None,
             tasks: 2_000,
             workload: Workload::Tree,
+            actors: 0,
+            calls: 20,
             faults: false,
             seed: 1,
             latency: Duration::from_micros(100),
@@ -92,6 +111,8 @@ impl Default for Config {
             large: 1_600_000,
             heartbeat: Duration::from_secs(1),
             node_timeout: Duration::from_secs(10),
+            lease: crate::proto::lease::LENGTH,
+            fencing: true,
             idle_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(2),
             driver_cost: Duration::from_micros(10),

@@ -7,7 +7,9 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use prism_graph::{Arg, IdMap, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec};
+use prism_graph::{
+    ActorId, Arg, IdMap, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec,
+};
 use prism_transport::{
     ArchivedToWorker, ArchivedValue, DEFAULT_MAX_FRAME, FrameDecoder, FromControl, Outcome,
     PullStats, ToControl, ToNode, Value, encode_frame,
@@ -15,7 +17,10 @@ use prism_transport::{
 
 use super::{Config, Report, Workload};
 use crate::proto::control::ControlStore;
-use crate::proto::node::{Action, DRIVER_OWNER, Event, HostRequest, State, soft_limit_of};
+use crate::proto::lease::{self, Lease};
+use crate::proto::node::{
+    Action, ActorSetup, DRIVER_OWNER, Event, HostRequest, State, soft_limit_of,
+};
 use crate::proto::nodes::{NodeIdx, Nodes, node_of};
 use crate::proto::owner::Slot;
 use crate::proto::scheduler::WorkerId;
@@ -144,6 +149,10 @@ enum AtDriver {
         ok: bool,
     },
     Status(Vec<prism_transport::NodeStatus>),
+    /// The node stopped the job's processes: its lease ran out.
+    Fenced {
+        node: NodeIdx,
+    },
 }
 
 /// A scheduled happening.
@@ -168,11 +177,13 @@ enum What {
     },
     /// A worker process finished starting.
     WorkerUp { worker: WorkerId },
-    /// A task's run ends (if the worker's run number is still `run`).
+    /// A task's run ends (if the worker's run number is still `run`); `creation`: it is an
+    /// actor's constructor.
     TaskEnd {
         worker: WorkerId,
         task: TaskId,
         run: u64,
+        creation: bool,
     },
     /// A node's fetch ends.
     FetchEnd {
@@ -200,6 +211,16 @@ enum What {
     DriverTurn,
     /// The job's connection to a node closes if nothing came through for the idle timeout.
     IdleCheck { node: NodeIdx, epoch: u64 },
+    /// A node (of daemon incarnation `life`) looks at its lease on the job: asks for a
+    /// renewal, or stops the job's processes once it ran out.
+    LeaseTimer { node: NodeIdx, life: u64 },
+    /// A node's renewal ask reaches the driver (answered at once, off the driver's thread).
+    Renew { node: NodeIdx, epoch: u64, seq: u64 },
+    /// The driver's answer to a renewal reaches the node.
+    Granted { node: NodeIdx, epoch: u64, seq: u64 },
+    /// A frozen or cut-off node runs or reaches the others again (before anything that
+    /// waited for it).
+    Resume { node: NodeIdx },
 }
 
 struct Due {
@@ -238,6 +259,8 @@ struct Host {
     epoch: u64,
     /// The daemon hosts the job (a restarted daemon does not know it).
     hosting: bool,
+    /// Its lease on the job, while it hosts it.
+    lease: Option<Lease>,
     store: IdMap<ObjectId, u64>,
     frozen_until: Duration,
     partitioned_until: Duration,
@@ -255,10 +278,18 @@ struct Host {
 #[derive(Debug)]
 struct SimWorker {
     alive: bool,
-    queue: VecDeque<(TaskId, Vec<(u32, ObjectId)>)>,
+    queue: VecDeque<Queued>,
     current: Option<TaskId>,
     /// Bumped when the worker stops running its task (killed or frozen and resumed).
     run: u64,
+}
+
+/// A task a worker was sent: its shared arguments, and whether it makes an actor.
+#[derive(Debug)]
+struct Queued {
+    task: TaskId,
+    shared: Vec<(u32, ObjectId)>,
+    creation: bool,
 }
 
 /// What a held object ended as, first seen.
@@ -277,6 +308,10 @@ struct Driver {
     large: IdMap<TaskId, u64>,
     /// Runs started, by task.
     attempts: IdMap<TaskId, u32>,
+    /// The actors it created.
+    actors: Vec<ActorId>,
+    /// When it last received each node's lease renewal ask.
+    renewed: Vec<Duration>,
     ended: IdMap<ObjectId, Ended>,
     /// Phase: running, reading the results, released everything (at this time).
     reading: bool,
@@ -315,6 +350,8 @@ struct World<'a> {
     driver_free: Duration,
     /// What reached the driver while it was busy, in order.
     driver_backlog: VecDeque<What>,
+    /// The workers each actor's incarnations ran in (dead ones included), oldest first.
+    incarnations: IdMap<ActorId, Vec<WorkerId>>,
 }
 
 /// Runs the simulation `config` describes, writing what happens to `out` (deterministic: the
@@ -328,12 +365,13 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
         let soft = soft_limit_of(&cpus);
         nodes.add(format!("n{i}"), cpus.clone(), 16, soft, 4 * soft);
     }
+    let base = Instant::now();
     let mut world = World {
         config,
         out,
         rng: Rng(config.seed),
         now: Duration::ZERO,
-        base: Instant::now(),
+        base,
         queue: BinaryHeap::new(),
         seq: 0,
         links: IdMap::default(),
@@ -349,6 +387,9 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
                 connected: true,
                 epoch: 0,
                 hosting: true,
+                lease: config
+                    .fencing
+                    .then(|| Lease::new(base, config.lease, lease::RENEW_EVERY)),
                 store: IdMap::default(),
                 frozen_until: Duration::ZERO,
                 partitioned_until: Duration::ZERO,
@@ -365,6 +406,8 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
             cursor: 0,
             large: IdMap::default(),
             attempts: IdMap::default(),
+            actors: Vec::new(),
+            renewed: vec![Duration::ZERO; config.nodes],
             ended: IdMap::default(),
             reading: false,
             released_at: None,
@@ -378,6 +421,7 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
         memory_base: None,
         driver_free: Duration::ZERO,
         driver_backlog: VecDeque::new(),
+        incarnations: IdMap::default(),
     };
     world.start()?;
     world.main_loop()?;
@@ -389,13 +433,18 @@ impl World<'_> {
         let c = self.config;
         writeln!(
             self.out,
-            "prism-sim: {} nodes x {} CPUs, {} tasks ({}), faults {}, seed {}",
+            "prism-sim: {} nodes x {} CPUs, {} tasks ({}){}, faults {}, seed {}",
             c.nodes,
             c.cpus,
             c.tasks,
             match c.workload {
                 Workload::FanOut => "fan-out",
                 Workload::Tree => "tree reduction",
+            },
+            if c.actors > 0 {
+                format!(", {} actors x {} calls", c.actors, c.calls)
+            } else {
+                String::new()
             },
             if c.faults { "on" } else { "off" },
             c.seed
@@ -404,6 +453,7 @@ impl World<'_> {
             self.register(node);
             let first = self.rng.between(Duration::ZERO, c.heartbeat);
             self.at(first, What::Beat { node, life: 0 });
+            self.at(Duration::ZERO, What::LeaseTimer { node, life: 0 });
         }
         self.at(TICK, What::Tick);
         self.at(PROBE, What::Probe);
@@ -513,6 +563,44 @@ impl World<'_> {
                     level = next;
                 }
                 self.driver.held = level;
+            }
+        }
+        self.create_actors();
+    }
+
+    /// The driver's actors and their calls (results held alongside the workload's).
+    fn create_actors(&mut self) {
+        let c = self.config;
+        for _ in 0..c.actors {
+            let mut spec = self.spec("sim::Actor", Vec::new());
+            let actor = ActorId(spec.task_id);
+            spec.num_returns = 0;
+            spec.kind = TaskKind::ActorCreation {
+                actor,
+                max_concurrency: 1,
+            };
+            let setup = ActorSetup {
+                class: "sim::Actor",
+                name: None,
+                get_if_exists: false,
+                max_restarts: u32::MAX,
+                max_task_retries: c.max_retries,
+            };
+            self.report.tasks += 1;
+            self.driver_free += c.driver_cost;
+            self.proto(|node, _| {
+                node.create_actor(spec, None, setup)
+                    .expect("unnamed actors take no name");
+                node.settle();
+            });
+            self.driver.actors.push(actor);
+        }
+        for _ in 0..c.calls {
+            for actor in self.driver.actors.clone() {
+                let mut spec = self.spec("sim::Actor::call", Vec::new());
+                spec.kind = TaskKind::ActorCall(actor);
+                self.driver.held.push(ObjectId::new(spec.task_id, 0));
+                self.submit(spec);
             }
         }
     }
@@ -643,8 +731,10 @@ impl World<'_> {
                 let host = &mut self.hosts[node];
                 host.connected = false;
                 host.epoch += 1;
-                // The node stops the job's workers once it sees the connection close.
-                if host.alive && host.hosting {
+                // The node stops the job's workers once it sees the connection close: now if
+                // it is reachable and running, else when it is again (or its lease ran out).
+                let reachable = host.frozen_until <= self.now && host.partitioned_until <= self.now;
+                if host.alive && host.hosting && reachable {
                     self.end_job_on(node);
                 }
             }
@@ -689,8 +779,80 @@ impl World<'_> {
         for worker in std::mem::take(&mut self.hosts[node].workers) {
             self.kill(worker, None);
         }
-        self.hosts[node].store.clear();
-        self.hosts[node].hosting = false;
+        let host = &mut self.hosts[node];
+        host.store.clear();
+        host.hosting = false;
+        host.lease = None;
+    }
+
+    /// The node's lease timer: stop the job's processes if the lease ran out, else ask for
+    /// a renewal when one is due.
+    fn lease_timer(&mut self, node: NodeIdx, life: u64) -> std::io::Result<()> {
+        let now = self.base + self.now;
+        let host = &mut self.hosts[node];
+        if !host.alive || host.life != life || !host.hosting {
+            return Ok(());
+        }
+        let epoch = host.epoch;
+        let Some(lease) = host.lease.as_mut() else {
+            return Ok(());
+        };
+        if lease.expired(now) {
+            return self.fence(node);
+        }
+        let seq = lease.due(now);
+        let next = lease.next_wake() - self.base;
+        if let Some(seq) = seq {
+            let renew = What::Renew { node, epoch, seq };
+            self.send(Place::Node(node), Place::Driver, 32, renew);
+        }
+        self.at(next, What::LeaseTimer { node, life });
+        Ok(())
+    }
+
+    /// Writes what happened to `node` now.
+    fn say_of(&mut self, node: NodeIdx, what: &str) -> std::io::Result<()> {
+        let (t, name) = (self.now.as_secs_f64(), &self.hosts[node].name);
+        writeln!(self.out, "  t={t:.3}s node {name} {what}")
+    }
+
+    /// The node's lease ran out: it stops the job's processes and says so.
+    fn fence(&mut self, node: NodeIdx) -> std::io::Result<()> {
+        self.say_of(node, "stops the job's processes: its lease ran out")?;
+        self.end_job_on(node);
+        self.tell_driver(node, 64, AtDriver::Fenced { node });
+        Ok(())
+    }
+
+    /// A frozen or cut-off node is back: it learns that the job dropped its connection, or
+    /// that its lease ran out, before anything else; then no actor may run twice.
+    fn resume(&mut self, node: NodeIdx) -> std::io::Result<()> {
+        let host = &self.hosts[node];
+        if !host.alive || host.frozen_until > self.now || host.partitioned_until > self.now {
+            return Ok(());
+        }
+        if host.hosting && !host.connected {
+            self.end_job_on(node);
+        } else if host
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.expired(self.base + self.now))
+        {
+            self.fence(node)?;
+        }
+        let here: Vec<ActorId> = self
+            .incarnations
+            .iter()
+            .filter(|(_, ran)| {
+                ran.iter()
+                    .any(|w| node_of(*w) == node && self.workers.get(w).is_some_and(|w| w.alive))
+            })
+            .map(|(actor, _)| *actor)
+            .collect();
+        for actor in here {
+            self.check_incarnations(actor);
+        }
+        Ok(())
     }
 
     fn main_loop(&mut self) -> std::io::Result<()> {
@@ -767,7 +929,9 @@ impl World<'_> {
     fn step(&mut self, what: What) -> std::io::Result<()> {
         // A frozen node's daemon and workers handle what reaches them once they run again.
         let at_node = match &what {
-            What::Host { node, .. } => Some(*node),
+            What::Host { node, .. }
+            | What::LeaseTimer { node, .. }
+            | What::Granted { node, .. } => Some(*node),
             What::Worker { worker, .. } => Some(node_of(*worker)),
             _ => None,
         };
@@ -815,7 +979,12 @@ impl World<'_> {
                     self.tell_driver(node, 64, AtDriver::Hello { worker });
                 }
             }
-            What::TaskEnd { worker, task, run } => self.task_end(worker, task, run),
+            What::TaskEnd {
+                worker,
+                task,
+                run,
+                creation,
+            } => self.task_end(worker, task, run, creation),
             What::FetchEnd {
                 node,
                 life,
@@ -900,12 +1069,7 @@ impl World<'_> {
                 host.life += 1;
                 host.head_id = None;
                 let life = host.life;
-                writeln!(
-                    self.out,
-                    "  t={:.3}s node {} restarted (the running job does not use it again)",
-                    self.now.as_secs_f64(),
-                    self.hosts[node].name
-                )?;
+                self.say_of(node, "restarted (the running job does not use it again)")?;
                 self.register(node);
                 let next = self.now + self.config.heartbeat;
                 self.at(next, What::Beat { node, life });
@@ -922,6 +1086,25 @@ impl World<'_> {
             }
             // Taken from the backlog by the main loop.
             What::DriverTurn => {}
+            What::LeaseTimer { node, life } => self.lease_timer(node, life)?,
+            What::Renew { node, epoch, seq } => {
+                let host = &self.hosts[node];
+                if host.connected && host.epoch == epoch {
+                    self.driver.renewed[node] = self.now;
+                    let granted = What::Granted { node, epoch, seq };
+                    self.send(Place::Driver, Place::Node(node), 32, granted);
+                }
+            }
+            What::Granted { node, epoch, seq } => {
+                let host = &mut self.hosts[node];
+                if host.alive
+                    && host.epoch == epoch
+                    && let Some(lease) = host.lease.as_mut()
+                {
+                    lease.granted(seq);
+                }
+            }
+            What::Resume { node } => self.resume(node)?,
             What::IdleCheck { node, epoch } => {
                 let host = &self.hosts[node];
                 if host.epoch != epoch || !host.connected {
@@ -936,7 +1119,7 @@ impl World<'_> {
                         "its connection timed out after {} s without an answer",
                         self.config.idle_timeout.as_secs()
                     );
-                    self.node_lost(node, reason)?;
+                    self.node_lost(node, reason, false)?;
                 }
             }
         }
@@ -1042,6 +1225,15 @@ impl World<'_> {
                     let _ = n.handle(event, now);
                 });
             }
+            AtDriver::Fenced { node } => {
+                if self.hosts[node].connected {
+                    let reason = format!(
+                        "it stopped the job's processes: its lease ran out ({} s without a renewal)",
+                        self.config.lease.as_secs_f64()
+                    );
+                    self.node_lost(node, reason, true)?;
+                }
+            }
             AtDriver::Status(table) => {
                 for status in table.iter().filter(|s| !s.alive) {
                     let Some(node) = self.hosts.iter().position(|h| h.name == status.name) else {
@@ -1052,7 +1244,7 @@ impl World<'_> {
                             "the control store has not heard from it for {} ms",
                             status.last_seen_ms
                         );
-                        self.node_lost(node, reason)?;
+                        self.node_lost(node, reason, false)?;
                     }
                 }
             }
@@ -1060,8 +1252,13 @@ impl World<'_> {
         Ok(())
     }
 
-    /// The job gives up on a node (the shell calls the node's `NodeLost`).
-    fn node_lost(&mut self, node: NodeIdx, reason: String) -> std::io::Result<()> {
+    /// The job gives up on a node (the shell calls the node's `NodeLost`); `stopped`: the
+    /// node said it stopped the job's processes, else they may run until its lease ends.
+    fn node_lost(&mut self, node: NodeIdx, reason: String, stopped: bool) -> std::io::Result<()> {
+        let lease_end = match stopped || !self.config.fencing {
+            true => self.base + self.now,
+            false => lease::driver_end(self.base + self.driver.renewed[node], self.config.lease),
+        };
         writeln!(
             self.out,
             "  t={:.3}s the job lost node {}: {reason}",
@@ -1069,7 +1266,14 @@ impl World<'_> {
             self.hosts[node].name
         )?;
         self.proto(|n, now| {
-            let _ = n.handle(Event::NodeLost { node, reason }, now);
+            let _ = n.handle(
+                Event::NodeLost {
+                    node,
+                    reason,
+                    lease_end,
+                },
+                now,
+            );
         });
         // The node's relayed worker links end with it.
         if self.hosts[node].connected {
@@ -1205,20 +1409,14 @@ impl World<'_> {
             match msg {
                 ArchivedToWorker::Execute(batch) => {
                     for exec in batch.iter() {
-                        let task = exec.task.to_native();
-                        let shared = shared_args(&exec.args);
-                        self.queue_task(worker, task, shared);
+                        self.queue_task(worker, exec);
                     }
                 }
-                ArchivedToWorker::Nested { exec, .. } => {
-                    let task = exec.task.to_native();
-                    let shared = shared_args(&exec.args);
-                    self.queue_task(worker, task, shared);
-                }
+                ArchivedToWorker::Nested { exec, .. } => self.queue_task(worker, exec),
                 ArchivedToWorker::Cancel { task } => {
                     let task = task.to_native();
                     if let Some(w) = self.workers.get_mut(&worker) {
-                        w.queue.retain(|(t, _)| *t != task);
+                        w.queue.retain(|q| q.task != task);
                     }
                 }
                 ArchivedToWorker::Shutdown => exit = true,
@@ -1232,11 +1430,63 @@ impl World<'_> {
         }
     }
 
-    fn queue_task(&mut self, worker: WorkerId, task: TaskId, shared: Vec<(u32, ObjectId)>) {
+    fn queue_task(&mut self, worker: WorkerId, exec: &prism_transport::ArchivedExecute) {
+        let task = exec.task.to_native();
+        let shared = shared_args(&exec.args);
         self.report.dispatched += 1;
         *self.driver.attempts.entry(task).or_default() += 1;
+        let creation = match &exec.kind {
+            prism_graph::ArchivedTaskKind::ActorCreation { actor, .. } => {
+                let actor = ActorId(actor.0.to_native());
+                self.incarnation_starts(actor, worker);
+                true
+            }
+            _ => false,
+        };
         if let Some(w) = self.workers.get_mut(&worker) {
-            w.queue.push_back((task, shared));
+            w.queue.push_back(Queued {
+                task,
+                shared,
+                creation,
+            });
+        }
+    }
+
+    /// An actor's constructor reached `worker`: a new incarnation, which must be the only
+    /// one running.
+    fn incarnation_starts(&mut self, actor: ActorId, worker: WorkerId) {
+        let ran = self.incarnations.entry(actor).or_default();
+        ran.retain(|w| self.workers.get(w).is_some_and(|w| w.alive));
+        ran.push(worker);
+        self.check_incarnations(actor);
+    }
+
+    /// No actor runs two incarnations at once (a frozen process does not run).
+    fn check_incarnations(&mut self, actor: ActorId) {
+        let Some(ran) = self.incarnations.get(&actor) else {
+            return;
+        };
+        let running: Vec<WorkerId> = ran
+            .iter()
+            .copied()
+            .filter(|w| self.workers.get(w).is_some_and(|w| w.alive))
+            .filter(|&w| self.hosts[node_of(w)].frozen_until <= self.now)
+            .collect();
+        if let [first, second, ..] = running[..] {
+            let describe = |w: WorkerId| {
+                let host = &self.hosts[node_of(w)];
+                let cut = if host.partitioned_until > self.now {
+                    ", partitioned"
+                } else {
+                    ""
+                };
+                format!("worker {w} on {}{cut}", host.name)
+            };
+            self.report.violation = Some(format!(
+                "actor {actor} runs two incarnations at once: {} and {}",
+                describe(first),
+                describe(second)
+            ));
         }
     }
 
@@ -1249,7 +1499,12 @@ impl World<'_> {
             if !w.alive || w.current.is_some() {
                 return;
             }
-            let Some((task, shared)) = w.queue.pop_front() else {
+            let Some(Queued {
+                task,
+                shared,
+                creation,
+            }) = w.queue.pop_front()
+            else {
                 return;
             };
             let store = &self.hosts[node].store;
@@ -1271,12 +1526,18 @@ impl World<'_> {
             self.hosts[node].running += 1;
             let t = self.config.task_time;
             let end = self.now + self.rng.between(t / 2, t * 3 / 2);
-            self.at(end, What::TaskEnd { worker, task, run });
+            let end_of = What::TaskEnd {
+                worker,
+                task,
+                run,
+                creation,
+            };
+            self.at(end, end_of);
             return;
         }
     }
 
-    fn task_end(&mut self, worker: WorkerId, task: TaskId, run: u64) {
+    fn task_end(&mut self, worker: WorkerId, task: TaskId, run: u64, creation: bool) {
         let node = node_of(worker);
         let Some(w) = self.workers.get(&worker) else {
             return;
@@ -1287,16 +1548,28 @@ impl World<'_> {
         let frozen_until = self.hosts[node].frozen_until;
         if frozen_until > self.now {
             // A frozen process makes no progress: it ends that much later.
-            self.at(
-                frozen_until + (frozen_until - self.now),
-                What::TaskEnd { worker, task, run },
-            );
+            let again = What::TaskEnd {
+                worker,
+                task,
+                run,
+                creation,
+            };
+            self.at(frozen_until + (frozen_until - self.now), again);
             return;
         }
         if let Some(w) = self.workers.get_mut(&worker) {
             w.current = None;
         }
         self.hosts[node].running -= 1;
+        if creation {
+            let constructed = Outcome::Returned {
+                values: Vec::new(),
+                nested: Vec::new(),
+            };
+            self.done(worker, task, constructed);
+            self.start_next(worker);
+            return;
+        }
         let id = ObjectId::new(task, 0);
         let value = match self.driver.large.get(&task) {
             Some(&len) if len >= INLINE_LIMIT => {
@@ -1375,6 +1648,7 @@ impl World<'_> {
                 let host = &mut self.hosts[node];
                 host.alive = false;
                 host.hosting = false;
+                host.lease = None;
                 host.store.clear();
                 host.peers.clear();
                 let epoch = host.epoch;
@@ -1422,6 +1696,7 @@ impl World<'_> {
                     let epoch = host.epoch;
                     let check = self.now + self.config.idle_timeout;
                     self.at(check, What::IdleCheck { node, epoch });
+                    self.at(until, What::Resume { node });
                 }
             }
             Fault::KillHead { restart_after } => {
@@ -1498,9 +1773,13 @@ impl World<'_> {
         }
         self.report.errors = errors.into_iter().collect();
         self.report.sim_time = self.now;
+        let actors = std::mem::take(&mut self.driver.actors);
         self.proto(|node, _| {
             for id in held {
                 node.release(id);
+            }
+            for actor in actors {
+                node.actor_release(actor);
             }
             node.settle();
         });
@@ -1678,6 +1957,15 @@ fn replay(c: &Config) -> String {
             Workload::Tree => "tree",
         }
     );
+    if c.actors > 0 {
+        line.push_str(&format!(" --actors {} --calls {}", c.actors, c.calls));
+    }
+    if !c.fencing {
+        line.push_str(" --no-fencing");
+    }
+    if c.lease != d.lease {
+        line.push_str(&format!(" --lease-ms {}", c.lease.as_millis()));
+    }
     if c.faults {
         line.push_str(" --faults");
     }

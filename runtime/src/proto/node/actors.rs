@@ -6,11 +6,13 @@
 //! fails with `ActorDied`.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use prism_graph::{ActorId, Resources, TaskError, TaskId, TaskState};
 use prism_transport::{Execute, ToWorker};
 
 use super::State;
+use crate::proto::nodes::node_of;
 use crate::proto::scheduler::{Admission, Placement, WorkerId};
 
 /// Where an actor is in its life.
@@ -30,7 +32,7 @@ pub(super) struct ActorRecord {
     name: Option<String>,
     pub(super) life: Life,
     pub(super) worker: Option<WorkerId>,
-    demand: Resources,
+    pub(super) demand: Resources,
     /// The resolved constructor call, kept for restarts.
     creation: Option<Execute>,
     restarts: u32,
@@ -283,12 +285,14 @@ impl State {
         record.worker = None;
         // A creation attempt that was running dies with its worker.
         let creating = self.creations_of(actor);
+        let mut first = None;
         for task in creating {
             self.creations.remove(&task);
             if self.owner.task(task).is_some() {
                 // The first creation: its task stays unfinished in the owner until the actor
-                // is up or dead; mark it back to ready so it can be re-dispatched.
+                // is up or dead; it is the next attempt (or fails with the actor).
                 self.owner.unstarted(task);
+                first = Some(task);
             }
         }
         let record = self.actors.get_mut(&actor).expect("found above");
@@ -338,13 +342,45 @@ impl State {
             let attempt = record.restarts;
             let demand = record.demand.clone();
             tracing::warn!(actor = %actor, class, attempt, "restarting actor after its process died ({reason})");
-            let task = self.next_internal_task();
+            let task = first.unwrap_or_else(|| self.next_internal_task());
             self.creations.insert(task, actor);
-            self.enqueue_creation(task, demand);
+            // An incarnation on a node the job lost may run until that node's lease ends:
+            // the next one starts after that, so that two never run at once.
+            let fence = self.lease_ends.get(&node_of(worker)).copied();
+            match fence.filter(|&end| self.now.is_some_and(|now| end > now)) {
+                Some(end) => {
+                    tracing::info!(actor = %actor, "the restart waits for the lost node's lease to end");
+                    self.fenced_restarts.push((end, task));
+                }
+                None => self.enqueue_creation(task, demand),
+            }
         } else {
+            if let Some(task) = first {
+                self.creations.insert(task, actor);
+            }
             self.stop_actor(actor, final_reason);
         }
         true
+    }
+
+    /// Starts the actor restarts whose lost node's lease has ended by `now`.
+    pub(super) fn start_fenced_restarts(&mut self, now: Instant) {
+        if self.fenced_restarts.is_empty() {
+            return;
+        }
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.fenced_restarts)
+            .into_iter()
+            .partition(|&(end, _)| end <= now);
+        self.fenced_restarts = waiting;
+        for (_, task) in due {
+            // Stopped or killed meanwhile: the attempt is no longer a creation.
+            let Some(actor) = self.creations.get(&task) else {
+                continue;
+            };
+            if let Some(demand) = self.actors.get(actor).map(|r| r.demand.clone()) {
+                self.enqueue_creation(task, demand);
+            }
+        }
     }
 
     /// Ends an actor for good: fails what is queued, stops its worker, frees its name.

@@ -4,6 +4,8 @@
 //! objects for readers in the driver, dropping nodes' copies when the owner frees an object,
 //! and losing a node.
 
+use std::time::Instant;
+
 use prism_graph::{ObjectId, Resources, TaskId};
 use prism_transport::{ObjectValue, ToWorker, Value, encode_frame};
 
@@ -275,10 +277,11 @@ impl State {
 
     /// The connection to a node ended: its workers are dead, its queue moves elsewhere, and its
     /// copies of objects are gone.
-    pub(super) fn node_lost(&mut self, node: NodeIdx, reason: String) {
+    pub(super) fn node_lost(&mut self, node: NodeIdx, reason: String, lease_end: Instant) {
         if self.shutting_down || !self.nodes.get(node).is_some_and(|n| n.alive) {
             return;
         }
+        self.lease_ends.insert(node, lease_end);
         let name = self.nodes.name(node).to_string();
         tracing::error!(node = name, "lost a node of the cluster: {reason}");
         self.nodes.mark_dead(node);

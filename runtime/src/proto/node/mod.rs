@@ -166,8 +166,15 @@ pub(crate) enum Event<'a> {
         from: NodeIdx,
         reason: String,
     },
-    /// The connection to a node ended: its workers are dead and its copies gone.
-    NodeLost { node: NodeIdx, reason: String },
+    /// The connection to a node ended: its workers are dead and its copies gone. A node
+    /// that cannot reach the driver stops the job's processes on its own once its lease runs
+    /// out ([`crate::proto::lease`]); until `lease_end` they may still run there, so no
+    /// actor of the node starts a new incarnation before then.
+    NodeLost {
+        node: NodeIdx,
+        reason: String,
+        lease_end: Instant,
+    },
     /// A second went by: idle workers beyond the CPUs are stopped, stalls are broken.
     Tick,
 }
@@ -242,6 +249,13 @@ pub(crate) struct State {
     actors_to_pump: IdSet<ActorId>,
     /// Counter of the node's own task ids (actor restarts).
     internal_seq: u64,
+    /// When each lost node's lease from the driver ends (its processes are stopped by then).
+    lease_ends: IdMap<NodeIdx, Instant>,
+    /// Actor restarts waiting for the lease of the node where the last incarnation ran, by
+    /// the time they may start.
+    fenced_restarts: Vec<(Instant, TaskId)>,
+    /// The time of the event being handled.
+    now: Option<Instant>,
     shutting_down: bool,
 }
 
@@ -292,6 +306,9 @@ impl State {
             creations: IdMap::default(),
             actors_to_pump: IdSet::default(),
             internal_seq: 0,
+            lease_ends: IdMap::default(),
+            fenced_restarts: Vec::new(),
+            now: None,
             shutting_down: false,
         }
     }
@@ -317,6 +334,8 @@ impl State {
     /// Takes in `event`, which happened at `now`, and decides what follows (see
     /// [`State::poll_action`]); an event the node cannot accept is refused and changes nothing.
     pub(crate) fn handle(&mut self, event: Event<'_>, now: Instant) -> Result<(), Refused> {
+        self.now = Some(now);
+        self.start_fenced_restarts(now);
         match event {
             Event::Submit { spec, failed } => self.submit(spec, None, failed),
             Event::WorkerSpawned { worker, pid } => {
@@ -364,7 +383,11 @@ impl State {
             Event::NodeFetched { node, id, result } => self.node_fetched(node, id, result),
             Event::Localized { id, bytes } => self.owner.localized(id, bytes),
             Event::PullFailed { id, from, reason } => self.pull_failed(id, from, &reason),
-            Event::NodeLost { node, reason } => self.node_lost(node, reason),
+            Event::NodeLost {
+                node,
+                reason,
+                lease_end,
+            } => self.node_lost(node, reason, lease_end),
             Event::Tick => self.tick(now),
         }
         self.settle();
@@ -412,6 +435,15 @@ impl State {
                 self.retire(worker);
             } else {
                 self.retire_candidates.push((worker, since));
+            }
+        }
+        if self.cluster.is_some() {
+            let moved = self.nodes.steal();
+            if !moved.is_empty() {
+                tracing::debug!(tasks = moved.len(), "queued tasks move to nodes with room");
+            }
+            for task in moved {
+                self.enqueue(task);
             }
         }
         for node in self.nodes.stalled() {
@@ -580,6 +612,11 @@ impl State {
 
     fn enqueue(&mut self, task: TaskId) {
         let Some(record) = self.owner.task(task) else {
+            // An actor's restart (the node's own task): it needs a worker of its own again.
+            let actor = self.creations.get(&task).and_then(|a| self.actors.get(a));
+            if let Some(demand) = actor.map(|record| record.demand.clone()) {
+                self.enqueue_creation(task, demand);
+            }
             return;
         };
         let demand = record.spec.resources.clone();

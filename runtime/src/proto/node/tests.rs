@@ -22,6 +22,8 @@ struct Harness {
     /// Messages sent to workers, decoded, oldest first.
     sent: Vec<(WorkerId, ToWorker)>,
     started: Vec<WorkerId>,
+    /// Workers that said hello.
+    connected: Vec<WorkerId>,
     killed: Vec<WorkerId>,
     host: Vec<(NodeIdx, HostRequest)>,
     dropped: Vec<NodeIdx>,
@@ -46,6 +48,7 @@ impl Harness {
             now: Instant::now(),
             sent: Vec::new(),
             started: Vec::new(),
+            connected: Vec::new(),
             killed: Vec::new(),
             host: Vec::new(),
             dropped: Vec::new(),
@@ -66,6 +69,7 @@ impl Harness {
     }
 
     fn connect(&mut self, worker: WorkerId) {
+        self.connected.push(worker);
         let pid = 1000 + worker;
         self.event(Event::WorkerSpawned { worker, pid });
         self.event(Event::WorkerConnected { worker });
@@ -236,6 +240,7 @@ fn a_lost_object_is_rebuilt_from_its_lineage_when_its_node_dies() {
     h.event(Event::NodeLost {
         node: home,
         reason: "test".into(),
+        lease_end: h.now,
     });
     assert_eq!(h.dropped, vec![home]);
     // The sum goes to the surviving node (again, if it ran on the lost one), where its
@@ -316,6 +321,7 @@ fn tasks_queued_on_a_lost_node_move_to_the_others() {
     h.event(Event::NodeLost {
         node: lost,
         reason: "test".into(),
+        lease_end: h.now,
     });
     // Whatever was on node 1 is sent to node 0's worker now or later; finish them in turn.
     let mut done = 0;
@@ -336,75 +342,129 @@ fn tasks_queued_on_a_lost_node_move_to_the_others() {
     assert_eq!(done, tasks.len(), "every task ran on the surviving node");
 }
 
+impl Harness {
+    /// Creates an actor restarted up to `max_restarts` times and runs its constructor: the
+    /// actor and its worker.
+    fn actor(&mut self, max_restarts: u32) -> (ActorId, WorkerId) {
+        let mut spec = self.spec(Vec::new(), 0);
+        let actor = ActorId(spec.task_id);
+        spec.kind = TaskKind::ActorCreation {
+            actor,
+            max_concurrency: 1,
+        };
+        spec.function = "tests::Counter".into();
+        let creation = spec.task_id;
+        let setup = ActorSetup {
+            class: "tests::Counter",
+            name: None,
+            get_if_exists: false,
+            max_restarts,
+            max_task_retries: 1,
+        };
+        self.node.create_actor(spec, None, setup).unwrap();
+        self.node.settle();
+        self.drain();
+        let worker = self.where_sent(creation).expect("the constructor runs");
+        self.constructed(worker, creation);
+        (actor, worker)
+    }
+
+    /// The constructor `creation` ran on `worker`.
+    fn constructed(&mut self, worker: WorkerId, creation: TaskId) {
+        let done = Outcome::Returned {
+            values: Vec::new(),
+            nested: Vec::new(),
+        };
+        self.report(worker, &ToNode::Done(vec![(creation, done)]));
+    }
+
+    /// Workers that were asked for and are not running yet start and say hello.
+    fn connect_new(&mut self) {
+        for worker in self.started.clone() {
+            if !self.connected.contains(&worker) {
+                self.connect(worker);
+            }
+        }
+    }
+
+    /// Calls a method of `actor`: the call's task and its result.
+    fn call(&mut self, actor: ActorId) -> (TaskId, ObjectId) {
+        let mut call = self.spec(Vec::new(), 0);
+        call.kind = TaskKind::ActorCall(actor);
+        let task = call.task_id;
+        (task, self.submit(call))
+    }
+
+    /// Creation attempts sent to workers so far, oldest first.
+    fn creations(&self) -> Vec<(WorkerId, TaskId)> {
+        self.execs()
+            .filter(|(_, e)| matches!(e.kind, TaskKind::ActorCreation { .. }))
+            .map(|(w, e)| (w, e.task))
+            .collect()
+    }
+}
+
 #[test]
 fn an_actor_is_restarted_and_its_call_in_flight_retried() {
     let mut h = Harness::new(1, 2.0);
-    let mut spec = h.spec(Vec::new(), 0);
-    let actor = ActorId(spec.task_id);
-    spec.kind = TaskKind::ActorCreation {
-        actor,
-        max_concurrency: 1,
-    };
-    spec.function = "tests::Counter".into();
-    let creation = spec.task_id;
-    let setup = ActorSetup {
-        class: "tests::Counter",
-        name: None,
-        get_if_exists: false,
-        max_restarts: 1,
-        max_task_retries: 1,
-    };
-    h.node.create_actor(spec, None, setup).unwrap();
-    h.node.settle();
-    h.drain();
-    let first = h.where_sent(creation).expect("the constructor runs");
-    h.report(
-        first,
-        &ToNode::Done(vec![(
-            creation,
-            Outcome::Returned {
-                values: Vec::new(),
-                nested: Vec::new(),
-            },
-        )]),
-    );
-    let mut call = h.spec(Vec::new(), 0);
-    call.kind = TaskKind::ActorCall(actor);
-    let call_task = call.task_id;
-    let call_id = h.submit(call);
+    let (actor, first) = h.actor(1);
+    let (call_task, call_id) = h.call(actor);
     assert_eq!(h.where_sent(call_task), Some(first));
     // The actor's process dies during the call: a new incarnation starts, the call waits.
     h.dies(first);
-    for worker in h.started.clone() {
-        if worker != first && !h.node.running(worker) {
-            h.connect(worker);
-        }
-    }
-    let restarts: Vec<(WorkerId, TaskId)> = h
-        .execs()
-        .filter(|(_, e)| matches!(e.kind, TaskKind::ActorCreation { .. }))
-        .map(|(w, e)| (w, e.task))
-        .collect();
+    h.connect_new();
+    let restarts = h.creations();
     assert_eq!(restarts.len(), 2, "exactly one new incarnation");
     let (second, restart_task) = restarts[1];
     assert_ne!(second, first);
     assert_eq!(h.sends(call_task), 1, "the call waits for the constructor");
-    h.report(
-        second,
-        &ToNode::Done(vec![(
-            restart_task,
-            Outcome::Returned {
-                values: Vec::new(),
-                nested: Vec::new(),
-            },
-        )]),
-    );
+    h.constructed(second, restart_task);
     assert_eq!(
         h.where_sent(call_task),
         Some(second),
         "retried on the new one"
     );
     h.returns(second, call_task, Value::Inline(vec![5]));
+    assert!(matches!(h.slot(call_id), Some(Slot::Ready(_))));
+}
+
+#[test]
+fn an_actor_on_a_lost_node_starts_again_only_once_that_nodes_lease_ended() {
+    let mut h = Harness::new(2, 1.0);
+    let (actor, first) = h.actor(1);
+    let (call_task, call_id) = h.call(actor);
+    // The actor's node is lost; cut off, it may run the actor for 5 s more.
+    let second = std::time::Duration::from_secs(1);
+    h.event(Event::NodeLost {
+        node: node_of(first),
+        reason: "test".into(),
+        lease_end: h.now + 5 * second,
+    });
+    h.connect_new();
+    for _ in 0..4 {
+        h.now += second;
+        h.event(Event::Tick);
+        h.connect_new();
+        assert_eq!(
+            h.creations().len(),
+            1,
+            "no new incarnation while the old may run"
+        );
+    }
+    h.now += second;
+    h.event(Event::Tick);
+    h.connect_new();
+    let restarts = h.creations();
+    assert_eq!(
+        restarts.len(),
+        2,
+        "the new incarnation starts once the lease ended"
+    );
+    let (again, restart_task) = restarts[1];
+    assert_ne!(node_of(again), node_of(first));
+    h.constructed(again, restart_task);
+    assert_eq!(h.where_sent(call_task), Some(again));
+    h.returns(again, call_task, Value::Inline(vec![5]));
     assert!(matches!(h.slot(call_id), Some(Slot::Ready(_))));
 }
 
@@ -471,6 +531,7 @@ fn a_task_whose_lost_argument_cannot_be_rebuilt_fails_naming_it() {
     h.event(Event::NodeLost {
         node: lost,
         reason: "test".into(),
+        lease_end: h.now,
     });
     // The consumer's node was fetching the argument from the lost one: that fails. No copy
     // is left and none can be made: the consumer fails (before, it waited forever), and the
