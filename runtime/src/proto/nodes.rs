@@ -159,11 +159,24 @@ impl Nodes {
             return Some(home);
         }
         // The best: one that can start it now, then the least loaded, then the most bytes of
-        // its arguments (each node's key computed once).
-        nodes
-            .map(|i| ((!can_start(i), self.list[i].load(), bytes_on(i)), i))
-            .min_by(|(a, _), (b, _)| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(b.2.cmp(&a.2)))
-            .map(|(_, i)| i)
+        // its arguments (each node's key computed once; the first of equals).
+        let mut best: Option<((bool, f64, u64), NodeIdx)> = None;
+        for i in nodes {
+            let key = (!can_start(i), self.list[i].load(), bytes_on(i));
+            let better = match &best {
+                None => true,
+                Some((b, _)) => key
+                    .0
+                    .cmp(&b.0)
+                    .then(key.1.total_cmp(&b.1))
+                    .then(b.2.cmp(&key.2))
+                    .is_lt(),
+            };
+            if better {
+                best = Some((key, i));
+            }
+        }
+        best.map(|(_, i)| i)
     }
 
     /// Submits a ready task to node `idx`.
@@ -349,27 +362,36 @@ impl Nodes {
     /// node has room (spillback of queued work, for a node whose resources went to actors or
     /// whose workers are slow). The caller places them again.
     pub(crate) fn steal(&mut self) -> Vec<TaskId> {
+        let live: Vec<NodeIdx> = (0..self.list.len())
+            .filter(|&i| self.list[i].alive)
+            .collect();
+        let mut stuck = Vec::new();
+        let mut pinned = Vec::new();
+        for &idx in &live {
+            let sched = &self.list[idx].sched;
+            stuck.extend(sched.stuck().into_iter().map(|(s, n)| (idx, s, n)));
+            pinned.extend(sched.stuck_pinned().into_iter().map(|(t, d)| (idx, t, d)));
+        }
+        if stuck.is_empty() && pinned.is_empty() {
+            return Vec::new();
+        }
+        // Room for each shape over the whole cluster, computed once per shape and used up
+        // by what moves.
+        let mut room = Room::default();
         let mut moved = Vec::new();
-        for idx in 0..self.list.len() {
-            if !self.list[idx].alive {
-                continue;
+        for (idx, shape, waiting) in stuck {
+            let take = waiting.min(room.elsewhere(&self.list, &live, idx, &shape));
+            if take > 0 {
+                let taken = self.at(idx).take_queued(&shape, take);
+                room.use_up(&shape, taken.len());
+                moved.extend(taken);
             }
-            for (shape, waiting) in self.list[idx].sched.stuck() {
-                let room: usize = (0..self.list.len())
-                    .filter(|&j| j != idx && self.list[j].alive)
-                    .map(|j| self.list[j].sched.room_for(&shape))
-                    .sum();
-                if room > 0 {
-                    moved.extend(self.at(idx).take_queued(&shape, waiting.min(room)));
-                }
-            }
-            for (task, demand) in self.list[idx].sched.stuck_pinned() {
-                let room = (0..self.list.len())
-                    .filter(|&j| j != idx && self.list[j].alive)
-                    .any(|j| self.list[j].sched.room_for(&demand) > 0);
-                if room && self.at(idx).take_pinned(task) {
-                    moved.push(task);
-                }
+        }
+        for (idx, task, demand) in pinned {
+            if room.elsewhere(&self.list, &live, idx, &demand) > 0 && self.at(idx).take_pinned(task)
+            {
+                room.use_up(&demand, 1);
+                moved.push(task);
             }
         }
         moved
@@ -438,5 +460,38 @@ mod tests {
             Some(a),
             "dead nodes take nothing"
         );
+    }
+}
+
+/// How many more tasks of each shape the live nodes could start at once, for
+/// [`Nodes::steal`].
+#[derive(Default)]
+struct Room(Vec<(Resources, usize)>);
+
+impl Room {
+    /// Room for `shape` on the live nodes but `idx`.
+    fn elsewhere(
+        &mut self,
+        list: &[NodeEntry],
+        live: &[NodeIdx],
+        idx: NodeIdx,
+        shape: &Resources,
+    ) -> usize {
+        let total = match self.0.iter().find(|(s, _)| s == shape) {
+            Some((_, n)) => *n,
+            None => {
+                let n = live.iter().map(|&j| list[j].sched.room_for(shape)).sum();
+                self.0.push((shape.clone(), n));
+                n
+            }
+        };
+        total.saturating_sub(list[idx].sched.room_for(shape))
+    }
+
+    /// `count` tasks of `shape` moved into the room.
+    fn use_up(&mut self, shape: &Resources, count: usize) {
+        if let Some((_, n)) = self.0.iter_mut().find(|(s, _)| s == shape) {
+            *n = n.saturating_sub(count);
+        }
     }
 }
