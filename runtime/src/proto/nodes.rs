@@ -412,6 +412,39 @@ impl Nodes {
     }
 }
 
+/// How many more tasks of each shape the live nodes could start at once, for
+/// [`Nodes::steal`].
+#[derive(Default)]
+struct Room(Vec<(Resources, usize)>);
+
+impl Room {
+    /// Room for `shape` on the live nodes but `idx`.
+    fn elsewhere(
+        &mut self,
+        list: &[NodeEntry],
+        live: &[NodeIdx],
+        idx: NodeIdx,
+        shape: &Resources,
+    ) -> usize {
+        let total = match self.0.iter().find(|(s, _)| s == shape) {
+            Some((_, n)) => *n,
+            None => {
+                let n = live.iter().map(|&j| list[j].sched.room_for(shape)).sum();
+                self.0.push((shape.clone(), n));
+                n
+            }
+        };
+        total.saturating_sub(list[idx].sched.room_for(shape))
+    }
+
+    /// `count` tasks of `shape` moved into the room.
+    fn use_up(&mut self, shape: &Resources, count: usize) {
+        if let Some((_, n)) = self.0.iter_mut().find(|(s, _)| s == shape) {
+            *n = n.saturating_sub(count);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,37 +494,35 @@ mod tests {
             "dead nodes take nothing"
         );
     }
-}
 
-/// How many more tasks of each shape the live nodes could start at once, for
-/// [`Nodes::steal`].
-#[derive(Default)]
-struct Room(Vec<(Resources, usize)>);
-
-impl Room {
-    /// Room for `shape` on the live nodes but `idx`.
-    fn elsewhere(
-        &mut self,
-        list: &[NodeEntry],
-        live: &[NodeIdx],
-        idx: NodeIdx,
-        shape: &Resources,
-    ) -> usize {
-        let total = match self.0.iter().find(|(s, _)| s == shape) {
-            Some((_, n)) => *n,
-            None => {
-                let n = live.iter().map(|&j| list[j].sched.room_for(shape)).sum();
-                self.0.push((shape.clone(), n));
-                n
-            }
-        };
-        total.saturating_sub(list[idx].sched.room_for(shape))
-    }
-
-    /// `count` tasks of `shape` moved into the room.
-    fn use_up(&mut self, shape: &Resources, count: usize) {
-        if let Some((_, n)) = self.0.iter_mut().find(|(s, _)| s == shape) {
-            *n = n.saturating_sub(count);
+    #[test]
+    fn queued_work_moves_off_a_node_that_lost_its_room_as_far_as_the_others_have_it() {
+        let mut nodes = Nodes::default();
+        let a = nodes.add("a".into(), res(2.0, None), 4, 2, 8);
+        let b = nodes.add("b".into(), res(2.0, None), 4, 2, 8);
+        let c = nodes.add("c".into(), res(2.0, None), 4, 2, 8);
+        let one = res(1.0, None);
+        for seq in 0..5 {
+            nodes.submit(a, TaskId::new(0, seq), one.clone());
         }
+        assert!(nodes.steal().is_empty(), "a can start them itself");
+        // Its CPUs go elsewhere (an actor, a placement group); b has room for two, c none.
+        nodes.reserve(a, &res(2.0, None), &Resources::default());
+        nodes.reserve(c, &res(2.0, None), &Resources::default());
+        let moved = nodes.steal();
+        assert_eq!(
+            moved,
+            vec![TaskId::new(0, 3), TaskId::new(0, 4)],
+            "the last queued, as many as b can start"
+        );
+        for task in moved {
+            nodes.submit(b, task, one.clone());
+        }
+        assert!(nodes.steal().is_empty(), "no room left elsewhere");
+        assert!(
+            nodes
+                .get(a)
+                .is_some_and(|n| n.sched.stuck() == vec![(one, 3)])
+        );
     }
 }

@@ -195,22 +195,28 @@ impl Scheduler {
         &self.available
     }
 
-    /// How busy the node is: tasks queued or sent to workers, per CPU (for choosing a node).
+    /// How busy the node is: tasks queued or sent to workers, and the CPUs actors hold, per
+    /// CPU (for choosing a node).
     pub(crate) fn load(&self) -> f64 {
         let queued: usize = self.queues.values().map(VecDeque::len).sum::<usize>()
             + self.pinned_queue.len()
             + self.infeasible.len();
-        let running: usize = self
-            .workers
-            .values()
-            .map(|w| match w {
-                WorkerState::Leased {
-                    inflight, nested, ..
-                } => inflight.len() + nested.len(),
-                _ => 0,
-            })
-            .sum();
-        (queued + running) as f64 / self.total.cpu.as_f64().max(1.0)
+        let mut running = 0.0;
+        for worker in self.workers.values() {
+            if let WorkerState::Leased {
+                base,
+                inflight,
+                pinned,
+                nested,
+            } = worker
+            {
+                running += (inflight.len() + nested.len()) as f64;
+                if *pinned && inflight.is_empty() {
+                    running += base.demand.cpu.as_f64();
+                }
+            }
+        }
+        (queued as f64 + running) / self.total.cpu.as_f64().max(1.0)
     }
 
     /// What waits for resources: per demand shape, how many tasks, and whether the node could
