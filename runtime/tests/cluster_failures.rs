@@ -163,10 +163,7 @@ fn a_killed_node_s_tasks_rerun_and_its_objects_are_rebuilt(pids: &[i32]) -> Resu
 
 fn main() {
     common::cluster::serve_if_worker();
-    let head = Host::new("failures-head");
-    head.start_head(&["--num-cpus", "1", "--name", "head", "--port", "0"]);
-    let addr = head.file("address");
-    let token = head.file("token");
+    let (head, addr, token) = common::cluster::head("failures-head", "1");
     let doomed = Host::new("failures-doomed");
     doomed.join(
         &addr,

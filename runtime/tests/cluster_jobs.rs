@@ -295,10 +295,7 @@ fn a_task_that_fits_nowhere_shows_as_pending_demand(
 
 fn main() {
     common::cluster::serve_if_worker();
-    let head = Host::new("jobs-head");
-    head.start_head(&["--num-cpus", "2", "--name", "head", "--port", "0"]);
-    let addr = head.file("address");
-    let token = head.file("token");
+    let (head, addr, token) = common::cluster::head("jobs-head", "2");
     let alpha = Host::new("jobs-alpha");
     let alpha_said = alpha.join(
         &addr,

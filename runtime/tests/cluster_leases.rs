@@ -148,10 +148,7 @@ fn main() {
     common::cluster::serve_if_worker();
     // SAFETY: set before any thread of this process starts (the runtime starts below).
     unsafe { std::env::set_var("PRISM_LEASE_MS", LEASE_MS.to_string()) };
-    let head = Host::new("leases-head");
-    head.start_head(&["--num-cpus", "1", "--name", "head", "--port", "0"]);
-    let addr = head.file("address");
-    let token = head.file("token");
+    let (head, addr, token) = common::cluster::head("leases-head", "1");
     let mut nodes = Vec::new();
     for (name, ip) in [("north", "127.0.0.2"), ("south", "127.0.0.3")] {
         let host = Host::new(&format!("leases-{name}"));

@@ -426,6 +426,9 @@ pub struct NodeStatus {
     pub last_seen_ms: u64,
     /// Objects its object manager pulled from other hosts, as of its last heartbeat.
     pub pulled: PullStats,
+    /// The registered daemon's [`ToControl::Register`] `boot`: a restarted node has another,
+    /// and whatever a job had on the old daemon is gone.
+    pub boot: u64,
 }
 
 /// Objects a node pulled from other hosts since it started.
@@ -459,6 +462,9 @@ pub enum ToControl {
         addr: String,
         /// Its resources by name.
         resources: Vec<(String, f64)>,
+        /// Tells this daemon from an earlier one of the node (chosen at its start, the same
+        /// when it registers again with a restarted head).
+        boot: u64,
     },
     /// A node is alive; what is free on it.
     Heartbeat {

@@ -210,6 +210,7 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &HostingSlot) -> Result<(),
             name: name.clone(),
             addr: addr.to_string(),
             resources: total_resources(&args),
+            boot: boot_id(),
         },
         Instant::now(),
     );
@@ -409,6 +410,7 @@ async fn node(args: DaemonOptions, dir: &Path, slot: &HostingSlot) -> Result<(),
         name: name.clone(),
         addr: addr.to_string(),
         resources: total_resources(&args),
+        boot: boot_id(),
     };
     // Without the head, keep trying for this long before giving up (a restarting head).
     let patience = millis_env("PRISM_HEAD_RETRY_MS", 60_000);
@@ -465,6 +467,7 @@ async fn serve_head(
         name,
         addr,
         resources,
+        ..
     } = register
     else {
         unreachable!("a registration");
@@ -510,4 +513,12 @@ async fn serve_head(
             }
         }
     }
+}
+
+/// This daemon's start identity for [`ToControl::Register`]: its start time and pid.
+fn boot_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 40)
 }

@@ -7,8 +7,10 @@
 //!
 //! [`Config::address`]: crate::Config::address
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -16,7 +18,7 @@ use prism_graph::Resources;
 use prism_transport::quic::{self, Accepted};
 use prism_transport::transfer;
 use prism_transport::{ArchivedHostEvent, FromHost, HostEvent, HostHello, Purpose, ToControl};
-use prism_transport::{FromControl, NodeUse, PendingDemand, ToHost};
+use prism_transport::{FromControl, NodeStatus, NodeUse, PendingDemand, ToHost};
 
 use super::Core;
 use super::object_manager::{Peers, StoreSource, map_file};
@@ -35,12 +37,30 @@ pub(crate) struct RemoteNode {
     /// Its QUIC endpoint (where its objects are served).
     pub(crate) addr: SocketAddr,
     pub(crate) total: Resources,
+    /// Its daemon's start identity (a restarted daemon is another node for the job).
+    boot: u64,
     connection: quinn::Connection,
     /// When the driver last received the node's ask to renew its lease on the job (or its
     /// answer to starting the job).
     renewed: Arc<parking_lot::Mutex<Instant>>,
-    /// The core, once it exists (the node's streams are served from the join on).
-    core: Arc<OnceLock<Weak<Core>>>,
+    /// Its index and the core, once the core counts it (its streams are served from the
+    /// moment it hosts the job).
+    attached: Attached,
+    /// The job gave up on it.
+    lost: AtomicBool,
+}
+
+/// A node's index in the core and the core, once set.
+type Attached = Arc<OnceLock<(usize, Weak<Core>)>>;
+
+/// What a node needs to host the job, kept for the nodes that join later.
+#[derive(Debug)]
+struct Hosting {
+    /// The start request (binary, where it is served, store limits, lease).
+    start: ToHost,
+    /// The job's content fingerprint (workers must match it).
+    fingerprint: u64,
+    lease: Duration,
 }
 
 /// The driver's membership in a cluster.
@@ -50,7 +70,9 @@ pub(crate) struct Joined {
     pub(crate) job: String,
     /// Where the driver serves its binary and objects.
     pub(crate) objects_at: SocketAddr,
-    pub(crate) nodes: Vec<RemoteNode>,
+    /// The nodes hosting the job, in the core's order (nodes that join are added at the end;
+    /// lost ones stay, marked).
+    nodes: parking_lot::RwLock<Vec<Arc<RemoteNode>>>,
     pub(crate) peers: Peers,
     /// The node on the driver's host, where its tasks go first.
     pub(crate) home: Option<usize>,
@@ -58,8 +80,12 @@ pub(crate) struct Joined {
     control: quinn::Connection,
     /// Whether the last report said something was waiting or in use.
     reported: std::sync::atomic::AtomicBool,
-    /// How long a node's lease on the job runs after its last renewal.
-    lease: Duration,
+    /// What a node that joins needs to host the job.
+    hosting: Hosting,
+    /// Nodes being asked to host the job now, and daemons that could not (not asked again),
+    /// by address and boot.
+    adding: parking_lot::Mutex<HashSet<(String, u64)>>,
+    refused: parking_lot::Mutex<HashSet<(String, u64)>>,
 }
 
 /// How long a node's lease on a job runs after its last renewal (`PRISM_LEASE_MS`, default
@@ -147,74 +173,30 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
             binary: Some(binary),
         }),
     ));
-    let fingerprint = crate::process::fingerprint();
-    let mut nodes = Vec::new();
-    let mut refusals = Vec::new();
-    for status in table.into_iter().filter(|n| n.alive) {
-        let addr: SocketAddr = match status.addr.parse() {
-            Ok(addr) => addr,
-            Err(e) => {
-                refusals.push(format!(
-                    "{}: bad address {:?}: {e}",
-                    status.name, status.addr
-                ));
-                continue;
-            }
-        };
-        let job_hello = hello(Purpose::Job(job.clone()), Some(fingerprint));
-        let connect = quic::connect(peers.endpoint(), addr, peers.identity(), &job_hello);
-        let connection = match connect.await {
-            Ok((connection, _)) => connection,
-            Err(e) => {
-                tracing::warn!(node = status.name, "a node cannot host the job: {e}");
-                refusals.push(format!("{} at {addr}: {e}", status.name));
-                continue;
-            }
-        };
-        let start = ToHost::StartJob {
+    let hosting = Hosting {
+        start: ToHost::StartJob {
             binary: hash,
             size,
             objects_at: objects_at.to_string(),
             inline_threshold: config.inline_threshold_bytes() as u64,
             store_capacity: config.object_store_bytes(),
             lease_ms: lease.as_millis() as u64,
-        };
-        match quic::ask::<_, FromHost>(&connection, &start, MAX_ANSWER).await {
-            Ok(FromHost::Done) => {}
-            Ok(other) => {
-                let reason = describe(other);
+        },
+        fingerprint: crate::process::fingerprint(),
+        lease,
+    };
+    let mut nodes = Vec::new();
+    let mut refusals = Vec::new();
+    let mut refused = HashSet::new();
+    for status in table.into_iter().filter(|n| n.alive) {
+        match host_job(&peers, &job, &hosting, &status).await {
+            Ok(node) => nodes.push(Arc::new(node)),
+            Err(reason) => {
                 tracing::warn!(node = status.name, "a node cannot host the job: {reason}");
-                refusals.push(format!("{} at {addr}: {reason}", status.name));
-                continue;
-            }
-            Err(e) => {
-                refusals.push(format!("{} at {addr}: {e}", status.name));
-                continue;
+                refusals.push(format!("{} at {}: {reason}", status.name, status.addr));
+                refused.insert((status.addr, status.boot));
             }
         }
-        let mut total = Resources::default();
-        for (name, amount) in &status.total {
-            total
-                .set(name, *amount)
-                .map_err(|e| Error::Startup(format!("node {}: {name}: {e}", status.name)))?;
-        }
-        let renewed = Arc::new(parking_lot::Mutex::new(Instant::now()));
-        let core = Arc::new(OnceLock::new());
-        tokio::spawn(serve_streams(NodeStreams {
-            idx: nodes.len(),
-            connection: connection.clone(),
-            renewed: renewed.clone(),
-            core: core.clone(),
-            lease,
-        }));
-        nodes.push(RemoteNode {
-            name: status.name,
-            addr,
-            total,
-            connection,
-            renewed,
-            core,
-        });
         if nodes.len() == crate::proto::nodes::MAX_NODES {
             break;
         }
@@ -234,12 +216,65 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
     Ok(Joined {
         job,
         objects_at,
-        nodes,
+        nodes: parking_lot::RwLock::new(nodes),
         peers,
         home,
         control,
         reported: std::sync::atomic::AtomicBool::new(false),
-        lease,
+        hosting,
+        adding: parking_lot::Mutex::new(HashSet::new()),
+        refused: parking_lot::Mutex::new(refused),
+    })
+}
+
+/// Has the node `status` describes host the job: connects with the job's hello, asks it to
+/// start the job (it fetches the binary unless cached) and serves its streams from then on.
+async fn host_job(
+    peers: &Peers,
+    job: &str,
+    hosting: &Hosting,
+    status: &NodeStatus,
+) -> std::result::Result<RemoteNode, String> {
+    let addr: SocketAddr = status
+        .addr
+        .parse()
+        .map_err(|e| format!("bad address {:?}: {e}", status.addr))?;
+    let hello = HostHello::new(
+        job.to_string(),
+        Purpose::Job(job.to_string()),
+        Some(hosting.fingerprint),
+    );
+    let (connection, _) = quic::connect(peers.endpoint(), addr, peers.identity(), &hello)
+        .await
+        .map_err(|e| e.to_string())?;
+    match quic::ask::<_, FromHost>(&connection, &hosting.start, MAX_ANSWER).await {
+        Ok(FromHost::Done) => {}
+        Ok(other) => return Err(describe(other)),
+        Err(e) => return Err(e.to_string()),
+    }
+    let mut total = Resources::default();
+    for (name, amount) in &status.total {
+        total
+            .set(name, *amount)
+            .map_err(|e| format!("resource {name}: {e}"))?;
+    }
+    let renewed = Arc::new(parking_lot::Mutex::new(Instant::now()));
+    let attached: Attached = Arc::new(OnceLock::new());
+    tokio::spawn(serve_streams(NodeStreams {
+        connection: connection.clone(),
+        renewed: renewed.clone(),
+        attached: attached.clone(),
+        lease: hosting.lease,
+    }));
+    Ok(RemoteNode {
+        name: status.name.clone(),
+        addr,
+        total,
+        boot: status.boot,
+        connection,
+        renewed,
+        attached,
+        lost: AtomicBool::new(false),
     })
 }
 
@@ -305,7 +340,7 @@ impl Joined {
                 .into_iter()
                 .filter_map(|(idx, used)| {
                     Some(NodeUse {
-                        addr: self.nodes.get(idx)?.addr.to_string(),
+                        addr: self.node(idx)?.addr.to_string(),
                         used: used
                             .iter()
                             .map(|(name, amount)| (name.to_string(), amount.as_f64()))
@@ -332,7 +367,8 @@ impl Joined {
     /// Gives up on node `idx`: closing the job's connection makes it stop the job's workers
     /// there, should it still be running.
     pub(crate) fn drop_node(self: &Arc<Self>, idx: usize, reason: &str) {
-        if let Some(node) = self.nodes.get(idx) {
+        if let Some(node) = self.node(idx) {
+            node.lost.store(true, Ordering::SeqCst);
             quic::close_for(&node.connection, quic::codes::DONE, reason);
             let (joined, addr) = (self.clone(), node.addr);
             tokio::spawn(async move { joined.peers.forget(addr).await });
@@ -342,10 +378,32 @@ impl Joined {
     /// Until when node `idx` may still run the job's processes on its own: the end of its
     /// lease as the driver counts it (see [`lease::driver_end`]).
     pub(crate) fn lease_end(&self, idx: usize) -> Instant {
-        match self.nodes.get(idx) {
-            Some(node) => lease::driver_end(*node.renewed.lock(), self.lease),
+        match self.node(idx) {
+            Some(node) => lease::driver_end(*node.renewed.lock(), self.hosting.lease),
             None => Instant::now(),
         }
+    }
+
+    /// Node `idx` (the core's index).
+    pub(crate) fn node(&self, idx: usize) -> Option<Arc<RemoteNode>> {
+        self.nodes.read().get(idx).cloned()
+    }
+
+    /// Every node that hosted the job so far, in the core's order.
+    pub(crate) fn nodes(&self) -> Vec<Arc<RemoteNode>> {
+        self.nodes.read().clone()
+    }
+
+    /// Where node `idx` serves its objects.
+    pub(crate) fn addr_of(&self, idx: usize) -> Option<SocketAddr> {
+        self.nodes.read().get(idx).map(|n| n.addr)
+    }
+
+    /// Counts a node that joined (after the core did); returns its index.
+    pub(crate) fn push_node(&self, node: Arc<RemoteNode>) -> usize {
+        let mut nodes = self.nodes.write();
+        nodes.push(node);
+        nodes.len() - 1
     }
 
     /// Sends `request` to node `idx` and waits for its answer.
@@ -354,10 +412,7 @@ impl Joined {
         idx: usize,
         request: ToHost,
     ) -> std::result::Result<FromHost, String> {
-        let node = self
-            .nodes
-            .get(idx)
-            .ok_or_else(|| format!("no node {idx}"))?;
+        let node = self.node(idx).ok_or_else(|| format!("no node {idx}"))?;
         quic::ask::<_, FromHost>(&node.connection, &request, MAX_ANSWER)
             .await
             .map_err(|e| format!("node {} at {}: {e}", node.name, node.addr))
@@ -386,30 +441,94 @@ impl Joined {
                     }
                 };
                 let Some(core) = core.upgrade() else { return };
-                for status in table.iter().filter(|s| !s.alive) {
-                    let ours = joined
-                        .nodes
-                        .iter()
-                        .position(|n| n.addr.to_string() == status.addr);
-                    if let Some(idx) = ours {
-                        let reason = format!(
-                            "the control store has not heard from it for {} ms",
-                            status.last_seen_ms
-                        );
-                        core.node_lost(idx, reason, joined.lease_end(idx));
+                joined.follow_membership(&core, &table);
+            }
+        });
+    }
+
+    /// Compares the node table with the job's nodes: a node the table counts dead, or whose
+    /// daemon was replaced, is lost to the job; a live node the job does not use yet (one
+    /// that joined, or a restarted one) is asked to host it.
+    fn follow_membership(self: &Arc<Self>, core: &Arc<Core>, table: &[NodeStatus]) {
+        let ours = self.nodes();
+        for (idx, node) in ours.iter().enumerate() {
+            if node.lost.load(Ordering::SeqCst) {
+                continue;
+            }
+            let addr = node.addr.to_string();
+            let reason = match table.iter().find(|s| s.addr == addr) {
+                Some(s) if s.boot != node.boot => "its daemon was restarted".to_string(),
+                Some(s) if !s.alive => format!(
+                    "the control store has not heard from it for {} ms",
+                    s.last_seen_ms
+                ),
+                Some(_) => continue,
+                None => "the control store no longer lists it".to_string(),
+            };
+            core.node_lost(idx, reason, self.lease_end(idx));
+        }
+        for status in table.iter().filter(|s| s.alive) {
+            let key = (status.addr.clone(), status.boot);
+            let used = ours.iter().any(|n| {
+                !n.lost.load(Ordering::SeqCst)
+                    && n.boot == status.boot
+                    && n.addr.to_string() == status.addr
+            });
+            if used || self.refused.lock().contains(&key) || !self.adding.lock().insert(key) {
+                continue;
+            }
+            let (joined, status, core) = (self.clone(), status.clone(), Arc::downgrade(core));
+            tokio::spawn(async move { joined.add_node(status, core).await });
+        }
+    }
+
+    /// Has a node that joined the cluster host the job, and the core use it.
+    async fn add_node(self: Arc<Self>, status: NodeStatus, core: Weak<Core>) {
+        let key = (status.addr.clone(), status.boot);
+        let hosted = host_job(&self.peers, &self.job, &self.hosting, &status).await;
+        let added = match (hosted, core.upgrade()) {
+            (Ok(node), Some(core)) => {
+                let node = Arc::new(node);
+                match core.node_joined(&self, node.clone()) {
+                    Some(idx) => {
+                        self.watch(idx, Arc::downgrade(&core));
+                        Ok(idx)
+                    }
+                    None => {
+                        let why = "the driver cannot number more nodes";
+                        quic::close_for(&node.connection, quic::codes::DONE, why);
+                        Err(why.to_string())
                     }
                 }
             }
-        });
+            (Ok(node), None) => {
+                quic::close_for(&node.connection, quic::codes::DONE, "the driver stopped");
+                return;
+            }
+            (Err(reason), _) => Err(reason),
+        };
+        match added {
+            Ok(idx) => tracing::info!(node = status.name, idx, "a node joined the job"),
+            Err(reason) => {
+                tracing::warn!(
+                    node = status.name,
+                    "a node that joined cannot host the job: {reason}"
+                );
+                self.refused.lock().insert(key.clone());
+            }
+        }
+        self.adding.lock().remove(&key);
     }
 
     /// Listens to node `idx` for the core: relayed worker links (served since the join, see
     /// [`serve_streams`]), worker exits, and the end of the node.
     pub(crate) fn watch(self: &Arc<Self>, idx: usize, core: Weak<Core>) {
-        let node = &self.nodes[idx];
+        let Some(node) = self.node(idx) else {
+            return;
+        };
         let connection = node.connection.clone();
         let name = node.name.clone();
-        let _ = node.core.set(core.clone());
+        let _ = node.attached.set((idx, core.clone()));
         if let Some(reason) = connection.close_reason()
             && let Some(core) = core.upgrade()
         {
@@ -436,10 +555,9 @@ impl Joined {
 
 /// What a node's stream loop shares with the driver.
 struct NodeStreams {
-    idx: usize,
     connection: quinn::Connection,
     renewed: Arc<parking_lot::Mutex<Instant>>,
-    core: Arc<OnceLock<Weak<Core>>>,
+    attached: Attached,
     lease: Duration,
 }
 
@@ -449,10 +567,9 @@ struct NodeStreams {
 /// connection ends, the core loses the node.
 async fn serve_streams(node: NodeStreams) {
     let NodeStreams {
-        idx,
         connection,
         renewed,
-        core,
+        attached,
         lease,
     } = node;
     let peer = connection.remote_address();
@@ -460,9 +577,11 @@ async fn serve_streams(node: NodeStreams) {
         let (mut send, mut recv) = match connection.accept_bi().await {
             Ok(pair) => pair,
             Err(e) => {
-                if let Some(core) = core.get().and_then(Weak::upgrade) {
+                if let Some((idx, core)) = attached.get()
+                    && let Some(core) = core.upgrade()
+                {
                     let lease_end = lease::driver_end(*renewed.lock(), lease);
-                    core.node_lost(idx, e.to_string(), lease_end);
+                    core.node_lost(*idx, e.to_string(), lease_end);
                 }
                 return;
             }
@@ -493,14 +612,19 @@ async fn serve_streams(node: NodeStreams) {
             }
             Err(None) => None,
         };
-        // A node relays only the workers it was asked to start.
-        let Some(worker) = relayed.filter(|&w| node_of(w) == idx) else {
+        // A node relays only the workers it was asked to start (after the core counts it).
+        let Some((idx, core)) = attached.get() else {
+            let why = "a worker's relay before the driver started any";
+            quic::close_for(&connection, quic::codes::BAD_FRAME, why);
+            continue;
+        };
+        let Some(worker) = relayed.filter(|&w| node_of(w) == *idx) else {
             let why = "expected the relay of one of this node's workers";
             quic::close_for(&connection, quic::codes::BAD_FRAME, why);
             continue;
         };
         let early = decoder.take_buffered();
-        let Some(core) = core.get().and_then(Weak::upgrade) else {
+        let Some(core) = core.upgrade() else {
             return;
         };
         core.relayed_worker(send, recv, early, worker);

@@ -157,7 +157,7 @@ impl Core {
                 );
             }
             Some(joined) => {
-                for node in &joined.nodes {
+                for node in joined.nodes() {
                     let soft_limit = soft_limit_of(&node.total);
                     nodes.add(
                         node.name.clone(),
@@ -200,7 +200,7 @@ impl Core {
         }
         if let Some(joined) = &joined {
             let _guard = core.handle.enter();
-            for idx in 0..joined.nodes.len() {
+            for idx in 0..joined.nodes().len() {
                 joined.watch(idx, Arc::downgrade(&core));
             }
             joined.watch_health(IDLE_TICK, Arc::downgrade(&core));
@@ -225,7 +225,7 @@ impl Core {
         match &core.cluster {
             None => tracing::info!(resources = %total, "local cluster started"),
             Some(j) => {
-                tracing::info!(resources = %total, nodes = j.nodes.len(), job = j.job, "joined a cluster")
+                tracing::info!(resources = %total, nodes = j.nodes().len(), job = j.job, "joined a cluster")
             }
         }
         Ok(core)

@@ -65,7 +65,8 @@ impl Remote {
     pub(super) fn host(&self, node: NodeIdx, request: HostRequest) {
         let joined = &self.joined;
         let wire = request.to_wire(|from| {
-            from.map_or(joined.objects_at, |n| joined.nodes[n].addr)
+            from.and_then(|n| joined.addr_of(n))
+                .unwrap_or(joined.objects_at)
                 .to_string()
         });
         match request {
@@ -104,16 +105,20 @@ impl Remote {
     ) {
         let (joined, core) = (self.joined.clone(), self.core.clone());
         self.handle.spawn(async move {
-            let addr = joined.nodes[from].addr;
-            let pulled = joined
-                .peers
-                .pull_to_store(&joined.job, addr, &store, id, len)
-                .await
-                .and_then(|()| {
-                    Segment::open(&store, id, len)
-                        .map(|s| ObjectBytes::Shared(Arc::new(s)))
-                        .map_err(|e| format!("cannot map {id} after its pull: {e}"))
-                });
+            let pulled = match joined.addr_of(from) {
+                Some(addr) => {
+                    joined
+                        .peers
+                        .pull_to_store(&joined.job, addr, &store, id, len)
+                        .await
+                }
+                None => Err(format!("no node {from}")),
+            };
+            let pulled = pulled.and_then(|()| {
+                Segment::open(&store, id, len)
+                    .map(|s| ObjectBytes::Shared(Arc::new(s)))
+                    .map_err(|e| format!("cannot map {id} after its pull: {e}"))
+            });
             let Some(core) = core.upgrade() else { return };
             core.event(match pulled {
                 Ok(bytes) => Event::Localized { id, bytes },
@@ -154,6 +159,27 @@ impl Core {
     /// A worker process on another node ended.
     pub(super) fn worker_gone_remote(&self, worker: WorkerId, reason: String) {
         self.worker_exited(worker, reason);
+    }
+
+    /// A node joined the cluster and hosts the job now: the core counts it (its index) and
+    /// starts its workers. `None` when the core numbers as many nodes as it can.
+    pub(super) fn node_joined(
+        &self,
+        joined: &Joined,
+        node: Arc<super::cluster::RemoteNode>,
+    ) -> Option<NodeIdx> {
+        let mut shell = self.state.lock();
+        let max_workers = self.config.max_workers_for(node.total.cpu.as_f64());
+        let idx = shell.node.join_node(
+            node.name.clone(),
+            node.total.clone(),
+            self.config.max_inflight(),
+            max_workers,
+        )?;
+        let pushed = joined.push_node(node);
+        debug_assert_eq!(idx, pushed, "the core and the cluster number nodes alike");
+        shell.act();
+        Some(idx)
     }
 
     /// The connection to a node ended: its workers are dead, its queue moves elsewhere, and its

@@ -19,6 +19,9 @@ pub(crate) struct SavedNode {
     pub(crate) addr: String,
     /// Its resources.
     pub(crate) total: Vec<(String, f64)>,
+    /// Its daemon's start identity.
+    #[serde(default)]
+    pub(crate) boot: u64,
 }
 
 /// One registered node.
@@ -30,6 +33,8 @@ struct NodeRecord {
     available: Vec<(String, f64)>,
     last_seen: Instant,
     pulled: PullStats,
+    /// The daemon's start identity (see [`ToControl::Register`]).
+    boot: u64,
 }
 
 /// A job's last report.
@@ -78,6 +83,7 @@ impl ControlStore {
                     total: node.total,
                     last_seen: long_ago,
                     pulled: PullStats::default(),
+                    boot: node.boot,
                 },
             );
         }
@@ -93,6 +99,7 @@ impl ControlStore {
                 name: n.name.clone(),
                 addr: n.addr.clone(),
                 total: n.total.clone(),
+                boot: n.boot,
             })
             .collect()
     }
@@ -109,13 +116,19 @@ impl ControlStore {
                 name,
                 addr,
                 resources,
+                boot,
             } => {
                 let known = self.nodes.iter().find(|(_, n)| n.name == name);
+                // A daemon restarted on the node's host replaces the record at once (the old
+                // one is dead: it would have gone on with its own registration); a live name
+                // on another host is refused.
                 if let Some((id, node)) = known
                     && self.alive(node, now)
+                    && host_of(&node.addr) != host_of(&addr)
                 {
                     return FromControl::Error(format!(
-                        "a live node named {name} is already registered (node {id})"
+                        "a live node named {name} is already registered from {} (node {id})",
+                        host_of(&node.addr)
                     ));
                 }
                 // A node that comes back under its name keeps its number.
@@ -127,7 +140,7 @@ impl ControlStore {
                     }
                 };
                 self.changed = true;
-                tracing::info!(node = id, name, addr, "node registered");
+                tracing::info!(node = id, name, addr, boot, "node registered");
                 self.nodes.insert(
                     id,
                     NodeRecord {
@@ -137,6 +150,7 @@ impl ControlStore {
                         total: resources,
                         last_seen: now,
                         pulled: PullStats::default(),
+                        boot,
                     },
                 );
                 FromControl::Registered(id)
@@ -209,10 +223,16 @@ impl ControlStore {
                     alive: self.alive(n, now),
                     last_seen_ms: now.saturating_duration_since(n.last_seen).as_millis() as u64,
                     pulled: n.pulled,
+                    boot: n.boot,
                 }
             })
             .collect()
     }
+}
+
+/// The host part of a `host:port` address (all of it if it has no port).
+fn host_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map_or(addr, |(host, _)| host)
 }
 
 /// A node's resources as `name used/total`, each name passed through `escape` (for HTML).
@@ -246,14 +266,23 @@ mod tests {
     use super::*;
 
     fn register(store: &mut ControlStore, name: &str, now: Instant) -> FromControl {
-        store.handle(
-            ToControl::Register {
-                name: name.into(),
-                addr: "127.0.0.2:1".into(),
-                resources: vec![("CPU".into(), 2.0)],
-            },
-            now,
-        )
+        register_from(store, name, "127.0.0.2:1", 1, now)
+    }
+
+    fn register_from(
+        store: &mut ControlStore,
+        name: &str,
+        addr: &str,
+        boot: u64,
+        now: Instant,
+    ) -> FromControl {
+        let request = ToControl::Register {
+            name: name.into(),
+            addr: addr.into(),
+            resources: vec![("CPU".into(), 2.0)],
+            boot,
+        };
+        store.handle(request, now)
     }
 
     #[test]
@@ -262,9 +291,19 @@ mod tests {
         let mut store = ControlStore::new(Duration::from_secs(3));
         assert_eq!(register(&mut store, "a", t0), FromControl::Registered(1));
         assert_eq!(register(&mut store, "b", t0), FromControl::Registered(2));
-        assert!(
-            matches!(register(&mut store, "a", t0), FromControl::Error(e) if e.contains("already"))
+        // A live name from another host is refused; a daemon restarted on the node's host
+        // replaces the record at once (a new boot).
+        assert!(matches!(
+            register_from(&mut store, "a", "127.0.0.9:1", 7, t0),
+            FromControl::Error(e) if e.contains("already registered from 127.0.0.2")
+        ));
+        assert_eq!(
+            register_from(&mut store, "a", "127.0.0.2:5", 2, t0),
+            FromControl::Registered(1)
         );
+        assert_eq!(store.status(t0)[0].boot, 2);
+        assert_eq!(store.status(t0)[0].addr, "127.0.0.2:5");
+        assert_eq!(register(&mut store, "a", t0), FromControl::Registered(1));
         let later = t0 + Duration::from_secs(2);
         let beat = ToControl::Heartbeat {
             node: 1,

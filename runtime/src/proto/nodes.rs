@@ -397,6 +397,17 @@ impl Nodes {
         moved
     }
 
+    /// Takes the tasks no live node could run, to place them again (the cluster grew).
+    pub(crate) fn take_infeasible(&mut self) -> Vec<TaskId> {
+        let mut tasks = Vec::new();
+        for idx in 0..self.list.len() {
+            if self.list[idx].alive && self.list[idx].sched.has_infeasible() {
+                tasks.extend(self.at(idx).take_infeasible());
+            }
+        }
+        tasks
+    }
+
     /// Compacts every node's scheduler (see [`Scheduler::compact`]).
     pub(crate) fn compact(&mut self) -> bool {
         self.list

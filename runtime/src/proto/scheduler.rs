@@ -589,6 +589,20 @@ impl Scheduler {
             .collect()
     }
 
+    /// Whether tasks wait here that this node can never run.
+    pub(crate) fn has_infeasible(&self) -> bool {
+        !self.infeasible.is_empty()
+    }
+
+    /// Takes the tasks this node can never run (to place them elsewhere).
+    pub(crate) fn take_infeasible(&mut self) -> Vec<TaskId> {
+        let tasks = std::mem::take(&mut self.infeasible);
+        for task in &tasks {
+            self.demands.remove(task);
+        }
+        tasks
+    }
+
     /// Actor creations waiting here for resources this node does not have free now.
     pub(crate) fn stuck_pinned(&self) -> Vec<(TaskId, Resources)> {
         let waiting = self.pinned_queue.iter().filter_map(|task| {

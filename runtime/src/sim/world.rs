@@ -1131,6 +1131,7 @@ impl World<'_> {
             name: self.hosts[node].name.clone(),
             addr: format!("10.0.{}.{}:7000", node / 250, node % 250),
             resources: vec![("CPU".into(), f64::from(self.config.cpus))],
+            boot: self.hosts[node].life,
         };
         self.send(
             Place::Node(node),

@@ -90,6 +90,16 @@ impl Host {
     }
 }
 
+/// A head on 127.0.0.1 named `head` with `cpus` CPUs, in a host named `name`: the host, the
+/// head's address and the cluster's token.
+pub fn head(name: &str, cpus: &str) -> (Host, String, String) {
+    let head = Host::new(name);
+    head.start_head(&["--num-cpus", cpus, "--name", "head", "--port", "0"]);
+    let addr = head.file("address");
+    let token = head.file("token");
+    (head, addr, token)
+}
+
 pub fn head_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "start",

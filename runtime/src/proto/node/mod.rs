@@ -326,6 +326,36 @@ impl State {
         self.settle();
     }
 
+    /// A node joined the cluster while the job runs: it takes queued and new work from now
+    /// on (queued tasks move to it at the next tick, those no node could run are placed
+    /// again), its workers start at once. Returns its index, or `None` when the driver already
+    /// numbers as many nodes as it can.
+    pub(crate) fn join_node(
+        &mut self,
+        name: String,
+        total: Resources,
+        max_inflight: usize,
+        max_workers: usize,
+    ) -> Option<NodeIdx> {
+        if self.nodes.len() >= crate::proto::nodes::MAX_NODES {
+            return None;
+        }
+        let soft = soft_limit_of(&total);
+        tracing::info!(node = name, resources = %total, "a node joined the job");
+        let idx = self.nodes.add(name, total, max_inflight, soft, max_workers);
+        for _ in 0..soft {
+            self.start_worker(idx);
+        }
+        for task in self.nodes.take_infeasible() {
+            if let Some(record) = self.owner.task_mut(task) {
+                record.infeasible = None;
+            }
+            self.enqueue(task);
+        }
+        self.settle();
+        Some(idx)
+    }
+
     /// The next thing the shell must do, in the order decided.
     pub(crate) fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()

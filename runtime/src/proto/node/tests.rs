@@ -119,6 +119,18 @@ impl Harness {
         }
     }
 
+    /// Submits `count` one-CPU tasks without arguments; their ids.
+    fn submit_many(&mut self, count: usize, max_retries: u32) -> Vec<TaskId> {
+        let specs: Vec<TaskSpec> = (0..count)
+            .map(|_| self.spec(Vec::new(), max_retries))
+            .collect();
+        let tasks = specs.iter().map(|s| s.task_id).collect();
+        for spec in specs {
+            self.submit(spec);
+        }
+        tasks
+    }
+
     fn submit(&mut self, spec: TaskSpec) -> ObjectId {
         let id = ObjectId::new(spec.task_id, 0);
         self.event(Event::Submit { spec, failed: None });
@@ -309,14 +321,7 @@ fn an_argument_missing_on_its_node_is_fetched_again_and_the_task_runs_again() {
 fn tasks_queued_on_a_lost_node_move_to_the_others() {
     let mut h = Harness::new(2, 1.0);
     // More tasks than CPUs: some wait in queues or in workers' pipelines.
-    let tasks: Vec<TaskId> = (0..6)
-        .map(|_| {
-            let spec = h.spec(Vec::new(), 2);
-            let task = spec.task_id;
-            h.submit(spec);
-            task
-        })
-        .collect();
+    let tasks = h.submit_many(6, 2);
     let lost: NodeIdx = 1;
     h.event(Event::NodeLost {
         node: lost,
@@ -466,6 +471,52 @@ fn an_actor_on_a_lost_node_starts_again_only_once_that_nodes_lease_ended() {
     assert_eq!(h.where_sent(call_task), Some(again));
     h.returns(again, call_task, Value::Inline(vec![5]));
     assert!(matches!(h.slot(call_id), Some(Slot::Ready(_))));
+}
+
+#[test]
+fn a_node_that_joins_takes_queued_work_and_what_fit_nowhere() {
+    let mut h = Harness::new(2, 1.0);
+    // More tasks than the two nodes' pipelines hold, and one that fits neither.
+    let queued = h.submit_many(40, 0);
+    let mut big = h.spec(Vec::new(), 0);
+    big.resources = cpus(2.0);
+    let big_task = big.task_id;
+    h.submit(big);
+    assert_eq!(h.where_sent(big_task), None, "nothing fits it yet");
+    let idx = h.node.join_node("n2".into(), cpus(3.0), 16, 8).unwrap();
+    h.drain();
+    h.connect_new();
+    h.now += std::time::Duration::from_secs(1);
+    h.event(Event::Tick);
+    h.connect_new();
+    let on_new = queued
+        .iter()
+        .filter(|t| h.where_sent(**t).is_some_and(|w| node_of(w) == idx))
+        .count();
+    assert!(on_new > 0, "queued tasks moved to the new node");
+    // The big one runs there too (it takes two of the three CPUs).
+    for _ in 0..40 {
+        if h.where_sent(big_task).is_some() {
+            break;
+        }
+        let sent: Vec<(WorkerId, TaskId)> = queued
+            .iter()
+            .filter_map(|t| h.where_sent(*t).map(|w| (w, *t)))
+            .filter(|(w, _)| node_of(*w) == idx)
+            .collect();
+        for (worker, task) in sent {
+            if matches!(h.slot(ObjectId::new(task, 0)), Some(Slot::Pending)) {
+                h.returns(worker, task, Value::Inline(vec![1]));
+            }
+        }
+        h.connect_new();
+        h.now += std::time::Duration::from_secs(1);
+        h.event(Event::Tick);
+    }
+    let at = h
+        .where_sent(big_task)
+        .expect("the task no node could run runs on the new one");
+    assert_eq!(node_of(at), idx);
 }
 
 #[test]
