@@ -30,7 +30,7 @@ fn faulty(seed: u64) -> Config {
 
 #[test]
 fn two_hundred_seeds_of_ten_nodes_with_faults_keep_every_invariant() {
-    let (mut missing, mut slowest, mut faults) = (0, Duration::ZERO, 0);
+    let (mut missing, mut slowest, mut faults, mut joins) = (0, Duration::ZERO, 0, 0);
     for seed in 1..=200 {
         let config = faulty(seed);
         let (report, out) = simulate(&config);
@@ -47,8 +47,11 @@ fn two_hundred_seeds_of_ten_nodes_with_faults_keep_every_invariant() {
         missing += report.missing_arguments;
         slowest = slowest.max(report.slowest_fetch);
         faults += report.faults;
+        joins += report.joins;
     }
     assert!(faults >= 400, "faults were injected: {faults}");
+    // Restarted nodes and nodes back from a partition or a freeze joined the job again.
+    assert!(joins > 0, "no node joined the job again");
     // Arguments lost with their node were seen missing by workers, and those tasks still
     // finished (before, such a task failed for good with "cannot map its segment").
     assert!(missing > 0, "no run met a missing argument");

@@ -11,7 +11,9 @@
 //! in order, for their simulated duration, and fails a task whose shared argument is not in its
 //! node's store (as a real worker cannot map the segment); the driver learns of a dead node from
 //! the head's table (polled every second, over a control link that, as today, is not re-made
-//! after the head restarts) or when QUIC's idle timeout closes the node's connection. Each
+//! after the head restarts) or when QUIC's idle timeout closes the node's connection; a live
+//! node the job does not use (restarted, or back after the job lost it) is asked to host the
+//! job again and counted as a new node. Each
 //! node holds a lease on the job that the driver renews ([`crate::proto::lease`]); a node cut
 //! off for longer than the lease stops the job's workers, and the driver starts no actor of a
 //! lost node again before that node's lease ended, so that no actor runs two incarnations at
@@ -145,6 +147,8 @@ pub struct Report {
     pub control_messages: u64,
     /// Faults injected.
     pub faults: usize,
+    /// Times a node joined the job again (restarted, or back after the job lost it).
+    pub joins: usize,
     /// Tasks a worker could not start because an argument was not in its node's store.
     pub missing_arguments: u64,
     /// The longest a fetch between nodes took.
@@ -171,7 +175,7 @@ impl Report {
             .collect();
         let secs = self.sim_time.as_secs_f64();
         format!(
-            "result: {} tasks, {} values, {} errors{}, {} unfinished; simulated {:.3} s; {} steps; {} dispatches; {} control messages ({:.1}/s); {} faults; {}",
+            "result: {} tasks, {} values, {} errors{}, {} unfinished; simulated {:.3} s; {} steps; {} dispatches; {} control messages ({:.1}/s); {} faults; {} rejoins; {}",
             self.tasks,
             self.values,
             self.errors.iter().map(|(_, n)| n).sum::<usize>(),
@@ -187,6 +191,7 @@ impl Report {
             self.control_messages,
             self.control_messages as f64 / secs.max(1e-9),
             self.faults,
+            self.joins,
             match &self.violation {
                 None => "invariants held".to_string(),
                 Some(v) => format!("VIOLATION: {v}"),

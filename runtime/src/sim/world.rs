@@ -22,6 +22,10 @@ use crate::proto::node::{
     Action, ActorSetup, DRIVER_OWNER, Event, HostRequest, State, soft_limit_of,
 };
 use crate::proto::nodes::{NodeIdx, Nodes, node_of};
+
+/// A host of the simulated cluster (its index in `World::hosts`; the job numbers the nodes it
+/// uses with `NodeIdx`, a host that joins again gets a new one).
+type HostIdx = usize;
 use crate::proto::owner::Slot;
 use crate::proto::scheduler::WorkerId;
 use crate::store::ObjectBytes;
@@ -29,6 +33,9 @@ use crate::store::ObjectBytes;
 /// Values at least this large live in a node's store; smaller ones travel inline (as a real
 /// worker decides).
 const INLINE_LIMIT: u64 = 100 << 10;
+
+/// Bytes of the job's binary a joining node pulls from the driver.
+const JOB_BINARY: u64 = 20 << 20;
 
 /// How long a worker process takes from its spawn to its hello.
 const WORKER_START: Duration = Duration::from_millis(20);
@@ -211,9 +218,11 @@ enum What {
     DriverTurn,
     /// The job's connection to a node closes if nothing came through for the idle timeout.
     IdleCheck { node: NodeIdx, epoch: u64 },
-    /// A node (of daemon incarnation `life`) looks at its lease on the job: asks for a
+    /// A host looks at its lease on the job (for its `term` of hosting it): asks for a
     /// renewal, or stops the job's processes once it ran out.
-    LeaseTimer { node: NodeIdx, life: u64 },
+    LeaseTimer { node: HostIdx, term: u64 },
+    /// The driver had a host that joined (daemon incarnation `life`) start the job.
+    Joined { node: HostIdx, life: u64 },
     /// A node's renewal ask reaches the driver (answered at once, off the driver's thread).
     Renew { node: NodeIdx, epoch: u64, seq: u64 },
     /// The driver's answer to a renewal reaches the node.
@@ -250,6 +259,8 @@ impl Ord for Due {
 #[derive(Debug)]
 struct Host {
     name: String,
+    /// The job's number for it (its latest, if it joined the job again).
+    idx: NodeIdx,
     /// The daemon's process runs.
     alive: bool,
     /// Incarnation of the daemon (a restart makes a new one).
@@ -259,6 +270,10 @@ struct Host {
     epoch: u64,
     /// The daemon hosts the job (a restarted daemon does not know it).
     hosting: bool,
+    /// How many times it started hosting the job (its lease timer's term).
+    lease_term: u64,
+    /// The daemon incarnation the job last joined (its boot in the head's table).
+    joined_life: u64,
     /// Its lease on the job, while it hosts it.
     lease: Option<Lease>,
     store: IdMap<ObjectId, u64>,
@@ -352,6 +367,10 @@ struct World<'a> {
     driver_backlog: VecDeque<What>,
     /// The workers each actor's incarnations ran in (dead ones included), oldest first.
     incarnations: IdMap<ActorId, Vec<WorkerId>>,
+    /// The host of each node the job numbered.
+    idx_host: Vec<HostIdx>,
+    /// Hosts the driver is asking to host the job.
+    joining: Vec<bool>,
 }
 
 /// Runs the simulation `config` describes, writing what happens to `out` (deterministic: the
@@ -382,11 +401,14 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
         hosts: (0..config.nodes)
             .map(|i| Host {
                 name: format!("n{i}"),
+                idx: i,
                 alive: true,
                 life: 0,
                 connected: true,
                 epoch: 0,
                 hosting: true,
+                lease_term: 0,
+                joined_life: 0,
                 lease: config
                     .fencing
                     .then(|| Lease::new(base, config.lease, lease::RENEW_EVERY)),
@@ -422,6 +444,8 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
         driver_free: Duration::ZERO,
         driver_backlog: VecDeque::new(),
         incarnations: IdMap::default(),
+        idx_host: (0..config.nodes).collect(),
+        joining: vec![false; config.nodes],
     };
     world.start()?;
     world.main_loop()?;
@@ -429,6 +453,16 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
 }
 
 impl World<'_> {
+    /// The host a worker runs on.
+    fn host_of(&self, worker: WorkerId) -> HostIdx {
+        self.idx_host[node_of(worker)]
+    }
+
+    /// The host the job numbers `idx`.
+    fn host_at(&self, idx: NodeIdx) -> HostIdx {
+        self.idx_host[idx]
+    }
+
     fn start(&mut self) -> std::io::Result<()> {
         let c = self.config;
         writeln!(
@@ -453,7 +487,7 @@ impl World<'_> {
             self.register(node);
             let first = self.rng.between(Duration::ZERO, c.heartbeat);
             self.at(first, What::Beat { node, life: 0 });
-            self.at(Duration::ZERO, What::LeaseTimer { node, life: 0 });
+            self.at(Duration::ZERO, What::LeaseTimer { node, term: 0 });
         }
         self.at(TICK, What::Tick);
         self.at(PROBE, What::Probe);
@@ -698,7 +732,7 @@ impl World<'_> {
     fn perform(&mut self, action: Action) {
         match action {
             Action::Send { worker, frames } => {
-                let node = node_of(worker);
+                let node = self.host_of(worker);
                 let epoch = self.hosts[node].epoch;
                 let bytes = frames.len() as u64;
                 let what = What::Worker {
@@ -709,25 +743,34 @@ impl World<'_> {
                 self.send(Place::Driver, Place::Node(node), bytes, what);
             }
             Action::StartWorker { node, worker } => {
-                self.host_request(node, HostRequest::Spawn { worker })
+                let host = self.host_at(node);
+                self.host_request(host, HostRequest::Spawn { worker })
             }
             Action::KillWorker { worker } => {
-                self.host_request(node_of(worker), HostRequest::Kill { worker })
+                self.host_request(self.host_of(worker), HostRequest::Kill { worker })
             }
-            Action::Host { node, request } => self.host_request(node, request),
+            Action::Host { node, request } => {
+                let host = self.host_at(node);
+                self.host_request(host, request)
+            }
             Action::FetchHere { id, len, from } => {
                 // A pull over the node's connection: the reply carries the bytes.
-                let ok = self.hosts[from].alive && self.hosts[from].store.contains_key(&id);
+                let at_host = self.host_at(from);
+                let ok = self.hosts[at_host].alive && self.hosts[at_host].store.contains_key(&id);
                 let what = AtDriver::Pulled { id, len, from, ok };
                 let at = if ok {
-                    self.arrival(Place::Node(from), Place::Driver, len)
+                    self.arrival(Place::Node(at_host), Place::Driver, len)
                 } else {
                     self.now + self.config.idle_timeout
                 };
-                let via = Some((from, self.hosts[from].epoch));
+                let via = Some((at_host, self.hosts[at_host].epoch));
                 self.at(at, What::Driver { via, what });
             }
-            Action::DropNode { node, .. } => {
+            Action::DropNode { node: idx, .. } => {
+                let node = self.host_at(idx);
+                if self.hosts[node].idx != idx {
+                    return; // an earlier membership of the host
+                }
                 let host = &mut self.hosts[node];
                 host.connected = false;
                 host.epoch += 1;
@@ -787,10 +830,10 @@ impl World<'_> {
 
     /// The node's lease timer: stop the job's processes if the lease ran out, else ask for
     /// a renewal when one is due.
-    fn lease_timer(&mut self, node: NodeIdx, life: u64) -> std::io::Result<()> {
+    fn lease_timer(&mut self, node: HostIdx, term: u64) -> std::io::Result<()> {
         let now = self.base + self.now;
         let host = &mut self.hosts[node];
-        if !host.alive || host.life != life || !host.hosting {
+        if !host.alive || host.lease_term != term || !host.hosting {
             return Ok(());
         }
         let epoch = host.epoch;
@@ -806,12 +849,71 @@ impl World<'_> {
             let renew = What::Renew { node, epoch, seq };
             self.send(Place::Node(node), Place::Driver, 32, renew);
         }
-        self.at(next, What::LeaseTimer { node, life });
+        self.at(next, What::LeaseTimer { node, term });
         Ok(())
     }
 
+    /// The driver asks a live host the job does not use (one that restarted, or came back
+    /// after the job lost it) to host the job: it connects, the host pulls the job's binary
+    /// and answers ([`What::Joined`]).
+    fn offer_job(&mut self, node: HostIdx) {
+        let host = &self.hosts[node];
+        if !host.alive || host.connected || host.hosting || self.joining[node] {
+            return;
+        }
+        self.joining[node] = true;
+        let life = host.life;
+        let at = self.arrival(Place::Driver, Place::Node(node), JOB_BINARY) + self.config.latency;
+        self.at(at, What::Joined { node, life });
+    }
+
+    /// A host started the job: the driver's core counts it as a new node.
+    fn joined(&mut self, node: HostIdx, life: u64) -> std::io::Result<()> {
+        self.joining[node] = false;
+        let host = &self.hosts[node];
+        if !host.alive || host.life != life || host.connected || host.hosting {
+            return Ok(());
+        }
+        let told = self.config.advertised_cpus.unwrap_or(self.config.cpus);
+        let cpus = Resources::cpus(f64::from(told)).expect("a whole number of CPUs");
+        let soft = soft_limit_of(&cpus);
+        let name = host.name.clone();
+        // The host is the job's next node (the core numbers nodes in order) and hosts the job
+        // before the core asks it for workers.
+        let idx = self.idx_host.len();
+        let (previous, previous_epoch) = (host.idx, host.epoch);
+        self.idx_host.push(node);
+        let lease = self
+            .config
+            .fencing
+            .then(|| Lease::new(self.base + self.now, self.config.lease, lease::RENEW_EVERY));
+        let host = &mut self.hosts[node];
+        host.idx = idx;
+        host.connected = true;
+        host.epoch += 1;
+        host.hosting = true;
+        host.store.clear();
+        host.lease = lease;
+        host.lease_term += 1;
+        host.joined_life = life;
+        let term = host.lease_term;
+        self.driver.renewed[node] = self.now;
+        let counted = self.proto(|n, _| n.join_node(name, cpus, 16, 4 * soft));
+        if counted != Some(idx) {
+            // The core numbers no more nodes: the host stays out of the job.
+            self.idx_host.pop();
+            let host = &mut self.hosts[node];
+            (host.idx, host.epoch) = (previous, previous_epoch + 2);
+            (host.connected, host.hosting, host.lease) = (false, false, None);
+            return Ok(());
+        }
+        self.report.joins += 1;
+        self.at(self.now, What::LeaseTimer { node, term });
+        self.say_of(node, &format!("joins the job again (as node {idx})"))
+    }
+
     /// Writes what happened to `node` now.
-    fn say_of(&mut self, node: NodeIdx, what: &str) -> std::io::Result<()> {
+    fn say_of(&mut self, node: HostIdx, what: &str) -> std::io::Result<()> {
         let (t, name) = (self.now.as_secs_f64(), &self.hosts[node].name);
         writeln!(self.out, "  t={t:.3}s node {name} {what}")
     }
@@ -844,8 +946,9 @@ impl World<'_> {
             .incarnations
             .iter()
             .filter(|(_, ran)| {
-                ran.iter()
-                    .any(|w| node_of(*w) == node && self.workers.get(w).is_some_and(|w| w.alive))
+                ran.iter().any(|w| {
+                    self.host_of(*w) == node && self.workers.get(w).is_some_and(|w| w.alive)
+                })
             })
             .map(|(actor, _)| *actor)
             .collect();
@@ -931,8 +1034,9 @@ impl World<'_> {
         let at_node = match &what {
             What::Host { node, .. }
             | What::LeaseTimer { node, .. }
+            | What::Joined { node, .. }
             | What::Granted { node, .. } => Some(*node),
-            What::Worker { worker, .. } => Some(node_of(*worker)),
+            What::Worker { worker, .. } => Some(self.host_of(*worker)),
             _ => None,
         };
         if let Some(node) = at_node
@@ -967,14 +1071,14 @@ impl World<'_> {
                 epoch,
                 frames,
             } => {
-                let host = &self.hosts[node_of(worker)];
+                let host = &self.hosts[self.host_of(worker)];
                 if !host.alive || host.epoch != epoch {
                     return Ok(());
                 }
                 self.at_worker(worker, &frames);
             }
             What::WorkerUp { worker } => {
-                let node = node_of(worker);
+                let node = self.host_of(worker);
                 if self.workers.get(&worker).is_some_and(|w| w.alive) && self.hosts[node].alive {
                     self.tell_driver(node, 64, AtDriver::Hello { worker });
                 }
@@ -1069,7 +1173,7 @@ impl World<'_> {
                 host.life += 1;
                 host.head_id = None;
                 let life = host.life;
-                self.say_of(node, "restarted (the running job does not use it again)")?;
+                self.say_of(node, "restarted")?;
                 self.register(node);
                 let next = self.now + self.config.heartbeat;
                 self.at(next, What::Beat { node, life });
@@ -1086,7 +1190,8 @@ impl World<'_> {
             }
             // Taken from the backlog by the main loop.
             What::DriverTurn => {}
-            What::LeaseTimer { node, life } => self.lease_timer(node, life)?,
+            What::LeaseTimer { node, term } => self.lease_timer(node, term)?,
+            What::Joined { node, life } => self.joined(node, life)?,
             What::Renew { node, epoch, seq } => {
                 let host = &self.hosts[node];
                 if host.connected && host.epoch == epoch {
@@ -1218,7 +1323,8 @@ impl World<'_> {
                     let bytes = ObjectBytes::inline(&vec![0; len as usize]);
                     Event::Localized { id, bytes }
                 } else {
-                    let reason = format!("pull from n{from} timed out");
+                    let name = &self.hosts[self.host_at(from)].name;
+                    let reason = format!("pull from {name} timed out");
                     Event::PullFailed { id, from, reason }
                 };
                 self.touched.push(id);
@@ -1236,11 +1342,18 @@ impl World<'_> {
                 }
             }
             AtDriver::Status(table) => {
-                for status in table.iter().filter(|s| !s.alive) {
+                for status in &table {
                     let Some(node) = self.hosts.iter().position(|h| h.name == status.name) else {
                         continue;
                     };
-                    if self.hosts[node].connected {
+                    let host = &self.hosts[node];
+                    if status.alive && host.connected && status.boot != host.joined_life {
+                        let reason = "its daemon was restarted".to_string();
+                        self.node_lost(node, reason, false)?;
+                        self.offer_job(node);
+                    } else if status.alive {
+                        self.offer_job(node);
+                    } else if self.hosts[node].connected {
                         let reason = format!(
                             "the control store has not heard from it for {} ms",
                             status.last_seen_ms
@@ -1256,6 +1369,7 @@ impl World<'_> {
     /// The job gives up on a node (the shell calls the node's `NodeLost`); `stopped`: the
     /// node said it stopped the job's processes, else they may run until its lease ends.
     fn node_lost(&mut self, node: NodeIdx, reason: String, stopped: bool) -> std::io::Result<()> {
+        let idx = self.hosts[node].idx;
         let lease_end = match stopped || !self.config.fencing {
             true => self.base + self.now,
             false => lease::driver_end(self.base + self.driver.renewed[node], self.config.lease),
@@ -1269,7 +1383,7 @@ impl World<'_> {
         self.proto(|n, now| {
             let _ = n.handle(
                 Event::NodeLost {
-                    node,
+                    node: idx,
                     reason,
                     lease_end,
                 },
@@ -1307,6 +1421,7 @@ impl World<'_> {
                 self.kill(worker, Some("killed by its node (SIGKILL)".into()));
             }
             HostRequest::Fetch { id, len, from } => {
+                let from = from.map(|idx| self.host_at(idx));
                 let life = self.hosts[node].life;
                 let reachable = match from {
                     Some(peer) => {
@@ -1387,7 +1502,13 @@ impl World<'_> {
                 from.map_or("the driver".to_string(), |p| self.hosts[p].name.clone())
             ))
         };
-        self.tell_driver(node, 64, AtDriver::Fetched { node, id, result });
+        let idx = self.hosts[node].idx;
+        let fetched = AtDriver::Fetched {
+            node: idx,
+            id,
+            result,
+        };
+        self.tell_driver(node, 64, fetched);
     }
 
     fn at_worker(&mut self, worker: WorkerId, frames: &[u8]) {
@@ -1471,11 +1592,11 @@ impl World<'_> {
             .iter()
             .copied()
             .filter(|w| self.workers.get(w).is_some_and(|w| w.alive))
-            .filter(|&w| self.hosts[node_of(w)].frozen_until <= self.now)
+            .filter(|&w| self.hosts[self.host_of(w)].frozen_until <= self.now)
             .collect();
         if let [first, second, ..] = running[..] {
             let describe = |w: WorkerId| {
-                let host = &self.hosts[node_of(w)];
+                let host = &self.hosts[self.host_of(w)];
                 let cut = if host.partitioned_until > self.now {
                     ", partitioned"
                 } else {
@@ -1492,7 +1613,7 @@ impl World<'_> {
     }
 
     fn start_next(&mut self, worker: WorkerId) {
-        let node = node_of(worker);
+        let node = self.host_of(worker);
         loop {
             let Some(w) = self.workers.get_mut(&worker) else {
                 return;
@@ -1539,7 +1660,7 @@ impl World<'_> {
     }
 
     fn task_end(&mut self, worker: WorkerId, task: TaskId, run: u64, creation: bool) {
-        let node = node_of(worker);
+        let node = self.host_of(worker);
         let Some(w) = self.workers.get(&worker) else {
             return;
         };
@@ -1599,13 +1720,17 @@ impl World<'_> {
         encode_frame(&ToNode::Done(vec![(task, outcome)]), &mut frames)
             .expect("a Done message encodes");
         let bytes = frames.len() as u64;
-        self.tell_driver(node_of(worker), bytes, AtDriver::Frames { worker, frames });
+        self.tell_driver(
+            self.host_of(worker),
+            bytes,
+            AtDriver::Frames { worker, frames },
+        );
     }
 
     /// A worker's process ends; its node tells the driver with `reason` (none: its node is
     /// gone and tells nobody).
     fn kill(&mut self, worker: WorkerId, reason: Option<String>) {
-        let node = node_of(worker);
+        let node = self.host_of(worker);
         let Some(w) = self.workers.get_mut(&worker) else {
             return;
         };

@@ -150,6 +150,13 @@ impl State {
         if let Some(at) = self.locations.get_mut(&id) {
             at.retain(|&n| n != node);
         }
+        // A live node may still hold what could not be read from it (a pull over a stale
+        // connection): the job no longer counts that copy, so it goes, or it would stay after
+        // the object is freed.
+        if self.nodes.get(node).is_some_and(|n| n.alive) && self.cluster.is_some() {
+            let request = HostRequest::Free(vec![id]);
+            self.actions.push_back(Action::Host { node, request });
+        }
     }
 
     /// Asks `node` to fetch `id` from a host that has it, once. With no copy left the object
