@@ -30,6 +30,10 @@ use crate::{Error, Result};
 /// Largest answer a node or the head may send.
 const MAX_ANSWER: usize = 16 << 20;
 
+/// How long the head may take to answer a request before the driver counts its connection
+/// dead and connects again.
+const HEAD_ANSWER: Duration = Duration::from_secs(2);
+
 /// A node hosting the job.
 #[derive(Debug)]
 pub(crate) struct RemoteNode {
@@ -76,8 +80,10 @@ pub(crate) struct Joined {
     pub(crate) peers: Peers,
     /// The node on the driver's host, where its tasks go first.
     pub(crate) home: Option<usize>,
-    /// The connection to the head's control store.
-    control: quinn::Connection,
+    /// The connection to the head's control store (made again when the head restarted).
+    control: parking_lot::Mutex<quinn::Connection>,
+    /// The head's address.
+    head: SocketAddr,
     /// Whether the last report said something was waiting or in use.
     reported: std::sync::atomic::AtomicBool,
     /// What a node that joins needs to host the job.
@@ -219,7 +225,8 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
         nodes: parking_lot::RwLock::new(nodes),
         peers,
         home,
-        control,
+        control: parking_lot::Mutex::new(control),
+        head,
         reported: std::sync::atomic::AtomicBool::new(false),
         hosting,
         adding: parking_lot::Mutex::new(HashSet::new()),
@@ -349,9 +356,9 @@ impl Joined {
                 })
                 .collect(),
         };
-        let control = self.control.clone();
+        let joined = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = quic::ask::<_, FromControl>(&control, &request, MAX_ANSWER).await {
+            if let Err(e) = joined.ask_head(&request).await {
                 tracing::debug!("cannot report the job's demand and use: {e}");
             }
         });
@@ -372,6 +379,42 @@ impl Joined {
             quic::close_for(&node.connection, quic::codes::DONE, reason);
             let (joined, addr) = (self.clone(), node.addr);
             tokio::spawn(async move { joined.peers.forget(addr).await });
+        }
+    }
+
+    /// Asks the head's control store, connecting to it again first if the connection ended
+    /// (a restarted head).
+    async fn ask_head(&self, request: &ToControl) -> std::result::Result<FromControl, String> {
+        let control = self.control.lock().clone();
+        let control = match control.close_reason() {
+            None => control,
+            Some(reason) => {
+                let hello = HostHello::new(self.job.clone(), Purpose::Control, None);
+                let (fresh, _) = quic::connect(
+                    self.peers.endpoint(),
+                    self.head,
+                    self.peers.identity(),
+                    &hello,
+                )
+                .await
+                .map_err(|e| {
+                    format!("the head's connection ended ({reason}) and cannot be made again: {e}")
+                })?;
+                tracing::info!(head = %self.head, "connected to the head again");
+                *self.control.lock() = fresh.clone();
+                fresh
+            }
+        };
+        // A head that died says nothing: a request it does not answer in time ends the
+        // connection, and the next one connects again.
+        let asked = quic::ask::<_, FromControl>(&control, request, MAX_ANSWER);
+        match tokio::time::timeout(HEAD_ANSWER, asked).await {
+            Ok(answer) => answer.map_err(|e| e.to_string()),
+            Err(_) => {
+                let why = "the head did not answer in time";
+                quic::close_for(&control, quic::codes::DONE, why);
+                Err(format!("{why} ({} ms)", HEAD_ANSWER.as_millis()))
+            }
         }
     }
 
@@ -427,9 +470,7 @@ impl Joined {
             let mut interval = tokio::time::interval(every);
             loop {
                 interval.tick().await;
-                let answer =
-                    quic::ask::<_, FromControl>(&joined.control, &ToControl::Status, MAX_ANSWER);
-                let table = match answer.await {
+                let table = match joined.ask_head(&ToControl::Status).await {
                     Ok(FromControl::Status(table)) => table,
                     Ok(other) => {
                         tracing::warn!("the control store answered {other:?} to a status");

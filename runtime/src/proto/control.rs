@@ -68,10 +68,11 @@ impl ControlStore {
         }
     }
 
-    /// A store that knows the `saved` nodes, each counted dead until it registers again.
+    /// A store that knows the `saved` nodes, each given one timeout from `now` to be heard
+    /// from again (their heartbeats go on to the restarted head), so that drivers reading the
+    /// table meanwhile do not count every node lost.
     pub(crate) fn recover(timeout: Duration, saved: Vec<SavedNode>, now: Instant) -> Self {
         let mut store = Self::new(timeout);
-        let long_ago = now.checked_sub(timeout * 2).unwrap_or(now);
         for node in saved {
             store.next = store.next.max(node.id + 1);
             store.nodes.insert(
@@ -81,7 +82,7 @@ impl ControlStore {
                     addr: node.addr,
                     available: node.total.clone(),
                     total: node.total,
-                    last_seen: long_ago,
+                    last_seen: now,
                     pulled: PullStats::default(),
                     boot: node.boot,
                 },
@@ -359,7 +360,7 @@ mod tests {
     }
 
     #[test]
-    fn a_recovered_store_knows_its_nodes_as_dead_until_they_return() {
+    fn a_recovered_store_gives_its_nodes_a_timeout_to_be_heard_from() {
         let t0 = Instant::now();
         let mut store = ControlStore::new(Duration::from_secs(3));
         register(&mut store, "a", t0);
@@ -371,19 +372,26 @@ mod tests {
 
         let later = t0 + Duration::from_secs(60);
         let mut recovered = ControlStore::recover(Duration::from_secs(3), back, later);
-        assert!(recovered.status(later).iter().all(|n| !n.alive));
-        assert_eq!(
-            register(&mut recovered, "b", later),
-            FromControl::Registered(2)
+        assert!(
+            recovered.status(later).iter().all(|n| n.alive),
+            "within the grace"
         );
+        let beat = ToControl::Heartbeat {
+            node: 2,
+            available: vec![("CPU".into(), 2.0)],
+            pulled: PullStats::default(),
+        };
+        let then = later + Duration::from_secs(2);
+        assert_eq!(recovered.handle(beat, then), FromControl::Ack, "b beats on");
         assert_eq!(
-            register(&mut recovered, "new", later),
+            register(&mut recovered, "new", then),
             FromControl::Registered(3)
         );
-        let status = recovered.status(later);
+        let status = recovered.status(later + Duration::from_secs(4));
         assert_eq!(
             status.iter().map(|n| n.alive).collect::<Vec<_>>(),
-            vec![false, true, true]
+            vec![false, true, true],
+            "a, never heard from again, is dead after the timeout"
         );
     }
 }

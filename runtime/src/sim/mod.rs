@@ -10,8 +10,9 @@
 //! fetch objects from each other and drop copies on request; a worker runs the tasks it is sent
 //! in order, for their simulated duration, and fails a task whose shared argument is not in its
 //! node's store (as a real worker cannot map the segment); the driver learns of a dead node from
-//! the head's table (polled every second, over a control link that, as today, is not re-made
-//! after the head restarts) or when QUIC's idle timeout closes the node's connection; a live
+//! the head's table (read every second, connecting again after the head restarted; a
+//! restarted head gives its nodes one timeout to be heard from) or when QUIC's idle timeout
+//! closes the node's connection; a live
 //! node the job does not use (restarted, or back after the job lost it) is asked to host the
 //! job again and counted as a new node. Each
 //! node holds a lease on the job that the driver renews ([`crate::proto::lease`]); a node cut

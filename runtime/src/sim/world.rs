@@ -347,7 +347,8 @@ struct World<'a> {
     node: State,
     head: Option<ControlStore>,
     saved_head: Vec<crate::proto::control::SavedNode>,
-    /// The driver's control link to the head (today it is not re-made after the head dies).
+    /// The driver's control link to the head (it ends with the head and is made again at
+    /// the first table read after the head is back).
     control_link: bool,
     hosts: Vec<Host>,
     workers: IdMap<WorkerId, SimWorker>,
@@ -1131,6 +1132,9 @@ impl World<'_> {
                 self.proto(|node, now| {
                     let _ = node.handle(Event::Tick, now);
                 });
+                // The driver's connection to the head ended with it: the next read connects
+                // again once the head is back.
+                self.control_link |= self.head.is_some();
                 if self.control_link && self.head.is_some() {
                     self.send(
                         Place::Driver,
@@ -1828,7 +1832,7 @@ impl World<'_> {
             Fault::KillHead { restart_after } => {
                 writeln!(
                     self.out,
-                    "  t={t:.3}s fault: kill the head (restart after {:.3}s; the driver's control link is not re-made)",
+                    "  t={t:.3}s fault: kill the head (restart after {:.3}s)",
                     restart_after.as_secs_f64()
                 )?;
                 if self.head.take().is_some() {
