@@ -153,6 +153,12 @@ pub enum ToWorker {
         /// The task.
         task: TaskId,
     },
+    /// Hand these tasks back with [`ToNode::Bounced`] if they have not started (queued work
+    /// moves to a node with room).
+    Recall {
+        /// The tasks.
+        tasks: Vec<TaskId>,
+    },
     /// Exit now.
     Shutdown,
 }

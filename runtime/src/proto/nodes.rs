@@ -5,7 +5,7 @@
 //! its arguments already there (bottom-up scheduling, as in the Ray paper). Workers are numbered
 //! by node (`node << 22`), so a worker's number tells its node.
 
-use prism_graph::{Resources, TaskId};
+use prism_graph::{IdSet, Resources, TaskId};
 
 use crate::proto::scheduler::{Action, Admission, Placement, Removed, Scheduler, WorkerId};
 
@@ -361,10 +361,14 @@ impl Nodes {
     /// the other live nodes could start at once, and actor creations waiting where another
     /// node has room (spillback of queued work, for a node whose resources went to actors or
     /// whose workers are slow). The caller places them again.
-    pub(crate) fn steal(&mut self) -> Vec<TaskId> {
+    pub(crate) fn steal(&mut self, recalling: &IdSet<TaskId>) -> Stolen {
         let live: Vec<NodeIdx> = (0..self.list.len())
             .filter(|&i| self.list[i].alive)
             .collect();
+        // Nothing can move while every node is busy (each node's load is cached).
+        if !live.iter().any(|&i| self.list[i].load() < 1.0) {
+            return Stolen::default();
+        }
         let mut stuck = Vec::new();
         let mut pinned = Vec::new();
         for &idx in &live {
@@ -372,8 +376,18 @@ impl Nodes {
             stuck.extend(sched.stuck().into_iter().map(|(s, n)| (idx, s, n)));
             pinned.extend(sched.stuck_pinned().into_iter().map(|(t, d)| (idx, t, d)));
         }
-        if stuck.is_empty() && pinned.is_empty() {
-            return Vec::new();
+        let pipelined: Vec<(NodeIdx, WorkerId, Resources, Vec<TaskId>)> = live
+            .iter()
+            .flat_map(|&idx| {
+                let sched = &self.list[idx].sched;
+                sched
+                    .pipelined()
+                    .into_iter()
+                    .map(move |(w, s, t)| (idx, w, s, t))
+            })
+            .collect();
+        if stuck.is_empty() && pinned.is_empty() && pipelined.is_empty() {
+            return Stolen::default();
         }
         // Room for each shape over the whole cluster, computed once per shape and used up
         // by what moves.
@@ -394,7 +408,29 @@ impl Nodes {
                 moved.push(task);
             }
         }
-        moved
+        // Then tasks waiting in busy workers' pipelines, the last sent first.
+        let mut recall = Vec::new();
+        for (idx, worker, shape, waiting) in pipelined {
+            let waiting: Vec<TaskId> = waiting
+                .into_iter()
+                .filter(|t| !recalling.contains(t))
+                .collect();
+            let take = waiting
+                .len()
+                .min(room.elsewhere(&self.list, &live, idx, &shape));
+            if take > 0 {
+                room.use_up(&shape, take);
+                recall.push((worker, waiting[waiting.len() - take..].to_vec()));
+            }
+        }
+        Stolen { moved, recall }
+    }
+
+    /// Workers handed back tasks they were asked to return (see [`Nodes::steal`]).
+    pub(crate) fn recalled(&mut self, worker: WorkerId, tasks: &[TaskId]) {
+        if let Some(sched) = self.sched(worker) {
+            sched.recalled(worker, tasks);
+        }
     }
 
     /// Takes the tasks no live node could run, to place them again (the cluster grew).
@@ -421,6 +457,15 @@ impl Nodes {
             .flat_map(|n| n.sched.surplus_idle_workers())
             .collect()
     }
+}
+
+/// What [`Nodes::steal`] found to move.
+#[derive(Debug, Default)]
+pub(crate) struct Stolen {
+    /// Queued tasks and actor creations taken off their nodes, to place again.
+    pub(crate) moved: Vec<TaskId>,
+    /// Tasks to ask workers to hand back from their pipelines, by worker.
+    pub(crate) recall: Vec<(WorkerId, Vec<TaskId>)>,
 }
 
 /// How many more tasks of each shape the live nodes could start at once, for
@@ -516,11 +561,15 @@ mod tests {
         for seq in 0..5 {
             nodes.submit(a, TaskId::new(0, seq), one.clone());
         }
-        assert!(nodes.steal().is_empty(), "a can start them itself");
+        let none = IdSet::default();
+        assert!(
+            nodes.steal(&none).moved.is_empty(),
+            "a can start them itself"
+        );
         // Its CPUs go elsewhere (an actor, a placement group); b has room for two, c none.
         nodes.reserve(a, &res(2.0, None), &Resources::default());
         nodes.reserve(c, &res(2.0, None), &Resources::default());
-        let moved = nodes.steal();
+        let moved = nodes.steal(&none).moved;
         assert_eq!(
             moved,
             vec![TaskId::new(0, 3), TaskId::new(0, 4)],
@@ -529,7 +578,10 @@ mod tests {
         for task in moved {
             nodes.submit(b, task, one.clone());
         }
-        assert!(nodes.steal().is_empty(), "no room left elsewhere");
+        assert!(
+            nodes.steal(&none).moved.is_empty(),
+            "no room left elsewhere"
+        );
         assert!(
             nodes
                 .get(a)

@@ -603,6 +603,40 @@ impl Scheduler {
         tasks
     }
 
+    /// Tasks sent to workers' pipelines that have not started (all but each worker's first),
+    /// by worker, with the shape of its lease: work another node could take.
+    pub(crate) fn pipelined(&self) -> Vec<(WorkerId, Resources, Vec<TaskId>)> {
+        let mut out = Vec::new();
+        for (&worker, state) in &self.workers {
+            if let WorkerState::Leased {
+                base,
+                inflight,
+                pinned: false,
+                nested,
+            } = state
+                && inflight.len() > 1
+                && nested.is_empty()
+                && !base.blocked
+            {
+                let waiting = inflight.iter().skip(1).copied().collect();
+                out.push((worker, base.demand.clone(), waiting));
+            }
+        }
+        out.sort_by_key(|(worker, _, _)| *worker);
+        out
+    }
+
+    /// The worker handed back `tasks` it was asked to return: they leave its pipeline and
+    /// this node (the caller places them again).
+    pub(crate) fn recalled(&mut self, worker: WorkerId, tasks: &[TaskId]) {
+        if let Some(WorkerState::Leased { inflight, .. }) = self.workers.get_mut(&worker) {
+            inflight.retain(|t| !tasks.contains(t));
+        }
+        for task in tasks {
+            self.demands.remove(task);
+        }
+    }
+
     /// Actor creations waiting here for resources this node does not have free now.
     pub(crate) fn stuck_pinned(&self) -> Vec<(TaskId, Resources)> {
         let waiting = self.pinned_queue.iter().filter_map(|task| {

@@ -1545,6 +1545,21 @@ impl World<'_> {
                         w.queue.retain(|q| q.task != task);
                     }
                 }
+                ArchivedToWorker::Recall { tasks } => {
+                    let mut returned = Vec::new();
+                    if let Some(w) = self.workers.get_mut(&worker) {
+                        for task in tasks.iter() {
+                            let task = task.to_native();
+                            if let Some(pos) = w.queue.iter().position(|q| q.task == task) {
+                                w.queue.remove(pos);
+                                returned.push(task);
+                            }
+                        }
+                    }
+                    if !returned.is_empty() {
+                        self.tell(worker, &ToNode::Bounced(returned));
+                    }
+                }
                 ArchivedToWorker::Shutdown => exit = true,
                 ArchivedToWorker::Welcome | ArchivedToWorker::Objects(_) => {}
             }
@@ -1720,15 +1735,16 @@ impl World<'_> {
 
     /// The worker reports a task's end to the driver (through its node).
     fn done(&mut self, worker: WorkerId, task: TaskId, outcome: Outcome) {
+        self.tell(worker, &ToNode::Done(vec![(task, outcome)]));
+    }
+
+    /// The worker sends the driver `msg` (through its node).
+    fn tell(&mut self, worker: WorkerId, msg: &ToNode) {
         let mut frames = Vec::new();
-        encode_frame(&ToNode::Done(vec![(task, outcome)]), &mut frames)
-            .expect("a Done message encodes");
+        encode_frame(msg, &mut frames).expect("a worker's message encodes");
         let bytes = frames.len() as u64;
-        self.tell_driver(
-            self.host_of(worker),
-            bytes,
-            AtDriver::Frames { worker, frames },
-        );
+        let host = self.host_of(worker);
+        self.tell_driver(host, bytes, AtDriver::Frames { worker, frames });
     }
 
     /// A worker's process ends; its node tells the driver with `reason` (none: its node is

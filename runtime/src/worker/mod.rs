@@ -500,6 +500,19 @@ impl Inner {
                     ));
                 }
             }
+            ArchivedToWorker::Recall { tasks } => {
+                let mut returned = Vec::new();
+                for task in tasks.iter() {
+                    let task = task.to_native();
+                    if let Some(pos) = self.queue.iter().position(|t| t.task == task) {
+                        self.queue.remove(pos);
+                        returned.push(task);
+                    }
+                }
+                if !returned.is_empty() {
+                    self.send(&ToNode::Bounced(returned));
+                }
+            }
             ArchivedToWorker::Shutdown => return Err(Stop::Shutdown),
             ArchivedToWorker::Welcome => {}
         }

@@ -256,6 +256,10 @@ pub(crate) struct State {
     fenced_restarts: Vec<(Instant, TaskId)>,
     /// The time of the event being handled.
     now: Option<Instant>,
+    /// Tasks asked back from workers' pipelines, to place again when they come back.
+    recalling: IdSet<TaskId>,
+    /// When work was last moved to nodes with room.
+    rebalanced: Option<Instant>,
     shutting_down: bool,
 }
 
@@ -279,6 +283,9 @@ pub(crate) fn shared_values(msg: &ArchivedToNode, mut each: impl FnMut(&Archived
 pub(crate) fn soft_limit_of(total: &Resources) -> usize {
     total.cpu.as_f64().ceil().max(1.0) as usize
 }
+
+/// How often a cluster's work moves to nodes with room (at most).
+pub(crate) const REBALANCE_EVERY: Duration = Duration::from_millis(100);
 
 /// How long a worker beyond the node's CPUs may stay idle before it is stopped.
 pub(crate) const IDLE_TICK: Duration = Duration::from_secs(1);
@@ -309,6 +316,8 @@ impl State {
             lease_ends: IdMap::default(),
             fenced_restarts: Vec::new(),
             now: None,
+            recalling: IdSet::default(),
+            rebalanced: None,
             shutting_down: false,
         }
     }
@@ -420,6 +429,12 @@ impl State {
             } => self.node_lost(node, reason, lease_end),
             Event::Tick => self.tick(now),
         }
+        // In a cluster, at most every REBALANCE_EVERY: work moves to nodes with room.
+        let due = self.rebalanced.is_none_or(|at| now >= at + REBALANCE_EVERY);
+        if self.cluster.is_some() && due {
+            self.rebalanced = Some(now);
+            self.rebalance();
+        }
         self.settle();
         Ok(())
     }
@@ -467,21 +482,36 @@ impl State {
                 self.retire_candidates.push((worker, since));
             }
         }
-        if self.cluster.is_some() {
-            let moved = self.nodes.steal();
-            if !moved.is_empty() {
-                tracing::debug!(tasks = moved.len(), "queued tasks move to nodes with room");
-            }
-            for task in moved {
-                self.enqueue(task);
-            }
-        }
         for node in self.nodes.stalled() {
             tracing::info!(
                 node = self.nodes.name(node),
                 "every worker is blocked in get and none can run the queued tasks: starting one beyond max_workers"
             );
             self.start_worker(node);
+        }
+    }
+
+    /// Moves work to nodes with room: queued tasks and actor creations a node cannot start,
+    /// then tasks waiting in busy workers' pipelines (asked back; placed again when they
+    /// come back).
+    fn rebalance(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        let stolen = self.nodes.steal(&self.recalling);
+        if !stolen.moved.is_empty() || !stolen.recall.is_empty() {
+            tracing::debug!(
+                queued = stolen.moved.len(),
+                pipelined = stolen.recall.iter().map(|(_, t)| t.len()).sum::<usize>(),
+                "work moves to nodes with room"
+            );
+        }
+        for task in stolen.moved {
+            self.enqueue(task);
+        }
+        for (worker, tasks) in stolen.recall {
+            self.recalling.extend(tasks.iter().copied());
+            self.encode_to(worker, &ToWorker::Recall { tasks });
         }
     }
 
@@ -685,7 +715,12 @@ impl State {
         match msg {
             ArchivedToNode::Done(done) => {
                 for entry in done.iter() {
-                    self.on_done(worker, entry.0.to_native(), &entry.1, mapped);
+                    let task = entry.0.to_native();
+                    if !self.recalling.is_empty() {
+                        // Started before it was asked back.
+                        self.recalling.remove(&task);
+                    }
+                    self.on_done(worker, task, &entry.1, mapped);
                 }
             }
             ArchivedToNode::Submit { spec, failed } => {
@@ -739,7 +774,16 @@ impl State {
                 for &task in &tasks {
                     self.owner.unstarted(task);
                 }
-                self.nodes.bounced(worker, &tasks);
+                // Tasks asked back go where there is room; others wait on this node.
+                let (recalled, bounced): (Vec<TaskId>, Vec<TaskId>) =
+                    tasks.into_iter().partition(|t| self.recalling.remove(t));
+                self.nodes.bounced(worker, &bounced);
+                if !recalled.is_empty() {
+                    self.nodes.recalled(worker, &recalled);
+                    for task in recalled {
+                        self.enqueue(task);
+                    }
+                }
             }
             ArchivedToNode::Hold(ids) => {
                 let ids: Vec<ObjectId> = ids.iter().map(|i| i.to_native()).collect();

@@ -520,6 +520,46 @@ fn a_node_that_joins_takes_queued_work_and_what_fit_nowhere() {
 }
 
 #[test]
+fn tasks_waiting_in_busy_pipelines_are_asked_back_for_a_node_with_room() {
+    let mut h = Harness::new(2, 1.0);
+    // Each node's one worker gets its tasks pipelined: nothing waits in a node's queue.
+    let tasks = h.submit_many(10, 0);
+    assert!(tasks.iter().all(|t| h.where_sent(*t).is_some()));
+    let idx = h.node.join_node("n2".into(), cpus(4.0), 16, 8).unwrap();
+    h.drain();
+    h.connect_new();
+    h.now += std::time::Duration::from_secs(1);
+    h.event(Event::Tick);
+    let recalls: Vec<(WorkerId, Vec<TaskId>)> = h
+        .sent
+        .iter()
+        .filter_map(|(w, m)| match m {
+            ToWorker::Recall { tasks } => Some((*w, tasks.clone())),
+            _ => None,
+        })
+        .collect();
+    let asked: usize = recalls.iter().map(|(_, t)| t.len()).sum();
+    assert_eq!(asked, 4, "as many as the new node can start: {recalls:?}");
+    // The workers hand back all but one (it had started meanwhile).
+    for (worker, asked) in &recalls {
+        h.report(*worker, &ToNode::Bounced(asked[1..].to_vec()));
+    }
+    h.connect_new();
+    let moved: Vec<TaskId> = recalls.iter().flat_map(|(_, t)| t[1..].to_vec()).collect();
+    for task in &moved {
+        let at = h.where_sent(*task).expect("sent again");
+        assert_eq!(node_of(at), idx, "the task moved to the new node");
+    }
+    // The one that started ends where it ran; asking again leaves it alone.
+    let (worker, asked) = &recalls[0];
+    h.returns(*worker, asked[0], Value::Inline(vec![1]));
+    assert!(matches!(
+        h.slot(ObjectId::new(asked[0], 0)),
+        Some(Slot::Ready(_))
+    ));
+}
+
+#[test]
 fn a_placement_group_reserves_its_bundles_and_its_removal_fails_its_tasks() {
     let mut h = Harness::new(1, 2.0);
     let group = h
