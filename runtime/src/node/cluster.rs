@@ -7,7 +7,7 @@
 //!
 //! [`Config::address`]: crate::Config::address
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +29,9 @@ use crate::{Error, Result};
 
 /// Largest answer a node or the head may send.
 const MAX_ANSWER: usize = 16 << 20;
+
+/// How long after a node refused to host the job it is asked again.
+const ASK_AGAIN: Duration = Duration::from_secs(10);
 
 /// How long the head may take to answer a request before the driver counts its connection
 /// dead and connects again.
@@ -88,10 +91,10 @@ pub(crate) struct Joined {
     reported: std::sync::atomic::AtomicBool,
     /// What a node that joins needs to host the job.
     hosting: Hosting,
-    /// Nodes being asked to host the job now, and daemons that could not (not asked again),
-    /// by address and boot.
+    /// Nodes being asked to host the job now, and daemons that could not (asked again after
+    /// [`ASK_AGAIN`]) with when, by address and boot.
     adding: parking_lot::Mutex<HashSet<(String, u64)>>,
-    refused: parking_lot::Mutex<HashSet<(String, u64)>>,
+    refused: parking_lot::Mutex<HashMap<(String, u64), Instant>>,
 }
 
 /// How long a node's lease on a job runs after its last renewal (`PRISM_LEASE_MS`, default
@@ -193,14 +196,14 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
     };
     let mut nodes = Vec::new();
     let mut refusals = Vec::new();
-    let mut refused = HashSet::new();
+    let mut refused = HashMap::new();
     for status in table.into_iter().filter(|n| n.alive) {
         match host_job(&peers, &job, &hosting, &status).await {
             Ok(node) => nodes.push(Arc::new(node)),
             Err(reason) => {
                 tracing::warn!(node = status.name, "a node cannot host the job: {reason}");
                 refusals.push(format!("{} at {}: {reason}", status.name, status.addr));
-                refused.insert((status.addr, status.boot));
+                refused.insert((status.addr, status.boot), Instant::now());
             }
         }
         if nodes.len() == crate::proto::nodes::MAX_NODES {
@@ -515,7 +518,14 @@ impl Joined {
                     && n.boot == status.boot
                     && n.addr.to_string() == status.addr
             });
-            if used || self.refused.lock().contains(&key) || !self.adding.lock().insert(key) {
+            // A refusal may pass (the node still ending the job's last run there): asked again
+            // after a while.
+            let refused_lately = self
+                .refused
+                .lock()
+                .get(&key)
+                .is_some_and(|at| at.elapsed() < ASK_AGAIN);
+            if used || refused_lately || !self.adding.lock().insert(key) {
                 continue;
             }
             let (joined, status, core) = (self.clone(), status.clone(), Arc::downgrade(core));
@@ -555,7 +565,7 @@ impl Joined {
                     node = status.name,
                     "a node that joined cannot host the job: {reason}"
                 );
-                self.refused.lock().insert(key.clone());
+                self.refused.lock().insert(key.clone(), Instant::now());
             }
         }
         self.adding.lock().remove(&key);
