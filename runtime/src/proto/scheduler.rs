@@ -597,10 +597,15 @@ impl Scheduler {
     /// Takes the tasks this node can never run (to place them elsewhere).
     pub(crate) fn take_infeasible(&mut self) -> Vec<TaskId> {
         let tasks = std::mem::take(&mut self.infeasible);
-        for task in &tasks {
+        self.forget_demands(&tasks);
+        tasks
+    }
+
+    /// `tasks` left this node: their demands are no longer kept.
+    fn forget_demands(&mut self, tasks: &[TaskId]) {
+        for task in tasks {
             self.demands.remove(task);
         }
-        tasks
     }
 
     /// Tasks sent to workers' pipelines that have not started (all but each worker's first),
@@ -632,9 +637,7 @@ impl Scheduler {
         if let Some(WorkerState::Leased { inflight, .. }) = self.workers.get_mut(&worker) {
             inflight.retain(|t| !tasks.contains(t));
         }
-        for task in tasks {
-            self.demands.remove(task);
-        }
+        self.forget_demands(tasks);
     }
 
     /// Actor creations waiting here for resources this node does not have free now.
@@ -663,9 +666,7 @@ impl Scheduler {
         };
         let keep = queue.len().saturating_sub(count);
         let taken: Vec<TaskId> = queue.drain(keep..).collect();
-        for task in &taken {
-            self.demands.remove(task);
-        }
+        self.forget_demands(&taken);
         taken
     }
 
@@ -692,9 +693,7 @@ impl Scheduler {
                 tasks.extend(queue);
             }
         }
-        for task in &tasks {
-            self.demands.remove(task);
-        }
+        self.forget_demands(&tasks);
         tasks
     }
 

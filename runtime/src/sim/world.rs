@@ -289,6 +289,13 @@ struct Host {
     running: u32,
 }
 
+impl Host {
+    /// Whether it is frozen or partitioned at `now` (it neither answers nor is reached).
+    fn cut_off(&self, now: Duration) -> bool {
+        self.frozen_until > now || self.partitioned_until > now
+    }
+}
+
 /// A worker process.
 #[derive(Debug)]
 struct SimWorker {
@@ -777,8 +784,7 @@ impl World<'_> {
                 host.epoch += 1;
                 // The node stops the job's workers once it sees the connection close: now if
                 // it is reachable and running, else when it is again (or its lease ran out).
-                let reachable = host.frozen_until <= self.now && host.partitioned_until <= self.now;
-                if host.alive && host.hosting && reachable {
+                if host.alive && host.hosting && !host.cut_off(self.now) {
                     self.end_job_on(node);
                 }
             }
@@ -931,7 +937,7 @@ impl World<'_> {
     /// that its lease ran out, before anything else; then no actor may run twice.
     fn resume(&mut self, node: NodeIdx) -> std::io::Result<()> {
         let host = &self.hosts[node];
-        if !host.alive || host.frozen_until > self.now || host.partitioned_until > self.now {
+        if !host.alive || host.cut_off(self.now) {
             return Ok(());
         }
         if host.hosting && !host.connected {
@@ -1103,8 +1109,7 @@ impl World<'_> {
                 if !host.alive || host.life != life {
                     return Ok(());
                 }
-                let reachable = host.frozen_until <= self.now && host.partitioned_until <= self.now;
-                if reachable {
+                if !host.cut_off(self.now) {
                     match host.head_id {
                         Some(id) => {
                             let request = ToControl::Heartbeat {
@@ -1219,10 +1224,7 @@ impl World<'_> {
                 if host.epoch != epoch || !host.connected {
                     return Ok(());
                 }
-                let silent = !host.alive
-                    || !host.hosting
-                    || host.partitioned_until > self.now
-                    || host.frozen_until > self.now;
+                let silent = !host.alive || !host.hosting || host.cut_off(self.now);
                 if silent {
                     let reason = format!(
                         "its connection timed out after {} s without an answer",
@@ -1430,7 +1432,7 @@ impl World<'_> {
                 let reachable = match from {
                     Some(peer) => {
                         let p = &self.hosts[peer];
-                        p.alive && p.partitioned_until <= self.now && p.frozen_until <= self.now
+                        p.alive && !p.cut_off(self.now)
                     }
                     None => true,
                 };

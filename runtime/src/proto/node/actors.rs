@@ -32,7 +32,7 @@ pub(super) struct ActorRecord {
     name: Option<String>,
     pub(super) life: Life,
     pub(super) worker: Option<WorkerId>,
-    pub(super) demand: Resources,
+    demand: Resources,
     /// The resolved constructor call, kept for restarts.
     creation: Option<Execute>,
     restarts: u32,
@@ -373,13 +373,16 @@ impl State {
             .partition(|&(end, _)| end <= now);
         self.fenced_restarts = waiting;
         for (_, task) in due {
-            // Stopped or killed meanwhile: the attempt is no longer a creation.
-            let Some(actor) = self.creations.get(&task) else {
-                continue;
-            };
-            if let Some(demand) = self.actors.get(actor).map(|r| r.demand.clone()) {
-                self.enqueue_creation(task, demand);
-            }
+            self.enqueue_attempt(task);
+        }
+    }
+
+    /// Queues creation attempt `task` of the actor it makes for a worker of its own (nothing
+    /// if the actor was stopped or killed meanwhile: the attempt is no longer a creation).
+    pub(super) fn enqueue_attempt(&mut self, task: TaskId) {
+        let actor = self.creations.get(&task).and_then(|a| self.actors.get(a));
+        if let Some(demand) = actor.map(|record| record.demand.clone()) {
+            self.enqueue_creation(task, demand);
         }
     }
 

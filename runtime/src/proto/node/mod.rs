@@ -430,8 +430,7 @@ impl State {
             Event::Tick => self.tick(now),
         }
         // In a cluster, at most every REBALANCE_EVERY: work moves to nodes with room.
-        let due = self.rebalanced.is_none_or(|at| now >= at + REBALANCE_EVERY);
-        if self.cluster.is_some() && due {
+        if self.cluster.is_some() && self.rebalanced.is_none_or(|at| now >= at + REBALANCE_EVERY) {
             self.rebalanced = Some(now);
             self.rebalance();
         }
@@ -673,10 +672,7 @@ impl State {
     fn enqueue(&mut self, task: TaskId) {
         let Some(record) = self.owner.task(task) else {
             // An actor's restart (the node's own task): it needs a worker of its own again.
-            let actor = self.creations.get(&task).and_then(|a| self.actors.get(a));
-            if let Some(demand) = actor.map(|record| record.demand.clone()) {
-                self.enqueue_creation(task, demand);
-            }
+            self.enqueue_attempt(task);
             return;
         };
         let demand = record.spec.resources.clone();
