@@ -67,11 +67,38 @@ fn children(parent: i32) -> Vec<i32> {
         .collect()
 }
 
-fn signal(pids: &[i32], signal: i32) {
+/// Sends `signal` to each of `pids`; the first one refused is an error (one that has ended
+/// meanwhile is not).
+fn signal(pids: &[i32], signal: i32) -> Result<(), String> {
+    let mut refused = None;
     for &pid in pids {
         // SAFETY: kill(2) on a daemon this test started or one of its children.
-        unsafe { libc::kill(pid, signal) };
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            let why = std::io::Error::last_os_error();
+            if why.raw_os_error() == Some(libc::ESRCH) {
+                continue;
+            }
+            refused.get_or_insert(format!("signal {signal} to process {pid}: {why}"));
+        }
     }
+    refused.map_or(Ok(()), Err)
+}
+
+/// Whether every thread of every process in `pids` is stopped (state `T` in
+/// `/proc/PID/task/TID/stat`). `kill(SIGSTOP)` returns before that: the kernel wakes one thread,
+/// which then stops the others, so on a busy machine a process can go on for a few milliseconds.
+fn all_stopped(pids: &[i32]) -> bool {
+    pids.iter().all(|pid| {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return true; // gone: it runs no more
+        };
+        tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat")).map_or(true, |stat| {
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+            })
+        })
+    })
 }
 
 fn eventually(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
@@ -111,11 +138,15 @@ fn a_frozen_node_s_actor_starts_again_only_after_its_lease(
     )?;
     // The node last renewed its lease at most a renewal period (1 s) before this.
     let frozen_at = unix_ms();
-    signal(&stopped, libc::SIGSTOP);
+    signal(&stopped, libc::SIGSTOP)?;
+    ensure(
+        eventually(5, || all_stopped(&stopped)),
+        "every thread of the node's processes stops",
+    )?;
     let call = actor.whereabouts();
     let answer = call.get_blocking();
     let answered_at = unix_ms();
-    signal(&stopped, libc::SIGCONT);
+    signal(&stopped, libc::SIGCONT)?;
     let (node, pid, born_ms, calls) = answer?;
     ensure(
         node != first_node && pid != first_pid && calls == 1,
