@@ -101,18 +101,15 @@ impl Context {
             };
             let fill = |buf: &mut [u8]| value.archive_into(buf);
             let segment = match mapped {
-                Some(map) => Segment::refill(map, fill),
+                Some(map) => Segment::refill(dir, id, map, fill),
                 None => {
                     store::take_pooled(dir, id, len as u64);
                     Segment::create_with(dir, id, len, fill)
                 }
             };
-            let segment = segment.map_err(|e| {
-                store::unlink(dir, id);
-                Error::Encode {
-                    what: format!("object {id} into {}", dir.display()),
-                    reason: e.to_string(),
-                }
+            let segment = segment.map_err(|e| Error::Encode {
+                what: format!("object {id} into {}", dir.display()),
+                reason: e.to_string(),
             })?;
             ObjectBytes::Shared(Arc::new(segment))
         };

@@ -154,6 +154,28 @@ pub(crate) fn segment_path(dir: &Path, id: ObjectId) -> PathBuf {
     dir.join(format!("{:x}.{}.{}", id.task.owner, id.task.seq, id.index))
 }
 
+/// Where this process fills `id`'s segment before publishing it under its name
+/// ([`segment_path`]), so that a reader opening the name finds every byte in place: a rebuilt
+/// object is written on a node whose workers may be about to open it, and a zero-filled or
+/// half-written archive can read as a valid, wrong value (a vector of zeros, or an empty one).
+/// The name is this process's own, so that two writers of one object never share a file.
+pub(crate) fn filling_path(dir: &Path, id: ObjectId) -> PathBuf {
+    let mut name = segment_path(dir, id).into_os_string();
+    name.push(format!(".w{}", std::process::id()));
+    PathBuf::from(name)
+}
+
+/// Gives a segment this process filled at [`filling_path`] its name; readers that mapped an
+/// earlier copy keep it.
+pub(crate) fn publish(dir: &Path, id: ObjectId) -> std::io::Result<()> {
+    std::fs::rename(filling_path(dir, id), segment_path(dir, id))
+}
+
+/// Removes a segment this process was filling (the fill failed or its object is not wanted).
+pub(crate) fn discard_filling(dir: &Path, id: ObjectId) {
+    let _ = std::fs::remove_file(filling_path(dir, id));
+}
+
 /// Removes an object's segment.
 pub(crate) fn unlink(dir: &Path, id: ObjectId) {
     if let Err(e) = std::fs::remove_file(segment_path(dir, id))
@@ -192,8 +214,8 @@ fn pooled(dir: &Path) -> Vec<(PathBuf, u64, u64)> {
     files
 }
 
-/// Renames a pooled segment of at least `len` bytes (the smallest such) to `id`'s segment, for
-/// [`Segment::create_with`] to fill; false when none fits. Any process of the node may take
+/// Renames a pooled segment of at least `len` bytes (the smallest such) to this process's
+/// [`filling_path`] of `id`, for [`Segment::create_with`] to fill; false when none fits. Any process of the node may take
 /// one: a file another took first is skipped.
 pub(crate) fn take_pooled(dir: &Path, id: ObjectId, len: u64) -> bool {
     if len < MIN_POOLED {
@@ -203,7 +225,7 @@ pub(crate) fn take_pooled(dir: &Path, id: ObjectId, len: u64) -> bool {
         pooled(dir).into_iter().filter(|f| f.1 >= len).collect();
     fits.sort_by_key(|f| f.1);
     fits.into_iter()
-        .any(|(path, _, _)| std::fs::rename(path, segment_path(dir, id)).is_ok())
+        .any(|(path, _, _)| std::fs::rename(path, filling_path(dir, id)).is_ok())
 }
 
 /// Segments of freed objects kept for the next large puts of any process of the node (see
@@ -269,8 +291,8 @@ impl SegmentPool {
     }
 
     /// Takes a pooled segment of exactly `len` bytes that this process still maps, renamed to
-    /// `id`'s segment, for [`Segment::refill`]; none when no such file is left (another process
-    /// may have taken it).
+    /// its [`filling_path`] of `id`, for [`Segment::refill`]; none when no such file is left
+    /// (another process may have taken it).
     pub(crate) fn take_mapped(
         &mut self,
         dir: &Path,
@@ -279,7 +301,7 @@ impl SegmentPool {
     ) -> Option<memmap2::MmapMut> {
         while let Some(at) = self.mapped.iter().rposition(|(_, map)| map.len() == len) {
             let (path, map) = self.mapped.swap_remove(at);
-            if std::fs::rename(&path, segment_path(dir, id)).is_ok() {
+            if std::fs::rename(&path, filling_path(dir, id)).is_ok() {
                 self.at_most = self.at_most.saturating_sub(len as u64);
                 self.last_use = Some(std::time::Instant::now());
                 return Some(map);
@@ -338,44 +360,61 @@ enum Mapping {
 
 impl Segment {
     /// Makes the object's segment of exactly `len` bytes and lets `fill` write it in place
-    /// (pages are populated in one go, not faulted one by one), then maps it read-only.
+    /// (pages are populated in one go, not faulted one by one) at this process's
+    /// [`filling_path`] (where [`take_pooled`] may have put a pooled file), then publishes it.
     pub(crate) fn create_with<E: std::fmt::Display>(
         dir: &Path,
         id: ObjectId,
         len: usize,
         fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
     ) -> std::io::Result<Segment> {
-        // Not truncated: a pooled segment renamed to this name keeps its pages up to `len`
-        // (fill writes every byte).
-        let file = crate::files::private_options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(segment_path(dir, id))?;
-        file.set_len(len as u64)?;
-        // SAFETY: the file was just created by this process under a name no reader knows yet.
-        let map = unsafe {
-            memmap2::MmapOptions::new()
-                .len(len)
-                .populate()
-                .map_mut(&file)?
-        };
-        Self::refill(map, fill)
+        let made = (|| {
+            // Not truncated: a pooled segment renamed to this name keeps its pages up to
+            // `len` (fill writes every byte).
+            let file = crate::files::private_options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(filling_path(dir, id))?;
+            file.set_len(len as u64)?;
+            // SAFETY: the file is at this process's filling path, a name no reader opens.
+            unsafe {
+                memmap2::MmapOptions::new()
+                    .len(len)
+                    .populate()
+                    .map_mut(&file)
+            }
+        })();
+        match made {
+            Ok(map) => Self::refill(dir, id, map, fill),
+            Err(e) => {
+                discard_filling(dir, id);
+                Err(e)
+            }
+        }
     }
 
-    /// Fills a writable mapping of a segment this process just created or took from the pool
-    /// under a name no reader knows yet; `fill` must write every byte.
+    /// Fills a writable mapping of the segment at this process's [`filling_path`] of `id`
+    /// (just created, or taken from the pool) and publishes it under its name; `fill` must
+    /// write every byte. On failure the file is removed.
     pub(crate) fn refill<E: std::fmt::Display>(
+        dir: &Path,
+        id: ObjectId,
         mut map: memmap2::MmapMut,
         fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
     ) -> std::io::Result<Segment> {
         let len = map.len();
-        let written = fill(&mut map).map_err(|e| std::io::Error::other(e.to_string()))?;
-        if written != len {
-            return Err(std::io::Error::other(format!(
+        let filled = match fill(&mut map) {
+            Ok(written) if written == len => publish(dir, id),
+            Ok(written) => Err(std::io::Error::other(format!(
                 "the archive took {written} bytes, {len} were measured"
-            )));
+            ))),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        if let Err(e) = filled {
+            discard_filling(dir, id);
+            return Err(e);
         }
         Ok(Segment {
             map: Mapping::Written(map),
@@ -396,8 +435,9 @@ impl Segment {
             )));
         }
         // SAFETY: the mapping's bytes do not change while a reader uses them. A segment is
-        // written only under a name no reader knows yet: made fresh, or renamed out of the
-        // pool (a rename hands it to one process). Its name is published after it is filled.
+        // written only at its writer's own filling path, a name no reader opens (made fresh, or
+        // renamed out of the pool: a rename hands it to one process), and gets its name once
+        // filled; a later copy of the same object replaces the name, not the mapped file.
         // It is pooled, and so may be refilled, only after its owner freed the object: no
         // `ObjectRef`, `ArchivedRef`, task argument or worker hold of it is left, and a worker's
         // cached mapping is dropped once its file moved (`SegmentCache::forget_freed`). The
@@ -523,7 +563,7 @@ mod tests {
             buf.fill(2);
             Ok::<_, std::convert::Infallible>(buf.len())
         };
-        let refilled = Segment::refill(map, twos).unwrap();
+        let refilled = Segment::refill(&dir, id(7), map, twos).unwrap();
         let read = Segment::open(&dir, id(7), MIN_POOLED + 1).unwrap();
         assert!(
             read.bytes().iter().all(|&b| b == 2),
@@ -545,6 +585,52 @@ mod tests {
         assert_eq!(bytes(&dir), MIN_POOLED, "just used");
         pool.expire(&dir, std::time::Duration::ZERO);
         assert!(pooled(&dir).is_empty(), "idle");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_segment_is_seen_under_its_name_only_once_filled() {
+        let dir = create_session_dir().unwrap();
+        let id = ObjectId::new(TaskId::new(5, 2), 1);
+        let len = 2 * MIN_POOLED as usize;
+        // A copy readers on the node map already (a rebuild writes the object again).
+        let earlier = Segment::create_with(&dir, id, len, sevens).unwrap();
+        let threes = |buf: &mut [u8]| {
+            buf.fill(3);
+            Ok::<_, std::convert::Infallible>(buf.len())
+        };
+        drop(Segment::create_with(
+            &dir,
+            ObjectId::new(TaskId::new(5, 3), 0),
+            len,
+            threes,
+        ));
+        let mut pool = SegmentPool::new(4 * MIN_POOLED);
+        pool.recycle(&dir, ObjectId::new(TaskId::new(5, 3), 0), len as u64, None);
+        assert!(take_pooled(&dir, id, len as u64), "a pooled file to refill");
+        let again = Segment::create_with(&dir, id, len, |buf: &mut [u8]| {
+            // Mid-fill, the name still opens the earlier, whole copy.
+            let seen = Segment::open(&dir, id, len as u64).unwrap();
+            assert!(seen.bytes().iter().all(|&b| b == 7));
+            buf.fill(9);
+            Ok::<_, std::convert::Infallible>(buf.len())
+        })
+        .unwrap();
+        assert!(again.bytes().iter().all(|&b| b == 9));
+        let seen = Segment::open(&dir, id, len as u64).unwrap();
+        assert!(
+            seen.bytes().iter().all(|&b| b == 9),
+            "published once filled"
+        );
+        assert!(
+            earlier.bytes().iter().all(|&b| b == 7),
+            "an old mapping stays"
+        );
+        // A fill that fails leaves neither a name nor a file behind.
+        let other = ObjectId::new(TaskId::new(5, 4), 0);
+        assert!(Segment::create_with(&dir, other, 64, |_| Err("no")).is_err());
+        assert!(Segment::open(&dir, other, 64).is_err());
+        assert!(!filling_path(&dir, other).exists());
         let _ = std::fs::remove_dir_all(dir);
     }
 

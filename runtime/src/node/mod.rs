@@ -265,8 +265,8 @@ impl Core {
 
     /// Makes room for `size` more bytes in the shared-memory store, spilling least recently
     /// used objects to disk; `ObjectStoreFull` when even that cannot make it fit. Returns a
-    /// pooled segment of exactly `size` bytes this process still maps, already renamed to
-    /// `id`'s segment, when there is one (see [`store::SegmentPool::take_mapped`]).
+    /// pooled segment of exactly `size` bytes this process still maps, already renamed to its
+    /// filling path of `id`, when there is one (see [`store::SegmentPool::take_mapped`]).
     pub(crate) fn reserve(&self, id: ObjectId, size: usize) -> Result<Option<memmap2::MmapMut>> {
         let mut shell = self.state.lock();
         let mapped = shell.files.pool.take_mapped(&self.store_dir, id, size);
@@ -277,7 +277,7 @@ impl Core {
         // A spill that failed leaves the store as full as it was.
         if !room || shell.node.owner.overflow(size as u64) > 0 {
             if mapped.is_some() {
-                store::unlink(&self.store_dir, id);
+                store::discard_filling(&self.store_dir, id);
             }
             return Err(Error::ObjectStoreFull {
                 object: id.to_string(),

@@ -118,8 +118,7 @@ impl Peers {
             .get(from, job)
             .await
             .map_err(|e| format!("cannot reach {from} for {id}: {e}"))?;
-        let path = store::segment_path(store, id);
-        let part = path.with_extension("part");
+        let part = store::filling_path(store, id);
         let file = crate::files::private_options()
             .read(true)
             .write(true)
@@ -129,8 +128,8 @@ impl Peers {
             .and_then(|f| f.set_len(len).map(|()| f))
             .map_err(|e| format!("cannot make room for {id} in the store: {e}"))?;
         if len > 0 {
-            // SAFETY: the file was just created under a name no reader uses; readers open the
-            // final name, made by the rename below once every byte is in place.
+            // SAFETY: the file was just created at this process's filling path, a name no reader
+            // opens; readers open the final name, given below once every byte is in place.
             let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }
                 .map_err(|e| format!("cannot map {id}'s segment: {e}"))?;
             if let Err(e) = transfer::pull(&connection, &PullKey::Object(id), &mut map).await {
@@ -138,7 +137,10 @@ impl Peers {
                 return Err(format!("cannot pull {id} from {from}: {e}"));
             }
         }
-        std::fs::rename(&part, &path).map_err(|e| format!("cannot store {id}: {e}"))?;
+        store::publish(store, id).map_err(|e| {
+            store::discard_filling(store, id);
+            format!("cannot store {id}: {e}")
+        })?;
         tracing::debug!(object = %id, len, %from, "pulled an object");
         Ok(())
     }
