@@ -9,7 +9,7 @@ use crate::frame::Message;
 /// rkyv archives with 64-bit relative pointers (objects past 4 GiB), and the store's capacity
 /// in [`ToHost::StartJob`]; 6: missing arguments; 7: a node's lease on a job
 /// ([`HostEvent::Renew`]).
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -329,6 +329,12 @@ pub enum ToHost {
     },
     /// The job no longer needs these objects: drop the node's copies.
     Free(Vec<ObjectId>),
+    /// The host whose objects endpoint is `at` is gone: close the connections to it, failing
+    /// the pulls from it now.
+    ForgetPeer {
+        /// Its objects endpoint.
+        at: String,
+    },
 }
 
 /// A node's answer to a [`ToHost`].

@@ -190,6 +190,14 @@ impl Hosting {
                 }
                 Ok(FromHost::Done)
             }
+            ToHost::ForgetPeer { at } => {
+                self.job(job, connection)?;
+                let addr = at
+                    .parse::<SocketAddr>()
+                    .map_err(|e| format!("bad peer address {at:?}: {e}"))?;
+                self.peers.forget(addr).await;
+                Ok(FromHost::Done)
+            }
         }
     }
 

@@ -85,7 +85,9 @@ impl Remote {
                 };
                 core.event(Event::NodeFetched { node, id, result });
             }),
-            HostRequest::Kill { .. } | HostRequest::Free(_) => self.request(node, wire, |_, _| {}),
+            HostRequest::Kill { .. } | HostRequest::Free(_) | HostRequest::ForgetPeer { .. } => {
+                self.request(node, wire, |_, _| {})
+            }
         }
     }
 

@@ -89,6 +89,15 @@ impl Nodes {
         self.list.get(idx)
     }
 
+    /// The live nodes.
+    pub(crate) fn live(&self) -> impl Iterator<Item = NodeIdx> + '_ {
+        self.list
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.alive)
+            .map(|(idx, _)| idx)
+    }
+
     pub(crate) fn name(&self, idx: NodeIdx) -> &str {
         self.list.get(idx).map_or("?", |n| n.name.as_str())
     }

@@ -192,13 +192,15 @@ enum What {
         run: u64,
         creation: bool,
     },
-    /// A node's fetch ends.
+    /// A node's fetch ends (`stalled`: at the idle timeout, unless the driver's word that
+    /// its peer is gone ended it first).
     FetchEnd {
         node: NodeIdx,
         life: u64,
         id: ObjectId,
         len: u64,
         from: Option<NodeIdx>,
+        stalled: bool,
     },
     /// A request reaches the head.
     Head { from: Place, request: ToControl },
@@ -282,6 +284,9 @@ struct Host {
     slow_until: Duration,
     /// The object manager's open connections, by peer and the peer's incarnation then.
     peers: IdMap<NodeIdx, u64>,
+    /// Pulls over an open connection to a peer that cannot answer: they end at QUIC's idle
+    /// timeout, or when the driver says the peer is gone (object, length, peer).
+    stalled: Vec<(ObjectId, u64, NodeIdx)>,
     /// Its number at the head.
     head_id: Option<u32>,
     workers: Vec<WorkerId>,
@@ -293,6 +298,15 @@ impl Host {
     /// Whether it is frozen or partitioned at `now` (it neither answers nor is reached).
     fn cut_off(&self, now: Duration) -> bool {
         self.frozen_until > now || self.partitioned_until > now
+    }
+
+    /// Takes a stalled pull of `id` from `from` off the list: false when it ended already.
+    fn unstall(&mut self, id: ObjectId, from: Option<NodeIdx>) -> bool {
+        let at = self
+            .stalled
+            .iter()
+            .position(|s| s.0 == id && Some(s.2) == from);
+        at.map(|at| self.stalled.swap_remove(at)).is_some()
     }
 }
 
@@ -425,6 +439,7 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
                 partitioned_until: Duration::ZERO,
                 slow_until: Duration::ZERO,
                 peers: IdMap::default(),
+                stalled: Vec::new(),
                 head_id: None,
                 workers: Vec::new(),
                 running: 0,
@@ -1102,7 +1117,13 @@ impl World<'_> {
                 id,
                 len,
                 from,
-            } => self.fetch_end(node, life, id, len, from),
+                stalled,
+            } => {
+                let ended_already = stalled && !self.hosts[node].unstall(id, from);
+                if !ended_already {
+                    self.fetch_end(node, life, id, len, from);
+                }
+            }
             What::Head { from, request } => self.at_head(from, request),
             What::Beat { node, life } => {
                 let host = &self.hosts[node];
@@ -1436,15 +1457,21 @@ impl World<'_> {
                     }
                     None => true,
                 };
+                let mut stalled = false;
                 let at = if reachable {
                     let from_place = from.map_or(Place::Driver, Place::Node);
                     self.arrival(from_place, Place::Node(node), len) + self.config.latency
                 } else {
                     // A pull over a connection made before the peer died waits for QUIC's
-                    // idle timeout; a new connection gives up after the connect timeout.
-                    let open = from.and_then(|p| self.hosts[node].peers.get(&p).copied());
+                    // idle timeout (or the driver's word); a new connection gives up after
+                    // the connect timeout.
+                    let open = from.filter(|p| self.hosts[node].peers.contains_key(p));
                     match open {
-                        Some(_) => self.now + self.config.idle_timeout,
+                        Some(peer) => {
+                            stalled = true;
+                            self.hosts[node].stalled.push((id, len, peer));
+                            self.now + self.config.idle_timeout
+                        }
                         None => self.now + self.config.connect_timeout,
                     }
                 };
@@ -1457,12 +1484,35 @@ impl World<'_> {
                         id,
                         len,
                         from,
+                        stalled,
                     },
                 );
             }
             HostRequest::Free(ids) => {
                 for id in ids {
                     self.hosts[node].store.remove(&id);
+                }
+            }
+            HostRequest::ForgetPeer { lost } => {
+                // The connection closes: the pulls stalled on it fail now.
+                let peer = self.host_at(lost);
+                let host = &mut self.hosts[node];
+                host.peers.remove(&peer);
+                let (ended, kept) = std::mem::take(&mut host.stalled)
+                    .into_iter()
+                    .partition(|s| s.2 == peer);
+                host.stalled = kept;
+                let life = host.life;
+                for (id, len, from) in ended {
+                    let what = What::FetchEnd {
+                        node,
+                        life,
+                        id,
+                        len,
+                        from: Some(from),
+                        stalled: false,
+                    };
+                    self.at(self.now, what);
                 }
             }
         }
@@ -1799,6 +1849,7 @@ impl World<'_> {
                 host.lease = None;
                 host.store.clear();
                 host.peers.clear();
+                host.stalled.clear();
                 let epoch = host.epoch;
                 let check = self.now + self.config.idle_timeout;
                 self.at(check, What::IdleCheck { node, epoch });

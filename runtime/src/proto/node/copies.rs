@@ -314,6 +314,16 @@ impl State {
         for at in self.locations.values_mut() {
             at.retain(|&n| n != node);
         }
+        // Pulls from it on other nodes fail now, not after QUIC's idle timeout: one hung pull
+        // holds every frame queued behind it for its worker.
+        let peers: Vec<NodeIdx> = self.nodes.live().collect();
+        for peer in peers {
+            let request = HostRequest::ForgetPeer { lost: node };
+            self.actions.push_back(Action::Host {
+                node: peer,
+                request,
+            });
+        }
         self.node_fetches.retain(|&(_, n), _| n != node);
         for task in self.nodes.drain_queued(Some(node)) {
             self.enqueue(task);

@@ -97,6 +97,9 @@ pub(crate) enum HostRequest {
     },
     /// Drop the node's copies (no answer expected).
     Free(Vec<ObjectId>),
+    /// Node `lost` is gone: close the connections to it, so that pulls from it fail now
+    /// instead of after QUIC's idle timeout (no answer expected).
+    ForgetPeer { lost: NodeIdx },
 }
 
 impl HostRequest {
@@ -111,6 +114,9 @@ impl HostRequest {
                 from: address(*from),
             },
             HostRequest::Free(ids) => ToHost::Free(ids.clone()),
+            HostRequest::ForgetPeer { lost } => ToHost::ForgetPeer {
+                at: address(Some(*lost)),
+            },
         }
     }
 }

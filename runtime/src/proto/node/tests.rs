@@ -624,6 +624,18 @@ fn a_task_whose_lost_argument_cannot_be_rebuilt_fails_naming_it() {
         reason: "test".into(),
         lease_end: h.now,
     });
+    // Every node left is told to close its connections to the lost one (pulls from it fail
+    // now, not after QUIC's idle timeout), and only those nodes.
+    let told: Vec<NodeIdx> = h
+        .host
+        .iter()
+        .filter_map(|(node, r)| match r {
+            HostRequest::ForgetPeer { lost: gone } if *gone == lost => Some(*node),
+            _ => None,
+        })
+        .collect();
+    let live: Vec<NodeIdx> = (0..h.node.nodes.len()).filter(|&n| n != lost).collect();
+    assert_eq!(told, live, "the live nodes forget the lost one");
     // The consumer's node was fetching the argument from the lost one: that fails. No copy
     // is left and none can be made: the consumer fails (before, it waited forever), and the
     // busy task, retried, runs.
