@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::cluster::{Host, running};
+use common::cluster::{Host, children, running};
 use common::ensure;
 use libtest_mimic::{Arguments, Failed, Trial};
 use prism::actor;
@@ -47,24 +47,6 @@ impl Marked {
         let node = std::env::var("PRISM_NODE_NAME").unwrap_or_default();
         (node, std::process::id(), self.born_ms, self.calls)
     }
-}
-
-/// The processes whose parent is `parent`.
-fn children(parent: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                stat.rsplit_once(") ")
-                    .and_then(|(_, rest)| rest.split(' ').nth(1)?.parse::<i32>().ok())
-                    == Some(parent)
-            })
-        })
-        .collect()
 }
 
 /// Sends `signal` to each of `pids`; the first one refused is an error (one that has ended
