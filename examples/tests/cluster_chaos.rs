@@ -277,19 +277,7 @@ fn the_job_survives_a_node_killed_every_three_seconds(cluster: &Cluster) -> Resu
 
 fn main() {
     cluster::serve_if_worker();
-    if std::env::var_os("PRISM_TEST_AS_CLI").is_some() {
-        std::process::exit(match prism::cli::main() {
-            std::process::ExitCode::SUCCESS => 0,
-            _ => 1,
-        });
-    }
-    // SAFETY: set before any thread starts; the hosts below run this binary as `prism`.
-    unsafe {
-        std::env::set_var(
-            "PRISM_TEST_PROGRAM",
-            std::env::current_exe().expect("the test's path"),
-        )
-    };
+    cluster::be_the_cli();
     let (head, addr, token) = cluster::head("chaos-head", "2");
     let cluster = Arc::new(Cluster {
         _head: head,

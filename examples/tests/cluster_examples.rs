@@ -52,19 +52,7 @@ fn run_example(name: &str, args: &[&str], addr: &str, token: &str) -> Result<Str
 }
 
 fn main() {
-    if std::env::var_os("PRISM_TEST_AS_CLI").is_some() {
-        std::process::exit(match prism::cli::main() {
-            std::process::ExitCode::SUCCESS => 0,
-            _ => 1,
-        });
-    }
-    // SAFETY: set before any thread starts; the hosts below run this binary as `prism`.
-    unsafe {
-        std::env::set_var(
-            "PRISM_TEST_PROGRAM",
-            std::env::current_exe().expect("the test's path"),
-        )
-    };
+    cluster::be_the_cli();
     let head = Host::new("examples-head");
     head.start_head(&["--num-cpus", "1", "--port", "0", "--name", "head"]);
     let (addr, token) = (head.file("address"), head.file("token"));

@@ -23,6 +23,25 @@ pub fn serve_if_worker() {
     }
 }
 
+/// For a test binary that doubles as the `prism` command: started as the command
+/// (`PRISM_TEST_AS_CLI`), runs it and exits; otherwise has the hosts it starts run this binary
+/// as `prism`. Call it first in `main`, before any thread starts.
+pub fn be_the_cli() {
+    if std::env::var_os("PRISM_TEST_AS_CLI").is_some() {
+        std::process::exit(match prism::cli::main() {
+            std::process::ExitCode::SUCCESS => 0,
+            _ => 1,
+        });
+    }
+    // SAFETY: called first in `main`, before any thread of this process starts.
+    unsafe {
+        std::env::set_var(
+            "PRISM_TEST_PROGRAM",
+            std::env::current_exe().expect("the test's path"),
+        )
+    };
+}
+
 /// One host's session directory; dropping it stops that host's daemons.
 pub struct Host {
     /// The session directory.
