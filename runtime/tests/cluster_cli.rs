@@ -159,6 +159,12 @@ fn a_head_and_two_nodes_on_loopback() {
     let pids: Vec<i32> = head.daemons().into_iter().chain(a.daemons()).collect();
     assert_eq!(pids.len(), 2);
     assert!(a.ok(&["stop"]).contains("Stopped 1"));
+    // A stopped node left the table at once (a killed one stays, counted dead).
+    let status = head.ok(&["status"]);
+    assert!(
+        status.contains("1 of 2 nodes alive") && !status.contains("node-a"),
+        "{status}"
+    );
     assert!(head.ok(&["stop"]).contains("Stopped 1"));
     let deadline = Instant::now() + Duration::from_secs(5);
     while pids.iter().any(|p| running(*p)) && Instant::now() < deadline {

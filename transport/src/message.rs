@@ -501,6 +501,12 @@ pub enum ToControl {
     },
     /// Every job's waiting demand.
     Demands,
+    /// The node stops (`prism stop`): its record goes at once, so that drivers learn it within
+    /// a second rather than after the node timeout. Only the node itself may say so.
+    Leave {
+        /// The node's number.
+        node: u32,
+    },
 }
 
 /// Tasks of one shape that wait for resources.

@@ -80,14 +80,14 @@ fn heartbeat_interval() -> Duration {
 pub(crate) async fn daemon(args: DaemonOptions) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
     let dir = open_session()?;
-    let hosting = Arc::new(parking_lot::Mutex::new(None::<Arc<Hosting>>));
+    let slot: StopSlot = Arc::default();
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
     let run = async {
         if args.head {
-            head(args, &dir, &hosting).await
+            head(args, &dir, &slot).await
         } else {
-            node(args, &dir, &hosting).await
+            node(args, &dir, &slot).await
         }
     };
     let result = tokio::select! {
@@ -95,17 +95,36 @@ pub(crate) async fn daemon(args: DaemonOptions) -> Result<(), String> {
         _ = term.recv() => Ok(()),
         _ = int.recv() => Ok(()),
     };
-    // Stopping (asked, or failed): the jobs' workers go, their stores and this record too.
-    if let Some(hosting) = hosting.lock().take() {
+    // Stopping (asked, or failed): the jobs' workers go, their stores and this record too,
+    // and a node leaves the head's table (drivers learn it within a second).
+    let stopping = std::mem::take(&mut *slot.lock());
+    if let Some(hosting) = stopping.hosting {
         hosting.end_all();
+    }
+    if let Some((connection, node)) = stopping.membership {
+        let leave = ToControl::Leave { node };
+        match tokio::time::timeout(Duration::from_secs(1), ask(&connection, &leave)).await {
+            Ok(Ok(FromControl::Ack)) => tracing::info!(node, "left the cluster"),
+            Ok(Ok(other)) => tracing::warn!(node, "the head did not let the node leave: {other:?}"),
+            Ok(Err(e)) => tracing::warn!(node, "cannot tell the head the node leaves: {e}"),
+            Err(_) => tracing::warn!(node, "the head did not answer the node's leave within 1 s"),
+        }
     }
     forget_daemon(&dir.join("daemons"), std::process::id());
     tracing::info!("the daemon stops");
     result
 }
 
-/// Where a daemon leaves its [`Hosting`] for the shutdown path.
-type HostingSlot = Arc<parking_lot::Mutex<Option<Arc<Hosting>>>>;
+/// What a daemon's shutdown path undoes: the jobs it hosts, and a node's membership (its
+/// connection to the head and its number there).
+#[derive(Default)]
+struct Stopping {
+    hosting: Option<Arc<Hosting>>,
+    membership: Option<(quinn::Connection, u32)>,
+}
+
+/// Where a daemon leaves what [`Stopping`] undoes.
+type StopSlot = Arc<parking_lot::Mutex<Stopping>>;
 
 /// The cluster this session directory already holds (a restarted head), if any: its CA,
 /// token and saved node table.
@@ -169,7 +188,7 @@ fn save_nodes(dir: &Path, control: &mut ControlStore) {
     }
 }
 
-async fn head(args: DaemonOptions, dir: &Path, slot: &HostingSlot) -> Result<(), String> {
+async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), String> {
     let timeout = millis_env("PRISM_NODE_TIMEOUT_MS", 10_000);
     let (ca, token, control) = match recover_cluster(dir)? {
         Some((ca, token, nodes)) => {
@@ -219,7 +238,7 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &HostingSlot) -> Result<(),
     };
     save_nodes(dir, &mut control.lock());
     let hosting = Hosting::new(name.clone(), dir, identity, endpoint.clone());
-    *slot.lock() = Some(hosting.clone());
+    slot.lock().hosting = Some(hosting.clone());
     // The head's own node beats in-process.
     let (beats, beating) = (control.clone(), hosting.clone());
     let total = total_resources(&args);
@@ -335,7 +354,10 @@ async fn serve_member(
         };
         let reply = {
             let mut control = control.lock();
-            let reply = control.handle(request, Instant::now());
+            let reply = match request {
+                ToControl::Leave { node } => control.leave(node, &hello.name),
+                request => control.handle(request, Instant::now()),
+            };
             save_nodes(&dir, &mut control);
             reply
         };
@@ -387,7 +409,7 @@ pub(crate) async fn connect_to_head(
     Ok((endpoint, connection))
 }
 
-async fn node(args: DaemonOptions, dir: &Path, slot: &HostingSlot) -> Result<(), String> {
+async fn node(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), String> {
     let token = given_token(args.token.as_deref(), args.token_file.as_deref())?;
     let (head, token) = head_and_token(args.address.as_deref(), token.as_deref())?;
     let name = args
@@ -404,7 +426,7 @@ async fn node(args: DaemonOptions, dir: &Path, slot: &HostingSlot) -> Result<(),
     let endpoint = quic::server_endpoint(bind, &identity).map_err(|e| e.to_string())?;
     let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
     let hosting = Hosting::new(name.clone(), dir, identity.clone(), endpoint.clone());
-    *slot.lock() = Some(hosting.clone());
+    slot.lock().hosting = Some(hosting.clone());
     tokio::spawn(serve_node_endpoint(endpoint, name.clone(), hosting.clone()));
     let register = ToControl::Register {
         name: name.clone(),
@@ -420,7 +442,7 @@ async fn node(args: DaemonOptions, dir: &Path, slot: &HostingSlot) -> Result<(),
         let reason = match connect_member(&client, head, &identity, &name).await {
             Ok(connection) => {
                 let result =
-                    serve_head(&connection, &register, &hosting, &mut announced, head).await;
+                    serve_head(&connection, &register, &hosting, &mut announced, head, slot).await;
                 lost_since = None;
                 result
             }
@@ -462,6 +484,7 @@ async fn serve_head(
     hosting: &Hosting,
     announced: &mut bool,
     head: SocketAddr,
+    slot: &StopSlot,
 ) -> String {
     let ToControl::Register {
         name,
@@ -479,6 +502,7 @@ async fn serve_head(
         Err(e) => return e.to_string(),
     };
     tracing::info!(node = id, %addr, head = %head, "node registered");
+    slot.lock().membership = Some((connection.clone(), id));
     if !*announced {
         if let Err(e) = announce(&format!(
             "Started Prism node {id} ({name}) at {addr}, joined to the head at {head}.\n"

@@ -179,6 +179,9 @@ impl ControlStore {
                 }
                 FromControl::Ack
             }
+            ToControl::Leave { node } => FromControl::Error(format!(
+                "node {node} may leave only on its own connection (see ControlStore::leave)"
+            )),
             ToControl::Demands => {
                 self.forget_silent_jobs(now);
                 FromControl::Demands(
@@ -188,6 +191,24 @@ impl ControlStore {
                         .collect(),
                 )
             }
+        }
+    }
+
+    /// Node `node` leaves, as the member named `member` asks: its record goes (a member may
+    /// take only its own record out).
+    pub(crate) fn leave(&mut self, node: u32, member: &str) -> FromControl {
+        match self.nodes.get(&node) {
+            Some(record) if record.name == member => {
+                tracing::info!(node, name = member, "node left");
+                self.nodes.remove(&node);
+                self.changed = true;
+                FromControl::Ack
+            }
+            Some(record) => FromControl::Error(format!(
+                "{member} cannot take node {node} ({}) out of the cluster",
+                record.name
+            )),
+            None => FromControl::Error(format!("node {node} is not registered")),
         }
     }
 
@@ -284,6 +305,29 @@ mod tests {
             boot,
         };
         store.handle(request, now)
+    }
+
+    #[test]
+    fn a_node_that_leaves_is_gone_at_once_and_only_it_may_say_so() {
+        let t0 = Instant::now();
+        let mut store = ControlStore::new(Duration::from_secs(10));
+        assert_eq!(register(&mut store, "a", t0), FromControl::Registered(1));
+        assert_eq!(register(&mut store, "b", t0), FromControl::Registered(2));
+        assert!(matches!(store.leave(1, "b"), FromControl::Error(_)));
+        assert!(matches!(
+            store.handle(ToControl::Leave { node: 1 }, t0),
+            FromControl::Error(_)
+        ));
+        assert_eq!(store.status(t0).len(), 2, "nobody else takes a node out");
+        assert_eq!(store.leave(1, "a"), FromControl::Ack);
+        let names: Vec<String> = store.status(t0).into_iter().map(|n| n.name).collect();
+        assert_eq!(
+            names,
+            vec!["b".to_string()],
+            "gone without waiting for the timeout"
+        );
+        assert!(store.changed(), "the saved table follows");
+        assert!(matches!(store.leave(1, "a"), FromControl::Error(_)));
     }
 
     #[test]
