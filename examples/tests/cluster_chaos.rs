@@ -278,6 +278,12 @@ fn the_job_survives_a_node_killed_every_three_seconds(cluster: &Cluster) -> Resu
 fn main() {
     cluster::serve_if_worker();
     cluster::be_the_cli();
+    if std::env::var_os("RUST_LOG").is_none() {
+        // Under chaos the driver warns of every rebuild and retry (thousands of lines); the
+        // lost nodes (errors) and the test's own lines are what a reader of CI wants.
+        // SAFETY: before any thread of this process starts (the runtime starts below).
+        unsafe { std::env::set_var("RUST_LOG", "error") };
+    }
     let (head, addr, token) = cluster::head("chaos-head", "2");
     let cluster = Arc::new(Cluster {
         _head: head,
