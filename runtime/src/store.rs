@@ -176,6 +176,24 @@ pub(crate) fn discard_filling(dir: &Path, id: ObjectId) {
     let _ = std::fs::remove_file(filling_path(dir, id));
 }
 
+/// Removes the segments process `pid` was filling in `dir` when it ended (a worker killed
+/// mid-put): nothing else would, since no object names them.
+pub(crate) fn discard_fillings_of(dir: &Path, pid: u32) {
+    let ending = format!(".w{pid}");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(&ending))
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Removes an object's segment.
 pub(crate) fn unlink(dir: &Path, id: ObjectId) {
     if let Err(e) = std::fs::remove_file(segment_path(dir, id))
@@ -631,6 +649,24 @@ mod tests {
         assert!(Segment::create_with(&dir, other, 64, |_| Err("no")).is_err());
         assert!(Segment::open(&dir, other, 64).is_err());
         assert!(!filling_path(&dir, other).exists());
+        // What a process that ended left half-filled goes; another's stays.
+        let mine = filling_path(&dir, other);
+        let name = |pid: u32| {
+            let mut name = segment_path(&dir, other).into_os_string();
+            name.push(format!(".w{pid}"));
+            PathBuf::from(name)
+        };
+        let gone = std::process::id().wrapping_add(1);
+        let gone_too = std::process::id().wrapping_add(11);
+        for path in [mine.clone(), name(gone), name(gone_too)] {
+            std::fs::write(path, b"half").unwrap();
+        }
+        discard_fillings_of(&dir, gone);
+        assert!(!name(gone).exists());
+        assert!(
+            name(gone_too).exists() && mine.exists(),
+            "only that process's"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -478,6 +478,7 @@ fn spawn(node: &str, job: &Arc<Job>, worker: u32) -> Result<u32, String> {
                 Ok(status) => worker_pool::describe_exit(status),
                 Err(e) => format!("cannot wait for the process: {e}"),
             };
+            store::discard_fillings_of(&waiter.store, pid);
             waiter.workers.lock().remove(&worker);
             let reason = format!("{reason} (on node {node})");
             let driver = waiter.driver.clone();

@@ -77,6 +77,7 @@ fn spawn_worker(core: &Arc<Core>, worker: WorkerId, exe: &std::path::Path) {
         Err(e) => tracing::error!(worker, "cannot serve a worker's link: {e}"),
     }
     let waiter_core = Arc::downgrade(core);
+    let store_dir = core.store_dir().to_path_buf();
     let spawned = std::thread::Builder::new()
         .name(format!("prism-wait-{worker}"))
         .spawn(move || {
@@ -84,6 +85,7 @@ fn spawn_worker(core: &Arc<Core>, worker: WorkerId, exe: &std::path::Path) {
                 Ok(status) => describe_exit(status),
                 Err(e) => format!("cannot wait for the process: {e}"),
             };
+            crate::store::discard_fillings_of(&store_dir, pid);
             if let Some(core) = waiter_core.upgrade() {
                 core.worker_exited(worker, reason);
             }
