@@ -133,7 +133,7 @@ impl Peers {
             let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }
                 .map_err(|e| format!("cannot map {id}'s segment: {e}"))?;
             if let Err(e) = transfer::pull(&connection, &PullKey::Object(id), &mut map).await {
-                let _ = std::fs::remove_file(&part);
+                store::discard_filling(store, id);
                 return Err(format!("cannot pull {id} from {from}: {e}"));
             }
         }
