@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::cluster::{Host, head_args};
+use common::cluster::Host;
 use common::ensure;
 use libtest_mimic::{Arguments, Failed, Trial};
 use prism::{ObjectRef, remote};
@@ -115,31 +115,9 @@ fn a_node_that_joins_takes_queued_and_new_work(cluster: &Cluster) -> Result<(), 
         restarted.elapsed()
     );
     // The head dies and comes back on its address.
-    let heads = cluster.head.daemons();
-    for &pid in &heads {
-        // SAFETY: kill(2) on the head daemon this test started.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        let _ = std::fs::remove_file(cluster.head.dir.join("daemons").join(pid.to_string()));
-    }
-    let port = cluster.addr.rsplit(':').next().unwrap_or("0");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        // The old process may hold the port for a moment after the kill.
-        let out = cluster
-            .head
-            .prism(&head_args(&["--port", port, "--name", "head"]));
-        if out.status.success() {
-            break;
-        }
-        ensure(
-            Instant::now() < deadline,
-            format!(
-                "the head starts again: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )?;
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    cluster
+        .head
+        .restart_head(&cluster.addr, &["--name", "head"])?;
     // A task on `second` when it dies runs again on `first`.
     std::thread::sleep(Duration::from_millis(2_000));
     let running: Vec<_> = stints(3, 3_000);

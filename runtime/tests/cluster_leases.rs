@@ -9,9 +9,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::cluster::{Host, children, running};
+use common::cluster::{Host, all_stopped, children, eventually, running, signal};
 use common::ensure;
 use libtest_mimic::{Arguments, Failed, Trial};
 use prism::actor;
@@ -47,51 +47,6 @@ impl Marked {
         let node = std::env::var("PRISM_NODE_NAME").unwrap_or_default();
         (node, std::process::id(), self.born_ms, self.calls)
     }
-}
-
-/// Sends `signal` to each of `pids`; the first one refused is an error (one that has ended
-/// meanwhile is not).
-fn signal(pids: &[i32], signal: i32) -> Result<(), String> {
-    let mut refused = None;
-    for &pid in pids {
-        // SAFETY: kill(2) on a daemon this test started or one of its children.
-        if unsafe { libc::kill(pid, signal) } != 0 {
-            let why = std::io::Error::last_os_error();
-            if why.raw_os_error() == Some(libc::ESRCH) {
-                continue;
-            }
-            refused.get_or_insert(format!("signal {signal} to process {pid}: {why}"));
-        }
-    }
-    refused.map_or(Ok(()), Err)
-}
-
-/// Whether every thread of every process in `pids` is stopped (state `T` in
-/// `/proc/PID/task/TID/stat`). `kill(SIGSTOP)` returns before that: the kernel wakes one thread,
-/// which then stops the others, so on a busy machine a process can go on for a few milliseconds.
-fn all_stopped(pids: &[i32]) -> bool {
-    pids.iter().all(|pid| {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            return true; // gone: it runs no more
-        };
-        tasks.flatten().all(|task| {
-            std::fs::read_to_string(task.path().join("stat")).map_or(true, |stat| {
-                stat.rsplit_once(") ")
-                    .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
-            })
-        })
-    })
-}
-
-fn eventually(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    check()
 }
 
 /// `daemons`: each node's name and daemon pids.

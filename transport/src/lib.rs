@@ -43,7 +43,7 @@ pub use message::{
     ArchivedObjectValue, ArchivedOutcome, ArchivedPullKey, ArchivedPullReply, ArchivedPullRequest,
     ArchivedPurpose, ArchivedToHost, ArchivedToNode, ArchivedToWorker, ArchivedValue, Execute,
     FromControl, FromHost, HandshakeError, Hello, HostEvent, HostHello, HostReply, JoinReply,
-    JoinRequest, MAX_AWAITING, NodeStatus, NodeUse, ObjectValue, Outcome, PROTOCOL_VERSION,
-    PendingDemand, PullKey, PullReply, PullRequest, PullStats, Purpose, ToControl, ToHost, ToNode,
-    ToWorker, Value, platform,
+    JoinRequest, MAX_AWAITING, MemberUpdate, NodeStatus, NodeUse, ObjectValue, Outcome,
+    PROTOCOL_VERSION, PendingDemand, PullKey, PullReply, PullRequest, PullStats, Purpose,
+    ToControl, ToHost, ToNode, ToWorker, Value, platform,
 };

@@ -9,7 +9,7 @@ use crate::frame::Message;
 /// rkyv archives with 64-bit relative pointers (objects past 4 GiB), and the store's capacity
 /// in [`ToHost::StartJob`]; 6: missing arguments; 7: a node's lease on a job
 /// ([`HostEvent::Renew`]).
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -507,6 +507,17 @@ pub enum ToControl {
         /// The node's number.
         node: u32,
     },
+    /// Subscribes to the node table on this stream: the head answers with a
+    /// [`FromControl::Members`] at once and another whenever a node joins, leaves, dies or comes
+    /// back (and at least every second, so that a silent head is noticed), until the stream
+    /// ends. A subscriber that says what it already has (the head's `epoch` and the table's
+    /// `version`) gets only what changed since; anything else gets the whole table.
+    Watch {
+        /// The head incarnation the subscriber's copy comes from (0: none).
+        epoch: u64,
+        /// The version of the table the subscriber's copy is at.
+        after: u64,
+    },
 }
 
 /// Tasks of one shape that wait for resources.
@@ -533,8 +544,25 @@ pub enum FromControl {
     Status(Vec<NodeStatus>),
     /// Every job's waiting demand.
     Demands(Vec<PendingDemand>),
+    /// What changed in the node table (the answer to a [`ToControl::Watch`]).
+    Members(MemberUpdate),
     /// The request failed, and why.
     Error(String),
+}
+
+/// The node table's changes since a subscriber's version, or the whole of it.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct MemberUpdate {
+    /// The head's incarnation (a restarted head numbers its versions anew).
+    pub epoch: u64,
+    /// The table's version once this update is applied.
+    pub version: u64,
+    /// `nodes` is the whole table: replace the copy (else apply the changes to it).
+    pub full: bool,
+    /// The nodes that joined or changed (alive, dead, restarted), as they are now.
+    pub nodes: Vec<NodeStatus>,
+    /// The numbers of the nodes that left the table.
+    pub gone: Vec<u32>,
 }
 
 impl Message for ToControl {

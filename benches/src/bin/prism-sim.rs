@@ -96,6 +96,13 @@ struct Args {
     /// shows the incarnation check catching two at once).
     #[arg(long)]
     no_fencing: bool,
+    /// How often each node tells the head it is alive, in milliseconds (default: the daemons').
+    #[arg(long)]
+    heartbeat_ms: Option<u64>,
+    /// How long the head waits for a heartbeat before it counts a node dead, in milliseconds
+    /// (default: the daemons').
+    #[arg(long)]
+    node_timeout_ms: Option<u64>,
     /// Inject faults (killed, frozen and partitioned nodes, killed workers and head, slow links).
     #[arg(long)]
     faults: bool,
@@ -130,7 +137,11 @@ struct Args {
 }
 
 fn config(args: &Args, seed: u64) -> Config {
+    let defaults = Config::default();
+    let millis = |ms: Option<u64>, default| ms.map_or(default, Duration::from_millis);
     Config {
+        heartbeat: millis(args.heartbeat_ms, defaults.heartbeat),
+        node_timeout: millis(args.node_timeout_ms, defaults.node_timeout),
         nodes: args.nodes,
         cpus: args.cpus,
         advertised_cpus: args.advertised_cpus,
@@ -153,7 +164,7 @@ fn config(args: &Args, seed: u64) -> Config {
         check_every: args.check_every,
         time_limit: Duration::from_secs_f64(args.time_limit),
         memory_probe: Some(allocated),
-        ..Config::default()
+        ..defaults
     }
 }
 

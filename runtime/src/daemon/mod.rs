@@ -15,7 +15,7 @@ use prism_transport::tls::{ClusterAuthority, Identity, JoinToken};
 use prism_transport::{FromControl, HostHello, Purpose, ToControl};
 
 use crate::node::host::Hosting;
-use crate::proto::control::{ControlStore, SavedNode};
+use crate::proto::control::{self, ControlStore, SavedNode};
 use crate::session::{
     announce, forget_daemon, given_token, head_and_token, now_nanos, open_session, session_dir,
     write_private,
@@ -73,8 +73,18 @@ fn millis_env(name: &str, default: u64) -> Duration {
     )
 }
 
+/// How often a node tells the head it is alive (`PRISM_HEARTBEAT_MS`).
 fn heartbeat_interval() -> Duration {
-    millis_env("PRISM_HEARTBEAT_MS", 1_000)
+    millis_env("PRISM_HEARTBEAT_MS", control::HEARTBEAT.as_millis() as u64)
+}
+
+/// How long the head waits for a node's heartbeat before it counts the node dead
+/// (`PRISM_NODE_TIMEOUT_MS`).
+fn node_timeout() -> Duration {
+    millis_env(
+        "PRISM_NODE_TIMEOUT_MS",
+        control::NODE_TIMEOUT.as_millis() as u64,
+    )
 }
 
 pub(crate) async fn daemon(args: DaemonOptions) -> Result<(), String> {
@@ -177,6 +187,38 @@ fn metrics_token(dir: &Path) -> Result<String, String> {
 /// The saved node table in the session directory.
 const NODES_FILE: &str = "nodes.json";
 
+/// The head's control store, its saved copy and its subscribers: whatever changes the store
+/// goes through [`Control::with`], which saves the node table and wakes the subscribers of
+/// a new membership version.
+struct Control {
+    store: Arc<parking_lot::Mutex<ControlStore>>,
+    dir: PathBuf,
+    version: tokio::sync::watch::Sender<u64>,
+}
+
+impl Control {
+    fn new(store: ControlStore, dir: &Path) -> Arc<Control> {
+        let (version, _) = tokio::sync::watch::channel(store.version());
+        Arc::new(Control {
+            store: Arc::new(parking_lot::Mutex::new(store)),
+            dir: dir.to_path_buf(),
+            version,
+        })
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut ControlStore) -> R) -> R {
+        let (result, version) = {
+            let mut store = self.store.lock();
+            let result = f(&mut store);
+            save_nodes(&self.dir, &mut store);
+            (result, store.version())
+        };
+        self.version
+            .send_if_modified(|seen| std::mem::replace(seen, version) != version);
+        result
+    }
+}
+
 fn save_nodes(dir: &Path, control: &mut ControlStore) {
     if !control.changed() {
         return;
@@ -189,7 +231,8 @@ fn save_nodes(dir: &Path, control: &mut ControlStore) {
 }
 
 async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), String> {
-    let timeout = millis_env("PRISM_NODE_TIMEOUT_MS", 10_000);
+    let timeout = node_timeout();
+    let epoch = boot_id();
     let (ca, token, control) = match recover_cluster(dir)? {
         Some((ca, token, nodes)) => {
             tracing::info!(
@@ -200,7 +243,7 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
             (
                 ca,
                 token,
-                ControlStore::recover(timeout, nodes, Instant::now()),
+                ControlStore::recover(timeout, epoch, nodes, Instant::now()),
             )
         }
         None => {
@@ -212,7 +255,7 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
             write_private(&dir.join("ca-key.pem"), &key_pem)?;
             write_private(&dir.join("token"), &token.to_string())?;
             write_private(&dir.join("cluster"), &cluster)?;
-            (ca, token, ControlStore::new(timeout))
+            (ca, token, ControlStore::new(timeout, epoch))
         }
     };
     let ca = Arc::new(ca);
@@ -222,21 +265,26 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
     let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
     write_private(&dir.join("address"), &addr.to_string())?;
 
-    let control = Arc::new(parking_lot::Mutex::new(control));
+    let control = Control::new(control, dir);
     let name = args.name.clone().unwrap_or_else(|| "head".to_string());
-    let own = control.lock().handle(
-        ToControl::Register {
-            name: name.clone(),
-            addr: addr.to_string(),
-            resources: total_resources(&args),
-            boot: boot_id(),
-        },
-        Instant::now(),
-    );
+    let register = ToControl::Register {
+        name: name.clone(),
+        addr: addr.to_string(),
+        resources: total_resources(&args),
+        boot: boot_id(),
+    };
+    let own = control.with(|store| store.handle(register, Instant::now()));
     let FromControl::Registered(own_id) = own else {
         return Err(format!("the head cannot register itself: {own:?}"));
     };
-    save_nodes(dir, &mut control.lock());
+    let checks = control.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(control::SILENCE_CHECK);
+        loop {
+            tick.tick().await;
+            checks.with(|store| store.tick(Instant::now()));
+        }
+    });
     let hosting = Hosting::new(name.clone(), dir, identity, endpoint.clone());
     slot.lock().hosting = Some(hosting.clone());
     // The head's own node beats in-process.
@@ -251,7 +299,7 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
                 available: total.clone(),
                 pulled: beating.pulled(),
             };
-            beats.lock().handle(beat, Instant::now());
+            beats.with(|store| store.handle(beat, Instant::now()));
         }
     });
     if !args.dashboard_host.is_loopback() && !args.insecure_dashboard {
@@ -271,7 +319,7 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
         .map_err(|e| format!("cannot open the dashboard on {dashboard_addr}: {e}"))?;
     let dashboard_addr = listener.local_addr().map_err(|e| e.to_string())?;
     write_private(&dir.join("dashboard"), &format!("http://{dashboard_addr}"))?;
-    let (dash_control, dash_token) = (control.clone(), token.to_string());
+    let (dash_control, dash_token) = (control.store.clone(), token.to_string());
     tokio::spawn(async move {
         let served = crate::dashboard::serve(listener, dash_control, dash_token, metrics_token);
         if let Err(e) = served.await {
@@ -287,7 +335,7 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
     ))?;
     while let Some(accepted) = quic::accept(&endpoint).await {
         let (ca, token, control) = (ca.clone(), token.clone(), control.clone());
-        let (dir, hosting, name) = (dir.to_path_buf(), hosting.clone(), name.clone());
+        let (hosting, name) = (hosting.clone(), name.clone());
         tokio::spawn(async move {
             match accepted {
                 Accepted::Joiner(connection) => {
@@ -299,7 +347,7 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
                     let peer = connection.remote_address();
                     match quic::welcome(&connection, &name, None).await {
                         Ok(hello) if hello.purpose == Purpose::Control => {
-                            serve_member(connection, hello, control, dir).await;
+                            serve_member(connection, hello, control).await;
                         }
                         Ok(hello) => hosting.serve(connection, hello).await,
                         Err(e) => tracing::warn!(%peer, "refused a member: {e}"),
@@ -335,13 +383,9 @@ async fn serve_node_endpoint(endpoint: quinn::Endpoint, name: String, hosting: A
     }
 }
 
-/// Answers a member's control requests, one per stream, until it goes.
-async fn serve_member(
-    connection: quinn::Connection,
-    hello: HostHello,
-    control: Arc<parking_lot::Mutex<ControlStore>>,
-    dir: PathBuf,
-) {
+/// Answers a member's control requests, one per stream, until it goes; a subscription
+/// ([`ToControl::Watch`]) keeps its stream and is served on its own.
+async fn serve_member(connection: quinn::Connection, hello: HostHello, control: Arc<Control>) {
     let peer = connection.remote_address();
     while let Ok((mut send, mut recv)) = connection.accept_bi().await {
         let request = match quic::read_request::<ToControl>(&mut recv, peer, 1 << 20).await {
@@ -352,14 +396,13 @@ async fn serve_member(
                 return;
             }
         };
-        let reply = {
-            let mut control = control.lock();
-            let reply = match request {
-                ToControl::Leave { node } => control.leave(node, &hello.name),
-                request => control.handle(request, Instant::now()),
-            };
-            save_nodes(&dir, &mut control);
-            reply
+        let reply = match request {
+            ToControl::Leave { node } => control.with(|store| store.leave(node, &hello.name)),
+            ToControl::Watch { epoch, after } => {
+                tokio::spawn(serve_watch(send, control.clone(), epoch, after));
+                continue;
+            }
+            request => control.with(|store| store.handle(request, Instant::now())),
         };
         if quic::send_frame(&mut send, &reply).await.is_err() {
             break;
@@ -367,6 +410,28 @@ async fn serve_member(
         let _ = send.finish();
     }
     tracing::info!(%peer, member = hello.name, "member disconnected");
+}
+
+/// Serves a subscription to the node table: what changed since the subscriber's `epoch` and
+/// version `after` at once, then each change as it happens, and an empty update every
+/// [`control::KEEPALIVE`] while nothing does, until the subscriber goes.
+async fn serve_watch(mut send: quinn::SendStream, control: Arc<Control>, epoch: u64, after: u64) {
+    let mut changes = control.version.subscribe();
+    let (mut epoch, mut after) = (epoch, after);
+    loop {
+        let update = control.with(|store| store.updates(epoch, after, Instant::now()));
+        (epoch, after) = (update.epoch, update.version);
+        if quic::send_frame(&mut send, &FromControl::Members(update))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(control::KEEPALIVE) => {}
+        }
+    }
 }
 
 /// Sends one request to the control store on its own stream and reads the answer.

@@ -23,6 +23,7 @@ use prism_transport::{FromControl, NodeStatus, NodeUse, PendingDemand, ToHost};
 use super::Core;
 use super::object_manager::{Peers, StoreSource, map_file};
 use crate::config::Config;
+use crate::proto::control::{self, Members};
 use crate::proto::lease;
 use crate::proto::nodes::node_of;
 use crate::{Error, Result};
@@ -36,6 +37,32 @@ const ASK_AGAIN: Duration = Duration::from_secs(10);
 /// How long the head may take to answer a request before the driver counts its connection
 /// dead and connects again.
 const HEAD_ANSWER: Duration = Duration::from_secs(2);
+
+/// The pause before subscribing again once a subscription ended.
+const RESUBSCRIBE: Duration = Duration::from_millis(200);
+
+/// Why the driver could not ask the head.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HeadError {
+    /// The connection ended and connecting again failed.
+    #[error("the head's connection ended ({ended}) and cannot be made again: {error}")]
+    Reconnect {
+        ended: quinn::ConnectionError,
+        error: quic::QuicError,
+    },
+    /// The connection ended and the head does not answer a new one.
+    #[error(
+        "the head's connection ended ({ended}) and the head does not answer within {} ms",
+        HEAD_ANSWER.as_millis()
+    )]
+    Unreachable { ended: quinn::ConnectionError },
+    /// The head did not answer a request in time (its connection is then closed).
+    #[error("the head did not answer in time ({} ms)", HEAD_ANSWER.as_millis())]
+    Slow,
+    /// The request or its answer failed.
+    #[error(transparent)]
+    Quic(#[from] quic::QuicError),
+}
 
 /// A node hosting the job.
 #[derive(Debug)]
@@ -385,38 +412,38 @@ impl Joined {
         }
     }
 
-    /// Asks the head's control store, connecting to it again first if the connection ended
-    /// (a restarted head).
-    async fn ask_head(&self, request: &ToControl) -> std::result::Result<FromControl, String> {
+    /// The connection to the head's control store, made again first if it ended (a restarted
+    /// head); a head that does not answer within [`HEAD_ANSWER`] is not reached.
+    async fn control(&self) -> std::result::Result<quinn::Connection, HeadError> {
         let control = self.control.lock().clone();
-        let control = match control.close_reason() {
-            None => control,
-            Some(reason) => {
-                let hello = HostHello::new(self.job.clone(), Purpose::Control, None);
-                let (fresh, _) = quic::connect(
-                    self.peers.endpoint(),
-                    self.head,
-                    self.peers.identity(),
-                    &hello,
-                )
-                .await
-                .map_err(|e| {
-                    format!("the head's connection ended ({reason}) and cannot be made again: {e}")
-                })?;
-                tracing::info!(head = %self.head, "connected to the head again");
-                *self.control.lock() = fresh.clone();
-                fresh
-            }
+        let Some(ended) = control.close_reason() else {
+            return Ok(control);
         };
+        let hello = HostHello::new(self.job.clone(), Purpose::Control, None);
+        let identity = self.peers.identity();
+        let connect = quic::connect(self.peers.endpoint(), self.head, identity, &hello);
+        let fresh = match tokio::time::timeout(HEAD_ANSWER, connect).await {
+            Ok(Ok((fresh, _))) => fresh,
+            Ok(Err(error)) => return Err(HeadError::Reconnect { ended, error }),
+            Err(_) => return Err(HeadError::Unreachable { ended }),
+        };
+        tracing::info!(head = %self.head, "connected to the head again");
+        *self.control.lock() = fresh.clone();
+        Ok(fresh)
+    }
+
+    /// Asks the head's control store (see [`Joined::control`]).
+    async fn ask_head(&self, request: &ToControl) -> std::result::Result<FromControl, HeadError> {
+        let control = self.control().await?;
         // A head that died says nothing: a request it does not answer in time ends the
         // connection, and the next one connects again.
         let asked = quic::ask::<_, FromControl>(&control, request, MAX_ANSWER);
         match tokio::time::timeout(HEAD_ANSWER, asked).await {
-            Ok(answer) => answer.map_err(|e| e.to_string()),
+            Ok(answer) => Ok(answer?),
             Err(_) => {
-                let why = "the head did not answer in time";
-                quic::close_for(&control, quic::codes::DONE, why);
-                Err(format!("{why} ({} ms)", HEAD_ANSWER.as_millis()))
+                let error = HeadError::Slow;
+                quic::close_for(&control, quic::codes::DONE, &error.to_string());
+                Err(error)
             }
         }
     }
@@ -464,30 +491,68 @@ impl Joined {
             .map_err(|e| format!("node {} at {}: {e}", node.name, node.addr))
     }
 
-    /// Asks the control store for the node table every `every`: a node it no longer hears
-    /// from (no heartbeat within its timeout) is lost to the job even while its connection
-    /// still waits out QUIC's idle timeout (a killed host sends nothing).
-    pub(crate) fn watch_health(self: &Arc<Self>, every: std::time::Duration, core: Weak<Core>) {
+    /// Follows the node table for the core: subscribes to the head's membership changes
+    /// ([`ToControl::Watch`]) and compares each new copy with the job's nodes. A node the head
+    /// counts dead is lost to the job at once, even while its connection still waits out QUIC's
+    /// idle timeout (a killed host sends nothing). A head silent for [`control::HEAD_SILENCE`] is
+    /// connected to again, and the subscription made anew.
+    pub(crate) fn follow_members(self: &Arc<Self>, core: Weak<Core>) {
         let joined = self.clone();
         tokio::spawn(async move {
-            let mut interval = tokio::time::interval(every);
+            let mut members = Members::default();
             loop {
-                interval.tick().await;
-                let table = match joined.ask_head(&ToControl::Status).await {
-                    Ok(FromControl::Status(table)) => table,
-                    Ok(other) => {
-                        tracing::warn!("the control store answered {other:?} to a status");
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::debug!("cannot read the node table: {e}");
-                        continue;
-                    }
-                };
-                let Some(core) = core.upgrade() else { return };
-                joined.follow_membership(&core, &table);
+                let reason = joined.watch_members(&mut members, &core).await;
+                if core.strong_count() == 0 {
+                    return;
+                }
+                tracing::debug!(
+                    "the node table's subscription ended ({reason}): subscribing again"
+                );
+                tokio::time::sleep(RESUBSCRIBE).await;
             }
         });
+    }
+
+    /// One subscription to the node table, until it ends; returns why.
+    async fn watch_members(self: &Arc<Self>, members: &mut Members, core: &Weak<Core>) -> String {
+        let control = match self.control().await {
+            Ok(control) => control,
+            Err(e) => return e.to_string(),
+        };
+        let peer = control.remote_address();
+        let (mut send, mut recv) = match control.open_bi().await {
+            Ok(pair) => pair,
+            Err(e) => return format!("cannot open a stream to the head: {e}"),
+        };
+        if let Err(e) = quic::send_frame(&mut send, &members.watch()).await {
+            return e.to_string();
+        }
+        let mut decoder = prism_transport::FrameDecoder::new(MAX_ANSWER);
+        loop {
+            let heard = tokio::time::timeout(
+                control::HEAD_SILENCE,
+                quic::recv_frame(&mut recv, &mut decoder, peer),
+            );
+            let frame = match heard.await {
+                Ok(Ok(Some(frame))) => frame,
+                Ok(Ok(None)) => return "the head ended it".to_string(),
+                Ok(Err(e)) => return e.to_string(),
+                Err(_) => {
+                    let why = "the head went silent";
+                    quic::close_for(&control, quic::codes::DONE, why);
+                    return format!("{why} for {} ms", control::HEAD_SILENCE.as_millis());
+                }
+            };
+            match quic::decode::<FromControl>(&frame, peer) {
+                Ok(FromControl::Members(update)) => members.apply(update),
+                Ok(other) => return format!("the head answered a subscription with {other:?}"),
+                Err(e) => return e.to_string(),
+            }
+            let Some(core) = core.upgrade() else {
+                return "the driver stopped".to_string();
+            };
+            self.follow_membership(&core, &members.table());
+        }
     }
 
     /// Compares the node table with the job's nodes: a node the table counts dead, or whose

@@ -203,7 +203,7 @@ impl Core {
             for idx in 0..joined.nodes().len() {
                 joined.watch(idx, Arc::downgrade(&core));
             }
-            joined.watch_health(IDLE_TICK, Arc::downgrade(&core));
+            joined.follow_members(Arc::downgrade(&core));
         }
         let ticker = Arc::downgrade(&core);
         core.handle.spawn(async move {

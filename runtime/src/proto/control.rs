@@ -2,11 +2,22 @@
 //! it requests and the time, sends back what it answers, and saves [`ControlStore::snapshot`]
 //! to the session directory whenever [`ControlStore::changed`] says so, so that a restarted head
 //! knows its nodes again ([`ControlStore::recover`]).
+//!
+//! Membership changes (a node joins, leaves, stops being heard from, is heard from again, is
+//! restarted) are numbered: each is a new version of the table, and a subscriber that says which
+//! version it has gets what changed since ([`ControlStore::updates`]). The shell calls
+//! [`ControlStore::tick`] often enough for a silent node to be counted dead on time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use prism_transport::{FromControl, NodeStatus, NodeUse, PendingDemand, PullStats, ToControl};
+use prism_transport::{
+    FromControl, MemberUpdate, NodeStatus, NodeUse, PendingDemand, PullStats, ToControl,
+};
+
+/// How many membership changes the store remembers for subscribers (one further behind gets
+/// the whole table).
+const REMEMBERED: usize = 4096;
 
 /// What is kept of a node across a head restart.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -35,6 +46,8 @@ struct NodeRecord {
     pulled: PullStats,
     /// The daemon's start identity (see [`ToControl::Register`]).
     boot: u64,
+    /// Whether subscribers were last told the node is alive.
+    told_alive: bool,
 }
 
 /// A job's last report.
@@ -54,25 +67,40 @@ pub(crate) struct ControlStore {
     changed: bool,
     /// Each job's waiting demand and use, as of its last report (forgotten after the timeout).
     jobs: BTreeMap<String, JobReport>,
+    /// This head's incarnation: versions are numbered anew by each.
+    epoch: u64,
+    /// The membership version: how many changes this incarnation has seen.
+    version: u64,
+    /// The latest changes: the version each made and the node it concerned.
+    log: VecDeque<(u64, u32)>,
 }
 
 impl ControlStore {
-    /// A store that counts a node dead after `timeout` without a heartbeat.
-    pub(crate) fn new(timeout: Duration) -> Self {
+    /// A store that counts a node dead after `timeout` without a heartbeat; `epoch` tells this
+    /// head incarnation's versions from another's (chosen at the head's start).
+    pub(crate) fn new(timeout: Duration, epoch: u64) -> Self {
         ControlStore {
             nodes: BTreeMap::new(),
             next: 1,
             timeout,
             changed: false,
             jobs: BTreeMap::new(),
+            epoch,
+            version: 0,
+            log: VecDeque::new(),
         }
     }
 
     /// A store that knows the `saved` nodes, each given one timeout from `now` to be heard
     /// from again (their heartbeats go on to the restarted head), so that drivers reading the
     /// table meanwhile do not count every node lost.
-    pub(crate) fn recover(timeout: Duration, saved: Vec<SavedNode>, now: Instant) -> Self {
-        let mut store = Self::new(timeout);
+    pub(crate) fn recover(
+        timeout: Duration,
+        epoch: u64,
+        saved: Vec<SavedNode>,
+        now: Instant,
+    ) -> Self {
+        let mut store = Self::new(timeout, epoch);
         for node in saved {
             store.next = store.next.max(node.id + 1);
             store.nodes.insert(
@@ -85,6 +113,7 @@ impl ControlStore {
                     last_seen: now,
                     pulled: PullStats::default(),
                     boot: node.boot,
+                    told_alive: true,
                 },
             );
         }
@@ -152,8 +181,10 @@ impl ControlStore {
                         last_seen: now,
                         pulled: PullStats::default(),
                         boot,
+                        told_alive: true,
                     },
                 );
+                self.note(id);
                 FromControl::Registered(id)
             }
             ToControl::Heartbeat {
@@ -165,6 +196,10 @@ impl ControlStore {
                     record.available = available;
                     record.last_seen = now;
                     record.pulled = pulled;
+                    if !std::mem::replace(&mut record.told_alive, true) {
+                        tracing::info!(node, name = record.name, "node heard from again");
+                        self.note(node);
+                    }
                     FromControl::Ack
                 }
                 None => FromControl::Error(format!("node {node} is not registered")),
@@ -182,6 +217,9 @@ impl ControlStore {
             ToControl::Leave { node } => FromControl::Error(format!(
                 "node {node} may leave only on its own connection (see ControlStore::leave)"
             )),
+            ToControl::Watch { epoch, after } => {
+                FromControl::Members(self.updates(epoch, after, now))
+            }
             ToControl::Demands => {
                 self.forget_silent_jobs(now);
                 FromControl::Demands(
@@ -202,6 +240,7 @@ impl ControlStore {
                 tracing::info!(node, name = member, "node left");
                 self.nodes.remove(&node);
                 self.changed = true;
+                self.note(node);
                 FromControl::Ack
             }
             Some(record) => FromControl::Error(format!(
@@ -209,6 +248,79 @@ impl ControlStore {
                 record.name
             )),
             None => FromControl::Error(format!("node {node} is not registered")),
+        }
+    }
+
+    /// Counts the nodes not heard from within the timeout dead, each a membership change.
+    pub(crate) fn tick(&mut self, now: Instant) {
+        let timeout = self.timeout;
+        let silent: Vec<u32> = self
+            .nodes
+            .iter_mut()
+            .filter(|(_, n)| n.told_alive && now.saturating_duration_since(n.last_seen) > timeout)
+            .map(|(id, n)| {
+                n.told_alive = false;
+                tracing::warn!(
+                    node = id,
+                    name = n.name,
+                    "node not heard from: counted dead"
+                );
+                *id
+            })
+            .collect();
+        for id in silent {
+            self.note(id);
+        }
+    }
+
+    /// The membership version (see [`ControlStore::updates`]).
+    pub(crate) fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// What a subscriber whose copy is at `after` of incarnation `epoch` must learn: the nodes
+    /// that changed since, or the whole table if its copy is from another incarnation or older
+    /// than the changes remembered.
+    pub(crate) fn updates(&mut self, epoch: u64, after: u64, now: Instant) -> MemberUpdate {
+        self.tick(now);
+        let oldest = self.log.front().map_or(self.version + 1, |(v, _)| *v);
+        if epoch != self.epoch || after > self.version || after + 1 < oldest {
+            return MemberUpdate {
+                epoch: self.epoch,
+                version: self.version,
+                full: true,
+                nodes: self.status(now),
+                gone: Vec::new(),
+            };
+        }
+        let changed: BTreeSet<u32> = self
+            .log
+            .iter()
+            .filter(|(v, _)| *v > after)
+            .map(|(_, id)| *id)
+            .collect();
+        self.forget_silent_jobs(now);
+        let (nodes, gone) = changed
+            .into_iter()
+            .partition::<Vec<u32>, _>(|id| self.nodes.contains_key(id));
+        MemberUpdate {
+            epoch: self.epoch,
+            version: self.version,
+            full: false,
+            nodes: nodes
+                .iter()
+                .map(|id| self.status_of(*id, &self.nodes[id], now))
+                .collect(),
+            gone,
+        }
+    }
+
+    /// Numbers a change of node `id`'s membership.
+    fn note(&mut self, id: u32) {
+        self.version += 1;
+        self.log.push_back((self.version, id));
+        if self.log.len() > REMEMBERED {
+            self.log.pop_front();
         }
     }
 
@@ -228,27 +340,86 @@ impl ControlStore {
         self.forget_silent_jobs(now);
         self.nodes
             .iter()
-            .map(|(id, n)| {
-                let mut available = n.available.clone();
-                let uses = self.jobs.values().flat_map(|job| &job.used);
-                for (name, amount) in uses.filter(|u| u.addr == n.addr).flat_map(|u| &u.used) {
-                    if let Some((_, free)) = available.iter_mut().find(|(k, _)| k == name) {
-                        *free = (*free - amount).max(0.0);
-                    }
-                }
-                NodeStatus {
-                    id: *id,
-                    name: n.name.clone(),
-                    addr: n.addr.clone(),
-                    total: n.total.clone(),
-                    available,
-                    alive: self.alive(n, now),
-                    last_seen_ms: now.saturating_duration_since(n.last_seen).as_millis() as u64,
-                    pulled: n.pulled,
-                    boot: n.boot,
-                }
-            })
+            .map(|(id, n)| self.status_of(*id, n, now))
             .collect()
+    }
+
+    /// Node `id` as `status` shows it.
+    fn status_of(&self, id: u32, n: &NodeRecord, now: Instant) -> NodeStatus {
+        let mut available = n.available.clone();
+        let uses = self.jobs.values().flat_map(|job| &job.used);
+        for (name, amount) in uses.filter(|u| u.addr == n.addr).flat_map(|u| &u.used) {
+            if let Some((_, free)) = available.iter_mut().find(|(k, _)| k == name) {
+                *free = (*free - amount).max(0.0);
+            }
+        }
+        NodeStatus {
+            id,
+            name: n.name.clone(),
+            addr: n.addr.clone(),
+            total: n.total.clone(),
+            available,
+            alive: self.alive(n, now),
+            last_seen_ms: now.saturating_duration_since(n.last_seen).as_millis() as u64,
+            pulled: n.pulled,
+            boot: n.boot,
+        }
+    }
+}
+
+/// How often a node tells the head it is alive, unless configured otherwise.
+pub(crate) const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// How long the head waits for a node's heartbeat before it counts the node dead, unless
+/// configured otherwise: four missed beats at the default pace, so that a death or a partition
+/// is known within 3 s on a local network.
+pub(crate) const NODE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the head looks for nodes that went silent ([`ControlStore::tick`]).
+pub(crate) const SILENCE_CHECK: Duration = Duration::from_millis(100);
+
+/// How often the head speaks on a subscription when nothing changes.
+pub(crate) const KEEPALIVE: Duration = Duration::from_secs(1);
+
+/// How long a subscriber waits for the head to speak before it counts the head's connection
+/// dead and subscribes again.
+pub(crate) const HEAD_SILENCE: Duration = Duration::from_secs(3);
+
+/// A subscriber's copy of the node table, kept by applying the head's [`MemberUpdate`]s.
+#[derive(Debug, Default)]
+pub(crate) struct Members {
+    epoch: u64,
+    version: u64,
+    nodes: BTreeMap<u32, NodeStatus>,
+}
+
+impl Members {
+    /// The subscription that brings this copy up to date.
+    pub(crate) fn watch(&self) -> ToControl {
+        ToControl::Watch {
+            epoch: self.epoch,
+            after: self.version,
+        }
+    }
+
+    /// Applies an update from the head.
+    pub(crate) fn apply(&mut self, update: MemberUpdate) {
+        if update.full {
+            self.nodes.clear();
+        }
+        for id in update.gone {
+            self.nodes.remove(&id);
+        }
+        for node in update.nodes {
+            self.nodes.insert(node.id, node);
+        }
+        self.epoch = update.epoch;
+        self.version = update.version;
+    }
+
+    /// The table as it stands, by node number.
+    pub(crate) fn table(&self) -> Vec<NodeStatus> {
+        self.nodes.values().cloned().collect()
     }
 }
 
@@ -310,7 +481,7 @@ mod tests {
     #[test]
     fn a_node_that_leaves_is_gone_at_once_and_only_it_may_say_so() {
         let t0 = Instant::now();
-        let mut store = ControlStore::new(Duration::from_secs(10));
+        let mut store = ControlStore::new(Duration::from_secs(10), 1);
         assert_eq!(register(&mut store, "a", t0), FromControl::Registered(1));
         assert_eq!(register(&mut store, "b", t0), FromControl::Registered(2));
         assert!(matches!(store.leave(1, "b"), FromControl::Error(_)));
@@ -333,7 +504,7 @@ mod tests {
     #[test]
     fn nodes_register_heartbeat_and_die_after_the_timeout() {
         let t0 = Instant::now();
-        let mut store = ControlStore::new(Duration::from_secs(3));
+        let mut store = ControlStore::new(Duration::from_secs(3), 1);
         assert_eq!(register(&mut store, "a", t0), FromControl::Registered(1));
         assert_eq!(register(&mut store, "b", t0), FromControl::Registered(2));
         // A live name from another host is refused; a daemon restarted on the node's host
@@ -403,10 +574,95 @@ mod tests {
         assert!(matches!(store.handle(unknown, t0), FromControl::Error(_)));
     }
 
+    /// The table a subscriber's copy shows, without what changes with every heartbeat.
+    fn membership(nodes: Vec<NodeStatus>) -> Vec<(u32, String, u64, bool)> {
+        nodes
+            .into_iter()
+            .map(|n| (n.id, n.name, n.boot, n.alive))
+            .collect()
+    }
+
+    #[test]
+    fn subscribers_learn_each_membership_change_and_only_those() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut store = ControlStore::new(Duration::from_secs(2), 7);
+        let mut copy = Members::default();
+        let catch_up = |store: &mut ControlStore, copy: &mut Members, now| {
+            let ToControl::Watch { epoch, after } = copy.watch() else {
+                unreachable!("a subscription");
+            };
+            let update = store.updates(epoch, after, now);
+            let changes = (update.full, update.nodes.len() + update.gone.len());
+            copy.apply(update);
+            changes
+        };
+        assert_eq!(
+            catch_up(&mut store, &mut copy, t0),
+            (true, 0),
+            "the whole (empty) table first"
+        );
+        register(&mut store, "a", t0);
+        register_from(&mut store, "b", "127.0.0.3:1", 1, t0);
+        assert_eq!(catch_up(&mut store, &mut copy, t0), (false, 2));
+        assert_eq!(
+            catch_up(&mut store, &mut copy, at(500)),
+            (false, 0),
+            "heartbeats are not changes"
+        );
+        let beat = |node| ToControl::Heartbeat {
+            node,
+            available: vec![("CPU".into(), 1.0)],
+            pulled: PullStats::default(),
+        };
+        // a beats on; b goes silent and is counted dead once the timeout has passed.
+        store.handle(beat(1), at(1_500));
+        store.tick(at(2_000));
+        assert_eq!(store.version(), 2, "not yet: 2 s is within the timeout");
+        store.tick(at(2_001));
+        assert_eq!(store.version(), 3, "b's death is a change");
+        store.tick(at(2_500));
+        assert_eq!(store.version(), 3, "counted once");
+        assert_eq!(catch_up(&mut store, &mut copy, at(2_500)), (false, 1));
+        assert_eq!(
+            membership(copy.table()),
+            vec![(1, "a".into(), 1, true), (2, "b".into(), 1, false)]
+        );
+        // b comes back (a beat), then a restarted daemon replaces it, then a leaves.
+        store.handle(beat(2), at(2_600));
+        register_from(&mut store, "b", "127.0.0.3:2", 9, at(2_700));
+        assert_eq!(store.leave(1, "a"), FromControl::Ack);
+        assert_eq!(
+            catch_up(&mut store, &mut copy, at(2_800)),
+            (false, 2),
+            "b once, a gone"
+        );
+        assert_eq!(membership(copy.table()), vec![(2, "b".into(), 9, true)]);
+        assert_eq!(
+            membership(copy.table()),
+            membership(store.status(at(2_800))),
+            "the copy is the table"
+        );
+        // A restarted head (another epoch) sends the whole table.
+        let saved = store.snapshot();
+        let mut restarted = ControlStore::recover(Duration::from_secs(2), 8, saved, at(3_000));
+        assert_eq!(catch_up(&mut restarted, &mut copy, at(3_000)), (true, 1));
+        assert_eq!(membership(copy.table()), vec![(2, "b".into(), 9, true)]);
+        // A subscriber further behind than the changes remembered gets the whole table too.
+        let (epoch, stale) = (copy.epoch, copy.version);
+        for i in 0..REMEMBERED + 1 {
+            register(&mut restarted, &format!("n{i}"), at(3_000));
+        }
+        let update = restarted.updates(epoch, stale, at(3_000));
+        assert!(update.full && update.nodes.len() == REMEMBERED + 2);
+        let update = restarted.updates(epoch, stale + 2, at(3_000));
+        assert!(!update.full && update.nodes.len() == REMEMBERED - 1);
+    }
+
     #[test]
     fn a_recovered_store_gives_its_nodes_a_timeout_to_be_heard_from() {
         let t0 = Instant::now();
-        let mut store = ControlStore::new(Duration::from_secs(3));
+        let mut store = ControlStore::new(Duration::from_secs(3), 1);
         register(&mut store, "a", t0);
         register(&mut store, "b", t0);
         let saved = store.snapshot();
@@ -415,7 +671,7 @@ mod tests {
         assert_eq!(back, saved);
 
         let later = t0 + Duration::from_secs(60);
-        let mut recovered = ControlStore::recover(Duration::from_secs(3), back, later);
+        let mut recovered = ControlStore::recover(Duration::from_secs(3), 2, back, later);
         assert!(
             recovered.status(later).iter().all(|n| n.alive),
             "within the grace"

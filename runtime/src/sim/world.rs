@@ -16,7 +16,7 @@ use prism_transport::{
 };
 
 use super::{Config, Report, Workload};
-use crate::proto::control::ControlStore;
+use crate::proto::control::{self, ControlStore, HEAD_SILENCE, Members, SILENCE_CHECK};
 use crate::proto::lease::{self, Lease};
 use crate::proto::node::{
     Action, ActorSetup, DRIVER_OWNER, Event, HostRequest, State, soft_limit_of,
@@ -155,7 +155,8 @@ enum AtDriver {
         from: NodeIdx,
         ok: bool,
     },
-    Status(Vec<prism_transport::NodeStatus>),
+    /// What changed in the node table (the driver's subscription).
+    Members(prism_transport::MemberUpdate),
     /// The node stopped the job's processes: its lease ran out.
     Fenced {
         node: NodeIdx,
@@ -206,8 +207,11 @@ enum What {
     Head { from: Place, request: ToControl },
     /// A node's heartbeat timer.
     Beat { node: NodeIdx, life: u64 },
-    /// The driver's node ticks and reads the node table.
+    /// The driver's node ticks (and subscribes to the node table again if the head went
+    /// silent).
     Tick,
+    /// The head looks for silent nodes and tells its subscriber what changed.
+    HeadTick,
     /// The simulated driver looks at its objects.
     Probe,
     /// A fault strikes.
@@ -368,9 +372,16 @@ struct World<'a> {
     node: State,
     head: Option<ControlStore>,
     saved_head: Vec<crate::proto::control::SavedNode>,
-    /// The driver's control link to the head (it ends with the head and is made again at
-    /// the first table read after the head is back).
-    control_link: bool,
+    /// The head's incarnation.
+    head_epoch: u64,
+    /// The driver's subscription at the head, while it lasts: the epoch and version it was
+    /// last sent, and when (it ends with the head).
+    subscriber: Option<(u64, u64, Duration)>,
+    /// The driver's copy of the node table.
+    members: Members,
+    /// When the head last spoke on the driver's subscription, or when the driver subscribed
+    /// (`None`: not yet).
+    heard: Option<Duration>,
     hosts: Vec<Host>,
     workers: IdMap<WorkerId, SimWorker>,
     driver: Driver,
@@ -417,9 +428,12 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
         seq: 0,
         links: IdMap::default(),
         node: State::new(nodes, 1 << 40, Some(None)),
-        head: Some(ControlStore::new(config.node_timeout)),
+        head: Some(ControlStore::new(config.node_timeout, 1)),
         saved_head: Vec::new(),
-        control_link: true,
+        head_epoch: 1,
+        subscriber: None,
+        members: Members::default(),
+        heard: None,
         hosts: (0..config.nodes)
             .map(|i| Host {
                 name: format!("n{i}"),
@@ -512,7 +526,8 @@ impl World<'_> {
             self.at(first, What::Beat { node, life: 0 });
             self.at(Duration::ZERO, What::LeaseTimer { node, term: 0 });
         }
-        self.at(TICK, What::Tick);
+        self.at(Duration::ZERO, What::Tick);
+        self.at(SILENCE_CHECK, What::HeadTick);
         self.at(PROBE, What::Probe);
         if c.faults {
             self.plan_faults();
@@ -1158,36 +1173,39 @@ impl World<'_> {
                 self.proto(|node, now| {
                     let _ = node.handle(Event::Tick, now);
                 });
-                // The driver's connection to the head ended with it: the next read connects
-                // again once the head is back.
-                self.control_link |= self.head.is_some();
-                if self.control_link && self.head.is_some() {
-                    self.send(
-                        Place::Driver,
-                        Place::Head,
-                        64,
-                        What::Head {
-                            from: Place::Driver,
-                            request: ToControl::Status,
-                        },
-                    );
-                    let report = ToControl::Report {
-                        job: "sim".into(),
-                        pending: Vec::new(),
-                        used: Vec::new(),
+                // A head silent for too long is connected to again: subscribe anew (lost while
+                // the head is down, and tried again after another silence).
+                let silent = self.heard.is_none_or(|at| self.now >= at + HEAD_SILENCE);
+                if silent {
+                    self.heard = Some(self.now);
+                    let request = self.members.watch();
+                    let what = What::Head {
+                        from: Place::Driver,
+                        request,
                     };
-                    self.send(
-                        Place::Driver,
-                        Place::Head,
-                        256,
-                        What::Head {
-                            from: Place::Driver,
-                            request: report,
-                        },
-                    );
+                    self.send(Place::Driver, Place::Head, 64, what);
                 }
+                let report = ToControl::Report {
+                    job: "sim".into(),
+                    pending: Vec::new(),
+                    used: Vec::new(),
+                };
+                let what = What::Head {
+                    from: Place::Driver,
+                    request: report,
+                };
+                self.send(Place::Driver, Place::Head, 256, what);
                 let next = self.now + TICK;
                 self.at(next, What::Tick);
+            }
+            What::HeadTick => {
+                let now = self.base + self.now;
+                if let Some(head) = self.head.as_mut() {
+                    head.tick(now);
+                    self.tell_subscriber(false);
+                }
+                let next = self.now + SILENCE_CHECK;
+                self.at(next, What::HeadTick);
             }
             What::Probe => {
                 self.probe();
@@ -1211,7 +1229,9 @@ impl World<'_> {
             What::HeadUp => {
                 let now = self.base + self.now;
                 let saved = std::mem::take(&mut self.saved_head);
-                self.head = Some(ControlStore::recover(self.config.node_timeout, saved, now));
+                self.head_epoch += 1;
+                let (timeout, epoch) = (self.config.node_timeout, self.head_epoch);
+                self.head = Some(ControlStore::recover(timeout, epoch, saved, now));
                 writeln!(
                     self.out,
                     "  t={:.3}s head restarted",
@@ -1282,23 +1302,44 @@ impl World<'_> {
             return; // the head is down: the request is lost
         };
         self.report.control_messages += 1;
+        if let ToControl::Watch { epoch, after } = request {
+            // The subscription's stream: served from this version on.
+            self.subscriber = Some((epoch, after, self.now));
+            self.tell_subscriber(true);
+            return;
+        }
         let answer = head.handle(request, now);
         if head.changed() {
             self.saved_head = head.snapshot();
         }
-        match (from, answer) {
-            (Place::Node(node), FromControl::Registered(id)) => self.hosts[node].head_id = Some(id),
-            (Place::Driver, FromControl::Status(table)) => {
-                let what = AtDriver::Status(table);
-                self.send(
-                    Place::Head,
-                    Place::Driver,
-                    1024,
-                    What::Driver { via: None, what },
-                );
-            }
-            _ => {}
+        if let (Place::Node(node), FromControl::Registered(id)) = (from, answer) {
+            self.hosts[node].head_id = Some(id);
         }
+        self.tell_subscriber(false);
+    }
+
+    /// The head tells its subscriber what changed since it last did (or that nothing did,
+    /// once every keep-alive period; `at_once`: a new subscription), as the head's daemon
+    /// does.
+    fn tell_subscriber(&mut self, at_once: bool) {
+        let now = self.base + self.now;
+        let (Some(head), Some((epoch, after, spoke))) = (self.head.as_mut(), self.subscriber)
+        else {
+            return;
+        };
+        if !at_once && head.version() == after && self.now < spoke + control::KEEPALIVE {
+            return;
+        }
+        let update = head.updates(epoch, after, now);
+        self.subscriber = Some((update.epoch, update.version, self.now));
+        let bytes = 64 + 128 * (update.nodes.len() + update.gone.len()) as u64;
+        let what = AtDriver::Members(update);
+        self.send(
+            Place::Head,
+            Place::Driver,
+            bytes,
+            What::Driver { via: None, what },
+        );
     }
 
     fn at_driver(&mut self, what: AtDriver) -> std::io::Result<()> {
@@ -1368,8 +1409,10 @@ impl World<'_> {
                     self.node_lost(node, reason, true)?;
                 }
             }
-            AtDriver::Status(table) => {
-                for status in &table {
+            AtDriver::Members(update) => {
+                self.heard = Some(self.now);
+                self.members.apply(update);
+                for status in &self.members.table() {
                     let Some(node) = self.hosts.iter().position(|h| h.name == status.name) else {
                         continue;
                     };
@@ -1905,7 +1948,7 @@ impl World<'_> {
                     restart_after.as_secs_f64()
                 )?;
                 if self.head.take().is_some() {
-                    self.control_link = false;
+                    self.subscriber = None;
                     let up = self.now + restart_after;
                     self.at(up, What::HeadUp);
                 }

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// The `prism` command to run: `PRISM_TEST_PROGRAM` if set (a test binary that acts as the CLI
 /// when `PRISM_TEST_AS_CLI` is set), else this build's `prism` binary.
@@ -46,6 +47,8 @@ pub fn be_the_cli() {
 pub struct Host {
     /// The session directory.
     pub dir: PathBuf,
+    /// Its daemons beat and time out at the defaults (else fast: 100 ms beats, 1 s timeout).
+    default_timing: bool,
 }
 
 impl Host {
@@ -53,20 +56,37 @@ impl Host {
         let dir =
             std::env::temp_dir().join(format!("prism-cli-test-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        Host { dir }
+        Host {
+            dir,
+            default_timing: false,
+        }
+    }
+
+    /// A host whose daemons keep the default heartbeat and node timeout.
+    pub fn with_default_timing(name: &str) -> Host {
+        let mut host = Host::new(name);
+        host.default_timing = true;
+        host
     }
 
     pub fn prism(&self, args: &[&str]) -> Output {
-        Command::new(program())
+        let mut command = Command::new(program());
+        command
             .args(args)
             .env("PRISM_TEST_AS_CLI", "1")
             .env("PRISM_SESSION_DIR", &self.dir)
-            .env("PRISM_HEARTBEAT_MS", "100")
-            .env("PRISM_NODE_TIMEOUT_MS", "1000")
             .env_remove("PRISM_ADDRESS")
-            .env_remove("PRISM_TOKEN")
-            .output()
-            .expect("the prism binary runs")
+            .env_remove("PRISM_TOKEN");
+        if self.default_timing {
+            command
+                .env_remove("PRISM_HEARTBEAT_MS")
+                .env_remove("PRISM_NODE_TIMEOUT_MS");
+        } else {
+            command
+                .env("PRISM_HEARTBEAT_MS", "100")
+                .env("PRISM_NODE_TIMEOUT_MS", "1000");
+        }
+        command.output().expect("the prism binary runs")
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
@@ -94,6 +114,31 @@ impl Host {
 
     pub fn file(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(name)).expect("a session file")
+    }
+
+    /// SIGKILLs this host's head and starts it again on the address `addr` with `extra` flags
+    /// (the old process may hold the port for a moment after the kill).
+    pub fn restart_head(&self, addr: &str, extra: &[&str]) -> Result<(), String> {
+        for pid in self.daemons() {
+            // SAFETY: kill(2) on the head daemon this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = std::fs::remove_file(self.dir.join("daemons").join(pid.to_string()));
+        }
+        let port = addr.rsplit(':').next().unwrap_or("0");
+        let mut args = vec!["--port", port];
+        args.extend_from_slice(extra);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self.prism(&head_args(&args));
+            if out.status.success() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let why = String::from_utf8_lossy(&out.stderr);
+                return Err(format!("the head does not start again: {why}"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The pids of the daemons this host recorded.
@@ -136,9 +181,23 @@ impl Drop for Host {
     fn drop(&mut self) {
         let pids = self.daemons();
         let _ = self.prism(&["stop"]);
-        for pid in pids {
+        for &pid in &pids {
             // SAFETY: a pid this test's daemons recorded; killing an already gone one is harmless.
             unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        // A daemon the test SIGKILLed left its store behind (the next session would sweep it).
+        let stores = std::fs::read_dir("/dev/shm")
+            .into_iter()
+            .flatten()
+            .flatten();
+        for store in stores {
+            let name = store.file_name().to_string_lossy().into_owned();
+            if pids
+                .iter()
+                .any(|pid| name.starts_with(&format!("prism-{pid}-")))
+            {
+                let _ = std::fs::remove_dir_all(store.path());
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -168,4 +227,50 @@ pub fn children(parent: i32) -> Vec<i32> {
             })
         })
         .collect()
+}
+
+/// Sends `signal` to each of `pids`; the first one refused is an error (one that has ended
+/// meanwhile is not).
+pub fn signal(pids: &[i32], signal: i32) -> Result<(), String> {
+    let mut refused = None;
+    for &pid in pids {
+        // SAFETY: kill(2) on a daemon this test started or one of its children.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            let why = std::io::Error::last_os_error();
+            if why.raw_os_error() == Some(libc::ESRCH) {
+                continue;
+            }
+            refused.get_or_insert(format!("signal {signal} to process {pid}: {why}"));
+        }
+    }
+    refused.map_or(Ok(()), Err)
+}
+
+/// Whether every thread of every process in `pids` is stopped (state `T` in
+/// `/proc/PID/task/TID/stat`). `kill(SIGSTOP)` returns before that: the kernel wakes one thread,
+/// which then stops the others, so on a busy machine a process can go on for a few milliseconds.
+pub fn all_stopped(pids: &[i32]) -> bool {
+    pids.iter().all(|pid| {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return true; // gone: it runs no more
+        };
+        tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat")).map_or(true, |stat| {
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+            })
+        })
+    })
+}
+
+/// Whether `check` holds within `seconds` (looked at every 50 ms).
+pub fn eventually(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check()
 }
