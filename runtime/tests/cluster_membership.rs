@@ -3,14 +3,17 @@
 //! resource of its name, and a driver joined to them. The driver's view of the cluster
 //! (`prism::cluster_resources`) must lose a node within 3 s of its death: SIGKILLed, frozen
 //! (SIGSTOP), and killed again after the head itself was killed and started again. A node
-//! started again under its name is accepted at once and used by the running job. Every
-//! daemon is stopped when the run ends.
+//! started again under its name is accepted at once and used by the running job. Then nodes
+//! `c` and `d` (127.0.0.4-5) run a job's tasks when `c` is stopped (`prism stop` on its host)
+//! and `d` drained (`prism drain d` from the head's host): each leaves within 2 s, and every
+//! task ends with its value although none may be retried. Every daemon is stopped when the
+//! run ends.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{Host, all_stopped, children, eventually, signal};
+use common::cluster::{Host, all_stopped, children, eventually, running, signal};
 use common::ensure;
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -46,16 +49,20 @@ struct Cluster {
     token: String,
     a: Host,
     b: Host,
+    c: Host,
+    d: Host,
 }
 
 impl Cluster {
     fn start_node(&self, name: &str) {
-        let (host, ip) = match name {
-            "a" => (&self.a, "127.0.0.2"),
-            _ => (&self.b, "127.0.0.3"),
+        let (host, ip, resource) = match name {
+            "a" => (&self.a, "127.0.0.2", "a=1"),
+            "b" => (&self.b, "127.0.0.3", "b=1"),
+            "c" => (&self.c, "127.0.0.4", "pool=2"),
+            _ => (&self.d, "127.0.0.5", "pool=2"),
         };
-        let resource = format!("{name}=1");
-        let extra = ["--num-cpus", "1", "--resources", &resource, "--name", name];
+        let cpus = if resource == "pool=2" { "2" } else { "1" };
+        let extra = ["--num-cpus", cpus, "--resources", resource, "--name", name];
         host.join(&self.addr, &self.token, ip, &extra);
     }
 
@@ -129,6 +136,94 @@ fn deaths_are_known_within_three_seconds(cluster: &Cluster) -> Result<(), Failed
     Ok(())
 }
 
+/// Sleeps `ms`; says where it ran.
+#[prism::remote]
+fn stint(ms: u64) -> String {
+    std::thread::sleep(Duration::from_millis(ms));
+    prism::node_name().unwrap_or_default()
+}
+
+/// `count` stints of `ms` on the `pool` nodes, none retried after a failure.
+fn stints(count: usize, ms: u64) -> Vec<prism::ObjectRef<String>> {
+    (0..count)
+        .map(|_| {
+            stint::options()
+                .resources("pool", 1.0)
+                .max_retries(0)
+                .remote(ms)
+        })
+        .collect()
+}
+
+/// The `pool` CPUs the driver counts.
+fn pool() -> f64 {
+    prism::cluster_resources().map_or(0.0, |all| all.get("pool").copied().unwrap_or(0.0))
+}
+
+fn stopped_and_drained_nodes_hand_their_work_back(cluster: &Cluster) -> Result<(), Failed> {
+    cluster.start_node("c");
+    cluster.start_node("d");
+    ensure(
+        eventually(20, || pool() == 4.0),
+        "the driver counts c and d",
+    )?;
+
+    // `prism stop` on c's host while c runs two of a job's tasks and more wait.
+    let work = stints(12, 1_500);
+    std::thread::sleep(Duration::from_millis(700));
+    let stopping = Instant::now();
+    let daemons = cluster.c.daemons();
+    cluster.c.ok(&["stop"]);
+    let stop_took = stopping.elapsed();
+    let left = time_until(Duration::from_secs(10), || pool() == 2.0).map(|t| t + stop_took);
+    eprintln!("node c stopped: `prism stop` took {stop_took:?}; the driver lost it after {left:?}");
+    ensure(
+        left.is_some_and(|t| t < Duration::from_secs(2)),
+        format!("c left within 2 s of prism stop: {left:?}"),
+    )?;
+    ensure(
+        daemons.iter().all(|&pid| !running(pid)),
+        "c's daemon exited",
+    )?;
+    let ran = prism::get_all_blocking(&work)?;
+    ensure(
+        ran.iter().any(|n| n == "c") && ran.iter().any(|n| n == "d"),
+        format!("the work ran on both nodes, none lost: {ran:?}"),
+    )?;
+
+    // `prism drain d` from the head's host, with c back, while d runs tasks longer than its
+    // grace: they are ended there and run again on c.
+    cluster.start_node("c");
+    ensure(eventually(20, || pool() == 4.0), "c is back")?;
+    let work = stints(6, 3_000);
+    std::thread::sleep(Duration::from_millis(700));
+    let daemons = cluster.d.daemons();
+    let draining = Instant::now();
+    let said = cluster.head.ok(&["drain", "d"]);
+    let drain_took = draining.elapsed();
+    eprintln!("prism drain d: {} ({drain_took:?})", said.trim());
+    ensure(
+        said.contains("drained and left") && drain_took < Duration::from_secs(2),
+        format!("d left within 2 s of prism drain: {said} after {drain_took:?}"),
+    )?;
+    ensure(
+        eventually(5, || daemons.iter().all(|&pid| !running(pid))),
+        "d's daemon exited",
+    )?;
+    let ran = prism::get_all_blocking(&work)?;
+    ensure(
+        ran.iter().all(|n| n == "c"),
+        format!("the work ended on c, none lost: {ran:?}"),
+    )?;
+    let refused = cluster.head.prism(&["drain", "head"]);
+    ensure(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains("head's own node"),
+        "the head's own node is not drained",
+    )?;
+    Ok(())
+}
+
 /// The node this task runs on.
 #[prism::remote]
 fn where_am_i() -> String {
@@ -146,18 +241,28 @@ fn main() {
         token: token.clone(),
         a: Host::with_default_timing("membership-a"),
         b: Host::with_default_timing("membership-b"),
+        c: Host::with_default_timing("membership-c"),
+        d: Host::with_default_timing("membership-d"),
     });
     cluster.start_node("a");
     cluster.start_node("b");
     let config = prism::Config::new().address(addr).token(token);
     prism::init_with(config).expect("join the cluster");
 
-    let args = Arguments::from_args();
-    let shared = cluster.clone();
-    let trial = Trial::test("deaths_are_known_within_three_seconds", move || {
-        deaths_are_known_within_three_seconds(&shared)
-    });
-    let conclusion = libtest_mimic::run(&args, vec![trial]);
+    let mut args = Arguments::from_args();
+    // One at a time: both change the cluster the other uses.
+    args.test_threads = Some(1);
+    let (first, second) = (cluster.clone(), cluster.clone());
+    let trials = vec![
+        Trial::test("deaths_are_known_within_three_seconds", move || {
+            deaths_are_known_within_three_seconds(&first)
+        }),
+        Trial::test(
+            "stopped_and_drained_nodes_hand_their_work_back",
+            move || stopped_and_drained_nodes_hand_their_work_back(&second),
+        ),
+    ];
+    let conclusion = libtest_mimic::run(&args, trials);
     prism::shutdown();
     drop(cluster);
     conclusion.exit()

@@ -335,6 +335,10 @@ pub enum ToHost {
         /// Its objects endpoint.
         at: String,
     },
+    /// The node drained for the job: stop the job's processes here and drop its store
+    /// (answered once they are stopped); the job's connection stays open until the driver
+    /// closes it.
+    EndJob,
 }
 
 /// A node's answer to a [`ToHost`].
@@ -441,6 +445,8 @@ pub struct NodeStatus {
     /// The registered daemon's [`ToControl::Register`] `boot`: a restarted node has another,
     /// and whatever a job had on the old daemon is gone.
     pub boot: u64,
+    /// The node is leaving (see [`ToControl::Drain`]): it takes no new work.
+    pub draining: bool,
 }
 
 /// Objects a node pulled from other hosts since it started.
@@ -507,6 +513,13 @@ pub enum ToControl {
         /// The node's number.
         node: u32,
     },
+    /// Node `name` is to drain and leave (`prism drain`, or the node itself on `prism stop`):
+    /// drivers give it no new work and take back what it has not started, and the node, told
+    /// in its next heartbeat's answer, stops once its jobs let it go.
+    Drain {
+        /// The node's name.
+        name: String,
+    },
     /// Subscribes to the node table on this stream: the head answers with a
     /// [`FromControl::Members`] at once and another whenever a node joins, leaves, dies or comes
     /// back (and at least every second, so that a silent head is noticed), until the stream
@@ -540,6 +553,8 @@ pub enum FromControl {
     Registered(u32),
     /// A heartbeat was recorded.
     Ack,
+    /// A heartbeat was recorded, and the node is asked to drain and leave (`prism drain`).
+    Drain,
     /// The node table.
     Status(Vec<NodeStatus>),
     /// Every job's waiting demand.

@@ -4,7 +4,8 @@
 //! and join token, serves the control store over mutual-TLS QUIC, and writes the address and
 //! token to the session directory (`$PRISM_SESSION_DIR`, default `/tmp/prism/session_latest`).
 //! `prism start --address HOST:PORT --token T` joins a node daemon to it; `prism status` shows
-//! the nodes, their resources and health; `prism stop` stops the daemons this host started. The
+//! the nodes, their resources and health; `prism stop` stops the daemons this host started (a
+//! node drains first), `prism drain NODE` has a node of the cluster drain and stop. The
 //! daemons themselves are in [`crate::daemon`]: this module parses options and calls them.
 
 use std::collections::BTreeMap;
@@ -38,8 +39,11 @@ enum Command {
     Start(StartArgs),
     /// Show the cluster's nodes, their resources and health.
     Status(ClientArgs),
-    /// Stop the daemons started on this host (this session directory).
+    /// Stop the daemons started on this host (this session directory); a node drains first:
+    /// its running tasks finish or move to other nodes within a second.
     Stop,
+    /// Have a node of the cluster drain and stop, as `prism stop` on its host would.
+    Drain(DrainArgs),
     /// Run a daemon in the foreground (what `start` runs in the background).
     #[command(hide = true)]
     Daemon(StartArgs),
@@ -124,6 +128,17 @@ struct ClientArgs {
     token_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Clone, Args)]
+struct DrainArgs {
+    /// The node's name.
+    node: String,
+    /// Return once the node is marked draining, without waiting for it to leave.
+    #[arg(long)]
+    no_wait: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
 type Resources = BTreeMap<String, f64>;
 
 fn parse_resources(text: &str) -> Result<Resources, String> {
@@ -151,6 +166,7 @@ pub fn main() -> ExitCode {
         Command::Start(args) => start(&args),
         Command::Status(args) => runtime().and_then(|rt| rt.block_on(status(&args))),
         Command::Stop => stop(),
+        Command::Drain(args) => runtime().and_then(|rt| rt.block_on(drain(&args))),
         Command::Daemon(args) => {
             init_logging();
             runtime().and_then(|rt| rt.block_on(daemon(args.into())))
@@ -275,7 +291,12 @@ fn without_token(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi
     kept
 }
 
-async fn status(args: &ClientArgs) -> Result<(), String> {
+/// Connects the command to the head `args` name, as a member named after `what` and this
+/// process; returns the head's address too.
+async fn connect_cli(
+    args: &ClientArgs,
+    what: &str,
+) -> Result<(SocketAddr, quinn::Endpoint, quinn::Connection), String> {
     let token = given_token(args.token.as_deref(), args.token_file.as_deref())?;
     let (head, token) = head_and_token(args.address.as_deref(), token.as_deref())?;
     let bind: std::net::IpAddr = if head.is_ipv4() {
@@ -283,15 +304,71 @@ async fn status(args: &ClientArgs) -> Result<(), String> {
     } else {
         std::net::Ipv6Addr::UNSPECIFIED.into()
     };
-    let name = format!("status-{}", std::process::id());
+    let name = format!("{what}-{}", std::process::id());
     let (endpoint, connection) = connect_to_head(bind, head, &token, &name).await?;
-    let nodes = match ask(&connection, &ToControl::Status)
+    Ok((head, endpoint, connection))
+}
+
+/// The node table.
+async fn node_table(connection: &quinn::Connection) -> Result<Vec<NodeStatus>, String> {
+    match ask(connection, &ToControl::Status)
         .await
         .map_err(|e| e.to_string())?
     {
-        FromControl::Status(nodes) => nodes,
-        other => return Err(format!("unexpected answer to a status request: {other:?}")),
+        FromControl::Status(nodes) => Ok(nodes),
+        other => Err(format!("unexpected answer to a status request: {other:?}")),
+    }
+}
+
+/// How long `prism drain` waits for the node to leave.
+const DRAIN_WAIT: Duration = Duration::from_secs(30);
+
+/// Marks the node draining at the head and, unless told not to, waits until it left.
+async fn drain(args: &DrainArgs) -> Result<(), String> {
+    let (head, endpoint, connection) = connect_cli(&args.client, "drain").await?;
+    let started = Instant::now();
+    let request = ToControl::Drain {
+        name: args.node.clone(),
     };
+    match ask(&connection, &request)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        FromControl::Ack => {}
+        FromControl::Error(reason) => return Err(format!("cannot drain {}: {reason}", args.node)),
+        other => return Err(format!("unexpected answer to a drain: {other:?}")),
+    }
+    let mut left = args.no_wait;
+    while !left && started.elapsed() < DRAIN_WAIT {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = !node_table(&connection)
+            .await?
+            .iter()
+            .any(|n| n.name == args.node);
+    }
+    connection.close(quic::codes::DONE, b"drain done");
+    endpoint.wait_idle().await;
+    match (args.no_wait, left) {
+        (true, _) => println!("Node {} drains (cluster at {head}).", args.node),
+        (false, true) => println!(
+            "Node {} drained and left the cluster in {:.1} s.",
+            args.node,
+            started.elapsed().as_secs_f64()
+        ),
+        (false, false) => {
+            return Err(format!(
+                "node {} was marked draining but is still in the cluster after {} s",
+                args.node,
+                DRAIN_WAIT.as_secs()
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn status(args: &ClientArgs) -> Result<(), String> {
+    let (head, endpoint, connection) = connect_cli(args, "status").await?;
+    let nodes = node_table(&connection).await?;
     let demands = match ask(&connection, &ToControl::Demands)
         .await
         .map_err(|e| e.to_string())?
@@ -316,7 +393,9 @@ fn render_status(head: SocketAddr, nodes: &[NodeStatus], demands: &[PendingDeman
     );
     for n in nodes {
         let resources = crate::proto::control::usage_line(n, str::to_string);
-        let state = if n.alive {
+        let state = if n.alive && n.draining {
+            "DRAINING".to_string()
+        } else if n.alive {
             "ALIVE".to_string()
         } else {
             format!(

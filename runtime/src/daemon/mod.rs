@@ -91,6 +91,8 @@ pub(crate) async fn daemon(args: DaemonOptions) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
     let dir = open_session()?;
     let slot: StopSlot = Arc::default();
+    let drain_asked = slot.lock().drain_asked.clone();
+    let is_head = args.head;
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
     let run = async {
@@ -104,16 +106,28 @@ pub(crate) async fn daemon(args: DaemonOptions) -> Result<(), String> {
         result = run => result,
         _ = term.recv() => Ok(()),
         _ = int.recv() => Ok(()),
+        _ = drain_asked.notified() => Ok(()),
     };
-    // Stopping (asked, or failed): the jobs' workers go, their stores and this record too,
-    // and a node leaves the head's table (drivers learn it within a second).
+    // Stopping (asked, or failed): a node drains first (see [`drain`]); then the jobs'
+    // workers go, their stores and this record too, and a node leaves the head's table
+    // (drivers learn it at once).
     let stopping = std::mem::take(&mut *slot.lock());
+    if let (false, Some(hosting), Some(membership)) =
+        (is_head, &stopping.hosting, &stopping.membership)
+    {
+        drain(hosting, membership).await;
+    }
     if let Some(hosting) = stopping.hosting {
         hosting.end_all();
     }
-    if let Some((connection, node)) = stopping.membership {
+    if let Some(Membership {
+        connection,
+        id: node,
+        ..
+    }) = stopping.membership
+    {
         let leave = ToControl::Leave { node };
-        match tokio::time::timeout(Duration::from_secs(1), ask(&connection, &leave)).await {
+        match tokio::time::timeout(HEAD_PATIENCE, ask(&connection, &leave)).await {
             Ok(Ok(FromControl::Ack)) => tracing::info!(node, "left the cluster"),
             Ok(Ok(other)) => tracing::warn!(node, "the head did not let the node leave: {other:?}"),
             Ok(Err(e)) => tracing::warn!(node, "cannot tell the head the node leaves: {e}"),
@@ -125,12 +139,59 @@ pub(crate) async fn daemon(args: DaemonOptions) -> Result<(), String> {
     result
 }
 
-/// What a daemon's shutdown path undoes: the jobs it hosts, and a node's membership (its
-/// connection to the head and its number there).
+/// How long a stopping node waits for the head to answer.
+const HEAD_PATIENCE: Duration = Duration::from_secs(1);
+
+/// What a daemon's shutdown path undoes: the jobs it hosts, and a node's membership; and how
+/// the head asks the node to stop (`prism drain`).
 #[derive(Default)]
 struct Stopping {
     hosting: Option<Arc<Hosting>>,
-    membership: Option<(quinn::Connection, u32)>,
+    membership: Option<Membership>,
+    drain_asked: Arc<tokio::sync::Notify>,
+}
+
+/// A node's membership: its connection to the head, its number and name there.
+struct Membership {
+    connection: quinn::Connection,
+    id: u32,
+    name: String,
+}
+
+/// A node that stops drains first: it starts no new job, has the head mark it draining (so
+/// that drivers give it no new work, take back what it has not started, and let it go once
+/// it runs nothing of theirs, see [`prism_transport::ToHost::EndJob`]), and waits for that up
+/// to `PRISM_DRAIN_MS` (default [`control::DRAIN_GRACE`]). What still runs then is ended, and
+/// runs again elsewhere.
+async fn drain(hosting: &Hosting, membership: &Membership) {
+    let started = Instant::now();
+    hosting.start_draining();
+    let node = membership.id;
+    let ask_drain = ToControl::Drain {
+        name: membership.name.clone(),
+    };
+    match tokio::time::timeout(HEAD_PATIENCE, ask(&membership.connection, &ask_drain)).await {
+        Ok(Ok(FromControl::Ack)) => tracing::info!(node, "draining"),
+        Ok(Ok(other)) => tracing::warn!(node, "the head did not mark the node draining: {other:?}"),
+        Ok(Err(e)) => tracing::warn!(node, "cannot tell the head the node drains: {e}"),
+        Err(_) => tracing::warn!(node, "the head did not answer the node's drain in time"),
+    }
+    let grace = millis_env("PRISM_DRAIN_MS", control::DRAIN_GRACE.as_millis() as u64);
+    while !hosting.idle() && started.elapsed() < grace {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match hosting.idle() {
+        true => tracing::info!(
+            node,
+            "every job let the node go after {:?}",
+            started.elapsed()
+        ),
+        false => tracing::warn!(
+            node,
+            "jobs still ran tasks here after {} ms: they are ended (their tasks run again elsewhere)",
+            grace.as_millis()
+        ),
+    }
 }
 
 /// Where a daemon leaves what [`Stopping`] undoes.
@@ -194,15 +255,18 @@ struct Control {
     store: Arc<parking_lot::Mutex<ControlStore>>,
     dir: PathBuf,
     version: tokio::sync::watch::Sender<u64>,
+    /// The name of the head's own node (it stops with the head, never drains).
+    head: String,
 }
 
 impl Control {
-    fn new(store: ControlStore, dir: &Path) -> Arc<Control> {
+    fn new(store: ControlStore, dir: &Path, head: &str) -> Arc<Control> {
         let (version, _) = tokio::sync::watch::channel(store.version());
         Arc::new(Control {
             store: Arc::new(parking_lot::Mutex::new(store)),
             dir: dir.to_path_buf(),
             version,
+            head: head.to_string(),
         })
     }
 
@@ -265,8 +329,8 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
     let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
     write_private(&dir.join("address"), &addr.to_string())?;
 
-    let control = Control::new(control, dir);
     let name = args.name.clone().unwrap_or_else(|| "head".to_string());
+    let control = Control::new(control, dir, &name);
     let register = ToControl::Register {
         name: name.clone(),
         addr: addr.to_string(),
@@ -398,6 +462,9 @@ async fn serve_member(connection: quinn::Connection, hello: HostHello, control: 
         };
         let reply = match request {
             ToControl::Leave { node } => control.with(|store| store.leave(node, &hello.name)),
+            ToControl::Drain { name } if name == control.head => FromControl::Error(format!(
+                "{name} is the head's own node: it stops with the head (prism stop on its host)"
+            )),
             ToControl::Watch { epoch, after } => {
                 tokio::spawn(serve_watch(send, control.clone(), epoch, after));
                 continue;
@@ -567,7 +634,11 @@ async fn serve_head(
         Err(e) => return e.to_string(),
     };
     tracing::info!(node = id, %addr, head = %head, "node registered");
-    slot.lock().membership = Some((connection.clone(), id));
+    slot.lock().membership = Some(Membership {
+        connection: connection.clone(),
+        id,
+        name: name.clone(),
+    });
     if !*announced {
         if let Err(e) = announce(&format!(
             "Started Prism node {id} ({name}) at {addr}, joined to the head at {head}.\n"
@@ -588,6 +659,10 @@ async fn serve_head(
         let wait = (heartbeat_interval() * 5).max(Duration::from_secs(1));
         match tokio::time::timeout(wait, ask(connection, &beat)).await {
             Ok(Ok(FromControl::Ack)) => {}
+            Ok(Ok(FromControl::Drain)) => {
+                tracing::info!(node = id, "the head asks the node to drain and stop");
+                slot.lock().drain_asked.notify_one();
+            }
             Ok(Ok(FromControl::Error(reason))) => {
                 return format!("the head forgot this node: {reason}");
             }

@@ -556,8 +556,8 @@ impl Joined {
     }
 
     /// Compares the node table with the job's nodes: a node the table counts dead, or whose
-    /// daemon was replaced, is lost to the job; a live node the job does not use yet (one
-    /// that joined, or a restarted one) is asked to host it.
+    /// daemon was replaced, is lost to the job; a draining one gets no new work; a live node
+    /// the job does not use yet (one that joined, or a restarted one) is asked to host it.
     fn follow_membership(self: &Arc<Self>, core: &Arc<Core>, table: &[NodeStatus]) {
         let ours = self.nodes();
         for (idx, node) in ours.iter().enumerate() {
@@ -571,12 +571,16 @@ impl Joined {
                     "the control store has not heard from it for {} ms",
                     s.last_seen_ms
                 ),
+                Some(s) if s.draining => {
+                    core.node_draining(idx, "it is stopping (prism stop or prism drain)".into());
+                    continue;
+                }
                 Some(_) => continue,
                 None => "the control store no longer lists it".to_string(),
             };
             core.node_lost(idx, reason, self.lease_end(idx));
         }
-        for status in table.iter().filter(|s| s.alive) {
+        for status in table.iter().filter(|s| s.alive && !s.draining) {
             let key = (status.addr.clone(), status.boot);
             let used = ours.iter().any(|n| {
                 !n.lost.load(Ordering::SeqCst)

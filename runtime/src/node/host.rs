@@ -51,6 +51,8 @@ pub(crate) struct Hosting {
     fetching: Mutex<HashMap<(String, ObjectId), FetchWatch>>,
     /// Objects pulled from other hosts so far (reported with the heartbeat).
     pulled: Mutex<PullStats>,
+    /// The node is leaving: it starts no new job.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -81,7 +83,31 @@ impl Hosting {
             peers: Peers::new(name.clone(), endpoint, identity),
             fetching: Mutex::new(HashMap::new()),
             pulled: Mutex::new(PullStats::default()),
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// The node is leaving: it starts no new job (the ones it hosts go on until their drivers
+    /// let them go, see [`ToHost::EndJob`]).
+    pub(crate) fn start_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Refuses a new job once the node drains.
+    fn open_for_jobs(&self) -> Result<(), String> {
+        match self.draining.load(std::sync::atomic::Ordering::SeqCst) {
+            true => Err(format!(
+                "node {} is draining: it takes no new job",
+                self.name
+            )),
+            false => Ok(()),
+        }
+    }
+
+    /// Whether it hosts no job.
+    pub(crate) fn idle(&self) -> bool {
+        self.jobs.lock().is_empty()
     }
 
     /// Objects this node pulled from other hosts since it started.
@@ -156,6 +182,7 @@ impl Hosting {
                 store_capacity,
                 lease_ms,
             } => {
+                self.open_for_jobs()?;
                 let exe = self.binary(job, binary, size, &objects_at).await?;
                 let fingerprint = crate::process::content_fingerprint(&binary);
                 let limits = StoreLimits {
@@ -188,6 +215,12 @@ impl Hosting {
                 for id in ids {
                     store::unlink(&job.store, id);
                 }
+                Ok(FromHost::Done)
+            }
+            ToHost::EndJob => {
+                self.job(job, connection)?;
+                self.end_job(job, connection);
+                tracing::info!(%job, "the job left this draining node; its workers are stopped");
                 Ok(FromHost::Done)
             }
             ToHost::ForgetPeer { at } => {
@@ -262,6 +295,7 @@ impl Hosting {
         fingerprint: u64,
         lease: Duration,
     ) -> Result<(), String> {
+        self.open_for_jobs()?;
         if let Some(running) = self.jobs.lock().get(job) {
             return if running.driver.stable_id() == connection.stable_id() {
                 Ok(())

@@ -85,6 +85,24 @@ impl Remote {
                 };
                 core.event(Event::NodeFetched { node, id, result });
             }),
+            HostRequest::EndJob => {
+                let joined = self.joined.clone();
+                self.request(node, wire, move |core, answer| match answer {
+                    Ok(FromHost::Done) => {
+                        let why = "it drained and stopped the job's processes";
+                        core.node_lost(node, why.to_string(), std::time::Instant::now());
+                    }
+                    Ok(FromHost::Error(reason)) | Err(reason) => {
+                        let why =
+                            format!("it drained, but could not stop the job's processes: {reason}");
+                        core.node_lost(node, why, joined.lease_end(node));
+                    }
+                    Ok(other) => {
+                        let why = format!("it drained, and answered {other:?} to ending the job");
+                        core.node_lost(node, why, joined.lease_end(node));
+                    }
+                })
+            }
             HostRequest::Kill { .. } | HostRequest::Free(_) | HostRequest::ForgetPeer { .. } => {
                 self.request(node, wire, |_, _| {})
             }
@@ -192,6 +210,11 @@ impl Core {
             reason,
             lease_end,
         });
+    }
+
+    /// Node `node` is leaving (see [`Event::NodeDraining`]).
+    pub(super) fn node_draining(&self, node: NodeIdx, reason: String) {
+        self.event(Event::NodeDraining { node, reason });
     }
 
     /// Hands `event` to the node and carries out what it decided.

@@ -48,6 +48,8 @@ struct NodeRecord {
     boot: u64,
     /// Whether subscribers were last told the node is alive.
     told_alive: bool,
+    /// It was asked to drain and leave.
+    draining: bool,
 }
 
 /// A job's last report.
@@ -114,6 +116,7 @@ impl ControlStore {
                     pulled: PullStats::default(),
                     boot: node.boot,
                     told_alive: true,
+                    draining: false,
                 },
             );
         }
@@ -182,6 +185,7 @@ impl ControlStore {
                         pulled: PullStats::default(),
                         boot,
                         told_alive: true,
+                        draining: false,
                     },
                 );
                 self.note(id);
@@ -196,11 +200,16 @@ impl ControlStore {
                     record.available = available;
                     record.last_seen = now;
                     record.pulled = pulled;
+                    let draining = record.draining;
                     if !std::mem::replace(&mut record.told_alive, true) {
                         tracing::info!(node, name = record.name, "node heard from again");
                         self.note(node);
                     }
-                    FromControl::Ack
+                    if draining {
+                        FromControl::Drain
+                    } else {
+                        FromControl::Ack
+                    }
                 }
                 None => FromControl::Error(format!("node {node} is not registered")),
             },
@@ -217,6 +226,17 @@ impl ControlStore {
             ToControl::Leave { node } => FromControl::Error(format!(
                 "node {node} may leave only on its own connection (see ControlStore::leave)"
             )),
+            ToControl::Drain { name } => {
+                let Some((&id, record)) = self.nodes.iter_mut().find(|(_, n)| n.name == name)
+                else {
+                    return FromControl::Error(format!("no node named {name} is registered"));
+                };
+                if !std::mem::replace(&mut record.draining, true) {
+                    tracing::info!(node = id, name, "node draining");
+                    self.note(id);
+                }
+                FromControl::Ack
+            }
             ToControl::Watch { epoch, after } => {
                 FromControl::Members(self.updates(epoch, after, now))
             }
@@ -363,6 +383,7 @@ impl ControlStore {
             last_seen_ms: now.saturating_duration_since(n.last_seen).as_millis() as u64,
             pulled: n.pulled,
             boot: n.boot,
+            draining: n.draining,
         }
     }
 }
@@ -377,6 +398,10 @@ pub(crate) const NODE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often the head looks for nodes that went silent ([`ControlStore::tick`]).
 pub(crate) const SILENCE_CHECK: Duration = Duration::from_millis(100);
+
+/// How long a node that stops (`prism stop`, `prism drain`) waits for its jobs to let it go
+/// (their tasks there finished or handed back) before it ends them.
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// How often the head speaks on a subscription when nothing changes.
 pub(crate) const KEEPALIVE: Duration = Duration::from_secs(1);
@@ -657,6 +682,42 @@ mod tests {
         assert!(update.full && update.nodes.len() == REMEMBERED + 2);
         let update = restarted.updates(epoch, stale + 2, at(3_000));
         assert!(!update.full && update.nodes.len() == REMEMBERED - 1);
+    }
+
+    #[test]
+    fn a_draining_node_is_a_membership_change_and_hears_it_in_its_heartbeat_answer() {
+        let t0 = Instant::now();
+        let mut store = ControlStore::new(Duration::from_secs(2), 1);
+        register(&mut store, "a", t0);
+        let version = store.version();
+        let beat = ToControl::Heartbeat {
+            node: 1,
+            available: vec![],
+            pulled: PullStats::default(),
+        };
+        assert_eq!(store.handle(beat.clone(), t0), FromControl::Ack);
+        let drain = |name: &str| ToControl::Drain { name: name.into() };
+        assert!(matches!(
+            store.handle(drain("nobody"), t0),
+            FromControl::Error(e) if e.contains("no node named nobody")
+        ));
+        assert_eq!(store.handle(drain("a"), t0), FromControl::Ack);
+        assert_eq!(store.handle(drain("a"), t0), FromControl::Ack);
+        assert_eq!(
+            store.version(),
+            version + 1,
+            "one change, however often asked"
+        );
+        let update = store.updates(1, version, t0);
+        assert!(update.nodes.len() == 1 && update.nodes[0].draining);
+        assert_eq!(
+            store.handle(beat, t0),
+            FromControl::Drain,
+            "the node is told"
+        );
+        // A daemon started again under the name is a new member, not draining.
+        register_from(&mut store, "a", "127.0.0.2:9", 2, t0);
+        assert!(!store.status(t0)[0].draining);
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub(crate) struct NodeEntry {
     pub(crate) name: String,
     pub(crate) sched: Scheduler,
     pub(crate) alive: bool,
+    /// It is leaving (`prism stop`, `prism drain`): it takes no new work and finishes or
+    /// hands back what it has.
+    pub(crate) draining: bool,
     /// Its scheduler changed since it last scheduled.
     dirty: bool,
     /// Its scheduler's load, as of its last change (placement reads every node's per task).
@@ -32,6 +35,11 @@ pub(crate) struct NodeEntry {
 }
 
 impl NodeEntry {
+    /// Whether new work may go there: it counts and is not leaving.
+    pub(crate) fn takes_work(&self) -> bool {
+        self.alive && !self.draining
+    }
+
     fn load(&self) -> f64 {
         match self.load.get() {
             Some(load) => load,
@@ -74,6 +82,7 @@ impl Nodes {
             name,
             sched: Scheduler::numbered(total, max_inflight, soft_limit, max_workers, base),
             alive: true,
+            draining: false,
             dirty: false,
             load: std::cell::Cell::new(None),
         });
@@ -127,19 +136,19 @@ impl Nodes {
         self.list.get_mut(idx).map(|n| &mut n.sched)
     }
 
-    /// The whole cluster's resources (live nodes).
+    /// The whole cluster's resources (live nodes that are not leaving).
     pub(crate) fn total(&self) -> Resources {
         self.sum(|s| s.total())
     }
 
-    /// What is free on the live nodes.
+    /// What is free on the live nodes that are not leaving.
     pub(crate) fn available(&self) -> Resources {
         self.sum(|s| s.available())
     }
 
     fn sum(&self, part: impl Fn(&Scheduler) -> &Resources) -> Resources {
         let mut all = Resources::default();
-        for node in self.list.iter().filter(|n| n.alive) {
+        for node in self.list.iter().filter(|n| n.takes_work()) {
             all.add(part(&node.sched));
         }
         all
@@ -154,7 +163,8 @@ impl Nodes {
         home: Option<NodeIdx>,
         bytes_on: impl Fn(NodeIdx) -> u64,
     ) -> Option<NodeIdx> {
-        let fits = |i: NodeIdx| self.list[i].alive && demand.fits_in(self.list[i].sched.total());
+        let fits =
+            |i: NodeIdx| self.list[i].takes_work() && demand.fits_in(self.list[i].sched.total());
         // Whether the node could start it now: free resources and a queue shorter than its CPUs.
         let can_start = |i: NodeIdx| {
             let node = &self.list[i];
@@ -298,6 +308,36 @@ impl Nodes {
         all
     }
 
+    /// Node `idx` is leaving: it takes no new work. False if it already was (or is gone).
+    pub(crate) fn start_draining(&mut self, idx: NodeIdx) -> bool {
+        match self.list.get_mut(idx) {
+            Some(node) if node.alive && !node.draining => {
+                node.draining = true;
+                self.touch(idx);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether node `idx` is leaving and has no task left to run (actors aside).
+    pub(crate) fn drained(&self, idx: NodeIdx) -> bool {
+        self.list
+            .get(idx)
+            .is_some_and(|n| n.alive && n.draining && !n.sched.runs_tasks())
+    }
+
+    /// The tasks waiting in node `idx`'s workers' pipelines (not started), by worker.
+    pub(crate) fn pipelined_on(&self, idx: NodeIdx) -> Vec<(WorkerId, Vec<TaskId>)> {
+        self.list.get(idx).map_or_else(Vec::new, |n| {
+            n.sched
+                .pipelined()
+                .into_iter()
+                .map(|(worker, _, tasks)| (worker, tasks))
+                .collect()
+        })
+    }
+
     /// A node is gone: it takes no more work.
     pub(crate) fn mark_dead(&mut self, idx: NodeIdx) {
         if let Some(node) = self.list.get_mut(idx) {
@@ -372,7 +412,7 @@ impl Nodes {
     /// whose workers are slow). The caller places them again.
     pub(crate) fn steal(&mut self, recalling: &IdSet<TaskId>) -> Stolen {
         let live: Vec<NodeIdx> = (0..self.list.len())
-            .filter(|&i| self.list[i].alive)
+            .filter(|&i| self.list[i].takes_work())
             .collect();
         // Nothing can move while every node is busy (each node's load is cached).
         if !live.iter().any(|&i| self.list[i].load() < 1.0) {

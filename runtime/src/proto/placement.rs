@@ -121,7 +121,7 @@ pub(crate) fn plan(
     home: Option<NodeIdx>,
 ) -> Option<Vec<NodeIdx>> {
     let live: Vec<NodeIdx> = (0..nodes.len())
-        .filter(|&i| nodes.get(i).is_some_and(|n| n.alive))
+        .filter(|&i| nodes.get(i).is_some_and(|n| n.takes_work()))
         .collect();
     let mut free: Vec<Resources> = (0..nodes.len())
         .map(|i| {

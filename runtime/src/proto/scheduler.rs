@@ -608,6 +608,16 @@ impl Scheduler {
         }
     }
 
+    /// Whether the node has tasks to run: queued, or sent to a worker that is not an actor's.
+    pub(crate) fn runs_tasks(&self) -> bool {
+        let queued = self.queues.values().any(|q| !q.is_empty()) || !self.pinned_queue.is_empty();
+        queued
+            || self.workers.values().any(|state| {
+                matches!(state, WorkerState::Leased { inflight, nested, pinned: false, .. }
+                    if !inflight.is_empty() || !nested.is_empty())
+            })
+    }
+
     /// Tasks sent to workers' pipelines that have not started (all but each worker's first),
     /// by worker, with the shape of its lease: work another node could take.
     pub(crate) fn pipelined(&self) -> Vec<(WorkerId, Resources, Vec<TaskId>)> {

@@ -50,6 +50,9 @@ const PROBE: Duration = Duration::from_millis(50);
 /// be empty.
 const QUIESCE: Duration = Duration::from_secs(5);
 
+/// How long a draining node waits for its jobs to let it go before it ends them.
+const DRAIN_GRACE: Duration = crate::proto::control::DRAIN_GRACE;
+
 /// A splitmix64 generator: every random choice of a run comes from one of these.
 struct Rng(u64);
 
@@ -98,6 +101,11 @@ enum Fault {
         lasting: Duration,
     },
     KillHead {
+        restart_after: Duration,
+    },
+    /// `prism stop` on a node: it drains, leaves, and is started again later.
+    DrainNode {
+        node: NodeIdx,
         restart_after: Duration,
     },
 }
@@ -159,6 +167,10 @@ enum AtDriver {
     Members(prism_transport::MemberUpdate),
     /// The node stopped the job's processes: its lease ran out.
     Fenced {
+        node: NodeIdx,
+    },
+    /// The draining node stopped the job's processes, as the driver asked.
+    JobEnded {
         node: NodeIdx,
     },
 }
@@ -236,6 +248,13 @@ enum What {
     /// A frozen or cut-off node runs or reaches the others again (before anything that
     /// waited for it).
     Resume { node: NodeIdx },
+    /// A draining node's grace is over: it ends its jobs and leaves (if still draining, in
+    /// incarnation `life`), to start again after `restart_after`.
+    DrainEnd {
+        node: HostIdx,
+        life: u64,
+        restart_after: Duration,
+    },
 }
 
 struct Due {
@@ -296,6 +315,8 @@ struct Host {
     workers: Vec<WorkerId>,
     /// Tasks running on it now.
     running: u32,
+    /// It drains, to start again after this long once it left.
+    draining: Option<Duration>,
 }
 
 impl Host {
@@ -457,6 +478,7 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
                 head_id: None,
                 workers: Vec::new(),
                 running: 0,
+                draining: None,
             })
             .collect(),
         workers: IdMap::default(),
@@ -561,7 +583,7 @@ impl World<'_> {
             let lasting = self
                 .rng
                 .between(Duration::from_secs(1), Duration::from_secs(15));
-            let fault = match self.rng.below(6) {
+            let fault = match self.rng.below(7) {
                 // A killed node is lost to the running job: keep at least half.
                 0 if killed < (c.nodes - 1) / 2 => {
                     killed += 1;
@@ -582,11 +604,22 @@ impl World<'_> {
                         _ => Impairment::Slow,
                     },
                 },
-                _ => Fault::KillHead {
+                5 => Fault::KillHead {
                     restart_after: self
                         .rng
                         .between(Duration::from_secs(1), Duration::from_secs(5)),
                 },
+                // A node that leaves is lost to the running job too.
+                _ if killed < (c.nodes - 1) / 2 => {
+                    killed += 1;
+                    Fault::DrainNode {
+                        node,
+                        restart_after: self
+                            .rng
+                            .between(Duration::from_secs(2), Duration::from_secs(10)),
+                    }
+                }
+                _ => Fault::KillWorker { node },
             };
             self.at(at, What::Fault(fault));
             self.report.faults += 1;
@@ -955,6 +988,29 @@ impl World<'_> {
         writeln!(self.out, "  t={t:.3}s node {name} {what}")
     }
 
+    /// A draining node leaves: it stops the job's processes, tells the head, and its daemon
+    /// exits, to start again after `restart_after`.
+    fn leave(&mut self, node: HostIdx, restart_after: Duration) -> std::io::Result<()> {
+        self.say_of(node, "leaves the cluster")?;
+        self.end_job_on(node);
+        if let Some(id) = self.hosts[node].head_id {
+            let request = ToControl::Leave { node: id };
+            let what = What::Head {
+                from: Place::Node(node),
+                request,
+            };
+            self.send(Place::Node(node), Place::Head, 64, what);
+        }
+        let host = &mut self.hosts[node];
+        host.alive = false;
+        host.draining = None;
+        host.peers.clear();
+        host.stalled.clear();
+        let up = self.now + restart_after;
+        self.at(up, What::NodeUp { node });
+        Ok(())
+    }
+
     /// The node's lease ran out: it stops the job's processes and says so.
     fn fence(&mut self, node: NodeIdx) -> std::io::Result<()> {
         self.say_of(node, "stops the job's processes: its lease ran out")?;
@@ -1215,6 +1271,16 @@ impl World<'_> {
                 }
             }
             What::Fault(fault) => self.fault(fault)?,
+            What::DrainEnd {
+                node,
+                life,
+                restart_after,
+            } => {
+                let host = &self.hosts[node];
+                if host.alive && host.life == life && host.draining.is_some() {
+                    self.leave(node, restart_after)?;
+                }
+            }
             What::NodeUp { node } => {
                 let host = &mut self.hosts[node];
                 host.alive = true;
@@ -1302,6 +1368,14 @@ impl World<'_> {
             return; // the head is down: the request is lost
         };
         self.report.control_messages += 1;
+        if let (ToControl::Leave { node }, Place::Node(from)) = (&request, from) {
+            let _ = head.leave(*node, &self.hosts[from].name);
+            if head.changed() {
+                self.saved_head = head.snapshot();
+            }
+            self.tell_subscriber(false);
+            return;
+        }
         if let ToControl::Watch { epoch, after } = request {
             // The subscription's stream: served from this version on.
             self.subscriber = Some((epoch, after, self.now));
@@ -1400,6 +1474,12 @@ impl World<'_> {
                     let _ = n.handle(event, now);
                 });
             }
+            AtDriver::JobEnded { node } => {
+                if self.hosts[node].connected {
+                    let reason = "it drained and stopped the job's processes".to_string();
+                    self.node_lost(node, reason, true)?;
+                }
+            }
             AtDriver::Fenced { node } => {
                 if self.hosts[node].connected {
                     let reason = format!(
@@ -1412,12 +1492,27 @@ impl World<'_> {
             AtDriver::Members(update) => {
                 self.heard = Some(self.now);
                 self.members.apply(update);
-                for status in &self.members.table() {
+                let table = self.members.table();
+                for node in 0..self.hosts.len() {
+                    let listed = table.iter().any(|s| s.name == self.hosts[node].name);
+                    if !listed && self.hosts[node].connected {
+                        let reason = "the control store no longer lists it".to_string();
+                        self.node_lost(node, reason, false)?;
+                    }
+                }
+                for status in &table {
                     let Some(node) = self.hosts.iter().position(|h| h.name == status.name) else {
                         continue;
                     };
                     let host = &self.hosts[node];
-                    if status.alive && host.connected && status.boot != host.joined_life {
+                    if status.draining {
+                        if host.connected && status.boot == host.joined_life {
+                            let (idx, reason) = (host.idx, "it drains".to_string());
+                            self.proto(|n, now| {
+                                let _ = n.handle(Event::NodeDraining { node: idx, reason }, now);
+                            });
+                        }
+                    } else if status.alive && host.connected && status.boot != host.joined_life {
                         let reason = "its daemon was restarted".to_string();
                         self.node_lost(node, reason, false)?;
                         self.offer_job(node);
@@ -1534,6 +1629,21 @@ impl World<'_> {
             HostRequest::Free(ids) => {
                 for id in ids {
                     self.hosts[node].store.remove(&id);
+                }
+            }
+            HostRequest::EndJob => {
+                let _ = self.say_of(node, "stops the job's processes: the job left it");
+                self.end_job_on(node);
+                self.tell_driver(node, 64, AtDriver::JobEnded { node });
+                if let Some(restart_after) = self.hosts[node].draining {
+                    // Its only job let it go: it leaves now.
+                    let life = self.hosts[node].life;
+                    let end = What::DrainEnd {
+                        node,
+                        life,
+                        restart_after,
+                    };
+                    self.at(self.now, end);
                 }
             }
             HostRequest::ForgetPeer { lost } => {
@@ -1898,6 +2008,34 @@ impl World<'_> {
                 self.at(check, What::IdleCheck { node, epoch });
                 let up = self.now + restart_after;
                 self.at(up, What::NodeUp { node });
+            }
+            Fault::DrainNode {
+                node,
+                restart_after,
+            } => {
+                writeln!(
+                    self.out,
+                    "  t={t:.3}s fault: stop node {} (it drains; restart after {:.3}s)",
+                    self.hosts[node].name,
+                    restart_after.as_secs_f64()
+                )?;
+                let host = &mut self.hosts[node];
+                if !host.alive || host.draining.is_some() {
+                    return Ok(());
+                }
+                host.draining = Some(restart_after);
+                let (life, name) = (host.life, host.name.clone());
+                let what = What::Head {
+                    from: Place::Node(node),
+                    request: ToControl::Drain { name },
+                };
+                self.send(Place::Node(node), Place::Head, 64, what);
+                let end = What::DrainEnd {
+                    node,
+                    life,
+                    restart_after,
+                };
+                self.at(self.now + DRAIN_GRACE, end);
             }
             Fault::KillWorker { node } => {
                 let workers = &self.hosts[node].workers;

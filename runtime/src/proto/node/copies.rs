@@ -330,6 +330,49 @@ impl State {
         }
     }
 
+    /// Node `node` is leaving (see [`super::Event::NodeDraining`]).
+    pub(super) fn node_draining(&mut self, node: NodeIdx, reason: String) {
+        if self.shutting_down || !self.nodes.start_draining(node) {
+            return;
+        }
+        let name = self.nodes.name(node).to_string();
+        tracing::info!(node = name, "a node drains: {reason}");
+        for task in self.nodes.drain_queued(Some(node)) {
+            self.enqueue(task);
+        }
+        for (worker, tasks) in self.nodes.pipelined_on(node) {
+            let tasks: Vec<TaskId> = tasks
+                .into_iter()
+                .filter(|&t| self.recalling.insert(t))
+                .collect();
+            if !tasks.is_empty() {
+                self.encode_to(worker, &ToWorker::Recall { tasks });
+            }
+        }
+        self.draining.push(node);
+    }
+
+    /// Stops the job's processes on the draining nodes that run no task any more.
+    pub(super) fn release_drained(&mut self) {
+        if self.draining.is_empty() {
+            return;
+        }
+        let nodes = &self.nodes;
+        let (done, going_on): (Vec<NodeIdx>, Vec<NodeIdx>) = self
+            .draining
+            .iter()
+            .partition(|&&n| nodes.drained(n) || !nodes.get(n).is_some_and(|e| e.alive));
+        self.draining = going_on;
+        for node in done.into_iter().filter(|&n| self.nodes.drained(n)) {
+            tracing::info!(
+                node = self.nodes.name(node),
+                "a draining node runs no task: the job leaves it"
+            );
+            let request = HostRequest::EndJob;
+            self.actions.push_back(Action::Host { node, request });
+        }
+    }
+
     /// A node's fetch of `id` ended.
     pub(super) fn node_fetched(&mut self, node: NodeIdx, id: ObjectId, result: Result<(), String>) {
         let source = self.node_fetches.remove(&(id, node)).flatten();

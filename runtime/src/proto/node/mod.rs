@@ -100,6 +100,9 @@ pub(crate) enum HostRequest {
     /// Node `lost` is gone: close the connections to it, so that pulls from it fail now
     /// instead of after QUIC's idle timeout (no answer expected).
     ForgetPeer { lost: NodeIdx },
+    /// The node drained: stop the job's processes there (answer: done, or why not; see
+    /// [`Event::NodeDraining`]).
+    EndJob,
 }
 
 impl HostRequest {
@@ -117,6 +120,7 @@ impl HostRequest {
             HostRequest::ForgetPeer { lost } => ToHost::ForgetPeer {
                 at: address(Some(*lost)),
             },
+            HostRequest::EndJob => ToHost::EndJob,
         }
     }
 }
@@ -181,6 +185,11 @@ pub(crate) enum Event<'a> {
         reason: String,
         lease_end: Instant,
     },
+    /// A node is leaving (`prism stop`, `prism drain`): it takes no new work, its queued and
+    /// pipelined tasks move to other nodes, and once it runs no task the job's processes there
+    /// are stopped ([`HostRequest::EndJob`]; then [`Event::NodeLost`] follows). Tasks that die
+    /// with it run again elsewhere without counting against their retries.
+    NodeDraining { node: NodeIdx, reason: String },
     /// A second went by: idle workers beyond the CPUs are stopped, stalls are broken.
     Tick,
 }
@@ -266,6 +275,8 @@ pub(crate) struct State {
     recalling: IdSet<TaskId>,
     /// When work was last moved to nodes with room.
     rebalanced: Option<Instant>,
+    /// Nodes draining that still run tasks for the job.
+    draining: Vec<NodeIdx>,
     shutting_down: bool,
 }
 
@@ -324,6 +335,7 @@ impl State {
             now: None,
             recalling: IdSet::default(),
             rebalanced: None,
+            draining: Vec::new(),
             shutting_down: false,
         }
     }
@@ -433,8 +445,10 @@ impl State {
                 reason,
                 lease_end,
             } => self.node_lost(node, reason, lease_end),
+            Event::NodeDraining { node, reason } => self.node_draining(node, reason),
             Event::Tick => self.tick(now),
         }
+        self.release_drained();
         // In a cluster, at most every REBALANCE_EVERY: work moves to nodes with room.
         if self.cluster.is_some() && self.rebalanced.is_none_or(|at| now >= at + REBALANCE_EVERY) {
             self.rebalanced = Some(now);
@@ -1016,6 +1030,8 @@ impl State {
             return;
         }
         let lost_node = !self.nodes.get(node_of(worker)).is_some_and(|n| n.alive);
+        // A node that left on purpose is no failure of its tasks.
+        let drained = self.nodes.get(node_of(worker)).is_some_and(|n| n.draining);
         if !link.connected && lost_node {
             // It died with its node, not of a broken start.
             tracing::warn!(worker, %reason, "worker process lost with its node before its handshake");
@@ -1028,23 +1044,32 @@ impl State {
         if self.actor_worker_died(worker, &reason) {
             // The actor's books handled its calls and its creation.
         } else if let Some(task) = started {
-            self.task_lost(task, &reason);
+            self.task_lost(task, &reason, !drained);
         }
         // Tasks it ran on top of a blocked one died with it.
         for task in nested {
-            self.task_lost(task, &reason);
+            self.task_lost(task, &reason, !drained);
         }
         if self.startup_failures >= MAX_STARTUP_FAILURES {
             self.fail_queued(&reason);
         }
     }
 
-    fn task_lost(&mut self, task: TaskId, reason: &str) {
+    /// A task died with its worker; `charged`: it counts against its retries (not when its
+    /// node left on purpose).
+    fn task_lost(&mut self, task: TaskId, reason: &str, charged: bool) {
         let Some(record) = self.owner.task_mut(task) else {
             return;
         };
-        record.deaths += 1;
         let function = record.spec.function.clone();
+        if !charged && !record.force_cancelled {
+            tracing::info!(task = %task, function, "running again a task of a node that left: {reason}");
+            if self.owner.unstarted(task) {
+                self.enqueue(task);
+            }
+            return;
+        }
+        record.deaths += 1;
         if record.force_cancelled {
             self.owner
                 .fail(task, TaskError::Cancelled { task, function });

@@ -663,3 +663,102 @@ fn a_task_whose_lost_argument_cannot_be_rebuilt_fails_naming_it() {
     h.returns(at, busy_task, Value::Inline(vec![1]));
     assert_eq!(h.node.owner.task_count(), 0, "nothing is left waiting");
 }
+
+/// The tasks sent to workers of node `idx`, in the order sent.
+fn sent_to(h: &Harness, tasks: &[TaskId], idx: NodeIdx) -> Vec<TaskId> {
+    tasks
+        .iter()
+        .copied()
+        .filter(|t| h.where_sent(*t).is_some_and(|w| node_of(w) == idx))
+        .collect()
+}
+
+fn ends_job_on(h: &Harness, idx: NodeIdx) -> bool {
+    h.host
+        .iter()
+        .any(|(n, r)| *n == idx && matches!(r, HostRequest::EndJob))
+}
+
+#[test]
+fn a_draining_node_gets_no_new_work_hands_back_the_rest_and_is_let_go_once_idle() {
+    let mut h = Harness::new(2, 1.0);
+    // Each node's one worker gets its tasks pipelined; none may be retried.
+    let tasks = h.submit_many(6, 0);
+    let leaving: NodeIdx = 1;
+    let there = sent_to(&h, &tasks, leaving);
+    assert!(
+        there.len() >= 2,
+        "a running and a pipelined task: {there:?}"
+    );
+    let worker = h.where_sent(there[0]).unwrap();
+    h.event(Event::NodeDraining {
+        node: leaving,
+        reason: "test".into(),
+    });
+    assert_eq!(
+        h.node.nodes.total().cpu.as_f64(),
+        1.0,
+        "it no longer counts"
+    );
+    // What waits in its worker's pipeline is asked back and goes to the other node.
+    let recalled: Vec<TaskId> = h
+        .sent
+        .iter()
+        .filter(|(w, _)| *w == worker)
+        .filter_map(|(_, m)| match m {
+            ToWorker::Recall { tasks } => Some(tasks.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(recalled, there[1..].to_vec());
+    h.report(worker, &ToNode::Bounced(recalled.clone()));
+    for task in &recalled {
+        let at = h.where_sent(*task).expect("sent again");
+        assert_eq!(node_of(at), 0, "moved to the node that stays");
+    }
+    // New work goes to the other node too.
+    let new = h.submit_many(1, 0)[0];
+    assert_eq!(node_of(h.where_sent(new).unwrap()), 0);
+    assert!(!ends_job_on(&h, leaving), "not let go while its task runs");
+    // Its running task ends: the job lets the node go.
+    h.returns(worker, there[0], Value::Inline(vec![1]));
+    assert!(ends_job_on(&h, leaving));
+    assert!(matches!(
+        h.slot(ObjectId::new(there[0], 0)),
+        Some(Slot::Ready(_))
+    ));
+}
+
+#[test]
+fn a_task_that_dies_with_a_draining_node_runs_again_without_using_a_retry() {
+    let mut h = Harness::new(2, 1.0);
+    let tasks = h.submit_many(2, 0);
+    let leaving: NodeIdx = 1;
+    let task = sent_to(&h, &tasks, leaving)[0];
+    h.event(Event::NodeDraining {
+        node: leaving,
+        reason: "test".into(),
+    });
+    // The node's grace ends before the task does: it leaves with the task running.
+    h.event(Event::NodeLost {
+        node: leaving,
+        reason: "it left".into(),
+        lease_end: h.now,
+    });
+    let at = h.where_sent(task).expect("sent again");
+    assert_eq!(node_of(at), 0);
+    assert!(matches!(
+        h.slot(ObjectId::new(task, 0)),
+        Some(Slot::Pending)
+    ));
+    // Both end: the moved one on the node that stays.
+    let other = tasks.into_iter().find(|&t| t != task).unwrap();
+    let worker = h.where_sent(other).unwrap();
+    h.returns(worker, other, Value::Inline(vec![1]));
+    h.returns(at, task, Value::Inline(vec![2]));
+    assert!(matches!(
+        h.slot(ObjectId::new(task, 0)),
+        Some(Slot::Ready(_))
+    ));
+}
