@@ -6,8 +6,10 @@
 //! started again under its name is accepted at once and used by the running job. Then nodes
 //! `c` and `d` (127.0.0.4-5) run a job's tasks when `c` is stopped (`prism stop` on its host)
 //! and `d` drained (`prism drain d` from the head's host): each leaves within 2 s, and every
-//! task ends with its value although none may be retried. Every daemon is stopped when the
-//! run ends.
+//! task ends with its value although none may be retried. Last a node's store (64 MiB, the
+//! driver's setting) gets three times its size in objects: it spills to its disk, stays near
+//! its capacity, and restores each object a task reads. Every daemon is stopped when the run
+//! ends.
 
 mod common;
 
@@ -224,6 +226,134 @@ fn stopped_and_drained_nodes_hand_their_work_back(cluster: &Cluster) -> Result<(
     Ok(())
 }
 
+/// `mib` MiB of bytes made from `seed`, and the seed (a small value to wait for: waiting for
+/// the blob itself would pull it to the driver).
+#[prism::remote(num_returns = 2)]
+fn blob(mib: u64, seed: u64) -> (Vec<u8>, u64) {
+    let len = (mib << 20) as usize;
+    (
+        (0..len).map(|i| (i as u64 * 31 + seed) as u8).collect(),
+        seed,
+    )
+}
+
+/// Where the blob is read, and its checksum.
+#[prism::remote]
+fn checksum(blob: Vec<u8>) -> (String, u64) {
+    let sum = blob.iter().map(|&b| u64::from(b)).sum();
+    (prism::node_name().unwrap_or_default(), sum)
+}
+
+fn expected_checksum(mib: u64, seed: u64) -> u64 {
+    let len = mib << 20;
+    (0..len).map(|i| u64::from((i * 31 + seed) as u8)).sum()
+}
+
+/// Bytes of the files in the directories of `dir` named `prism-PID-..` (ending in `suffix`).
+fn bytes_of(dir: &std::path::Path, pid: i32, suffix: &str) -> u64 {
+    let prefix = format!("prism-{pid}-");
+    let dirs = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    dirs.filter(|d| {
+        let name = d.file_name().to_string_lossy().into_owned();
+        name.starts_with(&prefix) && name.ends_with(suffix)
+    })
+    .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+    .filter_map(|f| f.metadata().ok())
+    .map(|m| m.len())
+    .sum()
+}
+
+/// The most bytes a node's job store (in shared memory) and its spill directory (on disk)
+/// held while watched (every 10 ms).
+struct Watch {
+    watching: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl Watch {
+    /// Watches the stores of the daemon `pid`.
+    fn start(pid: i32) -> Watch {
+        let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let on = watching.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut shm, mut disk) = (0u64, 0u64);
+            while on.load(std::sync::atomic::Ordering::SeqCst) {
+                shm = shm.max(bytes_of(std::path::Path::new("/dev/shm"), pid, ""));
+                disk = disk.max(bytes_of(&std::env::temp_dir(), pid, ".spill"));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (shm, disk)
+        });
+        Watch { watching, thread }
+    }
+
+    /// The most bytes in shared memory and on disk.
+    fn stop(self) -> (u64, u64) {
+        self.watching
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().expect("the watcher")
+    }
+}
+
+/// The driver's (and so every node's) object store, in MiB.
+const STORE_MIB: u64 = 64;
+
+fn a_full_node_spills_to_disk_and_restores_what_tasks_read(
+    cluster: &Cluster,
+) -> Result<(), Failed> {
+    if pool() < 2.0 {
+        cluster.start_node("c");
+    }
+    ensure(eventually(20, || pool() >= 2.0), "a pool node runs")?;
+    let node = if cluster.c.daemons().is_empty() {
+        &cluster.d
+    } else {
+        &cluster.c
+    };
+    let pid = node.daemons()[0];
+    // Three times the store in 8 MiB objects, all held, then each read by a task there;
+    // the node's job store (shared memory) and spill directory (disk) watched meanwhile.
+    let (count, mib) = (3 * STORE_MIB / 8, 8);
+    let making = Watch::start(pid);
+    let (blobs, made): (Vec<_>, Vec<_>) = (0..count)
+        .map(|seed| blob::options().resources("pool", 1.0).remote(mib, seed))
+        .unzip();
+    prism::get_all_blocking(&made)?;
+    let (made_shm, made_disk) = making.stop();
+    let reading = Watch::start(pid);
+    let sums: Vec<_> = blobs
+        .iter()
+        .map(|b| checksum::options().resources("pool", 1.0).remote(b))
+        .collect();
+    let sums = prism::get_all_blocking(&sums)?;
+    let (read_shm, read_disk) = reading.stop();
+    eprintln!(
+        "{count} x {mib} MiB on a node with a {STORE_MIB} MiB store: at most {} MiB in shared memory and {} MiB spilled while they were made, {} and {} MiB while they were read",
+        made_shm >> 20,
+        made_disk >> 20,
+        read_shm >> 20,
+        read_disk >> 20
+    );
+    for (seed, (_, sum)) in sums.iter().enumerate() {
+        ensure(
+            *sum == expected_checksum(mib, seed as u64),
+            format!("blob {seed} read back whole"),
+        )?;
+    }
+    // Over the store by at most what its two CPUs' tasks write before the driver hears.
+    let bound = (STORE_MIB + 3 * mib) << 20;
+    for (phase, shm) in [("made", made_shm), ("read", read_shm)] {
+        ensure(
+            shm <= bound,
+            format!(
+                "the node's store stayed near its capacity while they were {phase}: {shm} bytes"
+            ),
+        )?;
+    }
+    ensure(made_disk > 0, "the node spilled to its disk")?;
+    Ok(())
+}
+
 /// The node this task runs on.
 #[prism::remote]
 fn where_am_i() -> String {
@@ -246,13 +376,16 @@ fn main() {
     });
     cluster.start_node("a");
     cluster.start_node("b");
-    let config = prism::Config::new().address(addr).token(token);
+    let config = prism::Config::new()
+        .address(addr)
+        .token(token)
+        .object_store_memory(STORE_MIB << 20);
     prism::init_with(config).expect("join the cluster");
 
     let mut args = Arguments::from_args();
     // One at a time: both change the cluster the other uses.
     args.test_threads = Some(1);
-    let (first, second) = (cluster.clone(), cluster.clone());
+    let (first, second, third) = (cluster.clone(), cluster.clone(), cluster.clone());
     let trials = vec![
         Trial::test("deaths_are_known_within_three_seconds", move || {
             deaths_are_known_within_three_seconds(&first)
@@ -260,6 +393,10 @@ fn main() {
         Trial::test(
             "stopped_and_drained_nodes_hand_their_work_back",
             move || stopped_and_drained_nodes_hand_their_work_back(&second),
+        ),
+        Trial::test(
+            "a_full_node_spills_to_disk_and_restores_what_tasks_read",
+            move || a_full_node_spills_to_disk_and_restores_what_tasks_read(&third),
         ),
     ];
     let conclusion = libtest_mimic::run(&args, trials);

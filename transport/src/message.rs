@@ -339,6 +339,16 @@ pub enum ToHost {
     /// (answered once they are stopped); the job's connection stays open until the driver
     /// closes it.
     EndJob,
+    /// Move these objects (id, length) from the job's store in shared memory to the node's
+    /// disk; they are still served to pulls from there.
+    Spill(Vec<(ObjectId, u64)>),
+    /// Bring a spilled object back into the job's store.
+    Restore {
+        /// The object.
+        id: ObjectId,
+        /// Its archived length.
+        len: u64,
+    },
 }
 
 /// A node's answer to a [`ToHost`].

@@ -119,6 +119,10 @@ struct Args {
     /// Size of a large object in bytes (the tree's values).
     #[arg(long, default_value_t = 1_600_000)]
     large: u64,
+    /// Capacity of each node's object store in MiB (a node over it spills to its disk;
+    /// default: unbounded).
+    #[arg(long)]
+    store_mib: Option<u64>,
     /// One-way network latency in microseconds.
     #[arg(long, default_value_t = 100)]
     latency_us: u64,
@@ -159,6 +163,9 @@ fn config(args: &Args, seed: u64) -> Config {
         latency: Duration::from_micros(args.latency_us),
         task_time: Duration::from_secs_f64(args.task_ms / 1e3),
         large: args.large,
+        store_capacity: args
+            .store_mib
+            .map_or(defaults.store_capacity, |mib| mib << 20),
         driver_cost: Duration::from_secs_f64(args.driver_us / 1e6),
         max_retries: args.max_retries,
         check_every: args.check_every,

@@ -212,10 +212,40 @@ impl Hosting {
             }
             ToHost::Free(ids) => {
                 let job = self.job(job, connection)?;
+                let files = job.files();
                 for id in ids {
                     store::unlink(&job.store, id);
+                    files.free_spilled(id);
                 }
                 Ok(FromHost::Done)
+            }
+            ToHost::Spill(objects) => {
+                let job = self.job(job, connection)?;
+                let files = job.files();
+                let mut failed = Vec::new();
+                for (id, len) in objects {
+                    let spilled = store::Segment::open(&job.store, id, len)
+                        .and_then(|segment| files.spill(id, &segment));
+                    if let Err(e) = spilled {
+                        failed.push(format!("{id}: {e}"));
+                    }
+                }
+                match failed.is_empty() {
+                    true => Ok(FromHost::Done),
+                    false => Err(format!(
+                        "node {} cannot spill to {}: {}",
+                        self.name,
+                        files.spill_dir.display(),
+                        failed.join("; ")
+                    )),
+                }
+            }
+            ToHost::Restore { id, len } => {
+                let job = self.job(job, connection)?;
+                job.files()
+                    .restore(id, len)
+                    .map(|_| FromHost::Done)
+                    .map_err(|e| format!("node {}: object {id}: {e}", self.name))
             }
             ToHost::EndJob => {
                 self.job(job, connection)?;
@@ -467,6 +497,13 @@ impl Job {
             process.kill();
         }
         let _ = std::fs::remove_dir_all(&self.store);
+        let _ = std::fs::remove_dir_all(store::spill_dir_for(&self.store));
+    }
+
+    /// The job's object files on this node: its store and its spill directory (no pool: the
+    /// workers write the segments, the node only moves them).
+    fn files(&self) -> store::ObjectFiles {
+        store::ObjectFiles::new(self.store.clone(), 0)
     }
 }
 

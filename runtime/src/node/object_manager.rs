@@ -164,8 +164,11 @@ impl ObjectSource for StoreSource {
                 .filter(|(ours, _)| ours == hash)
                 .map(|(_, bytes)| bytes.clone()),
             PullKey::Object(id) => {
-                let path = store::segment_path(self.store.as_ref()?, *id);
-                map_file(&path).ok()
+                // In shared memory, or spilled to the disk.
+                let store = self.store.as_ref()?;
+                map_file(&store::segment_path(store, *id))
+                    .or_else(|_| map_file(&store::segment_path(&store::spill_dir_for(store), *id)))
+                    .ok()
             }
         }
     }

@@ -77,14 +77,25 @@ impl Remote {
                     Ok(other) => core.worker_exited(worker, format!("unexpected answer {other:?}")),
                 })
             }
-            HostRequest::Fetch { id, .. } => self.request(node, wire, move |core, answer| {
-                let result = match answer {
-                    Ok(FromHost::Done) => Ok(()),
-                    Ok(FromHost::Error(reason)) | Err(reason) => Err(reason),
-                    Ok(other) => Err(format!("unexpected answer {other:?}")),
+            HostRequest::Spill(objects) => self.request(node, wire, move |core, answer| {
+                let reason = match answer {
+                    Ok(FromHost::Done) => return,
+                    Ok(FromHost::Error(reason)) | Err(reason) => reason,
+                    Ok(other) => format!("unexpected answer {other:?}"),
                 };
-                core.event(Event::NodeFetched { node, id, result });
+                let ids = objects.iter().map(|&(id, _)| id).collect();
+                core.event(Event::NodeSpillFailed { node, ids, reason });
             }),
+            HostRequest::Fetch { id, .. } | HostRequest::Restore { id, .. } => {
+                self.request(node, wire, move |core, answer| {
+                    let result = match answer {
+                        Ok(FromHost::Done) => Ok(()),
+                        Ok(FromHost::Error(reason)) | Err(reason) => Err(reason),
+                        Ok(other) => Err(format!("unexpected answer {other:?}")),
+                    };
+                    core.event(Event::NodeFetched { node, id, result });
+                })
+            }
             HostRequest::EndJob => {
                 let joined = self.joined.clone();
                 self.request(node, wire, move |core, answer| match answer {

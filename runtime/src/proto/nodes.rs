@@ -327,6 +327,15 @@ impl Nodes {
             .is_some_and(|n| n.alive && n.draining && !n.sched.runs_tasks())
     }
 
+    /// Node `idx`'s workers with tasks sent to them that are not blocked in `get`, with how
+    /// many.
+    pub(crate) fn working(&self, idx: NodeIdx) -> impl Iterator<Item = (WorkerId, usize)> + '_ {
+        self.list
+            .get(idx)
+            .into_iter()
+            .flat_map(|n| n.sched.working())
+    }
+
     /// The tasks waiting in node `idx`'s workers' pipelines (not started), by worker.
     pub(crate) fn pipelined_on(&self, idx: NodeIdx) -> Vec<(WorkerId, Vec<TaskId>)> {
         self.list.get(idx).map_or_else(Vec::new, |n| {

@@ -608,6 +608,20 @@ impl Scheduler {
         }
     }
 
+    /// The workers with tasks sent to them that are not blocked in `get`, with how many.
+    pub(crate) fn working(&self) -> impl Iterator<Item = (WorkerId, usize)> + '_ {
+        self.workers
+            .iter()
+            .filter_map(|(&worker, state)| match state {
+                WorkerState::Leased { base, inflight, .. }
+                    if !inflight.is_empty() && !base.blocked =>
+                {
+                    Some((worker, inflight.len()))
+                }
+                _ => None,
+            })
+    }
+
     /// Whether the node has tasks to run: queued, or sent to a worker that is not an actor's.
     pub(crate) fn runs_tasks(&self) -> bool {
         let queued = self.queues.values().any(|q| !q.is_empty()) || !self.pinned_queue.is_empty();

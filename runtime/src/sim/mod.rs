@@ -66,6 +66,9 @@ pub struct Config {
     pub task_time: Duration,
     /// Size of a large object (the tree's values).
     pub large: u64,
+    /// Capacity of each node's object store (and the driver's) in bytes: a node over it
+    /// spills.
+    pub store_capacity: u64,
     /// How often the head hears from each node.
     pub heartbeat: Duration,
     /// How long the head waits for a heartbeat before it counts a node dead.
@@ -112,6 +115,7 @@ impl Default for Config {
             bandwidth: 1_000_000_000,
             task_time: Duration::from_millis(10),
             large: 1_600_000,
+            store_capacity: 1 << 40,
             heartbeat: crate::proto::control::HEARTBEAT,
             node_timeout: crate::proto::control::NODE_TIMEOUT,
             lease: crate::proto::lease::LENGTH,
@@ -152,6 +156,9 @@ pub struct Report {
     pub joins: usize,
     /// Tasks a worker could not start because an argument was not in its node's store.
     pub missing_arguments: u64,
+    /// Objects nodes spilled to their disks, and restored.
+    pub spilled: u64,
+    pub restored: u64,
     /// The longest a fetch between nodes took.
     pub slowest_fetch: Duration,
     /// The first invariant that failed, if any.
@@ -176,7 +183,7 @@ impl Report {
             .collect();
         let secs = self.sim_time.as_secs_f64();
         format!(
-            "result: {} tasks, {} values, {} errors{}, {} unfinished; simulated {:.3} s; {} steps; {} dispatches; {} control messages ({:.1}/s); {} faults; {} rejoins; {}",
+            "result: {} tasks, {} values, {} errors{}, {} unfinished; simulated {:.3} s; {} steps; {} dispatches; {} control messages ({:.1}/s); {} faults; {} rejoins; {}{}",
             self.tasks,
             self.values,
             self.errors.iter().map(|(_, n)| n).sum::<usize>(),
@@ -193,6 +200,10 @@ impl Report {
             self.control_messages as f64 / secs.max(1e-9),
             self.faults,
             self.joins,
+            match self.spilled {
+                0 => String::new(),
+                n => format!("{n} spilled and {} restored on nodes; ", self.restored),
+            },
             match &self.violation {
                 None => "invariants held".to_string(),
                 Some(v) => format!("VIOLATION: {v}"),

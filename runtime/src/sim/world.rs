@@ -8,7 +8,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use prism_graph::{
-    ActorId, Arg, IdMap, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec,
+    ActorId, Arg, IdMap, IdSet, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec,
 };
 use prism_transport::{
     ArchivedToWorker, ArchivedValue, DEFAULT_MAX_FRAME, FrameDecoder, FromControl, Outcome,
@@ -302,6 +302,8 @@ struct Host {
     /// Its lease on the job, while it hosts it.
     lease: Option<Lease>,
     store: IdMap<ObjectId, u64>,
+    /// The objects of `store` that are on its disk (spilled): a worker cannot map them.
+    spilled: IdSet<ObjectId>,
     frozen_until: Duration,
     partitioned_until: Duration,
     slow_until: Duration,
@@ -323,6 +325,12 @@ impl Host {
     /// Whether it is frozen or partitioned at `now` (it neither answers nor is reached).
     fn cut_off(&self, now: Duration) -> bool {
         self.frozen_until > now || self.partitioned_until > now
+    }
+
+    /// Its objects are gone (in memory and spilled).
+    fn drop_objects(&mut self) {
+        self.store.clear();
+        self.spilled.clear();
     }
 
     /// Takes a stalled pull of `id` from `from` off the list: false when it ended already.
@@ -448,7 +456,7 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
         queue: BinaryHeap::new(),
         seq: 0,
         links: IdMap::default(),
-        node: State::new(nodes, 1 << 40, Some(None)),
+        node: State::new(nodes, config.store_capacity, Some(None)),
         head: Some(ControlStore::new(config.node_timeout, 1)),
         saved_head: Vec::new(),
         head_epoch: 1,
@@ -470,6 +478,7 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
                     .fencing
                     .then(|| Lease::new(base, config.lease, lease::RENEW_EVERY)),
                 store: IdMap::default(),
+                spilled: IdSet::default(),
                 frozen_until: Duration::ZERO,
                 partitioned_until: Duration::ZERO,
                 slow_until: Duration::ZERO,
@@ -893,7 +902,7 @@ impl World<'_> {
             self.kill(worker, None);
         }
         let host = &mut self.hosts[node];
-        host.store.clear();
+        host.drop_objects();
         host.hosting = false;
         host.lease = None;
     }
@@ -962,7 +971,7 @@ impl World<'_> {
         host.connected = true;
         host.epoch += 1;
         host.hosting = true;
-        host.store.clear();
+        host.drop_objects();
         host.lease = lease;
         host.lease_term += 1;
         host.joined_life = life;
@@ -1629,7 +1638,31 @@ impl World<'_> {
             HostRequest::Free(ids) => {
                 for id in ids {
                     self.hosts[node].store.remove(&id);
+                    self.hosts[node].spilled.remove(&id);
                 }
+            }
+            HostRequest::Spill(objects) => {
+                let host = &mut self.hosts[node];
+                for (id, _) in objects {
+                    if host.store.contains_key(&id) && host.spilled.insert(id) {
+                        self.report.spilled += 1;
+                    }
+                }
+            }
+            HostRequest::Restore { id, len } => {
+                // Read back from the node's disk at the link's pace.
+                let life = self.hosts[node].life;
+                let at =
+                    self.now + Duration::from_secs_f64(len as f64 / self.config.bandwidth as f64);
+                let what = What::FetchEnd {
+                    node,
+                    life,
+                    id,
+                    len,
+                    from: Some(node),
+                    stalled: false,
+                };
+                self.at(at, what);
             }
             HostRequest::EndJob => {
                 let _ = self.say_of(node, "stops the job's processes: the job left it");
@@ -1683,6 +1716,13 @@ impl World<'_> {
             return;
         }
         let found = match from {
+            // A restore from the node's own disk.
+            Some(peer) if peer == node => {
+                let host = &mut self.hosts[node];
+                let restored = host.spilled.remove(&id) && host.store.contains_key(&id);
+                self.report.restored += u64::from(restored);
+                restored
+            }
             Some(peer) => {
                 let p = &self.hosts[peer];
                 let stale = self.hosts[node]
@@ -1694,7 +1734,7 @@ impl World<'_> {
             // The driver's own store: what it pulled for its readers.
             None => true,
         };
-        if let Some(peer) = from {
+        if let Some(peer) = from.filter(|&p| p != node) {
             // The connection stays open for later pulls (or is dropped when it failed).
             let life = self.hosts[peer].life;
             match found {
@@ -1853,8 +1893,9 @@ impl World<'_> {
             else {
                 return;
             };
-            let store = &self.hosts[node].store;
-            if let Some(&(index, object)) = shared.iter().find(|(_, id)| !store.contains_key(id)) {
+            let (store, spilled) = (&self.hosts[node].store, &self.hosts[node].spilled);
+            let mappable = |id: &ObjectId| store.contains_key(id) && !spilled.contains(id);
+            if let Some(&(index, object)) = shared.iter().find(|(_, id)| !mappable(id)) {
                 // As a real worker: the segment is not there to map.
                 let error = TaskError::ArgumentMissing {
                     task,
@@ -2000,7 +2041,7 @@ impl World<'_> {
                 host.alive = false;
                 host.hosting = false;
                 host.lease = None;
-                host.store.clear();
+                host.drop_objects();
                 host.peers.clear();
                 host.stalled.clear();
                 let epoch = host.epoch;

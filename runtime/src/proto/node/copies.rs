@@ -9,7 +9,7 @@ use std::time::Instant;
 use prism_graph::{ObjectId, Resources, TaskId};
 use prism_transport::{ObjectValue, ToWorker, Value, encode_frame};
 
-use super::{Action, DRIVER_OWNER, HostRequest, NODE_OWNER, State};
+use super::{Action, DRIVER_OWNER, HeldFrame, HostRequest, NODE_OWNER, State};
 use crate::proto::nodes::{NodeIdx, node_of};
 use crate::proto::owner::{Rebuilt, Slot};
 use crate::proto::scheduler::WorkerId;
@@ -87,8 +87,9 @@ impl State {
             prism_transport::ArchivedValue::Shared { id, len } => {
                 let id = id.to_native();
                 if self.cluster.is_some() {
-                    self.add_location(id, node_of(worker));
-                    return Ok(Slot::Remote(len.to_native()));
+                    let len = len.to_native();
+                    self.add_location(id, node_of(worker), len);
+                    return Ok(Slot::Remote(len));
                 }
                 mapped
                     .remove(&id)
@@ -105,39 +106,82 @@ impl State {
         }
     }
 
-    fn add_location(&mut self, id: ObjectId, node: NodeIdx) {
+    /// `node`'s store holds `id` (`len` bytes) in shared memory: made, fetched or restored
+    /// there. Copies leave a store over its capacity.
+    fn add_location(&mut self, id: ObjectId, node: NodeIdx, len: u64) {
         let at = self.locations.entry(id).or_default();
         if !at.contains(&node) {
             at.push(node);
         }
+        match self.stores.spilled(node, id) {
+            true => self.stores.set_spilled(node, id, false),
+            false => self.stores.add(node, id, len),
+        }
+        self.grew(node);
+    }
+
+    /// The objects `msg` names that are not in `node`'s shared memory.
+    fn missing_on(&self, node: NodeIdx, msg: &ToWorker) -> Vec<(ObjectId, u64)> {
+        let mut missing = shared_values(msg);
+        missing.retain(|(id, _)| {
+            !self.locations.get(id).is_some_and(|l| l.contains(&node))
+                || self.stores.spilled(node, *id)
+        });
+        missing
     }
 
     /// Holds `msg` for `worker` (true) when objects it names are not yet in the worker's
-    /// node's store, or when earlier frames are held; asks for the missing ones.
+    /// node's store, or when earlier frames are held; asks for the missing ones. A batch of
+    /// tasks is held task by task, so that each goes as soon as its own objects are there.
     pub(super) fn hold_for_objects(&mut self, worker: WorkerId, msg: &ToWorker) -> bool {
         let node = node_of(worker);
-        let mut missing = shared_values(msg);
-        missing.retain(|(id, _)| !self.locations.get(id).is_some_and(|l| l.contains(&node)));
+        let missing = self.missing_on(node, msg);
         if missing.is_empty() && !self.held.contains_key(&worker) {
             return false;
         }
-        let held = self.held.entry(worker).or_default();
-        held.waiting.extend(missing.iter().map(|(id, _)| *id));
-        if let Err(e) = encode_frame(msg, &mut held.frames) {
-            tracing::error!(worker, "cannot encode a message for the worker: {e}");
+        let parts: Vec<ToWorker> = match msg {
+            ToWorker::Execute(batch) if batch.len() > 1 => batch
+                .iter()
+                .map(|exec| ToWorker::Execute(vec![exec.clone()]))
+                .collect(),
+            _ => vec![msg.clone()],
+        };
+        for part in &parts {
+            let waiting = self.missing_on(node, part);
+            let tasks = match part {
+                ToWorker::Execute(batch) => batch.len(),
+                ToWorker::Nested { .. } => 1,
+                _ => 0,
+            };
+            let mut bytes = Vec::new();
+            if let Err(e) = encode_frame(part, &mut bytes) {
+                tracing::error!(worker, "cannot encode a message for the worker: {e}");
+            }
+            let frame = HeldFrame {
+                waiting: waiting.iter().map(|(id, _)| *id).collect(),
+                tasks,
+                bytes,
+            };
+            self.held.entry(worker).or_default().frames.push_back(frame);
         }
-        // After the frame is held: a fetch that settles at once (no holder) releases it.
+        // After the frames are held: a fetch that settles at once (no holder) releases them.
         for &(id, len) in &missing {
             self.fetch_to_node(node, id, len);
         }
-        if self.held.get(&worker).is_some_and(|h| h.waiting.is_empty()) {
-            self.release_held(worker);
-        }
+        self.release_held(worker);
         true
     }
 
-    /// A live node other than `but` whose store holds `id`.
-    fn live_copy(&self, id: ObjectId, but: Option<NodeIdx>) -> Option<NodeIdx> {
+    /// How many tasks `worker` has in held frames.
+    pub(super) fn held_tasks(&self, worker: WorkerId) -> usize {
+        self.held
+            .get(&worker)
+            .map_or(0, |h| h.frames.iter().map(|f| f.tasks).sum())
+    }
+
+    /// A live node other than `but` whose store holds `id` (in memory or spilled: it serves
+    /// pulls either way).
+    pub(super) fn live_copy(&self, id: ObjectId, but: Option<NodeIdx>) -> Option<NodeIdx> {
         self.locations.get(&id).and_then(|at| {
             at.iter()
                 .copied()
@@ -150,6 +194,7 @@ impl State {
         if let Some(at) = self.locations.get_mut(&id) {
             at.retain(|&n| n != node);
         }
+        self.stores.remove(node, id);
         // A live node may still hold what could not be read from it (a pull over a stale
         // connection): the job no longer counts that copy, so it goes, or it would stay after
         // the object is freed.
@@ -162,19 +207,29 @@ impl State {
     /// Asks `node` to fetch `id` from a host that has it, once. With no copy left the object
     /// is rebuilt (or fails) and the frames waiting for it go: their worker reports the missing
     /// object and the task waits for the rebuild.
-    fn fetch_to_node(&mut self, node: NodeIdx, id: ObjectId, len: u64) {
+    /// A node whose store is full waits for room first (see [`State::make_room_on_nodes`]).
+    pub(super) fn fetch_to_node(&mut self, node: NodeIdx, id: ObjectId, len: u64) {
         if self.cluster.is_none() || self.node_fetches.contains_key(&(id, node)) {
             return;
         }
+        if !self.admits(node, len) {
+            self.stores.wait(node, id, len);
+            return;
+        }
         let source = match self.live_copy(id, Some(node)) {
+            _ if self.stores.spilled(node, id) => Some(Some(node)),
             Some(n) => Some(Some(n)),
             None => self.owner.stored_here(id).then_some(None),
         };
         match source {
             Some(from) => {
-                let request = HostRequest::Fetch { id, len, from };
+                let request = match from == Some(node) {
+                    true => HostRequest::Restore { id, len },
+                    false => HostRequest::Fetch { id, len, from },
+                };
                 self.actions.push_back(Action::Host { node, request });
-                self.node_fetches.insert((id, node), from);
+                self.node_fetches.insert((id, node), (from, len));
+                self.stores.incoming(node, len, true);
             }
             None => {
                 self.object_lost(id, "no live node holds a copy (its node was lost)");
@@ -223,14 +278,19 @@ impl State {
 
     /// A node's fetch ended: frames waiting for it may go (on failure, the worker reports the
     /// missing object with its task).
-    fn fetch_settled(&mut self, node: NodeIdx, id: ObjectId) {
+    pub(super) fn fetch_settled(&mut self, node: NodeIdx, id: ObjectId) {
         let ready: Vec<WorkerId> = self
             .held
             .iter_mut()
             .filter(|(w, _)| node_of(**w) == node)
             .filter_map(|(w, held)| {
-                held.waiting.remove(&id);
-                held.waiting.is_empty().then_some(*w)
+                for frame in &mut held.frames {
+                    frame.waiting.remove(&id);
+                }
+                held.frames
+                    .front()
+                    .is_some_and(|f| f.waiting.is_empty())
+                    .then_some(*w)
             })
             .collect();
         for worker in ready {
@@ -238,9 +298,18 @@ impl State {
         }
     }
 
+    /// Sends `worker` its held frames that wait for nothing, up to the first that does.
     fn release_held(&mut self, worker: WorkerId) {
-        if let Some(held) = self.held.remove(&worker) {
-            self.outbox.entry(worker).or_default().extend(held.frames);
+        let Some(held) = self.held.get_mut(&worker) else {
+            return;
+        };
+        while held.frames.front().is_some_and(|f| f.waiting.is_empty()) {
+            if let Some(frame) = held.frames.pop_front() {
+                self.outbox.entry(worker).or_default().extend(frame.bytes);
+            }
+        }
+        if held.frames.is_empty() {
+            self.held.remove(&worker);
         }
     }
 
@@ -258,6 +327,7 @@ impl State {
             let mut copies: Vec<(NodeIdx, ObjectId)> = Vec::new();
             for id in freed {
                 for node in self.locations.remove(&id).unwrap_or_default() {
+                    self.stores.remove(node, id);
                     copies.push((node, id));
                 }
             }
@@ -314,6 +384,7 @@ impl State {
         for at in self.locations.values_mut() {
             at.retain(|&n| n != node);
         }
+        self.stores.clear(node);
         // Pulls from it on other nodes fail now, not after QUIC's idle timeout: one hung pull
         // holds every frame queued behind it for its worker.
         let peers: Vec<NodeIdx> = self.nodes.live().collect();
@@ -375,10 +446,12 @@ impl State {
 
     /// A node's fetch of `id` ended.
     pub(super) fn node_fetched(&mut self, node: NodeIdx, id: ObjectId, result: Result<(), String>) {
-        let source = self.node_fetches.remove(&(id, node)).flatten();
+        let (source, len) = self.node_fetches.remove(&(id, node)).unwrap_or_default();
+        self.stores.incoming(node, len, false);
         let refetching = match result {
             Ok(()) if self.owner.knows(id) => {
-                self.add_location(id, node);
+                let len = self.owner.stored_len(id).unwrap_or(0);
+                self.add_location(id, node, len);
                 false
             }
             Ok(()) => {

@@ -10,6 +10,7 @@
 mod actors;
 mod copies;
 mod groups;
+mod stores;
 #[cfg(test)]
 mod tests;
 
@@ -103,6 +104,12 @@ pub(crate) enum HostRequest {
     /// The node drained: stop the job's processes there (answer: done, or why not; see
     /// [`Event::NodeDraining`]).
     EndJob,
+    /// Move these objects (of these lengths) from the node's shared memory to its disk
+    /// (answer: done, or why not: then [`Event::NodeSpillFailed`]).
+    Spill(Vec<(ObjectId, u64)>),
+    /// Bring `id` (`len` bytes) back from the node's disk into its shared memory (answered as
+    /// a fetch: [`Event::NodeFetched`]).
+    Restore { id: ObjectId, len: u64 },
 }
 
 impl HostRequest {
@@ -121,6 +128,8 @@ impl HostRequest {
                 at: address(Some(*lost)),
             },
             HostRequest::EndJob => ToHost::EndJob,
+            HostRequest::Spill(objects) => ToHost::Spill(objects.clone()),
+            HostRequest::Restore { id, len } => ToHost::Restore { id: *id, len: *len },
         }
     }
 }
@@ -167,6 +176,12 @@ pub(crate) enum Event<'a> {
         node: NodeIdx,
         id: ObjectId,
         result: Result<(), String>,
+    },
+    /// A node could not spill objects (see [`HostRequest::Spill`]), for `reason`.
+    NodeSpillFailed {
+        node: NodeIdx,
+        ids: Vec<ObjectId>,
+        reason: String,
     },
     /// A pull into this process's store arrived.
     Localized { id: ObjectId, bytes: ObjectBytes },
@@ -224,12 +239,19 @@ struct WorkerLife {
     retiring: bool,
 }
 
-/// Frames for a worker on another node held back until objects they name are in that node's
-/// store (in order: everything after a held frame waits too).
+/// Frames for a worker on another node held back until the objects they name are in that
+/// node's store, in order: a frame goes once it and every frame before it may.
 #[derive(Debug, Default)]
 struct Held {
+    frames: VecDeque<HeldFrame>,
+}
+
+/// One held frame: the objects it waits for, how many tasks it hands over, its bytes.
+#[derive(Debug)]
+struct HeldFrame {
     waiting: IdSet<ObjectId>,
-    frames: Vec<u8>,
+    tasks: usize,
+    bytes: Vec<u8>,
 }
 
 /// The node's state (see the module's doc).
@@ -242,9 +264,13 @@ pub(crate) struct State {
     cluster: Option<Option<NodeIdx>>,
     /// Nodes whose stores hold a copy of an object (joined cluster).
     locations: IdMap<ObjectId, Vec<NodeIdx>>,
+    /// What those stores hold, against their capacity (joined cluster), and the nodes whose
+    /// stores went over it in this step.
+    stores: stores::NodeStores,
+    crowded: Vec<NodeIdx>,
     /// Fetches of objects into nodes' stores in progress, with the node they pull from (none:
     /// this process's store).
-    node_fetches: IdMap<(ObjectId, NodeIdx), Option<NodeIdx>>,
+    node_fetches: IdMap<(ObjectId, NodeIdx), (Option<NodeIdx>, u64)>,
     held: IdMap<WorkerId, Held>,
     workers: IdMap<WorkerId, WorkerLife>,
     outbox: IdMap<WorkerId, Vec<u8>>,
@@ -316,6 +342,8 @@ impl State {
             nodes,
             cluster,
             locations: IdMap::default(),
+            stores: stores::NodeStores::default(),
+            crowded: Vec::new(),
             node_fetches: IdMap::default(),
             held: IdMap::default(),
             workers: IdMap::default(),
@@ -438,6 +466,9 @@ impl State {
                 self.owner.unspilled(id, segment);
             }
             Event::NodeFetched { node, id, result } => self.node_fetched(node, id, result),
+            Event::NodeSpillFailed { node, ids, reason } => {
+                self.node_spill_failed(node, ids, &reason)
+            }
             Event::Localized { id, bytes } => self.owner.localized(id, bytes),
             Event::PullFailed { id, from, reason } => self.pull_failed(id, from, &reason),
             Event::NodeLost {
@@ -622,11 +653,18 @@ impl State {
         }
     }
 
-    /// The task's arguments as its worker gets them, restoring spilled ones first; `None`
-    /// when one is gone or being rebuilt.
+    /// The task's arguments as its worker gets them, restoring spilled ones first (unless a
+    /// live node of the cluster has a copy: its worker reads that one); `None` when one is
+    /// gone or being rebuilt.
     fn args_of(&mut self, task: TaskId) -> Option<Vec<prism_transport::Value>> {
         loop {
-            match self.owner.resolve_args(task) {
+            let (locations, nodes) = (&self.locations, &self.nodes);
+            let on_a_node = |id: ObjectId| {
+                locations
+                    .get(&id)
+                    .is_some_and(|at| at.iter().any(|&n| nodes.get(n).is_some_and(|e| e.alive)))
+            };
+            match self.owner.resolve_args(task, on_a_node) {
                 Ok(args) => return Some(args),
                 Err(Some(spilled)) => self.restore_if_spilled(spilled),
                 Err(None) => return None,
@@ -1157,6 +1195,7 @@ impl State {
             self.encode_to(worker, &ToWorker::Objects(objects));
         }
         self.settle_remote();
+        self.make_room_on_nodes();
         let connected = &self.workers;
         let sends = self
             .outbox

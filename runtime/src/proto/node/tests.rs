@@ -38,13 +38,18 @@ impl Harness {
     /// `nodes` nodes of `cpus` CPUs each; more than one makes a joined cluster (no node on the
     /// driver's host).
     fn new(nodes: usize, per_node: f64) -> Self {
+        Self::with_stores(nodes, per_node, 1 << 30)
+    }
+
+    /// Like [`Harness::new`], with object stores of `capacity` bytes.
+    fn with_stores(nodes: usize, per_node: f64, capacity: u64) -> Self {
         let mut table = Nodes::default();
         for i in 0..nodes {
             table.add(format!("n{i}"), cpus(per_node), 16, per_node as usize, 8);
         }
         let cluster = (nodes > 1).then_some(None);
         let mut h = Harness {
-            node: State::new(table, 1 << 30, cluster),
+            node: State::new(table, capacity, cluster),
             now: Instant::now(),
             sent: Vec::new(),
             started: Vec::new(),
@@ -761,4 +766,57 @@ fn a_task_that_dies_with_a_draining_node_runs_again_without_using_a_retry() {
         h.slot(ObjectId::new(task, 0)),
         Some(Slot::Ready(_))
     ));
+}
+
+#[test]
+fn a_full_node_spills_what_no_task_needs_and_restores_it_before_a_task_reads_it() {
+    let len: u64 = 2 << 20;
+    let mut h = Harness::with_stores(2, 1.0, 3 << 20);
+    // Four 2 MiB leaves, two on each node: each node is 1 MiB over its 3 MiB store.
+    let leaves = h.submit_many(4, 0);
+    for &leaf in &leaves {
+        let worker = h.where_sent(leaf).unwrap();
+        let id = ObjectId::new(leaf, 0);
+        h.returns(worker, leaf, Value::Shared { id, len });
+    }
+    let spills: Vec<(NodeIdx, Vec<(ObjectId, u64)>)> = h
+        .host
+        .iter()
+        .filter_map(|(n, r)| match r {
+            HostRequest::Spill(objects) => Some((*n, objects.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(spills.len(), 2, "one spill on each node: {spills:?}");
+    for (node, objects) in &spills {
+        assert_eq!(objects.len(), 1, "one object is enough");
+        let (id, spilled_len) = objects[0];
+        assert_eq!(spilled_len, len);
+        let first_there = sent_to(&h, &leaves, *node)[0];
+        assert_eq!(id.task, first_there, "the least recently used goes");
+    }
+    // A task reading a spilled object has it restored on its node first.
+    let (node, spilled) = (spills[0].0, spills[0].1[0].0);
+    let reader = h.spec(vec![Arg::Ref(spilled)], 0);
+    let reader_task = reader.task_id;
+    h.submit(reader);
+    let restore = h.host.iter().find(|(n, r)| {
+        matches!(r, HostRequest::Restore { id, .. } if *id == spilled) && *n == node
+    });
+    assert!(restore.is_some(), "restored where it is: {:?}", h.host);
+    assert!(h.where_sent(reader_task).is_none(), "held until it is back");
+    h.event(Event::NodeFetched {
+        node,
+        id: spilled,
+        result: Ok(()),
+    });
+    let at = h.where_sent(reader_task).expect("sent once restored");
+    assert_eq!(node_of(at), node);
+    // Back in memory the node is over again: the other leaf, needed by no task, goes.
+    let spilled_again = h
+        .host
+        .iter()
+        .filter(|(n, r)| *n == node && matches!(r, HostRequest::Spill(_)))
+        .count();
+    assert_eq!(spilled_again, 2);
 }

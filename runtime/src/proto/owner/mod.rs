@@ -537,8 +537,13 @@ impl Owner {
     /// The resolved arguments of a ready task, in order, for the worker: small values inline,
     /// large ones by their shared-memory segment.
     /// `Err(Some(id))`: argument `id` is spilled, and the shell must restore it first;
-    /// `Err(None)`: the task or an argument is gone.
-    pub(crate) fn resolve_args(&mut self, task: TaskId) -> Result<Vec<Value>, Option<ObjectId>> {
+    /// `Err(None)`: the task or an argument is gone. A spilled argument that `elsewhere` says
+    /// another store holds (a node of a cluster) is named by its segment there instead.
+    pub(crate) fn resolve_args(
+        &mut self,
+        task: TaskId,
+        elsewhere: impl Fn(ObjectId) -> bool,
+    ) -> Result<Vec<Value>, Option<ObjectId>> {
         let refs: Vec<ObjectId> = self
             .tasks
             .get(&task)
@@ -559,6 +564,9 @@ impl Owner {
                 Arg::Ref(id) => match self.objects.get(id).map(|e| &e.slot) {
                     Some(Slot::Ready(bytes)) => Ok(bytes.to_wire(*id)),
                     Some(Slot::Remote(len) | Slot::Restoring(len)) => {
+                        Ok(Value::Shared { id: *id, len: *len })
+                    }
+                    Some(Slot::Spilled(len)) if elsewhere(*id) => {
                         Ok(Value::Shared { id: *id, len: *len })
                     }
                     Some(Slot::Spilled(_)) => Err(Some(*id)),
@@ -786,6 +794,13 @@ impl Owner {
         self.tick += 1;
         entry.last_use = self.tick;
         Poll::Ready(Some(&entry.slot))
+    }
+
+    /// When `id` was last used (higher: later) and whether a task that waits or runs still
+    /// needs it: what a full store lets go first.
+    pub(crate) fn use_of(&self, id: ObjectId) -> Option<(u64, bool)> {
+        let entry = self.objects.get(&id)?;
+        Some((entry.last_use, self.graph.has_pending_consumers(id)))
     }
 
     /// Whether the owner still tracks `id`.
@@ -1020,7 +1035,13 @@ mod tests {
             vec![TaskId::new(0, 2)]
         );
         assert!(matches!(owner.peek(out(1)), Some(Slot::Ready(_))));
-        assert_eq!(owner.resolve_args(TaskId::new(0, 2)).unwrap().len(), 1);
+        assert_eq!(
+            owner
+                .resolve_args(TaskId::new(0, 2), |_| false)
+                .unwrap()
+                .len(),
+            1
+        );
         owner.started(TaskId::new(0, 2), 1);
         owner.complete(TaskId::new(0, 2), vec![inline()], vec![]);
         assert!(
