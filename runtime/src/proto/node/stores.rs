@@ -50,17 +50,11 @@ impl NodeStores {
     /// A copy of `id` (`len` bytes) is in `node`'s shared memory.
     pub(super) fn add(&mut self, node: NodeIdx, id: ObjectId, len: u64) {
         let store = self.at(node);
-        if store
-            .copies
-            .insert(
-                id,
-                Copy {
-                    len,
-                    spilled: false,
-                },
-            )
-            .is_none()
-        {
+        if let std::collections::hash_map::Entry::Vacant(entry) = store.copies.entry(id) {
+            entry.insert(Copy {
+                len,
+                spilled: false,
+            });
             store.bytes += len;
         }
     }
@@ -71,7 +65,7 @@ impl NodeStores {
         if let Some(copy) = store.copies.remove(&id)
             && !copy.spilled
         {
-            store.bytes -= copy.len;
+            store.bytes = store.bytes.saturating_sub(copy.len);
         }
     }
 
@@ -97,7 +91,7 @@ impl NodeStores {
         if copy.spilled != spilled {
             copy.spilled = spilled;
             match spilled {
-                true => store.bytes -= copy.len,
+                true => store.bytes = store.bytes.saturating_sub(copy.len),
                 false => store.bytes += copy.len,
             }
         }
