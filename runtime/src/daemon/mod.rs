@@ -151,11 +151,13 @@ struct Stopping {
     drain_asked: Arc<tokio::sync::Notify>,
 }
 
-/// A node's membership: its connection to the head, its number and name there.
+/// A node's membership: its connection to the head, its number and name there, and its
+/// resources (for the heartbeats it goes on sending while it drains).
 struct Membership {
     connection: quinn::Connection,
     id: u32,
     name: String,
+    resources: Vec<(String, f64)>,
 }
 
 /// A node that stops drains first: it starts no new job, has the head mark it draining (so
@@ -177,8 +179,22 @@ async fn drain(hosting: &Hosting, membership: &Membership) {
         Err(_) => tracing::warn!(node, "the head did not answer the node's drain in time"),
     }
     let grace = millis_env("PRISM_DRAIN_MS", control::DRAIN_GRACE.as_millis() as u64);
+    // The node beats on while it drains (its main loop ended with the stop), so that a grace
+    // longer than the node timeout does not make it count dead.
+    let mut beat = tokio::time::interval(heartbeat_interval());
     while !hosting.idle() && started.elapsed() < grace {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::select! {
+            _ = beat.tick() => {
+                let heartbeat = ToControl::Heartbeat {
+                    node,
+                    available: membership.resources.clone(),
+                    pulled: hosting.pulled(),
+                };
+                let connection = membership.connection.clone();
+                tokio::spawn(async move { ask(&connection, &heartbeat).await });
+            }
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
     }
     match hosting.idle() {
         true => tracing::info!(
@@ -638,6 +654,7 @@ async fn serve_head(
         connection: connection.clone(),
         id,
         name: name.clone(),
+        resources: resources.clone(),
     });
     if !*announced {
         if let Err(e) = announce(&format!(
