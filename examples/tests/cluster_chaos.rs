@@ -167,6 +167,15 @@ struct Cluster {
     addr: String,
     token: String,
     nodes: Vec<Host>,
+    /// The daemons killed so far (their stores are removed at the end).
+    killed: std::sync::Mutex<Vec<i32>>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let killed = std::mem::take(&mut *self.killed.lock().unwrap_or_else(|e| e.into_inner()));
+        cluster::remove_stores_of(&killed);
+    }
 }
 
 impl Cluster {
@@ -187,6 +196,9 @@ impl Cluster {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
             let _ = std::fs::remove_file(host.dir.join("daemons").join(daemon.to_string()));
+            if let Ok(mut killed) = self.killed.lock() {
+                killed.push(daemon);
+            }
         }
     }
 
@@ -293,6 +305,7 @@ fn main() {
             .iter()
             .map(|(name, _)| Host::new(&format!("chaos-{name}")))
             .collect(),
+        killed: Default::default(),
     });
     for k in 0..NODES.len() {
         cluster.start(k);

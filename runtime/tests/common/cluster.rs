@@ -185,21 +185,25 @@ impl Drop for Host {
             // SAFETY: a pid this test's daemons recorded; killing an already gone one is harmless.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        // A daemon the test SIGKILLed left its store behind (the next session would sweep it).
-        let stores = std::fs::read_dir("/dev/shm")
-            .into_iter()
-            .flatten()
-            .flatten();
-        for store in stores {
-            let name = store.file_name().to_string_lossy().into_owned();
+        remove_stores_of(&pids);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes the object stores (in shared memory) and spill directories (on disk) of the
+/// processes `pids`: a daemon a test SIGKILLed leaves its jobs' behind (the next session on the
+/// machine would sweep them).
+pub fn remove_stores_of(pids: &[i32]) {
+    for dir in [PathBuf::from("/dev/shm"), std::env::temp_dir()] {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
             if pids
                 .iter()
                 .any(|pid| name.starts_with(&format!("prism-{pid}-")))
             {
-                let _ = std::fs::remove_dir_all(store.path());
+                let _ = std::fs::remove_dir_all(entry.path());
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
