@@ -16,6 +16,15 @@ use crate::proto::nodes::{NodeIdx, node_of};
 use crate::proto::scheduler::WorkerId;
 use crate::store::{ObjectBytes, Segment};
 
+/// A node's answer to a request that is done or fails: the failure's reason.
+fn done(answer: Result<FromHost, String>) -> Result<(), String> {
+    match answer {
+        Ok(FromHost::Done) => Ok(()),
+        Ok(FromHost::Error(reason)) | Err(reason) => Err(reason),
+        Ok(other) => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
 /// How the core reaches the nodes of the cluster it joined.
 #[derive(Debug)]
 pub(super) struct Remote {
@@ -78,38 +87,27 @@ impl Remote {
                 })
             }
             HostRequest::Spill(objects) => self.request(node, wire, move |core, answer| {
-                let reason = match answer {
-                    Ok(FromHost::Done) => return,
-                    Ok(FromHost::Error(reason)) | Err(reason) => reason,
-                    Ok(other) => format!("unexpected answer {other:?}"),
-                };
-                let ids = objects.iter().map(|&(id, _)| id).collect();
-                core.event(Event::NodeSpillFailed { node, ids, reason });
+                if let Err(reason) = done(answer) {
+                    let ids = objects.iter().map(|&(id, _)| id).collect();
+                    core.event(Event::NodeSpillFailed { node, ids, reason });
+                }
             }),
             HostRequest::Fetch { id, .. } | HostRequest::Restore { id, .. } => {
                 self.request(node, wire, move |core, answer| {
-                    let result = match answer {
-                        Ok(FromHost::Done) => Ok(()),
-                        Ok(FromHost::Error(reason)) | Err(reason) => Err(reason),
-                        Ok(other) => Err(format!("unexpected answer {other:?}")),
-                    };
+                    let result = done(answer);
                     core.event(Event::NodeFetched { node, id, result });
                 })
             }
             HostRequest::EndJob => {
                 let joined = self.joined.clone();
-                self.request(node, wire, move |core, answer| match answer {
-                    Ok(FromHost::Done) => {
+                self.request(node, wire, move |core, answer| match done(answer) {
+                    Ok(()) => {
                         let why = "it drained and stopped the job's processes";
                         core.node_lost(node, why.to_string(), std::time::Instant::now());
                     }
-                    Ok(FromHost::Error(reason)) | Err(reason) => {
+                    Err(reason) => {
                         let why =
                             format!("it drained, but could not stop the job's processes: {reason}");
-                        core.node_lost(node, why, joined.lease_end(node));
-                    }
-                    Ok(other) => {
-                        let why = format!("it drained, and answered {other:?} to ending the job");
                         core.node_lost(node, why, joined.lease_end(node));
                     }
                 })

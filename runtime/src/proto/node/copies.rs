@@ -6,11 +6,11 @@
 
 use std::time::Instant;
 
-use prism_graph::{ObjectId, Resources, TaskId};
+use prism_graph::{IdMap, ObjectId, Resources, TaskId};
 use prism_transport::{ObjectValue, ToWorker, Value, encode_frame};
 
 use super::{Action, DRIVER_OWNER, HeldFrame, HostRequest, NODE_OWNER, State};
-use crate::proto::nodes::{NodeIdx, node_of};
+use crate::proto::nodes::{NodeIdx, Nodes, node_of};
 use crate::proto::owner::{Rebuilt, Slot};
 use crate::proto::scheduler::WorkerId;
 use crate::store::ObjectBytes;
@@ -36,6 +36,18 @@ fn shared_values(msg: &ToWorker) -> Vec<(ObjectId, u64)> {
         _ => {}
     }
     out
+}
+
+/// Whether a live node's store holds `id` (for closures that borrow these two fields beside
+/// the owner; [`State::live_copy`] says which node).
+pub(super) fn on_live_node(
+    locations: &IdMap<ObjectId, Vec<NodeIdx>>,
+    nodes: &Nodes,
+    id: ObjectId,
+) -> bool {
+    locations
+        .get(&id)
+        .is_some_and(|at| at.iter().any(|&n| nodes.get(n).is_some_and(|e| e.alive)))
 }
 
 impl State {
@@ -248,11 +260,7 @@ impl State {
     /// wait), or its readers get an error with `reason`.
     pub(super) fn object_lost(&mut self, id: ObjectId, reason: &str) {
         let (locations, nodes) = (&self.locations, &self.nodes);
-        let is_lost = |dep: ObjectId| {
-            !locations
-                .get(&dep)
-                .is_some_and(|at| at.iter().any(|&n| nodes.get(n).is_some_and(|e| e.alive)))
-        };
+        let is_lost = |dep: ObjectId| !on_live_node(locations, nodes, dep);
         let mut rebuilt = Rebuilt::default();
         self.owner.rebuild(id, &is_lost, reason, &mut rebuilt);
         for task in rebuilt.held_back {
@@ -428,13 +436,16 @@ impl State {
         if self.draining.is_empty() {
             return;
         }
-        let nodes = &self.nodes;
-        let (done, going_on): (Vec<NodeIdx>, Vec<NodeIdx>) = self
-            .draining
-            .iter()
-            .partition(|&&n| nodes.drained(n) || !nodes.get(n).is_some_and(|e| e.alive));
-        self.draining = going_on;
-        for node in done.into_iter().filter(|&n| self.nodes.drained(n)) {
+        // Lost nodes leave the list; drained ones leave it to be let go.
+        let (nodes, mut done) = (&self.nodes, Vec::new());
+        self.draining.retain(|&n| match nodes.drained(n) {
+            true => {
+                done.push(n);
+                false
+            }
+            false => nodes.get(n).is_some_and(|e| e.alive),
+        });
+        for node in done {
             tracing::info!(
                 node = self.nodes.name(node),
                 "a draining node runs no task: the job leaves it"

@@ -659,11 +659,7 @@ impl State {
     fn args_of(&mut self, task: TaskId) -> Option<Vec<prism_transport::Value>> {
         loop {
             let (locations, nodes) = (&self.locations, &self.nodes);
-            let on_a_node = |id: ObjectId| {
-                locations
-                    .get(&id)
-                    .is_some_and(|at| at.iter().any(|&n| nodes.get(n).is_some_and(|e| e.alive)))
-            };
+            let on_a_node = |id: ObjectId| copies::on_live_node(locations, nodes, id);
             match self.owner.resolve_args(task, on_a_node) {
                 Ok(args) => return Some(args),
                 Err(Some(spilled)) => self.restore_if_spilled(spilled),
