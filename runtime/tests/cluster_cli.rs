@@ -108,7 +108,11 @@ fn a_head_and_two_nodes_on_loopback() {
     assert_ne!(metrics_token.trim(), token.trim());
     let (code, _) = http_get(&format!("{dashboard}/metrics"), Some(metrics_token.trim()));
     assert_eq!(code, 200, "the metrics token scrapes");
-    for path in ["/api/nodes", "/"] {
+    let (code, body) = http_get(&format!("{dashboard}/api/jobs"), Some(&token));
+    assert_eq!(code, 200, "{body}");
+    let jobs: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert!(jobs.is_array(), "{body}");
+    for path in ["/api/nodes", "/api/jobs", "/"] {
         let (code, _) = http_get(&format!("{dashboard}{path}"), Some(metrics_token.trim()));
         assert_eq!(code, 401, "the metrics token opened {path}");
     }

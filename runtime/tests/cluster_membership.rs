@@ -8,8 +8,11 @@
 //! and `d` drained (`prism drain d` from the head's host): each leaves within 2 s, and every
 //! task ends with its value although none may be retried. Last a node's store (64 MiB, the
 //! driver's setting) gets three times its size in objects: it spills to its disk, stays near
-//! its capacity, and restores each object a task reads. Every daemon is stopped when the run
-//! ends.
+//! its capacity, and restores each object a task reads. Then the head's directory: a child job
+//! that ends, one whose driver is SIGKILLed (counted failed) and this one, each with a named
+//! actor and a placement group, are all listed by `prism list` as they are, and still after the
+//! head is killed and started again; this job's later changes reach the restarted head. Every
+//! daemon is stopped when the run ends.
 
 mod common;
 
@@ -28,7 +31,7 @@ fn has(resource: &str) -> bool {
 }
 
 /// How long until `check` holds (looked at every 10 ms), if within `limit`.
-fn time_until(limit: Duration, check: impl Fn() -> bool) -> Option<Duration> {
+fn time_until(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < limit {
         if check() {
@@ -128,12 +131,20 @@ fn deaths_are_known_within_three_seconds(cluster: &Cluster) -> Result<(), Failed
 
     // The head dies and comes back on its address; the driver subscribes to it again and a
     // later death is known as fast.
+    ensure(
+        eventually(15, || has("a") && has("b")),
+        "the driver counts b again once it thawed",
+    )?;
     let extra = ["--name", "head", "--num-cpus", "1"];
     cluster.head.restart_head(&cluster.addr, &extra)?;
     // Long enough for the driver to hear the old head's silence and subscribe again, and for
-    // the nodes to register with the new head.
-    std::thread::sleep(Duration::from_secs(5));
-    ensure(has("a"), "a is still counted after the head's restart")?;
+    // the nodes to reach the new head; meanwhile the driver keeps both nodes (the restarted
+    // head waits for their heartbeats rather than counting them dead).
+    let kept = time_until(Duration::from_secs(5), || !has("a") || !has("b"));
+    ensure(
+        kept.is_none(),
+        format!("the driver lost a node {kept:?} after the head's restart"),
+    )?;
     cluster.kill_a("after the head's restart")?;
     Ok(())
 }
@@ -360,8 +371,196 @@ fn where_am_i() -> String {
     prism::node_name().unwrap_or_default()
 }
 
+/// An actor that holds a number (a named one shows in the head's directory).
+#[prism::actor]
+struct Keeper {
+    kept: u64,
+}
+
+#[prism::actor]
+impl Keeper {
+    fn new(kept: u64) -> Self {
+        Keeper { kept }
+    }
+
+    fn kept(&self) -> u64 {
+        self.kept
+    }
+}
+
+/// Makes actor `name` and a placement group, calls the actor: what a child job does.
+fn keep(name: &str) -> Result<(prism::ActorHandle<Keeper>, prism::PlacementGroup), Failed> {
+    let keeper = Keeper::options().name(name).remote(7);
+    ensure(keeper.kept().get_blocking()? == 7, "the keeper answers")?;
+    let group = prism::placement_group(
+        vec![prism::Bundle::new().cpus(0.25)],
+        prism::PlacementStrategy::Pack,
+    )?;
+    ensure(
+        group.wait_blocking(Duration::from_secs(20))?,
+        "the group is placed",
+    )?;
+    Ok((keeper, group))
+}
+
+/// In a child this test started as a job of its own (`PRISM_TEST_DIRECTORY_JOB`): makes an
+/// actor and a group, then ends (`ends`) or says `ready` and waits to be killed (`hangs`).
+fn be_a_child_job() {
+    let Ok(how) = std::env::var("PRISM_TEST_DIRECTORY_JOB") else {
+        return;
+    };
+    prism::init().expect("the child job joins the cluster");
+    let kept = keep(&format!("{how}-keeper"));
+    if let Err(e) = &kept {
+        eprintln!("child job: {e:?}");
+        std::process::exit(1);
+    }
+    if how == "hangs" {
+        println!("ready");
+        std::thread::sleep(Duration::from_secs(600));
+    }
+    drop(kept);
+    prism::shutdown();
+    std::process::exit(0);
+}
+
+/// A child job of this test (see [`be_a_child_job`]).
+fn child_job(cluster: &Cluster, how: &str) -> std::process::Command {
+    let mut child = std::process::Command::new(std::env::current_exe().expect("the test's path"));
+    child
+        .env("PRISM_TEST_DIRECTORY_JOB", how)
+        .env("PRISM_ADDRESS", &cluster.addr)
+        .env("PRISM_TOKEN", &cluster.token)
+        .stdout(std::process::Stdio::piped());
+    child
+}
+
+/// The head's jobs (`prism list jobs --json`).
+fn jobs(cluster: &Cluster) -> Vec<serde_json::Value> {
+    let out = cluster.head.ok(&["list", "jobs", "--json"]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("prism list jobs --json: {e}: {out}"))
+}
+
+/// The job of driver `pid` in `jobs`.
+fn job_of(jobs: &[serde_json::Value], pid: u32) -> Option<&serde_json::Value> {
+    jobs.iter().find(|j| j["info"]["pid"] == pid)
+}
+
+/// Job `job`'s state, its actors' (name, state) and its groups' states, as JSON text.
+fn summary(job: &serde_json::Value) -> (String, Vec<(String, String)>, Vec<String>) {
+    let actors = job["actors"].as_array().into_iter().flatten();
+    let actors = actors.map(|a| (a["name"].to_string(), a["state"].to_string()));
+    let groups = job["groups"].as_array().into_iter().flatten();
+    let groups = groups.map(|g| g["state"].to_string());
+    (job["state"].to_string(), actors.collect(), groups.collect())
+}
+
+fn the_head_keeps_jobs_actors_and_groups_across_its_restart(
+    cluster: &Cluster,
+) -> Result<(), Failed> {
+    use std::io::BufRead;
+    // A job that ends, one whose driver is killed, and this one, each with a named actor and
+    // a placement group.
+    let ended = child_job(cluster, "ends").spawn()?;
+    let ended_pid = ended.id();
+    let out = ended.wait_with_output()?;
+    ensure(out.status.success(), "the child job that ends ran")?;
+    let mut hanging = child_job(cluster, "hangs").spawn()?;
+    let mut said = String::new();
+    let stdout = hanging.stdout.take().expect("piped");
+    std::io::BufReader::new(stdout).read_line(&mut said)?;
+    ensure(
+        said.trim() == "ready",
+        format!("the hanging job is ready: {said:?}"),
+    )?;
+    let (resident, _group) = keep("resident")?;
+    let killed = Instant::now();
+    hanging.kill()?;
+    hanging.wait()?;
+
+    let (hanging_pid, me) = (hanging.id(), std::process::id());
+    let dead_ended = "{\"Dead\":\"its job ended\"}";
+    let expected_ended = (
+        "\"Finished\"".to_string(),
+        vec![("\"ends-keeper\"".to_string(), dead_ended.to_string())],
+        vec!["\"Removed\"".to_string()],
+    );
+    let mut seen = Vec::new();
+    let failed_after = time_until(Duration::from_secs(15), || {
+        seen = jobs(cluster);
+        job_of(&seen, hanging_pid).is_some_and(|j| j["state"].get("Failed").is_some())
+    });
+    eprintln!("a killed driver's job counted failed {failed_after:?} after the kill");
+    ensure(
+        failed_after.is_some() && killed.elapsed() < Duration::from_secs(10),
+        format!("the killed driver's job failed within 10 s: {seen:?}"),
+    )?;
+    let mine = job_of(&seen, me).map(summary);
+    ensure(
+        mine.as_ref().is_some_and(|(state, actors, groups)| {
+            state == "\"Running\""
+                && actors == &[("\"resident\"".into(), "\"Alive\"".into())]
+                && groups == &["\"Created\""]
+        }),
+        format!("this job runs with its actor alive and its group made: {mine:?}"),
+    )?;
+    let ended_job = job_of(&seen, ended_pid).map(summary);
+    ensure(
+        ended_job.as_ref() == Some(&expected_ended),
+        format!("the child job finished, its actor and group ended: {ended_job:?}"),
+    )?;
+
+    // The head dies and comes back: it still knows every job, the ended ones too.
+    let extra = ["--name", "head", "--num-cpus", "1"];
+    cluster.head.restart_head(&cluster.addr, &extra)?;
+    let after = jobs(cluster);
+    let ended_job = job_of(&after, ended_pid).map(summary);
+    ensure(
+        ended_job.as_ref() == Some(&expected_ended),
+        format!("the restarted head knows the ended job: {ended_job:?}"),
+    )?;
+    let hung = job_of(&after, hanging_pid).map(summary);
+    ensure(
+        hung.as_ref().is_some_and(|(state, actors, _)| {
+            state.contains("Failed") && actors.iter().all(|(_, a)| a.contains("Dead"))
+        }),
+        format!("the restarted head knows the failed job: {hung:?}"),
+    )?;
+    ensure(
+        job_of(&after, me).is_some(),
+        "the restarted head knows this job",
+    )?;
+
+    // This job's changes reach the restarted head.
+    prism::kill(&resident)?;
+    let mut last = None;
+    let shown = eventually(10, || {
+        last = job_of(&jobs(cluster), me).map(summary);
+        last.as_ref()
+            .is_some_and(|(_, actors, _)| actors.iter().all(|(_, a)| a.contains("Dead")))
+    });
+    ensure(shown, format!("the killed actor shows dead: {last:?}"))?;
+    let table = cluster.head.ok(&["list", "actors"]);
+    ensure(
+        table
+            .lines()
+            .any(|l| l.contains("resident") && l.contains("DEAD")),
+        format!("prism list actors shows it:\n{table}"),
+    )?;
+    let table = cluster.head.ok(&["list", "jobs"]);
+    ensure(
+        table.lines().filter(|l| l.contains("FINISHED")).count() >= 1
+            && table
+                .lines()
+                .any(|l| l.contains("FAILED") && l.contains("not heard")),
+        format!("prism list jobs shows them:\n{table}"),
+    )?;
+    Ok(())
+}
+
 fn main() {
     common::cluster::serve_if_worker();
+    be_a_child_job();
     let head = Host::with_default_timing("membership-head");
     head.start_head(&["--num-cpus", "1", "--name", "head", "--port", "0"]);
     let (addr, token) = (head.file("address"), head.file("token"));
@@ -386,6 +585,7 @@ fn main() {
     // One at a time: both change the cluster the other uses.
     args.test_threads = Some(1);
     let (first, second, third) = (cluster.clone(), cluster.clone(), cluster.clone());
+    let fourth = cluster.clone();
     let trials = vec![
         Trial::test("deaths_are_known_within_three_seconds", move || {
             deaths_are_known_within_three_seconds(&first)
@@ -397,6 +597,10 @@ fn main() {
         Trial::test(
             "a_full_node_spills_to_disk_and_restores_what_tasks_read",
             move || a_full_node_spills_to_disk_and_restores_what_tasks_read(&third),
+        ),
+        Trial::test(
+            "the_head_keeps_jobs_actors_and_groups_across_its_restart",
+            move || the_head_keeps_jobs_actors_and_groups_across_its_restart(&fourth),
         ),
     ];
     let conclusion = libtest_mimic::run(&args, trials);

@@ -26,6 +26,7 @@
     rust_2018_idioms
 )]
 
+mod directory;
 mod frame;
 mod io;
 mod message;
@@ -33,6 +34,9 @@ pub mod quic;
 pub mod tls;
 pub mod transfer;
 
+pub use directory::{
+    ActorState, ActorStatus, GroupState, GroupStatus, JobInfo, JobState, JobStatus, JobUpdate,
+};
 pub use frame::{
     DEFAULT_MAX_FRAME, Frame, FrameDecoder, FrameError, HEADER_LEN, Message, encode_frame,
 };

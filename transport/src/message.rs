@@ -9,7 +9,7 @@ use crate::frame::Message;
 /// rkyv archives with 64-bit relative pointers (objects past 4 GiB), and the store's capacity
 /// in [`ToHost::StartJob`]; 6: missing arguments; 7: a node's lease on a job
 /// ([`HostEvent::Renew`]).
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -541,6 +541,10 @@ pub enum ToControl {
         /// The version of the table the subscriber's copy is at.
         after: u64,
     },
+    /// What changed in a job's directory (its driver's own connection only).
+    Job(crate::JobUpdate),
+    /// Every job the control store knows, running and ended.
+    Jobs,
 }
 
 /// Tasks of one shape that wait for resources.
@@ -571,6 +575,8 @@ pub enum FromControl {
     Demands(Vec<PendingDemand>),
     /// What changed in the node table (the answer to a [`ToControl::Watch`]).
     Members(MemberUpdate),
+    /// Every job the control store knows (the answer to [`ToControl::Jobs`]).
+    Jobs(Vec<crate::JobStatus>),
     /// The request failed, and why.
     Error(String),
 }

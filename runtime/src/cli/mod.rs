@@ -15,6 +15,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
+
+mod list;
 use prism_transport::quic;
 use prism_transport::{FromControl, NodeStatus, PendingDemand, ToControl};
 
@@ -44,6 +46,9 @@ enum Command {
     Stop,
     /// Have a node of the cluster drain and stop, as `prism stop` on its host would.
     Drain(DrainArgs),
+    /// List the cluster's jobs, actors or placement groups (running and ended), as the head
+    /// keeps them.
+    List(list::ListArgs),
     /// Run a daemon in the foreground (what `start` runs in the background).
     #[command(hide = true)]
     Daemon(StartArgs),
@@ -167,6 +172,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => runtime().and_then(|rt| rt.block_on(status(&args))),
         Command::Stop => stop(),
         Command::Drain(args) => runtime().and_then(|rt| rt.block_on(drain(&args))),
+        Command::List(args) => runtime().and_then(|rt| rt.block_on(list::list(&args))),
         Command::Daemon(args) => {
             init_logging();
             runtime().and_then(|rt| rt.block_on(daemon(args.into())))

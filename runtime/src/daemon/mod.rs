@@ -15,7 +15,7 @@ use prism_transport::tls::{ClusterAuthority, Identity, JoinToken};
 use prism_transport::{FromControl, HostHello, Purpose, ToControl};
 
 use crate::node::host::Hosting;
-use crate::proto::control::{self, ControlStore, SavedNode};
+use crate::proto::control::{self, ControlStore, Saved};
 use crate::session::{
     announce, forget_daemon, given_token, head_and_token, now_nanos, open_session, session_dir,
     write_private,
@@ -215,9 +215,7 @@ type StopSlot = Arc<parking_lot::Mutex<Stopping>>;
 
 /// The cluster this session directory already holds (a restarted head), if any: its CA,
 /// token and saved node table.
-fn recover_cluster(
-    dir: &Path,
-) -> Result<Option<(ClusterAuthority, JoinToken, Vec<SavedNode>)>, String> {
+fn recover_cluster(dir: &Path) -> Result<Option<(ClusterAuthority, JoinToken, Saved)>, String> {
     let read = |file: &str| std::fs::read_to_string(dir.join(file));
     let (Ok(cluster), Ok(cert), Ok(key), Ok(token)) = (
         read("cluster"),
@@ -232,12 +230,12 @@ fn recover_cluster(
     let token: JoinToken = token
         .parse()
         .map_err(|e: prism_transport::tls::TlsError| e.to_string())?;
-    let nodes = match read(NODES_FILE) {
+    let saved = match read(CONTROL_FILE) {
         Ok(text) => serde_json::from_str(&text)
-            .map_err(|e| format!("cannot read {}: {e}", dir.join(NODES_FILE).display()))?,
-        Err(_) => Vec::new(),
+            .map_err(|e| format!("cannot read {}: {e}", dir.join(CONTROL_FILE).display()))?,
+        Err(_) => Saved::default(),
     };
-    Ok(Some((ca, token, nodes)))
+    Ok(Some((ca, token, saved)))
 }
 
 /// The head's read-only token for `/metrics` (`metrics-token` in the session directory, made
@@ -261,11 +259,11 @@ fn metrics_token(dir: &Path) -> Result<String, String> {
     Ok(token)
 }
 
-/// The saved node table in the session directory.
-const NODES_FILE: &str = "nodes.json";
+/// The saved node table and directory of jobs in the session directory.
+const CONTROL_FILE: &str = "control.json";
 
 /// The head's control store, its saved copy and its subscribers: whatever changes the store
-/// goes through [`Control::with`], which saves the node table and wakes the subscribers of
+/// goes through [`Control::with`], which saves the node table and jobs and wakes the subscribers of
 /// a new membership version.
 struct Control {
     store: Arc<parking_lot::Mutex<ControlStore>>,
@@ -290,7 +288,7 @@ impl Control {
         let (result, version) = {
             let mut store = self.store.lock();
             let result = f(&mut store);
-            save_nodes(&self.dir, &mut store);
+            save(&self.dir, &mut store);
             (result, store.version())
         };
         self.version
@@ -299,14 +297,14 @@ impl Control {
     }
 }
 
-fn save_nodes(dir: &Path, control: &mut ControlStore) {
+fn save(dir: &Path, control: &mut ControlStore) {
     if !control.changed() {
         return;
     }
-    let path = dir.join(NODES_FILE);
+    let path = dir.join(CONTROL_FILE);
     let text = serde_json::to_string_pretty(&control.snapshot()).unwrap_or_default();
     if let Err(e) = write_private(&path, &text) {
-        tracing::error!("cannot save the node table: {e}");
+        tracing::error!("cannot save the node table and jobs: {e}");
     }
 }
 
@@ -314,16 +312,23 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
     let timeout = node_timeout();
     let epoch = boot_id();
     let (ca, token, control) = match recover_cluster(dir)? {
-        Some((ca, token, nodes)) => {
+        Some((ca, token, saved)) => {
             tracing::info!(
-                nodes = nodes.len(),
+                nodes = saved.nodes.len(),
+                jobs = saved.jobs.len(),
                 "recovering the cluster from {}",
                 dir.display()
             );
             (
                 ca,
                 token,
-                ControlStore::recover(timeout, epoch, nodes, Instant::now()),
+                ControlStore::recover(
+                    timeout,
+                    epoch,
+                    saved,
+                    Instant::now(),
+                    control::reconnect_grace(heartbeat_interval()),
+                ),
             )
         }
         None => {
@@ -485,6 +490,10 @@ async fn serve_member(connection: quinn::Connection, hello: HostHello, control: 
                 tokio::spawn(serve_watch(send, control.clone(), epoch, after));
                 continue;
             }
+            ToControl::Job(update) if update.job != hello.name => FromControl::Error(format!(
+                "{} cannot update job {}: only its driver may",
+                hello.name, update.job
+            )),
             request => control.with(|store| store.handle(request, Instant::now())),
         };
         if quic::send_frame(&mut send, &reply).await.is_err() {
@@ -673,7 +682,7 @@ async fn serve_head(
             pulled: hosting.pulled(),
         };
         // A head that died silently is noticed here, long before QUIC's idle timeout.
-        let wait = (heartbeat_interval() * 5).max(Duration::from_secs(1));
+        let wait = control::beat_answer_wait(heartbeat_interval());
         match tokio::time::timeout(wait, ask(connection, &beat)).await {
             Ok(Ok(FromControl::Ack)) => {}
             Ok(Ok(FromControl::Drain)) => {

@@ -2,6 +2,7 @@
 //!
 //! - `GET /` a page with the node table;
 //! - `GET /api/nodes` the node table as JSON;
+//! - `GET /api/jobs` every job the head knows, with its actors and placement groups, as JSON;
 //! - `GET /metrics` Prometheus text: nodes alive and dead, resources total and available.
 //!
 //! Every route requires the cluster's join token as `Authorization: Bearer <token>`; a request
@@ -47,6 +48,7 @@ pub(crate) async fn serve(
     let app = Router::new()
         .route("/", get(page))
         .route("/api/nodes", get(nodes_json))
+        .route("/api/jobs", get(jobs_json))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(shared.clone(), authorize))
         .with_state(shared);
@@ -111,6 +113,12 @@ async fn nodes_json(State(shared): State<Shared>) -> impl IntoResponse {
         })
         .collect();
     axum::Json(nodes)
+}
+
+/// Every job the head knows, with its actors and placement groups (as `prism list jobs
+/// --json` prints them).
+async fn jobs_json(State(shared): State<Shared>) -> impl IntoResponse {
+    axum::Json(shared.control.lock().jobs())
 }
 
 async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {

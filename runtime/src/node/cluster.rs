@@ -17,13 +17,15 @@ use std::time::{Duration, Instant};
 use prism_graph::Resources;
 use prism_transport::quic::{self, Accepted};
 use prism_transport::transfer;
+use prism_transport::{ActorStatus, GroupStatus, JobInfo, JobUpdate};
 use prism_transport::{ArchivedHostEvent, FromHost, HostEvent, HostHello, Purpose, ToControl};
 use prism_transport::{FromControl, NodeStatus, NodeUse, PendingDemand, ToHost};
 
 use super::Core;
 use super::object_manager::{Peers, StoreSource, map_file};
 use crate::config::Config;
-use crate::proto::control::{self, Members};
+use crate::proto::control::{self, HEAD_ANSWER, Members};
+use crate::proto::directory::Publisher;
 use crate::proto::lease;
 use crate::proto::nodes::node_of;
 use crate::{Error, Result};
@@ -33,10 +35,6 @@ const MAX_ANSWER: usize = 16 << 20;
 
 /// How long after a node refused to host the job it is asked again.
 const ASK_AGAIN: Duration = Duration::from_secs(10);
-
-/// How long the head may take to answer a request before the driver counts its connection
-/// dead and connects again.
-const HEAD_ANSWER: Duration = Duration::from_secs(2);
 
 /// The pause before subscribing again once a subscription ended.
 const RESUBSCRIBE: Duration = Duration::from_millis(200);
@@ -116,6 +114,8 @@ pub(crate) struct Joined {
     head: SocketAddr,
     /// Whether the last report said something was waiting or in use.
     reported: std::sync::atomic::AtomicBool,
+    /// What the head was told of the job's actors and placement groups.
+    directory: Arc<parking_lot::Mutex<Publisher>>,
     /// What a node that joins needs to host the job.
     hosting: Hosting,
     /// Nodes being asked to host the job now, and daemons that could not (asked again after
@@ -249,7 +249,14 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
     }
     tracing::info!(job, nodes = nodes.len(), %head, "joined the cluster");
     let home = nodes.iter().position(|n| n.addr.ip() == ip);
+    let info = JobInfo {
+        driver: ip.to_string(),
+        pid: std::process::id(),
+        entry: command_line(),
+        started_ms: unix_ms(),
+    };
     Ok(Joined {
+        directory: Arc::new(parking_lot::Mutex::new(Publisher::new(job.clone(), info))),
         job,
         objects_at,
         nodes: parking_lot::RwLock::new(nodes),
@@ -262,6 +269,17 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
         adding: parking_lot::Mutex::new(HashSet::new()),
         refused: parking_lot::Mutex::new(refused),
     })
+}
+
+/// The driver's command line as `prism list jobs` shows it (its first 256 characters).
+fn command_line() -> String {
+    let line = std::env::args().collect::<Vec<_>>().join(" ");
+    line.chars().take(256).collect()
+}
+
+/// The wall clock in milliseconds since the Unix epoch.
+fn unix_ms() -> u64 {
+    (crate::session::now_nanos() / 1_000_000) as u64
 }
 
 /// Has the node `status` describes host the job: connects with the job's hello, asks it to
@@ -392,6 +410,56 @@ impl Joined {
                 tracing::debug!("cannot report the job's demand and use: {e}");
             }
         });
+    }
+
+    /// Tells the head what changed in the job's actors and placement groups (each tick: it is
+    /// also the job's sign of life), unless the last update is still unanswered.
+    pub(crate) fn publish(self: &Arc<Self>, actors: Vec<ActorStatus>, groups: Vec<GroupStatus>) {
+        let update = self
+            .directory
+            .lock()
+            .update(actors, groups, unix_ms(), false);
+        if let Some(update) = update {
+            let joined = self.clone();
+            tokio::spawn(async move { joined.send_update(update).await });
+        }
+    }
+
+    /// The job's last word to the head: it ended. Waits for the answer at most
+    /// [`HEAD_ANSWER`] (the head learns it anyway once the driver goes silent).
+    pub(crate) fn end(
+        self: &Arc<Self>,
+        handle: &tokio::runtime::Handle,
+        actors: Vec<ActorStatus>,
+        groups: Vec<GroupStatus>,
+    ) {
+        let update = self
+            .directory
+            .lock()
+            .update(actors, groups, unix_ms(), true);
+        let Some(update) = update else { return };
+        let (joined, (done, wait)) = (self.clone(), std::sync::mpsc::channel());
+        handle.spawn(async move {
+            joined.send_update(update).await;
+            let _ = done.send(());
+        });
+        let _ = wait.recv_timeout(HEAD_ANSWER);
+    }
+
+    async fn send_update(&self, update: JobUpdate) {
+        let seq = update.seq;
+        let taken = match self.ask_head(&ToControl::Job(update)).await {
+            Ok(FromControl::Ack) => true,
+            Ok(other) => {
+                tracing::debug!("the head did not take the job's update: {other:?}");
+                false
+            }
+            Err(e) => {
+                tracing::debug!("cannot update the job's directory at the head: {e}");
+                false
+            }
+        };
+        self.directory.lock().answered(seq, taken);
     }
 
     /// Leaves the cluster: closing the connections makes every node stop the job's workers.

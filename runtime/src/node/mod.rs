@@ -517,6 +517,11 @@ impl Core {
             }
         });
         if let Some(joined) = &self.cluster {
+            let (actors, groups) = {
+                let node = &self.state.lock().node;
+                (node.actor_directory(), node.group_directory())
+            };
+            joined.end(&self.handle, actors, groups);
             // The nodes stop the job's workers when its connections close.
             joined.leave();
         }
@@ -543,6 +548,7 @@ impl Core {
         if let Some(joined) = &self.cluster {
             let _guard = self.handle.enter();
             joined.report(shell.node.nodes.pending(), shell.node.nodes.used());
+            joined.publish(shell.node.actor_directory(), shell.node.group_directory());
         }
     }
 

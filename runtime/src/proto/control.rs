@@ -1,7 +1,8 @@
-//! The control store: the cluster's node table with heartbeats. Sans-IO: the head's daemon feeds
-//! it requests and the time, sends back what it answers, and saves [`ControlStore::snapshot`]
-//! to the session directory whenever [`ControlStore::changed`] says so, so that a restarted head
-//! knows its nodes again ([`ControlStore::recover`]).
+//! The control store: the cluster's node table with heartbeats, and the directory of its jobs
+//! (their actors and placement groups, see [`crate::proto::directory`]). Sans-IO: the head's
+//! daemon feeds it requests and the time, sends back what it answers, and saves
+//! [`ControlStore::snapshot`] to the session directory whenever [`ControlStore::changed`] says
+//! so, so that a restarted head knows its nodes and jobs again ([`ControlStore::recover`]).
 //!
 //! Membership changes (a node joins, leaves, stops being heard from, is heard from again, is
 //! restarted) are numbered: each is a new version of the table, and a subscriber that says which
@@ -11,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::proto::directory::{Directory, JOB_TIMEOUT, SavedJob};
 use prism_transport::{
     FromControl, MemberUpdate, NodeStatus, NodeUse, PendingDemand, PullStats, ToControl,
 };
@@ -33,6 +35,16 @@ pub(crate) struct SavedNode {
     /// Its daemon's start identity.
     #[serde(default)]
     pub(crate) boot: u64,
+}
+
+/// What a restarted head recovers: the node table and the directory of jobs.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Saved {
+    /// Every node.
+    pub(crate) nodes: Vec<SavedNode>,
+    /// Every job the head kept.
+    #[serde(default)]
+    pub(crate) jobs: Vec<SavedJob>,
 }
 
 /// One registered node.
@@ -69,6 +81,8 @@ pub(crate) struct ControlStore {
     changed: bool,
     /// Each job's waiting demand and use, as of its last report (forgotten after the timeout).
     jobs: BTreeMap<String, JobReport>,
+    /// Every job, its actors and placement groups.
+    directory: Directory,
     /// This head's incarnation: versions are numbered anew by each.
     epoch: u64,
     /// The membership version: how many changes this incarnation has seen.
@@ -87,23 +101,27 @@ impl ControlStore {
             timeout,
             changed: false,
             jobs: BTreeMap::new(),
+            directory: Directory::new(JOB_TIMEOUT),
             epoch,
             version: 0,
             log: VecDeque::new(),
         }
     }
 
-    /// A store that knows the `saved` nodes, each given one timeout from `now` to be heard
-    /// from again (their heartbeats go on to the restarted head), so that drivers reading the
-    /// table meanwhile do not count every node lost.
+    /// A store that knows the `saved` nodes and jobs. Each node is given `grace` beyond the
+    /// timeout from `now` to be heard from again (the time a node takes to notice that the
+    /// head it beat to is gone and to connect to this one, see [`reconnect_grace`]), so that
+    /// drivers reading the table meanwhile do not count every node lost.
     pub(crate) fn recover(
         timeout: Duration,
         epoch: u64,
-        saved: Vec<SavedNode>,
+        saved: Saved,
         now: Instant,
+        grace: Duration,
     ) -> Self {
         let mut store = Self::new(timeout, epoch);
-        for node in saved {
+        store.directory = Directory::recover(JOB_TIMEOUT, saved.jobs, now);
+        for node in saved.nodes {
             store.next = store.next.max(node.id + 1);
             store.nodes.insert(
                 node.id,
@@ -112,7 +130,8 @@ impl ControlStore {
                     addr: node.addr,
                     available: node.total.clone(),
                     total: node.total,
-                    last_seen: now,
+                    // Counted as heard from until `grace` from now.
+                    last_seen: now + grace,
                     pulled: PullStats::default(),
                     boot: node.boot,
                     told_alive: true,
@@ -123,23 +142,31 @@ impl ControlStore {
         store
     }
 
-    /// What to save: every node's identity and resources.
-    pub(crate) fn snapshot(&self) -> Vec<SavedNode> {
-        self.nodes
-            .iter()
-            .map(|(id, n)| SavedNode {
-                id: *id,
-                name: n.name.clone(),
-                addr: n.addr.clone(),
-                total: n.total.clone(),
-                boot: n.boot,
-            })
-            .collect()
+    /// What to save: every node's identity and resources, and the directory of jobs.
+    pub(crate) fn snapshot(&self) -> Saved {
+        let nodes = self.nodes.iter().map(|(id, n)| SavedNode {
+            id: *id,
+            name: n.name.clone(),
+            addr: n.addr.clone(),
+            total: n.total.clone(),
+            boot: n.boot,
+        });
+        Saved {
+            nodes: nodes.collect(),
+            jobs: self.directory.snapshot(),
+        }
     }
 
-    /// Whether the node table changed since the last call (then save a snapshot).
+    /// Whether the node table or the directory changed since the last call (then save a
+    /// snapshot).
     pub(crate) fn changed(&mut self) -> bool {
-        std::mem::take(&mut self.changed)
+        let jobs = self.directory.changed();
+        std::mem::take(&mut self.changed) || jobs
+    }
+
+    /// Every job the store knows, as it is (without counting silent ones failed first).
+    pub(crate) fn jobs(&self) -> Vec<prism_transport::JobStatus> {
+        self.directory.jobs()
     }
 
     /// Handles one request at time `now`.
@@ -240,6 +267,11 @@ impl ControlStore {
             ToControl::Watch { epoch, after } => {
                 FromControl::Members(self.updates(epoch, after, now))
             }
+            ToControl::Job(update) => self.directory.apply(update, now),
+            ToControl::Jobs => {
+                self.directory.tick(now);
+                FromControl::Jobs(self.directory.jobs())
+            }
             ToControl::Demands => {
                 self.forget_silent_jobs(now);
                 FromControl::Demands(
@@ -271,8 +303,10 @@ impl ControlStore {
         }
     }
 
-    /// Counts the nodes not heard from within the timeout dead, each a membership change.
+    /// Counts the nodes not heard from within the timeout dead, each a membership change, and
+    /// the jobs whose drivers went silent failed.
     pub(crate) fn tick(&mut self, now: Instant) {
+        self.directory.tick(now);
         let timeout = self.timeout;
         let silent: Vec<u32> = self
             .nodes
@@ -396,12 +430,28 @@ pub(crate) const HEARTBEAT: Duration = Duration::from_millis(500);
 /// is known within 3 s on a local network.
 pub(crate) const NODE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a node waits for the answer to a heartbeat before it counts the head's
+/// connection dead and connects again, at heartbeat interval `heartbeat`.
+pub(crate) fn beat_answer_wait(heartbeat: Duration) -> Duration {
+    (heartbeat * 5).max(Duration::from_secs(1))
+}
+
+/// How long a node beating every `heartbeat` may take to reach a restarted head: the wait for
+/// the dead head's answer, then one heartbeat's pause before it connects again.
+pub(crate) fn reconnect_grace(heartbeat: Duration) -> Duration {
+    beat_answer_wait(heartbeat) + heartbeat
+}
+
 /// How often the head looks for nodes that went silent ([`ControlStore::tick`]).
 pub(crate) const SILENCE_CHECK: Duration = Duration::from_millis(100);
 
 /// How long a node that stops (`prism stop`, `prism drain`) waits for its jobs to let it go
 /// (their tasks there finished or handed back) before it ends them.
 pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a driver waits for the head to answer a request before it counts the head's
+/// connection dead (the next request connects again).
+pub(crate) const HEAD_ANSWER: Duration = Duration::from_secs(2);
 
 /// How often the head speaks on a subscription when nothing changes.
 pub(crate) const KEEPALIVE: Duration = Duration::from_secs(1);
@@ -670,7 +720,8 @@ mod tests {
         );
         // A restarted head (another epoch) sends the whole table.
         let saved = store.snapshot();
-        let mut restarted = ControlStore::recover(Duration::from_secs(2), 8, saved, at(3_000));
+        let mut restarted =
+            ControlStore::recover(Duration::from_secs(2), 8, saved, at(3_000), Duration::ZERO);
         assert_eq!(catch_up(&mut restarted, &mut copy, at(3_000)), (true, 1));
         assert_eq!(membership(copy.table()), vec![(2, "b".into(), 9, true)]);
         // A subscriber further behind than the changes remembered gets the whole table too.
@@ -728,14 +779,18 @@ mod tests {
         register(&mut store, "b", t0);
         let saved = store.snapshot();
         let json = serde_json::to_string(&saved).unwrap();
-        let back: Vec<SavedNode> = serde_json::from_str(&json).unwrap();
+        let back: Saved = serde_json::from_str(&json).unwrap();
         assert_eq!(back, saved);
 
         let later = t0 + Duration::from_secs(60);
-        let mut recovered = ControlStore::recover(Duration::from_secs(3), 2, back, later);
+        let grace = Duration::from_secs(1);
+        let mut recovered = ControlStore::recover(Duration::from_secs(3), 2, back, later, grace);
         assert!(
-            recovered.status(later).iter().all(|n| n.alive),
-            "within the grace"
+            recovered
+                .status(later + Duration::from_millis(3_900))
+                .iter()
+                .all(|n| n.alive),
+            "within the timeout and the grace"
         );
         let beat = ToControl::Heartbeat {
             node: 2,
@@ -748,11 +803,11 @@ mod tests {
             register(&mut recovered, "new", then),
             FromControl::Registered(3)
         );
-        let status = recovered.status(later + Duration::from_secs(4));
+        let status = recovered.status(later + Duration::from_millis(4_100));
         assert_eq!(
             status.iter().map(|n| n.alive).collect::<Vec<_>>(),
             vec![false, true, true],
-            "a, never heard from again, is dead after the timeout"
+            "a, never heard from again, is dead after the timeout and the grace"
         );
     }
 }

@@ -10,6 +10,7 @@
 //! owner holds (never to do IO with it).
 
 pub(crate) mod control;
+pub(crate) mod directory;
 pub(crate) mod lease;
 pub(crate) mod node;
 pub(crate) mod nodes;

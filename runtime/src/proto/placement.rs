@@ -27,6 +27,18 @@ pub enum PlacementStrategy {
     StrictSpread,
 }
 
+impl std::fmt::Display for PlacementStrategy {
+    /// The strategy's name as Ray spells it (`STRICT_PACK`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PlacementStrategy::Pack => "PACK",
+            PlacementStrategy::StrictPack => "STRICT_PACK",
+            PlacementStrategy::Spread => "SPREAD",
+            PlacementStrategy::StrictSpread => "STRICT_SPREAD",
+        })
+    }
+}
+
 /// The units of the marker resource each reserved bundle carries; a task in the group demands
 /// [`MARKER_DEMAND`] of it, so even a task that asks for nothing lands on the bundle's node.
 const MARKER_TOTAL: f64 = 1000.0;

@@ -11,12 +11,15 @@ use prism_graph::{
     ActorId, Arg, IdMap, IdSet, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec,
 };
 use prism_transport::{
-    ArchivedToWorker, ArchivedValue, DEFAULT_MAX_FRAME, FrameDecoder, FromControl, Outcome,
-    PullStats, ToControl, ToNode, Value, encode_frame,
+    ActorStatus, ArchivedToWorker, ArchivedValue, DEFAULT_MAX_FRAME, FrameDecoder, FromControl,
+    GroupStatus, Outcome, PullStats, ToControl, ToNode, Value, encode_frame,
 };
 
 use super::{Config, Report, Workload};
-use crate::proto::control::{self, ControlStore, HEAD_SILENCE, Members, SILENCE_CHECK};
+use crate::proto::control::{
+    self, ControlStore, HEAD_ANSWER, HEAD_SILENCE, Members, SILENCE_CHECK,
+};
+use crate::proto::directory::Publisher;
 use crate::proto::lease::{self, Lease};
 use crate::proto::node::{
     Action, ActorSetup, DRIVER_OWNER, Event, HostRequest, State, soft_limit_of,
@@ -172,6 +175,12 @@ enum AtDriver {
     /// The draining node stopped the job's processes, as the driver asked.
     JobEnded {
         node: NodeIdx,
+    },
+    /// The head's answer to the job's directory update `seq` (or, not taken, the driver's
+    /// timeout for it).
+    JobAnswer {
+        seq: u64,
+        taken: bool,
     },
 }
 
@@ -400,7 +409,7 @@ struct World<'a> {
     links: IdMap<(Place, Place), Duration>,
     node: State,
     head: Option<ControlStore>,
-    saved_head: Vec<crate::proto::control::SavedNode>,
+    saved_head: crate::proto::control::Saved,
     /// The head's incarnation.
     head_epoch: u64,
     /// The driver's subscription at the head, while it lasts: the epoch and version it was
@@ -408,6 +417,11 @@ struct World<'a> {
     subscriber: Option<(u64, u64, Duration)>,
     /// The driver's copy of the node table.
     members: Members,
+    /// What the driver told the head of its actors and placement groups.
+    publisher: Publisher,
+    /// The driver's actors and groups as of each update not yet answered, by the update's
+    /// number: what the head must hold once it takes that update.
+    published: VecDeque<(u64, Vec<ActorStatus>, Vec<GroupStatus>)>,
     /// When the head last spoke on the driver's subscription, or when the driver subscribed
     /// (`None`: not yet).
     heard: Option<Duration>,
@@ -458,10 +472,20 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
         links: IdMap::default(),
         node: State::new(nodes, config.store_capacity, Some(None)),
         head: Some(ControlStore::new(config.node_timeout, 1)),
-        saved_head: Vec::new(),
+        saved_head: Default::default(),
         head_epoch: 1,
         subscriber: None,
         members: Members::default(),
+        published: VecDeque::new(),
+        publisher: Publisher::new(
+            "sim".into(),
+            prism_transport::JobInfo {
+                driver: "driver".into(),
+                pid: 0,
+                entry: "prism-sim".into(),
+                started_ms: 0,
+            },
+        ),
         heard: None,
         hosts: (0..config.nodes)
             .map(|i| Host {
@@ -1260,6 +1284,7 @@ impl World<'_> {
                     request: report,
                 };
                 self.send(Place::Driver, Place::Head, 256, what);
+                self.publish();
                 let next = self.now + TICK;
                 self.at(next, What::Tick);
             }
@@ -1306,7 +1331,8 @@ impl World<'_> {
                 let saved = std::mem::take(&mut self.saved_head);
                 self.head_epoch += 1;
                 let (timeout, epoch) = (self.config.node_timeout, self.head_epoch);
-                self.head = Some(ControlStore::recover(timeout, epoch, saved, now));
+                let grace = control::reconnect_grace(self.config.heartbeat);
+                self.head = Some(ControlStore::recover(timeout, epoch, saved, now, grace));
                 writeln!(
                     self.out,
                     "  t={:.3}s head restarted",
@@ -1391,9 +1417,26 @@ impl World<'_> {
             self.tell_subscriber(true);
             return;
         }
+        let job_update = match &request {
+            ToControl::Job(update) => Some(update.seq),
+            _ => None,
+        };
         let answer = head.handle(request, now);
         if head.changed() {
             self.saved_head = head.snapshot();
+        }
+        if let Some(seq) = job_update {
+            let taken = answer == FromControl::Ack;
+            if taken {
+                self.directory_agrees(seq);
+            }
+            let what = AtDriver::JobAnswer { seq, taken };
+            self.send(
+                Place::Head,
+                Place::Driver,
+                64,
+                What::Driver { via: None, what },
+            );
         }
         if let (Place::Node(node), FromControl::Registered(id)) = (from, answer) {
             self.hosts[node].head_id = Some(id);
@@ -1423,6 +1466,50 @@ impl World<'_> {
             bytes,
             What::Driver { via: None, what },
         );
+    }
+
+    /// The driver tells the head what changed in its actors and placement groups (each tick,
+    /// unless its last update is unanswered; one unanswered for [`HEAD_ANSWER`] counts lost).
+    fn publish(&mut self) {
+        let (actors, groups) = (self.node.actor_directory(), self.node.group_directory());
+        let at_ms = self.now.as_millis() as u64;
+        let update = self
+            .publisher
+            .update(actors.clone(), groups.clone(), at_ms, false);
+        let Some(update) = update else {
+            return;
+        };
+        let (seq, entries) = (update.seq, update.actors.len() + update.groups.len());
+        self.published.push_back((seq, actors, groups));
+        let what = What::Head {
+            from: Place::Driver,
+            request: ToControl::Job(update),
+        };
+        self.send(Place::Driver, Place::Head, 256 + 64 * entries as u64, what);
+        let what = AtDriver::JobAnswer { seq, taken: false };
+        self.at(self.now + HEAD_ANSWER, What::Driver { via: None, what });
+    }
+
+    /// The head took the driver's update `seq`: its directory of the job must now hold the
+    /// driver's actors and groups as they were when the update was made (each as the driver
+    /// had it; what the driver no longer kept, ended).
+    fn directory_agrees(&mut self, seq: u64) {
+        while self.published.front().is_some_and(|(s, ..)| *s < seq) {
+            self.published.pop_front();
+        }
+        let (Some(head), Some((_, actors, groups))) = (self.head.as_mut(), self.published.front())
+        else {
+            return;
+        };
+        let job = head.jobs().into_iter().find(|j| j.job == "sim");
+        if let Err(disagrees) = job
+            .ok_or_else(|| "it lacks the job".to_string())
+            .and_then(|job| same_directory(&job, actors, groups))
+        {
+            self.report.violation = Some(format!(
+                "the head took the driver's update {seq} but its directory is not the driver's: {disagrees}"
+            ));
+        }
     }
 
     fn at_driver(&mut self, what: AtDriver) -> std::io::Result<()> {
@@ -1483,6 +1570,7 @@ impl World<'_> {
                     let _ = n.handle(event, now);
                 });
             }
+            AtDriver::JobAnswer { seq, taken } => self.publisher.answered(seq, taken),
             AtDriver::JobEnded { node } => {
                 if self.hosts[node].connected {
                     let reason = "it drained and stopped the job's processes".to_string();
@@ -2312,6 +2400,48 @@ impl World<'_> {
         }
         writeln!(self.out, "{}", self.report.summary())?;
         Ok(self.report)
+    }
+}
+
+/// Whether `job` (the head's) holds `actors` and `groups` as they are, and what it holds
+/// besides ended.
+fn same_directory(
+    job: &prism_transport::JobStatus,
+    actors: &[ActorStatus],
+    groups: &[GroupStatus],
+) -> Result<(), String> {
+    use prism_transport::{ActorState, GroupState, JobState};
+    if job.state != JobState::Running {
+        return Err(format!("it counts the running job {:?}", job.state));
+    }
+    for kept in &job.actors {
+        let ended = matches!(kept.state, ActorState::Dead(_));
+        match actors.iter().find(|a| a.id == kept.id) {
+            Some(actor) if actor == kept => {}
+            None if ended => {}
+            driver => return Err(format!("actor {} is {kept:?}, not {driver:?}", kept.id)),
+        }
+    }
+    if let Some(missing) = actors
+        .iter()
+        .find(|a| !job.actors.iter().any(|k| k.id == a.id))
+    {
+        return Err(format!("it lacks actor {}", missing.id));
+    }
+    for kept in &job.groups {
+        let ended = kept.state == GroupState::Removed;
+        match groups.iter().find(|g| g.id == kept.id) {
+            Some(group) if group == kept => {}
+            None if ended => {}
+            driver => return Err(format!("group {} is {kept:?}, not {driver:?}", kept.id)),
+        }
+    }
+    match groups
+        .iter()
+        .find(|g| !job.groups.iter().any(|k| k.id == g.id))
+    {
+        Some(missing) => Err(format!("it lacks group {}", missing.id)),
+        None => Ok(()),
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use prism_graph::{ActorId, Resources, TaskError, TaskId, TaskState};
-use prism_transport::{Execute, ToWorker};
+use prism_transport::{ActorState, ActorStatus, Execute, ToWorker};
 
 use super::State;
 use crate::proto::nodes::node_of;
@@ -402,7 +402,8 @@ impl State {
             .chain(record.inflight.drain(..))
             .collect();
         let worker = record.worker.take();
-        let name = record.name.take();
+        // The record keeps its name for the cluster's directory; the name is free again.
+        let name = record.name.clone();
         for task in queued {
             let function = self.owner_function(task);
             self.owner
@@ -422,7 +423,9 @@ impl State {
         if let Some(worker) = worker {
             self.retire(worker);
         }
-        if let Some(name) = name {
+        if let Some(name) = name
+            && self.names.get(&name) == Some(&actor)
+        {
             self.names.remove(&name);
         }
         tracing::info!(actor = %actor, class, "actor stopped: {reason}");
@@ -463,7 +466,9 @@ impl State {
             return;
         };
         let idle = record.queue.is_empty() && record.inflight.is_empty();
-        if record.handles == 0 && record.name.is_none() && idle {
+        // A named actor lives on without handles (it can be looked up) until it dies.
+        let held_by_name = record.name.is_some() && !matches!(record.life, Life::Dead(_));
+        if record.handles == 0 && !held_by_name && idle {
             if record.life != Life::Starting {
                 self.stop_actor(actor, "its last handle was dropped".into());
                 self.actors.remove(&actor);
@@ -500,6 +505,29 @@ impl State {
 }
 
 impl State {
+    /// Every actor the driver keeps, as the cluster's directory shows it.
+    pub(crate) fn actor_directory(&self) -> Vec<ActorStatus> {
+        self.actors
+            .iter()
+            .map(|(id, record)| ActorStatus {
+                id: *id,
+                class: record.class.clone(),
+                name: record.name.clone(),
+                state: match &record.life {
+                    Life::Starting if record.restarts == 0 => ActorState::Starting,
+                    Life::Starting => ActorState::Restarting,
+                    Life::Alive => ActorState::Alive,
+                    Life::Dead(reason) => ActorState::Dead(reason.clone()),
+                },
+                node: record
+                    .worker
+                    .and_then(|w| self.nodes.get(node_of(w)))
+                    .map_or_else(String::new, |node| node.name.clone()),
+                restarts: record.restarts,
+            })
+            .collect()
+    }
+
     /// The actor's creation attempts in flight (its first start or a restart).
     fn creations_of(&self, actor: ActorId) -> Vec<TaskId> {
         self.creations

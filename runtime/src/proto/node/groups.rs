@@ -4,6 +4,7 @@
 use std::task::{Poll, Waker};
 
 use prism_graph::{Resources, TaskError, TaskId};
+use prism_transport::{GroupState, GroupStatus};
 
 use super::State;
 use crate::proto::placement::{
@@ -114,6 +115,33 @@ impl State {
             self.unschedulable(task, reason.clone());
         }
         self.place_groups();
+    }
+
+    /// Every placement group the driver keeps, as the cluster's directory shows it.
+    pub(crate) fn group_directory(&self) -> Vec<GroupStatus> {
+        self.groups
+            .iter()
+            .map(|(&id, group)| {
+                let (nodes, state) = match &group.stage {
+                    Stage::Pending => (Vec::new(), GroupState::Pending),
+                    Stage::Placed(at) => {
+                        let name = |&i| {
+                            self.nodes
+                                .get(i)
+                                .map_or_else(String::new, |n| n.name.clone())
+                        };
+                        (at.iter().map(name).collect(), GroupState::Created)
+                    }
+                };
+                GroupStatus {
+                    id,
+                    strategy: group.strategy.to_string(),
+                    bundles: group.bundles.iter().map(ToString::to_string).collect(),
+                    nodes,
+                    state,
+                }
+            })
+            .collect()
     }
 
     /// Fails `task`, which can never run, for `reason` (an actor's creation: the actor dies).
