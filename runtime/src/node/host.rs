@@ -221,31 +221,39 @@ impl Hosting {
             }
             ToHost::Spill(objects) => {
                 let job = self.job(job, connection)?;
-                let files = job.files();
-                let mut failed = Vec::new();
-                for (id, len) in objects {
-                    let spilled = store::Segment::open(&job.store, id, len)
-                        .and_then(|segment| files.spill(id, &segment));
-                    if let Err(e) = spilled {
-                        failed.push(format!("{id}: {e}"));
+                let name = self.name.clone();
+                // Copies of many megabytes: off the async threads, which beat to the head.
+                off_the_runtime(move || {
+                    let files = job.files();
+                    let mut failed = Vec::new();
+                    for (id, len) in objects {
+                        let spilled = store::Segment::open(&job.store, id, len)
+                            .and_then(|segment| files.spill(id, &segment));
+                        if let Err(e) = spilled {
+                            failed.push(format!("{id}: {e}"));
+                        }
                     }
-                }
-                match failed.is_empty() {
-                    true => Ok(FromHost::Done),
-                    false => Err(format!(
-                        "node {} cannot spill to {}: {}",
-                        self.name,
-                        files.spill_dir.display(),
-                        failed.join("; ")
-                    )),
-                }
+                    match failed.is_empty() {
+                        true => Ok(FromHost::Done),
+                        false => Err(format!(
+                            "node {name} cannot spill to {}: {}",
+                            files.spill_dir.display(),
+                            failed.join("; ")
+                        )),
+                    }
+                })
+                .await
             }
             ToHost::Restore { id, len } => {
                 let job = self.job(job, connection)?;
-                job.files()
-                    .restore(id, len)
-                    .map(|_| FromHost::Done)
-                    .map_err(|e| format!("node {}: object {id}: {e}", self.name))
+                let name = self.name.clone();
+                off_the_runtime(move || {
+                    job.files()
+                        .restore(id, len)
+                        .map(|_| FromHost::Done)
+                        .map_err(|e| format!("node {name}: object {id}: {e}"))
+                })
+                .await
             }
             ToHost::EndJob => {
                 self.job(job, connection)?;
@@ -505,6 +513,15 @@ impl Job {
     fn files(&self) -> store::ObjectFiles {
         store::ObjectFiles::new(self.store.clone(), 0)
     }
+}
+
+/// Runs file work of `work` on the blocking pool, so that it holds no async thread.
+async fn off_the_runtime(
+    work: impl FnOnce() -> Result<FromHost, String> + Send + 'static,
+) -> Result<FromHost, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| format!("the file work ended abnormally: {e}"))?
 }
 
 /// Writes a new executable only this user can read or run.
