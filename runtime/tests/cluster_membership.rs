@@ -435,10 +435,17 @@ fn child_job(cluster: &Cluster, how: &str) -> std::process::Command {
     child
 }
 
-/// The head's jobs (`prism list jobs --json`).
+/// What `prism list WHAT --format json` and `extra` flags print.
+fn listed(cluster: &Cluster, what: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["list", what, "--format", "json"];
+    args.extend_from_slice(extra);
+    let out = cluster.head.ok(&args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("prism {args:?}: {e}: {out}"))
+}
+
+/// The head's jobs.
 fn jobs(cluster: &Cluster) -> Vec<serde_json::Value> {
-    let out = cluster.head.ok(&["list", "jobs", "--json"]);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("prism list jobs --json: {e}: {out}"))
+    listed(cluster, "jobs", &[])
 }
 
 /// The job of driver `pid` in `jobs`.
@@ -546,6 +553,21 @@ fn the_head_keeps_jobs_actors_and_groups_across_its_restart(
             .lines()
             .any(|l| l.contains("resident") && l.contains("DEAD")),
         format!("prism list actors shows it:\n{table}"),
+    )?;
+    let filters = ["--filter", "name=resident", "--filter", "state=dead"];
+    let found = listed(cluster, "actors", &filters);
+    ensure(
+        found.len() == 1 && found[0]["name"] == "resident",
+        format!("filtered to the dead resident: {found:?}"),
+    )?;
+    let nodes = listed(
+        cluster,
+        "nodes",
+        &["--filter", "state=alive", "--limit", "1"],
+    );
+    ensure(
+        nodes.len() == 1 && nodes[0]["alive"] == true,
+        format!("one live node: {nodes:?}"),
     )?;
     let table = cluster.head.ok(&["list", "jobs"]);
     ensure(

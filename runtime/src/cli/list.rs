@@ -1,12 +1,14 @@
-//! `prism list jobs|actors|groups`: the head's directory of jobs, their actors and placement
-//! groups, as a table or (`--json`) as the head's records.
+//! `prism list jobs|actors|placement-groups|nodes`: what the head knows, as a table or as JSON
+//! records, filtered by column (`--filter STATE=ALIVE`) and cut to `--limit` rows.
 
 use clap::{Args, ValueEnum};
 use prism_transport::quic;
 use prism_transport::{ActorState, FromControl, GroupState, JobState, JobStatus, ToControl};
+use serde_json::Value;
 
-use super::{ClientArgs, connect_cli};
+use super::{ClientArgs, connect_cli, node_table};
 use crate::daemon::ask;
+use crate::dashboard::NodeJson;
 
 /// What `prism list` lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -16,161 +18,262 @@ pub(super) enum Listed {
     /// Every job's actors, dead ones too.
     Actors,
     /// Every job's placement groups, removed ones too.
-    Groups,
+    #[value(alias = "groups")]
+    PlacementGroups,
+    /// The cluster's nodes.
+    Nodes,
+}
+
+/// How `prism list` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum Format {
+    /// Aligned columns.
+    Table,
+    /// The head's records, as a JSON array.
+    Json,
 }
 
 #[derive(Debug, Clone, Args)]
 pub(super) struct ListArgs {
     /// What to list.
     what: Listed,
-    /// Only this job's.
-    #[arg(long)]
-    job: Option<String>,
-    /// Print the head's records as JSON (every field, for scripts) instead of a table.
-    #[arg(long)]
-    json: bool,
+    /// Only rows whose column KEY (as the table names it, any case) is VALUE (any case), as
+    /// `--filter state=alive`; several must all hold.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_filter)]
+    filter: Vec<(String, String)>,
+    /// At most this many rows (the first ones).
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// How to print.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
     #[command(flatten)]
     client: ClientArgs,
 }
 
-/// Asks the head for its jobs and prints what `args` asks for.
+fn parse_filter(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_uppercase(), value.to_lowercase())),
+        _ => Err(format!("a filter is KEY=VALUE, not {text:?}")),
+    }
+}
+
+/// Rows under named columns, each row beside the record it shows.
+struct Table {
+    columns: &'static [&'static str],
+    rows: Vec<(Vec<String>, Value)>,
+}
+
+/// Asks the head and prints what `args` asks for.
 pub(super) async fn list(args: &ListArgs) -> Result<(), String> {
     let (_, endpoint, connection) = connect_cli(&args.client, "list").await?;
-    let answer = ask(&connection, &ToControl::Jobs).await;
+    let table = match args.what {
+        Listed::Nodes => node_table(&connection).await.map(nodes),
+        what => match ask(&connection, &ToControl::Jobs).await {
+            Ok(FromControl::Jobs(jobs)) => Ok(match what {
+                Listed::Jobs => jobs_table(&jobs),
+                Listed::Actors => actors(&jobs),
+                _ => groups(&jobs),
+            }),
+            Ok(other) => Err(format!("unexpected answer to a list of jobs: {other:?}")),
+            Err(e) => Err(e.to_string()),
+        },
+    };
     connection.close(quic::codes::DONE, b"list done");
     endpoint.wait_idle().await;
-    let mut jobs = match answer.map_err(|e| e.to_string())? {
-        FromControl::Jobs(jobs) => jobs,
-        other => return Err(format!("unexpected answer to a list of jobs: {other:?}")),
-    };
-    if let Some(job) = &args.job {
-        jobs.retain(|j| &j.job == job);
+    let mut table = table?;
+    let mut keep = Vec::new();
+    for (key, _) in &args.filter {
+        let column = table.columns.iter().position(|c| c == key).ok_or_else(|| {
+            format!(
+                "no column {key} to filter on (the columns: {})",
+                table.columns.join(", ")
+            )
+        })?;
+        keep.push(column);
     }
-    let out = match (args.json, args.what) {
-        (true, Listed::Jobs) => to_json(&jobs)?,
-        (true, Listed::Actors) => {
-            to_json(&jobs.iter().flat_map(|j| &j.actors).collect::<Vec<_>>())?
+    table.rows.retain(|(row, _)| {
+        keep.iter()
+            .zip(&args.filter)
+            .all(|(&column, (_, value))| row[column].to_lowercase() == *value)
+    });
+    let total = table.rows.len();
+    table.rows.truncate(args.limit);
+    match args.format {
+        Format::Json => {
+            let records: Vec<&Value> = table.rows.iter().map(|(_, record)| record).collect();
+            let text = serde_json::to_string_pretty(&records)
+                .map_err(|e| format!("cannot write JSON: {e}"))?;
+            println!("{text}");
         }
-        (true, Listed::Groups) => {
-            to_json(&jobs.iter().flat_map(|j| &j.groups).collect::<Vec<_>>())?
+        Format::Table => {
+            print!("{}", render(&table));
+            if total > table.rows.len() {
+                println!("({} of {total} rows shown: --limit)", table.rows.len());
+            }
         }
-        (false, Listed::Jobs) => render_jobs(&jobs),
-        (false, Listed::Actors) => render_actors(&jobs),
-        (false, Listed::Groups) => render_groups(&jobs),
-    };
-    println!("{out}");
+    }
     Ok(())
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, String> {
-    serde_json::to_string_pretty(value).map_err(|e| format!("cannot write JSON: {e}"))
-}
-
-fn render_jobs(jobs: &[JobStatus]) -> String {
-    let mut out = format!(
-        "{:<36} {:<9} {:<15} {:<8} {:<19} {:<19} {:<7} {:<6} ENTRY",
-        "JOB", "STATE", "DRIVER", "PID", "STARTED (UTC)", "ENDED (UTC)", "ACTORS", "GROUPS"
-    );
-    for job in jobs {
-        let live = job
-            .actors
-            .iter()
-            .filter(|a| !matches!(a.state, ActorState::Dead(_)))
-            .count();
-        let placed = job
-            .groups
-            .iter()
-            .filter(|g| g.state != GroupState::Removed)
-            .count();
-        let (state, why) = match &job.state {
-            JobState::Running => ("RUNNING", String::new()),
-            JobState::Finished => ("FINISHED", String::new()),
-            JobState::Failed(reason) => ("FAILED", format!(" ({reason})")),
-        };
-        let ended = match job.ended_ms {
-            0 => "-".to_string(),
-            ms => utc(ms),
-        };
-        out.push_str(&format!(
-            "\n{:<36} {:<9} {:<15} {:<8} {:<19} {:<19} {:<7} {:<6} {}{why}",
-            job.job,
-            state,
-            job.info.driver,
-            job.info.pid,
-            utc(job.info.started_ms),
-            ended,
-            format!("{live}/{}", job.actors.len()),
-            format!("{placed}/{}", job.groups.len()),
-            job.info.entry,
-        ));
+/// The table as aligned text (the last column unpadded).
+fn render(table: &Table) -> String {
+    let mut widths: Vec<usize> = table.columns.iter().map(|c| c.len()).collect();
+    for (row, _) in &table.rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        let mut out = String::new();
+        for (i, cell) in cells.into_iter().enumerate() {
+            match i == last {
+                true => out.push_str(cell),
+                false => out.push_str(&format!("{cell:<w$}  ", w = widths[i])),
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(table.columns.to_vec());
+    for (row, _) in &table.rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
     out
 }
 
-fn render_actors(jobs: &[JobStatus]) -> String {
-    let mut out = format!(
-        "{:<14} {:<20} {:<16} {:<10} {:<16} {:<8} {:<36} REASON",
-        "ACTOR", "CLASS", "NAME", "STATE", "NODE", "RESTARTS", "JOB"
-    );
-    for job in jobs {
-        for actor in &job.actors {
+fn record<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+fn jobs_table(jobs: &[JobStatus]) -> Table {
+    let columns = &[
+        "JOB", "STATE", "DRIVER", "PID", "STARTED", "ENDED", "ACTORS", "GROUPS", "ENTRY", "REASON",
+    ];
+    let rows = jobs.iter().map(|job| {
+        let live = job.actors.iter();
+        let live = live.filter(|a| !matches!(a.state, ActorState::Dead(_)));
+        let placed = job.groups.iter().filter(|g| g.state != GroupState::Removed);
+        let (state, reason) = match &job.state {
+            JobState::Running => ("RUNNING", ""),
+            JobState::Finished => ("FINISHED", ""),
+            JobState::Failed(reason) => ("FAILED", reason.as_str()),
+        };
+        let row = vec![
+            job.job.clone(),
+            state.to_string(),
+            job.info.driver.clone(),
+            job.info.pid.to_string(),
+            utc(job.info.started_ms),
+            if job.ended_ms == 0 {
+                "-".to_string()
+            } else {
+                utc(job.ended_ms)
+            },
+            format!("{}/{}", live.count(), job.actors.len()),
+            format!("{}/{}", placed.count(), job.groups.len()),
+            job.info.entry.clone(),
+            reason.to_string(),
+        ];
+        (row, record(job))
+    });
+    Table {
+        columns,
+        rows: rows.collect(),
+    }
+}
+
+fn actors(jobs: &[JobStatus]) -> Table {
+    let columns = &[
+        "ACTOR", "CLASS", "NAME", "STATE", "NODE", "RESTARTS", "JOB", "REASON",
+    ];
+    let rows = jobs.iter().flat_map(|job| {
+        job.actors.iter().map(|actor| {
             let (state, reason) = match &actor.state {
                 ActorState::Starting => ("STARTING", ""),
                 ActorState::Alive => ("ALIVE", ""),
                 ActorState::Restarting => ("RESTARTING", ""),
                 ActorState::Dead(reason) => ("DEAD", reason.as_str()),
             };
-            out.push_str(&format!(
-                "\n{:<14} {:<20} {:<16} {:<10} {:<16} {:<8} {:<36} {reason}",
+            let row = vec![
                 actor.id.to_string(),
-                actor.class,
-                actor.name.as_deref().unwrap_or("-"),
-                state,
-                if actor.node.is_empty() {
-                    "-"
-                } else {
-                    &actor.node
-                },
-                actor.restarts,
-                job.job,
-            ));
-        }
+                actor.class.clone(),
+                actor.name.clone().unwrap_or_else(|| "-".into()),
+                state.to_string(),
+                or_dash(&actor.node),
+                actor.restarts.to_string(),
+                job.job.clone(),
+                reason.to_string(),
+            ];
+            let mut shown = record(actor);
+            shown["job"] = Value::String(job.job.clone());
+            (row, shown)
+        })
+    });
+    Table {
+        columns,
+        rows: rows.collect(),
     }
-    out
 }
 
-fn render_groups(jobs: &[JobStatus]) -> String {
-    let mut out = format!(
-        "{:<6} {:<9} {:<14} {:<36} BUNDLES (NODE)",
-        "GROUP", "STATE", "STRATEGY", "JOB"
-    );
-    for job in jobs {
-        for group in &job.groups {
+fn groups(jobs: &[JobStatus]) -> Table {
+    let columns = &["GROUP", "STATE", "STRATEGY", "JOB", "BUNDLES"];
+    let rows = jobs.iter().flat_map(|job| {
+        job.groups.iter().map(|group| {
             let state = match group.state {
                 GroupState::Pending => "PENDING",
                 GroupState::Created => "CREATED",
                 GroupState::Removed => "REMOVED",
             };
-            let bundles: Vec<String> = group
-                .bundles
-                .iter()
-                .enumerate()
-                .map(|(i, b)| match group.nodes.get(i) {
-                    Some(node) => format!("{b} ({node})"),
-                    None => b.clone(),
-                })
-                .collect();
-            out.push_str(&format!(
-                "\n{:<6} {:<9} {:<14} {:<36} {}",
+            let bundles = group.bundles.iter().enumerate();
+            let bundles = bundles.map(|(i, b)| match group.nodes.get(i) {
+                Some(node) => format!("{b} on {node}"),
+                None => b.clone(),
+            });
+            let row = vec![
                 format!("{:x}", group.id),
-                state,
-                group.strategy,
-                job.job,
-                bundles.join(", ")
-            ));
-        }
+                state.to_string(),
+                group.strategy.clone(),
+                job.job.clone(),
+                bundles.collect::<Vec<_>>().join(", "),
+            ];
+            let mut shown = record(group);
+            shown["job"] = Value::String(job.job.clone());
+            (row, shown)
+        })
+    });
+    Table {
+        columns,
+        rows: rows.collect(),
     }
-    out
+}
+
+fn nodes(nodes: Vec<prism_transport::NodeStatus>) -> Table {
+    let columns = &["NODE", "NAME", "ADDRESS", "STATE", "RESOURCES", "PULLED"];
+    let rows = nodes.into_iter().map(|n| {
+        let state = match (n.alive, n.draining) {
+            (true, true) => "DRAINING",
+            (true, false) => "ALIVE",
+            (false, _) => "DEAD",
+        };
+        let row = vec![
+            n.id.to_string(),
+            n.name.clone(),
+            n.addr.clone(),
+            state.to_string(),
+            crate::proto::control::usage_line(&n, str::to_string),
+            crate::proto::control::pulled_line(&n.pulled),
+        ];
+        (row, record(&NodeJson::from(n)))
+    });
+    Table {
+        columns,
+        rows: rows.collect(),
+    }
+}
+
+fn or_dash(text: &str) -> String {
+    if text.is_empty() { "-" } else { text }.to_string()
 }
 
 /// `ms` since the Unix epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
@@ -202,12 +305,29 @@ fn utc(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::utc;
+    use super::*;
 
     #[test]
     fn utc_dates() {
         assert_eq!(utc(0), "1970-01-01 00:00:00");
         assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
         assert_eq!(utc(1_796_301_296_000), "2026-12-03 12:34:56");
+    }
+
+    #[test]
+    fn tables_align_their_columns() {
+        let table = Table {
+            columns: &["A", "LONGER", "LAST"],
+            rows: vec![
+                (vec!["xyz".into(), "1".into(), "tail".into()], Value::Null),
+                (vec!["w".into(), "22".into(), "".into()], Value::Null),
+            ],
+        };
+        assert_eq!(
+            render(&table),
+            "A    LONGER  LAST\nxyz  1       tail\nw    22\n"
+        );
+        assert!(parse_filter("state=Alive") == Ok(("STATE".into(), "alive".into())));
+        assert!(parse_filter("=x").is_err() && parse_filter("state").is_err());
     }
 }

@@ -84,12 +84,14 @@ fn snapshot(shared: &Shared) -> Vec<NodeStatus> {
     shared.control.lock().status(Instant::now())
 }
 
+/// One node as the JSON views show it (`/api/nodes`, `prism list nodes --format json`).
 #[derive(serde::Serialize)]
-struct NodeJson {
+pub(crate) struct NodeJson {
     id: u32,
     name: String,
     address: String,
     alive: bool,
+    draining: bool,
     last_seen_ms: u64,
     total: std::collections::BTreeMap<String, f64>,
     available: std::collections::BTreeMap<String, f64>,
@@ -97,26 +99,30 @@ struct NodeJson {
     pulled_bytes: u64,
 }
 
-async fn nodes_json(State(shared): State<Shared>) -> impl IntoResponse {
-    let nodes: Vec<NodeJson> = snapshot(&shared)
-        .into_iter()
-        .map(|n| NodeJson {
+impl From<NodeStatus> for NodeJson {
+    fn from(n: NodeStatus) -> Self {
+        NodeJson {
             id: n.id,
             name: n.name,
             address: n.addr,
             alive: n.alive,
+            draining: n.draining,
             last_seen_ms: n.last_seen_ms,
             total: n.total.into_iter().collect(),
             available: n.available.into_iter().collect(),
             pulled_objects: n.pulled.objects,
             pulled_bytes: n.pulled.bytes,
-        })
-        .collect();
+        }
+    }
+}
+
+async fn nodes_json(State(shared): State<Shared>) -> impl IntoResponse {
+    let nodes: Vec<NodeJson> = snapshot(&shared).into_iter().map(NodeJson::from).collect();
     axum::Json(nodes)
 }
 
 /// Every job the head knows, with its actors and placement groups (as `prism list jobs
-/// --json` prints them).
+/// --format json` prints them).
 async fn jobs_json(State(shared): State<Shared>) -> impl IntoResponse {
     axum::Json(shared.control.lock().jobs())
 }
