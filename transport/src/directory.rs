@@ -87,8 +87,9 @@ pub struct GroupStatus {
 }
 
 /// What changed in a job's directory since the driver's last update that the head took, or
-/// (`full`) all of it. A driver sends one each second while it runs (the head counts a job
-/// whose driver goes silent failed) and a last one with `ended` when it stops.
+/// (`full`) all of it, a bounded number of entries at a time. A driver sends one each second
+/// while it runs (the head counts a job whose driver goes silent failed) and a last one with
+/// `ended` when it stops.
 #[derive(Debug, Clone, PartialEq, Archive, ToArchive, FromArchive)]
 pub struct JobUpdate {
     /// The job (only its driver may update it).
@@ -97,15 +98,20 @@ pub struct JobUpdate {
     pub seq: u64,
     /// The driver's wall clock when it sent the update, in milliseconds since the Unix epoch.
     pub at_ms: u64,
-    /// The whole directory (and `info`): replaces what the head has of the job.
+    /// The update begins a whole listing of the job's directory (and carries `info`): the
+    /// head (re)starts the job's record from it; the listing may go on over later updates.
     pub full: bool,
-    /// The driver (in every whole update).
+    /// Nothing was left out for a later update: the head now holds the driver's whole
+    /// directory as of this update. Ending a whole listing, whatever the listing did not name
+    /// has ended.
+    pub complete: bool,
+    /// The driver (in whole updates and the last one).
     pub info: Option<JobInfo>,
-    /// Actors that are new or changed (every actor, when `full`).
+    /// Actors that are new or changed (every actor, over a whole listing).
     pub actors: Vec<ActorStatus>,
     /// Actors the driver no longer keeps (dead, or released with their last handle).
     pub actors_gone: Vec<prism_graph::ActorId>,
-    /// Placement groups that are new or changed (every group, when `full`).
+    /// Placement groups that are new or changed (every group, over a whole listing).
     pub groups: Vec<GroupStatus>,
     /// Groups that were removed.
     pub groups_gone: Vec<u64>,

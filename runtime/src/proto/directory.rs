@@ -4,7 +4,7 @@
 //! the node table so that a restarted head still knows every job). Sans-IO, like the rest of
 //! `proto`: the shells send the updates, save the snapshots and say what time it is.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use prism_graph::ActorId;
@@ -23,19 +23,31 @@ const ENDED_JOBS: usize = 100;
 /// How many dead actors and removed groups the head keeps per job (the oldest go first).
 const ENDED_PER_JOB: usize = 1000;
 
+/// The most actors and groups one update carries (about 100 bytes each); more go in the
+/// following updates.
+const CHUNK: usize = 1000;
+
+/// The most bytes of text (classes, names, reasons, bundles) one update carries, well under
+/// the head's limit on a request (1 MiB): long names make smaller chunks.
+const CHUNK_TEXT: usize = 256 << 10;
+
+/// The most ids of ended actors or groups one update carries.
+const GONE_CHUNK: usize = 10_000;
+
 /// The driver's side: what the head was last told, and the next update.
 #[derive(Debug)]
 pub(crate) struct Publisher {
     job: String,
     info: JobInfo,
     seq: u64,
-    /// What the head has of the job, as far as the driver knows (`None`: send it all).
-    told: Option<Told>,
-    /// An update was sent and not yet answered.
-    in_flight: bool,
+    /// What the head has of the job, as it confirmed (`None`: the next update begins a whole
+    /// listing).
+    confirmed: Option<Told>,
+    /// What it will have once it takes the update in flight, if one is.
+    sending: Option<Told>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct Told {
     actors: BTreeMap<ActorId, ActorStatus>,
     groups: BTreeMap<u64, GroupStatus>,
@@ -48,14 +60,16 @@ impl Publisher {
             job,
             info,
             seq: 0,
-            told: None,
-            in_flight: false,
+            confirmed: None,
+            sending: None,
         }
     }
 
-    /// The update that brings the head to `actors` and `groups` (the job's whole directory
-    /// now), sent at `at_ms` (wall clock); `None` while the last one is unanswered, unless the
-    /// job `ended` (the last update: whole, and numbered after any in flight).
+    /// The next update towards `actors` and `groups` (the job's whole directory now), sent at
+    /// `at_ms` (wall clock): what changed since the head's copy, at most [`CHUNK`] entries
+    /// (the rest follows in the next updates; `complete` says when nothing is left). `None`
+    /// while the last update is unanswered, unless the job `ended` (the last update, numbered
+    /// after any in flight and carrying the driver's identity, so that it stands alone).
     pub(crate) fn update(
         &mut self,
         actors: Vec<ActorStatus>,
@@ -63,62 +77,108 @@ impl Publisher {
         at_ms: u64,
         ended: bool,
     ) -> Option<JobUpdate> {
-        if self.in_flight && !ended {
+        if self.sending.is_some() && !ended {
             return None;
         }
         let now = Told {
             actors: actors.into_iter().map(|a| (a.id, a)).collect(),
             groups: groups.into_iter().map(|g| (g.id, g)).collect(),
         };
-        let told = if ended { None } else { self.told.take() };
-        let full = told.is_none();
-        let told = told.unwrap_or_default();
-        let update = JobUpdate {
+        // From what the head confirmed: the last update may overtake one in flight.
+        let full = self.confirmed.is_none();
+        let mut told = self.confirmed.clone().unwrap_or_default();
+        let mut new_actors = changed(&told.actors, &now.actors);
+        let mut new_groups = changed(&told.groups, &now.groups);
+        let mut actors_gone = gone(&told.actors, &now.actors);
+        let mut groups_gone = gone(&told.groups, &now.groups);
+        let pending = new_actors.len() + new_groups.len();
+        let actor_text = |a: &ActorStatus| {
+            let reason = match &a.state {
+                ActorState::Dead(reason) => reason.len(),
+                _ => 0,
+            };
+            a.class.len() + a.name.as_ref().map_or(0, String::len) + a.node.len() + reason
+        };
+        let group_text = |g: &GroupStatus| {
+            let listed = g.bundles.iter().chain(&g.nodes);
+            g.strategy.len() + listed.map(String::len).sum::<usize>()
+        };
+        let mut text = 0;
+        let fits = |len: usize, text: &mut usize| {
+            *text += len;
+            *text <= CHUNK_TEXT
+        };
+        let actors_fit = new_actors
+            .iter()
+            .take(CHUNK)
+            .take_while(|a| fits(actor_text(a), &mut text))
+            .count()
+            .max(1);
+        new_actors.truncate(actors_fit);
+        let groups_fit = new_groups
+            .iter()
+            .take(CHUNK - new_actors.len())
+            .take_while(|g| fits(group_text(g), &mut text))
+            .count();
+        new_groups.truncate(groups_fit);
+        let complete = new_actors.len() + new_groups.len() == pending
+            && actors_gone.len() <= GONE_CHUNK
+            && groups_gone.len() <= GONE_CHUNK;
+        actors_gone.truncate(GONE_CHUNK);
+        groups_gone.truncate(GONE_CHUNK);
+        for actor in &new_actors {
+            told.actors.insert(actor.id, actor.clone());
+        }
+        for group in &new_groups {
+            told.groups.insert(group.id, group.clone());
+        }
+        for id in &actors_gone {
+            told.actors.remove(id);
+        }
+        for id in &groups_gone {
+            told.groups.remove(id);
+        }
+        self.seq += 1;
+        self.sending = Some(told);
+        Some(JobUpdate {
             job: self.job.clone(),
-            seq: self.seq + 1,
+            seq: self.seq,
             at_ms,
             full,
-            info: full.then(|| self.info.clone()),
-            actors: changed(&told.actors, &now.actors, full),
-            actors_gone: gone(&told.actors, &now.actors),
-            groups: changed(&told.groups, &now.groups, full),
-            groups_gone: gone(&told.groups, &now.groups),
+            complete,
+            info: (full || ended).then(|| self.info.clone()),
+            actors: new_actors,
+            actors_gone,
+            groups: new_groups,
+            groups_gone,
             ended,
-        };
-        self.seq += 1;
-        self.told = Some(now);
-        self.in_flight = true;
-        Some(update)
+        })
     }
 
     /// The head answered update `seq`: `taken`, or not (no answer in time, an error): then
-    /// the next update is whole. An answer to an update that is no longer the latest is
-    /// ignored.
+    /// the next update begins a whole listing. An answer to an update that is no longer the
+    /// latest is ignored.
     pub(crate) fn answered(&mut self, seq: u64, taken: bool) {
-        if seq != self.seq || !self.in_flight {
+        if seq != self.seq {
             return;
         }
-        self.in_flight = false;
-        if !taken {
-            self.told = None;
-        }
+        let Some(sent) = self.sending.take() else {
+            return;
+        };
+        self.confirmed = taken.then_some(sent);
     }
 
     /// Whether an update was sent and not answered yet.
     #[cfg(test)]
     pub(crate) fn in_flight(&self) -> bool {
-        self.in_flight
+        self.sending.is_some()
     }
 }
 
-/// The entries of `now` that `told` lacks or has otherwise (all of them, if `full`).
-fn changed<K: Ord, T: Clone + PartialEq>(
-    told: &BTreeMap<K, T>,
-    now: &BTreeMap<K, T>,
-    full: bool,
-) -> Vec<T> {
+/// The entries of `now` that `told` lacks or has otherwise.
+fn changed<K: Ord, T: Clone + PartialEq>(told: &BTreeMap<K, T>, now: &BTreeMap<K, T>) -> Vec<T> {
     now.iter()
-        .filter(|(id, entry)| full || told.get(id) != Some(entry))
+        .filter(|(id, entry)| told.get(id) != Some(entry))
         .map(|(_, entry)| entry.clone())
         .collect()
 }
@@ -142,6 +202,9 @@ struct JobRecord {
     groups: BTreeMap<u64, GroupStatus>,
     /// The last update taken.
     seq: u64,
+    /// The actors and groups a whole listing named so far, while one is under way (see
+    /// [`JobUpdate::complete`]).
+    listing: Option<(BTreeSet<ActorId>, BTreeSet<u64>)>,
     /// When the driver was last heard from (the head's clock).
     heard: Instant,
 }
@@ -185,6 +248,7 @@ impl Directory {
                 groups: status.groups.into_iter().map(|g| (g.id, g)).collect(),
                 seq,
                 heard: now,
+                listing: None,
             };
             directory.jobs.insert(status.job, record);
         }
@@ -218,48 +282,32 @@ impl Directory {
     /// Takes a driver's update at `now`: [`FromControl::Ack`], or an error that makes the
     /// driver send its whole directory (the head does not know the job, or counted it failed).
     pub(crate) fn apply(&mut self, update: JobUpdate, now: Instant) -> FromControl {
-        let known = self.jobs.get_mut(&update.job);
-        if let Some(record) = &known
-            && update.seq <= record.seq
-        {
-            // Overtaken by a later update (the last, whole one of a driver that stopped).
-            return FromControl::Ack;
-        }
-        let record = match (known, update.full, &update.info) {
-            (Some(record), false, _) if !matches!(record.state, JobState::Failed(_)) => record,
-            (_, true, Some(info)) => {
-                let fresh = JobRecord {
-                    info: info.clone(),
-                    state: JobState::Running,
-                    ended_ms: 0,
-                    heard_ms: update.at_ms,
-                    actors: BTreeMap::new(),
-                    groups: BTreeMap::new(),
-                    seq: 0,
-                    heard: now,
-                };
-                let record = self.jobs.entry(update.job.clone()).or_insert(fresh);
-                record.info = info.clone();
-                record.state = JobState::Running;
-                record.ended_ms = 0;
-                // What the whole directory lacks, the driver no longer keeps.
-                let listed: Vec<ActorId> = update.actors.iter().map(|a| a.id).collect();
-                let gone = record.actors.keys().filter(|id| !listed.contains(id));
-                let gone: Vec<ActorId> = gone.copied().collect();
-                end_actors(record, &gone, "its driver released it");
-                let listed: Vec<u64> = update.groups.iter().map(|g| g.id).collect();
-                let gone = record.groups.keys().filter(|id| !listed.contains(id));
-                let gone: Vec<u64> = gone.copied().collect();
-                end_groups(record, &gone);
+        let record = match (self.jobs.get_mut(&update.job), &update.info) {
+            (Some(record), _) if update.seq <= record.seq => {
+                // Overtaken by a later update (the last one of a driver that stopped).
+                return FromControl::Ack;
+            }
+            (Some(record), _) if update.full || !matches!(record.state, JobState::Failed(_)) => {
                 record
             }
-            (Some(_), false, _) => {
+            (Some(_), _) => {
                 return FromControl::Error(format!(
                     "job {} was counted failed: send its whole directory",
                     update.job
                 ));
             }
-            _ => {
+            (None, Some(info)) => self.jobs.entry(update.job.clone()).or_insert(JobRecord {
+                info: info.clone(),
+                state: JobState::Running,
+                ended_ms: 0,
+                heard_ms: update.at_ms,
+                actors: BTreeMap::new(),
+                groups: BTreeMap::new(),
+                seq: 0,
+                heard: now,
+                listing: None,
+            }),
+            (None, None) => {
                 return FromControl::Error(format!(
                     "job {} is not known here: send its whole directory",
                     update.job
@@ -272,9 +320,21 @@ impl Directory {
             || !update.actors_gone.is_empty()
             || !update.groups.is_empty()
             || !update.groups_gone.is_empty();
+        if update.full {
+            if let Some(info) = &update.info {
+                record.info = info.clone();
+            }
+            record.state = JobState::Running;
+            record.ended_ms = 0;
+            record.listing = Some(Default::default());
+        }
         record.seq = update.seq;
         record.heard = now;
         record.heard_ms = update.at_ms;
+        if let Some((actors, groups)) = &mut record.listing {
+            actors.extend(update.actors.iter().map(|a| a.id));
+            groups.extend(update.groups.iter().map(|g| g.id));
+        }
         for actor in update.actors {
             record.actors.insert(actor.id, actor);
         }
@@ -283,9 +343,21 @@ impl Directory {
             record.groups.insert(group.id, group);
         }
         end_groups(record, &update.groups_gone);
+        // A whole listing is over: what it did not name, the driver no longer keeps.
+        if update.complete
+            && let Some((actors, groups)) = record.listing.take()
+        {
+            let gone = record.actors.keys().filter(|id| !actors.contains(id));
+            let gone: Vec<ActorId> = gone.copied().collect();
+            end_actors(record, &gone, "its driver released it");
+            let gone = record.groups.keys().filter(|id| !groups.contains(id));
+            let gone: Vec<u64> = gone.copied().collect();
+            end_groups(record, &gone);
+        }
         if update.ended {
             record.state = JobState::Finished;
             record.ended_ms = update.at_ms;
+            record.listing = None;
             let all: Vec<ActorId> = record.actors.keys().copied().collect();
             end_actors(record, &all, "its job ended");
             let all: Vec<u64> = record.groups.keys().copied().collect();
@@ -458,7 +530,7 @@ mod tests {
         let mut directory = Directory::new(JOB_TIMEOUT);
         let a = vec![actor(1, ActorState::Starting), actor(2, ActorState::Alive)];
         let first = send(&mut publisher, &mut directory, a.clone(), vec![], now).unwrap();
-        assert!(first.full && first.info.is_some() && first.actors.len() == 2);
+        assert!(first.full && first.complete && first.info.is_some() && first.actors.len() == 2);
         assert!(directory.changed());
         // Nothing changed: an empty update (the driver's heartbeat), nothing to save.
         let quiet = send(&mut publisher, &mut directory, a.clone(), vec![], now).unwrap();
@@ -526,7 +598,9 @@ mod tests {
         let last = publisher
             .update(vec![actor(1, ActorState::Alive)], vec![], 6, true)
             .unwrap();
-        assert!(last.full && last.ended && last.seq > late.seq);
+        // Counted from what the head confirmed, so the actor the late update carries is in it.
+        assert!(last.ended && last.info.is_some() && last.seq > late.seq);
+        assert_eq!(last.actors, late.actors);
         assert_eq!(directory.apply(last, now), FromControl::Ack);
         // The delta sent before arrives after the last word: ignored.
         assert_eq!(directory.apply(late, now), FromControl::Ack);
@@ -584,6 +658,73 @@ mod tests {
     }
 
     #[test]
+    fn a_large_directory_goes_in_chunks_and_a_whole_listing_ends_what_it_left_out() {
+        let now = Instant::now();
+        let mut publisher = Publisher::new("job".into(), info());
+        let mut directory = Directory::new(JOB_TIMEOUT);
+        let alive = |ids: std::ops::Range<u64>| -> Vec<ActorStatus> {
+            ids.map(|id| actor(id, ActorState::Alive)).collect()
+        };
+        let updates: Vec<JobUpdate> = (0..3)
+            .map(|_| send(&mut publisher, &mut directory, alive(0..2500), vec![], now).unwrap())
+            .collect();
+        let sizes: Vec<usize> = updates.iter().map(|u| u.actors.len()).collect();
+        assert_eq!(sizes, vec![CHUNK, CHUNK, 500]);
+        assert!(updates[0].full && !updates[1].full);
+        assert_eq!(
+            updates.iter().map(|u| u.complete).collect::<Vec<_>>(),
+            vec![false, false, true]
+        );
+        assert_eq!(directory.jobs()[0].actors.len(), 2500);
+        // The head's answer is lost: the driver lists everything again, while it released
+        // actors 0-99 and made 2500-2599; the head ends what the new listing left out only
+        // once the listing is complete.
+        let update = publisher
+            .update(alive(100..2600), vec![], 3, false)
+            .unwrap();
+        publisher.answered(update.seq, false);
+        let mut listing = Vec::new();
+        loop {
+            let update = send(
+                &mut publisher,
+                &mut directory,
+                alive(100..2600),
+                vec![],
+                now,
+            );
+            let update = update.unwrap();
+            let done = update.complete;
+            listing.push(update);
+            let dead = directory.jobs()[0]
+                .actors
+                .iter()
+                .filter(|a| matches!(a.state, ActorState::Dead(_)))
+                .count();
+            assert_eq!(dead, if done { 100 } else { 0 }, "ended only at the end");
+            if done {
+                break;
+            }
+        }
+        assert!(listing[0].full && listing.len() == 3);
+        assert_eq!(directory.jobs()[0].actors.len(), 2600);
+    }
+
+    #[test]
+    fn long_names_make_smaller_chunks() {
+        let mut publisher = Publisher::new("job".into(), info());
+        let named = |id: u64| ActorStatus {
+            name: Some(format!("{id}-{}", "x".repeat(10_000))),
+            ..actor(id, ActorState::Alive)
+        };
+        let update = publisher
+            .update((0..100).map(named).collect(), vec![], 1, false)
+            .unwrap();
+        // About 10 kB each: 26 fit in 256 KiB.
+        assert_eq!(update.actors.len(), 26);
+        assert!(!update.complete);
+    }
+
+    #[test]
     fn ended_jobs_and_dead_actors_are_bounded() {
         let now = Instant::now();
         let mut directory = Directory::new(JOB_TIMEOUT);
@@ -599,8 +740,12 @@ mod tests {
         assert_eq!(jobs.len(), ENDED_JOBS);
         assert_eq!(jobs[0].job, "job-005");
         let mut publisher = Publisher::new("many".into(), info());
-        let many = (0..ENDED_PER_JOB as u64 + 10).map(|id| actor(id, ActorState::Dead("x".into())));
-        send(&mut publisher, &mut directory, many.collect(), vec![], now);
+        let many: Vec<ActorStatus> = (0..ENDED_PER_JOB as u64 + 10)
+            .map(|id| actor(id, ActorState::Dead("x".into())))
+            .collect();
+        let first = send(&mut publisher, &mut directory, many.clone(), vec![], now).unwrap();
+        let rest = send(&mut publisher, &mut directory, many, vec![], now).unwrap();
+        assert!(!first.complete && rest.complete && rest.actors.len() == 10);
         let job = directory
             .jobs()
             .into_iter()

@@ -419,8 +419,8 @@ struct World<'a> {
     members: Members,
     /// What the driver told the head of its actors and placement groups.
     publisher: Publisher,
-    /// The driver's actors and groups as of each update not yet answered, by the update's
-    /// number: what the head must hold once it takes that update.
+    /// The driver's actors and groups as of each complete update not yet answered, by the
+    /// update's number: what the head must hold once it takes that update.
     published: VecDeque<(u64, Vec<ActorStatus>, Vec<GroupStatus>)>,
     /// When the head last spoke on the driver's subscription, or when the driver subscribed
     /// (`None`: not yet).
@@ -1480,7 +1480,9 @@ impl World<'_> {
             return;
         };
         let (seq, entries) = (update.seq, update.actors.len() + update.groups.len());
-        self.published.push_back((seq, actors, groups));
+        if update.complete {
+            self.published.push_back((seq, actors, groups));
+        }
         let what = What::Head {
             from: Place::Driver,
             request: ToControl::Job(update),
@@ -1490,16 +1492,18 @@ impl World<'_> {
         self.at(self.now + HEAD_ANSWER, What::Driver { via: None, what });
     }
 
-    /// The head took the driver's update `seq`: its directory of the job must now hold the
-    /// driver's actors and groups as they were when the update was made (each as the driver
-    /// had it; what the driver no longer kept, ended).
+    /// The head took the driver's update `seq`: if it was complete, the head's directory of
+    /// the job must now hold the driver's actors and groups as they were when the update was
+    /// made (each as the driver had it; what the driver no longer kept, ended).
     fn directory_agrees(&mut self, seq: u64) {
         while self.published.front().is_some_and(|(s, ..)| *s < seq) {
             self.published.pop_front();
         }
-        let (Some(head), Some((_, actors, groups))) = (self.head.as_mut(), self.published.front())
-        else {
-            return;
+        let (Some(head), Some((_, actors, groups))) = (
+            self.head.as_mut(),
+            self.published.front().filter(|(s, ..)| *s == seq),
+        ) else {
+            return; // not a complete update
         };
         let job = head.jobs().into_iter().find(|j| j.job == "sim");
         if let Err(disagrees) = job
