@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::task::{Context, Poll};
 
 use prism_graph::{TaskError, TaskId, TaskKind};
@@ -278,14 +279,44 @@ fn lookup<T>(
     exec: &Execute,
     what: &str,
     hash: impl Fn(&T) -> u64,
+    name: impl Fn(&'static T) -> &'static &'static str,
 ) -> Result<&'static T, TaskError> {
-    let found = table
+    let found: &'static T = table
         .get(exec.function.as_str())
         .ok_or_else(|| unknown(exec, what, table.len()))?;
     if hash(found) != exec.fn_hash {
         return Err(signature_differs(exec, hash(found)));
     }
+    RUNNING.store(
+        std::ptr::from_ref(name(found)).cast_mut(),
+        Ordering::Relaxed,
+    );
     Ok(found)
+}
+
+/// The actor method `exec` calls (see [`lookup`]).
+fn lookup_method(registry: &Registry, exec: &Execute) -> Result<&'static ActorMethod, TaskError> {
+    lookup(
+        &registry.methods,
+        exec,
+        "actor methods",
+        |m| m.hash,
+        |m| &m.name,
+    )
+}
+
+/// The name of the function, constructor or method this process last started (a worker's
+/// output is labelled with it): the `name` field of a registered entry, which lives as long
+/// as the program (`inventory` entries are statics).
+static RUNNING: AtomicPtr<&'static str> = AtomicPtr::new(std::ptr::null_mut());
+
+/// What this process runs now, or ran last (see [`RUNNING`]).
+pub(crate) fn running() -> Option<&'static str> {
+    let name = RUNNING.load(Ordering::Relaxed);
+    // SAFETY: RUNNING only ever holds null or a pointer made from a `&'static &'static str`
+    // (the `name` field of a `'static` registry entry, see `lookup`): valid, never written
+    // through, for the whole run.
+    (!name.is_null()).then(|| unsafe { *name })
 }
 
 fn unknown(exec: &Execute, what: &str, count: usize) -> TaskError {
@@ -330,11 +361,23 @@ pub(crate) fn execute(
     };
     let values = match exec.kind {
         TaskKind::Normal => {
-            let function = lookup(&registry.functions, exec, "remote functions", |f| f.hash)?;
+            let function = lookup(
+                &registry.functions,
+                exec,
+                "remote functions",
+                |f| f.hash,
+                |f| &f.name,
+            )?;
             guard(&call, |call| (function.invoke)(call))?
         }
         TaskKind::ActorCreation { .. } => {
-            let class = lookup(&registry.classes, exec, "actor classes", |c| c.hash)?;
+            let class = lookup(
+                &registry.classes,
+                exec,
+                "actor classes",
+                |c| c.hash,
+                |c| &c.name,
+            )?;
             let state = guard(&call, |call| (class.create)(call))?;
             *actor = match exec.kind {
                 TaskKind::ActorCreation {
@@ -360,7 +403,7 @@ pub(crate) fn execute(
             Vec::new()
         }
         TaskKind::ActorCall(_) => {
-            let method = lookup(&registry.methods, exec, "actor methods", |m| m.hash)?;
+            let method = lookup_method(registry, exec)?;
             match actor {
                 Actor::Alone(state) => guard(&call, |call| (method.invoke)(state, call))?,
                 Actor::Shared(shared, _) => {
@@ -415,7 +458,7 @@ pub(crate) fn start_async(
     exec: &Execute,
     args: Vec<ObjectBytes>,
 ) -> Result<impl Future<Output = Result<Returned, TaskError>> + use<>, TaskError> {
-    let method = lookup(&registry.methods, exec, "actor methods", |m| m.hash)?;
+    let method = lookup_method(registry, exec)?;
     let invoke = method.invoke_async.ok_or_else(|| TaskError::InvalidValue {
         task: exec.task,
         function: exec.function.clone(),

@@ -403,6 +403,14 @@ fn keep(name: &str) -> Result<(prism::ActorHandle<Keeper>, prism::PlacementGroup
     Ok((keeper, group))
 }
 
+/// Prints where it runs, on its worker's standard output.
+#[prism::remote]
+fn announce() -> String {
+    let node = prism::node_name().unwrap_or_default();
+    println!("hello from {node}");
+    format!("{node} {}", std::process::id())
+}
+
 /// In a child this test started as a job of its own (`PRISM_TEST_DIRECTORY_JOB`): makes an
 /// actor and a group, then ends (`ends`) or says `ready` and waits to be killed (`hangs`).
 fn be_a_child_job() {
@@ -414,6 +422,10 @@ fn be_a_child_job() {
     if let Err(e) = &kept {
         eprintln!("child job: {e:?}");
         std::process::exit(1);
+    }
+    if how == "ends" {
+        let said = announce::remote().get_blocking().expect("announce");
+        println!("announced by {said}");
     }
     if how == "hangs" {
         println!("ready");
@@ -472,6 +484,15 @@ fn the_head_keeps_jobs_actors_and_groups_across_its_restart(
     let ended_pid = ended.id();
     let out = ended.wait_with_output()?;
     ensure(out.status.success(), "the child job that ends ran")?;
+    // Its task's print came to its terminal from the node, labelled.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let by = stdout.lines().find_map(|l| l.strip_prefix("announced by "));
+    let (node, pid) = by.and_then(|b| b.split_once(' ')).unwrap_or(("?", "?"));
+    let line = format!("(cluster_membership::announce pid={pid} node={node}) hello from {node}");
+    ensure(
+        stdout.lines().any(|l| l == line),
+        format!("the child's terminal shows {line:?}: {stdout:?}"),
+    )?;
     let mut hanging = child_job(cluster, "hangs").spawn()?;
     let mut said = String::new();
     let stdout = hanging.stdout.take().expect("piped");

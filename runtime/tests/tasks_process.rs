@@ -3,7 +3,7 @@
 //! SIGTERM it also removes its shared-memory session before it exits, and what a SIGKILLed
 //! driver leaves (its session, its spill directory) the next driver removes. The test binary runs
 //! itself as the driver under test (`PRISM_TEST_DRIVER=<mode>`) and watches that driver's
-//! workers.
+//! workers. Last, a worker's prints reach its driver's terminal, labelled.
 
 mod common;
 
@@ -23,8 +23,26 @@ fn nap(ms: u64) -> u64 {
     ms
 }
 
-/// The child driver: start a cluster, keep its workers busy, say "ready", then end as `mode`.
+/// Says something on each of its worker's streams.
+#[remote]
+fn shout(what: String) -> u32 {
+    println!("said {what}");
+    eprintln!("warned {what}");
+    std::process::id()
+}
+
+/// The child driver: start a cluster, keep its workers busy, say "ready", then end as `mode`
+/// (or, `print`: run one task that prints and stop).
 fn child_driver(mode: &str) -> ! {
+    if mode == "print" {
+        prism::init_with(prism::Config::new().num_cpus(1.0)).expect("child cluster");
+        let pid = shout::remote("hello".to_string())
+            .get_blocking()
+            .expect("shout");
+        println!("the worker was {pid}");
+        prism::shutdown();
+        std::process::exit(0);
+    }
     let mut config = prism::Config::new().num_cpus(2.0);
     if mode == "spill" {
         config = config.object_store_memory(16 << 20);
@@ -241,6 +259,43 @@ fn a_killed_drivers_leftovers_are_swept_by_the_next() -> Result<(), Failed> {
     result
 }
 
+/// A worker's prints reach the driver's terminal labelled with the task and the worker's pid
+/// (all of them, though the driver stops right after), and as they are with
+/// `PRISM_LOG_TO_DRIVER=0`.
+fn workers_output_reaches_the_driver_labelled() -> Result<(), Failed> {
+    let run = |to_driver: &str| {
+        Command::new(std::env::current_exe()?)
+            .env(MODE_ENV, "print")
+            .env("PRISM_LOG_TO_DRIVER", to_driver)
+            .output()
+    };
+    let out = run("1")?;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    ensure(out.status.success(), format!("the driver ran: {stderr}"))?;
+    let pid = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("the worker was "))
+        .unwrap_or("?");
+    let label = format!("(tasks_process::shout pid={pid})");
+    ensure(
+        stdout.lines().any(|l| l == format!("{label} said hello")),
+        format!("the task's output, labelled {label}, at the driver: {stdout:?}"),
+    )?;
+    ensure(
+        stderr.lines().any(|l| l == format!("{label} warned hello")),
+        format!("the task's errors, labelled {label}, at the driver: {stderr:?}"),
+    )?;
+    let out = run("0")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure(
+        stdout.lines().any(|l| l == "said hello"),
+        format!("unlabelled when turned off: {stdout:?}"),
+    )
+}
+
 fn main() {
     if let Ok(mode) = std::env::var(MODE_ENV) {
         child_driver(&mode);
@@ -262,6 +317,10 @@ fn main() {
         (
             "a_killed_drivers_leftovers_are_swept_by_the_next",
             a_killed_drivers_leftovers_are_swept_by_the_next,
+        ),
+        (
+            "workers_output_reaches_the_driver_labelled",
+            workers_output_reaches_the_driver_labelled,
         ),
     ];
     common::run(prism::Config::new().num_cpus(1.0), cases)

@@ -384,6 +384,16 @@ pub enum HostEvent {
         /// How it ended.
         reason: String,
     },
+    /// Lines a worker wrote to its standard output or error (on a stream of their own, one
+    /// per pipe of the worker, so that they stay in order; at most 16 KiB a frame).
+    Output {
+        /// The worker's number.
+        worker: u32,
+        /// Written to its standard error (else its output).
+        stderr: bool,
+        /// The lines.
+        text: String,
+    },
 }
 
 impl Message for ToHost {

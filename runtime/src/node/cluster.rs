@@ -709,13 +709,12 @@ impl Joined {
     }
 
     /// Listens to node `idx` for the core: relayed worker links (served since the join, see
-    /// [`serve_streams`]), worker exits, and the end of the node.
+    /// [`serve_streams`]), worker exits and output, and the end of the node.
     pub(crate) fn watch(self: &Arc<Self>, idx: usize, core: Weak<Core>) {
         let Some(node) = self.node(idx) else {
             return;
         };
         let connection = node.connection.clone();
-        let name = node.name.clone();
         let _ = node.attached.set((idx, core.clone()));
         if let Some(reason) = connection.close_reason()
             && let Some(core) = core.upgrade()
@@ -723,21 +722,49 @@ impl Joined {
             core.node_lost(idx, reason.to_string(), self.lease_end(idx));
         }
         tokio::spawn(async move {
-            let peer = connection.remote_address();
-            while let Ok(mut recv) = connection.accept_uni().await {
-                let event = quic::read_request::<HostEvent>(&mut recv, peer, 64 << 10).await;
-                let Some(core) = core.upgrade() else { return };
-                match event {
-                    Ok(Some(HostEvent::WorkerExited { worker, reason })) => {
-                        core.worker_gone_remote(worker, reason);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(node = name, "a bad event from the node: {e}");
-                    }
-                }
+            while let Ok(recv) = connection.accept_uni().await {
+                // A stream of a worker's output lasts as long as the worker.
+                tokio::spawn(node_events(recv, connection.clone(), idx, core.clone()));
             }
         });
+    }
+}
+
+/// Reads the events on one stream node `idx` opened: a worker's exit, or what a worker of
+/// the node printed (frame after frame, until the stream ends).
+async fn node_events(
+    mut recv: quinn::RecvStream,
+    connection: quinn::Connection,
+    idx: usize,
+    core: Weak<Core>,
+) {
+    let peer = connection.remote_address();
+    let mut decoder = prism_transport::FrameDecoder::new(64 << 10);
+    loop {
+        let event = match quic::recv_frame(&mut recv, &mut decoder, peer).await {
+            Ok(Some(frame)) => quic::decode::<HostEvent>(&frame, peer),
+            Ok(None) => return,
+            Err(e) => Err(e),
+        };
+        let Some(core) = core.upgrade() else { return };
+        match event {
+            Ok(HostEvent::WorkerExited { worker, reason }) => {
+                core.worker_gone_remote(worker, reason);
+            }
+            Ok(HostEvent::Output {
+                worker,
+                stderr,
+                text,
+            }) if node_of(worker) == idx => core.worker_output(stderr, &text),
+            Ok(other) => {
+                tracing::warn!(%peer, "an event the node may not send here: {other:?}");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%peer, "a bad event from the node: {e}");
+                return;
+            }
+        }
     }
 }
 

@@ -515,6 +515,37 @@ impl Job {
     }
 }
 
+/// Sends what worker `worker` writes to one of its pipes to the job's driver, in order on a
+/// stream of its own, until the pipe ends (and reads to the end whatever happens to the
+/// driver: a closed pipe would fail the worker's next print).
+async fn relay_output(
+    driver: quinn::Connection,
+    worker: u32,
+    stderr: bool,
+    pipe: impl tokio::io::AsyncRead + Unpin,
+) {
+    let mut reader = tokio::io::BufReader::new(pipe);
+    let mut stream: Option<Option<quinn::SendStream>> = None;
+    while let Some(text) = super::output::next_batch(&mut reader).await {
+        if stream.is_none() {
+            stream = Some(driver.open_uni().await.ok());
+        }
+        if let Some(Some(send)) = stream.as_mut() {
+            let event = HostEvent::Output {
+                worker,
+                stderr,
+                text,
+            };
+            if quic::send_frame(send, &event).await.is_err() {
+                stream = Some(None);
+            }
+        }
+    }
+    if let Some(Some(mut send)) = stream {
+        let _ = send.finish();
+    }
+}
+
 /// Runs file work of `work` on the blocking pool, so that it holds no async thread.
 async fn off_the_runtime(
     work: impl FnOnce() -> Result<FromHost, String> + Send + 'static,
@@ -546,6 +577,7 @@ fn spawn(node: &str, job: &Arc<Job>, worker: u32) -> Result<u32, String> {
     let mut cmd = process::worker_command(&job.exe, worker, &job.store, job.limits);
     cmd.env(ENV_NODE_NAME, node)
         .env(ENV_JOB_FINGERPRINT, format!("{:x}", job.fingerprint));
+    super::output::capture(&mut cmd);
     // The worker dies with the daemon (and is killed when its job's driver goes).
     let process::Linked {
         mut child,
@@ -556,6 +588,20 @@ fn spawn(node: &str, job: &Arc<Job>, worker: u32) -> Result<u32, String> {
     let pid = process.pid();
     job.workers.lock().insert(worker, Arc::new(process));
     relay_worker(job, worker, link);
+    let out = child
+        .stdout
+        .take()
+        .map(tokio::process::ChildStdout::from_std);
+    if let Some(Ok(out)) = out {
+        tokio::spawn(relay_output(job.driver.clone(), worker, false, out));
+    }
+    let err = child
+        .stderr
+        .take()
+        .map(tokio::process::ChildStderr::from_std);
+    if let Some(Ok(err)) = err {
+        tokio::spawn(relay_output(job.driver.clone(), worker, true, err));
+    }
     let handle = tokio::runtime::Handle::current();
     let waiter = job.clone();
     let node = node.to_string();

@@ -10,6 +10,7 @@ mod cluster;
 pub(crate) mod host;
 pub(crate) mod link;
 mod object_manager;
+pub(crate) mod output;
 mod remote;
 pub(crate) mod worker_pool;
 
@@ -70,6 +71,8 @@ pub(crate) struct Core {
     cluster: Option<Arc<cluster::Joined>>,
     /// The worker connections, for a waiting thread to read.
     links: link::LinkPoll,
+    /// Workers' output pipes still read here (see [`output`]).
+    output_open: output::Open,
 }
 
 /// Where a wait for objects stands between polls (see [`Core::poll_objects`]).
@@ -107,6 +110,9 @@ impl std::task::Wake for Mark {
         self.marks.waker.lock().wake_by_ref();
     }
 }
+
+/// How long a stopping driver waits for its workers' last output to be printed.
+const OUTPUT_DRAIN: Duration = Duration::from_millis(300);
 
 /// Segments pooled for large puts are freed after this long without one.
 const POOL_IDLE: Duration = Duration::from_secs(10);
@@ -194,6 +200,7 @@ impl Core {
             store_dir,
             cluster: joined.clone(),
             links,
+            output_open: output::Open::default(),
         });
         if joined.is_none() {
             worker_pool::start(&core, spawn_rx)?;
@@ -516,6 +523,11 @@ impl Core {
                 node.kill_straggler(worker);
             }
         });
+        // What the workers printed last is read before the readers stop with the runtime.
+        let deadline = std::time::Instant::now() + OUTPUT_DRAIN;
+        while self.output_open.any() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         if let Some(joined) = &self.cluster {
             let (actors, groups) = {
                 let node = &self.state.lock().node;
@@ -637,6 +649,19 @@ impl Core {
 
     fn worker_eof(&self, worker: WorkerId) {
         let _ = self.state.lock().event(Event::WorkerEof { worker });
+    }
+
+    /// The count of workers' output pipes read here (see [`Core::shutdown`]).
+    pub(crate) fn output_open(&self) -> &output::Open {
+        &self.output_open
+    }
+
+    /// Prints `text`, which a worker wrote to its standard error (`stderr`) or output (each
+    /// line labelled by the worker, see [`output`]).
+    pub(crate) fn worker_output(&self, stderr: bool, text: &str) {
+        if output::to_driver() {
+            output::print(stderr, text);
+        }
     }
 
     fn worker_exited(&self, worker: WorkerId, reason: String) {

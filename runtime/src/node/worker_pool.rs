@@ -52,6 +52,7 @@ fn spawn_worker(core: &Arc<Core>, worker: WorkerId, exe: &std::path::Path) {
         capacity: core.config().object_store_bytes(),
     };
     let mut cmd = process::worker_command(exe, worker, core.store_dir(), limits);
+    super::output::capture(&mut cmd);
     let linked = match process::spawn_linked(&mut cmd, Some(std::process::id())) {
         Ok(linked) => linked,
         Err(e) => {
@@ -66,6 +67,7 @@ fn spawn_worker(core: &Arc<Core>, worker: WorkerId, exe: &std::path::Path) {
     let pid = handle.pid();
     core.worker_spawned(worker, pid, Some(Arc::new(handle)));
     tracing::debug!(worker, pid, "worker started");
+    show_output(core, &mut child);
     let served = link.set_nonblocking(true).and_then(|()| {
         let _guard = core.handle().enter();
         UnixStream::from_std(link)
@@ -92,6 +94,45 @@ fn spawn_worker(core: &Arc<Core>, worker: WorkerId, exe: &std::path::Path) {
         });
     if let Err(e) = spawned {
         tracing::error!(worker, "cannot start a waiter thread: {e}");
+    }
+}
+
+/// Prints what a worker writes to its piped output and errors at this driver (see
+/// [`super::output`]), until its pipes end.
+fn show_output(core: &Arc<Core>, child: &mut std::process::Child) {
+    let _guard = core.handle().enter();
+    let out = child
+        .stdout
+        .take()
+        .map(tokio::process::ChildStdout::from_std);
+    let err = child
+        .stderr
+        .take()
+        .map(tokio::process::ChildStderr::from_std);
+    let weak = Arc::downgrade(core);
+    if let Some(Ok(out)) = out {
+        let reading = core.output_open().count();
+        tokio::spawn(print_output(weak.clone(), false, out, reading));
+    }
+    if let Some(Ok(err)) = err {
+        let reading = core.output_open().count();
+        tokio::spawn(print_output(weak, true, err, reading));
+    }
+}
+
+async fn print_output(
+    core: std::sync::Weak<Core>,
+    stderr: bool,
+    pipe: impl tokio::io::AsyncRead + Unpin,
+    _reading: super::output::Reading,
+) {
+    let mut reader = tokio::io::BufReader::new(pipe);
+    while let Some(text) = super::output::next_batch(&mut reader).await {
+        // Read to the end even when the driver stops: a closed pipe would fail the worker's
+        // next print.
+        if let Some(core) = core.upgrade() {
+            core.worker_output(stderr, &text);
+        }
     }
 }
 

@@ -31,6 +31,8 @@ use crate::registry;
 use crate::store::{self, ObjectBytes, Segment};
 use crate::{Error, Result};
 
+mod output;
+
 /// How long a worker whose queue ran dry keeps reading before it blocks (see
 /// [`Inner::await_input`]).
 const IDLE_SPIN: Duration = Duration::from_micros(100);
@@ -721,6 +723,7 @@ fn spin_for<T, E>(
 /// touched only as deep as tasks go), since a task blocked in `get` runs the tasks it waits for
 /// on top of itself.
 pub(crate) fn run(connected: fn(Arc<WorkerClient>)) -> ! {
+    let labelled = output::start();
     let work = move || match connect() {
         Ok(client) => {
             connected(client.clone());
@@ -742,6 +745,9 @@ pub(crate) fn run(connected: fn(Arc<WorkerClient>)) -> ! {
             work()
         }
     };
+    if let Some(labelled) = labelled {
+        labelled.finish();
+    }
     std::process::exit(code)
 }
 

@@ -1,0 +1,117 @@
+//! Workers' standard output and error, shown at the driver as Ray shows them: each line after
+//! a label of what printed it, `(module::function pid=1234 node=n2)`. Whoever starts a worker
+//! (the driver's embedded node, a cluster's node daemon) gives it pipes for both streams and
+//! reads them, and tells it to label its lines ([`ENV_LABEL_OUTPUT`]: the worker reads its own
+//! output through a pipe of its own and writes each line after the name of the function it
+//! runs, see `worker::output`); a daemon sends what it reads to the job's driver over the
+//! job's connection, one stream per pipe, so that a worker's lines stay in order.
+//! `PRISM_LOG_TO_DRIVER=0` turns it off: workers then write where their starter writes, as
+//! before, unlabelled.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+
+/// Set to `0`: workers' output is not brought to the driver.
+pub(crate) const ENV_LOG_TO_DRIVER: &str = "PRISM_LOG_TO_DRIVER";
+
+/// Set (to `1`) for a worker whose output its starter reads: it labels each line.
+pub(crate) const ENV_LABEL_OUTPUT: &str = "PRISM_LABEL_OUTPUT";
+
+/// The most text one batch carries (a longer line is cut in pieces).
+const BATCH: usize = 16 << 10;
+
+/// Whether workers' output goes to the driver (see [`ENV_LOG_TO_DRIVER`]).
+pub(crate) fn to_driver() -> bool {
+    std::env::var(ENV_LOG_TO_DRIVER).map_or(true, |v| v.trim() != "0")
+}
+
+/// Has the worker `cmd` starts write its output and errors, labelled, to pipes its starter
+/// reads, when output goes to the driver.
+pub(crate) fn capture(cmd: &mut Command) {
+    if to_driver() {
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env(ENV_LABEL_OUTPUT, "1");
+    }
+}
+
+/// The next whole lines `reader` holds, at most [`BATCH`] bytes of them (what a worker wrote
+/// at once comes in one batch); `None` once the pipe ended. A last line without its newline
+/// comes when the pipe ends.
+pub(crate) async fn next_batch<R: AsyncRead + Unpin>(reader: &mut BufReader<R>) -> Option<String> {
+    let mut batch = Vec::new();
+    loop {
+        let room = (BATCH - batch.len().min(BATCH - 1)) as u64;
+        match (&mut *reader)
+            .take(room)
+            .read_until(b'\n', &mut batch)
+            .await
+        {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if batch.len() >= BATCH || reader.buffer().is_empty() {
+            break;
+        }
+    }
+    (!batch.is_empty()).then(|| String::from_utf8_lossy(&batch).into_owned())
+}
+
+/// How many output pipes are read, so that a stopping driver can wait for its workers' last
+/// lines.
+#[derive(Debug, Default)]
+pub(crate) struct Open(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+/// One pipe being read: counted until dropped.
+pub(crate) struct Reading(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Open {
+    /// Counts one more pipe while the [`Reading`] lives.
+    pub(crate) fn count(&self) -> Reading {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Reading(self.0.clone())
+    }
+
+    /// Whether any pipe is still read.
+    pub(crate) fn any(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Writes `text` (a worker's lines) to this process's standard error (`stderr`) or output.
+pub(crate) fn print(stderr: bool, text: &str) {
+    // A closed terminal loses the lines; the job goes on.
+    let _ = match stderr {
+        true => std::io::stderr().lock().write_all(text.as_bytes()),
+        false => std::io::stdout().lock().write_all(text.as_bytes()),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn batches_hold_whole_lines_and_long_lines_are_cut() {
+        let long = "x".repeat(BATCH + 10);
+        let text = format!("one\ntwo\n{long}\nlast");
+        let mut reader = BufReader::new(text.as_bytes());
+        let mut got = Vec::new();
+        while let Some(batch) = next_batch(&mut reader).await {
+            got.push(batch);
+        }
+        assert_eq!(got.concat(), text, "nothing lost or added");
+        assert!(got.iter().all(|b| b.len() <= BATCH));
+        assert!(got[0].starts_with("one\ntwo\nxxx") && got[0].len() == BATCH);
+        assert_eq!(got.len(), 2);
+        assert!(got[1].ends_with("x\nlast"));
+    }
+}
