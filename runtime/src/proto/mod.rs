@@ -2,12 +2,13 @@
 //! async runtime, no files, no sockets, no clock reads). The shells (the driver's node, the
 //! worker, the daemons) feed them events and carry out what they decide.
 //!
-//! Here: the control store (the head's node table), a node's lease on a job it hosts, the
-//! driver's node (`node`: the owner's books, actors, placement groups, copies of objects
-//! across a cluster), the scheduler of one node's workers, the set of nodes a driver schedules
-//! onto, placement groups' naming and plans, and the table helpers the books share. The only
-//! other module of the crate they name is `store`, for the type of the mapped objects the
-//! owner holds (never to do IO with it).
+//! Here: the control store (the head's node table) and the directory of jobs it keeps (with
+//! what a driver tells it of its actors and placement groups), a node's lease on a job it
+//! hosts, the driver's node (`node`: the owner's books, actors, placement groups, copies of
+//! objects across a cluster), the scheduler of one node's workers, the set of nodes a driver
+//! schedules onto, placement groups' naming and plans, and the table helpers the books share.
+//! The only other module of the crate they name is `store`, for the type of the mapped objects
+//! the owner holds (never to do IO with it).
 
 pub(crate) mod control;
 pub(crate) mod directory;
