@@ -271,6 +271,10 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
     })
 }
 
+/// How long a stopping driver waits for the head to take its job's last update (a live head
+/// answers within milliseconds; a dead one must not hold the driver's exit up).
+const LAST_WORD: Duration = Duration::from_millis(500);
+
 /// The driver's command line as `prism list jobs` shows it (its first 256 characters).
 fn command_line() -> String {
     let line = std::env::args().collect::<Vec<_>>().join(" ");
@@ -425,8 +429,8 @@ impl Joined {
         }
     }
 
-    /// The job's last word to the head: it ended. Waits for the answer at most
-    /// [`HEAD_ANSWER`] (the head learns it anyway once the driver goes silent).
+    /// The job's last word to the head: it ended. Waits for the answer at most [`LAST_WORD`]
+    /// (a head that does not answer counts the job failed once the driver is silent).
     pub(crate) fn end(
         self: &Arc<Self>,
         handle: &tokio::runtime::Handle,
@@ -443,7 +447,7 @@ impl Joined {
             joined.send_update(update).await;
             let _ = done.send(());
         });
-        let _ = wait.recv_timeout(HEAD_ANSWER);
+        let _ = wait.recv_timeout(LAST_WORD);
     }
 
     async fn send_update(&self, update: JobUpdate) {
