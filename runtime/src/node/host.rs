@@ -588,19 +588,8 @@ fn spawn(node: &str, job: &Arc<Job>, worker: u32) -> Result<u32, String> {
     let pid = process.pid();
     job.workers.lock().insert(worker, Arc::new(process));
     relay_worker(job, worker, link);
-    let out = child
-        .stdout
-        .take()
-        .map(tokio::process::ChildStdout::from_std);
-    if let Some(Ok(out)) = out {
-        tokio::spawn(relay_output(job.driver.clone(), worker, false, out));
-    }
-    let err = child
-        .stderr
-        .take()
-        .map(tokio::process::ChildStderr::from_std);
-    if let Some(Ok(err)) = err {
-        tokio::spawn(relay_output(job.driver.clone(), worker, true, err));
+    for (stderr, pipe) in super::output::pipes(&mut child) {
+        tokio::spawn(relay_output(job.driver.clone(), worker, stderr, pipe));
     }
     let handle = tokio::runtime::Handle::current();
     let waiter = job.clone();

@@ -37,6 +37,30 @@ pub(crate) fn capture(cmd: &mut Command) {
     }
 }
 
+/// One of a worker's pipes, read asynchronously.
+pub(crate) type Pipe = Box<dyn AsyncRead + Unpin + Send>;
+
+/// A started worker's piped output and errors, each with whether it is the errors (none when
+/// they were not piped, see [`capture`]); call it inside the async runtime that reads them.
+pub(crate) fn pipes(child: &mut std::process::Child) -> Vec<(bool, Pipe)> {
+    let mut pipes: Vec<(bool, Pipe)> = Vec::new();
+    if let Some(Ok(out)) = child
+        .stdout
+        .take()
+        .map(tokio::process::ChildStdout::from_std)
+    {
+        pipes.push((false, Box::new(out)));
+    }
+    if let Some(Ok(err)) = child
+        .stderr
+        .take()
+        .map(tokio::process::ChildStderr::from_std)
+    {
+        pipes.push((true, Box::new(err)));
+    }
+    pipes
+}
+
 /// The next whole lines `reader` holds, at most [`BATCH`] bytes of them (what a worker wrote
 /// at once comes in one batch); `None` once the pipe ended. A last line without its newline
 /// comes when the pipe ends.

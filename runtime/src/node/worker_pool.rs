@@ -101,22 +101,10 @@ fn spawn_worker(core: &Arc<Core>, worker: WorkerId, exe: &std::path::Path) {
 /// [`super::output`]), until its pipes end.
 fn show_output(core: &Arc<Core>, child: &mut std::process::Child) {
     let _guard = core.handle().enter();
-    let out = child
-        .stdout
-        .take()
-        .map(tokio::process::ChildStdout::from_std);
-    let err = child
-        .stderr
-        .take()
-        .map(tokio::process::ChildStderr::from_std);
     let weak = Arc::downgrade(core);
-    if let Some(Ok(out)) = out {
+    for (stderr, pipe) in super::output::pipes(child) {
         let reading = core.output_open().count();
-        tokio::spawn(print_output(weak.clone(), false, out, reading));
-    }
-    if let Some(Ok(err)) = err {
-        let reading = core.output_open().count();
-        tokio::spawn(print_output(weak, true, err, reading));
+        tokio::spawn(print_output(weak.clone(), stderr, pipe, reading));
     }
 }
 
