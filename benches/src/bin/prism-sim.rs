@@ -106,6 +106,13 @@ struct Args {
     /// Inject faults (killed, frozen and partitioned nodes, killed workers and head, slow links).
     #[arg(long)]
     faults: bool,
+    /// Kill a node in turn every this many milliseconds while the work runs (nodes 1..N-1;
+    /// node 0 stays, as the chaos test's head node does).
+    #[arg(long)]
+    chaos_every_ms: Option<u64>,
+    /// Milliseconds from a chaos kill to the node's restart.
+    #[arg(long, default_value_t = 1_000)]
+    chaos_restart_ms: u64,
     /// The seed of every random choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -129,7 +136,7 @@ struct Args {
     /// The driver's processor time per event in microseconds (it is one thread; 0: free).
     #[arg(long, default_value_t = 10.0)]
     driver_us: f64,
-    /// Retries of a task whose worker died (and rebuilds of its lost objects).
+    /// Retries of a task whose worker died (and rebuilds of its lost objects that no node loss explains).
     #[arg(long, default_value_t = 5)]
     max_retries: u32,
     /// Check the invariants after every this many steps.
@@ -159,6 +166,10 @@ fn config(args: &Args, seed: u64) -> Config {
         lease: Duration::from_millis(args.lease_ms),
         fencing: !args.no_fencing,
         faults: args.faults,
+        chaos: args.chaos_every_ms.map(|every| prism::sim::Chaos {
+            every: Duration::from_millis(every),
+            restart_after: Duration::from_millis(args.chaos_restart_ms),
+        }),
         seed,
         latency: Duration::from_micros(args.latency_us),
         task_time: Duration::from_secs_f64(args.task_ms / 1e3),

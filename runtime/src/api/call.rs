@@ -312,7 +312,8 @@ macro_rules! __options_builder {
                 self.opts.set_resource(name, amount);
                 self
             }
-            /// How often the task is re-run after its worker dies.
+            /// How often the task is re-run after its worker dies (and its lost results
+            /// rebuilt when no node's loss explains the loss).
             pub fn max_retries(mut self, n: u32) -> Self {
                 self.opts.max_retries = n;
                 self

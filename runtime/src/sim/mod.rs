@@ -35,6 +35,17 @@ pub enum Workload {
     Tree,
 }
 
+/// Nodes killed in turn at a fixed rate until the driver has read its results: nodes 1, 2,
+/// .., N-1, 1, .. (node 0 stays, as the head's own node does in the chaos test), each started
+/// again after `restart_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chaos {
+    /// Time between kills (the first comes after one period).
+    pub every: Duration,
+    /// Time from a kill to the node's restart.
+    pub restart_after: Duration,
+}
+
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -56,6 +67,9 @@ pub struct Config {
     pub calls: usize,
     /// Whether to inject faults.
     pub faults: bool,
+    /// Kill a node in turn at a fixed rate while the work runs (as the chaos test does on
+    /// real processes), besides any other faults.
+    pub chaos: Option<Chaos>,
     /// The seed of every random choice.
     pub seed: u64,
     /// One-way network latency (each message also gets up to half of it again as jitter).
@@ -88,7 +102,7 @@ pub struct Config {
     /// The driver's processor time per event it handles (a submission, a message): the
     /// driver is one thread, so events queue behind each other. Zero: free.
     pub driver_cost: Duration,
-    /// Retries of a task whose worker died (and budget of its lineage rebuilds).
+    /// Retries of a task whose worker died (and budget of its rebuilds no node loss explains).
     pub max_retries: u32,
     /// Invariants are checked after every this many steps (1: after each).
     pub check_every: u64,
@@ -110,6 +124,7 @@ impl Default for Config {
             actors: 0,
             calls: 20,
             faults: false,
+            chaos: None,
             seed: 1,
             latency: Duration::from_micros(100),
             bandwidth: 1_000_000_000,
@@ -161,6 +176,8 @@ pub struct Report {
     pub restored: u64,
     /// The longest a fetch between nodes took.
     pub slowest_fetch: Duration,
+    /// The most times one task was sent to a worker (its first run, retries and rebuilds).
+    pub most_runs: u32,
     /// The first invariant that failed, if any.
     pub violation: Option<String>,
     /// Bytes allocated per submitted task while every task was live (with the probe).

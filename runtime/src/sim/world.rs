@@ -237,6 +237,8 @@ enum What {
     Probe,
     /// A fault strikes.
     Fault(Fault),
+    /// The chaos plan's `turn`-th kill (see [`super::Chaos`]).
+    Chaos { turn: usize },
     /// A killed node's daemon starts again.
     NodeUp { node: NodeIdx },
     /// The killed head starts again.
@@ -386,6 +388,9 @@ struct Driver {
     large: IdMap<TaskId, u64>,
     /// Runs started, by task.
     attempts: IdMap<TaskId, u32>,
+    /// Runs of each task that could not start for a missing argument (not counted against
+    /// its retries).
+    missing: IdMap<TaskId, u32>,
     /// The actors it created.
     actors: Vec<ActorId>,
     /// When it last received each node's lease renewal ask.
@@ -520,6 +525,7 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
             cursor: 0,
             large: IdMap::default(),
             attempts: IdMap::default(),
+            missing: IdMap::default(),
             actors: Vec::new(),
             renewed: vec![Duration::ZERO; config.nodes],
             ended: IdMap::default(),
@@ -559,7 +565,7 @@ impl World<'_> {
         let c = self.config;
         writeln!(
             self.out,
-            "prism-sim: {} nodes x {} CPUs, {} tasks ({}){}, faults {}, seed {}",
+            "prism-sim: {} nodes x {} CPUs, {} tasks ({}){}, faults {}{}, seed {}",
             c.nodes,
             c.cpus,
             c.tasks,
@@ -573,6 +579,14 @@ impl World<'_> {
                 String::new()
             },
             if c.faults { "on" } else { "off" },
+            match c.chaos {
+                Some(chaos) => format!(
+                    ", a node killed every {:.1} s and restarted after {:.1} s",
+                    chaos.every.as_secs_f64(),
+                    chaos.restart_after.as_secs_f64()
+                ),
+                None => String::new(),
+            },
             c.seed
         )?;
         for node in 0..self.hosts.len() {
@@ -586,6 +600,9 @@ impl World<'_> {
         self.at(PROBE, What::Probe);
         if c.faults {
             self.plan_faults();
+        }
+        if let Some(chaos) = c.chaos {
+            self.at(chaos.every, What::Chaos { turn: 0 });
         }
         self.proto(|node, _| node.start());
         let before = self.config.memory_probe.map(|probe| probe());
@@ -1305,6 +1322,7 @@ impl World<'_> {
                 }
             }
             What::Fault(fault) => self.fault(fault)?,
+            What::Chaos { turn } => self.chaos(turn)?,
             What::DrainEnd {
                 node,
                 life,
@@ -1997,6 +2015,7 @@ impl World<'_> {
                     reason: "No such file or directory (os error 2)".into(),
                 };
                 self.report.missing_arguments += 1;
+                *self.driver.missing.entry(task).or_default() += 1;
                 self.done(worker, task, Outcome::Failed(error));
                 continue;
             }
@@ -2108,6 +2127,25 @@ impl World<'_> {
             self.tell_driver(node, 64, AtDriver::Exited { worker, reason });
             self.tell_driver(node, 8, AtDriver::Eof { worker });
         }
+    }
+
+    /// The chaos plan kills its next node, and plans the kill after, until the driver has
+    /// read its results.
+    fn chaos(&mut self, turn: usize) -> std::io::Result<()> {
+        let Some(chaos) = self.config.chaos else {
+            return Ok(());
+        };
+        if self.driver.released_at.is_some() || self.hosts.len() < 2 {
+            return Ok(());
+        }
+        let node = 1 + turn % (self.hosts.len() - 1);
+        self.report.faults += 1;
+        self.fault(Fault::KillNode {
+            node,
+            restart_after: chaos.restart_after,
+        })?;
+        self.at(self.now + chaos.every, What::Chaos { turn: turn + 1 });
+        Ok(())
     }
 
     fn fault(&mut self, fault: Fault) -> std::io::Result<()> {
@@ -2390,12 +2428,18 @@ impl World<'_> {
             }
         }
         self.report.real = started.elapsed();
+        let missing = |task| self.driver.missing.get(task).copied().unwrap_or(0);
+        self.report.most_runs = (self.driver.attempts.iter())
+            .map(|(task, runs)| runs - missing(task))
+            .max()
+            .unwrap_or(0);
         if self.report.slowest_fetch > Duration::ZERO {
             writeln!(
                 self.out,
-                "  slowest fetch between nodes: {:.3} s; tasks whose argument was missing on their node: {}",
+                "  slowest fetch between nodes: {:.3} s; tasks whose argument was missing on their node: {}; most runs of one task: {}",
                 self.report.slowest_fetch.as_secs_f64(),
-                self.report.missing_arguments
+                self.report.missing_arguments,
+                self.report.most_runs
             )?;
         }
         if let Some(v) = &self.report.violation {

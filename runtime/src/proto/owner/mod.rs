@@ -142,11 +142,24 @@ impl TaskRecord {
 
 /// What the owner keeps of a finished task whose results live in other nodes' stores, to run it
 /// again if every copy of one is lost (lineage reconstruction). Its inputs stay held meanwhile.
+///
+/// Rebuilds are charged to the task's `max_retries` only when no node was lost since its
+/// results were made: a loss that a node's death explains is the cluster's failure, not the
+/// task's, and each such rebuild follows a node loss of its own, so they cannot loop. (Ray
+/// charges every rebuild, and its authors count that a flaw, ray-project/ray#17379: under a
+/// node killed every 3 s a leaf of a tree reduction is lost with the sums above it at nearly
+/// every kill, and a budget of 10 ran out in about 1 run of 10; see BENCHMARKS.md.) Losses
+/// no node's death explains (a copy that could not be read from a live node) are charged.
 #[derive(Debug)]
 struct Lineage {
     spec: TaskSpec,
-    /// Times it ran again to rebuild lost outputs; at most `spec.max_retries`.
+    /// Times it ran again to rebuild lost outputs while no node was lost: at most
+    /// `spec.max_retries`.
     rebuilds: u32,
+    /// Times it ran again in all.
+    runs_again: u32,
+    /// [`Owner::nodes_lost`] when its latest results were made.
+    made_after_losses: u64,
 }
 
 /// Tasks [`Owner::rebuild`] opened again.
@@ -190,6 +203,8 @@ pub(crate) struct Owner {
     fetching_here: IdSet<ObjectId>,
     /// Objects freed since the node last looked (copies elsewhere can go too).
     pub(crate) freed: Vec<ObjectId>,
+    /// Nodes the job lost so far (see [`Lineage`]).
+    nodes_lost: u64,
     /// What freeing objects left for the shell to do with their files, in order.
     pub(crate) freed_files: Vec<FreedFile>,
 }
@@ -627,13 +642,20 @@ impl Owner {
         let keep_lineage = record.spec.kind == TaskKind::Normal
             && record.spec.max_retries > 0
             && values.iter().any(|v| matches!(v, Slot::Remote(_)));
-        if keep_lineage && !self.lineage.contains_key(&task) {
+        if let Some(lineage) = self.lineage.get_mut(&task) {
+            lineage.made_after_losses = self.nodes_lost;
+        } else if keep_lineage {
             // Its inputs stay held while its results can be asked to be rebuilt.
             for dep in record.spec.dependencies() {
                 self.add_ref(dep);
             }
-            let spec = record.spec;
-            self.lineage.insert(task, Lineage { spec, rebuilds: 0 });
+            let lineage = Lineage {
+                spec: record.spec,
+                rebuilds: 0,
+                runs_again: 0,
+                made_after_losses: self.nodes_lost,
+            };
+            self.lineage.insert(task, lineage);
         } else {
             self.end_task(&record.spec);
         }
@@ -652,6 +674,12 @@ impl Owner {
         if !self.lineage.contains_key(&spec.task_id) {
             self.release_inputs(spec);
         }
+    }
+
+    /// The job lost a node: objects made before it may be rebuilt without charge (see
+    /// [`Lineage`]).
+    pub(crate) fn node_lost(&mut self) {
+        self.nodes_lost += 1;
     }
 
     /// Every copy of `id` is gone (`is_lost` says which other objects share that fate): its
@@ -680,14 +708,20 @@ impl Owner {
             };
             return self.unavailable(id, format!("{reason}; {why}"));
         };
-        if lineage.rebuilds >= lineage.spec.max_retries {
-            let why = format!(
-                "{reason}; it was rebuilt {} time(s) already (max_retries = {})",
-                lineage.rebuilds, lineage.spec.max_retries
-            );
-            return self.unavailable(id, why);
+        let node_lost_since = self.nodes_lost > lineage.made_after_losses;
+        if !node_lost_since {
+            if lineage.rebuilds >= lineage.spec.max_retries {
+                let why = format!(
+                    "{reason}; no node was lost since it was made, and it was rebuilt {} time(s) so already (max_retries = {}; {} rebuild(s) in all)",
+                    lineage.rebuilds, lineage.spec.max_retries, lineage.runs_again
+                );
+                return self.unavailable(id, why);
+            }
+            lineage.rebuilds += 1;
         }
-        lineage.rebuilds += 1;
+        lineage.runs_again += 1;
+        // Until its next results are made, a loss is not explained by this one.
+        lineage.made_after_losses = self.nodes_lost;
         let spec = lineage.spec.clone();
         for dep in spec.dependencies() {
             if is_lost(dep) {
@@ -1066,6 +1100,35 @@ mod tests {
     }
 
     #[test]
+    fn a_loss_that_a_node_loss_explains_is_rebuilt_without_charge() {
+        let mut owner = Owner::default();
+        owner.submit(retried(1, vec![]), None);
+        owner.submit(retried(2, vec![Arg::Ref(out(1))]), None);
+        run(&mut owner, 1, Slot::Remote(10));
+        run(&mut owner, 2, Slot::Remote(20));
+        owner.release(out(1));
+        // Lost with a node five times over: 1 then 2 run again each time, beyond their
+        // budget of one.
+        for _ in 0..5 {
+            owner.node_lost();
+            let mut rebuilt = Rebuilt::default();
+            owner.rebuild(out(2), &|_| true, "its node was lost", &mut rebuilt);
+            assert_eq!(rebuilt.ready, vec![TaskId::new(0, 1)]);
+            run(&mut owner, 1, Slot::Remote(10));
+            run(&mut owner, 2, Slot::Remote(20));
+        }
+        // Lost with no node lost since it was made: charged, once.
+        let mut rebuilt = Rebuilt::default();
+        owner.rebuild(out(2), &|_| false, "a pull failed", &mut rebuilt);
+        assert_eq!(rebuilt.ready, vec![TaskId::new(0, 2)]);
+        run(&mut owner, 2, Slot::Remote(20));
+        owner.rebuild(out(2), &|_| false, "a pull failed", &mut rebuilt);
+        assert!(matches!(owner.peek(out(2)),
+            Some(Slot::Failed(TaskError::ObjectUnavailable { reason, .. }))
+                if reason.contains("rebuilt 1 time(s) so already (max_retries = 1; 6 rebuild(s) in all)")));
+    }
+
+    #[test]
     fn lost_remote_objects_are_rebuilt_from_their_lineage_inputs_first() {
         let mut owner = Owner::default();
         // 1 -> 2 -> 3, each result stored on another node; 3 is not retried.
@@ -1102,13 +1165,14 @@ mod tests {
         );
         assert!(matches!(owner.peek(out(2)), Some(Slot::Remote(20))));
 
-        // The budget is max_retries; a task without retries has no lineage.
+        // With no node lost, the budget is max_retries; a task without retries has no
+        // lineage.
         let mut again = Rebuilt::default();
         owner.rebuild(out(2), &|_| false, "lost again", &mut again);
         assert!(again.ready.is_empty());
         assert!(matches!(owner.peek(out(2)),
             Some(Slot::Failed(TaskError::ObjectUnavailable { reason, .. }))
-                if reason.contains("rebuilt 1 time(s) already (max_retries = 1)")));
+                if reason.contains("no node was lost since it was made, and it was rebuilt 1 time(s) so already (max_retries = 1; 1 rebuild(s) in all)")));
         owner.rebuild(out(3), &|_| false, "lost", &mut again);
         assert!(matches!(owner.peek(out(3)),
             Some(Slot::Failed(TaskError::ObjectUnavailable { function, reason, .. }))
