@@ -367,7 +367,7 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
         let mut tick = tokio::time::interval(control::SILENCE_CHECK);
         loop {
             tick.tick().await;
-            checks.with(|store| store.tick(Instant::now()));
+            checks.with(|store| store.check(Instant::now()));
         }
     });
     let hosting = Hosting::new(name.clone(), dir, identity, endpoint.clone());

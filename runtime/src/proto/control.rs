@@ -89,6 +89,8 @@ pub(crate) struct ControlStore {
     version: u64,
     /// The latest changes: the version each made and the node it concerned.
     log: VecDeque<(u64, u32)>,
+    /// When the head last looked for silent nodes (see [`ControlStore::check`]).
+    last_tick: Option<Instant>,
 }
 
 impl ControlStore {
@@ -105,6 +107,7 @@ impl ControlStore {
             epoch,
             version: 0,
             log: VecDeque::new(),
+            last_tick: None,
         }
     }
 
@@ -327,6 +330,38 @@ impl ControlStore {
         }
     }
 
+    /// The head's periodic look (every [`SILENCE_CHECK`]): [`ControlStore::tick`], after
+    /// forgiving the nodes the time the head itself did not run. A head that did not run
+    /// for a while (its process starved of CPU, or stopped) heard nothing meanwhile through
+    /// no fault of the nodes: the gap since its last look beyond [`HEAD_STALL`] is not
+    /// counted against them, or one stall of the head would count every node dead at once
+    /// (seen on a loaded 2-core machine: the head's own node and three others, all "not
+    /// heard from for 1.1 s", and a job that then placed work while no node was alive).
+    pub(crate) fn check(&mut self, now: Instant) {
+        self.forgive_stall(now);
+        self.tick(now);
+    }
+
+    /// Moves every node's last heartbeat on by the time the head itself did not run, beyond
+    /// [`HEAD_STALL`], since its last look (never past `now`).
+    fn forgive_stall(&mut self, now: Instant) {
+        let lost = self
+            .last_tick
+            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at))
+            .saturating_sub(HEAD_STALL);
+        self.last_tick = Some(now);
+        if lost.is_zero() {
+            return;
+        }
+        tracing::warn!(
+            stalled_ms = lost.as_millis() as u64,
+            "the head did not run for a while: that time is not counted against its nodes"
+        );
+        for node in self.nodes.values_mut() {
+            node.last_seen = (node.last_seen + lost).min(now.max(node.last_seen));
+        }
+    }
+
     /// The membership version (see [`ControlStore::updates`]).
     pub(crate) fn version(&self) -> u64 {
         self.version
@@ -444,6 +479,11 @@ pub(crate) fn reconnect_grace(heartbeat: Duration) -> Duration {
 
 /// How often the head looks for nodes that went silent ([`ControlStore::tick`]).
 pub(crate) const SILENCE_CHECK: Duration = Duration::from_millis(100);
+
+/// A gap between two looks of the head at its nodes longer than this means the head itself
+/// did not run (it looks every [`SILENCE_CHECK`]); the rest of the gap is not counted against
+/// the nodes ([`ControlStore::check`]).
+pub(crate) const HEAD_STALL: Duration = Duration::from_millis(500);
 
 /// How long a node that stops (`prism stop`, `prism drain`) waits for its jobs to let it go
 /// (their tasks there finished or handed back) before it ends them.
@@ -655,6 +695,36 @@ mod tests {
             .into_iter()
             .map(|n| (n.id, n.name, n.boot, n.alive))
             .collect()
+    }
+
+    #[test]
+    fn a_stalled_head_does_not_count_its_nodes_dead_for_the_time_it_lost() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut store = ControlStore::new(Duration::from_secs(1), 1);
+        register(&mut store, "a", t0);
+        register_from(&mut store, "b", "127.0.0.3:1", 1, t0);
+        store.check(at(100));
+        // The head does not run for 1.5 s: on its next look nobody is dead.
+        store.check(at(1_600));
+        assert!(store.status(at(1_600)).iter().all(|n| n.alive));
+        // a is heard from; b stays silent and is dead a timeout after the time forgiven.
+        let beat = ToControl::Heartbeat {
+            node: 1,
+            available: vec![("CPU".into(), 2.0)],
+            pulled: PullStats::default(),
+        };
+        for ms in (1_700..=2_000).step_by(100) {
+            store.handle(beat.clone(), at(ms));
+            store.check(at(ms));
+        }
+        let alive = |store: &mut ControlStore, ms| -> Vec<bool> {
+            store.status(at(ms)).iter().map(|n| n.alive).collect()
+        };
+        assert_eq!(alive(&mut store, 2_000), vec![true, true]);
+        store.handle(beat.clone(), at(2_100));
+        store.check(at(2_100));
+        assert_eq!(alive(&mut store, 2_100), vec![true, false]);
     }
 
     #[test]

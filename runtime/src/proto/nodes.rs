@@ -491,11 +491,17 @@ impl Nodes {
         }
     }
 
-    /// Takes the tasks no live node could run, to place them again (the cluster grew).
+    /// Takes the tasks to place again now that the cluster grew: those no live node could
+    /// run, and whatever a lost node still holds (work placed while no node was alive, which
+    /// can only be left with a dead one; a false alarm on the head can make every node count
+    /// dead at once).
     pub(crate) fn take_infeasible(&mut self) -> Vec<TaskId> {
         let mut tasks = Vec::new();
         for idx in 0..self.list.len() {
-            if self.list[idx].alive && self.list[idx].sched.has_infeasible() {
+            let node = &mut self.list[idx];
+            if !node.alive {
+                tasks.extend(node.sched.drain_queued());
+            } else if node.sched.has_infeasible() {
                 tasks.extend(self.at(idx).take_infeasible());
             }
         }

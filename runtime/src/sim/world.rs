@@ -1308,7 +1308,7 @@ impl World<'_> {
             What::HeadTick => {
                 let now = self.base + self.now;
                 if let Some(head) = self.head.as_mut() {
-                    head.tick(now);
+                    head.check(now);
                     self.tell_subscriber(false);
                 }
                 let next = self.now + SILENCE_CHECK;

@@ -84,7 +84,11 @@ impl State {
                 .find(|(n, _)| *n == node)
                 .map_or(0, |(_, bytes)| *bytes)
         };
-        self.nodes.choose(demand, home, bytes_on).unwrap_or(0)
+        // None fits: a live node holds it as infeasible until the cluster grows (a dead one
+        // only when none lives, see [`Nodes::take_infeasible`]).
+        (self.nodes.choose(demand, home, bytes_on))
+            .or_else(|| self.nodes.live().next())
+            .unwrap_or(0)
     }
 
     /// A value a worker sent: in a joined cluster a shared one stays in its node's store; on

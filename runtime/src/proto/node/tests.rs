@@ -525,6 +525,39 @@ fn a_node_that_joins_takes_queued_work_and_what_fit_nowhere() {
 }
 
 #[test]
+fn work_placed_while_every_node_counted_dead_runs_on_the_next_node_that_joins() {
+    let mut h = Harness::new(2, 1.0);
+    let queued = h.submit_many(6, 3);
+    for node in 0..2 {
+        h.event(Event::NodeLost {
+            node,
+            reason: "a head that stalled counted every node dead".into(),
+            lease_end: h.now,
+        });
+    }
+    // Placed with no node alive (before, they stayed with a dead node for good).
+    let late = h.submit_many(2, 3);
+    let idx = h.node.join_node("n0".into(), cpus(2.0), 16, 8).unwrap();
+    h.drain();
+    h.connect_new();
+    for task in queued.iter().chain(&late) {
+        let mut worker = h.where_sent(*task);
+        for _ in 0..20 {
+            if worker.is_some_and(|w| node_of(w) == idx) {
+                break;
+            }
+            h.now += std::time::Duration::from_secs(1);
+            h.event(Event::Tick);
+            h.connect_new();
+            worker = h.where_sent(*task);
+        }
+        let worker = worker.filter(|w| node_of(*w) == idx);
+        let worker = worker.unwrap_or_else(|| panic!("{task} never reached the new node"));
+        h.returns(worker, *task, Value::Inline(vec![1]));
+    }
+}
+
+#[test]
 fn tasks_waiting_in_busy_pipelines_are_asked_back_for_a_node_with_room() {
     let mut h = Harness::new(2, 1.0);
     // Each node's one worker gets its tasks pipelined: nothing waits in a node's queue.
