@@ -98,6 +98,11 @@ impl Nodes {
         self.list.get(idx)
     }
 
+    /// How busy node `idx` is (see [`Scheduler::load`]; 0 for an unknown node).
+    pub(crate) fn load_of(&self, idx: NodeIdx) -> f64 {
+        self.list.get(idx).map_or(0.0, |n| n.load())
+    }
+
     /// The live nodes.
     pub(crate) fn live(&self) -> impl Iterator<Item = NodeIdx> + '_ {
         self.list

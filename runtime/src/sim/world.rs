@@ -223,6 +223,8 @@ enum What {
         len: u64,
         from: Option<NodeIdx>,
         stalled: bool,
+        /// When the fetch began.
+        since: Duration,
     },
     /// A request reaches the head.
     Head { from: Place, request: ToControl },
@@ -322,7 +324,7 @@ struct Host {
     peers: IdMap<NodeIdx, u64>,
     /// Pulls over an open connection to a peer that cannot answer: they end at QUIC's idle
     /// timeout, or when the driver says the peer is gone (object, length, peer).
-    stalled: Vec<(ObjectId, u64, NodeIdx)>,
+    stalled: Vec<(ObjectId, u64, NodeIdx, Duration)>,
     /// Its number at the head.
     head_id: Option<u32>,
     workers: Vec<WorkerId>,
@@ -1239,9 +1241,12 @@ impl World<'_> {
                 len,
                 from,
                 stalled,
+                since,
             } => {
                 let ended_already = stalled && !self.hosts[node].unstall(id, from);
                 if !ended_already {
+                    let took = self.now.saturating_sub(since);
+                    self.report.slowest_fetch = self.report.slowest_fetch.max(took);
                     self.fetch_end(node, life, id, len, from);
                 }
             }
@@ -1726,13 +1731,12 @@ impl World<'_> {
                     match open {
                         Some(peer) => {
                             stalled = true;
-                            self.hosts[node].stalled.push((id, len, peer));
+                            self.hosts[node].stalled.push((id, len, peer, self.now));
                             self.now + self.config.idle_timeout
                         }
                         None => self.now + self.config.connect_timeout,
                     }
                 };
-                self.report.slowest_fetch = self.report.slowest_fetch.max(at - self.now);
                 self.at(
                     at,
                     What::FetchEnd {
@@ -1742,6 +1746,7 @@ impl World<'_> {
                         len,
                         from,
                         stalled,
+                        since: self.now,
                     },
                 );
             }
@@ -1771,6 +1776,7 @@ impl World<'_> {
                     len,
                     from: Some(node),
                     stalled: false,
+                    since: self.now,
                 };
                 self.at(at, what);
             }
@@ -1799,7 +1805,7 @@ impl World<'_> {
                     .partition(|s| s.2 == peer);
                 host.stalled = kept;
                 let life = host.life;
-                for (id, len, from) in ended {
+                for (id, len, from, since) in ended {
                     let what = What::FetchEnd {
                         node,
                         life,
@@ -1807,6 +1813,7 @@ impl World<'_> {
                         len,
                         from: Some(from),
                         stalled: false,
+                        since,
                     };
                     self.at(self.now, what);
                 }

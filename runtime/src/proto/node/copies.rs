@@ -50,7 +50,88 @@ pub(super) fn on_live_node(
         .is_some_and(|at| at.iter().any(|&n| nodes.get(n).is_some_and(|e| e.alive)))
 }
 
+/// The most tasks one node's death may make the job run again to rebuild a result whose only
+/// copy it holds (see [`State::guard_lineage`]).
+pub(super) const MAX_EXPOSURE: u32 = 8;
+
+/// A rebuildable task's results, made on `node`, and what they were made from (see
+/// [`State::guard_lineage`]).
+pub(super) struct Made {
+    node: NodeIdx,
+    results: Vec<ObjectId>,
+    inputs: Vec<ObjectId>,
+}
+
 impl State {
+    /// What [`State::guard_lineage`] needs of `task`, which just ran on `node`, when its
+    /// lineage can be kept (a normal task with retries) in a joined cluster.
+    pub(super) fn lineage_made(&self, task: TaskId, node: NodeIdx) -> Option<Made> {
+        self.cluster?;
+        let spec = &self.owner.task(task)?.spec;
+        if spec.kind != prism_graph::TaskKind::Normal || spec.max_retries == 0 {
+            return None;
+        }
+        Some(Made {
+            node,
+            results: spec.return_ids().collect(),
+            inputs: spec.dependencies().collect(),
+        })
+    }
+
+    /// Keeps a lost node from costing a long chain of rebuilds. Placement by locality runs a
+    /// task where its inputs are, so a chain of results (a subtree of a reduction) often
+    /// lives on one node alone, and that node's death makes the job run the whole chain
+    /// again, one level after another. Each result whose only copy is on its node counts the
+    /// tasks its loss would run again (itself, and those of its inputs that have no copy on
+    /// another node); past [`MAX_EXPOSURE`], another node fetches a copy, which starts the
+    /// count anew. In a tree reduction that is about one level in four (the simulator's
+    /// 100 nodes under a node killed every 3 s: see BENCHMARKS.md).
+    pub(super) fn guard_lineage(&mut self, made: Made) {
+        let Made {
+            node,
+            results,
+            inputs,
+        } = made;
+        let elsewhere = |state: &State, id: ObjectId| {
+            state.owner.stored_here(id)
+                || state.locations.get(&id).is_some_and(|at| {
+                    at.iter()
+                        .any(|&n| n != node && state.nodes.get(n).is_some_and(|e| e.alive))
+                })
+        };
+        let inherited: u32 = inputs
+            .iter()
+            .filter(|&&id| !elsewhere(self, id))
+            .map(|id| self.exposure.get(id).copied().unwrap_or(1))
+            .fold(0, u32::saturating_add);
+        for id in results {
+            let only_here = self.locations.get(&id).is_some_and(|at| at == &[node]);
+            let Some(len) = self.owner.stored_len(id).filter(|_| only_here) else {
+                continue;
+            };
+            let exposure = inherited.saturating_add(1);
+            if exposure <= MAX_EXPOSURE {
+                self.exposure.insert(id, exposure);
+                continue;
+            }
+            let other = self
+                .nodes
+                .live()
+                .filter(|&n| n != node && self.nodes.get(n).is_some_and(|e| e.takes_work()))
+                .min_by(|&a, &b| self.nodes.load_of(a).total_cmp(&self.nodes.load_of(b)));
+            match other {
+                Some(other) => {
+                    tracing::debug!(object = %id, exposure, "a second copy guards a long lineage");
+                    self.fetch_to_node(other, id, len);
+                    self.exposure.insert(id, 1);
+                }
+                None => {
+                    self.exposure.insert(id, exposure);
+                }
+            }
+        }
+    }
+
     /// The node a ready task (or actor creation) should go to.
     pub(super) fn place(&self, task: TaskId, demand: &Resources) -> NodeIdx {
         let Some(home) = self.cluster else {
@@ -338,6 +419,7 @@ impl State {
             // (node, object) pairs, grouped by node in node order.
             let mut copies: Vec<(NodeIdx, ObjectId)> = Vec::new();
             for id in freed {
+                self.exposure.remove(&id);
                 for node in self.locations.remove(&id).unwrap_or_default() {
                     self.stores.remove(node, id);
                     copies.push((node, id));

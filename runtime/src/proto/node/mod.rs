@@ -264,6 +264,9 @@ pub(crate) struct State {
     cluster: Option<Option<NodeIdx>>,
     /// Nodes whose stores hold a copy of an object (joined cluster).
     locations: IdMap<ObjectId, Vec<NodeIdx>>,
+    /// For a task's result whose only copy is on one node: how many tasks would run again
+    /// if that node died (see [`State::guard_lineage`]).
+    exposure: IdMap<ObjectId, u32>,
     /// What those stores hold, against their capacity (joined cluster), and the nodes whose
     /// stores went over it in this step.
     stores: stores::NodeStores,
@@ -342,6 +345,7 @@ impl State {
             nodes,
             cluster,
             locations: IdMap::default(),
+            exposure: IdMap::default(),
             stores: stores::NodeStores::default(),
             crowded: Vec::new(),
             node_fetches: IdMap::default(),
@@ -923,8 +927,12 @@ impl State {
                             .iter()
                             .map(|ids| ids.iter().map(|i| i.to_native()).collect())
                             .collect();
+                        let made = self.lineage_made(task, node_of(worker));
                         for ready in self.owner.complete(task, values, nested) {
                             self.enqueue(ready);
+                        }
+                        if let Some(made) = made {
+                            self.guard_lineage(made);
                         }
                     }
                     Err(e) => {

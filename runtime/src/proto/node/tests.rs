@@ -294,6 +294,42 @@ fn a_lost_object_is_rebuilt_from_its_lineage_when_its_node_dies() {
 }
 
 #[test]
+fn a_long_chain_of_results_on_one_node_gets_a_second_copy_elsewhere() {
+    use super::copies::MAX_EXPOSURE;
+    let mut h = Harness::new(2, 1.0);
+    let len = 1 << 20;
+    let mut input: Option<ObjectId> = None;
+    let mut home = None;
+    for link in 1..=MAX_EXPOSURE + 1 {
+        let args = input.map(Arg::Ref).into_iter().collect();
+        let spec = h.spec(args, 3);
+        let task = spec.task_id;
+        let id = h.submit(spec);
+        let w = h.where_sent(task).unwrap();
+        // Placed by locality: every link runs where the one before left its result.
+        assert_eq!(*home.get_or_insert(node_of(w)), node_of(w));
+        h.returns(w, task, Value::Shared { id, len });
+        let copied: Vec<ObjectId> = h
+            .host
+            .iter()
+            .filter_map(|(node, r)| match r {
+                HostRequest::Fetch { id, .. } if Some(*node) != home => Some(*id),
+                _ => None,
+            })
+            .collect();
+        match link <= MAX_EXPOSURE {
+            true => assert!(copied.is_empty(), "link {link}: {copied:?}"),
+            false => assert_eq!(
+                copied,
+                vec![id],
+                "the last link is copied to the other node"
+            ),
+        }
+        input = Some(id);
+    }
+}
+
+#[test]
 fn an_argument_missing_on_its_node_is_fetched_again_and_the_task_runs_again() {
     let mut h = Harness::new(2, 1.0);
     let leaf = h.spec(Vec::new(), 3);
