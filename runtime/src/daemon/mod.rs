@@ -131,7 +131,11 @@ pub(crate) async fn daemon(args: DaemonOptions) -> Result<(), String> {
             Ok(Ok(FromControl::Ack)) => tracing::info!(node, "left the cluster"),
             Ok(Ok(other)) => tracing::warn!(node, "the head did not let the node leave: {other:?}"),
             Ok(Err(e)) => tracing::warn!(node, "cannot tell the head the node leaves: {e}"),
-            Err(_) => tracing::warn!(node, "the head did not answer the node's leave within 1 s"),
+            Err(_) => tracing::warn!(
+                node,
+                "the head did not answer the node's leave within {} ms",
+                HEAD_PATIENCE.as_millis()
+            ),
         }
     }
     forget_daemon(&dir.join("daemons"), std::process::id());
@@ -139,8 +143,9 @@ pub(crate) async fn daemon(args: DaemonOptions) -> Result<(), String> {
     result
 }
 
-/// How long a stopping node waits for the head to answer.
-const HEAD_PATIENCE: Duration = Duration::from_secs(1);
+/// How long a stopping node waits for the head to answer (a loaded head may take over a
+/// second; a node that gives up is listed dead until the head's timeout instead of leaving).
+const HEAD_PATIENCE: Duration = Duration::from_secs(2);
 
 /// What a daemon's shutdown path undoes: the jobs it hosts, and a node's membership; and how
 /// the head asks the node to stop (`prism drain`).
