@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use prism_graph::{IdMap, ObjectId, Resources, TaskId};
+use prism_graph::{IdMap, IdSet, ObjectId, Resources, TaskId};
 use prism_transport::{ObjectValue, ToWorker, Value, encode_frame};
 
 use super::{Action, DRIVER_OWNER, HeldFrame, HostRequest, NODE_OWNER, State};
@@ -84,8 +84,9 @@ impl State {
     /// again, one level after another. Each result whose only copy is on its node counts the
     /// tasks its loss would run again (itself, and those of its inputs that have no copy on
     /// another node); past [`MAX_EXPOSURE`], another node fetches a copy, which starts the
-    /// count anew. In a tree reduction that is about one level in four (the simulator's
-    /// 100 nodes under a node killed every 3 s: see BENCHMARKS.md).
+    /// count anew, and such a result is kept at two copies while nodes are lost
+    /// ([`State::guard_again`]). In a tree reduction that is about one level in four (the
+    /// simulator's 100 nodes under a node killed every 3 s: see BENCHMARKS.md).
     pub(super) fn guard_lineage(&mut self, made: Made) {
         let Made {
             node,
@@ -114,20 +115,46 @@ impl State {
                 self.exposure.insert(id, exposure);
                 continue;
             }
-            let other = self
-                .nodes
-                .live()
-                .filter(|&n| n != node && self.nodes.get(n).is_some_and(|e| e.takes_work()))
-                .min_by(|&a, &b| self.nodes.load_of(a).total_cmp(&self.nodes.load_of(b)));
-            match other {
+            match self.second_home(node) {
                 Some(other) => {
                     tracing::debug!(object = %id, exposure, "a second copy guards a long lineage");
                     self.fetch_to_node(other, id, len);
                     self.exposure.insert(id, 1);
+                    self.guarded.insert(id);
                 }
                 None => {
                     self.exposure.insert(id, exposure);
                 }
+            }
+        }
+    }
+
+    /// The node for a second copy of what `but` holds: the least loaded other live node
+    /// that takes work.
+    fn second_home(&self, but: NodeIdx) -> Option<NodeIdx> {
+        self.nodes
+            .live()
+            .filter(|&n| n != but && self.nodes.get(n).is_some_and(|e| e.takes_work()))
+            .min_by(|&a, &b| self.nodes.load_of(a).total_cmp(&self.nodes.load_of(b)))
+    }
+
+    /// A node was lost: results that [`State::guard_lineage`] gave a second copy and that are
+    /// down to one (none being fetched) get another, so that the next loss costs no chain.
+    fn guard_again(&mut self) {
+        let fetching: IdSet<ObjectId> = self.node_fetches.keys().map(|(id, _)| *id).collect();
+        let mut again = Vec::new();
+        for &id in &self.guarded {
+            let live: Vec<NodeIdx> = (self.locations.get(&id).into_iter().flatten())
+                .copied()
+                .filter(|&n| self.nodes.get(n).is_some_and(|e| e.alive))
+                .collect();
+            if let ([only], false) = (live.as_slice(), fetching.contains(&id)) {
+                again.push((id, *only));
+            }
+        }
+        for (id, only) in again {
+            if let (Some(len), Some(other)) = (self.owner.stored_len(id), self.second_home(only)) {
+                self.fetch_to_node(other, id, len);
             }
         }
     }
@@ -420,6 +447,7 @@ impl State {
             let mut copies: Vec<(NodeIdx, ObjectId)> = Vec::new();
             for id in freed {
                 self.exposure.remove(&id);
+                self.guarded.remove(&id);
                 for node in self.locations.remove(&id).unwrap_or_default() {
                     self.stores.remove(node, id);
                     copies.push((node, id));
@@ -491,6 +519,7 @@ impl State {
             });
         }
         self.node_fetches.retain(|&(_, n), _| n != node);
+        self.guard_again();
         for task in self.nodes.drain_queued(Some(node)) {
             self.enqueue(task);
         }

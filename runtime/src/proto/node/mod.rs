@@ -267,6 +267,8 @@ pub(crate) struct State {
     /// For a task's result whose only copy is on one node: how many tasks would run again
     /// if that node died (see [`State::guard_lineage`]).
     exposure: IdMap<ObjectId, u32>,
+    /// Results given a second copy for that reason (kept at two while nodes are lost).
+    guarded: IdSet<ObjectId>,
     /// What those stores hold, against their capacity (joined cluster), and the nodes whose
     /// stores went over it in this step.
     stores: stores::NodeStores,
@@ -346,6 +348,7 @@ impl State {
             cluster,
             locations: IdMap::default(),
             exposure: IdMap::default(),
+            guarded: IdSet::default(),
             stores: stores::NodeStores::default(),
             crowded: Vec::new(),
             node_fetches: IdMap::default(),

@@ -296,7 +296,7 @@ fn a_lost_object_is_rebuilt_from_its_lineage_when_its_node_dies() {
 #[test]
 fn a_long_chain_of_results_on_one_node_gets_a_second_copy_elsewhere() {
     use super::copies::MAX_EXPOSURE;
-    let mut h = Harness::new(2, 1.0);
+    let mut h = Harness::new(3, 1.0);
     let len = 1 << 20;
     let mut input: Option<ObjectId> = None;
     let mut home = None;
@@ -319,14 +319,37 @@ fn a_long_chain_of_results_on_one_node_gets_a_second_copy_elsewhere() {
             .collect();
         match link <= MAX_EXPOSURE {
             true => assert!(copied.is_empty(), "link {link}: {copied:?}"),
-            false => assert_eq!(
-                copied,
-                vec![id],
-                "the last link is copied to the other node"
-            ),
+            false => assert_eq!(copied, vec![id], "the last link is copied to another node"),
         }
         input = Some(id);
     }
+    // The copy lands; then its node is lost: another node fetches a copy again.
+    let last = input.unwrap();
+    let fetches = |h: &Harness| -> Vec<NodeIdx> {
+        (h.host.iter())
+            .filter_map(|(node, r)| match r {
+                HostRequest::Fetch { id, .. } if *id == last => Some(*node),
+                _ => None,
+            })
+            .collect()
+    };
+    let second = fetches(&h)[0];
+    h.event(Event::NodeFetched {
+        node: second,
+        id: last,
+        result: Ok(()),
+    });
+    h.event(Event::NodeLost {
+        node: second,
+        reason: "test".into(),
+        lease_end: h.now,
+    });
+    let third = fetches(&h).get(1).copied();
+    assert!(
+        third.is_some_and(|t| t != second && Some(t) != home),
+        "{:?}",
+        fetches(&h)
+    );
 }
 
 #[test]
