@@ -103,6 +103,16 @@ impl Nodes {
         self.list.get(idx).map_or(0.0, |n| n.load())
     }
 
+    /// Where a task that no node taking work could ever fit waits: with a node that takes
+    /// work (it keeps the task as infeasible until the cluster grows), else with a lost one
+    /// (a node that joins takes it, see [`Nodes::take_infeasible`]); never with a draining
+    /// node, which would start it.
+    pub(crate) fn parking(&self) -> NodeIdx {
+        (self.list.iter().position(NodeEntry::takes_work))
+            .or_else(|| self.list.iter().position(|n| !n.alive))
+            .unwrap_or(0)
+    }
+
     /// The live nodes.
     pub(crate) fn live(&self) -> impl Iterator<Item = NodeIdx> + '_ {
         self.list

@@ -192,11 +192,7 @@ impl State {
                 .find(|(n, _)| *n == node)
                 .map_or(0, |(_, bytes)| *bytes)
         };
-        // None fits: a live node holds it as infeasible until the cluster grows (a dead one
-        // only when none lives, see [`Nodes::take_infeasible`]).
-        (self.nodes.choose(demand, home, bytes_on))
-            .or_else(|| self.nodes.live().next())
-            .unwrap_or(0)
+        (self.nodes.choose(demand, home, bytes_on)).unwrap_or_else(|| self.nodes.parking())
     }
 
     /// A value a worker sent: in a joined cluster a shared one stays in its node's store; on

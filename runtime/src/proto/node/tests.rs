@@ -777,6 +777,45 @@ fn ends_job_on(h: &Harness, idx: NodeIdx) -> bool {
 }
 
 #[test]
+fn a_task_only_a_draining_node_could_run_waits_for_a_node_that_joins() {
+    let mut h = Harness::new(2, 1.0);
+    let big = h.node.join_node("big".into(), cpus(2.0), 16, 8).unwrap();
+    h.drain();
+    h.connect_new();
+    h.event(Event::NodeDraining {
+        node: big,
+        reason: "test".into(),
+    });
+    for node in 0..2 {
+        h.event(Event::NodeLost {
+            node,
+            reason: "test".into(),
+            lease_end: h.now,
+        });
+    }
+    // Only the draining node could run it: it waits (it is not started there).
+    let mut spec = h.spec(Vec::new(), 0);
+    spec.resources = cpus(2.0);
+    let task = spec.task_id;
+    h.submit(spec);
+    h.now += std::time::Duration::from_secs(1);
+    h.event(Event::Tick);
+    h.connect_new();
+    assert_eq!(h.where_sent(task), None, "started on a draining node");
+    // A node that fits it joins: it runs there.
+    let new = h.node.join_node("new".into(), cpus(2.0), 16, 8).unwrap();
+    h.drain();
+    h.connect_new();
+    h.now += std::time::Duration::from_secs(1);
+    h.event(Event::Tick);
+    h.connect_new();
+    let at = h
+        .where_sent(task)
+        .expect("the task runs on the node that joined");
+    assert_eq!(node_of(at), new);
+}
+
+#[test]
 fn a_draining_node_gets_no_new_work_hands_back_the_rest_and_is_let_go_once_idle() {
     let mut h = Harness::new(2, 1.0);
     // Each node's one worker gets its tasks pipelined; none may be retried.
