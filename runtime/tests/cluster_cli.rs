@@ -25,13 +25,18 @@ fn http_get(url: &str, token: Option<&str>) -> (u16, String) {
 }
 
 fn status_until(head: &Host, want: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    status_within(head, Duration::from_secs(20), want)
+}
+
+/// `prism status` once it shows what `want` wants, or as it is after `limit`.
+fn status_within(head: &Host, limit: Duration, want: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + limit;
     loop {
         let status = head.ok(&["status"]);
         if want(&status) || Instant::now() > deadline {
             return status;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -167,12 +172,7 @@ fn a_head_and_two_nodes_on_loopback() {
     // a second or two on a loaded machine (the head answers its leave; never a timeout, which
     // would leave it listed as DEAD).
     let left = |s: &str| s.contains("1 of 2 nodes alive") && !s.contains("node-a");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut status = head.ok(&["status"]);
-    while !left(&status) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        status = head.ok(&["status"]);
-    }
+    let status = status_within(&head, Duration::from_secs(3), left);
     assert!(left(&status), "{status}");
     assert!(head.ok(&["stop"]).contains("Stopped 1"));
     let deadline = Instant::now() + Duration::from_secs(5);

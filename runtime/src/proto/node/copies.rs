@@ -63,10 +63,19 @@ pub(super) struct Made {
 }
 
 impl State {
-    /// What [`State::guard_lineage`] needs of `task`, which just ran on `node`, when its
-    /// lineage can be kept (a normal task with retries) in a joined cluster.
-    pub(super) fn lineage_made(&self, task: TaskId, node: NodeIdx) -> Option<Made> {
+    /// What [`State::guard_lineage`] needs of `task`, which just ran on `node` and returned
+    /// `values`, when its lineage can be kept (a normal task with retries, a result in a
+    /// node's store) in a joined cluster.
+    pub(super) fn lineage_made(
+        &self,
+        task: TaskId,
+        node: NodeIdx,
+        values: &[Slot],
+    ) -> Option<Made> {
         self.cluster?;
+        if !values.iter().any(|v| matches!(v, Slot::Remote(_))) {
+            return None;
+        }
         let spec = &self.owner.task(task)?.spec;
         if spec.kind != prism_graph::TaskKind::Normal || spec.max_retries == 0 {
             return None;
@@ -93,16 +102,9 @@ impl State {
             results,
             inputs,
         } = made;
-        let elsewhere = |state: &State, id: ObjectId| {
-            state.owner.stored_here(id)
-                || state.locations.get(&id).is_some_and(|at| {
-                    at.iter()
-                        .any(|&n| n != node && state.nodes.get(n).is_some_and(|e| e.alive))
-                })
-        };
         let inherited: u32 = inputs
             .iter()
-            .filter(|&&id| !elsewhere(self, id))
+            .filter(|&&id| !self.owner.stored_here(id) && self.live_copy(id, Some(node)).is_none())
             .map(|id| self.exposure.get(id).copied().unwrap_or(1))
             .fold(0, u32::saturating_add);
         for id in results {
@@ -143,13 +145,12 @@ impl State {
     fn guard_again(&mut self) {
         let fetching: IdSet<ObjectId> = self.node_fetches.keys().map(|(id, _)| *id).collect();
         let mut again = Vec::new();
-        for &id in &self.guarded {
-            let live: Vec<NodeIdx> = (self.locations.get(&id).into_iter().flatten())
-                .copied()
-                .filter(|&n| self.nodes.get(n).is_some_and(|e| e.alive))
-                .collect();
-            if let ([only], false) = (live.as_slice(), fetching.contains(&id)) {
-                again.push((id, *only));
+        for &id in self.guarded.iter().filter(|id| !fetching.contains(id)) {
+            // Down to one copy: a holder, and no other.
+            if let Some(only) = self.live_copy(id, None)
+                && self.live_copy(id, Some(only)).is_none()
+            {
+                again.push((id, only));
             }
         }
         for (id, only) in again {

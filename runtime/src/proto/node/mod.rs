@@ -930,7 +930,7 @@ impl State {
                             .iter()
                             .map(|ids| ids.iter().map(|i| i.to_native()).collect())
                             .collect();
-                        let made = self.lineage_made(task, node_of(worker));
+                        let made = self.lineage_made(task, node_of(worker), &values);
                         for ready in self.owner.complete(task, values, nested) {
                             self.enqueue(ready);
                         }

@@ -720,8 +720,6 @@ impl Owner {
             lineage.rebuilds += 1;
         }
         lineage.runs_again += 1;
-        // Until its next results are made, a loss is not explained by this one.
-        lineage.made_after_losses = self.nodes_lost;
         let spec = lineage.spec.clone();
         for dep in spec.dependencies() {
             if is_lost(dep) {
