@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::cluster::{Host, head_args, running};
+use common::cluster::{Host, eventually, head_args, running, signal};
 use std::time::{Duration, Instant};
 
 /// A plain HTTP GET (HTTP/1.0, so the server closes after answering); returns (status, body).
@@ -173,7 +173,7 @@ fn a_head_and_two_nodes_on_loopback() {
     // would leave it listed as DEAD).
     let left = |s: &str| s.contains("1 of 2 nodes alive") && !s.contains("node-a");
     let status = status_within(&head, Duration::from_secs(3), left);
-    assert!(left(&status), "{status}");
+    assert!(left(&status), "{status}\n{}\n{}", a.logs(), head.logs());
     assert!(head.ok(&["stop"]).contains("Stopped 1"));
     let deadline = Instant::now() + Duration::from_secs(5);
     while pids.iter().any(|p| running(*p)) && Instant::now() < deadline {
@@ -222,6 +222,34 @@ fn a_restarted_head_recovers_its_cluster_and_nodes_come_back() {
         .find(|l| l.contains("n1"))
         .expect("n1 listed");
     assert!(line.starts_with('2'), "{line}");
+}
+
+#[test]
+fn a_node_stopped_while_it_reconnects_still_leaves_the_table() {
+    let head = Host::new("sleepy");
+    head.start_head(&["--port", "0"]);
+    let (addr, token) = (head.file("address"), head.file("token"));
+    let node = Host::new("restless");
+    node.join(&addr, &token, "127.0.0.2", &["--name", "n1"]);
+    let head_pid = head.daemons();
+
+    // The head freezes: the node's heartbeats go unanswered, it drops its connection and
+    // tries to connect again. It is stopped then, and the head wakes while it stops.
+    signal(&head_pid, libc::SIGSTOP).expect("SIGSTOP the head");
+    let dropped = eventually(20, || node.logs().contains("lost the head"));
+    let stop = node.spawn(&["stop"]);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&head_pid, libc::SIGCONT).expect("SIGCONT the head");
+    assert!(
+        dropped,
+        "the node never gave up on the frozen head: {}",
+        node.logs()
+    );
+    let stopped = stop.wait_with_output().expect("prism stop");
+    assert!(String::from_utf8_lossy(&stopped.stdout).contains("Stopped 1"));
+    let gone = |s: &str| s.contains("1 of 1 nodes alive") && !s.contains("n1");
+    let status = status_within(&head, Duration::from_secs(5), gone);
+    assert!(gone(&status), "{status}\n{}", node.logs());
 }
 
 #[test]

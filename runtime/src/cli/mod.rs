@@ -442,6 +442,11 @@ fn render_status(head: SocketAddr, nodes: &[NodeStatus], demands: &[PendingDeman
 /// still the daemons recorded there (same start time, owned by this user), each through a
 /// pidfd, first with SIGTERM (the daemon stops its jobs' workers, removes their stores and
 /// its record) and with SIGKILL if it is still there after five seconds.
+/// How long `prism stop` lets a daemon stop before it kills it: a node's drain (up to 2 s to
+/// reach the head, [`crate::proto::control::DRAIN_GRACE`] for its tasks) and its leave (2 s
+/// more) fit with room to spare on a loaded machine.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 fn stop() -> Result<(), String> {
     let dir = session_dir().join("daemons");
     let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -462,7 +467,7 @@ fn stop() -> Result<(), String> {
             .and_then(|t| t.trim().parse::<u64>().ok());
         match recorded.map(|started| crate::process::ProcessHandle::verified(pid, started)) {
             Some(Ok(Some(daemon))) => {
-                if let Err(e) = daemon.stop(Duration::from_secs(5)) {
+                if let Err(e) = daemon.stop(STOP_GRACE) {
                     eprintln!("prism: cannot stop daemon {pid}: {e}");
                     continue;
                 }

@@ -120,22 +120,17 @@ pub(crate) async fn daemon(args: DaemonOptions) -> Result<(), String> {
     if let Some(hosting) = stopping.hosting {
         hosting.end_all();
     }
-    if let Some(Membership {
-        connection,
-        id: node,
-        ..
-    }) = stopping.membership
-    {
-        let leave = ToControl::Leave { node };
-        match tokio::time::timeout(HEAD_PATIENCE, ask(&connection, &leave)).await {
-            Ok(Ok(FromControl::Ack)) => tracing::info!(node, "left the cluster"),
-            Ok(Ok(other)) => tracing::warn!(node, "the head did not let the node leave: {other:?}"),
-            Ok(Err(e)) => tracing::warn!(node, "cannot tell the head the node leaves: {e}"),
-            Err(_) => tracing::warn!(
-                node,
-                "the head did not answer the node's leave within {} ms",
-                HEAD_PATIENCE.as_millis()
-            ),
+    if let Some(membership) = stopping.membership {
+        let (node, leave) = (
+            membership.id,
+            ToControl::Leave {
+                node: membership.id,
+            },
+        );
+        match membership.link.ask(&leave, HEAD_PATIENCE).await {
+            Ok(FromControl::Ack) => tracing::info!(node, "left the cluster"),
+            Ok(other) => tracing::warn!(node, "the head did not let the node leave: {other:?}"),
+            Err(e) => tracing::warn!(node, "cannot tell the head the node leaves: {e}"),
         }
     }
     forget_daemon(&dir.join("daemons"), std::process::id());
@@ -156,13 +151,107 @@ struct Stopping {
     drain_asked: Arc<tokio::sync::Notify>,
 }
 
-/// A node's membership: its connection to the head, its number and name there, and its
-/// resources (for the heartbeats it goes on sending while it drains).
+/// A node's membership: its way to the head, its number and name there, and its resources
+/// (for the heartbeats it goes on sending while it drains).
 struct Membership {
-    connection: quinn::Connection,
+    link: HeadLink,
     id: u32,
     name: String,
     resources: Vec<(String, f64)>,
+}
+
+/// A node's way to the head: the connection it registered on, and what it takes to connect
+/// again. A stopping node must reach the head even when that connection just ended (a
+/// heartbeat answered late makes the node drop it and register again; a stop in that window
+/// would otherwise leave the node listed, dead, instead of gone).
+#[derive(Clone)]
+struct HeadLink {
+    client: quinn::Endpoint,
+    head: SocketAddr,
+    identity: Identity,
+    name: String,
+    connection: Arc<parking_lot::Mutex<quinn::Connection>>,
+}
+
+/// Why a stopping node's request did not reach the head.
+#[derive(Debug, thiserror::Error)]
+enum HeadAskError {
+    /// No answer within the node's patience.
+    #[error("the head at {head} did not answer within {} ms", patience.as_millis())]
+    NoAnswer {
+        /// The head's address.
+        head: SocketAddr,
+        /// How long the node waited.
+        patience: Duration,
+    },
+    /// The connection failed, and so did connecting again.
+    #[error("{asked} (and connecting again: {again})")]
+    Unreachable {
+        /// Why the request failed.
+        asked: String,
+        /// Why the new connection failed.
+        again: String,
+    },
+}
+
+impl HeadLink {
+    /// Connects to the head as the member `name`.
+    async fn connect(
+        client: quinn::Endpoint,
+        head: SocketAddr,
+        identity: Identity,
+        name: String,
+    ) -> Result<HeadLink, String> {
+        let connection = connect_member(&client, head, &identity, &name).await?;
+        Ok(HeadLink {
+            client,
+            head,
+            identity,
+            name,
+            connection: Arc::new(parking_lot::Mutex::new(connection)),
+        })
+    }
+
+    /// The connection in use.
+    fn connection(&self) -> quinn::Connection {
+        self.connection.lock().clone()
+    }
+
+    /// Asks `request`; when the connection fails, connects again once and asks over the new
+    /// one; all within `patience`.
+    async fn ask(
+        &self,
+        request: &ToControl,
+        patience: Duration,
+    ) -> Result<FromControl, HeadAskError> {
+        let no_answer = || HeadAskError::NoAnswer {
+            head: self.head,
+            patience,
+        };
+        let again = async {
+            let asked = match ask(&self.connection(), request).await {
+                Ok(answer) => return Ok(answer),
+                Err(asked) => asked,
+            };
+            tracing::debug!(head = %self.head, "asking the head again on a new connection: {asked}");
+            let fresh = connect_member(&self.client, self.head, &self.identity, &self.name)
+                .await
+                .map_err(|again| HeadAskError::Unreachable {
+                    asked: asked.to_string(),
+                    again,
+                })?;
+            *self.connection.lock() = fresh.clone();
+            ask(&fresh, request)
+                .await
+                .map_err(|e| HeadAskError::Unreachable {
+                    asked: asked.to_string(),
+                    again: e.to_string(),
+                })
+        };
+        tokio::time::timeout(patience, again)
+            .await
+            .unwrap_or_else(|_| Err(no_answer()))
+    }
 }
 
 /// A node that stops drains first: it starts no new job, has the head mark it draining (so
@@ -177,11 +266,10 @@ async fn drain(hosting: &Hosting, membership: &Membership) {
     let ask_drain = ToControl::Drain {
         name: membership.name.clone(),
     };
-    match tokio::time::timeout(HEAD_PATIENCE, ask(&membership.connection, &ask_drain)).await {
-        Ok(Ok(FromControl::Ack)) => tracing::info!(node, "draining"),
-        Ok(Ok(other)) => tracing::warn!(node, "the head did not mark the node draining: {other:?}"),
-        Ok(Err(e)) => tracing::warn!(node, "cannot tell the head the node drains: {e}"),
-        Err(_) => tracing::warn!(node, "the head did not answer the node's drain in time"),
+    match membership.link.ask(&ask_drain, HEAD_PATIENCE).await {
+        Ok(FromControl::Ack) => tracing::info!(node, "draining"),
+        Ok(other) => tracing::warn!(node, "the head did not mark the node draining: {other:?}"),
+        Err(e) => tracing::warn!(node, "cannot tell the head the node drains: {e}"),
     }
     let grace = millis_env("PRISM_DRAIN_MS", control::DRAIN_GRACE.as_millis() as u64);
     // The node beats on while it drains (its main loop ended with the stop), so that a grace
@@ -195,7 +283,7 @@ async fn drain(hosting: &Hosting, membership: &Membership) {
                     available: membership.resources.clone(),
                     pulled: hosting.pulled(),
                 };
-                let connection = membership.connection.clone();
+                let connection = membership.link.connection();
                 tokio::spawn(async move { ask(&connection, &heartbeat).await });
             }
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
@@ -539,7 +627,6 @@ pub(crate) async fn ask(
     quic::ask(connection, request, 16 << 20).await
 }
 
-/// Joins the cluster and connects to the head as a member named `name`.
 /// Connects the CLI to the head as a member: with the certificate cached in the session
 /// directory when it belongs to this cluster, else by joining with the token (and caching the
 /// certificate it gets).
@@ -601,10 +688,10 @@ async fn node(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
     let mut announced = false;
     let mut lost_since: Option<Instant> = None;
     loop {
-        let reason = match connect_member(&client, head, &identity, &name).await {
-            Ok(connection) => {
-                let result =
-                    serve_head(&connection, &register, &hosting, &mut announced, head, slot).await;
+        let link = HeadLink::connect(client.clone(), head, identity.clone(), name.clone()).await;
+        let reason = match link {
+            Ok(link) => {
+                let result = serve_head(&link, &register, &hosting, &mut announced, slot).await;
                 lost_since = None;
                 result
             }
@@ -641,13 +728,13 @@ async fn connect_member(
 
 /// Registers with the head and beats until the connection fails; returns why.
 async fn serve_head(
-    connection: &quinn::Connection,
+    link: &HeadLink,
     register: &ToControl,
     hosting: &Hosting,
     announced: &mut bool,
-    head: SocketAddr,
     slot: &StopSlot,
 ) -> String {
+    let (connection, head) = (&link.connection(), link.head);
     let ToControl::Register {
         name,
         addr,
@@ -665,7 +752,7 @@ async fn serve_head(
     };
     tracing::info!(node = id, %addr, head = %head, "node registered");
     slot.lock().membership = Some(Membership {
-        connection: connection.clone(),
+        link: link.clone(),
         id,
         name: name.clone(),
         resources: resources.clone(),

@@ -70,6 +70,20 @@ impl Host {
     }
 
     pub fn prism(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("the prism binary runs")
+    }
+
+    /// `prism ARGS` on this host, started in the background (its output piped).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the prism binary runs")
+    }
+
+    /// The `prism ARGS` command on this host.
+    fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(program());
         command
             .args(args)
@@ -86,7 +100,7 @@ impl Host {
                 .env("PRISM_HEARTBEAT_MS", "100")
                 .env("PRISM_NODE_TIMEOUT_MS", "1000");
         }
-        command.output().expect("the prism binary runs")
+        command
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
@@ -139,6 +153,20 @@ impl Host {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Every daemon log of this host, each under its file name (for a failing assertion).
+    pub fn logs(&self) -> String {
+        let mut logs = String::new();
+        for entry in std::fs::read_dir(self.dir.join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            logs += &format!("--- {}\n{text}", entry.file_name().to_string_lossy());
+        }
+        logs
     }
 
     /// The pids of the daemons this host recorded.
