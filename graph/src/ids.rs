@@ -22,14 +22,14 @@ use std::fmt;
 #[rkyv(derive(Debug, PartialEq, Eq, Hash))]
 pub struct TaskId {
     /// The owner (submitting process) number: 0 for the driver, then one per worker.
-    pub owner: u32,
+    pub owner: u64,
     /// The owner's own counter.
     pub seq: u64,
 }
 
 impl TaskId {
     /// Makes the id of the `seq`-th task of `owner`.
-    pub const fn new(owner: u32, seq: u64) -> Self {
+    pub const fn new(owner: u64, seq: u64) -> Self {
         TaskId { owner, seq }
     }
 }

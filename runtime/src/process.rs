@@ -281,7 +281,7 @@ pub(crate) struct StoreLimits {
 /// The command that starts `exe` as worker `worker` of the store at `session_dir`.
 pub(crate) fn worker_command(
     exe: &std::path::Path,
-    worker: u32,
+    worker: u64,
     session_dir: &std::path::Path,
     limits: StoreLimits,
 ) -> Command {

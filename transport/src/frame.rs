@@ -266,7 +266,7 @@ mod tests {
     #[test]
     fn frames_split_at_any_byte_come_out_whole() {
         let mut wire = Vec::new();
-        for i in 0..5u32 {
+        for i in 0..5u64 {
             encode_frame(
                 &ToWorker::Cancel {
                     task: prism_graph::TaskId::new(i, 7),

@@ -9,7 +9,7 @@ use crate::frame::Message;
 /// rkyv archives with 64-bit relative pointers (objects past 4 GiB), and the store's capacity
 /// in [`ToHost::StartJob`]; 6: missing arguments; 7: a node's lease on a job
 /// ([`HostEvent::Renew`]).
-pub const PROTOCOL_VERSION: u32 = 10;
+pub const PROTOCOL_VERSION: u32 = 11;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -22,7 +22,7 @@ pub struct Hello {
     /// Fingerprint of the sender's binary.
     pub fingerprint: u64,
     /// The worker number the node gave the process when it started it.
-    pub worker: u32,
+    pub worker: u64,
     /// The process id.
     pub pid: u32,
 }
@@ -310,12 +310,12 @@ pub enum ToHost {
     /// Start a worker process for the job, numbered `worker`.
     Spawn {
         /// The worker's number (the driver's).
-        worker: u32,
+        worker: u64,
     },
     /// Kill a worker of the job.
     Kill {
         /// The worker's number.
-        worker: u32,
+        worker: u64,
     },
     /// Make sure the node's store holds `id` (`len` bytes), pulling it from the host whose
     /// objects endpoint is `from` if not.
@@ -369,7 +369,7 @@ pub enum HostEvent {
     /// node started under this number, byte for byte, both ways.
     Relay {
         /// The worker's number (its hello must name the same).
-        worker: u32,
+        worker: u64,
     },
     /// The node asks the driver to renew its lease on the job (on a stream of its own, which
     /// the driver answers with the same frame).
@@ -380,7 +380,7 @@ pub enum HostEvent {
     /// A worker process ended, and how.
     WorkerExited {
         /// The worker's number.
-        worker: u32,
+        worker: u64,
         /// How it ended.
         reason: String,
     },
@@ -388,7 +388,7 @@ pub enum HostEvent {
     /// per pipe of the worker, so that they stay in order; at most 16 KiB a frame).
     Output {
         /// The worker's number.
-        worker: u32,
+        worker: u64,
         /// Written to its standard error (else its output).
         stderr: bool,
         /// The lines.

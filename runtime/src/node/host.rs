@@ -64,7 +64,7 @@ struct Job {
     /// The job's content fingerprint (from its binary's hash).
     fingerprint: u64,
     driver: quinn::Connection,
-    workers: Mutex<HashMap<u32, Arc<ProcessHandle>>>,
+    workers: Mutex<HashMap<u64, Arc<ProcessHandle>>>,
     /// Set when the driver went: late spawns are refused.
     ended: std::sync::atomic::AtomicBool,
 }
@@ -520,7 +520,7 @@ impl Job {
 /// driver: a closed pipe would fail the worker's next print).
 async fn relay_output(
     driver: quinn::Connection,
-    worker: u32,
+    worker: u64,
     stderr: bool,
     pipe: impl tokio::io::AsyncRead + Unpin,
 ) {
@@ -570,7 +570,7 @@ fn write_executable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Starts worker `worker` of `job` from the job's binary; a waiter thread tells the driver
 /// when it ends.
-fn spawn(node: &str, job: &Arc<Job>, worker: u32) -> Result<u32, String> {
+fn spawn(node: &str, job: &Arc<Job>, worker: u64) -> Result<u32, String> {
     if job.ended.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(format!("job {} has ended", job.name));
     }
@@ -620,7 +620,7 @@ fn spawn(node: &str, job: &Arc<Job>, worker: u32) -> Result<u32, String> {
 
 /// Pipes worker `worker`'s link to the job's driver on a QUIC stream of its own, announced by
 /// [`HostEvent::Relay`] with the worker's number.
-fn relay_worker(job: &Arc<Job>, worker: u32, link: std::os::unix::net::UnixStream) {
+fn relay_worker(job: &Arc<Job>, worker: u64, link: std::os::unix::net::UnixStream) {
     let driver = job.driver.clone();
     let stream = link
         .set_nonblocking(true)

@@ -399,7 +399,7 @@ impl LinkPoll {
     pub(crate) fn add(&self, link: Arc<LinkReader>) {
         let mut event = libc::epoll_event {
             events: libc::EPOLLIN as u32,
-            u64: u64::from(link.worker),
+            u64: link.worker,
         };
         // SAFETY: both descriptors are open; `event` is a valid epoll_event.
         let rc = unsafe {
@@ -452,9 +452,7 @@ impl LinkPoll {
         };
         let mut handled = false;
         for event in events.iter().take(n.max(0) as usize) {
-            let Ok(worker) = WorkerId::try_from(event.u64) else {
-                continue;
-            };
+            let worker: WorkerId = event.u64;
             let link = self.links.lock().get(&worker).cloned();
             if let Some(link) = link {
                 handled |= link.poll(core);

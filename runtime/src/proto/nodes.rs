@@ -3,7 +3,7 @@
 //! submitted from when that node can start it now; otherwise (or when its large arguments sit
 //! elsewhere) to the node that fits it best: resources first, then queue length, then bytes of
 //! its arguments already there (bottom-up scheduling, as in the Ray paper). Workers are numbered
-//! by node (`node << 22`), so a worker's number tells its node.
+//! by node (`node << 32`), so a worker's number tells its node.
 
 use prism_graph::{IdSet, Resources, TaskId};
 
@@ -12,12 +12,13 @@ use crate::proto::scheduler::{Action, Admission, Placement, Removed, Scheduler, 
 /// A node's index in [`Nodes`].
 pub(crate) type NodeIdx = usize;
 
-/// Bits of a worker's number below its node's index (so a node may start 4 million workers
+/// Bits of a worker's number below its node's index (so a node may start 4 billion workers
 /// over a job's life).
-const NODE_SHIFT: u32 = 22;
+const NODE_SHIFT: u32 = 32;
 
-/// The most nodes a core schedules onto.
-pub(crate) const MAX_NODES: usize = (1 << (32 - NODE_SHIFT)) - 1;
+/// The most nodes a core numbers over a job's life: every join counts, a node restarted
+/// under its name too (a node killed every 3 s for a century stays below it).
+pub(crate) const MAX_NODES: usize = u32::MAX as usize;
 
 /// One node: its name, its scheduler and whether it still counts.
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use prism_graph::{Amount, IdMap, IdSet, Resources, TaskId};
 
 /// A worker's number on this node (also its owner number).
-pub(crate) type WorkerId = u32;
+pub(crate) type WorkerId = u64;
 
 /// What the scheduler asks its shell to do.
 #[derive(Debug, Clone, PartialEq, Eq)]

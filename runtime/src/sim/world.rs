@@ -2619,7 +2619,7 @@ fn shared_args(args: &[ArchivedValue]) -> Vec<(u32, ObjectId)> {
 }
 
 fn fingerprint(task: TaskId, attempt: u32) -> u64 {
-    let mut rng = Rng(task.seq ^ (u64::from(task.owner) << 48) ^ (u64::from(attempt) << 32));
+    let mut rng = Rng(task.seq ^ (task.owner << 48) ^ (u64::from(attempt) << 32));
     rng.next()
 }
 

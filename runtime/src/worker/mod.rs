@@ -46,7 +46,7 @@ pub(crate) fn is_worker_process() -> bool {
 #[derive(Debug)]
 pub(crate) struct WorkerClient {
     inner: Mutex<Inner>,
-    owner: u32,
+    owner: u64,
     seq: AtomicU64,
     /// The node's directory of shared-memory segments.
     store_dir: std::path::PathBuf,
@@ -760,7 +760,7 @@ const WORKER_STACK: usize = 1 << 30;
 const MAX_NESTING: u32 = 4096;
 
 fn connect() -> Result<Arc<WorkerClient>> {
-    let worker: u32 = std::env::var(ENV_WORKER)
+    let worker: u64 = std::env::var(ENV_WORKER)
         .ok()
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| Error::Startup(format!("{ENV_WORKER} is not a number")))?;

@@ -32,9 +32,9 @@ use crate::store::{ObjectBytes, Segment};
 pub(crate) use actors::ActorSetup;
 
 /// The driver's owner number.
-pub(crate) const DRIVER_OWNER: u32 = 0;
+pub(crate) const DRIVER_OWNER: u64 = 0;
 /// The owner number of tasks the node makes itself (actor restarts).
-pub(crate) const NODE_OWNER: u32 = u32::MAX;
+pub(crate) const NODE_OWNER: u64 = u64::MAX;
 
 /// How often a task runs again because an argument was not in its node's store (each time it
 /// is fetched again or rebuilt) before it fails with that error.

@@ -75,7 +75,7 @@ impl Harness {
 
     fn connect(&mut self, worker: WorkerId) {
         self.connected.push(worker);
-        let pid = 1000 + worker;
+        let pid = 1000 + worker as u32;
         self.event(Event::WorkerSpawned { worker, pid });
         self.event(Event::WorkerConnected { worker });
     }
@@ -581,6 +581,36 @@ fn a_node_that_joins_takes_queued_work_and_what_fit_nowhere() {
         .where_sent(big_task)
         .expect("the task no node could run runs on the new one");
     assert_eq!(node_of(at), idx);
+}
+
+#[test]
+fn a_job_takes_in_more_node_joins_than_a_worker_number_once_left_room_for() {
+    // A node killed and restarted every few seconds joins the job again each time (under a
+    // new index: the old one's workers and copies stay accounted as lost). Worker numbers
+    // carry the node's index, and once gave it 10 bits: the 1,024th join was refused.
+    let mut h = Harness::new(2, 1.0);
+    let mut last = 1;
+    for round in 0..1_500 {
+        h.event(Event::NodeLost {
+            node: last,
+            reason: format!("killed in round {round}"),
+            lease_end: h.now,
+        });
+        last = h
+            .node
+            .join_node(format!("n{round}"), cpus(1.0), 16, 8)
+            .expect("a node that joins is taken in");
+    }
+    assert!(last > 1_500, "{last}");
+    h.drain();
+    h.connect_new();
+    let tasks = h.submit_many(4, 0);
+    h.connect_new();
+    let on_last = tasks
+        .iter()
+        .filter(|t| h.where_sent(**t).is_some_and(|w| node_of(w) == last))
+        .count();
+    assert!(on_last > 0, "the newest node's workers run tasks");
 }
 
 #[test]

@@ -34,7 +34,7 @@ pub struct ObjectInfo {
     /// The function that made it (`put` for puts).
     pub function: String,
     /// The process that created it: 0 for the driver, n for worker n.
-    pub owner: u32,
+    pub owner: u64,
     /// Live references to it (driver handles plus one per worker holding it).
     pub refs: u32,
 }
