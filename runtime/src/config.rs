@@ -37,7 +37,14 @@ pub struct Config {
     pub address: Option<String>,
     /// The cluster's join token (default: `PRISM_TOKEN`, else the session directory's).
     pub token: Option<String>,
+    /// How many tasks the job's task events keep (the newest; older ones are only counted):
+    /// default 100,000, or `PRISM_TASK_EVENTS_MAX`; 0 records none.
+    pub task_events_max: Option<usize>,
 }
+
+/// The environment variable that sets [`Config::task_events_max`] (a worker that finds it
+/// 0 sends no run times).
+pub(crate) const ENV_TASK_EVENTS_MAX: &str = "PRISM_TASK_EVENTS_MAX";
 
 impl Config {
     /// The default configuration.
@@ -67,6 +74,23 @@ impl Config {
     pub fn max_tasks_in_flight_per_worker(mut self, n: usize) -> Self {
         self.max_tasks_in_flight_per_worker = Some(n);
         self
+    }
+
+    /// Sets how many tasks the task events keep (see [`Config::task_events_max`]).
+    pub fn task_events_max(mut self, n: usize) -> Self {
+        self.task_events_max = Some(n);
+        self
+    }
+
+    /// How many tasks the task events keep.
+    pub(crate) fn task_events_capacity(&self) -> usize {
+        self.task_events_max
+            .or_else(|| {
+                std::env::var(ENV_TASK_EVENTS_MAX)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(crate::proto::events::DEFAULT_CAPACITY)
     }
 
     /// Sets the cap on worker processes for tasks (see [`Config::max_workers`]).

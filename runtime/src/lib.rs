@@ -69,6 +69,8 @@ pub use api::object_ref::{ArchivedRef, ObjectRef};
 pub use api::placement::{
     Bundle, PlacementGroup, PlacementStrategy, placement_group, remove_placement_group,
 };
+pub use api::state;
+pub use api::state::timeline;
 pub use api::{
     IntoRefs, WaitResult, available_resources, cancel, cancel_force, cluster_resources, get,
     get_all, get_all_blocking, get_archived, get_archived_blocking, get_blocking, get_timeout,

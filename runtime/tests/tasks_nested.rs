@@ -294,6 +294,167 @@ fn objects_are_freed_when_the_last_reference_goes() -> Result<(), Failed> {
     )
 }
 
+#[remote]
+fn traced_child(x: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(20));
+    x
+}
+
+#[remote]
+fn traced_parent(n: u64) -> u64 {
+    let refs: Vec<ObjectRef<u64>> = (0..n).map(traced_child::remote).collect();
+    prism::get_all_blocking(&refs)
+        .expect("children succeed")
+        .iter()
+        .sum()
+}
+
+#[remote]
+fn traced_failure() -> u64 {
+    panic!("fails for the task events")
+}
+
+/// The timeline's slices of one lane must follow each other in time, a run's own slices
+/// (argument fetch, result store) inside it.
+fn check_trace(trace: &serde_json::Value) -> Result<(), Failed> {
+    let events = trace["traceEvents"].as_array().ok_or("no traceEvents")?;
+    // By (node, worker): each slice's start, length, whether it is a whole run, its name.
+    type Slice = (u64, u64, bool, String);
+    let mut lanes: std::collections::BTreeMap<(u64, u64), Vec<Slice>> = Default::default();
+    for e in events {
+        let ph = e["ph"].as_str().ok_or(format!("no ph in {e}"))?;
+        ensure(e["pid"].is_u64() && e["name"].is_string(), format!("{e}"))?;
+        if ph == "X" {
+            let (ts, dur) = (e["ts"].as_u64(), e["dur"].as_u64());
+            let (Some(ts), Some(dur), Some(tid)) = (ts, dur, e["tid"].as_u64()) else {
+                return Err(format!("a slice needs ts, dur and tid: {e}").into());
+            };
+            let run = e["args"]["task_id"].is_string();
+            let lane = lanes.entry((e["pid"].as_u64().unwrap(), tid)).or_default();
+            lane.push((ts, dur, run, format!("{} {}", e["name"], e["args"])));
+        } else {
+            ensure(
+                ["M", "s", "f"].contains(&ph),
+                format!("unexpected phase {ph}"),
+            )?;
+        }
+    }
+    for (lane, slices) in &lanes {
+        ensure(
+            slices.windows(2).all(|w| w[0].0 <= w[1].0),
+            format!("lane {lane:?} is out of order: {slices:?}"),
+        )?;
+        // A run ends before the next begins, or holds it (a task run on top of a blocked
+        // one), or is held by one before it.
+        let runs: Vec<&Slice> = slices.iter().filter(|s| s.2).collect();
+        let mut open: Vec<(u64, &Slice)> = Vec::new();
+        for run in runs {
+            let (start, end) = (run.0, run.0 + run.1);
+            while open.last().is_some_and(|&(e, _)| e <= start) {
+                open.pop();
+            }
+            if let Some(&(outer_end, outer)) = open.last() {
+                ensure(
+                    end <= outer_end,
+                    format!(
+                        "in lane {lane:?} the run {run:?} starts inside {outer:?} but ends after it"
+                    ),
+                )?;
+            }
+            open.push((end, run));
+        }
+    }
+    Ok(())
+}
+
+fn task_events_tell_each_tasks_states_runs_and_parent() -> Result<(), Failed> {
+    let parent_ref = traced_parent::remote(3);
+    ensure(parent_ref.get_blocking()? == 3, "0 + 1 + 2")?;
+    ensure(
+        traced_failure::remote().get_blocking().is_err(),
+        "it panics",
+    )?;
+    let tasks = prism::state::list_tasks()?;
+    let named = |f: &str| -> Vec<&prism::state::TaskInfo> {
+        tasks.iter().filter(|t| t.function.ends_with(f)).collect()
+    };
+    let (parents, children) = (named("::traced_parent"), named("::traced_child"));
+    ensure(
+        parents.len() == 1 && children.len() == 3,
+        format!("{tasks:#?}"),
+    )?;
+    let parent = parents[0];
+    use prism::state::TaskPhase::*;
+    for task in children.iter().chain([&parent]) {
+        ensure(task.state == Finished, format!("{task:#?}"))?;
+        let states: Vec<_> = task.events.iter().map(|e| e.state).collect();
+        ensure(
+            states.ends_with(&[SubmittedToWorker, Running, Finished]),
+            format!("{task:#?}"),
+        )?;
+        ensure(
+            task.events.windows(2).all(|w| w[0].at_us <= w[1].at_us),
+            format!("times go forward: {task:#?}"),
+        )?;
+        ensure(
+            task.runs.len() == 1 && task.runs[0].pid.is_some(),
+            format!("{task:#?}"),
+        )?;
+    }
+    for child in &children {
+        ensure(child.parent == Some(parent.task_id), format!("{child:#?}"))?;
+        ensure(
+            child.runs[0].run_us >= 20_000,
+            format!("it sleeps 20 ms: {child:#?}"),
+        )?;
+        let run = &child.runs[0];
+        ensure(
+            run.start_us >= parent.runs[0].start_us
+                && run.start_us + run.run_us
+                    <= parent.runs[0].start_us + parent.runs[0].run_us + 1_000,
+            format!("a child runs within its parent's run: {child:#?} {parent:#?}"),
+        )?;
+    }
+    let failed = named("::traced_failure");
+    ensure(
+        failed.len() == 1
+            && failed[0].state == Failed
+            && failed[0]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("fails for the task events")),
+        format!("{failed:#?}"),
+    )?;
+    let got = prism::state::get_task(parent.task_id)?.ok_or("the parent is kept")?;
+    ensure(got.function == parent.function, "get_task finds it")?;
+    let summary = prism::state::summarize_tasks()?;
+    let child_summary = summary
+        .iter()
+        .find(|s| s.function.ends_with("::traced_child"))
+        .ok_or("traced_child is summarised")?;
+    ensure(
+        child_summary.states.get(&Finished) == Some(&3),
+        format!("{child_summary:#?}"),
+    )?;
+
+    let trace = prism::state::timeline_json()?;
+    check_trace(&trace)?;
+    let events = trace["traceEvents"].as_array().ok_or("no traceEvents")?;
+    let arrows = |ph: &str| events.iter().filter(|e| e["ph"] == ph).count();
+    ensure(
+        arrows("s") >= 3 && arrows("s") == arrows("f"),
+        "an arrow from the parent to each child",
+    )?;
+    let path = common::temp_path("timeline.json");
+    prism::timeline(&path)?;
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    let _ = std::fs::remove_file(&path);
+    ensure(
+        written["traceEvents"].as_array().is_some(),
+        "the file is a trace",
+    )
+}
+
 fn main() {
     let config = prism::Config::new().num_cpus(2.0);
     let cases: &[Case] = &[
@@ -328,6 +489,10 @@ fn main() {
             put_and_wait_work_inside_tasks,
         ),
         ("a_task_waits_for_k_of_n", a_task_waits_for_k_of_n),
+        (
+            "task_events_tell_each_tasks_states_runs_and_parent",
+            task_events_tell_each_tasks_states_runs_and_parent,
+        ),
         (
             "a_nested_call_that_cannot_be_built_fails_with_its_reason",
             a_nested_call_that_cannot_be_built_fails_with_its_reason,

@@ -48,6 +48,6 @@ pub use message::{
     ArchivedPurpose, ArchivedToHost, ArchivedToNode, ArchivedToWorker, ArchivedValue, Execute,
     FromControl, FromHost, HandshakeError, Hello, HostEvent, HostHello, HostReply, JoinReply,
     JoinRequest, MAX_AWAITING, MemberUpdate, NodeStatus, NodeUse, ObjectValue, Outcome,
-    PROTOCOL_VERSION, PendingDemand, PullKey, PullReply, PullRequest, PullStats, Purpose,
+    PROTOCOL_VERSION, PendingDemand, PullKey, PullReply, PullRequest, PullStats, Purpose, RunTimes,
     ToControl, ToHost, ToNode, ToWorker, Value, platform,
 };

@@ -8,7 +8,7 @@ use crate::frame::Message;
 /// The protocol version; a peer with another version is refused at the handshake. Version 5:
 /// rkyv archives with 64-bit relative pointers (objects past 4 GiB), and the store's capacity
 /// in [`ToHost::StartJob`]; 6: missing arguments; 7: a node's lease on a job
-/// ([`HostEvent::Renew`]).
+/// ([`HostEvent::Renew`]); 11: 64-bit worker numbers, run times ([`ToNode::Ran`]).
 pub const PROTOCOL_VERSION: u32 = 11;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
@@ -224,6 +224,29 @@ pub enum ToNode {
         /// Kill the worker running it.
         force: bool,
     },
+    /// How the tasks of the [`ToNode::Done`] that follows spent their time (for the job's
+    /// task events and timeline; a task cancelled before it ran has none).
+    Ran {
+        /// When the worker wrote this, in microseconds by its host's monotonic clock (the
+        /// node lines the worker's times up with its own clock by it).
+        sent_us: u64,
+        /// Each task's times.
+        runs: Vec<(TaskId, RunTimes)>,
+    },
+}
+
+/// How a task's run spent its time, as its worker measured it, in microseconds; `ago` is how
+/// long before the message was written ([`ToNode::Ran`]'s `sent_us`) the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct RunTimes {
+    /// Mapping or copying its arguments.
+    pub args_us: u64,
+    /// Running the function or method.
+    pub run_us: u64,
+    /// Storing its results.
+    pub store_us: u64,
+    /// Since the end of the run.
+    pub ago_us: u64,
 }
 
 impl Message for ToWorker {

@@ -7,6 +7,7 @@ pub(crate) mod memory;
 pub(crate) mod object_ref;
 pub(crate) mod placement;
 mod spin;
+pub mod state;
 
 use std::time::Duration;
 

@@ -184,7 +184,8 @@ impl Core {
                     nodes,
                     config.object_store_bytes(),
                     joined.as_ref().map(|j| j.home),
-                ),
+                )
+                .with_task_events(config.task_events_capacity()),
                 files: store::ObjectFiles::new(store_dir.clone(), config.object_store_bytes() / 4),
                 links: IdMap::default(),
                 remote: joined
@@ -493,6 +494,11 @@ impl Core {
             capacity: self.config.object_store_bytes(),
             spilled_bytes: state.owner.spilled_bytes,
         }
+    }
+
+    /// Runs `f` on the node's state (for the state API).
+    pub(crate) fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.state.lock().node)
     }
 
     /// The node's resources: (total, available now).

@@ -4,7 +4,7 @@
 //!
 //! Here: the control store (the head's node table) and the directory of jobs it keeps (with
 //! what a driver tells it of its actors and placement groups), a node's lease on a job it
-//! hosts, the driver's node (`node`: the owner's books, actors, placement groups, copies of
+//! hosts, the job's task events (`events`), the driver's node (`node`: the owner's books, actors, placement groups, copies of
 //! objects across a cluster), the scheduler of one node's workers, the set of nodes a driver
 //! schedules onto, placement groups' naming and plans, and the table helpers the books share.
 //! The only other module of the crate they name is `store`, for the type of the mapped objects
@@ -12,6 +12,7 @@
 
 pub(crate) mod control;
 pub(crate) mod directory;
+pub(crate) mod events;
 pub(crate) mod lease;
 pub(crate) mod node;
 pub(crate) mod nodes;

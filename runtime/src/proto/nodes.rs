@@ -152,6 +152,11 @@ impl Nodes {
         self.list.get_mut(idx).map(|n| &mut n.sched)
     }
 
+    /// The task `worker` runs now (see [`Scheduler::running_task`]).
+    pub(crate) fn running_task(&self, worker: WorkerId) -> Option<TaskId> {
+        self.list.get(node_of(worker))?.sched.running_task(worker)
+    }
+
     /// The whole cluster's resources (live nodes that are not leaving).
     pub(crate) fn total(&self) -> Resources {
         self.sum(|s| s.total())

@@ -634,6 +634,17 @@ impl Scheduler {
 
     /// Tasks sent to workers' pipelines that have not started (all but each worker's first),
     /// by worker, with the shape of its lease: work another node could take.
+    /// The task `worker` runs now: the innermost of those run on top of a blocked one, else
+    /// the first it was sent.
+    pub(crate) fn running_task(&self, worker: WorkerId) -> Option<TaskId> {
+        match self.workers.get(&worker)? {
+            WorkerState::Leased {
+                inflight, nested, ..
+            } => nested.last().map(|(t, _)| *t).or(inflight.front().copied()),
+            _ => None,
+        }
+    }
+
     pub(crate) fn pipelined(&self) -> Vec<(WorkerId, Resources, Vec<TaskId>)> {
         let mut out = Vec::new();
         for (&worker, state) in &self.workers {

@@ -19,7 +19,7 @@ use prism_graph::TaskKind;
 use prism_graph::{IdMap, IdSet, ObjectId, TaskError, TaskId, TaskSpec};
 use prism_transport::{
     ArchivedObjectValue, ArchivedToWorker, Execute, Frame, FrameError, FrameReader, Hello,
-    MAX_AWAITING, Outcome, PROTOCOL_VERSION, ToNode, ToWorker, Value, encode_frame,
+    MAX_AWAITING, Outcome, PROTOCOL_VERSION, RunTimes, ToNode, ToWorker, Value, encode_frame,
 };
 use rkyv::util::AlignedVec;
 
@@ -70,7 +70,9 @@ struct Inner {
     writer: UnixStream,
     out: Vec<u8>,
     queue: VecDeque<Execute>,
-    done: Vec<(TaskId, Outcome)>,
+    done: Vec<Ended>,
+    /// Whether the node keeps task events (else run times are not sent).
+    timed: bool,
     /// Values of objects this worker asked for.
     cache: IdMap<ObjectId, Slot>,
     requested: IdSet<ObjectId>,
@@ -313,7 +315,7 @@ impl WorkerClient {
                             inner.blocked = false;
                             inner.depth += 1;
                             drop(inner);
-                            let outcome = run_task(self, &mut registry::Actor::None, &exec);
+                            let ended = run_task(self, &mut registry::Actor::None, &exec);
                             inner = self.inner.lock();
                             inner.depth -= 1;
                             inner.blocked = true;
@@ -322,7 +324,7 @@ impl WorkerClient {
                             // afresh.
                             inner.arrived.clear();
                             tally = Tally::new(&inner.cache, ids, need);
-                            inner.done.push((exec.task, outcome));
+                            inner.done.push(ended);
                             if let Err(e) = inner.flush() {
                                 break Err(FrameError::Io(e));
                             }
@@ -403,6 +405,17 @@ impl Inner {
     fn flush(&mut self) -> std::io::Result<()> {
         if !self.done.is_empty() {
             let done = std::mem::take(&mut self.done);
+            if self.timed {
+                let sent_us = monotonic_us();
+                let runs: Vec<(TaskId, RunTimes)> = done
+                    .iter()
+                    .filter_map(|e| Some((e.task, e.timing?.wire(sent_us))))
+                    .collect();
+                if !runs.is_empty() {
+                    self.send(&ToNode::Ran { sent_us, runs });
+                }
+            }
+            let done = done.into_iter().map(|e| (e.task, e.outcome)).collect();
             self.send(&ToNode::Done(done));
         }
         if !self.released.is_empty() {
@@ -493,13 +506,15 @@ impl Inner {
                 if let Some(pos) = self.queue.iter().position(|t| t.task == task)
                     && let Some(exec) = self.queue.remove(pos)
                 {
-                    self.done.push((
+                    let cancelled = TaskError::Cancelled {
                         task,
-                        Outcome::Failed(TaskError::Cancelled {
-                            task,
-                            function: exec.function,
-                        }),
-                    ));
+                        function: exec.function,
+                    };
+                    self.done.push(Ended {
+                        task,
+                        outcome: Outcome::Failed(cancelled),
+                        timing: None,
+                    });
                 }
             }
             ArchivedToWorker::Recall { tasks } => {
@@ -787,6 +802,7 @@ fn connect() -> Result<Arc<WorkerClient>> {
         out: Vec::new(),
         queue: VecDeque::new(),
         done: Vec::new(),
+        timed: std::env::var(crate::config::ENV_TASK_EVENTS_MAX).map_or(true, |v| v.trim() != "0"),
         cache: IdMap::default(),
         requested: IdSet::default(),
         refs: IdMap::default(),
@@ -837,9 +853,9 @@ fn serve(client: Arc<WorkerClient>) -> i32 {
                 return 0;
             }
         };
-        let outcome = run_task(&client, &mut actor, &exec);
+        let ended = run_task(&client, &mut actor, &exec);
         let mut inner = client.inner.lock();
-        inner.done.push((exec.task, outcome));
+        inner.done.push(ended);
         if let registry::Actor::Shared(shared, threads) = &actor {
             // A concurrent actor was just made: calls run on threads from now on.
             let (shared, threads) = (shared.clone(), *threads);
@@ -857,12 +873,74 @@ fn serve(client: Arc<WorkerClient>) -> i32 {
     }
 }
 
+/// This host's monotonic clock, in microseconds: what the times of runs are measured by
+/// (shared by the processes of a host, and never stepped like the wall clock).
+fn monotonic_us() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `now`, which lives for the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    if rc != 0 {
+        return 0;
+    }
+    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000
+}
+
+/// A task that ended, and how its time went (none for one cancelled before it ran).
+#[derive(Debug)]
+struct Ended {
+    task: TaskId,
+    outcome: Outcome,
+    timing: Option<Timing>,
+}
+
+/// When a task's run began, finished resolving its arguments, returned, and had its results
+/// stored, by [`monotonic_us`].
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    start: u64,
+    fetched: u64,
+    ran: u64,
+    end: u64,
+}
+
+impl Timing {
+    /// The times from `start`, `fetched` and `ran` to now.
+    fn since(start: u64, fetched: u64, ran: u64) -> Timing {
+        Timing {
+            start,
+            fetched,
+            ran,
+            end: monotonic_us(),
+        }
+    }
+
+    /// The wire form, for a message written at `sent`.
+    fn wire(self, sent: u64) -> RunTimes {
+        RunTimes {
+            args_us: self.fetched.saturating_sub(self.start),
+            run_us: self.ran.saturating_sub(self.fetched),
+            store_us: self.end.saturating_sub(self.ran),
+            ago_us: sent.saturating_sub(self.end),
+        }
+    }
+}
+
 /// Runs one task and stores its results.
-fn run_task(client: &WorkerClient, actor: &mut registry::Actor, exec: &Execute) -> Outcome {
-    let returned = client
-        .args_for(exec)
-        .and_then(|args| registry::execute(&client.registry, actor, exec, &args));
-    outcome_of(client, exec, returned)
+fn run_task(client: &WorkerClient, actor: &mut registry::Actor, exec: &Execute) -> Ended {
+    let start = monotonic_us();
+    let args = client.args_for(exec);
+    let fetched = monotonic_us();
+    let returned = args.and_then(|args| registry::execute(&client.registry, actor, exec, &args));
+    let ran = monotonic_us();
+    let outcome = outcome_of(client, exec, returned);
+    Ended {
+        task: exec.task,
+        outcome,
+        timing: Some(Timing::since(start, fetched, ran)),
+    }
 }
 
 /// What a task ended with: its return values stored, or its error.
@@ -909,9 +987,9 @@ fn serve_concurrent(client: Arc<WorkerClient>, shared: registry::SharedActor, th
                             client.changed.wait(&mut inner);
                         }
                     };
-                    let outcome = run_task(&client, &mut actor, &exec);
+                    let ended = run_task(&client, &mut actor, &exec);
                     let mut inner = client.inner.lock();
-                    inner.done.push((exec.task, outcome));
+                    inner.done.push(ended);
                     if inner.flush().is_err() {
                         std::process::exit(0);
                     }
@@ -1030,9 +1108,11 @@ fn run_event_loop(client: &Arc<WorkerClient>, state: registry::ActorState, limit
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return; // never closed
             };
+            let start = monotonic_us();
             let call = client
                 .args_for(&exec)
                 .and_then(|args| registry::start_async(&client.registry, &actor, &exec, args));
+            let fetched = monotonic_us();
             let client = client.clone();
             let finished = finished.clone();
             tokio::task::spawn_local(async move {
@@ -1040,9 +1120,15 @@ fn run_event_loop(client: &Arc<WorkerClient>, state: registry::ActorState, limit
                     Ok(call) => call.await,
                     Err(error) => Err(error),
                 };
+                let ran = monotonic_us();
                 let outcome = outcome_of(&client, &exec, returned);
                 drop(permit);
-                client.inner.lock().done.push((exec.task, outcome));
+                let ended = Ended {
+                    task: exec.task,
+                    outcome,
+                    timing: Some(Timing::since(start, fetched, ran)),
+                };
+                client.inner.lock().done.push(ended);
                 finished.notify_one();
             });
         }

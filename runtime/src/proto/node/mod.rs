@@ -376,6 +376,12 @@ impl State {
     }
 
     /// Starts the workers the CPUs can use right away, so the first tasks do not wait.
+    /// Keeps at most `capacity` tasks' events (0: none).
+    pub(crate) fn with_task_events(mut self, capacity: usize) -> Self {
+        self.owner.events = crate::proto::events::TaskEvents::new(capacity);
+        self
+    }
+
     pub(crate) fn start(&mut self) {
         for idx in 0..self.nodes.len() {
             let Some(node) = self.nodes.get(idx) else {
@@ -427,6 +433,7 @@ impl State {
     /// [`State::poll_action`]); an event the node cannot accept is refused and changes nothing.
     pub(crate) fn handle(&mut self, event: Event<'_>, now: Instant) -> Result<(), Refused> {
         self.now = Some(now);
+        self.owner.now = Some(now);
         self.start_fenced_restarts(now);
         match event {
             Event::Submit { spec, failed } => self.submit(spec, None, failed),
@@ -715,6 +722,9 @@ impl State {
         let task = spec.task_id;
         let kind = spec.kind;
         let ready = self.owner.submit(spec, holder);
+        if let Some(parent) = holder.and_then(|w| self.nodes.running_task(w)) {
+            self.owner.events.set_parent(task, parent);
+        }
         if let Some(error) = failed {
             self.owner.fail_unscheduled(task, error);
             if let TaskKind::ActorCreation { actor, .. } = kind {
@@ -778,6 +788,29 @@ impl State {
                         self.recalling.remove(&task);
                     }
                     self.on_done(worker, task, &entry.1, mapped);
+                }
+            }
+            ArchivedToNode::Ran { sent_us, runs } => {
+                let (Some(now), true) = (self.now, self.owner.events.on()) else {
+                    return;
+                };
+                let sent_us = sent_us.to_native();
+                self.owner.events.heard(worker, now, sent_us);
+                let pid = self.workers.get(&worker).and_then(|l| l.pid);
+                for (task, times) in runs.iter().map(|e| (&e.0, &e.1)) {
+                    let us = |v: &rkyv::rend::u64_le| v.to_native();
+                    let (args, run, store) =
+                        (us(&times.args_us), us(&times.run_us), us(&times.store_us));
+                    let took = args + run + store + us(&times.ago_us);
+                    let ran = crate::proto::events::Ran {
+                        worker,
+                        pid,
+                        start_us: sent_us.saturating_sub(took),
+                        args: Duration::from_micros(args),
+                        run: Duration::from_micros(run),
+                        store: Duration::from_micros(store),
+                    };
+                    self.owner.events.ran(task.to_native(), ran);
                 }
             }
             ArchivedToNode::Submit { spec, failed } => {
@@ -980,7 +1013,7 @@ impl State {
                     if let Some(record) = self.owner.task_mut(task) {
                         record.missing += 1;
                     }
-                    if self.owner.unstarted(task) {
+                    if self.owner.rerun(task) {
                         self.enqueue(task);
                     }
                 } else if retry {
@@ -988,7 +1021,7 @@ impl State {
                     if let Some(record) = self.owner.task_mut(task) {
                         record.panics += 1;
                     }
-                    if self.owner.unstarted(task) {
+                    if self.owner.rerun(task) {
                         self.enqueue(task);
                     }
                 } else {
@@ -1109,7 +1142,7 @@ impl State {
         let function = record.spec.function.clone();
         if !charged && !record.force_cancelled {
             tracing::info!(task = %task, function, "running again a task of a node that left: {reason}");
-            if self.owner.unstarted(task) {
+            if self.owner.rerun(task) {
                 self.enqueue(task);
             }
             return;
@@ -1120,7 +1153,7 @@ impl State {
                 .fail(task, TaskError::Cancelled { task, function });
         } else if record.deaths <= record.spec.max_retries {
             tracing::warn!(task = %task, function, attempt = record.deaths + 1, "retrying after worker death");
-            if self.owner.unstarted(task) {
+            if self.owner.rerun(task) {
                 self.enqueue(task);
             }
         } else {

@@ -17,6 +17,7 @@ use prism_graph::{
 };
 use prism_transport::Value;
 
+use crate::proto::events::{TaskEvents, TaskPhase};
 use crate::proto::scheduler::WorkerId;
 use crate::proto::shrink;
 use crate::store::{ObjectBytes, Segment};
@@ -207,6 +208,10 @@ pub(crate) struct Owner {
     nodes_lost: u64,
     /// What freeing objects left for the shell to do with their files, in order.
     pub(crate) freed_files: Vec<FreedFile>,
+    /// Every task's state changes (the state API's and the timeline's source).
+    pub(crate) events: TaskEvents,
+    /// The time of the event the node handles (it sets it), for the task events.
+    pub(crate) now: Option<std::time::Instant>,
 }
 
 /// A freed object's file, for the shell to pool or remove (the owner does no IO).
@@ -228,8 +233,27 @@ impl Owner {
     pub(crate) fn new(capacity: u64) -> Self {
         Owner {
             capacity,
+            events: TaskEvents::new(crate::proto::events::DEFAULT_CAPACITY),
             ..Owner::default()
         }
+    }
+
+    /// Records a task event at the time of the event being handled.
+    fn record(&mut self, event: impl FnOnce(&mut TaskEvents, std::time::Instant)) {
+        if let Some(now) = self.now
+            && self.events.on()
+        {
+            event(&mut self.events, now);
+        }
+    }
+
+    /// Records that `task` waits again: for a node when `ready`, else for its arguments.
+    fn record_pending(&mut self, task: TaskId, ready: bool) {
+        let phase = match ready {
+            true => TaskPhase::PendingNode,
+            false => TaskPhase::PendingArgs,
+        };
+        self.record(|events, now| events.phase(task, phase, now));
     }
 
     fn touch(&mut self, id: ObjectId) {
@@ -430,9 +454,12 @@ impl Owner {
             self.add_ref(*id);
         }
         let function = spec.function.clone();
-        let num_returns = spec.num_returns;
+        let (num_returns, kind) = (spec.num_returns, spec.kind);
         self.tasks.insert(task, TaskRecord::new(spec));
-        match self.graph.add_task(task, &deps, num_returns) {
+        let added = self.graph.add_task(task, &deps, num_returns);
+        let ready = matches!(added, Ok(Readiness::Ready));
+        self.record(|events, now| events.submitted(task, &name, kind, ready, now));
+        match added {
             Ok(Readiness::Ready) => true,
             Ok(Readiness::Waiting) => false,
             Ok(Readiness::Failed(input)) => {
@@ -597,6 +624,15 @@ impl Owner {
             record.worker = Some(worker);
         }
         let _ = self.graph.start_task(task);
+        self.record(|events, now| events.sent(task, worker, now));
+    }
+
+    /// Takes back a task whose attempt ended without a result (its worker died, it panicked
+    /// and may retry, an argument went missing): its next attempt. True when it can be
+    /// scheduled now (see [`Owner::unstarted`]).
+    pub(crate) fn rerun(&mut self, task: TaskId) -> bool {
+        self.record(|events, now| events.again(task, TaskPhase::PendingArgs, now));
+        self.unstarted(task)
     }
 
     /// Takes back a task that was sent to a worker (retry or hand-back). True when it can be
@@ -605,7 +641,9 @@ impl Owner {
         if let Some(record) = self.tasks.get_mut(&task) {
             record.worker = None;
         }
-        match self.graph.retry_task(task) {
+        let readiness = self.graph.retry_task(task);
+        self.record_pending(task, matches!(readiness, Ok(Readiness::Ready)));
+        match readiness {
             Ok(Readiness::Ready) => true,
             Ok(Readiness::Waiting) | Err(_) => false,
             Ok(Readiness::Failed(input)) => {
@@ -638,6 +676,12 @@ impl Owner {
             Ok(ready) => ready,
             Err(_) => return Vec::new(),
         };
+        self.record(|events, now| {
+            events.finished(task, now);
+            for &next in &ready {
+                events.phase(next, TaskPhase::PendingNode, now);
+            }
+        });
         let returns: Vec<ObjectId> = record.spec.return_ids().collect();
         let keep_lineage = record.spec.kind == TaskKind::Normal
             && record.spec.max_retries > 0
@@ -736,6 +780,17 @@ impl Owner {
             }
         }
         self.tasks.insert(task, TaskRecord::new(spec));
+        let ready = matches!(readiness, Readiness::Ready);
+        self.record(|events, now| {
+            let phase = match ready {
+                true => TaskPhase::PendingNode,
+                false => TaskPhase::PendingArgs,
+            };
+            events.again(task, phase, now);
+            for &waits in &held_back {
+                events.phase(waits, TaskPhase::PendingArgs, now);
+            }
+        });
         out.held_back.extend(held_back);
         // An input whose own rebuild was impossible fails the task with its error.
         let unavailable_input = self.tasks[&task].spec.dependencies().find_map(|dep| {
@@ -768,6 +823,7 @@ impl Owner {
     }
 
     fn finish_failed(&mut self, task: TaskId, error: TaskError) {
+        self.record(|events, now| events.failed(task, || error.to_string(), now));
         if let Some(record) = self.tasks.remove(&task) {
             self.end_task(&record.spec);
             for id in record.spec.return_ids() {

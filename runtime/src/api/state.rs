@@ -1,0 +1,347 @@
+//! `prism::state`: what the job's tasks did, from the driver's task events — every task and
+//! actor call with its state changes and runs ([`list_tasks`]), counts by function and state
+//! ([`summarize_tasks`]), and a Chrome trace of the runs that Perfetto and `chrome://tracing`
+//! open ([`timeline`]).
+
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::context::{self, Context};
+use crate::proto::events::{Ran, TaskEntry};
+use crate::proto::node::State;
+use crate::proto::nodes::node_of;
+use crate::{Error, Result, TaskId};
+
+pub use crate::proto::events::{TaskPhase, TaskType};
+
+/// One task or actor call, as its task events tell it.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct TaskInfo {
+    /// Its id.
+    pub task_id: TaskId,
+    /// Its function (or `Class::method`).
+    pub function: String,
+    /// What kind of task it is.
+    #[serde(rename = "type")]
+    pub kind: TaskType,
+    /// Where it is now.
+    pub state: TaskPhase,
+    /// Which attempt it is on (0: the first).
+    pub attempt: u32,
+    /// The node of the worker it was last sent to.
+    pub node: Option<String>,
+    /// That worker's number.
+    pub worker: Option<u64>,
+    /// The task that submitted it (none: the driver).
+    pub parent: Option<TaskId>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Its state changes, in order.
+    pub events: Vec<TaskEvent>,
+    /// Its runs, as their workers measured them.
+    pub runs: Vec<TaskRun>,
+}
+
+/// A task's state change.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[non_exhaustive]
+pub struct TaskEvent {
+    /// The state it entered.
+    pub state: TaskPhase,
+    /// In which attempt.
+    pub attempt: u32,
+    /// When, in microseconds since the Unix epoch (the driver's clock).
+    pub at_us: u64,
+}
+
+/// One run of a task on a worker.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct TaskRun {
+    /// The worker's number.
+    pub worker: u64,
+    /// Its node.
+    pub node: String,
+    /// Its process id, if known.
+    pub pid: Option<u32>,
+    /// When the run began (arguments first), in microseconds since the Unix epoch.
+    pub start_us: u64,
+    /// Microseconds spent mapping or copying its arguments.
+    pub args_us: u64,
+    /// Microseconds in the function.
+    pub run_us: u64,
+    /// Microseconds storing its results.
+    pub store_us: u64,
+}
+
+/// How many tasks of one function are in each state.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct TaskSummary {
+    /// The function.
+    pub function: String,
+    /// What kind of task it is (`None` when only tasks that left the table are counted).
+    #[serde(rename = "type")]
+    pub kind: Option<TaskType>,
+    /// Tasks by state (those that left the table counted in the state they were in).
+    pub states: BTreeMap<TaskPhase, u64>,
+    /// Of which left the table (it keeps the newest [`crate::Config::task_events_max`]).
+    pub dropped: u64,
+}
+
+/// Converts the driver's instants to microseconds since the Unix epoch.
+struct Clock {
+    now: Instant,
+    unix_us: u64,
+}
+
+impl Clock {
+    fn new() -> Self {
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Clock {
+            now: Instant::now(),
+            unix_us: unix.as_micros() as u64,
+        }
+    }
+
+    fn us(&self, at: Instant) -> u64 {
+        let ago = self.now.saturating_duration_since(at).as_micros() as u64;
+        self.unix_us.saturating_sub(ago)
+    }
+}
+
+/// Runs `f` on the driver's node state.
+fn with_state<R>(what: &str, f: impl FnOnce(&State) -> R) -> Result<R> {
+    match context::current()? {
+        Context::Driver(core) => Ok(core.with_state(f)),
+        Context::Worker(_) => Err(Error::InvalidArgument(format!(
+            "prism::state::{what} is answered by the driver (its node keeps the task events)"
+        ))),
+    }
+}
+
+fn node_name(state: &State, worker: u64) -> String {
+    state
+        .nodes
+        .get(node_of(worker))
+        .map_or_else(|| format!("node {}", node_of(worker)), |n| n.name.clone())
+}
+
+fn info(state: &State, clock: &Clock, task: TaskId, entry: &TaskEntry) -> TaskInfo {
+    let events = &state.owner.events;
+    let run = |r: &Ran| TaskRun {
+        worker: r.worker,
+        node: node_name(state, r.worker),
+        pid: r.pid,
+        start_us: events.start_of(r).map_or(0, |at| clock.us(at)),
+        args_us: r.args.as_micros() as u64,
+        run_us: r.run.as_micros() as u64,
+        store_us: r.store.as_micros() as u64,
+    };
+    TaskInfo {
+        task_id: task,
+        function: entry.function.to_string(),
+        kind: entry.kind,
+        state: entry.phase,
+        attempt: entry.attempt,
+        node: entry.worker.map(|w| node_name(state, w)),
+        worker: entry.worker,
+        parent: entry.parent,
+        error: entry.error.clone(),
+        events: entry
+            .changes
+            .iter()
+            .map(|&(state, attempt, at)| TaskEvent {
+                state,
+                attempt,
+                at_us: clock.us(at),
+            })
+            .collect(),
+        runs: entry.runs.iter().map(run).collect(),
+    }
+}
+
+/// Every task and actor call the task events keep (the newest
+/// [`crate::Config::task_events_max`]), oldest first.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> prism::Result<()> {
+/// let pending = prism::state::list_tasks()?
+///     .into_iter()
+///     .filter(|t| t.state == prism::state::TaskPhase::PendingNode)
+///     .count();
+/// println!("{pending} tasks wait for a worker");
+/// # Ok(())
+/// # }
+/// ```
+pub fn list_tasks() -> Result<Vec<TaskInfo>> {
+    with_state("list_tasks", |state| {
+        let clock = Clock::new();
+        state
+            .owner
+            .events
+            .iter()
+            .map(|(task, entry)| info(state, &clock, task, entry))
+            .collect()
+    })
+}
+
+/// The task `task`, if the task events still keep it.
+pub fn get_task(task: TaskId) -> Result<Option<TaskInfo>> {
+    with_state("get_task", |state| {
+        let clock = Clock::new();
+        state
+            .owner
+            .events
+            .get(task)
+            .map(|entry| info(state, &clock, task, entry))
+    })
+}
+
+/// Tasks counted by function and state, those that left the table too; by function name.
+pub fn summarize_tasks() -> Result<Vec<TaskSummary>> {
+    with_state("summarize_tasks", |state| {
+        let events = &state.owner.events;
+        let mut out: BTreeMap<String, TaskSummary> = BTreeMap::new();
+        for (_, entry) in events.iter() {
+            let s = out
+                .entry(entry.function.to_string())
+                .or_insert_with(|| empty_summary(&entry.function));
+            s.kind = Some(entry.kind);
+            *s.states.entry(entry.phase).or_default() += 1;
+        }
+        for ((function, phase), count) in events.dropped() {
+            let s = out
+                .entry(function.to_string())
+                .or_insert_with(|| empty_summary(function));
+            *s.states.entry(*phase).or_default() += count;
+            s.dropped += count;
+        }
+        out.into_values().collect()
+    })
+}
+
+fn empty_summary(function: &str) -> TaskSummary {
+    TaskSummary {
+        function: function.to_string(),
+        kind: None,
+        states: BTreeMap::new(),
+        dropped: 0,
+    }
+}
+
+/// Writes the job's timeline to `path` as Chrome trace JSON (open it in Perfetto or
+/// `chrome://tracing`): a process per node, a lane per worker (its pid), a slice per run of a
+/// task or actor call named by its function, with its argument fetch and result store as
+/// slices inside, and arrows from each task to the tasks it submitted.
+pub fn timeline(path: impl AsRef<std::path::Path>) -> Result<()> {
+    let path = path.as_ref();
+    let trace = timeline_json()?;
+    let text = serde_json::to_vec(&trace)
+        .map_err(|e| Error::InvalidArgument(format!("cannot encode the timeline: {e}")))?;
+    std::fs::write(path, text).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "cannot write the timeline to {}: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// The job's timeline as Chrome trace JSON (see [`timeline`]).
+pub fn timeline_json() -> Result<serde_json::Value> {
+    Ok(trace(&list_tasks()?))
+}
+
+/// The Chrome trace of `tasks`' runs.
+pub(crate) fn trace(tasks: &[TaskInfo]) -> serde_json::Value {
+    use serde_json::json;
+    // Lanes: a process per node (numbered in the order met), a thread per worker.
+    let mut nodes: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut lanes: BTreeMap<(usize, u64), Option<u32>> = BTreeMap::new();
+    let mut slices = Vec::new();
+    // Where each task's last run was, for the arrows from the tasks that submitted others.
+    let mut ran_at: BTreeMap<TaskId, (usize, u64, u64, u64)> = BTreeMap::new();
+    for task in tasks {
+        for run in &task.runs {
+            let next = nodes.len();
+            let node = *nodes.entry(run.node.as_str()).or_insert(next);
+            lanes.insert((node, run.worker), run.pid);
+            let total = run.args_us + run.run_us + run.store_us;
+            let args = json!({
+                "task_id": task.task_id.to_string(),
+                "attempt": task.attempt,
+                "state": task.state,
+                "error": task.error,
+            });
+            let slice = json!({
+                "name": task.function, "cat": "task", "ph": "X", "pid": node, "tid": run.worker,
+                "ts": run.start_us, "dur": total.max(1), "args": args,
+            });
+            slices.push(((node, run.worker, run.start_us, 0), slice));
+            for (name, start, dur) in [
+                ("fetch arguments", run.start_us, run.args_us),
+                (
+                    "store results",
+                    run.start_us + run.args_us + run.run_us,
+                    run.store_us,
+                ),
+            ] {
+                if dur > 0 {
+                    let slice = json!({
+                        "name": name, "cat": "task", "ph": "X", "pid": node,
+                        "tid": run.worker, "ts": start, "dur": dur,
+                    });
+                    slices.push(((node, run.worker, start, 1), slice));
+                }
+            }
+            ran_at.insert(task.task_id, (node, run.worker, run.start_us, total));
+        }
+    }
+    let mut events = Vec::new();
+    for (name, &node) in &nodes {
+        events.push(json!({
+            "name": "process_name", "ph": "M", "pid": node, "args": {"name": format!("node {name}")},
+        }));
+    }
+    for (&(node, worker), pid) in &lanes {
+        let name = match pid {
+            Some(pid) => format!("worker {worker:x} (pid {pid})"),
+            None => format!("worker {worker:x}"),
+        };
+        events.push(json!({
+            "name": "thread_name", "ph": "M", "pid": node, "tid": worker, "args": {"name": name},
+        }));
+    }
+    // Each lane's slices in time order (a run before the slices inside it).
+    slices.sort_by_key(|(key, _)| *key);
+    events.extend(slices.into_iter().map(|(_, slice)| slice));
+    // An arrow from the submitting task's run to the submitted task's.
+    for (flow, task) in tasks.iter().enumerate() {
+        let (Some(parent), Some(&(node, worker, start, _))) =
+            (task.parent, ran_at.get(&task.task_id))
+        else {
+            continue;
+        };
+        let Some(&(p_node, p_worker, p_start, p_total)) = ran_at.get(&parent) else {
+            continue;
+        };
+        let submitted = task.events.first().map_or(p_start, |e| e.at_us);
+        let from = submitted.clamp(p_start, p_start + p_total);
+        events.push(json!({
+            "name": "submits", "cat": "flow", "ph": "s", "id": flow, "pid": p_node,
+            "tid": p_worker, "ts": from,
+        }));
+        events.push(json!({
+            "name": "submits", "cat": "flow", "ph": "f", "bp": "e", "id": flow, "pid": node,
+            "tid": worker, "ts": start.max(from),
+        }));
+    }
+    json!({ "traceEvents": events, "displayTimeUnit": "ms" })
+}

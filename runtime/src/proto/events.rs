@@ -1,0 +1,474 @@
+//! The job's task events: each task's and actor call's state changes with their times, and
+//! how long its worker spent fetching arguments, running and storing results. The driver's
+//! node keeps them in a bounded table (at most `capacity` tasks; the oldest go first and are
+//! only counted, by function and state), which the state API lists and the timeline draws.
+//! Sans-IO: the owner records what it decides, at the time the shell gives it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prism_graph::{IdMap, TaskId, TaskKind};
+
+use crate::proto::scheduler::WorkerId;
+
+/// How many tasks the table keeps by default (`PRISM_TASK_EVENTS_MAX`; 0 turns events off).
+pub(crate) const DEFAULT_CAPACITY: usize = 100_000;
+
+/// Where a task is in its life, as the state API shows it (Ray's names in brackets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum TaskPhase {
+    /// Some of its arguments are not ready yet (`PENDING_ARGS_AVAIL`).
+    PendingArgs,
+    /// Ready, waiting for a node and a worker with room (`PENDING_NODE_ASSIGNMENT`).
+    PendingNode,
+    /// Sent to a worker, which runs it or queues it behind its current task
+    /// (`SUBMITTED_TO_WORKER`).
+    SubmittedToWorker,
+    /// Its worker ran it (known once the worker reports; `RUNNING`).
+    Running,
+    /// It returned its values (`FINISHED`).
+    Finished,
+    /// It failed, was cancelled, or an input of it failed (`FAILED`).
+    Failed,
+}
+
+impl TaskPhase {
+    /// The name the state API prints and filters by.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskPhase::PendingArgs => "PENDING_ARGS_AVAIL",
+            TaskPhase::PendingNode => "PENDING_NODE_ASSIGNMENT",
+            TaskPhase::SubmittedToWorker => "SUBMITTED_TO_WORKER",
+            TaskPhase::Running => "RUNNING",
+            TaskPhase::Finished => "FINISHED",
+            TaskPhase::Failed => "FAILED",
+        }
+    }
+
+    /// Whether the task ended (finished or failed).
+    pub fn ended(self) -> bool {
+        matches!(self, TaskPhase::Finished | TaskPhase::Failed)
+    }
+}
+
+impl std::fmt::Display for TaskPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What kind of task it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
+pub enum TaskType {
+    /// A remote function's call.
+    NormalTask,
+    /// An actor's construction.
+    ActorCreationTask,
+    /// A call of an actor's method.
+    ActorTask,
+}
+
+impl From<TaskKind> for TaskType {
+    fn from(kind: TaskKind) -> Self {
+        match kind {
+            TaskKind::Normal => TaskType::NormalTask,
+            TaskKind::ActorCreation { .. } => TaskType::ActorCreationTask,
+            TaskKind::ActorCall(_) => TaskType::ActorTask,
+        }
+    }
+}
+
+/// How one attempt of a task ran on its worker, as the worker measured it; `start_us` is by
+/// the worker's clock (see [`TaskEvents::start_of`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Ran {
+    pub(crate) worker: WorkerId,
+    /// The worker's process id, if the node knows it.
+    pub(crate) pid: Option<u32>,
+    pub(crate) start_us: u64,
+    pub(crate) args: Duration,
+    pub(crate) run: Duration,
+    pub(crate) store: Duration,
+}
+
+/// One task's record.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskEntry {
+    pub(crate) function: Arc<str>,
+    pub(crate) kind: TaskType,
+    pub(crate) phase: TaskPhase,
+    /// Which attempt it is on (0: the first run).
+    pub(crate) attempt: u32,
+    /// The worker it was last sent to.
+    pub(crate) worker: Option<WorkerId>,
+    /// The task that submitted it (none: the driver, or not known).
+    pub(crate) parent: Option<TaskId>,
+    /// Why it failed.
+    pub(crate) error: Option<String>,
+    /// Its state changes, in order, each with its attempt.
+    pub(crate) changes: Vec<(TaskPhase, u32, Instant)>,
+    /// Its runs, as its workers reported them.
+    pub(crate) runs: Vec<Ran>,
+}
+
+/// Tasks no longer in the table, counted by function and the state they were in.
+pub(crate) type Dropped = BTreeMap<(Arc<str>, TaskPhase), u64>;
+
+/// The table (see the module's doc); by default it records nothing.
+#[derive(Debug, Default)]
+pub(crate) struct TaskEvents {
+    capacity: usize,
+    tasks: IdMap<TaskId, TaskEntry>,
+    /// Tasks in the order they were first recorded (the oldest leave first).
+    order: VecDeque<TaskId>,
+    dropped: Dropped,
+    /// For each worker, the moment of ours and of its clock that line the two clocks up
+    /// best: the message that took the least time to arrive (see [`TaskEvents::heard`]).
+    clocks: IdMap<WorkerId, (Instant, u64)>,
+}
+
+impl TaskEvents {
+    /// A table of at most `capacity` tasks (0: records nothing).
+    pub(crate) fn new(capacity: usize) -> Self {
+        TaskEvents {
+            capacity,
+            tasks: IdMap::default(),
+            order: VecDeque::new(),
+            dropped: Dropped::new(),
+            clocks: IdMap::default(),
+        }
+    }
+
+    /// A message `worker` wrote at `sent_us` by its clock arrived at `now`. The pair whose
+    /// gap is smallest lines the clocks up best (the gap is the clocks' offset plus the time
+    /// in transit), and one fixed pair per worker keeps the order of its runs exact.
+    pub(crate) fn heard(&mut self, worker: WorkerId, now: Instant, sent_us: u64) {
+        let better = match self.clocks.get(&worker) {
+            None => true,
+            // Less of our time than of its time went by since the best pair: this message
+            // spent less in transit.
+            Some(&(at, us)) => {
+                let ours = now.saturating_duration_since(at).as_micros() as u64;
+                ours < sent_us.saturating_sub(us)
+            }
+        };
+        if better {
+            self.clocks.insert(worker, (now, sent_us));
+        }
+    }
+
+    /// When `ran` started, by our clock.
+    pub(crate) fn start_of(&self, ran: &Ran) -> Option<Instant> {
+        let &(at, us) = self.clocks.get(&ran.worker)?;
+        match ran.start_us.checked_sub(us) {
+            Some(after) => at.checked_add(Duration::from_micros(after)),
+            None => at.checked_sub(Duration::from_micros(us - ran.start_us)),
+        }
+    }
+
+    /// Whether it records anything.
+    pub(crate) fn on(&self) -> bool {
+        self.capacity > 0
+    }
+
+    /// A task was submitted: it waits for its arguments, or (`ready`) for a node. A task
+    /// submitted again under its id (a lineage rebuild) starts its next attempt.
+    pub(crate) fn submitted(
+        &mut self,
+        task: TaskId,
+        function: &Arc<str>,
+        kind: TaskKind,
+        ready: bool,
+        now: Instant,
+    ) {
+        if !self.on() {
+            return;
+        }
+        let phase = match ready {
+            true => TaskPhase::PendingNode,
+            false => TaskPhase::PendingArgs,
+        };
+        if self.tasks.contains_key(&task) {
+            self.again(task, phase, now);
+            return;
+        }
+        while self.tasks.len() >= self.capacity {
+            self.drop_oldest();
+        }
+        self.order.push_back(task);
+        self.tasks.insert(
+            task,
+            TaskEntry {
+                function: function.clone(),
+                kind: kind.into(),
+                phase,
+                attempt: 0,
+                worker: None,
+                parent: None,
+                error: None,
+                changes: vec![(phase, 0, now)],
+                runs: Vec::new(),
+            },
+        );
+    }
+
+    /// `task` was submitted by a worker while it ran `parent`.
+    pub(crate) fn set_parent(&mut self, task: TaskId, parent: TaskId) {
+        if let Some(entry) = self.tasks.get_mut(&task) {
+            entry.parent = Some(parent);
+        }
+    }
+
+    /// The task moves to `phase` (nothing if it is there already, or not in the table).
+    pub(crate) fn phase(&mut self, task: TaskId, phase: TaskPhase, now: Instant) {
+        if let Some(entry) = self.tasks.get_mut(&task)
+            && entry.phase != phase
+        {
+            entry.phase = phase;
+            entry.changes.push((phase, entry.attempt, now));
+        }
+    }
+
+    /// The task was sent to `worker`.
+    pub(crate) fn sent(&mut self, task: TaskId, worker: WorkerId, now: Instant) {
+        if let Some(entry) = self.tasks.get_mut(&task) {
+            entry.worker = Some(worker);
+        }
+        self.phase(task, TaskPhase::SubmittedToWorker, now);
+    }
+
+    /// The task runs again (a retry, or a rebuild of what it made): its next attempt starts
+    /// in `phase`.
+    pub(crate) fn again(&mut self, task: TaskId, phase: TaskPhase, now: Instant) {
+        if let Some(entry) = self.tasks.get_mut(&task) {
+            entry.attempt += 1;
+            entry.phase = phase;
+            entry.error = None;
+            entry.changes.push((phase, entry.attempt, now));
+        }
+    }
+
+    /// The task's worker reported how it ran (the worker ran it; its end follows).
+    pub(crate) fn ran(&mut self, task: TaskId, ran: Ran) {
+        let start = self.start_of(&ran);
+        if let Some(entry) = self.tasks.get_mut(&task) {
+            let attempt = entry.attempt;
+            if !entry.phase.ended() {
+                entry.phase = TaskPhase::Running;
+            }
+            if let Some(start) = start {
+                let at = entry
+                    .changes
+                    .iter()
+                    .rposition(|&(_, _, t)| t <= start)
+                    .map_or(0, |i| i + 1);
+                entry
+                    .changes
+                    .insert(at, (TaskPhase::Running, attempt, start));
+            }
+            entry.runs.push(ran);
+        }
+    }
+
+    /// The task returned its values.
+    pub(crate) fn finished(&mut self, task: TaskId, now: Instant) {
+        self.phase(task, TaskPhase::Finished, now);
+    }
+
+    /// The task failed with `error` (it may still run again: see [`TaskEvents::again`]).
+    pub(crate) fn failed(&mut self, task: TaskId, error: impl FnOnce() -> String, now: Instant) {
+        if let Some(entry) = self.tasks.get_mut(&task)
+            && entry.phase != TaskPhase::Failed
+        {
+            entry.error = Some(error());
+            self.phase(task, TaskPhase::Failed, now);
+        }
+    }
+
+    fn drop_oldest(&mut self) {
+        let Some(task) = self.order.pop_front() else {
+            return;
+        };
+        if let Some(entry) = self.tasks.remove(&task) {
+            *self
+                .dropped
+                .entry((entry.function, entry.phase))
+                .or_default() += 1;
+        }
+    }
+
+    /// The task's record.
+    pub(crate) fn get(&self, task: TaskId) -> Option<&TaskEntry> {
+        self.tasks.get(&task)
+    }
+
+    /// Every task in the table, oldest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (TaskId, &TaskEntry)> {
+        self.order
+            .iter()
+            .filter_map(|t| self.tasks.get(t).map(|e| (*t, e)))
+    }
+
+    /// How many tasks the table holds.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// The tasks that left the table, counted by function and state.
+    pub(crate) fn dropped(&self) -> &Dropped {
+        &self.dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(seq: u64) -> TaskId {
+        TaskId::new(0, seq)
+    }
+
+    #[test]
+    fn a_task_goes_through_its_states_with_their_times() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut events = TaskEvents::new(10);
+        let f: Arc<str> = Arc::from("f");
+        events.submitted(t(1), &f, TaskKind::Normal, false, at(0));
+        events.phase(t(1), TaskPhase::PendingNode, at(5));
+        events.sent(t(1), 7, at(6));
+        events.heard(7, at(0), 1_000_000);
+        events.ran(
+            t(1),
+            Ran {
+                worker: 7,
+                pid: None,
+                start_us: 1_008_000,
+                args: Duration::from_millis(1),
+                run: Duration::from_millis(10),
+                store: Duration::from_millis(1),
+            },
+        );
+        events.finished(t(1), at(21));
+        let entry = events.get(t(1)).expect("recorded");
+        let phases: Vec<TaskPhase> = entry.changes.iter().map(|c| c.0).collect();
+        assert_eq!(
+            phases,
+            [
+                TaskPhase::PendingArgs,
+                TaskPhase::PendingNode,
+                TaskPhase::SubmittedToWorker,
+                TaskPhase::Running,
+                TaskPhase::Finished
+            ]
+        );
+        assert!(entry.changes.windows(2).all(|w| w[0].2 <= w[1].2));
+        assert_eq!((entry.phase, entry.worker), (TaskPhase::Finished, Some(7)));
+    }
+
+    #[test]
+    fn a_retried_task_counts_its_attempts_and_a_late_run_report_keeps_the_order() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut events = TaskEvents::new(10);
+        let f: Arc<str> = Arc::from("f");
+        events.submitted(t(1), &f, TaskKind::Normal, true, at(0));
+        events.sent(t(1), 1, at(1));
+        events.failed(t(1), || "boom".into(), at(4));
+        assert_eq!(events.get(t(1)).unwrap().error.as_deref(), Some("boom"));
+        events.again(t(1), TaskPhase::PendingNode, at(5));
+        events.sent(t(1), 2, at(6));
+        // The second run's report comes with its end, after the start it names.
+        events.heard(2, at(0), 5_000_000);
+        let ran = Ran {
+            worker: 2,
+            pid: None,
+            start_us: 5_007_000,
+            args: Duration::ZERO,
+            run: Duration::from_millis(2),
+            store: Duration::ZERO,
+        };
+        events.ran(t(1), ran);
+        events.finished(t(1), at(10));
+        let entry = events.get(t(1)).unwrap();
+        assert_eq!(entry.attempt, 1);
+        assert_eq!(entry.error, None, "the last attempt finished");
+        assert_eq!(entry.changes.len(), 7);
+        assert_eq!(entry.changes[5], (TaskPhase::Running, 1, at(7)));
+        assert!(entry.changes.windows(2).all(|w| w[0].2 <= w[1].2));
+    }
+
+    #[test]
+    fn a_workers_clock_is_lined_up_by_its_fastest_message() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut events = TaskEvents::new(10);
+        let ran = |start_us| Ran {
+            worker: 3,
+            pid: None,
+            start_us,
+            args: Duration::ZERO,
+            run: Duration::ZERO,
+            store: Duration::ZERO,
+        };
+        // Its clock runs 1 s ahead of ours; the first message took 5 ms to arrive.
+        events.heard(3, at(105), 1_100_000);
+        assert_eq!(events.start_of(&ran(1_090_000)), Some(at(95)));
+        // A slower message changes nothing; a faster one (1 ms) lines the clocks up better.
+        events.heard(3, at(220), 1_200_000);
+        assert_eq!(events.start_of(&ran(1_090_000)), Some(at(95)));
+        events.heard(3, at(301), 1_300_000);
+        assert_eq!(events.start_of(&ran(1_090_000)), Some(at(91)));
+        assert_eq!(
+            events.start_of(&Ran {
+                worker: 4,
+                ..ran(0)
+            }),
+            None,
+            "never heard"
+        );
+    }
+
+    #[test]
+    fn the_table_keeps_the_newest_tasks_and_counts_the_rest() {
+        let now = Instant::now();
+        let mut events = TaskEvents::new(100);
+        let (f, g): (Arc<str>, Arc<str>) = (Arc::from("f"), Arc::from("g"));
+        for seq in 0..1_000 {
+            let function = if seq % 2 == 0 { &f } else { &g };
+            events.submitted(t(seq), function, TaskKind::Normal, true, now);
+            if seq % 4 == 0 {
+                events.finished(t(seq), now);
+            }
+        }
+        assert_eq!(events.len(), 100);
+        assert_eq!(events.iter().next().map(|(id, _)| id), Some(t(900)));
+        let dropped = events.dropped();
+        assert_eq!(dropped[&(f.clone(), TaskPhase::Finished)], 225);
+        assert_eq!(dropped[&(f, TaskPhase::PendingNode)], 225);
+        assert_eq!(dropped[&(g, TaskPhase::PendingNode)], 450);
+        // Events of a task that left the table are ignored.
+        events.finished(t(3), now);
+        assert!(events.get(t(3)).is_none());
+    }
+
+    #[test]
+    fn with_no_room_nothing_is_recorded() {
+        let mut events = TaskEvents::new(0);
+        events.submitted(
+            t(1),
+            &Arc::from("f"),
+            TaskKind::Normal,
+            true,
+            Instant::now(),
+        );
+        assert_eq!(events.len(), 0);
+        assert!(events.dropped().is_empty());
+    }
+}
