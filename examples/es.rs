@@ -47,6 +47,9 @@ struct Args {
     /// (0: skip).
     #[arg(long, default_value_t = 0)]
     overhead_batches: usize,
+    /// Write the run's timeline (Chrome trace JSON, for Perfetto or chrome://tracing) here.
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<std::path::PathBuf>,
 }
 
 #[prism::main]
@@ -127,6 +130,11 @@ fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+
+    if let Some(path) = &args.timeline {
+        prism::timeline(path)?;
+        println!("wrote the timeline to {}", path.display());
+    }
 
     let out = common.out_dir("es");
     let title = format!("ES on {:?} (Prism, {} workers)", common.env, config.workers);

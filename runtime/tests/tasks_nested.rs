@@ -455,8 +455,88 @@ fn task_events_tell_each_tasks_states_runs_and_parent() -> Result<(), Failed> {
     )
 }
 
+/// `prism ARGS` against this test's driver; its output, or why it failed.
+fn prism_cli(args: &[&str]) -> Result<String, Failed> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prism"))
+        .args(args)
+        .output()?;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    ensure(
+        out.status.success(),
+        format!("prism {args:?} failed: {stdout}{stderr}"),
+    )?;
+    Ok(stdout.into_owned())
+}
+
+fn the_prism_command_lists_summarises_and_draws_a_running_programs_tasks() -> Result<(), Failed> {
+    ensure(traced_parent::remote(2).get_blocking()? == 1, "0 + 1")?;
+    ensure(
+        traced_failure::remote().get_blocking().is_err(),
+        "it panics",
+    )?;
+    let me = std::process::id().to_string();
+    let listed = prism_cli(&[
+        "list", "tasks", "--format", "json", "--pid", &me, "--limit", "1000000",
+    ])?;
+    let tasks: serde_json::Value = serde_json::from_str(&listed)?;
+    let tasks = tasks.as_array().ok_or("a JSON array")?;
+    let children: Vec<&serde_json::Value> = tasks
+        .iter()
+        .filter(|t| {
+            t["function"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("::traced_child"))
+        })
+        .collect();
+    ensure(children.len() >= 2, listed.clone())?;
+    ensure(
+        children
+            .iter()
+            .all(|t| t["state"] == "FINISHED" && t["driver"] == std::process::id()),
+        format!("{children:?}"),
+    )?;
+    let table = prism_cli(&["list", "tasks", "--filter", "state=failed", "--pid", &me])?;
+    ensure(
+        table.starts_with("TASK_ID") && table.contains("FAILED") && !table.contains("FINISHED"),
+        table.clone(),
+    )?;
+    let summary = prism_cli(&["summary", "tasks", "--pid", &me])?;
+    ensure(
+        summary
+            .lines()
+            .any(|l| l.contains("::traced_child") && l.contains("FINISHED")),
+        summary.clone(),
+    )?;
+    let id = children[0]["task_id"].as_str().ok_or("an id")?;
+    let got: serde_json::Value = serde_json::from_str(&prism_cli(&["get", "task", id])?)?;
+    ensure(
+        got["task_id"] == id && got["runs"].as_array().is_some_and(|r| !r.is_empty()),
+        format!("{got}"),
+    )?;
+    let path = common::temp_path("cli-timeline.json");
+    let said = prism_cli(&["timeline", "--pid", &me, "--output", &path])?;
+    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    let _ = std::fs::remove_file(&path);
+    ensure(said.contains("ui.perfetto.dev"), said.clone())?;
+    check_trace(&trace)?;
+    // A driver not running here is named as missing.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prism"))
+        .args(["list", "tasks", "--pid", "1"])
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    ensure(
+        !out.status.success() && said.contains("no running driver 1"),
+        said.to_string(),
+    )
+}
+
 fn main() {
-    let config = prism::Config::new().num_cpus(2.0);
+    // Task events for the newest 5,000 tasks: the task-event tests look at their own (and
+    // listing fewer keeps the command's answers small in a debug build).
+    let config = prism::Config::new().num_cpus(2.0).task_events_max(5_000);
     let cases: &[Case] = &[
         // First, while no earlier test leaves objects that are still being released.
         (
@@ -492,6 +572,10 @@ fn main() {
         (
             "task_events_tell_each_tasks_states_runs_and_parent",
             task_events_tell_each_tasks_states_runs_and_parent,
+        ),
+        (
+            "the_prism_command_lists_summarises_and_draws_a_running_programs_tasks",
+            the_prism_command_lists_summarises_and_draws_a_running_programs_tasks,
         ),
         (
             "a_nested_call_that_cannot_be_built_fails_with_its_reason",

@@ -8,6 +8,7 @@ pub(crate) mod object_ref;
 pub(crate) mod placement;
 mod spin;
 pub mod state;
+pub(crate) mod state_server;
 
 use std::time::Duration;
 
@@ -87,6 +88,7 @@ pub fn init_with(config: Config) -> Result<()> {
         return Err(e);
     }
     core.handle().spawn(stop_on_signal());
+    core.handle().spawn(state_server::serve());
     Ok(())
 }
 
@@ -135,6 +137,7 @@ pub fn shutdown() {
     }
     if let Some(Context::Driver(core)) = context::take() {
         core.shutdown();
+        state_server::stop();
     }
 }
 

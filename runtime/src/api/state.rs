@@ -20,7 +20,8 @@ pub use crate::proto::events::{TaskPhase, TaskType};
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct TaskInfo {
-    /// Its id.
+    /// Its id (as text: `OWNER.SEQ`, the owner in hex).
+    #[serde(serialize_with = "as_text")]
     pub task_id: TaskId,
     /// Its function (or `Class::method`).
     pub function: String,
@@ -36,6 +37,7 @@ pub struct TaskInfo {
     /// That worker's number.
     pub worker: Option<u64>,
     /// The task that submitted it (none: the driver).
+    #[serde(serialize_with = "as_text_or_null")]
     pub parent: Option<TaskId>,
     /// Why it failed.
     pub error: Option<String>,
@@ -92,6 +94,23 @@ pub struct TaskSummary {
     pub dropped: u64,
 }
 
+fn as_text<S: serde::Serializer>(
+    id: &TaskId,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.collect_str(id)
+}
+
+fn as_text_or_null<S: serde::Serializer>(
+    id: &Option<TaskId>,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match id {
+        Some(id) => serializer.collect_str(id),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// Converts the driver's instants to microseconds since the Unix epoch.
 struct Clock {
     now: Instant,
@@ -139,9 +158,9 @@ fn info(state: &State, clock: &Clock, task: TaskId, entry: &TaskEntry) -> TaskIn
         node: node_name(state, r.worker),
         pid: r.pid,
         start_us: events.start_of(r).map_or(0, |at| clock.us(at)),
-        args_us: r.args.as_micros() as u64,
-        run_us: r.run.as_micros() as u64,
-        store_us: r.store.as_micros() as u64,
+        args_us: r.args_us,
+        run_us: r.run_us,
+        store_us: r.store_us,
     };
     TaskInfo {
         task_id: task,
@@ -156,10 +175,10 @@ fn info(state: &State, clock: &Clock, task: TaskId, entry: &TaskEntry) -> TaskIn
         events: entry
             .changes
             .iter()
-            .map(|&(state, attempt, at)| TaskEvent {
-                state,
-                attempt,
-                at_us: clock.us(at),
+            .map(|c| TaskEvent {
+                state: c.phase,
+                attempt: c.attempt,
+                at_us: events.at(c.at_us).map_or(0, |at| clock.us(at)),
             })
             .collect(),
         runs: entry.runs.iter().map(run).collect(),

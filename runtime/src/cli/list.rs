@@ -1,11 +1,13 @@
 //! `prism list jobs|actors|placement-groups|nodes`: what the head knows, as a table or as JSON
-//! records, filtered by column (`--filter STATE=ALIVE`) and cut to `--limit` rows.
+//! records, filtered by column (`--filter STATE=ALIVE`) and cut to `--limit` rows; `prism list
+//! tasks` and `prism summary tasks`: what the running drivers of this host tell of their tasks.
 
 use clap::{Args, ValueEnum};
 use prism_transport::quic;
 use prism_transport::{ActorState, FromControl, GroupState, JobState, JobStatus, ToControl};
 use serde_json::Value;
 
+use super::tasks::{DriverArgs, ask_drivers};
 use super::{ClientArgs, connect_cli, node_table};
 use crate::daemon::ask;
 use crate::dashboard::NodeJson;
@@ -22,6 +24,8 @@ pub(super) enum Listed {
     PlacementGroups,
     /// The cluster's nodes.
     Nodes,
+    /// The tasks and actor calls of the drivers running on this host (their task events).
+    Tasks,
 }
 
 /// How `prism list` prints.
@@ -49,6 +53,26 @@ pub(super) struct ListArgs {
     format: Format,
     #[command(flatten)]
     client: ClientArgs,
+    #[command(flatten)]
+    drivers: DriverArgs,
+}
+
+/// What `prism summary` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum Summarized {
+    /// Tasks by function and state.
+    Tasks,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(super) struct SummaryArgs {
+    /// What to count.
+    what: Summarized,
+    /// How to print.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    #[command(flatten)]
+    drivers: DriverArgs,
 }
 
 fn parse_filter(text: &str) -> Result<(String, String), String> {
@@ -64,24 +88,12 @@ struct Table {
     rows: Vec<(Vec<String>, Value)>,
 }
 
-/// Asks the head and prints what `args` asks for.
+/// Asks the head (or, for tasks, the drivers) and prints what `args` asks for.
 pub(super) async fn list(args: &ListArgs) -> Result<(), String> {
-    let (_, endpoint, connection) = connect_cli(&args.client, "list").await?;
-    let table = match args.what {
-        Listed::Nodes => node_table(&connection).await.map(nodes),
-        what => match ask(&connection, &ToControl::Jobs).await {
-            Ok(FromControl::Jobs(jobs)) => Ok(match what {
-                Listed::Jobs => jobs_table(&jobs),
-                Listed::Actors => actors(&jobs),
-                _ => groups(&jobs),
-            }),
-            Ok(other) => Err(format!("unexpected answer to a list of jobs: {other:?}")),
-            Err(e) => Err(e.to_string()),
-        },
+    let mut table = match args.what {
+        Listed::Tasks => tasks(&ask_drivers(&args.drivers, "tasks")?),
+        _ => from_head(args).await?,
     };
-    connection.close(quic::codes::DONE, b"list done");
-    endpoint.wait_idle().await;
-    let mut table = table?;
     let mut keep = Vec::new();
     for (key, _) in &args.filter {
         let column = table.columns.iter().position(|c| c == key).ok_or_else(|| {
@@ -99,7 +111,141 @@ pub(super) async fn list(args: &ListArgs) -> Result<(), String> {
     });
     let total = table.rows.len();
     table.rows.truncate(args.limit);
-    match args.format {
+    show(&table, args.format, total)
+}
+
+/// What the head knows of `args.what`.
+async fn from_head(args: &ListArgs) -> Result<Table, String> {
+    let (_, endpoint, connection) = connect_cli(&args.client, "list").await?;
+    let table = match args.what {
+        Listed::Nodes => node_table(&connection).await.map(nodes),
+        what => match ask(&connection, &ToControl::Jobs).await {
+            Ok(FromControl::Jobs(jobs)) => Ok(match what {
+                Listed::Jobs => jobs_table(&jobs),
+                Listed::Actors => actors(&jobs),
+                _ => groups(&jobs),
+            }),
+            Ok(other) => Err(format!("unexpected answer to a list of jobs: {other:?}")),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    connection.close(quic::codes::DONE, b"list done");
+    endpoint.wait_idle().await;
+    table
+}
+
+/// `prism summary tasks`: the drivers' tasks counted by function and state.
+pub(super) fn summary(args: &SummaryArgs) -> Result<(), String> {
+    let Summarized::Tasks = args.what;
+    let answers = ask_drivers(&args.drivers, "summary tasks")?;
+    let columns = &["FUNCTION", "TYPE", "TOTAL", "STATES", "DRIVER"];
+    let mut rows = Vec::new();
+    for (pid, summaries) in &answers {
+        for summary in summaries.as_array().into_iter().flatten() {
+            let states = summary["states"].as_object().cloned().unwrap_or_default();
+            let total: u64 = states.values().filter_map(Value::as_u64).sum();
+            let listed: Vec<String> = states.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            let mut shown = summary.clone();
+            shown["driver"] = Value::from(*pid);
+            let row = vec![
+                text(&summary["function"]),
+                text(&summary["type"]),
+                total.to_string(),
+                listed.join(", "),
+                pid.to_string(),
+            ];
+            rows.push((row, shown));
+        }
+    }
+    let table = Table { columns, rows };
+    let total = table.rows.len();
+    show(&table, args.format, total)
+}
+
+/// What `prism get` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum Got {
+    /// A task or actor call, with its state changes and runs.
+    Task,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(super) struct GetArgs {
+    /// What to show.
+    what: Got,
+    /// Its id, as `prism list tasks` prints it.
+    id: String,
+    #[command(flatten)]
+    drivers: DriverArgs,
+}
+
+/// `prism get task ID`: the task's whole record, as JSON.
+pub(super) fn get(args: &GetArgs) -> Result<(), String> {
+    let Got::Task = args.what;
+    let answers = ask_drivers(&args.drivers, "tasks")?;
+    let found = answers.iter().find_map(|(pid, tasks)| {
+        let task = tasks
+            .as_array()?
+            .iter()
+            .find(|t| t["task_id"] == *args.id)?;
+        let mut shown = task.clone();
+        shown["driver"] = Value::from(*pid);
+        Some(shown)
+    });
+    let task = found.ok_or_else(|| {
+        format!(
+            "no task {} in the drivers' task events (they keep the newest ones)",
+            args.id
+        )
+    })?;
+    let text =
+        serde_json::to_string_pretty(&task).map_err(|e| format!("cannot write JSON: {e}"))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// The drivers' tasks, oldest first within each driver.
+fn tasks(answers: &[(u32, Value)]) -> Table {
+    let columns = &[
+        "TASK_ID", "FUNCTION", "STATE", "TYPE", "ATTEMPT", "NODE", "DRIVER", "ERROR",
+    ];
+    let rows = answers.iter().flat_map(|(pid, tasks)| {
+        tasks.as_array().into_iter().flatten().map(move |task| {
+            let error = text(&task["error"]);
+            let row = vec![
+                text(&task["task_id"]),
+                text(&task["function"]),
+                text(&task["state"]),
+                text(&task["type"]),
+                text(&task["attempt"]),
+                text(&task["node"]),
+                pid.to_string(),
+                error.lines().next().unwrap_or("").to_string(),
+            ];
+            let mut shown = task.clone();
+            shown["driver"] = Value::from(*pid);
+            (row, shown)
+        })
+    });
+    Table {
+        columns,
+        rows: rows.collect(),
+    }
+}
+
+/// A JSON value as a table cell: a string as it is, nothing as `-`.
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => "-".to_string(),
+        Value::String(s) if s.is_empty() => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Prints `table` (`total`: its rows before `--limit`).
+fn show(table: &Table, format: Format, total: usize) -> Result<(), String> {
+    match format {
         Format::Json => {
             let records: Vec<&Value> = table.rows.iter().map(|(_, record)| record).collect();
             let text = serde_json::to_string_pretty(&records)
@@ -107,7 +253,7 @@ pub(super) async fn list(args: &ListArgs) -> Result<(), String> {
             println!("{text}");
         }
         Format::Table => {
-            print!("{}", render(&table));
+            print!("{}", render(table));
             if total > table.rows.len() {
                 println!("({} of {total} rows shown: --limit)", table.rows.len());
             }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 
 mod list;
+mod tasks;
 use prism_transport::quic;
 use prism_transport::{FromControl, NodeStatus, PendingDemand, ToControl};
 
@@ -47,8 +48,14 @@ enum Command {
     /// Have a node of the cluster drain and stop, as `prism stop` on its host would.
     Drain(DrainArgs),
     /// List the cluster's jobs, actors or placement groups (running and ended), as the head
-    /// keeps them.
+    /// keeps them; or the tasks of the Prism programs running on this host.
     List(list::ListArgs),
+    /// Count the tasks of the Prism programs running on this host, by function and state.
+    Summary(list::SummaryArgs),
+    /// Show one task of a Prism program running on this host: its state changes and runs.
+    Get(list::GetArgs),
+    /// Write the timeline of a Prism program running on this host (Chrome trace JSON).
+    Timeline(tasks::TimelineArgs),
     /// Run a daemon in the foreground (what `start` runs in the background).
     #[command(hide = true)]
     Daemon(StartArgs),
@@ -173,6 +180,9 @@ pub fn main() -> ExitCode {
         Command::Stop => stop(),
         Command::Drain(args) => runtime().and_then(|rt| rt.block_on(drain(&args))),
         Command::List(args) => runtime().and_then(|rt| rt.block_on(list::list(&args))),
+        Command::Summary(args) => list::summary(&args),
+        Command::Get(args) => list::get(&args),
+        Command::Timeline(args) => tasks::timeline(&args),
         Command::Daemon(args) => {
             init_logging();
             runtime().and_then(|rt| rt.block_on(daemon(args.into())))

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prism_graph::{IdMap, TaskId, TaskKind};
+use smallvec::SmallVec;
 
 use crate::proto::scheduler::WorkerId;
 
@@ -16,8 +17,7 @@ use crate::proto::scheduler::WorkerId;
 pub(crate) const DEFAULT_CAPACITY: usize = 100_000;
 
 /// Where a task is in its life, as the state API shows it (Ray's names in brackets).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum TaskPhase {
     /// Some of its arguments are not ready yet (`PENDING_ARGS_AVAIL`).
@@ -51,6 +51,12 @@ impl TaskPhase {
     /// Whether the task ended (finished or failed).
     pub fn ended(self) -> bool {
         matches!(self, TaskPhase::Finished | TaskPhase::Failed)
+    }
+}
+
+impl serde::Serialize for TaskPhase {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
     }
 }
 
@@ -91,9 +97,19 @@ pub(crate) struct Ran {
     /// The worker's process id, if the node knows it.
     pub(crate) pid: Option<u32>,
     pub(crate) start_us: u64,
-    pub(crate) args: Duration,
-    pub(crate) run: Duration,
-    pub(crate) store: Duration,
+    /// Microseconds resolving its arguments, running, and storing its results.
+    pub(crate) args_us: u64,
+    pub(crate) run_us: u64,
+    pub(crate) store_us: u64,
+}
+
+/// A state change: the state entered, in which attempt, and when (microseconds after the
+/// table's first event: see [`TaskEvents::at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Change {
+    pub(crate) phase: TaskPhase,
+    pub(crate) attempt: u32,
+    pub(crate) at_us: u64,
 }
 
 /// One task's record.
@@ -110,10 +126,10 @@ pub(crate) struct TaskEntry {
     pub(crate) parent: Option<TaskId>,
     /// Why it failed.
     pub(crate) error: Option<String>,
-    /// Its state changes, in order, each with its attempt.
-    pub(crate) changes: Vec<(TaskPhase, u32, Instant)>,
+    /// Its state changes, in order (inline: a task of one attempt allocates nothing).
+    pub(crate) changes: SmallVec<[Change; 5]>,
     /// Its runs, as its workers reported them.
-    pub(crate) runs: Vec<Ran>,
+    pub(crate) runs: SmallVec<[Ran; 1]>,
 }
 
 /// Tasks no longer in the table, counted by function and the state they were in.
@@ -130,6 +146,8 @@ pub(crate) struct TaskEvents {
     /// For each worker, the moment of ours and of its clock that line the two clocks up
     /// best: the message that took the least time to arrive (see [`TaskEvents::heard`]).
     clocks: IdMap<WorkerId, (Instant, u64)>,
+    /// The time of the first event: changes are stamped in microseconds after it.
+    epoch: Option<Instant>,
 }
 
 impl TaskEvents {
@@ -141,7 +159,19 @@ impl TaskEvents {
             order: VecDeque::new(),
             dropped: Dropped::new(),
             clocks: IdMap::default(),
+            epoch: None,
         }
+    }
+
+    /// `now` as a stamp: microseconds after the first event.
+    fn stamp(&mut self, now: Instant) -> u64 {
+        let epoch = *self.epoch.get_or_insert(now);
+        now.saturating_duration_since(epoch).as_micros() as u64
+    }
+
+    /// The time of stamp `at_us`.
+    pub(crate) fn at(&self, at_us: u64) -> Option<Instant> {
+        self.epoch?.checked_add(Duration::from_micros(at_us))
     }
 
     /// A message `worker` wrote at `sent_us` by its clock arrived at `now`. The pair whose
@@ -200,6 +230,7 @@ impl TaskEvents {
         while self.tasks.len() >= self.capacity {
             self.drop_oldest();
         }
+        let at_us = self.stamp(now);
         self.order.push_back(task);
         self.tasks.insert(
             task,
@@ -211,8 +242,12 @@ impl TaskEvents {
                 worker: None,
                 parent: None,
                 error: None,
-                changes: vec![(phase, 0, now)],
-                runs: Vec::new(),
+                changes: smallvec::smallvec![Change {
+                    phase,
+                    attempt: 0,
+                    at_us
+                }],
+                runs: SmallVec::new(),
             },
         );
     }
@@ -226,11 +261,17 @@ impl TaskEvents {
 
     /// The task moves to `phase` (nothing if it is there already, or not in the table).
     pub(crate) fn phase(&mut self, task: TaskId, phase: TaskPhase, now: Instant) {
+        let at_us = self.stamp(now);
         if let Some(entry) = self.tasks.get_mut(&task)
             && entry.phase != phase
         {
             entry.phase = phase;
-            entry.changes.push((phase, entry.attempt, now));
+            let attempt = entry.attempt;
+            entry.changes.push(Change {
+                phase,
+                attempt,
+                at_us,
+            });
         }
     }
 
@@ -245,31 +286,40 @@ impl TaskEvents {
     /// The task runs again (a retry, or a rebuild of what it made): its next attempt starts
     /// in `phase`.
     pub(crate) fn again(&mut self, task: TaskId, phase: TaskPhase, now: Instant) {
+        let at_us = self.stamp(now);
         if let Some(entry) = self.tasks.get_mut(&task) {
             entry.attempt += 1;
             entry.phase = phase;
             entry.error = None;
-            entry.changes.push((phase, entry.attempt, now));
+            let attempt = entry.attempt;
+            entry.changes.push(Change {
+                phase,
+                attempt,
+                at_us,
+            });
         }
     }
 
     /// The task's worker reported how it ran (the worker ran it; its end follows).
     pub(crate) fn ran(&mut self, task: TaskId, ran: Ran) {
-        let start = self.start_of(&ran);
+        let start = self.start_of(&ran).map(|start| self.stamp(start));
         if let Some(entry) = self.tasks.get_mut(&task) {
             let attempt = entry.attempt;
             if !entry.phase.ended() {
                 entry.phase = TaskPhase::Running;
             }
-            if let Some(start) = start {
+            if let Some(at_us) = start {
                 let at = entry
                     .changes
                     .iter()
-                    .rposition(|&(_, _, t)| t <= start)
+                    .rposition(|c| c.at_us <= at_us)
                     .map_or(0, |i| i + 1);
-                entry
-                    .changes
-                    .insert(at, (TaskPhase::Running, attempt, start));
+                let running = Change {
+                    phase: TaskPhase::Running,
+                    attempt,
+                    at_us,
+                };
+                entry.changes.insert(at, running);
             }
             entry.runs.push(ran);
         }
@@ -350,14 +400,14 @@ mod tests {
                 worker: 7,
                 pid: None,
                 start_us: 1_008_000,
-                args: Duration::from_millis(1),
-                run: Duration::from_millis(10),
-                store: Duration::from_millis(1),
+                args_us: 1_000,
+                run_us: 10_000,
+                store_us: 1_000,
             },
         );
         events.finished(t(1), at(21));
         let entry = events.get(t(1)).expect("recorded");
-        let phases: Vec<TaskPhase> = entry.changes.iter().map(|c| c.0).collect();
+        let phases: Vec<TaskPhase> = entry.changes.iter().map(|c| c.phase).collect();
         assert_eq!(
             phases,
             [
@@ -368,7 +418,7 @@ mod tests {
                 TaskPhase::Finished
             ]
         );
-        assert!(entry.changes.windows(2).all(|w| w[0].2 <= w[1].2));
+        assert!(entry.changes.windows(2).all(|w| w[0].at_us <= w[1].at_us));
         assert_eq!((entry.phase, entry.worker), (TaskPhase::Finished, Some(7)));
     }
 
@@ -390,9 +440,9 @@ mod tests {
             worker: 2,
             pid: None,
             start_us: 5_007_000,
-            args: Duration::ZERO,
-            run: Duration::from_millis(2),
-            store: Duration::ZERO,
+            args_us: 0,
+            run_us: 2_000,
+            store_us: 0,
         };
         events.ran(t(1), ran);
         events.finished(t(1), at(10));
@@ -400,8 +450,13 @@ mod tests {
         assert_eq!(entry.attempt, 1);
         assert_eq!(entry.error, None, "the last attempt finished");
         assert_eq!(entry.changes.len(), 7);
-        assert_eq!(entry.changes[5], (TaskPhase::Running, 1, at(7)));
-        assert!(entry.changes.windows(2).all(|w| w[0].2 <= w[1].2));
+        let running = Change {
+            phase: TaskPhase::Running,
+            attempt: 1,
+            at_us: 7_000,
+        };
+        assert_eq!(entry.changes[5], running);
+        assert!(entry.changes.windows(2).all(|w| w[0].at_us <= w[1].at_us));
     }
 
     #[test]
@@ -413,9 +468,9 @@ mod tests {
             worker: 3,
             pid: None,
             start_us,
-            args: Duration::ZERO,
-            run: Duration::ZERO,
-            store: Duration::ZERO,
+            args_us: 0,
+            run_us: 0,
+            store_us: 0,
         };
         // Its clock runs 1 s ahead of ours; the first message took 5 ms to arrive.
         events.heard(3, at(105), 1_100_000);

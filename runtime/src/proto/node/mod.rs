@@ -806,9 +806,9 @@ impl State {
                         worker,
                         pid,
                         start_us: sent_us.saturating_sub(took),
-                        args: Duration::from_micros(args),
-                        run: Duration::from_micros(run),
-                        store: Duration::from_micros(store),
+                        args_us: args,
+                        run_us: run,
+                        store_us: store,
                     };
                     self.owner.events.ran(task.to_native(), ran);
                 }
