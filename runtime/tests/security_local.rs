@@ -81,18 +81,57 @@ fn own_listening_unix_sockets() -> Vec<String> {
 }
 
 fn no_socket_accepts_strangers() -> Result<(), Failed> {
-    // Workers are up (they answered), and this process listens on no Unix socket at all:
-    // nothing another user could connect to as a worker.
+    // Workers are up (they answered), and this process listens on one Unix socket only: the
+    // one where it answers `prism list tasks`, 0600 in a 0700 directory of this user, which no
+    // other user reaches (and whose peers it checks): nothing another user could connect to as
+    // a worker.
     let squares = prism::get_all_blocking(&(0..200).map(square::remote).collect::<Vec<_>>())?;
     ensure(
         squares == (0..200).map(|x| x * x).collect::<Vec<_>>(),
         "wrong squares",
     )?;
     let listening = own_listening_unix_sockets();
+    let state = format!("drivers/{}.sock", std::process::id());
     ensure(
-        listening.is_empty(),
+        listening.len() == 1 && listening[0].ends_with(&state),
         format!("the driver listens on Unix sockets {listening:?}"),
-    )
+    )?;
+    let socket = PathBuf::from(&listening[0]);
+    let dir = socket.parent().ok_or("a socket in a directory")?;
+    ensure(
+        common::mode_of(&socket) == 0o600 && common::mode_of(dir) == 0o700,
+        format!(
+            "{} is {:o} in a directory of mode {:o}",
+            socket.display(),
+            common::mode_of(&socket),
+            common::mode_of(dir)
+        ),
+    )?;
+    let me = std::process::id().to_string();
+    let ask = |other: bool| {
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_prism"));
+        command.args(["list", "tasks", "--pid", &me]);
+        if other {
+            command.uid(65534).gid(65534);
+        }
+        command.output()
+    };
+    ensure(ask(false)?.status.success(), "this user asks the driver")?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let out = ask(true)?;
+        ensure(
+            !out.status.success(),
+            format!(
+                "another user asked the driver: {}",
+                String::from_utf8_lossy(&out.stdout)
+            ),
+        )?;
+    } else {
+        eprintln!("not root: skipping the request as another user (uid 65534)");
+    }
+    Ok(())
 }
 
 /// The embedded node's store directory (this process's `/dev/shm/prism-PID-*`).

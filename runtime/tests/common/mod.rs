@@ -18,11 +18,6 @@ pub fn run(config: prism::Config, cases: &[Case]) -> ! {
 
 /// Like [`run`], with at most `threads` tests at a time.
 pub fn run_with_threads(config: prism::Config, cases: &[Case], threads: Option<usize>) -> ! {
-    // A session directory of this test's own (where the driver answers `prism list tasks`),
-    // removed at the end.
-    let session = std::env::temp_dir().join(format!("prism-test-session-{}", std::process::id()));
-    // SAFETY: called from main before any thread of this process starts.
-    unsafe { std::env::set_var("PRISM_SESSION_DIR", &session) };
     prism::init_with(config).expect("start the local cluster");
     let mut args = Arguments::from_args();
     if threads.is_some() {
@@ -34,7 +29,6 @@ pub fn run_with_threads(config: prism::Config, cases: &[Case], threads: Option<u
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
     prism::shutdown();
-    let _ = std::fs::remove_dir_all(&session);
     conclusion.exit()
 }
 
