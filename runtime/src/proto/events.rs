@@ -48,6 +48,14 @@ impl TaskPhase {
         }
     }
 
+    /// Waiting: for a node when `ready`, else for its arguments.
+    pub(crate) fn pending(ready: bool) -> TaskPhase {
+        match ready {
+            true => TaskPhase::PendingNode,
+            false => TaskPhase::PendingArgs,
+        }
+    }
+
     /// Whether the task ended (finished or failed).
     pub fn ended(self) -> bool {
         matches!(self, TaskPhase::Finished | TaskPhase::Failed)
@@ -219,10 +227,7 @@ impl TaskEvents {
         if !self.on() {
             return;
         }
-        let phase = match ready {
-            true => TaskPhase::PendingNode,
-            false => TaskPhase::PendingArgs,
-        };
+        let phase = TaskPhase::pending(ready);
         if self.tasks.contains_key(&task) {
             self.again(task, phase, now);
             return;

@@ -249,10 +249,7 @@ impl Owner {
 
     /// Records that `task` waits again: for a node when `ready`, else for its arguments.
     fn record_pending(&mut self, task: TaskId, ready: bool) {
-        let phase = match ready {
-            true => TaskPhase::PendingNode,
-            false => TaskPhase::PendingArgs,
-        };
+        let phase = TaskPhase::pending(ready);
         self.record(|events, now| events.phase(task, phase, now));
     }
 
@@ -782,11 +779,7 @@ impl Owner {
         self.tasks.insert(task, TaskRecord::new(spec));
         let ready = matches!(readiness, Readiness::Ready);
         self.record(|events, now| {
-            let phase = match ready {
-                true => TaskPhase::PendingNode,
-                false => TaskPhase::PendingArgs,
-            };
-            events.again(task, phase, now);
+            events.again(task, TaskPhase::pending(ready), now);
             for &waits in &held_back {
                 events.phase(waits, TaskPhase::PendingArgs, now);
             }
