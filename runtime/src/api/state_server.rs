@@ -54,12 +54,28 @@ pub(crate) async fn serve() {
 fn listen(path: &std::path::Path) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     open_session().map_err(std::io::Error::other)?;
-    crate::files::private_dir(&drivers_dir())?;
+    let dir = drivers_dir();
+    crate::files::private_dir(&dir)?;
+    sweep(&dir);
     // A socket left by an earlier process with this pid.
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
+}
+
+/// Removes the sockets of drivers whose process is gone (killed, or ended without
+/// `shutdown`).
+fn sweep(dir: &std::path::Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| n.strip_suffix(".sock"));
+        if let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok())
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Stops answering: removes this driver's socket (at shutdown).
