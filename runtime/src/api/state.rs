@@ -4,7 +4,7 @@
 //! open ([`timeline`]).
 
 use std::collections::BTreeMap;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -119,12 +119,9 @@ struct Clock {
 
 impl Clock {
     fn new() -> Self {
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
         Clock {
             now: Instant::now(),
-            unix_us: unix.as_micros() as u64,
+            unix_us: (crate::session::now_nanos() / 1_000) as u64,
         }
     }
 
