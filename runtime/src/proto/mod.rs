@@ -19,6 +19,7 @@ pub(crate) mod nodes;
 pub(crate) mod owner;
 pub(crate) mod placement;
 pub(crate) mod scheduler;
+pub(crate) mod worker;
 
 /// Shrinks a table that holds under a quarter of its capacity (and a large one): true if it
 /// did. Tables that once held a burst would otherwise keep its memory.

@@ -11,8 +11,8 @@ use prism_graph::{
     ActorId, Arg, IdMap, IdSet, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec,
 };
 use prism_transport::{
-    ActorStatus, ArchivedToWorker, ArchivedValue, DEFAULT_MAX_FRAME, FrameDecoder, FromControl,
-    GroupStatus, Outcome, PullStats, ToControl, ToNode, Value, encode_frame,
+    ActorStatus, ArchivedToWorker, DEFAULT_MAX_FRAME, FrameDecoder, FromControl, GroupStatus,
+    Outcome, PullStats, ToControl, ToNode, Value,
 };
 
 use super::{Config, Report, Workload};
@@ -31,6 +31,7 @@ use crate::proto::nodes::{NodeIdx, Nodes, node_of};
 type HostIdx = usize;
 use crate::proto::owner::Slot;
 use crate::proto::scheduler::WorkerId;
+use crate::proto::worker::{Ended as RunEnd, Stop, Worker};
 use crate::store::ObjectBytes;
 
 /// Values at least this large live in a node's store; smaller ones travel inline (as a real
@@ -360,18 +361,11 @@ impl Host {
 #[derive(Debug)]
 struct SimWorker {
     alive: bool,
-    queue: VecDeque<Queued>,
+    /// Its books: the real worker's.
+    core: Worker,
     current: Option<TaskId>,
     /// Bumped when the worker stops running its task (killed or frozen and resumed).
     run: u64,
-}
-
-/// A task a worker was sent: its shared arguments, and whether it makes an actor.
-#[derive(Debug)]
-struct Queued {
-    task: TaskId,
-    shared: Vec<(u32, ObjectId)>,
-    creation: bool,
 }
 
 /// What a held object ended as, first seen.
@@ -1694,7 +1688,7 @@ impl World<'_> {
                     worker,
                     SimWorker {
                         alive: true,
-                        queue: VecDeque::new(),
+                        core: Worker::new(false),
                         current: None,
                         run: 0,
                     },
@@ -1878,10 +1872,7 @@ impl World<'_> {
     }
 
     fn at_worker(&mut self, worker: WorkerId, frames: &[u8]) {
-        let Some(w) = self.workers.get(&worker) else {
-            return;
-        };
-        if !w.alive {
+        if !self.workers.get(&worker).is_some_and(|w| w.alive) {
             return;
         }
         self.decoder.extend(frames);
@@ -1889,69 +1880,31 @@ impl World<'_> {
         while let Ok(Some(frame)) = self.decoder.next_frame() {
             decoded.push(frame);
         }
-        let mut exit = false;
+        let mut stop = None;
         for frame in &decoded {
             let Ok(msg) = frame.access::<prism_transport::ToWorker>() else {
                 continue;
             };
-            match msg {
-                ArchivedToWorker::Execute(batch) => {
-                    for exec in batch.iter() {
-                        self.queue_task(worker, exec);
-                    }
-                }
-                ArchivedToWorker::Nested { exec, .. } => self.queue_task(worker, exec),
-                ArchivedToWorker::Cancel { task } => {
-                    let task = task.to_native();
-                    if let Some(w) = self.workers.get_mut(&worker) {
-                        w.queue.retain(|q| q.task != task);
-                    }
-                }
-                ArchivedToWorker::Recall { tasks } => {
-                    let mut returned = Vec::new();
-                    if let Some(w) = self.workers.get_mut(&worker) {
-                        for task in tasks.iter() {
-                            let task = task.to_native();
-                            if let Some(pos) = w.queue.iter().position(|q| q.task == task) {
-                                w.queue.remove(pos);
-                                returned.push(task);
-                            }
-                        }
-                    }
-                    if !returned.is_empty() {
-                        self.tell(worker, &ToNode::Bounced(returned));
-                    }
-                }
-                ArchivedToWorker::Shutdown => exit = true,
-                ArchivedToWorker::Welcome | ArchivedToWorker::Objects(_) => {}
+            if let ArchivedToWorker::Execute(batch) = msg {
+                self.report.dispatched += batch.len() as u64;
+            }
+            let Some(w) = self.workers.get_mut(&worker) else {
+                return;
+            };
+            // Values it asked for are never read here: a simulated task only sleeps.
+            let handled = w.core.handle(msg, &mut |_| Ok(ObjectBytes::inline(&[])));
+            if let Err(e) = handled {
+                stop = Some(e);
+                break;
             }
         }
-        if exit {
-            self.kill(worker, Some("exited as asked".into()));
-        } else {
-            self.start_next(worker);
-        }
-    }
-
-    fn queue_task(&mut self, worker: WorkerId, exec: &prism_transport::ArchivedExecute) {
-        let task = exec.task.to_native();
-        let shared = shared_args(&exec.args);
-        self.report.dispatched += 1;
-        *self.driver.attempts.entry(task).or_default() += 1;
-        let creation = match &exec.kind {
-            prism_graph::ArchivedTaskKind::ActorCreation { actor, .. } => {
-                let actor = ActorId(actor.0.to_native());
-                self.incarnation_starts(actor, worker);
-                true
+        match stop {
+            Some(Stop::Shutdown) => self.kill(worker, Some("exited as asked".into())),
+            Some(Stop::Lost(reason)) => self.kill(worker, Some(reason)),
+            None => {
+                self.transmit(worker);
+                self.start_next(worker);
             }
-            _ => false,
-        };
-        if let Some(w) = self.workers.get_mut(&worker) {
-            w.queue.push_back(Queued {
-                task,
-                shared,
-                creation,
-            });
         }
     }
 
@@ -2002,17 +1955,29 @@ impl World<'_> {
             if !w.alive || w.current.is_some() {
                 return;
             }
-            let Some(Queued {
-                task,
-                shared,
-                creation,
-            }) = w.queue.pop_front()
-            else {
+            let Some(exec) = w.core.next_task() else {
                 return;
+            };
+            let task = exec.task;
+            *self.driver.attempts.entry(task).or_default() += 1;
+            let creation = match exec.kind {
+                TaskKind::ActorCreation { actor, .. } => {
+                    self.incarnation_starts(actor, worker);
+                    true
+                }
+                _ => false,
             };
             let (store, spilled) = (&self.hosts[node].store, &self.hosts[node].spilled);
             let mappable = |id: &ObjectId| store.contains_key(id) && !spilled.contains(id);
-            if let Some(&(index, object)) = shared.iter().find(|(_, id)| !mappable(id)) {
+            let missing = exec
+                .args
+                .iter()
+                .enumerate()
+                .find_map(|(i, value)| match value {
+                    Value::Shared { id, .. } if !mappable(id) => Some((i as u32, *id)),
+                    _ => None,
+                });
+            if let Some((index, object)) = missing {
                 // As a real worker: the segment is not there to map.
                 let error = TaskError::ArgumentMissing {
                     task,
@@ -2026,6 +1991,9 @@ impl World<'_> {
                 self.done(worker, task, Outcome::Failed(error));
                 continue;
             }
+            let Some(w) = self.workers.get_mut(&worker) else {
+                return;
+            };
             w.current = Some(task);
             let run = w.run;
             self.hosts[node].running += 1;
@@ -2099,13 +2067,25 @@ impl World<'_> {
 
     /// The worker reports a task's end to the driver (through its node).
     fn done(&mut self, worker: WorkerId, task: TaskId, outcome: Outcome) {
-        self.tell(worker, &ToNode::Done(vec![(task, outcome)]));
+        if let Some(w) = self.workers.get_mut(&worker) {
+            w.core.ended(RunEnd {
+                task,
+                outcome,
+                timing: None,
+            });
+        }
+        self.transmit(worker);
     }
 
-    /// The worker sends the driver `msg` (through its node).
-    fn tell(&mut self, worker: WorkerId, msg: &ToNode) {
-        let mut frames = Vec::new();
-        encode_frame(msg, &mut frames).expect("a worker's message encodes");
+    /// The worker sends the driver what its books owe it (through its node).
+    fn transmit(&mut self, worker: WorkerId) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        let frames = std::mem::take(w.core.transmit(|| 0));
+        if frames.is_empty() {
+            return;
+        }
         let bytes = frames.len() as u64;
         let host = self.host_of(worker);
         self.tell_driver(host, bytes, AtDriver::Frames { worker, frames });
@@ -2123,7 +2103,7 @@ impl World<'_> {
         }
         w.alive = false;
         w.run += 1;
-        w.queue.clear();
+        w.core = Worker::new(false);
         if w.current.take().is_some() {
             self.hosts[node].running -= 1;
         }
@@ -2604,18 +2584,6 @@ fn replay(c: &Config) -> String {
     }
     line.push_str(&format!(" --seed {}", c.seed));
     line
-}
-
-/// The shared arguments of a task, by position.
-fn shared_args(args: &[ArchivedValue]) -> Vec<(u32, ObjectId)> {
-    let shared = args
-        .iter()
-        .enumerate()
-        .filter_map(|(i, value)| match value {
-            ArchivedValue::Shared { id, .. } => Some((i as u32, id.to_native())),
-            ArchivedValue::Inline(_) => None,
-        });
-    shared.collect()
 }
 
 fn fingerprint(task: TaskId, attempt: u32) -> u64 {

@@ -3,9 +3,13 @@
 //! thread pumps the connection: between tasks it reads what arrived without blocking (so a
 //! cancel lands before the task starts), and a task blocked in `get` keeps pumping while it
 //! waits, handing its queued tasks back to the node and bouncing new ones, so nested tasks
-//! cannot deadlock. Results are batched into one write while more tasks are queued.
+//! cannot deadlock. Results are batched into one write while more tasks are queued. The books
+//! behind all this (queue, values, references, blocking) are [`proto::worker`]'s; this module
+//! is their shell: the socket, the spinning, the segments, the clock and the running.
+//!
+//! [`proto::worker`]: crate::proto::worker
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -15,18 +19,18 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use prism_graph::TaskKind;
-use prism_graph::{IdMap, IdSet, ObjectId, TaskError, TaskId, TaskSpec};
+use prism_graph::{ObjectId, TaskError, TaskId, TaskSpec};
 use prism_transport::{
-    ArchivedObjectValue, ArchivedToWorker, Execute, Frame, FrameError, FrameReader, Hello,
-    MAX_AWAITING, Outcome, PROTOCOL_VERSION, RunTimes, ToNode, ToWorker, Value, encode_frame,
+    ArchivedToWorker, Execute, Frame, FrameError, FrameReader, Hello, Outcome, PROTOCOL_VERSION,
+    ToWorker, Value,
 };
 use rkyv::util::AlignedVec;
 
 use crate::process::{
     ENV_INLINE_THRESHOLD, ENV_ROLE, ENV_SESSION_DIR, ENV_STORE_CAPACITY, ENV_WORKER, fingerprint,
 };
-use crate::proto::owner::{Known, Slot};
+use crate::proto::owner::Known;
+use crate::proto::worker::{Ended, Stop, Tally, Timing, Wake, Worker};
 use crate::registry;
 use crate::store::{self, ObjectBytes, Segment};
 use crate::{Error, Result};
@@ -68,95 +72,13 @@ struct Inner {
     /// The connection's reading side; taken by the reader thread of a concurrent actor.
     reader: Option<FrameReader<UnixStream>>,
     writer: UnixStream,
-    out: Vec<u8>,
-    queue: VecDeque<Execute>,
-    done: Vec<Ended>,
-    /// Whether the node keeps task events (else run times are not sent).
-    timed: bool,
-    /// Values of objects this worker asked for.
-    cache: IdMap<ObjectId, Slot>,
-    requested: IdSet<ObjectId>,
-    /// This worker's references to objects it created (submits, puts): count and function.
-    refs: IdMap<ObjectId, (u32, Arc<str>)>,
-    released: Vec<ObjectId>,
-    /// The innermost running task waits in `get`.
-    blocked: bool,
-    /// How many tasks run on top of the one the worker was sent (each waited for by the one
-    /// below it, which is blocked).
-    depth: u32,
-    /// While blocked: the tasks whose results the innermost task waits for.
-    awaiting: IdSet<TaskId>,
-    /// A task the node sent to run on top of the blocked one ([`ToWorker::Nested`]).
-    nested: Option<Execute>,
-    /// Objects whose values arrived while blocked, for the wait's [`Tally`].
-    arrived: Vec<ObjectId>,
+    /// The books.
+    core: Worker,
     /// Futures on an async actor's event loop waiting for a call or a value: woken after
     /// each message from the node.
     wakers: Vec<Waker>,
     /// The node's directory of shared-memory segments.
     store_dir: std::path::PathBuf,
-}
-
-/// How far a blocked wait for `need` of its ids has come, kept between frames so that each
-/// frame costs only what it delivered, not a recount of every id.
-enum Tally {
-    /// Every id is needed: the first not known yet.
-    All(usize),
-    /// Some are: how many positions are known, and each unknown id with its positions' count.
-    Some {
-        count: usize,
-        unknown: IdMap<ObjectId, usize>,
-    },
-}
-
-impl Tally {
-    fn new(cache: &IdMap<ObjectId, Slot>, ids: &[ObjectId], need: usize) -> Self {
-        if need >= ids.len() {
-            return Tally::All(0);
-        }
-        let mut count = 0;
-        let mut unknown: IdMap<ObjectId, usize> = IdMap::default();
-        for id in ids {
-            if cache.contains_key(id) {
-                count += 1;
-            } else {
-                *unknown.entry(*id).or_default() += 1;
-            }
-        }
-        Tally::Some { count, unknown }
-    }
-
-    /// Whether `need` of `ids` are known, taking in what arrived since the last look.
-    fn enough(&mut self, inner: &mut Inner, ids: &[ObjectId], need: usize) -> bool {
-        match self {
-            Tally::All(cursor) => {
-                inner.arrived.clear();
-                inner.enough(ids, need, cursor)
-            }
-            Tally::Some { count, unknown } => {
-                for id in inner.arrived.drain(..) {
-                    if let Some(positions) = unknown.remove(&id) {
-                        *count += positions;
-                    }
-                }
-                *count >= need
-            }
-        }
-    }
-}
-
-/// What a blocked task's wait turned up.
-enum Wake {
-    /// Enough values are known, or the deadline passed.
-    Done,
-    /// A task it waits for, to run on top of it.
-    Run(Execute),
-}
-
-/// What a pump step found that ends the worker.
-enum Stop {
-    Shutdown,
-    Lost(String),
 }
 
 impl WorkerClient {
@@ -165,12 +87,7 @@ impl WorkerClient {
     }
 
     pub(crate) fn submit(&self, spec: TaskSpec, failed: Option<TaskError>) {
-        let mut inner = self.inner.lock();
-        let name: Arc<str> = Arc::from(spec.function.as_str());
-        for id in spec.return_ids() {
-            inner.refs.insert(id, (1, name.clone()));
-        }
-        inner.send(&ToNode::Submit { spec, failed });
+        self.inner.lock().core.submit(spec, failed);
     }
 
     /// Where this worker writes large values, from which size, and the store's capacity.
@@ -186,49 +103,26 @@ impl WorkerClient {
     }
 
     pub(crate) fn put(&self, id: ObjectId, stored: ObjectBytes, nested: Vec<ObjectId>) {
-        let mut inner = self.inner.lock();
-        inner.refs.insert(id, (1, Arc::from("put")));
-        inner.send(&ToNode::Put {
-            id,
-            value: stored.to_wire(id),
-            nested,
-        });
-        inner.cache.insert(id, Slot::Ready(stored));
+        self.inner.lock().core.put(id, stored, nested);
     }
 
     /// A reference read from a value (an argument, an object): counted locally; the node
     /// learns of this worker's hold once.
     pub(crate) fn borrow(&self, id: ObjectId) {
-        let mut inner = self.inner.lock();
-        match inner.refs.get_mut(&id) {
-            Some((count, _)) => *count += 1,
-            None => {
-                inner.refs.insert(id, (1, Arc::from("borrowed")));
-                inner.send(&ToNode::Hold(vec![id]));
-            }
-        }
+        self.inner.lock().core.borrow(id);
     }
 
     pub(crate) fn release(&self, id: ObjectId) {
-        let mut inner = self.inner.lock();
-        if let Some((count, _)) = inner.refs.get_mut(&id) {
-            *count -= 1;
-            if *count == 0 {
-                inner.refs.remove(&id);
-                inner.cache.remove(&id);
-                inner.requested.remove(&id);
-                inner.released.push(id);
-            }
-        }
+        self.inner.lock().core.release(id);
     }
 
     pub(crate) fn function_of(&self, id: ObjectId) -> Option<Arc<str>> {
-        self.inner.lock().refs.get(&id).map(|(_, f)| f.clone())
+        self.inner.lock().core.function_of(id)
     }
 
     pub(crate) fn cancel(&self, id: ObjectId, force: bool) -> Result<()> {
         let mut inner = self.inner.lock();
-        inner.send(&ToNode::Cancel { id, force });
+        inner.core.cancel(id, force);
         inner
             .flush()
             .map_err(|e| Error::Disconnected(e.to_string()))
@@ -238,7 +132,7 @@ impl WorkerClient {
     async fn next_call(&self) -> Execute {
         std::future::poll_fn(|cx| {
             let mut inner = self.inner.lock();
-            match inner.queue.pop_front() {
+            match inner.core.next_task() {
                 Some(exec) => Poll::Ready(exec),
                 None => {
                     inner.wakers.push(cx.waker().clone());
@@ -260,7 +154,7 @@ impl WorkerClient {
     ) -> Result<()> {
         {
             let mut inner = self.inner.lock();
-            inner.request(ids);
+            inner.core.request(ids);
             inner
                 .flush()
                 .map_err(|e| Error::Disconnected(e.to_string()))?;
@@ -269,7 +163,7 @@ impl WorkerClient {
         let mut timer = timeout.map(|t| Box::pin(tokio::time::sleep(t)));
         std::future::poll_fn(|cx| {
             let mut inner = self.inner.lock();
-            let done = inner.enough(ids, need, &mut cursor)
+            let done = inner.core.enough(ids, need, &mut cursor)
                 || timer
                     .as_mut()
                     .is_some_and(|t| t.as_mut().poll(cx).is_ready());
@@ -277,7 +171,7 @@ impl WorkerClient {
                 inner.wakers.push(cx.waker().clone());
                 return Poll::Pending;
             }
-            inner.learn(ids, known);
+            inner.core.learn(ids, known);
             Poll::Ready(Ok(()))
         })
         .await
@@ -293,53 +187,43 @@ impl WorkerClient {
         deadline: Option<Instant>,
     ) -> Result<()> {
         let mut inner = self.inner.lock();
-        inner.request(ids);
+        inner.core.request(ids);
         let mut cursor = 0;
-        if !inner.enough(ids, need, &mut cursor) {
+        if !inner.core.enough(ids, need, &mut cursor) {
             if inner.reader.is_some() {
                 let lost = |e: FrameError| Error::Disconnected(e.to_string());
-                let awaiting = if inner.depth < MAX_NESTING {
-                    inner.missing_tasks(ids)
-                } else {
-                    IdSet::default()
-                };
-                inner.block(awaiting).map_err(lost)?;
-                let mut tally = Tally::new(&inner.cache, ids, need);
+                let awaiting = inner.core.missing_tasks(ids, MAX_NESTING);
+                inner.core.block(awaiting);
+                inner.flush().map_err(|e| lost(FrameError::Io(e)))?;
+                let mut tally = Tally::new(&inner.core, ids, need);
                 let waited = loop {
                     match inner.wait(ids, need, &mut tally, deadline) {
-                        Ok(Wake::Done) => break Ok(()),
-                        Ok(Wake::Run(exec)) => {
+                        Ok(Some(exec)) => {
                             // Run it on top of the blocked task, with the lock released (it
                             // may submit and wait itself), then wait on.
-                            let awaiting = std::mem::take(&mut inner.awaiting);
-                            inner.blocked = false;
-                            inner.depth += 1;
+                            let awaiting = inner.core.nest();
                             drop(inner);
                             let ended = run_task(self, &mut registry::Actor::None, &exec);
                             inner = self.inner.lock();
-                            inner.depth -= 1;
-                            inner.blocked = true;
-                            inner.awaiting = awaiting;
-                            // What arrived meanwhile went to the nested task's waits: count
-                            // afresh.
-                            inner.arrived.clear();
-                            tally = Tally::new(&inner.cache, ids, need);
-                            inner.done.push(ended);
+                            inner.core.nested_ended(ended, awaiting);
+                            tally = Tally::new(&inner.core, ids, need);
                             if let Err(e) = inner.flush() {
                                 break Err(FrameError::Io(e));
                             }
                         }
+                        Ok(None) => break Ok(()),
                         Err(e) => break Err(e),
                     }
                 };
-                let resumed = inner.unblock();
+                inner.core.unblock();
+                let resumed = inner.flush().map_err(FrameError::Io);
                 waited.and(resumed).map_err(lost)?;
             } else {
                 // A concurrent actor: the reader thread delivers values; wait for them.
                 inner
                     .flush()
                     .map_err(|e| Error::Disconnected(e.to_string()))?;
-                while !inner.enough(ids, need, &mut cursor) {
+                while !inner.core.enough(ids, need, &mut cursor) {
                     match deadline {
                         Some(d) => {
                             if self.changed.wait_until(&mut inner, d).timed_out() {
@@ -351,189 +235,27 @@ impl WorkerClient {
                 }
             }
         }
-        inner.learn(ids, known);
+        inner.core.learn(ids, known);
         Ok(())
     }
 }
 
 impl Inner {
-    /// Asks the node for the values of `ids` not known or asked for yet.
-    fn request(&mut self, ids: &[ObjectId]) {
-        let missing: Vec<ObjectId> = ids
-            .iter()
-            .copied()
-            .filter(|id| !self.cache.contains_key(id) && !self.requested.contains(id))
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        if !missing.is_empty() {
-            self.requested.extend(missing.iter().copied());
-            self.send(&ToNode::Get { ids: missing });
-        }
-    }
-
-    /// Records in `known` the values of `ids` that are known.
-    fn learn<K: Known + ?Sized>(&self, ids: &[ObjectId], known: &mut K) {
-        for (i, id) in ids.iter().enumerate() {
-            if let Some(slot) = self.cache.get(id) {
-                known.learn(i, slot);
-            }
-        }
-    }
-
-    fn send(&mut self, msg: &ToNode) {
-        if let Err(e) = encode_frame(msg, &mut self.out) {
-            tracing::error!("cannot encode a message for the node: {e}");
-        }
-    }
-
-    /// Whether `need` of `ids` are known. When all are needed, `cursor` (the first not known
-    /// yet) only moves forward, so a wait checks each id once however many frames it takes.
-    fn enough(&self, ids: &[ObjectId], need: usize, cursor: &mut usize) -> bool {
-        if need >= ids.len() {
-            while ids
-                .get(*cursor)
-                .is_some_and(|id| self.cache.contains_key(id))
-            {
-                *cursor += 1;
-            }
-            return *cursor >= ids.len();
-        }
-        ids.iter().filter(|id| self.cache.contains_key(id)).count() >= need
-    }
-
+    /// Writes what the books owe the node.
     fn flush(&mut self) -> std::io::Result<()> {
-        if !self.done.is_empty() {
-            let done = std::mem::take(&mut self.done);
-            if self.timed {
-                let sent_us = monotonic_us();
-                let runs: Vec<(TaskId, RunTimes)> = done
-                    .iter()
-                    .filter_map(|e| Some((e.task, e.timing?.wire(sent_us))))
-                    .collect();
-                if !runs.is_empty() {
-                    self.send(&ToNode::Ran { sent_us, runs });
-                }
-            }
-            let done = done.into_iter().map(|e| (e.task, e.outcome)).collect();
-            self.send(&ToNode::Done(done));
-        }
-        if !self.released.is_empty() {
-            let released = std::mem::take(&mut self.released);
-            self.send(&ToNode::Release(released));
-        }
-        if !self.out.is_empty() {
-            self.writer.write_all(&self.out)?;
-            self.out.clear();
+        let out = self.core.transmit(monotonic_us);
+        if !out.is_empty() {
+            self.writer.write_all(out)?;
+            out.clear();
         }
         Ok(())
     }
 
-    /// Handles one message from the node.
+    /// Hands one message from the node to the books, mapping the values it carries.
     fn handle(&mut self, msg: &ArchivedToWorker) -> std::result::Result<(), Stop> {
-        match msg {
-            ArchivedToWorker::Execute(tasks) => {
-                let mut bounced = Vec::new();
-                for task in tasks.iter() {
-                    // Sent before the node learned that the running task blocked: the node
-                    // runs it elsewhere. (An actor's calls wait here for their turn.)
-                    if (self.blocked || self.depth > 0)
-                        && matches!(task.kind, prism_graph::ArchivedTaskKind::Normal)
-                    {
-                        bounced.push(task.task.to_native());
-                        continue;
-                    }
-                    match rkyv::deserialize::<Execute, rkyv::rancor::Error>(task) {
-                        Ok(task) => self.queue.push_back(task),
-                        Err(e) => return Err(Stop::Lost(format!("undecodable task: {e}"))),
-                    }
-                }
-                if !bounced.is_empty() {
-                    self.send(&ToNode::Bounced(bounced));
-                }
-            }
-            ArchivedToWorker::Nested { exec, depth } => {
-                let task = exec.task.to_native();
-                let wanted = self.blocked
-                    && self.nested.is_none()
-                    && depth.to_native() == self.depth
-                    && self.awaiting.contains(&task);
-                if !wanted {
-                    // It resumed (or waits for something else) meanwhile.
-                    self.send(&ToNode::Bounced(vec![task]));
-                    return Ok(());
-                }
-                match rkyv::deserialize::<Execute, rkyv::rancor::Error>(exec) {
-                    Ok(exec) => self.nested = Some(exec),
-                    Err(e) => return Err(Stop::Lost(format!("undecodable task: {e}"))),
-                }
-            }
-            ArchivedToWorker::Objects(objects) => {
-                for entry in objects.iter() {
-                    let (id, value) = (entry.0.to_native(), &entry.1);
-                    if !self.requested.remove(&id) {
-                        continue; // released meanwhile
-                    }
-                    let slot = match value {
-                        ArchivedObjectValue::Ready(value) => {
-                            match ObjectBytes::from_wire(&self.store_dir, value) {
-                                Ok(bytes) => Slot::Ready(bytes),
-                                Err(e) => Slot::Failed(TaskError::InvalidValue {
-                                    task: id.task,
-                                    function: String::from("<get>"),
-                                    what: format!("object {id}"),
-                                    reason: format!("cannot map its shared-memory segment: {e}"),
-                                }),
-                            }
-                        }
-                        ArchivedObjectValue::Failed(e) => {
-                            match rkyv::deserialize::<TaskError, rkyv::rancor::Error>(e) {
-                                Ok(e) => Slot::Failed(e),
-                                Err(e) => {
-                                    return Err(Stop::Lost(format!("undecodable error: {e}")));
-                                }
-                            }
-                        }
-                    };
-                    self.cache.insert(id, slot);
-                    if self.blocked {
-                        self.arrived.push(id);
-                    }
-                }
-            }
-            ArchivedToWorker::Cancel { task } => {
-                let task = task.to_native();
-                if let Some(pos) = self.queue.iter().position(|t| t.task == task)
-                    && let Some(exec) = self.queue.remove(pos)
-                {
-                    let cancelled = TaskError::Cancelled {
-                        task,
-                        function: exec.function,
-                    };
-                    self.done.push(Ended {
-                        task,
-                        outcome: Outcome::Failed(cancelled),
-                        timing: None,
-                    });
-                }
-            }
-            ArchivedToWorker::Recall { tasks } => {
-                let mut returned = Vec::new();
-                for task in tasks.iter() {
-                    let task = task.to_native();
-                    if let Some(pos) = self.queue.iter().position(|t| t.task == task) {
-                        self.queue.remove(pos);
-                        returned.push(task);
-                    }
-                }
-                if !returned.is_empty() {
-                    self.send(&ToNode::Bounced(returned));
-                }
-            }
-            ArchivedToWorker::Shutdown => return Err(Stop::Shutdown),
-            ArchivedToWorker::Welcome => {}
-        }
-        Ok(())
+        let dir = &self.store_dir;
+        self.core
+            .handle(msg, &mut |value| ObjectBytes::from_wire(dir, value))
     }
 
     fn read_frame(&mut self, timeout: Option<Duration>) -> std::result::Result<bool, Stop> {
@@ -589,10 +311,10 @@ impl Inner {
     fn next_task(&mut self) -> std::result::Result<Execute, Stop> {
         loop {
             self.drain()?;
-            if let Some(task) = self.queue.pop_front() {
+            if let Some(task) = self.core.next_task() {
                 // Results leave before the next task starts: a long task must not hold back
                 // the results of the short ones before it.
-                if !self.done.is_empty() {
+                if self.core.has_ended() {
                     self.flush().map_err(|e| Stop::Lost(e.to_string()))?;
                 }
                 return Ok(task);
@@ -625,61 +347,27 @@ impl Inner {
         self.read_frame(left).map(drop)
     }
 
-    /// The tasks making those of `ids` not known yet (as many as the node takes).
-    fn missing_tasks(&self, ids: &[ObjectId]) -> IdSet<TaskId> {
-        ids.iter()
-            .filter(|id| !self.cache.contains_key(id))
-            .map(|id| id.task)
-            .take(MAX_AWAITING)
-            .collect()
-    }
-
-    /// The innermost running task blocks in `get`, waiting for `awaiting`: the node gets its
-    /// CPU back and the tasks queued here that it can run elsewhere.
-    fn block(&mut self, awaiting: IdSet<TaskId>) -> std::result::Result<(), FrameError> {
-        let mut returned = Vec::new();
-        if self.depth == 0 {
-            // An actor's calls stay: they run here, in order, after this one.
-            self.queue.retain(|t| {
-                let normal = t.kind == TaskKind::Normal;
-                if normal {
-                    returned.push(t.task);
-                }
-                !normal
-            });
-        }
-        self.blocked = true;
-        self.send(&ToNode::Blocked {
-            depth: self.depth,
-            returned,
-            awaiting: awaiting.iter().copied().collect(),
-        });
-        self.awaiting = awaiting;
-        self.flush()?;
-        Ok(())
-    }
-
-    /// Waits until `need` of `ids` are known, the deadline passes, or the node sends a task
-    /// the blocked one waits for, pumping the connection (and handing back what it bounced).
+    /// Waits until `need` of `ids` are known or the deadline passes (`None`), or the node
+    /// sends a task the blocked one waits for (to run on top of it), pumping the connection
+    /// (and handing back what it bounced).
     fn wait(
         &mut self,
         ids: &[ObjectId],
         need: usize,
         tally: &mut Tally,
         deadline: Option<Instant>,
-    ) -> std::result::Result<Wake, FrameError> {
+    ) -> std::result::Result<Option<Execute>, FrameError> {
         let lost = |reason: String| FrameError::Io(std::io::Error::other(reason));
         loop {
-            if tally.enough(self, ids, need) {
-                return Ok(Wake::Done);
-            }
-            if let Some(exec) = self.nested.take() {
-                return Ok(Wake::Run(exec));
+            match self.core.wake(ids, need, tally) {
+                Wake::Done => return Ok(None),
+                Wake::Run(exec) => return Ok(Some(exec)),
+                Wake::Wait => {}
             }
             let timeout = match deadline {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
                     Some(left) if !left.is_zero() => Some(left),
-                    _ => return Ok(Wake::Done),
+                    _ => return Ok(None),
                 },
                 None => None,
             };
@@ -692,19 +380,6 @@ impl Inner {
             // have nowhere else to run them.
             self.flush()?;
         }
-    }
-
-    /// The innermost task resumes.
-    fn unblock(&mut self) -> std::result::Result<(), FrameError> {
-        self.blocked = false;
-        self.awaiting.clear();
-        self.arrived.clear();
-        if let Some(exec) = self.nested.take() {
-            self.send(&ToNode::Bounced(vec![exec.task]));
-        }
-        self.send(&ToNode::Unblocked { depth: self.depth });
-        self.flush()?;
-        Ok(())
     }
 }
 
@@ -796,31 +471,21 @@ fn connect() -> Result<Arc<WorkerClient>> {
     let writer = stream
         .try_clone()
         .map_err(|e| Error::Startup(e.to_string()))?;
-    let mut inner = Inner {
-        reader: Some(FrameReader::new(stream, prism_transport::DEFAULT_MAX_FRAME)),
-        writer,
-        out: Vec::new(),
-        queue: VecDeque::new(),
-        done: Vec::new(),
-        timed: std::env::var(crate::config::ENV_TASK_EVENTS_MAX).map_or(true, |v| v.trim() != "0"),
-        cache: IdMap::default(),
-        requested: IdSet::default(),
-        refs: IdMap::default(),
-        released: Vec::new(),
-        blocked: false,
-        depth: 0,
-        awaiting: IdSet::default(),
-        nested: None,
-        arrived: Vec::new(),
-        wakers: Vec::new(),
-        store_dir: store_dir.clone(),
-    };
-    inner.send(&ToNode::Hello(Hello {
+    let hello = Hello {
         protocol: PROTOCOL_VERSION,
         fingerprint: fingerprint(),
         worker,
         pid: std::process::id(),
-    }));
+    };
+    let timed = std::env::var(crate::config::ENV_TASK_EVENTS_MAX).map_or(true, |v| v.trim() != "0");
+    let mut inner = Inner {
+        reader: Some(FrameReader::new(stream, prism_transport::DEFAULT_MAX_FRAME)),
+        writer,
+        core: Worker::new(timed),
+        wakers: Vec::new(),
+        store_dir: store_dir.clone(),
+    };
+    inner.core.hello(hello);
     inner
         .flush()
         .map_err(|e| Error::Startup(format!("hello: {e}")))?;
@@ -855,7 +520,7 @@ fn serve(client: Arc<WorkerClient>) -> i32 {
         };
         let ended = run_task(&client, &mut actor, &exec);
         let mut inner = client.inner.lock();
-        inner.done.push(ended);
+        inner.core.ended(ended);
         if let registry::Actor::Shared(shared, threads) = &actor {
             // A concurrent actor was just made: calls run on threads from now on.
             let (shared, threads) = (shared.clone(), *threads);
@@ -888,43 +553,13 @@ fn monotonic_us() -> u64 {
     now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000
 }
 
-/// A task that ended, and how its time went (none for one cancelled before it ran).
-#[derive(Debug)]
-struct Ended {
-    task: TaskId,
-    outcome: Outcome,
-    timing: Option<Timing>,
-}
-
-/// When a task's run began, finished resolving its arguments, returned, and had its results
-/// stored, by [`monotonic_us`].
-#[derive(Debug, Clone, Copy)]
-struct Timing {
-    start: u64,
-    fetched: u64,
-    ran: u64,
-    end: u64,
-}
-
-impl Timing {
-    /// The times from `start`, `fetched` and `ran` to now.
-    fn since(start: u64, fetched: u64, ran: u64) -> Timing {
-        Timing {
-            start,
-            fetched,
-            ran,
-            end: monotonic_us(),
-        }
-    }
-
-    /// The wire form, for a message written at `sent`.
-    fn wire(self, sent: u64) -> RunTimes {
-        RunTimes {
-            args_us: self.fetched.saturating_sub(self.start),
-            run_us: self.ran.saturating_sub(self.fetched),
-            store_us: self.end.saturating_sub(self.ran),
-            ago_us: sent.saturating_sub(self.end),
-        }
+/// The times of a run from `start`, `fetched` and `ran` to now.
+fn timing_since(start: u64, fetched: u64, ran: u64) -> Timing {
+    Timing {
+        start,
+        fetched,
+        ran,
+        end: monotonic_us(),
     }
 }
 
@@ -939,7 +574,7 @@ fn run_task(client: &WorkerClient, actor: &mut registry::Actor, exec: &Execute) 
     Ended {
         task: exec.task,
         outcome,
-        timing: Some(Timing::since(start, fetched, ran)),
+        timing: Some(timing_since(start, fetched, ran)),
     }
 }
 
@@ -981,7 +616,7 @@ fn serve_concurrent(client: Arc<WorkerClient>, shared: registry::SharedActor, th
                     let exec = {
                         let mut inner = client.inner.lock();
                         loop {
-                            if let Some(exec) = inner.queue.pop_front() {
+                            if let Some(exec) = inner.core.next_task() {
                                 break exec;
                             }
                             client.changed.wait(&mut inner);
@@ -989,7 +624,7 @@ fn serve_concurrent(client: Arc<WorkerClient>, shared: registry::SharedActor, th
                     };
                     let ended = run_task(&client, &mut actor, &exec);
                     let mut inner = client.inner.lock();
-                    inner.done.push(ended);
+                    inner.core.ended(ended);
                     if inner.flush().is_err() {
                         std::process::exit(0);
                     }
@@ -1126,9 +761,9 @@ fn run_event_loop(client: &Arc<WorkerClient>, state: registry::ActorState, limit
                 let ended = Ended {
                     task: exec.task,
                     outcome,
-                    timing: Some(Timing::since(start, fetched, ran)),
+                    timing: Some(timing_since(start, fetched, ran)),
                 };
-                client.inner.lock().done.push(ended);
+                client.inner.lock().core.ended(ended);
                 finished.notify_one();
             });
         }

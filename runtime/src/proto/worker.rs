@@ -1,0 +1,752 @@
+//! A worker's side of its link to its node, without IO: the tasks it was sent and not run yet,
+//! the values it asked for, the references it holds, whether its running task is blocked in
+//! `get` (and what it waits for), and the frames it owes the node. The worker process
+//! (`worker/`) reads and writes the socket, maps segments, reads the clock and runs functions;
+//! the simulator's workers run this same code.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use prism_graph::{IdMap, IdSet, ObjectId, TaskError, TaskId, TaskKind, TaskSpec};
+use prism_transport::{
+    ArchivedObjectValue, ArchivedToWorker, ArchivedValue, Execute, Hello, MAX_AWAITING, Outcome,
+    RunTimes, ToNode, encode_frame,
+};
+
+use crate::proto::owner::{Known, Slot};
+use crate::store::ObjectBytes;
+
+/// Why a worker stops taking messages.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// The node let it go.
+    Shutdown,
+    /// The link broke or carried something it cannot read (why).
+    Lost(String),
+}
+
+/// A task that ended, and how its time went (none for one cancelled before it ran).
+#[derive(Debug)]
+pub(crate) struct Ended {
+    /// The task.
+    pub(crate) task: TaskId,
+    /// Its values or its error.
+    pub(crate) outcome: Outcome,
+    /// When its run's phases ended.
+    pub(crate) timing: Option<Timing>,
+}
+
+/// When a task's run began, finished resolving its arguments, returned, and had its results
+/// stored, in microseconds of the host's monotonic clock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) start: u64,
+    pub(crate) fetched: u64,
+    pub(crate) ran: u64,
+    pub(crate) end: u64,
+}
+
+impl Timing {
+    /// The wire form, for a message written at `sent`.
+    fn wire(self, sent: u64) -> RunTimes {
+        RunTimes {
+            args_us: self.fetched.saturating_sub(self.start),
+            run_us: self.ran.saturating_sub(self.fetched),
+            store_us: self.end.saturating_sub(self.ran),
+            ago_us: sent.saturating_sub(self.end),
+        }
+    }
+}
+
+/// What a blocked task's wait turned up.
+#[derive(Debug)]
+pub(crate) enum Wake {
+    /// Enough values are known.
+    Done,
+    /// A task it waits for, to run on top of it.
+    Run(Execute),
+    /// Neither yet: the shell waits for the next message.
+    Wait,
+}
+
+/// The worker's books (see the module's documentation).
+#[derive(Debug)]
+pub(crate) struct Worker {
+    /// Encoded frames for the node, not written yet.
+    out: Vec<u8>,
+    queue: VecDeque<Execute>,
+    done: Vec<Ended>,
+    /// Whether the node keeps task events (else run times are not sent).
+    timed: bool,
+    /// Values of objects this worker asked for.
+    cache: IdMap<ObjectId, Slot>,
+    requested: IdSet<ObjectId>,
+    /// This worker's references to objects it created (submits, puts): count and function.
+    refs: IdMap<ObjectId, (u32, Arc<str>)>,
+    released: Vec<ObjectId>,
+    /// The innermost running task waits in `get`.
+    blocked: bool,
+    /// How many tasks run on top of the one the worker was sent (each waited for by the one
+    /// below it, which is blocked).
+    depth: u32,
+    /// While blocked: the tasks whose results the innermost task waits for.
+    awaiting: IdSet<TaskId>,
+    /// A task the node sent to run on top of the blocked one ([`ToWorker::Nested`]).
+    ///
+    /// [`ToWorker::Nested`]: prism_transport::ToWorker::Nested
+    nested: Option<Execute>,
+    /// Objects whose values arrived while blocked, for the wait's [`Tally`].
+    arrived: Vec<ObjectId>,
+}
+
+impl Worker {
+    /// A worker's books; `timed`: whether to send run times.
+    pub(crate) fn new(timed: bool) -> Worker {
+        Worker {
+            out: Vec::new(),
+            queue: VecDeque::new(),
+            done: Vec::new(),
+            timed,
+            cache: IdMap::default(),
+            requested: IdSet::default(),
+            refs: IdMap::default(),
+            released: Vec::new(),
+            blocked: false,
+            depth: 0,
+            awaiting: IdSet::default(),
+            nested: None,
+            arrived: Vec::new(),
+        }
+    }
+
+    /// The first frame: who this worker is.
+    pub(crate) fn hello(&mut self, hello: Hello) {
+        self.send(&ToNode::Hello(hello));
+    }
+
+    fn send(&mut self, msg: &ToNode) {
+        if let Err(e) = encode_frame(msg, &mut self.out) {
+            tracing::error!("cannot encode a message for the node: {e}");
+        }
+    }
+
+    /// A task this process submits (with the error it already failed with, if any).
+    pub(crate) fn submit(&mut self, spec: TaskSpec, failed: Option<TaskError>) {
+        let name: Arc<str> = Arc::from(spec.function.as_str());
+        for id in spec.return_ids() {
+            self.refs.insert(id, (1, name.clone()));
+        }
+        self.send(&ToNode::Submit { spec, failed });
+    }
+
+    /// An object this process put, stored as `stored`, holding references to `nested`.
+    pub(crate) fn put(&mut self, id: ObjectId, stored: ObjectBytes, nested: Vec<ObjectId>) {
+        self.refs.insert(id, (1, Arc::from("put")));
+        self.send(&ToNode::Put {
+            id,
+            value: stored.to_wire(id),
+            nested,
+        });
+        self.cache.insert(id, Slot::Ready(stored));
+    }
+
+    /// A reference read from a value (an argument, an object): counted locally; the node
+    /// learns of this worker's hold once.
+    pub(crate) fn borrow(&mut self, id: ObjectId) {
+        match self.refs.get_mut(&id) {
+            Some((count, _)) => *count += 1,
+            None => {
+                self.refs.insert(id, (1, Arc::from("borrowed")));
+                self.send(&ToNode::Hold(vec![id]));
+            }
+        }
+    }
+
+    /// A reference dropped; the node hears of the last one with the next frames.
+    pub(crate) fn release(&mut self, id: ObjectId) {
+        if let Some((count, _)) = self.refs.get_mut(&id) {
+            *count -= 1;
+            if *count == 0 {
+                self.refs.remove(&id);
+                self.cache.remove(&id);
+                self.requested.remove(&id);
+                self.released.push(id);
+            }
+        }
+    }
+
+    /// The function that makes `id`, for a reference this process holds.
+    pub(crate) fn function_of(&self, id: ObjectId) -> Option<Arc<str>> {
+        self.refs.get(&id).map(|(_, f)| f.clone())
+    }
+
+    /// Asks the node to cancel the task making `id`.
+    pub(crate) fn cancel(&mut self, id: ObjectId, force: bool) {
+        self.send(&ToNode::Cancel { id, force });
+    }
+
+    /// A task ended here: reported with the next frames.
+    pub(crate) fn ended(&mut self, ended: Ended) {
+        self.done.push(ended);
+    }
+
+    /// Whether ended tasks wait to be reported.
+    pub(crate) fn has_ended(&self) -> bool {
+        !self.done.is_empty()
+    }
+
+    /// The next task sent to run here, if any.
+    pub(crate) fn next_task(&mut self) -> Option<Execute> {
+        self.queue.pop_front()
+    }
+
+    /// Asks the node for the values of `ids` not known or asked for yet.
+    pub(crate) fn request(&mut self, ids: &[ObjectId]) {
+        let mut missing: Vec<ObjectId> = Vec::new();
+        for &id in ids {
+            if !self.cache.contains_key(&id) && self.requested.insert(id) {
+                missing.push(id);
+            }
+        }
+        if !missing.is_empty() {
+            self.send(&ToNode::Get { ids: missing });
+        }
+    }
+
+    /// Records in `known` the values of `ids` that are known.
+    pub(crate) fn learn<K: Known + ?Sized>(&self, ids: &[ObjectId], known: &mut K) {
+        for (i, id) in ids.iter().enumerate() {
+            if let Some(slot) = self.cache.get(id) {
+                known.learn(i, slot);
+            }
+        }
+    }
+
+    /// Whether `need` of `ids` are known. When all are needed, `cursor` (the first not known
+    /// yet) only moves forward, so a wait checks each id once however many frames it takes.
+    pub(crate) fn enough(&self, ids: &[ObjectId], need: usize, cursor: &mut usize) -> bool {
+        if need >= ids.len() {
+            while ids
+                .get(*cursor)
+                .is_some_and(|id| self.cache.contains_key(id))
+            {
+                *cursor += 1;
+            }
+            return *cursor >= ids.len();
+        }
+        ids.iter().filter(|id| self.cache.contains_key(id)).count() >= need
+    }
+
+    /// Puts what this worker owes the node into its frames (`clock` gives the time of
+    /// sending, read only when run times go out) and hands them out to write.
+    pub(crate) fn transmit(&mut self, clock: impl FnOnce() -> u64) -> &mut Vec<u8> {
+        if !self.done.is_empty() {
+            let done = std::mem::take(&mut self.done);
+            if self.timed {
+                let sent_us = clock();
+                let runs: Vec<(TaskId, RunTimes)> = done
+                    .iter()
+                    .filter_map(|e| Some((e.task, e.timing?.wire(sent_us))))
+                    .collect();
+                if !runs.is_empty() {
+                    self.send(&ToNode::Ran { sent_us, runs });
+                }
+            }
+            let done = done.into_iter().map(|e| (e.task, e.outcome)).collect();
+            self.send(&ToNode::Done(done));
+        }
+        if !self.released.is_empty() {
+            let released = std::mem::take(&mut self.released);
+            self.send(&ToNode::Release(released));
+        }
+        &mut self.out
+    }
+
+    /// Handles one message from the node; `open` gives the bytes of a value the node sent
+    /// (mapping a shared one).
+    pub(crate) fn handle(
+        &mut self,
+        msg: &ArchivedToWorker,
+        open: &mut dyn FnMut(&ArchivedValue) -> std::io::Result<ObjectBytes>,
+    ) -> Result<(), Stop> {
+        match msg {
+            ArchivedToWorker::Execute(tasks) => {
+                let mut bounced = Vec::new();
+                for task in tasks.iter() {
+                    // Sent before the node learned that the running task blocked: the node
+                    // runs it elsewhere. (An actor's calls wait here for their turn.)
+                    if (self.blocked || self.depth > 0)
+                        && matches!(task.kind, prism_graph::ArchivedTaskKind::Normal)
+                    {
+                        bounced.push(task.task.to_native());
+                        continue;
+                    }
+                    self.queue.push_back(decode(task)?);
+                }
+                if !bounced.is_empty() {
+                    self.send(&ToNode::Bounced(bounced));
+                }
+            }
+            ArchivedToWorker::Nested { exec, depth } => {
+                let task = exec.task.to_native();
+                let wanted = self.blocked
+                    && self.nested.is_none()
+                    && depth.to_native() == self.depth
+                    && self.awaiting.contains(&task);
+                if !wanted {
+                    // It resumed (or waits for something else) meanwhile.
+                    self.send(&ToNode::Bounced(vec![task]));
+                    return Ok(());
+                }
+                self.nested = Some(decode(exec)?);
+            }
+            ArchivedToWorker::Objects(objects) => {
+                for entry in objects.iter() {
+                    let (id, value) = (entry.0.to_native(), &entry.1);
+                    if !self.requested.remove(&id) {
+                        continue; // released meanwhile
+                    }
+                    let slot = match value {
+                        ArchivedObjectValue::Ready(value) => match open(value) {
+                            Ok(bytes) => Slot::Ready(bytes),
+                            Err(e) => Slot::Failed(TaskError::InvalidValue {
+                                task: id.task,
+                                function: String::from("<get>"),
+                                what: format!("object {id}"),
+                                reason: format!("cannot map its shared-memory segment: {e}"),
+                            }),
+                        },
+                        ArchivedObjectValue::Failed(e) => {
+                            match rkyv::deserialize::<TaskError, rkyv::rancor::Error>(e) {
+                                Ok(e) => Slot::Failed(e),
+                                Err(e) => {
+                                    return Err(Stop::Lost(format!("undecodable error: {e}")));
+                                }
+                            }
+                        }
+                    };
+                    self.cache.insert(id, slot);
+                    if self.blocked {
+                        self.arrived.push(id);
+                    }
+                }
+            }
+            ArchivedToWorker::Cancel { task } => {
+                let task = task.to_native();
+                if let Some(pos) = self.queue.iter().position(|t| t.task == task)
+                    && let Some(exec) = self.queue.remove(pos)
+                {
+                    let cancelled = TaskError::Cancelled {
+                        task,
+                        function: exec.function,
+                    };
+                    self.done.push(Ended {
+                        task,
+                        outcome: Outcome::Failed(cancelled),
+                        timing: None,
+                    });
+                }
+            }
+            ArchivedToWorker::Recall { tasks } => {
+                let mut returned = Vec::new();
+                for task in tasks.iter() {
+                    let task = task.to_native();
+                    if let Some(pos) = self.queue.iter().position(|t| t.task == task) {
+                        self.queue.remove(pos);
+                        returned.push(task);
+                    }
+                }
+                if !returned.is_empty() {
+                    self.send(&ToNode::Bounced(returned));
+                }
+            }
+            ArchivedToWorker::Shutdown => return Err(Stop::Shutdown),
+            ArchivedToWorker::Welcome => {}
+        }
+        Ok(())
+    }
+
+    /// The tasks making those of `ids` not known yet (as many as the node takes), when the
+    /// worker may still run tasks on top of the blocked one (below `max_depth`).
+    pub(crate) fn missing_tasks(&self, ids: &[ObjectId], max_depth: u32) -> IdSet<TaskId> {
+        if self.depth >= max_depth {
+            return IdSet::default();
+        }
+        ids.iter()
+            .filter(|id| !self.cache.contains_key(id))
+            .map(|id| id.task)
+            .take(MAX_AWAITING)
+            .collect()
+    }
+
+    /// The innermost running task blocks in `get`, waiting for `awaiting`: the node gets its
+    /// CPU back and the tasks queued here that it can run elsewhere.
+    pub(crate) fn block(&mut self, awaiting: IdSet<TaskId>) {
+        let mut returned = Vec::new();
+        if self.depth == 0 {
+            // An actor's calls stay: they run here, in order, after this one.
+            self.queue.retain(|t| {
+                let normal = t.kind == TaskKind::Normal;
+                if normal {
+                    returned.push(t.task);
+                }
+                !normal
+            });
+        }
+        self.blocked = true;
+        self.send(&ToNode::Blocked {
+            depth: self.depth,
+            returned,
+            awaiting: awaiting.iter().copied().collect(),
+        });
+        self.awaiting = awaiting;
+    }
+
+    /// Where a blocked wait for `need` of `ids` stands, `tally` carrying its count between
+    /// messages.
+    pub(crate) fn wake(&mut self, ids: &[ObjectId], need: usize, tally: &mut Tally) -> Wake {
+        if tally.enough(self, ids, need) {
+            return Wake::Done;
+        }
+        match self.nested.take() {
+            Some(exec) => Wake::Run(exec),
+            None => Wake::Wait,
+        }
+    }
+
+    /// A task the blocked one waits for starts on top of it: what the blocked one awaited,
+    /// to hand back to [`Worker::nested_ended`].
+    pub(crate) fn nest(&mut self) -> IdSet<TaskId> {
+        self.blocked = false;
+        self.depth += 1;
+        std::mem::take(&mut self.awaiting)
+    }
+
+    /// The task run on top of the blocked one ended (`ended`); the blocked one waits on for
+    /// `awaiting`, with a fresh count of what it has.
+    pub(crate) fn nested_ended(&mut self, ended: Ended, awaiting: IdSet<TaskId>) {
+        self.depth -= 1;
+        self.blocked = true;
+        self.awaiting = awaiting;
+        // What arrived meanwhile went to the nested task's waits.
+        self.arrived.clear();
+        self.done.push(ended);
+    }
+
+    /// The innermost task resumes.
+    pub(crate) fn unblock(&mut self) {
+        self.blocked = false;
+        self.awaiting.clear();
+        self.arrived.clear();
+        if let Some(exec) = self.nested.take() {
+            self.send(&ToNode::Bounced(vec![exec.task]));
+        }
+        self.send(&ToNode::Unblocked { depth: self.depth });
+    }
+}
+
+fn decode(task: &prism_transport::ArchivedExecute) -> Result<Execute, Stop> {
+    rkyv::deserialize::<Execute, rkyv::rancor::Error>(task)
+        .map_err(|e| Stop::Lost(format!("undecodable task: {e}")))
+}
+
+/// How far a blocked wait for `need` of its ids has come, kept between frames so that each
+/// frame costs only what it delivered, not a recount of every id.
+#[derive(Debug)]
+pub(crate) enum Tally {
+    /// Every id is needed: the first not known yet.
+    All(usize),
+    /// Some are: how many positions are known, and each unknown id with its positions' count.
+    Some {
+        count: usize,
+        unknown: IdMap<ObjectId, usize>,
+    },
+}
+
+impl Tally {
+    /// A count of what `worker` knows of `ids` now.
+    pub(crate) fn new(worker: &Worker, ids: &[ObjectId], need: usize) -> Self {
+        if need >= ids.len() {
+            return Tally::All(0);
+        }
+        let mut count = 0;
+        let mut unknown: IdMap<ObjectId, usize> = IdMap::default();
+        for id in ids {
+            if worker.cache.contains_key(id) {
+                count += 1;
+            } else {
+                *unknown.entry(*id).or_default() += 1;
+            }
+        }
+        Tally::Some { count, unknown }
+    }
+
+    /// Whether `need` of `ids` are known, taking in what arrived since the last look.
+    fn enough(&mut self, worker: &mut Worker, ids: &[ObjectId], need: usize) -> bool {
+        match self {
+            Tally::All(cursor) => {
+                worker.arrived.clear();
+                worker.enough(ids, need, cursor)
+            }
+            Tally::Some { count, unknown } => {
+                for id in worker.arrived.drain(..) {
+                    if let Some(positions) = unknown.remove(&id) {
+                        *count += positions;
+                    }
+                }
+                *count >= need
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The worker's books stepped by hand: messages in, frames out, no process or socket.
+
+    use prism_graph::{ActorId, TaskKind};
+    use prism_transport::{FrameDecoder, ObjectValue, ToWorker, Value};
+
+    use super::*;
+
+    fn task(seq: u64) -> TaskId {
+        TaskId::new(7, seq)
+    }
+
+    fn exec(seq: u64, kind: TaskKind) -> Execute {
+        Execute {
+            task: task(seq),
+            function: format!("f{seq}"),
+            fn_hash: 0,
+            args: Vec::new(),
+            num_returns: 1,
+            kind,
+        }
+    }
+
+    fn normal(seq: u64) -> Execute {
+        exec(seq, TaskKind::Normal)
+    }
+
+    /// Hands `msg` to the books as the node would send it, values given as inline bytes.
+    fn receive(worker: &mut Worker, msg: &ToWorker) -> Result<(), Stop> {
+        let mut frame = Vec::new();
+        encode_frame(msg, &mut frame).unwrap();
+        let mut decoder = FrameDecoder::new(1 << 20);
+        decoder.extend(&frame);
+        let frame = decoder.next_frame().unwrap().unwrap();
+        let msg = frame.access::<ToWorker>().unwrap();
+        worker.handle(msg, &mut |value| match value {
+            ArchivedValue::Inline(bytes) => Ok(ObjectBytes::inline(bytes)),
+            ArchivedValue::Shared { .. } => Err(std::io::Error::other("no such segment")),
+        })
+    }
+
+    /// What the books would write now, decoded.
+    fn sent(worker: &mut Worker) -> Vec<ToNode> {
+        let out = std::mem::take(worker.transmit(|| 1_000));
+        let mut decoder = FrameDecoder::new(1 << 20);
+        decoder.extend(&out);
+        let mut messages = Vec::new();
+        while let Some(frame) = decoder.next_frame().unwrap() {
+            let msg = frame.access::<ToNode>().unwrap();
+            messages.push(rkyv::deserialize::<ToNode, rkyv::rancor::Error>(msg).unwrap());
+        }
+        messages
+    }
+
+    fn ended(seq: u64, timing: Option<Timing>) -> Ended {
+        Ended {
+            task: task(seq),
+            outcome: Outcome::Returned {
+                values: vec![Value::Inline(vec![1])],
+                nested: vec![Vec::new()],
+            },
+            timing,
+        }
+    }
+
+    #[test]
+    fn tasks_run_in_order_and_their_ends_go_out_with_their_times() {
+        let mut worker = Worker::new(true);
+        receive(&mut worker, &ToWorker::Execute(vec![normal(1), normal(2)])).unwrap();
+        assert_eq!(worker.next_task().map(|e| e.task), Some(task(1)));
+        assert!(sent(&mut worker).is_empty(), "nothing owed yet");
+        let timing = Timing {
+            start: 100,
+            fetched: 110,
+            ran: 400,
+            end: 420,
+        };
+        worker.ended(ended(1, Some(timing)));
+        assert!(worker.has_ended());
+        let messages = sent(&mut worker);
+        let [ToNode::Ran { sent_us, runs }, ToNode::Done(done)] = &messages[..] else {
+            panic!("run times, then the end: {messages:?}");
+        };
+        assert_eq!(*sent_us, 1_000);
+        assert_eq!(runs[0].0, task(1));
+        let times = runs[0].1;
+        assert_eq!(
+            (times.args_us, times.run_us, times.store_us, times.ago_us),
+            (10, 290, 20, 580)
+        );
+        assert_eq!(done[0].0, task(1));
+        assert!(!worker.has_ended());
+        assert_eq!(worker.next_task().map(|e| e.task), Some(task(2)));
+
+        // Untimed books send the end alone.
+        let mut untimed = Worker::new(false);
+        untimed.ended(ended(3, Some(timing)));
+        assert!(matches!(&sent(&mut untimed)[..], [ToNode::Done(_)]));
+    }
+
+    #[test]
+    fn a_cancelled_queued_task_ends_cancelled_and_a_recalled_one_goes_back() {
+        let mut worker = Worker::new(false);
+        let batch = vec![normal(1), normal(2), normal(3)];
+        receive(&mut worker, &ToWorker::Execute(batch)).unwrap();
+        receive(&mut worker, &ToWorker::Cancel { task: task(2) }).unwrap();
+        let recall = ToWorker::Recall {
+            tasks: vec![task(3), task(9)],
+        };
+        receive(&mut worker, &recall).unwrap();
+        let messages = sent(&mut worker);
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert_eq!(messages[0], ToNode::Bounced(vec![task(3)]), "only what it had");
+        let ToNode::Done(done) = &messages[1] else {
+            panic!("the cancelled end: {messages:?}");
+        };
+        assert!(matches!(
+            &done[..],
+            [(t, Outcome::Failed(TaskError::Cancelled { function, .. }))]
+                if *t == task(2) && function == "f2"
+        ));
+        assert_eq!(worker.next_task().map(|e| e.task), Some(task(1)));
+        assert!(worker.next_task().is_none());
+        assert!(matches!(
+            receive(&mut worker, &ToWorker::Shutdown),
+            Err(Stop::Shutdown)
+        ));
+    }
+
+    #[test]
+    fn a_blocked_worker_hands_back_plain_tasks_keeps_calls_and_runs_what_it_awaits() {
+        let mut worker = Worker::new(false);
+        let call = exec(2, TaskKind::ActorCall(ActorId(task(50))));
+        receive(&mut worker, &ToWorker::Execute(vec![normal(1), call])).unwrap();
+        let wanted = ObjectId::new(task(10), 0);
+        let ids = [wanted];
+        worker.request(&ids);
+        worker.request(&ids); // asked once
+        let awaiting = worker.missing_tasks(&ids, 8);
+        assert_eq!(awaiting.iter().copied().collect::<Vec<_>>(), vec![task(10)]);
+        worker.block(awaiting);
+        let messages = sent(&mut worker);
+        assert_eq!(messages[0], ToNode::Get { ids: vec![wanted] });
+        let ToNode::Blocked {
+            depth: 0,
+            returned,
+            awaiting,
+        } = &messages[1]
+        else {
+            panic!("blocked: {messages:?}");
+        };
+        assert_eq!((returned, awaiting), (&vec![task(1)], &vec![task(10)]));
+
+        // New plain tasks bounce; a nested task it does not wait for bounces too.
+        receive(&mut worker, &ToWorker::Execute(vec![normal(3)])).unwrap();
+        let other = ToWorker::Nested {
+            exec: normal(11),
+            depth: 0,
+        };
+        receive(&mut worker, &other).unwrap();
+        assert_eq!(
+            sent(&mut worker),
+            vec![
+                ToNode::Bounced(vec![task(3)]),
+                ToNode::Bounced(vec![task(11)])
+            ]
+        );
+
+        // The task it waits for runs on top of it; then the value arrives.
+        let mut tally = Tally::new(&worker, &ids, 1);
+        assert!(matches!(worker.wake(&ids, 1, &mut tally), Wake::Wait));
+        let awaited = ToWorker::Nested {
+            exec: normal(10),
+            depth: 0,
+        };
+        receive(&mut worker, &awaited).unwrap();
+        let Wake::Run(nested) = worker.wake(&ids, 1, &mut tally) else {
+            panic!("the awaited task runs here");
+        };
+        assert_eq!(nested.task, task(10));
+        let awaiting = worker.nest();
+        // Above the blocked task a plain task bounces still.
+        receive(&mut worker, &ToWorker::Execute(vec![normal(4)])).unwrap();
+        worker.nested_ended(ended(10, None), awaiting);
+        let value = ObjectValue::Ready(Value::Inline(vec![5]));
+        receive(&mut worker, &ToWorker::Objects(vec![(wanted, value)])).unwrap();
+        let mut tally = Tally::new(&worker, &ids, 1);
+        assert!(matches!(worker.wake(&ids, 1, &mut tally), Wake::Done));
+        worker.unblock();
+        let messages = sent(&mut worker);
+        assert_eq!(messages[0], ToNode::Bounced(vec![task(4)]));
+        assert!(matches!(&messages[1], ToNode::Unblocked { depth: 0 }));
+        assert!(matches!(&messages[2], ToNode::Done(d) if d[0].0 == task(10)));
+        // The actor's call stayed, to run after the blocked task.
+        assert_eq!(worker.next_task().map(|e| e.task), Some(task(2)));
+    }
+
+    #[test]
+    fn waits_count_what_arrives_and_a_value_that_cannot_be_mapped_is_an_error() {
+        let mut worker = Worker::new(false);
+        let (a, b) = (ObjectId::new(task(1), 0), ObjectId::new(task(2), 0));
+        let ids = [a, b, a];
+        worker.request(&ids);
+        worker.block(IdSet::default());
+        let mut tally = Tally::new(&worker, &ids, 2);
+        let shared = ObjectValue::Ready(Value::Shared { id: b, len: 64 });
+        receive(&mut worker, &ToWorker::Objects(vec![(b, shared)])).unwrap();
+        // One position of three known: not enough for two.
+        assert!(matches!(worker.wake(&ids, 2, &mut tally), Wake::Wait));
+        let failed = ObjectValue::Failed(TaskError::Cancelled {
+            task: task(1),
+            function: "f1".into(),
+        });
+        receive(&mut worker, &ToWorker::Objects(vec![(a, failed)])).unwrap();
+        assert!(matches!(worker.wake(&ids, 2, &mut tally), Wake::Done));
+        let mut known: Vec<Option<Slot>> = vec![None, None, None];
+        worker.learn(&ids, known.as_mut_slice());
+        assert!(matches!(known[0], Some(Slot::Failed(TaskError::Cancelled { .. }))));
+        assert!(matches!(
+            &known[1],
+            Some(Slot::Failed(TaskError::InvalidValue { reason, .. }))
+                if reason.contains("no such segment")
+        ));
+        let mut cursor = 0;
+        assert!(worker.enough(&ids, 3, &mut cursor));
+    }
+
+    #[test]
+    fn references_are_counted_here_and_the_last_release_goes_out() {
+        let mut worker = Worker::new(false);
+        let id = ObjectId::new(task(5), 0);
+        worker.borrow(id);
+        worker.borrow(id);
+        assert_eq!(worker.function_of(id).as_deref(), Some("borrowed"));
+        worker.release(id);
+        assert_eq!(sent(&mut worker), vec![ToNode::Hold(vec![id])]);
+        worker.release(id);
+        assert_eq!(sent(&mut worker), vec![ToNode::Release(vec![id])]);
+        assert!(worker.function_of(id).is_none());
+        // A value asked for and released before it arrives is not kept.
+        worker.borrow(id);
+        worker.request(&[id]);
+        worker.release(id);
+        let value = ObjectValue::Ready(Value::Inline(vec![1]));
+        receive(&mut worker, &ToWorker::Objects(vec![(id, value)])).unwrap();
+        let mut cursor = 0;
+        assert!(!worker.enough(&[id], 1, &mut cursor), "released meanwhile");
+    }
+}
