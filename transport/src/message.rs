@@ -8,8 +8,9 @@ use crate::frame::Message;
 /// The protocol version; a peer with another version is refused at the handshake. Version 5:
 /// rkyv archives with 64-bit relative pointers (objects past 4 GiB), and the store's capacity
 /// in [`ToHost::StartJob`]; 6: missing arguments; 7: a node's lease on a job
-/// ([`HostEvent::Renew`]); 11: 64-bit worker numbers, run times ([`ToNode::Ran`]).
-pub const PROTOCOL_VERSION: u32 = 11;
+/// ([`HostEvent::Renew`]); 11: 64-bit worker numbers, run times; 12: run times inside
+/// [`ToNode::Done`] (no frame of their own).
+pub const PROTOCOL_VERSION: u32 = 12;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -171,7 +172,13 @@ pub enum ToNode {
     /// The handshake.
     Hello(Hello),
     /// Tasks that ended, in the order they ended.
-    Done(Vec<(TaskId, Outcome)>),
+    Done {
+        /// When the worker wrote this, in microseconds by its host's monotonic clock (the
+        /// node lines the worker's run times up with its own clock by it; 0 without times).
+        sent_us: u64,
+        /// The tasks.
+        ended: Vec<TaskEnd>,
+    },
     /// Submit a task owned by this worker's process (a nested task); `failed` when the call
     /// could not even be built (bad options, an argument that cannot be archived).
     Submit {
@@ -224,19 +231,22 @@ pub enum ToNode {
         /// Kill the worker running it.
         force: bool,
     },
-    /// How the tasks of the [`ToNode::Done`] that follows spent their time (for the job's
-    /// task events and timeline; a task cancelled before it ran has none).
-    Ran {
-        /// When the worker wrote this, in microseconds by its host's monotonic clock (the
-        /// node lines the worker's times up with its own clock by it).
-        sent_us: u64,
-        /// Each task's times.
-        runs: Vec<(TaskId, RunTimes)>,
-    },
+}
+
+/// A task that ended on a worker.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct TaskEnd {
+    /// The task.
+    pub task: TaskId,
+    /// Its values or its error.
+    pub outcome: Outcome,
+    /// How its run spent its time (none: the node keeps no task events, or the task was
+    /// cancelled before it ran).
+    pub times: Option<RunTimes>,
 }
 
 /// How a task's run spent its time, as its worker measured it, in microseconds; `ago` is how
-/// long before the message was written ([`ToNode::Ran`]'s `sent_us`) the run ended.
+/// long before the message was written ([`ToNode::Done`]'s `sent_us`) the run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct RunTimes {
     /// Mapping or copying its arguments.

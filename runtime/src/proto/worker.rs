@@ -10,7 +10,7 @@ use std::sync::Arc;
 use prism_graph::{IdMap, IdSet, ObjectId, TaskError, TaskId, TaskKind, TaskSpec};
 use prism_transport::{
     ArchivedObjectValue, ArchivedToWorker, ArchivedValue, Execute, Hello, MAX_AWAITING, Outcome,
-    RunTimes, ToNode, encode_frame,
+    RunTimes, TaskEnd, ToNode, encode_frame,
 };
 
 use crate::proto::owner::{Known, Slot};
@@ -242,18 +242,17 @@ impl Worker {
     pub(crate) fn transmit(&mut self, clock: impl FnOnce() -> u64) -> &mut Vec<u8> {
         if !self.done.is_empty() {
             let done = std::mem::take(&mut self.done);
-            if self.timed {
-                let sent_us = clock();
-                let runs: Vec<(TaskId, RunTimes)> = done
-                    .iter()
-                    .filter_map(|e| Some((e.task, e.timing?.wire(sent_us))))
-                    .collect();
-                if !runs.is_empty() {
-                    self.send(&ToNode::Ran { sent_us, runs });
-                }
-            }
-            let done = done.into_iter().map(|e| (e.task, e.outcome)).collect();
-            self.send(&ToNode::Done(done));
+            let timed = self.timed && done.iter().any(|e| e.timing.is_some());
+            let sent_us = if timed { clock() } else { 0 };
+            let ended = done
+                .into_iter()
+                .map(|e| TaskEnd {
+                    task: e.task,
+                    outcome: e.outcome,
+                    times: e.timing.filter(|_| timed).map(|t| t.wire(sent_us)),
+                })
+                .collect();
+            self.send(&ToNode::Done { sent_us, ended });
         }
         if !self.released.is_empty() {
             let released = std::mem::take(&mut self.released);
@@ -581,24 +580,35 @@ mod tests {
         worker.ended(ended(1, Some(timing)));
         assert!(worker.has_ended());
         let messages = sent(&mut worker);
-        let [ToNode::Ran { sent_us, runs }, ToNode::Done(done)] = &messages[..] else {
-            panic!("run times, then the end: {messages:?}");
+        let [
+            ToNode::Done {
+                sent_us,
+                ended: ends,
+            },
+        ] = &messages[..]
+        else {
+            panic!("the end with its times: {messages:?}");
         };
         assert_eq!(*sent_us, 1_000);
-        assert_eq!(runs[0].0, task(1));
-        let times = runs[0].1;
+        assert_eq!(ends[0].task, task(1));
+        let times = ends[0].times.expect("timed");
         assert_eq!(
             (times.args_us, times.run_us, times.store_us, times.ago_us),
             (10, 290, 20, 580)
         );
-        assert_eq!(done[0].0, task(1));
         assert!(!worker.has_ended());
         assert_eq!(worker.next_task().map(|e| e.task), Some(task(2)));
 
-        // Untimed books send the end alone.
+        // Untimed books send no times, and read no clock.
         let mut untimed = Worker::new(false);
         untimed.ended(ended(3, Some(timing)));
-        assert!(matches!(&sent(&mut untimed)[..], [ToNode::Done(_)]));
+        let out = std::mem::take(untimed.transmit(|| panic!("the clock was read")));
+        assert!(!out.is_empty());
+        untimed.ended(ended(3, Some(timing)));
+        assert!(matches!(
+            &sent(&mut untimed)[..],
+            [ToNode::Done { sent_us: 0, ended }] if ended[0].times.is_none()
+        ));
     }
 
     #[test]
@@ -613,13 +623,17 @@ mod tests {
         receive(&mut worker, &recall).unwrap();
         let messages = sent(&mut worker);
         assert_eq!(messages.len(), 2, "{messages:?}");
-        assert_eq!(messages[0], ToNode::Bounced(vec![task(3)]), "only what it had");
-        let ToNode::Done(done) = &messages[1] else {
+        assert_eq!(
+            messages[0],
+            ToNode::Bounced(vec![task(3)]),
+            "only what it had"
+        );
+        let ToNode::Done { ended, .. } = &messages[1] else {
             panic!("the cancelled end: {messages:?}");
         };
         assert!(matches!(
-            &done[..],
-            [(t, Outcome::Failed(TaskError::Cancelled { function, .. }))]
+            &ended[..],
+            [TaskEnd { task: t, outcome: Outcome::Failed(TaskError::Cancelled { function, .. }), times: None }]
                 if *t == task(2) && function == "f2"
         ));
         assert_eq!(worker.next_task().map(|e| e.task), Some(task(1)));
@@ -693,7 +707,7 @@ mod tests {
         let messages = sent(&mut worker);
         assert_eq!(messages[0], ToNode::Bounced(vec![task(4)]));
         assert!(matches!(&messages[1], ToNode::Unblocked { depth: 0 }));
-        assert!(matches!(&messages[2], ToNode::Done(d) if d[0].0 == task(10)));
+        assert!(matches!(&messages[2], ToNode::Done { ended, .. } if ended[0].task == task(10)));
         // The actor's call stayed, to run after the blocked task.
         assert_eq!(worker.next_task().map(|e| e.task), Some(task(2)));
     }
@@ -718,7 +732,10 @@ mod tests {
         assert!(matches!(worker.wake(&ids, 2, &mut tally), Wake::Done));
         let mut known: Vec<Option<Slot>> = vec![None, None, None];
         worker.learn(&ids, known.as_mut_slice());
-        assert!(matches!(known[0], Some(Slot::Failed(TaskError::Cancelled { .. }))));
+        assert!(matches!(
+            known[0],
+            Some(Slot::Failed(TaskError::Cancelled { .. }))
+        ));
         assert!(matches!(
             &known[1],
             Some(Slot::Failed(TaskError::InvalidValue { reason, .. }))

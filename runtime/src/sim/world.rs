@@ -1558,9 +1558,9 @@ impl World<'_> {
                     .filter_map(|f| f.access::<ToNode>().ok())
                     .collect();
                 for msg in &messages {
-                    if let prism_transport::ArchivedToNode::Done(done) = msg {
-                        for entry in done.iter() {
-                            self.touched.push(ObjectId::new(entry.0.to_native(), 0));
+                    if let prism_transport::ArchivedToNode::Done { ended, .. } = msg {
+                        for entry in ended.iter() {
+                            self.touched.push(ObjectId::new(entry.task.to_native(), 0));
                         }
                     }
                 }

@@ -315,9 +315,9 @@ pub(crate) struct State {
 /// the shell can map the shared ones before the node reads the message.
 pub(crate) fn shared_values(msg: &ArchivedToNode, mut each: impl FnMut(&ArchivedValue)) {
     match msg {
-        ArchivedToNode::Done(done) => {
-            for entry in done.iter() {
-                if let ArchivedOutcome::Returned { values, .. } = &entry.1 {
+        ArchivedToNode::Done { ended, .. } => {
+            for entry in ended.iter() {
+                if let ArchivedOutcome::Returned { values, .. } = &entry.outcome {
                     values.iter().for_each(&mut each);
                 }
             }
@@ -780,37 +780,19 @@ impl State {
         mapped: &mut IdMap<ObjectId, std::io::Result<ObjectBytes>>,
     ) {
         match msg {
-            ArchivedToNode::Done(done) => {
-                for entry in done.iter() {
-                    let task = entry.0.to_native();
+            ArchivedToNode::Done { sent_us, ended } => {
+                let sent_us = sent_us.to_native();
+                let mut heard = false;
+                for entry in ended.iter() {
+                    let task = entry.task.to_native();
+                    if let Some(times) = entry.times.as_ref() {
+                        self.ran(worker, task, sent_us, times, &mut heard);
+                    }
                     if !self.recalling.is_empty() {
                         // Started before it was asked back.
                         self.recalling.remove(&task);
                     }
-                    self.on_done(worker, task, &entry.1, mapped);
-                }
-            }
-            ArchivedToNode::Ran { sent_us, runs } => {
-                let (Some(now), true) = (self.now, self.owner.events.on()) else {
-                    return;
-                };
-                let sent_us = sent_us.to_native();
-                self.owner.events.heard(worker, now, sent_us);
-                let pid = self.workers.get(&worker).and_then(|l| l.pid);
-                for (task, times) in runs.iter().map(|e| (&e.0, &e.1)) {
-                    let us = |v: &rkyv::rend::u64_le| v.to_native();
-                    let (args, run, store) =
-                        (us(&times.args_us), us(&times.run_us), us(&times.store_us));
-                    let took = args + run + store + us(&times.ago_us);
-                    let ran = crate::proto::events::Ran {
-                        worker,
-                        pid,
-                        start_us: sent_us.saturating_sub(took),
-                        args_us: args,
-                        run_us: run,
-                        store_us: store,
-                    };
-                    self.owner.events.ran(task.to_native(), ran);
+                    self.on_done(worker, task, &entry.outcome, mapped);
                 }
             }
             ArchivedToNode::Submit { spec, failed } => {
@@ -888,6 +870,37 @@ impl State {
                 tracing::warn!(worker, "second hello ignored");
             }
         }
+    }
+
+    /// `worker` reports how it ran `task` (in a message it wrote at `sent_us` by its clock):
+    /// recorded in the task events. `heard`: whether the message's time was taken in already.
+    fn ran(
+        &mut self,
+        worker: WorkerId,
+        task: TaskId,
+        sent_us: u64,
+        times: &prism_transport::ArchivedRunTimes,
+        heard: &mut bool,
+    ) {
+        let (Some(now), true) = (self.now, self.owner.events.on()) else {
+            return;
+        };
+        if !*heard {
+            self.owner.events.heard(worker, now, sent_us);
+            *heard = true;
+        }
+        let us = |v: &rkyv::rend::u64_le| v.to_native();
+        let (args, run, store) = (us(&times.args_us), us(&times.run_us), us(&times.store_us));
+        let took = args + run + store + us(&times.ago_us);
+        let ran = crate::proto::events::Ran {
+            worker,
+            pid: self.workers.get(&worker).and_then(|l| l.pid),
+            start_us: sent_us.saturating_sub(took),
+            args_us: args,
+            run_us: run,
+            store_us: store,
+        };
+        self.owner.events.ran(task, ran);
     }
 
     fn on_done(

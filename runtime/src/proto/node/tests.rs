@@ -6,7 +6,7 @@ use prism_graph::{
     ActorId, Arg, IdMap, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec,
 };
 use prism_transport::{
-    ArchivedToNode, Execute, FrameDecoder, Outcome, ToNode, ToWorker, Value, encode_frame,
+    ArchivedToNode, Execute, FrameDecoder, Outcome, TaskEnd, ToNode, ToWorker, Value, encode_frame,
 };
 
 use super::{Action, ActorSetup, DRIVER_OWNER, Event, HostRequest, State};
@@ -28,6 +28,16 @@ struct Harness {
     host: Vec<(NodeIdx, HostRequest)>,
     dropped: Vec<NodeIdx>,
     seq: u64,
+}
+
+/// A worker's report that `task` ended with `outcome` (no run times).
+fn done(task: TaskId, outcome: Outcome) -> ToNode {
+    let ended = vec![TaskEnd {
+        task,
+        outcome,
+        times: None,
+    }];
+    ToNode::Done { sent_us: 0, ended }
 }
 
 fn cpus(n: f64) -> Resources {
@@ -187,7 +197,7 @@ impl Harness {
             values: vec![value],
             nested: vec![Vec::new()],
         };
-        self.report(worker, &ToNode::Done(vec![(task, outcome)]));
+        self.report(worker, &done(task, outcome));
     }
 
     fn dies(&mut self, worker: WorkerId) {
@@ -273,10 +283,7 @@ fn a_lost_object_is_rebuilt_from_its_lineage_when_its_node_dies() {
         reason: "No such file or directory".into(),
     };
     let sends = h.sends(sum_task);
-    h.report(
-        at,
-        &ToNode::Done(vec![(sum_task, Outcome::Failed(missing))]),
-    );
+    h.report(at, &done(sum_task, Outcome::Failed(missing)));
     // The leaf runs again there, and then the sum, once.
     let again = h.where_sent(leaf_task).unwrap();
     assert_eq!(node_of(again), other);
@@ -373,7 +380,7 @@ fn an_argument_missing_on_its_node_is_fetched_again_and_the_task_runs_again() {
         object: leaf_id,
         reason: "No such file or directory".into(),
     };
-    h.report(at, &ToNode::Done(vec![(sum_task, Outcome::Failed(error))]));
+    h.report(at, &done(sum_task, Outcome::Failed(error)));
     assert_eq!(h.sends(sum_task), 2, "sent again, not failed");
     assert!(matches!(
         h.slot(ObjectId::new(sum_task, 0)),
@@ -444,7 +451,7 @@ impl Harness {
             values: Vec::new(),
             nested: Vec::new(),
         };
-        self.report(worker, &ToNode::Done(vec![(creation, done)]));
+        self.report(worker, &self::done(creation, done));
     }
 
     /// Workers that were asked for and are not running yet start and say hello.
