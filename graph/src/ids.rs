@@ -47,6 +47,29 @@ impl fmt::Display for TaskId {
     }
 }
 
+/// A text that is not a task id as [`TaskId`]'s `Display` writes it (`OWNER_HEX.SEQ`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{text:?} is not a task id (OWNER.SEQ: the owner in hexadecimal, as `prism list tasks` prints it)"
+)]
+pub struct ParseTaskIdError {
+    text: String,
+}
+
+impl std::str::FromStr for TaskId {
+    type Err = ParseTaskIdError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || ParseTaskIdError {
+            text: text.to_string(),
+        };
+        let (owner, seq) = text.split_once('.').ok_or_else(bad)?;
+        let owner = u64::from_str_radix(owner, 16).map_err(|_| bad())?;
+        let seq = seq.parse().map_err(|_| bad())?;
+        Ok(TaskId::new(owner, seq))
+    }
+}
+
 impl fmt::Debug for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "TaskId({self})")
@@ -151,6 +174,15 @@ pub type IdSet<K> = std::collections::HashSet<K, foldhash::fast::FixedState>;
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_task_id_reads_back_what_it_prints() {
+        let id = TaskId::new(0x2_0000_0003, 41);
+        assert_eq!(id.to_string().parse::<TaskId>(), Ok(id));
+        for bad in ["", "12", "x.1", "1.y", "1.2.3", "1.-4"] {
+            assert!(bad.parse::<TaskId>().is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

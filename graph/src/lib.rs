@@ -35,7 +35,8 @@ mod spec;
 pub use dag::{GraphError, ObjectState, Readiness, TaskGraph, TaskState};
 pub use error::TaskError;
 pub use ids::{
-    ActorId, ArchivedActorId, ArchivedObjectId, ArchivedTaskId, IdMap, IdSet, ObjectId, TaskId,
+    ActorId, ArchivedActorId, ArchivedObjectId, ArchivedTaskId, IdMap, IdSet, ObjectId,
+    ParseTaskIdError, TaskId,
 };
 pub use resources::{Amount, ResourceError, Resources};
 pub use spec::{ArchivedTaskKind, Arg, TaskKind, TaskSpec};

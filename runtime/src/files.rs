@@ -8,6 +8,12 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
+/// Whether no process `pid` runs on this host any more: what it left (a session's
+/// directories, a driver's socket) is then for others to sweep.
+pub(crate) fn process_gone(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// This process's effective user id.
 pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.

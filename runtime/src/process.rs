@@ -260,7 +260,7 @@ pub(crate) fn return_large_frees() {
 /// Environment variables that turn a started process into a worker.
 pub(crate) const ENV_ROLE: &str = "PRISM_ROLE";
 pub(crate) const ENV_WORKER: &str = "PRISM_WORKER_ID";
-pub(crate) const ENV_SESSION_DIR: &str = "PRISM_SESSION_DIR";
+pub(crate) const ENV_STORE_DIR: &str = "PRISM_STORE_DIR";
 pub(crate) const ENV_INLINE_THRESHOLD: &str = "PRISM_INLINE_THRESHOLD";
 /// The object store's capacity in bytes: a worker refuses a larger value at once.
 pub(crate) const ENV_STORE_CAPACITY: &str = "PRISM_STORE_CAPACITY";
@@ -288,7 +288,7 @@ pub(crate) fn worker_command(
     let mut cmd = Command::new(exe);
     cmd.env(ENV_ROLE, "worker")
         .env(ENV_WORKER, worker.to_string())
-        .env(ENV_SESSION_DIR, session_dir)
+        .env(ENV_STORE_DIR, session_dir)
         .env(ENV_INLINE_THRESHOLD, limits.inline_threshold.to_string())
         .env(ENV_STORE_CAPACITY, limits.capacity.to_string())
         .stdin(std::process::Stdio::null());

@@ -44,7 +44,7 @@ fn sweep_dead_sessions(dir: &Path, suffix: &str) {
             .is_ok_and(|m| m.is_dir() && m.uid() == crate::files::euid());
         if let Some(pid) = pid
             && ours
-            && !Path::new(&format!("/proc/{pid}")).exists()
+            && crate::files::process_gone(pid)
         {
             let _ = std::fs::remove_dir_all(entry.path());
         }

@@ -522,13 +522,21 @@ fn the_prism_command_lists_summarises_and_draws_a_running_programs_tasks() -> Re
     let _ = std::fs::remove_file(&path);
     ensure(said.contains("ui.perfetto.dev"), said.clone())?;
     check_trace(&trace)?;
-    // A driver not running here is named as missing.
+    // A driver not running here is named as missing; an id that is none, as such.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_prism"))
         .args(["list", "tasks", "--pid", "1"])
         .output()?;
     let said = String::from_utf8_lossy(&out.stderr);
     ensure(
         !out.status.success() && said.contains("no running driver 1"),
+        said.to_string(),
+    )?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_prism"))
+        .args(["get", "task", "nine", "--pid", &me])
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    ensure(
+        !out.status.success() && said.contains("\"nine\" is not a task id"),
         said.to_string(),
     )
 }

@@ -71,7 +71,7 @@ fn sweep(dir: &std::path::Path) {
         let name = entry.file_name();
         let pid = name.to_str().and_then(|n| n.strip_suffix(".sock"));
         if let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok())
-            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && crate::files::process_gone(pid)
         {
             let _ = std::fs::remove_file(entry.path());
         }
@@ -123,8 +123,14 @@ fn request(line: &str) -> Result<Value, String> {
         "tasks" => value(super::state::list_tasks()),
         "summary tasks" => value(super::state::summarize_tasks()),
         "timeline" => value(super::state::timeline_json()),
-        other => Err(format!(
-            "unknown request {other:?} (this driver answers: tasks, summary tasks, timeline)"
-        )),
+        other => match other.strip_prefix("task ") {
+            Some(id) => {
+                let task = id.trim().parse().map_err(|e| format!("{e}"))?;
+                value(super::state::get_task(task))
+            }
+            None => Err(format!(
+                "unknown request {other:?} (this driver answers: tasks, task ID, summary tasks, timeline)"
+            )),
+        },
     }
 }

@@ -182,14 +182,11 @@ pub(super) struct GetArgs {
 /// `prism get task ID`: the task's whole record, as JSON.
 pub(super) fn get(args: &GetArgs) -> Result<(), String> {
     let Got::Task = args.what;
-    let answers = ask_drivers(&args.drivers, "tasks")?;
-    let found = answers.iter().find_map(|(pid, tasks)| {
-        let task = tasks
-            .as_array()?
-            .iter()
-            .find(|t| t["task_id"] == *args.id)?;
-        let mut shown = task.clone();
-        shown["driver"] = Value::from(*pid);
+    let id: prism_graph::TaskId = args.id.parse().map_err(|e| format!("{e}"))?;
+    let answers = ask_drivers(&args.drivers, &format!("task {id}"))?;
+    let found = answers.into_iter().find_map(|(pid, task)| {
+        let mut shown = task.is_object().then_some(task)?;
+        shown["driver"] = Value::from(pid);
         Some(shown)
     });
     let task = found.ok_or_else(|| {

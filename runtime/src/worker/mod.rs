@@ -27,7 +27,7 @@ use prism_transport::{
 use rkyv::util::AlignedVec;
 
 use crate::process::{
-    ENV_INLINE_THRESHOLD, ENV_ROLE, ENV_SESSION_DIR, ENV_STORE_CAPACITY, ENV_WORKER, fingerprint,
+    ENV_INLINE_THRESHOLD, ENV_ROLE, ENV_STORE_CAPACITY, ENV_STORE_DIR, ENV_WORKER, fingerprint,
 };
 use crate::proto::owner::Known;
 use crate::proto::worker::{Ended, Stop, Tally, Timing, Wake, Worker};
@@ -455,8 +455,8 @@ fn connect() -> Result<Arc<WorkerClient>> {
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| Error::Startup(format!("{ENV_WORKER} is not a number")))?;
     let store_dir = std::path::PathBuf::from(
-        std::env::var_os(ENV_SESSION_DIR)
-            .ok_or_else(|| Error::Startup(format!("{ENV_SESSION_DIR} is not set")))?,
+        std::env::var_os(ENV_STORE_DIR)
+            .ok_or_else(|| Error::Startup(format!("{ENV_STORE_DIR} is not set")))?,
     );
     let threshold: usize = std::env::var(ENV_INLINE_THRESHOLD)
         .ok()
