@@ -493,6 +493,20 @@ fn the_head_keeps_jobs_actors_and_groups_across_its_restart(
         stdout.lines().any(|l| l == line),
         format!("the child's terminal shows {line:?}: {stdout:?}"),
     )?;
+    // The node keeps the worker's log; `prism logs` on its host shows it.
+    let host = match node {
+        "a" => &cluster.a,
+        "b" => &cluster.b,
+        "c" => &cluster.c,
+        "d" => &cluster.d,
+        _ => &cluster.head,
+    };
+    let shown = host.prism(&["logs", "--node", node, "--pid", pid]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    ensure(
+        shown.lines().any(|l| l == line),
+        format!("prism logs on {node}'s host shows {line:?}: {shown:?}"),
+    )?;
     let mut hanging = child_job(cluster, "hangs").spawn()?;
     let mut said = String::new();
     let stdout = hanging.stdout.take().expect("piped");

@@ -40,6 +40,11 @@ fn child_driver(mode: &str) -> ! {
             .get_blocking()
             .expect("shout");
         println!("the worker was {pid}");
+        // The same line from four tasks: shown once, then counted.
+        let chorus: Vec<_> = (0..4)
+            .map(|_| shout::remote("in chorus".to_string()))
+            .collect();
+        prism::get_all_blocking(&chorus).expect("chorus");
         prism::shutdown();
         std::process::exit(0);
     }
@@ -260,13 +265,23 @@ fn a_killed_drivers_leftovers_are_swept_by_the_next() -> Result<(), Failed> {
 }
 
 /// A worker's prints reach the driver's terminal labelled with the task and the worker's pid
-/// (all of them, though the driver stops right after), and as they are with
-/// `PRISM_LOG_TO_DRIVER=0`.
+/// (all of them, though the driver stops right after), a line repeated shown once and then
+/// counted, and as they are with `PRISM_LOG_TO_DRIVER=0` (every repeat with
+/// `PRISM_DEDUP_LOGS=0`); `prism logs` shows what each worker wrote.
 fn workers_output_reaches_the_driver_labelled() -> Result<(), Failed> {
+    let session = common::temp_path("logs-session");
+    let result = output_and_logs(&session);
+    let _ = std::fs::remove_dir_all(&session);
+    result
+}
+
+fn output_and_logs(session: &str) -> Result<(), Failed> {
     let run = |to_driver: &str| {
         Command::new(std::env::current_exe()?)
             .env(MODE_ENV, "print")
             .env("PRISM_LOG_TO_DRIVER", to_driver)
+            .env("PRISM_DEDUP_LOGS", to_driver)
+            .env("PRISM_SESSION_DIR", session)
             .output()
     };
     let out = run("1")?;
@@ -288,11 +303,60 @@ fn workers_output_reaches_the_driver_labelled() -> Result<(), Failed> {
         stderr.lines().any(|l| l == format!("{label} warned hello")),
         format!("the task's errors, labelled {label}, at the driver: {stderr:?}"),
     )?;
+    let chorus = |text: &str, line: &str| text.lines().filter(|l| l.ends_with(line)).count();
+    let counted = |text: &str, line: &str| {
+        text.lines()
+            .filter(|l| l.contains(line) && l.ends_with("[repeated 3x across cluster]"))
+            .count()
+    };
+    ensure(
+        chorus(&stdout, ") said in chorus") == 1 && counted(&stdout, "said in chorus") == 1,
+        format!("a repeated line once, then its count: {stdout:?}"),
+    )?;
+    ensure(
+        chorus(&stderr, ") warned in chorus") == 1 && counted(&stderr, "warned in chorus") == 1,
+        format!("a repeated error once, then its count: {stderr:?}"),
+    )?;
+    // The worker's log keeps every line, and `prism logs` lists and shows it.
+    let logs = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_prism"))
+            .arg("logs")
+            .args(args)
+            .env("PRISM_SESSION_DIR", session)
+            .output()
+    };
+    let listed = logs(&[])?;
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    ensure(
+        listed
+            .lines()
+            .any(|l| l.starts_with("local ") && l.contains(&format!(" {pid} out "))),
+        format!("prism logs lists the worker's output: {listed:?}"),
+    )?;
+    let shown = logs(&["--pid", pid])?;
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    ensure(
+        shown.lines().any(|l| l == format!("{label} said hello"))
+            && shown.lines().any(|l| l == format!("{label} warned hello"))
+            && shown
+                .lines()
+                .filter(|l| l.ends_with("said in chorus"))
+                .count()
+                == 4,
+        format!("prism logs --pid {pid} shows all it wrote: {shown:?}"),
+    )?;
+    let none = logs(&["--pid", "1"])?;
+    let said = String::from_utf8_lossy(&none.stderr);
+    ensure(
+        !none.status.success() && said.contains("no worker log of pid 1"),
+        said.to_string(),
+    )?;
     let out = run("0")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     ensure(
-        stdout.lines().any(|l| l == "said hello"),
-        format!("unlabelled when turned off: {stdout:?}"),
+        stdout.lines().any(|l| l == "said hello")
+            && stdout.lines().filter(|l| *l == "said in chorus").count() == 4,
+        format!("unlabelled and every line when turned off: {stdout:?}"),
     )
 }
 

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 
 mod list;
+mod logs;
 mod tasks;
 use prism_transport::quic;
 use prism_transport::{FromControl, NodeStatus, PendingDemand, ToControl};
@@ -56,6 +57,8 @@ enum Command {
     Get(list::GetArgs),
     /// Write the timeline of a Prism program running on this host (Chrome trace JSON).
     Timeline(tasks::TimelineArgs),
+    /// List or show the logs of this host's workers (what they wrote, labelled).
+    Logs(logs::LogsArgs),
     /// Run a daemon in the foreground (what `start` runs in the background).
     #[command(hide = true)]
     Daemon(StartArgs),
@@ -183,6 +186,7 @@ pub fn main() -> ExitCode {
         Command::Summary(args) => list::summary(&args),
         Command::Get(args) => list::get(&args),
         Command::Timeline(args) => tasks::timeline(&args),
+        Command::Logs(args) => logs::logs(&args),
         Command::Daemon(args) => {
             init_logging();
             runtime().and_then(|rt| rt.block_on(daemon(args.into())))

@@ -516,17 +516,19 @@ impl Job {
 }
 
 /// Sends what worker `worker` writes to one of its pipes to the job's driver, in order on a
-/// stream of its own, until the pipe ends (and reads to the end whatever happens to the
+/// stream of its own (and keeps it in the worker's `log`), until the pipe ends (and reads to the end whatever happens to the
 /// driver: a closed pipe would fail the worker's next print).
 async fn relay_output(
     driver: quinn::Connection,
     worker: u64,
     stderr: bool,
     pipe: impl tokio::io::AsyncRead + Unpin,
+    mut log: Option<std::fs::File>,
 ) {
     let mut reader = tokio::io::BufReader::new(pipe);
     let mut stream: Option<Option<quinn::SendStream>> = None;
     while let Some(text) = super::output::next_batch(&mut reader).await {
+        super::output::keep(&mut log, &text);
         if stream.is_none() {
             stream = Some(driver.open_uni().await.ok());
         }
@@ -589,7 +591,8 @@ fn spawn(node: &str, job: &Arc<Job>, worker: u64) -> Result<u32, String> {
     job.workers.lock().insert(worker, Arc::new(process));
     relay_worker(job, worker, link);
     for (stderr, pipe) in super::output::pipes(&mut child) {
-        tokio::spawn(relay_output(job.driver.clone(), worker, stderr, pipe));
+        let log = super::output::open_log(node, pid, stderr);
+        tokio::spawn(relay_output(job.driver.clone(), worker, stderr, pipe, log));
     }
     let handle = tokio::runtime::Handle::current();
     let waiter = job.clone();

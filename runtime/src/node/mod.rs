@@ -24,6 +24,7 @@ use prism_graph::{ActorId, IdMap, ObjectId, Resources, TaskError, TaskId, TaskSp
 use prism_transport::{ArchivedValue, Frame, ToNode};
 
 use crate::config::Config;
+use crate::proto::logs::Dedup;
 use crate::proto::node::{
     Action, ActorSetup, DRIVER_OWNER, Event, IDLE_TICK, Refused, State, shared_values,
     soft_limit_of,
@@ -73,6 +74,9 @@ pub(crate) struct Core {
     links: link::LinkPoll,
     /// Workers' output pipes still read here (see [`output`]).
     output_open: output::Open,
+    /// Workers' repeated lines held back and counted (none: `PRISM_DEDUP_LOGS=0`), and
+    /// whether a task shows the counts as their windows end.
+    dedup: Option<Mutex<(Dedup, bool)>>,
 }
 
 /// Where a wait for objects stands between polls (see [`Core::poll_objects`]).
@@ -202,6 +206,7 @@ impl Core {
             cluster: joined.clone(),
             links,
             output_open: output::Open::default(),
+            dedup: output::dedup().then(|| Mutex::new((Dedup::default(), false))),
         });
         if joined.is_none() {
             worker_pool::start(&core, spawn_rx)?;
@@ -534,6 +539,11 @@ impl Core {
         while self.output_open.any() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
+        if let Some(dedup) = &self.dedup {
+            for (stderr, text) in dedup.lock().0.flush() {
+                output::print(stderr, &text);
+            }
+        }
         if let Some(joined) = &self.cluster {
             let (actors, groups) = {
                 let node = &self.state.lock().node;
@@ -664,9 +674,26 @@ impl Core {
 
     /// Prints `text`, which a worker wrote to its standard error (`stderr`) or output (each
     /// line labelled by the worker, see [`output`]).
-    pub(crate) fn worker_output(&self, stderr: bool, text: &str) {
-        if output::to_driver() {
+    pub(crate) fn worker_output(self: &Arc<Self>, stderr: bool, text: &str) {
+        if !output::to_driver() {
+            return;
+        }
+        let Some(dedup) = &self.dedup else {
             output::print(stderr, text);
+            return;
+        };
+        let mut now = String::new();
+        let start_ticker = {
+            let mut held = dedup.lock();
+            held.0.lines(stderr, text, Instant::now(), &mut now);
+            let start = held.0.holds() && !held.1;
+            held.1 |= start;
+            start
+        };
+        output::print(stderr, &now);
+        if start_ticker {
+            let core = Arc::downgrade(self);
+            self.handle.spawn(show_repeats(core));
         }
     }
 
@@ -675,6 +702,33 @@ impl Core {
             .state
             .lock()
             .event(Event::WorkerExited { worker, reason });
+    }
+}
+
+/// Shows the counts of workers' repeated lines as their windows end, every second while any
+/// are held (see [`Dedup`]).
+async fn show_repeats(core: Weak<Core>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(core) = core.upgrade() else {
+            return;
+        };
+        let Some(dedup) = &core.dedup else {
+            return;
+        };
+        let (due, goes_on) = {
+            let mut held = dedup.lock();
+            let due = held.0.due(Instant::now());
+            // Once nothing is held this task ends; the next line held starts another.
+            held.1 = held.0.holds();
+            (due, held.1)
+        };
+        for (stderr, text) in due {
+            output::print(stderr, &text);
+        }
+        if !goes_on {
+            return;
+        }
     }
 }
 

@@ -6,7 +6,10 @@
 //! runs, see `worker::output`); a daemon sends what it reads to the job's driver over the
 //! job's connection, one stream per pipe, so that a worker's lines stay in order.
 //! `PRISM_LOG_TO_DRIVER=0` turns it off: workers then write where their starter writes, as
-//! before, unlabelled.
+//! before, unlabelled. The driver shows a line printed by many workers once, then counts the
+//! repeats (`[repeated 7x across cluster]`, see [`crate::proto::logs`]); `PRISM_DEDUP_LOGS=0`
+//! shows every line. Whoever reads a worker's pipes also keeps what it wrote in the session
+//! directory ([`logs_dir`]), which `prism logs` shows.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -15,6 +18,10 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
 /// Set to `0`: workers' output is not brought to the driver.
 pub(crate) const ENV_LOG_TO_DRIVER: &str = "PRISM_LOG_TO_DRIVER";
+
+/// Set to `0`: workers' repeated lines are not deduplicated at the driver (see
+/// [`crate::proto::logs`]).
+pub(crate) const ENV_DEDUP_LOGS: &str = "PRISM_DEDUP_LOGS";
 
 /// Set (to `1`) for a worker whose output its starter reads: it labels each line.
 pub(crate) const ENV_LABEL_OUTPUT: &str = "PRISM_LABEL_OUTPUT";
@@ -25,6 +32,11 @@ const BATCH: usize = 16 << 10;
 /// Whether workers' output goes to the driver (see [`ENV_LOG_TO_DRIVER`]).
 pub(crate) fn to_driver() -> bool {
     std::env::var(ENV_LOG_TO_DRIVER).map_or(true, |v| v.trim() != "0")
+}
+
+/// Whether workers' repeated lines are deduplicated (see [`ENV_DEDUP_LOGS`]).
+pub(crate) fn dedup() -> bool {
+    std::env::var(ENV_DEDUP_LOGS).map_or(true, |v| v.trim() != "0")
 }
 
 /// Has the worker `cmd` starts write its output and errors, labelled, to pipes its starter
@@ -107,6 +119,83 @@ impl Open {
 impl Drop for Reading {
     fn drop(&mut self) {
         self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// How many workers' logs a host keeps (the oldest go first).
+const KEPT_LOGS: usize = 1000;
+
+/// Where this host's workers' logs are kept: `logs/` in the session directory, a file per
+/// worker and stream (`NODE-PID.out`, `NODE-PID.err`), each what the worker wrote there,
+/// labelled.
+pub(crate) fn logs_dir() -> std::path::PathBuf {
+    crate::session::session_dir().join("logs")
+}
+
+/// The file name of worker `pid`'s log on node `node` (`stderr`: its errors).
+pub(crate) fn log_name(node: &str, pid: u32, stderr: bool) -> String {
+    let node: String = node
+        .chars()
+        .map(
+            |c| match c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                true => c,
+                false => '_',
+            },
+        )
+        .collect();
+    let stream = if stderr { "err" } else { "out" };
+    format!("{node}-{pid}.{stream}")
+}
+
+/// Opens a new log for worker `pid` on `node` (0600 in a 0700 directory), first removing
+/// the oldest logs beyond [`KEPT_LOGS`]; `None` (said in the log) when it cannot.
+pub(crate) fn open_log(node: &str, pid: u32, stderr: bool) -> Option<std::fs::File> {
+    let dir = logs_dir();
+    let opened = crate::files::private_dir_all(&dir).and_then(|()| {
+        forget_old_logs(&dir);
+        let path = dir.join(log_name(node, pid, stderr));
+        let _ = std::fs::remove_file(&path); // a pid used again
+        crate::files::private_options()
+            .append(true)
+            .create_new(true)
+            .open(path)
+    });
+    match opened {
+        Ok(file) => Some(file),
+        Err(e) => {
+            tracing::warn!(
+                pid,
+                "cannot keep the worker's log in {}: {e}",
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
+/// Removes the oldest logs in `dir` beyond [`KEPT_LOGS`] (less one, for the one to come).
+fn forget_old_logs(dir: &std::path::Path) {
+    let mut logs: Vec<(std::time::SystemTime, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if logs.len() < KEPT_LOGS {
+        return;
+    }
+    logs.sort();
+    for (_, path) in &logs[..=logs.len() - KEPT_LOGS] {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Appends `text` to a worker's log, if it has one (a full disk loses lines, not the job).
+pub(crate) fn keep(log: &mut Option<std::fs::File>, text: &str) {
+    if let Some(file) = log
+        && file.write_all(text.as_bytes()).is_err()
+    {
+        *log = None;
     }
 }
 

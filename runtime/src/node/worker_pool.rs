@@ -104,7 +104,8 @@ fn show_output(core: &Arc<Core>, child: &mut std::process::Child) {
     let weak = Arc::downgrade(core);
     for (stderr, pipe) in super::output::pipes(child) {
         let reading = core.output_open().count();
-        tokio::spawn(print_output(weak.clone(), stderr, pipe, reading));
+        let log = super::output::open_log("local", child.id(), stderr);
+        tokio::spawn(print_output(weak.clone(), stderr, pipe, log, reading));
     }
 }
 
@@ -112,10 +113,12 @@ async fn print_output(
     core: std::sync::Weak<Core>,
     stderr: bool,
     pipe: impl tokio::io::AsyncRead + Unpin,
+    mut log: Option<std::fs::File>,
     _reading: super::output::Reading,
 ) {
     let mut reader = tokio::io::BufReader::new(pipe);
     while let Some(text) = super::output::next_batch(&mut reader).await {
+        super::output::keep(&mut log, &text);
         // Read to the end even when the driver stops: a closed pipe would fail the worker's
         // next print.
         if let Some(core) = core.upgrade() {

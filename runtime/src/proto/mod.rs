@@ -6,7 +6,10 @@
 //! what a driver tells it of its actors and placement groups), a node's lease on a job it
 //! hosts, the job's task events (`events`), the driver's node (`node`: the owner's books, actors, placement groups, copies of
 //! objects across a cluster), the scheduler of one node's workers, the set of nodes a driver
-//! schedules onto, placement groups' naming and plans, and the table helpers the books share.
+//! schedules onto, placement groups' naming and plans, a worker's books (`worker`: the tasks
+//! it was sent, the values it asked for, its references, blocking in `get`), and the table
+//! helpers the books share; and the deduplication of workers' output lines at the driver
+//! (`logs`).
 //! The only other module of the crate they name is `store`, for the type of the mapped objects
 //! the owner holds (never to do IO with it).
 
@@ -14,6 +17,7 @@ pub(crate) mod control;
 pub(crate) mod directory;
 pub(crate) mod events;
 pub(crate) mod lease;
+pub(crate) mod logs;
 pub(crate) mod node;
 pub(crate) mod nodes;
 pub(crate) mod owner;
