@@ -345,6 +345,17 @@ fn output_and_logs(session: &str) -> Result<(), Failed> {
                 == 4,
         format!("prism logs --pid {pid} shows all it wrote: {shown:?}"),
     )?;
+    // Only this user reads them.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: std::path::PathBuf| {
+        std::fs::metadata(path).map_or(0, |m| m.permissions().mode() & 0o777)
+    };
+    let dir = std::path::Path::new(session).join("logs");
+    let file = dir.join(format!("local-{pid}.out"));
+    ensure(
+        mode(dir.clone()) == 0o700 && mode(file.clone()) == 0o600,
+        format!("logs 0700, each log 0600: {:o} {:o}", mode(dir), mode(file)),
+    )?;
     let none = logs(&["--pid", "1"])?;
     let said = String::from_utf8_lossy(&none.stderr);
     ensure(
