@@ -510,6 +510,34 @@ fn the_prism_command_lists_summarises_and_draws_a_running_programs_tasks() -> Re
             .any(|l| l.contains("::traced_child") && l.contains("FINISHED")),
         summary.clone(),
     )?;
+    // The objects the program holds: a put of 3 KiB, listed and counted.
+    let held = prism::put_ref(&vec![7u8; 3 << 10])?;
+    let listed = prism_cli(&["list", "objects", "--format", "json", "--pid", &me])?;
+    let objects: serde_json::Value = serde_json::from_str(&listed)?;
+    let put = objects
+        .as_array()
+        .and_then(|all| all.iter().find(|o| o["object_id"] == held.id().to_string()));
+    ensure(
+        put.is_some_and(|o| {
+            o["function"] == "put"
+                && o["state"] == "IN_MEMORY"
+                && o["references"].as_u64() >= Some(1)
+                && o["size_bytes"].as_u64().is_some_and(|b| b >= 3 << 10)
+        }),
+        format!("the put among the objects: {listed}"),
+    )?;
+    let counted = prism_cli(&["summary", "objects", "--pid", &me])?;
+    ensure(
+        counted.starts_with("FUNCTION") && counted.lines().any(|l| l.starts_with("put ")),
+        counted.clone(),
+    )?;
+    let api = prism::state::summarize_objects()?;
+    ensure(
+        api.iter()
+            .any(|s| s.function == "put" && s.count >= 1 && s.bytes >= 3 << 10),
+        format!("{api:?}"),
+    )?;
+    drop(held);
     let id = children[0]["task_id"].as_str().ok_or("an id")?;
     let got: serde_json::Value = serde_json::from_str(&prism_cli(&["get", "task", id])?)?;
     ensure(

@@ -398,5 +398,8 @@ fn main() {
             workers_output_reaches_the_driver_labelled,
         ),
     ];
-    common::run(prism::Config::new().num_cpus(1.0), cases)
+    // One at a time: every driver these tests start sweeps the leftovers of dead drivers, so a
+    // driver started by one test would sweep what another test's killed driver must be seen
+    // to leave behind.
+    common::run_with_threads(prism::Config::new().num_cpus(1.0), cases, Some(1))
 }

@@ -1,7 +1,8 @@
 //! `prism::state`: what the job's tasks did, from the driver's task events — every task and
 //! actor call with its state changes and runs ([`list_tasks`]), counts by function and state
 //! ([`summarize_tasks`]), and a Chrome trace of the runs that Perfetto and `chrome://tracing`
-//! open ([`timeline`]).
+//! open ([`timeline`]); and the objects the driver owns ([`list_objects`],
+//! [`summarize_objects`]).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -12,6 +13,7 @@ use crate::context::{self, Context};
 use crate::proto::events::{Ran, TaskEntry};
 use crate::proto::node::State;
 use crate::proto::nodes::node_of;
+use crate::proto::owner::Slot;
 use crate::{Error, Result, TaskId};
 
 pub use crate::proto::events::{TaskPhase, TaskType};
@@ -45,6 +47,40 @@ pub struct TaskInfo {
     pub events: Vec<TaskEvent>,
     /// Its runs, as their workers measured them.
     pub runs: Vec<TaskRun>,
+}
+
+/// One object the driver owns (the values its tasks return and its puts).
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct ObjectInfo {
+    /// Its id (as text: the task's id, `/`, the return index).
+    pub object_id: String,
+    /// The function that makes it (`put` for a put).
+    pub function: String,
+    /// Where its value is: `PENDING` (its task has not returned), `IN_MEMORY` (inline with the
+    /// owner, or in this node's shared-memory store), `SPILLED` (on disk), `REMOTE` (in another
+    /// node's store), or `FAILED`.
+    pub state: &'static str,
+    /// Its size in bytes, once known.
+    pub size_bytes: Option<u64>,
+    /// Live references to it: the driver's `ObjectRef`s and one per worker holding it.
+    pub references: u32,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// The objects of one function, counted.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct ObjectSummary {
+    /// The function that makes them.
+    pub function: String,
+    /// How many there are.
+    pub count: u64,
+    /// Their bytes (those whose size is known).
+    pub bytes: u64,
+    /// How many are in each state (see [`ObjectInfo::state`]).
+    pub states: BTreeMap<&'static str, u64>,
 }
 
 /// A task's state change.
@@ -218,6 +254,72 @@ pub fn get_task(task: TaskId) -> Result<Option<TaskInfo>> {
             .events
             .get(task)
             .map(|entry| info(state, &clock, task, entry))
+    })
+}
+
+fn object_info(id: crate::ObjectId, function: &str, slot: &Slot, references: u32) -> ObjectInfo {
+    let (state, size_bytes, error) = match slot {
+        Slot::Pending => ("PENDING", None, None),
+        Slot::Ready(bytes) => ("IN_MEMORY", Some(bytes.len() as u64), None),
+        Slot::Spilled(len) | Slot::Restoring(len) => ("SPILLED", Some(*len), None),
+        Slot::Remote(len) => ("REMOTE", Some(*len), None),
+        Slot::Failed(e) => ("FAILED", None, Some(e.to_string())),
+    };
+    ObjectInfo {
+        object_id: id.to_string(),
+        function: function.to_string(),
+        state,
+        size_bytes,
+        references,
+        error,
+    }
+}
+
+/// Every object the driver owns, by id.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> prism::Result<()> {
+/// let held: u64 = prism::state::list_objects()?
+///     .iter()
+///     .filter_map(|o| o.size_bytes)
+///     .sum();
+/// println!("the driver's objects hold {held} bytes");
+/// # Ok(())
+/// # }
+/// ```
+pub fn list_objects() -> Result<Vec<ObjectInfo>> {
+    with_state("list_objects", |state| {
+        let mut objects: Vec<ObjectInfo> = state
+            .owner
+            .objects()
+            .map(|(id, function, slot, refs)| object_info(id, function, slot, refs))
+            .collect();
+        objects.sort_by(|a, b| a.object_id.cmp(&b.object_id));
+        objects
+    })
+}
+
+/// The driver's objects counted by function: how many, their bytes, their states.
+pub fn summarize_objects() -> Result<Vec<ObjectSummary>> {
+    with_state("summarize_objects", |state| {
+        let mut out: BTreeMap<String, ObjectSummary> = BTreeMap::new();
+        for (id, function, slot, refs) in state.owner.objects() {
+            let info = object_info(id, function, slot, refs);
+            let s = out
+                .entry(info.function.clone())
+                .or_insert_with(|| ObjectSummary {
+                    function: info.function.clone(),
+                    count: 0,
+                    bytes: 0,
+                    states: BTreeMap::new(),
+                });
+            s.count += 1;
+            s.bytes += info.size_bytes.unwrap_or(0);
+            *s.states.entry(info.state).or_default() += 1;
+        }
+        out.into_values().collect()
     })
 }
 

@@ -123,13 +123,15 @@ fn request(line: &str) -> Result<Value, String> {
         "tasks" => value(super::state::list_tasks()),
         "summary tasks" => value(super::state::summarize_tasks()),
         "timeline" => value(super::state::timeline_json()),
+        "objects" => value(super::state::list_objects()),
+        "summary objects" => value(super::state::summarize_objects()),
         other => match other.strip_prefix("task ") {
             Some(id) => {
                 let task = id.trim().parse().map_err(|e| format!("{e}"))?;
                 value(super::state::get_task(task))
             }
             None => Err(format!(
-                "unknown request {other:?} (this driver answers: tasks, task ID, summary tasks, timeline)"
+                "unknown request {other:?} (this driver answers: tasks, task ID, summary tasks, timeline, objects, summary objects)"
             )),
         },
     }

@@ -26,6 +26,8 @@ pub(super) enum Listed {
     Nodes,
     /// The tasks and actor calls of the drivers running on this host (their task events).
     Tasks,
+    /// The objects the drivers running on this host own.
+    Objects,
 }
 
 /// How `prism list` prints.
@@ -62,6 +64,8 @@ pub(super) struct ListArgs {
 pub(super) enum Summarized {
     /// Tasks by function and state.
     Tasks,
+    /// The drivers' objects by function: how many, their bytes, their states.
+    Objects,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -92,6 +96,7 @@ struct Table {
 pub(super) async fn list(args: &ListArgs) -> Result<(), String> {
     let mut table = match args.what {
         Listed::Tasks => tasks(&ask_drivers(&args.drivers, "tasks")?),
+        Listed::Objects => objects(&ask_drivers(&args.drivers, "objects")?),
         _ => from_head(args).await?,
     };
     let mut keep = Vec::new();
@@ -136,9 +141,17 @@ async fn from_head(args: &ListArgs) -> Result<Table, String> {
 
 /// `prism summary tasks`: the drivers' tasks counted by function and state.
 pub(super) fn summary(args: &SummaryArgs) -> Result<(), String> {
-    let Summarized::Tasks = args.what;
-    let answers = ask_drivers(&args.drivers, "summary tasks")?;
-    let columns = &["FUNCTION", "TYPE", "TOTAL", "STATES", "DRIVER"];
+    let (request, columns): (&str, &'static [&'static str]) = match args.what {
+        Summarized::Tasks => (
+            "summary tasks",
+            &["FUNCTION", "TYPE", "TOTAL", "STATES", "DRIVER"],
+        ),
+        Summarized::Objects => (
+            "summary objects",
+            &["FUNCTION", "COUNT", "BYTES", "STATES", "DRIVER"],
+        ),
+    };
+    let answers = ask_drivers(&args.drivers, request)?;
     let mut rows = Vec::new();
     for (pid, summaries) in &answers {
         for summary in summaries.as_array().into_iter().flatten() {
@@ -147,10 +160,14 @@ pub(super) fn summary(args: &SummaryArgs) -> Result<(), String> {
             let listed: Vec<String> = states.iter().map(|(s, n)| format!("{s} {n}")).collect();
             let mut shown = summary.clone();
             shown["driver"] = Value::from(*pid);
+            let (second, third) = match args.what {
+                Summarized::Tasks => (text(&summary["type"]), total.to_string()),
+                Summarized::Objects => (text(&summary["count"]), text(&summary["bytes"])),
+            };
             let row = vec![
                 text(&summary["function"]),
-                text(&summary["type"]),
-                total.to_string(),
+                second,
+                third,
                 listed.join(", "),
                 pid.to_string(),
             ];
@@ -206,20 +223,55 @@ fn tasks(answers: &[(u32, Value)]) -> Table {
     let columns = &[
         "TASK_ID", "FUNCTION", "STATE", "TYPE", "ATTEMPT", "NODE", "DRIVER", "ERROR",
     ];
-    let rows = answers.iter().flat_map(|(pid, tasks)| {
-        tasks.as_array().into_iter().flatten().map(move |task| {
-            let error = text(&task["error"]);
-            let row = vec![
-                text(&task["task_id"]),
-                text(&task["function"]),
-                text(&task["state"]),
-                text(&task["type"]),
-                text(&task["attempt"]),
-                text(&task["node"]),
-                pid.to_string(),
-                error.lines().next().unwrap_or("").to_string(),
-            ];
-            let mut shown = task.clone();
+    let fields = [
+        "task_id", "function", "state", "type", "attempt", "node", "driver", "error",
+    ];
+    driver_table(answers, columns, &fields)
+}
+
+/// The drivers' objects, by id within each driver.
+fn objects(answers: &[(u32, Value)]) -> Table {
+    let columns = &[
+        "OBJECT_ID",
+        "FUNCTION",
+        "STATE",
+        "SIZE_BYTES",
+        "REFERENCES",
+        "DRIVER",
+        "ERROR",
+    ];
+    let fields = [
+        "object_id",
+        "function",
+        "state",
+        "size_bytes",
+        "references",
+        "driver",
+        "error",
+    ];
+    driver_table(answers, columns, &fields)
+}
+
+/// The records the drivers answered, a row each under `columns`, each cell the record's
+/// field of the same place in `fields` (`driver`: the driver's pid; `error`: its first line).
+fn driver_table(
+    answers: &[(u32, Value)],
+    columns: &'static [&'static str],
+    fields: &[&str],
+) -> Table {
+    let rows = answers.iter().flat_map(|(pid, records)| {
+        records.as_array().into_iter().flatten().map(move |record| {
+            let cell = |field: &str| match field {
+                "driver" => pid.to_string(),
+                "error" => text(&record["error"])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+                _ => text(&record[field]),
+            };
+            let row = fields.iter().map(|f| cell(f)).collect();
+            let mut shown = record.clone();
             shown["driver"] = Value::from(*pid);
             (row, shown)
         })

@@ -49,9 +49,10 @@ enum Command {
     /// Have a node of the cluster drain and stop, as `prism stop` on its host would.
     Drain(DrainArgs),
     /// List the cluster's jobs, actors or placement groups (running and ended), as the head
-    /// keeps them; or the tasks of the Prism programs running on this host.
+    /// keeps them; or the tasks or objects of the Prism programs running on this host.
     List(list::ListArgs),
-    /// Count the tasks of the Prism programs running on this host, by function and state.
+    /// Count the tasks (by function and state) or the objects (by function) of the Prism
+    /// programs running on this host.
     Summary(list::SummaryArgs),
     /// Show one task of a Prism program running on this host: its state changes and runs.
     Get(list::GetArgs),

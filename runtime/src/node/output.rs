@@ -151,15 +151,18 @@ pub(crate) fn log_name(node: &str, pid: u32, stderr: bool) -> String {
 /// the oldest logs beyond [`KEPT_LOGS`]; `None` (said in the log) when it cannot.
 pub(crate) fn open_log(node: &str, pid: u32, stderr: bool) -> Option<std::fs::File> {
     let dir = logs_dir();
-    let opened = crate::files::private_dir_all(&dir).and_then(|()| {
-        forget_old_logs(&dir);
-        let path = dir.join(log_name(node, pid, stderr));
-        let _ = std::fs::remove_file(&path); // a pid used again
-        crate::files::private_options()
-            .append(true)
-            .create_new(true)
-            .open(path)
-    });
+    let session = crate::session::open_session().map_err(std::io::Error::other);
+    let opened = session
+        .and_then(|_| crate::files::private_dir(&dir))
+        .and_then(|()| {
+            forget_old_logs(&dir);
+            let path = dir.join(log_name(node, pid, stderr));
+            let _ = std::fs::remove_file(&path); // a pid used again
+            crate::files::private_options()
+                .append(true)
+                .create_new(true)
+                .open(path)
+        });
     match opened {
         Ok(file) => Some(file),
         Err(e) => {

@@ -396,6 +396,14 @@ impl Owner {
         out
     }
 
+    /// Every object this owner tracks, for the state API: id, the function that makes it,
+    /// its slot and its live references, in no particular order.
+    pub(crate) fn objects(&self) -> impl Iterator<Item = (ObjectId, &str, &Slot, u32)> {
+        self.objects
+            .iter()
+            .map(|(id, e)| (*id, &*e.function, &e.slot, e.refs))
+    }
+
     /// Number of objects the owner tracks.
     pub(crate) fn object_count(&self) -> usize {
         self.objects.len()
