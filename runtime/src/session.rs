@@ -30,6 +30,12 @@ fn read_session(file: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// Whether a head's address is given (`address`, from a flag or the environment) or known
+/// from the session directory.
+pub(crate) fn head_known(address: Option<&str>) -> bool {
+    address.is_some() || read_session("address").is_some()
+}
+
 /// The head's address and the token, from the flags, the environment or the session directory.
 pub(crate) fn head_and_token(
     address: Option<&str>,

@@ -7,7 +7,25 @@ use std::time::Duration;
 
 use common::{Case, alive, children_of, ensure, eventually};
 use libtest_mimic::Failed;
-use prism::{ObjectRef, remote};
+use prism::{ObjectRef, actor, remote};
+
+/// An actor for the state commands to list.
+#[actor]
+struct Listed {
+    seen: u32,
+}
+
+#[actor]
+impl Listed {
+    fn new() -> Self {
+        Listed { seen: 0 }
+    }
+
+    fn see(&mut self) -> u32 {
+        self.seen += 1;
+        self.seen
+    }
+}
 
 #[remote]
 fn leaf(x: u64) -> u64 {
@@ -538,6 +556,24 @@ fn the_prism_command_lists_summarises_and_draws_a_running_programs_tasks() -> Re
         format!("{api:?}"),
     )?;
     drop(held);
+    // The program's actors, from the program itself (no head runs here).
+    let listed = Listed::options().name("listed-by-the-cli").remote();
+    ensure(listed.see().get_blocking()? == 1, "the actor runs")?;
+    let table = prism_cli(&["list", "actors", "--pid", &me])?;
+    ensure(
+        table.starts_with("ACTOR")
+            && table.lines().any(|l| {
+                l.contains("::Listed") && l.contains("listed-by-the-cli") && l.contains("ALIVE")
+            }),
+        table.clone(),
+    )?;
+    let api = prism::state::list_actors()?;
+    ensure(
+        api.iter()
+            .any(|a| a.name.as_deref() == Some("listed-by-the-cli") && a.state == "ALIVE"),
+        format!("{api:?}"),
+    )?;
+    prism::kill(&listed)?;
     let id = children[0]["task_id"].as_str().ok_or("an id")?;
     let got: serde_json::Value = serde_json::from_str(&prism_cli(&["get", "task", id])?)?;
     ensure(

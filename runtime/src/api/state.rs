@@ -1,8 +1,8 @@
 //! `prism::state`: what the job's tasks did, from the driver's task events — every task and
 //! actor call with its state changes and runs ([`list_tasks`]), counts by function and state
 //! ([`summarize_tasks`]), and a Chrome trace of the runs that Perfetto and `chrome://tracing`
-//! open ([`timeline`]); and the objects the driver owns ([`list_objects`],
-//! [`summarize_objects`]).
+//! open ([`timeline`]); the objects the driver owns ([`list_objects`],
+//! [`summarize_objects`]) and its job's actors ([`list_actors`]).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -67,6 +67,56 @@ pub struct ObjectInfo {
     pub references: u32,
     /// Why it failed.
     pub error: Option<String>,
+}
+
+/// One actor the driver's job created.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct ActorInfo {
+    /// Its id.
+    pub actor_id: String,
+    /// Its type.
+    pub class: String,
+    /// The name it was created under, if any.
+    pub name: Option<String>,
+    /// `STARTING`, `ALIVE`, `RESTARTING` or `DEAD`.
+    pub state: &'static str,
+    /// Why it is dead.
+    pub reason: Option<String>,
+    /// The node its current incarnation runs on.
+    pub node: Option<String>,
+    /// How many times it was restarted.
+    pub restarts: u32,
+}
+
+/// Every actor the driver's job created, dead ones too.
+pub fn list_actors() -> Result<Vec<ActorInfo>> {
+    use prism_transport::ActorState;
+    with_state("list_actors", |state| {
+        let mut actors: Vec<ActorInfo> = state
+            .actor_directory()
+            .into_iter()
+            .map(|a| {
+                let (state, reason) = match a.state {
+                    ActorState::Starting => ("STARTING", None),
+                    ActorState::Alive => ("ALIVE", None),
+                    ActorState::Restarting => ("RESTARTING", None),
+                    ActorState::Dead(reason) => ("DEAD", Some(reason)),
+                };
+                ActorInfo {
+                    actor_id: a.id.to_string(),
+                    class: a.class,
+                    name: a.name,
+                    state,
+                    reason,
+                    node: (!a.node.is_empty()).then_some(a.node),
+                    restarts: a.restarts,
+                }
+            })
+            .collect();
+        actors.sort_by(|a, b| a.actor_id.cmp(&b.actor_id));
+        actors
+    })
 }
 
 /// The objects of one function, counted.

@@ -124,6 +124,7 @@ fn request(line: &str) -> Result<Value, String> {
         "summary tasks" => value(super::state::summarize_tasks()),
         "timeline" => value(super::state::timeline_json()),
         "objects" => value(super::state::list_objects()),
+        "actors" => value(super::state::list_actors()),
         "summary objects" => value(super::state::summarize_objects()),
         other => match other.strip_prefix("task ") {
             Some(id) => {
@@ -131,7 +132,7 @@ fn request(line: &str) -> Result<Value, String> {
                 value(super::state::get_task(task))
             }
             None => Err(format!(
-                "unknown request {other:?} (this driver answers: tasks, task ID, summary tasks, timeline, objects, summary objects)"
+                "unknown request {other:?} (this driver answers: tasks, task ID, summary tasks, timeline, objects, summary objects, actors)"
             )),
         },
     }

@@ -17,7 +17,8 @@ use crate::dashboard::NodeJson;
 pub(super) enum Listed {
     /// Every job the head knows: running, finished and failed (the latest 100 ended).
     Jobs,
-    /// Every job's actors, dead ones too.
+    /// Every job's actors, dead ones too (without a head, or with `--pid`: those of the
+    /// programs running on this host).
     Actors,
     /// Every job's placement groups, removed ones too.
     #[value(alias = "groups")]
@@ -97,6 +98,14 @@ pub(super) async fn list(args: &ListArgs) -> Result<(), String> {
     let mut table = match args.what {
         Listed::Tasks => tasks(&ask_drivers(&args.drivers, "tasks")?),
         Listed::Objects => objects(&ask_drivers(&args.drivers, "objects")?),
+        // Without a head (a program that runs its own cluster), or for one driver: the
+        // drivers running here answer for their actors.
+        Listed::Actors
+            if args.drivers.pid.is_some()
+                || !crate::session::head_known(args.client.address.as_deref()) =>
+        {
+            driver_actors(&ask_drivers(&args.drivers, "actors")?)
+        }
         _ => from_head(args).await?,
     };
     let mut keep = Vec::new();
@@ -248,6 +257,17 @@ fn objects(answers: &[(u32, Value)]) -> Table {
         "references",
         "driver",
         "error",
+    ];
+    driver_table(answers, columns, &fields)
+}
+
+/// The drivers' actors, by id within each driver.
+fn driver_actors(answers: &[(u32, Value)]) -> Table {
+    let columns = &[
+        "ACTOR", "CLASS", "NAME", "STATE", "NODE", "RESTARTS", "DRIVER", "REASON",
+    ];
+    let fields = [
+        "actor_id", "class", "name", "state", "node", "restarts", "driver", "reason",
     ];
     driver_table(answers, columns, &fields)
 }

@@ -21,7 +21,7 @@ pub(super) struct DriverArgs {
     /// Only the driver with this process id (default: every driver running on this host in
     /// this session directory).
     #[arg(long)]
-    pid: Option<u32>,
+    pub(super) pid: Option<u32>,
 }
 
 /// Asks the drivers `args` names for `request`: each one's pid and answer. A socket no

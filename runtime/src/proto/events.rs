@@ -167,8 +167,7 @@ pub(crate) struct TaskEvents {
     epoch: Option<Instant>,
     /// One copy of each function's name, which its entries share. (An entry holding the
     /// submitter's own copy kept one small allocation per task alive, scattered over the heap
-    /// among the tasks' freed memory: after a million tasks the process could not give back
-    /// some 200 MiB.)
+    /// among the tasks' freed memory: after a million tasks the driver kept 14 MiB more.)
     names: std::collections::HashSet<Arc<str>>,
 }
 

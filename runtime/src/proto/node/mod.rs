@@ -891,7 +891,9 @@ impl State {
         }
         let us = |v: &rkyv::rend::u64_le| v.to_native();
         let (args, run, store) = (us(&times.args_us), us(&times.run_us), us(&times.store_us));
-        let took = args + run + store + us(&times.ago_us);
+        let took = [run, store, us(&times.ago_us)]
+            .into_iter()
+            .fold(args, u64::saturating_add);
         let ran = crate::proto::events::Ran {
             worker,
             pid: self.workers.get(&worker).and_then(|l| l.pid),
