@@ -43,6 +43,18 @@ pub enum ActorState {
     Dead(String),
 }
 
+impl ActorState {
+    /// The name listings show (`STARTING`, `ALIVE`, `RESTARTING`, `DEAD`), and why it is dead.
+    pub fn name_and_reason(&self) -> (&'static str, Option<&str>) {
+        match self {
+            ActorState::Starting => ("STARTING", None),
+            ActorState::Alive => ("ALIVE", None),
+            ActorState::Restarting => ("RESTARTING", None),
+            ActorState::Dead(reason) => ("DEAD", Some(reason)),
+        }
+    }
+}
+
 /// One actor of a job.
 #[derive(Debug, Clone, PartialEq, Archive, ToArchive, FromArchive, Serialize, Deserialize)]
 pub struct ActorStatus {

@@ -91,18 +91,13 @@ pub struct ActorInfo {
 
 /// Every actor the driver's job created, dead ones too.
 pub fn list_actors() -> Result<Vec<ActorInfo>> {
-    use prism_transport::ActorState;
     with_state("list_actors", |state| {
         let mut actors: Vec<ActorInfo> = state
             .actor_directory()
             .into_iter()
             .map(|a| {
-                let (state, reason) = match a.state {
-                    ActorState::Starting => ("STARTING", None),
-                    ActorState::Alive => ("ALIVE", None),
-                    ActorState::Restarting => ("RESTARTING", None),
-                    ActorState::Dead(reason) => ("DEAD", Some(reason)),
-                };
+                let (state, reason) = a.state.name_and_reason();
+                let reason = reason.map(str::to_string);
                 ActorInfo {
                     actor_id: a.id.to_string(),
                     class: a.class,

@@ -404,12 +404,8 @@ fn actors(jobs: &[JobStatus]) -> Table {
     ];
     let rows = jobs.iter().flat_map(|job| {
         job.actors.iter().map(|actor| {
-            let (state, reason) = match &actor.state {
-                ActorState::Starting => ("STARTING", ""),
-                ActorState::Alive => ("ALIVE", ""),
-                ActorState::Restarting => ("RESTARTING", ""),
-                ActorState::Dead(reason) => ("DEAD", reason.as_str()),
-            };
+            let (state, reason) = actor.state.name_and_reason();
+            let reason = reason.unwrap_or("");
             let row = vec![
                 actor.id.to_string(),
                 actor.class.clone(),
