@@ -122,7 +122,7 @@ impl Drop for Reading {
     }
 }
 
-/// How many workers' logs a host keeps (the oldest go first).
+/// How many log files a host keeps, two per worker (the oldest go first).
 const KEPT_LOGS: usize = 1000;
 
 /// Where this host's workers' logs are kept: `logs/` in the session directory, a file per
