@@ -4,25 +4,8 @@
 
 mod common;
 
-use common::cluster::{Host, eventually, head_args, running, signal};
+use common::cluster::{Host, eventually, head_args, http_get, running, signal};
 use std::time::{Duration, Instant};
-
-/// A plain HTTP GET (HTTP/1.0, so the server closes after answering); returns (status, body).
-fn http_get(url: &str, token: Option<&str>) -> (u16, String) {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").expect("an http URL");
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let mut stream = std::net::TcpStream::connect(host).expect("the dashboard listens");
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().expect("a status code");
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_string())
-}
 
 fn status_until(head: &Host, want: impl Fn(&str) -> bool) -> String {
     status_within(head, Duration::from_secs(20), want)
@@ -123,10 +106,10 @@ fn a_head_and_two_nodes_on_loopback() {
     }
     let (code, page) = http_get(&dashboard, Some(&token));
     assert_eq!(code, 200);
-    assert!(
-        page.contains("3 of 3 nodes alive") && page.contains("node-b"),
-        "{page}"
-    );
+    assert!(page.contains("3 of 3 nodes alive"), "{page}");
+    let (code, page) = http_get(&format!("{dashboard}/nodes"), Some(&token));
+    assert_eq!(code, 200);
+    assert!(page.contains("node-b"), "{page}");
 
     // A node is cut off (killed without warning): the head counts it dead.
     let victim = b.daemons();

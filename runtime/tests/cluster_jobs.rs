@@ -11,6 +11,16 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use prism::{ObjectRef, actor, remote};
 
 #[remote]
+fn traced_on_alpha(i: u32) -> u32 {
+    i * 2
+}
+
+#[remote]
+fn fails_on_purpose() -> u32 {
+    panic!("fails on purpose")
+}
+
+#[remote]
 fn where_am_i() -> String {
     prism::node_name().unwrap_or_else(|| "<driver>".into())
 }
@@ -262,14 +272,145 @@ fn connect_without_certificate(token: &std::path::Path, addr: &str) -> Result<St
 
 /// `prism status` as the head's host sees it.
 fn status(head_dir: &std::path::Path) -> Result<String, Failed> {
+    cli(head_dir, &["status"])
+}
+
+/// What `prism ARGS` prints on the head's host (its errors too, after).
+fn cli(head_dir: &std::path::Path, args: &[&str]) -> Result<String, Failed> {
     let out = std::process::Command::new(common::cluster::program())
-        .arg("status")
+        .args(args)
         .env("PRISM_SESSION_DIR", head_dir)
         .env("PRISM_TEST_AS_CLI", "1")
         .env_remove("PRISM_ADDRESS")
         .env_remove("PRISM_TOKEN")
         .output()?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// The driver reports its tasks to the head: `prism list|summary|get` on the head's host, the
+/// dashboard's tasks pages and JSON, and `/metrics` show them.
+fn the_head_shows_the_jobs_tasks(head_dir: &std::path::Path) -> Result<(), Failed> {
+    let refs: Vec<ObjectRef<u32>> = (0..20)
+        .map(|i| traced_on_alpha::options().resources("alpha", 1.0).remote(i))
+        .collect();
+    ensure(
+        prism::get_all_blocking(&refs)?.iter().sum::<u32>() == 380,
+        "the sum",
+    )?;
+    let failed = fails_on_purpose::remote().get_blocking();
+    ensure(failed.is_err(), "the task fails")?;
+    // The summary names the function in full and counts its 20 runs.
+    let mut summary = String::new();
+    let counted = common::eventually(15, || {
+        summary = cli(head_dir, &["summary", "tasks", "--format", "json"]).unwrap_or_default();
+        summary.contains("traced_on_alpha") && summary.contains("\"FINISHED\": 20")
+    });
+    ensure(counted, format!("prism summary tasks:\n{summary}"))?;
+    let summaries: serde_json::Value = serde_json::from_str(&summary)?;
+    let traced = summaries
+        .as_array()
+        .and_then(|all| {
+            all.iter().find(|s| {
+                s["function"]
+                    .as_str()
+                    .is_some_and(|f| f.ends_with("traced_on_alpha"))
+            })
+        })
+        .ok_or("the summary of traced_on_alpha")?;
+    let function = traced["function"].as_str().unwrap_or_default().to_string();
+    let job = traced["job"].as_str().unwrap_or_default().to_string();
+    // Each task with its node; the failed one with its error.
+    let filter = format!("function={function}");
+    let listed = cli(
+        head_dir,
+        &["list", "tasks", "--filter", &filter, "--format", "json"],
+    )?;
+    let tasks: serde_json::Value =
+        serde_json::from_str(&listed).map_err(|e| format!("{e}: {listed}"))?;
+    let tasks = tasks.as_array().ok_or("an array")?;
+    ensure(
+        tasks.len() == 20
+            && tasks.iter().all(|t| {
+                t["state"] == "FINISHED" && t["node"] == "alpha" && t["job"] == job.as_str()
+            }),
+        listed.clone(),
+    )?;
+    let mut failed = String::new();
+    let listed = common::eventually(15, || {
+        failed = cli(head_dir, &["list", "tasks", "--filter", "state=failed"]).unwrap_or_default();
+        failed.contains("fails_on_purpose")
+    });
+    ensure(
+        listed && failed.starts_with("TASK_ID") && failed.contains("fails on purpose"),
+        failed.clone(),
+    )?;
+    let id = tasks[0]["task_id"].as_str().ok_or("an id")?;
+    let got = cli(head_dir, &["get", "task", id])?;
+    let got: serde_json::Value = serde_json::from_str(&got).map_err(|e| format!("{e}: {got}"))?;
+    ensure(
+        got["runs"][0]["node"] == "alpha"
+            && got["runs"][0]["run_us"].is_u64()
+            && got["events"].as_array().is_some_and(|e| e.len() >= 4),
+        format!("{got}"),
+    )?;
+    // The dashboard: its pages and JSON, with the token as a header or (a browser's) cookie.
+    let dashboard = std::fs::read_to_string(head_dir.join("dashboard"))?;
+    let token = std::fs::read_to_string(head_dir.join("token"))?;
+    let (token, dashboard) = (token.trim(), dashboard.trim());
+    let page_url = format!("{dashboard}/tasks?function={function}");
+    let (code, page) = common::cluster::http_get(&page_url, Some(token));
+    ensure(
+        code == 200 && page.contains("FINISHED 20") && page.contains("/task?job="),
+        format!("{code} {page}"),
+    )?;
+    let api = format!("{dashboard}/api/tasks?function={function}&limit=5");
+    let (code, body) = common::cluster::http_get(&api, Some(token));
+    let answer: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("{code} {e}: {body}"))?;
+    ensure(
+        answer["matched"] == 20 && answer["tasks"].as_array().map(Vec::len) == Some(5),
+        body.clone(),
+    )?;
+    let (code, metrics) = common::cluster::http_get(&format!("{dashboard}/metrics"), Some(token));
+    let labels = format!("job=\"{job}\",function=\"{function}\"");
+    for line in [
+        format!("prism_tasks{{{labels},state=\"FINISHED\"}} 20"),
+        format!("prism_task_run_seconds_count{{{labels}}} 20"),
+        format!("prism_task_schedule_seconds_bucket{{{labels},le=\"+Inf\"}} 20"),
+    ] {
+        ensure(
+            code == 200 && metrics.contains(&line),
+            format!("{line} in\n{metrics}"),
+        )?;
+    }
+    ensure(
+        metrics.contains("prism_workers{node=\"alpha\"}"),
+        metrics.clone(),
+    )?;
+    // A browser logs in with ?token=: the cookie is set and the token leaves the address.
+    let login = format!("{dashboard}/tasks?state=FINISHED&token={token}");
+    let (code, head, _) = common::cluster::http(&login, &[]);
+    ensure(
+        code == 303
+            && head.contains("location: /tasks?state=FINISHED")
+            && head.contains(&format!(
+                "set-cookie: prism_token={token}; Path=/; HttpOnly; SameSite=Strict"
+            )),
+        format!("{code} {head}"),
+    )?;
+    let cookie = format!("Cookie: prism_token={token}");
+    let (code, _, page) =
+        common::cluster::http(&format!("{dashboard}/tasks?state=FINISHED"), &[cookie]);
+    ensure(
+        code == 200 && page.contains("traced_on_alpha"),
+        format!("{code} {page}"),
+    )?;
+    let wrong = format!("{dashboard}/tasks?token=prism1-wrong");
+    let (code, head, _) = common::cluster::http(&wrong, &[]);
+    ensure(
+        code == 401 && !head.contains("set-cookie"),
+        format!("{code} {head}"),
+    )
 }
 
 fn a_task_that_fits_nowhere_shows_as_pending_demand(
@@ -353,7 +494,11 @@ fn main() {
         .collect();
     // Cases that read `prism status` on the head's host.
     type StatusCase = (&'static str, fn(&std::path::Path) -> Result<(), Failed>);
-    let with_status: [StatusCase; 3] = [
+    let with_status: [StatusCase; 4] = [
+        (
+            "the_head_shows_the_jobs_tasks",
+            the_head_shows_the_jobs_tasks,
+        ),
         (
             "an_actor_on_a_remote_node_keeps_its_state",
             an_actor_on_a_remote_node_keeps_its_state,

@@ -31,6 +31,7 @@ mod frame;
 mod io;
 mod message;
 pub mod quic;
+mod state;
 pub mod tls;
 pub mod transfer;
 
@@ -48,7 +49,11 @@ pub use message::{
     ArchivedPurpose, ArchivedRunTimes, ArchivedTaskEnd, ArchivedToHost, ArchivedToNode,
     ArchivedToWorker, ArchivedValue, Execute, FromControl, FromHost, HandshakeError, Hello,
     HostEvent, HostHello, HostReply, JoinReply, JoinRequest, MAX_AWAITING, MemberUpdate,
-    NodeStatus, NodeUse, ObjectValue, Outcome, PROTOCOL_VERSION, PendingDemand, PullKey, PullReply,
-    PullRequest, PullStats, Purpose, RunTimes, TaskEnd, ToControl, ToHost, ToNode, ToWorker, Value,
-    platform,
+    NodeStatus, NodeUsage, NodeUse, ObjectValue, Outcome, PROTOCOL_VERSION, PendingDemand, PullKey,
+    PullReply, PullRequest, PullStats, Purpose, RunTimes, TaskEnd, ToControl, ToHost, ToNode,
+    ToWorker, Value, platform,
+};
+pub use state::{
+    FunctionTimes, HISTOGRAM_BOUNDS_US, Histogram, JobEvents, JobSummary, JobTask, ObjectCount,
+    TaskCount, TaskEvent, TaskInfo, TaskPhase, TaskQuery, TaskRun, TaskType,
 };

@@ -10,7 +10,7 @@ use crate::frame::Message;
 /// in [`ToHost::StartJob`]; 6: missing arguments; 7: a node's lease on a job
 /// ([`HostEvent::Renew`]); 11: 64-bit worker numbers, run times; 12: run times inside
 /// [`ToNode::Done`] (no frame of their own).
-pub const PROTOCOL_VERSION: u32 = 12;
+pub const PROTOCOL_VERSION: u32 = 13;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -495,11 +495,26 @@ pub struct NodeStatus {
     pub last_seen_ms: u64,
     /// Objects its object manager pulled from other hosts, as of its last heartbeat.
     pub pulled: PullStats,
+    /// What its jobs hold there, as of its last heartbeat.
+    pub usage: NodeUsage,
     /// The registered daemon's [`ToControl::Register`] `boot`: a restarted node has another,
     /// and whatever a job had on the old daemon is gone.
     pub boot: u64,
     /// The node is leaving (see [`ToControl::Drain`]): it takes no new work.
     pub draining: bool,
+}
+
+/// What a node's jobs hold there: worker processes and object bytes.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct NodeUsage {
+    /// Worker processes of the jobs it hosts.
+    pub workers: u32,
+    /// Bytes of the objects in its shared-memory stores.
+    pub store_bytes: u64,
+    /// Bytes of the objects spilled to its disk.
+    pub spilled_bytes: u64,
 }
 
 /// Objects a node pulled from other hosts since it started.
@@ -545,6 +560,8 @@ pub enum ToControl {
         available: Vec<(String, f64)>,
         /// What its object manager pulled so far.
         pulled: PullStats,
+        /// What its jobs hold there now.
+        usage: NodeUsage,
     },
     /// The node table.
     Status,
@@ -588,6 +605,12 @@ pub enum ToControl {
     Job(crate::JobUpdate),
     /// Every job the control store knows, running and ended.
     Jobs,
+    /// A job's task events of the last second (its driver's own connection only).
+    Events(crate::JobEvents),
+    /// The tasks the head's board keeps that the query asks for.
+    Tasks(crate::TaskQuery),
+    /// Every job's counts and times, as its driver last reported them.
+    Summaries,
 }
 
 /// Tasks of one shape that wait for resources.
@@ -620,6 +643,15 @@ pub enum FromControl {
     Members(MemberUpdate),
     /// Every job the control store knows (the answer to [`ToControl::Jobs`]).
     Jobs(Vec<crate::JobStatus>),
+    /// The tasks asked for, by job and id (the answer to [`ToControl::Tasks`]).
+    Tasks {
+        /// The newest of those that match, as many as the query's limit.
+        tasks: Vec<crate::JobTask>,
+        /// How many match.
+        matched: u64,
+    },
+    /// Every job's counts and times (the answer to [`ToControl::Summaries`]).
+    Summaries(Vec<crate::JobSummary>),
     /// The request failed, and why.
     Error(String),
 }

@@ -5,49 +5,17 @@
 //! [`summarize_objects`]) and its job's actors ([`list_actors`]).
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::context::{self, Context};
-use crate::proto::events::{Ran, TaskEntry};
+use crate::proto::events::{TaskEntry, UnixClock};
 use crate::proto::node::State;
-use crate::proto::nodes::node_of;
 use crate::proto::owner::Slot;
 use crate::{Error, Result, TaskId};
 
-pub use crate::proto::events::{TaskPhase, TaskType};
-
-/// One task or actor call, as its task events tell it.
-#[derive(Debug, Clone, Serialize)]
-#[non_exhaustive]
-pub struct TaskInfo {
-    /// Its id (as text: `OWNER.SEQ`, the owner in hex).
-    #[serde(serialize_with = "as_text")]
-    pub task_id: TaskId,
-    /// Its function (or `Class::method`).
-    pub function: String,
-    /// What kind of task it is.
-    #[serde(rename = "type")]
-    pub kind: TaskType,
-    /// Where it is now.
-    pub state: TaskPhase,
-    /// Which attempt it is on (0: the first).
-    pub attempt: u32,
-    /// The node of the worker it was last sent to.
-    pub node: Option<String>,
-    /// That worker's number.
-    pub worker: Option<u64>,
-    /// The task that submitted it (none: the driver).
-    #[serde(serialize_with = "as_text_or_null")]
-    pub parent: Option<TaskId>,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// Its state changes, in order.
-    pub events: Vec<TaskEvent>,
-    /// Its runs, as their workers measured them.
-    pub runs: Vec<TaskRun>,
-}
+use prism_transport::{ObjectCount, TaskCount};
+pub use prism_transport::{TaskEvent, TaskInfo, TaskPhase, TaskRun, TaskType};
 
 /// One object the driver owns (the values its tasks return and its puts).
 #[derive(Debug, Clone, Serialize)]
@@ -125,39 +93,7 @@ pub struct ObjectSummary {
     /// Their bytes (those whose size is known).
     pub bytes: u64,
     /// How many are in each state (see [`ObjectInfo::state`]).
-    pub states: BTreeMap<&'static str, u64>,
-}
-
-/// A task's state change.
-#[derive(Debug, Clone, Copy, Serialize)]
-#[non_exhaustive]
-pub struct TaskEvent {
-    /// The state it entered.
-    pub state: TaskPhase,
-    /// In which attempt.
-    pub attempt: u32,
-    /// When, in microseconds since the Unix epoch (the driver's clock).
-    pub at_us: u64,
-}
-
-/// One run of a task on a worker.
-#[derive(Debug, Clone, Serialize)]
-#[non_exhaustive]
-pub struct TaskRun {
-    /// The worker's number.
-    pub worker: u64,
-    /// Its node.
-    pub node: String,
-    /// Its process id, if known.
-    pub pid: Option<u32>,
-    /// When the run began (arguments first), in microseconds since the Unix epoch.
-    pub start_us: u64,
-    /// Microseconds spent mapping or copying its arguments.
-    pub args_us: u64,
-    /// Microseconds in the function.
-    pub run_us: u64,
-    /// Microseconds storing its results.
-    pub store_us: u64,
+    pub states: BTreeMap<String, u64>,
 }
 
 /// How many tasks of one function are in each state.
@@ -175,43 +111,6 @@ pub struct TaskSummary {
     pub dropped: u64,
 }
 
-fn as_text<S: serde::Serializer>(
-    id: &TaskId,
-    serializer: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    serializer.collect_str(id)
-}
-
-fn as_text_or_null<S: serde::Serializer>(
-    id: &Option<TaskId>,
-    serializer: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    match id {
-        Some(id) => serializer.collect_str(id),
-        None => serializer.serialize_none(),
-    }
-}
-
-/// Converts the driver's instants to microseconds since the Unix epoch.
-struct Clock {
-    now: Instant,
-    unix_us: u64,
-}
-
-impl Clock {
-    fn new() -> Self {
-        Clock {
-            now: Instant::now(),
-            unix_us: (crate::session::now_nanos() / 1_000) as u64,
-        }
-    }
-
-    fn us(&self, at: Instant) -> u64 {
-        let ago = self.now.saturating_duration_since(at).as_micros() as u64;
-        self.unix_us.saturating_sub(ago)
-    }
-}
-
 /// Runs `f` on the driver's node state.
 fn with_state<R>(what: &str, f: impl FnOnce(&State) -> R) -> Result<R> {
     match context::current()? {
@@ -222,45 +121,11 @@ fn with_state<R>(what: &str, f: impl FnOnce(&State) -> R) -> Result<R> {
     }
 }
 
-fn node_name(state: &State, worker: u64) -> String {
+fn info(state: &State, clock: &UnixClock, task: TaskId, entry: &TaskEntry) -> TaskInfo {
     state
-        .nodes
-        .get(node_of(worker))
-        .map_or_else(|| format!("node {}", node_of(worker)), |n| n.name.clone())
-}
-
-fn info(state: &State, clock: &Clock, task: TaskId, entry: &TaskEntry) -> TaskInfo {
-    let events = &state.owner.events;
-    let run = |r: &Ran| TaskRun {
-        worker: r.worker,
-        node: node_name(state, r.worker),
-        pid: r.pid,
-        start_us: events.start_of(r).map_or(0, |at| clock.us(at)),
-        args_us: r.args_us,
-        run_us: r.run_us,
-        store_us: r.store_us,
-    };
-    TaskInfo {
-        task_id: task,
-        function: entry.function.to_string(),
-        kind: entry.kind,
-        state: entry.phase,
-        attempt: entry.attempt,
-        node: entry.worker.map(|w| node_name(state, w)),
-        worker: entry.worker,
-        parent: entry.parent,
-        error: entry.error.clone(),
-        events: entry
-            .changes
-            .iter()
-            .map(|c| TaskEvent {
-                state: c.phase,
-                attempt: c.attempt,
-                at_us: events.at(c.at_us).map_or(0, |at| clock.us(at)),
-            })
-            .collect(),
-        runs: entry.runs.iter().map(run).collect(),
-    }
+        .owner
+        .events
+        .info(task, entry, clock, |worker| state.node_name(worker))
 }
 
 /// Every task and actor call the task events keep (the newest
@@ -280,7 +145,7 @@ fn info(state: &State, clock: &Clock, task: TaskId, entry: &TaskEntry) -> TaskIn
 /// ```
 pub fn list_tasks() -> Result<Vec<TaskInfo>> {
     with_state("list_tasks", |state| {
-        let clock = Clock::new();
+        let clock = crate::node::unix_clock();
         state
             .owner
             .events
@@ -293,7 +158,7 @@ pub fn list_tasks() -> Result<Vec<TaskInfo>> {
 /// The task `task`, if the task events still keep it.
 pub fn get_task(task: TaskId) -> Result<Option<TaskInfo>> {
     with_state("get_task", |state| {
-        let clock = Clock::new();
+        let clock = crate::node::unix_clock();
         state
             .owner
             .events
@@ -303,13 +168,7 @@ pub fn get_task(task: TaskId) -> Result<Option<TaskInfo>> {
 }
 
 fn object_info(id: crate::ObjectId, function: &str, slot: &Slot, references: u32) -> ObjectInfo {
-    let (state, size_bytes, error) = match slot {
-        Slot::Pending => ("PENDING", None, None),
-        Slot::Ready(bytes) => ("IN_MEMORY", Some(bytes.len() as u64), None),
-        Slot::Spilled(len) | Slot::Restoring(len) => ("SPILLED", Some(*len), None),
-        Slot::Remote(len) => ("REMOTE", Some(*len), None),
-        Slot::Failed(e) => ("FAILED", None, Some(e.to_string())),
-    };
+    let (state, size_bytes, error) = slot.describe();
     ObjectInfo {
         object_id: id.to_string(),
         function: function.to_string(),
@@ -349,55 +208,53 @@ pub fn list_objects() -> Result<Vec<ObjectInfo>> {
 /// The driver's objects counted by function: how many, their bytes, their states.
 pub fn summarize_objects() -> Result<Vec<ObjectSummary>> {
     with_state("summarize_objects", |state| {
-        let mut out: BTreeMap<String, ObjectSummary> = BTreeMap::new();
-        for (id, function, slot, refs) in state.owner.objects() {
-            let info = object_info(id, function, slot, refs);
-            let s = out
-                .entry(info.function.clone())
-                .or_insert_with(|| ObjectSummary {
-                    function: info.function.clone(),
-                    count: 0,
-                    bytes: 0,
-                    states: BTreeMap::new(),
-                });
-            s.count += 1;
-            s.bytes += info.size_bytes.unwrap_or(0);
-            *s.states.entry(info.state).or_default() += 1;
-        }
-        out.into_values().collect()
+        fold_objects(state.object_counts())
     })
+}
+
+/// Counts by function and state folded into one summary per function.
+pub(crate) fn fold_objects(counts: impl IntoIterator<Item = ObjectCount>) -> Vec<ObjectSummary> {
+    let mut out: BTreeMap<String, ObjectSummary> = BTreeMap::new();
+    for c in counts {
+        let s = out
+            .entry(c.function.clone())
+            .or_insert_with(|| ObjectSummary {
+                function: c.function,
+                count: 0,
+                bytes: 0,
+                states: BTreeMap::new(),
+            });
+        s.count += c.count;
+        s.bytes += c.bytes;
+        *s.states.entry(c.state).or_default() += c.count;
+    }
+    out.into_values().collect()
 }
 
 /// Tasks counted by function and state, those that left the table too; by function name.
 pub fn summarize_tasks() -> Result<Vec<TaskSummary>> {
     with_state("summarize_tasks", |state| {
-        let events = &state.owner.events;
-        let mut out: BTreeMap<String, TaskSummary> = BTreeMap::new();
-        for (_, entry) in events.iter() {
-            let s = out
-                .entry(entry.function.to_string())
-                .or_insert_with(|| empty_summary(&entry.function));
-            s.kind = Some(entry.kind);
-            *s.states.entry(entry.phase).or_default() += 1;
-        }
-        for ((function, phase), count) in events.dropped() {
-            let s = out
-                .entry(function.to_string())
-                .or_insert_with(|| empty_summary(function));
-            *s.states.entry(*phase).or_default() += count;
-            s.dropped += count;
-        }
-        out.into_values().collect()
+        fold_counts(state.owner.events.counts())
     })
 }
 
-fn empty_summary(function: &str) -> TaskSummary {
-    TaskSummary {
-        function: function.to_string(),
-        kind: None,
-        states: BTreeMap::new(),
-        dropped: 0,
+/// Counts by function and state folded into one summary per function.
+pub(crate) fn fold_counts(counts: impl IntoIterator<Item = TaskCount>) -> Vec<TaskSummary> {
+    let mut out: BTreeMap<String, TaskSummary> = BTreeMap::new();
+    for c in counts {
+        let s = out
+            .entry(c.function.clone())
+            .or_insert_with(|| TaskSummary {
+                function: c.function,
+                kind: None,
+                states: BTreeMap::new(),
+                dropped: 0,
+            });
+        s.kind = s.kind.or(c.kind);
+        *s.states.entry(c.state).or_default() += c.count;
+        s.dropped += c.dropped;
     }
+    out.into_values().collect()
 }
 
 /// Writes the job's timeline to `path` as Chrome trace JSON (open it in Perfetto or

@@ -5,12 +5,15 @@
 use clap::{Args, ValueEnum};
 use prism_transport::quic;
 use prism_transport::{ActorState, FromControl, GroupState, JobState, JobStatus, ToControl};
+use prism_transport::{TaskPhase, TaskQuery};
 use serde_json::Value;
 
 use super::tasks::{DriverArgs, ask_drivers};
 use super::{ClientArgs, connect_cli, node_table};
+use crate::api::state::{fold_counts, fold_objects};
 use crate::daemon::ask;
 use crate::dashboard::NodeJson;
+use crate::proto::control::utc;
 
 /// What `prism list` lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -25,7 +28,8 @@ pub(super) enum Listed {
     PlacementGroups,
     /// The cluster's nodes.
     Nodes,
-    /// The tasks and actor calls of the drivers running on this host (their task events).
+    /// The tasks and actor calls of the cluster's jobs, as their drivers report them to the
+    /// head (without a head, or with `--pid`: those of the drivers running on this host).
     Tasks,
     /// The objects the drivers running on this host own.
     Objects,
@@ -63,9 +67,11 @@ pub(super) struct ListArgs {
 /// What `prism summary` counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(super) enum Summarized {
-    /// Tasks by function and state.
+    /// Tasks by function and state (every job's, from the head; without a head, or with
+    /// `--pid`: the drivers' running on this host).
     Tasks,
-    /// The drivers' objects by function: how many, their bytes, their states.
+    /// Objects by function: how many, their bytes, their states (from the head or the
+    /// drivers, as for tasks).
     Objects,
 }
 
@@ -76,6 +82,8 @@ pub(super) struct SummaryArgs {
     /// How to print.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+    #[command(flatten)]
+    client: ClientArgs,
     #[command(flatten)]
     drivers: DriverArgs,
 }
@@ -95,18 +103,10 @@ struct Table {
 
 /// Asks the head (or, for tasks, the drivers) and prints what `args` asks for.
 pub(super) async fn list(args: &ListArgs) -> Result<(), String> {
-    let mut table = match args.what {
-        Listed::Tasks => tasks(&ask_drivers(&args.drivers, "tasks")?),
-        Listed::Objects => objects(&ask_drivers(&args.drivers, "objects")?),
-        // Without a head (a program that runs its own cluster), or for one driver: the
-        // drivers running here answer for their actors.
-        Listed::Actors
-            if args.drivers.pid.is_some()
-                || !crate::session::head_known(args.client.address.as_deref()) =>
-        {
-            driver_actors(&ask_drivers(&args.drivers, "actors")?)
-        }
-        _ => from_head(args).await?,
+    let from_head_tasks = args.what == Listed::Tasks && use_head(&args.client, &args.drivers);
+    let (mut table, matched) = match args.what {
+        Listed::Tasks if from_head_tasks => head_tasks(args).await?,
+        _ => (local_or_head(args).await?, None),
     };
     let mut keep = Vec::new();
     for (key, _) in &args.filter {
@@ -123,9 +123,79 @@ pub(super) async fn list(args: &ListArgs) -> Result<(), String> {
             .zip(&args.filter)
             .all(|(&column, (_, value))| row[column].to_lowercase() == *value)
     });
-    let total = table.rows.len();
+    let total = matched.unwrap_or(table.rows.len());
     table.rows.truncate(args.limit);
     show(&table, args.format, total)
+}
+
+/// Whether to ask the head rather than the drivers of this host: a head is known and no
+/// driver is named.
+fn use_head(client: &ClientArgs, drivers: &DriverArgs) -> bool {
+    drivers.pid.is_none() && crate::session::head_known(client.address.as_deref())
+}
+
+/// How many tasks to fetch from the head when a filter is applied here (the head filters
+/// on state, function and job itself).
+const HEAD_TASKS: u32 = 20_000;
+
+/// The tasks the head's board keeps that `args` asks for, and how many match (when the
+/// head applied every filter).
+async fn head_tasks(args: &ListArgs) -> Result<(Table, Option<usize>), String> {
+    let mut query = TaskQuery::default();
+    let mut all_at_head = true;
+    for (key, value) in &args.filter {
+        match key.as_str() {
+            "STATE" => {
+                let state = TaskPhase::from_name(value).ok_or_else(|| {
+                    format!("no task state {value} (the states: {})", TaskPhase::names())
+                })?;
+                query.state = Some(state);
+            }
+            "FUNCTION" => query.function = Some(value.clone()),
+            "JOB" => query.job = Some(value.clone()),
+            _ => all_at_head = false,
+        }
+    }
+    query.limit = match all_at_head {
+        true => u32::try_from(args.limit).unwrap_or(u32::MAX),
+        false => HEAD_TASKS,
+    };
+    let (tasks, matched) = match head_answer(&args.client, ToControl::Tasks(query)).await? {
+        FromControl::Tasks { tasks, matched } => (tasks, matched),
+        other => return Err(format!("unexpected answer to a list of tasks: {other:?}")),
+    };
+    let records = tasks.iter().map(record).collect();
+    let table = records_table(records, &TASK_COLUMNS_HEAD, &TASK_FIELDS_HEAD);
+    Ok((table, all_at_head.then_some(matched as usize)))
+}
+
+/// Asks the head `request` and closes the connection.
+async fn head_answer(client: &ClientArgs, request: ToControl) -> Result<FromControl, String> {
+    let (_, endpoint, connection) = connect_cli(client, "list").await?;
+    let answer = ask(&connection, &request).await.map_err(|e| e.to_string());
+    connection.close(quic::codes::DONE, b"asked");
+    endpoint.wait_idle().await;
+    match answer? {
+        FromControl::Error(e) => Err(format!("the head refused: {e}")),
+        answer => Ok(answer),
+    }
+}
+
+/// What the drivers of this host or the head know of `args.what`.
+async fn local_or_head(args: &ListArgs) -> Result<Table, String> {
+    Ok(match args.what {
+        Listed::Tasks => tasks(&ask_drivers(&args.drivers, "tasks")?),
+        Listed::Objects => objects(&ask_drivers(&args.drivers, "objects")?),
+        // Without a head (a program that runs its own cluster), or for one driver: the
+        // drivers running here answer for their actors.
+        Listed::Actors
+            if args.drivers.pid.is_some()
+                || !crate::session::head_known(args.client.address.as_deref()) =>
+        {
+            driver_actors(&ask_drivers(&args.drivers, "actors")?)
+        }
+        _ => from_head(args).await?,
+    })
 }
 
 /// What the head knows of `args.what`.
@@ -148,27 +218,47 @@ async fn from_head(args: &ListArgs) -> Result<Table, String> {
     table
 }
 
-/// `prism summary tasks`: the drivers' tasks counted by function and state.
-pub(super) fn summary(args: &SummaryArgs) -> Result<(), String> {
-    let (request, columns): (&str, &'static [&'static str]) = match args.what {
-        Summarized::Tasks => (
-            "summary tasks",
-            &["FUNCTION", "TYPE", "TOTAL", "STATES", "DRIVER"],
-        ),
-        Summarized::Objects => (
-            "summary objects",
-            &["FUNCTION", "COUNT", "BYTES", "STATES", "DRIVER"],
-        ),
+/// `prism summary tasks|objects`: counted by function and state, every job's (from the head)
+/// or each driver's of this host.
+pub(super) async fn summary(args: &SummaryArgs) -> Result<(), String> {
+    let head = use_head(&args.client, &args.drivers);
+    let columns: &'static [&'static str] = match (args.what, head) {
+        (Summarized::Tasks, false) => &["FUNCTION", "TYPE", "TOTAL", "STATES", "DRIVER"],
+        (Summarized::Tasks, true) => &["FUNCTION", "TYPE", "TOTAL", "STATES", "JOB"],
+        (Summarized::Objects, false) => &["FUNCTION", "COUNT", "BYTES", "STATES", "DRIVER"],
+        (Summarized::Objects, true) => &["FUNCTION", "COUNT", "BYTES", "STATES", "JOB"],
     };
-    let answers = ask_drivers(&args.drivers, request)?;
+    // Each answer beside who gave it: a job (from the head) or a driver's pid.
+    let answers: Vec<(Value, Value)> = if head {
+        let summaries = match head_answer(&args.client, ToControl::Summaries).await? {
+            FromControl::Summaries(summaries) => summaries,
+            other => return Err(format!("unexpected answer to a summary: {other:?}")),
+        };
+        let answers = summaries.into_iter().map(|job| {
+            let records = match args.what {
+                Summarized::Tasks => record(&fold_counts(job.tasks)),
+                Summarized::Objects => record(&fold_objects(job.objects)),
+            };
+            (Value::from(job.job), records)
+        });
+        answers.collect()
+    } else {
+        let request = match args.what {
+            Summarized::Tasks => "summary tasks",
+            Summarized::Objects => "summary objects",
+        };
+        let answers = ask_drivers(&args.drivers, request)?.into_iter();
+        answers.map(|(pid, a)| (Value::from(pid), a)).collect()
+    };
+    let by = if head { "job" } else { "driver" };
     let mut rows = Vec::new();
-    for (pid, summaries) in &answers {
+    for (who, summaries) in &answers {
         for summary in summaries.as_array().into_iter().flatten() {
             let states = summary["states"].as_object().cloned().unwrap_or_default();
             let total: u64 = states.values().filter_map(Value::as_u64).sum();
             let listed: Vec<String> = states.iter().map(|(s, n)| format!("{s} {n}")).collect();
             let mut shown = summary.clone();
-            shown["driver"] = Value::from(*pid);
+            shown[by] = who.clone();
             let (second, third) = match args.what {
                 Summarized::Tasks => (text(&summary["type"]), total.to_string()),
                 Summarized::Objects => (text(&summary["count"]), text(&summary["bytes"])),
@@ -178,7 +268,7 @@ pub(super) fn summary(args: &SummaryArgs) -> Result<(), String> {
                 second,
                 third,
                 listed.join(", "),
-                pid.to_string(),
+                text(who),
             ];
             rows.push((row, shown));
         }
@@ -202,40 +292,65 @@ pub(super) struct GetArgs {
     /// Its id, as `prism list tasks` prints it.
     id: String,
     #[command(flatten)]
+    client: ClientArgs,
+    #[command(flatten)]
     drivers: DriverArgs,
 }
 
-/// `prism get task ID`: the task's whole record, as JSON.
-pub(super) fn get(args: &GetArgs) -> Result<(), String> {
+/// `prism get task ID`: the task's whole record, as JSON (from the head, else from the
+/// drivers of this host; the same id in several jobs: each).
+pub(super) async fn get(args: &GetArgs) -> Result<(), String> {
     let Got::Task = args.what;
     let id: prism_graph::TaskId = args.id.parse().map_err(|e| format!("{e}"))?;
-    let answers = ask_drivers(&args.drivers, &format!("task {id}"))?;
-    let found = answers.into_iter().find_map(|(pid, task)| {
-        let mut shown = task.is_object().then_some(task)?;
-        shown["driver"] = Value::from(pid);
-        Some(shown)
-    });
-    let task = found.ok_or_else(|| {
-        format!(
-            "no task {} in the drivers' task events (they keep the newest ones)",
-            args.id
-        )
-    })?;
-    let text =
-        serde_json::to_string_pretty(&task).map_err(|e| format!("cannot write JSON: {e}"))?;
-    println!("{text}");
+    let found: Vec<Value> = if use_head(&args.client, &args.drivers) {
+        let query = TaskQuery {
+            task: Some(id),
+            ..TaskQuery::default()
+        };
+        match head_answer(&args.client, ToControl::Tasks(query)).await? {
+            FromControl::Tasks { tasks, .. } => tasks.iter().map(record).collect(),
+            other => return Err(format!("unexpected answer to a task: {other:?}")),
+        }
+    } else {
+        let answers = ask_drivers(&args.drivers, &format!("task {id}"))?;
+        let found = answers.into_iter().filter_map(|(pid, task)| {
+            let mut shown = task.is_object().then_some(task)?;
+            shown["driver"] = Value::from(pid);
+            Some(shown)
+        });
+        found.collect()
+    };
+    let shown = match found.len() {
+        0 => {
+            return Err(format!(
+                "no task {} in the task events (the newest ones are kept)",
+                args.id
+            ));
+        }
+        1 => serde_json::to_string_pretty(&found[0]),
+        _ => serde_json::to_string_pretty(&found),
+    };
+    println!("{}", shown.map_err(|e| format!("cannot write JSON: {e}"))?);
     Ok(())
 }
 
+/// A task's columns and fields, as the drivers list them and as the head does.
+const TASK_COLUMNS: [&str; 8] = [
+    "TASK_ID", "FUNCTION", "STATE", "TYPE", "ATTEMPT", "NODE", "DRIVER", "ERROR",
+];
+const TASK_FIELDS: [&str; 8] = [
+    "task_id", "function", "state", "type", "attempt", "node", "driver", "error",
+];
+const TASK_COLUMNS_HEAD: [&str; 8] = [
+    "TASK_ID", "FUNCTION", "STATE", "TYPE", "ATTEMPT", "NODE", "JOB", "ERROR",
+];
+const TASK_FIELDS_HEAD: [&str; 8] = [
+    "task_id", "function", "state", "type", "attempt", "node", "job", "error",
+];
+
 /// The drivers' tasks, oldest first within each driver.
 fn tasks(answers: &[(u32, Value)]) -> Table {
-    let columns = &[
-        "TASK_ID", "FUNCTION", "STATE", "TYPE", "ATTEMPT", "NODE", "DRIVER", "ERROR",
-    ];
-    let fields = [
-        "task_id", "function", "state", "type", "attempt", "node", "driver", "error",
-    ];
-    driver_table(answers, columns, &fields)
+    records_table(driver_records(answers), &TASK_COLUMNS, &TASK_FIELDS)
 }
 
 /// The drivers' objects, by id within each driver.
@@ -258,7 +373,7 @@ fn objects(answers: &[(u32, Value)]) -> Table {
         "driver",
         "error",
     ];
-    driver_table(answers, columns, &fields)
+    records_table(driver_records(answers), columns, &fields)
 }
 
 /// The drivers' actors, by id within each driver.
@@ -269,32 +384,35 @@ fn driver_actors(answers: &[(u32, Value)]) -> Table {
     let fields = [
         "actor_id", "class", "name", "state", "node", "restarts", "driver", "reason",
     ];
-    driver_table(answers, columns, &fields)
+    records_table(driver_records(answers), columns, &fields)
 }
 
-/// The records the drivers answered, a row each under `columns`, each cell the record's
-/// field of the same place in `fields` (`driver`: the driver's pid; `error`: its first line).
-fn driver_table(
-    answers: &[(u32, Value)],
-    columns: &'static [&'static str],
-    fields: &[&str],
-) -> Table {
-    let rows = answers.iter().flat_map(|(pid, records)| {
+/// The records the drivers answered, each with its driver's pid (`driver`).
+fn driver_records(answers: &[(u32, Value)]) -> Vec<Value> {
+    let records = answers.iter().flat_map(|(pid, records)| {
         records.as_array().into_iter().flatten().map(move |record| {
-            let cell = |field: &str| match field {
-                "driver" => pid.to_string(),
-                "error" => text(&record["error"])
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string(),
-                _ => text(&record[field]),
-            };
-            let row = fields.iter().map(|f| cell(f)).collect();
             let mut shown = record.clone();
             shown["driver"] = Value::from(*pid);
-            (row, shown)
+            shown
         })
+    });
+    records.collect()
+}
+
+/// `records`, a row each under `columns`, each cell the record's field of the same place in
+/// `fields` (`error`: its first line).
+fn records_table(records: Vec<Value>, columns: &'static [&'static str], fields: &[&str]) -> Table {
+    let rows = records.into_iter().map(|record| {
+        let cell = |field: &str| match field {
+            "error" => text(&record["error"])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+            _ => text(&record[field]),
+        };
+        let row = fields.iter().map(|f| cell(f)).collect();
+        (row, record)
     });
     Table {
         columns,
@@ -487,43 +605,9 @@ fn or_dash(text: &str) -> String {
     if text.is_empty() { "-" } else { text }.to_string()
 }
 
-/// `ms` since the Unix epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
-fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Days since 1970-01-01 to a civil date, counting in 400-year eras from 0000-03-01.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00");
-        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
-        assert_eq!(utc(1_796_301_296_000), "2026-12-03 12:34:56");
-    }
 
     #[test]
     fn tables_align_their_columns() {

@@ -184,8 +184,8 @@ pub fn main() -> ExitCode {
         Command::Stop => stop(),
         Command::Drain(args) => runtime().and_then(|rt| rt.block_on(drain(&args))),
         Command::List(args) => runtime().and_then(|rt| rt.block_on(list::list(&args))),
-        Command::Summary(args) => list::summary(&args),
-        Command::Get(args) => list::get(&args),
+        Command::Summary(args) => runtime().and_then(|rt| rt.block_on(list::summary(&args))),
+        Command::Get(args) => runtime().and_then(|rt| rt.block_on(list::get(&args))),
         Command::Timeline(args) => tasks::timeline(&args),
         Command::Logs(args) => logs::logs(&args),
         Command::Daemon(args) => {

@@ -282,6 +282,7 @@ async fn drain(hosting: &Hosting, membership: &Membership) {
                     node,
                     available: membership.resources.clone(),
                     pulled: hosting.pulled(),
+                    usage: hosting.usage(),
                 };
                 let connection = membership.link.connection();
                 tokio::spawn(async move { ask(&connection, &heartbeat).await });
@@ -476,6 +477,7 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
                 node: own_id,
                 available: total.clone(),
                 pulled: beating.pulled(),
+                usage: beating.usage(),
             };
             beats.with(|store| store.handle(beat, Instant::now()));
         }
@@ -561,19 +563,24 @@ async fn serve_node_endpoint(endpoint: quinn::Endpoint, name: String, hosting: A
     }
 }
 
+/// The largest control request the head reads (a driver's report of its task events is
+/// the largest: see [`crate::proto::node`]'s `REPORT_MAX_BYTES`).
+const MAX_CONTROL_REQUEST: usize = 16 << 20;
+
 /// Answers a member's control requests, one per stream, until it goes; a subscription
 /// ([`ToControl::Watch`]) keeps its stream and is served on its own.
 async fn serve_member(connection: quinn::Connection, hello: HostHello, control: Arc<Control>) {
     let peer = connection.remote_address();
     while let Ok((mut send, mut recv)) = connection.accept_bi().await {
-        let request = match quic::read_request::<ToControl>(&mut recv, peer, 1 << 20).await {
-            Ok(Some(request)) => request,
-            Ok(None) => continue,
-            Err(e) => {
-                quic::close_for(&connection, quic::codes::BAD_FRAME, &e.to_string());
-                return;
-            }
-        };
+        let request =
+            match quic::read_request::<ToControl>(&mut recv, peer, MAX_CONTROL_REQUEST).await {
+                Ok(Some(request)) => request,
+                Ok(None) => continue,
+                Err(e) => {
+                    quic::close_for(&connection, quic::codes::BAD_FRAME, &e.to_string());
+                    return;
+                }
+            };
         let reply = match request {
             ToControl::Leave { node } => control.with(|store| store.leave(node, &hello.name)),
             ToControl::Drain { name } if name == control.head => FromControl::Error(format!(
@@ -587,6 +594,12 @@ async fn serve_member(connection: quinn::Connection, hello: HostHello, control: 
                 "{} cannot update job {}: only its driver may",
                 hello.name, update.job
             )),
+            ToControl::Events(events) if events.summary.job != hello.name => {
+                FromControl::Error(format!(
+                    "{} cannot report the tasks of job {}: only its driver may",
+                    hello.name, events.summary.job
+                ))
+            }
             request => control.with(|store| store.handle(request, Instant::now())),
         };
         if quic::send_frame(&mut send, &reply).await.is_err() {
@@ -772,6 +785,7 @@ async fn serve_head(
             node: id,
             available: resources.clone(),
             pulled: hosting.pulled(),
+            usage: hosting.usage(),
         };
         // A head that died silently is noticed here, long before QUIC's idle timeout.
         let wait = control::beat_answer_wait(heartbeat_interval());

@@ -19,7 +19,9 @@ use prism_transport::quic::{self, Accepted};
 use prism_transport::transfer;
 use prism_transport::{ActorStatus, GroupStatus, JobInfo, JobUpdate};
 use prism_transport::{ArchivedHostEvent, FromHost, HostEvent, HostHello, Purpose, ToControl};
-use prism_transport::{FromControl, NodeStatus, NodeUse, PendingDemand, ToHost};
+use prism_transport::{
+    FromControl, JobEvents, JobSummary, NodeStatus, NodeUse, PendingDemand, ToHost,
+};
 
 use super::Core;
 use super::object_manager::{Peers, StoreSource, map_file};
@@ -114,6 +116,10 @@ pub(crate) struct Joined {
     head: SocketAddr,
     /// Whether the last report said something was waiting or in use.
     reported: std::sync::atomic::AtomicBool,
+    /// The job's task events: a report is on its way (the next waits for its answer), and
+    /// the summary the head has.
+    events_sending: AtomicBool,
+    events_sent: parking_lot::Mutex<Option<JobSummary>>,
     /// What the head was told of the job's actors and placement groups.
     directory: Arc<parking_lot::Mutex<Publisher>>,
     /// What a node that joins needs to host the job.
@@ -265,6 +271,8 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
         control: parking_lot::Mutex::new(control),
         head,
         reported: std::sync::atomic::AtomicBool::new(false),
+        events_sending: AtomicBool::new(false),
+        events_sent: parking_lot::Mutex::new(None),
         hosting,
         adding: parking_lot::Mutex::new(HashSet::new()),
         refused: parking_lot::Mutex::new(refused),
@@ -416,6 +424,31 @@ impl Joined {
         });
     }
 
+    /// Whether the head may be sent the next report of task events (the last one was
+    /// answered).
+    pub(crate) fn events_wanted(&self) -> bool {
+        !self.events_sending.load(Ordering::SeqCst)
+    }
+
+    /// Sends the head `events` (nothing when no record and not the summary changed). Records
+    /// a head that does not take are not sent again unless they change again.
+    pub(crate) fn send_events(self: &Arc<Self>, events: JobEvents) {
+        if events.tasks.is_empty() && self.events_sent.lock().as_ref() == Some(&events.summary) {
+            return;
+        }
+        self.events_sending.store(true, Ordering::SeqCst);
+        let joined = self.clone();
+        tokio::spawn(async move {
+            let summary = events.summary.clone();
+            match joined.ask_head(&ToControl::Events(events)).await {
+                Ok(FromControl::Ack) => *joined.events_sent.lock() = Some(summary),
+                Ok(other) => tracing::debug!("the head did not take the task events: {other:?}"),
+                Err(e) => tracing::debug!("cannot report the task events to the head: {e}"),
+            }
+            joined.events_sending.store(false, Ordering::SeqCst);
+        });
+    }
+
     /// Tells the head what changed in the job's actors and placement groups (each tick: it is
     /// also the job's sign of life), unless the last update is still unanswered.
     pub(crate) fn publish(self: &Arc<Self>, actors: Vec<ActorStatus>, groups: Vec<GroupStatus>) {
@@ -431,20 +464,26 @@ impl Joined {
 
     /// The job's last word to the head: it ended. Waits for the answer at most [`LAST_WORD`]
     /// (a head that does not answer counts the job failed once the driver is silent).
+    /// Its last task `events` go first.
     pub(crate) fn end(
         self: &Arc<Self>,
         handle: &tokio::runtime::Handle,
         actors: Vec<ActorStatus>,
         groups: Vec<GroupStatus>,
+        events: JobEvents,
     ) {
         let update = self
             .directory
             .lock()
             .update(actors, groups, unix_ms(), true);
-        let Some(update) = update else { return };
         let (joined, (done, wait)) = (self.clone(), std::sync::mpsc::channel());
         handle.spawn(async move {
-            joined.send_update(update).await;
+            if let Err(e) = joined.ask_head(&ToControl::Events(events)).await {
+                tracing::debug!("cannot report the last task events to the head: {e}");
+            }
+            if let Some(update) = update {
+                joined.send_update(update).await;
+            }
             let _ = done.send(());
         });
         let _ = wait.recv_timeout(LAST_WORD);

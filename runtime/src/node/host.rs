@@ -20,8 +20,8 @@ use prism_transport::quic;
 use prism_transport::tls::Identity;
 use prism_transport::transfer;
 use prism_transport::{
-    ArchivedHostEvent, FrameDecoder, FromHost, HostEvent, HostHello, PullKey, PullStats, Purpose,
-    ToHost,
+    ArchivedHostEvent, FrameDecoder, FromHost, HostEvent, HostHello, NodeUsage, PullKey, PullStats,
+    Purpose, ToHost,
 };
 use tokio::sync::watch;
 
@@ -113,6 +113,19 @@ impl Hosting {
     /// Objects this node pulled from other hosts since it started.
     pub(crate) fn pulled(&self) -> PullStats {
         *self.pulled.lock()
+    }
+
+    /// What the hosted jobs hold here: their workers, and the bytes of their object files in
+    /// the stores and the spill directories.
+    pub(crate) fn usage(&self) -> NodeUsage {
+        let jobs: Vec<Arc<Job>> = self.jobs.lock().values().cloned().collect();
+        let mut usage = NodeUsage::default();
+        for job in jobs {
+            usage.workers += job.workers.lock().len() as u32;
+            usage.store_bytes += files_bytes(&job.store);
+            usage.spilled_bytes += files_bytes(&store::spill_dir_for(&job.store));
+        }
+        usage
     }
 
     /// Serves a member connection whose hello declared a job or objects purpose.
@@ -495,6 +508,16 @@ async fn ask_renewal(connection: quinn::Connection, seq: u64, lease: Arc<Mutex<L
     {
         lease.lock().granted(seq);
     }
+}
+
+/// The bytes of the files in `dir` (none: nothing).
+fn files_bytes(dir: &Path) -> u64 {
+    let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    entries
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }
 
 impl Job {

@@ -189,7 +189,7 @@ impl Core {
                     config.object_store_bytes(),
                     joined.as_ref().map(|j| j.home),
                 )
-                .with_task_events(config.task_events_capacity()),
+                .with_task_events(config.task_events_capacity(), joined.is_some()),
                 files: store::ObjectFiles::new(store_dir.clone(), config.object_store_bytes() / 4),
                 links: IdMap::default(),
                 remote: joined
@@ -545,11 +545,12 @@ impl Core {
             }
         }
         if let Some(joined) = &self.cluster {
-            let (actors, groups) = {
-                let node = &self.state.lock().node;
-                (node.actor_directory(), node.group_directory())
+            let (actors, groups, events) = {
+                let node = &mut self.state.lock().node;
+                let events = node.report_events(&joined.job, &unix_clock());
+                (node.actor_directory(), node.group_directory(), events)
             };
-            joined.end(&self.handle, actors, groups);
+            joined.end(&self.handle, actors, groups, events);
             // The nodes stop the job's workers when its connections close.
             joined.leave();
         }
@@ -577,6 +578,10 @@ impl Core {
             let _guard = self.handle.enter();
             joined.report(shell.node.nodes.pending(), shell.node.nodes.used());
             joined.publish(shell.node.actor_directory(), shell.node.group_directory());
+            if joined.events_wanted() {
+                let events = shell.node.report_events(&joined.job, &unix_clock());
+                joined.send_events(events);
+            }
         }
     }
 
@@ -837,5 +842,13 @@ impl Shell {
             }
             Action::ReturnFreeMemory => crate::process::return_free_memory(),
         }
+    }
+}
+
+/// The clocks read now, to stamp task events in Unix time.
+pub(crate) fn unix_clock() -> crate::proto::events::UnixClock {
+    crate::proto::events::UnixClock {
+        now: Instant::now(),
+        unix_us: (crate::session::now_nanos() / 1_000) as u64,
     }
 }

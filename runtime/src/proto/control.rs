@@ -12,9 +12,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::proto::board::TaskBoard;
 use crate::proto::directory::{Directory, JOB_TIMEOUT, SavedJob};
 use prism_transport::{
-    FromControl, MemberUpdate, NodeStatus, NodeUse, PendingDemand, PullStats, ToControl,
+    FromControl, MemberUpdate, NodeStatus, NodeUsage, NodeUse, PendingDemand, PullStats, ToControl,
 };
 
 /// How many membership changes the store remembers for subscribers (one further behind gets
@@ -56,6 +57,7 @@ struct NodeRecord {
     available: Vec<(String, f64)>,
     last_seen: Instant,
     pulled: PullStats,
+    usage: NodeUsage,
     /// The daemon's start identity (see [`ToControl::Register`]).
     boot: u64,
     /// Whether subscribers were last told the node is alive.
@@ -91,6 +93,8 @@ pub(crate) struct ControlStore {
     log: VecDeque<(u64, u32)>,
     /// When the head last looked for silent nodes (see [`ControlStore::check`]).
     last_tick: Option<Instant>,
+    /// What the drivers report of their tasks (not saved: drivers report again).
+    board: TaskBoard,
 }
 
 impl ControlStore {
@@ -108,6 +112,7 @@ impl ControlStore {
             version: 0,
             log: VecDeque::new(),
             last_tick: None,
+            board: TaskBoard::new(crate::proto::events::DEFAULT_CAPACITY),
         }
     }
 
@@ -136,6 +141,7 @@ impl ControlStore {
                     // Counted as heard from until `grace` from now.
                     last_seen: now + grace,
                     pulled: PullStats::default(),
+                    usage: NodeUsage::default(),
                     boot: node.boot,
                     told_alive: true,
                     draining: false,
@@ -165,6 +171,19 @@ impl ControlStore {
     pub(crate) fn changed(&mut self) -> bool {
         let jobs = self.directory.changed();
         std::mem::take(&mut self.changed) || jobs
+    }
+
+    /// Every job's last summary of its tasks, objects and times (for `/metrics`).
+    pub(crate) fn summaries(&self) -> Vec<prism_transport::JobSummary> {
+        self.board.summaries()
+    }
+
+    /// The task records `query` asks for (for the dashboard).
+    pub(crate) fn tasks(
+        &self,
+        query: &prism_transport::TaskQuery,
+    ) -> (Vec<prism_transport::JobTask>, u64) {
+        self.board.tasks(query)
     }
 
     /// Every job the store knows, as it is (without counting silent ones failed first).
@@ -213,6 +232,7 @@ impl ControlStore {
                         total: resources,
                         last_seen: now,
                         pulled: PullStats::default(),
+                        usage: NodeUsage::default(),
                         boot,
                         told_alive: true,
                         draining: false,
@@ -225,11 +245,13 @@ impl ControlStore {
                 node,
                 available,
                 pulled,
+                usage,
             } => match self.nodes.get_mut(&node) {
                 Some(record) => {
                     record.available = available;
                     record.last_seen = now;
                     record.pulled = pulled;
+                    record.usage = usage;
                     let draining = record.draining;
                     if !std::mem::replace(&mut record.told_alive, true) {
                         tracing::info!(node, name = record.name, "node heard from again");
@@ -275,6 +297,15 @@ impl ControlStore {
                 self.directory.tick(now);
                 FromControl::Jobs(self.directory.jobs())
             }
+            ToControl::Events(events) => {
+                self.board.report(events);
+                FromControl::Ack
+            }
+            ToControl::Tasks(query) => {
+                let (tasks, matched) = self.board.tasks(&query);
+                FromControl::Tasks { tasks, matched }
+            }
+            ToControl::Summaries => FromControl::Summaries(self.board.summaries()),
             ToControl::Demands => {
                 self.forget_silent_jobs(now);
                 FromControl::Demands(
@@ -453,6 +484,7 @@ impl ControlStore {
             alive: self.alive(n, now),
             last_seen_ms: now.saturating_duration_since(n.last_seen).as_millis() as u64,
             pulled: n.pulled,
+            usage: n.usage,
             boot: n.boot,
             draining: n.draining,
         }
@@ -571,9 +603,43 @@ pub(crate) fn pulled_line(pulled: &PullStats) -> String {
     )
 }
 
+/// `ms` since the Unix epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub(crate) fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date, counting in 400-year eras from 0000-03-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(utc(1_796_301_296_000), "2026-12-03 12:34:56");
+    }
 
     fn register(store: &mut ControlStore, name: &str, now: Instant) -> FromControl {
         register_from(store, name, "127.0.0.2:1", 1, now)
@@ -649,6 +715,11 @@ mod tests {
                 objects: 1,
                 bytes: 10,
             },
+            usage: NodeUsage {
+                workers: 2,
+                store_bytes: 30,
+                spilled_bytes: 4,
+            },
         };
         assert_eq!(store.handle(beat, later), FromControl::Ack);
         // A job reports what it holds on node a (its address): status subtracts it.
@@ -691,6 +762,7 @@ mod tests {
             node: 9,
             available: vec![],
             pulled: PullStats::default(),
+            usage: NodeUsage::default(),
         };
         assert!(matches!(store.handle(unknown, t0), FromControl::Error(_)));
     }
@@ -719,6 +791,7 @@ mod tests {
             node: 1,
             available: vec![("CPU".into(), 2.0)],
             pulled: PullStats::default(),
+            usage: NodeUsage::default(),
         };
         for ms in (1_700..=2_000).step_by(100) {
             store.handle(beat.clone(), at(ms));
@@ -765,6 +838,7 @@ mod tests {
             node,
             available: vec![("CPU".into(), 1.0)],
             pulled: PullStats::default(),
+            usage: NodeUsage::default(),
         };
         // a beats on; b goes silent and is counted dead once the timeout has passed.
         store.handle(beat(1), at(1_500));
@@ -821,6 +895,7 @@ mod tests {
             node: 1,
             available: vec![],
             pulled: PullStats::default(),
+            usage: NodeUsage::default(),
         };
         assert_eq!(store.handle(beat.clone(), t0), FromControl::Ack);
         let drain = |name: &str| ToControl::Drain { name: name.into() };
@@ -872,6 +947,7 @@ mod tests {
             node: 2,
             available: vec![("CPU".into(), 2.0)],
             pulled: PullStats::default(),
+            usage: NodeUsage::default(),
         };
         let then = later + Duration::from_secs(2);
         assert_eq!(recovered.handle(beat, then), FromControl::Ack, "b beats on");

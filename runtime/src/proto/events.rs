@@ -16,84 +16,14 @@ use crate::proto::scheduler::WorkerId;
 /// How many tasks the table keeps by default (`PRISM_TASK_EVENTS_MAX`; 0 turns events off).
 pub(crate) const DEFAULT_CAPACITY: usize = 100_000;
 
-/// Where a task is in its life, as the state API shows it (Ray's names in brackets).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[non_exhaustive]
-pub enum TaskPhase {
-    /// Some of its arguments are not ready yet (`PENDING_ARGS_AVAIL`).
-    PendingArgs,
-    /// Ready, waiting for a node and a worker with room (`PENDING_NODE_ASSIGNMENT`).
-    PendingNode,
-    /// Sent to a worker, which runs it or queues it behind its current task
-    /// (`SUBMITTED_TO_WORKER`).
-    SubmittedToWorker,
-    /// Its worker ran it (known once the worker reports; `RUNNING`).
-    Running,
-    /// It returned its values (`FINISHED`).
-    Finished,
-    /// It failed, was cancelled, or an input of it failed (`FAILED`).
-    Failed,
-}
+use prism_transport::{FunctionTimes, Histogram, TaskCount, TaskEvent, TaskInfo, TaskRun};
+pub(crate) use prism_transport::{TaskPhase, TaskType};
 
-impl TaskPhase {
-    /// The name the state API prints and filters by.
-    pub fn name(self) -> &'static str {
-        match self {
-            TaskPhase::PendingArgs => "PENDING_ARGS_AVAIL",
-            TaskPhase::PendingNode => "PENDING_NODE_ASSIGNMENT",
-            TaskPhase::SubmittedToWorker => "SUBMITTED_TO_WORKER",
-            TaskPhase::Running => "RUNNING",
-            TaskPhase::Finished => "FINISHED",
-            TaskPhase::Failed => "FAILED",
-        }
-    }
-
-    /// Waiting: for a node when `ready`, else for its arguments.
-    pub(crate) fn pending(ready: bool) -> TaskPhase {
-        match ready {
-            true => TaskPhase::PendingNode,
-            false => TaskPhase::PendingArgs,
-        }
-    }
-
-    /// Whether the task ended (finished or failed).
-    pub fn ended(self) -> bool {
-        matches!(self, TaskPhase::Finished | TaskPhase::Failed)
-    }
-}
-
-impl serde::Serialize for TaskPhase {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.name())
-    }
-}
-
-impl std::fmt::Display for TaskPhase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// What kind of task it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[non_exhaustive]
-pub enum TaskType {
-    /// A remote function's call.
-    NormalTask,
-    /// An actor's construction.
-    ActorCreationTask,
-    /// A call of an actor's method.
-    ActorTask,
-}
-
-impl From<TaskKind> for TaskType {
-    fn from(kind: TaskKind) -> Self {
-        match kind {
-            TaskKind::Normal => TaskType::NormalTask,
-            TaskKind::ActorCreation { .. } => TaskType::ActorCreationTask,
-            TaskKind::ActorCall(_) => TaskType::ActorTask,
-        }
+/// A task waiting: for a node when `ready`, else for its arguments.
+pub(crate) fn pending(ready: bool) -> TaskPhase {
+    match ready {
+        true => TaskPhase::PendingNode,
+        false => TaskPhase::PendingArgs,
     }
 }
 
@@ -138,6 +68,10 @@ pub(crate) struct TaskEntry {
     pub(crate) changes: SmallVec<[Change; 5]>,
     /// Its runs, as its workers reported them.
     pub(crate) runs: SmallVec<[Ran; 1]>,
+    /// It changed since it was last reported to the head (see [`TaskEvents::report_to_head`]).
+    changed: bool,
+    /// Its function's place in the table's times.
+    times: u32,
 }
 
 /// Tasks no longer in the table, counted by function and the state they were in.
@@ -169,6 +103,15 @@ pub(crate) struct TaskEvents {
     /// submitter's own copy kept one small allocation per task alive, scattered over the heap
     /// among the tasks' freed memory: after a million tasks the driver kept 14 MiB more.)
     names: std::collections::HashSet<Arc<str>>,
+    /// Whether the head gets reports: then the table notes which entries changed and keeps
+    /// each function's histograms.
+    reporting: bool,
+    /// The numbers of the entries that changed since they were last reported, in the order
+    /// they first changed.
+    changed: VecDeque<u64>,
+    /// Each function's scheduling and run-time histograms (while reporting), by the place
+    /// its entries name.
+    times: Vec<FunctionTimes>,
 }
 
 impl TaskEvents {
@@ -183,7 +126,15 @@ impl TaskEvents {
             clocks: IdMap::default(),
             epoch: None,
             names: std::collections::HashSet::new(),
+            reporting: false,
+            changed: VecDeque::new(),
+            times: Vec::new(),
         }
+    }
+
+    /// From now on, notes what changed for reports to the head and keeps histograms.
+    pub(crate) fn report_to_head(&mut self) {
+        self.reporting = true;
     }
 
     /// `now` as a stamp: microseconds after the first event.
@@ -242,7 +193,7 @@ impl TaskEvents {
         if !self.on() {
             return;
         }
-        let phase = TaskPhase::pending(ready);
+        let phase = pending(ready);
         if self.index.get(task).is_some() {
             self.again(task, phase, now);
             return;
@@ -252,7 +203,15 @@ impl TaskEvents {
         }
         let at_us = self.stamp(now);
         let function = self.name(function);
-        self.index.insert(task, self.first + self.ring.len() as u64);
+        let times = match self.reporting {
+            true => self.times_of(&function),
+            false => 0,
+        };
+        let number = self.first + self.ring.len() as u64;
+        self.index.insert(task, number);
+        if self.reporting {
+            self.changed.push_back(number);
+        }
         self.ring.push_back((
             task,
             TaskEntry {
@@ -269,8 +228,25 @@ impl TaskEvents {
                     at_us
                 }],
                 runs: SmallVec::new(),
+                changed: self.reporting,
+                times,
             },
         ));
+    }
+
+    /// The place of `function`'s histograms.
+    fn times_of(&mut self, function: &str) -> u32 {
+        match self.times.iter().position(|t| t.function == function) {
+            Some(at) => at as u32,
+            None => {
+                self.times.push(FunctionTimes {
+                    function: function.to_string(),
+                    schedule: Histogram::default(),
+                    run: Histogram::default(),
+                });
+                (self.times.len() - 1) as u32
+            }
+        }
     }
 
     /// The table's copy of `function`.
@@ -282,11 +258,16 @@ impl TaskEvents {
         function.clone()
     }
 
-    /// The entry of `task`, if the table holds it.
+    /// The entry of `task`, if the table holds it, to change (noted for the next report).
     fn entry(&mut self, task: TaskId) -> Option<&mut TaskEntry> {
         let number = self.index.get(task)?;
         let at = usize::try_from(number - self.first).ok()?;
-        self.ring.get_mut(at).map(|(_, entry)| entry)
+        let entry = self.ring.get_mut(at).map(|(_, entry)| entry)?;
+        if self.reporting && !entry.changed {
+            entry.changed = true;
+            self.changed.push_back(number);
+        }
+        Some(entry)
     }
 
     /// `task` was submitted by a worker while it ran `parent`.
@@ -314,8 +295,22 @@ impl TaskEvents {
 
     /// The task was sent to `worker`.
     pub(crate) fn sent(&mut self, task: TaskId, worker: WorkerId, now: Instant) {
+        let at_us = self.stamp(now);
+        let mut waited = None;
         if let Some(entry) = self.entry(task) {
             entry.worker = Some(worker);
+            // From ready to sent, once per attempt.
+            if let Some(ready) = entry.changes.last()
+                && ready.phase == TaskPhase::PendingNode
+            {
+                waited = Some((entry.times, at_us.saturating_sub(ready.at_us)));
+            }
+        }
+        if self.reporting
+            && let Some((times, us)) = waited
+            && let Some(times) = self.times.get_mut(times as usize)
+        {
+            times.schedule.record(us);
         }
         self.phase(task, TaskPhase::SubmittedToWorker, now);
     }
@@ -359,6 +354,12 @@ impl TaskEvents {
                 entry.changes.insert(at, running);
             }
             entry.runs.push(ran);
+            let times = entry.times as usize;
+            if self.reporting
+                && let Some(times) = self.times.get_mut(times)
+            {
+                times.run.record(ran.run_us);
+            }
         }
     }
 
@@ -383,6 +384,9 @@ impl TaskEvents {
         };
         self.first += 1;
         self.index.remove(task);
+        while self.changed.front().is_some_and(|&n| n < self.first) {
+            self.changed.pop_front();
+        }
         *self
             .dropped
             .entry((entry.function, entry.phase))
@@ -407,9 +411,109 @@ impl TaskEvents {
         self.ring.len()
     }
 
-    /// The tasks that left the table, counted by function and state.
-    pub(crate) fn dropped(&self) -> &Dropped {
-        &self.dropped
+    /// The task that changed first since it was last reported, marked reported.
+    pub(crate) fn pop_changed(&mut self) -> Option<TaskId> {
+        while let Some(number) = self.changed.pop_front() {
+            // An entry that left the table is not reported.
+            let Some(at) = number.checked_sub(self.first) else {
+                continue;
+            };
+            if let Some((task, entry)) = self.ring.get_mut(at as usize) {
+                entry.changed = false;
+                return Some(*task);
+            }
+        }
+        None
+    }
+
+    /// Each function's scheduling and run-time histograms, so far.
+    pub(crate) fn times(&self) -> &[FunctionTimes] {
+        &self.times
+    }
+
+    /// Every task counted by function and state, those that left the table too.
+    pub(crate) fn counts(&self) -> Vec<TaskCount> {
+        let mut counts: BTreeMap<(Arc<str>, TaskPhase), TaskCount> = BTreeMap::new();
+        let mut count = |function: &Arc<str>, state, kind, n, dropped| {
+            let c = counts
+                .entry((function.clone(), state))
+                .or_insert_with(|| TaskCount {
+                    function: function.to_string(),
+                    kind: None,
+                    state,
+                    count: 0,
+                    dropped: 0,
+                });
+            c.kind = c.kind.or(kind);
+            c.count += n;
+            c.dropped += dropped;
+        };
+        for (_, entry) in self.ring.iter() {
+            count(&entry.function, entry.phase, Some(entry.kind), 1, 0);
+        }
+        for ((function, phase), &n) in &self.dropped {
+            count(function, *phase, None, n, n);
+        }
+        counts.into_values().collect()
+    }
+
+    /// The state API's record of `task`, with times by `clock` and each worker's node named
+    /// by `node_name`.
+    pub(crate) fn info(
+        &self,
+        task: TaskId,
+        entry: &TaskEntry,
+        clock: &UnixClock,
+        node_name: impl Fn(WorkerId) -> String,
+    ) -> TaskInfo {
+        let run = |r: &Ran| TaskRun {
+            worker: r.worker,
+            node: node_name(r.worker),
+            pid: r.pid,
+            start_us: self.start_of(r).map_or(0, |at| clock.us(at)),
+            args_us: r.args_us,
+            run_us: r.run_us,
+            store_us: r.store_us,
+        };
+        TaskInfo {
+            task_id: task,
+            function: entry.function.to_string(),
+            kind: entry.kind,
+            state: entry.phase,
+            attempt: entry.attempt,
+            node: entry.worker.map(&node_name),
+            worker: entry.worker,
+            parent: entry.parent,
+            error: entry.error.clone(),
+            events: entry
+                .changes
+                .iter()
+                .map(|c| TaskEvent {
+                    state: c.phase,
+                    attempt: c.attempt,
+                    at_us: self.at(c.at_us).map_or(0, |at| clock.us(at)),
+                })
+                .collect(),
+            runs: entry.runs.iter().map(run).collect(),
+        }
+    }
+}
+
+/// Turns instants into microseconds since the Unix epoch: the shell reads both clocks once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UnixClock {
+    /// An instant.
+    pub(crate) now: Instant,
+    /// The same moment in microseconds since the Unix epoch.
+    pub(crate) unix_us: u64,
+}
+
+impl UnixClock {
+    /// `at` in microseconds since the Unix epoch.
+    pub(crate) fn us(&self, at: Instant) -> u64 {
+        let ago = self.now.saturating_duration_since(at).as_micros() as u64;
+        let after = at.saturating_duration_since(self.now).as_micros() as u64;
+        self.unix_us.saturating_sub(ago).saturating_add(after)
     }
 }
 
@@ -619,10 +723,17 @@ mod tests {
         }
         assert_eq!(events.len(), 100);
         assert_eq!(events.iter().next().map(|(id, _)| id), Some(t(900)));
-        let dropped = events.dropped();
-        assert_eq!(dropped[&(f.clone(), TaskPhase::Finished)], 225);
-        assert_eq!(dropped[&(f, TaskPhase::PendingNode)], 225);
-        assert_eq!(dropped[&(g.clone(), TaskPhase::PendingNode)], 450);
+        let counts = events.counts();
+        let count = |function: &str, state| {
+            let c = counts
+                .iter()
+                .find(|c| c.function == function && c.state == state);
+            c.map(|c| (c.count, c.dropped))
+        };
+        assert_eq!(count("f", TaskPhase::Finished), Some((250, 225)));
+        assert_eq!(count("f", TaskPhase::PendingNode), Some((250, 225)));
+        assert_eq!(count("g", TaskPhase::PendingNode), Some((500, 450)));
+        assert_eq!(counts.len(), 3);
         // Events of a task that left the table are ignored; those of the others reach their
         // own entry, however often the table turned over.
         events.finished(t(3), now);
@@ -698,6 +809,55 @@ mod tests {
             Instant::now(),
         );
         assert_eq!(events.len(), 0);
-        assert!(events.dropped().is_empty());
+        assert!(events.counts().is_empty());
+    }
+
+    #[test]
+    fn changes_are_reported_once_in_order_with_histograms() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut events = TaskEvents::new(4);
+        let f: Arc<str> = Arc::from("f");
+        events.submitted(t(1), &f, TaskKind::Normal, true, at(0));
+        // Not reporting yet: nothing is noted.
+        assert_eq!(events.pop_changed(), None);
+        events.report_to_head();
+        for seq in 2..=4 {
+            events.submitted(t(seq), &f, TaskKind::Normal, true, at(0));
+        }
+        events.sent(t(3), 1, at(3));
+        events.sent(t(2), 1, at(2));
+        // Each changed entry once, in the order it first changed.
+        let mut changed = Vec::new();
+        while let Some(task) = events.pop_changed() {
+            changed.push(task.seq);
+        }
+        assert_eq!(changed, [2, 3, 4]);
+        // Task 1 changes now; then task 5 pushes it (the oldest) out before a report.
+        events.finished(t(1), at(4));
+        events.sent(t(4), 1, at(4));
+        events.submitted(t(5), &f, TaskKind::Normal, true, at(5));
+        assert_eq!(events.pop_changed(), Some(t(4)));
+        assert_eq!(events.pop_changed(), Some(t(5)));
+        assert_eq!(events.pop_changed(), None);
+        // Ready to sent: 2, 3 and 4 ms; a run of 10 ms.
+        events.heard(1, at(0), 0);
+        let ran = Ran {
+            worker: 1,
+            pid: None,
+            start_us: 3_000,
+            args_us: 0,
+            run_us: 10_000,
+            store_us: 0,
+        };
+        events.ran(t(3), ran);
+        let times = events.times();
+        assert_eq!(times.len(), 1);
+        assert_eq!(times[0].function, "f");
+        assert_eq!(
+            (times[0].schedule.count(), times[0].schedule.sum_us),
+            (3, 9_000)
+        );
+        assert_eq!((times[0].run.count(), times[0].run.sum_us), (1, 10_000));
     }
 }

@@ -13,6 +13,7 @@
 //! The only other module of the crate they name is `store`, for the type of the mapped objects
 //! the owner holds (never to do IO with it).
 
+pub(crate) mod board;
 pub(crate) mod control;
 pub(crate) mod directory;
 pub(crate) mod events;

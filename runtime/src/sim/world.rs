@@ -1257,6 +1257,7 @@ impl World<'_> {
                                 node: id,
                                 available: Vec::new(),
                                 pulled: PullStats::default(),
+                                usage: prism_transport::NodeUsage::default(),
                             };
                             self.send(
                                 Place::Node(node),

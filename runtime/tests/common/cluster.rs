@@ -306,3 +306,31 @@ pub fn eventually(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
     }
     check()
 }
+
+/// A plain HTTP GET of `url` (HTTP/1.0, so the server closes after answering) with extra
+/// header lines (`Name: value`); returns the status, the response's head and its body.
+pub fn http(url: &str, headers: &[String]) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(host).expect("the dashboard listens");
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n{extra}\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().expect("a status code");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_string(), body.to_string())
+}
+
+/// [`http`] with the token as a Bearer token, if given: the status and the body.
+pub fn http_get(url: &str, token: Option<&str>) -> (u16, String) {
+    let auth: Vec<String> = token
+        .map(|t| format!("Authorization: Bearer {t}"))
+        .into_iter()
+        .collect();
+    let (status, _, body) = http(url, &auth);
+    (status, body)
+}

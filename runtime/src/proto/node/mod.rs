@@ -10,6 +10,7 @@
 mod actors;
 mod copies;
 mod groups;
+mod report;
 mod stores;
 #[cfg(test)]
 mod tests;
@@ -377,8 +378,13 @@ impl State {
 
     /// Starts the workers the CPUs can use right away, so the first tasks do not wait.
     /// Keeps at most `capacity` tasks' events (0: none).
-    pub(crate) fn with_task_events(mut self, capacity: usize) -> Self {
+    /// Keeps task events of at most `capacity` tasks; `report` them to a head (see
+    /// [`State::report_events`]).
+    pub(crate) fn with_task_events(mut self, capacity: usize, report: bool) -> Self {
         self.owner.events = crate::proto::events::TaskEvents::new(capacity);
+        if report {
+            self.owner.events.report_to_head();
+        }
         self
     }
 

@@ -17,7 +17,7 @@ use prism_graph::{
 };
 use prism_transport::Value;
 
-use crate::proto::events::{TaskEvents, TaskPhase};
+use crate::proto::events::{self, TaskEvents, TaskPhase};
 use crate::proto::scheduler::WorkerId;
 use crate::proto::shrink;
 use crate::store::{ObjectBytes, Segment};
@@ -64,6 +64,20 @@ pub(crate) enum Slot {
     /// fetches it first ([`Owner::wanted_here`]).
     Remote(u64),
     Failed(TaskError),
+}
+
+impl Slot {
+    /// The state API's name of where the value is (`PENDING`, `IN_MEMORY`, `SPILLED`,
+    /// `REMOTE`, `FAILED`), its size once known, and why it failed.
+    pub(crate) fn describe(&self) -> (&'static str, Option<u64>, Option<String>) {
+        match self {
+            Slot::Pending => ("PENDING", None, None),
+            Slot::Ready(bytes) => ("IN_MEMORY", Some(bytes.len() as u64), None),
+            Slot::Spilled(len) | Slot::Restoring(len) => ("SPILLED", Some(*len), None),
+            Slot::Remote(len) => ("REMOTE", Some(*len), None),
+            Slot::Failed(e) => ("FAILED", None, Some(e.to_string())),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -249,7 +263,7 @@ impl Owner {
 
     /// Records that `task` waits again: for a node when `ready`, else for its arguments.
     fn record_pending(&mut self, task: TaskId, ready: bool) {
-        let phase = TaskPhase::pending(ready);
+        let phase = events::pending(ready);
         self.record(|events, now| events.phase(task, phase, now));
     }
 
@@ -787,7 +801,7 @@ impl Owner {
         self.tasks.insert(task, TaskRecord::new(spec));
         let ready = matches!(readiness, Readiness::Ready);
         self.record(|events, now| {
-            events.again(task, TaskPhase::pending(ready), now);
+            events.again(task, events::pending(ready), now);
             for &waits in &held_back {
                 events.phase(waits, TaskPhase::PendingArgs, now);
             }
