@@ -319,12 +319,16 @@ fn the_head_shows_the_jobs_tasks(head_dir: &std::path::Path) -> Result<(), Faile
         .ok_or("the summary of traced_on_alpha")?;
     let function = traced["function"].as_str().unwrap_or_default().to_string();
     let job = traced["job"].as_str().unwrap_or_default().to_string();
-    // Each task with its node; the failed one with its error.
+    // Each task with its node (records may follow the counts by a report or two, behind
+    // the other cases' tasks); the failed one with its error.
     let filter = format!("function={function}");
-    let listed = cli(
-        head_dir,
-        &["list", "tasks", "--filter", &filter, "--format", "json"],
-    )?;
+    let mut listed = String::new();
+    common::eventually(15, || {
+        let args = ["list", "tasks", "--filter", &filter, "--format", "json"];
+        listed = cli(head_dir, &args).unwrap_or_default();
+        let parsed = serde_json::from_str::<serde_json::Value>(&listed);
+        parsed.is_ok_and(|tasks| tasks.as_array().is_some_and(|t| t.len() == 20))
+    });
     let tasks: serde_json::Value =
         serde_json::from_str(&listed).map_err(|e| format!("{e}: {listed}"))?;
     let tasks = tasks.as_array().ok_or("an array")?;
