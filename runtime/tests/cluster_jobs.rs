@@ -398,7 +398,7 @@ fn the_head_shows_the_jobs_tasks(head_dir: &std::path::Path) -> Result<(), Faile
         code == 303
             && head.contains("location: /tasks?state=FINISHED")
             && head.contains(&format!(
-                "set-cookie: prism_token={token}; Path=/; HttpOnly; SameSite=Strict"
+                "set-cookie: prism_token={token}; Path=/; Max-Age=28800; HttpOnly; SameSite=Strict"
             )),
         format!("{code} {head}"),
     )?;

@@ -509,7 +509,7 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
     tracing::info!(%addr, "head ready");
     announce(&format!(
         "Started the Prism head at {addr} (session {}).\nJoin token: {token}\n\
-         Dashboard: http://{dashboard_addr} (send the token as a Bearer token)\n\
+         Dashboard: http://{dashboard_addr}/?token={token} (or send the token as a Bearer token)\n\
          To add a node: prism start --address {addr} --token {token}\n",
         dir.display()
     ))?;

@@ -10,7 +10,7 @@
 //!
 //! Every route requires the cluster's join token: as `Authorization: Bearer <token>`, or
 //! (for a browser) in the `prism_token` cookie that `?token=<token>` on any page sets
-//! (HttpOnly, SameSite=Strict) before sending the browser on without it. A request without it
+//! (HttpOnly, SameSite=Strict, for 8 hours) before sending the browser on without it. A request without it
 //! gets 401 and learns nothing. `/metrics` also takes the head's read-only metrics token
 //! (`metrics-token` in its session directory), so a scrape configuration holds nothing that
 //! could join the cluster. The server listens on loopback; the head refuses any other address
@@ -41,8 +41,10 @@ struct Shared {
     metrics_token: Arc<str>,
 }
 
-/// The cookie a browser holds the token in.
+/// The cookie a browser holds the token in, and for how long (a working day: the browser
+/// keeps it across restarts, then asks for the token again).
 const COOKIE: &str = "prism_token";
+const COOKIE_AGE_S: u32 = 8 * 3600;
 
 /// How many tasks a page or `/api/tasks` shows unless told (`limit`).
 const TASKS_SHOWN: u32 = 100;
@@ -112,7 +114,9 @@ async fn authorize(State(shared): State<Shared>, request: Request, next: Next) -
         if !is_token(&offered) {
             return unauthorized();
         }
-        let cookie = format!("{COOKIE}={offered}; Path=/; HttpOnly; SameSite=Strict");
+        let cookie = format!(
+            "{COOKIE}={offered}; Path=/; Max-Age={COOKIE_AGE_S}; HttpOnly; SameSite=Strict"
+        );
         let rest = request.uri().query().map(without_token).unwrap_or_default();
         let to = match rest.is_empty() {
             true => path,

@@ -91,7 +91,7 @@ header{background:#1f2937;color:#fff;padding:8px 16px;display:flex;gap:24px;alig
 nav a{color:#cbd5e1;margin-right:14px;text-decoration:none}nav a[aria-current]{color:#fff;\
 border-bottom:2px solid #60a5fa}main{padding:12px 16px}table{border-collapse:collapse;\
 margin:8px 0 16px}th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;\
-vertical-align:top}th{background:#f3f4f6}.counts span{display:inline-block;margin:0 12px 8px 0;\
+vertical-align:top;white-space:nowrap}td:last-child{white-space:normal}th{background:#f3f4f6}.counts span{display:inline-block;margin:0 12px 8px 0;\
 padding:4px 10px;border-radius:4px;background:#eef2ff}.FAILED,.DEAD{color:#b91c1c}\
 .FINISHED,.ALIVE{color:#15803d}td.num{text-align:right}";
 
