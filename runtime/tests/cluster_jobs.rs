@@ -357,6 +357,36 @@ fn the_head_shows_the_jobs_tasks(head_dir: &std::path::Path) -> Result<(), Faile
             && got["events"].as_array().is_some_and(|e| e.len() >= 4),
         format!("{got}"),
     )?;
+    // Actors and objects counted at the head: an actor of this case and a put it holds.
+    let tally = Tally::remote(1);
+    tally.add(1).get_blocking()?;
+    let held = prism::put_ref(&vec![3u8; 5000])?;
+    let mut counted = String::new();
+    let seen = common::eventually(15, || {
+        let actors = cli(head_dir, &["summary", "actors"]).unwrap_or_default();
+        let objects = cli(head_dir, &["summary", "objects"]).unwrap_or_default();
+        counted = format!("{actors}\n{objects}");
+        actors
+            .lines()
+            .any(|l| l.contains("Tally") && l.contains("ALIVE"))
+            && objects
+                .lines()
+                .any(|l| l.starts_with("put ") && l.contains("IN_MEMORY"))
+    });
+    ensure(seen, format!("prism summary actors, objects:\n{counted}"))?;
+    drop((tally, held));
+    // The job's timeline from the head's records: a slice per run, named by its function.
+    let trace_path = head_dir.join("timeline.json");
+    let wrote = cli(
+        head_dir,
+        &["timeline", "--output", trace_path.to_str().ok_or("a path")?],
+    )?;
+    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace_path)?)?;
+    let runs = trace["traceEvents"].as_array().map_or(0, |events| {
+        let named = |e: &&serde_json::Value| e["name"] == function.as_str() && e["ph"] == "X";
+        events.iter().filter(named).count()
+    });
+    ensure(runs == 20, format!("{runs} slices of {function}: {wrote}"))?;
     // The dashboard: its pages and JSON, with the token as a header or (a browser's) cookie.
     let dashboard = std::fs::read_to_string(head_dir.join("dashboard"))?;
     let token = std::fs::read_to_string(head_dir.join("token"))?;

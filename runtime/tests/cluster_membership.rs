@@ -507,6 +507,32 @@ fn the_head_keeps_jobs_actors_and_groups_across_its_restart(
         shown.lines().any(|l| l == line),
         format!("prism logs on {node}'s host shows {line:?}: {shown:?}"),
     )?;
+    // And from another host, over the network (the node serves its logs to members).
+    let elsewhere = if std::ptr::eq(host, &cluster.head) {
+        &cluster.a
+    } else {
+        &cluster.head
+    };
+    let args = [
+        "logs",
+        "--node",
+        node,
+        "--pid",
+        pid,
+        "--address",
+        &cluster.addr,
+        "--token",
+        &cluster.token,
+    ];
+    let out = elsewhere.prism(&args);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    ensure(
+        shown.lines().any(|l| l == line),
+        format!(
+            "prism logs from another host shows {line:?}: {shown:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )?;
     let mut hanging = child_job(cluster, "hangs").spawn()?;
     let mut said = String::new();
     let stdout = hanging.stdout.take().expect("piped");

@@ -47,11 +47,11 @@ pub use message::{
     ArchivedHostHello, ArchivedHostReply, ArchivedJoinReply, ArchivedJoinRequest,
     ArchivedObjectValue, ArchivedOutcome, ArchivedPullKey, ArchivedPullReply, ArchivedPullRequest,
     ArchivedPurpose, ArchivedRunTimes, ArchivedTaskEnd, ArchivedToHost, ArchivedToNode,
-    ArchivedToWorker, ArchivedValue, Execute, FromControl, FromHost, HandshakeError, Hello,
-    HostEvent, HostHello, HostReply, JoinReply, JoinRequest, MAX_AWAITING, MemberUpdate,
+    ArchivedToWorker, ArchivedValue, Execute, FromControl, FromHost, FromLogs, HandshakeError,
+    Hello, HostEvent, HostHello, HostReply, JoinReply, JoinRequest, MAX_AWAITING, MemberUpdate,
     NodeStatus, NodeUsage, NodeUse, ObjectValue, Outcome, PROTOCOL_VERSION, PendingDemand, PullKey,
-    PullReply, PullRequest, PullStats, Purpose, RunTimes, TaskEnd, ToControl, ToHost, ToNode,
-    ToWorker, Value, platform,
+    PullReply, PullRequest, PullStats, Purpose, RunTimes, TaskEnd, ToControl, ToHost, ToLogs,
+    ToNode, ToWorker, Value, platform,
 };
 pub use state::{
     FunctionTimes, HISTOGRAM_BOUNDS_US, Histogram, JobEvents, JobSummary, JobTask, ObjectCount,

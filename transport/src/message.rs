@@ -307,6 +307,43 @@ pub enum Purpose {
     Job(String),
     /// Pulls of the named job's objects and binary ([`crate::transfer`]).
     Objects(String),
+    /// Reads of the workers' logs the node keeps ([`ToLogs`] requests, one per stream).
+    Logs,
+}
+
+/// A request for the workers' logs a node keeps (`prism logs --node` from another host).
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum ToLogs {
+    /// Which logs there are.
+    List,
+    /// At most `max` bytes of log `name` from `offset`.
+    Read {
+        /// The log's file name (`NODE-PID.out` or `.err`), as listed.
+        name: String,
+        /// Where to start.
+        offset: u64,
+        /// How much at most.
+        max: u32,
+    },
+}
+
+/// The answer to a [`ToLogs`].
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum FromLogs {
+    /// Each log's file name and size in bytes.
+    List(Vec<(String, u64)>),
+    /// The bytes read (none: nothing more yet).
+    Bytes(Vec<u8>),
+    /// The request failed, and why.
+    Error(String),
+}
+
+impl Message for ToLogs {
+    const NAME: &'static str = "ToLogs";
+}
+
+impl Message for FromLogs {
+    const NAME: &'static str = "FromLogs";
 }
 
 impl std::fmt::Display for Purpose {
@@ -315,6 +352,7 @@ impl std::fmt::Display for Purpose {
             Purpose::Control => write!(f, "control"),
             Purpose::Job(job) => write!(f, "job {job}"),
             Purpose::Objects(job) => write!(f, "objects of job {job}"),
+            Purpose::Logs => write!(f, "logs"),
         }
     }
 }

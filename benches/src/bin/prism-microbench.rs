@@ -119,6 +119,11 @@ struct Args {
     /// memory: idle before, at the peak, and after every reference is dropped.
     #[arg(long, num_args = 0..=1, default_missing_value = "1000000", value_name = "TASKS")]
     million: Option<usize>,
+    /// Run this many no-op tasks (default 1,000,000) in batches of 10,000 (each gathered and
+    /// dropped before the next), and print the node's memory after every 100,000: whether it
+    /// stays flat once the task events' table is full (100,000 tasks by default).
+    #[arg(long, num_args = 0..=1, default_missing_value = "1000000", value_name = "TASKS")]
+    steady: Option<usize>,
 }
 
 /// Resident memory of this process and its children (the workers), in bytes.
@@ -253,6 +258,44 @@ fn million(n: usize) {
         mib(after),
         mib(after) - mib(idle)
     );
+}
+
+/// Bounded memory (issue 21): `n` tasks in batches of 10,000, the node's RSS after every
+/// 100,000, and its growth from the first full table (200,000 tasks) to the end.
+fn steady(n: usize) {
+    const BATCH: usize = 10_000;
+    const EVERY: usize = 100_000;
+    prism::get_all_blocking(&[small_value::remote(), small_value::remote()]).expect("warm-up");
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let idle = node_rss();
+    println!("idle: node RSS {:.1} MiB", mib(idle));
+    let start = std::time::Instant::now();
+    let mut full = None;
+    for done in (BATCH..=n).step_by(BATCH) {
+        let refs: Vec<ObjectRef<u8>> = (0..BATCH).map(|_| small_value::remote()).collect();
+        prism::get_all_blocking(&refs).expect("tasks");
+        drop(refs);
+        if done % EVERY == 0 {
+            let rss = node_rss();
+            if done == 2 * EVERY {
+                full = Some(rss);
+            }
+            println!(
+                "{done} tasks, {:.1} s: node RSS {:.1} MiB",
+                start.elapsed().as_secs_f64(),
+                mib(rss)
+            );
+        }
+    }
+    if let Some(full) = full {
+        let end = node_rss();
+        println!(
+            "from 200,000 tasks to {n}: {:+.1} MiB (node RSS {:.1} -> {:.1} MiB)",
+            mib(end) - mib(full),
+            mib(full),
+            mib(end)
+        );
+    }
 }
 
 type Bench = (&'static str, u64, Box<dyn FnMut()>);
@@ -535,6 +578,10 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(n) = args.million {
         million(n);
+        return Ok(());
+    }
+    if let Some(n) = args.steady {
+        steady(n);
         return Ok(());
     }
     let trial = Duration::from_secs_f64(args.trial_secs);

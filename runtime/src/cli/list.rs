@@ -9,7 +9,7 @@ use prism_transport::{TaskPhase, TaskQuery};
 use serde_json::Value;
 
 use super::tasks::{DriverArgs, ask_drivers};
-use super::{ClientArgs, connect_cli, node_table};
+use super::{CliLink, ClientArgs, connect_cli, node_table};
 use crate::api::state::{fold_counts, fold_objects};
 use crate::daemon::ask;
 use crate::dashboard::NodeJson;
@@ -73,6 +73,9 @@ pub(super) enum Summarized {
     /// Objects by function: how many, their bytes, their states (from the head or the
     /// drivers, as for tasks).
     Objects,
+    /// Actors by class and state (every job's, from the head; without a head, or with
+    /// `--pid`: the drivers' running on this host).
+    Actors,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -130,7 +133,7 @@ pub(super) async fn list(args: &ListArgs) -> Result<(), String> {
 
 /// Whether to ask the head rather than the drivers of this host: a head is known and no
 /// driver is named.
-fn use_head(client: &ClientArgs, drivers: &DriverArgs) -> bool {
+pub(super) fn use_head(client: &ClientArgs, drivers: &DriverArgs) -> bool {
     drivers.pid.is_none() && crate::session::head_known(client.address.as_deref())
 }
 
@@ -170,8 +173,15 @@ async fn head_tasks(args: &ListArgs) -> Result<(Table, Option<usize>), String> {
 }
 
 /// Asks the head `request` and closes the connection.
-async fn head_answer(client: &ClientArgs, request: ToControl) -> Result<FromControl, String> {
-    let (_, endpoint, connection) = connect_cli(client, "list").await?;
+pub(super) async fn head_answer(
+    client: &ClientArgs,
+    request: ToControl,
+) -> Result<FromControl, String> {
+    let CliLink {
+        endpoint,
+        connection,
+        ..
+    } = connect_cli(client, "list").await?;
     let answer = ask(&connection, &request).await.map_err(|e| e.to_string());
     connection.close(quic::codes::DONE, b"asked");
     endpoint.wait_idle().await;
@@ -200,7 +210,11 @@ async fn local_or_head(args: &ListArgs) -> Result<Table, String> {
 
 /// What the head knows of `args.what`.
 async fn from_head(args: &ListArgs) -> Result<Table, String> {
-    let (_, endpoint, connection) = connect_cli(&args.client, "list").await?;
+    let CliLink {
+        endpoint,
+        connection,
+        ..
+    } = connect_cli(&args.client, "list").await?;
     let table = match args.what {
         Listed::Nodes => node_table(&connection).await.map(nodes),
         what => match ask(&connection, &ToControl::Jobs).await {
@@ -218,8 +232,8 @@ async fn from_head(args: &ListArgs) -> Result<Table, String> {
     table
 }
 
-/// `prism summary tasks|objects`: counted by function and state, every job's (from the head)
-/// or each driver's of this host.
+/// `prism summary tasks|objects|actors`: counted by function (or class) and state, every
+/// job's (from the head) or each driver's of this host.
 pub(super) async fn summary(args: &SummaryArgs) -> Result<(), String> {
     let head = use_head(&args.client, &args.drivers);
     let columns: &'static [&'static str] = match (args.what, head) {
@@ -227,9 +241,24 @@ pub(super) async fn summary(args: &SummaryArgs) -> Result<(), String> {
         (Summarized::Tasks, true) => &["FUNCTION", "TYPE", "TOTAL", "STATES", "JOB"],
         (Summarized::Objects, false) => &["FUNCTION", "COUNT", "BYTES", "STATES", "DRIVER"],
         (Summarized::Objects, true) => &["FUNCTION", "COUNT", "BYTES", "STATES", "JOB"],
+        (Summarized::Actors, false) => &["CLASS", "TOTAL", "STATES", "DRIVER"],
+        (Summarized::Actors, true) => &["CLASS", "TOTAL", "STATES", "JOB"],
     };
     // Each answer beside who gave it: a job (from the head) or a driver's pid.
-    let answers: Vec<(Value, Value)> = if head {
+    let answers: Vec<(Value, Value)> = if head && args.what == Summarized::Actors {
+        let jobs = match head_answer(&args.client, ToControl::Jobs).await? {
+            FromControl::Jobs(jobs) => jobs,
+            other => return Err(format!("unexpected answer to a list of jobs: {other:?}")),
+        };
+        let answers = jobs.into_iter().map(|job| {
+            let actors = job
+                .actors
+                .iter()
+                .map(|a| (a.class.clone(), a.state.name_and_reason().0));
+            (Value::from(job.job), fold_actors(actors))
+        });
+        answers.collect()
+    } else if head {
         let summaries = match head_answer(&args.client, ToControl::Summaries).await? {
             FromControl::Summaries(summaries) => summaries,
             other => return Err(format!("unexpected answer to a summary: {other:?}")),
@@ -237,7 +266,7 @@ pub(super) async fn summary(args: &SummaryArgs) -> Result<(), String> {
         let answers = summaries.into_iter().map(|job| {
             let records = match args.what {
                 Summarized::Tasks => record(&fold_counts(job.tasks)),
-                Summarized::Objects => record(&fold_objects(job.objects)),
+                _ => record(&fold_objects(job.objects)),
             };
             (Value::from(job.job), records)
         });
@@ -246,9 +275,22 @@ pub(super) async fn summary(args: &SummaryArgs) -> Result<(), String> {
         let request = match args.what {
             Summarized::Tasks => "summary tasks",
             Summarized::Objects => "summary objects",
+            Summarized::Actors => "actors",
         };
         let answers = ask_drivers(&args.drivers, request)?.into_iter();
-        answers.map(|(pid, a)| (Value::from(pid), a)).collect()
+        let answers = answers.map(|(pid, answer)| {
+            let answer = match args.what {
+                Summarized::Actors => {
+                    let actors = answer.as_array().into_iter().flatten();
+                    fold_actors(
+                        actors.map(|a| (text(&a["class"]), a["state"].as_str().unwrap_or("?"))),
+                    )
+                }
+                _ => answer,
+            };
+            (Value::from(pid), answer)
+        });
+        answers.collect()
     };
     let by = if head { "job" } else { "driver" };
     let mut rows = Vec::new();
@@ -259,23 +301,45 @@ pub(super) async fn summary(args: &SummaryArgs) -> Result<(), String> {
             let listed: Vec<String> = states.iter().map(|(s, n)| format!("{s} {n}")).collect();
             let mut shown = summary.clone();
             shown[by] = who.clone();
-            let (second, third) = match args.what {
-                Summarized::Tasks => (text(&summary["type"]), total.to_string()),
-                Summarized::Objects => (text(&summary["count"]), text(&summary["bytes"])),
+            let row = match args.what {
+                Summarized::Tasks => vec![
+                    text(&summary["function"]),
+                    text(&summary["type"]),
+                    total.to_string(),
+                ],
+                Summarized::Objects => vec![
+                    text(&summary["function"]),
+                    text(&summary["count"]),
+                    text(&summary["bytes"]),
+                ],
+                Summarized::Actors => vec![text(&summary["class"]), total.to_string()],
             };
-            let row = vec![
-                text(&summary["function"]),
-                second,
-                third,
-                listed.join(", "),
-                text(who),
-            ];
+            let row = row
+                .into_iter()
+                .chain([listed.join(", "), text(who)])
+                .collect();
             rows.push((row, shown));
         }
     }
     let table = Table { columns, rows };
     let total = table.rows.len();
     show(&table, args.format, total)
+}
+
+/// Actors (class and state name) counted by class, as summary records:
+/// `[{"class": C, "states": {STATE: n}}]`.
+fn fold_actors<'a>(actors: impl Iterator<Item = (String, &'a str)>) -> Value {
+    let mut by_class: std::collections::BTreeMap<String, serde_json::Map<String, Value>> =
+        Default::default();
+    for (class, state) in actors {
+        let states = by_class.entry(class).or_default();
+        let n = states.get(state).and_then(Value::as_u64).unwrap_or(0);
+        states.insert(state.to_string(), Value::from(n + 1));
+    }
+    let records = by_class
+        .into_iter()
+        .map(|(class, states)| serde_json::json!({ "class": class, "states": states }));
+    Value::Array(records.collect())
 }
 
 /// What `prism get` shows.

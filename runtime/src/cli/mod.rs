@@ -186,8 +186,8 @@ pub fn main() -> ExitCode {
         Command::List(args) => runtime().and_then(|rt| rt.block_on(list::list(&args))),
         Command::Summary(args) => runtime().and_then(|rt| rt.block_on(list::summary(&args))),
         Command::Get(args) => runtime().and_then(|rt| rt.block_on(list::get(&args))),
-        Command::Timeline(args) => tasks::timeline(&args),
-        Command::Logs(args) => logs::logs(&args),
+        Command::Timeline(args) => runtime().and_then(|rt| rt.block_on(tasks::timeline(&args))),
+        Command::Logs(args) => runtime().and_then(|rt| rt.block_on(logs::logs(&args))),
         Command::Daemon(args) => {
             init_logging();
             runtime().and_then(|rt| rt.block_on(daemon(args.into())))
@@ -312,12 +312,21 @@ fn without_token(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi
     kept
 }
 
+/// The command's connection to the head.
+struct CliLink {
+    /// The head's address.
+    head: SocketAddr,
+    endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+    /// The command's certificate of the cluster (to reach other members too).
+    identity: prism_transport::tls::Identity,
+    /// The name it goes by.
+    name: String,
+}
+
 /// Connects the command to the head `args` name, as a member named after `what` and this
-/// process; returns the head's address too.
-async fn connect_cli(
-    args: &ClientArgs,
-    what: &str,
-) -> Result<(SocketAddr, quinn::Endpoint, quinn::Connection), String> {
+/// process.
+async fn connect_cli(args: &ClientArgs, what: &str) -> Result<CliLink, String> {
     let token = given_token(args.token.as_deref(), args.token_file.as_deref())?;
     let (head, token) = head_and_token(args.address.as_deref(), token.as_deref())?;
     let bind: std::net::IpAddr = if head.is_ipv4() {
@@ -326,8 +335,14 @@ async fn connect_cli(
         std::net::Ipv6Addr::UNSPECIFIED.into()
     };
     let name = format!("{what}-{}", std::process::id());
-    let (endpoint, connection) = connect_to_head(bind, head, &token, &name).await?;
-    Ok((head, endpoint, connection))
+    let (endpoint, connection, identity) = connect_to_head(bind, head, &token, &name).await?;
+    Ok(CliLink {
+        head,
+        endpoint,
+        connection,
+        identity,
+        name,
+    })
 }
 
 /// The node table.
@@ -346,7 +361,12 @@ const DRAIN_WAIT: Duration = Duration::from_secs(30);
 
 /// Marks the node draining at the head and, unless told not to, waits until it left.
 async fn drain(args: &DrainArgs) -> Result<(), String> {
-    let (head, endpoint, connection) = connect_cli(&args.client, "drain").await?;
+    let CliLink {
+        head,
+        endpoint,
+        connection,
+        ..
+    } = connect_cli(&args.client, "drain").await?;
     let started = Instant::now();
     let request = ToControl::Drain {
         name: args.node.clone(),
@@ -388,7 +408,12 @@ async fn drain(args: &DrainArgs) -> Result<(), String> {
 }
 
 async fn status(args: &ClientArgs) -> Result<(), String> {
-    let (head, endpoint, connection) = connect_cli(args, "status").await?;
+    let CliLink {
+        head,
+        endpoint,
+        connection,
+        ..
+    } = connect_cli(args, "status").await?;
     let nodes = node_table(&connection).await?;
     let demands = match ask(&connection, &ToControl::Demands)
         .await

@@ -1,5 +1,5 @@
 //! What the running drivers of this host tell of their tasks (`prism list tasks`, `prism
-//! summary tasks`, `prism timeline`): each driver answers on its socket in the session
+//! summary tasks`, `prism timeline`; on a cluster these ask the head instead): each driver answers on its socket in the session
 //! directory (see [`crate::api::state_server`]).
 
 use std::io::{BufRead, BufReader, Write};
@@ -102,36 +102,83 @@ fn ask(path: &std::path::Path, request: &str) -> Result<Value, Asked> {
 
 #[derive(Debug, Clone, Args)]
 pub(super) struct TimelineArgs {
-    /// Where to write the trace (default: prism-timeline-PID.json here).
+    /// Where to write the trace (default: prism-timeline-PID.json, or -JOB.json, here).
     #[arg(long)]
     output: Option<PathBuf>,
+    /// On a cluster: the job whose timeline to draw (needed when the head has tasks of
+    /// several).
+    #[arg(long)]
+    job: Option<String>,
+    #[command(flatten)]
+    client: super::ClientArgs,
     #[command(flatten)]
     drivers: DriverArgs,
 }
 
-/// `prism timeline`: each driver's timeline to a file (Chrome trace JSON).
-pub(super) fn timeline(args: &TimelineArgs) -> Result<(), String> {
-    let answers = ask_drivers(&args.drivers, "timeline")?;
-    if answers.len() > 1 && args.output.is_some() {
-        let pids: Vec<String> = answers.iter().map(|(p, _)| p.to_string()).collect();
+/// How many of a job's newest tasks a timeline from the head draws at most.
+const TIMELINE_TASKS: u32 = 50_000;
+
+/// `prism timeline`: a job's timeline from the head's task records (on a cluster), else each
+/// driver's of this host, to a file (Chrome trace JSON).
+pub(super) async fn timeline(args: &TimelineArgs) -> Result<(), String> {
+    let traces = if super::list::use_head(&args.client, &args.drivers) {
+        vec![head_timeline(args).await?]
+    } else {
+        let answers = ask_drivers(&args.drivers, "timeline")?;
+        let traces = answers.into_iter().map(|(pid, trace)| {
+            let path = PathBuf::from(format!("prism-timeline-{pid}.json"));
+            (format!("driver {pid}"), path, trace)
+        });
+        traces.collect()
+    };
+    if traces.len() > 1 && args.output.is_some() {
+        let names: Vec<&str> = traces.iter().map(|(n, _, _)| n.as_str()).collect();
         return Err(format!(
             "{} drivers run here ({}): name one with --pid",
-            answers.len(),
-            pids.join(", ")
+            traces.len(),
+            names.join(", ")
         ));
     }
-    for (pid, trace) in answers {
-        let path = args
-            .output
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("prism-timeline-{pid}.json")));
+    for (name, path, trace) in traces {
+        let path = args.output.clone().unwrap_or(path);
         let events = trace["traceEvents"].as_array().map_or(0, Vec::len);
         std::fs::write(&path, trace.to_string())
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!(
-            "Wrote the timeline of driver {pid} ({events} trace events) to {}: open it in https://ui.perfetto.dev or chrome://tracing.",
+            "Wrote the timeline of {name} ({events} trace events) to {}: open it in https://ui.perfetto.dev or chrome://tracing.",
             path.display()
         );
     }
     Ok(())
+}
+
+/// The timeline of one job from the head's task records: its name, default file and trace.
+async fn head_timeline(args: &TimelineArgs) -> Result<(String, PathBuf, Value), String> {
+    let query = prism_transport::TaskQuery {
+        job: args.job.clone(),
+        limit: TIMELINE_TASKS,
+        ..Default::default()
+    };
+    let request = prism_transport::ToControl::Tasks(query);
+    let tasks = match super::list::head_answer(&args.client, request).await? {
+        prism_transport::FromControl::Tasks { tasks, .. } => tasks,
+        other => return Err(format!("unexpected answer to a list of tasks: {other:?}")),
+    };
+    let mut jobs: Vec<&str> = tasks.iter().map(|t| t.job.as_str()).collect();
+    jobs.dedup();
+    let job = match jobs.as_slice() {
+        [] => return Err("the head has no task records (of that job)".into()),
+        [job] => job.to_string(),
+        _ => {
+            return Err(format!(
+                "the head has tasks of {} jobs ({}): name one with --job",
+                jobs.len(),
+                jobs.join(", ")
+            ));
+        }
+    };
+    let infos: Vec<prism_transport::TaskInfo> = tasks.into_iter().map(|t| t.task).collect();
+    let trace = crate::api::state::trace(&infos);
+    let path = PathBuf::from(format!("prism-timeline-{job}.json"));
+    Ok((format!("job {job}"), path, trace))
 }

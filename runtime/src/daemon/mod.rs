@@ -648,7 +648,7 @@ pub(crate) async fn connect_to_head(
     head: SocketAddr,
     token: &JoinToken,
     name: &str,
-) -> Result<(quinn::Endpoint, quinn::Connection), String> {
+) -> Result<(quinn::Endpoint, quinn::Connection, Identity), String> {
     let endpoint = quic::client_endpoint(SocketAddr::new(bind, 0)).map_err(|e| e.to_string())?;
     let cached = session_dir().join("cli.pem");
     let identity = std::fs::read_to_string(&cached)
@@ -668,7 +668,7 @@ pub(crate) async fn connect_to_head(
         }
     };
     let connection = connect_member(&endpoint, head, &identity, name).await?;
-    Ok((endpoint, connection))
+    Ok((endpoint, connection, identity))
 }
 
 async fn node(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), String> {

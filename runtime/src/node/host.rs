@@ -20,8 +20,8 @@ use prism_transport::quic;
 use prism_transport::tls::Identity;
 use prism_transport::transfer;
 use prism_transport::{
-    ArchivedHostEvent, FrameDecoder, FromHost, HostEvent, HostHello, NodeUsage, PullKey, PullStats,
-    Purpose, ToHost,
+    ArchivedHostEvent, FrameDecoder, FromHost, FromLogs, HostEvent, HostHello, NodeUsage, PullKey,
+    PullStats, Purpose, ToHost, ToLogs,
 };
 use tokio::sync::watch;
 
@@ -140,6 +140,7 @@ impl Hosting {
                 });
                 transfer::serve_pulls(connection, source).await;
             }
+            Purpose::Logs => serve_logs(connection).await,
             Purpose::Control => quic::close_for(
                 &connection,
                 quic::codes::REFUSED,
@@ -507,6 +508,30 @@ async fn ask_renewal(connection: quinn::Connection, seq: u64, lease: Arc<Mutex<L
         && answered.to_native() == seq
     {
         lease.lock().granted(seq);
+    }
+}
+
+/// Answers reads of the workers' logs kept on this host (`prism logs --node` from another
+/// host), one request per stream, until the reader goes.
+async fn serve_logs(connection: quinn::Connection) {
+    let peer = connection.remote_address();
+    while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+        let request = match quic::read_request::<ToLogs>(&mut recv, peer, 1 << 16).await {
+            Ok(Some(request)) => request,
+            Ok(None) => continue,
+            Err(e) => {
+                quic::close_for(&connection, quic::codes::BAD_FRAME, &e.to_string());
+                return;
+            }
+        };
+        let answered = tokio::task::spawn_blocking(move || super::output::answer_logs(request));
+        let reply = answered
+            .await
+            .unwrap_or_else(|e| FromLogs::Error(format!("the read failed: {e}")));
+        if quic::send_frame(&mut send, &reply).await.is_err() {
+            break;
+        }
+        let _ = send.finish();
     }
 }
 

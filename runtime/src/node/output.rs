@@ -14,6 +14,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use prism_transport::{FromLogs, ToLogs};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
 /// Set to `0`: workers' output is not brought to the driver.
@@ -130,6 +131,66 @@ const KEPT_LOGS: usize = 1000;
 /// labelled.
 pub(crate) fn logs_dir() -> std::path::PathBuf {
     crate::session::session_dir().join("logs")
+}
+
+/// What a log's file name tells: its node (as the name writes it), the worker's pid, and
+/// its stream (`out` or `err`); `None` for a name that is not a worker's log.
+pub(crate) fn parse_log_name(name: &str) -> Option<(&str, u32, &str)> {
+    let (stem, stream) = name.rsplit_once('.')?;
+    let (node, pid) = stem.rsplit_once('-')?;
+    match stream {
+        "out" | "err" => Some((node, pid.parse().ok()?, stream)),
+        _ => None,
+    }
+}
+
+/// The most one read of a log returns to another host.
+const LOG_READ_MAX: u32 = 1 << 20;
+
+/// Answers a request for the workers' logs kept here (see [`ToLogs`]): only plain names of
+/// the logs directory are read, never through a symbolic link.
+pub(crate) fn answer_logs(request: ToLogs) -> FromLogs {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = logs_dir();
+    match request {
+        ToLogs::List => {
+            let entries = std::fs::read_dir(&dir).into_iter().flatten().flatten();
+            let mut logs: Vec<(String, u64)> = entries
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    parse_log_name(&name)?;
+                    let meta = e.metadata().ok().filter(|m| m.is_file())?;
+                    Some((name, meta.len()))
+                })
+                .collect();
+            logs.sort();
+            FromLogs::List(logs)
+        }
+        ToLogs::Read { name, offset, max } => {
+            if name.contains('/') || parse_log_name(&name).is_none() {
+                return FromLogs::Error(format!("{name:?} is not the name of a worker's log"));
+            }
+            let path = dir.join(&name);
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path);
+            let mut file = match opened {
+                Ok(file) => file,
+                Err(e) => return FromLogs::Error(format!("cannot open the log {name}: {e}")),
+            };
+            let mut bytes = Vec::new();
+            let read = file.seek(SeekFrom::Start(offset)).and_then(|_| {
+                let max = u64::from(max.min(LOG_READ_MAX));
+                (&mut file).take(max).read_to_end(&mut bytes)
+            });
+            match read {
+                Ok(_) => FromLogs::Bytes(bytes),
+                Err(e) => FromLogs::Error(format!("cannot read the log {name}: {e}")),
+            }
+        }
+    }
 }
 
 /// The file name of worker `pid`'s log on node `node` (`stderr`: its errors).
