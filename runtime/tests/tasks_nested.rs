@@ -573,6 +573,14 @@ fn the_prism_command_lists_summarises_and_draws_a_running_programs_tasks() -> Re
             .any(|a| a.name.as_deref() == Some("listed-by-the-cli") && a.state == "ALIVE"),
         format!("{api:?}"),
     )?;
+    let counted = prism_cli(&["summary", "actors", "--pid", &me])?;
+    ensure(
+        counted.starts_with("CLASS")
+            && counted
+                .lines()
+                .any(|l| l.contains("::Listed") && l.contains("ALIVE 1") && l.contains(&me)),
+        counted.clone(),
+    )?;
     prism::kill(&listed)?;
     let id = children[0]["task_id"].as_str().ok_or("an id")?;
     let got: serde_json::Value = serde_json::from_str(&prism_cli(&["get", "task", id])?)?;
