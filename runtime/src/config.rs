@@ -46,6 +46,11 @@ pub struct Config {
 /// 0 sends no run times).
 pub(crate) const ENV_TASK_EVENTS_MAX: &str = "PRISM_TASK_EVENTS_MAX";
 
+/// Whether the switch `name` in the environment is on: on unless set to `0`.
+pub(crate) fn env_switch(name: &str) -> bool {
+    std::env::var(name).map_or(true, |v| v.trim() != "0")
+}
+
 impl Config {
     /// The default configuration.
     pub fn new() -> Self {

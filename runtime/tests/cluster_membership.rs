@@ -598,6 +598,19 @@ fn the_head_keeps_jobs_actors_and_groups_across_its_restart(
         job_of(&after, me).is_some(),
         "the restarted head knows this job",
     )?;
+    // This job's task events reach the restarted head again (its board started empty).
+    let name = job_of(&after, me)
+        .map(|j| j["job"].to_string())
+        .unwrap_or_default();
+    let mut counted = String::new();
+    let reported = eventually(10, || {
+        counted = cluster.head.ok(&["summary", "tasks", "--format", "json"]);
+        counted.contains(&format!("\"job\": {name}"))
+    });
+    ensure(
+        reported,
+        format!("the restarted head counts {name}'s tasks: {counted}"),
+    )?;
 
     // This job's changes reach the restarted head.
     prism::kill(&resident)?;

@@ -120,6 +120,9 @@ pub(crate) struct Joined {
     /// the summary the head has.
     events_sending: AtomicBool,
     events_sent: parking_lot::Mutex<Option<JobSummary>>,
+    /// The control connection was made again (a restarted head, whose board is empty): the
+    /// next report carries every record the table keeps.
+    head_renewed: AtomicBool,
     /// What the head was told of the job's actors and placement groups.
     directory: Arc<parking_lot::Mutex<Publisher>>,
     /// What a node that joins needs to host the job.
@@ -273,6 +276,7 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
         reported: std::sync::atomic::AtomicBool::new(false),
         events_sending: AtomicBool::new(false),
         events_sent: parking_lot::Mutex::new(None),
+        head_renewed: AtomicBool::new(false),
         hosting,
         adding: parking_lot::Mutex::new(HashSet::new()),
         refused: parking_lot::Mutex::new(refused),
@@ -430,6 +434,16 @@ impl Joined {
         !self.events_sending.load(Ordering::SeqCst)
     }
 
+    /// Whether the head was connected to again since the last call (then report every
+    /// record again: a restarted head's board starts empty).
+    pub(crate) fn head_renewed(&self) -> bool {
+        let renewed = self.head_renewed.swap(false, Ordering::SeqCst);
+        if renewed {
+            *self.events_sent.lock() = None;
+        }
+        renewed
+    }
+
     /// Sends the head `events` (nothing when no record and not the summary changed). Records
     /// a head that does not take are not sent again unless they change again.
     pub(crate) fn send_events(self: &Arc<Self>, events: JobEvents) {
@@ -540,6 +554,7 @@ impl Joined {
         };
         tracing::info!(head = %self.head, "connected to the head again");
         *self.control.lock() = fresh.clone();
+        self.head_renewed.store(true, Ordering::SeqCst);
         Ok(fresh)
     }
 

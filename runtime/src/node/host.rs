@@ -638,9 +638,13 @@ fn spawn(node: &str, job: &Arc<Job>, worker: u64) -> Result<u32, String> {
     let pid = process.pid();
     job.workers.lock().insert(worker, Arc::new(process));
     relay_worker(job, worker, link);
-    for (stderr, pipe) in super::output::pipes(&mut child) {
-        let log = super::output::open_log(node, pid, stderr);
-        tokio::spawn(relay_output(job.driver.clone(), worker, stderr, pipe, log));
+    let pipes = super::output::pipes(&mut child);
+    if !pipes.is_empty() {
+        let mut logs = super::output::open_logs(node, pid);
+        for (stderr, pipe) in pipes {
+            let log = logs[usize::from(stderr)].take();
+            tokio::spawn(relay_output(job.driver.clone(), worker, stderr, pipe, log));
+        }
     }
     let handle = tokio::runtime::Handle::current();
     let waiter = job.clone();

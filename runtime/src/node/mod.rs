@@ -579,6 +579,9 @@ impl Core {
             joined.report(shell.node.nodes.pending(), shell.node.nodes.used());
             joined.publish(shell.node.actor_directory(), shell.node.group_directory());
             if joined.events_wanted() {
+                if joined.head_renewed() {
+                    shell.node.owner.events.all_changed();
+                }
                 let events = shell.node.report_events(&joined.job, &unix_clock());
                 joined.send_events(events);
             }

@@ -32,12 +32,12 @@ const BATCH: usize = 16 << 10;
 
 /// Whether workers' output goes to the driver (see [`ENV_LOG_TO_DRIVER`]).
 pub(crate) fn to_driver() -> bool {
-    std::env::var(ENV_LOG_TO_DRIVER).map_or(true, |v| v.trim() != "0")
+    crate::config::env_switch(ENV_LOG_TO_DRIVER)
 }
 
 /// Whether workers' repeated lines are deduplicated (see [`ENV_DEDUP_LOGS`]).
 pub(crate) fn dedup() -> bool {
-    std::env::var(ENV_DEDUP_LOGS).map_or(true, |v| v.trim() != "0")
+    crate::config::env_switch(ENV_DEDUP_LOGS)
 }
 
 /// Has the worker `cmd` starts write its output and errors, labelled, to pipes its starter
@@ -208,36 +208,38 @@ pub(crate) fn log_name(node: &str, pid: u32, stderr: bool) -> String {
     format!("{node}-{pid}.{stream}")
 }
 
-/// Opens a new log for worker `pid` on `node` (0600 in a 0700 directory), first removing
-/// the oldest logs beyond [`KEPT_LOGS`]; `None` (said in the log) when it cannot.
-pub(crate) fn open_log(node: &str, pid: u32, stderr: bool) -> Option<std::fs::File> {
+/// Opens new logs for worker `pid` on `node`, its output's and its errors' (0600 in a 0700
+/// directory), first removing the oldest logs beyond [`KEPT_LOGS`]; `None` for a log (said in
+/// the log) that cannot be opened.
+pub(crate) fn open_logs(node: &str, pid: u32) -> [Option<std::fs::File>; 2] {
     let dir = logs_dir();
     let session = crate::session::open_session().map_err(std::io::Error::other);
-    let opened = session
-        .and_then(|_| crate::files::private_dir(&dir))
-        .and_then(|()| {
-            forget_old_logs(&dir);
-            let path = dir.join(log_name(node, pid, stderr));
-            let _ = std::fs::remove_file(&path); // a pid used again
-            crate::files::private_options()
-                .append(true)
-                .create_new(true)
-                .open(path)
-        });
-    match opened {
-        Ok(file) => Some(file),
-        Err(e) => {
-            tracing::warn!(
-                pid,
-                "cannot keep the worker's log in {}: {e}",
-                dir.display()
-            );
-            None
-        }
+    if let Err(e) = session.and_then(|_| crate::files::private_dir(&dir)) {
+        tracing::warn!(
+            pid,
+            "cannot keep the worker's logs in {}: {e}",
+            dir.display()
+        );
+        return [None, None];
     }
+    forget_old_logs(&dir);
+    [false, true].map(|stderr| {
+        let path = dir.join(log_name(node, pid, stderr));
+        let _ = std::fs::remove_file(&path); // a pid used again
+        let opened = crate::files::private_options()
+            .append(true)
+            .create_new(true)
+            .open(&path);
+        match opened {
+            Ok(file) => Some(file),
+            Err(e) => {
+                tracing::warn!(pid, "cannot keep the worker's log {}: {e}", path.display());
+                None
+            }
+        }
+    })
 }
 
-/// Removes the oldest logs in `dir` beyond [`KEPT_LOGS`] (less one, for the one to come).
 fn forget_old_logs(dir: &std::path::Path) {
     let mut logs: Vec<(std::time::SystemTime, std::path::PathBuf)> = std::fs::read_dir(dir)
         .into_iter()
@@ -245,11 +247,12 @@ fn forget_old_logs(dir: &std::path::Path) {
         .flatten()
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    if logs.len() < KEPT_LOGS {
+    // Room for the two about to be opened.
+    if logs.len() + 2 <= KEPT_LOGS {
         return;
     }
     logs.sort();
-    for (_, path) in &logs[..=logs.len() - KEPT_LOGS] {
+    for (_, path) in &logs[..logs.len() + 2 - KEPT_LOGS] {
         let _ = std::fs::remove_file(path);
     }
 }

@@ -102,9 +102,14 @@ fn spawn_worker(core: &Arc<Core>, worker: WorkerId, exe: &std::path::Path) {
 fn show_output(core: &Arc<Core>, child: &mut std::process::Child) {
     let _guard = core.handle().enter();
     let weak = Arc::downgrade(core);
-    for (stderr, pipe) in super::output::pipes(child) {
+    let pipes = super::output::pipes(child);
+    if pipes.is_empty() {
+        return;
+    }
+    let mut logs = super::output::open_logs("local", child.id());
+    for (stderr, pipe) in pipes {
         let reading = core.output_open().count();
-        let log = super::output::open_log("local", child.id(), stderr);
+        let log = logs[usize::from(stderr)].take();
         tokio::spawn(print_output(weak.clone(), stderr, pipe, log, reading));
     }
 }

@@ -411,6 +411,19 @@ impl TaskEvents {
         self.ring.len()
     }
 
+    /// Marks every entry changed (to be reported again: the head lost what it had).
+    pub(crate) fn all_changed(&mut self) {
+        if !self.reporting {
+            return;
+        }
+        for (at, (_, entry)) in self.ring.iter_mut().enumerate() {
+            if !entry.changed {
+                entry.changed = true;
+                self.changed.push_back(self.first + at as u64);
+            }
+        }
+    }
+
     /// The task that changed first since it was last reported, marked reported.
     pub(crate) fn pop_changed(&mut self) -> Option<TaskId> {
         while let Some(number) = self.changed.pop_front() {
@@ -840,7 +853,15 @@ mod tests {
         assert_eq!(events.pop_changed(), Some(t(4)));
         assert_eq!(events.pop_changed(), Some(t(5)));
         assert_eq!(events.pop_changed(), None);
-        // Ready to sent: 2, 3 and 4 ms; a run of 10 ms.
+        // A restarted head gets every entry again, each once.
+        events.sent(t(5), 1, at(5));
+        events.all_changed();
+        let mut again = Vec::new();
+        while let Some(task) = events.pop_changed() {
+            again.push(task.seq);
+        }
+        assert_eq!(again, [5, 2, 3, 4]);
+        // Ready to sent: 2, 3 and 4 ms, and 0 for task 5; a run of 10 ms.
         events.heard(1, at(0), 0);
         let ran = Ran {
             worker: 1,
@@ -856,7 +877,7 @@ mod tests {
         assert_eq!(times[0].function, "f");
         assert_eq!(
             (times[0].schedule.count(), times[0].schedule.sum_us),
-            (3, 9_000)
+            (4, 9_000)
         );
         assert_eq!((times[0].run.count(), times[0].run.sum_us), (1, 10_000));
     }

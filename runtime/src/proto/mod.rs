@@ -2,7 +2,8 @@
 //! async runtime, no files, no sockets, no clock reads). The shells (the driver's node, the
 //! worker, the daemons) feed them events and carry out what they decide.
 //!
-//! Here: the control store (the head's node table) and the directory of jobs it keeps (with
+//! Here: the control store (the head's node table), the board of task events drivers report
+//! to it (`board`), and the directory of jobs it keeps (with
 //! what a driver tells it of its actors and placement groups), a node's lease on a job it
 //! hosts, the job's task events (`events`), the driver's node (`node`: the owner's books, actors, placement groups, copies of
 //! objects across a cluster), the scheduler of one node's workers, the set of nodes a driver

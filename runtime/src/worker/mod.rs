@@ -477,7 +477,8 @@ fn connect() -> Result<Arc<WorkerClient>> {
         worker,
         pid: std::process::id(),
     };
-    let timed = std::env::var(crate::config::ENV_TASK_EVENTS_MAX).map_or(true, |v| v.trim() != "0");
+    // Workers measure run times unless the task events are off (`PRISM_TASK_EVENTS_MAX=0`).
+    let timed = crate::config::env_switch(crate::config::ENV_TASK_EVENTS_MAX);
     let mut inner = Inner {
         reader: Some(FrameReader::new(stream, prism_transport::DEFAULT_MAX_FRAME)),
         writer,
