@@ -8,6 +8,8 @@
 //! [`Config::address`]: crate::Config::address
 
 use std::collections::{HashMap, HashSet};
+
+use futures::StreamExt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,6 +98,9 @@ struct Hosting {
     fingerprint: u64,
     lease: Duration,
 }
+
+/// How many nodes a joining driver asks to host its job at once.
+const JOIN_AT_ONCE: usize = 64;
 
 /// The driver's membership in a cluster.
 #[derive(Debug)]
@@ -233,17 +238,28 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
     let mut nodes = Vec::new();
     let mut refusals = Vec::new();
     let mut refused = HashMap::new();
-    for status in table.into_iter().filter(|n| n.alive) {
-        match host_job(&peers, &job, &hosting, &status).await {
+    // Every live node at once (a join took 0.4 s per node one after another: 31 s for 80),
+    // answers kept in the table's order.
+    let live: Vec<NodeStatus> = table
+        .into_iter()
+        .filter(|n| n.alive)
+        .take(crate::proto::nodes::MAX_NODES)
+        .collect();
+    let asked = live
+        .iter()
+        .map(|status| host_job(&peers, &job, &hosting, status));
+    let answers: Vec<_> = futures::stream::iter(asked)
+        .buffered(JOIN_AT_ONCE)
+        .collect()
+        .await;
+    for (status, answer) in live.into_iter().zip(answers) {
+        match answer {
             Ok(node) => nodes.push(Arc::new(node)),
             Err(reason) => {
                 tracing::warn!(node = status.name, "a node cannot host the job: {reason}");
                 refusals.push(format!("{} at {}: {reason}", status.name, status.addr));
                 refused.insert((status.addr, status.boot), Instant::now());
             }
-        }
-        if nodes.len() == crate::proto::nodes::MAX_NODES {
-            break;
         }
     }
     if nodes.is_empty() {

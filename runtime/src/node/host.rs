@@ -49,6 +49,10 @@ pub(crate) struct Hosting {
     peers: Peers,
     /// Pulls in progress, so concurrent fetches of one object make one transfer.
     fetching: Mutex<HashMap<(String, ObjectId), FetchWatch>>,
+    /// The cached binaries this daemon checked against their hash, with their file's identity
+    /// then (a file changed since is checked again): hashing a binary of tens of MiB for
+    /// every job that starts cost each join a fraction of a second per node.
+    verified: Mutex<HashMap<[u8; 32], FileStamp>>,
     /// Objects pulled from other hosts so far (reported with the heartbeat).
     pulled: Mutex<PullStats>,
     /// The node is leaving: it starts no new job.
@@ -82,6 +86,7 @@ impl Hosting {
             jobs: Mutex::new(HashMap::new()),
             peers: Peers::new(name.clone(), endpoint, identity),
             fetching: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
             pulled: Mutex::new(PullStats::default()),
             draining: std::sync::atomic::AtomicBool::new(false),
         })
@@ -307,14 +312,22 @@ impl Hosting {
         let path = self.binaries.join(prism_transport::tls::hex(&hash));
         crate::files::private_dir_all(&self.binaries)
             .map_err(|e| format!("cannot use the binary cache: {e}"))?;
-        // A cached copy runs only if it still has the content its name promises.
-        match std::fs::read(&path) {
-            Ok(bytes) if transfer::content_hash(&bytes) == hash => return Ok(path),
-            Ok(_) => {
-                tracing::warn!(path = %path.display(), "a cached job binary does not match its hash; fetching it again");
-                let _ = std::fs::remove_file(&path);
+        // A cached copy runs only if it still has the content its name promises (checked
+        // once while the file stays the same).
+        if let Some(stamp) = FileStamp::of(&path) {
+            if self.verified.lock().get(&hash) == Some(&stamp) {
+                return Ok(path);
             }
-            Err(_) => {}
+            let read = path.clone();
+            let checked = tokio::task::spawn_blocking(move || {
+                std::fs::read(&read).is_ok_and(|bytes| transfer::content_hash(&bytes) == hash)
+            });
+            if checked.await.unwrap_or(false) {
+                self.verified.lock().insert(hash, stamp);
+                return Ok(path);
+            }
+            tracing::warn!(path = %path.display(), "a cached job binary does not match its hash; fetching it again");
+            let _ = std::fs::remove_file(&path);
         }
         let from: SocketAddr = objects_at
             .parse()
@@ -324,16 +337,25 @@ impl Hosting {
         transfer::pull(&connection, &PullKey::Binary(hash), &mut bytes)
             .await
             .map_err(|e| format!("cannot fetch the job's binary from {from}: {e}"))?;
-        if transfer::content_hash(&bytes) != hash {
-            return Err(format!(
-                "the job's binary from {from} does not match its hash {}",
-                prism_transport::tls::hex(&hash[..8])
-            ));
-        }
         let tmp = path.with_extension(format!("part{}", std::process::id()));
-        write_executable(&tmp, &bytes)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| format!("cannot cache the job's binary at {}: {e}", path.display()))?;
+        let cached = path.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            if transfer::content_hash(&bytes) != hash {
+                return Err(format!(
+                    "the job's binary from {from} does not match its hash {}",
+                    prism_transport::tls::hex(&hash[..8])
+                ));
+            }
+            write_executable(&tmp, &bytes)
+                .and_then(|()| std::fs::rename(&tmp, &cached))
+                .map_err(|e| format!("cannot cache the job's binary at {}: {e}", cached.display()))
+        });
+        stored
+            .await
+            .map_err(|e| format!("cannot check the job's binary: {e}"))??;
+        if let Some(stamp) = FileStamp::of(&path) {
+            self.verified.lock().insert(hash, stamp);
+        }
         tracing::info!(%job, path = %path.display(), size, "cached a job binary");
         Ok(path)
     }
@@ -508,6 +530,30 @@ async fn ask_renewal(connection: quinn::Connection, seq: u64, lease: Arc<Mutex<L
         && answered.to_native() == seq
     {
         lease.lock().granted(seq);
+    }
+}
+
+/// Which file a path names and how it was last written: its device, inode, length and
+/// modification time (a file replaced or rewritten has another).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl FileStamp {
+    /// The stamp of the file at `path`, if there is one.
+    fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        })
     }
 }
 
