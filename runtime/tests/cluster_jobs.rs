@@ -374,6 +374,20 @@ fn the_head_shows_the_jobs_tasks(head_dir: &std::path::Path) -> Result<(), Faile
                 .any(|l| l.starts_with("put ") && l.contains("IN_MEMORY"))
     });
     ensure(seen, format!("prism summary actors, objects:\n{counted}"))?;
+    // Each object of a driver on a cluster, from the driver's host (by its pid).
+    let me = std::process::id().to_string();
+    let out = std::process::Command::new(common::cluster::program())
+        .args(["list", "objects", "--pid", &me, "--format", "json"])
+        .env("PRISM_TEST_AS_CLI", "1")
+        .output()?;
+    let listed = String::from_utf8_lossy(&out.stdout);
+    let objects: serde_json::Value =
+        serde_json::from_str(&listed).map_err(|e| format!("{e}: {listed}"))?;
+    let put_listed = objects.as_array().is_some_and(|all| {
+        all.iter()
+            .any(|o| o["function"] == "put" && o["size_bytes"].as_u64() >= Some(5000))
+    });
+    ensure(put_listed, listed.to_string())?;
     drop((tally, held));
     // The job's timeline from the head's records: a slice per run, named by its function.
     let trace_path = head_dir.join("timeline.json");
