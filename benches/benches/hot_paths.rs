@@ -19,6 +19,7 @@ fn spec(seq: u64) -> TaskSpec {
         max_retries: 3,
         retry_exceptions: false,
         inlined_refs: Vec::new(),
+        stream: None,
         kind: prism_graph::TaskKind::Normal,
     }
 }
@@ -31,6 +32,7 @@ fn frames(c: &mut Criterion) {
         args: vec![prism_transport::Value::Inline(vec![0; 8])],
         num_returns: 1,
         kind: prism_graph::TaskKind::Normal,
+        stream: None,
     }]);
     let mut out = Vec::with_capacity(1024);
     c.bench_function("encode Execute frame", |b| {

@@ -327,7 +327,38 @@ fn generate(
         } else {
             quote!(__this.#method(#(#idents),*))
         };
-        let encode = quote_spanned!(ret.span()=> __call.ret::<#ret>(&__ret, 0)?);
+        let streamed = crate::check::single_argument(ret, "Stream");
+        let encode = match &streamed {
+            Some(item) => quote_spanned!(ret.span()=> __call.stream::<#item>(__ret)?),
+            None => quote_spanned!(ret.span()=> __call.ret::<#ret>(&__ret, 0)?),
+        };
+        let args = quote!(::std::vec![#(::prism::__private::IntoArg::<#tys>::into_arg(#idents)),*]);
+        let (stub_ret, submit) = match &streamed {
+            Some(item) => (
+                quote!(::prism::__private::ObjectRefStream<#item>),
+                quote!(::prism::__private::call_actor_stream(
+                    ::prism::__private::ActorStub::raw(self),
+                    Self::#key,
+                    #hash,
+                    #args,
+                ).typed()),
+            ),
+            None => (
+                quote!(::prism::__private::ObjectRef<#ret>),
+                quote! {
+                    let __refs = ::prism::__private::call_actor(
+                        ::prism::__private::ActorStub::raw(self),
+                        Self::#key,
+                        #hash,
+                        #args,
+                        1,
+                    );
+                    ::prism::__private::ObjectRef::from_raw(
+                        __refs.into_iter().next().expect("one reference per return value"),
+                    )
+                },
+            ),
+        };
         let invoke_async = if is_async {
             let name_async = format_ident!("__prism_invoke_async_{}", method);
             let (guard, view) = if mutable {
@@ -375,17 +406,8 @@ fn generate(
                 ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name), "::", ::core::stringify!(#method));
 
             #(#docs)*
-            pub fn #method(&self, #(#idents: impl ::prism::__private::IntoArg<#tys>),*) -> ::prism::__private::ObjectRef<#ret> {
-                let __refs = ::prism::__private::call_actor(
-                    ::prism::__private::ActorStub::raw(self),
-                    Self::#key,
-                    #hash,
-                    ::std::vec![#(::prism::__private::IntoArg::<#tys>::into_arg(#idents)),*],
-                    1,
-                );
-                ::prism::__private::ObjectRef::from_raw(
-                    __refs.into_iter().next().expect("one reference per return value"),
-                )
+            pub fn #method(&self, #(#idents: impl ::prism::__private::IntoArg<#tys>),*) -> #stub_ret {
+                #submit
             }
         });
         registrations.push(quote! {

@@ -11,13 +11,15 @@ pub(crate) const RESOURCES: &str = "resources";
 pub(crate) const MAX_RETRIES: &str = "max_retries";
 pub(crate) const RETRY_EXCEPTIONS: &str = "retry_exceptions";
 pub(crate) const NUM_RETURNS: &str = "num_returns";
-const KNOWN: [&str; 6] = [
+pub(crate) const BACKPRESSURE: &str = "backpressure";
+const KNOWN: [&str; 7] = [
     NUM_CPUS,
     NUM_GPUS,
     RESOURCES,
     MAX_RETRIES,
     RETRY_EXCEPTIONS,
     NUM_RETURNS,
+    BACKPRESSURE,
 ];
 
 /// The options as written.
@@ -29,6 +31,8 @@ pub(crate) struct RemoteOptions {
     pub(crate) max_retries: Option<u32>,
     pub(crate) retry_exceptions: Option<bool>,
     pub(crate) num_returns: Option<(u32, Span)>,
+    /// A streaming generator's backpressure (items made and not taken before it pauses).
+    pub(crate) backpressure: Option<(u32, Span)>,
 }
 
 /// Collects errors so that the user sees all of them in one build.
@@ -118,6 +122,13 @@ pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> RemoteOptions {
             NUM_CPUS => number(&meta, NUM_CPUS).map(|v| options.num_cpus = Some(v)),
             NUM_GPUS => number(&meta, NUM_GPUS).map(|v| options.num_gpus = Some(v)),
             MAX_RETRIES => integer(&meta, MAX_RETRIES).map(|v| options.max_retries = Some(v)),
+            BACKPRESSURE => {
+                let span = meta
+                    .path
+                    .get_ident()
+                    .map_or_else(Span::call_site, |i| i.span());
+                integer(&meta, BACKPRESSURE).map(|v| options.backpressure = Some((v, span)))
+            }
             RETRY_EXCEPTIONS => {
                 boolean(&meta, RETRY_EXCEPTIONS).map(|v| options.retry_exceptions = Some(v))
             }

@@ -131,13 +131,39 @@ pub(crate) fn remote(
         }
     }
     let ret = return_type(&sig.output, errors);
+    let streamed = single_argument(&ret, "Stream");
+    if let (Some(_), Some((_, span))) = (&streamed, options.num_returns) {
+        errors.push(syn::Error::new(
+            span,
+            "a streaming generator (returning `Stream<T>`) makes any number of items: `num_returns` does not apply",
+        ));
+    }
+    if let (None, Some((_, span))) = (&streamed, options.backpressure) {
+        errors.push(syn::Error::new(
+            span,
+            "`backpressure` applies to streaming generators, functions returning `prism::Stream<T>`",
+        ));
+    }
+    if let Some(item_ty) = streamed {
+        let is_async = sig.asyncness.is_some();
+        return Some(RemoteFn {
+            item,
+            params,
+            returns: vec![item_ty],
+            split: false,
+            listed: None,
+            streamed: true,
+            is_async,
+            options,
+        });
+    }
     let (returns, split, listed) = match options.num_returns {
         None | Some((1, _)) => (vec![ret], false, None),
         Some((n, span)) => match &ret {
             Type::Tuple(t) if t.elems.len() == n as usize => {
                 (t.elems.iter().cloned().collect(), true, None)
             }
-            _ => match vec_element(&ret) {
+            _ => match single_argument(&ret, "Vec") {
                 Some(elem) => (vec![elem], false, Some(n)),
                 None => {
                     let mut e = syn::Error::new(
@@ -163,18 +189,19 @@ pub(crate) fn remote(
         returns,
         split,
         listed,
+        streamed: false,
         is_async,
         options,
     })
 }
 
-/// `T` of a return type spelled `Vec<T>` (or a path ending in `Vec<T>`).
-fn vec_element(ty: &Type) -> Option<Type> {
+/// `T` of a type spelled `Name<T>` (or a path ending in `Name<T>`): `Vec<T>`, `Stream<T>`.
+pub(crate) fn single_argument(ty: &Type, name: &str) -> Option<Type> {
     let Type::Path(path) = ty else {
         return None;
     };
     let last = path.path.segments.last()?;
-    if last.ident != "Vec" {
+    if last.ident != name {
         return None;
     }
     let syn::PathArguments::AngleBracketed(args) = &last.arguments else {

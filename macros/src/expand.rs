@@ -80,12 +80,16 @@ fn generate(f: &RemoteFn) -> TokenStream {
         attr::RETRY_EXCEPTIONS,
         opts.retry_exceptions.map(|v| quote!(#v)),
     );
+    let set_backpressure = set("backpressure", opts.backpressure.map(|(v, _)| quote!(#v)));
     let set_resources = opts
         .resources
         .iter()
         .map(|(n, v)| quote!(__opts.set_resource(#n, #v);));
 
-    let stub_ret = if f.listed.is_some() {
+    let stub_ret = if f.streamed {
+        let r = &returns[0];
+        quote!(::prism::__private::ObjectRefStream<#r>)
+    } else if f.listed.is_some() {
         let r = &returns[0];
         quote!(::std::vec::Vec<::prism::__private::ObjectRef<#r>>)
     } else if f.split {
@@ -111,6 +115,29 @@ fn generate(f: &RemoteFn) -> TokenStream {
         quote!(#(#take)*)
     };
 
+    let submit = if f.streamed {
+        quote!(
+            ::prism::__private::submit_stream(
+                __NAME,
+                __HASH,
+                ::std::vec![#(::prism::__private::IntoArg::<#tys>::into_arg(#idents)),*],
+                &self.opts,
+            )
+            .typed()
+        )
+    } else {
+        quote! {
+            let __refs = ::prism::__private::submit(
+                __NAME,
+                __HASH,
+                ::std::vec![#(::prism::__private::IntoArg::<#tys>::into_arg(#idents)),*],
+                &self.opts,
+                #num_returns,
+            );
+            let mut __refs = __refs.into_iter();
+            #build_ret
+        }
+    };
     let call = if f.is_async {
         quote!(::prism::__private::block_on(super::#name(#(#idents),*)))
     } else {
@@ -128,6 +155,11 @@ fn generate(f: &RemoteFn) -> TokenStream {
         quote_spanned!(ty.span()=> __call.ret::<#ty>(#value, #i)?)
     });
     let encode = match f.listed {
+        // One object per item, made as the items come; the return value is their count.
+        _ if f.streamed => {
+            let ty = &returns[0];
+            quote_spanned!(ty.span()=> ::std::vec![__call.stream::<#ty>(__ret)?])
+        }
         // One object per element; the worker checks that there are `num_returns` of them.
         Some(_) => {
             let ty = &returns[0];
@@ -173,6 +205,7 @@ fn generate(f: &RemoteFn) -> TokenStream {
                 #set_gpus
                 #set_retries
                 #set_retry_exc
+                #set_backpressure
                 #(#set_resources)*
                 Call { opts: __opts }
             }
@@ -185,15 +218,7 @@ fn generate(f: &RemoteFn) -> TokenStream {
             impl Call {
                 /// Submits the call; returns at once.
                 pub fn remote(self, #(#idents: impl ::prism::__private::IntoArg<#tys>),*) -> #stub_ret {
-                    let __refs = ::prism::__private::submit(
-                        __NAME,
-                        __HASH,
-                        ::std::vec![#(::prism::__private::IntoArg::<#tys>::into_arg(#idents)),*],
-                        &self.opts,
-                        #num_returns,
-                    );
-                    let mut __refs = __refs.into_iter();
-                    #build_ret
+                    #submit
                 }
             }
 

@@ -58,6 +58,8 @@ pub(crate) struct RemoteFn {
     /// `num_returns = N` on a function returning `Vec<T>`: `returns` holds `T`, and the call
     /// gives `N` references, one per element.
     pub(crate) listed: Option<u32>,
+    /// The function returns `Stream<T>` (`returns` holds `T`): a streaming generator.
+    pub(crate) streamed: bool,
     pub(crate) is_async: bool,
     pub(crate) options: RemoteOptions,
 }

@@ -128,6 +128,14 @@ impl Context {
         }
     }
 
+    /// Takes item `index` of this process's stream of generator `task` (see `api::stream`).
+    pub(crate) fn stream_next(&self, task: TaskId, index: u32) {
+        match self {
+            Context::Driver(core) => core.stream_next(task, index),
+            Context::Worker(client) => client.stream_next(task, index),
+        }
+    }
+
     pub(crate) fn release(&self, id: ObjectId) {
         match self {
             Context::Driver(core) => core.release(id),

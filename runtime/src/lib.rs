@@ -46,6 +46,7 @@ mod daemon;
 mod dashboard;
 mod error;
 mod files;
+mod generator;
 #[cfg(test)]
 mod layers;
 mod node;
@@ -71,6 +72,7 @@ pub use api::placement::{
 };
 pub use api::state;
 pub use api::state::timeline;
+pub use api::stream::{Blocking, ObjectRefStream};
 pub use api::{
     IntoRefs, WaitResult, available_resources, cancel, cancel_force, cluster_resources, get,
     get_all, get_all_blocking, get_archived, get_archived_blocking, get_blocking, get_timeout,
@@ -79,6 +81,7 @@ pub use api::{
 };
 pub use config::Config;
 pub use error::{Error, Result, TaskError};
+pub use generator::Stream;
 pub use prism_graph::{ActorId, ObjectId, TaskId};
 pub use rkyv;
 pub use rkyv::Archived;
@@ -91,10 +94,12 @@ pub mod __private {
     pub use crate::__options_builder as options_builder;
     pub use crate::api::actor::{
         Actor, ActorHandle, ActorImpl, ActorOptions, ActorStub, RawActor, call as call_actor,
-        create as create_actor,
+        call_stream as call_actor_stream, create as create_actor,
     };
-    pub use crate::api::call::{ArgSlot, IntoArg, TaskOptions, submit};
+    pub use crate::api::call::{ArgSlot, IntoArg, TaskOptions, submit, submit_stream};
     pub use crate::api::object_ref::{ObjectRef, RawRef};
+    pub use crate::api::stream::ObjectRefStream;
+    pub use crate::generator::Stream;
 
     /// Where in `group` a call runs (for the generated option builders).
     pub fn group_slot(

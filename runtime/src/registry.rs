@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::task::{Context, Poll};
 
@@ -13,6 +14,7 @@ use prism_graph::{TaskError, TaskId, TaskKind};
 use prism_transport::Execute;
 use rkyv::util::AlignedVec;
 
+use crate::generator::{ItemSink, Stream};
 use crate::store::ObjectBytes;
 use crate::value::Remotable;
 
@@ -84,11 +86,18 @@ pub type AsyncCall = Pin<Box<dyn Future<Output = Result<Returned, TaskError>>>>;
 
 /// A call's data, owned by the call's future (an async method keeps its arguments, and views
 /// into them, across its awaits).
-#[derive(Debug)]
 pub struct CallData {
     task: TaskId,
     function: String,
     args: Vec<ObjectBytes>,
+    /// Where a generator's items go, and how many to skip.
+    sink: Option<(Arc<dyn ItemSink>, u32)>,
+}
+
+impl std::fmt::Debug for CallData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CallData({} {})", self.task, self.function)
+    }
 }
 
 impl CallData {
@@ -99,6 +108,10 @@ impl CallData {
             function: &self.function,
             args: &self.args,
             nested: Default::default(),
+            sink: self
+                .sink
+                .as_ref()
+                .map(|(sink, skip)| (&**sink as &dyn ItemSink, *skip)),
         }
     }
 }
@@ -161,13 +174,21 @@ pub(crate) struct Registry {
 }
 
 /// One call as the generated `invoke` sees it.
-#[derive(Debug)]
 pub struct Invocation<'a> {
     task: TaskId,
     function: &'a str,
     args: &'a [ObjectBytes],
     /// For each return value encoded so far, the references it contains.
     nested: std::cell::RefCell<Vec<Vec<prism_graph::ObjectId>>>,
+    /// For a streaming generator's run: where its items go, and how many an earlier run
+    /// delivered already.
+    sink: Option<(&'a dyn ItemSink, u32)>,
+}
+
+impl std::fmt::Debug for Invocation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Invocation({} {})", self.task, self.function)
+    }
 }
 
 impl Invocation<'_> {
@@ -233,6 +254,26 @@ impl Invocation<'_> {
         let mut nested = self.nested.into_inner();
         nested.resize(values.len(), Vec::new());
         (values, nested)
+    }
+
+    /// Runs a streaming generator's items out one at a time (each stored and handed to its
+    /// owner as it comes) and encodes their count, the call's one return value.
+    pub fn stream<T: Remotable>(&self, items: Stream<T>) -> Result<AlignedVec, TaskError> {
+        let Some((sink, skip)) = self.sink else {
+            return Err(TaskError::InvalidValue {
+                task: self.task,
+                function: self.function.to_string(),
+                what: "the call".into(),
+                reason: "the function makes a stream, and its caller did not ask for one (built from other code?)".into(),
+            });
+        };
+        let fail = |message: String| TaskError::Panicked {
+            task: self.task,
+            function: self.function.to_string(),
+            message: format!("the stream's generator failed: {message}"),
+        };
+        let count = crate::generator::drive(items, sink, skip, fail)?;
+        self.ret(&count, 0)
     }
 
     /// Encodes return value `index`.
@@ -350,6 +391,7 @@ pub(crate) fn execute(
     actor: &mut Actor,
     exec: &Execute,
     args: &[ObjectBytes],
+    sink: Option<&dyn ItemSink>,
 ) -> Result<(Vec<AlignedVec>, Vec<Vec<prism_graph::ObjectId>>), TaskError> {
     let _span =
         tracing::debug_span!("task", task = %exec.task, function = %exec.function).entered();
@@ -358,6 +400,7 @@ pub(crate) fn execute(
         function: &exec.function,
         args,
         nested: Default::default(),
+        sink: sink.zip(exec.stream.map(|run| run.skip)),
     };
     let values = match exec.kind {
         TaskKind::Normal => {
@@ -457,6 +500,7 @@ pub(crate) fn start_async(
     actor: &AsyncActor,
     exec: &Execute,
     args: Vec<ObjectBytes>,
+    sink: Option<Arc<dyn ItemSink>>,
 ) -> Result<impl Future<Output = Result<Returned, TaskError>> + use<>, TaskError> {
     let method = lookup_method(registry, exec)?;
     let invoke = method.invoke_async.ok_or_else(|| TaskError::InvalidValue {
@@ -470,6 +514,7 @@ pub(crate) fn start_async(
         task,
         function: function.clone(),
         args,
+        sink: sink.zip(exec.stream.map(|run| run.skip)),
     };
     let call = match std::panic::catch_unwind(AssertUnwindSafe(|| invoke(actor.clone(), data))) {
         Ok(call) => Guarded::Running(call),

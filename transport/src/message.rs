@@ -10,7 +10,7 @@ use crate::frame::Message;
 /// in [`ToHost::StartJob`]; 6: missing arguments; 7: a node's lease on a job
 /// ([`HostEvent::Renew`]); 11: 64-bit worker numbers, run times; 12: run times inside
 /// [`ToNode::Done`] (no frame of their own).
-pub const PROTOCOL_VERSION: u32 = 13;
+pub const PROTOCOL_VERSION: u32 = 14;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -129,6 +129,20 @@ pub struct Execute {
     pub num_returns: u32,
     /// A function call, an actor's creation or a method call.
     pub kind: TaskKind,
+    /// For a streaming generator: how this run yields its items.
+    pub stream: Option<StreamRun>,
+}
+
+/// How a run of a streaming generator yields its items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct StreamRun {
+    /// At most this many items made and not taken by the consumer (0: no limit): the run
+    /// pauses after an item that reaches it until [`ToWorker::StreamAck`] says more were taken.
+    pub window: u32,
+    /// Items an earlier run already delivered: made again but not sent (a retry).
+    pub skip: u32,
+    /// Items the consumer has taken so far.
+    pub consumed: u32,
 }
 
 /// What a node tells a worker.
@@ -159,6 +173,14 @@ pub enum ToWorker {
     Recall {
         /// The tasks.
         tasks: Vec<TaskId>,
+    },
+    /// The consumer of a streaming generator's items has taken `consumed` of them (the run
+    /// may go on to `consumed + window`; `u32::MAX`: the consumer is gone, run freely).
+    StreamAck {
+        /// The generator task.
+        task: TaskId,
+        /// Items taken.
+        consumed: u32,
     },
     /// Exit now.
     Shutdown,
@@ -224,6 +246,26 @@ pub enum ToNode {
     Release(Vec<ObjectId>),
     /// The worker holds references to these objects it did not create (read from a value).
     Hold(Vec<ObjectId>),
+    /// A streaming generator this worker runs made item `index` (object `(task, index)`).
+    Yield {
+        /// The generator task.
+        task: TaskId,
+        /// The item's number, from 1.
+        index: u32,
+        /// Its value.
+        value: Value,
+        /// The objects whose references it contains.
+        nested: Vec<ObjectId>,
+    },
+    /// This worker takes item `index` of a stream it consumes (a generator it submitted): it
+    /// holds the item's reference from now on, whether the item exists yet or not. (A stream
+    /// is dropped when its end object, the generator's return object, is released.)
+    StreamNext {
+        /// The generator task.
+        task: TaskId,
+        /// The item's number, from 1.
+        index: u32,
+    },
     /// Cancel a task this worker submitted.
     Cancel {
         /// A return object of the task.

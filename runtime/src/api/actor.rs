@@ -10,6 +10,7 @@ use prism_graph::{ActorId, ArchivedActorId, TaskKind};
 
 use crate::api::call::{ArgSlot, Call, demand};
 use crate::api::object_ref::RawRef;
+use crate::api::stream::ObjectRefStream;
 use crate::context::{self, Context};
 use crate::proto::node::ActorSetup;
 use crate::{Error, Result};
@@ -258,6 +259,7 @@ fn try_create<A: Actor>(
             actor: ActorId(task_id),
             max_concurrency: options.max_concurrency.max(1),
         },
+        stream: None,
     };
     let (spec, failed, keep_alive) = call.build(task_id, args);
     let setup = ActorSetup {
@@ -285,11 +287,42 @@ pub fn call(
     args: Vec<ArgSlot>,
     num_returns: u32,
 ) -> Vec<RawRef> {
-    let ctx = match context::current() {
+    method_call(actor, method, hash, num_returns, None).submit(&current_for(method), args)
+}
+
+/// Calls a method of an actor that yields a stream of items (generated code): the reference
+/// of the call's end object, which the caller's [`ObjectRefStream`] holds.
+///
+/// # Panics
+///
+/// When Prism is not initialized in this process.
+#[doc(hidden)]
+pub fn call_stream(
+    actor: &RawActor,
+    method: &'static str,
+    hash: u64,
+    args: Vec<ArgSlot>,
+) -> ObjectRefStream<()> {
+    let call = method_call(actor, method, hash, 1, Some(0));
+    let end = call.submit(&current_for(method), args);
+    ObjectRefStream::from_end(end.into_iter().next().expect("one end object"))
+}
+
+fn current_for(what: &str) -> Context {
+    match context::current() {
         Ok(ctx) => ctx,
-        Err(e) => panic!("cannot call {method}: {e}"),
-    };
-    let call = Call {
+        Err(e) => panic!("cannot call {what}: {e}"),
+    }
+}
+
+fn method_call(
+    actor: &RawActor,
+    method: &'static str,
+    hash: u64,
+    num_returns: u32,
+    stream: Option<u32>,
+) -> Call {
+    Call {
         name: method,
         hash,
         demand: Ok(Default::default()),
@@ -297,8 +330,8 @@ pub fn call(
         retry_exceptions: false,
         num_returns,
         kind: TaskKind::ActorCall(actor.id),
-    };
-    call.submit(&ctx, args)
+        stream,
+    }
 }
 
 /// The named actor of class `A`: an error names the actor when no actor has that name or when

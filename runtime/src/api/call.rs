@@ -5,6 +5,7 @@ use prism_graph::{Arg, Resources, TaskError, TaskKind, TaskSpec};
 
 use crate::api::object_ref::{ObjectRef, RawRef};
 use crate::api::placement::GroupSlot;
+use crate::api::stream::ObjectRefStream;
 use crate::context;
 use crate::value::Remotable;
 
@@ -24,6 +25,9 @@ pub struct TaskOptions {
     pub retry_exceptions: bool,
     /// The placement group (and bundle) the task runs in, if any.
     pub placement: Option<GroupSlot>,
+    /// For a streaming generator: how many items it makes ahead of its consumer before it
+    /// pauses (0, the default: no limit; Ray's `_generator_backpressure_num_objects`).
+    pub backpressure: u32,
 }
 
 impl Default for TaskOptions {
@@ -35,6 +39,7 @@ impl Default for TaskOptions {
             max_retries: 3,
             retry_exceptions: false,
             placement: None,
+            backpressure: 0,
         }
     }
 }
@@ -156,11 +161,41 @@ pub fn submit(
     options: &TaskOptions,
     num_returns: u32,
 ) -> Vec<RawRef> {
-    let ctx = match context::current() {
+    function_call(name, hash, options, num_returns, None).submit(&current_for(name), args)
+}
+
+/// Submits a call of the registered streaming generator `name` and returns the stream of its
+/// items (generated code, which gives it its item type).
+///
+/// # Panics
+///
+/// When Prism is not initialized in this process.
+pub fn submit_stream(
+    name: &'static str,
+    hash: u64,
+    args: Vec<ArgSlot>,
+    options: &TaskOptions,
+) -> ObjectRefStream<()> {
+    let call = function_call(name, hash, options, 1, Some(options.backpressure));
+    let end = call.submit(&current_for(name), args);
+    ObjectRefStream::from_end(end.into_iter().next().expect("one end object"))
+}
+
+fn current_for(what: &str) -> context::Context {
+    match context::current() {
         Ok(ctx) => ctx,
-        Err(e) => panic!("cannot call {name}: {e}"),
-    };
-    let call = Call {
+        Err(e) => panic!("cannot call {what}: {e}"),
+    }
+}
+
+fn function_call(
+    name: &'static str,
+    hash: u64,
+    options: &TaskOptions,
+    num_returns: u32,
+    stream: Option<u32>,
+) -> Call {
+    Call {
         name,
         hash,
         demand: options.demand(),
@@ -168,8 +203,8 @@ pub fn submit(
         retry_exceptions: options.retry_exceptions,
         num_returns,
         kind: TaskKind::Normal,
-    };
-    call.submit(&ctx, args)
+        stream,
+    }
 }
 
 /// The parts of a call other than its arguments.
@@ -181,6 +216,8 @@ pub(crate) struct Call {
     pub(crate) retry_exceptions: bool,
     pub(crate) num_returns: u32,
     pub(crate) kind: TaskKind,
+    /// A streaming generator's backpressure window (see [`TaskSpec::stream`]).
+    pub(crate) stream: Option<u32>,
 }
 
 impl Call {
@@ -254,6 +291,7 @@ impl Call {
             retry_exceptions: self.retry_exceptions,
             kind: self.kind,
             inlined_refs,
+            stream: self.stream,
         };
         (spec, failed, keep_alive)
     }
@@ -321,6 +359,12 @@ macro_rules! __options_builder {
             /// Whether a panic is retried too, within `max_retries`.
             pub fn retry_exceptions(mut self, yes: bool) -> Self {
                 self.opts.retry_exceptions = yes;
+                self
+            }
+            /// For a streaming generator: pause it while `n` of its items are not taken by
+            /// the stream's reader (0: no limit, the default).
+            pub fn backpressure(mut self, n: u32) -> Self {
+                self.opts.backpressure = n;
                 self
             }
             $crate::__placement_options!("task");

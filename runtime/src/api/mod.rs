@@ -9,6 +9,7 @@ pub(crate) mod placement;
 mod spin;
 pub mod state;
 pub(crate) mod state_server;
+pub(crate) mod stream;
 
 use std::time::Duration;
 

@@ -411,6 +411,11 @@ impl Core {
         shell.act();
     }
 
+    /// The driver takes item `index` of its stream of generator `task`.
+    pub(crate) fn stream_next(&self, task: TaskId, index: u32) {
+        self.state.lock().run(|node| node.stream_next(task, index));
+    }
+
     pub(crate) fn cancel(&self, id: ObjectId, force: bool) {
         let _ = self.state.lock().event(Event::Cancel { id, force });
     }

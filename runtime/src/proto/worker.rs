@@ -10,7 +10,7 @@ use std::sync::Arc;
 use prism_graph::{IdMap, IdSet, ObjectId, TaskError, TaskId, TaskKind, TaskSpec};
 use prism_transport::{
     ArchivedObjectValue, ArchivedToWorker, ArchivedValue, Execute, Hello, MAX_AWAITING, Outcome,
-    RunTimes, TaskEnd, ToNode, encode_frame,
+    RunTimes, TaskEnd, ToNode, Value, encode_frame,
 };
 
 use crate::proto::owner::{Known, Slot};
@@ -97,6 +97,8 @@ pub(crate) struct Worker {
     nested: Option<Execute>,
     /// Objects whose values arrived while blocked, for the wait's [`Tally`].
     arrived: Vec<ObjectId>,
+    /// Streaming generators sent here to run: how many of their items the consumer took.
+    streams: IdMap<TaskId, u32>,
 }
 
 impl Worker {
@@ -116,6 +118,7 @@ impl Worker {
             awaiting: IdSet::default(),
             nested: None,
             arrived: Vec::new(),
+            streams: IdMap::default(),
         }
     }
 
@@ -187,7 +190,47 @@ impl Worker {
 
     /// A task ended here: reported with the next frames.
     pub(crate) fn ended(&mut self, ended: Ended) {
+        if !self.streams.is_empty() {
+            self.streams.remove(&ended.task);
+        }
         self.done.push(ended);
+    }
+
+    /// Generator `task` running here made item `index` (stored as `value`, referring to
+    /// `nested`): sent at once, so the consumer has it while the generator goes on.
+    pub(crate) fn yielded(
+        &mut self,
+        task: TaskId,
+        index: u32,
+        value: Value,
+        nested: Vec<ObjectId>,
+    ) {
+        self.send(&ToNode::Yield {
+            task,
+            index,
+            value,
+            nested,
+        });
+    }
+
+    /// Whether generator `task`, having made item `index`, must wait before it makes the
+    /// next: `window` of its items are not taken yet.
+    pub(crate) fn stream_paused(&self, task: TaskId, index: u32, window: u32) -> bool {
+        let consumed = self.streams.get(&task).copied().unwrap_or(u32::MAX);
+        window > 0 && index >= consumed.saturating_add(window)
+    }
+
+    /// This process takes item `index` of its stream of generator `task` (made by
+    /// `function`): it holds the item's reference now, as the node counts it.
+    pub(crate) fn stream_next(&mut self, task: TaskId, index: u32, function: Arc<str>) {
+        let id = ObjectId::new(task, index);
+        match self.refs.get_mut(&id) {
+            Some((count, _)) => *count += 1,
+            None => {
+                self.refs.insert(id, (1, function));
+            }
+        }
+        self.send(&ToNode::StreamNext { task, index });
     }
 
     /// Whether ended tasks wait to be reported.
@@ -280,7 +323,11 @@ impl Worker {
                         bounced.push(task.task.to_native());
                         continue;
                     }
-                    self.queue.push_back(decode(task)?);
+                    let exec = decode(task)?;
+                    if let Some(run) = exec.stream {
+                        self.streams.insert(exec.task, run.consumed);
+                    }
+                    self.queue.push_back(exec);
                 }
                 if !bounced.is_empty() {
                     self.send(&ToNode::Bounced(bounced));
@@ -297,7 +344,11 @@ impl Worker {
                     self.send(&ToNode::Bounced(vec![task]));
                     return Ok(());
                 }
-                self.nested = Some(decode(exec)?);
+                let exec = decode(exec)?;
+                if let Some(run) = exec.stream {
+                    self.streams.insert(exec.task, run.consumed);
+                }
+                self.nested = Some(exec);
             }
             ArchivedToWorker::Objects(objects) => {
                 for entry in objects.iter() {
@@ -357,6 +408,11 @@ impl Worker {
                 }
                 if !returned.is_empty() {
                     self.send(&ToNode::Bounced(returned));
+                }
+            }
+            ArchivedToWorker::StreamAck { task, consumed } => {
+                if let Some(known) = self.streams.get_mut(&task.to_native()) {
+                    *known = (*known).max(consumed.to_native());
                 }
             }
             ArchivedToWorker::Shutdown => return Err(Stop::Shutdown),
@@ -520,6 +576,7 @@ mod tests {
             args: Vec::new(),
             num_returns: 1,
             kind,
+            stream: None,
         }
     }
 
@@ -765,5 +822,55 @@ mod tests {
         receive(&mut worker, &ToWorker::Objects(vec![(id, value)])).unwrap();
         let mut cursor = 0;
         assert!(!worker.enough(&[id], 1, &mut cursor), "released meanwhile");
+    }
+
+    #[test]
+    fn a_generator_pauses_at_its_window_until_the_node_says_items_were_taken() {
+        let mut worker = Worker::new(false);
+        let run = prism_transport::StreamRun {
+            window: 2,
+            skip: 0,
+            consumed: 1,
+        };
+        let generator = Execute {
+            stream: Some(run),
+            ..normal(1)
+        };
+        receive(&mut worker, &ToWorker::Execute(vec![generator])).unwrap();
+        let exec = worker.next_task().expect("the generator");
+        worker.yielded(exec.task, 2, Value::Inline(vec![2]), Vec::new());
+        assert!(
+            !worker.stream_paused(exec.task, 2, 2),
+            "one taken, two made"
+        );
+        assert!(
+            worker.stream_paused(exec.task, 3, 2),
+            "one taken, three made"
+        );
+        let ack = ToWorker::StreamAck {
+            task: exec.task,
+            consumed: 2,
+        };
+        receive(&mut worker, &ack).unwrap();
+        assert!(!worker.stream_paused(exec.task, 3, 2));
+        assert!(
+            matches!(
+                sent(&mut worker).as_slice(),
+                [ToNode::Yield { index: 2, .. }]
+            ),
+            "the item went out at once"
+        );
+        worker.ended(ended(1, None));
+        assert!(worker.streams.is_empty(), "forgotten when it ends");
+
+        // The consumer's side: taking an item holds it, and its release goes out.
+        worker.stream_next(task(9), 1, Arc::from("g"));
+        worker.release(ObjectId::new(task(9), 1));
+        let messages = sent(&mut worker);
+        assert!(matches!(
+            messages.as_slice(),
+            [ToNode::StreamNext { index: 1, .. }, ToNode::Done { .. }, ToNode::Release(ids)]
+                if ids == &[ObjectId::new(task(9), 1)]
+        ));
     }
 }

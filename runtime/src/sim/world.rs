@@ -769,6 +769,7 @@ impl World<'_> {
             retry_exceptions: false,
             kind: TaskKind::Normal,
             inlined_refs: Vec::new(),
+            stream: None,
         }
     }
 

@@ -26,6 +26,7 @@ use prism_transport::{
 };
 use rkyv::util::AlignedVec;
 
+use crate::generator::ItemSink;
 use crate::process::{
     ENV_INLINE_THRESHOLD, ENV_ROLE, ENV_STORE_CAPACITY, ENV_STORE_DIR, ENV_WORKER, fingerprint,
 };
@@ -118,6 +119,19 @@ impl WorkerClient {
 
     pub(crate) fn function_of(&self, id: ObjectId) -> Option<Arc<str>> {
         self.inner.lock().core.function_of(id)
+    }
+
+    /// Takes item `index` of this process's stream of generator `task`.
+    pub(crate) fn stream_next(&self, task: TaskId, index: u32) {
+        let mut inner = self.inner.lock();
+        let function = inner
+            .core
+            .function_of(ObjectId::new(task, 0))
+            .unwrap_or_else(|| Arc::from("stream"));
+        inner.core.stream_next(task, index, function);
+        if let Err(e) = inner.flush() {
+            tracing::debug!("cannot ask for a stream's item: {e}");
+        }
     }
 
     pub(crate) fn cancel(&self, id: ObjectId, force: bool) -> Result<()> {
@@ -569,7 +583,10 @@ fn run_task(client: &WorkerClient, actor: &mut registry::Actor, exec: &Execute) 
     let start = monotonic_us();
     let args = client.args_for(exec);
     let fetched = monotonic_us();
-    let returned = args.and_then(|args| registry::execute(&client.registry, actor, exec, &args));
+    let sink = Sink::new(client, exec);
+    let sink = sink.as_ref().map(|s| s as &dyn ItemSink);
+    let returned =
+        args.and_then(|args| registry::execute(&client.registry, actor, exec, &args, sink));
     let ran = monotonic_us();
     let outcome = outcome_of(client, exec, returned);
     Ended {
@@ -745,9 +762,11 @@ fn run_event_loop(client: &Arc<WorkerClient>, state: registry::ActorState, limit
                 return; // never closed
             };
             let start = monotonic_us();
-            let call = client
-                .args_for(&exec)
-                .and_then(|args| registry::start_async(&client.registry, &actor, &exec, args));
+            let call = client.args_for(&exec).and_then(|args| {
+                let sink =
+                    Sink::new(client.clone(), &exec).map(|s| Arc::new(s) as Arc<dyn ItemSink>);
+                registry::start_async(&client.registry, &actor, &exec, args, sink)
+            });
             let fetched = monotonic_us();
             let client = client.clone();
             let finished = finished.clone();
@@ -877,44 +896,110 @@ fn store_returns(
     let mut out = Vec::with_capacity(values.len());
     for (i, bytes) in values.into_iter().enumerate() {
         let id = ObjectId::new(exec.task, i as u32);
-        if bytes.len() < client.threshold {
-            out.push(Value::Inline(bytes.to_vec()));
-            continue;
-        }
-        if bytes.len() as u64 > client.capacity {
-            return Outcome::Failed(TaskError::InvalidValue {
-                task: exec.task,
-                function: exec.function.clone(),
-                what: format!("return value {i}"),
-                reason: format!(
-                    "its {} bytes exceed the object store's capacity of {} bytes",
-                    bytes.len(),
-                    client.capacity
-                ),
-            });
-        }
-        let fill = |buf: &mut [u8]| {
-            buf.copy_from_slice(&bytes);
-            Ok::<_, std::convert::Infallible>(bytes.len())
-        };
-        store::take_pooled(&client.store_dir, id, bytes.len() as u64);
-        match Segment::create_with(&client.store_dir, id, bytes.len(), fill) {
-            Ok(_) => out.push(Value::Shared {
-                id,
-                len: bytes.len() as u64,
-            }),
-            Err(e) => {
-                return Outcome::Failed(TaskError::InvalidValue {
-                    task: exec.task,
-                    function: exec.function.clone(),
-                    what: format!("return value {i}"),
-                    reason: format!("cannot write it to shared memory: {e}"),
-                });
-            }
+        let what = || format!("return value {i}");
+        match store_value(client, id, &exec.function, &bytes, what) {
+            Ok(value) => out.push(value),
+            Err(error) => return Outcome::Failed(error),
         }
     }
     Outcome::Returned {
         values: out,
         nested,
+    }
+}
+
+/// Stores the value of object `id` (made by `function`): inline when small, else in a
+/// shared-memory segment of its own; `what` names it in errors.
+fn store_value(
+    client: &WorkerClient,
+    id: ObjectId,
+    function: &str,
+    bytes: &[u8],
+    what: impl Fn() -> String,
+) -> std::result::Result<Value, TaskError> {
+    if bytes.len() < client.threshold {
+        return Ok(Value::Inline(bytes.to_vec()));
+    }
+    let fail = |reason: String| TaskError::InvalidValue {
+        task: id.task,
+        function: function.to_string(),
+        what: what(),
+        reason,
+    };
+    if bytes.len() as u64 > client.capacity {
+        return Err(fail(format!(
+            "its {} bytes exceed the object store's capacity of {} bytes",
+            bytes.len(),
+            client.capacity
+        )));
+    }
+    let fill = |buf: &mut [u8]| {
+        buf.copy_from_slice(bytes);
+        Ok::<_, std::convert::Infallible>(bytes.len())
+    };
+    store::take_pooled(&client.store_dir, id, bytes.len() as u64);
+    match Segment::create_with(&client.store_dir, id, bytes.len(), fill) {
+        Ok(_) => Ok(Value::Shared {
+            id,
+            len: bytes.len() as u64,
+        }),
+        Err(e) => Err(fail(format!("cannot write it to shared memory: {e}"))),
+    }
+}
+
+/// Where the items of a streaming generator running in this worker go: stored like return
+/// values, handed to the node at once, and paused while the consumer is `window` behind.
+struct Sink<C> {
+    client: C,
+    task: TaskId,
+    function: String,
+    window: u32,
+}
+
+impl<C> Sink<C> {
+    fn new(client: C, exec: &Execute) -> Option<Self> {
+        exec.stream.map(|run| Sink {
+            client,
+            task: exec.task,
+            function: exec.function.clone(),
+            window: run.window,
+        })
+    }
+}
+
+impl<C: std::ops::Deref<Target = WorkerClient>> ItemSink for Sink<C> {
+    fn item(
+        &self,
+        index: u32,
+        bytes: AlignedVec,
+        nested: Vec<ObjectId>,
+    ) -> std::result::Result<(), TaskError> {
+        let client = &*self.client;
+        let id = ObjectId::new(self.task, index);
+        let value = store_value(client, id, &self.function, &bytes, || {
+            format!("item {index}")
+        })?;
+        let lost = |reason: String| TaskError::Panicked {
+            task: self.task,
+            function: self.function.clone(),
+            message: format!("the worker lost its node while the stream ran: {reason}"),
+        };
+        let mut inner = client.inner.lock();
+        inner.core.yielded(self.task, index, value, nested);
+        inner.flush().map_err(|e| lost(e.to_string()))?;
+        while inner.core.stream_paused(self.task, index, self.window) {
+            if inner.reader.is_none() {
+                // A concurrent or async actor: its reader thread delivers the word.
+                client.changed.wait(&mut inner);
+                continue;
+            }
+            match inner.await_input(None) {
+                Ok(()) => {}
+                Err(Stop::Shutdown) => std::process::exit(0),
+                Err(Stop::Lost(reason)) => return Err(lost(reason)),
+            }
+            inner.flush().map_err(|e| lost(e.to_string()))?;
+        }
+        Ok(())
     }
 }

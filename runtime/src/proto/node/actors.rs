@@ -167,6 +167,7 @@ impl State {
                 args,
                 num_returns: 0,
                 kind: record.spec.kind,
+                stream: None,
             }),
             _ => None,
         };
@@ -243,10 +244,13 @@ impl State {
                     // The head waits for its arguments; later calls wait behind it.
                     Some(_) => break,
                 }
-                let (Some(args), Some(record)) = (self.args_of(task), self.owner.task(task)) else {
+                let Some(exec) = self
+                    .args_of(task)
+                    .and_then(|args| self.owner.execute(task, args))
+                else {
                     break;
                 };
-                batch.push(record.execute(args));
+                batch.push(exec);
                 self.owner.started(task, worker);
                 self.pop_call(actor);
                 if let Some(record) = self.actors.get_mut(&actor) {

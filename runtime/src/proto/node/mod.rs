@@ -323,7 +323,7 @@ pub(crate) fn shared_values(msg: &ArchivedToNode, mut each: impl FnMut(&Archived
                 }
             }
         }
-        ArchivedToNode::Put { value, .. } => each(value),
+        ArchivedToNode::Put { value, .. } | ArchivedToNode::Yield { value, .. } => each(value),
         _ => {}
     }
 }
@@ -634,6 +634,21 @@ impl State {
     pub(crate) fn release(&mut self, id: ObjectId) {
         self.owner.release(id);
         self.free_files();
+        self.send_stream_acks();
+    }
+
+    /// The driver takes item `index` of its stream of generator `task`.
+    pub(crate) fn stream_next(&mut self, task: TaskId, index: u32) {
+        self.owner.stream_claim(task, index, None);
+    }
+
+    /// Tells generators' producers how many of their items were taken.
+    fn send_stream_acks(&mut self) {
+        for (task, consumed) in std::mem::take(&mut self.owner.stream_acks) {
+            if let Some(worker) = self.owner.task(task).and_then(|r| r.worker) {
+                self.encode_to(worker, &ToWorker::StreamAck { task, consumed });
+            }
+        }
     }
 }
 
@@ -824,6 +839,30 @@ impl State {
                         tracing::error!(worker, object = %id.to_native(), "cannot map a put object: {e}")
                     }
                 }
+            }
+            ArchivedToNode::Yield {
+                task,
+                index,
+                value,
+                nested,
+            } => {
+                let (task, index) = (task.to_native(), index.to_native());
+                let nested = nested.iter().map(|i| i.to_native()).collect();
+                match self.value_from(worker, value, mapped) {
+                    Ok(slot) => {
+                        self.owner.yielded(task, index, slot, nested);
+                        if !self.make_room(0, None) {
+                            tracing::warn!(worker, task = %task, "the object store is over capacity and nothing can be spilled");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(worker, task = %task, index, "cannot map a stream's item: {e}")
+                    }
+                }
+            }
+            ArchivedToNode::StreamNext { task, index } => {
+                self.owner
+                    .stream_claim(task.to_native(), index.to_native(), Some(worker));
             }
             ArchivedToNode::Get { ids } => {
                 for id in ids.iter() {
@@ -1230,6 +1269,7 @@ impl State {
             }
         }
         self.pump_actors();
+        self.send_stream_acks();
         let mut per_worker: IdMap<WorkerId, Vec<(ObjectId, ObjectValue)>> = IdMap::default();
         // A notice for a lost object rebuilds it and may bring a failure notice: loop.
         while !self.owner.notices.is_empty() {
@@ -1280,10 +1320,10 @@ impl State {
                 self.not_sent(worker, task);
                 continue;
             };
-            let Some(record) = self.owner.task(task) else {
+            let Some(exec) = self.owner.execute(task, args) else {
                 continue;
             };
-            batch.push(record.execute(args));
+            batch.push(exec);
             self.owner.started(task, worker);
         }
         if !batch.is_empty() {
@@ -1307,11 +1347,10 @@ impl State {
             self.not_sent(worker, task);
             return;
         };
-        let Some(record) = self.owner.task(task) else {
+        let Some(exec) = self.owner.execute(task, args) else {
             self.nodes.task_done(worker, task);
             return;
         };
-        let exec = record.execute(args);
         self.owner.started(task, worker);
         self.encode_to(worker, &ToWorker::Nested { exec, depth });
     }

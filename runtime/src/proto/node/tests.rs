@@ -131,6 +131,7 @@ impl Harness {
             retry_exceptions: false,
             kind: TaskKind::Normal,
             inlined_refs: Vec::new(),
+            stream: None,
         }
     }
 

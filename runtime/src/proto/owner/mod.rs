@@ -7,6 +7,7 @@
 //! workers submit (nested tasks): the worker's references are counted as one hold per worker.
 
 pub(crate) mod memory;
+mod stream;
 
 use std::sync::Arc;
 use std::task::{Poll, Waker};
@@ -151,6 +152,7 @@ impl TaskRecord {
             args,
             num_returns: self.spec.num_returns,
             kind: self.spec.kind,
+            stream: None,
         }
     }
 }
@@ -226,6 +228,11 @@ pub(crate) struct Owner {
     pub(crate) events: TaskEvents,
     /// The time of the event the node handles (it sets it), for the task events.
     pub(crate) now: Option<std::time::Instant>,
+    /// Streaming generators' books, by task.
+    streams: IdMap<TaskId, stream::StreamBook>,
+    /// Producers to tell how many of their items were taken (`u32::MAX`: the stream is gone),
+    /// drained by the node.
+    pub(crate) stream_acks: Vec<(TaskId, u32)>,
 }
 
 /// A freed object's file, for the shell to pool or remove (the owner does no IO).
@@ -366,6 +373,17 @@ impl Owner {
         }
     }
 
+    /// The message that hands `task`, with its resolved arguments, to a worker.
+    pub(crate) fn execute(
+        &mut self,
+        task: TaskId,
+        args: Vec<Value>,
+    ) -> Option<prism_transport::Execute> {
+        let mut exec = self.tasks.get(&task)?.execute(args);
+        exec.stream = self.stream_run(task);
+        Some(exec)
+    }
+
     pub(crate) fn task(&self, id: TaskId) -> Option<&TaskRecord> {
         self.tasks.get(&id)
     }
@@ -471,6 +489,9 @@ impl Owner {
         }
         for id in &spec.inlined_refs {
             self.add_ref(*id);
+        }
+        if let Some(window) = spec.stream {
+            self.open_stream(task, window);
         }
         let function = spec.function.clone();
         let (num_returns, kind) = (spec.num_returns, spec.kind);
@@ -729,6 +750,7 @@ impl Owner {
             self.set_slot(id, slot);
             self.touch(id);
         }
+        self.stream_ended(task, None);
         ready
     }
 
@@ -844,6 +866,7 @@ impl Owner {
             for id in record.spec.return_ids() {
                 self.set_slot(id, Slot::Failed(error.clone()));
             }
+            self.stream_ended(task, Some(&error));
         }
     }
 
@@ -995,6 +1018,9 @@ impl Owner {
         if let Some(entry) = self.objects.get_mut(&id) {
             entry.refs = entry.refs.saturating_sub(1);
             if entry.refs == 0 {
+                if self.is_stream_end(id) {
+                    self.stream_dropped(id.task);
+                }
                 self.try_free(id);
             }
         }
@@ -1115,6 +1141,7 @@ mod tests {
             retry_exceptions: false,
             kind: prism_graph::TaskKind::Normal,
             inlined_refs: Vec::new(),
+            stream: None,
         }
     }
 
