@@ -8,7 +8,7 @@ mod common;
 use common::cluster::Host;
 use common::{Case, ensure};
 use libtest_mimic::{Arguments, Failed, Trial};
-use prism::{ObjectRef, actor, remote};
+use prism::{ObjectRef, Stream, actor, remote};
 
 #[remote]
 fn traced_on_alpha(i: u32) -> u32 {
@@ -56,6 +56,27 @@ fn expected_digest(len: u64, seed: u8) -> (u64, u64) {
         acc.wrapping_add((i + 1) * b as u64)
     });
     (len, sum)
+}
+
+/// `n` items of `len` bytes, item `i` filled with `i`, made where the `alpha` resource is.
+#[remote(resources(alpha = 1), backpressure = 2)]
+fn alpha_blocks(n: u32, len: u32) -> Stream<(String, Vec<u8>)> {
+    let node = prism::node_name().unwrap_or_default();
+    Stream::new((0..n).map(move |i| (node.clone(), vec![i as u8; len as usize])))
+}
+
+#[remote(resources(alpha = 1))]
+fn alpha_counts(n: u64) -> Stream<u64> {
+    Stream::new(0..n)
+}
+
+/// Reads a stream it starts, on a node with `alpha`: the sum of its items.
+#[remote(resources(alpha = 1))]
+fn sum_of_alpha_counts(n: u64) -> u64 {
+    alpha_counts::remote(n)
+        .into_iter()
+        .map(|item| item.and_then(|r| r.get_blocking()).expect("an item"))
+        .sum()
 }
 
 #[actor]
@@ -181,6 +202,27 @@ fn a_large_object_made_on_one_node_is_read_on_another(
     ensure(
         len == 1 << 20 && node == "alpha",
         format!("alpha read {len} bytes of the driver's object on {node}"),
+    )
+}
+
+fn a_stream_made_on_a_node_reaches_the_driver_and_a_task() -> Result<(), Failed> {
+    const LEN: u32 = 1 << 20;
+    let mut count = 0;
+    for (i, item) in alpha_blocks::remote(6, LEN).into_iter().enumerate() {
+        let (node, bytes) = item?.get_blocking()?;
+        ensure(node == "alpha", format!("item {i} was made on {node}"))?;
+        ensure(
+            bytes.len() == LEN as usize && bytes.iter().all(|&b| b == i as u8),
+            format!("item {i} holds its bytes"),
+        )?;
+        count += 1;
+    }
+    ensure(count == 6, format!("{count} items of 6"))?;
+    let want: u64 = (0..2_000).sum();
+    let got = sum_of_alpha_counts::remote(2_000).get_blocking()?;
+    ensure(
+        got == want,
+        format!("a task on alpha summed its stream to {got}"),
     )
 }
 
@@ -522,7 +564,11 @@ fn main() {
     prism::init_with(config).expect("join the cluster");
 
     let args = Arguments::from_args();
-    let cases: [Case; 3] = [
+    let cases: [Case; 4] = [
+        (
+            "a_stream_made_on_a_node_reaches_the_driver_and_a_task",
+            a_stream_made_on_a_node_reaches_the_driver_and_a_task,
+        ),
         (
             "a_strict_spread_group_puts_each_bundle_on_its_own_node",
             a_strict_spread_group_puts_each_bundle_on_its_own_node,
