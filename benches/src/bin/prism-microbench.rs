@@ -16,6 +16,35 @@ fn small_value() -> u8 {
     0
 }
 
+/// Items per stream in the streaming cases (issue 22): small ones, and 10 MiB ones.
+const STREAM_ITEMS: u64 = 10_000;
+const BIG_ITEMS: u64 = 10;
+const BIG_ITEM: usize = 10 << 20;
+
+/// A streaming generator of `n` small values.
+#[remote]
+fn stream_small(n: u64) -> prism::Stream<u64> {
+    prism::Stream::new(0..n)
+}
+
+/// The same workload as one task's listed returns: `STREAM_ITEMS` references at once.
+#[remote(num_returns = 10000)]
+fn listed_small() -> Vec<u64> {
+    (0..STREAM_ITEMS).collect()
+}
+
+/// A streaming generator of `n` items of 10 MiB.
+#[remote]
+fn stream_big(n: u64) -> prism::Stream<Vec<u8>> {
+    prism::Stream::new((0..n).map(|i| vec![i as u8; BIG_ITEM]))
+}
+
+/// The same workload as one task's listed returns.
+#[remote(num_returns = 10)]
+fn listed_big() -> Vec<Vec<u8>> {
+    (0..BIG_ITEMS).map(|i| vec![i as u8; BIG_ITEM]).collect()
+}
+
 /// Ray's `Actor` with `small_value`.
 #[actor]
 struct Client {
@@ -433,6 +462,46 @@ fn benches() -> Vec<Bench> {
                 while !pending.is_empty() {
                     let (_, rest) = prism::wait_blocking(pending, 1, None).expect("wait");
                     pending = rest;
+                }
+            }),
+        ),
+        (
+            // Issue 22: a generator's small items, each read as it comes.
+            "single client stream items",
+            STREAM_ITEMS,
+            Box::new(|| {
+                for item in stream_small::remote(STREAM_ITEMS) {
+                    std::hint::black_box(item.expect("item").get_blocking().expect("get"));
+                }
+            }),
+        ),
+        (
+            // The same items as one task's listed returns, read with one get_all.
+            "single client listed returns",
+            STREAM_ITEMS,
+            Box::new(|| {
+                let refs = listed_small::remote();
+                std::hint::black_box(prism::get_all_blocking(&refs).expect("get"));
+            }),
+        ),
+        (
+            // 10 MiB items (10.49 MB each: GB/s = items/s x 0.0105), viewed in place.
+            "single client stream 10 MiB items",
+            BIG_ITEMS,
+            Box::new(|| {
+                for item in stream_big::remote(BIG_ITEMS) {
+                    let view = prism::get_archived_blocking(&item.expect("item")).expect("view");
+                    std::hint::black_box(view[view.len() / 2]);
+                }
+            }),
+        ),
+        (
+            "single client listed 10 MiB returns",
+            BIG_ITEMS,
+            Box::new(|| {
+                for item in listed_big::remote() {
+                    let view = prism::get_archived_blocking(&item).expect("view");
+                    std::hint::black_box(view[view.len() / 2]);
                 }
             }),
         ),
