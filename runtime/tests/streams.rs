@@ -273,6 +273,12 @@ fn actor_methods_and_tasks_stream_too() -> Result<(), Failed> {
         values(source.items(2))? == [2000, 2001],
         "its state moved on",
     )?;
+    // Backpressure 1: the method pauses after each item until it is taken; all arrive.
+    let paced = source.with_backpressure(1);
+    ensure(
+        values(paced.items(50))? == (3000..3050).collect::<Vec<_>>(),
+        "a paced method's stream",
+    )?;
     let want: u64 = (0..500u64).map(|i| i * i).sum();
     ensure(
         sum_of_squares::remote(500).get_blocking()? == want,

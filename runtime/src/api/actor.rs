@@ -45,11 +45,17 @@ pub trait ActorImpl {}
 /// An untyped, counted reference to an actor: while one exists an unnamed actor lives.
 pub struct RawActor {
     id: ActorId,
+    /// Backpressure of the streams this handle's method calls make (0: no limit); a setting
+    /// of this process's handle, not sent with it.
+    backpressure: u32,
 }
 
 impl RawActor {
     pub(crate) fn adopt(id: ActorId) -> Self {
-        RawActor { id }
+        RawActor {
+            id,
+            backpressure: 0,
+        }
     }
 
     /// The actor's id.
@@ -63,7 +69,10 @@ impl Clone for RawActor {
         if let Some(ctx) = context::try_current() {
             ctx.actor_add_ref(self.id);
         }
-        RawActor { id: self.id }
+        RawActor {
+            id: self.id,
+            backpressure: self.backpressure,
+        }
     }
 }
 
@@ -100,6 +109,15 @@ impl<A: Actor> ActorHandle<A> {
     /// The actor's id.
     pub fn id(&self) -> ActorId {
         self.stub.raw().id
+    }
+
+    /// This handle with backpressure `n` for the streams its methods return (methods returning
+    /// `prism::Stream<T>`): such a call pauses while `n` of its items are not taken (0, the
+    /// default: no limit).
+    pub fn with_backpressure(self, n: u32) -> Self {
+        let mut raw = self.stub.raw().clone();
+        raw.backpressure = n;
+        ActorHandle::from_raw(raw)
     }
 }
 
@@ -303,7 +321,7 @@ pub fn call_stream(
     hash: u64,
     args: Vec<ArgSlot>,
 ) -> ObjectRefStream<()> {
-    let call = method_call(actor, method, hash, 1, Some(0));
+    let call = method_call(actor, method, hash, 1, Some(actor.backpressure));
     let end = call.submit(&current_for(method), args);
     ObjectRefStream::from_end(end.into_iter().next().expect("one end object"))
 }
