@@ -448,6 +448,18 @@ impl Optimizer {
         }
     }
 
+    /// Continues from `weights` (another learner's: a tuning trial taking over a better
+    /// one's state), with fresh Adam moments.
+    pub fn load_weights(&mut self, weights: Weights) {
+        assert_eq!(
+            weights.params.len(),
+            self.params.len(),
+            "weights of another network"
+        );
+        self.params = weights.params;
+        self.stat = weights.stat;
+    }
+
     /// Epochs of minibatch Adam over `batches`.
     pub fn update(&mut self, batches: &[SampleBatch]) -> UpdateReport {
         let obs_dim = self.config.env.obs_dim();

@@ -58,6 +58,8 @@ mod session;
 #[doc(hidden)]
 pub mod sim;
 mod store;
+#[cfg(feature = "tune")]
+pub mod tune;
 mod value;
 mod worker;
 
