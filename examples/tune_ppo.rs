@@ -33,6 +33,12 @@ struct Args {
     /// Seed of the configurations drawn and of each trial's environments.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// ASHA's first rung: iterations every trial runs before the first comparison.
+    #[arg(long, default_value_t = 10)]
+    grace: u32,
+    /// ASHA's reduction factor: 1 in this many trials goes on at each rung.
+    #[arg(long, default_value_t = 2)]
+    reduction: u32,
     /// Which searches: `asha`, `fifo` or `both`.
     #[arg(long, default_value = "both")]
     schedulers: String,
@@ -156,8 +162,8 @@ fn main() -> anyhow::Result<()> {
             .seed(args.seed)
             .log_dir(format!("{}/{name}", args.out));
         let tuner = match name {
-            // Rungs at 5, 10, 20, 40 iterations: half go on at each.
-            "asha" => tuner.scheduler(Asha::new(args.max_iters, 5, 2)),
+            // Rungs at 10, 20, 40 iterations by default: half go on at each.
+            "asha" => tuner.scheduler(Asha::new(args.max_iters, args.grace, args.reduction)),
             _ => tuner.scheduler(Fifo),
         };
         let results =

@@ -53,6 +53,7 @@ mod node;
 mod process;
 mod proto;
 mod registry;
+mod rng;
 mod session;
 /// The deterministic cluster simulator behind `prism-sim` (not part of the user API).
 #[doc(hidden)]

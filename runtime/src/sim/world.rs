@@ -32,6 +32,7 @@ type HostIdx = usize;
 use crate::proto::owner::Slot;
 use crate::proto::scheduler::WorkerId;
 use crate::proto::worker::{Ended as RunEnd, Stop, Worker};
+use crate::rng::Rng;
 use crate::store::ObjectBytes;
 
 /// Values at least this large live in a node's store; smaller ones travel inline (as a real
@@ -57,24 +58,13 @@ const QUIESCE: Duration = Duration::from_secs(5);
 /// How long a draining node waits for its jobs to let it go before it ends them.
 const DRAIN_GRACE: Duration = crate::proto::control::DRAIN_GRACE;
 
-/// A splitmix64 generator: every random choice of a run comes from one of these.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (0 when `n` is 0).
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-
+/// Durations drawn from a run's random source.
+trait Between {
     /// Uniform in `[from, to)`.
+    fn between(&mut self, from: Duration, to: Duration) -> Duration;
+}
+
+impl Between for Rng {
     fn between(&mut self, from: Duration, to: Duration) -> Duration {
         let span = to.saturating_sub(from).as_nanos() as u64;
         from + Duration::from_nanos(self.below(span))
@@ -465,7 +455,7 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
     let mut world = World {
         config,
         out,
-        rng: Rng(config.seed),
+        rng: Rng::new(config.seed),
         now: Duration::ZERO,
         base,
         queue: BinaryHeap::new(),
@@ -2589,8 +2579,8 @@ fn replay(c: &Config) -> String {
 }
 
 fn fingerprint(task: TaskId, attempt: u32) -> u64 {
-    let mut rng = Rng(task.seq ^ (task.owner << 48) ^ (u64::from(attempt) << 32));
-    rng.next()
+    let mut rng = Rng::new(task.seq ^ (task.owner << 48) ^ (u64::from(attempt) << 32));
+    rng.next_u64()
 }
 
 fn hash_bytes(bytes: &[u8]) -> u64 {
