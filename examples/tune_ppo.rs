@@ -39,6 +39,10 @@ struct Args {
     /// ASHA's reduction factor: 1 in this many trials goes on at each rung.
     #[arg(long, default_value_t = 2)]
     reduction: u32,
+    /// What trials are ranked by: `iteration` (the mean return of the latest iteration's
+    /// episodes) or `last100` (the mean of the last 100 episodes, the solve criterion).
+    #[arg(long, default_value = "iteration")]
+    rank_by: String,
     /// Which searches: `asha`, `fifo` or `both`.
     #[arg(long, default_value = "both")]
     schedulers: String,
@@ -84,12 +88,14 @@ impl PpoTrial {
         let batch = self.sampler.sample(&self.optimizer.weights());
         let report = self.optimizer.update(&[batch]);
         self.steps += report.steps;
-        for r in report.episode_returns {
+        for &r in &report.episode_returns {
             self.recent.push_back(r);
             if self.recent.len() > 100 {
                 self.recent.pop_front();
             }
         }
+        let latest =
+            report.episode_returns.iter().sum::<f64>() / report.episode_returns.len().max(1) as f64;
         let mean = self.recent.iter().sum::<f64>() / self.recent.len().max(1) as f64;
         // Solved counts only over a full window of 100 episodes.
         let solved_mean = if self.recent.len() >= 100 {
@@ -99,6 +105,7 @@ impl PpoTrial {
         };
         Metrics::new()
             .with("mean_return", solved_mean)
+            .with("iteration_return", latest)
             .with("steps", self.steps as f64)
     }
 
@@ -153,12 +160,17 @@ fn main() -> anyhow::Result<()> {
         if args.schedulers != "both" && args.schedulers != name {
             continue;
         }
+        let rank_by = match args.rank_by.as_str() {
+            "last100" => "mean_return",
+            "iteration" => "iteration_return",
+            other => anyhow::bail!("--rank-by takes `iteration` or `last100`, not `{other}`"),
+        };
         let tuner = Tuner::new(space.clone())
-            .metric("mean_return", Mode::Max)
+            .metric(rank_by, Mode::Max)
             .samples(args.samples)
             .max_concurrent(concurrent)
             .max_iterations(args.max_iters)
-            .stop_at(solved_at(EnvName::Cartpole))
+            .stop_when("mean_return", solved_at(EnvName::Cartpole))
             .seed(args.seed)
             .log_dir(format!("{}/{name}", args.out));
         let tuner = match name {

@@ -209,7 +209,7 @@ fn failures_and_targets_end_single_trials() -> Result<(), Failed> {
         .metric("score", Mode::Max)
         .max_concurrent(2)
         .max_iterations(20)
-        .stop_at(-0.01)
+        .stop_when("position", 9.99)
         .progress(false)
         .run(start)?;
     for t in &results.trials {
@@ -233,6 +233,17 @@ fn failures_and_targets_end_single_trials() -> Result<(), Failed> {
     ensure(
         solved_in(0.9) == Some(3) && solved_in(0.5) == Some(10),
         format!("rate 0.9 solves in 3 iterations, 0.5 in 10:\n{results}"),
+    )?;
+    // The same target on the search's own metric.
+    let by_score = Tuner::new(Space::new().add("rate", Domain::grid([0.9])))
+        .metric("score", Mode::Max)
+        .max_iterations(20)
+        .stop_at(-0.01)
+        .progress(false)
+        .run(start)?;
+    ensure(
+        by_score.trials[0].status == TrialStatus::Solved && by_score.trials[0].iterations == 3,
+        by_score.to_string(),
     )?;
     let missing = Tuner::new(Space::new().add("rate", Domain::grid([0.5])))
         .progress(false)

@@ -117,7 +117,8 @@ pub struct Tuner {
     max_concurrent: usize,
     max_iterations: u32,
     time_budget: Option<Duration>,
-    stop_at: Option<f64>,
+    /// A trial is solved when this metric (the search's when `None`) reaches this value.
+    stop: Option<(Option<String>, f64)>,
     scheduler: Box<dyn Scheduler>,
     seed: u64,
     log_dir: Option<PathBuf>,
@@ -148,7 +149,7 @@ impl Tuner {
             max_concurrent: 1,
             max_iterations: 100,
             time_budget: None,
-            stop_at: None,
+            stop: None,
             scheduler: Box::new(Fifo),
             seed: 0,
             log_dir: None,
@@ -189,7 +190,15 @@ impl Tuner {
 
     /// A trial whose metric reaches `value` (by the mode) is done: solved.
     pub fn stop_at(mut self, value: f64) -> Self {
-        self.stop_at = Some(value);
+        self.stop = Some((None, value));
+        self
+    }
+
+    /// A trial whose reported `name` reaches `value` (by the search's mode) is done: solved.
+    /// The scheduler still ranks trials by the search's metric (say, ranked by the latest
+    /// iteration's return, solved by the mean of the last 100 episodes).
+    pub fn stop_when(mut self, name: &str, value: f64) -> Self {
+        self.stop = Some((Some(name.to_string()), value));
         self
     }
 
@@ -340,10 +349,12 @@ impl Tuner {
         }
         log.result(index, iteration, at, &metrics, &trial.result.config)?;
         let score = self.score(value);
-        if self
-            .stop_at
-            .is_some_and(|target| score >= self.score(target))
-        {
+        let stop = match &self.stop {
+            Some((Some(name), target)) => metrics.get(name).map(|v| (v, *target)),
+            Some((None, target)) => Some((value, *target)),
+            None => None,
+        };
+        if stop.is_some_and(|(v, target)| self.score(v) >= self.score(target)) {
             trial.result.solved_at = Some(at);
             trial.end(TrialStatus::Solved);
             return Ok(());
