@@ -4,7 +4,11 @@
 //! trials that learn slowly and gives their CPU to the next; the same search without early
 //! stopping (random search, FIFO) runs with the same configurations and budget, so the time to
 //! the first solved trial (mean return of the last 100 episodes >= 475) can be compared.
-//! Writes each search's JSON log and plot (mean return per trial against time) to `--out`.
+//! Then Evolution Strategies on Pendulum-v1 with Population Based Training: a population of
+//! ES trials (sigma, learning rate, pairs) sharing one noise table in the object store, the
+//! laggards taking over the leaders' policies with perturbed hyperparameters every 10
+//! iterations, against the same population without PBT. Writes each search's JSON log and
+//! plot (the metric per trial against time) to `--out`.
 //!
 //! Run: `cargo run --release --example tune_ppo` (see `--help`).
 
@@ -12,10 +16,15 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use clap::Parser;
-use prism::tune::{Asha, Config, Domain, Fifo, Metrics, Mode, Space, Trainable, Tuner};
+use prism::tune::{Asha, Config, Domain, Fifo, Metrics, Mode, Pbt, Space, Trainable, Tuner};
 use prism::{ActorHandle, ObjectRef};
 use prism_examples::envs::EnvName;
+use prism_examples::envs::Rng as EnvRng;
+use prism_examples::es::{self, EsConfig, Evaluator};
+use prism_examples::filter::RunningStat;
+use prism_examples::nn::Adam;
 use prism_examples::ppo::{Optimizer, PpoConfig, Sampler, Weights, solved_at};
+use rand::SeedableRng;
 
 /// Tunes PPO on CartPole-v1 with ASHA, then runs the same search without early stopping.
 #[derive(Debug, Parser)]
@@ -43,7 +52,13 @@ struct Args {
     /// episodes) or `last100` (the mean of the last 100 episodes, the solve criterion).
     #[arg(long, default_value = "iteration")]
     rank_by: String,
-    /// Which searches: `asha`, `fifo` or `both`.
+    /// ES on Pendulum: the population's size (0 skips it).
+    #[arg(long, default_value_t = 4)]
+    es_population: usize,
+    /// ES on Pendulum: the most iterations per trial.
+    #[arg(long, default_value_t = 300)]
+    es_max_iters: u32,
+    /// Which PPO searches: `asha`, `fifo` or `both`.
     #[arg(long, default_value = "both")]
     schedulers: String,
     /// Where the logs and plots go.
@@ -143,6 +158,188 @@ impl Trainable for PpoTrial {
     }
 }
 
+/// One ES trial on Pendulum-v1: its policy, Adam and observation filter, evaluating its
+/// perturbations in-process against the noise table all trials share (mapped, not copied).
+#[prism::actor]
+struct EsTrial {
+    noise: prism::ArchivedRef<Vec<f32>>,
+    config: EsConfig,
+    evaluator: Evaluator,
+    theta: Vec<f32>,
+    adam: Adam,
+    stat: RunningStat,
+    seeds: EnvRng,
+    /// Returns of the last 100 unperturbed episodes.
+    recent: VecDeque<f64>,
+}
+
+fn es_config(config: &Config) -> EsConfig {
+    let mut es = EsConfig::new(EnvName::Pendulum, 1);
+    es.sigma = config.f64("sigma") as f32;
+    es.lr = config.f64("lr") as f32;
+    es.pairs = config.i64("pairs") as usize;
+    es.seed = config.i64("seed") as u64;
+    es
+}
+
+#[prism::actor]
+impl EsTrial {
+    fn new(noise: ObjectRef<Vec<f32>>, config: Config) -> Self {
+        let es = es_config(&config);
+        let mut init = rand::rngs::SmallRng::seed_from_u64(es.seed ^ 0x5eed);
+        let theta = es.mlp().init(&mut init, 0.01);
+        EsTrial {
+            noise: prism::get_archived_blocking(&noise).expect("the shared noise table"),
+            evaluator: Evaluator::new(&es),
+            adam: Adam::new(theta.len(), es.lr),
+            theta,
+            stat: RunningStat::new(EnvName::Pendulum.obs_dim()),
+            seeds: EnvRng::new(es.seed.wrapping_mul(0x9e37_79b9) ^ 0xe5),
+            config: es,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// One ES iteration: `pairs` antithetic pairs and 4 unperturbed episodes, one Adam step.
+    fn train(&mut self) -> Metrics {
+        let seed = self.seeds.next_u64();
+        let (pairs, evals) = (self.config.pairs, self.config.eval_per_iter);
+        let rollouts =
+            self.evaluator
+                .rollouts(&self.noise, &self.theta, &self.stat, pairs, evals, seed);
+        self.stat.merge(&rollouts.seen);
+        let grad = es::gradient(
+            &self.noise,
+            &self.theta,
+            std::slice::from_ref(&rollouts),
+            self.config.l2,
+        );
+        self.adam.step(&mut self.theta, &grad);
+        for &r in &rollouts.eval_returns {
+            self.recent.push_back(r);
+            if self.recent.len() > 100 {
+                self.recent.pop_front();
+            }
+        }
+        let latest = es::mean(&rollouts.eval_returns);
+        let mean = es::mean(self.recent.iter().copied().collect::<Vec<_>>().as_slice());
+        let target = es::solved_at(EnvName::Pendulum);
+        // Solved counts only over a full window of 100 episodes.
+        let solved_mean = if self.recent.len() >= 100 {
+            mean
+        } else {
+            mean.min(target - 1.0)
+        };
+        Metrics::new()
+            .with("mean_return", solved_mean)
+            .with("iteration_return", latest)
+    }
+
+    /// The policy, the observation filter and the returns of its last 100 episodes, archived.
+    fn save(&self) -> Vec<u8> {
+        let recent: Vec<f64> = self.recent.iter().copied().collect();
+        let state = (self.theta.clone(), self.stat.clone(), recent);
+        prism::rkyv::to_bytes::<prism::rkyv::rancor::Error>(&state)
+            .expect("policy archive")
+            .to_vec()
+    }
+
+    /// Another trial's policy (with its filter and its episodes' returns), with new
+    /// hyperparameters and fresh Adam moments.
+    fn load(&mut self, checkpoint: Vec<u8>, config: Config) {
+        type State = (Vec<f32>, RunningStat, Vec<f64>);
+        let mut aligned = prism::rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(&checkpoint);
+        let (theta, stat, recent) =
+            prism::rkyv::from_bytes::<State, prism::rkyv::rancor::Error>(&aligned)
+                .expect("a checkpoint of this example's ES policy");
+        let seed = self.config.seed;
+        self.config = EsConfig {
+            seed,
+            ..es_config(&config)
+        };
+        self.evaluator = Evaluator::new(&self.config);
+        self.adam = Adam::new(theta.len(), self.config.lr);
+        self.theta = theta;
+        self.stat = stat;
+        self.recent = recent.into();
+    }
+}
+
+impl Trainable for EsTrial {
+    fn step(handle: &ActorHandle<Self>) -> ObjectRef<Metrics> {
+        handle.train()
+    }
+    fn save(handle: &ActorHandle<Self>) -> ObjectRef<Vec<u8>> {
+        handle.save()
+    }
+    fn restore(
+        handle: &ActorHandle<Self>,
+        checkpoint: ObjectRef<Vec<u8>>,
+        config: Config,
+    ) -> ObjectRef<()> {
+        handle.load(checkpoint, config)
+    }
+}
+
+/// ES on Pendulum: the population with PBT, then without (the same configurations).
+fn tune_es(args: &Args, summaries: &mut Vec<Summary>) -> anyhow::Result<()> {
+    let noise = es::create_noise::remote(1 << 22, args.seed);
+    let space = Space::new()
+        .add("sigma", Domain::log_uniform(0.02, 0.3))
+        .add("lr", Domain::log_uniform(0.003, 0.1))
+        .add("pairs", Domain::choice([25i64, 50]))
+        .add("seed", Domain::int_range(0, 1_000_000));
+    for name in ["pbt", "fifo"] {
+        let tuner = Tuner::new(space.clone())
+            .metric("iteration_return", Mode::Max)
+            .samples(args.es_population)
+            .max_concurrent(args.es_population)
+            .max_iterations(args.es_max_iters)
+            .stop_when("mean_return", es::solved_at(EnvName::Pendulum))
+            .seed(args.seed)
+            .log_dir(format!("{}/es-{name}", args.out));
+        let tuner = match name {
+            "pbt" => tuner.scheduler(Pbt::new(10)),
+            _ => tuner.scheduler(Fifo),
+        };
+        // The whole population runs at once: half a CPU each on a 2-CPU host.
+        let results = tuner.run(|config| {
+            EsTrial::options()
+                .num_cpus(0.5)
+                .remote(noise.clone(), config.clone())
+        })?;
+        println!("\nES on Pendulum-v1:\n{results}\n");
+        summaries.push(Summary::of(&results, "ES"));
+    }
+    Ok(())
+}
+
+/// One search's line in the final comparison.
+struct Summary {
+    name: String,
+    first: Option<Duration>,
+    all: Duration,
+    iterations: u64,
+    solved: usize,
+}
+
+impl Summary {
+    fn of(results: &prism::tune::Results, task: &str) -> Self {
+        Summary {
+            name: format!("{task} {}", results.scheduler),
+            first: results.first_solved().map(|(_, at)| at),
+            all: results.elapsed,
+            iterations: results.total_iterations(),
+            solved: results
+                .trials
+                .iter()
+                .filter(|t| t.solved_at.is_some())
+                .count(),
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     prism::init()?;
@@ -155,7 +352,7 @@ fn main() -> anyhow::Result<()> {
         .add("epochs", Domain::int_range(2, 10))
         .add("minibatch", Domain::choice([32i64, 64, 128, 256]))
         .add("seed", Domain::int_range(0, 1_000_000));
-    let mut summaries = Vec::new();
+    let mut summaries: Vec<Summary> = Vec::new();
     for name in ["asha", "fifo"] {
         if args.schedulers != "both" && args.schedulers != name {
             continue;
@@ -180,29 +377,24 @@ fn main() -> anyhow::Result<()> {
         };
         let results =
             tuner.run(|config| PpoTrial::options().num_cpus(1.0).remote(config.clone()))?;
-        println!("\n{results}\n");
-        let first = results.first_solved();
-        summaries.push((
-            results.scheduler,
-            first.map(|(_, at)| at),
-            results.elapsed,
-            results.total_iterations(),
-            results
-                .trials
-                .iter()
-                .filter(|t| t.solved_at.is_some())
-                .count(),
-        ));
+        println!("\nPPO on CartPole-v1:\n{results}\n");
+        summaries.push(Summary::of(&results, "PPO"));
     }
-    println!("search   first solved   whole search   iterations   trials solved");
-    for (name, first, all, iterations, solved) in summaries {
-        let first = first.map_or_else(
+    if args.es_population > 0 {
+        tune_es(&args, &mut summaries)?;
+    }
+    println!("search      first solved   whole search   iterations   trials solved");
+    for s in summaries {
+        let first = s.first.map_or_else(
             || "never".to_string(),
-            |d: Duration| format!("{:.1} s", d.as_secs_f64()),
+            |d| format!("{:.1} s", d.as_secs_f64()),
         );
         println!(
-            "{name:<8} {first:>12}   {:>10.1} s   {iterations:>10}   {solved:>13}",
-            all.as_secs_f64()
+            "{:<10} {first:>13}   {:>10.1} s   {:>10}   {:>13}",
+            s.name,
+            s.all.as_secs_f64(),
+            s.iterations,
+            s.solved
         );
     }
     prism::shutdown();

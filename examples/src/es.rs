@@ -320,6 +320,35 @@ impl EsWorker {
     }
 }
 
+/// The ES gradient (to descend, weight decay `l2` included) from the rollouts of one
+/// iteration around `theta`: each antithetic pair's centered-rank difference times its noise.
+pub fn gradient(
+    noise: &[prism::Archived<f32>],
+    theta: &[f32],
+    rollouts: &[Rollouts],
+    l2: f32,
+) -> Vec<f32> {
+    let returns: Vec<f64> = rollouts
+        .iter()
+        .flat_map(|r| r.returns.iter().flatten().copied())
+        .collect();
+    let ranks = centered_ranks(&returns);
+    let mut grad = vec![0.0f32; theta.len()];
+    let indices = rollouts.iter().flat_map(|r| r.noise_indices.iter());
+    for (pair, &index) in indices.enumerate() {
+        let weight = (ranks[2 * pair] - ranks[2 * pair + 1]) as f32;
+        let eps = &noise[index as usize..index as usize + theta.len()];
+        grad.iter_mut()
+            .zip(eps)
+            .for_each(|(g, e)| *g += weight * e.to_native());
+    }
+    let scale = 1.0 / returns.len().max(1) as f32;
+    for (g, t) in grad.iter_mut().zip(theta) {
+        *g = -*g * scale + l2 * t;
+    }
+    grad
+}
+
 /// Centered ranks in [-0.5, 0.5] of every return (ties broken by position).
 pub fn centered_ranks(values: &[f64]) -> Vec<f64> {
     let mut order: Vec<usize> = (0..values.len()).collect();
@@ -460,29 +489,15 @@ impl EsCluster {
             let results = prism::get_all_blocking(&calls)?;
 
             let mut returns = Vec::new();
-            let mut indices: Vec<u64> = Vec::new();
             let mut eval_returns = Vec::new();
             let mut steps = 0;
             for r in &results {
                 returns.extend(r.returns.iter().flatten().copied());
-                indices.extend(&r.noise_indices);
                 eval_returns.extend(&r.eval_returns);
                 steps += r.steps;
                 stat.merge(&r.seen);
             }
-            let ranks = centered_ranks(&returns);
-            let mut grad = vec![0.0f32; theta.len()];
-            for (pair, &index) in indices.iter().enumerate() {
-                let weight = (ranks[2 * pair] - ranks[2 * pair + 1]) as f32;
-                let eps = &self.noise[index as usize..index as usize + theta.len()];
-                grad.iter_mut()
-                    .zip(eps)
-                    .for_each(|(g, e)| *g += weight * e.to_native());
-            }
-            let scale = 1.0 / returns.len() as f32;
-            for (g, t) in grad.iter_mut().zip(&theta) {
-                *g = -*g * scale + config.l2 * t;
-            }
+            let grad = gradient(&self.noise, &theta, &results, config.l2);
             adam.step(&mut theta, &grad);
             outcome.steps += steps;
 
