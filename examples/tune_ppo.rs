@@ -16,8 +16,8 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use clap::Parser;
-use prism::tune::{Asha, Config, Domain, Fifo, Metrics, Mode, Pbt, Space, Trainable, Tuner};
-use prism::{ActorHandle, ObjectRef};
+use prism::tune::{Asha, Config, Domain, Fifo, Metrics, Mode, Pbt, Space, Tuner};
+use prism::ObjectRef;
 use prism_examples::envs::EnvName;
 use prism_examples::envs::Rng as EnvRng;
 use prism_examples::es::{self, EsConfig, Evaluator};
@@ -142,21 +142,7 @@ impl PpoTrial {
     }
 }
 
-impl Trainable for PpoTrial {
-    fn step(handle: &ActorHandle<Self>) -> ObjectRef<Metrics> {
-        handle.train()
-    }
-    fn save(handle: &ActorHandle<Self>) -> ObjectRef<Vec<u8>> {
-        handle.save()
-    }
-    fn restore(
-        handle: &ActorHandle<Self>,
-        checkpoint: ObjectRef<Vec<u8>>,
-        config: Config,
-    ) -> ObjectRef<()> {
-        handle.load(checkpoint, config)
-    }
-}
+prism::trainable!(PpoTrial, step = train, save = save, restore = load);
 
 /// One ES trial on Pendulum-v1: its policy, Adam and observation filter, evaluating its
 /// perturbations in-process against the noise table all trials share (mapped, not copied).
@@ -266,21 +252,7 @@ impl EsTrial {
     }
 }
 
-impl Trainable for EsTrial {
-    fn step(handle: &ActorHandle<Self>) -> ObjectRef<Metrics> {
-        handle.train()
-    }
-    fn save(handle: &ActorHandle<Self>) -> ObjectRef<Vec<u8>> {
-        handle.save()
-    }
-    fn restore(
-        handle: &ActorHandle<Self>,
-        checkpoint: ObjectRef<Vec<u8>>,
-        config: Config,
-    ) -> ObjectRef<()> {
-        handle.load(checkpoint, config)
-    }
-}
+prism::trainable!(EsTrial, step = train, save = save, restore = load);
 
 /// ES on Pendulum: the population with PBT, then without (the same configurations).
 fn tune_es(args: &Args, summaries: &mut Vec<Summary>) -> anyhow::Result<()> {

@@ -6,10 +6,8 @@ mod common;
 
 use common::{Case, ensure, temp_path};
 use libtest_mimic::Failed;
-use prism::tune::{
-    Asha, Config, Domain, Fifo, Metrics, Mode, Pbt, Space, Trainable, TrialStatus, Tuner,
-};
-use prism::{ActorHandle, ObjectRef, actor};
+use prism::tune::{Asha, Config, Domain, Fifo, Metrics, Mode, Pbt, Space, TrialStatus, Tuner};
+use prism::{ActorHandle, actor};
 
 #[actor]
 struct Climber {
@@ -55,21 +53,7 @@ impl Climber {
     }
 }
 
-impl Trainable for Climber {
-    fn step(handle: &ActorHandle<Self>) -> ObjectRef<Metrics> {
-        handle.train()
-    }
-    fn save(handle: &ActorHandle<Self>) -> ObjectRef<Vec<u8>> {
-        handle.save()
-    }
-    fn restore(
-        handle: &ActorHandle<Self>,
-        checkpoint: ObjectRef<Vec<u8>>,
-        config: Config,
-    ) -> ObjectRef<()> {
-        handle.load(checkpoint, config)
-    }
-}
+prism::trainable!(Climber, step = train, save = save, restore = load);
 
 fn start(config: &Config) -> ActorHandle<Climber> {
     Climber::options().num_cpus(1.0).remote(config.clone())

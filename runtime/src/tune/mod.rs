@@ -8,7 +8,7 @@
 //! configuration.
 //!
 //! A trial is an `#[actor]` whose constructor takes a [`Config`] and which implements
-//! [`Trainable`] by naming three of its methods:
+//! [`Trainable`] by naming three of its methods (`prism::trainable!` writes the impl):
 //!
 //! ```ignore
 //! #[prism::actor]
@@ -19,13 +19,7 @@
 //!     fn load(&mut self, checkpoint: Vec<u8>, config: Config) { .. }
 //! }
 //!
-//! impl Trainable for Trainer {
-//!     fn step(h: &ActorHandle<Self>) -> ObjectRef<Metrics> { h.train() }
-//!     fn save(h: &ActorHandle<Self>) -> ObjectRef<Vec<u8>> { h.save() }
-//!     fn restore(h: &ActorHandle<Self>, c: ObjectRef<Vec<u8>>, config: Config) -> ObjectRef<()> {
-//!         h.load(c, config)
-//!     }
-//! }
+//! prism::trainable!(Trainer, step = train, save = save, restore = load);
 //!
 //! let results = Tuner::new(space)
 //!     .metric("mean_return", Mode::Max)
@@ -97,6 +91,33 @@ pub trait Trainable: Actor {
         checkpoint: ObjectRef<Vec<u8>>,
         config: Config,
     ) -> ObjectRef<()>;
+}
+
+/// Implements [`Trainable`] for an actor class by naming its methods: one training iteration
+/// (`-> Metrics`), saving a checkpoint (`-> Vec<u8>`), and restoring one with new
+/// hyperparameters (`(Vec<u8>, Config)`):
+/// `prism::trainable!(Trainer, step = train, save = save, restore = load);`
+#[macro_export]
+macro_rules! trainable {
+    ($class:ty, step = $step:ident, save = $save:ident, restore = $restore:ident $(,)?) => {
+        impl $crate::tune::Trainable for $class {
+            fn step(
+                handle: &$crate::ActorHandle<Self>,
+            ) -> $crate::ObjectRef<$crate::tune::Metrics> {
+                handle.$step()
+            }
+            fn save(handle: &$crate::ActorHandle<Self>) -> $crate::ObjectRef<::std::vec::Vec<u8>> {
+                handle.$save()
+            }
+            fn restore(
+                handle: &$crate::ActorHandle<Self>,
+                checkpoint: $crate::ObjectRef<::std::vec::Vec<u8>>,
+                config: $crate::tune::Config,
+            ) -> $crate::ObjectRef<()> {
+                handle.$restore(checkpoint, config)
+            }
+        }
+    };
 }
 
 /// Whether the metric is better higher or lower.
