@@ -16,8 +16,8 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use clap::Parser;
-use prism::tune::{Asha, Config, Domain, Fifo, Metrics, Mode, Pbt, Space, Tuner};
 use prism::ObjectRef;
+use prism::tune::{Asha, Config, Domain, Fifo, Metrics, Mode, Pbt, Space, Tuner};
 use prism_examples::envs::EnvName;
 use prism_examples::envs::Rng as EnvRng;
 use prism_examples::es::{self, EsConfig, Evaluator};
@@ -76,6 +76,28 @@ struct PpoTrial {
     steps: u64,
 }
 
+/// The metrics of an iteration whose episodes returned `returns`: `iteration_return`, their
+/// mean, and `mean_return`, the mean of the last 100 episodes (kept in `recent`), held below
+/// `target` until there are 100 (solved counts only over a full window).
+fn returns_metrics(recent: &mut VecDeque<f64>, returns: &[f64], target: f64) -> Metrics {
+    for &r in returns {
+        recent.push_back(r);
+        if recent.len() > 100 {
+            recent.pop_front();
+        }
+    }
+    let latest = returns.iter().sum::<f64>() / returns.len().max(1) as f64;
+    let mean = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
+    let windowed = if recent.len() >= 100 {
+        mean
+    } else {
+        mean.min(target - 1.0)
+    };
+    Metrics::new()
+        .with("mean_return", windowed)
+        .with("iteration_return", latest)
+}
+
 fn ppo_config(config: &Config) -> PpoConfig {
     let mut ppo = PpoConfig::new(EnvName::Cartpole, 1);
     ppo.lr = config.f64("lr") as f32;
@@ -103,25 +125,12 @@ impl PpoTrial {
         let batch = self.sampler.sample(&self.optimizer.weights());
         let report = self.optimizer.update(&[batch]);
         self.steps += report.steps;
-        for &r in &report.episode_returns {
-            self.recent.push_back(r);
-            if self.recent.len() > 100 {
-                self.recent.pop_front();
-            }
-        }
-        let latest =
-            report.episode_returns.iter().sum::<f64>() / report.episode_returns.len().max(1) as f64;
-        let mean = self.recent.iter().sum::<f64>() / self.recent.len().max(1) as f64;
-        // Solved counts only over a full window of 100 episodes.
-        let solved_mean = if self.recent.len() >= 100 {
-            mean
-        } else {
-            mean.min(solved_at(EnvName::Cartpole) - 1.0)
-        };
-        Metrics::new()
-            .with("mean_return", solved_mean)
-            .with("iteration_return", latest)
-            .with("steps", self.steps as f64)
+        returns_metrics(
+            &mut self.recent,
+            &report.episode_returns,
+            solved_at(EnvName::Cartpole),
+        )
+        .with("steps", self.steps as f64)
     }
 
     /// The learner's weights (parameters and observation filter), archived.
@@ -201,24 +210,11 @@ impl EsTrial {
             self.config.l2,
         );
         self.adam.step(&mut self.theta, &grad);
-        for &r in &rollouts.eval_returns {
-            self.recent.push_back(r);
-            if self.recent.len() > 100 {
-                self.recent.pop_front();
-            }
-        }
-        let latest = es::mean(&rollouts.eval_returns);
-        let mean = es::mean(self.recent.iter().copied().collect::<Vec<_>>().as_slice());
-        let target = es::solved_at(EnvName::Pendulum);
-        // Solved counts only over a full window of 100 episodes.
-        let solved_mean = if self.recent.len() >= 100 {
-            mean
-        } else {
-            mean.min(target - 1.0)
-        };
-        Metrics::new()
-            .with("mean_return", solved_mean)
-            .with("iteration_return", latest)
+        returns_metrics(
+            &mut self.recent,
+            &rollouts.eval_returns,
+            es::solved_at(EnvName::Pendulum),
+        )
     }
 
     /// The policy, the observation filter and the returns of its last 100 episodes, archived.
