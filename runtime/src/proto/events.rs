@@ -299,9 +299,16 @@ impl TaskEvents {
         let mut waited = None;
         if let Some(entry) = self.entry(task) {
             entry.worker = Some(worker);
-            // From ready to sent, once per attempt.
+            // From ready to sent, once per attempt: a task handed back unrun (bounced or
+            // recalled) and sent again is not counted again.
+            let attempt = entry.attempt;
+            let sent_before = entry
+                .changes
+                .iter()
+                .any(|c| c.attempt == attempt && c.phase == TaskPhase::SubmittedToWorker);
             if let Some(ready) = entry.changes.last()
                 && ready.phase == TaskPhase::PendingNode
+                && !sent_before
             {
                 waited = Some((entry.times, at_us.saturating_sub(ready.at_us)));
             }
@@ -880,5 +887,13 @@ mod tests {
             (4, 9_000)
         );
         assert_eq!((times[0].run.count(), times[0].run.sum_us), (1, 10_000));
+        // Task 2 handed back unrun and sent again: its wait counts once, as before.
+        events.phase(t(2), TaskPhase::PendingNode, at(6));
+        events.sent(t(2), 1, at(7));
+        assert_eq!(events.times()[0].schedule.count(), 4);
+        // A retry is a new attempt: its wait counts.
+        events.again(t(2), TaskPhase::PendingNode, at(8));
+        events.sent(t(2), 1, at(9));
+        assert_eq!(events.times()[0].schedule.count(), 5);
     }
 }
