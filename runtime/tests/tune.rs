@@ -15,6 +15,8 @@ struct Climber {
     rate: f64,
     /// Fails its iteration this many steps in (0: never).
     fail_at: i64,
+    /// Each iteration takes this long.
+    delay_ms: i64,
     steps: i64,
 }
 
@@ -25,12 +27,14 @@ impl Climber {
             position: 0.0,
             rate: config.f64("rate"),
             fail_at: config.get("fail_at").map_or(0, |_| config.i64("fail_at")),
+            delay_ms: config.get("delay_ms").map_or(0, |_| config.i64("delay_ms")),
             steps: 0,
         }
     }
 
     fn train(&mut self) -> Metrics {
         self.steps += 1;
+        std::thread::sleep(std::time::Duration::from_millis(self.delay_ms as u64));
         assert!(
             self.steps != self.fail_at,
             "the climber fell at step {}",
@@ -149,8 +153,12 @@ fn asha_stops_slow_climbers_early() -> Result<(), Failed> {
 
 fn pbt_moves_laggards_onto_leaders_with_their_state() -> Result<(), Failed> {
     // Rate 0.01 is the worst at any iteration (below 1.2 after 12 steps; the others pass 3
-    // at their first): PBT must move it onto a leader, whatever the trials' pace.
-    let space = Space::new().add("rate", Domain::grid([0.01, 0.3, 0.4, 0.5]));
+    // at their first): PBT must move it onto a leader, whatever the trials' pace. Iterations
+    // of 40 ms keep the leaders running while it reaches its exploit points, even when its
+    // actor starts a few hundred milliseconds after theirs (a loaded machine).
+    let space = Space::new()
+        .add("rate", Domain::grid([0.01, 0.3, 0.4, 0.5]))
+        .add("delay_ms", Domain::grid([40i64]));
     let results = Tuner::new(space)
         .metric("score", Mode::Max)
         .max_concurrent(4)
