@@ -1,6 +1,9 @@
 //! A small seeded random source (SplitMix64): the simulator's runs and the tuner's searches are
 //! reproducible from their seed.
 
+// Public for `prism::tune`'s re-export; without that feature only the simulator uses it.
+#![cfg_attr(not(feature = "tune"), allow(dead_code, unreachable_pub))]
+
 /// SplitMix64: every random choice of a seeded run comes from one of these.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);

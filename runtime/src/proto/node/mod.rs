@@ -827,18 +827,10 @@ impl State {
                 }
             }
             ArchivedToNode::Put { id, value, nested } => {
-                let nested = nested.iter().map(|i| i.to_native()).collect();
-                match self.value_from(worker, value, mapped) {
-                    Ok(slot) => {
-                        self.owner.put(id.to_native(), slot, Some(worker), nested);
-                        if !self.make_room(0, None) {
-                            tracing::warn!(worker, object = %id.to_native(), "the object store is over capacity and nothing can be spilled");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(worker, object = %id.to_native(), "cannot map a put object: {e}")
-                    }
-                }
+                let id = id.to_native();
+                self.store_made(worker, id, value, nested, mapped, |owner, slot, nested| {
+                    owner.put(id, slot, Some(worker), nested)
+                });
             }
             ArchivedToNode::Yield {
                 task,
@@ -847,18 +839,10 @@ impl State {
                 nested,
             } => {
                 let (task, index) = (task.to_native(), index.to_native());
-                let nested = nested.iter().map(|i| i.to_native()).collect();
-                match self.value_from(worker, value, mapped) {
-                    Ok(slot) => {
-                        self.owner.yielded(task, index, slot, nested);
-                        if !self.make_room(0, None) {
-                            tracing::warn!(worker, task = %task, "the object store is over capacity and nothing can be spilled");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(worker, task = %task, index, "cannot map a stream's item: {e}")
-                    }
-                }
+                let id = ObjectId::new(task, index);
+                self.store_made(worker, id, value, nested, mapped, |owner, slot, nested| {
+                    owner.yielded(task, index, slot, nested)
+                });
             }
             ArchivedToNode::StreamNext { task, index } => {
                 self.owner
@@ -913,6 +897,31 @@ impl State {
             ArchivedToNode::Cancel { id, force } => self.cancel(id.to_native(), *force),
             ArchivedToNode::Hello(_) => {
                 tracing::warn!(worker, "second hello ignored");
+            }
+        }
+    }
+
+    /// A value `worker` made outside a task's end (a put, a generator's item) as object `id`:
+    /// mapped (or located), handed to the owner by `keep`, and room made in the store.
+    fn store_made(
+        &mut self,
+        worker: WorkerId,
+        id: ObjectId,
+        value: &ArchivedValue,
+        nested: &rkyv::vec::ArchivedVec<prism_graph::ArchivedObjectId>,
+        mapped: &mut IdMap<ObjectId, std::io::Result<ObjectBytes>>,
+        keep: impl FnOnce(&mut Owner, Slot, Vec<ObjectId>),
+    ) {
+        let nested = nested.iter().map(|i| i.to_native()).collect();
+        match self.value_from(worker, value, mapped) {
+            Ok(slot) => {
+                keep(&mut self.owner, slot, nested);
+                if !self.make_room(0, None) {
+                    tracing::warn!(worker, object = %id, "the object store is over capacity and nothing can be spilled");
+                }
+            }
+            Err(e) => {
+                tracing::error!(worker, object = %id, "cannot map an object a worker made: {e}")
             }
         }
     }
