@@ -1179,8 +1179,9 @@ impl State {
         let lost_node = !self.nodes.get(node_of(worker)).is_some_and(|n| n.alive);
         // A node that left on purpose is no failure of its tasks.
         let drained = self.nodes.get(node_of(worker)).is_some_and(|n| n.draining);
-        if !link.connected && lost_node {
-            // It died with its node, not of a broken start.
+        if !link.connected && (lost_node || drained) {
+            // It died with its node, or its node refused it while letting the job go: not a
+            // broken start (the node's tasks go elsewhere).
             tracing::warn!(worker, %reason, "worker process lost with its node before its handshake");
         } else if !link.connected {
             self.startup_failures += 1;

@@ -989,3 +989,51 @@ fn a_full_node_spills_what_no_task_needs_and_restores_it_before_a_task_reads_it(
         .count();
     assert_eq!(spilled_again, 2);
 }
+
+#[test]
+fn workers_a_draining_node_refuses_are_no_broken_start() {
+    let mut h = Harness::new(2, 1.0);
+    // A node joins and starts 4 workers; it drains before any says hello, so its host refuses
+    // them (the job left it): each exits before its handshake.
+    let big = h.node.join_node("big".into(), cpus(4.0), 16, 8).unwrap();
+    h.drain();
+    let starting: Vec<WorkerId> = h
+        .started
+        .iter()
+        .copied()
+        .filter(|&w| node_of(w) == big)
+        .collect();
+    assert!(
+        starting.len() >= 3,
+        "enough to reach the limit: {starting:?}"
+    );
+    h.event(Event::NodeDraining {
+        node: big,
+        reason: "test".into(),
+    });
+    // Work waits for the nodes that stay meanwhile (more than their workers take at once).
+    let tasks = h.submit_many(40, 0);
+    for worker in starting {
+        let reason = "node big hosts no job for this connection".to_string();
+        h.event(Event::WorkerExited { worker, reason });
+    }
+    // None of it fails as if workers could not start: it all runs on the nodes that stay.
+    let mut left = tasks.clone();
+    for _ in 0..=tasks.len() {
+        left.retain(|&task| {
+            let slot = h.slot(ObjectId::new(task, 0));
+            assert!(
+                !matches!(slot, Some(Slot::Failed(_))),
+                "task {task}: {slot:?}"
+            );
+            matches!(slot, Some(Slot::Pending))
+        });
+        let Some(&task) = left.iter().find(|&&t| h.where_sent(t).is_some()) else {
+            break;
+        };
+        let at = h.where_sent(task).unwrap();
+        assert_ne!(node_of(at), big);
+        h.returns(at, task, Value::Inline(vec![1]));
+    }
+    assert!(left.is_empty(), "never ran: {left:?}");
+}
