@@ -37,9 +37,16 @@
     rust_2018_idioms
 )]
 
+// The crate's own actors (`collective::Rendezvous`) use the macros' `::prism` paths.
+extern crate self as prism;
+
 mod api;
 #[doc(hidden)]
 pub mod cli;
+/// Collective communication among actors: allreduce, broadcast, allgather, reduce-scatter,
+/// barrier.
+#[cfg(feature = "collective")]
+pub mod collective;
 mod config;
 mod context;
 mod daemon;

@@ -266,6 +266,8 @@ pub(crate) const ENV_INLINE_THRESHOLD: &str = "PRISM_INLINE_THRESHOLD";
 pub(crate) const ENV_STORE_CAPACITY: &str = "PRISM_STORE_CAPACITY";
 /// The name of the node a worker runs on (a cluster's node; unset on the embedded node).
 pub(crate) const ENV_NODE_NAME: &str = "PRISM_NODE_NAME";
+/// The address a cluster's node listens on (where its workers' own endpoints bind).
+pub(crate) const ENV_NODE_HOST: &str = "PRISM_NODE_HOST";
 /// The job's content fingerprint, for workers a cluster's node starts (hex).
 pub(crate) const ENV_JOB_FINGERPRINT: &str = "PRISM_JOB_FINGERPRINT";
 

@@ -98,11 +98,15 @@ pub enum QuicError {
 }
 
 fn transport_config() -> Arc<quinn::TransportConfig> {
+    transport_config_with(Duration::from_secs(30), Duration::from_secs(5))
+}
+
+/// The transport settings with an idle timeout and a keep-alive interval.
+fn transport_config_with(idle: Duration, keep_alive: Duration) -> Arc<quinn::TransportConfig> {
     let mut config = quinn::TransportConfig::default();
-    config.max_idle_timeout(Some(
-        VarInt::from_u32(30_000).into(), // ms
-    ));
-    config.keep_alive_interval(Some(Duration::from_secs(5)));
+    let idle = VarInt::from_u64(idle.as_millis() as u64).unwrap_or(VarInt::MAX);
+    config.max_idle_timeout(Some(idle.into()));
+    config.keep_alive_interval(Some(keep_alive));
     // Windows large enough to keep a bulk transfer's parallel chunks streaming over a fast
     // link (the defaults assume a 100 ms, 100 Mbit/s path).
     config.stream_receive_window(VarInt::from_u32(16 << 20));
@@ -403,6 +407,69 @@ async fn connect_with(
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| connect_error(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(transport_config());
+    endpoint
+        .connect_with(config, addr, CLUSTER_SERVER_NAME)
+        .map_err(|e| connect_error(e.to_string()))?
+        .await
+        .map_err(|e| connect_error(e.to_string()))
+}
+
+/// The ALPN of a collective group's links (`prism::collective`): peers with certificates from
+/// the group's own CA.
+pub const GROUP_ALPN: &[u8] = b"prism-group/1";
+
+/// A group link's idle timeout: a peer silent this long (keep-alives included) is taken for
+/// dead, so a collective fails within seconds of a member's death.
+pub const GROUP_IDLE: Duration = Duration::from_secs(3);
+
+fn group_transport() -> Arc<quinn::TransportConfig> {
+    transport_config_with(GROUP_IDLE, GROUP_IDLE / 4)
+}
+
+/// An endpoint at `addr` (port 0 for any) for a member of a collective group: it accepts
+/// [`GROUP_ALPN`] connections from holders of a certificate from `identity`'s CA and connects
+/// to other members with [`connect_group`].
+pub fn group_endpoint(addr: SocketAddr, identity: &Identity) -> Result<Endpoint, QuicError> {
+    let tls = identity.server_config(&[GROUP_ALPN])?;
+    let endpoint_error = |reason: String| QuicError::Endpoint { addr, reason };
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| endpoint_error(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(group_transport());
+    Endpoint::server(config, addr).map_err(|e| endpoint_error(e.to_string()))
+}
+
+/// The next group member that connects to `endpoint` with a certificate from the group's CA
+/// (others are closed unread). `None` once the endpoint is closed.
+pub async fn accept_group(endpoint: &Endpoint) -> Option<Connection> {
+    loop {
+        let incoming = endpoint.accept().await?;
+        let remote = incoming.remote_address();
+        match incoming.await {
+            Ok(connection) if has_certificate(&connection) => return Some(connection),
+            Ok(connection) => close_for(
+                &connection,
+                codes::NO_CERTIFICATE,
+                "a certificate from the group's CA is required",
+            ),
+            Err(e) => {
+                tracing::info!(peer = %remote, "refused a group connection during its handshake: {e}");
+            }
+        }
+    }
+}
+
+/// Connects to the group member at `addr` as `identity` (both sides checked against the
+/// group's CA).
+pub async fn connect_group(
+    endpoint: &Endpoint,
+    addr: SocketAddr,
+    identity: &Identity,
+) -> Result<Connection, QuicError> {
+    let connect_error = |reason: String| QuicError::Connect { addr, reason };
+    let tls = identity.client_config(GROUP_ALPN)?;
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| connect_error(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(group_transport());
     endpoint
         .connect_with(config, addr, CLUSTER_SERVER_NAME)
         .map_err(|e| connect_error(e.to_string()))?

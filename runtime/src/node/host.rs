@@ -42,6 +42,8 @@ const MAX_REQUEST: usize = 16 << 20;
 pub(crate) struct Hosting {
     /// The node's name (workers learn it).
     name: String,
+    /// The address the node listens on (workers bind their own endpoints there).
+    host: std::net::IpAddr,
     /// Where job binaries are cached, by content hash.
     binaries: PathBuf,
     jobs: Mutex<HashMap<String, Arc<Job>>>,
@@ -80,8 +82,12 @@ impl Hosting {
         identity: Identity,
         endpoint: quinn::Endpoint,
     ) -> Arc<Hosting> {
+        let host = endpoint
+            .local_addr()
+            .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip());
         Arc::new(Hosting {
             name: name.clone(),
+            host,
             binaries: session.join("binaries"),
             jobs: Mutex::new(HashMap::new()),
             peers: Peers::new(name.clone(), endpoint, identity),
@@ -214,7 +220,7 @@ impl Hosting {
             }
             ToHost::Spawn { worker } => {
                 let job = self.job(job, connection)?;
-                let pid = spawn(&self.name, &job, worker)?;
+                let pid = spawn((&self.name, self.host), &job, worker)?;
                 Ok(FromHost::Spawned(pid))
             }
             ToHost::Kill { worker } => {
@@ -666,12 +672,17 @@ fn write_executable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Starts worker `worker` of `job` from the job's binary; a waiter thread tells the driver
 /// when it ends.
-fn spawn(node: &str, job: &Arc<Job>, worker: u64) -> Result<u32, String> {
+fn spawn(
+    (node, host): (&str, std::net::IpAddr),
+    job: &Arc<Job>,
+    worker: u64,
+) -> Result<u32, String> {
     if job.ended.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(format!("job {} has ended", job.name));
     }
     let mut cmd = process::worker_command(&job.exe, worker, &job.store, job.limits);
     cmd.env(ENV_NODE_NAME, node)
+        .env(process::ENV_NODE_HOST, host.to_string())
         .env(ENV_JOB_FINGERPRINT, format!("{:x}", job.fingerprint));
     super::output::capture(&mut cmd);
     // The worker dies with the daemon (and is killed when its job's driver goes).
