@@ -208,6 +208,10 @@ impl Rendezvous {
 /// A collective group: its name, size, meeting point and certificate authority. Made by the
 /// driver ([`Group::create`]), cloned into every member (an argument of an actor's constructor
 /// or of a task), which then [`join`](Group::join)s with its rank.
+///
+/// The driver keeps its `Group` until every member joined: the meeting point is an actor, and
+/// handles lent inside arguments do not keep an actor alive yet (the borrower protocol of
+/// issue 20).
 #[derive(Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Group {
     name: String,
@@ -282,7 +286,11 @@ impl Group {
     }
 
     /// [`Group::join`], waiting at most `timeout` for the others.
-    pub fn join_within(&self, rank: u32, timeout: Duration) -> Result<Communicator, CollectiveError> {
+    pub fn join_within(
+        &self,
+        rank: u32,
+        timeout: Duration,
+    ) -> Result<Communicator, CollectiveError> {
         let fail = |reason: String| CollectiveError::Join {
             group: self.name.clone(),
             rank,
@@ -412,7 +420,8 @@ impl Group {
                 return Ok(table.into_iter().flatten().collect());
             }
             if Instant::now() >= deadline {
-                let missing: Vec<usize> = (0..table.len()).filter(|&r| table[r].is_none()).collect();
+                let missing: Vec<usize> =
+                    (0..table.len()).filter(|&r| table[r].is_none()).collect();
                 return Err(format!("ranks {missing:?} never joined"));
             }
             std::thread::sleep(pause);
@@ -525,7 +534,11 @@ impl Communicator {
     }
 
     /// Copies rank `root`'s `buf` into every member's.
-    pub fn broadcast<T: Element>(&mut self, buf: &mut [T], root: u32) -> Result<(), CollectiveError> {
+    pub fn broadcast<T: Element>(
+        &mut self,
+        buf: &mut [T],
+        root: u32,
+    ) -> Result<(), CollectiveError> {
         let Some(root) = self.rank_at.iter().position(|&r| r == root) else {
             let reason = format!("root {root} is not a rank of a group of {}", self.world);
             return Err(self.usage("broadcast", reason));
@@ -535,7 +548,11 @@ impl Communicator {
 
     /// Gathers every member's `input` into `output`, by rank (`output` holds `world_size`
     /// times `input`).
-    pub fn allgather<T: Element>(&mut self, input: &[T], output: &mut [T]) -> Result<(), CollectiveError> {
+    pub fn allgather<T: Element>(
+        &mut self,
+        input: &[T],
+        output: &mut [T],
+    ) -> Result<(), CollectiveError> {
         let n = self.world as usize;
         if output.len() != input.len() * n {
             let reason = format!(

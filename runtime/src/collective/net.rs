@@ -81,7 +81,10 @@ impl Net {
                 let their_tag = u64::from_le_bytes(hello[..8].try_into().expect("8 bytes"));
                 let rank = u32::from_le_bytes(hello[8..].try_into().expect("4 bytes"));
                 if their_tag != tag || rank != from {
-                    tracing::warn!(rank, "a group connection from another member or group: refused");
+                    tracing::warn!(
+                        rank,
+                        "a group connection from another member or group: refused"
+                    );
                     connection.close(VarInt::from_u32(0), b"not expected here");
                     continue;
                 }
@@ -112,7 +115,10 @@ impl Net {
             let connection = quic::connect_group(&endpoint, addr, &identity)
                 .await
                 .map_err(|e| died(e.to_string()))?;
-            let mut stream = connection.open_uni().await.map_err(|e| died(e.to_string()))?;
+            let mut stream = connection
+                .open_uni()
+                .await
+                .map_err(|e| died(e.to_string()))?;
             let mut hello = tag.to_le_bytes().to_vec();
             hello.extend_from_slice(&me.to_le_bytes());
             stream
@@ -134,11 +140,7 @@ impl Net {
     }
 
     /// Waits for a task of this runtime from any thread.
-    pub(crate) fn join<T>(
-        &self,
-        task: tokio::task::JoinHandle<T>,
-        rank: u32,
-    ) -> Result<T, Fault> {
+    pub(crate) fn join<T>(&self, task: tokio::task::JoinHandle<T>, rank: u32) -> Result<T, Fault> {
         futures::executor::block_on(task).map_err(|e| Fault::Died {
             rank,
             reason: format!("its link's task failed: {e}"),

@@ -98,11 +98,7 @@ fn with_elems<T: Element>(bytes: &[u8], scratch: &mut Vec<T>, f: impl FnOnce(&[T
         f(elems);
     } else {
         scratch.clear();
-        scratch.extend(
-            bytes
-                .chunks_exact(size)
-                .map(|c| T::from_ne_slice(c)),
-        );
+        scratch.extend(bytes.chunks_exact(size).map(|c| T::from_ne_slice(c)));
         f(scratch);
     }
 }
@@ -142,7 +138,8 @@ impl Ring<'_> {
         apply: &mut dyn FnMut(&mut [T], &[T]),
     ) -> Result<(), Fault> {
         let per = (CHUNK_BYTES / std::mem::size_of::<T>()).max(1);
-        let chunks = |r: &Option<Range<usize>>| r.as_ref().map_or(0, |r| r.len().div_ceil(per).max(1));
+        let chunks =
+            |r: &Option<Range<usize>>| r.as_ref().map_or(0, |r| r.len().div_ceil(per).max(1));
         let (sends, recvs) = (chunks(&send), chunks(&recv));
         let mut scratch = Vec::new();
         for c in 0..sends.max(recvs) {
@@ -166,12 +163,18 @@ impl Ring<'_> {
 
     /// Ring reduce-scatter in place: afterwards this member's block `pos + 1` (its rank's
     /// part) holds the reduction of every member's; `Op::Mean` divides it.
-    pub(crate) fn reduce_scatter<T: Element>(&mut self, buf: &mut [T], op: Op) -> Result<(), Fault> {
+    pub(crate) fn reduce_scatter<T: Element>(
+        &mut self,
+        buf: &mut [T],
+        op: Op,
+    ) -> Result<(), Fault> {
         let (n, p, len) = (self.n(), self.pos, buf.len());
         for s in 0..n - 1 {
             let send = self.block(len, (p + n - s) % n);
             let recv = self.block(len, (p + 2 * n - s - 1) % n);
-            self.exchange(buf, Some(send), Some(recv), &mut |dst, src| T::combine(op, dst, src))?;
+            self.exchange(buf, Some(send), Some(recv), &mut |dst, src| {
+                T::combine(op, dst, src)
+            })?;
         }
         if op == Op::Mean {
             let own = self.block(len, (p + 1) % n);
@@ -187,7 +190,9 @@ impl Ring<'_> {
         for s in 0..n - 1 {
             let send = self.block(len, (p + 1 + n - s) % n);
             let recv = self.block(len, (p + n - s) % n);
-            self.exchange(buf, Some(send), Some(recv), &mut |dst, src| dst.copy_from_slice(src))?;
+            self.exchange(buf, Some(send), Some(recv), &mut |dst, src| {
+                dst.copy_from_slice(src)
+            })?;
         }
         Ok(())
     }
@@ -202,7 +207,11 @@ impl Ring<'_> {
     }
 
     /// Broadcast from the member at position `root`, pipelined around the ring.
-    pub(crate) fn broadcast<T: Element>(&mut self, buf: &mut [T], root: usize) -> Result<(), Fault> {
+    pub(crate) fn broadcast<T: Element>(
+        &mut self,
+        buf: &mut [T],
+        root: usize,
+    ) -> Result<(), Fault> {
         let (n, p) = (self.n(), self.pos);
         if n == 1 {
             return Ok(());
@@ -221,7 +230,9 @@ impl Ring<'_> {
             let dst = &mut buf[start..end];
             let len = std::mem::size_of_val(dst);
             self.inc.recv(len, &mut |bytes| {
-                with_elems(bytes, &mut scratch, |incoming| dst.copy_from_slice(incoming));
+                with_elems(bytes, &mut scratch, |incoming| {
+                    dst.copy_from_slice(incoming)
+                });
             })?;
             if forwards {
                 self.out.send(bytes_of(&buf[start..end]))?;
@@ -259,7 +270,12 @@ mod tests {
                 rank: self.peer,
                 reason: "gone".into(),
             };
-            let chunk = self.rx.as_ref().ok_or_else(dead)?.recv().map_err(|_| dead())?;
+            let chunk = self
+                .rx
+                .as_ref()
+                .ok_or_else(dead)?
+                .recv()
+                .map_err(|_| dead())?;
             assert_eq!(chunk.len(), len, "the protocol agrees on lengths");
             f(&chunk);
             Ok(())
@@ -317,7 +333,9 @@ mod tests {
     }
 
     fn input(rank: u32, len: usize) -> Vec<f64> {
-        (0..len).map(|i| (i as f64) * 0.5 + f64::from(rank) * 1000.0).collect()
+        (0..len)
+            .map(|i| (i as f64) * 0.5 + f64::from(rank) * 1000.0)
+            .collect()
     }
 
     #[test]
@@ -339,7 +357,10 @@ mod tests {
                         Op::Min => values.iter().copied().fold(f64::MAX, f64::min),
                     };
                     for (rank, buf) in got.iter().enumerate() {
-                        assert!((buf[i] - want).abs() < 1e-9, "n {n} {op:?} rank {rank} [{i}]");
+                        assert!(
+                            (buf[i] - want).abs() < 1e-9,
+                            "n {n} {op:?} rank {rank} [{i}]"
+                        );
                     }
                 }
             }
@@ -354,7 +375,10 @@ mod tests {
                 ring.allreduce(&mut buf, Op::Sum).unwrap();
                 buf
             });
-            assert!(got.iter().all(|b| b.iter().all(|&v| v == 10.0)), "{len}: {got:?}");
+            assert!(
+                got.iter().all(|b| b.iter().all(|&v| v == 10.0)),
+                "{len}: {got:?}"
+            );
         }
     }
 

@@ -81,7 +81,9 @@ impl Peer {
         match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
             Ok(stat) => {
                 let fields = stat_fields(&stat);
-                fields.first().is_some_and(|state| *state != "Z" && *state != "X")
+                fields
+                    .first()
+                    .is_some_and(|state| *state != "Z" && *state != "X")
                     && (self.start.is_none()
                         || fields.get(19).and_then(|s| s.parse().ok()) == self.start)
             }
@@ -221,7 +223,11 @@ fn aborted(seg: &Segment) -> Option<Fault> {
         // SAFETY: `REASON_AT + len <= HEADER` is inside the mapping and outside every
         // reference into it; the writer wrote these bytes before it set `abort` (SeqCst).
         unsafe {
-            std::ptr::copy_nonoverlapping(seg.map.as_ptr().add(REASON_AT), reason.as_mut_ptr(), len);
+            std::ptr::copy_nonoverlapping(
+                seg.map.as_ptr().add(REASON_AT),
+                reason.as_mut_ptr(),
+                len,
+            );
         }
         Fault::Aborted {
             rank: code - 1,
@@ -244,7 +250,9 @@ impl Inbox {
     pub(crate) fn create(path: PathBuf, peer_rank: u32) -> std::io::Result<Inbox> {
         let seg = Segment::open(&path, true)?;
         let header = seg.header();
-        header.reader_pid.store(std::process::id(), Ordering::SeqCst);
+        header
+            .reader_pid
+            .store(std::process::id(), Ordering::SeqCst);
         header.magic.store(MAGIC, Ordering::SeqCst);
         Ok(Inbox {
             seg,
@@ -304,7 +312,14 @@ impl Link for Inbox {
         let tail = header.tail.load(Ordering::SeqCst);
         let ready = || header.head.load(Ordering::SeqCst) != tail;
         let ended = || aborted(&self.seg);
-        wait_for(ended, &header.head, &header.reader_sleeping, (peer, rank), deadline, ready)?;
+        wait_for(
+            ended,
+            &header.head,
+            &header.reader_sleeping,
+            (peer, rank),
+            deadline,
+            ready,
+        )?;
         let got = header.lens[tail as usize % SLOTS].load(Ordering::SeqCst) as usize;
         if got != len {
             return Err(Fault::Protocol {
@@ -363,7 +378,9 @@ impl Outbox {
         };
         let header = seg.header();
         let peer = Peer::of(header.reader_pid.load(Ordering::SeqCst));
-        header.writer_pid.store(std::process::id(), Ordering::SeqCst);
+        header
+            .writer_pid
+            .store(std::process::id(), Ordering::SeqCst);
         Ok(Outbox {
             seg,
             peer_rank,
@@ -392,7 +409,14 @@ impl Link for Outbox {
                 reason: "the member it sends to stopped reading".to_string(),
             })
         };
-        wait_for(ended, &header.tail, &header.writer_sleeping, (peer, rank), deadline, room)?;
+        wait_for(
+            ended,
+            &header.tail,
+            &header.writer_sleeping,
+            (peer, rank),
+            deadline,
+            room,
+        )?;
         // SAFETY: the slot is inside the mapping and `bytes.len() <= CHUNK_BYTES`; the reader
         // moved `tail` past its last use (checked above), and does not read it before `head`
         // moves past it below. `bytes` is our memory, not the mapping.
@@ -419,8 +443,60 @@ impl Link for Outbox {
             std::ptr::copy_nonoverlapping(reason.as_ptr(), at, reason.len());
         }
         let header = self.seg.header();
-        header.abort_len.store(reason.len() as u32, Ordering::SeqCst);
+        header
+            .abort_len
+            .store(reason.len() as u32, Ordering::SeqCst);
         header.abort.store(rank + 1, Ordering::SeqCst);
         futex_wake(&header.head);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collective::Op;
+    use crate::collective::ring::Ring;
+
+    #[test]
+    fn two_members_allreduce_through_shared_memory() {
+        let dir = std::env::temp_dir().join(format!("prism-shm-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let len = CHUNK_BYTES / 4 * 5 + 3;
+        let threads: Vec<_> = (0..2u32)
+            .map(|rank| {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    let peer = 1 - rank;
+                    let mut inbox = Inbox::create(dir.join(format!("in{rank}")), peer).unwrap();
+                    let timeout = Duration::from_secs(10);
+                    let mut outbox =
+                        Outbox::open(&dir.join(format!("in{peer}")), peer, timeout).unwrap();
+                    inbox.attached(timeout).unwrap();
+                    let mut buf = vec![rank as f32 + 1.0; len];
+                    let rank_at = [0, 1];
+                    let mut ring = Ring {
+                        pos: rank as usize,
+                        rank_at: &rank_at,
+                        out: &mut outbox,
+                        inc: &mut inbox,
+                    };
+                    for _ in 0..3 {
+                        ring.allreduce(&mut buf, Op::Sum).unwrap();
+                    }
+                    buf
+                })
+            })
+            .collect();
+        for t in threads {
+            let buf = t.join().unwrap();
+            // 1 + 2 = 3, then 6, then 12.
+            assert!(buf.iter().all(|&v| v == 12.0));
+        }
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "links unlinked"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
