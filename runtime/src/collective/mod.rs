@@ -245,6 +245,11 @@ fn unique() -> u64 {
     hasher.finish()
 }
 
+/// The name in the subject of group `name`'s CA (its certificates name it as their issuer).
+fn ca_name(name: &str, tag: u64) -> String {
+    format!("group {name} {tag:x}")
+}
+
 impl Group {
     /// A group named `name` of `world` members (ranks `0..world`).
     pub fn create(name: &str, world: u32) -> Result<Group, CollectiveError> {
@@ -256,8 +261,7 @@ impl Group {
             return Err(fail("a group needs at least one member".into()));
         }
         let tag = unique();
-        let ca = ClusterAuthority::create(&format!("group {name} {tag:x}"))
-            .map_err(|e| fail(e.to_string()))?;
+        let ca = ClusterAuthority::create(&ca_name(name, tag)).map_err(|e| fail(e.to_string()))?;
         let (ca_cert, ca_key) = ca.to_pem();
         Ok(Group {
             name: name.to_string(),
@@ -302,8 +306,9 @@ impl Group {
         let deadline = Instant::now() + timeout;
         let store_dir = std::env::var(crate::process::ENV_STORE_DIR)
             .map_err(|_| fail("only a worker process (an actor or a task) can join".into()))?;
-        let ca = ClusterAuthority::from_pem(&self.name, &self.ca_cert, &self.ca_key)
-            .map_err(|e| fail(e.to_string()))?;
+        let ca =
+            ClusterAuthority::from_pem(&ca_name(&self.name, self.tag), &self.ca_cert, &self.ca_key)
+                .map_err(|e| fail(e.to_string()))?;
         let identity = ca
             .issue(&format!("{} rank {rank}", self.name))
             .map_err(|e| fail(e.to_string()))?;

@@ -1,0 +1,136 @@
+//! A member of a collective group for the collective tests: each method runs one collective
+//! on what it is given, and returns the result or the error's text.
+
+use libtest_mimic::Failed;
+use prism::ObjectRef;
+use prism::actor;
+use prism::collective::{Communicator, Group, Op};
+
+fn op_named(op: &str) -> Op {
+    match op {
+        "sum" => Op::Sum,
+        "mean" => Op::Mean,
+        "max" => Op::Max,
+        _ => Op::Min,
+    }
+}
+
+/// A member of a group: each method runs one collective on what it is given.
+#[actor]
+pub struct Member {
+    comm: Communicator,
+}
+
+#[actor]
+impl Member {
+    fn new(group: Group, rank: u32) -> Self {
+        let comm = group.join(rank).expect("join the group");
+        Member { comm }
+    }
+
+    fn allreduce(&mut self, mut data: Vec<f64>, op: String) -> Result<Vec<f64>, String> {
+        let op = op_named(&op);
+        self.comm
+            .allreduce(&mut data, op)
+            .map_err(|e| e.to_string())?;
+        Ok(data)
+    }
+
+    fn allreduce_f32(&mut self, mut data: Vec<f32>) -> Result<Vec<f32>, String> {
+        let sum = Op::Sum;
+        self.comm
+            .allreduce(&mut data, sum)
+            .map_err(|e| e.to_string())?;
+        Ok(data)
+    }
+
+    fn broadcast(&mut self, mut data: Vec<f32>, root: u32) -> Result<Vec<f32>, String> {
+        self.comm
+            .broadcast(&mut data, root)
+            .map_err(|e| e.to_string())?;
+        Ok(data)
+    }
+
+    fn allgather(&mut self, data: Vec<f64>) -> Result<Vec<f64>, String> {
+        let mut out = vec![0.0; data.len() * self.comm.world_size() as usize];
+        self.comm
+            .allgather(&data, &mut out)
+            .map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
+    fn reduce_scatter(&mut self, data: Vec<f64>, op: String) -> Result<Vec<f64>, String> {
+        let mut out = vec![0.0; data.len() / self.comm.world_size() as usize];
+        let op = op_named(&op);
+        self.comm
+            .reduce_scatter(&data, &mut out, op)
+            .map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
+    fn barrier(&mut self) -> Result<(), String> {
+        self.comm.barrier().map_err(|e| e.to_string())
+    }
+
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    fn node(&self) -> String {
+        prism::node_name().unwrap_or_else(|| "local".into())
+    }
+}
+
+/// The group's members (the group goes with them: the driver keeps its meeting point alive).
+pub struct Members {
+    _group: Group,
+    pub handles: Vec<prism::ActorHandle<Member>>,
+}
+
+impl std::ops::Index<usize> for Members {
+    type Output = prism::ActorHandle<Member>;
+
+    fn index(&self, rank: usize) -> &Self::Output {
+        &self.handles[rank]
+    }
+}
+
+#[allow(dead_code)] // the cluster test places its members
+pub fn start(name: &str, world: u32) -> Result<Members, Failed> {
+    start_on(name, &vec![""; world as usize])
+}
+
+/// A group of one member per entry of `resources`, each needing one of the custom resource
+/// named there (none when empty).
+pub fn start_on(name: &str, resources: &[&str]) -> Result<Members, Failed> {
+    let group = Group::create(name, resources.len() as u32)?;
+    let handles = (0..resources.len() as u32)
+        .map(|rank| match resources[rank as usize] {
+            "" => Member::remote(group.clone(), rank),
+            resource => Member::options()
+                .resources(resource, 1.0)
+                .remote(group.clone(), rank),
+        })
+        .collect();
+    Ok(Members {
+        _group: group,
+        handles,
+    })
+}
+
+pub fn all<T>(refs: Vec<ObjectRef<Result<T, String>>>) -> Result<Vec<T>, Failed>
+where
+    Result<T, String>: prism::Remotable,
+{
+    let mut out = Vec::new();
+    for r in refs {
+        out.push(r.get_blocking()??);
+    }
+    Ok(out)
+}
+
+pub fn input(rank: u32, len: usize) -> Vec<f64> {
+    (0..len)
+        .map(|i| (i % 977) as f64 + f64::from(rank) * 0.25)
+        .collect()
+}
