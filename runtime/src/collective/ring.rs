@@ -127,38 +127,64 @@ impl Ring<'_> {
         part(len, n, self.rank_at[(b + n - 1) % n] as usize)
     }
 
-    /// Sends `buf[send]` and receives into `buf[recv]` (disjoint), chunk by chunk in step;
-    /// each received chunk goes through `apply(destination, incoming)`. An empty range still
-    /// sends one empty chunk, so that every step orders the members (a barrier relies on it).
-    fn exchange<T: Element>(
+    /// Runs steps around the ring, pipelined chunk by chunk: this member first sends block
+    /// `first` from `buf`; at each step it receives a block (`recv[s]`), combines it into `buf`
+    /// (reducing with `op`, or copying when `None`) and forwards what it now holds as the next
+    /// step's send, while the chunk is still in cache. Every block is cut into the same number of
+    /// chunks, so chunk `c` of every step travels in one order every member agrees on: for each
+    /// chunk, steps 0, 1, ... Empty blocks still send an empty chunk per step, so that every step
+    /// orders the members (a barrier relies on it). `Mean` divides the block a member ends with
+    /// (the last reducing step's) by the group's size.
+    fn pipeline<T: Element>(
         &mut self,
         buf: &mut [T],
-        send: Option<Range<usize>>,
-        recv: Option<Range<usize>>,
-        apply: &mut dyn FnMut(&mut [T], &[T]),
+        first: usize,
+        recv: &[(usize, Option<Op>)],
     ) -> Result<(), Fault> {
+        let (n, len) = (self.n(), buf.len());
         let per = (CHUNK_BYTES / std::mem::size_of::<T>()).max(1);
-        let chunks =
-            |r: &Option<Range<usize>>| r.as_ref().map_or(0, |r| r.len().div_ceil(per).max(1));
-        let (sends, recvs) = (chunks(&send), chunks(&recv));
+        let longest = (0..n).map(|b| self.block(len, b).len()).max().unwrap_or(0);
+        let chunks = longest.div_ceil(per).max(1);
+        let blocks: Vec<Range<usize>> = (0..n).map(|b| self.block(len, b)).collect();
+        let sub = |b: usize, c: usize| {
+            let whole = &blocks[b];
+            let cut = part(whole.len(), chunks, c);
+            whole.start + cut.start..whole.start + cut.end
+        };
+        let last_reduce = recv.iter().rposition(|(_, op)| op.is_some());
         let mut scratch = Vec::new();
-        for c in 0..sends.max(recvs) {
-            if let Some(r) = send.as_ref().filter(|_| c < sends) {
-                let start = r.start + c * per;
-                let end = (start + per).min(r.end);
-                self.out.send(bytes_of(&buf[start.min(end)..end]))?;
-            }
-            if let Some(r) = recv.as_ref().filter(|_| c < recvs) {
-                let start = r.start + c * per;
-                let end = (start + per).min(r.end);
-                let dst = &mut buf[start.min(end)..end];
+        for c in 0..chunks {
+            self.out.send(bytes_of(&buf[sub(first, c)]))?;
+            for (s, &(block, op)) in recv.iter().enumerate() {
+                let dst = &mut buf[sub(block, c)];
                 let len = std::mem::size_of_val(dst);
                 self.inc.recv(len, &mut |bytes| {
-                    with_elems(bytes, &mut scratch, |incoming| apply(dst, incoming));
+                    with_elems(bytes, &mut scratch, |incoming| match op {
+                        Some(op) => T::combine(op, dst, incoming),
+                        None => dst.copy_from_slice(incoming),
+                    });
                 })?;
+                if op == Some(Op::Mean) && Some(s) == last_reduce {
+                    T::divide(dst, n);
+                }
+                if s + 1 < recv.len() {
+                    self.out.send(bytes_of(dst))?;
+                }
             }
         }
         Ok(())
+    }
+
+    /// The steps of a ring reduce-scatter: at step s, block `pos - s - 1` comes in.
+    fn reduce_steps(&self, op: Op) -> impl Iterator<Item = (usize, Option<Op>)> + use<> {
+        let (n, p) = (self.n(), self.pos);
+        (0..n - 1).map(move |s| ((p + 2 * n - s - 1) % n, Some(op)))
+    }
+
+    /// The steps of a ring allgather: at step s, block `pos - s` comes in.
+    fn gather_steps(&self) -> impl Iterator<Item = (usize, Option<Op>)> + use<> {
+        let (n, p) = (self.n(), self.pos);
+        (0..n - 1).map(move |s| ((p + n - s) % n, None))
     }
 
     /// Ring reduce-scatter in place: afterwards this member's block `pos + 1` (its rank's
@@ -168,42 +194,31 @@ impl Ring<'_> {
         buf: &mut [T],
         op: Op,
     ) -> Result<(), Fault> {
-        let (n, p, len) = (self.n(), self.pos, buf.len());
-        for s in 0..n - 1 {
-            let send = self.block(len, (p + n - s) % n);
-            let recv = self.block(len, (p + 2 * n - s - 1) % n);
-            self.exchange(buf, Some(send), Some(recv), &mut |dst, src| {
-                T::combine(op, dst, src)
-            })?;
+        if self.n() == 1 {
+            return Ok(());
         }
-        if op == Op::Mean {
-            let own = self.block(len, (p + 1) % n);
-            T::divide(&mut buf[own], n);
-        }
-        Ok(())
+        let steps: Vec<_> = self.reduce_steps(op).collect();
+        self.pipeline(buf, self.pos, &steps)
     }
 
     /// Ring allgather in place: each member holds its rank's part (block `pos + 1`); afterwards
     /// every member holds every part.
     pub(crate) fn allgather<T: Element>(&mut self, buf: &mut [T]) -> Result<(), Fault> {
-        let (n, p, len) = (self.n(), self.pos, buf.len());
-        for s in 0..n - 1 {
-            let send = self.block(len, (p + 1 + n - s) % n);
-            let recv = self.block(len, (p + n - s) % n);
-            self.exchange(buf, Some(send), Some(recv), &mut |dst, src| {
-                dst.copy_from_slice(src)
-            })?;
+        if self.n() == 1 {
+            return Ok(());
         }
-        Ok(())
+        let steps: Vec<_> = self.gather_steps().collect();
+        self.pipeline(buf, (self.pos + 1) % self.n(), &steps)
     }
 
-    /// Allreduce in place: a reduce-scatter, then an allgather.
+    /// Allreduce in place: a reduce-scatter, then an allgather, as one pipeline (the block a
+    /// member ends the reduce-scatter with is the first it sends in the allgather).
     pub(crate) fn allreduce<T: Element>(&mut self, buf: &mut [T], op: Op) -> Result<(), Fault> {
         if self.n() == 1 {
             return Ok(());
         }
-        self.reduce_scatter(buf, op)?;
-        self.allgather(buf)
+        let steps: Vec<_> = self.reduce_steps(op).chain(self.gather_steps()).collect();
+        self.pipeline(buf, self.pos, &steps)
     }
 
     /// Broadcast from the member at position `root`, pipelined around the ring.
@@ -216,26 +231,24 @@ impl Ring<'_> {
         if n == 1 {
             return Ok(());
         }
-        let all = 0..buf.len();
-        let forwards = (p + 1) % n != root;
-        if p == root {
-            return self.exchange(buf, Some(all), None, &mut |_, _| {});
-        }
         let per = (CHUNK_BYTES / std::mem::size_of::<T>()).max(1);
         let chunks = buf.len().div_ceil(per).max(1);
+        let forwards = (p + 1) % n != root;
         let mut scratch = Vec::new();
         for c in 0..chunks {
             let start = (c * per).min(buf.len());
             let end = (start + per).min(buf.len());
             let dst = &mut buf[start..end];
-            let len = std::mem::size_of_val(dst);
-            self.inc.recv(len, &mut |bytes| {
-                with_elems(bytes, &mut scratch, |incoming| {
-                    dst.copy_from_slice(incoming)
-                });
-            })?;
+            if p != root {
+                let len = std::mem::size_of_val(dst);
+                self.inc.recv(len, &mut |bytes| {
+                    with_elems(bytes, &mut scratch, |incoming| {
+                        dst.copy_from_slice(incoming)
+                    });
+                })?;
+            }
             if forwards {
-                self.out.send(bytes_of(&buf[start..end]))?;
+                self.out.send(bytes_of(dst))?;
             }
         }
         Ok(())
