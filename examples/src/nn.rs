@@ -190,8 +190,8 @@ impl Mlp {
     }
 }
 
-/// Adam (Kingma and Ba 2015), minimising.
-#[derive(Debug, Clone)]
+/// Adam (Kingma and Ba 2015), minimising. Archivable, so a checkpoint can carry its moments.
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Adam {
     lr: f32,
     beta1: f32,

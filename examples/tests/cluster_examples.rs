@@ -1,6 +1,7 @@
-//! `quickstart` and `parameter_server` run unchanged against a real cluster: a head on
-//! 127.0.0.1 and a node on 127.0.0.2, the example pointed at it with `PRISM_ADDRESS` and
-//! `PRISM_TOKEN`. This test binary doubles as the `prism` command (with `PRISM_TEST_AS_CLI`),
+//! `quickstart`, `parameter_server` and `data_parallel` run unchanged against a real cluster: a
+//! head on 127.0.0.1 and a node on 127.0.0.2, the example pointed at it with `PRISM_ADDRESS` and
+//! `PRISM_TOKEN`; `data_parallel` also runs on its own embedded cluster, where a trainer is
+//! killed mid-run and the group re-forms. This test binary doubles as the `prism` command (with `PRISM_TEST_AS_CLI`),
 //! so the examples crate needs no other binary; every daemon is stopped when it ends.
 
 #[path = "../../runtime/tests/common/cluster.rs"]
@@ -23,6 +24,7 @@ fn example(name: &str) -> PathBuf {
     profile.join("examples").join(name)
 }
 
+/// Runs example `name` with `args`, joined to the cluster at `addr` (embedded when empty).
 fn run_example(name: &str, args: &[&str], addr: &str, token: &str) -> Result<String, Failed> {
     let path = example(name);
     if !path.exists() {
@@ -32,13 +34,18 @@ fn run_example(name: &str, args: &[&str], addr: &str, token: &str) -> Result<Str
         )
         .into());
     }
-    let out = Command::new(&path)
+    let mut command = Command::new(&path);
+    command
         .args(args)
-        .env("PRISM_ADDRESS", addr)
-        .env("PRISM_TOKEN", token)
         .env_remove("PRISM_TEST_AS_CLI")
-        .env_remove("PRISM_TEST_PROGRAM")
-        .output()?;
+        .env_remove("PRISM_TEST_PROGRAM");
+    match addr {
+        "" => command
+            .env_remove("PRISM_ADDRESS")
+            .env_remove("PRISM_TOKEN"),
+        _ => command.env("PRISM_ADDRESS", addr).env("PRISM_TOKEN", token),
+    };
+    let out = command.output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         return Err(format!(
@@ -49,6 +56,14 @@ fn run_example(name: &str, args: &[&str], addr: &str, token: &str) -> Result<Str
         .into());
     }
     Ok(stdout)
+}
+
+/// Checks that `out` says each of `wanted`.
+fn expect_lines(out: &str, wanted: &[&str]) -> Result<(), Failed> {
+    match wanted.iter().find(|w| !out.contains(*w)) {
+        Some(missing) => Err(format!("no {missing:?} in the output:\n{out}").into()),
+        None => Ok(()),
+    }
 }
 
 fn main() {
@@ -74,15 +89,52 @@ fn main() {
         }
         Ok(())
     });
+    let (a, t) = (addr.clone(), token.clone());
     let parameter_server = Trial::test("parameter_server_runs_on_the_cluster", move || {
-        let out = run_example("parameter_server", &["--workers", "3"], &addr, &token)?;
+        let out = run_example("parameter_server", &["--workers", "3"], &a, &t)?;
         if !out.contains("reached loss") {
             return Err(format!("unexpected output:\n{out}").into());
         }
         Ok(())
     });
-    let conclusion =
-        libtest_mimic::run(&Arguments::from_args(), vec![quickstart, parameter_server]);
+    let data_parallel = Trial::test(
+        "data_parallel_spreads_over_the_cluster_and_survives_a_kill",
+        move || {
+            let args = ["--trainers", "2", "--kill-at", "2", "--target", "0.01"];
+            let out = run_example("data_parallel", &args, &addr, &token)?;
+            expect_lines(
+                &out,
+                &[
+                    "2 trainers on [\"head\", \"node\"]",
+                    "rank 1 is gone",
+                    "re-formed: 1 trainers",
+                    "reached validation loss",
+                ],
+            )
+        },
+    );
+    let data_parallel_local =
+        Trial::test("data_parallel_survives_a_killed_trainer_locally", || {
+            let args = ["--trainers", "3", "--kill-at", "2", "--target", "0.01"];
+            let out = run_example("data_parallel", &args, "", "")?;
+            expect_lines(
+                &out,
+                &[
+                    "rank 2 is gone",
+                    "re-formed: 2 trainers",
+                    "reached validation loss",
+                ],
+            )
+        });
+    let conclusion = libtest_mimic::run(
+        &Arguments::from_args(),
+        vec![
+            quickstart,
+            parameter_server,
+            data_parallel,
+            data_parallel_local,
+        ],
+    );
     drop((node, head));
     conclusion.exit()
 }

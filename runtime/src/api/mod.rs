@@ -338,6 +338,17 @@ fn resources_of(
     }
 }
 
+/// The names of the nodes this job can run on now (alive and not leaving): the embedded node,
+/// or a cluster's nodes, those that joined after the driver included. Known in the driver.
+pub fn nodes() -> Result<Vec<String>> {
+    match context::current()? {
+        Context::Driver(core) => Ok(core.node_names()),
+        Context::Worker(_) => Err(Error::InvalidArgument(
+            "the cluster's nodes are only known in the driver".into(),
+        )),
+    }
+}
+
 /// The name of the cluster node this process runs on, as `prism start --name` (or the
 /// default `node-HOST-PID`, or `head`) set it: known in the workers a cluster's node started;
 /// `None` in a driver and on an embedded local cluster.

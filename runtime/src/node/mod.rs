@@ -517,6 +517,16 @@ impl Core {
         (state.nodes.total(), state.nodes.available())
     }
 
+    /// The names of the nodes that take work.
+    pub(crate) fn node_names(&self) -> Vec<String> {
+        let state = &self.state.lock().node;
+        (0..state.nodes.len())
+            .filter_map(|idx| state.nodes.get(idx))
+            .filter(|node| node.takes_work())
+            .map(|node| node.name.clone())
+            .collect()
+    }
+
     /// Number of objects the owner tracks (for tests of reference counting).
     pub(crate) fn object_count(&self) -> usize {
         self.state.lock().node.owner.object_count()
