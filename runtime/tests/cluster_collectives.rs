@@ -7,7 +7,7 @@ mod common;
 #[path = "common/member.rs"]
 mod member;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::cluster::Host;
 use common::{Case, ensure};
@@ -57,24 +57,13 @@ fn a_group_across_nodes_reduces_over_shared_memory_and_quic() -> Result<(), Fail
 
 fn a_member_killed_on_another_node_fails_the_collective_everywhere() -> Result<(), Failed> {
     let members = start_on("killed", &PLACES)?;
-    let victim = members[1].pid().get_blocking()?;
-    let waiting: Vec<_> = [0usize, 2]
-        .iter()
-        .map(|&r| members[r].allreduce(input(r as u32, 100_000), "sum".to_string()))
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    let killed = Instant::now();
-    // SAFETY: kill(2) with SIGKILL on the pid of the member's worker, which this test's
-    // cluster started on this host and which just answered.
-    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
-    for (r, call) in [0, 2].into_iter().zip(waiting) {
-        let err = call.get_blocking()?.expect_err("the collective fails");
+    let (errors, took) = member::kill_rank_one_during_allreduce(&members, 100_000)?;
+    for (r, err) in [0, 2].into_iter().zip(errors) {
         ensure(
             err.contains("rank 1") && err.contains("killed"),
             format!("rank {r} names the group and the dead rank: {err}"),
         )?;
     }
-    let took = killed.elapsed();
     ensure(
         took < Duration::from_secs(10),
         format!("failed within seconds, not {took:?}"),

@@ -7,7 +7,7 @@ mod common;
 #[path = "common/member.rs"]
 mod member;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Case, ensure};
 use libtest_mimic::Failed;
@@ -120,25 +120,13 @@ fn bad_calls_are_clear_errors_and_a_group_of_one_works() -> Result<(), Failed> {
 fn a_dead_member_fails_the_collective_at_every_rank() -> Result<(), Failed> {
     let world = 3;
     let members = start("dies", world)?;
-    let victim = members[1].pid().get_blocking()?;
-    // Ranks 0 and 2 enter an allreduce that rank 1 never joins; rank 1 dies.
-    let waiting: Vec<_> = [0usize, 2]
-        .iter()
-        .map(|&r| members[r].allreduce(input(r as u32, 200_000), "sum".to_string()))
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    let killed = Instant::now();
-    // SAFETY: kill(2) on a pid this test's cluster started (the actor's worker, alive: it
-    // just answered) with SIGKILL; no memory is involved.
-    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
-    for (r, call) in [0, 2].into_iter().zip(waiting) {
-        let err = call.get_blocking()?.expect_err("the collective fails");
+    let (errors, took) = member::kill_rank_one_during_allreduce(&members, 200_000)?;
+    for (r, err) in [0, 2].into_iter().zip(errors) {
         ensure(
             err.contains("rank 1") && err.contains("dies") && err.contains("allreduce"),
             format!("rank {r} names the group, the call and the dead rank: {err}"),
         )?;
     }
-    let took = killed.elapsed();
     ensure(
         took < Duration::from_secs(10),
         format!("failed within seconds, not {took:?}"),

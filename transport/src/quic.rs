@@ -403,10 +403,20 @@ async fn connect_with(
     addr: SocketAddr,
     tls: rustls::ClientConfig,
 ) -> Result<Connection, QuicError> {
+    connect_configured(endpoint, addr, tls, transport_config()).await
+}
+
+/// Connects to `addr` with `tls` and the transport settings `transport`.
+async fn connect_configured(
+    endpoint: &Endpoint,
+    addr: SocketAddr,
+    tls: rustls::ClientConfig,
+    transport: Arc<quinn::TransportConfig>,
+) -> Result<Connection, QuicError> {
     let connect_error = |reason: String| QuicError::Connect { addr, reason };
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| connect_error(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(transport_config());
+    config.transport_config(transport);
     endpoint
         .connect_with(config, addr, CLUSTER_SERVER_NAME)
         .map_err(|e| connect_error(e.to_string()))?
@@ -465,16 +475,8 @@ pub async fn connect_group(
     addr: SocketAddr,
     identity: &Identity,
 ) -> Result<Connection, QuicError> {
-    let connect_error = |reason: String| QuicError::Connect { addr, reason };
     let tls = identity.client_config(GROUP_ALPN)?;
-    let crypto = QuicClientConfig::try_from(tls).map_err(|e| connect_error(e.to_string()))?;
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(group_transport());
-    endpoint
-        .connect_with(config, addr, CLUSTER_SERVER_NAME)
-        .map_err(|e| connect_error(e.to_string()))?
-        .await
-        .map_err(|e| connect_error(e.to_string()))
+    connect_configured(endpoint, addr, tls, group_transport()).await
 }
 
 /// Sends `msg` on a new stream and reads the one frame that answers it (at most `max` bytes).

@@ -1,6 +1,8 @@
 //! A member of a collective group for the collective tests: each method runs one collective
 //! on what it is given, and returns the result or the error's text.
 
+use std::time::{Duration, Instant};
+
 use libtest_mimic::Failed;
 use prism::ObjectRef;
 use prism::actor;
@@ -133,4 +135,30 @@ pub fn input(rank: u32, len: usize) -> Vec<f64> {
     (0..len)
         .map(|i| (i % 977) as f64 + f64::from(rank) * 0.25)
         .collect()
+}
+
+/// Ranks 0 and 2 enter an allreduce of `len` elements; rank 1 is SIGKILLed 300 ms later.
+/// Returns each survivor's error and how long after the kill the last one came.
+pub fn kill_rank_one_during_allreduce(
+    members: &Members,
+    len: usize,
+) -> Result<(Vec<String>, Duration), Failed> {
+    let victim = members[1].pid().get_blocking()?;
+    let waiting: Vec<_> = [0usize, 2]
+        .iter()
+        .map(|&r| members[r].allreduce(input(r as u32, len), "sum".to_string()))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    // SAFETY: kill(2) with SIGKILL on the pid of the member's worker, which this test's
+    // cluster started on this host and which just answered; no memory is involved.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    let mut errors = Vec::new();
+    for call in waiting {
+        match call.get_blocking()? {
+            Ok(_) => return Err("an allreduce without rank 1 succeeded".into()),
+            Err(e) => errors.push(e),
+        }
+    }
+    Ok((errors, killed.elapsed()))
 }
