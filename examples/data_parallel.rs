@@ -220,8 +220,8 @@ struct Gang {
     trainers: Vec<ActorHandle<Trainer>>,
     pids: Vec<u32>,
     nodes: Vec<String>,
-    /// The placement groups holding them (the first generation's, then one per growth).
-    placements: Vec<PlacementGroup>,
+    /// The placement group holding them.
+    placement: PlacementGroup,
 }
 
 /// Places `count` new trainers: on a cluster one bundle of a CPU each, on distinct nodes;
@@ -256,7 +256,7 @@ fn start_trainers(
 fn form(
     generation: u32,
     trainers: Vec<ActorHandle<Trainer>>,
-    placements: Vec<PlacementGroup>,
+    placement: PlacementGroup,
     checkpoint: &ObjectRef<Checkpoint>,
 ) -> anyhow::Result<Gang> {
     let group = Group::create(
@@ -280,7 +280,7 @@ fn form(
         trainers,
         pids,
         nodes,
-        placements,
+        placement,
     })
 }
 
@@ -302,7 +302,7 @@ fn main() -> anyhow::Result<()> {
     })?;
     let (trainers, placement) = start_trainers(args.trainers, cluster)?;
     let mut generation = 0;
-    let mut gang = form(generation, trainers, vec![placement], &checkpoint)?;
+    let mut gang = form(generation, trainers, placement, &checkpoint)?;
     println!("{} trainers on {:?}", gang.trainers.len(), gang.nodes);
     println!(
         "{:>6} {:>8} {:>10} {:>10} {:>8}",
@@ -353,8 +353,8 @@ fn main() -> anyhow::Result<()> {
                 println!("  {failure}");
             }
             generation += 1;
-            let placements = std::mem::take(&mut gang.placements);
-            gang = form(generation, survivors, placements, &checkpoint)?;
+            let placement = gang.placement.clone();
+            gang = form(generation, survivors, placement, &checkpoint)?;
             epoch = checkpoint.get_blocking()?.epoch;
             println!(
                 "re-formed: {} trainers on {:?} from the checkpoint of epoch {epoch}",
@@ -378,22 +378,17 @@ fn main() -> anyhow::Result<()> {
             reached = Some((epoch, report.validation));
             break;
         }
-        // Nodes that joined: grow the group at this epoch boundary.
+        // Nodes that joined: grow at this epoch boundary to one trainer per node. The old
+        // placement goes (its trainers with it: the checkpoint holds their state) and a group
+        // spread over every node takes over.
         let nodes = prism::nodes()?.len() as u32;
         let world = gang.trainers.len() as u32;
         if cluster && nodes > world && world < args.max_trainers {
-            let more = (nodes - world).min(args.max_trainers - world);
-            let mut trainers = gang.trainers.clone();
-            let mut placements = std::mem::take(&mut gang.placements);
-            match start_trainers(more, true) {
-                Ok((added, placement)) => {
-                    trainers.extend(added);
-                    placements.push(placement);
-                }
-                Err(e) => println!("  cannot grow yet: {e}"),
-            }
+            checkpoint = prism::put(checkpoint.get_blocking()?)?;
+            prism::remove_placement_group(&gang.placement)?;
+            let (trainers, placement) = start_trainers(nodes.min(args.max_trainers), true)?;
             generation += 1;
-            gang = form(generation, trainers, placements, &checkpoint)?;
+            gang = form(generation, trainers, placement, &checkpoint)?;
             println!("grew: {} trainers on {:?}", gang.trainers.len(), gang.nodes);
         }
     }

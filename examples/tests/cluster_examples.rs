@@ -97,17 +97,30 @@ fn main() {
         }
         Ok(())
     });
+    // One trial for both cluster runs: each wants a CPU of the head's one.
     let data_parallel = Trial::test(
-        "data_parallel_spreads_over_the_cluster_and_survives_a_kill",
+        "data_parallel_spreads_grows_and_survives_a_kill",
         move || {
             let args = ["--trainers", "2", "--kill-at", "2", "--target", "0.01"];
             let out = run_example("data_parallel", &args, &addr, &token)?;
             expect_lines(
                 &out,
                 &[
-                    "2 trainers on [\"head\", \"node\"]",
+                    "2 trainers on [",
+                    "\"head\"",
+                    "\"node\"",
                     "rank 1 is gone",
                     "re-formed: 1 trainers",
+                    "reached validation loss",
+                ],
+            )?;
+            let args = ["--trainers", "1", "--target", "0.01"];
+            let out = run_example("data_parallel", &args, &addr, &token)?;
+            expect_lines(
+                &out,
+                &[
+                    "1 trainers on",
+                    "grew: 2 trainers",
                     "reached validation loss",
                 ],
             )
