@@ -169,6 +169,8 @@ pub struct MemberInfo {
     pub nonce: u64,
     /// Its node's name (for messages).
     pub node: String,
+    /// Its process (members of one node watch each other's).
+    pub pid: u32,
 }
 
 /// The meeting point of a group's members: each registers, then reads the table until every
@@ -323,6 +325,7 @@ impl Group {
             addr: net.addr().to_string(),
             nonce: unique(),
             node: crate::node_name().unwrap_or_else(|| "local".into()),
+            pid: std::process::id(),
         };
         let registered = self
             .rendezvous
@@ -373,7 +376,7 @@ impl Group {
         };
         let out: Box<dyn Link + Send> = if right.store_dir == store_dir {
             let path = PathBuf::from(&store_dir).join(format!("collective-{:016x}", right.nonce));
-            let outbox = shm::Outbox::open(&path, right.rank, left_time)
+            let outbox = shm::Outbox::open(&path, right.rank, left_time, right.pid)
                 .map_err(|f| link_fail(f, "cannot reach"))?;
             Box::new(outbox)
         } else {
@@ -390,7 +393,7 @@ impl Group {
         let inc: Box<dyn Link + Send> = match incoming {
             Incoming::Shm(mut inbox) => {
                 inbox
-                    .attached(left_time)
+                    .attached(left_time, left.pid)
                     .map_err(|f| link_fail(f, "no link from"))?;
                 Box::new(inbox)
             }

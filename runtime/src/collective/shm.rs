@@ -263,28 +263,46 @@ impl Inbox {
         })
     }
 
-    /// Waits (up to `timeout`) for the writer to attach, then unlinks the file.
-    pub(crate) fn attached(&mut self, timeout: Duration) -> Result<(), Fault> {
-        let deadline = Instant::now() + timeout;
+    /// Waits (up to `timeout`) for the writer, process `pid`, to attach, then unlinks the file.
+    pub(crate) fn attached(&mut self, timeout: Duration, pid: u32) -> Result<(), Fault> {
         let header = self.seg.header();
-        loop {
+        let attached = wait_link(self.peer_rank, Peer::of(pid), timeout, || {
             let pid = header.writer_pid.load(Ordering::SeqCst);
-            if pid != 0 {
-                self.peer = Some(Peer::of(pid));
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(Fault::TimedOut {
-                    rank: self.peer_rank,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+            Ok((pid != 0).then(|| Peer::of(pid)))
+        })?;
+        self.peer = Some(attached);
         if let Some(path) = self.path.take() {
             let _ = std::fs::remove_file(path);
         }
         Ok(())
     }
+}
+
+/// Polls `ready` every millisecond until it gives a value, for at most `timeout`, failing as
+/// soon as the other end, `peer`, is gone (checked every 20 ms).
+fn wait_link<T>(
+    rank: u32,
+    peer: Peer,
+    timeout: Duration,
+    mut ready: impl FnMut() -> Result<Option<T>, Fault>,
+) -> Result<T, Fault> {
+    let deadline = Instant::now() + timeout;
+    for tries in 0u64.. {
+        if let Some(value) = ready()? {
+            return Ok(value);
+        }
+        if tries % 20 == 19 && !peer.alive() {
+            return Err(Fault::Died {
+                rank,
+                reason: format!("its process {} exited before its link was made", peer.pid),
+            });
+        }
+        if Instant::now() >= deadline {
+            return Err(Fault::TimedOut { rank });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    unreachable!("the loop returns")
 }
 
 impl Drop for Inbox {
@@ -355,27 +373,25 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    /// Opens the inbox at `path` of the member of rank `peer_rank`, waiting up to `timeout` for
-    /// it to appear.
-    pub(crate) fn open(path: &Path, peer_rank: u32, timeout: Duration) -> Result<Outbox, Fault> {
-        let deadline = Instant::now() + timeout;
-        let seg = loop {
+    /// Opens the inbox at `path` of the member of rank `peer_rank` (process `pid`), waiting up to
+    /// `timeout` for it to appear.
+    pub(crate) fn open(
+        path: &Path,
+        peer_rank: u32,
+        timeout: Duration,
+        pid: u32,
+    ) -> Result<Outbox, Fault> {
+        let seg = wait_link(peer_rank, Peer::of(pid), timeout, || {
             match Segment::open(path, false) {
-                Ok(seg) if seg.header().magic.load(Ordering::SeqCst) == MAGIC => break seg,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(Fault::Protocol {
-                        rank: peer_rank,
-                        reason: format!("cannot open its link {}: {e}", path.display()),
-                    });
-                }
+                Ok(seg) if seg.header().magic.load(Ordering::SeqCst) == MAGIC => Ok(Some(seg)),
+                Ok(_) => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Fault::Protocol {
+                    rank: peer_rank,
+                    reason: format!("cannot open its link {}: {e}", path.display()),
+                }),
             }
-            if Instant::now() >= deadline {
-                return Err(Fault::TimedOut { rank: peer_rank });
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        };
+        })?;
         let header = seg.header();
         let peer = Peer::of(header.reader_pid.load(Ordering::SeqCst));
         header
@@ -469,9 +485,9 @@ mod tests {
                     let peer = 1 - rank;
                     let mut inbox = Inbox::create(dir.join(format!("in{rank}")), peer).unwrap();
                     let timeout = Duration::from_secs(10);
-                    let mut outbox =
-                        Outbox::open(&dir.join(format!("in{peer}")), peer, timeout).unwrap();
-                    inbox.attached(timeout).unwrap();
+                    let (path, pid) = (dir.join(format!("in{peer}")), std::process::id());
+                    let mut outbox = Outbox::open(&path, peer, timeout, pid).unwrap();
+                    inbox.attached(timeout, pid).unwrap();
                     let mut buf = vec![rank as f32 + 1.0; len];
                     let rank_at = [0, 1];
                     let mut ring = Ring {
@@ -496,6 +512,41 @@ mod tests {
             std::fs::read_dir(&dir).unwrap().count(),
             0,
             "links unlinked"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_peer_that_died_before_its_link_fails_the_wait_at_once() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let dir = std::env::temp_dir().join(format!("prism-shm-dead-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let start = Instant::now();
+        let long = Duration::from_secs(30);
+        let opened = Outbox::open(&dir.join("never"), 3, long, pid);
+        assert!(
+            matches!(opened, Err(Fault::Died { rank: 3, .. })),
+            "{:?}",
+            opened.err()
+        );
+        let mut inbox = Inbox::create(dir.join("in"), 4).unwrap();
+        let attached = inbox.attached(long, pid);
+        assert!(
+            matches!(attached, Err(Fault::Died { rank: 4, .. })),
+            "{attached:?}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        drop(inbox);
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "the inbox is unlinked"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
