@@ -4,25 +4,17 @@
 //! killed mid-run and the group re-forms. This test binary doubles as the `prism` command (with `PRISM_TEST_AS_CLI`),
 //! so the examples crate needs no other binary; every daemon is stopped when it ends.
 
+#[path = "common/built.rs"]
+mod built;
 #[path = "../../runtime/tests/common/cluster.rs"]
 #[allow(dead_code)]
 mod cluster;
 
-use std::path::PathBuf;
 use std::process::Command;
 
+use built::example;
 use cluster::Host;
 use libtest_mimic::{Arguments, Failed, Trial};
-
-/// An example binary built beside this test (`cargo test` builds the examples).
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's path");
-    let profile = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    profile.join("examples").join(name)
-}
 
 /// Runs example `name` with `args`, joined to the cluster at `addr` (embedded when empty).
 fn run_example(name: &str, args: &[&str], addr: &str, token: &str) -> Result<String, Failed> {

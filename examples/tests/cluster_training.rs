@@ -4,6 +4,8 @@
 //! with it), and the run must re-form with the two survivors from its last checkpoint and still
 //! reach the target loss. Every daemon is stopped when the test ends.
 
+#[path = "common/built.rs"]
+mod built;
 #[path = "../../runtime/tests/common/cluster.rs"]
 #[allow(dead_code)]
 mod cluster;
@@ -33,12 +35,7 @@ fn main() {
         &["--num-cpus", "1", "--name", "beta"],
     );
 
-    let exe = std::env::current_exe().expect("the test's path");
-    let example = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps")
-        .join("examples/data_parallel");
+    let example = built::example("data_parallel");
     assert!(
         example.exists(),
         "{} is not built (cargo test builds examples)",
