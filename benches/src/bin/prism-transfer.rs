@@ -36,6 +36,43 @@ impl ObjectSource for Objects {
     }
 }
 
+/// What one core seals per second with the AEADs QUIC may use (TLS 1.3's suites in ring, which
+/// rustls uses here; AES-128-GCM is the one negotiated): in QUIC-sized packets (1,200 bytes,
+/// 64 per call) and in 64 KiB buffers, as (measurement, bytes per call).
+fn aead_limits(trials: usize) -> Vec<(prism_benches::Measurement, u64)> {
+    use ring::aead::{
+        AES_128_GCM, AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey,
+    };
+    let mut out = Vec::new();
+    for (suite, algorithm) in [
+        ("AES-128-GCM", &AES_128_GCM),
+        ("AES-256-GCM", &AES_256_GCM),
+        ("ChaCha20-Poly1305", &CHACHA20_POLY1305),
+    ] {
+        let key = vec![7u8; algorithm.key_len()];
+        let key = LessSafeKey::new(UnboundKey::new(algorithm, &key).expect("a key of its length"));
+        for (packets, len) in [(64usize, 1200usize), (1, 64 << 10)] {
+            let mut buf = vec![3u8; len];
+            let mut counter = 0u64;
+            let name = format!("{suite} seal, {len}-byte buffers, one core");
+            let m = timeit(&name, 1, trials, Duration::from_secs(1), || {
+                for _ in 0..packets {
+                    counter += 1;
+                    let mut nonce = [0u8; 12];
+                    nonce[4..].copy_from_slice(&counter.to_be_bytes());
+                    let nonce = Nonce::assume_unique_for_key(nonce);
+                    let tag = key
+                        .seal_in_place_separate_tag(nonce, Aad::empty(), &mut buf)
+                        .expect("seal");
+                    let _ = std::hint::black_box(tag);
+                }
+            });
+            out.push((m, (packets * len) as u64));
+        }
+    }
+    out
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -78,6 +115,7 @@ fn main() -> anyhow::Result<()> {
     );
     drop((memcpy_dest, memcpy_src));
     results.push((memcpy, 1u64 << 30));
+    results.extend(aead_limits(args.trials));
     for (n, len) in sizes {
         let id = key(n);
         let mut dest = vec![0u8; len];
