@@ -171,6 +171,14 @@ pub struct MemberInfo {
     pub node: String,
     /// Its process (members of one node watch each other's).
     pub pid: u32,
+    /// When its process started (with the pid, it names the process).
+    pub started: u64,
+}
+
+/// Where the member that joined as `nonce` on the node with store `store_dir` takes its
+/// shared-memory link from its left neighbour.
+fn inbox_path(store_dir: &str, nonce: u64) -> PathBuf {
+    PathBuf::from(store_dir).join(format!("collective-{nonce:016x}"))
 }
 
 /// The meeting point of a group's members: each registers, then reads the table until every
@@ -326,6 +334,8 @@ impl Group {
             nonce: unique(),
             node: crate::node_name().unwrap_or_else(|| "local".into()),
             pid: std::process::id(),
+            started: crate::process::start_time(std::process::id())
+                .map_err(|e| fail(format!("cannot read its own start time: {e}")))?,
         };
         let registered = self
             .rendezvous
@@ -351,7 +361,6 @@ impl Group {
             net: None,
             group: self.name.clone(),
             rank,
-            world: self.world,
             pos,
             rank_at,
             broken: None,
@@ -369,14 +378,17 @@ impl Group {
             Net(tokio::task::JoinHandle<Result<net::NetIn, Fault>>),
         }
         let incoming = if left.store_dir == store_dir {
-            let path = PathBuf::from(&store_dir).join(format!("collective-{:016x}", me.nonce));
-            Incoming::Shm(shm::Inbox::create(path, left.rank).map_err(|e| fail(e.to_string()))?)
+            let peer = shm::Peer::of(left.pid, left.started);
+            let inbox = shm::Inbox::create(inbox_path(&store_dir, me.nonce), left.rank, peer);
+            Incoming::Shm(inbox.map_err(|e| fail(e.to_string()))?)
         } else {
             Incoming::Net(net.expect(self.tag, left.rank))
         };
+        let mut uses_net = false;
         let out: Box<dyn Link + Send> = if right.store_dir == store_dir {
-            let path = PathBuf::from(&store_dir).join(format!("collective-{:016x}", right.nonce));
-            let outbox = shm::Outbox::open(&path, right.rank, left_time, right.pid)
+            let path = inbox_path(&store_dir, right.nonce);
+            let peer = shm::Peer::of(right.pid, right.started);
+            let outbox = shm::Outbox::open(&path, right.rank, peer, left_time)
                 .map_err(|f| link_fail(f, "cannot reach"))?;
             Box::new(outbox)
         } else {
@@ -384,6 +396,7 @@ impl Group {
                 .addr
                 .parse()
                 .map_err(|e| fail(format!("rank {} gave no address: {e}", right.rank)))?;
+            uses_net = true;
             Box::new(
                 net.connect(addr, self.tag, rank, right.rank)
                     .map_err(|f| link_fail(f, "cannot connect to"))?,
@@ -393,24 +406,19 @@ impl Group {
         let inc: Box<dyn Link + Send> = match incoming {
             Incoming::Shm(mut inbox) => {
                 inbox
-                    .attached(left_time, left.pid)
+                    .attached(left_time)
                     .map_err(|f| link_fail(f, "no link from"))?;
                 Box::new(inbox)
             }
-            Incoming::Net(task) => {
-                let waited = net.within(left_time, left.rank, async move {
-                    task.await.unwrap_or_else(|e| {
-                        Err(Fault::Died {
-                            rank: 0,
-                            reason: e.to_string(),
-                        })
-                    })
-                });
-                Box::new(waited.map_err(|f| link_fail(f, "no link from"))?)
+            Incoming::Net(expected) => {
+                uses_net = true;
+                let accepted = net.accepted(expected, left.rank, left_time);
+                Box::new(accepted.map_err(|f| link_fail(f, "no link from"))?)
             }
         };
         comm.links = Some((out, inc));
-        comm.net = Some(net);
+        // A ring all on one node needs no network: its runtime and endpoint go.
+        comm.net = uses_net.then_some(net);
         tracing::debug!(group = self.name, rank, pos, "joined a collective group");
         Ok(comm)
     }
@@ -446,8 +454,8 @@ pub struct Communicator {
     net: Option<Net>,
     group: String,
     rank: u32,
-    world: u32,
     pos: usize,
+    /// The rank at each position of the ring (as many as the group has members).
     rank_at: Vec<u32>,
     broken: Option<CollectiveError>,
 }
@@ -457,7 +465,7 @@ impl std::fmt::Debug for Communicator {
         f.debug_struct("Communicator")
             .field("group", &self.group)
             .field("rank", &self.rank)
-            .field("world", &self.world)
+            .field("world", &self.world_size())
             .finish_non_exhaustive()
     }
 }
@@ -470,7 +478,7 @@ impl Communicator {
 
     /// The group's size.
     pub fn world_size(&self) -> u32 {
-        self.world
+        self.rank_at.len() as u32
     }
 
     /// The group's name.
@@ -548,10 +556,28 @@ impl Communicator {
         root: u32,
     ) -> Result<(), CollectiveError> {
         let Some(root) = self.rank_at.iter().position(|&r| r == root) else {
-            let reason = format!("root {root} is not a rank of a group of {}", self.world);
+            let world = self.world_size();
+            let reason = format!("root {root} is not a rank of a group of {world}");
             return Err(self.usage("broadcast", reason));
         };
         self.run("broadcast", |ring| ring.broadcast(buf, root))
+    }
+
+    /// Checks that `whole` holds `world_size` parts of `part` elements.
+    fn check_parts(
+        &self,
+        op: &'static str,
+        (what, whole): (&str, usize),
+        part: usize,
+    ) -> Result<(), CollectiveError> {
+        let n = self.rank_at.len();
+        match whole == part * n {
+            true => Ok(()),
+            false => {
+                let reason = format!("the {what} holds {whole} elements, not {n} x {part}");
+                Err(self.usage(op, reason))
+            }
+        }
     }
 
     /// Gathers every member's `input` into `output`, by rank (`output` holds `world_size`
@@ -561,16 +587,8 @@ impl Communicator {
         input: &[T],
         output: &mut [T],
     ) -> Result<(), CollectiveError> {
-        let n = self.world as usize;
-        if output.len() != input.len() * n {
-            let reason = format!(
-                "the output holds {} elements, not {n} x {}",
-                output.len(),
-                input.len()
-            );
-            return Err(self.usage("allgather", reason));
-        }
-        let own = ring::part(output.len(), n, self.rank as usize);
+        self.check_parts("allgather", ("output", output.len()), input.len())?;
+        let own = ring::part(output.len(), self.rank_at.len(), self.rank as usize);
         output[own].copy_from_slice(input);
         self.run("allgather", |ring| ring.allgather(output))
     }
@@ -583,24 +601,11 @@ impl Communicator {
         output: &mut [T],
         op: Op,
     ) -> Result<(), CollectiveError> {
-        let n = self.world as usize;
-        if input.len() != output.len() * n {
-            let reason = format!(
-                "the input holds {} elements, not {n} x {}",
-                input.len(),
-                output.len()
-            );
-            return Err(self.usage("reduce_scatter", reason));
-        }
+        self.check_parts("reduce_scatter", ("input", input.len()), output.len())?;
         let mut work = input.to_vec();
-        if n == 1 {
-            if op == Op::Mean {
-                T::divide(&mut work, 1);
-            }
-        } else {
-            self.run("reduce_scatter", |ring| ring.reduce_scatter(&mut work, op))?;
-        }
-        output.copy_from_slice(&work[ring::part(input.len(), n, self.rank as usize)]);
+        self.run("reduce_scatter", |ring| ring.reduce_scatter(&mut work, op))?;
+        let own = ring::part(input.len(), self.rank_at.len(), self.rank as usize);
+        output.copy_from_slice(&work[own]);
         Ok(())
     }
 

@@ -139,27 +139,32 @@ impl Net {
         })
     }
 
+    /// The connection [`Net::expect`] waited for, within `timeout`.
+    pub(crate) fn accepted(
+        &self,
+        expected: tokio::task::JoinHandle<Result<NetIn, Fault>>,
+        from: u32,
+        timeout: Duration,
+    ) -> Result<NetIn, Fault> {
+        let task = self.rt.spawn(async move {
+            match tokio::time::timeout(timeout, expected).await {
+                Ok(Ok(accepted)) => accepted,
+                Ok(Err(e)) => Err(Fault::Died {
+                    rank: from,
+                    reason: format!("waiting for its link failed: {e}"),
+                }),
+                Err(_) => Err(Fault::TimedOut { rank: from }),
+            }
+        });
+        self.join(task, from)?
+    }
+
     /// Waits for a task of this runtime from any thread.
-    pub(crate) fn join<T>(&self, task: tokio::task::JoinHandle<T>, rank: u32) -> Result<T, Fault> {
+    fn join<T>(&self, task: tokio::task::JoinHandle<T>, rank: u32) -> Result<T, Fault> {
         futures::executor::block_on(task).map_err(|e| Fault::Died {
             rank,
             reason: format!("its link's task failed: {e}"),
         })
-    }
-
-    /// Runs `future` on this runtime, failing after `timeout`.
-    pub(crate) fn within<T: Send + 'static>(
-        &self,
-        timeout: Duration,
-        rank: u32,
-        future: impl std::future::Future<Output = Result<T, Fault>> + Send + 'static,
-    ) -> Result<T, Fault> {
-        let task = self.rt.spawn(async move {
-            tokio::time::timeout(timeout, future)
-                .await
-                .unwrap_or(Err(Fault::TimedOut { rank }))
-        });
-        self.join(task, rank)?
     }
 }
 

@@ -78,6 +78,11 @@ pub(crate) fn part(len: usize, n: usize, rank: usize) -> Range<usize> {
     start..start + base + usize::from(rank < extra)
 }
 
+/// How many elements of `T` a chunk holds.
+fn chunk_elems<T>() -> usize {
+    (CHUNK_BYTES / std::mem::size_of::<T>()).max(1)
+}
+
 /// The byte view of elements.
 fn bytes_of<T: Element>(elems: &[T]) -> &[u8] {
     // SAFETY: `Element` is sealed and implemented only for plain numbers (no padding, no
@@ -142,10 +147,9 @@ impl Ring<'_> {
         recv: &[(usize, Option<Op>)],
     ) -> Result<(), Fault> {
         let (n, len) = (self.n(), buf.len());
-        let per = (CHUNK_BYTES / std::mem::size_of::<T>()).max(1);
-        let longest = (0..n).map(|b| self.block(len, b).len()).max().unwrap_or(0);
-        let chunks = longest.div_ceil(per).max(1);
         let blocks: Vec<Range<usize>> = (0..n).map(|b| self.block(len, b)).collect();
+        let longest = blocks.iter().map(Range::len).max().unwrap_or(0);
+        let chunks = longest.div_ceil(chunk_elems::<T>()).max(1);
         let sub = |b: usize, c: usize| {
             let whole = &blocks[b];
             let cut = part(whole.len(), chunks, c);
@@ -231,7 +235,7 @@ impl Ring<'_> {
         if n == 1 {
             return Ok(());
         }
-        let per = (CHUNK_BYTES / std::mem::size_of::<T>()).max(1);
+        let per = chunk_elems::<T>();
         let chunks = buf.len().div_ceil(per).max(1);
         let forwards = (p + 1) % n != root;
         let mut scratch = Vec::new();

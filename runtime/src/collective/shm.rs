@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use memmap2::MmapMut;
 
 use super::ring::{CHUNK_BYTES, Fault, Link};
+use crate::process::ProcessHandle;
 
 /// Chunk slots per link: enough to keep both sides busy, small enough to stay in cache.
 const SLOTS: usize = 8;
@@ -35,7 +36,7 @@ const NAP: Duration = Duration::from_millis(20);
 #[repr(C)]
 struct Header {
     magic: AtomicU64,
-    reader_pid: AtomicU32,
+    /// Set by the writer once it mapped the segment.
     writer_pid: AtomicU32,
     /// Chunks written (wrapping).
     head: AtomicU32,
@@ -61,46 +62,28 @@ const _: () = assert!(REASON_AT + REASON <= HEADER);
 /// The segment's size.
 const SIZE: usize = HEADER + SLOTS * CHUNK_BYTES;
 
-/// A process we watch: its pid and start time (so a reused pid is not taken for it).
-#[derive(Debug, Clone, Copy)]
-struct Peer {
+/// The process at the other end, watched through a pidfd (so a reused pid is never taken for
+/// it, and a zombie counts as gone).
+#[derive(Debug)]
+pub(crate) struct Peer {
     pid: u32,
-    start: Option<u64>,
+    /// `None`: no process had that pid and start time when we looked.
+    handle: Option<ProcessHandle>,
 }
 
 impl Peer {
-    fn of(pid: u32) -> Peer {
-        Peer {
-            pid,
-            start: start_time(pid),
-        }
+    /// Process `pid`, which started at `started` (see [`crate::process::start_time`]).
+    pub(crate) fn of(pid: u32, started: u64) -> Peer {
+        let handle = ProcessHandle::verified(pid, started).ok().flatten();
+        Peer { pid, handle }
     }
 
-    /// Whether it still runs (a zombie does not).
+    /// Whether it still runs.
     fn alive(&self) -> bool {
-        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
-            Ok(stat) => {
-                let fields = stat_fields(&stat);
-                fields
-                    .first()
-                    .is_some_and(|state| *state != "Z" && *state != "X")
-                    && (self.start.is_none()
-                        || fields.get(19).and_then(|s| s.parse().ok()) == self.start)
-            }
-            Err(_) => false,
-        }
+        self.handle
+            .as_ref()
+            .is_some_and(|h| !h.wait_exit(Duration::ZERO))
     }
-}
-
-/// The fields of /proc/PID/stat after the command name (state first).
-fn stat_fields(stat: &str) -> Vec<&str> {
-    stat.rsplit_once(')')
-        .map_or_else(Vec::new, |(_, rest)| rest.split_whitespace().collect())
-}
-
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat_fields(&stat).get(19)?.parse().ok()
 }
 
 fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
@@ -174,7 +157,7 @@ fn wait_for(
     ended: impl Fn() -> Option<Fault>,
     word: &AtomicU32,
     sleeping: &AtomicU32,
-    peer: (Peer, u32),
+    peer: (&Peer, u32),
     deadline: Option<Instant>,
     ready: impl Fn() -> bool,
 ) -> Result<(), Fault> {
@@ -241,36 +224,30 @@ pub(crate) struct Inbox {
     seg: Segment,
     path: Option<PathBuf>,
     peer_rank: u32,
-    peer: Option<Peer>,
+    peer: Peer,
     timeout: Option<Duration>,
 }
 
 impl Inbox {
-    /// Makes the inbox at `path` for the member of rank `peer_rank`.
-    pub(crate) fn create(path: PathBuf, peer_rank: u32) -> std::io::Result<Inbox> {
+    /// Makes the inbox at `path` for the member of rank `peer_rank`, process `peer`.
+    pub(crate) fn create(path: PathBuf, peer_rank: u32, peer: Peer) -> std::io::Result<Inbox> {
         let seg = Segment::open(&path, true)?;
-        let header = seg.header();
-        header
-            .reader_pid
-            .store(std::process::id(), Ordering::SeqCst);
-        header.magic.store(MAGIC, Ordering::SeqCst);
+        seg.header().magic.store(MAGIC, Ordering::SeqCst);
         Ok(Inbox {
             seg,
             path: Some(path),
             peer_rank,
-            peer: None,
+            peer,
             timeout: None,
         })
     }
 
-    /// Waits (up to `timeout`) for the writer, process `pid`, to attach, then unlinks the file.
-    pub(crate) fn attached(&mut self, timeout: Duration, pid: u32) -> Result<(), Fault> {
+    /// Waits (up to `timeout`) for the writer to attach, then unlinks the file.
+    pub(crate) fn attached(&mut self, timeout: Duration) -> Result<(), Fault> {
         let header = self.seg.header();
-        let attached = wait_link(self.peer_rank, Peer::of(pid), timeout, || {
-            let pid = header.writer_pid.load(Ordering::SeqCst);
-            Ok((pid != 0).then(|| Peer::of(pid)))
+        wait_link(self.peer_rank, &self.peer, timeout, || {
+            Ok((header.writer_pid.load(Ordering::SeqCst) != 0).then_some(()))
         })?;
-        self.peer = Some(attached);
         if let Some(path) = self.path.take() {
             let _ = std::fs::remove_file(path);
         }
@@ -282,16 +259,18 @@ impl Inbox {
 /// soon as the other end, `peer`, is gone (checked every 20 ms).
 fn wait_link<T>(
     rank: u32,
-    peer: Peer,
+    peer: &Peer,
     timeout: Duration,
     mut ready: impl FnMut() -> Result<Option<T>, Fault>,
 ) -> Result<T, Fault> {
     let deadline = Instant::now() + timeout;
-    for tries in 0u64.. {
+    let mut tries = 0u64;
+    loop {
+        tries += 1;
         if let Some(value) = ready()? {
             return Ok(value);
         }
-        if tries % 20 == 19 && !peer.alive() {
+        if tries.is_multiple_of(20) && !peer.alive() {
             return Err(Fault::Died {
                 rank,
                 reason: format!("its process {} exited before its link was made", peer.pid),
@@ -302,7 +281,6 @@ fn wait_link<T>(
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    unreachable!("the loop returns")
 }
 
 impl Drop for Inbox {
@@ -323,8 +301,7 @@ impl Link for Inbox {
     }
 
     fn recv(&mut self, len: usize, f: &mut dyn FnMut(&[u8])) -> Result<(), Fault> {
-        let rank = self.peer_rank;
-        let peer = self.peer.ok_or(Fault::TimedOut { rank })?;
+        let (rank, peer) = (self.peer_rank, &self.peer);
         let deadline = self.timeout.map(|t| Instant::now() + t);
         let header = self.seg.header();
         let tail = header.tail.load(Ordering::SeqCst);
@@ -373,15 +350,15 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    /// Opens the inbox at `path` of the member of rank `peer_rank` (process `pid`), waiting up to
-    /// `timeout` for it to appear.
+    /// Opens the inbox at `path` of the member of rank `peer_rank`, process `peer`, waiting up
+    /// to `timeout` for it to appear.
     pub(crate) fn open(
         path: &Path,
         peer_rank: u32,
+        peer: Peer,
         timeout: Duration,
-        pid: u32,
     ) -> Result<Outbox, Fault> {
-        let seg = wait_link(peer_rank, Peer::of(pid), timeout, || {
+        let seg = wait_link(peer_rank, &peer, timeout, || {
             match Segment::open(path, false) {
                 Ok(seg) if seg.header().magic.load(Ordering::SeqCst) == MAGIC => Ok(Some(seg)),
                 Ok(_) => Ok(None),
@@ -392,9 +369,7 @@ impl Outbox {
                 }),
             }
         })?;
-        let header = seg.header();
-        let peer = Peer::of(header.reader_pid.load(Ordering::SeqCst));
-        header
+        seg.header()
             .writer_pid
             .store(std::process::id(), Ordering::SeqCst);
         Ok(Outbox {
@@ -413,7 +388,7 @@ impl Link for Outbox {
 
     fn send(&mut self, bytes: &[u8]) -> Result<(), Fault> {
         assert!(bytes.len() <= CHUNK_BYTES, "a chunk fits a slot");
-        let (rank, peer) = (self.peer_rank, self.peer);
+        let (rank, peer) = (self.peer_rank, &self.peer);
         let deadline = self.timeout.map(|t| Instant::now() + t);
         let header = self.seg.header();
         let head = header.head.load(Ordering::SeqCst);
@@ -472,6 +447,7 @@ mod tests {
     use super::*;
     use crate::collective::Op;
     use crate::collective::ring::Ring;
+    use crate::process::start_time;
 
     #[test]
     fn two_members_allreduce_through_shared_memory() {
@@ -483,11 +459,14 @@ mod tests {
                 let dir = dir.clone();
                 std::thread::spawn(move || {
                     let peer = 1 - rank;
-                    let mut inbox = Inbox::create(dir.join(format!("in{rank}")), peer).unwrap();
+                    let me =
+                        || Peer::of(std::process::id(), start_time(std::process::id()).unwrap());
+                    let mut inbox =
+                        Inbox::create(dir.join(format!("in{rank}")), peer, me()).unwrap();
                     let timeout = Duration::from_secs(10);
-                    let (path, pid) = (dir.join(format!("in{peer}")), std::process::id());
-                    let mut outbox = Outbox::open(&path, peer, timeout, pid).unwrap();
-                    inbox.attached(timeout, pid).unwrap();
+                    let path = dir.join(format!("in{peer}"));
+                    let mut outbox = Outbox::open(&path, peer, me(), timeout).unwrap();
+                    inbox.attached(timeout).unwrap();
                     let mut buf = vec![rank as f32 + 1.0; len];
                     let rank_at = [0, 1];
                     let mut ring = Ring {
@@ -519,20 +498,20 @@ mod tests {
     #[test]
     fn a_peer_that_died_before_its_link_fails_the_wait_at_once() {
         let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
+        let (pid, started) = (child.id(), start_time(child.id()).unwrap());
         child.wait().unwrap();
         let dir = std::env::temp_dir().join(format!("prism-shm-dead-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let start = Instant::now();
         let long = Duration::from_secs(30);
-        let opened = Outbox::open(&dir.join("never"), 3, long, pid);
+        let opened = Outbox::open(&dir.join("never"), 3, Peer::of(pid, started), long);
         assert!(
             matches!(opened, Err(Fault::Died { rank: 3, .. })),
             "{:?}",
             opened.err()
         );
-        let mut inbox = Inbox::create(dir.join("in"), 4).unwrap();
-        let attached = inbox.attached(long, pid);
+        let mut inbox = Inbox::create(dir.join("in"), 4, Peer::of(pid, started)).unwrap();
+        let attached = inbox.attached(long);
         assert!(
             matches!(attached, Err(Fault::Died { rank: 4, .. })),
             "{attached:?}"
