@@ -102,10 +102,8 @@ fn student() -> Mlp {
     Mlp::new(FEATURES, &[64, 64], 1)
 }
 
-/// Mean squared error over the targets' variance, and the gradient of the MSE.
-fn loss_and_grad(model: &Mlp, params: &[f32], x: &Array2<f32>, y: &[f32]) -> (f64, Vec<f32>) {
-    let acts = model.forward_batch(params, x.view());
-    let out = acts.output();
+/// The mean squared error of `out` against `y`, and its gradient with respect to `out`.
+fn mse(out: &Array2<f32>, y: &[f32]) -> (f64, Array2<f32>) {
     let n = y.len() as f32;
     let mut d = Array2::zeros((y.len(), 1));
     let mut sq = 0.0f64;
@@ -114,8 +112,15 @@ fn loss_and_grad(model: &Mlp, params: &[f32], x: &Array2<f32>, y: &[f32]) -> (f6
         sq += f64::from(err * err);
         d[[i, 0]] = 2.0 * err / n;
     }
+    (sq / f64::from(n), d)
+}
+
+/// Mean squared error over the targets' variance, and the gradient of the MSE.
+fn loss_and_grad(model: &Mlp, params: &[f32], x: &Array2<f32>, y: &[f32]) -> (f64, Vec<f32>) {
+    let acts = model.forward_batch(params, x.view());
+    let (error, d) = mse(acts.output(), y);
     let grad = model.backward(params, &acts, d);
-    (sq / f64::from(n) / variance(y), grad)
+    (error / variance(y), grad)
 }
 
 fn variance(y: &[f32]) -> f64 {
@@ -131,7 +136,8 @@ fn variance(y: &[f32]) -> f64 {
 struct Trainer {
     comm: Option<Communicator>,
     shard: (Array2<f32>, Vec<f32>),
-    validation: (Array2<f32>, Vec<f32>),
+    /// The validation set and its targets' variance.
+    validation: (Array2<f32>, Vec<f32>, f64),
     model: Mlp,
     params: Vec<f32>,
     adam: Adam,
@@ -141,14 +147,16 @@ struct Trainer {
 #[actor]
 impl Trainer {
     fn new() -> Self {
-        let model = student();
+        let (x, y) = dataset(2, 1024);
+        let scale = variance(&y);
+        // The parameters and the optimiser come with the checkpoint `join` takes up.
         Trainer {
             comm: None,
             shard: (Array2::zeros((0, FEATURES)), Vec::new()),
-            validation: dataset(2, 1024),
-            params: model.init(&mut SmallRng::seed_from_u64(1), 1.0),
-            adam: Adam::new(model.num_params(), 3e-3),
-            model,
+            validation: (x, y, scale),
+            model: student(),
+            params: Vec::new(),
+            adam: Adam::new(0, 0.0),
             epoch: 0,
         }
     }
@@ -194,8 +202,9 @@ impl Trainer {
         comm.allreduce(&mut sum, Op::Mean)
             .map_err(|e| e.to_string())?;
         self.epoch += 1;
-        let (x, y) = &self.validation;
-        let validation = loss_and_grad(&self.model, &self.params, x, y).0;
+        let (x, y, scale) = &self.validation;
+        let out = self.model.forward_batch(&self.params, x.view());
+        let validation = mse(out.output(), y).0 / scale;
         Ok(EpochReport {
             loss: sum[0],
             validation,
