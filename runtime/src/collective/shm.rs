@@ -230,9 +230,18 @@ pub(crate) struct Inbox {
 
 impl Inbox {
     /// Makes the inbox at `path` for the member of rank `peer_rank`, process `peer`.
+    /// The file is made and sized under a temporary name and renamed into place, so the writer
+    /// never finds it half made.
     pub(crate) fn create(path: PathBuf, peer_rank: u32, peer: Peer) -> std::io::Result<Inbox> {
-        let seg = Segment::open(&path, true)?;
+        let mut making = path.clone().into_os_string();
+        making.push(".new");
+        let making = PathBuf::from(making);
+        let seg = Segment::open(&making, true)?;
         seg.header().magic.store(MAGIC, Ordering::SeqCst);
+        if let Err(e) = std::fs::rename(&making, &path) {
+            let _ = std::fs::remove_file(&making);
+            return Err(e);
+        }
         Ok(Inbox {
             seg,
             path: Some(path),
