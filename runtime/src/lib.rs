@@ -38,6 +38,7 @@
 )]
 
 // The crate's own actors (`collective::Rendezvous`) use the macros' `::prism` paths.
+#[cfg(feature = "collective")]
 extern crate self as prism;
 
 mod api;

@@ -11,11 +11,11 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use prism_graph::ObjectId;
 use prism_transport::quic;
 use prism_transport::tls::Identity;
 use prism_transport::transfer;
@@ -23,21 +23,20 @@ use prism_transport::{
     ArchivedHostEvent, FrameDecoder, FromHost, FromLogs, HostEvent, HostHello, NodeUsage, PullKey,
     PullStats, Purpose, ToHost, ToLogs,
 };
-use tokio::sync::watch;
+use tokio::sync::{Notify, oneshot};
 
 use super::object_manager::{Peers, StoreSource};
 use super::worker_pool;
 use crate::process::{self, ENV_JOB_FINGERPRINT, ENV_NODE_NAME, ProcessHandle, StoreLimits};
-use crate::proto::lease::{self, Lease};
+use crate::proto::host::{
+    Action, ConnId, Ending, Event, FileWork, Hosting as Core, JobStart, ReqId, Request,
+};
 use crate::store;
-
-/// How a fetch in progress reports its end to those who wait for it.
-type FetchWatch = watch::Receiver<Option<Result<(), String>>>;
 
 /// Largest request a driver may send.
 const MAX_REQUEST: usize = 16 << 20;
 
-/// The jobs a node daemon hosts.
+/// The jobs a node daemon hosts: the IO around [`crate::proto::host::Hosting`], which decides.
 #[derive(Debug)]
 pub(crate) struct Hosting {
     /// The node's name (workers learn it).
@@ -46,36 +45,38 @@ pub(crate) struct Hosting {
     host: std::net::IpAddr,
     /// Where job binaries are cached, by content hash.
     binaries: PathBuf,
-    jobs: Mutex<HashMap<String, Arc<Job>>>,
+    core: Mutex<Core<SocketAddr, Arc<JobFiles>>>,
     /// Connections for pulls.
     peers: Peers,
-    /// Pulls in progress, so concurrent fetches of one object make one transfer.
-    fetching: Mutex<HashMap<(String, ObjectId), FetchWatch>>,
     /// The cached binaries this daemon checked against their hash, with their file's identity
     /// then (a file changed since is checked again): hashing a binary of tens of MiB for
     /// every job that starts cost each join a fraction of a second per node.
     verified: Mutex<HashMap<[u8; 32], FileStamp>>,
-    /// Objects pulled from other hosts so far (reported with the heartbeat).
-    pulled: Mutex<PullStats>,
-    /// The node is leaving: it starts no new job.
-    draining: std::sync::atomic::AtomicBool,
+    /// The drivers' connections, by the number the core knows them by.
+    connections: Mutex<HashMap<ConnId, quinn::Connection>>,
+    /// Requests waiting for their answers.
+    replies: Mutex<HashMap<ReqId, oneshot::Sender<FromHost>>>,
+    next_request: AtomicU64,
+    /// The jobs' worker processes, by connection and number.
+    processes: Mutex<HashMap<(ConnId, u64), Arc<ProcessHandle>>>,
+    /// Wakes the lease timer: the core's next timeout may have come nearer.
+    timer: Arc<Notify>,
 }
 
+/// What the node made to run a job: its executable and object store.
 #[derive(Debug)]
-struct Job {
+struct JobFiles {
     name: String,
     exe: PathBuf,
     store: PathBuf,
     limits: StoreLimits,
     /// The job's content fingerprint (from its binary's hash).
     fingerprint: u64,
-    driver: quinn::Connection,
-    workers: Mutex<HashMap<u64, Arc<ProcessHandle>>>,
-    /// Set when the driver went: late spawns are refused.
-    ended: std::sync::atomic::AtomicBool,
 }
 
 impl Hosting {
+    /// The jobs of node `name`, with binaries cached in `session`, pulling objects through
+    /// `endpoint` as `identity`; keeps the leases' time from now on.
     pub(crate) fn new(
         name: String,
         session: &Path,
@@ -85,58 +86,66 @@ impl Hosting {
         let host = endpoint
             .local_addr()
             .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip());
-        Arc::new(Hosting {
+        let hosting = Arc::new(Hosting {
             name: name.clone(),
             host,
             binaries: session.join("binaries"),
-            jobs: Mutex::new(HashMap::new()),
-            peers: Peers::new(name.clone(), endpoint, identity),
-            fetching: Mutex::new(HashMap::new()),
+            core: Mutex::new(Core::new(name.clone())),
+            peers: Peers::new(name, endpoint, identity),
             verified: Mutex::new(HashMap::new()),
-            pulled: Mutex::new(PullStats::default()),
-            draining: std::sync::atomic::AtomicBool::new(false),
-        })
+            connections: Mutex::new(HashMap::new()),
+            replies: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(0),
+            processes: Mutex::new(HashMap::new()),
+            timer: Arc::new(Notify::new()),
+        });
+        tokio::spawn(keep_time(Arc::downgrade(&hosting)));
+        hosting
     }
 
     /// The node is leaving: it starts no new job (the ones it hosts go on until their drivers
     /// let them go, see [`ToHost::EndJob`]).
     pub(crate) fn start_draining(&self) {
-        self.draining
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Refuses a new job once the node drains.
-    fn open_for_jobs(&self) -> Result<(), String> {
-        match self.draining.load(std::sync::atomic::Ordering::SeqCst) {
-            true => Err(format!(
-                "node {} is draining: it takes no new job",
-                self.name
-            )),
-            false => Ok(()),
-        }
+        self.core.lock().start_draining();
     }
 
     /// Whether it hosts no job.
     pub(crate) fn idle(&self) -> bool {
-        self.jobs.lock().is_empty()
+        self.core.lock().idle()
     }
 
     /// Objects this node pulled from other hosts since it started.
     pub(crate) fn pulled(&self) -> PullStats {
-        *self.pulled.lock()
+        self.core.lock().pulled()
     }
 
     /// What the hosted jobs hold here: their workers, and the bytes of their object files in
     /// the stores and the spill directories.
     pub(crate) fn usage(&self) -> NodeUsage {
-        let jobs: Vec<Arc<Job>> = self.jobs.lock().values().cloned().collect();
-        let mut usage = NodeUsage::default();
-        for job in jobs {
-            usage.workers += job.workers.lock().len() as u32;
-            usage.store_bytes += files_bytes(&job.store);
-            usage.spilled_bytes += files_bytes(&store::spill_dir_for(&job.store));
+        let (workers, stores): (usize, Vec<PathBuf>) = {
+            let core = self.core.lock();
+            let stores = core.setups().map(|f| f.store.clone()).collect();
+            (core.workers(), stores)
+        };
+        let mut usage = NodeUsage {
+            workers: workers as u32,
+            ..NodeUsage::default()
+        };
+        for store in stores {
+            usage.store_bytes += files_bytes(&store);
+            usage.spilled_bytes += files_bytes(&store::spill_dir_for(&store));
         }
         usage
+    }
+
+    /// Ends every job (the daemon stops): their workers are killed and their stores removed.
+    pub(crate) fn end_all(self: &Arc<Self>) {
+        let actions = {
+            let mut core = self.core.lock();
+            core.end_all();
+            drain(&mut core)
+        };
+        self.perform(actions);
     }
 
     /// Serves a member connection whose hello declared a job or objects purpose.
@@ -144,7 +153,7 @@ impl Hosting {
         match hello.purpose {
             Purpose::Job(job) => self.serve_job(connection, job, hello.name).await,
             Purpose::Objects(job) => {
-                let store = self.jobs.lock().get(&job).map(|j| j.store.clone());
+                let store = self.core.lock().setup(&job).map(|f| f.store.clone());
                 let source = Arc::new(StoreSource {
                     store,
                     binary: None,
@@ -167,7 +176,10 @@ impl Hosting {
         driver: String,
     ) {
         let peer = connection.remote_address();
+        let conn = connection.stable_id() as ConnId;
         tracing::info!(%job, %driver, %peer, "a driver connected");
+        self.connections.lock().insert(conn, connection.clone());
+        self.feed(Event::Connected { conn, job });
         while let Ok((mut send, mut recv)) = connection.accept_bi().await {
             let request = match quic::read_request::<ToHost>(&mut recv, peer, MAX_REQUEST).await {
                 Ok(Some(request)) => request,
@@ -177,134 +189,222 @@ impl Hosting {
                     break;
                 }
             };
-            let (hosting, connection, job) = (self.clone(), connection.clone(), job.clone());
+            let (tx, rx) = oneshot::channel();
+            match parse(request) {
+                Ok(request) => {
+                    let req = self.next_request.fetch_add(1, Ordering::Relaxed);
+                    self.replies.lock().insert(req, tx);
+                    self.feed(Event::Request { conn, req, request });
+                }
+                Err(e) => {
+                    let _ = tx.send(FromHost::Error(e));
+                }
+            }
             tokio::spawn(async move {
-                let reply = match hosting.handle(&connection, &job, request).await {
-                    Ok(reply) => reply,
-                    Err(reason) => FromHost::Error(reason),
-                };
+                let reply = rx.await.unwrap_or_else(|_| {
+                    FromHost::Error("the node dropped the request unanswered".into())
+                });
                 if quic::send_frame(&mut send, &reply).await.is_ok() {
                     let _ = send.finish();
                 }
             });
         }
-        self.end_job(&job, &connection);
-        tracing::info!(%job, %driver, "the driver left; its workers are stopped");
+        self.feed(Event::Closed { conn });
+        self.connections.lock().remove(&conn);
     }
 
-    async fn handle(
-        self: &Arc<Self>,
-        connection: &quinn::Connection,
-        job: &str,
-        request: ToHost,
-    ) -> Result<FromHost, String> {
-        match request {
-            ToHost::StartJob {
-                binary,
-                size,
-                objects_at,
-                inline_threshold,
-                store_capacity,
-                lease_ms,
+    /// Hands `event` to the core and carries out what it decides.
+    fn feed(self: &Arc<Self>, event: Event<SocketAddr, Arc<JobFiles>>) {
+        let (actions, sooner) = {
+            let mut core = self.core.lock();
+            let before = core.poll_timeout();
+            core.handle(event, Instant::now());
+            let after = core.poll_timeout();
+            let sooner = after.is_some_and(|a| before.is_none_or(|b| a < b));
+            (drain(&mut core), sooner)
+        };
+        if sooner {
+            self.timer.notify_one();
+        }
+        self.perform(actions);
+    }
+
+    fn perform(self: &Arc<Self>, actions: Vec<Action<SocketAddr, Arc<JobFiles>>>) {
+        for action in actions {
+            self.act(action);
+        }
+    }
+
+    fn act(self: &Arc<Self>, action: Action<SocketAddr, Arc<JobFiles>>) {
+        match action {
+            Action::Reply { req, reply, .. } => {
+                if let Some(tx) = self.replies.lock().remove(&req) {
+                    let _ = tx.send(reply);
+                }
+            }
+            Action::Prepare {
+                conn,
+                req,
+                job,
+                start,
             } => {
-                self.open_for_jobs()?;
-                let exe = self.binary(job, binary, size, &objects_at).await?;
-                let fingerprint = crate::process::content_fingerprint(&binary);
-                let limits = StoreLimits {
-                    inline_threshold,
-                    capacity: store_capacity,
-                };
-                let lease = lease::at_least_shortest(Duration::from_millis(lease_ms));
-                self.start_job(connection, job, exe, limits, fingerprint, lease)?;
-                Ok(FromHost::Done)
+                let hosting = self.clone();
+                tokio::spawn(async move {
+                    let result = hosting.prepare(&job, &start).await;
+                    hosting.feed(Event::Prepared {
+                        conn,
+                        req,
+                        job,
+                        result,
+                    });
+                });
             }
-            ToHost::Spawn { worker } => {
-                let job = self.job(job, connection)?;
-                let pid = spawn((&self.name, self.host), &job, worker)?;
-                Ok(FromHost::Spawned(pid))
+            Action::Spawn {
+                conn,
+                req,
+                worker,
+                setup,
+            } => {
+                let result = self.spawn(conn, &setup, worker);
+                self.feed(Event::Spawned {
+                    conn,
+                    req,
+                    worker,
+                    result,
+                });
             }
-            ToHost::Kill { worker } => {
-                let job = self.job(job, connection)?;
-                if let Some(process) = job.workers.lock().get(&worker) {
+            Action::Kill { conn, worker } => {
+                if let Some(process) = self.processes.lock().get(&(conn, worker)) {
                     process.kill();
                 }
-                Ok(FromHost::Done)
             }
-            ToHost::Fetch { id, len, from } => {
-                let job = self.job(job, connection)?;
-                self.fetch(&job, id, len, &from).await?;
-                Ok(FromHost::Done)
+            Action::Pull {
+                job,
+                id,
+                len,
+                from,
+                setup,
+            } => {
+                let hosting = self.clone();
+                tokio::spawn(async move {
+                    let path = store::segment_path(&setup.store, id);
+                    let result = match std::fs::metadata(&path).is_ok_and(|m| m.len() == len) {
+                        true => Ok(false),
+                        false => hosting
+                            .peers
+                            .pull_to_store(&job, from, &setup.store, id, len)
+                            .await
+                            .map(|()| true),
+                    };
+                    hosting.feed(Event::Pulled {
+                        job,
+                        id,
+                        len,
+                        result,
+                    });
+                });
             }
-            ToHost::Free(ids) => {
-                let job = self.job(job, connection)?;
-                let files = job.files();
-                for id in ids {
-                    store::unlink(&job.store, id);
-                    files.free_spilled(id);
-                }
-                Ok(FromHost::Done)
-            }
-            ToHost::Spill(objects) => {
-                let job = self.job(job, connection)?;
-                let name = self.name.clone();
+            Action::Files {
+                conn,
+                req,
+                setup,
+                work,
+            } => {
+                let (hosting, name) = (self.clone(), self.name.clone());
                 // Copies of many megabytes: off the async threads, which beat to the head.
-                off_the_runtime(move || {
-                    let files = job.files();
-                    let mut failed = Vec::new();
-                    for (id, len) in objects {
-                        let spilled = store::Segment::open(&job.store, id, len)
-                            .and_then(|segment| files.spill(id, &segment));
-                        if let Err(e) = spilled {
-                            failed.push(format!("{id}: {e}"));
+                tokio::task::spawn_blocking(move || {
+                    let result = file_work(&name, &setup, work);
+                    hosting.feed(Event::Performed { conn, req, result });
+                });
+            }
+            Action::ForgetPeer { conn, req, at } => {
+                let hosting = self.clone();
+                tokio::spawn(async move {
+                    hosting.peers.forget(at).await;
+                    let result = Ok(());
+                    hosting.feed(Event::Performed { conn, req, result });
+                });
+            }
+            Action::EndJob {
+                conn,
+                job,
+                why,
+                workers,
+                setup,
+            } => {
+                {
+                    let mut processes = self.processes.lock();
+                    for worker in workers {
+                        if let Some(process) = processes.remove(&(conn, worker)) {
+                            process.kill();
                         }
                     }
-                    match failed.is_empty() {
-                        true => Ok(FromHost::Done),
-                        false => Err(format!(
-                            "node {name} cannot spill to {}: {}",
-                            files.spill_dir.display(),
-                            failed.join("; ")
-                        )),
+                }
+                let _ = std::fs::remove_dir_all(&setup.store);
+                let _ = std::fs::remove_dir_all(store::spill_dir_for(&setup.store));
+                match why {
+                    Ending::DriverLeft => {
+                        tracing::info!(%job, "the driver left; its workers are stopped")
                     }
-                })
-                .await
+                    Ending::Drained => tracing::info!(
+                        %job,
+                        "the job left this draining node; its workers are stopped"
+                    ),
+                    Ending::LeaseEnded => tracing::warn!(
+                        %job,
+                        "no lease renewal from the driver: the job's workers are stopped"
+                    ),
+                    Ending::DaemonStops | Ending::Refused => {}
+                }
             }
-            ToHost::Restore { id, len } => {
-                let job = self.job(job, connection)?;
-                let name = self.name.clone();
-                off_the_runtime(move || {
-                    job.files()
-                        .restore(id, len)
-                        .map(|_| FromHost::Done)
-                        .map_err(|e| format!("node {name}: object {id}: {e}"))
-                })
-                .await
+            Action::Tell { conn, event } => {
+                let Some(connection) = self.connections.lock().get(&conn).cloned() else {
+                    return;
+                };
+                let hosting = self.clone();
+                tokio::spawn(async move {
+                    if let HostEvent::Renew { seq } = event {
+                        if ask_renewal(&connection, seq).await {
+                            hosting.feed(Event::Renewed { conn, seq });
+                        }
+                    } else if let Ok(mut send) = connection.open_uni().await
+                        && quic::send_frame(&mut send, &event).await.is_ok()
+                    {
+                        let _ = send.finish();
+                    }
+                });
             }
-            ToHost::EndJob => {
-                self.job(job, connection)?;
-                self.end_job(job, connection);
-                tracing::info!(%job, "the job left this draining node; its workers are stopped");
-                Ok(FromHost::Done)
-            }
-            ToHost::ForgetPeer { at } => {
-                self.job(job, connection)?;
-                let addr = at
-                    .parse::<SocketAddr>()
-                    .map_err(|e| format!("bad peer address {at:?}: {e}"))?;
-                self.peers.forget(addr).await;
-                Ok(FromHost::Done)
+            Action::Close { conn, reason } => {
+                tracing::warn!("{reason}");
+                if let Some(connection) = self.connections.lock().get(&conn) {
+                    quic::close_for(connection, quic::codes::LEASE_ENDED, &reason);
+                }
             }
         }
     }
 
-    /// The job `connection` started (only its own driver's connection may steer a job).
-    fn job(&self, job: &str, connection: &quinn::Connection) -> Result<Arc<Job>, String> {
-        self.jobs
-            .lock()
-            .get(job)
-            .filter(|j| j.driver.stable_id() == connection.stable_id())
-            .cloned()
-            .ok_or_else(|| format!("node {} hosts no job {job} for this connection", self.name))
+    /// Gets the job's executable (from the cache, or pulled from the driver and checked) and
+    /// makes its object store.
+    async fn prepare(
+        &self,
+        job: &str,
+        start: &JobStart<SocketAddr>,
+    ) -> Result<Arc<JobFiles>, String> {
+        let exe = self
+            .binary(job, start.binary, start.size, start.from)
+            .await?;
+        let store = store::create_session_dir()
+            .map_err(|e| format!("cannot create the job's object store: {e}"))?;
+        Ok(Arc::new(JobFiles {
+            name: job.to_string(),
+            exe,
+            store,
+            limits: StoreLimits {
+                inline_threshold: start.inline_threshold,
+                capacity: start.store_capacity,
+            },
+            fingerprint: crate::process::content_fingerprint(&start.binary),
+        }))
     }
 
     /// The job's executable: from the cache, or pulled from the driver and checked.
@@ -313,7 +413,7 @@ impl Hosting {
         job: &str,
         hash: [u8; 32],
         size: u64,
-        objects_at: &str,
+        from: SocketAddr,
     ) -> Result<PathBuf, String> {
         let path = self.binaries.join(prism_transport::tls::hex(&hash));
         crate::files::private_dir_all(&self.binaries)
@@ -335,9 +435,6 @@ impl Hosting {
             tracing::warn!(path = %path.display(), "a cached job binary does not match its hash; fetching it again");
             let _ = std::fs::remove_file(&path);
         }
-        let from: SocketAddr = objects_at
-            .parse()
-            .map_err(|e| format!("bad driver address {objects_at:?}: {e}"))?;
         let connection = self.peers.get(from, job).await.map_err(|e| e.to_string())?;
         let mut bytes = vec![0u8; size as usize];
         transfer::pull(&connection, &PullKey::Binary(hash), &mut bytes)
@@ -365,178 +462,138 @@ impl Hosting {
         tracing::info!(%job, path = %path.display(), size, "cached a job binary");
         Ok(path)
     }
-
-    fn start_job(
-        self: &Arc<Self>,
-        connection: &quinn::Connection,
-        job: &str,
-        exe: PathBuf,
-        limits: StoreLimits,
-        fingerprint: u64,
-        lease: Duration,
-    ) -> Result<(), String> {
-        self.open_for_jobs()?;
-        if let Some(running) = self.jobs.lock().get(job) {
-            return if running.driver.stable_id() == connection.stable_id() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "node {} already hosts a job named {job} for another connection",
-                    self.name
-                ))
-            };
-        }
-        let store = store::create_session_dir()
-            .map_err(|e| format!("cannot create the job's object store: {e}"))?;
-        let record = Arc::new(Job {
-            name: job.to_string(),
-            exe,
-            store,
-            limits,
-            fingerprint,
-            driver: connection.clone(),
-            workers: Mutex::new(HashMap::new()),
-            ended: std::sync::atomic::AtomicBool::new(false),
-        });
-        self.jobs.lock().insert(job.to_string(), record);
-        tokio::spawn(hold_lease(connection.clone(), job.to_string(), lease));
-        Ok(())
-    }
-
-    /// Ends every job (the daemon stops): their workers are killed and their stores removed.
-    pub(crate) fn end_all(&self) {
-        let jobs: Vec<Arc<Job>> = self.jobs.lock().drain().map(|(_, job)| job).collect();
-        for job in jobs {
-            job.end();
-        }
-        self.fetching.lock().clear();
-    }
-
-    /// Ends the job if `connection` is the one that started it.
-    fn end_job(&self, job: &str, connection: &quinn::Connection) {
-        let Some(job) = ({
-            let mut jobs = self.jobs.lock();
-            let own = jobs
-                .get(job)
-                .is_some_and(|j| j.driver.stable_id() == connection.stable_id());
-            if own { jobs.remove(job) } else { None }
-        }) else {
-            return;
-        };
-        job.end();
-        self.fetching
-            .lock()
-            .retain(|(name, _), _| name != &job.name);
-    }
-
-    /// Makes sure the job's store holds `id`, pulling it from `from` once however many ask.
-    async fn fetch(
-        &self,
-        job: &Arc<Job>,
-        id: ObjectId,
-        len: u64,
-        from: &str,
-    ) -> Result<(), String> {
-        let path = store::segment_path(&job.store, id);
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() == len) {
-            return Ok(());
-        }
-        let key = (job.name.clone(), id);
-        let (mut wait, lead) = {
-            let mut fetching = self.fetching.lock();
-            match fetching.get(&key) {
-                Some(rx) => (rx.clone(), None),
-                None => {
-                    let (tx, rx) = watch::channel(None);
-                    fetching.insert(key.clone(), rx.clone());
-                    (rx, Some(tx))
-                }
-            }
-        };
-        if let Some(tx) = lead {
-            let result = match from.parse::<SocketAddr>() {
-                Ok(addr) => {
-                    self.peers
-                        .pull_to_store(&job.name, addr, &job.store, id, len)
-                        .await
-                }
-                Err(e) => Err(format!("bad holder address {from:?}: {e}")),
-            };
-            self.fetching.lock().remove(&key);
-            if result.is_ok() {
-                let mut pulled = self.pulled.lock();
-                pulled.objects += 1;
-                pulled.bytes += len;
-            }
-            let _ = tx.send(Some(result.clone()));
-            return result;
-        }
-        let outcome = wait
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| format!("the pull of {id} was abandoned"))?
-            .clone();
-        outcome.unwrap_or_else(|| Err(format!("the pull of {id} was abandoned")))
-    }
 }
 
-/// Holds the node's lease on `job`: asks the driver for a renewal every
-/// [`lease::RENEW_EVERY`] and, once a whole lease went by without an answer, closes the job's
-/// connection, which ends the job here (its workers are killed, its store removed) before the
-/// driver starts its actors anywhere else.
-async fn hold_lease(connection: quinn::Connection, job: String, length: Duration) {
-    let lease = Arc::new(Mutex::new(Lease::new(
-        Instant::now(),
-        length,
-        lease::RENEW_EVERY,
-    )));
+/// Takes every action the core decided.
+fn drain<P: Clone, S: Clone>(core: &mut Core<P, S>) -> Vec<Action<P, S>> {
+    std::iter::from_fn(|| core.poll_action()).collect()
+}
+
+/// Keeps the leases' time: hands the core its timeouts until the hosting goes.
+async fn keep_time(hosting: Weak<Hosting>) {
     loop {
-        let now = Instant::now();
-        let (expired, due, wake) = {
-            let mut lease = lease.lock();
-            let expired = lease.expired(now);
-            let due = if expired { None } else { lease.due(now) };
-            (expired, due, lease.next_wake())
-        };
-        if expired {
-            let reason = format!(
-                "no lease renewal from the driver for {} ms: the node stopped the job's workers",
-                length.as_millis()
-            );
-            tracing::warn!(%job, "{reason}");
-            quic::close_for(&connection, quic::codes::LEASE_ENDED, &reason);
+        let Some(strong) = hosting.upgrade() else {
             return;
-        }
-        if let Some(seq) = due {
-            tokio::spawn(ask_renewal(connection.clone(), seq, lease.clone()));
-        }
+        };
+        let wake = strong.core.lock().poll_timeout();
+        let timer = strong.timer.clone();
+        let notified = timer.notified();
+        let sleep = match wake {
+            Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)),
+            None => tokio::time::sleep(Duration::from_secs(3_600)),
+        };
+        drop(strong);
         tokio::select! {
-            () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
-            _ = connection.closed() => return,
+            () = sleep => {}
+            () = notified => {}
         }
+        let Some(strong) = hosting.upgrade() else {
+            return;
+        };
+        let actions = {
+            let mut core = strong.core.lock();
+            core.handle_timeout(Instant::now());
+            drain(&mut core)
+        };
+        strong.perform(actions);
     }
 }
 
-/// Asks the driver to renew the lease (ask number `seq`) and records its answer.
-async fn ask_renewal(connection: quinn::Connection, seq: u64, lease: Arc<Mutex<Lease>>) {
+/// A driver's request with its addresses parsed.
+fn parse(request: ToHost) -> Result<Request<SocketAddr>, String> {
+    let address = |at: &str, what: &str| {
+        at.parse::<SocketAddr>()
+            .map_err(|e| format!("bad {what} address {at:?}: {e}"))
+    };
+    Ok(match request {
+        ToHost::StartJob {
+            binary,
+            size,
+            objects_at,
+            inline_threshold,
+            store_capacity,
+            lease_ms,
+        } => Request::StartJob(JobStart {
+            binary,
+            size,
+            from: address(&objects_at, "driver")?,
+            inline_threshold,
+            store_capacity,
+            lease: Duration::from_millis(lease_ms),
+        }),
+        ToHost::Spawn { worker } => Request::Spawn { worker },
+        ToHost::Kill { worker } => Request::Kill { worker },
+        ToHost::Fetch { id, len, from } => Request::Fetch {
+            id,
+            len,
+            from: address(&from, "holder")?,
+        },
+        ToHost::Free(ids) => Request::Free(ids),
+        ToHost::ForgetPeer { at } => Request::ForgetPeer {
+            at: address(&at, "peer")?,
+        },
+        ToHost::EndJob => Request::EndJob,
+        ToHost::Spill(objects) => Request::Spill(objects),
+        ToHost::Restore { id, len } => Request::Restore { id, len },
+    })
+}
+
+/// Does `work` on the files of `job` (node `node`).
+fn file_work(node: &str, job: &JobFiles, work: FileWork) -> Result<(), String> {
+    let files = store::ObjectFiles::new(job.store.clone(), 0);
+    match work {
+        FileWork::Free(ids) => {
+            for id in ids {
+                store::unlink(&job.store, id);
+                files.free_spilled(id);
+            }
+            Ok(())
+        }
+        FileWork::Spill(objects) => {
+            let mut failed = Vec::new();
+            for (id, len) in objects {
+                let spilled = store::Segment::open(&job.store, id, len)
+                    .and_then(|segment| files.spill(id, &segment));
+                if let Err(e) = spilled {
+                    failed.push(format!("{id}: {e}"));
+                }
+            }
+            match failed.is_empty() {
+                true => Ok(()),
+                false => Err(format!(
+                    "node {node} cannot spill to {}: {}",
+                    files.spill_dir.display(),
+                    failed.join("; ")
+                )),
+            }
+        }
+        FileWork::Restore { id, len } => files
+            .restore(id, len)
+            .map(|_| ())
+            .map_err(|e| format!("node {node}: object {id}: {e}")),
+    }
+}
+
+/// Asks the driver on `connection` to renew the lease (ask number `seq`): true when it did.
+async fn ask_renewal(connection: &quinn::Connection, seq: u64) -> bool {
     let Ok((mut send, mut recv)) = connection.open_bi().await else {
-        return;
+        return false;
     };
     if quic::send_frame(&mut send, &HostEvent::Renew { seq })
         .await
         .is_err()
     {
-        return;
+        return false;
     }
     let _ = send.finish();
     let mut decoder = FrameDecoder::new(1 << 10);
     let peer = connection.remote_address();
     if let Ok(Some(frame)) = quic::recv_frame(&mut recv, &mut decoder, peer).await
         && let Ok(ArchivedHostEvent::Renew { seq: answered }) = frame.access::<HostEvent>()
-        && answered.to_native() == seq
     {
-        lease.lock().granted(seq);
+        return answered.to_native() == seq;
     }
+    false
 }
 
 /// Which file a path names and how it was last written: its device, inode, length and
@@ -597,24 +654,6 @@ fn files_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-impl Job {
-    /// Refuses further spawns, kills the job's workers and removes its store.
-    fn end(&self) {
-        self.ended.store(true, std::sync::atomic::Ordering::SeqCst);
-        for process in self.workers.lock().values() {
-            process.kill();
-        }
-        let _ = std::fs::remove_dir_all(&self.store);
-        let _ = std::fs::remove_dir_all(store::spill_dir_for(&self.store));
-    }
-
-    /// The job's object files on this node: its store and its spill directory (no pool: the
-    /// workers write the segments, the node only moves them).
-    fn files(&self) -> store::ObjectFiles {
-        store::ObjectFiles::new(self.store.clone(), 0)
-    }
-}
-
 /// Sends what worker `worker` writes to one of its pipes to the job's driver, in order on a
 /// stream of its own (and keeps it in the worker's `log`), until the pipe ends (and reads to the end whatever happens to the
 /// driver: a closed pipe would fail the worker's next print).
@@ -648,15 +687,6 @@ async fn relay_output(
     }
 }
 
-/// Runs file work of `work` on the blocking pool, so that it holds no async thread.
-async fn off_the_runtime(
-    work: impl FnOnce() -> Result<FromHost, String> + Send + 'static,
-) -> Result<FromHost, String> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| format!("the file work ended abnormally: {e}"))?
-}
-
 /// Writes a new executable only this user can read or run.
 fn write_executable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -670,77 +700,86 @@ fn write_executable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .write_all(bytes)
 }
 
-/// Starts worker `worker` of `job` from the job's binary; a waiter thread tells the driver
-/// when it ends.
-fn spawn(
-    (node, host): (&str, std::net::IpAddr),
-    job: &Arc<Job>,
-    worker: u64,
-) -> Result<u32, String> {
-    if job.ended.load(std::sync::atomic::Ordering::SeqCst) {
-        return Err(format!("job {} has ended", job.name));
-    }
-    let mut cmd = process::worker_command(&job.exe, worker, &job.store, job.limits);
-    cmd.env(ENV_NODE_NAME, node)
-        .env(process::ENV_NODE_HOST, host.to_string())
-        .env(ENV_JOB_FINGERPRINT, format!("{:x}", job.fingerprint));
-    super::output::capture(&mut cmd);
-    // The worker dies with the daemon (and is killed when its job's driver goes).
-    let process::Linked {
-        mut child,
-        handle: process,
-        link,
-    } = process::spawn_linked(&mut cmd, None)
-        .map_err(|e| format!("cannot start {}: {e}", job.exe.display()))?;
-    let pid = process.pid();
-    job.workers.lock().insert(worker, Arc::new(process));
-    relay_worker(job, worker, link);
-    let pipes = super::output::pipes(&mut child);
-    if !pipes.is_empty() {
-        let mut logs = super::output::open_logs(node, pid);
-        for (stderr, pipe) in pipes {
-            let log = logs[usize::from(stderr)].take();
-            tokio::spawn(relay_output(job.driver.clone(), worker, stderr, pipe, log));
+impl Hosting {
+    /// Starts worker `worker` of the job on `conn` from the job's binary; a waiter thread
+    /// tells the core when it ends.
+    fn spawn(
+        self: &Arc<Self>,
+        conn: ConnId,
+        job: &Arc<JobFiles>,
+        worker: u64,
+    ) -> Result<u32, String> {
+        let driver = self
+            .connections
+            .lock()
+            .get(&conn)
+            .cloned()
+            .ok_or_else(|| format!("job {} has ended", job.name))?;
+        let mut cmd = process::worker_command(&job.exe, worker, &job.store, job.limits);
+        cmd.env(ENV_NODE_NAME, &self.name)
+            .env(process::ENV_NODE_HOST, self.host.to_string())
+            .env(ENV_JOB_FINGERPRINT, format!("{:x}", job.fingerprint));
+        super::output::capture(&mut cmd);
+        // The worker dies with the daemon (and is killed when its job's driver goes).
+        let process::Linked {
+            mut child,
+            handle: process,
+            link,
+        } = process::spawn_linked(&mut cmd, None)
+            .map_err(|e| format!("cannot start {}: {e}", job.exe.display()))?;
+        let pid = process.pid();
+        self.processes
+            .lock()
+            .insert((conn, worker), Arc::new(process));
+        relay_worker(&driver, &job.name, worker, link);
+        let pipes = super::output::pipes(&mut child);
+        if !pipes.is_empty() {
+            let mut logs = super::output::open_logs(&self.name, pid);
+            for (stderr, pipe) in pipes {
+                let log = logs[usize::from(stderr)].take();
+                tokio::spawn(relay_output(driver.clone(), worker, stderr, pipe, log));
+            }
         }
+        let runtime = tokio::runtime::Handle::current();
+        let (hosting, store) = (self.clone(), job.store.clone());
+        std::thread::Builder::new()
+            .name(format!("prism-wait-{worker}"))
+            .spawn(move || {
+                let reason = match child.wait() {
+                    Ok(status) => worker_pool::describe_exit(status),
+                    Err(e) => format!("cannot wait for the process: {e}"),
+                };
+                store::discard_fillings_of(&store, pid);
+                hosting.processes.lock().remove(&(conn, worker));
+                let reason = format!("{reason} (on node {})", hosting.name);
+                let _entered = runtime.enter();
+                hosting.feed(Event::WorkerExited {
+                    conn,
+                    worker,
+                    reason,
+                });
+            })
+            .map_err(|e| format!("cannot start a waiter thread: {e}"))?;
+        Ok(pid)
     }
-    let handle = tokio::runtime::Handle::current();
-    let waiter = job.clone();
-    let node = node.to_string();
-    std::thread::Builder::new()
-        .name(format!("prism-wait-{worker}"))
-        .spawn(move || {
-            let reason = match child.wait() {
-                Ok(status) => worker_pool::describe_exit(status),
-                Err(e) => format!("cannot wait for the process: {e}"),
-            };
-            store::discard_fillings_of(&waiter.store, pid);
-            waiter.workers.lock().remove(&worker);
-            let reason = format!("{reason} (on node {node})");
-            let driver = waiter.driver.clone();
-            handle.spawn(async move {
-                let event = HostEvent::WorkerExited { worker, reason };
-                if let Ok(mut send) = driver.open_uni().await
-                    && quic::send_frame(&mut send, &event).await.is_ok()
-                {
-                    let _ = send.finish();
-                }
-            });
-        })
-        .map_err(|e| format!("cannot start a waiter thread: {e}"))?;
-    Ok(pid)
 }
 
 /// Pipes worker `worker`'s link to the job's driver on a QUIC stream of its own, announced by
 /// [`HostEvent::Relay`] with the worker's number.
-fn relay_worker(job: &Arc<Job>, worker: u64, link: std::os::unix::net::UnixStream) {
-    let driver = job.driver.clone();
+fn relay_worker(
+    driver: &quinn::Connection,
+    job: &str,
+    worker: u64,
+    link: std::os::unix::net::UnixStream,
+) {
+    let driver = driver.clone();
     let stream = link
         .set_nonblocking(true)
         .and_then(|()| tokio::net::UnixStream::from_std(link));
     let mut stream = match stream {
         Ok(stream) => stream,
         Err(e) => {
-            tracing::error!(job = %job.name, worker, "cannot relay a worker's link: {e}");
+            tracing::error!(%job, worker, "cannot relay a worker's link: {e}");
             return;
         }
     };

@@ -97,7 +97,6 @@ impl Lease {
     }
 
     /// How long the lease runs.
-    #[cfg(test)]
     pub(crate) fn length(&self) -> Duration {
         self.length
     }

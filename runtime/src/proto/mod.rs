@@ -5,7 +5,8 @@
 //! Here: the control store (the head's node table), the board of task events drivers report
 //! to it (`board`), and the directory of jobs it keeps (with
 //! what a driver tells it of its actors and placement groups), a node's lease on a job it
-//! hosts, the job's task events (`events`), the driver's node (`node`: the owner's books, actors, placement groups, copies of
+//! hosts, the jobs a node daemon hosts (`host`: which connection steers each, draining, one
+//! pull per object), the job's task events (`events`), the driver's node (`node`: the owner's books, actors, placement groups, copies of
 //! objects across a cluster), the scheduler of one node's workers, the set of nodes a driver
 //! schedules onto, placement groups' naming and plans, a worker's books (`worker`: the tasks
 //! it was sent, the values it asked for, its references, blocking in `get`), and the table
@@ -18,6 +19,7 @@ pub(crate) mod board;
 pub(crate) mod control;
 pub(crate) mod directory;
 pub(crate) mod events;
+pub(crate) mod host;
 pub(crate) mod lease;
 pub(crate) mod logs;
 pub(crate) mod node;

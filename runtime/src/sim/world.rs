@@ -20,7 +20,10 @@ use crate::proto::control::{
     self, ControlStore, HEAD_ANSWER, HEAD_SILENCE, Members, SILENCE_CHECK,
 };
 use crate::proto::directory::Publisher;
-use crate::proto::lease::{self, Lease};
+use crate::proto::host::{
+    self, Action as HostAction, ConnId, Ending, Event as HostEvent, FileWork, JobStart, ReqId,
+};
+use crate::proto::lease;
 use crate::proto::node::{
     Action, ActorSetup, DRIVER_OWNER, Event, HostRequest, State, soft_limit_of,
 };
@@ -29,6 +32,16 @@ use crate::proto::nodes::{NodeIdx, Nodes, node_of};
 /// A host of the simulated cluster (its index in `World::hosts`; the job numbers the nodes it
 /// uses with `NodeIdx`, a host that joins again gets a new one).
 type HostIdx = usize;
+
+/// A node daemon's books of the jobs it hosts: the real daemon's, with the peers it pulls from
+/// named by host (`None`: the driver) and nothing made for a job (no files here).
+type HostCore = host::Hosting<Option<HostIdx>, ()>;
+
+/// The simulated job's name.
+const JOB: &str = "sim";
+
+/// A node's lease when leases are off ([`super::Config::fencing`]): longer than any run.
+const NO_LEASE: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
 use crate::proto::owner::Slot;
 use crate::proto::scheduler::WorkerId;
 use crate::proto::worker::{Ended as RunEnd, Stop, Worker};
@@ -240,9 +253,17 @@ enum What {
     DriverTurn,
     /// The job's connection to a node closes if nothing came through for the idle timeout.
     IdleCheck { node: NodeIdx, epoch: u64 },
-    /// A host looks at its lease on the job (for its `term` of hosting it): asks for a
-    /// renewal, or stops the job's processes once it ran out.
-    LeaseTimer { node: HostIdx, term: u64 },
+    /// A host's daemon (incarnation `life`) looks at its leases: asks for renewals, or stops
+    /// a job's processes once its lease ran out.
+    LeaseTimer { node: HostIdx, life: u64 },
+    /// A restore from a node's disk ends (request `req` of the job's connection `conn`).
+    Restored {
+        node: HostIdx,
+        life: u64,
+        conn: ConnId,
+        req: ReqId,
+        id: ObjectId,
+    },
     /// The driver had a host that joined (daemon incarnation `life`) start the job.
     Joined { node: HostIdx, life: u64 },
     /// A node's renewal ask reaches the driver (answered at once, off the driver's thread).
@@ -294,17 +315,19 @@ struct Host {
     alive: bool,
     /// Incarnation of the daemon (a restart makes a new one).
     life: u64,
-    /// The job's connection to it: open, and its number (a drop makes a new one).
+    /// The job's connection to it as the driver sees it: open, and its number (a drop makes
+    /// a new one).
     connected: bool,
     epoch: u64,
-    /// The daemon hosts the job (a restarted daemon does not know it).
-    hosting: bool,
-    /// How many times it started hosting the job (its lease timer's term).
-    lease_term: u64,
+    /// The daemon's books of the jobs it hosts (a restarted daemon starts with none).
+    core: HostCore,
+    /// The job's connection as the daemon sees it: open (its number) until the daemon learns
+    /// that it closed.
+    daemon_conn: Option<ConnId>,
+    /// When the daemon's lease timer is due next (`None`: not armed).
+    timer_at: Option<Duration>,
     /// The daemon incarnation the job last joined (its boot in the head's table).
     joined_life: u64,
-    /// Its lease on the job, while it hosts it.
-    lease: Option<Lease>,
     store: IdMap<ObjectId, u64>,
     /// The objects of `store` that are on its disk (spilled): a worker cannot map them.
     spilled: IdSet<ObjectId>,
@@ -388,6 +411,17 @@ struct Driver {
     seq: u64,
 }
 
+/// What a request to a host was, for its answer.
+#[derive(Debug, Clone, Copy)]
+enum Asked {
+    Spawn(WorkerId),
+    /// A fetch or a restore: answered as a fetch.
+    Fetch(ObjectId),
+    EndJob,
+    /// Nothing waits for the answer.
+    Nothing,
+}
+
 struct World<'a> {
     config: &'a Config,
     out: &'a mut dyn Write,
@@ -438,6 +472,9 @@ struct World<'a> {
     idx_host: Vec<HostIdx>,
     /// Hosts the driver is asking to host the job.
     joining: Vec<bool>,
+    /// Requests to hosts not yet answered, by number.
+    asked: IdMap<ReqId, (HostIdx, Asked)>,
+    next_req: ReqId,
 }
 
 /// Runs the simulation `config` describes, writing what happens to `out` (deterministic: the
@@ -486,12 +523,10 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
                 life: 0,
                 connected: true,
                 epoch: 0,
-                hosting: true,
-                lease_term: 0,
+                core: HostCore::new(format!("n{i}")),
+                daemon_conn: None,
+                timer_at: None,
                 joined_life: 0,
-                lease: config
-                    .fencing
-                    .then(|| Lease::new(base, config.lease, lease::RENEW_EVERY)),
                 store: IdMap::default(),
                 spilled: IdSet::default(),
                 frozen_until: Duration::ZERO,
@@ -530,6 +565,8 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
         incarnations: IdMap::default(),
         idx_host: (0..config.nodes).collect(),
         joining: vec![false; config.nodes],
+        asked: IdMap::default(),
+        next_req: 0,
     };
     world.start()?;
     world.main_loop()?;
@@ -579,7 +616,7 @@ impl World<'_> {
             self.register(node);
             let first = self.rng.between(Duration::ZERO, c.heartbeat);
             self.at(first, What::Beat { node, life: 0 });
-            self.at(Duration::ZERO, What::LeaseTimer { node, term: 0 });
+            self.start_job_on(node);
         }
         self.at(Duration::ZERO, What::Tick);
         self.at(SILENCE_CHECK, What::HeadTick);
@@ -884,8 +921,8 @@ impl World<'_> {
                 host.epoch += 1;
                 // The node stops the job's workers once it sees the connection close: now if
                 // it is reachable and running, else when it is again (or its lease ran out).
-                if host.alive && host.hosting && !host.cut_off(self.now) {
-                    self.end_job_on(node);
+                if host.alive && !host.cut_off(self.now) {
+                    self.connection_closed(node);
                 }
             }
             Action::Restore { id, len } => {
@@ -911,7 +948,7 @@ impl World<'_> {
         }
     }
 
-    fn host_request(&mut self, node: NodeIdx, request: HostRequest) {
+    fn host_request(&mut self, node: HostIdx, request: HostRequest) {
         if !self.hosts[node].connected {
             return;
         }
@@ -924,40 +961,271 @@ impl World<'_> {
         self.send(Place::Driver, Place::Node(node), 64, what);
     }
 
-    /// The job ends on a node (its connection closed): its workers stop, its objects go.
-    fn end_job_on(&mut self, node: NodeIdx) {
-        for worker in std::mem::take(&mut self.hosts[node].workers) {
-            self.kill(worker, None);
-        }
-        let host = &mut self.hosts[node];
-        host.drop_objects();
-        host.hosting = false;
-        host.lease = None;
+    /// The job's connection to `node` (of the driver's current epoch) reaches its daemon,
+    /// which prepares the job (its binary came with the connection, see [`Self::offer_job`]).
+    fn start_job_on(&mut self, node: HostIdx) {
+        let conn = self.hosts[node].epoch;
+        let lease = match self.config.fencing {
+            true => self.config.lease,
+            false => NO_LEASE,
+        };
+        let request = host::Request::StartJob(JobStart {
+            binary: [0; 32],
+            size: JOB_BINARY,
+            from: None,
+            inline_threshold: INLINE_LIMIT,
+            store_capacity: self.config.store_capacity,
+            lease,
+        });
+        self.hosts[node].daemon_conn = Some(conn);
+        let job = JOB.to_string();
+        self.host_core(node, |core, now| {
+            core.handle(HostEvent::Connected { conn, job }, now)
+        });
+        self.ask_host(node, conn, request, Asked::Nothing);
     }
 
-    /// The node's lease timer: stop the job's processes if the lease ran out, else ask for
-    /// a renewal when one is due.
-    fn lease_timer(&mut self, node: HostIdx, term: u64) -> std::io::Result<()> {
+    /// Hands request `request` on connection `conn` to `node`'s daemon.
+    fn ask_host(
+        &mut self,
+        node: HostIdx,
+        conn: ConnId,
+        request: host::Request<Option<HostIdx>>,
+        asked: Asked,
+    ) {
+        let req = self.next_req;
+        self.next_req += 1;
+        self.asked.insert(req, (node, asked));
+        self.host_core(node, |core, now| {
+            core.handle(HostEvent::Request { conn, req, request }, now)
+        });
+    }
+
+    /// `node`'s daemon learns that the job's connection closed (if it had not yet).
+    fn connection_closed(&mut self, node: HostIdx) {
+        if let Some(conn) = self.hosts[node].daemon_conn.take() {
+            self.host_core(node, |core, now| {
+                core.handle(HostEvent::Closed { conn }, now)
+            });
+        }
+    }
+
+    /// Runs `f` on `node`'s daemon's books at the simulated time, then does what they decided
+    /// and arms the daemon's lease timer for their next timeout.
+    fn host_core(&mut self, node: HostIdx, f: impl FnOnce(&mut HostCore, Instant)) {
         let now = self.base + self.now;
+        f(&mut self.hosts[node].core, now);
+        while let Some(action) = self.hosts[node].core.poll_action() {
+            self.host_act(node, action);
+        }
         let host = &mut self.hosts[node];
-        if !host.alive || host.lease_term != term || !host.hosting {
-            return Ok(());
+        let next = host.core.poll_timeout().map(|at| at - self.base);
+        if let Some(next) = next
+            && host.timer_at.is_none_or(|armed| next < armed)
+        {
+            host.timer_at = Some(next);
+            let life = host.life;
+            self.at(next, What::LeaseTimer { node, life });
         }
-        let epoch = host.epoch;
-        let Some(lease) = host.lease.as_mut() else {
-            return Ok(());
-        };
-        if lease.expired(now) {
-            return self.fence(node);
+    }
+
+    /// Does what `node`'s daemon decided (as the daemon's shell does).
+    fn host_act(&mut self, node: HostIdx, action: HostAction<Option<HostIdx>, ()>) {
+        match action {
+            HostAction::Reply { req, reply, .. } => {
+                let Some((_, asked)) = self.asked.remove(&req) else {
+                    return;
+                };
+                self.answered(node, asked, reply);
+            }
+            // The binary came with the connection; the job needs no files here.
+            HostAction::Prepare { conn, req, job, .. } => {
+                let result = Ok(());
+                let prepared = HostEvent::Prepared {
+                    conn,
+                    req,
+                    job,
+                    result,
+                };
+                let now = self.base + self.now;
+                self.hosts[node].core.handle(prepared, now);
+            }
+            HostAction::Spawn {
+                conn, req, worker, ..
+            } => {
+                self.workers.insert(
+                    worker,
+                    SimWorker {
+                        alive: true,
+                        core: Worker::new(false),
+                        current: None,
+                        run: 0,
+                    },
+                );
+                self.hosts[node].workers.push(worker);
+                self.next_pid += 1;
+                let result = Ok(self.next_pid);
+                let up = self.now + self.rng.between(WORKER_START / 2, WORKER_START * 3 / 2);
+                self.at(up, What::WorkerUp { worker });
+                let spawned = HostEvent::Spawned {
+                    conn,
+                    req,
+                    worker,
+                    result,
+                };
+                let now = self.base + self.now;
+                self.hosts[node].core.handle(spawned, now);
+            }
+            HostAction::Kill { worker, .. } => {
+                self.kill(worker, Some("killed by its node (SIGKILL)".into()));
+            }
+            HostAction::Pull { id, len, from, .. } => self.pull(node, id, len, from),
+            HostAction::Files {
+                conn, req, work, ..
+            } => {
+                let host = &mut self.hosts[node];
+                match work {
+                    FileWork::Free(ids) => {
+                        for id in ids {
+                            host.store.remove(&id);
+                            host.spilled.remove(&id);
+                        }
+                    }
+                    FileWork::Spill(objects) => {
+                        for (id, _) in objects {
+                            if host.store.contains_key(&id) && host.spilled.insert(id) {
+                                self.report.spilled += 1;
+                            }
+                        }
+                    }
+                    FileWork::Restore { id, len } => {
+                        // Read back from the node's disk at the link's pace.
+                        let life = host.life;
+                        let took =
+                            Duration::from_secs_f64(len as f64 / self.config.bandwidth as f64);
+                        let restored = What::Restored {
+                            node,
+                            life,
+                            conn,
+                            req,
+                            id,
+                        };
+                        self.at(self.now + took, restored);
+                        return;
+                    }
+                }
+                let performed = HostEvent::Performed {
+                    conn,
+                    req,
+                    result: Ok(()),
+                };
+                let now = self.base + self.now;
+                self.hosts[node].core.handle(performed, now);
+            }
+            HostAction::ForgetPeer { conn, req, at } => {
+                if let Some(peer) = at {
+                    self.forget_peer(node, peer);
+                }
+                let performed = HostEvent::Performed {
+                    conn,
+                    req,
+                    result: Ok(()),
+                };
+                let now = self.base + self.now;
+                self.hosts[node].core.handle(performed, now);
+            }
+            HostAction::EndJob { why, workers, .. } => {
+                let said = match why {
+                    Ending::Drained => Some("stops the job's processes: the job left it"),
+                    Ending::LeaseEnded => Some("stops the job's processes: its lease ran out"),
+                    _ => None,
+                };
+                if let Some(said) = said {
+                    let _ = self.say_of(node, said);
+                }
+                for worker in workers {
+                    self.kill(worker, None);
+                }
+                self.hosts[node].drop_objects();
+            }
+            HostAction::Tell { conn, event } => {
+                let host = &self.hosts[node];
+                let open = host.connected && host.epoch == conn;
+                match event {
+                    prism_transport::HostEvent::Renew { seq } => {
+                        let renew = What::Renew {
+                            node,
+                            epoch: conn,
+                            seq,
+                        };
+                        self.send(Place::Node(node), Place::Driver, 32, renew);
+                    }
+                    prism_transport::HostEvent::WorkerExited { worker, reason } if open => {
+                        self.tell_driver(node, 64, AtDriver::Exited { worker, reason });
+                        self.tell_driver(node, 8, AtDriver::Eof { worker });
+                    }
+                    _ => {}
+                }
+            }
+            HostAction::Close { .. } => {
+                self.hosts[node].daemon_conn = None;
+                self.tell_driver(node, 64, AtDriver::Fenced { node });
+            }
         }
-        let seq = lease.due(now);
-        let next = lease.next_wake() - self.base;
-        if let Some(seq) = seq {
-            let renew = What::Renew { node, epoch, seq };
-            self.send(Place::Node(node), Place::Driver, 32, renew);
+    }
+
+    /// `node`'s daemon answered a request the driver asked as `asked`.
+    fn answered(&mut self, node: HostIdx, asked: Asked, reply: prism_transport::FromHost) {
+        use prism_transport::FromHost;
+        match (asked, reply) {
+            (Asked::Spawn(worker), FromHost::Spawned(pid)) => {
+                self.tell_driver(node, 64, AtDriver::Spawned { worker, pid });
+            }
+            (Asked::Spawn(worker), FromHost::Error(reason)) => {
+                self.tell_driver(node, 64, AtDriver::Exited { worker, reason });
+            }
+            (Asked::Fetch(id), reply) => {
+                let result = match reply {
+                    FromHost::Error(e) => Err(e),
+                    _ => Ok(()),
+                };
+                let idx = self.hosts[node].idx;
+                let fetched = AtDriver::Fetched {
+                    node: idx,
+                    id,
+                    result,
+                };
+                self.tell_driver(node, 64, fetched);
+            }
+            (Asked::EndJob, _) => {
+                self.tell_driver(node, 64, AtDriver::JobEnded { node });
+                if let Some(restart_after) = self.hosts[node].draining {
+                    // Its only job let it go: it leaves now.
+                    let life = self.hosts[node].life;
+                    let end = What::DrainEnd {
+                        node,
+                        life,
+                        restart_after,
+                    };
+                    self.at(self.now, end);
+                }
+            }
+            _ => {}
         }
-        self.at(next, What::LeaseTimer { node, term });
-        Ok(())
+    }
+
+    /// The daemon's lease timer: renewals due are asked for, a job whose lease ran out ends.
+    fn lease_timer(&mut self, node: HostIdx, life: u64) {
+        let host = &mut self.hosts[node];
+        if !host.alive || host.life != life {
+            return;
+        }
+        // Its armed time passed (it may fire late: a frozen daemon runs its timers when it
+        // thaws).
+        if host.timer_at.is_some_and(|at| at <= self.now) {
+            host.timer_at = None;
+        }
+        self.host_core(node, |core, now| core.handle_timeout(now));
     }
 
     /// The driver asks a live host the job does not use (one that restarted, or came back
@@ -965,7 +1233,7 @@ impl World<'_> {
     /// and answers ([`What::Joined`]).
     fn offer_job(&mut self, node: HostIdx) {
         let host = &self.hosts[node];
-        if !host.alive || host.connected || host.hosting || self.joining[node] {
+        if !host.alive || host.connected || host.core.hosts(JOB) || self.joining[node] {
             return;
         }
         self.joining[node] = true;
@@ -978,7 +1246,7 @@ impl World<'_> {
     fn joined(&mut self, node: HostIdx, life: u64) -> std::io::Result<()> {
         self.joining[node] = false;
         let host = &self.hosts[node];
-        if !host.alive || host.life != life || host.connected || host.hosting {
+        if !host.alive || host.life != life || host.connected || host.core.hosts(JOB) {
             return Ok(());
         }
         let told = self.config.advertised_cpus.unwrap_or(self.config.cpus);
@@ -990,32 +1258,24 @@ impl World<'_> {
         let idx = self.idx_host.len();
         let (previous, previous_epoch) = (host.idx, host.epoch);
         self.idx_host.push(node);
-        let lease = self
-            .config
-            .fencing
-            .then(|| Lease::new(self.base + self.now, self.config.lease, lease::RENEW_EVERY));
         let host = &mut self.hosts[node];
         host.idx = idx;
         host.connected = true;
         host.epoch += 1;
-        host.hosting = true;
         host.drop_objects();
-        host.lease = lease;
-        host.lease_term += 1;
         host.joined_life = life;
-        let term = host.lease_term;
         self.driver.renewed[node] = self.now;
+        self.start_job_on(node);
         let counted = self.proto(|n, _| n.join_node(name, cpus, 16, 4 * soft));
         if counted != Some(idx) {
             // The core numbers no more nodes: the host stays out of the job.
             self.idx_host.pop();
             let host = &mut self.hosts[node];
-            (host.idx, host.epoch) = (previous, previous_epoch + 2);
-            (host.connected, host.hosting, host.lease) = (false, false, None);
+            (host.idx, host.epoch, host.connected) = (previous, previous_epoch + 2, false);
+            self.connection_closed(node);
             return Ok(());
         }
         self.report.joins += 1;
-        self.at(self.now, What::LeaseTimer { node, term });
         self.say_of(node, &format!("joins the job again (as node {idx})"))
     }
 
@@ -1029,7 +1289,7 @@ impl World<'_> {
     /// exits, to start again after `restart_after`.
     fn leave(&mut self, node: HostIdx, restart_after: Duration) -> std::io::Result<()> {
         self.say_of(node, "leaves the cluster")?;
-        self.end_job_on(node);
+        self.host_core(node, |core, _| core.end_all());
         if let Some(id) = self.hosts[node].head_id {
             let request = ToControl::Leave { node: id };
             let what = What::Head {
@@ -1038,22 +1298,23 @@ impl World<'_> {
             };
             self.send(Place::Node(node), Place::Head, 64, what);
         }
-        let host = &mut self.hosts[node];
-        host.alive = false;
-        host.draining = None;
-        host.peers.clear();
-        host.stalled.clear();
+        self.daemon_exits(node);
+        self.hosts[node].draining = None;
         let up = self.now + restart_after;
         self.at(up, What::NodeUp { node });
         Ok(())
     }
 
-    /// The node's lease ran out: it stops the job's processes and says so.
-    fn fence(&mut self, node: NodeIdx) -> std::io::Result<()> {
-        self.say_of(node, "stops the job's processes: its lease ran out")?;
-        self.end_job_on(node);
-        self.tell_driver(node, 64, AtDriver::Fenced { node });
-        Ok(())
+    /// `node`'s daemon exits (its workers went already): it forgets everything.
+    fn daemon_exits(&mut self, node: HostIdx) {
+        let host = &mut self.hosts[node];
+        host.alive = false;
+        host.core = HostCore::new(host.name.clone());
+        host.daemon_conn = None;
+        host.timer_at = None;
+        host.drop_objects();
+        host.peers.clear();
+        host.stalled.clear();
     }
 
     /// A frozen or cut-off node is back: it learns that the job dropped its connection, or
@@ -1063,14 +1324,13 @@ impl World<'_> {
         if !host.alive || host.cut_off(self.now) {
             return Ok(());
         }
-        if host.hosting && !host.connected {
-            self.end_job_on(node);
-        } else if host
-            .lease
-            .as_ref()
-            .is_some_and(|l| l.expired(self.base + self.now))
-        {
-            self.fence(node)?;
+        let dropped = host
+            .daemon_conn
+            .is_some_and(|conn| !host.connected || conn != host.epoch);
+        if dropped {
+            self.connection_closed(node);
+        } else {
+            self.host_core(node, |core, now| core.handle_timeout(now));
         }
         let here: Vec<ActorId> = self
             .incarnations
@@ -1191,10 +1451,10 @@ impl World<'_> {
                 request,
             } => {
                 let host = &self.hosts[node];
-                if !host.alive || !host.hosting || host.epoch != epoch {
+                if !host.alive || !host.core.hosts(JOB) || host.epoch != epoch {
                     return Ok(());
                 }
-                self.at_host(node, request);
+                self.at_host(node, epoch, request);
             }
             What::Worker {
                 worker,
@@ -1350,7 +1610,28 @@ impl World<'_> {
             }
             // Taken from the backlog by the main loop.
             What::DriverTurn => {}
-            What::LeaseTimer { node, term } => self.lease_timer(node, term)?,
+            What::LeaseTimer { node, life } => self.lease_timer(node, life),
+            What::Restored {
+                node,
+                life,
+                conn,
+                req,
+                id,
+            } => {
+                let host = &mut self.hosts[node];
+                if !host.alive || host.life != life {
+                    return Ok(());
+                }
+                let restored = host.spilled.remove(&id) && host.store.contains_key(&id);
+                self.report.restored += u64::from(restored);
+                let result = match restored {
+                    true => Ok(()),
+                    false => Err(format!("object {id} is not on node {}'s disk", host.name)),
+                };
+                self.host_core(node, |core, now| {
+                    core.handle(HostEvent::Performed { conn, req, result }, now)
+                });
+            }
             What::Joined { node, life } => self.joined(node, life)?,
             What::Renew { node, epoch, seq } => {
                 let host = &self.hosts[node];
@@ -1361,12 +1642,10 @@ impl World<'_> {
                 }
             }
             What::Granted { node, epoch, seq } => {
-                let host = &mut self.hosts[node];
-                if host.alive
-                    && host.epoch == epoch
-                    && let Some(lease) = host.lease.as_mut()
-                {
-                    lease.granted(seq);
+                let host = &self.hosts[node];
+                if host.alive && host.epoch == epoch {
+                    let renewed = HostEvent::Renewed { conn: epoch, seq };
+                    self.host_core(node, |core, now| core.handle(renewed, now));
                 }
             }
             What::Resume { node } => self.resume(node)?,
@@ -1375,7 +1654,7 @@ impl World<'_> {
                 if host.epoch != epoch || !host.connected {
                     return Ok(());
                 }
-                let silent = !host.alive || !host.hosting || host.cut_off(self.now);
+                let silent = !host.alive || !host.core.hosts(JOB) || host.cut_off(self.now);
                 if silent {
                     let reason = format!(
                         "its connection timed out after {} s without an answer",
@@ -1673,159 +1952,104 @@ impl World<'_> {
         Ok(())
     }
 
-    fn at_host(&mut self, node: NodeIdx, request: HostRequest) {
-        match request {
-            HostRequest::Spawn { worker } => {
-                self.workers.insert(
-                    worker,
-                    SimWorker {
-                        alive: true,
-                        core: Worker::new(false),
-                        current: None,
-                        run: 0,
-                    },
-                );
-                self.hosts[node].workers.push(worker);
-                self.next_pid += 1;
-                let pid = self.next_pid;
-                self.tell_driver(node, 64, AtDriver::Spawned { worker, pid });
-                let up = self.now + self.rng.between(WORKER_START / 2, WORKER_START * 3 / 2);
-                self.at(up, What::WorkerUp { worker });
-            }
-            HostRequest::Kill { worker } => {
-                self.kill(worker, Some("killed by its node (SIGKILL)".into()));
-            }
+    /// A request of the job's connection `conn` reaches `node`'s daemon.
+    fn at_host(&mut self, node: HostIdx, conn: ConnId, request: HostRequest) {
+        use host::Request;
+        let (request, asked) = match request {
+            HostRequest::Spawn { worker } => (Request::Spawn { worker }, Asked::Spawn(worker)),
+            HostRequest::Kill { worker } => (Request::Kill { worker }, Asked::Nothing),
             HostRequest::Fetch { id, len, from } => {
                 let from = from.map(|idx| self.host_at(idx));
-                let life = self.hosts[node].life;
-                let reachable = match from {
-                    Some(peer) => {
-                        let p = &self.hosts[peer];
-                        p.alive && !p.cut_off(self.now)
-                    }
-                    None => true,
-                };
-                let mut stalled = false;
-                let at = if reachable {
-                    let from_place = from.map_or(Place::Driver, Place::Node);
-                    self.arrival(from_place, Place::Node(node), len) + self.config.latency
-                } else {
-                    // A pull over a connection made before the peer died waits for QUIC's
-                    // idle timeout (or the driver's word); a new connection gives up after
-                    // the connect timeout.
-                    let open = from.filter(|p| self.hosts[node].peers.contains_key(p));
-                    match open {
-                        Some(peer) => {
-                            stalled = true;
-                            self.hosts[node].stalled.push((id, len, peer, self.now));
-                            self.now + self.config.idle_timeout
-                        }
-                        None => self.now + self.config.connect_timeout,
-                    }
-                };
-                self.at(
-                    at,
-                    What::FetchEnd {
-                        node,
-                        life,
-                        id,
-                        len,
-                        from,
-                        stalled,
-                        since: self.now,
-                    },
-                );
+                (Request::Fetch { id, len, from }, Asked::Fetch(id))
             }
-            HostRequest::Free(ids) => {
-                for id in ids {
-                    self.hosts[node].store.remove(&id);
-                    self.hosts[node].spilled.remove(&id);
-                }
-            }
-            HostRequest::Spill(objects) => {
-                let host = &mut self.hosts[node];
-                for (id, _) in objects {
-                    if host.store.contains_key(&id) && host.spilled.insert(id) {
-                        self.report.spilled += 1;
-                    }
-                }
-            }
-            HostRequest::Restore { id, len } => {
-                // Read back from the node's disk at the link's pace.
-                let life = self.hosts[node].life;
-                let at =
-                    self.now + Duration::from_secs_f64(len as f64 / self.config.bandwidth as f64);
-                let what = What::FetchEnd {
-                    node,
-                    life,
-                    id,
-                    len,
-                    from: Some(node),
-                    stalled: false,
-                    since: self.now,
-                };
-                self.at(at, what);
-            }
-            HostRequest::EndJob => {
-                let _ = self.say_of(node, "stops the job's processes: the job left it");
-                self.end_job_on(node);
-                self.tell_driver(node, 64, AtDriver::JobEnded { node });
-                if let Some(restart_after) = self.hosts[node].draining {
-                    // Its only job let it go: it leaves now.
-                    let life = self.hosts[node].life;
-                    let end = What::DrainEnd {
-                        node,
-                        life,
-                        restart_after,
-                    };
-                    self.at(self.now, end);
-                }
-            }
+            HostRequest::Free(ids) => (Request::Free(ids), Asked::Nothing),
+            HostRequest::Spill(objects) => (Request::Spill(objects), Asked::Nothing),
+            HostRequest::Restore { id, len } => (Request::Restore { id, len }, Asked::Fetch(id)),
+            HostRequest::EndJob => (Request::EndJob, Asked::EndJob),
             HostRequest::ForgetPeer { lost } => {
-                // The connection closes: the pulls stalled on it fail now.
-                let peer = self.host_at(lost);
-                let host = &mut self.hosts[node];
-                host.peers.remove(&peer);
-                let (ended, kept) = std::mem::take(&mut host.stalled)
-                    .into_iter()
-                    .partition(|s| s.2 == peer);
-                host.stalled = kept;
-                let life = host.life;
-                for (id, len, from, since) in ended {
-                    let what = What::FetchEnd {
-                        node,
-                        life,
-                        id,
-                        len,
-                        from: Some(from),
-                        stalled: false,
-                        since,
-                    };
-                    self.at(self.now, what);
-                }
+                let at = Some(self.host_at(lost));
+                (Request::ForgetPeer { at }, Asked::Nothing)
             }
+        };
+        self.ask_host(node, conn, request, asked);
+    }
+
+    /// `node`'s daemon pulls `id` (`len` bytes) from `from` (`None`: the driver).
+    fn pull(&mut self, node: HostIdx, id: ObjectId, len: u64, from: Option<HostIdx>) {
+        let life = self.hosts[node].life;
+        let reachable = match from {
+            Some(peer) => {
+                let p = &self.hosts[peer];
+                p.alive && !p.cut_off(self.now)
+            }
+            None => true,
+        };
+        let mut stalled = false;
+        let at = if reachable {
+            let from_place = from.map_or(Place::Driver, Place::Node);
+            self.arrival(from_place, Place::Node(node), len) + self.config.latency
+        } else {
+            // A pull over a connection made before the peer died waits for QUIC's idle
+            // timeout (or the driver's word); a new connection gives up after the connect
+            // timeout.
+            let open = from.filter(|p| self.hosts[node].peers.contains_key(p));
+            match open {
+                Some(peer) => {
+                    stalled = true;
+                    self.hosts[node].stalled.push((id, len, peer, self.now));
+                    self.now + self.config.idle_timeout
+                }
+                None => self.now + self.config.connect_timeout,
+            }
+        };
+        let end = What::FetchEnd {
+            node,
+            life,
+            id,
+            len,
+            from,
+            stalled,
+            since: self.now,
+        };
+        self.at(at, end);
+    }
+
+    /// Peer `peer` is gone: `node`'s connection to it closes, and the pulls stalled on it
+    /// fail now.
+    fn forget_peer(&mut self, node: HostIdx, peer: HostIdx) {
+        let host = &mut self.hosts[node];
+        host.peers.remove(&peer);
+        let (ended, kept) = std::mem::take(&mut host.stalled)
+            .into_iter()
+            .partition(|s| s.2 == peer);
+        host.stalled = kept;
+        let life = host.life;
+        for (id, len, from, since) in ended {
+            let what = What::FetchEnd {
+                node,
+                life,
+                id,
+                len,
+                from: Some(from),
+                stalled: false,
+                since,
+            };
+            self.at(self.now, what);
         }
     }
 
     fn fetch_end(
         &mut self,
-        node: NodeIdx,
+        node: HostIdx,
         life: u64,
         id: ObjectId,
         len: u64,
-        from: Option<NodeIdx>,
+        from: Option<HostIdx>,
     ) {
         if !self.hosts[node].alive || self.hosts[node].life != life {
             return;
         }
         let found = match from {
-            // A restore from the node's own disk.
-            Some(peer) if peer == node => {
-                let host = &mut self.hosts[node];
-                let restored = host.spilled.remove(&id) && host.store.contains_key(&id);
-                self.report.restored += u64::from(restored);
-                restored
-            }
             Some(peer) => {
                 let p = &self.hosts[peer];
                 let stale = self.hosts[node]
@@ -1837,7 +2061,7 @@ impl World<'_> {
             // The driver's own store: what it pulled for its readers.
             None => true,
         };
-        if let Some(peer) = from.filter(|&p| p != node) {
+        if let Some(peer) = from {
             // The connection stays open for later pulls (or is dropped when it failed).
             let life = self.hosts[peer].life;
             match found {
@@ -1846,21 +2070,25 @@ impl World<'_> {
             };
         }
         let result = if found {
-            self.hosts[node].store.insert(id, len);
-            Ok(())
+            Ok(self.hosts[node].store.insert(id, len).is_none())
         } else {
             Err(format!(
                 "cannot pull {id} from {}: unreachable or gone",
                 from.map_or("the driver".to_string(), |p| self.hosts[p].name.clone())
             ))
         };
-        let idx = self.hosts[node].idx;
-        let fetched = AtDriver::Fetched {
-            node: idx,
-            id,
-            result,
-        };
-        self.tell_driver(node, 64, fetched);
+        let job = JOB.to_string();
+        self.host_core(node, |core, now| {
+            core.handle(
+                HostEvent::Pulled {
+                    job,
+                    id,
+                    len,
+                    result,
+                },
+                now,
+            )
+        });
     }
 
     fn at_worker(&mut self, worker: WorkerId, frames: &[u8]) {
@@ -2100,11 +2328,17 @@ impl World<'_> {
             self.hosts[node].running -= 1;
         }
         self.hosts[node].workers.retain(|&x| x != worker);
+        // Its daemon sees it exit and tells the job (not when the daemon itself went).
         if let Some(reason) = reason
-            && self.hosts[node].connected
+            && self.hosts[node].alive
+            && let Some(conn) = self.hosts[node].daemon_conn
         {
-            self.tell_driver(node, 64, AtDriver::Exited { worker, reason });
-            self.tell_driver(node, 8, AtDriver::Eof { worker });
+            let exited = HostEvent::WorkerExited {
+                conn,
+                worker,
+                reason,
+            };
+            self.host_core(node, |core, now| core.handle(exited, now));
         }
     }
 
@@ -2146,14 +2380,8 @@ impl World<'_> {
                 for worker in std::mem::take(&mut self.hosts[node].workers) {
                     self.kill(worker, None);
                 }
-                let host = &mut self.hosts[node];
-                host.alive = false;
-                host.hosting = false;
-                host.lease = None;
-                host.drop_objects();
-                host.peers.clear();
-                host.stalled.clear();
-                let epoch = host.epoch;
+                self.daemon_exits(node);
+                let epoch = self.hosts[node].epoch;
                 let check = self.now + self.config.idle_timeout;
                 self.at(check, What::IdleCheck { node, epoch });
                 let up = self.now + restart_after;
@@ -2174,6 +2402,7 @@ impl World<'_> {
                     return Ok(());
                 }
                 host.draining = Some(restart_after);
+                host.core.start_draining();
                 let (life, name) = (host.life, host.name.clone());
                 let what = What::Head {
                     from: Place::Node(node),
@@ -2390,14 +2619,14 @@ impl World<'_> {
             let left: usize = self
                 .hosts
                 .iter()
-                .filter(|h| h.alive && h.connected && h.hosting)
+                .filter(|h| h.alive && h.connected && h.core.hosts(JOB))
                 .map(|h| h.store.len())
                 .sum();
             if left > 0 {
                 let (node, id) = self
                     .hosts
                     .iter()
-                    .filter(|h| h.alive && h.connected && h.hosting)
+                    .filter(|h| h.alive && h.connected && h.core.hosts(JOB))
                     .find_map(|h| h.store.keys().next().map(|id| (h.name.clone(), *id)))
                     .expect("counted above");
                 let known = self.node.owner.explain(id);

@@ -1,0 +1,1043 @@
+//! A node daemon's side of the jobs it hosts, without IO: which connection owns each job (only
+//! a job's own driver may steer it), the node's lease on each job, refusing new jobs while the
+//! node drains, the job's workers, and one pull per object however many of the job's requests
+//! ask for it. The daemon's shell (`node::host`) reads the driver's requests off QUIC streams,
+//! fetches binaries, makes stores, starts and kills processes, moves objects and files, and
+//! feeds what happened back as [`Event`]s; the simulator runs this same code for its nodes.
+//!
+//! `P` names a peer the node pulls from (a socket address in the daemon, a node's number in
+//! the simulator); `S` is what the shell made for a job it runs here (its executable and store
+//! in the daemon), handed back with every action on the job.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use prism_graph::ObjectId;
+use prism_transport::{FromHost, HostEvent, PullStats};
+
+use crate::proto::lease::{self, Lease};
+
+/// A connection of a driver to this node (the shell's number for it).
+pub(crate) type ConnId = u64;
+
+/// One request on a connection (the shell's number for it, unique on the node).
+pub(crate) type ReqId = u64;
+
+/// What a job asks of the node to run here ([`transport::ToHost::StartJob`] as data).
+///
+/// [`transport::ToHost::StartJob`]: prism_transport::ToHost::StartJob
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct JobStart<P> {
+    /// SHA-256 of the job's executable.
+    pub(crate) binary: [u8; 32],
+    /// Its size in bytes.
+    pub(crate) size: u64,
+    /// Where the driver serves the binary.
+    pub(crate) from: P,
+    /// Values at least this large go to the job's shared-memory store.
+    pub(crate) inline_threshold: u64,
+    /// The store's capacity in bytes.
+    pub(crate) store_capacity: u64,
+    /// How long the node's lease on the job runs after the driver's last renewal.
+    pub(crate) lease: Duration,
+}
+
+/// A driver's request to the node (the wire's [`prism_transport::ToHost`], addresses parsed).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Request<P> {
+    /// Prepare to run the job (its binary and store).
+    StartJob(JobStart<P>),
+    /// Start a worker process numbered `worker`.
+    Spawn { worker: u64 },
+    /// Kill worker `worker`.
+    Kill { worker: u64 },
+    /// Make sure the job's store here holds `id` (`len` bytes), pulling it from `from`.
+    Fetch { id: ObjectId, len: u64, from: P },
+    /// Drop the node's copies of these objects.
+    Free(Vec<ObjectId>),
+    /// Peer `at` is gone: close the connections to it.
+    ForgetPeer { at: P },
+    /// The node drained for the job: stop its processes and drop its store here.
+    EndJob,
+    /// Move these objects (id, length) to the node's disk.
+    Spill(Vec<(ObjectId, u64)>),
+    /// Bring a spilled object back into the job's store.
+    Restore { id: ObjectId, len: u64 },
+}
+
+/// Work on a job's files the shell does for a request.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum FileWork {
+    /// Unlink these objects from the store and the spill directory.
+    Free(Vec<ObjectId>),
+    /// Spill these objects (id, length) from the store to the disk.
+    Spill(Vec<(ObjectId, u64)>),
+    /// Restore this object from the disk.
+    Restore { id: ObjectId, len: u64 },
+}
+
+/// Why a job ends on the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Its driver's connection closed.
+    DriverLeft,
+    /// Its driver let the draining node go ([`Request::EndJob`]).
+    Drained,
+    /// No renewal of the node's lease for a whole lease.
+    LeaseEnded,
+    /// The daemon stops.
+    DaemonStops,
+    /// Its preparation was refused (the node drains, or the job is hosted already): only the
+    /// files made for it go.
+    Refused,
+}
+
+/// Something that happened, for the books.
+#[derive(Debug)]
+pub(crate) enum Event<P, S> {
+    /// A driver connected for job `job`.
+    Connected { conn: ConnId, job: String },
+    /// A request arrived on `conn`.
+    Request {
+        conn: ConnId,
+        req: ReqId,
+        request: Request<P>,
+    },
+    /// The shell prepared job `job` for request `req` ([`Action::Prepare`]).
+    Prepared {
+        conn: ConnId,
+        req: ReqId,
+        job: String,
+        result: Result<S, String>,
+    },
+    /// The shell started worker `worker` of the job on `conn` ([`Action::Spawn`]).
+    Spawned {
+        conn: ConnId,
+        req: ReqId,
+        worker: u64,
+        result: Result<u32, String>,
+    },
+    /// A worker process of the job on `conn` ended, and how.
+    WorkerExited {
+        conn: ConnId,
+        worker: u64,
+        reason: String,
+    },
+    /// A pull ([`Action::Pull`]) ended; `moved`: the bytes came over the network (else the
+    /// store held the object already).
+    Pulled {
+        job: String,
+        id: ObjectId,
+        len: u64,
+        result: Result<bool, String>,
+    },
+    /// The shell did the work of request `req` ([`Action::Files`], [`Action::ForgetPeer`]).
+    Performed {
+        conn: ConnId,
+        req: ReqId,
+        result: Result<(), String>,
+    },
+    /// The driver answered renewal `seq` of the lease on its connection's job.
+    Renewed { conn: ConnId, seq: u64 },
+    /// The connection closed.
+    Closed { conn: ConnId },
+}
+
+/// What the shell must do.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Action<P, S> {
+    /// Answer request `req` on `conn`.
+    Reply {
+        conn: ConnId,
+        req: ReqId,
+        reply: FromHost,
+    },
+    /// Get the job's binary (cached, or pulled from `start.from` and checked) and make its
+    /// store; then [`Event::Prepared`].
+    Prepare {
+        conn: ConnId,
+        req: ReqId,
+        job: String,
+        start: JobStart<P>,
+    },
+    /// Start worker `worker` of the job; then [`Event::Spawned`].
+    Spawn {
+        conn: ConnId,
+        req: ReqId,
+        worker: u64,
+        setup: S,
+    },
+    /// Kill worker `worker` of the job on `conn` (its exit comes as [`Event::WorkerExited`]).
+    Kill { conn: ConnId, worker: u64 },
+    /// Pull `id` (`len` bytes) from `from` into the job's store unless it is there; then
+    /// [`Event::Pulled`].
+    Pull {
+        job: String,
+        id: ObjectId,
+        len: u64,
+        from: P,
+        setup: S,
+    },
+    /// Do `work` on the job's files; then [`Event::Performed`].
+    Files {
+        conn: ConnId,
+        req: ReqId,
+        setup: S,
+        work: FileWork,
+    },
+    /// Close the connections to peer `at`; then [`Event::Performed`].
+    ForgetPeer { conn: ConnId, req: ReqId, at: P },
+    /// The job ended here: kill these workers of it and remove what was made for it.
+    EndJob {
+        conn: ConnId,
+        job: String,
+        why: Ending,
+        workers: Vec<u64>,
+        setup: S,
+    },
+    /// Tell the job's driver on `conn`.
+    Tell { conn: ConnId, event: HostEvent },
+    /// Close connection `conn`, saying why.
+    Close { conn: ConnId, reason: String },
+}
+
+/// A job the node runs.
+#[derive(Debug)]
+struct Job<S> {
+    /// The driver's connection, the only one that may steer the job.
+    conn: ConnId,
+    setup: S,
+    /// Its worker processes and their pids.
+    workers: HashMap<u64, u32>,
+    lease: Lease,
+}
+
+/// A pull in progress and the requests waiting for it.
+#[derive(Debug)]
+struct Pull {
+    waiting: Vec<(ConnId, ReqId)>,
+}
+
+/// The jobs a node hosts (see the module's docs).
+#[derive(Debug)]
+pub(crate) struct Hosting<P, S> {
+    /// The node's name, for errors.
+    name: String,
+    /// Open driver connections and the job each was opened for.
+    connections: HashMap<ConnId, String>,
+    jobs: HashMap<String, Job<S>>,
+    /// Starts being prepared: their connection, job and lease length.
+    preparing: HashMap<ReqId, (ConnId, String, Duration)>,
+    /// Pulls in progress by (job, object).
+    pulls: HashMap<(String, ObjectId), Pull>,
+    /// Objects pulled from other hosts so far.
+    pulled: PullStats,
+    /// The node leaves: it takes no new job.
+    draining: bool,
+    actions: VecDeque<Action<P, S>>,
+}
+
+impl<P: Clone, S: Clone> Hosting<P, S> {
+    /// A node named `name` hosting nothing.
+    pub(crate) fn new(name: String) -> Self {
+        Hosting {
+            name,
+            connections: HashMap::new(),
+            jobs: HashMap::new(),
+            preparing: HashMap::new(),
+            pulls: HashMap::new(),
+            pulled: PullStats::default(),
+            draining: false,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// What the shell must do next.
+    pub(crate) fn poll_action(&mut self) -> Option<Action<P, S>> {
+        self.actions.pop_front()
+    }
+
+    /// The node leaves: it starts no new job (the ones it hosts go on until their drivers let
+    /// them go).
+    pub(crate) fn start_draining(&mut self) {
+        self.draining = true;
+    }
+
+    /// Whether it hosts no job.
+    pub(crate) fn idle(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Whether job `job` runs here.
+    pub(crate) fn hosts(&self, job: &str) -> bool {
+        self.jobs.contains_key(job)
+    }
+
+    /// What the shell made for job `job`, if it runs here.
+    pub(crate) fn setup(&self, job: &str) -> Option<&S> {
+        self.jobs.get(job).map(|j| &j.setup)
+    }
+
+    /// What the shell made for each job here.
+    pub(crate) fn setups(&self) -> impl Iterator<Item = &S> {
+        self.jobs.values().map(|j| &j.setup)
+    }
+
+    /// Worker processes of all jobs.
+    pub(crate) fn workers(&self) -> usize {
+        self.jobs.values().map(|j| j.workers.len()).sum()
+    }
+
+    /// Objects this node pulled from other hosts so far.
+    pub(crate) fn pulled(&self) -> PullStats {
+        self.pulled
+    }
+
+    /// When [`Hosting::handle_timeout`] is next due.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.jobs.values().map(|j| j.lease.next_wake()).min()
+    }
+
+    /// The clock reached `now`: ask for lease renewals that are due, and end the jobs whose
+    /// lease ran out (closing their connections, so that their drivers see it).
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        let mut names: Vec<String> = self.jobs.keys().cloned().collect();
+        names.sort();
+        for name in names {
+            let job = self.jobs.get_mut(&name).expect("listed");
+            if job.lease.expired(now) {
+                expired.push(name);
+            } else if let Some(seq) = job.lease.due(now) {
+                let event = HostEvent::Renew { seq };
+                let conn = job.conn;
+                self.actions.push_back(Action::Tell { conn, event });
+            }
+        }
+        for name in expired {
+            let Some(job) = self.end(&name, Ending::LeaseEnded) else {
+                continue;
+            };
+            let reason = format!(
+                "no lease renewal from the driver for {} ms: node {} stopped the job's workers",
+                job.lease_ms, self.name
+            );
+            self.actions.push_back(Action::Close {
+                conn: job.conn,
+                reason,
+            });
+        }
+    }
+
+    /// Ends every job (the daemon stops).
+    pub(crate) fn end_all(&mut self) {
+        let mut names: Vec<String> = self.jobs.keys().cloned().collect();
+        names.sort();
+        for name in names {
+            self.end(&name, Ending::DaemonStops);
+        }
+    }
+
+    /// Takes in what happened at `now`.
+    pub(crate) fn handle(&mut self, event: Event<P, S>, now: Instant) {
+        match event {
+            Event::Connected { conn, job } => {
+                self.connections.insert(conn, job);
+            }
+            Event::Request { conn, req, request } => self.request(conn, req, request),
+            Event::Prepared {
+                conn,
+                req,
+                job,
+                result,
+            } => self.prepared(conn, req, job, result, now),
+            Event::Spawned {
+                conn,
+                req,
+                worker,
+                result,
+            } => {
+                let reply = match (result, self.job_of_mut(conn)) {
+                    (Ok(pid), Some((_, job))) => {
+                        job.workers.insert(worker, pid);
+                        FromHost::Spawned(pid)
+                    }
+                    (Ok(_), None) => {
+                        // The job ended while the process started: it goes too.
+                        self.actions.push_back(Action::Kill { conn, worker });
+                        FromHost::Error(format!("the job ended on node {}", self.name))
+                    }
+                    (Err(e), _) => FromHost::Error(e),
+                };
+                self.reply(conn, req, reply);
+            }
+            Event::WorkerExited {
+                conn,
+                worker,
+                reason,
+            } => {
+                if let Some((_, job)) = self.job_of_mut(conn) {
+                    job.workers.remove(&worker);
+                }
+                let event = HostEvent::WorkerExited { worker, reason };
+                self.actions.push_back(Action::Tell { conn, event });
+            }
+            Event::Pulled {
+                job,
+                id,
+                len,
+                result,
+            } => {
+                let Some(pull) = self.pulls.remove(&(job, id)) else {
+                    return;
+                };
+                if result == Ok(true) {
+                    self.pulled.objects += 1;
+                    self.pulled.bytes += len;
+                }
+                let reply = match result {
+                    Ok(_) => FromHost::Done,
+                    Err(e) => FromHost::Error(e),
+                };
+                for (conn, req) in pull.waiting {
+                    self.reply(conn, req, reply.clone());
+                }
+            }
+            Event::Performed { conn, req, result } => {
+                let reply = result.map_or_else(FromHost::Error, |()| FromHost::Done);
+                self.reply(conn, req, reply);
+            }
+            Event::Renewed { conn, seq } => {
+                if let Some((_, job)) = self.job_of_mut(conn) {
+                    job.lease.granted(seq);
+                }
+            }
+            Event::Closed { conn } => {
+                self.connections.remove(&conn);
+                if let Some((name, _)) = self.job_of_mut(conn) {
+                    let name = name.clone();
+                    self.end(&name, Ending::DriverLeft);
+                }
+            }
+        }
+    }
+
+    fn request(&mut self, conn: ConnId, req: ReqId, request: Request<P>) {
+        if let Request::StartJob(start) = request {
+            return self.start(conn, req, start);
+        }
+        if self.job_of_mut(conn).is_none() {
+            let job = self.connection_job(conn).unwrap_or_default();
+            let error = format!("node {} hosts no job {job} for this connection", self.name);
+            return self.reply(conn, req, FromHost::Error(error));
+        }
+        let (name, job) = self.job_of_mut(conn).expect("checked");
+        let (name, setup) = (name.clone(), job.setup.clone());
+        let work = |work| Action::Files {
+            conn,
+            req,
+            setup: setup.clone(),
+            work,
+        };
+        let action = match request {
+            Request::StartJob(_) => unreachable!("handled above"),
+            Request::Spawn { worker } => Action::Spawn {
+                conn,
+                req,
+                worker,
+                setup,
+            },
+            Request::Kill { worker } => {
+                let known = job.workers.contains_key(&worker);
+                self.reply(conn, req, FromHost::Done);
+                match known {
+                    true => Action::Kill { conn, worker },
+                    false => return,
+                }
+            }
+            Request::Fetch { id, len, from } => {
+                let key = (name, id);
+                if let Some(pull) = self.pulls.get_mut(&key) {
+                    pull.waiting.push((conn, req));
+                    return;
+                }
+                let job = key.0.clone();
+                self.pulls.insert(
+                    key,
+                    Pull {
+                        waiting: vec![(conn, req)],
+                    },
+                );
+                Action::Pull {
+                    job,
+                    id,
+                    len,
+                    from,
+                    setup,
+                }
+            }
+            Request::Free(ids) => work(FileWork::Free(ids)),
+            Request::Spill(objects) => work(FileWork::Spill(objects)),
+            Request::Restore { id, len } => work(FileWork::Restore { id, len }),
+            Request::ForgetPeer { at } => Action::ForgetPeer { conn, req, at },
+            Request::EndJob => {
+                self.end(&name, Ending::Drained);
+                self.reply(conn, req, FromHost::Done);
+                return;
+            }
+        };
+        self.actions.push_back(action);
+    }
+
+    /// A driver asks the node to run its job.
+    fn start(&mut self, conn: ConnId, req: ReqId, start: JobStart<P>) {
+        let job = match self.connection_job(conn) {
+            Some(job) => job,
+            None => {
+                let error = format!("node {} knows no job for this connection", self.name);
+                return self.reply(conn, req, FromHost::Error(error));
+            }
+        };
+        if let Err(e) = self.open_for(&job, conn) {
+            return self.reply(conn, req, FromHost::Error(e));
+        }
+        if self.jobs.contains_key(&job) {
+            return self.reply(conn, req, FromHost::Done);
+        }
+        let length = lease::at_least_shortest(start.lease);
+        self.preparing.insert(req, (conn, job.clone(), length));
+        self.actions.push_back(Action::Prepare {
+            conn,
+            req,
+            job,
+            start,
+        });
+    }
+
+    /// The shell prepared (or failed to prepare) a job: it runs here unless the node began
+    /// to drain or another connection started it meanwhile.
+    fn prepared(
+        &mut self,
+        conn: ConnId,
+        req: ReqId,
+        job: String,
+        result: Result<S, String>,
+        now: Instant,
+    ) {
+        let Some((_, _, length)) = self.preparing.remove(&req) else {
+            return;
+        };
+        let setup = match result {
+            Ok(setup) => setup,
+            Err(e) => return self.reply(conn, req, FromHost::Error(e)),
+        };
+        let refused = match self.open_for(&job, conn) {
+            Err(e) => Some(e),
+            // Started twice on one connection: the first stands.
+            Ok(()) if self.jobs.contains_key(&job) => None,
+            Ok(()) => {
+                let lease = Lease::new(now, length, lease::RENEW_EVERY);
+                let workers = HashMap::new();
+                let record = Job {
+                    conn,
+                    setup,
+                    workers,
+                    lease,
+                };
+                self.jobs.insert(job, record);
+                // The first renewal is asked for at once.
+                self.handle_timeout(now);
+                return self.reply(conn, req, FromHost::Done);
+            }
+        };
+        self.actions.push_back(Action::EndJob {
+            conn,
+            job,
+            why: Ending::Refused,
+            workers: Vec::new(),
+            setup,
+        });
+        let reply = refused.map_or(FromHost::Done, FromHost::Error);
+        self.reply(conn, req, reply);
+    }
+
+    /// Refuses job `job` on `conn` when the node drains or another connection runs it.
+    fn open_for(&self, job: &str, conn: ConnId) -> Result<(), String> {
+        if self.draining {
+            return Err(format!(
+                "node {} is draining: it takes no new job",
+                self.name
+            ));
+        }
+        match self.jobs.get(job) {
+            Some(running) if running.conn != conn => Err(format!(
+                "node {} already hosts a job named {job} for another connection",
+                self.name
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The job connection `conn` was opened for.
+    fn connection_job(&self, conn: ConnId) -> Option<String> {
+        self.connections.get(&conn).cloned()
+    }
+
+    /// The job `conn` runs, by name.
+    fn job_of_mut(&mut self, conn: ConnId) -> Option<(&String, &mut Job<S>)> {
+        self.jobs.iter_mut().find(|(_, j)| j.conn == conn)
+    }
+
+    /// Ends job `name` here: its workers are to be killed and its files removed; requests
+    /// waiting for its pulls fail.
+    fn end(&mut self, name: &str, why: Ending) -> Option<Ended> {
+        let job = self.jobs.remove(name)?;
+        let mut workers: Vec<u64> = job.workers.into_keys().collect();
+        workers.sort_unstable();
+        let mut waiting = Vec::new();
+        self.pulls.retain(|(of, _), pull| {
+            let keep = of != name;
+            if !keep {
+                waiting.append(&mut pull.waiting);
+            }
+            keep
+        });
+        for (conn, req) in waiting {
+            let error = format!("the job ended on node {}", self.name);
+            self.reply(conn, req, FromHost::Error(error));
+        }
+        self.actions.push_back(Action::EndJob {
+            conn: job.conn,
+            job: name.to_string(),
+            why,
+            workers,
+            setup: job.setup,
+        });
+        Some(Ended {
+            conn: job.conn,
+            lease_ms: job.lease.length().as_millis(),
+        })
+    }
+
+    fn reply(&mut self, conn: ConnId, req: ReqId, reply: FromHost) {
+        self.actions.push_back(Action::Reply { conn, req, reply });
+    }
+}
+
+/// A job that ended: its connection and lease.
+struct Ended {
+    conn: ConnId,
+    lease_ms: u128,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Node = Hosting<u32, &'static str>;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn start(lease: Duration) -> Request<u32> {
+        Request::StartJob(JobStart {
+            binary: [7; 32],
+            size: 100,
+            from: 0,
+            inline_threshold: 1024,
+            store_capacity: 1 << 20,
+            lease,
+        })
+    }
+
+    fn actions(node: &mut Node) -> Vec<Action<u32, &'static str>> {
+        std::iter::from_fn(|| node.poll_action()).collect()
+    }
+
+    fn reply(conn: ConnId, req: ReqId, reply: FromHost) -> Action<u32, &'static str> {
+        Action::Reply { conn, req, reply }
+    }
+
+    /// Node "n" with job "j" running for connection 1 (its store "files"), started at `t0`.
+    fn hosting_a_job(t0: Instant) -> Node {
+        let mut node = Node::new("n".into());
+        let job = "j".to_string();
+        node.handle(Event::Connected { conn: 1, job }, t0);
+        let request = start(5 * S);
+        node.handle(
+            Event::Request {
+                conn: 1,
+                req: 0,
+                request,
+            },
+            t0,
+        );
+        let prepare = actions(&mut node);
+        assert!(
+            matches!(&prepare[..], [Action::Prepare { conn: 1, req: 0, job, start }] if job == "j" && start.binary == [7; 32]),
+            "{prepare:?}"
+        );
+        let prepared = Event::Prepared {
+            conn: 1,
+            req: 0,
+            job: "j".into(),
+            result: Ok("files"),
+        };
+        node.handle(prepared, t0);
+        let renew = HostEvent::Renew { seq: 0 };
+        let done = vec![
+            Action::Tell {
+                conn: 1,
+                event: renew,
+            },
+            reply(1, 0, FromHost::Done),
+        ];
+        assert_eq!(actions(&mut node), done);
+        node
+    }
+
+    #[test]
+    fn only_its_own_connection_steers_a_job_and_its_end_stops_its_workers() {
+        let t0 = Instant::now();
+        let mut node = hosting_a_job(t0);
+        let spawn = Request::Spawn { worker: 3 };
+        node.handle(
+            Event::Request {
+                conn: 1,
+                req: 1,
+                request: spawn.clone(),
+            },
+            t0,
+        );
+        let expected = Action::Spawn {
+            conn: 1,
+            req: 1,
+            worker: 3,
+            setup: "files",
+        };
+        assert_eq!(actions(&mut node), vec![expected]);
+        let spawned = Event::Spawned {
+            conn: 1,
+            req: 1,
+            worker: 3,
+            result: Ok(4242),
+        };
+        node.handle(spawned, t0);
+        assert_eq!(
+            actions(&mut node),
+            vec![reply(1, 1, FromHost::Spawned(4242))]
+        );
+        assert_eq!(node.workers(), 1);
+
+        // Another driver's connection for the same job name: refused, and it steers nothing.
+        let job = "j".to_string();
+        node.handle(Event::Connected { conn: 2, job }, t0);
+        node.handle(
+            Event::Request {
+                conn: 2,
+                req: 2,
+                request: start(5 * S),
+            },
+            t0,
+        );
+        let refused = "node n already hosts a job named j for another connection";
+        assert_eq!(
+            actions(&mut node),
+            vec![reply(2, 2, FromHost::Error(refused.into()))]
+        );
+        node.handle(
+            Event::Request {
+                conn: 2,
+                req: 3,
+                request: Request::Kill { worker: 3 },
+            },
+            t0,
+        );
+        let stranger = "node n hosts no job j for this connection";
+        assert_eq!(
+            actions(&mut node),
+            vec![reply(2, 3, FromHost::Error(stranger.into()))]
+        );
+        node.handle(Event::Closed { conn: 2 }, t0);
+        assert!(
+            actions(&mut node).is_empty(),
+            "a stranger's end ends nothing"
+        );
+
+        // The driver's connection closes: the job ends with its workers.
+        node.handle(Event::Closed { conn: 1 }, t0);
+        let end = Action::EndJob {
+            conn: 1,
+            job: "j".into(),
+            why: Ending::DriverLeft,
+            workers: vec![3],
+            setup: "files",
+        };
+        assert_eq!(actions(&mut node), vec![end]);
+        assert!(node.idle());
+        // Its worker's exit still reaches the driver (a closed connection drops it).
+        let exited = Event::WorkerExited {
+            conn: 1,
+            worker: 3,
+            reason: "killed".into(),
+        };
+        node.handle(exited, t0);
+        let told = HostEvent::WorkerExited {
+            worker: 3,
+            reason: "killed".into(),
+        };
+        assert_eq!(
+            actions(&mut node),
+            vec![Action::Tell {
+                conn: 1,
+                event: told
+            }]
+        );
+    }
+
+    #[test]
+    fn many_fetches_of_one_object_make_one_pull() {
+        let t0 = Instant::now();
+        let mut node = hosting_a_job(t0);
+        let id = ObjectId::new(prism_graph::TaskId::new(1, 9), 0);
+        for req in 1..=3 {
+            let request = Request::Fetch {
+                id,
+                len: 64,
+                from: 5,
+            };
+            node.handle(
+                Event::Request {
+                    conn: 1,
+                    req,
+                    request,
+                },
+                t0,
+            );
+        }
+        let pull = Action::Pull {
+            job: "j".into(),
+            id,
+            len: 64,
+            from: 5,
+            setup: "files",
+        };
+        assert_eq!(actions(&mut node), vec![pull], "one pull for three asks");
+        let pulled = Event::Pulled {
+            job: "j".into(),
+            id,
+            len: 64,
+            result: Ok(true),
+        };
+        node.handle(pulled, t0);
+        let answers: Vec<_> = (1..=3).map(|req| reply(1, req, FromHost::Done)).collect();
+        assert_eq!(actions(&mut node), answers);
+        assert_eq!((node.pulled().objects, node.pulled().bytes), (1, 64));
+
+        // The object was there already: answered, not counted as pulled.
+        let request = Request::Fetch {
+            id,
+            len: 64,
+            from: 5,
+        };
+        node.handle(
+            Event::Request {
+                conn: 1,
+                req: 4,
+                request,
+            },
+            t0,
+        );
+        assert_eq!(actions(&mut node).len(), 1);
+        let there = Event::Pulled {
+            job: "j".into(),
+            id,
+            len: 64,
+            result: Ok(false),
+        };
+        node.handle(there, t0);
+        assert_eq!(actions(&mut node), vec![reply(1, 4, FromHost::Done)]);
+        assert_eq!(node.pulled().objects, 1);
+
+        // A pull that waits when the job ends fails its askers; its late end changes nothing.
+        let request = Request::Fetch {
+            id,
+            len: 64,
+            from: 6,
+        };
+        node.handle(
+            Event::Request {
+                conn: 1,
+                req: 5,
+                request,
+            },
+            t0,
+        );
+        assert_eq!(actions(&mut node).len(), 1);
+        node.handle(
+            Event::Request {
+                conn: 1,
+                req: 6,
+                request: Request::EndJob,
+            },
+            t0,
+        );
+        let ended = actions(&mut node);
+        let failed = reply(1, 5, FromHost::Error("the job ended on node n".into()));
+        assert_eq!(ended[0], failed);
+        assert!(matches!(
+            ended[1],
+            Action::EndJob {
+                why: Ending::Drained,
+                ..
+            }
+        ));
+        assert_eq!(ended[2], reply(1, 6, FromHost::Done));
+        let late = Event::Pulled {
+            job: "j".into(),
+            id,
+            len: 64,
+            result: Ok(true),
+        };
+        node.handle(late, t0);
+        assert!(actions(&mut node).is_empty());
+        assert_eq!(node.pulled().objects, 1);
+    }
+
+    #[test]
+    fn a_draining_node_takes_no_new_job_even_one_it_was_preparing() {
+        let t0 = Instant::now();
+        let mut node = Node::new("n".into());
+        node.handle(
+            Event::Connected {
+                conn: 1,
+                job: "a".into(),
+            },
+            t0,
+        );
+        node.handle(
+            Event::Request {
+                conn: 1,
+                req: 0,
+                request: start(5 * S),
+            },
+            t0,
+        );
+        assert_eq!(actions(&mut node).len(), 1, "preparing");
+        node.start_draining();
+        let prepared = Event::Prepared {
+            conn: 1,
+            req: 0,
+            job: "a".into(),
+            result: Ok("files"),
+        };
+        node.handle(prepared, t0);
+        let refused = "node n is draining: it takes no new job";
+        let expected = vec![
+            Action::EndJob {
+                conn: 1,
+                job: "a".into(),
+                why: Ending::Refused,
+                workers: vec![],
+                setup: "files",
+            },
+            reply(1, 0, FromHost::Error(refused.into())),
+        ];
+        assert_eq!(actions(&mut node), expected, "what was made for it goes");
+        assert!(node.idle());
+        node.handle(
+            Event::Request {
+                conn: 1,
+                req: 1,
+                request: start(5 * S),
+            },
+            t0,
+        );
+        assert_eq!(
+            actions(&mut node),
+            vec![reply(1, 1, FromHost::Error(refused.into()))]
+        );
+    }
+
+    #[test]
+    fn a_job_whose_lease_runs_out_ends_and_its_connection_closes() {
+        let t0 = Instant::now();
+        let mut node = hosting_a_job(t0);
+        assert_eq!(node.poll_timeout(), Some(t0 + S));
+        // Renewals are asked every second; answered ones keep the job.
+        for k in 1..=6u32 {
+            node.handle_timeout(t0 + k * S);
+            let renew = HostEvent::Renew { seq: u64::from(k) };
+            assert_eq!(
+                actions(&mut node),
+                vec![Action::Tell {
+                    conn: 1,
+                    event: renew
+                }]
+            );
+            node.handle(
+                Event::Renewed {
+                    conn: 1,
+                    seq: u64::from(k),
+                },
+                t0 + k * S,
+            );
+        }
+        // No answer from 7 s on: the lease runs out 5 s after the last answered ask (6 s).
+        for k in 7..=10u32 {
+            node.handle_timeout(t0 + k * S);
+            assert_eq!(actions(&mut node).len(), 1, "asks again at {k} s");
+        }
+        node.handle_timeout(t0 + 11 * S);
+        let ended = actions(&mut node);
+        assert!(
+            matches!(
+                &ended[0],
+                Action::EndJob {
+                    why: Ending::LeaseEnded,
+                    ..
+                }
+            ),
+            "{ended:?}"
+        );
+        let reason =
+            "no lease renewal from the driver for 5000 ms: node n stopped the job's workers";
+        assert_eq!(
+            ended[1],
+            Action::Close {
+                conn: 1,
+                reason: reason.into()
+            }
+        );
+        assert_eq!(node.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_process_started_for_a_job_that_ended_meanwhile_is_killed() {
+        let t0 = Instant::now();
+        let mut node = hosting_a_job(t0);
+        let spawn = Request::Spawn { worker: 8 };
+        node.handle(
+            Event::Request {
+                conn: 1,
+                req: 1,
+                request: spawn,
+            },
+            t0,
+        );
+        assert_eq!(actions(&mut node).len(), 1);
+        node.handle(Event::Closed { conn: 1 }, t0);
+        assert_eq!(actions(&mut node).len(), 1, "the job ends");
+        let spawned = Event::Spawned {
+            conn: 1,
+            req: 1,
+            worker: 8,
+            result: Ok(77),
+        };
+        node.handle(spawned, t0);
+        let expected = vec![
+            Action::Kill { conn: 1, worker: 8 },
+            reply(1, 1, FromHost::Error("the job ended on node n".into())),
+        ];
+        assert_eq!(actions(&mut node), expected);
+    }
+}
