@@ -183,3 +183,48 @@ fn without_leases_a_partitioned_actor_runs_twice_and_the_check_says_so() {
     assert!(violation.contains("partitioned"), "{violation}");
     assert!(out.contains("--no-fencing"), "the replay says how: {out}");
 }
+
+#[test]
+fn several_drivers_share_the_nodes_out_and_keep_every_invariant_under_faults() {
+    // Three jobs on one cluster: every node hosts each of them (its daemon's books keep
+    // them apart: stores, workers, leases, pulls), the head keeps three directories, and the
+    // faults hit all three. Each driver counts a third of a node's CPUs.
+    let (mut faults, mut joins) = (0, 0);
+    for seed in 1..=40 {
+        let config = Config {
+            drivers: 3,
+            advertised_cpus: Some(1),
+            actors: 3,
+            ..faulty(seed)
+        };
+        let (report, out) = simulate(&config);
+        assert!(
+            report.violation.is_none(),
+            "seed {seed} broke an invariant:\n{out}"
+        );
+        assert_eq!(report.tasks, 3 * (255 + 3 + 3 * 20), "seed {seed}:\n{out}");
+        assert_eq!(
+            report.values + report.errors.iter().map(|(_, n)| n).sum::<usize>(),
+            3 * (1 + 3 * 20),
+            "every job's root and calls end once (seed {seed}):\n{out}"
+        );
+        faults += report.faults;
+        joins += report.joins;
+    }
+    assert!(faults >= 80, "faults were injected: {faults}");
+    assert!(joins > 0, "no node joined a job again");
+}
+
+#[test]
+fn two_drivers_that_each_count_a_node_whole_over_commit_it() {
+    // Each driver schedules onto every node as if it had the node to itself (the nodes grant
+    // no leases yet, issue 20): two jobs start more tasks on a node than it has CPUs.
+    let (report, out) = simulate(&Config {
+        drivers: 2,
+        faults: false,
+        ..faulty(1)
+    });
+    let violation = report.violation.expect("caught");
+    assert!(violation.contains("tasks on 4 CPUs"), "{violation}");
+    assert!(out.contains(" --drivers 2 "), "the replay says how: {out}");
+}

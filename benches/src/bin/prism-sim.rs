@@ -68,14 +68,18 @@ struct Args {
     /// Nodes of the simulated cluster.
     #[arg(long, default_value_t = 10)]
     nodes: usize,
+    /// Drivers sharing the cluster, each running the workload as a job of its own.
+    #[arg(long, default_value_t = 1)]
+    drivers: usize,
     /// CPUs per node.
     #[arg(long, default_value_t = 16)]
     cpus: u32,
-    /// CPUs each node claims to have (more than `--cpus`: a lying node, which the over-commit
-    /// check catches).
+    /// CPUs each node tells the drivers it has (more than `--cpus`: a lying node, which the
+    /// over-commit check catches; `--cpus` divided by `--drivers`: nodes shared out between
+    /// the jobs).
     #[arg(long)]
     advertised_cpus: Option<u32>,
-    /// Tasks the driver submits.
+    /// Tasks each driver submits.
     #[arg(long, default_value_t = 2_000)]
     tasks: usize,
     /// The work's shape.
@@ -154,6 +158,7 @@ fn config(args: &Args, seed: u64) -> Config {
         heartbeat: millis(args.heartbeat_ms, defaults.heartbeat),
         node_timeout: millis(args.node_timeout_ms, defaults.node_timeout),
         nodes: args.nodes,
+        drivers: args.drivers,
         cpus: args.cpus,
         advertised_cpus: args.advertised_cpus,
         tasks: args.tasks,
@@ -195,6 +200,9 @@ fn main() -> anyhow::Result<ExitCode> {
             .with_writer(std::io::stderr)
             .without_time()
             .init();
+    }
+    if args.drivers == 0 || args.drivers > 256 {
+        anyhow::bail!("--drivers must be between 1 and 256");
     }
     if args.nodes == 0 || args.nodes > 1023 {
         anyhow::bail!(

@@ -279,6 +279,7 @@ impl Hosting {
                 }
             }
             Action::Pull {
+                conn,
                 job,
                 id,
                 len,
@@ -297,7 +298,7 @@ impl Hosting {
                             .map(|()| true),
                     };
                     hosting.feed(Event::Pulled {
-                        job,
+                        conn,
                         id,
                         len,
                         result,

@@ -123,10 +123,10 @@ pub(crate) enum Event<P, S> {
         worker: u64,
         reason: String,
     },
-    /// A pull ([`Action::Pull`]) ended; `moved`: the bytes came over the network (else the
-    /// store held the object already).
+    /// A pull for the job on `conn` ([`Action::Pull`]) ended; `Ok(true)`: the bytes came
+    /// over the network (`Ok(false)`: the store held the object already).
     Pulled {
-        job: String,
+        conn: ConnId,
         id: ObjectId,
         len: u64,
         result: Result<bool, String>,
@@ -172,6 +172,7 @@ pub(crate) enum Action<P, S> {
     /// Pull `id` (`len` bytes) from `from` into the job's store unless it is there; then
     /// [`Event::Pulled`].
     Pull {
+        conn: ConnId,
         job: String,
         id: ObjectId,
         len: u64,
@@ -228,8 +229,9 @@ pub(crate) struct Hosting<P, S> {
     jobs: HashMap<String, Job<S>>,
     /// Starts being prepared: their connection, job and lease length.
     preparing: HashMap<ReqId, (ConnId, String, Duration)>,
-    /// Pulls in progress by (job, object).
-    pulls: HashMap<(String, ObjectId), Pull>,
+    /// Pulls in progress by (job's connection, object): a pull for a job that ended answers
+    /// no later incarnation of it.
+    pulls: HashMap<(ConnId, ObjectId), Pull>,
     /// Objects pulled from other hosts so far.
     pulled: PullStats,
     /// The node leaves: it takes no new job.
@@ -383,12 +385,12 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 self.actions.push_back(Action::Tell { conn, event });
             }
             Event::Pulled {
-                job,
+                conn,
                 id,
                 len,
                 result,
             } => {
-                let Some(pull) = self.pulls.remove(&(job, id)) else {
+                let Some(pull) = self.pulls.remove(&(conn, id)) else {
                     return;
                 };
                 if result == Ok(true) {
@@ -456,20 +458,16 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 }
             }
             Request::Fetch { id, len, from } => {
-                let key = (name, id);
+                let key = (conn, id);
                 if let Some(pull) = self.pulls.get_mut(&key) {
                     pull.waiting.push((conn, req));
                     return;
                 }
-                let job = key.0.clone();
-                self.pulls.insert(
-                    key,
-                    Pull {
-                        waiting: vec![(conn, req)],
-                    },
-                );
+                let waiting = vec![(conn, req)];
+                self.pulls.insert(key, Pull { waiting });
                 Action::Pull {
-                    job,
+                    conn,
+                    job: name,
                     id,
                     len,
                     from,
@@ -596,7 +594,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         workers.sort_unstable();
         let mut waiting = Vec::new();
         self.pulls.retain(|(of, _), pull| {
-            let keep = of != name;
+            let keep = *of != job.conn;
             if !keep {
                 waiting.append(&mut pull.waiting);
             }
@@ -815,6 +813,7 @@ mod tests {
             );
         }
         let pull = Action::Pull {
+            conn: 1,
             job: "j".into(),
             id,
             len: 64,
@@ -823,7 +822,7 @@ mod tests {
         };
         assert_eq!(actions(&mut node), vec![pull], "one pull for three asks");
         let pulled = Event::Pulled {
-            job: "j".into(),
+            conn: 1,
             id,
             len: 64,
             result: Ok(true),
@@ -849,7 +848,7 @@ mod tests {
         );
         assert_eq!(actions(&mut node).len(), 1);
         let there = Event::Pulled {
-            job: "j".into(),
+            conn: 1,
             id,
             len: 64,
             result: Ok(false),
@@ -893,7 +892,7 @@ mod tests {
         ));
         assert_eq!(ended[2], reply(1, 6, FromHost::Done));
         let late = Event::Pulled {
-            job: "j".into(),
+            conn: 1,
             id,
             len: 64,
             result: Ok(true),
@@ -1039,5 +1038,98 @@ mod tests {
             reply(1, 1, FromHost::Error("the job ended on node n".into())),
         ];
         assert_eq!(actions(&mut node), expected);
+    }
+    #[test]
+    fn two_jobs_on_one_node_are_kept_apart() {
+        let t0 = Instant::now();
+        let mut node = hosting_a_job(t0);
+        node.handle(
+            Event::Connected {
+                conn: 2,
+                job: "k".into(),
+            },
+            t0,
+        );
+        node.handle(
+            Event::Request {
+                conn: 2,
+                req: 1,
+                request: start(5 * S),
+            },
+            t0,
+        );
+        assert_eq!(actions(&mut node).len(), 1, "preparing");
+        let prepared = Event::Prepared {
+            conn: 2,
+            req: 1,
+            job: "k".into(),
+            result: Ok("other"),
+        };
+        node.handle(prepared, t0);
+        assert_eq!(actions(&mut node).len(), 2, "a renewal ask and the answer");
+        assert!(node.hosts("j") && node.hosts("k"));
+        // One object fetched by both jobs: a pull each, into each job's store.
+        let id = ObjectId::new(prism_graph::TaskId::new(1, 1), 0);
+        for (conn, req) in [(1, 10), (2, 11)] {
+            let request = Request::Fetch {
+                id,
+                len: 8,
+                from: 3,
+            };
+            node.handle(Event::Request { conn, req, request }, t0);
+        }
+        let pulls = actions(&mut node);
+        assert!(
+            matches!(
+                &pulls[..],
+                [
+                    Action::Pull {
+                        conn: 1,
+                        setup: "files",
+                        ..
+                    },
+                    Action::Pull {
+                        conn: 2,
+                        setup: "other",
+                        ..
+                    }
+                ]
+            ),
+            "{pulls:?}"
+        );
+        // Job k's driver leaves: job j runs on, and k's late pull answers nobody.
+        node.handle(Event::Closed { conn: 2 }, t0);
+        let ended = actions(&mut node);
+        assert!(
+            matches!(
+                &ended[..],
+                [
+                    Action::Reply {
+                        conn: 2,
+                        req: 11,
+                        ..
+                    },
+                    Action::EndJob { conn: 2, .. }
+                ]
+            ),
+            "{ended:?}"
+        );
+        assert!(node.hosts("j") && !node.hosts("k"));
+        let late = Event::Pulled {
+            conn: 2,
+            id,
+            len: 8,
+            result: Ok(true),
+        };
+        node.handle(late, t0);
+        assert!(actions(&mut node).is_empty());
+        let pulled = Event::Pulled {
+            conn: 1,
+            id,
+            len: 8,
+            result: Ok(true),
+        };
+        node.handle(pulled, t0);
+        assert_eq!(actions(&mut node), vec![reply(1, 10, FromHost::Done)]);
     }
 }

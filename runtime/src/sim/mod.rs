@@ -51,12 +51,14 @@ pub struct Chaos {
 pub struct Config {
     /// Nodes of the cluster.
     pub nodes: usize,
+    /// Drivers, each running its own job of the workload below on the same cluster.
+    pub drivers: usize,
     /// CPUs per node.
     pub cpus: u32,
     /// CPUs each node tells the cluster it has, when not `cpus` (a node that lies, to show
     /// the over-commit check at work).
     pub advertised_cpus: Option<u32>,
-    /// Tasks the driver submits.
+    /// Tasks each driver submits.
     pub tasks: usize,
     /// Their shape.
     pub workload: Workload,
@@ -117,6 +119,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             nodes: 10,
+            drivers: 1,
             cpus: 16,
             advertised_cpus: None,
             tasks: 2_000,

@@ -37,8 +37,21 @@ type HostIdx = usize;
 /// named by host (`None`: the driver) and nothing made for a job (no files here).
 type HostCore = host::Hosting<Option<HostIdx>, ()>;
 
-/// The simulated job's name.
-const JOB: &str = "sim";
+/// A driver of the simulated cluster, and its job (their index in `World::jobs`).
+type JobIdx = usize;
+
+/// A worker process: its job's number for it, which only that job's numbering makes unique.
+type Wid = (JobIdx, WorkerId);
+
+/// The number of job `j`'s connection `epoch` to a node (unique on the node).
+fn conn_id(j: JobIdx, epoch: u64) -> ConnId {
+    (epoch << 16) | j as u64
+}
+
+/// The job whose connection is `conn`.
+fn job_of(conn: ConnId) -> JobIdx {
+    (conn & 0xffff) as JobIdx
+}
 
 /// A node's lease when leases are off ([`super::Config::fencing`]): longer than any run.
 const NO_LEASE: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
@@ -87,7 +100,7 @@ impl Between for Rng {
 /// An end of a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Place {
-    Driver,
+    Driver(JobIdx),
     Head,
     Node(NodeIdx),
 }
@@ -193,27 +206,29 @@ enum AtDriver {
 enum What {
     /// A message reaches the driver over `via`'s connection (of that epoch), or from the head.
     Driver {
+        job: JobIdx,
         via: Option<(NodeIdx, u64)>,
         what: AtDriver,
     },
     /// The node's daemon gets a request of the job's connection of `epoch`.
     Host {
+        job: JobIdx,
         node: NodeIdx,
         epoch: u64,
         request: HostRequest,
     },
     /// Frames reach a worker (relayed by its node, on the job's connection of `epoch`).
     Worker {
-        worker: WorkerId,
+        worker: Wid,
         epoch: u64,
         frames: Vec<u8>,
     },
     /// A worker process finished starting.
-    WorkerUp { worker: WorkerId },
+    WorkerUp { worker: Wid },
     /// A task's run ends (if the worker's run number is still `run`); `creation`: it is an
     /// actor's constructor.
     TaskEnd {
-        worker: WorkerId,
+        worker: Wid,
         task: TaskId,
         run: u64,
         creation: bool,
@@ -221,6 +236,8 @@ enum What {
     /// A node's fetch ends (`stalled`: at the idle timeout, unless the driver's word that
     /// its peer is gone ended it first).
     FetchEnd {
+        /// The job's connection the pull is for (its store on the node).
+        conn: ConnId,
         node: NodeIdx,
         life: u64,
         id: ObjectId,
@@ -236,11 +253,11 @@ enum What {
     Beat { node: NodeIdx, life: u64 },
     /// The driver's node ticks (and subscribes to the node table again if the head went
     /// silent).
-    Tick,
+    Tick(JobIdx),
     /// The head looks for silent nodes and tells its subscriber what changed.
     HeadTick,
     /// The simulated driver looks at its objects.
-    Probe,
+    Probe(JobIdx),
     /// A fault strikes.
     Fault(Fault),
     /// The chaos plan's `turn`-th kill (see [`super::Chaos`]).
@@ -250,9 +267,13 @@ enum What {
     /// The killed head starts again.
     HeadUp,
     /// The driver takes the next event of its backlog.
-    DriverTurn,
+    DriverTurn(JobIdx),
     /// The job's connection to a node closes if nothing came through for the idle timeout.
-    IdleCheck { node: NodeIdx, epoch: u64 },
+    IdleCheck {
+        job: JobIdx,
+        node: NodeIdx,
+        epoch: u64,
+    },
     /// A host's daemon (incarnation `life`) looks at its leases: asks for renewals, or stops
     /// a job's processes once its lease ran out.
     LeaseTimer { node: HostIdx, life: u64 },
@@ -265,11 +286,25 @@ enum What {
         id: ObjectId,
     },
     /// The driver had a host that joined (daemon incarnation `life`) start the job.
-    Joined { node: HostIdx, life: u64 },
+    Joined {
+        job: JobIdx,
+        node: HostIdx,
+        life: u64,
+    },
     /// A node's renewal ask reaches the driver (answered at once, off the driver's thread).
-    Renew { node: NodeIdx, epoch: u64, seq: u64 },
+    Renew {
+        job: JobIdx,
+        node: NodeIdx,
+        epoch: u64,
+        seq: u64,
+    },
     /// The driver's answer to a renewal reaches the node.
-    Granted { node: NodeIdx, epoch: u64, seq: u64 },
+    Granted {
+        job: JobIdx,
+        node: NodeIdx,
+        epoch: u64,
+        seq: u64,
+    },
     /// A frozen or cut-off node runs or reaches the others again (before anything that
     /// waited for it).
     Resume { node: NodeIdx },
@@ -309,40 +344,22 @@ impl Ord for Due {
 #[derive(Debug)]
 struct Host {
     name: String,
-    /// The job's number for it (its latest, if it joined the job again).
-    idx: NodeIdx,
     /// The daemon's process runs.
     alive: bool,
     /// Incarnation of the daemon (a restart makes a new one).
     life: u64,
-    /// The job's connection to it as the driver sees it: open, and its number (a drop makes
-    /// a new one).
-    connected: bool,
-    epoch: u64,
     /// The daemon's books of the jobs it hosts (a restarted daemon starts with none).
     core: HostCore,
-    /// The job's connection as the daemon sees it: open (its number) until the daemon learns
-    /// that it closed.
-    daemon_conn: Option<ConnId>,
     /// When the daemon's lease timer is due next (`None`: not armed).
     timer_at: Option<Duration>,
-    /// The daemon incarnation the job last joined (its boot in the head's table).
-    joined_life: u64,
-    store: IdMap<ObjectId, u64>,
-    /// The objects of `store` that are on its disk (spilled): a worker cannot map them.
-    spilled: IdSet<ObjectId>,
+    /// What each job has here.
+    views: Vec<View>,
     frozen_until: Duration,
     partitioned_until: Duration,
     slow_until: Duration,
-    /// The object manager's open connections, by peer and the peer's incarnation then.
-    peers: IdMap<NodeIdx, u64>,
-    /// Pulls over an open connection to a peer that cannot answer: they end at QUIC's idle
-    /// timeout, or when the driver says the peer is gone (object, length, peer).
-    stalled: Vec<(ObjectId, u64, NodeIdx, Duration)>,
     /// Its number at the head.
     head_id: Option<u32>,
-    workers: Vec<WorkerId>,
-    /// Tasks running on it now.
+    /// Tasks running on it now, of every job.
     running: u32,
     /// It drains, to start again after this long once it left.
     draining: Option<Duration>,
@@ -353,6 +370,63 @@ impl Host {
     fn cut_off(&self, now: Duration) -> bool {
         self.frozen_until > now || self.partitioned_until > now
     }
+}
+
+/// A node as one job sees it, and what the job has there.
+#[derive(Debug)]
+struct View {
+    /// The job's number for it (its latest, if it joined the job again).
+    idx: NodeIdx,
+    /// The job's connection to it as the driver sees it: open, and its number (a drop makes
+    /// a new one).
+    connected: bool,
+    epoch: u64,
+    /// The job's connection as the daemon sees it: open (its number) until the daemon learns
+    /// that it closed.
+    daemon_conn: Option<ConnId>,
+    /// The daemon incarnation the job last joined (its boot in the head's table).
+    joined_life: u64,
+    /// The job's store on the node.
+    store: IdMap<ObjectId, u64>,
+    /// The objects of `store` that are on its disk (spilled): a worker cannot map them.
+    spilled: IdSet<ObjectId>,
+    /// The object manager's open connections for the job, by peer and the peer's incarnation
+    /// then.
+    peers: IdMap<HostIdx, u64>,
+    /// Pulls over an open connection to a peer that cannot answer: they end at QUIC's idle
+    /// timeout, or when the driver says the peer is gone.
+    stalled: Vec<Stalled>,
+    /// The job's worker processes there.
+    workers: Vec<WorkerId>,
+}
+
+/// A pull that waits for a peer that cannot answer.
+#[derive(Debug, Clone, Copy)]
+struct Stalled {
+    id: ObjectId,
+    len: u64,
+    peer: HostIdx,
+    since: Duration,
+    /// The job's connection it is for.
+    conn: ConnId,
+}
+
+impl View {
+    /// The view of a node the job numbers `idx` and is connected to.
+    fn new(idx: NodeIdx) -> Self {
+        View {
+            idx,
+            connected: true,
+            epoch: 0,
+            daemon_conn: None,
+            joined_life: 0,
+            store: IdMap::default(),
+            spilled: IdSet::default(),
+            peers: IdMap::default(),
+            stalled: Vec::new(),
+            workers: Vec::new(),
+        }
+    }
 
     /// Its objects are gone (in memory and spilled).
     fn drop_objects(&mut self) {
@@ -361,11 +435,11 @@ impl Host {
     }
 
     /// Takes a stalled pull of `id` from `from` off the list: false when it ended already.
-    fn unstall(&mut self, id: ObjectId, from: Option<NodeIdx>) -> bool {
+    fn unstall(&mut self, id: ObjectId, from: Option<HostIdx>) -> bool {
         let at = self
             .stalled
             .iter()
-            .position(|s| s.0 == id && Some(s.2) == from);
+            .position(|s| s.id == id && Some(s.peer) == from);
         at.map(|at| self.stalled.swap_remove(at)).is_some()
     }
 }
@@ -422,21 +496,12 @@ enum Asked {
     Nothing,
 }
 
-struct World<'a> {
-    config: &'a Config,
-    out: &'a mut dyn Write,
-    rng: Rng,
-    now: Duration,
-    base: Instant,
-    queue: BinaryHeap<Reverse<Due>>,
-    seq: u64,
-    /// The last arrival on each link, so that each stays in order (as a QUIC stream does).
-    links: IdMap<(Place, Place), Duration>,
+/// A driver's process: the real protocol core of its node, its program, and what it knows
+/// of the cluster.
+struct Job {
+    name: String,
     node: State,
-    head: Option<ControlStore>,
-    saved_head: crate::proto::control::Saved,
-    /// The head's incarnation.
-    head_epoch: u64,
+    driver: Driver,
     /// The driver's subscription at the head, while it lasts: the epoch and version it was
     /// last sent, and when (it ends with the head).
     subscriber: Option<(u64, u64, Duration)>,
@@ -450,30 +515,98 @@ struct World<'a> {
     /// When the head last spoke on the driver's subscription, or when the driver subscribed
     /// (`None`: not yet).
     heard: Option<Duration>,
-    hosts: Vec<Host>,
-    workers: IdMap<WorkerId, SimWorker>,
-    driver: Driver,
-    decoder: FrameDecoder,
-    report: Report,
-    /// Objects whose values changed in this step, to check.
-    touched: Vec<ObjectId>,
-    next_pid: u32,
     /// When the owner was first seen with no task left after the driver released everything.
     quiet_since: Option<Duration>,
-    /// Bytes allocated before the work was submitted (with a memory probe).
-    memory_base: Option<usize>,
     /// The driver's thread is busy until then.
     driver_free: Duration,
     /// What reached the driver while it was busy, in order.
     driver_backlog: VecDeque<What>,
-    /// The workers each actor's incarnations ran in (dead ones included), oldest first.
-    incarnations: IdMap<ActorId, Vec<WorkerId>>,
     /// The host of each node the job numbered.
     idx_host: Vec<HostIdx>,
     /// Hosts the driver is asking to host the job.
     joining: Vec<bool>,
+}
+
+impl Job {
+    /// Driver `j` of a run of `config`, its node knowing every host at the start.
+    fn new(j: JobIdx, config: &Config) -> Job {
+        let mut nodes = Nodes::default();
+        let told = config.advertised_cpus.unwrap_or(config.cpus);
+        let cpus = Resources::cpus(f64::from(told)).expect("a whole number of CPUs");
+        for i in 0..config.nodes {
+            let soft = soft_limit_of(&cpus);
+            nodes.add(format!("n{i}"), cpus.clone(), 16, soft, 4 * soft);
+        }
+        let name = match config.drivers {
+            1 => "sim".to_string(),
+            _ => format!("sim{j}"),
+        };
+        Job {
+            node: State::new(nodes, config.store_capacity, Some(None)),
+            driver: Driver {
+                held: Vec::new(),
+                cursor: 0,
+                large: IdMap::default(),
+                attempts: IdMap::default(),
+                missing: IdMap::default(),
+                actors: Vec::new(),
+                renewed: vec![Duration::ZERO; config.nodes],
+                ended: IdMap::default(),
+                reading: false,
+                released_at: None,
+                seq: 0,
+            },
+            subscriber: None,
+            members: Members::default(),
+            publisher: Publisher::new(
+                name.clone(),
+                prism_transport::JobInfo {
+                    driver: format!("driver of {name}"),
+                    pid: j as u32,
+                    entry: "prism-sim".into(),
+                    started_ms: 0,
+                },
+            ),
+            published: VecDeque::new(),
+            heard: None,
+            quiet_since: None,
+            driver_free: Duration::ZERO,
+            driver_backlog: VecDeque::new(),
+            idx_host: (0..config.nodes).collect(),
+            joining: vec![false; config.nodes],
+            name,
+        }
+    }
+}
+
+struct World<'a> {
+    config: &'a Config,
+    out: &'a mut dyn Write,
+    rng: Rng,
+    now: Duration,
+    base: Instant,
+    queue: BinaryHeap<Reverse<Due>>,
+    seq: u64,
+    /// The last arrival on each link, so that each stays in order (as a QUIC stream does).
+    links: IdMap<(Place, Place), Duration>,
+    jobs: Vec<Job>,
+    head: Option<ControlStore>,
+    saved_head: crate::proto::control::Saved,
+    /// The head's incarnation.
+    head_epoch: u64,
+    hosts: Vec<Host>,
+    workers: IdMap<Wid, SimWorker>,
+    decoder: FrameDecoder,
+    report: Report,
+    /// Objects whose values changed in this step, to check.
+    touched: Vec<(JobIdx, ObjectId)>,
+    next_pid: u32,
+    /// Bytes allocated before the work was submitted (with a memory probe).
+    memory_base: Option<usize>,
+    /// The workers each actor's incarnations ran in (dead ones included), oldest first.
+    incarnations: IdMap<(JobIdx, ActorId), Vec<Wid>>,
     /// Requests to hosts not yet answered, by number.
-    asked: IdMap<ReqId, (HostIdx, Asked)>,
+    asked: IdMap<ReqId, Asked>,
     next_req: ReqId,
 }
 
@@ -481,14 +614,8 @@ struct World<'a> {
 /// same configuration writes the same bytes). The last line sums the run up.
 pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
     let started = Instant::now();
-    let mut nodes = Nodes::default();
-    let told = config.advertised_cpus.unwrap_or(config.cpus);
-    let cpus = Resources::cpus(f64::from(told)).expect("a whole number of CPUs");
-    for i in 0..config.nodes {
-        let soft = soft_limit_of(&cpus);
-        nodes.add(format!("n{i}"), cpus.clone(), 16, soft, 4 * soft);
-    }
     let base = Instant::now();
+    let drivers = config.drivers.max(1);
     let mut world = World {
         config,
         out,
@@ -498,73 +625,33 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
         queue: BinaryHeap::new(),
         seq: 0,
         links: IdMap::default(),
-        node: State::new(nodes, config.store_capacity, Some(None)),
+        jobs: (0..drivers).map(|j| Job::new(j, config)).collect(),
         head: Some(ControlStore::new(config.node_timeout, 1)),
         saved_head: Default::default(),
         head_epoch: 1,
-        subscriber: None,
-        members: Members::default(),
-        published: VecDeque::new(),
-        publisher: Publisher::new(
-            "sim".into(),
-            prism_transport::JobInfo {
-                driver: "driver".into(),
-                pid: 0,
-                entry: "prism-sim".into(),
-                started_ms: 0,
-            },
-        ),
-        heard: None,
         hosts: (0..config.nodes)
             .map(|i| Host {
                 name: format!("n{i}"),
-                idx: i,
                 alive: true,
                 life: 0,
-                connected: true,
-                epoch: 0,
                 core: HostCore::new(format!("n{i}")),
-                daemon_conn: None,
                 timer_at: None,
-                joined_life: 0,
-                store: IdMap::default(),
-                spilled: IdSet::default(),
+                views: (0..drivers).map(|_| View::new(i)).collect(),
                 frozen_until: Duration::ZERO,
                 partitioned_until: Duration::ZERO,
                 slow_until: Duration::ZERO,
-                peers: IdMap::default(),
-                stalled: Vec::new(),
                 head_id: None,
-                workers: Vec::new(),
                 running: 0,
                 draining: None,
             })
             .collect(),
         workers: IdMap::default(),
-        driver: Driver {
-            held: Vec::new(),
-            cursor: 0,
-            large: IdMap::default(),
-            attempts: IdMap::default(),
-            missing: IdMap::default(),
-            actors: Vec::new(),
-            renewed: vec![Duration::ZERO; config.nodes],
-            ended: IdMap::default(),
-            reading: false,
-            released_at: None,
-            seq: 0,
-        },
         decoder: FrameDecoder::new(DEFAULT_MAX_FRAME),
         report: Report::default(),
         touched: Vec::new(),
         next_pid: 1000,
-        quiet_since: None,
         memory_base: None,
-        driver_free: Duration::ZERO,
-        driver_backlog: VecDeque::new(),
         incarnations: IdMap::default(),
-        idx_host: (0..config.nodes).collect(),
-        joining: vec![false; config.nodes],
         asked: IdMap::default(),
         next_req: 0,
     };
@@ -575,22 +662,26 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
 
 impl World<'_> {
     /// The host a worker runs on.
-    fn host_of(&self, worker: WorkerId) -> HostIdx {
-        self.idx_host[node_of(worker)]
+    fn host_of(&self, (j, worker): Wid) -> HostIdx {
+        self.jobs[j].idx_host[node_of(worker)]
     }
 
-    /// The host the job numbers `idx`.
-    fn host_at(&self, idx: NodeIdx) -> HostIdx {
-        self.idx_host[idx]
+    /// The host job `j` numbers `idx`.
+    fn host_at(&self, j: JobIdx, idx: NodeIdx) -> HostIdx {
+        self.jobs[j].idx_host[idx]
     }
 
     fn start(&mut self) -> std::io::Result<()> {
         let c = self.config;
         writeln!(
             self.out,
-            "prism-sim: {} nodes x {} CPUs, {} tasks ({}){}, faults {}{}, seed {}",
+            "prism-sim: {} nodes x {} CPUs, {}{} tasks ({}){}, faults {}{}, seed {}",
             c.nodes,
             c.cpus,
+            match self.jobs.len() {
+                1 => String::new(),
+                n => format!("{n} drivers x "),
+            },
             c.tasks,
             match c.workload {
                 Workload::FanOut => "fan-out",
@@ -616,20 +707,26 @@ impl World<'_> {
             self.register(node);
             let first = self.rng.between(Duration::ZERO, c.heartbeat);
             self.at(first, What::Beat { node, life: 0 });
-            self.start_job_on(node);
+            for j in 0..self.jobs.len() {
+                self.start_job_on(j, node);
+            }
         }
-        self.at(Duration::ZERO, What::Tick);
+        for j in 0..self.jobs.len() {
+            self.at(Duration::ZERO, What::Tick(j));
+            self.at(PROBE, What::Probe(j));
+        }
         self.at(SILENCE_CHECK, What::HeadTick);
-        self.at(PROBE, What::Probe);
         if c.faults {
             self.plan_faults();
         }
         if let Some(chaos) = c.chaos {
             self.at(chaos.every, What::Chaos { turn: 0 });
         }
-        self.proto(|node, _| node.start());
         let before = self.config.memory_probe.map(|probe| probe());
-        self.submit_work();
+        for j in 0..self.jobs.len() {
+            self.proto(j, |node, _| node.start());
+            self.submit_work(j);
+        }
         if let (Some(probe), Some(before)) = (self.config.memory_probe, before) {
             let grown = probe().saturating_sub(before);
             self.report.bytes_per_task = Some(grown as f64 / self.report.tasks.max(1) as f64);
@@ -700,36 +797,36 @@ impl World<'_> {
     }
 
     /// The driver's program submits its tasks (all at once, as a Ray program does).
-    fn submit_work(&mut self) {
+    fn submit_work(&mut self, j: JobIdx) {
         let c = self.config;
         match c.workload {
             Workload::FanOut => {
                 for _ in 0..c.tasks {
-                    let spec = self.spec("sim::work", Vec::new());
+                    let spec = self.spec(j, "sim::work", Vec::new());
                     let id = ObjectId::new(spec.task_id, 0);
-                    self.submit(spec);
-                    self.driver.held.push(id);
+                    self.submit(j, spec);
+                    self.jobs[j].driver.held.push(id);
                 }
             }
             Workload::Tree => {
                 let leaves = c.tasks.div_ceil(2).max(1);
                 let mut level: Vec<ObjectId> = Vec::with_capacity(leaves);
                 for _ in 0..leaves {
-                    let spec = self.spec("sim::leaf", Vec::new());
-                    self.driver.large.insert(spec.task_id, c.large);
+                    let spec = self.spec(j, "sim::leaf", Vec::new());
+                    self.jobs[j].driver.large.insert(spec.task_id, c.large);
                     level.push(ObjectId::new(spec.task_id, 0));
-                    self.submit(spec);
+                    self.submit(j, spec);
                 }
                 while level.len() > 1 {
                     let mut next = Vec::with_capacity(level.len().div_ceil(2));
                     for pair in level.chunks(2) {
                         if let [a, b] = pair {
-                            let spec = self.spec("sim::sum", vec![Arg::Ref(*a), Arg::Ref(*b)]);
-                            self.driver.large.insert(spec.task_id, c.large);
+                            let spec = self.spec(j, "sim::sum", vec![Arg::Ref(*a), Arg::Ref(*b)]);
+                            self.jobs[j].driver.large.insert(spec.task_id, c.large);
                             next.push(ObjectId::new(spec.task_id, 0));
-                            self.submit(spec);
+                            self.submit(j, spec);
                             // The program keeps only the root's reference.
-                            self.proto(|node, _| {
+                            self.proto(j, |node, _| {
                                 node.release(*a);
                                 node.release(*b);
                                 node.settle();
@@ -740,17 +837,17 @@ impl World<'_> {
                     }
                     level = next;
                 }
-                self.driver.held = level;
+                self.jobs[j].driver.held = level;
             }
         }
-        self.create_actors();
+        self.create_actors(j);
     }
 
     /// The driver's actors and their calls (results held alongside the workload's).
-    fn create_actors(&mut self) {
+    fn create_actors(&mut self, j: JobIdx) {
         let c = self.config;
         for _ in 0..c.actors {
-            let mut spec = self.spec("sim::Actor", Vec::new());
+            let mut spec = self.spec(j, "sim::Actor", Vec::new());
             let actor = ActorId(spec.task_id);
             spec.num_returns = 0;
             spec.kind = TaskKind::ActorCreation {
@@ -765,28 +862,31 @@ impl World<'_> {
                 max_task_retries: c.max_retries,
             };
             self.report.tasks += 1;
-            self.driver_free += c.driver_cost;
-            self.proto(|node, _| {
+            self.jobs[j].driver_free += c.driver_cost;
+            self.proto(j, |node, _| {
                 node.create_actor(spec, None, setup)
                     .expect("unnamed actors take no name");
                 node.settle();
             });
-            self.driver.actors.push(actor);
+            self.jobs[j].driver.actors.push(actor);
         }
         for _ in 0..c.calls {
-            for actor in self.driver.actors.clone() {
-                let mut spec = self.spec("sim::Actor::call", Vec::new());
+            for actor in self.jobs[j].driver.actors.clone() {
+                let mut spec = self.spec(j, "sim::Actor::call", Vec::new());
                 spec.kind = TaskKind::ActorCall(actor);
-                self.driver.held.push(ObjectId::new(spec.task_id, 0));
-                self.submit(spec);
+                self.jobs[j]
+                    .driver
+                    .held
+                    .push(ObjectId::new(spec.task_id, 0));
+                self.submit(j, spec);
             }
         }
     }
 
-    fn spec(&mut self, function: &str, args: Vec<Arg>) -> TaskSpec {
-        self.driver.seq += 1;
+    fn spec(&mut self, j: JobIdx, function: &str, args: Vec<Arg>) -> TaskSpec {
+        self.jobs[j].driver.seq += 1;
         TaskSpec {
-            task_id: TaskId::new(DRIVER_OWNER, self.driver.seq),
+            task_id: TaskId::new(DRIVER_OWNER, self.jobs[j].driver.seq),
             function: function.to_string(),
             fn_hash: 0,
             args,
@@ -800,27 +900,28 @@ impl World<'_> {
         }
     }
 
-    fn submit(&mut self, spec: TaskSpec) {
+    fn submit(&mut self, j: JobIdx, spec: TaskSpec) {
         self.report.tasks += 1;
-        self.driver_free += self.config.driver_cost;
-        self.proto(|node, now| {
+        self.jobs[j].driver_free += self.config.driver_cost;
+        self.proto(j, |node, now| {
             let _ = node.handle(Event::Submit { spec, failed: None }, now);
         });
     }
 
     /// Runs protocol code at the current time (timed: the real cost of the core), then does
     /// what it decided.
-    fn proto<R>(&mut self, f: impl FnOnce(&mut State, Instant) -> R) -> R {
+    fn proto<R>(&mut self, j: JobIdx, f: impl FnOnce(&mut State, Instant) -> R) -> R {
         let now = self.base + self.now;
         let started = Instant::now();
-        let out = f(&mut self.node, now);
+        let node = &mut self.jobs[j].node;
+        let out = f(node, now);
         let mut actions = Vec::new();
-        while let Some(action) = self.node.poll_action() {
+        while let Some(action) = node.poll_action() {
             actions.push(action);
         }
         self.report.real_proto += started.elapsed();
         for action in actions {
-            self.perform(action);
+            self.perform(j, action);
         }
         out
     }
@@ -863,73 +964,72 @@ impl World<'_> {
         self.at(at, what);
     }
 
-    /// A node sends the driver `what` over the job's connection.
-    fn tell_driver(&mut self, node: NodeIdx, bytes: u64, what: AtDriver) {
-        let via = Some((node, self.hosts[node].epoch));
-        self.send(
-            Place::Node(node),
-            Place::Driver,
-            bytes,
-            What::Driver { via, what },
-        );
+    /// A node sends job `j`'s driver `what` over the job's connection.
+    fn tell_driver(&mut self, j: JobIdx, node: HostIdx, bytes: u64, what: AtDriver) {
+        let via = Some((node, self.hosts[node].views[j].epoch));
+        let what = What::Driver { job: j, via, what };
+        self.send(Place::Node(node), Place::Driver(j), bytes, what);
     }
 
-    fn perform(&mut self, action: Action) {
+    fn perform(&mut self, j: JobIdx, action: Action) {
         match action {
             Action::Send { worker, frames } => {
-                let node = self.host_of(worker);
-                let epoch = self.hosts[node].epoch;
+                let node = self.host_of((j, worker));
+                let epoch = self.hosts[node].views[j].epoch;
                 let bytes = frames.len() as u64;
                 let what = What::Worker {
-                    worker,
+                    worker: (j, worker),
                     epoch,
                     frames,
                 };
-                self.send(Place::Driver, Place::Node(node), bytes, what);
+                self.send(Place::Driver(j), Place::Node(node), bytes, what);
             }
             Action::StartWorker { node, worker } => {
-                let host = self.host_at(node);
-                self.host_request(host, HostRequest::Spawn { worker })
+                let host = self.host_at(j, node);
+                self.host_request(j, host, HostRequest::Spawn { worker })
             }
             Action::KillWorker { worker } => {
-                self.host_request(self.host_of(worker), HostRequest::Kill { worker })
+                let host = self.host_of((j, worker));
+                self.host_request(j, host, HostRequest::Kill { worker })
             }
             Action::Host { node, request } => {
-                let host = self.host_at(node);
-                self.host_request(host, request)
+                let host = self.host_at(j, node);
+                self.host_request(j, host, request)
             }
             Action::FetchHere { id, len, from } => {
                 // A pull over the node's connection: the reply carries the bytes.
-                let at_host = self.host_at(from);
-                let ok = self.hosts[at_host].alive && self.hosts[at_host].store.contains_key(&id);
+                let at_host = self.host_at(j, from);
+                let view = &self.hosts[at_host].views[j];
+                let ok = self.hosts[at_host].alive && view.store.contains_key(&id);
+                let via = Some((at_host, view.epoch));
                 let what = AtDriver::Pulled { id, len, from, ok };
                 let at = if ok {
-                    self.arrival(Place::Node(at_host), Place::Driver, len)
+                    self.arrival(Place::Node(at_host), Place::Driver(j), len)
                 } else {
                     self.now + self.config.idle_timeout
                 };
-                let via = Some((at_host, self.hosts[at_host].epoch));
-                self.at(at, What::Driver { via, what });
+                self.at(at, What::Driver { job: j, via, what });
             }
             Action::DropNode { node: idx, .. } => {
-                let node = self.host_at(idx);
-                if self.hosts[node].idx != idx {
+                let node = self.host_at(j, idx);
+                let view = &mut self.hosts[node].views[j];
+                if view.idx != idx {
                     return; // an earlier membership of the host
                 }
-                let host = &mut self.hosts[node];
-                host.connected = false;
-                host.epoch += 1;
+                view.connected = false;
+                view.epoch += 1;
                 // The node stops the job's workers once it sees the connection close: now if
                 // it is reachable and running, else when it is again (or its lease ran out).
+                let host = &self.hosts[node];
                 if host.alive && !host.cut_off(self.now) {
-                    self.connection_closed(node);
+                    self.connection_closed(j, node);
                 }
             }
             Action::Restore { id, len } => {
                 // Nothing is spilled in the simulator (its objects live on the nodes), but a
                 // restore is answered as the shell would.
                 let bytes = ObjectBytes::inline(&vec![0; len as usize]);
-                self.proto(|node, now| {
+                self.proto(j, |node, now| {
                     let _ = node.handle(
                         Event::Restored {
                             id,
@@ -948,23 +1048,25 @@ impl World<'_> {
         }
     }
 
-    fn host_request(&mut self, node: HostIdx, request: HostRequest) {
-        if !self.hosts[node].connected {
+    fn host_request(&mut self, j: JobIdx, node: HostIdx, request: HostRequest) {
+        let view = &self.hosts[node].views[j];
+        if !view.connected {
             return;
         }
-        let epoch = self.hosts[node].epoch;
+        let epoch = view.epoch;
         let what = What::Host {
+            job: j,
             node,
             epoch,
             request,
         };
-        self.send(Place::Driver, Place::Node(node), 64, what);
+        self.send(Place::Driver(j), Place::Node(node), 64, what);
     }
 
-    /// The job's connection to `node` (of the driver's current epoch) reaches its daemon,
+    /// Job `j`'s connection to `node` (of the driver's current epoch) reaches its daemon,
     /// which prepares the job (its binary came with the connection, see [`Self::offer_job`]).
-    fn start_job_on(&mut self, node: HostIdx) {
-        let conn = self.hosts[node].epoch;
+    fn start_job_on(&mut self, j: JobIdx, node: HostIdx) {
+        let conn = conn_id(j, self.hosts[node].views[j].epoch);
         let lease = match self.config.fencing {
             true => self.config.lease,
             false => NO_LEASE,
@@ -977,8 +1079,8 @@ impl World<'_> {
             store_capacity: self.config.store_capacity,
             lease,
         });
-        self.hosts[node].daemon_conn = Some(conn);
-        let job = JOB.to_string();
+        self.hosts[node].views[j].daemon_conn = Some(conn);
+        let job = self.jobs[j].name.clone();
         self.host_core(node, |core, now| {
             core.handle(HostEvent::Connected { conn, job }, now)
         });
@@ -995,15 +1097,15 @@ impl World<'_> {
     ) {
         let req = self.next_req;
         self.next_req += 1;
-        self.asked.insert(req, (node, asked));
+        self.asked.insert(req, asked);
         self.host_core(node, |core, now| {
             core.handle(HostEvent::Request { conn, req, request }, now)
         });
     }
 
-    /// `node`'s daemon learns that the job's connection closed (if it had not yet).
-    fn connection_closed(&mut self, node: HostIdx) {
-        if let Some(conn) = self.hosts[node].daemon_conn.take() {
+    /// `node`'s daemon learns that job `j`'s connection closed (if it had not yet).
+    fn connection_closed(&mut self, j: JobIdx, node: HostIdx) {
+        if let Some(conn) = self.hosts[node].views[j].daemon_conn.take() {
             self.host_core(node, |core, now| {
                 core.handle(HostEvent::Closed { conn }, now)
             });
@@ -1032,11 +1134,11 @@ impl World<'_> {
     /// Does what `node`'s daemon decided (as the daemon's shell does).
     fn host_act(&mut self, node: HostIdx, action: HostAction<Option<HostIdx>, ()>) {
         match action {
-            HostAction::Reply { req, reply, .. } => {
-                let Some((_, asked)) = self.asked.remove(&req) else {
+            HostAction::Reply { conn, req, reply } => {
+                let Some(asked) = self.asked.remove(&req) else {
                     return;
                 };
-                self.answered(node, asked, reply);
+                self.answered(job_of(conn), node, asked, reply);
             }
             // The binary came with the connection; the job needs no files here.
             HostAction::Prepare { conn, req, job, .. } => {
@@ -1053,8 +1155,9 @@ impl World<'_> {
             HostAction::Spawn {
                 conn, req, worker, ..
             } => {
+                let j = job_of(conn);
                 self.workers.insert(
-                    worker,
+                    (j, worker),
                     SimWorker {
                         alive: true,
                         core: Worker::new(false),
@@ -1062,11 +1165,14 @@ impl World<'_> {
                         run: 0,
                     },
                 );
-                self.hosts[node].workers.push(worker);
+                self.hosts[node].views[j].workers.push(worker);
                 self.next_pid += 1;
                 let result = Ok(self.next_pid);
                 let up = self.now + self.rng.between(WORKER_START / 2, WORKER_START * 3 / 2);
-                self.at(up, What::WorkerUp { worker });
+                let worker_up = What::WorkerUp {
+                    worker: (j, worker),
+                };
+                self.at(up, worker_up);
                 let spawned = HostEvent::Spawned {
                     conn,
                     req,
@@ -1076,14 +1182,22 @@ impl World<'_> {
                 let now = self.base + self.now;
                 self.hosts[node].core.handle(spawned, now);
             }
-            HostAction::Kill { worker, .. } => {
+            HostAction::Kill { conn, worker } => {
+                let worker = (job_of(conn), worker);
                 self.kill(worker, Some("killed by its node (SIGKILL)".into()));
             }
-            HostAction::Pull { id, len, from, .. } => self.pull(node, id, len, from),
+            HostAction::Pull {
+                conn,
+                id,
+                len,
+                from,
+                ..
+            } => self.pull(conn, node, id, len, from),
             HostAction::Files {
                 conn, req, work, ..
             } => {
-                let host = &mut self.hosts[node];
+                let life = self.hosts[node].life;
+                let host = &mut self.hosts[node].views[job_of(conn)];
                 match work {
                     FileWork::Free(ids) => {
                         for id in ids {
@@ -1100,7 +1214,6 @@ impl World<'_> {
                     }
                     FileWork::Restore { id, len } => {
                         // Read back from the node's disk at the link's pace.
-                        let life = host.life;
                         let took =
                             Duration::from_secs_f64(len as f64 / self.config.bandwidth as f64);
                         let restored = What::Restored {
@@ -1124,7 +1237,7 @@ impl World<'_> {
             }
             HostAction::ForgetPeer { conn, req, at } => {
                 if let Some(peer) = at {
-                    self.forget_peer(node, peer);
+                    self.forget_peer(job_of(conn), node, peer);
                 }
                 let performed = HostEvent::Performed {
                     conn,
@@ -1134,73 +1247,88 @@ impl World<'_> {
                 let now = self.base + self.now;
                 self.hosts[node].core.handle(performed, now);
             }
-            HostAction::EndJob { why, workers, .. } => {
+            HostAction::EndJob {
+                conn, why, workers, ..
+            } => {
+                let j = job_of(conn);
                 let said = match why {
                     Ending::Drained => Some("stops the job's processes: the job left it"),
                     Ending::LeaseEnded => Some("stops the job's processes: its lease ran out"),
                     _ => None,
                 };
                 if let Some(said) = said {
-                    let _ = self.say_of(node, said);
+                    let _ = self.say_of(j, node, said);
                 }
                 for worker in workers {
-                    self.kill(worker, None);
+                    self.kill((j, worker), None);
                 }
-                self.hosts[node].drop_objects();
+                self.hosts[node].views[j].drop_objects();
             }
             HostAction::Tell { conn, event } => {
-                let host = &self.hosts[node];
-                let open = host.connected && host.epoch == conn;
+                let j = job_of(conn);
+                let view = &self.hosts[node].views[j];
+                let open = view.connected && conn_id(j, view.epoch) == conn;
                 match event {
                     prism_transport::HostEvent::Renew { seq } => {
                         let renew = What::Renew {
+                            job: j,
                             node,
-                            epoch: conn,
+                            epoch: conn >> 16,
                             seq,
                         };
-                        self.send(Place::Node(node), Place::Driver, 32, renew);
+                        self.send(Place::Node(node), Place::Driver(j), 32, renew);
                     }
                     prism_transport::HostEvent::WorkerExited { worker, reason } if open => {
-                        self.tell_driver(node, 64, AtDriver::Exited { worker, reason });
-                        self.tell_driver(node, 8, AtDriver::Eof { worker });
+                        self.tell_driver(j, node, 64, AtDriver::Exited { worker, reason });
+                        self.tell_driver(j, node, 8, AtDriver::Eof { worker });
                     }
                     _ => {}
                 }
             }
-            HostAction::Close { .. } => {
-                self.hosts[node].daemon_conn = None;
-                self.tell_driver(node, 64, AtDriver::Fenced { node });
+            HostAction::Close { conn, .. } => {
+                let j = job_of(conn);
+                self.hosts[node].views[j].daemon_conn = None;
+                self.tell_driver(j, node, 64, AtDriver::Fenced { node });
             }
         }
     }
 
-    /// `node`'s daemon answered a request the driver asked as `asked`.
-    fn answered(&mut self, node: HostIdx, asked: Asked, reply: prism_transport::FromHost) {
+    /// `node`'s daemon answered a request job `j`'s driver asked as `asked`.
+    fn answered(
+        &mut self,
+        j: JobIdx,
+        node: HostIdx,
+        asked: Asked,
+        reply: prism_transport::FromHost,
+    ) {
         use prism_transport::FromHost;
         match (asked, reply) {
             (Asked::Spawn(worker), FromHost::Spawned(pid)) => {
-                self.tell_driver(node, 64, AtDriver::Spawned { worker, pid });
+                self.tell_driver(j, node, 64, AtDriver::Spawned { worker, pid });
             }
             (Asked::Spawn(worker), FromHost::Error(reason)) => {
-                self.tell_driver(node, 64, AtDriver::Exited { worker, reason });
+                self.tell_driver(j, node, 64, AtDriver::Exited { worker, reason });
             }
             (Asked::Fetch(id), reply) => {
                 let result = match reply {
                     FromHost::Error(e) => Err(e),
                     _ => Ok(()),
                 };
-                let idx = self.hosts[node].idx;
+                let idx = self.hosts[node].views[j].idx;
                 let fetched = AtDriver::Fetched {
                     node: idx,
                     id,
                     result,
                 };
-                self.tell_driver(node, 64, fetched);
+                self.tell_driver(j, node, 64, fetched);
             }
             (Asked::EndJob, _) => {
-                self.tell_driver(node, 64, AtDriver::JobEnded { node });
-                if let Some(restart_after) = self.hosts[node].draining {
-                    // Its only job let it go: it leaves now.
+                self.tell_driver(j, node, 64, AtDriver::JobEnded { node });
+                let host = &self.hosts[node];
+                if let Some(restart_after) = host.draining
+                    && host.core.idle()
+                {
+                    // Its last job let it go: it leaves now.
                     let life = self.hosts[node].life;
                     let end = What::DrainEnd {
                         node,
@@ -1231,22 +1359,27 @@ impl World<'_> {
     /// The driver asks a live host the job does not use (one that restarted, or came back
     /// after the job lost it) to host the job: it connects, the host pulls the job's binary
     /// and answers ([`What::Joined`]).
-    fn offer_job(&mut self, node: HostIdx) {
+    fn offer_job(&mut self, j: JobIdx, node: HostIdx) {
         let host = &self.hosts[node];
-        if !host.alive || host.connected || host.core.hosts(JOB) || self.joining[node] {
+        let job = &self.jobs[j];
+        let hosting = host.core.hosts(&job.name);
+        if !host.alive || host.views[j].connected || hosting || job.joining[node] {
             return;
         }
-        self.joining[node] = true;
+        self.jobs[j].joining[node] = true;
         let life = host.life;
-        let at = self.arrival(Place::Driver, Place::Node(node), JOB_BINARY) + self.config.latency;
-        self.at(at, What::Joined { node, life });
+        let binary = self.arrival(Place::Driver(j), Place::Node(node), JOB_BINARY);
+        let joined = What::Joined { job: j, node, life };
+        self.at(binary + self.config.latency, joined);
     }
 
     /// A host started the job: the driver's core counts it as a new node.
-    fn joined(&mut self, node: HostIdx, life: u64) -> std::io::Result<()> {
-        self.joining[node] = false;
+    fn joined(&mut self, j: JobIdx, node: HostIdx, life: u64) -> std::io::Result<()> {
+        self.jobs[j].joining[node] = false;
         let host = &self.hosts[node];
-        if !host.alive || host.life != life || host.connected || host.core.hosts(JOB) {
+        let view = &host.views[j];
+        let hosting = host.core.hosts(&self.jobs[j].name);
+        if !host.alive || host.life != life || view.connected || hosting {
             return Ok(());
         }
         let told = self.config.advertised_cpus.unwrap_or(self.config.cpus);
@@ -1255,40 +1388,53 @@ impl World<'_> {
         let name = host.name.clone();
         // The host is the job's next node (the core numbers nodes in order) and hosts the job
         // before the core asks it for workers.
-        let idx = self.idx_host.len();
-        let (previous, previous_epoch) = (host.idx, host.epoch);
-        self.idx_host.push(node);
-        let host = &mut self.hosts[node];
-        host.idx = idx;
-        host.connected = true;
-        host.epoch += 1;
-        host.drop_objects();
-        host.joined_life = life;
-        self.driver.renewed[node] = self.now;
-        self.start_job_on(node);
-        let counted = self.proto(|n, _| n.join_node(name, cpus, 16, 4 * soft));
+        let idx = self.jobs[j].idx_host.len();
+        let (previous, previous_epoch) = (view.idx, view.epoch);
+        self.jobs[j].idx_host.push(node);
+        let view = &mut self.hosts[node].views[j];
+        view.idx = idx;
+        view.connected = true;
+        view.epoch += 1;
+        view.drop_objects();
+        view.joined_life = life;
+        self.jobs[j].driver.renewed[node] = self.now;
+        self.start_job_on(j, node);
+        let counted = self.proto(j, |n, _| n.join_node(name, cpus, 16, 4 * soft));
         if counted != Some(idx) {
             // The core numbers no more nodes: the host stays out of the job.
-            self.idx_host.pop();
-            let host = &mut self.hosts[node];
-            (host.idx, host.epoch, host.connected) = (previous, previous_epoch + 2, false);
-            self.connection_closed(node);
+            self.jobs[j].idx_host.pop();
+            let view = &mut self.hosts[node].views[j];
+            (view.idx, view.epoch, view.connected) = (previous, previous_epoch + 2, false);
+            self.connection_closed(j, node);
             return Ok(());
         }
         self.report.joins += 1;
-        self.say_of(node, &format!("joins the job again (as node {idx})"))
+        let joins = format!("joins the job again (as node {idx})");
+        self.say_of(j, node, &joins)
     }
 
-    /// Writes what happened to `node` now.
-    fn say_of(&mut self, node: HostIdx, what: &str) -> std::io::Result<()> {
+    /// Writes what happened to `node` now (for job `j`'s sake, when there are several).
+    fn say_of(&mut self, j: JobIdx, node: HostIdx, what: &str) -> std::io::Result<()> {
         let (t, name) = (self.now.as_secs_f64(), &self.hosts[node].name);
-        writeln!(self.out, "  t={t:.3}s node {name} {what}")
+        match self.jobs.len() {
+            1 => writeln!(self.out, "  t={t:.3}s node {name} {what}"),
+            _ => writeln!(
+                self.out,
+                "  t={t:.3}s node {name} ({}) {what}",
+                self.jobs[j].name
+            ),
+        }
     }
 
     /// A draining node leaves: it stops the job's processes, tells the head, and its daemon
     /// exits, to start again after `restart_after`.
     fn leave(&mut self, node: HostIdx, restart_after: Duration) -> std::io::Result<()> {
-        self.say_of(node, "leaves the cluster")?;
+        writeln!(
+            self.out,
+            "  t={:.3}s node {} leaves the cluster",
+            self.now.as_secs_f64(),
+            self.hosts[node].name
+        )?;
         self.host_core(node, |core, _| core.end_all());
         if let Some(id) = self.hosts[node].head_id {
             let request = ToControl::Leave { node: id };
@@ -1310,29 +1456,33 @@ impl World<'_> {
         let host = &mut self.hosts[node];
         host.alive = false;
         host.core = HostCore::new(host.name.clone());
-        host.daemon_conn = None;
         host.timer_at = None;
-        host.drop_objects();
-        host.peers.clear();
-        host.stalled.clear();
+        for view in &mut host.views {
+            view.daemon_conn = None;
+            view.drop_objects();
+            view.peers.clear();
+            view.stalled.clear();
+        }
     }
 
-    /// A frozen or cut-off node is back: it learns that the job dropped its connection, or
-    /// that its lease ran out, before anything else; then no actor may run twice.
-    fn resume(&mut self, node: NodeIdx) -> std::io::Result<()> {
+    /// A frozen or cut-off node is back: it learns that jobs dropped their connections, or
+    /// that leases ran out, before anything else; then no actor may run twice.
+    fn resume(&mut self, node: HostIdx) -> std::io::Result<()> {
         let host = &self.hosts[node];
         if !host.alive || host.cut_off(self.now) {
             return Ok(());
         }
-        let dropped = host
-            .daemon_conn
-            .is_some_and(|conn| !host.connected || conn != host.epoch);
-        if dropped {
-            self.connection_closed(node);
-        } else {
-            self.host_core(node, |core, now| core.handle_timeout(now));
+        for j in 0..self.jobs.len() {
+            let view = &self.hosts[node].views[j];
+            let dropped = view
+                .daemon_conn
+                .is_some_and(|conn| !view.connected || conn != conn_id(j, view.epoch));
+            if dropped {
+                self.connection_closed(j, node);
+            }
         }
-        let here: Vec<ActorId> = self
+        self.host_core(node, |core, now| core.handle_timeout(now));
+        let here: Vec<(JobIdx, ActorId)> = self
             .incarnations
             .iter()
             .filter(|(_, ran)| {
@@ -1370,51 +1520,72 @@ impl World<'_> {
             if self.report.violation.is_some() {
                 break;
             }
-            if let Some(at) = self.driver.released_at
-                && self.node.owner.task_count() == 0
-            {
-                // Work of other branches still running when the result failed is done, and
-                // frees held back by a frozen or cut-off node arrive once it is back.
-                let back = self
-                    .hosts
-                    .iter()
-                    .map(|h| h.frozen_until.max(h.partitioned_until));
-                let quiet = *self.quiet_since.get_or_insert(self.now);
-                if self.now >= back.fold(at.max(quiet), Duration::max) + QUIESCE {
-                    break;
-                }
+            if self.all_quiet() {
+                break;
             }
         }
         Ok(())
     }
 
-    /// The driver handles one event at a time: what reaches it while it is busy waits its
+    /// Whether every driver released everything and the world had time to settle since:
+    /// work of other branches still running when a result failed is done, and frees held
+    /// back by a frozen or cut-off node arrive once it is back.
+    fn all_quiet(&mut self) -> bool {
+        let back = self
+            .hosts
+            .iter()
+            .map(|h| h.frozen_until.max(h.partitioned_until))
+            .fold(Duration::ZERO, Duration::max);
+        let now = self.now;
+        let mut settled = back;
+        for job in &mut self.jobs {
+            let Some(at) = job.driver.released_at else {
+                return false;
+            };
+            if job.node.owner.task_count() > 0 {
+                return false;
+            }
+            let quiet = *job.quiet_since.get_or_insert(now);
+            settled = settled.max(at.max(quiet));
+        }
+        now >= settled + QUIESCE
+    }
+
+    /// A driver handles one event at a time: what reaches it while it is busy waits its
     /// turn, in order. Returns what to handle now (`None`: it waits).
     fn driver_turn(&mut self, what: What) -> Option<What> {
-        let for_driver = |w: &What| matches!(w, What::Driver { .. } | What::Tick | What::Probe);
+        let for_driver = |w: &What| match w {
+            What::Driver { job, .. } | What::Tick(job) | What::Probe(job) => Some(*job),
+            _ => None,
+        };
         let what = match what {
-            What::DriverTurn => {
-                let next = self.driver_backlog.pop_front()?;
-                if !self.driver_backlog.is_empty() {
+            What::DriverTurn(j) => {
+                let job = &mut self.jobs[j];
+                let next = job.driver_backlog.pop_front()?;
+                if !job.driver_backlog.is_empty() {
                     let at = self.now + self.config.driver_cost;
-                    self.at(at, What::DriverTurn);
+                    self.at(at, What::DriverTurn(j));
                 }
                 next
             }
-            what if for_driver(&what)
-                && (self.driver_free > self.now || !self.driver_backlog.is_empty()) =>
-            {
-                if self.driver_backlog.is_empty() {
-                    let at = self.driver_free.max(self.now);
-                    self.at(at, What::DriverTurn);
+            what => match for_driver(&what) {
+                Some(j)
+                    if self.jobs[j].driver_free > self.now
+                        || !self.jobs[j].driver_backlog.is_empty() =>
+                {
+                    let job = &mut self.jobs[j];
+                    if job.driver_backlog.is_empty() {
+                        let at = job.driver_free.max(self.now);
+                        self.at(at, What::DriverTurn(j));
+                    }
+                    self.jobs[j].driver_backlog.push_back(what);
+                    return None;
                 }
-                self.driver_backlog.push_back(what);
-                return None;
-            }
-            what => what,
+                _ => what,
+            },
         };
-        if for_driver(&what) {
-            self.driver_free = self.now + self.config.driver_cost;
+        if let Some(j) = for_driver(&what) {
+            self.jobs[j].driver_free = self.now + self.config.driver_cost;
         }
         Some(what)
     }
@@ -1437,24 +1608,26 @@ impl World<'_> {
             return Ok(());
         }
         match what {
-            What::Driver { via, what } => {
+            What::Driver { job, via, what } => {
                 if let Some((node, epoch)) = via
-                    && self.hosts[node].epoch != epoch
+                    && self.hosts[node].views[job].epoch != epoch
                 {
                     return Ok(()); // the job dropped that connection meanwhile
                 }
-                self.at_driver(what)?;
+                self.at_driver(job, what)?;
             }
             What::Host {
+                job,
                 node,
                 epoch,
                 request,
             } => {
                 let host = &self.hosts[node];
-                if !host.alive || !host.core.hosts(JOB) || host.epoch != epoch {
+                let hosting = host.core.hosts(&self.jobs[job].name);
+                if !host.alive || !hosting || host.views[job].epoch != epoch {
                     return Ok(());
                 }
-                self.at_host(node, epoch, request);
+                self.at_host(job, node, conn_id(job, epoch), request);
             }
             What::Worker {
                 worker,
@@ -1462,7 +1635,7 @@ impl World<'_> {
                 frames,
             } => {
                 let host = &self.hosts[self.host_of(worker)];
-                if !host.alive || host.epoch != epoch {
+                if !host.alive || host.views[worker.0].epoch != epoch {
                     return Ok(());
                 }
                 self.at_worker(worker, &frames);
@@ -1470,7 +1643,8 @@ impl World<'_> {
             What::WorkerUp { worker } => {
                 let node = self.host_of(worker);
                 if self.workers.get(&worker).is_some_and(|w| w.alive) && self.hosts[node].alive {
-                    self.tell_driver(node, 64, AtDriver::Hello { worker });
+                    let hello = AtDriver::Hello { worker: worker.1 };
+                    self.tell_driver(worker.0, node, 64, hello);
                 }
             }
             What::TaskEnd {
@@ -1480,6 +1654,7 @@ impl World<'_> {
                 creation,
             } => self.task_end(worker, task, run, creation),
             What::FetchEnd {
+                conn,
                 node,
                 life,
                 id,
@@ -1488,11 +1663,12 @@ impl World<'_> {
                 stalled,
                 since,
             } => {
-                let ended_already = stalled && !self.hosts[node].unstall(id, from);
+                let view = &mut self.hosts[node].views[job_of(conn)];
+                let ended_already = stalled && !view.unstall(id, from);
                 if !ended_already {
                     let took = self.now.saturating_sub(since);
                     self.report.slowest_fetch = self.report.slowest_fetch.max(took);
-                    self.fetch_end(node, life, id, len, from);
+                    self.fetch_end(conn, node, life, id, len, from);
                 }
             }
             What::Head { from, request } => self.at_head(from, request),
@@ -1526,50 +1702,52 @@ impl World<'_> {
                 let next = self.now + self.config.heartbeat;
                 self.at(next, What::Beat { node, life });
             }
-            What::Tick => {
-                self.proto(|node, now| {
+            What::Tick(j) => {
+                self.proto(j, |node, now| {
                     let _ = node.handle(Event::Tick, now);
                 });
                 // A head silent for too long is connected to again: subscribe anew (lost while
                 // the head is down, and tried again after another silence).
-                let silent = self.heard.is_none_or(|at| self.now >= at + HEAD_SILENCE);
+                let job = &mut self.jobs[j];
+                let silent = job.heard.is_none_or(|at| self.now >= at + HEAD_SILENCE);
+                let driver = Place::Driver(j);
                 if silent {
-                    self.heard = Some(self.now);
-                    let request = self.members.watch();
+                    job.heard = Some(self.now);
+                    let request = job.members.watch();
                     let what = What::Head {
-                        from: Place::Driver,
+                        from: driver,
                         request,
                     };
-                    self.send(Place::Driver, Place::Head, 64, what);
+                    self.send(driver, Place::Head, 64, what);
                 }
                 let report = ToControl::Report {
-                    job: "sim".into(),
+                    job: self.jobs[j].name.clone(),
                     pending: Vec::new(),
                     used: Vec::new(),
                 };
                 let what = What::Head {
-                    from: Place::Driver,
+                    from: driver,
                     request: report,
                 };
-                self.send(Place::Driver, Place::Head, 256, what);
-                self.publish();
+                self.send(driver, Place::Head, 256, what);
+                self.publish(j);
                 let next = self.now + TICK;
-                self.at(next, What::Tick);
+                self.at(next, What::Tick(j));
             }
             What::HeadTick => {
                 let now = self.base + self.now;
                 if let Some(head) = self.head.as_mut() {
                     head.check(now);
-                    self.tell_subscriber(false);
+                    self.tell_subscriber(None);
                 }
                 let next = self.now + SILENCE_CHECK;
                 self.at(next, What::HeadTick);
             }
-            What::Probe => {
-                self.probe();
-                if self.driver.released_at.is_none() {
+            What::Probe(j) => {
+                self.probe(j);
+                if self.jobs[j].driver.released_at.is_none() {
                     let next = self.now + PROBE;
-                    self.at(next, What::Probe);
+                    self.at(next, What::Probe(j));
                 }
             }
             What::Fault(fault) => self.fault(fault)?,
@@ -1590,7 +1768,8 @@ impl World<'_> {
                 host.life += 1;
                 host.head_id = None;
                 let life = host.life;
-                self.say_of(node, "restarted")?;
+                let t = self.now.as_secs_f64();
+                writeln!(self.out, "  t={t:.3}s node {} restarted", host.name)?;
                 self.register(node);
                 let next = self.now + self.config.heartbeat;
                 self.at(next, What::Beat { node, life });
@@ -1609,7 +1788,7 @@ impl World<'_> {
                 )?;
             }
             // Taken from the backlog by the main loop.
-            What::DriverTurn => {}
+            What::DriverTurn(_) => {}
             What::LeaseTimer { node, life } => self.lease_timer(node, life),
             What::Restored {
                 node,
@@ -1622,7 +1801,8 @@ impl World<'_> {
                 if !host.alive || host.life != life {
                     return Ok(());
                 }
-                let restored = host.spilled.remove(&id) && host.store.contains_key(&id);
+                let view = &mut host.views[job_of(conn)];
+                let restored = view.spilled.remove(&id) && view.store.contains_key(&id);
                 self.report.restored += u64::from(restored);
                 let result = match restored {
                     true => Ok(()),
@@ -1632,35 +1812,53 @@ impl World<'_> {
                     core.handle(HostEvent::Performed { conn, req, result }, now)
                 });
             }
-            What::Joined { node, life } => self.joined(node, life)?,
-            What::Renew { node, epoch, seq } => {
-                let host = &self.hosts[node];
-                if host.connected && host.epoch == epoch {
-                    self.driver.renewed[node] = self.now;
-                    let granted = What::Granted { node, epoch, seq };
-                    self.send(Place::Driver, Place::Node(node), 32, granted);
+            What::Joined { job, node, life } => self.joined(job, node, life)?,
+            What::Renew {
+                job,
+                node,
+                epoch,
+                seq,
+            } => {
+                let view = &self.hosts[node].views[job];
+                if view.connected && view.epoch == epoch {
+                    self.jobs[job].driver.renewed[node] = self.now;
+                    let granted = What::Granted {
+                        job,
+                        node,
+                        epoch,
+                        seq,
+                    };
+                    self.send(Place::Driver(job), Place::Node(node), 32, granted);
                 }
             }
-            What::Granted { node, epoch, seq } => {
+            What::Granted {
+                job,
+                node,
+                epoch,
+                seq,
+            } => {
                 let host = &self.hosts[node];
-                if host.alive && host.epoch == epoch {
-                    let renewed = HostEvent::Renewed { conn: epoch, seq };
+                if host.alive && host.views[job].epoch == epoch {
+                    let conn = conn_id(job, epoch);
+                    let renewed = HostEvent::Renewed { conn, seq };
                     self.host_core(node, |core, now| core.handle(renewed, now));
                 }
             }
             What::Resume { node } => self.resume(node)?,
-            What::IdleCheck { node, epoch } => {
+            What::IdleCheck { job, node, epoch } => {
                 let host = &self.hosts[node];
-                if host.epoch != epoch || !host.connected {
+                let view = &host.views[job];
+                if view.epoch != epoch || !view.connected {
                     return Ok(());
                 }
-                let silent = !host.alive || !host.core.hosts(JOB) || host.cut_off(self.now);
+                let hosting = host.core.hosts(&self.jobs[job].name);
+                let silent = !host.alive || !hosting || host.cut_off(self.now);
                 if silent {
                     let reason = format!(
                         "its connection timed out after {} s without an answer",
                         self.config.idle_timeout.as_secs()
                     );
-                    self.node_lost(node, reason, false)?;
+                    self.node_lost(job, node, reason, false)?;
                 }
             }
         }
@@ -1696,13 +1894,13 @@ impl World<'_> {
             if head.changed() {
                 self.saved_head = head.snapshot();
             }
-            self.tell_subscriber(false);
+            self.tell_subscriber(None);
             return;
         }
-        if let ToControl::Watch { epoch, after } = request {
+        if let (ToControl::Watch { epoch, after }, Place::Driver(j)) = (&request, from) {
             // The subscription's stream: served from this version on.
-            self.subscriber = Some((epoch, after, self.now));
-            self.tell_subscriber(true);
+            self.jobs[j].subscriber = Some((*epoch, *after, self.now));
+            self.tell_subscriber(Some(j));
             return;
         }
         let job_update = match &request {
@@ -1713,55 +1911,60 @@ impl World<'_> {
         if head.changed() {
             self.saved_head = head.snapshot();
         }
-        if let Some(seq) = job_update {
+        if let (Some(seq), Place::Driver(j)) = (job_update, from) {
             let taken = answer == FromControl::Ack;
             if taken {
-                self.directory_agrees(seq);
+                self.directory_agrees(j, seq);
             }
             let what = AtDriver::JobAnswer { seq, taken };
-            self.send(
-                Place::Head,
-                Place::Driver,
-                64,
-                What::Driver { via: None, what },
-            );
+            let what = What::Driver {
+                job: j,
+                via: None,
+                what,
+            };
+            self.send(Place::Head, Place::Driver(j), 64, what);
         }
         if let (Place::Node(node), FromControl::Registered(id)) = (from, answer) {
             self.hosts[node].head_id = Some(id);
         }
-        self.tell_subscriber(false);
+        self.tell_subscriber(None);
     }
 
-    /// The head tells its subscriber what changed since it last did (or that nothing did,
-    /// once every keep-alive period; `at_once`: a new subscription), as the head's daemon
-    /// does.
-    fn tell_subscriber(&mut self, at_once: bool) {
+    /// The head tells its subscribers what changed since it last did (or that nothing did,
+    /// once every keep-alive period; `at_once`: a new subscription, told at once), as the
+    /// head's daemon does.
+    fn tell_subscriber(&mut self, at_once: Option<JobIdx>) {
         let now = self.base + self.now;
-        let (Some(head), Some((epoch, after, spoke))) = (self.head.as_mut(), self.subscriber)
-        else {
-            return;
-        };
-        if !at_once && head.version() == after && self.now < spoke + control::KEEPALIVE {
-            return;
+        for j in 0..self.jobs.len() {
+            let (Some(head), Some((epoch, after, spoke))) =
+                (self.head.as_mut(), self.jobs[j].subscriber)
+            else {
+                continue;
+            };
+            let quiet = head.version() == after && self.now < spoke + control::KEEPALIVE;
+            if at_once != Some(j) && quiet {
+                continue;
+            }
+            let update = head.updates(epoch, after, now);
+            self.jobs[j].subscriber = Some((update.epoch, update.version, self.now));
+            let bytes = 64 + 128 * (update.nodes.len() + update.gone.len()) as u64;
+            let what = AtDriver::Members(update);
+            let what = What::Driver {
+                job: j,
+                via: None,
+                what,
+            };
+            self.send(Place::Head, Place::Driver(j), bytes, what);
         }
-        let update = head.updates(epoch, after, now);
-        self.subscriber = Some((update.epoch, update.version, self.now));
-        let bytes = 64 + 128 * (update.nodes.len() + update.gone.len()) as u64;
-        let what = AtDriver::Members(update);
-        self.send(
-            Place::Head,
-            Place::Driver,
-            bytes,
-            What::Driver { via: None, what },
-        );
     }
 
     /// The driver tells the head what changed in its actors and placement groups (each tick,
     /// unless its last update is unanswered; one unanswered for [`HEAD_ANSWER`] counts lost).
-    fn publish(&mut self) {
-        let (actors, groups) = (self.node.actor_directory(), self.node.group_directory());
+    fn publish(&mut self, j: JobIdx) {
+        let job = &mut self.jobs[j];
+        let (actors, groups) = (job.node.actor_directory(), job.node.group_directory());
         let at_ms = self.now.as_millis() as u64;
-        let update = self
+        let update = job
             .publisher
             .update(actors.clone(), groups.clone(), at_ms, false);
         let Some(update) = update else {
@@ -1769,53 +1972,65 @@ impl World<'_> {
         };
         let (seq, entries) = (update.seq, update.actors.len() + update.groups.len());
         if update.complete {
-            self.published.push_back((seq, actors, groups));
+            job.published.push_back((seq, actors, groups));
         }
         let what = What::Head {
-            from: Place::Driver,
+            from: Place::Driver(j),
             request: ToControl::Job(update),
         };
-        self.send(Place::Driver, Place::Head, 256 + 64 * entries as u64, what);
+        self.send(
+            Place::Driver(j),
+            Place::Head,
+            256 + 64 * entries as u64,
+            what,
+        );
         let what = AtDriver::JobAnswer { seq, taken: false };
-        self.at(self.now + HEAD_ANSWER, What::Driver { via: None, what });
+        let what = What::Driver {
+            job: j,
+            via: None,
+            what,
+        };
+        self.at(self.now + HEAD_ANSWER, what);
     }
 
     /// The head took the driver's update `seq`: if it was complete, the head's directory of
     /// the job must now hold the driver's actors and groups as they were when the update was
     /// made (each as the driver had it; what the driver no longer kept, ended).
-    fn directory_agrees(&mut self, seq: u64) {
-        while self.published.front().is_some_and(|(s, ..)| *s < seq) {
-            self.published.pop_front();
+    fn directory_agrees(&mut self, j: JobIdx, seq: u64) {
+        let job = &mut self.jobs[j];
+        while job.published.front().is_some_and(|(s, ..)| *s < seq) {
+            job.published.pop_front();
         }
         let (Some(head), Some((_, actors, groups))) = (
             self.head.as_mut(),
-            self.published.front().filter(|(s, ..)| *s == seq),
+            job.published.front().filter(|(s, ..)| *s == seq),
         ) else {
             return; // not a complete update
         };
-        let job = head.jobs().into_iter().find(|j| j.job == "sim");
-        if let Err(disagrees) = job
+        let kept = head.jobs().into_iter().find(|k| k.job == job.name);
+        if let Err(disagrees) = kept
             .ok_or_else(|| "it lacks the job".to_string())
             .and_then(|job| same_directory(&job, actors, groups))
         {
             self.report.violation = Some(format!(
-                "the head took the driver's update {seq} but its directory is not the driver's: {disagrees}"
+                "the head took job {}'s update {seq} but its directory is not the driver's: {disagrees}",
+                job.name
             ));
         }
     }
 
-    fn at_driver(&mut self, what: AtDriver) -> std::io::Result<()> {
+    fn at_driver(&mut self, j: JobIdx, what: AtDriver) -> std::io::Result<()> {
         match what {
-            AtDriver::Spawned { worker, pid } => self.proto(|node, now| {
+            AtDriver::Spawned { worker, pid } => self.proto(j, |node, now| {
                 let _ = node.handle(Event::WorkerSpawned { worker, pid }, now);
             }),
-            AtDriver::Exited { worker, reason } => self.proto(|node, now| {
+            AtDriver::Exited { worker, reason } => self.proto(j, |node, now| {
                 let _ = node.handle(Event::WorkerExited { worker, reason }, now);
             }),
-            AtDriver::Hello { worker } => self.proto(|node, now| {
+            AtDriver::Hello { worker } => self.proto(j, |node, now| {
                 let _ = node.handle(Event::WorkerConnected { worker }, now);
             }),
-            AtDriver::Eof { worker } => self.proto(|node, now| {
+            AtDriver::Eof { worker } => self.proto(j, |node, now| {
                 let _ = node.handle(Event::WorkerEof { worker }, now);
             }),
             AtDriver::Frames { worker, frames } => {
@@ -1831,12 +2046,13 @@ impl World<'_> {
                 for msg in &messages {
                     if let prism_transport::ArchivedToNode::Done { ended, .. } = msg {
                         for entry in ended.iter() {
-                            self.touched.push(ObjectId::new(entry.task.to_native(), 0));
+                            let id = ObjectId::new(entry.task.to_native(), 0);
+                            self.touched.push((j, id));
                         }
                     }
                 }
                 let mut mapped = IdMap::default();
-                self.proto(|node, now| {
+                self.proto(j, |node, now| {
                     let messages = Event::Messages {
                         worker,
                         messages: &messages,
@@ -1845,7 +2061,7 @@ impl World<'_> {
                     let _ = node.handle(messages, now);
                 });
             }
-            AtDriver::Fetched { node, id, result } => self.proto(|n, now| {
+            AtDriver::Fetched { node, id, result } => self.proto(j, |n, now| {
                 let _ = n.handle(Event::NodeFetched { node, id, result }, now);
             }),
             AtDriver::Pulled { id, len, from, ok } => {
@@ -1853,66 +2069,67 @@ impl World<'_> {
                     let bytes = ObjectBytes::inline(&vec![0; len as usize]);
                     Event::Localized { id, bytes }
                 } else {
-                    let name = &self.hosts[self.host_at(from)].name;
+                    let name = &self.hosts[self.host_at(j, from)].name;
                     let reason = format!("pull from {name} timed out");
                     Event::PullFailed { id, from, reason }
                 };
-                self.touched.push(id);
-                self.proto(|n, now| {
+                self.touched.push((j, id));
+                self.proto(j, |n, now| {
                     let _ = n.handle(event, now);
                 });
             }
-            AtDriver::JobAnswer { seq, taken } => self.publisher.answered(seq, taken),
+            AtDriver::JobAnswer { seq, taken } => self.jobs[j].publisher.answered(seq, taken),
             AtDriver::JobEnded { node } => {
-                if self.hosts[node].connected {
+                if self.hosts[node].views[j].connected {
                     let reason = "it drained and stopped the job's processes".to_string();
-                    self.node_lost(node, reason, true)?;
+                    self.node_lost(j, node, reason, true)?;
                 }
             }
             AtDriver::Fenced { node } => {
-                if self.hosts[node].connected {
+                if self.hosts[node].views[j].connected {
                     let reason = format!(
                         "it stopped the job's processes: its lease ran out ({} s without a renewal)",
                         self.config.lease.as_secs_f64()
                     );
-                    self.node_lost(node, reason, true)?;
+                    self.node_lost(j, node, reason, true)?;
                 }
             }
             AtDriver::Members(update) => {
-                self.heard = Some(self.now);
-                self.members.apply(update);
-                let table = self.members.table();
+                let job = &mut self.jobs[j];
+                job.heard = Some(self.now);
+                job.members.apply(update);
+                let table = job.members.table();
                 for node in 0..self.hosts.len() {
                     let listed = table.iter().any(|s| s.name == self.hosts[node].name);
-                    if !listed && self.hosts[node].connected {
+                    if !listed && self.hosts[node].views[j].connected {
                         let reason = "the control store no longer lists it".to_string();
-                        self.node_lost(node, reason, false)?;
+                        self.node_lost(j, node, reason, false)?;
                     }
                 }
                 for status in &table {
                     let Some(node) = self.hosts.iter().position(|h| h.name == status.name) else {
                         continue;
                     };
-                    let host = &self.hosts[node];
+                    let view = &self.hosts[node].views[j];
                     if status.draining {
-                        if host.connected && status.boot == host.joined_life {
-                            let (idx, reason) = (host.idx, "it drains".to_string());
-                            self.proto(|n, now| {
+                        if view.connected && status.boot == view.joined_life {
+                            let (idx, reason) = (view.idx, "it drains".to_string());
+                            self.proto(j, |n, now| {
                                 let _ = n.handle(Event::NodeDraining { node: idx, reason }, now);
                             });
                         }
-                    } else if status.alive && host.connected && status.boot != host.joined_life {
+                    } else if status.alive && view.connected && status.boot != view.joined_life {
                         let reason = "its daemon was restarted".to_string();
-                        self.node_lost(node, reason, false)?;
-                        self.offer_job(node);
+                        self.node_lost(j, node, reason, false)?;
+                        self.offer_job(j, node);
                     } else if status.alive {
-                        self.offer_job(node);
-                    } else if self.hosts[node].connected {
+                        self.offer_job(j, node);
+                    } else if view.connected {
                         let reason = format!(
                             "the control store has not heard from it for {} ms",
                             status.last_seen_ms
                         );
-                        self.node_lost(node, reason, false)?;
+                        self.node_lost(j, node, reason, false)?;
                     }
                 }
             }
@@ -1922,19 +2139,30 @@ impl World<'_> {
 
     /// The job gives up on a node (the shell calls the node's `NodeLost`); `stopped`: the
     /// node said it stopped the job's processes, else they may run until its lease ends.
-    fn node_lost(&mut self, node: NodeIdx, reason: String, stopped: bool) -> std::io::Result<()> {
-        let idx = self.hosts[node].idx;
+    fn node_lost(
+        &mut self,
+        j: JobIdx,
+        node: HostIdx,
+        reason: String,
+        stopped: bool,
+    ) -> std::io::Result<()> {
+        let idx = self.hosts[node].views[j].idx;
+        let renewed = self.base + self.jobs[j].driver.renewed[node];
         let lease_end = match stopped || !self.config.fencing {
             true => self.base + self.now,
-            false => lease::driver_end(self.base + self.driver.renewed[node], self.config.lease),
+            false => lease::driver_end(renewed, self.config.lease),
+        };
+        let job = match self.jobs.len() {
+            1 => "the job".to_string(),
+            _ => format!("job {}", self.jobs[j].name),
         };
         writeln!(
             self.out,
-            "  t={:.3}s the job lost node {}: {reason}",
+            "  t={:.3}s {job} lost node {}: {reason}",
             self.now.as_secs_f64(),
             self.hosts[node].name
         )?;
-        self.proto(|n, now| {
+        self.proto(j, |n, now| {
             let _ = n.handle(
                 Event::NodeLost {
                     node: idx,
@@ -1945,21 +2173,22 @@ impl World<'_> {
             );
         });
         // The node's relayed worker links end with it.
-        if self.hosts[node].connected {
-            self.hosts[node].connected = false;
-            self.hosts[node].epoch += 1;
+        let view = &mut self.hosts[node].views[j];
+        if view.connected {
+            view.connected = false;
+            view.epoch += 1;
         }
         Ok(())
     }
 
     /// A request of the job's connection `conn` reaches `node`'s daemon.
-    fn at_host(&mut self, node: HostIdx, conn: ConnId, request: HostRequest) {
+    fn at_host(&mut self, j: JobIdx, node: HostIdx, conn: ConnId, request: HostRequest) {
         use host::Request;
         let (request, asked) = match request {
             HostRequest::Spawn { worker } => (Request::Spawn { worker }, Asked::Spawn(worker)),
             HostRequest::Kill { worker } => (Request::Kill { worker }, Asked::Nothing),
             HostRequest::Fetch { id, len, from } => {
-                let from = from.map(|idx| self.host_at(idx));
+                let from = from.map(|idx| self.host_at(j, idx));
                 (Request::Fetch { id, len, from }, Asked::Fetch(id))
             }
             HostRequest::Free(ids) => (Request::Free(ids), Asked::Nothing),
@@ -1967,7 +2196,7 @@ impl World<'_> {
             HostRequest::Restore { id, len } => (Request::Restore { id, len }, Asked::Fetch(id)),
             HostRequest::EndJob => (Request::EndJob, Asked::EndJob),
             HostRequest::ForgetPeer { lost } => {
-                let at = Some(self.host_at(lost));
+                let at = Some(self.host_at(j, lost));
                 (Request::ForgetPeer { at }, Asked::Nothing)
             }
         };
@@ -1975,7 +2204,8 @@ impl World<'_> {
     }
 
     /// `node`'s daemon pulls `id` (`len` bytes) from `from` (`None`: the driver).
-    fn pull(&mut self, node: HostIdx, id: ObjectId, len: u64, from: Option<HostIdx>) {
+    fn pull(&mut self, conn: ConnId, node: HostIdx, id: ObjectId, len: u64, from: Option<HostIdx>) {
+        let j = job_of(conn);
         let life = self.hosts[node].life;
         let reachable = match from {
             Some(peer) => {
@@ -1986,23 +2216,31 @@ impl World<'_> {
         };
         let mut stalled = false;
         let at = if reachable {
-            let from_place = from.map_or(Place::Driver, Place::Node);
+            let from_place = from.map_or(Place::Driver(j), Place::Node);
             self.arrival(from_place, Place::Node(node), len) + self.config.latency
         } else {
             // A pull over a connection made before the peer died waits for QUIC's idle
             // timeout (or the driver's word); a new connection gives up after the connect
             // timeout.
-            let open = from.filter(|p| self.hosts[node].peers.contains_key(p));
-            match open {
+            let view = &mut self.hosts[node].views[j];
+            match from.filter(|p| view.peers.contains_key(p)) {
                 Some(peer) => {
                     stalled = true;
-                    self.hosts[node].stalled.push((id, len, peer, self.now));
+                    let since = self.now;
+                    view.stalled.push(Stalled {
+                        id,
+                        len,
+                        peer,
+                        since,
+                        conn,
+                    });
                     self.now + self.config.idle_timeout
                 }
                 None => self.now + self.config.connect_timeout,
             }
         };
         let end = What::FetchEnd {
+            conn,
             node,
             life,
             id,
@@ -2016,23 +2254,24 @@ impl World<'_> {
 
     /// Peer `peer` is gone: `node`'s connection to it closes, and the pulls stalled on it
     /// fail now.
-    fn forget_peer(&mut self, node: HostIdx, peer: HostIdx) {
-        let host = &mut self.hosts[node];
-        host.peers.remove(&peer);
-        let (ended, kept) = std::mem::take(&mut host.stalled)
+    fn forget_peer(&mut self, j: JobIdx, node: HostIdx, peer: HostIdx) {
+        let life = self.hosts[node].life;
+        let view = &mut self.hosts[node].views[j];
+        view.peers.remove(&peer);
+        let (ended, kept): (Vec<Stalled>, Vec<Stalled>) = std::mem::take(&mut view.stalled)
             .into_iter()
-            .partition(|s| s.2 == peer);
-        host.stalled = kept;
-        let life = host.life;
-        for (id, len, from, since) in ended {
+            .partition(|s| s.peer == peer);
+        view.stalled = kept;
+        for s in ended {
             let what = What::FetchEnd {
+                conn: s.conn,
                 node,
                 life,
-                id,
-                len,
-                from: Some(from),
+                id: s.id,
+                len: s.len,
+                from: Some(s.peer),
                 stalled: false,
-                since,
+                since: s.since,
             };
             self.at(self.now, what);
         }
@@ -2040,23 +2279,27 @@ impl World<'_> {
 
     fn fetch_end(
         &mut self,
+        conn: ConnId,
         node: HostIdx,
         life: u64,
         id: ObjectId,
         len: u64,
         from: Option<HostIdx>,
     ) {
+        let j = job_of(conn);
         if !self.hosts[node].alive || self.hosts[node].life != life {
             return;
         }
+        // The job's store the pull was for went with its connection: nothing to keep.
+        let store_gone = self.hosts[node].views[j].daemon_conn != Some(conn);
         let found = match from {
             Some(peer) => {
                 let p = &self.hosts[peer];
-                let stale = self.hosts[node]
+                let stale = self.hosts[node].views[j]
                     .peers
                     .get(&peer)
                     .is_some_and(|&l| l != p.life);
-                p.alive && !stale && p.store.contains_key(&id)
+                p.alive && !stale && p.views[j].store.contains_key(&id)
             }
             // The driver's own store: what it pulled for its readers.
             None => true,
@@ -2065,23 +2308,24 @@ impl World<'_> {
             // The connection stays open for later pulls (or is dropped when it failed).
             let life = self.hosts[peer].life;
             match found {
-                true => self.hosts[node].peers.insert(peer, life),
-                false => self.hosts[node].peers.remove(&peer),
+                true => self.hosts[node].views[j].peers.insert(peer, life),
+                false => self.hosts[node].views[j].peers.remove(&peer),
             };
         }
-        let result = if found {
-            Ok(self.hosts[node].store.insert(id, len).is_none())
+        let result = if store_gone {
+            Err(format!("the store {id} was pulled into is gone"))
+        } else if found {
+            Ok(self.hosts[node].views[j].store.insert(id, len).is_none())
         } else {
             Err(format!(
                 "cannot pull {id} from {}: unreachable or gone",
                 from.map_or("the driver".to_string(), |p| self.hosts[p].name.clone())
             ))
         };
-        let job = JOB.to_string();
         self.host_core(node, |core, now| {
             core.handle(
                 HostEvent::Pulled {
-                    job,
+                    conn,
                     id,
                     len,
                     result,
@@ -2091,7 +2335,7 @@ impl World<'_> {
         });
     }
 
-    fn at_worker(&mut self, worker: WorkerId, frames: &[u8]) {
+    fn at_worker(&mut self, worker: Wid, frames: &[u8]) {
         if !self.workers.get(&worker).is_some_and(|w| w.alive) {
             return;
         }
@@ -2130,7 +2374,7 @@ impl World<'_> {
 
     /// An actor's constructor reached `worker`: a new incarnation, which must be the only
     /// one running.
-    fn incarnation_starts(&mut self, actor: ActorId, worker: WorkerId) {
+    fn incarnation_starts(&mut self, actor: (JobIdx, ActorId), worker: Wid) {
         let ran = self.incarnations.entry(actor).or_default();
         ran.retain(|w| self.workers.get(w).is_some_and(|w| w.alive));
         ran.push(worker);
@@ -2138,35 +2382,36 @@ impl World<'_> {
     }
 
     /// No actor runs two incarnations at once (a frozen process does not run).
-    fn check_incarnations(&mut self, actor: ActorId) {
+    fn check_incarnations(&mut self, actor: (JobIdx, ActorId)) {
         let Some(ran) = self.incarnations.get(&actor) else {
             return;
         };
-        let running: Vec<WorkerId> = ran
+        let running: Vec<Wid> = ran
             .iter()
             .copied()
             .filter(|w| self.workers.get(w).is_some_and(|w| w.alive))
             .filter(|&w| self.hosts[self.host_of(w)].frozen_until <= self.now)
             .collect();
         if let [first, second, ..] = running[..] {
-            let describe = |w: WorkerId| {
+            let describe = |w: Wid| {
                 let host = &self.hosts[self.host_of(w)];
                 let cut = if host.partitioned_until > self.now {
                     ", partitioned"
                 } else {
                     ""
                 };
-                format!("worker {w} on {}{cut}", host.name)
+                format!("worker {} on {}{cut}", w.1, host.name)
             };
             self.report.violation = Some(format!(
-                "actor {actor} runs two incarnations at once: {} and {}",
+                "actor {} runs two incarnations at once: {} and {}",
+                actor.1,
                 describe(first),
                 describe(second)
             ));
         }
     }
 
-    fn start_next(&mut self, worker: WorkerId) {
+    fn start_next(&mut self, worker: Wid) {
         let node = self.host_of(worker);
         loop {
             let Some(w) = self.workers.get_mut(&worker) else {
@@ -2179,15 +2424,17 @@ impl World<'_> {
                 return;
             };
             let task = exec.task;
-            *self.driver.attempts.entry(task).or_default() += 1;
+            let j = worker.0;
+            *self.jobs[j].driver.attempts.entry(task).or_default() += 1;
             let creation = match exec.kind {
                 TaskKind::ActorCreation { actor, .. } => {
-                    self.incarnation_starts(actor, worker);
+                    self.incarnation_starts((j, actor), worker);
                     true
                 }
                 _ => false,
             };
-            let (store, spilled) = (&self.hosts[node].store, &self.hosts[node].spilled);
+            let view = &self.hosts[node].views[j];
+            let (store, spilled) = (&view.store, &view.spilled);
             let mappable = |id: &ObjectId| store.contains_key(id) && !spilled.contains(id);
             let missing = exec
                 .args
@@ -2207,7 +2454,7 @@ impl World<'_> {
                     reason: "No such file or directory (os error 2)".into(),
                 };
                 self.report.missing_arguments += 1;
-                *self.driver.missing.entry(task).or_default() += 1;
+                *self.jobs[j].driver.missing.entry(task).or_default() += 1;
                 self.done(worker, task, Outcome::Failed(error));
                 continue;
             }
@@ -2230,7 +2477,7 @@ impl World<'_> {
         }
     }
 
-    fn task_end(&mut self, worker: WorkerId, task: TaskId, run: u64, creation: bool) {
+    fn task_end(&mut self, worker: Wid, task: TaskId, run: u64, creation: bool) {
         let node = self.host_of(worker);
         let Some(w) = self.workers.get(&worker) else {
             return;
@@ -2264,16 +2511,18 @@ impl World<'_> {
             return;
         }
         let id = ObjectId::new(task, 0);
-        let value = match self.driver.large.get(&task) {
+        let j = worker.0;
+        let value = match self.jobs[j].driver.large.get(&task) {
             Some(&len) if len >= INLINE_LIMIT => {
-                self.hosts[node].store.insert(id, len);
+                self.hosts[node].views[j].store.insert(id, len);
                 Value::Shared { id, len }
             }
             Some(&len) => Value::Inline(vec![7; len as usize]),
             None => {
                 // Small results name the attempt: a stale report that replaced a later one
                 // would change the value the driver sees.
-                let attempt = self.driver.attempts.get(&task).copied().unwrap_or(0);
+                let attempt = self.jobs[j].driver.attempts.get(&task);
+                let attempt = attempt.copied().unwrap_or(0);
                 Value::Inline(fingerprint(task, attempt).to_le_bytes().to_vec())
             }
         };
@@ -2286,7 +2535,7 @@ impl World<'_> {
     }
 
     /// The worker reports a task's end to the driver (through its node).
-    fn done(&mut self, worker: WorkerId, task: TaskId, outcome: Outcome) {
+    fn done(&mut self, worker: Wid, task: TaskId, outcome: Outcome) {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.core.ended(RunEnd {
                 task,
@@ -2298,7 +2547,7 @@ impl World<'_> {
     }
 
     /// The worker sends the driver what its books owe it (through its node).
-    fn transmit(&mut self, worker: WorkerId) {
+    fn transmit(&mut self, worker: Wid) {
         let Some(w) = self.workers.get_mut(&worker) else {
             return;
         };
@@ -2308,12 +2557,16 @@ impl World<'_> {
         }
         let bytes = frames.len() as u64;
         let host = self.host_of(worker);
-        self.tell_driver(host, bytes, AtDriver::Frames { worker, frames });
+        let frames = AtDriver::Frames {
+            worker: worker.1,
+            frames,
+        };
+        self.tell_driver(worker.0, host, bytes, frames);
     }
 
     /// A worker's process ends; its node tells the driver with `reason` (none: its node is
     /// gone and tells nobody).
-    fn kill(&mut self, worker: WorkerId, reason: Option<String>) {
+    fn kill(&mut self, worker: Wid, reason: Option<String>) {
         let node = self.host_of(worker);
         let Some(w) = self.workers.get_mut(&worker) else {
             return;
@@ -2327,15 +2580,16 @@ impl World<'_> {
         if w.current.take().is_some() {
             self.hosts[node].running -= 1;
         }
-        self.hosts[node].workers.retain(|&x| x != worker);
+        let view = &mut self.hosts[node].views[worker.0];
+        view.workers.retain(|&x| x != worker.1);
         // Its daemon sees it exit and tells the job (not when the daemon itself went).
         if let Some(reason) = reason
             && self.hosts[node].alive
-            && let Some(conn) = self.hosts[node].daemon_conn
+            && let Some(conn) = self.hosts[node].views[worker.0].daemon_conn
         {
             let exited = HostEvent::WorkerExited {
                 conn,
-                worker,
+                worker: worker.1,
                 reason,
             };
             self.host_core(node, |core, now| core.handle(exited, now));
@@ -2348,7 +2602,8 @@ impl World<'_> {
         let Some(chaos) = self.config.chaos else {
             return Ok(());
         };
-        if self.driver.released_at.is_some() || self.hosts.len() < 2 {
+        let done = self.jobs.iter().all(|j| j.driver.released_at.is_some());
+        if done || self.hosts.len() < 2 {
             return Ok(());
         }
         let node = 1 + turn % (self.hosts.len() - 1);
@@ -2377,13 +2632,13 @@ impl World<'_> {
                 if !self.hosts[node].alive {
                     return Ok(());
                 }
-                for worker in std::mem::take(&mut self.hosts[node].workers) {
-                    self.kill(worker, None);
+                for j in 0..self.jobs.len() {
+                    for worker in std::mem::take(&mut self.hosts[node].views[j].workers) {
+                        self.kill((j, worker), None);
+                    }
                 }
                 self.daemon_exits(node);
-                let epoch = self.hosts[node].epoch;
-                let check = self.now + self.config.idle_timeout;
-                self.at(check, What::IdleCheck { node, epoch });
+                self.idle_checks(node);
                 let up = self.now + restart_after;
                 self.at(up, What::NodeUp { node });
             }
@@ -2417,7 +2672,10 @@ impl World<'_> {
                 self.at(self.now + DRAIN_GRACE, end);
             }
             Fault::KillWorker { node } => {
-                let workers = &self.hosts[node].workers;
+                let views = self.hosts[node].views.iter().enumerate();
+                let workers: Vec<Wid> = views
+                    .flat_map(|(j, view)| view.workers.iter().map(move |&w| (j, w)))
+                    .collect();
                 if workers.is_empty() {
                     writeln!(
                         self.out,
@@ -2429,8 +2687,8 @@ impl World<'_> {
                 let worker = workers[self.rng.below(workers.len() as u64) as usize];
                 writeln!(
                     self.out,
-                    "  t={t:.3}s fault: kill worker {worker} of node {}",
-                    self.hosts[node].name
+                    "  t={t:.3}s fault: kill worker {} of node {}",
+                    worker.1, self.hosts[node].name
                 )?;
                 self.kill(worker, Some("killed by signal 9 (SIGKILL)".into()));
             }
@@ -2451,10 +2709,8 @@ impl World<'_> {
                 };
                 *field = (*field).max(until);
                 if how != Impairment::Slow {
-                    // A node that does not answer loses its connection after the idle timeout.
-                    let epoch = host.epoch;
-                    let check = self.now + self.config.idle_timeout;
-                    self.at(check, What::IdleCheck { node, epoch });
+                    // A node that does not answer loses its connections after the idle timeout.
+                    self.idle_checks(node);
                     self.at(until, What::Resume { node });
                 }
             }
@@ -2465,7 +2721,9 @@ impl World<'_> {
                     restart_after.as_secs_f64()
                 )?;
                 if self.head.take().is_some() {
-                    self.subscriber = None;
+                    for job in &mut self.jobs {
+                        job.subscriber = None;
+                    }
                     let up = self.now + restart_after;
                     self.at(up, What::HeadUp);
                 }
@@ -2474,38 +2732,48 @@ impl World<'_> {
         Ok(())
     }
 
+    /// Every job's connection to `node` closes after the idle timeout unless something comes
+    /// through meanwhile.
+    fn idle_checks(&mut self, node: HostIdx) {
+        let check = self.now + self.config.idle_timeout;
+        for job in 0..self.jobs.len() {
+            let epoch = self.hosts[node].views[job].epoch;
+            self.at(check, What::IdleCheck { job, node, epoch });
+        }
+    }
+
     /// The driver's program: once every held object ended it reads them (a remote value is
     /// pulled, a lost one rebuilt), then drops every reference.
-    fn probe(&mut self) {
+    fn probe(&mut self, j: JobIdx) {
         let waker = std::task::Waker::noop();
-        while let Some(&id) = self.driver.held.get(self.driver.cursor) {
-            let ended = match self.node.owner.peek(id) {
+        while let Some(&id) = self.jobs[j].driver.held.get(self.jobs[j].driver.cursor) {
+            let ended = match self.jobs[j].node.owner.peek(id) {
                 Some(Slot::Ready(_) | Slot::Failed(_)) => true,
-                Some(Slot::Remote(_)) => !self.driver.reading,
+                Some(Slot::Remote(_)) => !self.jobs[j].driver.reading,
                 _ => false,
             };
             if !ended {
                 break;
             }
-            self.driver.cursor += 1;
+            self.jobs[j].driver.cursor += 1;
         }
-        if self.driver.cursor < self.driver.held.len() {
-            if self.driver.reading {
+        if self.jobs[j].driver.cursor < self.jobs[j].driver.held.len() {
+            if self.jobs[j].driver.reading {
                 // Ask again: a pull that failed or an object being rebuilt.
-                let id = self.driver.held[self.driver.cursor];
-                self.proto(|node, _| {
+                let id = self.jobs[j].driver.held[self.jobs[j].driver.cursor];
+                self.proto(j, |node, _| {
                     let _ = node.owner.poll(id, waker);
                     node.settle();
                 });
             }
             return;
         }
-        if !self.driver.reading {
+        if !self.jobs[j].driver.reading {
             // Everything ended: now read, which pulls remote values here.
-            self.driver.reading = true;
-            self.driver.cursor = 0;
-            let held = self.driver.held.clone();
-            self.proto(|node, _| {
+            self.jobs[j].driver.reading = true;
+            self.jobs[j].driver.cursor = 0;
+            let held = self.jobs[j].driver.held.clone();
+            self.proto(j, |node, _| {
                 for id in held {
                     let _ = node.owner.poll(id, waker);
                 }
@@ -2516,24 +2784,30 @@ impl World<'_> {
         // Read: tally and release.
         // (Per held object only when there are many: a tree holds one.)
         if let (Some(probe), Some(base)) = (self.config.memory_probe, self.memory_base)
-            && self.driver.held.len() >= 1_000
+            && self.jobs[j].driver.held.len() >= 1_000
         {
             let grown = probe().saturating_sub(base);
-            let objects = self.driver.held.len();
+            let objects = self.jobs[j].driver.held.len();
             self.report.bytes_per_object = Some(grown as f64 / objects as f64);
         }
-        let held = std::mem::take(&mut self.driver.held);
+        let held = std::mem::take(&mut self.jobs[j].driver.held);
         let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
         for &id in &held {
-            match self.node.owner.peek(id) {
+            match self.jobs[j].node.owner.peek(id) {
                 Some(Slot::Failed(e)) => *errors.entry(error_kind(e)).or_default() += 1,
                 _ => self.report.values += 1,
             }
         }
-        self.report.errors = errors.into_iter().collect();
+        for (kind, n) in errors {
+            match self.report.errors.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, count)) => *count += n,
+                None => self.report.errors.push((kind, n)),
+            }
+        }
+        self.report.errors.sort();
         self.report.sim_time = self.now;
-        let actors = std::mem::take(&mut self.driver.actors);
-        self.proto(|node, _| {
+        let actors = std::mem::take(&mut self.jobs[j].driver.actors);
+        self.proto(j, |node, _| {
             for id in held {
                 node.release(id);
             }
@@ -2542,7 +2816,7 @@ impl World<'_> {
             }
             node.settle();
         });
-        self.driver.released_at = Some(self.now);
+        self.jobs[j].driver.released_at = Some(self.now);
     }
 
     /// The invariants that must hold after every step.
@@ -2558,21 +2832,22 @@ impl World<'_> {
             }
         }
         // An object's value never changes once seen (a retry or a rebuild makes the same).
-        for id in std::mem::take(&mut self.touched) {
-            let ended = match self.node.owner.peek(id) {
+        for (j, id) in std::mem::take(&mut self.touched) {
+            let job = &mut self.jobs[j];
+            let ended = match job.node.owner.peek(id) {
                 Some(Slot::Ready(bytes)) => Ended::Value(hash_bytes(bytes.as_slice())),
                 Some(Slot::Remote(len)) => Ended::Value(*len),
                 Some(Slot::Failed(e)) => Ended::Error(e.to_string()),
                 _ => continue,
             };
-            let pulled = matches!(self.node.owner.peek(id), Some(Slot::Ready(_)))
-                && self.driver.large.contains_key(&id.task);
+            let pulled = matches!(job.node.owner.peek(id), Some(Slot::Ready(_)))
+                && job.driver.large.contains_key(&id.task);
             if pulled {
                 continue; // a pulled copy of a remote value: its length was checked
             }
-            match self.driver.ended.get(&id) {
+            match job.driver.ended.get(&id) {
                 None => {
-                    self.driver.ended.insert(id, ended);
+                    job.driver.ended.insert(id, ended);
                 }
                 Some(first) if *first == ended => {}
                 Some(Ended::Value(_)) if matches!(ended, Ended::Error(_)) => {
@@ -2580,10 +2855,66 @@ impl World<'_> {
                 }
                 Some(first) => {
                     self.report.violation = Some(format!(
-                        "object {id} ended twice differently: first {first:?}, then {ended:?}"
+                        "object {id} of job {} ended twice differently: first {first:?}, then {ended:?}",
+                        job.name
                     ));
                     return;
                 }
+            }
+        }
+    }
+
+    /// Job `j` at the end of the run: every held object ended, every task ended once the
+    /// driver dropped every reference, and nothing the job made is left on its nodes.
+    fn job_finished(&mut self, j: JobIdx) {
+        let job = &self.jobs[j];
+        if job.driver.released_at.is_none() {
+            let unfinished = job.driver.held.len() - job.driver.cursor.min(job.driver.held.len());
+            self.report.sim_time = self.now;
+            self.report.unfinished += unfinished;
+            if self.report.violation.is_none() {
+                let first = job.driver.held[job.driver.cursor.min(job.driver.held.len() - 1)];
+                self.report.violation = Some(format!(
+                    "{unfinished} held objects of job {} never ended within {} s of simulated time ({})",
+                    job.name,
+                    self.config.time_limit.as_secs(),
+                    self.stuck(j, first)
+                ));
+            }
+        } else if self.report.violation.is_none()
+            && let Some(task) = job.node.owner.some_task()
+        {
+            self.report.violation = Some(format!(
+                "{} tasks of job {} never ended after the driver dropped every reference ({})",
+                job.node.owner.task_count(),
+                job.name,
+                self.stuck(j, ObjectId::new(task, 0))
+            ));
+        } else if self.report.violation.is_none() {
+            // Freed objects are freed everywhere: nothing the job made is left in a store of a
+            // node it still uses.
+            let used = |h: &&Host| h.alive && h.views[j].connected && h.core.hosts(&job.name);
+            let left: usize = self
+                .hosts
+                .iter()
+                .filter(used)
+                .map(|h| h.views[j].store.len())
+                .sum();
+            if left > 0 {
+                let (node, id) = self
+                    .hosts
+                    .iter()
+                    .filter(used)
+                    .find_map(|h| {
+                        let id = h.views[j].store.keys().next()?;
+                        Some((h.name.clone(), *id))
+                    })
+                    .expect("counted above");
+                let known = job.node.owner.explain(id);
+                self.report.violation = Some(format!(
+                    "{left} objects of job {} stayed in nodes' stores after the driver dropped every reference (e.g. {id} on {node}, {known})",
+                    job.name
+                ));
             }
         }
     }
@@ -2592,53 +2923,15 @@ impl World<'_> {
         if self.report.violation.is_none() {
             self.check();
         }
-        if self.driver.released_at.is_none() {
-            self.report.sim_time = self.now;
-            self.report.unfinished =
-                self.driver.held.len() - self.driver.cursor.min(self.driver.held.len());
-            if self.report.violation.is_none() {
-                let first = self.driver.held[self.driver.cursor.min(self.driver.held.len() - 1)];
-                self.report.violation = Some(format!(
-                    "{} held objects never ended within {} s of simulated time ({})",
-                    self.report.unfinished,
-                    self.config.time_limit.as_secs(),
-                    self.stuck(first)
-                ));
-            }
-        } else if self.report.violation.is_none()
-            && let Some(task) = self.node.owner.some_task()
-        {
-            self.report.violation = Some(format!(
-                "{} tasks never ended after the driver dropped every reference ({})",
-                self.node.owner.task_count(),
-                self.stuck(ObjectId::new(task, 0))
-            ));
-        } else if self.report.violation.is_none() {
-            // Freed objects are freed everywhere: nothing the job made is left in a store of a
-            // node it still uses.
-            let left: usize = self
-                .hosts
-                .iter()
-                .filter(|h| h.alive && h.connected && h.core.hosts(JOB))
-                .map(|h| h.store.len())
-                .sum();
-            if left > 0 {
-                let (node, id) = self
-                    .hosts
-                    .iter()
-                    .filter(|h| h.alive && h.connected && h.core.hosts(JOB))
-                    .find_map(|h| h.store.keys().next().map(|id| (h.name.clone(), *id)))
-                    .expect("counted above");
-                let known = self.node.owner.explain(id);
-                self.report.violation = Some(format!(
-                    "{left} objects stayed in nodes' stores after the driver dropped every reference (e.g. {id} on {node}, {known})"
-                ));
-            }
+        for j in 0..self.jobs.len() {
+            self.job_finished(j);
         }
         self.report.real = started.elapsed();
-        let missing = |task| self.driver.missing.get(task).copied().unwrap_or(0);
-        self.report.most_runs = (self.driver.attempts.iter())
-            .map(|(task, runs)| runs - missing(task))
+        self.report.most_runs = (self.jobs.iter())
+            .flat_map(|job| {
+                let missing = |task| job.driver.missing.get(task).copied().unwrap_or(0);
+                (job.driver.attempts.iter()).map(move |(task, runs)| runs - missing(task))
+            })
             .max()
             .unwrap_or(0);
         if self.report.slowest_fetch > Duration::ZERO {
@@ -2703,8 +2996,8 @@ fn same_directory(
 
 impl World<'_> {
     /// Where the wait for `id` is stuck: the deepest unfinished task it waits on.
-    fn stuck(&self, mut id: ObjectId) -> String {
-        let owner = &self.node.owner;
+    fn stuck(&self, j: JobIdx, mut id: ObjectId) -> String {
+        let owner = &self.jobs[j].node.owner;
         loop {
             let task = id.task;
             let Some(record) = owner.task(task) else {
@@ -2729,7 +3022,7 @@ impl World<'_> {
                             let on: Vec<&str> = self
                                 .hosts
                                 .iter()
-                                .filter(|h| h.alive && h.store.contains_key(&dep))
+                                .filter(|h| h.alive && h.views[j].store.contains_key(&dep))
                                 .map(|h| h.name.as_str())
                                 .collect();
                             format!("{dep} on {on:?}")
@@ -2739,7 +3032,7 @@ impl World<'_> {
                         "task {task} is {:?} on worker {:?}, {}; its arguments: {}",
                         owner.task_state(task),
                         record.worker,
-                        match self.node.nodes.locate(task) {
+                        match self.jobs[j].node.nodes.locate(task) {
                             Some((node, at)) => format!("held by node {node}'s scheduler ({at:?})"),
                             None => "in no scheduler".to_string(),
                         },
@@ -2764,6 +3057,9 @@ fn replay(c: &Config) -> String {
             Workload::Tree => "tree",
         }
     );
+    if c.drivers != d.drivers {
+        line.push_str(&format!(" --drivers {}", c.drivers));
+    }
     if c.actors > 0 {
         line.push_str(&format!(" --actors {} --calls {}", c.actors, c.calls));
     }
