@@ -1,24 +1,31 @@
-//! A deterministic simulator of a cluster (`prism-sim`): the real protocol core of a driver's
-//! node ([`crate::proto::node::State`]) and of the head ([`ControlStore`]) run in one thread
-//! against simulated node daemons, worker processes and a network, on a simulated clock, with
-//! every random choice drawn from one seeded generator. Faults (killed, restarted, frozen or
-//! partitioned nodes, killed workers, a killed and restarted head, slow links) are injected by
-//! the seed, and invariants are checked after every step; the same configuration prints the
-//! same output byte for byte, so a failing seed replays exactly.
+//! A deterministic simulator of a cluster (`prism-sim`): the real protocol core of the
+//! drivers' nodes ([`crate::proto::node::State`]), of the head ([`crate::proto::control::ControlStore`]), of the node
+//! daemons' hosting of jobs ([`crate::proto::host::Hosting`]) and of the workers' books
+//! ([`crate::proto::worker::Worker`]) run in one thread against simulated processes, stores and
+//! a network, on a simulated clock, with every random choice drawn from one seeded generator.
+//! Faults (killed, restarted, frozen, partitioned or draining nodes, killed workers, a killed and
+//! restarted head, slow links) are injected by the seed, and invariants are checked after every
+//! step; the same configuration prints the same output byte for byte, so a failing seed
+//! replays exactly.
+//!
+//! Several drivers may share the cluster ([`Config::drivers`]): each runs the workload as a job
+//! of its own, with its own node core, subscription to the head and directory there; every
+//! node daemon hosts each job (a store, workers, a lease and pulls per job, kept apart by the
+//! daemon's books), and the CPU check counts every job's tasks on a node.
 //!
 //! What is simulated follows the shells it stands in for: node daemons start and kill workers,
-//! fetch objects from each other and drop copies on request; a worker runs the tasks it is sent
-//! in order, for their simulated duration, and fails a task whose shared argument is not in its
-//! node's store (as a real worker cannot map the segment); the driver learns of a dead node from
-//! the head's table (read every second, connecting again after the head restarted; a
-//! restarted head gives its nodes one timeout to be heard from) or when QUIC's idle timeout
-//! closes the node's connection; a live
-//! node the job does not use (restarted, or back after the job lost it) is asked to host the
-//! job again and counted as a new node. Each
-//! node holds a lease on the job that the driver renews ([`crate::proto::lease`]); a node cut
-//! off for longer than the lease stops the job's workers, and the driver starts no actor of a
-//! lost node again before that node's lease ended, so that no actor runs two incarnations at
-//! once (checked whenever an incarnation starts or a frozen node runs again).
+//! fetch objects from each other and drop copies on request, as their books decide; a worker
+//! runs the tasks it is sent in order, for their simulated duration, and fails a task whose
+//! shared argument is not in its node's store (as a real worker cannot map the segment); a
+//! driver learns of a dead node from the head's table (read every second, connecting again
+//! after the head restarted; a restarted head gives its nodes one timeout to be heard from) or
+//! when QUIC's idle timeout closes the node's connection; a live node a job does not use
+//! (restarted, or back after the job lost it) is asked to host the job again and counted as a
+//! new node. Each node holds a lease on each job that the job's driver renews
+//! ([`crate::proto::lease`]); a node cut off for longer than the lease stops the job's workers,
+//! and the driver starts no actor of a lost node again before that node's lease ended, so that
+//! no actor runs two incarnations at once (checked whenever an incarnation starts or a frozen
+//! node runs again).
 
 mod world;
 
@@ -26,7 +33,7 @@ use std::time::Duration;
 
 pub use world::run;
 
-/// The shape of the work the simulated driver submits.
+/// The shape of the work each simulated driver submits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
     /// Independent tasks with small results, all held by the driver and read at the end.
