@@ -651,6 +651,11 @@ mod tests {
         std::iter::from_fn(|| node.poll_action()).collect()
     }
 
+    /// Request `request` arrives on `conn` as number `req` at `now`.
+    fn ask(node: &mut Node, conn: ConnId, req: ReqId, request: Request<u32>, now: Instant) {
+        node.handle(Event::Request { conn, req, request }, now);
+    }
+
     fn reply(conn: ConnId, req: ReqId, reply: FromHost) -> Action<u32, &'static str> {
         Action::Reply { conn, req, reply }
     }
@@ -661,14 +666,7 @@ mod tests {
         let job = "j".to_string();
         node.handle(Event::Connected { conn: 1, job }, t0);
         let request = start(5 * S);
-        node.handle(
-            Event::Request {
-                conn: 1,
-                req: 0,
-                request,
-            },
-            t0,
-        );
+        ask(&mut node, 1, 0, request, t0);
         let prepare = actions(&mut node);
         assert!(
             matches!(&prepare[..], [Action::Prepare { conn: 1, req: 0, job, start }] if job == "j" && start.binary == [7; 32]),
@@ -698,14 +696,7 @@ mod tests {
         let t0 = Instant::now();
         let mut node = hosting_a_job(t0);
         let spawn = Request::Spawn { worker: 3 };
-        node.handle(
-            Event::Request {
-                conn: 1,
-                req: 1,
-                request: spawn.clone(),
-            },
-            t0,
-        );
+        ask(&mut node, 1, 1, spawn.clone(), t0);
         let expected = Action::Spawn {
             conn: 1,
             req: 1,
@@ -729,27 +720,13 @@ mod tests {
         // Another driver's connection for the same job name: refused, and it steers nothing.
         let job = "j".to_string();
         node.handle(Event::Connected { conn: 2, job }, t0);
-        node.handle(
-            Event::Request {
-                conn: 2,
-                req: 2,
-                request: start(5 * S),
-            },
-            t0,
-        );
+        ask(&mut node, 2, 2, start(5 * S), t0);
         let refused = "node n already hosts a job named j for another connection";
         assert_eq!(
             actions(&mut node),
             vec![reply(2, 2, FromHost::Error(refused.into()))]
         );
-        node.handle(
-            Event::Request {
-                conn: 2,
-                req: 3,
-                request: Request::Kill { worker: 3 },
-            },
-            t0,
-        );
+        ask(&mut node, 2, 3, Request::Kill { worker: 3 }, t0);
         let stranger = "node n hosts no job j for this connection";
         assert_eq!(
             actions(&mut node),
@@ -803,14 +780,7 @@ mod tests {
                 len: 64,
                 from: 5,
             };
-            node.handle(
-                Event::Request {
-                    conn: 1,
-                    req,
-                    request,
-                },
-                t0,
-            );
+            ask(&mut node, 1, req, request, t0);
         }
         let pull = Action::Pull {
             conn: 1,
@@ -838,14 +808,7 @@ mod tests {
             len: 64,
             from: 5,
         };
-        node.handle(
-            Event::Request {
-                conn: 1,
-                req: 4,
-                request,
-            },
-            t0,
-        );
+        ask(&mut node, 1, 4, request, t0);
         assert_eq!(actions(&mut node).len(), 1);
         let there = Event::Pulled {
             conn: 1,
@@ -863,23 +826,9 @@ mod tests {
             len: 64,
             from: 6,
         };
-        node.handle(
-            Event::Request {
-                conn: 1,
-                req: 5,
-                request,
-            },
-            t0,
-        );
+        ask(&mut node, 1, 5, request, t0);
         assert_eq!(actions(&mut node).len(), 1);
-        node.handle(
-            Event::Request {
-                conn: 1,
-                req: 6,
-                request: Request::EndJob,
-            },
-            t0,
-        );
+        ask(&mut node, 1, 6, Request::EndJob, t0);
         let ended = actions(&mut node);
         let failed = reply(1, 5, FromHost::Error("the job ended on node n".into()));
         assert_eq!(ended[0], failed);
@@ -913,14 +862,7 @@ mod tests {
             },
             t0,
         );
-        node.handle(
-            Event::Request {
-                conn: 1,
-                req: 0,
-                request: start(5 * S),
-            },
-            t0,
-        );
+        ask(&mut node, 1, 0, start(5 * S), t0);
         assert_eq!(actions(&mut node).len(), 1, "preparing");
         node.start_draining();
         let prepared = Event::Prepared {
@@ -943,14 +885,7 @@ mod tests {
         ];
         assert_eq!(actions(&mut node), expected, "what was made for it goes");
         assert!(node.idle());
-        node.handle(
-            Event::Request {
-                conn: 1,
-                req: 1,
-                request: start(5 * S),
-            },
-            t0,
-        );
+        ask(&mut node, 1, 1, start(5 * S), t0);
         assert_eq!(
             actions(&mut node),
             vec![reply(1, 1, FromHost::Error(refused.into()))]
@@ -1015,14 +950,7 @@ mod tests {
         let t0 = Instant::now();
         let mut node = hosting_a_job(t0);
         let spawn = Request::Spawn { worker: 8 };
-        node.handle(
-            Event::Request {
-                conn: 1,
-                req: 1,
-                request: spawn,
-            },
-            t0,
-        );
+        ask(&mut node, 1, 1, spawn, t0);
         assert_eq!(actions(&mut node).len(), 1);
         node.handle(Event::Closed { conn: 1 }, t0);
         assert_eq!(actions(&mut node).len(), 1, "the job ends");
@@ -1050,14 +978,7 @@ mod tests {
             },
             t0,
         );
-        node.handle(
-            Event::Request {
-                conn: 2,
-                req: 1,
-                request: start(5 * S),
-            },
-            t0,
-        );
+        ask(&mut node, 2, 1, start(5 * S), t0);
         assert_eq!(actions(&mut node).len(), 1, "preparing");
         let prepared = Event::Prepared {
             conn: 2,
@@ -1076,7 +997,7 @@ mod tests {
                 len: 8,
                 from: 3,
             };
-            node.handle(Event::Request { conn, req, request }, t0);
+            ask(&mut node, conn, req, request, t0);
         }
         let pulls = actions(&mut node);
         assert!(

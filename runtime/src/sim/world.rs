@@ -1131,6 +1131,13 @@ impl World<'_> {
         }
     }
 
+    /// Hands `event` to `node`'s daemon's books while their actions are being done (they
+    /// join the queue being worked through).
+    fn host_event(&mut self, node: HostIdx, event: HostEvent<Option<HostIdx>, ()>) {
+        let now = self.base + self.now;
+        self.hosts[node].core.handle(event, now);
+    }
+
     /// Does what `node`'s daemon decided (as the daemon's shell does).
     fn host_act(&mut self, node: HostIdx, action: HostAction<Option<HostIdx>, ()>) {
         match action {
@@ -1149,8 +1156,7 @@ impl World<'_> {
                     job,
                     result,
                 };
-                let now = self.base + self.now;
-                self.hosts[node].core.handle(prepared, now);
+                self.host_event(node, prepared);
             }
             HostAction::Spawn {
                 conn, req, worker, ..
@@ -1179,8 +1185,7 @@ impl World<'_> {
                     worker,
                     result,
                 };
-                let now = self.base + self.now;
-                self.hosts[node].core.handle(spawned, now);
+                self.host_event(node, spawned);
             }
             HostAction::Kill { conn, worker } => {
                 let worker = (job_of(conn), worker);
@@ -1232,8 +1237,7 @@ impl World<'_> {
                     req,
                     result: Ok(()),
                 };
-                let now = self.base + self.now;
-                self.hosts[node].core.handle(performed, now);
+                self.host_event(node, performed);
             }
             HostAction::ForgetPeer { conn, req, at } => {
                 if let Some(peer) = at {
@@ -1244,8 +1248,7 @@ impl World<'_> {
                     req,
                     result: Ok(()),
                 };
-                let now = self.base + self.now;
-                self.hosts[node].core.handle(performed, now);
+                self.host_event(node, performed);
             }
             HostAction::EndJob {
                 conn, why, workers, ..
