@@ -19,6 +19,7 @@ fn spec(seq: u64) -> TaskSpec {
         max_retries: 3,
         retry_exceptions: false,
         inlined_refs: Vec::new(),
+        inlined_actors: Vec::new(),
         stream: None,
         kind: prism_graph::TaskKind::Normal,
     }

@@ -55,6 +55,10 @@ pub struct TaskSpec {
     /// owner keeps their objects alive until the task ends, as the submitter may drop its own
     /// handles at once (Ray's inlined references).
     pub inlined_refs: Vec<ObjectId>,
+    /// Actor handles inside the argument values: the actors' owner counts them as held until
+    /// the task ends, as the submitter may drop its own handles at once; a worker that keeps a
+    /// handle past its task says so itself (the borrower protocol, for actors).
+    pub inlined_actors: Vec<ActorId>,
     /// A streaming generator: `Some(n)` when the task yields its items one at a time as
     /// objects `(task, 1)`, `(task, 2)`, ... (its one return object, index 0, holds their count
     /// once it ends), pausing while `n` items it made are not yet taken (0: no limit).

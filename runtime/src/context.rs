@@ -154,14 +154,16 @@ impl Context {
     }
 
     pub(crate) fn actor_add_ref(&self, id: ActorId) {
-        if let Context::Driver(core) = self {
-            core.actor_add_ref(id);
+        match self {
+            Context::Driver(core) => core.actor_add_ref(id),
+            Context::Worker(client) => client.actor_borrow(id),
         }
     }
 
     pub(crate) fn actor_release(&self, id: ActorId) {
-        if let Context::Driver(core) = self {
-            core.actor_release(id);
+        match self {
+            Context::Driver(core) => core.actor_release(id),
+            Context::Worker(client) => client.actor_release(id),
         }
     }
 

@@ -133,6 +133,28 @@ pub(crate) fn collect_nested<R>(encode: impl FnOnce() -> R) -> (R, Vec<prism_gra
     (result, nested.unwrap_or_default())
 }
 
+thread_local! {
+    /// The actors whose handles this thread archived while an argument is being encoded.
+    static NESTED_ACTORS: std::cell::RefCell<Option<Vec<prism_graph::ActorId>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `encode` and returns, with its result, the actors whose handles it archived.
+pub(crate) fn collect_actors<R>(encode: impl FnOnce() -> R) -> (R, Vec<prism_graph::ActorId>) {
+    let outer = NESTED_ACTORS.with(|n| n.borrow_mut().replace(Vec::new()));
+    let result = encode();
+    let actors = NESTED_ACTORS.with(|n| std::mem::replace(&mut *n.borrow_mut(), outer));
+    (result, actors.unwrap_or_default())
+}
+
+/// A handle to `actor` is being archived inside a value: noted if [`collect_actors`] runs.
+pub(crate) fn note_actor(actor: prism_graph::ActorId) {
+    NESTED_ACTORS.with(|n| {
+        if let Some(actors) = n.borrow_mut().as_mut() {
+            actors.push(actor);
+        }
+    });
+}
+
 /// A reference to `id` is being archived inside a value: noted if [`collect_nested`] runs.
 pub(crate) fn note_nested(id: prism_graph::ObjectId) {
     NESTED.with(|n| {

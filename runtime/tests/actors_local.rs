@@ -99,6 +99,17 @@ fn five() -> u64 {
 /// A task that calls an actor through a handle it was given.
 #[remote]
 fn bump_many(counter: ActorHandle<Counter>, times: u64) -> u64 {
+    bump_many_inline(&counter, times)
+}
+
+/// A task that waits, then calls an actor through the handle it was given.
+#[remote]
+fn bump_later(counter: ActorHandle<Counter>, wait_ms: u64, times: u64) -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+    bump_many_inline(&counter, times)
+}
+
+fn bump_many_inline(counter: &ActorHandle<Counter>, times: u64) -> u64 {
     let refs: Vec<ObjectRef<u64>> = (0..times).map(|_| counter.inc()).collect();
     let values = prism::get_all_blocking(&refs).expect("increments");
     values.into_iter().max().unwrap_or(0)
@@ -555,6 +566,39 @@ fn dropping_the_last_handle_stops_the_actor() -> Result<(), Failed> {
     )
 }
 
+fn a_handle_lent_to_a_task_keeps_the_actor_alive() -> Result<(), Failed> {
+    let c = Counter::remote(0);
+    let pid = c.pid().get_blocking()?;
+    // The driver's only handle goes into the task: the actor lives while the task holds it.
+    let task = bump_later::remote(c, 300, 5);
+    ensure(
+        task.get_blocking()? == 5,
+        "the task's calls reached the actor after the driver dropped its handle",
+    )?;
+    ensure(
+        eventually(10, || !alive(pid)),
+        "the actor stopped once the task's handle went too",
+    )
+}
+
+fn an_actor_holding_a_handle_keeps_its_target_alive() -> Result<(), Failed> {
+    let c = Counter::remote(0);
+    let pid = c.pid().get_blocking()?;
+    let relay = Relay::remote(c);
+    // Long enough for the driver's own handle and the constructor's argument to be gone.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    ensure(alive(pid), "the relay's handle keeps the target")?;
+    ensure(
+        relay.forward(5).get_blocking()? == 5,
+        "the relay reaches its target",
+    )?;
+    drop(relay);
+    ensure(
+        eventually(10, || !alive(pid)),
+        "the target stopped once the relay (its last holder) stopped",
+    )
+}
+
 fn main() {
     let config = prism::Config::new().num_cpus(2.0);
     let cases: &[Case] = &[
@@ -597,6 +641,14 @@ fn main() {
         (
             "dropping_the_last_handle_stops_the_actor",
             dropping_the_last_handle_stops_the_actor,
+        ),
+        (
+            "a_handle_lent_to_a_task_keeps_the_actor_alive",
+            a_handle_lent_to_a_task_keeps_the_actor_alive,
+        ),
+        (
+            "an_actor_holding_a_handle_keeps_its_target_alive",
+            an_actor_holding_a_handle_keeps_its_target_alive,
         ),
         (
             "concurrent_actors_run_calls_at_once",

@@ -1,7 +1,7 @@
 //! The protocol between a node and its workers: the handshake ([`Hello`]), what a node tells a
 //! worker ([`ToWorker`]) and what a worker tells its node ([`ToNode`]).
 
-use prism_graph::{ObjectId, TaskError, TaskId, TaskKind, TaskSpec};
+use prism_graph::{ActorId, ObjectId, TaskError, TaskId, TaskKind, TaskSpec};
 
 use crate::frame::Message;
 
@@ -10,7 +10,7 @@ use crate::frame::Message;
 /// in [`ToHost::StartJob`]; 6: missing arguments; 7: a node's lease on a job
 /// ([`HostEvent::Renew`]); 11: 64-bit worker numbers, run times; 12: run times inside
 /// [`ToNode::Done`] (no frame of their own).
-pub const PROTOCOL_VERSION: u32 = 14;
+pub const PROTOCOL_VERSION: u32 = 15;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -246,6 +246,10 @@ pub enum ToNode {
     Release(Vec<ObjectId>),
     /// The worker holds references to these objects it did not create (read from a value).
     Hold(Vec<ObjectId>),
+    /// The worker holds handles to these actors (read from a value): they live while it does.
+    HoldActors(Vec<ActorId>),
+    /// The worker dropped its last handle to these actors.
+    ReleaseActors(Vec<ActorId>),
     /// A streaming generator this worker runs made item `index` (object `(task, index)`).
     Yield {
         /// The generator task.

@@ -91,8 +91,12 @@ impl fmt::Debug for RawActor {
 }
 
 /// A handle to a running actor of class `A`. Call its methods like the type's own
-/// (`handle.inc()`); each returns an `ObjectRef` at once. Clone it to share the actor; an
-/// unnamed actor stops once its last handle is dropped and its calls have run.
+/// (`handle.inc()`); each returns an `ObjectRef` at once. Clone it to share the actor, or pass
+/// it to tasks and other actors (inside any argument): an unnamed actor stops once the last
+/// handle anywhere is dropped and its calls have run. A task's arguments hold their handles
+/// until the task ends, and a worker that keeps one (an actor's field, say) holds the actor
+/// until it drops it or its process ends. Handles stored inside objects (`put`, a task's
+/// return value) are not counted: keep another handle while such an object is read.
 pub struct ActorHandle<A: Actor> {
     stub: A::Stub,
 }
@@ -136,7 +140,9 @@ impl<A: Actor> Clone for ActorHandle<A> {
 }
 
 // A handle crosses processes as its actor's id: pass it to tasks and to other actors, or store
-// it in an object. The receiving process calls the same actor through its node.
+// it in an object. The receiving process calls the same actor through its node. Archiving one
+// notes it for the call being built (its task holds the actor), and each handle made from the
+// archive counts in the process that made it (the borrower protocol, for actors).
 impl<A: Actor> rkyv::Archive for ActorHandle<A> {
     type Archived = ArchivedActorId;
     type Resolver = <ActorId as rkyv::Archive>::Resolver;
@@ -151,6 +157,7 @@ where
     ActorId: rkyv::Serialize<S>,
 {
     fn serialize(&self, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        crate::value::note_actor(self.id());
         self.id().serialize(serializer)
     }
 }

@@ -95,13 +95,16 @@ pub(crate) fn placed(base: Resources, placement: Option<GroupSlot>) -> Result<Re
 pub enum ArgSlot {
     /// An archived value (or why archiving failed).
     Value(Result<rkyv::util::AlignedVec, String>),
-    /// An archived value with references inside: their ids (pinned by the owner until the task
-    /// ends) and the value itself, whose handles keep them alive until the task is submitted.
+    /// An archived value with references or actor handles inside: their ids (pinned by the
+    /// owner until the task ends) and the value itself, whose handles keep them alive until
+    /// the task is submitted.
     ValueWithRefs {
         /// The archive.
         bytes: rkyv::util::AlignedVec,
         /// The objects referred to.
         refs: Vec<prism_graph::ObjectId>,
+        /// The actors whose handles it holds.
+        actors: Vec<prism_graph::ActorId>,
         /// The value, dropped once the task is submitted.
         keep: Box<dyn std::any::Any + Send>,
     },
@@ -122,11 +125,13 @@ pub trait IntoArg<T> {
 
 impl<T: Remotable> IntoArg<T> for T {
     fn into_arg(self) -> ArgSlot {
-        let (bytes, refs) = crate::value::collect_nested(|| self.to_bytes());
+        let ((bytes, refs), actors) =
+            crate::value::collect_actors(|| crate::value::collect_nested(|| self.to_bytes()));
         match bytes {
-            Ok(bytes) if !refs.is_empty() => ArgSlot::ValueWithRefs {
+            Ok(bytes) if !refs.is_empty() || !actors.is_empty() => ArgSlot::ValueWithRefs {
                 bytes,
                 refs,
+                actors,
                 keep: Box::new(self),
             },
             bytes => ArgSlot::Value(bytes.map_err(|e| e.to_string())),
@@ -242,12 +247,19 @@ impl Call {
         let mut spec_args = Vec::with_capacity(args.len());
         let mut keep_alive = KeepAlive::default();
         let mut inlined_refs = Vec::new();
+        let mut inlined_actors = Vec::new();
         for (i, arg) in args.into_iter().enumerate() {
             match arg {
                 ArgSlot::Value(Ok(bytes)) => spec_args.push(Arg::Value(bytes.to_vec())),
-                ArgSlot::ValueWithRefs { bytes, refs, keep } => {
+                ArgSlot::ValueWithRefs {
+                    bytes,
+                    refs,
+                    actors,
+                    keep,
+                } => {
                     spec_args.push(Arg::Value(bytes.to_vec()));
                     inlined_refs.extend(refs);
+                    inlined_actors.extend(actors);
                     keep_alive.values.push(keep);
                 }
                 ArgSlot::Value(Err(reason)) => {
@@ -279,6 +291,7 @@ impl Call {
             // Its inputs no longer matter: the task fails without waiting for them.
             spec_args.clear();
             inlined_refs.clear();
+            inlined_actors.clear();
         }
         let spec = TaskSpec {
             task_id,
@@ -291,6 +304,7 @@ impl Call {
             retry_exceptions: self.retry_exceptions,
             kind: self.kind,
             inlined_refs,
+            inlined_actors,
             stream: self.stream,
         };
         (spec, failed, keep_alive)

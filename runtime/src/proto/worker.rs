@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use prism_graph::{IdMap, IdSet, ObjectId, TaskError, TaskId, TaskKind, TaskSpec};
+use prism_graph::{ActorId, IdMap, IdSet, ObjectId, TaskError, TaskId, TaskKind, TaskSpec};
 use prism_transport::{
     ArchivedObjectValue, ArchivedToWorker, ArchivedValue, Execute, Hello, MAX_AWAITING, Outcome,
     RunTimes, TaskEnd, ToNode, Value, encode_frame,
@@ -84,6 +84,10 @@ pub(crate) struct Worker {
     /// This worker's references to objects it created (submits, puts): count and function.
     refs: IdMap<ObjectId, (u32, Arc<str>)>,
     released: Vec<ObjectId>,
+    /// Handles to actors this worker holds, counted (the node learns of the first and the
+    /// last).
+    actors: IdMap<ActorId, u32>,
+    released_actors: Vec<ActorId>,
     /// The innermost running task waits in `get`.
     blocked: bool,
     /// How many tasks run on top of the one the worker was sent (each waited for by the one
@@ -113,6 +117,8 @@ impl Worker {
             requested: IdSet::default(),
             refs: IdMap::default(),
             released: Vec::new(),
+            actors: IdMap::default(),
+            released_actors: Vec::new(),
             blocked: false,
             depth: 0,
             awaiting: IdSet::default(),
@@ -174,6 +180,27 @@ impl Worker {
                 self.cache.remove(&id);
                 self.requested.remove(&id);
                 self.released.push(id);
+            }
+        }
+    }
+
+    /// A handle to `actor` made here (read from a value, or cloned): counted locally; the
+    /// node learns of this worker's hold once, before the task it came with ends.
+    pub(crate) fn actor_borrow(&mut self, actor: ActorId) {
+        let count = self.actors.entry(actor).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            self.send(&ToNode::HoldActors(vec![actor]));
+        }
+    }
+
+    /// A handle to `actor` dropped; the node hears of the last one with the next frames.
+    pub(crate) fn actor_release(&mut self, actor: ActorId) {
+        if let Some(count) = self.actors.get_mut(&actor) {
+            *count -= 1;
+            if *count == 0 {
+                self.actors.remove(&actor);
+                self.released_actors.push(actor);
             }
         }
     }
@@ -300,6 +327,10 @@ impl Worker {
         if !self.released.is_empty() {
             let released = std::mem::take(&mut self.released);
             self.send(&ToNode::Release(released));
+        }
+        if !self.released_actors.is_empty() {
+            let released = std::mem::take(&mut self.released_actors);
+            self.send(&ToNode::ReleaseActors(released));
         }
         &mut self.out
     }
@@ -800,6 +831,20 @@ mod tests {
         ));
         let mut cursor = 0;
         assert!(worker.enough(&ids, 3, &mut cursor));
+    }
+
+    #[test]
+    fn actor_handles_are_held_from_the_first_and_released_with_the_last() {
+        let mut worker = Worker::new(false);
+        let actor = ActorId(task(9));
+        worker.actor_borrow(actor);
+        worker.actor_borrow(actor);
+        worker.actor_release(actor);
+        assert_eq!(sent(&mut worker), vec![ToNode::HoldActors(vec![actor])]);
+        worker.actor_release(actor);
+        assert_eq!(sent(&mut worker), vec![ToNode::ReleaseActors(vec![actor])]);
+        worker.actor_release(actor);
+        assert!(sent(&mut worker).is_empty(), "a stray release says nothing");
     }
 
     #[test]

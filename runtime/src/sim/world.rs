@@ -896,6 +896,7 @@ impl World<'_> {
             retry_exceptions: false,
             kind: TaskKind::Normal,
             inlined_refs: Vec::new(),
+            inlined_actors: Vec::new(),
             stream: None,
         }
     }

@@ -19,7 +19,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use prism_graph::{ObjectId, TaskError, TaskId, TaskSpec};
+use prism_graph::{ActorId, ObjectId, TaskError, TaskId, TaskSpec};
 use prism_transport::{
     ArchivedToWorker, Execute, Frame, FrameError, FrameReader, Hello, Outcome, PROTOCOL_VERSION,
     ToWorker, Value,
@@ -115,6 +115,18 @@ impl WorkerClient {
 
     pub(crate) fn release(&self, id: ObjectId) {
         self.inner.lock().core.release(id);
+    }
+
+    /// A handle to `actor` made in this process (see [`Worker::actor_borrow`]).
+    ///
+    /// [`Worker::actor_borrow`]: crate::proto::worker::Worker::actor_borrow
+    pub(crate) fn actor_borrow(&self, actor: ActorId) {
+        self.inner.lock().core.actor_borrow(actor);
+    }
+
+    /// A handle to `actor` dropped in this process.
+    pub(crate) fn actor_release(&self, actor: ActorId) {
+        self.inner.lock().core.actor_release(actor);
     }
 
     pub(crate) fn function_of(&self, id: ObjectId) -> Option<Arc<str>> {

@@ -238,6 +238,8 @@ struct WorkerLife {
     exit: Option<String>,
     /// The node asked it to exit: its end is expected, not a failure.
     retiring: bool,
+    /// The actors it holds handles to (released when it ends).
+    actors: IdSet<ActorId>,
 }
 
 /// Frames for a worker on another node held back until the objects they name are in that
@@ -742,6 +744,10 @@ impl State {
     fn submit(&mut self, spec: TaskSpec, holder: Option<WorkerId>, failed: Option<TaskError>) {
         let task = spec.task_id;
         let kind = spec.kind;
+        // Handles passed inside arguments hold their actors until the task ends.
+        for &actor in &spec.inlined_actors {
+            self.actor_add_ref(actor);
+        }
         let ready = self.owner.submit(spec, holder);
         if let Some(parent) = holder.and_then(|w| self.nodes.running_task(w)) {
             self.owner.events.set_parent(task, parent);
@@ -893,6 +899,22 @@ impl State {
             ArchivedToNode::Release(ids) => {
                 let ids: Vec<ObjectId> = ids.iter().map(|i| i.to_native()).collect();
                 self.owner.worker_released(worker, &ids);
+            }
+            ArchivedToNode::HoldActors(actors) => {
+                for actor in actors.iter().map(|a| a.to_native()) {
+                    let life = self.workers.entry(worker).or_default();
+                    if life.actors.insert(actor) {
+                        self.actor_add_ref(actor);
+                    }
+                }
+            }
+            ArchivedToNode::ReleaseActors(actors) => {
+                for actor in actors.iter().map(|a| a.to_native()) {
+                    let held = self.workers.get_mut(&worker);
+                    if held.is_some_and(|life| life.actors.remove(&actor)) {
+                        self.actor_release(actor);
+                    }
+                }
             }
             ArchivedToNode::Cancel { id, force } => self.cancel(id.to_native(), *force),
             ArchivedToNode::Hello(_) => {
@@ -1159,6 +1181,10 @@ impl State {
         }
         let link = self.workers.remove(&worker).unwrap_or_default();
         self.actions.push_back(Action::Forget { worker });
+        // The handles it held go with it.
+        for actor in link.actors {
+            self.actor_release(actor);
+        }
         let reason = link.exit.unwrap_or_default();
         self.outbox.remove(&worker);
         self.held.remove(&worker);
@@ -1263,6 +1289,9 @@ impl State {
 
     /// Schedules, encodes what became sendable, and hands frames to the writers.
     pub(crate) fn settle(&mut self) {
+        for actor in std::mem::take(&mut self.owner.released_actors) {
+            self.actor_release(actor);
+        }
         self.free_files();
         self.place_groups();
         let startup_broken = self.startup_failures >= MAX_STARTUP_FAILURES;

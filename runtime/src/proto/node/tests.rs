@@ -131,6 +131,7 @@ impl Harness {
             retry_exceptions: false,
             kind: TaskKind::Normal,
             inlined_refs: Vec::new(),
+            inlined_actors: Vec::new(),
             stream: None,
         }
     }
@@ -1036,4 +1037,49 @@ fn workers_a_draining_node_refuses_are_no_broken_start() {
         h.returns(at, task, Value::Inline(vec![1]));
     }
     assert!(left.is_empty(), "never ran: {left:?}");
+}
+
+/// Whether the node still runs `actor` (stopped and forgotten, or dead: no).
+fn runs(h: &Harness, actor: ActorId) -> bool {
+    let directory = h.node.actor_directory();
+    let status = directory.iter().find(|a| a.id == actor);
+    status.is_some_and(|a| a.state == prism_transport::ActorState::Alive)
+}
+
+#[test]
+fn handles_lent_to_a_task_or_held_by_a_worker_keep_an_unnamed_actor() {
+    let mut h = Harness::new(1, 4.0);
+    let (actor, _) = h.actor(0);
+    // A task gets a handle inside an argument; the driver drops its own at once.
+    let mut spec = h.spec(Vec::new(), 0);
+    spec.inlined_actors = vec![actor];
+    let task = spec.task_id;
+    h.submit(spec);
+    h.node.actor_release(actor);
+    h.node.settle();
+    h.drain();
+    assert!(runs(&h, actor), "the task's argument holds it");
+    // The task's worker keeps the handle past the task's end.
+    let worker = h.where_sent(task).expect("the task runs");
+    h.report(worker, &ToNode::HoldActors(vec![actor]));
+    h.returns(worker, task, Value::Inline(vec![1]));
+    assert!(runs(&h, actor), "the worker still holds it");
+    h.report(worker, &ToNode::ReleaseActors(vec![actor]));
+    assert!(!runs(&h, actor), "its last holder let it go");
+
+    // A worker holding the only handle dies: the actor goes with the hold.
+    let (other, _) = h.actor(0);
+    let mut spec = h.spec(Vec::new(), 0);
+    spec.inlined_actors = vec![other];
+    let task = spec.task_id;
+    h.submit(spec);
+    h.node.actor_release(other);
+    h.node.settle();
+    h.drain();
+    let worker = h.where_sent(task).expect("the task runs");
+    h.report(worker, &ToNode::HoldActors(vec![other]));
+    h.returns(worker, task, Value::Inline(vec![1]));
+    assert!(runs(&h, other));
+    h.dies(worker);
+    assert!(!runs(&h, other), "a dead holder holds nothing");
 }

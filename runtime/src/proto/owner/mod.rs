@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use prism_graph::{
-    Arg, IdMap, IdSet, ObjectId, Readiness, TaskError, TaskGraph, TaskId, TaskKind, TaskSpec,
-    TaskState,
+    ActorId, Arg, IdMap, IdSet, ObjectId, Readiness, TaskError, TaskGraph, TaskId, TaskKind,
+    TaskSpec, TaskState,
 };
 use prism_transport::Value;
 
@@ -224,6 +224,9 @@ pub(crate) struct Owner {
     nodes_lost: u64,
     /// What freeing objects left for the shell to do with their files, in order.
     pub(crate) freed_files: Vec<FreedFile>,
+    /// Actor handles inside the arguments of tasks that no longer need them (ended, and no
+    /// lineage keeps them), for the node to release.
+    pub(crate) released_actors: Vec<ActorId>,
     /// Every task's state changes (the state API's and the timeline's source).
     pub(crate) events: TaskEvents,
     /// The time of the event the node handles (it sets it), for the task events.
@@ -894,6 +897,7 @@ impl Owner {
         for id in &spec.inlined_refs {
             self.release(*id);
         }
+        self.released_actors.extend(&spec.inlined_actors);
         for dep in spec.dependencies() {
             if self.objects.get(&dep).is_some_and(|e| e.refs == 0) {
                 self.try_free(dep);
@@ -1141,6 +1145,7 @@ mod tests {
             retry_exceptions: false,
             kind: prism_graph::TaskKind::Normal,
             inlined_refs: Vec::new(),
+            inlined_actors: Vec::new(),
             stream: None,
         }
     }

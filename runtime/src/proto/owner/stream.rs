@@ -254,6 +254,7 @@ mod tests {
             retry_exceptions: false,
             kind: TaskKind::Normal,
             inlined_refs: Vec::new(),
+            inlined_actors: Vec::new(),
             stream: Some(window),
         };
         assert!(owner.submit(spec, None));
