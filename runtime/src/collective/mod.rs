@@ -219,9 +219,8 @@ impl Rendezvous {
 /// driver ([`Group::create`]), cloned into every member (an argument of an actor's constructor
 /// or of a task), which then [`join`](Group::join)s with its rank.
 ///
-/// The driver keeps its `Group` until every member joined: the meeting point is an actor, and
-/// handles lent inside arguments do not keep an actor alive yet (the borrower protocol of
-/// issue 20).
+/// The driver may drop its `Group` once it passed it to the members: the meeting point is an
+/// actor, which the handles inside the members' arguments keep alive until they joined.
 #[derive(Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Group {
     name: String,

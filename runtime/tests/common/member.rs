@@ -83,9 +83,8 @@ impl Member {
     }
 }
 
-/// The group's members (the group goes with them: the driver keeps its meeting point alive).
+/// The group's members.
 pub struct Members {
-    _group: Group,
     pub handles: Vec<prism::ActorHandle<Member>>,
 }
 
@@ -103,7 +102,8 @@ pub fn start(name: &str, world: u32) -> Result<Members, Failed> {
 }
 
 /// A group of one member per entry of `resources`, each needing one of the custom resource
-/// named there (none when empty).
+/// named there (none when empty). The driver drops its `Group` at once: the members'
+/// constructors hold the meeting point until they joined.
 pub fn start_on(name: &str, resources: &[&str]) -> Result<Members, Failed> {
     let group = Group::create(name, resources.len() as u32)?;
     let handles = (0..resources.len() as u32)
@@ -114,10 +114,8 @@ pub fn start_on(name: &str, resources: &[&str]) -> Result<Members, Failed> {
                 .remote(group.clone(), rank),
         })
         .collect();
-    Ok(Members {
-        _group: group,
-        handles,
-    })
+    drop(group);
+    Ok(Members { handles })
 }
 
 pub fn all<T>(refs: Vec<ObjectRef<Result<T, String>>>) -> Result<Vec<T>, Failed>
