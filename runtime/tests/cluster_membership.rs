@@ -181,6 +181,13 @@ fn stopped_and_drained_nodes_hand_their_work_back(cluster: &Cluster) -> Result<(
         "the driver counts c and d",
     )?;
 
+    // A node fetches the job's binary when it first starts a worker: both run a task first.
+    let warm = prism::get_all_blocking(&stints(4, 300))?;
+    ensure(
+        warm.iter().any(|n| n == "c") && warm.iter().any(|n| n == "d"),
+        format!("both nodes took work: {warm:?}"),
+    )?;
+
     // `prism stop` on c's host while c runs two of a job's tasks and more wait.
     let work = stints(12, 1_500);
     std::thread::sleep(Duration::from_millis(700));

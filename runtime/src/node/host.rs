@@ -250,13 +250,23 @@ impl Hosting {
             } => {
                 let hosting = self.clone();
                 tokio::spawn(async move {
-                    let result = hosting.prepare(&job, &start).await;
+                    let cached = hosting.cached(start.binary).await.is_some();
+                    let result = hosting.prepare(&job, &start);
                     hosting.feed(Event::Prepared {
                         conn,
                         req,
                         job,
                         result,
+                        cached,
                     });
+                });
+            }
+            Action::FetchBinary { conn, job, start } => {
+                let hosting = self.clone();
+                tokio::spawn(async move {
+                    let fetched = hosting.binary(&job, start.binary, start.size, start.from);
+                    let result = fetched.await.map(|_| ());
+                    hosting.feed(Event::BinaryFetched { conn, result });
                 });
             }
             Action::Spawn {
@@ -355,6 +365,10 @@ impl Hosting {
                         %job,
                         "no lease renewal from the driver: the job's workers are stopped"
                     ),
+                    Ending::NoBinary => tracing::warn!(
+                        %job,
+                        "the job's binary could not be fetched: the job left this node"
+                    ),
                     Ending::DaemonStops | Ending::Refused => {}
                 }
             }
@@ -375,25 +389,23 @@ impl Hosting {
                     }
                 });
             }
-            Action::Close { conn, reason } => {
+            Action::Close { conn, why, reason } => {
                 tracing::warn!("{reason}");
+                let code = match why {
+                    Ending::LeaseEnded => quic::codes::LEASE_ENDED,
+                    _ => quic::codes::REFUSED,
+                };
                 if let Some(connection) = self.connections.lock().get(&conn) {
-                    quic::close_for(connection, quic::codes::LEASE_ENDED, &reason);
+                    quic::close_for(connection, code, &reason);
                 }
             }
         }
     }
 
-    /// Gets the job's executable (from the cache, or pulled from the driver and checked) and
-    /// makes its object store.
-    async fn prepare(
-        &self,
-        job: &str,
-        start: &JobStart<SocketAddr>,
-    ) -> Result<Arc<JobFiles>, String> {
-        let exe = self
-            .binary(job, start.binary, start.size, start.from)
-            .await?;
+    /// Makes the job's object store; its executable is the cached binary of its hash (there
+    /// now, or fetched before its first worker starts).
+    fn prepare(&self, job: &str, start: &JobStart<SocketAddr>) -> Result<Arc<JobFiles>, String> {
+        let exe = self.binaries.join(prism_transport::tls::hex(&start.binary));
         let store = store::create_session_dir()
             .map_err(|e| format!("cannot create the job's object store: {e}"))?;
         Ok(Arc::new(JobFiles {
@@ -408,6 +420,27 @@ impl Hosting {
         }))
     }
 
+    /// The cached binary of hash `hash`, if there is one with that content (checked once while
+    /// the file stays the same).
+    async fn cached(&self, hash: [u8; 32]) -> Option<PathBuf> {
+        let path = self.binaries.join(prism_transport::tls::hex(&hash));
+        let stamp = FileStamp::of(&path)?;
+        if self.verified.lock().get(&hash) == Some(&stamp) {
+            return Some(path);
+        }
+        let read = path.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            std::fs::read(&read).is_ok_and(|bytes| transfer::content_hash(&bytes) == hash)
+        });
+        if checked.await.unwrap_or(false) {
+            self.verified.lock().insert(hash, stamp);
+            return Some(path);
+        }
+        tracing::warn!(path = %path.display(), "a cached job binary does not match its hash; fetching it again");
+        let _ = std::fs::remove_file(&path);
+        None
+    }
+
     /// The job's executable: from the cache, or pulled from the driver and checked.
     async fn binary(
         &self,
@@ -419,22 +452,9 @@ impl Hosting {
         let path = self.binaries.join(prism_transport::tls::hex(&hash));
         crate::files::private_dir_all(&self.binaries)
             .map_err(|e| format!("cannot use the binary cache: {e}"))?;
-        // A cached copy runs only if it still has the content its name promises (checked
-        // once while the file stays the same).
-        if let Some(stamp) = FileStamp::of(&path) {
-            if self.verified.lock().get(&hash) == Some(&stamp) {
-                return Ok(path);
-            }
-            let read = path.clone();
-            let checked = tokio::task::spawn_blocking(move || {
-                std::fs::read(&read).is_ok_and(|bytes| transfer::content_hash(&bytes) == hash)
-            });
-            if checked.await.unwrap_or(false) {
-                self.verified.lock().insert(hash, stamp);
-                return Ok(path);
-            }
-            tracing::warn!(path = %path.display(), "a cached job binary does not match its hash; fetching it again");
-            let _ = std::fs::remove_file(&path);
+        // A cached copy runs only if it still has the content its name promises.
+        if let Some(path) = self.cached(hash).await {
+            return Ok(path);
         }
         let connection = self.peers.get(from, job).await.map_err(|e| e.to_string())?;
         let mut bytes = vec![0u8; size as usize];

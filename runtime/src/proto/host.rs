@@ -1,7 +1,8 @@
 //! A node daemon's side of the jobs it hosts, without IO: which connection owns each job (only
 //! a job's own driver may steer it), the node's lease on each job, refusing new jobs while the
-//! node drains, the job's workers, and one pull per object however many of the job's requests
-//! ask for it. The daemon's shell (`node::host`) reads the driver's requests off QUIC streams,
+//! node drains, the job's binary (fetched when the job first starts a worker here, not when it
+//! joins: a node that runs none of the job's work never moves it), the job's workers, and one
+//! pull per object however many of the job's requests ask for it. The daemon's shell (`node::host`) reads the driver's requests off QUIC streams,
 //! fetches binaries, makes stores, starts and kills processes, moves objects and files, and
 //! feeds what happened back as [`Event`]s; the simulator runs this same code for its nodes.
 //!
@@ -90,6 +91,8 @@ pub(crate) enum Ending {
     /// Its preparation was refused (the node drains, or the job is hosted already): only the
     /// files made for it go.
     Refused,
+    /// The node could not get the job's binary.
+    NoBinary,
 }
 
 /// Something that happened, for the books.
@@ -103,12 +106,19 @@ pub(crate) enum Event<P, S> {
         req: ReqId,
         request: Request<P>,
     },
-    /// The shell prepared job `job` for request `req` ([`Action::Prepare`]).
+    /// The shell prepared job `job` for request `req` ([`Action::Prepare`]); `cached`: the
+    /// job's binary is here already.
     Prepared {
         conn: ConnId,
         req: ReqId,
         job: String,
         result: Result<S, String>,
+        cached: bool,
+    },
+    /// The job on `conn` has its binary here now, or cannot get it ([`Action::FetchBinary`]).
+    BinaryFetched {
+        conn: ConnId,
+        result: Result<(), String>,
     },
     /// The shell started worker `worker` of the job on `conn` ([`Action::Spawn`]).
     Spawned {
@@ -152,11 +162,17 @@ pub(crate) enum Action<P, S> {
         req: ReqId,
         reply: FromHost,
     },
-    /// Get the job's binary (cached, or pulled from `start.from` and checked) and make its
-    /// store; then [`Event::Prepared`].
+    /// Make the job's store and see whether its binary is cached (checked against its hash);
+    /// then [`Event::Prepared`].
     Prepare {
         conn: ConnId,
         req: ReqId,
+        job: String,
+        start: JobStart<P>,
+    },
+    /// Pull the job's binary from `start.from` and check it; then [`Event::BinaryFetched`].
+    FetchBinary {
+        conn: ConnId,
         job: String,
         start: JobStart<P>,
     },
@@ -199,18 +215,34 @@ pub(crate) enum Action<P, S> {
     /// Tell the job's driver on `conn`.
     Tell { conn: ConnId, event: HostEvent },
     /// Close connection `conn`, saying why.
-    Close { conn: ConnId, reason: String },
+    Close {
+        conn: ConnId,
+        why: Ending,
+        reason: String,
+    },
 }
 
 /// A job the node runs.
 #[derive(Debug)]
-struct Job<S> {
+struct Job<P, S> {
     /// The driver's connection, the only one that may steer the job.
     conn: ConnId,
     setup: S,
     /// Its worker processes and their pids.
     workers: HashMap<u64, u32>,
     lease: Lease,
+    binary: Binary<P>,
+}
+
+/// Where a job's binary is on the node.
+#[derive(Debug)]
+enum Binary<P> {
+    /// Here, checked.
+    Ready,
+    /// Not fetched yet: what the job said of it.
+    Missing(JobStart<P>),
+    /// Being fetched; these spawns (request, worker) wait for it.
+    Fetching(Vec<(ReqId, u64)>),
 }
 
 /// A pull in progress and the requests waiting for it.
@@ -226,9 +258,9 @@ pub(crate) struct Hosting<P, S> {
     name: String,
     /// Open driver connections and the job each was opened for.
     connections: HashMap<ConnId, String>,
-    jobs: HashMap<String, Job<S>>,
-    /// Starts being prepared: their connection, job and lease length.
-    preparing: HashMap<ReqId, (ConnId, String, Duration)>,
+    jobs: HashMap<String, Job<P, S>>,
+    /// Starts being prepared: their connection, job and what the job asked.
+    preparing: HashMap<ReqId, (ConnId, String, JobStart<P>)>,
     /// Pulls in progress by (job's connection, object): a pull for a job that ended answers
     /// no later incarnation of it.
     pulls: HashMap<(ConnId, ObjectId), Pull>,
@@ -326,6 +358,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             );
             self.actions.push_back(Action::Close {
                 conn: job.conn,
+                why: Ending::LeaseEnded,
                 reason,
             });
         }
@@ -352,7 +385,9 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 req,
                 job,
                 result,
-            } => self.prepared(conn, req, job, result, now),
+                cached,
+            } => self.prepared(conn, req, job, result, cached, now),
+            Event::BinaryFetched { conn, result } => self.binary_fetched(conn, result),
             Event::Spawned {
                 conn,
                 req,
@@ -443,11 +478,25 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         };
         let action = match request {
             Request::StartJob(_) => unreachable!("handled above"),
-            Request::Spawn { worker } => Action::Spawn {
-                conn,
-                req,
-                worker,
-                setup,
+            Request::Spawn { worker } => match &mut job.binary {
+                Binary::Ready => Action::Spawn {
+                    conn,
+                    req,
+                    worker,
+                    setup,
+                },
+                Binary::Fetching(waiting) => return waiting.push((req, worker)),
+                Binary::Missing(_) => {
+                    let waiting = Binary::Fetching(vec![(req, worker)]);
+                    let Binary::Missing(start) = std::mem::replace(&mut job.binary, waiting) else {
+                        unreachable!("matched above")
+                    };
+                    Action::FetchBinary {
+                        conn,
+                        job: name,
+                        start,
+                    }
+                }
             },
             Request::Kill { worker } => {
                 let known = job.workers.contains_key(&worker);
@@ -502,8 +551,8 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         if self.jobs.contains_key(&job) {
             return self.reply(conn, req, FromHost::Done);
         }
-        let length = lease::at_least_shortest(start.lease);
-        self.preparing.insert(req, (conn, job.clone(), length));
+        self.preparing
+            .insert(req, (conn, job.clone(), start.clone()));
         self.actions.push_back(Action::Prepare {
             conn,
             req,
@@ -520,11 +569,13 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         req: ReqId,
         job: String,
         result: Result<S, String>,
+        cached: bool,
         now: Instant,
     ) {
-        let Some((_, _, length)) = self.preparing.remove(&req) else {
+        let Some((_, _, start)) = self.preparing.remove(&req) else {
             return;
         };
+        let length = lease::at_least_shortest(start.lease);
         let setup = match result {
             Ok(setup) => setup,
             Err(e) => return self.reply(conn, req, FromHost::Error(e)),
@@ -536,11 +587,16 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             Ok(()) => {
                 let lease = Lease::new(now, length, lease::RENEW_EVERY);
                 let workers = HashMap::new();
+                let binary = match cached {
+                    true => Binary::Ready,
+                    false => Binary::Missing(start),
+                };
                 let record = Job {
                     conn,
                     setup,
                     workers,
                     lease,
+                    binary,
                 };
                 self.jobs.insert(job, record);
                 // The first renewal is asked for at once.
@@ -557,6 +613,45 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         });
         let reply = refused.map_or(FromHost::Done, FromHost::Error);
         self.reply(conn, req, reply);
+    }
+
+    /// The job on `conn` got its binary (its waiting workers start) or cannot: then it ends
+    /// here and its connection closes, so that its driver counts the node lost (and asks it
+    /// again later) rather than its workers as broken.
+    fn binary_fetched(&mut self, conn: ConnId, result: Result<(), String>) {
+        let Some((name, job)) = self.job_of_mut(conn) else {
+            return;
+        };
+        let waiting = match std::mem::replace(&mut job.binary, Binary::Ready) {
+            Binary::Fetching(waiting) => waiting,
+            other => {
+                job.binary = other;
+                return;
+            }
+        };
+        let (name, setup) = (name.clone(), job.setup.clone());
+        match result {
+            Ok(()) => {
+                for (req, worker) in waiting {
+                    let setup = setup.clone();
+                    self.actions.push_back(Action::Spawn {
+                        conn,
+                        req,
+                        worker,
+                        setup,
+                    });
+                }
+            }
+            Err(e) => {
+                let reason = format!("node {} cannot get the job's binary: {e}", self.name);
+                for (req, _) in waiting {
+                    self.reply(conn, req, FromHost::Error(reason.clone()));
+                }
+                self.end(&name, Ending::NoBinary);
+                let why = Ending::NoBinary;
+                self.actions.push_back(Action::Close { conn, why, reason });
+            }
+        }
     }
 
     /// Refuses job `job` on `conn` when the node drains or another connection runs it.
@@ -582,7 +677,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     }
 
     /// The job `conn` runs, by name.
-    fn job_of_mut(&mut self, conn: ConnId) -> Option<(&String, &mut Job<S>)> {
+    fn job_of_mut(&mut self, conn: ConnId) -> Option<(&String, &mut Job<P, S>)> {
         self.jobs.iter_mut().find(|(_, j)| j.conn == conn)
     }
 
@@ -677,6 +772,7 @@ mod tests {
             req: 0,
             job: "j".into(),
             result: Ok("files"),
+            cached: true,
         };
         node.handle(prepared, t0);
         let renew = HostEvent::Renew { seq: 0 };
@@ -870,6 +966,7 @@ mod tests {
             req: 0,
             job: "a".into(),
             result: Ok("files"),
+            cached: true,
         };
         node.handle(prepared, t0);
         let refused = "node n is draining: it takes no new job";
@@ -939,6 +1036,7 @@ mod tests {
             ended[1],
             Action::Close {
                 conn: 1,
+                why: Ending::LeaseEnded,
                 reason: reason.into()
             }
         );
@@ -968,6 +1066,117 @@ mod tests {
         assert_eq!(actions(&mut node), expected);
     }
     #[test]
+    fn a_job_s_binary_is_fetched_once_when_its_first_worker_starts() {
+        let t0 = Instant::now();
+        let mut node = Node::new("n".into());
+        node.handle(
+            Event::Connected {
+                conn: 1,
+                job: "j".into(),
+            },
+            t0,
+        );
+        ask(&mut node, 1, 0, start(5 * S), t0);
+        actions(&mut node);
+        let prepared = Event::Prepared {
+            conn: 1,
+            req: 0,
+            job: "j".into(),
+            result: Ok("files"),
+            cached: false,
+        };
+        node.handle(prepared, t0);
+        assert_eq!(actions(&mut node).len(), 2, "joined without the binary");
+        for (req, worker) in [(1, 10), (2, 11)] {
+            ask(&mut node, 1, req, Request::Spawn { worker }, t0);
+        }
+        let fetch = actions(&mut node);
+        assert!(
+            matches!(&fetch[..], [Action::FetchBinary { conn: 1, start, .. }] if start.binary == [7; 32]),
+            "one fetch for two workers: {fetch:?}"
+        );
+        node.handle(
+            Event::BinaryFetched {
+                conn: 1,
+                result: Ok(()),
+            },
+            t0,
+        );
+        let spawns = actions(&mut node);
+        assert!(
+            matches!(
+                &spawns[..],
+                [
+                    Action::Spawn {
+                        req: 1,
+                        worker: 10,
+                        ..
+                    },
+                    Action::Spawn {
+                        req: 2,
+                        worker: 11,
+                        ..
+                    }
+                ]
+            ),
+            "{spawns:?}"
+        );
+        ask(&mut node, 1, 3, Request::Spawn { worker: 12 }, t0);
+        assert!(matches!(
+            &actions(&mut node)[..],
+            [Action::Spawn { worker: 12, .. }]
+        ));
+
+        // A node that cannot get the binary lets the job go and closes its connection.
+        let mut node = Node::new("n".into());
+        node.handle(
+            Event::Connected {
+                conn: 2,
+                job: "k".into(),
+            },
+            t0,
+        );
+        ask(&mut node, 2, 0, start(5 * S), t0);
+        actions(&mut node);
+        let prepared = Event::Prepared {
+            conn: 2,
+            req: 0,
+            job: "k".into(),
+            result: Ok("files"),
+            cached: false,
+        };
+        node.handle(prepared, t0);
+        actions(&mut node);
+        ask(&mut node, 2, 1, Request::Spawn { worker: 20 }, t0);
+        actions(&mut node);
+        let failed = Err("unreachable".to_string());
+        node.handle(
+            Event::BinaryFetched {
+                conn: 2,
+                result: failed,
+            },
+            t0,
+        );
+        let ended = actions(&mut node);
+        let reason = "node n cannot get the job's binary: unreachable";
+        assert_eq!(ended[0], reply(2, 1, FromHost::Error(reason.into())));
+        assert!(matches!(
+            ended[1],
+            Action::EndJob {
+                why: Ending::NoBinary,
+                ..
+            }
+        ));
+        let close = Action::Close {
+            conn: 2,
+            why: Ending::NoBinary,
+            reason: reason.into(),
+        };
+        assert_eq!(ended[2], close);
+        assert!(node.idle());
+    }
+
+    #[test]
     fn two_jobs_on_one_node_are_kept_apart() {
         let t0 = Instant::now();
         let mut node = hosting_a_job(t0);
@@ -985,6 +1194,7 @@ mod tests {
             req: 1,
             job: "k".into(),
             result: Ok("other"),
+            cached: true,
         };
         node.handle(prepared, t0);
         assert_eq!(actions(&mut node).len(), 2, "a renewal ask and the answer");

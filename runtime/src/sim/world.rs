@@ -65,7 +65,7 @@ use crate::store::ObjectBytes;
 /// worker decides).
 const INLINE_LIMIT: u64 = 100 << 10;
 
-/// Bytes of the job's binary a joining node pulls from the driver.
+/// Bytes of a job's binary a node pulls from the driver before it first starts a worker of it.
 const JOB_BINARY: u64 = 20 << 20;
 
 /// How long a worker process takes from its spawn to its hello.
@@ -277,6 +277,12 @@ enum What {
     /// A host's daemon (incarnation `life`) looks at its leases: asks for renewals, or stops
     /// a job's processes once its lease ran out.
     LeaseTimer { node: HostIdx, life: u64 },
+    /// A node's pull of a job's binary (for the job's connection `conn`) ends.
+    BinaryFetched {
+        node: HostIdx,
+        life: u64,
+        conn: ConnId,
+    },
     /// A restore from a node's disk ends (request `req` of the job's connection `conn`).
     Restored {
         node: HostIdx,
@@ -363,6 +369,8 @@ struct Host {
     running: u32,
     /// It drains, to start again after this long once it left.
     draining: Option<Duration>,
+    /// The jobs whose binaries its disk holds (kept across restarts of its daemon).
+    binaries: IdSet<JobIdx>,
 }
 
 impl Host {
@@ -643,6 +651,7 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
                 head_id: None,
                 running: 0,
                 draining: None,
+                binaries: IdSet::default(),
             })
             .collect(),
         workers: IdMap::default(),
@@ -1148,16 +1157,24 @@ impl World<'_> {
                 };
                 self.answered(job_of(conn), node, asked, reply);
             }
-            // The binary came with the connection; the job needs no files here.
+            // The job needs no files here; its binary may be on the node's disk already.
             HostAction::Prepare { conn, req, job, .. } => {
-                let result = Ok(());
+                let cached = self.hosts[node].binaries.contains(&job_of(conn));
                 let prepared = HostEvent::Prepared {
                     conn,
                     req,
                     job,
-                    result,
+                    result: Ok(()),
+                    cached,
                 };
                 self.host_event(node, prepared);
+            }
+            HostAction::FetchBinary { conn, .. } => {
+                // Pulled from the driver.
+                let (j, life) = (job_of(conn), self.hosts[node].life);
+                let at = self.arrival(Place::Driver(j), Place::Node(node), JOB_BINARY);
+                let fetched = What::BinaryFetched { node, life, conn };
+                self.at(at + self.config.latency, fetched);
             }
             HostAction::Spawn {
                 conn, req, worker, ..
@@ -1372,9 +1389,10 @@ impl World<'_> {
         }
         self.jobs[j].joining[node] = true;
         let life = host.life;
-        let binary = self.arrival(Place::Driver(j), Place::Node(node), JOB_BINARY);
+        // The job's start: its binary comes when the node first starts a worker of it.
+        let asked = self.arrival(Place::Driver(j), Place::Node(node), 256);
         let joined = What::Joined { job: j, node, life };
-        self.at(binary + self.config.latency, joined);
+        self.at(asked + self.config.latency, joined);
     }
 
     /// A host started the job: the driver's core counts it as a new node.
@@ -1599,6 +1617,7 @@ impl World<'_> {
         let at_node = match &what {
             What::Host { node, .. }
             | What::LeaseTimer { node, .. }
+            | What::BinaryFetched { node, .. }
             | What::Joined { node, .. }
             | What::Granted { node, .. } => Some(*node),
             What::Worker { worker, .. } => Some(self.host_of(*worker)),
@@ -1794,6 +1813,17 @@ impl World<'_> {
             // Taken from the backlog by the main loop.
             What::DriverTurn(_) => {}
             What::LeaseTimer { node, life } => self.lease_timer(node, life),
+            What::BinaryFetched { node, life, conn } => {
+                let host = &mut self.hosts[node];
+                if host.alive && host.life == life {
+                    host.binaries.insert(job_of(conn));
+                    let fetched = HostEvent::BinaryFetched {
+                        conn,
+                        result: Ok(()),
+                    };
+                    self.host_core(node, |core, now| core.handle(fetched, now));
+                }
+            }
             What::Restored {
                 node,
                 life,
