@@ -395,16 +395,28 @@ impl State {
             let Some(node) = self.nodes.get(idx) else {
                 continue;
             };
-            for _ in 0..soft_limit_of(node.sched.total()) {
-                self.start_worker(idx);
+            if self.prestarts(idx) {
+                for _ in 0..soft_limit_of(node.sched.total()) {
+                    self.start_worker(idx);
+                }
             }
         }
         self.settle();
     }
 
+    /// Whether node `idx` starts its workers before work comes: this host's node does (the
+    /// first tasks do not wait for a process); another host's starts them for its first work,
+    /// so that a node the job never uses never fetches the job's binary.
+    fn prestarts(&self, idx: NodeIdx) -> bool {
+        match self.cluster {
+            None => true,
+            Some(local) => local == Some(idx),
+        }
+    }
+
     /// A node joined the cluster while the job runs: it takes queued and new work from now
     /// on (queued tasks move to it at the next tick, those no node could run are placed
-    /// again), its workers start at once. Returns its index, or `None` when the driver already
+    /// again), its workers start with its first work. Returns its index, or `None` when the driver already
     /// numbers as many nodes as it can.
     pub(crate) fn join_node(
         &mut self,
@@ -419,8 +431,10 @@ impl State {
         let soft = soft_limit_of(&total);
         tracing::info!(node = name, resources = %total, "a node joined the job");
         let idx = self.nodes.add(name, total, max_inflight, soft, max_workers);
-        for _ in 0..soft {
-            self.start_worker(idx);
+        if self.prestarts(idx) {
+            for _ in 0..soft {
+                self.start_worker(idx);
+            }
         }
         for task in self.nodes.take_infeasible() {
             if let Some(record) = self.owner.task_mut(task) {
