@@ -1553,13 +1553,8 @@ impl World<'_> {
     /// work of other branches still running when a result failed is done, and frees held
     /// back by a frozen or cut-off node arrive once it is back.
     fn all_quiet(&mut self) -> bool {
-        let back = self
-            .hosts
-            .iter()
-            .map(|h| h.frozen_until.max(h.partitioned_until))
-            .fold(Duration::ZERO, Duration::max);
         let now = self.now;
-        let mut settled = back;
+        let mut settled = Duration::ZERO;
         for job in &mut self.jobs {
             let Some(at) = job.driver.released_at else {
                 return false;
@@ -1570,7 +1565,12 @@ impl World<'_> {
             let quiet = *job.quiet_since.get_or_insert(now);
             settled = settled.max(at.max(quiet));
         }
-        now >= settled + QUIESCE
+        let back = self
+            .hosts
+            .iter()
+            .map(|h| h.frozen_until.max(h.partitioned_until))
+            .fold(settled, Duration::max);
+        now >= back + QUIESCE
     }
 
     /// A driver handles one event at a time: what reaches it while it is busy waits its
