@@ -86,6 +86,7 @@ pub(crate) fn drive<T: Remotable>(
             continue;
         }
         let (bytes, nested) = crate::value::collect_nested(|| value.to_bytes());
+        let nested = nested.objects;
         let bytes = bytes.map_err(|e| fail(format!("item {count} cannot be archived: {e}")))?;
         sink.item(count, bytes, nested)?;
     }

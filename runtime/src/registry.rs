@@ -279,6 +279,7 @@ impl Invocation<'_> {
     /// Encodes return value `index`.
     pub fn ret<T: Remotable>(&self, value: &T, index: usize) -> Result<AlignedVec, TaskError> {
         let (bytes, nested) = crate::value::collect_nested(|| value.to_bytes());
+        let nested = nested.objects;
         let mut all = self.nested.borrow_mut();
         if all.len() <= index {
             all.resize(index + 1, Vec::new());

@@ -119,38 +119,35 @@ impl<E: rancor::Source> rkyv::ser::Writer<E> for Sink<'_> {
     }
 }
 
-thread_local! {
-    /// The ids of references archived by this thread while a value is being encoded.
-    static NESTED: std::cell::RefCell<Option<Vec<prism_graph::ObjectId>>> = const { std::cell::RefCell::new(None) };
+/// What a value being encoded refers to: objects and actors.
+#[derive(Debug, Default)]
+pub(crate) struct Nested {
+    /// The objects whose references it holds.
+    pub(crate) objects: Vec<prism_graph::ObjectId>,
+    /// The actors whose handles it holds.
+    pub(crate) actors: Vec<prism_graph::ActorId>,
 }
 
-/// Runs `encode` and returns, with its result, the objects whose references it archived: the
-/// value being encoded contains them, so they must live as long as it.
-pub(crate) fn collect_nested<R>(encode: impl FnOnce() -> R) -> (R, Vec<prism_graph::ObjectId>) {
-    let outer = NESTED.with(|n| n.borrow_mut().replace(Vec::new()));
+thread_local! {
+    /// What this thread archived while a value is being encoded.
+    static NESTED: std::cell::RefCell<Option<Nested>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `encode` and returns, with its result, the objects whose references and the actors
+/// whose handles it archived: the value being encoded contains them, so they must live as long
+/// as it.
+pub(crate) fn collect_nested<R>(encode: impl FnOnce() -> R) -> (R, Nested) {
+    let outer = NESTED.with(|n| n.borrow_mut().replace(Nested::default()));
     let result = encode();
     let nested = NESTED.with(|n| std::mem::replace(&mut *n.borrow_mut(), outer));
     (result, nested.unwrap_or_default())
 }
 
-thread_local! {
-    /// The actors whose handles this thread archived while an argument is being encoded.
-    static NESTED_ACTORS: std::cell::RefCell<Option<Vec<prism_graph::ActorId>>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Runs `encode` and returns, with its result, the actors whose handles it archived.
-pub(crate) fn collect_actors<R>(encode: impl FnOnce() -> R) -> (R, Vec<prism_graph::ActorId>) {
-    let outer = NESTED_ACTORS.with(|n| n.borrow_mut().replace(Vec::new()));
-    let result = encode();
-    let actors = NESTED_ACTORS.with(|n| std::mem::replace(&mut *n.borrow_mut(), outer));
-    (result, actors.unwrap_or_default())
-}
-
-/// A handle to `actor` is being archived inside a value: noted if [`collect_actors`] runs.
+/// A handle to `actor` is being archived inside a value: noted if [`collect_nested`] runs.
 pub(crate) fn note_actor(actor: prism_graph::ActorId) {
-    NESTED_ACTORS.with(|n| {
-        if let Some(actors) = n.borrow_mut().as_mut() {
-            actors.push(actor);
+    NESTED.with(|n| {
+        if let Some(nested) = n.borrow_mut().as_mut() {
+            nested.actors.push(actor);
         }
     });
 }
@@ -158,8 +155,8 @@ pub(crate) fn note_actor(actor: prism_graph::ActorId) {
 /// A reference to `id` is being archived inside a value: noted if [`collect_nested`] runs.
 pub(crate) fn note_nested(id: prism_graph::ObjectId) {
     NESTED.with(|n| {
-        if let Some(ids) = n.borrow_mut().as_mut() {
-            ids.push(id);
+        if let Some(nested) = n.borrow_mut().as_mut() {
+            nested.objects.push(id);
         }
     });
 }

@@ -125,8 +125,11 @@ pub trait IntoArg<T> {
 
 impl<T: Remotable> IntoArg<T> for T {
     fn into_arg(self) -> ArgSlot {
-        let ((bytes, refs), actors) =
-            crate::value::collect_actors(|| crate::value::collect_nested(|| self.to_bytes()));
+        let (bytes, nested) = crate::value::collect_nested(|| self.to_bytes());
+        let crate::value::Nested {
+            objects: refs,
+            actors,
+        } = nested;
         match bytes {
             Ok(bytes) if !refs.is_empty() || !actors.is_empty() => ArgSlot::ValueWithRefs {
                 bytes,

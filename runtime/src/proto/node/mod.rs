@@ -265,6 +265,8 @@ pub(crate) struct State {
     /// In a joined cluster: the node on the driver's host, if there is one (`None` with no
     /// cluster: everything runs on node 0, this host).
     cluster: Option<Option<NodeIdx>>,
+    /// Every node prestarts its workers, not only this host's (see [`State::prestarts`]).
+    prestart_everywhere: bool,
     /// Nodes whose stores hold a copy of an object (joined cluster).
     locations: IdMap<ObjectId, Vec<NodeIdx>>,
     /// For a task's result whose only copy is on one node: how many tasks would run again
@@ -349,6 +351,7 @@ impl State {
             owner: Owner::new(capacity),
             nodes,
             cluster,
+            prestart_everywhere: false,
             locations: IdMap::default(),
             exposure: IdMap::default(),
             guarded: IdSet::default(),
@@ -406,12 +409,20 @@ impl State {
 
     /// Whether node `idx` starts its workers before work comes: this host's node does (the
     /// first tasks do not wait for a process); another host's starts them for its first work,
-    /// so that a node the job never uses never fetches the job's binary.
+    /// so that a node the job never uses never fetches the job's binary (unless every node
+    /// prestarts, see [`State::prestarting_everywhere`]).
     fn prestarts(&self, idx: NodeIdx) -> bool {
         match self.cluster {
             None => true,
-            Some(local) => local == Some(idx),
+            Some(local) => self.prestart_everywhere || local == Some(idx),
         }
+    }
+
+    /// Every node starts its workers before work comes (as this host's node does).
+    #[cfg(test)]
+    pub(crate) fn prestarting_everywhere(mut self) -> Self {
+        self.prestart_everywhere = true;
+        self
     }
 
     /// A node joined the cluster while the job runs: it takes queued and new work from now

@@ -59,7 +59,8 @@ impl Harness {
         }
         let cluster = (nodes > 1).then_some(None);
         let mut h = Harness {
-            node: State::new(table, capacity, cluster),
+            // The nodes start their workers at once, so that each test owns its processes.
+            node: State::new(table, capacity, cluster).prestarting_everywhere(),
             now: Instant::now(),
             sent: Vec::new(),
             started: Vec::new(),
