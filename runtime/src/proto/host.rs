@@ -656,6 +656,13 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
 
     /// Refuses job `job` on `conn` when the node drains or another connection runs it.
     fn open_for(&self, job: &str, conn: ConnId) -> Result<(), String> {
+        if !self.connections.contains_key(&conn) {
+            // Its driver left while the job was being prepared: nothing would renew its lease.
+            return Err(format!(
+                "node {}: the connection for job {job} closed while it was prepared",
+                self.name
+            ));
+        }
         if self.draining {
             return Err(format!(
                 "node {} is draining: it takes no new job",
@@ -785,6 +792,38 @@ mod tests {
         ];
         assert_eq!(actions(&mut node), done);
         node
+    }
+
+    #[test]
+    fn a_job_prepared_after_its_connection_closed_is_not_kept() {
+        let t0 = Instant::now();
+        let mut node = Node::new("n".into());
+        let job = "j".to_string();
+        node.handle(Event::Connected { conn: 1, job }, t0);
+        ask(&mut node, 1, 0, start(5 * S), t0);
+        assert_eq!(actions(&mut node).len(), 1, "the job is being prepared");
+        node.handle(Event::Closed { conn: 1 }, t0);
+        let prepared = Event::Prepared {
+            conn: 1,
+            req: 0,
+            job: "j".into(),
+            result: Ok("files"),
+            cached: true,
+        };
+        node.handle(prepared, t0);
+        let closed = "node n: the connection for job j closed while it was prepared";
+        let expected = vec![
+            Action::EndJob {
+                conn: 1,
+                job: "j".into(),
+                why: Ending::Refused,
+                workers: Vec::new(),
+                setup: "files",
+            },
+            reply(1, 0, FromHost::Error(closed.into())),
+        ];
+        assert_eq!(actions(&mut node), expected, "its store goes at once");
+        assert!(node.idle(), "no job is left for a lease to end later");
     }
 
     #[test]
