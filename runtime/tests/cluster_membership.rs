@@ -188,8 +188,9 @@ fn stopped_and_drained_nodes_hand_their_work_back(cluster: &Cluster) -> Result<(
         format!("both nodes took work: {warm:?}"),
     )?;
 
-    // `prism stop` on c's host while c runs two of a job's tasks and more wait.
-    let work = stints(12, 1_500);
+    // `prism stop` on c's host while c runs two of a job's tasks (they end within its drain
+    // grace) and more wait.
+    let work = stints(8, 1_000);
     std::thread::sleep(Duration::from_millis(700));
     let stopping = Instant::now();
     let daemons = cluster.c.daemons();
@@ -211,11 +212,12 @@ fn stopped_and_drained_nodes_hand_their_work_back(cluster: &Cluster) -> Result<(
         format!("the work ran on both nodes, none lost: {ran:?}"),
     )?;
 
-    // `prism drain d` from the head's host, with c back, while d runs tasks longer than its
-    // grace: they are ended there and run again on c.
+    // `prism drain d` from the head's host, with c back, while d runs two tasks longer than
+    // its grace (1 s after the drain begins, 700 ms into them): they are ended there and run
+    // again on c.
     cluster.start_node("c");
     ensure(eventually(20, || pool() == 4.0), "c is back")?;
-    let work = stints(6, 3_000);
+    let work = stints(4, 2_500);
     std::thread::sleep(Duration::from_millis(700));
     let daemons = cluster.d.daemons();
     let draining = Instant::now();

@@ -1,1 +1,2 @@
-//! The cases live in `tests/pass` and `tests/fail`; `tests/ui.rs` runs them with trybuild.
+//! The programs in `tests/forms` use every supported form (each a test of its own); `tests/ui.rs`
+//! runs the cases in `tests/fail` with trybuild.

@@ -42,7 +42,11 @@ struct Checked {
 #[actor]
 impl Checked {
     fn new(limit: u32) -> Result<Checked, String> {
-        if limit == 0 { Err("zero".into()) } else { Ok(Checked { limit }) }
+        if limit == 0 {
+            Err("zero".into())
+        } else {
+            Ok(Checked { limit })
+        }
     }
 
     fn limit(&self) -> u32 {

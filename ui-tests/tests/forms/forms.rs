@@ -2,7 +2,9 @@
 
 use prism::{ObjectRef, remote};
 
-#[derive(prism::rkyv::Archive, prism::rkyv::Serialize, prism::rkyv::Deserialize, Debug, PartialEq)]
+#[derive(
+    prism::rkyv::Archive, prism::rkyv::Serialize, prism::rkyv::Deserialize, Debug, PartialEq,
+)]
 #[rkyv(crate = prism::rkyv)]
 pub struct Point {
     x: i32,
@@ -19,7 +21,10 @@ fn unit_return(_x: u8) {}
 
 #[remote]
 pub fn public(p: Point, scale: i32) -> Point {
-    Point { x: p.x * scale, y: p.y * scale }
+    Point {
+        x: p.x * scale,
+        y: p.y * scale,
+    }
 }
 
 #[remote(num_cpus = 0.5, num_gpus = 0, max_retries = 0, retry_exceptions = true)]
@@ -61,7 +66,14 @@ async fn main() -> prism::Result<()> {
     let p: ObjectRef<Point> = public::remote(Point { x: 1, y: 2 }, 3);
     let q = public::remote(&p, 2);
     assert_eq!(q.await?, Point { x: 6, y: 12 });
-    assert_eq!(with_options::options().num_cpus(0.0).max_retries(2).remote("abc".to_string()).await?, 3);
+    assert_eq!(
+        with_options::options()
+            .num_cpus(0.0)
+            .max_retries(2)
+            .remote("abc".to_string())
+            .await?,
+        3
+    );
     let _: ObjectRef<bool> = with_resources::options().resources("accel", 0.0).remote();
     let (a, b) = two::remote(5);
     assert_eq!((a.await?, b.await?), (5, "5".to_string()));
