@@ -173,6 +173,7 @@ struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        cluster::stop_all(std::mem::take(&mut self.nodes));
         let killed = std::mem::take(&mut *self.killed.lock().unwrap_or_else(|e| e.into_inner()));
         cluster::remove_stores_of(&killed);
     }

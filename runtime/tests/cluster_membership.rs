@@ -710,6 +710,11 @@ fn main() {
     ];
     let conclusion = libtest_mimic::run(&args, trials);
     prism::shutdown();
-    drop(cluster);
+    if let Ok(Cluster {
+        head, a, b, c, d, ..
+    }) = std::sync::Arc::try_unwrap(cluster)
+    {
+        common::cluster::stop_all(vec![head, a, b, c, d]);
+    }
     conclusion.exit()
 }

@@ -218,6 +218,15 @@ impl Drop for Host {
     }
 }
 
+/// Stops `hosts` side by side (each `prism stop` waits for its daemon to let its jobs go).
+pub fn stop_all(hosts: Vec<Host>) {
+    std::thread::scope(|s| {
+        for host in hosts {
+            s.spawn(move || drop(host));
+        }
+    });
+}
+
 /// Removes the object stores (in shared memory) and spill directories (on disk) of the
 /// processes `pids`: a daemon a test SIGKILLed leaves its jobs' behind (the next session on the
 /// machine would sweep them).
