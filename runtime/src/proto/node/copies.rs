@@ -50,6 +50,12 @@ pub(super) fn on_live_node(
         .is_some_and(|at| at.iter().any(|&n| nodes.get(n).is_some_and(|e| e.alive)))
 }
 
+/// How many nodes may pull one object from one holder at once. The others wait for a copy to
+/// land and pull from it: an object read on many nodes spreads as a tree (each copy serving
+/// the next), so its time grows with the logarithm of the node count instead of queueing every
+/// pull at the origin's link.
+pub(super) const PULLS_PER_HOLDER: usize = 2;
+
 /// The most tasks one node's death may make the job run again to rebuild a result whose only
 /// copy it holds (see [`State::guard_lineage`]).
 pub(super) const MAX_EXPOSURE: u32 = 8;
@@ -329,19 +335,31 @@ impl State {
     /// is rebuilt (or fails) and the frames waiting for it go: their worker reports the missing
     /// object and the task waits for the rebuild.
     /// A node whose store is full waits for room first (see [`State::make_room_on_nodes`]).
+    /// A node waits for a holder with room when every holder serves [`PULLS_PER_HOLDER`] pulls
+    /// of the object already.
     pub(super) fn fetch_to_node(&mut self, node: NodeIdx, id: ObjectId, len: u64) {
         if self.cluster.is_none() || self.node_fetches.contains_key(&(id, node)) {
+            return;
+        }
+        let spilled_here = self.stores.spilled(node, id);
+        let source = match spilled_here {
+            true => Some(Some(node)),
+            false => self.least_busy_holder(id, node),
+        };
+        if let Some(from) = source
+            && from != Some(node)
+            && self.serving.get(&(id, from)).copied().unwrap_or(0) >= PULLS_PER_HOLDER
+        {
+            let waiting = self.awaiting_holder.entry(id).or_default();
+            if !waiting.iter().any(|&(n, _)| n == node) {
+                waiting.push((node, len));
+            }
             return;
         }
         if !self.admits(node, len) {
             self.stores.wait(node, id, len);
             return;
         }
-        let source = match self.live_copy(id, Some(node)) {
-            _ if self.stores.spilled(node, id) => Some(Some(node)),
-            Some(n) => Some(Some(n)),
-            None => self.owner.stored_here(id).then_some(None),
-        };
         match source {
             Some(from) => {
                 let request = match from == Some(node) {
@@ -350,11 +368,41 @@ impl State {
                 };
                 self.actions.push_back(Action::Host { node, request });
                 self.node_fetches.insert((id, node), (from, len));
+                if from != Some(node) {
+                    *self.serving.entry((id, from)).or_default() += 1;
+                }
                 self.stores.incoming(node, len, true);
             }
             None => {
                 self.object_lost(id, "no live node holds a copy (its node was lost)");
                 self.fetch_settled(node, id);
+            }
+        }
+    }
+
+    /// The holder of `id` (a live node but `node`, or this process: `Some(None)`) that serves
+    /// the fewest pulls of it now; the earliest copy among equals.
+    fn least_busy_holder(&self, id: ObjectId, node: NodeIdx) -> Option<Option<NodeIdx>> {
+        let nodes = self.locations.get(&id).into_iter().flatten().copied();
+        let live = nodes.filter(|&n| n != node && self.nodes.get(n).is_some_and(|e| e.alive));
+        let here = self.owner.stored_here(id).then_some(None);
+        (live.map(Some).chain(here)).min_by_key(|&from| self.serving.get(&(id, from)).copied())
+    }
+
+    /// A fetch of `id` that pulled from `from` ended (or will never end): its holder serves
+    /// one pull fewer, and the nodes waiting for a holder with room try again.
+    fn fetch_ended(&mut self, id: ObjectId, from: Option<NodeIdx>, node: NodeIdx) {
+        if from != Some(node)
+            && let Some(count) = self.serving.get_mut(&(id, from))
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.serving.remove(&(id, from));
+            }
+        }
+        for (waiting, len) in self.awaiting_holder.remove(&id).unwrap_or_default() {
+            if self.nodes.get(waiting).is_some_and(|e| e.alive) {
+                self.fetch_to_node(waiting, id, len);
             }
         }
     }
@@ -444,6 +492,7 @@ impl State {
             let mut copies: Vec<(NodeIdx, ObjectId)> = Vec::new();
             for id in freed {
                 self.exposure.remove(&id);
+                self.awaiting_holder.remove(&id);
                 self.guarded.remove(&id);
                 for node in self.locations.remove(&id).unwrap_or_default() {
                     self.stores.remove(node, id);
@@ -515,7 +564,17 @@ impl State {
                 request,
             });
         }
+        let ended: Vec<(ObjectId, Option<NodeIdx>)> = (self.node_fetches.iter())
+            .filter(|&(&(_, n), _)| n == node)
+            .map(|(&(id, _), &(from, _))| (id, from))
+            .collect();
         self.node_fetches.retain(|&(_, n), _| n != node);
+        for waiting in self.awaiting_holder.values_mut() {
+            waiting.retain(|&(n, _)| n != node);
+        }
+        for (id, from) in ended {
+            self.fetch_ended(id, from, node);
+        }
         self.guard_again();
         for task in self.nodes.drain_queued(Some(node)) {
             self.enqueue(task);
@@ -570,7 +629,8 @@ impl State {
 
     /// A node's fetch of `id` ended.
     pub(super) fn node_fetched(&mut self, node: NodeIdx, id: ObjectId, result: Result<(), String>) {
-        let (source, len) = self.node_fetches.remove(&(id, node)).unwrap_or_default();
+        let tracked = self.node_fetches.remove(&(id, node));
+        let (source, len) = tracked.unwrap_or_default();
         self.stores.incoming(node, len, false);
         let refetching = match result {
             Ok(()) if self.owner.knows(id) => {
@@ -601,6 +661,9 @@ impl State {
         };
         if !refetching {
             self.fetch_settled(node, id);
+        }
+        if tracked.is_some() {
+            self.fetch_ended(id, source, node);
         }
     }
 

@@ -281,6 +281,11 @@ pub(crate) struct State {
     /// Fetches of objects into nodes' stores in progress, with the node they pull from (none:
     /// this process's store).
     node_fetches: IdMap<(ObjectId, NodeIdx), (Option<NodeIdx>, u64)>,
+    /// How many of those pull each object from each holder (none: this process).
+    serving: IdMap<(ObjectId, Option<NodeIdx>), usize>,
+    /// Nodes waiting to fetch an object until a holder has room among its readers (see
+    /// [`copies::PULLS_PER_HOLDER`]), with its length.
+    awaiting_holder: IdMap<ObjectId, Vec<(NodeIdx, u64)>>,
     held: IdMap<WorkerId, Held>,
     workers: IdMap<WorkerId, WorkerLife>,
     outbox: IdMap<WorkerId, Vec<u8>>,
@@ -358,6 +363,8 @@ impl State {
             stores: stores::NodeStores::default(),
             crowded: Vec::new(),
             node_fetches: IdMap::default(),
+            serving: IdMap::default(),
+            awaiting_holder: IdMap::default(),
             held: IdMap::default(),
             workers: IdMap::default(),
             outbox: IdMap::default(),

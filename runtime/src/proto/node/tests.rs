@@ -1084,3 +1084,73 @@ fn handles_lent_to_a_task_or_held_by_a_worker_keep_an_unnamed_actor() {
     h.dies(worker);
     assert!(!runs(&h, other), "a dead holder holds nothing");
 }
+
+#[test]
+fn an_object_read_on_many_nodes_spreads_from_each_copy_not_only_its_origin() {
+    use super::copies::PULLS_PER_HOLDER;
+    let mut h = Harness::new(6, 1.0);
+    let spec = h.spec(Vec::new(), 0);
+    let task = spec.task_id;
+    let id = h.submit(spec);
+    let w = h.where_sent(task).unwrap();
+    let origin = node_of(w);
+    h.returns(w, task, Value::Shared { id, len: 1 << 20 });
+    // Six readers, one per node: five nodes need a copy.
+    for _ in 0..6 {
+        let spec = h.spec(vec![Arg::Ref(id)], 0);
+        h.submit(spec);
+    }
+    let fetches = |h: &Harness| -> Vec<(NodeIdx, Option<NodeIdx>)> {
+        (h.host.iter())
+            .filter_map(|(node, r)| match r {
+                HostRequest::Fetch { id: f, from, .. } if *f == id => Some((*node, *from)),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = fetches(&h);
+    assert_eq!(first.len(), PULLS_PER_HOLDER, "{first:?}");
+    assert!(first.iter().all(|&(_, from)| from == Some(origin)));
+
+    // A copy lands: it serves the nodes that waited, beside the origin.
+    let landed = first[0].0;
+    h.event(Event::NodeFetched {
+        node: landed,
+        id,
+        result: Ok(()),
+    });
+    let all = fetches(&h);
+    assert_eq!(all.len(), 5, "every node that needs it fetches it: {all:?}");
+    let from_copy = all.iter().filter(|&&(_, f)| f == Some(landed)).count();
+    assert_eq!(from_copy, PULLS_PER_HOLDER, "{all:?}");
+    let mut readers: Vec<NodeIdx> = all.iter().map(|&(n, _)| n).collect();
+    readers.sort();
+    readers.dedup();
+    assert_eq!(readers.len(), 5, "one fetch per node: {all:?}");
+
+    // The copy's node is lost while it serves two: their pulls fail, and they wait for a
+    // holder with room (the origin serves two), then pull from the next copy that lands.
+    h.event(Event::NodeLost {
+        node: landed,
+        reason: "test".into(),
+        lease_end: h.now,
+    });
+    for (node, from) in all.iter().copied() {
+        if from == Some(landed) {
+            let result = Err("its peer was lost".to_string());
+            h.event(Event::NodeFetched { node, id, result });
+        }
+    }
+    assert_eq!(fetches(&h).len(), all.len(), "the origin has no room yet");
+    let (next, _) = all[1];
+    h.event(Event::NodeFetched {
+        node: next,
+        id,
+        result: Ok(()),
+    });
+    let after = fetches(&h);
+    let again = &after[all.len()..];
+    assert_eq!(again.len(), 2, "{after:?}");
+    assert!(again.iter().all(|&(_, f)| f != Some(landed)), "{after:?}");
+    assert!(again.iter().any(|&(_, f)| f == Some(next)), "{after:?}");
+}
