@@ -146,6 +146,29 @@ fn a_fan_out_without_faults_reads_every_value() {
     assert_eq!(report.dispatched, 5_000, "each task ran once: {out}");
 }
 
+/// One 256 MiB object read on 40 nodes of one CPU, each sending at 1 GB/s: pulled from the
+/// origin alone, 39 copies queue at its link (~10.5 s); spread from each copy as it lands, the
+/// time grows with the logarithm of the node count.
+#[test]
+fn a_broadcast_spreads_from_every_copy() {
+    let config = Config {
+        nodes: 40,
+        cpus: 1,
+        tasks: 40,
+        workload: Workload::Broadcast,
+        large: 256 << 20,
+        ..Config::default()
+    };
+    let (report, out) = simulate(&config);
+    assert!(report.violation.is_none(), "{out}");
+    assert_eq!((report.values, report.unfinished), (39, 0), "{out}");
+    assert!(
+        report.sim_time < Duration::from_secs(4),
+        "39 copies took {:?}:\n{out}",
+        report.sim_time
+    );
+}
+
 #[test]
 fn the_checks_catch_an_overcommitted_node_and_a_task_that_never_ends() {
     // Nodes that claim twice their CPUs get twice the tasks at once.

@@ -60,6 +60,8 @@ enum Shape {
     Fanout,
     /// A binary tree reduction over large objects.
     Tree,
+    /// One large object read by every other task, across the nodes.
+    Broadcast,
 }
 
 #[derive(Debug, Parser)]
@@ -164,6 +166,7 @@ fn config(args: &Args, seed: u64) -> Config {
         tasks: args.tasks,
         workload: match args.workload {
             Shape::Fanout => Workload::FanOut,
+            Shape::Broadcast => Workload::Broadcast,
             Shape::Tree => Workload::Tree,
         },
         actors: args.actors,

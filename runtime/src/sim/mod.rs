@@ -40,6 +40,9 @@ pub enum Workload {
     FanOut,
     /// A binary tree reduction: leaves make large objects, each inner task reads two.
     Tree,
+    /// One task makes a large object and every other task reads it (placed on whichever
+    /// node has room, so that most nodes need a copy).
+    Broadcast,
 }
 
 /// Nodes killed in turn at a fixed rate until the driver has read its results: nodes 1, 2,
@@ -83,7 +86,7 @@ pub struct Config {
     pub seed: u64,
     /// One-way network latency (each message also gets up to half of it again as jitter).
     pub latency: Duration,
-    /// Bytes per second of every link.
+    /// Bytes per second each host sends (its link out is shared by everything it sends).
     pub bandwidth: u64,
     /// Mean run time of a task (each runs between half and one and a half of it).
     pub task_time: Duration,

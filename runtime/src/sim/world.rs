@@ -82,6 +82,8 @@ const PROBE: Duration = Duration::from_millis(50);
 const QUIESCE: Duration = Duration::from_secs(5);
 
 /// How long a draining node waits for its jobs to let it go before it ends them.
+/// Messages of at least this many bytes queue for their sender's link (see `World::arrival`).
+const BULK: u64 = 64 << 10;
 const DRAIN_GRACE: Duration = crate::proto::control::DRAIN_GRACE;
 
 /// Durations drawn from a run's random source.
@@ -597,6 +599,8 @@ struct World<'a> {
     seq: u64,
     /// The last arrival on each link, so that each stays in order (as a QUIC stream does).
     links: IdMap<(Place, Place), Duration>,
+    /// Until when each place's link out is busy sending bulk transfers.
+    egress: IdMap<Place, Duration>,
     jobs: Vec<Job>,
     head: Option<ControlStore>,
     saved_head: crate::proto::control::Saved,
@@ -633,6 +637,7 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
         queue: BinaryHeap::new(),
         seq: 0,
         links: IdMap::default(),
+        egress: IdMap::default(),
         jobs: (0..drivers).map(|j| Job::new(j, config)).collect(),
         head: Some(ControlStore::new(config.node_timeout, 1)),
         saved_head: Default::default(),
@@ -695,6 +700,7 @@ impl World<'_> {
             match c.workload {
                 Workload::FanOut => "fan-out",
                 Workload::Tree => "tree reduction",
+                Workload::Broadcast => "broadcast",
             },
             if c.actors > 0 {
                 format!(", {} actors x {} calls", c.actors, c.calls)
@@ -848,6 +854,25 @@ impl World<'_> {
                 }
                 self.jobs[j].driver.held = level;
             }
+            Workload::Broadcast => {
+                let spec = self.spec(j, "sim::leaf", Vec::new());
+                self.jobs[j].driver.large.insert(spec.task_id, c.large);
+                let object = ObjectId::new(spec.task_id, 0);
+                self.submit(j, spec);
+                for _ in 1..c.tasks.max(2) {
+                    let spec = self.spec(j, "sim::work", vec![Arg::Ref(object)]);
+                    self.jobs[j]
+                        .driver
+                        .held
+                        .push(ObjectId::new(spec.task_id, 0));
+                    self.submit(j, spec);
+                }
+                // The program keeps only the readers' results.
+                self.proto(j, |node, _| {
+                    node.release(object);
+                    node.settle();
+                });
+            }
         }
         self.create_actors(j);
     }
@@ -962,7 +987,17 @@ impl World<'_> {
         let transfer = Duration::from_nanos(
             (u128::from(bytes) * 1_000_000_000 / u128::from(bandwidth)) as u64,
         );
-        at += c.latency + Duration::from_nanos(jitter) + transfer;
+        // The sender's link carries one bulk transfer after another (objects, binaries);
+        // small messages go between their packets, as QUIC's streams share a connection.
+        match bytes >= BULK {
+            true => {
+                let out = self.egress.entry(from).or_default();
+                at = at.max(*out) + transfer;
+                *out = at;
+            }
+            false => at += transfer,
+        }
+        at += c.latency + Duration::from_nanos(jitter);
         let last = self.links.entry((from, to)).or_default();
         at = at.max(*last);
         *last = at;
@@ -3089,6 +3124,7 @@ fn replay(c: &Config) -> String {
         match c.workload {
             Workload::FanOut => "fanout",
             Workload::Tree => "tree",
+            Workload::Broadcast => "broadcast",
         }
     );
     if c.drivers != d.drivers {
