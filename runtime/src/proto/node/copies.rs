@@ -202,6 +202,36 @@ impl State {
         (self.nodes.choose(demand, home, bytes_on)).unwrap_or_else(|| self.nodes.parking())
     }
 
+    /// A stale report's results (a run the owner does not count) left copies in `node`'s store
+    /// that nobody frees: they go, unless the run the owner counts put its copy there too or
+    /// one is being fetched there.
+    pub(super) fn drop_stale_copies(
+        &mut self,
+        node: NodeIdx,
+        outcome: &prism_transport::ArchivedOutcome,
+    ) {
+        let prism_transport::ArchivedOutcome::Returned { values, .. } = outcome else {
+            return;
+        };
+        if self.cluster.is_none() || !self.nodes.get(node).is_some_and(|n| n.alive) {
+            return;
+        }
+        let orphans: Vec<ObjectId> = (values.iter())
+            .filter_map(|value| match value {
+                prism_transport::ArchivedValue::Shared { id, .. } => Some(id.to_native()),
+                _ => None,
+            })
+            .filter(|&id| {
+                let counted = self.locations.get(&id).is_some_and(|at| at.contains(&node));
+                !counted && !self.node_fetches.contains_key(&(id, node))
+            })
+            .collect();
+        if !orphans.is_empty() {
+            let request = HostRequest::Free(orphans);
+            self.actions.push_back(Action::Host { node, request });
+        }
+    }
+
     /// A value a worker sent: in a joined cluster a shared one stays in its node's store; on
     /// the embedded node the shell mapped it (`mapped`).
     pub(super) fn value_from(

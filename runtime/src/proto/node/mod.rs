@@ -1051,12 +1051,17 @@ impl State {
         mapped: &mut IdMap<ObjectId, std::io::Result<ObjectBytes>>,
     ) {
         self.nodes.task_done(worker, task);
+        let stale = self
+            .owner
+            .task(task)
+            .is_none_or(|record| record.worker != Some(worker));
+        if stale {
+            // A report for a task that was handed back or retried (or has ended meanwhile).
+            return self.drop_stale_copies(node_of(worker), outcome);
+        }
         let Some(record) = self.owner.task(task) else {
             return;
         };
-        if record.worker != Some(worker) {
-            return; // a stale report for a task that was handed back or retried
-        }
         match outcome {
             prism_transport::ArchivedOutcome::Returned { values, nested } => {
                 if values.len() != record.spec.num_returns as usize {
