@@ -762,6 +762,28 @@ mod tests {
         Action::Reply { conn, req, reply }
     }
 
+    /// The preparation of job `job` (request 0 on connection 1) ended: its store is "files".
+    fn prepared_on_1(job: &str) -> Event<u32, &'static str> {
+        Event::Prepared {
+            conn: 1,
+            req: 0,
+            job: job.into(),
+            result: Ok("files"),
+            cached: true,
+        }
+    }
+
+    /// Job `job` on connection 1 is refused: its store goes.
+    fn refused_on_1(job: &str) -> Action<u32, &'static str> {
+        Action::EndJob {
+            conn: 1,
+            job: job.into(),
+            why: Ending::Refused,
+            workers: Vec::new(),
+            setup: "files",
+        }
+    }
+
     /// Node "n" with job "j" running for connection 1 (its store "files"), started at `t0`.
     fn hosting_a_job(t0: Instant) -> Node {
         let mut node = Node::new("n".into());
@@ -774,13 +796,7 @@ mod tests {
             matches!(&prepare[..], [Action::Prepare { conn: 1, req: 0, job, start }] if job == "j" && start.binary == [7; 32]),
             "{prepare:?}"
         );
-        let prepared = Event::Prepared {
-            conn: 1,
-            req: 0,
-            job: "j".into(),
-            result: Ok("files"),
-            cached: true,
-        };
+        let prepared = prepared_on_1("j");
         node.handle(prepared, t0);
         let renew = HostEvent::Renew { seq: 0 };
         let done = vec![
@@ -803,23 +819,11 @@ mod tests {
         ask(&mut node, 1, 0, start(5 * S), t0);
         assert_eq!(actions(&mut node).len(), 1, "the job is being prepared");
         node.handle(Event::Closed { conn: 1 }, t0);
-        let prepared = Event::Prepared {
-            conn: 1,
-            req: 0,
-            job: "j".into(),
-            result: Ok("files"),
-            cached: true,
-        };
+        let prepared = prepared_on_1("j");
         node.handle(prepared, t0);
         let closed = "node n: the connection for job j closed while it was prepared";
         let expected = vec![
-            Action::EndJob {
-                conn: 1,
-                job: "j".into(),
-                why: Ending::Refused,
-                workers: Vec::new(),
-                setup: "files",
-            },
+            refused_on_1("j"),
             reply(1, 0, FromHost::Error(closed.into())),
         ];
         assert_eq!(actions(&mut node), expected, "its store goes at once");
@@ -1000,23 +1004,11 @@ mod tests {
         ask(&mut node, 1, 0, start(5 * S), t0);
         assert_eq!(actions(&mut node).len(), 1, "preparing");
         node.start_draining();
-        let prepared = Event::Prepared {
-            conn: 1,
-            req: 0,
-            job: "a".into(),
-            result: Ok("files"),
-            cached: true,
-        };
+        let prepared = prepared_on_1("a");
         node.handle(prepared, t0);
         let refused = "node n is draining: it takes no new job";
         let expected = vec![
-            Action::EndJob {
-                conn: 1,
-                job: "a".into(),
-                why: Ending::Refused,
-                workers: vec![],
-                setup: "files",
-            },
+            refused_on_1("a"),
             reply(1, 0, FromHost::Error(refused.into())),
         ];
         assert_eq!(actions(&mut node), expected, "what was made for it goes");
