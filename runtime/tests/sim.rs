@@ -143,7 +143,10 @@ fn a_fan_out_without_faults_reads_every_value() {
     let (report, out) = simulate(&config);
     assert!(report.violation.is_none(), "{out}");
     assert_eq!(report.values, 5_000, "{out}");
-    assert_eq!(report.dispatched, 5_000, "each task ran once: {out}");
+    // Nodes start in turn as the driver's link sends each its binary: tasks pipelined to the
+    // first ones are asked back for later ones (sent again, never run twice).
+    assert_eq!(report.most_runs, 1, "each task ran once: {out}");
+    assert!(report.dispatched >= 5_000, "{out}");
 }
 
 /// One 256 MiB object read on 40 nodes of one CPU, each sending at 1 GB/s: pulled from the
