@@ -368,7 +368,7 @@ impl State {
     /// A node waits for a holder with room when every holder serves [`PULLS_PER_HOLDER`] pulls
     /// of the object already.
     pub(super) fn fetch_to_node(&mut self, node: NodeIdx, id: ObjectId, len: u64) {
-        if self.cluster.is_none() || self.node_fetches.contains_key(&(id, node)) {
+        if self.cluster.is_none() || self.fetch_pending(id, node) {
             return;
         }
         let spilled_here = self.stores.spilled(node, id);
@@ -380,10 +380,10 @@ impl State {
             && from != Some(node)
             && self.serving.get(&(id, from)).copied().unwrap_or(0) >= PULLS_PER_HOLDER
         {
-            let waiting = self.awaiting_holder.entry(id).or_default();
-            if !waiting.iter().any(|&(n, _)| n == node) {
-                waiting.push((node, len));
-            }
+            self.awaiting_holder
+                .entry(id)
+                .or_default()
+                .push((node, len));
             return;
         }
         if !self.admits(node, len) {
@@ -408,6 +408,12 @@ impl State {
                 self.fetch_settled(node, id);
             }
         }
+    }
+
+    /// Whether `node` fetches `id` now or waits for a holder with room to.
+    fn fetch_pending(&self, id: ObjectId, node: NodeIdx) -> bool {
+        self.node_fetches.contains_key(&(id, node))
+            || (self.awaiting_holder.get(&id)).is_some_and(|w| w.iter().any(|&(n, _)| n == node))
     }
 
     /// The holder of `id` (a live node but `node`, or this process: `Some(None)`) that serves
@@ -522,7 +528,11 @@ impl State {
             let mut copies: Vec<(NodeIdx, ObjectId)> = Vec::new();
             for id in freed {
                 self.exposure.remove(&id);
-                self.awaiting_holder.remove(&id);
+                // Nodes that waited for a holder of it: whatever waited there goes on (as
+                // for a node that waited for room).
+                for (node, _) in self.awaiting_holder.remove(&id).unwrap_or_default() {
+                    self.fetch_settled(node, id);
+                }
                 self.guarded.remove(&id);
                 for node in self.locations.remove(&id).unwrap_or_default() {
                     self.stores.remove(node, id);
@@ -683,7 +693,7 @@ impl State {
                 match self.owner.stored_len(id) {
                     Some(len) => {
                         self.fetch_to_node(node, id, len);
-                        self.node_fetches.contains_key(&(id, node))
+                        self.fetch_pending(id, node)
                     }
                     None => false,
                 }

@@ -1142,6 +1142,12 @@ fn an_object_read_on_many_nodes_spreads_from_each_copy_not_only_its_origin() {
         }
     }
     assert_eq!(fetches(&h).len(), all.len(), "the origin has no room yet");
+    let reached = |h: &Harness, n: NodeIdx| h.execs().any(|(w, _)| node_of(w) == n);
+    for (node, from) in all.iter().copied() {
+        if from == Some(landed) {
+            assert!(!reached(&h, node), "its task waits for the copy on {node}");
+        }
+    }
     let (next, _) = all[1];
     h.event(Event::NodeFetched {
         node: next,
