@@ -1,7 +1,7 @@
 //! A driver joined to a real cluster on loopback: a head on 127.0.0.1 and nodes on 127.0.0.2
 //! and 127.0.0.3, each with its own CPUs and a custom resource. The test binary is the driver
-//! and, fetched by the nodes by its hash, the job's workers there. Every daemon is stopped when
-//! the run ends.
+//! and, fetched by the nodes by its hash, the job's workers there (and, run again, a second
+//! job sharing the nodes). Every daemon is stopped when the run ends.
 
 mod common;
 
@@ -98,6 +98,99 @@ impl Tally {
     fn node(&self) -> String {
         prism::node_name().unwrap_or_default()
     }
+}
+
+/// Holds every `alpha` of node alpha for a while, with a marker file in `dir`: true if the
+/// marker was there already (another such task ran on the node at the same time).
+#[remote(resources(alpha = 4))]
+fn hold_all_of_alpha(dir: String) -> bool {
+    let marker = std::path::Path::new(&dir).join("busy");
+    let alone = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&marker)
+        .is_ok();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    if alone {
+        let _ = std::fs::remove_file(&marker);
+    }
+    !alone
+}
+
+/// The environment variable that makes this test's binary a second job (see
+/// [`be_a_second_job`]): the directory of the marker.
+const SECOND_JOB: &str = "PRISM_TEST_SECOND_JOB";
+
+/// How many tasks holding all of alpha each of the two jobs runs.
+const HOLDS: usize = 5;
+
+/// Run as a second job on the cluster (by [`two_jobs_share_a_node_and_never_over_commit_it`]):
+/// runs its tasks holding all of alpha and prints how many overlapped another.
+fn be_a_second_job() {
+    let Ok(dir) = std::env::var(SECOND_JOB) else {
+        return;
+    };
+    prism::init().expect("the second job joins the cluster");
+    let refs: Vec<ObjectRef<bool>> = (0..HOLDS)
+        .map(|_| hold_all_of_alpha::remote(dir.clone()))
+        .collect();
+    // The first job submits its own once these run.
+    let _ = prism::get_blocking(&refs[0]);
+    println!("running");
+    let overlaps = match prism::get_all_blocking(&refs) {
+        Ok(seen) => seen.iter().filter(|o| **o).count().to_string(),
+        Err(e) => format!("failed: {e}"),
+    };
+    println!("overlaps {overlaps}");
+    prism::shutdown();
+    std::process::exit(0);
+}
+
+fn two_jobs_share_a_node_and_never_over_commit_it(addr: &str, token: &str) -> Result<(), Failed> {
+    // Each job's driver counts alpha's `alpha` whole; alpha's daemon grants it to one job
+    // at a time, so no two of these tasks run there at once.
+    let dir = std::env::temp_dir().join(format!("prism-two-jobs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.to_string_lossy().into_owned();
+    let mut second = std::process::Command::new(std::env::current_exe()?)
+        .env(SECOND_JOB, &path)
+        .env("PRISM_ADDRESS", addr)
+        .env("PRISM_TOKEN", token)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    // Once the second job's tasks run on alpha, this job's want alpha too.
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        second.stdout.take().ok_or("the second job's output")?,
+    ));
+    let mut said = String::new();
+    for line in lines.by_ref() {
+        let line = line?;
+        said.push_str(&line);
+        said.push('\n');
+        if line == "running" {
+            break;
+        }
+    }
+    let refs: Vec<ObjectRef<bool>> = (0..HOLDS)
+        .map(|_| hold_all_of_alpha::remote(path.clone()))
+        .collect();
+    let ours = prism::get_all_blocking(&refs);
+    for line in lines {
+        said.push_str(&line?);
+        said.push('\n');
+    }
+    let status = second.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (ours, status) = (ours?, status?);
+    ensure(
+        status.success(),
+        format!("the second job ended well: {said}"),
+    )?;
+    let overlaps = ours.iter().filter(|o| **o).count();
+    ensure(
+        overlaps == 0 && said.lines().any(|l| l == "overlaps 0"),
+        format!("no task overlapped another on alpha: ours {overlaps}, the second job's {said:?}"),
+    )
 }
 
 fn custom_resources_keep_tasks_on_their_node() -> Result<(), Failed> {
@@ -526,6 +619,7 @@ fn a_task_that_fits_nowhere_shows_as_pending_demand(
 
 fn main() {
     common::cluster::serve_if_worker();
+    be_a_second_job();
     let (head, addr, token) = common::cluster::head("jobs-head", "2");
     let alpha = Host::new("jobs-alpha");
     let alpha_said = alpha.join(
@@ -610,6 +704,11 @@ fn main() {
         let dir = head.dir.clone();
         trials.push(Trial::test(name, move || body(&dir)));
     }
+    let (at, key) = (addr.clone(), token.clone());
+    trials.push(Trial::test(
+        "two_jobs_share_a_node_and_never_over_commit_it",
+        move || two_jobs_share_a_node_and_never_over_commit_it(&at, &key),
+    ));
     let head_dir = head.dir.clone();
     trials.push(Trial::test(
         "intruders_are_refused_while_a_job_runs",

@@ -275,15 +275,28 @@ fn several_drivers_share_the_nodes_out_and_keep_every_invariant_under_faults() {
 }
 
 #[test]
-fn two_drivers_that_each_count_a_node_whole_over_commit_it() {
-    // Each driver schedules onto every node as if it had the node to itself (the nodes grant
-    // no leases yet, issue 20): two jobs start more tasks on a node than it has CPUs.
+fn two_drivers_share_each_node_through_its_grants_and_without_them_over_commit_it() {
+    // Each driver schedules onto every node as if it had the node to itself; each node's
+    // daemon grants its CPUs to one job at a time, so no node runs more tasks than it has
+    // CPUs, with faults too.
+    for seed in 1..=10 {
+        let (report, out) = simulate(&Config {
+            drivers: 2,
+            faults: seed > 1,
+            ..faulty(seed)
+        });
+        assert!(report.violation.is_none(), "seed {seed}:\n{out}");
+        assert_eq!(report.unfinished, 0, "seed {seed}:\n{out}");
+    }
+    // Without grants, the two jobs start more tasks on a node than it has CPUs.
     let (report, out) = simulate(&Config {
         drivers: 2,
         faults: false,
+        grants: false,
         ..faulty(1)
     });
     let violation = report.violation.expect("caught");
     assert!(violation.contains("tasks on 4 CPUs"), "{violation}");
     assert!(out.contains(" --drivers 2 "), "the replay says how: {out}");
+    assert!(out.contains(" --no-grants"), "the replay says how: {out}");
 }

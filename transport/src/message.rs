@@ -1,7 +1,7 @@
 //! The protocol between a node and its workers: the handshake ([`Hello`]), what a node tells a
 //! worker ([`ToWorker`]) and what a worker tells its node ([`ToNode`]).
 
-use prism_graph::{ActorId, ObjectId, TaskError, TaskId, TaskKind, TaskSpec};
+use prism_graph::{ActorId, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec};
 
 use crate::frame::Message;
 
@@ -9,8 +9,9 @@ use crate::frame::Message;
 /// rkyv archives with 64-bit relative pointers (objects past 4 GiB), and the store's capacity
 /// in [`ToHost::StartJob`]; 6: missing arguments; 7: a node's lease on a job
 /// ([`HostEvent::Renew`]); 11: 64-bit worker numbers, run times; 12: run times inside
-/// [`ToNode::Done`] (no frame of their own).
-pub const PROTOCOL_VERSION: u32 = 15;
+/// [`ToNode::Done`] (no frame of their own); 16: nodes grant their resources to jobs
+/// ([`ToHost::Grant`]).
+pub const PROTOCOL_VERSION: u32 = 16;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -466,6 +467,18 @@ pub enum ToHost {
         /// Its archived length.
         len: u64,
     },
+    /// Grant the job `shape` of the node's resources before the driver starts a lease of
+    /// that shape here (answered [`FromHost::Granted`] once they are free: asks are granted
+    /// in order).
+    Grant {
+        /// The resources asked for.
+        shape: Resources,
+    },
+    /// The job gives back `resources` of what it was granted (it no longer uses them).
+    Return {
+        /// The resources given back.
+        resources: Resources,
+    },
 }
 
 /// A node's answer to a [`ToHost`].
@@ -475,6 +488,8 @@ pub enum FromHost {
     Done,
     /// The worker process started, with this process id.
     Spawned(u32),
+    /// The resources a [`ToHost::Grant`] asked for are the job's until it gives them back.
+    Granted,
     /// The request failed, and why.
     Error(String),
 }
@@ -494,6 +509,9 @@ pub enum HostEvent {
         /// The ask's number.
         seq: u64,
     },
+    /// Other jobs wait for the node's resources: give back what the job holds and does not
+    /// use (see [`ToHost::Return`]).
+    Reclaim,
     /// A worker process ended, and how.
     WorkerExited {
         /// The worker's number.

@@ -102,6 +102,11 @@ struct Args {
     /// shows the incarnation check catching two at once).
     #[arg(long)]
     no_fencing: bool,
+    /// No grants: every driver counts every node whole, whatever other jobs run there (as
+    /// before the nodes granted their resources: shows the CPU check catching two drivers
+    /// over-committing a node).
+    #[arg(long)]
+    no_grants: bool,
     /// How often each node tells the head it is alive, in milliseconds (default: the daemons').
     #[arg(long)]
     heartbeat_ms: Option<u64>,
@@ -173,6 +178,7 @@ fn config(args: &Args, seed: u64) -> Config {
         calls: args.calls,
         lease: Duration::from_millis(args.lease_ms),
         fencing: !args.no_fencing,
+        grants: !args.no_grants,
         faults: args.faults,
         chaos: args.chaos_every_ms.map(|every| prism::sim::Chaos {
             every: Duration::from_millis(every),

@@ -64,6 +64,17 @@ fn total_resources(args: &DaemonOptions) -> Vec<(String, f64)> {
     all
 }
 
+/// The node's resources as its daemon grants them to jobs (see [`crate::proto::grants`]).
+fn granted_resources(args: &DaemonOptions) -> Result<prism_graph::Resources, String> {
+    let mut total = prism_graph::Resources::default();
+    for (name, amount) in total_resources(args) {
+        total
+            .set(&name, amount)
+            .map_err(|e| format!("resource {name}: {e}"))?;
+    }
+    Ok(total)
+}
+
 fn millis_env(name: &str, default: u64) -> Duration {
     Duration::from_millis(
         std::env::var(name)
@@ -464,11 +475,12 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
             checks.with(|store| store.check(Instant::now()));
         }
     });
-    let hosting = Hosting::new(name.clone(), dir, identity, endpoint.clone());
+    let total = total_resources(&args);
+    let grants = granted_resources(&args)?;
+    let hosting = Hosting::new(name.clone(), grants, dir, identity, endpoint.clone());
     slot.lock().hosting = Some(hosting.clone());
     // The head's own node beats in-process.
     let (beats, beating) = (control.clone(), hosting.clone());
-    let total = total_resources(&args);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(heartbeat_interval());
         loop {
@@ -687,7 +699,14 @@ async fn node(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
     let bind = SocketAddr::new(args.host, args.port.unwrap_or(0));
     let endpoint = quic::server_endpoint(bind, &identity).map_err(|e| e.to_string())?;
     let addr = endpoint.local_addr().map_err(|e| e.to_string())?;
-    let hosting = Hosting::new(name.clone(), dir, identity.clone(), endpoint.clone());
+    let grants = granted_resources(&args)?;
+    let hosting = Hosting::new(
+        name.clone(),
+        grants,
+        dir,
+        identity.clone(),
+        endpoint.clone(),
+    );
     slot.lock().hosting = Some(hosting.clone());
     tokio::spawn(serve_node_endpoint(endpoint, name.clone(), hosting.clone()));
     let register = ToControl::Register {

@@ -75,10 +75,11 @@ struct JobFiles {
 }
 
 impl Hosting {
-    /// The jobs of node `name`, with binaries cached in `session`, pulling objects through
-    /// `endpoint` as `identity`; keeps the leases' time from now on.
+    /// The jobs of node `name` of `total` resources, with binaries cached in `session`,
+    /// pulling objects through `endpoint` as `identity`; keeps the leases' time from now on.
     pub(crate) fn new(
         name: String,
+        total: prism_graph::Resources,
         session: &Path,
         identity: Identity,
         endpoint: quinn::Endpoint,
@@ -90,7 +91,7 @@ impl Hosting {
             name: name.clone(),
             host,
             binaries: session.join("binaries"),
-            core: Mutex::new(Core::new(name.clone())),
+            core: Mutex::new(Core::new(name.clone(), total)),
             peers: Peers::new(name, endpoint, identity),
             verified: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
@@ -556,6 +557,8 @@ fn parse(request: ToHost) -> Result<Request<SocketAddr>, String> {
         ToHost::EndJob => Request::EndJob,
         ToHost::Spill(objects) => Request::Spill(objects),
         ToHost::Restore { id, len } => Request::Restore { id, len },
+        ToHost::Grant { shape } => Request::Grant { shape },
+        ToHost::Return { resources } => Request::Return { resources },
     })
 }
 

@@ -112,9 +112,25 @@ impl Remote {
                     }
                 })
             }
-            HostRequest::Kill { .. } | HostRequest::Free(_) | HostRequest::ForgetPeer { .. } => {
-                self.request(node, wire, |_, _| {})
+            HostRequest::Grant { shape } => {
+                self.request(node, wire, move |core, answer| match answer {
+                    Ok(FromHost::Granted) => core.event(Event::Granted { node, shape }),
+                    Ok(FromHost::Error(reason)) | Err(reason) => core.event(Event::GrantRefused {
+                        node,
+                        shape,
+                        reason,
+                    }),
+                    Ok(other) => core.event(Event::GrantRefused {
+                        node,
+                        shape,
+                        reason: format!("unexpected answer {other:?}"),
+                    }),
+                })
             }
+            HostRequest::Kill { .. }
+            | HostRequest::Free(_)
+            | HostRequest::ForgetPeer { .. }
+            | HostRequest::Return { .. } => self.request(node, wire, |_, _| {}),
         }
     }
 
@@ -219,6 +235,11 @@ impl Core {
             reason,
             lease_end,
         });
+    }
+
+    /// Node `node` asks for the grants the job does not use (see [`Event::Reclaim`]).
+    pub(super) fn node_reclaims(&self, node: NodeIdx) {
+        self.event(Event::Reclaim { node });
     }
 
     /// Node `node` is leaving (see [`Event::NodeDraining`]).

@@ -1,8 +1,9 @@
 //! A node daemon's side of the jobs it hosts, without IO: which connection owns each job (only
 //! a job's own driver may steer it), the node's lease on each job, refusing new jobs while the
 //! node drains, the job's binary (fetched when the job first starts a worker here, not when it
-//! joins: a node that runs none of the job's work never moves it), the job's workers, and one
-//! pull per object however many of the job's requests ask for it. The daemon's shell (`node::host`) reads the driver's requests off QUIC streams,
+//! joins: a node that runs none of the job's work never moves it), the job's workers, one
+//! pull per object however many of the job's requests ask for it, and the node's resources
+//! granted to the jobs' drivers ([`crate::proto::grants`]). The daemon's shell (`node::host`) reads the driver's requests off QUIC streams,
 //! fetches binaries, makes stores, starts and kills processes, moves objects and files, and
 //! feeds what happened back as [`Event`]s; the simulator runs this same code for its nodes.
 //!
@@ -13,9 +14,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use prism_graph::ObjectId;
+use prism_graph::{ObjectId, Resources};
 use prism_transport::{FromHost, HostEvent, PullStats};
 
+use crate::proto::grants::{Answer, Grants};
 use crate::proto::lease::{self, Lease};
 
 /// A connection of a driver to this node (the shell's number for it).
@@ -64,6 +66,10 @@ pub(crate) enum Request<P> {
     Spill(Vec<(ObjectId, u64)>),
     /// Bring a spilled object back into the job's store.
     Restore { id: ObjectId, len: u64 },
+    /// Grant the job `shape` of the node's resources (see [`crate::proto::grants`]).
+    Grant { shape: Resources },
+    /// The job gives back `resources` it was granted.
+    Return { resources: Resources },
 }
 
 /// Work on a job's files the shell does for a request.
@@ -266,16 +272,19 @@ pub(crate) struct Hosting<P, S> {
     pulls: HashMap<(ConnId, ObjectId), Pull>,
     /// Objects pulled from other hosts so far.
     pulled: PullStats,
+    /// The node's resources, shared out among the jobs' drivers.
+    grants: Grants,
     /// The node leaves: it takes no new job.
     draining: bool,
     actions: VecDeque<Action<P, S>>,
 }
 
 impl<P: Clone, S: Clone> Hosting<P, S> {
-    /// A node named `name` hosting nothing.
-    pub(crate) fn new(name: String) -> Self {
+    /// A node named `name` of `total` resources, hosting nothing.
+    pub(crate) fn new(name: String, total: Resources) -> Self {
         Hosting {
             name,
+            grants: Grants::new(total),
             connections: HashMap::new(),
             jobs: HashMap::new(),
             preparing: HashMap::new(),
@@ -329,12 +338,14 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
 
     /// When [`Hosting::handle_timeout`] is next due.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.jobs.values().map(|j| j.lease.next_wake()).min()
+        let leases = self.jobs.values().map(|j| j.lease.next_wake());
+        leases.chain(self.grants.next_reclaim()).min()
     }
 
     /// The clock reached `now`: ask for lease renewals that are due, and end the jobs whose
     /// lease ran out (closing their connections, so that their drivers see it).
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.reclaim(now);
         let mut expired = Vec::new();
         let mut names: Vec<String> = self.jobs.keys().cloned().collect();
         names.sort();
@@ -379,7 +390,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             Event::Connected { conn, job } => {
                 self.connections.insert(conn, job);
             }
-            Event::Request { conn, req, request } => self.request(conn, req, request),
+            Event::Request { conn, req, request } => self.request(conn, req, request, now),
             Event::Prepared {
                 conn,
                 req,
@@ -459,7 +470,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         }
     }
 
-    fn request(&mut self, conn: ConnId, req: ReqId, request: Request<P>) {
+    fn request(&mut self, conn: ConnId, req: ReqId, request: Request<P>, now: Instant) {
         if let Request::StartJob(start) = request {
             return self.start(conn, req, start);
         }
@@ -530,6 +541,23 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             Request::EndJob => {
                 self.end(&name, Ending::Drained);
                 self.reply(conn, req, FromHost::Done);
+                return;
+            }
+            Request::Grant { shape } => {
+                match self.grants.ask(conn, req, shape) {
+                    Answer::Granted => self.reply(conn, req, FromHost::Granted),
+                    Answer::Waiting => self.reclaim(now),
+                    Answer::Never(why) => {
+                        let error = format!("node {} cannot grant the job: {why}", self.name);
+                        self.reply(conn, req, FromHost::Error(error));
+                    }
+                }
+                return;
+            }
+            Request::Return { resources } => {
+                self.grants.give_back(conn, &resources);
+                self.reply(conn, req, FromHost::Done);
+                self.answer_granted();
                 return;
             }
         };
@@ -692,6 +720,8 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     /// waiting for its pulls fail.
     fn end(&mut self, name: &str, why: Ending) -> Option<Ended> {
         let job = self.jobs.remove(name)?;
+        self.grants.forget(job.conn);
+        self.answer_granted();
         let mut workers: Vec<u64> = job.workers.into_keys().collect();
         workers.sort_unstable();
         let mut waiting = Vec::new();
@@ -717,6 +747,21 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             conn: job.conn,
             lease_ms: job.lease.length().as_millis(),
         })
+    }
+
+    /// Answers the asks granted since the last answer.
+    fn answer_granted(&mut self) {
+        for (conn, req) in self.grants.take_granted() {
+            self.reply(conn, req, FromHost::Granted);
+        }
+    }
+
+    /// Asks the jobs that hold grants for what they do not use, while asks wait.
+    fn reclaim(&mut self, now: Instant) {
+        for conn in self.grants.reclaim(now) {
+            let event = HostEvent::Reclaim;
+            self.actions.push_back(Action::Tell { conn, event });
+        }
     }
 
     fn reply(&mut self, conn: ConnId, req: ReqId, reply: FromHost) {
@@ -786,7 +831,7 @@ mod tests {
 
     /// Node "n" with job "j" running for connection 1 (its store "files"), started at `t0`.
     fn hosting_a_job(t0: Instant) -> Node {
-        let mut node = Node::new("n".into());
+        let mut node = Node::new("n".into(), Resources::cpus(4.0).unwrap());
         let job = "j".to_string();
         node.handle(Event::Connected { conn: 1, job }, t0);
         let request = start(5 * S);
@@ -813,7 +858,7 @@ mod tests {
     #[test]
     fn a_job_prepared_after_its_connection_closed_is_not_kept() {
         let t0 = Instant::now();
-        let mut node = Node::new("n".into());
+        let mut node = Node::new("n".into(), Resources::cpus(4.0).unwrap());
         let job = "j".to_string();
         node.handle(Event::Connected { conn: 1, job }, t0);
         ask(&mut node, 1, 0, start(5 * S), t0);
@@ -993,7 +1038,7 @@ mod tests {
     #[test]
     fn a_draining_node_takes_no_new_job_even_one_it_was_preparing() {
         let t0 = Instant::now();
-        let mut node = Node::new("n".into());
+        let mut node = Node::new("n".into(), Resources::cpus(4.0).unwrap());
         node.handle(
             Event::Connected {
                 conn: 1,
@@ -1099,7 +1144,7 @@ mod tests {
     #[test]
     fn a_job_s_binary_is_fetched_once_when_its_first_worker_starts() {
         let t0 = Instant::now();
-        let mut node = Node::new("n".into());
+        let mut node = Node::new("n".into(), Resources::cpus(4.0).unwrap());
         node.handle(
             Event::Connected {
                 conn: 1,
@@ -1159,7 +1204,7 @@ mod tests {
         ));
 
         // A node that cannot get the binary lets the job go and closes its connection.
-        let mut node = Node::new("n".into());
+        let mut node = Node::new("n".into(), Resources::cpus(4.0).unwrap());
         node.handle(
             Event::Connected {
                 conn: 2,

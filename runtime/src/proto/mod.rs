@@ -6,7 +6,8 @@
 //! to it (`board`), and the directory of jobs it keeps (with
 //! what a driver tells it of its actors and placement groups), a node's lease on a job it
 //! hosts, the jobs a node daemon hosts (`host`: which connection steers each, draining, one
-//! pull per object), the job's task events (`events`), the driver's node (`node`: the owner's books, actors, placement groups, copies of
+//! pull per object), the node's resources granted to those jobs (`grants`), the job's task
+//! events (`events`), the driver's node (`node`: the owner's books, actors, placement groups, copies of
 //! objects across a cluster), the scheduler of one node's workers, the set of nodes a driver
 //! schedules onto, placement groups' naming and plans, a worker's books (`worker`: the tasks
 //! it was sent, the values it asked for, its references, blocking in `get`), and the table
@@ -19,6 +20,7 @@ pub(crate) mod board;
 pub(crate) mod control;
 pub(crate) mod directory;
 pub(crate) mod events;
+pub(crate) mod grants;
 pub(crate) mod host;
 pub(crate) mod lease;
 pub(crate) mod logs;

@@ -189,7 +189,7 @@ impl Nodes {
         // Whether the node could start it now: free resources and a queue shorter than its CPUs.
         let can_start = |i: NodeIdx| {
             let node = &self.list[i];
-            demand.fits_in(node.sched.available()) && node.load() < 1.0
+            node.sched.can_start(demand) && node.load() < 1.0
         };
         let nodes = (0..self.list.len()).filter(|&i| fits(i));
         if let Some(home) = home.filter(|&h| h < self.list.len() && fits(h))
@@ -217,6 +217,56 @@ impl Nodes {
             }
         }
         best.map(|(_, i)| i)
+    }
+
+    /// Node `idx` is shared by its daemon among several jobs: its scheduler leases only what
+    /// the daemon grants (see [`Scheduler::gated`]).
+    pub(crate) fn gate(&mut self, idx: NodeIdx) {
+        self.at(idx).gated();
+    }
+
+    /// Node `idx` counts whole for this job (see [`Nodes::gate`]).
+    pub(crate) fn ungate(&mut self, idx: NodeIdx) {
+        self.at(idx).ungated();
+    }
+
+    /// Node `idx` granted `shape`.
+    pub(crate) fn granted(&mut self, idx: NodeIdx, shape: &Resources) {
+        if idx < self.list.len() {
+            self.at(idx).granted(shape);
+        }
+    }
+
+    /// Node `idx` refused to grant `shape`.
+    pub(crate) fn refused(&mut self, idx: NodeIdx, shape: &Resources) {
+        if idx < self.list.len() {
+            self.at(idx).refused(shape);
+        }
+    }
+
+    /// Node `idx` asks for the grants this job does not use.
+    pub(crate) fn reclaim(&mut self, idx: NodeIdx) {
+        if idx < self.list.len() {
+            self.at(idx).reclaim();
+        }
+    }
+
+    /// The live nodes' grants at the idle tick (see [`Scheduler::tick_grants`]); a node that
+    /// refused an ask schedules again (it may be asked again now).
+    pub(crate) fn tick_grants(&mut self) -> Vec<(NodeIdx, Action)> {
+        let mut all = Vec::new();
+        let mut again = Vec::new();
+        for (i, node) in self.list.iter_mut().enumerate().filter(|(_, n)| n.alive) {
+            let (actions, refused) = node.sched.tick_grants();
+            all.extend(actions.into_iter().map(|a| (i, a)));
+            if refused {
+                again.push(i);
+            }
+        }
+        for i in again {
+            self.touch(i);
+        }
+        all
     }
 
     /// Submits a ready task to node `idx`.

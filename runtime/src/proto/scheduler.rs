@@ -30,6 +30,12 @@ pub(crate) enum Action {
     },
     /// Start one more worker process.
     StartWorker,
+    /// Ask the node's daemon to grant these resources (a gated node, see
+    /// [`Scheduler::gated`]); the answer comes to [`Scheduler::granted`] or
+    /// [`Scheduler::refused`].
+    Ask(Resources),
+    /// Give these granted resources back to the node's daemon: they go unused.
+    Return(Resources),
 }
 
 /// What a removed worker leaves behind.
@@ -115,6 +121,40 @@ impl WorkerState {
     }
 }
 
+/// What a node's daemon granted this scheduler, when the daemon shares its node out among the
+/// drivers of several jobs (see [`crate::proto::grants`]): a lease starts only on resources
+/// the node granted. Only the node's own kinds of resources are granted; the names a
+/// placement group's bundle adds are the group's (the bundle itself was granted).
+#[derive(Debug, Default)]
+struct Gate {
+    /// The node's own resources: their kinds are what grants count.
+    kinds: Resources,
+    granted: Resources,
+    /// Asked for and not answered yet.
+    asked: Resources,
+    /// The node refused an ask: none until the next tick.
+    refused: bool,
+    /// The node wants back what goes unused (see [`Scheduler::reclaim`]).
+    reclaim: bool,
+    /// At the last tick, granted resources went unused with nothing queued: given back if
+    /// still so at the next.
+    spare_seen: bool,
+}
+
+impl Gate {
+    /// The part of `resources` the node grants (its own kinds).
+    fn base(&self, resources: &Resources) -> Resources {
+        Resources {
+            cpu: resources.cpu,
+            gpu: resources.gpu,
+            custom: (resources.custom.iter())
+                .filter(|(name, _)| self.kinds.get(name) != Amount::ZERO)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Scheduler {
     total: Resources,
@@ -141,6 +181,8 @@ pub(crate) struct Scheduler {
     max_workers: usize,
     /// Whether the last idle tick found the node stalled (see [`Scheduler::stalled`]).
     stalled_seen: bool,
+    /// What the node's daemon granted, if it shares the node among jobs.
+    gate: Option<Gate>,
 }
 
 impl Scheduler {
@@ -184,6 +226,188 @@ impl Scheduler {
             soft_limit: soft_limit.max(1),
             max_workers: max_workers.max(1),
             stalled_seen: false,
+            gate: None,
+        }
+    }
+
+    /// The node is shared by its daemon among several jobs' drivers: this scheduler starts a
+    /// lease only on resources the daemon granted ([`Action::Ask`]), and gives back what goes
+    /// unused ([`Action::Return`]).
+    pub(crate) fn gated(&mut self) {
+        self.gate = Some(Gate {
+            kinds: self.total.clone(),
+            ..Gate::default()
+        });
+    }
+
+    /// The node counts whole for this scheduler (see [`Scheduler::gated`]).
+    pub(crate) fn ungated(&mut self) {
+        self.gate = None;
+    }
+
+    /// The node's own resources that leases, nested tasks and reservations use now (a
+    /// blocked task's CPU excepted); with `debt`, the CPU unblocked tasks took beyond it too.
+    fn used(&self, gate: &Gate, debt: bool) -> Resources {
+        let mut used = gate.base(&self.total);
+        used.subtract(&gate.base(&self.available));
+        if debt {
+            used.cpu.0 += self.cpu_debt;
+        }
+        used
+    }
+
+    /// What the node granted and nothing uses (everything, for a node not gated).
+    fn headroom(&self) -> Option<Resources> {
+        let gate = self.gate.as_ref()?;
+        let mut room = gate.granted.clone();
+        room.subtract(&self.used(gate, true));
+        Some(room)
+    }
+
+    /// Whether a lease (or a nested task) of `demand` may start now: its resources are free
+    /// and, on a gated node, granted.
+    fn can_lease(&self, demand: &Resources) -> bool {
+        demand.fits_in(&self.available)
+            && self.gate.as_ref().is_none_or(|gate| {
+                let room = self.headroom().unwrap_or_default();
+                gate.base(demand).fits_in(&room)
+            })
+    }
+
+    /// Whether a task of `demand` could start here soon: its resources are free and, on a
+    /// gated node, granted or not waited for (an ask that waits means other jobs hold the
+    /// node).
+    pub(crate) fn can_start(&self, demand: &Resources) -> bool {
+        self.can_lease(demand)
+            || (demand.fits_in(&self.available)
+                && self
+                    .gate
+                    .as_ref()
+                    .is_some_and(|g| g.asked.iter().next().is_none()))
+    }
+
+    /// The node granted `shape`, asked for by [`Action::Ask`].
+    pub(crate) fn granted(&mut self, shape: &Resources) {
+        if let Some(gate) = &mut self.gate {
+            gate.asked.subtract(shape);
+            gate.granted.add(shape);
+        }
+    }
+
+    /// The node refused to grant `shape`: no more asks until the next tick.
+    pub(crate) fn refused(&mut self, shape: &Resources) {
+        if let Some(gate) = &mut self.gate {
+            gate.asked.subtract(shape);
+            gate.refused = true;
+        }
+    }
+
+    /// The node asks for what goes unused, because other jobs wait: everything granted that
+    /// no lease uses goes back at the next scheduling, even while tasks here wait for more
+    /// (so that no two jobs each hold part of what the other waits for), and what is still
+    /// needed is asked for again, behind the jobs that waited.
+    pub(crate) fn reclaim(&mut self) {
+        if let Some(gate) = &mut self.gate {
+            gate.reclaim = true;
+        }
+    }
+
+    /// Whether tasks or actor creations wait in the queues.
+    fn queued(&self) -> bool {
+        self.queues.values().any(|q| !q.is_empty()) || !self.pinned_queue.is_empty()
+    }
+
+    /// Granted resources that nothing uses.
+    fn unused(&self) -> Option<Resources> {
+        let gate = self.gate.as_ref()?;
+        let mut unused = gate.granted.clone();
+        unused.subtract(&self.used(gate, true));
+        let any = unused.iter().next().is_some();
+        any.then_some(unused)
+    }
+
+    /// Granted resources that nothing uses, if nothing is queued here.
+    fn spare(&self) -> Option<Resources> {
+        self.unused().filter(|_| !self.queued())
+    }
+
+    /// Gives back `spare` (an [`Action::Return`]).
+    fn give_back_grant(&mut self, spare: Resources, actions: &mut Vec<Action>) {
+        if let Some(gate) = &mut self.gate {
+            gate.granted.subtract(&spare);
+            gate.spare_seen = false;
+            actions.push(Action::Return(spare));
+        }
+    }
+
+    /// The idle tick of a gated node: grants unused with nothing queued at two ticks in a row
+    /// go back (kept between, so that a program that submits one task at a time does not
+    /// ask for each), and asks may follow a refusal again (true when one had stopped them).
+    pub(crate) fn tick_grants(&mut self) -> (Vec<Action>, bool) {
+        let mut actions = Vec::new();
+        let spare = self.spare();
+        let Some(gate) = &mut self.gate else {
+            return (actions, false);
+        };
+        let refused = std::mem::take(&mut gate.refused);
+        match spare {
+            Some(spare) if gate.spare_seen => self.give_back_grant(spare, &mut actions),
+            Some(_) => gate.spare_seen = true,
+            None => gate.spare_seen = false,
+        }
+        (actions, refused)
+    }
+
+    /// The asks a gated node needs now: for a reservation's resources not granted yet, then
+    /// for as many queued tasks and actor creations as the node's free resources fit, beyond
+    /// what is granted and unused or asked for already.
+    fn asks(&mut self, actions: &mut Vec<Action>) {
+        let Some(gate) = &self.gate else {
+            return;
+        };
+        if gate.refused {
+            return;
+        }
+        let mut asks = Vec::new();
+        // Held by reservations beyond what was granted or asked.
+        let mut deficit = self.used(gate, false);
+        deficit.subtract(&gate.granted);
+        deficit.subtract(&gate.asked);
+        if deficit.iter().next().is_some() {
+            asks.push(deficit);
+        }
+        let mut room = self.headroom().unwrap_or_default();
+        room.add(&gate.asked);
+        let mut left = self.available.clone();
+        let pinned = (self.pinned_queue.iter())
+            .filter_map(|t| Some((self.demands.get(t)?, 1)))
+            .collect::<Vec<_>>();
+        let queued =
+            (self.shapes.iter()).filter_map(|shape| Some((shape, self.queues.get(shape)?.len())));
+        for (demand, count) in pinned.into_iter().chain(queued) {
+            let base = gate.base(demand);
+            if base.iter().next().is_none() {
+                continue; // nothing the node grants (a group's task, or no demand at all)
+            }
+            for _ in 0..count {
+                if !demand.fits_in(&left) {
+                    break;
+                }
+                left.subtract(demand);
+                // Ask for what the granted and asked resources do not cover.
+                let mut missing = base.clone();
+                missing.subtract(&room);
+                if missing.iter().next().is_some() {
+                    room.add(&missing);
+                    asks.push(missing);
+                }
+                room.subtract(&base);
+            }
+        }
+        let gate = self.gate.as_mut().expect("checked");
+        for ask in asks {
+            gate.asked.add(&ask);
+            actions.push(Action::Ask(ask));
         }
     }
 
@@ -584,7 +808,7 @@ impl Scheduler {
     pub(crate) fn stuck(&self) -> Vec<(Resources, usize)> {
         self.queues
             .iter()
-            .filter(|(shape, queue)| !queue.is_empty() && !shape.fits_in(&self.available))
+            .filter(|(shape, queue)| !queue.is_empty() && !self.can_start(shape))
             .map(|(shape, queue)| (shape.clone(), queue.len()))
             .collect()
     }
@@ -679,7 +903,7 @@ impl Scheduler {
     pub(crate) fn stuck_pinned(&self) -> Vec<(TaskId, Resources)> {
         let waiting = self.pinned_queue.iter().filter_map(|task| {
             let demand = self.demands.get(task)?;
-            (!demand.fits_in(&self.available)).then(|| (*task, demand.clone()))
+            (!self.can_start(demand)).then(|| (*task, demand.clone()))
         });
         waiting.collect()
     }
@@ -805,7 +1029,7 @@ impl Scheduler {
     /// blocked task waits for run on it, so a worker's stack of tasks follows the program's
     /// own waits and cannot add a cycle.
     fn nest(&mut self, actions: &mut Vec<Action>) {
-        if self.nestable.is_empty() || !self.shapes.iter().any(|s| s.fits_in(&self.available)) {
+        if self.nestable.is_empty() || !self.shapes.iter().any(|s| self.can_lease(s)) {
             return;
         }
         let mut keep = VecDeque::new();
@@ -838,7 +1062,7 @@ impl Scheduler {
                 }
                 _ => continue,
             };
-            if placed.contains(&worker) || !shape.fits_in(&self.available) {
+            if placed.contains(&worker) || !self.can_lease(&shape) {
                 keep.push_back(task);
                 continue;
             }
@@ -880,7 +1104,7 @@ impl Scheduler {
         let mut waiting = VecDeque::new();
         while let Some(task) = self.pinned_queue.pop_front() {
             let demand = self.demands.get(&task).cloned().unwrap_or_default();
-            if !demand.fits_in(&self.available) {
+            if !self.can_lease(&demand) {
                 waiting.push_back(task);
                 continue;
             }
@@ -906,11 +1130,7 @@ impl Scheduler {
         }
         let unplaced = waiting
             .iter()
-            .filter(|t| {
-                self.demands
-                    .get(t)
-                    .is_some_and(|d| d.fits_in(&self.available))
-            })
+            .filter(|t| self.demands.get(t).is_some_and(|d| self.can_lease(d)))
             .count();
         want_workers += unplaced.saturating_sub(starting);
         self.pinned_queue = waiting;
@@ -919,8 +1139,7 @@ impl Scheduler {
         let mut task_workers_wanted = 0usize;
         for shape in self.shapes.clone() {
             while let Some(&task) = self.queues.get(&shape).and_then(VecDeque::front) {
-                let fits = shape.fits_in(&self.available);
-                if fits {
+                if self.can_lease(&shape) {
                     if let Some(worker) = self.idle_worker() {
                         self.available.subtract(&shape);
                         self.workers.insert(
@@ -950,9 +1169,19 @@ impl Scheduler {
                     };
                     let queued = self.queues.get(&shape).map_or(0, VecDeque::len);
                     let mut left = self.available.clone();
+                    let mut granted = self.headroom();
+                    let base = self.gate.as_ref().map(|g| g.base(&shape));
                     let mut leases = 0;
-                    while leases < room.min(queued) && shape.fits_in(&left) {
+                    while leases < room.min(queued)
+                        && shape.fits_in(&left)
+                        && granted
+                            .as_ref()
+                            .is_none_or(|g| base.as_ref().is_some_and(|b| b.fits_in(g)))
+                    {
                         left.subtract(&shape);
+                        if let (Some(g), Some(b)) = (granted.as_mut(), base.as_ref()) {
+                            g.subtract(b);
+                        }
                         leases += 1;
                     }
                     let more = leases.saturating_sub(starting + want_workers);
@@ -984,6 +1213,14 @@ impl Scheduler {
         }
         for _ in 0..want_workers {
             actions.push(Action::StartWorker);
+        }
+        if let Some(gate) = &mut self.gate {
+            if std::mem::take(&mut gate.reclaim)
+                && let Some(unused) = self.unused()
+            {
+                self.give_back_grant(unused, &mut actions);
+            }
+            self.asks(&mut actions);
         }
         let mut batches: Vec<_> = batches.into_iter().collect();
         batches.sort_by_key(|(w, _)| *w);
@@ -1035,10 +1272,7 @@ impl Scheduler {
     pub(crate) fn stalled(&mut self) -> bool {
         let now = self.task_workers() >= self.max_workers
             && self.all_blocked()
-            && self
-                .shapes
-                .iter()
-                .any(|shape| shape.fits_in(&self.available));
+            && self.shapes.iter().any(|shape| self.can_lease(shape));
         let due = now && self.stalled_seen;
         self.stalled_seen = now && !due;
         due

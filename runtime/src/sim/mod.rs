@@ -107,6 +107,9 @@ pub struct Config {
     /// job's processes only once it sees the job's connection closed; shows the incarnation
     /// check at work).
     pub fencing: bool,
+    /// Whether each node's daemon grants its resources to the jobs (off: every driver counts
+    /// every node whole, and two drivers over-commit a node; shows the CPU check at work).
+    pub grants: bool,
     /// After how long a silent peer's QUIC connection closes.
     pub idle_timeout: Duration,
     /// How long a node's object manager tries to connect to a peer.
@@ -148,6 +151,7 @@ impl Default for Config {
             node_timeout: crate::proto::control::NODE_TIMEOUT,
             lease: crate::proto::lease::LENGTH,
             fencing: true,
+            grants: true,
             idle_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(2),
             driver_cost: Duration::from_micros(10),

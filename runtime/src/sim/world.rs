@@ -53,6 +53,13 @@ fn job_of(conn: ConnId) -> JobIdx {
     (conn & 0xffff) as JobIdx
 }
 
+/// The resources a node's daemon says it has (and grants to jobs): its CPUs, or what it
+/// claims ([`Config::advertised_cpus`]).
+fn advertised(config: &Config) -> Resources {
+    let told = config.advertised_cpus.unwrap_or(config.cpus);
+    Resources::cpus(f64::from(told)).expect("a whole number of CPUs")
+}
+
 /// A node's lease when leases are off ([`super::Config::fencing`]): longer than any run.
 const NO_LEASE: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
 use crate::proto::owner::Slot;
@@ -200,6 +207,16 @@ enum AtDriver {
     JobAnswer {
         seq: u64,
         taken: bool,
+    },
+    /// The node granted the job `shape` of its resources (or refused: `Err`).
+    Granted {
+        node: NodeIdx,
+        shape: Resources,
+        result: Result<(), String>,
+    },
+    /// The node asks for the grants the job does not use.
+    Reclaim {
+        node: NodeIdx,
     },
 }
 
@@ -496,9 +513,10 @@ struct Driver {
 }
 
 /// What a request to a host was, for its answer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Asked {
     Spawn(WorkerId),
+    Grant(Resources),
     /// A fetch or a restore: answered as a fetch.
     Fetch(ObjectId),
     EndJob,
@@ -552,7 +570,10 @@ impl Job {
             _ => format!("sim{j}"),
         };
         Job {
-            node: State::new(nodes, config.store_capacity, Some(None)),
+            node: match config.grants {
+                true => State::new(nodes, config.store_capacity, Some(None)),
+                false => State::new(nodes, config.store_capacity, Some(None)).without_grants(),
+            },
             driver: Driver {
                 held: Vec::new(),
                 cursor: 0,
@@ -647,7 +668,7 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
                 name: format!("n{i}"),
                 alive: true,
                 life: 0,
-                core: HostCore::new(format!("n{i}")),
+                core: HostCore::new(format!("n{i}"), advertised(config)),
                 timer_at: None,
                 views: (0..drivers).map(|_| View::new(i)).collect(),
                 frozen_until: Duration::ZERO,
@@ -1338,6 +1359,10 @@ impl World<'_> {
                         self.tell_driver(j, node, 64, AtDriver::Exited { worker, reason });
                         self.tell_driver(j, node, 8, AtDriver::Eof { worker });
                     }
+                    prism_transport::HostEvent::Reclaim if open => {
+                        let idx = self.hosts[node].views[j].idx;
+                        self.tell_driver(j, node, 16, AtDriver::Reclaim { node: idx });
+                    }
                     _ => {}
                 }
             }
@@ -1377,6 +1402,20 @@ impl World<'_> {
                     result,
                 };
                 self.tell_driver(j, node, 64, fetched);
+            }
+            (Asked::Grant(shape), reply) => {
+                let result = match reply {
+                    FromHost::Granted => Ok(()),
+                    FromHost::Error(e) => Err(e),
+                    other => Err(format!("unexpected answer {other:?}")),
+                };
+                let idx = self.hosts[node].views[j].idx;
+                let granted = AtDriver::Granted {
+                    node: idx,
+                    shape,
+                    result,
+                };
+                self.tell_driver(j, node, 64, granted);
             }
             (Asked::EndJob, _) => {
                 self.tell_driver(j, node, 64, AtDriver::JobEnded { node });
@@ -1512,7 +1551,7 @@ impl World<'_> {
     fn daemon_exits(&mut self, node: HostIdx) {
         let host = &mut self.hosts[node];
         host.alive = false;
-        host.core = HostCore::new(host.name.clone());
+        host.core = HostCore::new(host.name.clone(), advertised(self.config));
         host.timer_at = None;
         for view in &mut host.views {
             view.daemon_conn = None;
@@ -2133,6 +2172,24 @@ impl World<'_> {
             AtDriver::Fetched { node, id, result } => self.proto(j, |n, now| {
                 let _ = n.handle(Event::NodeFetched { node, id, result }, now);
             }),
+            AtDriver::Granted {
+                node,
+                shape,
+                result,
+            } => self.proto(j, |n, now| {
+                let event = match result {
+                    Ok(()) => Event::Granted { node, shape },
+                    Err(reason) => Event::GrantRefused {
+                        node,
+                        shape,
+                        reason,
+                    },
+                };
+                let _ = n.handle(event, now);
+            }),
+            AtDriver::Reclaim { node } => self.proto(j, |n, now| {
+                let _ = n.handle(Event::Reclaim { node }, now);
+            }),
             AtDriver::Pulled { id, len, from, ok } => {
                 let event = if ok {
                     let bytes = ObjectBytes::inline(&vec![0; len as usize]);
@@ -2264,6 +2321,13 @@ impl World<'_> {
             HostRequest::Spill(objects) => (Request::Spill(objects), Asked::Nothing),
             HostRequest::Restore { id, len } => (Request::Restore { id, len }, Asked::Fetch(id)),
             HostRequest::EndJob => (Request::EndJob, Asked::EndJob),
+            HostRequest::Grant { shape } => {
+                let request = Request::Grant {
+                    shape: shape.clone(),
+                };
+                (request, Asked::Grant(shape))
+            }
+            HostRequest::Return { resources } => (Request::Return { resources }, Asked::Nothing),
             HostRequest::ForgetPeer { lost } => {
                 let at = Some(self.host_at(j, lost));
                 (Request::ForgetPeer { at }, Asked::Nothing)
@@ -3132,6 +3196,9 @@ fn replay(c: &Config) -> String {
     }
     if c.actors > 0 {
         line.push_str(&format!(" --actors {} --calls {}", c.actors, c.calls));
+    }
+    if !c.grants {
+        line.push_str(" --no-grants");
     }
     if !c.fencing {
         line.push_str(" --no-fencing");

@@ -111,6 +111,11 @@ pub(crate) enum HostRequest {
     /// Bring `id` (`len` bytes) back from the node's disk into its shared memory (answered as
     /// a fetch: [`Event::NodeFetched`]).
     Restore { id: ObjectId, len: u64 },
+    /// Grant the job `shape` of the node's resources (answer, once granted:
+    /// [`Event::Granted`]; or [`Event::GrantRefused`]).
+    Grant { shape: Resources },
+    /// Take back `resources` the node granted (no answer expected).
+    Return { resources: Resources },
 }
 
 impl HostRequest {
@@ -131,6 +136,12 @@ impl HostRequest {
             HostRequest::EndJob => ToHost::EndJob,
             HostRequest::Spill(objects) => ToHost::Spill(objects.clone()),
             HostRequest::Restore { id, len } => ToHost::Restore { id: *id, len: *len },
+            HostRequest::Grant { shape } => ToHost::Grant {
+                shape: shape.clone(),
+            },
+            HostRequest::Return { resources } => ToHost::Return {
+                resources: resources.clone(),
+            },
         }
     }
 }
@@ -184,6 +195,16 @@ pub(crate) enum Event<'a> {
         ids: Vec<ObjectId>,
         reason: String,
     },
+    /// Node `node` granted `shape` ([`HostRequest::Grant`]).
+    Granted { node: NodeIdx, shape: Resources },
+    /// Node `node` refused to grant `shape`, for `reason`.
+    GrantRefused {
+        node: NodeIdx,
+        shape: Resources,
+        reason: String,
+    },
+    /// Node `node` asks for the grants the job does not use (others wait for them).
+    Reclaim { node: NodeIdx },
     /// A pull into this process's store arrived.
     Localized { id: ObjectId, bytes: ObjectBytes },
     /// A pull into this process's store from `from` failed.
@@ -319,6 +340,9 @@ pub(crate) struct State {
     /// Nodes draining that still run tasks for the job.
     draining: Vec<NodeIdx>,
     shutting_down: bool,
+    /// In a cluster, whether each node's daemon grants its resources to the job (off only in
+    /// the simulator, to show two drivers over-committing a node without grants).
+    grants: bool,
 }
 
 /// Calls `each` with every value a worker's message hands over (returns and puts), so that
@@ -351,7 +375,13 @@ pub(crate) const IDLE_TICK: Duration = Duration::from_secs(1);
 impl State {
     /// A node scheduling onto `nodes`, whose owner keeps a store of `capacity` bytes;
     /// `cluster`: in a joined cluster, the node on the driver's host if there is one.
-    pub(crate) fn new(nodes: Nodes, capacity: u64, cluster: Option<Option<NodeIdx>>) -> Self {
+    pub(crate) fn new(mut nodes: Nodes, capacity: u64, cluster: Option<Option<NodeIdx>>) -> Self {
+        if cluster.is_some() {
+            // Each node's daemon shares it among the jobs it hosts.
+            for idx in 0..nodes.len() {
+                nodes.gate(idx);
+            }
+        }
         State {
             owner: Owner::new(capacity),
             nodes,
@@ -385,6 +415,7 @@ impl State {
             rebalanced: None,
             draining: Vec::new(),
             shutting_down: false,
+            grants: cluster.is_some(),
         }
     }
 
@@ -425,6 +456,16 @@ impl State {
         }
     }
 
+    /// The nodes' daemons grant nothing: the job counts every node whole, whatever other
+    /// jobs run there (as before grants; the simulator's `--no-grants`).
+    pub(crate) fn without_grants(mut self) -> Self {
+        self.grants = false;
+        for idx in 0..self.nodes.len() {
+            self.nodes.ungate(idx);
+        }
+        self
+    }
+
     /// Every node starts its workers before work comes (as this host's node does).
     #[cfg(test)]
     pub(crate) fn prestarting_everywhere(mut self) -> Self {
@@ -449,6 +490,9 @@ impl State {
         let soft = soft_limit_of(&total);
         tracing::info!(node = name, resources = %total, "a node joined the job");
         let idx = self.nodes.add(name, total, max_inflight, soft, max_workers);
+        if self.grants {
+            self.nodes.gate(idx);
+        }
         if self.prestarts(idx) {
             for _ in 0..soft {
                 self.start_worker(idx);
@@ -523,6 +567,16 @@ impl State {
             Event::NodeSpillFailed { node, ids, reason } => {
                 self.node_spill_failed(node, ids, &reason)
             }
+            Event::Granted { node, shape } => self.nodes.granted(node, &shape),
+            Event::GrantRefused {
+                node,
+                shape,
+                reason,
+            } => {
+                tracing::warn!(node = self.nodes.name(node), %shape, "no grant: {reason}");
+                self.nodes.refused(node, &shape);
+            }
+            Event::Reclaim { node } => self.nodes.reclaim(node),
             Event::Localized { id, bytes } => self.owner.localized(id, bytes),
             Event::PullFailed { id, from, reason } => self.pull_failed(id, from, &reason),
             Event::NodeLost {
@@ -584,6 +638,12 @@ impl State {
                 self.retire(worker);
             } else {
                 self.retire_candidates.push((worker, since));
+            }
+        }
+        for (node, action) in self.nodes.tick_grants() {
+            if let Schedule::Return(resources) = action {
+                let request = HostRequest::Return { resources };
+                self.actions.push_back(Action::Host { node, request });
             }
         }
         for node in self.nodes.stalled() {
@@ -1342,6 +1402,14 @@ impl State {
                     task,
                     depth,
                 } => self.nest(worker, task, depth),
+                Schedule::Ask(shape) => {
+                    let request = HostRequest::Grant { shape };
+                    self.actions.push_back(Action::Host { node, request });
+                }
+                Schedule::Return(resources) => {
+                    let request = HostRequest::Return { resources };
+                    self.actions.push_back(Action::Host { node, request });
+                }
             }
         }
         self.pump_actors();

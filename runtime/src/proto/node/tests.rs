@@ -28,6 +28,12 @@ struct Harness {
     host: Vec<(NodeIdx, HostRequest)>,
     dropped: Vec<NodeIdx>,
     seq: u64,
+    /// Whether every ask for a grant is granted at once (else kept in `asks`).
+    grant_all: bool,
+    /// Asks for grants not answered, by node.
+    asks: Vec<(NodeIdx, Resources)>,
+    /// Grants given back, by node.
+    returned: Vec<(NodeIdx, Resources)>,
 }
 
 /// A worker's report that `task` ended with `outcome` (no run times).
@@ -69,6 +75,9 @@ impl Harness {
             host: Vec::new(),
             dropped: Vec::new(),
             seq: 0,
+            grant_all: true,
+            asks: Vec::new(),
+            returned: Vec::new(),
         };
         h.node.start();
         h.drain();
@@ -111,10 +120,17 @@ impl Harness {
                 Action::Host { node, request } => match request {
                     HostRequest::Spawn { worker } => self.started.push(worker),
                     HostRequest::Kill { worker } => self.killed.push(worker),
+                    HostRequest::Grant { shape } => self.asks.push((node, shape)),
+                    HostRequest::Return { resources } => self.returned.push((node, resources)),
                     other => self.host.push((node, other)),
                 },
                 Action::DropNode { node, .. } => self.dropped.push(node),
                 _ => {}
+            }
+        }
+        if self.grant_all {
+            for (node, shape) in std::mem::take(&mut self.asks) {
+                self.event(Event::Granted { node, shape });
             }
         }
     }
@@ -1159,4 +1175,117 @@ fn an_object_read_on_many_nodes_spreads_from_each_copy_not_only_its_origin() {
     assert_eq!(again.len(), 2, "{after:?}");
     assert!(again.iter().all(|&(_, f)| f != Some(landed)), "{after:?}");
     assert!(again.iter().any(|&(_, f)| f == Some(next)), "{after:?}");
+}
+
+#[test]
+fn a_cluster_node_runs_the_job_s_tasks_only_on_what_its_daemon_granted() {
+    let mut h = Harness::new(2, 2.0);
+    h.grant_all = false;
+    // A task waits for its node's grant: the node is asked, nothing runs yet.
+    let first = h.submit_many(1, 0)[0];
+    let (node, shape) = h.asks.pop().expect("the node is asked for a grant");
+    assert_eq!((shape.clone(), h.asks.len()), (cpus(1.0), 0));
+    assert_eq!(
+        h.where_sent(first),
+        None,
+        "no task runs on resources not granted"
+    );
+    h.event(Event::Granted { node, shape });
+    let worker = h.where_sent(first).expect("dispatched once granted");
+    assert_eq!(node_of(worker), node);
+    h.returns(worker, first, Value::Inline(vec![1]));
+    // The grant outlives its task for a tick (a program that submits one task at a time asks
+    // once), and goes back at the second tick that finds it unused.
+    let second = h.submit_many(1, 0)[0];
+    let worker = h.where_sent(second).expect("runs on the grant kept");
+    assert_eq!((node_of(worker), h.asks.len()), (node, 0));
+    h.returns(worker, second, Value::Inline(vec![1]));
+    h.event(Event::Tick);
+    assert_eq!(h.returned, Vec::new(), "kept one tick");
+    h.event(Event::Tick);
+    assert_eq!(
+        h.returned,
+        vec![(node, cpus(1.0))],
+        "given back, unused two ticks"
+    );
+    // When other jobs wait, the node asks for what goes unused: given back at once, but not
+    // what a task uses (the node asks again while jobs wait).
+    h.returned.clear();
+    h.grant_all = true;
+    let third = h.submit_many(1, 0)[0];
+    let worker = h.where_sent(third).expect("granted again");
+    let at = node_of(worker);
+    h.event(Event::Reclaim { node: at });
+    assert_eq!(h.returned, Vec::new(), "a grant in use stays");
+    h.returns(worker, third, Value::Inline(vec![1]));
+    h.event(Event::Reclaim { node: at });
+    assert_eq!(h.returned, vec![(at, cpus(1.0))], "given back once unused");
+}
+
+#[test]
+fn a_job_asked_for_its_unused_grants_gives_them_back_even_while_its_tasks_wait_for_more() {
+    // Holding part of what a task needs while waiting for the rest, two jobs could each hold
+    // what the other waits for: a job the node asks gives back all it does not use.
+    let mut h = Harness::new(2, 2.0);
+    let first = h.submit_many(1, 0)[0];
+    let worker = h.where_sent(first).expect("runs");
+    let node = node_of(worker);
+    h.returns(worker, first, Value::Inline(vec![1]));
+    h.grant_all = false;
+    // A task of two CPUs: the node is asked for the CPU the kept grant does not cover.
+    let mut spec = h.spec(Vec::new(), 0);
+    spec.resources = cpus(2.0);
+    let two = spec.task_id;
+    h.submit(spec);
+    let asked: Vec<Resources> = h.asks.iter().map(|(_, r)| r.clone()).collect();
+    let on_node = h.asks.iter().any(|(n, r)| *n == node && *r == cpus(1.0));
+    assert!(on_node || asked.contains(&cpus(2.0)), "asked {:?}", h.asks);
+    h.asks.clear();
+    h.event(Event::Reclaim { node });
+    assert_eq!(
+        h.returned,
+        vec![(node, cpus(1.0))],
+        "the unused CPU goes back"
+    );
+    assert_eq!(h.where_sent(two), None);
+    assert!(
+        h.asks.iter().any(|(n, r)| *n == node && *r == cpus(1.0)),
+        "and is asked for again, behind the jobs that waited: {:?}",
+        h.asks
+    );
+}
+
+#[test]
+fn a_node_that_refuses_a_grant_is_asked_again_only_after_the_tick() {
+    let mut h = Harness::new(2, 1.0);
+    h.grant_all = false;
+    let tasks = h.submit_many(2, 0);
+    // One task per node (the second goes where no ask waits); each node is asked once.
+    let mut asked: Vec<NodeIdx> = h.asks.iter().map(|(n, _)| *n).collect();
+    asked.sort_unstable();
+    assert_eq!(asked, vec![0, 1]);
+    let asks = std::mem::take(&mut h.asks);
+    let (refusing, shape) = asks[0].clone();
+    h.event(Event::GrantRefused {
+        node: refusing,
+        shape,
+        reason: "test".into(),
+    });
+    assert_eq!(h.asks, Vec::new(), "not asked again before the tick");
+    let (other, shape) = asks[1].clone();
+    h.event(Event::Granted { node: other, shape });
+    // The granted node runs a task; the other task may move there when the first ends.
+    let ran: Vec<TaskId> = tasks
+        .iter()
+        .copied()
+        .filter(|t| h.where_sent(*t).is_some())
+        .collect();
+    assert_eq!(ran.len(), 1);
+    assert_eq!(node_of(h.where_sent(ran[0]).unwrap()), other);
+    h.event(Event::Tick);
+    assert_eq!(
+        h.asks,
+        vec![(refusing, cpus(1.0))],
+        "asked again after the tick"
+    );
 }

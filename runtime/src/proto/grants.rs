@@ -1,0 +1,261 @@
+//! A node's resources shared out among the drivers of the jobs it hosts, without IO: a driver
+//! asks for a shape of resources before it starts a lease of that shape on the node's workers,
+//! holds what it was granted while it uses it, and gives it back when it no longer does (or
+//! when the node asks, because another driver waits). Asks are granted in order as resources
+//! come free; an ask that waits makes the node ask every other holder for what it does not
+//! use (at most once a [`RECLAIM_EVERY`]). So two drivers never count the same CPU: the node,
+//! not each driver, decides who runs on it (bottom-up scheduling's leases, as in the Ray
+//! papers, with the driver still choosing among its job's workers on the node).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use prism_graph::Resources;
+
+use crate::proto::host::{ConnId, ReqId};
+
+/// How often a node asks a holder for unused grants while asks wait (at most).
+pub(crate) const RECLAIM_EVERY: Duration = Duration::from_millis(200);
+
+/// How many asks of one connection may wait at once (a driver asks for at most what the
+/// node's resources fit; more is refused, so that no connection grows the node's books
+/// without bound).
+const MAX_WAITING: usize = 1024;
+
+/// What an ask gets at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// Granted now.
+    Granted,
+    /// Waits until the resources come free (answered by a later [`Grants::take_granted`]).
+    Waiting,
+    /// The node could never grant it, and why.
+    Never(String),
+}
+
+/// One ask that waits.
+#[derive(Debug)]
+struct Ask {
+    conn: ConnId,
+    req: ReqId,
+    shape: Resources,
+}
+
+/// The node's grants (see the module's docs).
+#[derive(Debug)]
+pub(crate) struct Grants {
+    total: Resources,
+    free: Resources,
+    held: HashMap<ConnId, Resources>,
+    waiting: VecDeque<Ask>,
+    /// How many asks of each connection wait.
+    waits: HashMap<ConnId, usize>,
+    /// Asks granted since the shell last took them: (connection, request).
+    granted: Vec<(ConnId, ReqId)>,
+    /// When each holder was last asked to give back what it does not use.
+    reclaimed: HashMap<ConnId, Instant>,
+}
+
+impl Grants {
+    /// A node of `total` resources that granted nothing yet.
+    pub(crate) fn new(total: Resources) -> Self {
+        Grants {
+            free: total.clone(),
+            total,
+            held: HashMap::new(),
+            waiting: VecDeque::new(),
+            waits: HashMap::new(),
+            granted: Vec::new(),
+            reclaimed: HashMap::new(),
+        }
+    }
+
+    /// What is granted to no one.
+    #[cfg(test)]
+    pub(crate) fn free(&self) -> &Resources {
+        &self.free
+    }
+
+    /// What connection `conn` holds.
+    #[cfg(test)]
+    pub(crate) fn held_by(&self, conn: ConnId) -> Resources {
+        self.held.get(&conn).cloned().unwrap_or_default()
+    }
+
+    /// Connection `conn` asks for `shape` (request `req`). Asks are granted in order: one
+    /// that comes while others wait waits behind them.
+    pub(crate) fn ask(&mut self, conn: ConnId, req: ReqId, shape: Resources) -> Answer {
+        if !shape.fits_in(&self.total) {
+            return Answer::Never(format!(
+                "it asks for {shape}, more than the node's {}",
+                self.total
+            ));
+        }
+        if self.waiting.is_empty() && shape.fits_in(&self.free) {
+            self.grant(conn, &shape);
+            return Answer::Granted;
+        }
+        let waiting = *self.waits.entry(conn).or_default();
+        if waiting >= MAX_WAITING {
+            return Answer::Never(format!("{waiting} of its asks wait already"));
+        }
+        *self.waits.entry(conn).or_default() += 1;
+        self.waiting.push_back(Ask { conn, req, shape });
+        Answer::Waiting
+    }
+
+    /// Connection `conn` gives back `resources` (at most what it holds); waiting asks that
+    /// fit now are granted.
+    pub(crate) fn give_back(&mut self, conn: ConnId, resources: &Resources) {
+        let Some(held) = self.held.get_mut(&conn) else {
+            return;
+        };
+        let mut back = resources.clone();
+        back.subtract(&Self::excess(&back, held));
+        held.subtract(&back);
+        if held.iter().next().is_none() {
+            self.held.remove(&conn);
+        }
+        self.free.add(&back);
+        self.grant_waiting();
+    }
+
+    /// Connection `conn` is gone (its job ended here): what it held is free, its asks go.
+    pub(crate) fn forget(&mut self, conn: ConnId) {
+        if let Some(held) = self.held.remove(&conn) {
+            self.free.add(&held);
+        }
+        self.waiting.retain(|a| a.conn != conn);
+        self.waits.remove(&conn);
+        self.reclaimed.remove(&conn);
+        self.grant_waiting();
+    }
+
+    /// The asks granted since the last call, as (connection, request), in order.
+    pub(crate) fn take_granted(&mut self) -> Vec<(ConnId, ReqId)> {
+        std::mem::take(&mut self.granted)
+    }
+
+    /// The holders to ask now for what they do not use: while asks wait, every connection
+    /// that holds grants and was not asked within [`RECLAIM_EVERY`] (a waiting connection
+    /// too: it may hold grants it no longer uses).
+    pub(crate) fn reclaim(&mut self, now: Instant) -> Vec<ConnId> {
+        if self.waiting.is_empty() {
+            return Vec::new();
+        }
+        let mut due: Vec<ConnId> = (self.held.keys())
+            .filter(|c| {
+                self.reclaimed
+                    .get(c)
+                    .is_none_or(|at| now.saturating_duration_since(*at) >= RECLAIM_EVERY)
+            })
+            .copied()
+            .collect();
+        due.sort_unstable();
+        for &conn in &due {
+            self.reclaimed.insert(conn, now);
+        }
+        due
+    }
+
+    /// When [`Grants::reclaim`] could next name a holder: while asks wait.
+    pub(crate) fn next_reclaim(&self) -> Option<Instant> {
+        if self.waiting.is_empty() {
+            return None;
+        }
+        self.held
+            .keys()
+            .map(|c| self.reclaimed.get(c).map(|at| *at + RECLAIM_EVERY))
+            .min()
+            .flatten()
+    }
+
+    fn grant(&mut self, conn: ConnId, shape: &Resources) {
+        self.free.subtract(shape);
+        self.held.entry(conn).or_default().add(shape);
+    }
+
+    fn grant_waiting(&mut self) {
+        while let Some(ask) = self.waiting.front() {
+            if !ask.shape.fits_in(&self.free) {
+                break;
+            }
+            let ask = self.waiting.pop_front().expect("looked at");
+            if let Some(n) = self.waits.get_mut(&ask.conn) {
+                *n -= 1;
+                if *n == 0 {
+                    self.waits.remove(&ask.conn);
+                }
+            }
+            self.grant(ask.conn, &ask.shape);
+            self.granted.push((ask.conn, ask.req));
+        }
+        if self.waiting.is_empty() {
+            self.reclaimed.clear();
+        }
+    }
+
+    /// The part of `back` beyond `held`.
+    fn excess(back: &Resources, held: &Resources) -> Resources {
+        let mut excess = back.clone();
+        excess.subtract(held);
+        excess
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpus(n: f64) -> Resources {
+        Resources::cpus(n).unwrap()
+    }
+
+    #[test]
+    fn two_drivers_never_hold_the_same_cpu() {
+        let mut node = Grants::new(cpus(2.0));
+        assert_eq!(node.ask(1, 10, cpus(1.0)), Answer::Granted);
+        assert_eq!(node.ask(1, 11, cpus(1.0)), Answer::Granted);
+        // The second driver waits for a CPU, and the node asks the first for what it does not use.
+        assert_eq!(node.ask(2, 20, cpus(1.0)), Answer::Waiting);
+        let t0 = Instant::now();
+        assert_eq!(node.reclaim(t0), vec![1]);
+        assert_eq!(node.reclaim(t0 + RECLAIM_EVERY / 2), Vec::<ConnId>::new());
+        assert_eq!(node.next_reclaim(), Some(t0 + RECLAIM_EVERY));
+        assert_eq!(node.reclaim(t0 + RECLAIM_EVERY), vec![1]);
+        // Giving back more than it holds frees only what it held.
+        node.give_back(1, &cpus(1.0));
+        assert_eq!(node.take_granted(), vec![(2, 20)]);
+        assert_eq!(node.held_by(2), cpus(1.0));
+        assert_eq!(node.free(), &Resources::default());
+        node.give_back(2, &cpus(5.0));
+        assert_eq!(node.held_by(2), Resources::default());
+        assert_eq!(node.free(), &cpus(1.0));
+        assert_eq!(node.reclaim(t0 + RECLAIM_EVERY * 2), Vec::<ConnId>::new());
+    }
+
+    #[test]
+    fn asks_are_granted_in_order_and_a_gone_driver_frees_its_grants() {
+        let mut node = Grants::new(cpus(4.0));
+        assert_eq!(node.ask(1, 1, cpus(3.0)), Answer::Granted);
+        assert_eq!(node.ask(2, 2, cpus(2.0)), Answer::Waiting);
+        // A smaller ask that would fit waits behind the first, so a large one is not starved.
+        assert_eq!(node.ask(3, 3, cpus(1.0)), Answer::Waiting);
+        assert!(matches!(node.ask(3, 4, cpus(5.0)), Answer::Never(e) if e.contains("more than")));
+        node.forget(1);
+        assert_eq!(node.take_granted(), vec![(2, 2), (3, 3)]);
+        assert_eq!(node.free(), &cpus(1.0));
+        // A driver that goes while it waits takes its asks with it.
+        assert_eq!(node.ask(2, 5, cpus(2.0)), Answer::Waiting);
+        node.forget(2);
+        assert_eq!(node.take_granted(), Vec::new());
+        assert_eq!(node.free(), &cpus(3.0));
+        // No connection fills the node's books with asks.
+        for req in 0..MAX_WAITING as u64 {
+            assert_eq!(node.ask(4, 100 + req, cpus(4.0)), Answer::Waiting);
+        }
+        assert!(
+            matches!(node.ask(4, 9, cpus(4.0)), Answer::Never(e) if e.contains("wait already"))
+        );
+    }
+}
