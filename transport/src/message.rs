@@ -510,8 +510,12 @@ pub enum HostEvent {
         seq: u64,
     },
     /// Other jobs wait for the node's resources: give back what the job holds and does not
-    /// use (see [`ToHost::Return`]).
-    Reclaim,
+    /// use (see [`ToHost::Return`]), and what it holds beyond `keep` as its tasks end.
+    Reclaim {
+        /// The job's fair share of the node (its resources split among the jobs that hold
+        /// or wait for them).
+        keep: Resources,
+    },
     /// A worker process ended, and how.
     WorkerExited {
         /// The worker's number.

@@ -827,7 +827,7 @@ async fn node_events(
             Ok(HostEvent::WorkerExited { worker, reason }) => {
                 core.worker_gone_remote(worker, reason);
             }
-            Ok(HostEvent::Reclaim) => core.node_reclaims(idx),
+            Ok(HostEvent::Reclaim { keep }) => core.node_reclaims(idx, keep),
             Ok(HostEvent::Output {
                 worker,
                 stderr,

@@ -238,8 +238,8 @@ impl Core {
     }
 
     /// Node `node` asks for the grants the job does not use (see [`Event::Reclaim`]).
-    pub(super) fn node_reclaims(&self, node: NodeIdx) {
-        self.event(Event::Reclaim { node });
+    pub(super) fn node_reclaims(&self, node: NodeIdx, keep: prism_graph::Resources) {
+        self.event(Event::Reclaim { node, keep });
     }
 
     /// Node `node` is leaving (see [`Event::NodeDraining`]).

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use prism_graph::Resources;
+use prism_graph::{Amount, Resources};
 
 use crate::proto::host::{ConnId, ReqId};
 
@@ -138,10 +138,11 @@ impl Grants {
 
     /// The holders to ask now for what they do not use: while asks wait, every connection
     /// that holds grants and was not asked within [`RECLAIM_EVERY`] (a waiting connection
-    /// too: it may hold grants it no longer uses).
-    pub(crate) fn reclaim(&mut self, now: Instant) -> Vec<ConnId> {
+    /// too: it may hold grants it no longer uses). Each is told its fair share (see
+    /// [`Grants::fair_share`]): what it holds beyond that goes back as its tasks end.
+    pub(crate) fn reclaim(&mut self, now: Instant) -> (Vec<ConnId>, Resources) {
         if self.waiting.is_empty() {
-            return Vec::new();
+            return (Vec::new(), Resources::default());
         }
         let mut due: Vec<ConnId> = (self.held.keys())
             .filter(|c| {
@@ -155,7 +156,24 @@ impl Grants {
         for &conn in &due {
             self.reclaimed.insert(conn, now);
         }
-        due
+        (due, self.fair_share())
+    }
+
+    /// The node's resources split evenly among the connections that hold or wait for them.
+    pub(crate) fn fair_share(&self) -> Resources {
+        let mut sharing: Vec<ConnId> = self.held.keys().copied().collect();
+        sharing.extend(self.waiting.iter().map(|a| a.conn));
+        sharing.sort_unstable();
+        sharing.dedup();
+        let n = sharing.len().max(1) as u64;
+        Resources {
+            cpu: Amount(self.total.cpu.0 / n),
+            gpu: Amount(self.total.gpu.0 / n),
+            custom: (self.total.custom.iter())
+                .map(|(name, a)| (name.clone(), Amount(a.0 / n)))
+                .filter(|(_, a)| a.0 > 0)
+                .collect(),
+        }
     }
 
     /// When [`Grants::reclaim`] could next name a holder: while asks wait.
@@ -219,10 +237,10 @@ mod tests {
         // The second driver waits for a CPU, and the node asks the first for what it does not use.
         assert_eq!(node.ask(2, 20, cpus(1.0)), Answer::Waiting);
         let t0 = Instant::now();
-        assert_eq!(node.reclaim(t0), vec![1]);
-        assert_eq!(node.reclaim(t0 + RECLAIM_EVERY / 2), Vec::<ConnId>::new());
+        assert_eq!(node.reclaim(t0), (vec![1], cpus(1.0)), "each keeps half");
+        assert_eq!(node.reclaim(t0 + RECLAIM_EVERY / 2).0, Vec::<ConnId>::new());
         assert_eq!(node.next_reclaim(), Some(t0 + RECLAIM_EVERY));
-        assert_eq!(node.reclaim(t0 + RECLAIM_EVERY), vec![1]);
+        assert_eq!(node.reclaim(t0 + RECLAIM_EVERY).0, vec![1]);
         // Giving back more than it holds frees only what it held.
         node.give_back(1, &cpus(1.0));
         assert_eq!(node.take_granted(), vec![(2, 20)]);
@@ -231,7 +249,7 @@ mod tests {
         node.give_back(2, &cpus(5.0));
         assert_eq!(node.held_by(2), Resources::default());
         assert_eq!(node.free(), &cpus(1.0));
-        assert_eq!(node.reclaim(t0 + RECLAIM_EVERY * 2), Vec::<ConnId>::new());
+        assert_eq!(node.reclaim(t0 + RECLAIM_EVERY * 2).0, Vec::<ConnId>::new());
     }
 
     #[test]

@@ -758,8 +758,9 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
 
     /// Asks the jobs that hold grants for what they do not use, while asks wait.
     fn reclaim(&mut self, now: Instant) {
-        for conn in self.grants.reclaim(now) {
-            let event = HostEvent::Reclaim;
+        let (conns, keep) = self.grants.reclaim(now);
+        for conn in conns {
+            let event = HostEvent::Reclaim { keep: keep.clone() };
             self.actions.push_back(Action::Tell { conn, event });
         }
     }

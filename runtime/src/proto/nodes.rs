@@ -244,10 +244,10 @@ impl Nodes {
         }
     }
 
-    /// Node `idx` asks for the grants this job does not use.
-    pub(crate) fn reclaim(&mut self, idx: NodeIdx) {
+    /// Node `idx` asks for the grants this job does not use, and for those beyond `keep`.
+    pub(crate) fn reclaim(&mut self, idx: NodeIdx, keep: Resources) {
         if idx < self.list.len() {
-            self.at(idx).reclaim();
+            self.at(idx).reclaim(keep);
         }
     }
 

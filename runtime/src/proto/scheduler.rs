@@ -136,12 +136,27 @@ struct Gate {
     refused: bool,
     /// The node wants back what goes unused (see [`Scheduler::reclaim`]).
     reclaim: bool,
+    /// While other jobs wait: the job's fair share of the node, which its leases shrink to
+    /// as their tasks end (until the next tick; the node says it again while jobs wait).
+    keep: Option<Resources>,
     /// At the last tick, granted resources went unused with nothing queued: given back if
     /// still so at the next.
     spare_seen: bool,
 }
 
 impl Gate {
+    /// What the leases may use: the grant, within the fair share while shrinking to it.
+    fn limit(&self) -> Resources {
+        let Some(keep) = &self.keep else {
+            return self.granted.clone();
+        };
+        let mut limit = self.granted.clone();
+        let mut over = self.granted.clone();
+        over.subtract(keep);
+        limit.subtract(&over);
+        limit
+    }
+
     /// The part of `resources` the node grants (its own kinds).
     fn base(&self, resources: &Resources) -> Resources {
         Resources {
@@ -259,7 +274,7 @@ impl Scheduler {
     /// What the node granted and nothing uses (everything, for a node not gated).
     fn headroom(&self) -> Option<Resources> {
         let gate = self.gate.as_ref()?;
-        let mut room = gate.granted.clone();
+        let mut room = gate.limit();
         room.subtract(&self.used(gate, true));
         Some(room)
     }
@@ -306,10 +321,27 @@ impl Scheduler {
     /// no lease uses goes back at the next scheduling, even while tasks here wait for more
     /// (so that no two jobs each hold part of what the other waits for), and what is still
     /// needed is asked for again, behind the jobs that waited.
-    pub(crate) fn reclaim(&mut self) {
+    /// Beyond its fair share `keep`, the job stops sending tasks down its leases' pipelines
+    /// and starts no lease, so that leases end until what it holds fits `keep`.
+    pub(crate) fn reclaim(&mut self, keep: Resources) {
         if let Some(gate) = &mut self.gate {
             gate.reclaim = true;
+            gate.keep = (!gate.granted.fits_in(&keep)).then_some(keep);
         }
+    }
+
+    /// Whether a lease of `shape` waits only for the node's grant (asked for at this
+    /// scheduling's end): the node has room for it by this job's count, the node did not
+    /// refuse, and the job is not shrinking to its fair share.
+    fn awaits_grant(&self, shape: &Resources) -> bool {
+        self.gate
+            .as_ref()
+            .is_some_and(|g| !g.refused && g.keep.is_none() && shape.fits_in(&self.available))
+    }
+
+    /// Whether the job holds more of the node than its fair share while other jobs wait.
+    fn shrinking(&self) -> bool {
+        self.gate.as_ref().is_some_and(|g| g.keep.is_some())
     }
 
     /// Whether tasks or actor creations wait in the queues.
@@ -350,6 +382,7 @@ impl Scheduler {
             return (actions, false);
         };
         let refused = std::mem::take(&mut gate.refused);
+        gate.keep = None;
         match spare {
             Some(spare) if gate.spare_seen => self.give_back_grant(spare, &mut actions),
             Some(_) => gate.spare_seen = true,
@@ -1191,8 +1224,16 @@ impl Scheduler {
                     if starting + want_workers > 0 {
                         break;
                     }
+                } else if self.awaits_grant(&shape) {
+                    // The node has room by this job's count: wait for its grant rather than
+                    // pile tasks onto busy workers (as for a worker that starts).
+                    break;
                 }
-                match self.least_loaded(&shape) {
+                // A job shrinking to its fair share lets its leases run dry.
+                match (!self.shrinking())
+                    .then(|| self.least_loaded(&shape))
+                    .flatten()
+                {
                     Some(worker) => {
                         if let Some(WorkerState::Leased { inflight, .. }) =
                             self.workers.get_mut(&worker)
@@ -1215,10 +1256,16 @@ impl Scheduler {
             actions.push(Action::StartWorker);
         }
         if let Some(gate) = &mut self.gate {
-            if std::mem::take(&mut gate.reclaim)
+            let shrinking = gate.keep.is_some();
+            if (std::mem::take(&mut gate.reclaim) || shrinking)
                 && let Some(unused) = self.unused()
             {
                 self.give_back_grant(unused, &mut actions);
+            }
+            if let Some(gate) = &mut self.gate
+                && gate.keep.as_ref().is_some_and(|k| gate.granted.fits_in(k))
+            {
+                gate.keep = None;
             }
             self.asks(&mut actions);
         }

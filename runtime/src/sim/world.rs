@@ -217,6 +217,7 @@ enum AtDriver {
     /// The node asks for the grants the job does not use.
     Reclaim {
         node: NodeIdx,
+        keep: Resources,
     },
 }
 
@@ -1359,9 +1360,10 @@ impl World<'_> {
                         self.tell_driver(j, node, 64, AtDriver::Exited { worker, reason });
                         self.tell_driver(j, node, 8, AtDriver::Eof { worker });
                     }
-                    prism_transport::HostEvent::Reclaim if open => {
+                    prism_transport::HostEvent::Reclaim { keep } if open => {
                         let idx = self.hosts[node].views[j].idx;
-                        self.tell_driver(j, node, 16, AtDriver::Reclaim { node: idx });
+                        let reclaim = AtDriver::Reclaim { node: idx, keep };
+                        self.tell_driver(j, node, 32, reclaim);
                     }
                     _ => {}
                 }
@@ -2187,8 +2189,8 @@ impl World<'_> {
                 };
                 let _ = n.handle(event, now);
             }),
-            AtDriver::Reclaim { node } => self.proto(j, |n, now| {
-                let _ = n.handle(Event::Reclaim { node }, now);
+            AtDriver::Reclaim { node, keep } => self.proto(j, |n, now| {
+                let _ = n.handle(Event::Reclaim { node, keep }, now);
             }),
             AtDriver::Pulled { id, len, from, ok } => {
                 let event = if ok {

@@ -203,8 +203,9 @@ pub(crate) enum Event<'a> {
         shape: Resources,
         reason: String,
     },
-    /// Node `node` asks for the grants the job does not use (others wait for them).
-    Reclaim { node: NodeIdx },
+    /// Node `node` asks for the grants the job does not use (others wait for them), and for
+    /// what it holds beyond `keep` as its tasks end.
+    Reclaim { node: NodeIdx, keep: Resources },
     /// A pull into this process's store arrived.
     Localized { id: ObjectId, bytes: ObjectBytes },
     /// A pull into this process's store from `from` failed.
@@ -576,7 +577,7 @@ impl State {
                 tracing::warn!(node = self.nodes.name(node), %shape, "no grant: {reason}");
                 self.nodes.refused(node, &shape);
             }
-            Event::Reclaim { node } => self.nodes.reclaim(node),
+            Event::Reclaim { node, keep } => self.nodes.reclaim(node, keep),
             Event::Localized { id, bytes } => self.owner.localized(id, bytes),
             Event::PullFailed { id, from, reason } => self.pull_failed(id, from, &reason),
             Event::NodeLost {

@@ -1215,10 +1215,16 @@ fn a_cluster_node_runs_the_job_s_tasks_only_on_what_its_daemon_granted() {
     let third = h.submit_many(1, 0)[0];
     let worker = h.where_sent(third).expect("granted again");
     let at = node_of(worker);
-    h.event(Event::Reclaim { node: at });
+    h.event(Event::Reclaim {
+        node: at,
+        keep: cpus(2.0),
+    });
     assert_eq!(h.returned, Vec::new(), "a grant in use stays");
     h.returns(worker, third, Value::Inline(vec![1]));
-    h.event(Event::Reclaim { node: at });
+    h.event(Event::Reclaim {
+        node: at,
+        keep: cpus(2.0),
+    });
     assert_eq!(h.returned, vec![(at, cpus(1.0))], "given back once unused");
 }
 
@@ -1241,7 +1247,10 @@ fn a_job_asked_for_its_unused_grants_gives_them_back_even_while_its_tasks_wait_f
     let on_node = h.asks.iter().any(|(n, r)| *n == node && *r == cpus(1.0));
     assert!(on_node || asked.contains(&cpus(2.0)), "asked {:?}", h.asks);
     h.asks.clear();
-    h.event(Event::Reclaim { node });
+    h.event(Event::Reclaim {
+        node,
+        keep: cpus(2.0),
+    });
     assert_eq!(
         h.returned,
         vec![(node, cpus(1.0))],
@@ -1287,5 +1296,48 @@ fn a_node_that_refuses_a_grant_is_asked_again_only_after_the_tick() {
         h.asks,
         vec![(refusing, cpus(1.0))],
         "asked again after the tick"
+    );
+}
+
+#[test]
+fn a_job_beyond_its_fair_share_lets_its_leases_run_dry_while_other_jobs_wait() {
+    let mut h = Harness::new(2, 2.0);
+    let tasks = h.submit_many(16, 0);
+    let node: NodeIdx = 0;
+    let on_node = |h: &Harness| -> Vec<(WorkerId, TaskId)> {
+        let sent = tasks.iter().filter_map(|t| Some((h.where_sent(*t)?, *t)));
+        sent.filter(|(w, _)| node_of(*w) == node).collect()
+    };
+    let before = on_node(&h);
+    let worker = before.first().expect("node 0 runs tasks").0;
+    let busy: Vec<WorkerId> = before.iter().map(|(w, _)| *w).collect();
+    let all: Vec<_> = tasks.iter().map(|t| h.where_sent(*t)).collect();
+    assert!(
+        busy.iter().any(|w| *w != worker),
+        "both of its CPUs are leased: {all:?}"
+    );
+    // Another job waits: this one keeps one CPU of the two, as its tasks end.
+    h.event(Event::Reclaim {
+        node,
+        keep: cpus(1.0),
+    });
+    assert_eq!(h.returned, Vec::new(), "both CPUs are in use");
+    let mine: Vec<TaskId> = before
+        .iter()
+        .filter(|(w, _)| *w == worker)
+        .map(|(_, t)| *t)
+        .collect();
+    for task in mine {
+        h.returns(worker, task, Value::Inline(vec![1]));
+    }
+    assert_eq!(
+        on_node(&h).len(),
+        before.len(),
+        "nothing more went down node 0's pipelines"
+    );
+    assert_eq!(
+        h.returned,
+        vec![(node, cpus(1.0))],
+        "the dry lease's CPU went back"
     );
 }
