@@ -246,13 +246,13 @@ fn a_result_of_a_run_the_owner_does_not_count_is_freed_on_its_node() {
 #[test]
 fn several_drivers_share_the_nodes_out_and_keep_every_invariant_under_faults() {
     // Three jobs on one cluster: every node hosts each of them (its daemon's books keep
-    // them apart: stores, workers, leases, pulls), the head keeps three directories, and the
-    // faults hit all three. Each driver counts a third of a node's CPUs.
+    // them apart: stores, workers, leases, pulls, grants), the head keeps three directories,
+    // and the faults hit all three. Each driver counts every node whole; the nodes share
+    // their CPUs out.
     let (mut faults, mut joins) = (0, 0);
     for seed in 1..=40 {
         let config = Config {
             drivers: 3,
-            advertised_cpus: Some(1),
             actors: 3,
             ..faulty(seed)
         };

@@ -425,6 +425,11 @@ impl Nodes {
         }
     }
 
+    /// Whether a scheduler changed since the nodes last scheduled.
+    pub(crate) fn changed(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
     /// What the live nodes' schedulers decide now, with the node it concerns (in the order of
     /// the nodes). Only nodes whose schedulers changed since their last turn are asked.
     pub(crate) fn schedule(&mut self) -> Vec<(NodeIdx, Action)> {

@@ -551,7 +551,10 @@ impl State {
         let mut lost = Vec::new();
         for (id, len) in wanted {
             match self.live_copy(id, None) {
-                Some(from) => self.actions.push_back(Action::FetchHere { id, len, from }),
+                Some(from) => {
+                    self.pulling_here.insert(id, from);
+                    self.actions.push_back(Action::FetchHere { id, len, from });
+                }
                 None => lost.push(id),
             }
         }
@@ -614,6 +617,16 @@ impl State {
         }
         for (id, from) in ended {
             self.fetch_ended(id, from, node);
+        }
+        // Pulls from it into this process fail now (they move to another copy or a rebuild).
+        let mut pulls: Vec<ObjectId> = (self.pulling_here.iter())
+            .filter(|&(_, &from)| from == node)
+            .map(|(&id, _)| id)
+            .collect();
+        pulls.sort_unstable();
+        for id in pulls {
+            self.pulling_here.remove(&id);
+            self.pull_failed(id, node, "the node was lost");
         }
         self.guard_again();
         for task in self.nodes.drain_queued(Some(node)) {

@@ -308,6 +308,10 @@ pub(crate) struct State {
     /// Nodes waiting to fetch an object until a holder has room among its readers (see
     /// [`copies::PULLS_PER_HOLDER`]), with its length.
     awaiting_holder: IdMap<ObjectId, Vec<(NodeIdx, u64)>>,
+    /// Pulls into this process's store in flight, with the node each pulls from (failed at
+    /// once when that node is lost: the pull's own connection may take QUIC's idle timeout
+    /// to end, or its answer may never come).
+    pulling_here: IdMap<ObjectId, NodeIdx>,
     held: IdMap<WorkerId, Held>,
     workers: IdMap<WorkerId, WorkerLife>,
     outbox: IdMap<WorkerId, Vec<u8>>,
@@ -396,6 +400,7 @@ impl State {
             node_fetches: IdMap::default(),
             serving: IdMap::default(),
             awaiting_holder: IdMap::default(),
+            pulling_here: IdMap::default(),
             held: IdMap::default(),
             workers: IdMap::default(),
             outbox: IdMap::default(),
@@ -578,8 +583,17 @@ impl State {
                 self.nodes.refused(node, &shape);
             }
             Event::Reclaim { node, keep } => self.nodes.reclaim(node, keep),
-            Event::Localized { id, bytes } => self.owner.localized(id, bytes),
-            Event::PullFailed { id, from, reason } => self.pull_failed(id, from, &reason),
+            Event::Localized { id, bytes } => {
+                self.pulling_here.remove(&id);
+                self.owner.localized(id, bytes);
+            }
+            Event::PullFailed { id, from, reason } => {
+                // A pull already counted failed (its node was lost) ends nothing more.
+                if self.pulling_here.get(&id) == Some(&from) {
+                    self.pulling_here.remove(&id);
+                    self.pull_failed(id, from, &reason);
+                }
+            }
             Event::NodeLost {
                 node,
                 reason,
@@ -1392,27 +1406,7 @@ impl State {
         }
         self.free_files();
         self.place_groups();
-        let startup_broken = self.startup_failures >= MAX_STARTUP_FAILURES;
-        for (node, action) in self.nodes.schedule() {
-            match action {
-                Schedule::StartWorker if !startup_broken => self.start_worker(node),
-                Schedule::StartWorker => {}
-                Schedule::Dispatch { worker, tasks } => self.dispatch(worker, tasks),
-                Schedule::Nest {
-                    worker,
-                    task,
-                    depth,
-                } => self.nest(worker, task, depth),
-                Schedule::Ask(shape) => {
-                    let request = HostRequest::Grant { shape };
-                    self.actions.push_back(Action::Host { node, request });
-                }
-                Schedule::Return(resources) => {
-                    let request = HostRequest::Return { resources };
-                    self.actions.push_back(Action::Host { node, request });
-                }
-            }
-        }
+        self.run_schedulers();
         self.pump_actors();
         self.send_stream_acks();
         let mut per_worker: IdMap<WorkerId, Vec<(ObjectId, ObjectValue)>> = IdMap::default();
@@ -1442,6 +1436,10 @@ impl State {
         }
         self.settle_remote();
         self.make_room_on_nodes();
+        if self.nodes.changed() {
+            // Rebuilds of objects lost while read were queued after the nodes scheduled.
+            self.run_schedulers();
+        }
         let connected = &self.workers;
         let sends = self
             .outbox
@@ -1449,6 +1447,31 @@ impl State {
             .filter(|(w, _)| connected.get(w).is_some_and(|l| l.connected && !l.eof));
         self.actions
             .extend(sends.map(|(worker, frames)| Action::Send { worker, frames }));
+    }
+
+    /// Carries out what the nodes' schedulers decide now.
+    fn run_schedulers(&mut self) {
+        let startup_broken = self.startup_failures >= MAX_STARTUP_FAILURES;
+        for (node, action) in self.nodes.schedule() {
+            match action {
+                Schedule::StartWorker if !startup_broken => self.start_worker(node),
+                Schedule::StartWorker => {}
+                Schedule::Dispatch { worker, tasks } => self.dispatch(worker, tasks),
+                Schedule::Nest {
+                    worker,
+                    task,
+                    depth,
+                } => self.nest(worker, task, depth),
+                Schedule::Ask(shape) => {
+                    let request = HostRequest::Grant { shape };
+                    self.actions.push_back(Action::Host { node, request });
+                }
+                Schedule::Return(resources) => {
+                    let request = HostRequest::Return { resources };
+                    self.actions.push_back(Action::Host { node, request });
+                }
+            }
+        }
     }
 
     fn dispatch(&mut self, worker: WorkerId, tasks: Vec<TaskId>) {

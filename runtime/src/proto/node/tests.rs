@@ -34,6 +34,8 @@ struct Harness {
     asks: Vec<(NodeIdx, Resources)>,
     /// Grants given back, by node.
     returned: Vec<(NodeIdx, Resources)>,
+    /// Pulls into the driver's store asked for: (object, from).
+    pulls_here: Vec<(ObjectId, NodeIdx)>,
 }
 
 /// A worker's report that `task` ended with `outcome` (no run times).
@@ -78,6 +80,7 @@ impl Harness {
             grant_all: true,
             asks: Vec::new(),
             returned: Vec::new(),
+            pulls_here: Vec::new(),
         };
         h.node.start();
         h.drain();
@@ -125,6 +128,7 @@ impl Harness {
                     other => self.host.push((node, other)),
                 },
                 Action::DropNode { node, .. } => self.dropped.push(node),
+                Action::FetchHere { id, from, .. } => self.pulls_here.push((id, from)),
                 _ => {}
             }
         }
@@ -1340,4 +1344,37 @@ fn a_job_beyond_its_fair_share_lets_its_leases_run_dry_while_other_jobs_wait() {
         vec![(node, cpus(1.0))],
         "the dry lease's CPU went back"
     );
+}
+
+#[test]
+fn a_pull_into_the_driver_from_a_node_that_is_lost_fails_at_once_and_the_object_is_rebuilt() {
+    let mut h = Harness::new(2, 1.0);
+    let spec = h.spec(Vec::new(), 3);
+    let task = spec.task_id;
+    let id = h.submit(spec);
+    let worker = h.where_sent(task).unwrap();
+    let home = node_of(worker);
+    h.returns(worker, task, Value::Shared { id, len: 1 << 20 });
+    // The driver reads it: a pull from the node that made it.
+    let _ = h.node.owner.poll(id, std::task::Waker::noop());
+    h.node.settle();
+    h.drain();
+    assert_eq!(h.pulls_here, vec![(id, home)]);
+    // The node is lost before the pull ends (its answer may come after QUIC's idle timeout,
+    // or never): the object is made again on the other node at once.
+    h.event(Event::NodeLost {
+        node: home,
+        reason: "test".into(),
+        lease_end: h.now,
+    });
+    assert_eq!(h.sends(task), 2, "rebuilt");
+    assert_eq!(node_of(h.where_sent(task).unwrap()), 1 - home);
+    // The old pull's late failure changes nothing.
+    let reason = "timed out".to_string();
+    h.event(Event::PullFailed {
+        id,
+        from: home,
+        reason,
+    });
+    assert_eq!(h.sends(task), 2);
 }
