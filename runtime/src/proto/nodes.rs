@@ -252,7 +252,7 @@ impl Nodes {
     }
 
     /// The live nodes' grants at the idle tick (see [`Scheduler::tick_grants`]); a node that
-    /// refused an ask schedules again (it may be asked again now).
+    /// refused an ask, or that the job shrank on, schedules again (it may be asked again now).
     pub(crate) fn tick_grants(&mut self) -> Vec<(NodeIdx, Action)> {
         let mut all = Vec::new();
         let mut again = Vec::new();

@@ -321,6 +321,7 @@ impl Scheduler {
     /// no lease uses goes back at the next scheduling, even while tasks here wait for more
     /// (so that no two jobs each hold part of what the other waits for), and what is still
     /// needed is asked for again, behind the jobs that waited.
+    ///
     /// Beyond its fair share `keep`, the job stops sending tasks down its leases' pipelines
     /// and starts no lease, so that leases end until what it holds fits `keep`.
     pub(crate) fn reclaim(&mut self, keep: Resources) {
@@ -374,15 +375,15 @@ impl Scheduler {
 
     /// The idle tick of a gated node: grants unused with nothing queued at two ticks in a row
     /// go back (kept between, so that a program that submits one task at a time does not
-    /// ask for each), and asks may follow a refusal again (true when one had stopped them).
+    /// ask for each), and asks may follow a refusal or a fair share again (true when one had
+    /// stopped them: the node should schedule again).
     pub(crate) fn tick_grants(&mut self) -> (Vec<Action>, bool) {
         let mut actions = Vec::new();
         let spare = self.spare();
         let Some(gate) = &mut self.gate else {
             return (actions, false);
         };
-        let refused = std::mem::take(&mut gate.refused);
-        gate.keep = None;
+        let refused = std::mem::take(&mut gate.refused) | gate.keep.take().is_some();
         match spare {
             Some(spare) if gate.spare_seen => self.give_back_grant(spare, &mut actions),
             Some(_) => gate.spare_seen = true,
@@ -393,12 +394,13 @@ impl Scheduler {
 
     /// The asks a gated node needs now: for a reservation's resources not granted yet, then
     /// for as many queued tasks and actor creations as the node's free resources fit, beyond
-    /// what is granted and unused or asked for already.
+    /// what is granted and unused or asked for already. None while the node refused, or while
+    /// the job shrinks to its fair share (what it got it would give back at once).
     fn asks(&mut self, actions: &mut Vec<Action>) {
         let Some(gate) = &self.gate else {
             return;
         };
-        if gate.refused {
+        if gate.refused || gate.keep.is_some() {
             return;
         }
         let mut asks = Vec::new();

@@ -13,7 +13,7 @@ use super::{Action, ActorSetup, DRIVER_OWNER, Event, HostRequest, State};
 use crate::proto::nodes::{NodeIdx, Nodes, node_of};
 use crate::proto::owner::Slot;
 use crate::proto::placement::{PlacementStrategy, group_demand};
-use crate::proto::scheduler::WorkerId;
+use crate::proto::scheduler::{Placement, WorkerId};
 
 /// A node and what it asked for so far.
 struct Harness {
@@ -1321,11 +1321,17 @@ fn a_job_beyond_its_fair_share_lets_its_leases_run_dry_while_other_jobs_wait() {
         "both of its CPUs are leased: {all:?}"
     );
     // Another job waits: this one keeps one CPU of the two, as its tasks end.
+    h.grant_all = false;
     h.event(Event::Reclaim {
         node,
         keep: cpus(1.0),
     });
     assert_eq!(h.returned, Vec::new(), "both CPUs are in use");
+    // A task queued there meanwhile asks for nothing: what it got would go back at once.
+    let late = h.submit_many(1, 0)[0];
+    let at = h.node.nodes.locate(late);
+    assert_eq!(at, Some((node, Placement::Queued)));
+    assert_eq!(h.asks, Vec::new(), "no ask while shrinking");
     let mine: Vec<TaskId> = before
         .iter()
         .filter(|(w, _)| *w == worker)
@@ -1344,6 +1350,9 @@ fn a_job_beyond_its_fair_share_lets_its_leases_run_dry_while_other_jobs_wait() {
         vec![(node, cpus(1.0))],
         "the dry lease's CPU went back"
     );
+    // Down to its share, it asks again (behind the jobs that waited).
+    assert_eq!(h.asks, vec![(node, cpus(1.0))]);
+    assert_eq!(h.where_sent(late), None);
 }
 
 #[test]
