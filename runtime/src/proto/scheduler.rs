@@ -142,6 +142,9 @@ struct Gate {
     /// At the last tick, granted resources went unused with nothing queued: given back if
     /// still so at the next.
     spare_seen: bool,
+    /// Placement group bundles reserved here before the node granted them: their names
+    /// count in the node's total but become free only once the grant covers them.
+    ungranted_bundles: Vec<Resources>,
 }
 
 impl Gate {
@@ -301,11 +304,23 @@ impl Scheduler {
                     .is_some_and(|g| g.asked.iter().next().is_none()))
     }
 
-    /// The node granted `shape`, asked for by [`Action::Ask`].
+    /// The node granted `shape`, asked for by [`Action::Ask`]. Bundles reserved before
+    /// their grant become usable once the grant covers what is reserved.
     pub(crate) fn granted(&mut self, shape: &Resources) {
-        if let Some(gate) = &mut self.gate {
-            gate.asked.subtract(shape);
-            gate.granted.add(shape);
+        let Some(gate) = &mut self.gate else {
+            return;
+        };
+        gate.asked.subtract(shape);
+        gate.granted.add(shape);
+        if gate.ungranted_bundles.is_empty() {
+            return;
+        }
+        let gate = self.gate.as_ref().expect("gated");
+        if self.used(gate, false).fits_in(&gate.granted) {
+            let bundles = std::mem::take(&mut self.gate.as_mut().expect("gated").ungranted_bundles);
+            for named in bundles {
+                self.available.add(&named);
+            }
         }
     }
 
@@ -770,7 +785,15 @@ impl Scheduler {
     pub(crate) fn reserve(&mut self, bundle: &Resources, named: &Resources) {
         self.available.subtract(bundle);
         self.total.add(named);
-        self.available.add(named);
+        // On a node shared among jobs, the bundle's names are free once the node granted it.
+        let ungranted = self
+            .gate
+            .as_ref()
+            .is_some_and(|g| !self.used(g, false).fits_in(&g.granted));
+        match (&mut self.gate, ungranted) {
+            (Some(gate), true) => gate.ungranted_bundles.push(named.clone()),
+            _ => self.available.add(named),
+        }
         let infeasible = std::mem::take(&mut self.infeasible);
         for task in infeasible {
             let demand = self.demands.remove(&task).unwrap_or_default();
@@ -833,7 +856,13 @@ impl Scheduler {
             self.demands.remove(task);
         }
         self.total.subtract(named);
-        self.available.subtract(named);
+        match self.gate.as_mut().and_then(|g| {
+            let at = g.ungranted_bundles.iter().position(|b| b == named)?;
+            Some(g.ungranted_bundles.remove(at))
+        }) {
+            Some(_) => {} // its names never became free
+            None => self.available.subtract(named),
+        }
         self.available.add(bundle);
         (queued, workers)
     }

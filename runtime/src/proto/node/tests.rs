@@ -1387,3 +1387,35 @@ fn a_pull_into_the_driver_from_a_node_that_is_lost_fails_at_once_and_the_object_
     });
     assert_eq!(h.sends(task), 2);
 }
+
+#[test]
+fn a_group_s_bundle_on_a_shared_node_is_usable_once_the_node_granted_it() {
+    let mut h = Harness::new(2, 2.0);
+    h.grant_all = false;
+    let group = h
+        .node
+        .create_group(vec![cpus(1.0)], PlacementStrategy::Pack);
+    h.node.settle();
+    h.drain();
+    // The bundle is set aside at once (nothing else of this job takes its CPU) and the node
+    // asked for it; its names are not free before the grant.
+    let (node, shape) = h.asks.pop().expect("the bundle is asked for");
+    assert_eq!((shape.clone(), h.asks.len()), (cpus(1.0), 0));
+    let mut inside = h.spec(Vec::new(), 0);
+    inside.resources = group_demand(&cpus(1.0), group, Some(0)).unwrap();
+    let task = inside.task_id;
+    h.submit(inside);
+    assert_eq!(
+        h.where_sent(task),
+        None,
+        "no task of the group before the grant"
+    );
+    h.event(Event::Granted { node, shape });
+    let worker = h.where_sent(task).expect("runs once granted");
+    assert_eq!(node_of(worker), node);
+    // The bundle's grant stays while the group lives, used or not.
+    h.returns(worker, task, Value::Inline(vec![1]));
+    h.event(Event::Tick);
+    h.event(Event::Tick);
+    assert_eq!(h.returned, Vec::new(), "a reserved bundle's grant is kept");
+}
