@@ -33,6 +33,15 @@ pub(crate) enum Answer {
     Never(String),
 }
 
+/// The smaller of `a` and `b`, resource by resource (what `a` names only).
+pub(crate) fn least(a: &Resources, b: &Resources) -> Resources {
+    let mut over = a.clone();
+    over.subtract(b);
+    let mut least = a.clone();
+    least.subtract(&over);
+    least
+}
+
 /// One ask that waits.
 #[derive(Debug)]
 struct Ask {
@@ -48,8 +57,6 @@ pub(crate) struct Grants {
     free: Resources,
     held: HashMap<ConnId, Resources>,
     waiting: VecDeque<Ask>,
-    /// How many asks of each connection wait.
-    waits: HashMap<ConnId, usize>,
     /// Asks granted since the shell last took them: (connection, request).
     granted: Vec<(ConnId, ReqId)>,
     /// When each holder was last asked to give back what it does not use.
@@ -64,7 +71,6 @@ impl Grants {
             total,
             held: HashMap::new(),
             waiting: VecDeque::new(),
-            waits: HashMap::new(),
             granted: Vec::new(),
             reclaimed: HashMap::new(),
         }
@@ -95,11 +101,10 @@ impl Grants {
             self.grant(conn, &shape);
             return Answer::Granted;
         }
-        let waiting = *self.waits.entry(conn).or_default();
+        let waiting = self.waiting.iter().filter(|a| a.conn == conn).count();
         if waiting >= MAX_WAITING {
             return Answer::Never(format!("{waiting} of its asks wait already"));
         }
-        *self.waits.entry(conn).or_default() += 1;
         self.waiting.push_back(Ask { conn, req, shape });
         Answer::Waiting
     }
@@ -110,8 +115,7 @@ impl Grants {
         let Some(held) = self.held.get_mut(&conn) else {
             return;
         };
-        let mut back = resources.clone();
-        back.subtract(&Self::excess(&back, held));
+        let back = least(resources, held);
         held.subtract(&back);
         if held.iter().next().is_none() {
             self.held.remove(&conn);
@@ -126,7 +130,6 @@ impl Grants {
             self.free.add(&held);
         }
         self.waiting.retain(|a| a.conn != conn);
-        self.waits.remove(&conn);
         self.reclaimed.remove(&conn);
         self.grant_waiting();
     }
@@ -199,25 +202,12 @@ impl Grants {
                 break;
             }
             let ask = self.waiting.pop_front().expect("looked at");
-            if let Some(n) = self.waits.get_mut(&ask.conn) {
-                *n -= 1;
-                if *n == 0 {
-                    self.waits.remove(&ask.conn);
-                }
-            }
             self.grant(ask.conn, &ask.shape);
             self.granted.push((ask.conn, ask.req));
         }
         if self.waiting.is_empty() {
             self.reclaimed.clear();
         }
-    }
-
-    /// The part of `back` beyond `held`.
-    fn excess(back: &Resources, held: &Resources) -> Resources {
-        let mut excess = back.clone();
-        excess.subtract(held);
-        excess
     }
 }
 

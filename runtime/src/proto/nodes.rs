@@ -253,12 +253,13 @@ impl Nodes {
 
     /// The live nodes' grants at the idle tick (see [`Scheduler::tick_grants`]); a node that
     /// refused an ask, or that the job shrank on, schedules again (it may be asked again now).
-    pub(crate) fn tick_grants(&mut self) -> Vec<(NodeIdx, Action)> {
+    /// Returns what each node gets back.
+    pub(crate) fn tick_grants(&mut self) -> Vec<(NodeIdx, Resources)> {
         let mut all = Vec::new();
         let mut again = Vec::new();
         for (i, node) in self.list.iter_mut().enumerate().filter(|(_, n)| n.alive) {
-            let (actions, refused) = node.sched.tick_grants();
-            all.extend(actions.into_iter().map(|a| (i, a)));
+            let (back, refused) = node.sched.tick_grants();
+            all.extend(back.map(|b| (i, b)));
             if refused {
                 again.push(i);
             }

@@ -150,14 +150,10 @@ struct Gate {
 impl Gate {
     /// What the leases may use: the grant, within the fair share while shrinking to it.
     fn limit(&self) -> Resources {
-        let Some(keep) = &self.keep else {
-            return self.granted.clone();
-        };
-        let mut limit = self.granted.clone();
-        let mut over = self.granted.clone();
-        over.subtract(keep);
-        limit.subtract(&over);
-        limit
+        match &self.keep {
+            Some(keep) => crate::proto::grants::least(&self.granted, keep),
+            None => self.granted.clone(),
+        }
     }
 
     /// The part of `resources` the node grants (its own kinds).
@@ -379,32 +375,37 @@ impl Scheduler {
         self.unused().filter(|_| !self.queued())
     }
 
-    /// Gives back `spare` (an [`Action::Return`]).
-    fn give_back_grant(&mut self, spare: Resources, actions: &mut Vec<Action>) {
+    /// Gives back `spare` (what an [`Action::Return`] carries).
+    fn give_back_grant(&mut self, spare: Resources) -> Resources {
         if let Some(gate) = &mut self.gate {
             gate.granted.subtract(&spare);
             gate.spare_seen = false;
-            actions.push(Action::Return(spare));
         }
+        spare
     }
 
     /// The idle tick of a gated node: grants unused with nothing queued at two ticks in a row
     /// go back (kept between, so that a program that submits one task at a time does not
     /// ask for each), and asks may follow a refusal or a fair share again (true when one had
-    /// stopped them: the node should schedule again).
-    pub(crate) fn tick_grants(&mut self) -> (Vec<Action>, bool) {
-        let mut actions = Vec::new();
+    /// stopped them: the node should schedule again). Returns what to give back.
+    pub(crate) fn tick_grants(&mut self) -> (Option<Resources>, bool) {
         let spare = self.spare();
         let Some(gate) = &mut self.gate else {
-            return (actions, false);
+            return (None, false);
         };
         let refused = std::mem::take(&mut gate.refused) | gate.keep.take().is_some();
-        match spare {
-            Some(spare) if gate.spare_seen => self.give_back_grant(spare, &mut actions),
-            Some(_) => gate.spare_seen = true,
-            None => gate.spare_seen = false,
-        }
-        (actions, refused)
+        let back = match spare {
+            Some(spare) if gate.spare_seen => Some(self.give_back_grant(spare)),
+            Some(_) => {
+                gate.spare_seen = true;
+                None
+            }
+            None => {
+                gate.spare_seen = false;
+                None
+            }
+        };
+        (back, refused)
     }
 
     /// The asks a gated node needs now: for a reservation's resources not granted yet, then
@@ -1291,7 +1292,7 @@ impl Scheduler {
             if (std::mem::take(&mut gate.reclaim) || shrinking)
                 && let Some(unused) = self.unused()
             {
-                self.give_back_grant(unused, &mut actions);
+                actions.push(Action::Return(self.give_back_grant(unused)));
             }
             if let Some(gate) = &mut self.gate
                 && gate.keep.as_ref().is_some_and(|k| gate.granted.fits_in(k))

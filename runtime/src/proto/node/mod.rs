@@ -655,11 +655,9 @@ impl State {
                 self.retire_candidates.push((worker, since));
             }
         }
-        for (node, action) in self.nodes.tick_grants() {
-            if let Schedule::Return(resources) = action {
-                let request = HostRequest::Return { resources };
-                self.actions.push_back(Action::Host { node, request });
-            }
+        for (node, resources) in self.nodes.tick_grants() {
+            let request = HostRequest::Return { resources };
+            self.actions.push_back(Action::Host { node, request });
         }
         for node in self.nodes.stalled() {
             tracing::info!(
