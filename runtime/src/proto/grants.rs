@@ -179,16 +179,15 @@ impl Grants {
         }
     }
 
-    /// When [`Grants::reclaim`] could next name a holder: while asks wait.
+    /// When [`Grants::reclaim`] could next name a holder it asked before, while asks wait
+    /// (a holder never asked is asked at the next ask that waits, or the next timeout).
     pub(crate) fn next_reclaim(&self) -> Option<Instant> {
         if self.waiting.is_empty() {
             return None;
         }
-        self.held
-            .keys()
-            .map(|c| self.reclaimed.get(c).map(|at| *at + RECLAIM_EVERY))
+        (self.held.keys())
+            .filter_map(|c| self.reclaimed.get(c).map(|at| *at + RECLAIM_EVERY))
             .min()
-            .flatten()
     }
 
     fn grant(&mut self, conn: ConnId, shape: &Resources) {
@@ -240,6 +239,21 @@ mod tests {
         assert_eq!(node.held_by(2), Resources::default());
         assert_eq!(node.free(), &cpus(1.0));
         assert_eq!(node.reclaim(t0 + RECLAIM_EVERY * 2).0, Vec::<ConnId>::new());
+    }
+
+    #[test]
+    fn a_holder_never_asked_does_not_hide_when_the_others_are_due() {
+        let mut node = Grants::new(cpus(3.0));
+        assert_eq!(node.ask(1, 1, cpus(2.0)), Answer::Granted);
+        assert_eq!(node.ask(2, 2, cpus(2.0)), Answer::Waiting);
+        let t0 = Instant::now();
+        assert_eq!(node.reclaim(t0).0, vec![1]);
+        // The second driver gets its CPUs while a third waits: a holder not asked yet.
+        assert_eq!(node.ask(3, 3, cpus(1.0)), Answer::Waiting);
+        node.give_back(1, &cpus(1.0));
+        assert_eq!(node.take_granted(), vec![(2, 2)]);
+        assert_eq!(node.next_reclaim(), Some(t0 + RECLAIM_EVERY));
+        assert_eq!(node.reclaim(t0 + RECLAIM_EVERY).0, vec![1, 2]);
     }
 
     #[test]
