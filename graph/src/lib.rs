@@ -38,5 +38,5 @@ pub use ids::{
     ActorId, ArchivedActorId, ArchivedObjectId, ArchivedTaskId, IdMap, IdSet, ObjectId,
     ParseTaskIdError, TaskId,
 };
-pub use resources::{Amount, ResourceError, Resources};
+pub use resources::{Amount, PlacementStrategy, ResourceError, Resources};
 pub use spec::{ArchivedTaskKind, Arg, TaskKind, TaskSpec};

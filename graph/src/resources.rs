@@ -223,6 +223,34 @@ impl fmt::Debug for Resources {
     }
 }
 
+/// How a placement group's bundles are spread over the cluster's nodes.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub enum PlacementStrategy {
+    /// As few nodes as possible; bundles that do not fit together go to other nodes.
+    #[default]
+    Pack,
+    /// One node for every bundle, or the group waits.
+    StrictPack,
+    /// Distinct nodes where possible; bundles share nodes when there are not enough.
+    Spread,
+    /// Distinct nodes for every bundle, or the group waits.
+    StrictSpread,
+}
+
+impl std::fmt::Display for PlacementStrategy {
+    /// The strategy's name as Ray spells it (`STRICT_PACK`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PlacementStrategy::Pack => "PACK",
+            PlacementStrategy::StrictPack => "STRICT_PACK",
+            PlacementStrategy::Spread => "SPREAD",
+            PlacementStrategy::StrictSpread => "STRICT_SPREAD",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -480,6 +480,16 @@ fn generate(
                     &self.opts,
                 )
             }
+
+            /// Starts the actor; an error instead of a panic when its name is taken or the
+            /// process cannot reach its node.
+            pub fn try_remote(self, #(#new_idents: impl ::prism::__private::IntoArg<#new_tys>),*) -> ::prism::__private::Result<::prism::__private::ActorHandle<#name>> {
+                ::prism::__private::try_create_actor::<#name>(
+                    #new_hash,
+                    ::std::vec![#(::prism::__private::IntoArg::<#new_tys>::into_arg(#new_idents)),*],
+                    &self.opts,
+                )
+            }
         }
 
         impl #stub {

@@ -174,9 +174,7 @@ impl Context {
                 core.kill_actor(id);
                 Ok(())
             }
-            Context::Worker(_) => Err(Error::InvalidArgument(
-                "actors are killed by the driver in this version of Prism".into(),
-            )),
+            Context::Worker(client) => client.kill_actor(id),
         }
     }
 

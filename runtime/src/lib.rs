@@ -105,7 +105,7 @@ pub mod __private {
     pub use crate::__options_builder as options_builder;
     pub use crate::api::actor::{
         Actor, ActorHandle, ActorImpl, ActorOptions, ActorStub, RawActor, call as call_actor,
-        call_stream as call_actor_stream, create as create_actor,
+        call_stream as call_actor_stream, create as create_actor, try_create as try_create_actor,
     };
     pub use crate::api::call::{ArgSlot, IntoArg, TaskOptions, submit, submit_stream};
     pub use crate::api::object_ref::{ObjectRef, RawRef};
@@ -121,6 +121,7 @@ pub mod __private {
     }
     pub use crate::api::actor::actor_defaults;
     pub use crate::api::{block_on, enter_worker_if_spawned, run_main, run_main_sync};
+    pub use crate::error::Result;
     pub use crate::registry::{
         ActorClass, ActorMethod, ActorState, AsyncActor, AsyncCall, CallData, Returned,
         SharedActor, read_actor, share_actor, write_actor,

@@ -43,15 +43,15 @@ pub use frame::{
 };
 pub use io::{AsyncFrameReader, FrameReader};
 pub use message::{
-    ArchivedExecute, ArchivedFromControl, ArchivedFromHost, ArchivedHello, ArchivedHostEvent,
-    ArchivedHostHello, ArchivedHostReply, ArchivedJoinReply, ArchivedJoinRequest,
-    ArchivedObjectValue, ArchivedOutcome, ArchivedPullKey, ArchivedPullReply, ArchivedPullRequest,
-    ArchivedPurpose, ArchivedRunTimes, ArchivedStreamRun, ArchivedTaskEnd, ArchivedToHost,
-    ArchivedToNode, ArchivedToWorker, ArchivedValue, Execute, FromControl, FromHost, FromLogs,
-    HandshakeError, Hello, HostEvent, HostHello, HostReply, JoinReply, JoinRequest, MAX_AWAITING,
-    MemberUpdate, NodeStatus, NodeUsage, NodeUse, ObjectValue, Outcome, PROTOCOL_VERSION,
-    PendingDemand, PullKey, PullReply, PullRequest, PullStats, Purpose, RunTimes, StreamRun,
-    TaskEnd, ToControl, ToHost, ToLogs, ToNode, ToWorker, Value, platform,
+    ActorConfig, Answer, ArchivedExecute, ArchivedFromControl, ArchivedFromHost, ArchivedHello,
+    ArchivedHostEvent, ArchivedHostHello, ArchivedHostReply, ArchivedJoinReply,
+    ArchivedJoinRequest, ArchivedObjectValue, ArchivedOutcome, ArchivedPullKey, ArchivedPullReply,
+    ArchivedPullRequest, ArchivedPurpose, ArchivedRunTimes, ArchivedStreamRun, ArchivedTaskEnd,
+    ArchivedToHost, ArchivedToNode, ArchivedToWorker, ArchivedValue, Execute, FromControl,
+    FromHost, FromLogs, HandshakeError, Hello, HostEvent, HostHello, HostReply, JoinReply,
+    JoinRequest, MAX_AWAITING, MemberUpdate, NodeStatus, NodeUsage, NodeUse, ObjectValue, Outcome,
+    PROTOCOL_VERSION, PendingDemand, PullKey, PullReply, PullRequest, PullStats, Purpose, Refusal,
+    RunTimes, StreamRun, TaskEnd, ToControl, ToHost, ToLogs, ToNode, ToWorker, Value, platform,
 };
 pub use state::{
     FunctionTimes, HISTOGRAM_BOUNDS_US, Histogram, JobEvents, JobSummary, JobTask, ObjectCount,

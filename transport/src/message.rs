@@ -1,7 +1,9 @@
 //! The protocol between a node and its workers: the handshake ([`Hello`]), what a node tells a
 //! worker ([`ToWorker`]) and what a worker tells its node ([`ToNode`]).
 
-use prism_graph::{ActorId, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec};
+use prism_graph::{
+    ActorId, ObjectId, PlacementStrategy, Resources, TaskError, TaskId, TaskKind, TaskSpec,
+};
 
 use crate::frame::Message;
 
@@ -10,8 +12,9 @@ use crate::frame::Message;
 /// in [`ToHost::StartJob`]; 6: missing arguments; 7: a node's lease on a job
 /// ([`HostEvent::Renew`]); 11: 64-bit worker numbers, run times; 12: run times inside
 /// [`ToNode::Done`] (no frame of their own); 16: nodes grant their resources to jobs
-/// ([`ToHost::Grant`]).
-pub const PROTOCOL_VERSION: u32 = 16;
+/// ([`ToHost::Grant`]); 17: workers make and find actors and placement groups
+/// ([`ToNode::CreateActor`], [`Answer`]).
+pub const PROTOCOL_VERSION: u32 = 17;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -278,6 +281,93 @@ pub enum ToNode {
         /// Kill the worker running it.
         force: bool,
     },
+    /// Create an actor (`spec` is its creation task, `failed` as in [`ToNode::Submit`]). A
+    /// named one is answered in object `answer` ([`Answer::Actor`], or the name is taken);
+    /// the worker holds a handle to the actor from now on.
+    CreateActor {
+        /// The creation task.
+        spec: TaskSpec,
+        /// Why it fails without running.
+        failed: Option<TaskError>,
+        /// The actor's class, name and restart policy.
+        config: ActorConfig,
+        /// The object to answer in (a named actor's creation).
+        answer: Option<ObjectId>,
+    },
+    /// Find the actor named `name`: answered in object `answer` ([`Answer::Actor`], the
+    /// worker holding a handle to it from then on, or [`Refusal::NoSuchActor`]).
+    LookupActor {
+        /// The actor's name.
+        name: String,
+        /// The object to answer in.
+        answer: ObjectId,
+    },
+    /// Kill this actor's process; it is not restarted.
+    KillActor(ActorId),
+    /// Make a placement group: its number is answered in object `answer` ([`Answer::Group`]).
+    CreateGroup {
+        /// Each bundle's resources.
+        bundles: Vec<Resources>,
+        /// How the bundles spread over nodes.
+        strategy: PlacementStrategy,
+        /// The object to answer in.
+        answer: ObjectId,
+    },
+    /// Answer in object `answer` once placement group `group` is reserved ([`Answer::Ready`],
+    /// or [`Refusal::GroupGone`] when it was removed).
+    GroupReady {
+        /// The group's number.
+        group: u64,
+        /// The object to answer in.
+        answer: ObjectId,
+    },
+    /// Remove placement group `group`.
+    RemoveGroup(u64),
+}
+
+/// What the node needs to know of an actor besides its creation task.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ActorConfig {
+    /// The actor's class (its type's path).
+    pub class: String,
+    /// Its name, if it has one (then it can be looked up, and lives without handles).
+    pub name: Option<String>,
+    /// With a name that is taken: find that actor instead of failing.
+    pub get_if_exists: bool,
+    /// How often its process is restarted after it died.
+    pub max_restarts: u32,
+    /// How often a call in flight when it died is retried after a restart.
+    pub max_task_retries: u32,
+}
+
+/// The value of the object a worker's request is answered in ([`ToNode::LookupActor`] and
+/// the others that name an `answer`).
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Answer {
+    /// The actor created or found, and its class.
+    Actor {
+        /// The actor.
+        actor: ActorId,
+        /// Its class.
+        class: String,
+    },
+    /// The placement group made: its number.
+    Group(u64),
+    /// The placement group is reserved.
+    Ready,
+    /// The request failed.
+    Refused(Refusal),
+}
+
+/// Why a worker's request failed ([`Answer::Refused`]).
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Refusal {
+    /// Another live actor has this name.
+    NameTaken(String),
+    /// No live actor has this name.
+    NoSuchActor(String),
+    /// The placement group was removed (why).
+    GroupGone(String),
 }
 
 /// A task that ended on a worker.

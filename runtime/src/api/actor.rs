@@ -12,8 +12,8 @@ use crate::api::call::{ArgSlot, Call, demand};
 use crate::api::object_ref::RawRef;
 use crate::api::stream::ObjectRefStream;
 use crate::context::{self, Context};
-use crate::proto::node::ActorSetup;
 use crate::{Error, Result};
+use prism_transport::ActorConfig;
 
 /// A type that `#[actor]` made into an actor class.
 #[diagnostic::on_unimplemented(
@@ -251,8 +251,8 @@ impl ActorOptions {
 ///
 /// # Panics
 ///
-/// When Prism is not initialized, when called in a worker (actors are created by the driver in
-/// this version), or when the name is taken (without `get_if_exists`).
+/// When Prism is not initialized, when the name is taken (without `get_if_exists`), or in a
+/// worker whose link to its node broke.
 #[doc(hidden)]
 pub fn create<A: Actor>(hash: u64, args: Vec<ArgSlot>, options: &ActorOptions) -> ActorHandle<A> {
     match try_create::<A>(hash, args, options) {
@@ -261,17 +261,16 @@ pub fn create<A: Actor>(hash: u64, args: Vec<ArgSlot>, options: &ActorOptions) -
     }
 }
 
-fn try_create<A: Actor>(
+/// Creates an actor of class `A` (generated code): an error when the name is taken (without
+/// `get_if_exists`) or a worker's link to its node broke.
+#[doc(hidden)]
+pub fn try_create<A: Actor>(
     hash: u64,
     args: Vec<ArgSlot>,
     options: &ActorOptions,
 ) -> Result<ActorHandle<A>> {
-    let Context::Driver(core) = context::current()? else {
-        return Err(Error::InvalidArgument(
-            "actors are created by the driver in this version of Prism".into(),
-        ));
-    };
-    let task_id = core.next_task_id();
+    let ctx = context::current()?;
+    let task_id = ctx.next_task_id();
     let call = Call {
         name: A::CLASS,
         hash,
@@ -287,14 +286,17 @@ fn try_create<A: Actor>(
         stream: None,
     };
     let (spec, failed, keep_alive) = call.build(task_id, args);
-    let setup = ActorSetup {
-        class: A::CLASS,
+    let setup = ActorConfig {
+        class: A::CLASS.to_string(),
         name: options.name.clone(),
         get_if_exists: options.get_if_exists,
         max_restarts: options.max_restarts,
         max_task_retries: options.max_task_retries,
     };
-    let id = core.create_actor(spec, failed, setup)?;
+    let id = match &ctx {
+        Context::Driver(core) => core.create_actor(spec, failed, setup),
+        Context::Worker(client) => client.create_actor(spec, failed, setup),
+    }?;
     drop(keep_alive);
     Ok(ActorHandle::from_raw(RawActor::adopt(id)))
 }
@@ -362,23 +364,23 @@ fn method_call(
 /// The named actor of class `A`: an error names the actor when no actor has that name or when
 /// it is of another class.
 pub fn get_actor<A: Actor>(name: &str) -> Result<ActorHandle<A>> {
-    let Context::Driver(core) = context::current()? else {
-        return Err(Error::InvalidArgument(
-            "named actors are looked up by the driver in this version of Prism".into(),
-        ));
+    let (id, class) = match context::current()? {
+        Context::Driver(core) => core
+            .lookup_actor(name)
+            .ok_or_else(|| Error::ActorNotFound(name.to_string()))?,
+        Context::Worker(client) => client.lookup_actor(name)?,
     };
-    let (id, class) = core
-        .lookup_actor(name)
-        .ok_or_else(|| Error::ActorNotFound(name.to_string()))?;
+    // Counted now: dropped at once if of another class.
+    let handle = RawActor::adopt(id);
     if class != A::CLASS {
-        core.actor_release(id);
+        drop(handle);
         return Err(Error::ActorTypeMismatch {
             name: name.to_string(),
             expected: A::CLASS.to_string(),
             found: class,
         });
     }
-    Ok(ActorHandle::from_raw(RawActor::adopt(id)))
+    Ok(ActorHandle::from_raw(handle))
 }
 
 /// Kills the actor's process now: calls in flight and queued fail with `ActorDied`, and it is

@@ -12,7 +12,9 @@ pub use crate::proto::placement::PlacementStrategy;
 
 use crate::context::{self, Context};
 use crate::node::Core;
+use crate::proto::worker::answer_of;
 use crate::{Error, Result};
+use prism_transport::{Answer, Refusal};
 
 /// The resources of one bundle of a placement group.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -53,7 +55,7 @@ impl Bundle {
     }
 }
 
-/// A placement group: its bundles are reserved together (all or none) by the driver's cluster,
+/// A placement group: its bundles are reserved together (all or none) by the job's cluster,
 /// and tasks and actors placed in it with `.placement(&group, bundle)` (one bundle) or
 /// `.placement_group(&group)` (any bundle) use only what it reserved. Made with
 /// [`placement_group`], ended with [`remove_placement_group`].
@@ -64,7 +66,7 @@ pub struct PlacementGroup {
 }
 
 impl PlacementGroup {
-    /// The group's number in this driver.
+    /// The group's number in its job.
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -76,14 +78,22 @@ impl PlacementGroup {
 
     /// Resolves once every bundle is reserved; an error if the group was removed first.
     pub fn ready(&self) -> impl Future<Output = Result<()>> + Send + 'static {
-        Ready {
-            core: driver_core(),
-            id: self.id,
+        let id = self.id;
+        let ctx = context::current();
+        async move {
+            match ctx? {
+                Context::Driver(core) => Ready { core, id }.await,
+                ctx @ Context::Worker(_) => worker_ready(&ctx, id, None).await.map(drop),
+            }
         }
     }
 
     /// Waits up to `timeout` for [`PlacementGroup::ready`]: whether the group is reserved.
     pub fn wait_blocking(&self, timeout: Duration) -> Result<bool> {
+        if let ctx @ Context::Worker(_) = context::current()? {
+            // A worker's wait blocks its thread: the timeout goes into the wait itself.
+            return crate::api::block_on(worker_ready(&ctx, self.id, Some(timeout)));
+        }
         let ready = self.ready();
         match crate::api::block_on(async { tokio::time::timeout(timeout, ready).await }) {
             Ok(result) => result.map(|()| true),
@@ -124,17 +134,31 @@ impl GroupSlot {
     }
 }
 
-fn driver_core() -> Result<std::sync::Arc<Core>> {
-    match context::current()? {
-        Context::Driver(core) => Ok(core),
-        Context::Worker(_) => Err(Error::InvalidArgument(
-            "placement groups are made, awaited and removed by the driver".into(),
-        )),
+/// In a worker: waits (up to `timeout`) for the node's answer, an object read as any other;
+/// whether the group is ready.
+async fn worker_ready(ctx: &Context, id: u64, timeout: Option<Duration>) -> Result<bool> {
+    let Context::Worker(client) = ctx else {
+        unreachable!("called for workers only");
+    };
+    let answer = client.group_ready(id)?;
+    let mut slots = [None];
+    let fetched = ctx.fetch(&[answer], &mut slots[..], 1, timeout).await;
+    client.release(answer);
+    fetched?;
+    let [Some(slot)] = slots else {
+        return Ok(false);
+    };
+    match answer_of(&slot).map_err(Error::Disconnected)? {
+        Answer::Ready => Ok(true),
+        Answer::Refused(Refusal::GroupGone(reason)) => Err(Error::InvalidArgument(reason)),
+        other => Err(Error::Disconnected(format!(
+            "the node answered out of turn: {other:?}"
+        ))),
     }
 }
 
 struct Ready {
-    core: Result<std::sync::Arc<Core>>,
+    core: std::sync::Arc<Core>,
     id: u64,
 }
 
@@ -142,11 +166,8 @@ impl Future for Ready {
     type Output = Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Result<()>> {
-        let core = match &self.core {
-            Ok(core) => core,
-            Err(e) => return Poll::Ready(Err(e.clone())),
-        };
-        core.poll_group(self.id, cx.waker())
+        self.core
+            .poll_group(self.id, cx.waker())
             .map(|r| r.map_err(Error::InvalidArgument))
     }
 }
@@ -156,12 +177,12 @@ impl Future for Ready {
 ///
 /// # Errors
 ///
-/// No bundles, an empty bundle or an invalid amount; a call outside the driver.
+/// No bundles, an empty bundle or an invalid amount; in a worker, a broken link to its node.
 pub fn placement_group(
     bundles: Vec<Bundle>,
     strategy: PlacementStrategy,
 ) -> Result<PlacementGroup> {
-    let core = driver_core()?;
+    let ctx = context::current()?;
     if bundles.is_empty() {
         return Err(Error::InvalidArgument(
             "a placement group needs at least one bundle".into(),
@@ -180,7 +201,10 @@ pub fn placement_group(
         demands.push(demand);
     }
     let count = demands.len() as u32;
-    let id = core.create_group(demands, strategy);
+    let id = match ctx {
+        Context::Driver(core) => core.create_group(demands, strategy),
+        Context::Worker(client) => client.create_group(demands, strategy)?,
+    };
     Ok(PlacementGroup { id, bundles: count })
 }
 
@@ -189,8 +213,11 @@ pub fn placement_group(
 ///
 /// # Errors
 ///
-/// A call outside the driver.
+/// Prism is not initialized; in a worker, a broken link to its node.
 pub fn remove_placement_group(group: &PlacementGroup) -> Result<()> {
-    driver_core()?.remove_group(group.id);
+    match context::current()? {
+        Context::Driver(core) => core.remove_group(group.id),
+        Context::Worker(client) => client.remove_group(group.id)?,
+    }
     Ok(())
 }

@@ -26,8 +26,7 @@ use prism_transport::{ArchivedValue, Frame, ToNode};
 use crate::config::Config;
 use crate::proto::logs::Dedup;
 use crate::proto::node::{
-    Action, ActorSetup, DRIVER_OWNER, Event, IDLE_TICK, Refused, State, shared_values,
-    soft_limit_of,
+    Action, DRIVER_OWNER, Event, IDLE_TICK, Refused, State, shared_values, soft_limit_of,
 };
 use crate::proto::nodes::Nodes;
 use crate::proto::owner::{FreedFile, Known, Slot};
@@ -425,7 +424,7 @@ impl Core {
         &self,
         spec: TaskSpec,
         failed: Option<TaskError>,
-        setup: ActorSetup,
+        setup: prism_transport::ActorConfig,
     ) -> Result<ActorId> {
         self.state
             .lock()

@@ -11,33 +11,9 @@ use std::task::Waker;
 
 use prism_graph::{Resources, TaskId};
 
+pub use prism_graph::PlacementStrategy;
+
 use crate::proto::nodes::{NodeIdx, Nodes};
-
-/// How a placement group's bundles are spread over the cluster's nodes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum PlacementStrategy {
-    /// As few nodes as possible; bundles that do not fit together go to other nodes.
-    #[default]
-    Pack,
-    /// One node for every bundle, or the group waits.
-    StrictPack,
-    /// Distinct nodes where possible; bundles share nodes when there are not enough.
-    Spread,
-    /// Distinct nodes for every bundle, or the group waits.
-    StrictSpread,
-}
-
-impl std::fmt::Display for PlacementStrategy {
-    /// The strategy's name as Ray spells it (`STRICT_PACK`).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            PlacementStrategy::Pack => "PACK",
-            PlacementStrategy::StrictPack => "STRICT_PACK",
-            PlacementStrategy::Spread => "SPREAD",
-            PlacementStrategy::StrictSpread => "STRICT_SPREAD",
-        })
-    }
-}
 
 /// The units of the marker resource each reserved bundle carries; a task in the group demands
 /// [`MARKER_DEMAND`] of it, so even a task that asks for nothing lands on the bundle's node.
@@ -123,6 +99,9 @@ pub(crate) struct Group {
     pub(crate) waiters: Vec<Waker>,
     /// Tasks submitted to it before it was placed.
     pub(crate) parked: Vec<TaskId>,
+    /// Objects promised to workers waiting for it to be placed (see
+    /// [`prism_transport::ToNode::GroupReady`]).
+    pub(crate) answers: Vec<prism_graph::ObjectId>,
 }
 
 /// Where each bundle would go now, or `None` when the strategy cannot be met yet.

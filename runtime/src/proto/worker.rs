@@ -7,10 +7,13 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use prism_graph::{ActorId, IdMap, IdSet, ObjectId, TaskError, TaskId, TaskKind, TaskSpec};
+use prism_graph::{
+    ActorId, IdMap, IdSet, ObjectId, PlacementStrategy, Resources, TaskError, TaskId, TaskKind,
+    TaskSpec,
+};
 use prism_transport::{
-    ArchivedObjectValue, ArchivedToWorker, ArchivedValue, Execute, Hello, MAX_AWAITING, Outcome,
-    RunTimes, TaskEnd, ToNode, Value, encode_frame,
+    ActorConfig, Answer, ArchivedObjectValue, ArchivedToWorker, ArchivedValue, Execute, Hello,
+    MAX_AWAITING, Outcome, RunTimes, TaskEnd, ToNode, Value, encode_frame,
 };
 
 use crate::proto::owner::{Known, Slot};
@@ -166,9 +169,103 @@ impl Worker {
             Some((count, _)) => *count += 1,
             None => {
                 self.refs.insert(id, (1, Arc::from("borrowed")));
+                // A release of the same object not sent yet goes first, or the node would
+                // take it for the end of this new hold.
+                self.send_releases();
                 self.send(&ToNode::Hold(vec![id]));
             }
         }
+    }
+
+    /// Sends the releases of objects and actor handles not sent yet, ahead of a message
+    /// that counts a new hold.
+    fn send_releases(&mut self) {
+        if !self.released.is_empty() {
+            let released = std::mem::take(&mut self.released);
+            self.send(&ToNode::Release(released));
+        }
+        if !self.released_actors.is_empty() {
+            let released = std::mem::take(&mut self.released_actors);
+            self.send(&ToNode::ReleaseActors(released));
+        }
+    }
+
+    /// Creates an actor from its creation task `spec`, answered in a fresh object `answer`
+    /// when it is named (the node may find the name taken, or an actor to reuse). An
+    /// unnamed actor's id is known now, and this worker holds its handle.
+    pub(crate) fn create_actor(
+        &mut self,
+        spec: TaskSpec,
+        failed: Option<TaskError>,
+        config: ActorConfig,
+        answer: Option<ObjectId>,
+    ) -> ActorId {
+        let actor = ActorId(spec.task_id);
+        if let Some(answer) = answer {
+            self.expect_answer(answer);
+        }
+        self.send_releases();
+        let named = answer.is_some();
+        self.send(&ToNode::CreateActor {
+            spec,
+            failed,
+            config,
+            answer,
+        });
+        if !named {
+            self.adopt_actor(actor);
+        }
+        actor
+    }
+
+    /// Asks the node for the actor named `name`, answered in a fresh object `answer`.
+    pub(crate) fn lookup_actor(&mut self, name: String, answer: ObjectId) {
+        self.expect_answer(answer);
+        self.send_releases();
+        self.send(&ToNode::LookupActor { name, answer });
+    }
+
+    /// A handle to `actor` the node counted for this worker already (it created or found
+    /// the actor for it): counted here without telling the node.
+    pub(crate) fn adopt_actor(&mut self, actor: ActorId) {
+        *self.actors.entry(actor).or_insert(0) += 1;
+    }
+
+    /// Kills the actor's process.
+    pub(crate) fn kill_actor(&mut self, actor: ActorId) {
+        self.send(&ToNode::KillActor(actor));
+    }
+
+    /// Makes a placement group, its number answered in a fresh object `answer`.
+    pub(crate) fn create_group(
+        &mut self,
+        bundles: Vec<Resources>,
+        strategy: PlacementStrategy,
+        answer: ObjectId,
+    ) {
+        self.expect_answer(answer);
+        self.send(&ToNode::CreateGroup {
+            bundles,
+            strategy,
+            answer,
+        });
+    }
+
+    /// Asks to hear in a fresh object `answer` once placement group `group` is reserved.
+    pub(crate) fn group_ready(&mut self, group: u64, answer: ObjectId) {
+        self.expect_answer(answer);
+        self.send(&ToNode::GroupReady { group, answer });
+    }
+
+    /// Removes placement group `group`.
+    pub(crate) fn remove_group(&mut self, group: u64) {
+        self.send(&ToNode::RemoveGroup(group));
+    }
+
+    /// This worker holds object `answer`, which the node makes as its answer to a request:
+    /// released like any other once read.
+    fn expect_answer(&mut self, answer: ObjectId) {
+        self.refs.insert(answer, (1, Arc::from("<answer>")));
     }
 
     /// A reference dropped; the node hears of the last one with the next frames.
@@ -190,6 +287,7 @@ impl Worker {
         let count = self.actors.entry(actor).or_insert(0);
         *count += 1;
         if *count == 1 {
+            self.send_releases();
             self.send(&ToNode::HoldActors(vec![actor]));
         }
     }
@@ -324,14 +422,7 @@ impl Worker {
                 .collect();
             self.send(&ToNode::Done { sent_us, ended });
         }
-        if !self.released.is_empty() {
-            let released = std::mem::take(&mut self.released);
-            self.send(&ToNode::Release(released));
-        }
-        if !self.released_actors.is_empty() {
-            let released = std::mem::take(&mut self.released_actors);
-            self.send(&ToNode::ReleaseActors(released));
-        }
+        self.send_releases();
         &mut self.out
     }
 
@@ -528,6 +619,16 @@ impl Worker {
             self.send(&ToNode::Bounced(vec![exec.task]));
         }
         self.send(&ToNode::Unblocked { depth: self.depth });
+    }
+}
+
+/// The node's answer to a request, from the value of its answer object.
+pub(crate) fn answer_of(slot: &Slot) -> Result<Answer, String> {
+    match slot {
+        Slot::Ready(bytes) => rkyv::from_bytes::<Answer, rkyv::rancor::Error>(bytes.as_slice())
+            .map_err(|e| format!("the node's answer is undecodable: {e}")),
+        Slot::Failed(e) => Err(e.to_string()),
+        _ => Err("the node did not answer".into()),
     }
 }
 
@@ -917,5 +1018,88 @@ mod tests {
             [ToNode::StreamNext { index: 1, .. }, ToNode::Done { .. }, ToNode::Release(ids)]
                 if ids == &[ObjectId::new(task(9), 1)]
         ));
+    }
+
+    #[test]
+    fn a_release_not_sent_yet_goes_before_a_new_hold_of_the_same_thing() {
+        let mut worker = Worker::new(false);
+        let id = ObjectId::new(TaskId::new(1, 1), 0);
+        let actor = ActorId(TaskId::new(1, 2));
+        worker.borrow(id);
+        worker.actor_borrow(actor);
+        worker.release(id);
+        worker.actor_release(actor);
+        // Held again before the releases went out: the node must see them in this order,
+        // or it would end the new holds.
+        worker.borrow(id);
+        worker.actor_borrow(actor);
+        assert_eq!(
+            sent(&mut worker),
+            vec![
+                ToNode::Hold(vec![id]),
+                ToNode::HoldActors(vec![actor]),
+                ToNode::Release(vec![id]),
+                ToNode::ReleaseActors(vec![actor]),
+                ToNode::Hold(vec![id]),
+                ToNode::HoldActors(vec![actor]),
+            ]
+        );
+    }
+
+    #[test]
+    fn actors_a_worker_makes_or_finds_are_counted_by_the_node_for_it() {
+        let mut worker = Worker::new(false);
+        let config = |name: Option<&str>| ActorConfig {
+            class: "tests::Counter".into(),
+            name: name.map(str::to_string),
+            get_if_exists: false,
+            max_restarts: 0,
+            max_task_retries: 0,
+        };
+        let spec = |seq| TaskSpec {
+            task_id: task(seq),
+            function: "tests::Counter".into(),
+            fn_hash: 0,
+            args: Vec::new(),
+            num_returns: 0,
+            resources: Resources::default(),
+            max_retries: 0,
+            retry_exceptions: false,
+            kind: TaskKind::ActorCreation {
+                actor: ActorId(task(seq)),
+                max_concurrency: 1,
+            },
+            inlined_refs: Vec::new(),
+            inlined_actors: Vec::new(),
+            stream: None,
+        };
+        // Unnamed: its id is known now and the worker holds it without a separate hold.
+        let actor = worker.create_actor(spec(1), None, config(None), None);
+        assert_eq!(actor, ActorId(task(1)));
+        let messages = sent(&mut worker);
+        assert!(
+            matches!(&messages[..], [ToNode::CreateActor { answer: None, .. }]),
+            "{messages:?}"
+        );
+        worker.actor_release(actor);
+        assert_eq!(sent(&mut worker), vec![ToNode::ReleaseActors(vec![actor])]);
+        // Named: answered in an object the worker holds (and releases once read).
+        let answer = ObjectId::new(task(3), 0);
+        worker.create_actor(spec(2), None, config(Some("ps")), Some(answer));
+        worker.lookup_actor("ps".into(), answer);
+        assert!(worker.function_of(answer).is_some(), "the answer is held");
+        worker.release(answer);
+        let messages = sent(&mut worker);
+        assert!(
+            matches!(
+                &messages[..],
+                [
+                    ToNode::CreateActor { answer: Some(a), .. },
+                    ToNode::LookupActor { .. },
+                    ToNode::Release(released),
+                ] if *a == answer && released == &vec![answer]
+            ),
+            "{messages:?}"
+        );
     }
 }

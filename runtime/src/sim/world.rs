@@ -24,9 +24,7 @@ use crate::proto::host::{
     self, Action as HostAction, ConnId, Ending, Event as HostEvent, FileWork, JobStart, ReqId,
 };
 use crate::proto::lease;
-use crate::proto::node::{
-    Action, ActorSetup, DRIVER_OWNER, Event, HostRequest, State, soft_limit_of,
-};
+use crate::proto::node::{Action, DRIVER_OWNER, Event, HostRequest, State, soft_limit_of};
 use crate::proto::nodes::{NodeIdx, Nodes, node_of};
 
 /// A host of the simulated cluster (its index in `World::hosts`; the job numbers the nodes it
@@ -910,8 +908,8 @@ impl World<'_> {
                 actor,
                 max_concurrency: 1,
             };
-            let setup = ActorSetup {
-                class: "sim::Actor",
+            let setup = prism_transport::ActorConfig {
+                class: "sim::Actor".into(),
                 name: None,
                 get_if_exists: false,
                 max_restarts: u32::MAX,

@@ -19,10 +19,10 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use prism_graph::{ActorId, ObjectId, TaskError, TaskId, TaskSpec};
+use prism_graph::{ActorId, ObjectId, PlacementStrategy, Resources, TaskError, TaskId, TaskSpec};
 use prism_transport::{
-    ArchivedToWorker, Execute, Frame, FrameError, FrameReader, Hello, Outcome, PROTOCOL_VERSION,
-    ToWorker, Value,
+    ActorConfig, Answer, ArchivedToWorker, Execute, Frame, FrameError, FrameReader, Hello, Outcome,
+    PROTOCOL_VERSION, Refusal, ToWorker, Value,
 };
 use rkyv::util::AlignedVec;
 
@@ -31,7 +31,7 @@ use crate::process::{
     ENV_INLINE_THRESHOLD, ENV_ROLE, ENV_STORE_CAPACITY, ENV_STORE_DIR, ENV_WORKER, fingerprint,
 };
 use crate::proto::owner::Known;
-use crate::proto::worker::{Ended, Stop, Tally, Timing, Wake, Worker};
+use crate::proto::worker::{Ended, Stop, Tally, Timing, Wake, Worker, answer_of};
 use crate::registry;
 use crate::store::{self, ObjectBytes, Segment};
 use crate::{Error, Result};
@@ -131,6 +131,108 @@ impl WorkerClient {
 
     pub(crate) fn function_of(&self, id: ObjectId) -> Option<Arc<str>> {
         self.inner.lock().core.function_of(id)
+    }
+
+    /// Creates an actor (see [`Worker::create_actor`]); a named one waits for the node's
+    /// answer: the actor made or found, or the name taken.
+    ///
+    /// [`Worker::create_actor`]: crate::proto::worker::Worker::create_actor
+    pub(crate) fn create_actor(
+        &self,
+        spec: TaskSpec,
+        failed: Option<TaskError>,
+        config: ActorConfig,
+    ) -> Result<ActorId> {
+        if config.name.is_none() {
+            let mut inner = self.inner.lock();
+            let actor = inner.core.create_actor(spec, failed, config, None);
+            inner.flush().map_err(disconnected)?;
+            return Ok(actor);
+        }
+        let answer = self.answer_id();
+        self.inner
+            .lock()
+            .core
+            .create_actor(spec, failed, config, Some(answer));
+        self.actor_answer(answer).map(|(actor, _)| actor)
+    }
+
+    /// The actor named `name` and its class; this worker holds a handle to it.
+    pub(crate) fn lookup_actor(&self, name: &str) -> Result<(ActorId, String)> {
+        let answer = self.answer_id();
+        self.inner
+            .lock()
+            .core
+            .lookup_actor(name.to_string(), answer);
+        self.actor_answer(answer)
+    }
+
+    pub(crate) fn kill_actor(&self, actor: ActorId) -> Result<()> {
+        let mut inner = self.inner.lock();
+        inner.core.kill_actor(actor);
+        inner.flush().map_err(disconnected)
+    }
+
+    /// Makes a placement group; its number once the node made it.
+    pub(crate) fn create_group(
+        &self,
+        bundles: Vec<Resources>,
+        strategy: PlacementStrategy,
+    ) -> Result<u64> {
+        let answer = self.answer_id();
+        self.inner
+            .lock()
+            .core
+            .create_group(bundles, strategy, answer);
+        match self.answer(answer)? {
+            Answer::Group(group) => Ok(group),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Asks to hear once placement group `group` is reserved: the object the node answers in
+    /// (see [`answer_of`]), which this worker holds.
+    pub(crate) fn group_ready(&self, group: u64) -> Result<ObjectId> {
+        let answer = self.answer_id();
+        let mut inner = self.inner.lock();
+        inner.core.group_ready(group, answer);
+        inner.flush().map_err(disconnected)?;
+        Ok(answer)
+    }
+
+    pub(crate) fn remove_group(&self, group: u64) -> Result<()> {
+        let mut inner = self.inner.lock();
+        inner.core.remove_group(group);
+        inner.flush().map_err(disconnected)
+    }
+
+    /// A fresh object for the node to answer a request in.
+    fn answer_id(&self) -> ObjectId {
+        ObjectId::new(self.next_task_id(), 0)
+    }
+
+    /// Waits for the node's answer in object `answer`, then lets the object go.
+    fn answer(&self, answer: ObjectId) -> Result<Answer> {
+        let mut slots = [None];
+        let fetched = self.fetch(&[answer], &mut slots[..], 1, None);
+        self.release(answer);
+        fetched?;
+        let [slot] = slots;
+        let slot = slot.ok_or_else(|| Error::Disconnected("the node did not answer".into()))?;
+        answer_of(&slot).map_err(Error::Disconnected)
+    }
+
+    /// An answer that names an actor (which this worker now holds), or why there is none.
+    fn actor_answer(&self, answer: ObjectId) -> Result<(ActorId, String)> {
+        match self.answer(answer)? {
+            Answer::Actor { actor, class } => {
+                self.inner.lock().core.adopt_actor(actor);
+                Ok((actor, class))
+            }
+            Answer::Refused(Refusal::NameTaken(name)) => Err(Error::ActorNameTaken(name)),
+            Answer::Refused(Refusal::NoSuchActor(name)) => Err(Error::ActorNotFound(name)),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Takes item `index` of this process's stream of generator `task`.
@@ -264,6 +366,16 @@ impl WorkerClient {
         inner.core.learn(ids, known);
         Ok(())
     }
+}
+
+/// The link to the node broke.
+fn disconnected(e: std::io::Error) -> Error {
+    Error::Disconnected(e.to_string())
+}
+
+/// An answer of another kind than the request's (a node of another build).
+fn unexpected(answer: Answer) -> Error {
+    Error::Disconnected(format!("the node answered out of turn: {answer:?}"))
 }
 
 impl Inner {

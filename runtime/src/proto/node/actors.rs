@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use prism_graph::{ActorId, Resources, TaskError, TaskId, TaskState};
-use prism_transport::{ActorState, ActorStatus, Execute, ToWorker};
+use prism_transport::{ActorConfig, ActorState, ActorStatus, Execute, ToWorker};
 
 use super::State;
 use crate::proto::nodes::node_of;
@@ -47,23 +47,13 @@ pub(super) struct ActorRecord {
     killed: bool,
 }
 
-/// What the node needs to know of an actor besides its creation task.
-#[derive(Debug, Clone)]
-pub(crate) struct ActorSetup {
-    pub(crate) class: &'static str,
-    pub(crate) name: Option<String>,
-    pub(crate) get_if_exists: bool,
-    pub(crate) max_restarts: u32,
-    pub(crate) max_task_retries: u32,
-}
-
 impl State {
     /// Records a new actor (or, with `get_if_exists`, finds the named one).
     pub(crate) fn create_actor(
         &mut self,
         spec: prism_graph::TaskSpec,
         failed: Option<TaskError>,
-        setup: ActorSetup,
+        setup: ActorConfig,
     ) -> Result<ActorId, super::NameTaken> {
         if let Some(name) = &setup.name
             && let Some(&existing) = self.names.get(name)
@@ -83,7 +73,7 @@ impl State {
         self.actors.insert(
             id,
             ActorRecord {
-                class: setup.class.to_string(),
+                class: setup.class,
                 name: setup.name,
                 life: Life::Starting,
                 worker: None,

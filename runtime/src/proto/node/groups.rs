@@ -26,6 +26,7 @@ impl State {
             stage: Stage::Pending,
             waiters: Vec::new(),
             parked: Vec::new(),
+            answers: Vec::new(),
         };
         self.groups.insert(id, group);
         self.place_groups();
@@ -62,9 +63,11 @@ impl State {
             let group = self.groups.get_mut(&id).expect("listed above");
             group.stage = Stage::Placed(at);
             group.waiters.drain(..).for_each(Waker::wake);
+            let answers = std::mem::take(&mut group.answers);
             for task in std::mem::take(&mut group.parked) {
                 self.enqueue(task);
             }
+            self.answer_group(answers, None);
         }
     }
 
@@ -99,6 +102,7 @@ impl State {
         };
         let reason = gone(id);
         group.waiters.drain(..).for_each(Waker::wake);
+        self.answer_group(std::mem::take(&mut group.answers), Some(&reason));
         let mut doomed = std::mem::take(&mut group.parked);
         if let Stage::Placed(at) = group.stage {
             let marker = group_name("bundle", None, id);

@@ -11,6 +11,7 @@ mod actors;
 mod copies;
 mod groups;
 mod report;
+mod requests;
 mod stores;
 #[cfg(test)]
 mod tests;
@@ -20,17 +21,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prism_graph::{
-    ActorId, IdMap, IdSet, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec, TaskState,
+    ActorId, IdMap, IdSet, ObjectId, PlacementStrategy, Resources, TaskError, TaskId, TaskKind,
+    TaskSpec, TaskState,
 };
 use prism_transport::{
-    ArchivedOutcome, ArchivedToNode, ArchivedValue, ObjectValue, ToHost, ToWorker, encode_frame,
+    ActorConfig, ArchivedOutcome, ArchivedToNode, ArchivedValue, ObjectValue, ToHost, ToWorker,
+    encode_frame,
 };
 
 use crate::proto::nodes::{NodeIdx, Nodes, node_of};
 use crate::proto::owner::{FreedFile, Owner, Slot};
 use crate::proto::scheduler::{Action as Schedule, Admission, Placement, WorkerId};
 use crate::store::{ObjectBytes, Segment};
-pub(crate) use actors::ActorSetup;
 
 /// The driver's owner number.
 pub(crate) const DRIVER_OWNER: u64 = 0;
@@ -1022,6 +1024,50 @@ impl State {
                 }
             }
             ArchivedToNode::Cancel { id, force } => self.cancel(id.to_native(), *force),
+            ArchivedToNode::CreateActor {
+                spec,
+                failed,
+                config,
+                answer,
+            } => {
+                let spec = rkyv::deserialize::<TaskSpec, rkyv::rancor::Error>(spec);
+                let failed = rkyv::deserialize::<Option<TaskError>, rkyv::rancor::Error>(failed);
+                let config = rkyv::deserialize::<ActorConfig, rkyv::rancor::Error>(config);
+                match (spec, failed, config) {
+                    (Ok(spec), Ok(failed), Ok(config)) => {
+                        let answer = answer.as_ref().map(|a| a.to_native());
+                        self.worker_creates_actor(worker, spec, failed, config, answer);
+                    }
+                    (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
+                        tracing::error!(worker, "undecodable actor creation: {e}")
+                    }
+                }
+            }
+            ArchivedToNode::LookupActor { name, answer } => {
+                self.worker_looks_up(worker, name.as_str(), answer.to_native());
+            }
+            ArchivedToNode::KillActor(actor) => self.kill_actor(actor.to_native()),
+            ArchivedToNode::CreateGroup {
+                bundles,
+                strategy,
+                answer,
+            } => {
+                let bundles = rkyv::deserialize::<Vec<Resources>, rkyv::rancor::Error>(bundles);
+                let strategy =
+                    rkyv::deserialize::<PlacementStrategy, rkyv::rancor::Error>(strategy);
+                match (bundles, strategy) {
+                    (Ok(bundles), Ok(strategy)) => {
+                        self.worker_makes_group(worker, bundles, strategy, answer.to_native());
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::error!(worker, "undecodable placement group: {e}")
+                    }
+                }
+            }
+            ArchivedToNode::GroupReady { group, answer } => {
+                self.worker_awaits_group(worker, group.to_native(), answer.to_native());
+            }
+            ArchivedToNode::RemoveGroup(group) => self.remove_group(group.to_native()),
             ArchivedToNode::Hello(_) => {
                 tracing::warn!(worker, "second hello ignored");
             }

@@ -9,7 +9,7 @@ use prism_transport::{
     ArchivedToNode, Execute, FrameDecoder, Outcome, TaskEnd, ToNode, ToWorker, Value, encode_frame,
 };
 
-use super::{Action, ActorSetup, DRIVER_OWNER, Event, HostRequest, State};
+use super::{Action, DRIVER_OWNER, Event, HostRequest, State};
 use crate::proto::nodes::{NodeIdx, Nodes, node_of};
 use crate::proto::owner::Slot;
 use crate::proto::placement::{PlacementStrategy, group_demand};
@@ -453,8 +453,8 @@ impl Harness {
         };
         spec.function = "tests::Counter".into();
         let creation = spec.task_id;
-        let setup = ActorSetup {
-            class: "tests::Counter",
+        let setup = prism_transport::ActorConfig {
+            class: "tests::Counter".into(),
             name: None,
             get_if_exists: false,
             max_restarts,
@@ -1418,4 +1418,194 @@ fn a_group_s_bundle_on_a_shared_node_is_usable_once_the_node_granted_it() {
     h.event(Event::Tick);
     h.event(Event::Tick);
     assert_eq!(h.returned, Vec::new(), "a reserved bundle's grant is kept");
+}
+
+impl Harness {
+    /// What `worker` reads in answer object `id` once it asks for it (none while the node has
+    /// not answered).
+    fn answer(&mut self, worker: WorkerId, id: ObjectId) -> Option<prism_transport::Answer> {
+        self.report(worker, &ToNode::Get { ids: vec![id] });
+        let value = self.sent.iter().rev().find_map(|(w, msg)| match msg {
+            ToWorker::Objects(values) if *w == worker => values
+                .iter()
+                .find(|(o, _)| *o == id)
+                .map(|(_, value)| value.clone()),
+            _ => None,
+        })?;
+        let prism_transport::ObjectValue::Ready(Value::Inline(bytes)) = value else {
+            panic!("an answer is an inline value: {value:?}");
+        };
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(&bytes);
+        Some(rkyv::from_bytes::<prism_transport::Answer, rkyv::rancor::Error>(&aligned).unwrap())
+    }
+
+    /// A worker's request to create an actor of class `tests::Counter`, named `name`.
+    fn create_from(&mut self, worker: WorkerId, name: Option<&str>) -> (ActorId, ObjectId) {
+        let mut spec = self.spec(Vec::new(), 0);
+        spec.task_id = TaskId::new(worker, self.seq);
+        let actor = ActorId(spec.task_id);
+        spec.kind = TaskKind::ActorCreation {
+            actor,
+            max_concurrency: 1,
+        };
+        let answer = ObjectId::new(TaskId::new(worker, 1_000_000 + self.seq), 0);
+        let config = prism_transport::ActorConfig {
+            class: "tests::Counter".into(),
+            name: name.map(str::to_string),
+            get_if_exists: false,
+            max_restarts: 0,
+            max_task_retries: 0,
+        };
+        self.report(
+            worker,
+            &ToNode::CreateActor {
+                spec,
+                failed: None,
+                config,
+                answer: name.map(|_| answer),
+            },
+        );
+        (actor, answer)
+    }
+}
+
+#[test]
+fn workers_make_find_and_kill_actors_and_await_groups_through_answer_objects() {
+    use prism_transport::{Answer, Refusal};
+    let mut h = Harness::new(1, 2.0);
+    let (w1, w2) = (h.connected[0], h.connected[1]);
+    let class = String::from("tests::Counter");
+
+    // A named actor made by a worker is answered, found by another, and outlives both holds.
+    let (actor, a1) = h.create_from(w1, Some("ps"));
+    assert_eq!(
+        h.answer(w1, a1),
+        Some(Answer::Actor {
+            actor,
+            class: class.clone()
+        })
+    );
+    let (_, a2) = h.create_from(w2, Some("ps"));
+    assert_eq!(
+        h.answer(w2, a2),
+        Some(Answer::Refused(Refusal::NameTaken("ps".into())))
+    );
+    let a3 = ObjectId::new(TaskId::new(w2, 7), 0);
+    h.report(
+        w2,
+        &ToNode::LookupActor {
+            name: "ps".into(),
+            answer: a3,
+        },
+    );
+    assert_eq!(
+        h.answer(w2, a3),
+        Some(Answer::Actor {
+            actor,
+            class: class.clone()
+        })
+    );
+    let a4 = ObjectId::new(TaskId::new(w2, 8), 0);
+    h.report(
+        w2,
+        &ToNode::LookupActor {
+            name: "nobody".into(),
+            answer: a4,
+        },
+    );
+    assert_eq!(
+        h.answer(w2, a4),
+        Some(Answer::Refused(Refusal::NoSuchActor("nobody".into())))
+    );
+    // Read answers go once released.
+    h.report(w2, &ToNode::Release(vec![a2, a3, a4]));
+    assert!(
+        h.slot(a3).is_none() && h.slot(a4).is_none(),
+        "answers read are freed"
+    );
+
+    // An unnamed actor made by a worker lives while that worker holds it.
+    let (unnamed, _) = h.create_from(w1, None);
+    h.node.settle();
+    h.drain();
+    let creation = h.where_sent(unnamed.0).expect("the constructor runs");
+    h.constructed(creation, unnamed.0);
+    assert!(runs(&h, unnamed), "the creator holds it");
+    h.report(w1, &ToNode::ReleaseActors(vec![unnamed]));
+    assert!(!runs(&h, unnamed), "the creator's handle was the only one");
+
+    // A kill from a worker.
+    let host = h
+        .where_sent(actor.0)
+        .expect("the named actor's constructor was sent");
+    h.report(w2, &ToNode::KillActor(actor));
+    assert_eq!(h.killed, vec![host], "the actor's process is killed");
+
+    // Groups: one that fits is answered ready; one that cannot waits, its answer pending
+    // even after the worker gave up on it, and the removal answers and frees it.
+    let g1 = ObjectId::new(TaskId::new(w1, 20), 0);
+    h.report(
+        w1,
+        &ToNode::CreateGroup {
+            bundles: vec![cpus(1.0)],
+            strategy: PlacementStrategy::Pack,
+            answer: g1,
+        },
+    );
+    let Some(Answer::Group(small)) = h.answer(w1, g1) else {
+        panic!("the group's number");
+    };
+    let r1 = ObjectId::new(TaskId::new(w1, 21), 0);
+    h.report(
+        w1,
+        &ToNode::GroupReady {
+            group: small,
+            answer: r1,
+        },
+    );
+    assert_eq!(h.answer(w1, r1), Some(Answer::Ready));
+    let g2 = ObjectId::new(TaskId::new(w1, 22), 0);
+    h.report(
+        w1,
+        &ToNode::CreateGroup {
+            bundles: vec![cpus(64.0)],
+            strategy: PlacementStrategy::Pack,
+            answer: g2,
+        },
+    );
+    let Some(Answer::Group(big)) = h.answer(w1, g2) else {
+        panic!("the group's number");
+    };
+    let r2 = ObjectId::new(TaskId::new(w1, 23), 0);
+    h.report(
+        w1,
+        &ToNode::GroupReady {
+            group: big,
+            answer: r2,
+        },
+    );
+    assert_eq!(h.answer(w1, r2), None, "not placed: no answer yet");
+    h.report(w1, &ToNode::Release(vec![r2]));
+    assert!(
+        matches!(h.slot(r2), Some(Slot::Pending)),
+        "kept until answered"
+    );
+    h.report(w1, &ToNode::RemoveGroup(big));
+    assert!(h.slot(r2).is_none(), "answered and freed: nobody holds it");
+    let r3 = ObjectId::new(TaskId::new(w1, 24), 0);
+    h.report(
+        w1,
+        &ToNode::GroupReady {
+            group: big,
+            answer: r3,
+        },
+    );
+    assert!(
+        matches!(
+            h.answer(w1, r3),
+            Some(Answer::Refused(Refusal::GroupGone(_)))
+        ),
+        "a removed group is gone"
+    );
 }

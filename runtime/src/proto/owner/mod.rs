@@ -556,6 +556,29 @@ impl Owner {
         self.touch(id);
     }
 
+    /// Records object `id`, held by `holder`, whose value the node makes later with
+    /// [`Owner::fulfil`]: the answer to a worker's request (see
+    /// [`prism_transport::Answer`]). Until then it is pending, and it stays until made even
+    /// when its holder lets it go.
+    pub(crate) fn promise(&mut self, id: ObjectId, holder: Option<WorkerId>) {
+        // Not in the graph: no task can take an answer as its argument.
+        self.objects
+            .insert(id, ObjectEntry::new(Slot::Pending, Arc::from("answer")));
+        self.hold(id, holder);
+    }
+
+    /// Makes the value of a promised object (inline bytes or a failure): its readers are told,
+    /// and it is freed at once when nobody holds it any more.
+    pub(crate) fn fulfil(&mut self, id: ObjectId, slot: Slot) {
+        if self
+            .objects
+            .get(&id)
+            .is_some_and(|e| matches!(e.slot, Slot::Pending))
+        {
+            self.set_slot(id, slot);
+        }
+    }
+
     /// The value of `id` refers to `nested`: they live at least as long as it.
     fn set_contains(&mut self, id: ObjectId, nested: Vec<ObjectId>) {
         if nested.is_empty() {

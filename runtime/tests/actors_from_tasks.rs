@@ -1,0 +1,240 @@
+//! A task or an actor's method does with actors and placement groups what the driver does:
+//! creates actors (named or not), looks them up by name, kills them, and makes, awaits and
+//! removes placement groups, on an embedded cluster of 4 CPUs. (The same requests from a
+//! worker on another node: `cluster_jobs`.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Case, alive, ensure, eventually};
+use libtest_mimic::Failed;
+use prism::{ActorHandle, Bundle, PlacementStrategy, TaskError, actor, placement_group, remote};
+
+#[actor]
+struct Counter {
+    value: u64,
+}
+
+#[actor]
+impl Counter {
+    fn new(start: u64) -> Self {
+        Counter { value: start }
+    }
+
+    fn inc(&mut self) -> u64 {
+        self.value += 1;
+        self.value
+    }
+
+    fn get(&self) -> u64 {
+        self.value
+    }
+
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+}
+
+/// An actor that makes actors of its own in its constructor and calls them.
+#[actor]
+struct Team {
+    members: Vec<ActorHandle<Counter>>,
+}
+
+#[actor]
+impl Team {
+    fn new(size: u64) -> Self {
+        Team {
+            members: (0..size).map(Counter::remote).collect(),
+        }
+    }
+
+    /// Increments every member once: the sum of what they return.
+    fn inc_all(&self) -> u64 {
+        let calls: Vec<_> = self.members.iter().map(|m| m.inc()).collect();
+        prism::get_all_blocking(&calls)
+            .expect("the members answer")
+            .into_iter()
+            .sum()
+    }
+}
+
+#[remote]
+fn five() -> u64 {
+    5
+}
+
+/// Creates an unnamed actor, calls it `times` times: its last value and its process.
+#[remote]
+fn count_in_a_task(times: u64) -> (u64, u32) {
+    let counter = Counter::remote(0);
+    let mut last = 0;
+    for _ in 0..times {
+        last = counter
+            .inc()
+            .get_blocking()
+            .expect("the task's actor answers");
+    }
+    (last, counter.pid().get_blocking().expect("pid"))
+}
+
+/// Creates the actor named `name` starting at `start`; its id as text, or why not.
+#[remote]
+fn name_an_actor(name: String, start: u64, get_if_exists: bool) -> Result<String, String> {
+    let counter = Counter::options()
+        .name(&name)
+        .get_if_exists(get_if_exists)
+        .try_remote(start)
+        .map_err(|e| e.to_string())?;
+    Ok(counter.id().to_string())
+}
+
+/// Finds the actor named `name` and increments it: its new value, or why not.
+#[remote]
+fn find_and_inc(name: String) -> Result<u64, String> {
+    let counter = prism::get_actor::<Counter>(&name).map_err(|e| e.to_string())?;
+    counter.inc().get_blocking().map_err(|e| e.to_string())
+}
+
+/// Kills the actor it was handed.
+#[remote]
+fn kill_it(counter: ActorHandle<Counter>) -> bool {
+    prism::kill(&counter).is_ok()
+}
+
+/// Makes a group of one bundle of `cpus`, waits up to `wait_ms` for it, runs `five` in it if
+/// it is ready, and removes it: (ready, what ran, what `ready` says after the removal).
+#[remote]
+fn use_a_group(cpus: f64, wait_ms: u64) -> (bool, u64, String) {
+    let group = placement_group(vec![Bundle::new().cpus(cpus)], PlacementStrategy::Pack)
+        .expect("the group is made");
+    let ready = group
+        .wait_blocking(Duration::from_millis(wait_ms))
+        .expect("the wait ends");
+    let ran = if ready {
+        five::options()
+            .placement(&group, 0)
+            .remote()
+            .get_blocking()
+            .expect("the task in the group runs")
+    } else {
+        0
+    };
+    prism::remove_placement_group(&group).expect("the group is removed");
+    let after = match group.wait_blocking(Duration::from_secs(10)) {
+        Ok(ready) => format!("ready: {ready}"),
+        Err(e) => e.to_string(),
+    };
+    (ready, ran, after)
+}
+
+fn a_task_creates_calls_and_drops_an_actor() -> Result<(), Failed> {
+    let (last, pid) = count_in_a_task::remote(7).get_blocking()?;
+    ensure(last == 7, format!("seven increments, got {last}"))?;
+    ensure(
+        eventually(10, || !alive(pid)),
+        "the actor stopped once the task that made it dropped its handle",
+    )
+}
+
+fn a_task_names_an_actor_that_others_find() -> Result<(), Failed> {
+    let id = name_an_actor::remote("team-lead".to_string(), 10, false).get_blocking()?;
+    let id = id.map_err(|e| format!("the task could not name its actor: {e}"))?;
+    // The task is over and its handle gone: the name keeps the actor.
+    let found = prism::get_actor::<Counter>("team-lead")?;
+    ensure(
+        found.id().to_string() == id,
+        "the driver finds the task's actor",
+    )?;
+    ensure(found.inc().get_blocking()? == 11, "it answers the driver")?;
+    let from_task = find_and_inc::remote("team-lead".to_string()).get_blocking()?;
+    ensure(
+        from_task == Ok(12),
+        format!("another task finds it: {from_task:?}"),
+    )?;
+    let taken = name_an_actor::remote("team-lead".to_string(), 0, false).get_blocking()?;
+    ensure(
+        taken.as_ref().is_err_and(|e| e.contains("team-lead")),
+        format!("a second actor of that name is refused: {taken:?}"),
+    )?;
+    let reused = name_an_actor::remote("team-lead".to_string(), 0, true).get_blocking()?;
+    ensure(
+        reused.as_deref() == Ok(id.as_str()),
+        format!("get_if_exists in a task gives the same actor: {reused:?}"),
+    )?;
+    let missing = find_and_inc::remote("nobody-here".to_string()).get_blocking()?;
+    ensure(
+        missing.as_ref().is_err_and(|e| e.contains("nobody-here")),
+        format!("a missing name is an error naming it: {missing:?}"),
+    )?;
+    prism::kill(&found)?;
+    ensure(
+        eventually(10, || prism::get_actor::<Counter>("team-lead").is_err()),
+        "the killed actor's name is free again",
+    )
+}
+
+fn a_task_kills_an_actor() -> Result<(), Failed> {
+    let counter = Counter::remote(0);
+    counter.inc().get_blocking()?;
+    ensure(
+        kill_it::remote(counter.clone()).get_blocking()?,
+        "the kill was sent",
+    )?;
+    let call = counter.get().get_blocking();
+    ensure(
+        matches!(call, Err(prism::Error::Task(TaskError::ActorDied { .. }))),
+        format!("calls fail once the task killed the actor: {call:?}"),
+    )
+}
+
+fn an_actor_makes_actors() -> Result<(), Failed> {
+    let team = Team::remote(3);
+    ensure(
+        team.inc_all().get_blocking()? == 1 + 2 + 3,
+        "the members start at 0, 1 and 2",
+    )?;
+    ensure(
+        team.inc_all().get_blocking()? == 2 + 3 + 4,
+        "the members keep their state",
+    )
+}
+
+fn a_task_makes_awaits_and_removes_a_placement_group() -> Result<(), Failed> {
+    let (ready, ran, after) = use_a_group::remote(1.0, 20_000).get_blocking()?;
+    ensure(ready, "the group was reserved")?;
+    ensure(ran == 5, "a task ran in the group")?;
+    ensure(
+        after.contains("removed"),
+        format!("ready after removal fails: {after}"),
+    )?;
+    // Larger than the node: the wait times out and the group is removed while pending.
+    let (ready, ran, after) = use_a_group::remote(64.0, 200).get_blocking()?;
+    ensure(!ready && ran == 0, "a group that cannot fit is not ready")?;
+    ensure(
+        after.contains("removed"),
+        format!("ready after removal fails: {after}"),
+    )
+}
+
+fn main() {
+    let config = prism::Config::new().num_cpus(4.0);
+    let cases: &[Case] = &[
+        (
+            "a_task_creates_calls_and_drops_an_actor",
+            a_task_creates_calls_and_drops_an_actor,
+        ),
+        (
+            "a_task_names_an_actor_that_others_find",
+            a_task_names_an_actor_that_others_find,
+        ),
+        ("a_task_kills_an_actor", a_task_kills_an_actor),
+        ("an_actor_makes_actors", an_actor_makes_actors),
+        (
+            "a_task_makes_awaits_and_removes_a_placement_group",
+            a_task_makes_awaits_and_removes_a_placement_group,
+        ),
+    ];
+    common::run(config, cases)
+}
