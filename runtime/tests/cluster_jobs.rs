@@ -100,6 +100,48 @@ impl Tally {
     }
 }
 
+/// On node alpha: creates the actor named `name` where `beta` is (node beta) and adds 5 to
+/// it: where this task ran, where the actor lives, and its count.
+#[remote(resources(alpha = 1))]
+fn name_a_tally_on_beta(name: String) -> (String, String, u64) {
+    let tally = Tally::options()
+        .name(&name)
+        .resources("beta", 1.0)
+        .remote(100);
+    let count = tally.add(5).get_blocking().expect("the tally answers");
+    let lives = tally.node().get_blocking().expect("the tally's node");
+    (prism::node_name().unwrap_or_default(), lives, count)
+}
+
+/// On node alpha: finds the actor named `name` and kills it.
+#[remote(resources(alpha = 1))]
+fn kill_the_tally(name: String) -> Result<(), String> {
+    let tally = prism::get_actor::<Tally>(&name).map_err(|e| e.to_string())?;
+    prism::kill(&tally).map_err(|e| e.to_string())
+}
+
+/// On node beta: makes a group of one bundle (a CPU and an `alpha`), runs `on_alpha` in it and removes
+/// it: where that ran.
+#[remote(resources(beta = 0.25))]
+fn use_an_alpha_group() -> Result<String, String> {
+    let bundle = prism::Bundle::new().cpus(1.0).resource("alpha", 1.0);
+    let group = prism::placement_group(vec![bundle], prism::PlacementStrategy::Pack)
+        .map_err(|e| e.to_string())?;
+    let ready = group
+        .wait_blocking(std::time::Duration::from_secs(60))
+        .map_err(|e| e.to_string())?;
+    if !ready {
+        return Err("the group was not reserved in 60 s".into());
+    }
+    let ran = on_alpha::options()
+        .placement(&group, 0)
+        .remote()
+        .get_blocking()
+        .map_err(|e| e.to_string());
+    prism::remove_placement_group(&group).map_err(|e| e.to_string())?;
+    ran
+}
+
 /// Holds every `alpha` of node alpha for a while, with a marker file in `dir`: true if the
 /// marker was there already (another such task ran on the node at the same time).
 #[remote(resources(alpha = 4))]
@@ -242,6 +284,32 @@ fn an_actor_on_a_remote_node_keeps_its_state(head_dir: &std::path::Path) -> Resu
     ensure(
         shown,
         format!("prism status shows the actor's half of beta in use:\n{said}"),
+    )
+}
+
+fn a_task_on_one_node_makes_an_actor_on_another_that_all_find() -> Result<(), Failed> {
+    let made = name_a_tally_on_beta::remote("tally-from-alpha".to_string()).get_blocking()?;
+    ensure(
+        made == ("alpha".to_string(), "beta".to_string(), 105),
+        format!("made on alpha, lives on beta, counted: {made:?}"),
+    )?;
+    let found = prism::get_actor::<Tally>("tally-from-alpha")?;
+    ensure(found.add(1).get_blocking()? == 106, "the driver finds it")?;
+    let killed = kill_the_tally::remote("tally-from-alpha".to_string()).get_blocking()?;
+    ensure(
+        killed.is_ok(),
+        format!("a task on alpha kills it: {killed:?}"),
+    )?;
+    ensure(
+        common::eventually(15, || {
+            prism::get_actor::<Tally>("tally-from-alpha").is_err()
+        }),
+        "the killed actor's name is free again",
+    )?;
+    let ran = use_an_alpha_group::remote().get_blocking()?;
+    ensure(
+        ran.as_deref() == Ok("alpha"),
+        format!("a task on beta makes a group on alpha: {ran:?}"),
     )
 }
 
@@ -658,7 +726,11 @@ fn main() {
     prism::init_with(config).expect("join the cluster");
 
     let args = Arguments::from_args();
-    let cases: [Case; 4] = [
+    let cases: [Case; 5] = [
+        (
+            "a_task_on_one_node_makes_an_actor_on_another_that_all_find",
+            a_task_on_one_node_makes_an_actor_on_another_that_all_find,
+        ),
         (
             "a_stream_made_on_a_node_reaches_the_driver_and_a_task",
             a_stream_made_on_a_node_reaches_the_driver_and_a_task,
