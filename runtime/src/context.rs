@@ -84,7 +84,6 @@ impl Context {
             Context::Worker(client) => client.store_params(),
         };
         let (len, nested) = crate::value::collect_nested(|| value.archived_len());
-        let nested = nested.objects;
         let len = len.map_err(encode)?;
         let bytes = if len < threshold {
             ObjectBytes::Inline(Arc::new(value.to_bytes().map_err(encode)?))

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use prism_graph::{ObjectId, TaskError};
+use prism_graph::TaskError;
 
 use crate::value::Remotable;
 
@@ -64,7 +64,7 @@ pub(crate) trait ItemSink {
         &self,
         index: u32,
         bytes: rkyv::util::AlignedVec,
-        nested: Vec<ObjectId>,
+        nested: crate::value::Nested,
     ) -> std::result::Result<(), TaskError>;
 }
 
@@ -86,7 +86,6 @@ pub(crate) fn drive<T: Remotable>(
             continue;
         }
         let (bytes, nested) = crate::value::collect_nested(|| value.to_bytes());
-        let nested = nested.objects;
         let bytes = bytes.map_err(|e| fail(format!("item {count} cannot be archived: {e}")))?;
         sink.item(count, bytes, nested)?;
     }

@@ -78,8 +78,13 @@ pub fn write_actor<T: 'static, R>(
 /// across the method's awaits.
 pub type AsyncActor = std::rc::Rc<tokio::sync::RwLock<ActorState>>;
 
-/// What a call gives back: its encoded return values and the references each contains.
-pub type Returned = (Vec<AlignedVec>, Vec<Vec<prism_graph::ObjectId>>);
+/// What a call gives back: its encoded return values, the references each contains, and the
+/// actors whose handles each contains (shorter when the last values contain none).
+pub type Returned = (
+    Vec<AlignedVec>,
+    Vec<Vec<prism_graph::ObjectId>>,
+    Vec<Vec<prism_graph::ActorId>>,
+);
 
 /// One call of an async actor's method, as its event loop runs it.
 pub type AsyncCall = Pin<Box<dyn Future<Output = Result<Returned, TaskError>>>>;
@@ -108,6 +113,7 @@ impl CallData {
             function: &self.function,
             args: &self.args,
             nested: Default::default(),
+            actors: Default::default(),
             sink: self
                 .sink
                 .as_ref()
@@ -180,6 +186,9 @@ pub struct Invocation<'a> {
     args: &'a [ObjectBytes],
     /// For each return value encoded so far, the references it contains.
     nested: std::cell::RefCell<Vec<Vec<prism_graph::ObjectId>>>,
+    /// For each return value encoded so far, the actors whose handles it contains (up to the
+    /// last that contains any).
+    actors: std::cell::RefCell<Vec<Vec<prism_graph::ActorId>>>,
     /// For a streaming generator's run: where its items go, and how many an earlier run
     /// delivered already.
     sink: Option<(&'a dyn ItemSink, u32)>,
@@ -253,7 +262,7 @@ impl Invocation<'_> {
     pub fn finish(self, values: Vec<AlignedVec>) -> Returned {
         let mut nested = self.nested.into_inner();
         nested.resize(values.len(), Vec::new());
-        (values, nested)
+        (values, nested, self.actors.into_inner())
     }
 
     /// Runs a streaming generator's items out one at a time (each stored and handed to its
@@ -279,12 +288,18 @@ impl Invocation<'_> {
     /// Encodes return value `index`.
     pub fn ret<T: Remotable>(&self, value: &T, index: usize) -> Result<AlignedVec, TaskError> {
         let (bytes, nested) = crate::value::collect_nested(|| value.to_bytes());
-        let nested = nested.objects;
         let mut all = self.nested.borrow_mut();
         if all.len() <= index {
             all.resize(index + 1, Vec::new());
         }
-        all[index] = nested;
+        all[index] = nested.objects;
+        let mut actors = self.actors.borrow_mut();
+        if !nested.actors.is_empty() || index < actors.len() {
+            if actors.len() <= index {
+                actors.resize(index + 1, Vec::new());
+            }
+            actors[index] = nested.actors;
+        }
         bytes.map_err(|e| TaskError::InvalidValue {
             task: self.task,
             function: self.function.to_string(),
@@ -393,7 +408,7 @@ pub(crate) fn execute(
     exec: &Execute,
     args: &[ObjectBytes],
     sink: Option<&dyn ItemSink>,
-) -> Result<(Vec<AlignedVec>, Vec<Vec<prism_graph::ObjectId>>), TaskError> {
+) -> Result<Returned, TaskError> {
     let _span =
         tracing::debug_span!("task", task = %exec.task, function = %exec.function).entered();
     let call = Invocation {
@@ -401,6 +416,7 @@ pub(crate) fn execute(
         function: &exec.function,
         args,
         nested: Default::default(),
+        actors: Default::default(),
         sink: sink.zip(exec.stream.map(|run| run.skip)),
     };
     let values = match exec.kind {

@@ -1,7 +1,8 @@
 //! A task or an actor's method does with actors and placement groups what the driver does:
 //! creates actors (named or not), looks them up by name, kills them, and makes, awaits and
-//! removes placement groups, on an embedded cluster of 4 CPUs. (The same requests from a
-//! worker on another node: `cluster_jobs`.)
+//! removes placement groups, on an embedded cluster of 4 CPUs; and a handle inside an object
+//! (a task's return value, a `put`) holds its actor while the object lives. (The same requests
+//! from a worker on another node: `cluster_jobs`.)
 
 mod common;
 
@@ -97,6 +98,15 @@ fn find_and_inc(name: String) -> Result<u64, String> {
     counter.inc().get_blocking().map_err(|e| e.to_string())
 }
 
+/// Creates an actor starting at `start`, increments it once and returns its handle (the
+/// task's own handle goes when it ends).
+#[remote]
+fn make_counter(start: u64) -> ActorHandle<Counter> {
+    let counter = Counter::remote(start);
+    counter.inc().get_blocking().expect("the new actor answers");
+    counter
+}
+
 /// Kills the actor it was handed.
 #[remote]
 fn kill_it(counter: ActorHandle<Counter>) -> bool {
@@ -135,6 +145,44 @@ fn a_task_creates_calls_and_drops_an_actor() -> Result<(), Failed> {
     ensure(
         eventually(10, || !alive(pid)),
         "the actor stopped once the task that made it dropped its handle",
+    )
+}
+
+fn a_task_returns_the_handle_of_the_actor_it_made() -> Result<(), Failed> {
+    let made = make_counter::remote(5);
+    let counter = made.get_blocking()?;
+    // Long enough for the task's end, and its worker's release of its handle, to be seen.
+    std::thread::sleep(Duration::from_millis(300));
+    ensure(
+        counter.inc().get_blocking()? == 7,
+        "the returned handle reaches the actor after its creator let go",
+    )?;
+    let pid = counter.pid().get_blocking()?;
+    drop(counter);
+    std::thread::sleep(Duration::from_millis(300));
+    ensure(alive(pid), "the returned object still holds the actor")?;
+    drop(made);
+    ensure(
+        eventually(10, || !alive(pid)),
+        "the actor stopped once the object and the handle read from it were gone",
+    )
+}
+
+fn a_handle_put_in_an_object_keeps_its_actor() -> Result<(), Failed> {
+    let counter = Counter::remote(0);
+    let pid = counter.pid().get_blocking()?;
+    let stored = prism::put(counter)?;
+    std::thread::sleep(Duration::from_millis(300));
+    ensure(alive(pid), "the object holds the driver's only handle")?;
+    let back: ActorHandle<Counter> = stored.get_blocking()?;
+    ensure(
+        back.inc().get_blocking()? == 1,
+        "the handle read back works",
+    )?;
+    drop((back, stored));
+    ensure(
+        eventually(10, || !alive(pid)),
+        "the actor stopped once the object went",
     )
 }
 
@@ -224,6 +272,14 @@ fn main() {
         (
             "a_task_creates_calls_and_drops_an_actor",
             a_task_creates_calls_and_drops_an_actor,
+        ),
+        (
+            "a_task_returns_the_handle_of_the_actor_it_made",
+            a_task_returns_the_handle_of_the_actor_it_made,
+        ),
+        (
+            "a_handle_put_in_an_object_keeps_its_actor",
+            a_handle_put_in_an_object_keeps_its_actor,
         ),
         (
             "a_task_names_an_actor_that_others_find",

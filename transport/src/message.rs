@@ -13,7 +13,8 @@ use crate::frame::Message;
 /// ([`HostEvent::Renew`]); 11: 64-bit worker numbers, run times; 12: run times inside
 /// [`ToNode::Done`] (no frame of their own); 16: nodes grant their resources to jobs
 /// ([`ToHost::Grant`]); 17: workers make and find actors and placement groups
-/// ([`ToNode::CreateActor`], [`Answer`]).
+/// ([`ToNode::CreateActor`], [`Answer`]), and objects hold the actors whose handles they
+/// contain.
 pub const PROTOCOL_VERSION: u32 = 17;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
@@ -104,6 +105,9 @@ pub enum Outcome {
         values: Vec<Value>,
         /// For each value, the objects whose references it contains (they live as long as it).
         nested: Vec<Vec<ObjectId>>,
+        /// For each value, the actors whose handles it contains (they live as long as it);
+        /// shorter than `values` when the values past its end contain none.
+        actors: Vec<Vec<ActorId>>,
     },
     /// The task failed.
     Failed(TaskError),
@@ -221,6 +225,8 @@ pub enum ToNode {
         value: Value,
         /// The objects whose references it contains.
         nested: Vec<ObjectId>,
+        /// The actors whose handles it contains.
+        actors: Vec<ActorId>,
     },
     /// Send these objects' values when they are ready.
     Get {
@@ -264,6 +270,8 @@ pub enum ToNode {
         value: Value,
         /// The objects whose references it contains.
         nested: Vec<ObjectId>,
+        /// The actors whose handles it contains.
+        actors: Vec<ActorId>,
     },
     /// This worker takes item `index` of a stream it consumes (a generator it submitted): it
     /// holds the item's reference from now on, whether the item exists yet or not. (A stream

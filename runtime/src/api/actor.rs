@@ -92,11 +92,12 @@ impl fmt::Debug for RawActor {
 
 /// A handle to a running actor of class `A`. Call its methods like the type's own
 /// (`handle.inc()`); each returns an `ObjectRef` at once. Clone it to share the actor, or pass
-/// it to tasks and other actors (inside any argument): an unnamed actor stops once the last
-/// handle anywhere is dropped and its calls have run. A task's arguments hold their handles
-/// until the task ends, and a worker that keeps one (an actor's field, say) holds the actor
-/// until it drops it or its process ends. Handles stored inside objects (`put`, a task's
-/// return value) are not counted: keep another handle while such an object is read.
+/// it to tasks and other actors (inside any argument), return it from a task or `put` it: an
+/// unnamed actor stops once the last handle anywhere is dropped and its calls have run. A
+/// task's arguments hold their handles until the task ends, an object (a task's return value,
+/// a `put`) holds the handles inside it while it lives, and a worker that keeps one (an actor's
+/// field, say) holds the actor until it drops it or its process ends. Any process makes
+/// actors: the driver, a task, an actor's method.
 pub struct ActorHandle<A: Actor> {
     stub: A::Stub,
 }

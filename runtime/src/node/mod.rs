@@ -302,12 +302,13 @@ impl Core {
     }
 
     /// Records a value made by `put` in the driver, with the objects it refers to.
-    pub(crate) fn put(&self, id: ObjectId, bytes: ObjectBytes, nested: Vec<ObjectId>) {
-        self.state
-            .lock()
-            .node
-            .owner
-            .put(id, Slot::Ready(bytes), None, nested);
+    pub(crate) fn put(&self, id: ObjectId, bytes: ObjectBytes, nested: crate::value::Nested) {
+        let mut shell = self.state.lock();
+        let node = &mut shell.node;
+        node.owner.put(id, Slot::Ready(bytes), None, nested.objects);
+        if !nested.actors.is_empty() {
+            node.contain_actors(id, &nested.actors);
+        }
     }
 
     /// Polls `ids` under one lock, filling in `known`, until `need` of them are known.

@@ -151,13 +151,21 @@ impl Worker {
         self.send(&ToNode::Submit { spec, failed });
     }
 
-    /// An object this process put, stored as `stored`, holding references to `nested`.
-    pub(crate) fn put(&mut self, id: ObjectId, stored: ObjectBytes, nested: Vec<ObjectId>) {
+    /// An object this process put, stored as `stored`, holding references to `nested` and
+    /// handles to `actors`.
+    pub(crate) fn put(
+        &mut self,
+        id: ObjectId,
+        stored: ObjectBytes,
+        nested: Vec<ObjectId>,
+        actors: Vec<ActorId>,
+    ) {
         self.refs.insert(id, (1, Arc::from("put")));
         self.send(&ToNode::Put {
             id,
             value: stored.to_wire(id),
             nested,
+            actors,
         });
         self.cache.insert(id, Slot::Ready(stored));
     }
@@ -322,19 +330,22 @@ impl Worker {
     }
 
     /// Generator `task` running here made item `index` (stored as `value`, referring to
-    /// `nested`): sent at once, so the consumer has it while the generator goes on.
+    /// `nested` and holding handles to `actors`): sent at once, so the consumer has it while
+    /// the generator goes on.
     pub(crate) fn yielded(
         &mut self,
         task: TaskId,
         index: u32,
         value: Value,
         nested: Vec<ObjectId>,
+        actors: Vec<ActorId>,
     ) {
         self.send(&ToNode::Yield {
             task,
             index,
             value,
             nested,
+            actors,
         });
     }
 
@@ -749,6 +760,7 @@ mod tests {
             outcome: Outcome::Returned {
                 values: vec![Value::Inline(vec![1])],
                 nested: vec![Vec::new()],
+                actors: Vec::new(),
             },
             timing,
         }
@@ -984,7 +996,7 @@ mod tests {
         };
         receive(&mut worker, &ToWorker::Execute(vec![generator])).unwrap();
         let exec = worker.next_task().expect("the generator");
-        worker.yielded(exec.task, 2, Value::Inline(vec![2]), Vec::new());
+        worker.yielded(exec.task, 2, Value::Inline(vec![2]), Vec::new(), Vec::new());
         assert!(
             !worker.stream_paused(exec.task, 2, 2),
             "one taken, two made"

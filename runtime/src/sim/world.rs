@@ -2638,6 +2638,7 @@ impl World<'_> {
             let constructed = Outcome::Returned {
                 values: Vec::new(),
                 nested: Vec::new(),
+                actors: Vec::new(),
             };
             self.done(worker, task, constructed);
             self.start_next(worker);
@@ -2662,6 +2663,7 @@ impl World<'_> {
         let outcome = Outcome::Returned {
             values: vec![value],
             nested: vec![Vec::new()],
+            actors: Vec::new(),
         };
         self.done(worker, task, outcome);
         self.start_next(worker);

@@ -103,8 +103,9 @@ impl WorkerClient {
         resolve_args(&self.store_dir, &mut segments, exec)
     }
 
-    pub(crate) fn put(&self, id: ObjectId, stored: ObjectBytes, nested: Vec<ObjectId>) {
-        self.inner.lock().core.put(id, stored, nested);
+    pub(crate) fn put(&self, id: ObjectId, stored: ObjectBytes, nested: crate::value::Nested) {
+        let crate::value::Nested { objects, actors } = nested;
+        self.inner.lock().core.put(id, stored, objects, actors);
     }
 
     /// A reference read from a value (an argument, an object): counted locally; the node
@@ -727,7 +728,7 @@ fn outcome_of(
     returned: std::result::Result<registry::Returned, TaskError>,
 ) -> Outcome {
     match returned {
-        Ok((values, nested)) => store_returns(client, exec, values, nested),
+        Ok((values, nested, actors)) => store_returns(client, exec, values, nested, actors),
         Err(error) => Outcome::Failed(error),
     }
 }
@@ -1016,6 +1017,7 @@ fn store_returns(
     exec: &Execute,
     values: Vec<AlignedVec>,
     nested: Vec<Vec<ObjectId>>,
+    actors: Vec<Vec<ActorId>>,
 ) -> Outcome {
     let mut out = Vec::with_capacity(values.len());
     for (i, bytes) in values.into_iter().enumerate() {
@@ -1029,6 +1031,7 @@ fn store_returns(
     Outcome::Returned {
         values: out,
         nested,
+        actors,
     }
 }
 
@@ -1096,7 +1099,7 @@ impl<C: std::ops::Deref<Target = WorkerClient>> ItemSink for Sink<C> {
         &self,
         index: u32,
         bytes: AlignedVec,
-        nested: Vec<ObjectId>,
+        nested: crate::value::Nested,
     ) -> std::result::Result<(), TaskError> {
         let client = &*self.client;
         let id = ObjectId::new(self.task, index);
@@ -1109,7 +1112,9 @@ impl<C: std::ops::Deref<Target = WorkerClient>> ItemSink for Sink<C> {
             message: format!("the worker lost its node while the stream ran: {reason}"),
         };
         let mut inner = client.inner.lock();
-        inner.core.yielded(self.task, index, value, nested);
+        inner
+            .core
+            .yielded(self.task, index, value, nested.objects, nested.actors);
         inner.flush().map_err(|e| lost(e.to_string()))?;
         while inner.core.stream_paused(self.task, index, self.window) {
             if inner.reader.is_none() {

@@ -939,23 +939,31 @@ impl State {
                     }
                 }
             }
-            ArchivedToNode::Put { id, value, nested } => {
+            ArchivedToNode::Put {
+                id,
+                value,
+                nested,
+                actors,
+            } => {
                 let id = id.to_native();
                 self.store_made(worker, id, value, nested, mapped, |owner, slot, nested| {
                     owner.put(id, slot, Some(worker), nested)
                 });
+                self.hold_actors_in(id, actors);
             }
             ArchivedToNode::Yield {
                 task,
                 index,
                 value,
                 nested,
+                actors,
             } => {
                 let (task, index) = (task.to_native(), index.to_native());
                 let id = ObjectId::new(task, index);
                 self.store_made(worker, id, value, nested, mapped, |owner, slot, nested| {
                     owner.yielded(task, index, slot, nested)
                 });
+                self.hold_actors_in(id, actors);
             }
             ArchivedToNode::StreamNext { task, index } => {
                 self.owner
@@ -1074,6 +1082,30 @@ impl State {
         }
     }
 
+    /// Object `id`'s value contains handles to `actors` (as a worker reported them): they
+    /// live while it does.
+    fn hold_actors_in(
+        &mut self,
+        id: ObjectId,
+        actors: &rkyv::vec::ArchivedVec<prism_graph::ArchivedActorId>,
+    ) {
+        if actors.is_empty() {
+            return;
+        }
+        let actors: Vec<ActorId> = actors.iter().map(|a| a.to_native()).collect();
+        self.contain_actors(id, &actors);
+    }
+
+    /// Object `id`'s value contains handles to `actors`: counted once, released when the
+    /// object is freed.
+    pub(crate) fn contain_actors(&mut self, id: ObjectId, actors: &[ActorId]) {
+        if self.owner.contain_actors(id, actors) {
+            for &actor in actors {
+                self.actor_add_ref(actor);
+            }
+        }
+    }
+
     /// A value `worker` made outside a task's end (a put, a generator's item) as object `id`:
     /// mapped (or located), handed to the owner by `keep`, and room made in the store.
     fn store_made(
@@ -1182,7 +1214,11 @@ impl State {
             return;
         };
         match outcome {
-            prism_transport::ArchivedOutcome::Returned { values, nested } => {
+            prism_transport::ArchivedOutcome::Returned {
+                values,
+                nested,
+                actors,
+            } => {
                 if values.len() != record.spec.num_returns as usize {
                     let error = TaskError::InvalidValue {
                         task,
@@ -1213,6 +1249,9 @@ impl State {
                         let made = self.lineage_made(task, node_of(worker), &values);
                         for ready in self.owner.complete(task, values, nested) {
                             self.enqueue(ready);
+                        }
+                        for (i, held) in actors.iter().enumerate() {
+                            self.hold_actors_in(ObjectId::new(task, i as u32), held);
                         }
                         if let Some(made) = made {
                             self.guard_lineage(made);

@@ -219,6 +219,7 @@ impl Harness {
         let outcome = Outcome::Returned {
             values: vec![value],
             nested: vec![Vec::new()],
+            actors: Vec::new(),
         };
         self.report(worker, &done(task, outcome));
     }
@@ -473,6 +474,7 @@ impl Harness {
         let done = Outcome::Returned {
             values: Vec::new(),
             nested: Vec::new(),
+            actors: Vec::new(),
         };
         self.report(worker, &self::done(creation, done));
     }
@@ -1608,4 +1610,49 @@ fn workers_make_find_and_kill_actors_and_await_groups_through_answer_objects() {
         ),
         "a removed group is gone"
     );
+}
+
+#[test]
+fn handles_inside_an_object_hold_their_actor_while_the_object_lives() {
+    let mut h = Harness::new(1, 4.0);
+    let (actor, _) = h.actor(0);
+    // A task returns a value holding the handle; the driver drops its own.
+    let spec = h.spec(Vec::new(), 0);
+    let task = spec.task_id;
+    let id = h.submit(spec);
+    let worker = h.where_sent(task).expect("the task runs");
+    let outcome = Outcome::Returned {
+        values: vec![Value::Inline(vec![1])],
+        nested: vec![Vec::new()],
+        actors: vec![vec![actor]],
+    };
+    h.report(worker, &done(task, outcome));
+    h.node.actor_release(actor);
+    h.node.settle();
+    h.drain();
+    assert!(runs(&h, actor), "the returned value holds it");
+    // Freeing the object lets the actor go.
+    h.node.owner.release(id);
+    h.node.settle();
+    h.drain();
+    assert!(!runs(&h, actor), "the value was its last holder");
+
+    // The same for a worker's put.
+    let (other, _) = h.actor(0);
+    let put = ObjectId::new(TaskId::new(worker, 99), 0);
+    h.report(
+        worker,
+        &ToNode::Put {
+            id: put,
+            value: Value::Inline(vec![2]),
+            nested: Vec::new(),
+            actors: vec![other],
+        },
+    );
+    h.node.actor_release(other);
+    h.node.settle();
+    h.drain();
+    assert!(runs(&h, other), "the put object holds it");
+    h.report(worker, &ToNode::Release(vec![put]));
+    assert!(!runs(&h, other), "the put object was its last holder");
 }

@@ -92,6 +92,9 @@ struct ObjectEntry {
     worker_waiters: Vec<WorkerId>,
     /// Objects whose references this object's value contains: held while it lives.
     contains: Vec<ObjectId>,
+    /// Actors whose handles its value contains: held while it lives (see
+    /// [`Owner::contain_actors`]).
+    actors: Vec<ActorId>,
     /// When it was last read or made (the owner's tick), for spilling the least recently used.
     last_use: u64,
 }
@@ -106,6 +109,7 @@ impl ObjectEntry {
             waiters: Vec::new(),
             worker_waiters: Vec::new(),
             contains: Vec::new(),
+            actors: Vec::new(),
             last_use: 0,
         }
     }
@@ -554,6 +558,19 @@ impl Owner {
         self.hold(id, holder);
         self.set_contains(id, nested);
         self.touch(id);
+    }
+
+    /// The value of `id` contains handles to `actors`: they live at least as long as it.
+    /// True when the caller must count them as held (once per object: a value made again
+    /// after a loss holds the same handles).
+    pub(crate) fn contain_actors(&mut self, id: ObjectId, actors: &[ActorId]) -> bool {
+        match self.objects.get_mut(&id) {
+            Some(entry) if entry.actors.is_empty() && !actors.is_empty() => {
+                entry.actors = actors.to_vec();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Records object `id`, held by `holder`, whose value the node makes later with
@@ -1140,6 +1157,7 @@ impl Owner {
         for inner in entry.contains {
             self.release(inner);
         }
+        self.released_actors.extend(entry.actors);
     }
 
     /// A description of a task for messages: `0.5 (quickstart::add)`.
