@@ -3,6 +3,8 @@
 //! does). Both ends run in this process on the same cores, so this is the transport's own cost
 //! on one machine, not a network's.
 //!
+//! Also the floor of a message's round trip on one open QUIC stream between two endpoints.
+//!
 //! `cargo run --release -p prism-benches --bin prism-transfer [-- --trials N]`
 
 use std::collections::HashMap;
@@ -73,6 +75,58 @@ fn aead_limits(trials: usize) -> Vec<(prism_benches::Measurement, u64)> {
     out
 }
 
+/// The floor of a message's round trip between two hosts over mutual-TLS QUIC: 64 bytes
+/// out and back on one stream that stays open (no stream opened per message), an endpoint on
+/// 127.0.0.3 echoing what one on 127.0.0.4 sends. What a direct owner-to-worker link across
+/// hosts costs at least, before any thread hand-off inside either process.
+fn quic_round_trip(
+    rt: &tokio::runtime::Runtime,
+    ca: &ClusterAuthority,
+    trials: usize,
+) -> anyhow::Result<prism_benches::Measurement> {
+    const LEN: usize = 64;
+    let (echo_id, caller_id) = (ca.issue("echo")?, ca.issue("caller")?);
+    let (mut send, mut recv) = rt.block_on(async {
+        let server = quic::server_endpoint("127.0.0.3:0".parse()?, &echo_id)?;
+        let addr = server.local_addr()?;
+        tokio::spawn(async move {
+            let Some(quic::Accepted::Member(connection)) = quic::accept(&server).await else {
+                return;
+            };
+            if quic::welcome(&connection, "echo", None).await.is_err() {
+                return;
+            }
+            let Ok((mut send, mut recv)) = connection.accept_bi().await else {
+                return;
+            };
+            let mut buf = [0u8; LEN];
+            while recv.read_exact(&mut buf).await.is_ok() {
+                if send.write_all(&buf).await.is_err() {
+                    return;
+                }
+            }
+            drop(server);
+        });
+        let client = quic::client_endpoint("127.0.0.4:0".parse()?)?;
+        let hello = HostHello::new("caller", prism_transport::Purpose::Logs, None);
+        let (connection, _) = quic::connect(&client, addr, &caller_id, &hello).await?;
+        std::mem::forget(client);
+        let (send, recv) = connection.open_bi().await?;
+        std::mem::forget(connection);
+        anyhow::Ok((send, recv))
+    })?;
+    let mut buf = [7u8; LEN];
+    let name = "quic round trip, 64 B on one open stream";
+    let m = timeit(name, 1, trials, Duration::from_secs(1), || {
+        rt.block_on(async {
+            send.write_all(&buf).await.expect("send");
+            recv.read_exact(&mut buf).await.expect("echo");
+        });
+    });
+    assert!(buf.iter().all(|b| *b == 7), "the bytes came back");
+    Ok(m)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -99,6 +153,8 @@ fn main() -> anyhow::Result<()> {
         std::mem::forget(client);
         anyhow::Ok(connection)
     })?;
+
+    let round_trip = quic_round_trip(&rt, &ca, args.trials)?;
 
     let mut results = Vec::new();
     let mut memcpy_dest = vec![0u8; 1 << 30];
@@ -131,9 +187,12 @@ fn main() -> anyhow::Result<()> {
         assert!(dest.iter().all(|b| *b == 7), "the bytes arrived");
         results.push((m, len as u64));
     }
+    results.push((round_trip, 0));
     for (m, len) in &results {
         let gbs = m.mean * *len as f64 / 1e9;
-        let extra = if *len <= 1 << 10 {
+        let extra = if *len == 0 {
+            format!("{:.1} us per round trip", 1e6 / m.mean)
+        } else if *len <= 1 << 10 {
             format!("{:.1} us per pull", 1e6 / m.mean)
         } else {
             format!("{gbs:.2} GB/s")

@@ -69,8 +69,11 @@ impl State {
             None => Answer::Refused(Refusal::GroupGone(gone(group))),
             Some(g) if matches!(g.stage, Stage::Placed(_)) => Answer::Ready,
             Some(g) => {
-                g.answers.push(answer);
-                self.owner.promise(answer, Some(worker));
+                if self.owner.promise(answer, Some(worker)) {
+                    g.answers.push(answer);
+                } else {
+                    taken(worker, answer);
+                }
                 return;
             }
         };
@@ -104,9 +107,18 @@ impl State {
 
     /// Answers `worker` in object `answer`.
     fn answer(&mut self, worker: WorkerId, answer: ObjectId, reply: &Answer) {
-        self.owner.promise(answer, Some(worker));
-        self.owner.fulfil(answer, answer_slot(reply));
+        if self.owner.promise(answer, Some(worker)) {
+            self.owner.fulfil(answer, answer_slot(reply));
+        } else {
+            taken(worker, answer);
+        }
     }
+}
+
+/// A worker named an object that exists as the one to answer in: a bug in that worker (its
+/// ids are its own); the object is left alone.
+fn taken(worker: WorkerId, answer: ObjectId) {
+    tracing::error!(worker, object = %answer, "a worker asked to be answered in an object that exists; request ignored");
 }
 
 /// An answer as an object's value.

@@ -1558,6 +1558,19 @@ fn workers_make_find_and_kill_actors_and_await_groups_through_answer_objects() {
     let Some(Answer::Group(small)) = h.answer(w1, g1) else {
         panic!("the group's number");
     };
+    // An answer object that exists already is left alone.
+    h.report(
+        w1,
+        &ToNode::LookupActor {
+            name: "ps".into(),
+            answer: g1,
+        },
+    );
+    assert_eq!(
+        h.answer(w1, g1),
+        Some(Answer::Group(small)),
+        "not overwritten"
+    );
     let r1 = ObjectId::new(TaskId::new(w1, 21), 0);
     h.report(
         w1,

@@ -576,12 +576,16 @@ impl Owner {
     /// Records object `id`, held by `holder`, whose value the node makes later with
     /// [`Owner::fulfil`]: the answer to a worker's request (see
     /// [`prism_transport::Answer`]). Until then it is pending, and it stays until made even
-    /// when its holder lets it go.
-    pub(crate) fn promise(&mut self, id: ObjectId, holder: Option<WorkerId>) {
+    /// when its holder lets it go. False (and nothing changes) when `id` is taken.
+    pub(crate) fn promise(&mut self, id: ObjectId, holder: Option<WorkerId>) -> bool {
+        if self.objects.contains_key(&id) {
+            return false;
+        }
         // Not in the graph: no task can take an answer as its argument.
         self.objects
             .insert(id, ObjectEntry::new(Slot::Pending, Arc::from("answer")));
         self.hold(id, holder);
+        true
     }
 
     /// Makes the value of a promised object (inline bytes or a failure): its readers are told,
