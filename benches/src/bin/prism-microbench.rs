@@ -549,6 +549,16 @@ fn benches() -> Vec<Bench> {
             }),
         ),
         (
+            // Issue 20's nested fan-out: 10 parents each submit (and gather) 10,000 children.
+            "nested fan-out 10 x 10k tasks",
+            100_000,
+            Box::new(|| {
+                let refs: Vec<ObjectRef<u64>> =
+                    (0..10).map(|_| submit_tasks::remote(10_000)).collect();
+                prism::get_all_blocking(&refs).expect("parents");
+            }),
+        ),
+        (
             "1:1 actor calls sync",
             1,
             Box::new(move || {

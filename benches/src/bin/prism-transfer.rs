@@ -78,11 +78,14 @@ fn aead_limits(trials: usize) -> Vec<(prism_benches::Measurement, u64)> {
 /// The floor of a message's round trip between two hosts over mutual-TLS QUIC: 64 bytes
 /// out and back on one stream that stays open (no stream opened per message), an endpoint on
 /// 127.0.0.3 echoing what one on 127.0.0.4 sends. What a direct owner-to-worker link across
-/// hosts costs at least, before any thread hand-off inside either process.
+/// hosts costs at least. On `rt` as `threads` say: with two runtime threads every message
+/// wakes a sleeping thread on each side; with one, both ends run on the caller's thread and
+/// the figure is QUIC's own cost (TLS, packets, two UDP system calls each way).
 fn quic_round_trip(
     rt: &tokio::runtime::Runtime,
     ca: &ClusterAuthority,
     trials: usize,
+    threads: &str,
 ) -> anyhow::Result<prism_benches::Measurement> {
     const LEN: usize = 64;
     let (echo_id, caller_id) = (ca.issue("echo")?, ca.issue("caller")?);
@@ -116,8 +119,8 @@ fn quic_round_trip(
         anyhow::Ok((send, recv))
     })?;
     let mut buf = [7u8; LEN];
-    let name = "quic round trip, 64 B on one open stream";
-    let m = timeit(name, 1, trials, Duration::from_secs(1), || {
+    let name = format!("quic round trip, 64 B on one open stream, {threads}");
+    let m = timeit(&name, 1, trials, Duration::from_secs(1), || {
         rt.block_on(async {
             send.write_all(&buf).await.expect("send");
             recv.read_exact(&mut buf).await.expect("echo");
@@ -154,7 +157,11 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok(connection)
     })?;
 
-    let round_trip = quic_round_trip(&rt, &ca, args.trials)?;
+    let round_trip = quic_round_trip(&rt, &ca, args.trials, "two threads")?;
+    let one_thread = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let round_trip_one = quic_round_trip(&one_thread, &ca, args.trials, "one thread")?;
 
     let mut results = Vec::new();
     let mut memcpy_dest = vec![0u8; 1 << 30];
@@ -188,6 +195,7 @@ fn main() -> anyhow::Result<()> {
         results.push((m, len as u64));
     }
     results.push((round_trip, 0));
+    results.push((round_trip_one, 0));
     for (m, len) in &results {
         let gbs = m.mean * *len as f64 / 1e9;
         let extra = if *len == 0 {
