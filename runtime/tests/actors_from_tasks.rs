@@ -61,6 +61,33 @@ impl Team {
     }
 }
 
+/// An async actor (its calls run on one event loop) that makes and finds actors and groups.
+#[actor]
+struct Maker {
+    made: u64,
+}
+
+#[actor]
+impl Maker {
+    fn new() -> Self {
+        Maker { made: 0 }
+    }
+
+    /// Names a counter, finds it again, awaits its answer, and awaits a placement group:
+    /// the counter's value after one increment.
+    async fn make_and_find(&mut self, name: String) -> u64 {
+        let made = Counter::options().name(&name).remote(40);
+        let found = prism::get_actor::<Counter>(&name).expect("the name was just taken");
+        assert_eq!(made.id(), found.id(), "one actor under the name");
+        let group = placement_group(vec![Bundle::new().cpus(0.5)], PlacementStrategy::Pack)
+            .expect("the group is made");
+        group.ready().await.expect("the group is reserved");
+        prism::remove_placement_group(&group).expect("removed");
+        self.made += 1;
+        prism::get(&found.inc()).await.expect("the counter answers")
+    }
+}
+
 #[remote]
 fn five() -> u64 {
     5
@@ -249,6 +276,21 @@ fn an_actor_makes_actors() -> Result<(), Failed> {
     )
 }
 
+fn an_async_actor_makes_and_finds_actors_on_its_event_loop() -> Result<(), Failed> {
+    let maker = Maker::remote();
+    ensure(
+        maker
+            .make_and_find("made-on-a-loop".to_string())
+            .get_blocking()?
+            == 41,
+        "the async method made, found and called its actor",
+    )?;
+    let found = prism::get_actor::<Counter>("made-on-a-loop")?;
+    ensure(found.get().get_blocking()? == 41, "the driver finds it too")?;
+    prism::kill(&found)?;
+    Ok(())
+}
+
 fn a_task_makes_awaits_and_removes_a_placement_group() -> Result<(), Failed> {
     let (ready, ran, after) = use_a_group::remote(1.0, 20_000).get_blocking()?;
     ensure(ready, "the group was reserved")?;
@@ -287,6 +329,10 @@ fn main() {
         ),
         ("a_task_kills_an_actor", a_task_kills_an_actor),
         ("an_actor_makes_actors", an_actor_makes_actors),
+        (
+            "an_async_actor_makes_and_finds_actors_on_its_event_loop",
+            an_async_actor_makes_and_finds_actors_on_its_event_loop,
+        ),
         (
             "a_task_makes_awaits_and_removes_a_placement_group",
             a_task_makes_awaits_and_removes_a_placement_group,
