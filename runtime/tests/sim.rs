@@ -172,6 +172,32 @@ fn a_broadcast_spreads_from_every_copy() {
     );
 }
 
+/// Ten parents each submit a tenth of the tasks from their workers and wait for them,
+/// blocked, their CPU given back: with faults, every parent ends with its value, no node runs
+/// more tasks than it has CPUs, and every child ran.
+#[test]
+fn parents_submit_and_await_their_children_from_their_workers() {
+    for seed in 1..=20 {
+        let config = Config {
+            nodes: 5,
+            cpus: 2,
+            tasks: 2000,
+            workload: Workload::Nested,
+            faults: true,
+            seed,
+            ..Config::default()
+        };
+        let (report, out) = simulate(&config);
+        assert!(report.violation.is_none(), "seed {seed}: {out}");
+        assert_eq!(
+            (report.values, report.unfinished),
+            (10, 0),
+            "seed {seed}: {out}"
+        );
+        assert!(report.dispatched >= 2_010, "seed {seed}: {out}");
+    }
+}
+
 #[test]
 fn the_checks_catch_an_overcommitted_node_and_a_task_that_never_ends() {
     // Nodes that claim twice their CPUs get twice the tasks at once.

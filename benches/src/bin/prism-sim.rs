@@ -62,6 +62,8 @@ enum Shape {
     Tree,
     /// One large object read by every other task, across the nodes.
     Broadcast,
+    /// 10 tasks each submit a tenth of the tasks from their workers and wait for them.
+    Nested,
 }
 
 #[derive(Debug, Parser)]
@@ -173,6 +175,7 @@ fn config(args: &Args, seed: u64) -> Config {
             Shape::Fanout => Workload::FanOut,
             Shape::Broadcast => Workload::Broadcast,
             Shape::Tree => Workload::Tree,
+            Shape::Nested => Workload::Nested,
         },
         actors: args.actors,
         calls: args.calls,

@@ -43,7 +43,13 @@ pub enum Workload {
     /// One task makes a large object and every other task reads it (placed on whichever
     /// node has room, so that most nodes need a copy).
     Broadcast,
+    /// [`NESTED_PARENTS`] tasks each submit their share of the tasks from their worker and
+    /// wait for them (blocked, their CPU given back), as issue 20's nested fan-out.
+    Nested,
 }
+
+/// The parents of the [`Workload::Nested`] workload.
+pub const NESTED_PARENTS: usize = 10;
 
 /// Nodes killed in turn at a fixed rate until the driver has read its results: nodes 1, 2,
 /// .., N-1, 1, .. (node 0 stays, as the head's own node does in the chaos test), each started

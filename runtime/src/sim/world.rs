@@ -15,7 +15,7 @@ use prism_transport::{
     Outcome, PullStats, ToControl, ToNode, Value,
 };
 
-use super::{Config, Report, Workload};
+use super::{Config, NESTED_PARENTS, Report, Workload};
 use crate::proto::control::{
     self, ControlStore, HEAD_ANSWER, HEAD_SILENCE, Members, SILENCE_CHECK,
 };
@@ -479,6 +479,11 @@ struct SimWorker {
     current: Option<TaskId>,
     /// Bumped when the worker stops running its task (killed or frozen and resumed).
     run: u64,
+    /// The running task's children it waits for, blocked in `get` ([`Workload::Nested`]),
+    /// and how far its wait has come.
+    children: Option<(Vec<ObjectId>, usize)>,
+    /// The worker's task numbers (its process's own).
+    seq: u64,
 }
 
 /// What a held object ended as, first seen.
@@ -497,6 +502,8 @@ struct Driver {
     large: IdMap<TaskId, u64>,
     /// Runs started, by task.
     attempts: IdMap<TaskId, u32>,
+    /// The parents of a nested workload, and how many tasks each submits.
+    parents: IdMap<TaskId, u64>,
     /// Runs of each task that could not start for a missing argument (not counted against
     /// its retries).
     missing: IdMap<TaskId, u32>,
@@ -578,6 +585,7 @@ impl Job {
                 cursor: 0,
                 large: IdMap::default(),
                 attempts: IdMap::default(),
+                parents: IdMap::default(),
                 missing: IdMap::default(),
                 actors: Vec::new(),
                 renewed: vec![Duration::ZERO; config.nodes],
@@ -721,6 +729,7 @@ impl World<'_> {
                 Workload::FanOut => "fan-out",
                 Workload::Tree => "tree reduction",
                 Workload::Broadcast => "broadcast",
+                Workload::Nested => "nested fan-out",
             },
             if c.actors > 0 {
                 format!(", {} actors x {} calls", c.actors, c.calls)
@@ -873,6 +882,18 @@ impl World<'_> {
                     level = next;
                 }
                 self.jobs[j].driver.held = level;
+            }
+            Workload::Nested => {
+                let share = (c.tasks as u64).div_ceil(NESTED_PARENTS as u64);
+                for _ in 0..NESTED_PARENTS {
+                    let mut spec = self.spec(j, "sim::parent", Vec::new());
+                    // As the benchmark's parents: no CPU of their own.
+                    spec.resources = Resources::default();
+                    let id = ObjectId::new(spec.task_id, 0);
+                    self.jobs[j].driver.parents.insert(spec.task_id, share);
+                    self.submit(j, spec);
+                    self.jobs[j].driver.held.push(id);
+                }
             }
             Workload::Broadcast => {
                 let spec = self.spec(j, "sim::leaf", Vec::new());
@@ -1242,6 +1263,8 @@ impl World<'_> {
                         core: Worker::new(false),
                         current: None,
                         run: 0,
+                        children: None,
+                        seq: 0,
                     },
                 );
                 self.hosts[node].views[j].workers.push(worker);
@@ -2499,10 +2522,72 @@ impl World<'_> {
             Some(Stop::Shutdown) => self.kill(worker, Some("exited as asked".into())),
             Some(Stop::Lost(reason)) => self.kill(worker, Some(reason)),
             None => {
+                self.children_done(worker);
                 self.transmit(worker);
                 self.start_next(worker);
             }
         }
+    }
+
+    /// A parent of the nested workload runs on `worker`: it submits `share` children from
+    /// the worker (owned as the worker's tasks are) and blocks in `get` for them, its CPU
+    /// given back. No child runs on top of it here (it names none it awaits): the node runs
+    /// them on its workers.
+    fn spawn_children(&mut self, worker: Wid, share: u64) {
+        let max_retries = self.config.max_retries;
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        let mut ids = Vec::with_capacity(share as usize);
+        for _ in 0..share {
+            w.seq += 1;
+            let spec = TaskSpec {
+                task_id: TaskId::new(worker.1, w.seq),
+                function: "sim::work".into(),
+                fn_hash: 0,
+                args: Vec::new(),
+                num_returns: 1,
+                resources: Resources::cpus(1.0).expect("one CPU"),
+                max_retries,
+                retry_exceptions: false,
+                kind: TaskKind::Normal,
+                inlined_refs: Vec::new(),
+                inlined_actors: Vec::new(),
+                stream: None,
+            };
+            ids.push(ObjectId::new(spec.task_id, 0));
+            w.core.submit(spec, None);
+        }
+        w.core.request(&ids);
+        w.core.block(IdSet::default());
+        w.children = Some((ids, 0));
+        self.report.tasks += share as usize;
+        self.transmit(worker);
+    }
+
+    /// The parent blocked on `worker` has every child's value: it resumes, lets them go and
+    /// ends.
+    fn children_done(&mut self, worker: Wid) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        let Some((ids, mut cursor)) = w.children.take() else {
+            return;
+        };
+        if !w.core.enough(&ids, ids.len(), &mut cursor) {
+            w.children = Some((ids, cursor));
+            return;
+        }
+        w.core.unblock();
+        for id in ids {
+            w.core.release(id);
+        }
+        // Marks the parent's body as done for its end.
+        w.children = Some((Vec::new(), 0));
+        let (Some(task), run) = (w.current, w.run) else {
+            return;
+        };
+        self.task_end(worker, task, run, false);
     }
 
     /// An actor's constructor reached `worker`: a new incarnation, which must be the only
@@ -2596,7 +2681,9 @@ impl World<'_> {
             };
             w.current = Some(task);
             let run = w.run;
-            self.hosts[node].running += 1;
+            if !self.jobs[j].driver.parents.contains_key(&task) {
+                self.hosts[node].running += 1;
+            }
             let t = self.config.task_time;
             let end = self.now + self.rng.between(t / 2, t * 3 / 2);
             let end_of = What::TaskEnd {
@@ -2630,10 +2717,22 @@ impl World<'_> {
             self.at(frozen_until + (frozen_until - self.now), again);
             return;
         }
+        let parent = self.jobs[worker.0].driver.parents.get(&task).copied();
+        if let Some(share) = parent.filter(|_| !creation) {
+            let Some(w) = self.workers.get_mut(&worker) else {
+                return;
+            };
+            if w.children.take().is_none() {
+                // The parent's body: submit its children, then wait for them.
+                return self.spawn_children(worker, share);
+            }
+        }
         if let Some(w) = self.workers.get_mut(&worker) {
             w.current = None;
         }
-        self.hosts[node].running -= 1;
+        if parent.is_none() {
+            self.hosts[node].running -= 1;
+        }
         if creation {
             let constructed = Outcome::Returned {
                 values: Vec::new(),
@@ -2712,7 +2811,9 @@ impl World<'_> {
         w.alive = false;
         w.run += 1;
         w.core = Worker::new(false);
-        if w.current.take().is_some() {
+        w.children = None;
+        let parents = &self.jobs[worker.0].driver.parents;
+        if w.current.take().is_some_and(|t| !parents.contains_key(&t)) {
             self.hosts[node].running -= 1;
         }
         let view = &mut self.hosts[node].views[worker.0];
@@ -3191,6 +3292,7 @@ fn replay(c: &Config) -> String {
             Workload::FanOut => "fanout",
             Workload::Tree => "tree",
             Workload::Broadcast => "broadcast",
+            Workload::Nested => "nested",
         }
     );
     if c.drivers != d.drivers {
