@@ -960,20 +960,8 @@ impl World<'_> {
 
     fn spec(&mut self, j: JobIdx, function: &str, args: Vec<Arg>) -> TaskSpec {
         self.jobs[j].driver.seq += 1;
-        TaskSpec {
-            task_id: TaskId::new(DRIVER_OWNER, self.jobs[j].driver.seq),
-            function: function.to_string(),
-            fn_hash: 0,
-            args,
-            num_returns: 1,
-            resources: Resources::cpus(1.0).expect("one CPU"),
-            max_retries: self.config.max_retries,
-            retry_exceptions: false,
-            kind: TaskKind::Normal,
-            inlined_refs: Vec::new(),
-            inlined_actors: Vec::new(),
-            stream: None,
-        }
+        let task = TaskId::new(DRIVER_OWNER, self.jobs[j].driver.seq);
+        one_cpu_task(task, function, args, self.config.max_retries)
     }
 
     fn submit(&mut self, j: JobIdx, spec: TaskSpec) {
@@ -2541,20 +2529,8 @@ impl World<'_> {
         let mut ids = Vec::with_capacity(share as usize);
         for _ in 0..share {
             w.seq += 1;
-            let spec = TaskSpec {
-                task_id: TaskId::new(worker.1, w.seq),
-                function: "sim::work".into(),
-                fn_hash: 0,
-                args: Vec::new(),
-                num_returns: 1,
-                resources: Resources::cpus(1.0).expect("one CPU"),
-                max_retries,
-                retry_exceptions: false,
-                kind: TaskKind::Normal,
-                inlined_refs: Vec::new(),
-                inlined_actors: Vec::new(),
-                stream: None,
-            };
+            let task = TaskId::new(worker.1, w.seq);
+            let spec = one_cpu_task(task, "sim::work", Vec::new(), max_retries);
             ids.push(ObjectId::new(spec.task_id, 0));
             w.core.submit(spec, None);
         }
@@ -3342,6 +3318,24 @@ fn replay(c: &Config) -> String {
     }
     line.push_str(&format!(" --seed {}", c.seed));
     line
+}
+
+/// A simulated task of one CPU and one small result.
+fn one_cpu_task(task: TaskId, function: &str, args: Vec<Arg>, max_retries: u32) -> TaskSpec {
+    TaskSpec {
+        task_id: task,
+        function: function.to_string(),
+        fn_hash: 0,
+        args,
+        num_returns: 1,
+        resources: Resources::cpus(1.0).expect("one CPU"),
+        max_retries,
+        retry_exceptions: false,
+        kind: TaskKind::Normal,
+        inlined_refs: Vec::new(),
+        inlined_actors: Vec::new(),
+        stream: None,
+    }
 }
 
 fn fingerprint(task: TaskId, attempt: u32) -> u64 {
