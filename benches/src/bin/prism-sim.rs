@@ -143,6 +143,10 @@ struct Args {
     /// default: unbounded).
     #[arg(long)]
     store_mib: Option<u64>,
+    /// Size of the job's binary in MiB, which every node pulls from the driver before it
+    /// starts a worker of the job.
+    #[arg(long, default_value_t = 20)]
+    binary_mib: u64,
     /// One-way network latency in microseconds.
     #[arg(long, default_value_t = 100)]
     latency_us: u64,
@@ -194,6 +198,7 @@ fn config(args: &Args, seed: u64) -> Config {
         store_capacity: args
             .store_mib
             .map_or(defaults.store_capacity, |mib| mib << 20),
+        binary: args.binary_mib << 20,
         driver_cost: Duration::from_secs_f64(args.driver_us / 1e6),
         max_retries: args.max_retries,
         check_every: args.check_every,

@@ -101,6 +101,9 @@ pub struct Config {
     /// Capacity of each node's object store (and the driver's) in bytes: a node over it
     /// spills.
     pub store_capacity: u64,
+    /// Bytes of the job's binary, which each node pulls from the driver before it first
+    /// starts a worker of the job.
+    pub binary: u64,
     /// How often the head hears from each node.
     pub heartbeat: Duration,
     /// How long the head waits for a heartbeat before it counts a node dead.
@@ -153,6 +156,7 @@ impl Default for Config {
             task_time: Duration::from_millis(10),
             large: 1_600_000,
             store_capacity: 1 << 40,
+            binary: 20 << 20,
             heartbeat: crate::proto::control::HEARTBEAT,
             node_timeout: crate::proto::control::NODE_TIMEOUT,
             lease: crate::proto::lease::LENGTH,

@@ -70,9 +70,6 @@ use crate::store::ObjectBytes;
 /// worker decides).
 const INLINE_LIMIT: u64 = 100 << 10;
 
-/// Bytes of a job's binary a node pulls from the driver before it first starts a worker of it.
-const JOB_BINARY: u64 = 20 << 20;
-
 /// How long a worker process takes from its spawn to its hello.
 const WORKER_START: Duration = Duration::from_millis(20);
 
@@ -625,8 +622,9 @@ struct World<'a> {
     base: Instant,
     queue: BinaryHeap<Reverse<Due>>,
     seq: u64,
-    /// The last arrival on each link, so that each stays in order (as a QUIC stream does).
-    links: IdMap<(Place, Place), Duration>,
+    /// The last arrival on each link, of bulk transfers and of messages (true: bulk), so
+    /// that each kind stays in order (as a QUIC stream does).
+    links: IdMap<(Place, Place, bool), Duration>,
     /// Until when each place's link out is busy sending bulk transfers.
     egress: IdMap<Place, Duration>,
     jobs: Vec<Job>,
@@ -1027,7 +1025,10 @@ impl World<'_> {
             false => at += transfer,
         }
         at += c.latency + Duration::from_nanos(jitter);
-        let last = self.links.entry((from, to)).or_default();
+        // In order behind what went before on the same stream: bulk transfers behind bulk
+        // transfers, messages behind messages (a message does not wait for a binary or an
+        // object sent before it, as QUIC's streams do not).
+        let last = self.links.entry((from, to, bytes >= BULK)).or_default();
         at = at.max(*last);
         *last = at;
         at
@@ -1147,7 +1148,7 @@ impl World<'_> {
         };
         let request = host::Request::StartJob(JobStart {
             binary: [0; 32],
-            size: JOB_BINARY,
+            size: self.config.binary,
             from: None,
             inline_threshold: INLINE_LIMIT,
             store_capacity: self.config.store_capacity,
@@ -1236,7 +1237,7 @@ impl World<'_> {
             HostAction::FetchBinary { conn, .. } => {
                 // Pulled from the driver.
                 let (j, life) = (job_of(conn), self.hosts[node].life);
-                let at = self.arrival(Place::Driver(j), Place::Node(node), JOB_BINARY);
+                let at = self.arrival(Place::Driver(j), Place::Node(node), self.config.binary);
                 let fetched = What::BinaryFetched { node, life, conn };
                 self.at(at + self.config.latency, fetched);
             }
@@ -3297,6 +3298,9 @@ fn replay(c: &Config) -> String {
     }
     if c.large != d.large {
         line.push_str(&format!(" --large {}", c.large));
+    }
+    if c.binary != d.binary {
+        line.push_str(&format!(" --binary-mib {}", c.binary >> 20));
     }
     if c.latency != d.latency {
         line.push_str(&format!(" --latency-us {}", c.latency.as_micros()));
