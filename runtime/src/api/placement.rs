@@ -151,9 +151,7 @@ async fn worker_ready(ctx: &Context, id: u64, timeout: Option<Duration>) -> Resu
     match answer_of(&slot).map_err(Error::Disconnected)? {
         Answer::Ready => Ok(true),
         Answer::Refused(Refusal::GroupGone(reason)) => Err(Error::InvalidArgument(reason)),
-        other => Err(Error::Disconnected(format!(
-            "the node answered out of turn: {other:?}"
-        ))),
+        other => Err(crate::worker::unexpected(other)),
     }
 }
 

@@ -375,7 +375,7 @@ fn disconnected(e: std::io::Error) -> Error {
 }
 
 /// An answer of another kind than the request's (a node of another build).
-fn unexpected(answer: Answer) -> Error {
+pub(crate) fn unexpected(answer: Answer) -> Error {
     Error::Disconnected(format!("the node answered out of turn: {answer:?}"))
 }
 
