@@ -12,7 +12,6 @@ pub use crate::proto::placement::PlacementStrategy;
 
 use crate::context::{self, Context};
 use crate::node::Core;
-use crate::proto::worker::answer_of;
 use crate::{Error, Result};
 use prism_transport::{Answer, Refusal};
 
@@ -143,15 +142,12 @@ async fn worker_ready(ctx: &Context, id: u64, timeout: Option<Duration>) -> Resu
     let answer = client.group_ready(id)?;
     let mut slots = [None];
     let fetched = ctx.fetch(&[answer], &mut slots[..], 1, timeout).await;
-    client.release(answer);
-    fetched?;
-    let [Some(slot)] = slots else {
-        return Ok(false);
-    };
-    match answer_of(&slot).map_err(Error::Disconnected)? {
-        Answer::Ready => Ok(true),
-        Answer::Refused(Refusal::GroupGone(reason)) => Err(Error::InvalidArgument(reason)),
-        other => Err(crate::worker::unexpected(other)),
+    let [slot] = slots;
+    match client.take_answer(answer, slot, fetched)? {
+        None => Ok(false),
+        Some(Answer::Ready) => Ok(true),
+        Some(Answer::Refused(Refusal::GroupGone(reason))) => Err(Error::InvalidArgument(reason)),
+        Some(other) => Err(crate::worker::unexpected(other)),
     }
 }
 

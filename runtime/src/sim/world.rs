@@ -476,11 +476,20 @@ struct SimWorker {
     current: Option<TaskId>,
     /// Bumped when the worker stops running its task (killed or frozen and resumed).
     run: u64,
-    /// The running task's children it waits for, blocked in `get` ([`Workload::Nested`]),
-    /// and how far its wait has come.
-    children: Option<(Vec<ObjectId>, usize)>,
+    /// Where the running parent of a nested workload is with its children (none: it has
+    /// not submitted them).
+    children: Option<Children>,
     /// The worker's task numbers (its process's own).
     seq: u64,
+}
+
+/// A parent's children ([`Workload::Nested`]).
+#[derive(Debug)]
+enum Children {
+    /// Submitted; it waits for them, blocked in `get` (the first not known yet: `cursor`).
+    Awaited { ids: Vec<ObjectId>, cursor: usize },
+    /// Every value arrived: the parent ends.
+    Gathered,
 }
 
 /// What a held object ended as, first seen.
@@ -2537,7 +2546,7 @@ impl World<'_> {
         }
         w.core.request(&ids);
         w.core.block(IdSet::default());
-        w.children = Some((ids, 0));
+        w.children = Some(Children::Awaited { ids, cursor: 0 });
         self.report.tasks += share as usize;
         self.transmit(worker);
     }
@@ -2548,19 +2557,17 @@ impl World<'_> {
         let Some(w) = self.workers.get_mut(&worker) else {
             return;
         };
-        let Some((ids, mut cursor)) = w.children.take() else {
+        let Some(Children::Awaited { ids, cursor }) = &mut w.children else {
             return;
         };
-        if !w.core.enough(&ids, ids.len(), &mut cursor) {
-            w.children = Some((ids, cursor));
+        if !w.core.enough(ids, ids.len(), cursor) {
             return;
         }
         w.core.unblock();
-        for id in ids {
+        for &id in ids.iter() {
             w.core.release(id);
         }
-        // Marks the parent's body as done for its end.
-        w.children = Some((Vec::new(), 0));
+        w.children = Some(Children::Gathered);
         let (Some(task), run) = (w.current, w.run) else {
             return;
         };

@@ -216,11 +216,23 @@ impl WorkerClient {
     fn answer(&self, answer: ObjectId) -> Result<Answer> {
         let mut slots = [None];
         let fetched = self.fetch(&[answer], &mut slots[..], 1, None);
+        let [slot] = slots;
+        self.take_answer(answer, slot, fetched)?
+            .ok_or_else(|| Error::Disconnected("the node did not answer".into()))
+    }
+
+    /// The node's answer in object `answer`, as a fetch that ended with `fetched` read it into
+    /// `slot` (none: not answered in time); the object goes either way.
+    pub(crate) fn take_answer(
+        &self,
+        answer: ObjectId,
+        slot: Option<crate::proto::owner::Slot>,
+        fetched: Result<()>,
+    ) -> Result<Option<Answer>> {
         self.release(answer);
         fetched?;
-        let [slot] = slots;
-        let slot = slot.ok_or_else(|| Error::Disconnected("the node did not answer".into()))?;
-        answer_of(&slot).map_err(Error::Disconnected)
+        slot.map(|slot| answer_of(&slot).map_err(Error::Disconnected))
+            .transpose()
     }
 
     /// An answer that names an actor (which this worker now holds), or why there is none.

@@ -9,7 +9,7 @@ use prism_graph::{ActorId, ObjectId, PlacementStrategy, Resources, TaskError, Ta
 use prism_transport::{ActorConfig, Answer, Refusal};
 
 use super::State;
-use crate::proto::owner::Slot;
+use crate::proto::owner::{Owner, Slot};
 use crate::proto::placement::{Stage, gone};
 use crate::proto::scheduler::WorkerId;
 use crate::store::ObjectBytes;
@@ -69,10 +69,8 @@ impl State {
             None => Answer::Refused(Refusal::GroupGone(gone(group))),
             Some(g) if matches!(g.stage, Stage::Placed(_)) => Answer::Ready,
             Some(g) => {
-                if self.owner.promise(answer, Some(worker)) {
+                if promise(&mut self.owner, worker, answer) {
                     g.answers.push(answer);
-                } else {
-                    taken(worker, answer);
                 }
                 return;
             }
@@ -107,18 +105,20 @@ impl State {
 
     /// Answers `worker` in object `answer`.
     fn answer(&mut self, worker: WorkerId, answer: ObjectId, reply: &Answer) {
-        if self.owner.promise(answer, Some(worker)) {
+        if promise(&mut self.owner, worker, answer) {
             self.owner.fulfil(answer, answer_slot(reply));
-        } else {
-            taken(worker, answer);
         }
     }
 }
 
-/// A worker named an object that exists as the one to answer in: a bug in that worker (its
-/// ids are its own); the object is left alone.
-fn taken(worker: WorkerId, answer: ObjectId) {
-    tracing::error!(worker, object = %answer, "a worker asked to be answered in an object that exists; request ignored");
+/// Promises object `answer` to `worker`. False when it exists already: a bug in that worker
+/// (its ids are its own), logged; the object is left alone and the request ignored.
+fn promise(owner: &mut Owner, worker: WorkerId, answer: ObjectId) -> bool {
+    let promised = owner.promise(answer, Some(worker));
+    if !promised {
+        tracing::error!(worker, object = %answer, "a worker asked to be answered in an object that exists; request ignored");
+    }
+    promised
 }
 
 /// An answer as an object's value.
