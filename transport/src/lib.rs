@@ -30,6 +30,7 @@ mod directory;
 mod frame;
 mod io;
 mod message;
+mod path;
 pub mod quic;
 mod state;
 pub mod tls;

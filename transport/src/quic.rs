@@ -25,6 +25,7 @@ use crate::message::{
     ArchivedHostReply, ArchivedJoinReply, HostHello, HostReply, JoinReply, JoinRequest,
     PROTOCOL_VERSION, platform,
 };
+use crate::path::{MAX_UDP_PAYLOAD, Path};
 use crate::tls::{CLUSTER_SERVER_NAME, ClusterAuthority, Identity, JoinToken, TlsError};
 
 /// The cluster protocol's ALPN (members with certificates).
@@ -97,21 +98,32 @@ pub enum QuicError {
     },
 }
 
-fn transport_config() -> Arc<quinn::TransportConfig> {
-    transport_config_with(Duration::from_secs(30), Duration::from_secs(5))
+/// How long a connection lives without hearing from its peer, and how often it says it is alive.
+#[derive(Clone, Copy, Debug)]
+struct Liveness {
+    idle: Duration,
+    keep_alive: Duration,
 }
 
-/// The transport settings with an idle timeout and a keep-alive interval.
-fn transport_config_with(idle: Duration, keep_alive: Duration) -> Arc<quinn::TransportConfig> {
+/// A host link's liveness.
+const HOST_LIVENESS: Liveness = Liveness {
+    idle: Duration::from_secs(30),
+    keep_alive: Duration::from_secs(5),
+};
+
+/// The transport settings of a connection with `peer`: `liveness`, and datagrams as large as
+/// the path to it carries ([`Path`]).
+fn transport_config(liveness: Liveness, peer: SocketAddr) -> Arc<quinn::TransportConfig> {
     let mut config = quinn::TransportConfig::default();
-    let idle = VarInt::from_u64(idle.as_millis() as u64).unwrap_or(VarInt::MAX);
+    let idle = VarInt::from_u64(liveness.idle.as_millis() as u64).unwrap_or(VarInt::MAX);
     config.max_idle_timeout(Some(idle.into()));
-    config.keep_alive_interval(Some(keep_alive));
+    config.keep_alive_interval(Some(liveness.keep_alive));
     // Windows large enough to keep a bulk transfer's parallel chunks streaming over a fast
     // link (the defaults assume a 100 ms, 100 Mbit/s path).
     config.stream_receive_window(VarInt::from_u32(16 << 20));
     config.receive_window(VarInt::from_u32(64 << 20));
     config.send_window(64 << 20);
+    Path::to(peer).configure(&mut config);
     Arc::new(config)
 }
 
@@ -152,20 +164,80 @@ fn endpoint(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> Result<End
         reason: e.to_string(),
     };
     let socket = udp_socket(addr, server.is_none()).map_err(endpoint_error)?;
-    let config = quinn::EndpointConfig::default();
+    let mut config = quinn::EndpointConfig::default();
+    // Take datagrams as large as any path carries: each side sends what its path allows.
+    config
+        .max_udp_payload_size(MAX_UDP_PAYLOAD)
+        .expect("QUIC's largest payload is within quinn's bounds");
     Endpoint::new(config, server, socket, Arc::new(quinn::TokioRuntime)).map_err(endpoint_error)
 }
 
+/// An endpoint that accepts connections (a node, the head, a driver serving its objects, a
+/// collective group's member), each with the transport settings of the path to its peer.
+#[derive(Clone, Debug)]
+pub struct Server {
+    endpoint: Endpoint,
+    config: quinn::ServerConfig,
+    liveness: Liveness,
+}
+
+/// The endpoint itself: its address, closing it, connecting out of it.
+impl std::ops::Deref for Server {
+    type Target = Endpoint;
+
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+impl Server {
+    fn new(
+        addr: SocketAddr,
+        tls: rustls::ServerConfig,
+        liveness: Liveness,
+    ) -> Result<Server, QuicError> {
+        let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Endpoint {
+            addr,
+            reason: e.to_string(),
+        })?;
+        let config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let endpoint = endpoint(addr, Some(config.clone()))?;
+        Ok(Server {
+            endpoint,
+            config,
+            liveness,
+        })
+    }
+
+    /// The next incoming connection that completes its handshake, set up for its path; `None`
+    /// once the endpoint is closed.
+    async fn next(&self, what: &str) -> Option<Connection> {
+        loop {
+            let incoming = self.endpoint.accept().await?;
+            let remote = incoming.remote_address();
+            let mut config = self.config.clone();
+            config.transport_config(transport_config(self.liveness, remote));
+            let connecting = match incoming.accept_with(Arc::new(config)) {
+                Ok(connecting) => connecting,
+                Err(e) => {
+                    tracing::info!(peer = %remote, "refused a {what} connection: {e}");
+                    continue;
+                }
+            };
+            match connecting.await {
+                Ok(connection) => return Some(connection),
+                Err(e) => {
+                    tracing::info!(peer = %remote, "refused a {what} connection during its handshake: {e}");
+                }
+            }
+        }
+    }
+}
+
 /// A server endpoint: a node (or the head) listening for members and joiners.
-pub fn server_endpoint(addr: SocketAddr, identity: &Identity) -> Result<Endpoint, QuicError> {
+pub fn server_endpoint(addr: SocketAddr, identity: &Identity) -> Result<Server, QuicError> {
     let tls = identity.server_config(&[CLUSTER_ALPN, JOIN_ALPN])?;
-    let crypto = QuicServerConfig::try_from(tls).map_err(|e| QuicError::Endpoint {
-        addr,
-        reason: e.to_string(),
-    })?;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(transport_config());
-    endpoint(addr, Some(config))
+    Server::new(addr, tls, HOST_LIVENESS)
 }
 
 /// A client-only endpoint bound to `addr` (port 0 for any).
@@ -185,17 +257,9 @@ pub enum Accepted {
 /// Waits for the next connection that completes its handshake. Clients that fail TLS never
 /// show up here; a client on the cluster protocol without a certificate is closed with
 /// [`codes::NO_CERTIFICATE`] before anything it sent is read. `None` when the endpoint closed.
-pub async fn accept(endpoint: &Endpoint) -> Option<Accepted> {
+pub async fn accept(server: &Server) -> Option<Accepted> {
     loop {
-        let incoming = endpoint.accept().await?;
-        let remote = incoming.remote_address();
-        let connection = match incoming.await {
-            Ok(connection) => connection,
-            Err(e) => {
-                tracing::info!(peer = %remote, "refused a connection during its handshake: {e}");
-                continue;
-            }
-        };
+        let connection = server.next("host").await?;
         let alpn = connection
             .handshake_data()
             .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
@@ -438,20 +502,20 @@ async fn connect_with(
     addr: SocketAddr,
     tls: rustls::ClientConfig,
 ) -> Result<Connection, QuicError> {
-    connect_configured(endpoint, addr, tls, transport_config()).await
+    connect_configured(endpoint, addr, tls, HOST_LIVENESS).await
 }
 
-/// Connects to `addr` with `tls` and the transport settings `transport`.
+/// Connects to `addr` with `tls`, `liveness` and the settings of the path to `addr`.
 async fn connect_configured(
     endpoint: &Endpoint,
     addr: SocketAddr,
     tls: rustls::ClientConfig,
-    transport: Arc<quinn::TransportConfig>,
+    liveness: Liveness,
 ) -> Result<Connection, QuicError> {
     let connect_error = |reason: String| QuicError::Connect { addr, reason };
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| connect_error(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(transport);
+    config.transport_config(transport_config(liveness, addr));
     endpoint
         .connect_with(config, addr, CLUSTER_SERVER_NAME)
         .map_err(|e| connect_error(e.to_string()))?
@@ -467,39 +531,33 @@ pub const GROUP_ALPN: &[u8] = b"prism-group/1";
 /// dead, so a collective fails within seconds of a member's death.
 pub const GROUP_IDLE: Duration = Duration::from_secs(3);
 
-fn group_transport() -> Arc<quinn::TransportConfig> {
-    transport_config_with(GROUP_IDLE, GROUP_IDLE / 4)
-}
+/// A group link's liveness: keep-alives four times per [`GROUP_IDLE`].
+const GROUP_LIVENESS: Liveness = Liveness {
+    idle: GROUP_IDLE,
+    keep_alive: Duration::from_millis(GROUP_IDLE.as_millis() as u64 / 4),
+};
 
 /// An endpoint at `addr` (port 0 for any) for a member of a collective group: it accepts
 /// [`GROUP_ALPN`] connections from holders of a certificate from `identity`'s CA and connects
 /// to other members with [`connect_group`].
-pub fn group_endpoint(addr: SocketAddr, identity: &Identity) -> Result<Endpoint, QuicError> {
+pub fn group_endpoint(addr: SocketAddr, identity: &Identity) -> Result<Server, QuicError> {
     let tls = identity.server_config(&[GROUP_ALPN])?;
-    let endpoint_error = |reason: String| QuicError::Endpoint { addr, reason };
-    let crypto = QuicServerConfig::try_from(tls).map_err(|e| endpoint_error(e.to_string()))?;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(group_transport());
-    endpoint(addr, Some(config))
+    Server::new(addr, tls, GROUP_LIVENESS)
 }
 
 /// The next group member that connects to `endpoint` with a certificate from the group's CA
 /// (others are closed unread). `None` once the endpoint is closed.
-pub async fn accept_group(endpoint: &Endpoint) -> Option<Connection> {
+pub async fn accept_group(server: &Server) -> Option<Connection> {
     loop {
-        let incoming = endpoint.accept().await?;
-        let remote = incoming.remote_address();
-        match incoming.await {
-            Ok(connection) if has_certificate(&connection) => return Some(connection),
-            Ok(connection) => close_for(
-                &connection,
-                codes::NO_CERTIFICATE,
-                "a certificate from the group's CA is required",
-            ),
-            Err(e) => {
-                tracing::info!(peer = %remote, "refused a group connection during its handshake: {e}");
-            }
+        let connection = server.next("group").await?;
+        if has_certificate(&connection) {
+            return Some(connection);
         }
+        close_for(
+            &connection,
+            codes::NO_CERTIFICATE,
+            "a certificate from the group's CA is required",
+        );
     }
 }
 
@@ -511,7 +569,7 @@ pub async fn connect_group(
     identity: &Identity,
 ) -> Result<Connection, QuicError> {
     let tls = identity.client_config(GROUP_ALPN)?;
-    connect_configured(endpoint, addr, tls, group_transport()).await
+    connect_configured(endpoint, addr, tls, GROUP_LIVENESS).await
 }
 
 /// Sends `msg` on a new stream and reads the one frame that answers it (at most `max` bytes).

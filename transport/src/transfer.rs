@@ -38,12 +38,8 @@ pub fn content_hash(bytes: &[u8]) -> [u8; 32] {
 
 /// Accepts members on `endpoint` (welcoming them as `name`) and serves their pulls from
 /// `source`, until the endpoint closes. Joiners are refused: this endpoint issues nothing.
-pub async fn serve_endpoint(
-    endpoint: quinn::Endpoint,
-    name: String,
-    source: Arc<dyn ObjectSource>,
-) {
-    while let Some(accepted) = quic::accept(&endpoint).await {
+pub async fn serve_endpoint(server: quic::Server, name: String, source: Arc<dyn ObjectSource>) {
+    while let Some(accepted) = quic::accept(&server).await {
         match accepted {
             quic::Accepted::Member(connection) => {
                 let (name, source) = (name.clone(), source.clone());

@@ -18,7 +18,7 @@ struct Head {
     addr: SocketAddr,
     token: JoinToken,
     ca: Arc<ClusterAuthority>,
-    _endpoint: Endpoint,
+    _endpoint: quic::Server,
 }
 
 const FINGERPRINT: u64 = 0xfeed;

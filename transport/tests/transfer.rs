@@ -63,6 +63,13 @@ async fn objects_arrive_whole_and_errors_are_clear() {
         .await
         .unwrap();
     assert!(dest == big, "the multi-chunk object arrives byte for byte");
+    // Both ends are on this host: the path is the loopback device, and the transfer went in
+    // datagrams far larger than an Ethernet frame (quinn's default stops at 1,452 bytes).
+    let mtu = connection.stats().path.current_mtu;
+    assert!(
+        mtu >= 16_000,
+        "a loopback connection sends {mtu}-byte datagrams"
+    );
     let mut dest = vec![0u8; small.len()];
     transfer::pull(&connection, &id(2), &mut dest)
         .await

@@ -23,7 +23,7 @@ const WINDOW: usize = 16;
 /// This member's QUIC side: a small runtime and an endpoint.
 pub(crate) struct Net {
     rt: tokio::runtime::Runtime,
-    endpoint: quinn::Endpoint,
+    endpoint: quic::Server,
     identity: Identity,
 }
 

@@ -477,7 +477,13 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
     });
     let total = total_resources(&args);
     let grants = granted_resources(&args)?;
-    let hosting = Hosting::new(name.clone(), grants, dir, identity, endpoint.clone());
+    let hosting = Hosting::new(
+        name.clone(),
+        grants,
+        dir,
+        identity,
+        quinn::Endpoint::clone(&endpoint),
+    );
     slot.lock().hosting = Some(hosting.clone());
     // The head's own node beats in-process.
     let (beats, beating) = (control.clone(), hosting.clone());
@@ -553,7 +559,7 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
 
 /// Serves the node's endpoint: jobs and pulls of their objects (control requests go to the
 /// head; joins too).
-async fn serve_node_endpoint(endpoint: quinn::Endpoint, name: String, hosting: Arc<Hosting>) {
+async fn serve_node_endpoint(endpoint: quic::Server, name: String, hosting: Arc<Hosting>) {
     while let Some(accepted) = quic::accept(&endpoint).await {
         let (hosting, name) = (hosting.clone(), name.clone());
         tokio::spawn(async move {
@@ -705,7 +711,7 @@ async fn node(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
         grants,
         dir,
         identity.clone(),
-        endpoint.clone(),
+        quinn::Endpoint::clone(&endpoint),
     );
     slot.lock().hosting = Some(hosting.clone());
     tokio::spawn(serve_node_endpoint(endpoint, name.clone(), hosting.clone()));

@@ -216,9 +216,9 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
     let size = bytes.len() as u64;
     let binary = (hash, bytes);
     // Serve the binary before asking nodes to fetch it.
-    let peers = Peers::new(job.clone(), endpoint, identity);
+    let peers = Peers::new(job.clone(), quinn::Endpoint::clone(&endpoint), identity);
     tokio::spawn(serve_driver_endpoint(
-        peers.endpoint().clone(),
+        endpoint,
         job.clone(),
         Arc::new(StoreSource {
             store: Some(store),
@@ -375,7 +375,7 @@ fn describe(reply: FromHost) -> String {
 }
 
 /// Serves pulls of the driver's binary and objects to the job's nodes; refuses everything else.
-async fn serve_driver_endpoint(endpoint: quinn::Endpoint, job: String, source: Arc<StoreSource>) {
+async fn serve_driver_endpoint(endpoint: quic::Server, job: String, source: Arc<StoreSource>) {
     while let Some(accepted) = quic::accept(&endpoint).await {
         let Accepted::Member(connection) = accepted else {
             continue;

@@ -1,0 +1,148 @@
+//! The network path to a peer, and the QUIC transport settings it allows.
+//!
+//! quinn starts every connection at 1,200-byte datagrams and discovers larger ones up to
+//! 1,452 bytes; each datagram then costs a few microseconds of CPU on each side (its header,
+//! its encryption call, its system call share), which is what limited a pull over loopback to
+//! ~0.7 GB/s on two cores. The route to a peer tells what the first hop carries (Linux:
+//! `IP_MTU` on a connected socket): the loopback device 65,536 bytes, a jumbo-frame network
+//! 9,000, ordinary Ethernet 1,500. A connection starts at what the route allows (within what
+//! quinn's handshake can carry) and discovers up to it. Only when the peer is an address of
+//! this host, so that the route is the whole path, is that size also the floor that loss may
+//! not push it under; elsewhere a router further on may carry less, and quinn's black-hole
+//! detection falls back to 1,200 bytes as before.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+
+/// The largest UDP payload QUIC allows (RFC 9000 §18.2).
+pub(crate) const MAX_UDP_PAYLOAD: u16 = 65_527;
+
+/// The largest datagram a connection starts with: quinn writes a handshake packet's length in a
+/// two-byte field (under 16,384) and pads handshake datagrams to the starting size.
+const MAX_START: u16 = 16_000;
+
+/// The largest datagram sent with segmentation offload: quinn hands the kernel up to 10
+/// datagrams in one send, and Linux takes at most 64 KiB in one (larger sends fail, and every
+/// datagram in them is lost).
+const MAX_OFFLOADED: u16 = 6_553;
+
+/// What the default settings assume a path carries (quinn's discovery bound).
+const ORDINARY: u16 = 1_452;
+
+/// The initial congestion window's floor (RFC 9002 §7.2).
+const MIN_INITIAL_WINDOW: u64 = 14_720;
+
+/// The path to a peer, as far as this host can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Path {
+    /// The largest UDP payload the route's first hop carries (`None`: not known).
+    pub(crate) payload: Option<u16>,
+    /// The peer is an address of this host: the route is the whole path.
+    pub(crate) local: bool,
+}
+
+impl Path {
+    /// The path to `peer`: its route's MTU and whether it is on this host.
+    pub(crate) fn to(peer: SocketAddr) -> Path {
+        let ip = peer.ip();
+        let local = ip.is_loopback() || UdpSocket::bind((ip, 0)).is_ok();
+        let headers = match ip {
+            IpAddr::V4(_) => 20 + 8,
+            IpAddr::V6(_) => 40 + 8,
+        };
+        let payload = route_mtu(peer).map(|mtu| {
+            let payload = mtu.saturating_sub(headers).min(u32::from(MAX_UDP_PAYLOAD));
+            payload as u16
+        });
+        Path { payload, local }
+    }
+
+    /// Applies what the path allows to `config` (nothing on an ordinary path).
+    pub(crate) fn configure(&self, config: &mut quinn::TransportConfig) {
+        let Some(payload) = self.payload.filter(|&p| p > ORDINARY) else {
+            return;
+        };
+        let start = payload.min(MAX_START);
+        config.initial_mtu(start);
+        if self.local {
+            config.min_mtu(start);
+        }
+        let mut discovery = quinn::MtuDiscoveryConfig::default();
+        discovery.upper_bound(payload);
+        config.mtu_discovery_config(Some(discovery));
+        if payload > MAX_OFFLOADED {
+            config.enable_segmentation_offload(false);
+        }
+        // quinn's default window (14,720 bytes) holds no datagram of 16,000: the handshake
+        // would wait forever. On this host there is no network to be careful with.
+        let datagram = u64::from(start);
+        let window = if self.local {
+            10 * datagram
+        } else {
+            (10 * datagram).min(MIN_INITIAL_WINDOW.max(2 * datagram))
+        };
+        let mut congestion = quinn::congestion::CubicConfig::default();
+        congestion.initial_window(window);
+        config.congestion_controller_factory(Arc::new(congestion));
+    }
+}
+
+/// The MTU of the route to `peer` (Linux: the kernel's path MTU cache, which starts at the
+/// outgoing device's MTU); `None` elsewhere or when the kernel cannot tell.
+#[cfg(target_os = "linux")]
+fn route_mtu(peer: SocketAddr) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let unspecified: IpAddr = match peer {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let socket = UdpSocket::bind((unspecified, 0)).ok()?;
+    socket.connect(peer).ok()?;
+    let (level, name) = match peer {
+        SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_MTU),
+        SocketAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_MTU),
+    };
+    let mut mtu: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the descriptor is the open socket above, alive for this call; `mtu` and `len`
+    // are a writable c_int and its size, as getsockopt(2) requires for IP_MTU / IPV6_MTU.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&mut mtu as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && mtu > 0).then_some(mtu as u32)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn route_mtu(_peer: SocketAddr) -> Option<u32> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_local_and_carries_large_datagrams() {
+        let path = Path::to("127.0.0.2:9".parse().unwrap());
+        assert!(path.local);
+        if cfg!(target_os = "linux") {
+            let payload = path
+                .payload
+                .expect("the kernel knows the loopback route's MTU");
+            assert!(payload > ORDINARY, "loopback carries {payload} bytes");
+        }
+    }
+
+    #[test]
+    fn a_host_elsewhere_is_not_local() {
+        // TEST-NET-1 (RFC 5737): never an address of this host.
+        let path = Path::to("192.0.2.1:9".parse().unwrap());
+        assert!(!path.local);
+    }
+}
