@@ -1,7 +1,9 @@
 //! Cross-node object transfer over loopback: one endpoint on 127.0.0.1 serves objects, another
 //! on 127.0.0.2 pulls them (mutual-TLS QUIC, chunked parallel streams, as the object manager
 //! does). Both ends run in this process on the same cores, so this is the transport's own cost
-//! on one machine, not a network's.
+//! on one machine, not a network's. The pulls land in a buffer reused across trials, and once
+//! in a new shared-memory file, as a node's store receives an object when no freed segment of
+//! the job is pooled there.
 //!
 //! Also the floor of a message's round trip on one open QUIC stream between two endpoints.
 //!
@@ -194,6 +196,34 @@ fn main() -> anyhow::Result<()> {
         assert!(dest.iter().all(|b| *b == 7), "the bytes arrived");
         results.push((m, len as u64));
     }
+    // What a node's pull into its store pays when no freed segment is pooled: the kernel
+    // allocates and zeroes every page of a new shared-memory file (and frees it after).
+    let (id, len) = (key(3), 1usize << 30);
+    let m = timeit(
+        "cross node pull 1 GiB into new shared memory",
+        1,
+        args.trials,
+        Duration::from_secs(1),
+        || {
+            let path = std::path::Path::new("/dev/shm")
+                .join(format!("prism-transfer-{}", std::process::id()));
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .and_then(|f| f.set_len(len as u64).map(|()| f))
+                .expect("a file in /dev/shm");
+            let _ = std::fs::remove_file(&path);
+            // SAFETY: the file was created by this process just now and is unlinked: no one
+            // else maps or writes it.
+            let mut map = unsafe { memmap2::MmapOptions::new().populate().map_mut(&file) }
+                .expect("a shared mapping");
+            rt.block_on(transfer::pull(&connection, &id, &mut map))
+                .expect("pull");
+        },
+    );
+    results.push((m, len as u64));
     results.push((round_trip, 0));
     results.push((round_trip_one, 0));
     for (m, len) in &results {

@@ -118,7 +118,7 @@ impl std::task::Wake for Mark {
 const OUTPUT_DRAIN: Duration = Duration::from_millis(300);
 
 /// Segments pooled for large puts are freed after this long without one.
-const POOL_IDLE: Duration = Duration::from_secs(10);
+pub(crate) const POOL_IDLE: Duration = Duration::from_secs(10);
 
 impl Core {
     /// Starts the node: its runtime, its socket and its first workers. With an address (in

@@ -114,23 +114,27 @@ impl Peers {
         id: ObjectId,
         len: u64,
     ) -> Result<(), String> {
+        let started = std::time::Instant::now();
         let connection = self
             .get(from, job)
             .await
             .map_err(|e| format!("cannot reach {from} for {id}: {e}"))?;
+        // A freed segment's pages, when one is pooled, instead of the kernel's fresh ones.
+        let pooled = store::take_pooled(store, id, len);
         let part = store::filling_path(store, id);
         let file = crate::files::private_options()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(!pooled)
             .open(&part)
             .and_then(|f| f.set_len(len).map(|()| f))
             .map_err(|e| format!("cannot make room for {id} in the store: {e}"))?;
         if len > 0 {
+            // Mapped whole at once rather than a fault per page as the bytes land.
             // SAFETY: the file was just created at this process's filling path, a name no reader
             // opens; readers open the final name, given below once every byte is in place.
-            let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }
+            let mut map = unsafe { memmap2::MmapOptions::new().populate().map_mut(&file) }
                 .map_err(|e| format!("cannot map {id}'s segment: {e}"))?;
             if let Err(e) = transfer::pull(&connection, &PullKey::Object(id), &mut map).await {
                 store::discard_filling(store, id);
@@ -141,7 +145,8 @@ impl Peers {
             store::discard_filling(store, id);
             format!("cannot store {id}: {e}")
         })?;
-        tracing::debug!(object = %id, len, %from, "pulled an object");
+        let secs = started.elapsed().as_secs_f64();
+        tracing::debug!(object = %id, len, %from, secs, pooled, "pulled an object");
         Ok(())
     }
 }
@@ -184,4 +189,63 @@ pub(crate) fn map_file(path: &Path) -> std::io::Result<Bytes> {
     // modified after they get their final one (see `store::Segment::map`).
     let map = unsafe { memmap2::Mmap::map(&file) }?;
     Ok(Bytes::from_owner(map))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use prism_graph::TaskId;
+    use prism_transport::tls::ClusterAuthority;
+
+    /// Serves one object's bytes.
+    struct One(PullKey, Bytes);
+
+    impl ObjectSource for One {
+        fn bytes(&self, key: &PullKey) -> Option<Bytes> {
+            (*key == self.0).then(|| self.1.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pull_refills_a_pooled_segment_and_arrives_whole() {
+        let ca = ClusterAuthority::create("pool").unwrap();
+        let (server_id, client_id) = (ca.issue("a").unwrap(), ca.issue("b").unwrap());
+        let id = ObjectId::new(TaskId::new(9, 1), 0);
+        let len = 3 * transfer::CHUNK + 5;
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let source = Arc::new(One(PullKey::Object(id), Bytes::from(bytes.clone())));
+        let server = quic::server_endpoint("127.0.0.1:0".parse().unwrap(), &server_id).unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(transfer::serve_endpoint(server, "a".into(), source));
+        let client = quic::client_endpoint("127.0.0.2:0".parse().unwrap()).unwrap();
+        let peers = Peers::new("b".into(), client, client_id);
+
+        let dir = store::create_session_dir().unwrap();
+        // A freed object's segment, larger than the one to come, waits in the pool.
+        let freed = ObjectId::new(TaskId::new(9, 2), 0);
+        let ones = |buf: &mut [u8]| {
+            buf.fill(1);
+            Ok::<_, std::convert::Infallible>(buf.len())
+        };
+        drop(store::Segment::create_with(&dir, freed, len + 4096, ones).unwrap());
+        store::SegmentPool::new(1 << 30).recycle(&dir, freed, (len + 4096) as u64, None);
+
+        peers
+            .pull_to_store("job", addr, &dir, id, len as u64)
+            .await
+            .unwrap();
+        let other = ObjectId::new(TaskId::new(9, 3), 0);
+        let reused = !store::take_pooled(&dir, other, 1 << 20);
+        let arrived = store::Segment::open(&dir, id, len as u64)
+            .map(|segment| segment.bytes() == bytes.as_slice())
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(reused, "the pull took the pooled segment");
+        assert!(
+            arrived,
+            "every byte arrived, none of the freed object's left"
+        );
+    }
 }
