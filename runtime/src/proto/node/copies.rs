@@ -514,6 +514,38 @@ impl State {
         }
     }
 
+    /// The copies on other nodes of the objects freed since last asked go: one request per
+    /// node.
+    pub(super) fn free_copies(&mut self) {
+        let freed = std::mem::take(&mut self.owner.freed);
+        if freed.is_empty() {
+            return;
+        }
+        // (node, object) pairs, grouped by node in node order.
+        let mut copies: Vec<(NodeIdx, ObjectId)> = Vec::new();
+        for id in freed {
+            self.exposure.remove(&id);
+            // Nodes that waited for a holder of it: whatever waited there goes on (as
+            // for a node that waited for room).
+            for (node, _) in self.awaiting_holder.remove(&id).unwrap_or_default() {
+                self.fetch_settled(node, id);
+            }
+            self.guarded.remove(&id);
+            for node in self.locations.remove(&id).unwrap_or_default() {
+                self.stores.remove(node, id);
+                copies.push((node, id));
+            }
+        }
+        copies.sort_by_key(|&(node, _)| node);
+        for group in copies.chunk_by(|a, b| a.0 == b.0) {
+            let node = group[0].0;
+            if self.nodes.get(node).is_some_and(|n| n.alive) {
+                let request = HostRequest::Free(group.iter().map(|&(_, id)| id).collect());
+                self.actions.push_back(Action::Host { node, request });
+            }
+        }
+    }
+
     /// Copies of freed objects go; remote objects readers here wait for are fetched.
     pub(super) fn settle_remote(&mut self) {
         if self.cluster.is_none() {
@@ -521,33 +553,8 @@ impl State {
             self.owner.freed.clear();
             return;
         }
-        let freed = std::mem::take(&mut self.owner.freed);
+        self.free_copies();
         let wanted = std::mem::take(&mut self.owner.wanted_here);
-        if !freed.is_empty() {
-            // (node, object) pairs, grouped by node in node order.
-            let mut copies: Vec<(NodeIdx, ObjectId)> = Vec::new();
-            for id in freed {
-                self.exposure.remove(&id);
-                // Nodes that waited for a holder of it: whatever waited there goes on (as
-                // for a node that waited for room).
-                for (node, _) in self.awaiting_holder.remove(&id).unwrap_or_default() {
-                    self.fetch_settled(node, id);
-                }
-                self.guarded.remove(&id);
-                for node in self.locations.remove(&id).unwrap_or_default() {
-                    self.stores.remove(node, id);
-                    copies.push((node, id));
-                }
-            }
-            copies.sort_by_key(|&(node, _)| node);
-            for group in copies.chunk_by(|a, b| a.0 == b.0) {
-                let node = group[0].0;
-                if self.nodes.get(node).is_some_and(|n| n.alive) {
-                    let request = HostRequest::Free(group.iter().map(|&(_, id)| id).collect());
-                    self.actions.push_back(Action::Host { node, request });
-                }
-            }
-        }
         let mut lost = Vec::new();
         for (id, len) in wanted {
             match self.live_copy(id, None) {

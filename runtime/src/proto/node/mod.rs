@@ -743,6 +743,11 @@ impl State {
     pub(crate) fn release(&mut self, id: ObjectId) {
         self.owner.release(id);
         self.free_files();
+        if self.cluster.is_some() {
+            // Its copies on other nodes go now, not at the next event: a node that pulls the
+            // next object reuses a freed copy's pages only if the free came first.
+            self.free_copies();
+        }
         self.send_stream_acks();
     }
 

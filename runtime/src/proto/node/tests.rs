@@ -1184,6 +1184,25 @@ fn an_object_read_on_many_nodes_spreads_from_each_copy_not_only_its_origin() {
 }
 
 #[test]
+fn the_copies_of_an_object_the_driver_releases_go_at_once() {
+    // Not at the next event: a node that pulls the next object reuses the freed copy's
+    // pages only when the free came first.
+    let mut h = Harness::new(2, 1.0);
+    let spec = h.spec(Vec::new(), 0);
+    let task = spec.task_id;
+    let id = h.submit(spec);
+    let w = h.where_sent(task).unwrap();
+    h.returns(w, task, Value::Shared { id, len: 1 << 20 });
+    h.host.clear();
+    h.node.release(id);
+    h.drain();
+    let freed = h.host.iter().any(|(node, request)| {
+        *node == node_of(w) && matches!(request, HostRequest::Free(ids) if ids.contains(&id))
+    });
+    assert!(freed, "{:?}", h.host);
+}
+
+#[test]
 fn a_cluster_node_runs_the_job_s_tasks_only_on_what_its_daemon_granted() {
     let mut h = Harness::new(2, 2.0);
     h.grant_all = false;
