@@ -132,8 +132,10 @@ impl Peers {
             .map_err(|e| format!("cannot make room for {id} in the store: {e}"))?;
         if len > 0 {
             // Mapped whole at once rather than a fault per page as the bytes land.
-            // SAFETY: the file was just created at this process's filling path, a name no reader
-            // opens; readers open the final name, given below once every byte is in place.
+            // SAFETY: the file is at this process's filling path (made now, or a freed object's
+            // pooled segment renamed there, which hands it to this process alone; see
+            // `store::Segment::map`), a name no reader opens; readers open the final name, given
+            // below once every byte is in place.
             let mut map = unsafe { memmap2::MmapOptions::new().populate().map_mut(&file) }
                 .map_err(|e| format!("cannot map {id}'s segment: {e}"))?;
             if let Err(e) = transfer::pull(&connection, &PullKey::Object(id), &mut map).await {
