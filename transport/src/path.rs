@@ -44,7 +44,9 @@ pub(crate) struct Path {
 impl Path {
     /// The path to `peer`: its route's MTU and whether it is on this host.
     pub(crate) fn to(peer: SocketAddr) -> Path {
-        let ip = peer.ip();
+        // An IPv4 peer seen through a dual-stack socket is an IPv4 path.
+        let ip = peer.ip().to_canonical();
+        let peer = SocketAddr::new(ip, peer.port());
         let local = ip.is_loopback() || UdpSocket::bind((ip, 0)).is_ok();
         let headers = match ip {
             IpAddr::V4(_) => 20 + 8,
@@ -137,6 +139,12 @@ mod tests {
                 .expect("the kernel knows the loopback route's MTU");
             assert!(payload > ORDINARY, "loopback carries {payload} bytes");
         }
+    }
+
+    #[test]
+    fn an_ipv4_peer_through_a_dual_stack_socket_is_an_ipv4_path() {
+        let mapped = Path::to("[::ffff:127.0.0.2]:9".parse().unwrap());
+        assert_eq!(mapped, Path::to("127.0.0.2:9".parse().unwrap()));
     }
 
     #[test]
