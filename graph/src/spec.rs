@@ -66,6 +66,26 @@ pub struct TaskSpec {
 }
 
 impl TaskSpec {
+    /// A call of `function` with `args` and one return object, on no resources, run once
+    /// (no retries), with no references or handles inside its arguments: the base that
+    /// callers change field by field (`TaskSpec { max_retries: 3, ..TaskSpec::call(..) }`).
+    pub fn call(task_id: TaskId, function: impl Into<String>, args: Vec<Arg>) -> TaskSpec {
+        TaskSpec {
+            task_id,
+            function: function.into(),
+            fn_hash: 0,
+            args,
+            num_returns: 1,
+            resources: Resources::default(),
+            max_retries: 0,
+            retry_exceptions: false,
+            kind: TaskKind::Normal,
+            inlined_refs: Vec::new(),
+            inlined_actors: Vec::new(),
+            stream: None,
+        }
+    }
+
     /// The objects this task waits for, in argument order (repeats included).
     pub fn dependencies(&self) -> impl Iterator<Item = ObjectId> + '_ {
         self.args.iter().filter_map(|arg| match arg {

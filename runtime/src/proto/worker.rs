@@ -1069,21 +1069,12 @@ mod tests {
             max_task_retries: 0,
         };
         let spec = |seq| TaskSpec {
-            task_id: task(seq),
-            function: "tests::Counter".into(),
-            fn_hash: 0,
-            args: Vec::new(),
             num_returns: 0,
-            resources: Resources::default(),
-            max_retries: 0,
-            retry_exceptions: false,
             kind: TaskKind::ActorCreation {
                 actor: ActorId(task(seq)),
                 max_concurrency: 1,
             },
-            inlined_refs: Vec::new(),
-            inlined_actors: Vec::new(),
-            stream: None,
+            ..TaskSpec::call(task(seq), "tests::Counter", Vec::new())
         };
         // Unnamed: its id is known now and the worker holds it without a separate hold.
         let actor = worker.create_actor(spec(1), None, config(None), None);

@@ -3334,18 +3334,9 @@ fn replay(c: &Config) -> String {
 /// A simulated task of one CPU and one small result.
 fn one_cpu_task(task: TaskId, function: &str, args: Vec<Arg>, max_retries: u32) -> TaskSpec {
     TaskSpec {
-        task_id: task,
-        function: function.to_string(),
-        fn_hash: 0,
-        args,
-        num_returns: 1,
         resources: Resources::cpus(1.0).expect("one CPU"),
         max_retries,
-        retry_exceptions: false,
-        kind: TaskKind::Normal,
-        inlined_refs: Vec::new(),
-        inlined_actors: Vec::new(),
-        stream: None,
+        ..TaskSpec::call(task, function, args)
     }
 }
 

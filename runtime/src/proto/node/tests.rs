@@ -142,18 +142,9 @@ impl Harness {
     fn spec(&mut self, args: Vec<Arg>, max_retries: u32) -> TaskSpec {
         self.seq += 1;
         TaskSpec {
-            task_id: TaskId::new(DRIVER_OWNER, self.seq),
-            function: "tests::f".into(),
-            fn_hash: 0,
-            args,
-            num_returns: 1,
             resources: cpus(1.0),
             max_retries,
-            retry_exceptions: false,
-            kind: TaskKind::Normal,
-            inlined_refs: Vec::new(),
-            inlined_actors: Vec::new(),
-            stream: None,
+            ..TaskSpec::call(TaskId::new(DRIVER_OWNER, self.seq), "tests::f", args)
         }
     }
 

@@ -1176,23 +1176,9 @@ impl Owner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prism_graph::Resources;
 
     fn spec(seq: u64, args: Vec<Arg>) -> TaskSpec {
-        TaskSpec {
-            task_id: TaskId::new(0, seq),
-            function: format!("tests::f{seq}"),
-            fn_hash: 0,
-            args,
-            num_returns: 1,
-            resources: Resources::default(),
-            max_retries: 0,
-            retry_exceptions: false,
-            kind: prism_graph::TaskKind::Normal,
-            inlined_refs: Vec::new(),
-            inlined_actors: Vec::new(),
-            stream: None,
-        }
+        TaskSpec::call(TaskId::new(0, seq), format!("tests::f{seq}"), args)
     }
 
     fn inline() -> Slot {

@@ -234,7 +234,7 @@ fn stream_ended(task: TaskId, index: u32, count: u32) -> TaskError {
 mod tests {
     use std::sync::Arc;
 
-    use prism_graph::{Resources, TaskKind, TaskSpec};
+    use prism_graph::TaskSpec;
 
     use super::*;
     use crate::store::ObjectBytes;
@@ -244,18 +244,9 @@ mod tests {
     fn generator(window: u32) -> (Owner, ObjectId) {
         let mut owner = Owner::default();
         let spec = TaskSpec {
-            task_id: TASK,
-            function: "tests::gen".into(),
-            fn_hash: 0,
-            args: Vec::new(),
-            num_returns: 1,
-            resources: Resources::default(),
             max_retries: 1,
-            retry_exceptions: false,
-            kind: TaskKind::Normal,
-            inlined_refs: Vec::new(),
-            inlined_actors: Vec::new(),
             stream: Some(window),
+            ..TaskSpec::call(TASK, "tests::gen", Vec::new())
         };
         assert!(owner.submit(spec, None));
         owner.started(TASK, 7);
