@@ -10,6 +10,7 @@
 //! `cargo run --release -p prism-benches --bin prism-transfer [-- --trials N]`
 
 use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -211,6 +212,7 @@ fn main() -> anyhow::Result<()> {
                 .read(true)
                 .write(true)
                 .create_new(true)
+                .mode(0o600)
                 .open(&path)
                 .and_then(|f| f.set_len(len as u64).map(|()| f))
                 .expect("a file in /dev/shm");
