@@ -304,11 +304,28 @@ pub fn wait_blocking<T>(
 /// Number of objects the driver's owner tracks right now (values it holds plus pending
 /// returns). Useful to check that dropped references free their objects.
 pub fn owned_object_count() -> Result<usize> {
+    in_driver("the driver's object count", |core| core.object_count())
+}
+
+/// How many messages the driver has received from worker processes since `init`: from this
+/// host's workers and, relayed by their nodes, from every other node's. Each task the driver
+/// owns costs it a few (its result, its worker's wait in `get`, the references it holds), and
+/// today so does each task a worker submits, because the driver owns those too. Known in the
+/// driver.
+pub fn worker_messages_received() -> Result<u64> {
+    in_driver("the messages the driver received", |core| {
+        core.worker_messages()
+    })
+}
+
+/// What `known` reads off the driver's node; in a worker, an error saying that `what` is
+/// only known in the driver.
+fn in_driver<R>(what: &str, known: impl FnOnce(&crate::node::Core) -> R) -> Result<R> {
     match context::current()? {
-        Context::Driver(core) => Ok(core.object_count()),
-        Context::Worker(_) => Err(Error::InvalidArgument(
-            "owned_object_count is only known in the driver".into(),
-        )),
+        Context::Driver(core) => Ok(known(&core)),
+        Context::Worker(_) => Err(Error::InvalidArgument(format!(
+            "{what} is only known in the driver"
+        ))),
     }
 }
 
@@ -327,26 +344,18 @@ pub fn available_resources() -> Result<std::collections::BTreeMap<String, f64>> 
 fn resources_of(
     pick: impl FnOnce((prism_graph::Resources, prism_graph::Resources)) -> prism_graph::Resources,
 ) -> Result<std::collections::BTreeMap<String, f64>> {
-    match context::current()? {
-        Context::Driver(core) => Ok(pick(core.resources())
+    in_driver("the cluster's resources", |core| {
+        pick(core.resources())
             .iter()
             .map(|(name, amount)| (name.to_string(), amount.as_f64()))
-            .collect()),
-        Context::Worker(_) => Err(Error::InvalidArgument(
-            "the cluster's resources are only known in the driver".into(),
-        )),
-    }
+            .collect()
+    })
 }
 
 /// The names of the nodes this job can run on now (alive and not leaving): the embedded node,
 /// or a cluster's nodes, those that joined after the driver included. Known in the driver.
 pub fn nodes() -> Result<Vec<String>> {
-    match context::current()? {
-        Context::Driver(core) => Ok(core.node_names()),
-        Context::Worker(_) => Err(Error::InvalidArgument(
-            "the cluster's nodes are only known in the driver".into(),
-        )),
-    }
+    in_driver("the cluster's nodes", |core| core.node_names())
 }
 
 /// The name of the cluster node this process runs on, as `prism start --name` (or the

@@ -532,6 +532,11 @@ impl Core {
         self.state.lock().node.owner.object_count()
     }
 
+    /// How many messages this node received from workers (see [`State::worker_messages`]).
+    pub(crate) fn worker_messages(&self) -> u64 {
+        self.state.lock().node.worker_messages()
+    }
+
     /// Stops the workers and the node.
     pub(crate) fn shutdown(&self) {
         let workers = self.state.lock().run(State::stop);

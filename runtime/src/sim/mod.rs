@@ -190,6 +190,8 @@ pub struct Report {
     pub steps: u64,
     /// Tasks the driver's scheduler sent to workers (first runs, retries and rebuilds).
     pub dispatched: u64,
+    /// Messages the drivers received from workers (see `prism::worker_messages_received`).
+    pub driver_messages: u64,
     /// Requests the head handled (registrations, heartbeats, status reads, job reports).
     pub control_messages: u64,
     /// Faults injected.
@@ -227,7 +229,7 @@ impl Report {
             .collect();
         let secs = self.sim_time.as_secs_f64();
         format!(
-            "result: {} tasks, {} values, {} errors{}, {} unfinished; simulated {:.3} s; {} steps; {} dispatches; {} control messages ({:.1}/s); {} faults; {} rejoins; {}{}",
+            "result: {} tasks, {} values, {} errors{}, {} unfinished; simulated {:.3} s; {} steps; {} dispatches; {} worker messages to drivers; {} control messages ({:.1}/s); {} faults; {} rejoins; {}{}",
             self.tasks,
             self.values,
             self.errors.iter().map(|(_, n)| n).sum::<usize>(),
@@ -240,6 +242,7 @@ impl Report {
             secs,
             self.steps,
             self.dispatched,
+            self.driver_messages,
             self.control_messages,
             self.control_messages as f64 / secs.max(1e-9),
             self.faults,

@@ -3146,6 +3146,7 @@ impl World<'_> {
         for j in 0..self.jobs.len() {
             self.job_finished(j);
         }
+        self.report.driver_messages = self.jobs.iter().map(|j| j.node.worker_messages()).sum();
         self.report.real = started.elapsed();
         self.report.most_runs = (self.jobs.iter())
             .flat_map(|job| {

@@ -350,6 +350,8 @@ pub(crate) struct State {
     /// In a cluster, whether each node's daemon grants its resources to the job (off only in
     /// the simulator, to show two drivers over-committing a node without grants).
     grants: bool,
+    /// Messages received from worker processes, on this host or relayed from other nodes.
+    worker_messages: u64,
 }
 
 /// Calls `each` with every value a worker's message hands over (returns and puts), so that
@@ -424,6 +426,7 @@ impl State {
             draining: Vec::new(),
             shutting_down: false,
             grants: cluster.is_some(),
+            worker_messages: 0,
         }
     }
 
@@ -542,6 +545,7 @@ impl State {
                 messages,
                 mapped,
             } => {
+                self.worker_messages += messages.len() as u64;
                 for msg in messages {
                     self.on_message(worker, msg, mapped);
                 }
@@ -721,6 +725,12 @@ impl State {
     }
 
     /// Whether the worker's process is still running (as far as the node has heard).
+    /// How many messages worker processes sent this node, on this host or relayed from other
+    /// nodes: what the job's tasks cost the driver in messages.
+    pub(crate) fn worker_messages(&self) -> u64 {
+        self.worker_messages
+    }
+
     pub(crate) fn running(&self, worker: WorkerId) -> bool {
         self.workers
             .get(&worker)

@@ -235,14 +235,16 @@ fn a_task_is_dispatched_to_a_worker_and_its_value_reaches_the_owner() {
     let id = h.submit(spec);
     let worker = h.where_sent(task).expect("dispatched");
     assert!(matches!(h.slot(id), Some(Slot::Pending)));
+    let heard = h.node.worker_messages();
     h.returns(worker, task, Value::Inline(vec![1, 2, 3]));
     match h.slot(id) {
         Some(Slot::Ready(bytes)) => assert_eq!(bytes.as_slice(), &[1, 2, 3]),
         other => panic!("expected the value, got {other:?}"),
     }
-    // A stale second report changes nothing.
+    // A stale second report changes nothing (but was a message all the same).
     h.returns(worker, task, Value::Inline(vec![9]));
     assert!(matches!(h.slot(id), Some(Slot::Ready(b)) if b.as_slice() == [1, 2, 3]));
+    assert_eq!(h.node.worker_messages(), heard + 2, "each worker message counted");
 }
 
 #[test]

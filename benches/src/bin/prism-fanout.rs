@@ -1,0 +1,99 @@
+//! Nested fan-out on a cluster (issue 20): `--parents` tasks, spread over the nodes by the custom
+//! resources `r1..=r<nodes>`, each submit `--children` no-op children and wait for all of them.
+//! Reports the children per second from the parents' submission to the last parent's answer,
+//! and how many messages the driver received from workers per child: the driver's share of
+//! work that other processes submit (issue 20 asks for none).
+//!
+//! `bash benches/fanout-bench.sh [N=3] [--parents 10] [--children 10000] [--trials 3]` starts a
+//! head and N nodes on 127.0.0.x and passes `--address` and `--token`; without them it runs on
+//! an embedded local cluster, its parents placed by no resource.
+
+use std::time::Instant;
+
+use clap::Parser;
+use prism::remote;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Nodes the parents spread over (node i carries the custom resource `r<i>`); 0: no
+    /// placement (an embedded cluster).
+    #[arg(long, default_value_t = 3)]
+    nodes: u32,
+    /// Parent tasks.
+    #[arg(long, default_value_t = 10)]
+    parents: u32,
+    /// Children each parent submits.
+    #[arg(long, default_value_t = 10_000)]
+    children: u32,
+    /// Timed fan-outs.
+    #[arg(long, default_value_t = 3)]
+    trials: usize,
+    /// Join the cluster at this address (optional only because the job's worker processes,
+    /// started from this executable, get no arguments).
+    #[arg(long)]
+    address: Option<String>,
+    /// The cluster's token.
+    #[arg(long)]
+    token: Option<String>,
+}
+
+/// A child: no work.
+#[remote]
+fn child(i: u64) -> u64 {
+    i
+}
+
+/// A parent: submits `children` children and waits for them all; answers their sum and where
+/// it ran (a child that fails fails the parent, naming it).
+#[remote(num_cpus = 0)]
+fn parent(children: u64) -> (u64, String) {
+    let refs: Vec<_> = (0..children).map(child::remote).collect();
+    let values = prism::get_all_blocking(&refs).unwrap_or_else(|e| panic!("a child failed: {e}"));
+    (
+        values.into_iter().sum(),
+        prism::node_name().unwrap_or_default(),
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut config = prism::Config::new();
+    if let (Some(address), Some(token)) = (&args.address, &args.token) {
+        config = config.address(address.clone()).token(token.clone());
+    }
+    prism::init_with(config)?;
+    let children = u64::from(args.children);
+    let expected = children * children.saturating_sub(1) / 2;
+    let total = u64::from(args.parents) * children;
+    for _ in 0..args.trials {
+        let before = prism::worker_messages_received()?;
+        let start = Instant::now();
+        let parents: Vec<_> = (0..args.parents)
+            .map(|p| match args.nodes {
+                0 => parent::remote(children),
+                n => parent::options()
+                    .resources(&format!("r{}", p % n + 1), 0.01)
+                    .remote(children),
+            })
+            .collect();
+        let mut nodes = std::collections::BTreeMap::<String, u32>::new();
+        for parent in parents {
+            let (sum, node) = parent.get_blocking()?;
+            anyhow::ensure!(sum == expected, "a parent on {node} summed {sum}");
+            *nodes.entry(node).or_default() += 1;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let messages = prism::worker_messages_received()? - before;
+        println!(
+            "fan-out of {} parents x {} children on {} nodes (parents per node {nodes:?}): \
+             {secs:.2} s, {:.0} children/s, {:.2} driver messages per child",
+            args.parents,
+            args.children,
+            args.nodes,
+            total as f64 / secs,
+            messages as f64 / total as f64,
+        );
+    }
+    prism::shutdown();
+    Ok(())
+}
