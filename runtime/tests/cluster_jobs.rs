@@ -252,6 +252,40 @@ fn custom_resources_keep_tasks_on_their_node() -> Result<(), Failed> {
     )
 }
 
+/// The head's node (on the driver's host) starts its workers with the join and fetches the
+/// job's binary from the driver; alpha and beta fetch it with their first work. The driver
+/// serves two fetches at once and a node that has the binary is asked first: whichever of
+/// alpha and beta starts second gets it from the head's node or the other one (a tree, as a
+/// broadcast object spreads, not one copy per node out of the driver).
+fn a_node_gets_the_job_s_binary_from_a_node_that_has_it(
+    nodes: &[std::path::PathBuf],
+    daemons: &[String],
+) -> Result<(), Failed> {
+    let on_alpha = on_alpha::remote();
+    let on_beta = where_am_i::options().resources("beta", 1.0).remote();
+    ensure(on_alpha.get_blocking()? == "alpha", "ran on alpha")?;
+    ensure(on_beta.get_blocking()? == "beta", "ran on beta")?;
+    let fetched: Vec<String> = nodes
+        .iter()
+        .flat_map(|dir| {
+            let logs = common::cluster::logs_in(dir);
+            let lines = logs.lines().filter(|l| l.contains("cached a job binary"));
+            lines.map(str::to_string).collect::<Vec<_>>()
+        })
+        .collect();
+    // The address whole, not as the start of a longer port.
+    let names = |line: &str, at: &str| {
+        line.match_indices(at).any(|(i, _)| {
+            let next = line[i + at.len()..].chars().next();
+            !next.is_some_and(|c| c.is_ascii_digit())
+        })
+    };
+    ensure(
+        fetched.iter().any(|l| daemons.iter().any(|d| names(l, d))),
+        format!("no node fetched the binary from a node ({daemons:?}): {fetched:#?}"),
+    )
+}
+
 fn a_fan_out_of_ten_thousand_uses_every_node() -> Result<(), Failed> {
     let refs: Vec<ObjectRef<String>> = (0..10_000).map(|_| where_am_i::remote()).collect();
     let names = prism::get_all_blocking(&refs)?;
@@ -780,6 +814,11 @@ fn main() {
     trials.push(Trial::test(
         "two_jobs_share_a_node_and_never_over_commit_it",
         move || two_jobs_share_a_node_and_never_over_commit_it(&at, &key),
+    ));
+    let (nodes, sources) = ([alpha.dir.clone(), beta.dir.clone()], daemons.clone());
+    trials.push(Trial::test(
+        "a_node_gets_the_job_s_binary_from_a_node_that_has_it",
+        move || a_node_gets_the_job_s_binary_from_a_node_that_has_it(&nodes, &sources),
     ));
     let head_dir = head.dir.clone();
     trials.push(Trial::test(

@@ -527,6 +527,11 @@ pub enum ToHost {
     Spawn {
         /// The worker's number (the driver's).
         worker: u64,
+        /// Where to fetch the job's binary if the node does not have it: another node that
+        /// does (its object server's address, which serves the binary too); none: the
+        /// driver, as [`ToHost::StartJob`] said. A node that cannot get it from there gets it
+        /// from the driver.
+        binary_from: Option<String>,
     },
     /// Kill a worker of the job.
     Kill {

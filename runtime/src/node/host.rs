@@ -25,7 +25,7 @@ use prism_transport::{
 };
 use tokio::sync::{Notify, oneshot};
 
-use super::object_manager::{Peers, StoreSource};
+use super::object_manager::{Peers, StoreSource, map_file};
 use super::worker_pool;
 use crate::process::{self, ENV_JOB_FINGERPRINT, ENV_NODE_NAME, ProcessHandle, StoreLimits};
 use crate::proto::host::{
@@ -67,7 +67,9 @@ pub(crate) struct Hosting {
 #[derive(Debug)]
 struct JobFiles {
     name: String,
+    /// The job's binary here (cached under its hash, once the node has it).
     exe: PathBuf,
+    binary: [u8; 32],
     store: PathBuf,
     limits: StoreLimits,
     /// The job's content fingerprint (from its binary's hash).
@@ -160,11 +162,17 @@ impl Hosting {
         match hello.purpose {
             Purpose::Job(job) => self.serve_job(connection, job, hello.name).await,
             Purpose::Objects(job) => {
-                let store = self.core.lock().setup(&job).map(|f| f.store.clone());
-                let source = Arc::new(StoreSource {
-                    store,
-                    binary: None,
-                });
+                let (store, binary) = {
+                    let core = self.core.lock();
+                    let files = core.setup(&job);
+                    let binary = files.filter(|_| core.has_binary(&job));
+                    let binary = binary.map(|f| (f.binary, f.exe.clone()));
+                    (files.map(|f| f.store.clone()), binary)
+                };
+                // A node that has the job's binary serves it to the nodes that fetch it next,
+                // as the driver does (so a job's start on many nodes spreads like a broadcast).
+                let binary = binary.and_then(|(hash, exe)| Some((hash, map_file(&exe).ok()?)));
+                let source = Arc::new(StoreSource { store, binary });
                 transfer::serve_pulls(connection, source).await;
             }
             Purpose::Logs => serve_logs(connection).await,
@@ -268,10 +276,15 @@ impl Hosting {
                     });
                 });
             }
-            Action::FetchBinary { conn, job, start } => {
+            Action::FetchBinary {
+                conn,
+                job,
+                start,
+                from,
+            } => {
                 let hosting = self.clone();
                 tokio::spawn(async move {
-                    let fetched = hosting.binary(&job, start.binary, start.size, start.from);
+                    let fetched = hosting.binary(&job, start.binary, start.size, from);
                     let result = fetched.await.map(|_| ());
                     hosting.feed(Event::BinaryFetched { conn, result });
                 });
@@ -418,6 +431,7 @@ impl Hosting {
         Ok(Arc::new(JobFiles {
             name: job.to_string(),
             exe,
+            binary: start.binary,
             store,
             limits: StoreLimits {
                 inline_threshold: start.inline_threshold,
@@ -488,7 +502,7 @@ impl Hosting {
         if let Some(stamp) = FileStamp::of(&path) {
             self.verified.lock().insert(hash, stamp);
         }
-        tracing::info!(%job, path = %path.display(), size, "cached a job binary");
+        tracing::info!(%job, path = %path.display(), size, %from, "cached a job binary");
         Ok(path)
     }
 }
@@ -550,7 +564,15 @@ fn parse(request: ToHost) -> Result<Request<SocketAddr>, String> {
             store_capacity,
             lease: Duration::from_millis(lease_ms),
         }),
-        ToHost::Spawn { worker } => Request::Spawn { worker },
+        ToHost::Spawn {
+            worker,
+            binary_from,
+        } => Request::Spawn {
+            worker,
+            binary_from: (binary_from.as_deref())
+                .map(|at| address(at, "binary holder"))
+                .transpose()?,
+        },
         ToHost::Kill { worker } => Request::Kill { worker },
         ToHost::Fetch { id, len, from } => Request::Fetch {
             id,

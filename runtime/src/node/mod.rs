@@ -797,8 +797,12 @@ impl Shell {
                     writer.send(&frames);
                 }
             }
-            Action::StartWorker { node, worker } => match &self.remote {
-                Some(remote) => remote.spawn_worker(node, worker),
+            Action::StartWorker {
+                node,
+                worker,
+                binary_from,
+            } => match &self.remote {
+                Some(remote) => remote.spawn_worker(node, worker, binary_from),
                 None => {
                     if self.spawn.send(worker).is_err() {
                         tracing::error!(worker, "worker spawner is gone");

@@ -62,8 +62,17 @@ impl Remote {
         });
     }
 
-    pub(super) fn spawn_worker(&self, node: NodeIdx, worker: WorkerId) {
-        self.host(node, HostRequest::Spawn { worker });
+    pub(super) fn spawn_worker(
+        &self,
+        node: NodeIdx,
+        worker: WorkerId,
+        binary_from: Option<NodeIdx>,
+    ) {
+        let request = HostRequest::Spawn {
+            worker,
+            binary_from,
+        };
+        self.host(node, request);
     }
 
     pub(super) fn kill_worker(&self, worker: WorkerId) {
@@ -79,7 +88,7 @@ impl Remote {
                 .to_string()
         });
         match request {
-            HostRequest::Spawn { worker } => {
+            HostRequest::Spawn { worker, .. } => {
                 self.request(node, wire, move |core, answer| match answer {
                     Ok(FromHost::Spawned(pid)) => core.worker_spawned(worker, pid, None),
                     Ok(FromHost::Error(reason)) | Err(reason) => core.worker_exited(worker, reason),

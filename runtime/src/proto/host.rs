@@ -50,8 +50,9 @@ pub(crate) struct JobStart<P> {
 pub(crate) enum Request<P> {
     /// Prepare to run the job (its binary and store).
     StartJob(JobStart<P>),
-    /// Start a worker process numbered `worker`.
-    Spawn { worker: u64 },
+    /// Start a worker process numbered `worker`, fetching the job's binary first from
+    /// `binary_from` (another node that has it; none: the driver) if the node lacks it.
+    Spawn { worker: u64, binary_from: Option<P> },
     /// Kill worker `worker`.
     Kill { worker: u64 },
     /// Make sure the job's store here holds `id` (`len` bytes), pulling it from `from`.
@@ -176,11 +177,13 @@ pub(crate) enum Action<P, S> {
         job: String,
         start: JobStart<P>,
     },
-    /// Pull the job's binary from `start.from` and check it; then [`Event::BinaryFetched`].
+    /// Pull the job's binary from `from` (the driver, `start.from`, or a node that has it)
+    /// and check it; then [`Event::BinaryFetched`].
     FetchBinary {
         conn: ConnId,
         job: String,
         start: JobStart<P>,
+        from: P,
     },
     /// Start worker `worker` of the job; then [`Event::Spawned`].
     Spawn {
@@ -247,8 +250,13 @@ enum Binary<P> {
     Ready,
     /// Not fetched yet: what the job said of it.
     Missing(JobStart<P>),
-    /// Being fetched; these spawns (request, worker) wait for it.
-    Fetching(Vec<(ReqId, u64)>),
+    /// Being fetched; these spawns (request, worker) wait for it. `from_peer`: from another
+    /// node, so that a failure fetches it from the driver before the job gives up.
+    Fetching {
+        start: JobStart<P>,
+        from_peer: bool,
+        waiting: Vec<(ReqId, u64)>,
+    },
 }
 
 /// A pull in progress and the requests waiting for it.
@@ -319,6 +327,13 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     /// What the shell made for job `job`, if it runs here.
     pub(crate) fn setup(&self, job: &str) -> Option<&S> {
         self.jobs.get(job).map(|j| &j.setup)
+    }
+
+    /// Whether job `job` has its binary here (checked; it may serve it to other nodes).
+    pub(crate) fn has_binary(&self, job: &str) -> bool {
+        self.jobs
+            .get(job)
+            .is_some_and(|j| matches!(j.binary, Binary::Ready))
     }
 
     /// What the shell made for each job here.
@@ -489,23 +504,31 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         };
         let action = match request {
             Request::StartJob(_) => unreachable!("handled above"),
-            Request::Spawn { worker } => match &mut job.binary {
+            Request::Spawn {
+                worker,
+                binary_from,
+            } => match &mut job.binary {
                 Binary::Ready => Action::Spawn {
                     conn,
                     req,
                     worker,
                     setup,
                 },
-                Binary::Fetching(waiting) => return waiting.push((req, worker)),
-                Binary::Missing(_) => {
-                    let waiting = Binary::Fetching(vec![(req, worker)]);
-                    let Binary::Missing(start) = std::mem::replace(&mut job.binary, waiting) else {
-                        unreachable!("matched above")
+                Binary::Fetching { waiting, .. } => return waiting.push((req, worker)),
+                Binary::Missing(start) => {
+                    let start = start.clone();
+                    let from_peer = binary_from.is_some();
+                    let from = binary_from.unwrap_or_else(|| start.from.clone());
+                    job.binary = Binary::Fetching {
+                        start: start.clone(),
+                        from_peer,
+                        waiting: vec![(req, worker)],
                     };
                     Action::FetchBinary {
                         conn,
                         job: name,
                         start,
+                        from,
                     }
                 }
             },
@@ -650,14 +673,36 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         let Some((name, job)) = self.job_of_mut(conn) else {
             return;
         };
-        let waiting = match std::mem::replace(&mut job.binary, Binary::Ready) {
-            Binary::Fetching(waiting) => waiting,
+        let (start, from_peer, waiting) = match std::mem::replace(&mut job.binary, Binary::Ready) {
+            Binary::Fetching {
+                start,
+                from_peer,
+                waiting,
+            } => (start, from_peer, waiting),
             other => {
                 job.binary = other;
                 return;
             }
         };
         let (name, setup) = (name.clone(), job.setup.clone());
+        if let (Err(e), true) = (&result, from_peer) {
+            // The node that had it could not give it: the driver can.
+            tracing::info!(job = %name, "the job's binary could not come from another node ({e}): fetching it from the driver");
+            let from = start.from.clone();
+            job.binary = Binary::Fetching {
+                start: start.clone(),
+                from_peer: false,
+                waiting,
+            };
+            let job = name;
+            self.actions.push_back(Action::FetchBinary {
+                conn,
+                job,
+                start,
+                from,
+            });
+            return;
+        }
         match result {
             Ok(()) => {
                 for (req, worker) in waiting {
@@ -880,7 +925,10 @@ mod tests {
     fn only_its_own_connection_steers_a_job_and_its_end_stops_its_workers() {
         let t0 = Instant::now();
         let mut node = hosting_a_job(t0);
-        let spawn = Request::Spawn { worker: 3 };
+        let spawn = Request::Spawn {
+            worker: 3,
+            binary_from: None,
+        };
         ask(&mut node, 1, 1, spawn.clone(), t0);
         let expected = Action::Spawn {
             conn: 1,
@@ -1124,7 +1172,10 @@ mod tests {
     fn a_process_started_for_a_job_that_ended_meanwhile_is_killed() {
         let t0 = Instant::now();
         let mut node = hosting_a_job(t0);
-        let spawn = Request::Spawn { worker: 8 };
+        let spawn = Request::Spawn {
+            worker: 8,
+            binary_from: None,
+        };
         ask(&mut node, 1, 1, spawn, t0);
         assert_eq!(actions(&mut node).len(), 1);
         node.handle(Event::Closed { conn: 1 }, t0);
@@ -1142,6 +1193,59 @@ mod tests {
         ];
         assert_eq!(actions(&mut node), expected);
     }
+    #[test]
+    fn a_binary_another_node_cannot_give_comes_from_the_driver() {
+        let t0 = Instant::now();
+        let mut node = Node::new("n".into(), Resources::cpus(4.0).unwrap());
+        let connected = Event::Connected {
+            conn: 1,
+            job: "j".into(),
+        };
+        node.handle(connected, t0);
+        ask(&mut node, 1, 0, start(5 * S), t0);
+        actions(&mut node);
+        let prepared = Event::Prepared {
+            conn: 1,
+            req: 0,
+            job: "j".into(),
+            result: Ok("files"),
+            cached: false,
+        };
+        node.handle(prepared, t0);
+        actions(&mut node);
+        assert!(!node.has_binary("j"));
+        let spawn = Request::Spawn {
+            worker: 10,
+            binary_from: Some(4),
+        };
+        ask(&mut node, 1, 1, spawn, t0);
+        let fetch = actions(&mut node);
+        assert!(
+            matches!(&fetch[..], [Action::FetchBinary { from: 4, .. }]),
+            "from the node the driver named: {fetch:?}"
+        );
+        let failed = Event::BinaryFetched {
+            conn: 1,
+            result: Err("node 4 is gone".into()),
+        };
+        node.handle(failed, t0);
+        let fetch = actions(&mut node);
+        assert!(
+            matches!(&fetch[..], [Action::FetchBinary { from: 0, .. }]),
+            "then from the driver: {fetch:?}"
+        );
+        let fetched = Event::BinaryFetched {
+            conn: 1,
+            result: Ok(()),
+        };
+        node.handle(fetched, t0);
+        assert!(matches!(
+            &actions(&mut node)[..],
+            [Action::Spawn { worker: 10, .. }]
+        ));
+        assert!(node.has_binary("j"), "and serves it to the next nodes");
+    }
+
     #[test]
     fn a_job_s_binary_is_fetched_once_when_its_first_worker_starts() {
         let t0 = Instant::now();
@@ -1165,7 +1269,12 @@ mod tests {
         node.handle(prepared, t0);
         assert_eq!(actions(&mut node).len(), 2, "joined without the binary");
         for (req, worker) in [(1, 10), (2, 11)] {
-            ask(&mut node, 1, req, Request::Spawn { worker }, t0);
+            let binary_from = None;
+            let spawn = Request::Spawn {
+                worker,
+                binary_from,
+            };
+            ask(&mut node, 1, req, spawn, t0);
         }
         let fetch = actions(&mut node);
         assert!(
@@ -1198,7 +1307,11 @@ mod tests {
             ),
             "{spawns:?}"
         );
-        ask(&mut node, 1, 3, Request::Spawn { worker: 12 }, t0);
+        let spawn = Request::Spawn {
+            worker: 12,
+            binary_from: None,
+        };
+        ask(&mut node, 1, 3, spawn, t0);
         assert!(matches!(
             &actions(&mut node)[..],
             [Action::Spawn { worker: 12, .. }]
@@ -1224,7 +1337,11 @@ mod tests {
         };
         node.handle(prepared, t0);
         actions(&mut node);
-        ask(&mut node, 2, 1, Request::Spawn { worker: 20 }, t0);
+        let spawn = Request::Spawn {
+            worker: 20,
+            binary_from: None,
+        };
+        ask(&mut node, 2, 1, spawn, t0);
         actions(&mut node);
         let failed = Err("unreachable".to_string());
         node.handle(

@@ -297,6 +297,8 @@ enum What {
         node: HostIdx,
         life: u64,
         conn: ConnId,
+        /// Whether the source gave it.
+        result: Result<(), String>,
     },
     /// A restore from a node's disk ends (request `req` of the job's connection `conn`).
     Restored {
@@ -1068,9 +1070,17 @@ impl World<'_> {
                 };
                 self.send(Place::Driver(j), Place::Node(node), bytes, what);
             }
-            Action::StartWorker { node, worker } => {
+            Action::StartWorker {
+                node,
+                worker,
+                binary_from,
+            } => {
                 let host = self.host_at(j, node);
-                self.host_request(j, host, HostRequest::Spawn { worker })
+                let request = HostRequest::Spawn {
+                    worker,
+                    binary_from,
+                };
+                self.host_request(j, host, request)
             }
             Action::KillWorker { worker } => {
                 let host = self.host_of((j, worker));
@@ -1243,11 +1253,24 @@ impl World<'_> {
                 };
                 self.host_event(node, prepared);
             }
-            HostAction::FetchBinary { conn, .. } => {
-                // Pulled from the driver.
+            HostAction::FetchBinary { conn, from, .. } => {
+                // Pulled from the driver, or from a node that has it (which must be up).
                 let (j, life) = (job_of(conn), self.hosts[node].life);
-                let at = self.arrival(Place::Driver(j), Place::Node(node), self.config.binary);
-                let fetched = What::BinaryFetched { node, life, conn };
+                let (source, result) = match from {
+                    None => (Some(Place::Driver(j)), Ok(())),
+                    Some(peer) if self.hosts[peer].alive => (Some(Place::Node(peer)), Ok(())),
+                    Some(peer) => (None, Err(format!("{} is down", self.hosts[peer].name))),
+                };
+                let at = match source {
+                    Some(source) => self.arrival(source, Place::Node(node), self.config.binary),
+                    None => self.now,
+                };
+                let fetched = What::BinaryFetched {
+                    node,
+                    life,
+                    conn,
+                    result,
+                };
                 self.at(at + self.config.latency, fetched);
             }
             HostAction::Spawn {
@@ -1908,14 +1931,18 @@ impl World<'_> {
             // Taken from the backlog by the main loop.
             What::DriverTurn(_) => {}
             What::LeaseTimer { node, life } => self.lease_timer(node, life),
-            What::BinaryFetched { node, life, conn } => {
+            What::BinaryFetched {
+                node,
+                life,
+                conn,
+                result,
+            } => {
                 let host = &mut self.hosts[node];
                 if host.alive && host.life == life {
-                    host.binaries.insert(job_of(conn));
-                    let fetched = HostEvent::BinaryFetched {
-                        conn,
-                        result: Ok(()),
-                    };
+                    if result.is_ok() {
+                        host.binaries.insert(job_of(conn));
+                    }
+                    let fetched = HostEvent::BinaryFetched { conn, result };
                     self.host_core(node, |core, now| core.handle(fetched, now));
                 }
             }
@@ -2332,7 +2359,17 @@ impl World<'_> {
     fn at_host(&mut self, j: JobIdx, node: HostIdx, conn: ConnId, request: HostRequest) {
         use host::Request;
         let (request, asked) = match request {
-            HostRequest::Spawn { worker } => (Request::Spawn { worker }, Asked::Spawn(worker)),
+            HostRequest::Spawn {
+                worker,
+                binary_from,
+            } => {
+                let binary_from = binary_from.map(|idx| Some(self.host_at(j, idx)));
+                let request = Request::Spawn {
+                    worker,
+                    binary_from,
+                };
+                (request, Asked::Spawn(worker))
+            }
             HostRequest::Kill { worker } => (Request::Kill { worker }, Asked::Nothing),
             HostRequest::Fetch { id, len, from } => {
                 let from = from.map(|idx| self.host_at(j, idx));

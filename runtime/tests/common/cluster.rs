@@ -157,16 +157,7 @@ impl Host {
 
     /// Every daemon log of this host, each under its file name (for a failing assertion).
     pub fn logs(&self) -> String {
-        let mut logs = String::new();
-        for entry in std::fs::read_dir(self.dir.join("logs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            logs += &format!("--- {}\n{text}", entry.file_name().to_string_lossy());
-        }
-        logs
+        logs_in(&self.dir)
     }
 
     /// The pids of the daemons this host recorded.
@@ -180,6 +171,20 @@ impl Host {
             })
             .unwrap_or_default()
     }
+}
+
+/// Every daemon log of the host whose session directory is `dir`, each under its file name.
+pub fn logs_in(dir: &std::path::Path) -> String {
+    let mut logs = String::new();
+    for entry in std::fs::read_dir(dir.join("logs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        logs += &format!("--- {}\n{text}", entry.file_name().to_string_lossy());
+    }
+    logs
 }
 
 /// A head on 127.0.0.1 named `head` with `cpus` CPUs, in a host named `name`: the host, the

@@ -8,6 +8,7 @@
 //! driver's node and under the deterministic simulator.
 
 mod actors;
+mod binaries;
 mod copies;
 mod groups;
 mod report;
@@ -53,7 +54,13 @@ pub(crate) enum Action {
     Send { worker: WorkerId, frames: Vec<u8> },
     /// Start worker process `worker` on `node` (answer: [`Event::WorkerSpawned`] or
     /// [`Event::WorkerExited`]).
-    StartWorker { node: NodeIdx, worker: WorkerId },
+    StartWorker {
+        node: NodeIdx,
+        worker: WorkerId,
+        /// Where the node fetches the job's binary if it lacks it: a node that has it, or
+        /// (`None`) the driver.
+        binary_from: Option<NodeIdx>,
+    },
     /// Kill the worker's process (its exit comes back as [`Event::WorkerExited`]).
     KillWorker { worker: WorkerId },
     /// The worker's link is over: close its writer.
@@ -89,8 +96,12 @@ pub(crate) enum Action {
 /// A request to a node of the cluster, and what its answer means.
 #[derive(Debug)]
 pub(crate) enum HostRequest {
-    /// Start worker `worker` (answer: its pid or why not).
-    Spawn { worker: WorkerId },
+    /// Start worker `worker` (answer: its pid or why not), the node fetching the job's binary
+    /// from `binary_from` (a node that has it; `None`: the driver) if it lacks it.
+    Spawn {
+        worker: WorkerId,
+        binary_from: Option<NodeIdx>,
+    },
     /// Kill worker `worker` (no answer expected).
     Kill { worker: WorkerId },
     /// Fetch `id` of `len` bytes from `from` (another node; `None`: this process's store).
@@ -124,7 +135,13 @@ impl HostRequest {
     /// The wire form, given the addresses of the nodes' and the driver's object servers.
     pub(crate) fn to_wire(&self, address: impl Fn(Option<NodeIdx>) -> String) -> ToHost {
         match self {
-            HostRequest::Spawn { worker } => ToHost::Spawn { worker: *worker },
+            HostRequest::Spawn {
+                worker,
+                binary_from,
+            } => ToHost::Spawn {
+                worker: *worker,
+                binary_from: binary_from.map(|n| address(Some(n))),
+            },
             HostRequest::Kill { worker } => ToHost::Kill { worker: *worker },
             HostRequest::Fetch { id, len, from } => ToHost::Fetch {
                 id: *id,
@@ -352,6 +369,8 @@ pub(crate) struct State {
     grants: bool,
     /// Messages received from worker processes, on this host or relayed from other nodes.
     worker_messages: u64,
+    /// Where the cluster's nodes get the job's binary (joined cluster).
+    binaries: binaries::Spread,
 }
 
 /// Calls `each` with every value a worker's message hands over (returns and puts), so that
@@ -427,6 +446,7 @@ impl State {
             shutting_down: false,
             grants: cluster.is_some(),
             worker_messages: 0,
+            binaries: binaries::Spread::default(),
         }
     }
 
@@ -634,6 +654,10 @@ impl State {
         life.connected = true;
         self.startup_failures = 0;
         self.nodes.worker_ready(worker);
+        if self.cluster.is_some() {
+            self.binaries.has(node_of(worker));
+            self.start_waiting_workers();
+        }
         self.encode_to(worker, &ToWorker::Welcome);
         Ok(())
     }
@@ -850,7 +874,30 @@ impl State {
         }
         let worker = self.nodes.worker_starting(node);
         self.workers.insert(worker, WorkerLife::default());
-        self.actions.push_back(Action::StartWorker { node, worker });
+        let binary_from = match self.cluster {
+            None => None,
+            Some(_) => match self.binaries.start(node, worker) {
+                binaries::Start::Now(from) => from,
+                // Started once a node or the driver has room to serve it the binary.
+                binaries::Start::Wait => return,
+            },
+        };
+        self.actions.push_back(Action::StartWorker {
+            node,
+            worker,
+            binary_from,
+        });
+    }
+
+    /// Starts the workers that waited for a source of the job's binary with room.
+    fn start_waiting_workers(&mut self) {
+        for (node, worker, binary_from) in self.binaries.ready() {
+            self.actions.push_back(Action::StartWorker {
+                node,
+                worker,
+                binary_from,
+            });
+        }
     }
 
     /// Kills a worker's process, on this host or on its node.
@@ -1391,6 +1438,11 @@ impl State {
         }
         let link = self.workers.remove(&worker).unwrap_or_default();
         self.actions.push_back(Action::Forget { worker });
+        if self.cluster.is_some() {
+            self.binaries
+                .worker_gone(node_of(worker), worker, link.connected);
+            self.start_waiting_workers();
+        }
         // The handles it held go with it.
         for actor in link.actors {
             self.actor_release(actor);

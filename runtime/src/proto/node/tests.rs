@@ -22,6 +22,8 @@ struct Harness {
     /// Messages sent to workers, decoded, oldest first.
     sent: Vec<(WorkerId, ToWorker)>,
     started: Vec<WorkerId>,
+    /// Where each started worker's node was to fetch the job's binary (`None`: the driver).
+    binary_from: Vec<Option<NodeIdx>>,
     /// Workers that said hello.
     connected: Vec<WorkerId>,
     killed: Vec<WorkerId>,
@@ -81,12 +83,17 @@ impl Harness {
             asks: Vec::new(),
             returned: Vec::new(),
             pulls_here: Vec::new(),
+            binary_from: Vec::new(),
         };
         h.node.start();
         h.drain();
-        // Every worker asked for starts and says hello.
-        for worker in h.started.clone() {
+        // Every worker asked for starts and says hello (the nodes' first workers start as
+        // sources of the job's binary have room, so more follow the first hellos).
+        let mut connected = 0;
+        while connected < h.started.len() {
+            let worker = h.started[connected];
             h.connect(worker);
+            connected += 1;
         }
         h
     }
@@ -115,13 +122,18 @@ impl Harness {
                         self.sent.push((worker, msg));
                     }
                 }
-                Action::StartWorker { node, worker } => {
+                Action::StartWorker {
+                    node,
+                    worker,
+                    binary_from,
+                } => {
                     assert_eq!(node_of(worker), node);
                     self.started.push(worker);
+                    self.binary_from.push(binary_from);
                 }
                 Action::KillWorker { worker } => self.killed.push(worker),
                 Action::Host { node, request } => match request {
-                    HostRequest::Spawn { worker } => self.started.push(worker),
+                    HostRequest::Spawn { worker, .. } => self.started.push(worker),
                     HostRequest::Kill { worker } => self.killed.push(worker),
                     HostRequest::Grant { shape } => self.asks.push((node, shape)),
                     HostRequest::Return { resources } => self.returned.push((node, resources)),
@@ -244,7 +256,11 @@ fn a_task_is_dispatched_to_a_worker_and_its_value_reaches_the_owner() {
     // A stale second report changes nothing (but was a message all the same).
     h.returns(worker, task, Value::Inline(vec![9]));
     assert!(matches!(h.slot(id), Some(Slot::Ready(b)) if b.as_slice() == [1, 2, 3]));
-    assert_eq!(h.node.worker_messages(), heard + 2, "each worker message counted");
+    assert_eq!(
+        h.node.worker_messages(),
+        heard + 2,
+        "each worker message counted"
+    );
 }
 
 #[test]
@@ -1680,4 +1696,22 @@ fn handles_inside_an_object_hold_their_actor_while_the_object_lives() {
     assert!(runs(&h, other), "the put object holds it");
     h.report(worker, &ToNode::Release(vec![put]));
     assert!(!runs(&h, other), "the put object was its last holder");
+}
+
+#[test]
+fn a_job_starting_on_many_nodes_spreads_its_binary_from_the_nodes_that_have_it() {
+    // Six nodes start their first workers at once: the driver serves two fetches of the
+    // binary, and each node whose worker connected serves the next ones.
+    let h = Harness::new(6, 1.0);
+    assert_eq!(h.started.len(), 6);
+    let node = |i: usize| node_of(h.started[i]);
+    let expected = [
+        None,
+        None,
+        Some(node(0)),
+        Some(node(0)),
+        None,
+        Some(node(1)),
+    ];
+    assert_eq!(h.binary_from, expected);
 }
