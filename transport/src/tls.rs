@@ -52,9 +52,16 @@ pub enum TlsError {
     Token(String),
 }
 
-/// The ring provider, TLS 1.3 only (QUIC requires it).
+/// The ring provider, TLS 1.3 only (QUIC requires it), offering AES-128-GCM first: it seals
+/// 10-15% faster than AES-256-GCM on these hosts (`prism-transfer`'s table), and bulk
+/// transfers spend part of a core on it; AES-256-GCM and ChaCha20-Poly1305 stay on offer.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::{cipher_suite, default_provider};
+    let mut provider = default_provider();
+    let first = cipher_suite::TLS13_AES_128_GCM_SHA256;
+    provider.cipher_suites.retain(|suite| *suite != first);
+    provider.cipher_suites.insert(0, first);
+    Arc::new(provider)
 }
 
 fn pem_error(what: &'static str) -> impl Fn(rustls::pki_types::pem::Error) -> TlsError {
@@ -468,6 +475,32 @@ impl ServerCertVerifier for PinnedCa {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_agree_on_aes_128_gcm() {
+        let ca = ClusterAuthority::create("test").unwrap();
+        let (a, b) = (ca.issue("a").unwrap(), ca.issue("b").unwrap());
+        let server = Arc::new(a.server_config(&[b"x"]).unwrap());
+        let client = Arc::new(b.client_config(b"x").unwrap());
+        let name = rustls::pki_types::ServerName::try_from(CLUSTER_SERVER_NAME).unwrap();
+        let mut client = rustls::ClientConnection::new(client, name).unwrap();
+        let mut server = rustls::ServerConnection::new(server).unwrap();
+        // The handshake in memory: each side's bytes to the other until neither has any.
+        for _ in 0..10 {
+            let mut bytes = Vec::new();
+            client.write_tls(&mut bytes).unwrap();
+            server.read_tls(&mut bytes.as_slice()).unwrap();
+            server.process_new_packets().unwrap();
+            let mut back = Vec::new();
+            server.write_tls(&mut back).unwrap();
+            client.read_tls(&mut back.as_slice()).unwrap();
+            client.process_new_packets().unwrap();
+        }
+        assert!(!client.is_handshaking() && !server.is_handshaking());
+        let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+        assert_eq!(client.negotiated_cipher_suite(), Some(suite));
+        assert_eq!(server.negotiated_cipher_suite(), Some(suite));
+    }
 
     #[test]
     fn identities_and_tokens_round_trip_through_text() {
