@@ -78,7 +78,8 @@ struct JobFiles {
     /// a pull into fresh shared memory spent more on the kernel's page allocation than on
     /// the transfer (1 GiB: 0.74 GB/s into new pages, 2.0 into reused ones). A quarter of the
     /// store's capacity at most; a pool that took nothing for [`super::POOL_IDLE`] is freed
-    /// at the next free, and all of it with the job's store.
+    /// (looked at with each lease renewal, at the latest a second after), and all of it with
+    /// the job's store.
     pool: Mutex<store::SegmentPool>,
 }
 
@@ -533,12 +534,18 @@ async fn keep_time(hosting: Weak<Hosting>) {
         let Some(strong) = hosting.upgrade() else {
             return;
         };
-        let actions = {
+        let (actions, jobs) = {
             let mut core = strong.core.lock();
             core.handle_timeout(Instant::now());
-            drain(&mut core)
+            let jobs: Vec<Arc<JobFiles>> = core.setups().cloned().collect();
+            (drain(&mut core), jobs)
         };
         strong.perform(actions);
+        // Segments pooled for pulls that stopped coming go back to the machine, even while
+        // the job frees nothing more.
+        for job in jobs {
+            job.pool.lock().expire(&job.store, super::POOL_IDLE);
+        }
     }
 }
 
