@@ -5,6 +5,7 @@
 #
 #   source "$(dirname "$0")/cluster.sh"
 #   start_cluster NODES PREFIX     # sets $addr and $token; NODES daemons besides the head
+#   drive_nodes BIN NODES ARGS...  # start_cluster NODES r, then BIN --nodes NODES as the driver
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 prism=$root/target/release/prism
 work=$(mktemp -d /tmp/prism-bench-XXXXXX)
@@ -25,4 +26,14 @@ start_cluster() {
       --host "127.0.$((i / 250)).$((i % 250 + 1))" --num-cpus 1 --resources "$prefix$i=1" \
       --name "n$i" >/dev/null
   done
+}
+
+# Starts NODES daemons whose custom resources are r1..rNODES (and r0 on the head), then runs
+# the release benchmark BIN as their driver with --nodes NODES, --address and --token before
+# the remaining arguments.
+drive_nodes() {
+  local bin=$1 nodes=$2
+  shift 2
+  start_cluster "$nodes" r
+  "$root/target/release/$bin" --nodes "$nodes" --address "$addr" --token "$token" "$@"
 }

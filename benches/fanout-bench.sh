@@ -9,5 +9,4 @@ set -euo pipefail
 n=${1:-3}
 shift || true
 source "$(dirname "$0")/cluster.sh"
-start_cluster "$n" r
-"$root/target/release/prism-fanout" --nodes "$n" --address "$addr" --token "$token" "$@"
+drive_nodes prism-fanout "$n" "$@"

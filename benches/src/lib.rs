@@ -58,3 +58,32 @@ pub fn timeit(
         trials: rates,
     }
 }
+
+/// Where a cluster benchmark's driver joins: `--address` and `--token`, as the benchmark's
+/// script passes them (optional only because the job's worker processes, started from the
+/// same executable, get no arguments).
+#[derive(Debug, clap::Args)]
+pub struct Join {
+    /// Join the cluster at this address.
+    #[arg(long)]
+    pub address: Option<String>,
+    /// The cluster's token.
+    #[arg(long)]
+    pub token: Option<String>,
+}
+
+impl Join {
+    /// Whether the benchmark joins a cluster (else it runs on an embedded one).
+    pub fn joins(&self) -> bool {
+        self.address.is_some()
+    }
+
+    /// Starts Prism: joined to the cluster, or an embedded one without an address.
+    pub fn init(&self) -> prism::Result<()> {
+        let mut config = prism::Config::new();
+        if let (Some(address), Some(token)) = (&self.address, &self.token) {
+            config = config.address(address.clone()).token(token.clone());
+        }
+        prism::init_with(config)
+    }
+}

@@ -22,13 +22,9 @@ struct Args {
     /// Timed broadcasts, each of a new object.
     #[arg(long, default_value_t = 3)]
     trials: usize,
-    /// Join the cluster at this address (optional only because the job's worker processes,
-    /// started from this executable, get no arguments).
-    #[arg(long)]
-    address: Option<String>,
-    /// The cluster's token.
-    #[arg(long)]
-    token: Option<String>,
+    /// Where to join.
+    #[command(flatten)]
+    join: prism_benches::Join,
 }
 
 /// Reads the object's last byte through the node's mapping (it arrives whole before the task
@@ -44,11 +40,7 @@ fn read(data: &Archived<Vec<u8>>) -> (u64, String) {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut config = prism::Config::new();
-    if let (Some(address), Some(token)) = (&args.address, &args.token) {
-        config = config.address(address.clone()).token(token.clone());
-    }
-    prism::init_with(config)?;
+    args.join.init()?;
     let len = args.mib << 20;
     for trial in 0..args.trials {
         let mut data = vec![0u8; len];

@@ -31,12 +31,9 @@ struct Args {
     /// Timed 4-byte allreduces.
     #[arg(long, default_value_t = 20_000)]
     latency_rounds: u32,
-    /// Join the cluster at this address (one member per node, needing resource `m{rank}`).
-    #[arg(long)]
-    address: Option<String>,
-    /// The cluster's token.
-    #[arg(long)]
-    token: Option<String>,
+    /// Where to join (one member per node, needing resource `m{rank}`).
+    #[command(flatten)]
+    join: prism_benches::Join,
     /// Print the measurements as JSON too.
     #[arg(long)]
     json: bool,
@@ -116,14 +113,8 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = match (&args.address, &args.token) {
-        (Some(address), Some(token)) => prism::Config::new()
-            .address(address.clone())
-            .token(token.clone()),
-        _ => prism::Config::new(),
-    };
-    prism::init_with(config)?;
-    let cluster = args.address.is_some();
+    args.join.init()?;
+    let cluster = args.join.joins();
     let group = Group::create("bench", args.members)?;
     let members: Vec<ActorHandle<Bencher>> = (0..args.members)
         .map(|rank| match cluster {

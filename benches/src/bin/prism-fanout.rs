@@ -28,13 +28,9 @@ struct Args {
     /// Timed fan-outs.
     #[arg(long, default_value_t = 3)]
     trials: usize,
-    /// Join the cluster at this address (optional only because the job's worker processes,
-    /// started from this executable, get no arguments).
-    #[arg(long)]
-    address: Option<String>,
-    /// The cluster's token.
-    #[arg(long)]
-    token: Option<String>,
+    /// Where to join.
+    #[command(flatten)]
+    join: prism_benches::Join,
 }
 
 /// A child: no work.
@@ -57,11 +53,7 @@ fn parent(children: u64) -> (u64, String) {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut config = prism::Config::new();
-    if let (Some(address), Some(token)) = (&args.address, &args.token) {
-        config = config.address(address.clone()).token(token.clone());
-    }
-    prism::init_with(config)?;
+    args.join.init()?;
     let children = u64::from(args.children);
     let expected = children * children.saturating_sub(1) / 2;
     let total = u64::from(args.parents) * children;

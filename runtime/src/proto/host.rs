@@ -1193,26 +1193,33 @@ mod tests {
         ];
         assert_eq!(actions(&mut node), expected);
     }
-    #[test]
-    fn a_binary_another_node_cannot_give_comes_from_the_driver() {
-        let t0 = Instant::now();
+    /// A node that took job `job` on connection `conn` and prepared it, its binary not here
+    /// (what it did so far taken).
+    fn prepared_without_binary(conn: ConnId, job: &str, t0: Instant) -> Node {
         let mut node = Node::new("n".into(), Resources::cpus(4.0).unwrap());
         let connected = Event::Connected {
-            conn: 1,
-            job: "j".into(),
+            conn,
+            job: job.into(),
         };
         node.handle(connected, t0);
-        ask(&mut node, 1, 0, start(5 * S), t0);
+        ask(&mut node, conn, 0, start(5 * S), t0);
         actions(&mut node);
         let prepared = Event::Prepared {
-            conn: 1,
+            conn,
             req: 0,
-            job: "j".into(),
+            job: job.into(),
             result: Ok("files"),
             cached: false,
         };
         node.handle(prepared, t0);
         actions(&mut node);
+        node
+    }
+
+    #[test]
+    fn a_binary_another_node_cannot_give_comes_from_the_driver() {
+        let t0 = Instant::now();
+        let mut node = prepared_without_binary(1, "j", t0);
         assert!(!node.has_binary("j"));
         let spawn = Request::Spawn {
             worker: 10,
@@ -1318,25 +1325,7 @@ mod tests {
         ));
 
         // A node that cannot get the binary lets the job go and closes its connection.
-        let mut node = Node::new("n".into(), Resources::cpus(4.0).unwrap());
-        node.handle(
-            Event::Connected {
-                conn: 2,
-                job: "k".into(),
-            },
-            t0,
-        );
-        ask(&mut node, 2, 0, start(5 * S), t0);
-        actions(&mut node);
-        let prepared = Event::Prepared {
-            conn: 2,
-            req: 0,
-            job: "k".into(),
-            result: Ok("files"),
-            cached: false,
-        };
-        node.handle(prepared, t0);
-        actions(&mut node);
+        let mut node = prepared_without_binary(2, "k", t0);
         let spawn = Request::Spawn {
             worker: 20,
             binary_from: None,
