@@ -1069,13 +1069,12 @@ impl Scheduler {
         at
     }
 
-    /// Takes `task` out of its queue (searching from the back, where a blocked task's
-    /// children were just added).
+    /// Takes `task` out of its queue (see [`position_from_either_end`]).
     fn unqueue(&mut self, task: TaskId, shape: &Resources) -> bool {
         let Some(queue) = self.queues.get_mut(shape) else {
             return false;
         };
-        let Some(pos) = queue.iter().rposition(|t| *t == task) else {
+        let Some(pos) = position_from_either_end(queue, task) else {
             return false;
         };
         queue.remove(pos);
@@ -1093,19 +1092,46 @@ impl Scheduler {
     /// takes tasks pipelined, where a blocked worker runs one at a time, a round trip each.) Only tasks the innermost
     /// blocked task waits for run on it, so a worker's stack of tasks follows the program's
     /// own waits and cannot add a cycle.
+    ///
+    /// A call costs little however many tasks wait: those of a worker given one already, or
+    /// of a shape that does not fit now, are passed over without a copy of anything, and the
+    /// scan ends once nothing more fits (a parent that awaits thousands of queued children
+    /// made each scheduling scan all of them: a nested fan-out slowed to a crawl).
     fn nest(&mut self, actions: &mut Vec<Action>) {
-        if self.nestable.is_empty() || !self.shapes.iter().any(|s| self.can_lease(s)) {
+        let fitting = |s: &Self| -> Vec<Resources> {
+            (s.shapes.iter())
+                .filter(|shape| s.can_lease(shape))
+                .cloned()
+                .collect()
+        };
+        let mut fits = fitting(self);
+        if self.nestable.is_empty() || fits.is_empty() {
             return;
         }
+        // Workers that may take one: their innermost task waits for some.
+        let takers = (self.workers.values())
+            .filter(|w| match w {
+                WorkerState::Leased { base, nested, .. } => {
+                    let top = nested.last().map_or(base, |(_, f)| f);
+                    top.blocked && !top.awaiting.is_empty()
+                }
+                _ => false,
+            })
+            .count();
         let mut keep = VecDeque::new();
         let mut placed: IdSet<WorkerId> = IdSet::default();
         while let Some(task) = self.nestable.pop_front() {
             let Some(&worker) = self.awaited_by.get(&task) else {
                 continue;
             };
-            let Some(shape) = self.demands.get(&task).cloned() else {
+            let Some(demand) = self.demands.get(&task) else {
                 continue;
             };
+            if placed.contains(&worker) || !fits.contains(demand) {
+                keep.push_back(task);
+                continue;
+            }
+            let shape = demand.clone();
             let Some(state) = self.workers.get(&worker) else {
                 continue;
             };
@@ -1127,10 +1153,6 @@ impl Scheduler {
                 }
                 _ => continue,
             };
-            if placed.contains(&worker) || !self.can_lease(&shape) {
-                keep.push_back(task);
-                continue;
-            }
             if !self.unqueue(task, &shape) {
                 continue; // on a worker already
             }
@@ -1150,6 +1172,13 @@ impl Scheduler {
                 task,
                 depth,
             });
+            fits = fitting(self);
+            if fits.is_empty() || placed.len() == takers {
+                // Nothing more fits, or every worker that could take one has: the rest waits,
+                // in order, for the next scheduling.
+                keep.extend(self.nestable.drain(..));
+                break;
+            }
         }
         self.nestable_set = keep.iter().copied().collect();
         self.nestable = keep;
@@ -1414,6 +1443,22 @@ impl Scheduler {
     }
 }
 
+/// Where `task` is in `queue`, looked for from both ends at once: a task a blocked worker
+/// waits for was queued last when the worker had just submitted it, and is near the front
+/// once the queue ahead of it ran (a search from one end only made each nested run of a large
+/// fan-out cost the whole queue).
+fn position_from_either_end(queue: &VecDeque<TaskId>, task: TaskId) -> Option<usize> {
+    let len = queue.len();
+    (0..len.div_ceil(2)).find_map(|i| {
+        let back = len - 1 - i;
+        if queue[back] == task {
+            Some(back)
+        } else {
+            (queue[i] == task).then_some(i)
+        }
+    })
+}
+
 /// What a running task holds of the node's resources: a blocked one gave its CPUs back.
 fn held_by(frame: &Frame) -> Resources {
     let mut held = frame.demand.clone();
@@ -1426,6 +1471,16 @@ fn held_by(frame: &Frame) -> Resources {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_is_found_from_either_end_of_its_queue() {
+        let queue: VecDeque<TaskId> = (1..=5).map(t).collect();
+        for (seq, at) in [(1, 0), (2, 1), (3, 2), (4, 3), (5, 4)] {
+            assert_eq!(position_from_either_end(&queue, t(seq)), Some(at));
+        }
+        assert_eq!(position_from_either_end(&queue, t(9)), None);
+        assert_eq!(position_from_either_end(&VecDeque::new(), t(1)), None);
+    }
 
     fn t(seq: u64) -> TaskId {
         TaskId::new(0, seq)
