@@ -14,8 +14,9 @@ use crate::frame::Message;
 /// [`ToNode::Done`] (no frame of their own); 16: nodes grant their resources to jobs
 /// ([`ToHost::Grant`]); 17: workers make and find actors and placement groups
 /// ([`ToNode::CreateActor`], [`Answer`]), and objects hold the actors whose handles they
-/// contain.
-pub const PROTOCOL_VERSION: u32 = 17;
+/// contain; 18: a spawn names the node to fetch the job's binary from
+/// ([`ToHost::Spawn`]'s `binary_from`).
+pub const PROTOCOL_VERSION: u32 = 18;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
