@@ -185,8 +185,9 @@ pub(crate) struct Scheduler {
     workers: IdMap<WorkerId, WorkerState>,
     /// Tasks a blocked worker waits for, with that worker: run on top of it when queued.
     awaited_by: IdMap<TaskId, WorkerId>,
-    /// Queued tasks that a blocked worker waits for, oldest first (checked when scheduling).
-    nestable: VecDeque<TaskId>,
+    /// Queued tasks that a blocked worker waits for, by that worker, oldest first (checked
+    /// when scheduling).
+    nestable: IdMap<WorkerId, VecDeque<TaskId>>,
     /// What `nestable` holds (each task once).
     nestable_set: IdSet<TaskId>,
     next_worker: WorkerId,
@@ -233,7 +234,7 @@ impl Scheduler {
             pinned_queue: VecDeque::new(),
             workers: IdMap::default(),
             awaited_by: IdMap::default(),
-            nestable: VecDeque::new(),
+            nestable: IdMap::default(),
             nestable_set: IdSet::default(),
             next_worker: base + 1,
             max_inflight: max_inflight.max(1),
@@ -583,8 +584,11 @@ impl Scheduler {
 
     /// `task` is awaited by a blocked worker and may be queued: a candidate for [`Self::nest`].
     fn mark_nestable(&mut self, task: TaskId) {
+        let Some(&worker) = self.awaited_by.get(&task) else {
+            return;
+        };
         if self.nestable_set.insert(task) {
-            self.nestable.push_back(task);
+            self.nestable.entry(worker).or_default().push_back(task);
         }
     }
 
@@ -1093,10 +1097,10 @@ impl Scheduler {
     /// blocked task waits for run on it, so a worker's stack of tasks follows the program's
     /// own waits and cannot add a cycle.
     ///
-    /// A call costs little however many tasks wait: those of a worker given one already, or
-    /// of a shape that does not fit now, are passed over without a copy of anything, and the
-    /// scan ends once nothing more fits (a parent that awaits thousands of queued children
-    /// made each scheduling scan all of them: a nested fan-out slowed to a crawl).
+    /// A call costs what it places, however many tasks wait: the awaited tasks are kept by
+    /// the worker that awaits them, and each worker's are looked at only until one of them
+    /// runs on it (a parent that awaits thousands of queued children made each scheduling scan
+    /// all of them: a nested fan-out slowed to a crawl).
     fn nest(&mut self, actions: &mut Vec<Action>) {
         let fitting = |s: &Self| -> Vec<Resources> {
             (s.shapes.iter())
@@ -1108,80 +1112,85 @@ impl Scheduler {
         if self.nestable.is_empty() || fits.is_empty() {
             return;
         }
-        // Workers that may take one: their innermost task waits for some.
-        let takers = (self.workers.values())
-            .filter(|w| match w {
-                WorkerState::Leased { base, nested, .. } => {
-                    let top = nested.last().map_or(base, |(_, f)| f);
-                    top.blocked && !top.awaiting.is_empty()
-                }
-                _ => false,
-            })
-            .count();
-        let mut keep = VecDeque::new();
-        let mut placed: IdSet<WorkerId> = IdSet::default();
-        while let Some(task) = self.nestable.pop_front() {
-            let Some(&worker) = self.awaited_by.get(&task) else {
+        let mut workers: Vec<WorkerId> = self.nestable.keys().copied().collect();
+        workers.sort_unstable();
+        for worker in workers {
+            let Some(mut queue) = self.nestable.remove(&worker) else {
                 continue;
             };
-            let Some(demand) = self.demands.get(&task) else {
-                continue;
-            };
-            if placed.contains(&worker) || !fits.contains(demand) {
-                keep.push_back(task);
-                continue;
-            }
-            let shape = demand.clone();
-            let Some(state) = self.workers.get(&worker) else {
-                continue;
-            };
-            let depth = match state {
-                WorkerState::Leased { base, nested, .. } => {
-                    let top = nested.last().map_or(base, |(_, f)| f);
-                    if !top.blocked || !top.awaiting.contains(&task) {
-                        // A task below the innermost waits for it: its turn comes when the
-                        // tasks above end. Otherwise it resumed, or waits for something else.
-                        let below = std::iter::once(base)
-                            .chain(nested.iter().map(|(_, f)| f))
-                            .any(|f| f.blocked && f.awaiting.contains(&task));
-                        if below {
-                            keep.push_back(task);
-                        }
-                        continue;
+            let mut keep = VecDeque::new();
+            while let Some(task) = queue.pop_front() {
+                match self.nest_one(worker, task, &fits) {
+                    Nesting::Placed(depth) => {
+                        self.nestable_set.remove(&task);
+                        actions.push(Action::Nest {
+                            worker,
+                            task,
+                            depth,
+                        });
+                        fits = fitting(self);
+                        // One per worker and scheduling: the rest waits, in order.
+                        keep.extend(queue.drain(..));
                     }
-                    nested.len() as u32
+                    Nesting::Later => keep.push_back(task),
+                    Nesting::Never => {
+                        self.nestable_set.remove(&task);
+                    }
                 }
-                _ => continue,
-            };
-            if !self.unqueue(task, &shape) {
-                continue; // on a worker already
             }
-            self.available.subtract(&shape);
-            if let Some(WorkerState::Leased { nested, .. }) = self.workers.get_mut(&worker) {
-                nested.push((
-                    task,
-                    Frame {
-                        demand: shape,
-                        ..Frame::default()
-                    },
-                ));
+            if !keep.is_empty() {
+                self.nestable.insert(worker, keep);
             }
-            placed.insert(worker);
-            actions.push(Action::Nest {
-                worker,
-                task,
-                depth,
-            });
-            fits = fitting(self);
-            if fits.is_empty() || placed.len() == takers {
-                // Nothing more fits, or every worker that could take one has: the rest waits,
-                // in order, for the next scheduling.
-                keep.extend(self.nestable.drain(..));
+            if fits.is_empty() {
                 break;
             }
         }
-        self.nestable_set = keep.iter().copied().collect();
-        self.nestable = keep;
+    }
+
+    /// Runs `task`, which `worker` was marked as awaiting, on top of it if it can now (its
+    /// shape among those that `fits`).
+    fn nest_one(&mut self, worker: WorkerId, task: TaskId, fits: &[Resources]) -> Nesting {
+        if self.awaited_by.get(&task) != Some(&worker) {
+            return Nesting::Never; // it resumed, or another task awaits it now
+        }
+        let Some(demand) = self.demands.get(&task) else {
+            return Nesting::Never;
+        };
+        if !fits.contains(demand) {
+            return Nesting::Later;
+        }
+        let shape = demand.clone();
+        let depth = match self.workers.get(&worker) {
+            Some(WorkerState::Leased { base, nested, .. }) => {
+                let top = nested.last().map_or(base, |(_, f)| f);
+                if !top.blocked || !top.awaiting.contains(&task) {
+                    // A task below the innermost waits for it: its turn comes when the tasks
+                    // above end. Otherwise it resumed, or waits for something else.
+                    let below = std::iter::once(base)
+                        .chain(nested.iter().map(|(_, f)| f))
+                        .any(|f| f.blocked && f.awaiting.contains(&task));
+                    return if below {
+                        Nesting::Later
+                    } else {
+                        Nesting::Never
+                    };
+                }
+                nested.len() as u32
+            }
+            _ => return Nesting::Never,
+        };
+        if !self.unqueue(task, &shape) {
+            return Nesting::Never; // on a worker already
+        }
+        self.available.subtract(&shape);
+        if let Some(WorkerState::Leased { nested, .. }) = self.workers.get_mut(&worker) {
+            let frame = Frame {
+                demand: shape,
+                ..Frame::default()
+            };
+            nested.push((task, frame));
+        }
+        Nesting::Placed(depth)
     }
 
     /// Decides what to do now: leases, dispatches and worker starts.
@@ -1391,7 +1400,10 @@ impl Scheduler {
     pub(crate) fn compact(&mut self) -> bool {
         // Candidates whose task ended while nothing could run on top.
         let demands = &self.demands;
-        self.nestable.retain(|t| demands.contains_key(t));
+        for queue in self.nestable.values_mut() {
+            queue.retain(|t| demands.contains_key(t));
+        }
+        self.nestable.retain(|_, queue| !queue.is_empty());
         self.nestable_set.retain(|t| demands.contains_key(t));
         crate::proto::shrink(&mut self.demands)
             | crate::proto::shrink(&mut self.awaited_by)
@@ -1457,6 +1469,16 @@ fn position_from_either_end(queue: &VecDeque<TaskId>, task: TaskId) -> Option<us
             (queue[i] == task).then_some(i)
         }
     })
+}
+
+/// What became of an awaited task [`Scheduler::nest`] looked at.
+enum Nesting {
+    /// It runs on top of its worker, at this depth.
+    Placed(u32),
+    /// Not now: its shape does not fit, or a task below the innermost awaits it.
+    Later,
+    /// Not any more: it resumed, ended, runs elsewhere or is awaited by no one.
+    Never,
 }
 
 /// What a running task holds of the node's resources: a blocked one gave its CPUs back.
