@@ -46,20 +46,25 @@ pub(super) struct Spread {
 impl Spread {
     /// Worker `worker` is to start on `node`.
     pub(super) fn start(&mut self, node: NodeIdx, worker: WorkerId) -> Start {
-        if self.holders.contains(&node) || self.fetching.contains_key(&node) {
-            return Start::Now(None);
-        }
-        match self.source() {
-            Some(source) => {
-                self.fetching.insert(node, (source, worker));
-                *self.serving.entry(source).or_default() += 1;
-                Start::Now(source)
-            }
+        match self.place(node, worker) {
+            Some(source) => Start::Now(source),
             None => {
                 self.waiting.push_back((node, worker));
                 Start::Wait
             }
         }
+    }
+
+    /// The source `worker`'s start on `node` fetches the binary from, if it may start now
+    /// (`Some(None)`: the driver, or no fetch needed); the fetch is counted against it.
+    fn place(&mut self, node: NodeIdx, worker: WorkerId) -> Option<Source> {
+        if self.holders.contains(&node) || self.fetching.contains_key(&node) {
+            return Some(None);
+        }
+        let source = self.source()?;
+        self.fetching.insert(node, (source, worker));
+        *self.serving.entry(source).or_default() += 1;
+        Some(source)
     }
 
     /// The least busy source with room, nodes before the driver (so the driver's link is
@@ -109,18 +114,12 @@ impl Spread {
     /// The waiting starts that may go now, in order, each with its source.
     pub(super) fn ready(&mut self) -> Vec<(NodeIdx, WorkerId, Source)> {
         let mut ready = Vec::new();
-        let mut still = VecDeque::new();
-        while let Some((node, worker)) = self.waiting.pop_front() {
-            match self.start(node, worker) {
-                Start::Now(source) => ready.push((node, worker, source)),
-                Start::Wait => {
-                    // `start` queued it again at the back: keep the order instead.
-                    self.waiting.pop_back();
-                    still.push_back((node, worker));
-                }
+        for (node, worker) in std::mem::take(&mut self.waiting) {
+            match self.place(node, worker) {
+                Some(source) => ready.push((node, worker, source)),
+                None => self.waiting.push_back((node, worker)),
             }
         }
-        self.waiting = still;
         ready
     }
 }
