@@ -46,6 +46,10 @@ pub struct Config {
 /// 0 sends no run times).
 pub(crate) const ENV_TASK_EVENTS_MAX: &str = "PRISM_TASK_EVENTS_MAX";
 
+/// The environment switch that lets workers own the plain tasks they submit (on unless
+/// `0`; see `proto::worker`'s owned tasks).
+pub(crate) const ENV_WORKER_OWNERS: &str = "PRISM_WORKER_OWNERS";
+
 /// Whether the switch `name` in the environment is on: on unless set to `0`.
 pub(crate) fn env_switch(name: &str) -> bool {
     std::env::var(name).map_or(true, |v| v.trim() != "0")

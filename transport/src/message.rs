@@ -15,8 +15,9 @@ use crate::frame::Message;
 /// ([`ToHost::Grant`]); 17: workers make and find actors and placement groups
 /// ([`ToNode::CreateActor`], [`Answer`]), and objects hold the actors whose handles they
 /// contain; 18: a spawn names the node to fetch the job's binary from
-/// ([`ToHost::Spawn`]'s `binary_from`).
-pub const PROTOCOL_VERSION: u32 = 18;
+/// ([`ToHost::Spawn`]'s `binary_from`); 19: workers own the plain tasks they submit
+/// ([`ToWorker::OwnTasks`], [`ToNode::Lease`], [`ToNode::Forward`]).
+pub const PROTOCOL_VERSION: u32 = 19;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -193,6 +194,42 @@ pub enum ToWorker {
     },
     /// Exit now.
     Shutdown,
+    /// From now on this worker owns the plain tasks it submits: it keeps their specs and
+    /// results, asks the node for leases ([`ToNode::Lease`]) and pushes the tasks to the
+    /// leased workers itself ([`ToNode::Forward`]).
+    OwnTasks,
+    /// The lease asked for as `key` is granted: `worker` runs the owner's tasks of the lease's
+    /// shape until it is given back ([`ToNode::Unlease`]). When `worker` is the owner itself
+    /// (it is blocked and no other worker can be had), it runs them on top of its blocked task.
+    Leased {
+        /// The lease's key.
+        key: TaskId,
+        /// The leased worker.
+        worker: u64,
+    },
+    /// The lease `key` ended without being given back (its worker died or was lost): the
+    /// tasks pushed to it that did not come back did not finish.
+    LeaseEnded {
+        /// The lease's key.
+        key: TaskId,
+        /// Why.
+        reason: String,
+    },
+    /// Run these tasks, in order: pushed by their owner (the worker whose number their ids
+    /// carry) under a lease on this worker. Their ends go back to the owner
+    /// ([`ToWorker::Returned`]); a blocked worker hands them back ([`ToWorker::Handback`]).
+    Push(Vec<Execute>),
+    /// Tasks this worker owns ended on the worker they were pushed to.
+    Returned {
+        /// When the worker that ran them wrote this, by its host's monotonic clock (0 without
+        /// run times).
+        sent_us: u64,
+        /// The ends.
+        ends: Vec<TaskEnd>,
+    },
+    /// Tasks this worker owns were handed back unrun by the worker they were pushed to (it
+    /// blocked, or was asked to give them back).
+    Handback(Vec<TaskId>),
 }
 
 /// What a worker tells its node.
@@ -332,6 +369,81 @@ pub enum ToNode {
     },
     /// Remove placement group `group`.
     RemoveGroup(u64),
+    /// Asks for a lease on a worker of `shape` on this node, for tasks this worker owns (see
+    /// [`ToWorker::OwnTasks`]); answered with [`ToWorker::Leased`].
+    Lease {
+        /// The lease's key: an id of the owner's that no task of its has (a blocked owner
+        /// that names it as awaited may be leased itself).
+        key: TaskId,
+        /// The resources each task of the lease holds.
+        shape: Resources,
+    },
+    /// What happened to tasks this worker owns, for the node's task events (sent only when
+    /// the node keeps them).
+    Owned {
+        /// When this was written, by the host's monotonic clock.
+        sent_us: u64,
+        /// The events, in order.
+        events: Vec<OwnedEvent>,
+    },
+    /// Gives lease `key` back (or withdraws the ask, if it was not granted yet).
+    Unlease {
+        /// The lease's key.
+        key: TaskId,
+    },
+    /// A frame for another worker of the job on this node (tasks pushed to a leased worker,
+    /// the ends of tasks for their owner), relayed by the node as it is.
+    Forward {
+        /// The worker it is for.
+        to: u64,
+        /// One whole [`ToWorker`] frame: [`ToWorker::Execute`], [`ToWorker::Returned`],
+        /// [`ToWorker::Handback`] or [`ToWorker::Cancel`].
+        frame: Vec<u8>,
+    },
+}
+
+/// One change of a task a worker owns ([`ToNode::Owned`]).
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct OwnedEvent {
+    /// The task.
+    pub task: TaskId,
+    /// What happened.
+    pub phase: OwnedPhase,
+}
+
+/// What happened to a task a worker owns.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum OwnedPhase {
+    /// Submitted (by the worker's running task): it waits for its arguments, or (`ready`) for
+    /// a worker.
+    Submitted {
+        /// Its function.
+        function: String,
+        /// Whether its arguments are known.
+        ready: bool,
+    },
+    /// Its arguments are known: it waits for a worker.
+    Ready,
+    /// Pushed to `worker`.
+    Sent {
+        /// The leased worker.
+        worker: u64,
+    },
+    /// It ran on `worker`: started at `start_us` by the host's monotonic clock.
+    Ran {
+        /// The worker that ran it.
+        worker: u64,
+        /// When the run started.
+        start_us: u64,
+        /// How the run spent its time.
+        times: RunTimes,
+    },
+    /// It returned its values.
+    Finished,
+    /// It failed (why); it may still run again ([`OwnedPhase::Again`]).
+    Failed(String),
+    /// It runs again (a retry): it waits for a worker.
+    Again,
 }
 
 /// What the node needs to know of an actor besides its creation task.

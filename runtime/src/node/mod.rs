@@ -188,7 +188,8 @@ impl Core {
                     config.object_store_bytes(),
                     joined.as_ref().map(|j| j.home),
                 )
-                .with_task_events(config.task_events_capacity(), joined.is_some()),
+                .with_task_events(config.task_events_capacity(), joined.is_some())
+                .with_worker_owners(crate::config::env_switch(crate::config::ENV_WORKER_OWNERS)),
                 files: store::ObjectFiles::new(store_dir.clone(), config.object_store_bytes() / 4),
                 links: IdMap::default(),
                 remote: joined

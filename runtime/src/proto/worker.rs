@@ -13,11 +13,13 @@ use prism_graph::{
 };
 use prism_transport::{
     ActorConfig, Answer, ArchivedObjectValue, ArchivedToWorker, ArchivedValue, Execute, Hello,
-    MAX_AWAITING, Outcome, RunTimes, TaskEnd, ToNode, Value, encode_frame,
+    MAX_AWAITING, Outcome, RunTimes, TaskEnd, ToNode, ToWorker, Value, encode_frame,
 };
 
 use crate::proto::owner::{Known, Slot};
 use crate::store::ObjectBytes;
+
+mod owned;
 
 /// Why a worker stops taking messages.
 #[derive(Debug)]
@@ -106,11 +108,15 @@ pub(crate) struct Worker {
     arrived: Vec<ObjectId>,
     /// Streaming generators sent here to run: how many of their items the consumer took.
     streams: IdMap<TaskId, u32>,
+    /// Tasks other workers own, pushed here to run: their ends go to their owners.
+    pushed: IdSet<TaskId>,
+    /// The tasks this worker owns.
+    owned: owned::Owned,
 }
 
 impl Worker {
-    /// A worker's books; `timed`: whether to send run times.
-    pub(crate) fn new(timed: bool) -> Worker {
+    /// A worker's books; `timed`: whether to send run times; `me`: its owner number.
+    pub(crate) fn new(timed: bool, me: u64) -> Worker {
         Worker {
             out: Vec::new(),
             queue: VecDeque::new(),
@@ -128,6 +134,8 @@ impl Worker {
             nested: None,
             arrived: Vec::new(),
             streams: IdMap::default(),
+            pushed: IdSet::default(),
+            owned: owned::Owned::new(me),
         }
     }
 
@@ -147,6 +155,9 @@ impl Worker {
         let name: Arc<str> = Arc::from(spec.function.as_str());
         for id in spec.return_ids() {
             self.refs.insert(id, (1, name.clone()));
+        }
+        if failed.is_none() && self.try_own(&spec) {
+            return self.own(spec);
         }
         self.send(&ToNode::Submit { spec, failed });
     }
@@ -173,8 +184,13 @@ impl Worker {
     /// A reference read from a value (an argument, an object): counted locally; the node
     /// learns of this worker's hold once.
     pub(crate) fn borrow(&mut self, id: ObjectId) {
+        let owned = self.owns(id);
         match self.refs.get_mut(&id) {
             Some((count, _)) => *count += 1,
+            None if owned => {
+                // Owned here: the node does not know it.
+                self.refs.insert(id, (1, Arc::from("owned")));
+            }
             None => {
                 self.refs.insert(id, (1, Arc::from("borrowed")));
                 // A release of the same object not sent yet goes first, or the node would
@@ -281,10 +297,13 @@ impl Worker {
         if let Some((count, _)) = self.refs.get_mut(&id) {
             *count -= 1;
             if *count == 0 {
+                let owned = self.release_owned(id);
                 self.refs.remove(&id);
                 self.cache.remove(&id);
                 self.requested.remove(&id);
-                self.released.push(id);
+                if !owned {
+                    self.released.push(id);
+                }
             }
         }
     }
@@ -318,6 +337,9 @@ impl Worker {
 
     /// Asks the node to cancel the task making `id`.
     pub(crate) fn cancel(&mut self, id: ObjectId, force: bool) {
+        if self.owns(id) && self.cancel_owned(id.task) {
+            return;
+        }
         self.send(&ToNode::Cancel { id, force });
     }
 
@@ -383,7 +405,7 @@ impl Worker {
     pub(crate) fn request(&mut self, ids: &[ObjectId]) {
         let mut missing: Vec<ObjectId> = Vec::new();
         for &id in ids {
-            if !self.cache.contains_key(&id) && self.requested.insert(id) {
+            if !self.cache.contains_key(&id) && !self.owns(id) && self.requested.insert(id) {
                 missing.push(id);
             }
         }
@@ -419,10 +441,27 @@ impl Worker {
     /// Puts what this worker owes the node into its frames (`clock` gives the time of
     /// sending, read only when run times go out) and hands them out to write.
     pub(crate) fn transmit(&mut self, clock: impl FnOnce() -> u64) -> &mut Vec<u8> {
+        // The clock is read at most once, and only when times go out.
+        let mut clock = Some(clock);
+        let mut now = 0;
+        let mut stamp = move || {
+            if let Some(clock) = clock.take() {
+                now = clock();
+            }
+            now
+        };
+        if !self.pushed.is_empty() && !self.done.is_empty() {
+            let sent_us = if self.timed { stamp() } else { 0 };
+            self.return_pushed(sent_us);
+        }
+        if self.owned.has_events() {
+            let sent_us = stamp();
+            self.send_owned_events(sent_us);
+        }
         if !self.done.is_empty() {
             let done = std::mem::take(&mut self.done);
             let timed = self.timed && done.iter().any(|e| e.timing.is_some());
-            let sent_us = if timed { clock() } else { 0 };
+            let sent_us = if timed { stamp() } else { 0 };
             let ended = done
                 .into_iter()
                 .map(|e| TaskEnd {
@@ -435,6 +474,52 @@ impl Worker {
         }
         self.send_releases();
         &mut self.out
+    }
+
+    /// Sends the ends of tasks pushed here to their owners, with run times stamped at
+    /// `sent_us` (0: none).
+    fn return_pushed(&mut self, sent_us: u64) {
+        let mut by_owner: Vec<(u64, Vec<TaskEnd>)> = Vec::new();
+        let pushed = &mut self.pushed;
+        self.done.retain_mut(|e| {
+            if !pushed.remove(&e.task) {
+                return true;
+            }
+            let end = TaskEnd {
+                task: e.task,
+                outcome: std::mem::replace(
+                    &mut e.outcome,
+                    Outcome::Failed(TaskError::Cancelled {
+                        task: e.task,
+                        function: String::new(),
+                    }),
+                ),
+                times: e.timing.filter(|_| sent_us > 0).map(|t| t.wire(sent_us)),
+            };
+            match by_owner.iter_mut().find(|(o, _)| *o == e.task.owner) {
+                Some((_, ends)) => ends.push(end),
+                None => by_owner.push((e.task.owner, vec![end])),
+            }
+            false
+        });
+        for (owner, ends) in by_owner {
+            self.forward(owner, &ToWorker::Returned { sent_us, ends });
+        }
+    }
+
+    /// Hands tasks pushed here back to their owners unrun.
+    fn hand_back(&mut self, tasks: Vec<TaskId>) {
+        let mut by_owner: Vec<(u64, Vec<TaskId>)> = Vec::new();
+        for task in tasks {
+            self.pushed.remove(&task);
+            match by_owner.iter_mut().find(|(o, _)| *o == task.owner) {
+                Some((_, ts)) => ts.push(task),
+                None => by_owner.push((task.owner, vec![task])),
+            }
+        }
+        for (owner, tasks) in by_owner {
+            self.forward(owner, &ToWorker::Handback(tasks));
+        }
     }
 
     /// Handles one message from the node; `open` gives the bytes of a value the node sent
@@ -465,6 +550,34 @@ impl Worker {
                 if !bounced.is_empty() {
                     self.send(&ToNode::Bounced(bounced));
                 }
+            }
+            ArchivedToWorker::Push(tasks) => {
+                let mut bounced = Vec::new();
+                for task in tasks.iter() {
+                    let id = task.task.to_native();
+                    if self.blocked || self.depth > 0 {
+                        bounced.push(id);
+                        continue;
+                    }
+                    self.pushed.insert(id);
+                    self.queue.push_back(decode(task)?);
+                }
+                if !bounced.is_empty() {
+                    self.hand_back(bounced);
+                }
+            }
+            ArchivedToWorker::OwnTasks => self.own_tasks(),
+            ArchivedToWorker::Leased { key, worker } => {
+                self.leased(key.to_native(), worker.to_native());
+            }
+            ArchivedToWorker::LeaseEnded { key, reason } => {
+                self.lease_ended(key.to_native(), reason.as_str());
+            }
+            ArchivedToWorker::Returned { sent_us, ends } => {
+                self.returned(sent_us.to_native(), ends.iter(), open)?;
+            }
+            ArchivedToWorker::Handback(tasks) => {
+                self.handed_back(tasks.iter().map(|t| t.to_native()));
             }
             ArchivedToWorker::Nested { exec, depth } => {
                 let task = exec.task.to_native();
@@ -512,6 +625,7 @@ impl Worker {
                     if self.blocked {
                         self.arrived.push(id);
                     }
+                    self.known(id);
                 }
             }
             ArchivedToWorker::Cancel { task } => {
@@ -560,11 +674,16 @@ impl Worker {
         if self.depth >= max_depth {
             return IdSet::default();
         }
-        ids.iter()
-            .filter(|id| !self.cache.contains_key(id))
+        let mut awaiting: IdSet<TaskId> = ids
+            .iter()
+            .filter(|id| !self.cache.contains_key(id) && !self.owns(**id))
             .map(|id| id.task)
             .take(MAX_AWAITING)
-            .collect()
+            .collect();
+        // Owned tasks waiting for a lease: the asks' keys, which the node may grant to this
+        // worker itself.
+        awaiting.extend(self.awaited_asks(ids));
+        awaiting
     }
 
     /// The innermost running task blocks in `get`, waiting for `awaiting`: the node gets its
@@ -580,6 +699,14 @@ impl Worker {
                 }
                 !normal
             });
+        }
+        if !self.pushed.is_empty() {
+            let (pushed, node): (Vec<TaskId>, Vec<TaskId>) =
+                returned.into_iter().partition(|t| self.pushed.contains(t));
+            returned = node;
+            if !pushed.is_empty() {
+                self.hand_back(pushed);
+            }
         }
         self.blocked = true;
         self.send(&ToNode::Blocked {
@@ -598,7 +725,10 @@ impl Worker {
         }
         match self.nested.take() {
             Some(exec) => Wake::Run(exec),
-            None => Wake::Wait,
+            None => match self.next_here() {
+                Some(exec) => Wake::Run(exec),
+                None => Wake::Wait,
+            },
         }
     }
 
@@ -612,13 +742,22 @@ impl Worker {
 
     /// The task run on top of the blocked one ended (`ended`); the blocked one waits on for
     /// `awaiting`, with a fresh count of what it has.
-    pub(crate) fn nested_ended(&mut self, ended: Ended, awaiting: IdSet<TaskId>) {
+    pub(crate) fn nested_ended(
+        &mut self,
+        ended: Ended,
+        awaiting: IdSet<TaskId>,
+        open: &mut dyn FnMut(&ArchivedValue) -> std::io::Result<ObjectBytes>,
+    ) {
         self.depth -= 1;
         self.blocked = true;
         self.awaiting = awaiting;
         // What arrived meanwhile went to the nested task's waits.
         self.arrived.clear();
-        self.done.push(ended);
+        if self.owns_task(ended.task) {
+            self.ended_here(ended, open);
+        } else {
+            self.done.push(ended);
+        }
     }
 
     /// The innermost task resumes.
@@ -629,6 +768,7 @@ impl Worker {
         if let Some(exec) = self.nested.take() {
             self.send(&ToNode::Bounced(vec![exec.task]));
         }
+        self.end_here();
         self.send(&ToNode::Unblocked { depth: self.depth });
     }
 }
@@ -768,7 +908,7 @@ mod tests {
 
     #[test]
     fn tasks_run_in_order_and_their_ends_go_out_with_their_times() {
-        let mut worker = Worker::new(true);
+        let mut worker = Worker::new(true, 1);
         receive(&mut worker, &ToWorker::Execute(vec![normal(1), normal(2)])).unwrap();
         assert_eq!(worker.next_task().map(|e| e.task), Some(task(1)));
         assert!(sent(&mut worker).is_empty(), "nothing owed yet");
@@ -801,7 +941,7 @@ mod tests {
         assert_eq!(worker.next_task().map(|e| e.task), Some(task(2)));
 
         // Untimed books send no times, and read no clock.
-        let mut untimed = Worker::new(false);
+        let mut untimed = Worker::new(false, 1);
         untimed.ended(ended(3, Some(timing)));
         let out = std::mem::take(untimed.transmit(|| panic!("the clock was read")));
         assert!(!out.is_empty());
@@ -814,7 +954,7 @@ mod tests {
 
     #[test]
     fn a_cancelled_queued_task_ends_cancelled_and_a_recalled_one_goes_back() {
-        let mut worker = Worker::new(false);
+        let mut worker = Worker::new(false, 1);
         let batch = vec![normal(1), normal(2), normal(3)];
         receive(&mut worker, &ToWorker::Execute(batch)).unwrap();
         receive(&mut worker, &ToWorker::Cancel { task: task(2) }).unwrap();
@@ -847,7 +987,7 @@ mod tests {
 
     #[test]
     fn a_blocked_worker_hands_back_plain_tasks_keeps_calls_and_runs_what_it_awaits() {
-        let mut worker = Worker::new(false);
+        let mut worker = Worker::new(false, 1);
         let call = exec(2, TaskKind::ActorCall(ActorId(task(50))));
         receive(&mut worker, &ToWorker::Execute(vec![normal(1), call])).unwrap();
         let wanted = ObjectId::new(task(10), 0);
@@ -899,7 +1039,9 @@ mod tests {
         let awaiting = worker.nest();
         // Above the blocked task a plain task bounces still.
         receive(&mut worker, &ToWorker::Execute(vec![normal(4)])).unwrap();
-        worker.nested_ended(ended(10, None), awaiting);
+        worker.nested_ended(ended(10, None), awaiting, &mut |_| {
+            Err(std::io::Error::other("no segments here"))
+        });
         let value = ObjectValue::Ready(Value::Inline(vec![5]));
         receive(&mut worker, &ToWorker::Objects(vec![(wanted, value)])).unwrap();
         let mut tally = Tally::new(&worker, &ids, 1);
@@ -915,7 +1057,7 @@ mod tests {
 
     #[test]
     fn waits_count_what_arrives_and_a_value_that_cannot_be_mapped_is_an_error() {
-        let mut worker = Worker::new(false);
+        let mut worker = Worker::new(false, 1);
         let (a, b) = (ObjectId::new(task(1), 0), ObjectId::new(task(2), 0));
         let ids = [a, b, a];
         worker.request(&ids);
@@ -948,7 +1090,7 @@ mod tests {
 
     #[test]
     fn actor_handles_are_held_from_the_first_and_released_with_the_last() {
-        let mut worker = Worker::new(false);
+        let mut worker = Worker::new(false, 1);
         let actor = ActorId(task(9));
         worker.actor_borrow(actor);
         worker.actor_borrow(actor);
@@ -962,7 +1104,7 @@ mod tests {
 
     #[test]
     fn references_are_counted_here_and_the_last_release_goes_out() {
-        let mut worker = Worker::new(false);
+        let mut worker = Worker::new(false, 1);
         let id = ObjectId::new(task(5), 0);
         worker.borrow(id);
         worker.borrow(id);
@@ -984,7 +1126,7 @@ mod tests {
 
     #[test]
     fn a_generator_pauses_at_its_window_until_the_node_says_items_were_taken() {
-        let mut worker = Worker::new(false);
+        let mut worker = Worker::new(false, 1);
         let run = prism_transport::StreamRun {
             window: 2,
             skip: 0,
@@ -1034,7 +1176,7 @@ mod tests {
 
     #[test]
     fn a_release_not_sent_yet_goes_before_a_new_hold_of_the_same_thing() {
-        let mut worker = Worker::new(false);
+        let mut worker = Worker::new(false, 1);
         let id = ObjectId::new(TaskId::new(1, 1), 0);
         let actor = ActorId(TaskId::new(1, 2));
         worker.borrow(id);
@@ -1060,7 +1202,7 @@ mod tests {
 
     #[test]
     fn actors_a_worker_makes_or_finds_are_counted_by_the_node_for_it() {
-        let mut worker = Worker::new(false);
+        let mut worker = Worker::new(false, 1);
         let config = |name: Option<&str>| ActorConfig {
             class: "tests::Counter".into(),
             name: name.map(str::to_string),

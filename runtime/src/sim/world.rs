@@ -1281,7 +1281,7 @@ impl World<'_> {
                     (j, worker),
                     SimWorker {
                         alive: true,
-                        core: Worker::new(false),
+                        core: Worker::new(false, worker),
                         current: None,
                         run: 0,
                         children: None,
@@ -2831,7 +2831,7 @@ impl World<'_> {
         }
         w.alive = false;
         w.run += 1;
-        w.core = Worker::new(false);
+        w.core = Worker::new(false, worker.1);
         w.children = None;
         let parents = &self.jobs[worker.0].driver.parents;
         if w.current.take().is_some_and(|t| !parents.contains_key(&t)) {

@@ -88,7 +88,35 @@ impl WorkerClient {
     }
 
     pub(crate) fn submit(&self, spec: TaskSpec, failed: Option<TaskError>) {
+        let escaping = self.inner.lock().core.escaping(&spec);
+        self.promote(&escaping);
         self.inner.lock().core.submit(spec, failed);
+    }
+
+    /// Hands the objects among `ids` this worker owns to the node, their values awaited
+    /// first: a reference to them is about to leave this process.
+    pub(crate) fn promote(&self, ids: &[ObjectId]) {
+        let owned = {
+            let mut inner = self.inner.lock();
+            let owned = inner.core.to_promote(ids);
+            // Held while their values come (the value holding them may be gone already).
+            for &id in &owned {
+                inner.core.borrow(id);
+            }
+            owned
+        };
+        if owned.is_empty() {
+            return;
+        }
+        let mut known: Vec<Option<crate::proto::owner::Slot>> = vec![None; owned.len()];
+        if let Err(e) = self.fetch(&owned, known.as_mut_slice(), owned.len(), None) {
+            tracing::error!("cannot hand owned objects to the node: {e}");
+        }
+        let mut inner = self.inner.lock();
+        inner.core.promote(&owned);
+        for &id in &owned {
+            inner.core.release(id);
+        }
     }
 
     /// Where this worker writes large values, from which size, and the store's capacity.
@@ -105,6 +133,7 @@ impl WorkerClient {
 
     pub(crate) fn put(&self, id: ObjectId, stored: ObjectBytes, nested: crate::value::Nested) {
         let crate::value::Nested { objects, actors } = nested;
+        self.promote(&objects);
         self.inner.lock().core.put(id, stored, objects, actors);
     }
 
@@ -346,7 +375,10 @@ impl WorkerClient {
                             drop(inner);
                             let ended = run_task(self, &mut registry::Actor::None, &exec);
                             inner = self.inner.lock();
-                            inner.core.nested_ended(ended, awaiting);
+                            let dir = inner.store_dir.clone();
+                            inner.core.nested_ended(ended, awaiting, &mut |value| {
+                                ObjectBytes::from_wire(&dir, value)
+                            });
                             tally = Tally::new(&inner.core, ids, need);
                             if let Err(e) = inner.flush() {
                                 break Err(FrameError::Io(e));
@@ -394,6 +426,9 @@ pub(crate) fn unexpected(answer: Answer) -> Error {
 impl Inner {
     /// Writes what the books owe the node.
     fn flush(&mut self) -> std::io::Result<()> {
+        for id in self.core.take_unlinked() {
+            crate::store::unlink(&self.store_dir, id);
+        }
         let out = self.core.transmit(monotonic_us);
         if !out.is_empty() {
             self.writer.write_all(out)?;
@@ -633,7 +668,7 @@ fn connect() -> Result<Arc<WorkerClient>> {
     let mut inner = Inner {
         reader: Some(FrameReader::new(stream, prism_transport::DEFAULT_MAX_FRAME)),
         writer,
-        core: Worker::new(timed),
+        core: Worker::new(timed, worker),
         wakers: Vec::new(),
         store_dir: store_dir.clone(),
     };
@@ -1031,6 +1066,10 @@ fn store_returns(
     nested: Vec<Vec<ObjectId>>,
     actors: Vec<Vec<ActorId>>,
 ) -> Outcome {
+    // References to objects this worker owns leave with the values: the node owns them
+    // from now on.
+    let inside: Vec<ObjectId> = nested.iter().flatten().copied().collect();
+    client.promote(&inside);
     let mut out = Vec::with_capacity(values.len());
     for (i, bytes) in values.into_iter().enumerate() {
         let id = ObjectId::new(exec.task, i as u32);

@@ -11,6 +11,7 @@ mod actors;
 mod binaries;
 mod copies;
 mod groups;
+mod leases;
 mod report;
 mod requests;
 mod stores;
@@ -369,6 +370,10 @@ pub(crate) struct State {
     grants: bool,
     /// Messages received from worker processes, on this host or relayed from other nodes.
     worker_messages: u64,
+    /// Leases asked for by worker owners, by key (see [`leases`]).
+    leases: IdMap<TaskId, leases::Lease>,
+    /// Whether workers may own their plain tasks (see [`State::lets_workers_own`]).
+    worker_owners: bool,
     /// Where the cluster's nodes get the job's binary (joined cluster).
     binaries: binaries::Spread,
 }
@@ -447,7 +452,16 @@ impl State {
             grants: cluster.is_some(),
             worker_messages: 0,
             binaries: binaries::Spread::default(),
+            leases: IdMap::default(),
+            worker_owners: true,
         }
+    }
+
+    /// Whether workers may own their plain tasks (else the node owns everything they
+    /// submit, as before worker owners: `PRISM_WORKER_OWNERS=0`).
+    pub(crate) fn with_worker_owners(mut self, owners: bool) -> Self {
+        self.worker_owners = owners;
+        self
     }
 
     /// Starts the workers the CPUs can use right away, so the first tasks do not wait.
@@ -659,6 +673,9 @@ impl State {
             self.start_waiting_workers();
         }
         self.encode_to(worker, &ToWorker::Welcome);
+        if self.lets_workers_own() {
+            self.encode_to(worker, &ToWorker::OwnTasks);
+        }
         Ok(())
     }
 
@@ -671,7 +688,9 @@ impl State {
         if self.owner.compact() | self.nodes.compact() {
             self.actions.push_back(Action::ReturnFreeMemory);
         }
-        let surplus = self.nodes.surplus_idle_workers();
+        let mut surplus = self.nodes.surplus_idle_workers();
+        // A worker that owns tasks on leases is not idle: its tasks' ends come to it.
+        surplus.retain(|w| !self.holds_leases(*w));
         let seen = std::mem::take(&mut self.retire_candidates);
         for worker in surplus {
             let since = seen
@@ -1138,6 +1157,17 @@ impl State {
                 self.worker_awaits_group(worker, group.to_native(), answer.to_native());
             }
             ArchivedToNode::RemoveGroup(group) => self.remove_group(group.to_native()),
+            ArchivedToNode::Lease { key, shape } => {
+                match rkyv::deserialize::<Resources, rkyv::rancor::Error>(shape) {
+                    Ok(shape) => self.ask_lease(worker, key.to_native(), shape),
+                    Err(e) => tracing::error!(worker, "undecodable lease ask: {e}"),
+                }
+            }
+            ArchivedToNode::Unlease { key } => self.end_lease(worker, key.to_native()),
+            ArchivedToNode::Owned { sent_us, events } => {
+                self.owned_events(worker, sent_us.to_native(), events);
+            }
+            ArchivedToNode::Forward { to, frame } => self.forward(worker, to.to_native(), frame),
             ArchivedToNode::Hello(_) => {
                 tracing::warn!(worker, "second hello ignored");
             }
@@ -1453,10 +1483,11 @@ impl State {
         self.owner.worker_gone(worker);
         let removed = self.nodes.remove_worker(worker);
         let (started, nested) = (removed.started, removed.nested);
+        self.leases_of_gone(worker, &reason);
         // Tasks that were queued on it went back to the node's queue: they never started. One
         // whose input is being rebuilt meanwhile leaves the queue and waits for it.
         for task in removed.requeued {
-            if !self.owner.unstarted(task) {
+            if !self.is_lease(task) && !self.owner.unstarted(task) {
                 let _ = self.nodes.locate_for_cancel(task);
             }
         }
@@ -1627,6 +1658,10 @@ impl State {
     fn dispatch(&mut self, worker: WorkerId, tasks: Vec<TaskId>) {
         let mut batch = Vec::with_capacity(tasks.len());
         for task in tasks {
+            if self.is_lease(task) {
+                self.grant_lease(worker, task);
+                continue;
+            }
             if self.creations.contains_key(&task) {
                 match self.creation_execute(task, worker) {
                     Some(exec) => batch.push(exec),
@@ -1661,6 +1696,9 @@ impl State {
 
     /// Sends `task` to run on top of the worker's task blocked at `depth`.
     fn nest(&mut self, worker: WorkerId, task: TaskId, depth: u32) {
+        if self.grant_lease(worker, task) {
+            return;
+        }
         let Some(args) = self.args_of(task) else {
             self.not_sent(worker, task);
             return;

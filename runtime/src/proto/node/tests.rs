@@ -1715,3 +1715,121 @@ fn a_job_starting_on_many_nodes_spreads_its_binary_from_the_nodes_that_have_it()
     ];
     assert_eq!(h.binary_from, expected);
 }
+
+#[test]
+fn a_worker_owner_is_leased_a_worker_and_the_node_relays_their_frames_as_they_are() {
+    let mut h = Harness::new(1, 2.0);
+    assert!(
+        (h.connected.iter()).all(|w| h.sent.contains(&(*w, ToWorker::OwnTasks))),
+        "every worker of a node that is all on this host may own its tasks"
+    );
+    // The owner runs a task of the driver's; the other worker is idle.
+    let spec = h.spec(Vec::new(), 0);
+    let parent = spec.task_id;
+    h.submit(spec);
+    let owner = h.where_sent(parent).expect("dispatched");
+    let other = *h.connected.iter().find(|w| **w != owner).unwrap();
+    let heard = h.node.worker_messages();
+    let key = TaskId::new(owner, u64::MAX - 1);
+    h.report(
+        owner,
+        &ToNode::Lease {
+            key,
+            shape: cpus(1.0),
+        },
+    );
+    assert_eq!(
+        h.sent.last(),
+        Some(&(owner, ToWorker::Leased { key, worker: other }))
+    );
+
+    // A push goes through byte for byte; a frame of another kind is refused.
+    let child = TaskId::new(owner, 1);
+    let exec = Execute {
+        task: child,
+        function: "tests::g".into(),
+        fn_hash: 0,
+        args: vec![Value::Inline(vec![7])],
+        num_returns: 1,
+        kind: TaskKind::Normal,
+        stream: None,
+    };
+    let mut frame = Vec::new();
+    encode_frame(&ToWorker::Push(vec![exec.clone()]), &mut frame).unwrap();
+    h.report(owner, &ToNode::Forward { to: other, frame });
+    assert_eq!(h.sent.last(), Some(&(other, ToWorker::Push(vec![exec]))));
+    let mut shutdown = Vec::new();
+    encode_frame(&ToWorker::Shutdown, &mut shutdown).unwrap();
+    let sent = h.sent.len();
+    h.report(
+        owner,
+        &ToNode::Forward {
+            to: other,
+            frame: shutdown,
+        },
+    );
+    h.report(
+        owner,
+        &ToNode::Forward {
+            to: other,
+            frame: vec![1, 2, 3],
+        },
+    );
+    assert_eq!(
+        h.sent.len(),
+        sent,
+        "nothing relayed but pushes, ends, hand-backs and cancels"
+    );
+    // The node owns none of it: the owner's ask was the only task-like message it kept.
+    assert_eq!(h.node.owner.task(child).map(|_| ()), None);
+    assert_eq!(h.node.worker_messages(), heard + 4);
+
+    // The leased worker dies: the owner hears, naming it; its lease is gone.
+    h.dies(other);
+    let Some((to, ToWorker::LeaseEnded { key: ended, reason })) = h.sent.last().cloned() else {
+        panic!("the owner hears of the loss: {:?}", h.sent.last());
+    };
+    assert_eq!((to, ended), (owner, key));
+    assert!(
+        reason.contains(&format!("leased worker {other} died")),
+        "{reason}"
+    );
+    assert!(!h.node.is_lease(key));
+
+    // A lease given back frees its worker for the node's own tasks.
+    let key = TaskId::new(owner, u64::MAX - 2);
+    h.report(
+        owner,
+        &ToNode::Lease {
+            key,
+            shape: cpus(1.0),
+        },
+    );
+    let replacement = *h.started.last().unwrap();
+    assert!(
+        !h.connected.contains(&replacement),
+        "a worker starts for the ask"
+    );
+    h.connect(replacement);
+    assert_eq!(
+        h.sent.last(),
+        Some(&(
+            owner,
+            ToWorker::Leased {
+                key,
+                worker: replacement
+            }
+        ))
+    );
+    let leased = replacement;
+    h.report(owner, &ToNode::Unlease { key });
+    assert!(!h.node.is_lease(key));
+    let next = h.spec(Vec::new(), 0);
+    let next_task = next.task_id;
+    h.submit(next);
+    assert_eq!(
+        h.where_sent(next_task),
+        Some(leased),
+        "the idle worker takes it"
+    );
+}

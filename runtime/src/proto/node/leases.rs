@@ -1,0 +1,235 @@
+//! Leases for worker owners: a worker that owns its plain tasks
+//! ([`ToWorker::OwnTasks`]) asks its node for a worker of a resource shape; the ask queues in
+//! the node's scheduler like a task of that shape (keyed by an id of the owner's that none
+//! of its tasks has), and is granted where the scheduler would dispatch that task, or nest it
+//! on the blocked owner that names the key as awaited. The node then
+//! relays the frames the owner and the leased worker send each other
+//! ([`ToNode::Forward`]) and tells the owner when the leased worker dies; it keeps none of
+//! the tasks.
+//!
+//! [`ToNode::Forward`]: prism_transport::ToNode::Forward
+
+use std::sync::Arc;
+
+use prism_graph::{Resources, TaskId, TaskKind};
+use prism_transport::{ArchivedOwnedPhase, ArchivedToWorker, FrameDecoder, OwnedEvent, ToWorker};
+
+use super::State;
+use crate::proto::nodes::node_of;
+use crate::proto::scheduler::{Admission, WorkerId};
+
+/// One lease asked for by a worker owner.
+#[derive(Debug)]
+pub(super) struct Lease {
+    /// The worker that asked.
+    owner: WorkerId,
+    /// The worker it was granted on, once granted.
+    worker: Option<WorkerId>,
+}
+
+impl State {
+    /// Whether this node lets its workers own their plain tasks: every worker is this
+    /// node's own child, so their frames to each other pass here.
+    pub(super) fn lets_workers_own(&self) -> bool {
+        self.cluster.is_none() && self.worker_owners
+    }
+
+    /// Worker `owner` asks for a lease on a worker of `shape`, keyed `key`.
+    pub(super) fn ask_lease(&mut self, owner: WorkerId, key: TaskId, shape: Resources) {
+        if !self.lets_workers_own() || key.owner != owner || self.leases.contains_key(&key) {
+            tracing::warn!(worker = owner, lease = %key, "a lease ask this node cannot take");
+            let reason = String::from("this node does not lease workers to owners");
+            self.encode_to(owner, &ToWorker::LeaseEnded { key, reason });
+            return;
+        }
+        self.leases.insert(
+            key,
+            Lease {
+                owner,
+                worker: None,
+            },
+        );
+        let node = node_of(owner);
+        if self.nodes.submit(node, key, shape.clone()) == Admission::Infeasible {
+            tracing::warn!(
+                worker = owner, lease = %key,
+                "a lease for {shape} waits: the node has {} in total",
+                self.nodes.total()
+            );
+        }
+    }
+
+    /// The scheduler placed lease `key` on `worker` (to run "its" task there, or on top of
+    /// the blocked owner): the owner hears. False when `key` is no lease.
+    pub(super) fn grant_lease(&mut self, worker: WorkerId, key: TaskId) -> bool {
+        let Some(lease) = self.leases.get_mut(&key) else {
+            return false;
+        };
+        lease.worker = Some(worker);
+        let owner = lease.owner;
+        self.encode_to(owner, &ToWorker::Leased { key, worker });
+        true
+    }
+
+    /// Worker `owner` gives lease `key` back (or withdraws its ask).
+    pub(super) fn end_lease(&mut self, owner: WorkerId, key: TaskId) {
+        if self.leases.get(&key).is_none_or(|l| l.owner != owner) {
+            return;
+        }
+        if let Some(lease) = self.leases.remove(&key) {
+            self.drop_lease(key, lease);
+        }
+    }
+
+    /// Lease `key` ends at the scheduler: its worker is free again, or its ask leaves the
+    /// queue.
+    fn drop_lease(&mut self, key: TaskId, lease: Lease) {
+        match lease.worker {
+            Some(worker) => self.nodes.task_done(worker, key),
+            None => {
+                let _ = self.nodes.locate_for_cancel(key);
+            }
+        }
+    }
+
+    /// Worker `gone` is gone: the leases it held end, and the owners of the leases granted
+    /// on it hear why.
+    pub(super) fn leases_of_gone(&mut self, gone: WorkerId, reason: &str) {
+        if self.leases.is_empty() {
+            return;
+        }
+        let held: Vec<TaskId> = (self.leases.iter())
+            .filter(|(_, l)| l.owner == gone)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in held {
+            if let Some(lease) = self.leases.remove(&key)
+                && lease.worker != Some(gone)
+            {
+                self.drop_lease(key, lease);
+            }
+        }
+        let granted: Vec<(TaskId, WorkerId)> = (self.leases.iter())
+            .filter(|(_, l)| l.worker == Some(gone))
+            .map(|(k, l)| (*k, l.owner))
+            .collect();
+        for (key, owner) in granted {
+            self.leases.remove(&key);
+            let reason = format!("leased worker {gone} died: {reason}");
+            self.encode_to(owner, &ToWorker::LeaseEnded { key, reason });
+        }
+    }
+
+    /// Worker `owner` reports what happened to tasks it owns (written at `sent_us` by its
+    /// clock): recorded in the task events like the node's own tasks'.
+    pub(super) fn owned_events(
+        &mut self,
+        owner: WorkerId,
+        sent_us: u64,
+        events: &rkyv::vec::ArchivedVec<rkyv::Archived<OwnedEvent>>,
+    ) {
+        let (Some(now), true) = (self.now, self.owner.events.on()) else {
+            return;
+        };
+        let parent = self.nodes.running_task(owner);
+        let table = &mut self.owner.events;
+        table.heard(owner, now, sent_us);
+        for event in events.iter() {
+            let task = event.task.to_native();
+            match &event.phase {
+                ArchivedOwnedPhase::Submitted { function, ready } => {
+                    let function: Arc<str> = Arc::from(function.as_str());
+                    table.submitted(task, &function, TaskKind::Normal, *ready, now);
+                    if let Some(parent) = parent {
+                        table.set_parent(task, parent);
+                    }
+                }
+                ArchivedOwnedPhase::Ready => {
+                    table.phase(task, crate::proto::events::pending(true), now);
+                }
+                ArchivedOwnedPhase::Sent { worker } => table.sent(task, worker.to_native(), now),
+                ArchivedOwnedPhase::Ran {
+                    worker,
+                    start_us,
+                    times,
+                } => {
+                    let worker = worker.to_native();
+                    // The worker that ran it is on the owner's host: one clock.
+                    table.heard(worker, now, sent_us);
+                    let ran = crate::proto::events::Ran {
+                        worker,
+                        pid: self.workers.get(&worker).and_then(|l| l.pid),
+                        start_us: start_us.to_native(),
+                        args_us: times.args_us.to_native(),
+                        run_us: times.run_us.to_native(),
+                        store_us: times.store_us.to_native(),
+                    };
+                    table.ran(task, ran);
+                }
+                ArchivedOwnedPhase::Finished => table.finished(task, now),
+                ArchivedOwnedPhase::Failed(error) => {
+                    table.failed(task, || error.to_string(), now);
+                }
+                ArchivedOwnedPhase::Again => {
+                    table.again(task, crate::proto::events::pending(true), now);
+                }
+            }
+        }
+    }
+
+    /// Whether worker `owner` holds or asked for a lease.
+    pub(super) fn holds_leases(&self, owner: WorkerId) -> bool {
+        self.leases.values().any(|l| l.owner == owner)
+    }
+
+    /// Whether `task` is a lease's key (not a task this node owns).
+    pub(super) fn is_lease(&self, task: TaskId) -> bool {
+        !self.leases.is_empty() && self.leases.contains_key(&task)
+    }
+
+    /// Worker `from` sends `frame` to worker `to` of this node: relayed as it is, when it is
+    /// one whole frame of a kind workers send each other.
+    pub(super) fn forward(&mut self, from: WorkerId, to: WorkerId, frame: &[u8]) {
+        if let Err(reason) = check_forwarded(frame) {
+            tracing::error!(
+                worker = from,
+                to,
+                "a worker's frame for another is refused: {reason}"
+            );
+            return;
+        }
+        if !self.workers.get(&to).is_some_and(|l| l.connected) {
+            // The other worker is gone: what it was sent goes with it (its owner hears of
+            // the loss as a lease's end; an owner's results have no one to go to).
+            tracing::debug!(
+                worker = from,
+                to,
+                "a frame for a worker that is gone is dropped"
+            );
+            return;
+        }
+        self.outbox.entry(to).or_default().extend_from_slice(frame);
+    }
+}
+
+/// Whether `frame` is one whole [`ToWorker`] frame of a kind a worker may send another.
+fn check_forwarded(frame: &[u8]) -> Result<(), String> {
+    let mut decoder = FrameDecoder::new(prism_transport::DEFAULT_MAX_FRAME);
+    decoder.extend(frame);
+    let one = decoder
+        .next_frame()
+        .map_err(|e| e.to_string())?
+        .ok_or("not a whole frame")?;
+    let msg = one.access::<ToWorker>().map_err(|e| e.to_string())?;
+    match msg {
+        ArchivedToWorker::Push(_)
+        | ArchivedToWorker::Returned { .. }
+        | ArchivedToWorker::Handback(_)
+        | ArchivedToWorker::Cancel { .. } => {}
+        _ => return Err("not a push, an end, a hand-back or a cancel".into()),
+    }
+    if decoder.buffered() > 0 {
+        return Err("bytes after the frame".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,1236 @@
+//! The plain tasks a worker owns (DESIGN.md §3-4, the NSDI'21 ownership paper): once its node
+//! says so ([`ToWorker::OwnTasks`]), a worker keeps the specs and results of the plain tasks it
+//! submits, asks its node for leases on workers of each task's resource shape
+//! ([`ToNode::Lease`]), and pushes its tasks to the leased workers itself
+//! ([`ToWorker::Push`], relayed by the node in a [`ToNode::Forward`]); their ends come back
+//! the same way ([`ToWorker::Returned`]). The node grants leases and relays frames; it keeps
+//! none of the tasks.
+//!
+//! Which tasks: plain calls without a placement group or a stream; actors' calls and
+//! creations, generators and tasks in groups go to the node as before. A reference to an
+//! owned object that leaves the worker (inside a value, a put or another task's arguments) is
+//! handed to the node first ([`Worker::promote`]): its value goes to the node, which owns it
+//! from then on (its lineage stays here).
+//!
+//! [`ToWorker::OwnTasks`]: prism_transport::ToWorker::OwnTasks
+//! [`ToWorker::Push`]: prism_transport::ToWorker::Push
+//! [`ToWorker::Returned`]: prism_transport::ToWorker::Returned
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use prism_graph::{Arg, IdMap, IdSet, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec};
+use prism_transport::{
+    ArchivedTaskEnd, ArchivedValue, Execute, OwnedEvent, OwnedPhase, RunTimes, ToNode, ToWorker,
+    Value,
+};
+
+use super::{Ended, Worker};
+use crate::proto::owner::Slot;
+use crate::store::ObjectBytes;
+
+/// How many tasks a lease's worker is sent ahead of their ends: enough to hide the trip back
+/// through the node, few enough that a slow task holds back little.
+pub(crate) const PIPELINE: usize = 4;
+
+/// Where an owned task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    /// Waiting for this many of its arguments.
+    Waiting(usize),
+    /// In its shape's queue.
+    Queued,
+    /// Pushed to the worker of lease `key`.
+    Pushed(TaskId),
+    /// Running here, on top of this worker's blocked task.
+    Here,
+}
+
+#[derive(Debug)]
+struct Task {
+    spec: TaskSpec,
+    at: At,
+    /// Runs started so far.
+    attempts: u32,
+}
+
+/// The tasks of one resource shape waiting for a worker, and the leases serving them.
+#[derive(Debug)]
+struct Shape {
+    resources: Resources,
+    queue: VecDeque<TaskId>,
+    /// The key of the lease asked for and not granted yet.
+    asked: Option<TaskId>,
+}
+
+#[derive(Debug)]
+struct Lease {
+    shape: usize,
+    worker: u64,
+    inflight: VecDeque<TaskId>,
+    /// Its worker handed tasks back (it blocked): nothing more is pushed, and the lease goes
+    /// back once what it still runs has ended (until then its loss is still reported).
+    closed: bool,
+}
+
+/// A value an owned task made: what it refers to, for when it is handed to the node.
+#[derive(Debug, Clone)]
+struct Made {
+    nested: Vec<ObjectId>,
+    actors: Vec<prism_graph::ActorId>,
+}
+
+/// A worker's books of the tasks it owns (see the module's documentation).
+#[derive(Debug, Default)]
+pub(crate) struct Owned {
+    /// Whether the node lets this worker own its tasks.
+    enabled: bool,
+    /// This worker's owner number (its tasks' ids carry it).
+    me: u64,
+    tasks: IdMap<TaskId, Task>,
+    /// Owned tasks waiting for an object, by the object.
+    waiting_on: IdMap<ObjectId, Vec<TaskId>>,
+    shapes: Vec<Shape>,
+    leases: IdMap<TaskId, Lease>,
+    /// A lease on this worker itself (granted while it is blocked): its key and shape.
+    here: Option<(TaskId, usize)>,
+    /// Values of owned tasks, kept for a hand-over to the node.
+    made: IdMap<ObjectId, Made>,
+    /// Owned objects handed to the node: it owns them now.
+    promoted: IdSet<ObjectId>,
+    /// Owned objects in shared memory whose last reference went: their segments are for the
+    /// shell to remove.
+    unlinked: Vec<ObjectId>,
+    /// Changes of owned tasks not sent to the node yet (kept only when the node records
+    /// task events).
+    events: Vec<OwnedEvent>,
+    /// Lease keys handed out so far (keys count down from the top of this worker's ids, so
+    /// they never meet its tasks').
+    lease_seq: u64,
+}
+
+impl Owned {
+    /// Books for the worker whose owner number is `me`, owning nothing until the node says.
+    pub(crate) fn new(me: u64) -> Self {
+        Owned {
+            me,
+            ..Owned::default()
+        }
+    }
+
+    /// Whether `id` is an object this worker owns and has not handed to the node.
+    pub(crate) fn owns(&self, id: ObjectId) -> bool {
+        self.enabled
+            && id.task.owner == self.me
+            && !self.promoted.contains(&id)
+            && (self.tasks.contains_key(&id.task) || self.made.contains_key(&id))
+    }
+
+    /// Whether changes of owned tasks wait to be sent.
+    pub(crate) fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    fn shape_of(&mut self, resources: &Resources) -> usize {
+        if let Some(at) = self.shapes.iter().position(|s| &s.resources == resources) {
+            return at;
+        }
+        self.shapes.push(Shape {
+            resources: resources.clone(),
+            queue: VecDeque::new(),
+            asked: None,
+        });
+        self.shapes.len() - 1
+    }
+}
+
+/// Whether a task of this spec can be owned by the worker that submits it.
+fn ownable(spec: &TaskSpec) -> bool {
+    spec.kind == TaskKind::Normal
+        && spec.stream.is_none()
+        && crate::proto::placement::group_of(&spec.resources).is_none()
+}
+
+impl Worker {
+    /// The node lets this worker own the plain tasks it submits.
+    pub(super) fn own_tasks(&mut self) {
+        self.owned.enabled = true;
+    }
+
+    /// Whether this worker owns `id` (and has not handed it to the node).
+    pub(crate) fn owns(&self, id: ObjectId) -> bool {
+        self.owned.owns(id)
+    }
+
+    /// Notes a change of owned `task` for the node's task events (when it keeps them).
+    fn note(&mut self, task: TaskId, phase: impl FnOnce() -> OwnedPhase) {
+        if self.timed {
+            self.owned.events.push(OwnedEvent {
+                task,
+                phase: phase(),
+            });
+        }
+    }
+
+    /// Sends the changes of owned tasks, written at `sent_us`.
+    pub(super) fn send_owned_events(&mut self, sent_us: u64) {
+        let events = std::mem::take(&mut self.owned.events);
+        self.send(&ToNode::Owned { sent_us, events });
+    }
+
+    /// Takes `spec` as a task this worker owns, if it may: true when it did.
+    pub(super) fn try_own(&self, spec: &TaskSpec) -> bool {
+        self.owned.enabled && ownable(spec)
+    }
+
+    /// Keeps `spec`, a task this worker owns: it runs once its arguments are known, on a
+    /// worker leased for its shape.
+    pub(super) fn own(&mut self, spec: TaskSpec) {
+        let task = spec.task_id;
+        // The arguments and the references and handles inside them live until it ends.
+        let deps: Vec<ObjectId> = spec.dependencies().collect();
+        for &id in deps.iter().chain(&spec.inlined_refs) {
+            self.hold_for_task(id);
+        }
+        for &actor in &spec.inlined_actors {
+            self.actor_borrow(actor);
+        }
+        let mut missing = 0;
+        let mut ask = Vec::new();
+        for &id in &deps {
+            if self.cache.contains_key(&id) {
+                continue;
+            }
+            missing += 1;
+            self.owned.waiting_on.entry(id).or_default().push(task);
+            if !self.owned.owns(id) {
+                ask.push(id);
+            }
+        }
+        let function = &spec.function;
+        self.note(task, || OwnedPhase::Submitted {
+            function: function.clone(),
+            ready: missing == 0,
+        });
+        self.owned.tasks.insert(
+            task,
+            Task {
+                spec,
+                at: At::Waiting(missing),
+                attempts: 0,
+            },
+        );
+        self.request(&ask);
+        if missing == 0 {
+            self.ready(task);
+        }
+    }
+
+    /// Counts one more hold on `id` for an owned task (released when it ends).
+    fn hold_for_task(&mut self, id: ObjectId) {
+        match self.refs.get_mut(&id) {
+            Some((count, _)) => *count += 1,
+            None => self.borrow(id),
+        }
+    }
+
+    /// An owned task's arguments are known: it fails with a failed one's error, or queues.
+    fn ready(&mut self, task: TaskId) {
+        let Some(record) = self.owned.tasks.get(&task) else {
+            return;
+        };
+        let failed = record
+            .spec
+            .dependencies()
+            .find_map(|id| match self.cache.get(&id) {
+                Some(Slot::Failed(e)) => Some(e.clone()),
+                _ => None,
+            });
+        if let Some(error) = failed {
+            return self.owned_failed(task, error);
+        }
+        let shape = self.owned.shape_of(&record.spec.resources.clone());
+        if let Some(record) = self.owned.tasks.get_mut(&task) {
+            record.at = At::Queued;
+        }
+        self.owned.shapes[shape].queue.push_back(task);
+        self.pump(shape);
+    }
+
+    /// Pushes queued tasks of `shape` to its leases, asks for a lease while tasks wait, and
+    /// gives back leases (and an ask) it has no tasks for.
+    fn pump(&mut self, shape: usize) {
+        let keys: Vec<TaskId> = (self.owned.leases.iter())
+            .filter(|(_, l)| l.shape == shape)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            let mut batch = Vec::new();
+            loop {
+                let lease = &self.owned.leases[&key];
+                if lease.closed || lease.inflight.len() >= PIPELINE {
+                    break;
+                }
+                let Some(task) = self.owned.shapes[shape].queue.pop_front() else {
+                    break;
+                };
+                if let Some(exec) = self.execute_owned(task, At::Pushed(key)) {
+                    if let Some(lease) = self.owned.leases.get_mut(&key) {
+                        lease.inflight.push_back(task);
+                    }
+                    batch.push(exec);
+                }
+            }
+            let lease = &self.owned.leases[&key];
+            let worker = lease.worker;
+            if !batch.is_empty() {
+                self.forward(worker, &ToWorker::Push(batch));
+            } else if lease.inflight.is_empty() {
+                self.owned.leases.remove(&key);
+                self.send(&ToNode::Unlease { key });
+            }
+        }
+        let waiting = !self.owned.shapes[shape].queue.is_empty();
+        let asked = self.owned.shapes[shape].asked;
+        match (waiting, asked) {
+            (true, None) => {
+                self.owned.lease_seq += 1;
+                let key = TaskId::new(self.owned.me, u64::MAX - self.owned.lease_seq);
+                let queue = &mut self.owned.shapes[shape];
+                queue.asked = Some(key);
+                let resources = queue.resources.clone();
+                self.send(&ToNode::Lease {
+                    key,
+                    shape: resources,
+                });
+            }
+            (false, Some(key)) if self.owned.here.is_none_or(|(k, _)| k != key) => {
+                self.owned.shapes[shape].asked = None;
+                self.send(&ToNode::Unlease { key });
+            }
+            _ => {}
+        }
+    }
+
+    /// The wire form of owned `task`, now at `at`; none when it failed (an argument is gone).
+    fn execute_owned(&mut self, task: TaskId, at: At) -> Option<Execute> {
+        let record = self.owned.tasks.get_mut(&task)?;
+        let mut args = Vec::with_capacity(record.spec.args.len());
+        for arg in &record.spec.args {
+            match arg {
+                Arg::Value(bytes) => args.push(Value::Inline(bytes.clone())),
+                Arg::Ref(id) => match self.cache.get(id) {
+                    Some(Slot::Ready(bytes)) => args.push(bytes.to_wire(*id)),
+                    _ => {
+                        let error = TaskError::ObjectUnavailable {
+                            object: *id,
+                            function: String::from("<argument>"),
+                            reason: format!(
+                                "its value is not known to the owner of task {task} ({})",
+                                record.spec.function
+                            ),
+                        };
+                        self.owned_failed(task, error);
+                        return None;
+                    }
+                },
+            }
+        }
+        record.at = at;
+        record.attempts += 1;
+        let worker = match at {
+            At::Pushed(key) => self.owned.leases.get(&key).map_or(0, |l| l.worker),
+            _ => self.owned.me,
+        };
+        let function = record.spec.function.clone();
+        let (fn_hash, num_returns) = (record.spec.fn_hash, record.spec.num_returns);
+        self.note(task, || OwnedPhase::Sent { worker });
+        Some(Execute {
+            task,
+            function,
+            fn_hash,
+            args,
+            num_returns,
+            kind: TaskKind::Normal,
+            stream: None,
+        })
+    }
+
+    /// Appends a frame for worker `to` of this node.
+    pub(super) fn forward(&mut self, to: u64, msg: &ToWorker) {
+        let mut frame = Vec::new();
+        if let Err(e) = prism_transport::encode_frame(msg, &mut frame) {
+            tracing::error!(worker = to, "cannot encode a message for a worker: {e}");
+            return;
+        }
+        self.send(&ToNode::Forward { to, frame });
+    }
+
+    /// Lease `key` is granted on `worker`.
+    pub(super) fn leased(&mut self, key: TaskId, worker: u64) {
+        let shape = self.owned.shapes.iter().position(|s| s.asked == Some(key));
+        let Some(shape) = shape else {
+            // Withdrawn meanwhile (its tasks went elsewhere).
+            self.send(&ToNode::Unlease { key });
+            return;
+        };
+        if worker == self.owned.me && self.blocked && self.owned.here.is_none() {
+            // The node leased this worker itself while it is blocked (no other could be had):
+            // it runs the tasks on top of its blocked one. (Leased while idle, it is pushed
+            // its tasks like any other worker.)
+            self.owned.here = Some((key, shape));
+            return;
+        }
+        self.owned.shapes[shape].asked = None;
+        self.owned.leases.insert(
+            key,
+            Lease {
+                shape,
+                worker,
+                inflight: VecDeque::new(),
+                closed: false,
+            },
+        );
+        self.pump(shape);
+    }
+
+    /// The next owned task to run here on top of the blocked task, under a lease on this
+    /// worker itself; the lease goes back when none is left.
+    pub(super) fn next_here(&mut self) -> Option<Execute> {
+        let (_, shape) = self.owned.here?;
+        while let Some(task) = self.owned.shapes[shape].queue.pop_front() {
+            if let Some(exec) = self.execute_owned(task, At::Here) {
+                return Some(exec);
+            }
+        }
+        self.end_here();
+        None
+    }
+
+    /// Gives back the lease on this worker itself.
+    pub(super) fn end_here(&mut self) {
+        if let Some((key, shape)) = self.owned.here.take() {
+            self.owned.shapes[shape].asked = None;
+            self.send(&ToNode::Unlease { key });
+            self.pump(shape);
+        }
+    }
+
+    /// Owned tasks ended on the workers they were pushed to (or here); `open` maps a value's
+    /// segment.
+    pub(super) fn returned<'a>(
+        &mut self,
+        sent_us: u64,
+        ends: impl Iterator<Item = &'a ArchivedTaskEnd>,
+        open: &mut dyn FnMut(&ArchivedValue) -> std::io::Result<ObjectBytes>,
+    ) -> Result<(), super::Stop> {
+        for end in ends {
+            let ended = rkyv::deserialize::<prism_transport::TaskEnd, rkyv::rancor::Error>(end)
+                .map_err(|e| super::Stop::Lost(format!("undecodable task end: {e}")))?;
+            if let Some(times) = ended.times {
+                self.note_ran(ended.task, sent_us, times);
+            }
+            let values = match &ended.outcome {
+                prism_transport::Outcome::Returned { .. } => end_values(end, open),
+                prism_transport::Outcome::Failed(_) => Vec::new(),
+            };
+            self.owned_ended(ended.task, ended.outcome, values);
+        }
+        Ok(())
+    }
+
+    /// Notes how owned `task` ran, its times as written at `sent_us` by the host's clock.
+    fn note_ran(&mut self, task: TaskId, sent_us: u64, times: RunTimes) {
+        let worker = match self.owned.tasks.get(&task).map(|r| r.at) {
+            Some(At::Pushed(key)) => self.owned.leases.get(&key).map_or(0, |l| l.worker),
+            Some(_) => self.owned.me,
+            None => return,
+        };
+        let took = [times.run_us, times.store_us, times.ago_us]
+            .into_iter()
+            .fold(times.args_us, u64::saturating_add);
+        self.note(task, || OwnedPhase::Ran {
+            worker,
+            start_us: sent_us.saturating_sub(took),
+            times,
+        });
+    }
+
+    /// Whether `task` is one this worker owns and has not seen end.
+    pub(super) fn owns_task(&self, task: TaskId) -> bool {
+        self.owned.tasks.contains_key(&task)
+    }
+
+    /// An owned task ran here, on top of the blocked task; the lease on this worker goes
+    /// back once it no longer waits.
+    pub(super) fn ended_here(
+        &mut self,
+        ended: Ended,
+        open: &mut dyn FnMut(&ArchivedValue) -> std::io::Result<ObjectBytes>,
+    ) {
+        if let Some(timing) = ended.timing {
+            self.note_ran(ended.task, timing.end, timing.wire(timing.end));
+        }
+        let end = prism_transport::TaskEnd {
+            task: ended.task,
+            outcome: ended.outcome,
+            times: None,
+        };
+        // Read back as the wire form, so that its values are mapped as any other end's.
+        match rkyv::to_bytes::<rkyv::rancor::Error>(&end) {
+            Ok(bytes) => match rkyv::access::<ArchivedTaskEnd, rkyv::rancor::Error>(&bytes) {
+                Ok(archived) => {
+                    let _ = self.returned(0, std::iter::once(archived), open);
+                }
+                Err(e) => tracing::error!(task = %end.task, "cannot read a task's end: {e}"),
+            },
+            Err(e) => tracing::error!(task = %end.task, "cannot encode a task's end: {e}"),
+        }
+        if !self.blocked {
+            self.end_here();
+        }
+    }
+
+    fn owned_ended(
+        &mut self,
+        task: TaskId,
+        outcome: prism_transport::Outcome,
+        values: Vec<std::io::Result<ObjectBytes>>,
+    ) {
+        let Some(record) = self.owned.tasks.get(&task) else {
+            return; // ended already (cancelled, or a lease lost it and it ran again)
+        };
+        let lease = match record.at {
+            At::Pushed(key) => Some(key),
+            _ => None,
+        };
+        if let Some(key) = lease
+            && let Some(l) = self.owned.leases.get_mut(&key)
+        {
+            l.inflight.retain(|t| *t != task);
+        }
+        match outcome {
+            prism_transport::Outcome::Returned { nested, actors, .. } => {
+                let function: Arc<str> = Arc::from(record.spec.function.as_str());
+                let ids: Vec<ObjectId> = record.spec.return_ids().collect();
+                for (i, (id, value)) in ids.into_iter().zip(values).enumerate() {
+                    let slot = match value {
+                        Ok(bytes) => Slot::Ready(bytes),
+                        Err(e) => Slot::Failed(TaskError::InvalidValue {
+                            task,
+                            function: function.to_string(),
+                            what: format!("return value {i}"),
+                            reason: format!("cannot map its shared-memory segment: {e}"),
+                        }),
+                    };
+                    let made = Made {
+                        nested: nested.get(i).cloned().unwrap_or_default(),
+                        actors: actors.get(i).cloned().unwrap_or_default(),
+                    };
+                    self.owned.made.insert(id, made);
+                    self.owned_value(id, slot);
+                }
+                self.note(task, || OwnedPhase::Finished);
+                self.finish_owned(task);
+            }
+            prism_transport::Outcome::Failed(error) => {
+                let retry = matches!(error, TaskError::Panicked { .. })
+                    && record.spec.retry_exceptions
+                    && record.attempts <= record.spec.max_retries;
+                if retry {
+                    self.note(task, || OwnedPhase::Failed(error.to_string()));
+                    self.note(task, || OwnedPhase::Again);
+                    self.requeue(task);
+                } else {
+                    self.owned_failed(task, error);
+                }
+            }
+        }
+        if let Some(key) = lease
+            && let Some(shape) = self.owned.leases.get(&key).map(|l| l.shape)
+        {
+            self.pump(shape);
+        }
+    }
+
+    /// Object `id` of an owned task is known now: kept while referenced (a segment nobody
+    /// holds goes), and the tasks waiting for it move on.
+    fn owned_value(&mut self, id: ObjectId, slot: Slot) {
+        if !self.refs.contains_key(&id) {
+            if matches!(slot, Slot::Ready(ObjectBytes::Shared(_))) {
+                self.owned.unlinked.push(id);
+            }
+            self.owned.made.remove(&id);
+        } else {
+            self.cache.insert(id, slot);
+            if self.blocked {
+                self.arrived.push(id);
+            }
+        }
+        self.known(id);
+    }
+
+    /// Object `id` is known (its value, or its failure): owned tasks waiting for it move on.
+    pub(super) fn known(&mut self, id: ObjectId) {
+        let Some(waiting) = self.owned.waiting_on.remove(&id) else {
+            return;
+        };
+        for task in waiting {
+            let Some(record) = self.owned.tasks.get_mut(&task) else {
+                continue;
+            };
+            if let At::Waiting(n) = &mut record.at {
+                *n -= 1;
+                if *n == 0 {
+                    self.note(task, || OwnedPhase::Ready);
+                    self.ready(task);
+                }
+            }
+        }
+    }
+
+    /// An owned task ended for good: the holds its arguments took go.
+    fn finish_owned(&mut self, task: TaskId) {
+        let Some(record) = self.owned.tasks.remove(&task) else {
+            return;
+        };
+        let spec = record.spec;
+        for id in spec.dependencies().chain(spec.inlined_refs.iter().copied()) {
+            self.release(id);
+        }
+        for &actor in &spec.inlined_actors {
+            self.actor_release(actor);
+        }
+    }
+
+    /// Owned `task` fails with `error`, and every owned task waiting for it.
+    fn owned_failed(&mut self, task: TaskId, error: TaskError) {
+        let Some(record) = self.owned.tasks.get(&task) else {
+            return;
+        };
+        // Out of its queue or lease first.
+        match record.at {
+            At::Queued => {
+                let resources = record.spec.resources.clone();
+                let shape = self.owned.shape_of(&resources);
+                self.owned.shapes[shape].queue.retain(|t| *t != task);
+            }
+            At::Pushed(key) => {
+                if let Some(lease) = self.owned.leases.get_mut(&key) {
+                    lease.inflight.retain(|t| *t != task);
+                }
+            }
+            At::Waiting(_) | At::Here => {}
+        }
+        let Some(record) = self.owned.tasks.get(&task) else {
+            return;
+        };
+        let ids: Vec<ObjectId> = record.spec.return_ids().collect();
+        self.note(task, || OwnedPhase::Failed(error.to_string()));
+        for id in ids {
+            self.owned_value(id, Slot::Failed(error.clone()));
+        }
+        self.finish_owned(task);
+    }
+
+    /// Owned `task` goes back to the front of its shape's queue, to run again.
+    fn requeue(&mut self, task: TaskId) {
+        let Some(record) = self.owned.tasks.get_mut(&task) else {
+            return;
+        };
+        record.at = At::Queued;
+        let resources = record.spec.resources.clone();
+        let shape = self.owned.shape_of(&resources);
+        self.owned.shapes[shape].queue.push_front(task);
+    }
+
+    /// The worker of a lease handed these owned tasks back unrun (it blocked): they queue
+    /// again, and the lease closes (a blocked worker runs nothing new).
+    pub(super) fn handed_back(&mut self, tasks: impl Iterator<Item = TaskId>) {
+        let mut shapes = Vec::new();
+        for task in tasks {
+            let Some(At::Pushed(key)) = self.owned.tasks.get(&task).map(|r| r.at) else {
+                continue;
+            };
+            if let Some(lease) = self.owned.leases.get_mut(&key) {
+                lease.inflight.retain(|t| *t != task);
+                lease.closed = true;
+                if !shapes.contains(&lease.shape) {
+                    shapes.push(lease.shape);
+                }
+            }
+            if let Some(record) = self.owned.tasks.get_mut(&task) {
+                // It did not start: this run does not count.
+                record.attempts = record.attempts.saturating_sub(1);
+            }
+            self.requeue(task);
+        }
+        for shape in shapes {
+            self.pump(shape);
+        }
+    }
+
+    /// Lease `key` ended without being given back: its tasks in flight run again while their
+    /// retries last, or fail naming the worker's end.
+    pub(super) fn lease_ended(&mut self, key: TaskId, reason: &str) {
+        if let Some(shape) = self.owned.shapes.iter().position(|s| s.asked == Some(key)) {
+            // The node refused the ask: the tasks waiting for it cannot run.
+            self.owned.shapes[shape].asked = None;
+            let queued: Vec<TaskId> = self.owned.shapes[shape].queue.drain(..).collect();
+            for task in queued {
+                let Some(record) = self.owned.tasks.get_mut(&task) else {
+                    continue;
+                };
+                record.at = At::Waiting(0);
+                let error = TaskError::Unschedulable {
+                    task,
+                    function: record.spec.function.clone(),
+                    reason: format!("its node refused its owner a worker: {reason}"),
+                };
+                self.owned_failed(task, error);
+            }
+            return;
+        }
+        let Some(lease) = self.owned.leases.remove(&key) else {
+            return;
+        };
+        for task in lease.inflight.into_iter().rev() {
+            let Some(record) = self.owned.tasks.get(&task) else {
+                continue;
+            };
+            if record.attempts <= record.spec.max_retries {
+                self.note(task, || OwnedPhase::Again);
+                self.requeue(task);
+            } else {
+                let error = TaskError::WorkerDied {
+                    task,
+                    function: record.spec.function.clone(),
+                    attempts: record.attempts,
+                    reason: reason.to_string(),
+                };
+                self.owned_failed(task, error);
+            }
+        }
+        self.pump(lease.shape);
+    }
+
+    /// Cancels owned `task` if it has not ended: dropped where it waits, asked of the worker
+    /// it was pushed to (which drops it unless it started). True when the task is owned here.
+    pub(super) fn cancel_owned(&mut self, task: TaskId) -> bool {
+        let Some(record) = self.owned.tasks.get(&task) else {
+            return false;
+        };
+        let cancelled = TaskError::Cancelled {
+            task,
+            function: record.spec.function.clone(),
+        };
+        match record.at {
+            At::Waiting(_) | At::Queued => self.owned_failed(task, cancelled),
+            At::Pushed(key) => {
+                if let Some(worker) = self.owned.leases.get(&key).map(|l| l.worker) {
+                    self.forward(worker, &ToWorker::Cancel { task });
+                }
+            }
+            At::Here => {}
+        }
+        true
+    }
+
+    /// The owned objects `spec` names that must be handed to the node before it is
+    /// submitted: the references inside its arguments, and its arguments themselves when the
+    /// node is to own it.
+    pub(crate) fn escaping(&self, spec: &TaskSpec) -> Vec<ObjectId> {
+        let mut ids = self.to_promote(&spec.inlined_refs);
+        if !self.try_own(spec) {
+            let deps: Vec<ObjectId> = spec.dependencies().collect();
+            ids.extend(self.to_promote(&deps));
+        }
+        ids
+    }
+
+    /// The owned objects among `ids` not handed to the node yet: a reference to them is
+    /// about to leave this worker, so their values must be known and handed over first
+    /// ([`Worker::promote`]).
+    pub(crate) fn to_promote(&self, ids: &[ObjectId]) -> Vec<ObjectId> {
+        ids.iter().copied().filter(|id| self.owns(*id)).collect()
+    }
+
+    /// Hands owned objects `ids` (their values known) to the node, which owns them from now
+    /// on: a value as a put, a failure as a task that failed.
+    pub(crate) fn promote(&mut self, ids: &[ObjectId]) {
+        for &id in ids {
+            if !self.owns(id) {
+                continue;
+            }
+            match self.cache.get(&id) {
+                Some(Slot::Ready(bytes)) => {
+                    let value = bytes.to_wire(id);
+                    let made = self.owned.made.get(&id).cloned();
+                    let (nested, actors) =
+                        made.map_or_else(Default::default, |m| (m.nested, m.actors));
+                    self.owned.promoted.insert(id);
+                    self.send(&ToNode::Put {
+                        id,
+                        value,
+                        nested,
+                        actors,
+                    });
+                }
+                Some(Slot::Failed(error)) => {
+                    let function = self
+                        .refs
+                        .get(&id)
+                        .map_or_else(|| String::from("<owned>"), |(_, f)| f.to_string());
+                    let spec = TaskSpec {
+                        num_returns: id.index + 1,
+                        ..TaskSpec::call(id.task, function, Vec::new())
+                    };
+                    for other in spec.return_ids() {
+                        self.owned.promoted.insert(other);
+                    }
+                    self.send(&ToNode::Submit {
+                        spec,
+                        failed: Some(error.clone()),
+                    });
+                }
+                _ => tracing::error!(object = %id, "an owned object handed over before its value"),
+            }
+        }
+    }
+
+    /// The last reference to `id` went: an owned object is forgotten here (the node never
+    /// knew it). False for an object the node owns, whose release it must hear of.
+    pub(super) fn release_owned(&mut self, id: ObjectId) -> bool {
+        if !self.owns(id) {
+            return false;
+        }
+        if let Some(Slot::Ready(ObjectBytes::Shared(_))) = self.cache.get(&id) {
+            self.owned.unlinked.push(id);
+        }
+        self.owned.made.remove(&id);
+        true
+    }
+
+    /// Segments of owned objects nobody holds any more, for the shell to remove.
+    pub(crate) fn take_unlinked(&mut self) -> Vec<ObjectId> {
+        std::mem::take(&mut self.owned.unlinked)
+    }
+
+    /// The keys of the lease asks made for the owned objects among `ids` that wait in a
+    /// queue: a blocked worker names them as awaited, so that the node may lease it itself
+    /// when no other worker can be had.
+    pub(super) fn awaited_asks(&self, ids: &[ObjectId]) -> Vec<TaskId> {
+        let mut keys = Vec::new();
+        for id in ids {
+            let Some(record) = self.owned.tasks.get(&id.task) else {
+                continue;
+            };
+            if record.at != At::Queued {
+                continue;
+            }
+            let shape = self
+                .owned
+                .shapes
+                .iter()
+                .position(|s| s.resources == record.spec.resources);
+            if let Some(key) = shape.and_then(|s| self.owned.shapes[s].asked)
+                && !keys.contains(&key)
+            {
+                keys.push(key);
+            }
+        }
+        keys
+    }
+}
+
+/// The values of a task's end, mapped.
+fn end_values(
+    end: &ArchivedTaskEnd,
+    open: &mut dyn FnMut(&ArchivedValue) -> std::io::Result<ObjectBytes>,
+) -> Vec<std::io::Result<ObjectBytes>> {
+    match &end.outcome {
+        prism_transport::ArchivedOutcome::Returned { values, .. } => {
+            values.iter().map(open).collect()
+        }
+        prism_transport::ArchivedOutcome::Failed(_) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! An owner's books stepped by hand: the node's and the leased workers' messages in,
+    //! frames out.
+
+    use prism_graph::IdSet;
+    use prism_transport::{FrameDecoder, ObjectValue, Outcome, TaskEnd, encode_frame};
+
+    use super::super::{Tally, Wake};
+    use super::*;
+
+    const ME: u64 = 5;
+
+    fn receive(worker: &mut Worker, msg: &ToWorker) {
+        let mut frame = Vec::new();
+        encode_frame(msg, &mut frame).unwrap();
+        let mut decoder = FrameDecoder::new(1 << 20);
+        decoder.extend(&frame);
+        let frame = decoder.next_frame().unwrap().unwrap();
+        let msg = frame.access::<ToWorker>().unwrap();
+        worker
+            .handle(msg, &mut |value| match value {
+                ArchivedValue::Inline(bytes) => Ok(ObjectBytes::inline(bytes)),
+                ArchivedValue::Shared { .. } => Err(std::io::Error::other("no segments")),
+            })
+            .unwrap();
+    }
+
+    fn frames(bytes: &[u8]) -> Vec<prism_transport::Frame> {
+        let mut decoder = FrameDecoder::new(1 << 20);
+        decoder.extend(bytes);
+        std::iter::from_fn(|| decoder.next_frame().unwrap()).collect()
+    }
+
+    fn to_node(bytes: &[u8]) -> Vec<ToNode> {
+        (frames(bytes).iter())
+            .map(|f| {
+                rkyv::deserialize::<ToNode, rkyv::rancor::Error>(f.access::<ToNode>().unwrap())
+            })
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    fn to_worker(bytes: &[u8]) -> Vec<ToWorker> {
+        (frames(bytes).iter())
+            .map(|f| {
+                rkyv::deserialize::<ToWorker, rkyv::rancor::Error>(f.access::<ToWorker>().unwrap())
+            })
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// What the books would write now, decoded, events left out.
+    fn sent(worker: &mut Worker) -> Vec<ToNode> {
+        let out = std::mem::take(worker.transmit(|| 1_000));
+        to_node(&out)
+            .into_iter()
+            .filter(|m| !matches!(m, ToNode::Owned { .. }))
+            .collect()
+    }
+
+    /// The messages forwarded to `to` among `messages`.
+    fn forwarded(messages: &[ToNode], to: u64) -> Vec<ToWorker> {
+        (messages.iter())
+            .filter_map(|m| match m {
+                ToNode::Forward { to: t, frame } if *t == to => Some(to_worker(frame)),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    fn owner() -> Worker {
+        let mut worker = Worker::new(false, ME);
+        receive(&mut worker, &ToWorker::OwnTasks);
+        worker
+    }
+
+    fn spec(seq: u64, args: Vec<Arg>, max_retries: u32) -> TaskSpec {
+        TaskSpec {
+            resources: Resources::cpus(1.0).unwrap(),
+            max_retries,
+            ..TaskSpec::call(TaskId::new(ME, seq), "tests::child", args)
+        }
+    }
+
+    fn returned(task: TaskId, bytes: Vec<u8>) -> ToWorker {
+        ToWorker::Returned {
+            sent_us: 0,
+            ends: vec![TaskEnd {
+                task,
+                outcome: Outcome::Returned {
+                    values: vec![Value::Inline(bytes)],
+                    nested: vec![Vec::new()],
+                    actors: vec![Vec::new()],
+                },
+                times: None,
+            }],
+        }
+    }
+
+    fn lease_key(messages: &[ToNode]) -> TaskId {
+        (messages.iter())
+            .find_map(|m| match m {
+                ToNode::Lease { key, .. } => Some(*key),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("a lease ask: {messages:?}"))
+    }
+
+    fn value(worker: &Worker, id: ObjectId) -> Option<Vec<u8>> {
+        match worker.cache.get(&id) {
+            Some(Slot::Ready(bytes)) => Some(bytes.as_slice().to_vec()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn an_owner_pushes_its_tasks_to_a_leased_worker_and_keeps_their_values() {
+        let mut w = owner();
+        let first = spec(1, vec![Arg::Value(vec![1])], 0);
+        let task = first.task_id;
+        w.submit(first, None);
+        let messages = sent(&mut w);
+        assert!(
+            !messages.iter().any(|m| matches!(m, ToNode::Submit { .. })),
+            "the node is not given the task: {messages:?}"
+        );
+        let key = lease_key(&messages);
+        assert_ne!(key, task, "a key no task has");
+
+        // A second task waits for an object of the node's: asked for, then queued.
+        let theirs = ObjectId::new(TaskId::new(0, 9), 0);
+        w.borrow(theirs);
+        let second = spec(2, vec![Arg::Ref(theirs)], 0);
+        w.submit(second, None);
+        assert!(sent(&mut w).contains(&ToNode::Get { ids: vec![theirs] }));
+
+        receive(&mut w, &ToWorker::Leased { key, worker: 9 });
+        let messages = sent(&mut w);
+        let pushed = forwarded(&messages, 9);
+        let [ToWorker::Push(batch)] = &pushed[..] else {
+            panic!("one push: {messages:?}");
+        };
+        assert_eq!(batch.len(), 1, "the second waits for its argument");
+        assert_eq!(
+            (batch[0].task, &batch[0].args),
+            (task, &vec![Value::Inline(vec![1])])
+        );
+
+        let objects = vec![(theirs, ObjectValue::Ready(Value::Inline(vec![3])))];
+        receive(&mut w, &ToWorker::Objects(objects));
+        let pushed = forwarded(&sent(&mut w), 9);
+        let [ToWorker::Push(batch)] = &pushed[..] else {
+            panic!("the second goes to the lease: {pushed:?}");
+        };
+        assert_eq!(
+            batch[0].args,
+            vec![Value::Inline(vec![3])],
+            "its argument resolved here"
+        );
+
+        // The ends come back: values kept here, the lease given back once idle.
+        let out = ObjectId::new(task, 0);
+        assert!(w.owns(out));
+        receive(&mut w, &returned(task, vec![42]));
+        assert_eq!(value(&w, out), Some(vec![42]));
+        assert!(
+            !sent(&mut w).contains(&ToNode::Unlease { key }),
+            "one still runs"
+        );
+        receive(&mut w, &returned(TaskId::new(ME, 2), vec![43]));
+        assert_eq!(sent(&mut w), vec![ToNode::Unlease { key }]);
+
+        // Dropping an owned object tells the node nothing.
+        w.release(out);
+        assert!(sent(&mut w).is_empty());
+        assert!(!w.owns(out));
+    }
+
+    #[test]
+    fn a_task_whose_leased_worker_dies_runs_again_then_fails_naming_the_death() {
+        let mut w = owner();
+        let task = spec(1, Vec::new(), 1);
+        let id = ObjectId::new(task.task_id, 0);
+        w.submit(task, None);
+        let key = lease_key(&sent(&mut w));
+        receive(&mut w, &ToWorker::Leased { key, worker: 9 });
+        assert_eq!(forwarded(&sent(&mut w), 9).len(), 1);
+        let reason = String::from("leased worker 9 died: killed by signal 9");
+        receive(
+            &mut w,
+            &ToWorker::LeaseEnded {
+                key,
+                reason: reason.clone(),
+            },
+        );
+        let again = lease_key(&sent(&mut w));
+        assert_ne!(again, key);
+        receive(
+            &mut w,
+            &ToWorker::Leased {
+                key: again,
+                worker: 10,
+            },
+        );
+        assert_eq!(forwarded(&sent(&mut w), 10).len(), 1, "sent again");
+        receive(
+            &mut w,
+            &ToWorker::LeaseEnded {
+                key: again,
+                reason: reason.clone(),
+            },
+        );
+        match w.cache.get(&id) {
+            Some(Slot::Failed(TaskError::WorkerDied {
+                attempts: 2,
+                reason: r,
+                function,
+                ..
+            })) => assert_eq!((r, function.as_str()), (&reason, "tests::child")),
+            other => panic!("failed naming the death: {other:?}"),
+        }
+        assert!(sent(&mut w).is_empty(), "no new ask: nothing waits");
+    }
+
+    #[test]
+    fn an_owned_object_whose_reference_leaves_goes_to_the_node_first() {
+        let mut w = owner();
+        let task = spec(1, Vec::new(), 0);
+        let id = ObjectId::new(task.task_id, 0);
+        w.submit(task, None);
+        let key = lease_key(&sent(&mut w));
+        receive(&mut w, &ToWorker::Leased { key, worker: 9 });
+        receive(&mut w, &returned(id.task, vec![7]));
+        let _ = sent(&mut w);
+        assert_eq!(w.to_promote(&[id]), vec![id]);
+        w.promote(&[id]);
+        assert_eq!(
+            sent(&mut w),
+            vec![ToNode::Put {
+                id,
+                value: Value::Inline(vec![7]),
+                nested: Vec::new(),
+                actors: Vec::new(),
+            }]
+        );
+        assert!(!w.owns(id) && w.to_promote(&[id]).is_empty());
+        // The node owns it now: it hears of the release.
+        w.release(id);
+        assert_eq!(sent(&mut w), vec![ToNode::Release(vec![id])]);
+    }
+
+    #[test]
+    fn a_blocked_owner_leased_itself_runs_its_queued_tasks_on_top_of_the_wait() {
+        let mut w = owner();
+        let task = spec(1, Vec::new(), 0);
+        let id = ObjectId::new(task.task_id, 0);
+        w.submit(task, None);
+        let ids = [id];
+        w.request(&ids);
+        let awaiting = w.missing_tasks(&ids, 8);
+        let messages = sent(&mut w);
+        let key = lease_key(&messages);
+        assert_eq!(
+            awaiting,
+            IdSet::from_iter([key]),
+            "it names the ask as awaited"
+        );
+        w.block(awaiting);
+        let _ = sent(&mut w);
+        let mut tally = Tally::new(&w, &ids, 1);
+        assert!(matches!(w.wake(&ids, 1, &mut tally), Wake::Wait));
+        receive(&mut w, &ToWorker::Leased { key, worker: ME });
+        let Wake::Run(exec) = w.wake(&ids, 1, &mut tally) else {
+            panic!("it runs its own task");
+        };
+        assert_eq!(exec.task, id.task);
+        let awaiting = w.nest();
+        let ended = Ended {
+            task: id.task,
+            outcome: Outcome::Returned {
+                values: vec![Value::Inline(vec![5])],
+                nested: vec![Vec::new()],
+                actors: vec![Vec::new()],
+            },
+            timing: None,
+        };
+        w.nested_ended(ended, awaiting, &mut |value| match value {
+            ArchivedValue::Inline(bytes) => Ok(ObjectBytes::inline(bytes)),
+            ArchivedValue::Shared { .. } => Err(std::io::Error::other("no segments")),
+        });
+        assert!(matches!(w.wake(&ids, 1, &mut tally), Wake::Done));
+        assert_eq!(value(&w, id), Some(vec![5]));
+        w.unblock();
+        let messages = sent(&mut w);
+        assert!(messages.contains(&ToNode::Unlease { key }), "{messages:?}");
+        assert!(
+            !messages.iter().any(|m| matches!(m, ToNode::Done { .. })),
+            "its end stays here: {messages:?}"
+        );
+    }
+
+    #[test]
+    fn tasks_a_blocked_worker_hands_back_queue_again_for_another_lease() {
+        let mut w = owner();
+        w.submit(spec(1, Vec::new(), 0), None);
+        w.submit(spec(2, Vec::new(), 0), None);
+        let key = lease_key(&sent(&mut w));
+        receive(&mut w, &ToWorker::Leased { key, worker: 9 });
+        let pushed = forwarded(&sent(&mut w), 9);
+        assert!(matches!(&pushed[..], [ToWorker::Push(b)] if b.len() == 2));
+        // The first blocks on the leased worker; the second comes back unrun.
+        let second = TaskId::new(ME, 2);
+        receive(&mut w, &ToWorker::Handback(vec![second]));
+        let messages = sent(&mut w);
+        let again = lease_key(&messages);
+        assert!(
+            forwarded(&messages, 9).is_empty(),
+            "nothing more to a blocked worker"
+        );
+        assert!(
+            !messages.contains(&ToNode::Unlease { key }),
+            "the first still runs there"
+        );
+        receive(&mut w, &returned(TaskId::new(ME, 1), vec![1]));
+        assert_eq!(sent(&mut w), vec![ToNode::Unlease { key }]);
+        receive(
+            &mut w,
+            &ToWorker::Leased {
+                key: again,
+                worker: 10,
+            },
+        );
+        let pushed = forwarded(&sent(&mut w), 10);
+        assert!(matches!(&pushed[..], [ToWorker::Push(b)] if b[0].task == second));
+    }
+
+    #[test]
+    fn a_pushed_worker_returns_ends_to_their_owners_and_hands_back_when_blocked() {
+        let mut w = Worker::new(false, 9);
+        let exec = |seq| Execute {
+            task: TaskId::new(ME, seq),
+            function: "tests::child".into(),
+            fn_hash: 0,
+            args: Vec::new(),
+            num_returns: 1,
+            kind: TaskKind::Normal,
+            stream: None,
+        };
+        receive(&mut w, &ToWorker::Push(vec![exec(1), exec(2)]));
+        let run = w.next_task().unwrap();
+        w.ended(Ended {
+            task: run.task,
+            outcome: Outcome::Returned {
+                values: vec![Value::Inline(vec![1])],
+                nested: vec![Vec::new()],
+                actors: vec![Vec::new()],
+            },
+            timing: None,
+        });
+        let messages = sent(&mut w);
+        assert!(
+            !messages.iter().any(|m| matches!(m, ToNode::Done { .. })),
+            "nothing for the node: {messages:?}"
+        );
+        assert_eq!(forwarded(&messages, ME), vec![returned(run.task, vec![1])]);
+        // The next blocks before the queued one runs: it goes back to its owner.
+        let _ = w.next_task().unwrap();
+        receive(&mut w, &ToWorker::Push(vec![exec(3)]));
+        w.block(IdSet::default());
+        let messages = sent(&mut w);
+        assert_eq!(
+            forwarded(&messages, ME),
+            vec![ToWorker::Handback(vec![TaskId::new(ME, 3)])]
+        );
+    }
+}
