@@ -85,14 +85,20 @@ where
         message: M::NAME,
         reason: e.to_string(),
     })?;
-    let len = u32::try_from(bytes.len()).map_err(|_| FrameError::TooLarge {
-        len: bytes.len(),
+    encode_payload(&bytes, out)
+}
+
+/// Appends one frame carrying `payload` (the archived bytes of a message, as
+/// [`Frame::as_bytes`] gives them) to `out`: a received frame passed on as it came.
+pub fn encode_payload(payload: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
+    let len = u32::try_from(payload.len()).map_err(|_| FrameError::TooLarge {
+        len: payload.len(),
         limit: u32::MAX as usize,
     })?;
-    out.reserve(HEADER_LEN + bytes.len());
+    out.reserve(HEADER_LEN + payload.len());
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&bytes);
+    out.extend_from_slice(payload);
     Ok(())
 }
 

@@ -41,6 +41,7 @@ pub use directory::{
 };
 pub use frame::{
     DEFAULT_MAX_FRAME, Frame, FrameDecoder, FrameError, HEADER_LEN, Message, encode_frame,
+    encode_payload,
 };
 pub use io::{AsyncFrameReader, FrameReader};
 pub use message::{

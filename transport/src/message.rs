@@ -379,7 +379,7 @@ pub enum ToNode {
         shape: Resources,
     },
     /// What happened to tasks this worker owns, for the node's task events (sent only when
-    /// the node keeps them).
+    /// the node keeps them, in batches).
     Owned {
         /// When this was written, by the host's monotonic clock.
         sent_us: u64,
@@ -407,6 +407,8 @@ pub enum ToNode {
 pub struct OwnedEvent {
     /// The task.
     pub task: TaskId,
+    /// When, by the host's monotonic clock.
+    pub at_us: u64,
     /// What happened.
     pub phase: OwnedPhase,
 }

@@ -21,9 +21,10 @@ use prism_transport::tls::Identity;
 use prism_transport::transfer;
 use prism_transport::{
     ArchivedHostEvent, FrameDecoder, FromHost, FromLogs, HostEvent, HostHello, NodeUsage, PullKey,
-    PullStats, Purpose, ToHost, ToLogs,
+    PullStats, Purpose, ToHost, ToLogs, ToNode, encode_payload,
 };
-use tokio::sync::{Notify, oneshot};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::object_manager::{Peers, StoreSource, map_file};
 use super::worker_pool;
@@ -31,6 +32,7 @@ use crate::process::{self, ENV_JOB_FINGERPRINT, ENV_NODE_NAME, ProcessHandle, St
 use crate::proto::host::{
     Action, ConnId, Ending, Event, FileWork, Hosting as Core, JobStart, ReqId, Request,
 };
+use crate::proto::relay::{self, Route};
 use crate::store;
 
 /// Largest request a driver may send.
@@ -59,9 +61,14 @@ pub(crate) struct Hosting {
     next_request: AtomicU64,
     /// The jobs' worker processes, by connection and number.
     processes: Mutex<HashMap<(ConnId, u64), Arc<ProcessHandle>>>,
+    /// Frames for the jobs' workers from their other workers here (see [`relay_worker`]).
+    links: Mutex<HashMap<(ConnId, u64), WorkerInbox>>,
     /// Wakes the lease timer: the core's next timeout may have come nearer.
     timer: Arc<Notify>,
 }
+
+/// Whole frames for one worker's link, from the job's other workers on this node.
+type WorkerInbox = mpsc::UnboundedSender<Vec<u8>>;
 
 /// What the node made to run a job: its executable and object store.
 #[derive(Debug)]
@@ -107,6 +114,7 @@ impl Hosting {
             replies: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(0),
             processes: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
             timer: Arc::new(Notify::new()),
         });
         tokio::spawn(keep_time(Arc::downgrade(&hosting)));
@@ -795,7 +803,7 @@ impl Hosting {
         self.processes
             .lock()
             .insert((conn, worker), Arc::new(process));
-        relay_worker(&driver, &job.name, worker, link);
+        self.relay_worker(&driver, conn, &job.name, worker, link);
         let pipes = super::output::pipes(&mut child);
         if !pipes.is_empty() {
             let mut logs = super::output::open_logs(&self.name, pid);
@@ -828,42 +836,122 @@ impl Hosting {
     }
 }
 
-/// Pipes worker `worker`'s link to the job's driver on a QUIC stream of its own, announced by
-/// [`HostEvent::Relay`] with the worker's number.
-fn relay_worker(
-    driver: &quinn::Connection,
-    job: &str,
-    worker: u64,
-    link: std::os::unix::net::UnixStream,
-) {
-    let driver = driver.clone();
-    let stream = link
-        .set_nonblocking(true)
-        .and_then(|()| tokio::net::UnixStream::from_std(link));
-    let mut stream = match stream {
-        Ok(stream) => stream,
-        Err(e) => {
-            tracing::error!(%job, worker, "cannot relay a worker's link: {e}");
-            return;
-        }
-    };
-    tokio::spawn(async move {
-        let (mut send, recv) = match driver.open_bi().await {
-            Ok(pair) => pair,
+impl Hosting {
+    /// Relays worker `worker`'s link to the job's driver on a QUIC stream of its own,
+    /// announced by [`HostEvent::Relay`] with the worker's number, frame by frame: what the
+    /// worker sends another worker of the job here (its leased worker, or the owner of the
+    /// tasks it ran: [`crate::proto::relay`]) goes straight to that worker's link, and the
+    /// driver's frames and the other workers' reach it whole, one after another.
+    fn relay_worker(
+        self: &Arc<Self>,
+        driver: &quinn::Connection,
+        conn: ConnId,
+        job: &str,
+        worker: u64,
+        link: std::os::unix::net::UnixStream,
+    ) {
+        let driver = driver.clone();
+        let stream = link
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixStream::from_std(link));
+        let stream = match stream {
+            Ok(stream) => stream,
             Err(e) => {
-                tracing::debug!(worker, "cannot relay a worker: {e}");
+                tracing::error!(%job, worker, "cannot relay a worker's link: {e}");
                 return;
             }
         };
-        if quic::send_frame(&mut send, &HostEvent::Relay { worker })
-            .await
-            .is_err()
-        {
-            return;
+        let (frames, inbox) = mpsc::unbounded_channel();
+        self.links.lock().insert((conn, worker), frames);
+        let hosting = self.clone();
+        tokio::spawn(async move {
+            let relayed = async {
+                let (mut send, recv) = driver.open_bi().await?;
+                quic::send_frame(&mut send, &HostEvent::Relay { worker })
+                    .await
+                    .map_err(std::io::Error::other)?;
+                let (from_worker, to_worker) = stream.into_split();
+                tokio::select! {
+                    up = hosting.relay_up(conn, from_worker, send) => up,
+                    down = relay_down(recv, inbox, to_worker) => down,
+                }
+            };
+            if let Err(e) = relayed.await {
+                tracing::debug!(worker, "a worker relay ended: {e}");
+            }
+            hosting.links.lock().remove(&(conn, worker));
+        });
+    }
+
+    /// Passes worker frames on: to another worker of the job here, or to the driver.
+    async fn relay_up(
+        &self,
+        conn: ConnId,
+        mut from: tokio::net::unix::OwnedReadHalf,
+        mut to: quinn::SendStream,
+    ) -> std::io::Result<()> {
+        let mut decoder = FrameDecoder::new(prism_transport::DEFAULT_MAX_FRAME);
+        let mut out = Vec::new();
+        loop {
+            let n = from.read(decoder.spare(64 << 10)).await?;
+            if n == 0 {
+                let _ = to.finish();
+                return Ok(());
+            }
+            decoder.advance(n);
+            while let Some(frame) = decoder.next_frame().map_err(std::io::Error::other)? {
+                let msg = frame.access::<ToNode>().map_err(std::io::Error::other)?;
+                match relay::route(msg) {
+                    Route::Node => {
+                        encode_payload(frame.as_bytes(), &mut out).map_err(std::io::Error::other)?
+                    }
+                    Route::Worker { to: other, frame } => {
+                        let delivered = (self.links.lock().get(&(conn, other)))
+                            .is_some_and(|link| link.send(frame.to_vec()).is_ok());
+                        if !delivered {
+                            tracing::debug!(
+                                worker = other,
+                                "a frame for a worker that is gone is dropped"
+                            );
+                        }
+                    }
+                    Route::Refused(reason) => {
+                        tracing::error!("a worker's frame for another is refused: {reason}");
+                    }
+                }
+            }
+            if !out.is_empty() {
+                to.write_all(&out).await?;
+                out.clear();
+            }
         }
-        let mut quic_side = tokio::io::join(recv, send);
-        if let Err(e) = tokio::io::copy_bidirectional(&mut stream, &mut quic_side).await {
-            tracing::debug!(worker, "a worker relay ended: {e}");
+    }
+}
+
+/// Writes the driver's frames and the other workers' to a worker's link, each whole.
+async fn relay_down(
+    mut from: quinn::RecvStream,
+    mut others: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut to: tokio::net::unix::OwnedWriteHalf,
+) -> std::io::Result<()> {
+    let mut decoder = FrameDecoder::new(prism_transport::DEFAULT_MAX_FRAME);
+    let mut out = Vec::new();
+    loop {
+        tokio::select! {
+            read = from.read(decoder.spare(64 << 10)) => {
+                let Some(n) = read.map_err(std::io::Error::other)? else {
+                    return Ok(());
+                };
+                decoder.advance(n);
+                while let Some(frame) = decoder.next_frame().map_err(std::io::Error::other)? {
+                    encode_payload(frame.as_bytes(), &mut out).map_err(std::io::Error::other)?;
+                }
+            }
+            Some(frame) = others.recv() => out.extend_from_slice(&frame),
         }
-    });
+        if !out.is_empty() {
+            to.write_all(&out).await?;
+            out.clear();
+        }
+    }
 }

@@ -168,10 +168,17 @@ impl TaskEvents {
 
     /// When `ran` started, by our clock.
     pub(crate) fn start_of(&self, ran: &Ran) -> Option<Instant> {
-        let &(at, us) = self.clocks.get(&ran.worker)?;
-        match ran.start_us.checked_sub(us) {
+        self.when(ran.worker, ran.start_us)
+    }
+
+    /// Our time of `worker`'s clock reading `us` (once a message of it was [`heard`]).
+    ///
+    /// [`heard`]: TaskEvents::heard
+    pub(crate) fn when(&self, worker: WorkerId, us: u64) -> Option<Instant> {
+        let &(at, heard_us) = self.clocks.get(&worker)?;
+        match us.checked_sub(heard_us) {
             Some(after) => at.checked_add(Duration::from_micros(after)),
-            None => at.checked_sub(Duration::from_micros(us - ran.start_us)),
+            None => at.checked_sub(Duration::from_micros(heard_us - us)),
         }
     }
 

@@ -110,6 +110,9 @@ pub(crate) struct Worker {
     streams: IdMap<TaskId, u32>,
     /// Tasks other workers own, pushed here to run: their ends go to their owners.
     pushed: IdSet<TaskId>,
+    /// The host's clock as the shell last read it (for the times of owned tasks' changes;
+    /// read only when task events are kept).
+    now_us: u64,
     /// The tasks this worker owns.
     owned: owned::Owned,
 }
@@ -135,8 +138,20 @@ impl Worker {
             arrived: Vec::new(),
             streams: IdMap::default(),
             pushed: IdSet::default(),
+            now_us: 0,
             owned: owned::Owned::new(me),
         }
+    }
+
+    /// Whether the node keeps task events (then the shell tells the time with
+    /// [`Worker::set_now`] before each step).
+    pub(crate) fn timed(&self) -> bool {
+        self.timed
+    }
+
+    /// The host's clock now, in microseconds.
+    pub(crate) fn set_now(&mut self, now_us: u64) {
+        self.now_us = now_us;
     }
 
     /// The first frame: who this worker is.
@@ -455,8 +470,8 @@ impl Worker {
             self.return_pushed(sent_us);
         }
         if self.owned.has_events() {
-            let sent_us = stamp();
-            self.send_owned_events(sent_us);
+            let now_us = stamp();
+            self.send_owned_events(now_us);
         }
         if !self.done.is_empty() {
             let done = std::mem::take(&mut self.done);

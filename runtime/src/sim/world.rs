@@ -584,10 +584,13 @@ impl Job {
             _ => format!("sim{j}"),
         };
         Job {
+            // The simulated daemons relay no frames between workers yet: the driver owns
+            // every task (the projection of worker owners is still to model).
             node: match config.grants {
                 true => State::new(nodes, config.store_capacity, Some(None)),
                 false => State::new(nodes, config.store_capacity, Some(None)).without_grants(),
-            },
+            }
+            .with_worker_owners(false),
             driver: Driver {
                 held: Vec::new(),
                 cursor: 0,

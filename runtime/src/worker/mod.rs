@@ -90,7 +90,11 @@ impl WorkerClient {
     pub(crate) fn submit(&self, spec: TaskSpec, failed: Option<TaskError>) {
         let escaping = self.inner.lock().core.escaping(&spec);
         self.promote(&escaping);
-        self.inner.lock().core.submit(spec, failed);
+        let mut inner = self.inner.lock();
+        if inner.core.timed() {
+            inner.core.set_now(monotonic_us());
+        }
+        inner.core.submit(spec, failed);
     }
 
     /// Hands the objects among `ids` this worker owns to the node, their values awaited
@@ -439,6 +443,9 @@ impl Inner {
 
     /// Hands one message from the node to the books, mapping the values it carries.
     fn handle(&mut self, msg: &ArchivedToWorker) -> std::result::Result<(), Stop> {
+        if self.core.timed() {
+            self.core.set_now(monotonic_us());
+        }
         let dir = &self.store_dir;
         self.core
             .handle(msg, &mut |value| ObjectBytes::from_wire(dir, value))

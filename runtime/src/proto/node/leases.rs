@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use prism_graph::{Resources, TaskId, TaskKind};
-use prism_transport::{ArchivedOwnedPhase, ArchivedToWorker, FrameDecoder, OwnedEvent, ToWorker};
+use prism_transport::{ArchivedOwnedPhase, OwnedEvent, ToWorker};
 
 use super::State;
 use crate::proto::nodes::node_of;
@@ -25,13 +25,16 @@ pub(super) struct Lease {
     owner: WorkerId,
     /// The worker it was granted on, once granted.
     worker: Option<WorkerId>,
+    /// The resources of each of its tasks.
+    shape: Resources,
 }
 
 impl State {
-    /// Whether this node lets its workers own their plain tasks: every worker is this
-    /// node's own child, so their frames to each other pass here.
+    /// Whether workers may own their plain tasks: the frames they send each other pass
+    /// through their node (this one for its own workers, a node daemon for its), which relays
+    /// them ([`crate::proto::relay`]).
     pub(super) fn lets_workers_own(&self) -> bool {
-        self.cluster.is_none() && self.worker_owners
+        self.worker_owners
     }
 
     /// Worker `owner` asks for a lease on a worker of `shape`, keyed `key`.
@@ -47,6 +50,7 @@ impl State {
             Lease {
                 owner,
                 worker: None,
+                shape: shape.clone(),
             },
         );
         let node = node_of(owner);
@@ -57,6 +61,16 @@ impl State {
                 self.nodes.total()
             );
         }
+    }
+
+    /// Lease ask `key`, taken out of its node's queue (to move elsewhere), queues there
+    /// again.
+    pub(super) fn requeue_lease(&mut self, key: TaskId) {
+        let Some(lease) = self.leases.get(&key) else {
+            return;
+        };
+        let node = node_of(lease.owner);
+        let _ = self.nodes.submit(node, key, lease.shape.clone());
     }
 
     /// The scheduler placed lease `key` on `worker` (to run "its" task there, or on top of
@@ -136,18 +150,19 @@ impl State {
         table.heard(owner, now, sent_us);
         for event in events.iter() {
             let task = event.task.to_native();
+            let at = table.when(owner, event.at_us.to_native()).unwrap_or(now);
             match &event.phase {
                 ArchivedOwnedPhase::Submitted { function, ready } => {
                     let function: Arc<str> = Arc::from(function.as_str());
-                    table.submitted(task, &function, TaskKind::Normal, *ready, now);
+                    table.submitted(task, &function, TaskKind::Normal, *ready, at);
                     if let Some(parent) = parent {
                         table.set_parent(task, parent);
                     }
                 }
                 ArchivedOwnedPhase::Ready => {
-                    table.phase(task, crate::proto::events::pending(true), now);
+                    table.phase(task, crate::proto::events::pending(true), at);
                 }
-                ArchivedOwnedPhase::Sent { worker } => table.sent(task, worker.to_native(), now),
+                ArchivedOwnedPhase::Sent { worker } => table.sent(task, worker.to_native(), at),
                 ArchivedOwnedPhase::Ran {
                     worker,
                     start_us,
@@ -166,12 +181,12 @@ impl State {
                     };
                     table.ran(task, ran);
                 }
-                ArchivedOwnedPhase::Finished => table.finished(task, now),
+                ArchivedOwnedPhase::Finished => table.finished(task, at),
                 ArchivedOwnedPhase::Failed(error) => {
-                    table.failed(task, || error.to_string(), now);
+                    table.failed(task, || error.to_string(), at);
                 }
                 ArchivedOwnedPhase::Again => {
-                    table.again(task, crate::proto::events::pending(true), now);
+                    table.again(task, crate::proto::events::pending(true), at);
                 }
             }
         }
@@ -187,17 +202,11 @@ impl State {
         !self.leases.is_empty() && self.leases.contains_key(&task)
     }
 
-    /// Worker `from` sends `frame` to worker `to` of this node: relayed as it is, when it is
-    /// one whole frame of a kind workers send each other.
+    /// Worker `from` sends `frame` to worker `to` of this node ([`relay::route`] checked
+    /// it): relayed as it is.
+    ///
+    /// [`relay::route`]: crate::proto::relay::route
     pub(super) fn forward(&mut self, from: WorkerId, to: WorkerId, frame: &[u8]) {
-        if let Err(reason) = check_forwarded(frame) {
-            tracing::error!(
-                worker = from,
-                to,
-                "a worker's frame for another is refused: {reason}"
-            );
-            return;
-        }
         if !self.workers.get(&to).is_some_and(|l| l.connected) {
             // The other worker is gone: what it was sent goes with it (its owner hears of
             // the loss as a lease's end; an owner's results have no one to go to).
@@ -210,26 +219,4 @@ impl State {
         }
         self.outbox.entry(to).or_default().extend_from_slice(frame);
     }
-}
-
-/// Whether `frame` is one whole [`ToWorker`] frame of a kind a worker may send another.
-fn check_forwarded(frame: &[u8]) -> Result<(), String> {
-    let mut decoder = FrameDecoder::new(prism_transport::DEFAULT_MAX_FRAME);
-    decoder.extend(frame);
-    let one = decoder
-        .next_frame()
-        .map_err(|e| e.to_string())?
-        .ok_or("not a whole frame")?;
-    let msg = one.access::<ToWorker>().map_err(|e| e.to_string())?;
-    match msg {
-        ArchivedToWorker::Push(_)
-        | ArchivedToWorker::Returned { .. }
-        | ArchivedToWorker::Handback(_)
-        | ArchivedToWorker::Cancel { .. } => {}
-        _ => return Err("not a push, an end, a hand-back or a cancel".into()),
-    }
-    if decoder.buffered() > 0 {
-        return Err("bytes after the frame".into());
-    }
-    Ok(())
 }

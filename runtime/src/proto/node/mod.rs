@@ -733,7 +733,12 @@ impl State {
             );
         }
         for task in stolen.moved {
-            self.enqueue(task);
+            if self.is_lease(task) {
+                // A lease is its owner's node's to grant (spillback is still to come).
+                self.requeue_lease(task);
+            } else {
+                self.enqueue(task);
+            }
         }
         for (worker, tasks) in stolen.recall {
             self.recalling.extend(tasks.iter().copied());
@@ -1167,7 +1172,13 @@ impl State {
             ArchivedToNode::Owned { sent_us, events } => {
                 self.owned_events(worker, sent_us.to_native(), events);
             }
-            ArchivedToNode::Forward { to, frame } => self.forward(worker, to.to_native(), frame),
+            ArchivedToNode::Forward { .. } => match crate::proto::relay::route(msg) {
+                crate::proto::relay::Route::Worker { to, frame } => self.forward(worker, to, frame),
+                crate::proto::relay::Route::Refused(reason) => {
+                    tracing::error!(worker, "a worker's frame for another is refused: {reason}");
+                }
+                crate::proto::relay::Route::Node => {}
+            },
             ArchivedToNode::Hello(_) => {
                 tracing::warn!(worker, "second hello ignored");
             }

@@ -33,6 +33,12 @@ use crate::store::ObjectBytes;
 /// through the node, few enough that a slow task holds back little.
 pub(crate) const PIPELINE: usize = 4;
 
+/// Changes of owned tasks go to the node in batches of up to this many...
+const EVENTS_BATCH: usize = 1024;
+/// ...or at least this often (microseconds) while owned tasks are under way: a fan-out's
+/// events are a message per batch, not per task.
+const EVENTS_EVERY_US: u64 = 20_000;
+
 /// Where an owned task is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum At {
@@ -104,6 +110,8 @@ pub(crate) struct Owned {
     /// Changes of owned tasks not sent to the node yet (kept only when the node records
     /// task events).
     events: Vec<OwnedEvent>,
+    /// When changes were last sent, by the host's clock.
+    events_sent_us: u64,
     /// Lease keys handed out so far (keys count down from the top of this worker's ids, so
     /// they never meet its tasks').
     lease_seq: u64,
@@ -167,15 +175,26 @@ impl Worker {
         if self.timed {
             self.owned.events.push(OwnedEvent {
                 task,
+                at_us: self.now_us,
                 phase: phase(),
             });
         }
     }
 
-    /// Sends the changes of owned tasks, written at `sent_us`.
-    pub(super) fn send_owned_events(&mut self, sent_us: u64) {
-        let events = std::mem::take(&mut self.owned.events);
-        self.send(&ToNode::Owned { sent_us, events });
+    /// Sends the changes of owned tasks at `now_us` if they are due: many wait, or a while
+    /// passed since the last were sent, or no owned task is left to report on.
+    pub(super) fn send_owned_events(&mut self, now_us: u64) {
+        let due = self.owned.events.len() >= EVENTS_BATCH
+            || self.owned.tasks.is_empty()
+            || now_us.saturating_sub(self.owned.events_sent_us) >= EVENTS_EVERY_US;
+        if due {
+            self.owned.events_sent_us = now_us;
+            let events = std::mem::take(&mut self.owned.events);
+            self.send(&ToNode::Owned {
+                sent_us: now_us,
+                events,
+            });
+        }
     }
 
     /// Takes `spec` as a task this worker owns, if it may: true when it did.
@@ -694,10 +713,15 @@ impl Worker {
         let Some(lease) = self.owned.leases.remove(&key) else {
             return;
         };
-        for task in lease.inflight.into_iter().rev() {
-            let Some(record) = self.owned.tasks.get(&task) else {
+        // A worker runs what it is pushed in order: only the first had started; the others
+        // never ran, and their pushes do not count.
+        for (i, task) in lease.inflight.into_iter().enumerate().rev() {
+            let Some(record) = self.owned.tasks.get_mut(&task) else {
                 continue;
             };
+            if i > 0 {
+                record.attempts = record.attempts.saturating_sub(1);
+            }
             if record.attempts <= record.spec.max_retries {
                 self.note(task, || OwnedPhase::Again);
                 self.requeue(task);

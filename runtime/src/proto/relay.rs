@@ -1,0 +1,100 @@
+//! Which worker frames a node passes between its own workers (without IO): a worker that owns
+//! tasks sends the worker it leased its tasks ([`ToWorker::Push`]) and that worker sends back
+//! their ends ([`ToWorker::Returned`]), each wrapped in a [`ToNode::Forward`] naming the
+//! other. The node relays the inner frame as it is when it is one whole frame of those kinds;
+//! nothing else (a shutdown, say) passes from worker to worker. The driver's node and each
+//! node daemon decide with the same rule.
+//!
+//! [`ToNode::Forward`]: prism_transport::ToNode::Forward
+
+use prism_transport::{ArchivedToNode, ArchivedToWorker, FrameDecoder, ToWorker};
+
+/// Where a frame from a worker goes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Route<'a> {
+    /// To the job's node (its driver): everything but a forward.
+    Node,
+    /// To the job's worker `to` on this node: this whole frame.
+    Worker { to: u64, frame: &'a [u8] },
+    /// Nowhere: a forward of something a worker may not send another (why).
+    Refused(String),
+}
+
+/// Where message `msg` from a worker goes.
+pub(crate) fn route(msg: &ArchivedToNode) -> Route<'_> {
+    let ArchivedToNode::Forward { to, frame } = msg else {
+        return Route::Node;
+    };
+    match check(frame) {
+        Ok(()) => Route::Worker {
+            to: to.to_native(),
+            frame: frame.as_slice(),
+        },
+        Err(reason) => Route::Refused(reason),
+    }
+}
+
+/// Whether `frame` is one whole [`ToWorker`] frame of a kind a worker may send another.
+fn check(frame: &[u8]) -> Result<(), String> {
+    let mut decoder = FrameDecoder::new(prism_transport::DEFAULT_MAX_FRAME);
+    decoder.extend(frame);
+    let one = decoder
+        .next_frame()
+        .map_err(|e| e.to_string())?
+        .ok_or("not a whole frame")?;
+    if decoder.buffered() > 0 {
+        return Err("bytes after the frame".into());
+    }
+    match one.access::<ToWorker>().map_err(|e| e.to_string())? {
+        ArchivedToWorker::Push(_)
+        | ArchivedToWorker::Returned { .. }
+        | ArchivedToWorker::Handback(_)
+        | ArchivedToWorker::Cancel { .. } => Ok(()),
+        _ => Err("not a push, an end, a hand-back or a cancel".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prism_transport::{FrameDecoder, ToNode, encode_frame};
+
+    use super::*;
+
+    fn routed(msg: &ToNode) -> Result<Option<(u64, Vec<u8>)>, String> {
+        let mut bytes = Vec::new();
+        encode_frame(msg, &mut bytes).unwrap();
+        let mut decoder = FrameDecoder::new(1 << 20);
+        decoder.extend(&bytes);
+        let frame = decoder.next_frame().unwrap().unwrap();
+        match route(frame.access::<ToNode>().unwrap()) {
+            Route::Node => Ok(None),
+            Route::Worker { to, frame } => Ok(Some((to, frame.to_vec()))),
+            Route::Refused(reason) => Err(reason),
+        }
+    }
+
+    #[test]
+    fn only_whole_pushes_ends_hand_backs_and_cancels_pass_between_workers() {
+        assert_eq!(routed(&ToNode::Release(Vec::new())), Ok(None));
+        let mut push = Vec::new();
+        encode_frame(&ToWorker::Push(Vec::new()), &mut push).unwrap();
+        let forward = ToNode::Forward {
+            to: 7,
+            frame: push.clone(),
+        };
+        assert_eq!(routed(&forward), Ok(Some((7, push.clone()))));
+        let mut shutdown = Vec::new();
+        encode_frame(&ToWorker::Shutdown, &mut shutdown).unwrap();
+        let mut two = push.clone();
+        two.extend_from_slice(&push);
+        for frame in [
+            shutdown,
+            two,
+            push[..push.len() - 1].to_vec(),
+            b"garbage!".to_vec(),
+        ] {
+            let refused = routed(&ToNode::Forward { to: 7, frame });
+            assert!(refused.is_err(), "{refused:?}");
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Workers own the tasks they submit, with real processes: a head on 127.0.0.1 (where the
+//! test binary is the driver) and a node `alpha` on 127.0.0.2. A task on alpha submits ten
+//! thousand children: they run on alpha's workers, leased to it by the node, and their specs,
+//! values and ends never reach the driver, which hears of a few leases and batches of task
+//! events instead of two messages per child. A leased worker that dies mid-run costs its
+//! owner a retry, not the job. Every daemon is stopped when the run ends.
+
+mod common;
+
+use common::cluster::Host;
+use common::ensure;
+use libtest_mimic::{Arguments, Failed, Trial};
+use prism::{ObjectRef, remote};
+
+#[remote]
+fn where_am_i(i: u64) -> (String, u64) {
+    (prism::node_name().unwrap_or_default(), i)
+}
+
+/// Submits `n` children and gathers them: how many ran on each node, and their sum.
+#[remote(resources(alpha = 1))]
+fn fan_out(n: u64) -> (Vec<(String, u64)>, u64) {
+    let refs: Vec<ObjectRef<(String, u64)>> = (0..n).map(where_am_i::remote).collect();
+    let ran = prism::get_all_blocking(&refs).expect("children succeed");
+    let mut nodes: Vec<(String, u64)> = Vec::new();
+    let mut sum = 0;
+    for (node, i) in ran {
+        sum += i;
+        match nodes.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, count)) => *count += 1,
+            None => nodes.push((node, 1)),
+        }
+    }
+    (nodes, sum)
+}
+
+/// Dies (as if killed) the first time it runs for `marker`, then returns `i`.
+#[remote(max_retries = 2)]
+fn dies_once(marker: String, i: u64) -> u64 {
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&marker)
+        .is_ok()
+    {
+        std::process::abort();
+    }
+    i
+}
+
+/// Submits `n` children of which the one for `marker` kills its worker once.
+#[remote(resources(alpha = 1))]
+fn survives_a_dead_leased_worker(marker: String, n: u64) -> u64 {
+    let refs: Vec<ObjectRef<u64>> = (0..n)
+        .map(|i| dies_once::remote(format!("{marker}.{}", i % 50), i))
+        .collect();
+    prism::get_all_blocking(&refs)
+        .expect("the children outlive their worker")
+        .iter()
+        .sum()
+}
+
+fn ten_thousand_children_of_a_task_on_a_node_stay_off_the_driver() -> Result<(), Failed> {
+    let before = prism::worker_messages_received()?;
+    let (nodes, sum) = fan_out::remote(10_000).get_blocking()?;
+    let heard = prism::worker_messages_received()? - before;
+    println!("the driver heard {heard} messages for 10,000 children ({nodes:?})");
+    ensure(sum == (0..10_000u64).sum::<u64>(), "every child answered")?;
+    ensure(
+        nodes == [("alpha".to_string(), 10_000)],
+        format!("the children ran on their owner's node: {nodes:?}"),
+    )?;
+    // Driver-owned, the children cost two messages each (20,000): a submit and an end.
+    // Owned by their parent, the driver hears the parent's lease asks and task events in
+    // batches (at most one per 1,024 changes or per 20 ms).
+    ensure(
+        heard < 200,
+        format!("the driver heard {heard} messages for 10,000 children"),
+    )
+}
+
+fn a_leased_worker_that_dies_costs_its_owner_a_retry() -> Result<(), Failed> {
+    let dir = std::env::temp_dir().join(format!("prism-owners-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let marker = dir.join("died").display().to_string();
+    let sum = survives_a_dead_leased_worker::remote(marker.clone(), 200).get_blocking();
+    let died = (0..50)
+        .filter(|i| std::path::Path::new(&format!("{marker}.{i}")).exists())
+        .count();
+    std::fs::remove_dir_all(&dir)?;
+    let sum = sum?;
+    ensure(sum == (0..200u64).sum::<u64>(), format!("the sum is {sum}"))?;
+    ensure(
+        died == 50,
+        format!("{died} of 50 children killed their worker once"),
+    )
+}
+
+fn main() {
+    common::cluster::serve_if_worker();
+    let (head, addr, token) = common::cluster::head("owners-head", "1");
+    let alpha = Host::new("owners-alpha");
+    alpha.join(
+        &addr,
+        &token,
+        "127.0.0.2",
+        &[
+            "--num-cpus",
+            "2",
+            "--resources",
+            "alpha=1",
+            "--name",
+            "alpha",
+        ],
+    );
+    let config = prism::Config::new()
+        .address(addr.clone())
+        .token(token.clone());
+    prism::init_with(config).expect("join the cluster");
+    let mut args = Arguments::from_args();
+    // The first case counts the driver's messages: nothing else may run meanwhile.
+    args.test_threads = Some(1);
+    let trials = vec![
+        Trial::test(
+            "ten_thousand_children_of_a_task_on_a_node_stay_off_the_driver",
+            ten_thousand_children_of_a_task_on_a_node_stay_off_the_driver,
+        ),
+        Trial::test(
+            "a_leased_worker_that_dies_costs_its_owner_a_retry",
+            a_leased_worker_that_dies_costs_its_owner_a_retry,
+        ),
+    ];
+    let conclusion = libtest_mimic::run(&args, trials);
+    prism::shutdown();
+    drop((alpha, head));
+    conclusion.exit();
+}
