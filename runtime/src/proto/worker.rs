@@ -494,45 +494,34 @@ impl Worker {
     /// Sends the ends of tasks pushed here to their owners, with run times stamped at
     /// `sent_us` (0: none).
     fn return_pushed(&mut self, sent_us: u64) {
-        let mut by_owner: Vec<(u64, Vec<TaskEnd>)> = Vec::new();
+        let mut ends = Vec::new();
         let pushed = &mut self.pushed;
         self.done.retain_mut(|e| {
             if !pushed.remove(&e.task) {
                 return true;
             }
-            let end = TaskEnd {
+            let outcome = Outcome::Failed(TaskError::Cancelled {
                 task: e.task,
-                outcome: std::mem::replace(
-                    &mut e.outcome,
-                    Outcome::Failed(TaskError::Cancelled {
-                        task: e.task,
-                        function: String::new(),
-                    }),
-                ),
+                function: String::new(),
+            });
+            ends.push(TaskEnd {
+                task: e.task,
+                outcome: std::mem::replace(&mut e.outcome, outcome),
                 times: e.timing.filter(|_| sent_us > 0).map(|t| t.wire(sent_us)),
-            };
-            match by_owner.iter_mut().find(|(o, _)| *o == e.task.owner) {
-                Some((_, ends)) => ends.push(end),
-                None => by_owner.push((e.task.owner, vec![end])),
-            }
+            });
             false
         });
-        for (owner, ends) in by_owner {
+        for (owner, ends) in by_owner(ends, |e| e.task) {
             self.forward(owner, &ToWorker::Returned { sent_us, ends });
         }
     }
 
     /// Hands tasks pushed here back to their owners unrun.
     fn hand_back(&mut self, tasks: Vec<TaskId>) {
-        let mut by_owner: Vec<(u64, Vec<TaskId>)> = Vec::new();
-        for task in tasks {
-            self.pushed.remove(&task);
-            match by_owner.iter_mut().find(|(o, _)| *o == task.owner) {
-                Some((_, ts)) => ts.push(task),
-                None => by_owner.push((task.owner, vec![task])),
-            }
+        for task in &tasks {
+            self.pushed.remove(task);
         }
-        for (owner, tasks) in by_owner {
+        for (owner, tasks) in by_owner(tasks, |t| *t) {
             self.forward(owner, &ToWorker::Handback(tasks));
         }
     }
@@ -788,6 +777,20 @@ impl Worker {
     }
 }
 
+/// `items` grouped by the owner of the task each is about (its id's owner number), in the
+/// order the owners first appear.
+fn by_owner<T>(items: Vec<T>, task: impl Fn(&T) -> TaskId) -> Vec<(u64, Vec<T>)> {
+    let mut groups: Vec<(u64, Vec<T>)> = Vec::new();
+    for item in items {
+        let owner = task(&item).owner;
+        match groups.iter_mut().find(|(o, _)| *o == owner) {
+            Some((_, group)) => group.push(item),
+            None => groups.push((owner, vec![item])),
+        }
+    }
+    groups
+}
+
 /// The node's answer to a request, from the value of its answer object.
 pub(crate) fn answer_of(slot: &Slot) -> Result<Answer, String> {
     match slot {
@@ -883,7 +886,7 @@ mod tests {
     }
 
     /// Hands `msg` to the books as the node would send it, values given as inline bytes.
-    fn receive(worker: &mut Worker, msg: &ToWorker) -> Result<(), Stop> {
+    pub(super) fn receive(worker: &mut Worker, msg: &ToWorker) -> Result<(), Stop> {
         let mut frame = Vec::new();
         encode_frame(msg, &mut frame).unwrap();
         let mut decoder = FrameDecoder::new(1 << 20);

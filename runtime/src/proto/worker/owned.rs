@@ -886,7 +886,7 @@ mod tests {
     //! frames out.
 
     use prism_graph::IdSet;
-    use prism_transport::{FrameDecoder, ObjectValue, Outcome, TaskEnd, encode_frame};
+    use prism_transport::{FrameDecoder, ObjectValue, Outcome, TaskEnd};
 
     use super::super::{Tally, Wake};
     use super::*;
@@ -894,18 +894,16 @@ mod tests {
     const ME: u64 = 5;
 
     fn receive(worker: &mut Worker, msg: &ToWorker) {
-        let mut frame = Vec::new();
-        encode_frame(msg, &mut frame).unwrap();
-        let mut decoder = FrameDecoder::new(1 << 20);
-        decoder.extend(&frame);
-        let frame = decoder.next_frame().unwrap().unwrap();
-        let msg = frame.access::<ToWorker>().unwrap();
-        worker
-            .handle(msg, &mut |value| match value {
-                ArchivedValue::Inline(bytes) => Ok(ObjectBytes::inline(bytes)),
-                ArchivedValue::Shared { .. } => Err(std::io::Error::other("no segments")),
-            })
-            .unwrap();
+        super::super::tests::receive(worker, msg).unwrap();
+    }
+
+    /// A task's end with one inline value.
+    fn value_of(bytes: Vec<u8>) -> Outcome {
+        Outcome::Returned {
+            values: vec![Value::Inline(bytes)],
+            nested: vec![Vec::new()],
+            actors: vec![Vec::new()],
+        }
     }
 
     fn frames(bytes: &[u8]) -> Vec<prism_transport::Frame> {
@@ -971,11 +969,7 @@ mod tests {
             sent_us: 0,
             ends: vec![TaskEnd {
                 task,
-                outcome: Outcome::Returned {
-                    values: vec![Value::Inline(bytes)],
-                    nested: vec![Vec::new()],
-                    actors: vec![Vec::new()],
-                },
+                outcome: value_of(bytes),
                 times: None,
             }],
         }
@@ -1161,11 +1155,7 @@ mod tests {
         let awaiting = w.nest();
         let ended = Ended {
             task: id.task,
-            outcome: Outcome::Returned {
-                values: vec![Value::Inline(vec![5])],
-                nested: vec![Vec::new()],
-                actors: vec![Vec::new()],
-            },
+            outcome: value_of(vec![5]),
             timing: None,
         };
         w.nested_ended(ended, awaiting, &mut |value| match value {
@@ -1234,11 +1224,7 @@ mod tests {
         let run = w.next_task().unwrap();
         w.ended(Ended {
             task: run.task,
-            outcome: Outcome::Returned {
-                values: vec![Value::Inline(vec![1])],
-                nested: vec![Vec::new()],
-                actors: vec![Vec::new()],
-            },
+            outcome: value_of(vec![1]),
             timing: None,
         });
         let messages = sent(&mut w);
