@@ -1,8 +1,8 @@
 //! Workers own the tasks they submit, with real processes: a head on 127.0.0.1 (where the
 //! test binary is the driver) and a node `alpha` on 127.0.0.2. A task on alpha submits ten
-//! thousand children: they run on alpha's workers, leased to it by the node, and their specs,
-//! values and ends never reach the driver, which hears of a few leases and batches of task
-//! events instead of two messages per child. A leased worker that dies mid-run costs its
+//! thousand children that only alpha can run: they run on alpha's workers, leased to it by
+//! the node, and their specs, values and ends never reach the driver, which hears of a few
+//! leases and batches of task events instead of two messages per child. A leased worker that dies mid-run costs its
 //! owner a retry, not the job. Every daemon is stopped when the run ends.
 
 mod common;
@@ -12,7 +12,10 @@ use common::ensure;
 use libtest_mimic::{Arguments, Failed, Trial};
 use prism::{ObjectRef, remote};
 
-#[remote]
+/// Runs only where there are `slot`s: on alpha (the driver's node could take plain tasks,
+/// and a full node's owner hands its share to the driver for it, as spillback does not push
+/// to other nodes' workers yet).
+#[remote(resources(slot = 1))]
 fn where_am_i(i: u64) -> (String, u64) {
     (prism::node_name().unwrap_or_default(), i)
 }
@@ -32,6 +35,26 @@ fn fan_out(n: u64) -> (Vec<(String, u64)>, u64) {
         }
     }
     (nodes, sum)
+}
+
+/// A millisecond's work anywhere.
+#[remote]
+fn where_plain(i: u64) -> (String, u64) {
+    std::thread::sleep(std::time::Duration::from_millis(1));
+    (prism::node_name().unwrap_or_default(), i)
+}
+
+/// Submits `n` children that any node can run: the nodes they ran on.
+#[remote(resources(alpha = 1))]
+fn spread_out(n: u64) -> Vec<String> {
+    let refs: Vec<ObjectRef<(String, u64)>> = (0..n).map(where_plain::remote).collect();
+    let mut nodes: Vec<String> = (prism::get_all_blocking(&refs).expect("children succeed"))
+        .into_iter()
+        .map(|(node, _)| node)
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    nodes
 }
 
 /// Dies (as if killed) the first time it runs for `marker`, then returns `i`.
@@ -79,6 +102,16 @@ fn ten_thousand_children_of_a_task_on_a_node_stay_off_the_driver() -> Result<(),
     )
 }
 
+fn a_full_node_s_owner_hands_the_driver_its_share_of_the_children() -> Result<(), Failed> {
+    // Two seconds of work for alpha's two CPUs while the head's CPU idles: the node's
+    // rebalance finds the owner's lease ask stuck and room elsewhere.
+    let nodes = spread_out::remote(2_000).get_blocking()?;
+    ensure(
+        nodes == ["alpha", "head"],
+        format!("the children ran on {nodes:?}"),
+    )
+}
+
 fn a_leased_worker_that_dies_costs_its_owner_a_retry() -> Result<(), Failed> {
     let dir = std::env::temp_dir().join(format!("prism-owners-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -108,7 +141,7 @@ fn main() {
             "--num-cpus",
             "2",
             "--resources",
-            "alpha=1",
+            "alpha=1,slot=2",
             "--name",
             "alpha",
         ],
@@ -128,6 +161,10 @@ fn main() {
         Trial::test(
             "a_leased_worker_that_dies_costs_its_owner_a_retry",
             a_leased_worker_that_dies_costs_its_owner_a_retry,
+        ),
+        Trial::test(
+            "a_full_node_s_owner_hands_the_driver_its_share_of_the_children",
+            a_full_node_s_owner_hands_the_driver_its_share_of_the_children,
         ),
     ];
     let conclusion = libtest_mimic::run(&args, trials);

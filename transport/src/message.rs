@@ -219,6 +219,20 @@ pub enum ToWorker {
     /// carry) under a lease on this worker. Their ends go back to the owner
     /// ([`ToWorker::Returned`]); a blocked worker hands them back ([`ToWorker::Handback`]).
     Push(Vec<Execute>),
+    /// The lease asked for as `key` waits: the owner's node has no room for its shape while
+    /// other nodes have room for `room` such tasks, and the owner's runs `home` at once. The
+    /// owner hands the node its share of its queued tasks of the shape (`room / (room +
+    /// home)` of them, the last queued; [`ToNode::Submit`]), which places them where there
+    /// is room (until owners push to workers on other nodes themselves), and asks again for
+    /// the rest.
+    Spill {
+        /// The ask's key.
+        key: TaskId,
+        /// How many such tasks the other nodes could start now.
+        room: u32,
+        /// How many such tasks the owner's node runs at once.
+        home: u32,
+    },
     /// Tasks this worker owns ended on the worker they were pushed to.
     Returned {
         /// When the worker that ran them wrote this, by its host's monotonic clock (0 without

@@ -109,6 +109,10 @@ struct Args {
     /// over-committing a node).
     #[arg(long)]
     no_grants: bool,
+    /// The driver owns every task (as before worker owners): a nested parent's children go
+    /// through the driver instead of worker to worker through their node.
+    #[arg(long)]
+    driver_owns: bool,
     /// How often each node tells the head it is alive, in milliseconds (default: the daemons').
     #[arg(long)]
     heartbeat_ms: Option<u64>,
@@ -186,6 +190,7 @@ fn config(args: &Args, seed: u64) -> Config {
         lease: Duration::from_millis(args.lease_ms),
         fencing: !args.no_fencing,
         grants: !args.no_grants,
+        owners: !args.driver_owns,
         faults: args.faults,
         chaos: args.chaos_every_ms.map(|every| prism::sim::Chaos {
             every: Duration::from_millis(every),

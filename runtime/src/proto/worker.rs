@@ -420,7 +420,13 @@ impl Worker {
     pub(crate) fn request(&mut self, ids: &[ObjectId]) {
         let mut missing: Vec<ObjectId> = Vec::new();
         for &id in ids {
-            if !self.cache.contains_key(&id) && !self.owns(id) && self.requested.insert(id) {
+            if self.cache.contains_key(&id) {
+                continue;
+            }
+            if self.owns(id) {
+                // Known here once its task ends (asked of the node if the task goes there).
+                self.owned.want(id);
+            } else if self.requested.insert(id) {
                 missing.push(id);
             }
         }
@@ -576,6 +582,9 @@ impl Worker {
             }
             ArchivedToWorker::LeaseEnded { key, reason } => {
                 self.lease_ended(key.to_native(), reason.as_str());
+            }
+            ArchivedToWorker::Spill { key, room, home } => {
+                self.spill(key.to_native(), room.to_native(), home.to_native());
             }
             ArchivedToWorker::Returned { sent_us, ends } => {
                 self.returned(sent_us.to_native(), ends.iter(), open)?;

@@ -119,6 +119,9 @@ pub struct Config {
     /// Whether each node's daemon grants its resources to the jobs (off: every driver counts
     /// every node whole, and two drivers over-commit a node; shows the CPU check at work).
     pub grants: bool,
+    /// Whether workers own the plain tasks they submit (off: the driver owns every task, as
+    /// before worker owners): nested children then go worker to worker through their node.
+    pub owners: bool,
     /// After how long a silent peer's QUIC connection closes.
     pub idle_timeout: Duration,
     /// How long a node's object manager tries to connect to a peer.
@@ -162,6 +165,7 @@ impl Default for Config {
             lease: crate::proto::lease::LENGTH,
             fencing: true,
             grants: true,
+            owners: true,
             idle_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(2),
             driver_cost: Duration::from_micros(10),

@@ -60,7 +60,11 @@ fn advertised(config: &Config) -> Resources {
 
 /// A node's lease when leases are off ([`super::Config::fencing`]): longer than any run.
 const NO_LEASE: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
+/// A frame one worker sends another through their node's daemon: two Unix-socket hops and
+/// the daemon's read of the frame.
+const LOCAL_RELAY: Duration = Duration::from_micros(20);
 use crate::proto::owner::Slot;
+use crate::proto::relay::Route;
 use crate::proto::scheduler::WorkerId;
 use crate::proto::worker::{Ended as RunEnd, Stop, Worker};
 use crate::rng::Rng;
@@ -584,13 +588,11 @@ impl Job {
             _ => format!("sim{j}"),
         };
         Job {
-            // The simulated daemons relay no frames between workers yet: the driver owns
-            // every task (the projection of worker owners is still to model).
             node: match config.grants {
                 true => State::new(nodes, config.store_capacity, Some(None)),
                 false => State::new(nodes, config.store_capacity, Some(None)).without_grants(),
             }
-            .with_worker_owners(false),
+            .with_worker_owners(config.owners),
             driver: Driver {
                 held: Vec::new(),
                 cursor: 0,
@@ -2543,7 +2545,7 @@ impl World<'_> {
             let Ok(msg) = frame.access::<prism_transport::ToWorker>() else {
                 continue;
             };
-            if let ArchivedToWorker::Execute(batch) = msg {
+            if let ArchivedToWorker::Execute(batch) | ArchivedToWorker::Push(batch) = msg {
                 self.report.dispatched += batch.len() as u64;
             }
             let Some(w) = self.workers.get_mut(&worker) else {
@@ -2809,12 +2811,39 @@ impl World<'_> {
         let Some(w) = self.workers.get_mut(&worker) else {
             return;
         };
-        let frames = std::mem::take(w.core.transmit(|| 0));
+        let out = std::mem::take(w.core.transmit(|| 0));
+        if out.is_empty() {
+            return;
+        }
+        let host = self.host_of(worker);
+        // The node relays what the worker sends another worker of the job there (pushes and
+        // ends of owned tasks) and passes the rest to the driver.
+        self.decoder.extend(&out);
+        let mut frames = Vec::new();
+        let epoch = self.hosts[host].views[worker.0].epoch;
+        while let Ok(Some(frame)) = self.decoder.next_frame() {
+            let Ok(msg) = frame.access::<prism_transport::ToNode>() else {
+                continue;
+            };
+            match crate::proto::relay::route(msg) {
+                Route::Node => {
+                    let _ = prism_transport::encode_payload(frame.as_bytes(), &mut frames);
+                }
+                Route::Worker { to, frame } => {
+                    let what = What::Worker {
+                        worker: (worker.0, to),
+                        epoch,
+                        frames: frame.to_vec(),
+                    };
+                    self.at(self.now + LOCAL_RELAY, what);
+                }
+                Route::Refused(reason) => self.report.violation = Some(reason),
+            }
+        }
         if frames.is_empty() {
             return;
         }
         let bytes = frames.len() as u64;
-        let host = self.host_of(worker);
         let frames = AtDriver::Frames {
             worker: worker.1,
             frames,
@@ -3328,6 +3357,9 @@ fn replay(c: &Config) -> String {
     }
     if !c.grants {
         line.push_str(" --no-grants");
+    }
+    if !c.owners {
+        line.push_str(" --driver-owns");
     }
     if !c.fencing {
         line.push_str(" --no-fencing");

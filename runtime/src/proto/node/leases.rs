@@ -63,14 +63,26 @@ impl State {
         }
     }
 
-    /// Lease ask `key`, taken out of its node's queue (to move elsewhere), queues there
-    /// again.
-    pub(super) fn requeue_lease(&mut self, key: TaskId) {
-        let Some(lease) = self.leases.get(&key) else {
+    /// Lease ask `key` was taken out of its node's queue to move to a node with room: its
+    /// owner hands the tasks it was for to this node, which places them (a lease is only
+    /// ever granted on the owner's own node).
+    pub(super) fn spill_lease(&mut self, key: TaskId) {
+        let Some(lease) = self.leases.remove(&key) else {
             return;
         };
-        let node = node_of(lease.owner);
-        let _ = self.nodes.submit(node, key, lease.shape.clone());
+        let home = node_of(lease.owner);
+        let room: usize = (0..self.nodes.len())
+            .filter(|&idx| idx != home)
+            .filter_map(|idx| self.nodes.get(idx))
+            .filter(|node| node.takes_work())
+            .map(|node| node.sched.room_for(&lease.shape))
+            .sum();
+        let home = self
+            .nodes
+            .get(home)
+            .map_or(1, |node| fits(node.sched.total(), &lease.shape));
+        let (room, home) = (clamp(room.max(1)), clamp(home.max(1)));
+        self.encode_to(lease.owner, &ToWorker::Spill { key, room, home });
     }
 
     /// The scheduler placed lease `key` on `worker` (to run "its" task there, or on top of
@@ -219,4 +231,20 @@ impl State {
         }
         self.outbox.entry(to).or_default().extend_from_slice(frame);
     }
+}
+
+/// How many tasks of `shape` fit in `total` at once (at most 4,096: a shape of nothing fits
+/// any number).
+fn fits(total: &Resources, shape: &Resources) -> usize {
+    let mut left = total.clone();
+    let mut n = 0;
+    while n < 4_096 && shape.fits_in(&left) {
+        left.subtract(shape);
+        n += 1;
+    }
+    n
+}
+
+fn clamp(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }

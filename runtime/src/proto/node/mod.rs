@@ -734,8 +734,9 @@ impl State {
         }
         for task in stolen.moved {
             if self.is_lease(task) {
-                // A lease is its owner's node's to grant (spillback is still to come).
-                self.requeue_lease(task);
+                // Stuck on its owner's node while another has room: its tasks go to the
+                // node, which places them.
+                self.spill_lease(task);
             } else {
                 self.enqueue(task);
             }

@@ -112,6 +112,9 @@ pub(crate) struct Owned {
     events: Vec<OwnedEvent>,
     /// When changes were last sent, by the host's clock.
     events_sent_us: u64,
+    /// Owned objects this worker waits for the values of (asked for again of the node if
+    /// their tasks go there).
+    wanted: IdSet<ObjectId>,
     /// Lease keys handed out so far (keys count down from the top of this worker's ids, so
     /// they never meet its tasks').
     lease_seq: u64,
@@ -132,6 +135,11 @@ impl Owned {
             && id.task.owner == self.me
             && !self.promoted.contains(&id)
             && (self.tasks.contains_key(&id.task) || self.made.contains_key(&id))
+    }
+
+    /// This worker waits for the value of owned object `id`.
+    pub(crate) fn want(&mut self, id: ObjectId) {
+        self.wanted.insert(id);
     }
 
     /// Whether changes of owned tasks wait to be sent.
@@ -575,6 +583,7 @@ impl Worker {
     /// Object `id` of an owned task is known now: kept while referenced (a segment nobody
     /// holds goes), and the tasks waiting for it move on.
     fn owned_value(&mut self, id: ObjectId, slot: Slot) {
+        self.owned.wanted.remove(&id);
         if !self.refs.contains_key(&id) {
             if matches!(slot, Slot::Ready(ObjectBytes::Shared(_))) {
                 self.owned.unlinked.push(id);
@@ -687,6 +696,44 @@ impl Worker {
         for shape in shapes {
             self.pump(shape);
         }
+    }
+
+    /// Ask `key` waits on a full node while others have room for `room` tasks of its shape
+    /// and this worker's node runs `home` at once: the share of the tasks queued for it that
+    /// the room elsewhere could take (the last queued) goes to the node, which owns them from
+    /// now on, their arguments' values handed over first (they are known: the tasks were
+    /// queued); the ask is made again for the rest.
+    pub(super) fn spill(&mut self, key: TaskId, room: u32, home: u32) {
+        let Some(shape) = self.owned.shapes.iter().position(|s| s.asked == Some(key)) else {
+            return;
+        };
+        self.owned.shapes[shape].asked = None;
+        let queue = &mut self.owned.shapes[shape].queue;
+        let (room, home) = (u64::from(room), u64::from(home.max(1)));
+        let share = (queue.len() as u64 * room).div_ceil(room + home) as usize;
+        let keep = queue.len().saturating_sub(share);
+        let spilled: Vec<TaskId> = queue.drain(keep..).collect();
+        let mut wanted = Vec::new();
+        for task in spilled {
+            let Some(record) = self.owned.tasks.get(&task) else {
+                continue;
+            };
+            let spec = record.spec.clone();
+            let deps: Vec<ObjectId> = spec.dependencies().collect();
+            let owned_deps = self.to_promote(&deps);
+            self.promote(&owned_deps);
+            let outputs: Vec<ObjectId> = spec.return_ids().collect();
+            self.send(&ToNode::Submit { spec, failed: None });
+            // The node holds what the task needs now; this worker's holds for it go.
+            self.finish_owned(task);
+            wanted.extend(
+                outputs
+                    .into_iter()
+                    .filter(|id| self.owned.wanted.remove(id)),
+            );
+        }
+        self.request(&wanted);
+        self.pump(shape);
     }
 
     /// Lease `key` ended without being given back: its tasks in flight run again while their
@@ -832,6 +879,7 @@ impl Worker {
             self.owned.unlinked.push(id);
         }
         self.owned.made.remove(&id);
+        self.owned.wanted.remove(&id);
         true
     }
 
@@ -1206,6 +1254,44 @@ mod tests {
         );
         let pushed = forwarded(&sent(&mut w), 10);
         assert!(matches!(&pushed[..], [ToWorker::Push(b)] if b[0].task == second));
+    }
+
+    #[test]
+    fn a_full_node_has_the_owner_hand_its_share_of_the_queue_to_the_node() {
+        let mut w = owner();
+        for seq in 1..=9 {
+            w.submit(spec(seq, Vec::new(), 0), None);
+        }
+        let ids: Vec<ObjectId> = (1..=9)
+            .map(|s| ObjectId::new(TaskId::new(ME, s), 0))
+            .collect();
+        w.request(&ids);
+        let key = lease_key(&sent(&mut w));
+        // Room for 2 elsewhere, 1 at home: two thirds of the queue (6, the last) go.
+        receive(
+            &mut w,
+            &ToWorker::Spill {
+                key,
+                room: 2,
+                home: 1,
+            },
+        );
+        let messages = sent(&mut w);
+        let submitted: Vec<u64> = (messages.iter())
+            .filter_map(|m| match m {
+                ToNode::Submit { spec, failed: None } => Some(spec.task_id.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(submitted, vec![4, 5, 6, 7, 8, 9]);
+        assert!(
+            messages.contains(&ToNode::Get {
+                ids: ids[3..].to_vec()
+            }),
+            "their values are asked of the node, as the worker waits for them: {messages:?}"
+        );
+        assert_ne!(lease_key(&messages), key, "asked again for the rest");
+        assert!(w.owns(ids[2]) && !w.owns(ids[3]));
     }
 
     #[test]
