@@ -275,6 +275,16 @@ impl Nodes {
         self.at(idx).submit(task, demand)
     }
 
+    /// Submits to node `idx` a task only an idle worker may take (an owner's lease ask).
+    pub(crate) fn submit_exclusive(
+        &mut self,
+        idx: NodeIdx,
+        task: TaskId,
+        demand: Resources,
+    ) -> Admission {
+        self.at(idx).submit_exclusive(task, demand)
+    }
+
     /// Submits an actor creation to node `idx`.
     pub(crate) fn submit_pinned(
         &mut self,

@@ -182,6 +182,9 @@ pub(crate) struct Scheduler {
     infeasible: Vec<TaskId>,
     /// Actor creations waiting for a worker of their own, in order.
     pinned_queue: VecDeque<TaskId>,
+    /// Queued tasks that only an idle worker may take (owners' lease asks): never pipelined
+    /// behind a busy worker's task.
+    exclusive: IdSet<TaskId>,
     workers: IdMap<WorkerId, WorkerState>,
     /// Tasks a blocked worker waits for, with that worker: run on top of it when queued.
     awaited_by: IdMap<TaskId, WorkerId>,
@@ -232,6 +235,7 @@ impl Scheduler {
             demands: IdMap::default(),
             infeasible: Vec::new(),
             pinned_queue: VecDeque::new(),
+            exclusive: IdSet::default(),
             workers: IdMap::default(),
             awaited_by: IdMap::default(),
             nestable: IdMap::default(),
@@ -550,6 +554,14 @@ impl Scheduler {
         Admission::Queued
     }
 
+    /// A task only an idle worker may take (or, at the process cap, the blocked worker that
+    /// awaits it): an owner's lease ask, which holds the worker until given back.
+    pub(crate) fn submit_exclusive(&mut self, task: TaskId, demand: Resources) -> Admission {
+        let admission = self.submit(task, demand);
+        self.exclusive.insert(task);
+        admission
+    }
+
     /// An actor creation: it needs a worker of its own, leased for the actor's lifetime.
     pub(crate) fn submit_pinned(&mut self, task: TaskId, demand: Resources) -> Admission {
         self.demands.insert(task, demand.clone());
@@ -602,6 +614,9 @@ impl Scheduler {
 
     /// A worker reported a task as ended (done, failed or dropped after cancel).
     pub(crate) fn task_done(&mut self, worker: WorkerId, task: TaskId) {
+        if !self.exclusive.is_empty() {
+            self.exclusive.remove(&task);
+        }
         if self.end_nested(worker, task) {
             return;
         }
@@ -898,6 +913,7 @@ impl Scheduler {
     fn forget_demands(&mut self, tasks: &[TaskId]) {
         for task in tasks {
             self.demands.remove(task);
+            self.exclusive.remove(task);
         }
     }
 
@@ -1069,6 +1085,7 @@ impl Scheduler {
             }
             self.pinned_queue.retain(|t| *t != task);
             self.infeasible.retain(|t| *t != task);
+            self.exclusive.remove(&task);
         }
         at
     }
@@ -1300,6 +1317,10 @@ impl Scheduler {
                     break;
                 }
                 // A job shrinking to its fair share lets its leases run dry.
+                if self.exclusive.contains(&task) {
+                    // A lease ask waits for an idle worker.
+                    break;
+                }
                 match (!self.shrinking())
                     .then(|| self.least_loaded(&shape))
                     .flatten()

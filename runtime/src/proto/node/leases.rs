@@ -54,7 +54,7 @@ impl State {
             },
         );
         let node = node_of(owner);
-        if self.nodes.submit(node, key, shape.clone()) == Admission::Infeasible {
+        if self.nodes.submit_exclusive(node, key, shape.clone()) == Admission::Infeasible {
             tracing::warn!(
                 worker = owner, lease = %key,
                 "a lease for {shape} waits: the node has {} in total",
@@ -66,7 +66,8 @@ impl State {
     /// Lease ask `key` was taken out of its node's queue to move to a node with room: its
     /// owner hands the tasks it was for to this node, which places them (a lease is only
     /// ever granted on the owner's own node).
-    pub(super) fn spill_lease(&mut self, key: TaskId) {
+    /// The room is shared among `sharers` owners spilling at once.
+    pub(super) fn spill_lease(&mut self, key: TaskId, sharers: usize) {
         let Some(lease) = self.leases.remove(&key) else {
             return;
         };
@@ -76,13 +77,22 @@ impl State {
             .filter_map(|idx| self.nodes.get(idx))
             .filter(|node| node.takes_work())
             .map(|node| node.sched.room_for(&lease.shape))
-            .sum();
+            .sum::<usize>()
+            / sharers.max(1);
         let home = self
             .nodes
             .get(home)
             .map_or(1, |node| fits(node.sched.total(), &lease.shape));
         let (room, home) = (clamp(room.max(1)), clamp(home.max(1)));
         self.encode_to(lease.owner, &ToWorker::Spill { key, room, home });
+    }
+
+    /// Lease ask `key` can never be granted (why): its owner hears, and fails the tasks it
+    /// was for.
+    pub(super) fn refuse_lease(&mut self, key: TaskId, reason: String) {
+        if let Some(lease) = self.leases.remove(&key) {
+            self.encode_to(lease.owner, &ToWorker::LeaseEnded { key, reason });
+        }
     }
 
     /// The scheduler placed lease `key` on `worker` (to run "its" task there, or on top of

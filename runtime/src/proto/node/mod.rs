@@ -732,11 +732,12 @@ impl State {
                 "work moves to nodes with room"
             );
         }
+        // A lease ask among them makes its owner hand a share of its tasks here: the room
+        // elsewhere is shared by every owner whose ask moves now.
+        let asks = stolen.moved.iter().filter(|t| self.is_lease(**t)).count();
         for task in stolen.moved {
             if self.is_lease(task) {
-                // Stuck on its owner's node while another has room: its tasks go to the
-                // node, which places them.
-                self.spill_lease(task);
+                self.spill_lease(task, asks);
             } else {
                 self.enqueue(task);
             }
@@ -962,6 +963,11 @@ impl State {
     }
 
     fn enqueue(&mut self, task: TaskId) {
+        if self.is_lease(task) {
+            // Out of its node's queue (the node drains, joined or was lost): the owner hands
+            // its tasks to this node, which places them.
+            return self.spill_lease(task, 1);
+        }
         let Some(record) = self.owner.task(task) else {
             // An actor's restart (the node's own task): it needs a worker of its own again.
             self.enqueue_attempt(task);
@@ -1573,6 +1579,11 @@ impl State {
 
     fn fail_queued(&mut self, reason: &str) {
         for task in self.nodes.drain_queued(None) {
+            if self.is_lease(task) {
+                let reason = format!("worker processes exit before connecting: {reason}");
+                self.refuse_lease(task, reason);
+                continue;
+            }
             let function = self
                 .owner
                 .task(task)

@@ -1833,3 +1833,38 @@ fn a_worker_owner_is_leased_a_worker_and_the_node_relays_their_frames_as_they_ar
         "the idle worker takes it"
     );
 }
+
+#[test]
+fn a_lease_ask_on_a_node_that_drains_has_its_owner_hand_the_tasks_to_the_driver() {
+    let mut h = Harness::new(2, 1.0);
+    // The owner runs a task on node 0, whose one CPU it holds: its ask waits there.
+    let spec = TaskSpec {
+        resources: cpus(1.0),
+        ..TaskSpec::call(TaskId::new(DRIVER_OWNER, 99), "tests::parent", Vec::new())
+    };
+    h.submit(spec);
+    let owner = h
+        .where_sent(TaskId::new(DRIVER_OWNER, 99))
+        .expect("dispatched");
+    let home = node_of(owner);
+    let key = TaskId::new(owner, u64::MAX - 1);
+    h.report(
+        owner,
+        &ToNode::Lease {
+            key,
+            shape: cpus(1.0),
+        },
+    );
+    assert!(h.node.is_lease(key), "it waits");
+    h.event(Event::NodeDraining {
+        node: home,
+        reason: "drained by the test".into(),
+    });
+    assert!(!h.node.is_lease(key));
+    assert!(
+        h.sent.iter().any(|(w, m)| *w == owner
+            && matches!(m, ToWorker::Spill { key: k, room: 1, home: 1 } if *k == key)),
+        "the owner is told to hand its tasks over: {:?}",
+        h.sent.last()
+    );
+}
