@@ -182,8 +182,8 @@ pub(crate) struct Scheduler {
     infeasible: Vec<TaskId>,
     /// Actor creations waiting for a worker of their own, in order.
     pinned_queue: VecDeque<TaskId>,
-    /// Queued tasks that only an idle worker may take (owners' lease asks): never pipelined
-    /// behind a busy worker's task.
+    /// Queued owners' lease asks (keyed by their owner's worker number): never pipelined
+    /// behind their own owner's task.
     exclusive: IdSet<TaskId>,
     workers: IdMap<WorkerId, WorkerState>,
     /// Tasks a blocked worker waits for, with that worker: run on top of it when queued.
@@ -554,8 +554,8 @@ impl Scheduler {
         Admission::Queued
     }
 
-    /// A task only an idle worker may take (or, at the process cap, the blocked worker that
-    /// awaits it): an owner's lease ask, which holds the worker until given back.
+    /// An owner's lease ask, keyed by an id of its owner's (whose worker number it carries):
+    /// queued like a task, but never pipelined behind its owner's own task.
     pub(crate) fn submit_exclusive(&mut self, task: TaskId, demand: Resources) -> Admission {
         let admission = self.submit(task, demand);
         self.exclusive.insert(task);
@@ -1317,14 +1317,13 @@ impl Scheduler {
                     break;
                 }
                 // A job shrinking to its fair share lets its leases run dry.
-                if self.exclusive.contains(&task) {
-                    // A lease ask waits for an idle worker.
-                    break;
-                }
-                match (!self.shrinking())
+                let pick = (!self.shrinking())
                     .then(|| self.least_loaded(&shape))
-                    .flatten()
-                {
+                    .flatten();
+                // A lease ask is not pipelined behind its own owner's task (the owner would
+                // be pushed its own tasks while it waits for them).
+                let own = pick.is_some_and(|w| self.exclusive.contains(&task) && w == task.owner);
+                match pick.filter(|_| !own) {
                     Some(worker) => {
                         if let Some(WorkerState::Leased { inflight, .. }) =
                             self.workers.get_mut(&worker)
