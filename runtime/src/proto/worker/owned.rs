@@ -451,17 +451,34 @@ impl Worker {
         ends: impl Iterator<Item = &'a ArchivedTaskEnd>,
         open: &mut dyn FnMut(&ArchivedValue) -> std::io::Result<ObjectBytes>,
     ) -> Result<(), super::Stop> {
+        let undecodable =
+            |e: rkyv::rancor::Error| super::Stop::Lost(format!("undecodable task end: {e}"));
         for end in ends {
-            let ended = rkyv::deserialize::<prism_transport::TaskEnd, rkyv::rancor::Error>(end)
-                .map_err(|e| super::Stop::Lost(format!("undecodable task end: {e}")))?;
-            if let Some(times) = ended.times {
-                self.note_ran(ended.task, sent_us, times);
+            let task = end.task.to_native();
+            if let Some(times) = end.times.as_ref() {
+                let times = rkyv::deserialize::<RunTimes, rkyv::rancor::Error>(times)
+                    .map_err(undecodable)?;
+                self.note_ran(task, sent_us, times);
             }
-            let values = match &ended.outcome {
-                prism_transport::Outcome::Returned { .. } => end_values(end, open),
-                prism_transport::Outcome::Failed(_) => Vec::new(),
+            // The values are mapped from the archive, not copied out of it first.
+            let ending = match &end.outcome {
+                prism_transport::ArchivedOutcome::Returned {
+                    values,
+                    nested,
+                    actors,
+                } => Ending::Returned {
+                    values: values.iter().map(&mut *open).collect(),
+                    nested: rkyv::deserialize::<_, rkyv::rancor::Error>(nested)
+                        .map_err(undecodable)?,
+                    actors: rkyv::deserialize::<_, rkyv::rancor::Error>(actors)
+                        .map_err(undecodable)?,
+                },
+                prism_transport::ArchivedOutcome::Failed(error) => Ending::Failed(
+                    rkyv::deserialize::<TaskError, rkyv::rancor::Error>(error)
+                        .map_err(undecodable)?,
+                ),
             };
-            self.owned_ended(ended.task, ended.outcome, values);
+            self.owned_ended(task, ending);
         }
         Ok(())
     }
@@ -518,12 +535,7 @@ impl Worker {
         }
     }
 
-    fn owned_ended(
-        &mut self,
-        task: TaskId,
-        outcome: prism_transport::Outcome,
-        values: Vec<std::io::Result<ObjectBytes>>,
-    ) {
+    fn owned_ended(&mut self, task: TaskId, ending: Ending) {
         let Some(record) = self.owned.tasks.get(&task) else {
             return; // ended already (cancelled, or a lease lost it and it ran again)
         };
@@ -536,8 +548,12 @@ impl Worker {
         {
             l.inflight.retain(|t| *t != task);
         }
-        match outcome {
-            prism_transport::Outcome::Returned { nested, actors, .. } => {
+        match ending {
+            Ending::Returned {
+                values,
+                nested,
+                actors,
+            } => {
                 let function: Arc<str> = Arc::from(record.spec.function.as_str());
                 let ids: Vec<ObjectId> = record.spec.return_ids().collect();
                 for (i, (id, value)) in ids.into_iter().zip(values).enumerate() {
@@ -560,7 +576,7 @@ impl Worker {
                 self.note(task, || OwnedPhase::Finished);
                 self.finish_owned(task);
             }
-            prism_transport::Outcome::Failed(error) => {
+            Ending::Failed(error) => {
                 let retry = matches!(error, TaskError::Panicked { .. })
                     && record.spec.retry_exceptions
                     && record.attempts <= record.spec.max_retries;
@@ -720,8 +736,7 @@ impl Worker {
             };
             let spec = record.spec.clone();
             let deps: Vec<ObjectId> = spec.dependencies().collect();
-            let owned_deps = self.to_promote(&deps);
-            self.promote(&owned_deps);
+            self.promote(&deps);
             let outputs: Vec<ObjectId> = spec.return_ids().collect();
             self.send(&ToNode::Submit { spec, failed: None });
             // The node holds what the task needs now; this worker's holds for it go.
@@ -915,17 +930,15 @@ impl Worker {
     }
 }
 
-/// The values of a task's end, mapped.
-fn end_values(
-    end: &ArchivedTaskEnd,
-    open: &mut dyn FnMut(&ArchivedValue) -> std::io::Result<ObjectBytes>,
-) -> Vec<std::io::Result<ObjectBytes>> {
-    match &end.outcome {
-        prism_transport::ArchivedOutcome::Returned { values, .. } => {
-            values.iter().map(open).collect()
-        }
-        prism_transport::ArchivedOutcome::Failed(_) => Vec::new(),
-    }
+/// How an owned task ended, as its owner takes it in: its values mapped and what each
+/// refers to, or its error.
+enum Ending {
+    Returned {
+        values: Vec<std::io::Result<ObjectBytes>>,
+        nested: Vec<Vec<ObjectId>>,
+        actors: Vec<Vec<prism_graph::ActorId>>,
+    },
+    Failed(TaskError),
 }
 
 #[cfg(test)]
