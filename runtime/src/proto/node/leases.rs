@@ -39,9 +39,18 @@ impl State {
 
     /// Worker `owner` asks for a lease on a worker of `shape`, keyed `key`.
     pub(super) fn ask_lease(&mut self, owner: WorkerId, key: TaskId, shape: Resources) {
-        if !self.lets_workers_own() || key.owner != owner || self.leases.contains_key(&key) {
-            tracing::warn!(worker = owner, lease = %key, "a lease ask this node cannot take");
-            let reason = String::from("this node does not lease workers to owners");
+        let refused = if !self.lets_workers_own() {
+            Some("this node does not lease workers to owners")
+        } else if key.owner != owner {
+            Some("the key is not the asking worker's")
+        } else if self.leases.contains_key(&key) {
+            Some("a lease under this key is open already")
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            tracing::warn!(worker = owner, lease = %key, "a lease ask is refused: {why}");
+            let reason = format!("lease {key} refused: {why}");
             self.encode_to(owner, &ToWorker::LeaseEnded { key, reason });
             return;
         }

@@ -1832,6 +1832,29 @@ fn a_worker_owner_is_leased_a_worker_and_the_node_relays_their_frames_as_they_ar
         Some(leased),
         "the idle worker takes it"
     );
+
+    // An ask under another worker's key is refused, saying why.
+    let theirs = TaskId::new(leased, u64::MAX - 1);
+    h.report(
+        owner,
+        &ToNode::Lease {
+            key: theirs,
+            shape: cpus(1.0),
+        },
+    );
+    let Some((
+        to,
+        ToWorker::LeaseEnded {
+            key: refused,
+            reason,
+        },
+    )) = h.sent.last().cloned()
+    else {
+        panic!("refused: {:?}", h.sent.last());
+    };
+    assert_eq!((to, refused), (owner, theirs));
+    assert!(reason.contains("not the asking worker's"), "{reason}");
+    assert!(!h.node.is_lease(theirs));
 }
 
 #[test]
