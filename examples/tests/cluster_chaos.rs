@@ -80,7 +80,38 @@ fn combine(a: Vec<f32>, b: Vec<f32>, level: u32, index: u32) -> Vec<f32> {
         a.len(),
         b.len()
     );
+    for (input, values, at) in [("a", &a, 2 * index), ("b", &b, 2 * index + 1)] {
+        if let Some(j) = first_wrong_sample(values, level - 1, at) {
+            panic!(
+                "combine {index} of level {level} on {:?} (pid {}): input {input} (partial sum \
+                 {at} of level {}) is wrong at element {j}: {} where {} was expected",
+                prism::node_name(),
+                std::process::id(),
+                level - 1,
+                values[j],
+                partial_sum(level - 1, at, j)
+            );
+        }
+    }
     a.iter().zip(&b).map(|(x, y)| x + y).collect()
+}
+
+/// Every how many elements a combine checks its inputs: a wrong value is caught where it
+/// first enters the tree (naming the node), at a cost of a few thousand additions per task.
+const SAMPLE_EVERY: usize = 997;
+
+/// Element `j` of partial sum `index` of `level` (level 0: the leaves).
+fn partial_sum(level: u32, index: u32, j: usize) -> f32 {
+    let first = index << level;
+    (first..first + (1 << level)).map(|i| element(i, j)).sum()
+}
+
+/// The first sampled element of partial sum `index` of `level` that `values` gets wrong.
+fn first_wrong_sample(values: &[f32], level: u32, index: u32) -> Option<usize> {
+    (0..LEAF_LEN)
+        .step_by(SAMPLE_EVERY)
+        .chain([LEAF_LEN - 1])
+        .find(|&j| values[j] != partial_sum(level, index, j))
 }
 
 /// The reduction's root, element by element, computed here.
@@ -123,16 +154,16 @@ impl Squarer {
         Squarer { offset }
     }
 
-    /// `x * x + offset`, and the process that answered.
-    fn step(&mut self, x: u64) -> (u64, u32) {
+    /// `x * x + offset`, and the process that answered and its node.
+    fn step(&mut self, x: u64) -> (u64, u32, Option<String>) {
         std::thread::sleep(Duration::from_millis(20));
-        (x * x + self.offset, std::process::id())
+        (x * x + self.offset, std::process::id(), prism::node_name())
     }
 }
 
 /// Calls each of `ACTORS` actors (one call each at a time) until `done`: the calls made and
-/// the incarnations (processes) that answered, or the first wrong answer.
-fn call_actors(done: &AtomicBool) -> Result<(u64, usize), Failed> {
+/// the incarnations that answered (process and node, by actor), or the first wrong answer.
+fn call_actors(done: &AtomicBool) -> Result<(u64, Incarnations), Failed> {
     let actors: Vec<_> = (0..ACTORS)
         .map(|k| {
             Squarer::options()
@@ -142,24 +173,27 @@ fn call_actors(done: &AtomicBool) -> Result<(u64, usize), Failed> {
                 .remote(k)
         })
         .collect();
-    let mut pids = std::collections::BTreeSet::new();
+    let mut incarnations = Incarnations::new();
     let mut calls = 0;
     let mut x = 0;
     while !done.load(Ordering::Acquire) {
         let answers: Vec<_> = actors.iter().map(|a| a.step(x)).collect();
         for (k, answer) in answers.into_iter().enumerate() {
-            let (value, pid) = answer.get_blocking()?;
+            let (value, pid, node) = answer.get_blocking()?;
             ensure(
                 value == x * x + k as u64,
                 format!("actor {k} answered {value} to {x}"),
             )?;
-            pids.insert(pid);
+            incarnations.insert((k, pid), node);
             calls += 1;
         }
         x += 1;
     }
-    Ok((calls, pids.len()))
+    Ok((calls, incarnations))
 }
+
+/// The processes (with their nodes) that answered each actor, by (actor, pid).
+type Incarnations = std::collections::BTreeMap<(usize, u32), Option<String>>;
 
 /// The test's cluster: the head and the nodes killed in turn.
 struct Cluster {
@@ -245,7 +279,8 @@ fn run(
         (root, actors, kills)
     });
     let took = started.elapsed();
-    let (calls, incarnations) = actors?;
+    let (calls, answered) = actors?;
+    let incarnations = answered.len();
     let root = root?;
     ensure(
         root.len() == expected.len(),
@@ -259,7 +294,11 @@ fn run(
     if chaos && kills > 0 {
         ensure(
             incarnations > ACTORS as usize,
-            format!("{kills} node kills restarted no actor ({incarnations} incarnations)"),
+            format!(
+                "{kills} node kills (of {:?}, in turn) restarted no actor; (actor, pid) -> \
+                 node: {answered:?}",
+                NODES.map(|(name, _)| name)
+            ),
         )?;
     }
     eprintln!(
