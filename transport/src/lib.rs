@@ -47,14 +47,14 @@ pub use io::{AsyncFrameReader, FrameReader};
 pub use message::{
     ActorConfig, Answer, ArchivedExecute, ArchivedFromControl, ArchivedFromHost, ArchivedHello,
     ArchivedHostEvent, ArchivedHostHello, ArchivedHostReply, ArchivedJoinReply,
-    ArchivedJoinRequest, ArchivedObjectValue, ArchivedOutcome, ArchivedOwnedPhase, ArchivedPullKey,
-    ArchivedPullReply, ArchivedPullRequest, ArchivedPurpose, ArchivedRunTimes, ArchivedStreamRun,
-    ArchivedTaskEnd, ArchivedToHost, ArchivedToNode, ArchivedToWorker, ArchivedValue, Execute,
-    FromControl, FromHost, FromLogs, HandshakeError, Hello, HostEvent, HostHello, HostReply,
-    JoinReply, JoinRequest, MAX_AWAITING, MemberUpdate, NodeStatus, NodeUsage, NodeUse,
-    ObjectValue, Outcome, OwnedEvent, OwnedPhase, PROTOCOL_VERSION, PendingDemand, PullKey,
-    PullReply, PullRequest, PullStats, Purpose, Refusal, RunTimes, StreamRun, TaskEnd, ToControl,
-    ToHost, ToLogs, ToNode, ToWorker, Value, platform,
+    ArchivedJoinRequest, ArchivedObjectValue, ArchivedOutcome, ArchivedOwnedPhase,
+    ArchivedPeerFrame, ArchivedPullKey, ArchivedPullReply, ArchivedPullRequest, ArchivedPurpose,
+    ArchivedRunTimes, ArchivedStreamRun, ArchivedTaskEnd, ArchivedToHost, ArchivedToNode,
+    ArchivedToWorker, ArchivedValue, Execute, FromControl, FromHost, FromLogs, HandshakeError,
+    Hello, HostEvent, HostHello, HostReply, JoinReply, JoinRequest, MAX_AWAITING, MemberUpdate,
+    NodeStatus, NodeUsage, NodeUse, ObjectValue, Outcome, OwnedEvent, OwnedPhase, PROTOCOL_VERSION,
+    PeerFrame, PendingDemand, PullKey, PullReply, PullRequest, PullStats, Purpose, Refusal,
+    RunTimes, StreamRun, TaskEnd, ToControl, ToHost, ToLogs, ToNode, ToWorker, Value, platform,
 };
 pub use state::{
     FunctionTimes, HISTOGRAM_BOUNDS_US, Histogram, JobEvents, JobSummary, JobTask, ObjectCount,

@@ -16,8 +16,10 @@ use crate::frame::Message;
 /// ([`ToNode::CreateActor`], [`Answer`]), and objects hold the actors whose handles they
 /// contain; 18: a spawn names the node to fetch the job's binary from
 /// ([`ToHost::Spawn`]'s `binary_from`); 19: workers own the plain tasks they submit
-/// ([`ToWorker::OwnTasks`], [`ToNode::Lease`], [`ToNode::Forward`]).
-pub const PROTOCOL_VERSION: u32 = 19;
+/// ([`ToWorker::OwnTasks`], [`ToNode::Lease`], [`ToNode::Forward`]); 20: leases on other
+/// nodes' workers, their frames passed between the two nodes' daemons ([`Purpose::Workers`],
+/// [`PeerFrame`]).
+pub const PROTOCOL_VERSION: u32 = 20;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -206,6 +208,9 @@ pub enum ToWorker {
         key: TaskId,
         /// The leased worker.
         worker: u64,
+        /// Where the leased worker's node serves its peers, when it is not the owner's node:
+        /// the owner's frames for it name it ([`ToNode::Forward`]'s `at`).
+        at: Option<String>,
     },
     /// The lease `key` ended without being given back (its worker died or was lost): the
     /// tasks pushed to it that did not come back did not finish.
@@ -410,6 +415,9 @@ pub enum ToNode {
     Forward {
         /// The worker it is for.
         to: u64,
+        /// Its node's peer address when it is on another node (the owner's lease said so:
+        /// [`ToWorker::Leased`]); `None`: this node, or the node the worker's tasks came from.
+        at: Option<String>,
         /// One whole [`ToWorker`] frame: [`ToWorker::Execute`], [`ToWorker::Returned`],
         /// [`ToWorker::Handback`] or [`ToWorker::Cancel`].
         frame: Vec<u8>,
@@ -572,7 +580,7 @@ impl HostHello {
 }
 
 /// What a connection between hosts carries, as its [`HostHello`] declares.
-#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Purpose {
     /// Control requests to the head: nodes registering and beating, the CLI.
     Control,
@@ -583,6 +591,22 @@ pub enum Purpose {
     Objects(String),
     /// Reads of the workers' logs the node keeps ([`ToLogs`] requests, one per stream).
     Logs,
+    /// Frames between the named job's workers on the two nodes ([`PeerFrame`]s on one
+    /// unidirectional stream per connection): an owner's pushes to the worker it leased on
+    /// the other node, and that worker's ends and hand-backs back to it.
+    Workers(String),
+}
+
+/// A frame one node's daemon passes to another's for a worker of the same job there
+/// ([`Purpose::Workers`]).
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct PeerFrame {
+    /// The worker on the sending node that sent it (the sending daemon says which).
+    pub from: u64,
+    /// The worker on the receiving node it is for.
+    pub to: u64,
+    /// One whole `ToWorker` frame, of the kinds a worker may send another.
+    pub frame: Vec<u8>,
 }
 
 /// A request for the workers' logs a node keeps (`prism logs --node` from another host).
@@ -627,6 +651,7 @@ impl std::fmt::Display for Purpose {
             Purpose::Job(job) => write!(f, "job {job}"),
             Purpose::Objects(job) => write!(f, "objects of job {job}"),
             Purpose::Logs => write!(f, "logs"),
+            Purpose::Workers(job) => write!(f, "workers of job {job}"),
         }
     }
 }
@@ -1057,6 +1082,10 @@ pub enum PullReply {
     Sending(u64),
     /// The object is not here, or the range is outside it, and why.
     Missing(String),
+}
+
+impl Message for PeerFrame {
+    const NAME: &'static str = "PeerFrame";
 }
 
 impl Message for PullRequest {

@@ -20,8 +20,8 @@ use prism_transport::quic;
 use prism_transport::tls::Identity;
 use prism_transport::transfer;
 use prism_transport::{
-    ArchivedHostEvent, FrameDecoder, FromHost, FromLogs, HostEvent, HostHello, NodeUsage, PullKey,
-    PullStats, Purpose, ToHost, ToLogs, ToNode, encode_payload,
+    ArchivedHostEvent, FrameDecoder, FromHost, FromLogs, HostEvent, HostHello, NodeUsage,
+    PeerFrame, PullKey, PullStats, Purpose, ToHost, ToLogs, ToNode, encode_payload,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -63,6 +63,12 @@ pub(crate) struct Hosting {
     processes: Mutex<HashMap<(ConnId, u64), Arc<ProcessHandle>>>,
     /// Frames for the jobs' workers from their other workers here (see [`relay_worker`]).
     links: Mutex<HashMap<(ConnId, u64), WorkerInbox>>,
+    /// Workers of the jobs on other nodes that pushed tasks to workers here (owners with a
+    /// lease on one), by job connection and number: where their nodes serve peers, for the
+    /// ends and hand-backs going back.
+    afar: Mutex<HashMap<(ConnId, u64), SocketAddr>>,
+    /// Frames for workers on other nodes, by node address and job: each stream's sender.
+    to_peers: Mutex<HashMap<(SocketAddr, String), WorkerInbox>>,
     /// Wakes the lease timer: the core's next timeout may have come nearer.
     timer: Arc<Notify>,
 }
@@ -115,6 +121,8 @@ impl Hosting {
             next_request: AtomicU64::new(0),
             processes: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
+            afar: Mutex::new(HashMap::new()),
+            to_peers: Mutex::new(HashMap::new()),
             timer: Arc::new(Notify::new()),
         });
         tokio::spawn(keep_time(Arc::downgrade(&hosting)));
@@ -185,6 +193,7 @@ impl Hosting {
                 transfer::serve_pulls(connection, source).await;
             }
             Purpose::Logs => serve_logs(connection).await,
+            Purpose::Workers(job) => self.serve_peer_frames(connection, job).await,
             Purpose::Control => quic::close_for(
                 &connection,
                 quic::codes::REFUSED,
@@ -235,6 +244,123 @@ impl Hosting {
         }
         self.feed(Event::Closed { conn });
         self.connections.lock().remove(&conn);
+        self.afar.lock().retain(|(of, _), _| *of != conn);
+    }
+
+    /// Takes the frames another node's daemon passes to job `job`'s workers here (an owner
+    /// there pushing to the worker it leased here, or a worker there returning the ends of
+    /// an owner's tasks here), each checked as a worker's forward is.
+    async fn serve_peer_frames(self: Arc<Self>, connection: quinn::Connection, job: String) {
+        let peer = connection.remote_address();
+        while let Ok(mut recv) = connection.accept_uni().await {
+            let hosting = self.clone();
+            let (job, connection) = (job.clone(), connection.clone());
+            tokio::spawn(async move {
+                let mut decoder = FrameDecoder::new(prism_transport::DEFAULT_MAX_FRAME);
+                loop {
+                    let frame = match quic::recv_frame(&mut recv, &mut decoder, peer).await {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => return,
+                        Err(e) => {
+                            quic::close_for(&connection, quic::codes::BAD_FRAME, &e.to_string());
+                            return;
+                        }
+                    };
+                    let passed = match frame.access::<PeerFrame>() {
+                        Ok(passed) => passed,
+                        Err(e) => {
+                            quic::close_for(&connection, quic::codes::BAD_FRAME, &e.to_string());
+                            return;
+                        }
+                    };
+                    let (from, to) = (passed.from.to_native(), passed.to.to_native());
+                    if let Err(reason) = relay::check(&passed.frame) {
+                        tracing::error!(%peer, %job, worker = to, "a frame from another node is refused: {reason}");
+                        continue;
+                    }
+                    let Some(conn) = hosting.core.lock().conn_of(&job) else {
+                        tracing::debug!(%peer, %job, "a frame for a job not hosted here is dropped");
+                        continue;
+                    };
+                    hosting.afar.lock().insert((conn, from), peer);
+                    hosting.pass_here(conn, to, &passed.frame);
+                }
+            });
+        }
+    }
+
+    /// Hands `frame` to worker `to` of the job on `conn` here; false when it is not here.
+    fn pass_here(&self, conn: ConnId, to: u64, frame: &[u8]) -> bool {
+        let delivered = (self.links.lock().get(&(conn, to)))
+            .is_some_and(|link| link.send(frame.to_vec()).is_ok());
+        if !delivered {
+            tracing::debug!(worker = to, "a frame for a worker that is gone is dropped");
+        }
+        delivered
+    }
+
+    /// Passes worker `from`'s `frame` for worker `to` of job `job` (on `conn`) on: to that
+    /// worker here, to the node `at` names, or (an end or a hand-back for an owner whose
+    /// tasks came from another node) to that owner's node.
+    fn pass_on(
+        self: &Arc<Self>,
+        conn: ConnId,
+        job: &str,
+        from: u64,
+        to: u64,
+        at: Option<&str>,
+        frame: &[u8],
+    ) {
+        let node = match at {
+            Some(at) => match at.parse::<SocketAddr>() {
+                Ok(node) => node,
+                Err(e) => {
+                    tracing::error!(%job, worker = from, "a frame names a bad node address {at:?}: {e}");
+                    return;
+                }
+            },
+            None if self.links.lock().contains_key(&(conn, to)) => {
+                self.pass_here(conn, to, frame);
+                return;
+            }
+            None => match self.afar.lock().get(&(conn, to)) {
+                Some(node) => *node,
+                None => {
+                    tracing::debug!(worker = to, "a frame for a worker that is gone is dropped");
+                    return;
+                }
+            },
+        };
+        let passed = PeerFrame {
+            from,
+            to,
+            frame: frame.to_vec(),
+        };
+        let mut bytes = Vec::new();
+        if let Err(e) = prism_transport::encode_frame(&passed, &mut bytes) {
+            tracing::error!(%job, worker = to, "cannot encode a frame for another node: {e}");
+            return;
+        }
+        let key = (node, job.to_string());
+        let mut to_peers = self.to_peers.lock();
+        if let Some(stream) = to_peers.get(&key)
+            && stream.send(bytes.clone()).is_ok()
+        {
+            return;
+        }
+        let (frames, outbox) = mpsc::unbounded_channel();
+        let _ = frames.send(bytes);
+        to_peers.insert(key.clone(), frames);
+        drop(to_peers);
+        let hosting = Arc::downgrade(self);
+        tokio::spawn(async move {
+            if let Err(e) = send_to_peer(&hosting, node, &key.1, outbox).await {
+                tracing::warn!(%node, job = key.1, "frames for workers there are lost: {e}");
+            }
+            if let Some(hosting) = hosting.upgrade() {
+                hosting.to_peers.lock().remove(&key);
+            }
+        });
     }
 
     /// Hands `event` to the core and carries out what it decides.
@@ -864,6 +990,7 @@ impl Hosting {
         let (frames, inbox) = mpsc::unbounded_channel();
         self.links.lock().insert((conn, worker), frames);
         let hosting = self.clone();
+        let job = job.to_string();
         tokio::spawn(async move {
             let relayed = async {
                 let (mut send, recv) = driver.open_bi().await?;
@@ -872,7 +999,7 @@ impl Hosting {
                     .map_err(std::io::Error::other)?;
                 let (from_worker, to_worker) = stream.into_split();
                 tokio::select! {
-                    up = hosting.relay_up(conn, from_worker, send) => up,
+                    up = hosting.relay_up(conn, &job, worker, from_worker, send) => up,
                     down = relay_down(recv, inbox, to_worker) => down,
                 }
             };
@@ -883,10 +1010,13 @@ impl Hosting {
         });
     }
 
-    /// Passes worker frames on: to another worker of the job here, or to the driver.
+    /// Passes worker `worker`'s frames on: to another worker of the job (here or on another
+    /// node), or to the driver.
     async fn relay_up(
-        &self,
+        self: &Arc<Self>,
         conn: ConnId,
+        job: &str,
+        worker: u64,
         mut from: tokio::net::unix::OwnedReadHalf,
         mut to: quinn::SendStream,
     ) -> std::io::Result<()> {
@@ -905,15 +1035,8 @@ impl Hosting {
                     Route::Node => {
                         encode_payload(frame.as_bytes(), &mut out).map_err(std::io::Error::other)?
                     }
-                    Route::Worker { to: other, frame } => {
-                        let delivered = (self.links.lock().get(&(conn, other)))
-                            .is_some_and(|link| link.send(frame.to_vec()).is_ok());
-                        if !delivered {
-                            tracing::debug!(
-                                worker = other,
-                                "a frame for a worker that is gone is dropped"
-                            );
-                        }
+                    Route::Worker { to, at, frame } => {
+                        self.pass_on(conn, job, worker, to, at, frame)
                     }
                     Route::Refused(reason) => {
                         tracing::error!("a worker's frame for another is refused: {reason}");
@@ -926,6 +1049,38 @@ impl Hosting {
             }
         }
     }
+}
+
+/// Writes the frames in `outbox` (encoded [`PeerFrame`]s) for job `job`'s workers on the node
+/// at `node` to a stream of its own there, until the outbox closes or the stream fails.
+async fn send_to_peer(
+    hosting: &std::sync::Weak<Hosting>,
+    node: SocketAddr,
+    job: &str,
+    mut outbox: mpsc::UnboundedReceiver<Vec<u8>>,
+) -> Result<(), String> {
+    let connection = {
+        let Some(hosting) = hosting.upgrade() else {
+            return Ok(());
+        };
+        let purpose = Purpose::Workers(job.to_string());
+        let connect = hosting.peers.get_for(node, purpose);
+        connect
+            .await
+            .map_err(|e| format!("cannot reach the node: {e}"))?
+    };
+    let mut stream = connection.open_uni().await.map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    while let Some(first) = outbox.recv().await {
+        out.extend_from_slice(&first);
+        while let Ok(more) = outbox.try_recv() {
+            out.extend_from_slice(&more);
+        }
+        stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        out.clear();
+    }
+    let _ = stream.finish();
+    Ok(())
 }
 
 /// Writes the driver's frames and the other workers' to a worker's link, each whole.

@@ -181,15 +181,21 @@ impl Core {
         let (spawn_tx, spawn_rx) = std::sync::mpsc::channel();
         let links = link::LinkPoll::new()
             .map_err(|e| Error::Startup(format!("cannot poll worker connections: {e}")))?;
+        let mut node = State::new(
+            nodes,
+            config.object_store_bytes(),
+            joined.as_ref().map(|j| j.home),
+        )
+        .with_task_events(config.task_events_capacity(), joined.is_some())
+        .with_worker_owners(crate::config::env_switch(crate::config::ENV_WORKER_OWNERS));
+        if let Some(joined) = &joined {
+            for (idx, remote) in joined.nodes().iter().enumerate() {
+                node.set_peer_address(idx, remote.addr.to_string());
+            }
+        }
         let core = Arc::new_cyclic(|me: &Weak<Core>| Core {
             state: Mutex::new(Shell {
-                node: State::new(
-                    nodes,
-                    config.object_store_bytes(),
-                    joined.as_ref().map(|j| j.home),
-                )
-                .with_task_events(config.task_events_capacity(), joined.is_some())
-                .with_worker_owners(crate::config::env_switch(crate::config::ENV_WORKER_OWNERS)),
+                node,
                 files: store::ObjectFiles::new(store_dir.clone(), config.object_store_bytes() / 4),
                 links: IdMap::default(),
                 remote: joined

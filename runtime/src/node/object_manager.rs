@@ -25,13 +25,13 @@ fn connect_timeout() -> std::time::Duration {
     std::time::Duration::from_millis(ms)
 }
 
-/// Connections to other hosts for pulls, reused.
+/// Connections to other hosts (for pulls, and between two nodes' workers of a job), reused.
 #[derive(Debug)]
 pub(crate) struct Peers {
     name: String,
     endpoint: quinn::Endpoint,
     identity: Identity,
-    open: tokio::sync::Mutex<HashMap<(SocketAddr, String), quinn::Connection>>,
+    open: tokio::sync::Mutex<HashMap<(SocketAddr, Purpose), quinn::Connection>>,
 }
 
 impl Peers {
@@ -64,13 +64,22 @@ impl Peers {
         addr: SocketAddr,
         job: &str,
     ) -> Result<quinn::Connection, QuicError> {
-        let key = (addr, job.to_string());
+        self.get_for(addr, Purpose::Objects(job.to_string())).await
+    }
+
+    /// A connection to `addr` for `purpose`: the open one, or a new one (as [`Peers::get`]).
+    pub(crate) async fn get_for(
+        &self,
+        addr: SocketAddr,
+        purpose: Purpose,
+    ) -> Result<quinn::Connection, QuicError> {
+        let key = (addr, purpose);
         if let Some(connection) = self.open.lock().await.get(&key)
             && connection.close_reason().is_none()
         {
             return Ok(connection.clone());
         }
-        let hello = HostHello::new(self.name.clone(), Purpose::Objects(job.to_string()), None);
+        let hello = HostHello::new(self.name.clone(), key.1.clone(), None);
         let connect = quic::connect(&self.endpoint, addr, &self.identity, &hello);
         let limit = connect_timeout();
         let (connection, _) =

@@ -230,6 +230,7 @@ impl Core {
             self.config.max_inflight(),
             max_workers,
         )?;
+        shell.node.set_peer_address(idx, node.addr.to_string());
         let pushed = joined.push_node(node);
         debug_assert_eq!(idx, pushed, "the core and the cluster number nodes alike");
         shell.act();

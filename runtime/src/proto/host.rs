@@ -324,6 +324,11 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         self.jobs.contains_key(job)
     }
 
+    /// The connection of job `job`'s driver, if it runs here.
+    pub(crate) fn conn_of(&self, job: &str) -> Option<ConnId> {
+        self.jobs.get(job).map(|j| j.conn)
+    }
+
     /// What the shell made for job `job`, if it runs here.
     pub(crate) fn setup(&self, job: &str) -> Option<&S> {
         self.jobs.get(job).map(|j| &j.setup)

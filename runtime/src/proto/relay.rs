@@ -3,7 +3,10 @@
 //! their ends ([`ToWorker::Returned`]), each wrapped in a [`ToNode::Forward`] naming the
 //! other. The node relays the inner frame as it is when it is one whole frame of those kinds;
 //! nothing else (a shutdown, say) passes from worker to worker. The driver's node and each
-//! node daemon decide with the same rule.
+//! node daemon decide with the same rule. A forward naming another node's peer address (`at`:
+//! a lease on a worker there) goes to that node's daemon, which checks the frame again
+//! ([`check`]) before handing it to its worker; the ends coming back name no address, and go
+//! to the node the owner's frames came from.
 //!
 //! [`ToNode::Forward`]: prism_transport::ToNode::Forward
 
@@ -14,20 +17,26 @@ use prism_transport::{ArchivedToNode, ArchivedToWorker, FrameDecoder, ToWorker};
 pub(crate) enum Route<'a> {
     /// To the job's node (its driver): everything but a forward.
     Node,
-    /// To the job's worker `to` on this node: this whole frame.
-    Worker { to: u64, frame: &'a [u8] },
+    /// To the job's worker `to`, on this node or (`at`) on the node serving its peers there:
+    /// this whole frame.
+    Worker {
+        to: u64,
+        at: Option<&'a str>,
+        frame: &'a [u8],
+    },
     /// Nowhere: a forward of something a worker may not send another (why).
     Refused(String),
 }
 
 /// Where message `msg` from a worker goes.
 pub(crate) fn route(msg: &ArchivedToNode) -> Route<'_> {
-    let ArchivedToNode::Forward { to, frame } = msg else {
+    let ArchivedToNode::Forward { to, at, frame } = msg else {
         return Route::Node;
     };
     match check(frame) {
         Ok(()) => Route::Worker {
             to: to.to_native(),
+            at: at.as_ref().map(|a| a.as_str()),
             frame: frame.as_slice(),
         },
         Err(reason) => Route::Refused(reason),
@@ -35,7 +44,7 @@ pub(crate) fn route(msg: &ArchivedToNode) -> Route<'_> {
 }
 
 /// Whether `frame` is one whole [`ToWorker`] frame of a kind a worker may send another.
-fn check(frame: &[u8]) -> Result<(), String> {
+pub(crate) fn check(frame: &[u8]) -> Result<(), String> {
     let mut decoder = FrameDecoder::new(prism_transport::DEFAULT_MAX_FRAME);
     decoder.extend(frame);
     let one = decoder
@@ -60,7 +69,9 @@ mod tests {
 
     use super::*;
 
-    fn routed(msg: &ToNode) -> Result<Option<(u64, Vec<u8>)>, String> {
+    type Routed = Option<(u64, Option<String>, Vec<u8>)>;
+
+    fn routed(msg: &ToNode) -> Result<Routed, String> {
         let mut bytes = Vec::new();
         encode_frame(msg, &mut bytes).unwrap();
         let mut decoder = FrameDecoder::new(1 << 20);
@@ -68,7 +79,9 @@ mod tests {
         let frame = decoder.next_frame().unwrap().unwrap();
         match route(frame.access::<ToNode>().unwrap()) {
             Route::Node => Ok(None),
-            Route::Worker { to, frame } => Ok(Some((to, frame.to_vec()))),
+            Route::Worker { to, at, frame } => {
+                Ok(Some((to, at.map(str::to_string), frame.to_vec())))
+            }
             Route::Refused(reason) => Err(reason),
         }
     }
@@ -80,9 +93,17 @@ mod tests {
         encode_frame(&ToWorker::Push(Vec::new()), &mut push).unwrap();
         let forward = ToNode::Forward {
             to: 7,
+            at: None,
             frame: push.clone(),
         };
-        assert_eq!(routed(&forward), Ok(Some((7, push.clone()))));
+        assert_eq!(routed(&forward), Ok(Some((7, None, push.clone()))));
+        let there = Some("127.0.0.3:4000".to_string());
+        let afar = ToNode::Forward {
+            to: 7,
+            at: there.clone(),
+            frame: push.clone(),
+        };
+        assert_eq!(routed(&afar), Ok(Some((7, there, push.clone()))));
         let mut shutdown = Vec::new();
         encode_frame(&ToWorker::Shutdown, &mut shutdown).unwrap();
         let mut two = push.clone();
@@ -93,7 +114,11 @@ mod tests {
             push[..push.len() - 1].to_vec(),
             b"garbage!".to_vec(),
         ] {
-            let refused = routed(&ToNode::Forward { to: 7, frame });
+            let refused = routed(&ToNode::Forward {
+                to: 7,
+                at: None,
+                frame,
+            });
             assert!(refused.is_err(), "{refused:?}");
         }
     }

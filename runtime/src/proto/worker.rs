@@ -497,6 +497,15 @@ impl Worker {
         &mut self.out
     }
 
+    /// Whether `task` was pushed here by an owner on another node: its values go back
+    /// inside its end (that owner cannot map this node's shared memory).
+    pub(crate) fn pushed_from_afar(&self, task: TaskId) -> bool {
+        !self.pushed.is_empty()
+            && self.pushed.contains(&task)
+            && crate::proto::nodes::node_of(task.owner)
+                != crate::proto::nodes::node_of(self.owned.me())
+    }
+
     /// Sends the ends of tasks pushed here to their owners, with run times stamped at
     /// `sent_us` (0: none).
     fn return_pushed(&mut self, sent_us: u64) {
@@ -518,7 +527,7 @@ impl Worker {
             false
         });
         for (owner, ends) in by_owner(ends, |e| e.task) {
-            self.forward(owner, &ToWorker::Returned { sent_us, ends });
+            self.forward(owner, None, &ToWorker::Returned { sent_us, ends });
         }
     }
 
@@ -528,7 +537,7 @@ impl Worker {
             self.pushed.remove(task);
         }
         for (owner, tasks) in by_owner(tasks, |t| *t) {
-            self.forward(owner, &ToWorker::Handback(tasks));
+            self.forward(owner, None, &ToWorker::Handback(tasks));
         }
     }
 
@@ -577,8 +586,9 @@ impl Worker {
                 }
             }
             ArchivedToWorker::OwnTasks => self.own_tasks(),
-            ArchivedToWorker::Leased { key, worker } => {
-                self.leased(key.to_native(), worker.to_native());
+            ArchivedToWorker::Leased { key, worker, at } => {
+                let at = at.as_ref().map(|a| a.to_string());
+                self.leased(key.to_native(), worker.to_native(), at);
             }
             ArchivedToWorker::LeaseEnded { key, reason } => {
                 self.lease_ended(key.to_native(), reason.as_str());

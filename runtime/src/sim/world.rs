@@ -2829,7 +2829,9 @@ impl World<'_> {
                 Route::Node => {
                     let _ = prism_transport::encode_payload(frame.as_bytes(), &mut frames);
                 }
-                Route::Worker { to, frame } => {
+                // Leases stay on the owner's node here: the simulated driver knows no
+                // node's peer address, so a full node's owners spill to the driver.
+                Route::Worker { to, frame, .. } => {
                     let what = What::Worker {
                         worker: (worker.0, to),
                         epoch,

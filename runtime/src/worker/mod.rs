@@ -1077,10 +1077,28 @@ fn store_returns(
     // from now on.
     let inside: Vec<ObjectId> = nested.iter().flatten().copied().collect();
     client.promote(&inside);
+    let afar = client.inner.lock().core.pushed_from_afar(exec.task);
     let mut out = Vec::with_capacity(values.len());
     for (i, bytes) in values.into_iter().enumerate() {
         let id = ObjectId::new(exec.task, i as u32);
         let what = || format!("return value {i}");
+        if afar {
+            // Its owner is on another node: the value travels inside the end.
+            if bytes.len() > AFAR_VALUE_MAX {
+                return Outcome::Failed(TaskError::InvalidValue {
+                    task: exec.task,
+                    function: exec.function.clone(),
+                    what: what(),
+                    reason: format!(
+                        "its {} bytes exceed the {AFAR_VALUE_MAX} a task leased from another \
+                         node returns to its owner",
+                        bytes.len()
+                    ),
+                });
+            }
+            out.push(Value::Inline(bytes.to_vec()));
+            continue;
+        }
         match store_value(client, id, &exec.function, &bytes, what) {
             Ok(value) => out.push(value),
             Err(error) => return Outcome::Failed(error),
@@ -1092,6 +1110,10 @@ fn store_returns(
         actors,
     }
 }
+
+/// The largest value a task pushed by an owner on another node returns (inside its end, in
+/// one frame between the nodes' daemons: well under the frame limit).
+const AFAR_VALUE_MAX: usize = prism_transport::DEFAULT_MAX_FRAME / 4;
 
 /// Stores the value of object `id` (made by `function`): inline when small, else in a
 /// shared-memory segment of its own; `what` names it in errors.

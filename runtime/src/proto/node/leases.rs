@@ -15,7 +15,7 @@ use prism_graph::{Resources, TaskId, TaskKind};
 use prism_transport::{ArchivedOwnedPhase, OwnedEvent, ToWorker};
 
 use super::State;
-use crate::proto::nodes::node_of;
+use crate::proto::nodes::{NodeIdx, node_of};
 use crate::proto::scheduler::{Admission, WorkerId};
 
 /// One lease asked for by a worker owner.
@@ -72,11 +72,45 @@ impl State {
         }
     }
 
-    /// Lease ask `key` was taken out of its node's queue to move to a node with room: its
-    /// owner hands the tasks it was for to this node, which places them (a lease is only
-    /// ever granted on the owner's own node).
-    /// The room is shared among `sharers` owners spilling at once.
-    pub(super) fn spill_lease(&mut self, key: TaskId, sharers: usize) {
+    /// Node `node`'s daemon serves its peers at `address` (a joined cluster's node): leases
+    /// may be granted on its workers to owners on other nodes.
+    pub(crate) fn set_peer_address(&mut self, node: NodeIdx, address: String) {
+        self.peer_addresses.insert(node, address);
+    }
+
+    /// Lease ask `key` was taken out of its node's queue (to move to a node with room, or as
+    /// its node drains, joined or was lost): it queues on the node with the most room for its
+    /// shape among those whose daemons can be reached (its owner's first on a tie), to be
+    /// granted there. Where no other node can be (an embedded node, a simulated cluster
+    /// without addresses) its owner hands a share of its tasks to this node instead
+    /// ([`State::spill_lease`], `sharers` owners sharing the room).
+    pub(super) fn place_lease(&mut self, key: TaskId, sharers: usize) {
+        let Some(lease) = self.leases.get(&key) else {
+            return;
+        };
+        let home = node_of(lease.owner);
+        let shape = lease.shape.clone();
+        let reachable = |idx: NodeIdx| idx == home || self.peer_addresses.contains_key(&idx);
+        let best = (0..self.nodes.len())
+            .filter(|&idx| reachable(idx))
+            .filter_map(|idx| Some((idx, self.nodes.get(idx)?)))
+            .filter(|(_, node)| node.takes_work())
+            .map(|(idx, node)| (node.sched.room_for(&shape), idx == home, idx))
+            .max();
+        match best {
+            Some((_, _, node)) if (0..self.nodes.len()).any(|i| i != home && reachable(i)) => {
+                if self.nodes.submit_exclusive(node, key, shape.clone()) == Admission::Infeasible {
+                    tracing::warn!(lease = %key, "a lease for {shape} waits on {}: it has too little", self.nodes.name(node));
+                }
+            }
+            _ => self.spill_lease(key, sharers),
+        }
+    }
+
+    /// Lease ask `key`'s owner hands the tasks it was for to this node, which places them
+    /// (no other node's daemon can be reached to lease a worker there). The room is shared
+    /// among `sharers` owners spilling at once.
+    fn spill_lease(&mut self, key: TaskId, sharers: usize) {
         let Some(lease) = self.leases.remove(&key) else {
             return;
         };
@@ -112,7 +146,10 @@ impl State {
         };
         lease.worker = Some(worker);
         let owner = lease.owner;
-        self.encode_to(owner, &ToWorker::Leased { key, worker });
+        let at = (node_of(worker) != node_of(owner))
+            .then(|| self.peer_addresses.get(&node_of(worker)).cloned())
+            .flatten();
+        self.encode_to(owner, &ToWorker::Leased { key, worker, at });
         true
     }
 

@@ -18,7 +18,7 @@ mod stores;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -374,6 +374,10 @@ pub(crate) struct State {
     leases: IdMap<TaskId, leases::Lease>,
     /// Whether workers may own their plain tasks (see [`State::lets_workers_own`]).
     worker_owners: bool,
+    /// Where each node's daemon serves its peers (joined cluster): a lease on a worker of
+    /// another node than its owner's names it, and that node's daemon passes the owner's
+    /// frames on to it.
+    peer_addresses: HashMap<NodeIdx, String>,
     /// Where the cluster's nodes get the job's binary (joined cluster).
     binaries: binaries::Spread,
 }
@@ -454,6 +458,7 @@ impl State {
             binaries: binaries::Spread::default(),
             leases: IdMap::default(),
             worker_owners: true,
+            peer_addresses: HashMap::new(),
         }
     }
 
@@ -732,12 +737,13 @@ impl State {
                 "work moves to nodes with room"
             );
         }
-        // A lease ask among them makes its owner hand a share of its tasks here: the room
-        // elsewhere is shared by every owner whose ask moves now.
+        // A lease ask among them moves to a node with room (or, where no other node's daemon
+        // can be reached, has its owner hand a share of its tasks here: the room elsewhere is
+        // shared by every owner whose ask moves now).
         let asks = stolen.moved.iter().filter(|t| self.is_lease(**t)).count();
         for task in stolen.moved {
             if self.is_lease(task) {
-                self.spill_lease(task, asks);
+                self.place_lease(task, asks);
             } else {
                 self.enqueue(task);
             }
@@ -964,9 +970,8 @@ impl State {
 
     fn enqueue(&mut self, task: TaskId) {
         if self.is_lease(task) {
-            // Out of its node's queue (the node drains, joined or was lost): the owner hands
-            // its tasks to this node, which places them.
-            return self.spill_lease(task, 1);
+            // Out of its node's queue (the node drains, joined or was lost).
+            return self.place_lease(task, 1);
         }
         let Some(record) = self.owner.task(task) else {
             // An actor's restart (the node's own task): it needs a worker of its own again.
@@ -1180,7 +1185,9 @@ impl State {
                 self.owned_events(worker, sent_us.to_native(), events);
             }
             ArchivedToNode::Forward { .. } => match crate::proto::relay::route(msg) {
-                crate::proto::relay::Route::Worker { to, frame } => self.forward(worker, to, frame),
+                crate::proto::relay::Route::Worker { to, frame, .. } => {
+                    self.forward(worker, to, frame)
+                }
                 crate::proto::relay::Route::Refused(reason) => {
                     tracing::error!(worker, "a worker's frame for another is refused: {reason}");
                 }

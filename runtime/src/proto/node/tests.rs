@@ -1740,7 +1740,14 @@ fn a_worker_owner_is_leased_a_worker_and_the_node_relays_their_frames_as_they_ar
     );
     assert_eq!(
         h.sent.last(),
-        Some(&(owner, ToWorker::Leased { key, worker: other }))
+        Some(&(
+            owner,
+            ToWorker::Leased {
+                key,
+                worker: other,
+                at: None
+            }
+        ))
     );
 
     // A push goes through byte for byte; a frame of another kind is refused.
@@ -1756,7 +1763,14 @@ fn a_worker_owner_is_leased_a_worker_and_the_node_relays_their_frames_as_they_ar
     };
     let mut frame = Vec::new();
     encode_frame(&ToWorker::Push(vec![exec.clone()]), &mut frame).unwrap();
-    h.report(owner, &ToNode::Forward { to: other, frame });
+    h.report(
+        owner,
+        &ToNode::Forward {
+            to: other,
+            at: None,
+            frame,
+        },
+    );
     assert_eq!(h.sent.last(), Some(&(other, ToWorker::Push(vec![exec]))));
     let mut shutdown = Vec::new();
     encode_frame(&ToWorker::Shutdown, &mut shutdown).unwrap();
@@ -1764,6 +1778,7 @@ fn a_worker_owner_is_leased_a_worker_and_the_node_relays_their_frames_as_they_ar
     h.report(
         owner,
         &ToNode::Forward {
+            at: None,
             to: other,
             frame: shutdown,
         },
@@ -1771,6 +1786,7 @@ fn a_worker_owner_is_leased_a_worker_and_the_node_relays_their_frames_as_they_ar
     h.report(
         owner,
         &ToNode::Forward {
+            at: None,
             to: other,
             frame: vec![1, 2, 3],
         },
@@ -1816,6 +1832,7 @@ fn a_worker_owner_is_leased_a_worker_and_the_node_relays_their_frames_as_they_ar
         Some(&(
             owner,
             ToWorker::Leased {
+                at: None,
                 key,
                 worker: replacement
             }

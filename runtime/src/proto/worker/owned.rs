@@ -73,6 +73,10 @@ struct Shape {
 struct Lease {
     shape: usize,
     worker: u64,
+    /// The peer address of the leased worker's node when it is not this worker's: the
+    /// pushes name it, and carry their arguments' values (the worker there cannot map this
+    /// node's shared memory).
+    at: Option<String>,
     inflight: VecDeque<TaskId>,
     /// Its worker handed tasks back (it blocked): nothing more is pushed, and the lease goes
     /// back once what it still runs has ended (until then its loss is still reported).
@@ -127,6 +131,11 @@ impl Owned {
             me,
             ..Owned::default()
         }
+    }
+
+    /// This worker's owner number.
+    pub(crate) fn me(&self) -> u64 {
+        self.me
     }
 
     /// Whether `id` is an object this worker owns and has not handed to the node.
@@ -309,9 +318,9 @@ impl Worker {
                 }
             }
             let lease = &self.owned.leases[&key];
-            let worker = lease.worker;
+            let (worker, at) = (lease.worker, lease.at.clone());
             if !batch.is_empty() {
-                self.forward(worker, &ToWorker::Push(batch));
+                self.forward(worker, at, &ToWorker::Push(batch));
             } else if lease.inflight.is_empty() {
                 self.owned.leases.remove(&key);
                 self.send(&ToNode::Unlease { key });
@@ -341,12 +350,19 @@ impl Worker {
 
     /// The wire form of owned `task`, now at `at`; none when it failed (an argument is gone).
     fn execute_owned(&mut self, task: TaskId, at: At) -> Option<Execute> {
+        let afar = match at {
+            At::Pushed(key) => self.owned.leases.get(&key).is_some_and(|l| l.at.is_some()),
+            _ => false,
+        };
         let record = self.owned.tasks.get_mut(&task)?;
         let mut args = Vec::with_capacity(record.spec.args.len());
         for arg in &record.spec.args {
             match arg {
                 Arg::Value(bytes) => args.push(Value::Inline(bytes.clone())),
                 Arg::Ref(id) => match self.cache.get(id) {
+                    Some(Slot::Ready(bytes)) if afar => {
+                        args.push(Value::Inline(bytes.as_slice().to_vec()))
+                    }
                     Some(Slot::Ready(bytes)) => args.push(bytes.to_wire(*id)),
                     _ => {
                         let error = TaskError::ObjectUnavailable {
@@ -383,18 +399,19 @@ impl Worker {
         })
     }
 
-    /// Appends a frame for worker `to` of this node.
-    pub(super) fn forward(&mut self, to: u64, msg: &ToWorker) {
+    /// Appends a frame for worker `to`: of this node, or (`at`) of the node serving its peers
+    /// there.
+    pub(super) fn forward(&mut self, to: u64, at: Option<String>, msg: &ToWorker) {
         let mut frame = Vec::new();
         if let Err(e) = prism_transport::encode_frame(msg, &mut frame) {
             tracing::error!(worker = to, "cannot encode a message for a worker: {e}");
             return;
         }
-        self.send(&ToNode::Forward { to, frame });
+        self.send(&ToNode::Forward { to, at, frame });
     }
 
-    /// Lease `key` is granted on `worker`.
-    pub(super) fn leased(&mut self, key: TaskId, worker: u64) {
+    /// Lease `key` is granted on `worker` (of the node at `at`, when not this worker's).
+    pub(super) fn leased(&mut self, key: TaskId, worker: u64, at: Option<String>) {
         let shape = self.owned.shapes.iter().position(|s| s.asked == Some(key));
         let Some(shape) = shape else {
             // Withdrawn meanwhile (its tasks went elsewhere).
@@ -414,6 +431,7 @@ impl Worker {
             Lease {
                 shape,
                 worker,
+                at,
                 inflight: VecDeque::new(),
                 closed: false,
             },
@@ -813,8 +831,9 @@ impl Worker {
         match record.at {
             At::Waiting(_) | At::Queued => self.owned_failed(task, cancelled),
             At::Pushed(key) => {
-                if let Some(worker) = self.owned.leases.get(&key).map(|l| l.worker) {
-                    self.forward(worker, &ToWorker::Cancel { task });
+                if let Some(lease) = self.owned.leases.get(&key) {
+                    let (worker, at) = (lease.worker, lease.at.clone());
+                    self.forward(worker, at, &ToWorker::Cancel { task });
                 }
             }
             At::Here => {}
@@ -1004,7 +1023,7 @@ mod tests {
     fn forwarded(messages: &[ToNode], to: u64) -> Vec<ToWorker> {
         (messages.iter())
             .filter_map(|m| match m {
-                ToNode::Forward { to: t, frame } if *t == to => Some(to_worker(frame)),
+                ToNode::Forward { to: t, frame, .. } if *t == to => Some(to_worker(frame)),
                 _ => None,
             })
             .flatten()
@@ -1073,7 +1092,14 @@ mod tests {
         w.submit(second, None);
         assert!(sent(&mut w).contains(&ToNode::Get { ids: vec![theirs] }));
 
-        receive(&mut w, &ToWorker::Leased { key, worker: 9 });
+        receive(
+            &mut w,
+            &ToWorker::Leased {
+                key,
+                worker: 9,
+                at: None,
+            },
+        );
         let messages = sent(&mut w);
         let pushed = forwarded(&messages, 9);
         let [ToWorker::Push(batch)] = &pushed[..] else {
@@ -1122,7 +1148,14 @@ mod tests {
         let id = ObjectId::new(task.task_id, 0);
         w.submit(task, None);
         let key = lease_key(&sent(&mut w));
-        receive(&mut w, &ToWorker::Leased { key, worker: 9 });
+        receive(
+            &mut w,
+            &ToWorker::Leased {
+                key,
+                worker: 9,
+                at: None,
+            },
+        );
         assert_eq!(forwarded(&sent(&mut w), 9).len(), 1);
         let reason = String::from("leased worker 9 died: killed by signal 9");
         receive(
@@ -1137,6 +1170,7 @@ mod tests {
         receive(
             &mut w,
             &ToWorker::Leased {
+                at: None,
                 key: again,
                 worker: 10,
             },
@@ -1168,7 +1202,14 @@ mod tests {
         let id = ObjectId::new(task.task_id, 0);
         w.submit(task, None);
         let key = lease_key(&sent(&mut w));
-        receive(&mut w, &ToWorker::Leased { key, worker: 9 });
+        receive(
+            &mut w,
+            &ToWorker::Leased {
+                key,
+                worker: 9,
+                at: None,
+            },
+        );
         receive(&mut w, &returned(id.task, vec![7]));
         let _ = sent(&mut w);
         assert_eq!(w.to_promote(&[id]), vec![id]);
@@ -1208,7 +1249,14 @@ mod tests {
         let _ = sent(&mut w);
         let mut tally = Tally::new(&w, &ids, 1);
         assert!(matches!(w.wake(&ids, 1, &mut tally), Wake::Wait));
-        receive(&mut w, &ToWorker::Leased { key, worker: ME });
+        receive(
+            &mut w,
+            &ToWorker::Leased {
+                key,
+                worker: ME,
+                at: None,
+            },
+        );
         let Wake::Run(exec) = w.wake(&ids, 1, &mut tally) else {
             panic!("it runs its own task");
         };
@@ -1240,7 +1288,14 @@ mod tests {
         w.submit(spec(1, Vec::new(), 0), None);
         w.submit(spec(2, Vec::new(), 0), None);
         let key = lease_key(&sent(&mut w));
-        receive(&mut w, &ToWorker::Leased { key, worker: 9 });
+        receive(
+            &mut w,
+            &ToWorker::Leased {
+                key,
+                worker: 9,
+                at: None,
+            },
+        );
         let pushed = forwarded(&sent(&mut w), 9);
         assert!(matches!(&pushed[..], [ToWorker::Push(b)] if b.len() == 2));
         // The first blocks on the leased worker; the second comes back unrun.
@@ -1261,6 +1316,7 @@ mod tests {
         receive(
             &mut w,
             &ToWorker::Leased {
+                at: None,
                 key: again,
                 worker: 10,
             },
