@@ -702,8 +702,13 @@ pub enum ToHost {
         /// Where a copy is.
         from: String,
     },
-    /// The job no longer needs these objects: drop the node's copies.
+    /// The job no longer needs these objects: drop the node's copies (their segments may be
+    /// reused for other objects).
     Free(Vec<ObjectId>),
+    /// The job stops counting the node's copies of these live objects (found elsewhere,
+    /// evicted for room, or unreadable there): remove them, never reusing their segments,
+    /// which the node's workers may still map.
+    Drop(Vec<ObjectId>),
     /// The host whose objects endpoint is `at` is gone: close the connections to it, failing
     /// the pulls from it now.
     ForgetPeer {

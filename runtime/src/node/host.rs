@@ -721,6 +721,7 @@ fn parse(request: ToHost) -> Result<Request<SocketAddr>, String> {
             from: address(&from, "holder")?,
         },
         ToHost::Free(ids) => Request::Free(ids),
+        ToHost::Drop(ids) => Request::Drop(ids),
         ToHost::ForgetPeer { at } => Request::ForgetPeer {
             at: address(&at, "peer")?,
         },
@@ -736,7 +737,14 @@ fn parse(request: ToHost) -> Result<Request<SocketAddr>, String> {
 fn file_work(node: &str, job: &JobFiles, work: FileWork) -> Result<(), String> {
     let files = store::ObjectFiles::new(job.store.clone(), 0);
     match work {
-        FileWork::Free(ids) => {
+        FileWork::Free { ids, pool: false } => {
+            for id in ids {
+                store::unlink(&job.store, id);
+                files.free_spilled(id);
+            }
+            Ok(())
+        }
+        FileWork::Free { ids, pool: true } => {
             let mut pool = job.pool.lock();
             pool.expire(&job.store, super::POOL_IDLE);
             for id in ids {

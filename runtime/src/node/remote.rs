@@ -138,6 +138,7 @@ impl Remote {
             }
             HostRequest::Kill { .. }
             | HostRequest::Free(_)
+            | HostRequest::Drop(_)
             | HostRequest::ForgetPeer { .. }
             | HostRequest::Return { .. } => self.request(node, wire, |_, _| {}),
         }

@@ -57,8 +57,10 @@ pub(crate) enum Request<P> {
     Kill { worker: u64 },
     /// Make sure the job's store here holds `id` (`len` bytes), pulling it from `from`.
     Fetch { id: ObjectId, len: u64, from: P },
-    /// Drop the node's copies of these objects.
+    /// Drop the node's copies of these freed objects.
     Free(Vec<ObjectId>),
+    /// Drop the node's copies of these live objects (their segments are not reused).
+    Drop(Vec<ObjectId>),
     /// Peer `at` is gone: close the connections to it.
     ForgetPeer { at: P },
     /// The node drained for the job: stop its processes and drop its store here.
@@ -76,8 +78,10 @@ pub(crate) enum Request<P> {
 /// Work on a job's files the shell does for a request.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum FileWork {
-    /// Unlink these objects from the store and the spill directory.
-    Free(Vec<ObjectId>),
+    /// Unlink these objects from the store and the spill directory; `pool`: their segments
+    /// may be reused (the objects were freed), else they go (a live object's copy, which a
+    /// worker here may still map).
+    Free { ids: Vec<ObjectId>, pool: bool },
     /// Spill these objects (id, length) from the store to the disk.
     Spill(Vec<(ObjectId, u64)>),
     /// Restore this object from the disk.
@@ -562,7 +566,8 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     setup,
                 }
             }
-            Request::Free(ids) => work(FileWork::Free(ids)),
+            Request::Free(ids) => work(FileWork::Free { ids, pool: true }),
+            Request::Drop(ids) => work(FileWork::Free { ids, pool: false }),
             Request::Spill(objects) => work(FileWork::Spill(objects)),
             Request::Restore { id, len } => work(FileWork::Restore { id, len }),
             Request::ForgetPeer { at } => Action::ForgetPeer { conn, req, at },

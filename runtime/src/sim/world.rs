@@ -1326,7 +1326,7 @@ impl World<'_> {
                 let life = self.hosts[node].life;
                 let host = &mut self.hosts[node].views[job_of(conn)];
                 match work {
-                    FileWork::Free(ids) => {
+                    FileWork::Free { ids, .. } => {
                         for id in ids {
                             host.store.remove(&id);
                             host.spilled.remove(&id);
@@ -2381,6 +2381,7 @@ impl World<'_> {
                 (Request::Fetch { id, len, from }, Asked::Fetch(id))
             }
             HostRequest::Free(ids) => (Request::Free(ids), Asked::Nothing),
+            HostRequest::Drop(ids) => (Request::Drop(ids), Asked::Nothing),
             HostRequest::Spill(objects) => (Request::Spill(objects), Asked::Nothing),
             HostRequest::Restore { id, len } => (Request::Restore { id, len }, Asked::Fetch(id)),
             HostRequest::EndJob => (Request::EndJob, Asked::EndJob),

@@ -227,7 +227,9 @@ impl State {
             })
             .collect();
         if !orphans.is_empty() {
-            let request = HostRequest::Free(orphans);
+            // Live objects (the counted run's copies are elsewhere): their segments here are
+            // not reused.
+            let request = HostRequest::Drop(orphans);
             self.actions.push_back(Action::Host { node, request });
         }
     }
@@ -348,17 +350,26 @@ impl State {
 
     /// The copy of `id` on `node` cannot be read (its node is lost or the pull failed).
     pub(super) fn forget_copy(&mut self, id: ObjectId, node: NodeIdx) {
+        self.copy_gone(id, node);
+        // A live node may still hold what could not be read from it (a pull over a stale
+        // connection): the job no longer counts that copy, so it goes, or it would stay after
+        // the object is freed. The object lives on, and a worker there may be reading this
+        // very copy (an argument of a task running there): its segment must not be reused
+        // for another object under that reader, so it is dropped, not freed.
+        if self.nodes.get(node).is_some_and(|n| n.alive) && self.cluster.is_some() {
+            let request = HostRequest::Drop(vec![id]);
+            self.actions.push_back(Action::Host { node, request });
+        }
+    }
+
+    /// `node`'s copy of `id` is gone (a worker there found no such file): the job stops
+    /// counting it. Nothing is asked of the node: a drop sent now could overtake the fetch
+    /// that brings the object back and remove the new copy.
+    pub(super) fn copy_gone(&mut self, id: ObjectId, node: NodeIdx) {
         if let Some(at) = self.locations.get_mut(&id) {
             at.retain(|&n| n != node);
         }
         self.stores.remove(node, id);
-        // A live node may still hold what could not be read from it (a pull over a stale
-        // connection): the job no longer counts that copy, so it goes, or it would stay after
-        // the object is freed.
-        if self.nodes.get(node).is_some_and(|n| n.alive) && self.cluster.is_some() {
-            let request = HostRequest::Free(vec![id]);
-            self.actions.push_back(Action::Host { node, request });
-        }
     }
 
     /// Asks `node` to fetch `id` from a host that has it, once. With no copy left the object
@@ -710,8 +721,10 @@ impl State {
                 if let Some(source) = source {
                     self.forget_copy(id, source);
                 }
-                // From another copy, or after a rebuild.
-                match self.owner.stored_len(id) {
+                // From another copy, or after a rebuild; not to a node that is gone (what
+                // waited for the object there moves with the node's loss).
+                let alive = self.nodes.get(node).is_some_and(|n| n.alive);
+                match self.owner.stored_len(id).filter(|_| alive) {
                     Some(len) => {
                         self.fetch_to_node(node, id, len);
                         self.fetch_pending(id, node)

@@ -111,8 +111,11 @@ pub(crate) enum HostRequest {
         len: u64,
         from: Option<NodeIdx>,
     },
-    /// Drop the node's copies (no answer expected).
+    /// Drop the node's copies of freed objects (no answer expected).
     Free(Vec<ObjectId>),
+    /// Drop the node's copies of live objects, never reusing their segments: a worker there
+    /// may still read them (no answer expected).
+    Drop(Vec<ObjectId>),
     /// Node `lost` is gone: close the connections to it, so that pulls from it fail now
     /// instead of after QUIC's idle timeout (no answer expected).
     ForgetPeer { lost: NodeIdx },
@@ -150,6 +153,7 @@ impl HostRequest {
                 from: address(*from),
             },
             HostRequest::Free(ids) => ToHost::Free(ids.clone()),
+            HostRequest::Drop(ids) => ToHost::Drop(ids.clone()),
             HostRequest::ForgetPeer { lost } => ToHost::ForgetPeer {
                 at: address(Some(*lost)),
             },
@@ -1412,7 +1416,7 @@ impl State {
                 if let Some(object) = missing {
                     // Its copy there is gone: fetched again from another, or rebuilt.
                     tracing::warn!(task = %self.owner.describe(task), %error, "an argument is not in its node's store: the task runs again once it is");
-                    self.forget_copy(object, node_of(worker));
+                    self.copy_gone(object, node_of(worker));
                     if let Some(record) = self.owner.task_mut(task) {
                         record.missing += 1;
                     }

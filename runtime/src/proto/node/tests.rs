@@ -413,12 +413,81 @@ fn an_argument_missing_on_its_node_is_fetched_again_and_the_task_runs_again() {
         object: leaf_id,
         reason: "No such file or directory".into(),
     };
+    h.host.clear();
     h.report(at, &done(sum_task, Outcome::Failed(error)));
     assert_eq!(h.sends(sum_task), 2, "sent again, not failed");
     assert!(matches!(
         h.slot(ObjectId::new(sum_task, 0)),
         Some(Slot::Pending)
     ));
+    // Nothing is asked to drop the copy the worker did not find: sent on a stream of its own,
+    // a drop could overtake the fetch (or the rebuild) that brings the object back there,
+    // and remove the new copy (chaos runs looped so until the task ran out of tries).
+    let dropped = h.host.iter().any(|(node, r)| {
+        *node == node_of(at)
+            && matches!(r, HostRequest::Free(ids) | HostRequest::Drop(ids) if ids.contains(&leaf_id))
+    });
+    assert!(!dropped, "{:?}", h.host);
+}
+
+#[test]
+fn a_copy_the_job_stops_counting_is_dropped_not_reused_and_a_dead_fetcher_blames_no_source() {
+    let mut h = Harness::new(3, 1.0);
+    let leaf = h.spec(Vec::new(), 3);
+    let (leaf_task, leaf_id) = (leaf.task_id, ObjectId::new(leaf.task_id, 0));
+    h.submit(leaf);
+    let w = h.where_sent(leaf_task).unwrap();
+    let home = node_of(w);
+    h.returns(
+        w,
+        leaf_task,
+        Value::Shared {
+            id: leaf_id,
+            len: 1 << 20,
+        },
+    );
+    let (a, b) = ((home + 1) % 3, (home + 2) % 3);
+    let asked = |h: &Harness, node: NodeIdx| -> Vec<String> {
+        (h.host.iter())
+            .filter(|(n, r)| {
+                *n == node
+                    && matches!(r, HostRequest::Free(ids) | HostRequest::Drop(ids) if ids.contains(&leaf_id))
+            })
+            .map(|(_, r)| format!("{r:?}"))
+            .collect()
+    };
+    // Node a is lost while it fetches: its fetch's failure blames no source (the copy there
+    // stays counted and kept).
+    h.node.fetch_to_node(a, leaf_id, 1 << 20);
+    h.drain();
+    h.host.clear();
+    h.event(Event::NodeLost {
+        node: a,
+        reason: "test".into(),
+        lease_end: h.now,
+    });
+    h.event(Event::NodeFetched {
+        node: a,
+        id: leaf_id,
+        result: Err("connection lost".into()),
+    });
+    assert!(asked(&h, home).is_empty(), "{:?}", h.host);
+    // Node b's fetch fails while b lives: the source's copy is no longer counted, and goes
+    // without its segment being reused (a worker there may be reading it).
+    h.node.fetch_to_node(b, leaf_id, 1 << 20);
+    h.drain();
+    h.host.clear();
+    h.event(Event::NodeFetched {
+        node: b,
+        id: leaf_id,
+        result: Err("stale connection".into()),
+    });
+    let dropped = asked(&h, home);
+    assert!(
+        !dropped.is_empty() && dropped.iter().all(|r| r.starts_with("Drop")),
+        "{:?}",
+        h.host
+    );
 }
 
 #[test]
