@@ -113,6 +113,12 @@ enum Place {
     Node(NodeIdx),
 }
 
+/// The peer address a simulated host's daemon is known by (the driver's leases on other
+/// nodes name it; the simulated daemons route by the worker's node instead).
+fn peer_address(host: HostIdx) -> String {
+    format!("sim-host-{host}")
+}
+
 /// A fault, injected at its time.
 #[derive(Debug, Clone)]
 enum Fault {
@@ -587,12 +593,16 @@ impl Job {
             1 => "sim".to_string(),
             _ => format!("sim{j}"),
         };
+        let mut node = match config.grants {
+            true => State::new(nodes, config.store_capacity, Some(None)),
+            false => State::new(nodes, config.store_capacity, Some(None)).without_grants(),
+        }
+        .with_worker_owners(config.owners);
+        for i in 0..config.nodes {
+            node.set_peer_address(i, peer_address(i));
+        }
         Job {
-            node: match config.grants {
-                true => State::new(nodes, config.store_capacity, Some(None)),
-                false => State::new(nodes, config.store_capacity, Some(None)).without_grants(),
-            }
-            .with_worker_owners(config.owners),
+            node,
             driver: Driver {
                 held: Vec::new(),
                 cursor: 0,
@@ -1544,7 +1554,11 @@ impl World<'_> {
         view.joined_life = life;
         self.jobs[j].driver.renewed[node] = self.now;
         self.start_job_on(j, node);
-        let counted = self.proto(j, |n, _| n.join_node(name, cpus, 16, 4 * soft));
+        let counted = self.proto(j, |n, _| {
+            let idx = n.join_node(name, cpus, 16, 4 * soft)?;
+            n.set_peer_address(idx, peer_address(node));
+            Some(idx)
+        });
         if counted != Some(idx) {
             // The core numbers no more nodes: the host stays out of the job.
             self.jobs[j].idx_host.pop();
@@ -2821,7 +2835,6 @@ impl World<'_> {
         // ends of owned tasks) and passes the rest to the driver.
         self.decoder.extend(&out);
         let mut frames = Vec::new();
-        let epoch = self.hosts[host].views[worker.0].epoch;
         while let Ok(Some(frame)) = self.decoder.next_frame() {
             let Ok(msg) = frame.access::<prism_transport::ToNode>() else {
                 continue;
@@ -2830,15 +2843,25 @@ impl World<'_> {
                 Route::Node => {
                     let _ = prism_transport::encode_payload(frame.as_bytes(), &mut frames);
                 }
-                // Leases stay on the owner's node here: the simulated driver knows no
-                // node's peer address, so a full node's owners spill to the driver.
+                // To a worker here after the daemon's relay; to one on another node (a
+                // lease there) over the network, after a relay at each end.
                 Route::Worker { to, frame, .. } => {
+                    let target = self.host_of((worker.0, to));
+                    let epoch = self.hosts[target].views[worker.0].epoch;
+                    let at = match target == host {
+                        true => self.now + LOCAL_RELAY,
+                        false => {
+                            let bytes = frame.len() as u64;
+                            self.arrival(Place::Node(host), Place::Node(target), bytes)
+                                + 2 * LOCAL_RELAY
+                        }
+                    };
                     let what = What::Worker {
                         worker: (worker.0, to),
                         epoch,
                         frames: frame.to_vec(),
                     };
-                    self.at(self.now + LOCAL_RELAY, what);
+                    self.at(at, what);
                 }
                 Route::Refused(reason) => self.report.violation = Some(reason),
             }

@@ -62,7 +62,13 @@ impl State {
                 shape: shape.clone(),
             },
         );
-        let node = node_of(owner);
+        // On the owner's node while it has room (or nothing else is reachable), else at once
+        // on the node with the most room: spillback at the ask, not at the next rebalance.
+        let home = node_of(owner);
+        let node = match self.room_for_lease(home, &shape) {
+            0 => self.lease_node(home, &shape).unwrap_or(home),
+            _ => home,
+        };
         if self.nodes.submit_exclusive(node, key, shape.clone()) == Admission::Infeasible {
             tracing::warn!(
                 worker = owner, lease = %key,
@@ -90,21 +96,37 @@ impl State {
         };
         let home = node_of(lease.owner);
         let shape = lease.shape.clone();
-        let reachable = |idx: NodeIdx| idx == home || self.peer_addresses.contains_key(&idx);
-        let best = (0..self.nodes.len())
-            .filter(|&idx| reachable(idx))
-            .filter_map(|idx| Some((idx, self.nodes.get(idx)?)))
-            .filter(|(_, node)| node.takes_work())
-            .map(|(idx, node)| (node.sched.room_for(&shape), idx == home, idx))
-            .max();
-        match best {
-            Some((_, _, node)) if (0..self.nodes.len()).any(|i| i != home && reachable(i)) => {
+        match self.lease_node(home, &shape) {
+            Some(node) => {
                 if self.nodes.submit_exclusive(node, key, shape.clone()) == Admission::Infeasible {
-                    tracing::warn!(lease = %key, "a lease for {shape} waits on {}: it has too little", self.nodes.name(node));
+                    let on = self.nodes.name(node);
+                    tracing::warn!(lease = %key, "a lease for {shape} waits on {on}: it has too little");
                 }
             }
-            _ => self.spill_lease(key, sharers),
+            None => self.spill_lease(key, sharers),
         }
+    }
+
+    /// Where a lease of `shape` for an owner on node `home` goes: the node with the most room
+    /// for it among the home and the nodes whose daemons can be reached, the home on a tie;
+    /// `None` when no other node can be reached.
+    fn lease_node(&self, home: NodeIdx, shape: &Resources) -> Option<NodeIdx> {
+        let reachable = |idx: NodeIdx| idx == home || self.peer_addresses.contains_key(&idx);
+        if !(0..self.nodes.len()).any(|idx| idx != home && reachable(idx)) {
+            return None;
+        }
+        (0..self.nodes.len())
+            .filter(|&idx| reachable(idx))
+            .map(|idx| (self.room_for_lease(idx, shape), idx == home, idx))
+            .max()
+            .map(|(_, _, idx)| idx)
+    }
+
+    /// How many tasks of `shape` node `idx` could start now (none when it takes no work).
+    fn room_for_lease(&self, idx: NodeIdx, shape: &Resources) -> usize {
+        (self.nodes.get(idx))
+            .filter(|node| node.takes_work())
+            .map_or(0, |node| node.sched.room_for(shape))
     }
 
     /// Lease ask `key`'s owner hands the tasks it was for to this node, which places them

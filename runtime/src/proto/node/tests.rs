@@ -1977,3 +1977,35 @@ fn a_lease_ask_on_a_node_that_drains_has_its_owner_hand_the_tasks_to_the_driver(
         h.sent.last()
     );
 }
+
+#[test]
+fn a_full_node_s_owner_is_leased_a_worker_of_another_node_named_by_its_address() {
+    let mut h = Harness::new(2, 1.0);
+    let address = |idx: NodeIdx| format!("127.0.0.{}:4000", idx + 2);
+    for idx in 0..2 {
+        h.node.set_peer_address(idx, address(idx));
+    }
+    // The owner's task takes its node's one CPU: its lease ask goes to the other node at once
+    // (not at the next rebalance), and the grant names where that node's daemon listens.
+    let spec = h.spec(Vec::new(), 0);
+    let parent = spec.task_id;
+    h.submit(spec);
+    let owner = h.where_sent(parent).expect("dispatched");
+    let key = TaskId::new(owner, u64::MAX - 1);
+    h.report(
+        owner,
+        &ToNode::Lease {
+            key,
+            shape: cpus(1.0),
+        },
+    );
+    let granted = h.sent.iter().find_map(|(to, msg)| match msg {
+        ToWorker::Leased { key: k, worker, at } if *to == owner && *k == key => {
+            Some((*worker, at.clone()))
+        }
+        _ => None,
+    });
+    let (worker, at) = granted.expect("granted at once");
+    assert_ne!(node_of(worker), node_of(owner));
+    assert_eq!(at, Some(address(node_of(worker))));
+}
