@@ -62,6 +62,48 @@ fn spread_out(n: u64) -> (Vec<(String, u64)>, u64) {
     (nodes, sum)
 }
 
+/// 256 KiB of `byte`: a value in shared memory (above the 100 KiB that go inline), owned by
+/// the task that asked for it.
+#[remote]
+fn blob(byte: u8) -> Vec<u8> {
+    vec![byte; 256 << 10]
+}
+
+/// A millisecond's work on `data` anywhere: the node it ran on, the sum of `data`, and a
+/// value of 200 kB (larger than what goes inline) made of `i`.
+#[remote]
+fn weigh(data: Vec<u8>, i: u64) -> (String, u64, Vec<u8>) {
+    std::thread::sleep(std::time::Duration::from_millis(1));
+    let sum = data.iter().map(|&b| u64::from(b)).sum();
+    (
+        prism::node_name().unwrap_or_default(),
+        sum,
+        vec![i as u8; 200_000],
+    )
+}
+
+/// Submits `n` children of a large argument it owns, each returning a large value: the
+/// nodes they ran on, or what a child got or gave wrong.
+#[remote(resources(alpha = 1))]
+fn spread_large(n: u64) -> Result<Vec<String>, String> {
+    let data = blob::remote(3);
+    let refs: Vec<_> = (0..n).map(|i| weigh::remote(&data, i)).collect();
+    let ran = prism::get_all_blocking(&refs).map_err(|e| e.to_string())?;
+    let mut nodes = Vec::new();
+    for (i, (node, sum, made)) in ran.into_iter().enumerate() {
+        if sum != 3 * (256 << 10) {
+            return Err(format!("child {i} on {node} summed its argument to {sum}"));
+        }
+        if made.len() != 200_000 || made.iter().any(|&b| b != i as u8) {
+            return Err(format!("child {i} on {node} returned a wrong value"));
+        }
+        nodes.push(node);
+    }
+    nodes.sort();
+    nodes.dedup();
+    Ok(nodes)
+}
+
 /// Dies (as if killed) the first time it runs for `marker`, then returns `i`.
 #[remote(max_retries = 2)]
 fn dies_once(marker: String, i: u64) -> u64 {
@@ -130,6 +172,17 @@ fn a_full_node_s_owner_leases_a_worker_on_another_node() -> Result<(), Failed> {
     )
 }
 
+fn large_values_cross_to_a_worker_leased_on_another_node_and_back() -> Result<(), Failed> {
+    // The owner's argument is in alpha's shared memory and each child's value in the store of
+    // the node that ran it: a push to the head's node carries the argument, and the end
+    // coming back carries the value.
+    let nodes = spread_large::remote(400).get_blocking()??;
+    ensure(
+        nodes == ["alpha", "head"],
+        format!("the children ran on {nodes:?}"),
+    )
+}
+
 fn a_leased_worker_that_dies_costs_its_owner_a_retry() -> Result<(), Failed> {
     let dir = std::env::temp_dir().join(format!("prism-owners-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -175,6 +228,10 @@ fn main() {
         Trial::test(
             "ten_thousand_children_of_a_task_on_a_node_stay_off_the_driver",
             ten_thousand_children_of_a_task_on_a_node_stay_off_the_driver,
+        ),
+        Trial::test(
+            "large_values_cross_to_a_worker_leased_on_another_node_and_back",
+            large_values_cross_to_a_worker_leased_on_another_node_and_back,
         ),
         Trial::test(
             "a_leased_worker_that_dies_costs_its_owner_a_retry",

@@ -30,6 +30,7 @@ use crate::generator::ItemSink;
 use crate::process::{
     ENV_INLINE_THRESHOLD, ENV_ROLE, ENV_STORE_CAPACITY, ENV_STORE_DIR, ENV_WORKER, fingerprint,
 };
+use crate::proto::nodes::node_of;
 use crate::proto::owner::Known;
 use crate::proto::worker::{Ended, Stop, Tally, Timing, Wake, Worker, answer_of};
 use crate::registry;
@@ -1077,7 +1078,10 @@ fn store_returns(
     // from now on.
     let inside: Vec<ObjectId> = nested.iter().flatten().copied().collect();
     client.promote(&inside);
-    let afar = client.inner.lock().core.pushed_from_afar(exec.task);
+    // Only a task whose owner's number names another node can have been pushed from there
+    // (the books are looked at only then: never on an embedded node).
+    let afar = node_of(exec.task.owner) != node_of(client.owner)
+        && client.inner.lock().core.pushed_from_afar(exec.task);
     let mut out = Vec::with_capacity(values.len());
     for (i, bytes) in values.into_iter().enumerate() {
         let id = ObjectId::new(exec.task, i as u32);
