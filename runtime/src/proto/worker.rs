@@ -21,6 +21,8 @@ use crate::store::ObjectBytes;
 
 mod owned;
 
+pub(crate) use owned::AFAR_VALUE_MAX;
+
 /// Why a worker stops taking messages.
 #[derive(Debug)]
 pub(crate) enum Stop {
@@ -908,7 +910,7 @@ mod tests {
     pub(super) fn receive(worker: &mut Worker, msg: &ToWorker) -> Result<(), Stop> {
         let mut frame = Vec::new();
         encode_frame(msg, &mut frame).unwrap();
-        let mut decoder = FrameDecoder::new(1 << 20);
+        let mut decoder = FrameDecoder::new(prism_transport::DEFAULT_MAX_FRAME);
         decoder.extend(&frame);
         let frame = decoder.next_frame().unwrap().unwrap();
         let msg = frame.access::<ToWorker>().unwrap();

@@ -32,6 +32,7 @@ use crate::process::{
 };
 use crate::proto::nodes::node_of;
 use crate::proto::owner::Known;
+use crate::proto::worker::AFAR_VALUE_MAX;
 use crate::proto::worker::{Ended, Stop, Tally, Timing, Wake, Worker, answer_of};
 use crate::registry;
 use crate::store::{self, ObjectBytes, Segment};
@@ -1114,10 +1115,6 @@ fn store_returns(
         actors,
     }
 }
-
-/// The largest value a task pushed by an owner on another node returns (inside its end, in
-/// one frame between the nodes' daemons: well under the frame limit).
-const AFAR_VALUE_MAX: usize = prism_transport::DEFAULT_MAX_FRAME / 4;
 
 /// Stores the value of object `id` (made by `function`): inline when small, else in a
 /// shared-memory segment of its own; `what` names it in errors.

@@ -33,6 +33,11 @@ use crate::store::ObjectBytes;
 /// through the node, few enough that a slow task holds back little.
 pub(crate) const PIPELINE: usize = 4;
 
+/// The largest value that crosses between two nodes inside a frame (an argument pushed to a
+/// worker leased on another node, or a result coming back): well under the frame limit. A
+/// task with a larger argument is handed to the node instead, which moves it by a pull.
+pub(crate) const AFAR_VALUE_MAX: usize = prism_transport::DEFAULT_MAX_FRAME / 4;
+
 /// Changes of owned tasks go to the node in batches of up to this many...
 const EVENTS_BATCH: usize = 1024;
 /// ...or at least this often (microseconds) while owned tasks are under way: a fan-out's
@@ -354,6 +359,14 @@ impl Worker {
             At::Pushed(key) => self.owned.leases.get(&key).is_some_and(|l| l.at.is_some()),
             _ => false,
         };
+        let too_large = |id: &ObjectId| matches!(self.cache.get(id), Some(Slot::Ready(bytes)) if bytes.len() > AFAR_VALUE_MAX);
+        if afar
+            && (self.owned.tasks.get(&task)?.spec.args.iter())
+                .any(|arg| matches!(arg, Arg::Ref(id) if too_large(id)))
+        {
+            self.hand_to_node([task]);
+            return None;
+        }
         let record = self.owned.tasks.get_mut(&task)?;
         let mut args = Vec::with_capacity(record.spec.args.len());
         for arg in &record.spec.args {
@@ -747,8 +760,15 @@ impl Worker {
         let share = (queue.len() as u64 * room).div_ceil(room + home) as usize;
         let keep = queue.len().saturating_sub(share);
         let spilled: Vec<TaskId> = queue.drain(keep..).collect();
+        self.hand_to_node(spilled);
+        self.pump(shape);
+    }
+
+    /// Hands owned `tasks` (out of their queue) to the node, which owns and places them from
+    /// now on; the values this worker waits for are asked of it.
+    fn hand_to_node(&mut self, tasks: impl IntoIterator<Item = TaskId>) {
         let mut wanted = Vec::new();
-        for task in spilled {
+        for task in tasks {
             let Some(record) = self.owned.tasks.get(&task) else {
                 continue;
             };
@@ -766,7 +786,6 @@ impl Worker {
             );
         }
         self.request(&wanted);
-        self.pump(shape);
     }
 
     /// Lease `key` ended without being given back: its tasks in flight run again while their
@@ -987,7 +1006,7 @@ mod tests {
     }
 
     fn frames(bytes: &[u8]) -> Vec<prism_transport::Frame> {
-        let mut decoder = FrameDecoder::new(1 << 20);
+        let mut decoder = FrameDecoder::new(prism_transport::DEFAULT_MAX_FRAME);
         decoder.extend(bytes);
         std::iter::from_fn(|| decoder.next_frame().unwrap()).collect()
     }
@@ -1323,6 +1342,57 @@ mod tests {
         );
         let pushed = forwarded(&sent(&mut w), 10);
         assert!(matches!(&pushed[..], [ToWorker::Push(b)] if b[0].task == second));
+    }
+
+    #[test]
+    fn a_lease_on_another_node_carries_the_arguments_and_hands_the_node_those_too_large() {
+        let mut w = owner();
+        let at = Some("127.0.0.3:4000".to_string());
+        let lease_afar = |w: &mut Worker, key| {
+            let worker = 9;
+            let at = at.clone();
+            receive(w, &ToWorker::Leased { key, worker, at });
+        };
+        w.submit(spec(1, Vec::new(), 0), None);
+        w.submit(spec(2, Vec::new(), 0), None);
+        let key = lease_key(&sent(&mut w));
+        lease_afar(&mut w, key);
+        let pushed = sent(&mut w);
+        assert!(
+            (pushed.iter()).any(|m| matches!(m, ToNode::Forward { to: 9, at: a, .. } if *a == at)),
+            "pushes name the leased worker's node: {pushed:?}"
+        );
+        // Two values come back inside the ends: a small one and one beyond what a frame
+        // between nodes carries.
+        let (small, large) = (TaskId::new(ME, 1), TaskId::new(ME, 2));
+        receive(&mut w, &returned(small, vec![5; 200 << 10]));
+        receive(&mut w, &returned(large, vec![6; AFAR_VALUE_MAX + 1]));
+        let (small, large) = (ObjectId::new(small, 0), ObjectId::new(large, 0));
+        // A task of the small one is pushed with its value inside; one of the large one goes
+        // to the node, which moves it by a pull.
+        w.submit(spec(3, vec![Arg::Ref(small)], 0), None);
+        w.submit(spec(4, vec![Arg::Ref(large)], 0), None);
+        let key = lease_key(&sent(&mut w));
+        lease_afar(&mut w, key);
+        let messages = sent(&mut w);
+        let pushes = forwarded(&messages, 9);
+        let args: Vec<&Value> = (pushes.iter())
+            .flat_map(|m| match m {
+                ToWorker::Push(tasks) => tasks.iter().flat_map(|t| &t.args).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert!(
+            matches!(args[..], [Value::Inline(bytes)] if bytes.len() == 200 << 10),
+            "{args:?}"
+        );
+        let handed: Vec<u64> = (messages.iter())
+            .filter_map(|m| match m {
+                ToNode::Submit { spec, failed: None } => Some(spec.task_id.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(handed, vec![4]);
     }
 
     #[test]
