@@ -12,9 +12,7 @@ use common::ensure;
 use libtest_mimic::{Arguments, Failed, Trial};
 use prism::{ObjectRef, remote};
 
-/// Runs only where there are `slot`s: on alpha (the driver's node could take plain tasks,
-/// and a full node's owner hands its share to the driver for it, as spillback does not push
-/// to other nodes' workers yet).
+/// Runs only where there are `slot`s: on alpha (the head's node could take plain tasks).
 #[remote(resources(slot = 1))]
 fn where_am_i(i: u64) -> (String, u64) {
     (prism::node_name().unwrap_or_default(), i)
@@ -24,7 +22,11 @@ fn where_am_i(i: u64) -> (String, u64) {
 #[remote(resources(alpha = 1))]
 fn fan_out(n: u64) -> (Vec<(String, u64)>, u64) {
     let refs: Vec<ObjectRef<(String, u64)>> = (0..n).map(where_am_i::remote).collect();
-    let ran = prism::get_all_blocking(&refs).expect("children succeed");
+    tally(prism::get_all_blocking(&refs).expect("children succeed"))
+}
+
+/// How many of the children `ran` ran on each node (by name), and the sum of their numbers.
+fn tally(ran: Vec<(String, u64)>) -> (Vec<(String, u64)>, u64) {
     let mut nodes: Vec<(String, u64)> = Vec::new();
     let mut sum = 0;
     for (node, i) in ran {
@@ -34,7 +36,15 @@ fn fan_out(n: u64) -> (Vec<(String, u64)>, u64) {
             None => nodes.push((node, 1)),
         }
     }
+    nodes.sort();
     (nodes, sum)
+}
+
+/// What `run` returned, and how many messages the driver received from workers meanwhile.
+fn heard_during<T>(run: impl FnOnce() -> Result<T, Failed>) -> Result<(T, u64), Failed> {
+    let before = prism::worker_messages_received()?;
+    let out = run()?;
+    Ok((out, prism::worker_messages_received()? - before))
 }
 
 /// A millisecond's work anywhere.
@@ -48,18 +58,7 @@ fn where_plain(i: u64) -> (String, u64) {
 #[remote(resources(alpha = 1))]
 fn spread_out(n: u64) -> (Vec<(String, u64)>, u64) {
     let refs: Vec<ObjectRef<(String, u64)>> = (0..n).map(where_plain::remote).collect();
-    let ran = prism::get_all_blocking(&refs).expect("children succeed");
-    let mut nodes: Vec<(String, u64)> = Vec::new();
-    let mut sum = 0;
-    for (node, i) in ran {
-        sum += i;
-        match nodes.iter_mut().find(|(n, _)| *n == node) {
-            Some((_, count)) => *count += 1,
-            None => nodes.push((node, 1)),
-        }
-    }
-    nodes.sort();
-    (nodes, sum)
+    tally(prism::get_all_blocking(&refs).expect("children succeed"))
 }
 
 /// 256 KiB of `byte`: a value in shared memory (above the 100 KiB that go inline), owned by
@@ -131,9 +130,7 @@ fn survives_a_dead_leased_worker(marker: String, n: u64) -> u64 {
 }
 
 fn ten_thousand_children_of_a_task_on_a_node_stay_off_the_driver() -> Result<(), Failed> {
-    let before = prism::worker_messages_received()?;
-    let (nodes, sum) = fan_out::remote(10_000).get_blocking()?;
-    let heard = prism::worker_messages_received()? - before;
+    let ((nodes, sum), heard) = heard_during(|| Ok(fan_out::remote(10_000).get_blocking()?))?;
     println!("the driver heard {heard} messages for 10,000 children ({nodes:?})");
     ensure(sum == (0..10_000u64).sum::<u64>(), "every child answered")?;
     ensure(
@@ -150,13 +147,10 @@ fn ten_thousand_children_of_a_task_on_a_node_stay_off_the_driver() -> Result<(),
 }
 
 fn a_full_node_s_owner_leases_a_worker_on_another_node() -> Result<(), Failed> {
-    // Two seconds of work for alpha's two CPUs while the head's CPU idles: the driver's
-    // rebalance finds the owner's lease ask stuck and room on the head's node, and grants it
-    // a worker there; alpha's daemon passes the owner's pushes to the head's daemon, and the
+    // Two seconds of work for alpha's two CPUs while the head's CPU idles: once alpha has no
+    // room, the owner's lease asks go to the head's node, which grants it a worker there; alpha's daemon passes the owner's pushes to the head's daemon, and the
     // ends come back the same way, past the driver.
-    let before = prism::worker_messages_received()?;
-    let (nodes, sum) = spread_out::remote(2_000).get_blocking()?;
-    let heard = prism::worker_messages_received()? - before;
+    let ((nodes, sum), heard) = heard_during(|| Ok(spread_out::remote(2_000).get_blocking()?))?;
     println!("the driver heard {heard} messages for 2,000 children ({nodes:?})");
     ensure(sum == (0..2_000u64).sum::<u64>(), "every child answered")?;
     let names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
