@@ -2,8 +2,10 @@
 //! test binary is the driver) and a node `alpha` on 127.0.0.2. A task on alpha submits ten
 //! thousand children that only alpha can run: they run on alpha's workers, leased to it by
 //! the node, and their specs, values and ends never reach the driver, which hears of a few
-//! leases and batches of task events instead of two messages per child. A leased worker that dies mid-run costs its
-//! owner a retry, not the job. Every daemon is stopped when the run ends.
+//! leases and batches of task events instead of two messages per child. When alpha is full,
+//! its owners are leased workers on the head's node: their pushes and ends pass between the
+//! two daemons, values inside, and still past the driver. A leased worker that dies mid-run
+//! costs its owner a retry, not the job. Every daemon is stopped when the run ends.
 
 mod common;
 
