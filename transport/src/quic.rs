@@ -581,11 +581,40 @@ pub async fn request_frame<M: Message>(
 where
     M::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>,
 {
+    let mut recv = send_request(connection, msg).await?;
+    recv_one(&mut recv, connection.remote_address(), max).await
+}
+
+/// Sends `msg` as the one request of a new stream on `connection`: the stream to read its
+/// answer from ([`read_answer`]). Requests sent one after another from one task reach the
+/// peer's accepting loop in that order.
+pub async fn send_request<M: Message>(
+    connection: &Connection,
+    msg: &M,
+) -> Result<RecvStream, QuicError>
+where
+    M::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>,
+{
     let peer = connection.remote_address();
-    let (mut send, mut recv) = connection.open_bi().await.map_err(connection_error(peer))?;
+    let (mut send, recv) = connection.open_bi().await.map_err(connection_error(peer))?;
     send_frame(&mut send, msg).await?;
     let _ = send.finish();
-    recv_one(&mut recv, peer, max).await
+    Ok(recv)
+}
+
+/// Reads the answer (at most `max` bytes) to a request [`send_request`] sent, from `peer`.
+pub async fn read_answer<Resp>(
+    mut recv: RecvStream,
+    peer: SocketAddr,
+    max: usize,
+) -> Result<Resp, QuicError>
+where
+    Resp: Message,
+    Resp::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<Resp, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    let frame = recv_one(&mut recv, peer, max).await?;
+    decode(&frame, peer)
 }
 
 /// Deserializes a validated frame as an `M`.

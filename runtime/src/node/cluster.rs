@@ -623,16 +623,29 @@ impl Joined {
         nodes.len() - 1
     }
 
-    /// Sends `request` to node `idx` and waits for its answer.
-    pub(crate) async fn request(
+    /// Sends `request` to node `idx` on a stream of its own, and returns (without waiting)
+    /// how to read its answer: requests sent one after another reach the node in that order.
+    pub(crate) async fn send_request(
         &self,
         idx: usize,
-        request: ToHost,
-    ) -> std::result::Result<FromHost, String> {
+        request: &ToHost,
+    ) -> std::result::Result<
+        impl std::future::Future<Output = std::result::Result<FromHost, String>> + use<>,
+        String,
+    > {
         let node = self.node(idx).ok_or_else(|| format!("no node {idx}"))?;
-        quic::ask::<_, FromHost>(&node.connection, &request, MAX_ANSWER)
-            .await
-            .map_err(|e| format!("node {} at {}: {e}", node.name, node.addr))
+        let (connection, name) = (
+            node.connection.clone(),
+            format!("node {} at {}", node.name, node.addr),
+        );
+        match quic::send_request(&connection, request).await {
+            Ok(recv) => Ok(async move {
+                let peer = connection.remote_address();
+                let answer = quic::read_answer::<FromHost>(recv, peer, MAX_ANSWER).await;
+                answer.map_err(|e| format!("{name}: {e}"))
+            }),
+            Err(e) => Err(format!("{name}: {e}")),
+        }
     }
 
     /// Follows the node table for the core: subscribes to the head's membership changes

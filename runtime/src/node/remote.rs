@@ -6,8 +6,11 @@
 use std::sync::{Arc, Weak};
 
 use prism_graph::ObjectId;
-use prism_transport::FromHost;
+use std::collections::HashMap;
+
+use prism_transport::{FromHost, ToHost};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
 
 use super::cluster::Joined;
 use super::{Core, worker_pool};
@@ -31,7 +34,14 @@ pub(super) struct Remote {
     joined: Arc<Joined>,
     handle: tokio::runtime::Handle,
     core: Weak<Core>,
+    /// Per node, the requests in the order the core made them: one task sends them one after
+    /// another, so that the node reads them in that order (a drop of a copy, then a fetch of
+    /// the same object, must not arrive the other way round).
+    senders: parking_lot::Mutex<HashMap<NodeIdx, mpsc::UnboundedSender<Ordered>>>,
 }
+
+/// A request for a node, and where its answer goes.
+type Ordered = (ToHost, oneshot::Sender<Result<FromHost, String>>);
 
 impl Remote {
     pub(super) fn new(
@@ -43,7 +53,36 @@ impl Remote {
             joined,
             handle,
             core,
+            senders: parking_lot::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The sender of `node`'s requests, started with the first.
+    fn sender(&self, node: NodeIdx) -> mpsc::UnboundedSender<Ordered> {
+        let mut senders = self.senders.lock();
+        if let Some(sender) = senders.get(&node)
+            && !sender.is_closed()
+        {
+            return sender.clone();
+        }
+        let (sender, mut requests) = mpsc::unbounded_channel::<Ordered>();
+        let joined = self.joined.clone();
+        self.handle.spawn(async move {
+            while let Some((request, answer)) = requests.recv().await {
+                match joined.send_request(node, &request).await {
+                    Ok(reading) => {
+                        tokio::spawn(async move {
+                            let _ = answer.send(reading.await);
+                        });
+                    }
+                    Err(e) => {
+                        let _ = answer.send(Err(e));
+                    }
+                }
+            }
+        });
+        senders.insert(node, sender.clone());
+        sender
     }
 
     /// Sends `request` to `node`; `then` gets the core and the answer (an error as text).
@@ -53,9 +92,15 @@ impl Remote {
         request: prism_transport::ToHost,
         then: impl FnOnce(&Core, Result<FromHost, String>) + Send + 'static,
     ) {
-        let (joined, core) = (self.joined.clone(), self.core.clone());
+        let (answer, answered) = oneshot::channel();
+        if let Err(mpsc::error::SendError((_, answer))) = self.sender(node).send((request, answer))
+        {
+            let _ = answer.send(Err(format!("no sender of requests to node {node}")));
+        }
+        let core = self.core.clone();
         self.handle.spawn(async move {
-            let answer = joined.request(node, request).await;
+            let answer = (answered.await)
+                .unwrap_or_else(|_| Err("the request was dropped unanswered".to_string()));
             if let Some(core) = core.upgrade() {
                 then(&core, answer);
             }

@@ -282,6 +282,13 @@ pub(crate) struct Hosting<P, S> {
     /// Pulls in progress by (job's connection, object): a pull for a job that ended answers
     /// no later incarnation of it.
     pulls: HashMap<(ConnId, ObjectId), Pull>,
+    /// Frees and drops of a job's copies under way (their requests, with the job's
+    /// connection and the objects).
+    freeing: HashMap<ReqId, (ConnId, Vec<ObjectId>)>,
+    /// Fetches asked after a free or drop of the same object that is still under way: they
+    /// start once it is done (else the free could remove the copy the fetch brought, or the
+    /// fetch find the copy the free is about to remove).
+    after_free: Vec<(ConnId, ReqId, Request<P>)>,
     /// Objects pulled from other hosts so far.
     pulled: PullStats,
     /// The node's resources, shared out among the jobs' drivers.
@@ -301,6 +308,8 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             jobs: HashMap::new(),
             preparing: HashMap::new(),
             pulls: HashMap::new(),
+            freeing: HashMap::new(),
+            after_free: Vec::new(),
             pulled: PullStats::default(),
             draining: false,
             actions: VecDeque::new(),
@@ -478,6 +487,12 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             Event::Performed { conn, req, result } => {
                 let reply = result.map_or_else(FromHost::Error, |()| FromHost::Done);
                 self.reply(conn, req, reply);
+                if self.freeing.remove(&req).is_some() && !self.after_free.is_empty() {
+                    // In the order they came: each waits again behind a free still under way.
+                    for (conn, req, fetch) in std::mem::take(&mut self.after_free) {
+                        self.request(conn, req, fetch, now);
+                    }
+                }
             }
             Event::Renewed { conn, seq } => {
                 if let Some((_, job)) = self.job_of_mut(conn) {
@@ -549,6 +564,12 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     false => return,
                 }
             }
+            Request::Fetch { id, .. }
+                if (self.freeing.values()).any(|(c, ids)| *c == conn && ids.contains(&id)) =>
+            {
+                self.after_free.push((conn, req, request));
+                return;
+            }
             Request::Fetch { id, len, from } => {
                 let key = (conn, id);
                 if let Some(pull) = self.pulls.get_mut(&key) {
@@ -566,8 +587,14 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     setup,
                 }
             }
-            Request::Free(ids) => work(FileWork::Free { ids, pool: true }),
-            Request::Drop(ids) => work(FileWork::Free { ids, pool: false }),
+            Request::Free(ids) => {
+                self.freeing.insert(req, (conn, ids.clone()));
+                work(FileWork::Free { ids, pool: true })
+            }
+            Request::Drop(ids) => {
+                self.freeing.insert(req, (conn, ids.clone()));
+                work(FileWork::Free { ids, pool: false })
+            }
             Request::Spill(objects) => work(FileWork::Spill(objects)),
             Request::Restore { id, len } => work(FileWork::Restore { id, len }),
             Request::ForgetPeer { at } => Action::ForgetPeer { conn, req, at },
@@ -1009,6 +1036,53 @@ mod tests {
                 conn: 1,
                 event: told
             }]
+        );
+    }
+
+    #[test]
+    fn a_fetch_after_a_drop_of_the_same_object_waits_for_the_drop() {
+        let t0 = Instant::now();
+        let mut node = hosting_a_job(t0);
+        let id = ObjectId::new(prism_graph::TaskId::new(1, 9), 0);
+        let other = ObjectId::new(prism_graph::TaskId::new(1, 10), 0);
+        ask(&mut node, 1, 1, Request::Drop(vec![id]), t0);
+        let drop = Action::Files {
+            conn: 1,
+            req: 1,
+            setup: "files",
+            work: FileWork::Free {
+                ids: vec![id],
+                pool: false,
+            },
+        };
+        assert_eq!(actions(&mut node), vec![drop]);
+        // The drop's work is under way: a fetch of the object waits; one of another goes.
+        let fetch = |id| Request::Fetch {
+            id,
+            len: 64,
+            from: 5,
+        };
+        ask(&mut node, 1, 2, fetch(id), t0);
+        ask(&mut node, 1, 3, fetch(other), t0);
+        let pull = |id| Action::Pull {
+            conn: 1,
+            job: "j".into(),
+            id,
+            len: 64,
+            from: 5,
+            setup: "files",
+        };
+        assert_eq!(actions(&mut node), vec![pull(other)]);
+        let performed = Event::Performed {
+            conn: 1,
+            req: 1,
+            result: Ok(()),
+        };
+        node.handle(performed, t0);
+        assert_eq!(
+            actions(&mut node),
+            vec![reply(1, 1, FromHost::Done), pull(id)],
+            "the fetch starts once the drop is done"
         );
     }
 
