@@ -190,6 +190,17 @@ impl Harness {
         })
     }
 
+    /// A task of no arguments (3 retries) that ran and left a value of `len` bytes in its
+    /// worker's node's store: the task, its object and that worker.
+    fn shared_leaf(&mut self, len: u64) -> (TaskId, ObjectId, WorkerId) {
+        let leaf = self.spec(Vec::new(), 3);
+        let task = leaf.task_id;
+        let id = self.submit(leaf);
+        let w = self.where_sent(task).expect("dispatched");
+        self.returns(w, task, Value::Shared { id, len });
+        (task, id, w)
+    }
+
     /// The worker `task` was last sent to.
     fn where_sent(&self, task: TaskId) -> Option<WorkerId> {
         self.execs()
@@ -284,12 +295,8 @@ fn a_task_whose_worker_dies_is_retried_then_fails_naming_the_deaths() {
 #[test]
 fn a_lost_object_is_rebuilt_from_its_lineage_when_its_node_dies() {
     let mut h = Harness::new(2, 1.0);
-    let leaf = h.spec(Vec::new(), 3);
-    let leaf_task = leaf.task_id;
-    let leaf_id = h.submit(leaf);
-    let w = h.where_sent(leaf_task).unwrap();
     let len = 1 << 20;
-    h.returns(w, leaf_task, Value::Shared { id: leaf_id, len });
+    let (leaf_task, leaf_id, w) = h.shared_leaf(len);
     assert!(matches!(h.slot(leaf_id), Some(Slot::Remote(_))));
     // Its consumer is held for a fetch when it lands on the other node.
     let sum = h.spec(vec![Arg::Ref(leaf_id)], 3);
@@ -395,12 +402,7 @@ fn a_long_chain_of_results_on_one_node_gets_a_second_copy_elsewhere() {
 #[test]
 fn an_argument_missing_on_its_node_is_fetched_again_and_the_task_runs_again() {
     let mut h = Harness::new(2, 1.0);
-    let leaf = h.spec(Vec::new(), 3);
-    let (leaf_task, leaf_id) = (leaf.task_id, ObjectId::new(leaf.task_id, 0));
-    h.submit(leaf);
-    let w = h.where_sent(leaf_task).unwrap();
-    let len = 1 << 20;
-    h.returns(w, leaf_task, Value::Shared { id: leaf_id, len });
+    let (_, leaf_id, _) = h.shared_leaf(1 << 20);
     let sum = h.spec(vec![Arg::Ref(leaf_id)], 3);
     let sum_task = sum.task_id;
     h.submit(sum);
@@ -433,19 +435,8 @@ fn an_argument_missing_on_its_node_is_fetched_again_and_the_task_runs_again() {
 #[test]
 fn a_copy_the_job_stops_counting_is_dropped_not_reused_and_a_dead_fetcher_blames_no_source() {
     let mut h = Harness::new(3, 1.0);
-    let leaf = h.spec(Vec::new(), 3);
-    let (leaf_task, leaf_id) = (leaf.task_id, ObjectId::new(leaf.task_id, 0));
-    h.submit(leaf);
-    let w = h.where_sent(leaf_task).unwrap();
+    let (_, leaf_id, w) = h.shared_leaf(1 << 20);
     let home = node_of(w);
-    h.returns(
-        w,
-        leaf_task,
-        Value::Shared {
-            id: leaf_id,
-            len: 1 << 20,
-        },
-    );
     let (a, b) = ((home + 1) % 3, (home + 2) % 3);
     let asked = |h: &Harness, node: NodeIdx| -> Vec<String> {
         (h.host.iter())

@@ -1074,6 +1074,12 @@ mod tests {
         }
     }
 
+    /// The node grants lease `key` on `worker`, of the owner's node.
+    fn lease(w: &mut Worker, key: TaskId, worker: u64) {
+        let at = None;
+        receive(w, &ToWorker::Leased { key, worker, at });
+    }
+
     fn lease_key(messages: &[ToNode]) -> TaskId {
         (messages.iter())
             .find_map(|m| match m {
@@ -1111,14 +1117,7 @@ mod tests {
         w.submit(second, None);
         assert!(sent(&mut w).contains(&ToNode::Get { ids: vec![theirs] }));
 
-        receive(
-            &mut w,
-            &ToWorker::Leased {
-                key,
-                worker: 9,
-                at: None,
-            },
-        );
+        lease(&mut w, key, 9);
         let messages = sent(&mut w);
         let pushed = forwarded(&messages, 9);
         let [ToWorker::Push(batch)] = &pushed[..] else {
@@ -1167,14 +1166,7 @@ mod tests {
         let id = ObjectId::new(task.task_id, 0);
         w.submit(task, None);
         let key = lease_key(&sent(&mut w));
-        receive(
-            &mut w,
-            &ToWorker::Leased {
-                key,
-                worker: 9,
-                at: None,
-            },
-        );
+        lease(&mut w, key, 9);
         assert_eq!(forwarded(&sent(&mut w), 9).len(), 1);
         let reason = String::from("leased worker 9 died: killed by signal 9");
         receive(
@@ -1221,14 +1213,7 @@ mod tests {
         let id = ObjectId::new(task.task_id, 0);
         w.submit(task, None);
         let key = lease_key(&sent(&mut w));
-        receive(
-            &mut w,
-            &ToWorker::Leased {
-                key,
-                worker: 9,
-                at: None,
-            },
-        );
+        lease(&mut w, key, 9);
         receive(&mut w, &returned(id.task, vec![7]));
         let _ = sent(&mut w);
         assert_eq!(w.to_promote(&[id]), vec![id]);
@@ -1268,14 +1253,7 @@ mod tests {
         let _ = sent(&mut w);
         let mut tally = Tally::new(&w, &ids, 1);
         assert!(matches!(w.wake(&ids, 1, &mut tally), Wake::Wait));
-        receive(
-            &mut w,
-            &ToWorker::Leased {
-                key,
-                worker: ME,
-                at: None,
-            },
-        );
+        lease(&mut w, key, ME);
         let Wake::Run(exec) = w.wake(&ids, 1, &mut tally) else {
             panic!("it runs its own task");
         };
@@ -1307,14 +1285,7 @@ mod tests {
         w.submit(spec(1, Vec::new(), 0), None);
         w.submit(spec(2, Vec::new(), 0), None);
         let key = lease_key(&sent(&mut w));
-        receive(
-            &mut w,
-            &ToWorker::Leased {
-                key,
-                worker: 9,
-                at: None,
-            },
-        );
+        lease(&mut w, key, 9);
         let pushed = forwarded(&sent(&mut w), 9);
         assert!(matches!(&pushed[..], [ToWorker::Push(b)] if b.len() == 2));
         // The first blocks on the leased worker; the second comes back unrun.
