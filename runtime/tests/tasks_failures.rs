@@ -222,6 +222,46 @@ fn cancel_a_queued_task_and_force_cancel_a_running_one() -> Result<(), Failed> {
     Ok(())
 }
 
+/// Creates `marker`, then sleeps `ms` milliseconds on a CPU.
+#[remote]
+fn nap(marker: String, ms: u64) -> u64 {
+    let _ = std::fs::write(&marker, b"started");
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Submits a child (owned by this worker, pushed to a leased one), cancels it by force once
+/// it runs, and says how its `get` ended.
+#[remote]
+fn force_cancel_own_child(marker: String) -> String {
+    let child = nap::remote(marker.clone(), 60_000);
+    let started = std::time::Instant::now();
+    // Waiting in `get` (not sleeping): a worker's submissions leave at its next call into
+    // the runtime that waits, or at its end.
+    while std::fs::metadata(&marker).is_err() {
+        if started.elapsed() > Duration::from_secs(20) {
+            return "the child did not start within 20 s".into();
+        }
+        let _ = prism::get_timeout_blocking(&child, Duration::from_millis(10));
+    }
+    if let Err(e) = prism::cancel_force(&child) {
+        return format!("cancel_force failed: {e}");
+    }
+    match prism::get_timeout_blocking(&child, Duration::from_secs(20)) {
+        Ok(ms) => format!("the child ran to its end ({ms} ms)"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn a_worker_force_cancels_a_child_it_owns() -> Result<(), Failed> {
+    // The child runs on a worker leased to its parent: the node kills that worker, and the
+    // child fails as cancelled (not as a dead worker's task run again).
+    let marker = temp_path("child-started");
+    let ended = force_cancel_own_child::remote(marker.clone()).get_blocking()?;
+    let _ = std::fs::remove_file(marker);
+    ensure(ended.contains("cancelled"), ended)
+}
+
 fn an_infeasible_demand_is_reported_with_what_the_node_has() -> Result<(), Failed> {
     let r = add_one::options().num_cpus(64.0).remote(1);
     let err = prism::get_timeout_blocking(&r, Duration::from_millis(300)).unwrap_err();
@@ -281,6 +321,10 @@ fn main() {
         (
             "cancel_a_queued_task_and_force_cancel_a_running_one",
             cancel_a_queued_task_and_force_cancel_a_running_one,
+        ),
+        (
+            "a_worker_force_cancels_a_child_it_owns",
+            a_worker_force_cancels_a_child_it_owns,
         ),
         (
             "an_infeasible_demand_is_reported_with_what_the_node_has",

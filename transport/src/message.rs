@@ -410,6 +410,12 @@ pub enum ToNode {
         /// The lease's key.
         key: TaskId,
     },
+    /// Kill the worker of lease `key`: a task pushed to it is cancelled by force while it
+    /// runs (the owner hears [`ToWorker::LeaseEnded`] once the worker is gone).
+    KillLeased {
+        /// The lease's key.
+        key: TaskId,
+    },
     /// A frame for another worker of the job on this node (tasks pushed to a leased worker,
     /// the ends of tasks for their owner), relayed by the node as it is.
     Forward {

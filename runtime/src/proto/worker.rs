@@ -354,7 +354,7 @@ impl Worker {
 
     /// Asks the node to cancel the task making `id`.
     pub(crate) fn cancel(&mut self, id: ObjectId, force: bool) {
-        if self.owns(id) && self.cancel_owned(id.task) {
+        if self.owns(id) && self.cancel_owned(id.task, force) {
             return;
         }
         self.send(&ToNode::Cancel { id, force });

@@ -175,6 +175,18 @@ impl State {
         true
     }
 
+    /// Worker `owner` cancels a task it pushed under lease `key` by force: the leased worker
+    /// is killed (its owner hears of the lease's end as of any death; a worker leased to
+    /// itself is not killed).
+    pub(super) fn kill_leased(&mut self, owner: WorkerId, key: TaskId) {
+        let leased = self.leases.get(&key).filter(|l| l.owner == owner);
+        let Some(worker) = leased.and_then(|l| l.worker).filter(|&w| w != owner) else {
+            return;
+        };
+        tracing::info!(lease = %key, worker, "force-cancel kills the leased worker");
+        self.kill_worker(worker);
+    }
+
     /// Worker `owner` gives lease `key` back (or withdraws its ask).
     pub(super) fn end_lease(&mut self, owner: WorkerId, key: TaskId) {
         if self.leases.get(&key).is_none_or(|l| l.owner != owner) {

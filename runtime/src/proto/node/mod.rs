@@ -1185,6 +1185,7 @@ impl State {
                 }
             }
             ArchivedToNode::Unlease { key } => self.end_lease(worker, key.to_native()),
+            ArchivedToNode::KillLeased { key } => self.kill_leased(worker, key.to_native()),
             ArchivedToNode::Owned { sent_us, events } => {
                 self.owned_events(worker, sent_us.to_native(), events);
             }

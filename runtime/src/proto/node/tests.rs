@@ -2000,3 +2000,30 @@ fn a_full_node_s_owner_is_leased_a_worker_of_another_node_named_by_its_address()
     assert_ne!(node_of(worker), node_of(owner));
     assert_eq!(at, Some(address(node_of(worker))));
 }
+
+#[test]
+fn an_owner_s_forced_cancel_kills_the_worker_it_leased_and_no_one_else_s() {
+    let mut h = Harness::new(1, 2.0);
+    let spec = h.spec(Vec::new(), 0);
+    let parent = spec.task_id;
+    h.submit(spec);
+    let owner = h.where_sent(parent).expect("dispatched");
+    let other = *h.connected.iter().find(|w| **w != owner).unwrap();
+    let key = TaskId::new(owner, u64::MAX - 1);
+    let shape = cpus(1.0);
+    h.report(owner, &ToNode::Lease { key, shape });
+    assert!(h.sent.contains(&(
+        owner,
+        ToWorker::Leased {
+            key,
+            worker: other,
+            at: None
+        }
+    )));
+    // The leased worker cannot have its own lease's worker killed (itself), nor can anyone
+    // but the owner.
+    h.report(other, &ToNode::KillLeased { key });
+    assert!(h.killed.is_empty(), "{:?}", h.killed);
+    h.report(owner, &ToNode::KillLeased { key });
+    assert_eq!(h.killed, vec![other]);
+}

@@ -124,6 +124,10 @@ pub(crate) struct Owned {
     /// Owned objects this worker waits for the values of (asked for again of the node if
     /// their tasks go there).
     wanted: IdSet<ObjectId>,
+    /// Owned tasks cancelled after they were pushed (the worker drops them unless started; a
+    /// forced cancel of a started one kills the worker): should the lease end first, they
+    /// fail as cancelled rather than run again.
+    cancelled: IdSet<TaskId>,
     /// Lease keys handed out so far (keys count down from the top of this worker's ids, so
     /// they never meet its tasks').
     lease_seq: u64,
@@ -567,6 +571,10 @@ impl Worker {
     }
 
     fn owned_ended(&mut self, task: TaskId, ending: Ending) {
+        if !self.owned.cancelled.is_empty() {
+            // It ended (cancelled by its worker, or before its cancel arrived).
+            self.owned.cancelled.remove(&task);
+        }
         let Some(record) = self.owned.tasks.get(&task) else {
             return; // ended already (cancelled, or a lease lost it and it ran again)
         };
@@ -821,7 +829,10 @@ impl Worker {
             if i > 0 {
                 record.attempts = record.attempts.saturating_sub(1);
             }
-            if record.attempts <= record.spec.max_retries {
+            if self.owned.cancelled.remove(&task) {
+                let function = record.spec.function.clone();
+                self.owned_failed(task, TaskError::Cancelled { task, function });
+            } else if record.attempts <= record.spec.max_retries {
                 self.note(task, || OwnedPhase::Again);
                 self.requeue(task);
             } else {
@@ -839,7 +850,7 @@ impl Worker {
 
     /// Cancels owned `task` if it has not ended: dropped where it waits, asked of the worker
     /// it was pushed to (which drops it unless it started). True when the task is owned here.
-    pub(super) fn cancel_owned(&mut self, task: TaskId) -> bool {
+    pub(super) fn cancel_owned(&mut self, task: TaskId, force: bool) -> bool {
         let Some(record) = self.owned.tasks.get(&task) else {
             return false;
         };
@@ -852,7 +863,13 @@ impl Worker {
             At::Pushed(key) => {
                 if let Some(lease) = self.owned.leases.get(&key) {
                     let (worker, at) = (lease.worker, lease.at.clone());
+                    let running = lease.inflight.front() == Some(&task);
+                    // Dropped by the worker unless it started; started, only force stops it.
                     self.forward(worker, at, &ToWorker::Cancel { task });
+                    self.owned.cancelled.insert(task);
+                    if force && running {
+                        self.send(&ToNode::KillLeased { key });
+                    }
                 }
             }
             At::Here => {}
@@ -1157,6 +1174,56 @@ mod tests {
         w.release(out);
         assert!(sent(&mut w).is_empty());
         assert!(!w.owns(out));
+    }
+
+    #[test]
+    fn a_pushed_task_cancelled_by_force_has_its_leased_worker_killed_and_fails_cancelled() {
+        let mut w = owner();
+        let (first, second) = (spec(1, Vec::new(), 3), spec(2, Vec::new(), 3));
+        let ids = (
+            ObjectId::new(first.task_id, 0),
+            ObjectId::new(second.task_id, 0),
+        );
+        w.submit(first, None);
+        w.submit(second, None);
+        let (first, second) = ids;
+        let key = lease_key(&sent(&mut w));
+        lease(&mut w, key, 9);
+        assert_eq!(forwarded(&sent(&mut w), 9).len(), 1, "both in one push");
+        // The second (queued behind the first on the leased worker) is only dropped there.
+        w.cancel(second, true);
+        let messages = sent(&mut w);
+        assert!(
+            !messages.contains(&ToNode::KillLeased { key }),
+            "{messages:?}"
+        );
+        // The first runs: forced, its worker is killed.
+        w.cancel(first, true);
+        let messages = sent(&mut w);
+        assert!(
+            messages.contains(&ToNode::KillLeased { key }),
+            "{messages:?}"
+        );
+        let reason = "leased worker 9 died: killed by signal 9".to_string();
+        receive(&mut w, &ToWorker::LeaseEnded { key, reason });
+        assert!(
+            matches!(
+                w.cache.get(&first),
+                Some(Slot::Failed(TaskError::Cancelled { .. }))
+            ),
+            "{:?}",
+            w.cache.get(&first)
+        );
+        // The second, cancelled before it started, does not run again either.
+        assert!(
+            matches!(
+                w.cache.get(&second),
+                Some(Slot::Failed(TaskError::Cancelled { .. }))
+            ),
+            "{:?}",
+            w.cache.get(&second)
+        );
+        assert!(sent(&mut w).is_empty(), "no new ask: nothing waits");
     }
 
     #[test]
