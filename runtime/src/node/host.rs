@@ -283,7 +283,12 @@ impl Hosting {
                         continue;
                     };
                     hosting.afar.lock().insert((conn, from), peer);
-                    hosting.pass_here(conn, to, &passed.frame);
+                    if !hosting.pass_here(conn, to, &passed.frame) {
+                        tracing::debug!(
+                            worker = to,
+                            "a frame for a worker that is gone is dropped"
+                        );
+                    }
                 }
             });
         }
@@ -291,12 +296,7 @@ impl Hosting {
 
     /// Hands `frame` to worker `to` of the job on `conn` here; false when it is not here.
     fn pass_here(&self, conn: ConnId, to: u64, frame: &[u8]) -> bool {
-        let delivered = (self.links.lock().get(&(conn, to)))
-            .is_some_and(|link| link.send(frame.to_vec()).is_ok());
-        if !delivered {
-            tracing::debug!(worker = to, "a frame for a worker that is gone is dropped");
-        }
-        delivered
+        (self.links.lock().get(&(conn, to))).is_some_and(|link| link.send(frame.to_vec()).is_ok())
     }
 
     /// Passes worker `from`'s `frame` for worker `to` of job `job` (on `conn`) on: to that
@@ -319,10 +319,7 @@ impl Hosting {
                     return;
                 }
             },
-            None if self.links.lock().contains_key(&(conn, to)) => {
-                self.pass_here(conn, to, frame);
-                return;
-            }
+            None if self.pass_here(conn, to, frame) => return,
             None => match self.afar.lock().get(&(conn, to)) {
                 Some(node) => *node,
                 None => {
@@ -343,10 +340,12 @@ impl Hosting {
         }
         let key = (node, job.to_string());
         let mut to_peers = self.to_peers.lock();
-        if let Some(stream) = to_peers.get(&key)
-            && stream.send(bytes.clone()).is_ok()
-        {
-            return;
+        if let Some(stream) = to_peers.get(&key) {
+            // A stream that ended gives the frame back for a new one.
+            match stream.send(bytes) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(back)) => bytes = back,
+            }
         }
         let (frames, outbox) = mpsc::unbounded_channel();
         let _ = frames.send(bytes);

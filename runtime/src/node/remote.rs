@@ -3,11 +3,10 @@
 //! the driver's store for its readers, serving worker links relayed by the nodes, and telling
 //! the node of answers and of lost nodes.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use prism_graph::ObjectId;
-use std::collections::HashMap;
-
 use prism_transport::{FromHost, ToHost};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
