@@ -1039,6 +1039,18 @@ mod tests {
         );
     }
 
+    /// The pull of `id` (64 bytes, from peer 5) for job `j` on connection 1.
+    fn pull_of(id: ObjectId) -> Action<u32, &'static str> {
+        Action::Pull {
+            conn: 1,
+            job: "j".into(),
+            id,
+            len: 64,
+            from: 5,
+            setup: "files",
+        }
+    }
+
     #[test]
     fn a_fetch_after_a_drop_of_the_same_object_waits_for_the_drop() {
         let t0 = Instant::now();
@@ -1064,15 +1076,7 @@ mod tests {
         };
         ask(&mut node, 1, 2, fetch(id), t0);
         ask(&mut node, 1, 3, fetch(other), t0);
-        let pull = |id| Action::Pull {
-            conn: 1,
-            job: "j".into(),
-            id,
-            len: 64,
-            from: 5,
-            setup: "files",
-        };
-        assert_eq!(actions(&mut node), vec![pull(other)]);
+        assert_eq!(actions(&mut node), vec![pull_of(other)]);
         let performed = Event::Performed {
             conn: 1,
             req: 1,
@@ -1081,7 +1085,7 @@ mod tests {
         node.handle(performed, t0);
         assert_eq!(
             actions(&mut node),
-            vec![reply(1, 1, FromHost::Done), pull(id)],
+            vec![reply(1, 1, FromHost::Done), pull_of(id)],
             "the fetch starts once the drop is done"
         );
     }
@@ -1099,15 +1103,11 @@ mod tests {
             };
             ask(&mut node, 1, req, request, t0);
         }
-        let pull = Action::Pull {
-            conn: 1,
-            job: "j".into(),
-            id,
-            len: 64,
-            from: 5,
-            setup: "files",
-        };
-        assert_eq!(actions(&mut node), vec![pull], "one pull for three asks");
+        assert_eq!(
+            actions(&mut node),
+            vec![pull_of(id)],
+            "one pull for three asks"
+        );
         let pulled = Event::Pulled {
             conn: 1,
             id,

@@ -201,6 +201,19 @@ impl Harness {
         (task, id, w)
     }
 
+    /// A worker running a task of the driver's (one CPU of its node) asks for a lease on a
+    /// worker of one CPU: that owner and the lease's key.
+    fn owner_asks_lease(&mut self) -> (WorkerId, TaskId) {
+        let spec = self.spec(Vec::new(), 0);
+        let parent = spec.task_id;
+        self.submit(spec);
+        let owner = self.where_sent(parent).expect("dispatched");
+        let key = TaskId::new(owner, u64::MAX - 1);
+        let shape = cpus(1.0);
+        self.report(owner, &ToNode::Lease { key, shape });
+        (owner, key)
+    }
+
     /// The worker `task` was last sent to.
     fn where_sent(&self, task: TaskId) -> Option<WorkerId> {
         self.execs()
@@ -1978,18 +1991,7 @@ fn a_full_node_s_owner_is_leased_a_worker_of_another_node_named_by_its_address()
     }
     // The owner's task takes its node's one CPU: its lease ask goes to the other node at once
     // (not at the next rebalance), and the grant names where that node's daemon listens.
-    let spec = h.spec(Vec::new(), 0);
-    let parent = spec.task_id;
-    h.submit(spec);
-    let owner = h.where_sent(parent).expect("dispatched");
-    let key = TaskId::new(owner, u64::MAX - 1);
-    h.report(
-        owner,
-        &ToNode::Lease {
-            key,
-            shape: cpus(1.0),
-        },
-    );
+    let (owner, key) = h.owner_asks_lease();
     let granted = h.sent.iter().find_map(|(to, msg)| match msg {
         ToWorker::Leased { key: k, worker, at } if *to == owner && *k == key => {
             Some((*worker, at.clone()))
@@ -2004,14 +2006,8 @@ fn a_full_node_s_owner_is_leased_a_worker_of_another_node_named_by_its_address()
 #[test]
 fn an_owner_s_forced_cancel_kills_the_worker_it_leased_and_no_one_else_s() {
     let mut h = Harness::new(1, 2.0);
-    let spec = h.spec(Vec::new(), 0);
-    let parent = spec.task_id;
-    h.submit(spec);
-    let owner = h.where_sent(parent).expect("dispatched");
+    let (owner, key) = h.owner_asks_lease();
     let other = *h.connected.iter().find(|w| **w != owner).unwrap();
-    let key = TaskId::new(owner, u64::MAX - 1);
-    let shape = cpus(1.0);
-    h.report(owner, &ToNode::Lease { key, shape });
     assert!(h.sent.contains(&(
         owner,
         ToWorker::Leased {
