@@ -141,6 +141,53 @@ async fn async_chain(n: u64) -> u64 {
 
 /// Runs `body` while sampling how many worker processes this driver has; returns its result
 /// and the most seen.
+/// Makes the file `marker`.
+#[remote]
+fn touch(marker: String) -> bool {
+    std::fs::write(marker, b"").is_ok()
+}
+
+/// Submits `n` children, each making a file in `dir`, then works without calling into the
+/// runtime until every file is there: how long that took, or how many ran in 20 s.
+#[remote]
+fn computes_while_its_children_run(dir: String, n: u64) -> String {
+    let path = |i: u64| std::path::Path::new(&dir).join(i.to_string());
+    let children: Vec<ObjectRef<bool>> = (0..n)
+        .map(|i| touch::remote(path(i).display().to_string()))
+        .collect();
+    let start = std::time::Instant::now();
+    loop {
+        let made = (0..n).filter(|&i| path(i).exists()).count() as u64;
+        if made == n {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            return format!("{made} of {n} children ran in 20 s while their parent worked");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let took = start.elapsed();
+    match prism::get_all_blocking(&children) {
+        Ok(made) if made.iter().all(|&m| m) => format!("ran in {} ms", took.as_millis()),
+        Ok(_) => "a child could not make its file".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn children_start_while_their_parent_works() -> Result<(), Failed> {
+    // Ray starts a task's children at once: they must not wait for the parent's next `get`
+    // (one child, then more than a lease's pipeline holds, so the ends must be read too).
+    for n in [1, 20] {
+        let dir = common::temp_path("children-start");
+        std::fs::create_dir(&dir)?;
+        let said = computes_while_its_children_run::remote(dir.clone(), n).get_blocking();
+        let _ = std::fs::remove_dir_all(&dir);
+        let said = said?;
+        ensure(said.starts_with("ran in"), format!("{n} children: {said}"))?;
+    }
+    Ok(())
+}
+
 fn with_peak_workers<R>(body: impl FnOnce() -> R) -> (R, usize) {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
@@ -649,6 +696,10 @@ fn main() {
             put_and_wait_work_inside_tasks,
         ),
         ("a_task_waits_for_k_of_n", a_task_waits_for_k_of_n),
+        (
+            "children_start_while_their_parent_works",
+            children_start_while_their_parent_works,
+        ),
         (
             "task_events_tell_each_tasks_states_runs_and_parent",
             task_events_tell_each_tasks_states_runs_and_parent,

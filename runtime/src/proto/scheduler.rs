@@ -1316,14 +1316,13 @@ impl Scheduler {
                     // pile tasks onto busy workers (as for a worker that starts).
                     break;
                 }
-                // A job shrinking to its fair share lets its leases run dry.
+                // A job shrinking to its fair share lets its leases run dry. Nothing is
+                // pipelined behind its own submitter's task: that task may work on without
+                // waiting, and never reach it (a lease ask would be pushed its own tasks).
                 let pick = (!self.shrinking())
-                    .then(|| self.least_loaded(&shape))
+                    .then(|| self.least_loaded(&shape, task.owner))
                     .flatten();
-                // A lease ask is not pipelined behind its own owner's task (the owner would
-                // be pushed its own tasks while it waits for them).
-                let own = pick.is_some_and(|w| self.exclusive.contains(&task) && w == task.owner);
-                match pick.filter(|_| !own) {
+                match pick {
                     Some(worker) => {
                         if let Some(WorkerState::Leased { inflight, .. }) =
                             self.workers.get_mut(&worker)
@@ -1452,9 +1451,12 @@ impl Scheduler {
             .min()
     }
 
-    fn least_loaded(&self, shape: &Resources) -> Option<WorkerId> {
+    /// The leased worker of `shape` with the fewest tasks in flight, below the depth, other
+    /// than `except`.
+    fn least_loaded(&self, shape: &Resources, except: WorkerId) -> Option<WorkerId> {
         self.workers
             .iter()
+            .filter(|(id, _)| **id != except)
             .filter_map(|(id, w)| match w {
                 WorkerState::Leased {
                     base,
@@ -1578,6 +1580,30 @@ mod tests {
         // Two remain queued until a slot frees.
         s.task_done(w[0], t(0));
         assert_eq!(dispatched(&s.schedule()), vec![(w[0], vec![t(4)])]);
+    }
+
+    #[test]
+    fn nothing_is_pipelined_behind_its_own_submitters_task() {
+        // Both CPUs leased, w[0] running its parent task: the children it submits go down
+        // w[1]'s pipeline only (w[0] may work on without waiting, and never reach them).
+        let (mut s, w) = node(2, 4);
+        s.submit(t(1), cpus(1.0));
+        s.submit(t(2), cpus(1.0));
+        s.schedule();
+        let child = |seq| TaskId::new(w[0], seq);
+        for i in 0..4 {
+            s.submit(child(i), cpus(1.0));
+        }
+        assert_eq!(
+            dispatched(&s.schedule()),
+            vec![(w[1], vec![child(0), child(1), child(2)])],
+            "up to the depth, on the other worker only"
+        );
+        assert_eq!(
+            s.pending(),
+            vec![(cpus(1.0), 1, false)],
+            "the fourth waits for room"
+        );
     }
 
     #[test]

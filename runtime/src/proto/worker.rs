@@ -408,6 +408,13 @@ impl Worker {
         self.send(&ToNode::StreamNext { task, index });
     }
 
+    /// Whether the node or this worker's own tasks wait on this worker while its running
+    /// task works on: frames not written yet, or owned tasks under way (their grants and
+    /// ends must be read as they come).
+    pub(crate) fn under_way(&self) -> bool {
+        !self.out.is_empty() || self.owned.under_way()
+    }
+
     /// Whether ended tasks wait to be reported.
     pub(crate) fn has_ended(&self) -> bool {
         !self.done.is_empty()

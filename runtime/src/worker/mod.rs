@@ -3,7 +3,8 @@
 //! thread pumps the connection: between tasks it reads what arrived without blocking (so a
 //! cancel lands before the task starts), and a task blocked in `get` keeps pumping while it
 //! waits, handing its queued tasks back to the node and bouncing new ones, so nested tasks
-//! cannot deadlock. Results are batched into one write while more tasks are queued. The books
+//! cannot deadlock. Results are batched into one write while more tasks are queued. What a task
+//! submits while it works on without waiting leaves within a bounded delay ([`pump`]). The books
 //! behind all this (queue, values, references, blocking) are [`proto::worker`]'s; this module
 //! is their shell: the socket, the spinning, the segments, the clock and the running.
 //!
@@ -39,6 +40,7 @@ use crate::store::{self, ObjectBytes, Segment};
 use crate::{Error, Result};
 
 mod output;
+mod pump;
 
 /// How long a worker whose queue ran dry keeps reading before it blocks (see
 /// [`Inner::await_input`]).
@@ -68,6 +70,8 @@ pub(crate) struct WorkerClient {
     registry: registry::Registry,
     /// Mappings of recent argument segments.
     segments: Mutex<SegmentCache>,
+    /// Wakes the pump (see [`pump`]).
+    doorbell: pump::Doorbell,
 }
 
 #[derive(Debug)]
@@ -82,6 +86,8 @@ struct Inner {
     wakers: Vec<Waker>,
     /// The node's directory of shared-memory segments.
     store_dir: std::path::PathBuf,
+    /// The pump's doorbell rang and the pump has not flushed since.
+    pump_rung: bool,
 }
 
 impl WorkerClient {
@@ -97,6 +103,16 @@ impl WorkerClient {
             inner.core.set_now(monotonic_us());
         }
         inner.core.submit(spec, failed);
+        self.wake_pump(&mut inner);
+    }
+
+    /// Has the pump send what the books owe the node within [`pump::FLUSH_DELAY`] and read
+    /// what comes back while the running task works on, when there is any of that.
+    fn wake_pump(&self, inner: &mut Inner) {
+        if !inner.pump_rung && inner.core.under_way() {
+            inner.pump_rung = true;
+            self.doorbell.ring();
+        }
     }
 
     /// Hands the objects among `ids` this worker owns to the node, their values awaited
@@ -397,6 +413,8 @@ impl WorkerClient {
                 inner.core.unblock();
                 let resumed = inner.flush().map_err(FrameError::Io);
                 waited.and(resumed).map_err(lost)?;
+                // The task works on: its own tasks still under way are the pump's to follow.
+                self.wake_pump(&mut inner);
             } else {
                 // A concurrent actor: the reader thread delivers values; wait for them.
                 inner
@@ -680,6 +698,7 @@ fn connect() -> Result<Arc<WorkerClient>> {
         core: Worker::new(timed, worker),
         wakers: Vec::new(),
         store_dir: store_dir.clone(),
+        pump_rung: false,
     };
     inner.core.hello(hello);
     inner
@@ -695,7 +714,11 @@ fn connect() -> Result<Arc<WorkerClient>> {
         changed: parking_lot::Condvar::new(),
         registry: registry::Registry::load(),
         segments: Mutex::new(SegmentCache::default()),
+        doorbell: pump::Doorbell::new()
+            .map_err(|e| Error::Startup(format!("the pump's doorbell: {e}")))?,
     });
+    pump::start(client.clone())
+        .map_err(|e| Error::Startup(format!("cannot start the pump: {e}")))?;
     Ok(client)
 }
 

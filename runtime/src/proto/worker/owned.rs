@@ -160,6 +160,11 @@ impl Owned {
         self.wanted.insert(id);
     }
 
+    /// Whether owned tasks are under way (waiting, queued, pushed or running here).
+    pub(crate) fn under_way(&self) -> bool {
+        !self.tasks.is_empty()
+    }
+
     /// Whether changes of owned tasks wait to be sent.
     pub(crate) fn has_events(&self) -> bool {
         !self.events.is_empty()
