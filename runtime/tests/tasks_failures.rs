@@ -261,6 +261,46 @@ fn a_worker_force_cancels_a_child_it_owns() -> Result<(), Failed> {
     ensure(ended.contains("cancelled"), ended)
 }
 
+/// Makes `started`, sleeps `ms`, then makes `finished`.
+#[remote]
+fn slow_child(started: String, finished: String, ms: u64) -> u64 {
+    let _ = std::fs::write(started, b"");
+    std::thread::sleep(Duration::from_millis(ms));
+    let _ = std::fs::write(finished, b"");
+    ms
+}
+
+/// The first run submits a slow child, waits until it runs and dies; the run after says so.
+#[remote(max_retries = 1)]
+fn dies_while_its_child_runs(dir: String) -> String {
+    if std::fs::create_dir(format!("{dir}/first-run")).is_err() {
+        return "run again".into();
+    }
+    let started = format!("{dir}/child-started");
+    let _child = slow_child::remote(started.clone(), format!("{dir}/child-finished"), 2_000);
+    let begun = std::time::Instant::now();
+    while std::fs::metadata(&started).is_err() && begun.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::process::abort();
+}
+
+fn a_dead_owner_s_running_child_is_stopped_with_it() -> Result<(), Failed> {
+    // The child ran on a worker leased to its parent: with the parent gone its end has
+    // nowhere to go, so the node kills that worker (as Ray does) instead of letting it run
+    // on, and frees its CPU.
+    let dir = temp_path("dead-owner");
+    std::fs::create_dir(&dir)?;
+    let said = dies_while_its_child_runs::remote(dir.clone()).get_blocking();
+    let started = std::path::Path::new(&dir).join("child-started").exists();
+    std::thread::sleep(Duration::from_millis(2_500));
+    let finished = std::path::Path::new(&dir).join("child-finished").exists();
+    let _ = std::fs::remove_dir_all(&dir);
+    ensure(said? == "run again", "the parent runs again")?;
+    ensure(started, "the child started before its parent died")?;
+    ensure(!finished, "the orphaned child ran to its end")
+}
+
 fn an_infeasible_demand_is_reported_with_what_the_node_has() -> Result<(), Failed> {
     let r = add_one::options().num_cpus(64.0).remote(1);
     let err = prism::get_timeout_blocking(&r, Duration::from_millis(300)).unwrap_err();
@@ -324,6 +364,10 @@ fn main() {
         (
             "a_worker_force_cancels_a_child_it_owns",
             a_worker_force_cancels_a_child_it_owns,
+        ),
+        (
+            "a_dead_owner_s_running_child_is_stopped_with_it",
+            a_dead_owner_s_running_child_is_stopped_with_it,
         ),
         (
             "an_infeasible_demand_is_reported_with_what_the_node_has",

@@ -209,7 +209,9 @@ impl State {
     }
 
     /// Worker `gone` is gone: the leases it held end, and the owners of the leases granted
-    /// on it hear why.
+    /// on it hear why. A worker leased to it is killed (as Ray's raylet kills the workers
+    /// leased to a dead owner): it may still run, or hold queued, tasks whose ends have
+    /// nowhere to go, and only its exit tells when it is free; its lease ends then.
     pub(super) fn leases_of_gone(&mut self, gone: WorkerId, reason: &str) {
         if self.leases.is_empty() {
             return;
@@ -219,10 +221,18 @@ impl State {
             .map(|(k, _)| *k)
             .collect();
         for key in held {
-            if let Some(lease) = self.leases.remove(&key)
-                && lease.worker != Some(gone)
-            {
-                self.drop_lease(key, lease);
+            match self.leases.get(&key).and_then(|l| l.worker) {
+                Some(worker) if worker != gone => {
+                    tracing::info!(lease = %key, worker, owner = gone, "the owner died: the worker leased to it is killed");
+                    self.kill_worker(worker);
+                }
+                granted => {
+                    if let Some(lease) = self.leases.remove(&key)
+                        && granted.is_none()
+                    {
+                        self.drop_lease(key, lease);
+                    }
+                }
             }
         }
         let granted: Vec<(TaskId, WorkerId)> = (self.leases.iter())
@@ -231,8 +241,10 @@ impl State {
             .collect();
         for (key, owner) in granted {
             self.leases.remove(&key);
-            let reason = format!("leased worker {gone} died: {reason}");
-            self.encode_to(owner, &ToWorker::LeaseEnded { key, reason });
+            if self.workers.contains_key(&owner) {
+                let reason = format!("leased worker {gone} died: {reason}");
+                self.encode_to(owner, &ToWorker::LeaseEnded { key, reason });
+            }
         }
     }
 

@@ -2004,6 +2004,40 @@ fn a_full_node_s_owner_is_leased_a_worker_of_another_node_named_by_its_address()
 }
 
 #[test]
+fn an_owner_that_dies_has_the_worker_leased_to_it_killed_and_its_lease_ends_with_it() {
+    let mut h = Harness::new(1, 2.0);
+    let (owner, key) = h.owner_asks_lease();
+    let other = *h.connected.iter().find(|w| **w != owner).unwrap();
+    assert!(h.sent.contains(&(
+        owner,
+        ToWorker::Leased {
+            key,
+            worker: other,
+            at: None
+        }
+    )));
+    // The owner dies with tasks pushed to `other` that the node never saw: `other` is
+    // killed, and stays leased (nothing else is sent to it) until it is gone.
+    h.dies(owner);
+    assert_eq!(h.killed, vec![other]);
+    assert!(h.node.is_lease(key));
+    let sent = h.sent.len();
+    let task = h.submit_many(1, 0)[0];
+    assert!(
+        h.where_sent(task).is_none_or(|w| w != other),
+        "nothing is sent to the worker being killed"
+    );
+    h.dies(other);
+    assert!(!h.node.is_lease(key));
+    assert!(
+        !h.sent[sent..].iter().any(|(to, _)| *to == owner),
+        "nothing for the dead owner: {:?}",
+        &h.sent[sent..]
+    );
+    assert!(!h.node.outbox.contains_key(&owner), "no frames kept for it");
+}
+
+#[test]
 fn an_owner_s_forced_cancel_kills_the_worker_it_leased_and_no_one_else_s() {
     let mut h = Harness::new(1, 2.0);
     let (owner, key) = h.owner_asks_lease();
