@@ -5,7 +5,8 @@
 //! leases and batches of task events instead of two messages per child. When alpha is full,
 //! its owners are leased workers on the head's node: their pushes and ends pass between the
 //! two daemons, values inside, and still past the driver. A leased worker that dies mid-run
-//! costs its owner a retry, not the job. Every daemon is stopped when the run ends.
+//! costs its owner a retry, not the job; an owner that dies has the worker leased to it on
+//! the other node killed. Every daemon is stopped when the run ends.
 
 mod common;
 
@@ -131,6 +132,31 @@ fn survives_a_dead_leased_worker(marker: String, n: u64) -> u64 {
         .sum()
 }
 
+/// Writes its node's name to `started`, sleeps `ms`, then makes `finished`.
+#[remote]
+fn slow_somewhere(started: String, finished: String, ms: u64) -> u64 {
+    let _ = std::fs::write(started, prism::node_name().unwrap_or_default());
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    let _ = std::fs::write(finished, b"");
+    ms
+}
+
+/// Takes all of alpha (so its child is leased a worker on the head's node); the first run
+/// dies once that child runs, the run after says so.
+#[remote(num_cpus = 2, resources(alpha = 1), max_retries = 1)]
+fn dies_while_its_child_runs_elsewhere(dir: String) -> String {
+    if std::fs::create_dir(format!("{dir}/first-run")).is_err() {
+        return "run again".into();
+    }
+    let started = format!("{dir}/child-started");
+    let _child = slow_somewhere::remote(started.clone(), format!("{dir}/child-finished"), 2_000);
+    let begun = std::time::Instant::now();
+    while std::fs::metadata(&started).is_err() && begun.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::process::abort();
+}
+
 fn ten_thousand_children_of_a_task_on_a_node_stay_off_the_driver() -> Result<(), Failed> {
     let ((nodes, sum), heard) = heard_during(|| Ok(fan_out::remote(10_000).get_blocking()?))?;
     println!("the driver heard {heard} messages for 10,000 children ({nodes:?})");
@@ -196,6 +222,22 @@ fn a_leased_worker_that_dies_costs_its_owner_a_retry() -> Result<(), Failed> {
     )
 }
 
+fn a_dead_owner_s_child_on_another_node_is_stopped_with_it() -> Result<(), Failed> {
+    // The owner dies on alpha while its child runs on a worker leased on the head's node:
+    // the child's end has nowhere to go, and the worker is killed there.
+    let dir = std::env::temp_dir().join(format!("prism-dead-owner-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let said =
+        dies_while_its_child_runs_elsewhere::remote(dir.display().to_string()).get_blocking();
+    let ran_on = std::fs::read_to_string(dir.join("child-started")).unwrap_or_default();
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    let finished = dir.join("child-finished").exists();
+    std::fs::remove_dir_all(&dir)?;
+    ensure(said? == "run again", "the parent runs again")?;
+    ensure(ran_on == "head", format!("the child ran on {ran_on:?}"))?;
+    ensure(!finished, "the orphaned child ran to its end")
+}
+
 fn main() {
     common::cluster::serve_if_worker();
     let (head, addr, token) = common::cluster::head("owners-head", "1");
@@ -236,6 +278,10 @@ fn main() {
         Trial::test(
             "a_full_node_s_owner_leases_a_worker_on_another_node",
             a_full_node_s_owner_leases_a_worker_on_another_node,
+        ),
+        Trial::test(
+            "a_dead_owner_s_child_on_another_node_is_stopped_with_it",
+            a_dead_owner_s_child_on_another_node_is_stopped_with_it,
         ),
     ];
     let conclusion = libtest_mimic::run(&args, trials);
