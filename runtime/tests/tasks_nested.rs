@@ -188,6 +188,39 @@ fn children_start_while_their_parent_works() -> Result<(), Failed> {
     Ok(())
 }
 
+/// Sleeps `ms`, then says which process it ran in.
+#[remote]
+fn nap_pid(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+/// Submits `n` children of `ms` each and gathers them: how many ran in each process.
+#[remote]
+fn spread_naps(n: u64, ms: u64) -> Vec<u64> {
+    let refs: Vec<ObjectRef<u32>> = (0..n).map(|_| nap_pid::remote(ms)).collect();
+    let mut counts: Vec<(u32, u64)> = Vec::new();
+    for pid in prism::get_all_blocking(&refs).expect("children succeed") {
+        match counts.iter_mut().find(|(p, _)| *p == pid) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((pid, 1)),
+        }
+    }
+    let mut counts: Vec<u64> = counts.into_iter().map(|(_, c)| c).collect();
+    counts.sort_unstable();
+    counts
+}
+
+fn slow_children_spread_over_the_cpus() -> Result<(), Failed> {
+    // 20 children of 100 ms on 2 CPUs (their parent waits): a deep pipeline down one lease
+    // would leave the other worker idle at the end.
+    let counts = spread_naps::remote(20, 100).get_blocking()?;
+    ensure(
+        counts.iter().all(|&c| c <= 12),
+        format!("children per process: {counts:?}"),
+    )
+}
+
 fn with_peak_workers<R>(body: impl FnOnce() -> R) -> (R, usize) {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
@@ -699,6 +732,10 @@ fn main() {
         (
             "children_start_while_their_parent_works",
             children_start_while_their_parent_works,
+        ),
+        (
+            "slow_children_spread_over_the_cpus",
+            slow_children_spread_over_the_cpus,
         ),
         (
             "task_events_tell_each_tasks_states_runs_and_parent",

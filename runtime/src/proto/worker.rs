@@ -112,8 +112,8 @@ pub(crate) struct Worker {
     streams: IdMap<TaskId, u32>,
     /// Tasks other workers own, pushed here to run: their ends go to their owners.
     pushed: IdSet<TaskId>,
-    /// The host's clock as the shell last read it (for the times of owned tasks' changes;
-    /// read only when task events are kept).
+    /// The host's clock as the shell last read it, before each message (for how fast owned
+    /// tasks end, and the times of their changes).
     now_us: u64,
     /// The tasks this worker owns.
     owned: owned::Owned,
@@ -146,7 +146,7 @@ impl Worker {
     }
 
     /// Whether the node keeps task events (then the shell tells the time with
-    /// [`Worker::set_now`] before each step).
+    /// [`Worker::set_now`] before each step, not only before each message).
     pub(crate) fn timed(&self) -> bool {
         self.timed
     }

@@ -2567,6 +2567,7 @@ impl World<'_> {
                 return;
             };
             // Values it asked for are never read here: a simulated task only sleeps.
+            w.core.set_now(self.now.as_micros() as u64);
             let handled = w.core.handle(msg, &mut |_| Ok(ObjectBytes::inline(&[])));
             if let Err(e) = handled {
                 stop = Some(e);

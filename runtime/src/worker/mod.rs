@@ -463,9 +463,7 @@ impl Inner {
 
     /// Hands one message from the node to the books, mapping the values it carries.
     fn handle(&mut self, msg: &ArchivedToWorker) -> std::result::Result<(), Stop> {
-        if self.core.timed() {
-            self.core.set_now(monotonic_us());
-        }
+        self.core.set_now(monotonic_us());
         let dir = &self.store_dir;
         self.core
             .handle(msg, &mut |value| ObjectBytes::from_wire(dir, value))

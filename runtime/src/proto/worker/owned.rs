@@ -29,9 +29,18 @@ use super::{Ended, Worker};
 use crate::proto::owner::Slot;
 use crate::store::ObjectBytes;
 
-/// How many tasks a lease's worker is sent ahead of their ends: enough to hide the trip back
-/// through the node, few enough that a slow task holds back little.
-pub(crate) const PIPELINE: usize = 4;
+/// How many tasks a new lease's worker is sent ahead of their ends: few, so that slow tasks
+/// spread over the leases (a deep pipeline down the first would leave the others idle)...
+const PIPELINE_START: usize = 2;
+/// ...doubled while its ends come less than [`SHORT_TASK_US`] apart (tasks shorter than the
+/// trip back through the node would leave it idle), up to this many (a lease is a worker of
+/// the owner's own, one per worker: this is how short tasks keep it busy), and halved again
+/// while they come more than [`LONG_TASK_US`] apart.
+pub(crate) const PIPELINE_MAX: usize = 16;
+/// See [`PIPELINE_MAX`]: at most 16 such tasks wait behind one another (1.6 ms).
+const SHORT_TASK_US: u64 = 100;
+/// See [`PIPELINE_MAX`].
+const LONG_TASK_US: u64 = 1_000;
 
 /// The largest value that crosses between two nodes inside a frame (an argument pushed to a
 /// worker leased on another node, or a result coming back): well under the frame limit. A
@@ -83,6 +92,10 @@ struct Lease {
     /// node's shared memory).
     at: Option<String>,
     inflight: VecDeque<TaskId>,
+    /// How many tasks its worker is sent ahead of their ends (see [`PIPELINE_START`]).
+    depth: usize,
+    /// When its last end came, by the host's clock (0: none yet).
+    last_end_us: u64,
     /// Its worker handed tasks back (it blocked): nothing more is pushed, and the lease goes
     /// back once what it still runs has ended (until then its loss is still reported).
     closed: bool,
@@ -318,7 +331,7 @@ impl Worker {
             let mut batch = Vec::new();
             loop {
                 let lease = &self.owned.leases[&key];
-                if lease.closed || lease.inflight.len() >= PIPELINE {
+                if lease.closed || lease.inflight.len() >= lease.depth {
                     break;
                 }
                 let Some(task) = self.owned.shapes[shape].queue.pop_front() else {
@@ -455,6 +468,8 @@ impl Worker {
                 worker,
                 at,
                 inflight: VecDeque::new(),
+                depth: PIPELINE_START,
+                last_end_us: 0,
                 closed: false,
             },
         );
@@ -591,6 +606,16 @@ impl Worker {
             && let Some(l) = self.owned.leases.get_mut(&key)
         {
             l.inflight.retain(|t| *t != task);
+            let now = self.now_us;
+            if l.last_end_us > 0 {
+                let gap = now.saturating_sub(l.last_end_us);
+                if gap < SHORT_TASK_US {
+                    l.depth = (l.depth * 2).min(PIPELINE_MAX);
+                } else if gap > LONG_TASK_US {
+                    l.depth = (l.depth / 2).max(PIPELINE_START);
+                }
+            }
+            l.last_end_us = now.max(1);
         }
         match ending {
             Ending::Returned {
@@ -1115,6 +1140,40 @@ mod tests {
         match worker.cache.get(&id) {
             Some(Slot::Ready(bytes)) => Some(bytes.as_slice().to_vec()),
             _ => None,
+        }
+    }
+
+    /// The tasks pushed to `worker` among `messages`.
+    fn pushed(messages: &[ToNode], worker: u64) -> Vec<TaskId> {
+        (forwarded(messages, worker).into_iter())
+            .flat_map(|m| match m {
+                ToWorker::Push(batch) => batch.into_iter().map(|e| e.task).collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_lease_s_pipeline_deepens_for_short_tasks_and_stays_shallow_for_long_ones() {
+        for (gap_us, deepest) in [(10, PIPELINE_MAX), (50_000, PIPELINE_START)] {
+            let mut w = owner();
+            for seq in 1..=200 {
+                w.submit(spec(seq, Vec::new(), 0), None);
+            }
+            let key = lease_key(&sent(&mut w));
+            lease(&mut w, key, 9);
+            let mut inflight: VecDeque<TaskId> = pushed(&sent(&mut w), 9).into();
+            assert_eq!(inflight.len(), PIPELINE_START);
+            let (mut now, mut most) = (1_000, 0);
+            for _ in 0..40 {
+                let task = inflight.pop_front().expect("tasks in flight");
+                now += gap_us;
+                w.set_now(now);
+                receive(&mut w, &returned(task, vec![1]));
+                inflight.extend(pushed(&sent(&mut w), 9));
+                most = most.max(inflight.len());
+            }
+            assert_eq!(most, deepest, "ends {gap_us} us apart");
         }
     }
 
