@@ -2,11 +2,11 @@
 //! test binary is the driver) and a node `alpha` on 127.0.0.2. A task on alpha submits ten
 //! thousand children that only alpha can run: they run on alpha's workers, leased to it by
 //! the node, and their specs, values and ends never reach the driver, which hears of a few
-//! leases and batches of task events instead of two messages per child. When alpha is full,
-//! its owners are leased workers on the head's node: their pushes and ends pass between the
-//! two daemons, values inside, and still past the driver. A leased worker that dies mid-run
-//! costs its owner a retry, not the job; an owner that dies has the worker leased to it on
-//! the other node killed. Every daemon is stopped when the run ends.
+//! leases and a batch of task events a second instead of two messages per child. When alpha
+//! is full, its owners are leased workers on the head's node: their pushes and ends pass
+//! between the two daemons, values inside, and still past the driver. A leased worker that
+//! dies mid-run costs its owner a retry, not the job; an owner that dies has the worker
+//! leased to it on the other node killed. Every daemon is stopped when the run ends.
 
 mod common;
 
@@ -166,10 +166,11 @@ fn ten_thousand_children_of_a_task_on_a_node_stay_off_the_driver() -> Result<(),
         format!("the children ran on their owner's node: {nodes:?}"),
     )?;
     // Driver-owned, the children cost two messages each (20,000): a submit and an end.
-    // Owned by their parent, the driver hears the parent's lease asks and task events in
-    // batches (at most one per 1,024 changes or per 20 ms).
+    // Owned by their parent, the driver hears the parent's lease asks (one per worker it
+    // leases, 9 messages in all with its blocking) and task events in batches (one a second,
+    // and one before the parent's end): 13 on the machine this was written on.
     ensure(
-        heard < 200,
+        heard < 60,
         format!("the driver heard {heard} messages for 10,000 children"),
     )
 }
@@ -189,7 +190,7 @@ fn a_full_node_s_owner_leases_a_worker_on_another_node() -> Result<(), Failed> {
     // Handed to the driver instead (the spillback before leases on other nodes), each child
     // the head ran cost it two messages.
     ensure(
-        heard < 200,
+        heard < 60,
         format!("the driver heard {heard} messages for 2,000 children ({nodes:?})"),
     )
 }
