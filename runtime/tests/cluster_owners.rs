@@ -145,15 +145,12 @@ fn slow_somewhere(started: String, finished: String, ms: u64) -> u64 {
 /// dies once that child runs, the run after says so.
 #[remote(num_cpus = 2, resources(alpha = 1), max_retries = 1)]
 fn dies_while_its_child_runs_elsewhere(dir: String) -> String {
-    if std::fs::create_dir(format!("{dir}/first-run")).is_err() {
+    if !common::first_run(&dir) {
         return "run again".into();
     }
     let started = format!("{dir}/child-started");
     let _child = slow_somewhere::remote(started.clone(), format!("{dir}/child-finished"), 2_000);
-    let begun = std::time::Instant::now();
-    while std::fs::metadata(&started).is_err() && begun.elapsed().as_secs() < 20 {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    common::wait_for_file(&started);
     std::process::abort();
 }
 

@@ -273,15 +273,12 @@ fn slow_child(started: String, finished: String, ms: u64) -> u64 {
 /// The first run submits a slow child, waits until it runs and dies; the run after says so.
 #[remote(max_retries = 1)]
 fn dies_while_its_child_runs(dir: String) -> String {
-    if std::fs::create_dir(format!("{dir}/first-run")).is_err() {
+    if !common::first_run(&dir) {
         return "run again".into();
     }
     let started = format!("{dir}/child-started");
     let _child = slow_child::remote(started.clone(), format!("{dir}/child-finished"), 2_000);
-    let begun = std::time::Instant::now();
-    while std::fs::metadata(&started).is_err() && begun.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common::wait_for_file(&started);
     std::process::abort();
 }
 

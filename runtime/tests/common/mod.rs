@@ -41,6 +41,20 @@ pub fn ensure(cond: bool, message: impl Into<String>) -> Result<(), Failed> {
     }
 }
 
+/// For a task that dies on its first run: whether this is that run (it leaves a mark in
+/// `dir` for the runs after it).
+pub fn first_run(dir: &str) -> bool {
+    std::fs::create_dir(format!("{dir}/first-run")).is_ok()
+}
+
+/// Waits until the file at `path` exists, at most 20 s (a task waiting for another's sign).
+pub fn wait_for_file(path: &str) {
+    let begun = std::time::Instant::now();
+    while std::fs::metadata(path).is_err() && begun.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// A fresh path under the system's temp folder for marker files.
 pub fn temp_path(tag: &str) -> String {
     let nanos = std::time::SystemTime::now()

@@ -214,6 +214,21 @@ impl Harness {
         (owner, key)
     }
 
+    /// On a node of two workers, [`Harness::owner_asks_lease`] granted on the other worker:
+    /// the owner, the lease's key and that worker.
+    fn owner_leases_the_other_worker(&mut self) -> (WorkerId, TaskId, WorkerId) {
+        let (owner, key) = self.owner_asks_lease();
+        let other = *self.connected.iter().find(|w| **w != owner).unwrap();
+        let at = None;
+        let granted = ToWorker::Leased {
+            key,
+            worker: other,
+            at,
+        };
+        assert!(self.sent.contains(&(owner, granted)), "{:?}", self.sent);
+        (owner, key, other)
+    }
+
     /// The worker `task` was last sent to.
     fn where_sent(&self, task: TaskId) -> Option<WorkerId> {
         self.execs()
@@ -2006,16 +2021,7 @@ fn a_full_node_s_owner_is_leased_a_worker_of_another_node_named_by_its_address()
 #[test]
 fn an_owner_that_dies_has_the_worker_leased_to_it_killed_and_its_lease_ends_with_it() {
     let mut h = Harness::new(1, 2.0);
-    let (owner, key) = h.owner_asks_lease();
-    let other = *h.connected.iter().find(|w| **w != owner).unwrap();
-    assert!(h.sent.contains(&(
-        owner,
-        ToWorker::Leased {
-            key,
-            worker: other,
-            at: None
-        }
-    )));
+    let (owner, key, other) = h.owner_leases_the_other_worker();
     // The owner dies with tasks pushed to `other` that the node never saw: `other` is
     // killed, and stays leased (nothing else is sent to it) until it is gone.
     h.dies(owner);
@@ -2040,16 +2046,7 @@ fn an_owner_that_dies_has_the_worker_leased_to_it_killed_and_its_lease_ends_with
 #[test]
 fn an_owner_s_forced_cancel_kills_the_worker_it_leased_and_no_one_else_s() {
     let mut h = Harness::new(1, 2.0);
-    let (owner, key) = h.owner_asks_lease();
-    let other = *h.connected.iter().find(|w| **w != owner).unwrap();
-    assert!(h.sent.contains(&(
-        owner,
-        ToWorker::Leased {
-            key,
-            worker: other,
-            at: None
-        }
-    )));
+    let (owner, key, other) = h.owner_leases_the_other_worker();
     // The leased worker cannot have its own lease's worker killed (itself), nor can anyone
     // but the owner.
     h.report(other, &ToNode::KillLeased { key });
