@@ -123,6 +123,35 @@ fn submit_tasks(n: u64) -> u64 {
     prism::get_all_blocking(&refs).expect("tasks").len() as u64
 }
 
+/// This host's clock in microseconds (the wall clock: one for every process of the host).
+fn host_clock_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// When it started, by the host's clock.
+#[remote]
+fn started_at() -> u64 {
+    host_clock_us()
+}
+
+/// Submits a child, then works `work_ms` without calling into the runtime: how long after
+/// its submission the child started (microseconds).
+#[remote]
+fn child_start_while_working(work_ms: u64) -> u64 {
+    let submitted = host_clock_us();
+    let child = started_at::remote();
+    let until = std::time::Instant::now() + Duration::from_millis(work_ms);
+    while std::time::Instant::now() < until {
+        std::hint::spin_loop();
+    }
+    child
+        .get_blocking()
+        .expect("the child")
+        .saturating_sub(submitted)
+}
+
 #[derive(Parser, Debug)]
 #[command(about = "Ray's microbenchmark suite, on Prism")]
 struct Args {
@@ -211,6 +240,28 @@ fn startup(trials: usize) -> anyhow::Result<Measurement> {
         mean,
         sd: var.sqrt(),
         trials: times,
+    })
+}
+
+/// How soon a task's child starts while the task works on without waiting (20 ms of work
+/// each, 10 per trial): the mean of each trial's median, in microseconds.
+fn child_start(trials: usize) -> anyhow::Result<Measurement> {
+    child_start_while_working::remote(1).get_blocking()?;
+    let mut medians = Vec::with_capacity(trials);
+    for _ in 0..trials {
+        let mut waits: Vec<u64> = (0..10)
+            .map(|_| child_start_while_working::remote(20).get_blocking())
+            .collect::<Result<_, _>>()?;
+        waits.sort_unstable();
+        medians.push(waits[waits.len() / 2] as f64);
+    }
+    let mean = medians.iter().sum::<f64>() / medians.len() as f64;
+    let var = medians.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / medians.len() as f64;
+    Ok(Measurement {
+        name: "child start while its parent computes, us".into(),
+        mean,
+        sd: var.sqrt(),
+        trials: medians,
     })
 }
 
@@ -739,6 +790,11 @@ fn main() -> anyhow::Result<()> {
         }
         let m = timeit(name, multiplier, args.trials, trial, &mut f);
         println!("{}", m.ray_line());
+        results.push(m);
+    }
+    if wanted("child start") {
+        let m = child_start(args.trials)?;
+        println!("{} {:.1} +- {:.1}", m.name, m.mean, m.sd);
         results.push(m);
     }
     if wanted("startup") {

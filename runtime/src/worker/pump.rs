@@ -23,7 +23,7 @@ use crate::proto::worker::Stop;
 use super::WorkerClient;
 
 /// How long a submission may wait for the ones after it before the pump sends them all.
-pub(super) const FLUSH_DELAY: Duration = Duration::from_micros(200);
+pub(super) const FLUSH_DELAY: Duration = Duration::from_micros(50);
 
 /// Wakes the pump: a socket pair whose reading end turns readable when rung.
 #[derive(Debug)]
