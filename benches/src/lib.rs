@@ -17,6 +17,18 @@ pub struct Measurement {
 }
 
 impl Measurement {
+    /// The mean and standard deviation of `trials`, under `name`.
+    pub fn of(name: &str, trials: Vec<f64>) -> Measurement {
+        let mean = trials.iter().sum::<f64>() / trials.len() as f64;
+        let var = trials.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / trials.len() as f64;
+        Measurement {
+            name: name.to_string(),
+            mean,
+            sd: var.sqrt(),
+            trials,
+        }
+    }
+
     /// The line Ray prints: `NAME per second MEAN +- SD`.
     pub fn ray_line(&self) -> String {
         format!(
@@ -49,14 +61,7 @@ pub fn timeit(
         }
         rates.push((calls * multiplier) as f64 / start.elapsed().as_secs_f64());
     }
-    let mean = rates.iter().sum::<f64>() / rates.len() as f64;
-    let var = rates.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / rates.len() as f64;
-    Measurement {
-        name: name.to_string(),
-        mean,
-        sd: var.sqrt(),
-        trials: rates,
-    }
+    Measurement::of(name, rates)
 }
 
 /// Where a cluster benchmark's driver joins: `--address` and `--token`, as the benchmark's

@@ -233,14 +233,10 @@ fn startup(trials: usize) -> anyhow::Result<Measurement> {
         anyhow::ensure!(status.success(), "the startup probe failed: {status}");
         times.push(start.elapsed().as_secs_f64() * 1000.0);
     }
-    let mean = times.iter().sum::<f64>() / times.len() as f64;
-    let var = times.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / times.len() as f64;
-    Ok(Measurement {
-        name: "startup (init + 1 task + shutdown), ms".into(),
-        mean,
-        sd: var.sqrt(),
-        trials: times,
-    })
+    Ok(Measurement::of(
+        "startup (init + 1 task + shutdown), ms",
+        times,
+    ))
 }
 
 /// How soon a task's child starts while the task works on without waiting (20 ms of work
@@ -255,14 +251,10 @@ fn child_start(trials: usize) -> anyhow::Result<Measurement> {
         waits.sort_unstable();
         medians.push(waits[waits.len() / 2] as f64);
     }
-    let mean = medians.iter().sum::<f64>() / medians.len() as f64;
-    let var = medians.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / medians.len() as f64;
-    Ok(Measurement {
-        name: "child start while its parent computes, us".into(),
-        mean,
-        sd: var.sqrt(),
-        trials: medians,
-    })
+    Ok(Measurement::of(
+        "child start while its parent computes, us",
+        medians,
+    ))
 }
 
 /// Memory of a fresh node (driver + workers): idle, and at its peak during 10,000 no-op tasks,
