@@ -226,10 +226,13 @@ impl State {
                     tracing::info!(lease = %key, worker, owner = gone, "the owner died: the worker leased to it is killed");
                     self.kill_worker(worker);
                 }
-                granted => {
-                    if let Some(lease) = self.leases.remove(&key)
-                        && granted.is_none()
-                    {
+                // Granted on itself: it goes with the worker.
+                Some(_) => {
+                    self.leases.remove(&key);
+                }
+                // Not granted yet: the ask leaves the queue.
+                None => {
+                    if let Some(lease) = self.leases.remove(&key) {
                         self.drop_lease(key, lease);
                     }
                 }

@@ -97,8 +97,8 @@ struct Lease {
     inflight: VecDeque<TaskId>,
     /// How many tasks its worker is sent ahead of their ends (see [`PIPELINE_START`]).
     depth: usize,
-    /// When its last end came, by the host's clock (0: none yet).
-    last_end_us: u64,
+    /// When its last end came, by the host's clock.
+    last_end_us: Option<u64>,
     /// Its worker handed tasks back (it blocked): nothing more is pushed, and the lease goes
     /// back once what it still runs has ended (until then its loss is still reported).
     closed: bool,
@@ -474,7 +474,7 @@ impl Worker {
                 at,
                 inflight: VecDeque::new(),
                 depth: PIPELINE_START,
-                last_end_us: 0,
+                last_end_us: None,
                 closed: false,
             },
         );
@@ -612,15 +612,15 @@ impl Worker {
         {
             l.inflight.retain(|t| *t != task);
             let now = self.now_us;
-            if l.last_end_us > 0 {
-                let gap = now.saturating_sub(l.last_end_us);
+            if let Some(last) = l.last_end_us {
+                let gap = now.saturating_sub(last);
                 if gap < SHORT_TASK_US {
                     l.depth = (l.depth * 2).min(PIPELINE_MAX);
                 } else if gap > LONG_TASK_US {
                     l.depth = (l.depth / 2).max(PIPELINE_START);
                 }
             }
-            l.last_end_us = now.max(1);
+            l.last_end_us = Some(now);
         }
         match ending {
             Ending::Returned {
@@ -1275,23 +1275,18 @@ mod tests {
         );
         let reason = "leased worker 9 died: killed by signal 9".to_string();
         receive(&mut w, &ToWorker::LeaseEnded { key, reason });
-        assert!(
-            matches!(
-                w.cache.get(&first),
-                Some(Slot::Failed(TaskError::Cancelled { .. }))
-            ),
-            "{:?}",
-            w.cache.get(&first)
-        );
-        // The second, cancelled before it started, does not run again either.
-        assert!(
-            matches!(
-                w.cache.get(&second),
-                Some(Slot::Failed(TaskError::Cancelled { .. }))
-            ),
-            "{:?}",
-            w.cache.get(&second)
-        );
+        // Both fail as cancelled: the second, cancelled before it started, does not run
+        // again either.
+        for id in [first, second] {
+            assert!(
+                matches!(
+                    w.cache.get(&id),
+                    Some(Slot::Failed(TaskError::Cancelled { .. }))
+                ),
+                "{id}: {:?}",
+                w.cache.get(&id)
+            );
+        }
         assert!(sent(&mut w).is_empty(), "no new ask: nothing waits");
     }
 
