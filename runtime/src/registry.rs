@@ -288,6 +288,12 @@ impl Invocation<'_> {
     /// Encodes return value `index`.
     pub fn ret<T: Remotable>(&self, value: &T, index: usize) -> Result<AlignedVec, TaskError> {
         let (bytes, nested) = crate::value::collect_nested(|| value.to_bytes());
+        // While `value` still holds them (it is dropped before the call's end is stored).
+        if !nested.objects.is_empty()
+            && let Some(ctx) = crate::context::try_current()
+        {
+            ctx.escaping(&nested.objects);
+        }
         let mut all = self.nested.borrow_mut();
         if all.len() <= index {
             all.resize(index + 1, Vec::new());

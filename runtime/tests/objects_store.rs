@@ -150,6 +150,15 @@ fn spawn_children(n: u64) -> Vec<ObjectRef<u64>> {
     (0..n).map(square::remote).collect()
 }
 
+/// Submits children, lets them end while it works on, and returns their references: the
+/// children are done (and their ends read) before the returned value is dropped.
+#[remote]
+fn spawn_children_then_work(n: u64) -> Vec<ObjectRef<u64>> {
+    let children: Vec<ObjectRef<u64>> = (0..n).map(square::remote).collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    children
+}
+
 /// Reads every reference inside the value it was given.
 #[remote]
 fn sum_refs(refs: Vec<ObjectRef<u64>>) -> u64 {
@@ -184,6 +193,15 @@ fn references_inside_objects_keep_their_targets_alive() -> Result<(), Failed> {
         "refs a worker made and returned",
     )?;
     drop((children, made, container));
+
+    let made = spawn_children_then_work::remote(50);
+    let children = made.get_blocking()?;
+    let total: u64 = prism::get_all_blocking(&children)?.iter().sum();
+    ensure(
+        total == (0..50u64).map(|x| x * x).sum::<u64>(),
+        "refs to children that ended before their parent returned",
+    )?;
+    drop((children, made));
     ensure(
         eventually(10, || prism::owned_object_count().ok() == Some(base)),
         format!(

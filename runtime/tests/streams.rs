@@ -1,7 +1,8 @@
 //! Streaming generators on a 2-CPU local cluster: items reach the caller while the task runs,
 //! in order, small and large; errors end the stream after the items made; backpressure pauses
 //! the generator; a retry after its worker died skips the items delivered; actor methods and
-//! tasks (as consumers) stream too; a dropped stream leaves nothing behind.
+//! tasks (as consumers) stream too; items may hold references to the generator's children; a
+//! dropped stream leaves nothing behind.
 
 mod common;
 
@@ -78,6 +79,22 @@ fn sum_of_squares(n: u64) -> u64 {
         .into_iter()
         .map(|item| item.and_then(|r| r.get_blocking()).expect("an item"))
         .sum()
+}
+
+#[remote]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// References to `n` children, each yielded once the child has ended (its last reference
+/// in this worker goes with the item).
+#[remote]
+fn children_as_they_end(n: u64) -> Stream<ObjectRef<u64>> {
+    Stream::new((0..n).map(|i| {
+        let child = square::remote(i);
+        child.get_blocking().expect("a child's value");
+        child
+    }))
 }
 
 #[actor]
@@ -263,6 +280,15 @@ fn a_retry_skips_the_items_delivered() -> Result<(), Failed> {
     )
 }
 
+fn items_may_hold_references_the_generator_owned() -> Result<(), Failed> {
+    let refs = values(children_as_they_end::remote(20))?;
+    let squares = prism::get_all_blocking(&refs)?;
+    ensure(
+        squares == (0..20u64).map(|i| i * i).collect::<Vec<_>>(),
+        format!("{squares:?}"),
+    )
+}
+
 fn actor_methods_and_tasks_stream_too() -> Result<(), Failed> {
     let source = Source::remote(0);
     ensure(
@@ -340,6 +366,10 @@ fn main() {
         (
             "a_retry_skips_the_items_delivered",
             a_retry_skips_the_items_delivered,
+        ),
+        (
+            "items_may_hold_references_the_generator_owned",
+            items_may_hold_references_the_generator_owned,
         ),
         (
             "actor_methods_and_tasks_stream_too",

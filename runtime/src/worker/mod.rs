@@ -1096,10 +1096,8 @@ fn store_returns(
     nested: Vec<Vec<ObjectId>>,
     actors: Vec<Vec<ActorId>>,
 ) -> Outcome {
-    // References to objects this worker owns leave with the values: the node owns them
-    // from now on.
-    let inside: Vec<ObjectId> = nested.iter().flatten().copied().collect();
-    client.promote(&inside);
+    // References to objects this worker owns that leave with the values were handed to the
+    // node as each value was encoded (`Invocation::ret`), while the value still held them.
     // Only a task whose owner's number names another node can have been pushed from there
     // (the books are looked at only then: never on an embedded node).
     let afar = node_of(exec.task.owner) != node_of(client.owner)
@@ -1204,6 +1202,8 @@ impl<C: std::ops::Deref<Target = WorkerClient>> ItemSink for Sink<C> {
         nested: crate::value::Nested,
     ) -> std::result::Result<(), TaskError> {
         let client = &*self.client;
+        // While the item still holds them (see `Context::escaping`).
+        client.promote(&nested.objects);
         let id = ObjectId::new(self.task, index);
         let value = store_value(client, id, &self.function, &bytes, || {
             format!("item {index}")
