@@ -136,15 +136,6 @@ impl Context {
         }
     }
 
-    /// References to `ids` are leaving this process inside a value (a task's return value or a
-    /// stream's item) that still holds them: a worker hands the objects among them it owns
-    /// to its node first, as their last local reference may go with the value right after.
-    pub(crate) fn escaping(&self, ids: &[ObjectId]) {
-        if let Context::Worker(client) = self {
-            client.promote(ids);
-        }
-    }
-
     pub(crate) fn release(&self, id: ObjectId) {
         match self {
             Context::Driver(core) => core.release(id),

@@ -97,6 +97,8 @@ pub struct CallData {
     args: Vec<ObjectBytes>,
     /// Where a generator's items go, and how many to skip.
     sink: Option<(Arc<dyn ItemSink>, u32)>,
+    /// See [`Escape`].
+    escape: Option<SharedEscape>,
 }
 
 impl std::fmt::Debug for CallData {
@@ -118,6 +120,7 @@ impl CallData {
                 .sink
                 .as_ref()
                 .map(|(sink, skip)| (&**sink as &dyn ItemSink, *skip)),
+            escape: self.escape.as_deref(),
         }
     }
 }
@@ -192,7 +195,17 @@ pub struct Invocation<'a> {
     /// For a streaming generator's run: where its items go, and how many an earlier run
     /// delivered already.
     sink: Option<(&'a dyn ItemSink, u32)>,
+    /// Told of the references inside each return value as it is encoded.
+    escape: Option<Escape<'a>>,
 }
+
+/// Told of the references inside a return value as it is encoded, while the value still
+/// holds them: a worker hands the objects among them it owns to its node then, as the value
+/// (and with it their last reference in the worker) goes before the call's end is stored.
+pub(crate) type Escape<'a> = &'a dyn Fn(&[prism_graph::ObjectId]);
+
+/// An [`Escape`] an async call keeps across its awaits.
+pub(crate) type SharedEscape = Arc<dyn Fn(&[prism_graph::ObjectId])>;
 
 impl std::fmt::Debug for Invocation<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -289,10 +302,10 @@ impl Invocation<'_> {
     pub fn ret<T: Remotable>(&self, value: &T, index: usize) -> Result<AlignedVec, TaskError> {
         let (bytes, nested) = crate::value::collect_nested(|| value.to_bytes());
         // While `value` still holds them (it is dropped before the call's end is stored).
-        if !nested.objects.is_empty()
-            && let Some(ctx) = crate::context::try_current()
+        if let Some(escape) = self.escape
+            && !nested.objects.is_empty()
         {
-            ctx.escaping(&nested.objects);
+            escape(&nested.objects);
         }
         let mut all = self.nested.borrow_mut();
         if all.len() <= index {
@@ -414,6 +427,7 @@ pub(crate) fn execute(
     exec: &Execute,
     args: &[ObjectBytes],
     sink: Option<&dyn ItemSink>,
+    escape: Option<Escape<'_>>,
 ) -> Result<Returned, TaskError> {
     let _span =
         tracing::debug_span!("task", task = %exec.task, function = %exec.function).entered();
@@ -424,6 +438,7 @@ pub(crate) fn execute(
         nested: Default::default(),
         actors: Default::default(),
         sink: sink.zip(exec.stream.map(|run| run.skip)),
+        escape,
     };
     let values = match exec.kind {
         TaskKind::Normal => {
@@ -524,6 +539,7 @@ pub(crate) fn start_async(
     exec: &Execute,
     args: Vec<ObjectBytes>,
     sink: Option<Arc<dyn ItemSink>>,
+    escape: Option<SharedEscape>,
 ) -> Result<impl Future<Output = Result<Returned, TaskError>> + use<>, TaskError> {
     let method = lookup_method(registry, exec)?;
     let invoke = method.invoke_async.ok_or_else(|| TaskError::InvalidValue {
@@ -538,6 +554,7 @@ pub(crate) fn start_async(
         function: function.clone(),
         args,
         sink: sink.zip(exec.stream.map(|run| run.skip)),
+        escape,
     };
     let call = match std::panic::catch_unwind(AssertUnwindSafe(|| invoke(actor.clone(), data))) {
         Ok(call) => Guarded::Running(call),

@@ -787,8 +787,10 @@ fn run_task(client: &WorkerClient, actor: &mut registry::Actor, exec: &Execute) 
     let fetched = monotonic_us();
     let sink = Sink::new(client, exec);
     let sink = sink.as_ref().map(|s| s as &dyn ItemSink);
-    let returned =
-        args.and_then(|args| registry::execute(&client.registry, actor, exec, &args, sink));
+    let escape = |ids: &[ObjectId]| client.promote(ids);
+    let returned = args.and_then(|args| {
+        registry::execute(&client.registry, actor, exec, &args, sink, Some(&escape))
+    });
     let ran = monotonic_us();
     let outcome = outcome_of(client, exec, returned);
     Ended {
@@ -967,7 +969,9 @@ fn run_event_loop(client: &Arc<WorkerClient>, state: registry::ActorState, limit
             let call = client.args_for(&exec).and_then(|args| {
                 let sink =
                     Sink::new(client.clone(), &exec).map(|s| Arc::new(s) as Arc<dyn ItemSink>);
-                registry::start_async(&client.registry, &actor, &exec, args, sink)
+                let owner = client.clone();
+                let escape = Arc::new(move |ids: &[ObjectId]| owner.promote(ids));
+                registry::start_async(&client.registry, &actor, &exec, args, sink, Some(escape))
             });
             let fetched = monotonic_us();
             let client = client.clone();
