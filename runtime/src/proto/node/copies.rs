@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use prism_graph::{IdMap, IdSet, ObjectId, Resources, TaskId};
+use prism_graph::{IdMap, IdSet, ObjectId, Resources, TaskId, TaskKind};
 use prism_transport::{ObjectValue, ToWorker, Value, encode_frame};
 
 use super::{Action, DRIVER_OWNER, HeldFrame, HostRequest, NODE_OWNER, State};
@@ -14,6 +14,18 @@ use crate::proto::nodes::{NodeIdx, Nodes, node_of};
 use crate::proto::owner::{Rebuilt, Slot};
 use crate::proto::scheduler::WorkerId;
 use crate::store::ObjectBytes;
+
+/// What still waits on a node for a lost object being rebuilt, once its plain tasks were taken
+/// back (see `State::take_back_held`), in the order of what it asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Left {
+    /// Nothing.
+    Nothing,
+    /// Frames that may wait for the rebuilt copy.
+    Waiting,
+    /// An actor's creation, which must not wait.
+    Creation,
+}
 
 /// The objects a message for a worker reads from its node's store.
 fn shared_values(msg: &ToWorker) -> Vec<(ObjectId, u64)> {
@@ -277,6 +289,15 @@ impl State {
             false => self.stores.add(node, id, len),
         }
         self.grew(node);
+        // Nodes that waited for a holder (one with room, or a rebuilt copy) fetch from it now;
+        // on this node what waited goes on.
+        for (waiting, len) in self.awaiting_holder.remove(&id).unwrap_or_default() {
+            if waiting == node {
+                self.fetch_settled(node, id);
+            } else if self.nodes.get(waiting).is_some_and(|e| e.alive) {
+                self.fetch_to_node(waiting, id, len);
+            }
+        }
     }
 
     /// The objects `msg` names that are not in `node`'s shared memory.
@@ -307,10 +328,13 @@ impl State {
         };
         for part in &parts {
             let waiting = self.missing_on(node, part);
-            let tasks = match part {
-                ToWorker::Execute(batch) => batch.len(),
-                ToWorker::Nested { .. } => 1,
-                _ => 0,
+            let (tasks, task) = match part {
+                ToWorker::Execute(batch) => {
+                    let one = (batch.len() == 1).then(|| batch[0].task);
+                    (batch.len(), one)
+                }
+                ToWorker::Nested { .. } => (1, None),
+                _ => (0, None),
             };
             let mut bytes = Vec::new();
             if let Err(e) = encode_frame(part, &mut bytes) {
@@ -319,6 +343,7 @@ impl State {
             let frame = HeldFrame {
                 waiting: waiting.iter().map(|(id, _)| *id).collect(),
                 tasks,
+                task,
                 bytes,
             };
             self.held.entry(worker).or_default().frames.push_back(frame);
@@ -416,9 +441,75 @@ impl State {
             }
             None => {
                 self.object_lost(id, "no live node holds a copy (its node was lost)");
-                self.fetch_settled(node, id);
+                self.await_rebuild(node, id, len);
             }
         }
+    }
+
+    /// `node` needs `id`, of which no copy is left: while its task runs again, what waits for
+    /// it there stays held, and is fetched once the new copy lands ([`Self::add_location`]);
+    /// sent now, each task would only find its argument missing and come back (chaos runs
+    /// did so 50-140 times after every node they lost). An object that cannot be rebuilt
+    /// lets it go at once: its worker reports the argument missing.
+    fn await_rebuild(&mut self, node: NodeIdx, id: ObjectId, len: u64) {
+        if !self.owner.pending(id) {
+            return self.fetch_settled(node, id);
+        }
+        match self.take_back_held(node, id) {
+            Left::Nothing => {}
+            Left::Waiting => {
+                let at = self.awaiting_holder.entry(id).or_default();
+                if !at.iter().any(|&(n, _)| n == node) {
+                    at.push((node, len));
+                }
+            }
+            Left::Creation => self.fetch_settled(node, id),
+        }
+    }
+
+    /// Takes the plain tasks held for `id` on `node`'s workers back from them, to run once it
+    /// is rebuilt: held, each would keep its worker and CPU from the rebuild (on a node of one
+    /// CPU it would never run). Says what else waits for it there: calls of actors (whose
+    /// workers are theirs anyway) and tasks to run on top of a blocked worker (which holds no
+    /// CPU) may wait; an actor's creation holds a CPU, and goes as before (its worker reports
+    /// the argument missing).
+    fn take_back_held(&mut self, node: NodeIdx, id: ObjectId) -> Left {
+        let mut taken = Vec::new();
+        let mut left = Left::Nothing;
+        for (&worker, held) in self.held.iter_mut() {
+            if node_of(worker) != node {
+                continue;
+            }
+            held.frames.retain(|frame| {
+                if !frame.waiting.contains(&id) {
+                    return true;
+                }
+                let kind = frame
+                    .task
+                    .map(|task| (task, self.owner.task(task).map(|r| r.spec.kind)));
+                match kind {
+                    Some((task, Some(TaskKind::Normal))) => {
+                        taken.push((worker, task));
+                        return false;
+                    }
+                    Some((_, Some(TaskKind::ActorCall(_)))) | None => {
+                        left = left.max(Left::Waiting);
+                    }
+                    Some(_) => left = Left::Creation,
+                }
+                true
+            });
+        }
+        for &(worker, task) in &taken {
+            self.nodes.task_done(worker, task);
+            if self.owner.unstarted(task) {
+                self.enqueue(task);
+            }
+        }
+        for (worker, _) in taken {
+            self.release_held(worker);
+        }
+        left
     }
 
     /// Whether `node` fetches `id` now or waits for a holder with room to.
@@ -565,6 +656,7 @@ impl State {
             return;
         }
         self.free_copies();
+        self.settle_failed_rebuilds();
         let wanted = std::mem::take(&mut self.owner.wanted_here);
         let mut lost = Vec::new();
         for (id, len) in wanted {
@@ -578,6 +670,25 @@ impl State {
         }
         for id in lost {
             self.object_lost(id, "no live node holds a copy (its node was lost)");
+        }
+    }
+
+    /// Objects nodes waited to fetch until they were rebuilt, whose rebuild failed (or that no
+    /// one reads any more): what waited for them goes on (its worker reports the argument
+    /// missing, and the task fails in the end).
+    fn settle_failed_rebuilds(&mut self) {
+        let failed: Vec<ObjectId> = (self.awaiting_holder.keys())
+            .copied()
+            .filter(|&id| {
+                !self.owner.pending(id)
+                    && !self.owner.stored_here(id)
+                    && self.live_copy(id, None).is_none()
+            })
+            .collect();
+        for id in failed {
+            for (node, _) in self.awaiting_holder.remove(&id).unwrap_or_default() {
+                self.fetch_settled(node, id);
+            }
         }
     }
 
@@ -728,6 +839,11 @@ impl State {
                     Some(len) => {
                         self.fetch_to_node(node, id, len);
                         self.fetch_pending(id, node)
+                    }
+                    // Lost already and being rebuilt (another fetch found no copy first).
+                    None if alive && self.owner.pending(id) => {
+                        self.await_rebuild(node, id, len);
+                        true
                     }
                     None => false,
                 }

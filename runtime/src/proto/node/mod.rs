@@ -295,11 +295,13 @@ struct Held {
     frames: VecDeque<HeldFrame>,
 }
 
-/// One held frame: the objects it waits for, how many tasks it hands over, its bytes.
+/// One held frame: the objects it waits for, how many tasks it hands over (the task, when it
+/// is one task to run), its bytes.
 #[derive(Debug)]
 struct HeldFrame {
     waiting: IdSet<ObjectId>,
     tasks: usize,
+    task: Option<TaskId>,
     bytes: Vec<u8>,
 }
 
@@ -330,7 +332,8 @@ pub(crate) struct State {
     /// How many of those pull each object from each holder (none: this process).
     serving: IdMap<(ObjectId, Option<NodeIdx>), usize>,
     /// Nodes waiting to fetch an object until a holder has room among its readers (see
-    /// [`copies::PULLS_PER_HOLDER`]), with its length.
+    /// [`copies::PULLS_PER_HOLDER`]), or until a lost object's rebuilt copy lands, with its
+    /// length.
     awaiting_holder: IdMap<ObjectId, Vec<(NodeIdx, u64)>>,
     /// Pulls into this process's store in flight, with the node each pulls from (failed at
     /// once when that node is lost: the pull's own connection may take QUIC's idle timeout

@@ -338,21 +338,11 @@ fn a_lost_object_is_rebuilt_from_its_lineage_when_its_node_dies() {
         lease_end: h.now,
     });
     assert_eq!(h.dropped, vec![home]);
-    // The sum goes to the surviving node (again, if it ran on the lost one), where its
-    // argument is not: its worker says so.
+    // The sum moves to the surviving node (again, if it was sent to the lost one), where its
+    // argument is not: it waits there while the leaf runs again, rather than being sent only
+    // to find its argument missing.
     let other = 1 - home;
-    let at = h.where_sent(sum_task).unwrap();
-    assert_eq!(node_of(at), other);
-    let missing = TaskError::ArgumentMissing {
-        task: sum_task,
-        function: "tests::f".into(),
-        index: 0,
-        object: leaf_id,
-        reason: "No such file or directory".into(),
-    };
     let sends = h.sends(sum_task);
-    h.report(at, &done(sum_task, Outcome::Failed(missing)));
-    // The leaf runs again there, and then the sum, once.
     let again = h.where_sent(leaf_task).unwrap();
     assert_eq!(node_of(again), other);
     assert_eq!(h.sends(leaf_task), 2);
@@ -361,9 +351,11 @@ fn a_lost_object_is_rebuilt_from_its_lineage_when_its_node_dies() {
         sends,
         "the sum waits for the rebuilt leaf"
     );
+    // The rebuilt leaf lands there: the sum goes, once.
     h.returns(again, leaf_task, Value::Shared { id: leaf_id, len });
     assert_eq!(h.sends(sum_task), sends + 1);
     let at = h.where_sent(sum_task).unwrap();
+    assert_eq!(node_of(at), other);
     h.returns(at, sum_task, Value::Inline(vec![7]));
     assert!(matches!(h.slot(sum_id), Some(Slot::Ready(_))));
 }
@@ -428,9 +420,9 @@ fn a_long_chain_of_results_on_one_node_gets_a_second_copy_elsewhere() {
 }
 
 #[test]
-fn an_argument_missing_on_its_node_is_fetched_again_and_the_task_runs_again() {
+fn an_argument_missing_on_its_node_is_rebuilt_and_the_task_runs_again_once_it_is() {
     let mut h = Harness::new(2, 1.0);
-    let (_, leaf_id, _) = h.shared_leaf(1 << 20);
+    let (leaf_task, leaf_id, _) = h.shared_leaf(1 << 20);
     let sum = h.spec(vec![Arg::Ref(leaf_id)], 3);
     let sum_task = sum.task_id;
     h.submit(sum);
@@ -445,11 +437,31 @@ fn an_argument_missing_on_its_node_is_fetched_again_and_the_task_runs_again() {
     };
     h.host.clear();
     h.report(at, &done(sum_task, Outcome::Failed(error)));
-    assert_eq!(h.sends(sum_task), 2, "sent again, not failed");
+    // No other copy: the leaf runs again, and the sum waits for it (not failed).
     assert!(matches!(
         h.slot(ObjectId::new(sum_task, 0)),
         Some(Slot::Pending)
     ));
+    assert_eq!(
+        h.sends(sum_task),
+        1,
+        "held until its argument is there again"
+    );
+    let again = h.where_sent(leaf_task).unwrap();
+    assert_eq!(h.sends(leaf_task), 2);
+    h.returns(
+        again,
+        leaf_task,
+        Value::Shared {
+            id: leaf_id,
+            len: 1 << 20,
+        },
+    );
+    assert_eq!(
+        h.sends(sum_task),
+        2,
+        "sent again once the rebuilt copy is there"
+    );
     // Nothing is asked to drop the copy the worker did not find: sent on a stream of its own,
     // a drop could overtake the fetch (or the rebuild) that brings the object back there,
     // and remove the new copy (chaos runs looped so until the task ran out of tries).

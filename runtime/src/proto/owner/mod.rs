@@ -977,6 +977,12 @@ impl Owner {
         Some((entry.last_use, self.graph.has_pending_consumers(id)))
     }
 
+    /// Whether `id`'s value is still to come (its task queued or running: a lost object's
+    /// rebuild, for an object that was made before).
+    pub(crate) fn pending(&self, id: ObjectId) -> bool {
+        matches!(self.objects.get(&id).map(|e| &e.slot), Some(Slot::Pending))
+    }
+
     /// Whether the owner still tracks `id`.
     pub(crate) fn knows(&self, id: ObjectId) -> bool {
         self.objects.contains_key(&id)
