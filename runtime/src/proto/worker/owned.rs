@@ -42,6 +42,10 @@ const SHORT_TASK_US: u64 = 100;
 /// See [`PIPELINE_MAX`].
 const LONG_TASK_US: u64 = 1_000;
 
+/// The most lease asks of one shape an owner has waiting at once (Ray's owners: 10 per
+/// scheduling class).
+const MAX_ASKS: usize = 16;
+
 /// The largest value that crosses between two nodes inside a frame (an argument pushed to a
 /// worker leased on another node, or a result coming back): well under the frame limit. A
 /// task with a larger argument is handed to the node instead, which moves it by a pull.
@@ -82,8 +86,9 @@ struct Task {
 struct Shape {
     resources: Resources,
     queue: VecDeque<TaskId>,
-    /// The key of the lease asked for and not granted yet.
-    asked: Option<TaskId>,
+    /// The keys of the leases asked for and not granted yet (and of the lease on this worker
+    /// itself while it runs under one: see `Owned::here`).
+    asked: Vec<TaskId>,
 }
 
 #[derive(Debug)]
@@ -193,7 +198,7 @@ impl Owned {
         self.shapes.push(Shape {
             resources: resources.clone(),
             queue: VecDeque::new(),
-            asked: None,
+            asked: Vec::new(),
         });
         self.shapes.len() - 1
     }
@@ -358,25 +363,40 @@ impl Worker {
                 self.send(&ToNode::Unlease { key });
             }
         }
-        let waiting = !self.owned.shapes[shape].queue.is_empty();
-        let asked = self.owned.shapes[shape].asked;
-        match (waiting, asked) {
-            (true, None) => {
-                self.owned.lease_seq += 1;
-                let key = TaskId::new(self.owned.me, u64::MAX - self.owned.lease_seq);
-                let queue = &mut self.owned.shapes[shape];
-                queue.asked = Some(key);
-                let resources = queue.resources.clone();
-                self.send(&ToNode::Lease {
-                    key,
-                    shape: resources,
-                });
+        let waiting = self.owned.shapes[shape].queue.len();
+        if waiting == 0 {
+            // Nothing left for more workers: the asks not granted yet are withdrawn.
+            let here = self.owned.here.map(|(key, _)| key);
+            let asked = std::mem::take(&mut self.owned.shapes[shape].asked);
+            for key in asked {
+                match Some(key) == here {
+                    true => self.owned.shapes[shape].asked.push(key),
+                    false => self.send(&ToNode::Unlease { key }),
+                }
             }
-            (false, Some(key)) if self.owned.here.is_none_or(|(k, _)| k != key) => {
-                self.owned.shapes[shape].asked = None;
-                self.send(&ToNode::Unlease { key });
-            }
-            _ => {}
+            return;
+        }
+        // One more ask than the leases held, so that the leases double with each round of
+        // grants (a worker on a node new to the job takes a process start to grant, and one
+        // ask at a time capped a fan-out over 1,000 nodes at about one lease per 40 ms per
+        // owner), never more than the tasks waiting nor than MAX_ASKS.
+        let leases = self
+            .owned
+            .leases
+            .values()
+            .filter(|l| l.shape == shape)
+            .count();
+        let wanted = waiting.min(leases + 1).min(MAX_ASKS);
+        while self.owned.shapes[shape].asked.len() < wanted {
+            self.owned.lease_seq += 1;
+            let key = TaskId::new(self.owned.me, u64::MAX - self.owned.lease_seq);
+            let queue = &mut self.owned.shapes[shape];
+            queue.asked.push(key);
+            let resources = queue.resources.clone();
+            self.send(&ToNode::Lease {
+                key,
+                shape: resources,
+            });
         }
     }
 
@@ -452,7 +472,11 @@ impl Worker {
 
     /// Lease `key` is granted on `worker` (of the node at `at`, when not this worker's).
     pub(super) fn leased(&mut self, key: TaskId, worker: u64, at: Option<String>) {
-        let shape = self.owned.shapes.iter().position(|s| s.asked == Some(key));
+        let shape = self
+            .owned
+            .shapes
+            .iter()
+            .position(|s| s.asked.contains(&key));
         let Some(shape) = shape else {
             // Withdrawn meanwhile (its tasks went elsewhere).
             self.send(&ToNode::Unlease { key });
@@ -465,7 +489,7 @@ impl Worker {
             self.owned.here = Some((key, shape));
             return;
         }
-        self.owned.shapes[shape].asked = None;
+        self.owned.shapes[shape].asked.retain(|&k| k != key);
         self.owned.leases.insert(
             key,
             Lease {
@@ -497,7 +521,7 @@ impl Worker {
     /// Gives back the lease on this worker itself.
     pub(super) fn end_here(&mut self) {
         if let Some((key, shape)) = self.owned.here.take() {
-            self.owned.shapes[shape].asked = None;
+            self.owned.shapes[shape].asked.retain(|&k| k != key);
             self.send(&ToNode::Unlease { key });
             self.pump(shape);
         }
@@ -794,10 +818,15 @@ impl Worker {
     /// now on, their arguments' values handed over first (they are known: the tasks were
     /// queued); the ask is made again for the rest.
     pub(super) fn spill(&mut self, key: TaskId, room: u32, home: u32) {
-        let Some(shape) = self.owned.shapes.iter().position(|s| s.asked == Some(key)) else {
+        let Some(shape) = self
+            .owned
+            .shapes
+            .iter()
+            .position(|s| s.asked.contains(&key))
+        else {
             return;
         };
-        self.owned.shapes[shape].asked = None;
+        self.owned.shapes[shape].asked.retain(|&k| k != key);
         let queue = &mut self.owned.shapes[shape].queue;
         let (room, home) = (u64::from(room), u64::from(home.max(1)));
         let share = (queue.len() as u64 * room).div_ceil(room + home) as usize;
@@ -834,9 +863,14 @@ impl Worker {
     /// Lease `key` ended without being given back: its tasks in flight run again while their
     /// retries last, or fail naming the worker's end.
     pub(super) fn lease_ended(&mut self, key: TaskId, reason: &str) {
-        if let Some(shape) = self.owned.shapes.iter().position(|s| s.asked == Some(key)) {
+        if let Some(shape) = self
+            .owned
+            .shapes
+            .iter()
+            .position(|s| s.asked.contains(&key))
+        {
             // The node refused the ask: the tasks waiting for it cannot run.
-            self.owned.shapes[shape].asked = None;
+            self.owned.shapes[shape].asked.retain(|&k| k != key);
             let queued: Vec<TaskId> = self.owned.shapes[shape].queue.drain(..).collect();
             for task in queued {
                 let Some(record) = self.owned.tasks.get_mut(&task) else {
@@ -1010,7 +1044,7 @@ impl Worker {
                 .shapes
                 .iter()
                 .position(|s| s.resources == record.spec.resources);
-            if let Some(key) = shape.and_then(|s| self.owned.shapes[s].asked)
+            if let Some(key) = shape.and_then(|s| self.owned.shapes[s].asked.first().copied())
                 && !keys.contains(&key)
             {
                 keys.push(key);
@@ -1180,6 +1214,71 @@ mod tests {
             }
             assert_eq!(most, deepest, "ends {gap_us} us apart");
         }
+    }
+
+    /// The lease asks among `messages`.
+    fn asks(messages: &[ToNode]) -> Vec<TaskId> {
+        (messages.iter())
+            .filter_map(|m| match m {
+                ToNode::Lease { key, .. } => Some(*key),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_owner_asks_for_more_leases_as_it_is_granted_them_and_withdraws_what_it_needs_no_more() {
+        let mut w = owner();
+        for seq in 1..=1_000 {
+            w.submit(spec(seq, Vec::new(), 0), None);
+        }
+        let mut waiting = asks(&sent(&mut w));
+        assert_eq!(waiting.len(), 1, "one ask to begin with");
+        // Each grant lets one more ask wait than there are leases: they double per round.
+        let mut worker = 100;
+        let mut rounds = Vec::new();
+        while !waiting.is_empty() && rounds.len() < 8 {
+            for key in std::mem::take(&mut waiting) {
+                worker += 1;
+                lease(&mut w, key, worker);
+            }
+            waiting = asks(&sent(&mut w));
+            rounds.push(waiting.len());
+        }
+        assert_eq!(
+            rounds[..4],
+            [2, 4, 8, MAX_ASKS],
+            "asks waiting after each round"
+        );
+        assert!(rounds.iter().all(|&n| n <= MAX_ASKS), "{rounds:?}");
+        // Once every task is pushed, the asks still waiting are withdrawn.
+        let mut w = owner();
+        for seq in 1..=5 {
+            w.submit(spec(seq, Vec::new(), 0), None);
+        }
+        let first = asks(&sent(&mut w));
+        lease(&mut w, first[0], 9);
+        let messages = sent(&mut w);
+        let (on_9, more) = (pushed(&messages, 9), asks(&messages));
+        assert_eq!(
+            (on_9.len(), more.len()),
+            (PIPELINE_START, 2),
+            "{messages:?}"
+        );
+        lease(&mut w, more[0], 10);
+        let messages = sent(&mut w);
+        assert_eq!(pushed(&messages, 10).len(), PIPELINE_START);
+        assert!(
+            asks(&messages).is_empty(),
+            "one task waits, one ask: {messages:?}"
+        );
+        receive(&mut w, &returned(on_9[0], vec![1]));
+        let messages = sent(&mut w);
+        assert_eq!(pushed(&messages, 9).len(), 1, "the last task");
+        assert!(
+            messages.contains(&ToNode::Unlease { key: more[1] }),
+            "the ask left is withdrawn: {messages:?}"
+        );
     }
 
     #[test]
