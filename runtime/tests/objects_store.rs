@@ -159,6 +159,9 @@ fn spawn_children_then_work(n: u64) -> Vec<ObjectRef<u64>> {
     children
 }
 
+/// A task that submits children and returns their references.
+type Spawner = fn(u64) -> ObjectRef<Vec<ObjectRef<u64>>>;
+
 /// Reads every reference inside the value it was given.
 #[remote]
 fn sum_refs(refs: Vec<ObjectRef<u64>>) -> u64 {
@@ -185,23 +188,21 @@ fn references_inside_objects_keep_their_targets_alive() -> Result<(), Failed> {
         "a task reads them too",
     )?;
 
-    let made = spawn_children::remote(50);
-    let children = made.get_blocking()?;
-    let total: u64 = prism::get_all_blocking(&children)?.iter().sum();
-    ensure(
-        total == (0..50u64).map(|x| x * x).sum::<u64>(),
-        "refs a worker made and returned",
-    )?;
-    drop((children, made, container));
+    drop(container);
 
-    let made = spawn_children_then_work::remote(50);
-    let children = made.get_blocking()?;
-    let total: u64 = prism::get_all_blocking(&children)?.iter().sum();
-    ensure(
-        total == (0..50u64).map(|x| x * x).sum::<u64>(),
-        "refs to children that ended before their parent returned",
-    )?;
-    drop((children, made));
+    let spawners: [(Spawner, &str); 2] = [
+        (spawn_children::remote, "refs a worker made and returned"),
+        (
+            spawn_children_then_work::remote,
+            "refs to children that ended before their parent returned",
+        ),
+    ];
+    for (spawn, what) in spawners {
+        let made = spawn(50);
+        let children = made.get_blocking()?;
+        let total: u64 = prism::get_all_blocking(&children)?.iter().sum();
+        ensure(total == (0..50u64).map(|x| x * x).sum::<u64>(), what)?;
+    }
     ensure(
         eventually(10, || prism::owned_object_count().ok() == Some(base)),
         format!(

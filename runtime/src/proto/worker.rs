@@ -91,6 +91,11 @@ pub(crate) struct Worker {
     /// This worker's references to objects it created (submits, puts): count and function.
     refs: IdMap<ObjectId, (u32, Arc<str>)>,
     released: Vec<ObjectId>,
+    /// References inside the return values of tasks running here, held from their encoding
+    /// until each task's end is queued: the value holding them is dropped first, and a
+    /// release sent ahead of the end (the pump may send at any time) would let the node free
+    /// an object that the end's value refers to.
+    returning: IdMap<TaskId, Vec<ObjectId>>,
     /// Handles to actors this worker holds, counted (the node learns of the first and the
     /// last).
     actors: IdMap<ActorId, u32>,
@@ -131,6 +136,7 @@ impl Worker {
             requested: IdSet::default(),
             refs: IdMap::default(),
             released: Vec::new(),
+            returning: IdMap::default(),
             actors: IdMap::default(),
             released_actors: Vec::new(),
             blocked: false,
@@ -365,7 +371,31 @@ impl Worker {
         if !self.streams.is_empty() {
             self.streams.remove(&ended.task);
         }
+        let task = ended.task;
         self.done.push(ended);
+        self.release_returned(task);
+    }
+
+    /// Running task `task` encoded a return value holding references to `ids`: held until
+    /// its end is queued (see `Worker::returning`).
+    pub(crate) fn hold_returned(&mut self, task: TaskId, ids: &[ObjectId]) {
+        for &id in ids {
+            self.borrow(id);
+        }
+        self.returning
+            .entry(task)
+            .or_default()
+            .extend_from_slice(ids);
+    }
+
+    /// Task `task`'s end is queued: the references its values hold are let go here.
+    fn release_returned(&mut self, task: TaskId) {
+        if self.returning.is_empty() {
+            return;
+        }
+        for id in self.returning.remove(&task).unwrap_or_default() {
+            self.release(id);
+        }
     }
 
     /// Generator `task` running here made item `index` (stored as `value`, referring to
@@ -785,11 +815,13 @@ impl Worker {
         self.awaiting = awaiting;
         // What arrived meanwhile went to the nested task's waits.
         self.arrived.clear();
-        if self.owns_task(ended.task) {
+        let task = ended.task;
+        if self.owns_task(task) {
             self.ended_here(ended, open);
         } else {
             self.done.push(ended);
         }
+        self.release_returned(task);
     }
 
     /// The innermost task resumes.
@@ -950,6 +982,34 @@ mod tests {
             },
             timing,
         }
+    }
+
+    #[test]
+    fn a_reference_inside_a_return_value_is_released_only_after_the_task_s_end() {
+        let mut worker = Worker::new(false, 1);
+        receive(&mut worker, &ToWorker::Execute(vec![normal(1)])).unwrap();
+        let exec = worker.next_task().expect("the task");
+        // The task read a reference (its node's object), returns it inside its value, and
+        // the value goes before its end is stored.
+        let theirs = ObjectId::new(task(7), 0);
+        worker.borrow(theirs);
+        worker.hold_returned(exec.task, &[theirs]);
+        worker.release(theirs);
+        let early = sent(&mut worker);
+        assert!(
+            !early.iter().any(|m| matches!(m, ToNode::Release(_))),
+            "the pump sends nothing that would free it: {early:?}"
+        );
+        worker.ended(ended(1, None));
+        let messages = sent(&mut worker);
+        let done = messages
+            .iter()
+            .position(|m| matches!(m, ToNode::Done { .. }));
+        let release = (messages.iter()).position(|m| *m == ToNode::Release(vec![theirs]));
+        assert!(
+            done.is_some() && release.is_some() && done < release,
+            "the end, then the release: {messages:?}"
+        );
     }
 
     #[test]
