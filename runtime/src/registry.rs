@@ -200,8 +200,9 @@ pub struct Invocation<'a> {
 }
 
 /// Told of the references inside a return value as it is encoded, while the value still
-/// holds them: a worker hands the objects among them it owns to its node then, as the value
-/// (and with it their last reference in the worker) goes before the call's end is stored.
+/// holds them: the value (and with it maybe their last reference in the worker) goes before
+/// the call's end is stored, so a worker hands the objects among them it owns to its node
+/// then, and holds them all until the end is queued.
 pub(crate) type Escape<'a> = &'a dyn Fn(&[prism_graph::ObjectId]);
 
 /// An [`Escape`] an async call keeps across its awaits.
