@@ -289,11 +289,20 @@ impl State {
             false => self.stores.add(node, id, len),
         }
         self.grew(node);
-        // Nodes that waited for a holder (one with room, or a rebuilt copy) fetch from it now;
-        // on this node what waited goes on.
+        // A new holder (a rebuilt copy, or one with room).
+        self.wake_awaiting(id);
+    }
+
+    /// The nodes that waited for a holder of `id` try again: a live one fetches it, and on
+    /// one that holds it now what waited goes on.
+    fn wake_awaiting(&mut self, id: ObjectId) {
         for (waiting, len) in self.awaiting_holder.remove(&id).unwrap_or_default() {
-            if waiting == node {
-                self.fetch_settled(node, id);
+            if self
+                .locations
+                .get(&id)
+                .is_some_and(|at| at.contains(&waiting))
+            {
+                self.fetch_settled(waiting, id);
             } else if self.nodes.get(waiting).is_some_and(|e| e.alive) {
                 self.fetch_to_node(waiting, id, len);
             }
@@ -538,11 +547,7 @@ impl State {
                 self.serving.remove(&(id, from));
             }
         }
-        for (waiting, len) in self.awaiting_holder.remove(&id).unwrap_or_default() {
-            if self.nodes.get(waiting).is_some_and(|e| e.alive) {
-                self.fetch_to_node(waiting, id, len);
-            }
-        }
+        self.wake_awaiting(id);
     }
 
     /// Whether no live node and not this process holds `id` while its owner says it is stored

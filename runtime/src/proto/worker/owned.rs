@@ -181,6 +181,11 @@ impl Owned {
         self.wanted.insert(id);
     }
 
+    /// The shape whose asks include lease `key`.
+    fn asking(&self, key: TaskId) -> Option<usize> {
+        self.shapes.iter().position(|s| s.asked.contains(&key))
+    }
+
     /// Whether owned tasks are under way (waiting, queued, pushed or running here).
     pub(crate) fn under_way(&self) -> bool {
         !self.tasks.is_empty()
@@ -337,6 +342,8 @@ impl Worker {
             .filter(|(_, l)| l.shape == shape)
             .map(|(k, _)| *k)
             .collect();
+        // The leases of this shape still held once the idle ones went back.
+        let mut leases = keys.len();
         for key in keys {
             let mut batch = Vec::new();
             loop {
@@ -361,6 +368,7 @@ impl Worker {
             } else if lease.inflight.is_empty() {
                 self.owned.leases.remove(&key);
                 self.send(&ToNode::Unlease { key });
+                leases -= 1;
             }
         }
         let waiting = self.owned.shapes[shape].queue.len();
@@ -380,12 +388,6 @@ impl Worker {
         // grants (a worker on a node new to the job takes a process start to grant, and one
         // ask at a time capped a fan-out over 1,000 nodes at about one lease per 40 ms per
         // owner), never more than the tasks waiting nor than MAX_ASKS.
-        let leases = self
-            .owned
-            .leases
-            .values()
-            .filter(|l| l.shape == shape)
-            .count();
         let wanted = waiting.min(leases + 1).min(MAX_ASKS);
         while self.owned.shapes[shape].asked.len() < wanted {
             self.owned.lease_seq += 1;
@@ -472,11 +474,7 @@ impl Worker {
 
     /// Lease `key` is granted on `worker` (of the node at `at`, when not this worker's).
     pub(super) fn leased(&mut self, key: TaskId, worker: u64, at: Option<String>) {
-        let shape = self
-            .owned
-            .shapes
-            .iter()
-            .position(|s| s.asked.contains(&key));
+        let shape = self.owned.asking(key);
         let Some(shape) = shape else {
             // Withdrawn meanwhile (its tasks went elsewhere).
             self.send(&ToNode::Unlease { key });
@@ -818,12 +816,7 @@ impl Worker {
     /// now on, their arguments' values handed over first (they are known: the tasks were
     /// queued); the ask is made again for the rest.
     pub(super) fn spill(&mut self, key: TaskId, room: u32, home: u32) {
-        let Some(shape) = self
-            .owned
-            .shapes
-            .iter()
-            .position(|s| s.asked.contains(&key))
-        else {
+        let Some(shape) = self.owned.asking(key) else {
             return;
         };
         self.owned.shapes[shape].asked.retain(|&k| k != key);
@@ -863,12 +856,7 @@ impl Worker {
     /// Lease `key` ended without being given back: its tasks in flight run again while their
     /// retries last, or fail naming the worker's end.
     pub(super) fn lease_ended(&mut self, key: TaskId, reason: &str) {
-        if let Some(shape) = self
-            .owned
-            .shapes
-            .iter()
-            .position(|s| s.asked.contains(&key))
-        {
+        if let Some(shape) = self.owned.asking(key) {
             // The node refused the ask: the tasks waiting for it cannot run.
             self.owned.shapes[shape].asked.retain(|&k| k != key);
             let queued: Vec<TaskId> = self.owned.shapes[shape].queue.drain(..).collect();
