@@ -211,7 +211,7 @@ impl Context {
                     let count = match core.poll_objects(ids, known, need, &mut progress, cx.waker())
                     {
                         Ok(count) => count,
-                        Err(id) => return Poll::Ready(Err(Error::UnknownObject(id.to_string()))),
+                        Err(id) => return Poll::Ready(Err(core.unknown_object(id))),
                     };
                     if count >= need {
                         return Poll::Ready(Ok(()));

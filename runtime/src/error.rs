@@ -90,9 +90,17 @@ pub enum Error {
     /// Another actor already has this name.
     #[error("an actor named {0:?} already exists (use get_if_exists to share it)")]
     ActorNameTaken(String),
-    /// The object is unknown to its owner (freed, or never made by this cluster).
-    #[error("object {0} is unknown to its owner (freed, or from another cluster)")]
+    /// The object is unknown to its owner (freed long ago, or never made by this cluster).
+    #[error("object {0} is unknown to its owner (freed long ago, or from another cluster)")]
     UnknownObject(String),
+    /// The object was freed before this read: every reference to it had gone.
+    #[error("object {object} was freed before this read ({why})")]
+    Freed {
+        /// The object.
+        object: String,
+        /// Whose release let its last reference go.
+        why: String,
+    },
     /// The local cluster could not be started.
     #[error("cannot start the local cluster: {0}")]
     Startup(String),

@@ -200,7 +200,8 @@ fn references_inside_objects_keep_their_targets_alive() -> Result<(), Failed> {
     for (spawn, what) in spawners {
         let made = spawn(50);
         let children = made.get_blocking()?;
-        let total: u64 = prism::get_all_blocking(&children)?.iter().sum();
+        let values = prism::get_all_blocking(&children).map_err(|e| format!("{what}: {e}"))?;
+        let total: u64 = values.iter().sum();
         ensure(total == (0..50u64).map(|x| x * x).sum::<u64>(), what)?;
     }
     ensure(

@@ -406,6 +406,18 @@ impl Core {
         self.state.lock().node.owner.function_of(id)
     }
 
+    /// The error for a read of `id`, which the owner does not know: freed lately (and by
+    /// whose release), or never known.
+    pub(crate) fn unknown_object(&self, id: ObjectId) -> crate::Error {
+        match self.state.lock().node.owner.why_unknown(id) {
+            Some(by) => crate::Error::Freed {
+                object: id.to_string(),
+                why: by.to_string(),
+            },
+            None => crate::Error::UnknownObject(id.to_string()),
+        }
+    }
+
     pub(crate) fn add_ref(&self, id: ObjectId) {
         self.state.lock().node.owner.add_ref(id);
     }

@@ -814,7 +814,8 @@ impl State {
 
     /// The driver dropped its last reference to `id`.
     pub(crate) fn release(&mut self, id: ObjectId) {
-        self.owner.release(id);
+        self.owner
+            .release_by(id, crate::proto::owner::Releaser::Driver);
         self.free_files();
         if self.cluster.is_some() {
             // Its copies on other nodes go now, not at the next event: a node that pulls the

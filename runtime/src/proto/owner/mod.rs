@@ -6,6 +6,7 @@
 //! In the embedded single-node cluster the driver's owner also keeps the books for tasks that
 //! workers submit (nested tasks): the worker's references are counted as one hold per worker.
 
+mod forgotten;
 pub(crate) mod memory;
 mod stream;
 
@@ -21,6 +22,11 @@ use prism_transport::Value;
 use crate::proto::events::{self, TaskEvents, TaskPhase};
 use crate::proto::scheduler::WorkerId;
 use crate::proto::shrink;
+pub(crate) use forgotten::Releaser;
+
+/// Why an object the owner has no record of (not even a recent free) is unknown.
+const NEVER_KNOWN: &str =
+    "the object is unknown to its owner (freed long ago, or from another cluster)";
 use crate::store::{ObjectBytes, Segment};
 
 /// What a reader has learned of a list of objects so far: their values (for `get`) or only
@@ -224,6 +230,8 @@ pub(crate) struct Owner {
     fetching_here: IdSet<ObjectId>,
     /// Objects freed since the node last looked (copies elsewhere can go too).
     pub(crate) freed: Vec<ObjectId>,
+    /// The objects freed lately and whose release freed each (for the errors of late reads).
+    forgotten: forgotten::Forgotten,
     /// Nodes the job lost so far (see [`Lineage`]).
     nodes_lost: u64,
     /// What freeing objects left for the shell to do with their files, in order.
@@ -515,10 +523,11 @@ impl Owner {
             }
             Err(e) => {
                 // An input the owner no longer (or never) knew: fail the task, naming it.
-                let missing = deps
-                    .iter()
-                    .find(|d| !self.objects.contains_key(d))
-                    .map_or_else(|| e.to_string(), |d| d.to_string());
+                let missing = deps.iter().find(|d| !self.objects.contains_key(d));
+                let (what, reason) = match missing {
+                    Some(&id) => (id.to_string(), self.unknown_reason(id)),
+                    None => (e.to_string(), NEVER_KNOWN.into()),
+                };
                 self.graph
                     .add_task(task, &[], num_returns)
                     .expect("a fresh task id without inputs always fits");
@@ -527,10 +536,8 @@ impl Owner {
                     TaskError::InvalidValue {
                         task,
                         function,
-                        what: format!("argument object {missing}"),
-                        reason:
-                            "the object is unknown to its owner (freed, or from another cluster)"
-                                .into(),
+                        what: format!("argument object {what}"),
+                        reason,
                     },
                 );
                 false
@@ -933,7 +940,7 @@ impl Owner {
         }
         entry.slot = slot;
         if entry.refs == 0 {
-            self.try_free(id);
+            self.try_free(id, Releaser::Earlier);
         }
     }
 
@@ -944,7 +951,7 @@ impl Owner {
         self.released_actors.extend(&spec.inlined_actors);
         for dep in spec.dependencies() {
             if self.objects.get(&dep).is_some_and(|e| e.refs == 0) {
-                self.try_free(dep);
+                self.try_free(dep, Releaser::Owner);
             }
         }
     }
@@ -1048,7 +1055,7 @@ impl Owner {
                     task: id.task,
                     function: String::from("<unknown>"),
                     what: format!("object {id}"),
-                    reason: "the object is unknown to its owner (already freed)".into(),
+                    reason: self.unknown_reason(id),
                 }),
             }),
             Some(entry) => match &entry.slot {
@@ -1068,15 +1075,34 @@ impl Owner {
         }
     }
 
+    /// The owner lets a reference to `id` go (see [`Owner::release_by`]).
     pub(crate) fn release(&mut self, id: ObjectId) {
+        self.release_by(id, Releaser::Owner);
+    }
+
+    /// `by` released a reference to `id`: the object goes with its last one.
+    pub(crate) fn release_by(&mut self, id: ObjectId, by: Releaser) {
         if let Some(entry) = self.objects.get_mut(&id) {
             entry.refs = entry.refs.saturating_sub(1);
             if entry.refs == 0 {
                 if self.is_stream_end(id) {
                     self.stream_dropped(id.task);
                 }
-                self.try_free(id);
+                self.try_free(id, by);
             }
+        }
+    }
+
+    /// Why `id` is not known here: freed lately (by whose release), or never seen.
+    pub(crate) fn why_unknown(&self, id: ObjectId) -> Option<Releaser> {
+        self.forgotten.why(id)
+    }
+
+    /// [`Owner::why_unknown`] in words.
+    fn unknown_reason(&self, id: ObjectId) -> String {
+        match self.why_unknown(id) {
+            Some(by) => format!("the object was freed before this read ({by})"),
+            None => NEVER_KNOWN.into(),
         }
     }
 
@@ -1087,7 +1113,7 @@ impl Owner {
         };
         let dropped: Vec<ObjectId> = ids.iter().copied().filter(|id| held.remove(id)).collect();
         for id in dropped {
-            self.release(id);
+            self.release_by(id, Releaser::Worker(worker));
         }
     }
 
@@ -1106,7 +1132,7 @@ impl Owner {
     pub(crate) fn worker_gone(&mut self, worker: WorkerId) {
         if let Some(held) = self.held_by.remove(&worker) {
             for id in held {
-                self.release(id);
+                self.release_by(id, Releaser::WorkerGone(worker));
             }
         }
         for entry in self.objects.values_mut() {
@@ -1115,7 +1141,7 @@ impl Owner {
         self.notices.retain(|n| n.worker != worker);
     }
 
-    fn try_free(&mut self, id: ObjectId) {
+    fn try_free(&mut self, id: ObjectId, by: Releaser) {
         let Some(entry) = self.objects.get(&id) else {
             return;
         };
@@ -1149,6 +1175,7 @@ impl Owner {
         }
         self.fetching_here.remove(&id);
         self.freed.push(id);
+        self.forgotten.freed(id, by);
         let _ = self.graph.remove_object(id);
         if let Some(lineage) = self.lineage.get(&id.task)
             && lineage
@@ -1165,7 +1192,7 @@ impl Owner {
         }
         // What its value referred to no longer needs to live for it.
         for inner in entry.contains {
-            self.release(inner);
+            self.release_by(inner, Releaser::Container(id));
         }
         self.released_actors.extend(entry.actors);
     }
@@ -1193,6 +1220,50 @@ mod tests {
 
     fn out(seq: u64) -> ObjectId {
         ObjectId::new(TaskId::new(0, seq), 0)
+    }
+
+    #[test]
+    fn a_read_after_the_free_names_the_release_that_freed_it() {
+        let mut owner = Owner::default();
+        let reason_for = |owner: &mut Owner, id: ObjectId| {
+            owner.subscribe(id, 9);
+            match owner.notices.pop().map(|n| n.slot) {
+                Some(Slot::Failed(TaskError::InvalidValue { reason, .. })) => reason,
+                other => panic!("a failure for the late read, not {other:?}"),
+            }
+        };
+        // A put held by worker 3 alone, released by it; a task's value the driver dropped.
+        owner.put(out(1), inline(), Some(3), Vec::new());
+        owner.worker_released(3, &[out(1)]);
+        owner.submit(spec(2, vec![]), None);
+        owner.started(TaskId::new(0, 2), 1);
+        owner.complete(TaskId::new(0, 2), vec![inline()], vec![]);
+        owner.release_by(out(2), Releaser::Driver);
+        // A container whose value refers to a put: freed with it.
+        owner.put(out(3), inline(), None, Vec::new());
+        owner.put(out(4), inline(), None, vec![out(3)]);
+        owner.release(out(3));
+        owner.release_by(out(4), Releaser::Driver);
+        let reasons: Vec<String> = (1..=4)
+            .map(|seq| reason_for(&mut owner, out(seq)))
+            .collect();
+        assert!(
+            reasons[0].contains("worker 3 released its last hold"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[1].contains("the driver dropped its last handle"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[2].contains("object 0.4/0, whose value referred to it"),
+            "{reasons:?}"
+        );
+        assert!(reasons[3].contains("the driver"), "{reasons:?}");
+        assert!(
+            reason_for(&mut owner, out(5)).contains("freed long ago, or from another cluster"),
+            "an object never seen says so"
+        );
     }
 
     #[test]
