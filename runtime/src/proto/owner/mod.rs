@@ -608,13 +608,25 @@ impl Owner {
     }
 
     /// The value of `id` refers to `nested`: they live at least as long as it.
-    fn set_contains(&mut self, id: ObjectId, nested: Vec<ObjectId>) {
+    ///
+    /// Each must be known here: a worker hands what it owns to its node before a reference
+    /// leaves it. One that is not (a bug, or a value from another cluster) is named in an error
+    /// and not counted, so that the container's end does not release a hold it never took.
+    fn set_contains(&mut self, id: ObjectId, mut nested: Vec<ObjectId>) {
         if nested.is_empty() {
             return;
         }
-        for inner in &nested {
-            self.add_ref(*inner);
-        }
+        nested.retain(|inner| match self.objects.get_mut(inner) {
+            Some(entry) => {
+                entry.refs += 1;
+                true
+            }
+            None => {
+                let why = self.unknown_reason(*inner);
+                tracing::error!(object = %id, inner = %inner, "a value refers to an object its owner does not know: {why}");
+                false
+            }
+        });
         if let Some(entry) = self.objects.get_mut(&id) {
             entry.contains = nested;
         }
@@ -1264,6 +1276,16 @@ mod tests {
             reason_for(&mut owner, out(5)).contains("freed long ago, or from another cluster"),
             "an object never seen says so"
         );
+    }
+
+    #[test]
+    fn a_value_referring_to_an_unknown_object_takes_no_hold_on_it() {
+        // Its free must not let go of the hold the object's own holder takes later.
+        let mut owner = Owner::default();
+        owner.put(out(6), inline(), None, vec![out(7)]);
+        owner.put(out(7), inline(), Some(3), Vec::new());
+        owner.release_by(out(6), Releaser::Driver);
+        assert!(owner.peek(out(7)).is_some(), "worker 3 still holds it");
     }
 
     #[test]
