@@ -199,14 +199,14 @@ pub struct Invocation<'a> {
     escape: Option<Escape<'a>>,
 }
 
-/// Told of the references inside a return value as it is encoded, while the value still
-/// holds them: the value (and with it maybe their last reference in the worker) goes before
-/// the call's end is stored, so a worker hands the objects among them it owns to its node
-/// then, and holds them all until the end is queued.
-pub(crate) type Escape<'a> = &'a dyn Fn(&[prism_graph::ObjectId]);
+/// Told of the references and actor handles inside a return value as it is encoded, while
+/// the value still holds them: the value (and with it maybe their last reference or handle in
+/// the worker) goes before the call's end is stored, so a worker hands the objects among them
+/// it owns to its node then, and holds them all until the end is queued.
+pub(crate) type Escape<'a> = &'a dyn Fn(&crate::value::Nested);
 
 /// An [`Escape`] an async call keeps across its awaits.
-pub(crate) type SharedEscape = Arc<dyn Fn(&[prism_graph::ObjectId])>;
+pub(crate) type SharedEscape = Arc<dyn Fn(&crate::value::Nested)>;
 
 impl std::fmt::Debug for Invocation<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -304,9 +304,9 @@ impl Invocation<'_> {
         let (bytes, nested) = crate::value::collect_nested(|| value.to_bytes());
         // While `value` still holds them (it is dropped before the call's end is stored).
         if let Some(escape) = self.escape
-            && !nested.objects.is_empty()
+            && !(nested.objects.is_empty() && nested.actors.is_empty())
         {
-            escape(&nested.objects);
+            escape(&nested);
         }
         let mut all = self.nested.borrow_mut();
         if all.len() <= index {

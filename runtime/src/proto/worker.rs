@@ -76,6 +76,13 @@ pub(crate) enum Wake {
     Wait,
 }
 
+/// What the return values of a running task hold, held until its end is queued.
+#[derive(Debug, Default)]
+struct Returning {
+    objects: Vec<ObjectId>,
+    actors: Vec<ActorId>,
+}
+
 /// The worker's books (see the module's documentation).
 #[derive(Debug)]
 pub(crate) struct Worker {
@@ -91,11 +98,11 @@ pub(crate) struct Worker {
     /// This worker's references to objects it created (submits, puts): count and function.
     refs: IdMap<ObjectId, (u32, Arc<str>)>,
     released: Vec<ObjectId>,
-    /// References inside the return values of tasks running here, held from their encoding
-    /// until each task's end is queued: the value holding them is dropped first, and a
-    /// release sent ahead of the end (the pump may send at any time) would let the node free
-    /// an object that the end's value refers to.
-    returning: IdMap<TaskId, Vec<ObjectId>>,
+    /// References and actor handles inside the return values of tasks running here, held
+    /// from their encoding until each task's end is queued: the value holding them is
+    /// dropped first, and a release sent ahead of the end (the pump may send at any time)
+    /// would let the node free an object, or stop an actor, that the end's value refers to.
+    returning: IdMap<TaskId, Returning>,
     /// Handles to actors this worker holds, counted (the node learns of the first and the
     /// last).
     actors: IdMap<ActorId, u32>,
@@ -376,25 +383,32 @@ impl Worker {
         self.release_returned(task);
     }
 
-    /// Running task `task` encoded a return value holding references to `ids`: held until
-    /// its end is queued (see `Worker::returning`).
-    pub(crate) fn hold_returned(&mut self, task: TaskId, ids: &[ObjectId]) {
-        for &id in ids {
+    /// Running task `task` encoded a return value holding references to `objects` and
+    /// handles to `actors`: held until its end is queued (see `Worker::returning`).
+    pub(crate) fn hold_returned(&mut self, task: TaskId, objects: &[ObjectId], actors: &[ActorId]) {
+        for &id in objects {
             self.borrow(id);
         }
-        self.returning
-            .entry(task)
-            .or_default()
-            .extend_from_slice(ids);
+        for &actor in actors {
+            self.actor_borrow(actor);
+        }
+        let held = self.returning.entry(task).or_default();
+        held.objects.extend_from_slice(objects);
+        held.actors.extend_from_slice(actors);
     }
 
-    /// Task `task`'s end is queued: the references its values hold are let go here.
+    /// Task `task`'s end is queued: the references and handles its values hold are let go
+    /// here.
     fn release_returned(&mut self, task: TaskId) {
         if self.returning.is_empty() {
             return;
         }
-        for id in self.returning.remove(&task).unwrap_or_default() {
+        let held = self.returning.remove(&task).unwrap_or_default();
+        for id in held.objects {
             self.release(id);
+        }
+        for actor in held.actors {
+            self.actor_release(actor);
         }
     }
 
@@ -985,30 +999,35 @@ mod tests {
     }
 
     #[test]
-    fn a_reference_inside_a_return_value_is_released_only_after_the_task_s_end() {
+    fn references_and_handles_inside_a_return_value_are_released_only_after_the_task_s_end() {
         let mut worker = Worker::new(false, 1);
         receive(&mut worker, &ToWorker::Execute(vec![normal(1)])).unwrap();
         let exec = worker.next_task().expect("the task");
-        // The task read a reference (its node's object), returns it inside its value, and
-        // the value goes before its end is stored.
+        // The task read a reference (its node's object) and made an actor, returns both
+        // inside its value, and the value goes before its end is stored.
         let theirs = ObjectId::new(task(7), 0);
+        let actor = ActorId(task(8));
         worker.borrow(theirs);
-        worker.hold_returned(exec.task, &[theirs]);
+        worker.adopt_actor(actor);
+        worker.hold_returned(exec.task, &[theirs], &[actor]);
         worker.release(theirs);
+        worker.actor_release(actor);
         let early = sent(&mut worker);
         assert!(
-            !early.iter().any(|m| matches!(m, ToNode::Release(_))),
-            "the pump sends nothing that would free it: {early:?}"
+            !early
+                .iter()
+                .any(|m| matches!(m, ToNode::Release(_) | ToNode::ReleaseActors(_))),
+            "the pump sends nothing that would free it or stop the actor: {early:?}"
         );
         worker.ended(ended(1, None));
         let messages = sent(&mut worker);
-        let done = messages
-            .iter()
-            .position(|m| matches!(m, ToNode::Done { .. }));
-        let release = (messages.iter()).position(|m| *m == ToNode::Release(vec![theirs]));
+        let at = |wanted: &dyn Fn(&ToNode) -> bool| messages.iter().position(wanted);
+        let done = at(&|m| matches!(m, ToNode::Done { .. }));
+        let release = at(&|m| *m == ToNode::Release(vec![theirs]));
+        let handle = at(&|m| *m == ToNode::ReleaseActors(vec![actor]));
         assert!(
-            done.is_some() && release.is_some() && done < release,
-            "the end, then the release: {messages:?}"
+            done.is_some() && release > done && handle > done,
+            "the end, then the releases: {messages:?}"
         );
     }
 

@@ -141,12 +141,12 @@ impl WorkerClient {
         }
     }
 
-    /// Running task `task` encoded a return value holding references to `ids`, which goes
-    /// before the task's end is stored: the objects among them this worker owns go to the
-    /// node now, and all are held here until the end is queued.
-    fn returning(&self, task: TaskId, ids: &[ObjectId]) {
-        self.promote(ids);
-        self.inner.lock().core.hold_returned(task, ids);
+    /// Running task `task` encoded a return value holding the references and actor handles
+    /// in `nested`, which goes before the task's end is stored: the objects among them this
+    /// worker owns go to the node now, and all are held here until the end is queued.
+    fn returning(&self, task: TaskId, nested: &crate::value::Nested) {
+        self.promote(&nested.objects);
+        (self.inner.lock().core).hold_returned(task, &nested.objects, &nested.actors);
     }
 
     /// Where this worker writes large values, from which size, and the store's capacity.
@@ -795,7 +795,7 @@ fn run_task(client: &WorkerClient, actor: &mut registry::Actor, exec: &Execute) 
     let fetched = monotonic_us();
     let sink = Sink::new(client, exec);
     let sink = sink.as_ref().map(|s| s as &dyn ItemSink);
-    let escape = |ids: &[ObjectId]| client.returning(exec.task, ids);
+    let escape = |nested: &crate::value::Nested| client.returning(exec.task, nested);
     let returned = args.and_then(|args| {
         registry::execute(&client.registry, actor, exec, &args, sink, Some(&escape))
     });
@@ -979,7 +979,8 @@ fn run_event_loop(client: &Arc<WorkerClient>, state: registry::ActorState, limit
                     Sink::new(client.clone(), &exec).map(|s| Arc::new(s) as Arc<dyn ItemSink>);
                 let owner = client.clone();
                 let task = exec.task;
-                let escape = Arc::new(move |ids: &[ObjectId]| owner.returning(task, ids));
+                let escape =
+                    Arc::new(move |nested: &crate::value::Nested| owner.returning(task, nested));
                 registry::start_async(&client.registry, &actor, &exec, args, sink, Some(escape))
             });
             let fetched = monotonic_us();
