@@ -134,6 +134,17 @@ fn make_counter(start: u64) -> ActorHandle<Counter> {
     counter
 }
 
+/// Calls the actor whose handle its child returned, after the child's value is gone (the
+/// child's worker let its own handle go meanwhile).
+#[remote]
+fn call_a_childs_actor(start: u64) -> u64 {
+    let made = make_counter::remote(start);
+    let counter = prism::get_blocking(&made).expect("the child's handle");
+    drop(made);
+    std::thread::sleep(Duration::from_millis(100));
+    counter.inc().get_blocking().expect("the actor answers")
+}
+
 /// Kills the actor it was handed.
 #[remote]
 fn kill_it(counter: ActorHandle<Counter>) -> bool {
@@ -193,6 +204,11 @@ fn a_task_returns_the_handle_of_the_actor_it_made() -> Result<(), Failed> {
         eventually(10, || !alive(pid)),
         "the actor stopped once the object and the handle read from it were gone",
     )
+}
+
+fn a_task_calls_the_actor_its_child_made_and_returned() -> Result<(), Failed> {
+    let last = call_a_childs_actor::remote(5).get_blocking()?;
+    ensure(last == 7, format!("two increments from 5, got {last}"))
 }
 
 fn a_handle_put_in_an_object_keeps_its_actor() -> Result<(), Failed> {
@@ -318,6 +334,10 @@ fn main() {
         (
             "a_task_returns_the_handle_of_the_actor_it_made",
             a_task_returns_the_handle_of_the_actor_it_made,
+        ),
+        (
+            "a_task_calls_the_actor_its_child_made_and_returned",
+            a_task_calls_the_actor_its_child_made_and_returned,
         ),
         (
             "a_handle_put_in_an_object_keeps_its_actor",

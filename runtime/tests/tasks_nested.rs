@@ -52,6 +52,25 @@ fn grandparent(base: u64, parents: u64, leaves: u64) -> u64 {
         .sum()
 }
 
+/// Submits `n` leaves and returns their references (owned by this task's worker).
+#[remote]
+fn refs_of_leaves(base: u64, n: u64) -> Vec<ObjectRef<u64>> {
+    (0..n).map(|i| leaf::remote(base + i)).collect()
+}
+
+/// Its child returns references to the grandchildren that child's worker owns; it reads
+/// them after the child's value is gone (the references read from it hold them).
+#[remote]
+fn reads_its_grandchildren(base: u64, n: u64) -> u64 {
+    let child = refs_of_leaves::remote(base, n);
+    let refs = prism::get_blocking(&child).expect("the child's references");
+    drop(child);
+    prism::get_all_blocking(&refs)
+        .expect("the grandchildren")
+        .iter()
+        .sum()
+}
+
 #[remote]
 fn boom() -> u64 {
     panic!("child failed on purpose")
@@ -295,6 +314,17 @@ fn three_levels() -> Result<(), Failed> {
     let r = grandparent::remote(0, 4, 10);
     let total = r.get_blocking()?;
     ensure(total == expected(0, 40), format!("sum {total}"))
+}
+
+fn references_a_child_returns_reach_its_parent() -> Result<(), Failed> {
+    for n in [1, 10, 50] {
+        let total = reads_its_grandchildren::remote(100, n).get_blocking()?;
+        ensure(
+            total == expected(100, n),
+            format!("{n} grandchildren: sum {total}"),
+        )?;
+    }
+    Ok(())
 }
 
 fn a_parent_sees_its_childs_error() -> Result<(), Failed> {
@@ -708,6 +738,10 @@ fn main() {
             a_thousand_nested_tasks_two_levels_deep_on_two_cpus,
         ),
         ("three_levels", three_levels),
+        (
+            "references_a_child_returns_reach_its_parent",
+            references_a_child_returns_reach_its_parent,
+        ),
         (
             "fib_20_as_nested_tasks_on_two_cpus_with_bounded_workers",
             fib_20_as_nested_tasks_on_two_cpus_with_bounded_workers,

@@ -313,6 +313,18 @@ pub enum ToNode {
     Release(Vec<ObjectId>),
     /// The worker holds references to these objects it did not create (read from a value).
     Hold(Vec<ObjectId>),
+    /// Worker `holder`, the owner of a task that ran here, holds these objects and actor
+    /// handles from now on: those inside the task's values, whose end goes to it next. Sent
+    /// before the end and before this worker's own releases of them, so that they stay alive
+    /// between.
+    HoldFor {
+        /// The task's owner.
+        holder: u64,
+        /// The objects its values refer to.
+        ids: Vec<ObjectId>,
+        /// The actors whose handles its values hold.
+        actors: Vec<ActorId>,
+    },
     /// The worker holds handles to these actors (read from a value): they live while it does.
     HoldActors(Vec<ActorId>),
     /// The worker dropped its last handle to these actors.

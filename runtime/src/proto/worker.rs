@@ -333,6 +333,9 @@ impl Worker {
                 self.requested.remove(&id);
                 if !owned {
                     self.released.push(id);
+                    // A value this worker's task made and handed to the node: what it
+                    // refers to was held here while it was kept.
+                    self.drop_made(id);
                 }
             }
         }
@@ -580,6 +583,31 @@ impl Worker {
             false
         });
         for (owner, ends) in by_owner(ends, |e| e.task) {
+            // What their values hold stays alive for the owner: held for it before the end
+            // leaves, and before this worker's own holds go (after the end).
+            let (mut ids, mut actors) = (Vec::new(), Vec::new());
+            for end in &ends {
+                if let Outcome::Returned {
+                    nested,
+                    actors: handles,
+                    ..
+                } = &end.outcome
+                {
+                    ids.extend(nested.iter().flatten());
+                    actors.extend(handles.iter().flatten());
+                }
+            }
+            if !ids.is_empty() || !actors.is_empty() {
+                ids.sort_unstable();
+                ids.dedup();
+                actors.sort_unstable();
+                actors.dedup();
+                self.send(&ToNode::HoldFor {
+                    holder: owner,
+                    ids,
+                    actors,
+                });
+            }
             self.forward(owner, None, &ToWorker::Returned { sent_us, ends });
         }
     }

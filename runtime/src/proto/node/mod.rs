@@ -1117,6 +1117,26 @@ impl State {
                 let ids: Vec<ObjectId> = ids.iter().map(|i| i.to_native()).collect();
                 self.owner.worker_holds(worker, &ids);
             }
+            ArchivedToNode::HoldFor {
+                holder,
+                ids,
+                actors,
+            } => {
+                let holder = holder.to_native();
+                // For a live worker of this job only (a gone owner's holds would never go).
+                let Some(life) = self.workers.get_mut(&holder) else {
+                    tracing::debug!(worker, holder, "objects held for an owner that is gone");
+                    return;
+                };
+                let added: Vec<ActorId> = (actors.iter().map(|a| a.to_native()))
+                    .filter(|actor| life.actors.insert(*actor))
+                    .collect();
+                for actor in added {
+                    self.actor_add_ref(actor);
+                }
+                let ids: Vec<ObjectId> = ids.iter().map(|i| i.to_native()).collect();
+                self.owner.worker_holds(holder, &ids);
+            }
             ArchivedToNode::Release(ids) => {
                 let ids: Vec<ObjectId> = ids.iter().map(|i| i.to_native()).collect();
                 self.owner.worker_released(worker, &ids);

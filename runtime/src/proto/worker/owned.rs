@@ -666,6 +666,7 @@ impl Worker {
                         nested: nested.get(i).cloned().unwrap_or_default(),
                         actors: actors.get(i).cloned().unwrap_or_default(),
                     };
+                    self.hold_made(&made);
                     self.owned.made.insert(id, made);
                     self.owned_value(id, slot);
                 }
@@ -700,7 +701,7 @@ impl Worker {
             if matches!(slot, Slot::Ready(ObjectBytes::Shared(_))) {
                 self.owned.unlinked.push(id);
             }
-            self.owned.made.remove(&id);
+            self.drop_made(id);
         } else {
             self.cache.insert(id, slot);
             if self.blocked {
@@ -1005,9 +1006,42 @@ impl Worker {
         if let Some(Slot::Ready(ObjectBytes::Shared(_))) = self.cache.get(&id) {
             self.owned.unlinked.push(id);
         }
-        self.owned.made.remove(&id);
+        self.drop_made(id);
         self.owned.wanted.remove(&id);
         true
+    }
+
+    /// The references and actor handles inside an owned task's value came with its end: the
+    /// node holds them for this worker already (the worker that ran the task asked it to
+    /// before sending the end, or it ran here, where they were held), so they are counted
+    /// here without a message, until the value leaves this worker's books
+    /// ([`Worker::drop_made`]).
+    fn hold_made(&mut self, made: &Made) {
+        for &id in &made.nested {
+            match self.refs.get_mut(&id) {
+                Some((count, _)) => *count += 1,
+                None => {
+                    self.refs.insert(id, (1, Arc::from("nested")));
+                }
+            }
+        }
+        for &actor in &made.actors {
+            *self.actors.entry(actor).or_insert(0) += 1;
+        }
+    }
+
+    /// Owned object `id`'s value leaves this worker's books (its last reference went): what
+    /// it refers to is let go with it.
+    pub(super) fn drop_made(&mut self, id: ObjectId) {
+        let Some(made) = self.owned.made.remove(&id) else {
+            return;
+        };
+        for inner in made.nested {
+            self.release(inner);
+        }
+        for actor in made.actors {
+            self.actor_release(actor);
+        }
     }
 
     /// Segments of owned objects nobody holds any more, for the shell to remove.
@@ -1620,6 +1654,92 @@ mod tests {
         );
         assert_ne!(lease_key(&messages), key, "asked again for the rest");
         assert!(w.owns(ids[2]) && !w.owns(ids[3]));
+    }
+
+    #[test]
+    fn what_a_pushed_task_s_value_refers_to_is_held_for_its_owner_until_it_lets_go() {
+        // The worker that runs it: a value referring to an object and an actor.
+        let mut runner = Worker::new(false, 9);
+        let task = TaskId::new(ME, 1);
+        let (object, actor) = (
+            ObjectId::new(TaskId::new(9, 4), 0),
+            prism_graph::ActorId(task),
+        );
+        let exec = Execute {
+            task,
+            function: "tests::child".into(),
+            fn_hash: 0,
+            args: Vec::new(),
+            num_returns: 1,
+            kind: TaskKind::Normal,
+            stream: None,
+        };
+        receive(&mut runner, &ToWorker::Push(vec![exec]));
+        let run = runner.next_task().unwrap();
+        runner.borrow(object);
+        runner.adopt_actor(actor);
+        runner.hold_returned(run.task, &[object], &[actor]);
+        runner.release(object);
+        runner.actor_release(actor);
+        let outcome = Outcome::Returned {
+            values: vec![Value::Inline(vec![1])],
+            nested: vec![vec![object]],
+            actors: vec![vec![actor]],
+        };
+        runner.ended(Ended {
+            task,
+            outcome: outcome.clone(),
+            timing: None,
+        });
+        let messages = sent(&mut runner);
+        let at = |wanted: &dyn Fn(&ToNode) -> bool| messages.iter().position(wanted);
+        let held = at(&|m| {
+            *m == ToNode::HoldFor {
+                holder: ME,
+                ids: vec![object],
+                actors: vec![actor],
+            }
+        });
+        let end = at(&|m| matches!(m, ToNode::Forward { to: ME, .. }));
+        let released = at(&|m| *m == ToNode::Release(vec![object]));
+        assert!(
+            held.is_some() && held < end && end < released,
+            "held for the owner, the end, then the runner's own release: {messages:?}"
+        );
+
+        // The owner counts them with the value, and lets them go with it.
+        let mut w = owner();
+        w.submit(spec(1, Vec::new(), 0), None);
+        let key = lease_key(&sent(&mut w));
+        lease(&mut w, key, 9);
+        let _ = sent(&mut w);
+        let result = ObjectId::new(task, 0);
+        let end = TaskEnd {
+            task,
+            outcome,
+            times: None,
+        };
+        receive(
+            &mut w,
+            &ToWorker::Returned {
+                sent_us: 0,
+                ends: vec![end],
+            },
+        );
+        assert!(
+            !sent(&mut w).iter().any(|m| matches!(
+                m,
+                ToNode::Hold(_) | ToNode::Release(_) | ToNode::ReleaseActors(_)
+            )),
+            "the node holds them for the owner already"
+        );
+        w.release(result);
+        let messages = sent(&mut w);
+        assert!(
+            messages.contains(&ToNode::Release(vec![object]))
+                && messages.contains(&ToNode::ReleaseActors(vec![actor])),
+            "let go with the value: {messages:?}"
+        );
     }
 
     #[test]
