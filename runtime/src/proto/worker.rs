@@ -107,6 +107,11 @@ pub(crate) struct Worker {
     /// last).
     actors: IdMap<ActorId, u32>,
     released_actors: Vec<ActorId>,
+    /// Releases of what ended tasks' values held, sent only after those ends: another
+    /// hold's early flush of [`Worker::released`] must not take them ahead of the ends.
+    released_at_end: Vec<ObjectId>,
+    /// The same for actor handles.
+    released_actors_at_end: Vec<ActorId>,
     /// The innermost running task waits in `get`.
     blocked: bool,
     /// How many tasks run on top of the one the worker was sent (each waited for by the one
@@ -146,6 +151,8 @@ impl Worker {
             returning: IdMap::default(),
             actors: IdMap::default(),
             released_actors: Vec::new(),
+            released_at_end: Vec::new(),
+            released_actors_at_end: Vec::new(),
             blocked: false,
             depth: 0,
             awaiting: IdSet::default(),
@@ -223,6 +230,12 @@ impl Worker {
             }
             None => {
                 self.refs.insert(id, (1, Arc::from("borrowed")));
+                if let Some(at) = self.released_at_end.iter().position(|r| *r == id) {
+                    // Its release waits for an end and was never sent: the node still
+                    // counts this worker's hold, which goes on.
+                    self.released_at_end.swap_remove(at);
+                    return;
+                }
                 // A release of the same object not sent yet goes first, or the node would
                 // take it for the end of this new hold.
                 self.send_releases();
@@ -324,6 +337,12 @@ impl Worker {
 
     /// A reference dropped; the node hears of the last one with the next frames.
     pub(crate) fn release(&mut self, id: ObjectId) {
+        self.let_go(id, false);
+    }
+
+    /// A reference dropped (`at_end`: one an ended task's value held, whose release goes
+    /// only after that end).
+    fn let_go(&mut self, id: ObjectId, at_end: bool) {
         if let Some((count, _)) = self.refs.get_mut(&id) {
             *count -= 1;
             if *count == 0 {
@@ -332,7 +351,10 @@ impl Worker {
                 self.cache.remove(&id);
                 self.requested.remove(&id);
                 if !owned {
-                    self.released.push(id);
+                    match at_end {
+                        true => self.released_at_end.push(id),
+                        false => self.released.push(id),
+                    }
                     // A value this worker's task made and handed to the node: what it
                     // refers to was held here while it was kept.
                     self.drop_made(id);
@@ -347,6 +369,11 @@ impl Worker {
         let count = self.actors.entry(actor).or_insert(0);
         *count += 1;
         if *count == 1 {
+            if let Some(at) = (self.released_actors_at_end.iter()).position(|a| *a == actor) {
+                // As for a reference (see `borrow`): the node still counts this hold.
+                self.released_actors_at_end.swap_remove(at);
+                return;
+            }
             self.send_releases();
             self.send(&ToNode::HoldActors(vec![actor]));
         }
@@ -354,11 +381,19 @@ impl Worker {
 
     /// A handle to `actor` dropped; the node hears of the last one with the next frames.
     pub(crate) fn actor_release(&mut self, actor: ActorId) {
+        self.actor_let_go(actor, false);
+    }
+
+    /// A handle to `actor` dropped (`at_end`: as in [`Worker::let_go`]).
+    fn actor_let_go(&mut self, actor: ActorId, at_end: bool) {
         if let Some(count) = self.actors.get_mut(&actor) {
             *count -= 1;
             if *count == 0 {
                 self.actors.remove(&actor);
-                self.released_actors.push(actor);
+                match at_end {
+                    true => self.released_actors_at_end.push(actor),
+                    false => self.released_actors.push(actor),
+                }
             }
         }
     }
@@ -408,10 +443,10 @@ impl Worker {
         }
         let held = self.returning.remove(&task).unwrap_or_default();
         for id in held.objects {
-            self.release(id);
+            self.let_go(id, true);
         }
         for actor in held.actors {
-            self.actor_release(actor);
+            self.actor_let_go(actor, true);
         }
     }
 
@@ -549,6 +584,9 @@ impl Worker {
                 .collect();
             self.send(&ToNode::Done { sent_us, ended });
         }
+        // The ends are out (above, or in `return_pushed`): what their values held may go.
+        self.released.append(&mut self.released_at_end);
+        (self.released_actors).append(&mut self.released_actors_at_end);
         self.send_releases();
         &mut self.out
     }
@@ -1048,6 +1086,10 @@ mod tests {
             "the pump sends nothing that would free it or stop the actor: {early:?}"
         );
         worker.ended(ended(1, None));
+        // Another call borrows a new reference before the end goes out: the releases that
+        // wait for the end do not go out ahead of it with that hold.
+        let other = ObjectId::new(task(9), 0);
+        worker.borrow(other);
         let messages = sent(&mut worker);
         let at = |wanted: &dyn Fn(&ToNode) -> bool| messages.iter().position(wanted);
         let done = at(&|m| matches!(m, ToNode::Done { .. }));
@@ -1056,6 +1098,24 @@ mod tests {
         assert!(
             done.is_some() && release > done && handle > done,
             "the end, then the releases: {messages:?}"
+        );
+        assert!(messages.contains(&ToNode::Hold(vec![other])));
+
+        // Read again before its release went out, a reference keeps the hold the node counts.
+        receive(&mut worker, &ToWorker::Execute(vec![normal(2)])).unwrap();
+        let exec = worker.next_task().expect("the second task");
+        worker.borrow(theirs);
+        assert_eq!(sent(&mut worker), vec![ToNode::Hold(vec![theirs])]);
+        worker.hold_returned(exec.task, &[theirs], &[]);
+        worker.release(theirs);
+        worker.ended(ended(2, None));
+        worker.borrow(theirs);
+        let messages = sent(&mut worker);
+        assert!(
+            !messages
+                .iter()
+                .any(|m| matches!(m, ToNode::Release(_) | ToNode::Hold(_))),
+            "neither a release nor a new hold: {messages:?}"
         );
     }
 
