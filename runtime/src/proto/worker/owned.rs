@@ -1171,6 +1171,19 @@ mod tests {
         }
     }
 
+    /// Task `seq` of owner [`ME`] as pushed to a leased worker.
+    fn child(seq: u64) -> Execute {
+        Execute {
+            task: TaskId::new(ME, seq),
+            function: "tests::child".into(),
+            fn_hash: 0,
+            args: Vec::new(),
+            num_returns: 1,
+            kind: TaskKind::Normal,
+            stream: None,
+        }
+    }
+
     fn returned(task: TaskId, bytes: Vec<u8>) -> ToWorker {
         ToWorker::Returned {
             sent_us: 0,
@@ -1665,16 +1678,7 @@ mod tests {
             ObjectId::new(TaskId::new(9, 4), 0),
             prism_graph::ActorId(task),
         );
-        let exec = Execute {
-            task,
-            function: "tests::child".into(),
-            fn_hash: 0,
-            args: Vec::new(),
-            num_returns: 1,
-            kind: TaskKind::Normal,
-            stream: None,
-        };
-        receive(&mut runner, &ToWorker::Push(vec![exec]));
+        receive(&mut runner, &ToWorker::Push(vec![child(1)]));
         let run = runner.next_task().unwrap();
         runner.borrow(object);
         runner.adopt_actor(actor);
@@ -1745,16 +1749,7 @@ mod tests {
     #[test]
     fn a_pushed_worker_returns_ends_to_their_owners_and_hands_back_when_blocked() {
         let mut w = Worker::new(false, 9);
-        let exec = |seq| Execute {
-            task: TaskId::new(ME, seq),
-            function: "tests::child".into(),
-            fn_hash: 0,
-            args: Vec::new(),
-            num_returns: 1,
-            kind: TaskKind::Normal,
-            stream: None,
-        };
-        receive(&mut w, &ToWorker::Push(vec![exec(1), exec(2)]));
+        receive(&mut w, &ToWorker::Push(vec![child(1), child(2)]));
         let run = w.next_task().unwrap();
         w.ended(Ended {
             task: run.task,
@@ -1769,7 +1764,7 @@ mod tests {
         assert_eq!(forwarded(&messages, ME), vec![returned(run.task, vec![1])]);
         // The next blocks before the queued one runs: it goes back to its owner.
         let _ = w.next_task().unwrap();
-        receive(&mut w, &ToWorker::Push(vec![exec(3)]));
+        receive(&mut w, &ToWorker::Push(vec![child(3)]));
         w.block(IdSet::default());
         let messages = sent(&mut w);
         assert_eq!(
