@@ -230,18 +230,38 @@ impl Worker {
             }
             None => {
                 self.refs.insert(id, (1, Arc::from("borrowed")));
-                if let Some(at) = self.released_at_end.iter().position(|r| *r == id) {
-                    // Its release waits for an end and was never sent: the node still
-                    // counts this worker's hold, which goes on.
-                    self.released_at_end.swap_remove(at);
-                    return;
-                }
                 // A release of the same object not sent yet goes first, or the node would
-                // take it for the end of this new hold.
+                // take it for the end of this new hold; one waiting for an end is taken back.
                 self.send_releases();
-                self.send(&ToNode::Hold(vec![id]));
+                if !self.take_back_release(id) {
+                    self.send(&ToNode::Hold(vec![id]));
+                }
             }
         }
+    }
+
+    /// Takes back a release of `id` not sent yet, if there is one: the node still counts
+    /// this worker's hold, which goes on (a new hold sent after that release would be taken
+    /// for its end).
+    pub(super) fn take_back_release(&mut self, id: ObjectId) -> bool {
+        for list in [&mut self.released_at_end, &mut self.released] {
+            if let Some(at) = list.iter().position(|r| *r == id) {
+                list.swap_remove(at);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// [`Worker::take_back_release`] for a handle to `actor`.
+    pub(super) fn take_back_actor_release(&mut self, actor: ActorId) -> bool {
+        for list in [&mut self.released_actors_at_end, &mut self.released_actors] {
+            if let Some(at) = list.iter().position(|a| *a == actor) {
+                list.swap_remove(at);
+                return true;
+            }
+        }
+        false
     }
 
     /// Sends the releases of objects and actor handles not sent yet, ahead of a message
@@ -369,13 +389,10 @@ impl Worker {
         let count = self.actors.entry(actor).or_insert(0);
         *count += 1;
         if *count == 1 {
-            if let Some(at) = (self.released_actors_at_end.iter()).position(|a| *a == actor) {
-                // As for a reference (see `borrow`): the node still counts this hold.
-                self.released_actors_at_end.swap_remove(at);
-                return;
-            }
             self.send_releases();
-            self.send(&ToNode::HoldActors(vec![actor]));
+            if !self.take_back_actor_release(actor) {
+                self.send(&ToNode::HoldActors(vec![actor]));
+            }
         }
     }
 

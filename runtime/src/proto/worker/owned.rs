@@ -1016,17 +1016,24 @@ impl Worker {
     /// before sending the end, or it ran here, where they were held), so they are counted
     /// here without a message, until the value leaves this worker's books
     /// ([`Worker::drop_made`]).
+    /// A release of one of them not sent yet is taken back: sent after the node took the hold
+    /// for this worker, it would end that hold.
     fn hold_made(&mut self, made: &Made) {
         for &id in &made.nested {
             match self.refs.get_mut(&id) {
                 Some((count, _)) => *count += 1,
                 None => {
                     self.refs.insert(id, (1, Arc::from("nested")));
+                    self.take_back_release(id);
                 }
             }
         }
         for &actor in &made.actors {
-            *self.actors.entry(actor).or_insert(0) += 1;
+            let count = self.actors.entry(actor).or_insert(0);
+            *count += 1;
+            if *count == 1 {
+                self.take_back_actor_release(actor);
+            }
         }
     }
 
@@ -1718,6 +1725,11 @@ mod tests {
         lease(&mut w, key, 9);
         let _ = sent(&mut w);
         let result = ObjectId::new(task, 0);
+        // The owner had read the object itself and let it go, its release not sent yet: sent
+        // after the node took the hold for the owner, it would end that hold.
+        w.borrow(object);
+        assert_eq!(sent(&mut w), vec![ToNode::Hold(vec![object])]);
+        w.release(object);
         let end = TaskEnd {
             task,
             outcome,
