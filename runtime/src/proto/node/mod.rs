@@ -1124,16 +1124,11 @@ impl State {
             } => {
                 let holder = holder.to_native();
                 // For a live worker of this job only (a gone owner's holds would never go).
-                let Some(life) = self.workers.get_mut(&holder) else {
+                if !self.workers.contains_key(&holder) {
                     tracing::debug!(worker, holder, "objects held for an owner that is gone");
                     return;
-                };
-                let added: Vec<ActorId> = (actors.iter().map(|a| a.to_native()))
-                    .filter(|actor| life.actors.insert(*actor))
-                    .collect();
-                for actor in added {
-                    self.actor_add_ref(actor);
                 }
+                self.worker_holds_actors(holder, actors.iter().map(|a| a.to_native()));
                 let ids: Vec<ObjectId> = ids.iter().map(|i| i.to_native()).collect();
                 self.owner.worker_holds(holder, &ids);
             }
@@ -1142,12 +1137,7 @@ impl State {
                 self.owner.worker_released(worker, &ids);
             }
             ArchivedToNode::HoldActors(actors) => {
-                for actor in actors.iter().map(|a| a.to_native()) {
-                    let life = self.workers.entry(worker).or_default();
-                    if life.actors.insert(actor) {
-                        self.actor_add_ref(actor);
-                    }
-                }
+                self.worker_holds_actors(worker, actors.iter().map(|a| a.to_native()));
             }
             ArchivedToNode::ReleaseActors(actors) => {
                 for actor in actors.iter().map(|a| a.to_native()) {
@@ -1225,6 +1215,15 @@ impl State {
             ArchivedToNode::Hello(_) => {
                 tracing::warn!(worker, "second hello ignored");
             }
+        }
+    }
+
+    /// `worker` holds handles to `actors`: each counted once for it, until it lets go or ends.
+    fn worker_holds_actors(&mut self, worker: WorkerId, actors: impl Iterator<Item = ActorId>) {
+        let life = self.workers.entry(worker).or_default();
+        let added: Vec<ActorId> = actors.filter(|actor| life.actors.insert(*actor)).collect();
+        for actor in added {
+            self.actor_add_ref(actor);
         }
     }
 
