@@ -107,6 +107,9 @@ pub enum Error {
     /// A worker process lost its connection to its node.
     #[error("lost the connection to the node: {0}")]
     Disconnected(String),
+    /// The cluster's head could not answer what was asked of it (what, and why).
+    #[error("the cluster's head: {0}")]
+    Head(String),
 }
 
 impl Error {

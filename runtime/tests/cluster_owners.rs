@@ -2,7 +2,8 @@
 //! test binary is the driver) and a node `alpha` on 127.0.0.2. A task on alpha submits ten
 //! thousand children that only alpha can run: they run on alpha's workers, leased to it by
 //! the node, and their specs, values and ends never reach the driver, which hears of a few
-//! leases and a batch of task events a second instead of two messages per child. When alpha
+//! leases instead of two messages per child; their task events go from alpha's daemon to the
+//! head, which lists them with their parent. When alpha
 //! is full, its owners are leased workers on the head's node: their pushes and ends pass
 //! between the two daemons, values inside, and still past the driver. A leased worker that
 //! dies mid-run costs its owner a retry, not the job; an owner that dies has the worker
@@ -163,9 +164,9 @@ fn ten_thousand_children_of_a_task_on_a_node_stay_off_the_driver() -> Result<(),
         format!("the children ran on their owner's node: {nodes:?}"),
     )?;
     // Driver-owned, the children cost two messages each (20,000): a submit and an end.
-    // Owned by their parent, the driver hears the parent's lease asks (one per worker it
-    // leases, 9 messages in all with its blocking) and task events in batches (one a second,
-    // and one before the parent's end): 13 on the machine this was written on.
+    // Owned by their parent, the driver hears the parent's lease asks, give-backs and its
+    // blocking (13 on the machine this was written on); the children's task events go to
+    // alpha's daemon, which reports them to the head (17 while they came to the driver).
     ensure(
         heard < 60,
         format!("the driver heard {heard} messages for 10,000 children"),
@@ -220,6 +221,101 @@ fn a_leased_worker_that_dies_costs_its_owner_a_retry() -> Result<(), Failed> {
     )
 }
 
+/// A child its parent's worker owns, recorded by alpha's daemon for the head.
+#[remote(resources(slot = 1))]
+fn listed_child(i: u64) -> u64 {
+    i
+}
+
+/// Submits `n` listed children and sums them.
+#[remote(resources(alpha = 1))]
+fn lists_children(n: u64) -> u64 {
+    let refs: Vec<ObjectRef<u64>> = (0..n).map(listed_child::remote).collect();
+    prism::get_all_blocking(&refs)
+        .expect("children succeed")
+        .iter()
+        .sum()
+}
+
+/// The JSON `prism ARGS --format json` prints on `head`'s host.
+fn cli_json(head: &Host, args: &[&str]) -> Option<serde_json::Value> {
+    let mut args = args.to_vec();
+    args.extend(["--format", "json"]);
+    serde_json::from_slice(&head.prism(&args).stdout).ok()
+}
+
+fn the_head_lists_the_tasks_a_worker_owns_with_their_parent(head: &Host) -> Result<(), Failed> {
+    // The children's events go from their owner to alpha's daemon, which reports them to the
+    // head beside its heartbeats: the driver never hears of them, yet `prism list tasks` on
+    // the head's host and the driver's own `prism::state` list them.
+    let n = 300;
+    let sum = lists_children::remote(n).get_blocking()?;
+    ensure(sum == (0..n).sum::<u64>(), format!("the sum is {sum}"))?;
+    let mut summary = serde_json::Value::Null;
+    let finished = |summary: &serde_json::Value, name: &str, count: u64| {
+        summary.as_array().is_some_and(|all| {
+            all.iter().any(|s| {
+                s["function"].as_str().is_some_and(|f| f.ends_with(name))
+                    && s["states"]["FINISHED"] == count
+            })
+        })
+    };
+    // The children as alpha's daemon reported them, their parent as the driver did.
+    let counted = common::eventually(15, || {
+        summary = cli_json(head, &["summary", "tasks"]).unwrap_or_default();
+        finished(&summary, "listed_child", n) && finished(&summary, "lists_children", 1)
+    });
+    ensure(counted, format!("prism summary tasks: {summary}"))?;
+    let function = |name: &str| {
+        (summary.as_array().into_iter().flatten())
+            .filter_map(|s| s["function"].as_str())
+            .find(|f| f.ends_with(name))
+            .map(str::to_string)
+    };
+    let child = function("listed_child").ok_or("the child's function")?;
+    let parent_fn =
+        function("lists_children").ok_or_else(|| format!("the parent's function: {summary}"))?;
+    let list = |function: &str| {
+        let filter = format!("function={function}");
+        let args = ["list", "tasks", "--filter", &filter, "--limit", "1000"];
+        cli_json(head, &args).unwrap_or_default()
+    };
+    let mut children = serde_json::Value::Null;
+    common::eventually(15, || {
+        children = list(&child);
+        children.as_array().is_some_and(|c| c.len() == n as usize)
+    });
+    let parents = list(&parent_fn);
+    let parent = parents[0]["task_id"].clone();
+    let children = children.as_array().ok_or("a list of children")?;
+    ensure(
+        children.len() == n as usize
+            && children
+                .iter()
+                .all(|c| c["state"] == "FINISHED" && c["node"] == "alpha" && c["parent"] == parent),
+        format!(
+            "{} children of {parent}, the first {:?}",
+            children.len(),
+            children.first()
+        ),
+    )?;
+    // The driver's own state API adds the head's records to its own.
+    let driver_sees = (prism::state::list_tasks()?.iter())
+        .filter(|t| t.function == child && t.state == prism::state::TaskPhase::Finished)
+        .count();
+    ensure(
+        driver_sees == n as usize,
+        format!("prism::state::list_tasks() lists {driver_sees} of the {n} children"),
+    )?;
+    let summed = (prism::state::summarize_tasks()?.iter())
+        .find(|s| s.function == child)
+        .and_then(|s| s.states.get(&prism::state::TaskPhase::Finished).copied());
+    ensure(
+        summed == Some(n),
+        format!("prism::state::summarize_tasks() counts {summed:?} finished children"),
+    )
+}
+
 fn a_dead_owner_s_child_on_another_node_is_stopped_with_it() -> Result<(), Failed> {
     // The owner dies on alpha while its child runs on a worker leased on the head's node:
     // the child's end has nowhere to go, and the worker is killed there.
@@ -257,6 +353,8 @@ fn main() {
         .address(addr.clone())
         .token(token.clone());
     prism::init_with(config).expect("join the cluster");
+    let head = std::sync::Arc::new(head);
+    let head_host = head.clone();
     let mut args = Arguments::from_args();
     // The first case counts the driver's messages: nothing else may run meanwhile.
     args.test_threads = Some(1);
@@ -280,6 +378,10 @@ fn main() {
         Trial::test(
             "a_dead_owner_s_child_on_another_node_is_stopped_with_it",
             a_dead_owner_s_child_on_another_node_is_stopped_with_it,
+        ),
+        Trial::test(
+            "the_head_lists_the_tasks_a_worker_owns_with_their_parent",
+            move || the_head_lists_the_tasks_a_worker_owns_with_their_parent(&head_host),
         ),
     ];
     let conclusion = libtest_mimic::run(&args, trials);

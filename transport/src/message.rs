@@ -18,8 +18,10 @@ use crate::frame::Message;
 /// ([`ToHost::Spawn`]'s `binary_from`); 19: workers own the plain tasks they submit
 /// ([`ToWorker::OwnTasks`], [`ToNode::Lease`], [`ToNode::Forward`]); 20: leases on other
 /// nodes' workers, their frames passed between the two nodes' daemons ([`Purpose::Workers`],
-/// [`PeerFrame`]).
-pub const PROTOCOL_VERSION: u32 = 20;
+/// [`PeerFrame`]); 21: the tasks workers own are reported by their node to the head
+/// ([`ToControl::NodeEvents`], [`ToHost::StartJob`]'s `task_events`, the parent a
+/// submission names in [`OwnedPhase::Submitted`]).
+pub const PROTOCOL_VERSION: u32 = 21;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -463,6 +465,8 @@ pub enum OwnedPhase {
         function: String,
         /// Whether its arguments are known.
         ready: bool,
+        /// The task the worker ran when it submitted it (none: not known).
+        parent: Option<TaskId>,
     },
     /// Its arguments are known: it waits for a worker.
     Ready,
@@ -694,6 +698,9 @@ pub enum ToHost {
         /// How long the node's lease on the job runs after the driver's last renewal, in
         /// milliseconds: a node that hears no renewal for that long stops the job's workers.
         lease_ms: u64,
+        /// How many records of the tasks the job's workers own the node keeps for the head
+        /// (0: none; the workers then send no events of them).
+        task_events: u64,
     },
     /// Start a worker process for the job, numbered `worker`.
     Spawn {
@@ -993,6 +1000,10 @@ pub enum ToControl {
     Jobs,
     /// A job's task events of the last second (its driver's own connection only).
     Events(crate::JobEvents),
+    /// A node's report of the task events of a job's workers there that own tasks: those
+    /// tasks' records and their counts and times (a member node's own connection only, for
+    /// a job the head knows). The head adds the counts to the driver's summary of the job.
+    NodeEvents(crate::JobEvents),
     /// The tasks the head's board keeps that the query asks for.
     Tasks(crate::TaskQuery),
     /// Every job's counts and times, as its driver last reported them.

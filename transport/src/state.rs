@@ -281,6 +281,44 @@ pub struct JobSummary {
     pub times: Vec<FunctionTimes>,
 }
 
+impl JobSummary {
+    /// Adds `other`'s counts and times (another reporter's of the same job) to these.
+    pub fn add(&mut self, other: &JobSummary) {
+        for count in &other.tasks {
+            let same = |c: &&mut TaskCount| {
+                (c.function == count.function) && c.kind == count.kind && c.state == count.state
+            };
+            match self.tasks.iter_mut().find(same) {
+                Some(mine) => {
+                    mine.count += count.count;
+                    mine.dropped += count.dropped;
+                }
+                None => self.tasks.push(count.clone()),
+            }
+        }
+        for count in &other.objects {
+            let same =
+                |c: &&mut ObjectCount| c.function == count.function && c.state == count.state;
+            match self.objects.iter_mut().find(same) {
+                Some(mine) => {
+                    mine.count += count.count;
+                    mine.bytes += count.bytes;
+                }
+                None => self.objects.push(count.clone()),
+            }
+        }
+        for times in &other.times {
+            match self.times.iter_mut().find(|t| t.function == times.function) {
+                Some(mine) => {
+                    mine.schedule.add(&times.schedule);
+                    mine.run.add(&times.run);
+                }
+                None => self.times.push(times.clone()),
+            }
+        }
+    }
+}
+
 /// What a driver reports of its tasks each second: the records that changed since the last
 /// report (at most a bounded number; the rest follow) and its whole summary.
 #[derive(Debug, Clone, PartialEq, Archive, ToArchive, FromArchive)]

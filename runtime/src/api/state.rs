@@ -3,8 +3,14 @@
 //! ([`summarize_tasks`]), and a Chrome trace of the runs that Perfetto and `chrome://tracing`
 //! open ([`timeline`]); the objects the driver owns ([`list_objects`],
 //! [`summarize_objects`]) and its job's actors ([`list_actors`]).
+//!
+//! In a joined cluster the tasks the job's workers own (the children a task submits) are
+//! recorded by the nodes those workers run on and reported to the head, as Ray's workers
+//! report theirs to the GCS: [`list_tasks`], [`get_task`] and [`summarize_tasks`] add the
+//! head's records of them to the driver's own; the timeline of the whole job is the head's
+//! (`prism timeline`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 
@@ -144,7 +150,7 @@ fn info(state: &State, clock: &UnixClock, task: TaskId, entry: &TaskEntry) -> Ta
 /// # }
 /// ```
 pub fn list_tasks() -> Result<Vec<TaskInfo>> {
-    with_state("list_tasks", |state| {
+    let mut tasks: Vec<TaskInfo> = with_state("list_tasks", |state| {
         let clock = crate::node::unix_clock();
         state
             .owner
@@ -152,19 +158,44 @@ pub fn list_tasks() -> Result<Vec<TaskInfo>> {
             .iter()
             .map(|(task, entry)| info(state, &clock, task, entry))
             .collect()
-    })
+    })?;
+    let known = tasks.iter().map(|t| t.task_id).collect();
+    tasks.extend(owned_by_workers(&known)?);
+    Ok(tasks)
 }
 
-/// The task `task`, if the task events still keep it.
+/// In a joined cluster, the head's records of the job's tasks that the driver does not keep
+/// (those the job's workers own, which their nodes report to the head); none embedded.
+fn owned_by_workers(known: &HashSet<TaskId>) -> Result<Vec<TaskInfo>> {
+    let Context::Driver(core) = context::current()? else {
+        return Ok(Vec::new());
+    };
+    let Some(head) = core.head_tasks() else {
+        return Ok(Vec::new());
+    };
+    Ok(head?
+        .into_iter()
+        .filter(|t| !known.contains(&t.task_id))
+        .collect())
+}
+
+/// The task `task`, if the task events still keep it (in a joined cluster, the head's record
+/// of it when the driver has none: a task a worker owns).
 pub fn get_task(task: TaskId) -> Result<Option<TaskInfo>> {
-    with_state("get_task", |state| {
+    let here = with_state("get_task", |state| {
         let clock = crate::node::unix_clock();
         state
             .owner
             .events
             .get(task)
             .map(|entry| info(state, &clock, task, entry))
-    })
+    })?;
+    if here.is_some() {
+        return Ok(here);
+    }
+    Ok(owned_by_workers(&HashSet::new())?
+        .into_iter()
+        .find(|t| t.task_id == task))
 }
 
 fn object_info(id: crate::ObjectId, function: &str, slot: &Slot, references: u32) -> ObjectInfo {
@@ -232,10 +263,22 @@ pub(crate) fn fold_objects(counts: impl IntoIterator<Item = ObjectCount>) -> Vec
 }
 
 /// Tasks counted by function and state, those that left the table too; by function name.
+///
+/// In a joined cluster the tasks the job's workers own count as the head lists them.
 pub fn summarize_tasks() -> Result<Vec<TaskSummary>> {
-    with_state("summarize_tasks", |state| {
-        fold_counts(state.owner.events.counts())
-    })
+    let (counts, known) = with_state("summarize_tasks", |state| {
+        let events = &state.owner.events;
+        let known: HashSet<TaskId> = events.iter().map(|(task, _)| task).collect();
+        (events.counts(), known)
+    })?;
+    let afar = owned_by_workers(&known)?.into_iter().map(|t| TaskCount {
+        function: t.function,
+        kind: Some(t.kind),
+        state: t.state,
+        count: 1,
+        dropped: 0,
+    });
+    Ok(fold_counts(counts.into_iter().chain(afar)))
 }
 
 /// Counts by function and state folded into one summary per function.

@@ -485,8 +485,8 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
         quinn::Endpoint::clone(&endpoint),
     );
     slot.lock().hosting = Some(hosting.clone());
-    // The head's own node beats in-process.
-    let (beats, beating) = (control.clone(), hosting.clone());
+    // The head's own node beats, and reports its workers' task events, in-process.
+    let (beats, beating, own_name) = (control.clone(), hosting.clone(), name.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(heartbeat_interval());
         loop {
@@ -497,7 +497,15 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
                 pulled: beating.pulled(),
                 usage: beating.usage(),
             };
-            beats.with(|store| store.handle(beat, Instant::now()));
+            let reports = beating.task_reports();
+            beats.with(|store| {
+                store.handle(beat, Instant::now());
+                for report in reports {
+                    if let FromControl::Error(e) = store.node_events(&own_name, report) {
+                        tracing::debug!("the head did not take the node's task events: {e}");
+                    }
+                }
+            });
         }
     });
     if !args.dashboard_host.is_loopback() && !args.insecure_dashboard {
@@ -582,7 +590,7 @@ async fn serve_node_endpoint(endpoint: quic::Server, name: String, hosting: Arc<
 }
 
 /// The largest control request the head reads (a driver's report of its task events is
-/// the largest: see [`crate::proto::node`]'s `REPORT_MAX_BYTES`).
+/// the largest: see [`crate::proto::events::REPORT_MAX_BYTES`]).
 const MAX_CONTROL_REQUEST: usize = 16 << 20;
 
 /// Answers a member's control requests, one per stream, until it goes; a subscription
@@ -601,6 +609,9 @@ async fn serve_member(connection: quinn::Connection, hello: HostHello, control: 
             };
         let reply = match request {
             ToControl::Leave { node } => control.with(|store| store.leave(node, &hello.name)),
+            ToControl::NodeEvents(events) => {
+                control.with(|store| store.node_events(&hello.name, events))
+            }
             ToControl::Drain { name } if name == control.head => FromControl::Error(format!(
                 "{name} is the head's own node: it stops with the head (prism stop on its host)"
             )),
@@ -803,9 +814,13 @@ async fn serve_head(
         }
         *announced = true;
     }
+    // A head new to this node (or restarted) hears every task record again.
+    hosting.report_all_again();
+    let sending = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tick = tokio::time::interval(heartbeat_interval());
     loop {
         tick.tick().await;
+        report_task_events(connection, hosting, &sending);
         let beat = ToControl::Heartbeat {
             node: id,
             available: resources.clone(),
@@ -834,6 +849,34 @@ async fn serve_head(
             }
         }
     }
+}
+
+/// Sends the head the reports of the tasks the jobs' workers here own, where they changed,
+/// beside the heartbeats: one after another, and none while the last ones are under way (a
+/// later record must not reach the head before an earlier one of the same task). A report
+/// the head does not take is logged and not sent again.
+fn report_task_events(
+    connection: &quinn::Connection,
+    hosting: &Hosting,
+    sending: &Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    if sending.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let reports = hosting.task_reports();
+    let (connection, sending) = (connection.clone(), sending.clone());
+    tokio::spawn(async move {
+        for report in reports {
+            let job = report.summary.job.clone();
+            match ask(&connection, &ToControl::NodeEvents(report)).await {
+                Ok(FromControl::Ack) => {}
+                Ok(other) => tracing::debug!(%job, "the head did not take task events: {other:?}"),
+                Err(e) => tracing::debug!(%job, "cannot report task events to the head: {e}"),
+            }
+        }
+        sending.store(false, Ordering::SeqCst);
+    });
 }
 
 /// This daemon's start identity for [`ToControl::Register`]: its start time and pid.

@@ -22,7 +22,8 @@ use prism_transport::transfer;
 use prism_transport::{ActorStatus, GroupStatus, JobInfo, JobUpdate};
 use prism_transport::{ArchivedHostEvent, FromHost, HostEvent, HostHello, Purpose, ToControl};
 use prism_transport::{
-    FromControl, JobEvents, JobSummary, NodeStatus, NodeUse, PendingDemand, ToHost,
+    FromControl, JobEvents, JobSummary, NodeStatus, NodeUse, PendingDemand, TaskInfo, TaskQuery,
+    ToHost,
 };
 
 use super::Core;
@@ -64,6 +65,9 @@ pub(crate) enum HeadError {
     /// The request or its answer failed.
     #[error(transparent)]
     Quic(#[from] quic::QuicError),
+    /// The head answered with an error, or not with what was asked.
+    #[error("the head refused: {0}")]
+    Refused(String),
 }
 
 /// A node hosting the job.
@@ -233,6 +237,7 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
             inline_threshold: config.inline_threshold_bytes() as u64,
             store_capacity: config.object_store_bytes(),
             lease_ms: lease.as_millis() as u64,
+            task_events: config.task_events_capacity() as u64,
         },
         fingerprint: crate::process::fingerprint(),
         lease,
@@ -444,6 +449,22 @@ impl Joined {
                 tracing::debug!("cannot report the job's demand and use: {e}");
             }
         });
+    }
+
+    /// The records the head keeps of this job's tasks: those the job's workers own are
+    /// reported by their nodes, not by this driver.
+    pub(crate) async fn job_tasks(&self) -> std::result::Result<Vec<TaskInfo>, HeadError> {
+        let query = TaskQuery {
+            job: Some(self.job.clone()),
+            ..TaskQuery::default()
+        };
+        match self.ask_head(&ToControl::Tasks(query)).await? {
+            FromControl::Tasks { tasks, .. } => Ok(tasks.into_iter().map(|t| t.task).collect()),
+            FromControl::Error(reason) => Err(HeadError::Refused(reason)),
+            other => Err(HeadError::Refused(format!(
+                "an answer of another kind: {other:?}"
+            ))),
+        }
     }
 
     /// Whether the head may be sent the next report of task events (the last one was

@@ -20,8 +20,9 @@ use prism_transport::quic;
 use prism_transport::tls::Identity;
 use prism_transport::transfer;
 use prism_transport::{
-    ArchivedHostEvent, FrameDecoder, FromHost, FromLogs, HostEvent, HostHello, NodeUsage,
-    PeerFrame, PullKey, PullStats, Purpose, ToHost, ToLogs, ToNode, encode_payload,
+    ArchivedHostEvent, ArchivedToNode, FrameDecoder, FromHost, FromLogs, HostEvent, HostHello,
+    JobEvents, NodeUsage, PeerFrame, PullKey, PullStats, Purpose, ToHost, ToLogs, ToNode,
+    encode_payload,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -67,6 +68,9 @@ pub(crate) struct Hosting {
     /// lease on one), by job connection and number: where their nodes serve peers, for the
     /// ends and hand-backs going back.
     afar: Mutex<HashMap<(ConnId, u64), SocketAddr>>,
+    /// The names of the nodes whose daemons passed frames to workers here, by address (for
+    /// the node a task leased there ran on, in the task events).
+    peer_names: Mutex<HashMap<SocketAddr, String>>,
     /// Frames for workers on other nodes, by node address and job: each stream's sender.
     to_peers: Mutex<HashMap<(SocketAddr, String), WorkerInbox>>,
     /// Wakes the lease timer: the core's next timeout may have come nearer.
@@ -122,6 +126,7 @@ impl Hosting {
             processes: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
             afar: Mutex::new(HashMap::new()),
+            peer_names: Mutex::new(HashMap::new()),
             to_peers: Mutex::new(HashMap::new()),
             timer: Arc::new(Notify::new()),
         });
@@ -143,6 +148,21 @@ impl Hosting {
     /// Objects this node pulled from other hosts since it started.
     pub(crate) fn pulled(&self) -> PullStats {
         self.core.lock().pulled()
+    }
+
+    /// The reports for the head of the tasks the jobs' workers here own, where they changed
+    /// (see [`Core::task_reports`]).
+    pub(crate) fn task_reports(&self) -> Vec<JobEvents> {
+        let clock = super::unix_clock();
+        let afar = self.afar.lock().clone();
+        let names = self.peer_names.lock().clone();
+        let name_of = |conn, worker| names.get(afar.get(&(conn, worker))?).cloned();
+        self.core.lock().task_reports(&clock, name_of)
+    }
+
+    /// The head is new or restarted: the next reports of task events carry everything again.
+    pub(crate) fn report_all_again(&self) {
+        self.core.lock().report_all_again();
     }
 
     /// What the hosted jobs hold here: their workers, and the bytes of their object files in
@@ -193,7 +213,12 @@ impl Hosting {
                 transfer::serve_pulls(connection, source).await;
             }
             Purpose::Logs => serve_logs(connection).await,
-            Purpose::Workers(job) => self.serve_peer_frames(connection, job).await,
+            Purpose::Workers(job) => {
+                let peer = connection.remote_address();
+                // Kept after the connection ends: the tasks that ran there are reported later.
+                self.peer_names.lock().insert(peer, hello.name.clone());
+                self.serve_peer_frames(connection, job).await;
+            }
             Purpose::Control => quic::close_for(
                 &connection,
                 quic::codes::REFUSED,
@@ -696,6 +721,7 @@ fn parse(request: ToHost) -> Result<Request<SocketAddr>, String> {
             inline_threshold,
             store_capacity,
             lease_ms,
+            task_events,
         } => Request::StartJob(JobStart {
             binary,
             size,
@@ -703,6 +729,7 @@ fn parse(request: ToHost) -> Result<Request<SocketAddr>, String> {
             inline_threshold,
             store_capacity,
             lease: Duration::from_millis(lease_ms),
+            task_events: usize::try_from(task_events).unwrap_or(usize::MAX),
         }),
         ToHost::Spawn {
             worker,
@@ -1038,6 +1065,13 @@ impl Hosting {
             decoder.advance(n);
             while let Some(frame) = decoder.next_frame().map_err(std::io::Error::other)? {
                 let msg = frame.access::<ToNode>().map_err(std::io::Error::other)?;
+                if let ArchivedToNode::Owned { sent_us, events } = msg {
+                    // For the head, not the driver (the worker's tasks are not the driver's).
+                    let now = Instant::now();
+                    let sent_us = sent_us.to_native();
+                    (self.core.lock()).owned_events(job, worker, sent_us, events, now);
+                    continue;
+                }
                 match relay::route(msg) {
                     Route::Node => {
                         encode_payload(frame.as_bytes(), &mut out).map_err(std::io::Error::other)?

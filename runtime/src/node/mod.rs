@@ -530,6 +530,15 @@ impl Core {
         f(&self.state.lock().node)
     }
 
+    /// In a joined cluster, the records the head keeps of this job's tasks (the tasks the
+    /// job's workers own are recorded by their nodes for the head, not here); `None`
+    /// embedded.
+    pub(crate) fn head_tasks(&self) -> Option<crate::Result<Vec<prism_transport::TaskInfo>>> {
+        let joined = self.cluster.as_ref()?;
+        let asked = self.handle.block_on(joined.job_tasks());
+        Some(asked.map_err(|e| crate::Error::Head(format!("cannot list the job's tasks: {e}"))))
+    }
+
     /// The node's resources: (total, available now).
     pub(crate) fn resources(&self) -> (Resources, Resources) {
         let state = &self.state.lock().node;

@@ -23,8 +23,8 @@ pub(crate) struct TaskBoard {
     index: HashMap<(Arc<str>, TaskId), u64>,
     /// The number of the ring's oldest record.
     first: u64,
-    /// Each job's last summary, and the report it came with (for [`MAX_JOBS`]).
-    summaries: BTreeMap<Arc<str>, (u64, JobSummary)>,
+    /// Each job's last summaries, and the report the latest came with (for [`MAX_JOBS`]).
+    summaries: BTreeMap<Arc<str>, (u64, Summaries)>,
     /// How many reports came.
     reports: u64,
 }
@@ -44,6 +44,17 @@ impl TaskBoard {
 
     /// Takes a driver's report.
     pub(crate) fn report(&mut self, events: JobEvents) {
+        self.report_from(None, events);
+    }
+
+    /// Takes node `node`'s report of the tasks the job's workers there own: its records, and
+    /// its counts, added to the driver's (each node's last replaces its previous).
+    pub(crate) fn report_node(&mut self, node: &str, events: JobEvents) {
+        self.report_from(Some(node), events);
+    }
+
+    /// Takes a report from the job's driver (`None`) or a node.
+    fn report_from(&mut self, node: Option<&str>, events: JobEvents) {
         self.reports += 1;
         let job: Arc<str> = match self.summaries.get_key_value(events.summary.job.as_str()) {
             Some((job, _)) => job.clone(),
@@ -52,7 +63,15 @@ impl TaskBoard {
         for task in events.tasks {
             self.record(&job, task);
         }
-        self.summaries.insert(job, (self.reports, events.summary));
+        let reports = self.reports;
+        let (at, summaries) = self.summaries.entry(job).or_default();
+        *at = reports;
+        match node {
+            None => summaries.driver = Some(events.summary),
+            Some(node) => {
+                summaries.nodes.insert(node.to_string(), events.summary);
+            }
+        }
         while self.summaries.len() > MAX_JOBS {
             let oldest = self
                 .summaries
@@ -101,9 +120,21 @@ impl TaskBoard {
         (out, matched)
     }
 
-    /// Every job's last summary, by job.
+    /// Every job's last summary, by job: its driver's, with its nodes' counts added.
     pub(crate) fn summaries(&self) -> Vec<JobSummary> {
-        self.summaries.values().map(|(_, s)| s.clone()).collect()
+        let merged = |(job, (_, summaries)): (&Arc<str>, &(u64, Summaries))| {
+            let mut all = summaries.driver.clone().unwrap_or_else(|| JobSummary {
+                job: job.to_string(),
+                tasks: Vec::new(),
+                objects: Vec::new(),
+                times: Vec::new(),
+            });
+            for node in summaries.nodes.values() {
+                all.add(node);
+            }
+            all
+        };
+        self.summaries.iter().map(merged).collect()
     }
 
     /// How many task records it holds.
@@ -111,6 +142,14 @@ impl TaskBoard {
     pub(crate) fn len(&self) -> usize {
         self.index.len()
     }
+}
+
+/// A job's last summaries: its driver's, and each node's of the tasks the job's workers
+/// there own.
+#[derive(Debug, Default)]
+struct Summaries {
+    driver: Option<JobSummary>,
+    nodes: BTreeMap<String, JobSummary>,
 }
 
 fn to_job_task((job, task): &(Arc<str>, TaskInfo)) -> JobTask {
@@ -201,6 +240,36 @@ mod tests {
         let summaries = board.summaries();
         assert_eq!(summaries.len(), 2);
         assert_eq!(summaries[0].tasks[0].state, TaskPhase::Finished);
+    }
+
+    #[test]
+    fn nodes_counts_add_to_the_driver_s_and_each_replaces_its_own_last() {
+        let mut board = TaskBoard::new(100);
+        let (done, running) = (TaskPhase::Finished, TaskPhase::Running);
+        board.report(report("a", vec![task(0, 1, done)]));
+        let alpha_first = vec![task(3, 1, done), task(3, 2, running)];
+        board.report_node("alpha", report("a", alpha_first));
+        board.report_node(
+            "alpha",
+            report("a", vec![task(3, 1, done), task(3, 2, done)]),
+        );
+        board.report_node("beta", report("a", vec![task(4, 1, done)]));
+        let summaries = board.summaries();
+        assert_eq!(summaries.len(), 1, "one job");
+        let count = |function: &str, state| {
+            (summaries[0].tasks.iter())
+                .filter(|c| c.function == function && c.state == state)
+                .map(|c| c.count)
+                .sum::<u64>()
+        };
+        assert_eq!(count("f1", done), 3, "the driver's, alpha's and beta's");
+        assert_eq!(
+            count("f0", done),
+            1,
+            "alpha's last report replaced its first"
+        );
+        assert_eq!(count("f0", running), 0);
+        assert_eq!(board.len(), 4, "every task's record");
     }
 
     #[test]

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use crate::proto::board::TaskBoard;
 use crate::proto::directory::{Directory, JOB_TIMEOUT, SavedJob};
 use prism_transport::{
-    FromControl, MemberUpdate, NodeStatus, NodeUsage, NodeUse, PendingDemand, PullStats, ToControl,
+    FromControl, JobEvents, MemberUpdate, NodeStatus, NodeUsage, NodeUse, PendingDemand, PullStats,
+    ToControl,
 };
 
 /// How many membership changes the store remembers for subscribers (one further behind gets
@@ -301,6 +302,10 @@ impl ControlStore {
                 self.board.report(events);
                 FromControl::Ack
             }
+            ToControl::NodeEvents(events) => FromControl::Error(format!(
+                "task events of job {} from an unnamed node are refused",
+                events.summary.job
+            )),
             ToControl::Tasks(query) => {
                 let (tasks, matched) = self.board.tasks(&query);
                 FromControl::Tasks { tasks, matched }
@@ -316,6 +321,25 @@ impl ControlStore {
                 )
             }
         }
+    }
+
+    /// Member `member` reports the task events of job `job`'s workers there that own
+    /// tasks ([`ToControl::NodeEvents`]): taken from a registered node, for a job the head
+    /// knows.
+    pub(crate) fn node_events(&mut self, member: &str, events: JobEvents) -> FromControl {
+        let job = &events.summary.job;
+        if !self.nodes.values().any(|n| n.name == member) {
+            return FromControl::Error(format!(
+                "{member} is no registered node: it cannot report the tasks of job {job}"
+            ));
+        }
+        if !self.directory.knows(job) {
+            return FromControl::Error(format!(
+                "node {member} reports the tasks of job {job}, which the head does not know"
+            ));
+        }
+        self.board.report_node(member, events);
+        FromControl::Ack
     }
 
     /// Node `node` leaves, as the member named `member` asks: its record goes (a member may
@@ -659,6 +683,60 @@ mod tests {
             boot,
         };
         store.handle(request, now)
+    }
+
+    #[test]
+    fn only_a_registered_node_reports_task_events_and_only_for_a_known_job() {
+        use crate::proto::directory::Publisher;
+        use prism_transport::{JobInfo, JobSummary, TaskCount, TaskPhase};
+        let t0 = Instant::now();
+        let mut store = ControlStore::new(Duration::from_secs(10), 1);
+        assert_eq!(
+            register(&mut store, "alpha", t0),
+            FromControl::Registered(1)
+        );
+        let events = |job: &str| JobEvents {
+            tasks: Vec::new(),
+            summary: JobSummary {
+                job: job.into(),
+                tasks: vec![TaskCount {
+                    function: "child".into(),
+                    kind: None,
+                    state: TaskPhase::Finished,
+                    count: 3,
+                    dropped: 0,
+                }],
+                objects: Vec::new(),
+                times: Vec::new(),
+            },
+        };
+        let refused = |answer: FromControl, says: &str| match answer {
+            FromControl::Error(e) => assert!(e.contains(says), "{e}"),
+            other => panic!("taken: {other:?}"),
+        };
+        refused(
+            store.node_events("alpha", events("j")),
+            "which the head does not know",
+        );
+        let info = JobInfo {
+            driver: "127.0.0.1".into(),
+            pid: 42,
+            entry: "test".into(),
+            started_ms: 1_000,
+        };
+        let update = Publisher::new("j".into(), info).update(Vec::new(), Vec::new(), 1_000, false);
+        let update = update.expect("a first update");
+        assert_eq!(store.handle(ToControl::Job(update), t0), FromControl::Ack);
+        refused(store.node_events("beta", events("j")), "no registered node");
+        refused(
+            store.handle(ToControl::NodeEvents(events("j")), t0),
+            "from an unnamed node",
+        );
+        assert!(store.summaries().is_empty(), "nothing refused was taken");
+        assert_eq!(store.node_events("alpha", events("j")), FromControl::Ack);
+        let summaries = store.summaries();
+        assert_eq!(summaries.len(), 1);
+        assert_eq!(summaries[0].tasks[0].count, 3);
     }
 
     #[test]

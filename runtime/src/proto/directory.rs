@@ -234,6 +234,11 @@ impl Directory {
         }
     }
 
+    /// Whether it knows job `job` (running or ended).
+    pub(crate) fn knows(&self, job: &str) -> bool {
+        self.jobs.contains_key(job)
+    }
+
     /// The directory a head saved: each running job given one timeout from `now` to be heard
     /// from again.
     pub(crate) fn recover(timeout: Duration, saved: Vec<SavedJob>, now: Instant) -> Self {

@@ -16,7 +16,10 @@ use crate::proto::scheduler::WorkerId;
 /// How many tasks the table keeps by default (`PRISM_TASK_EVENTS_MAX`; 0 turns events off).
 pub(crate) const DEFAULT_CAPACITY: usize = 100_000;
 
-use prism_transport::{FunctionTimes, Histogram, TaskCount, TaskEvent, TaskInfo, TaskRun};
+use prism_transport::{
+    ArchivedOwnedPhase, FunctionTimes, Histogram, OwnedEvent, TaskCount, TaskEvent, TaskInfo,
+    TaskRun,
+};
 pub(crate) use prism_transport::{TaskPhase, TaskType};
 
 /// A task waiting: for a node when `ready`, else for its arguments.
@@ -179,6 +182,70 @@ impl TaskEvents {
         match us.checked_sub(heard_us) {
             Some(after) => at.checked_add(Duration::from_micros(after)),
             None => at.checked_sub(Duration::from_micros(heard_us - us)),
+        }
+    }
+
+    /// Worker `owner` reports what happened to tasks it owns, in a message written at
+    /// `sent_us` by the host's clock and read at `now`: recorded like the recorder's own
+    /// tasks'. A submission that names no parent gets `running` (the task the recorder
+    /// knows `owner` runs); `pid` tells a worker's process id, if known. The workers that
+    /// ran the tasks are on the owner's host (one clock), or their times are off by the
+    /// two hosts' clocks.
+    pub(crate) fn owned(
+        &mut self,
+        owner: WorkerId,
+        now: Instant,
+        sent_us: u64,
+        events: &rkyv::vec::ArchivedVec<rkyv::Archived<OwnedEvent>>,
+        running: Option<TaskId>,
+        pid: impl Fn(WorkerId) -> Option<u32>,
+    ) {
+        if !self.on() {
+            return;
+        }
+        self.heard(owner, now, sent_us);
+        for event in events.iter() {
+            let task = event.task.to_native();
+            let at = self.when(owner, event.at_us.to_native()).unwrap_or(now);
+            match &event.phase {
+                ArchivedOwnedPhase::Submitted {
+                    function,
+                    ready,
+                    parent,
+                } => {
+                    let function: Arc<str> = Arc::from(function.as_str());
+                    self.submitted(task, &function, TaskKind::Normal, *ready, at);
+                    if let Some(parent) = parent.as_ref().map(|p| p.to_native()).or(running) {
+                        self.set_parent(task, parent);
+                    }
+                }
+                ArchivedOwnedPhase::Ready => self.phase(task, pending(true), at),
+                ArchivedOwnedPhase::Sent { worker } => self.sent(task, worker.to_native(), at),
+                ArchivedOwnedPhase::Ran {
+                    worker,
+                    start_us,
+                    times,
+                } => {
+                    // The worker that ran it reads the owner's clock (one host; a lease on
+                    // another host's worker is off by the two clocks' offset).
+                    let worker = worker.to_native();
+                    if let Some(&pair) = self.clocks.get(&owner) {
+                        self.clocks.insert(worker, pair);
+                    }
+                    let ran = Ran {
+                        worker,
+                        pid: pid(worker),
+                        start_us: start_us.to_native(),
+                        args_us: times.args_us.to_native(),
+                        run_us: times.run_us.to_native(),
+                        store_us: times.store_us.to_native(),
+                    };
+                    self.ran(task, ran);
+                }
+                ArchivedOwnedPhase::Finished => self.finished(task, at),
+                ArchivedOwnedPhase::Failed(error) => self.failed(task, || error.to_string(), at),
+                ArchivedOwnedPhase::Again => self.again(task, pending(true), at),
+            }
         }
     }
 
@@ -524,6 +591,47 @@ impl TaskEvents {
             runs: entry.runs.iter().map(run).collect(),
         }
     }
+}
+
+/// How many changed task records one report to the head carries at most (a busier second's
+/// rest goes with the next reports), as Ray's `task_events_send_batch_size`.
+pub(crate) const REPORT_MAX_TASKS: usize = 10_000;
+
+/// About how many bytes of task records one report carries at most (the head reads requests
+/// of up to 16 MiB; a record with a long error message is large).
+pub(crate) const REPORT_MAX_BYTES: usize = 4 << 20;
+
+impl TaskEvents {
+    /// The records that changed since they were last taken, at most [`REPORT_MAX_TASKS`] of
+    /// them and about [`REPORT_MAX_BYTES`] (the rest stay for the next call), times by
+    /// `clock`, each worker's node named by `node_name`.
+    pub(crate) fn changed_records(
+        &mut self,
+        clock: &UnixClock,
+        node_name: impl Fn(WorkerId) -> String,
+    ) -> Vec<TaskInfo> {
+        let (mut tasks, mut bytes) = (Vec::new(), 0);
+        while tasks.len() < REPORT_MAX_TASKS
+            && bytes < REPORT_MAX_BYTES
+            && let Some(task) = self.pop_changed()
+        {
+            let Some(entry) = self.get(task) else {
+                continue;
+            };
+            let info = self.info(task, entry, clock, &node_name);
+            bytes += record_size(&info);
+            tasks.push(info);
+        }
+        tasks
+    }
+}
+
+/// About how many bytes `task` takes in a report.
+fn record_size(task: &TaskInfo) -> usize {
+    let runs: usize = task.runs.iter().map(|r| 64 + r.node.len()).sum();
+    let node = task.node.as_ref().map_or(0, String::len);
+    let error = task.error.as_ref().map_or(0, String::len);
+    96 + task.function.len() + node + error + 24 * task.events.len() + runs
 }
 
 /// Turns instants into microseconds since the Unix epoch: the shell reads both clocks once.

@@ -15,8 +15,9 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use prism_graph::{ObjectId, Resources};
-use prism_transport::{FromHost, HostEvent, PullStats};
+use prism_transport::{FromHost, HostEvent, JobEvents, JobSummary, OwnedEvent, PullStats};
 
+use crate::proto::events::{TaskEvents, UnixClock};
 use crate::proto::grants::{Answer, Grants};
 use crate::proto::lease::{self, Lease};
 
@@ -43,6 +44,9 @@ pub(crate) struct JobStart<P> {
     pub(crate) store_capacity: u64,
     /// How long the node's lease on the job runs after the driver's last renewal.
     pub(crate) lease: Duration,
+    /// How many records of the tasks the job's workers here own the node keeps for the
+    /// head (0: none).
+    pub(crate) task_events: usize,
 }
 
 /// A driver's request to the node (the wire's [`prism_transport::ToHost`], addresses parsed).
@@ -245,6 +249,11 @@ struct Job<P, S> {
     workers: HashMap<u64, u32>,
     lease: Lease,
     binary: Binary<P>,
+    /// The task events of the tasks the job's workers here own, for the head.
+    events: TaskEvents,
+    /// The summary of them last reported (none: none yet, or the head is to hear it all
+    /// again).
+    reported: Option<JobSummary>,
 }
 
 /// Where a job's binary is on the node.
@@ -405,6 +414,76 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 why: Ending::LeaseEnded,
                 reason,
             });
+        }
+    }
+
+    /// Worker `worker` of job `job` reports what happened to the tasks it owns, in a message
+    /// written at `sent_us` by the host's clock and read at `now`: kept for the head (nothing
+    /// when the job does not run here or keeps no task events).
+    pub(crate) fn owned_events(
+        &mut self,
+        job: &str,
+        worker: u64,
+        sent_us: u64,
+        events: &rkyv::vec::ArchivedVec<rkyv::Archived<OwnedEvent>>,
+        now: Instant,
+    ) {
+        let Some(job) = self.jobs.get_mut(job) else {
+            return;
+        };
+        let workers = &job.workers;
+        let pid = |w: u64| workers.get(&w).copied();
+        job.events.owned(worker, now, sent_us, events, None, pid);
+    }
+
+    /// The reports for the head of the tasks each job's workers here own, times by `clock`:
+    /// the records that changed since the last report and the counts, for each job where
+    /// either changed. A worker of another node (a lease there) is named by `elsewhere`
+    /// (given the job's connection and the worker), if it can be.
+    pub(crate) fn task_reports(
+        &mut self,
+        clock: &UnixClock,
+        elsewhere: impl Fn(ConnId, u64) -> Option<String>,
+    ) -> Vec<JobEvents> {
+        let mut reports = Vec::new();
+        for (name, job) in &mut self.jobs {
+            if !job.events.on() {
+                continue;
+            }
+            let workers = &job.workers;
+            let node_name = |w: u64| match workers.contains_key(&w) {
+                true => self.name.clone(),
+                false => {
+                    (elsewhere(job.conn, w)).unwrap_or_else(|| format!("the node of worker {w}"))
+                }
+            };
+            let tasks = job.events.changed_records(clock, node_name);
+            let summary = JobSummary {
+                job: name.clone(),
+                tasks: job.events.counts(),
+                objects: Vec::new(),
+                times: job.events.times().to_vec(),
+            };
+            let unchanged = match &job.reported {
+                Some(last) => *last == summary,
+                None => summary.tasks.is_empty(),
+            };
+            if tasks.is_empty() && unchanged {
+                continue;
+            }
+            job.reported = Some(summary.clone());
+            reports.push(JobEvents { tasks, summary });
+        }
+        reports.sort_by(|a, b| a.summary.job.cmp(&b.summary.job));
+        reports
+    }
+
+    /// The head is new (or restarted, its board empty): the next reports carry every record
+    /// and every job's counts again.
+    pub(crate) fn report_all_again(&mut self) {
+        for job in self.jobs.values_mut() {
+            job.events.all_changed();
+            job.reported = None;
         }
     }
 
@@ -664,6 +743,8 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             return;
         };
         let length = lease::at_least_shortest(start.lease);
+        let mut events = TaskEvents::new(start.task_events);
+        events.report_to_head();
         let setup = match result {
             Ok(setup) => setup,
             Err(e) => return self.reply(conn, req, FromHost::Error(e)),
@@ -685,6 +766,8 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     workers,
                     lease,
                     binary,
+                    events,
+                    reported: None,
                 };
                 self.jobs.insert(job, record);
                 // The first renewal is asked for at once.
@@ -867,6 +950,11 @@ mod tests {
     const S: Duration = Duration::from_secs(1);
 
     fn start(lease: Duration) -> Request<u32> {
+        start_keeping(lease, 0)
+    }
+
+    /// A job start whose node keeps `task_events` records of the tasks its workers own.
+    fn start_keeping(lease: Duration, task_events: usize) -> Request<u32> {
         Request::StartJob(JobStart {
             binary: [7; 32],
             size: 100,
@@ -874,6 +962,7 @@ mod tests {
             inline_threshold: 1024,
             store_capacity: 1 << 20,
             lease,
+            task_events,
         })
     }
 
@@ -914,10 +1003,16 @@ mod tests {
 
     /// Node "n" with job "j" running for connection 1 (its store "files"), started at `t0`.
     fn hosting_a_job(t0: Instant) -> Node {
+        hosting_a_job_keeping(t0, 0)
+    }
+
+    /// A node hosting job `j` (on connection 1), keeping `task_events` records of the tasks
+    /// the job's workers own.
+    fn hosting_a_job_keeping(t0: Instant, task_events: usize) -> Node {
         let mut node = Node::new("n".into(), Resources::cpus(4.0).unwrap());
         let job = "j".to_string();
         node.handle(Event::Connected { conn: 1, job }, t0);
-        let request = start(5 * S);
+        let request = start_keeping(5 * S, task_events);
         ask(&mut node, 1, 0, request, t0);
         let prepare = actions(&mut node);
         assert!(
@@ -958,22 +1053,20 @@ mod tests {
         assert!(node.idle(), "no job is left for a lease to end later");
     }
 
-    #[test]
-    fn only_its_own_connection_steers_a_job_and_its_end_stops_its_workers() {
-        let t0 = Instant::now();
-        let mut node = hosting_a_job(t0);
+    /// The driver of job `j` starts worker 3 (request 1), which starts with pid 4242.
+    fn spawn_worker_3(node: &mut Node, t0: Instant) {
         let spawn = Request::Spawn {
             worker: 3,
             binary_from: None,
         };
-        ask(&mut node, 1, 1, spawn.clone(), t0);
+        ask(node, 1, 1, spawn, t0);
         let expected = Action::Spawn {
             conn: 1,
             req: 1,
             worker: 3,
             setup: "files",
         };
-        assert_eq!(actions(&mut node), vec![expected]);
+        assert_eq!(actions(node), vec![expected]);
         let spawned = Event::Spawned {
             conn: 1,
             req: 1,
@@ -981,11 +1074,122 @@ mod tests {
             result: Ok(4242),
         };
         node.handle(spawned, t0);
-        assert_eq!(
-            actions(&mut node),
-            vec![reply(1, 1, FromHost::Spawned(4242))]
-        );
+        assert_eq!(actions(node), vec![reply(1, 1, FromHost::Spawned(4242))]);
         assert_eq!(node.workers(), 1);
+    }
+
+    /// Worker 3 reports `events` of the tasks it owns, written at 1 ms by its clock.
+    fn owned(node: &mut Node, events: Vec<OwnedEvent>, now: Instant) {
+        let mut frame = Vec::new();
+        let msg = prism_transport::ToNode::Owned {
+            sent_us: 1_000,
+            events,
+        };
+        prism_transport::encode_frame(&msg, &mut frame).unwrap();
+        let mut decoder = prism_transport::FrameDecoder::new(1 << 20);
+        decoder.extend(&frame);
+        let frame = decoder.next_frame().unwrap().unwrap();
+        let prism_transport::ArchivedToNode::Owned { sent_us, events } =
+            frame.access::<prism_transport::ToNode>().unwrap()
+        else {
+            unreachable!("an owned frame");
+        };
+        node.owned_events("j", 3, sent_us.to_native(), events, now);
+    }
+
+    #[test]
+    fn the_tasks_a_worker_owns_are_reported_for_the_head_as_they_change() {
+        use prism_graph::TaskId;
+        use prism_transport::{OwnedPhase, RunTimes, TaskPhase};
+        let t0 = Instant::now();
+        let mut node = hosting_a_job_keeping(t0, 100);
+        spawn_worker_3(&mut node, t0);
+        let (parent, here, afar) = (TaskId::new(0, 1), TaskId::new(3, 1), TaskId::new(3, 2));
+        let event = |task, at_us, phase| OwnedEvent { task, at_us, phase };
+        let submitted = |parent| OwnedPhase::Submitted {
+            function: "f".into(),
+            ready: true,
+            parent,
+        };
+        let times = RunTimes {
+            args_us: 1,
+            run_us: 20,
+            store_us: 2,
+            ago_us: 0,
+        };
+        owned(
+            &mut node,
+            vec![
+                event(here, 100, submitted(Some(parent))),
+                event(here, 110, OwnedPhase::Sent { worker: 3 }),
+                event(
+                    here,
+                    150,
+                    OwnedPhase::Ran {
+                        worker: 3,
+                        start_us: 120,
+                        times,
+                    },
+                ),
+                event(here, 160, OwnedPhase::Finished),
+                event(afar, 200, submitted(None)),
+                event(afar, 210, OwnedPhase::Sent { worker: 77 }),
+            ],
+            t0,
+        );
+        let clock = UnixClock {
+            now: t0,
+            unix_us: 1_000_000_000,
+        };
+        let beta = |conn: ConnId, worker: u64| (conn == 1 && worker == 77).then(|| "beta".into());
+        let reports = node.task_reports(&clock, beta);
+        assert_eq!(reports.len(), 1);
+        let report = &reports[0];
+        assert_eq!(report.summary.job, "j");
+        let mut tasks = report.tasks.clone();
+        tasks.sort_by_key(|t| t.task_id);
+        let [done, sent] = &tasks[..] else {
+            panic!("two records: {tasks:?}");
+        };
+        assert_eq!((done.task_id, done.state), (here, TaskPhase::Finished));
+        assert_eq!(done.parent, Some(parent), "the parent the worker named");
+        assert_eq!(done.node.as_deref(), Some("n"), "its worker is this node's");
+        assert_eq!(done.runs[0].pid, Some(4242));
+        assert_eq!(done.runs[0].run_us, 20);
+        assert_eq!((sent.task_id, sent.parent), (afar, None));
+        assert_eq!(sent.node.as_deref(), Some("beta"), "leased on another node");
+        let finished = (report.summary.tasks.iter())
+            .find(|c| c.state == TaskPhase::Finished)
+            .map(|c| (c.function.as_str(), c.count));
+        assert_eq!(finished, Some(("f", 1)));
+
+        // Nothing changed: nothing to report.
+        assert!(node.task_reports(&clock, beta).is_empty());
+        owned(
+            &mut node,
+            vec![event(afar, 300, OwnedPhase::Finished)],
+            t0 + S,
+        );
+        let again = node.task_reports(&clock, beta);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].tasks.len(), 1, "only the record that changed");
+        // A head that restarted hears everything again.
+        node.report_all_again();
+        let all = node.task_reports(&clock, beta);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].tasks.len(), 2);
+        // Another job's frames and a job that keeps no records report nothing.
+        let mut quiet = hosting_a_job(t0);
+        spawn_worker_3(&mut quiet, t0);
+        owned(&mut quiet, vec![event(here, 100, submitted(None))], t0);
+        assert!(quiet.task_reports(&clock, beta).is_empty());
+    }
+
+    #[test]
+    fn only_its_own_connection_steers_a_job_and_its_end_stops_its_workers() {
+        let t0 = Instant::now();
+        let mut node = hosting_a_job(t0);
+        spawn_worker_3(&mut node, t0);
 
         // Another driver's connection for the same job name: refused, and it steers nothing.
         let job = "j".to_string();

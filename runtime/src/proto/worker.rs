@@ -134,6 +134,9 @@ pub(crate) struct Worker {
     now_us: u64,
     /// The tasks this worker owns.
     owned: owned::Owned,
+    /// The tasks running here, the innermost (or, for an actor running calls at once, the
+    /// latest) last: a task submitted now is its child.
+    running: Vec<TaskId>,
 }
 
 impl Worker {
@@ -162,6 +165,7 @@ impl Worker {
             pushed: IdSet::default(),
             now_us: 0,
             owned: owned::Owned::new(me),
+            running: Vec::new(),
         }
     }
 
@@ -434,6 +438,7 @@ impl Worker {
             self.streams.remove(&ended.task);
         }
         let task = ended.task;
+        self.stopped(task);
         self.done.push(ended);
         self.release_returned(task);
     }
@@ -521,7 +526,23 @@ impl Worker {
 
     /// The next task sent to run here, if any.
     pub(crate) fn next_task(&mut self) -> Option<Execute> {
-        self.queue.pop_front()
+        let next = self.queue.pop_front();
+        if let Some(exec) = &next {
+            self.running.push(exec.task);
+        }
+        next
+    }
+
+    /// Task `task` stopped running here.
+    fn stopped(&mut self, task: TaskId) {
+        if let Some(at) = self.running.iter().rposition(|&t| t == task) {
+            self.running.remove(at);
+        }
+    }
+
+    /// The task running here that what is submitted now comes from, if one runs.
+    pub(super) fn running_task(&self) -> Option<TaskId> {
+        self.running.last().copied()
     }
 
     /// Asks the node for the values of `ids` not known or asked for yet.
@@ -893,7 +914,8 @@ impl Worker {
 
     /// A task the blocked one waits for starts on top of it: what the blocked one awaited,
     /// to hand back to [`Worker::nested_ended`].
-    pub(crate) fn nest(&mut self) -> IdSet<TaskId> {
+    pub(crate) fn nest(&mut self, task: TaskId) -> IdSet<TaskId> {
+        self.running.push(task);
         self.blocked = false;
         self.depth += 1;
         std::mem::take(&mut self.awaiting)
@@ -913,6 +935,7 @@ impl Worker {
         // What arrived meanwhile went to the nested task's waits.
         self.arrived.clear();
         let task = ended.task;
+        self.stopped(task);
         if self.owns_task(task) {
             self.ended_here(ended, open);
         } else {
@@ -1266,7 +1289,7 @@ mod tests {
             panic!("the awaited task runs here");
         };
         assert_eq!(nested.task, task(10));
-        let awaiting = worker.nest();
+        let awaiting = worker.nest(nested.task);
         // Above the blocked task a plain task bounces still.
         receive(&mut worker, &ToWorker::Execute(vec![normal(4)])).unwrap();
         worker.nested_ended(ended(10, None), awaiting, &mut |_| {

@@ -1187,6 +1187,7 @@ impl World<'_> {
             inline_threshold: INLINE_LIMIT,
             store_capacity: self.config.store_capacity,
             lease,
+            task_events: 0,
         });
         self.hosts[node].views[j].daemon_conn = Some(conn);
         let job = self.jobs[j].name.clone();

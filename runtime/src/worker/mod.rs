@@ -401,7 +401,7 @@ impl WorkerClient {
                         Ok(Some(exec)) => {
                             // Run it on top of the blocked task, with the lock released (it
                             // may submit and wait itself), then wait on.
-                            let awaiting = inner.core.nest();
+                            let awaiting = inner.core.nest(exec.task);
                             drop(inner);
                             let ended = run_task(self, &mut registry::Actor::None, &exec);
                             inner = self.inner.lock();

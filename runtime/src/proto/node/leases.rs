@@ -9,10 +9,8 @@
 //!
 //! [`ToNode::Forward`]: prism_transport::ToNode::Forward
 
-use std::sync::Arc;
-
-use prism_graph::{Resources, TaskId, TaskKind};
-use prism_transport::{ArchivedOwnedPhase, OwnedEvent, ToWorker};
+use prism_graph::{Resources, TaskId};
+use prism_transport::{OwnedEvent, ToWorker};
 
 use super::State;
 use crate::proto::nodes::{NodeIdx, node_of};
@@ -259,54 +257,13 @@ impl State {
         sent_us: u64,
         events: &rkyv::vec::ArchivedVec<rkyv::Archived<OwnedEvent>>,
     ) {
-        let (Some(now), true) = (self.now, self.owner.events.on()) else {
+        let Some(now) = self.now else {
             return;
         };
-        let parent = self.nodes.running_task(owner);
-        let table = &mut self.owner.events;
-        table.heard(owner, now, sent_us);
-        for event in events.iter() {
-            let task = event.task.to_native();
-            let at = table.when(owner, event.at_us.to_native()).unwrap_or(now);
-            match &event.phase {
-                ArchivedOwnedPhase::Submitted { function, ready } => {
-                    let function: Arc<str> = Arc::from(function.as_str());
-                    table.submitted(task, &function, TaskKind::Normal, *ready, at);
-                    if let Some(parent) = parent {
-                        table.set_parent(task, parent);
-                    }
-                }
-                ArchivedOwnedPhase::Ready => {
-                    table.phase(task, crate::proto::events::pending(true), at);
-                }
-                ArchivedOwnedPhase::Sent { worker } => table.sent(task, worker.to_native(), at),
-                ArchivedOwnedPhase::Ran {
-                    worker,
-                    start_us,
-                    times,
-                } => {
-                    let worker = worker.to_native();
-                    // The worker that ran it is on the owner's host: one clock.
-                    table.heard(worker, now, sent_us);
-                    let ran = crate::proto::events::Ran {
-                        worker,
-                        pid: self.workers.get(&worker).and_then(|l| l.pid),
-                        start_us: start_us.to_native(),
-                        args_us: times.args_us.to_native(),
-                        run_us: times.run_us.to_native(),
-                        store_us: times.store_us.to_native(),
-                    };
-                    table.ran(task, ran);
-                }
-                ArchivedOwnedPhase::Finished => table.finished(task, at),
-                ArchivedOwnedPhase::Failed(error) => {
-                    table.failed(task, || error.to_string(), at);
-                }
-                ArchivedOwnedPhase::Again => {
-                    table.again(task, crate::proto::events::pending(true), at);
-                }
-            }
-        }
+        let running = self.nodes.running_task(owner);
+        let workers = &self.workers;
+        let pid = |worker: WorkerId| workers.get(&worker).and_then(|l| l.pid);
+        (self.owner.events).owned(owner, now, sent_us, events, running, pid);
     }
 
     /// Whether worker `owner` holds or asked for a lease.

@@ -8,24 +8,13 @@ use prism_transport::{JobEvents, JobSummary, ObjectCount};
 
 use super::State;
 use crate::proto::events::UnixClock;
-use crate::proto::nodes::node_of;
+use crate::proto::nodes::{Nodes, node_of};
 use crate::proto::scheduler::WorkerId;
-
-/// How many changed task records one report carries at most (a busier second's rest goes
-/// with the next reports), as Ray's `task_events_send_batch_size`.
-pub(crate) const REPORT_MAX_TASKS: usize = 10_000;
-
-/// About how many bytes of task records one report carries at most (the head reads requests
-/// of up to 16 MiB; a record with a long error message is large).
-pub(crate) const REPORT_MAX_BYTES: usize = 4 << 20;
 
 impl State {
     /// The name of the node `worker` runs on.
     pub(crate) fn node_name(&self, worker: WorkerId) -> String {
-        let node = node_of(worker);
-        self.nodes
-            .get(node)
-            .map_or_else(|| format!("node {node}"), |n| n.name.clone())
+        node_name(&self.nodes, worker)
     }
 
     /// The objects the owner holds, counted by function and state.
@@ -48,21 +37,12 @@ impl State {
     }
 
     /// Job `job`'s report to the head, times by `clock`: the task records that changed since
-    /// the last one (at most [`REPORT_MAX_TASKS`]) and the job's summary.
+    /// the last one (see [`TaskEvents::changed_records`]) and the job's summary.
+    ///
+    /// [`TaskEvents::changed_records`]: crate::proto::events::TaskEvents::changed_records
     pub(crate) fn report_events(&mut self, job: &str, clock: &UnixClock) -> JobEvents {
-        let (mut tasks, mut bytes) = (Vec::new(), 0);
-        while tasks.len() < REPORT_MAX_TASKS
-            && bytes < REPORT_MAX_BYTES
-            && let Some(task) = self.owner.events.pop_changed()
-        {
-            let events = &self.owner.events;
-            let Some(entry) = events.get(task) else {
-                continue;
-            };
-            let info = events.info(task, entry, clock, |w| self.node_name(w));
-            bytes += record_size(&info);
-            tasks.push(info);
-        }
+        let nodes = &self.nodes;
+        let tasks = (self.owner.events).changed_records(clock, |w| node_name(nodes, w));
         let events = &self.owner.events;
         JobEvents {
             tasks,
@@ -76,10 +56,10 @@ impl State {
     }
 }
 
-/// About how many bytes `task` takes in a report.
-fn record_size(task: &prism_transport::TaskInfo) -> usize {
-    let runs: usize = task.runs.iter().map(|r| 64 + r.node.len()).sum();
-    let node = task.node.as_ref().map_or(0, String::len);
-    let error = task.error.as_ref().map_or(0, String::len);
-    96 + task.function.len() + node + error + 24 * task.events.len() + runs
+/// The name of the node of `nodes` that `worker` runs on.
+fn node_name(nodes: &Nodes, worker: WorkerId) -> String {
+    let node = node_of(worker);
+    nodes
+        .get(node)
+        .map_or_else(|| format!("node {node}"), |n| n.name.clone())
 }

@@ -285,10 +285,11 @@ impl Worker {
                 ask.push(id);
             }
         }
-        let function = &spec.function;
+        let (function, parent) = (&spec.function, self.running_task());
         self.note(task, || OwnedPhase::Submitted {
             function: function.clone(),
             ready: missing == 0,
+            parent,
         });
         self.owned.tasks.insert(
             task,
@@ -1530,7 +1531,7 @@ mod tests {
             panic!("it runs its own task");
         };
         assert_eq!(exec.task, id.task);
-        let awaiting = w.nest();
+        let awaiting = w.nest(exec.task);
         let ended = Ended {
             task: id.task,
             outcome: value_of(vec![5]),
