@@ -20,7 +20,8 @@ use crate::frame::Message;
 /// nodes' workers, their frames passed between the two nodes' daemons ([`Purpose::Workers`],
 /// [`PeerFrame`]); 21: the tasks workers own are reported by their node to the head
 /// ([`ToControl::NodeEvents`], [`ToHost::StartJob`]'s `task_events`, the parent a
-/// submission names in [`OwnedPhase::Submitted`]).
+/// submission names in [`OwnedPhase::Submitted`]); holds taken for a worker are counted apart
+/// from its own and ended by it ([`ToNode::ReleaseHeld`]).
 pub const PROTOCOL_VERSION: u32 = 21;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
@@ -318,13 +319,23 @@ pub enum ToNode {
     /// Worker `holder`, the owner of a task that ran here, holds these objects and actor
     /// handles from now on: those inside the task's values, whose end goes to it next. Sent
     /// before the end and before this worker's own releases of them, so that they stay alive
-    /// between.
+    /// between. Each one listed is one hold, counted apart from `holder`'s own, which it
+    /// ends with [`ToNode::ReleaseHeld`].
     HoldFor {
         /// The task's owner.
         holder: u64,
-        /// The objects its values refer to.
+        /// The objects its values refer to, once per reference.
         ids: Vec<ObjectId>,
-        /// The actors whose handles its values hold.
+        /// The actors whose handles its values hold, once per handle.
+        actors: Vec<ActorId>,
+    },
+    /// The worker lets go of holds another worker took for it ([`ToNode::HoldFor`]): one
+    /// each per id listed. A release may reach the node before the hold it ends (the two
+    /// come on different links); the hold then ends as it comes.
+    ReleaseHeld {
+        /// The objects.
+        ids: Vec<ObjectId>,
+        /// The actors.
         actors: Vec<ActorId>,
     },
     /// The worker holds handles to these actors (read from a value): they live while it does.

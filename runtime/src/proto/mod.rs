@@ -21,6 +21,7 @@ pub(crate) mod control;
 pub(crate) mod directory;
 pub(crate) mod events;
 pub(crate) mod grants;
+pub(crate) mod held_for;
 pub(crate) mod host;
 pub(crate) mod lease;
 pub(crate) mod logs;

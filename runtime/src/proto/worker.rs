@@ -673,11 +673,8 @@ impl Worker {
                     actors.extend(handles.iter().flatten());
                 }
             }
+            // One hold per reference: the owner lets go of each value's own.
             if !ids.is_empty() || !actors.is_empty() {
-                ids.sort_unstable();
-                ids.dedup();
-                actors.sort_unstable();
-                actors.dedup();
                 self.send(&ToNode::HoldFor {
                     holder: owner,
                     ids,
@@ -754,7 +751,7 @@ impl Worker {
                 self.spill(key.to_native(), room.to_native(), home.to_native());
             }
             ArchivedToWorker::Returned { sent_us, ends } => {
-                self.returned(sent_us.to_native(), ends.iter(), open)?;
+                self.returned(sent_us.to_native(), true, ends.iter(), open)?;
             }
             ArchivedToWorker::Handback(tasks) => {
                 self.handed_back(tasks.iter().map(|t| t.to_native()));

@@ -31,6 +31,7 @@ use prism_transport::{
     encode_frame,
 };
 
+use crate::proto::held_for::HeldFor;
 use crate::proto::nodes::{NodeIdx, Nodes, node_of};
 use crate::proto::owner::{FreedFile, Owner, Slot};
 use crate::proto::scheduler::{Action as Schedule, Admission, Placement, WorkerId};
@@ -286,6 +287,8 @@ struct WorkerLife {
     retiring: bool,
     /// The actors it holds handles to (released when it ends).
     actors: IdSet<ActorId>,
+    /// Handles held for it on other workers' word (released when it ends).
+    actors_held_for: HeldFor<ActorId>,
 }
 
 /// Frames for a worker on another node held back until the objects they name are in that
@@ -1128,9 +1131,28 @@ impl State {
                     tracing::debug!(worker, holder, "objects held for an owner that is gone");
                     return;
                 }
-                self.worker_holds_actors(holder, actors.iter().map(|a| a.to_native()));
+                let life = self.workers.entry(holder).or_default();
+                let first: Vec<ActorId> = (actors.iter().map(|a| a.to_native()))
+                    .filter(|&actor| life.actors_held_for.hold(actor))
+                    .collect();
+                for actor in first {
+                    self.actor_add_ref(actor);
+                }
                 let ids: Vec<ObjectId> = ids.iter().map(|i| i.to_native()).collect();
-                self.owner.worker_holds(holder, &ids);
+                self.owner.hold_for(holder, &ids);
+            }
+            ArchivedToNode::ReleaseHeld { ids, actors } => {
+                let ids: Vec<ObjectId> = ids.iter().map(|i| i.to_native()).collect();
+                self.owner.release_held(worker, &ids);
+                let Some(life) = self.workers.get_mut(&worker) else {
+                    return;
+                };
+                let last: Vec<ActorId> = (actors.iter().map(|a| a.to_native()))
+                    .filter(|&actor| life.actors_held_for.release(actor))
+                    .collect();
+                for actor in last {
+                    self.actor_release(actor);
+                }
             }
             ArchivedToNode::Release(ids) => {
                 let ids: Vec<ObjectId> = ids.iter().map(|i| i.to_native()).collect();
@@ -1527,7 +1549,11 @@ impl State {
             self.start_waiting_workers();
         }
         // The handles it held go with it.
-        for actor in link.actors {
+        for actor in link
+            .actors
+            .into_iter()
+            .chain(link.actors_held_for.into_held())
+        {
             self.actor_release(actor);
         }
         let reason = link.exit.unwrap_or_default();

@@ -1217,6 +1217,98 @@ fn handles_lent_to_a_task_or_held_by_a_worker_keep_an_unnamed_actor() {
 }
 
 #[test]
+fn holds_taken_for_an_owner_are_its_own_to_end_whatever_the_order_of_the_links() {
+    let mut h = Harness::new(1, 4.0);
+    let (maker, runner, owner) = (h.started[0], h.started[1], h.started[2]);
+    // An object a worker put, and an actor: what a task's value refers to.
+    let put = |h: &mut Harness, seq: u64| {
+        let id = ObjectId::new(TaskId::new(maker, seq), 0);
+        let msg = ToNode::Put {
+            id,
+            value: Value::Inline(vec![1]),
+            nested: Vec::new(),
+            actors: Vec::new(),
+        };
+        h.report(maker, &msg);
+        id
+    };
+    let (actor, _) = h.actor(0);
+    let object = put(&mut h, 1);
+    let hold_for = ToNode::HoldFor {
+        holder: owner,
+        ids: vec![object],
+        actors: vec![actor],
+    };
+    let release_held = ToNode::ReleaseHeld {
+        ids: vec![object],
+        actors: vec![actor],
+    };
+
+    // The owner held the object itself and its release was on its way when the runner
+    // asked the node to hold it for the owner: that release ends the owner's own hold, not
+    // the one taken for it (folded into one, the object went with the maker's release).
+    h.report(owner, &ToNode::Hold(vec![object]));
+    h.report(runner, &hold_for);
+    h.report(owner, &ToNode::Release(vec![object]));
+    h.report(maker, &ToNode::Release(vec![object]));
+    h.node.actor_release(actor);
+    h.node.settle();
+    h.drain();
+    assert!(h.slot(object).is_some(), "held for the owner");
+    assert!(runs(&h, actor), "held for the owner");
+    h.report(owner, &release_held);
+    assert!(
+        h.slot(object).is_none(),
+        "the owner let go of the last hold"
+    );
+    assert!(!runs(&h, actor), "the owner let go of the last handle");
+
+    // The owner's release came before the hold (the two on different links, through
+    // different nodes' daemons): the hold ends as it comes, and nothing is left held.
+    let (actor, _) = h.actor(0);
+    let object = put(&mut h, 2);
+    h.report(
+        owner,
+        &ToNode::ReleaseHeld {
+            ids: vec![object],
+            actors: vec![actor],
+        },
+    );
+    h.report(
+        runner,
+        &ToNode::HoldFor {
+            holder: owner,
+            ids: vec![object],
+            actors: vec![actor],
+        },
+    );
+    h.report(maker, &ToNode::Release(vec![object]));
+    h.node.actor_release(actor);
+    h.node.settle();
+    h.drain();
+    assert!(h.slot(object).is_none(), "no hold outlived its release");
+    assert!(!runs(&h, actor), "no handle outlived its release");
+
+    // Two values referring to one object hold it twice; an owner that dies lets go of both.
+    let object = put(&mut h, 3);
+    let twice = ToNode::HoldFor {
+        holder: owner,
+        ids: vec![object, object],
+        actors: Vec::new(),
+    };
+    h.report(runner, &twice);
+    h.report(maker, &ToNode::Release(vec![object]));
+    let once = ToNode::ReleaseHeld {
+        ids: vec![object],
+        actors: Vec::new(),
+    };
+    h.report(owner, &once);
+    assert!(h.slot(object).is_some(), "the other value still holds it");
+    h.dies(owner);
+    assert!(h.slot(object).is_none(), "a dead owner holds nothing");
+}
+
+#[test]
 fn an_object_read_on_many_nodes_spreads_from_each_copy_not_only_its_origin() {
     use super::copies::PULLS_PER_HOLDER;
     let mut h = Harness::new(6, 1.0);

@@ -20,6 +20,7 @@ use prism_graph::{
 use prism_transport::Value;
 
 use crate::proto::events::{self, TaskEvents, TaskPhase};
+use crate::proto::held_for::HeldFor;
 use crate::proto::scheduler::WorkerId;
 use crate::proto::shrink;
 pub(crate) use forgotten::Releaser;
@@ -214,6 +215,8 @@ pub(crate) struct Owner {
     /// Finished tasks whose remote results can be rebuilt.
     lineage: IdMap<TaskId, Lineage>,
     held_by: IdMap<WorkerId, IdSet<ObjectId>>,
+    /// Holds taken for workers on other workers' word ([`HeldFor`]).
+    held_for: IdMap<WorkerId, HeldFor<ObjectId>>,
     /// Notices for workers produced by the last calls, drained by the node.
     pub(crate) notices: Vec<WorkerNotice>,
     /// Bytes held in shared-memory segments.
@@ -1140,10 +1143,42 @@ impl Owner {
         }
     }
 
+    /// Another worker holds these objects for `worker` (the values of a task it owns, which
+    /// ran there): one hold each, counted apart from `worker`'s own (see [`HeldFor`]).
+    pub(crate) fn hold_for(&mut self, worker: WorkerId, ids: &[ObjectId]) {
+        let held = self.held_for.entry(worker).or_default();
+        let first: Vec<ObjectId> = ids.iter().copied().filter(|&id| held.hold(id)).collect();
+        for id in first {
+            match self.objects.contains_key(&id) {
+                true => self.add_ref(id),
+                false => {
+                    tracing::debug!(worker, object = %id, "a hold taken for a worker names an object already freed")
+                }
+            }
+        }
+    }
+
+    /// `worker` lets go of holds taken for it ([`Owner::hold_for`]).
+    pub(crate) fn release_held(&mut self, worker: WorkerId, ids: &[ObjectId]) {
+        let held = self.held_for.entry(worker).or_default();
+        let last: Vec<ObjectId> = ids.iter().copied().filter(|&id| held.release(id)).collect();
+        if held.is_empty() {
+            self.held_for.remove(&worker);
+        }
+        for id in last {
+            self.release_by(id, Releaser::Worker(worker));
+        }
+    }
+
     /// A worker is gone: drop its holds and its subscriptions.
     pub(crate) fn worker_gone(&mut self, worker: WorkerId) {
         if let Some(held) = self.held_by.remove(&worker) {
             for id in held {
+                self.release_by(id, Releaser::WorkerGone(worker));
+            }
+        }
+        if let Some(held) = self.held_for.remove(&worker) {
+            for id in held.into_held() {
                 self.release_by(id, Releaser::WorkerGone(worker));
             }
         }

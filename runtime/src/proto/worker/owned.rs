@@ -114,6 +114,10 @@ struct Lease {
 struct Made {
     nested: Vec<ObjectId>,
     actors: Vec<prism_graph::ActorId>,
+    /// The node holds what it refers to for this worker (the task ran on another worker,
+    /// which asked it to: [`ToNode::HoldFor`]), until [`ToNode::ReleaseHeld`]; else this
+    /// worker counts them among its own references.
+    held: bool,
 }
 
 /// A worker's books of the tasks it owns (see the module's documentation).
@@ -531,6 +535,7 @@ impl Worker {
     pub(super) fn returned<'a>(
         &mut self,
         sent_us: u64,
+        held: bool,
         ends: impl Iterator<Item = &'a ArchivedTaskEnd>,
         open: &mut dyn FnMut(&ArchivedValue) -> std::io::Result<ObjectBytes>,
     ) -> Result<(), super::Stop> {
@@ -561,7 +566,7 @@ impl Worker {
                         .map_err(undecodable)?,
                 ),
             };
-            self.owned_ended(task, ending);
+            self.owned_ended(task, ending, held);
         }
         Ok(())
     }
@@ -607,7 +612,7 @@ impl Worker {
         match rkyv::to_bytes::<rkyv::rancor::Error>(&end) {
             Ok(bytes) => match rkyv::access::<ArchivedTaskEnd, rkyv::rancor::Error>(&bytes) {
                 Ok(archived) => {
-                    let _ = self.returned(0, std::iter::once(archived), open);
+                    let _ = self.returned(0, false, std::iter::once(archived), open);
                 }
                 Err(e) => tracing::error!(task = %end.task, "cannot read a task's end: {e}"),
             },
@@ -618,13 +623,20 @@ impl Worker {
         }
     }
 
-    fn owned_ended(&mut self, task: TaskId, ending: Ending) {
+    /// Owned `task` ended; `held`: what its values refer to is held for this worker by the
+    /// node (it ran on another worker).
+    fn owned_ended(&mut self, task: TaskId, ending: Ending, held: bool) {
         if !self.owned.cancelled.is_empty() {
             // It ended (cancelled by its worker, or before its cancel arrived).
             self.owned.cancelled.remove(&task);
         }
         let Some(record) = self.owned.tasks.get(&task) else {
-            return; // ended already (cancelled, or a lease lost it and it ran again)
+            // Ended already (cancelled, or a lease lost it and it ran again): what the node
+            // holds for this end's values goes.
+            if let (true, Ending::Returned { nested, actors, .. }) = (held, ending) {
+                self.release_held(nested.concat(), actors.concat());
+            }
+            return;
         };
         let lease = match record.at {
             At::Pushed(key) => Some(key),
@@ -666,8 +678,11 @@ impl Worker {
                     let made = Made {
                         nested: nested.get(i).cloned().unwrap_or_default(),
                         actors: actors.get(i).cloned().unwrap_or_default(),
+                        held,
                     };
-                    self.hold_made(&made);
+                    if !held {
+                        self.hold_made(&made);
+                    }
                     self.owned.made.insert(id, made);
                     self.owned_value(id, slot);
                 }
@@ -1044,11 +1059,21 @@ impl Worker {
         let Some(made) = self.owned.made.remove(&id) else {
             return;
         };
+        if made.held {
+            return self.release_held(made.nested, made.actors);
+        }
         for inner in made.nested {
             self.release(inner);
         }
         for actor in made.actors {
             self.actor_release(actor);
+        }
+    }
+
+    /// Lets go of holds the node took for this worker ([`ToNode::ReleaseHeld`]).
+    fn release_held(&mut self, ids: Vec<ObjectId>, actors: Vec<prism_graph::ActorId>) {
+        if !ids.is_empty() || !actors.is_empty() {
+            self.send(&ToNode::ReleaseHeld { ids, actors });
         }
     }
 
@@ -1719,43 +1744,53 @@ mod tests {
             "held for the owner, the end, then the runner's own release: {messages:?}"
         );
 
-        // The owner counts them with the value, and lets them go with it.
+        // The owner's books: the node holds them for it, apart from its own holds, until it
+        // lets go of the value.
         let mut w = owner();
         w.submit(spec(1, Vec::new(), 0), None);
         let key = lease_key(&sent(&mut w));
         lease(&mut w, key, 9);
         let _ = sent(&mut w);
         let result = ObjectId::new(task, 0);
-        // The owner had read the object itself and let it go, its release not sent yet: sent
-        // after the node took the hold for the owner, it would end that hold.
+        // The owner had read the object itself and let it go: its release ends its own hold
+        // only.
         w.borrow(object);
         assert_eq!(sent(&mut w), vec![ToNode::Hold(vec![object])]);
         w.release(object);
         let end = TaskEnd {
             task,
-            outcome,
+            outcome: outcome.clone(),
             times: None,
         };
-        receive(
-            &mut w,
-            &ToWorker::Returned {
-                sent_us: 0,
-                ends: vec![end],
-            },
-        );
+        let ended = ToWorker::Returned {
+            sent_us: 0,
+            ends: vec![end.clone()],
+        };
+        receive(&mut w, &ended);
+        let messages = sent(&mut w);
         assert!(
-            !sent(&mut w).iter().any(|m| matches!(
+            !messages.iter().any(|m| matches!(
                 m,
-                ToNode::Hold(_) | ToNode::Release(_) | ToNode::ReleaseActors(_)
+                ToNode::Hold(_) | ToNode::HoldActors(_) | ToNode::ReleaseHeld { .. }
             )),
-            "the node holds them for the owner already"
+            "the node holds them for the owner already: {messages:?}"
         );
         w.release(result);
         let messages = sent(&mut w);
+        let release_held = ToNode::ReleaseHeld {
+            ids: vec![object],
+            actors: vec![actor],
+        };
         assert!(
-            messages.contains(&ToNode::Release(vec![object]))
-                && messages.contains(&ToNode::ReleaseActors(vec![actor])),
+            messages.contains(&release_held)
+                && !messages.contains(&ToNode::ReleaseActors(vec![actor])),
             "let go with the value: {messages:?}"
+        );
+        // An end that comes again (its task ended already) lets go of what it brought.
+        receive(&mut w, &ended);
+        assert!(
+            sent(&mut w).contains(&release_held),
+            "a second end's holds go at once"
         );
     }
 
