@@ -534,9 +534,20 @@ impl Core {
     /// job's workers own are recorded by their nodes for the head, not here); `None`
     /// embedded.
     pub(crate) fn head_tasks(&self) -> Option<crate::Result<Vec<prism_transport::TaskInfo>>> {
-        let joined = self.cluster.as_ref()?;
-        let asked = self.handle.block_on(joined.job_tasks());
-        Some(asked.map_err(|e| crate::Error::Head(format!("cannot list the job's tasks: {e}"))))
+        let joined = self.cluster.as_ref()?.clone();
+        // Asked on the node's runtime, which drives the head's connection, and waited for
+        // here: the caller may be inside a runtime of its own, which cannot block on one.
+        let (answer, asked) = std::sync::mpsc::channel();
+        self.handle.spawn(async move {
+            let _ = answer.send(joined.job_tasks().await);
+        });
+        let asked = asked
+            .recv()
+            .map_err(|_| crate::Error::Head("the node stopped before the head answered".into()))
+            .and_then(|asked| {
+                asked.map_err(|e| crate::Error::Head(format!("cannot list the job's tasks: {e}")))
+            });
+        Some(asked)
     }
 
     /// The node's resources: (total, available now).

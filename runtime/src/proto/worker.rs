@@ -248,24 +248,15 @@ impl Worker {
     /// this worker's hold, which goes on (a new hold sent after that release would be taken
     /// for its end).
     pub(super) fn take_back_release(&mut self, id: ObjectId) -> bool {
-        for list in [&mut self.released_at_end, &mut self.released] {
-            if let Some(at) = list.iter().position(|r| *r == id) {
-                list.swap_remove(at);
-                return true;
-            }
-        }
-        false
+        take_back([&mut self.released_at_end, &mut self.released], id)
     }
 
     /// [`Worker::take_back_release`] for a handle to `actor`.
     pub(super) fn take_back_actor_release(&mut self, actor: ActorId) -> bool {
-        for list in [&mut self.released_actors_at_end, &mut self.released_actors] {
-            if let Some(at) = list.iter().position(|a| *a == actor) {
-                list.swap_remove(at);
-                return true;
-            }
-        }
-        false
+        take_back(
+            [&mut self.released_actors_at_end, &mut self.released_actors],
+            actor,
+        )
     }
 
     /// Sends the releases of objects and actor handles not sent yet, ahead of a message
@@ -1031,6 +1022,17 @@ impl Tally {
             }
         }
     }
+}
+
+/// Takes `item` out of the first of `lists` that holds it: whether one did.
+fn take_back<T: PartialEq>(lists: [&mut Vec<T>; 2], item: T) -> bool {
+    for list in lists {
+        if let Some(at) = list.iter().position(|r| *r == item) {
+            list.swap_remove(at);
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]
