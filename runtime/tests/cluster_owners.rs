@@ -221,6 +221,56 @@ fn a_leased_worker_that_dies_costs_its_owner_a_retry() -> Result<(), Failed> {
     )
 }
 
+/// A millisecond's work anywhere, returning the node it ran on and a reference to a value it
+/// put there: the reference inside its value is held for its owner until the owner lets go.
+#[remote]
+fn put_and_return(i: u64) -> (String, ObjectRef<u64>) {
+    std::thread::sleep(std::time::Duration::from_millis(1));
+    let made = prism::put_ref(&(i * 3)).expect("a put");
+    (prism::node_name().unwrap_or_default(), made)
+}
+
+/// Submits `n` children that put values and return references to them, reads every one, and
+/// drops them: where the children ran, and the sum of the values.
+#[remote(resources(alpha = 1))]
+fn reads_what_children_put(n: u64) -> (Vec<String>, u64) {
+    let refs: Vec<_> = (0..n).map(put_and_return::remote).collect();
+    let ran = prism::get_all_blocking(&refs).expect("children succeed");
+    let mut nodes: Vec<String> = ran.iter().map(|(node, _)| node.clone()).collect();
+    nodes.sort();
+    nodes.dedup();
+    let made: Vec<ObjectRef<u64>> = ran.into_iter().map(|(_, made)| made).collect();
+    let sum = prism::get_all_blocking(&made).expect("the values the children put");
+    (nodes, sum.iter().sum())
+}
+
+fn references_children_return_from_another_node_live_until_their_owner_lets_go()
+-> Result<(), Failed> {
+    // Alpha's owner is leased workers on the head's node too once alpha is full: what those
+    // children return is held for the owner through the head's daemon while their ends come
+    // back through alpha's; the owner lets go through alpha's. In whatever order the node
+    // hears the two, every value is read and none is left behind.
+    let base = prism::owned_object_count()?;
+    let n = 2_000;
+    let (nodes, sum) = reads_what_children_put::remote(n).get_blocking()?;
+    ensure(
+        sum == (0..n).map(|i| i * 3).sum::<u64>(),
+        format!("the sum is {sum}"),
+    )?;
+    ensure(
+        nodes == ["alpha", "head"],
+        format!("the children ran on {nodes:?}"),
+    )?;
+    let freed = common::eventually(10, || prism::owned_object_count().ok() == Some(base));
+    ensure(
+        freed,
+        format!(
+            "{} objects the children put are left",
+            prism::owned_object_count()? - base
+        ),
+    )
+}
+
 /// A child its parent's worker owns, recorded by alpha's daemon for the head.
 #[remote(resources(slot = 1))]
 fn listed_child(i: u64) -> u64 {
@@ -378,6 +428,10 @@ fn main() {
         Trial::test(
             "a_dead_owner_s_child_on_another_node_is_stopped_with_it",
             a_dead_owner_s_child_on_another_node_is_stopped_with_it,
+        ),
+        Trial::test(
+            "references_children_return_from_another_node_live_until_their_owner_lets_go",
+            references_children_return_from_another_node_live_until_their_owner_lets_go,
         ),
         Trial::test(
             "the_head_lists_the_tasks_a_worker_owns_with_their_parent",
