@@ -250,11 +250,66 @@ struct Job<P, S> {
     lease: Lease,
     binary: Binary<P>,
     /// The task events of the tasks the job's workers here own, for the head.
+    events: OwnedReports,
+}
+
+/// The task events of the tasks a job's workers on this node own, and what the head was told.
+#[derive(Debug)]
+struct OwnedReports {
     events: TaskEvents,
-    /// The summary of them last reported (none: none yet, or the head is to hear it all
-    /// again).
+    /// The summary last reported (none: none yet, or the head is to hear it all again).
     reported: Option<JobSummary>,
 }
+
+impl OwnedReports {
+    fn new(capacity: usize) -> Self {
+        let mut events = TaskEvents::new(capacity);
+        events.report_to_head();
+        OwnedReports {
+            events,
+            reported: None,
+        }
+    }
+
+    /// Job `job`'s report, times by `clock` and each worker's node named by `node_name`: the
+    /// records that changed since the last and the counts, if either changed.
+    fn report(
+        &mut self,
+        job: &str,
+        clock: &UnixClock,
+        node_name: impl Fn(u64) -> String,
+    ) -> Option<JobEvents> {
+        if !self.events.on() {
+            return None;
+        }
+        let tasks = self.events.changed_records(clock, node_name);
+        let summary = JobSummary {
+            job: job.to_string(),
+            tasks: self.events.counts(),
+            objects: Vec::new(),
+            times: self.events.times().to_vec(),
+        };
+        let unchanged = match &self.reported {
+            Some(last) => *last == summary,
+            None => summary.tasks.is_empty(),
+        };
+        if tasks.is_empty() && unchanged {
+            return None;
+        }
+        self.reported = Some(summary.clone());
+        Some(JobEvents { tasks, summary })
+    }
+
+    /// The head is to hear everything again.
+    fn all_again(&mut self) {
+        self.events.all_changed();
+        self.reported = None;
+    }
+}
+
+/// A job that ended here with task events not reported yet: its name, connection, the
+/// workers it had here, and the events.
+type EndedReports = (String, ConnId, Vec<u64>, OwnedReports);
 
 /// Where a job's binary is on the node.
 #[derive(Debug)]
@@ -304,6 +359,8 @@ pub(crate) struct Hosting<P, S> {
     grants: Grants,
     /// The node leaves: it takes no new job.
     draining: bool,
+    /// Jobs that ended here, their last task events for the head's next report.
+    ended_reports: Vec<EndedReports>,
     actions: VecDeque<Action<P, S>>,
 }
 
@@ -321,6 +378,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             after_free: Vec::new(),
             pulled: PullStats::default(),
             draining: false,
+            ended_reports: Vec::new(),
             actions: VecDeque::new(),
         }
     }
@@ -433,7 +491,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         };
         let workers = &job.workers;
         let pid = |w: u64| workers.get(&w).copied();
-        job.events.owned(worker, now, sent_us, events, None, pid);
+        (job.events.events).owned(worker, now, sent_us, events, None, pid);
     }
 
     /// The reports for the head of the tasks each job's workers here own, times by `clock`:
@@ -445,34 +503,22 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         clock: &UnixClock,
         elsewhere: impl Fn(ConnId, u64) -> Option<String>,
     ) -> Vec<JobEvents> {
+        let name = &self.name;
+        // This node, for the job's workers here; else the node `elsewhere` says.
+        let node_name = |conn: ConnId, here: bool, w: u64| match here {
+            true => name.clone(),
+            false => elsewhere(conn, w).unwrap_or_else(|| format!("the node of worker {w}")),
+        };
         let mut reports = Vec::new();
-        for (name, job) in &mut self.jobs {
-            if !job.events.on() {
-                continue;
-            }
-            let workers = &job.workers;
-            let node_name = |w: u64| match workers.contains_key(&w) {
-                true => self.name.clone(),
-                false => {
-                    (elsewhere(job.conn, w)).unwrap_or_else(|| format!("the node of worker {w}"))
-                }
-            };
-            let tasks = job.events.changed_records(clock, node_name);
-            let summary = JobSummary {
-                job: name.clone(),
-                tasks: job.events.counts(),
-                objects: Vec::new(),
-                times: job.events.times().to_vec(),
-            };
-            let unchanged = match &job.reported {
-                Some(last) => *last == summary,
-                None => summary.tasks.is_empty(),
-            };
-            if tasks.is_empty() && unchanged {
-                continue;
-            }
-            job.reported = Some(summary.clone());
-            reports.push(JobEvents { tasks, summary });
+        for (job, record) in &mut self.jobs {
+            let (conn, workers) = (record.conn, &record.workers);
+            let named = |w| node_name(conn, workers.contains_key(&w), w);
+            reports.extend(record.events.report(job, clock, named));
+        }
+        // Jobs that ended here: their last records, once.
+        for (job, conn, workers, mut events) in std::mem::take(&mut self.ended_reports) {
+            let named = |w| node_name(conn, workers.contains(&w), w);
+            reports.extend(events.report(&job, clock, named));
         }
         reports.sort_by(|a, b| a.summary.job.cmp(&b.summary.job));
         reports
@@ -482,8 +528,10 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     /// and every job's counts again.
     pub(crate) fn report_all_again(&mut self) {
         for job in self.jobs.values_mut() {
-            job.events.all_changed();
-            job.reported = None;
+            job.events.all_again();
+        }
+        for (_, _, _, events) in &mut self.ended_reports {
+            events.all_again();
         }
     }
 
@@ -743,8 +791,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             return;
         };
         let length = lease::at_least_shortest(start.lease);
-        let mut events = TaskEvents::new(start.task_events);
-        events.report_to_head();
+        let events = OwnedReports::new(start.task_events);
         let setup = match result {
             Ok(setup) => setup,
             Err(e) => return self.reply(conn, req, FromHost::Error(e)),
@@ -767,7 +814,6 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     lease,
                     binary,
                     events,
-                    reported: None,
                 };
                 self.jobs.insert(job, record);
                 // The first renewal is asked for at once.
@@ -889,6 +935,11 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         self.answer_granted();
         let mut workers: Vec<u64> = job.workers.into_keys().collect();
         workers.sort_unstable();
+        if job.events.events.on() {
+            // What its workers' tasks did last still goes to the head, with the next reports.
+            let ended = (name.to_string(), job.conn, workers.clone(), job.events);
+            self.ended_reports.push(ended);
+        }
         let mut waiting = Vec::new();
         self.pulls.retain(|(of, _), pull| {
             let keep = *of != job.conn;
@@ -1178,6 +1229,19 @@ mod tests {
         let all = node.task_reports(&clock, beta);
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].tasks.len(), 2);
+        // The job ends here before its next report: its last records still go, once.
+        owned(&mut node, vec![event(here, 400, OwnedPhase::Again)], t0 + S);
+        node.handle(Event::Closed { conn: 1 }, t0 + S);
+        assert!(node.idle());
+        let last = node.task_reports(&clock, beta);
+        assert_eq!(last.len(), 1, "{last:?}");
+        assert_eq!(last[0].tasks.len(), 1);
+        assert_eq!(
+            last[0].tasks[0].node.as_deref(),
+            Some("n"),
+            "its worker was here"
+        );
+        assert!(node.task_reports(&clock, beta).is_empty(), "once");
         // Another job's frames and a job that keeps no records report nothing.
         let mut quiet = hosting_a_job(t0);
         spawn_worker_3(&mut quiet, t0);
