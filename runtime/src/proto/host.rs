@@ -1206,6 +1206,13 @@ mod tests {
         assert_eq!(done.parent, Some(parent), "the parent the worker named");
         assert_eq!(done.node.as_deref(), Some("n"), "its worker is this node's");
         assert_eq!(done.runs[0].pid, Some(4242));
+        let states: Vec<TaskPhase> = done.events.iter().map(|e| e.state).collect();
+        let stamps: Vec<u64> = done.events.iter().map(|e| e.at_us).collect();
+        assert!(
+            stamps.windows(2).all(|t| t[0] <= t[1]) && states.last() == Some(&TaskPhase::Finished),
+            "its changes in the order they happened, on one clock: {:?}",
+            done.events
+        );
         assert_eq!(done.runs[0].run_us, 20);
         assert_eq!((sent.task_id, sent.parent), (afar, None));
         assert_eq!(sent.node.as_deref(), Some("beta"), "leased on another node");
@@ -1216,6 +1223,32 @@ mod tests {
 
         // Nothing changed: nothing to report.
         assert!(node.task_reports(&clock, beta).is_empty());
+        // A run on another worker of this host, reported in a message that took longer to
+        // come: its times are read on the owner's clock, so it ran before it finished.
+        let late = TaskId::new(3, 3);
+        let ran_on_5 = OwnedPhase::Ran {
+            worker: 5,
+            start_us: 200,
+            times,
+        };
+        let took_longer = vec![
+            event(late, 190, submitted(None)),
+            event(late, 300, ran_on_5),
+            event(late, 300, OwnedPhase::Finished),
+        ];
+        owned(&mut node, took_longer, t0 + Duration::from_millis(5));
+        let reported = node.task_reports(&clock, beta);
+        let late = &reported[0].tasks[0];
+        let at = |state| {
+            (late.events.iter())
+                .find(|e| e.state == state)
+                .map(|e| e.at_us)
+        };
+        assert!(
+            at(TaskPhase::Running) <= at(TaskPhase::Finished),
+            "{:?}",
+            late.events
+        );
         owned(
             &mut node,
             vec![event(afar, 300, OwnedPhase::Finished)],
@@ -1228,7 +1261,7 @@ mod tests {
         node.report_all_again();
         let all = node.task_reports(&clock, beta);
         assert_eq!(all.len(), 1);
-        assert_eq!(all[0].tasks.len(), 2);
+        assert_eq!(all[0].tasks.len(), 3);
         // The job ends here before its next report: its last records still go, once.
         owned(&mut node, vec![event(here, 400, OwnedPhase::Again)], t0 + S);
         node.handle(Event::Closed { conn: 1 }, t0 + S);
