@@ -188,9 +188,8 @@ impl TaskEvents {
     /// Worker `owner` reports what happened to tasks it owns, in a message written at
     /// `sent_us` by the host's clock and read at `now`: recorded like the recorder's own
     /// tasks'. A submission that names no parent gets `running` (the task the recorder
-    /// knows `owner` runs); `pid` tells a worker's process id, if known. The workers that
-    /// ran the tasks are on the owner's host (one clock), or their times are off by the
-    /// two hosts' clocks.
+    /// knows `owner` runs); `pid` tells a worker's process id, if known. Every time is by
+    /// the owner's host's clock (a run on another node's worker is put on it by the owner).
     pub(crate) fn owned(
         &mut self,
         owner: WorkerId,
@@ -226,8 +225,8 @@ impl TaskEvents {
                     start_us,
                     times,
                 } => {
-                    // The worker that ran it reads the owner's clock (one host; a lease on
-                    // another host's worker is off by the two clocks' offset).
+                    // The run's times are on the owner's clock (the owner put a run on
+                    // another node's worker on it).
                     let worker = worker.to_native();
                     if let Some(&pair) = self.clocks.get(&owner) {
                         self.clocks.insert(worker, pair);

@@ -573,17 +573,23 @@ impl Worker {
 
     /// Notes how owned `task` ran, its times as written at `sent_us` by the host's clock.
     fn note_ran(&mut self, task: TaskId, sent_us: u64, times: RunTimes) {
-        let worker = match self.owned.tasks.get(&task).map(|r| r.at) {
-            Some(At::Pushed(key)) => self.owned.leases.get(&key).map_or(0, |l| l.worker),
-            Some(_) => self.owned.me,
+        let (worker, afar) = match self.owned.tasks.get(&task).map(|r| r.at) {
+            Some(At::Pushed(key)) => {
+                (self.owned.leases.get(&key)).map_or((0, false), |l| (l.worker, l.at.is_some()))
+            }
+            Some(_) => (self.owned.me, false),
             None => return,
         };
         let took = [times.run_us, times.store_us, times.ago_us]
             .into_iter()
             .fold(times.args_us, u64::saturating_add);
+        // A worker on another node wrote `sent_us` by its host's clock, which this host's
+        // does not share: the end's arrival here stands in for it (early by the time in
+        // transit), so that the run is on this host's clock like the owner's other times.
+        let sent = if afar { self.now_us } else { sent_us };
         self.note(task, || OwnedPhase::Ran {
             worker,
-            start_us: sent_us.saturating_sub(took),
+            start_us: sent.saturating_sub(took),
             times,
         });
     }
@@ -1792,6 +1798,49 @@ mod tests {
             sent(&mut w).contains(&release_held),
             "a second end's holds go at once"
         );
+    }
+
+    #[test]
+    fn a_run_on_another_node_is_timed_by_this_host_s_clock() {
+        let mut w = Worker::new(true, ME);
+        receive(&mut w, &ToWorker::OwnTasks);
+        w.set_now(5_000);
+        w.submit(spec(1, Vec::new(), 0), None);
+        let key = lease_key(&sent(&mut w));
+        let at = Some("127.0.0.3:4000".to_string());
+        receive(&mut w, &ToWorker::Leased { key, worker: 9, at });
+        let _ = sent(&mut w);
+        // Its end comes at 10 ms by this host's clock, written at the other host's 2 hours.
+        w.set_now(10_000);
+        let end = TaskEnd {
+            task: TaskId::new(ME, 1),
+            outcome: value_of(vec![1]),
+            times: Some(RunTimes {
+                args_us: 10,
+                run_us: 100,
+                store_us: 10,
+                ago_us: 30,
+            }),
+        };
+        let ends = vec![end];
+        receive(
+            &mut w,
+            &ToWorker::Returned {
+                sent_us: 7_200_000_000,
+                ends,
+            },
+        );
+        let out = std::mem::take(w.transmit(|| 10_000));
+        let started = (to_node(&out).into_iter())
+            .flat_map(|m| match m {
+                ToNode::Owned { events, .. } => events,
+                _ => Vec::new(),
+            })
+            .find_map(|e| match e.phase {
+                OwnedPhase::Ran { start_us, .. } => Some(start_us),
+                _ => None,
+            });
+        assert_eq!(started, Some(10_000 - 150), "150 us before its end came");
     }
 
     #[test]
