@@ -327,7 +327,7 @@ fn the_head_lists_the_tasks_a_worker_owns_with_their_parent(head: &Host) -> Resu
         function("lists_children").ok_or_else(|| format!("the parent's function: {summary}"))?;
     let list = |function: &str| {
         let filter = format!("function={function}");
-        let args = ["list", "tasks", "--filter", &filter, "--limit", "1000"];
+        let args = ["list", "tasks", "--filter", &filter, "--limit", "3000"];
         cli_json(head, &args).unwrap_or_default()
     };
     let mut children = serde_json::Value::Null;
@@ -349,6 +349,20 @@ fn the_head_lists_the_tasks_a_worker_owns_with_their_parent(head: &Host) -> Resu
             children.first()
         ),
     )?;
+    // The children an owner on alpha was leased workers for on the head's node (an earlier
+    // case) are listed with the node they ran on, as alpha's daemon learned it from the
+    // daemon that passed their ends back.
+    if let Some(plain) = function("where_plain") {
+        let ran: Vec<String> = (list(&plain).as_array().into_iter().flatten())
+            .filter_map(|t| t["node"].as_str().map(str::to_string))
+            .collect();
+        ensure(
+            ran.iter().any(|n| n == "head")
+                && ran.iter().any(|n| n == "alpha")
+                && ran.iter().all(|n| n == "head" || n == "alpha"),
+            format!("where the spilled children ran, as the head lists them: {ran:?}"),
+        )?;
+    }
     // The driver's own state API adds the head's records to its own.
     let driver_sees = (prism::state::list_tasks()?.iter())
         .filter(|t| t.function == child && t.state == prism::state::TaskPhase::Finished)
