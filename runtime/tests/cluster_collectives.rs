@@ -73,6 +73,8 @@ fn a_member_killed_on_another_node_fails_the_collective_everywhere() -> Result<(
 
 fn main() {
     common::cluster::serve_if_worker();
+    // Before any daemon starts: bad arguments end the process, which would leave them.
+    let mut args = Arguments::from_args();
     let (head, addr, token) = common::cluster::head("coll-head", "1");
     let mut nodes = Vec::new();
     for (name, ip, resource) in [
@@ -86,7 +88,6 @@ fn main() {
     }
     let config = prism::Config::new().address(addr).token(token);
     prism::init_with(config).expect("join the cluster");
-    let mut args = Arguments::from_args();
     args.test_threads = Some(1);
     let cases: [Case; 2] = [
         (

@@ -147,6 +147,8 @@ fn a_node_that_joins_takes_queued_and_new_work(cluster: &Cluster) -> Result<(), 
 
 fn main() {
     common::cluster::serve_if_worker();
+    // Before any daemon starts: bad arguments end the process, which would leave them.
+    let args = Arguments::from_args();
     let (head, addr, token) = common::cluster::head("elastic-head", "1");
     let first = Host::new("elastic-first");
     let extra = [
@@ -163,7 +165,6 @@ fn main() {
         .token(token.clone());
     prism::init_with(config).expect("join the cluster");
 
-    let args = Arguments::from_args();
     let cluster = std::sync::Arc::new(Cluster {
         head,
         addr,

@@ -163,6 +163,8 @@ fn a_killed_node_s_tasks_rerun_and_its_objects_are_rebuilt(pids: &[i32]) -> Resu
 
 fn main() {
     common::cluster::serve_if_worker();
+    // Before any daemon starts: bad arguments end the process, which would leave them.
+    let args = Arguments::from_args();
     let (head, addr, token) = common::cluster::head("failures-head", "1");
     let doomed = Host::new("failures-doomed");
     doomed.join(
@@ -197,7 +199,6 @@ fn main() {
         .token(token.clone());
     prism::init_with(config).expect("join the cluster");
 
-    let args = Arguments::from_args();
     let pids = doomed.daemons();
     let trial = Trial::test(
         "a_killed_node_s_tasks_rerun_and_its_objects_are_rebuilt",

@@ -721,6 +721,8 @@ fn a_task_that_fits_nowhere_shows_as_pending_demand(
 
 fn main() {
     common::cluster::serve_if_worker();
+    // Before any daemon starts: bad arguments end the process, which would leave them.
+    let args = Arguments::from_args();
     be_a_second_job();
     let (head, addr, token) = common::cluster::head("jobs-head", "2");
     let alpha = Host::new("jobs-alpha");
@@ -759,7 +761,6 @@ fn main() {
         .token(token.clone());
     prism::init_with(config).expect("join the cluster");
 
-    let args = Arguments::from_args();
     let cases: [Case; 5] = [
         (
             "a_task_on_one_node_makes_an_actor_on_another_that_all_find",

@@ -114,6 +114,8 @@ fn a_frozen_node_s_actor_starts_again_only_after_its_lease(
 
 fn main() {
     common::cluster::serve_if_worker();
+    // Before any daemon starts: bad arguments end the process, which would leave them.
+    let args = Arguments::from_args();
     // SAFETY: set before any thread of this process starts (the runtime starts below).
     unsafe { std::env::set_var("PRISM_LEASE_MS", LEASE_MS.to_string()) };
     let (head, addr, token) = common::cluster::head("leases-head", "1");
@@ -129,7 +131,6 @@ fn main() {
         .token(token.clone());
     prism::init_with(config).expect("join the cluster");
 
-    let args = Arguments::from_args();
     let daemons: Vec<(&str, Vec<i32>)> = nodes.iter().map(|(n, h)| (*n, h.daemons())).collect();
     let trial = Trial::test(
         "a_frozen_node_s_actor_starts_again_only_after_its_lease",

@@ -665,6 +665,8 @@ fn the_head_keeps_jobs_actors_and_groups_across_its_restart(
 
 fn main() {
     common::cluster::serve_if_worker();
+    // Before any daemon starts: bad arguments end the process, which would leave them.
+    let mut args = Arguments::from_args();
     be_a_child_job();
     let head = Host::with_default_timing("membership-head");
     head.start_head(&["--num-cpus", "1", "--name", "head", "--port", "0"]);
@@ -686,7 +688,6 @@ fn main() {
         .object_store_memory(STORE_MIB << 20);
     prism::init_with(config).expect("join the cluster");
 
-    let mut args = Arguments::from_args();
     // One at a time: both change the cluster the other uses.
     args.test_threads = Some(1);
     let (first, second, third) = (cluster.clone(), cluster.clone(), cluster.clone());

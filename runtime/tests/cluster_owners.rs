@@ -398,6 +398,8 @@ fn a_dead_owner_s_child_on_another_node_is_stopped_with_it() -> Result<(), Faile
 
 fn main() {
     common::cluster::serve_if_worker();
+    // Before any daemon starts: bad arguments end the process, which would leave them.
+    let mut args = Arguments::from_args();
     let (head, addr, token) = common::cluster::head("owners-head", "1");
     let alpha = Host::new("owners-alpha");
     alpha.join(
@@ -419,7 +421,6 @@ fn main() {
     prism::init_with(config).expect("join the cluster");
     let head = std::sync::Arc::new(head);
     let head_host = head.clone();
-    let mut args = Arguments::from_args();
     // The first case counts the driver's messages: nothing else may run meanwhile.
     args.test_threads = Some(1);
     let trials = vec![
