@@ -154,9 +154,11 @@ impl Hosting {
     /// (see [`Core::task_reports`]).
     pub(crate) fn task_reports(&self) -> Vec<JobEvents> {
         let clock = super::unix_clock();
-        let afar = self.afar.lock().clone();
-        let names = self.peer_names.lock().clone();
-        let name_of = |conn, worker| names.get(afar.get(&(conn, worker))?).cloned();
+        // Asked only for a worker of another node (rare); nothing locks these before the core.
+        let name_of = |conn, worker| {
+            let at = *self.afar.lock().get(&(conn, worker))?;
+            self.peer_names.lock().get(&at).cloned()
+        };
         self.core.lock().task_reports(&clock, name_of)
     }
 

@@ -1127,11 +1127,10 @@ impl State {
             } => {
                 let holder = holder.to_native();
                 // For a live worker of this job only (a gone owner's holds would never go).
-                if !self.workers.contains_key(&holder) {
+                let Some(life) = self.workers.get_mut(&holder) else {
                     tracing::debug!(worker, holder, "objects held for an owner that is gone");
                     return;
-                }
-                let life = self.workers.entry(holder).or_default();
+                };
                 let first: Vec<ActorId> = (actors.iter().map(|a| a.to_native()))
                     .filter(|&actor| life.actors_held_for.hold(actor))
                     .collect();

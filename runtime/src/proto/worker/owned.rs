@@ -1033,13 +1033,13 @@ impl Worker {
         true
     }
 
-    /// The references and actor handles inside an owned task's value came with its end: the
-    /// node holds them for this worker already (the worker that ran the task asked it to
-    /// before sending the end, or it ran here, where they were held), so they are counted
-    /// here without a message, until the value leaves this worker's books
-    /// ([`Worker::drop_made`]).
-    /// A release of one of them not sent yet is taken back: sent after the node took the hold
-    /// for this worker, it would end that hold.
+    /// The references and actor handles inside the value of an owned task that ran here came
+    /// with its end: the node holds them for this worker already (the running task held
+    /// them), so they are counted among its own references without a message, until the
+    /// value leaves this worker's books ([`Worker::drop_made`]). A release of one of them not
+    /// sent yet (the task's own hold, let go at its end) is taken back: it would end the hold
+    /// the value now keeps. (A task that ran on another worker is held for this one apart:
+    /// [`Made::held`].)
     fn hold_made(&mut self, made: &Made) {
         for &id in &made.nested {
             match self.refs.get_mut(&id) {
