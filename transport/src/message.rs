@@ -21,8 +21,9 @@ use crate::frame::Message;
 /// [`PeerFrame`]); 21: the tasks workers own are reported by their node to the head
 /// ([`ToControl::NodeEvents`], [`ToHost::StartJob`]'s `task_events`, the parent a
 /// submission names in [`OwnedPhase::Submitted`]); holds taken for a worker are counted apart
-/// from its own and ended by it ([`ToNode::ReleaseHeld`]).
-pub const PROTOCOL_VERSION: u32 = 21;
+/// from its own and ended by it ([`ToNode::ReleaseHeld`]); 22: a node leases workers of its
+/// own to the job's worker owners ([`ToHost::Pool`], [`HostEvent::Relay`]'s `started`).
+pub const PROTOCOL_VERSION: u32 = 22;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -777,6 +778,22 @@ pub enum ToHost {
         /// The resources given back.
         resources: Resources,
     },
+    /// The node may lease workers of its own to the job's workers that own tasks
+    /// ([`ToNode::Lease`] from a worker here, granted by the node without the driver while it
+    /// has room), numbering the processes it starts for them from `first`, below `end`, and
+    /// keeping at most `max_workers` of them. Sent again when `elsewhere` changes.
+    Pool {
+        /// The first number of the node's workers.
+        first: u64,
+        /// The end of their numbers (excluded).
+        end: u64,
+        /// The most worker processes the node keeps for the job's owners.
+        max_workers: u32,
+        /// The most of each resource any other node of the job has: an ask the node has no
+        /// room for goes on to the driver (which may place it on another node) only if it
+        /// fits in this; otherwise it waits here for room.
+        elsewhere: Resources,
+    },
 }
 
 /// A node's answer to a [`ToHost`].
@@ -800,6 +817,9 @@ pub enum HostEvent {
     Relay {
         /// The worker's number (its hello must name the same).
         worker: u64,
+        /// The process id, when the node started the worker for a lease of its own
+        /// ([`ToHost::Pool`]) rather than at the driver's [`ToHost::Spawn`].
+        started: Option<u32>,
     },
     /// The node asks the driver to renew its lease on the job (on a stream of its own, which
     /// the driver answers with the same frame).

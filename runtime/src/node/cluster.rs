@@ -915,7 +915,9 @@ async fn serve_streams(node: NodeStreams) {
         let mut decoder = prism_transport::FrameDecoder::new(1 << 10);
         let first = match quic::recv_frame(&mut recv, &mut decoder, peer).await {
             Ok(Some(frame)) => match frame.access::<HostEvent>() {
-                Ok(ArchivedHostEvent::Relay { worker }) => Ok(worker.to_native()),
+                Ok(ArchivedHostEvent::Relay { worker, started }) => {
+                    Ok((worker.to_native(), started.as_ref().map(|p| p.to_native())))
+                }
                 Ok(ArchivedHostEvent::Renew { seq }) => Err(Some(seq.to_native())),
                 _ => Err(None),
             },
@@ -944,7 +946,7 @@ async fn serve_streams(node: NodeStreams) {
             quic::close_for(&connection, quic::codes::BAD_FRAME, why);
             continue;
         };
-        let Some(worker) = relayed.filter(|&w| node_of(w) == *idx) else {
+        let Some((worker, started)) = relayed.filter(|&(w, _)| node_of(w) == *idx) else {
             let why = "expected the relay of one of this node's workers";
             quic::close_for(&connection, quic::codes::BAD_FRAME, why);
             continue;
@@ -953,6 +955,15 @@ async fn serve_streams(node: NodeStreams) {
         let Some(core) = core.upgrade() else {
             return;
         };
+        if let Some(pid) = started
+            && let Err(refused) = core.node_started_worker(*idx, worker, pid)
+        {
+            tracing::error!(
+                worker,
+                "refused the link of a worker a node started: {refused}"
+            );
+            continue;
+        }
         core.relayed_worker(send, recv, early, worker);
     }
 }

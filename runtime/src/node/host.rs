@@ -64,6 +64,9 @@ pub(crate) struct Hosting {
     processes: Mutex<HashMap<(ConnId, u64), Arc<ProcessHandle>>>,
     /// Frames for the jobs' workers from their other workers here (see [`relay_worker`]).
     links: Mutex<HashMap<(ConnId, u64), WorkerInbox>>,
+    /// Frames for the jobs' drivers the node sends as if a worker had (a lease ask it took
+    /// and could not grant), each after what that worker sent before.
+    ups: Mutex<HashMap<(ConnId, u64), WorkerInbox>>,
     /// Workers of the jobs on other nodes that pushed tasks to workers here (owners with a
     /// lease on one), by job connection and number: where their nodes serve peers, for the
     /// ends and hand-backs going back.
@@ -125,6 +128,7 @@ impl Hosting {
             next_request: AtomicU64::new(0),
             processes: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
+            ups: Mutex::new(HashMap::new()),
             afar: Mutex::new(HashMap::new()),
             peer_names: Mutex::new(HashMap::new()),
             to_peers: Mutex::new(HashMap::new()),
@@ -391,18 +395,27 @@ impl Hosting {
 
     /// Hands `event` to the core and carries out what it decides.
     fn feed(self: &Arc<Self>, event: Event<SocketAddr, Arc<JobFiles>>) {
-        let (actions, sooner) = {
+        self.decide(|core| core.handle(event, Instant::now()));
+    }
+
+    /// Runs `decide` on the core and carries out what it decided.
+    fn decide<R>(
+        self: &Arc<Self>,
+        decide: impl FnOnce(&mut Core<SocketAddr, Arc<JobFiles>>) -> R,
+    ) -> R {
+        let (decided, actions, sooner) = {
             let mut core = self.core.lock();
             let before = core.poll_timeout();
-            core.handle(event, Instant::now());
+            let decided = decide(&mut core);
             let after = core.poll_timeout();
             let sooner = after.is_some_and(|a| before.is_none_or(|b| a < b));
-            (drain(&mut core), sooner)
+            (decided, drain(&mut core), sooner)
         };
         if sooner {
             self.timer.notify_one();
         }
         self.perform(actions);
+        decided
     }
 
     fn perform(self: &Arc<Self>, actions: Vec<Action<SocketAddr, Arc<JobFiles>>>) {
@@ -456,13 +469,66 @@ impl Hosting {
                 worker,
                 setup,
             } => {
-                let result = self.spawn(conn, &setup, worker);
+                let result = self.spawn(conn, &setup, worker, false);
                 self.feed(Event::Spawned {
                     conn,
                     req,
                     worker,
                     result,
                 });
+            }
+            Action::Start {
+                conn,
+                worker,
+                setup,
+            } => {
+                // On one of the runtime's threads, which live as long as the daemon: the
+                // worker dies with the thread that starts it (PDEATHSIG), and this may run on
+                // a thread that ends soon (the waiter of a worker that died).
+                let hosting = self.clone();
+                tokio::spawn(async move {
+                    let result = hosting.spawn(conn, &setup, worker, true);
+                    hosting.feed(Event::Started {
+                        conn,
+                        worker,
+                        result,
+                    });
+                });
+            }
+            Action::Up {
+                conn,
+                worker,
+                message,
+            } => {
+                let mut frame = Vec::new();
+                let sent = match prism_transport::encode_frame(&*message, &mut frame) {
+                    Ok(()) => (self.ups.lock().get(&(conn, worker)))
+                        .is_some_and(|up| up.send(frame).is_ok()),
+                    Err(e) => {
+                        tracing::error!(worker, "cannot encode a frame for the driver: {e}");
+                        true
+                    }
+                };
+                if !sent {
+                    tracing::debug!(
+                        worker,
+                        "a frame for the driver from a worker that is gone is dropped"
+                    );
+                }
+            }
+            Action::Write {
+                conn,
+                worker,
+                message,
+            } => {
+                let mut frame = Vec::new();
+                match prism_transport::encode_frame(&*message, &mut frame) {
+                    Ok(()) if self.pass_here(conn, worker, &frame) => {}
+                    Ok(()) => {
+                        tracing::debug!(worker, "a message for a worker that is gone is dropped")
+                    }
+                    Err(e) => tracing::error!(worker, "cannot encode a message for a worker: {e}"),
+                }
             }
             Action::Kill { conn, worker } => {
                 if let Some(process) = self.processes.lock().get(&(conn, worker)) {
@@ -758,6 +824,17 @@ fn parse(request: ToHost) -> Result<Request<SocketAddr>, String> {
         ToHost::Restore { id, len } => Request::Restore { id, len },
         ToHost::Grant { shape } => Request::Grant { shape },
         ToHost::Return { resources } => Request::Return { resources },
+        ToHost::Pool {
+            first,
+            end,
+            max_workers,
+            elsewhere,
+        } => Request::Pool {
+            first,
+            end,
+            max_workers: max_workers as usize,
+            elsewhere,
+        },
     })
 }
 
@@ -935,13 +1012,15 @@ fn write_executable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl Hosting {
-    /// Starts worker `worker` of the job on `conn` from the job's binary; a waiter thread
-    /// tells the core when it ends.
+    /// Starts worker `worker` of the job on `conn` from the job's binary (`own`: for a lease
+    /// of the node's own, not at the driver's ask); a waiter thread tells the core when it
+    /// ends.
     fn spawn(
         self: &Arc<Self>,
         conn: ConnId,
         job: &Arc<JobFiles>,
         worker: u64,
+        own: bool,
     ) -> Result<u32, String> {
         let driver = self
             .connections
@@ -965,7 +1044,8 @@ impl Hosting {
         self.processes
             .lock()
             .insert((conn, worker), Arc::new(process));
-        self.relay_worker(&driver, conn, &job.name, worker, link);
+        let started = own.then_some(pid);
+        self.relay_worker(&driver, (conn, &job.name), (worker, started), link);
         let pipes = super::output::pipes(&mut child);
         if !pipes.is_empty() {
             let mut logs = super::output::open_logs(&self.name, pid);
@@ -1007,9 +1087,8 @@ impl Hosting {
     fn relay_worker(
         self: &Arc<Self>,
         driver: &quinn::Connection,
-        conn: ConnId,
-        job: &str,
-        worker: u64,
+        (conn, job): (ConnId, &str),
+        (worker, started): (u64, Option<u32>),
         link: std::os::unix::net::UnixStream,
     ) {
         let driver = driver.clone();
@@ -1025,17 +1104,19 @@ impl Hosting {
         };
         let (frames, inbox) = mpsc::unbounded_channel();
         self.links.lock().insert((conn, worker), frames);
+        let (up, ups) = mpsc::unbounded_channel();
+        self.ups.lock().insert((conn, worker), up);
         let hosting = self.clone();
         let job = job.to_string();
         tokio::spawn(async move {
             let relayed = async {
                 let (mut send, recv) = driver.open_bi().await?;
-                quic::send_frame(&mut send, &HostEvent::Relay { worker })
+                quic::send_frame(&mut send, &HostEvent::Relay { worker, started })
                     .await
                     .map_err(std::io::Error::other)?;
                 let (from_worker, to_worker) = stream.into_split();
                 tokio::select! {
-                    up = hosting.relay_up(conn, &job, worker, from_worker, send) => up,
+                    up = hosting.relay_up((conn, &job, worker), from_worker, ups, send) => up,
                     down = relay_down(recv, inbox, to_worker) => down,
                 }
             };
@@ -1043,23 +1124,82 @@ impl Hosting {
                 tracing::debug!(worker, "a worker relay ended: {e}");
             }
             hosting.links.lock().remove(&(conn, worker));
+            hosting.ups.lock().remove(&(conn, worker));
         });
+    }
+
+    /// Takes what worker `worker` of job `job` (on `conn`) says that is the node's, not the
+    /// driver's: the task events of the tasks it owns (for the head), and its lease asks,
+    /// give-backs and forced cancels when the node grants them itself
+    /// ([`crate::proto::pool`]). True when the frame stops here; a worker's blocking is seen
+    /// and still goes on (the driver schedules the worker's own task).
+    fn take_up(
+        self: &Arc<Self>,
+        conn: ConnId,
+        job: &str,
+        worker: u64,
+        msg: &ArchivedToNode,
+    ) -> bool {
+        let at = (job, conn);
+        match msg {
+            ArchivedToNode::Owned { sent_us, events } => {
+                // For the head, not the driver (the worker's tasks are not the driver's).
+                let now = Instant::now();
+                let sent_us = sent_us.to_native();
+                (self.core.lock()).owned_events(job, worker, sent_us, events, now);
+                true
+            }
+            ArchivedToNode::Lease { key, shape } => {
+                let Ok(shape) =
+                    rkyv::deserialize::<prism_graph::Resources, rkyv::rancor::Error>(shape)
+                else {
+                    // The driver says what is wrong with it.
+                    return false;
+                };
+                let ask = (worker, key.to_native());
+                self.decide(|core| core.lease_ask(at, ask, &shape, Instant::now()))
+            }
+            ArchivedToNode::Unlease { key } => {
+                let key = key.to_native();
+                self.decide(|core| core.unlease(at, worker, key, Instant::now()))
+            }
+            ArchivedToNode::KillLeased { key } => {
+                let key = key.to_native();
+                self.decide(|core| core.kill_leased(at, worker, key))
+            }
+            ArchivedToNode::Blocked { depth, .. } => {
+                let depth = depth.to_native();
+                self.decide(|core| core.worker_blocked(at, worker, depth, true));
+                false
+            }
+            ArchivedToNode::Unblocked { depth } => {
+                let depth = depth.to_native();
+                self.decide(|core| core.worker_blocked(at, worker, depth, false));
+                false
+            }
+            _ => false,
+        }
     }
 
     /// Passes worker `worker`'s frames on: to another worker of the job (here or on another
     /// node), or to the driver.
     async fn relay_up(
         self: &Arc<Self>,
-        conn: ConnId,
-        job: &str,
-        worker: u64,
+        (conn, job, worker): (ConnId, &str, u64),
         mut from: tokio::net::unix::OwnedReadHalf,
+        mut ups: mpsc::UnboundedReceiver<Vec<u8>>,
         mut to: quinn::SendStream,
     ) -> std::io::Result<()> {
         let mut decoder = FrameDecoder::new(prism_transport::DEFAULT_MAX_FRAME);
         let mut out = Vec::new();
         loop {
-            let n = from.read(decoder.spare(64 << 10)).await?;
+            let n = tokio::select! {
+                read = from.read(decoder.spare(64 << 10)) => read?,
+                Some(frame) = ups.recv() => {
+                    to.write_all(&frame).await?;
+                    continue;
+                }
+            };
             if n == 0 {
                 let _ = to.finish();
                 return Ok(());
@@ -1067,15 +1207,16 @@ impl Hosting {
             decoder.advance(n);
             while let Some(frame) = decoder.next_frame().map_err(std::io::Error::other)? {
                 let msg = frame.access::<ToNode>().map_err(std::io::Error::other)?;
-                if let ArchivedToNode::Owned { sent_us, events } = msg {
-                    // For the head, not the driver (the worker's tasks are not the driver's).
-                    let now = Instant::now();
-                    let sent_us = sent_us.to_native();
-                    (self.core.lock()).owned_events(job, worker, sent_us, events, now);
+                if self.take_up(conn, job, worker, msg) {
                     continue;
                 }
                 match relay::route(msg) {
                     Route::Node => {
+                        // What the node decided to send for the worker before this frame
+                        // came goes first (a forwarded ask before its give-back).
+                        while let Ok(early) = ups.try_recv() {
+                            out.extend_from_slice(&early);
+                        }
                         encode_payload(frame.as_bytes(), &mut out).map_err(std::io::Error::other)?
                     }
                     Route::Worker { to, at, frame } => {

@@ -180,6 +180,11 @@ impl Remote {
                     }),
                 })
             }
+            HostRequest::Pool { .. } => self.request(node, wire, move |_, answer| {
+                if let Err(reason) = done(answer) {
+                    tracing::warn!(node, "the node leases no workers of its own: {reason}");
+                }
+            }),
             HostRequest::Kill { .. }
             | HostRequest::Free(_)
             | HostRequest::Drop(_)
@@ -253,6 +258,16 @@ impl Core {
             }
         });
         tokio::spawn(worker_pool::serve(self, theirs, worker));
+    }
+
+    /// Node `node`'s daemon started worker `worker` (pid `pid`) for a lease of its own.
+    pub(super) fn node_started_worker(
+        &self,
+        node: NodeIdx,
+        worker: WorkerId,
+        pid: u32,
+    ) -> Result<(), crate::proto::node::Refused> {
+        (self.state.lock()).event(Event::NodeStartedWorker { node, worker, pid })
     }
 
     /// A worker process on another node ended.

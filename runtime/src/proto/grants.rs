@@ -109,6 +109,16 @@ impl Grants {
         Answer::Waiting
     }
 
+    /// Grants `shape` to `conn` if it is free now and no ask waits (one that waits keeps
+    /// its place); false, and nothing changes, otherwise.
+    pub(crate) fn try_grant(&mut self, conn: ConnId, shape: &Resources) -> bool {
+        let now = self.waiting.is_empty() && shape.fits_in(&self.free);
+        if now {
+            self.grant(conn, shape);
+        }
+        now
+    }
+
     /// Connection `conn` gives back `resources` (at most what it holds); waiting asks that
     /// fit now are granted.
     pub(crate) fn give_back(&mut self, conn: ConnId, resources: &Resources) {
@@ -147,7 +157,9 @@ impl Grants {
         if self.waiting.is_empty() {
             return (Vec::new(), Resources::default());
         }
+        // A job's pool holds only what its leases use (see `proto::pool`).
         let mut due: Vec<ConnId> = (self.held.keys())
+            .filter(|c| !crate::proto::pool::is_pool_client(**c))
             .filter(|c| {
                 self.reclaimed
                     .get(c)
@@ -162,10 +174,14 @@ impl Grants {
         (due, self.fair_share())
     }
 
-    /// The node's resources split evenly among the connections that hold or wait for them.
+    /// The node's resources split evenly among the jobs that hold or wait for them (a job's
+    /// pool is the job's, see `proto::pool`).
     pub(crate) fn fair_share(&self) -> Resources {
         let mut sharing: Vec<ConnId> = self.held.keys().copied().collect();
         sharing.extend(self.waiting.iter().map(|a| a.conn));
+        for conn in &mut sharing {
+            *conn = crate::proto::pool::job_conn(*conn);
+        }
         sharing.sort_unstable();
         sharing.dedup();
         let n = sharing.len().max(1) as u64;

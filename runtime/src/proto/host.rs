@@ -14,12 +14,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use prism_graph::{ObjectId, Resources};
-use prism_transport::{FromHost, HostEvent, JobEvents, JobSummary, OwnedEvent, PullStats};
+use prism_graph::{ObjectId, Resources, TaskId};
+use prism_transport::{
+    FromHost, HostEvent, JobEvents, JobSummary, OwnedEvent, PullStats, ToNode, ToWorker,
+};
 
 use crate::proto::events::{TaskEvents, UnixClock};
 use crate::proto::grants::{Answer, Grants};
 use crate::proto::lease::{self, Lease};
+use crate::proto::pool::{self, Asked, Decided, Pool};
 
 /// A connection of a driver to this node (the shell's number for it).
 pub(crate) type ConnId = u64;
@@ -77,6 +80,16 @@ pub(crate) enum Request<P> {
     Grant { shape: Resources },
     /// The job gives back `resources` it was granted.
     Return { resources: Resources },
+    /// The node may lease workers of its own, numbered from `first` to before `end`, at most
+    /// `max_workers`, to the job's worker owners (see [`crate::proto::pool`]).
+    Pool {
+        first: u64,
+        end: u64,
+        max_workers: usize,
+        /// The most of each resource any other node of the job has (see
+        /// [`Pool::set_elsewhere`]).
+        elsewhere: Resources,
+    },
 }
 
 /// Work on a job's files the shell does for a request.
@@ -142,6 +155,13 @@ pub(crate) enum Event<P, S> {
         worker: u64,
         result: Result<u32, String>,
     },
+    /// The shell started worker `worker` of the job on `conn` for a lease of the node's own
+    /// ([`Action::Start`]): its pid, or why it could not.
+    Started {
+        conn: ConnId,
+        worker: u64,
+        result: Result<u32, String>,
+    },
     /// A worker process of the job on `conn` ended, and how.
     WorkerExited {
         conn: ConnId,
@@ -200,8 +220,24 @@ pub(crate) enum Action<P, S> {
         worker: u64,
         setup: S,
     },
+    /// Start worker `worker` of the job for a lease of the node's own; then
+    /// [`Event::Started`].
+    Start { conn: ConnId, worker: u64, setup: S },
     /// Kill worker `worker` of the job on `conn` (its exit comes as [`Event::WorkerExited`]).
     Kill { conn: ConnId, worker: u64 },
+    /// Write `message` to worker `worker` of the job on `conn`, on its link.
+    Write {
+        conn: ConnId,
+        worker: u64,
+        message: Box<ToWorker>,
+    },
+    /// Send `message` to the job's driver as if worker `worker` had (an ask the node took
+    /// and could not grant), after what the worker sent before the node decided.
+    Up {
+        conn: ConnId,
+        worker: u64,
+        message: Box<ToNode>,
+    },
     /// Pull `id` (`len` bytes) from `from` into the job's store unless it is there; then
     /// [`Event::Pulled`].
     Pull {
@@ -251,6 +287,9 @@ struct Job<P, S> {
     binary: Binary<P>,
     /// The task events of the tasks the job's workers here own, for the head.
     events: OwnedReports,
+    /// The node's own workers for the leases of the job's worker owners, once the driver
+    /// allowed them ([`Request::Pool`]).
+    pool: Option<Pool>,
 }
 
 /// The task events of the tasks a job's workers on this node own, and what the head was told.
@@ -439,13 +478,15 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     /// When [`Hosting::handle_timeout`] is next due.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let leases = self.jobs.values().map(|j| j.lease.next_wake());
-        leases.chain(self.grants.next_reclaim()).min()
+        let idle = (self.jobs.values()).filter_map(|j| j.pool.as_ref()?.next_due());
+        leases.chain(idle).chain(self.grants.next_reclaim()).min()
     }
 
     /// The clock reached `now`: ask for lease renewals that are due, and end the jobs whose
     /// lease ran out (closing their connections, so that their drivers see it).
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.reclaim(now);
+        self.pools_due(now);
         let mut expired = Vec::new();
         let mut names: Vec<String> = self.jobs.keys().cloned().collect();
         names.sort();
@@ -535,6 +576,283 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         }
     }
 
+    /// Worker `owner` of job `job` (on `conn`) asks at `now` for a lease of `shape` keyed
+    /// `key` ([`prism_transport::ToNode::Lease`]): true when the node takes it, to grant from
+    /// its own workers (see [`crate::proto::pool`]); false when the ask is the driver's to
+    /// place.
+    pub(crate) fn lease_ask(
+        &mut self,
+        (job, conn): (&str, ConnId),
+        (owner, key): (u64, TaskId),
+        shape: &Resources,
+        now: Instant,
+    ) -> bool {
+        if self.draining {
+            // Its driver places the job's work elsewhere.
+            return false;
+        }
+        let Some(record) = self.jobs.get_mut(job).filter(|j| j.conn == conn) else {
+            return false;
+        };
+        let can_start = matches!(record.binary, Binary::Ready);
+        let Some(pool) = &mut record.pool else {
+            return false;
+        };
+        let client = pool::pool_client(conn);
+        let asked = pool.ask(
+            (&mut self.grants, client),
+            (owner, key, shape),
+            can_start,
+            now,
+        );
+        let decided = Decided {
+            owner,
+            key,
+            shape: shape.clone(),
+            asked,
+        };
+        let setup = record.setup.clone();
+        match asked {
+            Asked::Forward => false,
+            _ => {
+                self.carry_out(conn, &setup, decided);
+                true
+            }
+        }
+    }
+
+    /// Does what the pool of the job on `conn` decided for an ask.
+    fn carry_out(&mut self, conn: ConnId, setup: &S, decided: Decided) {
+        let Decided {
+            owner,
+            key,
+            shape,
+            asked,
+        } = decided;
+        match asked {
+            Asked::Waits => {}
+            Asked::Granted { worker } => self.tell_leased(conn, owner, key, worker),
+            Asked::Start { worker } => self.actions.push_back(Action::Start {
+                conn,
+                worker,
+                setup: setup.clone(),
+            }),
+            Asked::Forward => self.actions.push_back(Action::Up {
+                conn,
+                worker: owner,
+                message: Box::new(ToNode::Lease { key, shape }),
+            }),
+        }
+    }
+
+    /// Resources came free: the asks waiting in the jobs' pools that fit now are granted,
+    /// after the drivers' own waiting asks (which [`Grants`] serves first).
+    fn retry_pools(&mut self) {
+        self.answer_granted();
+        let mut decided = Vec::new();
+        for job in self.jobs.values_mut() {
+            let can_start = matches!(job.binary, Binary::Ready);
+            let Some(pool) = &mut job.pool else {
+                continue;
+            };
+            let client = pool::pool_client(job.conn);
+            for one in pool.retry((&mut self.grants, client), can_start) {
+                decided.push((job.conn, job.setup.clone(), one));
+            }
+        }
+        for (conn, setup, one) in decided {
+            self.carry_out(conn, &setup, one);
+        }
+    }
+
+    /// Worker `owner` of job `job` gives lease `key` back, or withdraws its ask: true when
+    /// the lease was the node's (else it is the driver's).
+    pub(crate) fn unlease(
+        &mut self,
+        (job, conn): (&str, ConnId),
+        owner: u64,
+        key: TaskId,
+        now: Instant,
+    ) -> bool {
+        let Some((pool, grants)) = self.pool_of(job, conn) else {
+            return false;
+        };
+        let client = pool::pool_client(conn);
+        let mine = pool.unlease((grants, client), (owner, key), now);
+        if mine {
+            self.retry_pools();
+        }
+        mine
+    }
+
+    /// Worker `owner` of job `job` has a task it pushed under lease `key` cancelled by
+    /// force: true when the lease is the node's (its worker is killed, unless it is the
+    /// owner itself).
+    pub(crate) fn kill_leased(
+        &mut self,
+        (job, conn): (&str, ConnId),
+        owner: u64,
+        key: TaskId,
+    ) -> bool {
+        let Some((pool, _)) = self.pool_of(job, conn) else {
+            return false;
+        };
+        let Some(worker) = pool.kill_leased(owner, key) else {
+            return false;
+        };
+        if worker != owner {
+            tracing::info!(%job, lease = %key, worker, "force-cancel kills the leased worker");
+            self.actions.push_back(Action::Kill { conn, worker });
+        }
+        true
+    }
+
+    /// Worker `worker` of job `job` blocked in `get` (`blocked`) or resumed its task at
+    /// `depth`: a worker of the node's own gives its lease's CPU back meanwhile.
+    pub(crate) fn worker_blocked(
+        &mut self,
+        (job, conn): (&str, ConnId),
+        worker: u64,
+        depth: u32,
+        blocked: bool,
+    ) {
+        if depth != 0 {
+            return;
+        }
+        let Some((pool, grants)) = self.pool_of(job, conn) else {
+            return;
+        };
+        pool.blocked((grants, pool::pool_client(conn)), worker, blocked);
+        if blocked {
+            self.retry_pools();
+        }
+    }
+
+    /// Job `job`'s pool and the node's grants, if the job on `conn` has a pool.
+    fn pool_of(&mut self, job: &str, conn: ConnId) -> Option<(&mut Pool, &mut Grants)> {
+        let record = self.jobs.get_mut(job).filter(|j| j.conn == conn)?;
+        Some((record.pool.as_mut()?, &mut self.grants))
+    }
+
+    /// The pool of the job on `conn` and the node's grants, if it has a pool.
+    fn pool_on(&mut self, conn: ConnId) -> Option<(&mut Pool, &mut Grants)> {
+        let record = self.jobs.values_mut().find(|j| j.conn == conn)?;
+        Some((record.pool.as_mut()?, &mut self.grants))
+    }
+
+    /// The owner of lease `key` hears it was granted on `worker`, a worker of this node.
+    fn tell_leased(&mut self, conn: ConnId, owner: u64, key: TaskId, worker: u64) {
+        let message = Box::new(ToWorker::Leased {
+            key,
+            worker,
+            at: None,
+        });
+        self.actions.push_back(Action::Write {
+            conn,
+            worker: owner,
+            message,
+        });
+    }
+
+    /// Worker `worker` of the job on `conn` was started for a lease of the node's own, or
+    /// could not be.
+    fn pool_started(&mut self, conn: ConnId, worker: u64, result: Result<u32, String>) {
+        let Some((name, record)) = self.job_of_mut(conn) else {
+            if result.is_ok() {
+                // The job ended while the process started: it goes too.
+                self.actions.push_back(Action::Kill { conn, worker });
+            }
+            return;
+        };
+        let (name, ok) = (name.clone(), result.is_ok());
+        if let Ok(pid) = &result {
+            record.workers.insert(worker, *pid);
+        }
+        let Some((pool, grants)) = self.pool_on(conn) else {
+            return;
+        };
+        let started = pool.started((grants, pool::pool_client(conn)), worker, ok);
+        match (started, result) {
+            (Some((owner, key, true)), _) => {
+                // It owns its tasks from the start (the driver says so too, once it hears
+                // the worker's hello).
+                let message = Box::new(ToWorker::OwnTasks);
+                self.actions.push_back(Action::Write {
+                    conn,
+                    worker,
+                    message,
+                });
+                self.tell_leased(conn, owner, key, worker);
+            }
+            (Some((owner, key, false)), Err(e)) => {
+                tracing::warn!(job = %name, worker, "a worker for a lease could not start: {e}");
+                let reason = format!("node {} could not start a worker: {e}", self.name);
+                let message = Box::new(ToWorker::LeaseEnded { key, reason });
+                self.actions.push_back(Action::Write {
+                    conn,
+                    worker: owner,
+                    message,
+                });
+                self.retry_pools();
+            }
+            _ => {}
+        }
+    }
+
+    /// Worker `worker` of the job on `conn` exited: a lease of the node's own on it ends (its
+    /// owner hears), its asks leave, and the workers leased to it are killed.
+    fn pool_worker_exited(&mut self, conn: ConnId, worker: u64, reason: &str) {
+        let Some((pool, grants)) = self.pool_on(conn) else {
+            return;
+        };
+        let exit = pool.exited((grants, pool::pool_client(conn)), worker);
+        for (owner, key) in exit.ended {
+            let reason = format!("leased worker {worker} died: {reason}");
+            let message = Box::new(ToWorker::LeaseEnded { key, reason });
+            self.actions.push_back(Action::Write {
+                conn,
+                worker: owner,
+                message,
+            });
+        }
+        for leased in exit.kill {
+            tracing::info!(
+                owner = worker,
+                worker = leased,
+                "the owner died: the worker leased to it is killed"
+            );
+            self.actions.push_back(Action::Kill {
+                conn,
+                worker: leased,
+            });
+        }
+        self.retry_pools();
+    }
+
+    /// The pools' idle workers that idled long enough stop, and their asks that waited long
+    /// enough go to the drivers.
+    fn pools_due(&mut self, now: Instant) {
+        let mut forward = Vec::new();
+        for job in self.jobs.values_mut() {
+            let Some(pool) = &mut job.pool else {
+                continue;
+            };
+            let due = pool.due(now);
+            for worker in due.stop {
+                let conn = job.conn;
+                self.actions.push_back(Action::Kill { conn, worker });
+            }
+            forward.extend(
+                due.forward
+                    .into_iter()
+                    .map(|d| (job.conn, job.setup.clone(), d)),
+            );
+        }
+        for (conn, setup, one) in forward {
+            self.carry_out(conn, &setup, one);
+        }
+    }
+
     /// Ends every job (the daemon stops).
     pub(crate) fn end_all(&mut self) {
         let mut names: Vec<String> = self.jobs.keys().cloned().collect();
@@ -587,9 +905,15 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 if let Some((_, job)) = self.job_of_mut(conn) {
                     job.workers.remove(&worker);
                 }
+                self.pool_worker_exited(conn, worker, &reason);
                 let event = HostEvent::WorkerExited { worker, reason };
                 self.actions.push_back(Action::Tell { conn, event });
             }
+            Event::Started {
+                conn,
+                worker,
+                result,
+            } => self.pool_started(conn, worker, result),
             Event::Pulled {
                 conn,
                 id,
@@ -744,7 +1068,35 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             Request::Return { resources } => {
                 self.grants.give_back(conn, &resources);
                 self.reply(conn, req, FromHost::Done);
-                self.answer_granted();
+                self.retry_pools();
+                return;
+            }
+            Request::Pool {
+                first,
+                end,
+                max_workers,
+                elsewhere,
+            } => {
+                let (_, job) = self.job_of_mut(conn).expect("checked");
+                let refused = match (first < end, &mut job.pool) {
+                    (false, _) => Some("an empty range of numbers"),
+                    (true, Some(pool)) if !pool.numbered(first, end) => {
+                        Some("the job has one of other numbers")
+                    }
+                    (true, Some(pool)) => {
+                        pool.set_elsewhere(elsewhere, now);
+                        None
+                    }
+                    (true, None) => {
+                        job.pool = Some(Pool::new(first..end, max_workers, elsewhere));
+                        None
+                    }
+                };
+
+                let reply = refused.map_or(FromHost::Done, |why| {
+                    FromHost::Error(format!("node {}: no pool of workers: {why}", self.name))
+                });
+                self.reply(conn, req, reply);
                 return;
             }
         };
@@ -814,6 +1166,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     lease,
                     binary,
                     events,
+                    pool: None,
                 };
                 self.jobs.insert(job, record);
                 // The first renewal is asked for at once.
@@ -932,7 +1285,8 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     fn end(&mut self, name: &str, why: Ending) -> Option<Ended> {
         let job = self.jobs.remove(name)?;
         self.grants.forget(job.conn);
-        self.answer_granted();
+        self.grants.forget(pool::pool_client(job.conn));
+        self.retry_pools();
         let mut workers: Vec<u64> = job.workers.into_keys().collect();
         workers.sort_unstable();
         if job.events.events.on() {
@@ -1280,6 +1634,152 @@ mod tests {
         spawn_worker_3(&mut quiet, t0);
         owned(&mut quiet, vec![event(here, 100, submitted(None))], t0);
         assert!(quiet.task_reports(&clock, beta).is_empty());
+    }
+
+    #[test]
+    fn a_job_s_owners_are_leased_workers_of_the_node_s_own_and_what_it_cannot_grant_goes_on() {
+        use crate::proto::pool::{ASK_WAITS, IDLE_FOR};
+        let t0 = Instant::now();
+        let mut node = hosting_a_job(t0);
+        spawn_worker_3(&mut node, t0);
+        let (at, cpus) = (("j", 1), |n| Resources::cpus(n).unwrap());
+        let key = |seq| TaskId::new(3, seq);
+        let leased = |k, worker| Action::Write {
+            conn: 1,
+            worker: 3,
+            message: Box::new(ToWorker::Leased {
+                key: k,
+                worker,
+                at: None,
+            }),
+        };
+        // Until the driver lets it, every ask is the driver's.
+        assert!(!node.lease_ask(at, (3, key(1)), &cpus(1.0), t0));
+        // The driver holds 2 of the 4 CPUs; its other nodes have 1 CPU each.
+        ask(&mut node, 1, 2, Request::Grant { shape: cpus(2.0) }, t0);
+        assert_eq!(actions(&mut node), [reply(1, 2, FromHost::Granted)]);
+        let pool = Request::Pool {
+            first: 100,
+            end: 200,
+            max_workers: 8,
+            elsewhere: cpus(1.0),
+        };
+        ask(&mut node, 1, 3, pool, t0);
+        assert_eq!(actions(&mut node), [reply(1, 3, FromHost::Done)]);
+        // Two leases on workers the node starts, which own their tasks from the start.
+        for (seq, worker) in [(1, 100), (2, 101)] {
+            assert!(node.lease_ask(at, (3, key(seq)), &cpus(1.0), t0));
+            let start = Action::Start {
+                conn: 1,
+                worker,
+                setup: "files",
+            };
+            assert_eq!(actions(&mut node), [start]);
+            let result = Ok(5000 + worker as u32);
+            node.handle(
+                Event::Started {
+                    conn: 1,
+                    worker,
+                    result,
+                },
+                t0,
+            );
+            let own = Action::Write {
+                conn: 1,
+                worker,
+                message: Box::new(ToWorker::OwnTasks),
+            };
+            assert_eq!(actions(&mut node), [own, leased(key(seq), worker)]);
+        }
+        // The node is full: an ask another node could run goes to the driver after its wait;
+        // one no other node could run waits here for room.
+        assert!(node.lease_ask(at, (3, key(3)), &cpus(1.0), t0));
+        assert!(node.lease_ask(at, (3, key(4)), &cpus(2.0), t0));
+        assert!(actions(&mut node).is_empty());
+        node.handle_timeout(t0 + ASK_WAITS);
+        let on = Action::Up {
+            conn: 1,
+            worker: 3,
+            message: Box::new(ToNode::Lease {
+                key: key(3),
+                shape: cpus(1.0),
+            }),
+        };
+        let sent: Vec<_> = (actions(&mut node).into_iter())
+            .filter(|a| !matches!(a, Action::Tell { .. }))
+            .collect();
+        assert_eq!(sent, [on]);
+        // A leased worker blocks and the driver gives a CPU back: the wider ask fits now.
+        node.worker_blocked(at, 100, 0, true);
+        assert!(actions(&mut node).is_empty());
+        ask(
+            &mut node,
+            1,
+            4,
+            Request::Return {
+                resources: cpus(1.0),
+            },
+            t0,
+        );
+        let start = Action::Start {
+            conn: 1,
+            worker: 102,
+            setup: "files",
+        };
+        assert_eq!(actions(&mut node), [reply(1, 4, FromHost::Done), start]);
+        // A lease given back is the node's business alone; another's is the driver's.
+        assert!(node.unlease(at, 3, key(2), t0));
+        assert!(!node.unlease(at, 3, TaskId::new(3, 99), t0));
+        assert!(!node.kill_leased(at, 3, key(2)));
+        // A leased worker dies: its owner hears from the node.
+        let exited = |worker| Event::WorkerExited {
+            conn: 1,
+            worker,
+            reason: "killed".into(),
+        };
+        node.handle(exited(100), t0);
+        let ended = Action::Write {
+            conn: 1,
+            worker: 3,
+            message: Box::new(ToWorker::LeaseEnded {
+                key: key(1),
+                reason: "leased worker 100 died: killed".into(),
+            }),
+        };
+        let told = Action::Tell {
+            conn: 1,
+            event: HostEvent::WorkerExited {
+                worker: 100,
+                reason: "killed".into(),
+            },
+        };
+        assert_eq!(actions(&mut node), [ended, told]);
+        // The owner dies: the worker still starting for it is killed; the idle one stays,
+        // until it idled a whole second.
+        node.handle(exited(3), t0);
+        let dead = actions(&mut node);
+        assert_eq!(
+            dead[0],
+            Action::Kill {
+                conn: 1,
+                worker: 102
+            },
+            "{dead:?}"
+        );
+        node.handle_timeout(t0 + IDLE_FOR);
+        let stopped: Vec<_> = (actions(&mut node).into_iter())
+            .filter(|a| matches!(a, Action::Kill { .. }))
+            .collect();
+        assert_eq!(
+            stopped,
+            [Action::Kill {
+                conn: 1,
+                worker: 101
+            }]
+        );
+        // A draining node takes no ask.
+        node.start_draining();
+        assert!(!node.lease_ask(at, (3, key(5)), &cpus(1.0), t0));
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub(crate) mod node;
 pub(crate) mod nodes;
 pub(crate) mod owner;
 pub(crate) mod placement;
+pub(crate) mod pool;
 pub(crate) mod relay;
 pub(crate) mod scheduler;
 pub(crate) mod worker;

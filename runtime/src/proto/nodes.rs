@@ -67,6 +67,15 @@ pub(crate) fn node_of(worker: WorkerId) -> NodeIdx {
     (worker >> NODE_SHIFT) as NodeIdx
 }
 
+/// The numbers node `idx`'s daemon gives the workers it starts for leases of its own (see
+/// [`crate::proto::pool`]): the upper half of the node's numbers, which the driver's own
+/// numbering (from the bottom) never reaches.
+pub(crate) fn pool_numbers(idx: NodeIdx) -> std::ops::Range<WorkerId> {
+    let base = (idx as WorkerId) << NODE_SHIFT;
+    let half = 1 << (NODE_SHIFT - 1);
+    base + half..base + 2 * half
+}
+
 impl Nodes {
     /// Adds a node of `total` resources; returns its index.
     pub(crate) fn add(

@@ -141,6 +141,10 @@ struct Gate {
     refused: bool,
     /// The node wants back what goes unused (see [`Scheduler::reclaim`]).
     reclaim: bool,
+    /// A worker blocked in `get`: what goes unused with nothing queued goes back at the next
+    /// scheduling rather than at the idle tick, so that the node can lease the CPU to
+    /// another owner of the job (a blocked parent's children, see `proto::pool`).
+    blocked_back: bool,
     /// While other jobs wait: the job's fair share of the node, which its leases shrink to
     /// as their tasks end (until the next tick; the node says it again while jobs wait).
     keep: Option<Resources>,
@@ -252,6 +256,12 @@ impl Scheduler {
             stalled_seen: false,
             gate: None,
         }
+    }
+
+    /// The most worker processes for tasks it keeps (beyond which blocked workers run what
+    /// they wait for themselves).
+    pub(crate) fn max_workers(&self) -> usize {
+        self.max_workers
     }
 
     /// The node is shared by its daemon among several jobs' drivers: this scheduler starts a
@@ -726,6 +736,9 @@ impl Scheduler {
             inflight.retain(|t| !returned.contains(t));
         }
         self.give_back(&cpu);
+        if let Some(gate) = &mut self.gate {
+            gate.blocked_back = true;
+        }
         self.requeue(returned.iter().copied());
         for &task in awaiting {
             self.awaited_by.insert(task, worker);
@@ -1355,10 +1368,13 @@ impl Scheduler {
         }
         if let Some(gate) = &mut self.gate {
             let shrinking = gate.keep.is_some();
+            let blocked_back = std::mem::take(&mut gate.blocked_back);
             if (std::mem::take(&mut gate.reclaim) || shrinking)
                 && let Some(unused) = self.unused()
             {
                 actions.push(Action::Return(self.give_back_grant(unused)));
+            } else if blocked_back && let Some(spare) = self.spare() {
+                actions.push(Action::Return(self.give_back_grant(spare)));
             }
             if let Some(gate) = &mut self.gate
                 && gate.keep.as_ref().is_some_and(|k| gate.granted.fits_in(k))

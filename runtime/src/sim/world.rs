@@ -1257,6 +1257,9 @@ impl World<'_> {
                 };
                 self.answered(job_of(conn), node, asked, reply);
             }
+            // The simulated workers' frames go to their driver, not through a daemon: no
+            // daemon here is asked for a lease of its own pool.
+            HostAction::Start { .. } | HostAction::Write { .. } | HostAction::Up { .. } => {}
             // The job needs no files here; its binary may be on the node's disk already.
             HostAction::Prepare { conn, req, job, .. } => {
                 let cached = self.hosts[node].binaries.contains(&job_of(conn));
@@ -2407,6 +2410,19 @@ impl World<'_> {
                 (request, Asked::Grant(shape))
             }
             HostRequest::Return { resources } => (Request::Return { resources }, Asked::Nothing),
+            HostRequest::Pool {
+                numbers,
+                max_workers,
+                elsewhere,
+            } => {
+                let request = Request::Pool {
+                    first: numbers.start,
+                    end: numbers.end,
+                    max_workers,
+                    elsewhere,
+                };
+                (request, Asked::Nothing)
+            }
             HostRequest::ForgetPeer { lost } => {
                 let at = Some(self.host_at(j, lost));
                 (Request::ForgetPeer { at }, Asked::Nothing)

@@ -134,6 +134,15 @@ pub(crate) enum HostRequest {
     Grant { shape: Resources },
     /// Take back `resources` the node granted (no answer expected).
     Return { resources: Resources },
+    /// The node may lease workers of its own, numbered in `numbers`, at most `max_workers`,
+    /// to the job's worker owners there (see [`crate::proto::pool`]; answer: done, or why
+    /// not).
+    Pool {
+        numbers: std::ops::Range<WorkerId>,
+        max_workers: usize,
+        /// The most of each resource any other node of the job has.
+        elsewhere: Resources,
+    },
 }
 
 impl HostRequest {
@@ -167,6 +176,16 @@ impl HostRequest {
             HostRequest::Return { resources } => ToHost::Return {
                 resources: resources.clone(),
             },
+            HostRequest::Pool {
+                numbers,
+                max_workers,
+                elsewhere,
+            } => ToHost::Pool {
+                first: numbers.start,
+                end: numbers.end,
+                max_workers: u32::try_from(*max_workers).unwrap_or(u32::MAX),
+                elsewhere: elsewhere.clone(),
+            },
         }
     }
 }
@@ -182,6 +201,13 @@ pub(crate) enum Event<'a> {
     },
     /// A worker's process started with this pid.
     WorkerSpawned { worker: WorkerId, pid: u32 },
+    /// Node `node`'s daemon started worker `worker` (pid `pid`) for a lease of its own; its
+    /// link follows (refused unless the number is one the node was given).
+    NodeStartedWorker {
+        node: NodeIdx,
+        worker: WorkerId,
+        pid: u32,
+    },
     /// A worker said hello on its link.
     WorkerConnected { worker: WorkerId },
     /// Messages a worker sent, in order; `mapped` holds the shared-memory segments the shell
@@ -269,6 +295,9 @@ pub(crate) enum Refused {
     /// The node is stopping.
     #[error("the node is stopping")]
     Stopping,
+    /// A node's daemon claims a worker outside the numbers it was given for its own.
+    #[error("node {node} claims worker {worker}, which is not one of its own numbers")]
+    NotNodes { node: NodeIdx, worker: WorkerId },
 }
 
 /// An actor's name is taken (and the creation did not ask for the existing one).
@@ -285,6 +314,9 @@ struct WorkerLife {
     exit: Option<String>,
     /// The node asked it to exit: its end is expected, not a failure.
     retiring: bool,
+    /// Started by its node's daemon for leases of its own, which stops it when it idles and
+    /// tells the owners of its leases when it dies (see [`crate::proto::pool`]).
+    pooled: bool,
     /// The actors it holds handles to (released when it ends).
     actors: IdSet<ActorId>,
     /// Handles held for it on other workers' word (released when it ends).
@@ -384,6 +416,9 @@ pub(crate) struct State {
     leases: IdMap<TaskId, leases::Lease>,
     /// Whether workers may own their plain tasks (see [`State::lets_workers_own`]).
     worker_owners: bool,
+    /// What each node's daemon was last told of the job's other nodes, for the leases it
+    /// grants from its own workers ([`HostRequest::Pool`]).
+    pools_told: IdMap<NodeIdx, Resources>,
     /// Where each node's daemon serves its peers (joined cluster): a lease on a worker of
     /// another node than its owner's names it, and that node's daemon passes the owner's
     /// frames on to it.
@@ -468,6 +503,7 @@ impl State {
             binaries: binaries::Spread::default(),
             leases: IdMap::default(),
             worker_owners: true,
+            pools_told: IdMap::default(),
             peer_addresses: HashMap::new(),
         }
     }
@@ -476,6 +512,7 @@ impl State {
     /// submit, as before worker owners: `PRISM_WORKER_OWNERS=0`).
     pub(crate) fn with_worker_owners(mut self, owners: bool) -> Self {
         self.worker_owners = owners;
+        self.tell_pools();
         self
     }
 
@@ -553,6 +590,7 @@ impl State {
         if self.grants {
             self.nodes.gate(idx);
         }
+        self.tell_pools();
         if self.prestarts(idx) {
             for _ in 0..soft {
                 self.start_worker(idx);
@@ -587,6 +625,9 @@ impl State {
                     // Started as the node stops: nothing for it to do.
                     self.kill_worker(worker);
                 }
+            }
+            Event::NodeStartedWorker { node, worker, pid } => {
+                self.node_started_worker(node, worker, pid)?
             }
             Event::WorkerConnected { worker } => self.worker_connected(worker)?,
             Event::Messages {
@@ -664,6 +705,63 @@ impl State {
             self.rebalance();
         }
         self.settle();
+        Ok(())
+    }
+
+    /// In a joined cluster whose workers own their tasks, each node's daemon is let grant
+    /// the leases its workers ask for while it has room, from workers of its own
+    /// ([`crate::proto::pool`]), and told again when the most the job's other nodes have
+    /// of a resource changed (a node joined).
+    fn tell_pools(&mut self) {
+        if self.cluster.is_none() || !self.lets_workers_own() {
+            return;
+        }
+        for idx in 0..self.nodes.len() {
+            let Some(node) = self.nodes.get(idx).filter(|n| n.alive) else {
+                continue;
+            };
+            let others = (0..self.nodes.len()).filter(|&other| other != idx);
+            let others = others.filter_map(|other| self.nodes.get(other).filter(|n| n.alive));
+            let elsewhere = crate::proto::pool::most(others.map(|n| n.sched.total()));
+            if self.pools_told.get(&idx) == Some(&elsewhere) {
+                continue;
+            }
+            self.pools_told.insert(idx, elsewhere.clone());
+            let request = HostRequest::Pool {
+                numbers: crate::proto::nodes::pool_numbers(idx),
+                max_workers: node.sched.max_workers(),
+                elsewhere,
+            };
+            self.actions.push_back(Action::Host { node: idx, request });
+        }
+    }
+
+    /// Node `node`'s daemon started worker `worker` for a lease of its own: the worker is
+    /// the job's (its puts, holds and handles count here), not the driver's scheduler's.
+    fn node_started_worker(
+        &mut self,
+        node: NodeIdx,
+        worker: WorkerId,
+        pid: u32,
+    ) -> Result<(), Refused> {
+        if self.shutting_down {
+            return Err(Refused::Stopping);
+        }
+        let ours = self.cluster.is_some()
+            && self.lets_workers_own()
+            && crate::proto::nodes::pool_numbers(node).contains(&worker);
+        if !ours {
+            return Err(Refused::NotNodes { node, worker });
+        }
+        if self.workers.contains_key(&worker) {
+            return Err(Refused::SecondHello(worker));
+        }
+        let life = WorkerLife {
+            pid: Some(pid),
+            pooled: true,
+            ..WorkerLife::default()
+        };
+        self.workers.insert(worker, life);
         Ok(())
     }
 
@@ -1571,6 +1669,12 @@ impl State {
         }
         if self.shutting_down || link.retiring {
             tracing::debug!(worker, %reason, "worker process exited as asked");
+            return;
+        }
+        if link.pooled {
+            // Its node stops it once idle, and ends its leases itself; it ran none of the
+            // driver's tasks.
+            tracing::debug!(worker, %reason, "a worker of its node's own pool exited");
             return;
         }
         let lost_node = !self.nodes.get(node_of(worker)).is_some_and(|n| n.alive);

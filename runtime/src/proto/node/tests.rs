@@ -2158,3 +2158,37 @@ fn an_owner_s_forced_cancel_kills_the_worker_it_leased_and_no_one_else_s() {
     h.report(owner, &ToNode::KillLeased { key });
     assert_eq!(h.killed, vec![other]);
 }
+
+#[test]
+fn a_blocked_worker_s_cpu_goes_back_to_its_node_at_once_unless_a_task_there_takes_it() {
+    // Two nodes of one CPU each: two tasks run, a third is pipelined behind one of them.
+    let mut h = Harness::new(2, 1.0);
+    let tasks = h.submit_many(3, 0);
+    let sent: Vec<(TaskId, WorkerId)> = (tasks.iter())
+        .map(|&t| (t, h.where_sent(t).expect("sent")))
+        .collect();
+    let behind = |w: WorkerId| sent.iter().filter(|(_, x)| *x == w).count() > 1;
+    let (queued, busy) = *sent
+        .iter()
+        .rev()
+        .find(|(_, w)| behind(*w))
+        .expect("one pipelined");
+    let idle_after = sent
+        .iter()
+        .map(|(_, w)| *w)
+        .find(|&w| w != busy)
+        .expect("two workers");
+    h.returned.clear();
+    // Both block in `get`, the busy one handing back what waited behind its task. The node
+    // with nothing left to run gets its CPU back at once (for its daemon to lease to another
+    // owner of the job), not at the second idle tick; the other keeps it for the task.
+    for (worker, returned) in [(busy, vec![queued]), (idle_after, Vec::new())] {
+        let blocked = ToNode::Blocked {
+            depth: 0,
+            returned,
+            awaiting: Vec::new(),
+        };
+        h.report(worker, &blocked);
+    }
+    assert_eq!(h.returned, vec![(node_of(idle_after), cpus(1.0))]);
+}

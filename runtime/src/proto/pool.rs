@@ -1,0 +1,672 @@
+//! A node daemon's own workers for the leases a job's worker owners ask of it, without IO
+//! (step (b) of `docs/ownership.md`: the node, not the driver, grants a worker a lease).
+//!
+//! A worker here that owns its tasks asks its node for a worker of a resource shape
+//! ([`ToNode::Lease`]). When the driver let the node do so ([`ToHost::Pool`]), the daemon grants
+//! the ask itself if the node's resources fit it now ([`Grants::try_grant`], under a grant
+//! holder of the job's own, [`pool_client`]) and it has an idle worker of the job or may start
+//! one: the owner hears [`ToWorker::Leased`] from the node, pushes its tasks to the worker
+//! through the node, and gives the lease back to the node, which keeps the worker for the next
+//! ask a while and stops it when it stays idle. What the node cannot grant at once goes on to
+//! the driver, which places it as before (on this node when room comes, elsewhere by
+//! spillback, or on the blocked owner itself at the process cap).
+//!
+//! A leased worker blocked in `get` gives its CPU back to the node while it waits, as the
+//! driver's scheduler does with its own workers, and takes it again when it resumes (beyond
+//! the node's free CPU if need be: a debt repaid when the lease ends). A leased worker's death
+//! ends its lease (the owner hears [`ToWorker::LeaseEnded`]); an owner's death kills the
+//! workers leased to it, which may still run its tasks.
+//!
+//! [`ToNode::Lease`]: prism_transport::ToNode::Lease
+//! [`ToHost::Pool`]: prism_transport::ToHost::Pool
+//! [`ToWorker::Leased`]: prism_transport::ToWorker::Leased
+//! [`ToWorker::LeaseEnded`]: prism_transport::ToWorker::LeaseEnded
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use prism_graph::{Amount, Resources, TaskId};
+
+use crate::proto::grants::Grants;
+use crate::proto::host::ConnId;
+
+/// How long a worker of the pool stays idle before it is stopped (Ray's raylet stops idle
+/// workers after a second too).
+pub(crate) const IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// The grant holder a job's pool takes the node's resources as: its driver's connection with
+/// the top bit set (the shell numbers connections from 0; see [`is_pool_client`]).
+pub(crate) fn pool_client(conn: ConnId) -> ConnId {
+    conn | POOL_BIT
+}
+
+/// Whether grant holder `conn` is a job's pool (which holds only what its leases use, so it
+/// is never asked to give back what it does not use).
+pub(crate) fn is_pool_client(conn: ConnId) -> bool {
+    conn & POOL_BIT != 0
+}
+
+/// The driver's connection a grant holder stands for.
+pub(crate) fn job_conn(conn: ConnId) -> ConnId {
+    conn & !POOL_BIT
+}
+
+const POOL_BIT: ConnId = 1 << 63;
+
+/// How long an ask the node has no room for waits here for room (a worker of the job
+/// blocking in `get`, a lease's end) before it goes on to the driver, which may place it on
+/// another node: an owner asks for its leases as it submits, before it blocks waiting for
+/// them (10,000 submissions take tens of milliseconds). The driver moves queued work
+/// between nodes at the same period ([`crate::proto::node::REBALANCE_EVERY`]).
+pub(crate) const ASK_WAITS: Duration = Duration::from_millis(100);
+
+/// What a worker of the pool does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// Started for lease `key`; its owner hears of the lease once the process runs.
+    Starting(TaskId),
+    /// Leased under `key`.
+    Leased(TaskId),
+    /// Idle since then.
+    Idle(Instant),
+}
+
+/// A lease the pool granted.
+#[derive(Debug)]
+struct Granted {
+    owner: u64,
+    worker: u64,
+    shape: Resources,
+    /// Its worker waits in `get`: the lease's CPU went back to the node.
+    blocked: bool,
+    /// Its worker resumed when the CPU it gave back was not free: it runs on CPU the node
+    /// did not grant, and gives back that much less when the lease ends.
+    debt: bool,
+}
+
+/// An ask that waits for room (see [`ASK_WAITS`]).
+#[derive(Debug)]
+struct Waiting {
+    owner: u64,
+    key: TaskId,
+    shape: Resources,
+    /// When it goes on to the driver; never while no other node could run it.
+    until: Option<Instant>,
+}
+
+/// What the pool decided for an ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Asked {
+    /// Granted on this idle worker: tell the owner.
+    Granted { worker: u64 },
+    /// Granted on a new worker of this number: start it ([`Pool::started`] follows).
+    Start { worker: u64 },
+    /// It waits for room here (decided later by [`Pool::retry`] or [`Pool::due`]).
+    Waits,
+    /// The node cannot grant it: the ask goes on to the driver.
+    Forward,
+}
+
+/// A decision on an ask that waited: its owner, key and shape, and what was decided.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Decided {
+    pub(crate) owner: u64,
+    pub(crate) key: TaskId,
+    pub(crate) shape: Resources,
+    pub(crate) asked: Asked,
+}
+
+/// Why an ask cannot be granted now.
+enum Lack {
+    /// No worker for it: none idle and none may start.
+    Worker,
+    /// The node's resources do not fit it now.
+    Room,
+}
+
+/// What a worker's exit ends.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Exit {
+    /// Leases that ended with the worker: (owner, key) to tell.
+    pub(crate) ended: Vec<(u64, TaskId)>,
+    /// Workers leased to the dead worker: to kill (their leases end as they exit).
+    pub(crate) kill: Vec<u64>,
+}
+
+/// What is due at a time: idle workers to stop, and asks that waited long enough to go to
+/// the driver.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Due {
+    pub(crate) stop: Vec<u64>,
+    pub(crate) forward: Vec<Decided>,
+}
+
+/// A job's workers of the node's own (see the module's docs).
+#[derive(Debug)]
+pub(crate) struct Pool {
+    next: u64,
+    end: u64,
+    max_workers: usize,
+    workers: BTreeMap<u64, Use>,
+    leases: HashMap<TaskId, Granted>,
+    /// Asks waiting for room, in the order they came.
+    waiting: VecDeque<Waiting>,
+    /// The most of each resource any other node of the job has.
+    elsewhere: Resources,
+}
+
+impl Pool {
+    /// A pool numbering its workers in `numbers`, keeping at most `max_workers` processes;
+    /// `elsewhere`: the most of each resource any other node of the job has.
+    pub(crate) fn new(
+        numbers: std::ops::Range<u64>,
+        max_workers: usize,
+        elsewhere: Resources,
+    ) -> Self {
+        Pool {
+            next: numbers.start,
+            end: numbers.end,
+            max_workers,
+            workers: BTreeMap::new(),
+            leases: HashMap::new(),
+            waiting: VecDeque::new(),
+            elsewhere,
+        }
+    }
+
+    /// Whether the pool numbers its workers within `first..end` (it was made for them).
+    pub(crate) fn numbered(&self, first: u64, end: u64) -> bool {
+        first <= self.next && self.end == end
+    }
+
+    /// The job's other nodes changed at `now`: the most of each resource any of them has is
+    /// `elsewhere`. Asks that waited for room here because no other node could run them go
+    /// on to the driver after their wait from now, if one can now.
+    pub(crate) fn set_elsewhere(&mut self, elsewhere: Resources, now: Instant) {
+        for ask in &mut self.waiting {
+            ask.until = match ask.shape.fits_in(&elsewhere) {
+                true => ask.until.or(Some(now + ASK_WAITS)),
+                false => None,
+            };
+        }
+        self.elsewhere = elsewhere;
+    }
+
+    /// Whether worker `worker` is one of the pool's.
+    #[cfg(test)]
+    pub(crate) fn has(&self, worker: u64) -> bool {
+        self.workers.contains_key(&worker)
+    }
+
+    /// Worker `owner` asks at `now` for a lease of `shape` keyed `key`, with the node's
+    /// grants held as `client`; `can_start`: a new process may start (the job's binary is
+    /// here). An ask behind others that wait waits too.
+    pub(crate) fn ask(
+        &mut self,
+        (grants, client): (&mut Grants, ConnId),
+        (owner, key, shape): (u64, TaskId, &Resources),
+        can_start: bool,
+        now: Instant,
+    ) -> Asked {
+        let open = self.leases.contains_key(&key) || self.waiting.iter().any(|w| w.key == key);
+        if key.owner != owner || open {
+            // The driver refuses it, saying why.
+            return Asked::Forward;
+        }
+        let tried = match self.waiting.is_empty() {
+            true => self.try_lease((grants, client), (owner, key, shape), can_start),
+            false => Err(Lack::Room),
+        };
+        match tried {
+            Ok(asked) => asked,
+            Err(Lack::Worker) => Asked::Forward,
+            Err(Lack::Room) => {
+                let shape = shape.clone();
+                let until = shape.fits_in(&self.elsewhere).then_some(now + ASK_WAITS);
+                (self.waiting).push_back(Waiting {
+                    owner,
+                    key,
+                    shape,
+                    until,
+                });
+                Asked::Waits
+            }
+        }
+    }
+
+    /// Grants the waiting asks that fit now, in order (one that lacks a worker goes to the
+    /// driver; the first that lacks room stops the rest).
+    pub(crate) fn retry(
+        &mut self,
+        (grants, client): (&mut Grants, ConnId),
+        can_start: bool,
+    ) -> Vec<Decided> {
+        let mut decided = Vec::new();
+        while let Some(first) = self.waiting.front() {
+            let ask = (first.owner, first.key, &first.shape.clone());
+            let asked = match self.try_lease((grants, client), ask, can_start) {
+                Ok(asked) => asked,
+                Err(Lack::Worker) => Asked::Forward,
+                Err(Lack::Room) => break,
+            };
+            let first = self.waiting.pop_front().expect("looked at");
+            decided.push(Decided {
+                owner: first.owner,
+                key: first.key,
+                shape: first.shape,
+                asked,
+            });
+        }
+        decided
+    }
+
+    /// Leases a worker for the ask if one may take it and the node's resources fit it now.
+    fn try_lease(
+        &mut self,
+        (grants, client): (&mut Grants, ConnId),
+        (owner, key, shape): (u64, TaskId, &Resources),
+        can_start: bool,
+    ) -> Result<Asked, Lack> {
+        let idle = (self.workers.iter())
+            .find(|(_, u)| matches!(u, Use::Idle(_)))
+            .map(|(&w, _)| w);
+        let fresh = (can_start && self.workers.len() < self.max_workers && self.next < self.end)
+            .then_some(self.next);
+        let worker = idle.or(fresh).ok_or(Lack::Worker)?;
+        if !grants.try_grant(client, shape) {
+            return Err(Lack::Room);
+        }
+        let granted = Granted {
+            owner,
+            worker,
+            shape: shape.clone(),
+            blocked: false,
+            debt: false,
+        };
+        self.leases.insert(key, granted);
+        if idle.is_some() {
+            self.workers.insert(worker, Use::Leased(key));
+            return Ok(Asked::Granted { worker });
+        }
+        self.next += 1;
+        self.workers.insert(worker, Use::Starting(key));
+        Ok(Asked::Start { worker })
+    }
+
+    /// Worker `worker`, started for a lease, runs (`ok`) or could not start: the owner and
+    /// key to tell, and whether the lease stands (else it ended, its resources back).
+    pub(crate) fn started(
+        &mut self,
+        (grants, client): (&mut Grants, ConnId),
+        worker: u64,
+        ok: bool,
+    ) -> Option<(u64, TaskId, bool)> {
+        let used = self.workers.get(&worker).copied()?;
+        if !ok {
+            self.workers.remove(&worker);
+        }
+        let Use::Starting(key) = used else {
+            // Given back before it ran: it idles (or, not started, is gone).
+            return None;
+        };
+        if ok {
+            self.workers.insert(worker, Use::Leased(key));
+            let owner = self.leases.get(&key)?.owner;
+            return Some((owner, key, true));
+        }
+        let lease = self.leases.remove(&key)?;
+        give_back(grants, client, &lease);
+        Some((lease.owner, key, false))
+    }
+
+    /// Worker `owner` gives lease `key` back, or withdraws its ask: true when it is the
+    /// pool's (its worker idles from `now`).
+    pub(crate) fn unlease(
+        &mut self,
+        (grants, client): (&mut Grants, ConnId),
+        (owner, key): (u64, TaskId),
+        now: Instant,
+    ) -> bool {
+        if let Some(at) = (self.waiting.iter()).position(|w| w.key == key && w.owner == owner) {
+            self.waiting.remove(at);
+            return true;
+        }
+        if self.leases.get(&key).is_none_or(|l| l.owner != owner) {
+            return false;
+        }
+        let lease = self.leases.remove(&key).expect("checked");
+        give_back(grants, client, &lease);
+        if let Some(used) = self.workers.get_mut(&lease.worker) {
+            // One that still starts idles from its start on (nothing waits for it).
+            *used = Use::Idle(now);
+        }
+        true
+    }
+
+    /// Worker `owner` has a task it pushed under lease `key` cancelled by force: `None` when
+    /// the lease is not the pool's, else the worker to kill.
+    pub(crate) fn kill_leased(&self, owner: u64, key: TaskId) -> Option<u64> {
+        (self.leases.get(&key))
+            .filter(|l| l.owner == owner)
+            .map(|l| l.worker)
+    }
+
+    /// Worker `worker`'s task the lease ran blocks in `get` (`blocked`) or resumes: the CPU
+    /// goes back to the node, or is taken again.
+    pub(crate) fn blocked(
+        &mut self,
+        (grants, client): (&mut Grants, ConnId),
+        worker: u64,
+        blocked: bool,
+    ) {
+        let Some(Use::Leased(key)) = self.workers.get(&worker).copied() else {
+            return;
+        };
+        let Some(lease) = self.leases.get_mut(&key) else {
+            return;
+        };
+        let cpu = cpu_of(&lease.shape);
+        match (blocked, lease.blocked) {
+            (true, false) => {
+                lease.blocked = true;
+                if lease.debt {
+                    // It never took the CPU back: nothing to give.
+                    lease.debt = false;
+                } else {
+                    grants.give_back(client, &cpu);
+                }
+            }
+            (false, true) => {
+                lease.blocked = false;
+                lease.debt = !grants.try_grant(client, &cpu);
+            }
+            _ => {}
+        }
+    }
+
+    /// Worker `worker` of the job exited: its lease ends if it had one, its place in the
+    /// pool goes, its asks leave, and the workers leased to it are to be killed.
+    pub(crate) fn exited(&mut self, (grants, client): (&mut Grants, ConnId), worker: u64) -> Exit {
+        let mut exit = Exit::default();
+        if let Some(Use::Leased(key) | Use::Starting(key)) = self.workers.remove(&worker)
+            && let Some(lease) = self.leases.remove(&key)
+        {
+            give_back(grants, client, &lease);
+            exit.ended.push((lease.owner, key));
+        }
+        self.waiting.retain(|w| w.owner != worker);
+        let mut kill: Vec<u64> = (self.leases.values())
+            .filter(|l| l.owner == worker)
+            .map(|l| l.worker)
+            .collect();
+        kill.sort_unstable();
+        exit.kill = kill;
+        exit
+    }
+
+    /// What is due at `now`: workers idle for [`IDLE_FOR`] stop (they leave the pool now),
+    /// and asks that waited [`ASK_WAITS`] go to the driver.
+    pub(crate) fn due(&mut self, now: Instant) -> Due {
+        let idle_long = |u: &Use| matches!(u, Use::Idle(since) if now.saturating_duration_since(*since) >= IDLE_FOR);
+        let stop: Vec<u64> = (self.workers.iter())
+            .filter(|(_, u)| idle_long(u))
+            .map(|(&w, _)| w)
+            .collect();
+        for worker in &stop {
+            self.workers.remove(worker);
+        }
+        let mut forward = Vec::new();
+        let mut waiting = VecDeque::with_capacity(self.waiting.len());
+        for ask in std::mem::take(&mut self.waiting) {
+            if ask.until.is_some_and(|until| until <= now) {
+                forward.push(Decided {
+                    owner: ask.owner,
+                    key: ask.key,
+                    shape: ask.shape,
+                    asked: Asked::Forward,
+                });
+            } else {
+                waiting.push_back(ask);
+            }
+        }
+        self.waiting = waiting;
+        Due { stop, forward }
+    }
+
+    /// When [`Pool::due`] next has something to do.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        let idle = (self.workers.values()).filter_map(|u| match u {
+            Use::Idle(since) => Some(*since + IDLE_FOR),
+            _ => None,
+        });
+        idle.chain(self.waiting.iter().filter_map(|w| w.until))
+            .min()
+    }
+}
+
+/// The most of each resource any of `all` has.
+pub(crate) fn most<'a>(all: impl Iterator<Item = &'a Resources>) -> Resources {
+    let mut most = Resources::default();
+    for one in all {
+        most.cpu = most.cpu.max(one.cpu);
+        most.gpu = most.gpu.max(one.gpu);
+        for (name, amount) in &one.custom {
+            match most.custom.iter_mut().find(|(n, _)| n == name) {
+                Some((_, have)) => *have = (*have).max(*amount),
+                None => most.custom.push((name.clone(), *amount)),
+            }
+        }
+    }
+    most.custom.sort();
+    most
+}
+
+/// The CPU of `shape` alone.
+fn cpu_of(shape: &Resources) -> Resources {
+    Resources {
+        cpu: shape.cpu,
+        gpu: Amount::ZERO,
+        custom: Vec::new(),
+    }
+}
+
+/// What lease `lease` holds goes back to the node: its shape, less the CPU it gave back
+/// while blocked or runs on without a grant.
+fn give_back(grants: &mut Grants, client: ConnId, lease: &Granted) {
+    let mut back = lease.shape.clone();
+    if lease.blocked || lease.debt {
+        back.subtract(&cpu_of(&lease.shape));
+    }
+    grants.give_back(client, &back);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpus(n: f64) -> Resources {
+        Resources::cpus(n).expect("a whole number of CPUs")
+    }
+
+    fn key(owner: u64, seq: u64) -> TaskId {
+        TaskId::new(owner, seq)
+    }
+
+    const CLIENT: ConnId = 1 | POOL_BIT;
+
+    #[test]
+    fn an_ask_takes_an_idle_worker_or_starts_one_and_one_without_a_worker_goes_to_the_driver() {
+        let mut grants = Grants::new(cpus(2.0));
+        let mut pool = Pool::new(100..103, 8, cpus(4.0));
+        let t0 = Instant::now();
+        let one = cpus(1.0);
+        let ask = |pool: &mut Pool, grants: &mut Grants, owner, k, shape: &Resources, start| {
+            pool.ask((grants, CLIENT), (owner, k, shape), start, t0)
+        };
+        assert_eq!(
+            ask(&mut pool, &mut grants, 7, key(7, 1), &one, true),
+            Asked::Start { worker: 100 }
+        );
+        assert_eq!(
+            pool.started((&mut grants, CLIENT), 100, true),
+            Some((7, key(7, 1), true))
+        );
+        // None may start while the binary is missing: the driver places it.
+        assert_eq!(
+            ask(&mut pool, &mut grants, 7, key(7, 2), &one, false),
+            Asked::Forward
+        );
+        assert_eq!(
+            ask(&mut pool, &mut grants, 7, key(7, 2), &one, true),
+            Asked::Start { worker: 101 }
+        );
+        assert_eq!(grants.held_by(CLIENT), cpus(2.0));
+        // Only its owner gives a lease back; the worker idles and takes the next ask.
+        assert!(!pool.unlease((&mut grants, CLIENT), (8, key(7, 1)), t0));
+        assert!(pool.unlease((&mut grants, CLIENT), (7, key(7, 1)), t0));
+        assert_eq!(
+            ask(&mut pool, &mut grants, 8, key(8, 1), &one, true),
+            Asked::Granted { worker: 100 }
+        );
+        // A key that is not the asker's, or open already, is the driver's to refuse; and the
+        // numbers run out at the range's end.
+        let zero = Resources::default();
+        assert!(pool.unlease((&mut grants, CLIENT), (7, key(7, 2)), t0));
+        let asks = [
+            (key(9, 1), &one, Asked::Forward),
+            (key(8, 1), &one, Asked::Forward),
+            (key(8, 2), &zero, Asked::Granted { worker: 101 }),
+            (key(8, 3), &zero, Asked::Start { worker: 102 }),
+            (key(8, 4), &zero, Asked::Forward),
+        ];
+        for (k, shape, expected) in asks {
+            assert_eq!(
+                ask(&mut pool, &mut grants, 8, k, shape, true),
+                expected,
+                "{k}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_ask_without_room_waits_for_a_blocked_worker_s_cpu_or_goes_to_the_driver_in_time() {
+        let mut grants = Grants::new(cpus(2.0));
+        let mut pool = Pool::new(100..200, 8, cpus(4.0));
+        let t0 = Instant::now();
+        let one = cpus(1.0);
+        // The owner's own task holds a CPU (the driver's grant, another holder).
+        assert!(grants.try_grant(1, &one));
+        assert_eq!(
+            pool.ask((&mut grants, CLIENT), (7, key(7, 1), &one), true, t0),
+            Asked::Start { worker: 100 }
+        );
+        for seq in 2..=3 {
+            let asked = pool.ask((&mut grants, CLIENT), (7, key(7, seq), &one), true, t0);
+            assert_eq!(asked, Asked::Waits);
+        }
+        assert!(
+            pool.retry((&mut grants, CLIENT), true).is_empty(),
+            "no room yet"
+        );
+        // The owner blocks: its driver gives its CPU back, and the first ask that waited
+        // takes it.
+        grants.give_back(1, &one);
+        let decided = pool.retry((&mut grants, CLIENT), true);
+        let asked: Vec<(TaskId, Asked)> = decided.iter().map(|d| (d.key, d.asked)).collect();
+        assert_eq!(asked, [(key(7, 2), Asked::Start { worker: 101 })]);
+        assert_eq!(pool.next_due(), Some(t0 + ASK_WAITS));
+        // The other goes to the driver once it has waited long enough; one withdrawn meanwhile
+        // would not.
+        assert!(pool.due(t0 + ASK_WAITS / 2).forward.is_empty());
+        let due = pool.due(t0 + ASK_WAITS);
+        let forwarded: Vec<(u64, TaskId, Resources)> = due
+            .forward
+            .into_iter()
+            .map(|d| (d.owner, d.key, d.shape))
+            .collect();
+        assert_eq!(forwarded, [(7, key(7, 3), one.clone())]);
+        assert_eq!(
+            pool.ask((&mut grants, CLIENT), (7, key(7, 4), &one), true, t0),
+            Asked::Waits
+        );
+        assert!(pool.unlease((&mut grants, CLIENT), (7, key(7, 4)), t0));
+        assert!(pool.due(t0 + ASK_WAITS).forward.is_empty());
+    }
+
+    #[test]
+    fn a_blocked_leased_worker_gives_its_cpu_back_and_repays_what_it_took_beyond() {
+        let mut grants = Grants::new(cpus(1.0));
+        let mut pool = Pool::new(100..200, 8, cpus(4.0));
+        let t0 = Instant::now();
+        let one = cpus(1.0);
+        pool.ask((&mut grants, CLIENT), (7, key(7, 1), &one), true, t0);
+        pool.started((&mut grants, CLIENT), 100, true);
+        pool.blocked((&mut grants, CLIENT), 100, true);
+        assert_eq!(grants.free(), &cpus(1.0));
+        // Another lease takes the CPU meanwhile; the first resumes beyond the node's grant.
+        let asked = pool.ask((&mut grants, CLIENT), (100, key(100, 1), &one), true, t0);
+        assert_eq!(asked, Asked::Start { worker: 101 });
+        pool.started((&mut grants, CLIENT), 101, true);
+        pool.blocked((&mut grants, CLIENT), 100, false);
+        assert_eq!(grants.held_by(CLIENT), cpus(1.0));
+        // Its end gives back only what it held: the node's books stay whole.
+        assert!(pool.unlease((&mut grants, CLIENT), (7, key(7, 1)), t0));
+        assert_eq!(grants.held_by(CLIENT), cpus(1.0));
+        assert!(pool.unlease((&mut grants, CLIENT), (100, key(100, 1)), t0));
+        assert_eq!(grants.free(), &cpus(1.0));
+        assert_eq!(grants.held_by(CLIENT), Resources::default());
+    }
+
+    #[test]
+    fn deaths_end_leases_and_kill_what_a_dead_owner_leased_and_idle_workers_stop() {
+        let mut grants = Grants::new(cpus(4.0));
+        let mut pool = Pool::new(100..200, 8, cpus(4.0));
+        let t0 = Instant::now();
+        let one = cpus(1.0);
+        for seq in 1..=3 {
+            let asked = pool.ask((&mut grants, CLIENT), (7, key(7, seq), &one), true, t0);
+            assert_eq!(asked, Asked::Start { worker: 99 + seq });
+        }
+        assert_eq!(
+            pool.started((&mut grants, CLIENT), 100, true),
+            Some((7, key(7, 1), true))
+        );
+        // A start that failed ends its lease: the owner hears, the CPU is back.
+        assert_eq!(
+            pool.started((&mut grants, CLIENT), 101, false),
+            Some((7, key(7, 2), false))
+        );
+        assert_eq!(grants.held_by(CLIENT), cpus(2.0));
+        // The leased worker dies: its owner hears.
+        let exit = pool.exited((&mut grants, CLIENT), 100);
+        assert_eq!(
+            exit,
+            Exit {
+                ended: vec![(7, key(7, 1))],
+                kill: vec![]
+            }
+        );
+        // The owner dies: the worker leased to it is killed, and its lease ends with it.
+        let exit = pool.exited((&mut grants, CLIENT), 7);
+        assert_eq!(
+            exit,
+            Exit {
+                ended: vec![],
+                kill: vec![102]
+            }
+        );
+        pool.started((&mut grants, CLIENT), 102, true);
+        let exit = pool.exited((&mut grants, CLIENT), 102);
+        assert_eq!(exit.ended, vec![(7, key(7, 3))]);
+        assert_eq!(grants.held_by(CLIENT), Resources::default());
+        // A worker given back idles, and stops after a second of it.
+        pool.ask((&mut grants, CLIENT), (8, key(8, 1), &one), true, t0);
+        pool.started((&mut grants, CLIENT), 103, true);
+        assert!(pool.unlease((&mut grants, CLIENT), (8, key(8, 1)), t0));
+        assert_eq!(pool.next_due(), Some(t0 + IDLE_FOR));
+        assert!(pool.due(t0 + IDLE_FOR / 2).stop.is_empty());
+        assert_eq!(pool.due(t0 + IDLE_FOR).stop, vec![103]);
+        assert!(!pool.has(103));
+        assert_eq!(pool.kill_leased(8, key(8, 1)), None);
+    }
+}
