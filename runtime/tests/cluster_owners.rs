@@ -397,6 +397,32 @@ fn a_dead_owner_s_child_on_another_node_is_stopped_with_it() -> Result<(), Faile
     ensure(!finished, "the orphaned child ran to its end")
 }
 
+/// Fibonacci as nested tasks that only alpha can run, each waiting for its two children:
+/// deeper than alpha's CPUs and its cap on processes, on workers alpha's daemon leases. (A
+/// blocked task gives back its CPU, not its other resources: a thousandth of a slot each
+/// leaves room for every task of the tree.)
+#[remote(resources(slot = 0.001))]
+fn fib_on_alpha(n: u64) -> u64 {
+    if n < 2 {
+        return n;
+    }
+    let children = [fib_on_alpha::remote(n - 1), fib_on_alpha::remote(n - 2)];
+    prism::get_all_blocking(&children)
+        .expect("children succeed")
+        .iter()
+        .sum()
+}
+
+fn nesting_deeper_than_a_node_s_cap_finishes_on_its_leased_workers() -> Result<(), Failed> {
+    let started = std::time::Instant::now();
+    let value = fib_on_alpha::remote(14).get_blocking()?;
+    println!(
+        "fib(14) as 1,219 nested tasks on alpha: {:?}",
+        started.elapsed()
+    );
+    ensure(value == 377, format!("fib(14) = {value}"))
+}
+
 fn main() {
     common::cluster::serve_if_worker();
     // Before any daemon starts: bad arguments end the process, which would leave them.
@@ -448,6 +474,10 @@ fn main() {
         Trial::test(
             "references_children_return_from_another_node_live_until_their_owner_lets_go",
             references_children_return_from_another_node_live_until_their_owner_lets_go,
+        ),
+        Trial::test(
+            "nesting_deeper_than_a_node_s_cap_finishes_on_its_leased_workers",
+            nesting_deeper_than_a_node_s_cap_finishes_on_its_leased_workers,
         ),
         Trial::test(
             "the_head_lists_the_tasks_a_worker_owns_with_their_parent",

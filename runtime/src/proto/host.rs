@@ -623,6 +623,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
 
     /// Does what the pool of the job on `conn` decided for an ask.
     fn carry_out(&mut self, conn: ConnId, setup: &S, decided: Decided) {
+        tracing::debug!(owner = decided.owner, lease = %decided.key, shape = %decided.shape, asked = ?decided.asked, "a lease ask of the node's pool");
         let Decided {
             owner,
             key,

@@ -219,8 +219,10 @@ impl Pool {
         };
         match tried {
             Ok(asked) => asked,
-            Err(Lack::Worker) => Asked::Forward,
-            Err(Lack::Room) => {
+            // The driver cannot run tasks on top of the pool's workers: their asks wait here
+            // for a worker, or for their owner to block (then it is leased itself).
+            Err(Lack::Worker) if !self.workers.contains_key(&owner) => Asked::Forward,
+            Err(Lack::Worker | Lack::Room) => {
                 let shape = shape.clone();
                 let until = shape.fits_in(&self.elsewhere).then_some(now + ASK_WAITS);
                 (self.waiting).push_back(Waiting {
@@ -242,14 +244,21 @@ impl Pool {
         can_start: bool,
     ) -> Vec<Decided> {
         let mut decided = Vec::new();
-        while let Some(first) = self.waiting.front() {
+        let mut at = 0;
+        while let Some(first) = self.waiting.get(at) {
             let ask = (first.owner, first.key, &first.shape.clone());
+            let pooled = self.workers.contains_key(&first.owner);
             let asked = match self.try_lease((grants, client), ask, can_start) {
                 Ok(asked) => asked,
-                Err(Lack::Worker) => Asked::Forward,
+                Err(Lack::Worker) if !pooled => Asked::Forward,
+                // Waits on for a worker; the asks behind it may have one.
+                Err(Lack::Worker) => {
+                    at += 1;
+                    continue;
+                }
                 Err(Lack::Room) => break,
             };
-            let first = self.waiting.pop_front().expect("looked at");
+            let first = self.waiting.remove(at).expect("looked at");
             decided.push(Decided {
                 owner: first.owner,
                 key: first.key,
@@ -272,7 +281,10 @@ impl Pool {
             .map(|(&w, _)| w);
         let fresh = (can_start && self.workers.len() < self.max_workers && self.next < self.end)
             .then_some(self.next);
-        let worker = idle.or(fresh).ok_or(Lack::Worker)?;
+        // At the cap, a blocked owner of the pool's is leased itself: it runs the tasks it
+        // waits for on top of the blocked one (as the driver nests them on its workers).
+        let nest = (idle.is_none() && fresh.is_none() && self.blocked_here(owner)).then_some(owner);
+        let worker = idle.or(fresh).or(nest).ok_or(Lack::Worker)?;
         if !grants.try_grant(client, shape) {
             return Err(Lack::Room);
         }
@@ -284,6 +296,10 @@ impl Pool {
             debt: false,
         };
         self.leases.insert(key, granted);
+        if nest.is_some() {
+            // It stays leased to its own owner too.
+            return Ok(Asked::Granted { worker });
+        }
         if idle.is_some() {
             self.workers.insert(worker, Use::Leased(key));
             return Ok(Asked::Granted { worker });
@@ -291,6 +307,14 @@ impl Pool {
         self.next += 1;
         self.workers.insert(worker, Use::Starting(key));
         Ok(Asked::Start { worker })
+    }
+
+    /// Whether `worker` is one of the pool's, leased, and blocked in `get`.
+    fn blocked_here(&self, worker: u64) -> bool {
+        match self.workers.get(&worker) {
+            Some(Use::Leased(key)) => self.leases.get(key).is_some_and(|l| l.blocked),
+            _ => false,
+        }
     }
 
     /// Worker `worker`, started for a lease, runs (`ok`) or could not start: the owner and
@@ -336,7 +360,9 @@ impl Pool {
         }
         let lease = self.leases.remove(&key).expect("checked");
         give_back(grants, client, &lease);
-        if let Some(used) = self.workers.get_mut(&lease.worker) {
+        if lease.worker != owner
+            && let Some(used) = self.workers.get_mut(&lease.worker)
+        {
             // One that still starts idles from its start on (nothing waits for it).
             *used = Use::Idle(now);
         }
@@ -395,6 +421,16 @@ impl Pool {
             exit.ended.push((lease.owner, key));
         }
         self.waiting.retain(|w| w.owner != worker);
+        // Leased itself: those go with it.
+        let own: Vec<TaskId> = (self.leases.iter())
+            .filter(|(_, l)| l.owner == worker && l.worker == worker)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in own {
+            if let Some(lease) = self.leases.remove(&key) {
+                give_back(grants, client, &lease);
+            }
+        }
         let mut kill: Vec<u64> = (self.leases.values())
             .filter(|l| l.owner == worker)
             .map(|l| l.worker)
@@ -591,6 +627,49 @@ mod tests {
         );
         assert!(pool.unlease((&mut grants, CLIENT), (7, key(7, 4)), t0));
         assert!(pool.due(t0 + ASK_WAITS).forward.is_empty());
+    }
+
+    #[test]
+    fn at_the_cap_a_blocked_owner_of_the_pool_s_is_leased_itself_and_others_go_to_the_driver() {
+        let mut grants = Grants::new(cpus(4.0));
+        let mut pool = Pool::new(100..200, 1, cpus(4.0));
+        let t0 = Instant::now();
+        let one = cpus(1.0);
+        let ask = |pool: &mut Pool, grants: &mut Grants, owner, seq| {
+            pool.ask((grants, CLIENT), (owner, key(owner, seq), &one), true, t0)
+        };
+        assert_eq!(
+            ask(&mut pool, &mut grants, 7, 1),
+            Asked::Start { worker: 100 }
+        );
+        pool.started((&mut grants, CLIENT), 100, true);
+        // The pool is at its cap. An owner of the driver's goes to the driver (which may run
+        // the task on top of it); the pool's own worker, not blocked yet, waits.
+        assert_eq!(ask(&mut pool, &mut grants, 8, 1), Asked::Forward);
+        assert_eq!(ask(&mut pool, &mut grants, 100, 1), Asked::Waits);
+        // It blocks waiting for that task: it is leased itself, and stays leased to its own
+        // owner when it gives that lease back.
+        pool.blocked((&mut grants, CLIENT), 100, true);
+        let decided = pool.retry((&mut grants, CLIENT), true);
+        let asked: Vec<(TaskId, Asked)> = decided.iter().map(|d| (d.key, d.asked)).collect();
+        assert_eq!(asked, [(key(100, 1), Asked::Granted { worker: 100 })]);
+        assert!(pool.unlease((&mut grants, CLIENT), (100, key(100, 1)), t0));
+        assert_eq!(pool.kill_leased(7, key(7, 1)), Some(100));
+        assert!(pool.due(t0 + IDLE_FOR).stop.is_empty(), "still leased to 7");
+        // Its death ends what it was leased, its own leases included.
+        assert_eq!(
+            ask(&mut pool, &mut grants, 100, 2),
+            Asked::Granted { worker: 100 }
+        );
+        let exit = pool.exited((&mut grants, CLIENT), 100);
+        assert_eq!(
+            exit,
+            Exit {
+                ended: vec![(7, key(7, 1))],
+                kill: vec![]
+            }
+        );
+        assert_eq!(grants.held_by(CLIENT), Resources::default());
     }
 
     #[test]
