@@ -7,7 +7,9 @@
 //! is full, its owners are leased workers on the head's node: their pushes and ends pass
 //! between the two daemons, values inside, and still past the driver. A leased worker that
 //! dies mid-run costs its owner a retry, not the job; an owner that dies has the worker
-//! leased to it on the other node killed. Every daemon is stopped when the run ends.
+//! leased to it on the other node killed. Nesting deeper than alpha's process cap finishes on
+//! the workers alpha's daemon leases (a blocked one runs what it waits for on top), and so does
+//! nesting whose tasks spill to the head's node. Every daemon is stopped when the run ends.
 
 mod common;
 
@@ -397,20 +399,45 @@ fn a_dead_owner_s_child_on_another_node_is_stopped_with_it() -> Result<(), Faile
     ensure(!finished, "the orphaned child ran to its end")
 }
 
+/// Fibonacci of `n`, each step's two children submitted by `child`, waited for together.
+fn fib_with(n: u64, child: fn(u64) -> ObjectRef<u64>) -> u64 {
+    if n < 2 {
+        return n;
+    }
+    let children = [child(n - 1), child(n - 2)];
+    prism::get_all_blocking(&children)
+        .expect("children succeed")
+        .iter()
+        .sum()
+}
+
 /// Fibonacci as nested tasks that only alpha can run, each waiting for its two children:
 /// deeper than alpha's CPUs and its cap on processes, on workers alpha's daemon leases. (A
 /// blocked task gives back its CPU, not its other resources: a thousandth of a slot each
 /// leaves room for every task of the tree.)
 #[remote(resources(slot = 0.001))]
 fn fib_on_alpha(n: u64) -> u64 {
-    if n < 2 {
-        return n;
-    }
-    let children = [fib_on_alpha::remote(n - 1), fib_on_alpha::remote(n - 2)];
-    prism::get_all_blocking(&children)
-        .expect("children succeed")
-        .iter()
-        .sum()
+    fib_with(n, fib_on_alpha::remote)
+}
+
+/// Fibonacci as nested tasks any node can run.
+#[remote]
+fn fib_anywhere(n: u64) -> u64 {
+    fib_with(n, fib_anywhere::remote)
+}
+
+/// The same nesting on tasks both nodes can run, started on alpha: what alpha's daemon
+/// cannot lease goes on to the driver, which places it on either node.
+#[remote(resources(alpha = 1))]
+fn fib_from_alpha(n: u64) -> u64 {
+    fib_with(n, fib_anywhere::remote)
+}
+
+fn nesting_that_spills_between_nodes_finishes() -> Result<(), Failed> {
+    let started = std::time::Instant::now();
+    let value = fib_from_alpha::remote(14).get_blocking()?;
+    println!("fib(14) from alpha on both nodes: {:?}", started.elapsed());
+    ensure(value == 377, format!("fib(14) = {value}"))
 }
 
 fn nesting_deeper_than_a_node_s_cap_finishes_on_its_leased_workers() -> Result<(), Failed> {
@@ -478,6 +505,10 @@ fn main() {
         Trial::test(
             "nesting_deeper_than_a_node_s_cap_finishes_on_its_leased_workers",
             nesting_deeper_than_a_node_s_cap_finishes_on_its_leased_workers,
+        ),
+        Trial::test(
+            "nesting_that_spills_between_nodes_finishes",
+            nesting_that_spills_between_nodes_finishes,
         ),
         Trial::test(
             "the_head_lists_the_tasks_a_worker_owns_with_their_parent",
