@@ -2192,3 +2192,47 @@ fn a_blocked_worker_s_cpu_goes_back_to_its_node_at_once_unless_a_task_there_take
     }
     assert_eq!(h.returned, vec![(node_of(idle_after), cpus(1.0))]);
 }
+
+#[test]
+fn a_node_s_own_worker_is_taken_only_within_the_numbers_its_pool_was_given() {
+    use super::Refused;
+    use crate::proto::nodes::pool_numbers;
+    let mut h = Harness::new(2, 1.0);
+    let now = h.now;
+    let mut started = |node: NodeIdx, worker: WorkerId| {
+        let event = Event::NodeStartedWorker {
+            node,
+            worker,
+            pid: 4242,
+        };
+        h.node.handle(event, now)
+    };
+    let first = pool_numbers(0).start;
+    assert!(started(0, first).is_ok());
+    // Not twice; not another node's number, nor one of the driver's own.
+    assert!(matches!(started(0, first), Err(Refused::SecondHello(w)) if w == first));
+    let other = pool_numbers(1).start;
+    assert!(matches!(
+        started(0, other),
+        Err(Refused::NotNodes { node: 0, .. })
+    ));
+    assert!(matches!(
+        started(0, 1),
+        Err(Refused::NotNodes { node: 0, .. })
+    ));
+    // The worker it took says hello and owns its tasks; it never joins the driver's
+    // scheduler, and its death fails nothing of the driver's.
+    h.event(Event::WorkerConnected { worker: first });
+    let told: Vec<&ToWorker> = (h.sent.iter())
+        .filter(|(w, _)| *w == first)
+        .map(|(_, m)| m)
+        .collect();
+    assert!(told.contains(&&ToWorker::OwnTasks), "{told:?}");
+    let reason = "idle".to_string();
+    h.event(Event::WorkerExited {
+        worker: first,
+        reason,
+    });
+    h.event(Event::WorkerEof { worker: first });
+    assert!(!h.node.running(first));
+}
