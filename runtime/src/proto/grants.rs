@@ -97,8 +97,7 @@ impl Grants {
                 self.total
             ));
         }
-        if self.waiting.is_empty() && shape.fits_in(&self.free) {
-            self.grant(conn, &shape);
+        if self.try_grant(conn, &shape) {
             return Answer::Granted;
         }
         let waiting = self.waiting.iter().filter(|a| a.conn == conn).count();
