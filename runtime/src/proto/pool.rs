@@ -480,21 +480,55 @@ impl Pool {
     }
 }
 
-/// The most of each resource any of `all` has.
-pub(crate) fn most<'a>(all: impl Iterator<Item = &'a Resources>) -> Resources {
-    let mut most = Resources::default();
-    for one in all {
-        most.cpu = most.cpu.max(one.cpu);
-        most.gpu = most.gpu.max(one.gpu);
-        for (name, amount) in &one.custom {
-            match most.custom.iter_mut().find(|(n, _)| n == name) {
-                Some((_, have)) => *have = (*have).max(*amount),
-                None => most.custom.push((name.clone(), *amount)),
+/// For each of `all`, the most of each resource any of the others has: one pass keeping the
+/// largest and second largest amount of each kind (a cluster's join recomputes this for
+/// every node, so the work grows with the nodes, not their square).
+pub(crate) fn most_elsewhere(all: &[&Resources]) -> Vec<Resources> {
+    /// The largest amount (and which of `all` has it) and the second largest.
+    #[derive(Default, Clone, Copy)]
+    struct Top {
+        first: Amount,
+        holder: usize,
+        second: Amount,
+    }
+    impl Top {
+        fn add(&mut self, amount: Amount, at: usize) {
+            if amount > self.first {
+                self.second = self.first;
+                self.first = amount;
+                self.holder = at;
+            } else if amount > self.second {
+                self.second = amount;
+            }
+        }
+        fn without(&self, at: usize) -> Amount {
+            if self.holder == at {
+                self.second
+            } else {
+                self.first
             }
         }
     }
-    most.custom.sort();
-    most
+    let (mut cpu, mut gpu) = (Top::default(), Top::default());
+    let mut custom: BTreeMap<&str, Top> = BTreeMap::new();
+    for (at, one) in all.iter().enumerate() {
+        cpu.add(one.cpu, at);
+        gpu.add(one.gpu, at);
+        for (name, amount) in &one.custom {
+            custom.entry(name.as_str()).or_default().add(*amount, at);
+        }
+    }
+    (0..all.len())
+        .map(|at| Resources {
+            cpu: cpu.without(at),
+            gpu: gpu.without(at),
+            // Sorted by name, without zero entries, as `Resources` keeps them.
+            custom: (custom.iter())
+                .map(|(name, top)| (name.to_string(), top.without(at)))
+                .filter(|(_, amount)| *amount > Amount::ZERO)
+                .collect(),
+        })
+        .collect()
 }
 
 /// The CPU of `shape` alone.
@@ -529,6 +563,53 @@ mod tests {
     }
 
     const CLIENT: ConnId = 1 | POOL_BIT;
+
+    #[test]
+    fn each_node_s_elsewhere_is_the_most_the_others_have() {
+        let with = |cpu: f64, gpu: f64, custom: &[(&str, f64)]| {
+            let mut r = Resources::cpus(cpu).expect("cpus");
+            r.gpu = Amount::from_f64(gpu).expect("gpus");
+            for (name, amount) in custom {
+                r.custom
+                    .push((name.to_string(), Amount::from_f64(*amount).expect("amount")));
+            }
+            r.custom.sort();
+            r
+        };
+        let nodes = [
+            with(8.0, 0.0, &[("alpha", 1.0)]),
+            with(8.0, 2.0, &[]),
+            with(4.0, 1.0, &[("alpha", 3.0), ("beta", 1.0)]),
+            with(2.0, 0.0, &[]),
+        ];
+        let all: Vec<&Resources> = nodes.iter().collect();
+        // The same, taken the long way: over every other node.
+        let naive = |at: usize| {
+            let mut most = Resources::default();
+            for (_, one) in nodes.iter().enumerate().filter(|(o, _)| *o != at) {
+                most.cpu = most.cpu.max(one.cpu);
+                most.gpu = most.gpu.max(one.gpu);
+                for (name, amount) in &one.custom {
+                    match most.custom.iter_mut().find(|(n, _)| n == name) {
+                        Some((_, have)) => *have = (*have).max(*amount),
+                        None => most.custom.push((name.clone(), *amount)),
+                    }
+                }
+            }
+            most.custom.sort();
+            most
+        };
+        let each = most_elsewhere(&all);
+        assert_eq!(each.len(), nodes.len());
+        for (at, elsewhere) in each.iter().enumerate() {
+            assert_eq!(*elsewhere, naive(at), "node {at}");
+        }
+        // Two nodes with 8 CPUs: each sees the other's 8; beta only on node 2: nowhere else.
+        assert_eq!(each[0].cpu, Amount::from_f64(8.0).expect("8"));
+        assert!(each[2].custom.iter().all(|(name, _)| name != "beta"));
+        assert_eq!(most_elsewhere(&[]), Vec::<Resources>::new());
+        assert_eq!(most_elsewhere(&[&nodes[2]]), vec![Resources::default()]);
+    }
 
     #[test]
     fn an_ask_takes_an_idle_worker_or_starts_one_and_one_without_a_worker_goes_to_the_driver() {

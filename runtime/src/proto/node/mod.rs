@@ -716,13 +716,15 @@ impl State {
         if self.cluster.is_none() || !self.lets_workers_own() {
             return;
         }
-        for idx in 0..self.nodes.len() {
-            let Some(node) = self.nodes.get(idx).filter(|n| n.alive) else {
+        let alive: Vec<NodeIdx> = self.nodes.live().collect();
+        let totals: Vec<&Resources> = (alive.iter())
+            .filter_map(|&idx| self.nodes.get(idx).map(|n| n.sched.total()))
+            .collect();
+        let elsewhere_each = crate::proto::pool::most_elsewhere(&totals);
+        for (idx, elsewhere) in alive.into_iter().zip(elsewhere_each) {
+            let Some(node) = self.nodes.get(idx) else {
                 continue;
             };
-            let others = (0..self.nodes.len()).filter(|&other| other != idx);
-            let others = others.filter_map(|other| self.nodes.get(other).filter(|n| n.alive));
-            let elsewhere = crate::proto::pool::most(others.map(|n| n.sched.total()));
             if self.pools_told.get(&idx) == Some(&elsewhere) {
                 continue;
             }
