@@ -50,6 +50,10 @@ pub(crate) const ENV_TASK_EVENTS_MAX: &str = "PRISM_TASK_EVENTS_MAX";
 /// `0`; see `proto::worker`'s owned tasks).
 pub(crate) const ENV_WORKER_OWNERS: &str = "PRISM_WORKER_OWNERS";
 
+/// Set to `0` to have a joined driver start the workers for its own tasks itself rather than
+/// borrow them from each node's pool (the way before protocol 23, for comparisons).
+pub(crate) const ENV_BORROW_WORKERS: &str = "PRISM_BORROW_WORKERS";
+
 /// Whether the switch `name` in the environment is on: on unless set to `0`.
 pub(crate) fn env_switch(name: &str) -> bool {
     std::env::var(name).map_or(true, |v| v.trim() != "0")

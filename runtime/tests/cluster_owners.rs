@@ -440,6 +440,71 @@ fn nesting_that_spills_between_nodes_finishes() -> Result<(), Failed> {
     ensure(value == 377, format!("fib(14) = {value}"))
 }
 
+/// How many of the job's worker processes run on this worker's node now: its daemon's
+/// children that have not exited (the daemon starts every worker of the job there, and hosts
+/// no other job here).
+fn workers_here() -> usize {
+    // A process's state and parent follow its name in /proc/<pid>/stat; an exited one not
+    // yet reaped is a zombie (`Z`).
+    let parent_of = |stat: String| {
+        let (_, rest) = stat.rsplit_once(')')?;
+        let mut fields = rest.split_whitespace();
+        let state = fields.next()?;
+        let parent = fields.next()?.parse::<u32>().ok()?;
+        (state != "Z" && state != "X").then_some(parent)
+    };
+    let daemon = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(parent_of);
+    let processes = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    processes
+        .filter(|p| (p.file_name().to_str()).is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|p| {
+            let stat = std::fs::read_to_string(p.path().join("stat")).ok();
+            daemon.is_some() && stat.and_then(parent_of) == daemon
+        })
+        .count()
+}
+
+/// Waits a while on alpha and says the most worker processes of the job it saw there. It
+/// holds no CPU: only the node's cap on processes bounds how many run at once.
+#[remote(num_cpus = 0, resources(slot = 0.001))]
+fn count_workers_a_while() -> usize {
+    let before = workers_here();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    before.max(workers_here())
+}
+
+/// Waits on alpha for `children` counters it owns (giving its CPU back meanwhile, which lets
+/// the driver start the next parent) and returns the most workers any of them saw.
+#[remote(resources(slot = 0.001))]
+fn parent_of_counters(children: usize) -> usize {
+    let counters: Vec<ObjectRef<usize>> = (0..children)
+        .map(|_| count_workers_a_while::remote())
+        .collect();
+    let counts = prism::get_all_blocking(&counters).expect("the counters succeed");
+    counts.into_iter().fold(workers_here(), usize::max)
+}
+
+/// The driver's tasks and the tasks its workers own on alpha run on one pool of processes,
+/// alpha's daemon's, under alpha's cap (4 per CPU): the driver borrows its workers from the
+/// pool instead of starting its own beside it (which let the two reach twice the cap).
+fn the_driver_s_tasks_and_its_owners_share_one_pool_under_the_node_s_cap() -> Result<(), Failed> {
+    let cap = 8;
+    let parents: Vec<ObjectRef<usize>> = (0..cap).map(|_| parent_of_counters::remote(4)).collect();
+    let most = prism::get_all_blocking(&parents)?
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+    println!("at most {most} worker processes on alpha at once (its cap: {cap})");
+    // One more: the worker the driver started itself to bring the job's binary to alpha,
+    // which joins the pool once idle (16 when the driver started its own beside the pool).
+    ensure(
+        most <= cap + 1,
+        format!("{most} worker processes ran on alpha at once, over its cap of {cap}"),
+    )
+}
+
 fn nesting_deeper_than_a_node_s_cap_finishes_on_its_leased_workers() -> Result<(), Failed> {
     let started = std::time::Instant::now();
     let value = fib_on_alpha::remote(14).get_blocking()?;
@@ -509,6 +574,10 @@ fn main() {
         Trial::test(
             "nesting_that_spills_between_nodes_finishes",
             nesting_that_spills_between_nodes_finishes,
+        ),
+        Trial::test(
+            "the_driver_s_tasks_and_its_owners_share_one_pool_under_the_node_s_cap",
+            the_driver_s_tasks_and_its_owners_share_one_pool_under_the_node_s_cap,
         ),
         Trial::test(
             "the_head_lists_the_tasks_a_worker_owns_with_their_parent",

@@ -22,8 +22,11 @@ use crate::frame::Message;
 /// ([`ToControl::NodeEvents`], [`ToHost::StartJob`]'s `task_events`, the parent a
 /// submission names in [`OwnedPhase::Submitted`]); holds taken for a worker are counted apart
 /// from its own and ended by it ([`ToNode::ReleaseHeld`]); 22: a node leases workers of its
-/// own to the job's worker owners ([`ToHost::Pool`], [`HostEvent::Relay`]'s `started`).
-pub const PROTOCOL_VERSION: u32 = 22;
+/// own to the job's worker owners ([`ToHost::Pool`], [`HostEvent::Relay`]'s `started`); 23:
+/// the driver borrows the workers for its own tasks from that pool and gives them back
+/// ([`ToHost::LeaseWorker`], [`ToHost::ReturnWorker`], [`ToHost::KeepWorker`],
+/// [`FromHost::Lent`]).
+pub const PROTOCOL_VERSION: u32 = 23;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -794,6 +797,27 @@ pub enum ToHost {
         /// fits in this; otherwise it waits here for room.
         elsewhere: Resources,
     },
+    /// Lend the driver a worker of the node's pool ([`ToHost::Pool`]) for its own tasks: an
+    /// idle one, or one started for it (answer: [`FromHost::Lent`], once the process runs; at
+    /// the pool's cap, when a worker comes free or, after a short wait, one started beyond
+    /// it). The driver keeps it until it gives it back.
+    LeaseWorker {
+        /// Start one beyond the cap at once: every worker the driver has is blocked in `get`
+        /// and none can run what they wait for.
+        beyond_cap: bool,
+    },
+    /// The driver no longer needs this idle worker of the job (lent by the pool, or started
+    /// at its [`ToHost::Spawn`]): it joins the node's pool, which leases it or stops it.
+    ReturnWorker {
+        /// The worker's number.
+        worker: u64,
+    },
+    /// A worker the pool lent the driver holds an actor now: it is the driver's for good and
+    /// leaves the pool's count.
+    KeepWorker {
+        /// The worker's number.
+        worker: u64,
+    },
 }
 
 /// A node's answer to a [`ToHost`].
@@ -805,6 +829,13 @@ pub enum FromHost {
     Spawned(u32),
     /// The resources a [`ToHost::Grant`] asked for are the job's until it gives them back.
     Granted,
+    /// The worker a [`ToHost::LeaseWorker`] asked for: its number and process id.
+    Lent {
+        /// The worker's number.
+        worker: u64,
+        /// Its process id.
+        pid: u32,
+    },
     /// The request failed, and why.
     Error(String),
 }

@@ -835,6 +835,9 @@ fn parse(request: ToHost) -> Result<Request<SocketAddr>, String> {
             max_workers: max_workers as usize,
             elsewhere,
         },
+        ToHost::LeaseWorker { beyond_cap } => Request::LeaseWorker { beyond_cap },
+        ToHost::ReturnWorker { worker } => Request::ReturnWorker { worker },
+        ToHost::KeepWorker { worker } => Request::KeepWorker { worker },
     })
 }
 

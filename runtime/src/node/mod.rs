@@ -187,7 +187,10 @@ impl Core {
             joined.as_ref().map(|j| j.home),
         )
         .with_task_events(config.task_events_capacity(), joined.is_some())
-        .with_worker_owners(crate::config::env_switch(crate::config::ENV_WORKER_OWNERS));
+        .with_worker_owners(crate::config::env_switch(crate::config::ENV_WORKER_OWNERS))
+        .with_borrowed_workers(
+            joined.is_some() && crate::config::env_switch(crate::config::ENV_BORROW_WORKERS),
+        );
         if let Some(joined) = &joined {
             for (idx, remote) in joined.nodes().iter().enumerate() {
                 node.set_peer_address(idx, remote.addr.to_string());

@@ -185,7 +185,23 @@ impl Remote {
                     tracing::warn!(node, "the node leases no workers of its own: {reason}");
                 }
             }),
+            HostRequest::LeaseWorker { .. } => {
+                self.request(node, wire, move |core, answer| match answer {
+                    Ok(FromHost::Lent { worker, pid }) => {
+                        core.event(Event::NodeLent { node, worker, pid })
+                    }
+                    Ok(FromHost::Error(reason)) | Err(reason) => {
+                        core.event(Event::NodeLendFailed { node, reason })
+                    }
+                    Ok(other) => core.event(Event::NodeLendFailed {
+                        node,
+                        reason: format!("unexpected answer {other:?}"),
+                    }),
+                })
+            }
             HostRequest::Kill { .. }
+            | HostRequest::ReturnWorker { .. }
+            | HostRequest::KeepWorker { .. }
             | HostRequest::Free(_)
             | HostRequest::Drop(_)
             | HostRequest::ForgetPeer { .. }

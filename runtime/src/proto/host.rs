@@ -22,7 +22,7 @@ use prism_transport::{
 use crate::proto::events::{TaskEvents, UnixClock};
 use crate::proto::grants::{Answer, Grants};
 use crate::proto::lease::{self, Lease};
-use crate::proto::pool::{self, Asked, Decided, Pool};
+use crate::proto::pool::{self, Asked, Decided, Lend, Pool, StartedFor};
 
 /// A connection of a driver to this node (the shell's number for it).
 pub(crate) type ConnId = u64;
@@ -90,6 +90,13 @@ pub(crate) enum Request<P> {
         /// [`Pool::set_elsewhere`]).
         elsewhere: Resources,
     },
+    /// Lend the driver a worker of the job's pool for its own tasks (see [`Pool::lend`]);
+    /// `beyond_cap`: start one past the pool's cap at once.
+    LeaseWorker { beyond_cap: bool },
+    /// The driver gives idle worker `worker` to the job's pool.
+    ReturnWorker { worker: u64 },
+    /// Worker `worker` the pool lent the driver holds an actor: it leaves the pool.
+    KeepWorker { worker: u64 },
 }
 
 /// Work on a job's files the shell does for a request.
@@ -357,13 +364,22 @@ enum Binary<P> {
     Ready,
     /// Not fetched yet: what the job said of it.
     Missing(JobStart<P>),
-    /// Being fetched; these spawns (request, worker) wait for it. `from_peer`: from another
-    /// node, so that a failure fetches it from the driver before the job gives up.
+    /// Being fetched; these requests wait for it. `from_peer`: from another node, so that a
+    /// failure fetches it from the driver before the job gives up.
     Fetching {
         start: JobStart<P>,
         from_peer: bool,
-        waiting: Vec<(ReqId, u64)>,
+        waiting: Vec<(ReqId, Waiter)>,
     },
+}
+
+/// A request that waits for the job's binary.
+#[derive(Debug, Clone, Copy)]
+enum Waiter {
+    /// A spawn of this worker.
+    Spawn(u64),
+    /// A borrow of the driver's ([`Request::LeaseWorker`]).
+    Lend { beyond_cap: bool },
 }
 
 /// A pull in progress and the requests waiting for it.
@@ -646,20 +662,57 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         }
     }
 
-    /// Resources came free: the asks waiting in the jobs' pools that fit now are granted,
-    /// after the drivers' own waiting asks (which [`Grants`] serves first).
+    /// Does what the pool of the job on `conn` decided for the driver's borrow `ticket`
+    /// (the request's number): the driver hears of an idle worker now, of a new one once it
+    /// runs.
+    fn carry_out_lend(&mut self, conn: ConnId, setup: &S, ticket: ReqId, lend: Lend) {
+        tracing::debug!(?lend, "the driver borrows a worker of the node's pool");
+        let reply = match lend {
+            Lend::Waits => return,
+            Lend::Start { worker } => {
+                let setup = setup.clone();
+                return self.actions.push_back(Action::Start {
+                    conn,
+                    worker,
+                    setup,
+                });
+            }
+            Lend::Idle { worker } => {
+                let pid = self
+                    .job_of_mut(conn)
+                    .and_then(|(_, j)| j.workers.get(&worker));
+                match pid {
+                    Some(&pid) => FromHost::Lent { worker, pid },
+                    None => FromHost::Error(format!("node {} lost worker {worker}", self.name)),
+                }
+            }
+        };
+        self.reply(conn, ticket, reply);
+    }
+
+    /// Resources or workers came free: the drivers' borrows waiting in the jobs' pools get
+    /// the workers first (their tasks hold their resources already), then the asks waiting
+    /// that fit now are granted, after the drivers' own waiting asks (which [`Grants`]
+    /// serves first).
     fn retry_pools(&mut self) {
         self.answer_granted();
         let mut decided = Vec::new();
+        let mut lent = Vec::new();
         for job in self.jobs.values_mut() {
             let can_start = matches!(job.binary, Binary::Ready);
             let Some(pool) = &mut job.pool else {
                 continue;
             };
+            for (ticket, lend) in pool.lend_waiting() {
+                lent.push((job.conn, job.setup.clone(), ticket, lend));
+            }
             let client = pool::pool_client(job.conn);
             for one in pool.retry((&mut self.grants, client), can_start) {
                 decided.push((job.conn, job.setup.clone(), one));
             }
+        }
+        for (conn, setup, ticket, lend) in lent {
+            self.carry_out_lend(conn, &setup, ticket, lend);
         }
         for (conn, setup, one) in decided {
             self.carry_out(conn, &setup, one);
@@ -774,7 +827,21 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         };
         let started = pool.started((grants, pool::pool_client(conn)), worker, ok);
         match (started, result) {
-            (Some((owner, key, true)), _) => {
+            (Some(StartedFor::Driver { ticket, .. }), Ok(pid)) => {
+                self.reply(conn, ticket, FromHost::Lent { worker, pid });
+            }
+            (Some(StartedFor::Driver { ticket, .. }), Err(e)) => {
+                let error = format!("node {} could not start a worker: {e}", self.name);
+                self.reply(conn, ticket, FromHost::Error(error));
+            }
+            (
+                Some(StartedFor::Lease {
+                    owner,
+                    key,
+                    stands: true,
+                }),
+                _,
+            ) => {
                 // It owns its tasks from the start (the driver says so too, once it hears
                 // the worker's hello).
                 let message = Box::new(ToWorker::OwnTasks);
@@ -785,7 +852,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 });
                 self.tell_leased(conn, owner, key, worker);
             }
-            (Some((owner, key, false)), Err(e)) => {
+            (Some(StartedFor::Lease { owner, key, .. }), Err(e)) => {
                 tracing::warn!(job = %name, worker, "a worker for a lease could not start: {e}");
                 let reason = format!("node {} could not start a worker: {e}", self.name);
                 let message = Box::new(ToWorker::LeaseEnded { key, reason });
@@ -834,11 +901,15 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     /// enough go to the drivers.
     fn pools_due(&mut self, now: Instant) {
         let mut forward = Vec::new();
+        let mut lent = Vec::new();
         for job in self.jobs.values_mut() {
             let Some(pool) = &mut job.pool else {
                 continue;
             };
             let due = pool.due(now);
+            for (ticket, lend) in due.lend {
+                lent.push((job.conn, job.setup.clone(), ticket, lend));
+            }
             for worker in due.stop {
                 let conn = job.conn;
                 self.actions.push_back(Action::Kill { conn, worker });
@@ -848,6 +919,9 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     .into_iter()
                     .map(|d| (job.conn, job.setup.clone(), d)),
             );
+        }
+        for (conn, setup, ticket, lend) in lent {
+            self.carry_out_lend(conn, &setup, ticket, lend);
         }
         for (conn, setup, one) in forward {
             self.carry_out(conn, &setup, one);
@@ -877,7 +951,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 result,
                 cached,
             } => self.prepared(conn, req, job, result, cached, now),
-            Event::BinaryFetched { conn, result } => self.binary_fetched(conn, result),
+            Event::BinaryFetched { conn, result } => self.binary_fetched(conn, result, now),
             Event::Spawned {
                 conn,
                 req,
@@ -990,7 +1064,9 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     worker,
                     setup,
                 },
-                Binary::Fetching { waiting, .. } => return waiting.push((req, worker)),
+                Binary::Fetching { waiting, .. } => {
+                    return waiting.push((req, Waiter::Spawn(worker)));
+                }
                 Binary::Missing(start) => {
                     let start = start.clone();
                     let from_peer = binary_from.is_some();
@@ -998,7 +1074,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     job.binary = Binary::Fetching {
                         start: start.clone(),
                         from_peer,
-                        waiting: vec![(req, worker)],
+                        waiting: vec![(req, Waiter::Spawn(worker))],
                     };
                     Action::FetchBinary {
                         conn,
@@ -1100,6 +1176,50 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 self.reply(conn, req, reply);
                 return;
             }
+            Request::LeaseWorker { beyond_cap } => {
+                let (_, job) = self.job_of_mut(conn).expect("checked");
+                let lend = match (&mut job.pool, &mut job.binary) {
+                    (None, _) => Err("the job has no pool of workers here"),
+                    (Some(pool), Binary::Ready) => Ok(pool.lend(req, beyond_cap, now)),
+                    // Lent once the binary is here (a spawn of the driver's fetches it).
+                    (Some(_), Binary::Fetching { waiting, .. }) => {
+                        return waiting.push((req, Waiter::Lend { beyond_cap }));
+                    }
+                    (Some(_), Binary::Missing(_)) => Err("the job's binary is not here yet"),
+                };
+                match lend {
+                    Ok(lend) => self.carry_out_lend(conn, &setup, req, lend),
+                    Err(why) => {
+                        let error = format!("node {} lends no worker: {why}", self.name);
+                        self.reply(conn, req, FromHost::Error(error));
+                    }
+                }
+                return;
+            }
+            Request::KeepWorker { worker } => {
+                let (_, job) = self.job_of_mut(conn).expect("checked");
+                if let Some(pool) = &mut job.pool {
+                    pool.keep(worker);
+                }
+                self.reply(conn, req, FromHost::Done);
+                self.retry_pools();
+                return;
+            }
+            Request::ReturnWorker { worker } => {
+                let (_, job) = self.job_of_mut(conn).expect("checked");
+                let known = job.workers.contains_key(&worker);
+                let taken = match &mut job.pool {
+                    Some(pool) if known => pool.take_back(worker, now),
+                    _ => false,
+                };
+                if !taken {
+                    // Not the job's, or leased: the driver's word changes nothing.
+                    tracing::warn!(job = %name, worker, "a worker given back that the pool cannot take");
+                }
+                self.reply(conn, req, FromHost::Done);
+                self.retry_pools();
+                return;
+            }
         };
         self.actions.push_back(action);
     }
@@ -1189,7 +1309,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     /// The job on `conn` got its binary (its waiting workers start) or cannot: then it ends
     /// here and its connection closes, so that its driver counts the node lost (and asks it
     /// again later) rather than its workers as broken.
-    fn binary_fetched(&mut self, conn: ConnId, result: Result<(), String>) {
+    fn binary_fetched(&mut self, conn: ConnId, result: Result<(), String>, now: Instant) {
         let Some((name, job)) = self.job_of_mut(conn) else {
             return;
         };
@@ -1225,14 +1345,25 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         }
         match result {
             Ok(()) => {
-                for (req, worker) in waiting {
+                for (req, waiter) in waiting {
                     let setup = setup.clone();
-                    self.actions.push_back(Action::Spawn {
-                        conn,
-                        req,
-                        worker,
-                        setup,
-                    });
+                    let beyond_cap = match waiter {
+                        Waiter::Spawn(worker) => {
+                            self.actions.push_back(Action::Spawn {
+                                conn,
+                                req,
+                                worker,
+                                setup,
+                            });
+                            continue;
+                        }
+                        Waiter::Lend { beyond_cap } => beyond_cap,
+                    };
+                    let lend = match self.pool_on(conn) {
+                        Some((pool, _)) => pool.lend(req, beyond_cap, now),
+                        None => continue,
+                    };
+                    self.carry_out_lend(conn, &setup, req, lend);
                 }
             }
             Err(e) => {

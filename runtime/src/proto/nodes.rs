@@ -308,6 +308,24 @@ impl Nodes {
         self.at(idx).worker_starting()
     }
 
+    /// Worker `worker` of node `idx`'s pool takes the place of the start reserved as
+    /// `starting` there (see [`Scheduler::adopt`]).
+    pub(crate) fn adopt(
+        &mut self,
+        idx: NodeIdx,
+        starting: WorkerId,
+        worker: WorkerId,
+        ready: bool,
+    ) {
+        self.at(idx).adopt(starting, worker, ready);
+    }
+
+    /// The idle workers of node `idx`.
+    pub(crate) fn idle_workers(&self, idx: NodeIdx) -> Vec<WorkerId> {
+        self.get(idx)
+            .map_or_else(Vec::new, |n| n.sched.idle_workers().collect())
+    }
+
     pub(crate) fn worker_ready(&mut self, worker: WorkerId) {
         if let Some(s) = self.sched(worker) {
             s.worker_ready(worker);

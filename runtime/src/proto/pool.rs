@@ -22,7 +22,7 @@
 //! [`ToWorker::Leased`]: prism_transport::ToWorker::Leased
 //! [`ToWorker::LeaseEnded`]: prism_transport::ToWorker::LeaseEnded
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use prism_graph::{Amount, Resources, TaskId};
@@ -69,6 +69,43 @@ enum Use {
     Leased(TaskId),
     /// Idle since then.
     Idle(Instant),
+    /// Started for the driver's borrow `ticket`, which hears of it once the process runs.
+    Lending(u64),
+    /// Lent to the driver, which runs its own tasks on it until it gives it back.
+    Driver,
+}
+
+/// A borrow of the driver's that waits for a worker (see [`Pool::lend`]).
+#[derive(Debug)]
+struct Borrow {
+    ticket: u64,
+    /// When a worker starts for it beyond the cap, if none came free.
+    until: Instant,
+}
+
+/// What the pool decided for a borrow of the driver's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lend {
+    /// This idle worker is the driver's now.
+    Idle { worker: u64 },
+    /// A worker of this number starts for it ([`Pool::started`] follows).
+    Start { worker: u64 },
+    /// It waits for a worker to come free (decided later by [`Pool::lend_waiting`] or
+    /// [`Pool::due`]).
+    Waits,
+}
+
+/// Who a worker of the pool started for (see [`Pool::started`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StartedFor {
+    /// Lease `key` of `owner`; `stands`: it runs (else it ended, its resources back).
+    Lease {
+        owner: u64,
+        key: TaskId,
+        stands: bool,
+    },
+    /// The driver's borrow `ticket`; `stands`: it runs.
+    Driver { ticket: u64, stands: bool },
 }
 
 /// A lease the pool granted.
@@ -139,6 +176,8 @@ pub(crate) struct Exit {
 pub(crate) struct Due {
     pub(crate) stop: Vec<u64>,
     pub(crate) forward: Vec<Decided>,
+    /// Borrows of the driver's that waited long enough: (ticket, decision).
+    pub(crate) lend: Vec<(u64, Lend)>,
 }
 
 /// A job's workers of the node's own (see the module's docs).
@@ -151,6 +190,10 @@ pub(crate) struct Pool {
     leases: HashMap<TaskId, Granted>,
     /// Asks waiting for room, in the order they came.
     waiting: VecDeque<Waiting>,
+    /// The driver's borrows waiting for a worker, in the order they came.
+    borrows: VecDeque<Borrow>,
+    /// Workers lent to the driver whose task waits in `get`.
+    driver_blocked: HashSet<u64>,
     /// The most of each resource any other node of the job has.
     elsewhere: Resources,
 }
@@ -170,6 +213,8 @@ impl Pool {
             workers: BTreeMap::new(),
             leases: HashMap::new(),
             waiting: VecDeque::new(),
+            borrows: VecDeque::new(),
+            driver_blocked: HashSet::new(),
             elsewhere,
         }
     }
@@ -221,7 +266,7 @@ impl Pool {
             Ok(asked) => asked,
             // The driver cannot run tasks on top of the pool's workers: their asks wait here
             // for a worker, or for their owner to block (then it is leased itself).
-            Err(Lack::Worker) if !self.workers.contains_key(&owner) => Asked::Forward,
+            Err(Lack::Worker) if !self.owns(owner) => Asked::Forward,
             Err(Lack::Worker | Lack::Room) => {
                 let shape = shape.clone();
                 let until = shape.fits_in(&self.elsewhere).then_some(now + ASK_WAITS);
@@ -247,7 +292,7 @@ impl Pool {
         let mut at = 0;
         while let Some(first) = self.waiting.get(at) {
             let ask = (first.owner, first.key, &first.shape.clone());
-            let pooled = self.workers.contains_key(&first.owner);
+            let pooled = self.owns(first.owner);
             let asked = match self.try_lease((grants, client), ask, can_start) {
                 Ok(asked) => asked,
                 Err(Lack::Worker) if !pooled => Asked::Forward,
@@ -309,6 +354,96 @@ impl Pool {
         Ok(Asked::Start { worker })
     }
 
+    /// Whether `worker` is one of the pool's own, not lent to the driver (which nests the
+    /// asks of its workers on them itself).
+    fn owns(&self, worker: u64) -> bool {
+        matches!(
+            self.workers.get(&worker),
+            Some(Use::Starting(_) | Use::Leased(_) | Use::Idle(_))
+        )
+    }
+
+    /// The driver borrows a worker for its own tasks at `now`, the borrow named `ticket`: an
+    /// idle one, or a new one under the cap (`beyond_cap`: past it). Otherwise it waits, behind
+    /// the borrows waiting already, for a worker to come free; if after [`ASK_WAITS`] every
+    /// worker of the pool waits in `get`, one starts past the cap (their tasks may wait for
+    /// the driver's, as in the stall the driver breaks with `beyond_cap`).
+    pub(crate) fn lend(&mut self, ticket: u64, beyond_cap: bool, now: Instant) -> Lend {
+        let now_or_never = match beyond_cap || self.borrows.is_empty() {
+            true => self.lend_now(ticket, beyond_cap),
+            false => None,
+        };
+        now_or_never.unwrap_or_else(|| {
+            let until = now + ASK_WAITS;
+            self.borrows.push_back(Borrow { ticket, until });
+            Lend::Waits
+        })
+    }
+
+    /// Lends an idle worker, or starts one if the cap allows (or `beyond_cap`).
+    fn lend_now(&mut self, ticket: u64, beyond_cap: bool) -> Option<Lend> {
+        let idle = (self.workers.iter())
+            .find(|(_, u)| matches!(u, Use::Idle(_)))
+            .map(|(&w, _)| w);
+        if let Some(worker) = idle {
+            self.workers.insert(worker, Use::Driver);
+            return Some(Lend::Idle { worker });
+        }
+        let room = beyond_cap || self.workers.len() < self.max_workers;
+        if !room || self.next >= self.end {
+            return None;
+        }
+        let worker = self.next;
+        self.next += 1;
+        self.workers.insert(worker, Use::Lending(ticket));
+        Some(Lend::Start { worker })
+    }
+
+    /// Lends the workers that came free to the borrows waiting for them, in order.
+    pub(crate) fn lend_waiting(&mut self) -> Vec<(u64, Lend)> {
+        let mut lent = Vec::new();
+        while let Some(first) = self.borrows.front() {
+            let ticket = first.ticket;
+            let Some(lend) = self.lend_now(ticket, false) else {
+                break;
+            };
+            self.borrows.pop_front();
+            lent.push((ticket, lend));
+        }
+        lent
+    }
+
+    /// The driver gives worker `worker` back, or one it started itself joins the pool: it
+    /// idles from `now`. False when the pool holds it otherwise (leased, starting).
+    pub(crate) fn take_back(&mut self, worker: u64, now: Instant) -> bool {
+        match self.workers.get(&worker) {
+            Some(Use::Driver) | None => {
+                self.driver_blocked.remove(&worker);
+                self.workers.insert(worker, Use::Idle(now));
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// Worker `worker`, lent to the driver, holds an actor now: it leaves the pool (its cap
+    /// counts processes for tasks).
+    pub(crate) fn keep(&mut self, worker: u64) {
+        if matches!(self.workers.get(&worker), Some(Use::Driver)) {
+            self.workers.remove(&worker);
+            self.driver_blocked.remove(&worker);
+        }
+    }
+
+    /// Whether a worker of the pool runs (or starts, or idles): not every one waits in `get`.
+    fn any_runs(&self) -> bool {
+        (self.workers.iter()).any(|(worker, used)| match used {
+            Use::Leased(key) => !self.leases.get(key).is_some_and(|l| l.blocked),
+            Use::Driver => !self.driver_blocked.contains(worker),
+            Use::Starting(_) | Use::Lending(_) | Use::Idle(_) => true,
+        })
+    }
+
     /// Whether `worker` is one of the pool's, leased, and blocked in `get`.
     fn blocked_here(&self, worker: u64) -> bool {
         match self.workers.get(&worker) {
@@ -317,30 +452,40 @@ impl Pool {
         }
     }
 
-    /// Worker `worker`, started for a lease, runs (`ok`) or could not start: the owner and
-    /// key to tell, and whether the lease stands (else it ended, its resources back).
+    /// Worker `worker`, started for a lease or a borrow of the driver's, runs (`ok`) or
+    /// could not start: whom to tell, and whether the lease or borrow stands (a lease that
+    /// does not has its resources back).
     pub(crate) fn started(
         &mut self,
         (grants, client): (&mut Grants, ConnId),
         worker: u64,
         ok: bool,
-    ) -> Option<(u64, TaskId, bool)> {
+    ) -> Option<StartedFor> {
         let used = self.workers.get(&worker).copied()?;
         if !ok {
             self.workers.remove(&worker);
         }
-        let Use::Starting(key) = used else {
+        let key = match used {
+            Use::Starting(key) => key,
+            Use::Lending(ticket) => {
+                if ok {
+                    self.workers.insert(worker, Use::Driver);
+                }
+                return Some(StartedFor::Driver { ticket, stands: ok });
+            }
             // Given back before it ran: it idles (or, not started, is gone).
-            return None;
+            _ => return None,
         };
         if ok {
             self.workers.insert(worker, Use::Leased(key));
             let owner = self.leases.get(&key)?.owner;
-            return Some((owner, key, true));
+            let stands = true;
+            return Some(StartedFor::Lease { owner, key, stands });
         }
         let lease = self.leases.remove(&key)?;
         give_back(grants, client, &lease);
-        Some((lease.owner, key, false))
+        let (owner, stands) = (lease.owner, false);
+        Some(StartedFor::Lease { owner, key, stands })
     }
 
     /// Worker `owner` gives lease `key` back, or withdraws its ask: true when it is the
@@ -385,8 +530,17 @@ impl Pool {
         worker: u64,
         blocked: bool,
     ) {
-        let Some(Use::Leased(key)) = self.workers.get(&worker).copied() else {
-            return;
+        let key = match self.workers.get(&worker).copied() {
+            Some(Use::Leased(key)) => key,
+            Some(Use::Driver) => {
+                // The driver gives its CPU back itself; the pool only notes the wait.
+                match blocked {
+                    true => self.driver_blocked.insert(worker),
+                    false => self.driver_blocked.remove(&worker),
+                };
+                return;
+            }
+            _ => return,
         };
         let Some(lease) = self.leases.get_mut(&key) else {
             return;
@@ -414,6 +568,7 @@ impl Pool {
     /// pool goes, its asks leave, and the workers leased to it are to be killed.
     pub(crate) fn exited(&mut self, (grants, client): (&mut Grants, ConnId), worker: u64) -> Exit {
         let mut exit = Exit::default();
+        self.driver_blocked.remove(&worker);
         if let Some(Use::Leased(key) | Use::Starting(key)) = self.workers.remove(&worker)
             && let Some(lease) = self.leases.remove(&key)
         {
@@ -466,7 +621,27 @@ impl Pool {
             }
         }
         self.waiting = waiting;
-        Due { stop, forward }
+        let mut lend = Vec::new();
+        while let Some(first) = self.borrows.front().filter(|b| b.until <= now) {
+            let ticket = first.ticket;
+            if self.any_runs() {
+                // A worker that runs comes free in time: wait on.
+                for borrow in self.borrows.iter_mut().filter(|b| b.until <= now) {
+                    borrow.until = now + ASK_WAITS;
+                }
+                break;
+            }
+            let Some(lent) = self.lend_now(ticket, true) else {
+                break;
+            };
+            self.borrows.pop_front();
+            lend.push((ticket, lent));
+        }
+        Due {
+            stop,
+            forward,
+            lend,
+        }
     }
 
     /// When [`Pool::due`] next has something to do.
@@ -476,6 +651,7 @@ impl Pool {
             _ => None,
         });
         idle.chain(self.waiting.iter().filter_map(|w| w.until))
+            .chain(self.borrows.iter().map(|b| b.until))
             .min()
     }
 }
@@ -626,7 +802,11 @@ mod tests {
         );
         assert_eq!(
             pool.started((&mut grants, CLIENT), 100, true),
-            Some((7, key(7, 1), true))
+            Some(StartedFor::Lease {
+                owner: 7,
+                key: key(7, 1),
+                stands: true
+            })
         );
         // None may start while the binary is missing: the driver places it.
         assert_eq!(
@@ -789,12 +969,20 @@ mod tests {
         }
         assert_eq!(
             pool.started((&mut grants, CLIENT), 100, true),
-            Some((7, key(7, 1), true))
+            Some(StartedFor::Lease {
+                owner: 7,
+                key: key(7, 1),
+                stands: true
+            })
         );
         // A start that failed ends its lease: the owner hears, the CPU is back.
         assert_eq!(
             pool.started((&mut grants, CLIENT), 101, false),
-            Some((7, key(7, 2), false))
+            Some(StartedFor::Lease {
+                owner: 7,
+                key: key(7, 2),
+                stands: false
+            })
         );
         assert_eq!(grants.held_by(CLIENT), cpus(2.0));
         // The leased worker dies: its owner hears.
@@ -828,5 +1016,55 @@ mod tests {
         assert_eq!(pool.due(t0 + IDLE_FOR).stop, vec![103]);
         assert!(!pool.has(103));
         assert_eq!(pool.kill_leased(8, key(8, 1)), None);
+    }
+
+    #[test]
+    fn the_driver_borrows_workers_of_the_pool_under_its_cap_and_gives_them_back() {
+        let mut grants = Grants::new(cpus(4.0));
+        let mut pool = Pool::new(100..200, 2, cpus(4.0));
+        let t0 = Instant::now();
+        let none = Resources::default();
+        // The driver's first borrow starts a worker; it hears once the process runs.
+        assert_eq!(pool.lend(1, false, t0), Lend::Start { worker: 100 });
+        assert_eq!(
+            pool.started((&mut grants, CLIENT), 100, true),
+            Some(StartedFor::Driver {
+                ticket: 1,
+                stands: true
+            })
+        );
+        // An owner's lease takes the last place under the cap.
+        let asked = pool.ask((&mut grants, CLIENT), (7, key(7, 1), &none), true, t0);
+        assert_eq!(asked, Asked::Start { worker: 101 });
+        pool.started((&mut grants, CLIENT), 101, true);
+        // At the cap the next borrow waits while a worker runs, past its wait too.
+        assert_eq!(pool.lend(2, false, t0), Lend::Waits);
+        assert_eq!(pool.next_due(), Some(t0 + ASK_WAITS));
+        assert_eq!(pool.due(t0 + ASK_WAITS).lend, vec![]);
+        // The lease ends: its worker goes to the borrow, ahead of any owner.
+        assert!(pool.unlease((&mut grants, CLIENT), (7, key(7, 1)), t0));
+        assert_eq!(pool.lend_waiting(), vec![(2, Lend::Idle { worker: 101 })]);
+        // An owner of the driver's finds no worker at the cap: the driver nests it.
+        let asked = pool.ask((&mut grants, CLIENT), (100, key(100, 1), &none), true, t0);
+        assert_eq!(asked, Asked::Forward);
+        // Both of the driver's workers wait in get: a borrow that waited starts one past
+        // the cap (their tasks may wait for the driver's).
+        pool.blocked((&mut grants, CLIENT), 100, true);
+        pool.blocked((&mut grants, CLIENT), 101, true);
+        assert_eq!(pool.lend(3, false, t0), Lend::Waits);
+        let later = t0 + 2 * ASK_WAITS;
+        assert_eq!(pool.due(later).lend, vec![(3, Lend::Start { worker: 102 })]);
+        // The driver's stall breaker starts one past it at once.
+        assert_eq!(pool.lend(4, true, t0), Lend::Start { worker: 103 });
+        // A worker the driver gives back idles and is lent again or stopped; one it keeps
+        // for an actor leaves the pool; one the driver started itself joins it.
+        assert!(pool.take_back(101, later));
+        assert_eq!(pool.lend(5, false, later), Lend::Idle { worker: 101 });
+        pool.keep(100);
+        assert!(!pool.has(100));
+        assert!(pool.take_back(7, later));
+        assert_eq!(pool.due(later + IDLE_FOR).stop, vec![7]);
+        // One still starting for a borrow is not the driver's to give yet.
+        assert!(!pool.take_back(102, later));
     }
 }

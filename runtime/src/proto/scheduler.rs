@@ -558,6 +558,27 @@ impl Scheduler {
         }
     }
 
+    /// Worker `worker`, lent by the node's pool, takes the place of `starting` (a number
+    /// reserved by [`Scheduler::worker_starting`] for the borrow); `ready`: it completed its
+    /// handshake already (else it is starting until [`Scheduler::worker_ready`]).
+    pub(crate) fn adopt(&mut self, starting: WorkerId, worker: WorkerId, ready: bool) {
+        if matches!(self.workers.get(&starting), Some(WorkerState::Starting)) {
+            self.workers.remove(&starting);
+        }
+        let state = match ready {
+            true => WorkerState::Idle,
+            false => WorkerState::Starting,
+        };
+        self.workers.insert(worker, state);
+    }
+
+    /// The idle workers, for the node's pool to take back.
+    pub(crate) fn idle_workers(&self) -> impl Iterator<Item = WorkerId> + '_ {
+        (self.workers.iter())
+            .filter(|(_, w)| matches!(w, WorkerState::Idle))
+            .map(|(id, _)| *id)
+    }
+
     /// A task whose inputs are ready.
     pub(crate) fn submit(&mut self, task: TaskId, demand: Resources) -> Admission {
         if !demand.fits_in(&self.total) {

@@ -2423,6 +2423,15 @@ impl World<'_> {
                 };
                 (request, Asked::Nothing)
             }
+            // The simulated drivers start their own workers (`State::with_borrowed_workers`
+            // is off): their daemons' pools start no processes yet.
+            HostRequest::LeaseWorker { beyond_cap } => {
+                (Request::LeaseWorker { beyond_cap }, Asked::Nothing)
+            }
+            HostRequest::ReturnWorker { worker } => {
+                (Request::ReturnWorker { worker }, Asked::Nothing)
+            }
+            HostRequest::KeepWorker { worker } => (Request::KeepWorker { worker }, Asked::Nothing),
             HostRequest::ForgetPeer { lost } => {
                 let at = Some(self.host_at(j, lost));
                 (Request::ForgetPeer { at }, Asked::Nothing)

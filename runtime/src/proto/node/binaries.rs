@@ -79,6 +79,11 @@ impl Spread {
             .min_by_key(|source| (load(source), source.is_none()))
     }
 
+    /// Whether `node` is known to have the binary, or fetches it.
+    pub(super) fn holds_or_fetches(&self, node: NodeIdx) -> bool {
+        self.holders.contains(&node) || self.fetching.contains_key(&node)
+    }
+
     /// A worker of the job connected on `node`: the node has the binary (and may serve it).
     pub(super) fn has(&mut self, node: NodeIdx) {
         self.holders.insert(node);

@@ -708,6 +708,7 @@ impl State {
         tracing::error!(node = name, "lost a node of the cluster: {reason}");
         self.nodes.mark_dead(node);
         self.binaries.node_lost(node);
+        self.borrowing.remove(&node);
         self.owner.node_lost();
         let reason_out = format!("the job gave up on the node: {reason}");
         self.actions.push_back(Action::DropNode {

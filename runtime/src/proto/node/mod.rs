@@ -143,6 +143,15 @@ pub(crate) enum HostRequest {
         /// The most of each resource any other node of the job has.
         elsewhere: Resources,
     },
+    /// Lend the driver a worker of the node's pool for its own tasks (answer, once it runs:
+    /// [`Event::NodeLent`]; or [`Event::NodeLendFailed`]); `beyond_cap`: start one past the
+    /// pool's cap at once.
+    LeaseWorker { beyond_cap: bool },
+    /// Idle worker `worker` goes to the node's pool (no answer expected).
+    ReturnWorker { worker: WorkerId },
+    /// Worker `worker`, lent by the node's pool, holds an actor now: it leaves the pool (no
+    /// answer expected).
+    KeepWorker { worker: WorkerId },
 }
 
 impl HostRequest {
@@ -186,6 +195,11 @@ impl HostRequest {
                 max_workers: u32::try_from(*max_workers).unwrap_or(u32::MAX),
                 elsewhere: elsewhere.clone(),
             },
+            HostRequest::LeaseWorker { beyond_cap } => ToHost::LeaseWorker {
+                beyond_cap: *beyond_cap,
+            },
+            HostRequest::ReturnWorker { worker } => ToHost::ReturnWorker { worker: *worker },
+            HostRequest::KeepWorker { worker } => ToHost::KeepWorker { worker: *worker },
         }
     }
 }
@@ -208,6 +222,15 @@ pub(crate) enum Event<'a> {
         worker: WorkerId,
         pid: u32,
     },
+    /// Node `node`'s pool lent the driver worker `worker` (pid `pid`) for its own tasks
+    /// ([`HostRequest::LeaseWorker`]).
+    NodeLent {
+        node: NodeIdx,
+        worker: WorkerId,
+        pid: u32,
+    },
+    /// Node `node`'s pool could not lend the driver a worker, and why.
+    NodeLendFailed { node: NodeIdx, reason: String },
     /// A worker said hello on its link.
     WorkerConnected { worker: WorkerId },
     /// Messages a worker sent, in order; `mapped` holds the shared-memory segments the shell
@@ -314,9 +337,15 @@ struct WorkerLife {
     exit: Option<String>,
     /// The node asked it to exit: its end is expected, not a failure.
     retiring: bool,
-    /// Started by its node's daemon for leases of its own, which stops it when it idles and
-    /// tells the owners of its leases when it dies (see [`crate::proto::pool`]).
+    /// Its node's pool holds it (started there for leases of its own, or given back by the
+    /// driver): the daemon stops it when it idles and tells the owners of its leases when it
+    /// dies (see [`crate::proto::pool`]). Not while lent to the driver.
     pooled: bool,
+    /// Lent to the driver by its node's pool: the driver's scheduler runs tasks on it until
+    /// it gives it back.
+    lent: bool,
+    /// Its node's relay said the node started it (once).
+    relayed: bool,
     /// The actors it holds handles to (released when it ends).
     actors: IdSet<ActorId>,
     /// Handles held for it on other workers' word (released when it ends).
@@ -425,6 +454,14 @@ pub(crate) struct State {
     peer_addresses: HashMap<NodeIdx, String>,
     /// Where the cluster's nodes get the job's binary (joined cluster).
     binaries: binaries::Spread,
+    /// Whether the driver borrows the workers for its tasks from the nodes' pools (see
+    /// [`State::with_borrowed_workers`]).
+    borrows: bool,
+    /// Worker numbers reserved in each node's scheduler for borrows not yet answered.
+    borrowing: IdMap<NodeIdx, VecDeque<WorkerId>>,
+    /// Idle workers to give back to their node's pool once idle for [`IDLE_TICK`], and since
+    /// when they idle.
+    return_candidates: Vec<(WorkerId, Instant)>,
 }
 
 /// Calls `each` with every value a worker's message hands over (returns and puts), so that
@@ -505,7 +542,20 @@ impl State {
             worker_owners: true,
             pools_told: IdMap::default(),
             peer_addresses: HashMap::new(),
+            borrows: false,
+            borrowing: IdMap::default(),
+            return_candidates: Vec::new(),
         }
+    }
+
+    /// Whether, in a joined cluster whose workers own their tasks, the driver borrows the
+    /// workers for its own tasks from each node's pool (one pool of processes per node,
+    /// under one cap) rather than starting its own; actors' workers it keeps for good. A
+    /// node whose daemon lacks the job's binary still gets workers started at the driver's
+    /// word (which fetch it), given to its pool once idle.
+    pub(crate) fn with_borrowed_workers(mut self, borrows: bool) -> Self {
+        self.borrows = borrows;
+        self
     }
 
     /// Whether workers may own their plain tasks (else the node owns everything they
@@ -628,6 +678,16 @@ impl State {
             }
             Event::NodeStartedWorker { node, worker, pid } => {
                 self.node_started_worker(node, worker, pid)?
+            }
+            Event::NodeLent { node, worker, pid } => self.node_lent(node, worker, pid)?,
+            Event::NodeLendFailed { node, reason } => {
+                tracing::warn!(node = self.nodes.name(node), "no worker lent: {reason}");
+                if let Some(starting) = self.borrowing.get_mut(&node).and_then(VecDeque::pop_front)
+                {
+                    // A start of the driver's own takes its place.
+                    self.nodes.remove_worker(starting);
+                    self.spawn_worker(node);
+                }
             }
             Event::WorkerConnected { worker } => self.worker_connected(worker)?,
             Event::Messages {
@@ -755,16 +815,84 @@ impl State {
         if !ours {
             return Err(Refused::NotNodes { node, worker });
         }
-        if self.workers.contains_key(&worker) {
-            return Err(Refused::SecondHello(worker));
+        match self.workers.get_mut(&worker) {
+            // Lent to the driver before its relay came.
+            Some(life) if life.lent && !life.relayed => life.relayed = true,
+            Some(_) => return Err(Refused::SecondHello(worker)),
+            None => {
+                let life = WorkerLife {
+                    pid: Some(pid),
+                    pooled: true,
+                    relayed: true,
+                    ..WorkerLife::default()
+                };
+                self.workers.insert(worker, life);
+            }
         }
-        let life = WorkerLife {
-            pid: Some(pid),
-            pooled: true,
-            ..WorkerLife::default()
-        };
-        self.workers.insert(worker, life);
         Ok(())
+    }
+
+    /// Whether the driver borrows its workers on `node` from the node's pool: the pool was
+    /// opened, and the node has the job's binary or fetches it (else a start of the driver's
+    /// own fetches it; borrows wait at the node for the fetch).
+    fn borrows_on(&self, node: NodeIdx) -> bool {
+        self.borrows
+            && self.cluster.is_some()
+            && self.lets_workers_own()
+            && self.pools_told.contains_key(&node)
+            && self.binaries.holds_or_fetches(node)
+    }
+
+    /// Node `node`'s pool lent the driver `worker`: it takes the place of the oldest borrow
+    /// there in the node's scheduler. A number outside the node's, or of a worker the driver
+    /// runs tasks on already, is refused.
+    fn node_lent(&mut self, node: NodeIdx, worker: WorkerId, pid: u32) -> Result<(), Refused> {
+        if self.shutting_down {
+            return Err(Refused::Stopping);
+        }
+        let starting = self.borrowing.get_mut(&node).and_then(VecDeque::pop_front);
+        let refused = if node_of(worker) != node || !self.borrows_on(node) {
+            Some(Refused::NotNodes { node, worker })
+        } else {
+            let life = self.workers.get(&worker);
+            let taken = life.is_some_and(|l| l.lent || l.retiring || l.eof || l.exit.is_some());
+            taken.then_some(Refused::SecondHello(worker))
+        };
+        if let Some(refused) = refused {
+            tracing::warn!(
+                node = self.nodes.name(node),
+                worker,
+                "a lent worker refused: {refused}"
+            );
+            if let Some(starting) = starting {
+                // A start of the driver's own takes its place.
+                self.nodes.remove_worker(starting);
+                self.spawn_worker(node);
+            }
+            return Err(refused);
+        }
+        let life = self.workers.entry(worker).or_default();
+        life.pid = life.pid.or(Some(pid));
+        (life.lent, life.pooled) = (true, false);
+        let ready = life.connected;
+        match starting {
+            Some(starting) => self.nodes.adopt(node, starting, worker, ready),
+            // Its borrow was dropped meanwhile: it goes back.
+            None => self.give_back(worker),
+        }
+        Ok(())
+    }
+
+    /// Gives idle worker `worker` to its node's pool: it leaves the scheduler, its link stays
+    /// (its puts and holds still come here).
+    fn give_back(&mut self, worker: WorkerId) {
+        self.nodes.remove_worker(worker);
+        if let Some(life) = self.workers.get_mut(&worker) {
+            (life.lent, life.pooled) = (false, true);
+        }
+        let request = HostRequest::ReturnWorker { worker };
+        let node = node_of(worker);
+        self.actions.push_back(Action::Host { node, request });
     }
 
     /// Records a worker's handshake; a link the node has no place for is refused.
@@ -803,9 +931,11 @@ impl State {
         if self.owner.compact() | self.nodes.compact() {
             self.actions.push_back(Action::ReturnFreeMemory);
         }
+        self.return_idle(now);
         let mut surplus = self.nodes.surplus_idle_workers();
-        // A worker that owns tasks on leases is not idle: its tasks' ends come to it.
-        surplus.retain(|w| !self.holds_leases(*w));
+        // A worker that owns tasks on leases is not idle: its tasks' ends come to it. One of
+        // a node with a pool goes back to it instead.
+        surplus.retain(|w| !self.holds_leases(*w) && !self.borrows_on(node_of(*w)));
         let seen = std::mem::take(&mut self.retire_candidates);
         for worker in surplus {
             let since = seen
@@ -828,7 +958,30 @@ impl State {
                 node = self.nodes.name(node),
                 "every worker is blocked in get and none can run the queued tasks: starting one beyond max_workers"
             );
-            self.start_worker(node);
+            self.start_worker_beyond(node, true);
+        }
+    }
+
+    /// Gives the workers idle for a whole [`IDLE_TICK`] on nodes with a pool back to it (a
+    /// worker that owns tasks on leases is not idle).
+    fn return_idle(&mut self, now: Instant) {
+        let seen = std::mem::take(&mut self.return_candidates);
+        let pooled: Vec<NodeIdx> = (self.nodes.live())
+            .filter(|&n| self.borrows_on(n))
+            .collect();
+        for node in pooled {
+            for worker in self.nodes.idle_workers(node) {
+                if self.holds_leases(worker) {
+                    continue;
+                }
+                let since = (seen.iter().find(|(w, _)| *w == worker)).map_or(now, |(_, s)| *s);
+                if now.saturating_duration_since(since) >= IDLE_TICK {
+                    tracing::debug!(worker, "an idle worker goes back to its node's pool");
+                    self.give_back(worker);
+                } else {
+                    self.return_candidates.push((worker, since));
+                }
+            }
         }
     }
 
@@ -1012,6 +1165,26 @@ impl State {
     }
 
     fn start_worker(&mut self, node: NodeIdx) {
+        self.start_worker_beyond(node, false);
+    }
+
+    /// Starts a worker on `node`: borrowed from its pool if it has one (`beyond_cap`: past
+    /// the pool's cap), else one of the driver's own.
+    fn start_worker_beyond(&mut self, node: NodeIdx, beyond_cap: bool) {
+        if self.shutting_down {
+            return;
+        }
+        if !self.borrows_on(node) {
+            return self.spawn_worker(node);
+        }
+        let starting = self.nodes.worker_starting(node);
+        self.borrowing.entry(node).or_default().push_back(starting);
+        let request = HostRequest::LeaseWorker { beyond_cap };
+        self.actions.push_back(Action::Host { node, request });
+    }
+
+    /// Starts a worker process of the driver's own on `node`.
+    fn spawn_worker(&mut self, node: NodeIdx) {
         if self.shutting_down {
             return;
         }
@@ -1852,6 +2025,13 @@ impl State {
                 continue;
             }
             if self.creations.contains_key(&task) {
+                if let Some(life) = self.workers.get_mut(&worker).filter(|l| l.lent) {
+                    // The actor's worker is the driver's for good.
+                    life.lent = false;
+                    let request = HostRequest::KeepWorker { worker };
+                    let node = node_of(worker);
+                    self.actions.push_back(Action::Host { node, request });
+                }
                 match self.creation_execute(task, worker) {
                     Some(exec) => batch.push(exec),
                     None => tracing::error!(task = %task, "actor creation without its call"),

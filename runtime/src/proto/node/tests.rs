@@ -2,6 +2,8 @@
 
 use std::time::Instant;
 
+use super::IDLE_TICK;
+
 use prism_graph::{
     ActorId, Arg, IdMap, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec,
 };
@@ -63,14 +65,28 @@ impl Harness {
 
     /// Like [`Harness::new`], with object stores of `capacity` bytes.
     fn with_stores(nodes: usize, per_node: f64, capacity: u64) -> Self {
+        Self::build(nodes, per_node, capacity, false)
+    }
+
+    /// Like [`Harness::new`], a joined cluster whose driver borrows its workers from the
+    /// nodes' pools.
+    fn borrowing(nodes: usize, per_node: f64) -> Self {
+        Self::build(nodes, per_node, 1 << 30, true)
+    }
+
+    fn build(nodes: usize, per_node: f64, capacity: u64, borrows: bool) -> Self {
         let mut table = Nodes::default();
         for i in 0..nodes {
             table.add(format!("n{i}"), cpus(per_node), 16, per_node as usize, 8);
         }
         let cluster = (nodes > 1).then_some(None);
+        let mut state = State::new(table, capacity, cluster);
+        if borrows {
+            state = state.with_worker_owners(true).with_borrowed_workers(true);
+        }
         let mut h = Harness {
             // The nodes start their workers at once, so that each test owns its processes.
-            node: State::new(table, capacity, cluster).prestarting_everywhere(),
+            node: state.prestarting_everywhere(),
             now: Instant::now(),
             sent: Vec::new(),
             started: Vec::new(),
@@ -240,6 +256,23 @@ impl Harness {
     /// How many times `task` was sent to a worker.
     fn sends(&self, task: TaskId) -> usize {
         self.execs().filter(|(_, e)| e.task == task).count()
+    }
+
+    /// Three tasks on two workers (nodes of one CPU each): the one pipelined behind another,
+    /// the worker it waits on, and the other worker.
+    fn three_on_two(&mut self) -> (TaskId, WorkerId, WorkerId) {
+        let tasks = self.submit_many(3, 0);
+        let sent: Vec<(TaskId, WorkerId)> = (tasks.iter())
+            .map(|&t| (t, self.where_sent(t).expect("sent")))
+            .collect();
+        let behind = |w: WorkerId| sent.iter().filter(|(_, x)| *x == w).count() > 1;
+        let (queued, busy) = *(sent.iter().rev())
+            .find(|(_, w)| behind(*w))
+            .expect("one pipelined");
+        let other = (sent.iter().map(|(_, w)| *w))
+            .find(|&w| w != busy)
+            .expect("two workers");
+        (queued, busy, other)
     }
 
     fn report(&mut self, worker: WorkerId, msg: &ToNode) {
@@ -2163,21 +2196,7 @@ fn an_owner_s_forced_cancel_kills_the_worker_it_leased_and_no_one_else_s() {
 fn a_blocked_worker_s_cpu_goes_back_to_its_node_at_once_unless_a_task_there_takes_it() {
     // Two nodes of one CPU each: two tasks run, a third is pipelined behind one of them.
     let mut h = Harness::new(2, 1.0);
-    let tasks = h.submit_many(3, 0);
-    let sent: Vec<(TaskId, WorkerId)> = (tasks.iter())
-        .map(|&t| (t, h.where_sent(t).expect("sent")))
-        .collect();
-    let behind = |w: WorkerId| sent.iter().filter(|(_, x)| *x == w).count() > 1;
-    let (queued, busy) = *sent
-        .iter()
-        .rev()
-        .find(|(_, w)| behind(*w))
-        .expect("one pipelined");
-    let idle_after = sent
-        .iter()
-        .map(|(_, w)| *w)
-        .find(|&w| w != busy)
-        .expect("two workers");
+    let (queued, busy, idle_after) = h.three_on_two();
     h.returned.clear();
     // Both block in `get`, the busy one handing back what waited behind its task. The node
     // with nothing left to run gets its CPU back at once (for its daemon to lease to another
@@ -2235,4 +2254,88 @@ fn a_node_s_own_worker_is_taken_only_within_the_numbers_its_pool_was_given() {
     });
     h.event(Event::WorkerEof { worker: first });
     assert!(!h.node.running(first));
+}
+
+#[test]
+fn the_driver_borrows_its_workers_from_a_node_s_pool_and_gives_idle_ones_back() {
+    use super::Refused;
+    use crate::proto::nodes::pool_numbers;
+    // Two nodes of one CPU each, their first workers started at the driver's word (they
+    // bring the job's binary); a third task pipelined behind one of the first two.
+    let mut h = Harness::borrowing(2, 1.0);
+    let (queued, busy, _) = h.three_on_two();
+    let node = node_of(busy);
+    let spawned = h.started.len();
+    h.host.clear();
+    // The busy worker blocks in `get`, handing back the task behind it: the node has a CPU
+    // for it and borrows a worker of its pool rather than starting one of the driver's.
+    let blocked = ToNode::Blocked {
+        depth: 0,
+        returned: vec![queued],
+        awaiting: Vec::new(),
+    };
+    h.report(busy, &blocked);
+    let borrow = HostRequest::LeaseWorker { beyond_cap: false };
+    assert!(
+        h.host
+            .iter()
+            .any(|(n, r)| *n == node && format!("{r:?}") == format!("{borrow:?}")),
+        "{:?}",
+        h.host
+    );
+    assert_eq!(h.started.len(), spawned, "no start of the driver's own");
+    // The pool lends a worker (its relay and hello may come before or after): the task
+    // runs there.
+    let lent = pool_numbers(node).start;
+    h.event(Event::NodeLent {
+        node,
+        worker: lent,
+        pid: 4242,
+    });
+    let relay = Event::NodeStartedWorker {
+        node,
+        worker: lent,
+        pid: 4242,
+    };
+    h.event(relay);
+    h.event(Event::WorkerConnected { worker: lent });
+    assert_eq!(h.where_sent(queued), Some(lent));
+    // The same worker again, another node's number, or one of the driver's are refused.
+    for (worker, on) in [(lent, node), (pool_numbers(1 - node).start, node), (1, 1)] {
+        let again = Event::NodeLent {
+            node: on,
+            worker,
+            pid: 7,
+        };
+        let refused = h.node.handle(again, h.now);
+        assert!(
+            matches!(
+                refused,
+                Err(Refused::NotNodes { .. } | Refused::SecondHello(_))
+            ),
+            "{worker}: {refused:?}"
+        );
+    }
+    h.drain();
+    let ran_on = lent;
+    h.returns(ran_on, queued, Value::Inline(vec![1]));
+    // Idle for a whole tick, the lent worker goes back to the pool (not stopped).
+    h.host.clear();
+    h.event(Event::Tick);
+    h.now += IDLE_TICK;
+    h.event(Event::Tick);
+    let gave_back: Vec<WorkerId> = (h.host.iter())
+        .filter_map(|(_, r)| match r {
+            HostRequest::ReturnWorker { worker } => Some(*worker),
+            _ => None,
+        })
+        .collect();
+    assert!(gave_back.contains(&ran_on), "{gave_back:?}");
+    assert!(!h.killed.contains(&ran_on));
+    assert!(
+        !h.sent
+            .iter()
+            .any(|(w, m)| *w == ran_on && *m == ToWorker::Shutdown),
+        "a worker given back is not told to exit"
+    );
 }
