@@ -76,6 +76,11 @@ impl Grants {
         }
     }
 
+    /// The node's resources.
+    pub(crate) fn total(&self) -> &Resources {
+        &self.total
+    }
+
     /// What is granted to no one.
     #[cfg(test)]
     pub(crate) fn free(&self) -> &Resources {

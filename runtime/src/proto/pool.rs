@@ -30,8 +30,9 @@ use prism_graph::{Amount, Resources, TaskId};
 use crate::proto::grants::Grants;
 use crate::proto::host::ConnId;
 
-/// How long a worker of the pool stays idle before it is stopped (Ray's raylet stops idle
-/// workers after a second too).
+/// How long a worker of the pool beyond those it keeps ([`Pool::keeping_idle`]) stays idle
+/// before it is stopped (Ray's raylet stops idle workers beyond its soft limit, the node's
+/// CPUs, after a second too).
 pub(crate) const IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// The grant holder a job's pool takes the node's resources as: its driver's connection with
@@ -194,6 +195,8 @@ pub(crate) struct Pool {
     borrows: VecDeque<Borrow>,
     /// Workers lent to the driver whose task waits in `get`.
     driver_blocked: HashSet<u64>,
+    /// How many idle workers it keeps however long they idle.
+    keep_idle: usize,
     /// The most of each resource any other node of the job has.
     elsewhere: Resources,
 }
@@ -215,8 +218,32 @@ impl Pool {
             waiting: VecDeque::new(),
             borrows: VecDeque::new(),
             driver_blocked: HashSet::new(),
+            keep_idle: 0,
             elsewhere,
         }
+    }
+
+    /// Keeps up to `count` idle workers however long they idle (the node's CPUs, so that
+    /// the next tasks do not wait for processes to start); more stop after [`IDLE_FOR`].
+    pub(crate) fn keeping_idle(mut self, count: usize) -> Self {
+        self.keep_idle = count;
+        self
+    }
+
+    /// The idle workers that may stop at `now`, longest idle first.
+    fn stoppable(&self, now: Instant) -> Vec<u64> {
+        let mut idle: Vec<(Instant, u64)> = (self.workers.iter())
+            .filter_map(|(&w, u)| match u {
+                Use::Idle(since) => Some((*since, w)),
+                _ => None,
+            })
+            .collect();
+        let beyond = idle.len().saturating_sub(self.keep_idle);
+        idle.sort_unstable();
+        (idle.into_iter().take(beyond))
+            .filter(|(since, _)| now.saturating_duration_since(*since) >= IDLE_FOR)
+            .map(|(_, w)| w)
+            .collect()
     }
 
     /// Whether the pool numbers its workers within `first..end` (it was made for them).
@@ -595,14 +622,10 @@ impl Pool {
         exit
     }
 
-    /// What is due at `now`: workers idle for [`IDLE_FOR`] stop (they leave the pool now),
-    /// and asks that waited [`ASK_WAITS`] go to the driver.
+    /// What is due at `now`: workers idle for [`IDLE_FOR`] beyond those kept stop (they leave
+    /// the pool now), and asks that waited [`ASK_WAITS`] go to the driver.
     pub(crate) fn due(&mut self, now: Instant) -> Due {
-        let idle_long = |u: &Use| matches!(u, Use::Idle(since) if now.saturating_duration_since(*since) >= IDLE_FOR);
-        let stop: Vec<u64> = (self.workers.iter())
-            .filter(|(_, u)| idle_long(u))
-            .map(|(&w, _)| w)
-            .collect();
+        let stop = self.stoppable(now);
         for worker in &stop {
             self.workers.remove(worker);
         }
@@ -646,11 +669,17 @@ impl Pool {
 
     /// When [`Pool::due`] next has something to do.
     pub(crate) fn next_due(&self) -> Option<Instant> {
-        let idle = (self.workers.values()).filter_map(|u| match u {
-            Use::Idle(since) => Some(*since + IDLE_FOR),
-            _ => None,
-        });
-        idle.chain(self.waiting.iter().filter_map(|w| w.until))
+        let mut idle: Vec<Instant> = (self.workers.values())
+            .filter_map(|u| match u {
+                Use::Idle(since) => Some(*since + IDLE_FOR),
+                _ => None,
+            })
+            .collect();
+        // Only those beyond the kept ones stop, the longest idle first.
+        idle.sort_unstable();
+        idle.truncate(idle.len().saturating_sub(self.keep_idle));
+        idle.into_iter()
+            .chain(self.waiting.iter().filter_map(|w| w.until))
             .chain(self.borrows.iter().map(|b| b.until))
             .min()
     }
@@ -1066,5 +1095,15 @@ mod tests {
         assert_eq!(pool.due(later + IDLE_FOR).stop, vec![7]);
         // One still starting for a borrow is not the driver's to give yet.
         assert!(!pool.take_back(102, later));
+        // A pool that keeps as many idle workers as the node's CPUs stops only those beyond,
+        // the longest idle first.
+        let mut pool = Pool::new(100..200, 8, cpus(4.0)).keeping_idle(1);
+        for (worker, at) in [(1, t0), (2, later), (3, t0)] {
+            assert!(pool.take_back(worker, at));
+        }
+        assert_eq!(pool.next_due(), Some(t0 + IDLE_FOR));
+        assert_eq!(pool.due(t0 + IDLE_FOR).stop, vec![1, 3]);
+        assert_eq!(pool.next_due(), None);
+        assert!(pool.due(later + 10 * IDLE_FOR).stop.is_empty());
     }
 }
