@@ -205,6 +205,33 @@ fn parents_submit_and_await_their_children_from_their_workers() {
     }
 }
 
+/// The nodes' pools are modelled: a parent's lease asks for its children are granted by its
+/// node's daemon from the pool's workers (and the driver's tasks run on workers borrowed from
+/// it), so the driver hears far fewer messages than when it grants every lease itself.
+#[test]
+fn the_nodes_pools_grant_the_owners_leases_without_the_driver() {
+    let config = |pools| Config {
+        nodes: 10,
+        cpus: 2,
+        tasks: 20_000,
+        workload: Workload::Nested,
+        pools,
+        seed: 1,
+        ..Config::default()
+    };
+    let (pooled, out) = simulate(&config(true));
+    assert!(pooled.violation.is_none(), "{out}");
+    assert_eq!((pooled.values, pooled.unfinished), (10, 0), "{out}");
+    let (driven, out) = simulate(&config(false));
+    assert!(driven.violation.is_none(), "{out}");
+    assert!(
+        2 * pooled.driver_messages < driven.driver_messages,
+        "{} messages with the pools, {} without",
+        pooled.driver_messages,
+        driven.driver_messages
+    );
+}
+
 #[test]
 fn the_checks_catch_an_overcommitted_node_and_a_task_that_never_ends() {
     // Nodes that claim twice their CPUs get twice the tasks at once.

@@ -113,6 +113,10 @@ struct Args {
     /// through the driver instead of worker to worker through their node.
     #[arg(long)]
     driver_owns: bool,
+    /// No pools at the nodes: the driver grants every worker owner's lease and starts the
+    /// workers for its own tasks (as before the daemons leased workers themselves).
+    #[arg(long)]
+    no_pools: bool,
     /// How often each node tells the head it is alive, in milliseconds (default: the daemons').
     #[arg(long)]
     heartbeat_ms: Option<u64>,
@@ -191,6 +195,7 @@ fn config(args: &Args, seed: u64) -> Config {
         fencing: !args.no_fencing,
         grants: !args.no_grants,
         owners: !args.driver_owns,
+        pools: !args.no_pools,
         faults: args.faults,
         chaos: args.chaos_every_ms.map(|every| prism::sim::Chaos {
             every: Duration::from_millis(every),

@@ -1143,45 +1143,7 @@ impl Hosting {
         worker: u64,
         msg: &ArchivedToNode,
     ) -> bool {
-        let at = (job, conn);
-        match msg {
-            ArchivedToNode::Owned { sent_us, events } => {
-                // For the head, not the driver (the worker's tasks are not the driver's).
-                let now = Instant::now();
-                let sent_us = sent_us.to_native();
-                (self.core.lock()).owned_events(job, worker, sent_us, events, now);
-                true
-            }
-            ArchivedToNode::Lease { key, shape } => {
-                let Ok(shape) =
-                    rkyv::deserialize::<prism_graph::Resources, rkyv::rancor::Error>(shape)
-                else {
-                    // The driver says what is wrong with it.
-                    return false;
-                };
-                let ask = (worker, key.to_native());
-                self.decide(|core| core.lease_ask(at, ask, &shape, Instant::now()))
-            }
-            ArchivedToNode::Unlease { key } => {
-                let key = key.to_native();
-                self.decide(|core| core.unlease(at, worker, key, Instant::now()))
-            }
-            ArchivedToNode::KillLeased { key } => {
-                let key = key.to_native();
-                self.decide(|core| core.kill_leased(at, worker, key))
-            }
-            ArchivedToNode::Blocked { depth, .. } => {
-                let depth = depth.to_native();
-                self.decide(|core| core.worker_blocked(at, worker, depth, true));
-                false
-            }
-            ArchivedToNode::Unblocked { depth } => {
-                let depth = depth.to_native();
-                self.decide(|core| core.worker_blocked(at, worker, depth, false));
-                false
-            }
-            _ => false,
-        }
+        self.decide(|core| core.take_up((job, conn), worker, msg, Instant::now()))
     }
 
     /// Passes worker `worker`'s frames on: to another worker of the job (here or on another

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use prism_graph::{ObjectId, Resources, TaskId};
 use prism_transport::{
-    FromHost, HostEvent, JobEvents, JobSummary, OwnedEvent, PullStats, ToNode, ToWorker,
+    ArchivedToNode, FromHost, HostEvent, JobEvents, JobSummary, OwnedEvent, PullStats, ToNode,
+    ToWorker,
 };
 
 use crate::proto::events::{TaskEvents, UnixClock};
@@ -589,6 +590,45 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         }
         for (_, _, _, events) in &mut self.ended_reports {
             events.all_again();
+        }
+    }
+
+    /// Frame `msg` that worker `worker` of job `job` (on `conn`) sent up its link at `now`:
+    /// true when the node takes it (the task events of the tasks the worker owns, for the
+    /// head; lease asks and give-backs its pool grants), false when it goes on to the driver
+    /// (the node notes a worker's blocking and resuming on the way).
+    pub(crate) fn take_up(
+        &mut self,
+        (job, conn): (&str, ConnId),
+        worker: u64,
+        msg: &ArchivedToNode,
+        now: Instant,
+    ) -> bool {
+        let at = (job, conn);
+        match msg {
+            ArchivedToNode::Owned { sent_us, events } => {
+                // For the head, not the driver (the worker's tasks are not the driver's).
+                self.owned_events(job, worker, sent_us.to_native(), events, now);
+                true
+            }
+            ArchivedToNode::Lease { key, shape } => {
+                let Ok(shape) = rkyv::deserialize::<Resources, rkyv::rancor::Error>(shape) else {
+                    // The driver says what is wrong with it.
+                    return false;
+                };
+                self.lease_ask(at, (worker, key.to_native()), &shape, now)
+            }
+            ArchivedToNode::Unlease { key } => self.unlease(at, worker, key.to_native(), now),
+            ArchivedToNode::KillLeased { key } => self.kill_leased(at, worker, key.to_native()),
+            ArchivedToNode::Blocked { depth, .. } => {
+                self.worker_blocked(at, worker, depth.to_native(), true);
+                false
+            }
+            ArchivedToNode::Unblocked { depth } => {
+                self.worker_blocked(at, worker, depth.to_native(), false);
+                false
+            }
+            _ => false,
         }
     }
 

@@ -122,6 +122,10 @@ pub struct Config {
     /// Whether workers own the plain tasks they submit (off: the driver owns every task, as
     /// before worker owners): nested children then go worker to worker through their node.
     pub owners: bool,
+    /// Whether each node's daemon grants its workers' leases from a pool of its own and
+    /// lends the driver its workers (`proto::pool`); off: the driver grants every lease and
+    /// starts its own workers (as before session 34), for comparisons.
+    pub pools: bool,
     /// After how long a silent peer's QUIC connection closes.
     pub idle_timeout: Duration,
     /// How long a node's object manager tries to connect to a peer.
@@ -166,6 +170,7 @@ impl Default for Config {
             fencing: true,
             grants: true,
             owners: true,
+            pools: true,
             idle_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(2),
             driver_cost: Duration::from_micros(10),

@@ -224,6 +224,16 @@ enum AtDriver {
         node: NodeIdx,
         keep: Resources,
     },
+    /// The node's pool lent the driver a worker (or could not: `Err`).
+    Lent {
+        node: NodeIdx,
+        lent: Result<(WorkerId, u32), String>,
+    },
+    /// The node relays the link of a worker it started for its pool: its hello follows.
+    Relayed {
+        worker: WorkerId,
+        pid: u32,
+    },
 }
 
 /// A scheduled happening.
@@ -493,6 +503,8 @@ struct SimWorker {
     children: Option<Children>,
     /// The worker's task numbers (its process's own).
     seq: u64,
+    /// Its process id.
+    pid: u32,
 }
 
 /// A parent's children ([`Workload::Nested`]).
@@ -540,6 +552,8 @@ struct Driver {
 #[derive(Debug, Clone)]
 enum Asked {
     Spawn(WorkerId),
+    /// A borrow of a worker of the node's pool.
+    Lend,
     Grant(Resources),
     /// A fetch or a restore: answered as a fetch.
     Fetch(ObjectId),
@@ -597,7 +611,8 @@ impl Job {
             true => State::new(nodes, config.store_capacity, Some(None)),
             false => State::new(nodes, config.store_capacity, Some(None)).without_grants(),
         }
-        .with_worker_owners(config.owners);
+        .with_worker_owners(config.owners)
+        .with_borrowed_workers(config.owners && config.pools);
         for i in 0..config.nodes {
             node.set_peer_address(i, peer_address(i));
         }
@@ -1241,6 +1256,27 @@ impl World<'_> {
         }
     }
 
+    /// Starts worker process `worker` on `node`: it says hello after its start-up time.
+    /// Returns its pid.
+    fn start_process(&mut self, node: HostIdx, worker: Wid) -> u32 {
+        self.next_pid += 1;
+        let pid = self.next_pid;
+        let sim = SimWorker {
+            alive: true,
+            core: Worker::new(false, worker.1),
+            current: None,
+            run: 0,
+            children: None,
+            seq: 0,
+            pid,
+        };
+        self.workers.insert(worker, sim);
+        self.hosts[node].views[worker.0].workers.push(worker.1);
+        let up = self.now + self.rng.between(WORKER_START / 2, WORKER_START * 3 / 2);
+        self.at(up, What::WorkerUp { worker });
+        pid
+    }
+
     /// Hands `event` to `node`'s daemon's books while their actions are being done (they
     /// join the queue being worked through).
     fn host_event(&mut self, node: HostIdx, event: HostEvent<Option<HostIdx>, ()>) {
@@ -1257,9 +1293,43 @@ impl World<'_> {
                 };
                 self.answered(job_of(conn), node, asked, reply);
             }
-            // The simulated workers' frames go to their driver, not through a daemon: no
-            // daemon here is asked for a lease of its own pool.
-            HostAction::Start { .. } | HostAction::Write { .. } | HostAction::Up { .. } => {}
+            HostAction::Start { conn, worker, .. } => {
+                let pid = self.start_process(node, (job_of(conn), worker));
+                let result = Ok(pid);
+                let started = HostEvent::Started {
+                    conn,
+                    worker,
+                    result,
+                };
+                self.host_event(node, started);
+            }
+            HostAction::Write {
+                conn,
+                worker,
+                message,
+            } => {
+                let j = job_of(conn);
+                let mut frames = Vec::new();
+                prism_transport::encode_frame(&*message, &mut frames).expect("a frame");
+                let epoch = self.hosts[node].views[j].epoch;
+                let what = What::Worker {
+                    worker: (j, worker),
+                    epoch,
+                    frames,
+                };
+                self.at(self.now + LOCAL_RELAY, what);
+            }
+            HostAction::Up {
+                conn,
+                worker,
+                message,
+            } => {
+                let mut frames = Vec::new();
+                prism_transport::encode_frame(&*message, &mut frames).expect("a frame");
+                let bytes = frames.len() as u64;
+                let up = AtDriver::Frames { worker, frames };
+                self.tell_driver(job_of(conn), node, bytes, up);
+            }
             // The job needs no files here; its binary may be on the node's disk already.
             HostAction::Prepare { conn, req, job, .. } => {
                 let cached = self.hosts[node].binaries.contains(&job_of(conn));
@@ -1295,26 +1365,8 @@ impl World<'_> {
             HostAction::Spawn {
                 conn, req, worker, ..
             } => {
-                let j = job_of(conn);
-                self.workers.insert(
-                    (j, worker),
-                    SimWorker {
-                        alive: true,
-                        core: Worker::new(false, worker),
-                        current: None,
-                        run: 0,
-                        children: None,
-                        seq: 0,
-                    },
-                );
-                self.hosts[node].views[j].workers.push(worker);
-                self.next_pid += 1;
-                let result = Ok(self.next_pid);
-                let up = self.now + self.rng.between(WORKER_START / 2, WORKER_START * 3 / 2);
-                let worker_up = What::WorkerUp {
-                    worker: (j, worker),
-                };
-                self.at(up, worker_up);
+                let pid = self.start_process(node, (job_of(conn), worker));
+                let result = Ok(pid);
                 let spawned = HostEvent::Spawned {
                     conn,
                     req,
@@ -1447,6 +1499,15 @@ impl World<'_> {
     ) {
         use prism_transport::FromHost;
         match (asked, reply) {
+            (Asked::Lend, reply) => {
+                let lent = match reply {
+                    FromHost::Lent { worker, pid } => Ok((worker, pid)),
+                    FromHost::Error(e) => Err(e),
+                    other => Err(format!("unexpected answer {other:?}")),
+                };
+                let idx = self.hosts[node].views[j].idx;
+                self.tell_driver(j, node, 64, AtDriver::Lent { node: idx, lent });
+            }
             (Asked::Spawn(worker), FromHost::Spawned(pid)) => {
                 self.tell_driver(j, node, 64, AtDriver::Spawned { worker, pid });
             }
@@ -1807,6 +1868,17 @@ impl World<'_> {
             What::WorkerUp { worker } => {
                 let node = self.host_of(worker);
                 if self.workers.get(&worker).is_some_and(|w| w.alive) && self.hosts[node].alive {
+                    let idx = node_of(worker.1);
+                    if crate::proto::nodes::pool_numbers(idx).contains(&worker.1) {
+                        // Started by the node for its pool: the driver learns of it from
+                        // its relayed link.
+                        let pid = self.workers.get(&worker).map_or(0, |w| w.pid);
+                        let relayed = AtDriver::Relayed {
+                            worker: worker.1,
+                            pid,
+                        };
+                        self.tell_driver(worker.0, node, 64, relayed);
+                    }
                     let hello = AtDriver::Hello { worker: worker.1 };
                     self.tell_driver(worker.0, node, 64, hello);
                 }
@@ -2209,6 +2281,17 @@ impl World<'_> {
             AtDriver::Hello { worker } => self.proto(j, |node, now| {
                 let _ = node.handle(Event::WorkerConnected { worker }, now);
             }),
+            AtDriver::Lent { node, lent } => self.proto(j, |n, now| {
+                let event = match lent {
+                    Ok((worker, pid)) => Event::NodeLent { node, worker, pid },
+                    Err(reason) => Event::NodeLendFailed { node, reason },
+                };
+                let _ = n.handle(event, now);
+            }),
+            AtDriver::Relayed { worker, pid } => self.proto(j, |n, now| {
+                let node = node_of(worker);
+                let _ = n.handle(Event::NodeStartedWorker { node, worker, pid }, now);
+            }),
             AtDriver::Eof { worker } => self.proto(j, |node, now| {
                 let _ = node.handle(Event::WorkerEof { worker }, now);
             }),
@@ -2423,10 +2506,8 @@ impl World<'_> {
                 };
                 (request, Asked::Nothing)
             }
-            // The simulated drivers start their own workers (`State::with_borrowed_workers`
-            // is off): their daemons' pools start no processes yet.
             HostRequest::LeaseWorker { beyond_cap } => {
-                (Request::LeaseWorker { beyond_cap }, Asked::Nothing)
+                (Request::LeaseWorker { beyond_cap }, Asked::Lend)
             }
             HostRequest::ReturnWorker { worker } => {
                 (Request::ReturnWorker { worker }, Asked::Nothing)
@@ -2861,14 +2942,28 @@ impl World<'_> {
         // The node relays what the worker sends another worker of the job there (pushes and
         // ends of owned tasks) and passes the rest to the driver.
         self.decoder.extend(&out);
+        let decoded: Vec<_> =
+            std::iter::from_fn(|| self.decoder.next_frame().ok().flatten()).collect();
+        let conn = self.hosts[host].views[worker.0].daemon_conn;
+        let job = self.jobs[worker.0].name.clone();
         let mut frames = Vec::new();
-        while let Ok(Some(frame)) = self.decoder.next_frame() {
+        for frame in &decoded {
             let Ok(msg) = frame.access::<prism_transport::ToNode>() else {
                 continue;
             };
             match crate::proto::relay::route(msg) {
                 Route::Node => {
-                    let _ = prism_transport::encode_payload(frame.as_bytes(), &mut frames);
+                    // The daemon takes what is its own (its pool's leases, as the real one
+                    // reads its workers' links); the rest goes on to the driver.
+                    let mut taken = false;
+                    if let Some(conn) = conn.filter(|_| self.config.pools) {
+                        self.host_core(host, |core, now| {
+                            taken = core.take_up((&job, conn), worker.1, msg, now);
+                        });
+                    }
+                    if !taken {
+                        let _ = prism_transport::encode_payload(frame.as_bytes(), &mut frames);
+                    }
                 }
                 // To a worker here after the daemon's relay; to one on another node (a
                 // lease there) over the network, after a relay at each end.
