@@ -232,6 +232,19 @@ impl Pool {
 
     /// The idle workers that may stop at `now`, longest idle first.
     fn stoppable(&self, now: Instant) -> Vec<u64> {
+        (self.stop_candidates().into_iter())
+            .filter(|(since, _)| now.saturating_duration_since(*since) >= IDLE_FOR)
+            .map(|(_, w)| w)
+            .collect()
+    }
+
+    /// The idle workers beyond those kept, longest idle first, with when they began to idle.
+    /// One that owns tasks on leases of the pool (or asks for one) is not among them: its
+    /// task ended, but the children it submitted run on, and their ends come to it.
+    fn stop_candidates(&self) -> Vec<(Instant, u64)> {
+        let owns_work = |w: u64| {
+            self.leases.values().any(|l| l.owner == w) || self.waiting.iter().any(|a| a.owner == w)
+        };
         let mut idle: Vec<(Instant, u64)> = (self.workers.iter())
             .filter_map(|(&w, u)| match u {
                 Use::Idle(since) => Some((*since, w)),
@@ -240,10 +253,9 @@ impl Pool {
             .collect();
         let beyond = idle.len().saturating_sub(self.keep_idle);
         idle.sort_unstable();
-        (idle.into_iter().take(beyond))
-            .filter(|(since, _)| now.saturating_duration_since(*since) >= IDLE_FOR)
-            .map(|(_, w)| w)
-            .collect()
+        idle.retain(|&(_, w)| !owns_work(w));
+        idle.truncate(beyond);
+        idle
     }
 
     /// Whether the pool numbers its workers within `first..end` (it was made for them).
@@ -669,16 +681,8 @@ impl Pool {
 
     /// When [`Pool::due`] next has something to do.
     pub(crate) fn next_due(&self) -> Option<Instant> {
-        let mut idle: Vec<Instant> = (self.workers.values())
-            .filter_map(|u| match u {
-                Use::Idle(since) => Some(*since + IDLE_FOR),
-                _ => None,
-            })
-            .collect();
-        // Only those beyond the kept ones stop, the longest idle first.
-        idle.sort_unstable();
-        idle.truncate(idle.len().saturating_sub(self.keep_idle));
-        idle.into_iter()
+        (self.stop_candidates().into_iter())
+            .map(|(since, _)| since + IDLE_FOR)
             .chain(self.waiting.iter().filter_map(|w| w.until))
             .chain(self.borrows.iter().map(|b| b.until))
             .min()
@@ -1105,5 +1109,16 @@ mod tests {
         assert_eq!(pool.due(t0 + IDLE_FOR).stop, vec![1, 3]);
         assert_eq!(pool.next_due(), None);
         assert!(pool.due(later + 10 * IDLE_FOR).stop.is_empty());
+        // An idle worker that owns tasks on a lease (its task ended, its children run on) is
+        // not stopped until it gives the lease back.
+        let mut pool = Pool::new(100..200, 8, cpus(4.0));
+        let none = Resources::default();
+        assert!(pool.take_back(5, t0) && pool.take_back(9, t0));
+        let asked = pool.ask((&mut grants, CLIENT), (9, key(9, 1), &none), true, t0);
+        assert_eq!(asked, Asked::Granted { worker: 5 });
+        assert_eq!(pool.next_due(), None);
+        assert!(pool.due(t0 + IDLE_FOR).stop.is_empty());
+        assert!(pool.unlease((&mut grants, CLIENT), (9, key(9, 1)), later));
+        assert_eq!(pool.due(later + IDLE_FOR).stop, vec![9, 5]);
     }
 }

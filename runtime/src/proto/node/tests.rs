@@ -2,8 +2,6 @@
 
 use std::time::Instant;
 
-use super::IDLE_TICK;
-
 use prism_graph::{
     ActorId, Arg, IdMap, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec,
 };
@@ -11,7 +9,7 @@ use prism_transport::{
     ArchivedToNode, Execute, FrameDecoder, Outcome, TaskEnd, ToNode, ToWorker, Value, encode_frame,
 };
 
-use super::{Action, DRIVER_OWNER, Event, HostRequest, State};
+use super::{Action, DRIVER_OWNER, Event, HostRequest, IDLE_TICK, State};
 use crate::proto::nodes::{NodeIdx, Nodes, node_of};
 use crate::proto::owner::Slot;
 use crate::proto::placement::{PlacementStrategy, group_demand};
@@ -256,6 +254,17 @@ impl Harness {
     /// How many times `task` was sent to a worker.
     fn sends(&self, task: TaskId) -> usize {
         self.execs().filter(|(_, e)| e.task == task).count()
+    }
+
+    /// Node `node`'s pool lends the driver the first worker of its numbers (answering a
+    /// borrow), whose relayed link says hello: the worker.
+    fn lent_by(&mut self, node: NodeIdx) -> WorkerId {
+        let worker = crate::proto::nodes::pool_numbers(node).start;
+        let pid = 4242;
+        self.event(Event::NodeLent { node, worker, pid });
+        self.event(Event::NodeStartedWorker { node, worker, pid });
+        self.event(Event::WorkerConnected { worker });
+        worker
     }
 
     /// Three tasks on two workers (nodes of one CPU each): the one pipelined behind another,
@@ -588,7 +597,17 @@ impl Harness {
     /// Creates an actor restarted up to `max_restarts` times and runs its constructor: the
     /// actor and its worker.
     fn actor(&mut self, max_restarts: u32) -> (ActorId, WorkerId) {
+        let (actor, creation) = self.create_actor(cpus(1.0), max_restarts);
+        let worker = self.where_sent(creation).expect("the constructor runs");
+        self.constructed(worker, creation);
+        (actor, worker)
+    }
+
+    /// Submits the creation of an actor holding `resources`, restarted up to `max_restarts`
+    /// times: the actor and its constructor's task.
+    fn create_actor(&mut self, resources: Resources, max_restarts: u32) -> (ActorId, TaskId) {
         let mut spec = self.spec(Vec::new(), 0);
+        spec.resources = resources;
         let actor = ActorId(spec.task_id);
         spec.kind = TaskKind::ActorCreation {
             actor,
@@ -606,9 +625,7 @@ impl Harness {
         self.node.create_actor(spec, None, setup).unwrap();
         self.node.settle();
         self.drain();
-        let worker = self.where_sent(creation).expect("the constructor runs");
-        self.constructed(worker, creation);
-        (actor, worker)
+        (actor, creation)
     }
 
     /// The constructor `creation` ran on `worker`.
@@ -2286,19 +2303,7 @@ fn the_driver_borrows_its_workers_from_a_node_s_pool_and_gives_idle_ones_back() 
     assert_eq!(h.started.len(), spawned, "no start of the driver's own");
     // The pool lends a worker (its relay and hello may come before or after): the task
     // runs there.
-    let lent = pool_numbers(node).start;
-    h.event(Event::NodeLent {
-        node,
-        worker: lent,
-        pid: 4242,
-    });
-    let relay = Event::NodeStartedWorker {
-        node,
-        worker: lent,
-        pid: 4242,
-    };
-    h.event(relay);
-    h.event(Event::WorkerConnected { worker: lent });
+    let lent = h.lent_by(node);
     assert_eq!(h.where_sent(queued), Some(lent));
     // The same worker again, another node's number, or one of the driver's are refused.
     for (worker, on) in [(lent, node), (pool_numbers(1 - node).start, node), (1, 1)] {
@@ -2338,4 +2343,36 @@ fn the_driver_borrows_its_workers_from_a_node_s_pool_and_gives_idle_ones_back() 
             .any(|(w, m)| *w == ran_on && *m == ToWorker::Shutdown),
         "a worker given back is not told to exit"
     );
+}
+
+#[test]
+fn a_worker_the_pool_lent_that_takes_an_actor_is_the_driver_s_for_good() {
+    // Both nodes' workers run a task: an actor of no CPU needs a worker, borrowed from a pool.
+    let mut h = Harness::borrowing(2, 1.0);
+    let busy = h.submit_many(2, 0);
+    assert!(busy.iter().all(|t| h.where_sent(*t).is_some()));
+    h.host.clear();
+    let (_, creation) = h.create_actor(Resources::default(), 0);
+    let node = (h.host.iter())
+        .find(|(_, r)| matches!(r, HostRequest::LeaseWorker { .. }))
+        .map(|(n, _)| *n)
+        .expect("a borrow");
+    let lent = h.lent_by(node);
+    // The actor's constructor runs there, and the pool hears the worker is the driver's now.
+    assert_eq!(h.where_sent(creation), Some(lent));
+    let kept = |h: &Harness| {
+        (h.host.iter()).any(|(n, r)| {
+            *n == node && matches!(r, HostRequest::KeepWorker { worker } if *worker == lent)
+        })
+    };
+    assert!(kept(&h), "{:?}", h.host);
+    h.constructed(lent, creation);
+    // Idle ticks later, the actor's worker is not given back.
+    h.host.clear();
+    h.event(Event::Tick);
+    h.now += IDLE_TICK;
+    h.event(Event::Tick);
+    let returned = (h.host.iter())
+        .any(|(_, r)| matches!(r, HostRequest::ReturnWorker { worker } if *worker == lent));
+    assert!(!returned, "{:?}", h.host);
 }
