@@ -25,8 +25,9 @@ use crate::frame::Message;
 /// own to the job's worker owners ([`ToHost::Pool`], [`HostEvent::Relay`]'s `started`); 23:
 /// the driver borrows the workers for its own tasks from that pool and gives them back
 /// ([`ToHost::LeaseWorker`], [`ToHost::ReturnWorker`], [`ToHost::KeepWorker`],
-/// [`FromHost::Lent`]).
-pub const PROTOCOL_VERSION: u32 = 23;
+/// [`FromHost::Lent`]); 24: the nodes' pools lease workers to one another's owners
+/// ([`ToPeer::Lease`], [`PeerLease`]), knowing the job's other nodes ([`ToHost::Peers`]).
+pub const PROTOCOL_VERSION: u32 = 24;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -628,14 +629,88 @@ pub enum Purpose {
     Objects(String),
     /// Reads of the workers' logs the node keeps ([`ToLogs`] requests, one per stream).
     Logs,
-    /// Frames between the named job's workers on the two nodes ([`PeerFrame`]s on one
-    /// unidirectional stream per connection): an owner's pushes to the worker it leased on
-    /// the other node, and that worker's ends and hand-backs back to it.
+    /// Frames between the named job's workers on the two nodes and between its two pools
+    /// ([`ToPeer`]s on one unidirectional stream per connection): an owner's pushes to the
+    /// worker it leased on the other node, that worker's ends and hand-backs back to it, and
+    /// the lease asks one node passes on to the other.
     Workers(String),
 }
 
-/// A frame one node's daemon passes to another's for a worker of the same job there
-/// ([`Purpose::Workers`]).
+/// What one node's daemon sends another's for a job both host ([`Purpose::Workers`]).
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum ToPeer {
+    /// A worker's frame for a worker of the same job there.
+    Frame(PeerFrame),
+    /// Between the two nodes' pools of the job: a lease ask one passes on, and what follows.
+    Lease(PeerLease),
+}
+
+/// A lease between two nodes' pools of a job ([`ToPeer::Lease`]): the pool of the owner's
+/// node passes on an ask it has no room for to another node of the job (spillback between
+/// daemons, without the driver), which grants it on a worker of its own now or refuses it.
+/// Every message names the owner (a worker on the asking node) and the lease's key.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum PeerLease {
+    /// Asking node to granting node: lease a worker of `shape`.
+    Ask {
+        /// The worker that asks (on the asking node).
+        owner: u64,
+        /// The lease's key.
+        key: TaskId,
+        /// The resources the lease holds.
+        shape: Resources,
+    },
+    /// Granting node to asking node: the lease is granted on `worker`.
+    Granted {
+        /// The owner.
+        owner: u64,
+        /// The lease's key.
+        key: TaskId,
+        /// The granting node's worker.
+        worker: u64,
+    },
+    /// Granting node to asking node: no room now, and why.
+    Refused {
+        /// The owner.
+        owner: u64,
+        /// The lease's key.
+        key: TaskId,
+        /// Why.
+        reason: String,
+    },
+    /// Asking node to granting node: the owner gives the lease back (or withdrew its ask).
+    Unlease {
+        /// The owner.
+        owner: u64,
+        /// The lease's key.
+        key: TaskId,
+    },
+    /// Asking node to granting node: a task the owner pushed under the lease is cancelled
+    /// by force (the leased worker is killed).
+    KillLeased {
+        /// The owner.
+        owner: u64,
+        /// The lease's key.
+        key: TaskId,
+    },
+    /// Granting node to asking node: the lease ended (its worker died, or could not start).
+    Ended {
+        /// The owner.
+        owner: u64,
+        /// The lease's key.
+        key: TaskId,
+        /// Why.
+        reason: String,
+    },
+    /// Asking node to granting node: the owner died; the workers leased to it are killed.
+    OwnerGone {
+        /// The owner.
+        owner: u64,
+    },
+}
+
+/// A worker's frame one node's daemon passes to another's for a worker of the same job there
+/// ([`ToPeer::Frame`]).
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct PeerFrame {
     /// The worker on the sending node that sent it (the sending daemon says which).
@@ -805,6 +880,15 @@ pub enum ToHost {
         /// Start one beyond the cap at once: every worker the driver has is blocked in `get`
         /// and none can run what they wait for.
         beyond_cap: bool,
+    },
+    /// The job's other nodes whose pools this node's pool may pass asks on to: `joined`
+    /// (each daemon's peer address and its resources in total) and those that `left`
+    /// (leases there end). The first message names all; later ones what changed.
+    Peers {
+        /// Nodes that joined: (peer address, resources in total).
+        joined: Vec<(String, Resources)>,
+        /// Peer addresses of nodes that left.
+        left: Vec<String>,
     },
     /// The driver no longer needs this idle worker of the job (lent by the pool, or started
     /// at its [`ToHost::Spawn`]): it joins the node's pool, which leases it or stops it.
@@ -1180,8 +1264,8 @@ pub enum PullReply {
     Missing(String),
 }
 
-impl Message for PeerFrame {
-    const NAME: &'static str = "PeerFrame";
+impl Message for ToPeer {
+    const NAME: &'static str = "ToPeer";
 }
 
 impl Message for PullRequest {

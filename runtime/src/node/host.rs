@@ -20,9 +20,9 @@ use prism_transport::quic;
 use prism_transport::tls::Identity;
 use prism_transport::transfer;
 use prism_transport::{
-    ArchivedHostEvent, ArchivedToNode, FrameDecoder, FromHost, FromLogs, HostEvent, HostHello,
-    JobEvents, NodeUsage, PeerFrame, PullKey, PullStats, Purpose, ToHost, ToLogs, ToNode,
-    encode_payload,
+    ArchivedHostEvent, ArchivedToNode, ArchivedToPeer, FrameDecoder, FromHost, FromLogs, HostEvent,
+    HostHello, JobEvents, NodeUsage, PeerFrame, PeerLease, PullKey, PullStats, Purpose, ToHost,
+    ToLogs, ToNode, ToPeer, encode_payload,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -297,8 +297,22 @@ impl Hosting {
                             return;
                         }
                     };
-                    let passed = match frame.access::<PeerFrame>() {
-                        Ok(passed) => passed,
+                    let passed = match frame.access::<ToPeer>() {
+                        Ok(ArchivedToPeer::Frame(passed)) => passed,
+                        Ok(ArchivedToPeer::Lease(message)) => {
+                            let message =
+                                rkyv::deserialize::<PeerLease, rkyv::rancor::Error>(message);
+                            let Ok(message) = message else {
+                                quic::close_for(
+                                    &connection,
+                                    quic::codes::BAD_FRAME,
+                                    "a bad lease message",
+                                );
+                                return;
+                            };
+                            hosting.from_peer(&job, peer, message);
+                            continue;
+                        }
                         Err(e) => {
                             quic::close_for(&connection, quic::codes::BAD_FRAME, &e.to_string());
                             return;
@@ -359,14 +373,34 @@ impl Hosting {
                 }
             },
         };
-        let passed = PeerFrame {
+        let passed = ToPeer::Frame(PeerFrame {
             from,
             to,
             frame: frame.to_vec(),
-        };
+        });
+        self.send_peer(node, job, &passed);
+    }
+
+    /// Another node's pool of job `job` sent `message` (from `peer`, its daemon): an owner
+    /// there that asks is one whose workers' ends go back there.
+    fn from_peer(self: &Arc<Self>, job: &str, peer: SocketAddr, message: PeerLease) {
+        if let PeerLease::Ask { owner, .. } = &message
+            && let Some(conn) = self.core.lock().conn_of(job)
+        {
+            self.afar.lock().insert((conn, *owner), peer);
+        }
+        self.feed(Event::Peer {
+            job: job.to_string(),
+            from: peer.to_string(),
+            message,
+        });
+    }
+
+    /// Sends `message` to node `node`'s daemon on the stream for job `job`.
+    fn send_peer(self: &Arc<Self>, node: SocketAddr, job: &str, message: &ToPeer) {
         let mut bytes = Vec::new();
-        if let Err(e) = prism_transport::encode_frame(&passed, &mut bytes) {
-            tracing::error!(%job, worker = to, "cannot encode a frame for another node: {e}");
+        if let Err(e) = prism_transport::encode_frame(message, &mut bytes) {
+            tracing::error!(%job, %node, "cannot encode a message for another node: {e}");
             return;
         }
         let key = (node, job.to_string());
@@ -426,6 +460,12 @@ impl Hosting {
 
     fn act(self: &Arc<Self>, action: Action<SocketAddr, Arc<JobFiles>>) {
         match action {
+            Action::Peer { job, to, message } => match to.parse::<SocketAddr>() {
+                Ok(node) => self.send_peer(node, &job, &ToPeer::Lease(message)),
+                Err(e) => {
+                    tracing::error!(%job, "a lease message names a bad node address {to:?}: {e}")
+                }
+            },
             Action::Reply { req, reply, .. } => {
                 if let Some(tx) = self.replies.lock().remove(&req) {
                     let _ = tx.send(reply);
@@ -838,6 +878,7 @@ fn parse(request: ToHost) -> Result<Request<SocketAddr>, String> {
         ToHost::LeaseWorker { beyond_cap } => Request::LeaseWorker { beyond_cap },
         ToHost::ReturnWorker { worker } => Request::ReturnWorker { worker },
         ToHost::KeepWorker { worker } => Request::KeepWorker { worker },
+        ToHost::Peers { joined, left } => Request::Peers { joined, left },
     })
 }
 

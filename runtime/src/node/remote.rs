@@ -185,6 +185,11 @@ impl Remote {
                     tracing::warn!(node, "the node leases no workers of its own: {reason}");
                 }
             }),
+            HostRequest::Peers { .. } => self.request(node, wire, move |_, answer| {
+                if let Err(reason) = done(answer) {
+                    tracing::warn!(node, "the node passes no lease asks on: {reason}");
+                }
+            }),
             HostRequest::LeaseWorker { .. } => {
                 self.request(node, wire, move |core, answer| match answer {
                     Ok(FromHost::Lent { worker, pid }) => {

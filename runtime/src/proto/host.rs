@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 
 use prism_graph::{ObjectId, Resources, TaskId};
 use prism_transport::{
-    ArchivedToNode, FromHost, HostEvent, JobEvents, JobSummary, OwnedEvent, PullStats, ToNode,
-    ToWorker,
+    ArchivedToNode, FromHost, HostEvent, JobEvents, JobSummary, OwnedEvent, PeerLease, PullStats,
+    ToNode, ToWorker,
 };
 
 use crate::proto::events::{TaskEvents, UnixClock};
 use crate::proto::grants::{Answer, Grants};
 use crate::proto::lease::{self, Lease};
 use crate::proto::pool::{self, Asked, Decided, Lend, Pool, StartedFor};
+use crate::proto::spill::{self, Grant, Held, Next, Spill};
 
 /// A connection of a driver to this node (the shell's number for it).
 pub(crate) type ConnId = u64;
@@ -98,6 +99,13 @@ pub(crate) enum Request<P> {
     ReturnWorker { worker: u64 },
     /// Worker `worker` the pool lent the driver holds an actor: it leaves the pool.
     KeepWorker { worker: u64 },
+    /// The job's other nodes its pool may pass asks on to changed (see
+    /// [`crate::proto::spill`]): (peer address, resources in total) that joined, and the
+    /// addresses of those that left.
+    Peers {
+        joined: Vec<(String, Resources)>,
+        left: Vec<String>,
+    },
 }
 
 /// Work on a job's files the shell does for a request.
@@ -194,6 +202,13 @@ pub(crate) enum Event<P, S> {
     Renewed { conn: ConnId, seq: u64 },
     /// The connection closed.
     Closed { conn: ConnId },
+    /// Node `from` (its daemon's peer address) sent `message` for job `job`'s pool here (see
+    /// [`crate::proto::spill`]).
+    Peer {
+        job: String,
+        from: String,
+        message: PeerLease,
+    },
 }
 
 /// What the shell must do.
@@ -275,6 +290,12 @@ pub(crate) enum Action<P, S> {
     },
     /// Tell the job's driver on `conn`.
     Tell { conn: ConnId, event: HostEvent },
+    /// Send `message` to job `job`'s pool on node `to` (its daemon's peer address).
+    Peer {
+        job: String,
+        to: String,
+        message: PeerLease,
+    },
     /// Close connection `conn`, saying why.
     Close {
         conn: ConnId,
@@ -298,6 +319,9 @@ struct Job<P, S> {
     /// The node's own workers for the leases of the job's worker owners, once the driver
     /// allowed them ([`Request::Pool`]).
     pool: Option<Pool>,
+    /// The asks the pool passed on to the job's other nodes, the leases they granted to its
+    /// owners, and the other nodes' owners it leased to.
+    spill: Spill,
 }
 
 /// The task events of the tasks a job's workers on this node own, and what the head was told.
@@ -496,7 +520,10 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let leases = self.jobs.values().map(|j| j.lease.next_wake());
         let idle = (self.jobs.values()).filter_map(|j| j.pool.as_ref()?.next_due());
-        leases.chain(idle).chain(self.grants.next_reclaim()).min()
+        let unanswered = self.jobs.values().filter_map(|j| j.spill.next_due());
+        (leases.chain(idle).chain(unanswered))
+            .chain(self.grants.next_reclaim())
+            .min()
     }
 
     /// The clock reached `now`: ask for lease renewals that are due, and end the jobs whose
@@ -772,11 +799,19 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             return false;
         };
         let client = pool::pool_client(conn);
-        let mine = pool.unlease((grants, client), (owner, key), now);
-        if mine {
+        if pool.unlease((grants, client), (owner, key), now) {
             self.retry_pools();
+            return true;
         }
-        mine
+        let Some((_, job)) = self.job_of_mut(conn) else {
+            return false;
+        };
+        match job.spill.give_back(owner, key) {
+            Some(Held::At(to)) => self.peer_send(conn, to, PeerLease::Unlease { owner, key }),
+            Some(Held::Withdrawn) => {}
+            None => return false,
+        }
+        true
     }
 
     /// Worker `owner` of job `job` has a task it pushed under lease `key` cancelled by
@@ -792,7 +827,13 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             return false;
         };
         let Some(worker) = pool.kill_leased(owner, key) else {
-            return false;
+            let afar = (self.job_of_mut(conn))
+                .and_then(|(_, j)| Some(j.spill.lease_at(owner, key)?.to_string()));
+            let Some(to) = afar else {
+                return false;
+            };
+            self.peer_send(conn, to, PeerLease::KillLeased { owner, key });
+            return true;
         };
         if worker != owner {
             tracing::info!(%job, lease = %key, worker, "force-cancel kills the leased worker");
@@ -836,6 +877,11 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
 
     /// The owner of lease `key` hears it was granted on `worker`, a worker of this node.
     fn tell_leased(&mut self, conn: ConnId, owner: u64, key: TaskId, worker: u64) {
+        let afar =
+            (self.job_of_mut(conn)).and_then(|(_, j)| Some(j.spill.owner_at(owner)?.to_string()));
+        if let Some(to) = afar {
+            return self.peer_send(conn, to, PeerLease::Granted { owner, key, worker });
+        }
         let message = Box::new(ToWorker::Leased {
             key,
             worker,
@@ -895,12 +941,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             (Some(StartedFor::Lease { owner, key, .. }), Err(e)) => {
                 tracing::warn!(job = %name, worker, "a worker for a lease could not start: {e}");
                 let reason = format!("node {} could not start a worker: {e}", self.name);
-                let message = Box::new(ToWorker::LeaseEnded { key, reason });
-                self.actions.push_back(Action::Write {
-                    conn,
-                    worker: owner,
-                    message,
-                });
+                self.tell_ended(conn, (owner, key), reason);
                 self.retry_pools();
             }
             _ => {}
@@ -916,12 +957,13 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         let exit = pool.exited((grants, pool::pool_client(conn)), worker);
         for (owner, key) in exit.ended {
             let reason = format!("leased worker {worker} died: {reason}");
-            let message = Box::new(ToWorker::LeaseEnded { key, reason });
-            self.actions.push_back(Action::Write {
-                conn,
-                worker: owner,
-                message,
-            });
+            self.tell_ended(conn, (owner, key), reason);
+        }
+        if let Some((_, job)) = self.job_of_mut(conn) {
+            // What it leased or asked for on other nodes goes there.
+            for to in job.spill.owner_gone(worker) {
+                self.peer_send(conn, to, PeerLease::OwnerGone { owner: worker });
+            }
         }
         for leased in exit.kill {
             tracing::info!(
@@ -964,7 +1006,244 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             self.carry_out_lend(conn, &setup, ticket, lend);
         }
         for (conn, setup, one) in forward {
-            self.carry_out(conn, &setup, one);
+            self.pass_on(conn, &setup, one, now);
+        }
+        let mut late = Vec::new();
+        for job in self.jobs.values_mut() {
+            let conn = job.conn;
+            late.extend(job.spill.unanswered(now).into_iter().map(|l| (conn, l)));
+        }
+        for (conn, (owner, key, shape, next)) in late {
+            tracing::debug!(owner, lease = %key, "a lease ask passed to another node was not answered");
+            self.pass_next(conn, (owner, key, shape), next);
+        }
+    }
+
+    /// An ask the job's pool on `conn` waited with and cannot grant: to another node of the
+    /// job whose pool may (see [`crate::proto::spill`]), or to the driver when none is.
+    fn pass_on(&mut self, conn: ConnId, setup: &S, decided: Decided, now: Instant) {
+        if decided.asked == Asked::Forward
+            && let Some((_, job)) = self.job_of_mut(conn)
+        {
+            let ask = (decided.owner, decided.key, &decided.shape);
+            if let Some(to) = job.spill.pass(ask, now) {
+                let ask = (decided.owner, decided.key, decided.shape);
+                return self.pass_next(conn, ask, Next::Peer(to));
+            }
+        }
+        self.carry_out(conn, setup, decided);
+    }
+
+    /// Sends owner `owner`'s ask `key` for `shape` where `next` says.
+    fn pass_next(
+        &mut self,
+        conn: ConnId,
+        (owner, key, shape): (u64, TaskId, Resources),
+        next: Next,
+    ) {
+        let to = match next {
+            Next::Peer(to) => to,
+            Next::Driver => {
+                let message = Box::new(ToNode::Lease { key, shape });
+                let worker = owner;
+                return self.actions.push_back(Action::Up {
+                    conn,
+                    worker,
+                    message,
+                });
+            }
+        };
+        tracing::debug!(owner, lease = %key, node = %to, "a lease ask goes on to another node");
+        self.peer_send(conn, to, PeerLease::Ask { owner, key, shape });
+    }
+
+    /// Sends `message` to the job's pool on node `to`, for the job on `conn`.
+    fn peer_send(&mut self, conn: ConnId, to: String, message: PeerLease) {
+        if let Some(job) = self.connection_job(conn) {
+            self.actions.push_back(Action::Peer { job, to, message });
+        }
+    }
+
+    /// Owner `owner` of the job on `conn` hears that lease `key` ended: here on its link,
+    /// or through its node when it is another node's.
+    fn tell_ended(&mut self, conn: ConnId, (owner, key): (u64, TaskId), reason: String) {
+        let Some((_, job)) = self.job_of_mut(conn) else {
+            return;
+        };
+        if let Some(at) = job.spill.owner_at(owner) {
+            let (to, message) = (at.to_string(), PeerLease::Ended { owner, key, reason });
+            return self.peer_send(conn, to, message);
+        }
+        let message = Box::new(ToWorker::LeaseEnded { key, reason });
+        self.actions.push_back(Action::Write {
+            conn,
+            worker: owner,
+            message,
+        });
+    }
+
+    /// Nodes left the job on `conn`: the leases there end for their owners here, the asks
+    /// waiting there go on, and the workers leased here to owners there are killed.
+    fn nodes_left(&mut self, conn: ConnId, left: spill::Left) {
+        for (owner, key, at) in left.ended {
+            let reason = format!("node {at}, where its worker was leased, left the job");
+            self.tell_ended(conn, (owner, key), reason);
+        }
+        for (owner, key, shape, next) in left.again {
+            self.pass_next(conn, (owner, key, shape), next);
+        }
+        for owner in left.owners {
+            self.owner_afar_gone(conn, owner);
+        }
+    }
+
+    /// Owner `owner` on another node died or its node left: the workers leased to it here
+    /// are killed and its asks here leave.
+    fn owner_afar_gone(&mut self, conn: ConnId, owner: u64) {
+        let Some((_, job)) = self.job_of_mut(conn) else {
+            return;
+        };
+        job.spill.forget_owner(owner);
+        let Some((pool, grants)) = self.pool_on(conn) else {
+            return;
+        };
+        let exit = pool.exited((grants, pool::pool_client(conn)), owner);
+        for worker in exit.kill {
+            tracing::info!(
+                owner,
+                worker,
+                "an owner on another node is gone: the worker leased to it is killed"
+            );
+            self.actions.push_back(Action::Kill { conn, worker });
+        }
+        self.retry_pools();
+    }
+
+    /// Node `from`'s pool of job `job` sent `message` (see [`crate::proto::spill`]).
+    fn peer(&mut self, job: String, from: String, message: PeerLease, now: Instant) {
+        let Some(conn) = self.jobs.get(&job).map(|j| j.conn) else {
+            if let PeerLease::Ask { owner, key, .. } = message {
+                let reason = format!("node {} does not host job {job}", self.name);
+                let message = PeerLease::Refused { owner, key, reason };
+                self.actions.push_back(Action::Peer {
+                    job,
+                    to: from,
+                    message,
+                });
+            }
+            return;
+        };
+        match message {
+            PeerLease::Ask { owner, key, shape } => self.ask_afar(conn, (owner, key, shape), from),
+            PeerLease::Granted { owner, key, worker } => {
+                let Some((_, record)) = self.job_of_mut(conn) else {
+                    return;
+                };
+                match record.spill.granted(owner, key, &from) {
+                    Grant::Tell { at } => {
+                        let at = Some(at);
+                        let message = Box::new(ToWorker::Leased { key, worker, at });
+                        self.actions.push_back(Action::Write {
+                            conn,
+                            worker: owner,
+                            message,
+                        });
+                    }
+                    Grant::GiveBack => {
+                        self.peer_send(conn, from, PeerLease::Unlease { owner, key })
+                    }
+                }
+            }
+            PeerLease::Refused { owner, key, reason } => {
+                tracing::debug!(owner, lease = %key, node = %from, "another node refused a lease ask: {reason}");
+                self.ask_refused(conn, key, now);
+            }
+            PeerLease::Unlease { owner, key } => {
+                let Some((pool, grants)) = self.pool_on(conn) else {
+                    return;
+                };
+                if pool.unlease((grants, pool::pool_client(conn)), (owner, key), now) {
+                    self.retry_pools();
+                }
+            }
+            PeerLease::KillLeased { owner, key } => {
+                let Some((pool, _)) = self.pool_on(conn) else {
+                    return;
+                };
+                if let Some(worker) = pool.kill_leased(owner, key) {
+                    tracing::info!(%job, lease = %key, worker, "force-cancel from another node kills the leased worker");
+                    self.actions.push_back(Action::Kill { conn, worker });
+                }
+            }
+            PeerLease::Ended { owner, key, reason } => {
+                let Some((_, record)) = self.job_of_mut(conn) else {
+                    return;
+                };
+                if record.spill.ended(owner, key) {
+                    self.tell_ended(conn, (owner, key), reason);
+                } else {
+                    // Its worker could not start there: as refused.
+                    self.ask_refused(conn, key, now);
+                }
+            }
+            PeerLease::OwnerGone { owner } => self.owner_afar_gone(conn, owner),
+        }
+    }
+
+    /// Another node refused (or could not serve) ask `key` of the job on `conn`: it goes on.
+    fn ask_refused(&mut self, conn: ConnId, key: TaskId, now: Instant) {
+        let Some((_, record)) = self.job_of_mut(conn) else {
+            return;
+        };
+        if let Some((owner, key, shape, next)) = record.spill.refused(key, now) {
+            self.pass_next(conn, (owner, key, shape), next);
+        }
+    }
+
+    /// Owner `owner` of node `from` asks the pool of the job on `conn` for a lease: granted
+    /// now (on an idle worker, or one that starts) or refused.
+    fn ask_afar(
+        &mut self,
+        conn: ConnId,
+        (owner, key, shape): (u64, TaskId, Resources),
+        from: String,
+    ) {
+        let name = self.name.clone();
+        let draining = self.draining;
+        let Some(record) = self.jobs.values_mut().find(|j| j.conn == conn) else {
+            return;
+        };
+        let can_start = matches!(record.binary, Binary::Ready);
+        let setup = record.setup.clone();
+        let asked = match (&mut record.pool, draining) {
+            (Some(pool), false) => pool.ask_afar(
+                (&mut self.grants, pool::pool_client(conn)),
+                (owner, key, &shape),
+                can_start,
+            ),
+            _ => Asked::Forward,
+        };
+        let granted = match asked {
+            Asked::Granted { worker } => Some(PeerLease::Granted { owner, key, worker }),
+            Asked::Start { worker } => {
+                // The grant goes to the owner's node once the worker runs.
+                self.actions.push_back(Action::Start {
+                    conn,
+                    worker,
+                    setup,
+                });
+                None
+            }
+            Asked::Forward | Asked::Waits => {
+                let reason = format!("node {name} has no room for {shape} now");
+                return self.peer_send(conn, from, PeerLease::Refused { owner, key, reason });
+            }
+        };
+        if let Some((_, record)) = self.job_of_mut(conn) {
+            record.spill.took(owner, &from);
+        }
+        if let Some(message) = granted {
+            self.peer_send(conn, from, message);
         }
     }
 
@@ -1060,6 +1339,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     }
                 }
             }
+            Event::Peer { job, from, message } => self.peer(job, from, message, now),
             Event::Renewed { conn, seq } => {
                 if let Some((_, job)) = self.job_of_mut(conn) {
                     job.lease.granted(seq);
@@ -1218,6 +1498,13 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 self.reply(conn, req, reply);
                 return;
             }
+            Request::Peers { joined, left } => {
+                let (_, job) = self.job_of_mut(conn).expect("checked");
+                let gone = job.spill.peers_changed(joined, &left, now);
+                self.reply(conn, req, FromHost::Done);
+                self.nodes_left(conn, gone);
+                return;
+            }
             Request::LeaseWorker { beyond_cap } => {
                 let (_, job) = self.job_of_mut(conn).expect("checked");
                 let lend = match (&mut job.pool, &mut job.binary) {
@@ -1330,6 +1617,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     binary,
                     events,
                     pool: None,
+                    spill: Spill::default(),
                 };
                 self.jobs.insert(job, record);
                 // The first renewal is asked for at once.
@@ -1948,6 +2236,337 @@ mod tests {
         // A draining node takes no ask.
         node.start_draining();
         assert!(!node.lease_ask(at, (3, key(5)), &cpus(1.0), t0));
+    }
+
+    /// Node `node` hosting job "j" lets its pool number workers from `first` and pass asks
+    /// on to `peers` (each of 4 CPUs); its driver holds `held` of its 4 CPUs.
+    fn pooled(node: &mut Node, first: u64, peers: &[&str], held: f64, t0: Instant) {
+        let cpus = |n| Resources::cpus(n).unwrap();
+        ask(node, 1, 2, Request::Grant { shape: cpus(held) }, t0);
+        ask(
+            node,
+            1,
+            3,
+            Request::Pool {
+                first,
+                end: first + 100,
+                max_workers: 8,
+                elsewhere: cpus(4.0),
+            },
+            t0,
+        );
+        let joined = peers.iter().map(|p| (p.to_string(), cpus(4.0))).collect();
+        ask(
+            node,
+            1,
+            4,
+            Request::Peers {
+                joined,
+                left: Vec::new(),
+            },
+            t0,
+        );
+        let answered = [
+            reply(1, 2, FromHost::Granted),
+            reply(1, 3, FromHost::Done),
+            reply(1, 4, FromHost::Done),
+        ];
+        assert_eq!(actions(node), answered);
+    }
+
+    /// What `node` does next, without its reports to the driver.
+    fn acted(node: &mut Node) -> Vec<Action<u32, &'static str>> {
+        (actions(node).into_iter())
+            .filter(|a| !matches!(a, Action::Tell { .. }))
+            .collect()
+    }
+
+    fn to_peer(to: &str, message: PeerLease) -> Action<u32, &'static str> {
+        let (job, to) = ("j".to_string(), to.to_string());
+        Action::Peer { job, to, message }
+    }
+
+    fn from_peer(from: &str, message: PeerLease) -> Event<u32, &'static str> {
+        let (job, from) = ("j".to_string(), from.to_string());
+        Event::Peer { job, from, message }
+    }
+
+    #[test]
+    fn a_full_node_passes_an_ask_on_to_another_node_s_pool_which_grants_it_without_the_driver() {
+        use crate::proto::pool::ASK_WAITS;
+        let t0 = Instant::now();
+        let (mut a, mut b) = (hosting_a_job(t0), hosting_a_job(t0));
+        spawn_worker_3(&mut a, t0);
+        // The driver holds all of a's CPUs, none of b's.
+        pooled(&mut a, 100, &["b"], 4.0, t0);
+        pooled(&mut b, 200, &["a"], 0.0, t0);
+        let (at, cpu) = (("j", 1), Resources::cpus(1.0).unwrap());
+        let key = |seq| TaskId::new(3, seq);
+        let ask_of = |seq| PeerLease::Ask {
+            owner: 3,
+            key: key(seq),
+            shape: cpu.clone(),
+        };
+        // a has no room: after its wait the ask goes on to b, not to the driver.
+        assert!(a.lease_ask(at, (3, key(1)), &cpu, t0));
+        assert_eq!(acted(&mut a), []);
+        a.handle_timeout(t0 + ASK_WAITS);
+        assert_eq!(acted(&mut a), [to_peer("b", ask_of(1))]);
+        // b starts a worker for it, and says so once it runs.
+        b.handle(from_peer("a", ask_of(1)), t0);
+        let start = Action::Start {
+            conn: 1,
+            worker: 200,
+            setup: "files",
+        };
+        assert_eq!(acted(&mut b), [start]);
+        b.handle(
+            Event::Started {
+                conn: 1,
+                worker: 200,
+                result: Ok(5200),
+            },
+            t0,
+        );
+        let own = Action::Write {
+            conn: 1,
+            worker: 200,
+            message: Box::new(ToWorker::OwnTasks),
+        };
+        let granted = |seq| PeerLease::Granted {
+            owner: 3,
+            key: key(seq),
+            worker: 200,
+        };
+        assert_eq!(acted(&mut b), [own, to_peer("a", granted(1))]);
+        // The owner hears of its lease on b's worker, and gives it back there.
+        a.handle(from_peer("b", granted(1)), t0);
+        let leased = |seq| Action::Write {
+            conn: 1,
+            worker: 3,
+            message: Box::new(ToWorker::Leased {
+                key: key(seq),
+                worker: 200,
+                at: Some("b".into()),
+            }),
+        };
+        assert_eq!(acted(&mut a), [leased(1)]);
+        assert!(a.unlease(at, 3, key(1), t0));
+        assert_eq!(
+            acted(&mut a),
+            [to_peer(
+                "b",
+                PeerLease::Unlease {
+                    owner: 3,
+                    key: key(1)
+                }
+            )]
+        );
+        b.handle(
+            from_peer(
+                "a",
+                PeerLease::Unlease {
+                    owner: 3,
+                    key: key(1),
+                },
+            ),
+            t0,
+        );
+        assert_eq!(acted(&mut b), []);
+        // The next ask is granted on b's idle worker at once; a force-cancel kills it there.
+        assert!(a.lease_ask(at, (3, key(2)), &cpu, t0));
+        a.handle_timeout(t0 + ASK_WAITS);
+        assert_eq!(acted(&mut a), [to_peer("b", ask_of(2))]);
+        b.handle(from_peer("a", ask_of(2)), t0);
+        assert_eq!(acted(&mut b), [to_peer("a", granted(2))]);
+        a.handle(from_peer("b", granted(2)), t0);
+        assert_eq!(acted(&mut a), [leased(2)]);
+        assert!(a.kill_leased(at, 3, key(2)));
+        let kill = PeerLease::KillLeased {
+            owner: 3,
+            key: key(2),
+        };
+        assert_eq!(acted(&mut a), [to_peer("b", kill.clone())]);
+        b.handle(from_peer("a", kill), t0);
+        assert_eq!(
+            acted(&mut b),
+            [Action::Kill {
+                conn: 1,
+                worker: 200
+            }]
+        );
+        // Its death ends the lease, and the owner hears it through a.
+        let exited = |worker| Event::WorkerExited {
+            conn: 1,
+            worker,
+            reason: "killed".into(),
+        };
+        b.handle(exited(200), t0);
+        let reason = "leased worker 200 died: killed".to_string();
+        let ended = PeerLease::Ended {
+            owner: 3,
+            key: key(2),
+            reason: reason.clone(),
+        };
+        assert_eq!(acted(&mut b), [to_peer("a", ended.clone())]);
+        a.handle(from_peer("b", ended), t0);
+        let message = Box::new(ToWorker::LeaseEnded {
+            key: key(2),
+            reason,
+        });
+        assert_eq!(
+            acted(&mut a),
+            [Action::Write {
+                conn: 1,
+                worker: 3,
+                message
+            }]
+        );
+        // A refusal sends the ask on; with no other node left, to the driver.
+        assert!(a.lease_ask(at, (3, key(3)), &cpu, t0));
+        a.handle_timeout(t0 + ASK_WAITS);
+        assert_eq!(acted(&mut a), [to_peer("b", ask_of(3))]);
+        let reason = "no room".to_string();
+        a.handle(
+            from_peer(
+                "b",
+                PeerLease::Refused {
+                    owner: 3,
+                    key: key(3),
+                    reason,
+                },
+            ),
+            t0,
+        );
+        let up = Action::Up {
+            conn: 1,
+            worker: 3,
+            message: Box::new(ToNode::Lease {
+                key: key(3),
+                shape: cpu.clone(),
+            }),
+        };
+        assert_eq!(acted(&mut a), [up]);
+        // The owner dies with a lease on b: b hears, and kills the worker leased to it.
+        assert!(a.lease_ask(at, (3, key(4)), &cpu, t0));
+        a.handle_timeout(t0 + 2 * ASK_WAITS);
+        assert_eq!(acted(&mut a), [to_peer("b", ask_of(4))]);
+        b.handle(from_peer("a", ask_of(4)), t0);
+        let start = Action::Start {
+            conn: 1,
+            worker: 201,
+            setup: "files",
+        };
+        assert_eq!(acted(&mut b), [start]);
+        a.handle(exited(3), t0);
+        assert_eq!(
+            acted(&mut a),
+            [to_peer("b", PeerLease::OwnerGone { owner: 3 })]
+        );
+        b.handle(from_peer("a", PeerLease::OwnerGone { owner: 3 }), t0);
+        assert_eq!(
+            acted(&mut b),
+            [Action::Kill {
+                conn: 1,
+                worker: 201
+            }]
+        );
+        // A node that does not host the job refuses what is asked of it.
+        let mut c = hosting_a_job(t0);
+        let other = Event::Peer {
+            job: "x".into(),
+            from: "a".into(),
+            message: ask_of(5),
+        };
+        c.handle(other, t0);
+        let refused = actions(&mut c);
+        assert!(
+            matches!(&refused[..], [Action::Peer { job, message: PeerLease::Refused { .. }, .. }] if job == "x"),
+            "{refused:?}"
+        );
+    }
+
+    /// When node "b" leaves the job, the lease there ends for its owner on "a", and the
+    /// worker "b"'s owner leased on "a" is killed.
+    #[test]
+    fn a_node_that_leaves_the_job_ends_the_leases_between_it_and_the_others() {
+        use crate::proto::pool::ASK_WAITS;
+        let t0 = Instant::now();
+        let mut a = hosting_a_job(t0);
+        spawn_worker_3(&mut a, t0);
+        pooled(&mut a, 100, &["b"], 4.0, t0);
+        let (at, cpu) = (("j", 1), Resources::cpus(1.0).unwrap());
+        assert!(a.lease_ask(at, (3, TaskId::new(3, 1)), &cpu, t0));
+        a.handle_timeout(t0 + ASK_WAITS);
+        acted(&mut a);
+        let granted = PeerLease::Granted {
+            owner: 3,
+            key: TaskId::new(3, 1),
+            worker: 250,
+        };
+        a.handle(from_peer("b", granted), t0);
+        acted(&mut a);
+        // An owner on b asks a, which has an idle worker once the driver gives a CPU back.
+        ask(
+            &mut a,
+            1,
+            5,
+            Request::Return {
+                resources: cpu.clone(),
+            },
+            t0,
+        );
+        acted(&mut a);
+        let theirs = PeerLease::Ask {
+            owner: 260,
+            key: TaskId::new(260, 1),
+            shape: cpu.clone(),
+        };
+        a.handle(from_peer("b", theirs), t0);
+        assert_eq!(
+            acted(&mut a),
+            [Action::Start {
+                conn: 1,
+                worker: 100,
+                setup: "files"
+            }]
+        );
+        a.handle(
+            Event::Started {
+                conn: 1,
+                worker: 100,
+                result: Ok(5100),
+            },
+            t0,
+        );
+        acted(&mut a);
+        ask(
+            &mut a,
+            1,
+            6,
+            Request::Peers {
+                joined: Vec::new(),
+                left: vec!["b".into()],
+            },
+            t0,
+        );
+        let message = Box::new(ToWorker::LeaseEnded {
+            key: TaskId::new(3, 1),
+            reason: "node b, where its worker was leased, left the job".into(),
+        });
+        let expected = [
+            reply(1, 6, FromHost::Done),
+            Action::Write {
+                conn: 1,
+                worker: 3,
+                message,
+            },
+            Action::Kill {
+                conn: 1,
+                worker: 100,
+            },
+        ];
+        assert_eq!(acted(&mut a), expected);
     }
 
     #[test]

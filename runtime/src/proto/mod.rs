@@ -32,6 +32,7 @@ pub(crate) mod placement;
 pub(crate) mod pool;
 pub(crate) mod relay;
 pub(crate) mod scheduler;
+pub(crate) mod spill;
 pub(crate) mod worker;
 
 /// Shrinks a table that holds under a quarter of its capacity (and a large one): true if it

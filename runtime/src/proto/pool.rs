@@ -320,6 +320,23 @@ impl Pool {
         }
     }
 
+    /// Owner `owner` of another node asks for a lease of `shape` keyed `key` (its node's pool
+    /// had no room and passed the ask on, see [`crate::proto::spill`]): granted now on an idle
+    /// worker or a new one, or refused ([`Asked::Forward`]); it never waits here, nor goes
+    /// ahead of the asks of this node's owners that wait.
+    pub(crate) fn ask_afar(
+        &mut self,
+        (grants, client): (&mut Grants, ConnId),
+        (owner, key, shape): (u64, TaskId, &Resources),
+        can_start: bool,
+    ) -> Asked {
+        let open = self.leases.contains_key(&key) || self.waiting.iter().any(|w| w.key == key);
+        if open || key.owner != owner || !self.waiting.is_empty() {
+            return Asked::Forward;
+        }
+        (self.try_lease((grants, client), (owner, key, shape), can_start)).unwrap_or(Asked::Forward)
+    }
+
     /// Grants the waiting asks that fit now, in order (one that lacks a worker goes to the
     /// driver; the first that lacks room stops the rest).
     pub(crate) fn retry(

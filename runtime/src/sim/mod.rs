@@ -203,6 +203,8 @@ pub struct Report {
     pub driver_messages: u64,
     /// Requests the head handled (registrations, heartbeats, status reads, job reports).
     pub control_messages: u64,
+    /// Lease messages the nodes' pools sent one another (asks passed on, their answers).
+    pub peer_lease_messages: u64,
     /// Faults injected.
     pub faults: usize,
     /// Times a node joined the job again (restarted, or back after the job lost it).
@@ -238,7 +240,7 @@ impl Report {
             .collect();
         let secs = self.sim_time.as_secs_f64();
         format!(
-            "result: {} tasks, {} values, {} errors{}, {} unfinished; simulated {:.3} s; {} steps; {} dispatches; {} worker messages to drivers; {} control messages ({:.1}/s); {} faults; {} rejoins; {}{}",
+            "result: {} tasks, {} values, {} errors{}, {} unfinished; simulated {:.3} s; {} steps; {} dispatches; {} worker messages to drivers; {} lease messages between nodes; {} control messages ({:.1}/s); {} faults; {} rejoins; {}{}",
             self.tasks,
             self.values,
             self.errors.iter().map(|(_, n)| n).sum::<usize>(),
@@ -252,6 +254,7 @@ impl Report {
             self.steps,
             self.dispatched,
             self.driver_messages,
+            self.peer_lease_messages,
             self.control_messages,
             self.control_messages as f64 / secs.max(1e-9),
             self.faults,

@@ -119,6 +119,11 @@ fn peer_address(host: HostIdx) -> String {
     format!("sim-host-{host}")
 }
 
+/// The simulated host a peer address names (see [`peer_address`]).
+fn host_of_address(address: &str) -> Option<HostIdx> {
+    address.strip_prefix("sim-host-")?.parse().ok()
+}
+
 /// A fault, injected at its time.
 #[derive(Debug, Clone)]
 enum Fault {
@@ -251,6 +256,15 @@ enum What {
         node: NodeIdx,
         epoch: u64,
         request: HostRequest,
+    },
+    /// Another node's daemon's lease message reaches the daemon of `node` (of incarnation
+    /// `life`) for job `job`.
+    Peer {
+        node: HostIdx,
+        life: u64,
+        job: JobIdx,
+        from: HostIdx,
+        message: prism_transport::PeerLease,
     },
     /// Frames reach a worker (relayed by its node, on the job's connection of `epoch`).
     Worker {
@@ -1293,6 +1307,28 @@ impl World<'_> {
                 };
                 self.answered(job_of(conn), node, asked, reply);
             }
+            HostAction::Peer { job, to, message } => {
+                self.report.peer_lease_messages += 1;
+                let target = host_of_address(&to);
+                let Some(j) = self.jobs.iter().position(|one| one.name == job) else {
+                    return;
+                };
+                let Some(target) = target.filter(|&t| t < self.hosts.len()) else {
+                    self.report.violation = Some(format!("a lease message for {to:?}"));
+                    return;
+                };
+                let at =
+                    self.arrival(Place::Node(node), Place::Node(target), 128) + 2 * LOCAL_RELAY;
+                let life = self.hosts[target].life;
+                let what = What::Peer {
+                    node: target,
+                    life,
+                    job: j,
+                    from: node,
+                    message,
+                };
+                self.at(at, what);
+            }
             HostAction::Start { conn, worker, .. } => {
                 let pid = self.start_process(node, (job_of(conn), worker));
                 let result = Ok(pid);
@@ -1818,6 +1854,7 @@ impl World<'_> {
         // A frozen node's daemon and workers handle what reaches them once they run again.
         let at_node = match &what {
             What::Host { node, .. }
+            | What::Peer { node, .. }
             | What::LeaseTimer { node, .. }
             | What::BinaryFetched { node, .. }
             | What::Joined { node, .. }
@@ -1853,6 +1890,24 @@ impl World<'_> {
                     return Ok(());
                 }
                 self.at_host(job, node, conn_id(job, epoch), request);
+            }
+            What::Peer {
+                node,
+                life,
+                job,
+                from,
+                message,
+            } => {
+                let host = &self.hosts[node];
+                if !host.alive || host.life != life {
+                    return Ok(());
+                }
+                let event = HostEvent::Peer {
+                    job: self.jobs[job].name.clone(),
+                    from: peer_address(from),
+                    message,
+                };
+                self.host_core(node, |core, now| core.handle(event, now));
             }
             What::Worker {
                 worker,
@@ -2493,6 +2548,9 @@ impl World<'_> {
                 (request, Asked::Grant(shape))
             }
             HostRequest::Return { resources } => (Request::Return { resources }, Asked::Nothing),
+            HostRequest::Peers { joined, left } => {
+                (Request::Peers { joined, left }, Asked::Nothing)
+            }
             HostRequest::Pool {
                 numbers,
                 max_workers,

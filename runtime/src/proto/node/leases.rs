@@ -80,6 +80,7 @@ impl State {
     /// may be granted on its workers to owners on other nodes.
     pub(crate) fn set_peer_address(&mut self, node: NodeIdx, address: String) {
         self.peer_addresses.insert(node, address);
+        self.peers_changed = true;
     }
 
     /// Lease ask `key` was taken out of its node's queue (to move to a node with room, or as

@@ -18,7 +18,7 @@ mod stores;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,10 @@ const MISSING_RETRIES: u32 = 10;
 
 /// How many workers may die before their handshake, in a row, before queued work fails.
 pub(crate) const MAX_STARTUP_FAILURES: u32 = 3;
+
+/// How many of the job's other nodes each node's pool may pass asks on to (see
+/// [`State::tell_peers`]).
+pub(crate) const SPILL_PEERS: usize = 32;
 
 /// What the node decided must happen, for its shell to carry out in the order given.
 #[derive(Debug)]
@@ -143,6 +147,13 @@ pub(crate) enum HostRequest {
         /// The most of each resource any other node of the job has.
         elsewhere: Resources,
     },
+    /// The job's other nodes the node's pool may pass the asks it has no room for on to
+    /// (see [`crate::proto::spill`]): (peer address, resources in total) that joined, and the
+    /// addresses of those that left (answer: done).
+    Peers {
+        joined: Vec<(String, Resources)>,
+        left: Vec<String>,
+    },
     /// Lend the driver a worker of the node's pool for its own tasks (answer, once it runs:
     /// [`Event::NodeLent`]; or [`Event::NodeLendFailed`]); `beyond_cap`: start one past the
     /// pool's cap at once.
@@ -194,6 +205,10 @@ impl HostRequest {
                 end: numbers.end,
                 max_workers: u32::try_from(*max_workers).unwrap_or(u32::MAX),
                 elsewhere: elsewhere.clone(),
+            },
+            HostRequest::Peers { joined, left } => ToHost::Peers {
+                joined: joined.clone(),
+                left: left.clone(),
             },
             HostRequest::LeaseWorker { beyond_cap } => ToHost::LeaseWorker {
                 beyond_cap: *beyond_cap,
@@ -448,6 +463,10 @@ pub(crate) struct State {
     /// What each node's daemon was last told of the job's other nodes, for the leases it
     /// grants from its own workers ([`HostRequest::Pool`]).
     pools_told: IdMap<NodeIdx, Resources>,
+    /// The other nodes each node's pool was told it may pass asks on to
+    /// ([`HostRequest::Peers`]), and whether they changed since ([`State::tell_peers`]).
+    peers_told: IdMap<NodeIdx, BTreeMap<NodeIdx, String>>,
+    peers_changed: bool,
     /// Where each node's daemon serves its peers (joined cluster): a lease on a worker of
     /// another node than its owner's names it, and that node's daemon passes the owner's
     /// frames on to it.
@@ -541,6 +560,8 @@ impl State {
             leases: IdMap::default(),
             worker_owners: true,
             pools_told: IdMap::default(),
+            peers_told: IdMap::default(),
+            peers_changed: false,
             peer_addresses: HashMap::new(),
             borrows: false,
             borrowing: IdMap::default(),
@@ -754,7 +775,10 @@ impl State {
                 node,
                 reason,
                 lease_end,
-            } => self.node_lost(node, reason, lease_end),
+            } => {
+                self.peers_changed = true;
+                self.node_lost(node, reason, lease_end);
+            }
             Event::NodeDraining { node, reason } => self.node_draining(node, reason),
             Event::Tick => self.tick(now),
         }
@@ -776,6 +800,7 @@ impl State {
         if self.cluster.is_none() || !self.lets_workers_own() {
             return;
         }
+        self.peers_changed = true;
         let alive: Vec<NodeIdx> = self.nodes.live().collect();
         let totals: Vec<&Resources> = (alive.iter())
             .filter_map(|&idx| self.nodes.get(idx).map(|n| n.sched.total()))
@@ -796,6 +821,47 @@ impl State {
             };
             self.actions.push_back(Action::Host { node: idx, request });
         }
+    }
+
+    /// Tells each node's pool which of the job's other nodes it may pass the asks it has no
+    /// room for on to ([`crate::proto::spill`]): the live nodes whose daemons serve peers, at
+    /// most [`SPILL_PEERS`] each (the next ones after it in the nodes' order, so that the
+    /// asks of a large cluster's nodes spread over all of it while each pool's list, and the
+    /// driver's messages for a node's join, stay small); what changed since it was told.
+    fn tell_peers(&mut self) {
+        self.peers_changed = false;
+        if self.cluster.is_none() || !self.lets_workers_own() {
+            return;
+        }
+        let view: Vec<NodeIdx> = (self.nodes.live())
+            .filter(|idx| self.peer_addresses.contains_key(idx))
+            .collect();
+        let others = view.len().saturating_sub(1).min(SPILL_PEERS);
+        for (at, &idx) in view.iter().enumerate() {
+            let want: BTreeMap<NodeIdx, String> = (1..=others)
+                .map(|step| view[(at + step) % view.len()])
+                .map(|other| (other, self.peer_addresses[&other].clone()))
+                .collect();
+            let told = self.peers_told.entry(idx).or_default();
+            let joined: Vec<(String, Resources)> = (want.iter())
+                .filter(|(other, _)| !told.contains_key(other))
+                .filter_map(|(&other, address)| {
+                    let total = self.nodes.get(other)?.sched.total().clone();
+                    Some((address.clone(), total))
+                })
+                .collect();
+            let left: Vec<String> = (told.iter())
+                .filter(|(other, _)| !want.contains_key(other))
+                .map(|(_, address)| address.clone())
+                .collect();
+            if joined.is_empty() && left.is_empty() {
+                continue;
+            }
+            *told = want;
+            let request = HostRequest::Peers { joined, left };
+            self.actions.push_back(Action::Host { node: idx, request });
+        }
+        self.peers_told.retain(|idx, _| view.contains(idx));
     }
 
     /// Node `node`'s daemon started worker `worker` for a lease of its own: the worker is
@@ -1944,6 +2010,9 @@ impl State {
 
     /// Schedules, encodes what became sendable, and hands frames to the writers.
     pub(crate) fn settle(&mut self) {
+        if self.peers_changed {
+            self.tell_peers();
+        }
         for actor in std::mem::take(&mut self.owner.released_actors) {
             self.actor_release(actor);
         }

@@ -1,0 +1,463 @@
+//! Spillback between node daemons, without IO: a node's pool that has no room for an ask of
+//! one of its owners passes it on to another node of the job (OSDI'18's bottom-up
+//! scheduling: the local scheduler forwards what it cannot run), whose pool grants it on a
+//! worker of its own now or refuses it; the driver hears of it only when no node took it.
+//!
+//! The daemon of the owner's node keeps, per job, the job's other nodes (their daemons' peer
+//! addresses and resources in total, as the driver tells them: [`ToHost::Peers`]), the asks
+//! it passed on and not yet heard of, and the leases granted elsewhere to its owners (their
+//! give-backs and force-cancels go there; their ends come back from there). The granting
+//! daemon keeps where each owner it leased to lives, so that the grant and the lease's end
+//! go back to that node. A node that leaves the job ends the leases there (their owners
+//! hear it) and the leases its owners held on this node (their workers are killed).
+//!
+//! Which node: the next in turn (from where the last pass ended) whose resources in total
+//! fit the shape, skipping those that refused an ask within [`REFUSED_FOR`], and never one
+//! this ask tried; after [`MAX_TRIES`] refusals, or when none is left, the ask goes on to
+//! the driver as before.
+//!
+//! [`ToHost::Peers`]: prism_transport::ToHost::Peers
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::time::{Duration, Instant};
+
+use prism_graph::{Resources, TaskId};
+
+/// How many nodes an ask is passed on to before it goes to the driver.
+pub(crate) const MAX_TRIES: usize = 3;
+
+/// How long a node that refused an ask is passed over (unless no other fits).
+pub(crate) const REFUSED_FOR: Duration = Duration::from_millis(100);
+
+/// How long a passed-on ask waits for its answer before it counts refused (the peer may be
+/// unreachable: its frames are lost).
+pub(crate) const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+
+/// An ask passed on to another node, not yet answered.
+#[derive(Debug)]
+struct Passed {
+    owner: u64,
+    shape: Resources,
+    /// The node it waits at.
+    at: String,
+    /// Since when it waits there.
+    since: Instant,
+    /// The nodes it was passed to, in order.
+    tried: Vec<String>,
+    /// The owner gave it back meanwhile: a grant goes straight back.
+    withdrawn: bool,
+}
+
+/// Where an ask goes next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// To this node's pool.
+    Peer(String),
+    /// To the driver (no node took it).
+    Driver,
+}
+
+/// What a grant from another node means here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Grant {
+    /// The owner is told: the lease is on that node's worker.
+    Tell { at: String },
+    /// Nobody wants it (withdrawn, or not known here): give it back there.
+    GiveBack,
+}
+
+/// What an owner's give-back or force-cancel of lease `key` is, here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// A lease on that node: tell it.
+    At(String),
+    /// An ask still on its way: done here (a grant goes back when it comes).
+    Withdrawn,
+}
+
+/// What a node's leaving the job ends (see [`Spill::peers_changed`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Left {
+    /// Leases granted there to owners here: (owner, key, the node's address), to end.
+    pub(crate) ended: Vec<(u64, TaskId, String)>,
+    /// Asks waiting there: (owner, key, shape, where they go next).
+    pub(crate) again: Vec<(u64, TaskId, Resources, Next)>,
+    /// Owners there that hold leases here: their leased workers go.
+    pub(crate) owners: Vec<u64>,
+}
+
+/// A job's spillback books on one node (see the module's docs).
+#[derive(Debug, Default)]
+pub(crate) struct Spill {
+    /// The job's other nodes: peer address to resources in total.
+    peers: BTreeMap<String, Resources>,
+    /// Where the last pass went (the next starts after it).
+    last: Option<String>,
+    /// Nodes that refused an ask lately, and when.
+    refused: HashMap<String, Instant>,
+    /// Asks passed on and not yet answered, by key.
+    passed: HashMap<TaskId, Passed>,
+    /// Leases other nodes granted to owners here: key to (owner, node).
+    afar: HashMap<TaskId, (u64, String)>,
+    /// Owners on other nodes that asked this node: owner to its node's address.
+    owners: HashMap<u64, String>,
+}
+
+impl Spill {
+    /// The job's other nodes changed: `joined` (address, resources in total) and `left`. What
+    /// the nodes that left held of this node's, and this node of theirs, ends.
+    pub(crate) fn peers_changed(
+        &mut self,
+        joined: Vec<(String, Resources)>,
+        left: &[String],
+        now: Instant,
+    ) -> Left {
+        self.peers.extend(joined);
+        let mut out = Left::default();
+        for gone in left {
+            self.peers.remove(gone);
+            self.refused.remove(gone);
+        }
+        let gone = |at: &String| left.contains(at);
+        let ended: Vec<TaskId> = (self.afar.iter())
+            .filter(|(_, (_, at))| gone(at))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in ended {
+            let (owner, at) = self.afar.remove(&key).expect("listed");
+            out.ended.push((owner, key, at));
+        }
+        let waiting: Vec<TaskId> = (self.passed.iter())
+            .filter(|(_, p)| gone(&p.at))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in waiting {
+            if let Some(again) = self.refused(key, now) {
+                out.again.push(again);
+            }
+        }
+        out.owners = (self.owners.iter())
+            .filter(|(_, at)| gone(at))
+            .map(|(owner, _)| *owner)
+            .collect();
+        for owner in &out.owners {
+            self.owners.remove(owner);
+        }
+        out.ended
+            .sort_unstable_by_key(|(owner, key, _)| (*owner, *key));
+        out.again
+            .sort_unstable_by_key(|(owner, key, ..)| (*owner, *key));
+        out.owners.sort_unstable();
+        out
+    }
+
+    /// Owner `owner`'s ask `key` for `shape`, which this node cannot grant, at `now`: the
+    /// node to pass it on to, or `None` when no other node of the job fits it.
+    pub(crate) fn pass(
+        &mut self,
+        (owner, key, shape): (u64, TaskId, &Resources),
+        now: Instant,
+    ) -> Option<String> {
+        let at = self.pick(shape, &[], now)?;
+        let passed = Passed {
+            owner,
+            shape: shape.clone(),
+            at: at.clone(),
+            since: now,
+            tried: vec![at.clone()],
+            withdrawn: false,
+        };
+        self.passed.insert(key, passed);
+        Some(at)
+    }
+
+    /// The next node in turn whose total fits `shape`, not in `tried`; one that refused
+    /// lately only when no other fits.
+    fn pick(&mut self, shape: &Resources, tried: &[String], now: Instant) -> Option<String> {
+        let after = match &self.last {
+            Some(last) => Bound::Excluded(last.as_str()),
+            None => Bound::Unbounded,
+        };
+        let in_turn = (self.peers.range::<str, _>((after, Bound::Unbounded)))
+            .chain(self.peers.iter())
+            .take(self.peers.len());
+        let mut fallback = None;
+        let mut chosen = None;
+        for (at, total) in in_turn {
+            if tried.contains(at) || !shape.fits_in(total) {
+                continue;
+            }
+            let lately = (self.refused.get(at)).is_some_and(|t| now < *t + REFUSED_FOR);
+            if !lately {
+                chosen = Some(at.clone());
+                break;
+            }
+            fallback.get_or_insert_with(|| at.clone());
+        }
+        let at = chosen.or(fallback)?;
+        self.last = Some(at.clone());
+        Some(at)
+    }
+
+    /// Node `from` refused ask `key` at `now` (or did not answer it, or left): where it goes
+    /// next, with its owner and shape; `None` when it is not waiting here (withdrawn
+    /// asks end here).
+    pub(crate) fn refused(
+        &mut self,
+        key: TaskId,
+        now: Instant,
+    ) -> Option<(u64, TaskId, Resources, Next)> {
+        let mut passed = self.passed.remove(&key)?;
+        self.refused.insert(passed.at.clone(), now);
+        if passed.withdrawn {
+            return None;
+        }
+        let next = match passed.tried.len() < MAX_TRIES {
+            true => self.pick(&passed.shape, &passed.tried, now),
+            false => None,
+        };
+        let Some(at) = next else {
+            return Some((passed.owner, key, passed.shape, Next::Driver));
+        };
+        passed.tried.push(at.clone());
+        passed.at = at.clone();
+        passed.since = now;
+        let (owner, shape) = (passed.owner, passed.shape.clone());
+        self.passed.insert(key, passed);
+        Some((owner, key, shape, Next::Peer(at)))
+    }
+
+    /// Node `from` granted ask `key` of owner `owner`.
+    pub(crate) fn granted(&mut self, owner: u64, key: TaskId, from: &str) -> Grant {
+        let known = self.passed.get(&key).is_some_and(|p| p.owner == owner);
+        if !known {
+            return Grant::GiveBack;
+        }
+        let passed = self.passed.remove(&key).expect("checked");
+        self.refused.remove(&passed.at);
+        if passed.withdrawn {
+            return Grant::GiveBack;
+        }
+        // The address the driver named it by, which the owner's pushes name.
+        let at = match passed.at == from {
+            true => passed.at,
+            false => from.to_string(),
+        };
+        self.afar.insert(key, (owner, at.clone()));
+        Grant::Tell { at }
+    }
+
+    /// Owner `owner` gives lease `key` back or withdraws its ask (or cancels a task under it
+    /// by force): what it is here, if it is this node's to pass on.
+    pub(crate) fn give_back(&mut self, owner: u64, key: TaskId) -> Option<Held> {
+        if let Some(passed) = self.passed.get_mut(&key).filter(|p| p.owner == owner) {
+            passed.withdrawn = true;
+            return Some(Held::Withdrawn);
+        }
+        let (holder, _) = self.afar.get(&key)?;
+        if *holder != owner {
+            return None;
+        }
+        let (_, at) = self.afar.remove(&key).expect("checked");
+        Some(Held::At(at))
+    }
+
+    /// Where owner `owner`'s lease `key` is, if on another node (a force-cancel goes there;
+    /// the lease stays).
+    pub(crate) fn lease_at(&self, owner: u64, key: TaskId) -> Option<&str> {
+        (self.afar.get(&key))
+            .filter(|(holder, _)| *holder == owner)
+            .map(|(_, at)| at.as_str())
+    }
+
+    /// The node that granted lease `key` ended it: true when the owner is to hear it (an
+    /// ask still waiting there, whose worker could not start, counts refused instead:
+    /// `false` then, and [`Spill::refused`] says where it goes).
+    pub(crate) fn ended(&mut self, owner: u64, key: TaskId) -> bool {
+        let known = self.afar.get(&key).is_some_and(|(o, _)| *o == owner);
+        if known {
+            self.afar.remove(&key);
+        }
+        known
+    }
+
+    /// Whether ask `key` waits for another node's answer.
+    #[cfg(test)]
+    pub(crate) fn waits(&self, key: TaskId) -> bool {
+        self.passed.contains_key(&key)
+    }
+
+    /// Owner `owner` here died: the nodes that hold leases of its (or its asks), to tell.
+    pub(crate) fn owner_gone(&mut self, owner: u64) -> Vec<String> {
+        let mut nodes: Vec<String> = Vec::new();
+        self.afar.retain(|_, (holder, at)| {
+            let mine = *holder == owner;
+            if mine && !nodes.contains(at) {
+                nodes.push(at.clone());
+            }
+            !mine
+        });
+        for passed in self.passed.values_mut().filter(|p| p.owner == owner) {
+            passed.withdrawn = true;
+            if !nodes.contains(&passed.at) {
+                nodes.push(passed.at.clone());
+            }
+        }
+        nodes.sort();
+        nodes
+    }
+
+    /// Owner `owner` on node `from` asked this node for a lease: its grants and ends go
+    /// there.
+    pub(crate) fn took(&mut self, owner: u64, from: &str) {
+        self.owners.insert(owner, from.to_string());
+    }
+
+    /// The node of owner `owner`, when it is another node's.
+    pub(crate) fn owner_at(&self, owner: u64) -> Option<&str> {
+        self.owners.get(&owner).map(String::as_str)
+    }
+
+    /// Owner `owner`, on another node, died (its workers here go).
+    pub(crate) fn forget_owner(&mut self, owner: u64) {
+        self.owners.remove(&owner);
+    }
+
+    /// The asks passed on at least [`ANSWER_WITHIN`] before `now` without an answer: each
+    /// counts refused, and where it goes next.
+    pub(crate) fn unanswered(&mut self, now: Instant) -> Vec<(u64, TaskId, Resources, Next)> {
+        let mut late: Vec<TaskId> = (self.passed.iter())
+            .filter(|(_, p)| now >= p.since + ANSWER_WITHIN)
+            .map(|(key, _)| *key)
+            .collect();
+        late.sort_unstable();
+        late.into_iter()
+            .filter_map(|key| self.refused(key, now))
+            .collect()
+    }
+
+    /// When [`Spill::unanswered`] next has something to do.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.passed.values().map(|p| p.since + ANSWER_WITHIN).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpus(n: u32) -> Resources {
+        Resources::cpus(f64::from(n)).expect("a valid amount")
+    }
+
+    fn three(now: Instant) -> Spill {
+        let mut spill = Spill::default();
+        let joined = vec![
+            ("b".to_string(), cpus(2)),
+            ("c".to_string(), cpus(2)),
+            ("d".to_string(), cpus(1)),
+        ];
+        assert_eq!(spill.peers_changed(joined, &[], now), Left::default());
+        spill
+    }
+
+    #[test]
+    fn asks_go_to_the_nodes_in_turn_that_fit_and_after_refusals_to_the_driver() {
+        let t0 = Instant::now();
+        let mut spill = three(t0);
+        let key = |seq| TaskId::new(7, seq);
+        assert_eq!(spill.pass((7, key(1), &cpus(2)), t0).as_deref(), Some("b"));
+        assert_eq!(spill.pass((7, key(2), &cpus(2)), t0).as_deref(), Some("c"));
+        assert_eq!(spill.pass((7, key(3), &cpus(1)), t0).as_deref(), Some("d"));
+        // Nothing has three CPUs.
+        assert_eq!(spill.pass((7, key(4), &cpus(3)), t0), None);
+        // b refuses: the ask tries c, then (d too small) the driver.
+        let next = spill.refused(key(1), t0);
+        assert_eq!(next, Some((7, key(1), cpus(2), Next::Peer("c".into()))));
+        assert_eq!(
+            spill.refused(key(1), t0),
+            Some((7, key(1), cpus(2), Next::Driver))
+        );
+        assert!(!spill.waits(key(1)));
+        // b and c refused lately: new asks go to d; to b and c only when nothing else fits.
+        assert_eq!(spill.pass((7, key(5), &cpus(1)), t0).as_deref(), Some("d"));
+        assert_eq!(spill.pass((7, key(6), &cpus(1)), t0).as_deref(), Some("d"));
+        assert_eq!(spill.pass((7, key(7), &cpus(2)), t0).as_deref(), Some("b"));
+        // A grant clears its node's refusal.
+        assert_eq!(
+            spill.granted(7, key(7), "b"),
+            Grant::Tell { at: "b".into() }
+        );
+        assert_eq!(spill.pass((7, key(8), &cpus(2)), t0).as_deref(), Some("b"));
+        let later = t0 + REFUSED_FOR;
+        assert_eq!(
+            spill.pass((7, key(9), &cpus(1)), later).as_deref(),
+            Some("c")
+        );
+    }
+
+    /// Owner 7's asks 1 and 2 passed on to b and c, and b granted the first.
+    fn two_passed_one_granted_on_b() -> (Spill, TaskId, TaskId) {
+        let t0 = Instant::now();
+        let mut spill = three(t0);
+        let (k1, k2) = (TaskId::new(7, 1), TaskId::new(7, 2));
+        assert_eq!(spill.pass((7, k1, &cpus(1)), t0).as_deref(), Some("b"));
+        assert_eq!(spill.pass((7, k2, &cpus(1)), t0).as_deref(), Some("c"));
+        assert_eq!(spill.granted(7, k1, "b"), Grant::Tell { at: "b".into() });
+        (spill, k1, k2)
+    }
+
+    #[test]
+    fn a_grant_is_told_to_its_owner_or_given_back_when_nobody_wants_it() {
+        let (mut spill, k1, k2) = two_passed_one_granted_on_b();
+        assert_eq!(spill.lease_at(7, k1), Some("b"));
+        assert_eq!(spill.lease_at(8, k1), None);
+        // Another owner's grant under the same key, or a second grant, is not wanted.
+        assert_eq!(spill.granted(8, k2, "c"), Grant::GiveBack);
+        assert_eq!(spill.granted(7, k1, "b"), Grant::GiveBack);
+        // Withdrawn while on its way: given back when it comes.
+        assert_eq!(spill.give_back(7, k2), Some(Held::Withdrawn));
+        assert_eq!(spill.granted(7, k2, "c"), Grant::GiveBack);
+        assert_eq!(spill.give_back(7, k1), Some(Held::At("b".into())));
+        assert_eq!(spill.give_back(7, k1), None);
+    }
+
+    #[test]
+    fn a_node_that_leaves_ends_the_leases_there_and_sends_its_asks_on() {
+        let t0 = Instant::now();
+        let mut spill = three(t0);
+        let (k1, k2, k3) = (TaskId::new(7, 1), TaskId::new(7, 2), TaskId::new(8, 1));
+        spill.pass((7, k1, &cpus(1)), t0);
+        spill.pass((7, k2, &cpus(1)), t0);
+        spill.pass((8, k3, &cpus(1)), t0);
+        assert_eq!(spill.granted(7, k1, "b"), Grant::Tell { at: "b".into() });
+        spill.took(40, "b");
+        spill.took(41, "c");
+        let left = spill.peers_changed(Vec::new(), &["b".to_string(), "c".to_string()], t0);
+        assert_eq!(left.ended, vec![(7, k1, "b".to_string())]);
+        assert_eq!(left.again, vec![(7, k2, cpus(1), Next::Peer("d".into()))]);
+        assert_eq!(left.owners, vec![40, 41]);
+        assert_eq!(spill.owner_at(40), None);
+        // k3 waited at d: untouched. Unanswered, it counts refused: nothing else fits.
+        assert!(spill.waits(k3));
+        assert_eq!(spill.unanswered(t0), Vec::new());
+        let late = spill.unanswered(t0 + ANSWER_WITHIN);
+        assert_eq!(
+            late,
+            vec![
+                (7, k2, cpus(1), Next::Driver),
+                (8, k3, cpus(1), Next::Driver)
+            ]
+        );
+        assert_eq!(spill.next_due(), None);
+    }
+
+    #[test]
+    fn a_dead_owner_s_leases_and_asks_elsewhere_are_told_and_its_grants_given_back() {
+        let (mut spill, k1, k2) = two_passed_one_granted_on_b();
+        assert_eq!(spill.owner_gone(7), vec!["b".to_string(), "c".to_string()]);
+        assert_eq!(spill.granted(7, k2, "c"), Grant::GiveBack);
+        assert!(!spill.ended(7, k1));
+    }
+}
