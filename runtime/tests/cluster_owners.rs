@@ -178,8 +178,10 @@ fn ten_thousand_children_of_a_task_on_a_node_stay_off_the_driver() -> Result<(),
 
 fn a_full_node_s_owner_leases_a_worker_on_another_node() -> Result<(), Failed> {
     // Two seconds of work for alpha's two CPUs while the head's CPU idles: once alpha has no
-    // room, the owner's lease asks go to the head's node, which grants it a worker there; alpha's daemon passes the owner's pushes to the head's daemon, and the
-    // ends come back the same way, past the driver.
+    // room, alpha's daemon passes the owner's lease asks on to the head's daemon, which
+    // grants one on a worker there (what it has no room for goes to the driver); alpha's
+    // daemon passes the owner's pushes to the head's daemon, and the ends come back the same
+    // way, past the driver.
     let ((nodes, sum), heard) = heard_during(|| Ok(spread_out::remote(2_000).get_blocking()?))?;
     println!("the driver heard {heard} messages for 2,000 children ({nodes:?})");
     ensure(sum == (0..2_000u64).sum::<u64>(), "every child answered")?;
@@ -189,9 +191,10 @@ fn a_full_node_s_owner_leases_a_worker_on_another_node() -> Result<(), Failed> {
         format!("the children ran on {nodes:?}"),
     )?;
     // Handed to the driver instead (the spillback before leases on other nodes), each child
-    // the head ran cost it two messages.
+    // the head ran cost it two messages. What it hears now: the parent's own blocking,
+    // resumption and end, and the asks the head's daemon refused.
     ensure(
-        heard < 60,
+        heard <= 20,
         format!("the driver heard {heard} messages for 2,000 children ({nodes:?})"),
     )
 }

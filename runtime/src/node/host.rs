@@ -392,6 +392,7 @@ impl Hosting {
         self.feed(Event::Peer {
             job: job.to_string(),
             from: peer.to_string(),
+            source: peer,
             message,
         });
     }

@@ -203,10 +203,11 @@ pub(crate) enum Event<P, S> {
     /// The connection closed.
     Closed { conn: ConnId },
     /// Node `from` (its daemon's peer address) sent `message` for job `job`'s pool here (see
-    /// [`crate::proto::spill`]).
+    /// [`crate::proto::spill`]); `source`: where that node serves the job's binary.
     Peer {
         job: String,
         from: String,
+        source: P,
         message: PeerLease,
     },
 }
@@ -399,12 +400,19 @@ enum Binary<P> {
 }
 
 /// A request that waits for the job's binary.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Waiter {
     /// A spawn of this worker.
     Spawn(u64),
     /// A borrow of the driver's ([`Request::LeaseWorker`]).
     Lend { beyond_cap: bool },
+    /// Owner `owner` of node `from` asks for a lease of `shape` keyed `key`.
+    Afar {
+        owner: u64,
+        key: TaskId,
+        shape: Resources,
+        from: String,
+    },
 }
 
 /// A pull in progress and the requests waiting for it.
@@ -1120,7 +1128,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     }
 
     /// Node `from`'s pool of job `job` sent `message` (see [`crate::proto::spill`]).
-    fn peer(&mut self, job: String, from: String, message: PeerLease, now: Instant) {
+    fn peer(&mut self, job: String, (from, source): (String, P), message: PeerLease, now: Instant) {
         let Some(conn) = self.jobs.get(&job).map(|j| j.conn) else {
             if let PeerLease::Ask { owner, key, .. } = message {
                 let reason = format!("node {} does not host job {job}", self.name);
@@ -1134,7 +1142,9 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             return;
         };
         match message {
-            PeerLease::Ask { owner, key, shape } => self.ask_afar(conn, (owner, key, shape), from),
+            PeerLease::Ask { owner, key, shape } => {
+                self.ask_afar(conn, (owner, key, shape), (from, Some(source)))
+            }
             PeerLease::Granted { owner, key, worker } => {
                 let Some((_, record)) = self.job_of_mut(conn) else {
                     return;
@@ -1190,6 +1200,36 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         }
     }
 
+    /// `waiter` (a request's number, 0 for none, and what it waits to do) waits for the job's
+    /// binary on `conn`: a fetch from `source` (a node that has it; `None`: the driver) starts
+    /// unless one is under way.
+    fn fetch_binary_for(&mut self, conn: ConnId, waiter: (ReqId, Waiter), source: Option<P>) {
+        let Some((name, job)) = self.job_of_mut(conn) else {
+            return;
+        };
+        let name = name.clone();
+        match &mut job.binary {
+            Binary::Ready => {}
+            Binary::Fetching { waiting, .. } => waiting.push(waiter),
+            Binary::Missing(start) => {
+                let start = start.clone();
+                let from_peer = source.is_some();
+                let from = source.unwrap_or_else(|| start.from.clone());
+                job.binary = Binary::Fetching {
+                    start: start.clone(),
+                    from_peer,
+                    waiting: vec![waiter],
+                };
+                self.actions.push_back(Action::FetchBinary {
+                    conn,
+                    job: name,
+                    start,
+                    from,
+                });
+            }
+        }
+    }
+
     /// Another node refused (or could not serve) ask `key` of the job on `conn`: it goes on.
     fn ask_refused(&mut self, conn: ConnId, key: TaskId, now: Instant) {
         let Some((_, record)) = self.job_of_mut(conn) else {
@@ -1201,12 +1241,14 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     }
 
     /// Owner `owner` of node `from` asks the pool of the job on `conn` for a lease: granted
-    /// now (on an idle worker, or one that starts) or refused.
+    /// now (on an idle worker, or one that starts) or refused. A node without the job's
+    /// binary fetches it from `source` (the asking node; `None` once it came) and decides
+    /// then.
     fn ask_afar(
         &mut self,
         conn: ConnId,
         (owner, key, shape): (u64, TaskId, Resources),
-        from: String,
+        (from, source): (String, Option<P>),
     ) {
         let name = self.name.clone();
         let draining = self.draining;
@@ -1214,6 +1256,15 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             return;
         };
         let can_start = matches!(record.binary, Binary::Ready);
+        if !draining && record.pool.is_some() && !can_start {
+            let waiter = Waiter::Afar {
+                owner,
+                key,
+                shape,
+                from,
+            };
+            return self.fetch_binary_for(conn, (0, waiter), source);
+        }
         let setup = record.setup.clone();
         let asked = match (&mut record.pool, draining) {
             (Some(pool), false) => pool.ask_afar(
@@ -1339,7 +1390,12 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     }
                 }
             }
-            Event::Peer { job, from, message } => self.peer(job, from, message, now),
+            Event::Peer {
+                job,
+                from,
+                source,
+                message,
+            } => self.peer(job, (from, source), message, now),
             Event::Renewed { conn, seq } => {
                 if let Some((_, job)) = self.job_of_mut(conn) {
                     job.lease.granted(seq);
@@ -1377,33 +1433,18 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             Request::Spawn {
                 worker,
                 binary_from,
-            } => match &mut job.binary {
-                Binary::Ready => Action::Spawn {
+            } => {
+                if !matches!(job.binary, Binary::Ready) {
+                    let waiter = (req, Waiter::Spawn(worker));
+                    return self.fetch_binary_for(conn, waiter, binary_from);
+                }
+                Action::Spawn {
                     conn,
                     req,
                     worker,
                     setup,
-                },
-                Binary::Fetching { waiting, .. } => {
-                    return waiting.push((req, Waiter::Spawn(worker)));
                 }
-                Binary::Missing(start) => {
-                    let start = start.clone();
-                    let from_peer = binary_from.is_some();
-                    let from = binary_from.unwrap_or_else(|| start.from.clone());
-                    job.binary = Binary::Fetching {
-                        start: start.clone(),
-                        from_peer,
-                        waiting: vec![(req, Waiter::Spawn(worker))],
-                    };
-                    Action::FetchBinary {
-                        conn,
-                        job: name,
-                        start,
-                        from,
-                    }
-                }
-            },
+            }
             Request::Kill { worker } => {
                 let known = job.workers.contains_key(&worker);
                 self.reply(conn, req, FromHost::Done);
@@ -1678,6 +1719,15 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 for (req, waiter) in waiting {
                     let setup = setup.clone();
                     let beyond_cap = match waiter {
+                        Waiter::Afar {
+                            owner,
+                            key,
+                            shape,
+                            from,
+                        } => {
+                            self.ask_afar(conn, (owner, key, shape), (from, None));
+                            continue;
+                        }
                         Waiter::Spawn(worker) => {
                             self.actions.push_back(Action::Spawn {
                                 conn,
@@ -1698,7 +1748,15 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             }
             Err(e) => {
                 let reason = format!("node {} cannot get the job's binary: {e}", self.name);
-                for (req, _) in waiting {
+                for (req, waiter) in waiting {
+                    if let Waiter::Afar {
+                        owner, key, from, ..
+                    } = waiter
+                    {
+                        let reason = reason.clone();
+                        self.peer_send(conn, from, PeerLease::Refused { owner, key, reason });
+                        continue;
+                    }
                     self.reply(conn, req, FromHost::Error(reason.clone()));
                 }
                 self.end(&name, Ending::NoBinary);
@@ -2288,7 +2346,13 @@ mod tests {
 
     fn from_peer(from: &str, message: PeerLease) -> Event<u32, &'static str> {
         let (job, from) = ("j".to_string(), from.to_string());
-        Event::Peer { job, from, message }
+        let source = 9;
+        Event::Peer {
+            job,
+            from,
+            source,
+            message,
+        }
     }
 
     #[test]
@@ -2476,6 +2540,7 @@ mod tests {
         let other = Event::Peer {
             job: "x".into(),
             from: "a".into(),
+            source: 9,
             message: ask_of(5),
         };
         c.handle(other, t0);
@@ -2886,6 +2951,80 @@ mod tests {
         node.handle(prepared, t0);
         actions(&mut node);
         node
+    }
+
+    #[test]
+    fn a_node_without_the_job_s_binary_fetches_it_from_the_asking_node_then_grants() {
+        let t0 = Instant::now();
+        let mut b = prepared_without_binary(1, "j", t0);
+        pooled(&mut b, 200, &["a"], 0.0, t0);
+        let cpu = Resources::cpus(1.0).unwrap();
+        let ask_of = |seq| PeerLease::Ask {
+            owner: 3,
+            key: TaskId::new(3, seq),
+            shape: cpu.clone(),
+        };
+        // Two asks come while the binary is missing: one fetch, from the asking node (9).
+        b.handle(from_peer("a", ask_of(1)), t0);
+        b.handle(from_peer("a", ask_of(2)), t0);
+        let fetch = acted(&mut b);
+        assert!(
+            matches!(
+                &fetch[..],
+                [Action::FetchBinary {
+                    conn: 1,
+                    from: 9,
+                    ..
+                }]
+            ),
+            "{fetch:?}"
+        );
+        // Once it is here, both are decided: two workers start.
+        let fetched = Event::BinaryFetched {
+            conn: 1,
+            result: Ok(()),
+        };
+        b.handle(fetched, t0);
+        let start = |worker| Action::Start {
+            conn: 1,
+            worker,
+            setup: "files",
+        };
+        assert_eq!(acted(&mut b), [start(200), start(201)]);
+        // A node that cannot get it refuses, after trying the driver too.
+        let mut c = prepared_without_binary(1, "j", t0);
+        pooled(&mut c, 300, &["a"], 0.0, t0);
+        c.handle(from_peer("a", ask_of(3)), t0);
+        acted(&mut c);
+        let failed = || Event::BinaryFetched {
+            conn: 1,
+            result: Err("gone".into()),
+        };
+        c.handle(failed(), t0);
+        let again = acted(&mut c);
+        assert!(
+            matches!(
+                &again[..],
+                [Action::FetchBinary {
+                    conn: 1,
+                    from: 0,
+                    ..
+                }]
+            ),
+            "{again:?}"
+        );
+        c.handle(failed(), t0);
+        let refused = acted(&mut c);
+        assert!(
+            matches!(
+                &refused[0],
+                Action::Peer {
+                    message: PeerLease::Refused { owner: 3, .. },
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
     }
 
     #[test]

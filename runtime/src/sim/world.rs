@@ -1905,6 +1905,7 @@ impl World<'_> {
                 let event = HostEvent::Peer {
                     job: self.jobs[job].name.clone(),
                     from: peer_address(from),
+                    source: Some(from),
                     message,
                 };
                 self.host_core(node, |core, now| core.handle(event, now));
