@@ -24,6 +24,20 @@ use std::time::{Duration, Instant};
 
 use prism_graph::{Resources, TaskId};
 
+/// How many of the job's other nodes each node's pool may pass asks on to.
+pub(crate) const PEERS: usize = 32;
+
+/// Which of `count` nodes (positions in a list) the node at position `at` may pass asks on
+/// to: all others in a cluster of up to [`PEERS`] + 1 nodes; in a larger one [`PEERS`] of
+/// them, at an even stride from it over the whole list, so that each pool's list (and what
+/// the driver tells for a join) stays small, neighbouring nodes share none, and the asks of
+/// owners on a few nodes spread over the whole cluster.
+pub(crate) fn peers_of(at: usize, count: usize) -> impl Iterator<Item = usize> {
+    let others = count.saturating_sub(1).min(PEERS);
+    let stride = (count.saturating_sub(1) / others.max(1)).max(1);
+    (0..others).map(move |i| (at + 1 + i * stride) % count)
+}
+
 /// How many nodes an ask is passed on to before it goes to the driver.
 pub(crate) const MAX_TRIES: usize = 3;
 
@@ -360,6 +374,33 @@ mod tests {
         ];
         assert_eq!(spill.peers_changed(joined, &[], now), Left::default());
         spill
+    }
+
+    #[test]
+    fn a_node_s_peers_are_all_others_in_a_small_cluster_and_spread_in_a_large_one() {
+        let of = |at, count| peers_of(at, count).collect::<Vec<_>>();
+        assert_eq!(of(0, 1), Vec::<usize>::new());
+        assert_eq!(of(1, 3), [2, 0]);
+        assert_eq!(
+            of(5, PEERS + 1),
+            (6..=PEERS).chain(0..5).collect::<Vec<_>>()
+        );
+        for count in [PEERS + 2, 100, 1000] {
+            for at in [0, 1, count / 2, count - 1] {
+                let peers = of(at, count);
+                let distinct: std::collections::BTreeSet<usize> = peers.iter().copied().collect();
+                assert_eq!(
+                    (peers.len(), distinct.len()),
+                    (PEERS, PEERS),
+                    "{at} of {count}"
+                );
+                assert!(!distinct.contains(&at), "{at} of {count}");
+            }
+        }
+        // Neighbours share none, and the peers reach across the list.
+        let (zero, one) = (of(0, 1000), of(1, 1000));
+        assert!(zero.iter().all(|p| !one.contains(p)));
+        assert!(zero.iter().max() > Some(&900));
     }
 
     #[test]

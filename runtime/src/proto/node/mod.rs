@@ -49,10 +49,6 @@ const MISSING_RETRIES: u32 = 10;
 /// How many workers may die before their handshake, in a row, before queued work fails.
 pub(crate) const MAX_STARTUP_FAILURES: u32 = 3;
 
-/// How many of the job's other nodes each node's pool may pass asks on to (see
-/// [`State::tell_peers`]).
-pub(crate) const SPILL_PEERS: usize = 32;
-
 /// What the node decided must happen, for its shell to carry out in the order given.
 #[derive(Debug)]
 pub(crate) enum Action {
@@ -824,10 +820,8 @@ impl State {
     }
 
     /// Tells each node's pool which of the job's other nodes it may pass the asks it has no
-    /// room for on to ([`crate::proto::spill`]): the live nodes whose daemons serve peers, at
-    /// most [`SPILL_PEERS`] each (the next ones after it in the nodes' order, so that the
-    /// asks of a large cluster's nodes spread over all of it while each pool's list, and the
-    /// driver's messages for a node's join, stay small); what changed since it was told.
+    /// room for on to ([`crate::proto::spill`]): some of the live nodes whose daemons serve
+    /// peers ([`crate::proto::spill::peers_of`]); what changed since it was told.
     fn tell_peers(&mut self) {
         self.peers_changed = false;
         if self.cluster.is_none() || !self.lets_workers_own() {
@@ -836,10 +830,9 @@ impl State {
         let view: Vec<NodeIdx> = (self.nodes.live())
             .filter(|idx| self.peer_addresses.contains_key(idx))
             .collect();
-        let others = view.len().saturating_sub(1).min(SPILL_PEERS);
         for (at, &idx) in view.iter().enumerate() {
-            let want: BTreeMap<NodeIdx, String> = (1..=others)
-                .map(|step| view[(at + step) % view.len()])
+            let want: BTreeMap<NodeIdx, String> = (crate::proto::spill::peers_of(at, view.len()))
+                .map(|i| view[i])
                 .map(|other| (other, self.peer_addresses[&other].clone()))
                 .collect();
             let told = self.peers_told.entry(idx).or_default();

@@ -2376,3 +2376,51 @@ fn a_worker_the_pool_lent_that_takes_an_actor_is_the_driver_s_for_good() {
         .any(|(_, r)| matches!(r, HostRequest::ReturnWorker { worker } if *worker == lent));
     assert!(!returned, "{:?}", h.host);
 }
+
+#[test]
+fn each_node_s_pool_is_told_the_job_s_other_nodes_and_those_that_leave() {
+    let mut h = Harness::borrowing(3, 1.0);
+    let address = |idx: NodeIdx| format!("127.0.0.{}:4000", idx + 2);
+    for idx in 0..3 {
+        h.node.set_peer_address(idx, address(idx));
+    }
+    h.node.settle();
+    h.drain();
+    let told = |h: &mut Harness| -> Vec<(NodeIdx, Vec<String>, Vec<String>)> {
+        let host = std::mem::take(&mut h.host);
+        (host.into_iter())
+            .filter_map(|(node, request)| match request {
+                HostRequest::Peers { joined, left } => {
+                    let joined = joined.into_iter().map(|(a, total)| {
+                        assert_eq!(total, cpus(1.0));
+                        a
+                    });
+                    Some((node, joined.collect(), left))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let (a, b, c) = (address(0), address(1), address(2));
+    assert_eq!(
+        told(&mut h),
+        [
+            (0, vec![b.clone(), c.clone()], vec![]),
+            (1, vec![a.clone(), c.clone()], vec![]),
+            (2, vec![a.clone(), b.clone()], vec![]),
+        ]
+    );
+    // Told once: nothing changed, nothing more.
+    h.node.settle();
+    h.drain();
+    assert_eq!(told(&mut h), []);
+    h.event(Event::NodeLost {
+        node: 2,
+        reason: "killed by the test".into(),
+        lease_end: h.now,
+    });
+    assert_eq!(
+        told(&mut h),
+        [(0, vec![], vec![c.clone()]), (1, vec![], vec![c])]
+    );
+}
