@@ -3,7 +3,9 @@
 //! daemon (and with it its workers) with SIGKILL while tasks run there and while objects it
 //! made are still referenced: the running tasks are retried on `spare`, objects whose only copy
 //! was on `doomed` are rebuilt from their lineage when read, and an object without lineage is
-//! an error that names it. Every daemon is stopped when the run ends.
+//! an error that names it. A task on `spare` that owns children leased on `doomed` (its
+//! daemon passed their asks on to `doomed`'s, past the driver) sees them end with the node
+//! and retried, and gets every value. Every daemon is stopped when the run ends.
 
 mod common;
 
@@ -55,6 +57,40 @@ fn slow(ms: u64) -> String {
     prism::node_name().unwrap_or_default()
 }
 
+/// Marks its start in `dir` (its number, node and process), sleeps `ms`, and says where it
+/// ran. Only the nodes with `lease` run it.
+#[remote(num_cpus = 0, resources(lease = 1), max_retries = 2)]
+fn leased_child(dir: String, i: u64, ms: u64) -> (u64, String) {
+    let node = prism::node_name().unwrap_or_default();
+    let _ = std::fs::write(format!("{dir}/{i}-{node}-{}", std::process::id()), b"");
+    std::thread::sleep(Duration::from_millis(ms));
+    (i, node)
+}
+
+/// On `spare` (the only node with `owner`): owns three children that need `lease`, of which
+/// `spare` has room for one at a time and `doomed` for two (its daemon is asked by
+/// `spare`'s).
+#[remote(num_cpus = 0, resources(owner = 1))]
+fn owns_three(dir: String, ms: u64) -> Vec<(u64, String)> {
+    let refs: Vec<ObjectRef<(u64, String)>> = (0..3)
+        .map(|i| leased_child::remote(dir.clone(), i, ms))
+        .collect();
+    prism::get_all_blocking(&refs).expect("the children outlive the node they ran on")
+}
+
+/// Where the children of [`owns_three`] started, from their marks in `dir`.
+fn started_on(dir: &str) -> Vec<String> {
+    let mut nodes: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            (entries.flatten())
+                .filter_map(|e| Some(e.file_name().to_str()?.split('-').nth(1)?.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    nodes.sort();
+    nodes
+}
+
 /// A blob's seed, the blob, and the node that made it.
 type Marked = (u8, ObjectRef<Vec<u8>>, String);
 
@@ -101,7 +137,23 @@ fn a_killed_node_s_tasks_rerun_and_its_objects_are_rebuilt(pids: &[i32]) -> Resu
     let running_tasks: Vec<ObjectRef<String>> = (0..4)
         .map(|_| slow::options().resources("pool", 1.0).remote(3_000))
         .collect();
-    std::thread::sleep(Duration::from_millis(1_000));
+    // And children of a task on `spare` leased workers on `doomed` by `spare`'s daemon.
+    let marks = common::temp_path("owned-children");
+    std::fs::create_dir_all(&marks)?;
+    let owned = owns_three::remote(marks.clone(), 3_000);
+    let submitted = Instant::now();
+    let on_doomed = |marks: &str| started_on(marks).iter().any(|n| n == "doomed");
+    while !on_doomed(&marks) && submitted.elapsed() < Duration::from_millis(2_500) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(1_000).saturating_sub(submitted.elapsed()));
+    let before = started_on(&marks);
+    // One runs on spare; the others (one each on doomed's two leased workers, or the third
+    // pipelined behind one of the first two) wait for their turn.
+    ensure(
+        before.contains(&"doomed".to_string()) && before.contains(&"spare".to_string()),
+        format!("the owner's children started on {before:?} before the kill"),
+    )?;
     ensure(!pids.is_empty(), "doomed's daemon is recorded")?;
     for &pid in pids {
         // SAFETY: the pid of a daemon this test started.
@@ -113,6 +165,22 @@ fn a_killed_node_s_tasks_rerun_and_its_objects_are_rebuilt(pids: &[i32]) -> Resu
     ensure(
         names.iter().all(|n| n == "spare"),
         format!("after the kill the slow tasks finished on {names:?}"),
+    )?;
+    let children = owned.get_blocking()?;
+    ensure(
+        children
+            == [
+                (0, "spare".into()),
+                (1, "spare".into()),
+                (2, "spare".into()),
+            ],
+        format!("the owner's children ended as {children:?}"),
+    )?;
+    let after = started_on(&marks);
+    let _ = std::fs::remove_dir_all(&marks);
+    ensure(
+        after.iter().filter(|n| *n == "spare").count() == 3,
+        format!("the children lost with doomed ran again on spare: {after:?}"),
     )?;
     // Read lost objects on a live node, and in the driver.
     for (seed, blob, _) in &lost {
@@ -175,7 +243,7 @@ fn main() {
             "--num-cpus",
             "2",
             "--resources",
-            "pool=2",
+            "pool=2,lease=2",
             "--name",
             "doomed",
         ],
@@ -189,7 +257,7 @@ fn main() {
             "--num-cpus",
             "2",
             "--resources",
-            "pool=2",
+            "pool=2,lease=1,owner=1",
             "--name",
             "spare",
         ],
