@@ -527,7 +527,8 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     /// When [`Hosting::handle_timeout`] is next due.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let leases = self.jobs.values().map(|j| j.lease.next_wake());
-        let idle = (self.jobs.values()).filter_map(|j| j.pool.as_ref()?.next_due());
+        let idle = (self.jobs.values())
+            .filter_map(|j| j.pool.as_ref()?.next_due(&|w| j.spill.owns_work(w)));
         let unanswered = self.jobs.values().filter_map(|j| j.spill.next_due());
         (leases.chain(idle).chain(unanswered))
             .chain(self.grants.next_reclaim())
@@ -996,7 +997,8 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             let Some(pool) = &mut job.pool else {
                 continue;
             };
-            let due = pool.due(now);
+            let spill = &job.spill;
+            let due = pool.due(now, &|w| spill.owns_work(w));
             for (ticket, lend) in due.lend {
                 lent.push((job.conn, job.setup.clone(), ticket, lend));
             }

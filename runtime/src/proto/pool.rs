@@ -230,20 +230,24 @@ impl Pool {
         self
     }
 
-    /// The idle workers that may stop at `now`, longest idle first.
-    fn stoppable(&self, now: Instant) -> Vec<u64> {
-        (self.stop_candidates().into_iter())
+    /// The idle workers that may stop at `now`, longest idle first (see
+    /// [`Pool::stop_candidates`] for `elsewhere`).
+    fn stoppable(&self, now: Instant, elsewhere: &dyn Fn(u64) -> bool) -> Vec<u64> {
+        (self.stop_candidates(elsewhere).into_iter())
             .filter(|(since, _)| now.saturating_duration_since(*since) >= IDLE_FOR)
             .map(|(_, w)| w)
             .collect()
     }
 
     /// The idle workers beyond those kept, longest idle first, with when they began to idle.
-    /// One that owns tasks on leases of the pool (or asks for one) is not among them: its
-    /// task ended, but the children it submitted run on, and their ends come to it.
-    fn stop_candidates(&self) -> Vec<(Instant, u64)> {
+    /// One that owns tasks on leases of the pool (or asks for one), or on leases of other
+    /// nodes (`elsewhere`: the node's books of those, [`crate::proto::spill`]) is not among
+    /// them: its task ended, but the children it submitted run on, and their ends come to it.
+    fn stop_candidates(&self, elsewhere: &dyn Fn(u64) -> bool) -> Vec<(Instant, u64)> {
         let owns_work = |w: u64| {
-            self.leases.values().any(|l| l.owner == w) || self.waiting.iter().any(|a| a.owner == w)
+            self.leases.values().any(|l| l.owner == w)
+                || self.waiting.iter().any(|a| a.owner == w)
+                || elsewhere(w)
         };
         let mut idle: Vec<(Instant, u64)> = (self.workers.iter())
             .filter_map(|(&w, u)| match u {
@@ -652,9 +656,10 @@ impl Pool {
     }
 
     /// What is due at `now`: workers idle for [`IDLE_FOR`] beyond those kept stop (they leave
-    /// the pool now), and asks that waited [`ASK_WAITS`] go to the driver.
-    pub(crate) fn due(&mut self, now: Instant) -> Due {
-        let stop = self.stoppable(now);
+    /// the pool now; not those that own work `elsewhere`), and asks that waited [`ASK_WAITS`]
+    /// go on.
+    pub(crate) fn due(&mut self, now: Instant, elsewhere: &dyn Fn(u64) -> bool) -> Due {
+        let stop = self.stoppable(now, elsewhere);
         for worker in &stop {
             self.workers.remove(worker);
         }
@@ -697,8 +702,8 @@ impl Pool {
     }
 
     /// When [`Pool::due`] next has something to do.
-    pub(crate) fn next_due(&self) -> Option<Instant> {
-        (self.stop_candidates().into_iter())
+    pub(crate) fn next_due(&self, elsewhere: &dyn Fn(u64) -> bool) -> Option<Instant> {
+        (self.stop_candidates(elsewhere).into_iter())
             .map(|(since, _)| since + IDLE_FOR)
             .chain(self.waiting.iter().filter_map(|w| w.until))
             .chain(self.borrows.iter().map(|b| b.until))
@@ -779,6 +784,11 @@ fn give_back(grants: &mut Grants, client: ConnId, lease: &Granted) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No worker owns work on other nodes.
+    fn nothing_elsewhere(_: u64) -> bool {
+        false
+    }
 
     fn cpus(n: f64) -> Resources {
         Resources::cpus(n).expect("a whole number of CPUs")
@@ -921,11 +931,15 @@ mod tests {
         let decided = pool.retry((&mut grants, CLIENT), true);
         let asked: Vec<(TaskId, Asked)> = decided.iter().map(|d| (d.key, d.asked)).collect();
         assert_eq!(asked, [(key(7, 2), Asked::Start { worker: 101 })]);
-        assert_eq!(pool.next_due(), Some(t0 + ASK_WAITS));
+        assert_eq!(pool.next_due(&nothing_elsewhere), Some(t0 + ASK_WAITS));
         // The other goes to the driver once it has waited long enough; one withdrawn meanwhile
         // would not.
-        assert!(pool.due(t0 + ASK_WAITS / 2).forward.is_empty());
-        let due = pool.due(t0 + ASK_WAITS);
+        assert!(
+            pool.due(t0 + ASK_WAITS / 2, &nothing_elsewhere)
+                .forward
+                .is_empty()
+        );
+        let due = pool.due(t0 + ASK_WAITS, &nothing_elsewhere);
         let forwarded: Vec<(u64, TaskId, Resources)> = due
             .forward
             .into_iter()
@@ -937,7 +951,11 @@ mod tests {
             Asked::Waits
         );
         assert!(pool.unlease((&mut grants, CLIENT), (7, key(7, 4)), t0));
-        assert!(pool.due(t0 + ASK_WAITS).forward.is_empty());
+        assert!(
+            pool.due(t0 + ASK_WAITS, &nothing_elsewhere)
+                .forward
+                .is_empty()
+        );
     }
 
     #[test]
@@ -966,7 +984,10 @@ mod tests {
         assert_eq!(asked, [(key(100, 1), Asked::Granted { worker: 100 })]);
         assert!(pool.unlease((&mut grants, CLIENT), (100, key(100, 1)), t0));
         assert_eq!(pool.kill_leased(7, key(7, 1)), Some(100));
-        assert!(pool.due(t0 + IDLE_FOR).stop.is_empty(), "still leased to 7");
+        assert!(
+            pool.due(t0 + IDLE_FOR, &nothing_elsewhere).stop.is_empty(),
+            "still leased to 7"
+        );
         // Its death ends what it was leased, its own leases included.
         assert_eq!(
             ask(&mut pool, &mut grants, 100, 2),
@@ -1061,9 +1082,13 @@ mod tests {
         pool.ask((&mut grants, CLIENT), (8, key(8, 1), &one), true, t0);
         pool.started((&mut grants, CLIENT), 103, true);
         assert!(pool.unlease((&mut grants, CLIENT), (8, key(8, 1)), t0));
-        assert_eq!(pool.next_due(), Some(t0 + IDLE_FOR));
-        assert!(pool.due(t0 + IDLE_FOR / 2).stop.is_empty());
-        assert_eq!(pool.due(t0 + IDLE_FOR).stop, vec![103]);
+        assert_eq!(pool.next_due(&nothing_elsewhere), Some(t0 + IDLE_FOR));
+        assert!(
+            pool.due(t0 + IDLE_FOR / 2, &nothing_elsewhere)
+                .stop
+                .is_empty()
+        );
+        assert_eq!(pool.due(t0 + IDLE_FOR, &nothing_elsewhere).stop, vec![103]);
         assert!(!pool.has(103));
         assert_eq!(pool.kill_leased(8, key(8, 1)), None);
     }
@@ -1089,8 +1114,8 @@ mod tests {
         pool.started((&mut grants, CLIENT), 101, true);
         // At the cap the next borrow waits while a worker runs, past its wait too.
         assert_eq!(pool.lend(2, false, t0), Lend::Waits);
-        assert_eq!(pool.next_due(), Some(t0 + ASK_WAITS));
-        assert_eq!(pool.due(t0 + ASK_WAITS).lend, vec![]);
+        assert_eq!(pool.next_due(&nothing_elsewhere), Some(t0 + ASK_WAITS));
+        assert_eq!(pool.due(t0 + ASK_WAITS, &nothing_elsewhere).lend, vec![]);
         // The lease ends: its worker goes to the borrow, ahead of any owner.
         assert!(pool.unlease((&mut grants, CLIENT), (7, key(7, 1)), t0));
         assert_eq!(pool.lend_waiting(), vec![(2, Lend::Idle { worker: 101 })]);
@@ -1103,7 +1128,10 @@ mod tests {
         pool.blocked((&mut grants, CLIENT), 101, true);
         assert_eq!(pool.lend(3, false, t0), Lend::Waits);
         let later = t0 + 2 * ASK_WAITS;
-        assert_eq!(pool.due(later).lend, vec![(3, Lend::Start { worker: 102 })]);
+        assert_eq!(
+            pool.due(later, &nothing_elsewhere).lend,
+            vec![(3, Lend::Start { worker: 102 })]
+        );
         // The driver's stall breaker starts one past it at once.
         assert_eq!(pool.lend(4, true, t0), Lend::Start { worker: 103 });
         // A worker the driver gives back idles and is lent again or stopped; one it keeps
@@ -1113,7 +1141,7 @@ mod tests {
         pool.keep(100);
         assert!(!pool.has(100));
         assert!(pool.take_back(7, later));
-        assert_eq!(pool.due(later + IDLE_FOR).stop, vec![7]);
+        assert_eq!(pool.due(later + IDLE_FOR, &nothing_elsewhere).stop, vec![7]);
         // One still starting for a borrow is not the driver's to give yet.
         assert!(!pool.take_back(102, later));
         // A pool that keeps as many idle workers as the node's CPUs stops only those beyond,
@@ -1122,10 +1150,14 @@ mod tests {
         for (worker, at) in [(1, t0), (2, later), (3, t0)] {
             assert!(pool.take_back(worker, at));
         }
-        assert_eq!(pool.next_due(), Some(t0 + IDLE_FOR));
-        assert_eq!(pool.due(t0 + IDLE_FOR).stop, vec![1, 3]);
-        assert_eq!(pool.next_due(), None);
-        assert!(pool.due(later + 10 * IDLE_FOR).stop.is_empty());
+        assert_eq!(pool.next_due(&nothing_elsewhere), Some(t0 + IDLE_FOR));
+        assert_eq!(pool.due(t0 + IDLE_FOR, &nothing_elsewhere).stop, vec![1, 3]);
+        assert_eq!(pool.next_due(&nothing_elsewhere), None);
+        assert!(
+            pool.due(later + 10 * IDLE_FOR, &nothing_elsewhere)
+                .stop
+                .is_empty()
+        );
         // An idle worker that owns tasks on a lease (its task ended, its children run on) is
         // not stopped until it gives the lease back.
         let mut pool = Pool::new(100..200, 8, cpus(4.0));
@@ -1133,9 +1165,13 @@ mod tests {
         assert!(pool.take_back(5, t0) && pool.take_back(9, t0));
         let asked = pool.ask((&mut grants, CLIENT), (9, key(9, 1), &none), true, t0);
         assert_eq!(asked, Asked::Granted { worker: 5 });
-        assert_eq!(pool.next_due(), None);
-        assert!(pool.due(t0 + IDLE_FOR).stop.is_empty());
+        assert_eq!(pool.next_due(&nothing_elsewhere), None);
+        assert!(pool.due(t0 + IDLE_FOR, &nothing_elsewhere).stop.is_empty());
         assert!(pool.unlease((&mut grants, CLIENT), (9, key(9, 1)), later));
-        assert_eq!(pool.due(later + IDLE_FOR).stop, vec![9, 5]);
+        // Nor one whose children run on leases of other nodes.
+        let on_other_nodes = |w: u64| w == 9;
+        assert_eq!(pool.next_due(&on_other_nodes), Some(later + IDLE_FOR));
+        assert_eq!(pool.due(later + IDLE_FOR, &on_other_nodes).stop, vec![5]);
+        assert_eq!(pool.due(later + IDLE_FOR, &nothing_elsewhere).stop, vec![9]);
     }
 }

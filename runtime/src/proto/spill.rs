@@ -322,6 +322,16 @@ impl Spill {
         nodes
     }
 
+    /// Whether owner `owner` here holds leases on other nodes or has asks out there (it
+    /// stays, idle or not: the ends of its tasks come to it).
+    pub(crate) fn owns_work(&self, owner: u64) -> bool {
+        self.afar.values().any(|(o, _)| *o == owner)
+            || self
+                .passed
+                .values()
+                .any(|p| p.owner == owner && !p.withdrawn)
+    }
+
     /// Owner `owner` on node `from` asked this node for a lease: its grants and ends go
     /// there.
     pub(crate) fn took(&mut self, owner: u64, from: &str) {
@@ -453,6 +463,7 @@ mod tests {
     fn a_grant_is_told_to_its_owner_or_given_back_when_nobody_wants_it() {
         let (mut spill, k1, k2) = two_passed_one_granted_on_b();
         assert_eq!(spill.lease_at(7, k1), Some("b"));
+        assert!(spill.owns_work(7) && !spill.owns_work(8));
         assert_eq!(spill.lease_at(8, k1), None);
         // Another owner's grant under the same key, or a second grant, is not wanted.
         assert_eq!(spill.granted(8, k2, "c"), Grant::GiveBack);
