@@ -690,6 +690,10 @@ impl Core {
                 tracing::debug!(worker, "a worker connected as the node stops");
                 false
             }
+            Some(refused @ Refused::EndedUnheard(_)) => {
+                tracing::debug!(worker, "a late hello: {refused}");
+                false
+            }
             Some(refused) => {
                 tracing::error!(worker, "refused a worker's connection: {refused}");
                 false

@@ -323,6 +323,9 @@ pub(crate) enum Refused {
     /// A link claims a worker this node did not start or already counts as ended.
     #[error("worker {0} was not started by this node or already ended")]
     UnknownWorker(WorkerId),
+    /// The hello of a worker that ended before it came.
+    #[error("worker {0} ended before its hello came")]
+    EndedUnheard(WorkerId),
     /// A worker said hello twice.
     #[error("worker {0} already said hello")]
     SecondHello(WorkerId),
@@ -477,7 +480,14 @@ pub(crate) struct State {
     /// Idle workers to give back to their node's pool once idle for [`IDLE_TICK`], and since
     /// when they idle.
     return_candidates: Vec<(WorkerId, Instant)>,
+    /// The last workers that ended before their hello came (at most [`ENDED_UNHEARD`]): a
+    /// hello of theirs still on its way (on the worker's link, not the daemon's) is late, not
+    /// a stranger's.
+    ended_unheard: VecDeque<WorkerId>,
 }
+
+/// How many workers that ended before their hello the driver remembers.
+const ENDED_UNHEARD: usize = 256;
 
 /// Calls `each` with every value a worker's message hands over (returns and puts), so that
 /// the shell can map the shared ones before the node reads the message.
@@ -562,6 +572,7 @@ impl State {
             borrows: false,
             borrowing: IdMap::default(),
             return_candidates: Vec::new(),
+            ended_unheard: VecDeque::new(),
         }
     }
 
@@ -729,6 +740,10 @@ impl State {
                 life.exit = Some(reason);
                 if !life.connected {
                     life.eof = true;
+                    if self.ended_unheard.len() == ENDED_UNHEARD {
+                        self.ended_unheard.pop_front();
+                    }
+                    self.ended_unheard.push_back(worker);
                 }
                 self.maybe_dead(worker);
             }
@@ -960,6 +975,8 @@ impl State {
         let Some(life) = self.workers.get_mut(&worker) else {
             return Err(if stopping {
                 Refused::Stopping
+            } else if self.ended_unheard.contains(&worker) {
+                Refused::EndedUnheard(worker)
             } else {
                 Refused::UnknownWorker(worker)
             });

@@ -2424,3 +2424,28 @@ fn each_node_s_pool_is_told_the_job_s_other_nodes_and_those_that_leave() {
         [(0, vec![], vec![c.clone()]), (1, vec![], vec![c])]
     );
 }
+
+#[test]
+fn a_hello_that_comes_after_its_worker_ended_is_late_not_a_stranger_s() {
+    let mut h = Harness::new(1, 1.0);
+    let (gone, stranger) = (77, 78);
+    let reason = "killed".to_string();
+    h.event(Event::WorkerExited {
+        worker: gone,
+        reason,
+    });
+    let late = h
+        .node
+        .handle(Event::WorkerConnected { worker: gone }, h.now);
+    assert!(
+        matches!(late, Err(super::Refused::EndedUnheard(77))),
+        "{late:?}"
+    );
+    let unknown = h
+        .node
+        .handle(Event::WorkerConnected { worker: stranger }, h.now);
+    assert!(
+        matches!(unknown, Err(super::Refused::UnknownWorker(78))),
+        "{unknown:?}"
+    );
+}
