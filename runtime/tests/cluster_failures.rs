@@ -138,8 +138,8 @@ fn a_killed_node_s_tasks_rerun_and_its_objects_are_rebuilt(pids: &[i32]) -> Resu
         .map(|_| slow::options().resources("pool", 1.0).remote(3_000))
         .collect();
     // And children of a task on `spare` leased workers on `doomed` by `spare`'s daemon.
-    let marks = common::temp_path("owned-children");
-    std::fs::create_dir_all(&marks)?;
+    let dir = common::TempDir::new("owned-children")?;
+    let marks = dir.0.clone();
     let owned = owns_three::remote(marks.clone(), 3_000);
     let submitted = Instant::now();
     let on_doomed = |marks: &str| started_on(marks).iter().any(|n| n == "doomed");
@@ -177,7 +177,6 @@ fn a_killed_node_s_tasks_rerun_and_its_objects_are_rebuilt(pids: &[i32]) -> Resu
         format!("the owner's children ended as {children:?}"),
     )?;
     let after = started_on(&marks);
-    let _ = std::fs::remove_dir_all(&marks);
     ensure(
         after.iter().filter(|n| *n == "spare").count() == 3,
         format!("the children lost with doomed ran again on spare: {after:?}"),

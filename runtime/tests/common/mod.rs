@@ -55,6 +55,25 @@ pub fn wait_for_file(path: &str) {
     }
 }
 
+/// A fresh folder under the system's temp folder (see [`temp_path`]), removed with
+/// everything in it when dropped, however the test ends.
+pub struct TempDir(pub String);
+
+impl TempDir {
+    /// Makes the folder.
+    pub fn new(tag: &str) -> std::io::Result<Self> {
+        let path = temp_path(tag);
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A fresh path under the system's temp folder for marker files.
 pub fn temp_path(tag: &str) -> String {
     let nanos = std::time::SystemTime::now()
