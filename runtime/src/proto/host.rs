@@ -891,11 +891,18 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         if let Some(to) = afar {
             return self.peer_send(conn, to, PeerLease::Granted { owner, key, worker });
         }
-        let message = Box::new(ToWorker::Leased {
-            key,
-            worker,
-            at: None,
-        });
+        self.write_leased(conn, owner, (key, worker, None));
+    }
+
+    /// Writes to owner `owner` of the job on `conn` that lease `key` is on `worker`, of the
+    /// node at `at` (`None`: this one).
+    fn write_leased(
+        &mut self,
+        conn: ConnId,
+        owner: u64,
+        (key, worker, at): (TaskId, u64, Option<String>),
+    ) {
+        let message = Box::new(ToWorker::Leased { key, worker, at });
         self.actions.push_back(Action::Write {
             conn,
             worker: owner,
@@ -1152,15 +1159,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     return;
                 };
                 match record.spill.granted(owner, key, &from) {
-                    Grant::Tell { at } => {
-                        let at = Some(at);
-                        let message = Box::new(ToWorker::Leased { key, worker, at });
-                        self.actions.push_back(Action::Write {
-                            conn,
-                            worker: owner,
-                            message,
-                        });
-                    }
+                    Grant::Tell { at } => self.write_leased(conn, owner, (key, worker, Some(at))),
                     Grant::GiveBack => {
                         self.peer_send(conn, from, PeerLease::Unlease { owner, key })
                     }
