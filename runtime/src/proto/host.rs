@@ -1150,6 +1150,17 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             }
             return;
         };
+        if let PeerLease::Unlease { owner, .. }
+        | PeerLease::KillLeased { owner, .. }
+        | PeerLease::OwnerGone { owner } = &message
+        {
+            let at = self.jobs.get(&job).and_then(|j| j.spill.owner_at(*owner));
+            if at != Some(from.as_str()) {
+                // Only the owner's node speaks for it.
+                tracing::warn!(%job, owner, node = %from, ?message, "a lease message for an owner of another node is ignored");
+                return;
+            }
+        }
         match message {
             PeerLease::Ask { owner, key, shape } => {
                 self.ask_afar(conn, (owner, key, shape), (from, Some(source)))
@@ -2528,6 +2539,14 @@ mod tests {
             acted(&mut a),
             [to_peer("b", PeerLease::OwnerGone { owner: 3 })]
         );
+        // Only the owner's node speaks for it: another node's word changes nothing.
+        b.handle(from_peer("c", PeerLease::OwnerGone { owner: 3 }), t0);
+        let kill = PeerLease::KillLeased {
+            owner: 3,
+            key: key(4),
+        };
+        b.handle(from_peer("c", kill), t0);
+        assert_eq!(acted(&mut b), []);
         b.handle(from_peer("a", PeerLease::OwnerGone { owner: 3 }), t0);
         assert_eq!(
             acted(&mut b),
