@@ -869,7 +869,9 @@ impl State {
             let request = HostRequest::Peers { joined, left };
             self.actions.push_back(Action::Host { node: idx, request });
         }
-        self.peers_told.retain(|idx, _| view.contains(idx));
+        // `view` is in the nodes' order.
+        self.peers_told
+            .retain(|idx, _| view.binary_search(idx).is_ok());
     }
 
     /// Node `node`'s daemon started worker `worker` for a lease of its own: the worker is
