@@ -5,7 +5,8 @@
 //! which hears only of the parent's own blocking and end; their task events go from alpha's
 //! daemon to the head, which lists them with their parent. When alpha
 //! is full, its owners are leased workers on the head's node: their pushes and ends pass
-//! between the two daemons, values inside, and still past the driver. A leased worker that
+//! between the two daemons, small values inside, large ones pulled by the owner's node (the
+//! copy where the task ran goes then), and still past the driver. A leased worker that
 //! dies mid-run costs its owner a retry, not the job; an owner that dies has the worker
 //! leased to it on the other node killed. Nesting deeper than alpha's process cap finishes on
 //! the workers alpha's daemon leases (a blocked one runs what it waits for on top), and so does
@@ -109,6 +110,51 @@ fn spread_large(n: u64) -> Result<Vec<String>, String> {
     Ok(nodes)
 }
 
+/// 130 MiB of `byte`, made only on the head's node: more than an end between two nodes
+/// carried inside it (128 MiB), so it stays in that node's store until its owner's node
+/// pulls it.
+#[remote(resources(far = 1))]
+fn far_blob(byte: u8) -> Vec<u8> {
+    vec![byte; 130 << 20]
+}
+
+/// On alpha: reads a child's value made on the head's node. Its length, whether every byte
+/// is right, and the name its segment had there.
+#[remote(resources(alpha = 1))]
+fn read_far(byte: u8) -> (u64, bool, String) {
+    let made = far_blob::remote(byte);
+    let id = made.id();
+    let segment = format!("{:x}.{}.{}", id.task.owner, id.task.seq, id.index);
+    let value = made.get_blocking().expect("the child's value");
+    (
+        value.len() as u64,
+        value.iter().all(|&b| b == byte),
+        segment,
+    )
+}
+
+/// Whether a file named `name` is in a store of daemon `pid` (not its pool of freed
+/// segments).
+fn in_store_of(pid: i32, name: &str) -> bool {
+    fn walk(dir: &std::path::Path, name: &str) -> bool {
+        (std::fs::read_dir(dir).into_iter().flatten().flatten()).any(|entry| {
+            let path = entry.path();
+            match path.is_dir() {
+                true => entry.file_name() != "pool" && walk(&path, name),
+                false => entry.file_name() == name,
+            }
+        })
+    }
+    (std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten())
+    .any(|entry| {
+        let dir = entry.file_name().to_string_lossy().into_owned();
+        dir.starts_with(&format!("prism-{pid}-")) && walk(&entry.path(), name)
+    })
+}
+
 /// Dies (as if killed) the first time it runs for `marker`, then returns `i`.
 #[remote(max_retries = 2)]
 fn dies_once(marker: String, i: u64) -> u64 {
@@ -208,6 +254,27 @@ fn large_values_cross_to_a_worker_leased_on_another_node_and_back() -> Result<()
         nodes == ["alpha", "head"],
         format!("the children ran on {nodes:?}"),
     )
+}
+
+fn a_value_too_large_for_an_end_stays_where_it_ran_until_its_owner_s_node_pulls_it(
+    head: &Host,
+) -> Result<(), Failed> {
+    let (len, right, segment) = read_far::remote(7).get_blocking()?;
+    ensure(
+        len == 130 << 20 && right,
+        format!("the owner read {len} bytes, right: {right}"),
+    )?;
+    // Pulled, the copy on the head's node goes.
+    let pids = head.daemons();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pids.iter().any(|&pid| in_store_of(pid, &segment)) {
+        ensure(
+            std::time::Instant::now() < deadline,
+            format!("segment {segment} is still in the head's store"),
+        )?;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 fn a_leased_worker_that_dies_costs_its_owner_a_retry() -> Result<(), Failed> {
@@ -522,7 +589,19 @@ fn main() {
     common::cluster::serve_if_worker();
     // Before any daemon starts: bad arguments end the process, which would leave them.
     let mut args = Arguments::from_args();
-    let (head, addr, token) = common::cluster::head("owners-head", "1");
+    // The head's node alone has `far`.
+    let head = Host::new("owners-head");
+    head.start_head(&[
+        "--num-cpus",
+        "1",
+        "--resources",
+        "far=1",
+        "--name",
+        "head",
+        "--port",
+        "0",
+    ]);
+    let (addr, token) = (head.file("address"), head.file("token"));
     let alpha = Host::new("owners-alpha");
     alpha.join(
         &addr,
@@ -542,7 +621,7 @@ fn main() {
         .token(token.clone());
     prism::init_with(config).expect("join the cluster");
     let head = std::sync::Arc::new(head);
-    let head_host = head.clone();
+    let (head_host, head_store) = (head.clone(), head.clone());
     // The first case counts the driver's messages: nothing else may run meanwhile.
     args.test_threads = Some(1);
     let trials = vec![
@@ -553,6 +632,14 @@ fn main() {
         Trial::test(
             "large_values_cross_to_a_worker_leased_on_another_node_and_back",
             large_values_cross_to_a_worker_leased_on_another_node_and_back,
+        ),
+        Trial::test(
+            "a_value_too_large_for_an_end_stays_where_it_ran_until_its_owner_s_node_pulls_it",
+            move || {
+                a_value_too_large_for_an_end_stays_where_it_ran_until_its_owner_s_node_pulls_it(
+                    &head_store,
+                )
+            },
         ),
         Trial::test(
             "a_leased_worker_that_dies_costs_its_owner_a_retry",

@@ -26,8 +26,10 @@ use crate::frame::Message;
 /// the driver borrows the workers for its own tasks from that pool and gives them back
 /// ([`ToHost::LeaseWorker`], [`ToHost::ReturnWorker`], [`ToHost::KeepWorker`],
 /// [`FromHost::Lent`]); 24: the nodes' pools lease workers to one another's owners
-/// ([`ToPeer::Lease`], [`PeerLease`]), knowing the job's other nodes ([`ToHost::Peers`]).
-pub const PROTOCOL_VERSION: u32 = 24;
+/// ([`ToPeer::Lease`], [`PeerLease`]), knowing the job's other nodes ([`ToHost::Peers`]);
+/// 25: a large value of a task leased on another node stays in that node's store until the
+/// owner's node pulls it ([`ToNode::Fetch`], [`ToWorker::Fetched`], [`PeerLease::Pulled`]).
+pub const PROTOCOL_VERSION: u32 = 25;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -257,6 +259,14 @@ pub enum ToWorker {
     /// Tasks this worker owns were handed back unrun by the worker they were pushed to (it
     /// blocked, or was asked to give them back).
     Handback(Vec<TaskId>),
+    /// The node pulled object `id` into its store ([`ToNode::Fetch`]), or could not (`error`
+    /// says why).
+    Fetched {
+        /// The object.
+        id: ObjectId,
+        /// Why it is not here, when it is not.
+        error: Option<String>,
+    },
 }
 
 /// What a worker tells its node.
@@ -445,6 +455,18 @@ pub enum ToNode {
     KillLeased {
         /// The lease's key.
         key: TaskId,
+    },
+    /// Pull object `id` (`len` bytes), a value a task this worker owns left in the store of
+    /// the node whose daemon serves its peers at `from` (it ran on a worker leased there),
+    /// into this node's store; answered with [`ToWorker::Fetched`]. That node then drops its
+    /// copy ([`PeerLease::Pulled`]).
+    Fetch {
+        /// The object.
+        id: ObjectId,
+        /// Its archived length.
+        len: u64,
+        /// The peer address of the node that has it.
+        from: String,
     },
     /// A frame for another worker of the job on this node (tasks pushed to a leased worker,
     /// the ends of tasks for their owner), relayed by the node as it is.
@@ -706,6 +728,15 @@ pub enum PeerLease {
     OwnerGone {
         /// The owner.
         owner: u64,
+    },
+    /// Owner's node to the node a lease of the owner's ran tasks on: the values of those
+    /// tasks that stayed in that node's store (too large to travel in their ends) are in the
+    /// owner's node's store now; the copies there go.
+    Pulled {
+        /// The owner.
+        owner: u64,
+        /// The objects (each a value of a task of the owner's).
+        ids: Vec<ObjectId>,
     },
 }
 

@@ -603,6 +603,15 @@ impl Hosting {
                     });
                 });
             }
+            Action::Unlink { setup, ids } => {
+                let name = self.name.clone();
+                tokio::task::spawn_blocking(move || {
+                    let work = FileWork::Free { ids, pool: true };
+                    if let Err(e) = file_work(&name, &setup, work) {
+                        tracing::warn!("cannot remove copies another node pulled: {e}");
+                    }
+                });
+            }
             Action::Files {
                 conn,
                 req,
@@ -1185,7 +1194,8 @@ impl Hosting {
         worker: u64,
         msg: &ArchivedToNode,
     ) -> bool {
-        self.decide(|core| core.take_up((job, conn), worker, msg, Instant::now()))
+        let peer_of = |at: &str| at.parse::<SocketAddr>().ok();
+        self.decide(|core| core.take_up((job, conn), worker, msg, (Instant::now(), &peer_of)))
     }
 
     /// Passes worker `worker`'s frames on: to another worker of the job (here or on another

@@ -255,6 +255,9 @@ pub(crate) enum Action<P, S> {
         worker: u64,
         message: Box<ToWorker>,
     },
+    /// Remove these objects' segments from the job's store (their owner's node has them
+    /// now); nothing waits for it.
+    Unlink { setup: S, ids: Vec<ObjectId> },
     /// Send `message` to the job's driver as if worker `worker` had (an ask the node took
     /// and could not grant), after what the worker sent before the node decided.
     Up {
@@ -415,10 +418,18 @@ enum Waiter {
     },
 }
 
+/// Reads a peer address a worker's frame names (see [`Hosting::take_up`]).
+pub(crate) type PeerOf<'a, P> = &'a dyn Fn(&str) -> Option<P>;
+
 /// A pull in progress and the requests waiting for it.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Pull {
     waiting: Vec<(ConnId, ReqId)>,
+    /// Workers of the job waiting for it ([`prism_transport::ToNode::Fetch`]).
+    workers: Vec<u64>,
+    /// The node that made the object for an owner here (its peer address): once the bytes
+    /// are here its copy goes ([`PeerLease::Pulled`]).
+    made_at: Option<String>,
 }
 
 /// The jobs a node hosts (see the module's docs).
@@ -632,13 +643,14 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     /// Frame `msg` that worker `worker` of job `job` (on `conn`) sent up its link at `now`:
     /// true when the node takes it (the task events of the tasks the worker owns, for the
     /// head; lease asks and give-backs its pool grants), false when it goes on to the driver
-    /// (the node notes a worker's blocking and resuming on the way).
+    /// (the node notes a worker's blocking and resuming on the way). `peer_of` reads a peer
+    /// address a frame names.
     pub(crate) fn take_up(
         &mut self,
         (job, conn): (&str, ConnId),
         worker: u64,
         msg: &ArchivedToNode,
-        now: Instant,
+        (now, peer_of): (Instant, PeerOf<'_, P>),
     ) -> bool {
         let at = (job, conn);
         match msg {
@@ -664,8 +676,55 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 self.worker_blocked(at, worker, depth.to_native(), false);
                 false
             }
+            ArchivedToNode::Fetch { id, len, from } => {
+                let source = peer_of(from.as_str());
+                let object = (id.to_native(), len.to_native());
+                self.worker_fetch(at, worker, object, (from.as_str(), source));
+                true
+            }
             _ => false,
         }
+    }
+
+    /// Worker `worker` of job `job` (on `conn`) asks for object `id` (`len` bytes), a value
+    /// of a task of its that ran on the node at `from` (`source`: its address, if it reads
+    /// as one), to be pulled here ([`prism_transport::ToNode::Fetch`]): one pull however
+    /// many ask; answered [`ToWorker::Fetched`], and that node's copy goes once it is here.
+    fn worker_fetch(
+        &mut self,
+        (job, conn): (&str, ConnId),
+        worker: u64,
+        (id, len): (ObjectId, u64),
+        (from, source): (&str, Option<P>),
+    ) {
+        let Some(record) = self.jobs.get(job).filter(|j| j.conn == conn) else {
+            return;
+        };
+        let setup = record.setup.clone();
+        let Some(source) = source else {
+            let error = Some(format!("{from:?} is not the address of a node"));
+            let message = Box::new(ToWorker::Fetched { id, error });
+            self.actions.push_back(Action::Write {
+                conn,
+                worker,
+                message,
+            });
+            return;
+        };
+        let pull = self.pulls.entry((conn, id)).or_default();
+        pull.workers.push(worker);
+        pull.made_at.get_or_insert_with(|| from.to_string());
+        if pull.workers.len() + pull.waiting.len() > 1 {
+            return;
+        }
+        self.actions.push_back(Action::Pull {
+            conn,
+            job: job.to_string(),
+            id,
+            len,
+            from: source,
+            setup,
+        });
     }
 
     /// Worker `owner` of job `job` (on `conn`) asks at `now` for a lease of `shape` keyed
@@ -1152,12 +1211,22 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         };
         if let PeerLease::Unlease { owner, .. }
         | PeerLease::KillLeased { owner, .. }
-        | PeerLease::OwnerGone { owner } = &message
+        | PeerLease::OwnerGone { owner }
+        | PeerLease::Pulled { owner, .. } = &message
         {
             let at = self.jobs.get(&job).and_then(|j| j.spill.owner_at(*owner));
             if at != Some(from.as_str()) {
-                // Only the owner's node speaks for it.
-                tracing::warn!(%job, owner, node = %from, ?message, "a lease message for an owner of another node is ignored");
+                // Only the owner's node speaks for it. (A value made under a lease the
+                // driver granted stays here until the job ends: this node never heard
+                // where its owner is.)
+                match message {
+                    PeerLease::Pulled { .. } => {
+                        tracing::debug!(%job, owner, node = %from, "copies pulled by a node this one does not know as the owner's stay")
+                    }
+                    _ => {
+                        tracing::warn!(%job, owner, node = %from, ?message, "a lease message for an owner of another node is ignored")
+                    }
+                }
                 return;
             }
         }
@@ -1209,6 +1278,16 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 }
             }
             PeerLease::OwnerGone { owner } => self.owner_afar_gone(conn, owner),
+            PeerLease::Pulled { owner, mut ids } => {
+                // Only the owner's own values.
+                ids.retain(|id| id.task.owner == owner);
+                if let Some(job) = self.jobs.get(&job)
+                    && !ids.is_empty()
+                {
+                    let setup = job.setup.clone();
+                    self.actions.push_back(Action::Unlink { setup, ids });
+                }
+            }
         }
     }
 
@@ -1384,12 +1463,32 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     self.pulled.objects += 1;
                     self.pulled.bytes += len;
                 }
-                let reply = match result {
+                let reply = match &result {
                     Ok(_) => FromHost::Done,
-                    Err(e) => FromHost::Error(e),
+                    Err(e) => FromHost::Error(e.clone()),
                 };
                 for (conn, req) in pull.waiting {
                     self.reply(conn, req, reply.clone());
+                }
+                for worker in pull.workers {
+                    let error = result.as_ref().err().cloned();
+                    let message = Box::new(ToWorker::Fetched { id, error });
+                    let write = Action::Write {
+                        conn,
+                        worker,
+                        message,
+                    };
+                    self.actions.push_back(write);
+                }
+                if let (Ok(_), Some(to), Some(job)) =
+                    (&result, pull.made_at, self.connections.get(&conn))
+                {
+                    let (owner, ids) = (id.task.owner, vec![id]);
+                    self.actions.push_back(Action::Peer {
+                        job: job.clone(),
+                        to,
+                        message: PeerLease::Pulled { owner, ids },
+                    });
                 }
             }
             Event::Performed { conn, req, result } => {
@@ -1478,7 +1577,11 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     return;
                 }
                 let waiting = vec![(conn, req)];
-                self.pulls.insert(key, Pull { waiting });
+                let pull = Pull {
+                    waiting,
+                    ..Pull::default()
+                };
+                self.pulls.insert(key, pull);
                 Action::Pull {
                     conn,
                     job: name,
@@ -2367,15 +2470,21 @@ mod tests {
         }
     }
 
+    /// Two daemons of job "j", "a" and "b", each with a pool told of the other: a runs
+    /// worker 3, and the driver holds all of a's CPUs, none of b's.
+    fn two_daemons(t0: Instant) -> (Node, Node) {
+        let (mut a, mut b) = (hosting_a_job(t0), hosting_a_job(t0));
+        spawn_worker_3(&mut a, t0);
+        pooled(&mut a, 100, &["b"], 4.0, t0);
+        pooled(&mut b, 200, &["a"], 0.0, t0);
+        (a, b)
+    }
+
     #[test]
     fn a_full_node_passes_an_ask_on_to_another_node_s_pool_which_grants_it_without_the_driver() {
         use crate::proto::pool::ASK_WAITS;
         let t0 = Instant::now();
-        let (mut a, mut b) = (hosting_a_job(t0), hosting_a_job(t0));
-        spawn_worker_3(&mut a, t0);
-        // The driver holds all of a's CPUs, none of b's.
-        pooled(&mut a, 100, &["b"], 4.0, t0);
-        pooled(&mut b, 200, &["a"], 0.0, t0);
+        let (mut a, mut b) = two_daemons(t0);
         let (at, cpu) = (("j", 1), Resources::cpus(1.0).unwrap());
         let key = |seq| TaskId::new(3, seq);
         let ask_of = |seq| PeerLease::Ask {
@@ -2971,6 +3080,112 @@ mod tests {
         node.handle(prepared, t0);
         actions(&mut node);
         node
+    }
+
+    /// `msg` as a worker's frame carries it.
+    fn archived(msg: &ToNode) -> rkyv::util::AlignedVec {
+        rkyv::to_bytes::<rkyv::rancor::Error>(msg).unwrap()
+    }
+
+    #[test]
+    fn a_value_left_on_another_node_is_pulled_for_its_owner_and_dropped_there() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = two_daemons(t0);
+        // Owner 3 on a asks b for a lease: b knows it as a's.
+        let ask = PeerLease::Ask {
+            owner: 3,
+            key: TaskId::new(3, u64::MAX),
+            shape: Resources::cpus(1.0).unwrap(),
+        };
+        b.handle(from_peer("a", ask), t0);
+        let _ = acted(&mut b);
+        // Two of its tasks ran there and left values too large for their ends; the owner
+        // asks a to pull them, twice for one of them.
+        let (one, two) = (
+            ObjectId::new(TaskId::new(3, 1), 0),
+            ObjectId::new(TaskId::new(3, 2), 0),
+        );
+        let peer_of = |at: &str| (at == "b").then_some(5);
+        let fetch = |id| {
+            let from = "b".to_string();
+            archived(&ToNode::Fetch { id, len: 64, from })
+        };
+        for id in [one, one, two] {
+            let bytes = fetch(id);
+            let msg = rkyv::access::<ArchivedToNode, rkyv::rancor::Error>(&bytes).unwrap();
+            assert!(
+                a.take_up(("j", 1), 3, msg, (t0, &peer_of)),
+                "the node's to do"
+            );
+        }
+        assert_eq!(
+            acted(&mut a),
+            [pull_of(one), pull_of(two)],
+            "one pull an object"
+        );
+        // The first lands: the owner hears it (once an ask) and b drops its copy.
+        a.handle(
+            Event::Pulled {
+                conn: 1,
+                id: one,
+                len: 64,
+                result: Ok(true),
+            },
+            t0,
+        );
+        let fetched = |id, error| Action::Write {
+            conn: 1,
+            worker: 3,
+            message: Box::new(ToWorker::Fetched { id, error }),
+        };
+        let pulled = PeerLease::Pulled {
+            owner: 3,
+            ids: vec![one],
+        };
+        assert_eq!(
+            acted(&mut a),
+            [
+                fetched(one, None),
+                fetched(one, None),
+                to_peer("b", pulled.clone())
+            ]
+        );
+        // Only the owner's node speaks for its values.
+        b.handle(from_peer("c", pulled.clone()), t0);
+        assert_eq!(acted(&mut b), []);
+        b.handle(from_peer("a", pulled), t0);
+        let unlink = Action::Unlink {
+            setup: "files",
+            ids: vec![one],
+        };
+        assert_eq!(acted(&mut b), [unlink]);
+        // The second cannot be had: the owner hears why, and nothing is dropped.
+        let error = "cannot reach b".to_string();
+        a.handle(
+            Event::Pulled {
+                conn: 1,
+                id: two,
+                len: 64,
+                result: Err(error.clone()),
+            },
+            t0,
+        );
+        assert_eq!(acted(&mut a), [fetched(two, Some(error))]);
+        // An address that is no node's is answered at once.
+        let bytes = archived(&ToNode::Fetch {
+            id: two,
+            len: 64,
+            from: "nowhere".into(),
+        });
+        let msg = rkyv::access::<ArchivedToNode, rkyv::rancor::Error>(&bytes).unwrap();
+        assert!(a.take_up(("j", 1), 3, msg, (t0, &peer_of)));
+        let Some(Action::Write { message, .. }) = acted(&mut a).pop() else {
+            panic!("an answer");
+        };
+        assert!(
+            matches!(*message, ToWorker::Fetched { error: Some(ref e), .. } if e.contains("nowhere")),
+            "{message:?}"
+        );
     }
 
     #[test]

@@ -21,8 +21,6 @@ use crate::store::ObjectBytes;
 
 mod owned;
 
-pub(crate) use owned::AFAR_VALUE_MAX;
-
 /// Why a worker stops taking messages.
 #[derive(Debug)]
 pub(crate) enum Stop {
@@ -620,15 +618,6 @@ impl Worker {
         &mut self.out
     }
 
-    /// Whether `task` was pushed here by an owner on another node: its values go back
-    /// inside its end (that owner cannot map this node's shared memory).
-    pub(crate) fn pushed_from_afar(&self, task: TaskId) -> bool {
-        !self.pushed.is_empty()
-            && self.pushed.contains(&task)
-            && crate::proto::nodes::node_of(task.owner)
-                != crate::proto::nodes::node_of(self.owned.me())
-    }
-
     /// Sends the ends of tasks pushed here to their owners, with run times stamped at
     /// `sent_us` (0: none).
     fn return_pushed(&mut self, sent_us: u64) {
@@ -743,6 +732,10 @@ impl Worker {
             }
             ArchivedToWorker::Returned { sent_us, ends } => {
                 self.returned(sent_us.to_native(), true, ends.iter(), open)?;
+            }
+            ArchivedToWorker::Fetched { id, error } => {
+                let error = error.as_ref().map(|e| e.as_str());
+                self.fetched(id.to_native(), error, open);
             }
             ArchivedToWorker::Handback(tasks) => {
                 self.handed_back(tasks.iter().map(|t| t.to_native()));
@@ -1066,16 +1059,25 @@ mod tests {
 
     /// Hands `msg` to the books as the node would send it, values given as inline bytes.
     pub(super) fn receive(worker: &mut Worker, msg: &ToWorker) -> Result<(), Stop> {
+        receive_with(worker, msg, &mut |value| match value {
+            ArchivedValue::Inline(bytes) => Ok(ObjectBytes::inline(bytes)),
+            ArchivedValue::Shared { .. } => Err(std::io::Error::other("no such segment")),
+        })
+    }
+
+    /// As [`receive`], with `open` mapping the values.
+    pub(super) fn receive_with(
+        worker: &mut Worker,
+        msg: &ToWorker,
+        open: &mut dyn FnMut(&ArchivedValue) -> std::io::Result<ObjectBytes>,
+    ) -> Result<(), Stop> {
         let mut frame = Vec::new();
         encode_frame(msg, &mut frame).unwrap();
         let mut decoder = FrameDecoder::new(prism_transport::DEFAULT_MAX_FRAME);
         decoder.extend(&frame);
         let frame = decoder.next_frame().unwrap().unwrap();
         let msg = frame.access::<ToWorker>().unwrap();
-        worker.handle(msg, &mut |value| match value {
-            ArchivedValue::Inline(bytes) => Ok(ObjectBytes::inline(bytes)),
-            ArchivedValue::Shared { .. } => Err(std::io::Error::other("no such segment")),
-        })
+        worker.handle(msg, open)
     }
 
     /// What the books would write now, decoded.

@@ -1422,6 +1422,8 @@ impl World<'_> {
                 from,
                 ..
             } => self.pull(conn, node, id, len, from),
+            // Simulated values travel inside the frames: no copy stays behind to remove.
+            HostAction::Unlink { .. } => {}
             HostAction::Files {
                 conn, req, work, ..
             } => {
@@ -3017,7 +3019,9 @@ impl World<'_> {
                     let mut taken = false;
                     if let Some(conn) = conn.filter(|_| self.config.pools) {
                         self.host_core(host, |core, now| {
-                            taken = core.take_up((&job, conn), worker.1, msg, now);
+                            // Simulated values travel inside the frames: no worker asks
+                            // for a pull, so no address needs reading.
+                            taken = core.take_up((&job, conn), worker.1, msg, (now, &|_| None));
                         });
                     }
                     if !taken {

@@ -31,9 +31,7 @@ use crate::generator::ItemSink;
 use crate::process::{
     ENV_INLINE_THRESHOLD, ENV_ROLE, ENV_STORE_CAPACITY, ENV_STORE_DIR, ENV_WORKER, fingerprint,
 };
-use crate::proto::nodes::node_of;
 use crate::proto::owner::Known;
-use crate::proto::worker::AFAR_VALUE_MAX;
 use crate::proto::worker::{Ended, Stop, Tally, Timing, Wake, Worker, answer_of};
 use crate::registry;
 use crate::store::{self, ObjectBytes, Segment};
@@ -1112,31 +1110,12 @@ fn store_returns(
 ) -> Outcome {
     // References to objects this worker owns that leave with the values were handed to the
     // node as each value was encoded (`Invocation::ret`), while the value still held them.
-    // Only a task whose owner's number names another node can have been pushed from there
-    // (the books are looked at only then: never on an embedded node).
-    let afar = node_of(exec.task.owner) != node_of(client.owner)
-        && client.inner.lock().core.pushed_from_afar(exec.task);
+    // A value for an owner on another node that is too large to go inline stays in this
+    // node's store too, until the owner's node pulls it (`ToNode::Fetch`).
     let mut out = Vec::with_capacity(values.len());
     for (i, bytes) in values.into_iter().enumerate() {
         let id = ObjectId::new(exec.task, i as u32);
         let what = || format!("return value {i}");
-        if afar {
-            // Its owner is on another node: the value travels inside the end.
-            if bytes.len() > AFAR_VALUE_MAX {
-                return Outcome::Failed(TaskError::InvalidValue {
-                    task: exec.task,
-                    function: exec.function.clone(),
-                    what: what(),
-                    reason: format!(
-                        "its {} bytes exceed the {AFAR_VALUE_MAX} a task leased from another \
-                         node returns to its owner",
-                        bytes.len()
-                    ),
-                });
-            }
-            out.push(Value::Inline(bytes.to_vec()));
-            continue;
-        }
         match store_value(client, id, &exec.function, &bytes, what) {
             Ok(value) => out.push(value),
             Err(error) => return Outcome::Failed(error),

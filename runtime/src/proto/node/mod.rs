@@ -1584,6 +1584,14 @@ impl State {
                 }
                 crate::proto::relay::Route::Node => {}
             },
+            ArchivedToNode::Fetch { id, from, .. } => {
+                // A node's daemon pulls for its workers; no lease of this node's workers is
+                // on another node, so no value of theirs stays there.
+                let id = id.to_native();
+                let error = format!("the driver pulls no values for its workers from {from}");
+                let error = Some(error);
+                self.encode_to(worker, &ToWorker::Fetched { id, error });
+            }
             ArchivedToNode::Hello(_) => {
                 tracing::warn!(worker, "second hello ignored");
             }

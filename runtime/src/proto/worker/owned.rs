@@ -46,10 +46,12 @@ const LONG_TASK_US: u64 = 1_000;
 /// scheduling class).
 const MAX_ASKS: usize = 16;
 
-/// The largest value that crosses between two nodes inside a frame (an argument pushed to a
-/// worker leased on another node, or a result coming back): well under the frame limit. A
-/// task with a larger argument is handed to the node instead, which moves it by a pull.
-pub(crate) const AFAR_VALUE_MAX: usize = prism_transport::DEFAULT_MAX_FRAME / 4;
+/// The largest argument that crosses between two nodes inside a frame (pushed to a worker
+/// leased on another node): well under the frame limit. A task with a larger argument is
+/// handed to the node instead, which moves it by a pull. (Results too large to go inline
+/// stay in the store of the node they were made on until the owner's node pulls them:
+/// [`ToNode::Fetch`].)
+const AFAR_VALUE_MAX: usize = prism_transport::DEFAULT_MAX_FRAME / 4;
 
 /// Changes of owned tasks go to the node in batches of up to this many (about 64 bytes
 /// each)...
@@ -156,6 +158,19 @@ pub(crate) struct Owned {
     /// Lease keys handed out so far (keys count down from the top of this worker's ids, so
     /// they never meet its tasks').
     lease_seq: u64,
+    /// Values of owned tasks that ran on another node, too large to come back inside their
+    /// ends, that the node pulls here ([`ToNode::Fetch`]): where they are, and what waits.
+    fetching: IdMap<ObjectId, Fetching>,
+}
+
+/// A value of an owned task that stayed in the store of the node it ran on, being pulled
+/// into this node's.
+#[derive(Debug)]
+struct Fetching {
+    len: u64,
+    /// The peer address of the node it stayed on.
+    at: String,
+    function: Arc<str>,
 }
 
 impl Owned {
@@ -165,11 +180,6 @@ impl Owned {
             me,
             ..Owned::default()
         }
-    }
-
-    /// This worker's owner number.
-    pub(crate) fn me(&self) -> u64 {
-        self.me
     }
 
     /// Whether `id` is an object this worker owns and has not handed to the node.
@@ -543,6 +553,12 @@ impl Worker {
             |e: rkyv::rancor::Error| super::Stop::Lost(format!("undecodable task end: {e}"));
         for end in ends {
             let task = end.task.to_native();
+            // A value too large to travel inside the end stayed on the node of the lease it
+            // ran under.
+            let afar = match self.owned.tasks.get(&task).map(|r| r.at) {
+                Some(At::Pushed(key)) => self.owned.leases.get(&key).and_then(|l| l.at.clone()),
+                _ => None,
+            };
             if let Some(times) = end.times.as_ref() {
                 let times = rkyv::deserialize::<RunTimes, rkyv::rancor::Error>(times)
                     .map_err(undecodable)?;
@@ -555,7 +571,15 @@ impl Worker {
                     nested,
                     actors,
                 } => Ending::Returned {
-                    values: values.iter().map(&mut *open).collect(),
+                    values: (values.iter())
+                        .map(|value| match (value, &afar) {
+                            (ArchivedValue::Shared { len, .. }, Some(at)) => Got::Afar {
+                                len: len.to_native(),
+                                at: at.clone(),
+                            },
+                            _ => Got::Here(open(value)),
+                        })
+                        .collect(),
                     nested: rkyv::deserialize::<_, rkyv::rancor::Error>(nested)
                         .map_err(undecodable)?,
                     actors: rkyv::deserialize::<_, rkyv::rancor::Error>(actors)
@@ -672,15 +696,6 @@ impl Worker {
                 let function: Arc<str> = Arc::from(record.spec.function.as_str());
                 let ids: Vec<ObjectId> = record.spec.return_ids().collect();
                 for (i, (id, value)) in ids.into_iter().zip(values).enumerate() {
-                    let slot = match value {
-                        Ok(bytes) => Slot::Ready(bytes),
-                        Err(e) => Slot::Failed(TaskError::InvalidValue {
-                            task,
-                            function: function.to_string(),
-                            what: format!("return value {i}"),
-                            reason: format!("cannot map its shared-memory segment: {e}"),
-                        }),
-                    };
                     let made = Made {
                         nested: nested.get(i).cloned().unwrap_or_default(),
                         actors: actors.get(i).cloned().unwrap_or_default(),
@@ -690,6 +705,27 @@ impl Worker {
                         self.hold_made(&made);
                     }
                     self.owned.made.insert(id, made);
+                    let slot = match value {
+                        Got::Here(Ok(bytes)) => Slot::Ready(bytes),
+                        Got::Here(Err(e)) => Slot::Failed(TaskError::InvalidValue {
+                            task,
+                            function: function.to_string(),
+                            what: format!("return value {i}"),
+                            reason: format!("cannot map its shared-memory segment: {e}"),
+                        }),
+                        Got::Afar { len, at } => {
+                            // Known once it is here; what waits for it waits till then.
+                            self.send(&ToNode::Fetch {
+                                id,
+                                len,
+                                from: at.clone(),
+                            });
+                            let function = function.clone();
+                            let fetching = Fetching { len, at, function };
+                            self.owned.fetching.insert(id, fetching);
+                            continue;
+                        }
+                    };
                     self.owned_value(id, slot);
                 }
                 self.note(task, || OwnedPhase::Finished);
@@ -713,6 +749,46 @@ impl Worker {
         {
             self.pump(shape);
         }
+    }
+
+    /// The node pulled `id`, a value of an owned task that stayed on the node it ran on, into
+    /// its store (or could not: `error`); `open` maps its segment.
+    pub(super) fn fetched(
+        &mut self,
+        id: ObjectId,
+        error: Option<&str>,
+        open: &mut dyn FnMut(&ArchivedValue) -> std::io::Result<ObjectBytes>,
+    ) {
+        let Some(Fetching { len, at, function }) = self.owned.fetching.remove(&id) else {
+            return;
+        };
+        let unavailable = |reason: String| {
+            Slot::Failed(TaskError::ObjectUnavailable {
+                object: id,
+                function: function.to_string(),
+                reason,
+            })
+        };
+        let slot = match error {
+            Some(e) => unavailable(format!(
+                "it stayed on node {at}, where it ran, and could not be pulled from there: {e}"
+            )),
+            None => {
+                let shared = Value::Shared { id, len };
+                let archived = rkyv::to_bytes::<rkyv::rancor::Error>(&shared);
+                let opened = archived.map_err(std::io::Error::other).and_then(|bytes| {
+                    let value = rkyv::access::<ArchivedValue, rkyv::rancor::Error>(&bytes);
+                    open(value.map_err(std::io::Error::other)?)
+                });
+                match opened {
+                    Ok(bytes) => Slot::Ready(bytes),
+                    Err(e) => unavailable(format!(
+                        "it was pulled from node {at} but its segment cannot be mapped: {e}"
+                    )),
+                }
+            }
+        };
+        self.owned_value(id, slot);
     }
 
     /// Object `id` of an owned task is known now: kept while referenced (a segment nobody
@@ -1119,11 +1195,20 @@ impl Worker {
 /// refers to, or its error.
 enum Ending {
     Returned {
-        values: Vec<std::io::Result<ObjectBytes>>,
+        values: Vec<Got>,
         nested: Vec<Vec<ObjectId>>,
         actors: Vec<Vec<prism_graph::ActorId>>,
     },
     Failed(TaskError),
+}
+
+/// One value of an owned task's end, as its owner takes it in.
+enum Got {
+    /// Inline, or mapped from this node's store.
+    Here(std::io::Result<ObjectBytes>),
+    /// Too large to travel inside the end, it stayed on node `at` (a peer address), where
+    /// the task ran: this node pulls it.
+    Afar { len: u64, at: String },
 }
 
 #[cfg(test)]
@@ -1668,6 +1753,82 @@ mod tests {
             })
             .collect();
         assert_eq!(handed, vec![4]);
+    }
+
+    #[test]
+    fn a_large_value_left_on_the_leased_worker_s_node_is_known_once_pulled_here() {
+        let mut w = owner();
+        let at = "127.0.0.3:4000".to_string();
+        w.submit(spec(1, Vec::new(), 0), None);
+        w.submit(spec(2, Vec::new(), 0), None);
+        let key = lease_key(&sent(&mut w));
+        let (worker, afar) = (9, Some(at.clone()));
+        receive(
+            &mut w,
+            &ToWorker::Leased {
+                key,
+                worker,
+                at: afar,
+            },
+        );
+        let _ = sent(&mut w);
+        // Both ran there, and left their values in that node's store.
+        let (one, two) = (TaskId::new(ME, 1), TaskId::new(ME, 2));
+        let len = 300 << 20;
+        for task in [one, two] {
+            let id = ObjectId::new(task, 0);
+            let outcome = Outcome::Returned {
+                values: vec![Value::Shared { id, len }],
+                nested: vec![Vec::new()],
+                actors: vec![Vec::new()],
+            };
+            let ends = vec![TaskEnd {
+                task,
+                outcome,
+                times: None,
+            }];
+            receive(&mut w, &ToWorker::Returned { sent_us: 0, ends });
+        }
+        let (one, two) = (ObjectId::new(one, 0), ObjectId::new(two, 0));
+        let fetch = |id| ToNode::Fetch {
+            id,
+            len,
+            from: at.clone(),
+        };
+        let fetches: Vec<ToNode> = (sent(&mut w).into_iter())
+            .filter(|m| matches!(m, ToNode::Fetch { .. }))
+            .collect();
+        assert_eq!(
+            fetches,
+            [fetch(one), fetch(two)],
+            "the node pulls them here"
+        );
+        assert_eq!(value(&w, one), None, "not known before it is here");
+        // The first lands: mapped from this node's store.
+        let mut open = |value: &ArchivedValue| match value {
+            ArchivedValue::Shared { id, .. } if id.to_native() == one => {
+                Ok(ObjectBytes::inline(&[7; 3]))
+            }
+            _ => Err(std::io::Error::other("no such segment")),
+        };
+        let fetched = ToWorker::Fetched {
+            id: one,
+            error: None,
+        };
+        super::super::tests::receive_with(&mut w, &fetched, &mut open).unwrap();
+        assert_eq!(value(&w, one), Some(vec![7; 3]));
+        // The other cannot be had (its node is gone): it fails, naming the node and why.
+        let error = Some("connection lost".to_string());
+        receive(&mut w, &ToWorker::Fetched { id: two, error });
+        match w.cache.get(&two) {
+            Some(Slot::Failed(TaskError::ObjectUnavailable { reason, .. })) => {
+                assert!(
+                    reason.contains(&at) && reason.contains("connection lost"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
