@@ -4,6 +4,9 @@
 //! and how many messages the driver received from workers per child: the driver's share of
 //! work that other processes submit (issue 20 asks for none).
 //!
+//! With `--child-bytes B` each child returns B bytes, which its parent reads and checks: on a
+//! cluster the children that spill to other nodes send their values back to the parent's.
+//!
 //! `bash benches/fanout-bench.sh [N=3] [--parents 10] [--children 10000] [--trials 3]` starts a
 //! head and N nodes on 127.0.0.x and passes `--address` and `--token`; without them it runs on
 //! an embedded local cluster, its parents placed by no resource.
@@ -28,6 +31,14 @@ struct Args {
     /// Timed fan-outs.
     #[arg(long, default_value_t = 3)]
     trials: usize,
+    /// Bytes each child returns (0: a number): values that large move from the node a child
+    /// ran on to its parent's.
+    #[arg(long, default_value_t = 0)]
+    child_bytes: u64,
+    /// With `--child-bytes`: the children run only where this custom resource is (`r0`: on
+    /// the head's node, away from their parents).
+    #[arg(long)]
+    child_resource: Option<String>,
     /// Where to join.
     #[command(flatten)]
     join: prism_benches::Join,
@@ -51,21 +62,63 @@ fn parent(children: u64) -> (u64, String) {
     )
 }
 
+/// A child that returns `bytes` bytes of `i`.
+#[remote]
+fn child_of_bytes(i: u64, bytes: u64) -> Vec<u8> {
+    vec![i as u8; bytes as usize]
+}
+
+/// A parent of children that return `bytes` bytes each: the bytes it got (each checked), and
+/// where it ran.
+#[remote(num_cpus = 0)]
+fn parent_of_bytes(children: u64, bytes: u64, resource: Option<String>) -> (u64, String) {
+    let refs: Vec<_> = (0..children)
+        .map(|i| match &resource {
+            None => child_of_bytes::remote(i, bytes),
+            Some(name) => child_of_bytes::options()
+                .resources(name, 0.01)
+                .remote(i, bytes),
+        })
+        .collect();
+    let mut got = 0;
+    for (i, r) in refs.iter().enumerate() {
+        let value = r
+            .get_blocking()
+            .unwrap_or_else(|e| panic!("a child failed: {e}"));
+        assert!(
+            value.iter().all(|&b| b == i as u8),
+            "child {i}'s value is wrong"
+        );
+        got += value.len() as u64;
+    }
+    (got, prism::node_name().unwrap_or_default())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.join.init()?;
     let children = u64::from(args.children);
-    let expected = children * children.saturating_sub(1) / 2;
+    let expected = match args.child_bytes {
+        0 => children * children.saturating_sub(1) / 2,
+        bytes => children * bytes,
+    };
     let total = u64::from(args.parents) * children;
     for _ in 0..args.trials {
         let before = prism::worker_messages_received()?;
         let start = Instant::now();
         let parents: Vec<_> = (0..args.parents)
-            .map(|p| match args.nodes {
-                0 => parent::remote(children),
-                n => parent::options()
-                    .resources(&format!("r{}", p % n + 1), 0.01)
-                    .remote(children),
+            .map(|p| {
+                let (bytes, on) = (args.child_bytes, args.child_resource.clone());
+                match (args.nodes, bytes) {
+                    (0, 0) => parent::remote(children),
+                    (0, _) => parent_of_bytes::remote(children, bytes, on),
+                    (n, 0) => parent::options()
+                        .resources(&format!("r{}", p % n + 1), 0.01)
+                        .remote(children),
+                    (n, _) => parent_of_bytes::options()
+                        .resources(&format!("r{}", p % n + 1), 0.01)
+                        .remote(children, bytes, on),
+                }
             })
             .collect();
         let mut nodes = std::collections::BTreeMap::<String, u32>::new();
@@ -77,10 +130,17 @@ fn main() -> anyhow::Result<()> {
         let secs = start.elapsed().as_secs_f64();
         let messages = prism::worker_messages_received()? - before;
         println!(
-            "fan-out of {} parents x {} children on {} nodes (parents per node {nodes:?}): \
+            "fan-out of {} parents x {} children{} on {} nodes (parents per node {nodes:?}): \
              {secs:.2} s, {:.0} children/s, {:.2} driver messages per child",
             args.parents,
             args.children,
+            match args.child_bytes {
+                0 => String::new(),
+                bytes => format!(
+                    " of {bytes} bytes ({:.2} GB/s)",
+                    (total * bytes) as f64 / secs / 1e9
+                ),
+            },
             args.nodes,
             total as f64 / secs,
             messages as f64 / total as f64,
