@@ -5,8 +5,10 @@
 //! which hears only of the parent's own blocking and end; their task events go from alpha's
 //! daemon to the head, which lists them with their parent. When alpha
 //! is full, its owners are leased workers on the head's node: their pushes and ends pass
-//! between the two daemons, small values inside, large ones pulled by the owner's node (the
-//! copy where the task ran goes then), and still past the driver. A leased worker that
+//! between the two daemons, small values inside, large ones pulled (a result by the owner's
+//! node, whereupon the copy where it was made goes; an argument by the leased worker's
+//! node, whose copy goes when the owner lets the value go), and still past the driver. A
+//! leased worker that
 //! dies mid-run costs its owner a retry, not the job; an owner that dies has the worker
 //! leased to it on the other node killed. Nesting deeper than alpha's process cap finishes on
 //! the workers alpha's daemon leases (a blocked one runs what it waits for on top), and so does
@@ -131,6 +133,37 @@ fn read_far(byte: u8) -> (u64, bool, String) {
         value.iter().all(|&b| b == byte),
         segment,
     )
+}
+
+/// `mib` MiB of `byte` (a value in shared memory, owned by the task that asked for it).
+#[remote]
+fn blob_of(byte: u8, mib: usize) -> Vec<u8> {
+    vec![byte; mib << 20]
+}
+
+/// On the head's node only: the sum of `data`.
+#[remote(resources(far = 1))]
+fn far_sum(data: Vec<u8>) -> u64 {
+    data.iter().map(|&b| u64::from(b)).sum()
+}
+
+/// On alpha: passes a value it owns to a child on the head's node; writes the value's
+/// segment name to `dir/segment`, and holds the value until `dir/go` exists. The child's sum.
+#[remote(resources(alpha = 1))]
+fn lend_far(dir: String) -> u64 {
+    let data = blob_of::remote(2, 20);
+    let sum = far_sum::remote(&data)
+        .get_blocking()
+        .expect("the child's sum");
+    let id = data.id();
+    let segment = format!("{:x}.{}.{}", id.task.owner, id.task.seq, id.index);
+    std::fs::write(format!("{dir}/segment"), segment).expect("write the segment's name");
+    let go = std::path::PathBuf::from(format!("{dir}/go"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !go.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    sum
 }
 
 /// Whether a file named `name` is in a store of daemon `pid` (not its pool of freed
@@ -265,16 +298,48 @@ fn a_value_too_large_for_an_end_stays_where_it_ran_until_its_owner_s_node_pulls_
         format!("the owner read {len} bytes, right: {right}"),
     )?;
     // Pulled, the copy on the head's node goes.
-    let pids = head.daemons();
+    gone_from_stores(&head.daemons(), &segment)
+}
+
+/// Waits up to 10 s for segment `name` to leave the stores of daemons `pids`.
+fn gone_from_stores(pids: &[i32], name: &str) -> Result<(), Failed> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while pids.iter().any(|&pid| in_store_of(pid, &segment)) {
+    while pids.iter().any(|&pid| in_store_of(pid, name)) {
         ensure(
             std::time::Instant::now() < deadline,
-            format!("segment {segment} is still in the head's store"),
+            format!("segment {name} is still in the head's store"),
         )?;
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     Ok(())
+}
+
+fn an_argument_in_shared_memory_is_pulled_by_the_leased_worker_s_node_and_dropped_with_it(
+    head: &Host,
+) -> Result<(), Failed> {
+    let dir = common::TempDir::new("owners-lend")?;
+    let sum = lend_far::remote(dir.0.clone());
+    let named = std::path::PathBuf::from(format!("{}/segment", dir.0));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !named.exists() {
+        ensure(
+            std::time::Instant::now() < deadline,
+            "the owner never said its value's name",
+        )?;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let segment = std::fs::read_to_string(&named)?;
+    // The head's node pulled a copy of the argument, and keeps it while its owner holds it.
+    let pids = head.daemons();
+    let copied = pids.iter().any(|&pid| in_store_of(pid, &segment));
+    std::fs::write(format!("{}/go", dir.0), "")?;
+    ensure(
+        sum.get_blocking()? == 2 * (20 << 20),
+        "the child summed its argument wrong",
+    )?;
+    ensure(copied, format!("no copy of {segment} on the head's node"))?;
+    // The owner's task ended and let the value go: the copy goes too.
+    gone_from_stores(&pids, &segment)
 }
 
 fn a_leased_worker_that_dies_costs_its_owner_a_retry() -> Result<(), Failed> {
@@ -621,7 +686,7 @@ fn main() {
         .token(token.clone());
     prism::init_with(config).expect("join the cluster");
     let head = std::sync::Arc::new(head);
-    let (head_host, head_store) = (head.clone(), head.clone());
+    let (head_host, head_store, head_copies) = (head.clone(), head.clone(), head.clone());
     // The first case counts the driver's messages: nothing else may run meanwhile.
     args.test_threads = Some(1);
     let trials = vec![
@@ -638,6 +703,14 @@ fn main() {
             move || {
                 a_value_too_large_for_an_end_stays_where_it_ran_until_its_owner_s_node_pulls_it(
                     &head_store,
+                )
+            },
+        ),
+        Trial::test(
+            "an_argument_in_shared_memory_is_pulled_by_the_leased_worker_s_node_and_dropped_with_it",
+            move || {
+                an_argument_in_shared_memory_is_pulled_by_the_leased_worker_s_node_and_dropped_with_it(
+                    &head_copies,
                 )
             },
         ),

@@ -27,8 +27,11 @@ use crate::frame::Message;
 /// ([`ToHost::LeaseWorker`], [`ToHost::ReturnWorker`], [`ToHost::KeepWorker`],
 /// [`FromHost::Lent`]); 24: the nodes' pools lease workers to one another's owners
 /// ([`ToPeer::Lease`], [`PeerLease`]), knowing the job's other nodes ([`ToHost::Peers`]);
-/// 25: a large value of a task leased on another node stays in that node's store until the
-/// owner's node pulls it ([`ToNode::Fetch`], [`ToWorker::Fetched`], [`PeerLease::Pulled`]).
+/// 25: large values move between the nodes of an owner and of its leased workers by pulls,
+/// not inside frames: a result stays in the store of the node it was made on until the
+/// owner's node pulls it, an argument is pulled by the leased worker's node and kept there
+/// until its owner frees it ([`ToNode::Fetch`], [`ToWorker::Fetched`],
+/// [`ToNode::DropCopies`], [`PeerLease::Drop`]).
 pub const PROTOCOL_VERSION: u32 = 25;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
@@ -456,17 +459,27 @@ pub enum ToNode {
         /// The lease's key.
         key: TaskId,
     },
-    /// Pull object `id` (`len` bytes), a value a task this worker owns left in the store of
-    /// the node whose daemon serves its peers at `from` (it ran on a worker leased there),
-    /// into this node's store; answered with [`ToWorker::Fetched`]. That node then drops its
-    /// copy ([`PeerLease::Pulled`]).
+    /// Pull object `id` (`len` bytes) into this node's store; answered with
+    /// [`ToWorker::Fetched`].
     Fetch {
         /// The object.
         id: ObjectId,
         /// Its archived length.
         len: u64,
-        /// The peer address of the node that has it.
-        from: String,
+        /// `Some`: a value a task this worker owns left in the store of the node whose daemon
+        /// serves its peers at this address (it ran on a worker leased there), which drops
+        /// its copy once this node has it ([`PeerLease::Drop`]). `None`: an argument of a
+        /// task pushed here by an owner on another node, pulled from that owner's node and
+        /// kept here until the owner drops it.
+        from: Option<String>,
+    },
+    /// The worker freed these objects of its own, whose copies the node at `at` (a peer
+    /// address) pulled for tasks the worker pushed there: they go ([`PeerLease::Drop`]).
+    DropCopies {
+        /// The node holding the copies.
+        at: String,
+        /// The objects.
+        ids: Vec<ObjectId>,
     },
     /// A frame for another worker of the job on this node (tasks pushed to a leased worker,
     /// the ends of tasks for their owner), relayed by the node as it is.
@@ -729,13 +742,13 @@ pub enum PeerLease {
         /// The owner.
         owner: u64,
     },
-    /// Owner's node to the node a lease of the owner's ran tasks on: the values of those
-    /// tasks that stayed in that node's store (too large to travel in their ends) are in the
-    /// owner's node's store now; the copies there go.
-    Pulled {
+    /// Owner's node to a node its leases ran tasks on: that node's copies of these objects
+    /// of the owner's go (values its tasks left there, now pulled to the owner's node; or
+    /// arguments pulled there, which the owner freed).
+    Drop {
         /// The owner.
         owner: u64,
-        /// The objects (each a value of a task of the owner's).
+        /// The objects (each one the owner's).
         ids: Vec<ObjectId>,
     },
 }

@@ -603,10 +603,10 @@ impl Hosting {
                     });
                 });
             }
-            Action::Unlink { setup, ids } => {
+            Action::Unlink { setup, ids, pool } => {
                 let name = self.name.clone();
                 tokio::task::spawn_blocking(move || {
-                    let work = FileWork::Free { ids, pool: true };
+                    let work = FileWork::Free { ids, pool };
                     if let Err(e) = file_work(&name, &setup, work) {
                         tracing::warn!("cannot remove copies another node pulled: {e}");
                     }
@@ -1194,7 +1194,19 @@ impl Hosting {
         worker: u64,
         msg: &ArchivedToNode,
     ) -> bool {
-        let peer_of = |at: &str| at.parse::<SocketAddr>().ok();
+        // An argument's owner is on the node its frames come from.
+        let owner_at = match msg {
+            ArchivedToNode::Fetch { id, from, .. } if from.is_none() => self
+                .afar
+                .lock()
+                .get(&(conn, id.task.owner.to_native()))
+                .copied(),
+            _ => None,
+        };
+        let peer_of = |at: Option<&str>| match at {
+            Some(at) => at.parse::<SocketAddr>().ok(),
+            None => owner_at,
+        };
         self.decide(|core| core.take_up((job, conn), worker, msg, (Instant::now(), &peer_of)))
     }
 

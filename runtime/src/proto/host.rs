@@ -11,7 +11,7 @@
 //! the simulator); `S` is what the shell made for a job it runs here (its executable and store
 //! in the daemon), handed back with every action on the job.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use prism_graph::{ObjectId, Resources, TaskId};
@@ -255,9 +255,15 @@ pub(crate) enum Action<P, S> {
         worker: u64,
         message: Box<ToWorker>,
     },
-    /// Remove these objects' segments from the job's store (their owner's node has them
-    /// now); nothing waits for it.
-    Unlink { setup: S, ids: Vec<ObjectId> },
+    /// Remove these objects' segments from the job's store (copies of other nodes' owners'
+    /// objects that their owners dropped); `pool`: no worker here maps them (values made
+    /// here, pulled by their owners' nodes), so the segments may be reused. Nothing waits
+    /// for it.
+    Unlink {
+        setup: S,
+        ids: Vec<ObjectId>,
+        pool: bool,
+    },
     /// Send `message` to the job's driver as if worker `worker` had (an ask the node took
     /// and could not grant), after what the worker sent before the node decided.
     Up {
@@ -326,6 +332,9 @@ struct Job<P, S> {
     /// The asks the pool passed on to the job's other nodes, the leases they granted to its
     /// owners, and the other nodes' owners it leased to.
     spill: Spill,
+    /// Copies of other nodes' owners' objects pulled here as arguments of tasks they pushed
+    /// to workers here, by owner: they go when the owner drops them, dies or leaves.
+    copies: HashMap<u64, HashSet<ObjectId>>,
 }
 
 /// The task events of the tasks a job's workers on this node own, and what the head was told.
@@ -418,8 +427,9 @@ enum Waiter {
     },
 }
 
-/// Reads a peer address a worker's frame names (see [`Hosting::take_up`]).
-pub(crate) type PeerOf<'a, P> = &'a dyn Fn(&str) -> Option<P>;
+/// Reads a peer address a worker's frame names (see [`Hosting::take_up`]); `None` names the
+/// node of the owner of the object the frame asks for.
+pub(crate) type PeerOf<'a, P> = &'a dyn Fn(Option<&str>) -> Option<P>;
 
 /// A pull in progress and the requests waiting for it.
 #[derive(Debug, Default)]
@@ -428,8 +438,10 @@ struct Pull {
     /// Workers of the job waiting for it ([`prism_transport::ToNode::Fetch`]).
     workers: Vec<u64>,
     /// The node that made the object for an owner here (its peer address): once the bytes
-    /// are here its copy goes ([`PeerLease::Pulled`]).
+    /// are here its copy goes ([`PeerLease::Drop`]).
     made_at: Option<String>,
+    /// The owner on another node whose argument this is: the copy is its to drop.
+    copy_for: Option<u64>,
 }
 
 /// The jobs a node hosts (see the module's docs).
@@ -677,32 +689,49 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 false
             }
             ArchivedToNode::Fetch { id, len, from } => {
-                let source = peer_of(from.as_str());
+                let from = from.as_ref().map(|f| f.as_str());
                 let object = (id.to_native(), len.to_native());
-                self.worker_fetch(at, worker, object, (from.as_str(), source));
+                self.worker_fetch(at, worker, object, (from, peer_of(from)));
+                true
+            }
+            ArchivedToNode::DropCopies { at: node, ids } => {
+                let ids = (ids.iter().map(|id| id.to_native()))
+                    .filter(|id| id.task.owner == worker)
+                    .collect();
+                let (job, to) = (job.to_string(), node.to_string());
+                let message = PeerLease::Drop { owner: worker, ids };
+                self.actions.push_back(Action::Peer { job, to, message });
                 true
             }
             _ => false,
         }
     }
 
-    /// Worker `worker` of job `job` (on `conn`) asks for object `id` (`len` bytes), a value
-    /// of a task of its that ran on the node at `from` (`source`: its address, if it reads
-    /// as one), to be pulled here ([`prism_transport::ToNode::Fetch`]): one pull however
-    /// many ask; answered [`ToWorker::Fetched`], and that node's copy goes once it is here.
+    /// Worker `worker` of job `job` (on `conn`) asks for object `id` (`len` bytes) to be
+    /// pulled here ([`prism_transport::ToNode::Fetch`]) from `source`: a value of a task of
+    /// its that ran on the node at `from` (whose copy goes once it is here), or with `from`
+    /// `None` an argument of a task pushed to it, from the node of the object's owner (a
+    /// copy kept here until the owner drops it). One pull however many ask; answered
+    /// [`ToWorker::Fetched`].
     fn worker_fetch(
         &mut self,
         (job, conn): (&str, ConnId),
         worker: u64,
         (id, len): (ObjectId, u64),
-        (from, source): (&str, Option<P>),
+        (from, source): (Option<&str>, Option<P>),
     ) {
         let Some(record) = self.jobs.get(job).filter(|j| j.conn == conn) else {
             return;
         };
         let setup = record.setup.clone();
         let Some(source) = source else {
-            let error = Some(format!("{from:?} is not the address of a node"));
+            let error = Some(match from {
+                Some(from) => format!("{from:?} is not the address of a node"),
+                None => format!(
+                    "node {} does not know the node of {id}'s owner (worker {})",
+                    self.name, id.task.owner
+                ),
+            });
             let message = Box::new(ToWorker::Fetched { id, error });
             self.actions.push_back(Action::Write {
                 conn,
@@ -713,7 +742,10 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         };
         let pull = self.pulls.entry((conn, id)).or_default();
         pull.workers.push(worker);
-        pull.made_at.get_or_insert_with(|| from.to_string());
+        match from {
+            Some(from) => pull.made_at = Some(from.to_string()),
+            None => pull.copy_for = Some(id.task.owner),
+        }
         if pull.workers.len() + pull.waiting.len() > 1 {
             return;
         }
@@ -1174,12 +1206,17 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     }
 
     /// Owner `owner` on another node died or its node left: the workers leased to it here
-    /// are killed and its asks here leave.
+    /// are killed, its asks here leave, and the copies of its objects here go.
     fn owner_afar_gone(&mut self, conn: ConnId, owner: u64) {
         let Some((_, job)) = self.job_of_mut(conn) else {
             return;
         };
         job.spill.forget_owner(owner);
+        if let Some(copies) = job.copies.remove(&owner) {
+            let (setup, ids) = (job.setup.clone(), copies.into_iter().collect());
+            let pool = false;
+            self.actions.push_back(Action::Unlink { setup, ids, pool });
+        }
         let Some((pool, grants)) = self.pool_on(conn) else {
             return;
         };
@@ -1212,7 +1249,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         if let PeerLease::Unlease { owner, .. }
         | PeerLease::KillLeased { owner, .. }
         | PeerLease::OwnerGone { owner }
-        | PeerLease::Pulled { owner, .. } = &message
+        | PeerLease::Drop { owner, .. } = &message
         {
             let at = self.jobs.get(&job).and_then(|j| j.spill.owner_at(*owner));
             if at != Some(from.as_str()) {
@@ -1220,7 +1257,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 // driver granted stays here until the job ends: this node never heard
                 // where its owner is.)
                 match message {
-                    PeerLease::Pulled { .. } => {
+                    PeerLease::Drop { .. } => {
                         tracing::debug!(%job, owner, node = %from, "copies pulled by a node this one does not know as the owner's stay")
                     }
                     _ => {
@@ -1278,14 +1315,28 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 }
             }
             PeerLease::OwnerGone { owner } => self.owner_afar_gone(conn, owner),
-            PeerLease::Pulled { owner, mut ids } => {
-                // Only the owner's own values.
+            PeerLease::Drop { owner, mut ids } => {
+                // Only the owner's own objects.
                 ids.retain(|id| id.task.owner == owner);
-                if let Some(job) = self.jobs.get(&job)
+                if let Some(job) = self.jobs.get_mut(&job)
                     && !ids.is_empty()
                 {
-                    let setup = job.setup.clone();
-                    self.actions.push_back(Action::Unlink { setup, ids });
+                    // Arguments pulled here may still be mapped by the workers that ran
+                    // their tasks; values made here were for their owners alone.
+                    let (copies, made): (Vec<ObjectId>, Vec<ObjectId>) =
+                        match job.copies.get_mut(&owner) {
+                            Some(copies) => ids.into_iter().partition(|id| copies.remove(id)),
+                            None => (Vec::new(), ids),
+                        };
+                    if job.copies.get(&owner).is_some_and(|c| c.is_empty()) {
+                        job.copies.remove(&owner);
+                    }
+                    for (ids, pool) in [(copies, false), (made, true)] {
+                        if !ids.is_empty() {
+                            let setup = job.setup.clone();
+                            self.actions.push_back(Action::Unlink { setup, ids, pool });
+                        }
+                    }
                 }
             }
         }
@@ -1480,6 +1531,11 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     };
                     self.actions.push_back(write);
                 }
+                if let (Ok(_), Some(owner)) = (&result, pull.copy_for)
+                    && let Some((_, job)) = self.job_of_mut(conn)
+                {
+                    job.copies.entry(owner).or_default().insert(id);
+                }
                 if let (Ok(_), Some(to), Some(job)) =
                     (&result, pull.made_at, self.connections.get(&conn))
                 {
@@ -1487,7 +1543,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     self.actions.push_back(Action::Peer {
                         job: job.clone(),
                         to,
-                        message: PeerLease::Pulled { owner, ids },
+                        message: PeerLease::Drop { owner, ids },
                     });
                 }
             }
@@ -1774,6 +1830,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     events,
                     pool: None,
                     spill: Spill::default(),
+                    copies: HashMap::new(),
                 };
                 self.jobs.insert(job, record);
                 // The first renewal is asked for at once.
@@ -3082,16 +3139,16 @@ mod tests {
         node
     }
 
-    /// `msg` as a worker's frame carries it.
-    fn archived(msg: &ToNode) -> rkyv::util::AlignedVec {
-        rkyv::to_bytes::<rkyv::rancor::Error>(msg).unwrap()
+    /// Worker `worker` of job "j" sends `msg` up its link: whether the node takes it.
+    fn from_worker(node: &mut Node, worker: u64, msg: &ToNode, peer_of: PeerOf<'_, u32>) -> bool {
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(msg).unwrap();
+        let msg = rkyv::access::<ArchivedToNode, rkyv::rancor::Error>(&bytes).unwrap();
+        node.take_up(("j", 1), worker, msg, (Instant::now(), peer_of))
     }
 
-    #[test]
-    fn a_value_left_on_another_node_is_pulled_for_its_owner_and_dropped_there() {
-        let t0 = Instant::now();
-        let (mut a, mut b) = two_daemons(t0);
-        // Owner 3 on a asks b for a lease: b knows it as a's.
+    /// [`two_daemons`], where owner 3 on a asked b for a lease: b knows it as a's.
+    fn owner_3_of_a_leased_on_b(t0: Instant) -> (Node, Node) {
+        let (a, mut b) = two_daemons(t0);
         let ask = PeerLease::Ask {
             owner: 3,
             key: TaskId::new(3, u64::MAX),
@@ -3099,24 +3156,24 @@ mod tests {
         };
         b.handle(from_peer("a", ask), t0);
         let _ = acted(&mut b);
+        (a, b)
+    }
+
+    #[test]
+    fn a_value_left_on_another_node_is_pulled_for_its_owner_and_dropped_there() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = owner_3_of_a_leased_on_b(t0);
         // Two of its tasks ran there and left values too large for their ends; the owner
         // asks a to pull them, twice for one of them.
         let (one, two) = (
             ObjectId::new(TaskId::new(3, 1), 0),
             ObjectId::new(TaskId::new(3, 2), 0),
         );
-        let peer_of = |at: &str| (at == "b").then_some(5);
-        let fetch = |id| {
-            let from = "b".to_string();
-            archived(&ToNode::Fetch { id, len: 64, from })
-        };
+        let peer_of = |at: Option<&str>| (at == Some("b")).then_some(5);
         for id in [one, one, two] {
-            let bytes = fetch(id);
-            let msg = rkyv::access::<ArchivedToNode, rkyv::rancor::Error>(&bytes).unwrap();
-            assert!(
-                a.take_up(("j", 1), 3, msg, (t0, &peer_of)),
-                "the node's to do"
-            );
+            let from = Some("b".to_string());
+            let fetch = ToNode::Fetch { id, len: 64, from };
+            assert!(from_worker(&mut a, 3, &fetch, &peer_of), "the node's to do");
         }
         assert_eq!(
             acted(&mut a),
@@ -3138,7 +3195,7 @@ mod tests {
             worker: 3,
             message: Box::new(ToWorker::Fetched { id, error }),
         };
-        let pulled = PeerLease::Pulled {
+        let pulled = PeerLease::Drop {
             owner: 3,
             ids: vec![one],
         };
@@ -3157,6 +3214,7 @@ mod tests {
         let unlink = Action::Unlink {
             setup: "files",
             ids: vec![one],
+            pool: true,
         };
         assert_eq!(acted(&mut b), [unlink]);
         // The second cannot be had: the owner hears why, and nothing is dropped.
@@ -3172,13 +3230,13 @@ mod tests {
         );
         assert_eq!(acted(&mut a), [fetched(two, Some(error))]);
         // An address that is no node's is answered at once.
-        let bytes = archived(&ToNode::Fetch {
+        let from = Some("nowhere".to_string());
+        let fetch = ToNode::Fetch {
             id: two,
             len: 64,
-            from: "nowhere".into(),
-        });
-        let msg = rkyv::access::<ArchivedToNode, rkyv::rancor::Error>(&bytes).unwrap();
-        assert!(a.take_up(("j", 1), 3, msg, (t0, &peer_of)));
+            from,
+        };
+        assert!(from_worker(&mut a, 3, &fetch, &peer_of));
         let Some(Action::Write { message, .. }) = acted(&mut a).pop() else {
             panic!("an answer");
         };
@@ -3186,6 +3244,67 @@ mod tests {
             matches!(*message, ToWorker::Fetched { error: Some(ref e), .. } if e.contains("nowhere")),
             "{message:?}"
         );
+    }
+
+    #[test]
+    fn an_argument_pulled_for_another_node_s_owner_stays_until_the_owner_drops_it_or_goes() {
+        let t0 = Instant::now();
+        // Owner 3 on a pushes b's worker 200 tasks whose arguments are in a's shared memory:
+        // 200 asks b to pull them from the owner's node.
+        let (mut a, mut b) = owner_3_of_a_leased_on_b(t0);
+        let (one, two) = (
+            ObjectId::new(TaskId::new(3, 1), 0),
+            ObjectId::new(TaskId::new(3, 2), 0),
+        );
+        let owner_node = |at: Option<&str>| at.is_none().then_some(5);
+        for id in [one, two] {
+            let fetch = ToNode::Fetch {
+                id,
+                len: 64,
+                from: None,
+            };
+            assert!(from_worker(&mut b, 200, &fetch, &owner_node));
+            assert_eq!(acted(&mut b), [pull_of(id)]);
+            let pulled = Event::Pulled {
+                conn: 1,
+                id,
+                len: 64,
+                result: Ok(true),
+            };
+            b.handle(pulled, t0);
+            // The worker hears it; a keeps its own (no word goes back).
+            let fetched = Action::Write {
+                conn: 1,
+                worker: 200,
+                message: Box::new(ToWorker::Fetched { id, error: None }),
+            };
+            assert_eq!(acted(&mut b), [fetched]);
+        }
+        // The owner frees one: its node passes the word on to b, which removes the copy
+        // (not into the pool: a worker may still map it).
+        let drop = ToNode::DropCopies {
+            at: "b".into(),
+            ids: vec![one, ObjectId::new(TaskId::new(4, 1), 0)],
+        };
+        assert!(from_worker(&mut a, 3, &drop, &owner_node));
+        let word = PeerLease::Drop {
+            owner: 3,
+            ids: vec![one],
+        };
+        assert_eq!(acted(&mut a), [to_peer("b", word.clone())], "only its own");
+        b.handle(from_peer("a", word), t0);
+        let unlink = |id| Action::Unlink {
+            setup: "files",
+            ids: vec![id],
+            pool: false,
+        };
+        assert_eq!(acted(&mut b), [unlink(one)]);
+        // The owner dies: the other copy goes too.
+        b.handle(from_peer("a", PeerLease::OwnerGone { owner: 3 }), t0);
+        let unlinked: Vec<_> = (acted(&mut b).into_iter())
+            .filter(|a| matches!(a, Action::Unlink { .. }))
+            .collect();
+        assert_eq!(unlinked, [unlink(two)]);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::proto::owner::{Known, Slot};
 use crate::store::ObjectBytes;
 
 mod owned;
+mod pulls;
 
 /// Why a worker stops taking messages.
 #[derive(Debug)]
@@ -132,6 +133,8 @@ pub(crate) struct Worker {
     now_us: u64,
     /// The tasks this worker owns.
     owned: owned::Owned,
+    /// Pushed tasks waiting for their arguments to be pulled from their owners' nodes.
+    arg_pulls: pulls::ArgPulls,
     /// The tasks running here, the innermost (or, for an actor running calls at once, the
     /// latest) last: a task submitted now is its child.
     running: Vec<TaskId>,
@@ -163,6 +166,7 @@ impl Worker {
             pushed: IdSet::default(),
             now_us: 0,
             owned: owned::Owned::new(me),
+            arg_pulls: pulls::ArgPulls::default(),
             running: Vec::new(),
         }
     }
@@ -713,7 +717,8 @@ impl Worker {
                         continue;
                     }
                     self.pushed.insert(id);
-                    self.queue.push_back(decode(task)?);
+                    let exec = decode(task)?;
+                    self.queue_pushed(exec);
                 }
                 if !bounced.is_empty() {
                     self.hand_back(bounced);
@@ -734,8 +739,10 @@ impl Worker {
                 self.returned(sent_us.to_native(), true, ends.iter(), open)?;
             }
             ArchivedToWorker::Fetched { id, error } => {
-                let error = error.as_ref().map(|e| e.as_str());
-                self.fetched(id.to_native(), error, open);
+                let (id, error) = (id.to_native(), error.as_ref().map(|e| e.as_str()));
+                if !self.arg_fetched(id, error) {
+                    self.fetched(id, error, open);
+                }
             }
             ArchivedToWorker::Handback(tasks) => {
                 self.handed_back(tasks.iter().map(|t| t.to_native()));
@@ -791,8 +798,10 @@ impl Worker {
             }
             ArchivedToWorker::Cancel { task } => {
                 let task = task.to_native();
-                if let Some(pos) = self.queue.iter().position(|t| t.task == task)
-                    && let Some(exec) = self.queue.remove(pos)
+                let queued = self.queue.iter().position(|t| t.task == task);
+                if let Some(exec) = queued
+                    .and_then(|pos| self.queue.remove(pos))
+                    .or_else(|| self.take_held(task))
                 {
                     let cancelled = TaskError::Cancelled {
                         task,
@@ -862,6 +871,8 @@ impl Worker {
             });
         }
         if !self.pushed.is_empty() {
+            // Those waiting for their arguments go back too.
+            returned.extend(self.take_held_for_args());
             let (pushed, node): (Vec<TaskId>, Vec<TaskId>) =
                 returned.into_iter().partition(|t| self.pushed.contains(t));
             returned = node;

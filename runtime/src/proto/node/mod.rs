@@ -1584,13 +1584,15 @@ impl State {
                 }
                 crate::proto::relay::Route::Node => {}
             },
-            ArchivedToNode::Fetch { id, from, .. } => {
-                // A node's daemon pulls for its workers; no lease of this node's workers is
-                // on another node, so no value of theirs stays there.
+            ArchivedToNode::Fetch { id, .. } => {
+                // A node's daemon pulls for its workers; the driver's workers lease none on
+                // other nodes, so no value moves between two nodes for them.
                 let id = id.to_native();
-                let error = format!("the driver pulls no values for its workers from {from}");
-                let error = Some(error);
+                let error = Some(format!("the driver pulls no values for its workers ({id})"));
                 self.encode_to(worker, &ToWorker::Fetched { id, error });
+            }
+            ArchivedToNode::DropCopies { .. } => {
+                tracing::debug!(worker, "copies on other nodes are for a daemon to drop");
             }
             ArchivedToNode::Hello(_) => {
                 tracing::warn!(worker, "second hello ignored");

@@ -46,13 +46,6 @@ const LONG_TASK_US: u64 = 1_000;
 /// scheduling class).
 const MAX_ASKS: usize = 16;
 
-/// The largest argument that crosses between two nodes inside a frame (pushed to a worker
-/// leased on another node): well under the frame limit. A task with a larger argument is
-/// handed to the node instead, which moves it by a pull. (Results too large to go inline
-/// stay in the store of the node they were made on until the owner's node pulls them:
-/// [`ToNode::Fetch`].)
-const AFAR_VALUE_MAX: usize = prism_transport::DEFAULT_MAX_FRAME / 4;
-
 /// Changes of owned tasks go to the node in batches of up to this many (about 64 bytes
 /// each)...
 const EVENTS_BATCH: usize = 16_384;
@@ -161,6 +154,10 @@ pub(crate) struct Owned {
     /// Values of owned tasks that ran on another node, too large to come back inside their
     /// ends, that the node pulls here ([`ToNode::Fetch`]): where they are, and what waits.
     fetching: IdMap<ObjectId, Fetching>,
+    /// Owned objects in shared memory that other nodes pulled copies of (arguments of tasks
+    /// pushed to workers leased there), and those nodes' peer addresses: the copies go when
+    /// the object does ([`ToNode::DropCopies`]).
+    copies_at: IdMap<ObjectId, Vec<String>>,
 }
 
 /// A value of an owned task that stayed in the store of the node it ran on, being pulled
@@ -180,6 +177,11 @@ impl Owned {
             me,
             ..Owned::default()
         }
+    }
+
+    /// This worker's owner number.
+    pub(super) fn me(&self) -> u64 {
+        self.me
     }
 
     /// Whether `id` is an object this worker owns and has not handed to the node.
@@ -423,24 +425,27 @@ impl Worker {
             At::Pushed(key) => self.owned.leases.get(&key).is_some_and(|l| l.at.is_some()),
             _ => false,
         };
-        let too_large = |id: &ObjectId| matches!(self.cache.get(id), Some(Slot::Ready(bytes)) if bytes.len() > AFAR_VALUE_MAX);
-        if afar
-            && (self.owned.tasks.get(&task)?.spec.args.iter())
-                .any(|arg| matches!(arg, Arg::Ref(id) if too_large(id)))
-        {
-            self.hand_to_node([task]);
-            return None;
-        }
+        let at_node = match (at, afar) {
+            (At::Pushed(key), true) => self.owned.leases.get(&key).and_then(|l| l.at.clone()),
+            _ => None,
+        };
         let record = self.owned.tasks.get_mut(&task)?;
         let mut args = Vec::with_capacity(record.spec.args.len());
         for arg in &record.spec.args {
             match arg {
                 Arg::Value(bytes) => args.push(Value::Inline(bytes.clone())),
                 Arg::Ref(id) => match self.cache.get(id) {
-                    Some(Slot::Ready(bytes)) if afar => {
-                        args.push(Value::Inline(bytes.as_slice().to_vec()))
+                    Some(Slot::Ready(bytes)) => {
+                        // A value in shared memory is pulled by the leased worker's node,
+                        // which keeps the copy until this worker drops it.
+                        if let (ObjectBytes::Shared(_), Some(node)) = (bytes, &at_node) {
+                            let nodes = self.owned.copies_at.entry(*id).or_default();
+                            if !nodes.contains(node) {
+                                nodes.push(node.clone());
+                            }
+                        }
+                        args.push(bytes.to_wire(*id))
                     }
-                    Some(Slot::Ready(bytes)) => args.push(bytes.to_wire(*id)),
                     _ => {
                         let error = TaskError::ObjectUnavailable {
                             object: *id,
@@ -718,7 +723,7 @@ impl Worker {
                             self.send(&ToNode::Fetch {
                                 id,
                                 len,
-                                from: at.clone(),
+                                from: Some(at.clone()),
                             });
                             let function = function.clone();
                             let fetching = Fetching { len, at, function };
@@ -797,7 +802,7 @@ impl Worker {
         self.owned.wanted.remove(&id);
         if !self.refs.contains_key(&id) {
             if matches!(slot, Slot::Ready(ObjectBytes::Shared(_))) {
-                self.owned.unlinked.push(id);
+                self.unlink_owned(id);
             }
             self.drop_made(id);
         } else {
@@ -1102,11 +1107,20 @@ impl Worker {
             return false;
         }
         if let Some(Slot::Ready(ObjectBytes::Shared(_))) = self.cache.get(&id) {
-            self.owned.unlinked.push(id);
+            self.unlink_owned(id);
         }
         self.drop_made(id);
         self.owned.wanted.remove(&id);
         true
+    }
+
+    /// Owned object `id`'s segment goes (the shell removes it), and the copies other nodes
+    /// pulled of it.
+    fn unlink_owned(&mut self, id: ObjectId) {
+        self.owned.unlinked.push(id);
+        for at in self.owned.copies_at.remove(&id).unwrap_or_default() {
+            self.send(&ToNode::DropCopies { at, ids: vec![id] });
+        }
     }
 
     /// The references and actor handles inside the value of an owned task that ran here came
@@ -1317,6 +1331,13 @@ mod tests {
                 times: None,
             }],
         }
+    }
+
+    /// The node grants the lease the owner asked for last on worker 9 of the node at `at`.
+    fn lease_afar(w: &mut Worker, at: &str) {
+        let key = lease_key(&sent(w));
+        let (worker, at) = (9, Some(at.to_string()));
+        receive(w, &ToWorker::Leased { key, worker, at });
     }
 
     /// The node grants lease `key` on `worker`, of the owner's node.
@@ -1705,35 +1726,48 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_on_another_node_carries_the_arguments_and_hands_the_node_those_too_large() {
+    fn a_lease_on_another_node_carries_small_arguments_and_names_shared_ones_for_a_pull() {
+        let dir = crate::store::create_session_dir().unwrap();
         let mut w = owner();
-        let at = Some("127.0.0.3:4000".to_string());
-        let lease_afar = |w: &mut Worker, key| {
-            let worker = 9;
-            let at = at.clone();
-            receive(w, &ToWorker::Leased { key, worker, at });
-        };
+        let at = "127.0.0.3:4000".to_string();
+        // Two tasks run on a lease of this node: one value comes back inline, the other in
+        // this node's shared memory.
         w.submit(spec(1, Vec::new(), 0), None);
         w.submit(spec(2, Vec::new(), 0), None);
         let key = lease_key(&sent(&mut w));
-        lease_afar(&mut w, key);
-        let pushed = sent(&mut w);
-        assert!(
-            (pushed.iter()).any(|m| matches!(m, ToNode::Forward { to: 9, at: a, .. } if *a == at)),
-            "pushes name the leased worker's node: {pushed:?}"
-        );
-        // Two values come back inside the ends: a small one and one beyond what a frame
-        // between nodes carries.
+        lease(&mut w, key, 7);
+        let _ = sent(&mut w);
         let (small, large) = (TaskId::new(ME, 1), TaskId::new(ME, 2));
-        receive(&mut w, &returned(small, vec![5; 200 << 10]));
-        receive(&mut w, &returned(large, vec![6; AFAR_VALUE_MAX + 1]));
+        receive(&mut w, &returned(small, vec![5; 100]));
         let (small, large) = (ObjectId::new(small, 0), ObjectId::new(large, 0));
-        // A task of the small one is pushed with its value inside; one of the large one goes
-        // to the node, which moves it by a pull.
+        let len = 300 << 10;
+        let fill = |buf: &mut [u8]| {
+            buf.fill(6);
+            Ok::<_, std::convert::Infallible>(buf.len())
+        };
+        crate::store::Segment::create_with(&dir, large, len, fill).unwrap();
+        let outcome = Outcome::Returned {
+            values: vec![Value::Shared {
+                id: large,
+                len: len as u64,
+            }],
+            nested: vec![Vec::new()],
+            actors: vec![Vec::new()],
+        };
+        let ends = vec![TaskEnd {
+            task: large.task,
+            outcome,
+            times: None,
+        }];
+        let mut open = |value: &ArchivedValue| ObjectBytes::from_wire(&dir, value);
+        let ended = ToWorker::Returned { sent_us: 0, ends };
+        super::super::tests::receive_with(&mut w, &ended, &mut open).unwrap();
+        assert_eq!(value(&w, large).map(|v| v.len()), Some(len));
+        // Tasks of each go to a worker leased on another node: the small value inside the
+        // push, the shared one by its name, for that node to pull.
         w.submit(spec(3, vec![Arg::Ref(small)], 0), None);
         w.submit(spec(4, vec![Arg::Ref(large)], 0), None);
-        let key = lease_key(&sent(&mut w));
-        lease_afar(&mut w, key);
+        lease_afar(&mut w, &at);
         let messages = sent(&mut w);
         let pushes = forwarded(&messages, 9);
         let args: Vec<&Value> = (pushes.iter())
@@ -1742,17 +1776,30 @@ mod tests {
                 _ => Vec::new(),
             })
             .collect();
+        let shared = Value::Shared {
+            id: large,
+            len: len as u64,
+        };
         assert!(
-            matches!(args[..], [Value::Inline(bytes)] if bytes.len() == 200 << 10),
+            matches!(args[..], [Value::Inline(bytes), s] if bytes.len() == 100 && *s == shared),
             "{args:?}"
         );
-        let handed: Vec<u64> = (messages.iter())
-            .filter_map(|m| match m {
-                ToNode::Submit { spec, failed: None } => Some(spec.task_id.seq),
-                _ => None,
-            })
+        assert!(
+            !messages.iter().any(|m| matches!(m, ToNode::Submit { .. })),
+            "nothing goes to the node: {messages:?}"
+        );
+        // Both end; the owner lets the shared value go: the other node's copy goes with it.
+        for task in [TaskId::new(ME, 3), TaskId::new(ME, 4)] {
+            receive(&mut w, &returned(task, vec![1]));
+        }
+        w.release(large);
+        let dropped: Vec<ToNode> = (sent(&mut w).into_iter())
+            .filter(|m| matches!(m, ToNode::DropCopies { .. }))
             .collect();
-        assert_eq!(handed, vec![4]);
+        let ids = vec![large];
+        assert_eq!(dropped, [ToNode::DropCopies { at, ids }]);
+        assert_eq!(w.take_unlinked(), [large], "and the segment here");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
@@ -1761,16 +1808,7 @@ mod tests {
         let at = "127.0.0.3:4000".to_string();
         w.submit(spec(1, Vec::new(), 0), None);
         w.submit(spec(2, Vec::new(), 0), None);
-        let key = lease_key(&sent(&mut w));
-        let (worker, afar) = (9, Some(at.clone()));
-        receive(
-            &mut w,
-            &ToWorker::Leased {
-                key,
-                worker,
-                at: afar,
-            },
-        );
+        lease_afar(&mut w, &at);
         let _ = sent(&mut w);
         // Both ran there, and left their values in that node's store.
         let (one, two) = (TaskId::new(ME, 1), TaskId::new(ME, 2));
@@ -1793,7 +1831,7 @@ mod tests {
         let fetch = |id| ToNode::Fetch {
             id,
             len,
-            from: at.clone(),
+            from: Some(at.clone()),
         };
         let fetches: Vec<ToNode> = (sent(&mut w).into_iter())
             .filter(|m| matches!(m, ToNode::Fetch { .. }))

@@ -1,0 +1,214 @@
+//! Arguments a task pushed here brings from an owner on another node: a value in that
+//! owner's node's shared memory travels as its name only, and this worker asks its node to
+//! pull it ([`ToNode::Fetch`] without an address: from the owner's node, which its node
+//! knows from the frames). The task waits here, outside the queue, until every such
+//! argument is in this node's store; one that cannot be had fails it, naming why. The node
+//! keeps the copy until the owner drops the object.
+//!
+//! [`ToNode::Fetch`]: prism_transport::ToNode::Fetch
+
+use prism_graph::{IdMap, ObjectId, TaskError, TaskId};
+use prism_transport::{Execute, Outcome, ToNode, Value};
+
+use super::{Ended, Worker};
+use crate::proto::nodes::node_of;
+
+/// Pushed tasks waiting for their arguments' pulls.
+#[derive(Debug, Default)]
+pub(super) struct ArgPulls {
+    /// Objects asked for, and the tasks waiting for each (once per argument).
+    wanted: IdMap<ObjectId, Vec<TaskId>>,
+    /// The tasks waiting, and how many of their arguments each still waits for.
+    held: IdMap<TaskId, (Execute, usize)>,
+}
+
+impl Worker {
+    /// `exec`, pushed here by its owner: queued, or held until the arguments its owner's
+    /// node has in shared memory are pulled here (only when that node is another).
+    pub(super) fn queue_pushed(&mut self, exec: Execute) {
+        let afar = node_of(exec.task.owner) != node_of(self.owned.me());
+        let missing: Vec<(ObjectId, u64)> = match afar {
+            true => (exec.args.iter())
+                .filter_map(|arg| match arg {
+                    Value::Shared { id, len } => Some((*id, *len)),
+                    Value::Inline(_) => None,
+                })
+                .collect(),
+            false => Vec::new(),
+        };
+        if missing.is_empty() {
+            self.queue.push_back(exec);
+            return;
+        }
+        for &(id, len) in &missing {
+            let waiting = self.arg_pulls.wanted.entry(id).or_default();
+            let first = waiting.is_empty();
+            waiting.push(exec.task);
+            if first {
+                self.send(&ToNode::Fetch {
+                    id,
+                    len,
+                    from: None,
+                });
+            }
+        }
+        let task = exec.task;
+        self.arg_pulls.held.insert(task, (exec, missing.len()));
+    }
+
+    /// The node pulled `id` here, or could not (`error`): the tasks it was the last missing
+    /// argument of are queued, and those waiting for it fail if it cannot be had. False when
+    /// no task here waits for it (it is no argument's).
+    pub(super) fn arg_fetched(&mut self, id: ObjectId, error: Option<&str>) -> bool {
+        let Some(tasks) = self.arg_pulls.wanted.remove(&id) else {
+            return false;
+        };
+        for task in tasks {
+            let Some((_, left)) = self.arg_pulls.held.get_mut(&task) else {
+                continue; // failed, handed back or cancelled meanwhile
+            };
+            *left -= 1;
+            if error.is_none() && *left > 0 {
+                continue;
+            }
+            let Some((exec, _)) = self.arg_pulls.held.remove(&task) else {
+                continue;
+            };
+            match error {
+                None => self.queue.push_back(exec),
+                Some(e) => self.done.push(Ended {
+                    task,
+                    outcome: Outcome::Failed(TaskError::ObjectUnavailable {
+                        object: id,
+                        function: String::from("<argument>"),
+                        reason: format!(
+                            "the node of the worker leased to run task {task} ({}) could not \
+                             pull it from its owner's node: {e}",
+                            exec.function
+                        ),
+                    }),
+                    timing: None,
+                }),
+            }
+        }
+        true
+    }
+
+    /// The tasks waiting for their arguments, taken out (the worker blocked: they go back to
+    /// their owners).
+    pub(super) fn take_held_for_args(&mut self) -> Vec<TaskId> {
+        let held: Vec<TaskId> = self.arg_pulls.held.drain().map(|(task, _)| task).collect();
+        for waiting in self.arg_pulls.wanted.values_mut() {
+            waiting.clear();
+        }
+        held
+    }
+
+    /// Task `task`, if it waits for its arguments here, taken out (cancelled).
+    pub(super) fn take_held(&mut self, task: TaskId) -> Option<Execute> {
+        self.arg_pulls.held.remove(&task).map(|(exec, _)| exec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prism_graph::{IdSet, TaskKind};
+    use prism_transport::{ToWorker, Value};
+
+    use super::super::tests::receive;
+    use super::*;
+
+    /// An owner on node 1; this worker is on node 0.
+    const OWNER: u64 = (1 << 32) + 5;
+
+    fn pushed(seq: u64, args: Vec<Value>) -> Execute {
+        Execute {
+            task: TaskId::new(OWNER, seq),
+            function: "tests::child".into(),
+            fn_hash: 0,
+            args,
+            num_returns: 1,
+            kind: TaskKind::Normal,
+            stream: None,
+        }
+    }
+
+    fn fetches(worker: &mut Worker) -> Vec<ObjectId> {
+        let out = std::mem::take(worker.transmit(|| 1_000));
+        let mut decoder = prism_transport::FrameDecoder::new(1 << 20);
+        decoder.extend(&out);
+        std::iter::from_fn(|| decoder.next_frame().unwrap())
+            .filter_map(|f| {
+                match rkyv::deserialize::<ToNode, rkyv::rancor::Error>(f.access::<ToNode>().ok()?) {
+                    Ok(ToNode::Fetch { id, from: None, .. }) => Some(id),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pushed_task_waits_for_its_shared_arguments_to_be_pulled_from_its_owner_s_node() {
+        assert_eq!(node_of(OWNER), 1);
+        let mut w = Worker::new(false, 9);
+        let (a, b) = (
+            ObjectId::new(TaskId::new(OWNER, 100), 0),
+            ObjectId::new(TaskId::new(OWNER, 101), 0),
+        );
+        let shared = |id| Value::Shared { id, len: 1 << 20 };
+        // Task 1 needs a and b, task 2 only a, task 3 nothing in shared memory.
+        let tasks = vec![
+            pushed(1, vec![shared(a), shared(b)]),
+            pushed(2, vec![shared(a), Value::Inline(vec![1])]),
+            pushed(3, vec![Value::Inline(vec![2])]),
+        ];
+        receive(&mut w, &ToWorker::Push(tasks)).unwrap();
+        assert_eq!(
+            fetches(&mut w),
+            [a, b],
+            "one pull an object, from the owner's node"
+        );
+        assert_eq!(w.next_task().map(|t| t.task.seq), Some(3));
+        assert!(
+            w.next_task().is_none(),
+            "the others wait for their arguments"
+        );
+        let fetched = |id, error: Option<&str>| ToWorker::Fetched {
+            id,
+            error: error.map(String::from),
+        };
+        receive(&mut w, &fetched(a, None)).unwrap();
+        assert_eq!(w.next_task().map(|t| t.task.seq), Some(2));
+        assert!(w.next_task().is_none(), "task 1 still waits for b");
+        // b cannot be had: task 1 fails, naming it and why.
+        receive(&mut w, &fetched(b, Some("owner's node gone"))).unwrap();
+        assert!(w.next_task().is_none());
+        let failed = w.done.pop().expect("task 1 ended");
+        assert_eq!(failed.task, TaskId::new(OWNER, 1));
+        match failed.outcome {
+            Outcome::Failed(TaskError::ObjectUnavailable { object, reason, .. }) => {
+                assert_eq!(object, b);
+                assert!(reason.contains("owner's node gone"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_worker_that_blocks_hands_back_the_tasks_waiting_for_their_arguments() {
+        let mut w = Worker::new(false, 9);
+        let a = ObjectId::new(TaskId::new(OWNER, 100), 0);
+        let shared = Value::Shared {
+            id: a,
+            len: 1 << 20,
+        };
+        receive(&mut w, &ToWorker::Push(vec![pushed(1, vec![shared])])).unwrap();
+        assert_eq!(fetches(&mut w), [a]);
+        w.block(IdSet::default());
+        assert!(w.arg_pulls.held.is_empty(), "handed back to its owner");
+        // The pull's answer comes later: nothing runs.
+        let fetched = ToWorker::Fetched { id: a, error: None };
+        receive(&mut w, &fetched).unwrap();
+        assert!(w.next_task().is_none());
+    }
+}
