@@ -6,6 +6,8 @@
 //!
 //! With `--child-bytes B` each child returns B bytes, which its parent reads and checks: on a
 //! cluster the children that spill to other nodes send their values back to the parent's.
+//! With `--arg-bytes B` each parent makes one value of B bytes and passes it to each of its
+//! children, which read it: children on other nodes need it there.
 //!
 //! `bash benches/fanout-bench.sh [N=3] [--parents 10] [--children 10000] [--trials 3]` starts a
 //! head and N nodes on 127.0.0.x and passes `--address` and `--token`; without them it runs on
@@ -35,8 +37,12 @@ struct Args {
     /// ran on to its parent's.
     #[arg(long, default_value_t = 0)]
     child_bytes: u64,
-    /// With `--child-bytes`: the children run only where this custom resource is (`r0`: on
-    /// the head's node, away from their parents).
+    /// Bytes of one value each parent makes and passes to all its children, which read it
+    /// (0: none); not with `--child-bytes`.
+    #[arg(long, default_value_t = 0)]
+    arg_bytes: u64,
+    /// With `--child-bytes` or `--arg-bytes`: the children run only where this custom
+    /// resource is (`r0`: on the head's node, away from their parents).
     #[arg(long)]
     child_resource: Option<String>,
     /// Where to join.
@@ -66,6 +72,37 @@ fn parent(children: u64) -> (u64, String) {
 #[remote]
 fn child_of_bytes(i: u64, bytes: u64) -> Vec<u8> {
     vec![i as u8; bytes as usize]
+}
+
+/// `bytes` bytes of 7: a value in shared memory that its caller owns.
+#[remote]
+fn blob(bytes: u64) -> Vec<u8> {
+    vec![7; bytes as usize]
+}
+
+/// A child that reads `data`: its length (checked).
+#[remote]
+fn child_reads(data: Vec<u8>) -> u64 {
+    assert!(data.iter().all(|&b| b == 7), "the argument is wrong");
+    data.len() as u64
+}
+
+/// A parent of children that each read one value of `bytes` bytes it made: the bytes they
+/// read, and where it ran.
+#[remote(num_cpus = 0)]
+fn parent_sharing(children: u64, bytes: u64, resource: Option<String>) -> (u64, String) {
+    let data = blob::remote(bytes);
+    let refs: Vec<_> = (0..children)
+        .map(|_| match &resource {
+            None => child_reads::remote(&data),
+            Some(name) => child_reads::options().resources(name, 0.01).remote(&data),
+        })
+        .collect();
+    let read = prism::get_all_blocking(&refs).unwrap_or_else(|e| panic!("a child failed: {e}"));
+    (
+        read.into_iter().sum(),
+        prism::node_name().unwrap_or_default(),
+    )
 }
 
 /// A parent of children that return `bytes` bytes each: the bytes it got (each checked), and
@@ -98,7 +135,11 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.join.init()?;
     let children = u64::from(args.children);
-    let expected = match args.child_bytes {
+    anyhow::ensure!(
+        args.child_bytes == 0 || args.arg_bytes == 0,
+        "--child-bytes or --arg-bytes, not both"
+    );
+    let expected = match args.child_bytes.max(args.arg_bytes) {
         0 => children * children.saturating_sub(1) / 2,
         bytes => children * bytes,
     };
@@ -108,15 +149,20 @@ fn main() -> anyhow::Result<()> {
         let start = Instant::now();
         let parents: Vec<_> = (0..args.parents)
             .map(|p| {
-                let (bytes, on) = (args.child_bytes, args.child_resource.clone());
-                match (args.nodes, bytes) {
-                    (0, 0) => parent::remote(children),
-                    (0, _) => parent_of_bytes::remote(children, bytes, on),
-                    (n, 0) => parent::options()
-                        .resources(&format!("r{}", p % n + 1), 0.01)
+                let on = args.child_resource.clone();
+                let place = |n: u32| format!("r{}", p % n + 1);
+                match (args.nodes, args.child_bytes, args.arg_bytes) {
+                    (0, 0, 0) => parent::remote(children),
+                    (0, 0, bytes) => parent_sharing::remote(children, bytes, on),
+                    (0, bytes, _) => parent_of_bytes::remote(children, bytes, on),
+                    (n, 0, 0) => parent::options()
+                        .resources(&place(n), 0.01)
                         .remote(children),
-                    (n, _) => parent_of_bytes::options()
-                        .resources(&format!("r{}", p % n + 1), 0.01)
+                    (n, 0, bytes) => parent_sharing::options()
+                        .resources(&place(n), 0.01)
+                        .remote(children, bytes, on),
+                    (n, bytes, _) => parent_of_bytes::options()
+                        .resources(&place(n), 0.01)
                         .remote(children, bytes, on),
                 }
             })
@@ -134,9 +180,10 @@ fn main() -> anyhow::Result<()> {
              {secs:.2} s, {:.0} children/s, {:.2} driver messages per child",
             args.parents,
             args.children,
-            match args.child_bytes {
-                0 => String::new(),
-                bytes => format!(
+            match (args.child_bytes, args.arg_bytes) {
+                (0, 0) => String::new(),
+                (0, bytes) => format!(" reading {bytes} bytes"),
+                (bytes, _) => format!(
                     " of {bytes} bytes ({:.2} GB/s)",
                     (total * bytes) as f64 / secs / 1e9
                 ),
