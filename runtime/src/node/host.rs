@@ -327,7 +327,7 @@ impl Hosting {
                         tracing::debug!(%peer, %job, "a frame for a job not hosted here is dropped");
                         continue;
                     };
-                    hosting.afar.lock().insert((conn, from), peer);
+                    hosting.owner_at((conn, &job), from, peer);
                     if !hosting.pass_here(conn, to, &passed.frame) {
                         tracing::debug!(
                             worker = to,
@@ -384,10 +384,12 @@ impl Hosting {
     /// Another node's pool of job `job` sent `message` (from `peer`, its daemon): an owner
     /// there that asks is one whose workers' ends go back there.
     fn from_peer(self: &Arc<Self>, job: &str, peer: SocketAddr, message: PeerLease) {
-        if let PeerLease::Ask { owner, .. } = &message
-            && let Some(conn) = self.core.lock().conn_of(job)
-        {
-            self.afar.lock().insert((conn, *owner), peer);
+        if let PeerLease::Ask { owner, .. } = &message {
+            // The core's lock goes before `owner_at` takes it again.
+            let conn = self.core.lock().conn_of(job);
+            if let Some(conn) = conn {
+                self.owner_at((conn, job), *owner, peer);
+            }
         }
         self.feed(Event::Peer {
             job: job.to_string(),
@@ -395,6 +397,19 @@ impl Hosting {
             source: peer,
             message,
         });
+    }
+
+    /// Worker `owner` of job `job` (on `conn`) is on the node whose daemon is `peer`: the
+    /// ends of its tasks go there, and the core hears of it when it is news.
+    fn owner_at(self: &Arc<Self>, (conn, job): (ConnId, &str), owner: u64, peer: SocketAddr) {
+        let before = self.afar.lock().insert((conn, owner), peer);
+        if before != Some(peer) {
+            self.feed(Event::OwnerAt {
+                job: job.to_string(),
+                owner,
+                node: peer.to_string(),
+            });
+        }
     }
 
     /// Sends `message` to node `node`'s daemon on the stream for job `job`.

@@ -210,6 +210,14 @@ pub(crate) enum Event<P, S> {
         source: P,
         message: PeerLease,
     },
+    /// Owner `owner` of job `job` is on node `node` (a peer address): frames of its for
+    /// workers here come from there. That node speaks for it as its pool's asks do (a lease
+    /// the driver granted here to an owner there brings no ask).
+    OwnerAt {
+        job: String,
+        owner: u64,
+        node: String,
+    },
 }
 
 /// What the shell must do.
@@ -335,6 +343,8 @@ struct Job<P, S> {
     /// Copies of other nodes' owners' objects pulled here as arguments of tasks they pushed
     /// to workers here, by owner: they go when the owner drops them, dies or leaves.
     copies: HashMap<u64, HashSet<ObjectId>>,
+    /// Owners on other nodes whose frames came here, and their nodes ([`Event::OwnerAt`]).
+    owner_nodes: HashMap<u64, String>,
 }
 
 /// The task events of the tasks a job's workers on this node own, and what the head was told.
@@ -1212,6 +1222,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             return;
         };
         job.spill.forget_owner(owner);
+        job.owner_nodes.remove(&owner);
         if let Some(copies) = job.copies.remove(&owner) {
             let (setup, ids) = (job.setup.clone(), copies.into_iter().collect());
             let pool = false;
@@ -1251,11 +1262,11 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         | PeerLease::OwnerGone { owner }
         | PeerLease::Drop { owner, .. } = &message
         {
-            let at = self.jobs.get(&job).and_then(|j| j.spill.owner_at(*owner));
+            let at = (self.jobs.get(&job)).and_then(|j| {
+                (j.spill.owner_at(*owner)).or_else(|| j.owner_nodes.get(owner).map(String::as_str))
+            });
             if at != Some(from.as_str()) {
-                // Only the owner's node speaks for it. (A value made under a lease the
-                // driver granted stays here until the job ends: this node never heard
-                // where its owner is.)
+                // Only the owner's node speaks for it.
                 match message {
                     PeerLease::Drop { .. } => {
                         tracing::debug!(%job, owner, node = %from, "copies pulled by a node this one does not know as the owner's stay")
@@ -1563,6 +1574,11 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 source,
                 message,
             } => self.peer(job, (from, source), message, now),
+            Event::OwnerAt { job, owner, node } => {
+                if let Some(job) = self.jobs.get_mut(&job) {
+                    job.owner_nodes.insert(owner, node);
+                }
+            }
             Event::Renewed { conn, seq } => {
                 if let Some((_, job)) = self.job_of_mut(conn) {
                     job.lease.granted(seq);
@@ -1712,7 +1728,13 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             }
             Request::Peers { joined, left } => {
                 let (_, job) = self.job_of_mut(conn).expect("checked");
-                let gone = job.spill.peers_changed(joined, &left, now);
+                let mut gone = job.spill.peers_changed(joined, &left, now);
+                // The owners whose frames came from those nodes are gone too.
+                for (&owner, node) in &job.owner_nodes {
+                    if left.contains(node) && !gone.owners.contains(&owner) {
+                        gone.owners.push(owner);
+                    }
+                }
                 self.reply(conn, req, FromHost::Done);
                 self.nodes_left(conn, gone);
                 return;
@@ -1831,6 +1853,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     pool: None,
                     spill: Spill::default(),
                     copies: HashMap::new(),
+                    owner_nodes: HashMap::new(),
                 };
                 self.jobs.insert(job, record);
                 // The first renewal is asked for at once.
@@ -3305,6 +3328,63 @@ mod tests {
             .filter(|a| matches!(a, Action::Unlink { .. }))
             .collect();
         assert_eq!(unlinked, [unlink(two)]);
+    }
+
+    #[test]
+    fn an_owner_known_by_its_frames_speaks_for_its_copies_and_they_go_when_its_node_leaves() {
+        let t0 = Instant::now();
+        // Owner 7 on a was leased b's worker 200 by the driver (no ask came from a): b knows
+        // its node from its frames only.
+        let (_, mut b) = two_daemons(t0);
+        let owner = |node: &str| Event::OwnerAt {
+            job: "j".into(),
+            owner: 7,
+            node: node.into(),
+        };
+        b.handle(owner("a"), t0);
+        let (made, lent) = (
+            ObjectId::new(TaskId::new(7, 1), 0),
+            ObjectId::new(TaskId::new(7, 2), 0),
+        );
+        let owner_node = |at: Option<&str>| at.is_none().then_some(5);
+        let fetch = ToNode::Fetch {
+            id: lent,
+            len: 64,
+            from: None,
+        };
+        assert!(from_worker(&mut b, 200, &fetch, &owner_node));
+        let pulled = Event::Pulled {
+            conn: 1,
+            id: lent,
+            len: 64,
+            result: Ok(true),
+        };
+        b.handle(pulled, t0);
+        let _ = acted(&mut b);
+        // A value made here for it, pulled by its node: only that node's word counts.
+        let drop = PeerLease::Drop {
+            owner: 7,
+            ids: vec![made],
+        };
+        b.handle(from_peer("c", drop.clone()), t0);
+        assert_eq!(acted(&mut b), []);
+        b.handle(from_peer("a", drop), t0);
+        let unlink = |id, pool| Action::Unlink {
+            setup: "files",
+            ids: vec![id],
+            pool,
+        };
+        assert_eq!(acted(&mut b), [unlink(made, true)]);
+        // Its node leaves the job: the argument's copy goes.
+        let left = Request::Peers {
+            joined: Vec::new(),
+            left: vec!["a".into()],
+        };
+        ask(&mut b, 1, 9, left, t0);
+        let unlinked: Vec<_> = (acted(&mut b).into_iter())
+            .filter(|a| matches!(a, Action::Unlink { .. }))
+            .collect();
+        assert_eq!(unlinked, [unlink(lent, false)]);
     }
 
     #[test]
