@@ -30,7 +30,7 @@ use crate::frame::Message;
 /// 25: large values move between the nodes of an owner and of its leased workers by pulls,
 /// not inside frames: a result stays in the store of the node it was made on until the
 /// owner's node pulls it, an argument is pulled by the leased worker's node and kept there
-/// until its owner frees it ([`ToNode::Fetch`], [`ToWorker::Fetched`],
+/// until its owner frees it ([`ToNode::Fetch`], [`ToWorker::Fetched`], [`ToNode::KeptFor`],
 /// [`ToNode::DropCopies`], [`PeerLease::Drop`]).
 pub const PROTOCOL_VERSION: u32 = 25;
 
@@ -472,6 +472,13 @@ pub enum ToNode {
         /// task pushed here by an owner on another node, pulled from that owner's node and
         /// kept here until the owner drops it.
         from: Option<String>,
+    },
+    /// Values of tasks pushed here by owners on other nodes, left in this node's store for
+    /// the owners' nodes to pull (each id carries its owner's number): they go when the
+    /// owner's node says so ([`PeerLease::Drop`]), or the owner dies or leaves.
+    KeptFor {
+        /// The objects.
+        ids: Vec<ObjectId>,
     },
     /// The worker freed these objects of its own, whose copies the node at `at` (a peer
     /// address) pulled for tasks the worker pushed there: they go ([`PeerLease::Drop`]).

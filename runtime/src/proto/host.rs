@@ -343,6 +343,9 @@ struct Job<P, S> {
     /// Copies of other nodes' owners' objects pulled here as arguments of tasks they pushed
     /// to workers here, by owner: they go when the owner drops them, dies or leaves.
     copies: HashMap<u64, HashSet<ObjectId>>,
+    /// Values tasks of other nodes' owners left here for their nodes to pull, by owner
+    /// ([`prism_transport::ToNode::KeptFor`]): they go once pulled, or the owner is gone.
+    kept: HashMap<u64, HashSet<ObjectId>>,
     /// Owners on other nodes whose frames came here, and their nodes ([`Event::OwnerAt`]).
     owner_nodes: HashMap<u64, String>,
 }
@@ -702,6 +705,14 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 let from = from.as_ref().map(|f| f.as_str());
                 let object = (id.to_native(), len.to_native());
                 self.worker_fetch(at, worker, object, (from, peer_of(from)));
+                true
+            }
+            ArchivedToNode::KeptFor { ids } => {
+                if let Some(record) = self.jobs.get_mut(job).filter(|j| j.conn == conn) {
+                    for id in ids.iter().map(|id| id.to_native()) {
+                        record.kept.entry(id.task.owner).or_default().insert(id);
+                    }
+                }
                 true
             }
             ArchivedToNode::DropCopies { at: node, ids } => {
@@ -1223,10 +1234,15 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         };
         job.spill.forget_owner(owner);
         job.owner_nodes.remove(&owner);
-        if let Some(copies) = job.copies.remove(&owner) {
-            let (setup, ids) = (job.setup.clone(), copies.into_iter().collect());
-            let pool = false;
-            self.actions.push_back(Action::Unlink { setup, ids, pool });
+        let setup = job.setup.clone();
+        for (ids, pool) in [
+            (job.copies.remove(&owner), false),
+            (job.kept.remove(&owner), true),
+        ] {
+            if let Some(ids) = ids {
+                let (setup, ids) = (setup.clone(), ids.into_iter().collect());
+                self.actions.push_back(Action::Unlink { setup, ids, pool });
+            }
         }
         let Some((pool, grants)) = self.pool_on(conn) else {
             return;
@@ -1334,13 +1350,11 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 {
                     // Arguments pulled here may still be mapped by the workers that ran
                     // their tasks; values made here were for their owners alone.
-                    let (copies, made): (Vec<ObjectId>, Vec<ObjectId>) =
-                        match job.copies.get_mut(&owner) {
-                            Some(copies) => ids.into_iter().partition(|id| copies.remove(id)),
-                            None => (Vec::new(), ids),
-                        };
-                    if job.copies.get(&owner).is_some_and(|c| c.is_empty()) {
-                        job.copies.remove(&owner);
+                    let (copies, made): (Vec<ObjectId>, Vec<ObjectId>) = ids
+                        .into_iter()
+                        .partition(|id| take(&mut job.copies, owner, id));
+                    for id in &made {
+                        take(&mut job.kept, owner, id);
                     }
                     for (ids, pool) in [(copies, false), (made, true)] {
                         if !ids.is_empty() {
@@ -1853,6 +1867,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     pool: None,
                     spill: Spill::default(),
                     copies: HashMap::new(),
+                    kept: HashMap::new(),
                     owner_nodes: HashMap::new(),
                 };
                 self.jobs.insert(job, record);
@@ -2053,6 +2068,18 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     fn reply(&mut self, conn: ConnId, req: ReqId, reply: FromHost) {
         self.actions.push_back(Action::Reply { conn, req, reply });
     }
+}
+
+/// Takes `id` out of `owner`'s set in `sets`: whether it was there.
+fn take(sets: &mut HashMap<u64, HashSet<ObjectId>>, owner: u64, id: &ObjectId) -> bool {
+    let Some(set) = sets.get_mut(&owner) else {
+        return false;
+    };
+    let had = set.remove(id);
+    if set.is_empty() {
+        sets.remove(&owner);
+    }
+    had
 }
 
 /// A job that ended: its connection and lease.
@@ -3322,12 +3349,22 @@ mod tests {
             pool: false,
         };
         assert_eq!(acted(&mut b), [unlink(one)]);
-        // The owner dies: the other copy goes too.
+        // A value a task of its left here for a's pull is kept for it.
+        let made = ObjectId::new(TaskId::new(3, 9), 0);
+        let kept = ToNode::KeptFor { ids: vec![made] };
+        assert!(from_worker(&mut b, 200, &kept, &owner_node));
+        // The owner dies: the other copy goes too, and that value (into the pool: no
+        // worker here maps it).
         b.handle(from_peer("a", PeerLease::OwnerGone { owner: 3 }), t0);
         let unlinked: Vec<_> = (acted(&mut b).into_iter())
             .filter(|a| matches!(a, Action::Unlink { .. }))
             .collect();
-        assert_eq!(unlinked, [unlink(two)]);
+        let made = Action::Unlink {
+            setup: "files",
+            ids: vec![made],
+            pool: true,
+        };
+        assert_eq!(unlinked, [unlink(two), made]);
     }
 
     #[test]

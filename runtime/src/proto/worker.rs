@@ -16,6 +16,7 @@ use prism_transport::{
     MAX_AWAITING, Outcome, RunTimes, TaskEnd, ToNode, ToWorker, Value, encode_frame,
 };
 
+use crate::proto::nodes::node_of;
 use crate::proto::owner::{Known, Slot};
 use crate::store::ObjectBytes;
 
@@ -655,6 +656,23 @@ impl Worker {
                 {
                     ids.extend(nested.iter().flatten());
                     actors.extend(handles.iter().flatten());
+                }
+            }
+            // Values an owner on another node pulls from this node's store: kept for it.
+            if node_of(owner) != node_of(self.owned.me()) {
+                let kept: Vec<ObjectId> = (ends.iter())
+                    .filter_map(|end| match &end.outcome {
+                        Outcome::Returned { values, .. } => Some(values),
+                        Outcome::Failed(_) => None,
+                    })
+                    .flatten()
+                    .filter_map(|value| match value {
+                        prism_transport::Value::Shared { id, .. } => Some(*id),
+                        prism_transport::Value::Inline(_) => None,
+                    })
+                    .collect();
+                if !kept.is_empty() {
+                    self.send(&ToNode::KeptFor { ids: kept });
                 }
             }
             // One hold per reference: the owner lets go of each value's own.

@@ -1591,8 +1591,8 @@ impl State {
                 let error = Some(format!("the driver pulls no values for its workers ({id})"));
                 self.encode_to(worker, &ToWorker::Fetched { id, error });
             }
-            ArchivedToNode::DropCopies { .. } => {
-                tracing::debug!(worker, "copies on other nodes are for a daemon to drop");
+            ArchivedToNode::DropCopies { .. } | ArchivedToNode::KeptFor { .. } => {
+                tracing::debug!(worker, "copies between nodes are for their daemons to keep");
             }
             ArchivedToNode::Hello(_) => {
                 tracing::warn!(worker, "second hello ignored");

@@ -133,16 +133,25 @@ mod tests {
         }
     }
 
-    fn fetches(worker: &mut Worker) -> Vec<ObjectId> {
+    /// What the worker would write to its node now, decoded.
+    fn sent(worker: &mut Worker) -> Vec<ToNode> {
         let out = std::mem::take(worker.transmit(|| 1_000));
         let mut decoder = prism_transport::FrameDecoder::new(1 << 20);
         decoder.extend(&out);
         std::iter::from_fn(|| decoder.next_frame().unwrap())
-            .filter_map(|f| {
-                match rkyv::deserialize::<ToNode, rkyv::rancor::Error>(f.access::<ToNode>().ok()?) {
-                    Ok(ToNode::Fetch { id, from: None, .. }) => Some(id),
-                    _ => None,
-                }
+            .map(|f| {
+                rkyv::deserialize::<ToNode, rkyv::rancor::Error>(f.access::<ToNode>().unwrap())
+            })
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// The objects the worker asks its node to pull from their owners' nodes.
+    fn fetches(worker: &mut Worker) -> Vec<ObjectId> {
+        (sent(worker).into_iter())
+            .filter_map(|m| match m {
+                ToNode::Fetch { id, from: None, .. } => Some(id),
+                _ => None,
             })
             .collect()
     }
@@ -192,6 +201,34 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_value_in_shared_memory_made_for_an_owner_elsewhere_is_kept_for_its_node() {
+        let mut w = Worker::new(false, 9);
+        receive(&mut w, &ToWorker::Push(vec![pushed(1, Vec::new())])).unwrap();
+        let run = w.next_task().unwrap();
+        let id = ObjectId::new(run.task, 0);
+        w.ended(Ended {
+            task: run.task,
+            outcome: Outcome::Returned {
+                values: vec![Value::Shared { id, len: 1 << 20 }],
+                nested: vec![Vec::new()],
+                actors: vec![Vec::new()],
+            },
+            timing: None,
+        });
+        let sent = sent(&mut w);
+        let kept = sent
+            .iter()
+            .position(|m| *m == ToNode::KeptFor { ids: vec![id] });
+        let end = sent
+            .iter()
+            .position(|m| matches!(m, ToNode::Forward { to: OWNER, .. }));
+        assert!(
+            matches!((kept, end), (Some(k), Some(e)) if k < e),
+            "kept before the end goes: {sent:?}"
+        );
     }
 
     #[test]
