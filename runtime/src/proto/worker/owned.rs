@@ -66,6 +66,8 @@ enum At {
     Pushed(TaskId),
     /// Running here, on top of this worker's blocked task.
     Here,
+    /// Ended on another node, which kept this many of its values for this node to pull.
+    Fetching(usize),
 }
 
 #[derive(Debug)]
@@ -168,6 +170,8 @@ struct Fetching {
     /// The peer address of the node it stayed on.
     at: String,
     function: Arc<str>,
+    /// The task that made it.
+    task: TaskId,
 }
 
 impl Owned {
@@ -700,6 +704,7 @@ impl Worker {
             } => {
                 let function: Arc<str> = Arc::from(record.spec.function.as_str());
                 let ids: Vec<ObjectId> = record.spec.return_ids().collect();
+                let mut afar = 0;
                 for (i, (id, value)) in ids.into_iter().zip(values).enumerate() {
                     let made = Made {
                         nested: nested.get(i).cloned().unwrap_or_default(),
@@ -709,7 +714,11 @@ impl Worker {
                     if !held {
                         self.hold_made(&made);
                     }
-                    self.owned.made.insert(id, made);
+                    // A run again replaces what the last run's value held (taken anew for
+                    // this one first).
+                    if let Some(last) = self.owned.made.insert(id, made) {
+                        self.let_go_of(last);
+                    }
                     let slot = match value {
                         Got::Here(Ok(bytes)) => Slot::Ready(bytes),
                         Got::Here(Err(e)) => Slot::Failed(TaskError::InvalidValue {
@@ -726,15 +735,27 @@ impl Worker {
                                 from: Some(at.clone()),
                             });
                             let function = function.clone();
-                            let fetching = Fetching { len, at, function };
+                            let fetching = Fetching {
+                                len,
+                                at,
+                                function,
+                                task,
+                            };
                             self.owned.fetching.insert(id, fetching);
+                            afar += 1;
                             continue;
                         }
                     };
                     self.owned_value(id, slot);
                 }
-                self.note(task, || OwnedPhase::Finished);
-                self.finish_owned(task);
+                match self.owned.tasks.get_mut(&task) {
+                    // It ends once they are here: a value lost on the way runs it again.
+                    Some(record) if afar > 0 => record.at = At::Fetching(afar),
+                    _ => {
+                        self.note(task, || OwnedPhase::Finished);
+                        self.finish_owned(task);
+                    }
+                }
             }
             Ending::Failed(error) => {
                 let retry = matches!(error, TaskError::Panicked { .. })
@@ -757,14 +778,22 @@ impl Worker {
     }
 
     /// The node pulled `id`, a value of an owned task that stayed on the node it ran on, into
-    /// its store (or could not: `error`); `open` maps its segment.
+    /// its store (or could not: `error`); `open` maps its segment. A value that cannot be had
+    /// runs its task again while it has retries left (its other values come again with it);
+    /// then it fails, naming the node and why.
     pub(super) fn fetched(
         &mut self,
         id: ObjectId,
         error: Option<&str>,
         open: &mut dyn FnMut(&ArchivedValue) -> std::io::Result<ObjectBytes>,
     ) {
-        let Some(Fetching { len, at, function }) = self.owned.fetching.remove(&id) else {
+        let Some(Fetching {
+            len,
+            at,
+            function,
+            task,
+        }) = self.owned.fetching.remove(&id)
+        else {
             return;
         };
         let unavailable = |reason: String| {
@@ -775,9 +804,17 @@ impl Worker {
             })
         };
         let slot = match error {
-            Some(e) => unavailable(format!(
-                "it stayed on node {at}, where it ran, and could not be pulled from there: {e}"
-            )),
+            Some(e) => {
+                let reason = format!(
+                    "it stayed on node {at}, where it ran, and could not be pulled from there: {e}"
+                );
+                if self.owned.tasks.get(&task).is_some_and(|r| {
+                    matches!(r.at, At::Fetching(_)) && r.attempts <= r.spec.max_retries
+                }) {
+                    return self.run_again(task, reason);
+                }
+                unavailable(reason)
+            }
             None => {
                 let shared = Value::Shared { id, len };
                 let archived = rkyv::to_bytes::<rkyv::rancor::Error>(&shared);
@@ -794,6 +831,38 @@ impl Worker {
             }
         };
         self.owned_value(id, slot);
+        let Some(record) = self.owned.tasks.get_mut(&task) else {
+            return;
+        };
+        if let At::Fetching(left) = &mut record.at {
+            *left -= 1;
+            if *left == 0 {
+                self.note(task, || OwnedPhase::Finished);
+                self.finish_owned(task);
+            }
+        }
+    }
+
+    /// Owned `task` ended on another node but a value it left there cannot be had (`why`):
+    /// it runs again (the values of its run that are here stay until the next run's
+    /// replace them).
+    fn run_again(&mut self, task: TaskId, why: String) {
+        let lost: Vec<ObjectId> = (self.owned.fetching.iter())
+            .filter(|(_, f)| f.task == task)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            self.owned.fetching.remove(&id);
+            self.drop_made(id);
+        }
+        let Some(record) = self.owned.tasks.get(&task) else {
+            return;
+        };
+        let shape = self.owned.shape_of(&record.spec.resources.clone());
+        self.note(task, || OwnedPhase::Failed(why));
+        self.note(task, || OwnedPhase::Again);
+        self.requeue(task);
+        self.pump(shape);
     }
 
     /// Object `id` of an owned task is known now: kept while referenced (a segment nobody
@@ -864,7 +933,7 @@ impl Worker {
                     lease.inflight.retain(|t| *t != task);
                 }
             }
-            At::Waiting(_) | At::Here => {}
+            At::Waiting(_) | At::Here | At::Fetching(_) => {}
         }
         let Some(record) = self.owned.tasks.get(&task) else {
             return;
@@ -1033,7 +1102,8 @@ impl Worker {
                     }
                 }
             }
-            At::Here => {}
+            // It ran; its values are on their way here.
+            At::Here | At::Fetching(_) => {}
         }
         true
     }
@@ -1152,9 +1222,13 @@ impl Worker {
     /// Owned object `id`'s value leaves this worker's books (its last reference went): what
     /// it refers to is let go with it.
     pub(super) fn drop_made(&mut self, id: ObjectId) {
-        let Some(made) = self.owned.made.remove(&id) else {
-            return;
-        };
+        if let Some(made) = self.owned.made.remove(&id) {
+            self.let_go_of(made);
+        }
+    }
+
+    /// What a value of an owned task held goes.
+    fn let_go_of(&mut self, made: Made) {
         if made.held {
             return self.release_held(made.nested, made.actors);
         }
@@ -1808,12 +1882,13 @@ mod tests {
         let at = "127.0.0.3:4000".to_string();
         w.submit(spec(1, Vec::new(), 0), None);
         w.submit(spec(2, Vec::new(), 0), None);
+        w.submit(spec(3, Vec::new(), 1), None);
         lease_afar(&mut w, &at);
         let _ = sent(&mut w);
-        // Both ran there, and left their values in that node's store.
-        let (one, two) = (TaskId::new(ME, 1), TaskId::new(ME, 2));
+        // All ran there, and left their values in that node's store.
+        let (one, two, three) = (TaskId::new(ME, 1), TaskId::new(ME, 2), TaskId::new(ME, 3));
         let len = 300 << 20;
-        for task in [one, two] {
+        for task in [one, two, three] {
             let id = ObjectId::new(task, 0);
             let outcome = Outcome::Returned {
                 values: vec![Value::Shared { id, len }],
@@ -1827,7 +1902,11 @@ mod tests {
             }];
             receive(&mut w, &ToWorker::Returned { sent_us: 0, ends });
         }
-        let (one, two) = (ObjectId::new(one, 0), ObjectId::new(two, 0));
+        let (one, two, three) = (
+            ObjectId::new(one, 0),
+            ObjectId::new(two, 0),
+            ObjectId::new(three, 0),
+        );
         let fetch = |id| ToNode::Fetch {
             id,
             len,
@@ -1838,7 +1917,7 @@ mod tests {
             .collect();
         assert_eq!(
             fetches,
-            [fetch(one), fetch(two)],
+            [fetch(one), fetch(two), fetch(three)],
             "the node pulls them here"
         );
         assert_eq!(value(&w, one), None, "not known before it is here");
@@ -1867,6 +1946,16 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // The third has a retry left: it runs again rather than fail.
+        let error = Some("connection lost".to_string());
+        receive(&mut w, &ToWorker::Fetched { id: three, error });
+        assert_eq!(value(&w, three), None, "not failed");
+        // Its lease went back once nothing was left to push: it asks for one again.
+        let messages = sent(&mut w);
+        assert_eq!(asks(&messages).len(), 1, "{messages:?}");
+        let key = lease_key(&messages);
+        lease(&mut w, key, 7);
+        assert_eq!(pushed(&sent(&mut w), 7), [three.task], "and runs again");
     }
 
     #[test]
