@@ -120,6 +120,14 @@ impl Context {
         Ok(())
     }
 
+    /// Values at least this large (archived) go to shared memory rather than inline.
+    pub(crate) fn inline_threshold(&self) -> usize {
+        match self {
+            Context::Driver(core) => core.config().inline_threshold_bytes(),
+            Context::Worker(client) => client.store_params().1,
+        }
+    }
+
     /// A reference this process read from a value: counted like a clone.
     pub(crate) fn borrow_ref(&self, id: ObjectId) {
         match self {

@@ -1,6 +1,7 @@
 //! Objects past 4 GiB (rkyv's 64-bit relative pointers): a 4 GiB put read without copying in a
 //! task and in the driver, and values too large for the store fail with `ObjectTooLarge`, in
-//! the driver and in a worker, never with a panic.
+//! the driver and in a worker, never with a panic; a value past the frame limit passed by
+//! value goes through the store, from the driver and from a task.
 //!
 //! Needs about 9 GiB of free `/dev/shm` and memory; skipped with a message elsewhere.
 
@@ -60,6 +61,20 @@ fn put_too_much(bytes: u64) -> String {
         Ok(_) => "stored".to_string(),
         Err(e) => e.to_string(),
     }
+}
+
+/// The number of words in `words` and whether each is `word`.
+#[remote]
+fn words_of(words: Vec<u64>, word: u64) -> (u64, bool) {
+    (words.len() as u64, words.iter().all(|&w| w == word))
+}
+
+/// From inside a task: passes `count` words by value to a child, its answer.
+#[remote]
+fn pass_words(count: u64) -> (u64, bool) {
+    words_of::remote(vec![9u64; count as usize], 9)
+        .get_blocking()
+        .expect("the child reads its argument")
 }
 
 fn enough_room() -> bool {
@@ -131,6 +146,24 @@ fn too_large_values_fail_with_an_error() -> Result<(), Failed> {
     )
 }
 
+fn a_value_past_the_frame_limit_goes_by_reference() -> Result<(), Failed> {
+    if !enough_room() {
+        return Ok(());
+    }
+    // 640 MiB by value: more than a frame carries (512 MiB), so it goes through the store.
+    let count = (640 << 20) / 8;
+    let read = words_of::remote(vec![7u64; count], 7).get_blocking()?;
+    ensure(
+        read == (count as u64, true),
+        format!("the task read {read:?}"),
+    )?;
+    let read = pass_words::remote(count as u64).get_blocking()?;
+    ensure(
+        read == (count as u64, true),
+        format!("a task's child read {read:?}"),
+    )
+}
+
 fn main() {
     let config = prism::Config::new()
         .num_cpus(2.0)
@@ -143,6 +176,10 @@ fn main() {
         (
             "too_large_values_fail_with_an_error",
             too_large_values_fail_with_an_error,
+        ),
+        (
+            "a_value_past_the_frame_limit_goes_by_reference",
+            a_value_past_the_frame_limit_goes_by_reference,
         ),
     ];
     // One at a time: each needs most of the store.

@@ -336,6 +336,16 @@ fn a_value_beyond_capacity_fails_clearly() -> Result<(), Failed> {
         text.contains("return value 0") && text.contains("268435456") && text.contains("zeros"),
         format!("a return names the task, the value and the capacity: {text}"),
     )?;
+    // An argument passed by value goes through the store when large: too large for it, the
+    // call fails naming the argument, the function and the capacity.
+    let text = match first_and_len::remote(vec![0u32; 300 * MIB / 4]).get_blocking() {
+        Ok(read) => return Err(format!("a 300 MiB argument was read: {read:?}").into()),
+        Err(e) => e.to_string(),
+    };
+    ensure(
+        text.contains("argument 0") && text.contains("268435456") && text.contains("first_and_len"),
+        format!("an argument names the task, the argument and the capacity: {text}"),
+    )?;
     let small = prism::put(vec![0u8; MIB])?;
     ensure(small.get_blocking()?.len() == MIB, "the store still works")
 }

@@ -126,6 +126,19 @@ pub trait IntoArg<T> {
 impl<T: Remotable> IntoArg<T> for T {
     fn into_arg(self) -> ArgSlot {
         let (bytes, nested) = crate::value::collect_nested(|| self.to_bytes());
+        // A value too large to go inline goes by reference, as Ray's do: stored once in
+        // shared memory, where the worker that runs the task maps it, rather than copied
+        // into the frames that carry the task (which it could outgrow).
+        if let Ok(archived) = &bytes
+            && let Some(ctx) = context::try_current()
+            && archived.len() >= ctx.inline_threshold()
+        {
+            drop(bytes);
+            return match crate::api::put_ref(&self) {
+                Ok(stored) => ArgSlot::Ref(stored.into_raw()),
+                Err(e) => ArgSlot::Value(Err(format!("it cannot be stored: {e}"))),
+            };
+        }
         let crate::value::Nested {
             objects: refs,
             actors,
