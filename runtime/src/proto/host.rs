@@ -348,6 +348,9 @@ struct Job<P, S> {
     kept: HashMap<u64, HashSet<ObjectId>>,
     /// Owners on other nodes whose frames came here, and their nodes ([`Event::OwnerAt`]).
     owner_nodes: HashMap<u64, String>,
+    /// The other nodes this node's workers sent frames to (pushes to workers leased there,
+    /// by the driver's grant or another pool's), by worker: told when the worker dies.
+    sent_to: HashMap<u64, HashSet<String>>,
 }
 
 /// The task events of the tasks a job's workers on this node own, and what the head was told.
@@ -706,6 +709,18 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 let object = (id.to_native(), len.to_native());
                 self.worker_fetch(at, worker, object, (from, peer_of(from)));
                 true
+            }
+            ArchivedToNode::Forward { at: node, .. } => {
+                // Passed on by the shell; the node it goes to hears of the sender's death.
+                if let Some(node) = node.as_ref()
+                    && let Some(record) = self.jobs.get_mut(job).filter(|j| j.conn == conn)
+                {
+                    let nodes = record.sent_to.entry(worker).or_default();
+                    if !nodes.contains(node.as_str()) {
+                        nodes.insert(node.to_string());
+                    }
+                }
+                false
             }
             ArchivedToNode::KeptFor { ids } => {
                 if let Some(record) = self.jobs.get_mut(job).filter(|j| j.conn == conn) {
@@ -1079,6 +1094,19 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     /// Worker `worker` of the job on `conn` exited: a lease of the node's own on it ends (its
     /// owner hears), its asks leave, and the workers leased to it are killed.
     fn pool_worker_exited(&mut self, conn: ConnId, worker: u64, reason: &str) {
+        if let Some((_, job)) = self.job_of_mut(conn) {
+            // What it leased or asked for on other nodes, and the copies kept there for it,
+            // go: each node it leased from or sent frames to hears of it once.
+            let mut told = job.spill.owner_gone(worker);
+            for node in job.sent_to.remove(&worker).unwrap_or_default() {
+                if !told.contains(&node) {
+                    told.push(node);
+                }
+            }
+            for to in told {
+                self.peer_send(conn, to, PeerLease::OwnerGone { owner: worker });
+            }
+        }
         let Some((pool, grants)) = self.pool_on(conn) else {
             return;
         };
@@ -1086,12 +1114,6 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         for (owner, key) in exit.ended {
             let reason = format!("leased worker {worker} died: {reason}");
             self.tell_ended(conn, (owner, key), reason);
-        }
-        if let Some((_, job)) = self.job_of_mut(conn) {
-            // What it leased or asked for on other nodes goes there.
-            for to in job.spill.owner_gone(worker) {
-                self.peer_send(conn, to, PeerLease::OwnerGone { owner: worker });
-            }
         }
         for leased in exit.kill {
             tracing::info!(
@@ -1869,6 +1891,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     copies: HashMap::new(),
                     kept: HashMap::new(),
                     owner_nodes: HashMap::new(),
+                    sent_to: HashMap::new(),
                 };
                 self.jobs.insert(job, record);
                 // The first renewal is asked for at once.
@@ -3422,6 +3445,42 @@ mod tests {
             .filter(|a| matches!(a, Action::Unlink { .. }))
             .collect();
         assert_eq!(unlinked, [unlink(lent, false)]);
+    }
+
+    #[test]
+    fn an_owner_s_death_is_told_to_every_node_it_sent_frames_to() {
+        let t0 = Instant::now();
+        let (mut a, _) = two_daemons(t0);
+        // Worker 3 pushes to workers leased on b and c (the driver granted those leases:
+        // a's pool knows nothing of them), twice to b.
+        let none = |_: Option<&str>| None;
+        for node in ["b", "c", "b"] {
+            let push = ToNode::Forward {
+                to: 200,
+                at: Some(node.to_string()),
+                frame: Vec::new(),
+            };
+            assert!(
+                !from_worker(&mut a, 3, &push, &none),
+                "the shell passes it on"
+            );
+        }
+        let exited = Event::WorkerExited {
+            conn: 1,
+            worker: 3,
+            reason: "killed".into(),
+        };
+        a.handle(exited, t0);
+        let told: Vec<_> = (acted(&mut a).into_iter())
+            .filter(|a| matches!(a, Action::Peer { .. }))
+            .collect();
+        let gone = PeerLease::OwnerGone { owner: 3 };
+        let mut expected = [to_peer("b", gone.clone()), to_peer("c", gone)];
+        let mut told = told;
+        let key = |a: &Action<u32, &'static str>| format!("{a:?}");
+        told.sort_by_key(key);
+        expected.sort_by_key(key);
+        assert_eq!(told, expected, "once each");
     }
 
     #[test]
