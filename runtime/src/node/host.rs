@@ -1209,19 +1209,7 @@ impl Hosting {
         worker: u64,
         msg: &ArchivedToNode,
     ) -> bool {
-        // An argument's owner is on the node its frames come from.
-        let owner_at = match msg {
-            ArchivedToNode::Fetch { id, from, .. } if from.is_none() => self
-                .afar
-                .lock()
-                .get(&(conn, id.task.owner.to_native()))
-                .copied(),
-            _ => None,
-        };
-        let peer_of = |at: Option<&str>| match at {
-            Some(at) => at.parse::<SocketAddr>().ok(),
-            None => owner_at,
-        };
+        let peer_of = |at: &str| at.parse::<SocketAddr>().ok();
         self.decide(|core| core.take_up((job, conn), worker, msg, (Instant::now(), &peer_of)))
     }
 

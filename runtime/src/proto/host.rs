@@ -353,6 +353,13 @@ struct Job<P, S> {
     sent_to: HashMap<u64, HashSet<String>>,
 }
 
+impl<P, S> Job<P, S> {
+    /// The node of owner `owner` on another node, as its pool's asks or its frames said.
+    fn owner_node(&self, owner: u64) -> Option<&str> {
+        (self.spill.owner_at(owner)).or_else(|| self.owner_nodes.get(&owner).map(String::as_str))
+    }
+}
+
 /// The task events of the tasks a job's workers on this node own, and what the head was told.
 #[derive(Debug)]
 struct OwnedReports {
@@ -443,9 +450,8 @@ enum Waiter {
     },
 }
 
-/// Reads a peer address a worker's frame names (see [`Hosting::take_up`]); `None` names the
-/// node of the owner of the object the frame asks for.
-pub(crate) type PeerOf<'a, P> = &'a dyn Fn(Option<&str>) -> Option<P>;
+/// Reads a peer address a worker's frame names (see [`Hosting::take_up`]).
+pub(crate) type PeerOf<'a, P> = &'a dyn Fn(&str) -> Option<P>;
 
 /// A pull in progress and the requests waiting for it.
 #[derive(Debug, Default)]
@@ -705,9 +711,14 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 false
             }
             ArchivedToNode::Fetch { id, len, from } => {
-                let from = from.as_ref().map(|f| f.as_str());
-                let object = (id.to_native(), len.to_native());
-                self.worker_fetch(at, worker, object, (from, peer_of(from)));
+                let (id, from) = (id.to_native(), from.as_ref().map(|f| f.as_str()));
+                // An argument comes from its owner's node.
+                let node = match from {
+                    Some(at) => Some(at),
+                    None => (self.jobs.get(job)).and_then(|j| j.owner_node(id.task.owner)),
+                };
+                let source = node.and_then(peer_of);
+                self.worker_fetch(at, worker, (id, len.to_native()), (from, source));
                 true
             }
             ArchivedToNode::Forward { at: node, .. } => {
@@ -1300,9 +1311,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         | PeerLease::OwnerGone { owner }
         | PeerLease::Drop { owner, .. } = &message
         {
-            let at = (self.jobs.get(&job)).and_then(|j| {
-                (j.spill.owner_at(*owner)).or_else(|| j.owner_nodes.get(owner).map(String::as_str))
-            });
+            let at = self.jobs.get(&job).and_then(|j| j.owner_node(*owner));
             if at != Some(from.as_str()) {
                 // Only the owner's node speaks for it.
                 match message {
@@ -3242,7 +3251,7 @@ mod tests {
             ObjectId::new(TaskId::new(3, 1), 0),
             ObjectId::new(TaskId::new(3, 2), 0),
         );
-        let peer_of = |at: Option<&str>| (at == Some("b")).then_some(5);
+        let peer_of = |at: &str| (at == "b").then_some(5);
         for id in [one, one, two] {
             let from = Some("b".to_string());
             let fetch = ToNode::Fetch { id, len: 64, from };
@@ -3329,7 +3338,7 @@ mod tests {
             ObjectId::new(TaskId::new(3, 1), 0),
             ObjectId::new(TaskId::new(3, 2), 0),
         );
-        let owner_node = |at: Option<&str>| at.is_none().then_some(5);
+        let owner_node = |at: &str| (at == "a").then_some(5);
         for id in [one, two] {
             let fetch = ToNode::Fetch {
                 id,
@@ -3406,7 +3415,7 @@ mod tests {
             ObjectId::new(TaskId::new(7, 1), 0),
             ObjectId::new(TaskId::new(7, 2), 0),
         );
-        let owner_node = |at: Option<&str>| at.is_none().then_some(5);
+        let owner_node = |at: &str| (at == "a").then_some(5);
         let fetch = ToNode::Fetch {
             id: lent,
             len: 64,
@@ -3453,7 +3462,7 @@ mod tests {
         let (mut a, _) = two_daemons(t0);
         // Worker 3 pushes to workers leased on b and c (the driver granted those leases:
         // a's pool knows nothing of them), twice to b.
-        let none = |_: Option<&str>| None;
+        let none = |_: &str| None;
         for node in ["b", "c", "b"] {
             let push = ToNode::Forward {
                 to: 200,
