@@ -623,6 +623,11 @@ impl Worker {
         &mut self.out
     }
 
+    /// Whether owner `owner` is on another node than this worker.
+    fn elsewhere(&self, owner: u64) -> bool {
+        node_of(owner) != node_of(self.owned.me())
+    }
+
     /// Sends the ends of tasks pushed here to their owners, with run times stamped at
     /// `sent_us` (0: none).
     fn return_pushed(&mut self, sent_us: u64) {
@@ -659,7 +664,7 @@ impl Worker {
                 }
             }
             // Values an owner on another node pulls from this node's store: kept for it.
-            if node_of(owner) != node_of(self.owned.me()) {
+            if self.elsewhere(owner) {
                 let kept: Vec<ObjectId> = (ends.iter())
                     .filter_map(|end| match &end.outcome {
                         Outcome::Returned { values, .. } => Some(values),

@@ -423,16 +423,18 @@ impl Worker {
         }
     }
 
+    /// The peer address of the node of the lease a task `at` was pushed under, when it is
+    /// another node.
+    fn lease_node(&self, at: At) -> Option<String> {
+        match at {
+            At::Pushed(key) => self.owned.leases.get(&key).and_then(|l| l.at.clone()),
+            _ => None,
+        }
+    }
+
     /// The wire form of owned `task`, now at `at`; none when it failed (an argument is gone).
     fn execute_owned(&mut self, task: TaskId, at: At) -> Option<Execute> {
-        let afar = match at {
-            At::Pushed(key) => self.owned.leases.get(&key).is_some_and(|l| l.at.is_some()),
-            _ => false,
-        };
-        let at_node = match (at, afar) {
-            (At::Pushed(key), true) => self.owned.leases.get(&key).and_then(|l| l.at.clone()),
-            _ => None,
-        };
+        let at_node = self.lease_node(at);
         let record = self.owned.tasks.get_mut(&task)?;
         let mut args = Vec::with_capacity(record.spec.args.len());
         for arg in &record.spec.args {
@@ -564,10 +566,7 @@ impl Worker {
             let task = end.task.to_native();
             // A value too large to travel inside the end stayed on the node of the lease it
             // ran under.
-            let afar = match self.owned.tasks.get(&task).map(|r| r.at) {
-                Some(At::Pushed(key)) => self.owned.leases.get(&key).and_then(|l| l.at.clone()),
-                _ => None,
-            };
+            let afar = (self.owned.tasks.get(&task)).and_then(|r| self.lease_node(r.at));
             if let Some(times) = end.times.as_ref() {
                 let times = rkyv::deserialize::<RunTimes, rkyv::rancor::Error>(times)
                     .map_err(undecodable)?;

@@ -11,7 +11,6 @@ use prism_graph::{IdMap, ObjectId, TaskError, TaskId};
 use prism_transport::{Execute, Outcome, ToNode, Value};
 
 use super::{Ended, Worker};
-use crate::proto::nodes::node_of;
 
 /// Pushed tasks waiting for their arguments' pulls.
 #[derive(Debug, Default)]
@@ -26,8 +25,7 @@ impl Worker {
     /// `exec`, pushed here by its owner: queued, or held until the arguments its owner's
     /// node has in shared memory are pulled here (only when that node is another).
     pub(super) fn queue_pushed(&mut self, exec: Execute) {
-        let afar = node_of(exec.task.owner) != node_of(self.owned.me());
-        let missing: Vec<(ObjectId, u64)> = match afar {
+        let missing: Vec<(ObjectId, u64)> = match self.elsewhere(exec.task.owner) {
             true => (exec.args.iter())
                 .filter_map(|arg| match arg {
                     Value::Shared { id, len } => Some((*id, *len)),
@@ -117,6 +115,7 @@ mod tests {
 
     use super::super::tests::receive;
     use super::*;
+    use crate::proto::nodes::node_of;
 
     /// An owner on node 1; this worker is on node 0.
     const OWNER: u64 = (1 << 32) + 5;
