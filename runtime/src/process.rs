@@ -179,7 +179,7 @@ pub(crate) fn spawn_linked(cmd: &mut Command, parent: Option<u32>) -> io::Result
             Ok(())
         });
     }
-    let child = cmd.spawn()?;
+    let child = spawn_past_busy_text(cmd)?;
     drop(theirs);
     let handle = match ProcessHandle::of(&child) {
         Ok(handle) => handle,
@@ -195,6 +195,30 @@ pub(crate) fn spawn_linked(cmd: &mut Command, parent: Option<u32>) -> io::Result
         handle,
         link: ours,
     })
+}
+
+/// How many times a start that found its program busy is tried again, the wait doubling from
+/// 1 ms (127 ms in all).
+const BUSY_TEXT_RETRIES: u32 = 7;
+
+/// Starts `cmd`, trying again while its program is busy (`ETXTBSY`): a binary the node just
+/// fetched and closed is still open for writing in a child that another thread forked meanwhile
+/// and that has not reached its own exec yet (close-on-exec closes it only then), which fails
+/// any exec of the binary in that moment. Seen on a node starting the workers of three jobs at
+/// once.
+fn spawn_past_busy_text(cmd: &mut Command) -> io::Result<std::process::Child> {
+    let mut wait = std::time::Duration::from_millis(1);
+    for _ in 0..BUSY_TEXT_RETRIES {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                tracing::debug!("the program is busy (being written): starting it again");
+                std::thread::sleep(wait);
+                wait *= 2;
+            }
+            started => return started,
+        }
+    }
+    cmd.spawn()
 }
 
 /// The link a worker inherited from its node ([`ENV_LINK_FD`]); taken once, and made
@@ -360,6 +384,34 @@ pub(crate) fn recv_now(fd: std::os::fd::RawFd, buf: &mut [u8]) -> std::io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_program_still_open_for_writing_starts_once_the_writer_lets_go() {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("prism-busy-text-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("program");
+        let mut writer = std::fs::File::create(&path).unwrap();
+        writer.write_all(b"#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // Busy while the writer holds it.
+        let busy = Command::new(&path)
+            .spawn()
+            .map(|mut c| c.wait())
+            .unwrap_err();
+        assert_eq!(busy.raw_os_error(), Some(libc::ETXTBSY), "{busy}");
+        let writing = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            drop(writer);
+        });
+        let status = spawn_past_busy_text(&mut Command::new(&path))
+            .and_then(|mut child| child.wait())
+            .unwrap();
+        assert!(status.success());
+        writing.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_handle_never_signals_a_process_that_is_not_its_own() {
