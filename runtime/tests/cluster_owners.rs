@@ -236,6 +236,79 @@ fn dies_while_its_child_runs_elsewhere(dir: String) -> String {
     std::process::abort();
 }
 
+/// An actor that lives where it is placed (the head's node, by `far`).
+#[prism::actor]
+struct Tally {
+    value: u64,
+}
+
+#[prism::actor]
+impl Tally {
+    fn new() -> Self {
+        Tally { value: 0 }
+    }
+
+    fn inc(&mut self) -> u64 {
+        self.value += 1;
+        self.value
+    }
+
+    /// Counts `bytes` in; returns as many bytes of the new count's low byte, and the node.
+    fn weigh(&mut self, bytes: Vec<u8>) -> (u64, Vec<u8>, String) {
+        self.value += bytes.len() as u64;
+        let node = prism::node_name().unwrap_or_default();
+        (self.value, vec![self.value as u8; bytes.len()], node)
+    }
+}
+
+/// On alpha: calls the actor `n` times without waiting, then gathers the values (which must
+/// count up from `from`); then passes it 2 MiB and takes 2 MiB back. Where it ran, where the
+/// actor ran, or what went wrong.
+#[remote(resources(alpha = 1))]
+fn call_from_alpha(
+    tally: prism::ActorHandle<Tally>,
+    n: u64,
+    from: u64,
+) -> Result<(String, String), String> {
+    let calls: Vec<ObjectRef<u64>> = (0..n).map(|_| tally.inc()).collect();
+    let values = prism::get_all_blocking(&calls).map_err(|e| e.to_string())?;
+    if let Some(i) = (0..values.len()).find(|&i| values[i] != from + i as u64) {
+        return Err(format!("call {i} returned {} (out of order)", values[i]));
+    }
+    let big = vec![5u8; 2 << 20];
+    let (count, back, node) = tally.weigh(big).get_blocking().map_err(|e| e.to_string())?;
+    let expected = from + n - 1 + (2 << 20);
+    if count != expected || back.len() != 2 << 20 || back.iter().any(|&b| b != expected as u8) {
+        return Err(format!(
+            "the large call counted {count}, returned {} bytes",
+            back.len()
+        ));
+    }
+    Ok((prism::node_name().unwrap_or_default(), node))
+}
+
+fn a_task_on_a_node_calls_an_actor_on_another_straight_and_off_the_driver() -> Result<(), Failed> {
+    let tally = Tally::options().resources("far", 0.5).remote();
+    ensure(tally.inc().get_blocking()? == 1, "the actor answers")?;
+    let (ran, heard) =
+        heard_during(|| Ok(call_from_alpha::remote(tally.clone(), 5_000, 2).get_blocking()?))?;
+    let (caller, actor) = ran.map_err(|e| format!("the task's calls: {e}"))?;
+    ensure(
+        caller == "alpha" && actor == "head",
+        format!("the caller ran on {caller}, the actor on {actor}"),
+    )?;
+    println!("driver messages for 5,001 calls from alpha to the head's node: {heard}");
+    // The task's own: its blocking, resumption and end, where the actor is, its handle.
+    ensure(
+        heard <= 10,
+        format!("the driver heard {heard} messages for a task's 5,001 actor calls"),
+    )?;
+    ensure(
+        tally.inc().get_blocking()? == 5_002 + (2 << 20),
+        "the driver's own call comes after the task's",
+    )
+}
+
 fn ten_thousand_children_of_a_task_on_a_node_stay_off_the_driver() -> Result<(), Failed> {
     let ((nodes, sum), heard) = heard_during(|| Ok(fan_out::remote(10_000).get_blocking()?))?;
     println!("the driver heard {heard} messages for 10,000 children ({nodes:?})");
@@ -693,6 +766,10 @@ fn main() {
         Trial::test(
             "ten_thousand_children_of_a_task_on_a_node_stay_off_the_driver",
             ten_thousand_children_of_a_task_on_a_node_stay_off_the_driver,
+        ),
+        Trial::test(
+            "a_task_on_a_node_calls_an_actor_on_another_straight_and_off_the_driver",
+            a_task_on_a_node_calls_an_actor_on_another_straight_and_off_the_driver,
         ),
         Trial::test(
             "large_values_cross_to_a_worker_leased_on_another_node_and_back",

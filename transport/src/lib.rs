@@ -45,17 +45,17 @@ pub use frame::{
 };
 pub use io::{AsyncFrameReader, FrameReader};
 pub use message::{
-    ActorConfig, Answer, ArchivedExecute, ArchivedFromControl, ArchivedFromHost, ArchivedHello,
-    ArchivedHostEvent, ArchivedHostHello, ArchivedHostReply, ArchivedJoinReply,
-    ArchivedJoinRequest, ArchivedObjectValue, ArchivedOutcome, ArchivedOwnedPhase,
-    ArchivedPeerFrame, ArchivedPeerLease, ArchivedPullKey, ArchivedPullReply, ArchivedPullRequest,
-    ArchivedPurpose, ArchivedRunTimes, ArchivedStreamRun, ArchivedTaskEnd, ArchivedToHost,
-    ArchivedToNode, ArchivedToPeer, ArchivedToWorker, ArchivedValue, Execute, FromControl,
-    FromHost, FromLogs, HandshakeError, Hello, HostEvent, HostHello, HostReply, JoinReply,
-    JoinRequest, MAX_AWAITING, MemberUpdate, NodeStatus, NodeUsage, NodeUse, ObjectValue, Outcome,
-    OwnedEvent, OwnedPhase, PROTOCOL_VERSION, PeerFrame, PeerLease, PendingDemand, PullKey,
-    PullReply, PullRequest, PullStats, Purpose, Refusal, RunTimes, StreamRun, TaskEnd, ToControl,
-    ToHost, ToLogs, ToNode, ToPeer, ToWorker, Value, platform,
+    ActorConfig, ActorPlace, Answer, ArchivedActorPlace, ArchivedExecute, ArchivedFromControl,
+    ArchivedFromHost, ArchivedHello, ArchivedHostEvent, ArchivedHostHello, ArchivedHostReply,
+    ArchivedJoinReply, ArchivedJoinRequest, ArchivedObjectValue, ArchivedOutcome,
+    ArchivedOwnedPhase, ArchivedPeerFrame, ArchivedPeerLease, ArchivedPullKey, ArchivedPullReply,
+    ArchivedPullRequest, ArchivedPurpose, ArchivedRunTimes, ArchivedStreamRun, ArchivedTaskEnd,
+    ArchivedToHost, ArchivedToNode, ArchivedToPeer, ArchivedToWorker, ArchivedValue, Execute,
+    FromControl, FromHost, FromLogs, HandshakeError, Hello, HostEvent, HostHello, HostReply,
+    JoinReply, JoinRequest, MAX_AWAITING, MemberUpdate, NodeStatus, NodeUsage, NodeUse,
+    ObjectValue, Outcome, OwnedEvent, OwnedPhase, PROTOCOL_VERSION, PeerFrame, PeerLease,
+    PendingDemand, PullKey, PullReply, PullRequest, PullStats, Purpose, Refusal, RunTimes,
+    StreamRun, TaskEnd, ToControl, ToHost, ToLogs, ToNode, ToPeer, ToWorker, Value, platform,
 };
 pub use state::{
     FunctionTimes, HISTOGRAM_BOUNDS_US, Histogram, JobEvents, JobSummary, JobTask, ObjectCount,

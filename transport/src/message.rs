@@ -32,7 +32,7 @@ use crate::frame::Message;
 /// owner's node pulls it, an argument is pulled by the leased worker's node and kept there
 /// until its owner frees it ([`ToNode::Fetch`], [`ToWorker::Fetched`], [`ToNode::KeptFor`],
 /// [`ToNode::DropCopies`], [`PeerLease::Drop`]).
-pub const PROTOCOL_VERSION: u32 = 25;
+pub const PROTOCOL_VERSION: u32 = 26;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -270,6 +270,42 @@ pub enum ToWorker {
         /// Why it is not here, when it is not.
         error: Option<String>,
     },
+    /// Where actor `actor` runs, as the worker asked ([`ToNode::WhereActor`]) and again each
+    /// time that changes: the worker pushes its calls to the actor's worker itself.
+    ActorAt {
+        /// The actor.
+        actor: ActorId,
+        /// Its class, for the errors of its calls.
+        class: String,
+        /// How many times a call in flight when the actor's process dies runs again.
+        max_task_retries: u32,
+        /// Where it is.
+        place: ActorPlace,
+    },
+}
+
+/// Where an actor is, for the workers that call it ([`ToWorker::ActorAt`]).
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum ActorPlace {
+    /// Running on `worker`, of the node serving its peers at `at` when that is not the
+    /// caller's node: calls go there, in the order they are made ([`ToWorker::Push`]).
+    Alive {
+        /// The actor's worker.
+        worker: u64,
+        /// Its node's peer address, when it is another node than the caller's.
+        at: Option<String>,
+    },
+    /// Its process died and it restarts: the calls pushed to it and not ended run again (up
+    /// to `max_task_retries`) once it is alive again, or fail.
+    Restarting {
+        /// How its process ended.
+        reason: String,
+    },
+    /// Gone for good: its calls fail naming this reason.
+    Dead(String),
+    /// On a node the caller's node cannot reach: the calls go to the job's node, which
+    /// sends them on ([`ToNode::Submit`]).
+    Unreachable,
 }
 
 /// What a worker tells its node.
@@ -488,6 +524,12 @@ pub enum ToNode {
         /// The objects.
         ids: Vec<ObjectId>,
     },
+    /// Where does actor `actor` run? Answered with [`ToWorker::ActorAt`] once it is alive (or
+    /// gone), and again whenever that changes: the worker then pushes its calls to it.
+    WhereActor {
+        /// The actor.
+        actor: ActorId,
+    },
     /// A frame for another worker of the job on this node (tasks pushed to a leased worker,
     /// the ends of tasks for their owner), relayed by the node as it is.
     Forward {
@@ -525,6 +567,8 @@ pub enum OwnedPhase {
         ready: bool,
         /// The task the worker ran when it submitted it (none: not known).
         parent: Option<TaskId>,
+        /// The actor it calls, when it is an actor's call.
+        actor: Option<ActorId>,
     },
     /// Its arguments are known: it waits for a worker.
     Ready,

@@ -211,9 +211,14 @@ impl TaskEvents {
                     function,
                     ready,
                     parent,
+                    actor,
                 } => {
                     let function: Arc<str> = Arc::from(function.as_str());
-                    self.submitted(task, &function, TaskKind::Normal, *ready, at);
+                    let kind = match actor.as_ref() {
+                        Some(actor) => TaskKind::ActorCall(actor.to_native()),
+                        None => TaskKind::Normal,
+                    };
+                    self.submitted(task, &function, kind, *ready, at);
                     if let Some(parent) = parent.as_ref().map(|p| p.to_native()).or(running) {
                         self.set_parent(task, parent);
                     }

@@ -2289,6 +2289,7 @@ mod tests {
             function: "f".into(),
             ready: true,
             parent,
+            actor: None,
         };
         let times = RunTimes {
             args_us: 1,

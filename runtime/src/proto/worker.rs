@@ -594,6 +594,7 @@ impl Worker {
             }
             now
         };
+        self.push_calls();
         if !self.pushed.is_empty() && !self.done.is_empty() {
             let sent_us = if self.timed { stamp() } else { 0 };
             self.return_pushed(sent_us);
@@ -735,7 +736,10 @@ impl Worker {
                 let mut bounced = Vec::new();
                 for task in tasks.iter() {
                     let id = task.task.to_native();
-                    if self.blocked || self.depth > 0 {
+                    // A blocked worker runs nothing new; an actor's calls wait for their turn.
+                    if (self.blocked || self.depth > 0)
+                        && matches!(task.kind, prism_graph::ArchivedTaskKind::Normal)
+                    {
                         bounced.push(id);
                         continue;
                     }
@@ -766,6 +770,18 @@ impl Worker {
                 if !self.arg_fetched(id, error) {
                     self.fetched(id, error, open);
                 }
+            }
+            ArchivedToWorker::ActorAt {
+                actor,
+                class,
+                max_task_retries,
+                place,
+            } => {
+                let place =
+                    rkyv::deserialize::<prism_transport::ActorPlace, rkyv::rancor::Error>(place)
+                        .map_err(|e| Stop::Lost(format!("undecodable actor place: {e}")))?;
+                let (actor, retries) = (actor.to_native(), max_task_retries.to_native());
+                self.actor_at(actor, class.to_string(), retries, place);
             }
             ArchivedToWorker::Handback(tasks) => {
                 self.handed_back(tasks.iter().map(|t| t.to_native()));

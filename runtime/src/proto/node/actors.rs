@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use prism_graph::{ActorId, Resources, TaskError, TaskId, TaskState};
-use prism_transport::{ActorConfig, ActorState, ActorStatus, Execute, ToWorker};
+use prism_transport::{ActorConfig, ActorPlace, ActorState, ActorStatus, Execute, ToWorker};
 
 use super::State;
 use crate::proto::nodes::node_of;
@@ -45,6 +45,11 @@ pub(super) struct ActorRecord {
     /// Live handles (`RawActor`s) in the driver.
     handles: u32,
     killed: bool,
+    /// Workers that push their calls to the actor themselves ([`ToNode::WhereActor`]): told
+    /// where it is whenever that changes.
+    ///
+    /// [`ToNode::WhereActor`]: prism_transport::ToNode::WhereActor
+    callers: Vec<WorkerId>,
 }
 
 impl State {
@@ -86,6 +91,7 @@ impl State {
                 inflight: VecDeque::new(),
                 handles: 1,
                 killed: false,
+                callers: Vec::new(),
             },
         );
         self.creations.insert(spec.task_id, id);
@@ -202,6 +208,7 @@ impl State {
             None => {
                 record.life = Life::Alive;
                 self.actors_to_pump.insert(actor);
+                self.tell_callers(actor);
             }
             Some(e) => {
                 let reason = format!("its constructor failed: {e}");
@@ -333,6 +340,11 @@ impl State {
         if restart {
             record.restarts += 1;
             record.life = Life::Starting;
+            let place = ActorPlace::Restarting {
+                reason: reason.to_string(),
+            };
+            self.tell_callers_of(actor, place);
+            let record = self.actors.get_mut(&actor).expect("found above");
             let attempt = record.restarts;
             let demand = record.demand.clone();
             tracing::warn!(actor = %actor, class, attempt, "restarting actor after its process died ({reason})");
@@ -422,7 +434,101 @@ impl State {
         {
             self.names.remove(&name);
         }
+        self.tell_callers_of(actor, ActorPlace::Dead(reason.clone()));
         tracing::info!(actor = %actor, class, "actor stopped: {reason}");
+    }
+
+    /// Worker `worker` will push its calls to `actor` itself: it hears where the actor is
+    /// now if it is alive or gone (else once it is), and whenever that changes.
+    pub(super) fn where_actor(&mut self, worker: WorkerId, actor: ActorId) {
+        let Some(record) = self.actors.get_mut(&actor) else {
+            let reason =
+                "the actor is gone (its handles were dropped, or it was never created here)";
+            let told = ToWorker::ActorAt {
+                actor,
+                class: "<unknown>".into(),
+                max_task_retries: 0,
+                place: ActorPlace::Dead(reason.into()),
+            };
+            return self.encode_to(worker, &told);
+        };
+        if !record.callers.contains(&worker) {
+            record.callers.push(worker);
+        }
+        let record = &self.actors[&actor];
+        let place = match &record.life {
+            Life::Starting => return,
+            Life::Alive => match self.place_for(record.worker, worker) {
+                Some(place) => place,
+                None => return,
+            },
+            Life::Dead(reason) => ActorPlace::Dead(reason.clone()),
+        };
+        self.tell(worker, actor, place);
+    }
+
+    /// Where the actor on `actor_worker` is for worker `caller`: reached through the
+    /// caller's node, or named by its node's peer address (`Unreachable` when the driver
+    /// knows none).
+    fn place_for(&self, actor_worker: Option<WorkerId>, caller: WorkerId) -> Option<ActorPlace> {
+        let worker = actor_worker?;
+        if node_of(worker) == node_of(caller) {
+            return Some(ActorPlace::Alive { worker, at: None });
+        }
+        Some(match self.peer_addresses.get(&node_of(worker)) {
+            Some(at) => ActorPlace::Alive {
+                worker,
+                at: Some(at.clone()),
+            },
+            None => ActorPlace::Unreachable,
+        })
+    }
+
+    /// Tells `actor`'s callers where it is now that it is alive.
+    fn tell_callers(&mut self, actor: ActorId) {
+        let Some(record) = self.actors.get(&actor) else {
+            return;
+        };
+        let places: Vec<(WorkerId, ActorPlace)> = (record.callers.iter())
+            .filter_map(|&caller| Some((caller, self.place_for(record.worker, caller)?)))
+            .collect();
+        for (caller, place) in places {
+            self.tell(caller, actor, place);
+        }
+    }
+
+    /// Tells each of `actor`'s callers `place`.
+    fn tell_callers_of(&mut self, actor: ActorId, place: ActorPlace) {
+        let callers = match self.actors.get(&actor) {
+            Some(record) => record.callers.clone(),
+            None => return,
+        };
+        for caller in callers {
+            self.tell(caller, actor, place.clone());
+        }
+    }
+
+    /// Tells worker `caller` that `actor` is at `place`.
+    fn tell(&mut self, caller: WorkerId, actor: ActorId, place: ActorPlace) {
+        let Some(record) = self.actors.get(&actor) else {
+            return;
+        };
+        let told = ToWorker::ActorAt {
+            actor,
+            class: record.class.clone(),
+            max_task_retries: record.max_task_retries,
+            place,
+        };
+        self.encode_to(caller, &told);
+    }
+
+    /// Worker `worker` is gone: it calls no actor any more.
+    pub(super) fn forget_caller(&mut self, worker: WorkerId) {
+        for record in self.actors.values_mut() {
+            if !record.callers.is_empty() {
+                record.callers.retain(|&w| w != worker);
+            }
+        }
     }
 
     /// Kills the actor's process; it is not restarted.

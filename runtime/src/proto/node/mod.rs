@@ -1543,6 +1543,7 @@ impl State {
                 self.worker_looks_up(worker, name.as_str(), answer.to_native());
             }
             ArchivedToNode::KillActor(actor) => self.kill_actor(actor.to_native()),
+            ArchivedToNode::WhereActor { actor } => self.where_actor(worker, actor.to_native()),
             ArchivedToNode::CreateGroup {
                 bundles,
                 strategy,
@@ -1923,6 +1924,7 @@ impl State {
         let removed = self.nodes.remove_worker(worker);
         let (started, nested) = (removed.started, removed.nested);
         self.leases_of_gone(worker, &reason);
+        self.forget_caller(worker);
         // Tasks that were queued on it went back to the node's queue: they never started. One
         // whose input is being rebuilt meanwhile leaves the queue and waits for it.
         for task in removed.requeued {

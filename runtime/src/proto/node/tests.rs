@@ -6,7 +6,8 @@ use prism_graph::{
     ActorId, Arg, IdMap, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec,
 };
 use prism_transport::{
-    ArchivedToNode, Execute, FrameDecoder, Outcome, TaskEnd, ToNode, ToWorker, Value, encode_frame,
+    ActorPlace, ArchivedToNode, Execute, FrameDecoder, Outcome, TaskEnd, ToNode, ToWorker, Value,
+    encode_frame,
 };
 
 use super::{Action, DRIVER_OWNER, Event, HostRequest, IDLE_TICK, State};
@@ -686,6 +687,67 @@ fn an_actor_is_restarted_and_its_call_in_flight_retried() {
     );
     h.returns(second, call_task, Value::Inline(vec![5]));
     assert!(matches!(h.slot(call_id), Some(Slot::Ready(_))));
+}
+
+/// What the node told `worker` of `actor`'s place, in order.
+fn places(h: &Harness, worker: WorkerId, actor: ActorId) -> Vec<ActorPlace> {
+    (h.sent.iter())
+        .filter_map(|(w, m)| match m {
+            ToWorker::ActorAt {
+                actor: a, place, ..
+            } if *w == worker && *a == actor => Some(place.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_worker_calling_an_actor_hears_where_it_is_as_it_starts_restarts_and_dies() {
+    let mut h = Harness::new(1, 3.0);
+    // The callers run tasks (the actor's restart cannot land on them).
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let spec = h.spec(Vec::new(), 0);
+        let task = spec.task_id;
+        h.submit(spec);
+        busy.push(h.where_sent(task).expect("the task runs"));
+    }
+    let (caller, late) = (busy[0], busy[1]);
+    let (actor, creation) = h.create_actor(cpus(1.0), 1);
+    let first = h.where_sent(creation).expect("the constructor runs");
+    h.report(caller, &ToNode::WhereActor { actor });
+    assert!(places(&h, caller, actor).is_empty(), "not before it is up");
+    h.constructed(first, creation);
+    let alive = |worker| ActorPlace::Alive { worker, at: None };
+    assert_eq!(places(&h, caller, actor), vec![alive(first)]);
+    // Its process dies: the caller hears of the restart, then of the new process.
+    h.dies(first);
+    h.connect_new();
+    let (second, restart) = *h.creations().last().unwrap();
+    h.constructed(second, restart);
+    let told = places(&h, caller, actor);
+    assert!(
+        matches!(&told[1], ActorPlace::Restarting { .. }) && told[2] == alive(second),
+        "{told:?}"
+    );
+    // A caller that asks now hears at once; killed, every caller hears why.
+    h.report(late, &ToNode::WhereActor { actor });
+    assert_eq!(places(&h, late, actor), vec![alive(second)]);
+    h.node.kill_actor(actor);
+    h.dies(second);
+    for worker in [caller, late] {
+        match places(&h, worker, actor).last() {
+            Some(ActorPlace::Dead(reason)) => assert!(reason.contains("killed"), "{reason}"),
+            other => panic!("told the actor is gone: {other:?}"),
+        }
+    }
+    // An actor the node does not know is gone for whoever asks.
+    let unknown = ActorId(TaskId::new(0, 999_999));
+    h.report(caller, &ToNode::WhereActor { actor: unknown });
+    assert!(matches!(
+        places(&h, caller, unknown).as_slice(),
+        [ActorPlace::Dead(_)]
+    ));
 }
 
 #[test]

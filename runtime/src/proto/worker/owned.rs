@@ -6,8 +6,9 @@
 //! the same way ([`ToWorker::Returned`]). The node grants leases and relays frames; it keeps
 //! none of the tasks.
 //!
-//! Which tasks: plain calls without a placement group or a stream; actors' calls and
-//! creations, generators and tasks in groups go to the node as before. A reference to an
+//! Which tasks: plain calls without a placement group or a stream, and calls to actors (pushed
+//! to the actor's worker in the order they are made: [`calls`]); actors' creations,
+//! generators and tasks in groups go to the node as before. A reference to an
 //! owned object that leaves the worker (inside a value, a put or another task's arguments) is
 //! handed to the node first ([`Worker::promote`]): its value goes to the node, which owns it
 //! from then on (its lineage stays here).
@@ -28,6 +29,8 @@ use prism_transport::{
 use super::{Ended, Worker};
 use crate::proto::owner::Slot;
 use crate::store::ObjectBytes;
+
+mod calls;
 
 /// How many tasks a new lease's worker is sent ahead of their ends: few, so that slow tasks
 /// spread over the leases (a deep pipeline down the first would leave the others idle)...
@@ -68,6 +71,8 @@ enum At {
     Here,
     /// Ended on another node, which kept this many of its values for this node to pull.
     Fetching(usize),
+    /// An actor's call, pushed to the actor's worker.
+    Called(prism_graph::ActorId),
 }
 
 #[derive(Debug)]
@@ -160,6 +165,10 @@ pub(crate) struct Owned {
     /// pushed to workers leased there), and those nodes' peer addresses: the copies go when
     /// the object does ([`ToNode::DropCopies`]).
     copies_at: IdMap<ObjectId, Vec<String>>,
+    /// The calls this worker makes to each actor.
+    lanes: IdMap<prism_graph::ActorId, calls::Lane>,
+    /// Actors with calls to push with the next frames written.
+    lanes_due: Vec<prism_graph::ActorId>,
 }
 
 /// A value of an owned task that stayed in the store of the node it ran on, being pulled
@@ -231,7 +240,7 @@ impl Owned {
 
 /// Whether a task of this spec can be owned by the worker that submits it.
 fn ownable(spec: &TaskSpec) -> bool {
-    spec.kind == TaskKind::Normal
+    matches!(spec.kind, TaskKind::Normal | TaskKind::ActorCall(_))
         && spec.stream.is_none()
         && crate::proto::placement::group_of(&spec.resources).is_none()
 }
@@ -278,7 +287,9 @@ impl Worker {
 
     /// Takes `spec` as a task this worker owns, if it may: true when it did.
     pub(super) fn try_own(&self, spec: &TaskSpec) -> bool {
-        self.owned.enabled && ownable(spec)
+        self.owned.enabled
+            && ownable(spec)
+            && calls::actor_of(&spec.kind).is_none_or(|actor| self.calls_itself(actor))
     }
 
     /// Keeps `spec`, a task this worker owns: it runs once its arguments are known, on a
@@ -306,10 +317,12 @@ impl Worker {
             }
         }
         let (function, parent) = (&spec.function, self.running_task());
+        let actor = calls::actor_of(&spec.kind);
         self.note(task, || OwnedPhase::Submitted {
             function: function.clone(),
             ready: missing == 0,
             parent,
+            actor,
         });
         self.owned.tasks.insert(
             task,
@@ -319,6 +332,9 @@ impl Worker {
                 attempts: 0,
             },
         );
+        if let Some(actor) = actor {
+            self.enlane(actor, task);
+        }
         self.request(&ask);
         if missing == 0 {
             self.ready(task);
@@ -347,6 +363,12 @@ impl Worker {
             });
         if let Some(error) = failed {
             return self.owned_failed(task, error);
+        }
+        if let Some(actor) = calls::actor_of(&record.spec.kind) {
+            if let Some(record) = self.owned.tasks.get_mut(&task) {
+                record.at = At::Queued;
+            }
+            return self.pump_lane(actor);
         }
         let shape = self.owned.shape_of(&record.spec.resources.clone());
         if let Some(record) = self.owned.tasks.get_mut(&task) {
@@ -426,8 +448,15 @@ impl Worker {
     /// The peer address of the node of the lease a task `at` was pushed under, when it is
     /// another node.
     fn lease_node(&self, at: At) -> Option<String> {
+        self.pushed_to(at).and_then(|(_, node)| node)
+    }
+
+    /// The worker a task `at` was pushed to (a leased one, or an actor's), and its node's
+    /// peer address when it is another node.
+    fn pushed_to(&self, at: At) -> Option<(u64, Option<String>)> {
         match at {
-            At::Pushed(key) => self.owned.leases.get(&key).and_then(|l| l.at.clone()),
+            At::Pushed(key) => (self.owned.leases.get(&key)).map(|l| (l.worker, l.at.clone())),
+            At::Called(actor) => self.owned.lanes.get(&actor).and_then(calls::Lane::target),
             _ => None,
         }
     }
@@ -469,12 +498,13 @@ impl Worker {
         }
         record.at = at;
         record.attempts += 1;
-        let worker = match at {
-            At::Pushed(key) => self.owned.leases.get(&key).map_or(0, |l| l.worker),
-            _ => self.owned.me,
-        };
         let function = record.spec.function.clone();
         let (fn_hash, num_returns) = (record.spec.fn_hash, record.spec.num_returns);
+        let kind = record.spec.kind;
+        let worker = match at {
+            At::Pushed(_) | At::Called(_) => self.pushed_to(at).map_or(0, |(w, _)| w),
+            _ => self.owned.me,
+        };
         self.note(task, || OwnedPhase::Sent { worker });
         Some(Execute {
             task,
@@ -482,7 +512,7 @@ impl Worker {
             fn_hash,
             args,
             num_returns,
-            kind: TaskKind::Normal,
+            kind,
             stream: None,
         })
     }
@@ -606,9 +636,9 @@ impl Worker {
     /// Notes how owned `task` ran, its times as written at `sent_us` by the host's clock.
     fn note_ran(&mut self, task: TaskId, sent_us: u64, times: RunTimes) {
         let (worker, afar) = match self.owned.tasks.get(&task).map(|r| r.at) {
-            Some(At::Pushed(key)) => {
-                (self.owned.leases.get(&key)).map_or((0, false), |l| (l.worker, l.at.is_some()))
-            }
+            Some(at @ (At::Pushed(_) | At::Called(_))) => self
+                .pushed_to(at)
+                .map_or((0, false), |(w, at)| (w, at.is_some())),
             Some(_) => (self.owned.me, false),
             None => return,
         };
@@ -679,6 +709,12 @@ impl Worker {
         let lease = match record.at {
             At::Pushed(key) => Some(key),
             _ => None,
+        };
+        if let At::Called(actor) = record.at {
+            self.unlane(actor, task);
+        }
+        let Some(record) = self.owned.tasks.get(&task) else {
+            return;
         };
         if let Some(key) = lease
             && let Some(l) = self.owned.leases.get_mut(&key)
@@ -761,9 +797,13 @@ impl Worker {
                     && record.spec.retry_exceptions
                     && record.attempts <= record.spec.max_retries;
                 if retry {
+                    let actor = calls::actor_of(&record.spec.kind);
                     self.note(task, || OwnedPhase::Failed(error.to_string()));
                     self.note(task, || OwnedPhase::Again);
                     self.requeue(task);
+                    if let Some(actor) = actor {
+                        self.pump_lane(actor);
+                    }
                 } else {
                     self.owned_failed(task, error);
                 }
@@ -854,14 +894,13 @@ impl Worker {
             self.owned.fetching.remove(&id);
             self.drop_made(id);
         }
-        let Some(record) = self.owned.tasks.get(&task) else {
+        if !self.owned.tasks.contains_key(&task) {
             return;
-        };
-        let shape = self.owned.shape_of(&record.spec.resources.clone());
+        }
         self.note(task, || OwnedPhase::Failed(why));
         self.note(task, || OwnedPhase::Again);
         self.requeue(task);
-        self.pump(shape);
+        self.pump_for(task);
     }
 
     /// Object `id` of an owned task is known now: kept while referenced (a segment nobody
@@ -913,6 +952,9 @@ impl Worker {
         for &actor in &spec.inlined_actors {
             self.actor_release(actor);
         }
+        if let Some(actor) = calls::actor_of(&spec.kind) {
+            self.actor_release(actor);
+        }
     }
 
     /// Owned `task` fails with `error`, and every owned task waiting for it.
@@ -932,7 +974,14 @@ impl Worker {
                     lease.inflight.retain(|t| *t != task);
                 }
             }
-            At::Waiting(_) | At::Here | At::Fetching(_) => {}
+            At::Waiting(_) | At::Here | At::Fetching(_) | At::Called(_) => {}
+        }
+        let Some(record) = self.owned.tasks.get(&task) else {
+            return;
+        };
+        let actor = calls::actor_of(&record.spec.kind);
+        if let Some(actor) = actor {
+            self.unlane(actor, task);
         }
         let Some(record) = self.owned.tasks.get(&task) else {
             return;
@@ -943,6 +992,10 @@ impl Worker {
             self.owned_value(id, Slot::Failed(error.clone()));
         }
         self.finish_owned(task);
+        if let Some(actor) = actor {
+            // The calls it held back may go now.
+            self.pump_lane(actor);
+        }
     }
 
     /// Owned `task` goes back to the front of its shape's queue, to run again.
@@ -951,9 +1004,26 @@ impl Worker {
             return;
         };
         record.at = At::Queued;
+        if let Some(actor) = calls::actor_of(&record.spec.kind) {
+            return self.relane(actor, task);
+        }
         let resources = record.spec.resources.clone();
         let shape = self.owned.shape_of(&resources);
         self.owned.shapes[shape].queue.push_front(task);
+    }
+
+    /// Pushes what waits behind owned `task` (its shape's queue, or its actor's lane).
+    fn pump_for(&mut self, task: TaskId) {
+        let Some(record) = self.owned.tasks.get(&task) else {
+            return;
+        };
+        match calls::actor_of(&record.spec.kind) {
+            Some(actor) => self.pump_lane(actor),
+            None => {
+                let shape = self.owned.shape_of(&record.spec.resources.clone());
+                self.pump(shape);
+            }
+        }
     }
 
     /// The worker of a lease handed these owned tasks back unrun (it blocked): they queue
@@ -961,8 +1031,17 @@ impl Worker {
     pub(super) fn handed_back(&mut self, tasks: impl Iterator<Item = TaskId>) {
         let mut shapes = Vec::new();
         for task in tasks {
-            let Some(At::Pushed(key)) = self.owned.tasks.get(&task).map(|r| r.at) else {
-                continue;
+            let key = match self.owned.tasks.get(&task).map(|r| r.at) {
+                Some(At::Pushed(key)) => key,
+                Some(At::Called(_)) => {
+                    if let Some(record) = self.owned.tasks.get_mut(&task) {
+                        record.attempts = record.attempts.saturating_sub(1);
+                    }
+                    self.requeue(task);
+                    self.pump_for(task);
+                    continue;
+                }
+                _ => continue,
             };
             if let Some(lease) = self.owned.leases.get_mut(&key) {
                 lease.inflight.retain(|t| *t != task);
@@ -1101,6 +1180,7 @@ impl Worker {
                     }
                 }
             }
+            At::Called(actor) => self.cancel_call(actor, task),
             // It ran; its values are on their way here.
             At::Here | At::Fetching(_) => {}
         }
@@ -1309,14 +1389,14 @@ mod tests {
     use super::super::{Tally, Wake};
     use super::*;
 
-    const ME: u64 = 5;
+    pub(super) const ME: u64 = 5;
 
-    fn receive(worker: &mut Worker, msg: &ToWorker) {
+    pub(super) fn receive(worker: &mut Worker, msg: &ToWorker) {
         super::super::tests::receive(worker, msg).unwrap();
     }
 
     /// A task's end with one inline value.
-    fn value_of(bytes: Vec<u8>) -> Outcome {
+    pub(super) fn value_of(bytes: Vec<u8>) -> Outcome {
         Outcome::Returned {
             values: vec![Value::Inline(bytes)],
             nested: vec![Vec::new()],
@@ -1349,7 +1429,7 @@ mod tests {
     }
 
     /// What the books would write now, decoded, events left out.
-    fn sent(worker: &mut Worker) -> Vec<ToNode> {
+    pub(super) fn sent(worker: &mut Worker) -> Vec<ToNode> {
         let out = std::mem::take(worker.transmit(|| 1_000));
         to_node(&out)
             .into_iter()
@@ -1358,7 +1438,7 @@ mod tests {
     }
 
     /// The messages forwarded to `to` among `messages`.
-    fn forwarded(messages: &[ToNode], to: u64) -> Vec<ToWorker> {
+    pub(super) fn forwarded(messages: &[ToNode], to: u64) -> Vec<ToWorker> {
         (messages.iter())
             .filter_map(|m| match m {
                 ToNode::Forward { to: t, frame, .. } if *t == to => Some(to_worker(frame)),
@@ -1368,7 +1448,7 @@ mod tests {
             .collect()
     }
 
-    fn owner() -> Worker {
+    pub(super) fn owner() -> Worker {
         let mut worker = Worker::new(false, ME);
         receive(&mut worker, &ToWorker::OwnTasks);
         worker
@@ -1395,7 +1475,7 @@ mod tests {
         }
     }
 
-    fn returned(task: TaskId, bytes: Vec<u8>) -> ToWorker {
+    pub(super) fn returned(task: TaskId, bytes: Vec<u8>) -> ToWorker {
         ToWorker::Returned {
             sent_us: 0,
             ends: vec![TaskEnd {
@@ -1428,7 +1508,7 @@ mod tests {
             .unwrap_or_else(|| panic!("a lease ask: {messages:?}"))
     }
 
-    fn value(worker: &Worker, id: ObjectId) -> Option<Vec<u8>> {
+    pub(super) fn value(worker: &Worker, id: ObjectId) -> Option<Vec<u8>> {
         match worker.cache.get(&id) {
             Some(Slot::Ready(bytes)) => Some(bytes.as_slice().to_vec()),
             _ => None,
@@ -1436,7 +1516,7 @@ mod tests {
     }
 
     /// The tasks pushed to `worker` among `messages`.
-    fn pushed(messages: &[ToNode], worker: u64) -> Vec<TaskId> {
+    pub(super) fn pushed(messages: &[ToNode], worker: u64) -> Vec<TaskId> {
         (forwarded(messages, worker).into_iter())
             .flat_map(|m| match m {
                 ToWorker::Push(batch) => batch.into_iter().map(|e| e.task).collect(),

@@ -7,7 +7,9 @@
 //!
 //! [`ToNode::Fetch`]: prism_transport::ToNode::Fetch
 
-use prism_graph::{IdMap, ObjectId, TaskError, TaskId};
+use std::collections::VecDeque;
+
+use prism_graph::{IdMap, ObjectId, TaskError, TaskId, TaskKind};
 use prism_transport::{Execute, Outcome, ToNode, Value};
 
 use super::{Ended, Worker};
@@ -19,6 +21,9 @@ pub(super) struct ArgPulls {
     wanted: IdMap<ObjectId, Vec<TaskId>>,
     /// The tasks waiting, and how many of their arguments each still waits for.
     held: IdMap<TaskId, (Execute, usize)>,
+    /// Actors' calls held here, by owner, in the order they came: a call runs only after
+    /// those its owner made before it, so one waiting for a pull holds those behind it.
+    calls: IdMap<u64, VecDeque<TaskId>>,
 }
 
 impl Worker {
@@ -34,9 +39,24 @@ impl Worker {
                 .collect(),
             false => Vec::new(),
         };
-        if missing.is_empty() {
+        let owner = exec.task.owner;
+        let call = matches!(exec.kind, TaskKind::ActorCall(_));
+        let behind = call
+            && self
+                .arg_pulls
+                .calls
+                .get(&owner)
+                .is_some_and(|q| !q.is_empty());
+        if missing.is_empty() && !behind {
             self.queue.push_back(exec);
             return;
+        }
+        if call {
+            self.arg_pulls
+                .calls
+                .entry(owner)
+                .or_default()
+                .push_back(exec.task);
         }
         for &(id, len) in &missing {
             let waiting = self.arg_pulls.wanted.entry(id).or_default();
@@ -69,6 +89,11 @@ impl Worker {
             if error.is_none() && *left > 0 {
                 continue;
             }
+            if error.is_none() && self.in_order(task) {
+                // Queued once the calls made before it are.
+                self.release_calls(task.owner);
+                continue;
+            }
             let Some((exec, _)) = self.arg_pulls.held.remove(&task) else {
                 continue;
             };
@@ -88,23 +113,76 @@ impl Worker {
                     timing: None,
                 }),
             }
+            if self.in_order(task) {
+                self.out_of_order(task);
+            }
         }
         true
     }
 
+    /// Whether `task` is an actor's call held in its owner's order.
+    fn in_order(&self, task: TaskId) -> bool {
+        (self.arg_pulls.calls.get(&task.owner)).is_some_and(|q| q.contains(&task))
+    }
+
+    /// Held call `task` leaves its owner's order (failed or cancelled): those behind it may
+    /// go.
+    fn out_of_order(&mut self, task: TaskId) {
+        if let Some(order) = self.arg_pulls.calls.get_mut(&task.owner) {
+            order.retain(|t| *t != task);
+        }
+        self.release_calls(task.owner);
+    }
+
+    /// Queues the calls of `owner` at the front of its order whose arguments are all here.
+    fn release_calls(&mut self, owner: u64) {
+        let Some(order) = self.arg_pulls.calls.get_mut(&owner) else {
+            return;
+        };
+        while let Some(&task) = order.front() {
+            match self.arg_pulls.held.get(&task) {
+                Some((_, 0)) => {
+                    order.pop_front();
+                    if let Some((exec, _)) = self.arg_pulls.held.remove(&task) {
+                        self.queue.push_back(exec);
+                    }
+                }
+                Some(_) => break,
+                None => {
+                    order.pop_front();
+                }
+            }
+        }
+        if order.is_empty() {
+            self.arg_pulls.calls.remove(&owner);
+        }
+    }
+
     /// The tasks waiting for their arguments, taken out (the worker blocked: they go back to
     /// their owners).
+    /// The tasks waiting for their arguments, taken out (the worker blocked: they go back to
+    /// their owners). An actor's calls stay: they run here, after the blocked one.
     pub(super) fn take_held_for_args(&mut self) -> Vec<TaskId> {
-        let held: Vec<TaskId> = self.arg_pulls.held.drain().map(|(task, _)| task).collect();
-        for waiting in self.arg_pulls.wanted.values_mut() {
-            waiting.clear();
+        let taken: Vec<TaskId> = (self.arg_pulls.held.iter())
+            .filter(|(_, (exec, _))| exec.kind == TaskKind::Normal)
+            .map(|(task, _)| *task)
+            .collect();
+        for task in &taken {
+            self.arg_pulls.held.remove(task);
         }
-        held
+        for waiting in self.arg_pulls.wanted.values_mut() {
+            waiting.retain(|t| !taken.contains(t));
+        }
+        taken
     }
 
     /// Task `task`, if it waits for its arguments here, taken out (cancelled).
     pub(super) fn take_held(&mut self, task: TaskId) -> Option<Execute> {
-        self.arg_pulls.held.remove(&task).map(|(exec, _)| exec)
+        let exec = self.arg_pulls.held.remove(&task).map(|(exec, _)| exec)?;
+        if self.in_order(task) {
+            self.out_of_order(task);
+        }
+        Some(exec)
     }
 }
 
@@ -200,6 +278,43 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_actor_s_calls_from_an_owner_elsewhere_run_in_order_around_their_pulls_and_a_block() {
+        let mut w = Worker::new(false, 9);
+        let a = ObjectId::new(TaskId::new(OWNER, 100), 0);
+        let call = |seq, args| Execute {
+            kind: TaskKind::ActorCall(prism_graph::ActorId(TaskId::new(0, 1))),
+            ..pushed(seq, args)
+        };
+        // Call 1 needs a pulled; call 2, with nothing to pull, waits behind it.
+        let calls = vec![
+            call(
+                1,
+                vec![Value::Shared {
+                    id: a,
+                    len: 1 << 20,
+                }],
+            ),
+            call(2, Vec::new()),
+        ];
+        receive(&mut w, &ToWorker::Push(calls)).unwrap();
+        assert_eq!(fetches(&mut w), [a]);
+        assert!(w.next_task().is_none(), "call 2 waits behind call 1");
+        // The actor's running call blocks: the held calls stay, and a new one queues
+        // rather than going back to its owner.
+        w.block(IdSet::default());
+        receive(&mut w, &ToWorker::Push(vec![call(3, Vec::new())])).unwrap();
+        let sent = sent(&mut w);
+        let handed_back = sent.iter().any(|m| matches!(m, ToNode::Forward { .. }));
+        assert!(!handed_back, "no call went back to its owner: {sent:?}");
+        let fetched = ToWorker::Fetched { id: a, error: None };
+        receive(&mut w, &fetched).unwrap();
+        let order: Vec<u64> = std::iter::from_fn(|| w.next_task())
+            .map(|t| t.task.seq)
+            .collect();
+        assert_eq!(order, [1, 2, 3], "in the order they were made");
     }
 
     #[test]

@@ -1,0 +1,424 @@
+//! Calls to actors a worker owns (Ray's direct actor calls): the worker keeps a call's spec
+//! and results like those of its plain tasks, learns from the node where the actor runs
+//! ([`ToNode::WhereActor`], answered and updated with [`ToWorker::ActorAt`]) and pushes the
+//! calls to the actor's worker itself, in the order they were made, through its node's relay
+//! ([`ToWorker::Push`]); their ends come back to it ([`ToWorker::Returned`]). The driver,
+//! which keeps the actor (its creation, restarts and handles), is on none of the calls' paths.
+//!
+//! A call waiting for its arguments holds the calls made after it, as the node's own queue of
+//! an actor's calls does. While the actor restarts, the calls pushed to it and not ended run
+//! again once it is alive (while `max_task_retries` lasts) or fail naming the death; when it is
+//! gone for good every call fails with its reason. A call holds its actor's handle until it
+//! ends, so the actor outlives the calls in flight.
+//!
+//! [`ToNode::WhereActor`]: prism_transport::ToNode::WhereActor
+//! [`ToWorker::ActorAt`]: prism_transport::ToWorker::ActorAt
+//! [`ToWorker::Push`]: prism_transport::ToWorker::Push
+//! [`ToWorker::Returned`]: prism_transport::ToWorker::Returned
+
+use std::collections::VecDeque;
+
+use prism_graph::{ActorId, TaskError, TaskId, TaskKind};
+use prism_transport::{ActorPlace, OwnedPhase, ToNode, ToWorker};
+
+use super::{At, Worker};
+
+/// The most calls one push carries (the rest follow in the next).
+const PUSH_BATCH: usize = 1_024;
+
+/// The calls this worker makes to one actor.
+#[derive(Debug)]
+pub(super) struct Lane {
+    /// Where the actor is, as the node last said (`None`: asked, not answered yet).
+    place: Option<ActorPlace>,
+    class: String,
+    max_task_retries: u32,
+    /// Calls not pushed yet, in the order they were made (some may wait for arguments).
+    queue: VecDeque<TaskId>,
+    /// Calls pushed to the actor's worker and not ended, in order.
+    inflight: VecDeque<TaskId>,
+}
+
+impl Lane {
+    /// The actor's worker and its node's peer address, while it is alive and reachable.
+    pub(super) fn target(&self) -> Option<(u64, Option<String>)> {
+        match &self.place {
+            Some(ActorPlace::Alive { worker, at }) => Some((*worker, at.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// The actor `spec` calls, when it is an actor's call.
+pub(super) fn actor_of(kind: &TaskKind) -> Option<ActorId> {
+    match kind {
+        TaskKind::ActorCall(actor) => Some(*actor),
+        _ => None,
+    }
+}
+
+impl Worker {
+    /// Whether this worker pushes its calls to `actor` itself: not when the node said the
+    /// actor is out of its node's reach (and no call of its waits here).
+    pub(super) fn calls_itself(&self, actor: ActorId) -> bool {
+        match self.owned.lanes.get(&actor) {
+            Some(lane) => {
+                !matches!(lane.place, Some(ActorPlace::Unreachable))
+                    || !lane.queue.is_empty()
+                    || !lane.inflight.is_empty()
+            }
+            None => true,
+        }
+    }
+
+    /// Owned call `task` to `actor` takes its turn behind the calls made before it (asking
+    /// the node where the actor is, the first time), holding the actor's handle till it ends.
+    pub(super) fn enlane(&mut self, actor: ActorId, task: TaskId) {
+        self.actor_borrow(actor);
+        if let Some(lane) = self.owned.lanes.get_mut(&actor) {
+            lane.queue.push_back(task);
+            return;
+        }
+        self.owned.lanes.insert(
+            actor,
+            Lane {
+                place: None,
+                class: String::new(),
+                max_task_retries: 0,
+                queue: VecDeque::from([task]),
+                inflight: VecDeque::new(),
+            },
+        );
+        self.send(&ToNode::WhereActor { actor });
+    }
+
+    /// Owned call `task` leaves its actor's lane (it ended, failed or is cancelled).
+    pub(super) fn unlane(&mut self, actor: ActorId, task: TaskId) {
+        if let Some(lane) = self.owned.lanes.get_mut(&actor) {
+            lane.queue.retain(|t| *t != task);
+            lane.inflight.retain(|t| *t != task);
+        }
+    }
+
+    /// Owned call `task` goes back to the front of its actor's lane, to be pushed again.
+    pub(super) fn relane(&mut self, actor: ActorId, task: TaskId) {
+        if let Some(lane) = self.owned.lanes.get_mut(&actor) {
+            lane.inflight.retain(|t| *t != task);
+            lane.queue.retain(|t| *t != task);
+            lane.queue.push_front(task);
+        }
+    }
+
+    /// The calls at the front of `actor`'s lane whose arguments are known go to the actor, in
+    /// order (a call still waiting holds those behind it): pushed with the next frames this
+    /// worker writes, so that a burst of calls goes in one push. They all fail when the actor
+    /// is gone, or go to the node when it is out of reach.
+    pub(super) fn pump_lane(&mut self, actor: ActorId) {
+        let Some(lane) = self.owned.lanes.get(&actor) else {
+            return;
+        };
+        match &lane.place {
+            Some(ActorPlace::Alive { .. }) => {
+                if !self.owned.lanes_due.contains(&actor) {
+                    self.owned.lanes_due.push(actor);
+                }
+            }
+            Some(ActorPlace::Dead(reason)) => {
+                let reason = reason.clone();
+                let calls: Vec<TaskId> =
+                    (lane.inflight.iter().chain(&lane.queue)).copied().collect();
+                for task in calls {
+                    self.call_failed(actor, task, &reason);
+                }
+            }
+            Some(ActorPlace::Unreachable) => {
+                while let Some(&task) = self.owned.lanes[&actor].queue.front() {
+                    if self.owned.tasks.get(&task).map(|r| r.at) != Some(At::Queued) {
+                        break;
+                    }
+                    // The node holds the actor for the call now (the call's own hold on
+                    // the handle goes as it is handed over).
+                    self.unlane(actor, task);
+                    self.hand_to_node([task]);
+                }
+            }
+            None | Some(ActorPlace::Restarting { .. }) => {}
+        }
+    }
+
+    /// Pushes the calls due to go (see [`Worker::pump_lane`]), one push per actor.
+    pub(in crate::proto::worker) fn push_calls(&mut self) {
+        for actor in std::mem::take(&mut self.owned.lanes_due) {
+            let Some((worker, at)) = self.owned.lanes.get(&actor).and_then(Lane::target) else {
+                continue;
+            };
+            let mut batch = Vec::new();
+            while let Some(&task) = self.owned.lanes[&actor].queue.front() {
+                if self.owned.tasks.get(&task).map(|r| r.at) != Some(At::Queued) {
+                    break;
+                }
+                let lane = self.owned.lanes.get_mut(&actor).expect("looked up above");
+                lane.queue.pop_front();
+                lane.inflight.push_back(task);
+                match self.execute_owned(task, At::Called(actor)) {
+                    Some(exec) => batch.push(exec),
+                    None => continue, // failed (an argument is gone)
+                }
+                if batch.len() == PUSH_BATCH {
+                    let full = std::mem::take(&mut batch);
+                    self.forward(worker, at.clone(), &ToWorker::Push(full));
+                }
+            }
+            if !batch.is_empty() {
+                self.forward(worker, at, &ToWorker::Push(batch));
+            }
+        }
+    }
+
+    /// Owned call `task` to `actor` fails: the actor died (`reason`).
+    fn call_failed(&mut self, actor: ActorId, task: TaskId, reason: &str) {
+        let Some(record) = self.owned.tasks.get(&task) else {
+            self.unlane(actor, task);
+            return;
+        };
+        let class = (self.owned.lanes.get(&actor)).map_or_else(String::new, |l| l.class.clone());
+        let error = match self.owned.cancelled.remove(&task) {
+            true => TaskError::Cancelled {
+                task,
+                function: record.spec.function.clone(),
+            },
+            false => TaskError::ActorDied {
+                task,
+                function: record.spec.function.clone(),
+                actor,
+                class,
+                reason: reason.to_string(),
+            },
+        };
+        self.owned_failed(task, error);
+    }
+
+    /// The node says where `actor` is now.
+    pub(crate) fn actor_at(
+        &mut self,
+        actor: ActorId,
+        class: String,
+        max_task_retries: u32,
+        place: ActorPlace,
+    ) {
+        let Some(lane) = self.owned.lanes.get_mut(&actor) else {
+            return;
+        };
+        lane.class = class;
+        lane.max_task_retries = max_task_retries;
+        if let ActorPlace::Restarting { reason } = &place {
+            // The calls in flight died with the process: each runs again while its retries
+            // last (in the order they were made, ahead of those not pushed yet).
+            let inflight: Vec<TaskId> = lane.inflight.drain(..).collect();
+            let why = format!(
+                "its process died during the call ({reason}) and the call's retries \
+                 (max_task_retries = {max_task_retries}) are spent"
+            );
+            for task in inflight.into_iter().rev() {
+                let Some(record) = self.owned.tasks.get(&task) else {
+                    continue;
+                };
+                if record.attempts <= max_task_retries && !self.owned.cancelled.contains(&task) {
+                    self.note(task, || OwnedPhase::Again);
+                    self.requeue(task);
+                } else {
+                    self.call_failed(actor, task, &why);
+                }
+            }
+        }
+        if let Some(lane) = self.owned.lanes.get_mut(&actor) {
+            lane.place = Some(place);
+        }
+        self.pump_lane(actor);
+    }
+
+    /// Cancels owned call `task`, pushed to `actor`'s worker: it drops the call unless it
+    /// started (a started call runs to its end: actors' calls are not cancelled by force).
+    pub(super) fn cancel_call(&mut self, actor: ActorId, task: TaskId) {
+        if let Some((worker, at)) = self.owned.lanes.get(&actor).and_then(Lane::target) {
+            self.forward(worker, at, &ToWorker::Cancel { task });
+        }
+        self.owned.cancelled.insert(task);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A caller's books stepped by hand: the node's word on the actor and the actor's ends
+    //! in, frames out.
+
+    use prism_graph::{Arg, ObjectId, TaskSpec};
+    use prism_transport::ObjectValue;
+
+    use super::super::tests::{ME, forwarded, owner, pushed, receive, returned, sent, value};
+    use super::*;
+    use crate::proto::owner::Slot;
+
+    const ACTOR: ActorId = ActorId(TaskId { owner: 0, seq: 77 });
+
+    /// Call `seq` of [`ACTOR`] by owner [`ME`].
+    fn call(seq: u64, args: Vec<Arg>) -> TaskSpec {
+        TaskSpec {
+            kind: TaskKind::ActorCall(ACTOR),
+            ..TaskSpec::call(TaskId::new(ME, seq), "tests::Counter::inc", args)
+        }
+    }
+
+    fn place(w: &mut Worker, max_task_retries: u32, place: ActorPlace) {
+        let class = "tests::Counter".to_string();
+        let at = ToWorker::ActorAt {
+            actor: ACTOR,
+            class,
+            max_task_retries,
+            place,
+        };
+        receive(w, &at);
+    }
+
+    fn alive(worker: u64) -> ActorPlace {
+        ActorPlace::Alive { worker, at: None }
+    }
+
+    fn failure(w: &Worker, task: TaskId) -> Option<TaskError> {
+        match w.cache.get(&ObjectId::new(task, 0)) {
+            Some(Slot::Failed(e)) => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn calls_go_to_the_actor_in_order_once_it_is_placed_and_wait_behind_a_call_s_arguments() {
+        let mut w = owner();
+        let unknown = ObjectId::new(TaskId::new(0, 3), 0);
+        let calls = [
+            call(1, Vec::new()),
+            call(2, vec![Arg::Ref(unknown)]),
+            call(3, Vec::new()),
+        ];
+        let ids: Vec<TaskId> = calls.iter().map(|c| c.task_id).collect();
+        for c in calls {
+            w.submit(c, None);
+        }
+        let first = sent(&mut w);
+        assert!(
+            first.contains(&ToNode::WhereActor { actor: ACTOR }),
+            "{first:?}"
+        );
+        assert!(
+            first.contains(&ToNode::HoldActors(vec![ACTOR])),
+            "{first:?}"
+        );
+        assert!(pushed(&first, 9).is_empty(), "nothing before it is placed");
+        place(&mut w, 0, alive(9));
+        assert_eq!(
+            pushed(&sent(&mut w), 9),
+            vec![ids[0]],
+            "2 waits; 3 behind it"
+        );
+        let argument = ObjectValue::Ready(prism_transport::Value::Inline(vec![1]));
+        receive(&mut w, &ToWorker::Objects(vec![(unknown, argument)]));
+        assert_eq!(pushed(&sent(&mut w), 9), vec![ids[1], ids[2]], "one push");
+        for (i, &task) in ids.iter().enumerate() {
+            receive(&mut w, &returned(task, vec![i as u8]));
+        }
+        for (i, &task) in ids.iter().enumerate() {
+            assert_eq!(value(&w, ObjectId::new(task, 0)), Some(vec![i as u8]));
+        }
+        // The calls held the handle; it goes once they are all done.
+        for &task in &ids {
+            w.release(ObjectId::new(task, 0));
+        }
+        let last = sent(&mut w);
+        assert!(
+            last.contains(&ToNode::ReleaseActors(vec![ACTOR])),
+            "{last:?}"
+        );
+    }
+
+    #[test]
+    fn calls_in_flight_run_again_on_the_restarted_actor_while_retries_last() {
+        let mut w = owner();
+        let (a, b) = (call(1, Vec::new()), call(2, Vec::new()));
+        let ids = [a.task_id, b.task_id];
+        w.submit(a, None);
+        w.submit(b, None);
+        place(&mut w, 1, alive(9));
+        assert_eq!(pushed(&sent(&mut w), 9), ids);
+        let died = || ActorPlace::Restarting {
+            reason: "killed by signal 9".into(),
+        };
+        place(&mut w, 1, died());
+        assert!(pushed(&sent(&mut w), 9).is_empty(), "not to the dead one");
+        place(&mut w, 1, alive(10));
+        assert_eq!(pushed(&sent(&mut w), 10), ids, "again, in order");
+        place(&mut w, 1, died());
+        for task in ids {
+            match failure(&w, task) {
+                Some(TaskError::ActorDied { class, reason, .. }) => {
+                    assert_eq!(class, "tests::Counter");
+                    assert!(reason.contains("max_task_retries = 1"), "{reason}");
+                }
+                other => panic!("failed naming the death: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_dead_actor_fails_the_calls_waiting_in_flight_and_to_come() {
+        let mut w = owner();
+        let unknown = ObjectId::new(TaskId::new(0, 3), 0);
+        let (a, b) = (call(1, Vec::new()), call(2, vec![Arg::Ref(unknown)]));
+        let ids = [a.task_id, b.task_id];
+        w.submit(a, None);
+        w.submit(b, None);
+        place(&mut w, 0, alive(9));
+        sent(&mut w);
+        place(
+            &mut w,
+            0,
+            ActorPlace::Dead("it was killed with prism::kill".into()),
+        );
+        let later = call(3, Vec::new());
+        let later_id = later.task_id;
+        w.submit(later, None);
+        for task in [ids[0], ids[1], later_id] {
+            match failure(&w, task) {
+                Some(TaskError::ActorDied { reason, .. }) => {
+                    assert!(reason.contains("killed"), "{reason}")
+                }
+                other => panic!("call {task} fails naming the death: {other:?}"),
+            }
+        }
+        assert!(forwarded(&sent(&mut w), 9).is_empty());
+    }
+
+    #[test]
+    fn calls_to_an_actor_out_of_the_node_s_reach_go_to_the_node_in_order() {
+        let mut w = owner();
+        // The caller's own handle.
+        w.actor_borrow(ACTOR);
+        let (a, b) = (call(1, Vec::new()), call(2, Vec::new()));
+        let ids = [a.task_id, b.task_id];
+        w.submit(a, None);
+        w.submit(b, None);
+        place(&mut w, 0, ActorPlace::Unreachable);
+        let later = call(3, Vec::new());
+        let later_id = later.task_id;
+        w.submit(later, None);
+        let submitted: Vec<TaskId> = (sent(&mut w).into_iter())
+            .filter_map(|m| match m {
+                ToNode::Submit { spec, .. } => Some(spec.task_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(submitted, vec![ids[0], ids[1], later_id]);
+        // The owned calls' holds on the handle went as they were handed over (once each):
+        // the caller's own is left.
+        assert_eq!(w.actors.get(&ACTOR), Some(&1));
+    }
+}
