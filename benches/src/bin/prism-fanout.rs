@@ -8,6 +8,8 @@
 //! cluster the children that spill to other nodes send their values back to the parent's.
 //! With `--arg-bytes B` each parent makes one value of B bytes and passes it to each of its
 //! children, which read it: children on other nodes need it there.
+//! With `--actor-calls` each parent calls an actor of its own `--children` times instead, the
+//! actor on the next node (on the head's with one node): calls between nodes, made by tasks.
 //!
 //! `bash benches/fanout-bench.sh [N=3] [--parents 10] [--children 10000] [--trials 3]` starts a
 //! head and N nodes on 127.0.0.x and passes `--address` and `--token`; without them it runs on
@@ -16,7 +18,7 @@
 use std::time::Instant;
 
 use clap::Parser;
-use prism::remote;
+use prism::{ActorHandle, actor, remote};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -45,6 +47,9 @@ struct Args {
     /// resource is (`r0`: on the head's node, away from their parents).
     #[arg(long)]
     child_resource: Option<String>,
+    /// Each parent calls an actor on another node instead of submitting children.
+    #[arg(long)]
+    actor_calls: bool,
     /// Where to join.
     #[command(flatten)]
     join: prism_benches::Join,
@@ -62,6 +67,33 @@ fn child(i: u64) -> u64 {
 fn parent(children: u64) -> (u64, String) {
     let refs: Vec<_> = (0..children).map(child::remote).collect();
     let values = prism::get_all_blocking(&refs).unwrap_or_else(|e| panic!("a child failed: {e}"));
+    (
+        values.into_iter().sum(),
+        prism::node_name().unwrap_or_default(),
+    )
+}
+
+/// What a parent calls with `--actor-calls`.
+#[actor]
+struct Echo;
+
+#[actor]
+impl Echo {
+    fn new() -> Self {
+        Echo
+    }
+
+    fn echo(&self, i: u64) -> u64 {
+        i
+    }
+}
+
+/// A parent that calls `echo` `calls` times and waits for all the answers: their sum and
+/// where it ran.
+#[remote(num_cpus = 0)]
+fn caller(echo: ActorHandle<Echo>, calls: u64) -> (u64, String) {
+    let refs: Vec<_> = (0..calls).map(|i| echo.echo(i)).collect();
+    let values = prism::get_all_blocking(&refs).unwrap_or_else(|e| panic!("a call failed: {e}"));
     (
         values.into_iter().sum(),
         prism::node_name().unwrap_or_default(),
@@ -144,6 +176,23 @@ fn main() -> anyhow::Result<()> {
         bytes => children * bytes,
     };
     let total = u64::from(args.parents) * children;
+    // One actor per parent, on the node after the parent's (made before the trials).
+    let actors: Vec<ActorHandle<Echo>> = match args.actor_calls {
+        false => Vec::new(),
+        true => (0..args.parents)
+            .map(|p| match args.nodes {
+                0 => Echo::options().num_cpus(0.0).remote(),
+                1 => Echo::options().num_cpus(0.0).resources("r0", 0.01).remote(),
+                n => Echo::options()
+                    .num_cpus(0.0)
+                    .resources(&format!("r{}", (p + 1) % n + 1), 0.01)
+                    .remote(),
+            })
+            .collect(),
+    };
+    for actor in &actors {
+        actor.echo(0).get_blocking()?;
+    }
     for _ in 0..args.trials {
         let before = prism::worker_messages_received()?;
         let start = Instant::now();
@@ -151,6 +200,14 @@ fn main() -> anyhow::Result<()> {
             .map(|p| {
                 let on = args.child_resource.clone();
                 let place = |n: u32| format!("r{}", p % n + 1);
+                if let Some(actor) = actors.get(p as usize) {
+                    return match args.nodes {
+                        0 => caller::remote(actor.clone(), children),
+                        n => caller::options()
+                            .resources(&place(n), 0.01)
+                            .remote(actor.clone(), children),
+                    };
+                }
                 match (args.nodes, args.child_bytes, args.arg_bytes) {
                     (0, 0, 0) => parent::remote(children),
                     (0, 0, bytes) => parent_sharing::remote(children, bytes, on),
@@ -176,10 +233,15 @@ fn main() -> anyhow::Result<()> {
         let secs = start.elapsed().as_secs_f64();
         let messages = prism::worker_messages_received()? - before;
         println!(
-            "fan-out of {} parents x {} children{} on {} nodes (parents per node {nodes:?}): \
+            "fan-out of {} parents x {} {}{} on {} nodes (parents per node {nodes:?}): \
              {secs:.2} s, {:.0} children/s, {:.2} driver messages per child",
             args.parents,
             args.children,
+            if args.actor_calls {
+                "calls to an actor on another node"
+            } else {
+                "children"
+            },
             match (args.child_bytes, args.arg_bytes) {
                 (0, 0) => String::new(),
                 (0, bytes) => format!(" reading {bytes} bytes"),

@@ -94,9 +94,15 @@ impl Worker {
 
     /// Owned call `task` leaves its actor's lane (it ended, failed or is cancelled).
     pub(super) fn unlane(&mut self, actor: ActorId, task: TaskId) {
-        if let Some(lane) = self.owned.lanes.get_mut(&actor) {
-            lane.queue.retain(|t| *t != task);
-            lane.inflight.retain(|t| *t != task);
+        let Some(lane) = self.owned.lanes.get_mut(&actor) else {
+            return;
+        };
+        // Calls end in the order they were pushed, near enough: looked for from the front.
+        for calls in [&mut lane.inflight, &mut lane.queue] {
+            if let Some(at) = calls.iter().position(|t| *t == task) {
+                calls.remove(at);
+                return;
+            }
         }
     }
 
