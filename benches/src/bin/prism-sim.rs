@@ -95,6 +95,10 @@ struct Args {
     /// Calls on each actor.
     #[arg(long, default_value_t = 20)]
     calls: usize,
+    /// With `--workload nested` and `--actors`: the parents call the driver's actors in turn
+    /// (calls their workers own) instead of submitting plain children.
+    #[arg(long)]
+    parents_call: bool,
     /// Length of a node's lease on the job in milliseconds (a node cut off for longer stops
     /// the job's processes).
     #[arg(long, default_value_t = 5_000)]
@@ -191,6 +195,7 @@ fn config(args: &Args, seed: u64) -> Config {
         },
         actors: args.actors,
         calls: args.calls,
+        parents_call: args.parents_call,
         lease: Duration::from_millis(args.lease_ms),
         fencing: !args.no_fencing,
         grants: !args.no_grants,

@@ -83,6 +83,10 @@ pub struct Config {
     pub actors: usize,
     /// Calls the driver makes on each actor (small results, all held and read at the end).
     pub calls: usize,
+    /// With the nested workload and actors: the parents call the driver's actors in turn
+    /// (calls their workers own, pushed to the actors' workers) instead of submitting plain
+    /// children.
+    pub parents_call: bool,
     /// Whether to inject faults.
     pub faults: bool,
     /// Kill a node in turn at a fixed rate while the work runs (as the chaos test does on
@@ -155,6 +159,7 @@ impl Default for Config {
             workload: Workload::Tree,
             actors: 0,
             calls: 20,
+            parents_call: false,
             faults: false,
             chaos: None,
             seed: 1,

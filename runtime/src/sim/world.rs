@@ -2757,16 +2757,28 @@ impl World<'_> {
     /// the worker (owned as the worker's tasks are) and blocks in `get` for them, its CPU
     /// given back. No child runs on top of it here (it names none it awaits): the node runs
     /// them on its workers.
+    ///
+    /// With [`Config::parents_call`] the children are calls to the driver's actors in turn.
     fn spawn_children(&mut self, worker: Wid, share: u64) {
         let max_retries = self.config.max_retries;
+        let actors = match self.config.parents_call {
+            true => self.jobs[worker.0].driver.actors.clone(),
+            false => Vec::new(),
+        };
         let Some(w) = self.workers.get_mut(&worker) else {
             return;
         };
         let mut ids = Vec::with_capacity(share as usize);
-        for _ in 0..share {
+        for i in 0..share {
             w.seq += 1;
             let task = TaskId::new(worker.1, w.seq);
-            let spec = one_cpu_task(task, "sim::work", Vec::new(), max_retries);
+            let spec = match actors.get(i as usize % actors.len().max(1)) {
+                Some(&actor) => TaskSpec {
+                    kind: TaskKind::ActorCall(actor),
+                    ..TaskSpec::call(task, "sim::Actor::call", Vec::new())
+                },
+                None => one_cpu_task(task, "sim::work", Vec::new(), max_retries),
+            };
             ids.push(ObjectId::new(spec.task_id, 0));
             w.core.submit(spec, None);
         }
@@ -3565,6 +3577,9 @@ fn replay(c: &Config) -> String {
     }
     if c.actors > 0 {
         line.push_str(&format!(" --actors {} --calls {}", c.actors, c.calls));
+    }
+    if c.parents_call {
+        line.push_str(" --parents-call");
     }
     if !c.grants {
         line.push_str(" --no-grants");

@@ -710,7 +710,9 @@ impl Worker {
             At::Pushed(key) => Some(key),
             _ => None,
         };
-        if let At::Called(actor) = record.at {
+        // A call's end leaves its actor's lane wherever the call is: it may come after the
+        // word of the actor's restart put the call back in line.
+        if let Some(actor) = calls::actor_of(&record.spec.kind) {
             self.unlane(actor, task);
         }
         let Some(record) = self.owned.tasks.get(&task) else {

@@ -139,8 +139,16 @@ impl Worker {
             }
             Some(ActorPlace::Unreachable) => {
                 while let Some(&task) = self.owned.lanes[&actor].queue.front() {
-                    if self.owned.tasks.get(&task).map(|r| r.at) != Some(At::Queued) {
-                        break;
+                    match self.owned.tasks.get(&task).map(|r| r.at) {
+                        Some(At::Queued) => {}
+                        Some(At::Waiting(_)) => break,
+                        _ => {
+                            self.owned
+                                .lanes
+                                .get_mut(&actor)
+                                .map(|l| l.queue.pop_front());
+                            continue;
+                        }
                     }
                     // The node holds the actor for the call now (the call's own hold on
                     // the handle goes as it is handed over).
@@ -160,8 +168,18 @@ impl Worker {
             };
             let mut batch = Vec::new();
             while let Some(&task) = self.owned.lanes[&actor].queue.front() {
-                if self.owned.tasks.get(&task).map(|r| r.at) != Some(At::Queued) {
-                    break;
+                match self.owned.tasks.get(&task).map(|r| r.at) {
+                    Some(At::Queued) => {}
+                    // Its arguments are not known yet: the calls behind it wait.
+                    Some(At::Waiting(_)) => break,
+                    // Ended meanwhile (a late end of a run before a restart).
+                    _ => {
+                        self.owned
+                            .lanes
+                            .get_mut(&actor)
+                            .map(|l| l.queue.pop_front());
+                        continue;
+                    }
                 }
                 let lane = self.owned.lanes.get_mut(&actor).expect("looked up above");
                 lane.queue.pop_front();
@@ -372,6 +390,31 @@ mod tests {
                 other => panic!("failed naming the death: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn an_end_that_comes_after_the_word_of_a_restart_takes_its_call_out_of_line() {
+        let mut w = owner();
+        let (a, b) = (call(1, Vec::new()), call(2, Vec::new()));
+        let ids = [a.task_id, b.task_id];
+        w.submit(a, None);
+        w.submit(b, None);
+        place(&mut w, 1, alive(9));
+        assert_eq!(pushed(&sent(&mut w), 9), ids);
+        // The actor's node was cut off, not dead: its ends come after the restart's word.
+        let reason = "its node was lost".to_string();
+        place(&mut w, 1, ActorPlace::Restarting { reason });
+        receive(&mut w, &returned(ids[0], vec![1]));
+        let later = call(3, Vec::new());
+        let later_id = later.task_id;
+        w.submit(later, None);
+        place(&mut w, 1, alive(10));
+        assert_eq!(
+            pushed(&sent(&mut w), 10),
+            vec![ids[1], later_id],
+            "the ended call is not pushed again; the others go"
+        );
+        assert_eq!(value(&w, ObjectId::new(ids[0], 0)), Some(vec![1]));
     }
 
     #[test]
