@@ -138,18 +138,7 @@ impl Worker {
                 }
             }
             Some(ActorPlace::Unreachable) => {
-                while let Some(&task) = self.owned.lanes[&actor].queue.front() {
-                    match self.owned.tasks.get(&task).map(|r| r.at) {
-                        Some(At::Queued) => {}
-                        Some(At::Waiting(_)) => break,
-                        _ => {
-                            self.owned
-                                .lanes
-                                .get_mut(&actor)
-                                .map(|l| l.queue.pop_front());
-                            continue;
-                        }
-                    }
+                while let Some(task) = self.next_call(actor) {
                     // The node holds the actor for the call now (the call's own hold on
                     // the handle goes as it is handed over).
                     self.unlane(actor, task);
@@ -160,6 +149,23 @@ impl Worker {
         }
     }
 
+    /// The call at the front of `actor`'s lane if it may go now (its arguments are known),
+    /// past calls that ended meanwhile (a late end of a run before a restart put back in
+    /// line); none while the front waits for its arguments, or nothing waits.
+    fn next_call(&mut self, actor: ActorId) -> Option<TaskId> {
+        let lane = self.owned.lanes.get_mut(&actor)?;
+        while let Some(&task) = lane.queue.front() {
+            match self.owned.tasks.get(&task).map(|r| r.at) {
+                Some(At::Queued) => return Some(task),
+                Some(At::Waiting(_)) => return None,
+                _ => {
+                    lane.queue.pop_front();
+                }
+            }
+        }
+        None
+    }
+
     /// Pushes the calls due to go (see [`Worker::pump_lane`]), one push per actor.
     pub(in crate::proto::worker) fn push_calls(&mut self) {
         for actor in std::mem::take(&mut self.owned.lanes_due) {
@@ -167,21 +173,8 @@ impl Worker {
                 continue;
             };
             let mut batch = Vec::new();
-            while let Some(&task) = self.owned.lanes[&actor].queue.front() {
-                match self.owned.tasks.get(&task).map(|r| r.at) {
-                    Some(At::Queued) => {}
-                    // Its arguments are not known yet: the calls behind it wait.
-                    Some(At::Waiting(_)) => break,
-                    // Ended meanwhile (a late end of a run before a restart).
-                    _ => {
-                        self.owned
-                            .lanes
-                            .get_mut(&actor)
-                            .map(|l| l.queue.pop_front());
-                        continue;
-                    }
-                }
-                let lane = self.owned.lanes.get_mut(&actor).expect("looked up above");
+            while let Some(task) = self.next_call(actor) {
+                let lane = self.owned.lanes.get_mut(&actor).expect("it has a call");
                 lane.queue.pop_front();
                 lane.inflight.push_back(task);
                 match self.execute_owned(task, At::Called(actor)) {
