@@ -2070,7 +2070,9 @@ impl World<'_> {
             }
             What::HeadUp => {
                 let now = self.base + self.now;
-                let saved = std::mem::take(&mut self.saved_head);
+                // The saved state stays where it is (a head killed again before it saves
+                // anything recovers the same again), as the real head's file does.
+                let saved = self.saved_head.clone();
                 self.head_epoch += 1;
                 let (timeout, epoch) = (self.config.node_timeout, self.head_epoch);
                 let grace = control::reconnect_grace(self.config.heartbeat);
