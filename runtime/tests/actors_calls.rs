@@ -77,6 +77,47 @@ impl Echo {
     }
 }
 
+/// A counter whose constructor takes `ms` milliseconds.
+#[actor]
+struct Slow {
+    value: u64,
+}
+
+#[actor]
+impl Slow {
+    fn new(ms: u64) -> Self {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        Slow { value: 0 }
+    }
+
+    fn inc(&mut self) -> u64 {
+        self.value += 1;
+        self.value
+    }
+
+    fn get(&self) -> u64 {
+        self.value
+    }
+}
+
+/// Calls `slow.inc()` `times` times and ends without waiting for them.
+#[remote(num_cpus = 0)]
+fn fire_and_forget(slow: ActorHandle<Slow>, times: u64) -> u64 {
+    for _ in 0..times {
+        drop(slow.inc());
+    }
+    // Blocked a while, so that the node starts more workers than it has CPUs (for the other
+    // tasks and for this one's child): idle beyond the CPUs once all is done.
+    nap::remote(300).get_blocking().expect("the nap") + times
+}
+
+/// Sleeps `ms` milliseconds.
+#[remote]
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    0
+}
+
 /// Calls `counter.inc()` `times` times without waiting, then gathers the values.
 #[remote]
 fn call_many(counter: ActorHandle<Counter>, times: u64) -> Vec<u64> {
@@ -219,6 +260,27 @@ fn a_call_to_a_killed_actor_fails() -> Result<(), Failed> {
     }
 }
 
+fn calls_a_task_left_behind_run_though_its_worker_idles() -> Result<(), Failed> {
+    // The actor is up only after the tasks ended: their idle workers, more than the CPUs,
+    // still owe it their calls.
+    let slow = Slow::remote(3_000);
+    let tasks: Vec<ObjectRef<u64>> = (0..8)
+        .map(|_| fire_and_forget::remote(slow.clone(), 5))
+        .collect();
+    prism::get_all_blocking(&tasks)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let value = slow.get().get_blocking()?;
+        if value == 40 {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("the actor ran {value} of the 40 calls left behind").into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn main() {
     let config = prism::Config::new().num_cpus(4.0);
     let cases: &[Case] = &[
@@ -242,6 +304,10 @@ fn main() {
         (
             "a_call_to_a_killed_actor_fails",
             a_call_to_a_killed_actor_fails,
+        ),
+        (
+            "calls_a_task_left_behind_run_though_its_worker_idles",
+            calls_a_task_left_behind_run_though_its_worker_idles,
         ),
     ];
     common::run_with_threads(config, cases, Some(1));

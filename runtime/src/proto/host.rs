@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use prism_graph::{ObjectId, Resources, TaskId};
+use prism_graph::{ActorId, ObjectId, Resources, TaskId};
 use prism_transport::{
     ArchivedToNode, FromHost, HostEvent, JobEvents, JobSummary, OwnedEvent, PeerLease, PullStats,
     ToNode, ToWorker,
@@ -351,9 +351,24 @@ struct Job<P, S> {
     /// The other nodes this node's workers sent frames to (pushes to workers leased there,
     /// by the driver's grant or another pool's), by worker: told when the worker dies.
     sent_to: HashMap<u64, HashSet<String>>,
+    /// The actors each worker holds handles to (its `HoldActors` and `ReleaseActors`, on their
+    /// way to the driver): an idle one still owes them calls, and its pool keeps it.
+    handles: HashMap<u64, HashSet<ActorId>>,
+}
+
+/// Whether idle worker `worker` still owes work its pool does not see: tasks it owns on
+/// other nodes' leases (`spill`), or calls to actors whose handles it holds (`handles`: each
+/// call holds its actor's handle till it ends). Its pool keeps it.
+fn owes_work(spill: &Spill, handles: &HashMap<u64, HashSet<ActorId>>, worker: u64) -> bool {
+    spill.owns_work(worker) || handles.contains_key(&worker)
 }
 
 impl<P, S> Job<P, S> {
+    /// See [`owes_work`].
+    fn owes_work(&self, worker: u64) -> bool {
+        owes_work(&self.spill, &self.handles, worker)
+    }
+
     /// The node of owner `owner` on another node, as its pool's asks or its frames said.
     fn owner_node(&self, owner: u64) -> Option<&str> {
         (self.spill.owner_at(owner)).or_else(|| self.owner_nodes.get(&owner).map(String::as_str))
@@ -572,8 +587,8 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     /// When [`Hosting::handle_timeout`] is next due.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let leases = self.jobs.values().map(|j| j.lease.next_wake());
-        let idle = (self.jobs.values())
-            .filter_map(|j| j.pool.as_ref()?.next_due(&|w| j.spill.owns_work(w)));
+        let idle =
+            (self.jobs.values()).filter_map(|j| j.pool.as_ref()?.next_due(&|w| j.owes_work(w)));
         let unanswered = self.jobs.values().filter_map(|j| j.spill.next_due());
         (leases.chain(idle).chain(unanswered))
             .chain(self.grants.next_reclaim())
@@ -729,6 +744,23 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     let nodes = record.sent_to.entry(worker).or_default();
                     if !nodes.contains(node.as_str()) {
                         nodes.insert(node.to_string());
+                    }
+                }
+                false
+            }
+            ArchivedToNode::HoldActors(actors) | ArchivedToNode::ReleaseActors(actors) => {
+                // For the driver; the pool keeps a worker that holds handles.
+                let hold = matches!(msg, ArchivedToNode::HoldActors(_));
+                if let Some(record) = self.jobs.get_mut(job).filter(|j| j.conn == conn) {
+                    let held = record.handles.entry(worker).or_default();
+                    for actor in actors.iter().map(|a| a.to_native()) {
+                        match hold {
+                            true => held.insert(actor),
+                            false => held.remove(&actor),
+                        };
+                    }
+                    if held.is_empty() {
+                        record.handles.remove(&worker);
                     }
                 }
                 false
@@ -1108,6 +1140,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         if let Some((_, job)) = self.job_of_mut(conn) {
             // What it leased or asked for on other nodes, and the copies kept there for it,
             // go: each node it leased from or sent frames to hears of it once.
+            job.handles.remove(&worker);
             let mut told = job.spill.owner_gone(worker);
             for node in job.sent_to.remove(&worker).unwrap_or_default() {
                 if !told.contains(&node) {
@@ -1149,8 +1182,8 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             let Some(pool) = &mut job.pool else {
                 continue;
             };
-            let spill = &job.spill;
-            let due = pool.due(now, &|w| spill.owns_work(w));
+            let (spill, handles) = (&job.spill, &job.handles);
+            let due = pool.due(now, &|w| owes_work(spill, handles, w));
             for (ticket, lend) in due.lend {
                 lent.push((job.conn, job.setup.clone(), ticket, lend));
             }
@@ -1901,6 +1934,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     kept: HashMap::new(),
                     owner_nodes: HashMap::new(),
                     sent_to: HashMap::new(),
+                    handles: HashMap::new(),
                 };
                 self.jobs.insert(job, record);
                 // The first renewal is asked for at once.
@@ -3227,6 +3261,55 @@ mod tests {
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(msg).unwrap();
         let msg = rkyv::access::<ArchivedToNode, rkyv::rancor::Error>(&bytes).unwrap();
         node.take_up(("j", 1), worker, msg, (Instant::now(), peer_of))
+    }
+
+    #[test]
+    fn a_worker_holding_actors_handles_owes_work_until_it_lets_them_go_or_exits() {
+        let t0 = Instant::now();
+        let mut node = hosting_a_job(t0);
+        spawn_worker_3(&mut node, t0);
+        let (a, b) = (ActorId(TaskId::new(0, 7)), ActorId(TaskId::new(0, 8)));
+        let owes = |node: &Node| node.jobs["j"].owes_work(3);
+        assert!(!owes(&node));
+        // Its calls hold the handles; the messages still go to the driver.
+        let none = &|_: &str| None;
+        assert!(!from_worker(
+            &mut node,
+            3,
+            &ToNode::HoldActors(vec![a, b]),
+            none
+        ));
+        assert!(
+            owes(&node),
+            "an idle worker with calls to actors under way is kept"
+        );
+        assert!(!from_worker(
+            &mut node,
+            3,
+            &ToNode::ReleaseActors(vec![a]),
+            none
+        ));
+        assert!(owes(&node));
+        assert!(!from_worker(
+            &mut node,
+            3,
+            &ToNode::ReleaseActors(vec![b]),
+            none
+        ));
+        assert!(!owes(&node), "no handle left: it may stop when idle");
+        assert!(!from_worker(
+            &mut node,
+            3,
+            &ToNode::HoldActors(vec![a]),
+            none
+        ));
+        let exited = Event::WorkerExited {
+            conn: 1,
+            worker: 3,
+            reason: "killed".into(),
+        };
+        node.handle(exited, t0);
+        assert!(!owes(&node), "forgotten with the worker");
     }
 
     /// [`two_daemons`], where owner 3 on a asked b for a lease: b knows it as a's.

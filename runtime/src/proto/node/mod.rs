@@ -1011,9 +1011,12 @@ impl State {
         }
         self.return_idle(now);
         let mut surplus = self.nodes.surplus_idle_workers();
-        // A worker that owns tasks on leases is not idle: its tasks' ends come to it. One of
-        // a node with a pool goes back to it instead.
-        surplus.retain(|w| !self.holds_leases(*w) && !self.borrows_on(node_of(*w)));
+        // A worker that owns tasks on leases is not idle: its tasks' ends come to it; nor is
+        // one that holds actors' handles (its calls to them are under way: each holds its
+        // actor's handle till it ends). One of a node with a pool goes back to it instead.
+        surplus.retain(|w| {
+            !self.holds_leases(*w) && !self.holds_actors(*w) && !self.borrows_on(node_of(*w))
+        });
         let seen = std::mem::take(&mut self.retire_candidates);
         for worker in surplus {
             let since = seen
@@ -1599,6 +1602,13 @@ impl State {
                 tracing::warn!(worker, "second hello ignored");
             }
         }
+    }
+
+    /// Whether `worker` holds handles to actors (an idle one still owes them its calls).
+    fn holds_actors(&self, worker: WorkerId) -> bool {
+        self.workers
+            .get(&worker)
+            .is_some_and(|l| !l.actors.is_empty())
     }
 
     /// `worker` holds handles to `actors`: each counted once for it, until it lets go or ends.
