@@ -12,7 +12,9 @@
 //! dies mid-run costs its owner a retry, not the job; an owner that dies has the worker
 //! leased to it on the other node killed. Nesting deeper than alpha's process cap finishes on
 //! the workers alpha's daemon leases (a blocked one runs what it waits for on top), and so does
-//! nesting whose tasks spill to the head's node. Every daemon is stopped when the run ends.
+//! nesting whose tasks spill to the head's node. A task's calls to an actor go straight to the
+//! actor's worker, on alpha through alpha's daemon alone, to the head's node between the two
+//! daemons, in order and past the driver. Every daemon is stopped when the run ends.
 
 mod common;
 
@@ -287,7 +289,33 @@ fn call_from_alpha(
     Ok((prism::node_name().unwrap_or_default(), node))
 }
 
+/// On alpha: calls the actor `n` times and gathers the values (counting up from 1), and says
+/// where the actor ran.
+#[remote(resources(alpha = 1))]
+fn call_near(tally: prism::ActorHandle<Tally>, n: u64) -> Result<String, String> {
+    let calls: Vec<ObjectRef<u64>> = (0..n).map(|_| tally.inc()).collect();
+    let values = prism::get_all_blocking(&calls).map_err(|e| e.to_string())?;
+    if values != (1..=n).collect::<Vec<u64>>() {
+        return Err("the calls ran out of order".into());
+    }
+    let (_, _, node) = tally
+        .weigh(Vec::new())
+        .get_blocking()
+        .map_err(|e| e.to_string())?;
+    Ok(node)
+}
+
 fn a_task_on_a_node_calls_an_actor_on_another_straight_and_off_the_driver() -> Result<(), Failed> {
+    // An actor on alpha too: its calls from alpha pass through alpha's daemon alone.
+    let near = Tally::options().resources("slot", 0.5).remote();
+    let (ran, heard) = heard_during(|| Ok(call_near::remote(near, 1_000).get_blocking()?))?;
+    let node = ran.map_err(|e| format!("the calls on alpha: {e}"))?;
+    ensure(node == "alpha", format!("the near actor ran on {node}"))?;
+    println!("driver messages for 1,001 calls within alpha: {heard}");
+    ensure(
+        heard <= 12,
+        format!("the driver heard {heard} messages for 1,001 calls within alpha"),
+    )?;
     let tally = Tally::options().resources("far", 0.5).remote();
     ensure(tally.inc().get_blocking()? == 1, "the actor answers")?;
     let (ran, heard) =
