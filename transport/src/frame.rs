@@ -136,6 +136,43 @@ impl Frame {
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
+
+    /// The one whole frame `bytes` holds (its header and payload, nothing before or after),
+    /// its payload at most `max_frame` bytes: for a frame carried inside another message,
+    /// read without a stream's buffer. `None` when `bytes` is not exactly one frame.
+    pub fn whole(bytes: &[u8], max_frame: usize) -> Result<Option<Frame>, FrameError> {
+        match payload_len(bytes, max_frame)? {
+            Some(len) if bytes.len() == HEADER_LEN + len => {
+                let mut payload = AlignedVec::with_capacity(len);
+                payload.extend_from_slice(&bytes[HEADER_LEN..]);
+                Ok(Some(Frame { bytes: payload }))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// The payload length the header at the start of `avail` announces (checked against
+/// `max_frame`), or `None` while the header is incomplete.
+fn payload_len(avail: &[u8], max_frame: usize) -> Result<Option<usize>, FrameError> {
+    if avail.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
+    let magic = [avail[4], avail[5], avail[6], avail[7]];
+    if magic != MAGIC {
+        return Err(FrameError::BadMagic { found: magic });
+    }
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    if len > max_frame {
+        return Err(FrameError::TooLarge {
+            len,
+            limit: max_frame,
+        });
+    }
+    Ok(Some(len))
 }
 
 /// Turns a byte stream into frames, enforcing the size limit before buffering a payload.
@@ -226,23 +263,9 @@ impl FrameDecoder {
     /// After an error the stream is out of sync and the connection must be closed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         let avail = &self.buf[self.start..self.end];
-        if avail.len() < HEADER_LEN {
+        let Some(len) = payload_len(avail, self.max_frame)? else {
             return Ok(None);
-        }
-        let len = u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
-        let magic = [avail[4], avail[5], avail[6], avail[7]];
-        if magic != MAGIC {
-            return Err(FrameError::BadMagic { found: magic });
-        }
-        if len == 0 {
-            return Err(FrameError::Empty);
-        }
-        if len > self.max_frame {
-            return Err(FrameError::TooLarge {
-                len,
-                limit: self.max_frame,
-            });
-        }
+        };
         if avail.len() < HEADER_LEN + len {
             // Make room for the rest of this frame in one go.
             let missing = HEADER_LEN + len - avail.len();
@@ -268,6 +291,37 @@ impl FrameDecoder {
 mod tests {
     use super::*;
     use crate::{ArchivedToWorker, ToWorker};
+
+    #[test]
+    fn a_whole_frame_is_read_in_place_and_anything_else_is_not() {
+        let mut bytes = Vec::new();
+        encode_frame(&ToWorker::Shutdown, &mut bytes).unwrap();
+        let frame = Frame::whole(&bytes, 1 << 20)
+            .unwrap()
+            .expect("one whole frame");
+        assert!(matches!(
+            frame.access::<ToWorker>().unwrap(),
+            ArchivedToWorker::Shutdown
+        ));
+        assert!(
+            Frame::whole(&bytes[..bytes.len() - 1], 1 << 20)
+                .unwrap()
+                .is_none()
+        );
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(Frame::whole(&trailing, 1 << 20).unwrap().is_none());
+        assert!(matches!(
+            Frame::whole(&bytes, 1),
+            Err(FrameError::TooLarge { limit: 1, .. })
+        ));
+        let mut foreign = bytes.clone();
+        foreign[4] = b'X';
+        assert!(matches!(
+            Frame::whole(&foreign, 1 << 20),
+            Err(FrameError::BadMagic { .. })
+        ));
+    }
 
     #[test]
     fn frames_split_at_any_byte_come_out_whole() {
