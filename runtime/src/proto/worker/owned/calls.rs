@@ -149,21 +149,14 @@ impl Worker {
         }
     }
 
-    /// The call at the front of `actor`'s lane if it may go now (its arguments are known),
-    /// past calls that ended meanwhile (a late end of a run before a restart put back in
-    /// line); none while the front waits for its arguments, or nothing waits.
-    fn next_call(&mut self, actor: ActorId) -> Option<TaskId> {
-        let lane = self.owned.lanes.get_mut(&actor)?;
-        while let Some(&task) = lane.queue.front() {
-            match self.owned.tasks.get(&task).map(|r| r.at) {
-                Some(At::Queued) => return Some(task),
-                Some(At::Waiting(_)) => return None,
-                _ => {
-                    lane.queue.pop_front();
-                }
-            }
-        }
-        None
+    /// The call at the front of `actor`'s lane if it may go now (its arguments are known);
+    /// none while the front waits for its arguments, or nothing waits. (A call leaves the
+    /// lane as it ends or fails, wherever it is: see [`Worker::unlane`].)
+    fn next_call(&self, actor: ActorId) -> Option<TaskId> {
+        let task = *self.owned.lanes.get(&actor)?.queue.front()?;
+        let at = self.owned.tasks.get(&task).map(|r| r.at);
+        debug_assert!(at.is_some(), "call {task} ended but is still in line");
+        (at == Some(At::Queued)).then_some(task)
     }
 
     /// Pushes the calls due to go (see [`Worker::pump_lane`]), one push per actor.
