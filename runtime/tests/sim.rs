@@ -205,6 +205,23 @@ fn parents_submit_and_await_their_children_from_their_workers() {
     }
 }
 
+/// The nested workload on 10 nodes with faults, its parents calling the driver's 10 actors
+/// (5 calls each of the driver's own besides).
+fn parents_calling(seed: u64) -> Config {
+    Config {
+        nodes: 10,
+        cpus: 2,
+        tasks: 2000,
+        workload: Workload::Nested,
+        actors: 10,
+        calls: 5,
+        parents_call: true,
+        faults: true,
+        seed,
+        ..Config::default()
+    }
+}
+
 /// Parents call the driver's actors instead (calls their workers own and push to the actors'
 /// workers): under faults every call ends once, through restarts that put calls in flight
 /// back in line and ends that come after the word of the restart; the driver hears none of
@@ -212,19 +229,7 @@ fn parents_submit_and_await_their_children_from_their_workers() {
 #[test]
 fn parents_call_the_driver_s_actors_from_their_workers_through_faults() {
     for seed in 1..=60 {
-        let config = Config {
-            nodes: 10,
-            cpus: 2,
-            tasks: 2000,
-            workload: Workload::Nested,
-            actors: 10,
-            calls: 5,
-            parents_call: true,
-            faults: true,
-            seed,
-            ..Config::default()
-        };
-        let (report, out) = simulate(&config);
+        let (report, out) = simulate(&parents_calling(seed));
         assert!(report.violation.is_none(), "seed {seed}: {out}");
         assert_eq!(
             (report.values, report.unfinished),
@@ -245,19 +250,7 @@ fn parents_call_the_driver_s_actors_from_their_workers_through_faults() {
 /// taken, not read), so the job lost every node for good.
 #[test]
 fn a_head_killed_twice_in_a_row_recovers_its_nodes_both_times() {
-    let config = Config {
-        nodes: 10,
-        cpus: 2,
-        tasks: 2000,
-        workload: Workload::Nested,
-        actors: 10,
-        calls: 5,
-        parents_call: true,
-        faults: true,
-        seed: 333,
-        ..Config::default()
-    };
-    let (report, out) = simulate(&config);
+    let (report, out) = simulate(&parents_calling(333));
     assert!(
         out.matches("head restarted").count() >= 2,
         "the schedule kills the head twice: {out}"

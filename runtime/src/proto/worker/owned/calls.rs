@@ -350,8 +350,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn calls_in_flight_run_again_on_the_restarted_actor_while_retries_last() {
+    /// An owner that made two calls, pushed to the actor alive on worker 9 (retried once
+    /// after a restart): the owner and the calls.
+    fn two_calls_pushed_to_9() -> (Worker, [TaskId; 2]) {
         let mut w = owner();
         let (a, b) = (call(1, Vec::new()), call(2, Vec::new()));
         let ids = [a.task_id, b.task_id];
@@ -359,6 +360,12 @@ mod tests {
         w.submit(b, None);
         place(&mut w, 1, alive(9));
         assert_eq!(pushed(&sent(&mut w), 9), ids);
+        (w, ids)
+    }
+
+    #[test]
+    fn calls_in_flight_run_again_on_the_restarted_actor_while_retries_last() {
+        let (mut w, ids) = two_calls_pushed_to_9();
         let died = || ActorPlace::Restarting {
             reason: "killed by signal 9".into(),
         };
@@ -380,13 +387,7 @@ mod tests {
 
     #[test]
     fn an_end_that_comes_after_the_word_of_a_restart_takes_its_call_out_of_line() {
-        let mut w = owner();
-        let (a, b) = (call(1, Vec::new()), call(2, Vec::new()));
-        let ids = [a.task_id, b.task_id];
-        w.submit(a, None);
-        w.submit(b, None);
-        place(&mut w, 1, alive(9));
-        assert_eq!(pushed(&sent(&mut w), 9), ids);
+        let (mut w, ids) = two_calls_pushed_to_9();
         // The actor's node was cut off, not dead: its ends come after the restart's word.
         let reason = "its node was lost".to_string();
         place(&mut w, 1, ActorPlace::Restarting { reason });
