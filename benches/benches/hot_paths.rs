@@ -34,6 +34,7 @@ fn frames(c: &mut Criterion) {
         num_returns: 1,
         kind: prism_graph::TaskKind::Normal,
         stream: None,
+        cpu: prism_graph::Amount::ZERO,
     }]);
     let mut out = Vec::with_capacity(1024);
     c.bench_function("encode Execute frame", |b| {

@@ -2,7 +2,7 @@
 //! worker ([`ToWorker`]) and what a worker tells its node ([`ToNode`]).
 
 use prism_graph::{
-    ActorId, ObjectId, PlacementStrategy, Resources, TaskError, TaskId, TaskKind, TaskSpec,
+    ActorId, Amount, ObjectId, PlacementStrategy, Resources, TaskError, TaskId, TaskKind, TaskSpec,
 };
 
 use crate::frame::Message;
@@ -31,8 +31,11 @@ use crate::frame::Message;
 /// not inside frames: a result stays in the store of the node it was made on until the
 /// owner's node pulls it, an argument is pulled by the leased worker's node and kept there
 /// until its owner frees it ([`ToNode::Fetch`], [`ToWorker::Fetched`], [`ToNode::KeptFor`],
-/// [`ToNode::DropCopies`], [`PeerLease::Drop`]).
-pub const PROTOCOL_VERSION: u32 = 26;
+/// [`ToNode::DropCopies`], [`PeerLease::Drop`]); 26: a worker pushes its calls to an actor
+/// to the actor's worker itself ([`ToNode::WhereActor`], [`ToWorker::ActorAt`]); 27: a task
+/// says the CPUs it holds ([`Execute::cpu`], [`ToNode::Blocked`]'s `cpu`), so that a node
+/// gives them back while it blocks without its driver hearing of it.
+pub const PROTOCOL_VERSION: u32 = 27;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -156,6 +159,9 @@ pub struct Execute {
     pub kind: TaskKind,
     /// For a streaming generator: how this run yields its items.
     pub stream: Option<StreamRun>,
+    /// The CPUs the task holds while it runs (none for an actor's calls: the actor holds
+    /// its own), named again when it blocks ([`ToNode::Blocked`]).
+    pub cpu: Amount,
 }
 
 /// How a run of a streaming generator yields its items.
@@ -358,6 +364,9 @@ pub enum ToNode {
         /// The tasks whose results it waits for (at most [`MAX_AWAITING`]): the node may run
         /// them on this worker, on top of the blocked task.
         awaiting: Vec<TaskId>,
+        /// The CPUs the blocked task holds ([`Execute::cpu`]), which its node may lend out
+        /// while it waits.
+        cpu: Amount,
     },
     /// The running task at `depth` resumes.
     Unblocked {

@@ -61,6 +61,9 @@ pub(crate) struct Grants {
     granted: Vec<(ConnId, ReqId)>,
     /// When each holder was last asked to give back what it does not use.
     reclaimed: HashMap<ConnId, Instant>,
+    /// What is granted beyond the node's resources (a blocked task that resumed while its
+    /// CPU was lent out, see [`Grants::take_back`]): repaid first from what comes free.
+    over: Resources,
 }
 
 impl Grants {
@@ -73,6 +76,7 @@ impl Grants {
             waiting: VecDeque::new(),
             granted: Vec::new(),
             reclaimed: HashMap::new(),
+            over: Resources::default(),
         }
     }
 
@@ -134,14 +138,35 @@ impl Grants {
         if held.iter().next().is_none() {
             self.held.remove(&conn);
         }
-        self.free.add(&back);
+        self.come_free(back);
         self.grant_waiting();
+    }
+
+    /// Connection `conn` takes `shape` again (a task it gave the CPU of while blocked
+    /// resumes): now, ahead of the asks that wait, and beyond the node's resources if they
+    /// are in use (Ray's raylet does the same); what is granted beyond them is repaid from
+    /// the next resources that come free.
+    pub(crate) fn take_back(&mut self, conn: ConnId, shape: &Resources) {
+        let now = least(shape, &self.free);
+        self.free.subtract(&now);
+        let mut beyond = shape.clone();
+        beyond.subtract(&now);
+        self.over.add(&beyond);
+        self.held.entry(conn).or_default().add(shape);
+    }
+
+    /// `back` is no longer held: it repays what was granted beyond the node first.
+    fn come_free(&mut self, mut back: Resources) {
+        let repay = least(&self.over, &back);
+        self.over.subtract(&repay);
+        back.subtract(&repay);
+        self.free.add(&back);
     }
 
     /// Connection `conn` is gone (its job ended here): what it held is free, its asks go.
     pub(crate) fn forget(&mut self, conn: ConnId) {
         if let Some(held) = self.held.remove(&conn) {
-            self.free.add(&held);
+            self.come_free(held);
         }
         self.waiting.retain(|a| a.conn != conn);
         self.reclaimed.remove(&conn);

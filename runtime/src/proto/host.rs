@@ -14,10 +14,10 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use prism_graph::{ActorId, ObjectId, Resources, TaskId};
+use prism_graph::{ActorId, Amount, ObjectId, Resources, TaskId};
 use prism_transport::{
-    ArchivedToNode, FromHost, HostEvent, JobEvents, JobSummary, OwnedEvent, PeerLease, PullStats,
-    ToNode, ToWorker,
+    ArchivedToNode, FromHost, HostEvent, JobEvents, JobSummary, MAX_AWAITING, OwnedEvent,
+    PeerLease, PullStats, ToNode, ToWorker,
 };
 
 use crate::proto::events::{TaskEvents, UnixClock};
@@ -701,6 +701,23 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         msg: &ArchivedToNode,
         (now, peer_of): (Instant, PeerOf<'_, P>),
     ) -> bool {
+        let taken = self.take_frame((job, conn), worker, msg, (now, peer_of));
+        if !taken && !matches!(msg, ArchivedToNode::Forward { .. }) {
+            // The driver hears a block the node held before anything else the worker sends
+            // it (a frame for another worker is not for the driver).
+            self.release_block(conn, worker);
+        }
+        taken
+    }
+
+    /// [`Core::take_up`] but for the block the node held from the driver.
+    fn take_frame(
+        &mut self,
+        (job, conn): (&str, ConnId),
+        worker: u64,
+        msg: &ArchivedToNode,
+        (now, peer_of): (Instant, PeerOf<'_, P>),
+    ) -> bool {
         let at = (job, conn);
         match msg {
             ArchivedToNode::Owned { sent_us, events } => {
@@ -717,12 +734,33 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             }
             ArchivedToNode::Unlease { key } => self.unlease(at, worker, key.to_native(), now),
             ArchivedToNode::KillLeased { key } => self.kill_leased(at, worker, key.to_native()),
-            ArchivedToNode::Blocked { depth, .. } => {
-                self.worker_blocked(at, worker, depth.to_native(), true);
+            ArchivedToNode::Blocked {
+                depth,
+                returned,
+                awaiting,
+                cpu,
+            } => {
+                let depth = depth.to_native();
+                // Only its own tasks: the driver has none of them to run, here or on top of it.
+                let own = returned.is_empty()
+                    && awaiting.len() < MAX_AWAITING
+                    && awaiting.iter().all(|t| t.owner == worker);
+                if depth == 0 && own {
+                    let awaiting = awaiting.iter().map(|t| t.to_native()).collect();
+                    let block = (Amount(cpu.0.to_native()), awaiting);
+                    if self.hold_block(conn, worker, block) {
+                        return true;
+                    }
+                }
+                self.worker_blocked(at, worker, depth, true);
                 false
             }
             ArchivedToNode::Unblocked { depth } => {
-                self.worker_blocked(at, worker, depth.to_native(), false);
+                let depth = depth.to_native();
+                if depth == 0 && self.resume_held(conn, worker) {
+                    return true;
+                }
+                self.worker_blocked(at, worker, depth, false);
                 false
             }
             ArchivedToNode::Fetch { id, len, from } => {
@@ -900,11 +938,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 worker,
                 setup: setup.clone(),
             }),
-            Asked::Forward => self.actions.push_back(Action::Up {
-                conn,
-                worker: owner,
-                message: Box::new(ToNode::Lease { key, shape }),
-            }),
+            Asked::Forward => self.up(conn, owner, ToNode::Lease { key, shape }),
         }
     }
 
@@ -1040,6 +1074,63 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         if blocked {
             self.retry_pools();
         }
+    }
+
+    /// Worker `worker` of the job on `conn`, lent to its driver, blocks in `get` holding
+    /// `block.0` CPUs and waiting only for its own tasks (`block.1`): true when the node
+    /// keeps the block from the driver ([`Pool::hold_block`]) and lends the CPU to the
+    /// asks that wait.
+    fn hold_block(&mut self, conn: ConnId, worker: u64, block: (Amount, Vec<TaskId>)) -> bool {
+        let Some((pool, grants)) = self.pool_on(conn) else {
+            return false;
+        };
+        let held = pool.hold_block((grants, pool::pool_client(conn)), worker, block);
+        if held {
+            self.retry_pools();
+        }
+        held
+    }
+
+    /// Worker `worker` of the job on `conn`, lent to its driver, resumes: true when the
+    /// node held its block (the driver hears of neither).
+    fn resume_held(&mut self, conn: ConnId, worker: u64) -> bool {
+        let Some((pool, grants)) = self.pool_on(conn) else {
+            return false;
+        };
+        pool.resume_held((grants, pool::pool_client(conn)), worker)
+    }
+
+    /// The block of worker `worker` (of the job on `conn`) the node held goes to the
+    /// driver now, ahead of what the worker sends next ([`Pool::release_block`]).
+    fn release_block(&mut self, conn: ConnId, worker: u64) {
+        let Some((pool, grants)) = self.pool_on(conn) else {
+            return;
+        };
+        let Some(held) = pool.release_block((grants, pool::pool_client(conn)), worker) else {
+            return;
+        };
+        let message = Box::new(ToNode::Blocked {
+            depth: 0,
+            returned: Vec::new(),
+            awaiting: held.awaiting,
+            cpu: held.cpu,
+        });
+        self.actions.push_back(Action::Up {
+            conn,
+            worker,
+            message,
+        });
+    }
+
+    /// Sends `message` to the driver of the job on `conn` as if worker `worker` had, after
+    /// a block of the worker's the node held.
+    fn up(&mut self, conn: ConnId, worker: u64, message: ToNode) {
+        self.release_block(conn, worker);
+        self.actions.push_back(Action::Up {
+            conn,
+            worker,
+            message: Box::new(message),
+        });
     }
 
     /// Job `job`'s pool and the node's grants, if the job on `conn` has a pool.
@@ -1238,15 +1329,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     ) {
         let to = match next {
             Next::Peer(to) => to,
-            Next::Driver => {
-                let message = Box::new(ToNode::Lease { key, shape });
-                let worker = owner;
-                return self.actions.push_back(Action::Up {
-                    conn,
-                    worker,
-                    message,
-                });
-            }
+            Next::Driver => return self.up(conn, owner, ToNode::Lease { key, shape }),
         };
         tracing::debug!(owner, lease = %key, node = %to, "a lease ask goes on to another node");
         self.peer_send(conn, to, PeerLease::Ask { owner, key, shape });
@@ -1838,9 +1921,8 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 return;
             }
             Request::KeepWorker { worker } => {
-                let (_, job) = self.job_of_mut(conn).expect("checked");
-                if let Some(pool) = &mut job.pool {
-                    pool.keep(worker);
+                if let Some((pool, grants)) = self.pool_on(conn) {
+                    pool.keep((grants, pool::pool_client(conn)), worker);
                 }
                 self.reply(conn, req, FromHost::Done);
                 self.retry_pools();
@@ -3261,6 +3343,101 @@ mod tests {
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(msg).unwrap();
         let msg = rkyv::access::<ArchivedToNode, rkyv::rancor::Error>(&bytes).unwrap();
         node.take_up(("j", 1), worker, msg, (Instant::now(), peer_of))
+    }
+
+    #[test]
+    fn the_driver_s_task_waiting_for_its_own_children_blocks_at_the_node_alone() {
+        let t0 = Instant::now();
+        let mut node = hosting_a_job(t0);
+        let cpus = |n| Resources::cpus(n).unwrap();
+        // The driver holds all 4 CPUs and runs a task of one on a worker of the pool.
+        ask(&mut node, 1, 1, Request::Grant { shape: cpus(4.0) }, t0);
+        let pool = Request::Pool {
+            first: 100,
+            end: 200,
+            max_workers: 8,
+            elsewhere: Resources::default(),
+        };
+        ask(&mut node, 1, 2, pool, t0);
+        ask(
+            &mut node,
+            1,
+            3,
+            Request::LeaseWorker { beyond_cap: false },
+            t0,
+        );
+        let _ = actions(&mut node);
+        let started = Event::Started {
+            conn: 1,
+            worker: 100,
+            result: Ok(5100),
+        };
+        node.handle(started, t0);
+        let lent = FromHost::Lent {
+            worker: 100,
+            pid: 5100,
+        };
+        assert!(actions(&mut node).contains(&reply(1, 3, lent)));
+        // Its child's lease waits: no CPU is free.
+        let child = TaskId::new(100, u64::MAX);
+        assert!(node.lease_ask(("j", 1), (100, child), &cpus(1.0), t0));
+        assert_eq!(actions(&mut node), []);
+        // The task blocks waiting for the child: the node takes it, and leases the child the
+        // task's CPU on a worker it starts.
+        let none = &|_: &str| None;
+        let blocked = ToNode::Blocked {
+            depth: 0,
+            returned: Vec::new(),
+            awaiting: vec![child],
+            cpu: cpus(1.0).cpu,
+        };
+        assert!(from_worker(&mut node, 100, &blocked, none));
+        let start = Action::Start {
+            conn: 1,
+            worker: 101,
+            setup: "files",
+        };
+        assert_eq!(actions(&mut node), [start]);
+        // Its resumption stops at the node too: the driver hears of neither.
+        let resumed = ToNode::Unblocked { depth: 0 };
+        assert!(from_worker(&mut node, 100, &resumed, none));
+        assert_eq!(actions(&mut node), []);
+        // Blocked again, it pushes a task to a worker leased to it (not the driver's
+        // business), then sends the driver something: the block goes ahead of that, and so
+        // does its resumption.
+        assert!(from_worker(&mut node, 100, &blocked, none));
+        let _ = actions(&mut node);
+        let push = ToNode::Forward {
+            to: 101,
+            at: None,
+            frame: Vec::new(),
+        };
+        assert!(!from_worker(&mut node, 100, &push, none));
+        assert_eq!(actions(&mut node), []);
+        let get = ToNode::Get {
+            ids: vec![ObjectId::new(TaskId::new(0, 9), 0)],
+        };
+        assert!(!from_worker(&mut node, 100, &get, none));
+        let up = Action::Up {
+            conn: 1,
+            worker: 100,
+            message: Box::new(blocked),
+        };
+        assert_eq!(actions(&mut node), [up]);
+        assert!(!from_worker(&mut node, 100, &resumed, none));
+        // Waiting for a task of the driver's (which the driver may run on top of it), or
+        // handing tasks back, it blocks at the driver.
+        for (returned, awaiting) in [(vec![], vec![TaskId::new(0, 5)]), (vec![child], vec![])] {
+            let theirs = ToNode::Blocked {
+                depth: 0,
+                returned,
+                awaiting,
+                cpu: cpus(1.0).cpu,
+            };
+            assert!(!from_worker(&mut node, 100, &theirs, none));
+            assert!(!from_worker(&mut node, 100, &resumed, none));
+        }
+        assert_eq!(actions(&mut node), []);
     }
 
     #[test]

@@ -13,7 +13,10 @@
 //!
 //! A leased worker blocked in `get` gives its CPU back to the node while it waits, as the
 //! driver's scheduler does with its own workers, and takes it again when it resumes (beyond
-//! the node's free CPU if need be: a debt repaid when the lease ends). A leased worker's death
+//! the node's free CPU if need be: a debt repaid when the lease ends). So does a task of the
+//! driver's that waits only for tasks its worker owns: the node keeps that block from the
+//! driver, which has nothing to run in its place, and tells it only if the worker sends the
+//! driver something before it resumes ([`Pool::hold_block`]). A leased worker's death
 //! ends its lease (the owner hears [`ToWorker::LeaseEnded`]); an owner's death kills the
 //! workers leased to it, which may still run its tasks.
 //!
@@ -22,7 +25,7 @@
 //! [`ToWorker::Leased`]: prism_transport::ToWorker::Leased
 //! [`ToWorker::LeaseEnded`]: prism_transport::ToWorker::LeaseEnded
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use prism_graph::{Amount, Resources, TaskId};
@@ -181,6 +184,16 @@ pub(crate) struct Due {
     pub(crate) lend: Vec<(u64, Lend)>,
 }
 
+/// A block in `get` of the driver's task on a worker of the pool that the node keeps from the
+/// driver ([`Pool::hold_block`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HeldBlock {
+    /// The CPUs the task holds, lent out while it waits.
+    pub(crate) cpu: Amount,
+    /// The tasks it waits for (the worker's own).
+    pub(crate) awaiting: Vec<TaskId>,
+}
+
 /// A job's workers of the node's own (see the module's docs).
 #[derive(Debug)]
 pub(crate) struct Pool {
@@ -193,8 +206,9 @@ pub(crate) struct Pool {
     waiting: VecDeque<Waiting>,
     /// The driver's borrows waiting for a worker, in the order they came.
     borrows: VecDeque<Borrow>,
-    /// Workers lent to the driver whose task waits in `get`.
-    driver_blocked: HashSet<u64>,
+    /// Workers lent to the driver whose task waits in `get`, and the blocks the node holds
+    /// back from the driver (see [`Pool::hold_block`]).
+    driver_blocked: HashMap<u64, Option<HeldBlock>>,
     /// How many idle workers it keeps however long they idle.
     keep_idle: usize,
     /// The most of each resource any other node of the job has.
@@ -217,7 +231,7 @@ impl Pool {
             leases: HashMap::new(),
             waiting: VecDeque::new(),
             borrows: VecDeque::new(),
-            driver_blocked: HashSet::new(),
+            driver_blocked: HashMap::new(),
             keep_idle: 0,
             elsewhere,
         }
@@ -478,6 +492,7 @@ impl Pool {
     pub(crate) fn take_back(&mut self, worker: u64, now: Instant) -> bool {
         match self.workers.get(&worker) {
             Some(Use::Driver) | None => {
+                // Idle: what it sent up when its task ended took any held block with it.
                 self.driver_blocked.remove(&worker);
                 self.workers.insert(worker, Use::Idle(now));
                 true
@@ -488,10 +503,10 @@ impl Pool {
 
     /// Worker `worker`, lent to the driver, holds an actor now: it leaves the pool (its cap
     /// counts processes for tasks).
-    pub(crate) fn keep(&mut self, worker: u64) {
+    pub(crate) fn keep(&mut self, (grants, client): (&mut Grants, ConnId), worker: u64) {
         if matches!(self.workers.get(&worker), Some(Use::Driver)) {
             self.workers.remove(&worker);
-            self.driver_blocked.remove(&worker);
+            self.unblock_driver((grants, client), worker);
         }
     }
 
@@ -499,7 +514,7 @@ impl Pool {
     fn any_runs(&self) -> bool {
         (self.workers.iter()).any(|(worker, used)| match used {
             Use::Leased(key) => !self.leases.get(key).is_some_and(|l| l.blocked),
-            Use::Driver => !self.driver_blocked.contains(worker),
+            Use::Driver => !self.driver_blocked.contains_key(worker),
             Use::Starting(_) | Use::Lending(_) | Use::Idle(_) => true,
         })
     }
@@ -592,11 +607,11 @@ impl Pool {
     ) {
         let key = match self.workers.get(&worker).copied() {
             Some(Use::Leased(key)) => key,
-            Some(Use::Driver) => {
+            Some(Use::Driver) | None => {
                 // The driver gives its CPU back itself; the pool only notes the wait.
                 match blocked {
-                    true => self.driver_blocked.insert(worker),
-                    false => self.driver_blocked.remove(&worker),
+                    true => drop(self.driver_blocked.insert(worker, None)),
+                    false => drop(self.driver_blocked.remove(&worker)),
                 };
                 return;
             }
@@ -624,11 +639,72 @@ impl Pool {
         }
     }
 
+    /// Worker `worker` of the driver's (lent to it, or started by it and never the pool's)
+    /// blocks in `get` holding `cpu` (some), waiting only for tasks it owns itself
+    /// (`awaiting`: the asks of its leases), which the driver neither runs nor could run on
+    /// top of it: the node keeps the block from the driver and lends the CPU out of the
+    /// driver's grant to whoever waits here, as it does for a worker leased to an owner
+    /// (Ray's raylet hears a worker's blocking; its owner does not). True when it did; the
+    /// driver hears of the block only if the worker sends it something before it resumes
+    /// ([`Pool::release_block`]).
+    pub(crate) fn hold_block(
+        &mut self,
+        (grants, client): (&mut Grants, ConnId),
+        worker: u64,
+        (cpu, awaiting): (Amount, Vec<TaskId>),
+    ) -> bool {
+        // The driver's: lent to it, or one it started itself (not the pool's at all).
+        let drivers = matches!(self.workers.get(&worker), Some(Use::Driver) | None);
+        if !drivers || cpu == Amount::ZERO || self.driver_blocked.contains_key(&worker) {
+            return false;
+        }
+        grants.give_back(job_conn(client), &cpus_of(cpu));
+        (self.driver_blocked).insert(worker, Some(HeldBlock { cpu, awaiting }));
+        true
+    }
+
+    /// Worker `worker`, lent to the driver, resumes: true when the node held its block (the
+    /// driver hears of neither), whose CPU is the driver's again, beyond the node's free
+    /// CPU if it was lent out meanwhile ([`Grants::take_back`]).
+    pub(crate) fn resume_held(
+        &mut self,
+        (grants, client): (&mut Grants, ConnId),
+        worker: u64,
+    ) -> bool {
+        self.unblock_driver((grants, client), worker).is_some()
+    }
+
+    /// The block the node holds for worker `worker`, lent to the driver, which must hear of
+    /// it now (the worker sends it something: the driver may run or nest tasks on it); the
+    /// CPU is the driver's again, and the driver gives it back itself as it hears the
+    /// block. The pool notes the wait on.
+    pub(crate) fn release_block(
+        &mut self,
+        (grants, client): (&mut Grants, ConnId),
+        worker: u64,
+    ) -> Option<HeldBlock> {
+        let held = self.unblock_driver((grants, client), worker)?;
+        self.driver_blocked.insert(worker, None);
+        Some(held)
+    }
+
+    /// Worker `worker` lent to the driver no longer waits (it resumed, exited or left the
+    /// pool): a block the node held gives the driver its CPU back.
+    fn unblock_driver(
+        &mut self,
+        (grants, client): (&mut Grants, ConnId),
+        worker: u64,
+    ) -> Option<HeldBlock> {
+        let held = self.driver_blocked.remove(&worker)??;
+        grants.take_back(job_conn(client), &cpus_of(held.cpu));
+        Some(held)
+    }
+
     /// Worker `worker` of the job exited: its lease ends if it had one, its place in the
     /// pool goes, its asks leave, and the workers leased to it are to be killed.
     pub(crate) fn exited(&mut self, (grants, client): (&mut Grants, ConnId), worker: u64) -> Exit {
         let mut exit = Exit::default();
-        self.driver_blocked.remove(&worker);
+        self.unblock_driver((grants, client), worker);
         if let Some(Use::Leased(key) | Use::Starting(key)) = self.workers.remove(&worker)
             && let Some(lease) = self.leases.remove(&key)
         {
@@ -764,8 +840,13 @@ pub(crate) fn most_elsewhere(all: &[&Resources]) -> Vec<Resources> {
 
 /// The CPU of `shape` alone.
 fn cpu_of(shape: &Resources) -> Resources {
+    cpus_of(shape.cpu)
+}
+
+/// `cpu` CPUs and nothing else.
+fn cpus_of(cpu: Amount) -> Resources {
     Resources {
-        cpu: shape.cpu,
+        cpu,
         gpu: Amount::ZERO,
         custom: Vec::new(),
     }
@@ -784,6 +865,7 @@ fn give_back(grants: &mut Grants, client: ConnId, lease: &Granted) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::grants::Answer;
 
     /// No worker owns work on other nodes.
     fn nothing_elsewhere(_: u64) -> bool {
@@ -1094,6 +1176,69 @@ mod tests {
     }
 
     #[test]
+    fn a_block_of_the_driver_s_task_stays_at_the_node_which_lends_its_cpu_meanwhile() {
+        const DRIVER: ConnId = 1;
+        let mut grants = Grants::new(cpus(2.0));
+        let mut pool = Pool::new(100..200, 8, cpus(2.0));
+        let t0 = Instant::now();
+        // The driver runs a task of one CPU on a worker it borrowed; the worker's own
+        // children take the other CPU, and one more waits for room.
+        assert_eq!(grants.ask(DRIVER, 1, cpus(1.0)), Answer::Granted);
+        assert_eq!(pool.lend(1, false, t0), Lend::Start { worker: 100 });
+        pool.started((&mut grants, CLIENT), 100, true);
+        let one = cpus(1.0);
+        let child = |seq| (100, key(100, seq), &one);
+        let asked = pool.ask((&mut grants, CLIENT), child(1), true, t0);
+        assert_eq!(asked, Asked::Start { worker: 101 });
+        pool.started((&mut grants, CLIENT), 101, true);
+        assert_eq!(
+            pool.ask((&mut grants, CLIENT), child(2), true, t0),
+            Asked::Waits
+        );
+        // The task blocks waiting for them: the node keeps the block and lends its CPU,
+        // which the waiting child takes.
+        let block = (cpus(1.0).cpu, vec![key(100, 2)]);
+        assert!(pool.hold_block((&mut grants, CLIENT), 100, block.clone()));
+        assert!(!pool.hold_block((&mut grants, CLIENT), 100, block.clone()));
+        assert_eq!(grants.held_by(DRIVER), Resources::default());
+        let retried = pool.retry((&mut grants, CLIENT), true);
+        assert_eq!(retried.len(), 1, "{retried:?}");
+        assert_eq!(retried[0].asked, Asked::Start { worker: 102 });
+        // It resumes while both children run: the CPU is the driver's again, beyond the
+        // node's two, and the first lease to end repays it.
+        assert!(pool.resume_held((&mut grants, CLIENT), 100));
+        assert!(!pool.resume_held((&mut grants, CLIENT), 100), "once");
+        assert_eq!(grants.held_by(DRIVER), cpus(1.0));
+        assert!(pool.unlease((&mut grants, CLIENT), (100, key(100, 1)), t0));
+        assert_eq!(grants.free(), &Resources::default());
+        assert!(pool.unlease((&mut grants, CLIENT), (100, key(100, 2)), t0));
+        assert_eq!(grants.free(), &cpus(1.0));
+        // Blocked again, it sends the driver something: the driver hears the block first,
+        // with the CPU back in its grant (it gives it back itself), and then its resumption.
+        assert!(pool.hold_block((&mut grants, CLIENT), 100, block.clone()));
+        assert_eq!(grants.free(), &cpus(2.0));
+        let held = pool.release_block((&mut grants, CLIENT), 100);
+        assert_eq!(held.map(|h| (h.cpu, h.awaiting)), Some(block.clone()));
+        assert_eq!(grants.held_by(DRIVER), cpus(1.0));
+        assert_eq!(pool.release_block((&mut grants, CLIENT), 100), None);
+        assert!(!pool.resume_held((&mut grants, CLIENT), 100));
+        // A worker that dies while the node holds its block gives the driver its CPU back
+        // (the driver counts it free as it hears of the death).
+        assert!(pool.hold_block((&mut grants, CLIENT), 100, block));
+        pool.exited((&mut grants, CLIENT), 100);
+        assert_eq!(grants.held_by(DRIVER), cpus(1.0));
+        assert_eq!(grants.free(), &cpus(1.0));
+        // Only the driver's workers, and one it started itself is the driver's too: a
+        // worker leased to an owner gives its lease's CPU, and a task of no CPU has none.
+        let waits = (cpus(1.0).cpu, Vec::new());
+        assert!(!pool.hold_block((&mut grants, CLIENT), 101, waits.clone()));
+        let no_cpu = (Amount::ZERO, Vec::new());
+        assert!(!pool.hold_block((&mut grants, CLIENT), 7, no_cpu));
+        assert!(pool.hold_block((&mut grants, CLIENT), 7, waits));
+        assert!(pool.resume_held((&mut grants, CLIENT), 7));
+    }
+
+    #[test]
     fn the_driver_borrows_workers_of_the_pool_under_its_cap_and_gives_them_back() {
         let mut grants = Grants::new(cpus(4.0));
         let mut pool = Pool::new(100..200, 2, cpus(4.0));
@@ -1138,7 +1283,7 @@ mod tests {
         // for an actor leaves the pool; one the driver started itself joins it.
         assert!(pool.take_back(101, later));
         assert_eq!(pool.lend(5, false, later), Lend::Idle { worker: 101 });
-        pool.keep(100);
+        pool.keep((&mut grants, CLIENT), 100);
         assert!(!pool.has(100));
         assert!(pool.take_back(7, later));
         assert_eq!(pool.due(later + IDLE_FOR, &nothing_elsewhere).stop, vec![7]);

@@ -8,8 +8,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use prism_graph::{
-    ActorId, IdMap, IdSet, ObjectId, PlacementStrategy, Resources, TaskError, TaskId, TaskKind,
-    TaskSpec,
+    ActorId, Amount, IdMap, IdSet, ObjectId, PlacementStrategy, Resources, TaskError, TaskId,
+    TaskKind, TaskSpec,
 };
 use prism_transport::{
     ActorConfig, Answer, ArchivedObjectValue, ArchivedToWorker, ArchivedValue, Execute, Hello,
@@ -137,8 +137,8 @@ pub(crate) struct Worker {
     /// Pushed tasks waiting for their arguments to be pulled from their owners' nodes.
     arg_pulls: pulls::ArgPulls,
     /// The tasks running here, the innermost (or, for an actor running calls at once, the
-    /// latest) last: a task submitted now is its child.
-    running: Vec<TaskId>,
+    /// latest) last: a task submitted now is its child. With the CPUs each holds.
+    running: Vec<(TaskId, Amount)>,
 }
 
 impl Worker {
@@ -522,21 +522,21 @@ impl Worker {
     pub(crate) fn next_task(&mut self) -> Option<Execute> {
         let next = self.queue.pop_front();
         if let Some(exec) = &next {
-            self.running.push(exec.task);
+            self.running.push((exec.task, exec.cpu));
         }
         next
     }
 
     /// Task `task` stopped running here.
     fn stopped(&mut self, task: TaskId) {
-        if let Some(at) = self.running.iter().rposition(|&t| t == task) {
+        if let Some(at) = self.running.iter().rposition(|&(t, _)| t == task) {
             self.running.remove(at);
         }
     }
 
     /// The task running here that what is submitted now comes from, if one runs.
     pub(super) fn running_task(&self) -> Option<TaskId> {
-        self.running.last().copied()
+        self.running.last().map(|&(task, _)| task)
     }
 
     /// Asks the node for the values of `ids` not known or asked for yet.
@@ -924,6 +924,7 @@ impl Worker {
             depth: self.depth,
             returned,
             awaiting: awaiting.iter().copied().collect(),
+            cpu: self.running.last().map_or(Amount::ZERO, |&(_, cpu)| cpu),
         });
         self.awaiting = awaiting;
     }
@@ -945,8 +946,8 @@ impl Worker {
 
     /// A task the blocked one waits for starts on top of it: what the blocked one awaited,
     /// to hand back to [`Worker::nested_ended`].
-    pub(crate) fn nest(&mut self, task: TaskId) -> IdSet<TaskId> {
-        self.running.push(task);
+    pub(crate) fn nest(&mut self, exec: &Execute) -> IdSet<TaskId> {
+        self.running.push((exec.task, exec.cpu));
         self.blocked = false;
         self.depth += 1;
         std::mem::take(&mut self.awaiting)
@@ -1100,6 +1101,7 @@ mod tests {
             num_returns: 1,
             kind,
             stream: None,
+            cpu: Amount::ZERO,
         }
     }
 
@@ -1307,6 +1309,7 @@ mod tests {
             depth: 0,
             returned,
             awaiting,
+            ..
         } = &messages[1]
         else {
             panic!("blocked: {messages:?}");
@@ -1340,7 +1343,7 @@ mod tests {
             panic!("the awaited task runs here");
         };
         assert_eq!(nested.task, task(10));
-        let awaiting = worker.nest(nested.task);
+        let awaiting = worker.nest(&nested);
         // Above the blocked task a plain task bounces still.
         receive(&mut worker, &ToWorker::Execute(vec![normal(4)])).unwrap();
         worker.nested_ended(ended(10, None), awaiting, &mut |_| {
@@ -1438,6 +1441,7 @@ mod tests {
         };
         let generator = Execute {
             stream: Some(run),
+            cpu: Amount::ZERO,
             ..normal(1)
         };
         receive(&mut worker, &ToWorker::Execute(vec![generator])).unwrap();

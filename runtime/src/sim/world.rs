@@ -690,6 +690,9 @@ struct World<'a> {
     hosts: Vec<Host>,
     workers: IdMap<Wid, SimWorker>,
     decoder: FrameDecoder,
+    /// While a node reads a worker's frames: what the node sends the driver for that worker
+    /// meanwhile ([`HostAction::Up`]), which goes ahead of the frame it decided on.
+    ups_of: Option<(Wid, Vec<u8>)>,
     report: Report,
     /// Objects whose values changed in this step, to check.
     touched: Vec<(JobIdx, ObjectId)>,
@@ -742,6 +745,7 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
             .collect(),
         workers: IdMap::default(),
         decoder: FrameDecoder::new(DEFAULT_MAX_FRAME),
+        ups_of: None,
         report: Report::default(),
         touched: Vec::new(),
         next_pid: 1000,
@@ -1362,6 +1366,11 @@ impl World<'_> {
             } => {
                 let mut frames = Vec::new();
                 prism_transport::encode_frame(&*message, &mut frames).expect("a frame");
+                if let Some((reading, ups)) = &mut self.ups_of
+                    && *reading == (job_of(conn), worker)
+                {
+                    return ups.extend_from_slice(&frames);
+                }
                 let bytes = frames.len() as u64;
                 let up = AtDriver::Frames { worker, frames };
                 self.tell_driver(job_of(conn), node, bytes, up);
@@ -3032,11 +3041,15 @@ impl World<'_> {
                     // reads its workers' links); the rest goes on to the driver.
                     let mut taken = false;
                     if let Some(conn) = conn.filter(|_| self.config.pools) {
+                        self.ups_of = Some((worker, Vec::new()));
                         self.host_core(host, |core, now| {
                             // Simulated values travel inside the frames: no worker asks
                             // for a pull, so no address needs reading.
                             taken = core.take_up((&job, conn), worker.1, msg, (now, &|_| None));
                         });
+                        if let Some((_, ups)) = self.ups_of.take() {
+                            frames.extend_from_slice(&ups);
+                        }
                     }
                     if !taken {
                         let _ = prism_transport::encode_payload(frame.as_bytes(), &mut frames);

@@ -399,7 +399,7 @@ impl WorkerClient {
                         Ok(Some(exec)) => {
                             // Run it on top of the blocked task, with the lock released (it
                             // may submit and wait itself), then wait on.
-                            let awaiting = inner.core.nest(exec.task);
+                            let awaiting = inner.core.nest(&exec);
                             drop(inner);
                             let ended = run_task(self, &mut registry::Actor::None, &exec);
                             inner = self.inner.lock();

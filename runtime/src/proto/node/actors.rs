@@ -164,6 +164,7 @@ impl State {
                 num_returns: 0,
                 kind: record.spec.kind,
                 stream: None,
+                cpu: record.spec.resources.cpu,
             }),
             _ => None,
         };

@@ -1442,6 +1442,7 @@ impl State {
                 depth,
                 returned,
                 awaiting,
+                ..
             } => {
                 let returned: Vec<TaskId> = returned.iter().map(|t| t.to_native()).collect();
                 for &task in &returned {

@@ -2064,6 +2064,7 @@ fn a_worker_owner_is_leased_a_worker_and_the_node_relays_their_frames_as_they_ar
         num_returns: 1,
         kind: TaskKind::Normal,
         stream: None,
+        cpu: prism_graph::Amount::ZERO,
     };
     let mut frame = Vec::new();
     encode_frame(&ToWorker::Push(vec![exec.clone()]), &mut frame).unwrap();
@@ -2285,6 +2286,7 @@ fn a_blocked_worker_s_cpu_goes_back_to_its_node_at_once_unless_a_task_there_take
             depth: 0,
             returned,
             awaiting: Vec::new(),
+            cpu: cpus(1.0).cpu,
         };
         h.report(worker, &blocked);
     }
@@ -2352,6 +2354,7 @@ fn the_driver_borrows_its_workers_from_a_node_s_pool_and_gives_idle_ones_back() 
         depth: 0,
         returned: vec![queued],
         awaiting: Vec::new(),
+        cpu: cpus(1.0).cpu,
     };
     h.report(busy, &blocked);
     let borrow = HostRequest::LeaseWorker { beyond_cap: false };

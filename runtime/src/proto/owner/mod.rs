@@ -164,6 +164,7 @@ impl TaskRecord {
             num_returns: self.spec.num_returns,
             kind: self.spec.kind,
             stream: None,
+            cpu: self.spec.resources.cpu,
         }
     }
 }

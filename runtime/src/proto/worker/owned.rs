@@ -500,7 +500,7 @@ impl Worker {
         record.attempts += 1;
         let function = record.spec.function.clone();
         let (fn_hash, num_returns) = (record.spec.fn_hash, record.spec.num_returns);
-        let kind = record.spec.kind;
+        let (kind, cpu) = (record.spec.kind, record.spec.resources.cpu);
         let worker = match at {
             At::Pushed(_) | At::Called(_) => self.pushed_to(at).map_or(0, |(w, _)| w),
             _ => self.owned.me,
@@ -514,6 +514,7 @@ impl Worker {
             num_returns,
             kind,
             stream: None,
+            cpu,
         })
     }
 
@@ -1474,6 +1475,7 @@ mod tests {
             num_returns: 1,
             kind: TaskKind::Normal,
             stream: None,
+            cpu: prism_graph::Amount::ZERO,
         }
     }
 
@@ -1823,7 +1825,7 @@ mod tests {
             panic!("it runs its own task");
         };
         assert_eq!(exec.task, id.task);
-        let awaiting = w.nest(exec.task);
+        let awaiting = w.nest(&exec);
         let ended = Ended {
             task: id.task,
             outcome: value_of(vec![5]),

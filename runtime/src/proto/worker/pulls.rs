@@ -207,6 +207,7 @@ mod tests {
             num_returns: 1,
             kind: TaskKind::Normal,
             stream: None,
+            cpu: prism_graph::Amount::ZERO,
         }
     }
 
