@@ -302,6 +302,33 @@ mod tests {
     }
 
     #[test]
+    fn a_cpu_taken_back_beyond_the_node_is_repaid_by_the_next_that_comes_free() {
+        let mut node = Grants::new(cpus(2.0));
+        assert_eq!(node.ask(1, 1, cpus(1.0)), Answer::Granted);
+        // The driver's task blocks: its CPU goes back, and a job's pool takes both.
+        node.give_back(1, &cpus(1.0));
+        assert!(node.try_grant(2, &cpus(2.0)));
+        // It resumes: it holds its CPU again at once, ahead of an ask that waits, though
+        // the node has none free (three CPUs granted of two).
+        assert_eq!(node.ask(3, 3, cpus(1.0)), Answer::Waiting);
+        node.take_back(1, &cpus(1.0));
+        assert_eq!(node.held_by(1), cpus(1.0));
+        assert_eq!(node.free(), &Resources::default());
+        // The first CPU to come free repays the excess; the waiting ask gets the next.
+        node.give_back(2, &cpus(1.0));
+        assert_eq!(node.take_granted(), Vec::new());
+        assert_eq!(node.free(), &Resources::default());
+        node.give_back(2, &cpus(1.0));
+        assert_eq!(node.take_granted(), vec![(3, 3)]);
+        // A holder that goes repays the excess first too: of its two CPUs one comes free.
+        node.take_back(1, &cpus(1.0));
+        node.forget(1);
+        assert_eq!(node.free(), &cpus(1.0));
+        node.forget(3);
+        assert_eq!(node.free(), &cpus(2.0));
+    }
+
+    #[test]
     fn asks_are_granted_in_order_and_a_gone_driver_frees_its_grants() {
         let mut node = Grants::new(cpus(4.0));
         assert_eq!(node.ask(1, 1, cpus(3.0)), Answer::Granted);
