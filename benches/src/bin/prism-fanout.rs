@@ -234,7 +234,7 @@ fn main() -> anyhow::Result<()> {
         let messages = prism::worker_messages_received()? - before;
         println!(
             "fan-out of {} parents x {} {}{} on {} nodes (parents per node {nodes:?}): \
-             {secs:.2} s, {:.0} children/s, {:.2} driver messages per child",
+             {secs:.2} s, {:.0} children/s, {:.2} driver messages per child ({messages} in all)",
             args.parents,
             args.children,
             if args.actor_calls {

@@ -640,7 +640,7 @@ impl Pool {
     }
 
     /// Worker `worker` of the driver's (lent to it, or started by it and never the pool's)
-    /// blocks in `get` holding `cpu` (some), waiting only for tasks it owns itself
+    /// blocks in `get` holding `cpu` (maybe none), waiting only for tasks it owns itself
     /// (`awaiting`: the asks of its leases), which the driver neither runs nor could run on
     /// top of it: the node keeps the block from the driver and lends the CPU out of the
     /// driver's grant to whoever waits here, as it does for a worker leased to an owner
@@ -655,7 +655,7 @@ impl Pool {
     ) -> bool {
         // The driver's: lent to it, or one it started itself (not the pool's at all).
         let drivers = matches!(self.workers.get(&worker), Some(Use::Driver) | None);
-        if !drivers || cpu == Amount::ZERO || self.driver_blocked.contains_key(&worker) {
+        if !drivers || self.driver_blocked.contains_key(&worker) {
             return false;
         }
         grants.give_back(job_conn(client), &cpus_of(cpu));
@@ -1228,14 +1228,17 @@ mod tests {
         pool.exited((&mut grants, CLIENT), 100);
         assert_eq!(grants.held_by(DRIVER), cpus(1.0));
         assert_eq!(grants.free(), &cpus(1.0));
-        // Only the driver's workers, and one it started itself is the driver's too: a
-        // worker leased to an owner gives its lease's CPU, and a task of no CPU has none.
+        // Only the driver's workers, and one it started itself is the driver's too (a
+        // worker leased to an owner gives its lease's CPU); a task of no CPU lends none.
         let waits = (cpus(1.0).cpu, Vec::new());
         assert!(!pool.hold_block((&mut grants, CLIENT), 101, waits.clone()));
-        let no_cpu = (Amount::ZERO, Vec::new());
-        assert!(!pool.hold_block((&mut grants, CLIENT), 7, no_cpu));
         assert!(pool.hold_block((&mut grants, CLIENT), 7, waits));
         assert!(pool.resume_held((&mut grants, CLIENT), 7));
+        let no_cpu = (Amount::ZERO, Vec::new());
+        assert!(pool.hold_block((&mut grants, CLIENT), 7, no_cpu));
+        assert_eq!(grants.held_by(DRIVER), cpus(1.0));
+        assert!(pool.resume_held((&mut grants, CLIENT), 7));
+        assert_eq!(grants.held_by(DRIVER), cpus(1.0));
     }
 
     #[test]
