@@ -34,7 +34,8 @@ use crate::frame::Message;
 /// [`ToNode::DropCopies`], [`PeerLease::Drop`]); 26: a worker pushes its calls to an actor
 /// to the actor's worker itself ([`ToNode::WhereActor`], [`ToWorker::ActorAt`]); 27: a task
 /// says the CPUs it holds ([`Execute::cpu`], [`ToNode::Blocked`]'s `cpu`), so that a node
-/// gives them back while it blocks without its driver hearing of it.
+/// gives them back while it blocks without its driver hearing of it; a node asks an idle
+/// worker to exit rather than killing it ([`ToWorker::ExitIfIdle`], [`ToNode::Owes`]).
 pub const PROTOCOL_VERSION: u32 = 27;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
@@ -215,6 +216,10 @@ pub enum ToWorker {
     },
     /// Exit now.
     Shutdown,
+    /// The node would stop this idle worker: exit unless it still owes work (tasks it owns
+    /// are under way, whose ends come to it), else say so ([`ToNode::Owes`]) and stay. Ray's
+    /// raylet asks an idle worker the same before it stops it.
+    ExitIfIdle,
     /// From now on this worker owns the plain tasks it submits: it keeps their specs and
     /// results, asks the node for leases ([`ToNode::Lease`]) and pushes the tasks to the
     /// leased workers itself ([`ToNode::Forward`]).
@@ -373,6 +378,8 @@ pub enum ToNode {
         /// As in [`ToNode::Blocked`].
         depth: u32,
     },
+    /// The answer to [`ToWorker::ExitIfIdle`] of a worker that still owes work: it stays.
+    Owes,
     /// Tasks received while blocked, handed back unrun.
     Bounced(Vec<TaskId>),
     /// The worker dropped its last reference to these objects.

@@ -803,6 +803,10 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 }
                 false
             }
+            ArchivedToNode::Owes => {
+                self.owes(conn, worker, now);
+                true
+            }
             ArchivedToNode::KeptFor { ids } => {
                 if let Some(record) = self.jobs.get_mut(job).filter(|j| j.conn == conn) {
                     for id in ids.iter().map(|id| id.to_native()) {
@@ -1076,6 +1080,18 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         }
     }
 
+    /// Worker `worker` of the job on `conn`, asked to exit while idle, still owes work: it is
+    /// the pool's idle worker again from `now`, asked again once it idles long enough.
+    fn owes(&mut self, conn: ConnId, worker: u64, now: Instant) {
+        let Some((pool, _)) = self.pool_on(conn) else {
+            return;
+        };
+        if pool.take_back(worker, now) {
+            tracing::debug!(worker, "an idle worker that still owes work stays");
+            self.retry_pools();
+        }
+    }
+
     /// Worker `worker` of the job on `conn`, lent to its driver, blocks in `get` holding
     /// `block.0` CPUs and waiting only for its own tasks (`block.1`): true when the node
     /// keeps the block from the driver ([`Pool::hold_block`]) and lends the CPU to the
@@ -1279,8 +1295,14 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 lent.push((job.conn, job.setup.clone(), ticket, lend));
             }
             for worker in due.stop {
-                let conn = job.conn;
-                self.actions.push_back(Action::Kill { conn, worker });
+                // It exits unless it owes work the node does not see (tasks leased to it by
+                // the driver, say), and then says so and idles on ([`Core::owes`]).
+                let (conn, message) = (job.conn, Box::new(ToWorker::ExitIfIdle));
+                self.actions.push_back(Action::Write {
+                    conn,
+                    worker,
+                    message,
+                });
             }
             forward.extend(
                 due.forward
@@ -3343,6 +3365,68 @@ mod tests {
         let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(msg).unwrap();
         let msg = rkyv::access::<ArchivedToNode, rkyv::rancor::Error>(&bytes).unwrap();
         node.take_up(("j", 1), worker, msg, (Instant::now(), peer_of))
+    }
+
+    #[test]
+    fn an_idle_worker_beyond_the_node_s_cpus_is_asked_to_exit_and_stays_while_it_owes_work() {
+        use crate::proto::pool::IDLE_FOR;
+        let t0 = Instant::now();
+        let mut node = hosting_a_job(t0);
+        spawn_worker_3(&mut node, t0);
+        let pool = Request::Pool {
+            first: 100,
+            end: 200,
+            max_workers: 8,
+            elsewhere: Resources::default(),
+        };
+        ask(&mut node, 1, 2, pool, t0);
+        let _ = actions(&mut node);
+        // Five leases of no resources on workers the pool starts, all given back: one idle
+        // worker more than the node's 4 CPUs.
+        let none = Resources::default();
+        let key = |seq| TaskId::new(3, u64::MAX - seq);
+        for seq in 0..5u64 {
+            assert!(node.lease_ask(("j", 1), (3, key(seq)), &none, t0));
+            let _ = actions(&mut node);
+            let started = Event::Started {
+                conn: 1,
+                worker: 100 + seq,
+                result: Ok(5100 + seq as u32),
+            };
+            node.handle(started, t0);
+        }
+        for seq in 0..5u64 {
+            assert!(node.unlease(("j", 1), 3, key(seq), t0));
+        }
+        let _ = actions(&mut node);
+        // After a second idle the one beyond is asked to exit, not killed: it may owe work
+        // the node does not see (its own tasks on leases the driver granted elsewhere).
+        let exit_asks = |node: &mut Node| -> Vec<u64> {
+            (actions(node).into_iter())
+                .filter_map(|a| match a {
+                    Action::Write {
+                        worker, message, ..
+                    } if *message == ToWorker::ExitIfIdle => Some(worker),
+                    Action::Kill { worker, .. } => panic!("worker {worker} killed"),
+                    _ => None,
+                })
+                .collect()
+        };
+        node.handle_timeout(t0 + IDLE_FOR);
+        let asked = exit_asks(&mut node);
+        assert_eq!(asked.len(), 1, "{asked:?}");
+        // It owes work: it stays, idle again from its answer, so another is the longest
+        // idle and is asked next.
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&ToNode::Owes).unwrap();
+        let owes = rkyv::access::<ArchivedToNode, rkyv::rancor::Error>(&bytes).unwrap();
+        let peer_of: PeerOf<'_, u32> = &|_: &str| None;
+        assert!(node.take_up(("j", 1), asked[0], owes, (t0 + IDLE_FOR, peer_of)));
+        node.handle_timeout(t0 + IDLE_FOR + IDLE_FOR / 2);
+        let next = exit_asks(&mut node);
+        assert!(
+            next.len() == 1 && next[0] != asked[0],
+            "{next:?} after {asked:?}"
+        );
     }
 
     #[test]

@@ -513,6 +513,15 @@ impl Worker {
         !self.out.is_empty() || self.owned.under_way()
     }
 
+    /// Whether this worker still owes work: a task runs or waits here, or tasks it owns are
+    /// under way (their ends come to it). One that does not may exit when its node asks.
+    fn owes_work(&self) -> bool {
+        !self.running.is_empty()
+            || !self.queue.is_empty()
+            || self.arg_pulls.holds_any()
+            || self.owned.under_way()
+    }
+
     /// Whether ended tasks wait to be reported.
     pub(crate) fn has_ended(&self) -> bool {
         !self.done.is_empty()
@@ -872,6 +881,12 @@ impl Worker {
                 }
             }
             ArchivedToWorker::Shutdown => return Err(Stop::Shutdown),
+            ArchivedToWorker::ExitIfIdle => {
+                if !self.owes_work() {
+                    return Err(Stop::Shutdown);
+                }
+                self.send(&ToNode::Owes);
+            }
             ArchivedToWorker::Welcome => {}
         }
         Ok(())

@@ -1599,6 +1599,12 @@ impl State {
             ArchivedToNode::DropCopies { .. } | ArchivedToNode::KeptFor { .. } => {
                 tracing::debug!(worker, "copies between nodes are for their daemons to keep");
             }
+            ArchivedToNode::Owes => {
+                tracing::debug!(
+                    worker,
+                    "an answer to its node's ask to exit, not the driver's"
+                );
+            }
             ArchivedToNode::Hello(_) => {
                 tracing::warn!(worker, "second hello ignored");
             }

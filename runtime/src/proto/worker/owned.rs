@@ -1682,6 +1682,31 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_owner_asked_to_exit_stays_while_its_tasks_are_under_way() {
+        use super::super::Stop;
+        let ask = |w: &mut Worker| super::super::tests::receive(w, &ToWorker::ExitIfIdle);
+        let mut w = owner();
+        let first = spec(1, Vec::new(), 0);
+        let task = first.task_id;
+        w.submit(first, None);
+        let key = lease_key(&sent(&mut w));
+        lease(&mut w, key, 9);
+        let _ = sent(&mut w);
+        // Its task runs on its lease (one the driver may have granted, which its node does
+        // not see): it owes the task's end, and says so.
+        assert!(ask(&mut w).is_ok());
+        assert_eq!(sent(&mut w), vec![ToNode::Owes]);
+        receive(&mut w, &returned(task, vec![42]));
+        let _ = sent(&mut w);
+        assert!(matches!(ask(&mut w), Err(Stop::Shutdown)), "nothing owed");
+        // A task queued to run here is owed too.
+        let mut idle = Worker::new(false, 6);
+        receive(&mut idle, &ToWorker::Execute(vec![child(1)]));
+        assert!(ask(&mut idle).is_ok());
+        assert_eq!(sent(&mut idle), vec![ToNode::Owes]);
+    }
+
+    #[test]
     fn a_pushed_task_cancelled_by_force_has_its_leased_worker_killed_and_fails_cancelled() {
         let mut w = owner();
         let (first, second) = (spec(1, Vec::new(), 3), spec(2, Vec::new(), 3));

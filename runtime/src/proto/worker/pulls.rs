@@ -26,6 +26,13 @@ pub(super) struct ArgPulls {
     calls: IdMap<u64, VecDeque<TaskId>>,
 }
 
+impl ArgPulls {
+    /// Whether a pushed task waits here for its arguments.
+    pub(super) fn holds_any(&self) -> bool {
+        !self.held.is_empty()
+    }
+}
+
 impl Worker {
     /// `exec`, pushed here by its owner: queued, or held until the arguments its owner's
     /// node has in shared memory are pulled here (only when that node is another).
