@@ -263,6 +263,41 @@ impl Tally {
     }
 }
 
+/// An actor that submits tasks and waits for them.
+#[prism::actor]
+struct Spawner;
+
+#[prism::actor]
+impl Spawner {
+    fn new() -> Self {
+        Spawner
+    }
+
+    /// Submits `n` children that only alpha can run and gathers them, as `fan_out` does.
+    fn fan(&mut self, n: u64) -> (Vec<(String, u64)>, u64) {
+        let refs: Vec<ObjectRef<(String, u64)>> = (0..n).map(where_am_i::remote).collect();
+        tally(prism::get_all_blocking(&refs).expect("children succeed"))
+    }
+}
+
+fn an_actor_holding_a_node_s_cpus_lends_them_to_its_children_while_it_waits() -> Result<(), Failed>
+{
+    // Both of alpha's CPUs are the actor's: its children run there only on them, lent while
+    // the call waits for them (by its node, which keeps the call's blocking from the driver).
+    let spawner = Spawner::options()
+        .num_cpus(2.0)
+        .resources("slot", 0.5)
+        .remote();
+    let (nodes, sum) = spawner.fan(200).get_blocking()?;
+    ensure(sum == (0..200u64).sum::<u64>(), "every child answered")?;
+    ensure(
+        nodes == [("alpha".to_string(), 200)],
+        format!("the children ran on alpha: {nodes:?}"),
+    )?;
+    prism::kill(&spawner)?;
+    Ok(())
+}
+
 /// On alpha: calls the actor `n` times without waiting, then gathers the values (which must
 /// count up from `from`); then passes it 2 MiB and takes 2 MiB back. Where it ran, where the
 /// actor ran, or what went wrong.
@@ -829,6 +864,10 @@ fn main() {
         Trial::test(
             "a_full_node_s_owner_leases_a_worker_on_another_node",
             a_full_node_s_owner_leases_a_worker_on_another_node,
+        ),
+        Trial::test(
+            "an_actor_holding_a_node_s_cpus_lends_them_to_its_children_while_it_waits",
+            an_actor_holding_a_node_s_cpus_lends_them_to_its_children_while_it_waits,
         ),
         Trial::test(
             "a_dead_owner_s_child_on_another_node_is_stopped_with_it",

@@ -139,6 +139,9 @@ pub(crate) struct Worker {
     /// The tasks running here, the innermost (or, for an actor running calls at once, the
     /// latest) last: a task submitted now is its child. With the CPUs each holds.
     running: Vec<(TaskId, Amount)>,
+    /// The CPUs the actor living here holds ([`Execute::cpu`] of its creation): what one of
+    /// its calls holds while it runs, as its driver counts it.
+    actor_cpu: Amount,
 }
 
 impl Worker {
@@ -169,6 +172,7 @@ impl Worker {
             owned: owned::Owned::new(me),
             arg_pulls: pulls::ArgPulls::default(),
             running: Vec::new(),
+            actor_cpu: Amount::ZERO,
         }
     }
 
@@ -531,9 +535,23 @@ impl Worker {
     pub(crate) fn next_task(&mut self) -> Option<Execute> {
         let next = self.queue.pop_front();
         if let Some(exec) = &next {
-            self.running.push((exec.task, exec.cpu));
+            let cpu = self.cpu_of(exec);
+            self.running.push((exec.task, cpu));
         }
         next
+    }
+
+    /// The CPUs `exec` holds while it runs here: a call of the actor living here holds the
+    /// actor's.
+    fn cpu_of(&mut self, exec: &Execute) -> Amount {
+        match exec.kind {
+            TaskKind::ActorCreation { .. } => {
+                self.actor_cpu = exec.cpu;
+                exec.cpu
+            }
+            TaskKind::ActorCall(_) => self.actor_cpu,
+            TaskKind::Normal => exec.cpu,
+        }
     }
 
     /// Task `task` stopped running here.
@@ -962,7 +980,8 @@ impl Worker {
     /// A task the blocked one waits for starts on top of it: what the blocked one awaited,
     /// to hand back to [`Worker::nested_ended`].
     pub(crate) fn nest(&mut self, exec: &Execute) -> IdSet<TaskId> {
-        self.running.push((exec.task, exec.cpu));
+        let cpu = self.cpu_of(exec);
+        self.running.push((exec.task, cpu));
         self.blocked = false;
         self.depth += 1;
         std::mem::take(&mut self.awaiting)
@@ -1304,6 +1323,51 @@ mod tests {
             receive(&mut worker, &ToWorker::Shutdown),
             Err(Stop::Shutdown)
         ));
+    }
+
+    #[test]
+    fn a_blocked_task_names_the_cpus_it_holds_and_an_actor_s_call_the_actor_s() {
+        let blocked_cpu = |worker: &mut Worker| {
+            worker.block(IdSet::default());
+            match &sent(worker)[..] {
+                [ToNode::Blocked { cpu, .. }] => *cpu,
+                other => panic!("blocked: {other:?}"),
+            }
+        };
+        let two = Resources::cpus(2.0).unwrap().cpu;
+        let mut worker = Worker::new(false, 1);
+        let plain = Execute {
+            cpu: two,
+            ..normal(1)
+        };
+        receive(&mut worker, &ToWorker::Execute(vec![plain])).unwrap();
+        worker.next_task().expect("the task");
+        assert_eq!(blocked_cpu(&mut worker), two);
+        // An actor's calls hold no CPU of their own: its driver counts the actor's.
+        let mut worker = Worker::new(false, 2);
+        let creation = TaskKind::ActorCreation {
+            actor: ActorId(task(50)),
+            max_concurrency: 1,
+        };
+        let create = Execute {
+            cpu: two,
+            ..exec(1, creation)
+        };
+        let call = exec(2, TaskKind::ActorCall(ActorId(task(50))));
+        receive(&mut worker, &ToWorker::Execute(vec![create, call])).unwrap();
+        let created = worker.next_task().expect("the creation");
+        worker.ended(Ended {
+            task: created.task,
+            outcome: Outcome::Returned {
+                values: Vec::new(),
+                nested: Vec::new(),
+                actors: Vec::new(),
+            },
+            timing: None,
+        });
+        let _ = sent(&mut worker);
+        worker.next_task().expect("the call");
+        assert_eq!(blocked_cpu(&mut worker), two);
     }
 
     #[test]
