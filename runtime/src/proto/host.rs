@@ -710,7 +710,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         taken
     }
 
-    /// [`Core::take_up`] but for the block the node held from the driver.
+    /// [`Hosting::take_up`] but for the block the node held from the driver.
     fn take_frame(
         &mut self,
         (job, conn): (&str, ConnId),
@@ -1296,7 +1296,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             }
             for worker in due.stop {
                 // It exits unless it owes work the node does not see (tasks leased to it by
-                // the driver, say), and then says so and idles on ([`Core::owes`]).
+                // the driver, say), and then says so and idles on (`Hosting::owes`).
                 let (conn, message) = (job.conn, Box::new(ToWorker::ExitIfIdle));
                 self.actions.push_back(Action::Write {
                     conn,
@@ -3367,19 +3367,25 @@ mod tests {
         node.take_up(("j", 1), worker, msg, (Instant::now(), peer_of))
     }
 
-    #[test]
-    fn an_idle_worker_beyond_the_node_s_cpus_is_asked_to_exit_and_stays_while_it_owes_work() {
-        use crate::proto::pool::IDLE_FOR;
-        let t0 = Instant::now();
-        let mut node = hosting_a_job(t0);
-        spawn_worker_3(&mut node, t0);
+    /// The driver lets the node lease workers numbered 100 to 199 (at most 8) to the job's
+    /// owners (request `req`); the job has no other node.
+    fn open_pool(node: &mut Node, req: ReqId, t0: Instant) {
         let pool = Request::Pool {
             first: 100,
             end: 200,
             max_workers: 8,
             elsewhere: Resources::default(),
         };
-        ask(&mut node, 1, 2, pool, t0);
+        ask(node, 1, req, pool, t0);
+    }
+
+    #[test]
+    fn an_idle_worker_beyond_the_node_s_cpus_is_asked_to_exit_and_stays_while_it_owes_work() {
+        use crate::proto::pool::IDLE_FOR;
+        let t0 = Instant::now();
+        let mut node = hosting_a_job(t0);
+        spawn_worker_3(&mut node, t0);
+        open_pool(&mut node, 2, t0);
         let _ = actions(&mut node);
         // Five leases of no resources on workers the pool starts, all given back: one idle
         // worker more than the node's 4 CPUs.
@@ -3436,13 +3442,7 @@ mod tests {
         let cpus = |n| Resources::cpus(n).unwrap();
         // The driver holds all 4 CPUs and runs a task of one on a worker of the pool.
         ask(&mut node, 1, 1, Request::Grant { shape: cpus(4.0) }, t0);
-        let pool = Request::Pool {
-            first: 100,
-            end: 200,
-            max_workers: 8,
-            elsewhere: Resources::default(),
-        };
-        ask(&mut node, 1, 2, pool, t0);
+        open_pool(&mut node, 2, t0);
         ask(
             &mut node,
             1,
