@@ -1086,7 +1086,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         let Some((pool, _)) = self.pool_on(conn) else {
             return;
         };
-        if pool.take_back(worker, now) {
+        if pool.stays(worker, now) {
             tracing::debug!(worker, "an idle worker that still owes work stays");
             self.retry_pools();
         }
@@ -3433,6 +3433,9 @@ mod tests {
             next.len() == 1 && next[0] != asked[0],
             "{next:?} after {asked:?}"
         );
+        // A worker not asked that says so changes nothing (the owner, say: not the pool's).
+        assert!(node.take_up(("j", 1), 3, owes, (t0 + IDLE_FOR, peer_of)));
+        assert!(!node.jobs["j"].pool.as_ref().is_some_and(|p| p.has(3)));
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //! [`ToWorker::Leased`]: prism_transport::ToWorker::Leased
 //! [`ToWorker::LeaseEnded`]: prism_transport::ToWorker::LeaseEnded
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use prism_graph::{Amount, Resources, TaskId};
@@ -209,6 +209,9 @@ pub(crate) struct Pool {
     /// Workers lent to the driver whose task waits in `get`, and the blocks the node holds
     /// back from the driver (see [`Pool::hold_block`]).
     driver_blocked: HashMap<u64, Option<HeldBlock>>,
+    /// Idle workers asked to exit ([`Due::stop`]) that have not exited yet: one that still
+    /// owes work comes back ([`Pool::stays`]).
+    asked_to_exit: HashSet<u64>,
     /// How many idle workers it keeps however long they idle.
     keep_idle: usize,
     /// The most of each resource any other node of the job has.
@@ -232,6 +235,7 @@ impl Pool {
             waiting: VecDeque::new(),
             borrows: VecDeque::new(),
             driver_blocked: HashMap::new(),
+            asked_to_exit: HashSet::new(),
             keep_idle: 0,
             elsewhere,
         }
@@ -639,6 +643,16 @@ impl Pool {
         }
     }
 
+    /// Worker `worker`, asked to exit while idle, still owes work: it is an idle worker of
+    /// the pool again from `now`. False for a worker not asked (nothing changes).
+    pub(crate) fn stays(&mut self, worker: u64, now: Instant) -> bool {
+        if !self.asked_to_exit.remove(&worker) {
+            return false;
+        }
+        self.workers.insert(worker, Use::Idle(now));
+        true
+    }
+
     /// Worker `worker` of the driver's (lent to it, or started by it and never the pool's)
     /// blocks in `get` holding `cpu` (maybe none), waiting only for tasks it owns itself
     /// (`awaiting`: the asks of its leases), which the driver neither runs nor could run on
@@ -704,6 +718,7 @@ impl Pool {
     /// pool goes, its asks leave, and the workers leased to it are to be killed.
     pub(crate) fn exited(&mut self, (grants, client): (&mut Grants, ConnId), worker: u64) -> Exit {
         let mut exit = Exit::default();
+        self.asked_to_exit.remove(&worker);
         self.unblock_driver((grants, client), worker);
         if let Some(Use::Leased(key) | Use::Starting(key)) = self.workers.remove(&worker)
             && let Some(lease) = self.leases.remove(&key)
@@ -738,6 +753,7 @@ impl Pool {
         let stop = self.stoppable(now, elsewhere);
         for worker in &stop {
             self.workers.remove(worker);
+            self.asked_to_exit.insert(*worker);
         }
         let mut forward = Vec::new();
         let mut waiting = VecDeque::with_capacity(self.waiting.len());
