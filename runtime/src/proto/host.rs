@@ -1125,27 +1125,29 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         let Some(held) = pool.release_block((grants, pool::pool_client(conn)), worker) else {
             return;
         };
-        let message = Box::new(ToNode::Blocked {
+        let blocked = ToNode::Blocked {
             depth: 0,
             returned: Vec::new(),
             awaiting: held.awaiting,
             cpu: held.cpu,
-        });
-        self.actions.push_back(Action::Up {
-            conn,
-            worker,
-            message,
-        });
+        };
+        self.push_up(conn, worker, blocked);
     }
 
     /// Sends `message` to the driver of the job on `conn` as if worker `worker` had, after
     /// a block of the worker's the node held.
     fn up(&mut self, conn: ConnId, worker: u64, message: ToNode) {
         self.release_block(conn, worker);
+        self.push_up(conn, worker, message);
+    }
+
+    /// Queues `message` for the driver of the job on `conn` as if worker `worker` had sent it.
+    fn push_up(&mut self, conn: ConnId, worker: u64, message: ToNode) {
+        let message = Box::new(message);
         self.actions.push_back(Action::Up {
             conn,
             worker,
-            message: Box::new(message),
+            message,
         });
     }
 

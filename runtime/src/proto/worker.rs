@@ -535,23 +535,23 @@ impl Worker {
     pub(crate) fn next_task(&mut self) -> Option<Execute> {
         let next = self.queue.pop_front();
         if let Some(exec) = &next {
-            let cpu = self.cpu_of(exec);
-            self.running.push((exec.task, cpu));
+            self.runs(exec);
         }
         next
     }
 
-    /// The CPUs `exec` holds while it runs here: a call of the actor living here holds the
-    /// actor's.
-    fn cpu_of(&mut self, exec: &Execute) -> Amount {
-        match exec.kind {
+    /// `exec` starts running here, holding its CPUs: a call of the actor living here holds
+    /// the actor's (named by the actor's creation).
+    fn runs(&mut self, exec: &Execute) {
+        let cpu = match exec.kind {
             TaskKind::ActorCreation { .. } => {
                 self.actor_cpu = exec.cpu;
                 exec.cpu
             }
             TaskKind::ActorCall(_) => self.actor_cpu,
             TaskKind::Normal => exec.cpu,
-        }
+        };
+        self.running.push((exec.task, cpu));
     }
 
     /// Task `task` stopped running here.
@@ -980,8 +980,7 @@ impl Worker {
     /// A task the blocked one waits for starts on top of it: what the blocked one awaited,
     /// to hand back to [`Worker::nested_ended`].
     pub(crate) fn nest(&mut self, exec: &Execute) -> IdSet<TaskId> {
-        let cpu = self.cpu_of(exec);
-        self.running.push((exec.task, cpu));
+        self.runs(exec);
         self.blocked = false;
         self.depth += 1;
         std::mem::take(&mut self.awaiting)
