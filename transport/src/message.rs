@@ -35,8 +35,10 @@ use crate::frame::Message;
 /// to the actor's worker itself ([`ToNode::WhereActor`], [`ToWorker::ActorAt`]); 27: a task
 /// says the CPUs it holds ([`Execute::cpu`], [`ToNode::Blocked`]'s `cpu`), so that a node
 /// gives them back while it blocks without its driver hearing of it; a node asks an idle
-/// worker to exit rather than killing it ([`ToWorker::ExitIfIdle`], [`ToNode::Owes`]).
-pub const PROTOCOL_VERSION: u32 = 27;
+/// worker to exit rather than killing it ([`ToWorker::ExitIfIdle`], [`ToNode::Owes`]); 28:
+/// a node's pool tells the nodes that asked it what room it has for their asks
+/// ([`PeerLease::Room`]), and they pass an ask there at once rather than after a wait.
+pub const PROTOCOL_VERSION: u32 = 28;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -750,9 +752,19 @@ pub enum ToPeer {
 /// A lease between two nodes' pools of a job ([`ToPeer::Lease`]): the pool of the owner's
 /// node passes on an ask it has no room for to another node of the job (spillback between
 /// daemons, without the driver), which grants it on a worker of its own now or refuses it.
-/// Every message names the owner (a worker on the asking node) and the lease's key.
+/// Every message but [`PeerLease::Room`] names the owner (a worker on the asking node).
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum PeerLease {
+    /// Granting node to a node that asked it: what it could grant that node's owners now
+    /// (sent whenever it changes, and after each refusal), so that asks come at once while
+    /// it has room and not while it has none (the view of other nodes' room that a raylet
+    /// keeps, here only of the nodes an ask may go to).
+    Room {
+        /// The resources free for leases.
+        free: Resources,
+        /// How many more workers it could lease (idle ones, and those it may start).
+        workers: u32,
+    },
     /// Asking node to granting node: lease a worker of `shape`.
     Ask {
         /// The worker that asks (on the asking node).

@@ -91,6 +91,14 @@ impl Grants {
         &self.free
     }
 
+    /// What an ask could be granted now: what is free, or nothing while asks wait.
+    pub(crate) fn room(&self) -> Resources {
+        match self.waiting.is_empty() {
+            true => self.free.clone(),
+            false => Resources::default(),
+        }
+    }
+
     /// What connection `conn` holds.
     #[cfg(test)]
     pub(crate) fn held_by(&self, conn: ConnId) -> Resources {

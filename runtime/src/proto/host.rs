@@ -11,7 +11,7 @@
 //! the simulator); `S` is what the shell made for a job it runs here (its executable and store
 //! in the daemon), handed back with every action on the job.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use prism_graph::{ActorId, Amount, ObjectId, Resources, TaskId};
@@ -24,7 +24,7 @@ use crate::proto::events::{TaskEvents, UnixClock};
 use crate::proto::grants::{Answer, Grants};
 use crate::proto::lease::{self, Lease};
 use crate::proto::pool::{self, Asked, Decided, Lend, Pool, StartedFor};
-use crate::proto::spill::{self, Grant, Held, Next, Spill};
+use crate::proto::spill::{self, Grant, Held, Next, Room, Spill};
 
 /// A connection of a driver to this node (the shell's number for it).
 pub(crate) type ConnId = u64;
@@ -354,6 +354,9 @@ struct Job<P, S> {
     /// The actors each worker holds handles to (its `HoldActors` and `ReleaseActors`, on their
     /// way to the driver): an idle one still owes them calls, and its pool keeps it.
     handles: HashMap<u64, HashSet<ActorId>>,
+    /// The other nodes whose pools asked this one, and the room they were last told it has
+    /// ([`PeerLease::Room`]; `None`: to be told, as after a refusal).
+    told: BTreeMap<String, Option<Room>>,
 }
 
 /// Whether idle worker `worker` still owes work its pool does not see: tasks it owns on
@@ -533,7 +536,68 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
 
     /// What the shell must do next.
     pub(crate) fn poll_action(&mut self) -> Option<Action<P, S>> {
+        if self.actions.is_empty() {
+            self.tell_rooms();
+        }
         self.actions.pop_front()
+    }
+
+    /// Tells the nodes that asked each job's pool the room it has now, where it changed
+    /// since they were last told (see [`crate::proto::spill`]): once all else decided is
+    /// done, so that one word covers a whole step's changes.
+    fn tell_rooms(&mut self) {
+        let mut names: Vec<&String> = (self.jobs.iter())
+            .filter(|(_, j)| !j.told.is_empty())
+            .map(|(name, _)| name)
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        names.sort();
+        let names: Vec<String> = names.into_iter().cloned().collect();
+        for name in names {
+            let job = self.jobs.get_mut(&name).expect("listed");
+            let can_start = matches!(job.binary, Binary::Ready);
+            let room = match (&job.pool, self.draining) {
+                (Some(pool), false) => pool.room(self.grants.room(), can_start),
+                _ => Room::default(),
+            };
+            for (to, told) in &mut job.told {
+                if told.as_ref() == Some(&room) {
+                    continue;
+                }
+                *told = Some(room.clone());
+                let (free, workers) = (room.free.clone(), room.workers);
+                self.actions.push_back(Action::Peer {
+                    job: name.clone(),
+                    to: to.clone(),
+                    message: PeerLease::Room { free, workers },
+                });
+            }
+        }
+    }
+
+    /// Offers the asks waiting in the pool of the job on `conn` to the other nodes thought
+    /// to have room for them, at `now` (see [`crate::proto::spill`]).
+    fn offer_waiting(&mut self, conn: ConnId, now: Instant) {
+        let Some((_, job)) = self.job_of_mut(conn) else {
+            return;
+        };
+        let Some(pool) = &mut job.pool else {
+            return;
+        };
+        let mut offered = Vec::new();
+        for (owner, key, shape) in pool.to_offer() {
+            let Some(to) = job.spill.offer((owner, key, &shape), now) else {
+                continue;
+            };
+            pool.send_away(key);
+            offered.push((to, PeerLease::Ask { owner, key, shape }));
+        }
+        for (to, message) in offered {
+            tracing::debug!(node = %to, ?message, "a lease ask is offered to another node with room");
+            self.peer_send(conn, to, message);
+        }
     }
 
     /// The node leaves: it starts no new job (the ones it hosts go on until their drivers let
@@ -918,6 +982,10 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         let setup = record.setup.clone();
         match asked {
             Asked::Forward => false,
+            Asked::Waits => {
+                self.offer_waiting(conn, now);
+                true
+            }
             _ => {
                 self.carry_out(conn, &setup, decided);
                 true
@@ -1016,19 +1084,19 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             return false;
         };
         let client = pool::pool_client(conn);
-        if pool.unlease((grants, client), (owner, key), now) {
-            self.retry_pools();
-            return true;
-        }
+        let pooled = pool.unlease((grants, client), (owner, key), now);
         let Some((_, job)) = self.job_of_mut(conn) else {
-            return false;
+            return pooled;
         };
-        match job.spill.give_back(owner, key) {
-            Some(Held::At(to)) => self.peer_send(conn, to, PeerLease::Unlease { owner, key }),
-            Some(Held::Withdrawn) => {}
-            None => return false,
+        // An ask waiting here may be offered to another node meanwhile: withdrawn there too.
+        let held = job.spill.give_back(owner, key);
+        if let Some(Held::At(to)) = &held {
+            self.peer_send(conn, to.clone(), PeerLease::Unlease { owner, key });
         }
-        true
+        if pooled {
+            self.retry_pools();
+        }
+        pooled || held.is_some()
     }
 
     /// Worker `owner` of job `job` has a task it pushed under lease `key` cancelled by
@@ -1354,6 +1422,12 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         let to = match next {
             Next::Peer(to) => to,
             Next::Driver => return self.up(conn, owner, ToNode::Lease { key, shape }),
+            Next::Home => {
+                if let Some((pool, _)) = self.pool_on(conn) {
+                    pool.come_home(key);
+                }
+                return self.retry_pools();
+            }
         };
         tracing::debug!(owner, lease = %key, node = %to, "a lease ask goes on to another node");
         self.peer_send(conn, to, PeerLease::Ask { owner, key, shape });
@@ -1474,7 +1548,13 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     return;
                 };
                 match record.spill.granted(owner, key, &from) {
-                    Grant::Tell { at } => self.write_leased(conn, owner, (key, worker, Some(at))),
+                    Grant::Tell { at } => {
+                        if let Some(pool) = &mut record.pool {
+                            // Offered there while it waited here.
+                            pool.granted_away(key);
+                        }
+                        self.write_leased(conn, owner, (key, worker, Some(at)))
+                    }
                     Grant::GiveBack => {
                         self.peer_send(conn, from, PeerLease::Unlease { owner, key })
                     }
@@ -1483,6 +1563,12 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             PeerLease::Refused { owner, key, reason } => {
                 tracing::debug!(owner, lease = %key, node = %from, "another node refused a lease ask: {reason}");
                 self.ask_refused(conn, key, now);
+            }
+            PeerLease::Room { free, workers } => {
+                if let Some((_, record)) = self.job_of_mut(conn) {
+                    record.spill.room(&from, Room { free, workers });
+                }
+                self.offer_waiting(conn, now);
             }
             PeerLease::Unlease { owner, key } => {
                 let Some((pool, grants)) = self.pool_on(conn) else {
@@ -1574,7 +1660,12 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             return;
         };
         if let Some((owner, key, shape, next)) = record.spill.refused(key, now) {
+            let home = next == Next::Home;
             self.pass_next(conn, (owner, key, shape), next);
+            if home {
+                // Another node may have room for it.
+                self.offer_waiting(conn, now);
+            }
         }
     }
 
@@ -1603,6 +1694,8 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             };
             return self.fetch_binary_for(conn, (0, waiter), source);
         }
+        // It hears of this pool's room from now on.
+        record.told.entry(from.clone()).or_insert(None);
         let setup = record.setup.clone();
         let asked = match (&mut record.pool, draining) {
             (Some(pool), false) => pool.ask_afar(
@@ -1625,6 +1718,10 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             }
             Asked::Forward | Asked::Waits => {
                 let reason = format!("node {name} has no room for {shape} now");
+                if let Some((_, record)) = self.job_of_mut(conn) {
+                    // The room it has now follows the refusal.
+                    record.told.insert(from.clone(), None);
+                }
                 return self.peer_send(conn, from, PeerLease::Refused { owner, key, reason });
             }
         };
@@ -2041,6 +2138,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     owner_nodes: HashMap::new(),
                     sent_to: HashMap::new(),
                     handles: HashMap::new(),
+                    told: BTreeMap::new(),
                 };
                 self.jobs.insert(job, record);
                 // The first renewal is asked for at once.
@@ -2777,14 +2875,21 @@ mod tests {
         assert_eq!(acted(&mut a), []);
         a.handle_timeout(t0 + ASK_WAITS);
         assert_eq!(acted(&mut a), [to_peer("b", ask_of(1))]);
-        // b starts a worker for it, and says so once it runs.
+        // b starts a worker for it, and says so once it runs; a hears what room b has left
+        // (from now on, whenever it changes).
         b.handle(from_peer("a", ask_of(1)), t0);
         let start = Action::Start {
             conn: 1,
             worker: 200,
             setup: "files",
         };
-        assert_eq!(acted(&mut b), [start]);
+        let room = |free: f64, workers| PeerLease::Room {
+            free: Resources::cpus(free).unwrap(),
+            workers,
+        };
+        assert_eq!(acted(&mut b), [start, to_peer("a", room(3.0, 7))]);
+        a.handle(from_peer("b", room(3.0, 7)), t0);
+        assert_eq!(acted(&mut a), []);
         b.handle(
             Event::Started {
                 conn: 1,
@@ -2837,15 +2942,22 @@ mod tests {
             ),
             t0,
         );
-        assert_eq!(acted(&mut b), []);
-        // The next ask is granted on b's idle worker at once; a force-cancel kills it there.
+        assert_eq!(acted(&mut b), [to_peer("a", room(4.0, 8))]);
+        a.handle(from_peer("b", room(4.0, 8)), t0);
+        // The next ask goes to b at once, which said it has room (it keeps its place at a
+        // meanwhile), and is granted on b's idle worker; a force-cancel kills it there.
         assert!(a.lease_ask(at, (3, key(2)), &cpu, t0));
-        a.handle_timeout(t0 + ASK_WAITS);
         assert_eq!(acted(&mut a), [to_peer("b", ask_of(2))]);
         b.handle(from_peer("a", ask_of(2)), t0);
-        assert_eq!(acted(&mut b), [to_peer("a", granted(2))]);
+        assert_eq!(
+            acted(&mut b),
+            [to_peer("a", granted(2)), to_peer("a", room(3.0, 7))]
+        );
         a.handle(from_peer("b", granted(2)), t0);
         assert_eq!(acted(&mut a), [leased(2)]);
+        // Granted there, it waits at a no more.
+        a.handle_timeout(t0 + ASK_WAITS);
+        assert_eq!(acted(&mut a), []);
         assert!(a.kill_leased(at, 3, key(2)));
         let kill = PeerLease::KillLeased {
             owner: 3,
@@ -2873,7 +2985,10 @@ mod tests {
             key: key(2),
             reason: reason.clone(),
         };
-        assert_eq!(acted(&mut b), [to_peer("a", ended.clone())]);
+        assert_eq!(
+            acted(&mut b),
+            [to_peer("a", ended.clone()), to_peer("a", room(4.0, 8))]
+        );
         a.handle(from_peer("b", ended), t0);
         let message = Box::new(ToWorker::LeaseEnded {
             key: key(2),
@@ -2887,22 +3002,22 @@ mod tests {
                 message
             }]
         );
-        // A refusal sends the ask on; with no other node left, to the driver.
+        // The next ask goes to b at once too (a still thinks it has room, less the last
+        // ask): refused, it is back in its place at a, and b is thought full.
+        let refused = |seq| {
+            let reason = "no room".to_string();
+            let (owner, key) = (3, key(seq));
+            from_peer("b", PeerLease::Refused { owner, key, reason })
+        };
         assert!(a.lease_ask(at, (3, key(3)), &cpu, t0));
+        assert_eq!(acted(&mut a), [to_peer("b", ask_of(3))]);
+        a.handle(refused(3), t0);
+        assert_eq!(acted(&mut a), []);
+        // After its wait it goes on in turn; refused again, with no other node left, to the
+        // driver.
         a.handle_timeout(t0 + ASK_WAITS);
         assert_eq!(acted(&mut a), [to_peer("b", ask_of(3))]);
-        let reason = "no room".to_string();
-        a.handle(
-            from_peer(
-                "b",
-                PeerLease::Refused {
-                    owner: 3,
-                    key: key(3),
-                    reason,
-                },
-            ),
-            t0,
-        );
+        a.handle(refused(3), t0);
         let up = Action::Up {
             conn: 1,
             worker: 3,
@@ -2922,7 +3037,7 @@ mod tests {
             worker: 201,
             setup: "files",
         };
-        assert_eq!(acted(&mut b), [start]);
+        assert_eq!(acted(&mut b), [start, to_peer("a", room(3.0, 7))]);
         a.handle(exited(3), t0);
         assert_eq!(
             acted(&mut a),
@@ -2997,13 +3112,20 @@ mod tests {
             shape: cpu.clone(),
         };
         a.handle(from_peer("b", theirs), t0);
+        let room = PeerLease::Room {
+            free: Resources::default(),
+            workers: 7,
+        };
         assert_eq!(
             acted(&mut a),
-            [Action::Start {
-                conn: 1,
-                worker: 100,
-                setup: "files"
-            }]
+            [
+                Action::Start {
+                    conn: 1,
+                    worker: 100,
+                    setup: "files"
+                },
+                to_peer("b", room)
+            ]
         );
         a.handle(
             Event::Started {
@@ -3879,7 +4001,11 @@ mod tests {
             worker,
             setup: "files",
         };
-        assert_eq!(acted(&mut b), [start(200), start(201)]);
+        let room = PeerLease::Room {
+            free: Resources::cpus(2.0).unwrap(),
+            workers: 6,
+        };
+        assert_eq!(acted(&mut b), [start(200), start(201), to_peer("a", room)]);
         // A node that cannot get it refuses, after trying the driver too.
         let mut c = prepared_without_binary(1, "j", t0);
         pooled(&mut c, 300, &["a"], 0.0, t0);

@@ -32,6 +32,7 @@ use prism_graph::{Amount, Resources, TaskId};
 
 use crate::proto::grants::Grants;
 use crate::proto::host::ConnId;
+use crate::proto::spill::Room;
 
 /// How long a worker of the pool beyond those it keeps ([`Pool::keeping_idle`]) stays idle
 /// before it is stopped (Ray's raylet stops idle workers beyond its soft limit, the node's
@@ -133,6 +134,10 @@ struct Waiting {
     shape: Resources,
     /// When it goes on to the driver; never while no other node could run it.
     until: Option<Instant>,
+    /// Offered to another node meanwhile, which is thought to have room for it
+    /// ([`crate::proto::spill::Spill::offer`]): it keeps its place here, but nothing is
+    /// decided for it here until it comes back ([`Pool::come_home`]).
+    away: bool,
 }
 
 /// What the pool decided for an ask.
@@ -336,6 +341,7 @@ impl Pool {
                     key,
                     shape,
                     until,
+                    away: false,
                 });
                 Asked::Waits
             }
@@ -359,6 +365,54 @@ impl Pool {
         (self.try_lease((grants, client), (owner, key, shape), can_start)).unwrap_or(Asked::Forward)
     }
 
+    /// The asks waiting here that another node could run and that are not offered to one
+    /// already, in order: (owner, key, shape).
+    pub(crate) fn to_offer(&self) -> Vec<(u64, TaskId, Resources)> {
+        (self.waiting.iter())
+            .filter(|w| !w.away && w.until.is_some())
+            .map(|w| (w.owner, w.key, w.shape.clone()))
+            .collect()
+    }
+
+    /// Waiting ask `key` is offered to another node (see [`Waiting::away`]).
+    pub(crate) fn send_away(&mut self, key: TaskId) {
+        if let Some(ask) = self.waiting.iter_mut().find(|w| w.key == key) {
+            ask.away = true;
+        }
+    }
+
+    /// Waiting ask `key`, offered to another node, was refused there: it is decided here
+    /// again, in its place.
+    pub(crate) fn come_home(&mut self, key: TaskId) {
+        if let Some(ask) = self.waiting.iter_mut().find(|w| w.key == key) {
+            ask.away = false;
+        }
+    }
+
+    /// Waiting ask `key` was granted on another node: it waits here no more.
+    pub(crate) fn granted_away(&mut self, key: TaskId) {
+        self.waiting.retain(|w| w.key != key);
+    }
+
+    /// What this pool could grant another node's owners now (see [`Pool::ask_afar`]):
+    /// nothing while asks of its own wait; else the node's free resources (`free`, as
+    /// [`Grants::room`] says) and its idle workers and those it may start (`can_start`).
+    pub(crate) fn room(&self, free: Resources, can_start: bool) -> Room {
+        if !self.waiting.is_empty() {
+            return Room::default();
+        }
+        let idle = (self.workers.values())
+            .filter(|u| matches!(u, Use::Idle(_)))
+            .count();
+        let startable = match can_start {
+            true => (self.max_workers.saturating_sub(self.workers.len()))
+                .min(self.end.saturating_sub(self.next) as usize),
+            false => 0,
+        };
+        let workers = u32::try_from(idle + startable).unwrap_or(u32::MAX);
+        Room { free, workers }
+    }
+
     /// Grants the waiting asks that fit now, in order (one that lacks a worker goes to the
     /// driver; the first that lacks room stops the rest).
     pub(crate) fn retry(
@@ -369,6 +423,10 @@ impl Pool {
         let mut decided = Vec::new();
         let mut at = 0;
         while let Some(first) = self.waiting.get(at) {
+            if first.away {
+                at += 1;
+                continue;
+            }
             let ask = (first.owner, first.key, &first.shape.clone());
             let pooled = self.owns(first.owner);
             let asked = match self.try_lease((grants, client), ask, can_start) {
@@ -758,7 +816,7 @@ impl Pool {
         let mut forward = Vec::new();
         let mut waiting = VecDeque::with_capacity(self.waiting.len());
         for ask in std::mem::take(&mut self.waiting) {
-            if ask.until.is_some_and(|until| until <= now) {
+            if !ask.away && ask.until.is_some_and(|until| until <= now) {
                 forward.push(Decided {
                     owner: ask.owner,
                     key: ask.key,
@@ -797,7 +855,12 @@ impl Pool {
     pub(crate) fn next_due(&self, elsewhere: &dyn Fn(u64) -> bool) -> Option<Instant> {
         (self.stop_candidates(elsewhere).into_iter())
             .map(|(since, _)| since + IDLE_FOR)
-            .chain(self.waiting.iter().filter_map(|w| w.until))
+            .chain(
+                self.waiting
+                    .iter()
+                    .filter(|w| !w.away)
+                    .filter_map(|w| w.until),
+            )
             .chain(self.borrows.iter().map(|b| b.until))
             .min()
     }
@@ -1001,6 +1064,58 @@ mod tests {
                 "{k}"
             );
         }
+    }
+
+    #[test]
+    fn an_ask_offered_elsewhere_keeps_its_place_and_the_pool_tells_its_room() {
+        let mut grants = Grants::new(cpus(2.0));
+        let mut pool = Pool::new(100..200, 3, cpus(4.0));
+        let t0 = Instant::now();
+        let one = cpus(1.0);
+        // Room for others: the free CPUs, and the workers that may start (none without the
+        // binary).
+        let room = |pool: &Pool, grants: &Grants, can_start| pool.room(grants.room(), can_start);
+        let told = |free: f64, workers| Room {
+            free: cpus(free),
+            workers,
+        };
+        assert_eq!(room(&pool, &grants, true), told(2.0, 3));
+        assert_eq!(room(&pool, &grants, false), told(2.0, 0));
+        // The driver holds the CPUs: owner 7's two asks wait; none is left for others.
+        assert!(grants.try_grant(1, &cpus(2.0)));
+        for seq in [1, 2] {
+            let ask = (7, key(7, seq), &one);
+            assert_eq!(pool.ask((&mut grants, CLIENT), ask, true, t0), Asked::Waits);
+        }
+        assert_eq!(room(&pool, &grants, true), Room::default());
+        let offered: Vec<TaskId> = pool.to_offer().into_iter().map(|(_, k, _)| k).collect();
+        assert_eq!(offered, [key(7, 1), key(7, 2)]);
+        // The first is offered elsewhere: not offered again, and not decided here.
+        pool.send_away(key(7, 1));
+        assert_eq!(pool.to_offer().len(), 1);
+        grants.give_back(1, &one);
+        let granted = pool.retry((&mut grants, CLIENT), true);
+        assert_eq!(
+            granted.iter().map(|d| d.key).collect::<Vec<_>>(),
+            [key(7, 2)]
+        );
+        let due = pool.due(t0 + ASK_WAITS, &nothing_elsewhere);
+        assert!(due.forward.is_empty(), "{due:?}");
+        // Refused there, it is back in its place and goes on after its wait.
+        pool.come_home(key(7, 1));
+        let due = pool.due(t0 + ASK_WAITS, &nothing_elsewhere);
+        assert_eq!(
+            due.forward.iter().map(|d| d.key).collect::<Vec<_>>(),
+            [key(7, 1)]
+        );
+        // Granted there, it waits here no more.
+        let ask = (7, key(7, 3), &cpus(2.0));
+        assert_eq!(pool.ask((&mut grants, CLIENT), ask, true, t0), Asked::Waits);
+        pool.send_away(key(7, 3));
+        pool.granted_away(key(7, 3));
+        assert!(pool.to_offer().is_empty());
+        assert_eq!(pool.next_due(&nothing_elsewhere), None);
+        assert_eq!(room(&pool, &grants, true), told(0.0, 2));
     }
 
     #[test]
