@@ -1393,7 +1393,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         }
         for (conn, (owner, key, shape, next)) in late {
             tracing::debug!(owner, lease = %key, "a lease ask passed to another node was not answered");
-            self.pass_next(conn, (owner, key, shape), next);
+            self.pass_next(conn, (owner, key, shape), next, now);
         }
     }
 
@@ -1406,25 +1406,29 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             let ask = (decided.owner, decided.key, &decided.shape);
             if let Some(to) = job.spill.pass(ask, now) {
                 let ask = (decided.owner, decided.key, decided.shape);
-                return self.pass_next(conn, ask, Next::Peer(to));
+                return self.pass_next(conn, ask, Next::Peer(to), now);
+            }
+            if let Some(pool) = &mut job.pool {
+                // No other node of the job's is known here: the driver places it.
+                pool.leaves(decided.key);
             }
         }
         self.carry_out(conn, setup, decided);
     }
 
-    /// Sends owner `owner`'s ask `key` for `shape` where `next` says.
+    /// Sends owner `owner`'s ask `key` for `shape` where `next` says, at `now`.
     fn pass_next(
         &mut self,
         conn: ConnId,
         (owner, key, shape): (u64, TaskId, Resources),
         next: Next,
+        now: Instant,
     ) {
         let to = match next {
             Next::Peer(to) => to,
-            Next::Driver => return self.up(conn, owner, ToNode::Lease { key, shape }),
             Next::Home => {
                 if let Some((pool, _)) = self.pool_on(conn) {
-                    pool.come_home(key);
+                    pool.come_home(key, now);
                 }
                 return self.retry_pools();
             }
@@ -1460,13 +1464,13 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
 
     /// Nodes left the job on `conn`: the leases there end for their owners here, the asks
     /// waiting there go on, and the workers leased here to owners there are killed.
-    fn nodes_left(&mut self, conn: ConnId, left: spill::Left) {
+    fn nodes_left(&mut self, conn: ConnId, left: spill::Left, now: Instant) {
         for (owner, key, at) in left.ended {
             let reason = format!("node {at}, where its worker was leased, left the job");
             self.tell_ended(conn, (owner, key), reason);
         }
         for (owner, key, shape, next) in left.again {
-            self.pass_next(conn, (owner, key, shape), next);
+            self.pass_next(conn, (owner, key, shape), next, now);
         }
         for owner in left.owners {
             self.owner_afar_gone(conn, owner);
@@ -1551,7 +1555,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     Grant::Tell { at } => {
                         if let Some(pool) = &mut record.pool {
                             // Offered there while it waited here.
-                            pool.granted_away(key);
+                            pool.leaves(key);
                         }
                         self.write_leased(conn, owner, (key, worker, Some(at)))
                     }
@@ -1661,7 +1665,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         };
         if let Some((owner, key, shape, next)) = record.spill.refused(key, now) {
             let home = next == Next::Home;
-            self.pass_next(conn, (owner, key, shape), next);
+            self.pass_next(conn, (owner, key, shape), next, now);
             if home {
                 // Another node may have room for it.
                 self.offer_waiting(conn, now);
@@ -2018,7 +2022,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     }
                 }
                 self.reply(conn, req, FromHost::Done);
-                self.nodes_left(conn, gone);
+                self.nodes_left(conn, gone, now);
                 return;
             }
             Request::LeaseWorker { beyond_cap } => {
@@ -2870,10 +2874,9 @@ mod tests {
             key: key(seq),
             shape: cpu.clone(),
         };
-        // a has no room: after its wait the ask goes on to b, not to the driver.
+        // a has no room: the ask goes on to b at once (not heard from yet, b is thought to
+        // have its CPUs free), not to the driver.
         assert!(a.lease_ask(at, (3, key(1)), &cpu, t0));
-        assert_eq!(acted(&mut a), []);
-        a.handle_timeout(t0 + ASK_WAITS);
         assert_eq!(acted(&mut a), [to_peer("b", ask_of(1))]);
         // b starts a worker for it, and says so once it runs; a hears what room b has left
         // (from now on, whenever it changes).
@@ -3013,23 +3016,20 @@ mod tests {
         assert_eq!(acted(&mut a), [to_peer("b", ask_of(3))]);
         a.handle(refused(3), t0);
         assert_eq!(acted(&mut a), []);
-        // After its wait it goes on in turn; refused again, with no other node left, to the
-        // driver.
-        a.handle_timeout(t0 + ASK_WAITS);
+        // After its wait it goes on in turn; refused again, with no other node left, it is
+        // back in its place at a (not at the driver), and goes on again after twice the wait.
+        let t1 = t0 + ASK_WAITS;
+        a.handle_timeout(t1);
         assert_eq!(acted(&mut a), [to_peer("b", ask_of(3))]);
-        a.handle(refused(3), t0);
-        let up = Action::Up {
-            conn: 1,
-            worker: 3,
-            message: Box::new(ToNode::Lease {
-                key: key(3),
-                shape: cpu.clone(),
-            }),
-        };
-        assert_eq!(acted(&mut a), [up]);
+        a.handle(refused(3), t1);
+        assert_eq!(acted(&mut a), []);
+        a.handle_timeout(t1 + ASK_WAITS);
+        assert_eq!(acted(&mut a), []);
+        a.handle_timeout(t1 + 2 * ASK_WAITS);
+        assert_eq!(acted(&mut a), [to_peer("b", ask_of(3))]);
         // The owner dies with a lease on b: b hears, and kills the worker leased to it.
         assert!(a.lease_ask(at, (3, key(4)), &cpu, t0));
-        a.handle_timeout(t0 + 2 * ASK_WAITS);
+        a.handle_timeout(t1 + 3 * ASK_WAITS);
         assert_eq!(acted(&mut a), [to_peer("b", ask_of(4))]);
         b.handle(from_peer("a", ask_of(4)), t0);
         let start = Action::Start {

@@ -65,6 +65,11 @@ const POOL_BIT: ConnId = 1 << 63;
 /// between nodes at the same period ([`crate::proto::node::REBALANCE_EVERY`]).
 pub(crate) const ASK_WAITS: Duration = Duration::from_millis(100);
 
+/// The longest an ask waits here between rounds of passes to other nodes: each round that
+/// every node it tried refused doubles its wait from [`ASK_WAITS`] up to this (the nodes
+/// that come to have room say so meanwhile, see [`crate::proto::spill`]).
+pub(crate) const ASK_WAITS_MOST: Duration = Duration::from_millis(1600);
+
 /// What a worker of the pool does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Use {
@@ -135,9 +140,12 @@ struct Waiting {
     /// When it goes on to the driver; never while no other node could run it.
     until: Option<Instant>,
     /// Offered to another node meanwhile, which is thought to have room for it
-    /// ([`crate::proto::spill::Spill::offer`]): it keeps its place here, but nothing is
-    /// decided for it here until it comes back ([`Pool::come_home`]).
+    /// ([`crate::proto::spill::Spill::offer`]), or passed on after its wait
+    /// ([`Pool::due`]): it keeps its place here, but nothing is decided for it here until it
+    /// comes back ([`Pool::come_home`]).
     away: bool,
+    /// Rounds of passes that every node refused (see [`ASK_WAITS_MOST`]).
+    rounds: u32,
 }
 
 /// What the pool decided for an ask.
@@ -342,6 +350,7 @@ impl Pool {
                     shape,
                     until,
                     away: false,
+                    rounds: 0,
                 });
                 Asked::Waits
             }
@@ -381,16 +390,26 @@ impl Pool {
         }
     }
 
-    /// Waiting ask `key`, offered to another node, was refused there: it is decided here
-    /// again, in its place.
-    pub(crate) fn come_home(&mut self, key: TaskId) {
-        if let Some(ask) = self.waiting.iter_mut().find(|w| w.key == key) {
-            ask.away = false;
+    /// Waiting ask `key`, offered or passed to other nodes, was refused there at `now`: it
+    /// is decided here again, in its place; after a round of passes it waits twice as long
+    /// as before until the next (see [`ASK_WAITS_MOST`]).
+    pub(crate) fn come_home(&mut self, key: TaskId, now: Instant) {
+        let Some(ask) = self.waiting.iter_mut().find(|w| w.key == key) else {
+            return;
+        };
+        ask.away = false;
+        if let Some(until) = &mut ask.until
+            && *until <= now
+        {
+            ask.rounds += 1;
+            let wait = ASK_WAITS.saturating_mul(1 << ask.rounds.min(8));
+            *until = now + wait.min(ASK_WAITS_MOST);
         }
     }
 
-    /// Waiting ask `key` was granted on another node: it waits here no more.
-    pub(crate) fn granted_away(&mut self, key: TaskId) {
+    /// Waiting ask `key` was granted on another node, or goes to the driver: it waits here
+    /// no more.
+    pub(crate) fn leaves(&mut self, key: TaskId) {
         self.waiting.retain(|w| w.key != key);
     }
 
@@ -806,7 +825,8 @@ impl Pool {
 
     /// What is due at `now`: workers idle for [`IDLE_FOR`] beyond those kept stop (they leave
     /// the pool now; not those that own work `elsewhere`), and asks that waited [`ASK_WAITS`]
-    /// go on.
+    /// (or longer, see [`ASK_WAITS_MOST`]) go on, keeping their place here until they are
+    /// granted elsewhere ([`Pool::leaves`]) or refused everywhere ([`Pool::come_home`]).
     pub(crate) fn due(&mut self, now: Instant, elsewhere: &dyn Fn(u64) -> bool) -> Due {
         let stop = self.stoppable(now, elsewhere);
         for worker in &stop {
@@ -814,20 +834,18 @@ impl Pool {
             self.asked_to_exit.insert(*worker);
         }
         let mut forward = Vec::new();
-        let mut waiting = VecDeque::with_capacity(self.waiting.len());
-        for ask in std::mem::take(&mut self.waiting) {
+        for ask in &mut self.waiting {
             if !ask.away && ask.until.is_some_and(|until| until <= now) {
+                // It keeps its place here while it is passed on.
+                ask.away = true;
                 forward.push(Decided {
                     owner: ask.owner,
                     key: ask.key,
-                    shape: ask.shape,
+                    shape: ask.shape.clone(),
                     asked: Asked::Forward,
                 });
-            } else {
-                waiting.push_back(ask);
             }
         }
-        self.waiting = waiting;
         let mut lend = Vec::new();
         while let Some(first) = self.borrows.front().filter(|b| b.until <= now) {
             let ticket = first.ticket;
@@ -1101,18 +1119,35 @@ mod tests {
         );
         let due = pool.due(t0 + ASK_WAITS, &nothing_elsewhere);
         assert!(due.forward.is_empty(), "{due:?}");
-        // Refused there, it is back in its place and goes on after its wait.
-        pool.come_home(key(7, 1));
-        let due = pool.due(t0 + ASK_WAITS, &nothing_elsewhere);
+        // Refused there before its wait ended, it is back in its place and goes on after
+        // its wait, still keeping its place here.
+        pool.come_home(key(7, 1), t0);
+        let forwarded = |due: Due| due.forward.iter().map(|d| d.key).collect::<Vec<_>>();
         assert_eq!(
-            due.forward.iter().map(|d| d.key).collect::<Vec<_>>(),
+            forwarded(pool.due(t0 + ASK_WAITS, &nothing_elsewhere)),
             [key(7, 1)]
         );
+        assert_eq!(pool.to_offer().len(), 0);
+        assert!(forwarded(pool.due(t0 + 2 * ASK_WAITS, &nothing_elsewhere)).is_empty());
+        // Refused everywhere, it waits twice as long, and so on up to ASK_WAITS_MOST.
+        let mut now = t0 + ASK_WAITS;
+        for wait in [2, 4, 8, 16, 16] {
+            pool.come_home(key(7, 1), now);
+            assert_eq!(
+                pool.next_due(&nothing_elsewhere),
+                Some(now + wait * ASK_WAITS)
+            );
+            assert!(forwarded(pool.due(now + wait * ASK_WAITS / 2, &nothing_elsewhere)).is_empty());
+            now += wait * ASK_WAITS;
+            assert_eq!(forwarded(pool.due(now, &nothing_elsewhere)), [key(7, 1)]);
+        }
+        assert_eq!(16 * ASK_WAITS, ASK_WAITS_MOST);
         // Granted there, it waits here no more.
+        pool.leaves(key(7, 1));
         let ask = (7, key(7, 3), &cpus(2.0));
         assert_eq!(pool.ask((&mut grants, CLIENT), ask, true, t0), Asked::Waits);
         pool.send_away(key(7, 3));
-        pool.granted_away(key(7, 3));
+        pool.leaves(key(7, 3));
         assert!(pool.to_offer().is_empty());
         assert_eq!(pool.next_due(&nothing_elsewhere), None);
         assert_eq!(room(&pool, &grants, true), told(0.0, 2));

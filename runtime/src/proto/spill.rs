@@ -1,7 +1,8 @@
 //! Spillback between node daemons, without IO: a node's pool that has no room for an ask of
 //! one of its owners passes it on to another node of the job (OSDI'18's bottom-up
 //! scheduling: the local scheduler forwards what it cannot run), whose pool grants it on a
-//! worker of its own now or refuses it; the driver hears of it only when no node took it.
+//! worker of its own now or refuses it; the driver hears of it only when the pool knows no
+//! other node of the job (embedded, or a cluster whose addresses the driver lacks).
 //!
 //! The daemon of the owner's node keeps, per job, the job's other nodes (their daemons' peer
 //! addresses and resources in total, as the driver tells them: [`ToHost::Peers`]), the asks
@@ -13,24 +14,26 @@
 //!
 //! Which node: the next in turn (from where the last pass ended) whose resources in total
 //! fit the shape, skipping those that refused an ask within [`REFUSED_FOR`], and never one
-//! this ask tried; after [`MAX_TRIES`] refusals, or when none is left, the ask goes on to
-//! the driver as before.
+//! this ask tried; after [`MAX_TRIES`] refusals, or when none is left, the ask is back in
+//! its place at home, to be passed on again after a longer wait (the pool's
+//! [`ASK_WAITS_MOST`]). (It used to go to the driver then, which queued it at the owner's
+//! node: when other nodes came to have room later, nothing of it waited at home for them to
+//! take, and a fan-out's last owners ran on few CPUs for most of a second.)
 //!
 //! When: after the ask waited at its own node (the pool's [`ASK_WAITS`]), unless another
-//! node said it has room for it now. Each pool tells the nodes that asked it what room it
-//! has ([`Room`], whenever that changes and after each refusal). An ask its node has no
-//! room for goes at once to the next node in turn that said it has room for it
-//! ([`Spill::offer`], the room thought there shrinking by the ask) and keeps its place at
-//! home meanwhile: refused, it is back in its place ([`Next::Home`]), and the node that
-//! refused is thought full until it says otherwise. So asks leave at once for nodes with
-//! room, and wait at home, where their owner's blocking lends them its CPU, while none has
-//! (Ray's raylets spill back at once from a view of the cluster's room; this view is of
-//! the nodes that were asked). A node not heard from yet is found by the wait and the
-//! passes in turn: thinking it free (tried, not kept) had the asks of a cluster busy with
-//! the job everywhere leave home for nodes whose own owners then lacked them (the
-//! simulator's 10-node nested fan-out 5.4-6.1 s against 5.2-5.4 s).
+//! node has room for it now. Each pool tells the nodes that asked it what room it has
+//! ([`Room`], whenever that changes and after each refusal); a node not heard from yet is
+//! thought to have its whole resources free. An ask its node has no room for goes at once
+//! to the next node in turn thought to have room for it ([`Spill::offer`], the room thought
+//! there shrinking by the ask) and keeps its place at home meanwhile: refused, it is back in
+//! its place ([`Next::Home`]), and the node that refused is thought full until it says
+//! otherwise. So asks leave at once for nodes with room, and wait at home, where their
+//! owner's blocking lends them its CPU, while none has (Ray's raylets spill back at once
+//! from a view of the cluster's room; this view is of the nodes this one asked, learnt by
+//! asking).
 //!
 //! [`ASK_WAITS`]: crate::proto::pool::ASK_WAITS
+//! [`ASK_WAITS_MOST`]: crate::proto::pool::ASK_WAITS_MOST
 //! [`ToHost::Peers`]: prism_transport::ToHost::Peers
 
 use std::collections::{BTreeMap, HashMap};
@@ -53,7 +56,7 @@ pub(crate) fn peers_of(at: usize, count: usize) -> impl Iterator<Item = usize> {
     (0..others).map(move |i| (at + 1 + i * stride) % count)
 }
 
-/// How many nodes an ask is passed on to before it goes to the driver.
+/// How many nodes an ask is passed on to in a round, before it is back at home.
 pub(crate) const MAX_TRIES: usize = 3;
 
 /// How long a node that refused an ask is passed over (unless no other fits).
@@ -102,9 +105,8 @@ struct Passed {
 pub(crate) enum Next {
     /// To this node's pool.
     Peer(String),
-    /// To the driver (no node took it).
-    Driver,
-    /// Back to its place in this node's pool (an ask offered at once was refused).
+    /// Back to its place in this node's pool (an ask offered at once was refused, or every
+    /// node it was passed to).
     Home,
 }
 
@@ -153,7 +155,7 @@ pub(crate) struct Spill {
     /// Owners on other nodes that asked this node: owner to its node's address.
     owners: HashMap<u64, String>,
     /// The room each node said it has, less what was offered there since; a node not in it
-    /// is thought to have its whole resources free.
+    /// is thought to have its whole resources free (and workers without end).
     rooms: HashMap<String, Room>,
 }
 
@@ -239,8 +241,9 @@ impl Spill {
     }
 
     /// Owner `owner`'s ask `key` for `shape`, waiting at this node at `now`: the next node in
-    /// turn that said it has room for it, if any, which it is offered to at once (the room
-    /// thought there shrinks by it); it keeps its place here meanwhile.
+    /// turn thought to have room for it (it said so, or was not heard from yet and its
+    /// resources in total fit), if any, which it is offered to at once (the room thought
+    /// there shrinks by it); it keeps its place here meanwhile.
     pub(crate) fn offer(
         &mut self,
         (owner, key, shape): (u64, TaskId, &Resources),
@@ -250,9 +253,16 @@ impl Spill {
             return None;
         }
         let at = (self.in_turn())
-            .find(|(at, _)| self.rooms.get(*at).is_some_and(|room| room.fits(shape)))
+            .find(|(at, total)| match self.rooms.get(*at) {
+                Some(room) => room.fits(shape),
+                None => shape.fits_in(total),
+            })
             .map(|(at, _)| at.clone())?;
-        let room = self.rooms.get_mut(&at).expect("found");
+        let total = self.peers[&at].clone();
+        let room = (self.rooms.entry(at.clone())).or_insert(Room {
+            free: total,
+            workers: u32::MAX,
+        });
         room.free.subtract(shape);
         room.workers -= 1;
         self.last = Some(at.clone());
@@ -323,7 +333,7 @@ impl Spill {
             false => None,
         };
         let Some(at) = next else {
-            return Some((passed.owner, key, passed.shape, Next::Driver));
+            return Some((passed.owner, key, passed.shape, Next::Home));
         };
         passed.tried.push(at.clone());
         passed.at = at.clone();
@@ -505,7 +515,7 @@ mod tests {
     }
 
     #[test]
-    fn asks_go_to_the_nodes_in_turn_that_fit_and_after_refusals_to_the_driver() {
+    fn asks_go_to_the_nodes_in_turn_that_fit_and_after_refusals_back_home() {
         let t0 = Instant::now();
         let mut spill = three(t0);
         let key = |seq| TaskId::new(7, seq);
@@ -514,12 +524,12 @@ mod tests {
         assert_eq!(spill.pass((7, key(3), &cpus(1)), t0).as_deref(), Some("d"));
         // Nothing has three CPUs.
         assert_eq!(spill.pass((7, key(4), &cpus(3)), t0), None);
-        // b refuses: the ask tries c, then (d too small) the driver.
+        // b refuses: the ask tries c, then (d too small) it is back at home.
         let next = spill.refused(key(1), t0);
         assert_eq!(next, Some((7, key(1), cpus(2), Next::Peer("c".into()))));
         assert_eq!(
             spill.refused(key(1), t0),
-            Some((7, key(1), cpus(2), Next::Driver))
+            Some((7, key(1), cpus(2), Next::Home))
         );
         assert!(!spill.waits(key(1)));
         // b and c refused lately: new asks go to d; to b and c only when nothing else fits.
@@ -540,6 +550,24 @@ mod tests {
     }
 
     #[test]
+    fn asks_go_at_once_to_nodes_not_heard_from_whose_total_fits() {
+        let t0 = Instant::now();
+        let mut spill = three(t0);
+        let key = |seq| TaskId::new(7, seq);
+        // Thought free: b and c take two asks of a CPU each, d one; then none is left.
+        let offered: Vec<Option<String>> = (1..=6)
+            .map(|seq| spill.offer((7, key(seq), &cpus(1)), t0))
+            .collect();
+        let some = |at: &str| Some(at.to_string());
+        assert_eq!(
+            offered,
+            [some("b"), some("c"), some("d"), some("b"), some("c"), None]
+        );
+        // Nothing fits three CPUs.
+        assert_eq!(spill.offer((7, key(7), &cpus(3)), t0), None);
+    }
+
+    #[test]
     fn asks_go_at_once_to_nodes_that_said_they_have_room_and_come_home_when_refused() {
         let t0 = Instant::now();
         let mut spill = three(t0);
@@ -548,9 +576,9 @@ mod tests {
             free: cpus(free),
             workers,
         };
-        // No node said it has room: the asks wait at home.
-        assert_eq!(spill.offer((7, key(1), &cpus(1)), t0), None);
-        // c has room for one worker, d for one CPU; a stranger's word counts for nothing.
+        // b said it is full, c has room for one worker, d for one CPU; a stranger's word
+        // counts for nothing.
+        spill.room("b", room(0, 3));
         spill.room("c", room(2, 1));
         spill.room("d", room(1, 4));
         spill.room("z", room(8, 8));
@@ -641,10 +669,7 @@ mod tests {
         let late = spill.unanswered(t0 + ANSWER_WITHIN);
         assert_eq!(
             late,
-            vec![
-                (7, k2, cpus(1), Next::Driver),
-                (8, k3, cpus(1), Next::Driver)
-            ]
+            vec![(7, k2, cpus(1), Next::Home), (8, k3, cpus(1), Next::Home)]
         );
         assert_eq!(spill.next_due(), None);
     }
