@@ -330,6 +330,9 @@ struct Job<P, S> {
     setup: S,
     /// Its worker processes and their pids.
     workers: HashMap<u64, u32>,
+    /// Its workers that ran here and exited: the tasks they ran are still reported as this
+    /// node's (a record is named when it is reported, which may be after its worker went).
+    exited: HashSet<u64>,
     lease: Lease,
     binary: Binary<P>,
     /// The task events of the tasks the job's workers here own, for the head.
@@ -729,8 +732,8 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         };
         let mut reports = Vec::new();
         for (job, record) in &mut self.jobs {
-            let (conn, workers) = (record.conn, &record.workers);
-            let named = |w| node_name(conn, workers.contains_key(&w), w);
+            let (conn, workers, exited) = (record.conn, &record.workers, &record.exited);
+            let named = |w| node_name(conn, workers.contains_key(&w) || exited.contains(&w), w);
             reports.extend(record.events.report(job, clock, named));
         }
         // Jobs that ended here: their last records, once.
@@ -1786,8 +1789,10 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 worker,
                 reason,
             } => {
-                if let Some((_, job)) = self.job_of_mut(conn) {
-                    job.workers.remove(&worker);
+                if let Some((_, job)) = self.job_of_mut(conn)
+                    && job.workers.remove(&worker).is_some()
+                {
+                    job.exited.insert(worker);
                 }
                 self.pool_worker_exited(conn, worker, &reason);
                 let event = HostEvent::WorkerExited { worker, reason };
@@ -2132,6 +2137,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     conn,
                     setup,
                     workers,
+                    exited: HashSet::new(),
                     lease,
                     binary,
                     events,
@@ -2295,7 +2301,9 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         workers.sort_unstable();
         if job.events.events.on() {
             // What its workers' tasks did last still goes to the head, with the next reports.
-            let ended = (name.to_string(), job.conn, workers.clone(), job.events);
+            let mut ran_here: Vec<u64> = workers.iter().copied().chain(job.exited).collect();
+            ran_here.sort_unstable();
+            let ended = (name.to_string(), job.conn, ran_here, job.events);
             self.ended_reports.push(ended);
         }
         let mut waiting = Vec::new();
@@ -2628,11 +2636,25 @@ mod tests {
         let again = node.task_reports(&clock, beta);
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].tasks.len(), 1, "only the record that changed");
-        // A head that restarted hears everything again.
+        // A head that restarted hears everything again, the tasks of a worker of this node
+        // that exited meanwhile named with this node still.
+        let reason = "exited".to_string();
+        let (conn, worker) = (1, 3);
+        node.handle(
+            Event::WorkerExited {
+                conn,
+                worker,
+                reason,
+            },
+            t0 + S,
+        );
+        acted(&mut node);
         node.report_all_again();
         let all = node.task_reports(&clock, beta);
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].tasks.len(), 3);
+        let done = all[0].tasks.iter().find(|t| t.task_id == here);
+        assert_eq!(done.and_then(|t| t.node.as_deref()), Some("n"));
         // The job ends here before its next report: its last records still go, once.
         owned(&mut node, vec![event(here, 400, OwnedPhase::Again)], t0 + S);
         node.handle(Event::Closed { conn: 1 }, t0 + S);
