@@ -396,8 +396,9 @@ fn ten_thousand_children_of_a_task_on_a_node_stay_off_the_driver() -> Result<(),
 
 fn a_full_node_s_owner_leases_a_worker_on_another_node() -> Result<(), Failed> {
     // Two seconds of work for alpha's two CPUs while the head's CPU idles: once alpha has no
-    // room, alpha's daemon passes the owner's lease asks on to the head's daemon, which
-    // grants one on a worker there (what it has no room for goes to the driver); alpha's
+    // room, alpha's daemon passes the owner's lease asks on to the head's daemon at once (it
+    // said it has room, or was not heard from yet), which grants them on workers there (what
+    // it refuses waits at alpha, in its place, not at the driver); alpha's
     // daemon passes the owner's pushes to the head's daemon, and the ends come back the same
     // way, past the driver.
     let ((nodes, sum), heard) = heard_during(|| Ok(spread_out::remote(2_000).get_blocking()?))?;
@@ -409,10 +410,11 @@ fn a_full_node_s_owner_leases_a_worker_on_another_node() -> Result<(), Failed> {
         format!("the children ran on {nodes:?}"),
     )?;
     // Handed to the driver instead (the spillback before leases on other nodes), each child
-    // the head ran cost it two messages. What it hears now: the parent's own blocking,
-    // resumption and end, and the asks the head's daemon refused.
+    // the head ran cost it two messages; the asks the head's daemon refused went to it too
+    // until session 40 (11 messages). What it hears now: the parent's end (1 in each of
+    // three runs; its blocking, were it passed on, would be two more).
     ensure(
-        heard <= 20,
+        heard <= 3,
         format!("the driver heard {heard} messages for 2,000 children ({nodes:?})"),
     )
 }
