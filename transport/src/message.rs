@@ -37,7 +37,8 @@ use crate::frame::Message;
 /// gives them back while it blocks without its driver hearing of it; a node asks an idle
 /// worker to exit rather than killing it ([`ToWorker::ExitIfIdle`], [`ToNode::Owes`]); 28:
 /// a node's pool tells the nodes that asked it what room it has for their asks
-/// ([`PeerLease::Room`]), and they pass an ask there at once rather than after a wait.
+/// ([`PeerLease::Room`]), and they pass an ask there at once rather than after a wait; an
+/// ask names a node to fetch the job's binary from ([`PeerLease::Ask`]'s `binary_from`).
 pub const PROTOCOL_VERSION: u32 = 28;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
@@ -773,6 +774,11 @@ pub enum PeerLease {
         key: TaskId,
         /// The resources the lease holds.
         shape: Resources,
+        /// A node that has the job's binary (one whose workers run this node's leases), for
+        /// the granting node to fetch it from if it lacks it; `None`: the asking node. So a
+        /// job's binary spreads over the nodes its asks reach as a tree, not one copy each
+        /// out of the asking node.
+        binary_from: Option<String>,
     },
     /// Granting node to asking node: the lease is granted on `worker`.
     Granted {

@@ -391,10 +391,18 @@ impl Hosting {
                 self.owner_at((conn, job), *owner, peer);
             }
         }
+        let binary_from = match &message {
+            PeerLease::Ask {
+                binary_from: Some(at),
+                ..
+            } => at.parse::<SocketAddr>().ok(),
+            _ => None,
+        };
         self.feed(Event::Peer {
             job: job.to_string(),
             from: peer.to_string(),
             source: peer,
+            binary_from,
             message,
         });
     }

@@ -203,11 +203,14 @@ pub(crate) enum Event<P, S> {
     /// The connection closed.
     Closed { conn: ConnId },
     /// Node `from` (its daemon's peer address) sent `message` for job `job`'s pool here (see
-    /// [`crate::proto::spill`]); `source`: where that node serves the job's binary.
+    /// [`crate::proto::spill`]); `source`: where that node serves the job's binary;
+    /// `binary_from`: where the node an ask names serves it (its `binary_from`, as the shell
+    /// reads the address), if it names one.
     Peer {
         job: String,
         from: String,
         source: P,
+        binary_from: Option<P>,
         message: PeerLease,
     },
     /// Owner `owner` of job `job` is on node `node` (a peer address): frames of its for
@@ -595,7 +598,8 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 continue;
             };
             pool.send_away(key);
-            offered.push((to, PeerLease::Ask { owner, key, shape }));
+            let ask = job.spill.ask_to(&to, (owner, key, shape));
+            offered.push((to, ask));
         }
         for (to, message) in offered {
             tracing::debug!(node = %to, ?message, "a lease ask is offered to another node with room");
@@ -1437,7 +1441,11 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             }
         };
         tracing::debug!(owner, lease = %key, node = %to, "a lease ask goes on to another node");
-        self.peer_send(conn, to, PeerLease::Ask { owner, key, shape });
+        let Some((_, job)) = self.job_of_mut(conn) else {
+            return;
+        };
+        let ask = job.spill.ask_to(&to, (owner, key, shape));
+        self.peer_send(conn, to, ask);
     }
 
     /// Sends `message` to the job's pool on node `to`, for the job on `conn`.
@@ -1547,9 +1555,9 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             }
         }
         match message {
-            PeerLease::Ask { owner, key, shape } => {
-                self.ask_afar(conn, (owner, key, shape), (from, Some(source)))
-            }
+            PeerLease::Ask {
+                owner, key, shape, ..
+            } => self.ask_afar(conn, (owner, key, shape), (from, Some(source))),
             PeerLease::Granted { owner, key, worker } => {
                 let Some((_, record)) = self.job_of_mut(conn) else {
                     return;
@@ -1863,8 +1871,9 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 job,
                 from,
                 source,
+                binary_from,
                 message,
-            } => self.peer(job, (from, source), message, now),
+            } => self.peer(job, (from, binary_from.unwrap_or(source)), message, now),
             Event::OwnerAt { job, owner, node } => {
                 if let Some(job) = self.jobs.get_mut(&job) {
                     job.owner_nodes.insert(owner, node);
@@ -2870,6 +2879,7 @@ mod tests {
             job,
             from,
             source,
+            binary_from: None,
             message,
         }
     }
@@ -2895,6 +2905,7 @@ mod tests {
             owner: 3,
             key: key(seq),
             shape: cpu.clone(),
+            binary_from: None,
         };
         // a has no room: the ask goes on to b at once (not heard from yet, b is thought to
         // have its CPUs free), not to the driver.
@@ -3087,6 +3098,7 @@ mod tests {
             job: "x".into(),
             from: "a".into(),
             source: 9,
+            binary_from: None,
             message: ask_of(5),
         };
         c.handle(other, t0);
@@ -3132,6 +3144,7 @@ mod tests {
             owner: 260,
             key: TaskId::new(260, 1),
             shape: cpu.clone(),
+            binary_from: None,
         };
         a.handle(from_peer("b", theirs), t0);
         let room = PeerLease::Room {
@@ -3729,6 +3742,7 @@ mod tests {
             owner: 3,
             key: TaskId::new(3, u64::MAX),
             shape: Resources::cpus(1.0).unwrap(),
+            binary_from: None,
         };
         b.handle(from_peer("a", ask), t0);
         let _ = acted(&mut b);
@@ -3996,7 +4010,41 @@ mod tests {
             owner: 3,
             key: TaskId::new(3, seq),
             shape: cpu.clone(),
+            binary_from: None,
         };
+        // An ask that names another node to fetch the binary from has it fetched there.
+        let mut d = prepared_without_binary(1, "j", t0);
+        pooled(&mut d, 400, &["a"], 0.0, t0);
+        let (job, from, source) = ("j".to_string(), "a".to_string(), 9);
+        let message = PeerLease::Ask {
+            owner: 3,
+            key: TaskId::new(3, 9),
+            shape: cpu.clone(),
+            binary_from: Some("c".into()),
+        };
+        let binary_from = Some(11);
+        d.handle(
+            Event::Peer {
+                job,
+                from,
+                source,
+                binary_from,
+                message,
+            },
+            t0,
+        );
+        let fetch = acted(&mut d);
+        assert!(
+            matches!(
+                &fetch[..],
+                [Action::FetchBinary {
+                    conn: 1,
+                    from: 11,
+                    ..
+                }]
+            ),
+            "{fetch:?}"
+        );
         // Two asks come while the binary is missing: one fetch, from the asking node (9).
         b.handle(from_peer("a", ask_of(1)), t0);
         b.handle(from_peer("a", ask_of(2)), t0);

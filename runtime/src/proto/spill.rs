@@ -41,6 +41,7 @@ use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use prism_graph::{Resources, TaskId};
+use prism_transport::PeerLease;
 
 /// How many of the job's other nodes each node's pool may pass asks on to.
 pub(crate) const PEERS: usize = 32;
@@ -157,6 +158,14 @@ pub(crate) struct Spill {
     /// The room each node said it has, less what was offered there since; a node not in it
     /// is thought to have its whole resources free (and workers without end).
     rooms: HashMap<String, Room>,
+    /// Nodes known to have the job's binary (they granted an ask of this node's, so its
+    /// workers run there), and how many nodes this one sent to fetch it there.
+    holders: BTreeMap<String, usize>,
+    /// How many nodes this one let fetch the binary from itself.
+    serves: usize,
+    /// Where each node asked and not yet known to have the binary was told to fetch it from
+    /// (`None`: here): its next asks name the same (it fetches once).
+    fetches_from: BTreeMap<String, Option<String>>,
 }
 
 impl Spill {
@@ -174,6 +183,8 @@ impl Spill {
             self.peers.remove(gone);
             self.refused.remove(gone);
             self.rooms.remove(gone);
+            self.holders.remove(gone);
+            self.fetches_from.remove(gone);
         }
         let gone = |at: &String| left.contains(at);
         let ended: Vec<TaskId> = (self.afar.iter())
@@ -270,6 +281,50 @@ impl Spill {
         Some(at)
     }
 
+    /// Owner `owner`'s ask `key` for `shape`, for node `to`: naming where it fetches the job's
+    /// binary from if it lacks it ([`Spill::binary_source`]).
+    pub(crate) fn ask_to(
+        &mut self,
+        to: &str,
+        (owner, key, shape): (u64, TaskId, Resources),
+    ) -> PeerLease {
+        let binary_from = self.binary_source(to);
+        PeerLease::Ask {
+            owner,
+            key,
+            shape,
+            binary_from,
+        }
+    }
+
+    /// Where node `to`, asked for a lease, is to fetch the job's binary from if it lacks it:
+    /// `None` for this node (or when `to` has it), else the node known to have it that was
+    /// named least so far, if fewer times than this node served it (each source serving its
+    /// share, so that the binary spreads as a tree).
+    pub(crate) fn binary_source(&mut self, to: &str) -> Option<String> {
+        if self.holders.contains_key(to) {
+            return None;
+        }
+        if let Some(named) = self.fetches_from.get(to) {
+            return named.clone();
+        }
+        let least = (self.holders.iter_mut())
+            .filter(|(at, _)| at.as_str() != to)
+            .min_by_key(|(at, named)| (**named, at.as_str()));
+        let named = match least {
+            Some((at, named)) if *named < self.serves => {
+                *named += 1;
+                Some(at.clone())
+            }
+            _ => {
+                self.serves += 1;
+                None
+            }
+        };
+        self.fetches_from.insert(to.to_string(), named.clone());
+        named
+    }
+
     /// Node `from` said what room it has for this node's asks.
     pub(crate) fn room(&mut self, from: &str, room: Room) {
         if self.peers.contains_key(from) {
@@ -351,6 +406,9 @@ impl Spill {
         }
         let passed = self.passed.remove(&key).expect("checked");
         self.refused.remove(&passed.at);
+        // It runs the job's workers: it has the binary for others to fetch.
+        self.holders.entry(from.to_string()).or_insert(0);
+        self.fetches_from.remove(from);
         if passed.withdrawn {
             return Grant::GiveBack;
         }
@@ -618,6 +676,45 @@ mod tests {
         );
         spill.room("b", room(2, 2));
         assert_eq!(spill.offer((7, key(7), &cpus(1)), t0), None, "b left");
+    }
+
+    #[test]
+    fn the_binary_is_fetched_from_the_nodes_that_have_it_in_turn_with_this_one() {
+        let t0 = Instant::now();
+        let mut spill = three(t0);
+        // Nobody else is known to have it: this node serves it.
+        assert_eq!(spill.binary_source("b"), None);
+        // b granted an ask: it runs the job's workers, so it has it.
+        assert_eq!(
+            spill.pass((7, TaskId::new(7, 1), &cpus(1)), t0).as_deref(),
+            Some("b")
+        );
+        assert_eq!(
+            spill.granted(7, TaskId::new(7, 1), "b"),
+            Grant::Tell { at: "b".into() }
+        );
+        // b and this node take turns; a node asked again is told the same (it fetches once);
+        // b itself needs no fetch.
+        let named: Vec<Option<String>> = ["c", "d", "c", "d", "b"]
+            .into_iter()
+            .map(|to| spill.binary_source(to))
+            .collect();
+        let b = Some("b".to_string());
+        assert_eq!(named, [b.clone(), None, b.clone(), None, None]);
+        // Once c granted an ask (so it has it), c serves the next node, before b (named once).
+        assert_eq!(
+            spill.pass((7, TaskId::new(7, 2), &cpus(1)), t0).as_deref(),
+            Some("c")
+        );
+        assert_eq!(
+            spill.granted(7, TaskId::new(7, 2), "c"),
+            Grant::Tell { at: "c".into() }
+        );
+        spill.peers_changed(vec![("e".to_string(), cpus(1))], &[], t0);
+        assert_eq!(spill.binary_source("e").as_deref(), Some("c"));
+        // A node that left serves no more.
+        spill.peers_changed(Vec::new(), &["b".to_string(), "c".to_string()], t0);
+        assert_eq!(spill.binary_source("f"), None);
     }
 
     /// Owner 7's asks 1 and 2 passed on to b and c, and b granted the first.

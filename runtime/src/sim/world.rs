@@ -1913,10 +1913,18 @@ impl World<'_> {
                 if !host.alive || host.life != life {
                     return Ok(());
                 }
+                let binary_from = match &message {
+                    prism_transport::PeerLease::Ask {
+                        binary_from: Some(at),
+                        ..
+                    } => host_of_address(at).map(Some),
+                    _ => None,
+                };
                 let event = HostEvent::Peer {
                     job: self.jobs[job].name.clone(),
                     from: peer_address(from),
                     source: Some(from),
+                    binary_from,
                     message,
                 };
                 self.host_core(node, |core, now| core.handle(event, now));
