@@ -81,6 +81,27 @@ impl Room {
     fn fits(&self, shape: &Resources) -> bool {
         self.workers > 0 && shape.fits_in(&self.free)
     }
+
+    /// Less an ask of `shape` (as the asking node counts what it offered).
+    pub(crate) fn take(&mut self, shape: &Resources) {
+        self.free.subtract(shape);
+        self.workers = self.workers.saturating_sub(1);
+    }
+
+    /// Whether no ask fits at all.
+    fn is_full(&self) -> bool {
+        self.workers == 0 || self.free.iter().next().is_none()
+    }
+
+    /// Whether a node that thinks this pool has `thought` is to hear that it has `self`:
+    /// when it has more of something than thought (asks could come that wait at home), or
+    /// none left while some is thought (asks would come only to be refused). Less room than
+    /// thought that still takes asks goes untold: those it cannot take are refused, and a
+    /// refusal is followed by the room as it is.
+    pub(crate) fn news_to(&self, thought: &Room) -> bool {
+        let more = self.workers > thought.workers || !self.free.fits_in(&thought.free);
+        more || (self.is_full() && !thought.is_full())
+    }
 }
 
 /// An ask passed on to another node, not yet answered.
@@ -274,8 +295,7 @@ impl Spill {
             free: total,
             workers: u32::MAX,
         });
-        room.free.subtract(shape);
-        room.workers -= 1;
+        room.take(shape);
         self.last = Some(at.clone());
         self.passing((owner, key, shape), &at, true, now);
         Some(at)
@@ -605,6 +625,33 @@ mod tests {
             spill.pass((7, key(9), &cpus(1)), later).as_deref(),
             Some("c")
         );
+    }
+
+    #[test]
+    fn a_pool_tells_more_room_than_thought_and_none_left_but_not_less() {
+        let room = |free: u32, workers| Room {
+            free: cpus(free),
+            workers,
+        };
+        let thought = room(2, 3);
+        // More CPUs or workers than thought: news.
+        assert!(room(3, 3).news_to(&thought));
+        assert!(room(2, 4).news_to(&thought));
+        // Less that still takes asks: not news (what it cannot take it refuses, then tells).
+        assert!(!room(1, 3).news_to(&thought));
+        assert!(!room(2, 3).news_to(&thought));
+        // None left: news, once.
+        assert!(room(0, 3).news_to(&thought));
+        assert!(room(2, 0).news_to(&thought));
+        assert!(!room(0, 0).news_to(&room(0, 5)));
+        // A custom resource it did not have counts as more.
+        let mut gpu = room(2, 3);
+        gpu.free.gpu = prism_graph::Amount::from_f64(1.0).expect("one");
+        assert!(gpu.news_to(&thought));
+        // What the asking node counts off for each ask.
+        let mut counted = room(2, 1);
+        counted.take(&cpus(1));
+        assert_eq!(counted, room(1, 0));
     }
 
     #[test]
