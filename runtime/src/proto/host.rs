@@ -1359,7 +1359,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     }
 
     /// The pools' idle workers that idled long enough stop, and their asks that waited long
-    /// enough go to the drivers.
+    /// enough are passed on to other nodes (to the drivers where a pool knows none).
     fn pools_due(&mut self, now: Instant) {
         let mut forward = Vec::new();
         let mut lent = Vec::new();

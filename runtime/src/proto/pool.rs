@@ -7,9 +7,11 @@
 //! holder of the job's own, [`pool_client`]) and it has an idle worker of the job or may start
 //! one: the owner hears [`ToWorker::Leased`] from the node, pushes its tasks to the worker
 //! through the node, and gives the lease back to the node, which keeps the worker for the next
-//! ask a while and stops it when it stays idle. What the node cannot grant at once goes on to
-//! the driver, which places it as before (on this node when room comes, elsewhere by
-//! spillback, or on the blocked owner itself at the process cap).
+//! ask a while and stops it when it stays idle. What the node cannot grant at once waits here
+//! in order, offered meanwhile to the job's other nodes thought to have room and passed to
+//! them in turn after a wait ([`crate::proto::spill`]), keeping its place here until one
+//! grants it; an ask of the driver's own worker at the process cap goes to the driver, which
+//! nests it on the blocked owner.
 //!
 //! A leased worker blocked in `get` gives its CPU back to the node while it waits, as the
 //! driver's scheduler does with its own workers, and takes it again when it resumes (beyond
@@ -59,10 +61,11 @@ pub(crate) fn job_conn(conn: ConnId) -> ConnId {
 const POOL_BIT: ConnId = 1 << 63;
 
 /// How long an ask the node has no room for waits here for room (a worker of the job
-/// blocking in `get`, a lease's end) before it goes on to the driver, which may place it on
-/// another node: an owner asks for its leases as it submits, before it blocks waiting for
-/// them (10,000 submissions take tens of milliseconds). The driver moves queued work
-/// between nodes at the same period ([`crate::proto::node::REBALANCE_EVERY`]).
+/// blocking in `get`, a lease's end) before it is passed on to the job's other nodes in turn
+/// (unless one said it has room first, see [`crate::proto::spill`]): an owner asks for its
+/// leases as it submits, before it blocks waiting for them (10,000 submissions take tens of
+/// milliseconds). The driver moves queued work between nodes at the same period
+/// ([`crate::proto::node::REBALANCE_EVERY`]).
 pub(crate) const ASK_WAITS: Duration = Duration::from_millis(100);
 
 /// The longest an ask waits here between rounds of passes to other nodes: each round that
@@ -137,7 +140,7 @@ struct Waiting {
     owner: u64,
     key: TaskId,
     shape: Resources,
-    /// When it goes on to the driver; never while no other node could run it.
+    /// When it is passed on to other nodes (next); never while no other node could run it.
     until: Option<Instant>,
     /// Offered to another node meanwhile, which is thought to have room for it
     /// ([`crate::proto::spill::Spill::offer`]), or passed on after its wait
@@ -157,7 +160,8 @@ pub(crate) enum Asked {
     Start { worker: u64 },
     /// It waits for room here (decided later by [`Pool::retry`] or [`Pool::due`]).
     Waits,
-    /// The node cannot grant it: the ask goes on to the driver.
+    /// The node cannot grant it: the ask goes on (from [`Pool::ask`] and [`Pool::retry`], to
+    /// the driver; from [`Pool::due`], to other nodes, see [`Pool::due`]).
     Forward,
 }
 
@@ -299,8 +303,8 @@ impl Pool {
     }
 
     /// The job's other nodes changed at `now`: the most of each resource any of them has is
-    /// `elsewhere`. Asks that waited for room here because no other node could run them go
-    /// on to the driver after their wait from now, if one can now.
+    /// `elsewhere`. Asks that waited for room here because no other node could run them are
+    /// passed on after their wait from now, if one can now.
     pub(crate) fn set_elsewhere(&mut self, elsewhere: Resources, now: Instant) {
         for ask in &mut self.waiting {
             ask.until = match ask.shape.fits_in(&elsewhere) {
