@@ -35,6 +35,7 @@ fn frames(c: &mut Criterion) {
         kind: prism_graph::TaskKind::Normal,
         stream: None,
         cpu: prism_graph::Amount::ZERO,
+        run: 0,
     }]);
     let mut out = Vec::with_capacity(1024);
     c.bench_function("encode Execute frame", |b| {

@@ -38,7 +38,8 @@ use crate::frame::Message;
 /// worker to exit rather than killing it ([`ToWorker::ExitIfIdle`], [`ToNode::Owes`]); 28:
 /// a node's pool tells the nodes that asked it what room it has for their asks
 /// ([`PeerLease::Room`]), and they pass an ask there at once rather than after a wait; an
-/// ask names a node to fetch the job's binary from ([`PeerLease::Ask`]'s `binary_from`).
+/// ask names a node to fetch the job's binary from ([`PeerLease::Ask`]'s `binary_from`); a
+/// pushed task's run is numbered and its end names it ([`Execute::run`], [`TaskEnd::run`]).
 pub const PROTOCOL_VERSION: u32 = 28;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
@@ -166,6 +167,11 @@ pub struct Execute {
     /// The CPUs the task holds while it runs (none for an actor's calls: the actor holds
     /// its own), named again when it blocks ([`ToNode::Blocked`]).
     pub cpu: Amount,
+    /// Which run of the task this is, as the worker that owns it counts them (0: its owner
+    /// does not count them, as the driver): the run's end names it again
+    /// ([`TaskEnd::run`]), so that the owner knows an end of an earlier run from the one it
+    /// waits for.
+    pub run: u32,
 }
 
 /// How a run of a streaming generator yields its items.
@@ -668,6 +674,8 @@ pub struct TaskEnd {
     /// How its run spent its time (none: the node keeps no task events, or the task was
     /// cancelled before it ran).
     pub times: Option<RunTimes>,
+    /// The run that ended ([`Execute::run`]; 0 where the owner does not count them).
+    pub run: u32,
 }
 
 /// How a task's run spent its time, as its worker measured it, in microseconds; `ago` is how

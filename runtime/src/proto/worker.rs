@@ -127,8 +127,9 @@ pub(crate) struct Worker {
     arrived: Vec<ObjectId>,
     /// Streaming generators sent here to run: how many of their items the consumer took.
     streams: IdMap<TaskId, u32>,
-    /// Tasks other workers own, pushed here to run: their ends go to their owners.
-    pushed: IdSet<TaskId>,
+    /// Tasks other workers own, pushed here to run, and which of their runs each is
+    /// ([`Execute::run`]): their ends go to their owners, naming the run.
+    pushed: IdMap<TaskId, u32>,
     /// The host's clock as the shell last read it, before each message (for how fast owned
     /// tasks end, and the times of their changes).
     now_us: u64,
@@ -167,7 +168,7 @@ impl Worker {
             nested: None,
             arrived: Vec::new(),
             streams: IdMap::default(),
-            pushed: IdSet::default(),
+            pushed: IdMap::default(),
             now_us: 0,
             owned: owned::Owned::new(me),
             arg_pulls: pulls::ArgPulls::default(),
@@ -640,6 +641,7 @@ impl Worker {
                     task: e.task,
                     outcome: e.outcome,
                     times: e.timing.filter(|_| timed).map(|t| t.wire(sent_us)),
+                    run: 0,
                 })
                 .collect();
             self.send(&ToNode::Done { sent_us, ended });
@@ -662,9 +664,9 @@ impl Worker {
         let mut ends = Vec::new();
         let pushed = &mut self.pushed;
         self.done.retain_mut(|e| {
-            if !pushed.remove(&e.task) {
+            let Some(run) = pushed.remove(&e.task) else {
                 return true;
-            }
+            };
             let outcome = Outcome::Failed(TaskError::Cancelled {
                 task: e.task,
                 function: String::new(),
@@ -673,6 +675,7 @@ impl Worker {
                 task: e.task,
                 outcome: std::mem::replace(&mut e.outcome, outcome),
                 times: e.timing.filter(|_| sent_us > 0).map(|t| t.wire(sent_us)),
+                run,
             });
             false
         });
@@ -770,7 +773,7 @@ impl Worker {
                         bounced.push(id);
                         continue;
                     }
-                    self.pushed.insert(id);
+                    self.pushed.insert(id, task.run.to_native());
                     let exec = decode(task)?;
                     self.queue_pushed(exec);
                 }
@@ -945,8 +948,9 @@ impl Worker {
         if !self.pushed.is_empty() {
             // Those waiting for their arguments go back too.
             returned.extend(self.take_held_for_args());
-            let (pushed, node): (Vec<TaskId>, Vec<TaskId>) =
-                returned.into_iter().partition(|t| self.pushed.contains(t));
+            let (pushed, node): (Vec<TaskId>, Vec<TaskId>) = returned
+                .into_iter()
+                .partition(|t| self.pushed.contains_key(t));
             returned = node;
             if !pushed.is_empty() {
                 self.hand_back(pushed);
@@ -1135,6 +1139,7 @@ mod tests {
             kind,
             stream: None,
             cpu: Amount::ZERO,
+            run: 0,
         }
     }
 
@@ -1313,7 +1318,7 @@ mod tests {
         };
         assert!(matches!(
             &ended[..],
-            [TaskEnd { task: t, outcome: Outcome::Failed(TaskError::Cancelled { function, .. }), times: None }]
+            [TaskEnd { task: t, outcome: Outcome::Failed(TaskError::Cancelled { function, .. }), times: None, .. }]
                 if *t == task(2) && function == "f2"
         ));
         assert_eq!(worker.next_task().map(|e| e.task), Some(task(1)));

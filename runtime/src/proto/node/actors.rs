@@ -165,6 +165,7 @@ impl State {
                 kind: record.spec.kind,
                 stream: None,
                 cpu: record.spec.resources.cpu,
+                run: 0,
             }),
             _ => None,
         };

@@ -47,6 +47,7 @@ fn done(task: TaskId, outcome: Outcome) -> ToNode {
         task,
         outcome,
         times: None,
+        run: 0,
     }];
     ToNode::Done { sent_us: 0, ended }
 }
@@ -2065,6 +2066,7 @@ fn a_worker_owner_is_leased_a_worker_and_the_node_relays_their_frames_as_they_ar
         kind: TaskKind::Normal,
         stream: None,
         cpu: prism_graph::Amount::ZERO,
+        run: 0,
     };
     let mut frame = Vec::new();
     encode_frame(&ToWorker::Push(vec![exec.clone()]), &mut frame).unwrap();

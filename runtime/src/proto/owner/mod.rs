@@ -165,6 +165,7 @@ impl TaskRecord {
             kind: self.spec.kind,
             stream: None,
             cpu: self.spec.resources.cpu,
+            run: 0,
         }
     }
 }

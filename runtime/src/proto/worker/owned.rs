@@ -500,7 +500,7 @@ impl Worker {
         record.attempts += 1;
         let function = record.spec.function.clone();
         let (fn_hash, num_returns) = (record.spec.fn_hash, record.spec.num_returns);
-        let (kind, cpu) = (record.spec.kind, record.spec.resources.cpu);
+        let (kind, cpu, run) = (record.spec.kind, record.spec.resources.cpu, record.attempts);
         let worker = match at {
             At::Pushed(_) | At::Called(_) => self.pushed_to(at).map_or(0, |(w, _)| w),
             _ => self.owned.me,
@@ -515,6 +515,7 @@ impl Worker {
             kind,
             stream: None,
             cpu,
+            run,
         })
     }
 
@@ -595,6 +596,26 @@ impl Worker {
             |e: rkyv::rancor::Error| super::Stop::Lost(format!("undecodable task end: {e}"));
         for end in ends {
             let task = end.task.to_native();
+            let run = end.run.to_native();
+            let stale = (self.owned.tasks.get(&task)).is_some_and(|r| {
+                run != 0 && run != r.attempts && matches!(r.at, At::Pushed(_) | At::Called(_))
+            });
+            if stale {
+                // The end of an earlier run (under a lease that ended, on its way meanwhile):
+                // the run this owner waits for ends on its own, and its worker stays leased
+                // until then. What the node holds for this end's values goes.
+                tracing::debug!(%task, run, "the end of an earlier run of an owned task is dropped");
+                if let (true, prism_transport::ArchivedOutcome::Returned { nested, actors, .. }) =
+                    (held, &end.outcome)
+                {
+                    let nested: Vec<Vec<ObjectId>> =
+                        rkyv::deserialize::<_, rkyv::rancor::Error>(nested).map_err(undecodable)?;
+                    let actors: Vec<Vec<prism_graph::ActorId>> =
+                        rkyv::deserialize::<_, rkyv::rancor::Error>(actors).map_err(undecodable)?;
+                    self.release_held(nested.concat(), actors.concat());
+                }
+                continue;
+            }
             // A value too large to travel inside the end stayed on the node of the lease it
             // ran under.
             let afar = (self.owned.tasks.get(&task)).and_then(|r| self.lease_node(r.at));
@@ -672,10 +693,12 @@ impl Worker {
         if let Some(timing) = ended.timing {
             self.note_ran(ended.task, timing.end, timing.wire(timing.end));
         }
+        // Run here, on top of this worker: no other run's end can be taken for it.
         let end = prism_transport::TaskEnd {
             task: ended.task,
             outcome: ended.outcome,
             times: None,
+            run: 0,
         };
         // Read back as the wire form, so that its values are mapped as any other end's.
         match rkyv::to_bytes::<rkyv::rancor::Error>(&end) {
@@ -1476,6 +1499,7 @@ mod tests {
             kind: TaskKind::Normal,
             stream: None,
             cpu: prism_graph::Amount::ZERO,
+            run: 0,
         }
     }
 
@@ -1486,6 +1510,7 @@ mod tests {
                 task,
                 outcome: value_of(bytes),
                 times: None,
+                run: 0,
             }],
         }
     }
@@ -1799,6 +1824,53 @@ mod tests {
     }
 
     #[test]
+    fn the_end_of_an_earlier_run_is_dropped_and_the_lease_of_the_run_awaited_stays() {
+        let mut w = owner();
+        let task = spec(1, Vec::new(), 3);
+        let id = ObjectId::new(task.task_id, 0);
+        w.submit(task, None);
+        let key = lease_key(&sent(&mut w));
+        lease(&mut w, key, 9);
+        let runs = |messages: &[ToNode], to| -> Vec<u32> {
+            (forwarded(messages, to).into_iter())
+                .flat_map(|m| match m {
+                    ToWorker::Push(batch) => batch.into_iter().map(|e| e.run).collect(),
+                    _ => Vec::new(),
+                })
+                .collect()
+        };
+        assert_eq!(runs(&sent(&mut w), 9), [1], "its first run");
+        // Worker 9's node leaves: the task runs again under a new lease, on worker 10.
+        let reason = String::from("node b, where its worker was leased, left the job");
+        receive(&mut w, &ToWorker::LeaseEnded { key, reason });
+        let again = lease_key(&sent(&mut w));
+        lease(&mut w, again, 10);
+        assert_eq!(runs(&sent(&mut w), 10), [2], "its second run");
+        // The first run's end still comes (it was on its way): dropped, and the lease of the
+        // second run, whose worker runs it still, is not given back.
+        let end = |run, byte| ToWorker::Returned {
+            sent_us: 0,
+            ends: vec![TaskEnd {
+                task: id.task,
+                outcome: value_of(vec![byte]),
+                times: None,
+                run,
+            }],
+        };
+        receive(&mut w, &end(1, 1));
+        assert_eq!(value(&w, id), None);
+        let messages = sent(&mut w);
+        assert!(
+            !messages.contains(&ToNode::Unlease { key: again }),
+            "{messages:?}"
+        );
+        // The second run's end is the task's.
+        receive(&mut w, &end(2, 2));
+        assert_eq!(value(&w, id), Some(vec![2]));
+        assert!(sent(&mut w).contains(&ToNode::Unlease { key: again }));
+    }
+
+    #[test]
     fn an_owned_object_whose_reference_leaves_goes_to_the_node_first() {
         let mut w = owner();
         let task = spec(1, Vec::new(), 0);
@@ -1940,6 +2012,7 @@ mod tests {
             task: large.task,
             outcome,
             times: None,
+            run: 0,
         }];
         let mut open = |value: &ArchivedValue| ObjectBytes::from_wire(&dir, value);
         let ended = ToWorker::Returned { sent_us: 0, ends };
@@ -2007,6 +2080,7 @@ mod tests {
                 task,
                 outcome,
                 times: None,
+                run: 0,
             }];
             receive(&mut w, &ToWorker::Returned { sent_us: 0, ends });
         }
@@ -2163,6 +2237,7 @@ mod tests {
             task,
             outcome: outcome.clone(),
             times: None,
+            run: 0,
         };
         let ended = ToWorker::Returned {
             sent_us: 0,
@@ -2217,6 +2292,7 @@ mod tests {
                 store_us: 10,
                 ago_us: 30,
             }),
+            run: 0,
         };
         let ends = vec![end];
         receive(

@@ -215,6 +215,7 @@ mod tests {
             kind: TaskKind::Normal,
             stream: None,
             cpu: prism_graph::Amount::ZERO,
+            run: 0,
         }
     }
 
