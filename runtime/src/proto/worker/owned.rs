@@ -597,29 +597,11 @@ impl Worker {
         for end in ends {
             let task = end.task.to_native();
             let run = end.run.to_native();
-            let stale = (self.owned.tasks.get(&task)).is_some_and(|r| {
-                run != 0 && run != r.attempts && matches!(r.at, At::Pushed(_) | At::Called(_))
-            });
-            if stale {
-                // The end of an earlier run (under a lease that ended, on its way meanwhile):
-                // the run this owner waits for ends on its own, and its worker stays leased
-                // until then. What the node holds for this end's values goes.
-                tracing::debug!(%task, run, "the end of an earlier run of an owned task is dropped");
-                if let (true, prism_transport::ArchivedOutcome::Returned { nested, actors, .. }) =
-                    (held, &end.outcome)
-                {
-                    let nested: Vec<Vec<ObjectId>> =
-                        rkyv::deserialize::<_, rkyv::rancor::Error>(nested).map_err(undecodable)?;
-                    let actors: Vec<Vec<prism_graph::ActorId>> =
-                        rkyv::deserialize::<_, rkyv::rancor::Error>(actors).map_err(undecodable)?;
-                    self.release_held(nested.concat(), actors.concat());
-                }
-                continue;
-            }
+            let stale = self.earlier_run(task, run);
             // A value too large to travel inside the end stayed on the node of the lease it
             // ran under.
             let afar = (self.owned.tasks.get(&task)).and_then(|r| self.lease_node(r.at));
-            if let Some(times) = end.times.as_ref() {
+            if let Some(times) = end.times.as_ref().filter(|_| !stale) {
                 let times = rkyv::deserialize::<RunTimes, rkyv::rancor::Error>(times)
                     .map_err(undecodable)?;
                 self.note_ran(task, sent_us, times);
@@ -650,9 +632,17 @@ impl Worker {
                         .map_err(undecodable)?,
                 ),
             };
-            self.owned_ended(task, ending, held);
+            self.owned_ended((task, stale), ending, held);
         }
         Ok(())
+    }
+
+    /// Whether an end of run `run` of owned `task` is of an earlier run than the one pushed
+    /// last (0: a run not counted, as one here on top of this worker).
+    fn earlier_run(&self, task: TaskId, run: u32) -> bool {
+        (self.owned.tasks.get(&task)).is_some_and(|r| {
+            run != 0 && run != r.attempts && matches!(r.at, At::Pushed(_) | At::Called(_))
+        })
     }
 
     /// Notes how owned `task` ran, its times as written at `sent_us` by the host's clock.
@@ -715,16 +705,22 @@ impl Worker {
         }
     }
 
-    /// Owned `task` ended; `held`: what its values refer to is held for this worker by the
-    /// node (it ran on another worker).
-    fn owned_ended(&mut self, task: TaskId, ending: Ending, held: bool) {
-        if !self.owned.cancelled.is_empty() {
+    /// Owned `task` ended (`stale`: an earlier run of it, see [`Worker::earlier_run`]);
+    /// `held`: what its values refer to is held for this worker by the node (it ran on
+    /// another worker).
+    fn owned_ended(&mut self, (task, stale): (TaskId, bool), ending: Ending, held: bool) {
+        if !stale && !self.owned.cancelled.is_empty() {
             // It ended (cancelled by its worker, or before its cancel arrived).
             self.owned.cancelled.remove(&task);
         }
-        let Some(record) = self.owned.tasks.get(&task) else {
-            // Ended already (cancelled, or a lease lost it and it ran again): what the node
-            // holds for this end's values goes.
+        // Ended already (cancelled, or a lease lost it and it ran again), or `stale`: the end
+        // of an earlier run (under a lease that ended, on its way meanwhile), while the run
+        // this owner waits for ends on its own and its worker stays leased until then. What
+        // the node holds for this end's values goes.
+        let Some(record) = self.owned.tasks.get(&task).filter(|_| !stale) else {
+            if stale {
+                tracing::debug!(%task, "the end of an earlier run of an owned task is dropped");
+            }
             if let (true, Ending::Returned { nested, actors, .. }) = (held, ending) {
                 self.release_held(nested.concat(), actors.concat());
             }
