@@ -427,13 +427,18 @@ impl Pool {
         let idle = (self.workers.values())
             .filter(|u| matches!(u, Use::Idle(_)))
             .count();
-        let startable = match can_start {
+        let workers = u32::try_from(idle + self.startable(can_start)).unwrap_or(u32::MAX);
+        Room { free, workers }
+    }
+
+    /// How many more workers may start (`can_start`: the job's binary is here): under the
+    /// pool's cap on processes and within its numbers.
+    fn startable(&self, can_start: bool) -> usize {
+        match can_start {
             true => (self.max_workers.saturating_sub(self.workers.len()))
                 .min(self.end.saturating_sub(self.next) as usize),
             false => 0,
-        };
-        let workers = u32::try_from(idle + startable).unwrap_or(u32::MAX);
-        Room { free, workers }
+        }
     }
 
     /// Grants the waiting asks that fit now, in order (one that lacks a worker goes to the
@@ -483,8 +488,7 @@ impl Pool {
         let idle = (self.workers.iter())
             .find(|(_, u)| matches!(u, Use::Idle(_)))
             .map(|(&w, _)| w);
-        let fresh = (can_start && self.workers.len() < self.max_workers && self.next < self.end)
-            .then_some(self.next);
+        let fresh = (self.startable(can_start) > 0).then_some(self.next);
         // At the cap, a blocked owner of the pool's is leased itself: it runs the tasks it
         // waits for on top of the blocked one (as the driver nests them on its workers).
         let nest = (idle.is_none() && fresh.is_none() && self.blocked_here(owner)).then_some(owner);
