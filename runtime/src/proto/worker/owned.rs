@@ -79,8 +79,13 @@ enum At {
 struct Task {
     spec: TaskSpec,
     at: At,
-    /// Runs started so far.
+    /// Runs started so far, as its retries count them (a push that never started, handed
+    /// back or behind a lease that ended, does not count).
     attempts: u32,
+    /// Pushes so far, each numbered (`Execute::run`): never taken back, so that an end names
+    /// the one push it answers (a push counted out of `attempts` may have run after all, its
+    /// end on its way across a partition).
+    runs: u32,
 }
 
 /// The tasks of one resource shape waiting for a worker, and the leases serving them.
@@ -330,6 +335,7 @@ impl Worker {
                 spec,
                 at: At::Waiting(missing),
                 attempts: 0,
+                runs: 0,
             },
         );
         if let Some(actor) = actor {
@@ -498,9 +504,10 @@ impl Worker {
         }
         record.at = at;
         record.attempts += 1;
+        record.runs += 1;
         let function = record.spec.function.clone();
         let (fn_hash, num_returns) = (record.spec.fn_hash, record.spec.num_returns);
-        let (kind, cpu, run) = (record.spec.kind, record.spec.resources.cpu, record.attempts);
+        let (kind, cpu, run) = (record.spec.kind, record.spec.resources.cpu, record.runs);
         let worker = match at {
             At::Pushed(_) | At::Called(_) => self.pushed_to(at).map_or(0, |(w, _)| w),
             _ => self.owned.me,
@@ -641,7 +648,7 @@ impl Worker {
     /// last (0: a run not counted, as one here on top of this worker).
     fn earlier_run(&self, task: TaskId, run: u32) -> bool {
         (self.owned.tasks.get(&task)).is_some_and(|r| {
-            run != 0 && run != r.attempts && matches!(r.at, At::Pushed(_) | At::Called(_))
+            run != 0 && run != r.runs && matches!(r.at, At::Pushed(_) | At::Called(_))
         })
     }
 
@@ -1864,6 +1871,55 @@ mod tests {
         receive(&mut w, &end(2, 2));
         assert_eq!(value(&w, id), Some(vec![2]));
         assert!(sent(&mut w).contains(&ToNode::Unlease { key: again }));
+    }
+
+    #[test]
+    fn a_push_not_counted_as_a_try_still_numbers_its_run() {
+        let mut w = owner();
+        let (first, second) = (spec(1, Vec::new(), 3), spec(2, Vec::new(), 3));
+        let id = ObjectId::new(second.task_id, 0);
+        w.submit(first, None);
+        w.submit(second, None);
+        let key = lease_key(&sent(&mut w));
+        lease(&mut w, key, 9);
+        let runs = |messages: &[ToNode], to| -> Vec<(u64, u32)> {
+            (forwarded(messages, to).into_iter())
+                .flat_map(|m| match m {
+                    ToWorker::Push(batch) => {
+                        batch.into_iter().map(|e| (e.task.seq, e.run)).collect()
+                    }
+                    _ => Vec::new(),
+                })
+                .collect()
+        };
+        assert_eq!(runs(&sent(&mut w), 9), [(1, 1), (2, 1)], "both pushed");
+        // Worker 9's node leaves: only the first in flight counts as tried; both run again
+        // under a new lease, each under a new number.
+        let reason = String::from("node b, where its worker was leased, left the job");
+        receive(&mut w, &ToWorker::LeaseEnded { key, reason });
+        let again = lease_key(&sent(&mut w));
+        lease(&mut w, again, 10);
+        assert_eq!(runs(&sent(&mut w), 10), [(1, 2), (2, 2)]);
+        // The second task ran on worker 9 after all (its end was on its way across a
+        // partition): that end is dropped, and the lease whose worker runs it again stays.
+        let end = |run, byte| ToWorker::Returned {
+            sent_us: 0,
+            ends: vec![TaskEnd {
+                task: id.task,
+                outcome: value_of(vec![byte]),
+                times: None,
+                run,
+            }],
+        };
+        receive(&mut w, &end(1, 1));
+        assert_eq!(value(&w, id), None);
+        let messages = sent(&mut w);
+        assert!(
+            !messages.contains(&ToNode::Unlease { key: again }),
+            "{messages:?}"
+        );
+        receive(&mut w, &end(2, 2));
+        assert_eq!(value(&w, id), Some(vec![2]));
     }
 
     #[test]
