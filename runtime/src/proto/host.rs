@@ -24,7 +24,7 @@ use crate::proto::events::{TaskEvents, UnixClock};
 use crate::proto::grants::{Answer, Grants};
 use crate::proto::lease::{self, Lease};
 use crate::proto::pool::{self, Asked, Decided, Lend, Pool, StartedFor};
-use crate::proto::spill::{self, Grant, Held, Next, Room, Spill};
+use crate::proto::spill::{self, Grant, Held, Next, Room, Spill, Told};
 
 /// A connection of a driver to this node (the shell's number for it).
 pub(crate) type ConnId = u64;
@@ -361,9 +361,8 @@ struct Job<P, S> {
     /// way to the driver): an idle one still owes them calls, and its pool keeps it.
     handles: HashMap<u64, HashSet<ActorId>>,
     /// The other nodes whose pools asked this one, and the room each thinks it has: what it
-    /// was last told ([`PeerLease::Room`]) less the asks it sent since, as it counts them
-    /// (`None`: to be told, as after a refusal).
-    told: BTreeMap<String, Option<Room>>,
+    /// was last told ([`PeerLease::Room`]) less the asks it sent since, as it counts them.
+    told: BTreeMap<String, Told>,
 }
 
 /// Whether idle worker `worker` still owes work its pool does not see: tasks it owns on
@@ -517,6 +516,8 @@ pub(crate) struct Hosting<P, S> {
     grants: Grants,
     /// The node leaves: it takes no new job.
     draining: bool,
+    /// The time of the last event or timeout (what the room told is paced by).
+    now: Option<Instant>,
     /// Jobs that ended here, their last task events for the head's next report.
     ended_reports: Vec<EndedReports>,
     actions: VecDeque<Action<P, S>>,
@@ -536,6 +537,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             after_free: Vec::new(),
             pulled: PullStats::default(),
             draining: false,
+            now: None,
             ended_reports: Vec::new(),
             actions: VecDeque::new(),
         }
@@ -553,6 +555,9 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     /// them ([`Room::news_to`], see [`crate::proto::spill`]): once all else decided is done,
     /// so that one word covers a whole step's changes.
     fn tell_rooms(&mut self) {
+        let Some(now) = self.now else {
+            return;
+        };
         let mut names: Vec<&String> = (self.jobs.iter())
             .filter(|(_, j)| !j.told.is_empty())
             .map(|(name, _)| name)
@@ -570,11 +575,9 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 _ => Room::default(),
             };
             for (to, told) in &mut job.told {
-                if told.as_ref().is_some_and(|thought| !room.news_to(thought)) {
+                let Some(Room { free, workers }) = told.tell(&room, now) else {
                     continue;
-                }
-                *told = Some(room.clone());
-                let (free, workers) = (room.free.clone(), room.workers);
+                };
                 self.actions.push_back(Action::Peer {
                     job: name.clone(),
                     to: to.clone(),
@@ -662,7 +665,8 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         let idle =
             (self.jobs.values()).filter_map(|j| j.pool.as_ref()?.next_due(&|w| j.owes_work(w)));
         let unanswered = self.jobs.values().filter_map(|j| j.spill.next_due());
-        (leases.chain(idle).chain(unanswered))
+        let rooms = (self.jobs.values()).flat_map(|j| j.told.values().filter_map(Told::due));
+        (leases.chain(idle).chain(unanswered).chain(rooms))
             .chain(self.grants.next_reclaim())
             .min()
     }
@@ -670,6 +674,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     /// The clock reached `now`: ask for lease renewals that are due, and end the jobs whose
     /// lease ran out (closing their connections, so that their drivers see it).
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.now = Some(now);
         self.reclaim(now);
         self.pools_due(now);
         let mut expired = Vec::new();
@@ -1711,10 +1716,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             return self.fetch_binary_for(conn, (0, waiter), source);
         }
         // It hears of this pool's room from now on; it counts this ask off what it thinks.
-        let thought = record.told.entry(from.clone()).or_insert(None);
-        if let Some(thought) = thought {
-            thought.take(&shape);
-        }
+        record.told.entry(from.clone()).or_default().asked(&shape);
         let setup = record.setup.clone();
         let asked = match (&mut record.pool, draining) {
             (Some(pool), false) => pool.ask_afar(
@@ -1739,7 +1741,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 let reason = format!("node {name} has no room for {shape} now");
                 if let Some((_, record)) = self.job_of_mut(conn) {
                     // The room it has now follows the refusal.
-                    record.told.insert(from.clone(), None);
+                    record.told.entry(from.clone()).or_default().refused();
                 }
                 return self.peer_send(conn, from, PeerLease::Refused { owner, key, reason });
             }
@@ -1763,6 +1765,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
 
     /// Takes in what happened at `now`.
     pub(crate) fn handle(&mut self, event: Event<P, S>, now: Instant) {
+        self.now = Some(now);
         match event {
             Event::Connected { conn, job } => {
                 self.connections.insert(conn, job);
@@ -2982,6 +2985,10 @@ mod tests {
             ),
             t0,
         );
+        // The room that came back is news to a, told no sooner than the pace allows.
+        assert_eq!(acted(&mut b), []);
+        assert_eq!(b.poll_timeout(), Some(t0 + spill::ROOM_PACE));
+        b.handle_timeout(t0 + spill::ROOM_PACE);
         assert_eq!(acted(&mut b), [to_peer("a", room(4.0, 8))]);
         a.handle(from_peer("b", room(4.0, 8)), t0);
         // The next ask goes to b at once, which said it has room (it keeps its place at a
@@ -3016,7 +3023,8 @@ mod tests {
             worker,
             reason: "killed".into(),
         };
-        b.handle(exited(200), t0);
+        // (After the pace: b tells a of the CPU that came back at once.)
+        b.handle(exited(200), t0 + 2 * spill::ROOM_PACE);
         let reason = "leased worker 200 died: killed".to_string();
         let ended = PeerLease::Ended {
             owner: 3,

@@ -22,7 +22,8 @@
 //!
 //! When: after the ask waited at its own node (the pool's [`ASK_WAITS`]), unless another
 //! node has room for it now. Each pool tells the nodes that asked it what room it has
-//! ([`Room`], whenever that changes and after each refusal); a node not heard from yet is
+//! ([`Room`], whenever that changes, more room at most once per [`ROOM_PACE`], and after each
+//! refusal); a node not heard from yet is
 //! thought to have its whole resources free. An ask its node has no room for goes at once
 //! to the next node in turn thought to have room for it ([`Spill::offer`], the room thought
 //! there shrinking by the ask) and keeps its place at home meanwhile: refused, it is back in
@@ -101,6 +102,69 @@ impl Room {
     pub(crate) fn news_to(&self, thought: &Room) -> bool {
         let more = self.workers > thought.workers || !self.free.fits_in(&thought.free);
         more || (self.is_full() && !thought.is_full())
+    }
+}
+
+/// How often at most a pool tells one node that it has more room than that node thinks
+/// (none left, and the room after a refusal, are told at once): a busy node whose CPU frees
+/// and is taken by its own owners a moment later would otherwise announce each such moment
+/// and draw asks it then refuses.
+pub(crate) const ROOM_PACE: Duration = Duration::from_millis(3);
+
+/// What a node that asked this pool thinks of its room, and when it was last told.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Told {
+    /// What it was told less the asks it sent since (`None`: to be told at once, as after a
+    /// refusal).
+    thought: Option<Room>,
+    /// When it was last told.
+    at: Option<Instant>,
+    /// More room is news to it, held back until [`ROOM_PACE`] after `at`.
+    held: bool,
+}
+
+impl Told {
+    /// It sent an ask of `shape`: it counts it off what it thinks.
+    pub(crate) fn asked(&mut self, shape: &Resources) {
+        if let Some(thought) = &mut self.thought {
+            thought.take(shape);
+        }
+    }
+
+    /// It was refused an ask: it hears the room as it is at once.
+    pub(crate) fn refused(&mut self) {
+        self.thought = None;
+    }
+
+    /// What to tell it at `now`, when the pool has `room`: news to it ([`Room::news_to`]) at
+    /// once when it is to hear at once or none is left, more room at most once per
+    /// [`ROOM_PACE`] (held back till then, [`Told::due`]).
+    pub(crate) fn tell(&mut self, room: &Room, now: Instant) -> Option<Room> {
+        let Some(thought) = &self.thought else {
+            return Some(self.told(room, now));
+        };
+        if !room.news_to(thought) {
+            self.held = false;
+            return None;
+        }
+        let paced = self.at.is_some_and(|at| now < at + ROOM_PACE);
+        if paced && !room.is_full() {
+            self.held = true;
+            return None;
+        }
+        Some(self.told(room, now))
+    }
+
+    fn told(&mut self, room: &Room, now: Instant) -> Room {
+        self.thought = Some(room.clone());
+        self.at = Some(now);
+        self.held = false;
+        room.clone()
+    }
+
+    /// When the room held back from it is due.
+    pub(crate) fn due(&self) -> Option<Instant> {
+        self.at.filter(|_| self.held).map(|at| at + ROOM_PACE)
     }
 }
 
@@ -652,6 +716,38 @@ mod tests {
         let mut counted = room(2, 1);
         counted.take(&cpus(1));
         assert_eq!(counted, room(1, 0));
+    }
+
+    #[test]
+    fn more_room_is_told_once_per_pace_none_left_and_after_a_refusal_at_once() {
+        let room = |free: u32, workers| Room {
+            free: cpus(free),
+            workers,
+        };
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut told = Told::default();
+        // Its first ask: it hears the room at once.
+        assert_eq!(told.tell(&room(1, 1), t0), Some(room(1, 1)));
+        assert_eq!(told.due(), None);
+        // It asks, and counts it off; the CPU comes back within the pace: held back.
+        told.asked(&cpus(1));
+        assert_eq!(told.tell(&room(1, 1), ms(1)), None);
+        assert_eq!(told.due(), Some(t0 + ROOM_PACE));
+        // Taken again before it was due: nothing to tell, nothing held.
+        assert_eq!(told.tell(&room(0, 0), ms(2)), None);
+        assert_eq!(told.due(), None);
+        // Free again, and still so once due: told then.
+        assert_eq!(told.tell(&room(2, 1), ms(2)), None);
+        assert_eq!(told.tell(&room(2, 1), t0 + ROOM_PACE), Some(room(2, 1)));
+        assert_eq!(told.due(), None);
+        // None left is told at once, whatever the pace.
+        assert_eq!(told.tell(&room(0, 0), ms(4)), Some(room(0, 0)));
+        // After a refusal it hears the room as it is at once, even when it is no more.
+        told.refused();
+        assert_eq!(told.tell(&room(0, 0), ms(5)), Some(room(0, 0)));
+        // More room long after the last word: at once.
+        assert_eq!(told.tell(&room(1, 1), ms(100)), Some(room(1, 1)));
     }
 
     #[test]
