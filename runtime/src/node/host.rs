@@ -33,7 +33,7 @@ use crate::process::{self, ENV_JOB_FINGERPRINT, ENV_NODE_NAME, ProcessHandle, St
 use crate::proto::host::{
     Action, ConnId, Ending, Event, FileWork, Hosting as Core, JobStart, ReqId, Request,
 };
-use crate::proto::relay::{self, Route};
+use crate::proto::relay::{self, Kind, Route};
 use crate::store;
 
 /// Largest request a driver may send.
@@ -319,14 +319,26 @@ impl Hosting {
                         }
                     };
                     let (from, to) = (passed.from.to_native(), passed.to.to_native());
-                    if let Err(reason) = relay::check(&passed.frame) {
-                        tracing::error!(%peer, %job, worker = to, "a frame from another node is refused: {reason}");
-                        continue;
-                    }
-                    let Some(conn) = hosting.core.lock().conn_of(&job) else {
+                    let kind = match relay::check(&passed.frame) {
+                        Ok(kind) => kind,
+                        Err(reason) => {
+                            tracing::error!(%peer, %job, worker = to, "a frame from another node is refused: {reason}");
+                            continue;
+                        }
+                    };
+                    let taken = {
+                        let core = hosting.core.lock();
+                        let conn = core.conn_of(&job);
+                        conn.map(|c| (c, kind == Kind::Other || core.takes_push(&job, from, to)))
+                    };
+                    let Some((conn, takes)) = taken else {
                         tracing::debug!(%peer, %job, "a frame for a job not hosted here is dropped");
                         continue;
                     };
+                    if !takes {
+                        tracing::debug!(%peer, %job, owner = from, worker = to, "a push for a worker not leased to its owner is dropped (its lease ended)");
+                        continue;
+                    }
                     hosting.owner_at((conn, &job), from, peer);
                     if !hosting.pass_here(conn, to, &passed.frame) {
                         tracing::debug!(

@@ -587,6 +587,14 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         }
     }
 
+    /// Whether tasks owner `owner` of another node pushes may reach worker `worker` of job
+    /// `job` ([`Pool::takes_push`]); a push the pool would not take is dropped (its owner's
+    /// lease ended: it hears that, or its node left the job).
+    pub(crate) fn takes_push(&self, job: &str, owner: u64, worker: u64) -> bool {
+        let pool = self.jobs.get(job).and_then(|j| j.pool.as_ref());
+        pool.is_none_or(|pool| pool.takes_push(owner, worker))
+    }
+
     /// Offers the asks waiting in the pool of the job on `conn` to the other nodes thought
     /// to have room for them, at `now` (see [`crate::proto::spill`]).
     fn offer_waiting(&mut self, conn: ConnId, now: Instant) {

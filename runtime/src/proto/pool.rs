@@ -315,6 +315,19 @@ impl Pool {
         self.elsewhere = elsewhere;
     }
 
+    /// Whether tasks owner `owner` pushes may reach worker `worker`: not when the worker is
+    /// the pool's and not leased to that owner (idle, starting, or leased to another owner).
+    /// A push can come after its lease ended (its frames on their way across a partition
+    /// while the owner's node left the job): run then, it would use a CPU the node gave to
+    /// another lease. Workers not the pool's (the driver's, an actor's) take what comes.
+    pub(crate) fn takes_push(&self, owner: u64, worker: u64) -> bool {
+        match self.workers.get(&worker) {
+            None | Some(Use::Driver | Use::Lending(_)) => true,
+            Some(Use::Leased(key)) => self.leases.get(key).is_some_and(|l| l.owner == owner),
+            Some(Use::Starting(_) | Use::Idle(_)) => false,
+        }
+    }
+
     /// Whether worker `worker` is one of the pool's.
     #[cfg(test)]
     pub(crate) fn has(&self, worker: u64) -> bool {
@@ -1065,13 +1078,24 @@ mod tests {
             Asked::Start { worker: 101 }
         );
         assert_eq!(grants.held_by(CLIENT), cpus(2.0));
+        // Pushes reach a worker of the pool only from the owner it is leased to (101 is
+        // still starting); workers not the pool's take what comes.
+        assert!(pool.takes_push(7, 100));
+        assert!(!pool.takes_push(8, 100));
+        assert!(!pool.takes_push(7, 101));
+        assert!(pool.takes_push(8, 500));
         // Only its owner gives a lease back; the worker idles and takes the next ask.
         assert!(!pool.unlease((&mut grants, CLIENT), (8, key(7, 1)), t0));
         assert!(pool.unlease((&mut grants, CLIENT), (7, key(7, 1)), t0));
+        assert!(
+            !pool.takes_push(7, 100),
+            "its lease ended: a late push is dropped"
+        );
         assert_eq!(
             ask(&mut pool, &mut grants, 8, key(8, 1), &one, true),
             Asked::Granted { worker: 100 }
         );
+        assert!(pool.takes_push(8, 100) && !pool.takes_push(7, 100));
         // A key that is not the asker's, or open already, is the driver's to refuse; and the
         // numbers run out at the range's end.
         let zero = Resources::default();

@@ -12,6 +12,15 @@
 
 use prism_transport::{ArchivedToNode, ArchivedToWorker, Frame, ToWorker};
 
+/// What a frame a worker may send another is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Tasks pushed by their owner, to run under its lease on the receiving worker.
+    Push,
+    /// Ends, hand-backs and cancels.
+    Other,
+}
+
 /// Where a frame from a worker goes.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Route<'a> {
@@ -34,7 +43,7 @@ pub(crate) fn route(msg: &ArchivedToNode) -> Route<'_> {
         return Route::Node;
     };
     match check(frame) {
-        Ok(()) => Route::Worker {
+        Ok(_) => Route::Worker {
             to: to.to_native(),
             at: at.as_ref().map(|a| a.as_str()),
             frame: frame.as_slice(),
@@ -43,18 +52,19 @@ pub(crate) fn route(msg: &ArchivedToNode) -> Route<'_> {
     }
 }
 
-/// Whether `frame` is one whole [`ToWorker`] frame of a kind a worker may send another.
-pub(crate) fn check(frame: &[u8]) -> Result<(), String> {
+/// Whether `frame` is one whole [`ToWorker`] frame of a kind a worker may send another, and
+/// which.
+pub(crate) fn check(frame: &[u8]) -> Result<Kind, String> {
     // Read in place: a stream's decoder would zero a 64 KiB buffer for every frame relayed
     // (5% of the embedded node's thread in the n:n actor calls).
     let one = Frame::whole(frame, prism_transport::DEFAULT_MAX_FRAME)
         .map_err(|e| e.to_string())?
         .ok_or("not one whole frame")?;
     match one.access::<ToWorker>().map_err(|e| e.to_string())? {
-        ArchivedToWorker::Push(_)
-        | ArchivedToWorker::Returned { .. }
+        ArchivedToWorker::Push(_) => Ok(Kind::Push),
+        ArchivedToWorker::Returned { .. }
         | ArchivedToWorker::Handback(_)
-        | ArchivedToWorker::Cancel { .. } => Ok(()),
+        | ArchivedToWorker::Cancel { .. } => Ok(Kind::Other),
         _ => Err("not a push, an end, a hand-back or a cancel".into()),
     }
 }

@@ -216,6 +216,9 @@ pub struct Report {
     pub joins: usize,
     /// Tasks a worker could not start because an argument was not in its node's store.
     pub missing_arguments: u64,
+    /// Pushes from another node's owner that a daemon dropped: they came after their lease
+    /// ended (across a partition), for a worker not leased to that owner.
+    pub stale_pushes: u64,
     /// Objects nodes spilled to their disks, and restored.
     pub spilled: u64,
     pub restored: u64,

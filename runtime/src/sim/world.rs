@@ -64,7 +64,7 @@ const NO_LEASE: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
 /// the daemon's read of the frame.
 const LOCAL_RELAY: Duration = Duration::from_micros(20);
 use crate::proto::owner::Slot;
-use crate::proto::relay::Route;
+use crate::proto::relay::{Kind, Route};
 use crate::proto::scheduler::WorkerId;
 use crate::proto::worker::{Ended as RunEnd, Stop, Worker};
 use crate::rng::Rng;
@@ -266,11 +266,13 @@ enum What {
         from: HostIdx,
         message: prism_transport::PeerLease,
     },
-    /// Frames reach a worker (relayed by its node, on the job's connection of `epoch`).
+    /// Frames reach a worker (relayed by its node, on the job's connection of `epoch`);
+    /// `from`: the worker of another node that sent them (its daemon checks them again).
     Worker {
         worker: Wid,
         epoch: u64,
         frames: Vec<u8>,
+        from: Option<u64>,
     },
     /// A worker process finished starting.
     WorkerUp { worker: Wid },
@@ -1115,6 +1117,7 @@ impl World<'_> {
                     worker: (j, worker),
                     epoch,
                     frames,
+                    from: None,
                 };
                 self.send(Place::Driver(j), Place::Node(node), bytes, what);
             }
@@ -1356,6 +1359,7 @@ impl World<'_> {
                     worker: (j, worker),
                     epoch,
                     frames,
+                    from: None,
                 };
                 self.at(self.now + LOCAL_RELAY, what);
             }
@@ -1933,9 +1937,20 @@ impl World<'_> {
                 worker,
                 epoch,
                 frames,
+                from,
             } => {
                 let host = &self.hosts[self.host_of(worker)];
                 if !host.alive || host.views[worker.0].epoch != epoch {
+                    return Ok(());
+                }
+                // As the real daemon: a push from another node's owner reaches a worker of
+                // the pool only under that owner's lease.
+                let push = crate::proto::relay::check(&frames) == Ok(Kind::Push);
+                let job = &self.jobs[worker.0].name;
+                if let Some(owner) = from.filter(|_| push)
+                    && !host.core.takes_push(job, owner, worker.1)
+                {
+                    self.report.stale_pushes += 1;
                     return Ok(());
                 }
                 self.at_worker(worker, &frames);
@@ -3080,6 +3095,7 @@ impl World<'_> {
                         worker: (worker.0, to),
                         epoch,
                         frames: frame.to_vec(),
+                        from: (target != host).then_some(worker.1),
                     };
                     self.at(at, what);
                 }
@@ -3477,6 +3493,13 @@ impl World<'_> {
                 self.report.slowest_fetch.as_secs_f64(),
                 self.report.missing_arguments,
                 self.report.most_runs
+            )?;
+        }
+        if self.report.stale_pushes > 0 {
+            let stale = self.report.stale_pushes;
+            writeln!(
+                self.out,
+                "  pushes dropped after their lease ended: {stale}"
             )?;
         }
         if let Some(v) = &self.report.violation {
