@@ -1826,31 +1826,19 @@ mod tests {
         assert!(sent(&mut w).is_empty(), "no new ask: nothing waits");
     }
 
-    #[test]
-    fn the_end_of_an_earlier_run_is_dropped_and_the_lease_of_the_run_awaited_stays() {
-        let mut w = owner();
-        let task = spec(1, Vec::new(), 3);
-        let id = ObjectId::new(task.task_id, 0);
-        w.submit(task, None);
-        let key = lease_key(&sent(&mut w));
-        lease(&mut w, key, 9);
-        let runs = |messages: &[ToNode], to| -> Vec<u32> {
-            (forwarded(messages, to).into_iter())
-                .flat_map(|m| match m {
-                    ToWorker::Push(batch) => batch.into_iter().map(|e| e.run).collect(),
-                    _ => Vec::new(),
-                })
-                .collect()
-        };
-        assert_eq!(runs(&sent(&mut w), 9), [1], "its first run");
-        // Worker 9's node leaves: the task runs again under a new lease, on worker 10.
-        let reason = String::from("node b, where its worker was leased, left the job");
-        receive(&mut w, &ToWorker::LeaseEnded { key, reason });
-        let again = lease_key(&sent(&mut w));
-        lease(&mut w, again, 10);
-        assert_eq!(runs(&sent(&mut w), 10), [2], "its second run");
-        // The first run's end still comes (it was on its way): dropped, and the lease of the
-        // second run, whose worker runs it still, is not given back.
+    /// The tasks pushed to worker `to` in `messages`, by sequence number, and their runs.
+    fn pushed_runs(messages: &[ToNode], to: u64) -> Vec<(u64, u32)> {
+        (forwarded(messages, to).into_iter())
+            .flat_map(|m| match m {
+                ToWorker::Push(batch) => batch.into_iter().map(|e| (e.task.seq, e.run)).collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// The end of run 1 of `id`'s task comes after run 2 was pushed under lease `again`: it is
+    /// dropped and the lease, whose worker runs the task still, stays; run 2's end counts.
+    fn an_earlier_end_is_dropped_and_the_last_counts(w: &mut Worker, id: ObjectId, again: TaskId) {
         let end = |run, byte| ToWorker::Returned {
             sent_us: 0,
             ends: vec![TaskEnd {
@@ -1860,16 +1848,34 @@ mod tests {
                 run,
             }],
         };
-        receive(&mut w, &end(1, 1));
-        assert_eq!(value(&w, id), None);
-        let messages = sent(&mut w);
+        receive(w, &end(1, 1));
+        assert_eq!(value(w, id), None);
+        let messages = sent(w);
         assert!(
             !messages.contains(&ToNode::Unlease { key: again }),
             "{messages:?}"
         );
-        // The second run's end is the task's.
-        receive(&mut w, &end(2, 2));
-        assert_eq!(value(&w, id), Some(vec![2]));
+        receive(w, &end(2, 2));
+        assert_eq!(value(w, id), Some(vec![2]));
+    }
+
+    #[test]
+    fn the_end_of_an_earlier_run_is_dropped_and_the_lease_of_the_run_awaited_stays() {
+        let mut w = owner();
+        let task = spec(1, Vec::new(), 3);
+        let id = ObjectId::new(task.task_id, 0);
+        w.submit(task, None);
+        let key = lease_key(&sent(&mut w));
+        lease(&mut w, key, 9);
+        assert_eq!(pushed_runs(&sent(&mut w), 9), [(1, 1)], "its first run");
+        // Worker 9's node leaves: the task runs again under a new lease, on worker 10.
+        let reason = String::from("node b, where its worker was leased, left the job");
+        receive(&mut w, &ToWorker::LeaseEnded { key, reason });
+        let again = lease_key(&sent(&mut w));
+        lease(&mut w, again, 10);
+        assert_eq!(pushed_runs(&sent(&mut w), 10), [(1, 2)], "its second run");
+        // The first run's end still comes (it was on its way).
+        an_earlier_end_is_dropped_and_the_last_counts(&mut w, id, again);
         assert!(sent(&mut w).contains(&ToNode::Unlease { key: again }));
     }
 
@@ -1882,44 +1888,21 @@ mod tests {
         w.submit(second, None);
         let key = lease_key(&sent(&mut w));
         lease(&mut w, key, 9);
-        let runs = |messages: &[ToNode], to| -> Vec<(u64, u32)> {
-            (forwarded(messages, to).into_iter())
-                .flat_map(|m| match m {
-                    ToWorker::Push(batch) => {
-                        batch.into_iter().map(|e| (e.task.seq, e.run)).collect()
-                    }
-                    _ => Vec::new(),
-                })
-                .collect()
-        };
-        assert_eq!(runs(&sent(&mut w), 9), [(1, 1), (2, 1)], "both pushed");
+        assert_eq!(
+            pushed_runs(&sent(&mut w), 9),
+            [(1, 1), (2, 1)],
+            "both pushed"
+        );
         // Worker 9's node leaves: only the first in flight counts as tried; both run again
         // under a new lease, each under a new number.
         let reason = String::from("node b, where its worker was leased, left the job");
         receive(&mut w, &ToWorker::LeaseEnded { key, reason });
         let again = lease_key(&sent(&mut w));
         lease(&mut w, again, 10);
-        assert_eq!(runs(&sent(&mut w), 10), [(1, 2), (2, 2)]);
+        assert_eq!(pushed_runs(&sent(&mut w), 10), [(1, 2), (2, 2)]);
         // The second task ran on worker 9 after all (its end was on its way across a
-        // partition): that end is dropped, and the lease whose worker runs it again stays.
-        let end = |run, byte| ToWorker::Returned {
-            sent_us: 0,
-            ends: vec![TaskEnd {
-                task: id.task,
-                outcome: value_of(vec![byte]),
-                times: None,
-                run,
-            }],
-        };
-        receive(&mut w, &end(1, 1));
-        assert_eq!(value(&w, id), None);
-        let messages = sent(&mut w);
-        assert!(
-            !messages.contains(&ToNode::Unlease { key: again }),
-            "{messages:?}"
-        );
-        receive(&mut w, &end(2, 2));
-        assert_eq!(value(&w, id), Some(vec![2]));
+        // partition).
+        an_earlier_end_is_dropped_and_the_last_counts(&mut w, id, again);
     }
 
     #[test]
