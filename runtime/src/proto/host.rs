@@ -23,6 +23,7 @@ use prism_transport::{
 use crate::proto::events::{TaskEvents, UnixClock};
 use crate::proto::grants::{Answer, Grants};
 use crate::proto::lease::{self, Lease};
+use crate::proto::nodes::{self, NodeIdx};
 use crate::proto::pool::{self, Asked, Decided, Lend, Pool, StartedFor};
 use crate::proto::spill::{self, Grant, Held, Next, Room, Spill, Told};
 
@@ -333,9 +334,10 @@ struct Job<P, S> {
     setup: S,
     /// Its worker processes and their pids.
     workers: HashMap<u64, u32>,
-    /// Its workers that ran here and exited: the tasks they ran are still reported as this
-    /// node's (a record is named when it is reported, which may be after its worker went).
-    exited: HashSet<u64>,
+    /// The job's number for this node, as its workers' numbers carry it (known once one
+    /// started): a worker numbered for it ran here, and the tasks it ran are reported as this
+    /// node's even after it exited (a record is named when it is reported).
+    idx: Option<NodeIdx>,
     lease: Lease,
     binary: Binary<P>,
     /// The task events of the tasks the job's workers here own, for the head.
@@ -438,9 +440,9 @@ impl OwnedReports {
     }
 }
 
-/// A job that ended here with task events not reported yet: its name, connection, the
-/// workers it had here, and the events.
-type EndedReports = (String, ConnId, Vec<u64>, OwnedReports);
+/// A job that ended here with task events not reported yet: its name, connection, its number
+/// for this node (see `Job::idx`), and the events.
+type EndedReports = (String, ConnId, Option<NodeIdx>, OwnedReports);
 
 /// Where a job's binary is on the node.
 #[derive(Debug)]
@@ -750,13 +752,13 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         };
         let mut reports = Vec::new();
         for (job, record) in &mut self.jobs {
-            let (conn, workers, exited) = (record.conn, &record.workers, &record.exited);
-            let named = |w| node_name(conn, workers.contains_key(&w) || exited.contains(&w), w);
+            let (conn, idx) = (record.conn, record.idx);
+            let named = |w| node_name(conn, idx == Some(nodes::node_of(w)), w);
             reports.extend(record.events.report(job, clock, named));
         }
         // Jobs that ended here: their last records, once.
-        for (job, conn, workers, mut events) in std::mem::take(&mut self.ended_reports) {
-            let named = |w| node_name(conn, workers.contains(&w), w);
+        for (job, conn, idx, mut events) in std::mem::take(&mut self.ended_reports) {
+            let named = |w| node_name(conn, idx == Some(nodes::node_of(w)), w);
             reports.extend(events.report(&job, clock, named));
         }
         reports.sort_by(|a, b| a.summary.job.cmp(&b.summary.job));
@@ -1291,6 +1293,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         let (name, ok) = (name.clone(), result.is_ok());
         if let Ok(pid) = &result {
             record.workers.insert(worker, *pid);
+            record.idx = Some(nodes::node_of(worker));
         }
         let Some((pool, grants)) = self.pool_on(conn) else {
             return;
@@ -1796,6 +1799,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 let reply = match (result, self.job_of_mut(conn)) {
                     (Ok(pid), Some((_, job))) => {
                         job.workers.insert(worker, pid);
+                        job.idx = Some(nodes::node_of(worker));
                         FromHost::Spawned(pid)
                     }
                     (Ok(_), None) => {
@@ -1812,10 +1816,8 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 worker,
                 reason,
             } => {
-                if let Some((_, job)) = self.job_of_mut(conn)
-                    && job.workers.remove(&worker).is_some()
-                {
-                    job.exited.insert(worker);
+                if let Some((_, job)) = self.job_of_mut(conn) {
+                    job.workers.remove(&worker);
                 }
                 self.pool_worker_exited(conn, worker, &reason);
                 let event = HostEvent::WorkerExited { worker, reason };
@@ -2161,7 +2163,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     conn,
                     setup,
                     workers,
-                    exited: HashSet::new(),
+                    idx: None,
                     lease,
                     binary,
                     events,
@@ -2325,9 +2327,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         workers.sort_unstable();
         if job.events.events.on() {
             // What its workers' tasks did last still goes to the head, with the next reports.
-            let mut ran_here: Vec<u64> = workers.iter().copied().chain(job.exited).collect();
-            ran_here.sort_unstable();
-            let ended = (name.to_string(), job.conn, ran_here, job.events);
+            let ended = (name.to_string(), job.conn, job.idx, job.events);
             self.ended_reports.push(ended);
         }
         let mut waiting = Vec::new();
@@ -2558,6 +2558,8 @@ mod tests {
         let mut node = hosting_a_job_keeping(t0, 100);
         spawn_worker_3(&mut node, t0);
         let (parent, here, afar) = (TaskId::new(0, 1), TaskId::new(3, 1), TaskId::new(3, 2));
+        // A worker of the job's node 1 (this node is its node 0).
+        let beta_worker = nodes::pool_numbers(1).start;
         let event = |task, at_us, phase| OwnedEvent { task, at_us, phase };
         let submitted = |parent| OwnedPhase::Submitted {
             function: "f".into(),
@@ -2587,7 +2589,13 @@ mod tests {
                 ),
                 event(here, 160, OwnedPhase::Finished),
                 event(afar, 200, submitted(None)),
-                event(afar, 210, OwnedPhase::Sent { worker: 77 }),
+                event(
+                    afar,
+                    210,
+                    OwnedPhase::Sent {
+                        worker: beta_worker,
+                    },
+                ),
             ],
             t0,
         );
@@ -2595,7 +2603,8 @@ mod tests {
             now: t0,
             unix_us: 1_000_000_000,
         };
-        let beta = |conn: ConnId, worker: u64| (conn == 1 && worker == 77).then(|| "beta".into());
+        let beta =
+            |conn: ConnId, worker: u64| (conn == 1 && worker == beta_worker).then(|| "beta".into());
         let reports = node.task_reports(&clock, beta);
         assert_eq!(reports.len(), 1);
         let report = &reports[0];
