@@ -847,6 +847,7 @@ impl State {
             .collect();
         for (at, &idx) in view.iter().enumerate() {
             let want: BTreeMap<NodeIdx, String> = (crate::proto::spill::peers_of(at, view.len()))
+                .into_iter()
                 .map(|i| view[i])
                 .map(|other| (other, self.peer_addresses[&other].clone()))
                 .collect();
