@@ -1,7 +1,8 @@
 //! A small seeded random source (SplitMix64): the simulator's runs and the tuner's searches are
 //! reproducible from their seed.
 
-// Public for `prism::tune`'s re-export; without that feature only the simulator uses it.
+// Public for `prism::tune`'s re-export; without that feature the simulator and `proto::spill`
+// (a node's peers) use it.
 #![cfg_attr(not(feature = "tune"), allow(dead_code, unreachable_pub))]
 
 /// SplitMix64: every random choice of a seeded run comes from one of these.
