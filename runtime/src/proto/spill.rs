@@ -23,13 +23,12 @@
 //! When: after the ask waited at its own node (the pool's [`ASK_WAITS`]), unless another
 //! node has room for it now. Each pool tells the nodes that asked it what room it has
 //! ([`Room`], whenever that changes, more room at most once per [`ROOM_PACE`], and after each
-//! refusal); a node not heard from yet is
-//! thought to have its whole resources free. An ask its node has no room for goes at once
-//! to the next node in turn thought to have room for it ([`Spill::offer`], the room thought
-//! there shrinking by the ask; a node it knows has room before one it has not heard from,
-//! so that a large job's asks go where its binary and workers are before they spread) and
-//! keeps its place at home meanwhile: refused, it is back in
-//! its place ([`Next::Home`]), and the node that refused is thought full until it says
+//! refusal); a node not heard from yet is thought to have its whole resources free. An ask
+//! its node has no room for goes at once to the next node in turn thought to have room for
+//! it ([`Spill::offer`], the room thought there shrinking by the ask; a node it knows has
+//! room before one it has not heard from, so that a large job's asks go where its binary and
+//! workers are before they spread) and keeps its place at home meanwhile: refused, it is back
+//! in its place ([`Next::Home`]), and the node that refused is thought full until it says
 //! otherwise. So asks leave at once for nodes with room, and wait at home, where their
 //! owner's blocking lends them its CPU, while none has (Ray's raylets spill back at once
 //! from a view of the cluster's room; this view is of the nodes this one asked, learnt by
@@ -56,8 +55,9 @@ pub(crate) const PEERS: usize = 256;
 /// them drawn at random (seeded by the position, so the same each time), so that each pool's
 /// list (and what the driver tells for a join) stays small and the asks of owners on a few
 /// nodes spread over the whole cluster. (An even stride from each position made the lists of
-/// owners a stride apart the same: on 1,000 nodes, 10 owners on neighbouring nodes shared 7
-/// lists of 128, and the simulated fan-out of 100 ms tasks took 8.15 s, 5 s the CPUs' bound.)
+/// owners a stride apart the same: 256 of 1,000 nodes at a stride of 3, and the simulated
+/// fan-out of 100 ms tasks from 10 neighbouring owners took 8.0 s; drawn at random, 6.25 s;
+/// the CPUs' bound is 5 s.)
 pub(crate) fn peers_of(at: usize, count: usize) -> Vec<usize> {
     if count.saturating_sub(1) <= PEERS {
         return (1..count).map(|i| (at + i) % count).collect();
