@@ -375,6 +375,13 @@ fn owes_work(spill: &Spill, handles: &HashMap<u64, HashSet<ActorId>>, worker: u6
 }
 
 impl<P, S> Job<P, S> {
+    /// Its worker `worker` runs here as process `pid` (its number says the job's number for
+    /// this node).
+    fn started(&mut self, worker: u64, pid: u32) {
+        self.workers.insert(worker, pid);
+        self.idx = Some(nodes::node_of(worker));
+    }
+
     /// See [`owes_work`].
     fn owes_work(&self, worker: u64) -> bool {
         owes_work(&self.spill, &self.handles, worker)
@@ -1292,8 +1299,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         };
         let (name, ok) = (name.clone(), result.is_ok());
         if let Ok(pid) = &result {
-            record.workers.insert(worker, *pid);
-            record.idx = Some(nodes::node_of(worker));
+            record.started(worker, *pid);
         }
         let Some((pool, grants)) = self.pool_on(conn) else {
             return;
@@ -1798,8 +1804,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             } => {
                 let reply = match (result, self.job_of_mut(conn)) {
                     (Ok(pid), Some((_, job))) => {
-                        job.workers.insert(worker, pid);
-                        job.idx = Some(nodes::node_of(worker));
+                        job.started(worker, pid);
                         FromHost::Spawned(pid)
                     }
                     (Ok(_), None) => {

@@ -292,21 +292,17 @@ impl Spill {
         left: &[String],
         now: Instant,
     ) -> Left {
-        for (at, _) in &joined {
-            match self.rooms.get(at) {
-                None => self.unheard.insert(at.clone()),
-                Some(room) if !room.is_full() => self.roomy.insert(at.clone()),
-                Some(_) => false,
-            };
-        }
+        let names: Vec<String> = joined.iter().map(|(at, _)| at.clone()).collect();
         self.peers.extend(joined);
+        for at in &names {
+            self.index(at);
+        }
         let mut out = Left::default();
         for gone in left {
             self.peers.remove(gone);
             self.refused.remove(gone);
             self.rooms.remove(gone);
-            self.roomy.remove(gone);
-            self.unheard.remove(gone);
+            self.index(gone);
             self.holders.remove(gone);
             self.fetches_from.remove(gone);
         }
@@ -399,16 +395,12 @@ impl Spill {
         };
         let at = known.or_else(new)?.clone();
         let total = self.peers[&at].clone();
-        self.unheard.remove(&at);
         let room = (self.rooms.entry(at.clone())).or_insert(Room {
             free: total,
             workers: u32::MAX,
         });
         room.take(shape);
-        match room.is_full() {
-            true => self.roomy.remove(&at),
-            false => self.roomy.insert(at.clone()),
-        };
+        self.index(&at);
         self.last = Some(at.clone());
         self.passing((owner, key, shape), &at, true, now);
         Some(at)
@@ -461,13 +453,24 @@ impl Spill {
     /// Node `from` said what room it has for this node's asks.
     pub(crate) fn room(&mut self, from: &str, room: Room) {
         if self.peers.contains_key(from) {
-            self.unheard.remove(from);
-            match room.is_full() {
-                true => self.roomy.remove(from),
-                false => self.roomy.insert(from.to_string()),
-            };
             self.rooms.insert(from.to_string(), room);
+            self.index(from);
         }
+    }
+
+    /// Files node `at` under `roomy` or `unheard` as `peers` and `rooms` now have it (in
+    /// neither when it left, or is thought full).
+    fn index(&mut self, at: &str) {
+        self.roomy.remove(at);
+        self.unheard.remove(at);
+        if !self.peers.contains_key(at) {
+            return;
+        }
+        match self.rooms.get(at) {
+            None => self.unheard.insert(at.to_string()),
+            Some(room) if !room.is_full() => self.roomy.insert(at.to_string()),
+            Some(_) => false,
+        };
     }
 
     /// The job's other nodes, in turn from where the last pass ended, with their resources
@@ -518,9 +521,8 @@ impl Spill {
         }
         if passed.from_home {
             // Full there until it says otherwise (its word follows its refusal).
-            self.roomy.remove(&passed.at);
-            self.unheard.remove(&passed.at);
-            self.rooms.insert(passed.at, Room::default());
+            self.rooms.insert(passed.at.clone(), Room::default());
+            self.index(&passed.at);
             return Some((passed.owner, key, passed.shape, Next::Home));
         }
         let next = match passed.tried.len() < MAX_TRIES {
