@@ -10,6 +10,13 @@
 //! this host, so that the route is the whole path, is that size also the floor that loss may
 //! not push it under; elsewhere a router further on may carry less, and quinn's black-hole
 //! detection falls back to 1,200 bytes as before.
+//!
+//! Discovery itself is not free: quinn fills a probe with padding frames and its receiver
+//! parses them one byte-long frame at a time. A binary search from 16,000 to 65,527 bytes
+//! sends a dozen probes on every connection each way; when a driver joined 80 node daemons
+//! sharing two cores, `perf` found nearly half of the machine's CPU parsing them, and the join
+//! took 1.6-2.0 s (0.29 s without discovery). On this host the route's size is certain, so a
+//! local connection probes it once, straight away (the join: 0.43-0.48 s).
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -59,25 +66,42 @@ impl Path {
         Path { payload, local }
     }
 
+    /// The datagram sizes a connection on this path uses (`None` on an ordinary path: quinn's
+    /// defaults).
+    fn sizes(&self) -> Option<Sizes> {
+        let payload = self.payload.filter(|&p| p > ORDINARY)?;
+        let start = payload.min(MAX_START);
+        Some(Sizes {
+            start,
+            floor: if self.local { start } else { QUINN_FLOOR },
+            upper: payload,
+            // The whole span in one step: the search's only probe is the route's size.
+            step: if self.local {
+                (payload - start).max(DEFAULT_STEP)
+            } else {
+                DEFAULT_STEP
+            },
+        })
+    }
+
     /// Applies what the path allows to `config` (nothing on an ordinary path).
     pub(crate) fn configure(&self, config: &mut quinn::TransportConfig) {
-        let Some(payload) = self.payload.filter(|&p| p > ORDINARY) else {
+        let Some(sizes) = self.sizes() else {
             return;
         };
-        let start = payload.min(MAX_START);
-        config.initial_mtu(start);
-        if self.local {
-            config.min_mtu(start);
-        }
+        config.initial_mtu(sizes.start);
+        config.min_mtu(sizes.floor);
         let mut discovery = quinn::MtuDiscoveryConfig::default();
-        discovery.upper_bound(payload);
+        discovery
+            .upper_bound(sizes.upper)
+            .minimum_change(sizes.step);
         config.mtu_discovery_config(Some(discovery));
-        if payload > MAX_OFFLOADED {
+        if sizes.upper > MAX_OFFLOADED {
             config.enable_segmentation_offload(false);
         }
         // quinn's default window (14,720 bytes) holds no datagram of 16,000: the handshake
         // would wait forever. On this host there is no network to be careful with.
-        let datagram = u64::from(start);
+        let datagram = u64::from(sizes.start);
         let window = if self.local {
             10 * datagram
         } else {
@@ -87,6 +111,26 @@ impl Path {
         congestion.initial_window(window);
         config.congestion_controller_factory(Arc::new(congestion));
     }
+}
+
+/// quinn's smallest datagram (its default `min_mtu`), which loss on a path elsewhere may push
+/// a connection back to.
+const QUINN_FLOOR: u16 = 1_200;
+
+/// quinn's default smallest change that continues a discovery search.
+const DEFAULT_STEP: u16 = 20;
+
+/// The datagram sizes of a connection on a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sizes {
+    /// The size it starts at (handshake datagrams are padded to it).
+    start: u16,
+    /// The size loss may not push it under.
+    floor: u16,
+    /// The largest size discovery tries.
+    upper: u16,
+    /// The smallest change that continues discovery's binary search.
+    step: u16,
 }
 
 /// The MTU of the route to `peer` (Linux: the kernel's path MTU cache, which starts at the
@@ -145,6 +189,40 @@ mod tests {
     fn an_ipv4_peer_through_a_dual_stack_socket_is_an_ipv4_path() {
         let mapped = Path::to("[::ffff:127.0.0.2]:9".parse().unwrap());
         assert_eq!(mapped, Path::to("127.0.0.2:9".parse().unwrap()));
+    }
+
+    #[test]
+    fn on_this_host_discovery_probes_the_routes_size_once() {
+        let loopback = Path {
+            payload: Some(65_508),
+            local: true,
+        };
+        let sizes = loopback.sizes().expect("loopback carries large datagrams");
+        assert_eq!(
+            (sizes.start, sizes.floor, sizes.upper),
+            (16_000, 16_000, 65_508)
+        );
+        // quinn's search probes the midpoint unless it is less than a step away, and then the
+        // upper bound if that is a step away or more.
+        let span = sizes.upper - sizes.start;
+        assert!(span / 2 < sizes.step && span >= sizes.step, "{sizes:?}");
+    }
+
+    #[test]
+    fn elsewhere_discovery_searches_and_loss_may_fall_back() {
+        let jumbo_route = Path {
+            payload: Some(65_508),
+            local: false,
+        };
+        let sizes = jumbo_route
+            .sizes()
+            .expect("the route carries large datagrams");
+        assert_eq!((sizes.floor, sizes.step), (QUINN_FLOOR, DEFAULT_STEP));
+        let ordinary = Path {
+            payload: Some(ORDINARY),
+            local: false,
+        };
+        assert_eq!(ordinary.sizes(), None);
     }
 
     #[test]
