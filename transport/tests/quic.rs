@@ -123,6 +123,50 @@ async fn a_host_joins_with_the_token_and_talks_as_a_member() {
     }
 }
 
+/// A driver that closes its endpoint and stops its runtime at once still tells its peers it
+/// left; they would learn it otherwise only at their idle timeout (30 s).
+#[test]
+fn peers_hear_a_close_made_right_before_the_runtime_stops() {
+    let head_runtime = tokio::runtime::Runtime::new().unwrap();
+    let _entered = head_runtime.enter();
+    let ca = ClusterAuthority::create("test-cluster").unwrap();
+    let server =
+        quic::server_endpoint("127.0.0.1:0".parse().unwrap(), &ca.issue("head").unwrap()).unwrap();
+    let addr = server.local_addr().unwrap();
+    let (ended, heard) = std::sync::mpsc::channel();
+    head_runtime.spawn(async move {
+        while let Some(accepted) = quic::accept(&server).await {
+            if let Accepted::Member(connection) = accepted {
+                quic::welcome(&connection, "head", Some(FINGERPRINT))
+                    .await
+                    .unwrap();
+                let _ = ended.send(connection.closed().await);
+            }
+        }
+    });
+    let identity = ca.issue("driver").unwrap();
+    // One thread: once `block_on` returns, nothing runs the endpoint's task again.
+    let driver = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    driver.block_on(async {
+        let endpoint = client();
+        let _connection = quic::connect(&endpoint, addr, &identity, &hello("driver"))
+            .await
+            .unwrap();
+        quic::close_endpoint(&endpoint, codes::DONE, b"the driver left").await;
+    });
+    drop(driver);
+    let closed = heard
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the head hears the driver leave before its idle timeout");
+    assert!(
+        matches!(closed, quinn::ConnectionError::ApplicationClosed(_)),
+        "{closed:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_wrong_token_is_refused() {
     let head = Head::start();

@@ -559,10 +559,13 @@ impl Joined {
     }
 
     /// Leaves the cluster: closing the connections makes every node stop the job's workers.
-    pub(crate) fn leave(&self) {
-        self.peers
-            .endpoint()
-            .close(quic::codes::DONE, b"the driver left");
+    pub(crate) fn leave(&self, handle: &tokio::runtime::Handle) {
+        let endpoint = self.peers.endpoint();
+        handle.block_on(quic::close_endpoint(
+            endpoint,
+            quic::codes::DONE,
+            b"the driver left",
+        ));
     }
 
     /// Gives up on node `idx`: closing the job's connection makes it stop the job's workers

@@ -614,7 +614,7 @@ impl Core {
             };
             joined.end(&self.handle, actors, groups, events);
             // The nodes stop the job's workers when its connections close.
-            joined.leave();
+            joined.leave(&self.handle);
         }
         if let Some(runtime) = self.runtime.lock().take() {
             runtime.shutdown_timeout(Duration::from_millis(200));
