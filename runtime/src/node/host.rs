@@ -33,7 +33,7 @@ use crate::process::{self, ENV_JOB_FINGERPRINT, ENV_NODE_NAME, ProcessHandle, St
 use crate::proto::host::{
     Action, ConnId, Ending, Event, FileWork, Hosting as Core, JobStart, ReqId, Request,
 };
-use crate::proto::relay::{self, Kind, Route};
+use crate::proto::relay::{self, Route};
 use crate::store;
 
 /// Largest request a driver may send.
@@ -329,7 +329,7 @@ impl Hosting {
                     let taken = {
                         let core = hosting.core.lock();
                         let conn = core.conn_of(&job);
-                        conn.map(|c| (c, kind == Kind::Other || core.takes_push(&job, from, to)))
+                        conn.map(|c| (c, core.takes_from_peer(&job, kind, from, to)))
                     };
                     let Some((conn, takes)) = taken else {
                         tracing::debug!(%peer, %job, "a frame for a job not hosted here is dropped");
@@ -1271,7 +1271,7 @@ impl Hosting {
                         }
                         encode_payload(frame.as_bytes(), &mut out).map_err(std::io::Error::other)?
                     }
-                    Route::Worker { to, at, frame } => {
+                    Route::Worker { to, at, frame, .. } => {
                         self.pass_on(conn, job, worker, to, at, frame)
                     }
                     Route::Refused(reason) => {

@@ -25,6 +25,7 @@ use crate::proto::grants::{Answer, Grants};
 use crate::proto::lease::{self, Lease};
 use crate::proto::nodes::{self, NodeIdx};
 use crate::proto::pool::{self, Asked, Decided, Lend, Pool, StartedFor};
+use crate::proto::relay::Kind;
 use crate::proto::spill::{self, Grant, Held, Next, Room, Spill, Told};
 
 /// A connection of a driver to this node (the shell's number for it).
@@ -596,12 +597,13 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         }
     }
 
-    /// Whether tasks owner `owner` of another node pushes may reach worker `worker` of job
-    /// `job` ([`Pool::takes_push`]); a push the pool would not take is dropped (its owner's
-    /// lease ended: it hears that, or its node left the job).
-    pub(crate) fn takes_push(&self, job: &str, owner: u64, worker: u64) -> bool {
+    /// Whether a frame of `kind` that owner `owner` of another node passes may reach worker
+    /// `worker` of job `job`: ends, hand-backs and cancels do; a push only under a lease this
+    /// node's pool granted that owner ([`Pool::takes_push`]). A push the pool would not take
+    /// is dropped (its owner's lease ended: it hears that, or its node left the job).
+    pub(crate) fn takes_from_peer(&self, job: &str, kind: Kind, owner: u64, worker: u64) -> bool {
         let pool = self.jobs.get(job).and_then(|j| j.pool.as_ref());
-        pool.is_none_or(|pool| pool.takes_push(owner, worker))
+        kind == Kind::Other || pool.is_none_or(|pool| pool.takes_push(owner, worker))
     }
 
     /// Offers the asks waiting in the pool of the job on `conn` to the other nodes thought

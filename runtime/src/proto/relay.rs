@@ -27,11 +27,12 @@ pub(crate) enum Route<'a> {
     /// To the job's node (its driver): everything but a forward.
     Node,
     /// To the job's worker `to`, on this node or (`at`) on the node serving its peers there:
-    /// this whole frame.
+    /// this whole frame, of this kind.
     Worker {
         to: u64,
         at: Option<&'a str>,
         frame: &'a [u8],
+        kind: Kind,
     },
     /// Nowhere: a forward of something a worker may not send another (why).
     Refused(String),
@@ -43,10 +44,11 @@ pub(crate) fn route(msg: &ArchivedToNode) -> Route<'_> {
         return Route::Node;
     };
     match check(frame) {
-        Ok(_) => Route::Worker {
+        Ok(kind) => Route::Worker {
             to: to.to_native(),
             at: at.as_ref().map(|a| a.as_str()),
             frame: frame.as_slice(),
+            kind,
         },
         Err(reason) => Route::Refused(reason),
     }
@@ -85,7 +87,7 @@ mod tests {
         let frame = decoder.next_frame().unwrap().unwrap();
         match route(frame.access::<ToNode>().unwrap()) {
             Route::Node => Ok(None),
-            Route::Worker { to, at, frame } => {
+            Route::Worker { to, at, frame, .. } => {
                 Ok(Some((to, at.map(str::to_string), frame.to_vec())))
             }
             Route::Refused(reason) => Err(reason),

@@ -267,12 +267,13 @@ enum What {
         message: prism_transport::PeerLease,
     },
     /// Frames reach a worker (relayed by its node, on the job's connection of `epoch`);
-    /// `from`: the worker of another node that sent them (its daemon checks them again).
+    /// `from`: the worker of another node that sent them and their kind (its daemon checks
+    /// them again).
     Worker {
         worker: Wid,
         epoch: u64,
         frames: Vec<u8>,
-        from: Option<u64>,
+        from: Option<(u64, Kind)>,
     },
     /// A worker process finished starting.
     WorkerUp { worker: Wid },
@@ -1945,10 +1946,9 @@ impl World<'_> {
                 }
                 // As the real daemon: a push from another node's owner reaches a worker of
                 // the pool only under that owner's lease.
-                let push = crate::proto::relay::check(&frames) == Ok(Kind::Push);
                 let job = &self.jobs[worker.0].name;
-                if let Some(owner) = from.filter(|_| push)
-                    && !host.core.takes_push(job, owner, worker.1)
+                if let Some((owner, kind)) = from
+                    && !host.core.takes_from_peer(job, kind, owner, worker.1)
                 {
                     self.report.stale_pushes += 1;
                     return Ok(());
@@ -3080,7 +3080,9 @@ impl World<'_> {
                 }
                 // To a worker here after the daemon's relay; to one on another node (a
                 // lease there) over the network, after a relay at each end.
-                Route::Worker { to, frame, .. } => {
+                Route::Worker {
+                    to, frame, kind, ..
+                } => {
                     let target = self.host_of((worker.0, to));
                     let epoch = self.hosts[target].views[worker.0].epoch;
                     let at = match target == host {
@@ -3095,7 +3097,7 @@ impl World<'_> {
                         worker: (worker.0, to),
                         epoch,
                         frames: frame.to_vec(),
-                        from: (target != host).then_some(worker.1),
+                        from: (target != host).then_some((worker.1, kind)),
                     };
                     self.at(at, what);
                 }
