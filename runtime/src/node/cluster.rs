@@ -559,13 +559,16 @@ impl Joined {
     }
 
     /// Leaves the cluster: closing the connections makes every node stop the job's workers.
+    /// Waits (at most [`LAST_WORD`]) for the closes to be sent, on the runtime's thread: a
+    /// program may stop Prism from inside an async runtime of its own, where `block_on` panics.
     pub(crate) fn leave(&self, handle: &tokio::runtime::Handle) {
-        let endpoint = self.peers.endpoint();
-        handle.block_on(quic::close_endpoint(
-            endpoint,
-            quic::codes::DONE,
-            b"the driver left",
-        ));
+        let endpoint = self.peers.endpoint().clone();
+        let (done, wait) = std::sync::mpsc::channel();
+        handle.spawn(async move {
+            quic::close_endpoint(&endpoint, quic::codes::DONE, b"the driver left").await;
+            let _ = done.send(());
+        });
+        let _ = wait.recv_timeout(LAST_WORD);
     }
 
     /// Gives up on node `idx`: closing the job's connection makes it stop the job's workers
