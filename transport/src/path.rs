@@ -73,14 +73,11 @@ impl Path {
         let start = payload.min(MAX_START);
         Some(Sizes {
             start,
-            floor: if self.local { start } else { QUINN_FLOOR },
+            floor: self.local.then_some(start),
             upper: payload,
-            // The whole span in one step: the search's only probe is the route's size.
-            step: if self.local {
-                (payload - start).max(DEFAULT_STEP)
-            } else {
-                DEFAULT_STEP
-            },
+            // The whole span in one step (never less than quinn's own 20 bytes): the search's
+            // only probe is the route's size.
+            step: self.local.then_some((payload - start).max(20)),
         })
     }
 
@@ -90,11 +87,14 @@ impl Path {
             return;
         };
         config.initial_mtu(sizes.start);
-        config.min_mtu(sizes.floor);
+        if let Some(floor) = sizes.floor {
+            config.min_mtu(floor);
+        }
         let mut discovery = quinn::MtuDiscoveryConfig::default();
-        discovery
-            .upper_bound(sizes.upper)
-            .minimum_change(sizes.step);
+        discovery.upper_bound(sizes.upper);
+        if let Some(step) = sizes.step {
+            discovery.minimum_change(step);
+        }
         config.mtu_discovery_config(Some(discovery));
         if sizes.upper > MAX_OFFLOADED {
             config.enable_segmentation_offload(false);
@@ -113,24 +113,18 @@ impl Path {
     }
 }
 
-/// quinn's smallest datagram (its default `min_mtu`), which loss on a path elsewhere may push
-/// a connection back to.
-const QUINN_FLOOR: u16 = 1_200;
-
-/// quinn's default smallest change that continues a discovery search.
-const DEFAULT_STEP: u16 = 20;
-
 /// The datagram sizes of a connection on a path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Sizes {
     /// The size it starts at (handshake datagrams are padded to it).
     start: u16,
-    /// The size loss may not push it under.
-    floor: u16,
+    /// The size loss may not push it under (`None`: quinn's, 1,200 bytes).
+    floor: Option<u16>,
     /// The largest size discovery tries.
     upper: u16,
-    /// The smallest change that continues discovery's binary search.
-    step: u16,
+    /// The smallest change that continues discovery's binary search (`None`: quinn's, 20
+    /// bytes).
+    step: Option<u16>,
 }
 
 /// The MTU of the route to `peer` (Linux: the kernel's path MTU cache, which starts at the
@@ -200,12 +194,13 @@ mod tests {
         let sizes = loopback.sizes().expect("loopback carries large datagrams");
         assert_eq!(
             (sizes.start, sizes.floor, sizes.upper),
-            (16_000, 16_000, 65_508)
+            (16_000, Some(16_000), 65_508)
         );
         // quinn's search probes the midpoint unless it is less than a step away, and then the
         // upper bound if that is a step away or more.
         let span = sizes.upper - sizes.start;
-        assert!(span / 2 < sizes.step && span >= sizes.step, "{sizes:?}");
+        let step = sizes.step.expect("a step of its own");
+        assert!(span / 2 < step && span >= step, "{sizes:?}");
     }
 
     #[test]
@@ -217,7 +212,7 @@ mod tests {
         let sizes = jumbo_route
             .sizes()
             .expect("the route carries large datagrams");
-        assert_eq!((sizes.floor, sizes.step), (QUINN_FLOOR, DEFAULT_STEP));
+        assert_eq!((sizes.floor, sizes.step), (None, None));
         let ordinary = Path {
             payload: Some(ORDINARY),
             local: false,

@@ -301,7 +301,7 @@ const CLOSES_SENT: Duration = Duration::from_millis(50);
 /// Closes every connection of `endpoint` with `code` and `reason`, and gives the endpoint up
 /// to 50 ms to send the closes (QUIC's draining after them, 250-320 ms on loopback, is not
 /// waited out). A runtime shut down right after `Endpoint::close` drops them unsent, and the
-/// peers learn of the end only when the connections time out: a driver's job kept 49 of 80
+/// peers learn of the end only when the connections time out: a driver's job kept 49 of 81
 /// nodes' CPUs until its lease ran out (5 s), and the next driver found no room there.
 pub async fn close_endpoint(endpoint: &Endpoint, code: VarInt, reason: &[u8]) {
     endpoint.close(code, reason);
