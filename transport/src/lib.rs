@@ -26,6 +26,7 @@
     rust_2018_idioms
 )]
 
+pub mod direct;
 mod directory;
 mod frame;
 mod io;

@@ -100,20 +100,23 @@ pub enum QuicError {
 
 /// How long a connection lives without hearing from its peer, and how often it says it is alive.
 #[derive(Clone, Copy, Debug)]
-struct Liveness {
+pub(crate) struct Liveness {
     idle: Duration,
     keep_alive: Duration,
 }
 
 /// A host link's liveness.
-const HOST_LIVENESS: Liveness = Liveness {
+pub(crate) const HOST_LIVENESS: Liveness = Liveness {
     idle: Duration::from_secs(30),
     keep_alive: Duration::from_secs(5),
 };
 
 /// The transport settings of a connection with `peer`: `liveness`, and datagrams as large as
 /// the path to it carries ([`Path`]).
-fn transport_config(liveness: Liveness, peer: SocketAddr) -> Arc<quinn::TransportConfig> {
+pub(crate) fn transport_config(
+    liveness: Liveness,
+    peer: SocketAddr,
+) -> Arc<quinn::TransportConfig> {
     let mut config = quinn::TransportConfig::default();
     let idle = VarInt::from_u64(liveness.idle.as_millis() as u64).unwrap_or(VarInt::MAX);
     config.max_idle_timeout(Some(idle.into()));
@@ -136,7 +139,7 @@ const SOCKET_BUFFER: usize = 16 << 20;
 
 /// A UDP socket bound at `addr`, with large buffers (see [`SOCKET_BUFFER`]); a client's on an
 /// IPv6 address also reaches IPv4 peers where the platform allows.
-fn udp_socket(addr: SocketAddr, client: bool) -> std::io::Result<std::net::UdpSocket> {
+pub(crate) fn udp_socket(addr: SocketAddr, client: bool) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if client && addr.is_ipv6() && socket.set_only_v6(false).is_err() {

@@ -256,8 +256,27 @@ impl Identity {
     /// is checked when offered. Whether one is required is the caller's decision per ALPN
     /// (joiners have none yet): check the connection's peer identity before reading anything.
     pub fn server_config(&self, alpns: &[&[u8]]) -> Result<rustls::ServerConfig, TlsError> {
-        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider())
-            .allow_unauthenticated()
+        self.server_config_with(alpns, true)
+    }
+
+    /// The server side of a link between members alone: a client without a certificate from
+    /// the CA fails the handshake.
+    pub fn mutual_server_config(&self, alpns: &[&[u8]]) -> Result<rustls::ServerConfig, TlsError> {
+        self.server_config_with(alpns, false)
+    }
+
+    fn server_config_with(
+        &self,
+        alpns: &[&[u8]],
+        anonymous: bool,
+    ) -> Result<rustls::ServerConfig, TlsError> {
+        let builder = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider());
+        let builder = if anonymous {
+            builder.allow_unauthenticated()
+        } else {
+            builder
+        };
+        let verifier = builder
             .build()
             .map_err(|e| TlsError::Verifier(e.to_string()))?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider())

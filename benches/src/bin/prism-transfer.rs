@@ -18,10 +18,10 @@ use bytes::Bytes;
 use clap::Parser;
 use prism_benches::timeit;
 use prism_graph::{ObjectId, TaskId};
-use prism_transport::quic;
 use prism_transport::tls::ClusterAuthority;
 use prism_transport::transfer::{self, ObjectSource};
 use prism_transport::{HostHello, PullKey};
+use prism_transport::{direct, quic};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -31,6 +31,10 @@ struct Args {
     /// Print the measurements as JSON too.
     #[arg(long)]
     json: bool,
+    /// Run as the echoing process of the direct link's round trip (internal: the benchmark
+    /// starts itself so, with the identity on standard input).
+    #[arg(long, hide = true)]
+    echo_direct: bool,
 }
 
 struct Objects(HashMap<PullKey, Bytes>);
@@ -133,8 +137,132 @@ fn quic_round_trip(
     Ok(m)
 }
 
+/// A child process killed and waited for when dropped.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// How long a side of the direct round trip spins on its endpoint after the last frame
+/// before it sleeps on the socket (the local links' fast paths spin about as long).
+const SPIN: Duration = Duration::from_micros(100);
+
+/// Drives `endpoint` from this thread until `f` takes an event and says so: spinning for
+/// [`SPIN`] after each event, then sleeping on the socket. False when a link closed.
+fn drive_direct(
+    endpoint: &direct::Endpoint,
+    events: &mut Vec<direct::Event>,
+    mut f: impl FnMut(direct::Event) -> bool,
+) -> bool {
+    let mut last = std::time::Instant::now();
+    loop {
+        if endpoint.try_drive(events) {
+            for event in events.drain(..) {
+                if matches!(event, direct::Event::Closed { .. }) {
+                    return false;
+                }
+                if f(event) {
+                    return true;
+                }
+                last = std::time::Instant::now();
+            }
+        }
+        if last.elapsed() > SPIN {
+            let _ = endpoint.wait(Duration::from_millis(50));
+            last = std::time::Instant::now();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// The echoing process of [`direct_round_trip`]: reads its identity from standard input,
+/// prints its endpoint's address, and sends every frame back until its link closes.
+fn echo_direct() -> anyhow::Result<()> {
+    let mut pem = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut pem)?;
+    let identity = prism_transport::tls::Identity::from_pem(&pem)?;
+    let endpoint = direct::Endpoint::bind("127.0.0.4:0".parse()?, &identity, 1 << 20)?;
+    println!("{}", endpoint.local_addr());
+    let mut events = Vec::new();
+    let mut out = Vec::new();
+    while drive_direct(&endpoint, &mut events, |event| {
+        if let direct::Event::Frame(link, frame) = event {
+            out.clear();
+            prism_transport::encode_payload(frame.as_bytes(), &mut out).expect("a small frame");
+            endpoint.send(link, &out).expect("the link is up");
+        }
+        false
+    }) {}
+    Ok(())
+}
+
+/// A direct link's round trip between two processes (issue 20's remote round trip without
+/// the relays): 64 bytes out and back on a [`direct`] link from an endpoint on 127.0.0.3 to
+/// this program started again as an echo on 127.0.0.4, each side driving its endpoint from
+/// the thread that waits (spinning 100 us, then sleeping on the socket). The mean as a rate,
+/// and the 50th and 99th percentiles of 20,000 round trips after it.
+fn direct_round_trip(
+    ca: &ClusterAuthority,
+    trials: usize,
+) -> anyhow::Result<(prism_benches::Measurement, Duration, Duration)> {
+    const LEN: usize = 64;
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--echo-direct")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut echo = Reaped(child);
+    let echo = &mut echo.0;
+    let mut stdin = echo.stdin.take().expect("piped");
+    std::io::Write::write_all(&mut stdin, ca.issue("echo")?.to_pem().as_bytes())?;
+    drop(stdin);
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(echo.stdout.take().expect("piped")),
+        &mut line,
+    )?;
+    let addr: std::net::SocketAddr = line.trim().parse()?;
+    let endpoint = direct::Endpoint::bind("127.0.0.3:0".parse()?, &ca.issue("caller")?, 1 << 20)?;
+    let link = endpoint.connect(addr)?;
+    let mut wire = Vec::new();
+    prism_transport::encode_payload(&[7u8; LEN], &mut wire)?;
+    let mut events = Vec::new();
+    let mut round_trip = || {
+        endpoint.send(link, &wire).expect("send");
+        let echoed = drive_direct(&endpoint, &mut events, |event| match event {
+            direct::Event::Frame(_, frame) => {
+                assert_eq!(frame.as_bytes(), &[7u8; LEN], "the bytes came back");
+                true
+            }
+            _ => false,
+        });
+        assert!(echoed, "the echo's link closed");
+    };
+    let name = "direct link round trip, 64 B, two processes";
+    let m = timeit(name, 1, trials, Duration::from_secs(1), &mut round_trip);
+    let mut each: Vec<Duration> = (0..20_000)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            round_trip();
+            start.elapsed()
+        })
+        .collect();
+    each.sort();
+    let (p50, p99) = (each[each.len() / 2], each[each.len() * 99 / 100]);
+    endpoint.close(link, "done");
+    Ok((m, p50, p99))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.echo_direct {
+        return echo_direct();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -165,6 +293,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let round_trip_one = quic_round_trip(&one_thread, &ca, args.trials, "one thread")?;
+    let (direct_trip, p50, p99) = direct_round_trip(&ca, args.trials)?;
 
     let mut results = Vec::new();
     let mut memcpy_dest = vec![0u8; 1 << 30];
@@ -228,6 +357,7 @@ fn main() -> anyhow::Result<()> {
     results.push((m, len as u64));
     results.push((round_trip, 0));
     results.push((round_trip_one, 0));
+    results.push((direct_trip, 0));
     for (m, len) in &results {
         let gbs = m.mean * *len as f64 / 1e9;
         let extra = if *len == 0 {
@@ -239,6 +369,11 @@ fn main() -> anyhow::Result<()> {
         };
         println!("{}  ({extra})", m.ray_line());
     }
+    println!(
+        "direct link round trip, 64 B, two processes: p50 {:.1} us, p99 {:.1} us",
+        p50.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6
+    );
     if args.json {
         let all: Vec<_> = results.iter().map(|(m, _)| m).collect();
         println!("{}", serde_json::to_string_pretty(&all)?);
