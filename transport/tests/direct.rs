@@ -264,3 +264,56 @@ fn a_dropped_endpoint_tells_its_peers_at_once() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn threads_send_on_one_link_while_another_drives_and_nothing_is_lost() {
+    const THREADS: u32 = 4;
+    const EACH: u32 = 2_000;
+    let ca = ClusterAuthority::create("direct").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (addr, echoer) = echo("127.0.0.1", &ca, stop.clone());
+    let endpoint = Arc::new(
+        Endpoint::bind(any("127.0.0.6"), &ca.issue("caller").unwrap(), MAX_FRAME).unwrap(),
+    );
+    let link = endpoint.connect(addr).unwrap();
+    let senders: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let endpoint = endpoint.clone();
+            std::thread::spawn(move || {
+                let mut wire = Vec::new();
+                for n in 0..EACH {
+                    wire.clear();
+                    encode_payload(
+                        &payload(t * EACH + n, 16 + (n as usize % 3) * 700),
+                        &mut wire,
+                    )
+                    .unwrap();
+                    endpoint.send(link, &wire).unwrap();
+                }
+            })
+        })
+        .collect();
+    // Each thread's frames come back in the order it sent them, and every one comes back.
+    let mut next = vec![0u32; THREADS as usize];
+    let mut left = THREADS * EACH;
+    drive_until(
+        &endpoint,
+        Duration::from_secs(60),
+        "every frame back",
+        |event| {
+            if let Event::Frame(_, frame) = event {
+                let n = u32::from_le_bytes(frame.as_bytes()[..4].try_into().unwrap());
+                let (t, i) = ((n / EACH) as usize, n % EACH);
+                assert_eq!(i, next[t], "thread {t}'s frames in order");
+                next[t] += 1;
+                left -= 1;
+            }
+            left == 0
+        },
+    );
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    echoer.join().unwrap();
+}
