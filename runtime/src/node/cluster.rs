@@ -310,6 +310,22 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
 /// answers within milliseconds; a dead one must not hold the driver's exit up).
 const LAST_WORD: Duration = Duration::from_millis(500);
 
+/// Runs `work` on `handle`'s runtime and waits for it at most `limit`, on a channel rather
+/// than with `block_on` (which panics when a program stops Prism from inside an async runtime
+/// of its own); work still going on after the limit is left to the runtime.
+fn run_for_at_most(
+    handle: &tokio::runtime::Handle,
+    limit: Duration,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (done, wait) = std::sync::mpsc::channel();
+    handle.spawn(async move {
+        work.await;
+        let _ = done.send(());
+    });
+    let _ = wait.recv_timeout(limit);
+}
+
 /// The driver's command line as `prism list jobs` shows it (its first 256 characters).
 fn command_line() -> String {
     let line = std::env::args().collect::<Vec<_>>().join(" ");
@@ -529,17 +545,15 @@ impl Joined {
             .directory
             .lock()
             .update(actors, groups, unix_ms(), true);
-        let (joined, (done, wait)) = (self.clone(), std::sync::mpsc::channel());
-        handle.spawn(async move {
+        let joined = self.clone();
+        run_for_at_most(handle, LAST_WORD, async move {
             if let Err(e) = joined.ask_head(&ToControl::Events(events)).await {
                 tracing::debug!("cannot report the last task events to the head: {e}");
             }
             if let Some(update) = update {
                 joined.send_update(update).await;
             }
-            let _ = done.send(());
         });
-        let _ = wait.recv_timeout(LAST_WORD);
     }
 
     async fn send_update(&self, update: JobUpdate) {
@@ -563,12 +577,9 @@ impl Joined {
     /// program may stop Prism from inside an async runtime of its own, where `block_on` panics.
     pub(crate) fn leave(&self, handle: &tokio::runtime::Handle) {
         let endpoint = self.peers.endpoint().clone();
-        let (done, wait) = std::sync::mpsc::channel();
-        handle.spawn(async move {
+        run_for_at_most(handle, LAST_WORD, async move {
             quic::close_endpoint(&endpoint, quic::codes::DONE, b"the driver left").await;
-            let _ = done.send(());
         });
-        let _ = wait.recv_timeout(LAST_WORD);
     }
 
     /// Gives up on node `idx`: closing the job's connection makes it stop the job's workers
