@@ -292,6 +292,9 @@ pub(crate) const ENV_STORE_CAPACITY: &str = "PRISM_STORE_CAPACITY";
 pub(crate) const ENV_NODE_NAME: &str = "PRISM_NODE_NAME";
 /// The address a cluster's node listens on (where its workers' own endpoints bind).
 pub(crate) const ENV_NODE_HOST: &str = "PRISM_NODE_HOST";
+/// Set by a node daemon for the workers it starts: the first frame on the link is their
+/// direct endpoint's identity ([`prism_transport::ToWorker::Endpoint`]).
+pub(crate) const ENV_DIRECT: &str = "PRISM_DIRECT";
 /// The job's content fingerprint, for workers a cluster's node starts (hex).
 pub(crate) const ENV_JOB_FINGERPRINT: &str = "PRISM_JOB_FINGERPRINT";
 

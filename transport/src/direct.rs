@@ -331,6 +331,12 @@ impl Endpoint {
         Ok(())
     }
 
+    /// When a link's timer is due next (acknowledgements, keep-alives, losses): a thread that
+    /// waits on the socket among others wakes by then and drives.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.inner.lock().next_timeout()
+    }
+
     /// The socket, for a thread that waits on it among others (readable: drive).
     pub fn as_raw_fd(&self) -> RawFd {
         self.io.socket.as_raw_fd()

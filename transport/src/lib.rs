@@ -51,11 +51,11 @@ pub use message::{
     ArchivedJoinReply, ArchivedJoinRequest, ArchivedObjectValue, ArchivedOutcome,
     ArchivedOwnedPhase, ArchivedPeerFrame, ArchivedPeerLease, ArchivedPullKey, ArchivedPullReply,
     ArchivedPullRequest, ArchivedPurpose, ArchivedRunTimes, ArchivedStreamRun, ArchivedTaskEnd,
-    ArchivedToHost, ArchivedToNode, ArchivedToPeer, ArchivedToWorker, ArchivedValue, Execute,
-    FromControl, FromHost, FromLogs, HandshakeError, Hello, HostEvent, HostHello, HostReply,
-    JoinReply, JoinRequest, MAX_AWAITING, MemberUpdate, NodeStatus, NodeUsage, NodeUse,
+    ArchivedToHost, ArchivedToNode, ArchivedToPeer, ArchivedToWorker, ArchivedValue, DirectHello,
+    Execute, FromControl, FromHost, FromLogs, HandshakeError, Hello, HostEvent, HostHello,
+    HostReply, JoinReply, JoinRequest, MAX_AWAITING, MemberUpdate, NodeStatus, NodeUsage, NodeUse,
     ObjectValue, Outcome, OwnedEvent, OwnedPhase, PROTOCOL_VERSION, PeerFrame, PeerLease,
-    PendingDemand, PullKey, PullReply, PullRequest, PullStats, Purpose, Refusal, RunTimes,
+    PendingDemand, PullKey, PullReply, PullRequest, PullStats, Purpose, Refusal, RunTimes, Secret,
     StreamRun, TaskEnd, ToControl, ToHost, ToLogs, ToNode, ToPeer, ToWorker, Value, platform,
 };
 pub use state::{

@@ -40,7 +40,7 @@ use crate::frame::Message;
 /// ([`PeerLease::Room`]), and they pass an ask there at once rather than after a wait; an
 /// ask names a node to fetch the job's binary from ([`PeerLease::Ask`]'s `binary_from`); a
 /// pushed task's run is numbered and its end names it ([`Execute::run`], [`TaskEnd::run`]).
-pub const PROTOCOL_VERSION: u32 = 28;
+pub const PROTOCOL_VERSION: u32 = 29;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -56,6 +56,37 @@ pub struct Hello {
     pub worker: u64,
     /// The process id.
     pub pid: u32,
+    /// Where the worker's direct endpoint takes links from owners on other nodes
+    /// ([`crate::direct`]), when it has one (a node daemon's worker in a joined cluster).
+    pub direct: Option<String>,
+}
+
+/// A secret carried in a message (a private key): never printed.
+#[derive(Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::fmt::Debug for ArchivedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// The first frame on a direct link ([`crate::direct`]), from the side that connected: the
+/// owner whose frames follow, and its job (a worker takes links of its own job alone).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct DirectHello {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub protocol: u32,
+    /// The job.
+    pub job: String,
+    /// The worker that connected (the owner of the tasks it pushes).
+    pub owner: u64,
 }
 
 /// Why a handshake was refused.
@@ -191,6 +222,23 @@ pub struct StreamRun {
 pub enum ToWorker {
     /// The handshake was accepted.
     Welcome,
+    /// The first frame a node daemon in a joined cluster sends a worker it started, before
+    /// the worker's [`Hello`]: the node's identity under the cluster's CA, for the worker's
+    /// direct endpoint ([`crate::direct`], bound on the node's address), and the job's name
+    /// (links of other jobs are refused).
+    Endpoint {
+        /// The node's identity as PEM ([`crate::tls::Identity::to_pem`]).
+        identity: Secret,
+        /// The job.
+        job: String,
+    },
+    /// Whom this worker of the node's pool is leased to now, among owners on other nodes
+    /// whose pushes come over direct links (`None`: nobody): it runs their pushes only under
+    /// such a lease, as the node did when it relayed them.
+    Lent {
+        /// The owner (`None`: the lease ended).
+        owner: Option<u64>,
+    },
     /// Run these tasks, in order.
     Execute(Vec<Execute>),
     /// Run this task on top of the task blocked in `get` at `depth`, which waits for its
@@ -242,8 +290,12 @@ pub enum ToWorker {
         /// The leased worker.
         worker: u64,
         /// Where the leased worker's node serves its peers, when it is not the owner's node:
-        /// the owner's frames for it name it ([`ToNode::Forward`]'s `at`).
+        /// the owner's frames for it name it ([`ToNode::Forward`]'s `at`), and values are
+        /// pulled from there.
         at: Option<String>,
+        /// The leased worker's direct endpoint, when it is on another node and has one: the
+        /// owner's frames for it go there on a link of its own ([`crate::direct`]) instead.
+        direct: Option<String>,
     },
     /// The lease `key` ended without being given back (its worker died or was lost): the
     /// tasks pushed to it that did not come back did not finish.
@@ -696,6 +748,10 @@ impl Message for ToWorker {
     const NAME: &'static str = "ToWorker";
 }
 
+impl Message for DirectHello {
+    const NAME: &'static str = "DirectHello";
+}
+
 impl Message for ToNode {
     const NAME: &'static str = "ToNode";
 }
@@ -796,6 +852,8 @@ pub enum PeerLease {
         key: TaskId,
         /// The granting node's worker.
         worker: u64,
+        /// The worker's direct endpoint, if it has one ([`ToWorker::Leased`]'s `direct`).
+        direct: Option<String>,
     },
     /// Granting node to asking node: no room now, and why.
     Refused {
@@ -1191,6 +1249,10 @@ pub struct NodeUsage {
     pub store_bytes: u64,
     /// Bytes of the objects spilled to its disk.
     pub spilled_bytes: u64,
+    /// Frames its daemon passed between workers of different nodes since it started (sent
+    /// to other nodes' daemons and taken from them): what workers with direct links do not
+    /// need it for.
+    pub relayed: u64,
 }
 
 /// Objects a node pulled from other hosts since it started.
@@ -1442,6 +1504,7 @@ mod tests {
             fingerprint: 7,
             worker: 1,
             pid: 42,
+            direct: None,
         };
         encode_frame(&ToNode::Hello(hello.clone()), &mut wire).unwrap();
         encode_frame(

@@ -330,6 +330,7 @@ pub(crate) struct NodeJson {
     workers: u32,
     store_bytes: u64,
     spilled_bytes: u64,
+    relayed_frames: u64,
 }
 
 impl From<NodeStatus> for NodeJson {
@@ -348,6 +349,7 @@ impl From<NodeStatus> for NodeJson {
             workers: n.usage.workers,
             store_bytes: n.usage.store_bytes,
             spilled_bytes: n.usage.spilled_bytes,
+            relayed_frames: n.usage.relayed,
         }
     }
 }

@@ -21,8 +21,8 @@ use prism_transport::tls::Identity;
 use prism_transport::transfer;
 use prism_transport::{
     ArchivedHostEvent, ArchivedToNode, ArchivedToPeer, FrameDecoder, FromHost, FromLogs, HostEvent,
-    HostHello, JobEvents, NodeUsage, PeerFrame, PeerLease, PullKey, PullStats, Purpose, ToHost,
-    ToLogs, ToNode, ToPeer, encode_payload,
+    HostHello, JobEvents, NodeUsage, PeerFrame, PeerLease, PullKey, PullStats, Purpose, Secret,
+    ToHost, ToLogs, ToNode, ToPeer, ToWorker, encode_payload,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -78,6 +78,8 @@ pub(crate) struct Hosting {
     to_peers: Mutex<HashMap<(SocketAddr, String), WorkerInbox>>,
     /// Wakes the lease timer: the core's next timeout may have come nearer.
     timer: Arc<Notify>,
+    /// Frames passed between workers of different nodes, both ways ([`NodeUsage::relayed`]).
+    relayed: AtomicU64,
 }
 
 /// Whole frames for one worker's link, from the job's other workers on this node.
@@ -120,7 +122,7 @@ impl Hosting {
             name: name.clone(),
             host,
             binaries: session.join("binaries"),
-            core: Mutex::new(Core::new(name.clone(), total)),
+            core: Mutex::new(Core::new(name.clone(), total).with_direct_links()),
             peers: Peers::new(name, endpoint, identity),
             verified: Mutex::new(HashMap::new()),
             connections: Mutex::new(HashMap::new()),
@@ -133,6 +135,7 @@ impl Hosting {
             peer_names: Mutex::new(HashMap::new()),
             to_peers: Mutex::new(HashMap::new()),
             timer: Arc::new(Notify::new()),
+            relayed: AtomicU64::new(0),
         });
         tokio::spawn(keep_time(Arc::downgrade(&hosting)));
         hosting
@@ -159,8 +162,11 @@ impl Hosting {
     pub(crate) fn task_reports(&self) -> Vec<JobEvents> {
         let clock = super::unix_clock();
         // Asked only for a worker of another node (rare); nothing locks these before the core.
-        let name_of = |conn, worker| {
-            let at = *self.afar.lock().get(&(conn, worker))?;
+        let name_of = |conn, worker, granted_at: Option<&str>| {
+            let at = match granted_at.and_then(|at| at.parse::<SocketAddr>().ok()) {
+                Some(at) => at,
+                None => *self.afar.lock().get(&(conn, worker))?,
+            };
             self.peer_names.lock().get(&at).cloned()
         };
         self.core.lock().task_reports(&clock, name_of)
@@ -181,6 +187,7 @@ impl Hosting {
         };
         let mut usage = NodeUsage {
             workers: workers as u32,
+            relayed: self.relayed.load(Ordering::Relaxed),
             ..NodeUsage::default()
         };
         for store in stores {
@@ -319,6 +326,7 @@ impl Hosting {
                         }
                     };
                     let (from, to) = (passed.from.to_native(), passed.to.to_native());
+                    hosting.relayed.fetch_add(1, Ordering::Relaxed);
                     let kind = match relay::check(&passed.frame) {
                         Ok(kind) => kind,
                         Err(reason) => {
@@ -390,6 +398,7 @@ impl Hosting {
             to,
             frame: frame.to_vec(),
         });
+        self.relayed.fetch_add(1, Ordering::Relaxed);
         self.send_peer(node, job, &passed);
     }
 
@@ -1120,6 +1129,7 @@ impl Hosting {
         let mut cmd = process::worker_command(&job.exe, worker, &job.store, job.limits);
         cmd.env(ENV_NODE_NAME, &self.name)
             .env(process::ENV_NODE_HOST, self.host.to_string())
+            .env(process::ENV_DIRECT, "1")
             .env(ENV_JOB_FINGERPRINT, format!("{:x}", job.fingerprint));
         super::output::capture(&mut cmd);
         // The worker dies with the daemon (and is killed when its job's driver goes).
@@ -1130,6 +1140,17 @@ impl Hosting {
         } = process::spawn_linked(&mut cmd, None)
             .map_err(|e| format!("cannot start {}: {e}", job.exe.display()))?;
         let pid = process.pid();
+        // Its first frame: the identity of its direct endpoint (the node's), on the link only
+        // it and this daemon hold. Written before the relay starts, into an empty socket.
+        let endpoint = ToWorker::Endpoint {
+            identity: Secret(self.peers.identity().to_pem()),
+            job: job.name.clone(),
+        };
+        let mut first = Vec::new();
+        prism_transport::encode_frame(&endpoint, &mut first)
+            .map_err(|e| format!("cannot encode a worker's first frame: {e}"))?;
+        std::io::Write::write_all(&mut &link, &first)
+            .map_err(|e| format!("cannot write a worker's first frame: {e}"))?;
         self.processes
             .lock()
             .insert((conn, worker), Arc::new(process));

@@ -797,6 +797,7 @@ mod tests {
                 workers: 2,
                 store_bytes: 30,
                 spilled_bytes: 4,
+                relayed: 5,
             },
         };
         assert_eq!(store.handle(beat, later), FromControl::Ack);

@@ -366,6 +366,15 @@ struct Job<P, S> {
     /// The other nodes whose pools asked this one, and the room each thinks it has: what it
     /// was last told ([`PeerLease::Room`]) less the asks it sent since, as it counts them.
     told: BTreeMap<String, Told>,
+    /// Workers whose hello came, and the direct endpoint each named (`None`: it has none).
+    hellos: HashMap<u64, Option<String>>,
+    /// Grants to owners on other nodes waiting for their worker's hello (see
+    /// [`Hosting::grant_afar`]): (owner's node, owner, lease key) by worker.
+    unsaid: HashMap<u64, Vec<(String, u64, TaskId)>>,
+    /// The nodes (peer addresses) of other nodes' workers leased to owners here, as their
+    /// grants said: the task events name where those workers' tasks ran (their ends come
+    /// on direct links, past the relays that otherwise tell).
+    leased_at: HashMap<u64, String>,
 }
 
 /// Whether idle worker `worker` still owes work its pool does not see: tasks it owns on
@@ -450,7 +459,15 @@ impl OwnedReports {
 
 /// A job that ended here with task events not reported yet: its name, connection, its number
 /// for this node (see `Job::idx`), and the events.
-type EndedReports = (String, ConnId, Option<NodeIdx>, OwnedReports);
+/// A job that ended here: its name, connection, node index, the nodes of the workers other
+/// nodes leased to its owners, and its last task events.
+type EndedReports = (
+    String,
+    ConnId,
+    Option<NodeIdx>,
+    HashMap<u64, String>,
+    OwnedReports,
+);
 
 /// Where a job's binary is on the node.
 #[derive(Debug)]
@@ -530,6 +547,9 @@ pub(crate) struct Hosting<P, S> {
     now: Option<Instant>,
     /// Jobs that ended here, their last task events for the head's next report.
     ended_reports: Vec<EndedReports>,
+    /// The jobs' workers have direct endpoints (the shell gives each the node's identity):
+    /// a grant to an owner on another node waits for its worker's hello, which names it.
+    direct_links: bool,
     actions: VecDeque<Action<P, S>>,
 }
 
@@ -549,8 +569,15 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             draining: false,
             now: None,
             ended_reports: Vec::new(),
+            direct_links: false,
             actions: VecDeque::new(),
         }
+    }
+
+    /// The same node whose workers get direct endpoints (see [`Hosting::grant_afar`]).
+    pub(crate) fn with_direct_links(mut self) -> Self {
+        self.direct_links = true;
+        self
     }
 
     /// What the shell must do next.
@@ -747,27 +774,34 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     /// The reports for the head of the tasks each job's workers here own, times by `clock`:
     /// the records that changed since the last report and the counts, for each job where
     /// either changed. A worker of another node (a lease there) is named by `elsewhere`
-    /// (given the job's connection and the worker), if it can be.
+    /// (given the job's connection, the worker, and the peer address of its node when a grant
+    /// said it), if it can be.
     pub(crate) fn task_reports(
         &mut self,
         clock: &UnixClock,
-        elsewhere: impl Fn(ConnId, u64) -> Option<String>,
+        elsewhere: impl Fn(ConnId, u64, Option<&str>) -> Option<String>,
     ) -> Vec<JobEvents> {
         let name = &self.name;
         // This node, for the job's workers here; else the node `elsewhere` says.
-        let node_name = |conn: ConnId, here: bool, w: u64| match here {
+        let node_name = |conn: ConnId, here: bool, w: u64, at: Option<&str>| match here {
             true => name.clone(),
-            false => elsewhere(conn, w).unwrap_or_else(|| format!("the node of worker {w}")),
+            false => elsewhere(conn, w, at).unwrap_or_else(|| format!("the node of worker {w}")),
         };
         let mut reports = Vec::new();
         for (job, record) in &mut self.jobs {
-            let (conn, idx) = (record.conn, record.idx);
-            let named = |w| node_name(conn, idx == Some(nodes::node_of(w)), w);
+            let (conn, idx, leased_at) = (record.conn, record.idx, &record.leased_at);
+            let named = |w| {
+                let at = leased_at.get(&w).map(String::as_str);
+                node_name(conn, idx == Some(nodes::node_of(w)), w, at)
+            };
             reports.extend(record.events.report(job, clock, named));
         }
         // Jobs that ended here: their last records, once.
-        for (job, conn, idx, mut events) in std::mem::take(&mut self.ended_reports) {
-            let named = |w| node_name(conn, idx == Some(nodes::node_of(w)), w);
+        for (job, conn, idx, leased_at, mut events) in std::mem::take(&mut self.ended_reports) {
+            let named = |w| {
+                let at = leased_at.get(&w).map(String::as_str);
+                node_name(conn, idx == Some(nodes::node_of(w)), w, at)
+            };
             reports.extend(events.report(&job, clock, named));
         }
         reports.sort_by(|a, b| a.summary.job.cmp(&b.summary.job));
@@ -780,7 +814,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         for job in self.jobs.values_mut() {
             job.events.all_again();
         }
-        for (_, _, _, events) in &mut self.ended_reports {
+        for (_, _, _, _, events) in &mut self.ended_reports {
             events.all_again();
         }
     }
@@ -902,6 +936,12 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             ArchivedToNode::Owes => {
                 self.owes(conn, worker, now);
                 true
+            }
+            ArchivedToNode::Hello(hello) => {
+                // For the driver too, which checks it.
+                let direct = hello.direct.as_ref().map(|d| d.to_string());
+                self.worker_hello(at, worker, direct);
+                false
             }
             ArchivedToNode::KeptFor { ids } => {
                 if let Some(record) = self.jobs.get_mut(job).filter(|j| j.conn == conn) {
@@ -1143,7 +1183,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         let Some((pool, _)) = self.pool_of(job, conn) else {
             return false;
         };
-        let Some(worker) = pool.kill_leased(owner, key) else {
+        let Some(worker) = pool.leased_worker(owner, key) else {
             let afar = (self.job_of_mut(conn))
                 .and_then(|(_, j)| Some(j.spill.lease_at(owner, key)?.to_string()));
             let Some(to) = afar else {
@@ -1268,20 +1308,73 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         let afar =
             (self.job_of_mut(conn)).and_then(|(_, j)| Some(j.spill.owner_at(owner)?.to_string()));
         if let Some(to) = afar {
-            return self.peer_send(conn, to, PeerLease::Granted { owner, key, worker });
+            return self.grant_afar(conn, to, (owner, key, worker));
         }
-        self.write_leased(conn, owner, (key, worker, None));
+        self.write_leased(conn, owner, (key, worker, None, None));
+    }
+
+    /// Tells owner `owner` on the node at `to` (its daemon's peer address) that lease `key`
+    /// is granted on `worker`, naming the worker's direct endpoint when its hello named one;
+    /// the worker then hears whom it is lent to ([`ToWorker::Lent`]), before the grant leaves,
+    /// since the owner's pushes come straight to it. When the node's workers have endpoints
+    /// and this one has not said hello yet (it starts), the grant waits for its hello.
+    fn grant_afar(&mut self, conn: ConnId, to: String, (owner, key, worker): (u64, TaskId, u64)) {
+        let direct_links = self.direct_links;
+        let Some((_, record)) = self.job_of_mut(conn) else {
+            return;
+        };
+        let direct = match record.hellos.get(&worker) {
+            Some(direct) => direct.clone(),
+            None if direct_links => {
+                let unsaid = record.unsaid.entry(worker).or_default();
+                unsaid.push((to, owner, key));
+                return;
+            }
+            None => None,
+        };
+        if direct.is_some() {
+            let message = Box::new(ToWorker::Lent { owner: Some(owner) });
+            self.actions.push_back(Action::Write {
+                conn,
+                worker,
+                message,
+            });
+        }
+        let granted = PeerLease::Granted {
+            owner,
+            key,
+            worker,
+            direct,
+        };
+        self.peer_send(conn, to, granted);
+    }
+
+    /// Worker `worker` of job `job` (on `conn`) said hello, naming its direct endpoint if it
+    /// has one: the grants that waited for it go out.
+    fn worker_hello(&mut self, (job, conn): (&str, ConnId), worker: u64, direct: Option<String>) {
+        let Some(record) = self.jobs.get_mut(job).filter(|j| j.conn == conn) else {
+            return;
+        };
+        record.hellos.insert(worker, direct);
+        for (to, owner, key) in record.unsaid.remove(&worker).unwrap_or_default() {
+            self.grant_afar(conn, to, (owner, key, worker));
+        }
     }
 
     /// Writes to owner `owner` of the job on `conn` that lease `key` is on `worker`, of the
-    /// node at `at` (`None`: this one).
+    /// node at `at` (`None`: this one), whose direct endpoint is `direct` (if it has one).
     fn write_leased(
         &mut self,
         conn: ConnId,
         owner: u64,
-        (key, worker, at): (TaskId, u64, Option<String>),
+        (key, worker, at, direct): (TaskId, u64, Option<String>, Option<String>),
     ) {
-        let message = Box::new(ToWorker::Leased { key, worker, at });
+        let message = Box::new(ToWorker::Leased {
+            key,
+            worker,
+            at,
+            direct,
+        });
         self.actions.push_back(Action::Write {
             conn,
             worker: owner,
@@ -1583,17 +1676,23 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             PeerLease::Ask {
                 owner, key, shape, ..
             } => self.ask_afar(conn, (owner, key, shape), (from, Some(source))),
-            PeerLease::Granted { owner, key, worker } => {
+            PeerLease::Granted {
+                owner,
+                key,
+                worker,
+                direct,
+            } => {
                 let Some((_, record)) = self.job_of_mut(conn) else {
                     return;
                 };
                 match record.spill.granted(owner, key, &from) {
                     Grant::Tell { at } => {
+                        record.leased_at.insert(worker, at.clone());
                         if let Some(pool) = &mut record.pool {
                             // Offered there while it waited here.
                             pool.leaves(key);
                         }
-                        self.write_leased(conn, owner, (key, worker, Some(at)))
+                        self.write_leased(conn, owner, (key, worker, Some(at), direct))
                     }
                     Grant::GiveBack => {
                         self.peer_send(conn, from, PeerLease::Unlease { owner, key })
@@ -1614,15 +1713,33 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 let Some((pool, grants)) = self.pool_on(conn) else {
                     return;
                 };
-                if pool.unlease((grants, pool::pool_client(conn)), (owner, key), now) {
-                    self.retry_pools();
+                let worker = pool.leased_worker(owner, key);
+                if !pool.unlease((grants, pool::pool_client(conn)), (owner, key), now) {
+                    return;
                 }
+                // Its worker runs no more pushes of the owner's (told before the pool lends
+                // it again).
+                let direct =
+                    |record: &Job<P, S>, w: u64| record.hellos.get(&w).is_some_and(Option::is_some);
+                if let Some(worker) = worker
+                    && self
+                        .job_of_mut(conn)
+                        .is_some_and(|(_, r)| direct(r, worker))
+                {
+                    let message = Box::new(ToWorker::Lent { owner: None });
+                    self.actions.push_back(Action::Write {
+                        conn,
+                        worker,
+                        message,
+                    });
+                }
+                self.retry_pools();
             }
             PeerLease::KillLeased { owner, key } => {
                 let Some((pool, _)) = self.pool_on(conn) else {
                     return;
                 };
-                if let Some(worker) = pool.kill_leased(owner, key) {
+                if let Some(worker) = pool.leased_worker(owner, key) {
                     tracing::info!(%job, lease = %key, worker, "force-cancel from another node kills the leased worker");
                     self.actions.push_back(Action::Kill { conn, worker });
                 }
@@ -1746,7 +1863,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             _ => Asked::Forward,
         };
         let granted = match asked {
-            Asked::Granted { worker } => Some(PeerLease::Granted { owner, key, worker }),
+            Asked::Granted { worker } => Some(worker),
             Asked::Start { worker } => {
                 // The grant goes to the owner's node once the worker runs.
                 self.actions.push_back(Action::Start {
@@ -1768,8 +1885,8 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         if let Some((_, record)) = self.job_of_mut(conn) {
             record.spill.took(owner, &from);
         }
-        if let Some(message) = granted {
-            self.peer_send(conn, from, message);
+        if let Some(worker) = granted {
+            self.grant_afar(conn, from, (owner, key, worker));
         }
     }
 
@@ -1825,6 +1942,8 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             } => {
                 if let Some((_, job)) = self.job_of_mut(conn) {
                     job.workers.remove(&worker);
+                    job.hellos.remove(&worker);
+                    job.unsaid.remove(&worker);
                 }
                 self.pool_worker_exited(conn, worker, &reason);
                 let event = HostEvent::WorkerExited { worker, reason };
@@ -2182,6 +2301,9 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     sent_to: HashMap::new(),
                     handles: HashMap::new(),
                     told: BTreeMap::new(),
+                    hellos: HashMap::new(),
+                    unsaid: HashMap::new(),
+                    leased_at: HashMap::new(),
                 };
                 self.jobs.insert(job, record);
                 // The first renewal is asked for at once.
@@ -2334,7 +2456,13 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         workers.sort_unstable();
         if job.events.events.on() {
             // What its workers' tasks did last still goes to the head, with the next reports.
-            let ended = (name.to_string(), job.conn, job.idx, job.events);
+            let ended = (
+                name.to_string(),
+                job.conn,
+                job.idx,
+                job.leased_at,
+                job.events,
+            );
             self.ended_reports.push(ended);
         }
         let mut waiting = Vec::new();
@@ -2610,8 +2738,9 @@ mod tests {
             now: t0,
             unix_us: 1_000_000_000,
         };
-        let beta =
-            |conn: ConnId, worker: u64| (conn == 1 && worker == beta_worker).then(|| "beta".into());
+        let beta = |conn: ConnId, worker: u64, _: Option<&str>| {
+            (conn == 1 && worker == beta_worker).then(|| "beta".into())
+        };
         let reports = node.task_reports(&clock, beta);
         assert_eq!(reports.len(), 1);
         let report = &reports[0];
@@ -2730,6 +2859,7 @@ mod tests {
                 key: k,
                 worker,
                 at: None,
+                direct: None,
             }),
         };
         // Until the driver lets it, every ask is the driver's.
@@ -2926,6 +3056,83 @@ mod tests {
     }
 
     #[test]
+    fn a_grant_to_an_owner_afar_names_the_worker_s_endpoint_and_the_worker_hears_whose_it_is() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = two_daemons(t0);
+        b.direct_links = true;
+        let (at, cpu) = (("j", 1), Resources::cpus(1.0).unwrap());
+        let key = TaskId::new(3, 1);
+        assert!(a.lease_ask(at, (3, key), &cpu, t0));
+        let ask = PeerLease::Ask {
+            owner: 3,
+            key,
+            shape: cpu.clone(),
+            binary_from: None,
+        };
+        assert_eq!(acted(&mut a), [to_peer("b", ask.clone())]);
+        b.handle(from_peer("a", ask), t0);
+        let _ = acted(&mut b);
+        let started = Event::Started {
+            conn: 1,
+            worker: 200,
+            result: Ok(5200),
+        };
+        b.handle(started, t0);
+        let own = Action::Write {
+            conn: 1,
+            worker: 200,
+            message: Box::new(ToWorker::OwnTasks),
+        };
+        // The grant waits for the worker's hello, which names its endpoint.
+        assert_eq!(acted(&mut b), [own]);
+        let hello = ToNode::Hello(prism_transport::Hello {
+            protocol: prism_transport::PROTOCOL_VERSION,
+            fingerprint: 1,
+            worker: 200,
+            pid: 5200,
+            direct: Some("b:40000".into()),
+        });
+        assert!(
+            !from_worker(&mut b, 200, &hello, &|_| None),
+            "on to the driver"
+        );
+        let lent = |owner| Action::Write {
+            conn: 1,
+            worker: 200,
+            message: Box::new(ToWorker::Lent { owner }),
+        };
+        let granted = PeerLease::Granted {
+            owner: 3,
+            key,
+            worker: 200,
+            direct: Some("b:40000".into()),
+        };
+        // The worker hears whose pushes to run before the grant leaves.
+        assert_eq!(
+            acted(&mut b),
+            [lent(Some(3)), to_peer("a", granted.clone())]
+        );
+        a.handle(from_peer("b", granted), t0);
+        let leased = Action::Write {
+            conn: 1,
+            worker: 3,
+            message: Box::new(ToWorker::Leased {
+                key,
+                worker: 200,
+                at: Some("b".into()),
+                direct: Some("b:40000".into()),
+            }),
+        };
+        assert_eq!(acted(&mut a), [leased]);
+        // Given back, the worker runs no more of the owner's pushes.
+        assert!(a.unlease(at, 3, key, t0));
+        let unlease = PeerLease::Unlease { owner: 3, key };
+        assert_eq!(acted(&mut a), [to_peer("b", unlease.clone())]);
+        b.handle(from_peer("a", unlease), t0);
+        assert_eq!(acted(&mut b).first(), Some(&lent(None)));
+    }
+
+    #[test]
     fn a_full_node_passes_an_ask_on_to_another_node_s_pool_which_grants_it_without_the_driver() {
         use crate::proto::pool::ASK_WAITS;
         let t0 = Instant::now();
@@ -2974,6 +3181,7 @@ mod tests {
             owner: 3,
             key: key(seq),
             worker: 200,
+            direct: None,
         };
         assert_eq!(acted(&mut b), [own, to_peer("a", granted(1))]);
         // The owner hears of its lease on b's worker, and gives it back there.
@@ -2985,6 +3193,7 @@ mod tests {
                 key: key(seq),
                 worker: 200,
                 at: Some("b".into()),
+                direct: None,
             }),
         };
         assert_eq!(acted(&mut a), [leased(1)]);
@@ -3160,6 +3369,7 @@ mod tests {
             owner: 3,
             key: TaskId::new(3, 1),
             worker: 250,
+            direct: None,
         };
         a.handle(from_peer("b", granted), t0);
         acted(&mut a);

@@ -691,9 +691,9 @@ impl Pool {
         true
     }
 
-    /// Worker `owner` has a task it pushed under lease `key` cancelled by force: `None` when
-    /// the lease is not the pool's, else the worker to kill.
-    pub(crate) fn kill_leased(&self, owner: u64, key: TaskId) -> Option<u64> {
+    /// The worker of lease `key`, when it is the pool's and `owner` holds it (the one to
+    /// kill when the owner cancels a task it pushed there by force).
+    pub(crate) fn leased_worker(&self, owner: u64, key: TaskId) -> Option<u64> {
         (self.leases.get(&key))
             .filter(|l| l.owner == owner)
             .map(|l| l.worker)
@@ -1263,7 +1263,7 @@ mod tests {
         let asked: Vec<(TaskId, Asked)> = decided.iter().map(|d| (d.key, d.asked)).collect();
         assert_eq!(asked, [(key(100, 1), Asked::Granted { worker: 100 })]);
         assert!(pool.unlease((&mut grants, CLIENT), (100, key(100, 1)), t0));
-        assert_eq!(pool.kill_leased(7, key(7, 1)), Some(100));
+        assert_eq!(pool.leased_worker(7, key(7, 1)), Some(100));
         assert!(
             pool.due(t0 + IDLE_FOR, &nothing_elsewhere).stop.is_empty(),
             "still leased to 7"
@@ -1370,7 +1370,7 @@ mod tests {
         );
         assert_eq!(pool.due(t0 + IDLE_FOR, &nothing_elsewhere).stop, vec![103]);
         assert!(!pool.has(103));
-        assert_eq!(pool.kill_leased(8, key(8, 1)), None);
+        assert_eq!(pool.leased_worker(8, key(8, 1)), None);
     }
 
     #[test]

@@ -20,8 +20,11 @@ use crate::proto::nodes::node_of;
 use crate::proto::owner::{Known, Slot};
 use crate::store::ObjectBytes;
 
+mod direct;
 mod owned;
 mod pulls;
+
+pub(crate) use direct::DirectTo;
 
 /// Why a worker stops taking messages.
 #[derive(Debug)]
@@ -137,6 +140,8 @@ pub(crate) struct Worker {
     owned: owned::Owned,
     /// Pushed tasks waiting for their arguments to be pulled from their owners' nodes.
     arg_pulls: pulls::ArgPulls,
+    /// Frames on direct links, and the lease that lets pushes come that way.
+    direct: direct::Direct,
     /// The tasks running here, the innermost (or, for an actor running calls at once, the
     /// latest) last: a task submitted now is its child. With the CPUs each holds.
     running: Vec<(TaskId, Amount)>,
@@ -172,6 +177,7 @@ impl Worker {
             now_us: 0,
             owned: owned::Owned::new(me),
             arg_pulls: pulls::ArgPulls::default(),
+            direct: direct::Direct::default(),
             running: Vec::new(),
             actor_cpu: Amount::ZERO,
         }
@@ -623,6 +629,7 @@ impl Worker {
             now
         };
         self.push_calls();
+        self.expire_held();
         if !self.pushed.is_empty() && !self.done.is_empty() {
             let sent_us = if self.timed { stamp() } else { 0 };
             self.return_pushed(sent_us);
@@ -782,10 +789,22 @@ impl Worker {
                 }
             }
             ArchivedToWorker::OwnTasks => self.own_tasks(),
-            ArchivedToWorker::Leased { key, worker, at } => {
+            ArchivedToWorker::Leased {
+                key,
+                worker,
+                at,
+                direct,
+            } => {
                 let at = at.as_ref().map(|a| a.to_string());
-                self.leased(key.to_native(), worker.to_native(), at);
+                let direct = direct.as_ref().map(|a| a.to_string());
+                self.leased(key.to_native(), worker.to_native(), (at, direct));
             }
+            ArchivedToWorker::Lent { owner } => {
+                let owner = owner.as_ref().map(|o| o.to_native());
+                self.lent(owner, open)?;
+            }
+            // The shell's (its direct endpoint), read before the books start.
+            ArchivedToWorker::Endpoint { .. } => {}
             ArchivedToWorker::LeaseEnded { key, reason } => {
                 self.lease_ended(key.to_native(), reason.as_str());
             }

@@ -37,6 +37,7 @@ use crate::registry;
 use crate::store::{self, ObjectBytes, Segment};
 use crate::{Error, Result};
 
+mod links;
 mod output;
 mod pump;
 
@@ -86,9 +87,30 @@ struct Inner {
     store_dir: std::path::PathBuf,
     /// The pump's doorbell rang and the pump has not flushed since.
     pump_rung: bool,
+    /// The direct endpoint and its links, for a worker a node daemon started.
+    direct: Option<links::DirectLinks>,
 }
 
 impl WorkerClient {
+    /// Drives the direct endpoint from a thread that does not hold the books (an actor's
+    /// reader): what arrived is handled, what it answered sent, and waiters woken. `Err`
+    /// when the worker must exit.
+    fn pump_direct(&self) -> std::result::Result<bool, Stop> {
+        let mut inner = self.inner.lock();
+        let handled = inner.pump_direct()?;
+        if !handled {
+            return Ok(false);
+        }
+        inner
+            .flush()
+            .map_err(|e| Stop::Lost(format!("the link to the node broke: {e}")))?;
+        let wakers = std::mem::take(&mut inner.wakers);
+        drop(inner);
+        self.changed.notify_all();
+        wakers.into_iter().for_each(Waker::wake);
+        Ok(true)
+    }
+
     pub(crate) fn next_task_id(&self) -> TaskId {
         TaskId::new(self.owner, self.seq.fetch_add(1, Ordering::Relaxed))
     }
@@ -464,7 +486,44 @@ impl Inner {
             self.writer.write_all(out)?;
             out.clear();
         }
+        if let Some(links) = &mut self.direct {
+            links.send(&mut self.core);
+        }
         Ok(())
+    }
+
+    /// Drives the direct endpoint and hands what arrived to the books; true when frames were
+    /// handled.
+    fn pump_direct(&mut self) -> std::result::Result<bool, Stop> {
+        let Some(links) = &mut self.direct else {
+            return Ok(false);
+        };
+        self.core.set_now(monotonic_us());
+        let dir = &self.store_dir;
+        links.pump(&mut self.core, &mut |value| {
+            ObjectBytes::from_wire(dir, value)
+        })
+    }
+
+    /// The direct endpoint's socket and how long its timers let a thread sleep, for the pump.
+    fn direct_wait(&self) -> Option<(std::os::fd::RawFd, Option<Duration>)> {
+        let links = self.direct.as_ref()?;
+        Some((links.fd(), links.sleep_at_most()))
+    }
+
+    /// The sockets a waiting thread sleeps on: the node's link (while this thread reads it)
+    /// and the direct endpoint's; and how long it may sleep for the endpoint's timers.
+    fn wait_fds(&self) -> (Vec<std::os::fd::RawFd>, Option<Duration>) {
+        let mut fds = Vec::with_capacity(2);
+        if let Some(reader) = &self.reader {
+            fds.push(reader.get_ref().as_raw_fd());
+        }
+        let mut sleep = None;
+        if let Some(links) = &self.direct {
+            fds.push(links.fd());
+            sleep = links.sleep_at_most();
+        }
+        (fds, sleep)
     }
 
     /// Hands one message from the node to the books, mapping the values it carries.
@@ -503,9 +562,10 @@ impl Inner {
         }
     }
 
-    /// Handles every frame already readable, without blocking. True when there was one.
+    /// Handles every frame already readable, without blocking (the direct links' too). True
+    /// when there was one.
     fn drain(&mut self) -> std::result::Result<bool, Stop> {
-        let mut handled = false;
+        let mut handled = self.pump_direct()?;
         loop {
             let Some(reader) = self.reader.as_mut() else {
                 return Ok(handled);
@@ -561,7 +621,18 @@ impl Inner {
         if left.is_some_and(|t| t.is_zero()) {
             return Ok(());
         }
-        self.read_frame(left).map(drop)
+        if self.direct.is_none() {
+            return self.read_frame(left).map(drop);
+        }
+        // Two sockets to wait on: sleep until either has something (or the endpoint's timers
+        // are due), then read both.
+        let (fds, sleep) = self.wait_fds();
+        let sleep = match (left, sleep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        links::wait_readable(&fds, sleep);
+        self.drain().map(drop)
     }
 
     /// Waits until `need` of `ids` are known or the deadline passes (`None`), or the node
@@ -688,22 +759,43 @@ fn connect() -> Result<Arc<WorkerClient>> {
     let writer = stream
         .try_clone()
         .map_err(|e| Error::Startup(e.to_string()))?;
+    let mut reader = FrameReader::new(stream, prism_transport::DEFAULT_MAX_FRAME);
+    // A node daemon's worker: its first frame is its direct endpoint's identity. Without an
+    // endpoint the worker still works, through the nodes' relays.
+    let direct = match std::env::var_os(crate::process::ENV_DIRECT) {
+        Some(_) => match links::DirectLinks::open(&mut reader, worker) {
+            Ok(links) => Some(links),
+            Err(e) => {
+                tracing::warn!(
+                    worker,
+                    "no direct endpoint (frames go through the nodes): {e}"
+                );
+                None
+            }
+        },
+        None => None,
+    };
     let hello = Hello {
         protocol: PROTOCOL_VERSION,
         fingerprint: fingerprint(),
         worker,
         pid: std::process::id(),
+        direct: direct.as_ref().map(links::DirectLinks::addr),
     };
     // Workers measure run times unless the task events are off (`PRISM_TASK_EVENTS_MAX=0`).
     let timed = crate::config::env_switch(crate::config::ENV_TASK_EVENTS_MAX);
     let mut inner = Inner {
-        reader: Some(FrameReader::new(stream, prism_transport::DEFAULT_MAX_FRAME)),
+        reader: Some(reader),
         writer,
         core: Worker::new(timed, worker),
         wakers: Vec::new(),
         store_dir: store_dir.clone(),
         pump_rung: false,
+        direct,
     };
+    if inner.direct.is_some() {
+        inner.core.set_linking();
+    }
     inner.core.hello(hello);
     inner
         .flush()
@@ -870,13 +962,38 @@ fn serve_concurrent(client: Arc<WorkerClient>, shared: registry::SharedActor, th
 /// link ends, then gives the worker's exit code. Calls go to the queue; whoever waits for a
 /// call or a value is woken (threads by the condition variable, futures by their wakers).
 fn read_loop(client: &WorkerClient, mut reader: FrameReader<UnixStream>) -> i32 {
+    let direct = client
+        .inner
+        .lock()
+        .direct
+        .as_ref()
+        .map(links::DirectLinks::fd);
     loop {
-        let polled = spin_for(IDLE_SPIN, || poll_now(&mut reader));
+        let polled = spin_for(IDLE_SPIN, || {
+            let frame = poll_now(&mut reader)?;
+            if frame.is_none() && direct.is_some() {
+                // The direct links' frames are handled here, and spinning goes on.
+                client
+                    .pump_direct()
+                    .map_err(|_| FrameError::Io(std::io::ErrorKind::BrokenPipe.into()))?;
+            }
+            Ok::<_, FrameError>(frame)
+        });
         let frame = match polled {
             Ok(Some(frame)) => frame,
-            Ok(None) => match reader.read_frame() {
-                Ok(Some(frame)) => frame,
-                Ok(None) | Err(_) => return 0,
+            Ok(None) => match direct {
+                None => match reader.read_frame() {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) | Err(_) => return 0,
+                },
+                Some(fd) => {
+                    let sleep = client.inner.lock().wait_fds().1;
+                    links::wait_readable(&[reader.get_ref().as_raw_fd(), fd], sleep);
+                    if client.pump_direct().is_err() {
+                        return 0;
+                    }
+                    continue;
+                }
             },
             Err(_) => return 0,
         };

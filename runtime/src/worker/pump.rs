@@ -64,8 +64,13 @@ enum Woken {
 }
 
 /// Waits until the doorbell rings or, when `link` is given, the link turns readable or
-/// closes.
-fn wait_for(doorbell: &Doorbell, link: Option<RawFd>) -> Woken {
+/// closes; or, with a direct endpoint (`direct`: its socket, and how long its timers let the
+/// pump sleep), the endpoint has something or its timers are due.
+fn wait_for(
+    doorbell: &Doorbell,
+    link: Option<RawFd>,
+    direct: Option<(RawFd, Option<Duration>)>,
+) -> Woken {
     let mut fds = [
         libc::pollfd {
             fd: doorbell.hear.as_raw_fd(),
@@ -77,11 +82,22 @@ fn wait_for(doorbell: &Doorbell, link: Option<RawFd>) -> Woken {
             events: libc::POLLIN,
             revents: 0,
         },
+        libc::pollfd {
+            fd: direct.map_or(-1, |(fd, _)| fd),
+            events: libc::POLLIN,
+            revents: 0,
+        },
     ];
+    let timeout = match direct {
+        Some((_, Some(sleep))) => {
+            i32::try_from(sleep.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+        }
+        _ => -1,
+    };
     loop {
-        // SAFETY: poll reads and writes the two pollfds it is given, which live on this
+        // SAFETY: poll reads and writes the three pollfds it is given, which live on this
         // stack; a negative fd is ignored by poll.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if ready < 0 {
             if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                 continue;
@@ -94,6 +110,7 @@ fn wait_for(doorbell: &Doorbell, link: Option<RawFd>) -> Woken {
         } else if fds[1].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
             Woken::Closed
         } else {
+            // The link or the endpoint has something, or the endpoint's timers are due.
             Woken::Readable
         };
     }
@@ -108,10 +125,12 @@ pub(super) fn start(client: Arc<WorkerClient>) -> std::io::Result<()> {
 }
 
 fn run(client: &WorkerClient) {
-    // The link, read by the pump only while the worker's own tasks are under way.
+    // The link, read by the pump only while the worker's own tasks are under way; the direct
+    // endpoint, always (pushes and ends come on it while a task runs).
     let mut link = None;
+    let mut direct = None;
     loop {
-        match wait_for(&client.doorbell, link) {
+        match wait_for(&client.doorbell, link, direct) {
             Woken::Rung => {
                 client.doorbell.clear();
                 // The submissions that follow this one within the delay go out with it.
@@ -144,5 +163,6 @@ fn run(client: &WorkerClient) {
             Some(reader) if inner.core.under_way() => Some(reader.get_ref().as_raw_fd()),
             _ => None,
         };
+        direct = inner.direct_wait();
     }
 }

@@ -170,7 +170,17 @@ impl State {
         let at = (node_of(worker) != node_of(owner))
             .then(|| self.peer_addresses.get(&node_of(worker)).cloned())
             .flatten();
-        self.encode_to(owner, &ToWorker::Leased { key, worker, at });
+        // The driver's grants keep to the relays (their workers' endpoints are the nodes').
+        let direct = None;
+        self.encode_to(
+            owner,
+            &ToWorker::Leased {
+                key,
+                worker,
+                at,
+                direct,
+            },
+        );
         true
     }
 

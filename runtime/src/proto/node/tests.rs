@@ -240,6 +240,7 @@ impl Harness {
             key,
             worker: other,
             at,
+            direct: None,
         };
         assert!(self.sent.contains(&(owner, granted)), "{:?}", self.sent);
         (owner, key, other)
@@ -2050,7 +2051,8 @@ fn a_worker_owner_is_leased_a_worker_and_the_node_relays_their_frames_as_they_ar
             ToWorker::Leased {
                 key,
                 worker: other,
-                at: None
+                at: None,
+                direct: None,
             }
         ))
     );
@@ -2141,7 +2143,8 @@ fn a_worker_owner_is_leased_a_worker_and_the_node_relays_their_frames_as_they_ar
             ToWorker::Leased {
                 at: None,
                 key,
-                worker: replacement
+                worker: replacement,
+                direct: None,
             }
         ))
     );
@@ -2227,9 +2230,9 @@ fn a_full_node_s_owner_is_leased_a_worker_of_another_node_named_by_its_address()
     // (not at the next rebalance), and the grant names where that node's daemon listens.
     let (owner, key) = h.owner_asks_lease();
     let granted = h.sent.iter().find_map(|(to, msg)| match msg {
-        ToWorker::Leased { key: k, worker, at } if *to == owner && *k == key => {
-            Some((*worker, at.clone()))
-        }
+        ToWorker::Leased {
+            key: k, worker, at, ..
+        } if *to == owner && *k == key => Some((*worker, at.clone())),
         _ => None,
     });
     let (worker, at) = granted.expect("granted at once");

@@ -106,6 +106,9 @@ struct Lease {
     /// pushes name it, and carry their arguments' values (the worker there cannot map this
     /// node's shared memory).
     at: Option<String>,
+    /// The leased worker's direct endpoint, when it has one: the frames for it go there
+    /// ([`super::DirectTo::Endpoint`]), not through the nodes' relays.
+    direct: Option<String>,
     inflight: VecDeque<TaskId>,
     /// How many tasks its worker is sent ahead of their ends (see [`PIPELINE_START`]).
     depth: usize,
@@ -526,19 +529,52 @@ impl Worker {
         })
     }
 
-    /// Appends a frame for worker `to`: of this node, or (`at`) of the node serving its peers
-    /// there.
+    /// Appends a frame for worker `to`: on a direct link when it has one (a worker leased
+    /// with an endpoint, an owner whose pushes came on one), else through this node (to a
+    /// worker of it, or of the node serving its peers at `at`).
     pub(super) fn forward(&mut self, to: u64, at: Option<String>, msg: &ToWorker) {
         let mut frame = Vec::new();
         if let Err(e) = prism_transport::encode_frame(msg, &mut frame) {
             tracing::error!(worker = to, "cannot encode a message for a worker: {e}");
             return;
         }
-        self.send(&ToNode::Forward { to, at, frame });
+        let direct = (self.owned.leases.values())
+            .filter(|_| self.links_directly())
+            .find(|lease| lease.worker == to && lease.direct.is_some())
+            .and_then(|lease| lease.direct.clone())
+            .map(super::DirectTo::Endpoint)
+            .or_else(|| (self.answers_direct(to)).then_some(super::DirectTo::Owner(to)));
+        match direct {
+            Some(route) => self.send_direct(route, frame),
+            None => self.send(&ToNode::Forward { to, at, frame }),
+        }
     }
 
-    /// Lease `key` is granted on `worker` (of the node at `at`, when not this worker's).
-    pub(super) fn leased(&mut self, key: TaskId, worker: u64, at: Option<String>) {
+    /// The direct link to `endpoint` broke: the leases on it are given up by force (their
+    /// workers are killed, and their tasks run again as after any loss of a leased worker),
+    /// since what was pushed on it may never have arrived.
+    pub(crate) fn direct_lost(&mut self, endpoint: &str) {
+        let lost: Vec<TaskId> = (self.owned.leases.iter())
+            .filter(|(_, lease)| lease.direct.as_deref() == Some(endpoint))
+            .map(|(&key, _)| key)
+            .collect();
+        for key in lost {
+            if let Some(lease) = self.owned.leases.get_mut(&key) {
+                lease.closed = true;
+            }
+            tracing::warn!(lease = %key, %endpoint, "the direct link to a leased worker broke: the lease is given up");
+            self.send(&ToNode::KillLeased { key });
+        }
+    }
+
+    /// Lease `key` is granted on `worker` (of the node at `at`, when not this worker's; at
+    /// its direct endpoint `direct`, if it has one).
+    pub(super) fn leased(
+        &mut self,
+        key: TaskId,
+        worker: u64,
+        (at, direct): (Option<String>, Option<String>),
+    ) {
         let shape = self.owned.asking(key);
         let Some(shape) = shape else {
             // Withdrawn meanwhile (its tasks went elsewhere).
@@ -559,6 +595,7 @@ impl Worker {
                 shape,
                 worker,
                 at,
+                direct,
                 inflight: VecDeque::new(),
                 depth: PIPELINE_START,
                 last_end_us: None,
@@ -1521,14 +1558,29 @@ mod tests {
     /// The node grants the lease the owner asked for last on worker 9 of the node at `at`.
     fn lease_afar(w: &mut Worker, at: &str) {
         let key = lease_key(&sent(w));
-        let (worker, at) = (9, Some(at.to_string()));
-        receive(w, &ToWorker::Leased { key, worker, at });
+        grant(w, key, 9, (Some(at.to_string()), None));
     }
 
     /// The node grants lease `key` on `worker`, of the owner's node.
     fn lease(w: &mut Worker, key: TaskId, worker: u64) {
-        let at = None;
-        receive(w, &ToWorker::Leased { key, worker, at });
+        grant(w, key, worker, (None, None));
+    }
+
+    /// The node grants lease `key` on `worker`, of the node at `at` (`None`: the owner's),
+    /// whose direct endpoint is `direct`.
+    fn grant(
+        w: &mut Worker,
+        key: TaskId,
+        worker: u64,
+        (at, direct): (Option<String>, Option<String>),
+    ) {
+        let leased = ToWorker::Leased {
+            key,
+            worker,
+            at,
+            direct,
+        };
+        receive(w, &leased);
     }
 
     fn lease_key(messages: &[ToNode]) -> TaskId {
@@ -1555,6 +1607,62 @@ mod tests {
                 _ => Vec::new(),
             })
             .collect()
+    }
+
+    /// The node grants the lease asked for last on worker 9 of another node, whose direct
+    /// endpoint is [`ENDPOINT`].
+    fn lease_direct(w: &mut Worker) -> TaskId {
+        let key = lease_key(&sent(w));
+        grant(
+            w,
+            key,
+            9,
+            (Some("10.0.0.2:7000".into()), Some(ENDPOINT.into())),
+        );
+        key
+    }
+
+    const ENDPOINT: &str = "10.0.0.2:40000";
+
+    #[test]
+    fn pushes_to_a_worker_leased_with_an_endpoint_go_on_a_link_and_a_broken_link_ends_the_lease() {
+        let mut w = owner();
+        w.set_linking();
+        w.submit(spec(1, Vec::new(), 0), None);
+        let key = lease_direct(&mut w);
+        let to_node = sent(&mut w);
+        assert!(
+            pushed(&to_node, 9).is_empty(),
+            "nothing through the node: {to_node:?}"
+        );
+        let out = w.take_direct();
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].0, super::super::DirectTo::Endpoint(ENDPOINT.into()));
+        match to_worker(&out[0].1).as_slice() {
+            [ToWorker::Push(batch)] => assert_eq!(batch[0].task, TaskId::new(ME, 1)),
+            other => panic!("one push: {other:?}"),
+        }
+        // What was pushed on a link that broke may never have arrived: the lease is given up
+        // by force (its worker killed, its tasks run again once the node says it ended).
+        w.direct_lost(ENDPOINT);
+        let to_node = sent(&mut w);
+        assert!(
+            to_node.contains(&ToNode::KillLeased { key }),
+            "the lease is given up: {to_node:?}"
+        );
+        w.submit(spec(2, Vec::new(), 0), None);
+        let _ = sent(&mut w);
+        assert!(w.take_direct().is_empty(), "nothing more on the lost lease");
+    }
+
+    #[test]
+    fn an_owner_without_an_endpoint_pushes_through_the_nodes_even_to_a_worker_with_one() {
+        let mut w = owner();
+        w.submit(spec(1, Vec::new(), 0), None);
+        lease_direct(&mut w);
+        let to_node = sent(&mut w);
+        assert_eq!(pushed(&to_node, 9), vec![TaskId::new(ME, 1)]);
+        assert!(w.take_direct().is_empty());
     }
 
     #[test]
@@ -1804,6 +1912,7 @@ mod tests {
                 at: None,
                 key: again,
                 worker: 10,
+                direct: None,
             },
         );
         assert_eq!(forwarded(&sent(&mut w), 10).len(), 1, "sent again");
@@ -2008,6 +2117,7 @@ mod tests {
                 at: None,
                 key: again,
                 worker: 10,
+                direct: None,
             },
         );
         let pushed = forwarded(&sent(&mut w), 10);
@@ -2314,7 +2424,16 @@ mod tests {
         w.submit(spec(1, Vec::new(), 0), None);
         let key = lease_key(&sent(&mut w));
         let at = Some("127.0.0.3:4000".to_string());
-        receive(&mut w, &ToWorker::Leased { key, worker: 9, at });
+        let direct = None;
+        receive(
+            &mut w,
+            &ToWorker::Leased {
+                key,
+                worker: 9,
+                at,
+                direct,
+            },
+        );
         let _ = sent(&mut w);
         // Its end comes at 10 ms by this host's clock, written at the other host's 2 hours.
         w.set_now(10_000);
