@@ -121,6 +121,10 @@ struct Args {
     /// workers for its own tasks (as before the daemons leased workers themselves).
     #[arg(long)]
     no_pools: bool,
+    /// No direct links between workers: pushes to workers leased on other nodes and their
+    /// ends go through both nodes' relays (as before session 43).
+    #[arg(long)]
+    no_direct: bool,
     /// How often each node tells the head it is alive, in milliseconds (default: the daemons').
     #[arg(long)]
     heartbeat_ms: Option<u64>,
@@ -201,6 +205,7 @@ fn config(args: &Args, seed: u64) -> Config {
         grants: !args.no_grants,
         owners: !args.driver_owns,
         pools: !args.no_pools,
+        direct: !args.no_direct,
         faults: args.faults,
         chaos: args.chaos_every_ms.map(|every| prism::sim::Chaos {
             every: Duration::from_millis(every),

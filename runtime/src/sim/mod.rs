@@ -130,6 +130,10 @@ pub struct Config {
     /// lends the driver its workers (`proto::pool`); off: the driver grants every lease and
     /// starts its own workers (as before session 34), for comparisons.
     pub pools: bool,
+    /// Whether a pool's workers have direct endpoints (as a node daemon's do): an owner's
+    /// pushes to a worker leased on another node, and their ends, go worker to worker over
+    /// the network instead of through both nodes' relays; off: relayed, for comparisons.
+    pub direct: bool,
     /// After how long a silent peer's QUIC connection closes.
     pub idle_timeout: Duration,
     /// How long a node's object manager tries to connect to a peer.
@@ -176,6 +180,7 @@ impl Default for Config {
             grants: true,
             owners: true,
             pools: true,
+            direct: true,
             idle_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(2),
             driver_cost: Duration::from_micros(10),
@@ -216,9 +221,13 @@ pub struct Report {
     pub joins: usize,
     /// Tasks a worker could not start because an argument was not in its node's store.
     pub missing_arguments: u64,
-    /// Pushes from another node's owner that a daemon dropped: they came after their lease
-    /// ended (across a partition), for a worker not leased to that owner.
+    /// Pushes from another node's owner that a daemon (relayed) or the worker (on a direct
+    /// link) dropped: they came after their lease ended (across a partition), for a worker not
+    /// leased to that owner.
     pub stale_pushes: u64,
+    /// Pushes on direct links that waited at their worker for its node's word that it was
+    /// lent to their owner (the word and the push crossed).
+    pub held_pushes: u64,
     /// Objects nodes spilled to their disks, and restored.
     pub spilled: u64,
     pub restored: u64,

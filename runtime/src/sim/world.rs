@@ -58,6 +58,33 @@ fn advertised(config: &Config) -> Resources {
     Resources::cpus(f64::from(told)).expect("a whole number of CPUs")
 }
 
+/// A node daemon's books, named `name`: its pool's workers have direct endpoints when the
+/// simulation says so ([`Config::direct`]).
+fn new_host_core(name: String, config: &Config) -> HostCore {
+    let core = HostCore::new(name, advertised(config));
+    match direct_links(config) {
+        true => core.with_direct_links(),
+        false => core,
+    }
+}
+
+/// Whether workers talk to the workers leased to them on other nodes over direct links.
+fn direct_links(config: &Config) -> bool {
+    config.direct && config.pools && config.owners
+}
+
+/// The direct endpoint of simulated worker `worker`, as its hello names it.
+fn endpoint_of(worker: Wid) -> String {
+    format!("sim-endpoint:{}:{}", worker.0, worker.1)
+}
+
+/// The worker whose endpoint is `endpoint` ([`endpoint_of`]).
+fn worker_at(endpoint: &str) -> Option<Wid> {
+    let rest = endpoint.strip_prefix("sim-endpoint:")?;
+    let (job, worker) = rest.split_once(':')?;
+    Some((job.parse().ok()?, worker.parse().ok()?))
+}
+
 /// A node's lease when leases are off ([`super::Config::fencing`]): longer than any run.
 const NO_LEASE: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
 /// A frame one worker sends another through their node's daemon: two Unix-socket hops and
@@ -66,7 +93,7 @@ const LOCAL_RELAY: Duration = Duration::from_micros(20);
 use crate::proto::owner::Slot;
 use crate::proto::relay::{Kind, Route};
 use crate::proto::scheduler::WorkerId;
-use crate::proto::worker::{Ended as RunEnd, Stop, Worker};
+use crate::proto::worker::{DirectTo, Ended as RunEnd, Stop, Worker};
 use crate::rng::Rng;
 use crate::store::ObjectBytes;
 
@@ -277,6 +304,15 @@ enum What {
     },
     /// A worker process finished starting.
     WorkerUp { worker: Wid },
+    /// Frames reach `worker` (while its node's view of its job is still `epoch`) on a direct
+    /// link: one opened by owner `Some(owner)` (its pushes), or (`None`) one `worker` opened
+    /// to a worker leased to it (the ends back).
+    Direct {
+        worker: Wid,
+        epoch: u64,
+        frames: Vec<u8>,
+        from: Option<u64>,
+    },
     /// A task's run ends (if the worker's run number is still `run`); `creation`: it is an
     /// actor's constructor.
     TaskEnd {
@@ -734,7 +770,7 @@ pub fn run(config: &Config, out: &mut dyn Write) -> std::io::Result<Report> {
                 name: format!("n{i}"),
                 alive: true,
                 life: 0,
-                core: HostCore::new(format!("n{i}"), advertised(config)),
+                core: new_host_core(format!("n{i}"), config),
                 timer_at: None,
                 views: (0..drivers).map(|_| View::new(i)).collect(),
                 frozen_until: Duration::ZERO,
@@ -1283,9 +1319,13 @@ impl World<'_> {
     fn start_process(&mut self, node: HostIdx, worker: Wid) -> u32 {
         self.next_pid += 1;
         let pid = self.next_pid;
+        let mut core = Worker::new(false, worker.1);
+        if direct_links(self.config) {
+            core.set_linking();
+        }
         let sim = SimWorker {
             alive: true,
-            core: Worker::new(false, worker.1),
+            core,
             current: None,
             run: 0,
             children: None,
@@ -1727,11 +1767,50 @@ impl World<'_> {
         Ok(())
     }
 
+    /// Whether a frame sent to `worker` while its node's view of its job was `epoch` still
+    /// reaches it (the node lives, and has not lost and rejoined the job meanwhile).
+    fn reaches(&self, worker: Wid, epoch: u64) -> bool {
+        let host = &self.hosts[self.host_of(worker)];
+        host.alive && host.views[worker.0].epoch == epoch
+    }
+
+    /// Worker `worker`'s hello passes its node's daemon on its way to the driver: with direct
+    /// links, it names the worker's endpoint, and the grants that waited for it go out.
+    fn hello_at_daemon(&mut self, node: HostIdx, worker: Wid) {
+        let Some(conn) = self.hosts[node].views[worker.0].daemon_conn else {
+            return;
+        };
+        if !direct_links(self.config) {
+            return;
+        }
+        let hello = prism_transport::ToNode::Hello(prism_transport::Hello {
+            protocol: prism_transport::PROTOCOL_VERSION,
+            fingerprint: 0,
+            worker: worker.1,
+            pid: self.workers.get(&worker).map_or(0, |w| w.pid),
+            direct: Some(endpoint_of(worker)),
+        });
+        let mut bytes = Vec::new();
+        if prism_transport::encode_frame(&hello, &mut bytes).is_err() {
+            return;
+        }
+        let Ok(Some(frame)) = prism_transport::Frame::whole(&bytes, 1 << 20) else {
+            return;
+        };
+        let Ok(msg) = frame.access::<prism_transport::ToNode>() else {
+            return;
+        };
+        let job = self.jobs[worker.0].name.clone();
+        self.host_core(node, |core, now| {
+            core.take_up((&job, conn), worker.1, msg, (now, &|_| None));
+        });
+    }
+
     /// `node`'s daemon exits (its workers went already): it forgets everything.
     fn daemon_exits(&mut self, node: HostIdx) {
         let host = &mut self.hosts[node];
         host.alive = false;
-        host.core = HostCore::new(host.name.clone(), advertised(self.config));
+        host.core = new_host_core(host.name.clone(), self.config);
         host.timer_at = None;
         for view in &mut host.views {
             view.daemon_conn = None;
@@ -1940,12 +2019,12 @@ impl World<'_> {
                 frames,
                 from,
             } => {
-                let host = &self.hosts[self.host_of(worker)];
-                if !host.alive || host.views[worker.0].epoch != epoch {
+                if !self.reaches(worker, epoch) {
                     return Ok(());
                 }
                 // As the real daemon: a push from another node's owner reaches a worker of
                 // the pool only under that owner's lease.
+                let host = &self.hosts[self.host_of(worker)];
                 let job = &self.jobs[worker.0].name;
                 if let Some((owner, kind)) = from
                     && !host.core.takes_from_peer(job, kind, owner, worker.1)
@@ -1953,7 +2032,7 @@ impl World<'_> {
                     self.report.stale_pushes += 1;
                     return Ok(());
                 }
-                self.at_worker(worker, &frames);
+                self.at_worker(worker, &frames, None);
             }
             What::WorkerUp { worker } => {
                 let node = self.host_of(worker);
@@ -1971,6 +2050,17 @@ impl World<'_> {
                     }
                     let hello = AtDriver::Hello { worker: worker.1 };
                     self.tell_driver(worker.0, node, 64, hello);
+                    self.hello_at_daemon(node, worker);
+                }
+            }
+            What::Direct {
+                worker,
+                epoch,
+                frames,
+                from,
+            } => {
+                if self.reaches(worker, epoch) {
+                    self.at_worker(worker, &frames, Some(from));
                 }
             }
             What::TaskEnd {
@@ -2748,7 +2838,9 @@ impl World<'_> {
         });
     }
 
-    fn at_worker(&mut self, worker: Wid, frames: &[u8]) {
+    /// `frames` reach `worker` from its node, or (`direct`) on a direct link (see
+    /// [`What::Direct`]).
+    fn at_worker(&mut self, worker: Wid, frames: &[u8], direct: Option<Option<u64>>) {
         if !self.workers.get(&worker).is_some_and(|w| w.alive) {
             return;
         }
@@ -2758,7 +2850,7 @@ impl World<'_> {
             decoded.push(frame);
         }
         let mut stop = None;
-        for frame in &decoded {
+        for frame in decoded {
             let Ok(msg) = frame.access::<prism_transport::ToWorker>() else {
                 continue;
             };
@@ -2770,7 +2862,25 @@ impl World<'_> {
             };
             // Values it asked for are never read here: a simulated task only sleeps.
             w.core.set_now(self.now.as_micros() as u64);
-            let handled = w.core.handle(msg, &mut |_| Ok(ObjectBytes::inline(&[])));
+            let mut open = |_: &prism_transport::ArchivedValue| Ok(ObjectBytes::inline(&[]));
+            let handled = match direct {
+                None => w.core.handle(msg, &mut open),
+                Some(from) => {
+                    if let Some(owner) = from {
+                        w.core.direct_from(owner);
+                    }
+                    match w.core.handle_direct(from, frame, &mut open) {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(refused)) => {
+                            self.report.violation = Some(format!(
+                                "worker {worker:?} refused a direct frame: {refused}"
+                            ));
+                            Ok(())
+                        }
+                        Err(stop) => Err(stop),
+                    }
+                }
+            };
             if let Err(e) = handled {
                 stop = Some(e);
                 break;
@@ -3036,16 +3146,45 @@ impl World<'_> {
         self.transmit(worker);
     }
 
-    /// The worker sends the driver what its books owe it (through its node).
+    /// The worker sends the driver what its books owe it (through its node), and the
+    /// workers it has direct links with theirs.
     fn transmit(&mut self, worker: Wid) {
         let Some(w) = self.workers.get_mut(&worker) else {
             return;
         };
         let out = std::mem::take(w.core.transmit(|| 0));
+        let direct = w.core.take_direct();
+        let (held, dropped) = w.core.take_push_counts();
+        self.report.held_pushes += held;
+        self.report.stale_pushes += dropped;
+        let host = self.host_of(worker);
+        for (to, frames) in direct {
+            let (target, from) = match to {
+                DirectTo::Endpoint(endpoint) => match worker_at(&endpoint) {
+                    Some(target) => (target, Some(worker.1)),
+                    None => {
+                        self.report.violation = Some(format!("no worker at {endpoint}"));
+                        continue;
+                    }
+                },
+                DirectTo::Owner(owner) => ((worker.0, owner), None),
+            };
+            // Worker to worker over the network: no relay at either end.
+            let to_host = self.host_of(target);
+            let bytes = frames.len() as u64;
+            let at = self.arrival(Place::Node(host), Place::Node(to_host), bytes);
+            let epoch = self.hosts[to_host].views[worker.0].epoch;
+            let what = What::Direct {
+                worker: target,
+                epoch,
+                frames,
+                from,
+            };
+            self.at(at, what);
+        }
         if out.is_empty() {
             return;
         }
-        let host = self.host_of(worker);
         // The node relays what the worker sends another worker of the job there (pushes and
         // ends of owned tasks) and passes the rest to the driver.
         self.decoder.extend(&out);
@@ -3497,11 +3636,11 @@ impl World<'_> {
                 self.report.most_runs
             )?;
         }
-        if self.report.stale_pushes > 0 {
-            let stale = self.report.stale_pushes;
+        if self.report.stale_pushes > 0 || self.report.held_pushes > 0 {
+            let (stale, held) = (self.report.stale_pushes, self.report.held_pushes);
             writeln!(
                 self.out,
-                "  pushes dropped after their lease ended: {stale}"
+                "  pushes dropped after their lease ended: {stale}; pushes that waited for their lease's word: {held}"
             )?;
         }
         if let Some(v) = &self.report.violation {

@@ -44,6 +44,8 @@ pub(super) struct Direct {
     held: Vec<(u64, u64, Frame)>,
     /// This worker has an endpoint: it links to its leased workers' endpoints itself.
     linking: bool,
+    /// Pushes that waited for the node's word, and pushes dropped, since last asked.
+    counts: (u64, u64),
 }
 
 /// What a frame on a direct link was refused for (the link is closed).
@@ -116,6 +118,7 @@ impl Worker {
                 let plain = (tasks.iter())
                     .any(|t| !matches!(t.kind, prism_graph::ArchivedTaskKind::ActorCall(_)));
                 if plain && self.direct.lent != Some(owner) {
+                    self.direct.counts.0 += 1;
                     tracing::debug!(owner, lent = ?self.direct.lent, "a push waits for its lease's word from the node");
                     self.direct.held.push((owner, self.now_us, frame));
                     return Ok(Ok(()));
@@ -147,23 +150,24 @@ impl Worker {
         open: &mut dyn FnMut(&prism_transport::ArchivedValue) -> std::io::Result<ObjectBytes>,
     ) -> Result<(), Stop> {
         self.direct.lent = owner;
-        let now = self.now_us;
         for (from, since, frame) in std::mem::take(&mut self.direct.held) {
             if Some(from) == owner {
                 let msg = frame
                     .access::<ToWorker>()
                     .map_err(|e| Stop::Lost(e.to_string()))?;
                 self.handle(msg, open)?;
-            } else if now.saturating_sub(since) < HELD_PUSH_US {
-                self.direct.held.push((from, since, frame));
             } else {
-                tracing::warn!(
-                    owner = from,
-                    "a push from an owner this worker was not lent to is dropped (its lease ended)"
-                );
+                self.direct.held.push((from, since, frame));
             }
         }
+        self.expire_held();
         Ok(())
+    }
+
+    /// How many pushes waited for their lease's word, and how many were dropped, since the
+    /// last call (the simulator's report).
+    pub(crate) fn take_push_counts(&mut self) -> (u64, u64) {
+        std::mem::take(&mut self.direct.counts)
     }
 
     /// Drops the pushes that waited too long for their lease's word.
@@ -172,6 +176,7 @@ impl Worker {
             return;
         }
         let now = self.now_us;
+        let before = self.direct.held.len();
         self.direct.held.retain(|&(from, since, _)| {
             let keep = now.saturating_sub(since) < HELD_PUSH_US;
             if !keep {
@@ -182,6 +187,7 @@ impl Worker {
             }
             keep
         });
+        self.direct.counts.1 += (before - self.direct.held.len()) as u64;
     }
 }
 
