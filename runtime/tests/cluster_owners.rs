@@ -334,7 +334,9 @@ fn call_near(tally: prism::ActorHandle<Tally>, n: u64) -> Result<String, String>
     Ok(node)
 }
 
-fn a_task_on_a_node_calls_an_actor_on_another_straight_and_off_the_driver() -> Result<(), Failed> {
+fn a_task_on_a_node_calls_an_actor_on_another_straight_and_off_the_driver(
+    head: &Host,
+) -> Result<(), Failed> {
     // An actor on alpha too: its calls from alpha pass through alpha's daemon alone.
     let near = Tally::options().resources("slot", 0.5).remote();
     let (ran, heard) = heard_during(|| Ok(call_near::remote(near, 1_000).get_blocking()?))?;
@@ -347,8 +349,16 @@ fn a_task_on_a_node_calls_an_actor_on_another_straight_and_off_the_driver() -> R
     )?;
     let tally = Tally::options().resources("far", 0.5).remote();
     ensure(tally.inc().get_blocking()? == 1, "the actor answers")?;
+    let before = relayed_frames(head, std::time::Instant::now())?;
     let (ran, heard) =
         heard_during(|| Ok(call_from_alpha::remote(tally.clone(), 5_000, 2).get_blocking()?))?;
+    // The calls (one with a value in alpha's shared memory, pulled by the head's node) and
+    // their ends went on a direct link between the caller and the actor's worker.
+    let after = relayed_frames(head, std::time::Instant::now())?;
+    ensure(
+        before == after,
+        format!("the daemons relayed the calls: before {before:?}, after {after:?}"),
+    )?;
     let (caller, actor) = ran.map_err(|e| format!("the task's calls: {e}"))?;
     ensure(
         caller == "alpha" && actor == "head",
@@ -859,7 +869,7 @@ fn main() {
     prism::init_with(config).expect("join the cluster");
     let head = std::sync::Arc::new(head);
     let (head_host, head_store, head_copies) = (head.clone(), head.clone(), head.clone());
-    let head_relays = head.clone();
+    let (head_relays, head_calls) = (head.clone(), head.clone());
     // The first case counts the driver's messages: nothing else may run meanwhile.
     args.test_threads = Some(1);
     let trials = vec![
@@ -869,7 +879,9 @@ fn main() {
         ),
         Trial::test(
             "a_task_on_a_node_calls_an_actor_on_another_straight_and_off_the_driver",
-            a_task_on_a_node_calls_an_actor_on_another_straight_and_off_the_driver,
+            move || {
+                a_task_on_a_node_calls_an_actor_on_another_straight_and_off_the_driver(&head_calls)
+            },
         ),
         Trial::test(
             "large_values_cross_to_a_worker_leased_on_another_node_and_back",

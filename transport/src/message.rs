@@ -87,6 +87,8 @@ pub struct DirectHello {
     pub job: String,
     /// The worker that connected (the owner of the tasks it pushes).
     pub owner: u64,
+    /// Where its node serves its peers (where its objects are pulled from).
+    pub node: String,
 }
 
 /// Why a handshake was refused.
@@ -231,6 +233,8 @@ pub enum ToWorker {
         identity: Secret,
         /// The job.
         job: String,
+        /// Where the node serves its peers (the owners this worker links to pull from there).
+        node: String,
     },
     /// Whom this worker of the node's pool is leased to now, among owners on other nodes
     /// whose pushes come over direct links (`None`: nobody): it runs their pushes only under
@@ -366,6 +370,9 @@ pub enum ActorPlace {
         worker: u64,
         /// Its node's peer address, when it is another node than the caller's.
         at: Option<String>,
+        /// The worker's direct endpoint, when it is on another node and has one: the calls go
+        /// there on a link of the caller's ([`crate::direct`]).
+        direct: Option<String>,
     },
     /// Its process died and it restarts: the calls pushed to it and not ended run again (up
     /// to `max_task_retries`) once it is alive again, or fail.
@@ -441,6 +448,15 @@ pub enum ToNode {
     },
     /// The answer to [`ToWorker::ExitIfIdle`] of a worker that still owes work: it stays.
     Owes,
+    /// Owner `owner` (a worker of another node) opened a direct link to this worker: its node
+    /// serves its peers at `node`, where arguments it pushes by name are pulled from (what
+    /// the node learns from the frames it relays when pushes come that way).
+    OwnerAt {
+        /// The owner.
+        owner: u64,
+        /// Its node's peer address.
+        node: String,
+    },
     /// Tasks received while blocked, handed back unrun.
     Bounced(Vec<TaskId>),
     /// The worker dropped its last reference to these objects.

@@ -1142,9 +1142,11 @@ impl Hosting {
         let pid = process.pid();
         // Its first frame: the identity of its direct endpoint (the node's), on the link only
         // it and this daemon hold. Written before the relay starts, into an empty socket.
+        let node = (self.peers.endpoint().local_addr()).map_err(|e| e.to_string())?;
         let endpoint = ToWorker::Endpoint {
             identity: Secret(self.peers.identity().to_pem()),
             job: job.name.clone(),
+            node: node.to_string(),
         };
         let mut first = Vec::new();
         prism_transport::encode_frame(&endpoint, &mut first)

@@ -671,12 +671,14 @@ impl Core {
     /// Records a worker's handshake; a connection the node has no place for is refused, and
     /// an error only when the node is not stopping (a worker killed as the node stops may
     /// still have said hello).
-    fn worker_connected(&self, worker: WorkerId, writer: Arc<link::LinkWriter>) -> bool {
+    fn worker_connected(
+        &self,
+        (worker, direct): (WorkerId, Option<String>),
+        writer: Arc<link::LinkWriter>,
+    ) -> bool {
         let mut shell = self.state.lock();
-        let refused = match shell
-            .node
-            .handle(Event::WorkerConnected { worker }, Instant::now())
-        {
+        let connected = Event::WorkerConnected { worker, direct };
+        let refused = match shell.node.handle(connected, Instant::now()) {
             Ok(()) => {
                 shell.links.entry(worker).or_default().writer = Some(writer);
                 None

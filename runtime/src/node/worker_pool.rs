@@ -163,10 +163,10 @@ pub(crate) fn describe_exit(status: ExitStatus) -> String {
 pub(crate) async fn serve(core: Arc<Core>, stream: UnixStream, worker: WorkerId) {
     let mut reader = AsyncFrameReader::new(stream, MAX_HELLO);
     let said = tokio::time::timeout(HELLO_DEADLINE, handshake(&mut reader, worker)).await;
-    let refused = match said {
-        Ok(Ok(())) => None,
-        Ok(Err(reason)) => Some(reason),
-        Err(_) => Some(format!("no hello within {HELLO_DEADLINE:?}")),
+    let (refused, endpoint) = match said {
+        Ok(Ok(endpoint)) => (None, endpoint),
+        Ok(Err(reason)) => (Some(reason), None),
+        Err(_) => (Some(format!("no hello within {HELLO_DEADLINE:?}")), None),
     };
     if let Some(reason) = refused {
         if core.stopping() {
@@ -194,7 +194,7 @@ pub(crate) async fn serve(core: Arc<Core>, stream: UnixStream, worker: WorkerId)
         }
     };
     let writer = Arc::new(LinkWriter::new(direct));
-    if !core.worker_connected(worker, writer.clone()) {
+    if !core.worker_connected((worker, endpoint), writer.clone()) {
         return;
     }
     tokio::spawn(write_loop(writer));
@@ -205,10 +205,11 @@ pub(crate) async fn serve(core: Arc<Core>, stream: UnixStream, worker: WorkerId)
     core.worker_eof(worker);
 }
 
+/// Reads and checks worker `worker`'s hello: the direct endpoint it names, if any.
 async fn handshake(
     reader: &mut AsyncFrameReader<UnixStream>,
     worker: WorkerId,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<Option<String>, String> {
     let frame = reader
         .read_frame()
         .await
@@ -227,5 +228,5 @@ async fn handshake(
             hello.worker
         ));
     }
-    Ok(())
+    Ok(hello.direct.as_ref().map(|d| d.to_string()))
 }

@@ -937,6 +937,13 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 self.owes(conn, worker, now);
                 true
             }
+            ArchivedToNode::OwnerAt { owner, node } => {
+                // Where the arguments of a direct link's pushes are pulled from.
+                if let Some(record) = self.jobs.get_mut(job).filter(|j| j.conn == conn) {
+                    (record.owner_nodes).insert(owner.to_native(), node.to_string());
+                }
+                true
+            }
             ArchivedToNode::Hello(hello) => {
                 // For the driver too, which checks it.
                 let direct = hello.direct.as_ref().map(|d| d.to_string());

@@ -2460,9 +2460,12 @@ impl World<'_> {
             AtDriver::Exited { worker, reason } => self.proto(j, |node, now| {
                 let _ = node.handle(Event::WorkerExited { worker, reason }, now);
             }),
-            AtDriver::Hello { worker } => self.proto(j, |node, now| {
-                let _ = node.handle(Event::WorkerConnected { worker }, now);
-            }),
+            AtDriver::Hello { worker } => {
+                let direct = direct_links(self.config).then(|| endpoint_of((j, worker)));
+                self.proto(j, |node, now| {
+                    let _ = node.handle(Event::WorkerConnected { worker, direct }, now);
+                })
+            }
             AtDriver::Lent { node, lent } => self.proto(j, |n, now| {
                 let event = match lent {
                     Ok((worker, pid)) => Event::NodeLent { node, worker, pid },
@@ -2850,6 +2853,11 @@ impl World<'_> {
             decoded.push(frame);
         }
         let mut stop = None;
+        // An owner's link names its node (its hello), for the pulls of its arguments.
+        let owner_node = match direct {
+            Some(Some(owner)) => Some(peer_address(self.host_of((worker.0, owner)))),
+            _ => None,
+        };
         for frame in decoded {
             let Ok(msg) = frame.access::<prism_transport::ToWorker>() else {
                 continue;
@@ -2866,8 +2874,8 @@ impl World<'_> {
             let handled = match direct {
                 None => w.core.handle(msg, &mut open),
                 Some(from) => {
-                    if let Some(owner) = from {
-                        w.core.direct_from(owner);
+                    if let (Some(owner), Some(node)) = (from, &owner_node) {
+                        w.core.direct_from(owner, node);
                     }
                     match w.core.handle_direct(from, frame, &mut open) {
                         Ok(Ok(())) => Ok(()),

@@ -28,6 +28,8 @@ const FIRST_FRAME: Duration = Duration::from_secs(10);
 pub(super) struct DirectLinks {
     endpoint: Endpoint,
     job: String,
+    /// Where this worker's node serves its peers (named in the hellos it sends).
+    node: String,
     me: u64,
     /// Links this worker opened, by the endpoint they go to, and back.
     to: HashMap<String, LinkId>,
@@ -55,8 +57,11 @@ impl DirectLinks {
         let frame = frame
             .map_err(|e| format!("no first frame from the node: {e}"))?
             .ok_or("the node closed the link before its first frame")?;
-        let ArchivedToWorker::Endpoint { identity, job } =
-            frame.access::<ToWorker>().map_err(|e| e.to_string())?
+        let ArchivedToWorker::Endpoint {
+            identity,
+            job,
+            node,
+        } = frame.access::<ToWorker>().map_err(|e| e.to_string())?
         else {
             return Err("the node's first frame is not the endpoint's identity".into());
         };
@@ -73,6 +78,7 @@ impl DirectLinks {
         Ok(DirectLinks {
             endpoint,
             job: job.to_string(),
+            node: node.to_string(),
             me,
             to: HashMap::new(),
             opened: HashMap::new(),
@@ -146,6 +152,7 @@ impl DirectLinks {
             protocol: PROTOCOL_VERSION,
             job: self.job.clone(),
             owner: self.me,
+            node: self.node.clone(),
         };
         let mut frame = Vec::new();
         encode_frame(&hello, &mut frame).map_err(|e| e.to_string())?;
@@ -231,7 +238,7 @@ impl DirectLinks {
                     self.endpoint.close(old, "the owner linked again");
                     self.accepted.remove(&old);
                 }
-                core.direct_from(owner);
+                core.direct_from(owner, hello.node.as_str());
                 None
             }
             Err(e) => Some(format!("a bad hello: {e}")),

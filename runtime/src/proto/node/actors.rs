@@ -475,12 +475,19 @@ impl State {
     fn place_for(&self, actor_worker: Option<WorkerId>, caller: WorkerId) -> Option<ActorPlace> {
         let worker = actor_worker?;
         if node_of(worker) == node_of(caller) {
-            return Some(ActorPlace::Alive { worker, at: None });
+            let direct = None;
+            return Some(ActorPlace::Alive {
+                worker,
+                at: None,
+                direct,
+            });
         }
+        let direct = (self.workers.get(&worker)).and_then(|life| life.direct.clone());
         Some(match self.peer_addresses.get(&node_of(worker)) {
             Some(at) => ActorPlace::Alive {
                 worker,
                 at: Some(at.clone()),
+                direct,
             },
             None => ActorPlace::Unreachable,
         })

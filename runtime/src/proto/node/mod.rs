@@ -243,7 +243,11 @@ pub(crate) enum Event<'a> {
     /// Node `node`'s pool could not lend the driver a worker, and why.
     NodeLendFailed { node: NodeIdx, reason: String },
     /// A worker said hello on its link.
-    WorkerConnected { worker: WorkerId },
+    WorkerConnected {
+        worker: WorkerId,
+        /// The direct endpoint its hello named, if any.
+        direct: Option<String>,
+    },
     /// Messages a worker sent, in order; `mapped` holds the shared-memory segments the shell
     /// mapped for the shared values they name (embedded node only).
     Messages {
@@ -364,6 +368,9 @@ struct WorkerLife {
     actors: IdSet<ActorId>,
     /// Handles held for it on other workers' word (released when it ends).
     actors_held_for: HeldFor<ActorId>,
+    /// Its direct endpoint, as its hello named it: callers on other nodes reach the actor it
+    /// runs there.
+    direct: Option<String>,
 }
 
 /// Frames for a worker on another node held back until the objects they name are in that
@@ -717,7 +724,7 @@ impl State {
                     self.spawn_worker(node);
                 }
             }
-            Event::WorkerConnected { worker } => self.worker_connected(worker)?,
+            Event::WorkerConnected { worker, direct } => self.worker_connected(worker, direct)?,
             Event::Messages {
                 worker,
                 messages,
@@ -973,7 +980,11 @@ impl State {
     }
 
     /// Records a worker's handshake; a link the node has no place for is refused.
-    fn worker_connected(&mut self, worker: WorkerId) -> Result<(), Refused> {
+    fn worker_connected(
+        &mut self,
+        worker: WorkerId,
+        direct: Option<String>,
+    ) -> Result<(), Refused> {
         let stopping = self.shutting_down;
         let Some(life) = self.workers.get_mut(&worker) else {
             return Err(if stopping {
@@ -988,6 +999,7 @@ impl State {
             return Err(Refused::SecondHello(worker));
         }
         life.connected = true;
+        life.direct = direct;
         self.startup_failures = 0;
         self.nodes.worker_ready(worker);
         if self.cluster.is_some() {
@@ -1608,6 +1620,9 @@ impl State {
             }
             ArchivedToNode::Hello(_) => {
                 tracing::warn!(worker, "second hello ignored");
+            }
+            ArchivedToNode::OwnerAt { .. } => {
+                tracing::debug!(worker, "where a direct link's owner is, for its node");
             }
         }
     }

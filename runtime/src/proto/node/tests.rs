@@ -123,7 +123,10 @@ impl Harness {
         self.connected.push(worker);
         let pid = 1000 + worker as u32;
         self.event(Event::WorkerSpawned { worker, pid });
-        self.event(Event::WorkerConnected { worker });
+        self.event(Event::WorkerConnected {
+            worker,
+            direct: None,
+        });
     }
 
     fn drain(&mut self) {
@@ -266,7 +269,10 @@ impl Harness {
         let pid = 4242;
         self.event(Event::NodeLent { node, worker, pid });
         self.event(Event::NodeStartedWorker { node, worker, pid });
-        self.event(Event::WorkerConnected { worker });
+        self.event(Event::WorkerConnected {
+            worker,
+            direct: None,
+        });
         worker
     }
 
@@ -720,7 +726,11 @@ fn a_worker_calling_an_actor_hears_where_it_is_as_it_starts_restarts_and_dies() 
     h.report(caller, &ToNode::WhereActor { actor });
     assert!(places(&h, caller, actor).is_empty(), "not before it is up");
     h.constructed(first, creation);
-    let alive = |worker| ActorPlace::Alive { worker, at: None };
+    let alive = |worker| ActorPlace::Alive {
+        worker,
+        at: None,
+        direct: None,
+    };
     assert_eq!(places(&h, caller, actor), vec![alive(first)]);
     // Its process dies: the caller hears of the restart, then of the new process.
     h.dies(first);
@@ -2327,7 +2337,10 @@ fn a_node_s_own_worker_is_taken_only_within_the_numbers_its_pool_was_given() {
     ));
     // The worker it took says hello and owns its tasks; it never joins the driver's
     // scheduler, and its death fails nothing of the driver's.
-    h.event(Event::WorkerConnected { worker: first });
+    h.event(Event::WorkerConnected {
+        worker: first,
+        direct: None,
+    });
     let told: Vec<&ToWorker> = (h.sent.iter())
         .filter(|(w, _)| *w == first)
         .map(|(_, m)| m)
@@ -2504,16 +2517,24 @@ fn a_hello_that_comes_after_its_worker_ended_is_late_not_a_stranger_s() {
         worker: gone,
         reason,
     });
-    let late = h
-        .node
-        .handle(Event::WorkerConnected { worker: gone }, h.now);
+    let late = h.node.handle(
+        Event::WorkerConnected {
+            worker: gone,
+            direct: None,
+        },
+        h.now,
+    );
     assert!(
         matches!(late, Err(super::Refused::EndedUnheard(77))),
         "{late:?}"
     );
-    let unknown = h
-        .node
-        .handle(Event::WorkerConnected { worker: stranger }, h.now);
+    let unknown = h.node.handle(
+        Event::WorkerConnected {
+            worker: stranger,
+            direct: None,
+        },
+        h.now,
+    );
     assert!(
         matches!(unknown, Err(super::Refused::UnknownWorker(78))),
         "{unknown:?}"

@@ -73,9 +73,13 @@ impl Worker {
         std::mem::take(&mut self.direct.out)
     }
 
-    /// Owner `owner` opened a direct link here: its ends go back on it.
-    pub(crate) fn direct_from(&mut self, owner: u64) {
-        self.direct.owners.insert(owner);
+    /// Owner `owner`, of the node serving its peers at `node`, opened a direct link here: its
+    /// ends go back on it, and this worker's node hears where to pull its arguments from.
+    pub(crate) fn direct_from(&mut self, owner: u64, node: &str) {
+        if self.direct.owners.insert(owner) {
+            let node = node.to_string();
+            self.send(&prism_transport::ToNode::OwnerAt { owner, node });
+        }
     }
 
     /// This worker has a direct endpoint of its own: it sends its frames for leased workers
@@ -262,7 +266,14 @@ mod tests {
     #[test]
     fn a_direct_push_runs_once_the_node_lends_the_worker_and_its_end_goes_back_on_the_link() {
         let mut w = Worker::new(false, ME);
-        w.direct_from(OWNER);
+        w.direct_from(OWNER, "n1:7000");
+        // Its node hears where the owner's arguments are pulled from, once.
+        w.direct_from(OWNER, "n1:7000");
+        let owner_at = ToNode::OwnerAt {
+            owner: OWNER,
+            node: "n1:7000".into(),
+        };
+        assert_eq!(node_messages(&mut w), [owner_at]);
         // The push came before the node's word: it waits.
         direct(&mut w, Some(OWNER), &push(OWNER, 1)).unwrap();
         assert!(w.next_task().is_none(), "not lent yet");

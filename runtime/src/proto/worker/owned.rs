@@ -538,10 +538,13 @@ impl Worker {
             tracing::error!(worker = to, "cannot encode a message for a worker: {e}");
             return;
         }
-        let direct = (self.owned.leases.values())
-            .filter(|_| self.links_directly())
+        let leased = (self.owned.leases.values())
             .find(|lease| lease.worker == to && lease.direct.is_some())
-            .and_then(|lease| lease.direct.clone())
+            .and_then(|lease| lease.direct.clone());
+        let actor = || (self.owned.lanes.values()).find_map(|lane| lane.endpoint_of(to));
+        let direct = leased
+            .or_else(|| actor().map(str::to_string))
+            .filter(|_| self.links_directly())
             .map(super::DirectTo::Endpoint)
             .or_else(|| (self.answers_direct(to)).then_some(super::DirectTo::Owner(to)));
         match direct {

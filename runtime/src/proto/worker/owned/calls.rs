@@ -43,7 +43,19 @@ impl Lane {
     /// The actor's worker and its node's peer address, while it is alive and reachable.
     pub(super) fn target(&self) -> Option<(u64, Option<String>)> {
         match &self.place {
-            Some(ActorPlace::Alive { worker, at }) => Some((*worker, at.clone())),
+            Some(ActorPlace::Alive { worker, at, .. }) => Some((*worker, at.clone())),
+            _ => None,
+        }
+    }
+
+    /// The direct endpoint of the actor's worker `worker`, while it is alive there.
+    pub(super) fn endpoint_of(&self, worker: u64) -> Option<&str> {
+        match &self.place {
+            Some(ActorPlace::Alive {
+                worker: w,
+                direct: Some(direct),
+                ..
+            }) if *w == worker => Some(direct),
             _ => None,
         }
     }
@@ -291,7 +303,12 @@ mod tests {
     }
 
     fn alive(worker: u64) -> ActorPlace {
-        ActorPlace::Alive { worker, at: None }
+        let direct = None;
+        ActorPlace::Alive {
+            worker,
+            at: None,
+            direct,
+        }
     }
 
     fn failure(w: &Worker, task: TaskId) -> Option<TaskError> {
