@@ -40,7 +40,7 @@ use crate::frame::Message;
 /// ([`PeerLease::Room`]), and they pass an ask there at once rather than after a wait; an
 /// ask names a node to fetch the job's binary from ([`PeerLease::Ask`]'s `binary_from`); a
 /// pushed task's run is numbered and its end names it ([`Execute::run`], [`TaskEnd::run`]).
-pub const PROTOCOL_VERSION: u32 = 29;
+pub const PROTOCOL_VERSION: u32 = 30;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;

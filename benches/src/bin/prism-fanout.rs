@@ -50,6 +50,10 @@ struct Args {
     /// Each parent calls an actor on another node instead of submitting children.
     #[arg(long)]
     actor_calls: bool,
+    /// With `--actor-calls`: each call waits for its answer before the next (a worker's
+    /// remote round trip), and the 50th and 99th percentiles are reported.
+    #[arg(long)]
+    sync_calls: bool,
     /// Where to join.
     #[command(flatten)]
     join: prism_benches::Join,
@@ -98,6 +102,23 @@ fn caller(echo: ActorHandle<Echo>, calls: u64) -> (u64, String) {
         values.into_iter().sum(),
         prism::node_name().unwrap_or_default(),
     )
+}
+
+/// A parent that calls `echo` `calls` times, each after the last answered: the answers' sum,
+/// where it ran, and the 50th and 99th percentiles of the calls' round trips (nanoseconds).
+#[remote(num_cpus = 0)]
+fn sync_caller(echo: ActorHandle<Echo>, calls: u64) -> (u64, String, u64, u64) {
+    let mut sum = 0;
+    let mut each: Vec<u64> = (0..calls)
+        .map(|i| {
+            let start = Instant::now();
+            sum += (echo.echo(i).get_blocking()).unwrap_or_else(|e| panic!("a call failed: {e}"));
+            start.elapsed().as_nanos() as u64
+        })
+        .collect();
+    each.sort_unstable();
+    let at = |q: usize| each.get(each.len() * q / 100).copied().unwrap_or(0);
+    (sum, prism::node_name().unwrap_or_default(), at(50), at(99))
 }
 
 /// A child that returns `bytes` bytes of `i`.
@@ -163,6 +184,37 @@ fn parent_of_bytes(children: u64, bytes: u64, resource: Option<String>) -> (u64,
     (got, prism::node_name().unwrap_or_default())
 }
 
+/// `--sync-calls`: each trial, every parent calls its actor one call at a time; the round
+/// trips' percentiles as each parent measured them.
+fn sync_trials(args: &Args, actors: &[ActorHandle<Echo>], expected: u64) -> anyhow::Result<()> {
+    let children = u64::from(args.children);
+    for _ in 0..args.trials {
+        let parents: Vec<_> = (0..args.parents)
+            .map(|p| {
+                let actor = actors[p as usize].clone();
+                match args.nodes {
+                    0 => sync_caller::remote(actor, children),
+                    n => sync_caller::options()
+                        .resources(&format!("r{}", p % n + 1), 0.01)
+                        .remote(actor, children),
+                }
+            })
+            .collect();
+        for parent in parents {
+            let (sum, node, p50, p99) = parent.get_blocking()?;
+            anyhow::ensure!(sum == expected, "a parent on {node} summed {sum}");
+            println!(
+                "{children} calls, each waited for, from {node} to an actor on another node: \
+                 p50 {:.1} us, p99 {:.1} us",
+                p50 as f64 / 1e3,
+                p99 as f64 / 1e3
+            );
+        }
+    }
+    prism::shutdown();
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.join.init()?;
@@ -192,6 +244,10 @@ fn main() -> anyhow::Result<()> {
     };
     for actor in &actors {
         actor.echo(0).get_blocking()?;
+    }
+    if args.sync_calls {
+        anyhow::ensure!(args.actor_calls, "--sync-calls goes with --actor-calls");
+        return sync_trials(&args, &actors, expected);
     }
     for _ in 0..args.trials {
         let before = prism::worker_messages_received()?;
