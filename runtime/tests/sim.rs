@@ -184,7 +184,9 @@ fn a_broadcast_spreads_from_every_copy() {
 /// more tasks than it has CPUs, and every child ran.
 #[test]
 fn parents_submit_and_await_their_children_from_their_workers() {
-    for seed in 1..=20 {
+    // Over direct links between workers, and through the nodes' relays (what a worker
+    // without an endpoint still uses).
+    for (seed, direct) in (1..=20).flat_map(|seed| [(seed, true), (seed, false)]) {
         let config = Config {
             nodes: 5,
             cpus: 2,
@@ -192,6 +194,7 @@ fn parents_submit_and_await_their_children_from_their_workers() {
             workload: Workload::Nested,
             faults: true,
             seed,
+            direct,
             ..Config::default()
         };
         let (report, out) = simulate(&config);
@@ -228,8 +231,12 @@ fn parents_calling(seed: u64) -> Config {
 /// the calls. (Seed 21 hung before a late end took its call out of the line.)
 #[test]
 fn parents_call_the_driver_s_actors_from_their_workers_through_faults() {
-    for seed in 1..=60 {
-        let (report, out) = simulate(&parents_calling(seed));
+    for (seed, direct) in (1..=60).flat_map(|seed| [(seed, true), (seed, false)]) {
+        let config = Config {
+            direct,
+            ..parents_calling(seed)
+        };
+        let (report, out) = simulate(&config);
         assert!(report.violation.is_none(), "seed {seed}: {out}");
         assert_eq!(
             (report.values, report.unfinished),
