@@ -1126,6 +1126,18 @@ impl Hosting {
             .get(&conn)
             .cloned()
             .ok_or_else(|| format!("job {} has ended", job.name))?;
+        // Its first frame: the identity of its direct endpoint (the node's), on the link only
+        // it and this daemon hold; written before the relay starts, into an empty socket.
+        let node = (self.peers.endpoint().local_addr())
+            .map_err(|e| format!("this node's address: {e}"))?;
+        let endpoint = ToWorker::Endpoint {
+            identity: Secret(self.peers.identity().to_pem()),
+            job: job.name.clone(),
+            node: node.to_string(),
+        };
+        let mut first = Vec::new();
+        prism_transport::encode_frame(&endpoint, &mut first)
+            .map_err(|e| format!("cannot encode a worker's first frame: {e}"))?;
         let mut cmd = process::worker_command(&job.exe, worker, &job.store, job.limits);
         cmd.env(ENV_NODE_NAME, &self.name)
             .env(process::ENV_NODE_HOST, self.host.to_string())
@@ -1140,19 +1152,12 @@ impl Hosting {
         } = process::spawn_linked(&mut cmd, None)
             .map_err(|e| format!("cannot start {}: {e}", job.exe.display()))?;
         let pid = process.pid();
-        // Its first frame: the identity of its direct endpoint (the node's), on the link only
-        // it and this daemon hold. Written before the relay starts, into an empty socket.
-        let node = (self.peers.endpoint().local_addr()).map_err(|e| e.to_string())?;
-        let endpoint = ToWorker::Endpoint {
-            identity: Secret(self.peers.identity().to_pem()),
-            job: job.name.clone(),
-            node: node.to_string(),
-        };
-        let mut first = Vec::new();
-        prism_transport::encode_frame(&endpoint, &mut first)
-            .map_err(|e| format!("cannot encode a worker's first frame: {e}"))?;
-        std::io::Write::write_all(&mut &link, &first)
-            .map_err(|e| format!("cannot write a worker's first frame: {e}"))?;
+        if let Err(e) = std::io::Write::write_all(&mut &link, &first) {
+            // The process waits for that frame: it goes rather than wait in vain.
+            process.kill();
+            let _ = child.wait();
+            return Err(format!("cannot give worker {worker} its first frame: {e}"));
+        }
         self.processes
             .lock()
             .insert((conn, worker), Arc::new(process));
