@@ -1340,12 +1340,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             None => None,
         };
         if direct.is_some() {
-            let message = Box::new(ToWorker::Lent { owner: Some(owner) });
-            self.actions.push_back(Action::Write {
-                conn,
-                worker,
-                message,
-            });
+            self.write_lent(conn, worker, Some(owner));
         }
         let granted = PeerLease::Granted {
             owner,
@@ -1354,6 +1349,17 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             direct,
         };
         self.peer_send(conn, to, granted);
+    }
+
+    /// Tells worker `worker` of the job on `conn` whose pushes to run from its direct link
+    /// (`None`: nobody's).
+    fn write_lent(&mut self, conn: ConnId, worker: u64, owner: Option<u64>) {
+        let message = Box::new(ToWorker::Lent { owner });
+        self.actions.push_back(Action::Write {
+            conn,
+            worker,
+            message,
+        });
     }
 
     /// Worker `worker` of job `job` (on `conn`) said hello, naming its direct endpoint if it
@@ -1725,20 +1731,14 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     return;
                 }
                 // Its worker runs no more pushes of the owner's (told before the pool lends
-                // it again).
-                let direct =
-                    |record: &Job<P, S>, w: u64| record.hellos.get(&w).is_some_and(Option::is_some);
+                // it again), when they came to its endpoint.
+                let linked = |(_, job): (&String, &mut Job<P, S>), w| {
+                    job.hellos.get(&w).is_some_and(Option::is_some)
+                };
                 if let Some(worker) = worker
-                    && self
-                        .job_of_mut(conn)
-                        .is_some_and(|(_, r)| direct(r, worker))
+                    && self.job_of_mut(conn).is_some_and(|j| linked(j, worker))
                 {
-                    let message = Box::new(ToWorker::Lent { owner: None });
-                    self.actions.push_back(Action::Write {
-                        conn,
-                        worker,
-                        message,
-                    });
+                    self.write_lent(conn, worker, None);
                 }
                 self.retry_pools();
             }

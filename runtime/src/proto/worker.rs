@@ -1190,7 +1190,7 @@ mod tests {
     }
 
     /// What the books would write now, decoded.
-    fn sent(worker: &mut Worker) -> Vec<ToNode> {
+    pub(super) fn sent(worker: &mut Worker) -> Vec<ToNode> {
         let out = std::mem::take(worker.transmit(|| 1_000));
         let mut decoder = FrameDecoder::new(1 << 20);
         decoder.extend(&out);

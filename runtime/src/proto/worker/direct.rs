@@ -201,7 +201,7 @@ mod tests {
     use prism_transport::{Execute, FrameDecoder, Outcome, ToNode, Value, encode_frame};
 
     use super::super::Ended;
-    use super::super::tests::receive;
+    use super::super::tests::{receive, sent};
     use super::*;
 
     /// This worker, on node 0; an owner on node 1, and another.
@@ -251,18 +251,6 @@ mod tests {
             .collect()
     }
 
-    fn node_messages(w: &mut Worker) -> Vec<ToNode> {
-        let out = std::mem::take(w.transmit(|| 1_000));
-        let mut decoder = FrameDecoder::new(1 << 20);
-        decoder.extend(&out);
-        std::iter::from_fn(|| decoder.next_frame().unwrap())
-            .map(|f| {
-                rkyv::deserialize::<ToNode, rkyv::rancor::Error>(f.access::<ToNode>().unwrap())
-                    .unwrap()
-            })
-            .collect()
-    }
-
     #[test]
     fn a_direct_push_runs_once_the_node_lends_the_worker_and_its_end_goes_back_on_the_link() {
         let mut w = Worker::new(false, ME);
@@ -273,7 +261,7 @@ mod tests {
             owner: OWNER,
             node: "n1:7000".into(),
         };
-        assert_eq!(node_messages(&mut w), [owner_at]);
+        assert_eq!(sent(&mut w), [owner_at]);
         // The push came before the node's word: it waits.
         direct(&mut w, Some(OWNER), &push(OWNER, 1)).unwrap();
         assert!(w.next_task().is_none(), "not lent yet");
@@ -289,7 +277,7 @@ mod tests {
             },
             timing: None,
         });
-        let to_node = node_messages(&mut w);
+        let to_node = sent(&mut w);
         assert!(
             !to_node.iter().any(|m| matches!(m, ToNode::Forward { .. })),
             "nothing goes through the node: {to_node:?}"
@@ -319,7 +307,7 @@ mod tests {
         // The lease it belonged to ended long ago: the push goes, and a later word that the
         // worker is lent to that owner (a new lease) does not run it.
         w.set_now(1_000 + HELD_PUSH_US);
-        let _ = node_messages(&mut w);
+        let _ = sent(&mut w);
         receive(&mut w, &ToWorker::Lent { owner: Some(OWNER) }).unwrap();
         assert!(w.next_task().is_none(), "the stale push was dropped");
         // A push of the current lease runs at once; one of an actor's calls needs no lease.

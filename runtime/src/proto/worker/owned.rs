@@ -538,19 +538,30 @@ impl Worker {
             tracing::error!(worker = to, "cannot encode a message for a worker: {e}");
             return;
         }
-        let leased = (self.owned.leases.values())
-            .find(|lease| lease.worker == to && lease.direct.is_some())
-            .and_then(|lease| lease.direct.clone());
-        let actor = || (self.owned.lanes.values()).find_map(|lane| lane.endpoint_of(to));
-        let direct = leased
-            .or_else(|| actor().map(str::to_string))
-            .filter(|_| self.links_directly())
+        let direct = self
+            .endpoint_of(to)
             .map(super::DirectTo::Endpoint)
             .or_else(|| (self.answers_direct(to)).then_some(super::DirectTo::Owner(to)));
         match direct {
             Some(route) => self.send_direct(route, frame),
             None => self.send(&ToNode::Forward { to, at, frame }),
         }
+    }
+
+    /// The direct endpoint of worker `to` (leased to this one, or running an actor it calls),
+    /// when this worker links to such endpoints itself: none is looked for otherwise.
+    fn endpoint_of(&self, to: u64) -> Option<String> {
+        if !self.links_directly() {
+            return None;
+        }
+        let leased = (self.owned.leases.values())
+            .find(|lease| lease.worker == to)
+            .and_then(|lease| lease.direct.clone());
+        leased.or_else(|| {
+            (self.owned.lanes.values())
+                .find_map(|lane| lane.endpoint_of(to))
+                .map(str::to_string)
+        })
     }
 
     /// The direct link to `endpoint` broke: the leases on it are given up by force (their
