@@ -54,6 +54,11 @@ pub(crate) const ENV_WORKER_OWNERS: &str = "PRISM_WORKER_OWNERS";
 /// borrow them from each node's pool (the way before protocol 23, for comparisons).
 pub(crate) const ENV_BORROW_WORKERS: &str = "PRISM_BORROW_WORKERS";
 
+/// Set to `0` to have a joined driver reach its workers on other hosts only through their
+/// nodes' relays, not on direct links of its own (the way before protocol 31, for
+/// comparisons).
+pub(crate) const ENV_DRIVER_LINKS: &str = "PRISM_DRIVER_LINKS";
+
 /// Whether the switch `name` in the environment is on: on unless set to `0`.
 pub(crate) fn env_switch(name: &str) -> bool {
     std::env::var(name).map_or(true, |v| v.trim() != "0")

@@ -239,6 +239,23 @@ impl Endpoint {
         Ok(handle.0)
     }
 
+    /// Starts a link to the endpoint at `peer` whose first frame is `hello` (see
+    /// [`Endpoint::connect`]).
+    pub fn connect_with(
+        &self,
+        peer: SocketAddr,
+        hello: &crate::DirectHello,
+    ) -> Result<LinkId, DirectError> {
+        let mut frame = Vec::new();
+        crate::encode_frame(hello, &mut frame).map_err(|e| DirectError::Connect {
+            peer,
+            reason: format!("cannot encode the hello: {e}"),
+        })?;
+        let link = self.connect(peer)?;
+        self.send(link, &frame)?;
+        Ok(link)
+    }
+
     /// Sends `bytes` (whole frames, as [`crate::encode_frame`] makes them) on `link`, in order
     /// after what was sent before; the packets leave from this thread. Bytes the peer's flow
     /// control cannot take yet wait in the link and leave as it opens.

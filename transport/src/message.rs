@@ -40,7 +40,7 @@ use crate::frame::Message;
 /// ([`PeerLease::Room`]), and they pass an ask there at once rather than after a wait; an
 /// ask names a node to fetch the job's binary from ([`PeerLease::Ask`]'s `binary_from`); a
 /// pushed task's run is numbered and its end names it ([`Execute::run`], [`TaskEnd::run`]).
-pub const PROTOCOL_VERSION: u32 = 30;
+pub const PROTOCOL_VERSION: u32 = 31;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -242,6 +242,15 @@ pub enum ToWorker {
     Lent {
         /// The owner (`None`: the lease ended).
         owner: Option<u64>,
+    },
+    /// From the driver, through the node: the driver's frames come on its direct link from
+    /// now on, a link it opened from its endpoint at `from` (the worker takes frames on a link
+    /// that claims to be the driver's only from there). Frames that came on that link before
+    /// this wait for it; the worker's own frames for the driver may take that link too
+    /// ([`ToNode::Switch`]).
+    Switch {
+        /// The driver's direct endpoint.
+        from: String,
     },
     /// Run these tasks, in order.
     Execute(Vec<Execute>),
@@ -448,6 +457,12 @@ pub enum ToNode {
     },
     /// The answer to [`ToWorker::ExitIfIdle`] of a worker that still owes work: it stays.
     Owes,
+    /// For the driver, from a worker it linked to directly ([`ToWorker::Switch`]): the
+    /// worker's frames for the driver come the other way from now on (through the node after
+    /// this frame came on the direct link, on the direct link after it came through the
+    /// node). The driver takes frames on the new way only after this one, so their order is
+    /// the order they were sent in.
+    Switch,
     /// Owner `owner` (a worker of another node) opened a direct link to this worker: its node
     /// serves its peers at `node`, where arguments it pushes by name are pulled from (what
     /// the node learns from the frames it relays when pushes come that way).

@@ -54,6 +54,11 @@ struct Args {
     /// remote round trip), and the 50th and 99th percentiles are reported.
     #[arg(long)]
     sync_calls: bool,
+    /// The driver's own round trips instead: `--children` tasks on node 1 (anywhere with
+    /// `--nodes 0`) and as many calls to an actor there, each waited for; the 50th and 99th
+    /// percentiles are reported.
+    #[arg(long)]
+    driver_sync: bool,
     /// Where to join.
     #[command(flatten)]
     join: prism_benches::Join,
@@ -109,16 +114,15 @@ fn caller(echo: ActorHandle<Echo>, calls: u64) -> (u64, String) {
 #[remote(num_cpus = 0)]
 fn sync_caller(echo: ActorHandle<Echo>, calls: u64) -> (u64, String, u64, u64) {
     let mut sum = 0;
-    let mut each: Vec<u64> = (0..calls)
+    let each: Vec<u64> = (0..calls)
         .map(|i| {
             let start = Instant::now();
             sum += (echo.echo(i).get_blocking()).unwrap_or_else(|e| panic!("a call failed: {e}"));
             start.elapsed().as_nanos() as u64
         })
         .collect();
-    each.sort_unstable();
-    let at = |q: usize| each.get(each.len() * q / 100).copied().unwrap_or(0);
-    (sum, prism::node_name().unwrap_or_default(), at(50), at(99))
+    let (p50, p99) = percentiles(each);
+    (sum, prism::node_name().unwrap_or_default(), p50, p99)
 }
 
 /// A child that returns `bytes` bytes of `i`.
@@ -215,9 +219,60 @@ fn sync_trials(args: &Args, actors: &[ActorHandle<Echo>], expected: u64) -> anyh
     Ok(())
 }
 
+/// The 50th and 99th percentiles of `each`.
+fn percentiles(mut each: Vec<u64>) -> (u64, u64) {
+    each.sort_unstable();
+    let at = |q: usize| each.get(each.len() * q / 100).copied().unwrap_or(0);
+    (at(50), at(99))
+}
+
+/// `--driver-sync`: each trial, the driver runs `--children` tasks on node 1 and calls an
+/// actor there as often, one at a time: the round trips' percentiles.
+fn driver_trials(args: &Args) -> anyhow::Result<()> {
+    let calls = u64::from(args.children);
+    let echo = match args.nodes {
+        0 => Echo::options().num_cpus(0.0).remote(),
+        _ => Echo::options().num_cpus(0.0).resources("r1", 0.01).remote(),
+    };
+    echo.echo(0).get_blocking()?;
+    let run = |i: u64| match args.nodes {
+        0 => child::remote(i),
+        _ => child::options().resources("r1", 0.01).remote(i),
+    };
+    run(0).get_blocking()?;
+    for _ in 0..args.trials {
+        let mut tasks = Vec::with_capacity(calls as usize);
+        let mut actor = Vec::with_capacity(calls as usize);
+        // One after the other: a worker that just answered spins a while for its next task,
+        // and two of them beside the driver would share two CPUs three ways.
+        for i in 0..calls {
+            let start = Instant::now();
+            anyhow::ensure!(run(i).get_blocking()? == i, "task {i} answered wrong");
+            tasks.push(start.elapsed().as_nanos() as u64);
+        }
+        for i in 0..calls {
+            let start = Instant::now();
+            anyhow::ensure!(echo.echo(i).get_blocking()? == i, "call {i} answered wrong");
+            actor.push(start.elapsed().as_nanos() as u64);
+        }
+        let us = |(p50, p99): (u64, u64)| (p50 as f64 / 1e3, p99 as f64 / 1e3);
+        let ((t50, t99), (a50, a99)) = (us(percentiles(tasks)), us(percentiles(actor)));
+        println!(
+            "the driver's round trips to node {}, {calls} each, one at a time: tasks p50 {t50:.1} \
+             us, p99 {t99:.1} us; actor calls p50 {a50:.1} us, p99 {a99:.1} us",
+            args.nodes.min(1)
+        );
+    }
+    prism::shutdown();
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.join.init()?;
+    if args.driver_sync {
+        return driver_trials(&args);
+    }
     let children = u64::from(args.children);
     anyhow::ensure!(
         args.child_bytes == 0 || args.arg_bytes == 0,

@@ -318,6 +318,15 @@ pub fn worker_messages_received() -> Result<u64> {
     })
 }
 
+/// How many of the messages [`worker_messages_received`] counts came through the workers'
+/// nodes (a node daemon relays its workers' links to the driver) rather than on the driver's
+/// direct links to them: 0 on an embedded cluster. Known in the driver.
+pub fn worker_messages_relayed() -> Result<u64> {
+    in_driver("the messages relayed to the driver", |core| {
+        core.relayed_messages()
+    })
+}
+
 /// What `known` reads off the driver's node; in a worker, an error saying that `what` is
 /// only known in the driver.
 fn in_driver<R>(what: &str, known: impl FnOnce(&crate::node::Core) -> R) -> Result<R> {

@@ -7,6 +7,7 @@
 //! lock is let go.
 
 mod cluster;
+mod direct;
 pub(crate) mod host;
 pub(crate) mod link;
 mod object_manager;
@@ -24,6 +25,7 @@ use prism_graph::{ActorId, IdMap, ObjectId, Resources, TaskError, TaskId, TaskSp
 use prism_transport::{ArchivedValue, Frame, ToNode};
 
 use crate::config::Config;
+use crate::proto::driver_link::{Merge, Way, lane_of_archived};
 use crate::proto::logs::Dedup;
 use crate::proto::node::{
     Action, DRIVER_OWNER, Event, IDLE_TICK, Refused, State, shared_values, soft_limit_of,
@@ -40,6 +42,10 @@ struct LinkIo {
     writer: Option<Arc<link::LinkWriter>>,
     /// Signals the process, when this host started it (through its pidfd).
     process: Option<Arc<crate::process::ProcessHandle>>,
+    /// The worker's direct endpoint (a node daemon's worker in a joined cluster).
+    endpoint: Option<String>,
+    /// The driver's direct link to it, once opened, and the reading of its two ways.
+    link: Option<(prism_transport::direct::LinkId, Merge<Frame>)>,
 }
 
 /// The node's state and what carries out its decisions: the object files, the worker links
@@ -55,6 +61,8 @@ struct Shell {
     spawn: std::sync::mpsc::Sender<WorkerId>,
     /// Segments mapped for the shared values of the messages being handled.
     mapped: IdMap<ObjectId, std::io::Result<ObjectBytes>>,
+    /// In a joined cluster: the driver's direct links to its workers.
+    direct: Option<Arc<direct::DriverLinks>>,
 }
 
 /// The embedded node and owner.
@@ -71,6 +79,10 @@ pub(crate) struct Core {
     cluster: Option<Arc<cluster::Joined>>,
     /// The worker connections, for a waiting thread to read.
     links: link::LinkPoll,
+    /// In a joined cluster: the driver's direct links, for a waiting thread to read.
+    direct: Option<Arc<direct::DriverLinks>>,
+    /// Frames from workers that came through their nodes (in a joined cluster).
+    relayed_in: AtomicU64,
     /// Workers' output pipes still read here (see [`output`]).
     output_open: output::Open,
     /// Workers' repeated lines held back and counted (none: `PRISM_DEDUP_LOGS=0`), and
@@ -196,6 +208,26 @@ impl Core {
                 node.set_peer_address(idx, remote.addr.to_string());
             }
         }
+        let direct = match &joined {
+            Some(joined) if crate::config::env_switch(crate::config::ENV_DRIVER_LINKS) => {
+                let bound = direct::DriverLinks::bind(
+                    joined.objects_at.ip(),
+                    joined.peers.identity(),
+                    (joined.job.clone(), joined.objects_at.to_string()),
+                    config.max_frame(),
+                );
+                match bound {
+                    Ok(links) => Some(Arc::new(links)),
+                    Err(e) => {
+                        tracing::warn!(
+                            "no direct links to workers (frames go through the nodes): {e}"
+                        );
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let core = Arc::new_cyclic(|me: &Weak<Core>| Core {
             state: Mutex::new(Shell {
                 node,
@@ -206,6 +238,7 @@ impl Core {
                     .map(|j| remote::Remote::new(j.clone(), handle.clone(), me.clone())),
                 spawn: spawn_tx,
                 mapped: IdMap::default(),
+                direct: direct.clone(),
             }),
             runtime: Mutex::new(Some(runtime)),
             handle,
@@ -214,11 +247,18 @@ impl Core {
             store_dir,
             cluster: joined.clone(),
             links,
+            direct: direct.clone(),
+            relayed_in: AtomicU64::new(0),
             output_open: output::Open::default(),
             dedup: output::dedup().then(|| Mutex::new((Dedup::default(), false))),
         });
         if joined.is_none() {
             worker_pool::start(&core, spawn_rx)?;
+        }
+        if let Some(direct) = &direct {
+            direct
+                .start(Arc::downgrade(&core))
+                .map_err(|e| Error::Startup(format!("the direct links' thread: {e}")))?;
         }
         if let Some(joined) = &joined {
             let _guard = core.handle.enter();
@@ -261,7 +301,8 @@ impl Core {
     /// Reads what workers sent, on the calling thread and without blocking (for a thread that
     /// spins while it waits). True when something was handled.
     pub(crate) fn poll_links(&self) -> bool {
-        self.links.poll(self)
+        let linked = self.direct.as_ref().is_some_and(|d| d.poll(self));
+        self.links.poll(self) | linked
     }
 
     pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
@@ -579,6 +620,11 @@ impl Core {
         self.state.lock().node.worker_messages()
     }
 
+    /// How many frames from workers came through their nodes' relays.
+    pub(crate) fn relayed_messages(&self) -> u64 {
+        self.relayed_in.load(Ordering::Relaxed)
+    }
+
     /// Stops the workers and the node.
     pub(crate) fn shutdown(&self) {
         let workers = self.state.lock().run(State::stop);
@@ -677,10 +723,15 @@ impl Core {
         writer: Arc<link::LinkWriter>,
     ) -> bool {
         let mut shell = self.state.lock();
-        let connected = Event::WorkerConnected { worker, direct };
+        let connected = Event::WorkerConnected {
+            worker,
+            direct: direct.clone(),
+        };
         let refused = match shell.node.handle(connected, Instant::now()) {
             Ok(()) => {
-                shell.links.entry(worker).or_default().writer = Some(writer);
+                let io = shell.links.entry(worker).or_default();
+                io.writer = Some(writer);
+                io.endpoint = direct;
                 None
             }
             Err(refused) => Some(refused),
@@ -704,38 +755,97 @@ impl Core {
     }
 
     fn frames(&self, worker: WorkerId, frames: Vec<Frame>) -> std::result::Result<(), String> {
-        let mut result = Ok(());
-        let mut messages = Vec::with_capacity(frames.len());
-        for frame in &frames {
-            match frame.access::<ToNode>() {
-                Ok(msg) => messages.push(msg),
-                Err(e) => {
-                    result = Err(e.to_string());
-                    break;
-                }
-            }
+        self.frames_from(worker, Way::Node, frames)
+    }
+
+    /// Worker `worker`'s frames that came `way`: handled in the order the worker sent them
+    /// (see [`crate::proto::driver_link`]) when the driver linked to it directly. An error
+    /// names a frame that cannot be read (the link it came on is dropped).
+    fn frames_from(
+        &self,
+        worker: WorkerId,
+        way: Way,
+        frames: Vec<Frame>,
+    ) -> std::result::Result<(), String> {
+        if way == Way::Node && self.cluster.is_some() {
+            (self.relayed_in).fetch_add(frames.len() as u64, Ordering::Relaxed);
         }
         let mut shell = self.state.lock();
-        let shell = &mut *shell;
-        if shell.remote.is_none() {
-            let dir = &shell.files.store_dir;
-            for msg in &messages {
-                shared_values(msg, |value| {
-                    if let ArchivedValue::Shared { id, .. } = value {
-                        let bytes = ObjectBytes::from_wire(dir, value);
-                        shell.mapped.insert(id.to_native(), bytes);
-                    }
-                });
+        let Some((_, merge)) = shell.links.get_mut(&worker).and_then(|l| l.link.as_mut()) else {
+            drop(shell);
+            if way == Way::Link {
+                // The link was dropped meanwhile (the worker is being stopped).
+                return Ok(());
+            }
+            return self.handle_frames(worker, frames);
+        };
+        let mut due = Vec::with_capacity(frames.len());
+        let mut bad = None;
+        for frame in frames {
+            let lane = match frame.access::<ToNode>() {
+                Ok(msg) => lane_of_archived(msg),
+                Err(e) => {
+                    bad = Some(e.to_string());
+                    break;
+                }
+            };
+            if let Err(overflow) = merge.take(way, (lane, frame), &mut due) {
+                bad = Some(overflow.to_string());
+                break;
             }
         }
-        let messages = Event::Messages {
-            worker,
-            messages: &messages,
-            mapped: &mut shell.mapped,
+        // Handled before the lock is let go: frames the other way brings come after these.
+        let (messages, _) = read_messages(&due);
+        shell.messages(worker, &messages);
+        drop(shell);
+        match bad {
+            Some(reason) => {
+                self.driver_link_lost(worker, format!("a bad frame: {reason}"));
+                Err(reason)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The driver's direct link to worker `worker` ended (`why`) or broke the order of its
+    /// frames: the worker's frames for the driver can no longer be read in order, so it is
+    /// stopped (its tasks run again as after any worker's death).
+    fn driver_link_lost(&self, worker: WorkerId, why: String) {
+        let mut shell = self.state.lock();
+        let Some(io) = shell.links.get_mut(&worker) else {
+            return;
         };
-        let _ = shell.node.handle(messages, Instant::now());
-        shell.mapped.clear();
-        shell.act();
+        let Some((link, _)) = io.link.take() else {
+            return;
+        };
+        io.endpoint = None;
+        if let Some(direct) = &shell.direct {
+            direct.close(link, "the driver lost the worker's frames' order");
+        }
+        if shell.node.stopping() {
+            return;
+        }
+        tracing::warn!(
+            worker,
+            "the driver's direct link to the worker ended: {why}; the worker is stopped"
+        );
+        if let Some(remote) = &shell.remote {
+            remote.kill_worker(worker);
+        }
+    }
+
+    /// Hands worker `worker`'s frames, in order, to the node.
+    fn handle_frames(
+        &self,
+        worker: WorkerId,
+        frames: Vec<Frame>,
+    ) -> std::result::Result<(), String> {
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let (messages, result) = read_messages(&frames);
+        let mut shell = self.state.lock();
+        shell.messages(worker, &messages);
         result
     }
 
@@ -838,13 +948,87 @@ impl Shell {
         }
     }
 
-    fn perform(&mut self, action: Action) {
-        match action {
-            Action::Send { worker, frames } => {
-                if let Some(writer) = self.links.get(&worker).and_then(|l| l.writer.as_ref()) {
-                    writer.send(&frames);
+    /// Hands worker `worker`'s messages to the node and carries out what it decided.
+    fn messages(&mut self, worker: WorkerId, messages: &[&prism_transport::ArchivedToNode]) {
+        if messages.is_empty() {
+            return;
+        }
+        if self.remote.is_none() {
+            let dir = &self.files.store_dir;
+            for msg in messages {
+                shared_values(msg, |value| {
+                    if let ArchivedValue::Shared { id, .. } = value {
+                        let bytes = ObjectBytes::from_wire(dir, value);
+                        self.mapped.insert(id.to_native(), bytes);
+                    }
+                });
+            }
+        }
+        let messages = Event::Messages {
+            worker,
+            messages,
+            mapped: &mut self.mapped,
+        };
+        let _ = self.node.handle(messages, Instant::now());
+        self.mapped.clear();
+        self.act();
+    }
+
+    /// Writes `frames` to worker `worker`: on the driver's direct link to it, opened with the
+    /// first frames (the worker told through its node first, [`ToWorker::Switch`]), or
+    /// through its node.
+    ///
+    /// [`ToWorker::Switch`]: prism_transport::ToWorker::Switch
+    fn send_to(&mut self, worker: WorkerId, frames: &[u8]) {
+        let Some(io) = self.links.get_mut(&worker) else {
+            return;
+        };
+        let Some(writer) = io.writer.as_ref() else {
+            return;
+        };
+        let Some(direct) = &self.direct else {
+            return writer.send(frames);
+        };
+        if io.link.is_none()
+            && let Some(endpoint) = io.endpoint.take()
+        {
+            match direct.open(worker, &endpoint) {
+                Ok(link) => {
+                    let switch = prism_transport::ToWorker::Switch {
+                        from: direct.addr(),
+                    };
+                    let mut frame = Vec::new();
+                    match prism_transport::encode_frame(&switch, &mut frame) {
+                        Ok(()) => {
+                            writer.send(&frame);
+                            io.link = Some((link, Merge::default()));
+                        }
+                        Err(e) => {
+                            tracing::error!("cannot encode the driver's switch of ways: {e}");
+                            direct.close(link, "the driver cannot say it links");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(worker, %endpoint, "no direct link to the worker (frames go through its node): {e}");
                 }
             }
+        }
+        let Some((link, _)) = &io.link else {
+            return writer.send(frames);
+        };
+        if let Err(e) = direct.send(*link, frames) {
+            // The link's end is reported by the endpoint; the worker is stopped then.
+            tracing::debug!(
+                worker,
+                "frames for a worker on a direct link that ended: {e}"
+            );
+        }
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::Send { worker, frames } => self.send_to(worker, &frames),
             Action::StartWorker {
                 node,
                 worker,
@@ -873,7 +1057,10 @@ impl Shell {
                 }
             }
             Action::Forget { worker } => {
-                self.links.remove(&worker);
+                let link = self.links.remove(&worker).and_then(|l| l.link);
+                if let (Some((link, _)), Some(direct)) = (link, &self.direct) {
+                    direct.close(link, "the worker is gone");
+                }
             }
             Action::Spill { id, segment } => {
                 if let Err(e) = self.files.spill(id, &segment) {
@@ -918,6 +1105,23 @@ impl Shell {
             Action::ReturnFreeMemory => crate::process::return_free_memory(),
         }
     }
+}
+
+/// The messages in `frames`, up to the first that cannot be read (whose error follows).
+fn read_messages(
+    frames: &[Frame],
+) -> (
+    Vec<&prism_transport::ArchivedToNode>,
+    std::result::Result<(), String>,
+) {
+    let mut messages = Vec::with_capacity(frames.len());
+    for frame in frames {
+        match frame.access::<ToNode>() {
+            Ok(msg) => messages.push(msg),
+            Err(e) => return (messages, Err(e.to_string())),
+        }
+    }
+    (messages, Ok(()))
 }
 
 /// The clocks read now, to stamp task events in Unix time.

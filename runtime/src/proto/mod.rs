@@ -19,6 +19,7 @@
 pub(crate) mod board;
 pub(crate) mod control;
 pub(crate) mod directory;
+pub(crate) mod driver_link;
 pub(crate) mod events;
 pub(crate) mod grants;
 pub(crate) mod held_for;

@@ -16,6 +16,7 @@ use prism_transport::{
     MAX_AWAITING, Outcome, RunTimes, TaskEnd, ToNode, ToWorker, Value, encode_frame,
 };
 
+use crate::proto::node::DRIVER_OWNER;
 use crate::proto::nodes::node_of;
 use crate::proto::owner::{Known, Slot};
 use crate::store::ObjectBytes;
@@ -200,6 +201,14 @@ impl Worker {
     }
 
     fn send(&mut self, msg: &ToNode) {
+        if self.goes_on_driver_link(crate::proto::driver_link::lane_of(msg)) {
+            let mut frame = Vec::new();
+            match encode_frame(msg, &mut frame) {
+                Ok(()) => self.send_direct(DirectTo::Owner(DRIVER_OWNER), frame),
+                Err(e) => tracing::error!("cannot encode a message for the driver: {e}"),
+            }
+            return;
+        }
         if let Err(e) = encode_frame(msg, &mut self.out) {
             tracing::error!("cannot encode a message for the node: {e}");
         }
@@ -805,6 +814,7 @@ impl Worker {
             }
             // The shell's (its direct endpoint), read before the books start.
             ArchivedToWorker::Endpoint { .. } => {}
+            ArchivedToWorker::Switch { from } => self.driver_switched(from.as_str(), open)?,
             ArchivedToWorker::LeaseEnded { key, reason } => {
                 self.lease_ended(key.to_native(), reason.as_str());
             }

@@ -13,10 +13,9 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use prism_transport::direct::{Endpoint, Event, LinkId};
-use prism_transport::{
-    ArchivedToWorker, DirectHello, FrameReader, PROTOCOL_VERSION, ToWorker, encode_frame,
-};
+use prism_transport::{ArchivedToWorker, DirectHello, FrameReader, PROTOCOL_VERSION, ToWorker};
 
+use crate::proto::node::DRIVER_OWNER;
 use crate::proto::worker::{DirectTo, Stop, Worker};
 use crate::store::ObjectBytes;
 
@@ -147,18 +146,13 @@ impl DirectLinks {
         let addr = endpoint
             .parse()
             .map_err(|e| format!("{endpoint:?} is not an address: {e}"))?;
-        let link = self.endpoint.connect(addr).map_err(|e| e.to_string())?;
         let hello = DirectHello {
             protocol: PROTOCOL_VERSION,
             job: self.job.clone(),
             owner: self.me,
             node: self.node.clone(),
         };
-        let mut frame = Vec::new();
-        encode_frame(&hello, &mut frame).map_err(|e| e.to_string())?;
-        self.endpoint
-            .send(link, &frame)
-            .map_err(|e| e.to_string())?;
+        let link = (self.endpoint.connect_with(addr, &hello)).map_err(|e| e.to_string())?;
         self.to.insert(endpoint.to_string(), link);
         self.opened.insert(link, endpoint.to_string());
         Ok(link)
@@ -204,13 +198,13 @@ impl DirectLinks {
                         Err(refused) => {
                             tracing::warn!(owner = ?from, "closing a direct link: {refused}");
                             self.endpoint.close(link, &refused.to_string());
-                            self.closed(core, link);
+                            self.closed(core, link)?;
                         }
                     }
                 }
                 Event::Closed { link, peer, reason } => {
                     tracing::debug!(%peer, "a direct link closed: {reason}");
-                    self.closed(core, link);
+                    self.closed(core, link)?;
                 }
             }
         }
@@ -229,6 +223,23 @@ impl DirectLinks {
                 hello.job.as_str(),
                 self.job
             )),
+            Ok(hello) if hello.owner.to_native() == DRIVER_OWNER => {
+                // The driver's link: taken once the driver names it through the node.
+                let peer = (self.endpoint.peer(link)).map_or_else(String::new, |p| p.to_string());
+                match core.driver_linked(&peer) {
+                    Ok(()) => {
+                        self.accepted.insert(link, Some(DRIVER_OWNER));
+                        if let Some(old) = self.owners.insert(DRIVER_OWNER, link)
+                            && old != link
+                        {
+                            self.endpoint.close(old, "the driver linked again");
+                            self.accepted.remove(&old);
+                        }
+                        None
+                    }
+                    Err(refused) => Some(refused.to_string()),
+                }
+            }
             Ok(hello) => {
                 let owner = hello.owner.to_native();
                 self.accepted.insert(link, Some(owner));
@@ -250,19 +261,24 @@ impl DirectLinks {
         }
     }
 
-    /// `link` ended: an owner's (its ends go through the node from now on) or one this worker
-    /// opened (the leases on it are given up).
-    fn closed(&mut self, core: &mut Worker, link: LinkId) {
+    /// `link` ended: an owner's (its ends go through the node from now on), the driver's
+    /// (this worker stops: its frames for the driver cannot keep their order), or one this
+    /// worker opened (the leases on it are given up).
+    fn closed(&mut self, core: &mut Worker, link: LinkId) -> Result<(), Stop> {
         if let Some(owner) = self.accepted.remove(&link).flatten()
             && self.owners.get(&owner) == Some(&link)
         {
             self.owners.remove(&owner);
+            if owner == DRIVER_OWNER {
+                return core.driver_link_closed();
+            }
             core.direct_closed(owner);
         }
         if let Some(endpoint) = self.opened.remove(&link) {
             self.to.remove(&endpoint);
             core.direct_lost(&endpoint);
         }
+        Ok(())
     }
 }
 

@@ -1624,6 +1624,8 @@ impl State {
             ArchivedToNode::OwnerAt { .. } => {
                 tracing::debug!(worker, "where a direct link's owner is, for its node");
             }
+            // Read by the shell, which takes the frames of a worker's two ways in order.
+            ArchivedToNode::Switch => {}
         }
     }
 

@@ -13,9 +13,11 @@
 //! [`ToWorker::Lent`]: prism_transport::ToWorker::Lent
 
 use prism_graph::IdSet;
-use prism_transport::{ArchivedToWorker, Frame, ToWorker};
+use prism_transport::{ArchivedToWorker, Frame, ToNode, ToWorker};
 
 use super::{Stop, Worker};
+use crate::proto::driver_link::Lane;
+use crate::proto::node::DRIVER_OWNER;
 use crate::store::ObjectBytes;
 
 /// How long a push from an owner this worker is not lent to waits for its node's word
@@ -46,7 +48,35 @@ pub(super) struct Direct {
     linking: bool,
     /// Pushes that waited for the node's word, and pushes dropped, since last asked.
     counts: (u64, u64),
+    /// The driver's direct link (see [`crate::proto::driver_link`]).
+    driver: DriverLink,
 }
+
+/// This worker's side of its driver's direct link.
+#[derive(Debug, Default)]
+struct DriverLink {
+    /// The driver's endpoint, as its [`ToWorker::Switch`] through the node named it: frames
+    /// on a link that claims to be the driver's are taken only from there.
+    from: Option<String>,
+    /// The endpoint of the link that claims to be the driver's (its hello named owner
+    /// [`DRIVER_OWNER`]).
+    linked: Option<String>,
+    /// Frames on that link that came before the driver's word through the node.
+    held: Vec<Frame>,
+    /// This worker's frames for the driver go on the link now (else through the node).
+    on_link: bool,
+}
+
+impl DriverLink {
+    /// The link is the driver's, by the driver's own word through the node.
+    fn confirmed(&self) -> bool {
+        self.from.is_some() && self.from == self.linked
+    }
+}
+
+/// Frames a link that claims to be the driver's may carry before the driver's word through
+/// the node confirms it.
+const MAX_HELD_FROM_DRIVER: usize = 1 << 16;
 
 /// What a frame on a direct link was refused for (the link is closed).
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +87,20 @@ pub(crate) enum Refused {
     /// It could not be read.
     #[error("a direct link carried an unreadable frame: {0}")]
     Frame(String),
+    /// A link that claims to be the driver's comes from another endpoint than the one the
+    /// driver named through the node.
+    #[error("a link from {linked} claims to be the driver's, whose endpoint is {from}")]
+    NotTheDriver {
+        /// The link's endpoint.
+        linked: String,
+        /// The driver's.
+        from: String,
+    },
+    /// A link that claims to be the driver's sent too much before the driver's word.
+    #[error(
+        "a link that claims to be the driver's sent more than {MAX_HELD_FROM_DRIVER} frames unconfirmed"
+    )]
+    Unconfirmed,
 }
 
 impl Worker {
@@ -117,6 +161,17 @@ impl Worker {
             Ok(msg) => msg,
             Err(e) => return Ok(Err(Refused::Frame(e.to_string()))),
         };
+        if from == Some(DRIVER_OWNER) {
+            // The driver's frames, as through the node, once the node confirmed the link.
+            if self.direct.driver.confirmed() {
+                return self.handle(msg, open).map(Ok);
+            }
+            if self.direct.driver.held.len() >= MAX_HELD_FROM_DRIVER {
+                return Ok(Err(Refused::Unconfirmed));
+            }
+            self.direct.driver.held.push(frame);
+            return Ok(Ok(()));
+        }
         match (msg, from) {
             (ArchivedToWorker::Push(tasks), Some(owner)) => {
                 let plain = (tasks.iter())
@@ -166,6 +221,101 @@ impl Worker {
         }
         self.expire_held();
         Ok(())
+    }
+
+    /// A link whose hello names the driver came from endpoint `linked`: refused if the
+    /// driver named another through the node; its frames wait for that word otherwise.
+    pub(crate) fn driver_linked(&mut self, linked: &str) -> Result<(), Refused> {
+        let driver = &mut self.direct.driver;
+        if let Some(from) = &driver.from
+            && from != linked
+        {
+            return Err(Refused::NotTheDriver {
+                linked: linked.to_string(),
+                from: from.clone(),
+            });
+        }
+        if driver.linked.as_deref() != Some(linked) {
+            driver.held.clear();
+            driver.on_link = false;
+        }
+        driver.linked = Some(linked.to_string());
+        Ok(())
+    }
+
+    /// The driver's word through the node ([`ToWorker::Switch`]): its frames come on its link
+    /// from endpoint `from` now. Those that came on it already are taken now, if the link
+    /// is from there.
+    pub(super) fn driver_switched(
+        &mut self,
+        from: &str,
+        open: &mut dyn FnMut(&prism_transport::ArchivedValue) -> std::io::Result<ObjectBytes>,
+    ) -> Result<(), Stop> {
+        let driver = &mut self.direct.driver;
+        driver.from = Some(from.to_string());
+        if !driver.confirmed() {
+            // A stranger's link, or none yet: its frames are dropped as it is refused.
+            driver.held.clear();
+            return Ok(());
+        }
+        for frame in std::mem::take(&mut driver.held) {
+            let msg = frame
+                .access::<ToWorker>()
+                .map_err(|e| Stop::Lost(format!("the driver's link carried a bad frame: {e}")))?;
+            self.handle(msg, open)?;
+        }
+        Ok(())
+    }
+
+    /// The driver's link closed: this worker cannot reach its driver in order any more.
+    pub(crate) fn driver_link_closed(&mut self) -> Result<(), Stop> {
+        let driver = &mut self.direct.driver;
+        if !driver.confirmed() {
+            driver.linked = None;
+            driver.held.clear();
+            return Ok(());
+        }
+        Err(Stop::Lost("the driver's direct link closed".into()))
+    }
+
+    /// Which way a message of `lane` for the node or driver goes now: true for the driver's
+    /// link. A change of way is marked on the old one first (see
+    /// [`crate::proto::driver_link`]).
+    pub(super) fn goes_on_driver_link(&mut self, lane: Lane) -> bool {
+        let pinned = self.blocked || self.depth > 0;
+        let driver = &mut self.direct.driver;
+        let linkable = driver.confirmed();
+        match lane {
+            Lane::Node => false,
+            Lane::Relayed | Lane::Switch => {
+                if driver.on_link {
+                    driver.on_link = false;
+                    self.send_switch(true);
+                }
+                false
+            }
+            Lane::Either => {
+                if !driver.on_link && linkable && !pinned {
+                    self.send_switch(false);
+                    self.direct.driver.on_link = true;
+                }
+                self.direct.driver.on_link
+            }
+        }
+    }
+
+    /// Marks a change of way on the old one: on the driver's link (`on_link`) or through the
+    /// node.
+    fn send_switch(&mut self, on_link: bool) {
+        let mut frame = Vec::new();
+        if let Err(e) = prism_transport::encode_frame(&ToNode::Switch, &mut frame) {
+            tracing::error!("cannot encode a switch of ways: {e}");
+            return;
+        }
+        match on_link {
+            true => self.send_direct(DirectTo::Owner(DRIVER_OWNER), frame),
+            false => self.out.extend_from_slice(&frame),
+        }
     }
 
     /// How many pushes waited for their lease's word, and how many were dropped, since the
@@ -249,6 +399,126 @@ mod tests {
                     .unwrap()
             })
             .collect()
+    }
+
+    fn decoded_for_driver(bytes: &[u8]) -> Vec<ToNode> {
+        let mut decoder = FrameDecoder::new(1 << 20);
+        decoder.extend(bytes);
+        std::iter::from_fn(|| decoder.next_frame().unwrap())
+            .map(|f| {
+                rkyv::deserialize::<ToNode, rkyv::rancor::Error>(f.access::<ToNode>().unwrap())
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    /// What the books send on the driver's link now.
+    fn on_driver_link(w: &mut Worker) -> Vec<ToNode> {
+        let mut messages = Vec::new();
+        for (to, bytes) in w.take_direct() {
+            assert_eq!(to, DirectTo::Owner(DRIVER_OWNER));
+            messages.extend(decoded_for_driver(&bytes));
+        }
+        messages
+    }
+
+    fn driver_task(seq: u64) -> ToWorker {
+        let ToWorker::Push(mut tasks) = push(DRIVER_OWNER, seq) else {
+            unreachable!()
+        };
+        tasks[0].run = 0;
+        ToWorker::Execute(tasks)
+    }
+
+    fn returned(task: TaskId) -> Ended {
+        Ended {
+            task,
+            outcome: Outcome::Returned {
+                values: vec![Value::Inline(vec![7])],
+                nested: vec![Vec::new()],
+                actors: vec![Vec::new()],
+            },
+            timing: None,
+        }
+    }
+
+    #[test]
+    fn the_driver_s_frames_wait_for_its_word_and_the_worker_s_change_ways_with_a_mark() {
+        const DRIVER_AT: &str = "10.0.0.1:9000";
+        let mut w = Worker::new(false, ME);
+        w.driver_linked(DRIVER_AT).unwrap();
+        // The driver's task came on its link before its word through the node: it waits.
+        direct(&mut w, Some(DRIVER_OWNER), &driver_task(1)).unwrap();
+        assert!(w.next_task().is_none(), "not confirmed yet");
+        let word = ToWorker::Switch {
+            from: DRIVER_AT.into(),
+        };
+        receive(&mut w, &word).unwrap();
+        let exec = w.next_task().expect("taken once the driver's word came");
+        w.ended(returned(exec.task));
+        // The end goes on the link, after a mark through the node.
+        assert_eq!(sent(&mut w), [ToNode::Switch]);
+        match on_driver_link(&mut w).as_slice() {
+            [ToNode::Done { ended, .. }] => assert_eq!(ended[0].task, exec.task),
+            other => panic!("the end on the link: {other:?}"),
+        }
+        // The node's own messages go through it without a mark.
+        w.direct_from(OWNER, "n1:7000");
+        assert!(on_driver_link(&mut w).is_empty());
+        // Blocking goes through the node (it may hold the block), after a mark on the link,
+        // and so does what the blocked task asks of the driver.
+        direct(&mut w, Some(DRIVER_OWNER), &driver_task(2)).unwrap();
+        let exec = w.next_task().expect("the next task");
+        w.block(IdSet::default());
+        let wanted = prism_graph::ObjectId::new(TaskId::new(DRIVER_OWNER, 50), 0);
+        w.request(&[wanted]);
+        assert_eq!(on_driver_link(&mut w), [ToNode::Switch]);
+        let through_node = sent(&mut w);
+        assert!(
+            matches!(
+                through_node.as_slice(),
+                [
+                    ToNode::OwnerAt { .. },
+                    ToNode::Blocked { .. },
+                    ToNode::Get { .. }
+                ]
+            ),
+            "{through_node:?}"
+        );
+        w.unblock();
+        w.ended(returned(exec.task));
+        // Resumed: its end takes the link again, after a mark through the node.
+        assert_eq!(
+            sent(&mut w),
+            [ToNode::Unblocked { depth: 0 }, ToNode::Switch]
+        );
+        assert!(matches!(
+            on_driver_link(&mut w).as_slice(),
+            [ToNode::Done { .. }]
+        ));
+    }
+
+    #[test]
+    fn a_link_that_claims_to_be_the_driver_s_from_elsewhere_is_refused_and_its_frames_dropped() {
+        let mut w = Worker::new(false, ME);
+        w.driver_linked("10.0.0.9:4000").unwrap();
+        direct(&mut w, Some(DRIVER_OWNER), &driver_task(1)).unwrap();
+        let word = ToWorker::Switch {
+            from: "10.0.0.1:9000".into(),
+        };
+        receive(&mut w, &word).unwrap();
+        assert!(w.next_task().is_none(), "a stranger's task never runs");
+        assert!(matches!(
+            w.driver_linked("10.0.0.9:4000"),
+            Err(Refused::NotTheDriver { .. })
+        ));
+        w.ended(returned(TaskId::new(DRIVER_OWNER, 7)));
+        // Nothing of the worker's goes to the stranger.
+        assert!(on_driver_link(&mut w).is_empty());
+        // The stranger's link closing does not stop the worker; the driver's would.
+        assert!(w.driver_link_closed().is_ok());
+        w.driver_linked("10.0.0.1:9000").unwrap();
+        assert!(w.driver_link_closed().is_err());
     }
 
     #[test]

@@ -1,0 +1,174 @@
+//! The driver's direct endpoint in a joined cluster ([`prism_transport::direct`]): a link to
+//! each worker it sends frames to, beside that worker's link through its node, so that the
+//! driver's tasks and their ends pass no relay (DESIGN.md §4; the two ways and their order:
+//! [`crate::proto::driver_link`]). The link is opened with the first frame the driver sends
+//! the worker; the worker's frames on it are read by whichever thread gets there first: one
+//! that spins in `get` ([`DriverLinks::poll`]) or this module's thread, which sleeps on the
+//! socket and keeps the links' timers.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use prism_transport::direct::{DirectError, Endpoint, Event, LinkId};
+use prism_transport::tls::Identity;
+use prism_transport::{DirectHello, Frame, PROTOCOL_VERSION};
+
+use super::Core;
+use crate::proto::driver_link::Way;
+use crate::proto::node::DRIVER_OWNER;
+use crate::proto::scheduler::WorkerId;
+
+/// How long the links' thread sleeps at most between looks at whether the driver is gone.
+const IDLE_WAIT: Duration = Duration::from_millis(200);
+
+/// The driver's direct endpoint and the workers its links go to.
+#[derive(Debug)]
+pub(crate) struct DriverLinks {
+    endpoint: Endpoint,
+    job: String,
+    /// The driver's peer address (named in the links' hellos).
+    node: String,
+    /// The worker at the other end of each link.
+    workers: Mutex<HashMap<LinkId, WorkerId>>,
+    /// What one drive of the endpoint brought, handled before anyone drives again (so that
+    /// a link's frames are handled in the order they came).
+    reading: Mutex<Vec<Event>>,
+}
+
+impl DriverLinks {
+    /// An endpoint on `ip` presenting `identity` for job `job`, whose peer address is `node`.
+    pub(crate) fn bind(
+        ip: IpAddr,
+        identity: &Identity,
+        (job, node): (String, String),
+        max_frame: usize,
+    ) -> Result<Self, DirectError> {
+        let endpoint = Endpoint::bind(SocketAddr::new(ip, 0), identity, max_frame)?;
+        Ok(DriverLinks {
+            endpoint,
+            job,
+            node,
+            workers: Mutex::new(HashMap::new()),
+            reading: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Where the links come from (what the workers are told through their nodes).
+    pub(crate) fn addr(&self) -> String {
+        self.endpoint.local_addr().to_string()
+    }
+
+    /// Opens a link to worker `worker`'s endpoint at `endpoint`, the driver's hello first.
+    pub(crate) fn open(&self, worker: WorkerId, endpoint: &str) -> Result<LinkId, String> {
+        let addr: SocketAddr = endpoint
+            .parse()
+            .map_err(|e| format!("{endpoint:?} is not an address: {e}"))?;
+        let hello = DirectHello {
+            protocol: PROTOCOL_VERSION,
+            job: self.job.clone(),
+            owner: DRIVER_OWNER,
+            node: self.node.clone(),
+        };
+        let link = (self.endpoint.connect_with(addr, &hello)).map_err(|e| e.to_string())?;
+        self.workers.lock().insert(link, worker);
+        Ok(link)
+    }
+
+    /// Sends whole frames on `link`, in order after those sent before.
+    pub(crate) fn send(&self, link: LinkId, bytes: &[u8]) -> Result<(), DirectError> {
+        self.endpoint.send(link, bytes)
+    }
+
+    /// Closes `link` (its worker is gone), telling the worker why.
+    pub(crate) fn close(&self, link: LinkId, reason: &str) {
+        self.workers.lock().remove(&link);
+        self.endpoint.close(link, reason);
+    }
+
+    /// Reads what the links brought, unless another thread is reading (for a thread that
+    /// spins while it waits): true when frames were handled.
+    pub(crate) fn poll(&self, core: &Core) -> bool {
+        let Some(mut events) = self.reading.try_lock() else {
+            return false;
+        };
+        if !self.endpoint.try_drive(&mut events) {
+            return false;
+        }
+        self.handle(core, &mut events)
+    }
+
+    /// Starts the thread that sleeps on the endpoint and reads what comes while nobody spins,
+    /// until the driver is gone.
+    pub(crate) fn start(self: &Arc<Self>, core: Weak<Core>) -> std::io::Result<()> {
+        let links = self.clone();
+        std::thread::Builder::new()
+            .name("prism-links".into())
+            .spawn(move || {
+                loop {
+                    if let Err(e) = links.endpoint.wait(IDLE_WAIT) {
+                        tracing::warn!("the driver's direct endpoint cannot be waited on: {e}");
+                        std::thread::sleep(IDLE_WAIT);
+                    }
+                    let Some(core) = core.upgrade() else { break };
+                    let mut events = links.reading.lock();
+                    links.endpoint.drive(&mut events);
+                    links.handle(&core, &mut events);
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Hands the frames in `events` to the core, a link's run of frames at a time, and tells
+    /// it of links that ended. True when frames were handled.
+    fn handle(&self, core: &Core, events: &mut Vec<Event>) -> bool {
+        let mut handled = false;
+        let mut run: Option<(WorkerId, Vec<Frame>)> = None;
+        for event in events.drain(..) {
+            match event {
+                Event::Frame(link, frame) => {
+                    let Some(worker) = self.workers.lock().get(&link).copied() else {
+                        continue;
+                    };
+                    handled = true;
+                    match &mut run {
+                        Some((w, frames)) if *w == worker => frames.push(frame),
+                        _ => {
+                            if let Some((w, frames)) = run.replace((worker, vec![frame])) {
+                                deliver(core, w, frames);
+                            }
+                        }
+                    }
+                }
+                Event::Closed { link, peer, reason } => {
+                    if let Some((w, frames)) = run.take() {
+                        deliver(core, w, frames);
+                    }
+                    if let Some(worker) = self.workers.lock().remove(&link) {
+                        core.driver_link_lost(worker, format!("its link to {peer}: {reason}"));
+                    }
+                }
+                Event::Accepted { link, peer } => {
+                    tracing::warn!(%peer, "the driver's endpoint takes no links: closed");
+                    self.endpoint
+                        .close(link, "the driver's endpoint takes no links");
+                }
+                Event::Connected(_) => {}
+            }
+        }
+        if let Some((w, frames)) = run {
+            deliver(core, w, frames);
+        }
+        handled
+    }
+}
+
+/// Hands worker `worker`'s frames from its link to the core; one it cannot read ends the
+/// link (the core stops the worker).
+fn deliver(core: &Core, worker: WorkerId, frames: Vec<Frame>) {
+    if let Err(reason) = core.frames_from(worker, Way::Link, frames) {
+        tracing::error!(worker, "a bad frame on the driver's direct link: {reason}");
+    }
+}
