@@ -604,13 +604,20 @@ fn the_driver_s_own_tasks_on_a_node_take_its_direct_links_in_order() -> Result<(
             format!("call {i} out of order"),
         )?;
     }
+    // Many at once: the driver sends them in bursts, the actor its ends in batches.
+    let calls: Vec<ObjectRef<u64>> = (0..2_000).map(|_| counter.inc()).collect();
+    let values = prism::get_all_blocking(&calls)?;
+    ensure(
+        values == (301..=2_300).collect::<Vec<u64>>(),
+        "calls sent at once ran in order",
+    )?;
     let (_, _, node) = counter.weigh(Vec::new()).get_blocking()?;
     ensure(node == "alpha", format!("the actor ran on {node}"))?;
     prism::kill(&counter)?;
-    // Through the relays: each worker's hello and the marks of its changes of way (some 2,700
-    // frames without the links: PRISM_DRIVER_LINKS=0).
+    // Through the relays: each worker's hello and the marks of its changes of way (thousands
+    // of frames without the links: PRISM_DRIVER_LINKS=0).
     let relayed = prism::worker_messages_relayed()? - before;
-    println!("frames relayed to the driver for 2,350 tasks and 301 calls on alpha: {relayed}");
+    println!("frames relayed to the driver for 2,350 tasks and 2,301 calls on alpha: {relayed}");
     ensure(
         relayed < 100,
         format!("{relayed} frames came through the relays"),

@@ -316,6 +316,11 @@ impl Endpoint {
     /// Sleeps until the socket has something to read (or room again, when a datagram waits
     /// for it), a link's timer is due, or `limit` passes; then call [`Endpoint::drive`].
     pub fn wait(&self, limit: Duration) -> std::io::Result<()> {
+        self.wait_also(None, limit)
+    }
+
+    /// As [`Endpoint::wait`], waking also when `also` (another descriptor) is readable.
+    pub fn wait_also(&self, also: Option<RawFd>, limit: Duration) -> std::io::Result<()> {
         let now = Instant::now();
         let (due, blocked) = {
             let mut inner = self.inner.lock();
@@ -327,18 +332,26 @@ impl Endpoint {
         } else {
             libc::POLLIN
         };
-        let mut fd = libc::pollfd {
-            fd: self.io.socket.as_raw_fd(),
-            events,
-            revents: 0,
-        };
+        let mut fds = [
+            libc::pollfd {
+                fd: self.io.socket.as_raw_fd(),
+                events,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: also.unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
         let timeout = libc::timespec {
             tv_sec: wait.as_secs() as libc::time_t,
             tv_nsec: libc::c_long::from(wait.subsec_nanos() as i32),
         };
-        // SAFETY: `fd` is one valid pollfd and `timeout` a valid timespec, both alive for the
-        // call; a null signal mask keeps the thread's own.
-        let rc = unsafe { libc::ppoll(&mut fd, 1, &timeout, std::ptr::null()) };
+        let count = if also.is_some() { 2 } else { 1 };
+        // SAFETY: `fds` holds `count` valid pollfds and `timeout` is a valid timespec, both
+        // alive for the call; a null signal mask keeps the thread's own.
+        let rc = unsafe { libc::ppoll(fds.as_mut_ptr(), count, &timeout, std::ptr::null()) };
         if rc < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() != std::io::ErrorKind::Interrupted {

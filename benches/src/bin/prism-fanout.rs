@@ -241,6 +241,7 @@ fn driver_trials(args: &Args) -> anyhow::Result<()> {
     };
     run(0).get_blocking()?;
     for _ in 0..args.trials {
+        let relayed = prism::worker_messages_relayed()?;
         let mut tasks = Vec::with_capacity(calls as usize);
         let mut actor = Vec::with_capacity(calls as usize);
         // One after the other: a worker that just answered spins a while for its next task,
@@ -257,9 +258,11 @@ fn driver_trials(args: &Args) -> anyhow::Result<()> {
         }
         let us = |(p50, p99): (u64, u64)| (p50 as f64 / 1e3, p99 as f64 / 1e3);
         let ((t50, t99), (a50, a99)) = (us(percentiles(tasks)), us(percentiles(actor)));
+        let relayed = prism::worker_messages_relayed()? - relayed;
         println!(
             "the driver's round trips to node {}, {calls} each, one at a time: tasks p50 {t50:.1} \
-             us, p99 {t99:.1} us; actor calls p50 {a50:.1} us, p99 {a99:.1} us",
+             us, p99 {t99:.1} us; actor calls p50 {a50:.1} us, p99 {a99:.1} us ({relayed} \
+             frames through the relays)",
             args.nodes.min(1)
         );
     }

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -36,6 +37,21 @@ pub(crate) struct DriverLinks {
     /// What one drive of the endpoint brought, handled before anyone drives again (so that
     /// a link's frames are handled in the order they came).
     reading: Mutex<Vec<Event>>,
+    /// Sends of a burst, not sent yet (see [`DriverLinks::send`]).
+    burst: Mutex<Burst>,
+    /// Wakes the links' thread to send a burst.
+    wake: std::os::fd::OwnedFd,
+}
+
+/// Sends close together: written to the links by the links' thread in one go (QUIC packs them
+/// into a few datagrams), as the writer task does for the Unix links
+/// ([`super::link::LinkWriter`]).
+#[derive(Debug)]
+struct Burst {
+    /// Bytes per link, in the order they were sent; links in the order they were first sent to.
+    pending: Vec<(LinkId, Vec<u8>)>,
+    /// When the last send came, and the count of waits then ([`super::link::waits`]).
+    last: (std::time::Instant, u64),
 }
 
 impl DriverLinks {
@@ -47,12 +63,26 @@ impl DriverLinks {
         max_frame: usize,
     ) -> Result<Self, DirectError> {
         let endpoint = Endpoint::bind(SocketAddr::new(ip, 0), identity, max_frame)?;
+        // SAFETY: eventfd has no memory-safety preconditions.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            let reason = std::io::Error::last_os_error().to_string();
+            let addr = endpoint.local_addr();
+            return Err(DirectError::Bind { addr, reason });
+        }
+        // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
+        let wake = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
         Ok(DriverLinks {
             endpoint,
             job,
             node,
             workers: Mutex::new(HashMap::new()),
             reading: Mutex::new(Vec::new()),
+            burst: Mutex::new(Burst {
+                pending: Vec::new(),
+                last: (std::time::Instant::now(), super::link::waits()),
+            }),
+            wake,
         })
     }
 
@@ -77,9 +107,81 @@ impl DriverLinks {
         Ok(link)
     }
 
-    /// Sends whole frames on `link`, in order after those sent before.
+    /// Sends whole frames on `link`, in order after those sent before. A send that follows
+    /// the last within [`BURST_GAP`] with no wait for an answer between is part of a burst:
+    /// it is left for the links' thread, woken once per burst, which sends all of it at
+    /// once (a datagram per send would cost the driver and the worker a system call and a
+    /// decryption each). A later send that is not, or a thread that waits, sends what is
+    /// left first.
+    ///
+    /// [`BURST_GAP`]: super::link::BURST_GAP
     pub(crate) fn send(&self, link: LinkId, bytes: &[u8]) -> Result<(), DirectError> {
+        let now = std::time::Instant::now();
+        let waits = super::link::waits();
+        let mut burst = self.burst.lock();
+        let (last, waited) = std::mem::replace(&mut burst.last, (now, waits));
+        let in_burst = waited == waits && now.duration_since(last) < super::link::BURST_GAP;
+        if in_burst {
+            if burst.pending.is_empty() {
+                self.wake_thread();
+            }
+            match burst.pending.iter_mut().find(|(l, _)| *l == link) {
+                Some((_, pending)) => pending.extend_from_slice(bytes),
+                None => burst.pending.push((link, bytes.to_vec())),
+            }
+            return Ok(());
+        }
+        // Under the lock: what a burst left goes first, and no other thread's send of it
+        // can come between.
+        self.send_all(std::mem::take(&mut burst.pending));
         self.endpoint.send(link, bytes)
+    }
+
+    /// Sends what bursts left.
+    fn flush(&self) {
+        let mut burst = self.burst.lock();
+        self.send_all(std::mem::take(&mut burst.pending));
+    }
+
+    fn send_all(&self, pending: Vec<(LinkId, Vec<u8>)>) {
+        for (link, bytes) in pending {
+            if let Err(e) = self.endpoint.send(link, &bytes) {
+                // Its end is reported by the endpoint; the worker is stopped then.
+                tracing::debug!("frames on a direct link that ended: {e}");
+            }
+        }
+    }
+
+    /// Wakes the links' thread (to send a burst).
+    fn wake_thread(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to the eventfd this owns.
+        let rc = unsafe {
+            libc::write(
+                self.wake.as_raw_fd(),
+                (&raw const one).cast::<libc::c_void>(),
+                8,
+            )
+        };
+        if rc < 0 {
+            tracing::debug!(
+                "cannot wake the links' thread: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+
+    /// Clears the links' thread's wake-up.
+    fn woken(&self) {
+        let mut count: u64 = 0;
+        // SAFETY: reads 8 bytes into a valid u64 from the eventfd this owns (non-blocking).
+        unsafe {
+            libc::read(
+                self.wake.as_raw_fd(),
+                (&raw mut count).cast::<libc::c_void>(),
+                8,
+            )
+        };
     }
 
     /// Closes `link` (its worker is gone), telling the worker why.
@@ -91,6 +193,10 @@ impl DriverLinks {
     /// Reads what the links brought, unless another thread is reading (for a thread that
     /// spins while it waits): true when frames were handled.
     pub(crate) fn poll(&self, core: &Core) -> bool {
+        // A thread that waits wants what it sent out now.
+        if !self.burst.lock().pending.is_empty() {
+            self.flush();
+        }
         let Some(mut events) = self.reading.try_lock() else {
             return false;
         };
@@ -108,10 +214,13 @@ impl DriverLinks {
             .name("prism-links".into())
             .spawn(move || {
                 loop {
-                    if let Err(e) = links.endpoint.wait(IDLE_WAIT) {
+                    let wake = Some(links.wake.as_raw_fd());
+                    if let Err(e) = links.endpoint.wait_also(wake, IDLE_WAIT) {
                         tracing::warn!("the driver's direct endpoint cannot be waited on: {e}");
                         std::thread::sleep(IDLE_WAIT);
                     }
+                    links.woken();
+                    links.flush();
                     let Some(core) = core.upgrade() else { break };
                     let mut events = links.reading.lock();
                     links.endpoint.drive(&mut events);

@@ -50,7 +50,7 @@ struct Backlog {
 }
 
 /// Sends this close together go through the writer task, which batches them.
-const BURST_GAP: std::time::Duration = std::time::Duration::from_micros(20);
+pub(crate) const BURST_GAP: std::time::Duration = std::time::Duration::from_micros(20);
 
 /// How many times a thread of this process began waiting for an answer (see
 /// [`caller_waits`]).
@@ -60,6 +60,11 @@ static WAITS: AtomicU64 = AtomicU64::new(0);
 /// next send to a worker is not part of a burst.
 pub(crate) fn caller_waits() {
     WAITS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many times a thread of this process began waiting (see [`caller_waits`]).
+pub(crate) fn waits() -> u64 {
+    WAITS.load(Ordering::Relaxed)
 }
 
 impl LinkWriter {

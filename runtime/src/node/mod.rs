@@ -298,6 +298,11 @@ impl Core {
         &self.links
     }
 
+    /// Whether this driver joined a cluster (its workers are on other hosts).
+    pub(crate) fn is_joined(&self) -> bool {
+        self.cluster.is_some()
+    }
+
     /// Reads what workers sent, on the calling thread and without blocking (for a thread that
     /// spins while it waits). True when something was handled.
     pub(crate) fn poll_links(&self) -> bool {
@@ -767,7 +772,11 @@ impl Core {
         way: Way,
         frames: Vec<Frame>,
     ) -> std::result::Result<(), String> {
-        if way == Way::Node && self.cluster.is_some() {
+        if self.cluster.is_none() {
+            // Embedded: one way, no relays.
+            return self.handle_frames(worker, frames);
+        }
+        if way == Way::Node {
             (self.relayed_in).fetch_add(frames.len() as u64, Ordering::Relaxed);
         }
         let mut shell = self.state.lock();

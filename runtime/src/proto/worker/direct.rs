@@ -304,6 +304,11 @@ impl Worker {
         }
     }
 
+    /// Whether this worker's frames for the driver go on its direct link now.
+    pub(crate) fn ends_on_driver_link(&self) -> bool {
+        self.direct.driver.on_link
+    }
+
     /// Marks a change of way on the old one: on the driver's link (`on_link`) or through the
     /// node.
     fn send_switch(&mut self, on_link: bool) {
