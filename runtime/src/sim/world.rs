@@ -11,8 +11,8 @@ use prism_graph::{
     ActorId, Arg, IdMap, IdSet, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec,
 };
 use prism_transport::{
-    ActorStatus, ArchivedToWorker, DEFAULT_MAX_FRAME, FrameDecoder, FromControl, GroupStatus,
-    Outcome, PullStats, ToControl, ToNode, Value,
+    ActorStatus, ArchivedToWorker, DEFAULT_MAX_FRAME, Frame, FrameDecoder, FromControl,
+    GroupStatus, Outcome, PullStats, ToControl, ToNode, ToWorker, Value,
 };
 
 use super::{Config, NESTED_PARENTS, Report, Workload};
@@ -20,6 +20,7 @@ use crate::proto::control::{
     self, ControlStore, HEAD_ANSWER, HEAD_SILENCE, Members, SILENCE_CHECK,
 };
 use crate::proto::directory::Publisher;
+use crate::proto::driver_link::{Lane, Merge, Way, lane_of_archived};
 use crate::proto::host::{
     self, Action as HostAction, ConnId, Ending, Event as HostEvent, FileWork, JobStart, ReqId,
 };
@@ -84,6 +85,9 @@ fn worker_at(endpoint: &str) -> Option<Wid> {
     let (job, worker) = rest.split_once(':')?;
     Some((job.parse().ok()?, worker.parse().ok()?))
 }
+
+/// The driver's direct endpoint, as its links' hellos and its word through the nodes name it.
+const DRIVER_ENDPOINT: &str = "sim-endpoint:driver";
 
 /// A node's lease when leases are off ([`super::Config::fencing`]): longer than any run.
 const NO_LEASE: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
@@ -214,6 +218,8 @@ enum AtDriver {
     Frames {
         worker: WorkerId,
         frames: Vec<u8>,
+        /// Through the worker's node, or on the driver's direct link.
+        way: Way,
     },
     Eof {
         worker: WorkerId,
@@ -644,6 +650,9 @@ struct Job {
     idx_host: Vec<HostIdx>,
     /// Hosts the driver is asking to host the job.
     joining: Vec<bool>,
+    /// The driver's direct links to its workers (with direct links): the reading of each
+    /// worker's two ways.
+    links: IdMap<WorkerId, Merge<Frame>>,
 }
 
 impl Job {
@@ -703,6 +712,7 @@ impl Job {
             driver_backlog: VecDeque::new(),
             idx_host: (0..config.nodes).collect(),
             joining: vec![false; config.nodes],
+            links: IdMap::default(),
             name,
         }
     }
@@ -1149,12 +1159,38 @@ impl World<'_> {
             Action::Send { worker, frames } => {
                 let node = self.host_of((j, worker));
                 let epoch = self.hosts[node].views[j].epoch;
+                let linked = self.jobs[j].links.contains_key(&worker);
+                if !linked && direct_links(self.config) && self.workers.contains_key(&(j, worker)) {
+                    // The first frames: the driver links to the worker, and says so through
+                    // its node (as `node/direct.rs` does).
+                    self.jobs[j].links.insert(worker, Merge::default());
+                    let mut word = Vec::new();
+                    let switch = ToWorker::Switch {
+                        from: DRIVER_ENDPOINT.into(),
+                    };
+                    prism_transport::encode_frame(&switch, &mut word).expect("a frame");
+                    let what = What::Worker {
+                        worker: (j, worker),
+                        epoch,
+                        frames: word,
+                        from: None,
+                    };
+                    self.send(Place::Driver(j), Place::Node(node), 64, what);
+                }
                 let bytes = frames.len() as u64;
-                let what = What::Worker {
-                    worker: (j, worker),
-                    epoch,
-                    frames,
-                    from: None,
+                let what = match self.jobs[j].links.contains_key(&worker) {
+                    true => What::Direct {
+                        worker: (j, worker),
+                        epoch,
+                        frames,
+                        from: Some(DRIVER_OWNER),
+                    },
+                    false => What::Worker {
+                        worker: (j, worker),
+                        epoch,
+                        frames,
+                        from: None,
+                    },
                 };
                 self.send(Place::Driver(j), Place::Node(node), bytes, what);
             }
@@ -1221,8 +1257,11 @@ impl World<'_> {
                     );
                 });
             }
+            // The driver's link to a worker it forgot goes (as `node/mod.rs` closes it).
+            Action::Forget { worker } => {
+                self.jobs[j].links.remove(&worker);
+            }
             Action::CloseLink { .. }
-            | Action::Forget { .. }
             | Action::Spill { .. }
             | Action::ShrinkPool { .. }
             | Action::Free(_)
@@ -1417,7 +1456,11 @@ impl World<'_> {
                     return ups.extend_from_slice(&frames);
                 }
                 let bytes = frames.len() as u64;
-                let up = AtDriver::Frames { worker, frames };
+                let up = AtDriver::Frames {
+                    worker,
+                    frames,
+                    way: Way::Node,
+                };
                 self.tell_driver(job_of(conn), node, bytes, up);
             }
             // The job needs no files here; its binary may be on the node's disk already.
@@ -2461,6 +2504,7 @@ impl World<'_> {
                 let _ = node.handle(Event::WorkerExited { worker, reason }, now);
             }),
             AtDriver::Hello { worker } => {
+                self.jobs[j].links.remove(&worker);
                 let direct = direct_links(self.config).then(|| endpoint_of((j, worker)));
                 self.proto(j, |node, now| {
                     let _ = node.handle(Event::WorkerConnected { worker, direct }, now);
@@ -2480,12 +2524,34 @@ impl World<'_> {
             AtDriver::Eof { worker } => self.proto(j, |node, now| {
                 let _ = node.handle(Event::WorkerEof { worker }, now);
             }),
-            AtDriver::Frames { worker, frames } => {
+            AtDriver::Frames {
+                worker,
+                frames,
+                way,
+            } => {
                 self.decoder.extend(&frames);
                 let mut decoded = Vec::new();
                 while let Ok(Some(frame)) = self.decoder.next_frame() {
                     decoded.push(frame);
                 }
+                // The worker's two ways, read in the order it sent on them.
+                let decoded = match self.jobs[j].links.get_mut(&worker) {
+                    None if way == Way::Link => return Ok(()),
+                    None => decoded,
+                    Some(merge) => {
+                        let mut due = Vec::new();
+                        for frame in decoded {
+                            let lane = frame
+                                .access::<ToNode>()
+                                .map_or(Lane::Either, lane_of_archived);
+                            if merge.take(way, (lane, frame), &mut due).is_err() {
+                                self.report.violation =
+                                    Some(format!("worker {worker}'s ways overflowed"));
+                            }
+                        }
+                        due
+                    }
+                };
                 let messages: Vec<&prism_transport::ArchivedToNode> = decoded
                     .iter()
                     .filter_map(|f| f.access::<ToNode>().ok())
@@ -2874,7 +2940,11 @@ impl World<'_> {
             let handled = match direct {
                 None => w.core.handle(msg, &mut open),
                 Some(from) => {
-                    if let (Some(owner), Some(node)) = (from, &owner_node) {
+                    if from == Some(DRIVER_OWNER) {
+                        if let Err(refused) = w.core.driver_linked(DRIVER_ENDPOINT) {
+                            self.report.violation = Some(format!("{refused}"));
+                        }
+                    } else if let (Some(owner), Some(node)) = (from, &owner_node) {
                         w.core.direct_from(owner, node);
                     }
                     match w.core.handle_direct(from, frame, &mut open) {
@@ -3175,6 +3245,18 @@ impl World<'_> {
                         continue;
                     }
                 },
+                DirectTo::Owner(DRIVER_OWNER) => {
+                    // On the driver's link: no relay, straight to the driver.
+                    let bytes = frames.len() as u64;
+                    let way = Way::Link;
+                    let what = AtDriver::Frames {
+                        worker: worker.1,
+                        frames,
+                        way,
+                    };
+                    self.tell_driver(worker.0, host, bytes, what);
+                    continue;
+                }
                 DirectTo::Owner(owner) => ((worker.0, owner), None),
             };
             // Worker to worker over the network: no relay at either end.
@@ -3258,6 +3340,7 @@ impl World<'_> {
         let frames = AtDriver::Frames {
             worker: worker.1,
             frames,
+            way: Way::Node,
         };
         self.tell_driver(worker.0, host, bytes, frames);
     }

@@ -598,9 +598,7 @@ impl Inner {
                 // one another within ENDS_HELD go together: the pump sends them by then if no
                 // later end does.
                 if self.core.has_ended() {
-                    let now = Instant::now();
-                    let since = *self.ends_held.get_or_insert(now);
-                    if self.core.ends_on_driver_link() && now.duration_since(since) < ENDS_HELD {
+                    if self.ends_wait() {
                         if !self.pump_rung {
                             self.pump_rung = true;
                             doorbell.ring();
@@ -614,6 +612,16 @@ impl Inner {
             self.flush().map_err(|e| Stop::Lost(e.to_string()))?;
             self.await_input(None)?;
         }
+    }
+
+    /// Whether the ends of tasks run so far wait for the next flush: they go on the driver's
+    /// link, and the first of them waits for less than [`ENDS_HELD`].
+    fn ends_wait(&mut self) -> bool {
+        if !self.core.ends_on_driver_link() {
+            return false;
+        }
+        let now = Instant::now();
+        now.duration_since(*self.ends_held.get_or_insert(now)) < ENDS_HELD
     }
 
     /// Waits for the node's next message, at most `timeout`: reads without blocking for up to
