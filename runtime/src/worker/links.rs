@@ -228,13 +228,7 @@ impl DirectLinks {
                 let peer = (self.endpoint.peer(link)).map_or_else(String::new, |p| p.to_string());
                 match core.driver_linked(&peer) {
                     Ok(()) => {
-                        self.accepted.insert(link, Some(DRIVER_OWNER));
-                        if let Some(old) = self.owners.insert(DRIVER_OWNER, link)
-                            && old != link
-                        {
-                            self.endpoint.close(old, "the driver linked again");
-                            self.accepted.remove(&old);
-                        }
+                        self.owner_linked(DRIVER_OWNER, link, "the driver linked again");
                         None
                     }
                     Err(refused) => Some(refused.to_string()),
@@ -242,13 +236,7 @@ impl DirectLinks {
             }
             Ok(hello) => {
                 let owner = hello.owner.to_native();
-                self.accepted.insert(link, Some(owner));
-                if let Some(old) = self.owners.insert(owner, link)
-                    && old != link
-                {
-                    self.endpoint.close(old, "the owner linked again");
-                    self.accepted.remove(&old);
-                }
+                self.owner_linked(owner, link, "the owner linked again");
                 core.direct_from(owner, hello.node.as_str());
                 None
             }
@@ -258,6 +246,17 @@ impl DirectLinks {
             tracing::warn!("refused a direct link: {reason}");
             self.endpoint.close(link, &reason);
             self.accepted.remove(&link);
+        }
+    }
+
+    /// `link` is `owner`'s now; an earlier link of the same owner is closed (`why`).
+    fn owner_linked(&mut self, owner: u64, link: LinkId, why: &str) {
+        self.accepted.insert(link, Some(owner));
+        if let Some(old) = self.owners.insert(owner, link)
+            && old != link
+        {
+            self.endpoint.close(old, why);
+            self.accepted.remove(&old);
         }
     }
 
