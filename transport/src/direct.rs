@@ -321,6 +321,17 @@ impl Endpoint {
 
     /// As [`Endpoint::wait`], waking also when `also` (another descriptor) is readable.
     pub fn wait_also(&self, also: Option<RawFd>, limit: Duration) -> std::io::Result<()> {
+        self.sleep(true, also, limit)
+    }
+
+    /// Sleeps until `also` is readable, a link's timer is due, or `limit` passes, but not for
+    /// the socket: for a thread that keeps the links' timers while another reads the socket
+    /// (one spinning in [`Endpoint::try_drive`]), so that a datagram wakes only that one.
+    pub fn wait_timers(&self, also: RawFd, limit: Duration) -> std::io::Result<()> {
+        self.sleep(false, Some(also), limit)
+    }
+
+    fn sleep(&self, socket: bool, also: Option<RawFd>, limit: Duration) -> std::io::Result<()> {
         let now = Instant::now();
         let (due, blocked) = {
             let mut inner = self.inner.lock();
@@ -334,7 +345,12 @@ impl Endpoint {
         };
         let mut fds = [
             libc::pollfd {
-                fd: self.io.socket.as_raw_fd(),
+                // A negative descriptor is skipped by ppoll.
+                fd: if socket {
+                    self.io.socket.as_raw_fd()
+                } else {
+                    -1
+                },
                 events,
                 revents: 0,
             },

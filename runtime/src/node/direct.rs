@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -25,6 +26,12 @@ use crate::proto::scheduler::WorkerId;
 /// How long the links' thread sleeps at most between looks at whether the driver is gone.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
 
+/// How long the links' thread leaves the socket to the threads that spin on it before it
+/// looks again: a thread that stops spinning because its answer came does not wake it (a
+/// driver's round trips would each cost a thread wake), so frames that come while no thread
+/// waits, within this long of a wait's end, are read up to this late.
+const SPIN_LINGER: Duration = Duration::from_millis(1);
+
 /// The driver's direct endpoint and the workers its links go to.
 #[derive(Debug)]
 pub(crate) struct DriverLinks {
@@ -39,8 +46,44 @@ pub(crate) struct DriverLinks {
     reading: Mutex<Vec<Event>>,
     /// Sends of a burst, not sent yet (see [`DriverLinks::send`]).
     burst: Mutex<Burst>,
-    /// Wakes the links' thread to send a burst.
+    /// Wakes the links' thread to send a burst, or to read the socket again.
     wake: std::os::fd::OwnedFd,
+    /// Threads spinning on the endpoint now ([`DriverLinks::spinning`]): while any does, the
+    /// links' thread leaves the socket to them, so that an answer wakes no other thread.
+    spinning: AtomicUsize,
+    /// When a thread last stopped spinning because its answer came, in microseconds after
+    /// `epoch` (0: none since the last that parked).
+    spun_at: AtomicU64,
+    epoch: std::time::Instant,
+    /// The links' thread sleeps on the socket: a thread that begins to spin wakes it once,
+    /// to leave the socket to the spinner (a sleeper on a socket is woken by each datagram,
+    /// even one another thread reads first).
+    listening: std::sync::atomic::AtomicBool,
+}
+
+/// A thread spinning on the driver's endpoint (see [`DriverLinks::spinning`]).
+#[derive(Debug)]
+pub(crate) struct Spinning(Arc<DriverLinks>);
+
+impl Spinning {
+    /// The thread stops spinning to sleep: the links' thread reads the socket again now.
+    pub(crate) fn park(self) {
+        self.0.spun_at.store(0, Ordering::SeqCst);
+        if self.0.spinning.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.wake_thread();
+        }
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Spinning {
+    /// The thread's answer came: the links' thread reads the socket again [`SPIN_LINGER`]
+    /// after, unless a thread spins again by then (a caller's next round trip).
+    fn drop(&mut self) {
+        let at = self.0.epoch.elapsed().as_micros() as u64;
+        self.0.spun_at.store(at.max(1), Ordering::SeqCst);
+        self.0.spinning.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Sends close together: written to the links by the links' thread in one go (QUIC packs them
@@ -83,7 +126,24 @@ impl DriverLinks {
                 last: (std::time::Instant::now(), super::link::waits()),
             }),
             wake,
+            spinning: AtomicUsize::new(0),
+            spun_at: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
+            listening: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Marks the calling thread as spinning on the endpoint (it calls [`DriverLinks::poll`])
+    /// until the mark is dropped, or [`Spinning::park`]ed before the thread sleeps.
+    pub(crate) fn spinning(self: &Arc<Self>) -> Spinning {
+        // The links' thread goes quiet either because it sees this count or because it is
+        // woken here (SeqCst on both sides: one of the two happens).
+        if self.spinning.fetch_add(1, Ordering::SeqCst) == 0
+            && self.listening.load(Ordering::SeqCst)
+        {
+            self.wake_thread();
+        }
+        Spinning(self.clone())
     }
 
     /// Where the links come from (what the workers are told through their nodes).
@@ -206,16 +266,36 @@ impl DriverLinks {
         self.handle(core, &mut events)
     }
 
+    /// Reads and handles what the links brought so far, waiting for a thread that reads them
+    /// now: before a worker's death is handled, so that frames it sent on its link just before
+    /// it died, already at this host, are handled first (through its node, they came before
+    /// the word of its death; on the link they race it).
+    pub(crate) fn drain(&self, core: &Core) {
+        let mut events = self.reading.lock();
+        self.endpoint.drive(&mut events);
+        self.handle(core, &mut events);
+    }
+
     /// Starts the thread that sleeps on the endpoint and reads what comes while nobody spins,
-    /// until the driver is gone.
+    /// until the driver is gone. While a thread spins, this one sleeps only on its wake-ups
+    /// and the links' timers.
     pub(crate) fn start(self: &Arc<Self>, core: Weak<Core>) -> std::io::Result<()> {
         let links = self.clone();
         std::thread::Builder::new()
             .name("prism-links".into())
             .spawn(move || {
                 loop {
-                    let wake = Some(links.wake.as_raw_fd());
-                    if let Err(e) = links.endpoint.wait_also(wake, IDLE_WAIT) {
+                    let wake = links.wake.as_raw_fd();
+                    links.listening.store(true, Ordering::SeqCst);
+                    let slept = match links.quiet_for() {
+                        Some(quiet) => {
+                            links.listening.store(false, Ordering::SeqCst);
+                            links.endpoint.wait_timers(wake, quiet)
+                        }
+                        None => links.endpoint.wait_also(Some(wake), IDLE_WAIT),
+                    };
+                    links.listening.store(false, Ordering::SeqCst);
+                    if let Err(e) = slept {
                         tracing::warn!("the driver's direct endpoint cannot be waited on: {e}");
                         std::thread::sleep(IDLE_WAIT);
                     }
@@ -228,6 +308,25 @@ impl DriverLinks {
                 }
             })?;
         Ok(())
+    }
+
+    /// How long the links' thread leaves the socket to spinning threads now: while one
+    /// spins, and for [`SPIN_LINGER`] after one's answer came; `None` when none did.
+    fn quiet_for(&self) -> Option<Duration> {
+        if self.spinning.load(Ordering::SeqCst) > 0 {
+            return Some(SPIN_LINGER);
+        }
+        let at = self.spun_at.load(Ordering::SeqCst);
+        if at == 0 {
+            return None;
+        }
+        let since = self
+            .epoch
+            .elapsed()
+            .saturating_sub(Duration::from_micros(at));
+        SPIN_LINGER
+            .checked_sub(since)
+            .filter(|left| !left.is_zero())
     }
 
     /// Hands the frames in `events` to the core, a link's run of frames at a time, and tells

@@ -303,6 +303,12 @@ impl Core {
         self.cluster.is_some()
     }
 
+    /// Marks the calling thread as spinning on [`Core::poll_links`] (a joined driver's direct
+    /// links then leave their socket to it; see [`direct::DriverLinks::spinning`]).
+    pub(crate) fn spinning(&self) -> Option<direct::Spinning> {
+        self.direct.as_ref().map(|d| d.spinning())
+    }
+
     /// Reads what workers sent, on the calling thread and without blocking (for a thread that
     /// spins while it waits). True when something was handled.
     pub(crate) fn poll_links(&self) -> bool {
@@ -859,7 +865,16 @@ impl Core {
     }
 
     fn worker_eof(&self, worker: WorkerId) {
+        self.drain_direct();
         let _ = self.state.lock().event(Event::WorkerEof { worker });
+    }
+
+    /// Handles what the driver's direct links brought so far (see
+    /// [`direct::DriverLinks::drain`]): called before a worker's end is.
+    fn drain_direct(&self) {
+        if let Some(direct) = &self.direct {
+            direct.drain(self);
+        }
     }
 
     /// The count of workers' output pipes read here (see [`Core::shutdown`]).
@@ -893,6 +908,7 @@ impl Core {
     }
 
     fn worker_exited(&self, worker: WorkerId, reason: String) {
+        self.drain_direct();
         let _ = self
             .state
             .lock()

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use prism_graph::{ActorId, ObjectId, PlacementStrategy, Resources, TaskError, TaskId, TaskSpec};
 use prism_transport::{
-    ActorConfig, Answer, ArchivedToWorker, Execute, Frame, FrameError, FrameReader, Hello, Outcome,
-    PROTOCOL_VERSION, Refusal, ToWorker, Value,
+    ActorConfig, Answer, ArchivedActorPlace, ArchivedToWorker, Execute, Frame, FrameError,
+    FrameReader, Hello, Outcome, PROTOCOL_VERSION, Refusal, ToWorker, Value,
 };
 use rkyv::util::AlignedVec;
 
@@ -529,8 +529,22 @@ impl Inner {
         (fds, sleep)
     }
 
-    /// Hands one message from the node to the books, mapping the values it carries.
+    /// Hands one message from the node to the books, mapping the values it carries. Word
+    /// that a worker this one sends to directly died (a lease ended, an actor restarts or is
+    /// gone) waits until what the direct links brought so far is handled: an end that worker
+    /// sent just before it died, already at this host, counts.
     fn handle(&mut self, msg: &ArchivedToWorker) -> std::result::Result<(), Stop> {
+        let death = match msg {
+            ArchivedToWorker::LeaseEnded { .. } => true,
+            ArchivedToWorker::ActorAt { place, .. } => matches!(
+                place,
+                ArchivedActorPlace::Restarting { .. } | ArchivedActorPlace::Dead(_)
+            ),
+            _ => false,
+        };
+        if death {
+            self.pump_direct()?;
+        }
         self.core.set_now(monotonic_us());
         let dir = &self.store_dir;
         self.core
