@@ -40,7 +40,13 @@ pub struct Config {
     /// How many tasks the job's task events keep (the newest; older ones are only counted):
     /// default 100,000, or `PRISM_TASK_EVENTS_MAX`; 0 records none.
     pub task_events_max: Option<usize>,
+    /// The namespace the job's actors are named in when their creation or lookup names none
+    /// (default: `PRISM_NAMESPACE`, else an anonymous namespace of the job's own, as Ray's).
+    pub namespace: Option<String>,
 }
+
+/// The environment variable that sets [`Config::namespace`].
+pub(crate) const ENV_NAMESPACE: &str = "PRISM_NAMESPACE";
 
 /// The environment variable that sets [`Config::task_events_max`] (a worker that finds it
 /// 0 sends no run times).
@@ -98,6 +104,35 @@ impl Config {
     pub fn task_events_max(mut self, n: usize) -> Self {
         self.task_events_max = Some(n);
         self
+    }
+
+    /// Sets the job's namespace (see [`Config::namespace`]).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// The job's namespace: the configured one, else `PRISM_NAMESPACE`, else an anonymous
+    /// one that no other job shares (`anonymous-` and 16 random hex digits).
+    pub(crate) fn job_namespace(&self) -> String {
+        if let Some(namespace) = self.namespace.clone().or_else(|| {
+            std::env::var(ENV_NAMESPACE)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+        }) {
+            return namespace;
+        }
+        let mut bytes = [0u8; 8];
+        // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer it is given.
+        let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+        if got != bytes.len() as isize {
+            // No randomness: the process and the time still tell jobs apart on a host.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            bytes = (nanos ^ u64::from(std::process::id()).rotate_left(40)).to_le_bytes();
+        }
+        format!("anonymous-{}", prism_transport::tls::hex(&bytes))
     }
 
     /// How many tasks the task events keep.

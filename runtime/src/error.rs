@@ -74,9 +74,14 @@ pub enum Error {
         /// The store's capacity.
         capacity: u64,
     },
-    /// No actor has this name.
-    #[error("no actor is named {0:?}")]
-    ActorNotFound(String),
+    /// No actor has this name in this namespace.
+    #[error("no actor is named {name:?} in namespace {namespace:?}")]
+    ActorNotFound {
+        /// The name.
+        name: String,
+        /// The namespace looked in.
+        namespace: String,
+    },
     /// The named actor is of another class than asked for.
     #[error("actor {name:?} is a {found}, not a {expected}")]
     ActorTypeMismatch {
@@ -87,9 +92,16 @@ pub enum Error {
         /// The class it has.
         found: String,
     },
-    /// Another actor already has this name.
-    #[error("an actor named {0:?} already exists (use get_if_exists to share it)")]
-    ActorNameTaken(String),
+    /// Another actor already has this name in this namespace.
+    #[error(
+        "an actor named {name:?} already exists in namespace {namespace:?} (use get_if_exists to share it)"
+    )]
+    ActorNameTaken {
+        /// The name.
+        name: String,
+        /// The namespace.
+        namespace: String,
+    },
     /// The object is unknown to its owner (freed long ago, or never made by this cluster).
     #[error("object {0} is unknown to its owner (freed long ago, or from another cluster)")]
     UnknownObject(String),

@@ -75,7 +75,9 @@ mod worker;
 #[doc(inline)]
 pub use prism_macros::{actor, main, remote};
 
-pub use api::actor::{ASYNC_ACTOR_CONCURRENCY, ActorHandle, ActorOptions, get_actor, kill};
+pub use api::actor::{
+    ASYNC_ACTOR_CONCURRENCY, ActorHandle, ActorOptions, get_actor, get_actor_in, kill,
+};
 pub use api::memory::{Location, MemoryReport, ObjectInfo, memory};
 pub use api::object_ref::{ArchivedRef, ObjectRef};
 pub use api::placement::{

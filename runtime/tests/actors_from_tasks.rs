@@ -1,5 +1,5 @@
 //! A task or an actor's method does with actors and placement groups what the driver does:
-//! creates actors (named or not), looks them up by name, kills them, and makes, awaits and
+//! creates actors (named or not, in namespaces), looks them up by name, kills them, and makes, awaits and
 //! removes placement groups, on an embedded cluster of 4 CPUs; and a handle inside an object
 //! (a task's return value, a `put`) holds its actor while the object lives. (The same requests
 //! from a worker on another node: `cluster_jobs`.)
@@ -122,6 +122,25 @@ fn name_an_actor(name: String, start: u64, get_if_exists: bool) -> Result<String
 #[remote]
 fn find_and_inc(name: String) -> Result<u64, String> {
     let counter = prism::get_actor::<Counter>(&name).map_err(|e| e.to_string())?;
+    counter.inc().get_blocking().map_err(|e| e.to_string())
+}
+
+/// Creates the actor named `name` in `namespace` starting at `start`: its id as text, or why
+/// not.
+#[remote]
+fn name_an_actor_in(name: String, namespace: String, start: u64) -> Result<String, String> {
+    let counter = Counter::options()
+        .name(&name)
+        .namespace(&namespace)
+        .try_remote(start)
+        .map_err(|e| e.to_string())?;
+    Ok(counter.id().to_string())
+}
+
+/// Finds the actor named `name` in `namespace` and increments it: its new value, or why not.
+#[remote]
+fn find_in_and_inc(name: String, namespace: String) -> Result<u64, String> {
+    let counter = prism::get_actor_in::<Counter>(&name, &namespace).map_err(|e| e.to_string())?;
     counter.inc().get_blocking().map_err(|e| e.to_string())
 }
 
@@ -266,6 +285,89 @@ fn a_task_names_an_actor_that_others_find() -> Result<(), Failed> {
     )
 }
 
+/// The job's namespace this file's driver configures.
+const JOB_NAMESPACE: &str = "from-tasks";
+
+fn names_are_per_namespace() -> Result<(), Failed> {
+    // Without a namespace, a name is in the job's (the configured one here).
+    let mine = Counter::options().name("shared").remote(1);
+    let theirs = Counter::options()
+        .name("shared")
+        .namespace("svc")
+        .remote(100);
+    ensure(
+        mine.id() != theirs.id(),
+        "two actors of one name, one per namespace",
+    )?;
+    let found = prism::get_actor::<Counter>("shared")?;
+    ensure(
+        found.id() == mine.id(),
+        "get_actor looks in the job's namespace",
+    )?;
+    let found = prism::get_actor_in::<Counter>("shared", JOB_NAMESPACE)?;
+    ensure(
+        found.id() == mine.id(),
+        "the job's namespace is the configured one",
+    )?;
+    let found = prism::get_actor_in::<Counter>("shared", "svc")?;
+    ensure(
+        found.id() == theirs.id(),
+        "get_actor_in looks in the one named",
+    )?;
+    let taken = Counter::options()
+        .name("shared")
+        .namespace("svc")
+        .try_remote(0);
+    ensure(
+        matches!(
+            &taken,
+            Err(prism::Error::ActorNameTaken { name, namespace })
+                if name == "shared" && namespace == "svc"
+        ),
+        format!(
+            "the name is taken in that namespace: {:?}",
+            taken.map(|h| h.id())
+        ),
+    )?;
+    let missing = prism::get_actor_in::<Counter>("shared", "nowhere");
+    ensure(
+        matches!(
+            &missing,
+            Err(prism::Error::ActorNotFound { namespace, .. }) if namespace == "nowhere"
+        ),
+        "a namespace without the name has no such actor",
+    )?;
+    // From a task: the same names, and one made there.
+    let from_task =
+        find_in_and_inc::remote("shared".to_string(), "svc".to_string()).get_blocking()?;
+    ensure(
+        from_task == Ok(101),
+        format!("a task finds the actor by namespace: {from_task:?}"),
+    )?;
+    let from_task = find_and_inc::remote("shared".to_string()).get_blocking()?;
+    ensure(
+        from_task == Ok(2),
+        format!("a task's get_actor looks in the job's namespace: {from_task:?}"),
+    )?;
+    let made = name_an_actor_in::remote("made".to_string(), "svc".to_string(), 7).get_blocking()?;
+    let made = made.map_err(|e| format!("the task could not name its actor: {e}"))?;
+    let found = prism::get_actor_in::<Counter>("made", "svc")?;
+    ensure(found.id().to_string() == made, "the driver finds it there")?;
+    ensure(
+        prism::get_actor::<Counter>("made").is_err(),
+        "and not in the job's namespace",
+    )?;
+    for handle in [&mine, &theirs, &found] {
+        prism::kill(handle)?;
+    }
+    ensure(
+        eventually(10, || {
+            prism::get_actor_in::<Counter>("shared", "svc").is_err()
+        }),
+        "a killed actor's name is free again in its namespace",
+    )
+}
+
 fn a_task_kills_an_actor() -> Result<(), Failed> {
     let counter = Counter::remote(0);
     counter.inc().get_blocking()?;
@@ -325,8 +427,9 @@ fn a_task_makes_awaits_and_removes_a_placement_group() -> Result<(), Failed> {
 }
 
 fn main() {
-    let config = prism::Config::new().num_cpus(4.0);
+    let config = prism::Config::new().num_cpus(4.0).namespace(JOB_NAMESPACE);
     let cases: &[Case] = &[
+        ("names_are_per_namespace", names_are_per_namespace),
         (
             "a_task_creates_calls_and_drops_an_actor",
             a_task_creates_calls_and_drops_an_actor,

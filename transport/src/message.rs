@@ -39,8 +39,10 @@ use crate::frame::Message;
 /// a node's pool tells the nodes that asked it what room it has for their asks
 /// ([`PeerLease::Room`]), and they pass an ask there at once rather than after a wait; an
 /// ask names a node to fetch the job's binary from ([`PeerLease::Ask`]'s `binary_from`); a
-/// pushed task's run is numbered and its end names it ([`Execute::run`], [`TaskEnd::run`]).
-pub const PROTOCOL_VERSION: u32 = 31;
+/// pushed task's run is numbered and its end names it ([`Execute::run`], [`TaskEnd::run`]);
+/// 32: actors' names are per namespace ([`ActorConfig::namespace`],
+/// [`ToNode::LookupActor`]'s `namespace`, [`Refusal`]'s names).
+pub const PROTOCOL_VERSION: u32 = 32;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -551,6 +553,8 @@ pub enum ToNode {
     LookupActor {
         /// The actor's name.
         name: String,
+        /// The namespace it is named in (`None`: its job's).
+        namespace: Option<String>,
         /// The object to answer in.
         answer: ObjectId,
     },
@@ -709,6 +713,8 @@ pub struct ActorConfig {
     pub class: String,
     /// Its name, if it has one (then it can be looked up, and lives without handles).
     pub name: Option<String>,
+    /// The namespace its name is in (`None`: its job's).
+    pub namespace: Option<String>,
     /// With a name that is taken: find that actor instead of failing.
     pub get_if_exists: bool,
     /// How often its process is restarted after it died.
@@ -739,10 +745,20 @@ pub enum Answer {
 /// Why a worker's request failed ([`Answer::Refused`]).
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Refusal {
-    /// Another live actor has this name.
-    NameTaken(String),
-    /// No live actor has this name.
-    NoSuchActor(String),
+    /// Another live actor has this name in this namespace.
+    NameTaken {
+        /// The name.
+        name: String,
+        /// The namespace.
+        namespace: String,
+    },
+    /// No live actor has this name in this namespace.
+    NoSuchActor {
+        /// The name.
+        name: String,
+        /// The namespace.
+        namespace: String,
+    },
     /// The placement group was removed (why).
     GroupGone(String),
 }

@@ -195,8 +195,10 @@ pub struct ActorOptions {
     pub max_restarts: u32,
     /// How often a call in flight when the actor died is retried on the restarted actor.
     pub max_task_retries: u32,
-    /// A cluster-wide name, for [`get_actor`].
+    /// A name in its namespace, for [`get_actor`] and [`get_actor_in`].
     pub name: Option<String>,
+    /// The namespace of the name (default: the job's, [`crate::Config::namespace`]).
+    pub namespace: Option<String>,
     /// With a name: return the existing actor of that name instead of failing.
     pub get_if_exists: bool,
     /// How many calls may run at once. An actor with an `async` method runs its calls on one
@@ -220,6 +222,7 @@ impl Default for ActorOptions {
             max_restarts: 0,
             max_task_retries: 0,
             name: None,
+            namespace: None,
             get_if_exists: false,
             max_concurrency: 1,
             placement: None,
@@ -290,6 +293,7 @@ pub fn try_create<A: Actor>(
     let setup = ActorConfig {
         class: A::CLASS.to_string(),
         name: options.name.clone(),
+        namespace: options.namespace.clone(),
         get_if_exists: options.get_if_exists,
         max_restarts: options.max_restarts,
         max_task_retries: options.max_task_retries,
@@ -362,14 +366,21 @@ fn method_call(
     }
 }
 
-/// The named actor of class `A`: an error names the actor when no actor has that name or when
-/// it is of another class.
+/// The actor of class `A` named `name` in the job's namespace: an error names the actor when
+/// no actor has that name there or when it is of another class.
 pub fn get_actor<A: Actor>(name: &str) -> Result<ActorHandle<A>> {
+    lookup(name, None)
+}
+
+/// The actor of class `A` named `name` in `namespace` (as [`get_actor`] in the job's).
+pub fn get_actor_in<A: Actor>(name: &str, namespace: &str) -> Result<ActorHandle<A>> {
+    lookup(name, Some(namespace))
+}
+
+fn lookup<A: Actor>(name: &str, namespace: Option<&str>) -> Result<ActorHandle<A>> {
     let (id, class) = match context::current()? {
-        Context::Driver(core) => core
-            .lookup_actor(name)
-            .ok_or_else(|| Error::ActorNotFound(name.to_string()))?,
-        Context::Worker(client) => client.lookup_actor(name)?,
+        Context::Driver(core) => core.lookup_actor(name, namespace)?,
+        Context::Worker(client) => client.lookup_actor(name, namespace)?,
     };
     // Counted now: dropped at once if of another class.
     let handle = RawActor::adopt(id);
@@ -421,7 +432,13 @@ macro_rules! __actor_options_builder {
                 self.opts.max_task_retries = n;
                 self
             }
-            /// A cluster-wide name, for `prism::get_actor`.
+            /// The namespace of its name (default: the job's), for `prism::get_actor_in`.
+            pub fn namespace(mut self, namespace: &str) -> Self {
+                self.opts.namespace = ::core::option::Option::Some(namespace.to_string());
+                self
+            }
+            /// A name in its namespace (the job's unless `namespace` says), for
+            /// `prism::get_actor`.
             pub fn name(mut self, name: &str) -> Self {
                 self.opts.name = ::core::option::Option::Some(name.to_string());
                 self

@@ -198,6 +198,7 @@ impl Core {
             config.object_store_bytes(),
             joined.as_ref().map(|j| j.home),
         )
+        .with_namespace(config.job_namespace())
         .with_task_events(config.task_events_capacity(), joined.is_some())
         .with_worker_owners(crate::config::env_switch(crate::config::ENV_WORKER_OWNERS))
         .with_borrowed_workers(
@@ -504,7 +505,10 @@ impl Core {
         self.state
             .lock()
             .run(|node| node.create_actor(spec, failed, setup))
-            .map_err(|taken| Error::ActorNameTaken(taken.0))
+            .map_err(|taken| Error::ActorNameTaken {
+                name: taken.name,
+                namespace: taken.namespace,
+            })
     }
 
     /// The named actor's id and class (counting a new handle).
@@ -529,8 +533,19 @@ impl Core {
         self.state.lock().node.poll_group(id, waker)
     }
 
-    pub(crate) fn lookup_actor(&self, name: &str) -> Option<(ActorId, String)> {
-        self.state.lock().node.lookup_actor(name)
+    /// The actor named `name` in `namespace` (the job's when `None`) and its class, counting
+    /// a new handle.
+    pub(crate) fn lookup_actor(
+        &self,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Result<(ActorId, String)> {
+        let mut shell = self.state.lock();
+        let name = shell.node.actor_name(name, namespace);
+        shell.node.lookup_actor(&name).ok_or(Error::ActorNotFound {
+            name: name.name,
+            namespace: name.namespace,
+        })
     }
 
     pub(crate) fn actor_add_ref(&self, id: ActorId) {

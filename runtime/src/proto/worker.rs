@@ -323,11 +323,21 @@ impl Worker {
         actor
     }
 
-    /// Asks the node for the actor named `name`, answered in a fresh object `answer`.
-    pub(crate) fn lookup_actor(&mut self, name: String, answer: ObjectId) {
+    /// Asks the node for the actor named `name` in `namespace` (the job's when `None`),
+    /// answered in a fresh object `answer`.
+    pub(crate) fn lookup_actor(
+        &mut self,
+        name: String,
+        namespace: Option<String>,
+        answer: ObjectId,
+    ) {
         self.expect_answer(answer);
         self.send_releases();
-        self.send(&ToNode::LookupActor { name, answer });
+        self.send(&ToNode::LookupActor {
+            name,
+            namespace,
+            answer,
+        });
     }
 
     /// A handle to `actor` the node counted for this worker already (it created or found
@@ -1626,6 +1636,7 @@ mod tests {
         let config = |name: Option<&str>| ActorConfig {
             class: "tests::Counter".into(),
             name: name.map(str::to_string),
+            namespace: None,
             get_if_exists: false,
             max_restarts: 0,
             max_task_retries: 0,
@@ -1651,7 +1662,7 @@ mod tests {
         // Named: answered in an object the worker holds (and releases once read).
         let answer = ObjectId::new(task(3), 0);
         worker.create_actor(spec(2), None, config(Some("ps")), Some(answer));
-        worker.lookup_actor("ps".into(), answer);
+        worker.lookup_actor("ps".into(), Some("other".into()), answer);
         assert!(worker.function_of(answer).is_some(), "the answer is held");
         worker.release(answer);
         let messages = sent(&mut worker);
@@ -1660,9 +1671,9 @@ mod tests {
                 &messages[..],
                 [
                     ToNode::CreateActor { answer: Some(a), .. },
-                    ToNode::LookupActor { .. },
+                    ToNode::LookupActor { namespace: Some(n), .. },
                     ToNode::Release(released),
-                ] if *a == answer && released == &vec![answer]
+                ] if *a == answer && n == "other" && released == &vec![answer]
             ),
             "{messages:?}"
         );

@@ -1038,6 +1038,7 @@ impl World<'_> {
             let setup = prism_transport::ActorConfig {
                 class: "sim::Actor".into(),
                 name: None,
+                namespace: None,
                 get_if_exists: false,
                 max_restarts: u32::MAX,
                 max_task_retries: c.max_retries,

@@ -239,13 +239,19 @@ impl WorkerClient {
         self.actor_answer(answer).map(|(actor, _)| actor)
     }
 
-    /// The actor named `name` and its class; this worker holds a handle to it.
-    pub(crate) fn lookup_actor(&self, name: &str) -> Result<(ActorId, String)> {
+    /// The actor named `name` in `namespace` (its job's when `None`) and its class; this
+    /// worker holds a handle to it.
+    pub(crate) fn lookup_actor(
+        &self,
+        name: &str,
+        namespace: Option<&str>,
+    ) -> Result<(ActorId, String)> {
         let answer = self.answer_id();
+        let namespace = namespace.map(str::to_string);
         self.inner
             .lock()
             .core
-            .lookup_actor(name.to_string(), answer);
+            .lookup_actor(name.to_string(), namespace, answer);
         self.actor_answer(answer)
     }
 
@@ -323,8 +329,12 @@ impl WorkerClient {
                 self.inner.lock().core.adopt_actor(actor);
                 Ok((actor, class))
             }
-            Answer::Refused(Refusal::NameTaken(name)) => Err(Error::ActorNameTaken(name)),
-            Answer::Refused(Refusal::NoSuchActor(name)) => Err(Error::ActorNotFound(name)),
+            Answer::Refused(Refusal::NameTaken { name, namespace }) => {
+                Err(Error::ActorNameTaken { name, namespace })
+            }
+            Answer::Refused(Refusal::NoSuchActor { name, namespace }) => {
+                Err(Error::ActorNotFound { name, namespace })
+            }
             other => Err(unexpected(other)),
         }
     }

@@ -29,7 +29,8 @@ pub(super) enum Life {
 #[derive(Debug)]
 pub(super) struct ActorRecord {
     pub(super) class: String,
-    name: Option<String>,
+    /// Its name and namespace, if it has a name.
+    name: Option<super::ActorName>,
     pub(super) life: Life,
     pub(super) worker: Option<WorkerId>,
     demand: Resources,
@@ -59,8 +60,10 @@ impl State {
         spec: prism_graph::TaskSpec,
         failed: Option<TaskError>,
         setup: ActorConfig,
-    ) -> Result<ActorId, super::NameTaken> {
-        if let Some(name) = &setup.name
+    ) -> Result<ActorId, super::ActorName> {
+        let named =
+            (setup.name.as_deref()).map(|name| self.actor_name(name, setup.namespace.as_deref()));
+        if let Some(name) = &named
             && let Some(&existing) = self.names.get(name)
         {
             if setup.get_if_exists {
@@ -69,17 +72,17 @@ impl State {
                 }
                 return Ok(existing);
             }
-            return Err(super::NameTaken(name.clone()));
+            return Err(name.clone());
         }
         let id = ActorId(spec.task_id);
-        if let Some(name) = &setup.name {
+        if let Some(name) = &named {
             self.names.insert(name.clone(), id);
         }
         self.actors.insert(
             id,
             ActorRecord {
                 class: setup.class,
-                name: setup.name,
+                name: named,
                 life: Life::Starting,
                 worker: None,
                 demand: spec.resources.clone(),
@@ -588,7 +591,7 @@ impl State {
     }
 
     /// The named actor's id and class, counting a new handle.
-    pub(crate) fn lookup_actor(&mut self, name: &str) -> Option<(ActorId, String)> {
+    pub(crate) fn lookup_actor(&mut self, name: &super::ActorName) -> Option<(ActorId, String)> {
         let id = *self.names.get(name)?;
         let record = self.actors.get_mut(&id)?;
         if let Life::Dead(_) = record.life {
@@ -621,7 +624,7 @@ impl State {
             .map(|(id, record)| ActorStatus {
                 id: *id,
                 class: record.class.clone(),
-                name: record.name.clone(),
+                name: record.name.as_ref().map(|n| n.name.clone()),
                 state: match &record.life {
                     Life::Starting if record.restarts == 0 => ActorState::Starting,
                     Life::Starting => ActorState::Restarting,

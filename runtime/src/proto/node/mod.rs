@@ -341,10 +341,15 @@ pub(crate) enum Refused {
     NotNodes { node: NodeIdx, worker: WorkerId },
 }
 
-/// An actor's name is taken (and the creation did not ask for the existing one).
-#[derive(Debug, thiserror::Error)]
-#[error("the actor name {0:?} is taken")]
-pub(crate) struct NameTaken(pub(crate) String);
+/// An actor's name in a namespace: taken (by a creation that did not ask for the existing
+/// actor), or not found.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ActorName {
+    /// The namespace.
+    pub(crate) namespace: String,
+    /// The name.
+    pub(crate) name: String,
+}
 
 /// A worker process's life as the node sees it.
 #[derive(Debug, Default)]
@@ -436,7 +441,10 @@ pub(crate) struct State {
     /// Placement groups made by the driver, by number.
     groups: IdMap<u64, crate::proto::placement::Group>,
     next_group: u64,
-    names: IdMap<String, ActorId>,
+    /// Named actors, by namespace and name.
+    names: IdMap<ActorName, ActorId>,
+    /// The job's namespace: where names go that name none.
+    namespace: String,
     /// Actor creation attempts (first starts and restarts) by task.
     creations: IdMap<TaskId, ActorId>,
     /// Actors whose queues may have calls ready to send.
@@ -557,6 +565,7 @@ impl State {
             groups: IdMap::default(),
             next_group: 0,
             names: IdMap::default(),
+            namespace: String::new(),
             creations: IdMap::default(),
             actors_to_pump: IdSet::default(),
             internal_seq: 0,
@@ -605,6 +614,20 @@ impl State {
     /// Keeps at most `capacity` tasks' events (0: none).
     /// Keeps task events of at most `capacity` tasks; `report` them to a head (see
     /// [`State::report_events`]).
+    /// Names actors in `namespace` when their creation or lookup names none.
+    pub(crate) fn with_namespace(mut self, namespace: String) -> Self {
+        self.namespace = namespace;
+        self
+    }
+
+    /// `name` in `namespace`, or in the job's when that is `None`.
+    pub(crate) fn actor_name(&self, name: &str, namespace: Option<&str>) -> ActorName {
+        ActorName {
+            namespace: namespace.unwrap_or(&self.namespace).to_string(),
+            name: name.to_string(),
+        }
+    }
+
     pub(crate) fn with_task_events(mut self, capacity: usize, report: bool) -> Self {
         self.owner.events = crate::proto::events::TaskEvents::new(capacity);
         if report {
@@ -1556,8 +1579,13 @@ impl State {
                     }
                 }
             }
-            ArchivedToNode::LookupActor { name, answer } => {
-                self.worker_looks_up(worker, name.as_str(), answer.to_native());
+            ArchivedToNode::LookupActor {
+                name,
+                namespace,
+                answer,
+            } => {
+                let name = self.actor_name(name, namespace.as_ref().map(|n| n.as_str()));
+                self.worker_looks_up(worker, name, answer.to_native());
             }
             ArchivedToNode::KillActor(actor) => self.kill_actor(actor.to_native()),
             ArchivedToNode::WhereActor { actor } => self.where_actor(worker, actor.to_native()),

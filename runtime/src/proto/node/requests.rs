@@ -8,7 +8,7 @@
 use prism_graph::{ActorId, ObjectId, PlacementStrategy, Resources, TaskError, TaskSpec};
 use prism_transport::{ActorConfig, Answer, Refusal};
 
-use super::State;
+use super::{ActorName, State};
 use crate::proto::owner::{Owner, Slot};
 use crate::proto::placement::{Stage, gone};
 use crate::proto::scheduler::WorkerId;
@@ -31,7 +31,10 @@ impl State {
                 self.counted_for(worker, actor);
                 Answer::Actor { actor, class }
             }
-            Err(taken) => Answer::Refused(Refusal::NameTaken(taken.0)),
+            Err(taken) => Answer::Refused(Refusal::NameTaken {
+                name: taken.name,
+                namespace: taken.namespace,
+            }),
         };
         if let Some(answer) = answer {
             self.answer(worker, answer, &reply);
@@ -39,13 +42,16 @@ impl State {
     }
 
     /// `worker` looks up the actor named `name`; it holds a handle to it once found.
-    pub(super) fn worker_looks_up(&mut self, worker: WorkerId, name: &str, answer: ObjectId) {
-        let reply = match self.lookup_actor(name) {
+    pub(super) fn worker_looks_up(&mut self, worker: WorkerId, name: ActorName, answer: ObjectId) {
+        let reply = match self.lookup_actor(&name) {
             Some((actor, class)) => {
                 self.counted_for(worker, actor);
                 Answer::Actor { actor, class }
             }
-            None => Answer::Refused(Refusal::NoSuchActor(name.to_string())),
+            None => Answer::Refused(Refusal::NoSuchActor {
+                name: name.name,
+                namespace: name.namespace,
+            }),
         };
         self.answer(worker, answer, &reply);
     }

@@ -627,6 +627,7 @@ impl Harness {
         let setup = prism_transport::ActorConfig {
             class: "tests::Counter".into(),
             name: None,
+            namespace: None,
             get_if_exists: false,
             max_restarts,
             max_task_retries: 1,
@@ -1788,6 +1789,16 @@ impl Harness {
 
     /// A worker's request to create an actor of class `tests::Counter`, named `name`.
     fn create_from(&mut self, worker: WorkerId, name: Option<&str>) -> (ActorId, ObjectId) {
+        self.create_in(worker, name, None)
+    }
+
+    /// As `create_from`, the name in `namespace` (the job's when `None`).
+    fn create_in(
+        &mut self,
+        worker: WorkerId,
+        name: Option<&str>,
+        namespace: Option<&str>,
+    ) -> (ActorId, ObjectId) {
         let mut spec = self.spec(Vec::new(), 0);
         spec.task_id = TaskId::new(worker, self.seq);
         let actor = ActorId(spec.task_id);
@@ -1799,6 +1810,7 @@ impl Harness {
         let config = prism_transport::ActorConfig {
             class: "tests::Counter".into(),
             name: name.map(str::to_string),
+            namespace: namespace.map(str::to_string),
             get_if_exists: false,
             max_restarts: 0,
             max_task_retries: 0,
@@ -1814,6 +1826,60 @@ impl Harness {
         );
         (actor, answer)
     }
+}
+
+#[test]
+fn actors_names_are_per_namespace() {
+    use prism_transport::{Answer, Refusal};
+    let mut h = Harness::new(1, 2.0);
+    let (w1, w2) = (h.connected[0], h.connected[1]);
+    let class = String::from("tests::Counter");
+    let (actor, a1) = h.create_from(w1, Some("ps"));
+    assert!(matches!(h.answer(w1, a1), Some(Answer::Actor { .. })));
+    // The same name in another namespace is another actor's.
+    let (elsewhere, a5) = h.create_in(w2, Some("ps"), Some("other"));
+    assert_eq!(
+        h.answer(w2, a5),
+        Some(Answer::Actor {
+            actor: elsewhere,
+            class: class.clone()
+        })
+    );
+    let a6 = ObjectId::new(TaskId::new(w1, 9), 0);
+    h.report(
+        w1,
+        &ToNode::LookupActor {
+            name: "ps".into(),
+            namespace: Some("other".into()),
+            answer: a6,
+        },
+    );
+    assert_eq!(
+        h.answer(w1, a6),
+        Some(Answer::Actor {
+            actor: elsewhere,
+            class: class.clone()
+        })
+    );
+    // The job's namespace still has its own.
+    let a7 = ObjectId::new(TaskId::new(w2, 10), 0);
+    h.report(
+        w2,
+        &ToNode::LookupActor {
+            name: "ps".into(),
+            namespace: None,
+            answer: a7,
+        },
+    );
+    assert_eq!(h.answer(w2, a7), Some(Answer::Actor { actor, class }));
+    let (_, a8) = h.create_in(w1, Some("ps"), Some("other"));
+    assert_eq!(
+        h.answer(w1, a8),
+        Some(Answer::Refused(Refusal::NameTaken {
+            name: "ps".into(),
+            namespace: "other".into(),
+        }))
+    );
 }
 
 #[test]
@@ -1835,13 +1901,17 @@ fn workers_make_find_and_kill_actors_and_await_groups_through_answer_objects() {
     let (_, a2) = h.create_from(w2, Some("ps"));
     assert_eq!(
         h.answer(w2, a2),
-        Some(Answer::Refused(Refusal::NameTaken("ps".into())))
+        Some(Answer::Refused(Refusal::NameTaken {
+            name: "ps".into(),
+            namespace: String::new(),
+        }))
     );
     let a3 = ObjectId::new(TaskId::new(w2, 7), 0);
     h.report(
         w2,
         &ToNode::LookupActor {
             name: "ps".into(),
+            namespace: None,
             answer: a3,
         },
     );
@@ -1857,12 +1927,16 @@ fn workers_make_find_and_kill_actors_and_await_groups_through_answer_objects() {
         w2,
         &ToNode::LookupActor {
             name: "nobody".into(),
+            namespace: Some("other".into()),
             answer: a4,
         },
     );
     assert_eq!(
         h.answer(w2, a4),
-        Some(Answer::Refused(Refusal::NoSuchActor("nobody".into())))
+        Some(Answer::Refused(Refusal::NoSuchActor {
+            name: "nobody".into(),
+            namespace: "other".into(),
+        }))
     );
     // Read answers go once released.
     h.report(w2, &ToNode::Release(vec![a2, a3, a4]));
@@ -1907,6 +1981,7 @@ fn workers_make_find_and_kill_actors_and_await_groups_through_answer_objects() {
         w1,
         &ToNode::LookupActor {
             name: "ps".into(),
+            namespace: None,
             answer: g1,
         },
     );
