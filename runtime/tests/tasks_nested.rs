@@ -673,14 +673,22 @@ fn the_prism_command_lists_summarises_and_draws_a_running_programs_tasks() -> Re
     ensure(
         table.starts_with("ACTOR")
             && table.lines().any(|l| {
-                l.contains("::Listed") && l.contains("listed-by-the-cli") && l.contains("ALIVE")
+                l.contains("::Listed")
+                    && l.contains("listed-by-the-cli")
+                    && l.contains("anonymous-")
+                    && l.contains("ALIVE")
             }),
         table.clone(),
     )?;
     let api = prism::state::list_actors()?;
     ensure(
-        api.iter()
-            .any(|a| a.name.as_deref() == Some("listed-by-the-cli") && a.state == "ALIVE"),
+        api.iter().any(|a| {
+            a.name.as_deref() == Some("listed-by-the-cli")
+                && a.namespace
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("anonymous-"))
+                && a.state == "ALIVE"
+        }),
         format!("{api:?}"),
     )?;
     let counted = prism_cli(&["summary", "actors", "--pid", &me])?;

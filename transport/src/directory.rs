@@ -64,6 +64,10 @@ pub struct ActorStatus {
     pub class: String,
     /// The name it was created under, if any.
     pub name: Option<String>,
+    /// The namespace of its name (empty when it has none; a head's table saved before
+    /// namespaces reads as empty).
+    #[serde(default)]
+    pub namespace: String,
     /// Where it is in its life.
     pub state: ActorState,
     /// The node its current incarnation runs on (empty while it has none).

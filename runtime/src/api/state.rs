@@ -53,6 +53,8 @@ pub struct ActorInfo {
     pub class: String,
     /// The name it was created under, if any.
     pub name: Option<String>,
+    /// The namespace of its name, if it has one.
+    pub namespace: Option<String>,
     /// `STARTING`, `ALIVE`, `RESTARTING` or `DEAD`.
     pub state: &'static str,
     /// Why it is dead.
@@ -75,6 +77,7 @@ pub fn list_actors() -> Result<Vec<ActorInfo>> {
                 ActorInfo {
                     actor_id: a.id.to_string(),
                     class: a.class,
+                    namespace: a.name.as_ref().map(|_| a.namespace.clone()),
                     name: a.name,
                     state,
                     reason,

@@ -443,10 +443,26 @@ fn objects(answers: &[(u32, Value)]) -> Table {
 /// The drivers' actors, by id within each driver.
 fn driver_actors(answers: &[(u32, Value)]) -> Table {
     let columns = &[
-        "ACTOR", "CLASS", "NAME", "STATE", "NODE", "RESTARTS", "DRIVER", "REASON",
+        "ACTOR",
+        "CLASS",
+        "NAME",
+        "NAMESPACE",
+        "STATE",
+        "NODE",
+        "RESTARTS",
+        "DRIVER",
+        "REASON",
     ];
     let fields = [
-        "actor_id", "class", "name", "state", "node", "restarts", "driver", "reason",
+        "actor_id",
+        "class",
+        "name",
+        "namespace",
+        "state",
+        "node",
+        "restarts",
+        "driver",
+        "reason",
     ];
     records_table(driver_records(answers), columns, &fields)
 }
@@ -582,7 +598,15 @@ fn jobs_table(jobs: &[JobStatus]) -> Table {
 
 fn actors(jobs: &[JobStatus]) -> Table {
     let columns = &[
-        "ACTOR", "CLASS", "NAME", "STATE", "NODE", "RESTARTS", "JOB", "REASON",
+        "ACTOR",
+        "CLASS",
+        "NAME",
+        "NAMESPACE",
+        "STATE",
+        "NODE",
+        "RESTARTS",
+        "JOB",
+        "REASON",
     ];
     let rows = jobs.iter().flat_map(|job| {
         job.actors.iter().map(|actor| {
@@ -592,6 +616,7 @@ fn actors(jobs: &[JobStatus]) -> Table {
                 actor.id.to_string(),
                 actor.class.clone(),
                 actor.name.clone().unwrap_or_else(|| "-".into()),
+                or_dash(&actor.namespace),
                 state.to_string(),
                 or_dash(&actor.node),
                 actor.restarts.to_string(),

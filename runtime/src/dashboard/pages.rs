@@ -431,6 +431,11 @@ pub(super) fn actors(seen: &Seen<'_>, job: Option<&str>) -> String {
                 escape(&a.id.to_string()),
                 escape(&a.class),
                 escape(a.name.as_deref().unwrap_or("-")),
+                escape(if a.namespace.is_empty() {
+                    "-"
+                } else {
+                    &a.namespace
+                }),
                 state(name),
                 escape(if a.node.is_empty() { "-" } else { &a.node }),
                 a.restarts.to_string(),
@@ -443,7 +448,15 @@ pub(super) fn actors(seen: &Seen<'_>, job: Option<&str>) -> String {
         "<h1>Actors</h1>{}",
         table(
             &[
-                "Actor", "Class", "Name", "State", "Node", "Restarts", "Job", "Reason"
+                "Actor",
+                "Class",
+                "Name",
+                "Namespace",
+                "State",
+                "Node",
+                "Restarts",
+                "Job",
+                "Reason"
             ],
             &rows
         )

@@ -498,6 +498,7 @@ mod tests {
             id: ActorId(TaskId::new(0, id)),
             class: "Counter".into(),
             name: (id == 1).then(|| "first".to_string()),
+            namespace: if id == 1 { "svc".into() } else { String::new() },
             state,
             node: "n1".into(),
             restarts: 0,

@@ -625,6 +625,7 @@ impl State {
                 id: *id,
                 class: record.class.clone(),
                 name: record.name.as_ref().map(|n| n.name.clone()),
+                namespace: (record.name.as_ref()).map_or_else(String::new, |n| n.namespace.clone()),
                 state: match &record.life {
                     Life::Starting if record.restarts == 0 => ActorState::Starting,
                     Life::Starting => ActorState::Restarting,
