@@ -440,9 +440,10 @@ fn objects(answers: &[(u32, Value)]) -> Table {
     records_table(driver_records(answers), columns, &fields)
 }
 
-/// The drivers' actors, by id within each driver.
-fn driver_actors(answers: &[(u32, Value)]) -> Table {
-    let columns = &[
+/// The columns of an actors' table, whose last but one names where each actor's record came
+/// from (`by`).
+const fn actor_columns(by: &'static str) -> [&'static str; 9] {
+    [
         "ACTOR",
         "CLASS",
         "NAME",
@@ -450,9 +451,18 @@ fn driver_actors(answers: &[(u32, Value)]) -> Table {
         "STATE",
         "NODE",
         "RESTARTS",
-        "DRIVER",
+        by,
         "REASON",
-    ];
+    ]
+}
+
+/// The actors' columns as the drivers answer them, and as the head's jobs do.
+const ACTOR_COLUMNS_BY_DRIVER: [&str; 9] = actor_columns("DRIVER");
+const ACTOR_COLUMNS_BY_JOB: [&str; 9] = actor_columns("JOB");
+
+/// The drivers' actors, by id within each driver.
+fn driver_actors(answers: &[(u32, Value)]) -> Table {
+    let columns = &ACTOR_COLUMNS_BY_DRIVER;
     let fields = [
         "actor_id",
         "class",
@@ -597,17 +607,7 @@ fn jobs_table(jobs: &[JobStatus]) -> Table {
 }
 
 fn actors(jobs: &[JobStatus]) -> Table {
-    let columns = &[
-        "ACTOR",
-        "CLASS",
-        "NAME",
-        "NAMESPACE",
-        "STATE",
-        "NODE",
-        "RESTARTS",
-        "JOB",
-        "REASON",
-    ];
+    let columns = &ACTOR_COLUMNS_BY_JOB;
     let rows = jobs.iter().flat_map(|job| {
         job.actors.iter().map(|actor| {
             let (state, reason) = actor.state.name_and_reason();
