@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use prism_transport::direct::{DirectError, Endpoint, Event, LinkId};
@@ -48,17 +48,87 @@ pub(crate) struct DriverLinks {
     burst: Mutex<Burst>,
     /// Wakes the links' thread to send a burst, or to read the socket again.
     wake: std::os::fd::OwnedFd,
-    /// Threads spinning on the endpoint now ([`DriverLinks::spinning`]): while any does, the
-    /// links' thread leaves the socket to them, so that an answer wakes no other thread.
-    spinning: AtomicUsize,
+    /// Who reads the socket: threads that spin on it, or the links' thread.
+    spinners: Spinners,
+}
+
+/// Who reads the driver's endpoint's socket: the threads that spin on it while they wait for
+/// an answer ([`DriverLinks::spinning`]), or else the links' thread, which sleeps on it. A
+/// thread that sleeps on a socket is woken by every datagram, also one that another thread
+/// reads first: while a thread spins, and for [`SPIN_LINGER`] after one's answer came, the
+/// links' thread sleeps off the socket, so that an answer wakes no other thread.
+#[derive(Debug)]
+struct Spinners {
+    /// Threads spinning now.
+    count: AtomicUsize,
     /// When a thread last stopped spinning because its answer came, in microseconds after
-    /// `epoch` (0: none since the last that parked).
-    spun_at: AtomicU64,
-    epoch: std::time::Instant,
+    /// `epoch` (0: none since the last one that parked).
+    answered_at: AtomicU64,
+    epoch: Instant,
     /// The links' thread sleeps on the socket: a thread that begins to spin wakes it once,
-    /// to leave the socket to the spinner (a sleeper on a socket is woken by each datagram,
-    /// even one another thread reads first).
-    listening: std::sync::atomic::AtomicBool,
+    /// to leave the socket to the spinner.
+    listening: AtomicBool,
+}
+
+impl Spinners {
+    fn new(epoch: Instant) -> Self {
+        Spinners {
+            count: AtomicUsize::new(0),
+            answered_at: AtomicU64::new(0),
+            epoch,
+            listening: AtomicBool::new(false),
+        }
+    }
+
+    /// A thread begins to spin: true when the links' thread listens on the socket and must be
+    /// woken to leave it. (The links' thread goes quiet either because it sees the count or
+    /// because it is woken: SeqCst on both sides, so one of the two happens.)
+    fn begin(&self) -> bool {
+        self.count.fetch_add(1, Ordering::SeqCst) == 0 && self.listening.load(Ordering::SeqCst)
+    }
+
+    /// A spinning thread's answer came at `now`.
+    fn answered(&self, now: Instant) {
+        let at = now.saturating_duration_since(self.epoch).as_micros() as u64;
+        self.answered_at.store(at.max(1), Ordering::SeqCst);
+        self.count.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// A spinning thread stops to sleep: true when it was the last, and the links' thread
+    /// must be woken to listen again.
+    fn parks(&self) -> bool {
+        self.answered_at.store(0, Ordering::SeqCst);
+        self.count.fetch_sub(1, Ordering::SeqCst) == 1
+    }
+
+    /// The links' thread is about to sleep at `now`: how long it leaves the socket to the
+    /// spinners, or `None` when it listens (marked so until [`Spinners::slept`]).
+    fn quiet_for(&self, now: Instant) -> Option<Duration> {
+        self.listening.store(true, Ordering::SeqCst);
+        let quiet = if self.count.load(Ordering::SeqCst) > 0 {
+            Some(SPIN_LINGER)
+        } else {
+            match self.answered_at.load(Ordering::SeqCst) {
+                0 => None,
+                at => {
+                    let since = (now.saturating_duration_since(self.epoch))
+                        .saturating_sub(Duration::from_micros(at));
+                    SPIN_LINGER
+                        .checked_sub(since)
+                        .filter(|left| !left.is_zero())
+                }
+            }
+        };
+        if quiet.is_some() {
+            self.listening.store(false, Ordering::SeqCst);
+        }
+        quiet
+    }
+
+    /// The links' thread woke.
+    fn slept(&self) {
+        self.listening.store(false, Ordering::SeqCst);
+    }
 }
 
 /// A thread spinning on the driver's endpoint (see [`DriverLinks::spinning`]).
@@ -68,8 +138,7 @@ pub(crate) struct Spinning(Arc<DriverLinks>);
 impl Spinning {
     /// The thread stops spinning to sleep: the links' thread reads the socket again now.
     pub(crate) fn park(self) {
-        self.0.spun_at.store(0, Ordering::SeqCst);
-        if self.0.spinning.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if self.0.spinners.parks() {
             self.0.wake_thread();
         }
         std::mem::forget(self);
@@ -80,9 +149,7 @@ impl Drop for Spinning {
     /// The thread's answer came: the links' thread reads the socket again [`SPIN_LINGER`]
     /// after, unless a thread spins again by then (a caller's next round trip).
     fn drop(&mut self) {
-        let at = self.0.epoch.elapsed().as_micros() as u64;
-        self.0.spun_at.store(at.max(1), Ordering::SeqCst);
-        self.0.spinning.fetch_sub(1, Ordering::SeqCst);
+        self.0.spinners.answered(Instant::now());
     }
 }
 
@@ -94,7 +161,7 @@ struct Burst {
     /// Bytes per link, in the order they were sent; links in the order they were first sent to.
     pending: Vec<(LinkId, Vec<u8>)>,
     /// When the last send came, and the count of waits then ([`super::link::waits`]).
-    last: (std::time::Instant, u64),
+    last: (Instant, u64),
 }
 
 impl DriverLinks {
@@ -123,24 +190,17 @@ impl DriverLinks {
             reading: Mutex::new(Vec::new()),
             burst: Mutex::new(Burst {
                 pending: Vec::new(),
-                last: (std::time::Instant::now(), super::link::waits()),
+                last: (Instant::now(), super::link::waits()),
             }),
             wake,
-            spinning: AtomicUsize::new(0),
-            spun_at: AtomicU64::new(0),
-            epoch: std::time::Instant::now(),
-            listening: std::sync::atomic::AtomicBool::new(false),
+            spinners: Spinners::new(Instant::now()),
         })
     }
 
     /// Marks the calling thread as spinning on the endpoint (it calls [`DriverLinks::poll`])
     /// until the mark is dropped, or [`Spinning::park`]ed before the thread sleeps.
     pub(crate) fn spinning(self: &Arc<Self>) -> Spinning {
-        // The links' thread goes quiet either because it sees this count or because it is
-        // woken here (SeqCst on both sides: one of the two happens).
-        if self.spinning.fetch_add(1, Ordering::SeqCst) == 0
-            && self.listening.load(Ordering::SeqCst)
-        {
+        if self.spinners.begin() {
             self.wake_thread();
         }
         Spinning(self.clone())
@@ -176,7 +236,7 @@ impl DriverLinks {
     ///
     /// [`BURST_GAP`]: super::link::BURST_GAP
     pub(crate) fn send(&self, link: LinkId, bytes: &[u8]) -> Result<(), DirectError> {
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         let waits = super::link::waits();
         let mut burst = self.burst.lock();
         let (last, waited) = std::mem::replace(&mut burst.last, (now, waits));
@@ -286,15 +346,11 @@ impl DriverLinks {
             .spawn(move || {
                 loop {
                     let wake = links.wake.as_raw_fd();
-                    links.listening.store(true, Ordering::SeqCst);
-                    let slept = match links.quiet_for() {
-                        Some(quiet) => {
-                            links.listening.store(false, Ordering::SeqCst);
-                            links.endpoint.wait_timers(wake, quiet)
-                        }
+                    let slept = match links.spinners.quiet_for(Instant::now()) {
+                        Some(quiet) => links.endpoint.wait_timers(wake, quiet),
                         None => links.endpoint.wait_also(Some(wake), IDLE_WAIT),
                     };
-                    links.listening.store(false, Ordering::SeqCst);
+                    links.spinners.slept();
                     if let Err(e) = slept {
                         tracing::warn!("the driver's direct endpoint cannot be waited on: {e}");
                         std::thread::sleep(IDLE_WAIT);
@@ -308,25 +364,6 @@ impl DriverLinks {
                 }
             })?;
         Ok(())
-    }
-
-    /// How long the links' thread leaves the socket to spinning threads now: while one
-    /// spins, and for [`SPIN_LINGER`] after one's answer came; `None` when none did.
-    fn quiet_for(&self) -> Option<Duration> {
-        if self.spinning.load(Ordering::SeqCst) > 0 {
-            return Some(SPIN_LINGER);
-        }
-        let at = self.spun_at.load(Ordering::SeqCst);
-        if at == 0 {
-            return None;
-        }
-        let since = self
-            .epoch
-            .elapsed()
-            .saturating_sub(Duration::from_micros(at));
-        SPIN_LINGER
-            .checked_sub(since)
-            .filter(|left| !left.is_zero())
     }
 
     /// Hands the frames in `events` to the core, a link's run of frames at a time, and tells
@@ -378,5 +415,42 @@ impl DriverLinks {
 fn deliver(core: &Core, worker: WorkerId, frames: Vec<Frame>) {
     if let Err(reason) = core.frames_from(worker, Way::Link, frames) {
         tracing::error!(worker, "a bad frame on the driver's direct link: {reason}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_links_thread_leaves_the_socket_while_a_thread_spins_and_a_while_after() {
+        let epoch = Instant::now();
+        let at = |us: u64| epoch + Duration::from_micros(us);
+        let spinners = Spinners::new(epoch);
+        // Nobody spun yet: the links' thread listens (until it wakes), and a thread that
+        // begins to spin meanwhile wakes it.
+        assert_eq!(spinners.quiet_for(at(10)), None);
+        assert!(spinners.begin(), "a spinner wakes the listening thread");
+        spinners.slept();
+        assert_eq!(spinners.quiet_for(at(20)), Some(SPIN_LINGER));
+        assert!(!spinners.begin(), "a second spinner finds it quiet already");
+        // Answers came: quiet until SPIN_LINGER after the last.
+        spinners.answered(at(100));
+        spinners.answered(at(300));
+        assert_eq!(
+            spinners.quiet_for(at(500)),
+            Some(SPIN_LINGER - Duration::from_micros(200))
+        );
+        let after = at(300) + SPIN_LINGER;
+        assert_eq!(spinners.quiet_for(after), None, "it listens again");
+        // A spinner that gives up wakes it to listen at once.
+        assert!(spinners.begin(), "it was listening");
+        assert!(spinners.parks(), "the last spinner to park wakes it");
+        assert_eq!(spinners.quiet_for(after), None);
+        // Two spinners: only the last to park wakes it.
+        spinners.slept();
+        assert!(!spinners.begin() && !spinners.begin());
+        assert!(!spinners.parks());
+        assert!(spinners.parks());
     }
 }
