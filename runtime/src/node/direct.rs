@@ -133,15 +133,19 @@ impl Spinners {
 
 /// A thread spinning on the driver's endpoint (see [`DriverLinks::spinning`]).
 #[derive(Debug)]
-pub(crate) struct Spinning(Arc<DriverLinks>);
+pub(crate) struct Spinning {
+    links: Arc<DriverLinks>,
+    /// It stopped to sleep ([`Spinning::park`]) rather than for an answer.
+    parked: bool,
+}
 
 impl Spinning {
     /// The thread stops spinning to sleep: the links' thread reads the socket again now.
-    pub(crate) fn park(self) {
-        if self.0.spinners.parks() {
-            self.0.wake_thread();
+    pub(crate) fn park(mut self) {
+        self.parked = true;
+        if self.links.spinners.parks() {
+            self.links.wake_thread();
         }
-        std::mem::forget(self);
     }
 }
 
@@ -149,7 +153,9 @@ impl Drop for Spinning {
     /// The thread's answer came: the links' thread reads the socket again [`SPIN_LINGER`]
     /// after, unless a thread spins again by then (a caller's next round trip).
     fn drop(&mut self) {
-        self.0.spinners.answered(Instant::now());
+        if !self.parked {
+            self.links.spinners.answered(Instant::now());
+        }
     }
 }
 
@@ -203,7 +209,10 @@ impl DriverLinks {
         if self.spinners.begin() {
             self.wake_thread();
         }
-        Spinning(self.clone())
+        Spinning {
+            links: self.clone(),
+            parked: false,
+        }
     }
 
     /// Where the links come from (what the workers are told through their nodes).
