@@ -89,7 +89,7 @@ pub use api::stream::{Blocking, ObjectRefStream};
 pub use api::{
     IntoRefs, WaitResult, available_resources, cancel, cancel_force, cluster_resources, get,
     get_all, get_all_blocking, get_archived, get_archived_blocking, get_blocking, get_timeout,
-    get_timeout_blocking, init, init_with, is_driver, is_initialized, node_name, nodes,
+    get_timeout_blocking, init, init_with, is_driver, is_initialized, namespace, node_name, nodes,
     owned_object_count, put, put_ref, shutdown, wait, wait_blocking, worker_messages_received,
     worker_messages_relayed,
 };

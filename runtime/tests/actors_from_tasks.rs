@@ -289,6 +289,10 @@ fn a_task_names_an_actor_that_others_find() -> Result<(), Failed> {
 const JOB_NAMESPACE: &str = "from-tasks";
 
 fn names_are_per_namespace() -> Result<(), Failed> {
+    ensure(
+        prism::namespace()? == JOB_NAMESPACE,
+        "the driver says its namespace",
+    )?;
     // Without a namespace, a name is in the job's (the configured one here).
     let mine = Counter::options().name("shared").remote(1);
     let theirs = Counter::options()

@@ -667,6 +667,11 @@ fn the_prism_command_lists_summarises_and_draws_a_running_programs_tasks() -> Re
     )?;
     drop(held);
     // The program's actors, from the program itself (no head runs here).
+    let namespace = prism::namespace()?;
+    ensure(
+        namespace.starts_with("anonymous-") && namespace.len() == "anonymous-".len() + 16,
+        format!("a job without a namespace has an anonymous one: {namespace:?}"),
+    )?;
     let listed = Listed::options().name("listed-by-the-cli").remote();
     ensure(listed.see().get_blocking()? == 1, "the actor runs")?;
     let table = prism_cli(&["list", "actors", "--pid", &me])?;

@@ -361,6 +361,12 @@ fn resources_of(
     })
 }
 
+/// The job's namespace ([`Config::namespace`]): where the names of actors go whose creation
+/// or lookup names none, as Ray's `get_runtime_context().namespace`. Known in the driver.
+pub fn namespace() -> Result<String> {
+    in_driver("the job's namespace", |core| core.namespace())
+}
+
 /// The names of the nodes this job can run on now (alive and not leaving): the embedded node,
 /// or a cluster's nodes, those that joined after the driver included. Known in the driver.
 pub fn nodes() -> Result<Vec<String>> {

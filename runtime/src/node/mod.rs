@@ -304,6 +304,11 @@ impl Core {
         self.cluster.is_some()
     }
 
+    /// The job's namespace ([`crate::Config::namespace`]).
+    pub(crate) fn namespace(&self) -> String {
+        self.state.lock().node.namespace().to_string()
+    }
+
     /// Marks the calling thread as spinning on [`Core::poll_links`] (a joined driver's direct
     /// links then leave their socket to it; see [`direct::DriverLinks::spinning`]).
     pub(crate) fn spinning(&self) -> Option<direct::Spinning> {

@@ -620,6 +620,11 @@ impl State {
         self
     }
 
+    /// The job's namespace.
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// `name` in `namespace`, or in the job's when that is `None`.
     pub(crate) fn actor_name(&self, name: &str, namespace: Option<&str>) -> ActorName {
         ActorName {
