@@ -93,14 +93,27 @@ pub enum Error {
         found: String,
     },
     /// Another actor already has this name in this namespace.
-    #[error(
-        "an actor named {name:?} already exists in namespace {namespace:?} (use get_if_exists to share it)"
-    )]
+    #[error("an actor named {name:?} already exists in namespace {namespace:?} {}", held_by(.holder))]
     ActorNameTaken {
         /// The name.
         name: String,
         /// The namespace.
         namespace: String,
+        /// The job whose actor has it (`None`: this job).
+        holder: Option<String>,
+    },
+    /// The name could not be claimed at the cluster's head, which keeps names unique across
+    /// its jobs.
+    #[error(
+        "cannot claim the actor name {name:?} in namespace {namespace:?} at the cluster's head: {reason}"
+    )]
+    ActorNameUnclaimed {
+        /// The name.
+        name: String,
+        /// The namespace.
+        namespace: String,
+        /// Why (the head did not answer).
+        reason: String,
     },
     /// The object is unknown to its owner (freed long ago, or never made by this cluster).
     #[error("object {0} is unknown to its owner (freed long ago, or from another cluster)")]
@@ -150,11 +163,46 @@ impl Error {
         matches!(self, Error::Timeout { .. })
     }
 
+    /// The error a node's refusal of a worker's request stands for.
+    pub(crate) fn from_refusal(refusal: prism_transport::Refusal) -> Error {
+        use prism_transport::Refusal;
+        match refusal {
+            Refusal::NameTaken {
+                name,
+                namespace,
+                holder,
+            } => Error::ActorNameTaken {
+                name,
+                namespace,
+                holder,
+            },
+            Refusal::NameUnclaimed {
+                name,
+                namespace,
+                reason,
+            } => Error::ActorNameUnclaimed {
+                name,
+                namespace,
+                reason,
+            },
+            Refusal::NoSuchActor { name, namespace } => Error::ActorNotFound { name, namespace },
+            Refusal::GroupGone(reason) => Error::InvalidArgument(reason),
+        }
+    }
+
     /// The task error, if this is one.
     pub fn task_error(&self) -> Option<&TaskError> {
         match self {
             Error::Task(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+/// Who holds a taken actor name, for [`Error::ActorNameTaken`].
+fn held_by(holder: &Option<String>) -> String {
+    match holder {
+        None => "(use get_if_exists to share it)".to_string(),
+        Some(job) => format!("(held by job {job}: names are unique per namespace across jobs)"),
     }
 }

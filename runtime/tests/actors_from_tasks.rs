@@ -325,7 +325,7 @@ fn names_are_per_namespace() -> Result<(), Failed> {
     ensure(
         matches!(
             &taken,
-            Err(prism::Error::ActorNameTaken { name, namespace })
+            Err(prism::Error::ActorNameTaken { name, namespace, holder: None })
                 if name == "shared" && namespace == "svc"
         ),
         format!(

@@ -159,6 +159,123 @@ fn hold_all_of_alpha(dir: String) -> bool {
     !alone
 }
 
+/// Makes the actor named `name` in `namespace`: "made", or why not.
+#[remote]
+fn claim_in(name: String, namespace: String) -> String {
+    match Tally::options()
+        .name(&name)
+        .namespace(&namespace)
+        .try_remote(0)
+    {
+        Ok(_) => "made".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The environment variable that makes this test's binary a job that names actors where the
+/// first job holds a name (see [`be_a_naming_job`]).
+const NAMING_JOB: &str = "PRISM_TEST_NAMING_JOB";
+
+/// Run as another job on the cluster (by [`names_are_unique_across_the_jobs_of_a_namespace`]):
+/// tries the name the first job holds, from the driver and from a task, and again after the
+/// first job's word that it killed its actor; prints what happened, a line each.
+fn be_a_naming_job() {
+    if std::env::var(NAMING_JOB).is_err() {
+        return;
+    }
+    prism::init().expect("the naming job joins the cluster");
+    let taken = Tally::options()
+        .name("shared")
+        .namespace("svc")
+        .try_remote(0);
+    match taken {
+        Err(prism::Error::ActorNameTaken {
+            holder: Some(job), ..
+        }) => println!("taken by {job}"),
+        other => println!("not taken: {:?}", other.map(|t| t.id())),
+    }
+    let other = Tally::options()
+        .name("shared")
+        .namespace("mine")
+        .try_remote(0);
+    println!(
+        "other namespace: {}",
+        other.map_or_else(|e| e.to_string(), |_| "made".into())
+    );
+    let from_task = claim_in::remote("shared".to_string(), "svc".to_string()).get_blocking();
+    println!(
+        "from a task: {}",
+        from_task.unwrap_or_else(|e| e.to_string())
+    );
+    println!("waiting");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    // The first job's actor died: its name goes at the head as its driver learns of it.
+    let start = std::time::Instant::now();
+    let made = loop {
+        match Tally::options()
+            .name("shared")
+            .namespace("svc")
+            .try_remote(7)
+        {
+            Ok(tally) => break tally.add(1).get_blocking().map(|n| n.to_string()),
+            Err(e) if start.elapsed() > std::time::Duration::from_secs(10) => break Err(e),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    };
+    match made {
+        Ok(n) => println!("after the kill: {n} in {} ms", start.elapsed().as_millis()),
+        Err(e) => println!("after the kill: {e}"),
+    }
+    prism::shutdown();
+    std::process::exit(0);
+}
+
+fn names_are_unique_across_the_jobs_of_a_namespace(addr: &str, token: &str) -> Result<(), Failed> {
+    let mine = Tally::options()
+        .name("shared")
+        .namespace("svc")
+        .try_remote(1)?;
+    ensure(
+        mine.add(1).get_blocking()? == 2,
+        "the first job's actor answers",
+    )?;
+    let (mut other, mut lines) = another_job(NAMING_JOB, "1", addr, token)?;
+    let mut said = lines_until(&mut lines, "waiting")?;
+    let killed = prism::kill(&mine);
+    {
+        use std::io::Write;
+        let mut stdin = other.stdin.take().ok_or("the naming job's input")?;
+        let _ = writeln!(stdin, "killed");
+    }
+    for line in lines {
+        said.push(line?);
+    }
+    let status = other.wait()?;
+    killed?;
+    ensure(
+        status.success(),
+        format!("the naming job ended well: {said:?}"),
+    )?;
+    let line = |prefix: &str| said.iter().find(|l| l.starts_with(prefix)).cloned();
+    ensure(
+        line("taken by ").is_some_and(|l| l.len() > "taken by ".len()),
+        format!("the other job's driver is refused, told which job holds the name: {said:?}"),
+    )?;
+    ensure(
+        line("other namespace: ").as_deref() == Some("other namespace: made"),
+        format!("the name is free in another namespace: {said:?}"),
+    )?;
+    ensure(
+        line("from a task: ").is_some_and(|l| l.contains("held by job")),
+        format!("the other job's task is refused too: {said:?}"),
+    )?;
+    ensure(
+        line("after the kill: 8 in ").is_some(),
+        format!("the name is free once its actor is killed: {said:?}"),
+    )
+}
+
 /// The environment variable that makes this test's binary a second job (see
 /// [`be_a_second_job`]): the directory of the marker.
 const SECOND_JOB: &str = "PRISM_TEST_SECOND_JOB";
@@ -188,49 +305,68 @@ fn be_a_second_job() {
     std::process::exit(0);
 }
 
+/// What another job prints, line by line.
+type Said = std::io::Lines<std::io::BufReader<std::process::ChildStdout>>;
+
+/// Runs this test's binary as another job on the cluster at `addr`, told what to do by
+/// `var` = `value`: the process (its input piped) and its output.
+fn another_job(
+    var: &str,
+    value: &str,
+    addr: &str,
+    token: &str,
+) -> Result<(std::process::Child, Said), Failed> {
+    let mut job = std::process::Command::new(std::env::current_exe()?)
+        .env(var, value)
+        .env("PRISM_ADDRESS", addr)
+        .env("PRISM_TOKEN", token)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let out = job.stdout.take().ok_or("the other job's output")?;
+    Ok((job, std::io::BufRead::lines(std::io::BufReader::new(out))))
+}
+
+/// The lines another job said up to and with `marker` (all, if it never says it).
+fn lines_until(lines: &mut Said, marker: &str) -> Result<Vec<String>, Failed> {
+    let mut said = Vec::new();
+    for line in lines.by_ref() {
+        let line = line?;
+        let end = line == marker;
+        said.push(line);
+        if end {
+            break;
+        }
+    }
+    Ok(said)
+}
+
 fn two_jobs_share_a_node_and_never_over_commit_it(addr: &str, token: &str) -> Result<(), Failed> {
     // Each job's driver counts alpha's `alpha` whole; alpha's daemon grants it to one job
     // at a time, so no two of these tasks run there at once.
     let dir = std::env::temp_dir().join(format!("prism-two-jobs-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let path = dir.to_string_lossy().into_owned();
-    let mut second = std::process::Command::new(std::env::current_exe()?)
-        .env(SECOND_JOB, &path)
-        .env("PRISM_ADDRESS", addr)
-        .env("PRISM_TOKEN", token)
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
+    let (mut second, mut lines) = another_job(SECOND_JOB, &path, addr, token)?;
     // Once the second job's tasks run on alpha, this job's want alpha too.
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
-        second.stdout.take().ok_or("the second job's output")?,
-    ));
-    let mut said = String::new();
-    for line in lines.by_ref() {
-        let line = line?;
-        said.push_str(&line);
-        said.push('\n');
-        if line == "running" {
-            break;
-        }
-    }
+    let mut said = lines_until(&mut lines, "running")?;
     let refs: Vec<ObjectRef<bool>> = (0..HOLDS)
         .map(|_| hold_all_of_alpha::remote(path.clone()))
         .collect();
     let ours = prism::get_all_blocking(&refs);
     for line in lines {
-        said.push_str(&line?);
-        said.push('\n');
+        said.push(line?);
     }
     let status = second.wait();
     let _ = std::fs::remove_dir_all(&dir);
     let (ours, status) = (ours?, status?);
     ensure(
         status.success(),
-        format!("the second job ended well: {said}"),
+        format!("the second job ended well: {said:?}"),
     )?;
     let overlaps = ours.iter().filter(|o| **o).count();
     ensure(
-        overlaps == 0 && said.lines().any(|l| l == "overlaps 0"),
+        overlaps == 0 && said.iter().any(|l| l == "overlaps 0"),
         format!("no task overlapped another on alpha: ours {overlaps}, the second job's {said:?}"),
     )
 }
@@ -724,6 +860,7 @@ fn main() {
     // Before any daemon starts: bad arguments end the process, which would leave them.
     let args = Arguments::from_args();
     be_a_second_job();
+    be_a_naming_job();
     let (head, addr, token) = common::cluster::head("jobs-head", "2");
     let alpha = Host::new("jobs-alpha");
     let alpha_said = alpha.join(
@@ -811,6 +948,11 @@ fn main() {
         let dir = head.dir.clone();
         trials.push(Trial::test(name, move || body(&dir)));
     }
+    let (at, key) = (addr.clone(), token.clone());
+    trials.push(Trial::test(
+        "names_are_unique_across_the_jobs_of_a_namespace",
+        move || names_are_unique_across_the_jobs_of_a_namespace(&at, &key),
+    ));
     let (at, key) = (addr.clone(), token.clone());
     trials.push(Trial::test(
         "two_jobs_share_a_node_and_never_over_commit_it",

@@ -41,8 +41,11 @@ use crate::frame::Message;
 /// ask names a node to fetch the job's binary from ([`PeerLease::Ask`]'s `binary_from`); a
 /// pushed task's run is numbered and its end names it ([`Execute::run`], [`TaskEnd::run`]);
 /// 32: actors' names are per namespace ([`ActorConfig::namespace`],
-/// [`ToNode::LookupActor`]'s `namespace`, [`Refusal`]'s names).
-pub const PROTOCOL_VERSION: u32 = 32;
+/// [`ToNode::LookupActor`]'s `namespace`, [`Refusal`]'s names); 33: a joined job claims its
+/// actors' names at the head ([`ToControl::ClaimName`], [`ToControl::ReleaseName`]), and a
+/// refusal names the job that holds the name ([`Refusal::NameTaken`]'s `holder`,
+/// [`Refusal::NameUnclaimed`]).
+pub const PROTOCOL_VERSION: u32 = 33;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -751,6 +754,17 @@ pub enum Refusal {
         name: String,
         /// The namespace.
         namespace: String,
+        /// The job whose actor has it (`None`: the asker's own job).
+        holder: Option<String>,
+    },
+    /// The name could not be claimed at the cluster's head (why: it did not answer).
+    NameUnclaimed {
+        /// The name.
+        name: String,
+        /// The namespace.
+        namespace: String,
+        /// Why.
+        reason: String,
     },
     /// No live actor has this name in this namespace.
     NoSuchActor {
@@ -1400,6 +1414,29 @@ pub enum ToControl {
     Tasks(crate::TaskQuery),
     /// Every job's counts and times, as its driver last reported them.
     Summaries,
+    /// The job claims `name` in `namespace` for its actor `actor` (its driver's own
+    /// connection only): [`FromControl::Ack`] when it is free (or the job's already), else
+    /// [`FromControl::NameHeld`]. Names are unique per namespace across the cluster's jobs, as
+    /// in Ray; the claim goes with the actor's death ([`ToControl::ReleaseName`], or the
+    /// job's directory showing it dead) or its job's end.
+    ClaimName {
+        /// The namespace.
+        namespace: String,
+        /// The name.
+        name: String,
+        /// The actor the name is for.
+        actor: ActorId,
+    },
+    /// The job's actor `actor` died: its claim on `name` in `namespace` goes (nothing if the
+    /// claim is another actor's by now).
+    ReleaseName {
+        /// The namespace.
+        namespace: String,
+        /// The name.
+        name: String,
+        /// The actor that held it.
+        actor: ActorId,
+    },
 }
 
 /// Tasks of one shape that wait for resources.
@@ -1441,6 +1478,12 @@ pub enum FromControl {
     },
     /// Every job's counts and times (the answer to [`ToControl::Summaries`]).
     Summaries(Vec<crate::JobSummary>),
+    /// The name asked for is held by another job's live actor (the answer to
+    /// [`ToControl::ClaimName`]).
+    NameHeld {
+        /// The job that holds it.
+        job: String,
+    },
     /// The request failed, and why.
     Error(String),
 }

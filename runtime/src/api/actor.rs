@@ -299,7 +299,15 @@ pub fn try_create<A: Actor>(
         max_task_retries: options.max_task_retries,
     };
     let id = match &ctx {
-        Context::Driver(core) => core.create_actor(spec, failed, setup),
+        Context::Driver(core) => {
+            let id = core.create_actor(spec, failed, setup)?;
+            if id == ActorId(task_id) {
+                // A joined driver's name is claimed at the head first (nothing else waits).
+                let claimed = std::future::poll_fn(|cx| core.poll_claim(id, cx.waker()));
+                super::spin::block_on(claimed)?;
+            }
+            Ok(id)
+        }
         Context::Worker(client) => client.create_actor(spec, failed, setup),
     }?;
     drop(keep_alive);

@@ -13,7 +13,7 @@ pub use crate::proto::placement::PlacementStrategy;
 use crate::context::{self, Context};
 use crate::node::Core;
 use crate::{Error, Result};
-use prism_transport::{Answer, Refusal};
+use prism_transport::Answer;
 
 /// The resources of one bundle of a placement group.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -146,7 +146,7 @@ async fn worker_ready(ctx: &Context, id: u64, timeout: Option<Duration>) -> Resu
     match client.take_answer(answer, slot, fetched)? {
         None => Ok(false),
         Some(Answer::Ready) => Ok(true),
-        Some(Answer::Refused(Refusal::GroupGone(reason))) => Err(Error::InvalidArgument(reason)),
+        Some(Answer::Refused(refusal)) => Err(Error::from_refusal(refusal)),
         Some(other) => Err(crate::worker::unexpected(other)),
     }
 }

@@ -623,6 +623,18 @@ async fn serve_member(connection: quinn::Connection, hello: HostHello, control: 
                 "{} cannot update job {}: only its driver may",
                 hello.name, update.job
             )),
+            ToControl::ClaimName {
+                namespace,
+                name,
+                actor,
+            } => control.with(|store| {
+                store.claim_name(&hello.name, &namespace, &name, actor, Instant::now())
+            }),
+            ToControl::ReleaseName {
+                namespace,
+                name,
+                actor,
+            } => control.with(|store| store.release_name(&hello.name, &namespace, &name, actor)),
             ToControl::Events(events) if events.summary.job != hello.name => {
                 FromControl::Error(format!(
                     "{} cannot report the tasks of job {}: only its driver may",

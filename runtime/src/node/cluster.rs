@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use prism_graph::Resources;
+use prism_graph::{ActorId, Resources};
 use prism_transport::quic::{self, Accepted};
 use prism_transport::transfer;
 use prism_transport::{ActorStatus, GroupStatus, JobInfo, JobUpdate};
@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::proto::control::{self, HEAD_ANSWER, Members};
 use crate::proto::directory::Publisher;
 use crate::proto::lease;
+use crate::proto::node::{ActorName, Unclaimed};
 use crate::proto::nodes::node_of;
 use crate::{Error, Result};
 
@@ -554,6 +555,46 @@ impl Joined {
                 joined.send_update(update).await;
             }
         });
+    }
+
+    /// Claims `name` for the job's actor `actor` at the head ([`ToControl::ClaimName`]).
+    pub(crate) async fn claim_name(
+        &self,
+        name: &ActorName,
+        actor: ActorId,
+    ) -> std::result::Result<(), Unclaimed> {
+        let claim = ToControl::ClaimName {
+            namespace: name.namespace.clone(),
+            name: name.name.clone(),
+            actor,
+        };
+        match self.ask_head(&claim).await {
+            Ok(FromControl::Ack) => Ok(()),
+            Ok(FromControl::NameHeld { job }) => Err(Unclaimed::Held { job }),
+            Ok(FromControl::Error(reason)) => Err(Unclaimed::Unanswered(reason)),
+            Ok(other) => Err(Unclaimed::Unanswered(format!(
+                "unexpected answer {other:?}"
+            ))),
+            Err(e) => Err(Unclaimed::Unanswered(e.to_string())),
+        }
+    }
+
+    /// The job's actor `actor` died: its claim on `name` at the head goes
+    /// ([`ToControl::ReleaseName`]; a claim left behind goes once the job's directory shows
+    /// the actor dead).
+    pub(crate) async fn release_name(&self, name: &ActorName, actor: ActorId) {
+        let release = ToControl::ReleaseName {
+            namespace: name.namespace.clone(),
+            name: name.name.clone(),
+            actor,
+        };
+        match self.ask_head(&release).await {
+            Ok(FromControl::Ack) => {}
+            Ok(other) => {
+                tracing::debug!(actor = %actor, "the head did not release the name: {other:?}")
+            }
+            Err(e) => tracing::debug!(actor = %actor, "cannot release the name at the head: {e}"),
+        }
     }
 
     async fn send_update(&self, update: JobUpdate) {

@@ -199,6 +199,7 @@ impl Core {
             joined.as_ref().map(|j| j.home),
         )
         .with_namespace(config.job_namespace())
+        .with_names_at_head(joined.is_some())
         .with_task_events(config.task_events_capacity(), joined.is_some())
         .with_worker_owners(crate::config::env_switch(crate::config::ENV_WORKER_OWNERS))
         .with_borrowed_workers(
@@ -513,7 +514,14 @@ impl Core {
             .map_err(|taken| Error::ActorNameTaken {
                 name: taken.name,
                 namespace: taken.namespace,
+                holder: None,
             })
+    }
+
+    /// Whether the head granted the name of the driver's new actor `actor` (pending while
+    /// its word has not come; ready at once for an actor whose name it was not asked for).
+    pub(crate) fn poll_claim(&self, actor: ActorId, waker: &Waker) -> Poll<Result<()>> {
+        (self.state.lock().node.poll_claim(actor, waker)).map(|r| r.map_err(Error::from_refusal))
     }
 
     /// The named actor's id and class (counting a new handle).
@@ -1148,6 +1156,21 @@ impl Shell {
                 }
             }
             Action::ReturnFreeMemory => crate::process::return_free_memory(),
+            Action::ClaimName { actor, name } => match &self.remote {
+                Some(remote) => remote.claim_name(actor, name),
+                None => {
+                    let event = Event::NameClaimed {
+                        actor,
+                        outcome: Ok(()),
+                    };
+                    let _ = self.node.handle(event, Instant::now());
+                }
+            },
+            Action::ReleaseName { actor, name } => {
+                if let Some(remote) = &self.remote {
+                    remote.release_name(actor, name);
+                }
+            }
         }
     }
 }

@@ -6,14 +6,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
-use prism_graph::ObjectId;
+use prism_graph::{ActorId, ObjectId};
 use prism_transport::{FromHost, ToHost};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::cluster::Joined;
 use super::{Core, worker_pool};
-use crate::proto::node::{Event, HostRequest};
+use crate::proto::node::{ActorName, Event, HostRequest};
 use crate::proto::nodes::{NodeIdx, node_of};
 use crate::proto::scheduler::WorkerId;
 use crate::store::{ObjectBytes, Segment};
@@ -212,6 +212,24 @@ impl Remote {
             | HostRequest::ForgetPeer { .. }
             | HostRequest::Return { .. } => self.request(node, wire, |_, _| {}),
         }
+    }
+
+    /// Claims `name` for `actor` at the head and tells the node its word.
+    pub(super) fn claim_name(&self, actor: ActorId, name: ActorName) {
+        let (joined, core) = (self.joined.clone(), self.core.clone());
+        self.handle.spawn(async move {
+            let outcome = joined.claim_name(&name, actor).await;
+            if let Some(core) = core.upgrade() {
+                core.event(Event::NameClaimed { actor, outcome });
+            }
+        });
+    }
+
+    /// Releases `actor`'s claim on `name` at the head.
+    pub(super) fn release_name(&self, actor: ActorId, name: ActorName) {
+        let joined = self.joined.clone();
+        self.handle
+            .spawn(async move { joined.release_name(&name, actor).await });
     }
 
     /// Gives up on a node: its connection is closed.

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::proto::board::TaskBoard;
 use crate::proto::directory::{Directory, JOB_TIMEOUT, SavedJob};
+use crate::proto::names::{NameClaims, SavedClaim};
+use prism_graph::ActorId;
 use prism_transport::{
     FromControl, JobEvents, MemberUpdate, NodeStatus, NodeUsage, NodeUse, PendingDemand, PullStats,
     ToControl,
@@ -47,6 +49,9 @@ pub(crate) struct Saved {
     /// Every job the head kept.
     #[serde(default)]
     pub(crate) jobs: Vec<SavedJob>,
+    /// The actors' names the jobs claimed.
+    #[serde(default)]
+    pub(crate) names: Vec<SavedClaim>,
 }
 
 /// One registered node.
@@ -86,6 +91,8 @@ pub(crate) struct ControlStore {
     jobs: BTreeMap<String, JobReport>,
     /// Every job, its actors and placement groups.
     directory: Directory,
+    /// The actors' names the jobs claimed.
+    names: NameClaims,
     /// This head's incarnation: versions are numbered anew by each.
     epoch: u64,
     /// The membership version: how many changes this incarnation has seen.
@@ -109,6 +116,7 @@ impl ControlStore {
             changed: false,
             jobs: BTreeMap::new(),
             directory: Directory::new(JOB_TIMEOUT),
+            names: NameClaims::new(JOB_TIMEOUT),
             epoch,
             version: 0,
             log: VecDeque::new(),
@@ -130,6 +138,7 @@ impl ControlStore {
     ) -> Self {
         let mut store = Self::new(timeout, epoch);
         store.directory = Directory::recover(JOB_TIMEOUT, saved.jobs, now);
+        store.names = NameClaims::recover(JOB_TIMEOUT, saved.names, now);
         for node in saved.nodes {
             store.next = store.next.max(node.id + 1);
             store.nodes.insert(
@@ -164,6 +173,7 @@ impl ControlStore {
         Saved {
             nodes: nodes.collect(),
             jobs: self.directory.snapshot(),
+            names: self.names.snapshot(),
         }
     }
 
@@ -171,7 +181,8 @@ impl ControlStore {
     /// snapshot).
     pub(crate) fn changed(&mut self) -> bool {
         let jobs = self.directory.changed();
-        std::mem::take(&mut self.changed) || jobs
+        let names = self.names.changed();
+        std::mem::take(&mut self.changed) || jobs || names
     }
 
     /// Every job's last summary of its tasks, objects and times (for `/metrics`).
@@ -311,6 +322,11 @@ impl ControlStore {
                 FromControl::Tasks { tasks, matched }
             }
             ToControl::Summaries => FromControl::Summaries(self.board.summaries()),
+            ToControl::ClaimName { name, .. } | ToControl::ReleaseName { name, .. } => {
+                FromControl::Error(format!(
+                    "the actor name {name:?} may be claimed or released only by a job's driver, on its own connection"
+                ))
+            }
             ToControl::Demands => {
                 self.forget_silent_jobs(now);
                 FromControl::Demands(
@@ -342,6 +358,36 @@ impl ControlStore {
         FromControl::Ack
     }
 
+    /// Job `job` (its driver's own connection) claims `name` in `namespace` for its actor
+    /// `actor` ([`ToControl::ClaimName`]).
+    pub(crate) fn claim_name(
+        &mut self,
+        job: &str,
+        namespace: &str,
+        name: &str,
+        actor: ActorId,
+        now: Instant,
+    ) -> FromControl {
+        let directory = &self.directory;
+        let holder = |job: &str, actor| directory.holder(job, actor);
+        match self.names.claim(job, namespace, name, actor, now, holder) {
+            Ok(()) => FromControl::Ack,
+            Err(job) => FromControl::NameHeld { job },
+        }
+    }
+
+    /// Job `job`'s actor `actor` died: its claim on `name` goes ([`ToControl::ReleaseName`]).
+    pub(crate) fn release_name(
+        &mut self,
+        job: &str,
+        namespace: &str,
+        name: &str,
+        actor: ActorId,
+    ) -> FromControl {
+        self.names.release(job, namespace, name, actor);
+        FromControl::Ack
+    }
+
     /// Node `node` leaves, as the member named `member` asks: its record goes (a member may
     /// take only its own record out).
     pub(crate) fn leave(&mut self, node: u32, member: &str) -> FromControl {
@@ -367,6 +413,8 @@ impl ControlStore {
     /// the jobs whose drivers went silent failed.
     pub(crate) fn tick(&mut self, now: Instant) {
         self.directory.tick(now);
+        let directory = &self.directory;
+        (self.names).prune(now, |job, actor| directory.holder(job, actor));
         let timeout = self.timeout;
         let silent: Vec<u32> = self
             .nodes
@@ -683,6 +731,105 @@ mod tests {
             boot,
         };
         store.handle(request, now)
+    }
+
+    #[test]
+    fn a_name_is_one_job_s_across_the_cluster_until_its_actor_dies_or_its_job_ends_even_over_a_restart()
+     {
+        use crate::proto::directory::Publisher;
+        use prism_graph::TaskId;
+        use prism_transport::{ActorState, ActorStatus, JobInfo};
+        let t0 = Instant::now();
+        let mut store = ControlStore::new(Duration::from_secs(10), 1);
+        let actor = |n: u64| ActorId(TaskId::new(0, n));
+        let info = JobInfo {
+            driver: "127.0.0.1".into(),
+            pid: 42,
+            entry: "test".into(),
+            started_ms: 1_000,
+        };
+        let mut publisher = Publisher::new("a".into(), info);
+        let status = |state: ActorState| ActorStatus {
+            id: actor(1),
+            class: "Counter".into(),
+            name: Some("c".into()),
+            namespace: "svc".into(),
+            state,
+            node: String::new(),
+            restarts: 0,
+        };
+        // Job a claims before its directory lists the actor; b is refused, named a.
+        assert_eq!(
+            store.claim_name("a", "svc", "c", actor(1), t0),
+            FromControl::Ack
+        );
+        let held = FromControl::NameHeld { job: "a".into() };
+        assert_eq!(store.claim_name("b", "svc", "c", actor(2), t0), held);
+        assert_eq!(
+            store.claim_name("b", "other", "c", actor(2), t0),
+            FromControl::Ack
+        );
+        let update = publisher.update(vec![status(ActorState::Alive)], Vec::new(), 1_000, false);
+        assert_eq!(
+            store.handle(ToControl::Job(update.unwrap()), t0),
+            FromControl::Ack
+        );
+        publisher.answered(1, true);
+        // Only a driver's own connection claims (the daemon routes those to `claim_name`).
+        let claim = ToControl::ClaimName {
+            namespace: "svc".into(),
+            name: "c".into(),
+            actor: actor(2),
+        };
+        assert!(matches!(store.handle(claim, t0), FromControl::Error(_)));
+        // A restarted head keeps the claims.
+        assert!(store.changed());
+        let saved: Saved =
+            serde_json::from_str(&serde_json::to_string(&store.snapshot()).unwrap()).unwrap();
+        let t1 = t0 + Duration::from_secs(1);
+        let grace = Duration::ZERO;
+        let mut store = ControlStore::recover(Duration::from_secs(10), 2, saved, t1, grace);
+        assert_eq!(store.claim_name("b", "svc", "c", actor(2), t1), held);
+        // The actor dies and its release is lost: the directory's word frees the name.
+        let update = publisher.update(
+            vec![status(ActorState::Dead("killed".into()))],
+            Vec::new(),
+            2_000,
+            false,
+        );
+        assert_eq!(
+            store.handle(ToControl::Job(update.unwrap()), t1),
+            FromControl::Ack
+        );
+        assert_eq!(
+            store.claim_name("b", "svc", "c", actor(2), t1),
+            FromControl::Ack
+        );
+        // b releases it; a takes it again for a new actor, then a's job ends: free again.
+        assert_eq!(
+            store.release_name("b", "svc", "c", actor(2)),
+            FromControl::Ack
+        );
+        assert_eq!(
+            store.claim_name("a", "svc", "c", actor(3), t1),
+            FromControl::Ack
+        );
+        assert_eq!(store.claim_name("b", "svc", "c", actor(2), t1), held);
+        let last = publisher.update(Vec::new(), Vec::new(), 3_000, true);
+        assert_eq!(
+            store.handle(ToControl::Job(last.unwrap()), t1),
+            FromControl::Ack
+        );
+        store.tick(t1);
+        assert_eq!(
+            store.names.snapshot().len(),
+            1,
+            "only b's other name is left"
+        );
+        assert_eq!(
+            store.claim_name("b", "svc", "c", actor(2), t1),
+            FromControl::Ack
+        );
     }
 
     #[test]

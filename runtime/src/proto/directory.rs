@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use crate::proto::names::Holder;
 use prism_graph::ActorId;
 use prism_transport::{
     ActorState, ActorStatus, FromControl, GroupState, GroupStatus, JobInfo, JobState, JobStatus,
@@ -237,6 +238,22 @@ impl Directory {
     /// Whether it knows job `job` (running or ended).
     pub(crate) fn knows(&self, job: &str) -> bool {
         self.jobs.contains_key(job)
+    }
+
+    /// Whether job `job`'s actor `actor` still holds a name it claimed: its job runs and the
+    /// actor is not known dead (one not listed yet counts alive: a claim comes before its
+    /// actor's first listing).
+    pub(crate) fn holder(&self, job: &str, actor: ActorId) -> Holder {
+        let Some(record) = self.jobs.get(job) else {
+            return Holder::Unknown;
+        };
+        let dead =
+            (record.actors.get(&actor)).is_some_and(|a| matches!(a.state, ActorState::Dead(_)));
+        if record.state != JobState::Running || dead {
+            Holder::Gone
+        } else {
+            Holder::Live
+        }
     }
 
     /// The directory a head saved: each running job given one timeout from `now` to be heard

@@ -26,6 +26,7 @@ pub(crate) mod held_for;
 pub(crate) mod host;
 pub(crate) mod lease;
 pub(crate) mod logs;
+pub(crate) mod names;
 pub(crate) mod node;
 pub(crate) mod nodes;
 pub(crate) mod owner;

@@ -1258,6 +1258,14 @@ impl World<'_> {
                     );
                 });
             }
+            // The simulated jobs claim no names at a head (their drivers are told
+            // `with_names_at_head(false)`); a claim is granted as an embedded driver's is.
+            Action::ClaimName { actor, .. } => {
+                self.proto(j, |node, now| {
+                    let outcome = Ok(());
+                    let _ = node.handle(Event::NameClaimed { actor, outcome }, now);
+                });
+            }
             // The driver's link to a worker it forgot goes (as `node/mod.rs` closes it).
             Action::Forget { worker } => {
                 self.jobs[j].links.remove(&worker);
@@ -1266,6 +1274,7 @@ impl World<'_> {
             | Action::Spill { .. }
             | Action::ShrinkPool { .. }
             | Action::Free(_)
+            | Action::ReleaseName { .. }
             | Action::ReturnFreeMemory => {}
         }
     }

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use prism_graph::{ActorId, ObjectId, PlacementStrategy, Resources, TaskError, TaskId, TaskSpec};
 use prism_transport::{
     ActorConfig, Answer, ArchivedActorPlace, ArchivedToWorker, Execute, Frame, FrameError,
-    FrameReader, Hello, Outcome, PROTOCOL_VERSION, Refusal, ToWorker, Value,
+    FrameReader, Hello, Outcome, PROTOCOL_VERSION, ToWorker, Value,
 };
 use rkyv::util::AlignedVec;
 
@@ -329,12 +329,7 @@ impl WorkerClient {
                 self.inner.lock().core.adopt_actor(actor);
                 Ok((actor, class))
             }
-            Answer::Refused(Refusal::NameTaken { name, namespace }) => {
-                Err(Error::ActorNameTaken { name, namespace })
-            }
-            Answer::Refused(Refusal::NoSuchActor { name, namespace }) => {
-                Err(Error::ActorNotFound { name, namespace })
-            }
+            Answer::Refused(refusal) => Err(Error::from_refusal(refusal)),
             other => Err(unexpected(other)),
         }
     }

@@ -6,12 +6,15 @@
 //! fails with `ActorDied`.
 
 use std::collections::VecDeque;
+use std::task::{Poll, Waker};
 use std::time::Instant;
 
-use prism_graph::{ActorId, Resources, TaskError, TaskId, TaskState};
-use prism_transport::{ActorConfig, ActorPlace, ActorState, ActorStatus, Execute, ToWorker};
+use prism_graph::{ActorId, ObjectId, Resources, TaskError, TaskId, TaskSpec, TaskState};
+use prism_transport::{
+    ActorConfig, ActorPlace, ActorState, ActorStatus, Answer, Execute, Refusal, ToWorker,
+};
 
-use super::State;
+use super::{Action, State, Unclaimed};
 use crate::proto::nodes::node_of;
 use crate::proto::scheduler::{Admission, Placement, WorkerId};
 
@@ -51,6 +54,20 @@ pub(super) struct ActorRecord {
     ///
     /// [`ToNode::WhereActor`]: prism_transport::ToNode::WhereActor
     callers: Vec<WorkerId>,
+    /// Its name is claimed at the cluster's head (released there when it dies).
+    claimed: bool,
+}
+
+/// A named actor's creation waiting for the head to grant its name (see
+/// [`State::with_names_at_head`]): nothing runs for it until then.
+#[derive(Debug)]
+pub(crate) struct Claiming {
+    spec: TaskSpec,
+    failed: Option<TaskError>,
+    /// The worker that asked and the object it waits in (`None`: the driver's API).
+    asker: Option<(WorkerId, ObjectId)>,
+    /// The driver's API waits to be woken.
+    wakers: Vec<Waker>,
 }
 
 impl State {
@@ -78,6 +95,7 @@ impl State {
         if let Some(name) = &named {
             self.names.insert(name.clone(), id);
         }
+        let claim = self.names_at_head.then_some(named.clone()).flatten();
         self.actors.insert(
             id,
             ActorRecord {
@@ -95,11 +113,133 @@ impl State {
                 handles: 1,
                 killed: false,
                 callers: Vec::new(),
+                claimed: false,
             },
         );
+        if let Some(name) = claim {
+            let claiming = Claiming {
+                spec,
+                failed,
+                asker: None,
+                wakers: Vec::new(),
+            };
+            self.claiming.insert(id, claiming);
+            self.actions
+                .push_back(Action::ClaimName { actor: id, name });
+            return Ok(id);
+        }
         self.creations.insert(spec.task_id, id);
         self.submit(spec, None, failed);
         Ok(id)
+    }
+
+    /// Whether `actor`'s name waits for the head's word; the answer goes to `worker` in
+    /// object `answer` once it comes (then the worker holds a handle, if it was granted).
+    pub(super) fn claim_answers(
+        &mut self,
+        actor: ActorId,
+        worker: WorkerId,
+        answer: ObjectId,
+    ) -> bool {
+        match self.claiming.get_mut(&actor) {
+            Some(claim) => {
+                claim.asker = Some((worker, answer));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the name of the driver's creation of `actor` was granted (`Ok`) or refused;
+    /// pending while the head's word has not come.
+    pub(crate) fn poll_claim(
+        &mut self,
+        actor: ActorId,
+        waker: &Waker,
+    ) -> Poll<Result<(), Refusal>> {
+        if let Some(claim) = self.claiming.get_mut(&actor) {
+            if !claim.wakers.iter().any(|w| w.will_wake(waker)) {
+                claim.wakers.push(waker.clone());
+            }
+            return Poll::Pending;
+        }
+        Poll::Ready(self.unclaimed.remove(&actor).map_or(Ok(()), Err))
+    }
+
+    /// The head's word on `actor`'s name: granted, the creation goes on; refused, the actor
+    /// never was (or, if someone found it by name meanwhile, it is dead, with the reason).
+    pub(super) fn name_claimed(&mut self, actor: ActorId, outcome: Result<(), Unclaimed>) {
+        let Some(claim) = self.claiming.remove(&actor) else {
+            return;
+        };
+        let Some(record) = self.actors.get_mut(&actor) else {
+            return;
+        };
+        let Some(name) = record.name.clone() else {
+            return;
+        };
+        let reply = match outcome {
+            Ok(()) => {
+                record.claimed = true;
+                if matches!(record.life, Life::Dead(_)) {
+                    // Killed while its name was claimed: the claim goes again.
+                    self.actions.push_back(Action::ReleaseName { actor, name });
+                } else {
+                    self.creations.insert(claim.spec.task_id, actor);
+                    self.submit(claim.spec, None, claim.failed);
+                }
+                Ok(())
+            }
+            Err(why) => {
+                let refusal = match why {
+                    Unclaimed::Held { job } => Refusal::NameTaken {
+                        name: name.name,
+                        namespace: name.namespace,
+                        holder: Some(job),
+                    },
+                    Unclaimed::Unanswered(reason) => Refusal::NameUnclaimed {
+                        name: name.name,
+                        namespace: name.namespace,
+                        reason,
+                    },
+                };
+                // The creator holds no handle: the actor was never made.
+                record.handles = record.handles.saturating_sub(1);
+                let unheld = record.handles == 0;
+                self.stop_actor(
+                    actor,
+                    crate::Error::from_refusal(refusal.clone()).to_string(),
+                );
+                if unheld {
+                    self.actors.remove(&actor);
+                }
+                Err(refusal)
+            }
+        };
+        match claim.asker {
+            Some((worker, answer)) => {
+                let class = (self.actors.get(&actor)).map_or_else(String::new, |r| r.class.clone());
+                let reply = match reply {
+                    Ok(()) if self.workers.contains_key(&worker) => {
+                        self.counted_for(worker, actor);
+                        Answer::Actor { actor, class }
+                    }
+                    Ok(()) => {
+                        // The worker is gone: it holds no handle.
+                        self.actor_release(actor);
+                        return;
+                    }
+                    Err(refusal) => Answer::Refused(refusal),
+                };
+                self.fulfil_answer(answer, &reply);
+            }
+            None => {
+                if let Err(refusal) = reply {
+                    self.unclaimed.insert(actor, refusal);
+                }
+                claim.wakers.into_iter().for_each(Waker::wake);
+            }
+        }
     }
 
     /// Queues a method call on its actor (or fails it if the actor is dead).
@@ -415,6 +555,11 @@ impl State {
         let worker = record.worker.take();
         // The record keeps its name for the cluster's directory; the name is free again.
         let name = record.name.clone();
+        if record.claimed
+            && let Some(name) = name.clone()
+        {
+            self.actions.push_back(Action::ReleaseName { actor, name });
+        }
         for task in queued {
             let function = self.owner_function(task);
             self.owner

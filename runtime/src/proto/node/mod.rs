@@ -27,8 +27,8 @@ use prism_graph::{
     TaskSpec, TaskState,
 };
 use prism_transport::{
-    ActorConfig, ArchivedOutcome, ArchivedToNode, ArchivedValue, ObjectValue, ToHost, ToWorker,
-    encode_frame,
+    ActorConfig, ArchivedOutcome, ArchivedToNode, ArchivedValue, ObjectValue, Refusal, ToHost,
+    ToWorker, encode_frame,
 };
 
 use crate::proto::held_for::HeldFor;
@@ -93,6 +93,10 @@ pub(crate) enum Action {
     DropNode { node: NodeIdx, reason: String },
     /// The books shrank: give freed memory back to the system.
     ReturnFreeMemory,
+    /// Claim `name` for `actor` at the cluster's head (answer: [`Event::NameClaimed`]).
+    ClaimName { actor: ActorId, name: ActorName },
+    /// `actor` died: its claim on `name` at the head goes (no answer expected).
+    ReleaseName { actor: ActorId, name: ActorName },
 }
 
 /// A request to a node of the cluster, and what its answer means.
@@ -319,6 +323,20 @@ pub(crate) enum Event<'a> {
     NodeDraining { node: NodeIdx, reason: String },
     /// A second went by: idle workers beyond the CPUs are stopped, stalls are broken.
     Tick,
+    /// The head's word on `actor`'s name ([`Action::ClaimName`]).
+    NameClaimed {
+        actor: ActorId,
+        outcome: Result<(), Unclaimed>,
+    },
+}
+
+/// Why the head did not grant a name.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Unclaimed {
+    /// Another job's live actor holds it.
+    Held { job: String },
+    /// The head did not answer (why).
+    Unanswered(String),
 }
 
 /// Why an event was refused.
@@ -445,6 +463,12 @@ pub(crate) struct State {
     names: IdMap<ActorName, ActorId>,
     /// The job's namespace: where names go that name none.
     namespace: String,
+    /// Names are claimed at the cluster's head before their actors are created.
+    names_at_head: bool,
+    /// Named actors' creations waiting for the head's word on their names.
+    claiming: IdMap<ActorId, actors::Claiming>,
+    /// Refused names of the driver's own creations, until its API reads them.
+    unclaimed: IdMap<ActorId, Refusal>,
     /// Actor creation attempts (first starts and restarts) by task.
     creations: IdMap<TaskId, ActorId>,
     /// Actors whose queues may have calls ready to send.
@@ -566,6 +590,9 @@ impl State {
             next_group: 0,
             names: IdMap::default(),
             namespace: String::new(),
+            names_at_head: false,
+            claiming: IdMap::default(),
+            unclaimed: IdMap::default(),
             creations: IdMap::default(),
             actors_to_pump: IdSet::default(),
             internal_seq: 0,
@@ -610,10 +637,6 @@ impl State {
         self
     }
 
-    /// Starts the workers the CPUs can use right away, so the first tasks do not wait.
-    /// Keeps at most `capacity` tasks' events (0: none).
-    /// Keeps task events of at most `capacity` tasks; `report` them to a head (see
-    /// [`State::report_events`]).
     /// Names actors in `namespace` when their creation or lookup names none.
     pub(crate) fn with_namespace(mut self, namespace: String) -> Self {
         self.namespace = namespace;
@@ -633,6 +656,15 @@ impl State {
         }
     }
 
+    /// Claims actors' names at the cluster's head before creating them (a joined driver:
+    /// names are unique per namespace across the cluster's jobs, see [`Action::ClaimName`]).
+    pub(crate) fn with_names_at_head(mut self, at_head: bool) -> Self {
+        self.names_at_head = at_head;
+        self
+    }
+
+    /// Keeps task events of at most `capacity` tasks (0: none); `report` them to a head (see
+    /// [`State::report_events`]).
     pub(crate) fn with_task_events(mut self, capacity: usize, report: bool) -> Self {
         self.owner.events = crate::proto::events::TaskEvents::new(capacity);
         if report {
@@ -641,6 +673,7 @@ impl State {
         self
     }
 
+    /// Starts the workers the CPUs can use right away, so the first tasks do not wait.
     pub(crate) fn start(&mut self) {
         for idx in 0..self.nodes.len() {
             let Some(node) = self.nodes.get(idx) else {
@@ -797,6 +830,7 @@ impl State {
                 self.node_spill_failed(node, ids, &reason)
             }
             Event::Granted { node, shape } => self.nodes.granted(node, &shape),
+            Event::NameClaimed { actor, outcome } => self.name_claimed(actor, outcome),
             Event::GrantRefused {
                 node,
                 shape,

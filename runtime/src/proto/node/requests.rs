@@ -26,14 +26,24 @@ impl State {
         answer: Option<ObjectId>,
     ) {
         let class = config.class.clone();
+        let made = ActorId(spec.task_id);
         let reply = match self.create_actor(spec, failed, config) {
             Ok(actor) => {
+                // A name the head is asked for: answered with its word.
+                if let Some(answer) = answer
+                    && actor == made
+                    && self.claim_answers(actor, worker, answer)
+                {
+                    promise(&mut self.owner, worker, answer);
+                    return;
+                }
                 self.counted_for(worker, actor);
                 Answer::Actor { actor, class }
             }
             Err(taken) => Answer::Refused(Refusal::NameTaken {
                 name: taken.name,
                 namespace: taken.namespace,
+                holder: None,
             }),
         };
         if let Some(answer) = answer {
@@ -102,7 +112,7 @@ impl State {
     /// The node counted a new handle to `actor` for `worker` (its creation or lookup): the
     /// worker's hold releases it when the worker ends. A worker that held the actor already
     /// counts the new handle itself, so the node's count goes back down.
-    fn counted_for(&mut self, worker: WorkerId, actor: ActorId) {
+    pub(super) fn counted_for(&mut self, worker: WorkerId, actor: ActorId) {
         let life = self.workers.entry(worker).or_default();
         if !life.actors.insert(actor) {
             self.actor_release(actor);
@@ -112,8 +122,13 @@ impl State {
     /// Answers `worker` in object `answer`.
     fn answer(&mut self, worker: WorkerId, answer: ObjectId, reply: &Answer) {
         if promise(&mut self.owner, worker, answer) {
-            self.owner.fulfil(answer, answer_slot(reply));
+            self.fulfil_answer(answer, reply);
         }
+    }
+
+    /// Answers in object `answer`, promised to its worker before.
+    pub(super) fn fulfil_answer(&mut self, answer: ObjectId, reply: &Answer) {
+        self.owner.fulfil(answer, answer_slot(reply));
     }
 }
 

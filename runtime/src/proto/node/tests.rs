@@ -1,5 +1,6 @@
 //! The node stepped by hand: events in, actions out, no processes or sockets.
 
+use std::task::Poll;
 use std::time::Instant;
 
 use prism_graph::{
@@ -10,7 +11,7 @@ use prism_transport::{
     encode_frame,
 };
 
-use super::{Action, DRIVER_OWNER, Event, HostRequest, IDLE_TICK, State};
+use super::{Action, ActorName, DRIVER_OWNER, Event, HostRequest, IDLE_TICK, State, Unclaimed};
 use crate::proto::nodes::{NodeIdx, Nodes, node_of};
 use crate::proto::owner::Slot;
 use crate::proto::placement::{PlacementStrategy, group_demand};
@@ -39,6 +40,9 @@ struct Harness {
     returned: Vec<(NodeIdx, Resources)>,
     /// Pulls into the driver's store asked for: (object, from).
     pulls_here: Vec<(ObjectId, NodeIdx)>,
+    /// Names claimed at the head, and released there.
+    claims: Vec<(ActorId, ActorName)>,
+    releases: Vec<(ActorId, ActorName)>,
 }
 
 /// A worker's report that `task` ended with `outcome` (no run times).
@@ -100,6 +104,8 @@ impl Harness {
             returned: Vec::new(),
             pulls_here: Vec::new(),
             binary_from: Vec::new(),
+            claims: Vec::new(),
+            releases: Vec::new(),
         };
         h.node.start();
         h.drain();
@@ -160,6 +166,8 @@ impl Harness {
                 },
                 Action::DropNode { node, .. } => self.dropped.push(node),
                 Action::FetchHere { id, from, .. } => self.pulls_here.push((id, from)),
+                Action::ClaimName { actor, name } => self.claims.push((actor, name)),
+                Action::ReleaseName { actor, name } => self.releases.push((actor, name)),
                 _ => {}
             }
         }
@@ -1829,6 +1837,107 @@ impl Harness {
 }
 
 #[test]
+fn a_named_actor_is_made_once_the_head_grants_its_name() {
+    use prism_transport::{Answer, Refusal};
+    let mut h = Harness::new(1, 2.0);
+    h.node.names_at_head = true;
+    let (w1, w2) = (h.connected[0], h.connected[1]);
+    let class = String::from("tests::Counter");
+    let name = |name: &str| ActorName {
+        namespace: String::new(),
+        name: name.into(),
+    };
+    // A worker's named creation: nothing runs and nobody is answered before the head's word.
+    let (actor, a1) = h.create_from(w1, Some("ps"));
+    assert_eq!(h.claims, vec![(actor, name("ps"))]);
+    assert_eq!(h.answer(w1, a1), None);
+    assert_eq!(h.creations(), Vec::new());
+    let outcome = Ok(());
+    h.event(Event::NameClaimed { actor, outcome });
+    let made = Answer::Actor {
+        actor,
+        class: class.clone(),
+    };
+    assert_eq!(h.answer(w1, a1), Some(made));
+    assert_eq!(h.creations().len(), 1, "the constructor runs once granted");
+    // The same name again in the job is decided here, without the head.
+    let (_, a2) = h.create_from(w2, Some("ps"));
+    assert_eq!(h.claims.len(), 1);
+    let taken = |name: &str, holder: Option<&str>| {
+        Some(Answer::Refused(Refusal::NameTaken {
+            name: name.into(),
+            namespace: String::new(),
+            holder: holder.map(str::to_string),
+        }))
+    };
+    assert_eq!(h.answer(w2, a2), taken("ps", None));
+    // Another job holds "q": the worker hears which, and the actor never was.
+    let (refused, a3) = h.create_from(w2, Some("q"));
+    let outcome = Err(Unclaimed::Held {
+        job: "job-b".into(),
+    });
+    h.event(Event::NameClaimed {
+        actor: refused,
+        outcome,
+    });
+    assert_eq!(h.answer(w2, a3), taken("q", Some("job-b")));
+    assert!(h.node.actor_directory().iter().all(|a| a.id != refused));
+    // The name is not this job's: the next creation asks the head again, which does not
+    // answer this time.
+    let (unanswered, a4) = h.create_from(w2, Some("q"));
+    assert_eq!(h.claims.last(), Some(&(unanswered, name("q"))));
+    let outcome = Err(Unclaimed::Unanswered("the head is down".into()));
+    h.event(Event::NameClaimed {
+        actor: unanswered,
+        outcome,
+    });
+    let unclaimed = Refusal::NameUnclaimed {
+        name: "q".into(),
+        namespace: String::new(),
+        reason: "the head is down".into(),
+    };
+    assert_eq!(h.answer(w2, a4), Some(Answer::Refused(unclaimed)));
+    // The driver's own creation waits in its API for the word, and reads a refusal once.
+    let mut spec = h.spec(Vec::new(), 0);
+    let mine = ActorId(spec.task_id);
+    spec.kind = TaskKind::ActorCreation {
+        actor: mine,
+        max_concurrency: 1,
+    };
+    let setup = prism_transport::ActorConfig {
+        class: class.clone(),
+        name: Some("mine".into()),
+        namespace: Some("svc".into()),
+        get_if_exists: false,
+        max_restarts: 0,
+        max_task_retries: 0,
+    };
+    assert_eq!(h.node.create_actor(spec, None, setup), Ok(mine));
+    let waker = std::task::Waker::noop();
+    assert!(h.node.poll_claim(mine, waker).is_pending());
+    let outcome = Err(Unclaimed::Held {
+        job: "job-c".into(),
+    });
+    h.event(Event::NameClaimed {
+        actor: mine,
+        outcome,
+    });
+    let held = Refusal::NameTaken {
+        name: "mine".into(),
+        namespace: "svc".into(),
+        holder: Some("job-c".into()),
+    };
+    assert_eq!(h.node.poll_claim(mine, waker), Poll::Ready(Err(held)));
+    assert_eq!(h.node.poll_claim(mine, waker), Poll::Ready(Ok(())));
+    // The granted actor is killed: its name goes at the head too (only it was claimed).
+    assert_eq!(h.releases, Vec::new());
+    let (worker, _) = h.creations()[0];
+    h.node.kill_actor(actor);
+    h.dies(worker);
+    assert_eq!(h.releases, vec![(actor, name("ps"))]);
+}
+
+#[test]
 fn actors_names_are_per_namespace() {
     use prism_transport::{Answer, Refusal};
     let mut h = Harness::new(1, 2.0);
@@ -1878,6 +1987,7 @@ fn actors_names_are_per_namespace() {
         Some(Answer::Refused(Refusal::NameTaken {
             name: "ps".into(),
             namespace: "other".into(),
+            holder: None,
         }))
     );
 }
@@ -1904,6 +2014,7 @@ fn workers_make_find_and_kill_actors_and_await_groups_through_answer_objects() {
         Some(Answer::Refused(Refusal::NameTaken {
             name: "ps".into(),
             namespace: String::new(),
+            holder: None,
         }))
     );
     let a3 = ObjectId::new(TaskId::new(w2, 7), 0);
