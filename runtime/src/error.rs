@@ -102,12 +102,12 @@ pub enum Error {
         /// The job whose actor has it (`None`: this job).
         holder: Option<String>,
     },
-    /// The name could not be claimed at the cluster's head, which keeps names unique across
-    /// its jobs.
+    /// The cluster's head, which keeps names unique across its jobs and knows which actor of
+    /// which job has one, could not be asked about this name (to claim it, or find it).
     #[error(
-        "cannot claim the actor name {name:?} in namespace {namespace:?} at the cluster's head: {reason}"
+        "the cluster's head could not be asked about the actor name {name:?} in namespace {namespace:?}: {reason}"
     )]
-    ActorNameUnclaimed {
+    ActorNameUnanswered {
         /// The name.
         name: String,
         /// The namespace.
@@ -176,11 +176,11 @@ impl Error {
                 namespace,
                 holder,
             },
-            Refusal::NameUnclaimed {
+            Refusal::NameUnanswered {
                 name,
                 namespace,
                 reason,
-            } => Error::ActorNameUnclaimed {
+            } => Error::ActorNameUnanswered {
                 name,
                 namespace,
                 reason,

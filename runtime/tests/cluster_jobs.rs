@@ -98,6 +98,10 @@ impl Tally {
     fn node(&self) -> String {
         prism::node_name().unwrap_or_default()
     }
+
+    fn echo(&self, blob: Vec<u8>) -> Vec<u8> {
+        blob
+    }
 }
 
 /// On node alpha: creates the actor named `name` where `beta` is (node beta) and adds 5 to
@@ -172,6 +176,23 @@ fn claim_in(name: String, namespace: String) -> String {
     }
 }
 
+/// Finds the actor named `name` in `namespace` (of any job), adds `n` to it and echoes a
+/// 2 MiB blob through it: its count, or why not.
+#[remote]
+fn call_in(name: String, namespace: String, n: u64) -> Result<u64, String> {
+    let tally = prism::get_actor_in::<Tally>(&name, &namespace).map_err(|e| e.to_string())?;
+    let count = tally.add(n).get_blocking().map_err(|e| e.to_string())?;
+    let blob = vec![7u8; 2 << 20];
+    let echoed = tally
+        .echo(blob.clone())
+        .get_blocking()
+        .map_err(|e| e.to_string())?;
+    if echoed != blob {
+        return Err(format!("the echo came back as {} bytes", echoed.len()));
+    }
+    Ok(count)
+}
+
 /// The environment variable that makes this test's binary a job that names actors where the
 /// first job holds a name (see [`be_a_naming_job`]).
 const NAMING_JOB: &str = "PRISM_TEST_NAMING_JOB";
@@ -207,9 +228,40 @@ fn be_a_naming_job() {
         "from a task: {}",
         from_task.unwrap_or_else(|e| e.to_string())
     );
+    // The first job's actor, found and called by a task of this job, then by its driver.
+    let called = call_in::remote("shared".to_string(), "svc".to_string(), 10).get_blocking();
+    let called = called.map_err(|e| e.to_string()).and_then(|count| count);
+    println!("a task calls it: {called:?}");
+    let theirs = prism::get_actor_in::<Tally>("shared", "svc");
+    let by_driver = (theirs.as_ref().map_err(|e| e.to_string())).and_then(|tally| {
+        let count = tally.add(100).get_blocking().map_err(|e| e.to_string())?;
+        let blob: Vec<u8> = (0..(3u32 << 20)).map(|i| i as u8).collect();
+        let echoed = tally
+            .echo(blob.clone())
+            .get_blocking()
+            .map_err(|e| e.to_string())?;
+        Ok((count, echoed == blob))
+    });
+    println!("the driver calls it: {by_driver:?}");
     println!("waiting");
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
+    // Its calls fail once it is dead.
+    if let Ok(tally) = &theirs {
+        let start = std::time::Instant::now();
+        let died = loop {
+            match tally.add(1).get_blocking() {
+                Err(e) if e.is_actor_died() => break format!("died: {e}"),
+                Err(e) => break format!("failed otherwise: {e}"),
+                Ok(_) if start.elapsed() > std::time::Duration::from_secs(10) => {
+                    break "still answers".to_string();
+                }
+                Ok(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        };
+        println!("its calls once killed: {died}");
+    }
+    drop(theirs);
     // The first job's actor died: its name goes at the head as its driver learns of it.
     let start = std::time::Instant::now();
     let made = loop {
@@ -269,6 +321,18 @@ fn names_are_unique_across_the_jobs_of_a_namespace(addr: &str, token: &str) -> R
     ensure(
         line("from a task: ").is_some_and(|l| l.contains("held by job")),
         format!("the other job's task is refused too: {said:?}"),
+    )?;
+    ensure(
+        line("a task calls it: ").as_deref() == Some("a task calls it: Ok(12)"),
+        format!("a task of the other job finds and calls the actor: {said:?}"),
+    )?;
+    ensure(
+        line("the driver calls it: ").as_deref() == Some("the driver calls it: Ok((112, true))"),
+        format!("the other job's driver finds and calls the actor: {said:?}"),
+    )?;
+    ensure(
+        line("its calls once killed: died").is_some(),
+        format!("the other job's calls fail once the actor is killed: {said:?}"),
     )?;
     ensure(
         line("after the kill: 8 in ").is_some(),

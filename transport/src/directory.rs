@@ -74,6 +74,24 @@ pub struct ActorStatus {
     pub node: String,
     /// How many times it was restarted (its incarnation, counted from 0).
     pub restarts: u32,
+    /// How a process of another job reaches its current incarnation (none while it has no
+    /// worker, or in a head's table saved before this was kept).
+    #[serde(default)]
+    pub reach: Option<ActorReach>,
+    /// How many times a call in flight when its process dies runs again.
+    #[serde(default)]
+    pub max_task_retries: u32,
+}
+
+/// Where an actor's current incarnation runs, for callers in other jobs.
+#[derive(Debug, Clone, PartialEq, Archive, ToArchive, FromArchive, Serialize, Deserialize)]
+pub struct ActorReach {
+    /// Its worker's number (in its job).
+    pub worker: u64,
+    /// Its node's peer address.
+    pub at: String,
+    /// Its worker's direct endpoint (none: it has none, and other jobs cannot call it).
+    pub direct: Option<String>,
 }
 
 /// Where a placement group is in its life.

@@ -38,7 +38,8 @@ pub mod tls;
 pub mod transfer;
 
 pub use directory::{
-    ActorState, ActorStatus, GroupState, GroupStatus, JobInfo, JobState, JobStatus, JobUpdate,
+    ActorReach, ActorState, ActorStatus, GroupState, GroupStatus, JobInfo, JobState, JobStatus,
+    JobUpdate,
 };
 pub use frame::{
     DEFAULT_MAX_FRAME, Frame, FrameDecoder, FrameError, HEADER_LEN, Message, encode_frame,

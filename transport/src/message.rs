@@ -44,7 +44,8 @@ use crate::frame::Message;
 /// [`ToNode::LookupActor`]'s `namespace`, [`Refusal`]'s names); 33: a joined job claims its
 /// actors' names at the head ([`ToControl::ClaimName`], [`ToControl::ReleaseName`]), and a
 /// refusal names the job that holds the name ([`Refusal::NameTaken`]'s `holder`,
-/// [`Refusal::NameUnclaimed`]).
+/// [`Refusal::NameUnanswered`]); other jobs' actors are found at the head and called directly
+/// ([`ToControl::FindName`], [`ToControl::WatchActor`], [`ToWorker::ActorAt`]'s `foreign`).
 pub const PROTOCOL_VERSION: u32 = 33;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
@@ -371,6 +372,10 @@ pub enum ToWorker {
         max_task_retries: u32,
         /// Where it is.
         place: ActorPlace,
+        /// Its id in its own job, when that is another job than the worker's (`actor` is
+        /// then this job's alias for it): the calls name that id, and carry their
+        /// arguments' values (the actor's worker cannot read this job's objects).
+        foreign: Option<ActorId>,
     },
 }
 
@@ -757,8 +762,8 @@ pub enum Refusal {
         /// The job whose actor has it (`None`: the asker's own job).
         holder: Option<String>,
     },
-    /// The name could not be claimed at the cluster's head (why: it did not answer).
-    NameUnclaimed {
+    /// The cluster's head could not be asked about the name (to claim it, or find it).
+    NameUnanswered {
         /// The name.
         name: String,
         /// The namespace.
@@ -1426,6 +1431,25 @@ pub enum ToControl {
         name: String,
         /// The actor the name is for.
         actor: ActorId,
+        /// Its class.
+        class: String,
+    },
+    /// Which actor has `name` in `namespace`, of any job: [`FromControl::Found`], or
+    /// [`FromControl::NotFound`].
+    FindName {
+        /// The namespace.
+        namespace: String,
+        /// The name.
+        name: String,
+    },
+    /// Subscribes to job `job`'s actor `actor` on this stream: the head answers with a
+    /// [`FromControl::ActorChanged`] at once and another whenever its directory entry changes
+    /// (and at least every second), until the stream ends or the actor is dead.
+    WatchActor {
+        /// The actor's job.
+        job: String,
+        /// The actor.
+        actor: ActorId,
     },
     /// The job's actor `actor` died: its claim on `name` in `namespace` goes (nothing if the
     /// claim is another actor's by now).
@@ -1484,6 +1508,22 @@ pub enum FromControl {
         /// The job that holds it.
         job: String,
     },
+    /// The actor that has the name asked for (the answer to [`ToControl::FindName`]).
+    Found {
+        /// Its job.
+        job: String,
+        /// Its id in its job.
+        actor: ActorId,
+        /// Its class.
+        class: String,
+        /// Its entry in the directory (none before its job's driver listed it).
+        status: Option<crate::ActorStatus>,
+    },
+    /// No live actor has the name asked for.
+    NotFound,
+    /// An actor watched with [`ToControl::WatchActor`], as the directory has it now (none:
+    /// not listed yet; its job's end or its death is a status that says dead).
+    ActorChanged(Option<crate::ActorStatus>),
     /// The request failed, and why.
     Error(String),
 }

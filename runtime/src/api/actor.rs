@@ -12,6 +12,7 @@ use crate::api::call::{ArgSlot, Call, demand};
 use crate::api::object_ref::RawRef;
 use crate::api::stream::ObjectRefStream;
 use crate::context::{self, Context};
+use crate::node::Lookup;
 use crate::{Error, Result};
 use prism_transport::ActorConfig;
 
@@ -387,7 +388,14 @@ pub fn get_actor_in<A: Actor>(name: &str, namespace: &str) -> Result<ActorHandle
 
 fn lookup<A: Actor>(name: &str, namespace: Option<&str>) -> Result<ActorHandle<A>> {
     let (id, class) = match context::current()? {
-        Context::Driver(core) => core.lookup_actor(name, namespace)?,
+        Context::Driver(core) => match core.lookup_actor(name, namespace)? {
+            Lookup::Here(id, class) => (id, class),
+            // Not this job's: asked of the cluster's head.
+            Lookup::Asked(find) => {
+                let found = std::future::poll_fn(|cx| core.poll_find(find, cx.waker()));
+                super::spin::block_on(found)?
+            }
+        },
         Context::Worker(client) => client.lookup_actor(name, namespace)?,
     };
     // Counted now: dropped at once if of another class.

@@ -374,6 +374,8 @@ struct Control {
     store: Arc<parking_lot::Mutex<ControlStore>>,
     dir: PathBuf,
     version: tokio::sync::watch::Sender<u64>,
+    /// The directory of jobs' version (see [`ControlStore::directory_version`]).
+    directory: tokio::sync::watch::Sender<u64>,
     /// The name of the head's own node (it stops with the head, never drains).
     head: String,
 }
@@ -381,23 +383,27 @@ struct Control {
 impl Control {
     fn new(store: ControlStore, dir: &Path, head: &str) -> Arc<Control> {
         let (version, _) = tokio::sync::watch::channel(store.version());
+        let (directory, _) = tokio::sync::watch::channel(store.directory_version());
         Arc::new(Control {
             store: Arc::new(parking_lot::Mutex::new(store)),
             dir: dir.to_path_buf(),
             version,
+            directory,
             head: head.to_string(),
         })
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut ControlStore) -> R) -> R {
-        let (result, version) = {
+        let (result, version, directory) = {
             let mut store = self.store.lock();
             let result = f(&mut store);
             save(&self.dir, &mut store);
-            (result, store.version())
+            (result, store.version(), store.directory_version())
         };
         self.version
             .send_if_modified(|seen| std::mem::replace(seen, version) != version);
+        self.directory
+            .send_if_modified(|seen| std::mem::replace(seen, directory) != directory);
         result
     }
 }
@@ -627,9 +633,15 @@ async fn serve_member(connection: quinn::Connection, hello: HostHello, control: 
                 namespace,
                 name,
                 actor,
+                class,
             } => control.with(|store| {
-                store.claim_name(&hello.name, &namespace, &name, actor, Instant::now())
+                let now = Instant::now();
+                store.claim_name(&hello.name, &namespace, &name, actor, &class, now)
             }),
+            ToControl::WatchActor { job, actor } => {
+                tokio::spawn(serve_actor_watch(send, control.clone(), job, actor));
+                continue;
+            }
             ToControl::ReleaseName {
                 namespace,
                 name,
@@ -670,6 +682,45 @@ async fn serve_watch(mut send: quinn::SendStream, control: Arc<Control>, epoch: 
             changed = changes.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(control::KEEPALIVE) => {}
         }
+    }
+}
+
+/// Serves a watch of job `job`'s actor `actor`: its directory entry at once, then whenever it
+/// changes (and every [`control::KEEPALIVE`] while it does not), until the watcher goes or
+/// the entry says the actor is dead.
+async fn serve_actor_watch(
+    mut send: quinn::SendStream,
+    control: Arc<Control>,
+    job: String,
+    actor: prism_graph::ActorId,
+) {
+    let mut changes = control.directory.subscribe();
+    let mut told = None;
+    let mut keepalive = true;
+    loop {
+        let status = control.with(|store| store.actor_status(&job, actor));
+        let dead = matches!(
+            status.as_ref().map(|s| &s.state),
+            Some(prism_transport::ActorState::Dead(_))
+        );
+        if keepalive || told.as_ref() != Some(&status) {
+            let answer = FromControl::ActorChanged(status.clone());
+            if quic::send_frame(&mut send, &answer).await.is_err() {
+                return;
+            }
+            told = Some(status);
+        }
+        if dead {
+            let _ = send.finish();
+            return;
+        }
+        keepalive = tokio::select! {
+            changed = changes.changed() => match changed {
+                Ok(()) => false,
+                Err(_) => return,
+            },
+            _ = tokio::time::sleep(control::KEEPALIVE) => true,
+        };
     }
 }
 

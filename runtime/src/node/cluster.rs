@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::proto::control::{self, HEAD_ANSWER, Members};
 use crate::proto::directory::Publisher;
 use crate::proto::lease;
+use crate::proto::node::foreign::Found;
 use crate::proto::node::{ActorName, Unclaimed};
 use crate::proto::nodes::node_of;
 use crate::{Error, Result};
@@ -137,6 +138,9 @@ pub(crate) struct Joined {
     head_renewed: AtomicBool,
     /// What the head was told of the job's actors and placement groups.
     directory: Arc<parking_lot::Mutex<Publisher>>,
+    /// The directory as it was when an update could not go (one was in flight): sent once
+    /// that one is answered.
+    unpublished: parking_lot::Mutex<Option<(Vec<ActorStatus>, Vec<GroupStatus>)>>,
     /// What a node that joins needs to host the job.
     hosting: Hosting,
     /// Nodes being asked to host the job now, and daemons that could not (asked again after
@@ -290,6 +294,7 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
     };
     Ok(Joined {
         directory: Arc::new(parking_lot::Mutex::new(Publisher::new(job.clone(), info))),
+        unpublished: parking_lot::Mutex::new(None),
         job,
         objects_at,
         nodes: parking_lot::RwLock::new(nodes),
@@ -520,16 +525,20 @@ impl Joined {
     }
 
     /// Tells the head what changed in the job's actors and placement groups (each tick: it is
-    /// also the job's sign of life), unless the last update is still unanswered.
+    /// also the job's sign of life; and as soon as a named actor changes), after the last
+    /// update is answered if it is not yet.
     pub(crate) fn publish(self: &Arc<Self>, actors: Vec<ActorStatus>, groups: Vec<GroupStatus>) {
-        let update = self
-            .directory
-            .lock()
-            .update(actors, groups, unix_ms(), false);
-        if let Some(update) = update {
-            let joined = self.clone();
-            tokio::spawn(async move { joined.send_update(update).await });
+        let mut publisher = self.directory.lock();
+        if publisher.in_flight() {
+            *self.unpublished.lock() = Some((actors, groups));
+            return;
         }
+        let Some(update) = publisher.update(actors, groups, unix_ms(), false) else {
+            return;
+        };
+        drop(publisher);
+        let joined = self.clone();
+        tokio::spawn(async move { joined.send_update(update).await });
     }
 
     /// The job's last word to the head: it ended. Waits for the answer at most [`LAST_WORD`]
@@ -562,11 +571,13 @@ impl Joined {
         &self,
         name: &ActorName,
         actor: ActorId,
+        class: String,
     ) -> std::result::Result<(), Unclaimed> {
         let claim = ToControl::ClaimName {
             namespace: name.namespace.clone(),
             name: name.name.clone(),
             actor,
+            class,
         };
         match self.ask_head(&claim).await {
             Ok(FromControl::Ack) => Ok(()),
@@ -597,6 +608,94 @@ impl Joined {
         }
     }
 
+    /// Which actor of any job has `name` at the head ([`ToControl::FindName`]).
+    pub(crate) async fn find_name(
+        &self,
+        name: &ActorName,
+    ) -> std::result::Result<Option<Found>, String> {
+        let find = ToControl::FindName {
+            namespace: name.namespace.clone(),
+            name: name.name.clone(),
+        };
+        match self.ask_head(&find).await {
+            Ok(FromControl::Found {
+                job,
+                actor,
+                class,
+                status,
+            }) => Ok(Some(Found {
+                job,
+                actor,
+                class,
+                status,
+            })),
+            Ok(FromControl::NotFound) => Ok(None),
+            Ok(FromControl::Error(reason)) => Err(reason),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Follows job `job`'s actor `actor` in the head's directory, telling the core of each
+    /// change as this job's `alias`, until the actor is dead or the driver stops (a broken
+    /// subscription is made again).
+    pub(crate) async fn watch_actor(
+        self: Arc<Self>,
+        alias: ActorId,
+        job: String,
+        actor: ActorId,
+        core: Weak<Core>,
+    ) {
+        loop {
+            let reason = self.watch_actor_once(alias, &job, actor, &core).await;
+            match reason {
+                None => return,
+                Some(reason) => {
+                    if core.strong_count() == 0 {
+                        return;
+                    }
+                    tracing::debug!(actor = %actor, job, "the watch of another job's actor ended ({reason}): watching again");
+                    tokio::time::sleep(RESUBSCRIBE).await;
+                }
+            }
+        }
+    }
+
+    /// One watch of another job's actor; why it ended (`None`: the actor is dead, or the
+    /// driver stopped).
+    async fn watch_actor_once(
+        &self,
+        alias: ActorId,
+        job: &str,
+        actor: ActorId,
+        core: &Weak<Core>,
+    ) -> Option<String> {
+        let watch = ToControl::WatchActor {
+            job: job.to_string(),
+            actor,
+        };
+        let mut stream = match self.subscribe(&watch).await {
+            Ok(stream) => stream,
+            Err(why) => return Some(why),
+        };
+        loop {
+            let status = match stream.next().await {
+                Ok(FromControl::ActorChanged(status)) => status,
+                Ok(other) => return Some(format!("the head answered a watch with {other:?}")),
+                Err(why) => return Some(why),
+            };
+            let dead = matches!(
+                status.as_ref().map(|s| &s.state),
+                Some(prism_transport::ActorState::Dead(_))
+            );
+            let core = core.upgrade()?;
+            core.event(crate::proto::node::Event::ForeignChanged { alias, status });
+            if dead {
+                return None;
+            }
+        }
+    }
+
     async fn send_update(&self, update: JobUpdate) {
         let seq = update.seq;
         let taken = match self.ask_head(&ToControl::Job(update)).await {
@@ -611,6 +710,16 @@ impl Joined {
             }
         };
         self.directory.lock().answered(seq, taken);
+        let unpublished = self.unpublished.lock().take();
+        if let Some((actors, groups)) = unpublished {
+            let update = self
+                .directory
+                .lock()
+                .update(actors, groups, unix_ms(), false);
+            if let Some(update) = update {
+                Box::pin(self.send_update(update)).await;
+            }
+        }
     }
 
     /// Leaves the cluster: closing the connections makes every node stop the job's workers.
@@ -751,44 +860,38 @@ impl Joined {
 
     /// One subscription to the node table, until it ends; returns why.
     async fn watch_members(self: &Arc<Self>, members: &mut Members, core: &Weak<Core>) -> String {
-        let control = match self.control().await {
-            Ok(control) => control,
-            Err(e) => return e.to_string(),
+        let mut stream = match self.subscribe(&members.watch()).await {
+            Ok(stream) => stream,
+            Err(why) => return why,
         };
-        let peer = control.remote_address();
-        let (mut send, mut recv) = match control.open_bi().await {
-            Ok(pair) => pair,
-            Err(e) => return format!("cannot open a stream to the head: {e}"),
-        };
-        if let Err(e) = quic::send_frame(&mut send, &members.watch()).await {
-            return e.to_string();
-        }
-        let mut decoder = prism_transport::FrameDecoder::new(MAX_ANSWER);
         loop {
-            let heard = tokio::time::timeout(
-                control::HEAD_SILENCE,
-                quic::recv_frame(&mut recv, &mut decoder, peer),
-            );
-            let frame = match heard.await {
-                Ok(Ok(Some(frame))) => frame,
-                Ok(Ok(None)) => return "the head ended it".to_string(),
-                Ok(Err(e)) => return e.to_string(),
-                Err(_) => {
-                    let why = "the head went silent";
-                    quic::close_for(&control, quic::codes::DONE, why);
-                    return format!("{why} for {} ms", control::HEAD_SILENCE.as_millis());
-                }
-            };
-            match quic::decode::<FromControl>(&frame, peer) {
+            match stream.next().await {
                 Ok(FromControl::Members(update)) => members.apply(update),
                 Ok(other) => return format!("the head answered a subscription with {other:?}"),
-                Err(e) => return e.to_string(),
+                Err(why) => return why,
             }
             let Some(core) = core.upgrade() else {
                 return "the driver stopped".to_string();
             };
             self.follow_membership(&core, &members.table());
         }
+    }
+
+    /// A subscription to the head on a stream of its own (`request`: what to follow).
+    async fn subscribe(&self, request: &ToControl) -> std::result::Result<HeadStream, String> {
+        let control = self.control().await.map_err(|e| e.to_string())?;
+        let (mut send, recv) = (control.open_bi().await)
+            .map_err(|e| format!("cannot open a stream to the head: {e}"))?;
+        quic::send_frame(&mut send, request)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(HeadStream {
+            peer: control.remote_address(),
+            control,
+            _send: send,
+            recv,
+            decoder: prism_transport::FrameDecoder::new(MAX_ANSWER),
+        })
     }
 
     /// Compares the node table with the job's nodes: a node the table counts dead, or whose
@@ -1023,5 +1126,42 @@ async fn serve_streams(node: NodeStreams) {
             continue;
         }
         core.relayed_worker(send, recv, early, worker);
+    }
+}
+
+/// A subscription to the head's control store on a stream of its own (see
+/// [`Joined::subscribe`]): what the head writes on it, answer by answer.
+struct HeadStream {
+    control: quinn::Connection,
+    peer: SocketAddr,
+    /// Kept open while the subscription lasts.
+    _send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    decoder: prism_transport::FrameDecoder,
+}
+
+impl HeadStream {
+    /// The head's next answer, or why none comes: it ended the stream, or went silent for
+    /// [`control::HEAD_SILENCE`] (its connection is closed then: the next request connects
+    /// again).
+    async fn next(&mut self) -> std::result::Result<FromControl, String> {
+        let heard = tokio::time::timeout(
+            control::HEAD_SILENCE,
+            quic::recv_frame(&mut self.recv, &mut self.decoder, self.peer),
+        );
+        let frame = match heard.await {
+            Ok(Ok(Some(frame))) => frame,
+            Ok(Ok(None)) => return Err("the head ended it".to_string()),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => {
+                let why = "the head went silent";
+                quic::close_for(&self.control, quic::codes::DONE, why);
+                return Err(format!(
+                    "{why} for {} ms",
+                    control::HEAD_SILENCE.as_millis()
+                ));
+            }
+        };
+        quic::decode::<FromControl>(&frame, self.peer).map_err(|e| e.to_string())
     }
 }

@@ -41,6 +41,9 @@ pub(crate) struct DriverLinks {
     node: String,
     /// The worker at the other end of each link.
     workers: Mutex<HashMap<LinkId, WorkerId>>,
+    /// Links to other jobs' workers (whose actors the driver calls), by the endpoint each
+    /// goes to, and back.
+    foreign: Mutex<(HashMap<String, LinkId>, HashMap<LinkId, String>)>,
     /// What one drive of the endpoint brought, handled before anyone drives again (so that
     /// a link's frames are handled in the order they came).
     reading: Mutex<Vec<Event>>,
@@ -193,6 +196,7 @@ impl DriverLinks {
             job,
             node,
             workers: Mutex::new(HashMap::new()),
+            foreign: Mutex::new((HashMap::new(), HashMap::new())),
             reading: Mutex::new(Vec::new()),
             burst: Mutex::new(Burst {
                 pending: Vec::new(),
@@ -222,6 +226,13 @@ impl DriverLinks {
 
     /// Opens a link to worker `worker`'s endpoint at `endpoint`, the driver's hello first.
     pub(crate) fn open(&self, worker: WorkerId, endpoint: &str) -> Result<LinkId, String> {
+        let link = self.connect(endpoint)?;
+        self.workers.lock().insert(link, worker);
+        Ok(link)
+    }
+
+    /// A link to `endpoint` with the driver's hello on it.
+    fn connect(&self, endpoint: &str) -> Result<LinkId, String> {
         let addr: SocketAddr = endpoint
             .parse()
             .map_err(|e| format!("{endpoint:?} is not an address: {e}"))?;
@@ -231,9 +242,25 @@ impl DriverLinks {
             owner: DRIVER_OWNER,
             node: self.node.clone(),
         };
-        let link = (self.endpoint.connect_with(addr, &hello)).map_err(|e| e.to_string())?;
-        self.workers.lock().insert(link, worker);
-        Ok(link)
+        (self.endpoint.connect_with(addr, &hello)).map_err(|e| e.to_string())
+    }
+
+    /// Sends the driver's frames to another job's worker at `endpoint` (whose actor it
+    /// calls), on the link to it, opened now if there is none.
+    pub(crate) fn send_foreign(&self, endpoint: &str, bytes: &[u8]) -> Result<(), String> {
+        let link = {
+            let mut foreign = self.foreign.lock();
+            match foreign.0.get(endpoint) {
+                Some(&link) => link,
+                None => {
+                    let link = self.connect(endpoint)?;
+                    foreign.0.insert(endpoint.to_string(), link);
+                    foreign.1.insert(link, endpoint.to_string());
+                    link
+                }
+            }
+        };
+        self.send(link, bytes).map_err(|e| e.to_string())
     }
 
     /// Sends whole frames on `link`, in order after those sent before. A send that follows
@@ -384,6 +411,10 @@ impl DriverLinks {
             match event {
                 Event::Frame(link, frame) => {
                     let Some(worker) = self.workers.lock().get(&link).copied() else {
+                        if let Some(endpoint) = self.foreign.lock().1.get(&link).cloned() {
+                            handled = true;
+                            core.foreign_frames(endpoint, vec![frame]);
+                        }
                         continue;
                     };
                     handled = true;
@@ -402,6 +433,17 @@ impl DriverLinks {
                     }
                     if let Some(worker) = self.workers.lock().remove(&link) {
                         core.driver_link_lost(worker, format!("its link to {peer}: {reason}"));
+                    }
+                    let foreign = {
+                        let mut foreign = self.foreign.lock();
+                        let endpoint = foreign.1.remove(&link);
+                        if let Some(endpoint) = &endpoint {
+                            foreign.0.remove(endpoint);
+                        }
+                        endpoint
+                    };
+                    if let Some(endpoint) = foreign {
+                        core.foreign_link_lost(endpoint, reason.to_string());
                     }
                 }
                 Event::Accepted { link, peer } => {

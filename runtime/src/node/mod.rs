@@ -90,6 +90,15 @@ pub(crate) struct Core {
     dedup: Option<Mutex<(Dedup, bool)>>,
 }
 
+/// A lookup of an actor by name from the driver (see [`Core::lookup_actor`]).
+#[derive(Debug)]
+pub(crate) enum Lookup {
+    /// This job's actor: its id and class (a handle counted).
+    Here(ActorId, String),
+    /// Not this job's: the head is asked, answered under this number ([`Core::poll_find`]).
+    Asked(u64),
+}
+
 /// Where a wait for objects stands between polls (see [`Core::poll_objects`]).
 #[derive(Debug, Default)]
 pub(crate) struct Progress {
@@ -548,17 +557,24 @@ impl Core {
 
     /// The actor named `name` in `namespace` (the job's when `None`) and its class, counting
     /// a new handle.
-    pub(crate) fn lookup_actor(
-        &self,
-        name: &str,
-        namespace: Option<&str>,
-    ) -> Result<(ActorId, String)> {
+    pub(crate) fn lookup_actor(&self, name: &str, namespace: Option<&str>) -> Result<Lookup> {
         let mut shell = self.state.lock();
         let name = shell.node.actor_name(name, namespace);
-        shell.node.lookup_actor(&name).ok_or(Error::ActorNotFound {
+        if let Some((id, class)) = shell.node.lookup_actor(&name) {
+            return Ok(Lookup::Here(id, class));
+        }
+        if self.cluster.is_some() {
+            return Ok(Lookup::Asked(shell.run(|node| node.find_actor(name))));
+        }
+        Err(Error::ActorNotFound {
             name: name.name,
             namespace: name.namespace,
         })
+    }
+
+    /// The answer to the driver's lookup `find` at the head (see [`Lookup::Asked`]).
+    pub(crate) fn poll_find(&self, find: u64, waker: &Waker) -> Poll<Result<(ActorId, String)>> {
+        (self.state.lock().node.poll_find(find, waker)).map(|r| r.map_err(Error::from_refusal))
     }
 
     pub(crate) fn actor_add_ref(&self, id: ActorId) {
@@ -853,6 +869,29 @@ impl Core {
     /// The driver's direct link to worker `worker` ended (`why`) or broke the order of its
     /// frames: the worker's frames for the driver can no longer be read in order, so it is
     /// stopped (its tasks run again as after any worker's death).
+    /// Frames from another job's worker at `endpoint` on the driver's link to it.
+    fn foreign_frames(&self, endpoint: String, frames: Vec<Frame>) {
+        let mut msgs = Vec::with_capacity(frames.len());
+        for frame in &frames {
+            let decoded = (frame.access::<prism_transport::ToWorker>())
+                .map_err(|e| e.to_string())
+                .and_then(|msg| {
+                    rkyv::deserialize::<prism_transport::ToWorker, rkyv::rancor::Error>(msg)
+                        .map_err(|e| e.to_string())
+                });
+            match decoded {
+                Ok(msg) => msgs.push(msg),
+                Err(e) => tracing::warn!(%endpoint, "another job's worker sent a bad frame: {e}"),
+            }
+        }
+        self.event(Event::ForeignFrames { endpoint, msgs });
+    }
+
+    /// The driver's link to another job's worker at `endpoint` broke.
+    fn foreign_link_lost(&self, endpoint: String, reason: String) {
+        self.event(Event::ForeignLinkLost { endpoint, reason });
+    }
+
     fn driver_link_lost(&self, worker: WorkerId, why: String) {
         let mut shell = self.state.lock();
         let Some(io) = shell.links.get_mut(&worker) else {
@@ -994,10 +1033,16 @@ impl Shell {
         self.act();
     }
 
-    /// Carries out the node's decisions, in order.
+    /// Carries out the node's decisions, in order; tells the cluster's directory of a named
+    /// actor's change at once.
     fn act(&mut self) {
         while let Some(action) = self.node.poll_action() {
             self.perform(action);
+        }
+        if self.node.take_publish_due()
+            && let Some(remote) = &self.remote
+        {
+            remote.publish(self.node.actor_directory(), self.node.group_directory());
         }
     }
 
@@ -1156,8 +1201,8 @@ impl Shell {
                 }
             }
             Action::ReturnFreeMemory => crate::process::return_free_memory(),
-            Action::ClaimName { actor, name } => match &self.remote {
-                Some(remote) => remote.claim_name(actor, name),
+            Action::ClaimName { actor, name, class } => match &self.remote {
+                Some(remote) => remote.claim_name(actor, name, class),
                 None => {
                     let event = Event::NameClaimed {
                         actor,
@@ -1169,6 +1214,33 @@ impl Shell {
             Action::ReleaseName { actor, name } => {
                 if let Some(remote) = &self.remote {
                     remote.release_name(actor, name);
+                }
+            }
+            Action::FindName { find, name } => match &self.remote {
+                Some(remote) => remote.find_name(find, name),
+                None => {
+                    let outcome = Ok(None);
+                    let _ = (self.node).handle(Event::NameFound { find, outcome }, Instant::now());
+                }
+            },
+            Action::WatchActor { alias, job, actor } => {
+                if let Some(remote) = &self.remote {
+                    remote.watch_actor(alias, job, actor);
+                }
+            }
+            Action::UnwatchActor { alias } => {
+                if let Some(remote) = &self.remote {
+                    remote.unwatch_actor(alias);
+                }
+            }
+            Action::SendForeign { endpoint, frames } => {
+                let sent = match &self.direct {
+                    Some(direct) => direct.send_foreign(&endpoint, &frames),
+                    None => Err("the driver has no direct endpoint (PRISM_DRIVER_LINKS=0)".into()),
+                };
+                if let Err(reason) = sent {
+                    let event = Event::ForeignLinkLost { endpoint, reason };
+                    let _ = self.node.handle(event, Instant::now());
                 }
             }
         }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use prism_graph::{ActorId, ObjectId};
-use prism_transport::{FromHost, ToHost};
+use prism_transport::{ActorStatus, FromHost, GroupStatus, ToHost};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
@@ -37,6 +37,8 @@ pub(super) struct Remote {
     /// another, so that the node reads them in that order (a drop of a copy, then a fetch of
     /// the same object, must not arrive the other way round).
     senders: parking_lot::Mutex<HashMap<NodeIdx, mpsc::UnboundedSender<Ordered>>>,
+    /// The watches of other jobs' actors at the head, by this job's alias for each.
+    watches: parking_lot::Mutex<HashMap<ActorId, tokio::task::JoinHandle<()>>>,
 }
 
 /// A request for a node, and where its answer goes.
@@ -53,6 +55,7 @@ impl Remote {
             handle,
             core,
             senders: parking_lot::Mutex::new(HashMap::new()),
+            watches: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 
@@ -215,14 +218,47 @@ impl Remote {
     }
 
     /// Claims `name` for `actor` at the head and tells the node its word.
-    pub(super) fn claim_name(&self, actor: ActorId, name: ActorName) {
+    pub(super) fn claim_name(&self, actor: ActorId, name: ActorName, class: String) {
         let (joined, core) = (self.joined.clone(), self.core.clone());
         self.handle.spawn(async move {
-            let outcome = joined.claim_name(&name, actor).await;
+            let outcome = joined.claim_name(&name, actor, class).await;
             if let Some(core) = core.upgrade() {
                 core.event(Event::NameClaimed { actor, outcome });
             }
         });
+    }
+
+    /// Asks the head which actor has `name` and tells the node its answer to lookup `find`.
+    pub(super) fn find_name(&self, find: u64, name: ActorName) {
+        let (joined, core) = (self.joined.clone(), self.core.clone());
+        self.handle.spawn(async move {
+            let outcome = joined.find_name(&name).await;
+            if let Some(core) = core.upgrade() {
+                core.event(Event::NameFound { find, outcome });
+            }
+        });
+    }
+
+    /// Follows job `job`'s actor `actor`, this job's `alias`, at the head.
+    pub(super) fn watch_actor(&self, alias: ActorId, job: String, actor: ActorId) {
+        let watch = (self.joined.clone()).watch_actor(alias, job, actor, self.core.clone());
+        let task = self.handle.spawn(watch);
+        if let Some(old) = self.watches.lock().insert(alias, task) {
+            old.abort();
+        }
+    }
+
+    /// Stops following another job's actor `alias`.
+    pub(super) fn unwatch_actor(&self, alias: ActorId) {
+        if let Some(task) = self.watches.lock().remove(&alias) {
+            task.abort();
+        }
+    }
+
+    /// Tells the head's directory of the job's `actors` and `groups` now.
+    pub(super) fn publish(&self, actors: Vec<ActorStatus>, groups: Vec<GroupStatus>) {
+        let _guard = self.handle.enter();
+        self.joined.publish(actors, groups);
     }
 
     /// Releases `actor`'s claim on `name` at the head.
@@ -357,7 +393,7 @@ impl Core {
     }
 
     /// Hands `event` to the node and carries out what it decided.
-    fn event(&self, event: Event<'_>) {
+    pub(super) fn event(&self, event: Event<'_>) {
         let _ = self.state.lock().event(event);
     }
 }

@@ -322,6 +322,10 @@ impl ControlStore {
                 FromControl::Tasks { tasks, matched }
             }
             ToControl::Summaries => FromControl::Summaries(self.board.summaries()),
+            ToControl::FindName { namespace, name } => self.find_name(&namespace, &name, now),
+            ToControl::WatchActor { job, actor } => {
+                FromControl::ActorChanged(self.actor_status(&job, actor))
+            }
             ToControl::ClaimName { name, .. } | ToControl::ReleaseName { name, .. } => {
                 FromControl::Error(format!(
                     "the actor name {name:?} may be claimed or released only by a job's driver, on its own connection"
@@ -360,20 +364,51 @@ impl ControlStore {
 
     /// Job `job` (its driver's own connection) claims `name` in `namespace` for its actor
     /// `actor` ([`ToControl::ClaimName`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn claim_name(
         &mut self,
         job: &str,
         namespace: &str,
         name: &str,
         actor: ActorId,
+        class: &str,
         now: Instant,
     ) -> FromControl {
         let directory = &self.directory;
         let holder = |job: &str, actor| directory.holder(job, actor);
-        match self.names.claim(job, namespace, name, actor, now, holder) {
+        match (self.names).claim(job, namespace, name, actor, class, now, holder) {
             Ok(()) => FromControl::Ack,
             Err(job) => FromControl::NameHeld { job },
         }
+    }
+
+    /// The live actor named `name` in `namespace`, of any job ([`ToControl::FindName`]).
+    pub(crate) fn find_name(&self, namespace: &str, name: &str, now: Instant) -> FromControl {
+        let directory = &self.directory;
+        let holder = |job: &str, actor| directory.holder(job, actor);
+        match self.names.find(namespace, name, now, holder) {
+            Some((job, actor, class)) => FromControl::Found {
+                status: directory.actor(&job, actor),
+                job,
+                actor,
+                class,
+            },
+            None => FromControl::NotFound,
+        }
+    }
+
+    /// Job `job`'s actor `actor` as the directory has it ([`ToControl::WatchActor`]).
+    pub(crate) fn actor_status(
+        &self,
+        job: &str,
+        actor: ActorId,
+    ) -> Option<prism_transport::ActorStatus> {
+        self.directory.actor(job, actor)
+    }
+
+    /// How many times the directory of jobs changed.
+    pub(crate) fn directory_version(&self) -> u64 {
+        self.directory.version()
     }
 
     /// Job `job`'s actor `actor` died: its claim on `name` goes ([`ToControl::ReleaseName`]).
@@ -757,16 +792,21 @@ mod tests {
             state,
             node: String::new(),
             restarts: 0,
+            reach: None,
+            max_task_retries: 0,
         };
         // Job a claims before its directory lists the actor; b is refused, named a.
         assert_eq!(
-            store.claim_name("a", "svc", "c", actor(1), t0),
+            store.claim_name("a", "svc", "c", actor(1), "Counter", t0),
             FromControl::Ack
         );
         let held = FromControl::NameHeld { job: "a".into() };
-        assert_eq!(store.claim_name("b", "svc", "c", actor(2), t0), held);
         assert_eq!(
-            store.claim_name("b", "other", "c", actor(2), t0),
+            store.claim_name("b", "svc", "c", actor(2), "Counter", t0),
+            held
+        );
+        assert_eq!(
+            store.claim_name("b", "other", "c", actor(2), "Counter", t0),
             FromControl::Ack
         );
         let update = publisher.update(vec![status(ActorState::Alive)], Vec::new(), 1_000, false);
@@ -775,11 +815,26 @@ mod tests {
             FromControl::Ack
         );
         publisher.answered(1, true);
+        // Any job finds it, with its directory entry.
+        match store.find_name("svc", "c", t0) {
+            FromControl::Found {
+                job,
+                actor: found,
+                class,
+                status: Some(status),
+            } => assert_eq!(
+                (job.as_str(), found, class.as_str(), status.state),
+                ("a", actor(1), "Counter", ActorState::Alive)
+            ),
+            other => panic!("found: {other:?}"),
+        }
+        assert_eq!(store.find_name("other", "x", t0), FromControl::NotFound);
         // Only a driver's own connection claims (the daemon routes those to `claim_name`).
         let claim = ToControl::ClaimName {
             namespace: "svc".into(),
             name: "c".into(),
             actor: actor(2),
+            class: "Counter".into(),
         };
         assert!(matches!(store.handle(claim, t0), FromControl::Error(_)));
         // A restarted head keeps the claims.
@@ -789,7 +844,10 @@ mod tests {
         let t1 = t0 + Duration::from_secs(1);
         let grace = Duration::ZERO;
         let mut store = ControlStore::recover(Duration::from_secs(10), 2, saved, t1, grace);
-        assert_eq!(store.claim_name("b", "svc", "c", actor(2), t1), held);
+        assert_eq!(
+            store.claim_name("b", "svc", "c", actor(2), "Counter", t1),
+            held
+        );
         // The actor dies and its release is lost: the directory's word frees the name.
         let update = publisher.update(
             vec![status(ActorState::Dead("killed".into()))],
@@ -801,8 +859,9 @@ mod tests {
             store.handle(ToControl::Job(update.unwrap()), t1),
             FromControl::Ack
         );
+        assert_eq!(store.find_name("svc", "c", t1), FromControl::NotFound);
         assert_eq!(
-            store.claim_name("b", "svc", "c", actor(2), t1),
+            store.claim_name("b", "svc", "c", actor(2), "Counter", t1),
             FromControl::Ack
         );
         // b releases it; a takes it again for a new actor, then a's job ends: free again.
@@ -811,10 +870,13 @@ mod tests {
             FromControl::Ack
         );
         assert_eq!(
-            store.claim_name("a", "svc", "c", actor(3), t1),
+            store.claim_name("a", "svc", "c", actor(3), "Counter", t1),
             FromControl::Ack
         );
-        assert_eq!(store.claim_name("b", "svc", "c", actor(2), t1), held);
+        assert_eq!(
+            store.claim_name("b", "svc", "c", actor(2), "Counter", t1),
+            held
+        );
         let last = publisher.update(Vec::new(), Vec::new(), 3_000, true);
         assert_eq!(
             store.handle(ToControl::Job(last.unwrap()), t1),
@@ -827,7 +889,7 @@ mod tests {
             "only b's other name is left"
         );
         assert_eq!(
-            store.claim_name("b", "svc", "c", actor(2), t1),
+            store.claim_name("b", "svc", "c", actor(2), "Counter", t1),
             FromControl::Ack
         );
     }

@@ -98,7 +98,9 @@ impl Publisher {
                 ActorState::Dead(reason) => reason.len(),
                 _ => 0,
             };
-            a.class.len() + a.name.as_ref().map_or(0, String::len) + a.node.len() + reason
+            let reach = (a.reach.as_ref())
+                .map_or(0, |r| r.at.len() + r.direct.as_ref().map_or(0, String::len));
+            a.class.len() + a.name.as_ref().map_or(0, String::len) + a.node.len() + reason + reach
         };
         let group_text = |g: &GroupStatus| {
             let listed = g.bundles.iter().chain(&g.nodes);
@@ -170,7 +172,6 @@ impl Publisher {
     }
 
     /// Whether an update was sent and not answered yet.
-    #[cfg(test)]
     pub(crate) fn in_flight(&self) -> bool {
         self.sending.is_some()
     }
@@ -223,6 +224,8 @@ pub(crate) struct Directory {
     jobs: BTreeMap<String, JobRecord>,
     timeout: Duration,
     changed: bool,
+    /// Counts the changes (see [`Directory::version`]).
+    version: u64,
 }
 
 impl Directory {
@@ -232,12 +235,23 @@ impl Directory {
             jobs: BTreeMap::new(),
             timeout,
             changed: false,
+            version: 0,
         }
     }
 
     /// Whether it knows job `job` (running or ended).
     pub(crate) fn knows(&self, job: &str) -> bool {
         self.jobs.contains_key(job)
+    }
+
+    /// Job `job`'s actor `actor` as the directory has it (dead once its job ended or failed).
+    pub(crate) fn actor(&self, job: &str, actor: ActorId) -> Option<ActorStatus> {
+        self.jobs.get(job)?.actors.get(&actor).cloned()
+    }
+
+    /// How many times the directory changed: a watcher of an actor looks again after each.
+    pub(crate) fn version(&self) -> u64 {
+        self.version
     }
 
     /// Whether job `job`'s actor `actor` still holds a name it claimed: its job runs and the
@@ -389,6 +403,7 @@ impl Directory {
         trim(record);
         if changes {
             self.changed = true;
+            self.version += 1;
             self.trim_ended();
         }
         FromControl::Ack
@@ -415,6 +430,7 @@ impl Directory {
             let all: Vec<u64> = record.groups.keys().copied().collect();
             end_groups(record, &all);
             self.changed = true;
+            self.version += 1;
         }
         self.trim_ended();
     }
@@ -519,6 +535,8 @@ mod tests {
             state,
             node: "n1".into(),
             restarts: 0,
+            reach: None,
+            max_task_retries: 0,
         }
     }
 

@@ -30,12 +30,15 @@ pub(crate) struct SavedClaim {
     name: String,
     job: String,
     actor: ActorId,
+    #[serde(default)]
+    class: String,
 }
 
 #[derive(Debug, Clone)]
 struct Claim {
     job: String,
     actor: ActorId,
+    class: String,
     /// When it was made (or recovered): a claim of a job the directory does not know lives
     /// a job's timeout from then.
     at: Instant,
@@ -64,10 +67,14 @@ impl NameClaims {
     pub(crate) fn recover(unknown_for: Duration, saved: Vec<SavedClaim>, now: Instant) -> Self {
         let mut names = Self::new(unknown_for);
         for claim in saved {
-            let (job, actor, at) = (claim.job, claim.actor, now);
-            names
-                .claims
-                .insert((claim.namespace, claim.name), Claim { job, actor, at });
+            let (job, actor, class, at) = (claim.job, claim.actor, claim.class, now);
+            let claim_of = Claim {
+                job,
+                actor,
+                class,
+                at,
+            };
+            names.claims.insert((claim.namespace, claim.name), claim_of);
         }
         names
     }
@@ -82,6 +89,7 @@ impl NameClaims {
                 name: name.clone(),
                 job: claim.job.clone(),
                 actor: claim.actor,
+                class: claim.class.clone(),
             });
         saved.collect()
     }
@@ -91,14 +99,17 @@ impl NameClaims {
         std::mem::take(&mut self.changed)
     }
 
-    /// Job `job` claims `name` in `namespace` for `actor` at `now`: taken (`Ok`), or the job
-    /// whose live actor holds it (`Err`). `holder` says whether a claim's actor still lives.
+    /// Job `job` claims `name` in `namespace` for `actor` (of class `class`) at `now`: taken
+    /// (`Ok`), or the job whose live actor holds it (`Err`). `holder` says whether a claim's
+    /// actor still lives.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn claim(
         &mut self,
         job: &str,
         namespace: &str,
         name: &str,
         actor: ActorId,
+        class: &str,
         now: Instant,
         holder: impl Fn(&str, ActorId) -> Holder,
     ) -> Result<(), String> {
@@ -112,6 +123,7 @@ impl NameClaims {
         let claim = Claim {
             job: job.to_string(),
             actor,
+            class: class.to_string(),
             at: now,
         };
         tracing::debug!(job, namespace, name, actor = %actor, "actor name claimed");
@@ -132,6 +144,21 @@ impl NameClaims {
             self.claims.remove(&key);
             self.changed = true;
         }
+    }
+
+    /// The job, id and class of the live actor that has `name` in `namespace`, if one has.
+    pub(crate) fn find(
+        &self,
+        namespace: &str,
+        name: &str,
+        now: Instant,
+        holder: impl Fn(&str, ActorId) -> Holder,
+    ) -> Option<(String, ActorId, String)> {
+        let claim = self
+            .claims
+            .get(&(namespace.to_string(), name.to_string()))?;
+        (self.holds(claim, now, holder))
+            .then(|| (claim.job.clone(), claim.actor, claim.class.clone()))
     }
 
     /// Drops the claims whose actors no longer hold them.
@@ -172,32 +199,51 @@ mod tests {
         let t0 = Instant::now();
         let mut names = NameClaims::new(Duration::from_secs(5));
         let live = |_: &str, _: ActorId| Holder::Live;
-        assert_eq!(names.claim("a", "svc", "c", actor(1), t0, live), Ok(()));
+        assert_eq!(
+            names.claim("a", "svc", "c", actor(1), "C", t0, live),
+            Ok(())
+        );
         // Another job is refused, named the holder; another namespace is another name.
-        let taken = names.claim("b", "svc", "c", actor(2), t0, live);
+        let taken = names.claim("b", "svc", "c", actor(2), "C", t0, live);
         assert_eq!(taken, Err("a".to_string()));
-        assert_eq!(names.claim("b", "other", "c", actor(2), t0, live), Ok(()));
+        assert_eq!(
+            names.claim("b", "other", "c", actor(2), "C", t0, live),
+            Ok(())
+        );
         // The holder's own job claims again for a new actor (its table said it is free).
-        assert_eq!(names.claim("a", "svc", "c", actor(3), t0, live), Ok(()));
+        assert_eq!(
+            names.claim("a", "svc", "c", actor(3), "C", t0, live),
+            Ok(())
+        );
         // A release of the old actor leaves the new claim; the new actor's frees it.
         names.release("a", "svc", "c", actor(1));
         assert_eq!(
-            names.claim("b", "svc", "c", actor(2), t0, live),
+            names.claim("b", "svc", "c", actor(2), "C", t0, live),
             Err("a".into())
         );
         names.release("b", "svc", "c", actor(3));
         assert_eq!(
-            names.claim("b", "svc", "c", actor(2), t0, live),
+            names.claim("b", "svc", "c", actor(2), "C", t0, live),
             Err("a".into())
         );
         names.release("a", "svc", "c", actor(3));
-        assert_eq!(names.claim("b", "svc", "c", actor(2), t0, live), Ok(()));
+        assert_eq!(
+            names.claim("b", "svc", "c", actor(2), "C", t0, live),
+            Ok(())
+        );
         // Job b's actor is known dead (its release lost): the name is free for a.
         let b_dead = |job: &str, _: ActorId| match job {
             "b" => Holder::Gone,
             _ => Holder::Live,
         };
-        assert_eq!(names.claim("a", "svc", "c", actor(4), t0, b_dead), Ok(()));
+        assert_eq!(
+            names.claim("a", "svc", "c", actor(4), "C", t0, b_dead),
+            Ok(())
+        );
+        // Found while it holds.
+        let found = names.find("svc", "c", t0, live);
+        assert_eq!(found, Some(("a".into(), actor(4), "C".into())));
+        assert_eq!(names.find("svc", "c", t0, |_, _| Holder::Gone), None);
         // Pruning drops what the directory says is gone.
         names.prune(t0, |_, _| Holder::Gone);
         assert_eq!(names.len(), 0);
@@ -211,22 +257,25 @@ mod tests {
         let timeout = Duration::from_secs(5);
         let mut names = NameClaims::new(timeout);
         let unknown = |_: &str, _: ActorId| Holder::Unknown;
-        assert_eq!(names.claim("a", "svc", "c", actor(1), t0, unknown), Ok(()));
+        assert_eq!(
+            names.claim("a", "svc", "c", actor(1), "C", t0, unknown),
+            Ok(())
+        );
         let later = t0 + Duration::from_secs(4);
         assert_eq!(
-            names.claim("b", "svc", "c", actor(2), later, unknown),
+            names.claim("b", "svc", "c", actor(2), "C", later, unknown),
             Err("a".into())
         );
         // A restarted head counts recovered claims made at its start.
         let t1 = t0 + Duration::from_secs(60);
         let mut names = NameClaims::recover(timeout, names.snapshot(), t1);
         assert_eq!(
-            names.claim("b", "svc", "c", actor(2), t1, unknown),
+            names.claim("b", "svc", "c", actor(2), "C", t1, unknown),
             Err("a".into())
         );
         let late = t1 + timeout;
         assert_eq!(
-            names.claim("b", "svc", "c", actor(2), late, unknown),
+            names.claim("b", "svc", "c", actor(2), "C", late, unknown),
             Ok(())
         );
     }

@@ -22,10 +22,11 @@ use crate::proto::owner::{Known, Slot};
 use crate::store::ObjectBytes;
 
 mod direct;
+pub(crate) mod foreign;
 mod owned;
 mod pulls;
 
-pub(crate) use direct::DirectTo;
+pub(crate) use direct::{DirectTo, Refused as DirectRefused};
 
 /// Why a worker stops taking messages.
 #[derive(Debug)]
@@ -149,6 +150,8 @@ pub(crate) struct Worker {
     /// The CPUs the actor living here holds ([`Execute::cpu`] of its creation): what one of
     /// its calls holds while it runs, as its driver counts it.
     actor_cpu: Amount,
+    /// The actor this worker hosts, once its creation ran here.
+    hosted: Option<ActorId>,
 }
 
 impl Worker {
@@ -181,6 +184,7 @@ impl Worker {
             direct: direct::Direct::default(),
             running: Vec::new(),
             actor_cpu: Amount::ZERO,
+            hosted: None,
         }
     }
 
@@ -570,14 +574,20 @@ impl Worker {
     /// the actor's (named by the actor's creation).
     fn runs(&mut self, exec: &Execute) {
         let cpu = match exec.kind {
-            TaskKind::ActorCreation { .. } => {
+            TaskKind::ActorCreation { actor, .. } => {
                 self.actor_cpu = exec.cpu;
+                self.hosted = Some(actor);
                 exec.cpu
             }
             TaskKind::ActorCall(_) => self.actor_cpu,
             TaskKind::Normal => exec.cpu,
         };
         self.running.push((exec.task, cpu));
+    }
+
+    /// The actor this worker hosts, once its creation ran here.
+    pub(crate) fn hosted_actor(&self) -> Option<ActorId> {
+        self.hosted
     }
 
     /// Task `task` stopped running here.
@@ -845,12 +855,14 @@ impl Worker {
                 class,
                 max_task_retries,
                 place,
+                foreign,
             } => {
                 let place =
                     rkyv::deserialize::<prism_transport::ActorPlace, rkyv::rancor::Error>(place)
                         .map_err(|e| Stop::Lost(format!("undecodable actor place: {e}")))?;
                 let (actor, retries) = (actor.to_native(), max_task_retries.to_native());
-                self.actor_at(actor, class.to_string(), retries, place);
+                let foreign = foreign.as_ref().map(|a| ActorId(a.0.to_native()));
+                self.actor_at(actor, class.to_string(), retries, place, foreign);
             }
             ArchivedToWorker::Handback(tasks) => {
                 self.handed_back(tasks.iter().map(|t| t.to_native()));

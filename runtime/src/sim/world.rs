@@ -1266,6 +1266,13 @@ impl World<'_> {
                     let _ = node.handle(Event::NameClaimed { actor, outcome }, now);
                 });
             }
+            // Nor do they look names up there: no other job has the name.
+            Action::FindName { find, .. } => {
+                self.proto(j, |node, now| {
+                    let outcome = Ok(None);
+                    let _ = node.handle(Event::NameFound { find, outcome }, now);
+                });
+            }
             // The driver's link to a worker it forgot goes (as `node/mod.rs` closes it).
             Action::Forget { worker } => {
                 self.jobs[j].links.remove(&worker);
@@ -1275,6 +1282,9 @@ impl World<'_> {
             | Action::ShrinkPool { .. }
             | Action::Free(_)
             | Action::ReleaseName { .. }
+            | Action::WatchActor { .. }
+            | Action::UnwatchActor { .. }
+            | Action::SendForeign { .. }
             | Action::ReturnFreeMemory => {}
         }
     }

@@ -16,7 +16,8 @@ use prism_transport::direct::{Endpoint, Event, LinkId};
 use prism_transport::{ArchivedToWorker, DirectHello, FrameReader, PROTOCOL_VERSION, ToWorker};
 
 use crate::proto::node::DRIVER_OWNER;
-use crate::proto::worker::{DirectTo, Stop, Worker};
+use crate::proto::worker::DirectRefused as Refused;
+use crate::proto::worker::{DirectTo, Stop, Worker, foreign};
 use crate::store::ObjectBytes;
 
 /// How long a worker waits for its node's first frame (its endpoint's identity).
@@ -37,6 +38,11 @@ pub(super) struct DirectLinks {
     accepted: HashMap<LinkId, Option<u64>>,
     /// The link of each owner whose hello came.
     owners: HashMap<u64, LinkId>,
+    /// Callers of other jobs: the alias each has here, and its number in its job (see
+    /// [`crate::proto::worker::foreign`]).
+    foreign: HashMap<u64, u64>,
+    /// How many callers of other jobs were aliased.
+    aliased: u64,
     events: Vec<Event>,
 }
 
@@ -83,6 +89,8 @@ impl DirectLinks {
             opened: HashMap::new(),
             accepted: HashMap::new(),
             owners: HashMap::new(),
+            foreign: HashMap::new(),
+            aliased: 0,
             events: Vec::new(),
         })
     }
@@ -118,6 +126,23 @@ impl DirectLinks {
                     }
                 },
                 DirectTo::Owner(owner) => match self.owners.get(owner) {
+                    Some(&link) if self.foreign.contains_key(owner) => {
+                        let remote = self.foreign[owner];
+                        match foreign::outbound(&bytes, remote, *owner) {
+                            Ok(bytes) => {
+                                if let Err(e) = self.endpoint.send(link, &bytes) {
+                                    tracing::debug!(
+                                        "another job's caller's frames were not sent: {e}"
+                                    );
+                                }
+                            }
+                            Err(e) => tracing::error!(
+                                owner,
+                                "frames for another job's caller dropped: {e}"
+                            ),
+                        }
+                        continue;
+                    }
                     Some(&link) => (link, None),
                     None => {
                         tracing::debug!(
@@ -193,6 +218,27 @@ impl DirectLinks {
                         // The ends of a worker leased to this one.
                         None => None,
                     };
+                    let frame =
+                        match from.and_then(|alias| Some((alias, *self.foreign.get(&alias)?))) {
+                            // Another job's caller: its ids in its alias's name.
+                            Some((alias, remote)) => {
+                                match foreign::inbound(&frame, remote, alias, core.hosted_actor())
+                                    .and_then(|bytes| reframe(&bytes))
+                                {
+                                    Ok(frame) => frame,
+                                    Err(refused) => {
+                                        tracing::warn!(
+                                            owner = alias,
+                                            "closing another job's link: {refused}"
+                                        );
+                                        self.endpoint.close(link, &refused.to_string());
+                                        self.closed(core, link)?;
+                                        continue;
+                                    }
+                                }
+                            }
+                            None => frame,
+                        };
                     match core.handle_direct(from, frame, open)? {
                         Ok(()) => {}
                         Err(refused) => {
@@ -218,11 +264,28 @@ impl DirectLinks {
                 "protocol version mismatch: the owner speaks {}, this worker {PROTOCOL_VERSION}",
                 hello.protocol.to_native()
             )),
-            Ok(hello) if hello.job.as_str() != self.job => Some(format!(
-                "the owner's job is {}, this worker's {}",
-                hello.job.as_str(),
-                self.job
-            )),
+            Ok(hello) if hello.job.as_str() != self.job => match core.hosted_actor() {
+                // A caller of another job, for the actor hosted here: aliased.
+                Some(_) => {
+                    self.aliased += 1;
+                    let alias = foreign::alias(self.aliased);
+                    self.foreign.insert(alias, hello.owner.to_native());
+                    self.owner_linked(alias, link, "another job's caller linked again");
+                    core.foreign_from(alias);
+                    tracing::debug!(
+                        job = hello.job.as_str(),
+                        owner = hello.owner.to_native(),
+                        alias,
+                        "another job's caller linked"
+                    );
+                    None
+                }
+                None => Some(format!(
+                    "the owner's job is {}, this worker's {}, and it hosts no actor",
+                    hello.job.as_str(),
+                    self.job
+                )),
+            },
             Ok(hello) if hello.owner.to_native() == DRIVER_OWNER => {
                 // The driver's link: taken once the driver names it through the node.
                 let peer = (self.endpoint.peer(link)).map_or_else(String::new, |p| p.to_string());
@@ -268,6 +331,7 @@ impl DirectLinks {
             && self.owners.get(&owner) == Some(&link)
         {
             self.owners.remove(&owner);
+            self.foreign.remove(&owner);
             if owner == DRIVER_OWNER {
                 return core.driver_link_closed();
             }
@@ -278,6 +342,17 @@ impl DirectLinks {
             core.direct_lost(&endpoint);
         }
         Ok(())
+    }
+}
+
+/// The one frame encoded in `bytes`.
+fn reframe(bytes: &[u8]) -> Result<prism_transport::Frame, Refused> {
+    let mut decoder = prism_transport::FrameDecoder::new(bytes.len().max(1));
+    decoder.extend(bytes);
+    match decoder.next_frame() {
+        Ok(Some(frame)) => Ok(frame),
+        Ok(None) => Err(Refused::Frame("a rewritten frame is incomplete".into())),
+        Err(e) => Err(Refused::Frame(e.to_string())),
     }
 }
 

@@ -1276,10 +1276,26 @@ fn store_returns(
     // node as each value was encoded (`Invocation::ret`), while the value still held them.
     // A value for an owner on another node that is too large to go inline stays in this
     // node's store too, until the owner's node pulls it (`ToNode::Fetch`).
+    // A caller of another job reads values only: they go inline whatever their size, and
+    // one holding references or handles (of this job) cannot go.
+    let foreign = crate::proto::worker::foreign::is_foreign(exec.task.owner);
+    let holds = nested.iter().any(|n| !n.is_empty()) || actors.iter().any(|a| !a.is_empty());
+    if foreign && holds {
+        return Outcome::Failed(TaskError::InvalidValue {
+            task: exec.task,
+            function: exec.function.clone(),
+            what: "its return value".into(),
+            reason: "it holds object references or actor handles, which cannot go to a caller of another job".into(),
+        });
+    }
     let mut out = Vec::with_capacity(values.len());
     for (i, bytes) in values.into_iter().enumerate() {
         let id = ObjectId::new(exec.task, i as u32);
         let what = || format!("return value {i}");
+        if foreign {
+            out.push(Value::Inline(bytes.to_vec()));
+            continue;
+        }
         match store_value(client, id, &exec.function, &bytes, what) {
             Ok(value) => out.push(value),
             Err(error) => return Outcome::Failed(error),

@@ -11,10 +11,11 @@ use std::time::Instant;
 
 use prism_graph::{ActorId, ObjectId, Resources, TaskError, TaskId, TaskSpec, TaskState};
 use prism_transport::{
-    ActorConfig, ActorPlace, ActorState, ActorStatus, Answer, Execute, Refusal, ToWorker,
+    ActorConfig, ActorPlace, ActorReach, ActorState, ActorStatus, Answer, Execute, Refusal,
+    ToWorker,
 };
 
-use super::{Action, State, Unclaimed};
+use super::{Action, State, Unclaimed, foreign};
 use crate::proto::nodes::node_of;
 use crate::proto::scheduler::{Admission, Placement, WorkerId};
 
@@ -124,8 +125,12 @@ impl State {
                 wakers: Vec::new(),
             };
             self.claiming.insert(id, claiming);
-            self.actions
-                .push_back(Action::ClaimName { actor: id, name });
+            let class = self.actors[&id].class.clone();
+            (self.actions).push_back(Action::ClaimName {
+                actor: id,
+                name,
+                class,
+            });
             return Ok(id);
         }
         self.creations.insert(spec.task_id, id);
@@ -197,7 +202,7 @@ impl State {
                         namespace: name.namespace,
                         holder: Some(job),
                     },
-                    Unclaimed::Unanswered(reason) => Refusal::NameUnclaimed {
+                    Unclaimed::Unanswered(reason) => Refusal::NameUnanswered {
                         name: name.name,
                         namespace: name.namespace,
                         reason,
@@ -244,6 +249,14 @@ impl State {
 
     /// Queues a method call on its actor (or fails it if the actor is dead).
     pub(super) fn queue_call(&mut self, actor: ActorId, task: TaskId) {
+        if foreign::is_foreign(actor) {
+            if !self.queue_foreign_call(actor, task) {
+                let reason = "this job no longer knows the other job's actor it names";
+                let error = died(task, &self.owner_function(task), actor, "<unknown>", reason);
+                self.owner.fail(task, error);
+            }
+            return;
+        }
         match self.actors.get_mut(&actor) {
             Some(record) => match &record.life {
                 Life::Dead(reason) => {
@@ -599,6 +612,7 @@ impl State {
                 class: "<unknown>".into(),
                 max_task_retries: 0,
                 place: ActorPlace::Dead(reason.into()),
+                foreign: None,
             };
             return self.encode_to(worker, &told);
         };
@@ -646,6 +660,7 @@ impl State {
         let Some(record) = self.actors.get(&actor) else {
             return;
         };
+        self.publish_due |= record.name.is_some();
         let places: Vec<(WorkerId, ActorPlace)> = (record.callers.iter())
             .filter_map(|&caller| Some((caller, self.place_for(record.worker, caller)?)))
             .collect();
@@ -657,7 +672,10 @@ impl State {
     /// Tells each of `actor`'s callers `place`.
     fn tell_callers_of(&mut self, actor: ActorId, place: ActorPlace) {
         let callers = match self.actors.get(&actor) {
-            Some(record) => record.callers.clone(),
+            Some(record) => {
+                self.publish_due |= record.name.is_some();
+                record.callers.clone()
+            }
             None => return,
         };
         for caller in callers {
@@ -675,12 +693,14 @@ impl State {
             class: record.class.clone(),
             max_task_retries: record.max_task_retries,
             place,
+            foreign: None,
         };
         self.encode_to(caller, &told);
     }
 
     /// Worker `worker` is gone: it calls no actor any more.
     pub(super) fn forget_caller(&mut self, worker: WorkerId) {
+        self.forget_foreign_caller(worker);
         for record in self.actors.values_mut() {
             if !record.callers.is_empty() {
                 record.callers.retain(|&w| w != worker);
@@ -690,6 +710,10 @@ impl State {
 
     /// Kills the actor's process; it is not restarted.
     pub(crate) fn kill_actor(&mut self, actor: ActorId) {
+        if foreign::is_foreign(actor) {
+            tracing::warn!(actor = %actor, "another job's actor is not killed from this job (its own job kills it)");
+            return;
+        }
         let Some(record) = self.actors.get_mut(&actor) else {
             return;
         };
@@ -705,12 +729,18 @@ impl State {
     }
 
     pub(crate) fn actor_add_ref(&mut self, actor: ActorId) {
+        if foreign::is_foreign(actor) {
+            return self.foreign_add_ref(actor);
+        }
         if let Some(record) = self.actors.get_mut(&actor) {
             record.handles += 1;
         }
     }
 
     pub(crate) fn actor_release(&mut self, actor: ActorId) {
+        if foreign::is_foreign(actor) {
+            return self.foreign_release(actor);
+        }
         if let Some(record) = self.actors.get_mut(&actor) {
             record.handles = record.handles.saturating_sub(1);
         }
@@ -782,6 +812,14 @@ impl State {
                     .and_then(|w| self.nodes.get(node_of(w)))
                     .map_or_else(String::new, |node| node.name.clone()),
                 restarts: record.restarts,
+                reach: record.worker.and_then(|worker| {
+                    Some(ActorReach {
+                        worker,
+                        at: self.peer_addresses.get(&node_of(worker))?.clone(),
+                        direct: self.workers.get(&worker)?.direct.clone(),
+                    })
+                }),
+                max_task_retries: record.max_task_retries,
             })
             .collect()
     }

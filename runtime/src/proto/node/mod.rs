@@ -10,6 +10,7 @@
 mod actors;
 mod binaries;
 mod copies;
+pub(crate) mod foreign;
 mod groups;
 mod leases;
 mod report;
@@ -93,10 +94,29 @@ pub(crate) enum Action {
     DropNode { node: NodeIdx, reason: String },
     /// The books shrank: give freed memory back to the system.
     ReturnFreeMemory,
-    /// Claim `name` for `actor` at the cluster's head (answer: [`Event::NameClaimed`]).
-    ClaimName { actor: ActorId, name: ActorName },
+    /// Claim `name` for `actor` of class `class` at the cluster's head (answer:
+    /// [`Event::NameClaimed`]).
+    ClaimName {
+        actor: ActorId,
+        name: ActorName,
+        class: String,
+    },
     /// `actor` died: its claim on `name` at the head goes (no answer expected).
     ReleaseName { actor: ActorId, name: ActorName },
+    /// Ask the head which actor of any job has `name` (answer: [`Event::NameFound`]).
+    FindName { find: u64, name: ActorName },
+    /// Follow job `job`'s actor `actor`, this job's `alias`, in the head's directory (answers:
+    /// [`Event::ForeignChanged`], until it is dead or [`Action::UnwatchActor`]).
+    WatchActor {
+        alias: ActorId,
+        job: String,
+        actor: ActorId,
+    },
+    /// Stop following another job's actor `alias`.
+    UnwatchActor { alias: ActorId },
+    /// Send `frames` (the driver's calls) to another job's worker at `endpoint`, on a link of
+    /// the driver's endpoint (answers: [`Event::ForeignFrames`], [`Event::ForeignLinkLost`]).
+    SendForeign { endpoint: String, frames: Vec<u8> },
 }
 
 /// A request to a node of the cluster, and what its answer means.
@@ -328,6 +348,24 @@ pub(crate) enum Event<'a> {
         actor: ActorId,
         outcome: Result<(), Unclaimed>,
     },
+    /// The head's answer to lookup `find` ([`Action::FindName`]): the actor that has the
+    /// name (`None`: none), or why it could not be asked.
+    NameFound {
+        find: u64,
+        outcome: Result<Option<foreign::Found>, String>,
+    },
+    /// Another job's actor `alias` as the head's directory has it now ([`Action::WatchActor`]).
+    ForeignChanged {
+        alias: ActorId,
+        status: Option<prism_transport::ActorStatus>,
+    },
+    /// What another job's worker at `endpoint` sent the driver ([`Action::SendForeign`]).
+    ForeignFrames {
+        endpoint: String,
+        msgs: Vec<ToWorker>,
+    },
+    /// The driver's link to another job's worker at `endpoint` broke, for `reason`.
+    ForeignLinkLost { endpoint: String, reason: String },
 }
 
 /// Why the head did not grant a name.
@@ -469,6 +507,19 @@ pub(crate) struct State {
     claiming: IdMap<ActorId, actors::Claiming>,
     /// Refused names of the driver's own creations, until its API reads them.
     unclaimed: IdMap<ActorId, Refusal>,
+    /// A named actor's place or life changed: the cluster's directory hears it now (callers
+    /// in other jobs follow it there), not at the next tick.
+    publish_due: bool,
+    /// Other jobs' actors this job found, by its alias for each, and the aliases by job and
+    /// id (see [`foreign`]).
+    foreign: IdMap<ActorId, foreign::ForeignActor>,
+    foreign_ids: HashMap<(String, ActorId), ActorId>,
+    next_foreign: u64,
+    /// Lookups at the head under way, and the answers of the driver's own until its API
+    /// reads them.
+    findings: IdMap<u64, foreign::Finding>,
+    found: IdMap<u64, Result<(ActorId, String), Refusal>>,
+    next_find: u64,
     /// Actor creation attempts (first starts and restarts) by task.
     creations: IdMap<TaskId, ActorId>,
     /// Actors whose queues may have calls ready to send.
@@ -593,6 +644,13 @@ impl State {
             names_at_head: false,
             claiming: IdMap::default(),
             unclaimed: IdMap::default(),
+            publish_due: false,
+            foreign: IdMap::default(),
+            foreign_ids: HashMap::new(),
+            next_foreign: 0,
+            findings: IdMap::default(),
+            found: IdMap::default(),
+            next_find: 0,
             creations: IdMap::default(),
             actors_to_pump: IdSet::default(),
             internal_seq: 0,
@@ -641,6 +699,12 @@ impl State {
     pub(crate) fn with_namespace(mut self, namespace: String) -> Self {
         self.namespace = namespace;
         self
+    }
+
+    /// Whether a named actor's place or life changed since the last call (publish the
+    /// directory now).
+    pub(crate) fn take_publish_due(&mut self) -> bool {
+        std::mem::take(&mut self.publish_due)
     }
 
     /// The job's namespace.
@@ -831,6 +895,12 @@ impl State {
             }
             Event::Granted { node, shape } => self.nodes.granted(node, &shape),
             Event::NameClaimed { actor, outcome } => self.name_claimed(actor, outcome),
+            Event::NameFound { find, outcome } => self.name_found(find, outcome),
+            Event::ForeignChanged { alias, status } => self.foreign_changed(alias, status),
+            Event::ForeignFrames { endpoint, msgs } => self.foreign_frames(&endpoint, msgs),
+            Event::ForeignLinkLost { endpoint, reason } => {
+                self.foreign_link_lost(&endpoint, &reason)
+            }
             Event::GrantRefused {
                 node,
                 shape,
@@ -1627,7 +1697,12 @@ impl State {
                 self.worker_looks_up(worker, name, answer.to_native());
             }
             ArchivedToNode::KillActor(actor) => self.kill_actor(actor.to_native()),
-            ArchivedToNode::WhereActor { actor } => self.where_actor(worker, actor.to_native()),
+            ArchivedToNode::WhereActor { actor } => {
+                let actor = actor.to_native();
+                if !self.where_foreign(worker, actor) {
+                    self.where_actor(worker, actor);
+                }
+            }
             ArchivedToNode::CreateGroup {
                 bundles,
                 strategy,
@@ -2146,6 +2221,7 @@ impl State {
         self.place_groups();
         self.run_schedulers();
         self.pump_actors();
+        self.pump_foreign();
         self.send_stream_acks();
         let mut per_worker: IdMap<WorkerId, Vec<(ObjectId, ObjectValue)>> = IdMap::default();
         // A notice for a lost object rebuilds it and may bring a failure notice: loop.

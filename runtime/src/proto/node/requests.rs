@@ -53,6 +53,10 @@ impl State {
 
     /// `worker` looks up the actor named `name`; it holds a handle to it once found.
     pub(super) fn worker_looks_up(&mut self, worker: WorkerId, name: ActorName, answer: ObjectId) {
+        if self.names_at_head && !self.names.contains_key(&name) {
+            // Another job's, if any: the head knows.
+            return self.worker_finds(worker, name, answer);
+        }
         let reply = match self.lookup_actor(&name) {
             Some((actor, class)) => {
                 self.counted_for(worker, actor);

@@ -43,6 +43,24 @@ struct Harness {
     /// Names claimed at the head, and released there.
     claims: Vec<(ActorId, ActorName)>,
     releases: Vec<(ActorId, ActorName)>,
+    /// Lookups at the head, watches of other jobs' actors (and their ends), and frames sent
+    /// to other jobs' workers, by endpoint.
+    finds: Vec<(u64, ActorName)>,
+    watches: Vec<(ActorId, String, ActorId)>,
+    unwatched: Vec<ActorId>,
+    foreign_sent: Vec<(String, ToWorker)>,
+}
+
+/// The messages for workers in `frames`, decoded.
+fn decode_all(frames: &[u8]) -> Vec<ToWorker> {
+    let mut decoder = FrameDecoder::new(1 << 30);
+    decoder.extend(frames);
+    let mut msgs = Vec::new();
+    while let Some(frame) = decoder.next_frame().unwrap() {
+        let msg = frame.access::<ToWorker>().unwrap();
+        msgs.push(rkyv::deserialize::<ToWorker, rkyv::rancor::Error>(msg).unwrap());
+    }
+    msgs
 }
 
 /// A worker's report that `task` ended with `outcome` (no run times).
@@ -106,6 +124,10 @@ impl Harness {
             binary_from: Vec::new(),
             claims: Vec::new(),
             releases: Vec::new(),
+            finds: Vec::new(),
+            watches: Vec::new(),
+            unwatched: Vec::new(),
+            foreign_sent: Vec::new(),
         };
         h.node.start();
         h.drain();
@@ -139,13 +161,7 @@ impl Harness {
         while let Some(action) = self.node.poll_action() {
             match action {
                 Action::Send { worker, frames } => {
-                    let mut decoder = FrameDecoder::new(1 << 20);
-                    decoder.extend(&frames);
-                    while let Some(frame) = decoder.next_frame().unwrap() {
-                        let msg = frame.access::<ToWorker>().unwrap();
-                        let msg = rkyv::deserialize::<ToWorker, rkyv::rancor::Error>(msg).unwrap();
-                        self.sent.push((worker, msg));
-                    }
+                    (self.sent).extend(decode_all(&frames).into_iter().map(|m| (worker, m)));
                 }
                 Action::StartWorker {
                     node,
@@ -166,8 +182,16 @@ impl Harness {
                 },
                 Action::DropNode { node, .. } => self.dropped.push(node),
                 Action::FetchHere { id, from, .. } => self.pulls_here.push((id, from)),
-                Action::ClaimName { actor, name } => self.claims.push((actor, name)),
+                Action::ClaimName { actor, name, .. } => self.claims.push((actor, name)),
                 Action::ReleaseName { actor, name } => self.releases.push((actor, name)),
+                Action::FindName { find, name } => self.finds.push((find, name)),
+                Action::WatchActor { alias, job, actor } => self.watches.push((alias, job, actor)),
+                Action::UnwatchActor { alias } => self.unwatched.push(alias),
+                Action::SendForeign { endpoint, frames } => {
+                    let msgs = decode_all(&frames).into_iter();
+                    self.foreign_sent
+                        .extend(msgs.map(|m| (endpoint.clone(), m)));
+                }
                 _ => {}
             }
         }
@@ -1891,7 +1915,7 @@ fn a_named_actor_is_made_once_the_head_grants_its_name() {
         actor: unanswered,
         outcome,
     });
-    let unclaimed = Refusal::NameUnclaimed {
+    let unclaimed = Refusal::NameUnanswered {
         name: "q".into(),
         namespace: String::new(),
         reason: "the head is down".into(),
@@ -1935,6 +1959,170 @@ fn a_named_actor_is_made_once_the_head_grants_its_name() {
     h.node.kill_actor(actor);
     h.dies(worker);
     assert_eq!(h.releases, vec![(actor, name("ps"))]);
+}
+
+#[test]
+fn another_job_s_actor_is_found_at_the_head_and_called_under_an_alias_by_workers_and_the_driver() {
+    use prism_transport::{ActorReach, ActorState, ActorStatus, Answer};
+    let mut h = Harness::new(1, 2.0);
+    h.node.names_at_head = true;
+    let (w1, w2) = (h.connected[0], h.connected[1]);
+    let theirs = ActorId(TaskId::new(0, 5));
+    let status = |state: ActorState, restarts: u32, worker: u64| ActorStatus {
+        id: theirs,
+        class: "tests::Counter".into(),
+        name: Some("c".into()),
+        namespace: "svc".into(),
+        state,
+        node: "n9".into(),
+        restarts,
+        reach: Some(ActorReach {
+            worker,
+            at: "10.0.0.9:7000".into(),
+            direct: Some(format!("10.0.0.9:{worker}")),
+        }),
+        max_task_retries: 1,
+    };
+    // A worker's lookup of a name this job lacks goes to the head; the answer names an
+    // alias of this job's, and the actor is watched there.
+    let answer = ObjectId::new(TaskId::new(w1, 1_000_000), 0);
+    let lookup = ToNode::LookupActor {
+        name: "c".into(),
+        namespace: Some("svc".into()),
+        answer,
+    };
+    h.report(w1, &lookup);
+    assert_eq!(h.answer(w1, answer), None, "answered once the head is");
+    let (find, _) = h.finds[0].clone();
+    let found = super::foreign::Found {
+        job: "job-a".into(),
+        actor: theirs,
+        class: "tests::Counter".into(),
+        status: Some(status(ActorState::Starting, 0, 41)),
+    };
+    h.event(Event::NameFound {
+        find,
+        outcome: Ok(Some(found.clone())),
+    });
+    let Some(Answer::Actor { actor: alias, .. }) = h.answer(w1, answer) else {
+        panic!("found");
+    };
+    assert!(super::foreign::is_foreign(alias));
+    assert_eq!(h.watches, vec![(alias, "job-a".to_string(), theirs)]);
+    // Its callers hear its place once it is alive, with its own id; a restart the directory
+    // shows only as a new place is told as a restart first.
+    h.report(w2, &ToNode::WhereActor { actor: alias });
+    assert_eq!(places(&h, w2, alias), Vec::new(), "not while it starts");
+    let alive = |worker: u64| ActorPlace::Alive {
+        worker,
+        at: Some("10.0.0.9:7000".into()),
+        direct: Some(format!("10.0.0.9:{worker}")),
+    };
+    h.event(Event::ForeignChanged {
+        alias,
+        status: Some(status(ActorState::Alive, 0, 41)),
+    });
+    assert_eq!(places(&h, w2, alias), vec![alive(41)]);
+    let foreign_ids: Vec<Option<ActorId>> = (h.sent.iter())
+        .filter_map(|(w, m)| match m {
+            ToWorker::ActorAt { foreign, .. } if *w == w2 => Some(*foreign),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(foreign_ids, vec![Some(theirs)]);
+    h.event(Event::ForeignChanged {
+        alias,
+        status: Some(status(ActorState::Alive, 1, 42)),
+    });
+    let told = places(&h, w2, alias);
+    assert!(
+        matches!(&told[1..], [ActorPlace::Restarting { .. }, p] if *p == alive(42)),
+        "{told:?}"
+    );
+    // The driver's own lookup finds the same alias; its calls go to the actor's endpoint
+    // with the actor's own id, in order.
+    let mine = h.node.find_actor(ActorName {
+        namespace: "svc".into(),
+        name: "c".into(),
+    });
+    h.drain();
+    h.event(Event::NameFound {
+        find: mine,
+        outcome: Ok(Some(found)),
+    });
+    let waker = std::task::Waker::noop();
+    let Poll::Ready(Ok((same, _))) = h.node.poll_find(mine, waker) else {
+        panic!("the driver's lookup is answered");
+    };
+    assert_eq!(same, alias);
+    let (first, first_id) = h.call(alias);
+    let (second, _) = h.call(alias);
+    let pushed: Vec<(String, TaskId, TaskKind)> = (h.foreign_sent.iter())
+        .flat_map(|(endpoint, msg)| match msg {
+            ToWorker::Push(calls) => calls
+                .iter()
+                .map(|c| (endpoint.clone(), c.task, c.kind))
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    let at = "10.0.0.9:42".to_string();
+    let call = TaskKind::ActorCall(theirs);
+    assert_eq!(
+        pushed,
+        vec![(at.clone(), first, call), (at.clone(), second, call)]
+    );
+    // An end answers its call; a link that breaks sends the rest again (one retry), and a
+    // death fails what is left.
+    let end = TaskEnd {
+        task: first,
+        outcome: Outcome::Returned {
+            values: vec![Value::Inline(vec![9])],
+            nested: vec![Vec::new()],
+            actors: vec![Vec::new()],
+        },
+        times: None,
+        run: 0,
+    };
+    let msgs = vec![ToWorker::Returned {
+        sent_us: 0,
+        ends: vec![end],
+    }];
+    h.event(Event::ForeignFrames {
+        endpoint: at.clone(),
+        msgs,
+    });
+    assert!(matches!(h.slot(first_id), Some(Slot::Ready(_))));
+    h.foreign_sent.clear();
+    h.event(Event::ForeignLinkLost {
+        endpoint: at.clone(),
+        reason: "idle timeout".into(),
+    });
+    assert_eq!(h.foreign_sent.len(), 1, "sent again on a new link");
+    h.event(Event::ForeignChanged {
+        alias,
+        status: Some(status(ActorState::Dead("killed".into()), 1, 42)),
+    });
+    let (_, second_id) = (second, ObjectId::new(second, 0));
+    match h.slot(second_id) {
+        Some(Slot::Failed(TaskError::ActorDied { reason, .. })) => {
+            assert!(
+                reason.contains("killed") && reason.contains("job-a"),
+                "{reason}"
+            )
+        }
+        other => panic!("the call fails with the actor: {other:?}"),
+    }
+    assert_eq!(
+        places(&h, w2, alias).last(),
+        Some(&ActorPlace::Dead("killed".into()))
+    );
+    // The last handles go: the alias is forgotten and no longer watched.
+    h.node.actor_release(alias);
+    h.report(w1, &ToNode::ReleaseActors(vec![alias]));
+    h.node.settle();
+    h.drain();
+    assert_eq!(h.unwatched, vec![alias]);
 }
 
 #[test]

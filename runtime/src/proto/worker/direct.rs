@@ -126,6 +126,12 @@ impl Worker {
         }
     }
 
+    /// A caller of another job, aliased `alias` here (see [`super::foreign`]), linked: its
+    /// ends go back on its link (nothing of it goes through the node, which knows it not).
+    pub(crate) fn foreign_from(&mut self, alias: u64) {
+        self.direct.owners.insert(alias);
+    }
+
     /// This worker has a direct endpoint of its own: it sends its frames for leased workers
     /// with endpoints on links to them (else through the nodes).
     pub(crate) fn set_linking(&mut self) {

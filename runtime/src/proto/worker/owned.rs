@@ -473,12 +473,33 @@ impl Worker {
     /// The wire form of owned `task`, now at `at`; none when it failed (an argument is gone).
     fn execute_owned(&mut self, task: TaskId, at: At) -> Option<Execute> {
         let at_node = self.lease_node(at);
+        let foreign = self.foreign_target(at);
         let record = self.owned.tasks.get_mut(&task)?;
+        if foreign.is_some()
+            && (!record.spec.inlined_refs.is_empty() || !record.spec.inlined_actors.is_empty())
+        {
+            let error = TaskError::InvalidValue {
+                task,
+                function: record.spec.function.clone(),
+                what: String::from("an argument"),
+                reason: String::from(
+                    "a call to another job's actor carries values only, and this one holds \
+                     object references or actor handles (they are of this job)",
+                ),
+            };
+            self.owned_failed(task, error);
+            return None;
+        }
         let mut args = Vec::with_capacity(record.spec.args.len());
         for arg in &record.spec.args {
             match arg {
                 Arg::Value(bytes) => args.push(Value::Inline(bytes.clone())),
                 Arg::Ref(id) => match self.cache.get(id) {
+                    // Another job's actor's worker cannot read this job's objects: the
+                    // value goes with the call.
+                    Some(Slot::Ready(bytes)) if foreign.is_some() => {
+                        args.push(Value::Inline(bytes.as_slice().to_vec()))
+                    }
                     Some(Slot::Ready(bytes)) => {
                         // A value in shared memory is pulled by the leased worker's node,
                         // which keeps the copy until this worker drops it.
@@ -511,6 +532,7 @@ impl Worker {
         let function = record.spec.function.clone();
         let (fn_hash, num_returns) = (record.spec.fn_hash, record.spec.num_returns);
         let (kind, cpu, run) = (record.spec.kind, record.spec.resources.cpu, record.runs);
+        let kind = foreign.map_or(kind, TaskKind::ActorCall);
         let worker = match at {
             At::Pushed(_) | At::Called(_) => self.pushed_to(at).map_or(0, |(w, _)| w),
             _ => self.owned.me,
@@ -568,6 +590,7 @@ impl Worker {
     /// workers are killed, and their tasks run again as after any loss of a leased worker),
     /// since what was pushed on it may never have arrived.
     pub(crate) fn direct_lost(&mut self, endpoint: &str) {
+        self.foreign_link_lost(endpoint);
         let lost: Vec<TaskId> = (self.owned.leases.iter())
             .filter(|(_, lease)| lease.direct.as_deref() == Some(endpoint))
             .map(|(&key, _)| key)
@@ -1499,7 +1522,7 @@ mod tests {
             .collect()
     }
 
-    fn to_worker(bytes: &[u8]) -> Vec<ToWorker> {
+    pub(super) fn to_worker(bytes: &[u8]) -> Vec<ToWorker> {
         (frames(bytes).iter())
             .map(|f| {
                 rkyv::deserialize::<ToWorker, rkyv::rancor::Error>(f.access::<ToWorker>().unwrap())

@@ -37,6 +37,10 @@ pub(super) struct Lane {
     queue: VecDeque<TaskId>,
     /// Calls pushed to the actor's worker and not ended, in order.
     inflight: VecDeque<TaskId>,
+    /// The actor's id in its own job, when that is another job (`actor` is this job's alias
+    /// for it): its calls name that id, go to its worker's endpoint only, and carry their
+    /// arguments' values.
+    foreign: Option<ActorId>,
 }
 
 impl Lane {
@@ -48,8 +52,12 @@ impl Lane {
         }
     }
 
-    /// The direct endpoint of the actor's worker `worker`, while it is alive there.
+    /// The direct endpoint of the actor's worker `worker`, while it is alive there (never
+    /// for another job's actor, whose worker's number is of its job).
     pub(super) fn endpoint_of(&self, worker: u64) -> Option<&str> {
+        if self.foreign.is_some() {
+            return None;
+        }
         match &self.place {
             Some(ActorPlace::Alive {
                 worker: w,
@@ -99,6 +107,7 @@ impl Worker {
                 max_task_retries: 0,
                 queue: VecDeque::from([task]),
                 inflight: VecDeque::new(),
+                foreign: None,
             },
         );
         self.send(&ToNode::WhereActor { actor });
@@ -188,11 +197,94 @@ impl Worker {
                 }
                 if batch.len() == PUSH_BATCH {
                     let full = std::mem::take(&mut batch);
-                    self.forward(worker, at.clone(), &ToWorker::Push(full));
+                    self.forward_to_lane(actor, worker, at.clone(), &ToWorker::Push(full));
                 }
             }
             if !batch.is_empty() {
-                self.forward(worker, at, &ToWorker::Push(batch));
+                self.forward_to_lane(actor, worker, at, &ToWorker::Push(batch));
+            }
+        }
+    }
+
+    /// Sends `msg` to `actor`'s worker (`worker`, of the node at `at`): to its endpoint when
+    /// the actor is another job's (none: it cannot be reached), else as to any worker.
+    fn forward_to_lane(&mut self, actor: ActorId, worker: u64, at: Option<String>, msg: &ToWorker) {
+        let Some(lane) = self.owned.lanes.get(&actor) else {
+            return;
+        };
+        if lane.foreign.is_none() {
+            return self.forward(worker, at, msg);
+        }
+        let endpoint = match &lane.place {
+            Some(ActorPlace::Alive {
+                direct: Some(direct),
+                ..
+            }) => direct.clone(),
+            _ => return,
+        };
+        let mut frame = Vec::new();
+        match prism_transport::encode_frame(msg, &mut frame) {
+            Ok(()) => self.send_direct(super::super::DirectTo::Endpoint(endpoint), frame),
+            Err(e) => {
+                tracing::error!(actor = %actor, "cannot encode a call to another job's actor: {e}")
+            }
+        }
+    }
+
+    /// The id that owned call `task`'s push names its actor by, and whether its arguments
+    /// must go as values: another job's actor's own id (see [`Lane::foreign`]).
+    pub(super) fn foreign_target(&self, at: At) -> Option<ActorId> {
+        match at {
+            At::Called(actor) => self.owned.lanes.get(&actor)?.foreign,
+            _ => None,
+        }
+    }
+
+    /// The direct link to `endpoint` broke: the calls in flight to another job's actor there
+    /// may never have arrived; each is pushed again on a new link while its retries last,
+    /// else fails.
+    pub(super) fn foreign_link_lost(&mut self, endpoint: &str) {
+        let lanes: Vec<ActorId> = (self.owned.lanes.iter())
+            .filter(|(_, lane)| {
+                lane.foreign.is_some()
+                    && matches!(&lane.place, Some(ActorPlace::Alive { direct: Some(d), .. }) if d == endpoint)
+            })
+            .map(|(actor, _)| *actor)
+            .collect();
+        for actor in lanes {
+            let Some(lane) = self.owned.lanes.get_mut(&actor) else {
+                continue;
+            };
+            let max_task_retries = lane.max_task_retries;
+            let inflight: Vec<TaskId> = lane.inflight.drain(..).collect();
+            let why = format!(
+                "the link to its worker at {endpoint} broke during the call, and the call's \
+                 retries (max_task_retries = {max_task_retries}) are spent"
+            );
+            self.retry_or_fail(actor, inflight, max_task_retries, &why);
+            self.pump_lane(actor);
+        }
+    }
+
+    /// Calls `inflight` to `actor` that died with its process or link: each goes again (in
+    /// the order they were made, ahead of those not pushed yet) while its retries last, else
+    /// fails for `why`.
+    fn retry_or_fail(
+        &mut self,
+        actor: ActorId,
+        inflight: Vec<TaskId>,
+        max_task_retries: u32,
+        why: &str,
+    ) {
+        for task in inflight.into_iter().rev() {
+            let Some(record) = self.owned.tasks.get(&task) else {
+                continue;
+            };
+            if record.attempts <= max_task_retries && !self.owned.cancelled.contains(&task) {
+                self.note(task, || OwnedPhase::Again);
+                self.requeue(task);
+            } else {
+                self.call_failed(actor, task, why);
             }
         }
     }
@@ -220,38 +312,29 @@ impl Worker {
         self.owned_failed(task, error);
     }
 
-    /// The node says where `actor` is now.
+    /// The node says where `actor` is now (and, for another job's actor, its id there).
     pub(crate) fn actor_at(
         &mut self,
         actor: ActorId,
         class: String,
         max_task_retries: u32,
         place: ActorPlace,
+        foreign: Option<ActorId>,
     ) {
         let Some(lane) = self.owned.lanes.get_mut(&actor) else {
             return;
         };
         lane.class = class;
         lane.max_task_retries = max_task_retries;
+        lane.foreign = foreign;
         if let ActorPlace::Restarting { reason } = &place {
-            // The calls in flight died with the process: each runs again while its retries
-            // last (in the order they were made, ahead of those not pushed yet).
+            // The calls in flight died with the process.
             let inflight: Vec<TaskId> = lane.inflight.drain(..).collect();
             let why = format!(
                 "its process died during the call ({reason}) and the call's retries \
                  (max_task_retries = {max_task_retries}) are spent"
             );
-            for task in inflight.into_iter().rev() {
-                let Some(record) = self.owned.tasks.get(&task) else {
-                    continue;
-                };
-                if record.attempts <= max_task_retries && !self.owned.cancelled.contains(&task) {
-                    self.note(task, || OwnedPhase::Again);
-                    self.requeue(task);
-                } else {
-                    self.call_failed(actor, task, &why);
-                }
-            }
+            self.retry_or_fail(actor, inflight, max_task_retries, &why);
         }
         if let Some(lane) = self.owned.lanes.get_mut(&actor) {
             lane.place = Some(place);
@@ -263,7 +346,7 @@ impl Worker {
     /// started (a started call runs to its end: actors' calls are not cancelled by force).
     pub(super) fn cancel_call(&mut self, actor: ActorId, task: TaskId) {
         if let Some((worker, at)) = self.owned.lanes.get(&actor).and_then(Lane::target) {
-            self.forward(worker, at, &ToWorker::Cancel { task });
+            self.forward_to_lane(actor, worker, at, &ToWorker::Cancel { task });
         }
         self.owned.cancelled.insert(task);
     }
@@ -277,7 +360,9 @@ mod tests {
     use prism_graph::{Arg, ObjectId, TaskSpec};
     use prism_transport::ObjectValue;
 
-    use super::super::tests::{ME, forwarded, owner, pushed, receive, returned, sent, value};
+    use super::super::tests::{
+        ME, forwarded, owner, pushed, receive, returned, sent, to_worker, value,
+    };
     use super::*;
     use crate::proto::owner::Slot;
 
@@ -298,6 +383,7 @@ mod tests {
             class,
             max_task_retries,
             place,
+            foreign: None,
         };
         receive(w, &at);
     }
@@ -309,6 +395,73 @@ mod tests {
             at: None,
             direct,
         }
+    }
+
+    #[test]
+    fn calls_of_another_job_s_actor_go_to_its_endpoint_naming_its_own_id_with_values_only() {
+        let mut w = owner();
+        let theirs = ActorId(TaskId::new(0, 5));
+        let endpoint = "10.0.0.9:7001".to_string();
+        // An argument that is an object of this job's goes as its value; one holding a
+        // reference cannot go.
+        let made = ObjectId::new(TaskId::new(0, 3), 0);
+        let plain = call(1, vec![Arg::Ref(made)]);
+        let holding = TaskSpec {
+            inlined_refs: vec![made],
+            ..call(2, vec![Arg::Value(vec![0])])
+        };
+        let ids = [plain.task_id, holding.task_id];
+        w.submit(plain, None);
+        w.submit(holding, None);
+        let _ = sent(&mut w);
+        let argument = ObjectValue::Ready(prism_transport::Value::Inline(vec![1, 2]));
+        receive(&mut w, &ToWorker::Objects(vec![(made, argument)]));
+        let at = ToWorker::ActorAt {
+            actor: ACTOR,
+            class: "tests::Counter".into(),
+            max_task_retries: 1,
+            place: ActorPlace::Alive {
+                worker: 9,
+                at: Some("10.0.0.9:7000".into()),
+                direct: Some(endpoint.clone()),
+            },
+            foreign: Some(theirs),
+        };
+        receive(&mut w, &at);
+        let through_node = sent(&mut w);
+        assert!(pushed(&through_node, 9).is_empty(), "{through_node:?}");
+        let direct = w.take_direct();
+        let calls: Vec<_> = (direct.iter())
+            .flat_map(|(to, bytes)| {
+                assert_eq!(
+                    to,
+                    &super::super::super::DirectTo::Endpoint(endpoint.clone())
+                );
+                to_worker(bytes)
+            })
+            .flat_map(|m| match m {
+                ToWorker::Push(calls) => calls,
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert_eq!(calls[0].kind, TaskKind::ActorCall(theirs));
+        assert_eq!(
+            calls[0].args,
+            vec![prism_transport::Value::Inline(vec![1, 2])]
+        );
+        assert!(matches!(
+            failure(&w, ids[1]),
+            Some(TaskError::InvalidValue { .. })
+        ));
+        // The link breaks: the call in flight goes again on a new one (one retry).
+        w.direct_lost(&endpoint);
+        let _ = sent(&mut w);
+        let again: usize = (w.take_direct().iter())
+            .flat_map(|(_, bytes)| to_worker(bytes))
+            .filter(|m| matches!(m, ToWorker::Push(_)))
+            .count();
+        assert_eq!(again, 1);
     }
 
     fn failure(w: &Worker, task: TaskId) -> Option<TaskError> {
