@@ -122,16 +122,13 @@ impl Config {
         }) {
             return namespace;
         }
-        let mut bytes = [0u8; 8];
-        // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer it is given.
-        let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-        if got != bytes.len() as isize {
+        let bytes = crate::rng::os_bytes::<8>().unwrap_or_else(|_| {
             // No randomness: the process and the time still tell jobs apart on a host.
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64);
-            bytes = (nanos ^ u64::from(std::process::id()).rotate_left(40)).to_le_bytes();
-        }
+            (nanos ^ u64::from(std::process::id()).rotate_left(40)).to_le_bytes()
+        });
         format!("anonymous-{}", prism_transport::tls::hex(&bytes))
     }
 

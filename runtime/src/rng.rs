@@ -34,3 +34,16 @@ impl Rng {
         if n == 0 { 0 } else { self.next_u64() % n }
     }
 }
+
+/// `N` bytes from the operating system's random source (for secrets and unique names; the
+/// seeded [`Rng`] is for reproducible choices).
+pub(crate) fn os_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer it is given, which
+    // lives for the call.
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if got != bytes.len() as isize {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(bytes)
+}

@@ -243,6 +243,12 @@ fn be_a_naming_job() {
         Ok((count, echoed == blob))
     });
     println!("the driver calls it: {by_driver:?}");
+    let shared = (Tally::options().name("shared").namespace("svc"))
+        .get_if_exists(true)
+        .try_remote(0)
+        .map_err(|e| e.to_string())
+        .and_then(|tally| tally.add(0).get_blocking().map_err(|e| e.to_string()));
+    println!("get_if_exists: {shared:?}");
     println!("waiting");
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
@@ -329,6 +335,10 @@ fn names_are_unique_across_the_jobs_of_a_namespace(addr: &str, token: &str) -> R
     ensure(
         line("the driver calls it: ").as_deref() == Some("the driver calls it: Ok((112, true))"),
         format!("the other job's driver finds and calls the actor: {said:?}"),
+    )?;
+    ensure(
+        line("get_if_exists: ").as_deref() == Some("get_if_exists: Ok(112)"),
+        format!("get_if_exists in the other job gives the actor that has the name: {said:?}"),
     )?;
     ensure(
         line("its calls once killed: died").is_some(),

@@ -11,6 +11,9 @@
 //! With `--actor-calls` each parent calls an actor of its own `--children` times instead, the
 //! actor on the next node (on the head's with one node): calls between nodes, made by tasks.
 //!
+//! With `--driver-sync --cross-job` another job serves an actor by name, which the driver and
+//! one of its tasks call too (calls across jobs).
+//!
 //! `bash benches/fanout-bench.sh [N=3] [--parents 10] [--children 10000] [--trials 3]` starts a
 //! head and N nodes on 127.0.0.x and passes `--address` and `--token`; without them it runs on
 //! an embedded local cluster, its parents placed by no resource.
@@ -59,6 +62,11 @@ struct Args {
     /// percentiles are reported.
     #[arg(long)]
     driver_sync: bool,
+    /// With `--driver-sync` on a cluster: another job (this program run again) serves a named
+    /// actor on node 1, and the driver and a task on node 1 call it too, one call at a time
+    /// (calls to another job's actor, found by name at the head).
+    #[arg(long)]
+    cross_job: bool,
     /// Where to join.
     #[command(flatten)]
     join: prism_benches::Join,
@@ -219,6 +227,55 @@ fn sync_trials(args: &Args, actors: &[ActorHandle<Echo>], expected: u64) -> anyh
     Ok(())
 }
 
+/// The namespace and name of the actor another job serves with `--cross-job`.
+const SERVED: (&str, &str) = ("prism-fanout", "echo");
+
+/// The environment variable that makes this program the job that serves [`SERVED`].
+const SERVE: &str = "PRISM_FANOUT_SERVE";
+
+/// With [`SERVE`] set: joins as a job of its own, serves the actor [`SERVED`] on node 1 and
+/// says so, until its input ends.
+fn serve_if_asked(args: &Args) -> anyhow::Result<()> {
+    if std::env::var_os(SERVE).is_none() {
+        return Ok(());
+    }
+    args.join.init()?;
+    let (namespace, name) = SERVED;
+    let echo = Echo::options()
+        .name(name)
+        .namespace(namespace)
+        .num_cpus(0.0)
+        .resources("r1", 0.01)
+        .try_remote()?;
+    echo.echo(0).get_blocking()?;
+    println!("serving");
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new())?;
+    prism::shutdown();
+    std::process::exit(0);
+}
+
+/// Starts the job that serves [`SERVED`] (see [`serve_if_asked`]) and finds its actor once
+/// it is up: the handle, and the job (its input, whose end stops it).
+fn another_job_s_echo() -> anyhow::Result<(ActorHandle<Echo>, std::process::Child)> {
+    let mut job = std::process::Command::new(std::env::current_exe()?)
+        .args(std::env::args_os().skip(1))
+        .env(SERVE, "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let out = job
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no output"))?;
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
+    anyhow::ensure!(
+        lines.next().transpose()?.as_deref() == Some("serving"),
+        "the serving job did not start"
+    );
+    let (namespace, name) = SERVED;
+    Ok((prism::get_actor_in::<Echo>(name, namespace)?, job))
+}
+
 /// The 50th and 99th percentiles of `each`.
 fn percentiles(mut each: Vec<u64>) -> (u64, u64) {
     each.sort_unstable();
@@ -240,6 +297,13 @@ fn driver_trials(args: &Args) -> anyhow::Result<()> {
         _ => child::options().resources("r1", 0.01).remote(i),
     };
     run(0).get_blocking()?;
+    let theirs = match args.cross_job {
+        true => Some(another_job_s_echo()?),
+        false => None,
+    };
+    if let Some((echo, _)) = &theirs {
+        echo.echo(0).get_blocking()?;
+    }
     for _ in 0..args.trials {
         let relayed = prism::worker_messages_relayed()?;
         let mut tasks = Vec::with_capacity(calls as usize);
@@ -265,6 +329,28 @@ fn driver_trials(args: &Args) -> anyhow::Result<()> {
              frames through the relays)",
             args.nodes.min(1)
         );
+        if let Some((echo, _)) = &theirs {
+            let mut each = Vec::with_capacity(calls as usize);
+            for i in 0..calls {
+                let start = Instant::now();
+                anyhow::ensure!(echo.echo(i).get_blocking()? == i, "call {i} answered wrong");
+                each.push(start.elapsed().as_nanos() as u64);
+            }
+            let (p50, p99) = us(percentiles(each));
+            let from_task = sync_caller::options()
+                .resources("r1", 0.01)
+                .remote(echo.clone(), calls);
+            let (_, node, t50, t99) = from_task.get_blocking()?;
+            let (t50, t99) = us((t50, t99));
+            println!(
+                "calls to another job's actor on node 1, one at a time: from the driver p50                  {p50:.1} us, p99 {p99:.1} us; from a task on {node} p50 {t50:.1} us, p99 {t99:.1} us"
+            );
+        }
+    }
+    if let Some((echo, mut job)) = theirs {
+        drop(echo);
+        drop(job.stdin.take());
+        job.wait()?;
     }
     prism::shutdown();
     Ok(())
@@ -272,6 +358,7 @@ fn driver_trials(args: &Args) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    serve_if_asked(&args)?;
     args.join.init()?;
     if args.driver_sync {
         return driver_trials(&args);

@@ -302,12 +302,20 @@ pub fn try_create<A: Actor>(
     let id = match &ctx {
         Context::Driver(core) => {
             let id = core.create_actor(spec, failed, setup)?;
-            if id == ActorId(task_id) {
+            if id != ActorId(task_id) {
+                Ok(id)
+            } else {
                 // A joined driver's name is claimed at the head first (nothing else waits).
                 let claimed = std::future::poll_fn(|cx| core.poll_claim(id, cx.waker()));
-                super::spin::block_on(claimed)?;
+                match super::spin::block_on(claimed)? {
+                    None => Ok(id),
+                    // Another job's actor has the name (`get_if_exists`): that one.
+                    Some(find) => {
+                        let found = std::future::poll_fn(|cx| core.poll_find(find, cx.waker()));
+                        super::spin::block_on(found).map(|(alias, _)| alias)
+                    }
+                }
             }
-            Ok(id)
         }
         Context::Worker(client) => client.create_actor(spec, failed, setup),
     }?;

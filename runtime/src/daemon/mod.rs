@@ -350,15 +350,8 @@ fn metrics_token(dir: &Path) -> Result<String, String> {
     if let Ok(token) = std::fs::read_to_string(&path) {
         return Ok(token.trim().to_string());
     }
-    let mut bytes = [0u8; 32];
-    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer it is given.
-    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if got != bytes.len() as isize {
-        return Err(format!(
-            "cannot draw a metrics token: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
+    let bytes =
+        crate::rng::os_bytes::<32>().map_err(|e| format!("cannot draw a metrics token: {e}"))?;
     let token = prism_transport::tls::hex(&bytes);
     write_private(&path, &token)?;
     Ok(token)

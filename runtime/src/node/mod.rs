@@ -528,8 +528,10 @@ impl Core {
     }
 
     /// Whether the head granted the name of the driver's new actor `actor` (pending while
-    /// its word has not come; ready at once for an actor whose name it was not asked for).
-    pub(crate) fn poll_claim(&self, actor: ActorId, waker: &Waker) -> Poll<Result<()>> {
+    /// its word has not come; ready at once for an actor whose name it was not asked for);
+    /// `Some(find)`: another job's actor has it, and lookup `find` answers which
+    /// (`get_if_exists`).
+    pub(crate) fn poll_claim(&self, actor: ActorId, waker: &Waker) -> Poll<Result<Option<u64>>> {
         (self.state.lock().node.poll_claim(actor, waker)).map(|r| r.map_err(Error::from_refusal))
     }
 

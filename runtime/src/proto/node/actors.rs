@@ -69,6 +69,8 @@ pub(crate) struct Claiming {
     asker: Option<(WorkerId, ObjectId)>,
     /// The driver's API waits to be woken.
     wakers: Vec<Waker>,
+    /// A name another job's actor has is that actor (found at the head), not an error.
+    get_if_exists: bool,
 }
 
 impl State {
@@ -123,6 +125,7 @@ impl State {
                 failed,
                 asker: None,
                 wakers: Vec::new(),
+                get_if_exists: setup.get_if_exists,
             };
             self.claiming.insert(id, claiming);
             let class = self.actors[&id].class.clone();
@@ -155,20 +158,25 @@ impl State {
         }
     }
 
-    /// Whether the name of the driver's creation of `actor` was granted (`Ok`) or refused;
-    /// pending while the head's word has not come.
+    /// Whether the name of the driver's creation of `actor` was granted (`Ok(None)`), is
+    /// another job's actor's (`Ok(Some(find))`, with `get_if_exists`: the lookup `find`
+    /// answers it, see [`State::poll_find`]) or refused; pending while the head's word has
+    /// not come.
     pub(crate) fn poll_claim(
         &mut self,
         actor: ActorId,
         waker: &Waker,
-    ) -> Poll<Result<(), Refusal>> {
+    ) -> Poll<Result<Option<u64>, Refusal>> {
         if let Some(claim) = self.claiming.get_mut(&actor) {
             if !claim.wakers.iter().any(|w| w.will_wake(waker)) {
                 claim.wakers.push(waker.clone());
             }
             return Poll::Pending;
         }
-        Poll::Ready(self.unclaimed.remove(&actor).map_or(Ok(()), Err))
+        if let Some(find) = self.redirected.remove(&actor) {
+            return Poll::Ready(Ok(Some(find)));
+        }
+        Poll::Ready(self.unclaimed.remove(&actor).map_or(Ok(None), Err))
     }
 
     /// The head's word on `actor`'s name: granted, the creation goes on; refused, the actor
@@ -198,13 +206,13 @@ impl State {
             Err(why) => {
                 let refusal = match why {
                     Unclaimed::Held { job } => Refusal::NameTaken {
-                        name: name.name,
-                        namespace: name.namespace,
+                        name: name.name.clone(),
+                        namespace: name.namespace.clone(),
                         holder: Some(job),
                     },
                     Unclaimed::Unanswered(reason) => Refusal::NameUnanswered {
-                        name: name.name,
-                        namespace: name.namespace,
+                        name: name.name.clone(),
+                        namespace: name.namespace.clone(),
                         reason,
                     },
                 };
@@ -217,6 +225,15 @@ impl State {
                 );
                 if unheld {
                     self.actors.remove(&actor);
+                }
+                if claim.get_if_exists && matches!(refusal, Refusal::NameTaken { .. }) {
+                    // Another job's actor has the name: that one is the answer.
+                    let find = self.find(name, claim.asker);
+                    if claim.asker.is_none() {
+                        self.redirected.insert(actor, find);
+                        claim.wakers.into_iter().for_each(Waker::wake);
+                    }
+                    return;
                 }
                 Err(refusal)
             }

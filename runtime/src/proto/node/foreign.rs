@@ -91,7 +91,7 @@ impl State {
         }
     }
 
-    fn find(&mut self, name: ActorName, asker: Option<(WorkerId, ObjectId)>) -> u64 {
+    pub(super) fn find(&mut self, name: ActorName, asker: Option<(WorkerId, ObjectId)>) -> u64 {
         self.next_find += 1;
         let find = self.next_find;
         let finding = Finding {

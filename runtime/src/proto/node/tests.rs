@@ -1952,7 +1952,36 @@ fn a_named_actor_is_made_once_the_head_grants_its_name() {
         holder: Some("job-c".into()),
     };
     assert_eq!(h.node.poll_claim(mine, waker), Poll::Ready(Err(held)));
-    assert_eq!(h.node.poll_claim(mine, waker), Poll::Ready(Ok(())));
+    assert_eq!(h.node.poll_claim(mine, waker), Poll::Ready(Ok(None)));
+    // With get_if_exists, a name another job's actor has is that actor: looked up.
+    let mut spec = h.spec(Vec::new(), 0);
+    let shared = ActorId(spec.task_id);
+    spec.kind = TaskKind::ActorCreation {
+        actor: shared,
+        max_concurrency: 1,
+    };
+    let setup = prism_transport::ActorConfig {
+        class: class.clone(),
+        name: Some("mine".into()),
+        namespace: Some("svc".into()),
+        get_if_exists: true,
+        max_restarts: 0,
+        max_task_retries: 0,
+    };
+    assert_eq!(h.node.create_actor(spec, None, setup), Ok(shared));
+    h.node.settle();
+    h.drain();
+    let outcome = Err(Unclaimed::Held {
+        job: "job-c".into(),
+    });
+    h.event(Event::NameClaimed {
+        actor: shared,
+        outcome,
+    });
+    let Poll::Ready(Ok(Some(find))) = h.node.poll_claim(shared, waker) else {
+        panic!("redirected to a lookup");
+    };
+    assert_eq!(h.finds.last().map(|(f, _)| *f), Some(find));
     // The granted actor is killed: its name goes at the head too (only it was claimed).
     assert_eq!(h.releases, Vec::new());
     let (worker, _) = h.creations()[0];

@@ -145,6 +145,15 @@ impl Worker {
             return;
         };
         match &lane.place {
+            Some(ActorPlace::Alive { .. }) if lane.foreign.is_some() && !self.links_directly() => {
+                let reason = "it is another job's, reached only on a direct link, and this \
+                              worker has no direct endpoint";
+                let calls: Vec<TaskId> =
+                    (lane.inflight.iter().chain(&lane.queue)).copied().collect();
+                for task in calls {
+                    self.call_failed(actor, task, reason);
+                }
+            }
             Some(ActorPlace::Alive { .. }) => {
                 if !self.owned.lanes_due.contains(&actor) {
                     self.owned.lanes_due.push(actor);
@@ -400,6 +409,7 @@ mod tests {
     #[test]
     fn calls_of_another_job_s_actor_go_to_its_endpoint_naming_its_own_id_with_values_only() {
         let mut w = owner();
+        w.set_linking();
         let theirs = ActorId(TaskId::new(0, 5));
         let endpoint = "10.0.0.9:7001".to_string();
         // An argument that is an object of this job's goes as its value; one holding a
