@@ -51,8 +51,6 @@ pub(super) struct ForeignActor {
     class: String,
     /// Its directory entry, as the head last said.
     status: Option<ActorStatus>,
-    /// The incarnation (restarts) and place its callers were last told.
-    told: Option<(u32, ActorPlace)>,
     /// Live handles in this job's processes.
     handles: u32,
     /// Workers that push their calls to it themselves.
@@ -185,7 +183,6 @@ impl State {
             id: found.actor,
             class: found.class.clone(),
             status: found.status,
-            told: None,
             handles: 1,
             callers: Vec::new(),
             queue: VecDeque::new(),
@@ -217,9 +214,10 @@ impl State {
             .status
             .as_ref()
             .map(|s| (s.restarts, s.reach.clone()));
+        let restarted = matches!((&before, &after), (Some((b, _)), Some((a, _))) if b < a);
         let callers = record.callers.clone();
         for caller in callers {
-            self.tell_foreign(caller, alias);
+            self.tell_foreign(caller, alias, restarted);
         }
         let Some(record) = self.foreign.get(&alias) else {
             return;
@@ -519,27 +517,22 @@ impl State {
         })
     }
 
-    /// Tells `caller` where another job's actor `alias` is, if that changed since it was
-    /// told (a new incarnation the directory showed only as a new place is told as a
-    /// restart first: the calls in flight to the old one are lost).
-    fn tell_foreign(&mut self, caller: WorkerId, alias: ActorId) {
-        let Some(record) = self.foreign.get_mut(&alias) else {
+    /// Tells `caller` where another job's actor `alias` is (a new incarnation, `restarted`,
+    /// that the directory showed only as alive again is told as a restart first: the calls
+    /// in flight to the old one are lost).
+    fn tell_foreign(&mut self, caller: WorkerId, alias: ActorId, restarted: bool) {
+        let Some(record) = self.foreign.get(&alias) else {
             return;
         };
         let Some(place) = Self::foreign_place(record) else {
             return;
         };
-        let restarts = record.status.as_ref().map_or(0, |s| s.restarts);
         let mut places = Vec::new();
-        if let Some((told_restarts, ActorPlace::Alive { .. })) = &record.told
-            && *told_restarts < restarts
-            && matches!(place, ActorPlace::Alive { .. })
-        {
+        if restarted && matches!(place, ActorPlace::Alive { .. }) {
             let reason = format!("it restarted in its job {}", record.job);
             places.push(ActorPlace::Restarting { reason });
         }
-        places.push(place.clone());
-        record.told = Some((restarts, place));
+        places.push(place);
         let (class, id) = (record.class.clone(), record.id);
         let max_task_retries = record.status.as_ref().map_or(0, |s| s.max_task_retries);
         for place in places {
@@ -564,8 +557,7 @@ impl State {
         if !record.callers.contains(&worker) {
             record.callers.push(worker);
         }
-        record.told = None;
-        self.tell_foreign(worker, alias);
+        self.tell_foreign(worker, alias, false);
         true
     }
 

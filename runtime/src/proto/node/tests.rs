@@ -2059,15 +2059,19 @@ fn another_job_s_actor_is_found_at_the_head_and_called_under_an_alias_by_workers
         })
         .collect();
     assert_eq!(foreign_ids, vec![Some(theirs)]);
+    h.report(w1, &ToNode::WhereActor { actor: alias });
+    assert_eq!(places(&h, w1, alias), vec![alive(41)]);
     h.event(Event::ForeignChanged {
         alias,
         status: Some(status(ActorState::Alive, 1, 42)),
     });
-    let told = places(&h, w2, alias);
-    assert!(
-        matches!(&told[1..], [ActorPlace::Restarting { .. }, p] if *p == alive(42)),
-        "{told:?}"
-    );
+    for caller in [w1, w2] {
+        let told = places(&h, caller, alias);
+        assert!(
+            matches!(&told[1..], [ActorPlace::Restarting { .. }, p] if *p == alive(42)),
+            "{told:?}"
+        );
+    }
     // The driver's own lookup finds the same alias; its calls go to the actor's endpoint
     // with the actor's own id, in order.
     let mine = h.node.find_actor(ActorName {
