@@ -298,6 +298,12 @@ impl State {
                 let Some(mut exec) = self.owner.execute(task, args) else {
                     break;
                 };
+                if exec.stream.is_some() {
+                    let why = "a streaming method of another job's actor cannot be called (its \
+                               items would be objects of that job)";
+                    self.foreign_call_failed(alias, task, why);
+                    continue;
+                }
                 exec.kind = TaskKind::ActorCall(id);
                 batch.push(exec);
                 self.owner.started(task, FOREIGN_ACTORS);

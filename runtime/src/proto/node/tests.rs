@@ -2105,6 +2105,14 @@ fn another_job_s_actor_is_found_at_the_head_and_called_under_an_alias_by_workers
         pushed,
         vec![(at.clone(), first, call), (at.clone(), second, call)]
     );
+    // A streaming method's call cannot go: its items would be objects of the other job.
+    let mut streaming = h.spec(Vec::new(), 0);
+    streaming.kind = TaskKind::ActorCall(alias);
+    streaming.stream = Some(0);
+    let stream_task = streaming.task_id;
+    h.submit(streaming);
+    let failed = (h.node.owner.task_state(stream_task), h.foreign_sent.len());
+    assert_eq!(failed, (Some(prism_graph::TaskState::Failed), 2));
     // An end answers its call; a link that breaks sends the rest again (one retry), and a
     // death fails what is left.
     let end = TaskEnd {

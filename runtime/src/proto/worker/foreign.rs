@@ -51,10 +51,13 @@ pub(crate) fn inbound(
         ToWorker::Push(mut calls) => {
             for call in &mut calls {
                 let of_hosted = matches!(call.kind, TaskKind::ActorCall(a) if Some(a) == hosted);
-                if !of_hosted || call.stream.is_some() {
+                if !of_hosted {
                     return Err(Refused::Kind(
                         "a task of another job that is not a call of the actor hosted here",
                     ));
+                }
+                if call.stream.is_some() {
+                    return Err(Refused::Kind("another job's call of a streaming method"));
                 }
                 if !ours(call.task) {
                     return Err(Refused::Kind("another job's push of a task not its own"));
