@@ -173,10 +173,7 @@ impl State {
             }
             return Poll::Pending;
         }
-        if let Some(find) = self.redirected.remove(&actor) {
-            return Poll::Ready(Ok(Some(find)));
-        }
-        Poll::Ready(self.unclaimed.remove(&actor).map_or(Ok(None), Err))
+        Poll::Ready(self.unclaimed.remove(&actor).transpose())
     }
 
     /// The head's word on `actor`'s name: granted, the creation goes on; refused, the actor
@@ -230,7 +227,7 @@ impl State {
                     // Another job's actor has the name: that one is the answer.
                     let find = self.find(name, claim.asker);
                     if claim.asker.is_none() {
-                        self.redirected.insert(actor, find);
+                        self.unclaimed.insert(actor, Ok(find));
                         claim.wakers.into_iter().for_each(Waker::wake);
                     }
                     return;
@@ -257,7 +254,7 @@ impl State {
             }
             None => {
                 if let Err(refusal) = reply {
-                    self.unclaimed.insert(actor, refusal);
+                    self.unclaimed.insert(actor, Err(refusal));
                 }
                 claim.wakers.into_iter().for_each(Waker::wake);
             }

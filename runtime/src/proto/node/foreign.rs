@@ -361,11 +361,9 @@ impl State {
                 }
                 ToWorker::Handback(tasks) => {
                     for task in tasks.into_iter().rev() {
-                        if let Some(alias) = self.foreign_call_of(task) {
+                        if let Some(alias) = self.take_inflight(task) {
                             self.owner.unstarted(task);
-                            let record = self.foreign_mut(alias);
-                            record.inflight.retain(|t| *t != task);
-                            record.queue.push_front(task);
+                            self.foreign_mut(alias).queue.push_front(task);
                         }
                     }
                 }
@@ -377,20 +375,29 @@ impl State {
         }
     }
 
-    /// The alias of the actor whose call in flight `task` is.
-    fn foreign_call_of(&self, task: TaskId) -> Option<ActorId> {
-        (self.foreign.iter())
-            .find(|(_, r)| r.inflight.contains(&task))
-            .map(|(alias, _)| *alias)
+    /// Takes `task` out of the calls in flight of the other job's actor it calls: that
+    /// actor's alias, or `None` when it is not in flight (an end of a run given up). Ends
+    /// come in the order the calls went, so it is found at the front but for a straggler.
+    fn take_inflight(&mut self, task: TaskId) -> Option<ActorId> {
+        let TaskKind::ActorCall(alias) = self.owner.task(task)?.spec.kind else {
+            return None;
+        };
+        let inflight = &mut self.foreign.get_mut(&alias)?.inflight;
+        if inflight.front() == Some(&task) {
+            inflight.pop_front();
+        } else {
+            let at = inflight.iter().position(|t| *t == task)?;
+            inflight.remove(at);
+        }
+        Some(alias)
     }
 
     /// A call of the driver's to another job's actor ended there.
     fn foreign_ended(&mut self, end: TaskEnd) {
         let task = end.task;
-        let Some(alias) = self.foreign_call_of(task) else {
+        if self.take_inflight(task).is_none() {
             return; // an end of a run given up (its link broke): the retry answers
-        };
-        self.foreign_mut(alias).inflight.retain(|t| *t != task);
+        }
         let Some(record) = self.owner.task(task) else {
             return;
         };

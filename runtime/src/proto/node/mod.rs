@@ -505,11 +505,10 @@ pub(crate) struct State {
     names_at_head: bool,
     /// Named actors' creations waiting for the head's word on their names.
     claiming: IdMap<ActorId, actors::Claiming>,
-    /// Refused names of the driver's own creations, until its API reads them; and those
-    /// created with `get_if_exists` whose name another job's actor has, with the lookup
-    /// that finds that actor.
-    unclaimed: IdMap<ActorId, Refusal>,
-    redirected: IdMap<ActorId, u64>,
+    /// The head's word on the names of the driver's own creations that were not granted,
+    /// until its API reads it: refused, or (`Ok`, with `get_if_exists`) another job's
+    /// actor's, found by the lookup of that number.
+    unclaimed: IdMap<ActorId, Result<u64, Refusal>>,
     /// A named actor's place or life changed: the cluster's directory hears it now (callers
     /// in other jobs follow it there), not at the next tick.
     publish_due: bool,
@@ -647,7 +646,6 @@ impl State {
             names_at_head: false,
             claiming: IdMap::default(),
             unclaimed: IdMap::default(),
-            redirected: IdMap::default(),
             publish_due: false,
             foreign: IdMap::default(),
             foreign_ids: HashMap::new(),
