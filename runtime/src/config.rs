@@ -43,6 +43,9 @@ pub struct Config {
     /// The namespace the job's actors are named in when their creation or lookup names none
     /// (default: `PRISM_NAMESPACE`, else an anonymous namespace of the job's own, as Ray's).
     pub namespace: Option<String>,
+    /// Set in the process the head starts to host a binary's detached actors: its job's name
+    /// (it makes detached actors itself rather than asking the head).
+    pub(crate) detached_host: Option<String>,
 }
 
 /// The environment variable that sets [`Config::namespace`].

@@ -115,6 +115,14 @@ pub enum Error {
         /// Why (the head did not answer).
         reason: String,
     },
+    /// A detached actor (one that outlives its creator's job) could not be made.
+    #[error("cannot make detached actor {class}: {reason}")]
+    DetachedActor {
+        /// Its class.
+        class: String,
+        /// Why.
+        reason: String,
+    },
     /// The object is unknown to its owner (freed long ago, or never made by this cluster).
     #[error("object {0} is unknown to its owner (freed long ago, or from another cluster)")]
     UnknownObject(String),
@@ -187,6 +195,7 @@ impl Error {
             },
             Refusal::NoSuchActor { name, namespace } => Error::ActorNotFound { name, namespace },
             Refusal::GroupGone(reason) => Error::InvalidArgument(reason),
+            Refusal::Detached { class, reason } => Error::DetachedActor { class, reason },
         }
     }
 

@@ -76,7 +76,7 @@ mod worker;
 pub use prism_macros::{actor, main, remote};
 
 pub use api::actor::{
-    ASYNC_ACTOR_CONCURRENCY, ActorHandle, ActorOptions, get_actor, get_actor_in, kill,
+    ASYNC_ACTOR_CONCURRENCY, ActorHandle, ActorOptions, Lifetime, get_actor, get_actor_in, kill,
 };
 pub use api::memory::{Location, MemoryReport, ObjectInfo, memory};
 pub use api::object_ref::{ArchivedRef, ObjectRef};

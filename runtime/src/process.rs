@@ -283,6 +283,8 @@ pub(crate) fn return_large_frees() {
 
 /// Environment variables that turn a started process into a worker.
 pub(crate) const ENV_ROLE: &str = "PRISM_ROLE";
+/// [`ENV_ROLE`] of the process the head starts to host a binary's detached actors.
+pub(crate) const DETACHED_ROLE: &str = "detached";
 pub(crate) const ENV_WORKER: &str = "PRISM_WORKER_ID";
 pub(crate) const ENV_STORE_DIR: &str = "PRISM_STORE_DIR";
 pub(crate) const ENV_INLINE_THRESHOLD: &str = "PRISM_INLINE_THRESHOLD";

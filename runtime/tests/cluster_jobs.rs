@@ -350,6 +350,132 @@ fn names_are_unique_across_the_jobs_of_a_namespace(addr: &str, token: &str) -> R
     )
 }
 
+/// Makes the detached actor named `name` in namespace `svc` (the Tally, from 50) and adds 5
+/// to it: its count, or why not.
+#[remote]
+fn make_detached(name: String) -> Result<u64, String> {
+    let tally = Tally::options()
+        .name(&name)
+        .namespace("svc")
+        .lifetime(prism::Lifetime::Detached)
+        .try_remote(50)
+        .map_err(|e| e.to_string())?;
+    tally.add(5).get_blocking().map_err(|e| e.to_string())
+}
+
+/// The environment variable that makes this test's binary a job that makes detached actors
+/// and ends (see [`be_a_detaching_job`]).
+const DETACHING_JOB: &str = "PRISM_TEST_DETACHING_JOB";
+
+/// Run as another job on the cluster (by [`a_detached_actor_outlives_its_job`]): makes a
+/// detached actor from its driver and one from a task, calls both, and ends.
+fn be_a_detaching_job() {
+    if std::env::var(DETACHING_JOB).is_err() {
+        return;
+    }
+    prism::init().expect("the detaching job joins the cluster");
+    let started = std::time::Instant::now();
+    let made = Tally::options()
+        .name("kept")
+        .namespace("svc")
+        .lifetime(prism::Lifetime::Detached)
+        .try_remote(10);
+    println!("made in {} ms", started.elapsed().as_millis());
+    let count = (made.as_ref().map_err(|e| e.to_string()))
+        .and_then(|tally| tally.add(5).get_blocking().map_err(|e| e.to_string()));
+    println!("the driver's: {count:?}");
+    let by_task = make_detached::remote("kept-by-a-task".to_string()).get_blocking();
+    let by_task = by_task.map_err(|e| e.to_string()).and_then(|count| count);
+    println!("a task's: {by_task:?}");
+    prism::shutdown();
+    std::process::exit(0);
+}
+
+fn a_detached_actor_outlives_its_job(addr: &str, token: &str) -> Result<(), Failed> {
+    let (mut other, lines) = another_job(DETACHING_JOB, "1", addr, token)?;
+    let said: Vec<String> = lines.collect::<Result<_, _>>()?;
+    let status = other.wait()?;
+    ensure(
+        status.success(),
+        format!("the detaching job ended well: {said:?}"),
+    )?;
+    let line = |prefix: &str| said.iter().find(|l| l.starts_with(prefix)).cloned();
+    ensure(
+        line("the driver's: ").as_deref() == Some("the driver's: Ok(15)"),
+        format!("the job's driver makes and calls a detached actor: {said:?}"),
+    )?;
+    ensure(
+        line("a task's: ").as_deref() == Some("a task's: Ok(55)"),
+        format!("the job's task makes and calls a detached actor: {said:?}"),
+    )?;
+    // The job has ended: its detached actors live on, their state kept.
+    let kept = prism::get_actor_in::<Tally>("kept", "svc")?;
+    ensure(
+        kept.add(1).get_blocking()? == 16,
+        "the driver's detached actor outlives its job, its count kept",
+    )?;
+    let by_task = prism::get_actor_in::<Tally>("kept-by-a-task", "svc")?;
+    ensure(
+        by_task.add(1).get_blocking()? == 56,
+        "the task's detached actor outlives its job, its count kept",
+    )?;
+    // The name is the detached job's: taken for others, found with get_if_exists.
+    let again = Tally::options()
+        .name("kept")
+        .namespace("svc")
+        .lifetime(prism::Lifetime::Detached)
+        .try_remote(0);
+    ensure(
+        matches!(&again, Err(prism::Error::ActorNameTaken { holder: Some(job), .. }) if job.starts_with("detached-")),
+        format!(
+            "the name is held by the detached actors' job: {:?}",
+            again.map(|a| a.id())
+        ),
+    )?;
+    let existing = Tally::options()
+        .name("kept")
+        .namespace("svc")
+        .lifetime(prism::Lifetime::Detached)
+        .get_if_exists(true)
+        .try_remote(0)?;
+    ensure(
+        existing.add(1).get_blocking()? == 17,
+        "get_if_exists gives the detached actor",
+    )?;
+    // Killed from this job, it dies and its name is free again.
+    prism::kill(&kept)?;
+    let start = std::time::Instant::now();
+    let died = loop {
+        match kept.add(1).get_blocking() {
+            Err(e) if e.is_actor_died() => break Ok(()),
+            Err(e) => break Err(format!("failed otherwise: {e}")),
+            Ok(_) if start.elapsed() > std::time::Duration::from_secs(10) => {
+                break Err("it still answers 10 s after the kill".to_string());
+            }
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    };
+    ensure(
+        died.is_ok(),
+        format!("the killed detached actor's calls fail: {died:?}"),
+    )?;
+    let start = std::time::Instant::now();
+    let mine = loop {
+        match Tally::options().name("kept").namespace("svc").try_remote(1) {
+            Ok(tally) => break tally,
+            Err(e) if start.elapsed() > std::time::Duration::from_secs(10) => return Err(e.into()),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    };
+    ensure(
+        mine.add(1).get_blocking()? == 2,
+        "the name is free once the detached actor is killed",
+    )?;
+    prism::kill(&mine)?;
+    prism::kill(&by_task)?;
+    Ok(())
+}
+
 /// The environment variable that makes this test's binary a second job (see
 /// [`be_a_second_job`]): the directory of the marker.
 const SECOND_JOB: &str = "PRISM_TEST_SECOND_JOB";
@@ -935,6 +1061,7 @@ fn main() {
     let args = Arguments::from_args();
     be_a_second_job();
     be_a_naming_job();
+    be_a_detaching_job();
     let (head, addr, token) = common::cluster::head("jobs-head", "2");
     let alpha = Host::new("jobs-alpha");
     let alpha_said = alpha.join(
@@ -1026,6 +1153,11 @@ fn main() {
     trials.push(Trial::test(
         "names_are_unique_across_the_jobs_of_a_namespace",
         move || names_are_unique_across_the_jobs_of_a_namespace(&at, &key),
+    ));
+    let (at, key) = (addr.clone(), token.clone());
+    trials.push(Trial::test(
+        "a_detached_actor_outlives_its_job",
+        move || a_detached_actor_outlives_its_job(&at, &key),
     ));
     let (at, key) = (addr.clone(), token.clone());
     trials.push(Trial::test(

@@ -45,8 +45,10 @@ use crate::frame::Message;
 /// actors' names at the head ([`ToControl::ClaimName`], [`ToControl::ReleaseName`]), and a
 /// refusal names the job that holds the name ([`Refusal::NameTaken`]'s `holder`,
 /// [`Refusal::NameUnanswered`]); other jobs' actors are found at the head and called directly
-/// ([`ToControl::FindName`], [`ToControl::WatchActor`], [`ToWorker::ActorAt`]'s `foreign`).
-pub const PROTOCOL_VERSION: u32 = 33;
+/// ([`ToControl::FindName`], [`ToControl::WatchActor`], [`ToWorker::ActorAt`]'s `foreign`);
+/// 34: detached actors, made and killed through the head ([`ActorConfig::detached`],
+/// [`ToControl::CreateDetached`], [`ToControl::KillDetached`], [`DetachedOrder`]).
+pub const PROTOCOL_VERSION: u32 = 34;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -729,6 +731,9 @@ pub struct ActorConfig {
     pub max_restarts: u32,
     /// How often a call in flight when it died is retried after a restart.
     pub max_task_retries: u32,
+    /// It outlives its creator's job (Ray's `lifetime="detached"`): it lives, with or
+    /// without handles, until it is killed or its cluster stops.
+    pub detached: bool,
 }
 
 /// The value of the object a worker's request is answered in ([`ToNode::LookupActor`] and
@@ -780,6 +785,13 @@ pub enum Refusal {
     },
     /// The placement group was removed (why).
     GroupGone(String),
+    /// A detached actor could not be made.
+    Detached {
+        /// Its class.
+        class: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A task that ended on a worker.
@@ -1461,6 +1473,98 @@ pub enum ToControl {
         /// The actor that held it.
         actor: ActorId,
     },
+    /// Make a detached actor (the driver's own connection only): the head has a process of
+    /// its own (a driver of the job that hosts the detached actors of this binary) make it,
+    /// and answers [`FromControl::Found`] with that job and the actor's id, or
+    /// [`FromControl::NameHeld`], or [`FromControl::Error`].
+    CreateDetached(Box<DetachedCreation>),
+    /// Kill detached actor `actor` of job `job` (a job the head hosts): [`FromControl::Ack`]
+    /// once its job was told, else [`FromControl::Error`].
+    KillDetached {
+        /// The detached actors' job.
+        job: String,
+        /// The actor, as its job numbers it.
+        actor: ActorId,
+    },
+}
+
+/// A detached actor to make ([`ToControl::CreateDetached`]).
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct DetachedCreation {
+    /// The SHA-256 of the creator's binary, which holds the actor's class.
+    pub binary: [u8; 32],
+    /// Its size in bytes.
+    pub size: u64,
+    /// Where the head fetches it from if it lacks it (the creator's endpoint).
+    pub binary_from: String,
+    /// The creation task (its arguments values, no references).
+    pub spec: TaskSpec,
+    /// The actor's class, name and restart policy.
+    pub setup: ActorConfig,
+}
+
+/// What the head tells the process that hosts a binary's detached actors, on the link only
+/// the two hold; each order but the first is answered with a [`DetachedReply`] of its number.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum DetachedOrder {
+    /// The first frame: join the cluster at `head` with `token` as job `job` (answered with
+    /// [`DetachedOutcome::Ready`] under number 0).
+    Start {
+        /// The head's address.
+        head: String,
+        /// The cluster's join token.
+        token: String,
+        /// The job's name.
+        job: String,
+    },
+    /// Make an actor ([`DetachedOutcome::Created`]).
+    Create {
+        /// The order's number.
+        order: u64,
+        /// The creation task.
+        spec: Box<TaskSpec>,
+        /// The actor's class, name and restart policy.
+        setup: ActorConfig,
+    },
+    /// Kill an actor ([`DetachedOutcome::Killed`]).
+    Kill {
+        /// The order's number.
+        order: u64,
+        /// The actor.
+        actor: ActorId,
+    },
+}
+
+/// The answer to a [`DetachedOrder`].
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct DetachedReply {
+    /// The order's number (0: the start).
+    pub order: u64,
+    /// How it went.
+    pub outcome: DetachedOutcome,
+}
+
+/// How a [`DetachedOrder`] went.
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum DetachedOutcome {
+    /// The process joined the cluster and takes orders.
+    Ready,
+    /// The actor was made (its name claimed): its id.
+    Created(ActorId),
+    /// The actor was told to die.
+    Killed,
+    /// The order was refused.
+    Refused(Refusal),
+    /// The order failed (why).
+    Failed(String),
+}
+
+impl Message for DetachedOrder {
+    const NAME: &'static str = "DetachedOrder";
+}
+
+impl Message for DetachedReply {
+    const NAME: &'static str = "DetachedReply";
 }
 
 /// Tasks of one shape that wait for resources.

@@ -212,6 +212,23 @@ pub struct ActorOptions {
     pub max_concurrency: u32,
     /// The placement group (and bundle) the actor lives in, if any.
     pub placement: Option<crate::api::placement::GroupSlot>,
+    /// Whether it outlives its creator ([`Lifetime::Detached`]) or not (the default).
+    pub lifetime: Lifetime,
+}
+
+/// How long an actor lives (Ray's `lifetime` option).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Lifetime {
+    /// It shares its creator's fate: an unnamed actor lives while a handle to it does, a named
+    /// one until it is killed; both die with their job (the default).
+    #[default]
+    FateShared,
+    /// It outlives its creator's job: it lives, with or without handles, until it is killed
+    /// or its cluster stops. On a cluster the head has a process of its own make it (a job of
+    /// the cluster's that runs the creator's binary); other jobs find it by name and call
+    /// it. Its constructor's arguments must be values (references cannot outlive the job
+    /// that made them).
+    Detached,
 }
 
 impl Default for ActorOptions {
@@ -227,6 +244,7 @@ impl Default for ActorOptions {
             get_if_exists: false,
             max_concurrency: 1,
             placement: None,
+            lifetime: Lifetime::FateShared,
         }
     }
 }
@@ -298,8 +316,15 @@ pub fn try_create<A: Actor>(
         get_if_exists: options.get_if_exists,
         max_restarts: options.max_restarts,
         max_task_retries: options.max_task_retries,
+        detached: options.lifetime == Lifetime::Detached,
     };
     let id = match &ctx {
+        Context::Driver(core) if setup.detached && core.detached_at_head() => {
+            // Made by the cluster's head: another job's actor, known here by an alias.
+            let made = core.create_detached(spec, failed, setup)?;
+            let found = std::future::poll_fn(|cx| core.poll_find(made, cx.waker()));
+            super::spin::block_on(found).map(|(alias, _)| alias)
+        }
         Context::Driver(core) => {
             let id = core.create_actor(spec, failed, setup)?;
             if id != ActorId(task_id) {
@@ -470,6 +495,12 @@ macro_rules! __actor_options_builder {
             /// With a name: return the existing actor of that name instead of failing.
             pub fn get_if_exists(mut self, yes: bool) -> Self {
                 self.opts.get_if_exists = yes;
+                self
+            }
+            /// Whether the actor outlives its creator's job (`Lifetime::Detached`: until it
+            /// is killed or the cluster stops).
+            pub fn lifetime(mut self, lifetime: $crate::Lifetime) -> Self {
+                self.opts.lifetime = lifetime;
                 self
             }
             /// How many calls may run at once: on the event loop of an actor with `async`

@@ -3,6 +3,7 @@
 
 pub(crate) mod actor;
 pub(crate) mod call;
+mod detached;
 pub(crate) mod memory;
 pub(crate) mod object_ref;
 pub(crate) mod placement;
@@ -385,12 +386,17 @@ pub fn is_driver() -> bool {
     !crate::worker::is_worker_process()
 }
 
-/// In a process a node started as a worker: run the worker loop and exit. Elsewhere: return.
+/// In a process a node started as a worker: run the worker loop and exit; in one the head
+/// started to host detached actors, serve the head's orders and exit. Elsewhere: return.
 #[doc(hidden)]
 pub fn enter_worker_if_spawned() {
     if crate::worker::is_worker_process() && !context::is_set() {
         install_tracing();
         crate::worker::run(context::set_worker);
+    }
+    if detached::is_detached_host() && !context::is_set() {
+        install_tracing();
+        detached::run_host();
     }
 }
 

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod detached;
+
 use prism_transport::quic::{self, Accepted, QuicError};
 use prism_transport::tls::{ClusterAuthority, Identity, JoinToken};
 use prism_transport::{FromControl, HostHello, Purpose, ToControl};
@@ -128,6 +130,9 @@ pub(crate) async fn daemon(args: DaemonOptions) -> Result<(), String> {
     {
         drain(hosting, membership).await;
     }
+    if let Some(detached) = stopping.detached {
+        detached.stop_all().await;
+    }
     if let Some(hosting) = stopping.hosting {
         hosting.end_all();
     }
@@ -158,6 +163,8 @@ const HEAD_PATIENCE: Duration = Duration::from_secs(2);
 #[derive(Default)]
 struct Stopping {
     hosting: Option<Arc<Hosting>>,
+    /// The head's hosts of detached actors.
+    detached: Option<Arc<detached::DetachedHosts>>,
     membership: Option<Membership>,
     drain_asked: Arc<tokio::sync::Notify>,
 }
@@ -484,6 +491,13 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
         quinn::Endpoint::clone(&endpoint),
     );
     slot.lock().hosting = Some(hosting.clone());
+    let detached = Arc::new(detached::DetachedHosts::new(
+        addr,
+        token.to_string(),
+        hosting.clone(),
+        dir.to_path_buf(),
+    ));
+    slot.lock().detached = Some(detached.clone());
     // The head's own node beats, and reports its workers' task events, in-process.
     let (beats, beating, own_name) = (control.clone(), hosting.clone(), name.clone());
     tokio::spawn(async move {
@@ -540,7 +554,7 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
     ))?;
     while let Some(accepted) = quic::accept(&endpoint).await {
         let (ca, token, control) = (ca.clone(), token.clone(), control.clone());
-        let (hosting, name) = (hosting.clone(), name.clone());
+        let (hosting, name, detached) = (hosting.clone(), name.clone(), detached.clone());
         tokio::spawn(async move {
             match accepted {
                 Accepted::Joiner(connection) => {
@@ -552,7 +566,7 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
                     let peer = connection.remote_address();
                     match quic::welcome(&connection, &name, None).await {
                         Ok(hello) if hello.purpose == Purpose::Control => {
-                            serve_member(connection, hello, control).await;
+                            serve_member(connection, hello, control, detached).await;
                         }
                         Ok(hello) => hosting.serve(connection, hello).await,
                         Err(e) => tracing::warn!(%peer, "refused a member: {e}"),
@@ -594,7 +608,12 @@ const MAX_CONTROL_REQUEST: usize = 16 << 20;
 
 /// Answers a member's control requests, one per stream, until it goes; a subscription
 /// ([`ToControl::Watch`]) keeps its stream and is served on its own.
-async fn serve_member(connection: quinn::Connection, hello: HostHello, control: Arc<Control>) {
+async fn serve_member(
+    connection: quinn::Connection,
+    hello: HostHello,
+    control: Arc<Control>,
+    detached: Arc<detached::DetachedHosts>,
+) {
     let peer = connection.remote_address();
     while let Ok((mut send, mut recv)) = connection.accept_bi().await {
         let request =
@@ -635,6 +654,19 @@ async fn serve_member(connection: quinn::Connection, hello: HostHello, control: 
                 tokio::spawn(serve_actor_watch(send, control.clone(), job, actor));
                 continue;
             }
+            // Answered when made (the binary may be fetched, its host started first).
+            ToControl::CreateDetached(creation) => {
+                let (control, detached, job) =
+                    (control.clone(), detached.clone(), hello.name.clone());
+                tokio::spawn(async move {
+                    let reply = detached.create(&job, *creation, &control).await;
+                    if quic::send_frame(&mut send, &reply).await.is_ok() {
+                        let _ = send.finish();
+                    }
+                });
+                continue;
+            }
+            ToControl::KillDetached { job, actor } => detached.kill(&job, actor).await,
             ToControl::ReleaseName {
                 namespace,
                 name,

@@ -16,9 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use prism_graph::{ActorId, Resources};
+use prism_graph::{ActorId, Resources, TaskSpec};
 use prism_transport::quic::{self, Accepted};
 use prism_transport::transfer;
+use prism_transport::{ActorConfig, DetachedCreation, Refusal};
 use prism_transport::{ActorStatus, GroupStatus, JobInfo, JobUpdate};
 use prism_transport::{ArchivedHostEvent, FromHost, HostEvent, HostHello, Purpose, ToControl};
 use prism_transport::{
@@ -43,6 +44,10 @@ const MAX_ANSWER: usize = 16 << 20;
 /// How long after a node refused to host the job it is asked again.
 const ASK_AGAIN: Duration = Duration::from_secs(10);
 
+/// How long the head may take to make a detached actor: it may fetch the binary, start the
+/// process that hosts the binary's detached actors and wait for its join first.
+const DETACHED_ANSWER: Duration = Duration::from_secs(60);
+
 /// The pause before subscribing again once a subscription ended.
 const RESUBSCRIBE: Duration = Duration::from_millis(200);
 
@@ -62,8 +67,8 @@ pub(crate) enum HeadError {
     )]
     Unreachable { ended: quinn::ConnectionError },
     /// The head did not answer a request in time (its connection is then closed).
-    #[error("the head did not answer in time ({} ms)", HEAD_ANSWER.as_millis())]
-    Slow,
+    #[error("the head did not answer in time ({} ms)", .0.as_millis())]
+    Slow(Duration),
     /// The request or its answer failed.
     #[error(transparent)]
     Quic(#[from] quic::QuicError),
@@ -192,11 +197,13 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let job = format!(
-        "driver-{ip}-{}-{:x}",
-        std::process::id(),
-        nanos & 0xffff_ffff
-    );
+    let job = config.detached_host.clone().unwrap_or_else(|| {
+        format!(
+            "driver-{ip}-{}-{:x}",
+            std::process::id(),
+            nanos & 0xffff_ffff
+        )
+    });
     let client = quic::client_endpoint(SocketAddr::new(ip, 0)).map_err(startup("QUIC"))?;
     let identity = quic::join(&client, head, &token, &job)
         .await
@@ -636,6 +643,74 @@ impl Joined {
         }
     }
 
+    /// Has the head make a detached actor ([`ToControl::CreateDetached`]): the job that
+    /// hosts it and its id there, or why not.
+    pub(crate) async fn create_detached(
+        &self,
+        spec: TaskSpec,
+        setup: ActorConfig,
+    ) -> std::result::Result<Found, Refusal> {
+        let refused = |reason: String| Refusal::Detached {
+            class: setup.class.clone(),
+            reason,
+        };
+        let ToHost::StartJob {
+            binary,
+            size,
+            objects_at,
+            ..
+        } = &self.hosting.start
+        else {
+            return Err(refused("the job was started without a binary".to_string()));
+        };
+        let creation = DetachedCreation {
+            binary: *binary,
+            size: *size,
+            binary_from: objects_at.clone(),
+            spec,
+            setup: setup.clone(),
+        };
+        let request = ToControl::CreateDetached(Box::new(creation));
+        match self.ask_head_within(&request, DETACHED_ANSWER).await {
+            Ok(FromControl::Found {
+                job,
+                actor,
+                class,
+                status,
+            }) => Ok(Found {
+                job,
+                actor,
+                class,
+                status,
+            }),
+            Ok(FromControl::NameHeld { job }) => Err(Refusal::NameTaken {
+                name: setup.name.clone().unwrap_or_default(),
+                namespace: setup.namespace.clone().unwrap_or_default(),
+                holder: Some(job),
+            }),
+            Ok(FromControl::Error(reason)) => Err(refused(reason)),
+            Ok(other) => Err(refused(format!("the head answered {other:?}"))),
+            Err(e) => Err(refused(e.to_string())),
+        }
+    }
+
+    /// Has the head kill job `job`'s detached actor `actor` ([`ToControl::KillDetached`]).
+    pub(crate) async fn kill_detached(&self, job: &str, actor: ActorId) {
+        let kill = ToControl::KillDetached {
+            job: job.to_string(),
+            actor,
+        };
+        match self.ask_head(&kill).await {
+            Ok(FromControl::Ack) => {}
+            Ok(other) => {
+                tracing::warn!(actor = %actor, job, "the head did not kill the detached actor: {other:?}")
+            }
+            Err(e) => {
+                tracing::warn!(actor = %actor, job, "cannot ask the head to kill the detached actor: {e}")
+            }
+        }
+    }
+
     /// Follows job `job`'s actor `actor` in the head's directory, telling the core of each
     /// change as this job's `alias`, until the actor is dead or the driver stops (a broken
     /// subscription is made again).
@@ -766,14 +841,23 @@ impl Joined {
 
     /// Asks the head's control store (see [`Joined::control`]).
     async fn ask_head(&self, request: &ToControl) -> std::result::Result<FromControl, HeadError> {
+        self.ask_head_within(request, HEAD_ANSWER).await
+    }
+
+    /// [`Joined::ask_head`], for a request the head may take up to `limit` to answer.
+    async fn ask_head_within(
+        &self,
+        request: &ToControl,
+        limit: Duration,
+    ) -> std::result::Result<FromControl, HeadError> {
         let control = self.control().await?;
         // A head that died says nothing: a request it does not answer in time ends the
         // connection, and the next one connects again.
         let asked = quic::ask::<_, FromControl>(&control, request, MAX_ANSWER);
-        match tokio::time::timeout(HEAD_ANSWER, asked).await {
+        match tokio::time::timeout(limit, asked).await {
             Ok(answer) => Ok(answer?),
             Err(_) => {
-                let error = HeadError::Slow;
+                let error = HeadError::Slow(limit);
                 quic::close_for(&control, quic::codes::DONE, &error.to_string());
                 Err(error)
             }

@@ -784,8 +784,10 @@ impl Hosting {
         None
     }
 
-    /// The job's executable: from the cache, or pulled from the driver and checked.
-    async fn binary(
+    /// The executable of SHA-256 `hash`: from the cache, or pulled from the driver of job
+    /// `job` at `from` and checked (a node's job runs it, as do the head's hosts of detached
+    /// actors).
+    pub(crate) async fn binary(
         &self,
         job: &str,
         hash: [u8; 32],
@@ -804,7 +806,12 @@ impl Hosting {
         transfer::pull(&connection, &PullKey::Binary(hash), &mut bytes)
             .await
             .map_err(|e| format!("cannot fetch the job's binary from {from}: {e}"))?;
-        let tmp = path.with_extension(format!("part{}", std::process::id()));
+        // Named per fetch: two fetches of one binary at once (a job's and the head's host of
+        // its detached actors, say) each write their own, and the second rename replaces the
+        // first's file with the same bytes.
+        static FETCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let fetch = FETCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("part{}-{fetch}", std::process::id()));
         let cached = path.clone();
         let stored = tokio::task::spawn_blocking(move || {
             if transfer::content_hash(&bytes) != hash {

@@ -209,6 +209,7 @@ impl Core {
         )
         .with_namespace(config.job_namespace())
         .with_names_at_head(joined.is_some())
+        .with_detached_at_head(joined.is_some() && config.detached_host.is_none())
         .with_task_events(config.task_events_capacity(), joined.is_some())
         .with_worker_owners(crate::config::env_switch(crate::config::ENV_WORKER_OWNERS))
         .with_borrowed_workers(
@@ -525,6 +526,26 @@ impl Core {
                 namespace: taken.namespace,
                 holder: None,
             })
+    }
+
+    /// Whether detached actors are made by the cluster's head (a joined driver that does not
+    /// host them itself).
+    pub(crate) fn detached_at_head(&self) -> bool {
+        self.state.lock().node.detached_at_head()
+    }
+
+    /// Has the cluster's head make a detached actor: the lookup its answer comes under
+    /// ([`Core::poll_find`]).
+    pub(crate) fn create_detached(
+        &self,
+        spec: TaskSpec,
+        failed: Option<TaskError>,
+        setup: prism_transport::ActorConfig,
+    ) -> Result<u64> {
+        self.state
+            .lock()
+            .run(|node| node.create_detached(spec, failed, setup, None))
+            .map_err(Error::from_refusal)
     }
 
     /// Whether the head granted the name of the driver's new actor `actor` (pending while
@@ -1225,6 +1246,22 @@ impl Shell {
                     let _ = (self.node).handle(Event::NameFound { find, outcome }, Instant::now());
                 }
             },
+            Action::CreateDetached { find, spec, setup } => match &self.remote {
+                Some(remote) => remote.create_detached(find, spec, setup),
+                None => {
+                    let outcome = Err(prism_transport::Refusal::Detached {
+                        class: setup.class,
+                        reason: "this driver is not joined to a cluster".to_string(),
+                    });
+                    let _ =
+                        (self.node).handle(Event::DetachedMade { find, outcome }, Instant::now());
+                }
+            },
+            Action::KillDetached { job, actor } => {
+                if let Some(remote) = &self.remote {
+                    remote.kill_detached(job, actor);
+                }
+            }
             Action::WatchActor { alias, job, actor } => {
                 if let Some(remote) = &self.remote {
                     remote.watch_actor(alias, job, actor);

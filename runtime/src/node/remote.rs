@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
-use prism_graph::{ActorId, ObjectId};
-use prism_transport::{ActorStatus, FromHost, GroupStatus, ToHost};
+use prism_graph::{ActorId, ObjectId, TaskSpec};
+use prism_transport::{ActorConfig, ActorStatus, FromHost, GroupStatus, ToHost};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
@@ -237,6 +237,24 @@ impl Remote {
                 core.event(Event::NameFound { find, outcome });
             }
         });
+    }
+
+    /// Has the head make a detached actor and tells the node its answer to `find`.
+    pub(super) fn create_detached(&self, find: u64, spec: Box<TaskSpec>, setup: ActorConfig) {
+        let (joined, core) = (self.joined.clone(), self.core.clone());
+        self.handle.spawn(async move {
+            let outcome = joined.create_detached(*spec, setup).await;
+            if let Some(core) = core.upgrade() {
+                core.event(Event::DetachedMade { find, outcome });
+            }
+        });
+    }
+
+    /// Has the head kill job `job`'s detached actor `actor`.
+    pub(super) fn kill_detached(&self, job: String, actor: ActorId) {
+        let joined = self.joined.clone();
+        self.handle
+            .spawn(async move { joined.kill_detached(&job, actor).await });
     }
 
     /// Follows job `job`'s actor `actor`, this job's `alias`, at the head.

@@ -331,6 +331,10 @@ impl ControlStore {
                     "the actor name {name:?} may be claimed or released only by a job's driver, on its own connection"
                 ))
             }
+            ToControl::CreateDetached(_) | ToControl::KillDetached { .. } => FromControl::Error(
+                "detached actors are made and killed by the head's daemon, on a driver's own connection"
+                    .to_string(),
+            ),
             ToControl::Demands => {
                 self.forget_silent_jobs(now);
                 FromControl::Demands(

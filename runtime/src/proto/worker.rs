@@ -1652,6 +1652,7 @@ mod tests {
             get_if_exists: false,
             max_restarts: 0,
             max_task_retries: 0,
+            detached: false,
         };
         let spec = |seq| TaskSpec {
             num_returns: 0,

@@ -1042,6 +1042,7 @@ impl World<'_> {
                 get_if_exists: false,
                 max_restarts: u32::MAX,
                 max_task_retries: c.max_retries,
+                detached: false,
             };
             self.report.tasks += 1;
             self.jobs[j].driver_free += c.driver_cost;
@@ -1273,6 +1274,16 @@ impl World<'_> {
                     let _ = node.handle(Event::NameFound { find, outcome }, now);
                 });
             }
+            // Nor is there a head to make detached actors (the simulated jobs make none).
+            Action::CreateDetached { find, setup, .. } => {
+                self.proto(j, |node, now| {
+                    let outcome = Err(prism_transport::Refusal::Detached {
+                        class: setup.class,
+                        reason: "the simulator has no head to make it".to_string(),
+                    });
+                    let _ = node.handle(Event::DetachedMade { find, outcome }, now);
+                });
+            }
             // The driver's link to a worker it forgot goes (as `node/mod.rs` closes it).
             Action::Forget { worker } => {
                 self.jobs[j].links.remove(&worker);
@@ -1285,6 +1296,7 @@ impl World<'_> {
             | Action::WatchActor { .. }
             | Action::UnwatchActor { .. }
             | Action::SendForeign { .. }
+            | Action::KillDetached { .. }
             | Action::ReturnFreeMemory => {}
         }
     }

@@ -225,7 +225,9 @@ impl WorkerClient {
         failed: Option<TaskError>,
         config: ActorConfig,
     ) -> Result<ActorId> {
-        if config.name.is_none() {
+        // A named or detached actor's creation is answered (the name may be taken, a
+        // detached actor is made elsewhere).
+        if config.name.is_none() && !config.detached {
             let mut inner = self.inner.lock();
             let actor = inner.core.create_actor(spec, failed, config, None);
             inner.flush().map_err(disconnected)?;

@@ -57,6 +57,8 @@ pub(super) struct ActorRecord {
     callers: Vec<WorkerId>,
     /// Its name is claimed at the cluster's head (released there when it dies).
     claimed: bool,
+    /// It lives without handles until it is killed ([`ActorConfig::detached`]).
+    detached: bool,
 }
 
 /// A named actor's creation waiting for the head to grant its name (see
@@ -117,6 +119,7 @@ impl State {
                 killed: false,
                 callers: Vec::new(),
                 claimed: false,
+                detached: setup.detached,
             },
         );
         if let Some(name) = claim {
@@ -674,7 +677,7 @@ impl State {
         let Some(record) = self.actors.get(&actor) else {
             return;
         };
-        self.publish_due |= record.name.is_some();
+        self.publish_due |= record.name.is_some() || record.detached;
         let places: Vec<(WorkerId, ActorPlace)> = (record.callers.iter())
             .filter_map(|&caller| Some((caller, self.place_for(record.worker, caller)?)))
             .collect();
@@ -687,7 +690,7 @@ impl State {
     fn tell_callers_of(&mut self, actor: ActorId, place: ActorPlace) {
         let callers = match self.actors.get(&actor) {
             Some(record) => {
-                self.publish_due |= record.name.is_some();
+                self.publish_due |= record.name.is_some() || record.detached;
                 record.callers.clone()
             }
             None => return,
@@ -725,7 +728,9 @@ impl State {
     /// Kills the actor's process; it is not restarted.
     pub(crate) fn kill_actor(&mut self, actor: ActorId) {
         if foreign::is_foreign(actor) {
-            tracing::warn!(actor = %actor, "another job's actor is not killed from this job (its own job kills it)");
+            if !self.kill_detached(actor) {
+                tracing::warn!(actor = %actor, "another job's actor is not killed from this job (its own job kills it; a detached one is killed through the head)");
+            }
             return;
         }
         let Some(record) = self.actors.get_mut(&actor) else {
@@ -767,8 +772,10 @@ impl State {
             return;
         };
         let idle = record.queue.is_empty() && record.inflight.is_empty();
-        // A named actor lives on without handles (it can be looked up) until it dies.
-        let held_by_name = record.name.is_some() && !matches!(record.life, Life::Dead(_));
+        // A named actor lives on without handles (it can be looked up) until it dies, as
+        // does a detached one.
+        let held_by_name =
+            (record.name.is_some() || record.detached) && !matches!(record.life, Life::Dead(_));
         if record.handles == 0 && !held_by_name && idle {
             if record.life != Life::Starting {
                 self.stop_actor(actor, "its last handle was dropped".into());

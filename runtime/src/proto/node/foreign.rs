@@ -60,7 +60,7 @@ pub(super) struct ForeignActor {
     inflight: VecDeque<TaskId>,
 }
 
-/// A lookup at the head under way.
+/// A lookup at the head under way (or a detached creation there).
 #[derive(Debug)]
 pub(super) struct Finding {
     name: ActorName,
@@ -90,15 +90,26 @@ impl State {
     }
 
     pub(super) fn find(&mut self, name: ActorName, asker: Option<(WorkerId, ObjectId)>) -> u64 {
+        let find = self.await_head(name.clone(), asker);
+        self.actions.push_back(Action::FindName { find, name });
+        find
+    }
+
+    /// A number for an answer of the head about an actor (`name`, if it has one) that
+    /// `asker` (or the driver's API) waits for, answered by [`State::answer_finding`].
+    pub(super) fn await_head(
+        &mut self,
+        name: ActorName,
+        asker: Option<(WorkerId, ObjectId)>,
+    ) -> u64 {
         self.next_find += 1;
         let find = self.next_find;
         let finding = Finding {
-            name: name.clone(),
+            name,
             asker,
             wakers: Vec::new(),
         };
         self.findings.insert(find, finding);
-        self.actions.push_back(Action::FindName { find, name });
         find
     }
 
@@ -144,6 +155,17 @@ impl State {
                 reason,
             }),
         };
+        self.answer_finding(find, finding, result);
+    }
+
+    /// Answers lookup `find`: to the worker that asked (which holds a handle from now on),
+    /// or to the driver's API when it polls.
+    pub(super) fn answer_finding(
+        &mut self,
+        find: u64,
+        finding: Finding,
+        result: Result<(ActorId, String), Refusal>,
+    ) {
         match finding.asker {
             Some((worker, answer)) => {
                 let reply = match result {
@@ -168,7 +190,7 @@ impl State {
 
     /// The alias of the actor `found` (made now, and watched at the head, if this job had
     /// none for it), counting a new handle; and its class.
-    fn adopt_foreign(&mut self, found: Found) -> (ActorId, String) {
+    pub(super) fn adopt_foreign(&mut self, found: Found) -> (ActorId, String) {
         let key = (found.job.clone(), found.actor);
         if let Some(&alias) = self.foreign_ids.get(&key)
             && let Some(record) = self.foreign.get_mut(&alias)
@@ -589,6 +611,11 @@ impl State {
         };
         record.handles = record.handles.saturating_sub(1);
         self.forget_if_unheld(alias);
+    }
+
+    /// The job of another job's actor `alias`, and its id there.
+    pub(super) fn foreign_of(&self, alias: ActorId) -> Option<(&str, ActorId)> {
+        (self.foreign.get(&alias)).map(|record| (record.job.as_str(), record.id))
     }
 
     /// Forgets another job's actor `alias` (and stops watching it) once no handle holds it

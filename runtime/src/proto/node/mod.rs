@@ -10,6 +10,7 @@
 mod actors;
 mod binaries;
 mod copies;
+pub(crate) mod detached;
 pub(crate) mod foreign;
 mod groups;
 mod leases;
@@ -117,6 +118,14 @@ pub(crate) enum Action {
     /// Send `frames` (the driver's calls) to another job's worker at `endpoint`, on a link of
     /// the driver's endpoint (answers: [`Event::ForeignFrames`], [`Event::ForeignLinkLost`]).
     SendForeign { endpoint: String, frames: Vec<u8> },
+    /// Have the head make a detached actor (answer: [`Event::DetachedMade`] for `find`).
+    CreateDetached {
+        find: u64,
+        spec: Box<TaskSpec>,
+        setup: prism_transport::ActorConfig,
+    },
+    /// Have the head kill job `job`'s detached actor `actor` (no answer expected).
+    KillDetached { job: String, actor: ActorId },
 }
 
 /// A request to a node of the cluster, and what its answer means.
@@ -354,6 +363,12 @@ pub(crate) enum Event<'a> {
         find: u64,
         outcome: Result<Option<foreign::Found>, String>,
     },
+    /// The head's answer to the detached creation `find` ([`Action::CreateDetached`]): the
+    /// actor made, or why not.
+    DetachedMade {
+        find: u64,
+        outcome: Result<foreign::Found, Refusal>,
+    },
     /// Another job's actor `alias` as the head's directory has it now ([`Action::WatchActor`]).
     ForeignChanged {
         alias: ActorId,
@@ -503,6 +518,8 @@ pub(crate) struct State {
     namespace: String,
     /// Names are claimed at the cluster's head before their actors are created.
     names_at_head: bool,
+    /// Detached actors are made by the cluster's head (see [`detached`]).
+    detached_at_head: bool,
     /// Named actors' creations waiting for the head's word on their names.
     claiming: IdMap<ActorId, actors::Claiming>,
     /// The head's word on the names of the driver's own creations that were not granted,
@@ -644,6 +661,7 @@ impl State {
             names: IdMap::default(),
             namespace: String::new(),
             names_at_head: false,
+            detached_at_head: false,
             claiming: IdMap::default(),
             unclaimed: IdMap::default(),
             publish_due: false,
@@ -898,6 +916,7 @@ impl State {
             Event::Granted { node, shape } => self.nodes.granted(node, &shape),
             Event::NameClaimed { actor, outcome } => self.name_claimed(actor, outcome),
             Event::NameFound { find, outcome } => self.name_found(find, outcome),
+            Event::DetachedMade { find, outcome } => self.detached_made(find, outcome),
             Event::ForeignChanged { alias, status } => self.foreign_changed(alias, status),
             Event::ForeignFrames { endpoint, msgs } => self.foreign_frames(&endpoint, msgs),
             Event::ForeignLinkLost { endpoint, reason } => {

@@ -25,6 +25,12 @@ impl State {
         config: ActorConfig,
         answer: Option<ObjectId>,
     ) {
+        if config.detached
+            && self.detached_at_head
+            && let Some(answer) = answer
+        {
+            return self.worker_creates_detached(worker, spec, failed, config, answer);
+        }
         let class = config.class.clone();
         let made = ActorId(spec.task_id);
         let reply = match self.create_actor(spec, failed, config) {

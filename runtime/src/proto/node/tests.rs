@@ -49,6 +49,9 @@ struct Harness {
     watches: Vec<(ActorId, String, ActorId)>,
     unwatched: Vec<ActorId>,
     foreign_sent: Vec<(String, ToWorker)>,
+    /// Detached actors the head was asked to make, and to kill.
+    detached: Vec<(u64, TaskSpec, prism_transport::ActorConfig)>,
+    detached_kills: Vec<(String, ActorId)>,
 }
 
 /// The messages for workers in `frames`, decoded.
@@ -128,6 +131,8 @@ impl Harness {
             watches: Vec::new(),
             unwatched: Vec::new(),
             foreign_sent: Vec::new(),
+            detached: Vec::new(),
+            detached_kills: Vec::new(),
         };
         h.node.start();
         h.drain();
@@ -187,6 +192,10 @@ impl Harness {
                 Action::FindName { find, name } => self.finds.push((find, name)),
                 Action::WatchActor { alias, job, actor } => self.watches.push((alias, job, actor)),
                 Action::UnwatchActor { alias } => self.unwatched.push(alias),
+                Action::CreateDetached { find, spec, setup } => {
+                    self.detached.push((find, *spec, setup))
+                }
+                Action::KillDetached { job, actor } => self.detached_kills.push((job, actor)),
                 Action::SendForeign { endpoint, frames } => {
                     let msgs = decode_all(&frames).into_iter();
                     self.foreign_sent
@@ -663,6 +672,7 @@ impl Harness {
             get_if_exists: false,
             max_restarts,
             max_task_retries: 1,
+            detached: false,
         };
         self.node.create_actor(spec, None, setup).unwrap();
         self.node.settle();
@@ -1846,6 +1856,7 @@ impl Harness {
             get_if_exists: false,
             max_restarts: 0,
             max_task_retries: 0,
+            detached: false,
         };
         self.report(
             worker,
@@ -1935,6 +1946,7 @@ fn a_named_actor_is_made_once_the_head_grants_its_name() {
         get_if_exists: false,
         max_restarts: 0,
         max_task_retries: 0,
+        detached: false,
     };
     assert_eq!(h.node.create_actor(spec, None, setup), Ok(mine));
     let waker = std::task::Waker::noop();
@@ -1967,6 +1979,7 @@ fn a_named_actor_is_made_once_the_head_grants_its_name() {
         get_if_exists: true,
         max_restarts: 0,
         max_task_retries: 0,
+        detached: false,
     };
     assert_eq!(h.node.create_actor(spec, None, setup), Ok(shared));
     h.node.settle();
@@ -2953,5 +2966,191 @@ fn a_hello_that_comes_after_its_worker_ended_is_late_not_a_stranger_s() {
     assert!(
         matches!(unknown, Err(super::Refused::UnknownWorker(78))),
         "{unknown:?}"
+    );
+}
+
+/// An actor creation of class `tests::Counter` by the driver, named `name`, detached or not.
+fn creation(
+    h: &mut Harness,
+    name: Option<&str>,
+    detached: bool,
+) -> (TaskSpec, prism_transport::ActorConfig) {
+    let mut spec = h.spec(Vec::new(), 0);
+    spec.kind = TaskKind::ActorCreation {
+        actor: ActorId(spec.task_id),
+        max_concurrency: 1,
+    };
+    let setup = prism_transport::ActorConfig {
+        class: "tests::Counter".into(),
+        name: name.map(str::to_string),
+        namespace: None,
+        get_if_exists: false,
+        max_restarts: 0,
+        max_task_retries: 0,
+        detached,
+    };
+    (spec, setup)
+}
+
+#[test]
+fn a_detached_actor_lives_without_handles_until_it_is_killed() {
+    let mut h = Harness::new(1, 2.0);
+    let alive = |h: &Harness, actor: ActorId| {
+        (h.node.actor_directory().iter())
+            .find(|a| a.id == actor)
+            .map(|a| !matches!(a.state, prism_transport::ActorState::Dead(_)))
+    };
+    let (spec, setup) = creation(&mut h, None, true);
+    let detached = h.node.create_actor(spec, None, setup).unwrap();
+    let (spec, setup) = creation(&mut h, None, false);
+    let owned = h.node.create_actor(spec, None, setup).unwrap();
+    h.node.settle();
+    h.drain();
+    for (worker, task) in h.creations() {
+        h.returns(worker, task, Value::Inline(vec![0]));
+    }
+    h.node.actor_release(detached);
+    h.node.actor_release(owned);
+    h.node.settle();
+    h.drain();
+    assert_eq!(
+        alive(&h, detached),
+        Some(true),
+        "a detached actor outlives its handles"
+    );
+    assert_ne!(
+        alive(&h, owned),
+        Some(true),
+        "an unnamed actor stops with its last handle"
+    );
+    h.node.kill_actor(detached);
+    let creations = h.creations();
+    let (worker, _) = (creations.iter())
+        .find(|(_, task)| *task == detached.0)
+        .expect("the detached actor was made here");
+    h.dies(*worker);
+    assert_ne!(alive(&h, detached), Some(true), "killed, it dies");
+}
+
+#[test]
+fn a_joined_job_has_the_head_make_its_detached_actors() {
+    use prism_transport::{Answer, Refusal};
+    let mut h = Harness::new(1, 2.0);
+    h.node.names_at_head = true;
+    h.node.detached_at_head = true;
+    let w1 = h.connected[0];
+    let waker = std::task::Waker::noop();
+    // Its constructor's arguments must be values: a reference cannot outlive the job.
+    let (mut spec, setup) = creation(&mut h, Some("keeper"), true);
+    spec.args = vec![Arg::Ref(ObjectId::new(TaskId::new(0, 999), 0))];
+    let refused = h.node.create_detached(spec, None, setup, None);
+    assert!(
+        matches!(refused, Err(Refusal::Detached { .. })),
+        "{refused:?}"
+    );
+    // The driver's creation goes to the head, its name in the job's namespace; nothing
+    // runs here.
+    let (spec, setup) = creation(&mut h, Some("keeper"), true);
+    let find = h.node.create_detached(spec, None, setup, None).unwrap();
+    h.node.settle();
+    h.drain();
+    let (asked, _, sent) = h.detached.last().cloned().expect("asked of the head");
+    assert_eq!(asked, find);
+    assert_eq!(sent.namespace.as_deref(), Some(h.node.namespace()));
+    assert_eq!(h.creations(), Vec::new(), "made by the head, not here");
+    assert!(h.node.poll_find(find, waker).is_pending());
+    let theirs = ActorId(TaskId::new(0, 1));
+    let made = |actor: ActorId| super::foreign::Found {
+        job: "detached-0011223344556677".into(),
+        actor,
+        class: "tests::Counter".into(),
+        status: None,
+    };
+    h.event(Event::DetachedMade {
+        find,
+        outcome: Ok(made(theirs)),
+    });
+    let Poll::Ready(Ok((alias, class))) = h.node.poll_find(find, waker) else {
+        panic!("the driver's creation is answered");
+    };
+    assert!(super::foreign::is_foreign(alias));
+    assert_eq!(class, "tests::Counter");
+    assert_eq!(
+        h.watches,
+        vec![(alias, "detached-0011223344556677".to_string(), theirs)]
+    );
+    // A worker's creation is answered in its object: the actor, or why not.
+    let worker_creates = |h: &mut Harness, name: Option<&str>, answer: ObjectId| {
+        let (spec, config) = creation(h, name, true);
+        let create = ToNode::CreateActor {
+            spec,
+            failed: None,
+            config,
+            answer: Some(answer),
+        };
+        h.report(w1, &create);
+    };
+    let answer = ObjectId::new(TaskId::new(w1, 1_000_000), 0);
+    worker_creates(&mut h, None, answer);
+    assert_eq!(h.answer(w1, answer), None, "answered once the head is");
+    let (find, _, _) = h.detached.last().cloned().unwrap();
+    let second = ActorId(TaskId::new(0, 2));
+    h.event(Event::DetachedMade {
+        find,
+        outcome: Ok(made(second)),
+    });
+    let Some(Answer::Actor {
+        actor: worker_alias,
+        ..
+    }) = h.answer(w1, answer)
+    else {
+        panic!("the worker's creation is answered with the actor");
+    };
+    assert!(super::foreign::is_foreign(worker_alias) && worker_alias != alias);
+    let answer = ObjectId::new(TaskId::new(w1, 1_000_001), 0);
+    worker_creates(&mut h, Some("keeper"), answer);
+    let (find, _, _) = h.detached.last().cloned().unwrap();
+    let taken = Refusal::NameTaken {
+        name: "keeper".into(),
+        namespace: h.node.namespace().to_string(),
+        holder: Some("detached-0011223344556677".into()),
+    };
+    h.event(Event::DetachedMade {
+        find,
+        outcome: Err(taken.clone()),
+    });
+    assert_eq!(h.answer(w1, answer), Some(Answer::Refused(taken)));
+    // Killing it from this job goes through the head; another job's actor that is not
+    // detached is not killed from here.
+    h.node.kill_actor(alias);
+    h.node.settle();
+    h.drain();
+    assert_eq!(
+        h.detached_kills,
+        vec![("detached-0011223344556677".to_string(), theirs)]
+    );
+    let lookup = h.node.find_actor(ActorName {
+        namespace: "svc".into(),
+        name: "c".into(),
+    });
+    h.drain();
+    let found = super::foreign::Found {
+        job: "job-a".into(),
+        ..made(ActorId(TaskId::new(0, 7)))
+    };
+    h.event(Event::NameFound {
+        find: lookup,
+        outcome: Ok(Some(found)),
+    });
+    let Poll::Ready(Ok((plain, _))) = h.node.poll_find(lookup, waker) else {
+        panic!("found");
+    };
+    h.node.kill_actor(plain);
+    h.node.settle();
+    h.drain();
+    assert_eq!(
+        h.detached_kills.len(),
+        1,
+        "only detached actors are killed through the head"
     );
 }
