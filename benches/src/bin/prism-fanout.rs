@@ -14,6 +14,10 @@
 //! With `--driver-sync --cross-job` another job serves an actor by name, which the driver and
 //! one of its tasks call too (calls across jobs).
 //!
+//! With `--driver-sync --detached` the driver makes a detached actor on node 1 each trial
+//! (the first one starts the head's host of this binary's detached actors), times its
+//! creation, its first answer and `--children` calls one at a time, and kills it.
+//!
 //! `bash benches/fanout-bench.sh [N=3] [--parents 10] [--children 10000] [--trials 3]` starts a
 //! head and N nodes on 127.0.0.x and passes `--address` and `--token`; without them it runs on
 //! an embedded local cluster, its parents placed by no resource.
@@ -67,6 +71,10 @@ struct Args {
     /// (calls to another job's actor, found by name at the head).
     #[arg(long)]
     cross_job: bool,
+    /// With `--driver-sync` on a cluster: time detached actors instead (made through the
+    /// head, by a job of its own), one per trial.
+    #[arg(long)]
+    detached: bool,
     /// Where to join.
     #[command(flatten)]
     join: prism_benches::Join,
@@ -283,6 +291,44 @@ fn percentiles(mut each: Vec<u64>) -> (u64, u64) {
     (at(50), at(99))
 }
 
+/// `--driver-sync --detached`: each trial, a detached actor on node 1 is made, called
+/// `--children` times one at a time, and killed.
+fn detached_trials(args: &Args) -> anyhow::Result<()> {
+    anyhow::ensure!(args.nodes > 0, "--detached needs a cluster");
+    let calls = u64::from(args.children);
+    for trial in 0..args.trials {
+        let start = Instant::now();
+        let echo = Echo::options()
+            .name(&format!("detached-{}-{trial}", std::process::id()))
+            .namespace(SERVED.0)
+            .num_cpus(0.0)
+            .resources("r1", 0.01)
+            .lifetime(prism::Lifetime::Detached)
+            .try_remote()?;
+        let made = start.elapsed();
+        echo.echo(0).get_blocking()?;
+        let answered = start.elapsed();
+        let mut each = Vec::with_capacity(calls as usize);
+        for i in 0..calls {
+            let start = Instant::now();
+            anyhow::ensure!(echo.echo(i).get_blocking()? == i, "call {i} answered wrong");
+            each.push(start.elapsed().as_nanos() as u64);
+        }
+        let (p50, p99) = percentiles(each);
+        println!(
+            "detached actor {trial}: made in {:.1} ms, first answer after {:.1} ms; {calls} \
+             calls one at a time: p50 {:.1} us, p99 {:.1} us",
+            made.as_secs_f64() * 1e3,
+            answered.as_secs_f64() * 1e3,
+            p50 as f64 / 1e3,
+            p99 as f64 / 1e3
+        );
+        prism::kill(&echo)?;
+    }
+    prism::shutdown();
+    Ok(())
+}
+
 /// `--driver-sync`: each trial, the driver runs `--children` tasks on node 1 and calls an
 /// actor there as often, one at a time: the round trips' percentiles.
 fn driver_trials(args: &Args) -> anyhow::Result<()> {
@@ -368,6 +414,9 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     serve_if_asked(&args)?;
     args.join.init()?;
+    if args.driver_sync && args.detached {
+        return detached_trials(&args);
+    }
     if args.driver_sync {
         return driver_trials(&args);
     }
