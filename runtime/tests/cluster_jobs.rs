@@ -379,7 +379,7 @@ fn be_a_detaching_job() {
         .name("kept")
         .namespace("svc")
         .lifetime(prism::Lifetime::Detached)
-        .try_remote(10);
+        .try_remote(prism::put(10u64).expect("a put"));
     println!("made in {} ms", started.elapsed().as_millis());
     let count = (made.as_ref().map_err(|e| e.to_string()))
         .and_then(|tally| tally.add(5).get_blocking().map_err(|e| e.to_string()));

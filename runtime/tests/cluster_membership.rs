@@ -395,6 +395,10 @@ impl Keeper {
     fn kept(&self) -> u64 {
         self.kept
     }
+
+    fn set(&mut self, kept: u64) {
+        self.kept = kept;
+    }
 }
 
 /// Makes actor `name` and a placement group, calls the actor: what a child job does.
@@ -587,9 +591,55 @@ fn the_head_keeps_jobs_actors_and_groups_across_its_restart(
         format!("the child job finished, its actor and group ended: {ended_job:?}"),
     )?;
 
+    // A detached actor, its state changed, on node b (the head's node restarts with the
+    // head, and its workers with it; node a is gone when the earlier cases ran).
+    let detached = |name: &str| {
+        Keeper::options()
+            .name(name)
+            .namespace("svc")
+            .resources("b", 0.01)
+            .lifetime(prism::Lifetime::Detached)
+            .try_remote(7)
+    };
+    let lasting = detached("lasting")?;
+    lasting.set(42).get_blocking()?;
+    drop(lasting);
+
     // The head dies and comes back: it still knows every job, the ended ones too.
     let extra = ["--name", "head", "--num-cpus", "1"];
     cluster.head.restart_head(&cluster.addr, &extra)?;
+    // The detached actor lives on, its state kept, and the restarted head's next detached
+    // actor goes to the same host (the one job of detached actors).
+    // (A request on the connection to the dead head goes unanswered; the next reconnects.)
+    let mut found = Err("not asked".to_string());
+    eventually(10, || {
+        found = prism::get_actor_in::<Keeper>("lasting", "svc").map_err(|e| e.to_string());
+        found.is_ok()
+    });
+    let lasting = found?;
+    ensure(
+        lasting.kept().get_blocking()? == 42,
+        "the detached actor outlives the head's restart with its state",
+    )?;
+    let later = detached("later")?;
+    ensure(
+        later.kept().get_blocking()? == 7,
+        "a detached actor is made after the head's restart",
+    )?;
+    let hosts: Vec<String> = (jobs(cluster).iter())
+        .filter(|j| {
+            j["job"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("detached-"))
+        })
+        .map(|j| format!("{} {}", j["job"], j["state"]))
+        .collect();
+    ensure(
+        hosts.len() == 1 && hosts[0].contains("Running"),
+        format!("one host of detached actors, running: {hosts:?}"),
+    )?;
+    prism::kill(&lasting)?;
+    prism::kill(&later)?;
     let after = jobs(cluster);
     let ended_job = job_of(&after, ended_pid).map(summary);
     ensure(

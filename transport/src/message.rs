@@ -1486,6 +1486,15 @@ pub enum ToControl {
         /// The actor, as its job numbers it.
         actor: ActorId,
     },
+    /// The driver of the job that hosts binary `binary`'s detached actors (its hello names
+    /// that job) takes the head's orders on this stream: [`FromControl::Order`]s (and a
+    /// [`FromControl::Ack`] each second while there is none), each but
+    /// [`DetachedOrder::Stop`] answered by a [`DetachedReply`] on the stream's other half.
+    /// A host whose stream ended (the head restarted) opens it again.
+    HostDetached {
+        /// The SHA-256 of the binary it runs.
+        binary: [u8; 32],
+    },
 }
 
 /// A detached actor to make ([`ToControl::CreateDetached`]).
@@ -1503,12 +1512,13 @@ pub struct DetachedCreation {
     pub setup: ActorConfig,
 }
 
-/// What the head tells the process that hosts a binary's detached actors, on the link only
-/// the two hold; each order but the first is answered with a [`DetachedReply`] of its number.
+/// What the head tells the process that hosts a binary's detached actors: the start on the
+/// process's input (only the two hold it), the rest on its stream
+/// ([`ToControl::HostDetached`]), each answered with a [`DetachedReply`] of its number.
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum DetachedOrder {
-    /// The first frame: join the cluster at `head` with `token` as job `job` (answered with
-    /// [`DetachedOutcome::Ready`] under number 0).
+    /// The first frame, on the process's input: join the cluster at `head` with `token` as
+    /// job `job`, then take orders ([`ToControl::HostDetached`]).
     Start {
         /// The head's address.
         head: String,
@@ -1533,12 +1543,15 @@ pub enum DetachedOrder {
         /// The actor.
         actor: ActorId,
     },
+    /// The head stops: leave the cluster (the detached actors die with the job) and exit
+    /// (not answered).
+    Stop,
 }
 
 /// The answer to a [`DetachedOrder`].
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct DetachedReply {
-    /// The order's number (0: the start).
+    /// The order's number.
     pub order: u64,
     /// How it went.
     pub outcome: DetachedOutcome,
@@ -1547,8 +1560,6 @@ pub struct DetachedReply {
 /// How a [`DetachedOrder`] went.
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum DetachedOutcome {
-    /// The process joined the cluster and takes orders.
-    Ready,
     /// The actor was made (its name claimed): its id.
     Created(ActorId),
     /// The actor was told to die.
@@ -1628,6 +1639,8 @@ pub enum FromControl {
     /// An actor watched with [`ToControl::WatchActor`], as the directory has it now (none:
     /// not listed yet; its job's end or its death is a status that says dead).
     ActorChanged(Option<crate::ActorStatus>),
+    /// An order to the host of detached actors ([`ToControl::HostDetached`]).
+    Order(DetachedOrder),
     /// The request failed, and why.
     Error(String),
 }

@@ -225,9 +225,10 @@ pub enum Lifetime {
     FateShared,
     /// It outlives its creator's job: it lives, with or without handles, until it is killed
     /// or its cluster stops. On a cluster the head has a process of its own make it (a job of
-    /// the cluster's that runs the creator's binary); other jobs find it by name and call
-    /// it. Its constructor's arguments must be values (references cannot outlive the job
-    /// that made them).
+    /// the cluster's that runs the creator's binary, which outlives a restart of the head);
+    /// other jobs find it by name and call it. Its constructor's arguments travel as values (at most 8 MiB in all): one passed
+    /// by reference is read first, and a reference or handle inside a value is refused (it
+    /// could not outlive the job that made it).
     Detached,
 }
 
@@ -308,6 +309,13 @@ pub fn try_create<A: Actor>(
         },
         stream: None,
     };
+    let detached = options.lifetime == Lifetime::Detached;
+    // A detached actor outlives this job, and so must its constructor's arguments: the
+    // values of those passed by reference go in their place.
+    let args = match detached {
+        true => args.into_iter().map(by_value).collect::<Result<Vec<_>>>()?,
+        false => args,
+    };
     let (spec, failed, keep_alive) = call.build(task_id, args);
     let setup = ActorConfig {
         class: A::CLASS.to_string(),
@@ -316,7 +324,7 @@ pub fn try_create<A: Actor>(
         get_if_exists: options.get_if_exists,
         max_restarts: options.max_restarts,
         max_task_retries: options.max_task_retries,
-        detached: options.lifetime == Lifetime::Detached,
+        detached,
     };
     let id = match &ctx {
         Context::Driver(core) if setup.detached && core.detached_at_head() => {
@@ -346,6 +354,23 @@ pub fn try_create<A: Actor>(
     }?;
     drop(keep_alive);
     Ok(ActorHandle::from_raw(RawActor::adopt(id)))
+}
+
+/// An argument passed by reference as its value (waited for).
+fn by_value(arg: ArgSlot) -> Result<ArgSlot> {
+    let ArgSlot::Ref(raw) = arg else {
+        return Ok(arg);
+    };
+    let id = raw.id();
+    match super::spin::block_on(super::fetch_one(id))? {
+        crate::proto::owner::Slot::Ready(bytes) => {
+            let mut value = rkyv::util::AlignedVec::new();
+            value.extend_from_slice(bytes.as_slice());
+            Ok(ArgSlot::Value(Ok(value)))
+        }
+        crate::proto::owner::Slot::Failed(e) => Err(Error::Task(e)),
+        _ => Err(Error::UnknownObject(id.to_string())),
+    }
 }
 
 /// Calls a method of an actor (generated code): one `RawRef` per return value.

@@ -1,13 +1,15 @@
 //! The process the cluster's head starts to host one binary's detached actors (see
 //! `daemon/detached.rs`): the user's program, started in the `detached` role, which never
-//! runs its `main` body. Told on the link it inherited from the head to join the cluster as
-//! job `detached-<binary>`, it is that job's driver: it makes the detached actors the head
-//! orders (their names claimed at the head under its own job, as any job's), keeps them
-//! alive without handles, restarts them as their options say and kills them when told. It
-//! exits when the head's link closes (and dies with the head).
+//! runs its `main` body. Told on its input (which only the head holds) to join the cluster
+//! as job `detached-<binary>`, it is that job's driver: it makes the detached actors the head
+//! orders on its stream (their names claimed at the head under its own job, as any job's),
+//! keeps them alive without handles, restarts them as their options say and kills them when
+//! told. It outlives a head's restart (it opens its stream again, as its job's connection
+//! to the head is made again); it leaves the cluster and exits when the head tells it to
+//! stop, or when no head has answered for [`HEADLESS`].
 
-use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use prism_graph::{ActorId, TaskKind, TaskSpec};
 use prism_transport::{
@@ -17,11 +19,17 @@ use prism_transport::{
 use crate::Error;
 use crate::config::Config;
 use crate::context;
-use crate::node::Core;
+use crate::node::{Core, Orders};
 
-/// Largest order the head sends (a creation carries its arguments' values, at most 8 MiB
-/// each by value).
-const MAX_ORDER: usize = 512 << 20;
+/// Largest start frame the head sends on the process's input.
+const MAX_START: usize = 64 << 10;
+
+/// How long the host lives without a head that takes its stream (a head that restarts comes
+/// back well within it; one that never does leaves no process behind for long).
+const HEADLESS: Duration = Duration::from_secs(60);
+
+/// The pause before the host opens its stream again.
+const AGAIN: Duration = Duration::from_millis(200);
 
 /// Whether this process was started by the head to host detached actors.
 pub(crate) fn is_detached_host() -> bool {
@@ -29,24 +37,25 @@ pub(crate) fn is_detached_host() -> bool {
         .is_some_and(|role| role == crate::process::DETACHED_ROLE)
 }
 
-/// Why the host stopped before its link closed.
+/// Why the host stopped before the head told it to.
 #[derive(Debug, thiserror::Error)]
 enum HostError {
-    /// The link to the head failed.
-    #[error("the link to the head failed: {0}")]
-    Link(#[from] std::io::Error),
-    /// The head sent what is not an order.
-    #[error("the head sent a malformed order: {0}")]
-    Frame(String),
-    /// The first order was not the start.
-    #[error("the head's first order was not the start")]
-    NotStarted,
+    /// The start on the process's input could not be read.
+    #[error("cannot read the head's start on the input: {0}")]
+    Start(String),
     /// Joining the cluster failed.
     #[error("cannot join the cluster: {0}")]
     Join(Error),
+    /// No head took the stream for too long.
+    #[error("no head took the detached actors' orders for {} s (last: {why})", HEADLESS.as_secs())]
+    Headless {
+        /// Why the last try failed.
+        why: String,
+    },
 }
 
-/// Serves the head's orders until its link closes, then exits the process.
+/// Serves the head's orders until it says stop (or is gone for good), then leaves the
+/// cluster and exits the process.
 pub(crate) fn run_host() -> ! {
     let code = match serve() {
         Ok(()) => 0,
@@ -60,17 +69,14 @@ pub(crate) fn run_host() -> ! {
 }
 
 fn serve() -> Result<(), HostError> {
-    let link = crate::process::inherited_link()?;
-    let mut orders = FrameReader::new(link.try_clone()?, MAX_ORDER);
-    let mut answers = link;
-    let Some(first) = orders
-        .read_frame()
-        .map_err(|e| HostError::Frame(e.to_string()))?
-    else {
-        return Ok(());
+    let mut input = FrameReader::new(std::io::stdin().lock(), MAX_START);
+    let start = match input.read_frame() {
+        Ok(Some(frame)) => decode(&frame).map_err(HostError::Start)?,
+        Ok(None) => return Err(HostError::Start("the input ended".to_string())),
+        Err(e) => return Err(HostError::Start(e.to_string())),
     };
-    let DetachedOrder::Start { head, token, job } = decode(&first)? else {
-        return Err(HostError::NotStarted);
+    let DetachedOrder::Start { head, token, job } = start else {
+        return Err(HostError::Start(format!("the first order was {start:?}")));
     };
     let config = Config {
         address: Some(head),
@@ -78,45 +84,54 @@ fn serve() -> Result<(), HostError> {
         detached_host: Some(job.clone()),
         ..Config::default()
     };
-    let core = match Core::start(config).and_then(|core| {
-        context::set_driver(core.clone())?;
-        Ok(core)
-    }) {
-        Ok(core) => core,
-        Err(e) => {
-            reply(&mut answers, 0, DetachedOutcome::Failed(e.to_string()))?;
-            return Err(HostError::Join(e));
-        }
-    };
+    let core = Core::start(config).map_err(HostError::Join)?;
+    context::set_driver(core.clone()).map_err(HostError::Join)?;
     tracing::info!(job, "hosting detached actors");
-    reply(&mut answers, 0, DetachedOutcome::Ready)?;
-    while let Some(frame) = orders
-        .read_frame()
-        .map_err(|e| HostError::Frame(e.to_string()))?
-    {
-        let (order, outcome) = match decode(&frame)? {
-            DetachedOrder::Create { order, spec, setup } => (order, create(&core, *spec, setup)),
-            DetachedOrder::Kill { order, actor } => {
+    let runtime = core.handle().clone();
+    let mut heard = Instant::now();
+    loop {
+        let why = match runtime.block_on(core.detached_orders()) {
+            Ok(mut orders) => {
+                heard = Instant::now();
+                match runtime.block_on(obey(&core, &mut orders)) {
+                    None => return Ok(()),
+                    Some(why) => why,
+                }
+            }
+            Err(why) => why,
+        };
+        if heard.elapsed() > HEADLESS {
+            return Err(HostError::Headless { why });
+        }
+        tracing::info!(job, "the head's orders stopped ({why}): asking again");
+        std::thread::sleep(AGAIN);
+    }
+}
+
+/// Obeys the head's orders on `orders` until it says stop (`None`) or the stream ends (why).
+async fn obey(core: &Arc<Core>, orders: &mut Orders) -> Option<String> {
+    loop {
+        let (order, outcome) = match orders.next().await {
+            Ok(DetachedOrder::Create { order, spec, setup }) => {
+                (order, create(core, *spec, setup).await)
+            }
+            Ok(DetachedOrder::Kill { order, actor }) => {
                 core.kill_actor(actor);
                 (order, DetachedOutcome::Killed)
             }
-            DetachedOrder::Start { .. } => {
-                let why = "the host was started already".to_string();
-                (0, DetachedOutcome::Failed(why))
-            }
+            Ok(DetachedOrder::Stop) => return None,
+            Ok(DetachedOrder::Start { .. }) => continue,
+            Err(why) => return Some(why),
         };
-        reply(&mut answers, order, outcome)?;
+        if let Err(why) = orders.reply(&DetachedReply { order, outcome }).await {
+            return Some(why);
+        }
     }
-    // The head is gone or stopping: leave the cluster (the actors die with the job) before
-    // the link closes, which the head takes for the exit.
-    super::shutdown();
-    drop(answers);
-    Ok(())
 }
 
 /// Makes the detached actor of creation `spec` (its task renumbered in this job: the
 /// creator's ids are its own) and waits for its name's claim; no handle is kept.
-fn create(core: &Arc<Core>, mut spec: TaskSpec, setup: ActorConfig) -> DetachedOutcome {
+async fn create(core: &Arc<Core>, mut spec: TaskSpec, setup: ActorConfig) -> DetachedOutcome {
     let TaskKind::ActorCreation {
         max_concurrency, ..
     } = spec.kind
@@ -134,10 +149,12 @@ fn create(core: &Arc<Core>, mut spec: TaskSpec, setup: ActorConfig) -> DetachedO
         get_if_exists: false,
         ..setup
     };
-    let made = core.create_actor(spec, None, setup).and_then(|actor| {
-        let claimed = std::future::poll_fn(|cx| core.poll_claim(actor, cx.waker()));
-        super::spin::block_on(claimed).map(|_| actor)
-    });
+    let made = match core.create_actor(spec, None, setup) {
+        Ok(actor) => std::future::poll_fn(|cx| core.poll_claim(actor, cx.waker()))
+            .await
+            .map(|_| actor),
+        Err(e) => Err(e),
+    };
     match made {
         Ok(actor) => {
             // Detached: it lives without handles, until it is killed.
@@ -157,17 +174,7 @@ fn create(core: &Arc<Core>, mut spec: TaskSpec, setup: ActorConfig) -> DetachedO
     }
 }
 
-fn decode(frame: &prism_transport::Frame) -> Result<DetachedOrder, HostError> {
-    let archived =
-        (frame.access::<DetachedOrder>()).map_err(|e| HostError::Frame(e.to_string()))?;
-    rkyv::deserialize::<DetachedOrder, rkyv::rancor::Error>(archived)
-        .map_err(|e| HostError::Frame(e.to_string()))
-}
-
-fn reply(link: &mut UnixStream, order: u64, outcome: DetachedOutcome) -> Result<(), HostError> {
-    let mut frame = Vec::new();
-    prism_transport::encode_frame(&DetachedReply { order, outcome }, &mut frame)
-        .map_err(|e| HostError::Frame(e.to_string()))?;
-    std::io::Write::write_all(link, &frame)?;
-    Ok(())
+fn decode(frame: &prism_transport::Frame) -> Result<DetachedOrder, String> {
+    let archived = frame.access::<DetachedOrder>().map_err(|e| e.to_string())?;
+    rkyv::deserialize::<DetachedOrder, rkyv::rancor::Error>(archived).map_err(|e| e.to_string())
 }

@@ -1,11 +1,15 @@
 //! The head's detached actors (Ray's GCS-made detached actors; step 5's piece 4 in
 //! docs/ownership.md): an actor that outlives its creator's job needs a process of a job that
 //! does not end with the creator's, running the creator's binary (which holds its class).
-//! The head starts one such process per binary, as its own child (it dies with the head):
-//! the binary fetched from the creator by content hash, run in the `detached` role, told on
-//! a link only the two hold to join the cluster as job `detached-<binary>`; that job's driver
-//! makes, restarts and kills the detached actors (its names claimed and its directory
-//! published like any job's), and answers the head's orders on the link.
+//! The head starts one such process per binary: the binary fetched from the creator by
+//! content hash, run in the `detached` role, told on its input (which only the two hold) to
+//! join the cluster as job `detached-<binary>`. That job's driver makes, restarts and kills
+//! the detached actors (its names claimed and its directory published like any job's) as the
+//! head orders on a stream it opens ([`ToControl::HostDetached`]). It does not die with the
+//! head: after a head's restart it opens its stream again, and the restarted head waits for
+//! it rather than start another; a stopping head tells it to leave.
+//!
+//! [`ToControl::HostDetached`]: prism_transport::ToControl::HostDetached
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,32 +19,36 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use prism_graph::ActorId;
+use prism_transport::quic;
 use prism_transport::{
-    AsyncFrameReader, DetachedCreation, DetachedOrder, DetachedOutcome, DetachedReply, FromControl,
-    Refusal,
+    DetachedCreation, DetachedOrder, DetachedOutcome, DetachedReply, FrameDecoder, FromControl,
+    JobState, Refusal,
 };
-use tokio::io::AsyncWriteExt;
-use tokio::net::unix::OwnedWriteHalf;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use super::Control;
 use crate::node::host::Hosting;
 use crate::process::{self, ProcessHandle};
+use crate::proto::control::KEEPALIVE;
 use crate::proto::node::detached::detached_job;
 
-/// How long a new host may take to join the cluster.
+/// How long a new host may take to join the cluster and open its stream.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a restarted head waits for a host its directory lists as running to come back
+/// before it starts another.
+const COME_BACK: Duration = Duration::from_secs(10);
 
 /// How long a host may take to answer an order (a creation waits for its name's claim).
 const ORDER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long a stopping head waits for a host to leave the cluster and exit.
+/// How long a stopping head waits for its hosts to leave the cluster.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// Largest frame a host may send.
 const MAX_REPLY: usize = 1 << 20;
 
-/// The processes that host detached actors, one per binary.
+/// The hosts of detached actors, one per binary.
 pub(super) struct DetachedHosts {
     /// The head's address and join token (what a host joins with).
     head: String,
@@ -48,19 +56,26 @@ pub(super) struct DetachedHosts {
     hosting: Arc<Hosting>,
     /// Where each host's output goes.
     dir: PathBuf,
-    hosts: tokio::sync::Mutex<HashMap<[u8; 32], Arc<Host>>>,
+    /// The hosts whose streams are open, by binary.
+    links: parking_lot::Mutex<HashMap<[u8; 32], Arc<Link>>>,
+    /// A host opened its stream (or a started one exited).
+    changed: Notify,
+    /// One start at a time.
+    starting: tokio::sync::Mutex<()>,
+    /// The hosts this head started (they do not die with it; it stops them when it stops).
+    started: parking_lot::Mutex<Vec<Arc<ProcessHandle>>>,
 }
 
-/// A process hosting one binary's detached actors.
-struct Host {
+/// A host's stream of orders.
+struct Link {
     job: String,
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    send: tokio::sync::Mutex<quinn::SendStream>,
     /// Orders sent and not answered, by number.
     pending: parking_lot::Mutex<HashMap<u64, oneshot::Sender<DetachedOutcome>>>,
     next: AtomicU64,
-    /// Its link is open (a closed one is the process's end).
+    /// The stream is open.
     alive: AtomicBool,
-    process: ProcessHandle,
+    closed: Notify,
 }
 
 impl DetachedHosts {
@@ -75,7 +90,10 @@ impl DetachedHosts {
             token,
             hosting,
             dir,
-            hosts: tokio::sync::Mutex::new(HashMap::new()),
+            links: parking_lot::Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+            starting: tokio::sync::Mutex::new(()),
+            started: parking_lot::Mutex::new(Vec::new()),
         }
     }
 
@@ -105,19 +123,22 @@ impl DetachedHosts {
             }
         }
         setup.get_if_exists = false;
-        let host = match self.host_for(creator, binary, size, &binary_from).await {
-            Ok(host) => host,
+        let link = match self
+            .host_for(creator, binary, size, &binary_from, control)
+            .await
+        {
+            Ok(link) => link,
             Err(reason) => return FromControl::Error(reason),
         };
         let class = setup.class.clone();
         let spec = Box::new(spec);
         let order = |order| DetachedOrder::Create { order, spec, setup };
-        match host.order(order).await {
+        match link.order(order).await {
             Ok(DetachedOutcome::Created(actor)) => {
-                let status = control.with(|store| store.actor_status(&host.job, actor));
-                tracing::info!(job = host.job, actor = %actor, class, creator, "made a detached actor");
+                let status = control.with(|store| store.actor_status(&link.job, actor));
+                tracing::info!(job = link.job, actor = %actor, class, creator, "made a detached actor");
                 FromControl::Found {
-                    job: host.job.clone(),
+                    job: link.job.clone(),
                     actor,
                     class,
                     status,
@@ -125,7 +146,7 @@ impl DetachedHosts {
             }
             Ok(DetachedOutcome::Refused(Refusal::NameTaken { holder, .. })) => {
                 FromControl::NameHeld {
-                    job: holder.unwrap_or_else(|| host.job.clone()),
+                    job: holder.unwrap_or_else(|| link.job.clone()),
                 }
             }
             Ok(DetachedOutcome::Refused(refusal)) => {
@@ -140,15 +161,15 @@ impl DetachedHosts {
     /// Kills detached actor `actor` of job `job`: the answer to a
     /// [`prism_transport::ToControl::KillDetached`].
     pub(super) async fn kill(&self, job: &str, actor: ActorId) -> FromControl {
-        let host = (self.hosts.lock().await.values())
-            .find(|host| host.job == job && host.alive.load(Ordering::SeqCst))
+        let link = (self.links.lock().values())
+            .find(|link| link.job == job && link.alive.load(Ordering::SeqCst))
             .cloned();
-        let Some(host) = host else {
+        let Some(link) = link else {
             return FromControl::Error(format!(
                 "job {job} hosts no detached actors here (only the head's detached jobs' actors are killed through it)"
             ));
         };
-        match host
+        match link
             .order(|order| DetachedOrder::Kill { order, actor })
             .await
         {
@@ -158,52 +179,172 @@ impl DetachedHosts {
         }
     }
 
-    /// Stops every host: its link closes, so it leaves the cluster (its actors die with its
-    /// job) and exits; one still running after [`STOP_GRACE`] is killed.
-    pub(super) async fn stop_all(&self) {
-        let hosts: Vec<Arc<Host>> = self.hosts.lock().await.drain().map(|(_, h)| h).collect();
-        for host in &hosts {
-            let _ = host.writer.lock().await.shutdown().await;
+    /// Takes the stream of job `job`'s driver, which hosts binary `binary`'s detached actors
+    /// (a [`prism_transport::ToControl::HostDetached`] on its connection from `peer`), until
+    /// it ends.
+    pub(super) async fn serve(
+        &self,
+        job: String,
+        binary: [u8; 32],
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        peer: SocketAddr,
+    ) {
+        if job != detached_job(&binary) {
+            let refusal = FromControl::Error(format!(
+                "{job} cannot host detached actors of binary {}: only job {} may",
+                prism_transport::tls::hex(&binary[..8]),
+                detached_job(&binary)
+            ));
+            let _ = quic::send_frame(&mut send, &refusal).await;
+            return;
         }
-        for host in hosts {
+        let link = Arc::new(Link {
+            job,
+            send: tokio::sync::Mutex::new(send),
+            pending: parking_lot::Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            alive: AtomicBool::new(true),
+            closed: Notify::new(),
+        });
+        if let Some(old) = self.links.lock().insert(binary, link.clone()) {
+            old.close();
+        }
+        tracing::info!(job = link.job, %peer, "a host of detached actors takes orders");
+        self.changed.notify_waiters();
+        let keepalive = tokio::spawn(keep_alive(link.clone()));
+        // The host sends nothing before its first order: no frame of it was read with the
+        // request.
+        let mut decoder = FrameDecoder::new(MAX_REPLY);
+        let why = loop {
+            match quic::recv_frame(&mut recv, &mut decoder, peer).await {
+                Ok(Some(frame)) => match quic::decode::<DetachedReply>(&frame, peer) {
+                    Ok(reply) => {
+                        if let Some(waiter) = link.pending.lock().remove(&reply.order) {
+                            let _ = waiter.send(reply.outcome);
+                        }
+                    }
+                    Err(e) => break format!("it sent a malformed answer: {e}"),
+                },
+                Ok(None) => break "it ended its stream".to_string(),
+                Err(e) => break e.to_string(),
+            }
+        };
+        keepalive.abort();
+        tracing::info!(
+            job = link.job,
+            "a host of detached actors takes no more orders: {why}"
+        );
+        link.close();
+        let mut links = self.links.lock();
+        if links.get(&binary).is_some_and(|l| Arc::ptr_eq(l, &link)) {
+            links.remove(&binary);
+        }
+    }
+
+    /// Stops every host: it leaves the cluster (its actors die with its job) and exits; one
+    /// this head started that still runs after [`STOP_GRACE`] is killed.
+    pub(super) async fn stop_all(&self) {
+        let links: Vec<Arc<Link>> = self.links.lock().values().cloned().collect();
+        for link in &links {
+            let mut send = link.send.lock().await;
+            let _ = quic::send_frame(&mut send, &FromControl::Order(DetachedOrder::Stop)).await;
+        }
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        for link in &links {
+            let closed = link.closed.notified();
+            if link.alive.load(Ordering::SeqCst) {
+                let _ = tokio::time::timeout_at(deadline, closed).await;
+            }
+        }
+        let started = std::mem::take(&mut *self.started.lock());
+        for process in started {
             let waited = tokio::task::spawn_blocking(move || {
-                if !host.process.wait_exit(STOP_GRACE) {
+                if !process.wait_exit(STOP_GRACE) {
                     tracing::warn!(
-                        job = host.job,
-                        "the host of detached actors did not stop in time: killed"
+                        pid = process.pid(),
+                        "a host of detached actors did not stop in time: killed"
                     );
-                    host.process.kill();
+                    process.kill();
                 }
             });
             let _ = waited.await;
         }
     }
 
-    /// The live host of binary `binary`, started now if there is none.
+    /// The open stream of the host of binary `binary`: a host the directory lists as running
+    /// (from before this head's restart) is waited for; else one is started now.
     async fn host_for(
         &self,
         creator: &str,
         binary: [u8; 32],
         size: u64,
         from: &str,
-    ) -> Result<Arc<Host>, String> {
-        let mut hosts = self.hosts.lock().await;
-        if let Some(host) = hosts.get(&binary)
-            && host.alive.load(Ordering::SeqCst)
-        {
-            return Ok(host.clone());
+        control: &Control,
+    ) -> Result<Arc<Link>, String> {
+        let _one_at_a_time = self.starting.lock().await;
+        if let Some(link) = self.open(&binary) {
+            return Ok(link);
+        }
+        let job = detached_job(&binary);
+        let running = control.with(|store| {
+            (store.jobs().iter()).any(|j| j.job == job && j.state == JobState::Running)
+        });
+        if running && let Some(link) = self.wait_for(&binary, COME_BACK, || false).await {
+            return Ok(link);
         }
         let from: SocketAddr = (from.parse())
             .map_err(|e| format!("the creator's address {from:?} is not an address: {e}"))?;
         let exe = self.hosting.binary(creator, binary, size, from).await?;
-        let host = self.start(&exe, detached_job(&binary)).await?;
-        hosts.insert(binary, host.clone());
-        Ok(host)
+        let exited = self.start(&exe, &job)?;
+        let ended = || exited.load(Ordering::SeqCst);
+        match self.wait_for(&binary, START_TIMEOUT, ended).await {
+            Some(link) => Ok(link),
+            None if ended() => Err(format!(
+                "the host of detached actors ({job}) exited before it took orders (see {})",
+                self.log(&job).display()
+            )),
+            None => Err(format!(
+                "the host of detached actors ({job}) did not take orders within {} s",
+                START_TIMEOUT.as_secs()
+            )),
+        }
     }
 
-    /// Starts the host of the binary at `exe` as job `job` and waits for its join.
-    async fn start(&self, exe: &std::path::Path, job: String) -> Result<Arc<Host>, String> {
-        let log = self.dir.join(format!("{job}.log"));
+    fn open(&self, binary: &[u8; 32]) -> Option<Arc<Link>> {
+        (self.links.lock().get(binary))
+            .filter(|link| link.alive.load(Ordering::SeqCst))
+            .cloned()
+    }
+
+    /// The host of `binary` once its stream is open, waiting at most `limit` (or until
+    /// `given_up`).
+    async fn wait_for(
+        &self,
+        binary: &[u8; 32],
+        limit: Duration,
+        given_up: impl Fn() -> bool,
+    ) -> Option<Arc<Link>> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.changed.notified();
+            if let Some(link) = self.open(binary) {
+                return Some(link);
+            }
+            if given_up() {
+                return None;
+            }
+            tokio::time::timeout_at(deadline, changed).await.ok()?;
+        }
+    }
+
+    fn log(&self, job: &str) -> PathBuf {
+        self.dir.join(format!("{job}.log"))
+    }
+
+    /// Starts the host of the binary at `exe` as job `job`: whether it has exited yet.
+    fn start(&self, exe: &std::path::Path, job: &str) -> Result<Arc<AtomicBool>, String> {
+        let log = self.log(job);
         let output = (crate::files::private_options().append(true).create(true))
             .open(&log)
             .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
@@ -212,129 +353,95 @@ impl DetachedHosts {
             .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
         let mut cmd = std::process::Command::new(exe);
         cmd.env(process::ENV_ROLE, process::DETACHED_ROLE)
-            .stdin(std::process::Stdio::null())
+            .stdin(std::process::Stdio::piped())
             .stdout(output)
             .stderr(errors);
-        // On a thread of the runtime (which lives as long as the head): the host dies with
-        // the thread that started it.
-        let process::Linked {
-            mut child,
-            handle,
-            link,
-        } = process::spawn_linked(&mut cmd, None)
-            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        // Its own process group: a terminal's Ctrl-C stops the head, which stops it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child =
+            (cmd.spawn()).map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        let handle = match ProcessHandle::of(&child) {
+            Ok(handle) => Arc::new(handle),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("cannot watch the host of detached actors: {e}"));
+            }
+        };
+        // Its first frame, on its input: where to join, with what, as whom.
+        let start = DetachedOrder::Start {
+            head: self.head.clone(),
+            token: self.token.clone(),
+            job: job.to_string(),
+        };
+        let mut frame = Vec::new();
+        let written = prism_transport::encode_frame(&start, &mut frame)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let input = child.stdin.take().ok_or("no input")?;
+                std::io::Write::write_all(&mut &input, &frame).map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            handle.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "cannot tell the host of detached actors where to join: {e}"
+            ));
+        }
+        tracing::info!(job, pid = handle.pid(), "started a host of detached actors");
+        self.started.lock().push(handle);
+        let exited = Arc::new(AtomicBool::new(false));
+        let (seen, job) = (exited.clone(), job.to_string());
         std::thread::Builder::new()
             .name(format!("prism-wait-{job}"))
             .spawn(move || {
                 let status = child.wait();
-                tracing::info!("a detached actors' host exited: {status:?}");
+                tracing::info!(job, "a host of detached actors exited: {status:?}");
+                seen.store(true, Ordering::SeqCst);
             })
             .map_err(|e| format!("cannot start a waiter thread: {e}"))?;
-        let fail = |handle: &ProcessHandle, reason: String| {
-            handle.kill();
-            Err(format!(
-                "the host of detached actors ({job}) did not start: {reason}"
-            ))
-        };
-        if let Err(e) = link.set_nonblocking(true) {
-            return fail(&handle, e.to_string());
-        }
-        let link = match tokio::net::UnixStream::from_std(link) {
-            Ok(link) => link,
-            Err(e) => return fail(&handle, e.to_string()),
-        };
-        let (read, mut write) = link.into_split();
-        let start = DetachedOrder::Start {
-            head: self.head.clone(),
-            token: self.token.clone(),
-            job: job.clone(),
-        };
-        let mut frame = Vec::new();
-        if let Err(e) = prism_transport::encode_frame(&start, &mut frame) {
-            return fail(&handle, e.to_string());
-        }
-        if let Err(e) = write.write_all(&frame).await {
-            return fail(&handle, e.to_string());
-        }
-        let mut replies = AsyncFrameReader::new(read, MAX_REPLY);
-        let ready = tokio::time::timeout(START_TIMEOUT, replies.read_frame()).await;
-        match ready.map(|r| r.map(|f| f.map(|f| decode(&f)))) {
-            Ok(Ok(Some(Ok(DetachedReply {
-                outcome: DetachedOutcome::Ready,
-                ..
-            })))) => {}
-            Ok(Ok(Some(Ok(DetachedReply {
-                outcome: DetachedOutcome::Failed(reason),
-                ..
-            })))) => return fail(&handle, reason),
-            Ok(Ok(Some(Ok(other)))) => return fail(&handle, format!("it answered {other:?}")),
-            Ok(Ok(Some(Err(e)))) => return fail(&handle, e),
-            Ok(Err(e)) => return fail(&handle, e.to_string()),
-            Ok(Ok(None)) => return fail(&handle, format!("it exited (see {})", log.display())),
-            Err(_) => return fail(&handle, format!("no word in {} s", START_TIMEOUT.as_secs())),
-        }
-        tracing::info!(job, pid = handle.pid(), "started a host of detached actors");
-        let host = Arc::new(Host {
-            job,
-            writer: tokio::sync::Mutex::new(write),
-            pending: parking_lot::Mutex::new(HashMap::new()),
-            next: AtomicU64::new(1),
-            alive: AtomicBool::new(true),
-            process: handle,
-        });
-        tokio::spawn(read_replies(host.clone(), replies));
-        Ok(host)
+        Ok(exited)
     }
 }
 
-fn decode(frame: &prism_transport::Frame) -> Result<DetachedReply, String> {
-    let archived = frame.access::<DetachedReply>().map_err(|e| e.to_string())?;
-    rkyv::deserialize::<DetachedReply, rkyv::rancor::Error>(archived).map_err(|e| e.to_string())
-}
-
-/// Hands the host's answers to the orders waiting for them, until its link ends (then every
-/// order still waiting fails, and the host is counted gone).
-async fn read_replies(
-    host: Arc<Host>,
-    mut replies: AsyncFrameReader<tokio::net::unix::OwnedReadHalf>,
-) {
-    let why = loop {
-        match replies.read_frame().await {
-            Ok(Some(frame)) => match decode(&frame) {
-                Ok(reply) => {
-                    if let Some(waiter) = host.pending.lock().remove(&reply.order) {
-                        let _ = waiter.send(reply.outcome);
-                    }
-                }
-                Err(e) => {
-                    // Its orders can no longer be answered: it goes.
-                    host.process.kill();
-                    break format!("it sent a malformed answer: {e}");
-                }
-            },
-            // It closes the link as it exits (after it left the cluster).
-            Ok(None) => break "its link closed".to_string(),
-            Err(e) => break e.to_string(),
+/// Tells the host the head is there while no order comes (its stream counts a silent head
+/// gone).
+async fn keep_alive(link: Arc<Link>) {
+    let mut tick = tokio::time::interval(KEEPALIVE);
+    loop {
+        tick.tick().await;
+        let mut send = link.send.lock().await;
+        if quic::send_frame(&mut send, &FromControl::Ack)
+            .await
+            .is_err()
+        {
+            return;
         }
-    };
-    tracing::info!(job = host.job, "the host of detached actors is gone: {why}");
-    host.alive.store(false, Ordering::SeqCst);
-    host.pending.lock().clear();
+    }
 }
 
-impl Host {
+impl Link {
+    /// Its stream ended: every order waiting fails.
+    fn close(&self) {
+        self.alive.store(false, Ordering::SeqCst);
+        self.pending.lock().clear();
+        self.closed.notify_waiters();
+    }
+
     /// Sends the order `make` numbers and waits for its answer.
     async fn order(
         &self,
         make: impl FnOnce(u64) -> DetachedOrder,
     ) -> Result<DetachedOutcome, String> {
         let number = self.next.fetch_add(1, Ordering::SeqCst);
-        let mut frame = Vec::new();
-        prism_transport::encode_frame(&make(number), &mut frame).map_err(|e| e.to_string())?;
         let (tell, answer) = oneshot::channel();
         self.pending.lock().insert(number, tell);
         let gone = || format!("the host of detached actors ({}) is gone", self.job);
-        if self.writer.lock().await.write_all(&frame).await.is_err() {
+        let order = FromControl::Order(make(number));
+        if quic::send_frame(&mut *self.send.lock().await, &order)
+            .await
+            .is_err()
+        {
             self.pending.lock().remove(&number);
             return Err(gone());
         }

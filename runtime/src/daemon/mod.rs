@@ -667,6 +667,11 @@ async fn serve_member(
                 continue;
             }
             ToControl::KillDetached { job, actor } => detached.kill(&job, actor).await,
+            ToControl::HostDetached { binary } => {
+                let (detached, job) = (detached.clone(), hello.name.clone());
+                tokio::spawn(async move { detached.serve(job, binary, send, recv, peer).await });
+                continue;
+            }
             ToControl::ReleaseName {
                 namespace,
                 name,

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use prism_graph::{ActorId, Resources, TaskSpec};
 use prism_transport::quic::{self, Accepted};
 use prism_transport::transfer;
-use prism_transport::{ActorConfig, DetachedCreation, Refusal};
+use prism_transport::{ActorConfig, DetachedCreation, DetachedOrder, DetachedReply, Refusal};
 use prism_transport::{ActorStatus, GroupStatus, JobInfo, JobUpdate};
 use prism_transport::{ArchivedHostEvent, FromHost, HostEvent, HostHello, Purpose, ToControl};
 use prism_transport::{
@@ -694,6 +694,16 @@ impl Joined {
         }
     }
 
+    /// The head's orders to this job, which hosts its binary's detached actors
+    /// ([`ToControl::HostDetached`]).
+    pub(crate) async fn detached_orders(&self) -> std::result::Result<Orders, String> {
+        let ToHost::StartJob { binary, .. } = &self.hosting.start else {
+            return Err("the job was started without a binary".to_string());
+        };
+        let request = ToControl::HostDetached { binary: *binary };
+        Ok(Orders(self.subscribe(&request).await?))
+    }
+
     /// Has the head kill job `job`'s detached actor `actor` ([`ToControl::KillDetached`]).
     pub(crate) async fn kill_detached(&self, job: &str, actor: ActorId) {
         let kill = ToControl::KillDetached {
@@ -972,7 +982,7 @@ impl Joined {
         Ok(HeadStream {
             peer: control.remote_address(),
             control,
-            _send: send,
+            send,
             recv,
             decoder: prism_transport::FrameDecoder::new(MAX_ANSWER),
         })
@@ -1215,13 +1225,39 @@ async fn serve_streams(node: NodeStreams) {
 
 /// A subscription to the head's control store on a stream of its own (see
 /// [`Joined::subscribe`]): what the head writes on it, answer by answer.
+#[derive(Debug)]
 struct HeadStream {
     control: quinn::Connection,
     peer: SocketAddr,
-    /// Kept open while the subscription lasts.
-    _send: quinn::SendStream,
+    /// Kept open while the subscription lasts (a host of detached actors answers on it).
+    send: quinn::SendStream,
     recv: quinn::RecvStream,
     decoder: prism_transport::FrameDecoder,
+}
+
+/// The head's orders to the host of its binary's detached actors, and its answers.
+#[derive(Debug)]
+pub(crate) struct Orders(HeadStream);
+
+impl Orders {
+    /// The head's next order (its keepalives skipped), or why none comes.
+    pub(crate) async fn next(&mut self) -> std::result::Result<DetachedOrder, String> {
+        loop {
+            match self.0.next().await? {
+                FromControl::Order(order) => return Ok(order),
+                FromControl::Ack => {}
+                FromControl::Error(reason) => return Err(reason),
+                other => return Err(format!("the head sent {other:?} for an order")),
+            }
+        }
+    }
+
+    /// Answers an order.
+    pub(crate) async fn reply(&mut self, reply: &DetachedReply) -> std::result::Result<(), String> {
+        quic::send_frame(&mut self.0.send, reply)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl HeadStream {

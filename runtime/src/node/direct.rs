@@ -411,7 +411,10 @@ impl DriverLinks {
             match event {
                 Event::Frame(link, frame) => {
                     let Some(worker) = self.workers.lock().get(&link).copied() else {
-                        if let Some(endpoint) = self.foreign.lock().1.get(&link).cloned() {
+                        // (The lock is let go before the core is called: an `if let`
+                        // scrutinee's guard lives through its block.)
+                        let endpoint = self.foreign.lock().1.get(&link).cloned();
+                        if let Some(endpoint) = endpoint {
                             handled = true;
                             core.foreign_frames(endpoint, vec![frame]);
                         }
@@ -431,7 +434,9 @@ impl DriverLinks {
                     if let Some((w, frames)) = run.take() {
                         deliver(core, w, frames);
                     }
-                    if let Some(worker) = self.workers.lock().remove(&link) {
+                    // Not under the lock: the core closes the link, which takes it again.
+                    let worker = self.workers.lock().remove(&link);
+                    if let Some(worker) = worker {
                         core.driver_link_lost(worker, format!("its link to {peer}: {reason}"));
                     }
                     let foreign = {

@@ -7,6 +7,7 @@
 //! lock is let go.
 
 mod cluster;
+pub(crate) use cluster::Orders;
 mod direct;
 pub(crate) mod host;
 pub(crate) mod link;
@@ -526,6 +527,15 @@ impl Core {
                 namespace: taken.namespace,
                 holder: None,
             })
+    }
+
+    /// The head's orders to this job, which hosts its binary's detached actors (a joined
+    /// driver only).
+    pub(crate) async fn detached_orders(&self) -> std::result::Result<Orders, String> {
+        match &self.cluster {
+            Some(joined) => joined.detached_orders().await,
+            None => Err("this driver is not joined to a cluster".to_string()),
+        }
     }
 
     /// Whether detached actors are made by the cluster's head (a joined driver that does not

@@ -331,7 +331,9 @@ impl ControlStore {
                     "the actor name {name:?} may be claimed or released only by a job's driver, on its own connection"
                 ))
             }
-            ToControl::CreateDetached(_) | ToControl::KillDetached { .. } => FromControl::Error(
+            ToControl::CreateDetached(_)
+            | ToControl::KillDetached { .. }
+            | ToControl::HostDetached { .. } => FromControl::Error(
                 "detached actors are made and killed by the head's daemon, on a driver's own connection"
                     .to_string(),
             ),

@@ -15,6 +15,10 @@ use super::foreign::Found;
 use super::{Action, ActorName, State};
 use crate::proto::scheduler::WorkerId;
 
+/// The most bytes a detached actor's constructor's arguments may have in all (they travel to
+/// the head inside one request, whose limit is twice this).
+pub(crate) const DETACHED_ARGS_MAX: usize = 8 << 20;
+
 /// The prefix of the name of a job that hosts detached actors (the rest names its binary).
 pub(crate) const DETACHED_JOB: &str = "detached";
 
@@ -67,10 +71,21 @@ impl State {
         {
             return Err(refuse(
                 "its constructor's arguments must be values: an object reference or actor \
-                 handle cannot outlive the job that made it (pass the value itself, at most \
-                 8 MiB archived)"
+                 handle inside one cannot outlive the job that made it"
                     .to_string(),
             ));
+        }
+        let bytes: usize = (spec.args.iter())
+            .map(|arg| match arg {
+                Arg::Value(bytes) => bytes.len(),
+                Arg::Ref(_) => 0,
+            })
+            .sum();
+        if bytes > DETACHED_ARGS_MAX {
+            return Err(refuse(format!(
+                "its constructor's arguments are {bytes} bytes archived; at most {DETACHED_ARGS_MAX} \
+                 go to the head with it"
+            )));
         }
         let name = match &setup.name {
             Some(name) => self.actor_name(name, setup.namespace.as_deref()),

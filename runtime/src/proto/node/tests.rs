@@ -3048,6 +3048,14 @@ fn a_joined_job_has_the_head_make_its_detached_actors() {
         matches!(refused, Err(Refusal::Detached { .. })),
         "{refused:?}"
     );
+    // And they must fit in the head's request.
+    let (mut spec, setup) = creation(&mut h, Some("keeper"), true);
+    spec.args = vec![Arg::Value(vec![0; super::detached::DETACHED_ARGS_MAX + 1])];
+    let refused = h.node.create_detached(spec, None, setup, None);
+    assert!(
+        matches!(&refused, Err(Refusal::Detached { reason, .. }) if reason.contains("bytes")),
+        "{refused:?}"
+    );
     // The driver's creation goes to the head, its name in the job's namespace; nothing
     // runs here.
     let (spec, setup) = creation(&mut h, Some("keeper"), true);
