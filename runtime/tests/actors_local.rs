@@ -566,6 +566,41 @@ fn dropping_the_last_handle_stops_the_actor() -> Result<(), Failed> {
     )
 }
 
+fn a_detached_actor_outlives_its_last_handle() -> Result<(), Failed> {
+    let c = Counter::options()
+        .lifetime(prism::Lifetime::Detached)
+        .remote(0);
+    let pid = c.pid().get_blocking()?;
+    let id = c.id();
+    drop(c);
+    // As long as an ordinary actor takes to stop once its last handle goes.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    ensure(
+        alive(pid),
+        "the detached actor's process lives on without handles",
+    )?;
+    let listed = prism::state::list_actors()?;
+    ensure(
+        listed
+            .iter()
+            .any(|a| a.actor_id == id.to_string() && a.state == "ALIVE"),
+        format!("it is listed alive: {listed:?}"),
+    )?;
+    // The unnamed one is unreachable now (as in Ray; it goes with the driver); a named one
+    // is found again after its handles went, and killed.
+    let named = Counter::options()
+        .name("detached-counter")
+        .lifetime(prism::Lifetime::Detached)
+        .remote(0);
+    let named_pid = named.pid().get_blocking()?;
+    drop(named);
+    prism::kill(&prism::get_actor::<Counter>("detached-counter")?)?;
+    ensure(
+        eventually(10, || !alive(named_pid)),
+        "a killed detached actor stops",
+    )
+}
+
 fn a_handle_lent_to_a_task_keeps_the_actor_alive() -> Result<(), Failed> {
     let c = Counter::remote(0);
     let pid = c.pid().get_blocking()?;
@@ -641,6 +676,10 @@ fn main() {
         (
             "dropping_the_last_handle_stops_the_actor",
             dropping_the_last_handle_stops_the_actor,
+        ),
+        (
+            "a_detached_actor_outlives_its_last_handle",
+            a_detached_actor_outlives_its_last_handle,
         ),
         (
             "a_handle_lent_to_a_task_keeps_the_actor_alive",

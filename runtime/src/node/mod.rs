@@ -1260,7 +1260,7 @@ impl Shell {
                 Some(remote) => remote.create_detached(find, spec, setup),
                 None => {
                     let outcome = Err(prism_transport::Refusal::Detached {
-                        class: setup.class,
+                        class: setup.class.clone(),
                         reason: "this driver is not joined to a cluster".to_string(),
                     });
                     let _ =

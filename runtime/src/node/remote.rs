@@ -240,10 +240,10 @@ impl Remote {
     }
 
     /// Has the head make a detached actor and tells the node its answer to `find`.
-    pub(super) fn create_detached(&self, find: u64, spec: Box<TaskSpec>, setup: ActorConfig) {
+    pub(super) fn create_detached(&self, find: u64, spec: Box<TaskSpec>, setup: Box<ActorConfig>) {
         let (joined, core) = (self.joined.clone(), self.core.clone());
         self.handle.spawn(async move {
-            let outcome = joined.create_detached(*spec, setup).await;
+            let outcome = joined.create_detached(*spec, *setup).await;
             if let Some(core) = core.upgrade() {
                 core.event(Event::DetachedMade { find, outcome });
             }

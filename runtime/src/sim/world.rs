@@ -1278,7 +1278,7 @@ impl World<'_> {
             Action::CreateDetached { find, setup, .. } => {
                 self.proto(j, |node, now| {
                     let outcome = Err(prism_transport::Refusal::Detached {
-                        class: setup.class,
+                        class: setup.class.clone(),
                         reason: "the simulator has no head to make it".to_string(),
                     });
                     let _ = node.handle(Event::DetachedMade { find, outcome }, now);

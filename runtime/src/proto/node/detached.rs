@@ -100,7 +100,7 @@ impl State {
             setup.namespace = Some(name.namespace.clone());
         }
         let find = self.await_head(name, asker);
-        let spec = Box::new(spec);
+        let (spec, setup) = (Box::new(spec), Box::new(setup));
         (self.actions).push_back(Action::CreateDetached { find, spec, setup });
         Ok(find)
     }

@@ -122,7 +122,7 @@ pub(crate) enum Action {
     CreateDetached {
         find: u64,
         spec: Box<TaskSpec>,
-        setup: prism_transport::ActorConfig,
+        setup: Box<prism_transport::ActorConfig>,
     },
     /// Have the head kill job `job`'s detached actor `actor` (no answer expected).
     KillDetached { job: String, actor: ActorId },

@@ -193,7 +193,7 @@ impl Harness {
                 Action::WatchActor { alias, job, actor } => self.watches.push((alias, job, actor)),
                 Action::UnwatchActor { alias } => self.unwatched.push(alias),
                 Action::CreateDetached { find, spec, setup } => {
-                    self.detached.push((find, *spec, setup))
+                    self.detached.push((find, *spec, *setup))
                 }
                 Action::KillDetached { job, actor } => self.detached_kills.push((job, actor)),
                 Action::SendForeign { endpoint, frames } => {
