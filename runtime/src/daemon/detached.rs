@@ -58,8 +58,8 @@ pub(super) struct DetachedHosts {
     dir: PathBuf,
     /// The hosts whose streams are open, by binary.
     links: parking_lot::Mutex<HashMap<[u8; 32], Arc<Link>>>,
-    /// A host opened its stream (or a started one exited).
-    changed: Notify,
+    /// A host opened its stream (or a started one exited: its waiter thread says so).
+    changed: Arc<Notify>,
     /// One start at a time.
     starting: tokio::sync::Mutex<()>,
     /// The hosts this head started (they do not die with it; it stops them when it stops).
@@ -91,7 +91,7 @@ impl DetachedHosts {
             hosting,
             dir,
             links: parking_lot::Mutex::new(HashMap::new()),
-            changed: Notify::new(),
+            changed: Arc::new(Notify::new()),
             starting: tokio::sync::Mutex::new(()),
             started: parking_lot::Mutex::new(Vec::new()),
         }
@@ -391,13 +391,15 @@ impl DetachedHosts {
         tracing::info!(job, pid = handle.pid(), "started a host of detached actors");
         self.started.lock().push(handle);
         let exited = Arc::new(AtomicBool::new(false));
-        let (seen, job) = (exited.clone(), job.to_string());
+        let (seen, changed, job) = (exited.clone(), self.changed.clone(), job.to_string());
         std::thread::Builder::new()
             .name(format!("prism-wait-{job}"))
             .spawn(move || {
                 let status = child.wait();
                 tracing::info!(job, "a host of detached actors exited: {status:?}");
                 seen.store(true, Ordering::SeqCst);
+                // A start waiting for its stream gives up now, not after its timeout.
+                changed.notify_waiters();
             })
             .map_err(|e| format!("cannot start a waiter thread: {e}"))?;
         Ok(exited)
