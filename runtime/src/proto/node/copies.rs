@@ -280,6 +280,7 @@ impl State {
     /// `node`'s store holds `id` (`len` bytes) in shared memory: made, fetched or restored
     /// there. Copies leave a store over its capacity.
     fn add_location(&mut self, id: ObjectId, node: NodeIdx, len: u64) {
+        self.unread_on.remove(&id);
         let at = self.locations.entry(id).or_default();
         if !at.contains(&node) {
             at.push(node);
@@ -393,6 +394,7 @@ impl State {
         if self.nodes.get(node).is_some_and(|n| n.alive) && self.cluster.is_some() {
             let request = HostRequest::Drop(vec![id]);
             self.actions.push_back(Action::Host { node, request });
+            self.unread_on.insert(id, node);
         }
     }
 
@@ -563,11 +565,20 @@ impl State {
         let is_lost = |dep: ObjectId| !on_live_node(locations, nodes, dep);
         let mut rebuilt = Rebuilt::default();
         self.owner.rebuild(id, &is_lost, reason, &mut rebuilt);
+        // A copy that could not be read from a node counted alive: that node may be dead and
+        // not yet counted lost (the control store misses a killed node's heartbeats for a
+        // second, and a pull from it fails first). Its loss gives the charge back.
+        for &charged in &rebuilt.charged {
+            if let Some(node) = self.unread_on.remove(&charged) {
+                self.charged_on.entry(node).or_default().push(charged.task);
+            }
+        }
         for task in rebuilt.held_back {
             let _ = self.nodes.locate_for_cancel(task);
         }
         for task in rebuilt.ready {
-            tracing::warn!(task = %self.owner.describe(task), object = %id, "rebuilding a lost object: its task runs again");
+            let charged = rebuilt.charged.iter().any(|o| o.task == task);
+            tracing::warn!(task = %self.owner.describe(task), object = %id, charged, "rebuilding a lost object: its task runs again");
             self.enqueue(task);
         }
     }
@@ -632,6 +643,7 @@ impl State {
         let mut copies: Vec<(NodeIdx, ObjectId)> = Vec::new();
         for id in freed {
             self.exposure.remove(&id);
+            self.unread_on.remove(&id);
             // Nodes that waited for a holder of it: whatever waited there goes on (as
             // for a node that waited for room).
             for (node, _) in self.awaiting_holder.remove(&id).unwrap_or_default() {
@@ -710,6 +722,10 @@ impl State {
         self.binaries.node_lost(node);
         self.borrowing.remove(&node);
         self.owner.node_lost();
+        for task in self.charged_on.remove(&node).unwrap_or_default() {
+            tracing::debug!(task = %self.owner.describe(task), node = name, "a rebuild charged for a copy that could not be read there is given back: the node was lost");
+            self.owner.refund_rebuild(task);
+        }
         let reason_out = format!("the job gave up on the node: {reason}");
         self.actions.push_back(Action::DropNode {
             node,

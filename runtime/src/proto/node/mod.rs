@@ -483,6 +483,13 @@ pub(crate) struct State {
     exposure: IdMap<ObjectId, u32>,
     /// Results given a second copy for that reason (kept at two while nodes are lost).
     guarded: IdSet<ObjectId>,
+    /// Objects whose copy on a node the job counts alive could not be read, with that node:
+    /// a rebuild this charges is given back if the node turns out lost (see
+    /// [`State::object_lost`]).
+    unread_on: IdMap<ObjectId, NodeIdx>,
+    /// Tasks whose rebuild was charged because a node the job counted alive could not be
+    /// read, by that node: given back when it is lost.
+    charged_on: IdMap<NodeIdx, Vec<TaskId>>,
     /// What those stores hold, against their capacity (joined cluster), and the nodes whose
     /// stores went over it in this step.
     stores: stores::NodeStores,
@@ -643,6 +650,8 @@ impl State {
             locations: IdMap::default(),
             exposure: IdMap::default(),
             guarded: IdSet::default(),
+            unread_on: IdMap::default(),
+            charged_on: IdMap::default(),
             stores: stores::NodeStores::default(),
             crowded: Vec::new(),
             node_fetches: IdMap::default(),

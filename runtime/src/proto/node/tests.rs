@@ -565,6 +565,59 @@ fn an_argument_missing_on_its_node_is_rebuilt_and_the_task_runs_again_once_it_is
 }
 
 #[test]
+fn a_rebuild_charged_for_a_node_that_could_not_be_read_is_given_back_when_that_node_is_lost() {
+    let mut h = Harness::new(3, 1.0);
+    let len = 1 << 20;
+    let leaf = h.spec(Vec::new(), 1);
+    let task = leaf.task_id;
+    let id = h.submit(leaf);
+    let w = h.where_sent(task).unwrap();
+    h.returns(w, task, Value::Shared { id, len });
+    let home = node_of(w);
+    // A live node's fetch from the holder fails while the job counts the holder alive (a
+    // killed node is counted lost only once the control store misses it): a rebuild, charged.
+    let unreadable = |h: &mut Harness, holder: NodeIdx| {
+        let reader = (0..3)
+            .find(|&n| n != holder && n != home)
+            .expect("a third node");
+        h.node.fetch_to_node(reader, id, len);
+        h.drain();
+        h.event(Event::NodeFetched {
+            node: reader,
+            id,
+            result: Err(format!("cannot connect to node {holder}")),
+        });
+    };
+    unreadable(&mut h, home);
+    assert!(h.sends(task) >= 2, "rebuilt");
+    // The holder turns out lost: that rebuild is not charged to max_retries = 1, so the next
+    // copy that cannot be read (made after the loss) is rebuilt too.
+    h.event(Event::NodeLost {
+        node: home,
+        reason: "test".into(),
+        lease_end: h.now,
+    });
+    let again = h.where_sent(task).unwrap();
+    assert_ne!(node_of(again), home);
+    h.returns(again, task, Value::Shared { id, len });
+    let sends = h.sends(task);
+    unreadable(&mut h, node_of(again));
+    assert_eq!(h.sends(task), sends + 1, "rebuilt again after the refund");
+    assert!(matches!(h.slot(id), Some(Slot::Pending)));
+    // With no loss to explain it, that charge stands: the next unreadable copy fails it.
+    let third = h.where_sent(task).unwrap();
+    h.returns(third, task, Value::Shared { id, len });
+    unreadable(&mut h, node_of(third));
+    assert_eq!(h.sends(task), sends + 1);
+    match h.slot(id) {
+        Some(Slot::Failed(TaskError::ObjectUnavailable { reason, .. })) => {
+            assert!(reason.contains("rebuilt 1 time(s)"), "{reason}")
+        }
+        other => panic!("expected ObjectUnavailable, got {other:?}"),
+    }
+}
+
+#[test]
 fn a_copy_the_job_stops_counting_is_dropped_not_reused_and_a_dead_fetcher_blames_no_source() {
     let mut h = Harness::new(3, 1.0);
     let (_, leaf_id, w) = h.shared_leaf(1 << 20);

@@ -179,7 +179,10 @@ impl TaskRecord {
 /// charges every rebuild, and its authors count that a flaw, ray-project/ray#17379: under a
 /// node killed every 3 s a leaf of a tree reduction is lost with the sums above it at nearly
 /// every kill, and a budget of 10 ran out in about 1 run of 10; see BENCHMARKS.md.) Losses
-/// no node's death explains (a copy that could not be read from a live node) are charged.
+/// no node's death explains (a copy that could not be read from a live node) are charged; the
+/// node's books give the charge back ([`Owner::refund_rebuild`]) when the node that could not
+/// be read turns out lost after all (a killed node is counted lost only when the control store
+/// misses its heartbeats, and a pull from it fails before that).
 #[derive(Debug)]
 struct Lineage {
     spec: TaskSpec,
@@ -199,6 +202,9 @@ pub(crate) struct Rebuilt {
     pub(crate) ready: Vec<TaskId>,
     /// Tasks that were ready and now wait for a rebuilt input: out of the queues until then.
     pub(crate) held_back: Vec<TaskId>,
+    /// The objects whose rebuild was charged to their task's `max_retries` (no node was lost
+    /// since they were made).
+    pub(crate) charged: Vec<ObjectId>,
 }
 
 /// Someone to tell that an object is ready or failed.
@@ -838,6 +844,14 @@ impl Owner {
         self.nodes_lost += 1;
     }
 
+    /// A rebuild of `task` charged to its `max_retries` followed a node's loss after all (see
+    /// [`Lineage`]): the charge is given back.
+    pub(crate) fn refund_rebuild(&mut self, task: TaskId) {
+        if let Some(lineage) = self.lineage.get_mut(&task) {
+            lineage.rebuilds = lineage.rebuilds.saturating_sub(1);
+        }
+    }
+
     /// Every copy of `id` is gone (`is_lost` says which other objects share that fate): its
     /// task runs again when the owner kept its lineage and its retries allow, after the tasks
     /// of its lost inputs, and readers wait for the new value. Otherwise readers get
@@ -874,6 +888,7 @@ impl Owner {
                 return self.unavailable(id, why);
             }
             lineage.rebuilds += 1;
+            out.charged.push(id);
         }
         lineage.runs_again += 1;
         let spec = lineage.spec.clone();
