@@ -3,7 +3,9 @@
 //! resource of its name, and a driver joined to them. The driver's view of the cluster
 //! (`prism::cluster_resources`) must lose a node within 3 s of its death: SIGKILLed, frozen
 //! (SIGSTOP), and killed again after the head itself was killed and started again. A node
-//! started again under its name is accepted at once and used by the running job. Then nodes
+//! started again under its name is accepted at once and used by the running job. Nodes `a`
+//! and `b` frozen together are lost to the job and host it again once they thaw: what `b`
+//! makes then, `a` reads (over the connection it kept). Then nodes
 //! `c` and `d` (127.0.0.4-5) run a job's tasks when `c` is stopped (`prism stop` on its host)
 //! and `d` drained (`prism drain d` from the head's host): each leaves within 2 s, and every
 //! task ends with its value although none may be retried. Last a node's store (64 MiB, the
@@ -135,6 +137,7 @@ fn deaths_are_known_within_three_seconds(cluster: &Cluster) -> Result<(), Failed
         eventually(15, || has("a") && has("b")),
         "the driver counts b again once it thawed",
     )?;
+    nodes_lost_together_serve_what_they_make_after(cluster)?;
     let extra = ["--name", "head", "--num-cpus", "1"];
     cluster.head.restart_head(&cluster.addr, &extra)?;
     // Long enough for the driver to hear the old head's silence and subscribe again, and for
@@ -372,6 +375,51 @@ fn a_full_node_spills_to_disk_and_restores_what_tasks_read(
     }
     ensure(made_disk > 0, "the node spilled to its disk")?;
     Ok(())
+}
+
+/// A MiB of `seed`s: large enough to stay in its node's store and be pulled by a reader.
+#[prism::remote]
+fn mib(seed: u8) -> Vec<u8> {
+    vec![seed; 1 << 20]
+}
+
+/// Where a value was read, its length and its first byte.
+#[prism::remote]
+fn read_mib(value: Vec<u8>) -> (String, usize, u8) {
+    let first = value.first().copied().unwrap_or_default();
+    (prism::node_name().unwrap_or_default(), value.len(), first)
+}
+
+/// A MiB made on `from` and read on `to`, with no retry or rebuild to hide a failed pull.
+fn made_on_read_on(from: &str, to: &str, seed: u8) -> Result<(), Failed> {
+    let value = mib::options()
+        .resources(from, 1.0)
+        .max_retries(0)
+        .remote(seed);
+    let read = read_mib::options().resources(to, 1.0).max_retries(0);
+    let (at, len, first) = read.remote(&value).get_blocking()?;
+    ensure(
+        (at.as_str(), len, first) == (to, 1 << 20, seed),
+        format!("a MiB made on {from} was read on {at} as {len} bytes of {first}"),
+    )
+}
+
+/// Nodes `a` and `b` frozen together are both lost to the job (neither hears from the driver
+/// that the other was lost) and host it again once they thaw, each with a new store: `a`'s
+/// pulls from `b` over the connection it kept must find what `b` makes now (they found the
+/// old store and "not here", and every rebuild placed on `b` was lost again).
+fn nodes_lost_together_serve_what_they_make_after(cluster: &Cluster) -> Result<(), Failed> {
+    made_on_read_on("b", "a", 1)?;
+    let frozen = with_children([cluster.a.daemons(), cluster.b.daemons()].concat());
+    signal(&frozen, libc::SIGSTOP)?;
+    let lost = time_until(Duration::from_secs(15), || !has("a") && !has("b"));
+    signal(&frozen, libc::SIGCONT)?;
+    ensure(lost.is_some(), "the driver lost a and b frozen together")?;
+    ensure(
+        eventually(15, || has("a") && has("b")),
+        "the driver counts a and b again once they thawed",
+    )?;
+    made_on_read_on("b", "a", 2)
 }
 
 /// The node this task runs on.

@@ -35,6 +35,7 @@ use crate::proto::host::{
 };
 use crate::proto::relay::{self, Route};
 use crate::store;
+use prism_transport::transfer::ObjectSource;
 
 /// Largest request a driver may send.
 const MAX_REQUEST: usize = 16 << 20;
@@ -103,6 +104,38 @@ struct JobFiles {
     /// (looked at with each lease renewal, at the latest a second after), and all of it with
     /// the job's store.
     pool: Mutex<store::SegmentPool>,
+}
+
+/// What a peer's objects connection serves: the job's store and binary here as they are at
+/// each request. A job hosted here again (the driver counted this node lost, and it came back
+/// without a restart) has a new store: a source that kept the one of the connection's start
+/// answered "not here" for everything made since, so each rebuild placed here was lost again
+/// (charged to its task's retries, as the node was never lost).
+struct JobSource {
+    hosting: Weak<Hosting>,
+    job: String,
+}
+
+impl ObjectSource for JobSource {
+    fn bytes(&self, key: &PullKey) -> Option<bytes::Bytes> {
+        let hosting = self.hosting.upgrade()?;
+        let (store, exe) = {
+            let core = hosting.core.lock();
+            let files = core.setup(&self.job)?;
+            let exe = core
+                .has_binary(&self.job)
+                .then(|| (files.binary, files.exe.clone()));
+            (files.store.clone(), exe)
+        };
+        // A node that has the job's binary serves it to the nodes that fetch it next, as the
+        // driver does (so a job's start on many nodes spreads like a broadcast).
+        let binary = match key {
+            PullKey::Binary(_) => exe.and_then(|(hash, exe)| Some((hash, map_file(&exe).ok()?))),
+            PullKey::Object(_) => None,
+        };
+        let store = Some(store);
+        StoreSource { store, binary }.bytes(key)
+    }
 }
 
 impl Hosting {
@@ -212,17 +245,8 @@ impl Hosting {
         match hello.purpose {
             Purpose::Job(job) => self.serve_job(connection, job, hello.name).await,
             Purpose::Objects(job) => {
-                let (store, binary) = {
-                    let core = self.core.lock();
-                    let files = core.setup(&job);
-                    let binary = files.filter(|_| core.has_binary(&job));
-                    let binary = binary.map(|f| (f.binary, f.exe.clone()));
-                    (files.map(|f| f.store.clone()), binary)
-                };
-                // A node that has the job's binary serves it to the nodes that fetch it next,
-                // as the driver does (so a job's start on many nodes spreads like a broadcast).
-                let binary = binary.and_then(|(hash, exe)| Some((hash, map_file(&exe).ok()?)));
-                let source = Arc::new(StoreSource { store, binary });
+                let hosting = Arc::downgrade(&self);
+                let source = Arc::new(JobSource { hosting, job });
                 transfer::serve_pulls(connection, source).await;
             }
             Purpose::Logs => serve_logs(connection).await,
