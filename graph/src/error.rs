@@ -106,6 +106,23 @@ pub enum TaskError {
         /// What was found instead.
         detail: String,
     },
+    /// The worker that owned the task died before it could tell anyone its result: the task
+    /// was submitted by a task running on that worker, which passed a reference to its
+    /// result on (returned it, put it, passed it to another task) and handed the task to the
+    /// job's node, its end to follow (Ray's `OwnerDiedError`).
+    #[error(
+        "task {task} ({function}) failed: its owner, {owner}, died before the task's end reached the job ({reason})"
+    )]
+    OwnerDied {
+        /// The task.
+        task: TaskId,
+        /// Its function.
+        function: String,
+        /// The owner: its worker number, process and node.
+        owner: String,
+        /// What the node saw of the owner's death.
+        reason: String,
+    },
     /// An argument's segment is not in the store of the worker's node (its copy there was
     /// lost or never arrived): the node runs the task again once the object is there.
     #[error(
@@ -137,6 +154,7 @@ impl TaskError {
             | TaskError::ActorDied { task, .. }
             | TaskError::Unschedulable { task, .. }
             | TaskError::UnknownFunction { task, .. }
+            | TaskError::OwnerDied { task, .. }
             | TaskError::ArgumentMissing { task, .. } => *task,
             TaskError::ObjectUnavailable { object, .. } => object.task,
         }
@@ -153,6 +171,7 @@ impl TaskError {
             | TaskError::ActorDied { function, .. }
             | TaskError::Unschedulable { function, .. }
             | TaskError::UnknownFunction { function, .. }
+            | TaskError::OwnerDied { function, .. }
             | TaskError::ArgumentMissing { function, .. }
             | TaskError::ObjectUnavailable { function, .. } => function,
         }

@@ -624,6 +624,60 @@ fn the_driver_s_own_tasks_on_a_node_take_its_direct_links_in_order() -> Result<(
     )
 }
 
+/// Sleeps `ms`, makes the file `marker`, and returns `mib` MiB of `byte` (0: one byte).
+#[remote]
+fn slow_blob(marker: String, ms: u64, byte: u8, mib: usize) -> Vec<u8> {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    std::fs::write(&marker, b"").expect("make the marker");
+    vec![byte; (mib << 20).max(1)]
+}
+
+/// On alpha: returns the reference to its slow child at once; with `exit`, its process
+/// exits 300 ms later, before the child ends.
+#[remote(resources(alpha = 1))]
+fn hands_over_its_child(marker: String, ms: u64, mib: usize, exit: bool) -> ObjectRef<Vec<u8>> {
+    let child = slow_blob::remote(marker, ms, 7, mib);
+    if exit {
+        std::thread::spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            std::process::exit(3)
+        });
+    }
+    child
+}
+
+fn a_task_on_a_node_returns_its_running_child_at_once_and_its_death_fails_it_with_owner_died()
+-> Result<(), Failed> {
+    let marker = common::temp_path("handed-on-alpha");
+    let exists = |m: &str| std::path::Path::new(m).exists();
+    // Small and large values (the large one stays in the store of the node where it ends).
+    for mib in [0, 4] {
+        let parent = hands_over_its_child::remote(marker.clone(), 2_000, mib, false);
+        let child = parent.get_blocking()?;
+        ensure(
+            !exists(&marker),
+            "the parent's value came only after its child ended",
+        )?;
+        let value = child.get_blocking()?;
+        let _ = std::fs::remove_file(&marker);
+        ensure(
+            value.len() == (mib << 20).max(1) && value.iter().all(|&b| b == 7),
+            format!("the child's value has {} bytes", value.len()),
+        )?;
+    }
+    let parent = hands_over_its_child::remote(marker.clone(), 5_000, 0, true);
+    let orphan = parent.get_blocking()?.get_blocking();
+    let _ = std::fs::remove_file(&marker);
+    match orphan {
+        Err(prism::Error::Task(prism::TaskError::OwnerDied { owner, .. }))
+            if owner.contains("on node alpha") =>
+        {
+            Ok(())
+        }
+        other => Err(format!("expected OwnerDied naming alpha's worker, got {other:?}").into()),
+    }
+}
+
 fn references_children_return_from_another_node_live_until_their_owner_lets_go()
 -> Result<(), Failed> {
     // Alpha's owner is leased workers on the head's node too once alpha is full: what those
@@ -982,6 +1036,10 @@ fn main() {
         Trial::test(
             "a_dead_owner_s_child_on_another_node_is_stopped_with_it",
             a_dead_owner_s_child_on_another_node_is_stopped_with_it,
+        ),
+        Trial::test(
+            "a_task_on_a_node_returns_its_running_child_at_once_and_its_death_fails_it_with_owner_died",
+            a_task_on_a_node_returns_its_running_child_at_once_and_its_death_fails_it_with_owner_died,
         ),
         Trial::test(
             "references_children_return_from_another_node_live_until_their_owner_lets_go",

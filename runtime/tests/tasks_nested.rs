@@ -321,6 +321,61 @@ fn three_levels() -> Result<(), Failed> {
     ensure(total == expected(0, 40), format!("sum {total}"))
 }
 
+/// Sleeps `ms`, then makes the file `marker`: a child still running when its parent ends.
+#[remote(num_cpus = 0)]
+fn marks_after(marker: String, ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::fs::write(&marker, b"").expect("make the marker");
+    ms
+}
+
+/// Returns the reference to its slow child at once (Ray's `return f.remote()`).
+#[remote]
+fn returns_its_slow_child(marker: String, ms: u64) -> ObjectRef<u64> {
+    marks_after::remote(marker, ms)
+}
+
+/// Returns the reference to its slow child, and its process exits before the child ends.
+#[remote]
+fn returns_its_child_then_exits(marker: String, ms: u64) -> ObjectRef<u64> {
+    let child = marks_after::remote(marker, ms);
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(300));
+        std::process::exit(3)
+    });
+    child
+}
+
+fn a_task_returns_the_reference_to_its_unfinished_child_at_once() -> Result<(), Failed> {
+    let marker = common::temp_path("handed-child");
+    let inner = returns_its_slow_child::remote(marker.clone(), 3_000).get_blocking()?;
+    // The parent's value came while its child ran (it used to wait for the child's end).
+    ensure(
+        !std::path::Path::new(&marker).exists(),
+        "the parent's value came only after its child ended",
+    )?;
+    let value = inner.get_blocking()?;
+    let marked = std::path::Path::new(&marker).exists();
+    let _ = std::fs::remove_file(&marker);
+    ensure(
+        value == 3_000 && marked,
+        format!("the child's value {value}, marker made: {marked}"),
+    )
+}
+
+fn a_reference_whose_owner_dies_before_its_task_ends_fails_with_owner_died() -> Result<(), Failed> {
+    let marker = common::temp_path("orphan-child");
+    let inner = returns_its_child_then_exits::remote(marker.clone(), 5_000).get_blocking()?;
+    let result = inner.get_blocking();
+    let _ = std::fs::remove_file(&marker);
+    match result {
+        Err(prism::Error::Task(prism::TaskError::OwnerDied {
+            function, owner, ..
+        })) if function.ends_with("marks_after") && owner.contains("worker") => Ok(()),
+        other => Err(format!("expected OwnerDied naming the worker, got {other:?}").into()),
+    }
+}
+
 fn references_a_child_returns_reach_its_parent() -> Result<(), Failed> {
     for n in [1, 10, 50] {
         let total = reads_its_grandchildren::remote(100, n).get_blocking()?;
@@ -759,6 +814,14 @@ fn main() {
         (
             "references_a_child_returns_reach_its_parent",
             references_a_child_returns_reach_its_parent,
+        ),
+        (
+            "a_task_returns_the_reference_to_its_unfinished_child_at_once",
+            a_task_returns_the_reference_to_its_unfinished_child_at_once,
+        ),
+        (
+            "a_reference_whose_owner_dies_before_its_task_ends_fails_with_owner_died",
+            a_reference_whose_owner_dies_before_its_task_ends_fails_with_owner_died,
         ),
         (
             "fib_20_as_nested_tasks_on_two_cpus_with_bounded_workers",

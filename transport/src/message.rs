@@ -47,8 +47,10 @@ use crate::frame::Message;
 /// [`Refusal::NameUnanswered`]); other jobs' actors are found at the head and called directly
 /// ([`ToControl::FindName`], [`ToControl::WatchActor`], [`ToWorker::ActorAt`]'s `foreign`);
 /// 34: detached actors, made and killed through the head ([`ActorConfig::detached`],
-/// [`ToControl::CreateDetached`], [`ToControl::KillDetached`], [`DetachedOrder`]).
-pub const PROTOCOL_VERSION: u32 = 34;
+/// [`ToControl::CreateDetached`], [`ToControl::KillDetached`], [`DetachedOrder`]); 35: a
+/// worker hands an owned task whose result is not known yet to the node instead of waiting
+/// for it ([`ToNode::HandOver`]; its end follows as a [`ToNode::Done`]; `OwnerDied`).
+pub const PROTOCOL_VERSION: u32 = 35;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -422,6 +424,19 @@ pub enum ToNode {
         sent_us: u64,
         /// The tasks.
         ended: Vec<TaskEnd>,
+    },
+    /// A task this worker owns, whose result is not known yet, goes to the node, which owns
+    /// it from now on (a reference to its result leaves this worker): the node counts it as
+    /// running on this worker, its return values held by it, and this worker sends its end
+    /// in a [`ToNode::Done`] once it knows it. Should this worker die first, the task fails
+    /// with `OwnerDied`.
+    HandOver {
+        /// The task.
+        task: TaskId,
+        /// Its function.
+        function: String,
+        /// How many values it returns.
+        num_returns: u32,
     },
     /// Submit a task owned by this worker's process (a nested task); `failed` when the call
     /// could not even be built (bad options, an argument that cannot be archived).

@@ -57,6 +57,7 @@ pub(crate) fn lane_of(msg: &ToNode) -> Lane {
         | ToNode::DropCopies { .. }
         | ToNode::Forward { .. } => Lane::Node,
         ToNode::Done { .. }
+        | ToNode::HandOver { .. }
         | ToNode::Submit { .. }
         | ToNode::Put { .. }
         | ToNode::Get { .. }

@@ -137,29 +137,15 @@ impl WorkerClient {
         }
     }
 
-    /// Hands the objects among `ids` this worker owns to the node, their values awaited
-    /// first: a reference to them is about to leave this process.
+    /// Hands the objects among `ids` this worker owns to the node, without waiting for their
+    /// values (see [`crate::proto::worker::Worker::hand_over`]): a reference to them is about
+    /// to leave this process.
     pub(crate) fn promote(&self, ids: &[ObjectId]) {
-        let owned = {
-            let mut inner = self.inner.lock();
-            let owned = inner.core.to_promote(ids);
-            // Held while their values come (the value holding them may be gone already).
-            for &id in &owned {
-                inner.core.borrow(id);
-            }
-            owned
-        };
-        if owned.is_empty() {
-            return;
-        }
-        let mut known: Vec<Option<crate::proto::owner::Slot>> = vec![None; owned.len()];
-        if let Err(e) = self.fetch(&owned, known.as_mut_slice(), owned.len(), None) {
-            tracing::error!("cannot hand owned objects to the node: {e}");
-        }
         let mut inner = self.inner.lock();
-        inner.core.promote(&owned);
-        for &id in &owned {
-            inner.core.release(id);
+        let owned = inner.core.to_promote(ids);
+        if !owned.is_empty() {
+            inner.core.hand_over(&owned);
+            self.wake_pump(&mut inner);
         }
     }
 

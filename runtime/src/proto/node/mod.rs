@@ -600,6 +600,9 @@ pub(crate) struct State {
     /// hello of theirs still on its way (on the worker's link, not the daemon's) is late, not
     /// a stranger's.
     ended_unheard: VecDeque<WorkerId>,
+    /// Tasks workers own and handed over before they ended ([`ToNode::HandOver`]), by the
+    /// worker whose word ends them: they fail with `OwnerDied` if it dies first.
+    handed: IdMap<WorkerId, IdSet<TaskId>>,
 }
 
 /// How many workers that ended before their hello the driver remembers.
@@ -703,6 +706,7 @@ impl State {
             borrowing: IdMap::default(),
             return_candidates: Vec::new(),
             ended_unheard: VecDeque::new(),
+            handed: IdMap::default(),
         }
     }
 
@@ -1508,6 +1512,58 @@ impl State {
         }
     }
 
+    /// Worker `worker` hands over `task`, a task it owns whose end it does not know yet (a
+    /// reference to its result leaves it): the job owns it now, as a task running on that
+    /// worker, its values held by it, until the worker sends its end or dies.
+    fn handed_over(&mut self, worker: WorkerId, task: TaskId, function: &str, num_returns: u32) {
+        if task.owner != worker
+            || self.owner.task(task).is_some()
+            || !self.workers.contains_key(&worker)
+        {
+            tracing::warn!(worker, task = %task, "a hand-over of a task not the worker's, known already, or from a worker that is gone: ignored");
+            return;
+        }
+        let spec = TaskSpec {
+            num_returns,
+            max_retries: 0,
+            ..TaskSpec::call(task, function, Vec::new())
+        };
+        self.owner.submit(spec, Some(worker));
+        if let Some(parent) = self.nodes.running_task(worker) {
+            self.owner.events.set_parent(task, parent);
+        }
+        self.owner.started(task, worker);
+        self.handed.entry(worker).or_default().insert(task);
+    }
+
+    /// Worker `worker` died: the tasks it handed over and had not ended fail with
+    /// `OwnerDied` (`pid`, `reason`: what was seen of it).
+    fn handed_owner_died(&mut self, worker: WorkerId, pid: Option<u32>, reason: &str) {
+        let Some(tasks) = self.handed.remove(&worker) else {
+            return;
+        };
+        let node = self.nodes.name(node_of(worker)).to_string();
+        let owner = match pid {
+            Some(pid) => format!("worker {worker} (pid {pid} on node {node})"),
+            None => format!("worker {worker} (on node {node})"),
+        };
+        let mut tasks: Vec<TaskId> = tasks.into_iter().collect();
+        tasks.sort_unstable();
+        for task in tasks {
+            let Some(record) = self.owner.task(task) else {
+                continue;
+            };
+            let error = TaskError::OwnerDied {
+                task,
+                function: record.spec.function.clone(),
+                owner: owner.clone(),
+                reason: reason.to_string(),
+            };
+            tracing::warn!(task = %task, %error, "a handed-over task's owner died");
+            self.owner.fail(task, error);
+        }
+    }
+
     fn enqueue(&mut self, task: TaskId) {
         if self.is_lease(task) {
             // Out of its node's queue (the node drains, joined or was lost).
@@ -1567,6 +1623,11 @@ impl State {
                     self.on_done(worker, task, &entry.outcome, mapped);
                 }
             }
+            ArchivedToNode::HandOver {
+                task,
+                function,
+                num_returns,
+            } => self.handed_over(worker, task.to_native(), function, num_returns.to_native()),
             ArchivedToNode::Submit { spec, failed } => {
                 let spec = rkyv::deserialize::<TaskSpec, rkyv::rancor::Error>(spec);
                 let failed = rkyv::deserialize::<Option<TaskError>, rkyv::rancor::Error>(failed);
@@ -1936,6 +1997,13 @@ impl State {
         outcome: &prism_transport::ArchivedOutcome,
         mapped: &mut IdMap<ObjectId, std::io::Result<ObjectBytes>>,
     ) {
+        if !self.handed.is_empty()
+            && let Some(handed) = self.handed.get_mut(&worker)
+            && handed.remove(&task)
+            && handed.is_empty()
+        {
+            self.handed.remove(&worker);
+        }
         self.nodes.task_done(worker, task);
         let stale = self
             .owner
@@ -2127,6 +2195,9 @@ impl State {
         let reason = link.exit.unwrap_or_default();
         self.outbox.remove(&worker);
         self.held.remove(&worker);
+        if !self.handed.is_empty() {
+            self.handed_owner_died(worker, link.pid, &reason);
+        }
         self.owner.worker_gone(worker);
         let removed = self.nodes.remove_worker(worker);
         let (started, nested) = (removed.started, removed.nested);

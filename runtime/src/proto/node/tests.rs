@@ -412,6 +412,77 @@ fn a_task_whose_worker_dies_is_retried_then_fails_naming_the_deaths() {
     }
 }
 
+/// A task of the driver's runs on a worker, which hands over task 5 of its own (not ended):
+/// that worker and the handed task's object.
+fn a_worker_hands_over_its_task(h: &mut Harness) -> (WorkerId, ObjectId) {
+    let spec = h.spec(Vec::new(), 0);
+    let parent = spec.task_id;
+    h.submit(spec);
+    let worker = h.where_sent(parent).expect("dispatched");
+    let task = TaskId::new(worker, 5);
+    let handed = ToNode::HandOver {
+        task,
+        function: "tests::child".into(),
+        num_returns: 1,
+    };
+    h.report(worker, &handed);
+    (worker, ObjectId::new(task, 0))
+}
+
+#[test]
+fn a_handed_over_task_is_read_and_awaited_like_the_drivers_own_until_its_end_comes() {
+    let mut h = Harness::new(1, 2.0);
+    let (worker, id) = a_worker_hands_over_its_task(&mut h);
+    assert!(matches!(h.slot(id), Some(Slot::Pending)));
+    // A task of the driver's taking it waits for it.
+    let consumer = h.spec(vec![Arg::Ref(id)], 0);
+    let consumer_task = consumer.task_id;
+    h.submit(consumer);
+    assert_eq!(h.sends(consumer_task), 0, "waits for the handed task's end");
+    // Its end comes from the worker that handed it over.
+    h.returns(worker, id.task, Value::Inline(vec![4, 2]));
+    match h.slot(id) {
+        Some(Slot::Ready(bytes)) => assert_eq!(bytes.as_slice(), &[4, 2]),
+        other => panic!("expected the value, got {other:?}"),
+    }
+    assert_eq!(h.sends(consumer_task), 1, "sent once its argument is known");
+    // Its worker's death later fails nothing.
+    h.dies(worker);
+    assert!(matches!(h.slot(id), Some(Slot::Ready(_))));
+}
+
+#[test]
+fn a_handed_over_task_fails_with_owner_died_naming_its_owner_when_it_dies_first() {
+    let mut h = Harness::new(1, 2.0);
+    let (worker, id) = a_worker_hands_over_its_task(&mut h);
+    // The driver holds a reference to it too (read from the value of the worker's task).
+    h.node.owner.add_ref(id);
+    h.dies(worker);
+    match h.slot(id) {
+        Some(Slot::Failed(TaskError::OwnerDied {
+            task,
+            function,
+            owner,
+            reason,
+        })) => {
+            assert_eq!((task, function.as_str()), (id.task, "tests::child"));
+            assert!(owner.contains(&format!("worker {worker}")), "{owner}");
+            assert!(reason.contains("signal 9"), "{reason}");
+        }
+        other => panic!("expected OwnerDied, got {other:?}"),
+    }
+    // A hand-over of another worker's task is not taken.
+    let (other, _) = a_worker_hands_over_its_task(&mut h);
+    let stranger = TaskId::new(other + 1, 9);
+    let handed = ToNode::HandOver {
+        task: stranger,
+        function: "tests::child".into(),
+        num_returns: 1,
+    };
+    h.report(other, &handed);
+    assert!(h.slot(ObjectId::new(stranger, 0)).is_none());
+}
+
 #[test]
 fn a_lost_object_is_rebuilt_from_its_lineage_when_its_node_dies() {
     let mut h = Harness::new(2, 1.0);

@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use prism_graph::{Arg, IdMap, IdSet, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec};
 use prism_transport::{
-    ArchivedTaskEnd, ArchivedValue, Execute, OwnedEvent, OwnedPhase, RunTimes, ToNode, ToWorker,
-    Value,
+    ArchivedTaskEnd, ArchivedValue, Execute, Outcome, OwnedEvent, OwnedPhase, RunTimes, TaskEnd,
+    ToNode, ToWorker, Value,
 };
 
 use super::{Ended, Worker};
@@ -148,6 +148,9 @@ pub(crate) struct Owned {
     made: IdMap<ObjectId, Made>,
     /// Owned objects handed to the node: it owns them now.
     promoted: IdSet<ObjectId>,
+    /// Owned tasks handed to the node before they ended ([`ToNode::HandOver`]): their ends
+    /// go to it once known here.
+    handed: IdSet<TaskId>,
     /// Owned objects in shared memory whose last reference went: their segments are for the
     /// shell to remove.
     unlinked: Vec<ObjectId>,
@@ -223,9 +226,10 @@ impl Owned {
         self.shapes.iter().position(|s| s.asked.contains(&key))
     }
 
-    /// Whether owned tasks are under way (waiting, queued, pushed or running here).
+    /// Whether owned tasks are under way (waiting, queued, pushed or running here), or ends
+    /// of handed-over ones are still owed to the node.
     pub(crate) fn under_way(&self) -> bool {
-        !self.tasks.is_empty()
+        !self.tasks.is_empty() || !self.handed.is_empty()
     }
 
     /// Whether changes of owned tasks wait to be sent.
@@ -1021,7 +1025,58 @@ impl Worker {
                 self.arrived.push(id);
             }
         }
+        if self.owned.handed.contains(&id.task) {
+            self.end_handed(id.task);
+        }
         self.known(id);
+    }
+
+    /// Sends the node the end of handed-over `task` once every value of it is known here
+    /// (held here since the hand-over), and lets them go.
+    fn end_handed(&mut self, task: TaskId) {
+        let Some(record) = self.owned.tasks.get(&task) else {
+            return;
+        };
+        let ids: Vec<ObjectId> = record.spec.return_ids().collect();
+        let mut values = Vec::with_capacity(ids.len());
+        let mut failed = None;
+        for &id in &ids {
+            match self.cache.get(&id) {
+                Some(Slot::Ready(bytes)) => values.push(bytes.to_wire(id)),
+                Some(Slot::Failed(error)) => {
+                    failed.get_or_insert_with(|| error.clone());
+                }
+                _ => return, // more to come
+            }
+        }
+        self.owned.handed.remove(&task);
+        let outcome = match failed {
+            Some(error) => Outcome::Failed(error),
+            None => {
+                let made = |id: &ObjectId| self.owned.made.get(id);
+                Outcome::Returned {
+                    values,
+                    nested: ids
+                        .iter()
+                        .map(|id| made(id).map_or_else(Vec::new, |m| m.nested.clone()))
+                        .collect(),
+                    actors: ids
+                        .iter()
+                        .map(|id| made(id).map_or_else(Vec::new, |m| m.actors.clone()))
+                        .collect(),
+                }
+            }
+        };
+        let ended = vec![TaskEnd {
+            task,
+            outcome,
+            times: None,
+            run: 0,
+        }];
+        self.send(&ToNode::Done { sent_us: 0, ended });
+        for id in ids {
+            self.release(id);
+        }
     }
 
     /// Object `id` is known (its value, or its failure): owned tasks waiting for it move on.
@@ -1303,10 +1358,56 @@ impl Worker {
     }
 
     /// The owned objects among `ids` not handed to the node yet: a reference to them is
-    /// about to leave this worker, so their values must be known and handed over first
-    /// ([`Worker::promote`]).
+    /// about to leave this worker, so they go to the node first ([`Worker::hand_over`]).
     pub(crate) fn to_promote(&self, ids: &[ObjectId]) -> Vec<ObjectId> {
         ids.iter().copied().filter(|id| self.owns(*id)).collect()
+    }
+
+    /// Hands owned objects `ids` to the node, which owns them from now on, without waiting
+    /// for any: a value known here goes now ([`Worker::promote`]); the task of one not known
+    /// yet goes as a task running here ([`ToNode::HandOver`]), its end to follow when it
+    /// comes (its values are held here till then). Ray keeps such objects with their owner
+    /// and lends them (the borrower protocol); handed over, they outlive this worker, unless
+    /// it dies before their task ends (`OwnerDied`), and lose their lineage.
+    pub(crate) fn hand_over(&mut self, ids: &[ObjectId]) {
+        let mut known = Vec::new();
+        for &id in ids {
+            if !self.owns(id) {
+                continue;
+            }
+            match self.cache.get(&id) {
+                Some(Slot::Ready(_) | Slot::Failed(_)) => known.push(id),
+                _ => self.hand_over_task(id.task),
+            }
+        }
+        self.promote(&known);
+    }
+
+    /// Hands owned `task`, not ended yet, to the node (see [`Worker::hand_over`]).
+    fn hand_over_task(&mut self, task: TaskId) {
+        let Some(record) = self.owned.tasks.get(&task) else {
+            return;
+        };
+        if self.owned.handed.contains(&task) {
+            return;
+        }
+        let function = record.spec.function.clone();
+        let num_returns = record.spec.num_returns;
+        let ids: Vec<ObjectId> = record.spec.return_ids().collect();
+        // Held here until their end goes to the node, which counts this worker's hold of
+        // each from the hand-over on: while owned, a hold is counted here alone.
+        for &id in &ids {
+            self.borrow(id);
+        }
+        self.owned.handed.insert(task);
+        for &id in &ids {
+            self.owned.promoted.insert(id);
+        }
+        self.send(&ToNode::HandOver {
+            task,
+            function,
+            num_returns,
+        });
     }
 
     /// Hands owned objects `ids` (their values known) to the node, which owns them from now
@@ -1563,6 +1664,18 @@ mod tests {
             max_retries,
             ..TaskSpec::call(TaskId::new(ME, seq), "tests::child", args)
         }
+    }
+
+    /// An owner that submitted one task (of `max_retries`), pushed to worker 9 under a
+    /// lease: the owner, the task's object and the lease's key.
+    fn one_leased(max_retries: u32) -> (Worker, ObjectId, TaskId) {
+        let mut w = owner();
+        let task = spec(1, Vec::new(), max_retries);
+        let id = ObjectId::new(task.task_id, 0);
+        w.submit(task, None);
+        let key = lease_key(&sent(&mut w));
+        lease(&mut w, key, 9);
+        (w, id, key)
     }
 
     /// Task `seq` of owner [`ME`] as pushed to a leased worker.
@@ -1926,12 +2039,7 @@ mod tests {
 
     #[test]
     fn a_task_whose_leased_worker_dies_runs_again_then_fails_naming_the_death() {
-        let mut w = owner();
-        let task = spec(1, Vec::new(), 1);
-        let id = ObjectId::new(task.task_id, 0);
-        w.submit(task, None);
-        let key = lease_key(&sent(&mut w));
-        lease(&mut w, key, 9);
+        let (mut w, id, key) = one_leased(1);
         assert_eq!(forwarded(&sent(&mut w), 9).len(), 1);
         let reason = String::from("leased worker 9 died: killed by signal 9");
         receive(
@@ -2007,12 +2115,7 @@ mod tests {
 
     #[test]
     fn the_end_of_an_earlier_run_is_dropped_and_the_lease_of_the_run_awaited_stays() {
-        let mut w = owner();
-        let task = spec(1, Vec::new(), 3);
-        let id = ObjectId::new(task.task_id, 0);
-        w.submit(task, None);
-        let key = lease_key(&sent(&mut w));
-        lease(&mut w, key, 9);
+        let (mut w, id, key) = one_leased(3);
         assert_eq!(pushed_runs(&sent(&mut w), 9), [(1, 1)], "its first run");
         // Worker 9's node leaves: the task runs again under a new lease, on worker 10.
         let reason = String::from("node b, where its worker was leased, left the job");
@@ -2053,12 +2156,7 @@ mod tests {
 
     #[test]
     fn an_owned_object_whose_reference_leaves_goes_to_the_node_first() {
-        let mut w = owner();
-        let task = spec(1, Vec::new(), 0);
-        let id = ObjectId::new(task.task_id, 0);
-        w.submit(task, None);
-        let key = lease_key(&sent(&mut w));
-        lease(&mut w, key, 9);
+        let (mut w, id, _) = one_leased(0);
         receive(&mut w, &returned(id.task, vec![7]));
         let _ = sent(&mut w);
         assert_eq!(w.to_promote(&[id]), vec![id]);
@@ -2076,6 +2174,83 @@ mod tests {
         // The node owns it now: it hears of the release.
         w.release(id);
         assert_eq!(sent(&mut w), vec![ToNode::Release(vec![id])]);
+    }
+
+    #[test]
+    fn an_owned_object_not_known_yet_goes_as_its_task_and_its_end_follows() {
+        let (mut w, id, _) = one_leased(0);
+        let _ = sent(&mut w);
+        // Its reference leaves before its value is known: the task goes to the node at once,
+        // not after its end.
+        assert_eq!(w.to_promote(&[id]), vec![id]);
+        w.hand_over(&[id]);
+        let handed = ToNode::HandOver {
+            task: id.task,
+            function: "tests::child".into(),
+            num_returns: 1,
+        };
+        assert_eq!(sent(&mut w), vec![handed]);
+        assert!(!w.owns(id) && w.to_promote(&[id]).is_empty());
+        // The caller lets its reference go: the value is still held here for the node, and
+        // the worker owes the node its end.
+        w.release(id);
+        assert_eq!(sent(&mut w), Vec::<ToNode>::new());
+        assert!(w.owes_work());
+        // The end comes: it goes to the node as the task's end, and the hold ends after it.
+        receive(&mut w, &returned(id.task, vec![7]));
+        let messages = sent(&mut w);
+        let end = ToNode::Done {
+            sent_us: 0,
+            ended: vec![TaskEnd {
+                task: id.task,
+                outcome: Outcome::Returned {
+                    values: vec![Value::Inline(vec![7])],
+                    nested: vec![Vec::new()],
+                    actors: vec![Vec::new()],
+                },
+                times: None,
+                run: 0,
+            }],
+        };
+        let at = |m: &ToNode| messages.iter().position(|x| x == m);
+        let (done, released) = (at(&end), at(&ToNode::Release(vec![id])));
+        assert!(
+            done.is_some() && released.is_some() && done < released,
+            "{messages:?}"
+        );
+        assert!(!w.owes_work());
+    }
+
+    #[test]
+    fn a_handed_over_task_that_fails_sends_its_failure() {
+        let (mut w, id, _) = one_leased(0);
+        w.hand_over(&[id]);
+        let _ = sent(&mut w);
+        let error = TaskError::Panicked {
+            task: id.task,
+            function: "tests::child".into(),
+            message: "boom".into(),
+        };
+        let ended = ToWorker::Returned {
+            sent_us: 0,
+            ends: vec![TaskEnd {
+                task: id.task,
+                outcome: Outcome::Failed(error.clone()),
+                times: None,
+                run: 0,
+            }],
+        };
+        receive(&mut w, &ended);
+        let failed = ToNode::Done {
+            sent_us: 0,
+            ended: vec![TaskEnd {
+                task: id.task,
+                outcome: Outcome::Failed(error),
+                times: None,
+                run: 0,
+            }],
+        };
+        assert!(sent(&mut w).contains(&failed));
     }
 
     #[test]
