@@ -425,19 +425,12 @@ pub enum ToNode {
         /// The tasks.
         ended: Vec<TaskEnd>,
     },
-    /// A task this worker owns, whose result is not known yet, goes to the node, which owns
-    /// it from now on (a reference to its result leaves this worker): the node counts it as
+    /// Tasks this worker owns, whose results are not known yet, go to the node, which owns
+    /// them from now on (a reference to a result leaves this worker): the node counts each as
     /// running on this worker, its return values held by it, and this worker sends its end
-    /// in a [`ToNode::Done`] once it knows it. Should this worker die first, the task fails
+    /// in a [`ToNode::Done`] once it knows it. Should this worker die first, the tasks fail
     /// with `OwnerDied`.
-    HandOver {
-        /// The task.
-        task: TaskId,
-        /// Its function.
-        function: String,
-        /// How many values it returns.
-        num_returns: u32,
-    },
+    HandOver(Vec<HandedTask>),
     /// Submit a task owned by this worker's process (a nested task); `failed` when the call
     /// could not even be built (bad options, an argument that cannot be archived).
     Submit {
@@ -807,6 +800,17 @@ pub enum Refusal {
         /// Why.
         reason: String,
     },
+}
+
+/// A task a worker owns, handed to the node before it ended ([`ToNode::HandOver`]).
+#[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct HandedTask {
+    /// The task.
+    pub task: TaskId,
+    /// Its function.
+    pub function: String,
+    /// How many values it returns.
+    pub num_returns: u32,
 }
 
 /// A task that ended on a worker.

@@ -11,6 +11,11 @@
 //! With `--actor-calls` each parent calls an actor of its own `--children` times instead, the
 //! actor on the next node (on the head's with one node): calls between nodes, made by tasks.
 //!
+//! With `--return-refs` each parent returns its children's references at once (Ray's
+//! `return [child.remote(i) for i in ...]`) and the driver reads them; `--child-ms` makes
+//! each child sleep that long. Reports when the parents' answers came and when the last
+//! child's value was read.
+//!
 //! With `--driver-sync --cross-job` another job serves an actor by name, which the driver and
 //! one of its tasks call too (calls across jobs).
 //!
@@ -75,6 +80,13 @@ struct Args {
     /// head, by a job of its own), one per trial.
     #[arg(long)]
     detached: bool,
+    /// Each parent returns its children's references without waiting for them, and the
+    /// driver reads their values.
+    #[arg(long)]
+    return_refs: bool,
+    /// With `--return-refs`: how long each child sleeps, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    child_ms: u64,
     /// Where to join.
     #[command(flatten)]
     join: prism_benches::Join,
@@ -96,6 +108,68 @@ fn parent(children: u64) -> (u64, String) {
         values.into_iter().sum(),
         prism::node_name().unwrap_or_default(),
     )
+}
+
+/// A child that sleeps `ms` first (none for 0).
+#[remote]
+fn napping_child(i: u64, ms: u64) -> u64 {
+    if ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    i
+}
+
+/// `--return-refs`: submits `children` children and returns their references at once, with
+/// where it ran.
+#[remote(num_cpus = 0)]
+fn parent_returning(children: u64, ms: u64) -> (Vec<prism::ObjectRef<u64>>, String) {
+    let refs = (0..children)
+        .map(|i| napping_child::remote(i, ms))
+        .collect();
+    (refs, prism::node_name().unwrap_or_default())
+}
+
+/// `--return-refs`: each trial, the parents return their children's references and the
+/// driver reads every value.
+fn returned_refs_trials(args: &Args) -> anyhow::Result<()> {
+    let children = u64::from(args.children);
+    let total = u64::from(args.parents) * children;
+    for _ in 0..args.trials {
+        let before = prism::worker_messages_received()?;
+        let start = Instant::now();
+        let parents: Vec<_> = (0..args.parents)
+            .map(|p| match args.nodes {
+                0 => parent_returning::remote(children, args.child_ms),
+                n => parent_returning::options()
+                    .resources(&format!("r{}", p % n + 1), 0.01)
+                    .remote(children, args.child_ms),
+            })
+            .collect();
+        let answers = prism::get_all_blocking(&parents)?;
+        let answered = start.elapsed().as_secs_f64();
+        let mut sum = 0;
+        for (refs, _) in &answers {
+            sum += prism::get_all_blocking(refs)?.into_iter().sum::<u64>();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let expected = u64::from(args.parents) * (children * children.saturating_sub(1) / 2);
+        anyhow::ensure!(sum == expected, "the children's values summed {sum}");
+        let messages = prism::worker_messages_received()? - before;
+        println!(
+            "{} parents returning {} children's references ({} ms each) on {} nodes: the \
+             parents answered after {:.3} s, the last value read after {secs:.3} s \
+             ({:.0} children/s), {:.2} driver messages per child",
+            args.parents,
+            children,
+            args.child_ms,
+            args.nodes,
+            answered,
+            total as f64 / secs,
+            messages as f64 / total as f64,
+        );
+    }
+    prism::shutdown();
+    Ok(())
 }
 
 /// What a parent calls with `--actor-calls`.
@@ -419,6 +493,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.driver_sync {
         return driver_trials(&args);
+    }
+    if args.return_refs {
+        return returned_refs_trials(&args);
     }
     let children = u64::from(args.children);
     anyhow::ensure!(

@@ -1623,11 +1623,12 @@ impl State {
                     self.on_done(worker, task, &entry.outcome, mapped);
                 }
             }
-            ArchivedToNode::HandOver {
-                task,
-                function,
-                num_returns,
-            } => self.handed_over(worker, task.to_native(), function, num_returns.to_native()),
+            ArchivedToNode::HandOver(tasks) => {
+                for handed in tasks.iter() {
+                    let (task, returns) = (handed.task.to_native(), handed.num_returns.to_native());
+                    self.handed_over(worker, task, &handed.function, returns);
+                }
+            }
             ArchivedToNode::Submit { spec, failed } => {
                 let spec = rkyv::deserialize::<TaskSpec, rkyv::rancor::Error>(spec);
                 let failed = rkyv::deserialize::<Option<TaskError>, rkyv::rancor::Error>(failed);

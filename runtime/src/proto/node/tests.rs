@@ -7,8 +7,8 @@ use prism_graph::{
     ActorId, Arg, IdMap, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec,
 };
 use prism_transport::{
-    ActorPlace, ArchivedToNode, Execute, FrameDecoder, Outcome, TaskEnd, ToNode, ToWorker, Value,
-    encode_frame,
+    ActorPlace, ArchivedToNode, Execute, FrameDecoder, HandedTask, Outcome, TaskEnd, ToNode,
+    ToWorker, Value, encode_frame,
 };
 
 use super::{Action, ActorName, DRIVER_OWNER, Event, HostRequest, IDLE_TICK, State, Unclaimed};
@@ -420,11 +420,11 @@ fn a_worker_hands_over_its_task(h: &mut Harness) -> (WorkerId, ObjectId) {
     h.submit(spec);
     let worker = h.where_sent(parent).expect("dispatched");
     let task = TaskId::new(worker, 5);
-    let handed = ToNode::HandOver {
+    let handed = ToNode::HandOver(vec![HandedTask {
         task,
         function: "tests::child".into(),
         num_returns: 1,
-    };
+    }]);
     h.report(worker, &handed);
     (worker, ObjectId::new(task, 0))
 }
@@ -474,11 +474,11 @@ fn a_handed_over_task_fails_with_owner_died_naming_its_owner_when_it_dies_first(
     // A hand-over of another worker's task is not taken.
     let (other, _) = a_worker_hands_over_its_task(&mut h);
     let stranger = TaskId::new(other + 1, 9);
-    let handed = ToNode::HandOver {
+    let handed = ToNode::HandOver(vec![HandedTask {
         task: stranger,
         function: "tests::child".into(),
         num_returns: 1,
-    };
+    }]);
     h.report(other, &handed);
     assert!(h.slot(ObjectId::new(stranger, 0)).is_none());
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use prism_graph::{Arg, IdMap, IdSet, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec};
 use prism_transport::{
-    ArchivedTaskEnd, ArchivedValue, Execute, Outcome, OwnedEvent, OwnedPhase, RunTimes, TaskEnd,
+    ArchivedTaskEnd, ArchivedValue, Execute, HandedTask, Outcome, OwnedEvent, OwnedPhase, RunTimes,
     ToNode, ToWorker, Value,
 };
 
@@ -1067,15 +1067,14 @@ impl Worker {
                 }
             }
         };
-        let ended = vec![TaskEnd {
+        // With this worker's own ends, in one message; the holds go after them.
+        self.done.push(Ended {
             task,
             outcome,
-            times: None,
-            run: 0,
-        }];
-        self.send(&ToNode::Done { sent_us: 0, ended });
+            timing: None,
+        });
         for id in ids {
-            self.release(id);
+            self.let_go(id, true);
         }
     }
 
@@ -1371,25 +1370,28 @@ impl Worker {
     /// it dies before their task ends (`OwnerDied`), and lose their lineage.
     pub(crate) fn hand_over(&mut self, ids: &[ObjectId]) {
         let mut known = Vec::new();
+        let mut handed = Vec::new();
         for &id in ids {
             if !self.owns(id) {
                 continue;
             }
             match self.cache.get(&id) {
                 Some(Slot::Ready(_) | Slot::Failed(_)) => known.push(id),
-                _ => self.hand_over_task(id.task),
+                _ => handed.extend(self.hand_over_task(id.task)),
             }
         }
         self.promote(&known);
+        if !handed.is_empty() {
+            self.send(&ToNode::HandOver(handed));
+        }
     }
 
-    /// Hands owned `task`, not ended yet, to the node (see [`Worker::hand_over`]).
-    fn hand_over_task(&mut self, task: TaskId) {
-        let Some(record) = self.owned.tasks.get(&task) else {
-            return;
-        };
+    /// Books owned `task`, not ended yet, as handed to the node (see [`Worker::hand_over`]):
+    /// what the node is to be told, unless it was handed over already.
+    fn hand_over_task(&mut self, task: TaskId) -> Option<HandedTask> {
+        let record = self.owned.tasks.get(&task)?;
         if self.owned.handed.contains(&task) {
-            return;
+            return None;
         }
         let function = record.spec.function.clone();
         let num_returns = record.spec.num_returns;
@@ -1403,11 +1405,11 @@ impl Worker {
         for &id in &ids {
             self.owned.promoted.insert(id);
         }
-        self.send(&ToNode::HandOver {
+        Some(HandedTask {
             task,
             function,
             num_returns,
-        });
+        })
     }
 
     /// Hands owned objects `ids` (their values known) to the node, which owns them from now
@@ -2184,11 +2186,11 @@ mod tests {
         // not after its end.
         assert_eq!(w.to_promote(&[id]), vec![id]);
         w.hand_over(&[id]);
-        let handed = ToNode::HandOver {
+        let handed = ToNode::HandOver(vec![HandedTask {
             task: id.task,
             function: "tests::child".into(),
             num_returns: 1,
-        };
+        }]);
         assert_eq!(sent(&mut w), vec![handed]);
         assert!(!w.owns(id) && w.to_promote(&[id]).is_empty());
         // The caller lets its reference go: the value is still held here for the node, and
