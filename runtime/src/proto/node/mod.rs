@@ -2097,9 +2097,12 @@ impl State {
                     _ => None,
                 };
                 if let Some(object) = missing {
-                    // Its copy there is gone: fetched again from another, or rebuilt.
+                    // Its copy there is gone: fetched again from another, or rebuilt. A copy
+                    // rebuilt there since the task was sent is not what the worker missed.
                     tracing::warn!(task = %self.owner.describe(task), %error, "an argument is not in its node's store: the task runs again once it is");
-                    self.copy_gone(object, node_of(worker));
+                    if !self.owner.remade_since_sent(object, task) {
+                        self.copy_gone(object, node_of(worker));
+                    }
                     if let Some(record) = self.owner.task_mut(task) {
                         record.missing += 1;
                     }

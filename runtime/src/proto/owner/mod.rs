@@ -138,6 +138,8 @@ pub(crate) struct TaskRecord {
     pub(crate) infeasible: Option<String>,
     /// The worker it was sent to.
     pub(crate) worker: Option<WorkerId>,
+    /// When it was last sent ([`Owner::stamp`]'s order).
+    sent_at: u64,
 }
 
 impl TaskRecord {
@@ -151,6 +153,7 @@ impl TaskRecord {
             force_cancelled: false,
             infeasible: None,
             worker: None,
+            sent_at: 0,
         }
     }
 
@@ -193,6 +196,8 @@ struct Lineage {
     runs_again: u32,
     /// [`Owner::nodes_lost`] when its latest results were made.
     made_after_losses: u64,
+    /// When its latest results were made ([`Owner::stamp`]'s order).
+    made_at: u64,
 }
 
 /// Tasks [`Owner::rebuild`] opened again.
@@ -245,6 +250,8 @@ pub(crate) struct Owner {
     forgotten: forgotten::Forgotten,
     /// Nodes the job lost so far (see [`Lineage`]).
     nodes_lost: u64,
+    /// Orders sends of tasks and makings of results ([`Owner::remade_since_sent`]).
+    stamp: u64,
     /// What freeing objects left for the shell to do with their files, in order.
     pub(crate) freed_files: Vec<FreedFile>,
     /// Actor handles inside the arguments of tasks that no longer need them (ended, and no
@@ -737,8 +744,10 @@ impl Owner {
 
     /// Marks a task as sent to a worker.
     pub(crate) fn started(&mut self, task: TaskId, worker: WorkerId) {
+        self.stamp += 1;
         if let Some(record) = self.tasks.get_mut(&task) {
             record.worker = Some(worker);
+            record.sent_at = self.stamp;
         }
         let _ = self.graph.start_task(task);
         self.record(|events, now| events.sent(task, worker, now));
@@ -803,8 +812,10 @@ impl Owner {
         let keep_lineage = record.spec.kind == TaskKind::Normal
             && record.spec.max_retries > 0
             && values.iter().any(|v| matches!(v, Slot::Remote(_)));
+        self.stamp += 1;
         if let Some(lineage) = self.lineage.get_mut(&task) {
             lineage.made_after_losses = self.nodes_lost;
+            lineage.made_at = self.stamp;
         } else if keep_lineage {
             // Its inputs stay held while its results can be asked to be rebuilt.
             for dep in record.spec.dependencies() {
@@ -815,6 +826,7 @@ impl Owner {
                 rebuilds: 0,
                 runs_again: 0,
                 made_after_losses: self.nodes_lost,
+                made_at: self.stamp,
             };
             self.lineage.insert(task, lineage);
         } else {
@@ -842,6 +854,16 @@ impl Owner {
     /// [`Lineage`]).
     pub(crate) fn node_lost(&mut self) {
         self.nodes_lost += 1;
+    }
+
+    /// Whether object `id` was made again (rebuilt) after `task` was last sent: a worker's
+    /// word that `task` did not find it then says nothing of the copy made since.
+    pub(crate) fn remade_since_sent(&self, id: ObjectId, task: TaskId) -> bool {
+        let (Some(lineage), Some(record)) = (self.lineage.get(&id.task), self.tasks.get(&task))
+        else {
+            return false;
+        };
+        lineage.runs_again > 0 && lineage.made_at > record.sent_at
     }
 
     /// A rebuild of `task` charged to its `max_retries` followed a node's loss after all (see
@@ -1409,6 +1431,26 @@ mod tests {
         assert!(matches!(owner.peek(out(2)),
             Some(Slot::Failed(TaskError::ObjectUnavailable { reason, .. }))
                 if reason.contains("rebuilt 1 time(s) so already (max_retries = 1; 6 rebuild(s) in all)")));
+    }
+
+    #[test]
+    fn a_task_sent_before_its_input_was_rebuilt_knows_the_input_was_made_again() {
+        let mut owner = Owner::default();
+        owner.submit(retried(1, vec![]), None);
+        owner.submit(spec(2, vec![Arg::Ref(out(1))]), None);
+        run(&mut owner, 1, Slot::Remote(10));
+        owner.started(TaskId::new(0, 2), 1);
+        assert!(!owner.remade_since_sent(out(1), TaskId::new(0, 2)));
+        // The input is lost and made again while task 2 runs: a report of task 2's that it
+        // did not find the input is older than the new copy.
+        owner.node_lost();
+        let mut rebuilt = Rebuilt::default();
+        owner.rebuild(out(1), &|_| true, "its node was lost", &mut rebuilt);
+        run(&mut owner, 1, Slot::Remote(10));
+        assert!(owner.remade_since_sent(out(1), TaskId::new(0, 2)));
+        // Sent again after that, it would have found it.
+        owner.started(TaskId::new(0, 2), 1);
+        assert!(!owner.remade_since_sent(out(1), TaskId::new(0, 2)));
     }
 
     #[test]
