@@ -918,6 +918,11 @@ impl Worker {
             }
             ArchivedToWorker::Cancel { task } => {
                 let task = task.to_native();
+                if self.owned.handed(task) {
+                    // A task this worker handed to the node: cancelled as its own.
+                    self.cancel_owned(task, false);
+                    return Ok(());
+                }
                 let queued = self.queue.iter().position(|t| t.task == task);
                 if let Some(exec) = queued
                     .and_then(|pos| self.queue.remove(pos))

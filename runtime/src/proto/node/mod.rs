@@ -1536,6 +1536,11 @@ impl State {
         self.handed.entry(worker).or_default().insert(task);
     }
 
+    /// Whether `worker` handed over `task` and has not sent its end yet.
+    fn handed_by(&self, worker: WorkerId, task: TaskId) -> bool {
+        self.handed.get(&worker).is_some_and(|t| t.contains(&task))
+    }
+
     /// Worker `worker` died: the tasks it handed over and had not ended fail with
     /// `OwnerDied` (`pid`, `reason`: what was seen of it).
     fn handed_owner_died(&mut self, worker: WorkerId, pid: Option<u32>, reason: &str) {
@@ -2137,6 +2142,10 @@ impl State {
             task,
             function: function.clone(),
         };
+        if let Some(owner) = record.worker.filter(|w| self.handed_by(*w, task)) {
+            // Its owner runs it: it cancels it as its own (a task that started runs on).
+            return self.encode_to(owner, &ToWorker::Cancel { task });
+        }
         match self.owner.task_state(task) {
             Some(TaskState::Waiting) => {
                 self.owner.fail(task, cancelled);

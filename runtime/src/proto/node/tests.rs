@@ -452,6 +452,16 @@ fn a_handed_over_task_is_read_and_awaited_like_the_drivers_own_until_its_end_com
 }
 
 #[test]
+fn a_cancel_of_a_handed_over_task_goes_to_its_owner() {
+    let mut h = Harness::new(1, 2.0);
+    let (worker, id) = a_worker_hands_over_its_task(&mut h);
+    h.event(Event::Cancel { id, force: false });
+    let cancel = ToWorker::Cancel { task: id.task };
+    assert!(h.sent.contains(&(worker, cancel)), "{:?}", h.sent);
+    assert!(matches!(h.slot(id), Some(Slot::Pending)), "its end says");
+}
+
+#[test]
 fn a_handed_over_task_fails_with_owner_died_naming_its_owner_when_it_dies_first() {
     let mut h = Harness::new(1, 2.0);
     let (worker, id) = a_worker_hands_over_its_task(&mut h);

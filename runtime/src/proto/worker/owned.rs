@@ -216,6 +216,11 @@ impl Owned {
             && (self.tasks.contains_key(&id.task) || self.made.contains_key(&id))
     }
 
+    /// Whether owned `task` was handed to the node and its end not sent yet.
+    pub(crate) fn handed(&self, task: TaskId) -> bool {
+        self.handed.contains(&task)
+    }
+
     /// This worker waits for the value of owned object `id`.
     pub(crate) fn want(&mut self, id: ObjectId) {
         self.wanted.insert(id);
@@ -2220,6 +2225,25 @@ mod tests {
             done.is_some() && released.is_some() && done < released,
             "{messages:?}"
         );
+        assert!(!w.owes_work());
+    }
+
+    #[test]
+    fn a_handed_over_task_not_started_is_cancelled_at_the_node_s_word() {
+        let mut w = owner();
+        let task = spec(1, Vec::new(), 0);
+        let id = ObjectId::new(task.task_id, 0);
+        // Queued: no lease yet.
+        w.submit(task, None);
+        w.hand_over(&[id]);
+        let _ = sent(&mut w);
+        receive(&mut w, &ToWorker::Cancel { task: id.task });
+        let failed = sent(&mut w).into_iter().any(|m| {
+            matches!(&m, ToNode::Done { ended, .. }
+                if matches!(&ended[..], [e] if e.task == id.task
+                    && matches!(e.outcome, Outcome::Failed(TaskError::Cancelled { .. }))))
+        });
+        assert!(failed, "its end says it was cancelled");
         assert!(!w.owes_work());
     }
 
