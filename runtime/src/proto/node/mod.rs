@@ -2003,12 +2003,15 @@ impl State {
         outcome: &prism_transport::ArchivedOutcome,
         mapped: &mut IdMap<ObjectId, std::io::Result<ObjectBytes>>,
     ) {
+        // The end of a task its owner handed over: final (the owner ran out its retries).
+        let mut handed_end = false;
         if !self.handed.is_empty()
             && let Some(handed) = self.handed.get_mut(&worker)
-            && handed.remove(&task)
-            && handed.is_empty()
         {
-            self.handed.remove(&worker);
+            handed_end = handed.remove(&task);
+            if handed.is_empty() {
+                self.handed.remove(&worker);
+            }
         }
         self.nodes.task_done(worker, task);
         let stale = self
@@ -2089,6 +2092,10 @@ impl State {
                         what: "the task's error".into(),
                         reason: e.to_string(),
                     });
+                if handed_end {
+                    self.owner.fail(task, error);
+                    return;
+                }
                 let retry = matches!(error, TaskError::Panicked { .. })
                     && record.spec.retry_exceptions
                     && record.panics < record.spec.max_retries;

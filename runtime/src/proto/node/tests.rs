@@ -452,6 +452,31 @@ fn a_handed_over_task_is_read_and_awaited_like_the_drivers_own_until_its_end_com
 }
 
 #[test]
+fn a_handed_over_task_s_failure_is_final() {
+    let mut h = Harness::new(1, 2.0);
+    let (worker, id) = a_worker_hands_over_its_task(&mut h);
+    h.node.owner.add_ref(id);
+    // Even an argument its owner says is missing: the node has no spec of it to run again.
+    let error = TaskError::ArgumentMissing {
+        task: id.task,
+        function: "tests::child".into(),
+        index: 0,
+        object: ObjectId::new(TaskId::new(DRIVER_OWNER, 99), 0),
+        reason: "No such file or directory".into(),
+    };
+    h.report(worker, &done(id.task, Outcome::Failed(error)));
+    assert!(
+        matches!(
+            h.slot(id),
+            Some(Slot::Failed(TaskError::ArgumentMissing { .. }))
+        ),
+        "{:?}",
+        h.slot(id)
+    );
+    assert_eq!(h.sends(id.task), 0, "never run by the node");
+}
+
+#[test]
 fn a_cancel_of_a_handed_over_task_goes_to_its_owner() {
     let mut h = Harness::new(1, 2.0);
     let (worker, id) = a_worker_hands_over_its_task(&mut h);
