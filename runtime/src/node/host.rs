@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use prism_transport::quic;
 use prism_transport::tls::Identity;
-use prism_transport::transfer;
+use prism_transport::transfer::{self, ObjectSource};
 use prism_transport::{
     ArchivedHostEvent, ArchivedToNode, ArchivedToPeer, FrameDecoder, FromHost, FromLogs, HostEvent,
     HostHello, JobEvents, NodeUsage, PeerFrame, PeerLease, PullKey, PullStats, Purpose, Secret,
@@ -35,7 +35,6 @@ use crate::proto::host::{
 };
 use crate::proto::relay::{self, Route};
 use crate::store;
-use prism_transport::transfer::ObjectSource;
 
 /// Largest request a driver may send.
 const MAX_REQUEST: usize = 16 << 20;
