@@ -280,6 +280,13 @@ pub enum ToWorker {
         /// The task.
         task: TaskId,
     },
+    /// Cancel a task this worker handed over to the node ([`ToNode::HandOver`]) as its own.
+    CancelHanded {
+        /// The task.
+        task: TaskId,
+        /// Kill the worker running it.
+        force: bool,
+    },
     /// Hand these tasks back with [`ToNode::Bounced`] if they have not started (queued work
     /// moves to a node with room).
     Recall {

@@ -916,13 +916,14 @@ impl Worker {
                     self.known(id);
                 }
             }
-            ArchivedToWorker::Cancel { task } => {
+            ArchivedToWorker::CancelHanded { task, force } => {
                 let task = task.to_native();
                 if self.owned.handed(task) {
-                    // A task this worker handed to the node: cancelled as its own.
-                    self.cancel_owned(task, false);
-                    return Ok(());
+                    self.cancel_owned(task, *force);
                 }
+            }
+            ArchivedToWorker::Cancel { task } => {
+                let task = task.to_native();
                 let queued = self.queue.iter().position(|t| t.task == task);
                 if let Some(exec) = queued
                     .and_then(|pos| self.queue.remove(pos))

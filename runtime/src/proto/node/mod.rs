@@ -2150,8 +2150,8 @@ impl State {
             function: function.clone(),
         };
         if let Some(owner) = record.worker.filter(|w| self.handed_by(*w, task)) {
-            // Its owner runs it: it cancels it as its own (a task that started runs on).
-            return self.encode_to(owner, &ToWorker::Cancel { task });
+            // Its owner runs it: it cancels it as its own.
+            return self.encode_to(owner, &ToWorker::CancelHanded { task, force });
         }
         match self.owner.task_state(task) {
             Some(TaskState::Waiting) => {

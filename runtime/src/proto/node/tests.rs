@@ -480,8 +480,11 @@ fn a_handed_over_task_s_failure_is_final() {
 fn a_cancel_of_a_handed_over_task_goes_to_its_owner() {
     let mut h = Harness::new(1, 2.0);
     let (worker, id) = a_worker_hands_over_its_task(&mut h);
-    h.event(Event::Cancel { id, force: false });
-    let cancel = ToWorker::Cancel { task: id.task };
+    h.event(Event::Cancel { id, force: true });
+    let cancel = ToWorker::CancelHanded {
+        task: id.task,
+        force: true,
+    };
     assert!(h.sent.contains(&(worker, cancel)), "{:?}", h.sent);
     assert!(matches!(h.slot(id), Some(Slot::Pending)), "its end says");
 }

@@ -2237,7 +2237,11 @@ mod tests {
         w.submit(task, None);
         w.hand_over(&[id]);
         let _ = sent(&mut w);
-        receive(&mut w, &ToWorker::Cancel { task: id.task });
+        let cancel = ToWorker::CancelHanded {
+            task: id.task,
+            force: false,
+        };
+        receive(&mut w, &cancel);
         let failed = sent(&mut w).into_iter().any(|m| {
             matches!(&m, ToNode::Done { ended, .. }
                 if matches!(&ended[..], [e] if e.task == id.task
@@ -2245,6 +2249,19 @@ mod tests {
         });
         assert!(failed, "its end says it was cancelled");
         assert!(!w.owes_work());
+    }
+
+    #[test]
+    fn a_forced_cancel_of_a_handed_over_task_that_runs_kills_its_leased_worker() {
+        let (mut w, id, key) = one_leased(0);
+        w.hand_over(&[id]);
+        let _ = sent(&mut w);
+        let cancel = ToWorker::CancelHanded {
+            task: id.task,
+            force: true,
+        };
+        receive(&mut w, &cancel);
+        assert!(sent(&mut w).contains(&ToNode::KillLeased { key }));
     }
 
     #[test]
