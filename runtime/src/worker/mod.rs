@@ -118,9 +118,9 @@ impl WorkerClient {
     }
 
     pub(crate) fn submit(&self, spec: TaskSpec, failed: Option<TaskError>) {
-        let escaping = self.inner.lock().core.escaping(&spec);
-        self.promote(&escaping);
         let mut inner = self.inner.lock();
+        let escaping = inner.core.escaping(&spec);
+        inner.core.hand_over(&escaping);
         if inner.core.timed() {
             inner.core.set_now(monotonic_us());
         }
@@ -142,9 +142,7 @@ impl WorkerClient {
     /// to leave this process.
     pub(crate) fn promote(&self, ids: &[ObjectId]) {
         let mut inner = self.inner.lock();
-        let owned = inner.core.to_promote(ids);
-        if !owned.is_empty() {
-            inner.core.hand_over(&owned);
+        if inner.core.hand_over(ids) {
             self.wake_pump(&mut inner);
         }
     }
@@ -153,8 +151,11 @@ impl WorkerClient {
     /// in `nested`, which goes before the task's end is stored: the objects among them this
     /// worker owns go to the node now, and all are held here until the end is queued.
     fn returning(&self, task: TaskId, nested: &crate::value::Nested) {
-        self.promote(&nested.objects);
-        (self.inner.lock().core).hold_returned(task, &nested.objects, &nested.actors);
+        let mut inner = self.inner.lock();
+        inner.core.hand_over(&nested.objects);
+        inner
+            .core
+            .hold_returned(task, &nested.objects, &nested.actors);
     }
 
     /// Where this worker writes large values, from which size, and the store's capacity.
@@ -171,8 +172,9 @@ impl WorkerClient {
 
     pub(crate) fn put(&self, id: ObjectId, stored: ObjectBytes, nested: crate::value::Nested) {
         let crate::value::Nested { objects, actors } = nested;
-        self.promote(&objects);
-        self.inner.lock().core.put(id, stored, objects, actors);
+        let mut inner = self.inner.lock();
+        inner.core.hand_over(&objects);
+        inner.core.put(id, stored, objects, actors);
     }
 
     /// A reference read from a value (an argument, an object): counted locally; the node

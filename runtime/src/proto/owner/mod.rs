@@ -863,7 +863,8 @@ impl Owner {
         else {
             return false;
         };
-        lineage.runs_again > 0 && lineage.made_at > record.sent_at
+        // A task is sent only once its inputs were made: a later making is a rebuild.
+        lineage.made_at > record.sent_at
     }
 
     /// A rebuild of `task` charged to its `max_retries` followed a node's loss after all (see

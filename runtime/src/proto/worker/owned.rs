@@ -1372,8 +1372,9 @@ impl Worker {
     /// yet goes as a task running here ([`ToNode::HandOver`]), its end to follow when it
     /// comes (its values are held here till then). Ray keeps such objects with their owner
     /// and lends them (the borrower protocol); handed over, they outlive this worker, unless
-    /// it dies before their task ends (`OwnerDied`), and lose their lineage.
-    pub(crate) fn hand_over(&mut self, ids: &[ObjectId]) {
+    /// it dies before their task ends (`OwnerDied`), and lose their lineage. True when any
+    /// went.
+    pub(crate) fn hand_over(&mut self, ids: &[ObjectId]) -> bool {
         let mut known = Vec::new();
         let mut handed = Vec::new();
         for &id in ids {
@@ -1386,9 +1387,11 @@ impl Worker {
             }
         }
         self.promote(&known);
+        let any = !(known.is_empty() && handed.is_empty());
         if !handed.is_empty() {
             self.send(&ToNode::HandOver(handed));
         }
+        any
     }
 
     /// Books owned `task`, not ended yet, as handed to the node (see [`Worker::hand_over`]):
@@ -1703,12 +1706,17 @@ mod tests {
     pub(super) fn returned(task: TaskId, bytes: Vec<u8>) -> ToWorker {
         ToWorker::Returned {
             sent_us: 0,
-            ends: vec![TaskEnd {
-                task,
-                outcome: value_of(bytes),
-                times: None,
-                run: 0,
-            }],
+            ends: vec![untimed_end(task, value_of(bytes))],
+        }
+    }
+
+    /// `task`'s end with `outcome`, without run times or a run number.
+    pub(super) fn untimed_end(task: TaskId, outcome: Outcome) -> TaskEnd {
+        TaskEnd {
+            task,
+            outcome,
+            times: None,
+            run: 0,
         }
     }
 
@@ -2206,18 +2214,14 @@ mod tests {
         // The end comes: it goes to the node as the task's end, and the hold ends after it.
         receive(&mut w, &returned(id.task, vec![7]));
         let messages = sent(&mut w);
+        let outcome = Outcome::Returned {
+            values: vec![Value::Inline(vec![7])],
+            nested: vec![Vec::new()],
+            actors: vec![Vec::new()],
+        };
         let end = ToNode::Done {
             sent_us: 0,
-            ended: vec![TaskEnd {
-                task: id.task,
-                outcome: Outcome::Returned {
-                    values: vec![Value::Inline(vec![7])],
-                    nested: vec![Vec::new()],
-                    actors: vec![Vec::new()],
-                },
-                times: None,
-                run: 0,
-            }],
+            ended: vec![untimed_end(id.task, outcome)],
         };
         let at = |m: &ToNode| messages.iter().position(|x| x == m);
         let (done, released) = (at(&end), at(&ToNode::Release(vec![id])));
@@ -2276,22 +2280,12 @@ mod tests {
         };
         let ended = ToWorker::Returned {
             sent_us: 0,
-            ends: vec![TaskEnd {
-                task: id.task,
-                outcome: Outcome::Failed(error.clone()),
-                times: None,
-                run: 0,
-            }],
+            ends: vec![untimed_end(id.task, Outcome::Failed(error.clone()))],
         };
         receive(&mut w, &ended);
         let failed = ToNode::Done {
             sent_us: 0,
-            ended: vec![TaskEnd {
-                task: id.task,
-                outcome: Outcome::Failed(error),
-                times: None,
-                run: 0,
-            }],
+            ended: vec![untimed_end(id.task, Outcome::Failed(error))],
         };
         assert!(sent(&mut w).contains(&failed));
     }
