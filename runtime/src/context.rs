@@ -175,16 +175,6 @@ impl Context {
         }
     }
 
-    pub(crate) fn kill_actor(&self, id: ActorId) -> Result<()> {
-        match self {
-            Context::Driver(core) => {
-                core.kill_actor(id);
-                Ok(())
-            }
-            Context::Worker(client) => client.kill_actor(id),
-        }
-    }
-
     pub(crate) fn function_of(&self, id: ObjectId) -> Option<Arc<str>> {
         match self {
             Context::Driver(core) => core.function_of(id),

@@ -123,6 +123,16 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Another job's actor could not be killed (its job is gone, or did not answer).
+    #[error("cannot kill actor {actor} of job {job}: {reason}")]
+    ActorNotKilled {
+        /// The actor's job.
+        job: String,
+        /// The actor, as its job numbers it.
+        actor: String,
+        /// Why.
+        reason: String,
+    },
     /// The object is unknown to its owner (freed long ago, or never made by this cluster).
     #[error("object {0} is unknown to its owner (freed long ago, or from another cluster)")]
     UnknownObject(String),
@@ -196,6 +206,11 @@ impl Error {
             Refusal::NoSuchActor { name, namespace } => Error::ActorNotFound { name, namespace },
             Refusal::GroupGone(reason) => Error::InvalidArgument(reason),
             Refusal::Detached { class, reason } => Error::DetachedActor { class, reason },
+            Refusal::NotKilled { job, actor, reason } => Error::ActorNotKilled {
+                job,
+                actor: actor.to_string(),
+                reason,
+            },
         }
     }
 

@@ -350,6 +350,113 @@ fn names_are_unique_across_the_jobs_of_a_namespace(addr: &str, token: &str) -> R
     )
 }
 
+/// Finds the actor named `name` in namespace `svc` (another job's) and kills it: how it
+/// went.
+#[remote]
+fn kill_in_svc(name: String) -> Result<(), String> {
+    let tally = prism::get_actor_in::<Tally>(&name, "svc").map_err(|e| e.to_string())?;
+    prism::kill(&tally).map_err(|e| e.to_string())
+}
+
+/// The environment variable that makes this test's binary a job that kills another job's
+/// actors (see [`be_a_killing_job`]): the name of the first.
+const KILLING_JOB: &str = "PRISM_TEST_KILLING_JOB";
+
+/// Run as another job on the cluster (by
+/// [`another_job_or_the_command_line_kills_a_job_s_actor`]): a task of it kills the actor
+/// named `$KILLING_JOB` in namespace `svc`, its driver the one named `$KILLING_JOB-2`; prints
+/// how each went.
+fn be_a_killing_job() {
+    let Ok(name) = std::env::var(KILLING_JOB) else {
+        return;
+    };
+    prism::init().expect("the killing job joins the cluster");
+    let by_task = kill_in_svc::remote(name.clone()).get_blocking();
+    let by_task = by_task.map_err(|e| e.to_string()).and_then(|killed| killed);
+    println!("by a task: {by_task:?}");
+    let by_driver = prism::get_actor_in::<Tally>(&format!("{name}-2"), "svc")
+        .and_then(|tally| prism::kill(&tally))
+        .map_err(|e| e.to_string());
+    println!("by the driver: {by_driver:?}");
+    prism::shutdown();
+    std::process::exit(0);
+}
+
+/// Calls to `tally` fail with its death within 10 s and still do after (it was not
+/// restarted, though its options allow restarts).
+fn stays_dead(tally: &prism::ActorHandle<Tally>, what: &str) -> Result<(), Failed> {
+    let start = std::time::Instant::now();
+    loop {
+        match tally.add(1).get_blocking() {
+            Err(e) if e.is_actor_died() => break,
+            Err(e) => return Err(format!("{what}: its call failed otherwise: {e}").into()),
+            Ok(_) if start.elapsed() > std::time::Duration::from_secs(10) => {
+                return Err(format!("{what}: it still answers").into());
+            }
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    match tally.add(1).get_blocking() {
+        Err(e) if e.is_actor_died() => Ok(()),
+        other => Err(format!("{what}: a call after its death: {other:?}").into()),
+    }
+}
+
+fn another_job_or_the_command_line_kills_a_job_s_actor(
+    addr: &str,
+    token: &str,
+    head_dir: &std::path::Path,
+) -> Result<(), Failed> {
+    // Each may restart after a crash: a kill must not restart it.
+    let make = |name: &str| {
+        Tally::options()
+            .name(name)
+            .namespace("svc")
+            .max_restarts(5)
+            .try_remote(0)
+    };
+    let (by_task, by_driver, by_cli) = (make("prey")?, make("prey-2")?, make("prey-cli")?);
+    for tally in [&by_task, &by_driver, &by_cli] {
+        ensure(tally.add(1).get_blocking()? == 1, "each actor answers")?;
+    }
+    let (mut other, lines) = another_job(KILLING_JOB, "prey", addr, token)?;
+    let said = lines.collect::<Result<Vec<String>, _>>()?;
+    let status = other.wait()?;
+    ensure(
+        status.success(),
+        format!("the killing job ended well: {said:?}"),
+    )?;
+    ensure(
+        said.iter().any(|l| l == "by a task: Ok(())"),
+        format!("a task of the other job killed the actor: {said:?}"),
+    )?;
+    ensure(
+        said.iter().any(|l| l == "by the driver: Ok(())"),
+        format!("the other job's driver killed the actor: {said:?}"),
+    )?;
+    stays_dead(&by_task, "killed by another job's task")?;
+    stays_dead(&by_driver, "killed by another job's driver")?;
+    let out = cli(head_dir, &["kill", "prey-cli", "--namespace", "svc"])?;
+    ensure(
+        out.contains("Killed actor \"prey-cli\""),
+        format!("prism kill says it killed the actor: {out}"),
+    )?;
+    stays_dead(&by_cli, "killed with prism kill")?;
+    // A name no actor holds (a killed actor's is released): the command says so.
+    let start = std::time::Instant::now();
+    let out = loop {
+        let out = cli(head_dir, &["kill", "prey", "--namespace", "svc"])?;
+        if !out.contains("Killed") || start.elapsed() > std::time::Duration::from_secs(10) {
+            break out;
+        }
+    };
+    ensure(
+        out.contains("no actor is named \"prey\" in namespace \"svc\""),
+        format!("prism kill of a name no actor holds: {out}"),
+    )
+}
+
 /// Makes the detached actor named `name` in namespace `svc` (the Tally, from 50) and adds 5
 /// to it: its count, or why not.
 #[remote]
@@ -1062,6 +1169,7 @@ fn main() {
     be_a_second_job();
     be_a_naming_job();
     be_a_detaching_job();
+    be_a_killing_job();
     let (head, addr, token) = common::cluster::head("jobs-head", "2");
     let alpha = Host::new("jobs-alpha");
     let alpha_said = alpha.join(
@@ -1153,6 +1261,11 @@ fn main() {
     trials.push(Trial::test(
         "names_are_unique_across_the_jobs_of_a_namespace",
         move || names_are_unique_across_the_jobs_of_a_namespace(&at, &key),
+    ));
+    let (at, key, head_dir) = (addr.clone(), token.clone(), head.dir.clone());
+    trials.push(Trial::test(
+        "another_job_or_the_command_line_kills_a_job_s_actor",
+        move || another_job_or_the_command_line_kills_a_job_s_actor(&at, &key, &head_dir),
     ));
     let (at, key) = (addr.clone(), token.clone());
     trials.push(Trial::test(

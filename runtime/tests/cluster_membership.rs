@@ -719,6 +719,29 @@ fn the_head_keeps_jobs_actors_and_groups_across_its_restart(
         format!("the restarted head counts {name}'s tasks: {counted}"),
     )?;
 
+    // This job takes the restarted head's orders: `prism kill` of a named actor of it made
+    // since (the resident died with the head's node).
+    let named = listed(cluster, "actors", &["--filter", "name=resident"]);
+    let namespace = (named.first())
+        .and_then(|actor| actor["namespace"].as_str())
+        .ok_or(format!("the resident's namespace is listed: {named:?}"))?
+        .to_string();
+    let since = Keeper::options()
+        .name("since")
+        .resources("b", 0.01)
+        .remote(3);
+    ensure(since.kept().get_blocking()? == 3, "the new actor answers")?;
+    let out = (cluster.head).prism(&["kill", "since", "--namespace", &namespace]);
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    ensure(
+        out.status.success() && said.contains("Killed actor"),
+        format!("prism kill after the head's restart: {said}"),
+    )?;
+    ensure(
+        eventually(10, || since.kept().get_blocking().is_err()),
+        "the actor killed with prism kill answers no more",
+    )?;
     // This job's changes reach the restarted head.
     prism::kill(&resident)?;
     let mut last = None;

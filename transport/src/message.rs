@@ -47,10 +47,13 @@ use crate::frame::Message;
 /// [`Refusal::NameUnanswered`]); other jobs' actors are found at the head and called directly
 /// ([`ToControl::FindName`], [`ToControl::WatchActor`], [`ToWorker::ActorAt`]'s `foreign`);
 /// 34: detached actors, made and killed through the head ([`ActorConfig::detached`],
-/// [`ToControl::CreateDetached`], [`ToControl::KillDetached`], [`DetachedOrder`]); 35: a
+/// [`ToControl::CreateDetached`], [`ToControl::KillActor`], [`HeadOrder`]); 35: a
 /// worker hands an owned task whose result is not known yet to the node instead of waiting
-/// for it ([`ToNode::HandOver`]; its end follows as a [`ToNode::Done`]; `OwnerDied`).
-pub const PROTOCOL_VERSION: u32 = 35;
+/// for it ([`ToNode::HandOver`]; its end follows as a [`ToNode::Done`]; `OwnerDied`); 36:
+/// any job's actor killed through the head, by its driver on the head's order
+/// ([`ToControl::KillActor`], formerly `KillDetached`; [`ToControl::KillNamed`],
+/// [`ToControl::TakeOrders`], [`ToNode::KillForeign`], [`Refusal::NotKilled`]).
+pub const PROTOCOL_VERSION: u32 = 36;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -585,6 +588,15 @@ pub enum ToNode {
     },
     /// Kill this actor's process; it is not restarted.
     KillActor(ActorId),
+    /// Kill another job's actor (this job's alias for it) through the head, which has its
+    /// driver kill it: answered in object `answer` ([`Answer::Ready`] once killed, else
+    /// [`Answer::Refused`] with [`Refusal::NotKilled`]).
+    KillForeign {
+        /// The alias.
+        actor: ActorId,
+        /// The object to answer in.
+        answer: ObjectId,
+    },
     /// Make a placement group: its number is answered in object `answer` ([`Answer::Group`]).
     CreateGroup {
         /// Each bundle's resources.
@@ -764,7 +776,7 @@ pub enum Answer {
     },
     /// The placement group made: its number.
     Group(u64),
-    /// The placement group is reserved.
+    /// Done: the placement group is reserved, the actor killed.
     Ready,
     /// The request failed.
     Refused(Refusal),
@@ -804,6 +816,15 @@ pub enum Refusal {
     Detached {
         /// Its class.
         class: String,
+        /// Why.
+        reason: String,
+    },
+    /// Another job's actor could not be killed.
+    NotKilled {
+        /// The actor's job.
+        job: String,
+        /// The actor, as its job numbers it.
+        actor: ActorId,
         /// Why.
         reason: String,
     },
@@ -1504,23 +1525,38 @@ pub enum ToControl {
     /// and answers [`FromControl::Found`] with that job and the actor's id, or
     /// [`FromControl::NameHeld`], or [`FromControl::Error`].
     CreateDetached(Box<DetachedCreation>),
-    /// Kill detached actor `actor` of job `job` (a job the head hosts): [`FromControl::Ack`]
-    /// once its job was told, else [`FromControl::Error`].
-    KillDetached {
-        /// The detached actors' job.
+    /// Kill actor `actor` of job `job` (any running job's; Ray's `ray.kill` of a handle
+    /// found by name): the head orders the job's driver to ([`HeadOrder::Kill`], on its
+    /// [`ToControl::TakeOrders`] or [`ToControl::HostDetached`] stream), and answers
+    /// [`FromControl::Ack`] once the driver killed it (it is not restarted), else
+    /// [`FromControl::Error`] saying why not.
+    KillActor {
+        /// The actor's job.
         job: String,
         /// The actor, as its job numbers it.
         actor: ActorId,
     },
+    /// Kill the actor named `name` in `namespace` (`prism kill`): as [`ToControl::KillActor`]
+    /// of the actor that holds the name; [`FromControl::NotFound`] when none does.
+    KillNamed {
+        /// The namespace.
+        namespace: String,
+        /// The name.
+        name: String,
+    },
     /// The driver of the job that hosts binary `binary`'s detached actors (its hello names
     /// that job) takes the head's orders on this stream: [`FromControl::Order`]s (and a
     /// [`FromControl::Ack`] each second while there is none), each but
-    /// [`DetachedOrder::Stop`] answered by a [`DetachedReply`] on the stream's other half.
+    /// [`HeadOrder::Stop`] answered by a [`OrderReply`] on the stream's other half.
     /// A host whose stream ended (the head restarted) opens it again.
     HostDetached {
         /// The SHA-256 of the binary it runs.
         binary: [u8; 32],
     },
+    /// A job's driver (its hello names the job) takes the head's orders to it on this
+    /// stream, as a host of detached actors does ([`ToControl::HostDetached`]): today
+    /// [`HeadOrder::Kill`] of one of its actors, which another job or `prism kill` asked for.
+    TakeOrders,
 }
 
 /// A detached actor to make ([`ToControl::CreateDetached`]).
@@ -1538,11 +1574,12 @@ pub struct DetachedCreation {
     pub setup: ActorConfig,
 }
 
-/// What the head tells the process that hosts a binary's detached actors: the start on the
-/// process's input (only the two hold it), the rest on its stream
-/// ([`ToControl::HostDetached`]), each answered with a [`DetachedReply`] of its number.
+/// What the head tells a job's driver on its stream of orders ([`ToControl::TakeOrders`]; a
+/// host of a binary's detached actors: [`ToControl::HostDetached`], and the start on the
+/// process's input, which only the two hold), each answered with an [`OrderReply`] of its
+/// number.
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub enum DetachedOrder {
+pub enum HeadOrder {
     /// The first frame, on the process's input: join the cluster at `head` with `token` as
     /// job `job`, then take orders ([`ToControl::HostDetached`]).
     Start {
@@ -1553,7 +1590,7 @@ pub enum DetachedOrder {
         /// The job's name.
         job: String,
     },
-    /// Make an actor ([`DetachedOutcome::Created`]).
+    /// Make an actor ([`OrderOutcome::Created`]).
     Create {
         /// The order's number.
         order: u64,
@@ -1562,7 +1599,7 @@ pub enum DetachedOrder {
         /// The actor's class, name and restart policy.
         setup: ActorConfig,
     },
-    /// Kill an actor ([`DetachedOutcome::Killed`]).
+    /// Kill an actor of the job ([`OrderOutcome::Killed`]: it is not restarted).
     Kill {
         /// The order's number.
         order: u64,
@@ -1574,18 +1611,18 @@ pub enum DetachedOrder {
     Stop,
 }
 
-/// The answer to a [`DetachedOrder`].
+/// The answer to a [`HeadOrder`].
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub struct DetachedReply {
+pub struct OrderReply {
     /// The order's number.
     pub order: u64,
     /// How it went.
-    pub outcome: DetachedOutcome,
+    pub outcome: OrderOutcome,
 }
 
-/// How a [`DetachedOrder`] went.
+/// How a [`HeadOrder`] went.
 #[derive(Debug, Clone, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub enum DetachedOutcome {
+pub enum OrderOutcome {
     /// The actor was made (its name claimed): its id.
     Created(ActorId),
     /// The actor was told to die.
@@ -1596,12 +1633,12 @@ pub enum DetachedOutcome {
     Failed(String),
 }
 
-impl Message for DetachedOrder {
-    const NAME: &'static str = "DetachedOrder";
+impl Message for HeadOrder {
+    const NAME: &'static str = "HeadOrder";
 }
 
-impl Message for DetachedReply {
-    const NAME: &'static str = "DetachedReply";
+impl Message for OrderReply {
+    const NAME: &'static str = "OrderReply";
 }
 
 /// Tasks of one shape that wait for resources.
@@ -1665,8 +1702,8 @@ pub enum FromControl {
     /// An actor watched with [`ToControl::WatchActor`], as the directory has it now (none:
     /// not listed yet; its job's end or its death is a status that says dead).
     ActorChanged(Option<crate::ActorStatus>),
-    /// An order to the host of detached actors ([`ToControl::HostDetached`]).
-    Order(DetachedOrder),
+    /// An order to a job's driver ([`ToControl::TakeOrders`], [`ToControl::HostDetached`]).
+    Order(HeadOrder),
     /// The request failed, and why.
     Error(String),
 }

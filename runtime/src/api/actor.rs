@@ -470,9 +470,19 @@ fn lookup<A: Actor>(name: &str, namespace: Option<&str>) -> Result<ActorHandle<A
 }
 
 /// Kills the actor's process now: calls in flight and queued fail with `ActorDied`, and it is
-/// not restarted.
+/// not restarted. Another job's actor (found by name) is killed by its own job's driver, on
+/// the cluster's head's order, before this returns: an error says why it was not.
 pub fn kill<A: Actor>(handle: &ActorHandle<A>) -> Result<()> {
-    context::current()?.kill_actor(handle.id())
+    match context::current()? {
+        Context::Driver(core) => match core.kill_actor(handle.id()) {
+            None => Ok(()),
+            Some(kill) => {
+                let killed = std::future::poll_fn(|cx| core.poll_kill(kill, cx.waker()));
+                super::spin::block_on(killed)
+            }
+        },
+        Context::Worker(client) => client.kill_actor(handle.id()),
+    }
 }
 
 /// Declares the creation option builder on a generated type holding `opts: ActorOptions`.

@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prism_graph::{ActorId, TaskKind, TaskSpec};
-use prism_transport::{
-    ActorConfig, DetachedOrder, DetachedOutcome, DetachedReply, FrameReader, Refusal,
-};
+use prism_transport::{ActorConfig, FrameReader, HeadOrder, OrderOutcome, OrderReply, Refusal};
 
 use crate::Error;
 use crate::config::Config;
@@ -75,7 +73,7 @@ fn serve() -> Result<(), HostError> {
         Ok(None) => return Err(HostError::Start("the input ended".to_string())),
         Err(e) => return Err(HostError::Start(e.to_string())),
     };
-    let DetachedOrder::Start { head, token, job } = start else {
+    let HeadOrder::Start { head, token, job } = start else {
         return Err(HostError::Start(format!("the first order was {start:?}")));
     };
     let config = Config {
@@ -112,18 +110,15 @@ fn serve() -> Result<(), HostError> {
 async fn obey(core: &Arc<Core>, orders: &mut Orders) -> Option<String> {
     loop {
         let (order, outcome) = match orders.next().await {
-            Ok(DetachedOrder::Create { order, spec, setup }) => {
+            Ok(HeadOrder::Create { order, spec, setup }) => {
                 (order, create(core, *spec, setup).await)
             }
-            Ok(DetachedOrder::Kill { order, actor }) => {
-                core.kill_actor(actor);
-                (order, DetachedOutcome::Killed)
-            }
-            Ok(DetachedOrder::Stop) => return None,
-            Ok(DetachedOrder::Start { .. }) => continue,
+            Ok(HeadOrder::Kill { order, actor }) => (order, core.kill_ordered(actor)),
+            Ok(HeadOrder::Stop) => return None,
+            Ok(HeadOrder::Start { .. }) => continue,
             Err(why) => return Some(why),
         };
-        if let Err(why) = orders.reply(&DetachedReply { order, outcome }).await {
+        if let Err(why) = orders.reply(&OrderReply { order, outcome }).await {
             return Some(why);
         }
     }
@@ -131,12 +126,12 @@ async fn obey(core: &Arc<Core>, orders: &mut Orders) -> Option<String> {
 
 /// Makes the detached actor of creation `spec` (its task renumbered in this job: the
 /// creator's ids are its own) and waits for its name's claim; no handle is kept.
-async fn create(core: &Arc<Core>, mut spec: TaskSpec, setup: ActorConfig) -> DetachedOutcome {
+async fn create(core: &Arc<Core>, mut spec: TaskSpec, setup: ActorConfig) -> OrderOutcome {
     let TaskKind::ActorCreation {
         max_concurrency, ..
     } = spec.kind
     else {
-        return DetachedOutcome::Failed(format!("{} is not an actor's creation", spec.function));
+        return OrderOutcome::Failed(format!("{} is not an actor's creation", spec.function));
     };
     let task_id = core.next_task_id();
     spec.task_id = task_id;
@@ -159,22 +154,22 @@ async fn create(core: &Arc<Core>, mut spec: TaskSpec, setup: ActorConfig) -> Det
         Ok(actor) => {
             // Detached: it lives without handles, until it is killed.
             core.actor_release(actor);
-            DetachedOutcome::Created(actor)
+            OrderOutcome::Created(actor)
         }
         Err(Error::ActorNameTaken {
             name,
             namespace,
             holder,
-        }) => DetachedOutcome::Refused(Refusal::NameTaken {
+        }) => OrderOutcome::Refused(Refusal::NameTaken {
             name,
             namespace,
             holder,
         }),
-        Err(e) => DetachedOutcome::Failed(e.to_string()),
+        Err(e) => OrderOutcome::Failed(e.to_string()),
     }
 }
 
-fn decode(frame: &prism_transport::Frame) -> Result<DetachedOrder, String> {
-    let archived = frame.access::<DetachedOrder>().map_err(|e| e.to_string())?;
-    rkyv::deserialize::<DetachedOrder, rkyv::rancor::Error>(archived).map_err(|e| e.to_string())
+fn decode(frame: &prism_transport::Frame) -> Result<HeadOrder, String> {
+    let archived = frame.access::<HeadOrder>().map_err(|e| e.to_string())?;
+    rkyv::deserialize::<HeadOrder, rkyv::rancor::Error>(archived).map_err(|e| e.to_string())
 }

@@ -5,7 +5,8 @@
 //! token to the session directory (`$PRISM_SESSION_DIR`, default `/tmp/prism/session_latest`).
 //! `prism start --address HOST:PORT --token T` joins a node daemon to it; `prism status` shows
 //! the nodes, their resources and health; `prism stop` stops the daemons this host started (a
-//! node drains first), `prism drain NODE` has a node of the cluster drain and stop. The
+//! node drains first), `prism drain NODE` has a node of the cluster drain and stop, `prism kill
+//! NAME --namespace NS` kills the actor of that name, whichever job made it. The
 //! daemons themselves are in [`crate::daemon`]: this module parses options and calls them.
 
 use std::collections::BTreeMap;
@@ -60,6 +61,9 @@ enum Command {
     Timeline(tasks::TimelineArgs),
     /// List or show the logs of this host's workers (what they wrote, labelled).
     Logs(logs::LogsArgs),
+    /// Kill the actor of a name, whichever job made it (Ray's `ray.kill`): its job's driver
+    /// kills it, and it is not restarted.
+    Kill(KillArgs),
     /// Run a daemon in the foreground (what `start` runs in the background).
     #[command(hide = true)]
     Daemon(StartArgs),
@@ -155,6 +159,74 @@ struct DrainArgs {
     client: ClientArgs,
 }
 
+#[derive(Debug, Clone, Args)]
+struct KillArgs {
+    /// The actor's name.
+    name: String,
+    /// The namespace of its name (`prism list actors` shows each actor's).
+    #[arg(long, env = "PRISM_NAMESPACE")]
+    namespace: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Why `prism kill` killed nothing.
+#[derive(Debug, thiserror::Error)]
+enum KillError {
+    /// The head could not be reached.
+    #[error("{0}")]
+    Connect(String),
+    /// The request or its answer was lost.
+    #[error("cannot ask the head: {0}")]
+    Ask(String),
+    /// No actor holds the name.
+    #[error("no actor is named {name:?} in namespace {namespace:?}")]
+    NotFound { name: String, namespace: String },
+    /// The head or the actor's job said why not.
+    #[error("cannot kill {name:?} (namespace {namespace:?}): {reason}")]
+    Refused {
+        name: String,
+        namespace: String,
+        reason: String,
+    },
+}
+
+/// Kills the actor of a name through the head, which orders its job's driver to.
+async fn kill(args: &KillArgs) -> Result<(), KillError> {
+    let CliLink {
+        endpoint,
+        connection,
+        ..
+    } = connect_cli(&args.client, "kill")
+        .await
+        .map_err(KillError::Connect)?;
+    let (name, namespace) = (args.name.clone(), args.namespace.clone());
+    let request = ToControl::KillNamed {
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
+    let answer = ask(&connection, &request).await;
+    connection.close(quic::codes::DONE, b"kill done");
+    endpoint.wait_idle().await;
+    match answer.map_err(|e| KillError::Ask(e.to_string()))? {
+        FromControl::Ack => {
+            println!("Killed actor {name:?} (namespace {namespace:?}).");
+            Ok(())
+        }
+        FromControl::NotFound => Err(KillError::NotFound { name, namespace }),
+        FromControl::Error(reason) => Err(KillError::Refused {
+            name,
+            namespace,
+            reason,
+        }),
+        other => Err(KillError::Refused {
+            name,
+            namespace,
+            reason: format!("the head answered {other:?}"),
+        }),
+    }
+}
+
 type Resources = BTreeMap<String, f64>;
 
 fn parse_resources(text: &str) -> Result<Resources, String> {
@@ -188,6 +260,9 @@ pub fn main() -> ExitCode {
         Command::Get(args) => runtime().and_then(|rt| rt.block_on(list::get(&args))),
         Command::Timeline(args) => runtime().and_then(|rt| rt.block_on(tasks::timeline(&args))),
         Command::Logs(args) => runtime().and_then(|rt| rt.block_on(logs::logs(&args))),
+        Command::Kill(args) => {
+            runtime().and_then(|rt| rt.block_on(kill(&args)).map_err(|e| e.to_string()))
+        }
         Command::Daemon(args) => {
             init_logging();
             runtime().and_then(|rt| rt.block_on(daemon(args.into())))

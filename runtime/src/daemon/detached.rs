@@ -15,21 +15,17 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use prism_graph::ActorId;
 use prism_transport::quic;
-use prism_transport::{
-    DetachedCreation, DetachedOrder, DetachedOutcome, DetachedReply, FrameDecoder, FromControl,
-    JobState, Refusal,
-};
-use tokio::sync::{Notify, oneshot};
+use prism_transport::{DetachedCreation, FromControl, HeadOrder, JobState, OrderOutcome, Refusal};
+use tokio::sync::Notify;
 
 use super::Control;
+use super::orders::{JobOrders, Link};
 use crate::node::host::Hosting;
 use crate::process::{self, ProcessHandle};
-use crate::proto::control::KEEPALIVE;
 use crate::proto::node::detached::detached_job;
 
 /// How long a new host may take to join the cluster and open its stream.
@@ -39,14 +35,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// before it starts another.
 const COME_BACK: Duration = Duration::from_secs(10);
 
-/// How long a host may take to answer an order (a creation waits for its name's claim).
-const ORDER_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How long a stopping head waits for its hosts to leave the cluster.
 const STOP_GRACE: Duration = Duration::from_secs(3);
-
-/// Largest frame a host may send.
-const MAX_REPLY: usize = 1 << 20;
 
 /// The hosts of detached actors, one per binary.
 pub(super) struct DetachedHosts {
@@ -56,6 +46,8 @@ pub(super) struct DetachedHosts {
     hosting: Arc<Hosting>,
     /// Where each host's output goes.
     dir: PathBuf,
+    /// Every job's stream of orders (a host's is one of them).
+    orders: Arc<JobOrders>,
     /// The hosts whose streams are open, by binary.
     links: parking_lot::Mutex<HashMap<[u8; 32], Arc<Link>>>,
     /// A host opened its stream (or a started one exited: its waiter thread says so).
@@ -66,30 +58,20 @@ pub(super) struct DetachedHosts {
     started: parking_lot::Mutex<Vec<Arc<ProcessHandle>>>,
 }
 
-/// A host's stream of orders.
-struct Link {
-    job: String,
-    send: tokio::sync::Mutex<quinn::SendStream>,
-    /// Orders sent and not answered, by number.
-    pending: parking_lot::Mutex<HashMap<u64, oneshot::Sender<DetachedOutcome>>>,
-    next: AtomicU64,
-    /// The stream is open.
-    alive: AtomicBool,
-    closed: Notify,
-}
-
 impl DetachedHosts {
     pub(super) fn new(
         head: SocketAddr,
         token: String,
         hosting: Arc<Hosting>,
         dir: PathBuf,
+        orders: Arc<JobOrders>,
     ) -> Self {
         DetachedHosts {
             head: head.to_string(),
             token,
             hosting,
             dir,
+            orders,
             links: parking_lot::Mutex::new(HashMap::new()),
             changed: Arc::new(Notify::new()),
             starting: tokio::sync::Mutex::new(()),
@@ -132,9 +114,9 @@ impl DetachedHosts {
         };
         let class = setup.class.clone();
         let spec = Box::new(spec);
-        let order = |order| DetachedOrder::Create { order, spec, setup };
+        let order = |order| HeadOrder::Create { order, spec, setup };
         match link.order(order).await {
-            Ok(DetachedOutcome::Created(actor)) => {
+            Ok(OrderOutcome::Created(actor)) => {
                 let status = control.with(|store| store.actor_status(&link.job, actor));
                 tracing::info!(job = link.job, actor = %actor, class, creator, "made a detached actor");
                 FromControl::Found {
@@ -144,37 +126,14 @@ impl DetachedHosts {
                     status,
                 }
             }
-            Ok(DetachedOutcome::Refused(Refusal::NameTaken { holder, .. })) => {
-                FromControl::NameHeld {
-                    job: holder.unwrap_or_else(|| link.job.clone()),
-                }
-            }
-            Ok(DetachedOutcome::Refused(refusal)) => {
+            Ok(OrderOutcome::Refused(Refusal::NameTaken { holder, .. })) => FromControl::NameHeld {
+                job: holder.unwrap_or_else(|| link.job.clone()),
+            },
+            Ok(OrderOutcome::Refused(refusal)) => {
                 FromControl::Error(crate::Error::from_refusal(refusal).to_string())
             }
-            Ok(DetachedOutcome::Failed(reason)) => FromControl::Error(reason),
+            Ok(OrderOutcome::Failed(reason)) => FromControl::Error(reason),
             Ok(other) => FromControl::Error(format!("the host answered {other:?}")),
-            Err(reason) => FromControl::Error(reason),
-        }
-    }
-
-    /// Kills detached actor `actor` of job `job`: the answer to a
-    /// [`prism_transport::ToControl::KillDetached`].
-    pub(super) async fn kill(&self, job: &str, actor: ActorId) -> FromControl {
-        let link = (self.links.lock().values())
-            .find(|link| link.job == job && link.alive.load(Ordering::SeqCst))
-            .cloned();
-        let Some(link) = link else {
-            return FromControl::Error(format!(
-                "job {job} hosts no detached actors here (only the head's detached jobs' actors are killed through it)"
-            ));
-        };
-        match link
-            .order(|order| DetachedOrder::Kill { order, actor })
-            .await
-        {
-            Ok(DetachedOutcome::Killed) => FromControl::Ack,
-            Ok(other) => FromControl::Error(format!("{job} answered {other:?}")),
             Err(reason) => FromControl::Error(reason),
         }
     }
@@ -187,7 +146,7 @@ impl DetachedHosts {
         job: String,
         binary: [u8; 32],
         mut send: quinn::SendStream,
-        mut recv: quinn::RecvStream,
+        recv: quinn::RecvStream,
         peer: SocketAddr,
     ) {
         if job != detached_job(&binary) {
@@ -199,43 +158,19 @@ impl DetachedHosts {
             let _ = quic::send_frame(&mut send, &refusal).await;
             return;
         }
-        let link = Arc::new(Link {
-            job,
-            send: tokio::sync::Mutex::new(send),
-            pending: parking_lot::Mutex::new(HashMap::new()),
-            next: AtomicU64::new(1),
-            alive: AtomicBool::new(true),
-            closed: Notify::new(),
-        });
+        let link = Link::new(job, send);
         if let Some(old) = self.links.lock().insert(binary, link.clone()) {
             old.close();
         }
+        self.orders.open(&link);
         tracing::info!(job = link.job, %peer, "a host of detached actors takes orders");
         self.changed.notify_waiters();
-        let keepalive = tokio::spawn(keep_alive(link.clone()));
-        // The host sends nothing before its first order: no frame of it was read with the
-        // request.
-        let mut decoder = FrameDecoder::new(MAX_REPLY);
-        let why = loop {
-            match quic::recv_frame(&mut recv, &mut decoder, peer).await {
-                Ok(Some(frame)) => match quic::decode::<DetachedReply>(&frame, peer) {
-                    Ok(reply) => {
-                        if let Some(waiter) = link.pending.lock().remove(&reply.order) {
-                            let _ = waiter.send(reply.outcome);
-                        }
-                    }
-                    Err(e) => break format!("it sent a malformed answer: {e}"),
-                },
-                Ok(None) => break "it ended its stream".to_string(),
-                Err(e) => break e.to_string(),
-            }
-        };
-        keepalive.abort();
+        let why = link.serve(recv, peer).await;
         tracing::info!(
             job = link.job,
             "a host of detached actors takes no more orders: {why}"
         );
-        link.close();
+        self.orders.closed(&link);
         let mut links = self.links.lock();
         if links.get(&binary).is_some_and(|l| Arc::ptr_eq(l, &link)) {
             links.remove(&binary);
@@ -247,15 +182,11 @@ impl DetachedHosts {
     pub(super) async fn stop_all(&self) {
         let links: Vec<Arc<Link>> = self.links.lock().values().cloned().collect();
         for link in &links {
-            let mut send = link.send.lock().await;
-            let _ = quic::send_frame(&mut send, &FromControl::Order(DetachedOrder::Stop)).await;
+            let _ = link.tell(&FromControl::Order(HeadOrder::Stop)).await;
         }
         let deadline = tokio::time::Instant::now() + STOP_GRACE;
         for link in &links {
-            let closed = link.closed.notified();
-            if link.alive.load(Ordering::SeqCst) {
-                let _ = tokio::time::timeout_at(deadline, closed).await;
-            }
+            let _ = tokio::time::timeout_at(deadline, link.closed()).await;
         }
         let started = std::mem::take(&mut *self.started.lock());
         for process in started {
@@ -313,7 +244,7 @@ impl DetachedHosts {
 
     fn open(&self, binary: &[u8; 32]) -> Option<Arc<Link>> {
         (self.links.lock().get(binary))
-            .filter(|link| link.alive.load(Ordering::SeqCst))
+            .filter(|link| link.alive())
             .cloned()
     }
 
@@ -369,7 +300,7 @@ impl DetachedHosts {
             }
         };
         // Its first frame, on its input: where to join, with what, as whom.
-        let start = DetachedOrder::Start {
+        let start = HeadOrder::Start {
             head: self.head.clone(),
             token: self.token.clone(),
             job: job.to_string(),
@@ -403,61 +334,5 @@ impl DetachedHosts {
             })
             .map_err(|e| format!("cannot start a waiter thread: {e}"))?;
         Ok(exited)
-    }
-}
-
-/// Tells the host the head is there while no order comes (its stream counts a silent head
-/// gone).
-async fn keep_alive(link: Arc<Link>) {
-    let mut tick = tokio::time::interval(KEEPALIVE);
-    loop {
-        tick.tick().await;
-        let mut send = link.send.lock().await;
-        if quic::send_frame(&mut send, &FromControl::Ack)
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
-impl Link {
-    /// Its stream ended: every order waiting fails.
-    fn close(&self) {
-        self.alive.store(false, Ordering::SeqCst);
-        self.pending.lock().clear();
-        self.closed.notify_waiters();
-    }
-
-    /// Sends the order `make` numbers and waits for its answer.
-    async fn order(
-        &self,
-        make: impl FnOnce(u64) -> DetachedOrder,
-    ) -> Result<DetachedOutcome, String> {
-        let number = self.next.fetch_add(1, Ordering::SeqCst);
-        let (tell, answer) = oneshot::channel();
-        self.pending.lock().insert(number, tell);
-        let gone = || format!("the host of detached actors ({}) is gone", self.job);
-        let order = FromControl::Order(make(number));
-        if quic::send_frame(&mut *self.send.lock().await, &order)
-            .await
-            .is_err()
-        {
-            self.pending.lock().remove(&number);
-            return Err(gone());
-        }
-        match tokio::time::timeout(ORDER_TIMEOUT, answer).await {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(_)) => Err(gone()),
-            Err(_) => {
-                self.pending.lock().remove(&number);
-                Err(format!(
-                    "the host of detached actors ({}) did not answer within {} s",
-                    self.job,
-                    ORDER_TIMEOUT.as_secs()
-                ))
-            }
-        }
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod detached;
+mod orders;
 
 use prism_transport::quic::{self, Accepted, QuicError};
 use prism_transport::tls::{ClusterAuthority, Identity, JoinToken};
@@ -491,11 +492,13 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
         quinn::Endpoint::clone(&endpoint),
     );
     slot.lock().hosting = Some(hosting.clone());
+    let orders = Arc::new(orders::JobOrders::default());
     let detached = Arc::new(detached::DetachedHosts::new(
         addr,
         token.to_string(),
         hosting.clone(),
         dir.to_path_buf(),
+        orders.clone(),
     ));
     slot.lock().detached = Some(detached.clone());
     // The head's own node beats, and reports its workers' task events, in-process.
@@ -555,6 +558,7 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
     while let Some(accepted) = quic::accept(&endpoint).await {
         let (ca, token, control) = (ca.clone(), token.clone(), control.clone());
         let (hosting, name, detached) = (hosting.clone(), name.clone(), detached.clone());
+        let orders = orders.clone();
         tokio::spawn(async move {
             match accepted {
                 Accepted::Joiner(connection) => {
@@ -566,7 +570,12 @@ async fn head(args: DaemonOptions, dir: &Path, slot: &StopSlot) -> Result<(), St
                     let peer = connection.remote_address();
                     match quic::welcome(&connection, &name, None).await {
                         Ok(hello) if hello.purpose == Purpose::Control => {
-                            serve_member(connection, hello, control, detached).await;
+                            let head = Head {
+                                control,
+                                detached,
+                                orders,
+                            };
+                            serve_member(connection, hello, head).await;
                         }
                         Ok(hello) => hosting.serve(connection, hello).await,
                         Err(e) => tracing::warn!(%peer, "refused a member: {e}"),
@@ -602,18 +611,25 @@ async fn serve_node_endpoint(endpoint: quic::Server, name: String, hosting: Arc<
     }
 }
 
+/// What the head serves its members' control requests from.
+struct Head {
+    control: Arc<Control>,
+    detached: Arc<detached::DetachedHosts>,
+    orders: Arc<orders::JobOrders>,
+}
+
 /// The largest control request the head reads (a driver's report of its task events is
 /// the largest: see [`crate::proto::events::REPORT_MAX_BYTES`]).
 const MAX_CONTROL_REQUEST: usize = 16 << 20;
 
 /// Answers a member's control requests, one per stream, until it goes; a subscription
 /// ([`ToControl::Watch`]) keeps its stream and is served on its own.
-async fn serve_member(
-    connection: quinn::Connection,
-    hello: HostHello,
-    control: Arc<Control>,
-    detached: Arc<detached::DetachedHosts>,
-) {
+async fn serve_member(connection: quinn::Connection, hello: HostHello, head: Head) {
+    let Head {
+        control,
+        detached,
+        orders,
+    } = head;
     let peer = connection.remote_address();
     while let Ok((mut send, mut recv)) = connection.accept_bi().await {
         let request =
@@ -666,7 +682,20 @@ async fn serve_member(
                 });
                 continue;
             }
-            ToControl::KillDetached { job, actor } => detached.kill(&job, actor).await,
+            ToControl::KillActor { job, actor } => orders.kill(&job, actor).await,
+            ToControl::KillNamed { namespace, name } => {
+                let found =
+                    control.with(|store| store.find_name(&namespace, &name, Instant::now()));
+                match found {
+                    FromControl::Found { job, actor, .. } => orders.kill(&job, actor).await,
+                    other => other,
+                }
+            }
+            ToControl::TakeOrders => {
+                let (orders, job) = (orders.clone(), hello.name.clone());
+                tokio::spawn(async move { orders.serve(job, send, recv, peer).await });
+                continue;
+            }
             ToControl::HostDetached { binary } => {
                 let (detached, job) = (detached.clone(), hello.name.clone());
                 tokio::spawn(async move { detached.serve(job, binary, send, recv, peer).await });

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use prism_graph::{ActorId, Resources, TaskSpec};
 use prism_transport::quic::{self, Accepted};
 use prism_transport::transfer;
-use prism_transport::{ActorConfig, DetachedCreation, DetachedOrder, DetachedReply, Refusal};
+use prism_transport::{
+    ActorConfig, DetachedCreation, HeadOrder, OrderOutcome, OrderReply, Refusal,
+};
 use prism_transport::{ActorStatus, GroupStatus, JobInfo, JobUpdate};
 use prism_transport::{ArchivedHostEvent, FromHost, HostEvent, HostHello, Purpose, ToControl};
 use prism_transport::{
@@ -30,7 +32,7 @@ use prism_transport::{
 use super::Core;
 use super::object_manager::{Peers, StoreSource, map_file};
 use crate::config::Config;
-use crate::proto::control::{self, HEAD_ANSWER, Members};
+use crate::proto::control::{self, HEAD_ANSWER, Members, ORDER_ANSWER};
 use crate::proto::directory::Publisher;
 use crate::proto::lease;
 use crate::proto::node::foreign::Found;
@@ -704,20 +706,25 @@ impl Joined {
         Ok(Orders(self.subscribe(&request).await?))
     }
 
-    /// Has the head kill job `job`'s detached actor `actor` ([`ToControl::KillDetached`]).
-    pub(crate) async fn kill_detached(&self, job: &str, actor: ActorId) {
-        let kill = ToControl::KillDetached {
+    /// Has the head kill job `job`'s actor `actor` ([`ToControl::KillActor`]): its driver
+    /// kills it, or the head says why not.
+    pub(crate) async fn kill_foreign(
+        &self,
+        job: &str,
+        actor: ActorId,
+    ) -> std::result::Result<(), String> {
+        let kill = ToControl::KillActor {
             job: job.to_string(),
             actor,
         };
-        match self.ask_head(&kill).await {
-            Ok(FromControl::Ack) => {}
-            Ok(other) => {
-                tracing::warn!(actor = %actor, job, "the head did not kill the detached actor: {other:?}")
-            }
-            Err(e) => {
-                tracing::warn!(actor = %actor, job, "cannot ask the head to kill the detached actor: {e}")
-            }
+        match self
+            .ask_head_within(&kill, ORDER_ANSWER + HEAD_ANSWER)
+            .await
+        {
+            Ok(FromControl::Ack) => Ok(()),
+            Ok(FromControl::Error(reason)) => Err(reason),
+            Ok(other) => Err(format!("the head answered {other:?}")),
+            Err(e) => Err(format!("cannot ask the head: {e}")),
         }
     }
 
@@ -947,6 +954,26 @@ impl Joined {
                 tracing::debug!(
                     "the node table's subscription ended ({reason}): subscribing again"
                 );
+                tokio::time::sleep(RESUBSCRIBE).await;
+            }
+        });
+    }
+
+    /// Takes the head's orders to this job ([`ToControl::TakeOrders`]) for the core while it
+    /// runs: a kill of one of its actors that another job or `prism kill` asked for. A
+    /// stream that ends (the head restarted) is opened again.
+    pub(crate) fn follow_orders(self: &Arc<Self>, core: Weak<Core>) {
+        let joined = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let why = match joined.subscribe(&ToControl::TakeOrders).await {
+                    Ok(stream) => obey(Orders(stream), &core).await,
+                    Err(why) => why,
+                };
+                if core.strong_count() == 0 {
+                    return;
+                }
+                tracing::debug!("the head's orders stopped ({why}): asking again");
                 tokio::time::sleep(RESUBSCRIBE).await;
             }
         });
@@ -1235,13 +1262,14 @@ struct HeadStream {
     decoder: prism_transport::FrameDecoder,
 }
 
-/// The head's orders to the host of its binary's detached actors, and its answers.
+/// The head's orders to this job's driver (a host of its binary's detached actors, or any
+/// job: [`ToControl::TakeOrders`]), and its answers.
 #[derive(Debug)]
 pub(crate) struct Orders(HeadStream);
 
 impl Orders {
     /// The head's next order (its keepalives skipped), or why none comes.
-    pub(crate) async fn next(&mut self) -> std::result::Result<DetachedOrder, String> {
+    pub(crate) async fn next(&mut self) -> std::result::Result<HeadOrder, String> {
         loop {
             match self.0.next().await? {
                 FromControl::Order(order) => return Ok(order),
@@ -1253,10 +1281,36 @@ impl Orders {
     }
 
     /// Answers an order.
-    pub(crate) async fn reply(&mut self, reply: &DetachedReply) -> std::result::Result<(), String> {
+    pub(crate) async fn reply(&mut self, reply: &OrderReply) -> std::result::Result<(), String> {
         quic::send_frame(&mut self.0.send, reply)
             .await
             .map_err(|e| e.to_string())
+    }
+}
+
+/// Obeys the head's orders to an ordinary job on `orders` until the stream ends or the
+/// driver stops; returns why.
+async fn obey(mut orders: Orders, core: &Weak<Core>) -> String {
+    loop {
+        let order = match orders.next().await {
+            Ok(order) => order,
+            Err(why) => return why,
+        };
+        let Some(core) = core.upgrade() else {
+            return "the driver stopped".to_string();
+        };
+        let (order, outcome) = match order {
+            HeadOrder::Kill { order, actor } => (order, core.kill_ordered(actor)),
+            HeadOrder::Create { order, .. } => (
+                order,
+                OrderOutcome::Failed("this job hosts no detached actors".to_string()),
+            ),
+            HeadOrder::Start { .. } | HeadOrder::Stop => continue,
+        };
+        drop(core);
+        if let Err(why) = orders.reply(&OrderReply { order, outcome }).await {
+            return why;
+        }
     }
 }
 

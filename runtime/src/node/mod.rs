@@ -279,6 +279,10 @@ impl Core {
                 joined.watch(idx, Arc::downgrade(&core));
             }
             joined.follow_members(Arc::downgrade(&core));
+            if core.config.detached_host.is_none() {
+                // A host of detached actors takes its orders on a stream of its own.
+                joined.follow_orders(Arc::downgrade(&core));
+            }
         }
         let ticker = Arc::downgrade(&core);
         core.handle.spawn(async move {
@@ -618,8 +622,25 @@ impl Core {
         self.state.lock().run(|node| node.actor_release(id));
     }
 
-    pub(crate) fn kill_actor(&self, id: ActorId) {
-        self.state.lock().run(|node| node.kill_actor(id));
+    /// Kills actor `id`: this job's at once (`None`), another job's through the head, whose
+    /// word comes under the number returned ([`Core::poll_kill`]).
+    pub(crate) fn kill_actor(&self, id: ActorId) -> Option<u64> {
+        self.state.lock().run(|node| node.kill_from_api(id))
+    }
+
+    /// The head's word on the driver's kill `kill` of another job's actor (see
+    /// [`Core::kill_actor`]).
+    pub(crate) fn poll_kill(&self, kill: u64, waker: &Waker) -> Poll<Result<()>> {
+        (self.state.lock().node.poll_kill(kill, waker)).map(|r| r.map_err(Error::from_refusal))
+    }
+
+    /// Kills this job's actor `id` on the head's order ([`prism_transport::HeadOrder::Kill`]):
+    /// how it went.
+    pub(crate) fn kill_ordered(&self, id: ActorId) -> prism_transport::OrderOutcome {
+        match self.state.lock().run(|node| node.kill_ordered(id)) {
+            Ok(()) => prism_transport::OrderOutcome::Killed,
+            Err(why) => prism_transport::OrderOutcome::Failed(why),
+        }
     }
 
     /// Where the task making `id` is, for a timeout message.
@@ -1267,11 +1288,14 @@ impl Shell {
                         (self.node).handle(Event::DetachedMade { find, outcome }, Instant::now());
                 }
             },
-            Action::KillDetached { job, actor } => {
-                if let Some(remote) = &self.remote {
-                    remote.kill_detached(job, actor);
+            Action::KillForeign { kill, job, actor } => match &self.remote {
+                Some(remote) => remote.kill_foreign(kill, job, actor),
+                None => {
+                    let outcome = Err("this driver is not joined to a cluster".to_string());
+                    let _ =
+                        (self.node).handle(Event::ForeignKilled { kill, outcome }, Instant::now());
                 }
-            }
+            },
             Action::WatchActor { alias, job, actor } => {
                 if let Some(remote) = &self.remote {
                     remote.watch_actor(alias, job, actor);

@@ -250,11 +250,16 @@ impl Remote {
         });
     }
 
-    /// Has the head kill job `job`'s detached actor `actor`.
-    pub(super) fn kill_detached(&self, job: String, actor: ActorId) {
-        let joined = self.joined.clone();
-        self.handle
-            .spawn(async move { joined.kill_detached(&job, actor).await });
+    /// Has the head kill job `job`'s actor `actor`; its word comes as an
+    /// [`Event::ForeignKilled`] for `kill`.
+    pub(super) fn kill_foreign(&self, kill: u64, job: String, actor: ActorId) {
+        let (joined, core) = (self.joined.clone(), self.core.clone());
+        self.handle.spawn(async move {
+            let outcome = joined.kill_foreign(&job, actor).await;
+            if let Some(core) = core.upgrade() {
+                core.event(Event::ForeignKilled { kill, outcome });
+            }
+        });
     }
 
     /// Follows job `job`'s actor `actor`, this job's `alias`, at the head.

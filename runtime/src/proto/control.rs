@@ -332,9 +332,11 @@ impl ControlStore {
                 ))
             }
             ToControl::CreateDetached(_)
-            | ToControl::KillDetached { .. }
-            | ToControl::HostDetached { .. } => FromControl::Error(
-                "detached actors are made and killed by the head's daemon, on a driver's own connection"
+            | ToControl::KillActor { .. }
+            | ToControl::KillNamed { .. }
+            | ToControl::HostDetached { .. }
+            | ToControl::TakeOrders => FromControl::Error(
+                "actors are made and killed by the head's daemon, which orders their job's driver on its own connection"
                     .to_string(),
             ),
             ToControl::Demands => {
@@ -639,6 +641,11 @@ pub(crate) const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// How long a driver waits for the head to answer a request before it counts the head's
 /// connection dead (the next request connects again).
 pub(crate) const HEAD_ANSWER: Duration = Duration::from_secs(2);
+
+/// How long the head waits for a job's driver to answer one of its orders (a creation of a
+/// detached actor waits for its name's claim); a member that asked for the order waits this
+/// and [`HEAD_ANSWER`].
+pub(crate) const ORDER_ANSWER: Duration = Duration::from_secs(30);
 
 /// How often the head speaks on a subscription when nothing changes.
 pub(crate) const KEEPALIVE: Duration = Duration::from_secs(1);

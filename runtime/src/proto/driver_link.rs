@@ -72,6 +72,7 @@ pub(crate) fn lane_of(msg: &ToNode) -> Lane {
         | ToNode::CreateActor { .. }
         | ToNode::LookupActor { .. }
         | ToNode::KillActor(_)
+        | ToNode::KillForeign { .. }
         | ToNode::CreateGroup { .. }
         | ToNode::GroupReady { .. }
         | ToNode::RemoveGroup(_)

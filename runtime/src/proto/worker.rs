@@ -355,6 +355,12 @@ impl Worker {
         self.send(&ToNode::KillActor(actor));
     }
 
+    /// Kills another job's actor (this job's alias for it) through the head, answered in a
+    /// fresh object `answer`.
+    pub(crate) fn kill_foreign(&mut self, actor: ActorId, answer: ObjectId) {
+        self.send(&ToNode::KillForeign { actor, answer });
+    }
+
     /// Makes a placement group, its number answered in a fresh object `answer`.
     pub(crate) fn create_group(
         &mut self,

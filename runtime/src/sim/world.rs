@@ -1296,7 +1296,7 @@ impl World<'_> {
             | Action::WatchActor { .. }
             | Action::UnwatchActor { .. }
             | Action::SendForeign { .. }
-            | Action::KillDetached { .. }
+            | Action::KillForeign { .. }
             | Action::ReturnFreeMemory => {}
         }
     }

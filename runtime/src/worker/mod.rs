@@ -245,7 +245,18 @@ impl WorkerClient {
         self.actor_answer(answer)
     }
 
+    /// Kills `actor`; another job's is killed by its driver, on the head's order, before
+    /// this returns.
     pub(crate) fn kill_actor(&self, actor: ActorId) -> Result<()> {
+        if crate::proto::node::foreign::is_foreign(actor) {
+            let answer = self.answer_id();
+            self.inner.lock().core.kill_foreign(actor, answer);
+            return match self.answer(answer)? {
+                Answer::Ready => Ok(()),
+                Answer::Refused(refusal) => Err(Error::from_refusal(refusal)),
+                other => Err(unexpected(other)),
+            };
+        }
         let mut inner = self.inner.lock();
         inner.core.kill_actor(actor);
         inner.flush().map_err(disconnected)

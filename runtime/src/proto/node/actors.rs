@@ -728,9 +728,9 @@ impl State {
     /// Kills the actor's process; it is not restarted.
     pub(crate) fn kill_actor(&mut self, actor: ActorId) {
         if foreign::is_foreign(actor) {
-            if !self.kill_detached(actor) {
-                tracing::warn!(actor = %actor, "another job's actor is not killed from this job (its own job kills it; a detached one is killed through the head)");
-            }
+            // A worker's `KillActor` of an alias (its kills of them ask with an answer):
+            // nobody waits for the head's word.
+            self.kill_foreign(actor, foreign::Killer::Nobody);
             return;
         }
         let Some(record) = self.actors.get_mut(&actor) else {
@@ -745,6 +745,18 @@ impl State {
             Some(worker) => self.kill_worker(worker),
             None => self.stop_actor(actor, "it was killed with prism::kill".into()),
         }
+    }
+
+    /// Kills this job's actor `actor` as the head orders (another job, or `prism kill`,
+    /// asked): why not, when the job has no such actor (any more).
+    pub(crate) fn kill_ordered(&mut self, actor: ActorId) -> Result<(), String> {
+        if foreign::is_foreign(actor) || !self.actors.contains_key(&actor) {
+            return Err(format!(
+                "the job has no actor {actor} (it is gone, or never was)"
+            ));
+        }
+        self.kill_actor(actor);
+        Ok(())
     }
 
     pub(crate) fn actor_add_ref(&mut self, actor: ActorId) {

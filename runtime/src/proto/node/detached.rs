@@ -6,9 +6,9 @@
 //! [`DETACHED_JOB`]`-<binary>` that runs this program's binary, make it there, and this job
 //! knows it as another job's actor from then on (an alias, see [`super::foreign`]), as does
 //! any job that finds it by name. Killing it goes through the head too
-//! ([`Action::KillDetached`]).
+//! ([`Action::KillForeign`]).
 
-use prism_graph::{ActorId, Arg, ObjectId, TaskError, TaskSpec};
+use prism_graph::{Arg, ObjectId, TaskError, TaskSpec};
 use prism_transport::{ActorConfig, Answer, Refusal};
 
 use super::foreign::Found;
@@ -26,12 +26,6 @@ pub(crate) const DETACHED_JOB: &str = "detached";
 pub(crate) fn detached_job(hash: &[u8; 32]) -> String {
     let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
     format!("{DETACHED_JOB}-{hex}")
-}
-
-/// Whether `job` hosts detached actors.
-pub(crate) fn is_detached_job(job: &str) -> bool {
-    job.strip_prefix(DETACHED_JOB)
-        .is_some_and(|rest| rest.starts_with('-'))
 }
 
 impl State {
@@ -130,18 +124,5 @@ impl State {
         };
         let result = outcome.map(|found| self.adopt_foreign(found));
         self.answer_finding(find, finding, result);
-    }
-
-    /// Kills another job's actor `alias` if it is detached (the head tells the job that
-    /// hosts it); whether it was.
-    pub(super) fn kill_detached(&mut self, alias: ActorId) -> bool {
-        match self.foreign_of(alias) {
-            Some((job, actor)) if is_detached_job(job) => {
-                let job = job.to_string();
-                self.actions.push_back(Action::KillDetached { job, actor });
-                true
-            }
-            _ => false,
-        }
     }
 }

@@ -69,6 +69,25 @@ pub(super) struct Finding {
     wakers: Vec<Waker>,
 }
 
+/// A kill of another job's actor at the head under way.
+#[derive(Debug)]
+pub(super) struct Killing {
+    job: String,
+    actor: ActorId,
+    killer: Killer,
+}
+
+/// Who waits for a kill of another job's actor.
+#[derive(Debug)]
+pub(super) enum Killer {
+    /// The driver's API (woken when the head's word comes).
+    Api(Vec<Waker>),
+    /// A worker, answered in this object.
+    Worker(ObjectId),
+    /// Nobody.
+    Nobody,
+}
+
 /// Whether `actor` is this job's alias for another job's actor.
 pub(crate) fn is_foreign(actor: ActorId) -> bool {
     actor.0.owner == FOREIGN_ACTORS
@@ -616,6 +635,109 @@ impl State {
     /// The job of another job's actor `alias`, and its id there.
     pub(super) fn foreign_of(&self, alias: ActorId) -> Option<(&str, ActorId)> {
         (self.foreign.get(&alias)).map(|record| (record.job.as_str(), record.id))
+    }
+
+    /// The driver's API kills `actor`: this job's own at once (`None`), or another job's
+    /// through the head, answered under the number returned ([`State::poll_kill`]).
+    pub(crate) fn kill_from_api(&mut self, actor: ActorId) -> Option<u64> {
+        if is_foreign(actor) {
+            return Some(self.kill_foreign(actor, Killer::Api(Vec::new())));
+        }
+        self.kill_actor(actor);
+        None
+    }
+
+    /// Worker `worker` kills another job's actor `alias`, answered in object `answer`
+    /// (promised to the worker first).
+    pub(super) fn worker_kills_foreign(
+        &mut self,
+        worker: WorkerId,
+        alias: ActorId,
+        answer: ObjectId,
+    ) {
+        if self.owner.promise(answer, Some(worker)) {
+            self.kill_foreign(alias, Killer::Worker(answer));
+        }
+    }
+
+    /// Kills another job's actor `alias`: the head orders its job's driver to, which kills it
+    /// without a restart (Ray's `ray.kill` of a handle found by name); its end reaches this
+    /// job as any change of its place does (the watch of it says it is dead). The number the
+    /// head's word comes under.
+    pub(super) fn kill_foreign(&mut self, alias: ActorId, killer: Killer) -> u64 {
+        self.next_find += 1;
+        let kill = self.next_find;
+        match self.foreign_of(alias) {
+            Some((job, actor)) => {
+                let job = job.to_string();
+                let killing = Killing {
+                    job: job.clone(),
+                    actor,
+                    killer,
+                };
+                self.killings.insert(kill, killing);
+                self.actions
+                    .push_back(Action::KillForeign { kill, job, actor });
+            }
+            None => {
+                let refusal = Refusal::NotKilled {
+                    job: "?".to_string(),
+                    actor: alias,
+                    reason: "this job holds no handle to it (any more)".to_string(),
+                };
+                self.answer_kill(kill, killer, Err(refusal));
+            }
+        }
+        kill
+    }
+
+    /// The head's word on kill `kill` of another job's actor.
+    pub(super) fn foreign_killed(&mut self, kill: u64, outcome: Result<(), String>) {
+        let Some(Killing { job, actor, killer }) = self.killings.remove(&kill) else {
+            return;
+        };
+        let result = outcome.map_err(|reason| Refusal::NotKilled { job, actor, reason });
+        self.answer_kill(kill, killer, result);
+    }
+
+    fn answer_kill(&mut self, kill: u64, killer: Killer, result: Result<(), Refusal>) {
+        match killer {
+            Killer::Api(wakers) => {
+                self.killed.insert(kill, result);
+                wakers.into_iter().for_each(Waker::wake);
+            }
+            Killer::Worker(answer) => {
+                let reply = match result {
+                    Ok(()) => Answer::Ready,
+                    Err(refusal) => Answer::Refused(refusal),
+                };
+                self.fulfil_answer(answer, &reply);
+            }
+            Killer::Nobody => {
+                if let Err(refusal) = result {
+                    tracing::warn!("another job's actor was not killed: {refusal:?}");
+                }
+            }
+        }
+    }
+
+    /// The driver's kill `kill` of another job's actor: done, or why not; pending while the
+    /// head's word has not come.
+    pub(crate) fn poll_kill(&mut self, kill: u64, waker: &Waker) -> Poll<Result<(), Refusal>> {
+        if let Some(Killing {
+            killer: Killer::Api(wakers),
+            ..
+        }) = self.killings.get_mut(&kill)
+        {
+            if !wakers.iter().any(|w| w.will_wake(waker)) {
+                wakers.push(waker.clone());
+            }
+            return Poll::Pending;
+        }
+        match self.killed.remove(&kill) {
+            Some(result) => Poll::Ready(result),
+            None => Poll::Ready(Ok(())),
+        }
     }
 
     /// Forgets another job's actor `alias` (and stops watching it) once no handle holds it

@@ -124,8 +124,13 @@ pub(crate) enum Action {
         spec: Box<TaskSpec>,
         setup: Box<prism_transport::ActorConfig>,
     },
-    /// Have the head kill job `job`'s detached actor `actor` (no answer expected).
-    KillDetached { job: String, actor: ActorId },
+    /// Have the head kill job `job`'s actor `actor` (another job's: its driver kills it;
+    /// answer: [`Event::ForeignKilled`] for `kill`).
+    KillForeign {
+        kill: u64,
+        job: String,
+        actor: ActorId,
+    },
 }
 
 /// A request to a node of the cluster, and what its answer means.
@@ -369,6 +374,12 @@ pub(crate) enum Event<'a> {
         find: u64,
         outcome: Result<foreign::Found, Refusal>,
     },
+    /// The head's answer to kill `kill` of another job's actor ([`Action::KillForeign`]):
+    /// killed, or why not.
+    ForeignKilled {
+        kill: u64,
+        outcome: Result<(), String>,
+    },
     /// Another job's actor `alias` as the head's directory has it now ([`Action::WatchActor`]).
     ForeignChanged {
         alias: ActorId,
@@ -546,6 +557,10 @@ pub(crate) struct State {
     findings: IdMap<u64, foreign::Finding>,
     found: IdMap<u64, Result<(ActorId, String), Refusal>>,
     next_find: u64,
+    /// Kills of other jobs' actors at the head under way (numbered as lookups), and the
+    /// answers of the driver's own until its API reads them.
+    killings: IdMap<u64, foreign::Killing>,
+    killed: IdMap<u64, Result<(), Refusal>>,
     /// Actor creation attempts (first starts and restarts) by task.
     creations: IdMap<TaskId, ActorId>,
     /// Actors whose queues may have calls ready to send.
@@ -683,6 +698,8 @@ impl State {
             findings: IdMap::default(),
             found: IdMap::default(),
             next_find: 0,
+            killings: IdMap::default(),
+            killed: IdMap::default(),
             creations: IdMap::default(),
             actors_to_pump: IdSet::default(),
             internal_seq: 0,
@@ -930,6 +947,7 @@ impl State {
             Event::NameClaimed { actor, outcome } => self.name_claimed(actor, outcome),
             Event::NameFound { find, outcome } => self.name_found(find, outcome),
             Event::DetachedMade { find, outcome } => self.detached_made(find, outcome),
+            Event::ForeignKilled { kill, outcome } => self.foreign_killed(kill, outcome),
             Event::ForeignChanged { alias, status } => self.foreign_changed(alias, status),
             Event::ForeignFrames { endpoint, msgs } => self.foreign_frames(&endpoint, msgs),
             Event::ForeignLinkLost { endpoint, reason } => {
@@ -1794,6 +1812,9 @@ impl State {
                 self.worker_looks_up(worker, name, answer.to_native());
             }
             ArchivedToNode::KillActor(actor) => self.kill_actor(actor.to_native()),
+            ArchivedToNode::KillForeign { actor, answer } => {
+                self.worker_kills_foreign(worker, actor.to_native(), answer.to_native())
+            }
             ArchivedToNode::WhereActor { actor } => {
                 let actor = actor.to_native();
                 if !self.where_foreign(worker, actor) {

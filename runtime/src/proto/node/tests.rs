@@ -49,9 +49,12 @@ struct Harness {
     watches: Vec<(ActorId, String, ActorId)>,
     unwatched: Vec<ActorId>,
     foreign_sent: Vec<(String, ToWorker)>,
-    /// Detached actors the head was asked to make, and to kill.
+    /// Detached actors the head was asked to make, and other jobs' actors it was asked to
+    /// kill.
     detached: Vec<(u64, TaskSpec, prism_transport::ActorConfig)>,
-    detached_kills: Vec<(String, ActorId)>,
+    foreign_kills: Vec<(String, ActorId)>,
+    /// The numbers the head's word on each of those kills comes under.
+    kill_numbers: Vec<u64>,
 }
 
 /// The messages for workers in `frames`, decoded.
@@ -132,7 +135,8 @@ impl Harness {
             unwatched: Vec::new(),
             foreign_sent: Vec::new(),
             detached: Vec::new(),
-            detached_kills: Vec::new(),
+            foreign_kills: Vec::new(),
+            kill_numbers: Vec::new(),
         };
         h.node.start();
         h.drain();
@@ -195,7 +199,10 @@ impl Harness {
                 Action::CreateDetached { find, spec, setup } => {
                     self.detached.push((find, *spec, *setup))
                 }
-                Action::KillDetached { job, actor } => self.detached_kills.push((job, actor)),
+                Action::KillForeign { kill, job, actor } => {
+                    self.foreign_kills.push((job, actor));
+                    self.kill_numbers.push(kill);
+                }
                 Action::SendForeign { endpoint, frames } => {
                     let msgs = decode_all(&frames).into_iter();
                     self.foreign_sent
@@ -965,6 +972,22 @@ fn a_worker_calling_an_actor_hears_where_it_is_as_it_starts_restarts_and_dies() 
         places(&h, caller, unknown).as_slice(),
         [ActorPlace::Dead(_)]
     ));
+}
+
+#[test]
+fn an_actor_killed_on_the_head_s_order_is_not_restarted() {
+    let mut h = Harness::new(1, 3.0);
+    let (actor, creation) = h.create_actor(cpus(1.0), 3);
+    let first = h.where_sent(creation).expect("the constructor runs");
+    h.constructed(first, creation);
+    assert_eq!(h.node.kill_ordered(actor), Ok(()));
+    h.dies(first);
+    h.connect_new();
+    assert_eq!(h.creations().len(), 1, "killed, it is not made again");
+    // Killed again (a second job's kill that crossed the first): nothing more happens.
+    assert_eq!(h.node.kill_ordered(actor), Ok(()));
+    h.connect_new();
+    assert_eq!(h.creations().len(), 1);
 }
 
 #[test]
@@ -3290,13 +3313,13 @@ fn a_joined_job_has_the_head_make_its_detached_actors() {
         outcome: Err(taken.clone()),
     });
     assert_eq!(h.answer(w1, answer), Some(Answer::Refused(taken)));
-    // Killing it from this job goes through the head; another job's actor that is not
-    // detached is not killed from here.
+    // Killing it from this job goes through the head, as does killing another job's actor
+    // that is not detached (its driver kills it on the head's order).
     h.node.kill_actor(alias);
     h.node.settle();
     h.drain();
     assert_eq!(
-        h.detached_kills,
+        h.foreign_kills,
         vec![("detached-0011223344556677".to_string(), theirs)]
     );
     let lookup = h.node.find_actor(ActorName {
@@ -3315,12 +3338,52 @@ fn a_joined_job_has_the_head_make_its_detached_actors() {
     let Poll::Ready(Ok((plain, _))) = h.node.poll_find(lookup, waker) else {
         panic!("found");
     };
-    h.node.kill_actor(plain);
+    // The driver's API waits for the head's word.
+    let kill = h
+        .node
+        .kill_from_api(plain)
+        .expect("another job's: asked of the head");
     h.node.settle();
     h.drain();
     assert_eq!(
-        h.detached_kills.len(),
-        1,
-        "only detached actors are killed through the head"
+        h.foreign_kills,
+        vec![
+            ("detached-0011223344556677".to_string(), theirs),
+            ("job-a".to_string(), ActorId(TaskId::new(0, 7)))
+        ],
+        "every other job's actor is killed through the head"
     );
+    assert_eq!(h.kill_numbers.last(), Some(&kill));
+    assert!(h.node.poll_kill(kill, waker).is_pending());
+    h.event(Event::ForeignKilled {
+        kill,
+        outcome: Ok(()),
+    });
+    assert_eq!(h.node.poll_kill(kill, waker), Poll::Ready(Ok(())));
+    // A worker's kill is answered in its object: done, or why not.
+    let answer = ObjectId::new(TaskId::new(w1, 1_000_002), 0);
+    h.report(
+        w1,
+        &ToNode::KillForeign {
+            actor: plain,
+            answer,
+        },
+    );
+    assert_eq!(h.answer(w1, answer), None, "answered once the head is");
+    let kill = *h.kill_numbers.last().unwrap();
+    h.event(Event::ForeignKilled {
+        kill,
+        outcome: Err("job job-a takes no orders at the head".into()),
+    });
+    match h.answer(w1, answer) {
+        Some(Answer::Refused(Refusal::NotKilled { job, reason, .. })) => {
+            assert_eq!(job, "job-a");
+            assert!(reason.contains("takes no orders"), "{reason}");
+        }
+        other => panic!("the worker hears why not: {other:?}"),
+    }
+    // This job's own actors are killed on the head's order; an alias or an unknown id is
+    // refused with the reason.
+    assert!(h.node.kill_ordered(plain).is_err());
+    assert!(h.node.kill_ordered(ActorId(TaskId::new(0, 999))).is_err());
 }
