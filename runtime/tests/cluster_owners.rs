@@ -646,6 +646,57 @@ fn hands_over_its_child(marker: String, ms: u64, mib: usize, exit: bool) -> Obje
     child
 }
 
+/// `i` times three, after `us` microseconds.
+#[remote]
+fn tripled_after(i: u64, us: u64) -> u64 {
+    std::thread::sleep(std::time::Duration::from_micros(us));
+    i * 3
+}
+
+/// Returns the reference to its child (which its worker owns and hands over) and one inside
+/// a value it puts.
+#[remote]
+fn returns_its_child(i: u64, us: u64) -> (ObjectRef<u64>, ObjectRef<ObjectRef<u64>>) {
+    let child = tripled_after::remote(i, us);
+    let boxed = prism::put_ref(&tripled_after::remote(i + 1, us)).expect("a put");
+    (child, boxed)
+}
+
+/// On alpha: submits `n` parents that return their children's references, reads every
+/// child through them as each parent's value comes, and sums them (or says which failed).
+#[remote(resources(alpha = 1))]
+fn reads_its_grandchildren(n: u64, us: u64) -> Result<u64, String> {
+    let parents: Vec<_> = (0..n).map(|i| returns_its_child::remote(i, us)).collect();
+    let mut sum = 0;
+    for (i, parent) in parents.into_iter().enumerate() {
+        let (child, boxed) = parent
+            .get_blocking()
+            .map_err(|e| format!("parent {i}: {e}"))?;
+        sum += child
+            .get_blocking()
+            .map_err(|e| format!("child {i}: {e}"))?;
+        let inner = boxed.get_blocking().map_err(|e| format!("box {i}: {e}"))?;
+        sum += inner
+            .get_blocking()
+            .map_err(|e| format!("boxed child {i}: {e}"))?;
+    }
+    Ok(sum)
+}
+
+fn references_a_task_s_children_return_reach_their_reader_on_another_worker() -> Result<(), Failed>
+{
+    // The parents' workers hand the children over to the driver on their own links while
+    // the reader asks for them on its: in whatever order the driver hears the two, each
+    // child is read.
+    let n = 300;
+    for us in [0, 200] {
+        let sum = reads_its_grandchildren::remote(n, us).get_blocking()??;
+        let expected: u64 = (0..n).map(|i| i * 3 + (i + 1) * 3).sum();
+        ensure(sum == expected, format!("the sum is {sum}, not {expected}"))?;
+    }
+    Ok(())
+}
+
 fn a_task_on_a_node_returns_its_running_child_at_once_and_its_death_fails_it_with_owner_died()
 -> Result<(), Failed> {
     let marker = common::temp_path("handed-on-alpha");
@@ -1040,6 +1091,10 @@ fn main() {
         Trial::test(
             "a_task_on_a_node_returns_its_running_child_at_once_and_its_death_fails_it_with_owner_died",
             a_task_on_a_node_returns_its_running_child_at_once_and_its_death_fails_it_with_owner_died,
+        ),
+        Trial::test(
+            "references_a_task_s_children_return_reach_their_reader_on_another_worker",
+            references_a_task_s_children_return_reach_their_reader_on_another_worker,
         ),
         Trial::test(
             "references_children_return_from_another_node_live_until_their_owner_lets_go",

@@ -39,8 +39,7 @@ use crate::proto::owner::{FreedFile, Owner, Slot};
 use crate::proto::scheduler::{Action as Schedule, Admission, Placement, WorkerId};
 use crate::store::{ObjectBytes, Segment};
 
-/// The driver's owner number.
-pub(crate) const DRIVER_OWNER: u64 = 0;
+pub(crate) use crate::proto::owner::DRIVER_OWNER;
 /// The owner number of tasks the node makes itself (actor restarts).
 pub(crate) const NODE_OWNER: u64 = u64::MAX;
 
@@ -1203,6 +1202,7 @@ impl State {
         if self.shutting_down {
             return;
         }
+        self.owner.expire_awaited(now);
         if self.owner.compact() | self.nodes.compact() {
             self.actions.push_back(Action::ReturnFreeMemory);
         }
@@ -1560,15 +1560,27 @@ impl State {
     }
 
     /// Worker `worker` died: the tasks it handed over and had not ended fail with
-    /// `OwnerDied` (`pid`, `reason`: what was seen of it).
-    fn handed_owner_died(&mut self, worker: WorkerId, pid: Option<u32>, reason: &str) {
-        let Some(tasks) = self.handed.remove(&worker) else {
+    /// `OwnerDied` (`pid`, `reason`: what was seen of it), as do the asks for objects of its
+    /// tasks it never handed over.
+    fn owner_died(&mut self, worker: WorkerId, pid: Option<u32>, reason: &str) {
+        let tasks = self.handed.remove(&worker);
+        if tasks.is_none() && !self.owner.awaits_objects() {
             return;
-        };
+        }
         let node = self.nodes.name(node_of(worker)).to_string();
         let owner = match pid {
             Some(pid) => format!("worker {worker} (pid {pid} on node {node})"),
             None => format!("worker {worker} (on node {node})"),
+        };
+        self.owner
+            .awaited_owner_gone(worker, |id| TaskError::OwnerDied {
+                task: id.task,
+                function: String::from("<unknown>"),
+                owner: owner.clone(),
+                reason: reason.to_string(),
+            });
+        let Some(tasks) = tasks else {
+            return;
         };
         let mut tasks: Vec<TaskId> = tasks.into_iter().collect();
         tasks.sort_unstable();
@@ -2236,9 +2248,7 @@ impl State {
         let reason = link.exit.unwrap_or_default();
         self.outbox.remove(&worker);
         self.held.remove(&worker);
-        if !self.handed.is_empty() {
-            self.handed_owner_died(worker, link.pid, &reason);
-        }
+        self.owner_died(worker, link.pid, &reason);
         self.owner.worker_gone(worker);
         let removed = self.nodes.remove_worker(worker);
         let (started, nested) = (removed.started, removed.nested);

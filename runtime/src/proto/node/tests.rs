@@ -7,8 +7,8 @@ use prism_graph::{
     ActorId, Arg, IdMap, ObjectId, Resources, TaskError, TaskId, TaskKind, TaskSpec,
 };
 use prism_transport::{
-    ActorPlace, ArchivedToNode, Execute, FrameDecoder, HandedTask, Outcome, TaskEnd, ToNode,
-    ToWorker, Value, encode_frame,
+    ActorPlace, ArchivedToNode, Execute, FrameDecoder, HandedTask, ObjectValue, Outcome, TaskEnd,
+    ToNode, ToWorker, Value, encode_frame,
 };
 
 use super::{Action, ActorName, DRIVER_OWNER, Event, HostRequest, IDLE_TICK, State, Unclaimed};
@@ -434,6 +434,94 @@ fn a_worker_hands_over_its_task(h: &mut Harness) -> (WorkerId, ObjectId) {
     }]);
     h.report(worker, &handed);
     (worker, ObjectId::new(task, 0))
+}
+
+/// The workers of `n` tasks of the driver's, each sent one.
+fn busy_workers(h: &mut Harness, n: usize) -> Vec<WorkerId> {
+    (0..n)
+        .map(|_| {
+            let spec = h.spec(Vec::new(), 0);
+            let task = spec.task_id;
+            h.submit(spec);
+            h.where_sent(task).expect("the task runs")
+        })
+        .collect()
+}
+
+/// Two workers of the driver's tasks: an owner, and a reader its references reach.
+fn an_owner_and_a_reader(h: &mut Harness) -> (WorkerId, WorkerId) {
+    let workers = busy_workers(h, 2);
+    (workers[0], workers[1])
+}
+
+#[test]
+fn an_object_asked_for_and_held_before_its_owner_s_hand_over_is_answered_and_kept() {
+    let mut h = Harness::new(1, 3.0);
+    let (owner, reader) = an_owner_and_a_reader(&mut h);
+    // The reader's ask and hold overtake the owner's hand-over (two links).
+    let id = ObjectId::new(TaskId::new(owner, 5), 0);
+    h.report(reader, &ToNode::Get { ids: vec![id] });
+    h.report(reader, &ToNode::Hold(vec![id]));
+    assert_eq!(h.told(reader, id), None, "awaited, not refused");
+    let handed = ToNode::HandOver(vec![HandedTask {
+        task: id.task,
+        function: "tests::child".into(),
+        num_returns: 1,
+    }]);
+    h.report(owner, &handed);
+    h.returns(owner, id.task, Value::Inline(vec![4, 2]));
+    assert_eq!(
+        h.told(reader, id),
+        Some(ObjectValue::Ready(Value::Inline(vec![4, 2])))
+    );
+    // The owner lets go: the reader's hold keeps it.
+    h.report(owner, &ToNode::Release(vec![id]));
+    assert!(
+        matches!(h.slot(id), Some(Slot::Ready(_))),
+        "held by the reader"
+    );
+    h.report(reader, &ToNode::Release(vec![id]));
+    assert!(h.slot(id).is_none(), "freed with the last hold");
+}
+
+#[test]
+fn an_awaited_object_fails_with_its_owner_s_death_or_after_the_limit() {
+    let mut h = Harness::new(1, 3.0);
+    let (owner, reader) = an_owner_and_a_reader(&mut h);
+    let (first, second) = (
+        ObjectId::new(TaskId::new(owner, 5), 0),
+        ObjectId::new(TaskId::new(reader + 1_000, 5), 0),
+    );
+    h.report(
+        reader,
+        &ToNode::Get {
+            ids: vec![first, second],
+        },
+    );
+    h.dies(owner);
+    match h.told(reader, first) {
+        Some(ObjectValue::Failed(TaskError::OwnerDied { owner: named, .. })) => {
+            assert!(named.contains(&format!("worker {owner}")), "{named}")
+        }
+        other => panic!("expected OwnerDied, got {other:?}"),
+    }
+    // Of a worker never heard of: its ask fails once the limit passed, not before.
+    assert_eq!(h.told(reader, second), None);
+    h.now += crate::proto::owner::awaited::AWAIT_LIMIT;
+    h.event(Event::Tick);
+    match h.told(reader, second) {
+        Some(ObjectValue::Failed(TaskError::InvalidValue { reason, .. })) => {
+            assert!(reason.contains("no word of it"), "{reason}")
+        }
+        other => panic!("expected a failure after the limit, got {other:?}"),
+    }
+    // An object of a task of the driver's it does not know (freed long ago) fails at once.
+    let stale = ObjectId::new(TaskId::new(DRIVER_OWNER, 999), 0);
+    h.report(reader, &ToNode::Get { ids: vec![stale] });
+    assert!(matches!(
+        h.told(reader, stale),
+        Some(ObjectValue::Failed(_))
+    ));
 }
 
 #[test]
@@ -925,13 +1013,7 @@ fn places(h: &Harness, worker: WorkerId, actor: ActorId) -> Vec<ActorPlace> {
 fn a_worker_calling_an_actor_hears_where_it_is_as_it_starts_restarts_and_dies() {
     let mut h = Harness::new(1, 3.0);
     // The callers run tasks (the actor's restart cannot land on them).
-    let mut busy = Vec::new();
-    for _ in 0..2 {
-        let spec = h.spec(Vec::new(), 0);
-        let task = spec.task_id;
-        h.submit(spec);
-        busy.push(h.where_sent(task).expect("the task runs"));
-    }
+    let busy = busy_workers(&mut h, 2);
     let (caller, late) = (busy[0], busy[1]);
     let (actor, creation) = h.create_actor(cpus(1.0), 1);
     let first = h.where_sent(creation).expect("the constructor runs");
@@ -1999,19 +2081,24 @@ impl Harness {
     /// not answered).
     fn answer(&mut self, worker: WorkerId, id: ObjectId) -> Option<prism_transport::Answer> {
         self.report(worker, &ToNode::Get { ids: vec![id] });
-        let value = self.sent.iter().rev().find_map(|(w, msg)| match msg {
-            ToWorker::Objects(values) if *w == worker => values
-                .iter()
-                .find(|(o, _)| *o == id)
-                .map(|(_, value)| value.clone()),
-            _ => None,
-        })?;
+        let value = self.told(worker, id)?;
         let prism_transport::ObjectValue::Ready(Value::Inline(bytes)) = value else {
             panic!("an answer is an inline value: {value:?}");
         };
         let mut aligned = rkyv::util::AlignedVec::<16>::new();
         aligned.extend_from_slice(&bytes);
         Some(rkyv::from_bytes::<prism_transport::Answer, rkyv::rancor::Error>(&aligned).unwrap())
+    }
+
+    /// What `worker` was last told of object `id`, if anything.
+    fn told(&self, worker: WorkerId, id: ObjectId) -> Option<prism_transport::ObjectValue> {
+        self.sent.iter().rev().find_map(|(w, msg)| match msg {
+            ToWorker::Objects(values) if *w == worker => values
+                .iter()
+                .find(|(o, _)| *o == id)
+                .map(|(_, value)| value.clone()),
+            _ => None,
+        })
     }
 
     /// A worker's request to create an actor of class `tests::Counter`, named `name`.

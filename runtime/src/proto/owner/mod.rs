@@ -6,6 +6,7 @@
 //! In the embedded single-node cluster the driver's owner also keeps the books for tasks that
 //! workers submit (nested tasks): the worker's references are counted as one hold per worker.
 
+pub(crate) mod awaited;
 mod forgotten;
 pub(crate) mod memory;
 mod stream;
@@ -24,6 +25,19 @@ use crate::proto::held_for::HeldFor;
 use crate::proto::scheduler::WorkerId;
 use crate::proto::shrink;
 pub(crate) use forgotten::Releaser;
+
+/// Whether object `id`, not known, may still be (see [`Owner::awaitable`]): of a worker's task, or
+/// of a task of the driver's among `tasks`, and not freed lately.
+fn awaitable(
+    tasks: &IdMap<TaskId, TaskRecord>,
+    forgotten: &forgotten::Forgotten,
+    id: ObjectId,
+) -> bool {
+    (id.task.owner != DRIVER_OWNER || tasks.contains_key(&id.task)) && forgotten.why(id).is_none()
+}
+
+/// The driver's owner number (a task id names its owner: see [`TaskId::new`]).
+pub(crate) const DRIVER_OWNER: u64 = 0;
 
 /// Why an object the owner has no record of (not even a recent free) is unknown.
 const NEVER_KNOWN: &str =
@@ -248,6 +262,8 @@ pub(crate) struct Owner {
     pub(crate) freed: Vec<ObjectId>,
     /// The objects freed lately and whose release freed each (for the errors of late reads).
     forgotten: forgotten::Forgotten,
+    /// Objects named before they were known here (see [`awaited`]).
+    awaited: awaited::Awaited,
     /// Nodes the job lost so far (see [`Lineage`]).
     nodes_lost: u64,
     /// Orders sends of tasks and makings of results ([`Owner::remade_since_sent`]).
@@ -516,8 +532,7 @@ impl Owner {
         let deps: Vec<ObjectId> = spec.dependencies().collect();
         let name: Arc<str> = Arc::from(spec.function.as_str());
         for id in spec.return_ids() {
-            self.objects
-                .insert(id, ObjectEntry::new(Slot::Pending, name.clone()));
+            self.insert_object(id, ObjectEntry::new(Slot::Pending, name.clone()));
             self.hold(id, holder);
         }
         for id in &spec.inlined_refs {
@@ -578,8 +593,7 @@ impl Owner {
     ) {
         let _ = self.graph.add_ready_object(id);
         self.account(&slot);
-        self.objects
-            .insert(id, ObjectEntry::new(slot, Arc::from("put")));
+        self.insert_object(id, ObjectEntry::new(slot, Arc::from("put")));
         self.hold(id, holder);
         self.set_contains(id, nested);
         self.touch(id);
@@ -634,13 +648,18 @@ impl Owner {
         if nested.is_empty() {
             return;
         }
-        nested.retain(|inner| match self.objects.get_mut(inner) {
+        let now = self.now;
+        nested.retain(|&inner| match self.objects.get_mut(&inner) {
             Some(entry) => {
                 entry.refs += 1;
                 true
             }
+            None if awaitable(&self.tasks, &self.forgotten, inner) => {
+                self.awaited.add_ref(inner, now);
+                true
+            }
             None => {
-                let why = self.unknown_reason(*inner);
+                let why = self.unknown_reason(inner);
                 tracing::error!(object = %id, inner = %inner, "a value refers to an object its owner does not know: {why}");
                 false
             }
@@ -1102,6 +1121,9 @@ impl Owner {
     /// A worker wants the object: a notice now if it is done, or when it is.
     pub(crate) fn subscribe(&mut self, id: ObjectId, worker: WorkerId) {
         self.touch(id);
+        if self.awaitable(id) {
+            return self.awaited.wait(id, worker, self.now);
+        }
         match self.objects.get_mut(&id) {
             None => self.notices.push(WorkerNotice {
                 worker,
@@ -1124,6 +1146,88 @@ impl Owner {
         }
     }
 
+    /// Whether `id`, not known here, may still be: not freed lately, and either a worker's
+    /// (its hand-over or put may be on its way) or of a task of the driver's it knows (a
+    /// `put` of the worker that runs it); see [`awaited`].
+    fn awaitable(&self, id: ObjectId) -> bool {
+        !self.objects.contains_key(&id) && awaitable(&self.tasks, &self.forgotten, id)
+    }
+
+    /// Stores a new object: what was said of it while it was awaited is its now.
+    fn insert_object(&mut self, id: ObjectId, entry: ObjectEntry) {
+        self.objects.insert(id, entry);
+        if self.awaited.is_empty() {
+            return;
+        }
+        let Some(arrived) = self.awaited.arrived(id) else {
+            return;
+        };
+        let mut refs = arrived.refs;
+        for worker in arrived.holders {
+            if self.held_by.entry(worker).or_default().insert(id) {
+                refs += 1;
+            }
+        }
+        if let Some(entry) = self.objects.get_mut(&id) {
+            entry.refs = (i64::from(entry.refs) + refs).clamp(0, i64::from(u32::MAX)) as u32;
+        }
+        for worker in arrived.waiters {
+            self.subscribe(id, worker);
+        }
+    }
+
+    /// Whether objects are awaited (see [`awaited`]).
+    pub(crate) fn awaits_objects(&self) -> bool {
+        !self.awaited.is_empty()
+    }
+
+    /// Objects awaited for [`awaited::AWAIT_LIMIT`]: their asks fail, as for an object
+    /// never known.
+    pub(crate) fn expire_awaited(&mut self, now: std::time::Instant) {
+        if self.awaited.is_empty() {
+            return;
+        }
+        for (id, waiters) in self.awaited.expired(now) {
+            let reason = format!(
+                "no word of it reached its owner within {} s of the first read (it was never made, or its maker's word was lost)",
+                awaited::AWAIT_LIMIT.as_secs()
+            );
+            tracing::warn!(object = %id, "{reason}");
+            let error = TaskError::InvalidValue {
+                task: id.task,
+                function: String::from("<unknown>"),
+                what: format!("object {id}"),
+                reason,
+            };
+            self.fail_awaited(id, waiters, &error);
+        }
+    }
+
+    /// Worker `owner` is gone: the objects of its tasks awaited here never come; their asks
+    /// fail with `error(id)`.
+    pub(crate) fn awaited_owner_gone(
+        &mut self,
+        owner: WorkerId,
+        error: impl Fn(ObjectId) -> TaskError,
+    ) {
+        if self.awaited.is_empty() {
+            return;
+        }
+        for (id, waiters) in self.awaited.owner_gone(owner) {
+            self.fail_awaited(id, waiters, &error(id));
+        }
+    }
+
+    fn fail_awaited(&mut self, id: ObjectId, waiters: Vec<WorkerId>, error: &TaskError) {
+        for worker in waiters {
+            self.notices.push(WorkerNotice {
+                worker,
+                id,
+                slot: Slot::Failed(error.clone()),
+            });
+        }
+    }
+
     pub(crate) fn add_ref(&mut self, id: ObjectId) {
         if let Some(entry) = self.objects.get_mut(&id) {
             entry.refs += 1;
@@ -1137,6 +1241,9 @@ impl Owner {
 
     /// `by` released a reference to `id`: the object goes with its last one.
     pub(crate) fn release_by(&mut self, id: ObjectId, by: Releaser) {
+        if !self.awaited.is_empty() && !self.objects.contains_key(&id) {
+            self.awaited.release(id);
+        }
         if let Some(entry) = self.objects.get_mut(&id) {
             entry.refs = entry.refs.saturating_sub(1);
             if entry.refs == 0 {
@@ -1163,6 +1270,11 @@ impl Owner {
 
     /// A worker dropped its hold on objects.
     pub(crate) fn worker_released(&mut self, worker: WorkerId, ids: &[ObjectId]) {
+        if !self.awaited.is_empty() {
+            for &id in ids {
+                self.awaited.unhold(id, worker);
+            }
+        }
         let Some(held) = self.held_by.get_mut(&worker) else {
             return;
         };
@@ -1175,10 +1287,15 @@ impl Owner {
     /// A worker read references to objects it did not create: it holds them until it says
     /// otherwise (or dies).
     pub(crate) fn worker_holds(&mut self, worker: WorkerId, ids: &[ObjectId]) {
-        for id in ids {
-            if self.objects.contains_key(id) && self.held_by.entry(worker).or_default().insert(*id)
-            {
-                self.add_ref(*id);
+        for &id in ids {
+            if !self.objects.contains_key(&id) {
+                if self.awaitable(id) {
+                    self.awaited.hold(id, worker, self.now);
+                }
+                continue;
+            }
+            if self.held_by.entry(worker).or_default().insert(id) {
+                self.add_ref(id);
             }
         }
     }
@@ -1189,11 +1306,12 @@ impl Owner {
         let held = self.held_for.entry(worker).or_default();
         let first: Vec<ObjectId> = ids.iter().copied().filter(|&id| held.hold(id)).collect();
         for id in first {
-            match self.objects.contains_key(&id) {
-                true => self.add_ref(id),
-                false => {
-                    tracing::debug!(worker, object = %id, "a hold taken for a worker names an object already freed")
-                }
+            if self.objects.contains_key(&id) {
+                self.add_ref(id);
+            } else if self.awaitable(id) {
+                self.awaited.add_ref(id, self.now);
+            } else {
+                tracing::debug!(worker, object = %id, "a hold taken for a worker names an object already freed");
             }
         }
     }
@@ -1212,6 +1330,7 @@ impl Owner {
 
     /// A worker is gone: drop its holds and its subscriptions.
     pub(crate) fn worker_gone(&mut self, worker: WorkerId) {
+        self.awaited.worker_gone(worker);
         if let Some(held) = self.held_by.remove(&worker) {
             for id in held {
                 self.release_by(id, Releaser::WorkerGone(worker));
