@@ -662,8 +662,26 @@ fn returns_its_child(i: u64, us: u64) -> (ObjectRef<u64>, ObjectRef<ObjectRef<u6
     (child, boxed)
 }
 
+/// An actor made from a value.
+#[prism::actor]
+struct Started {
+    value: u64,
+}
+
+#[prism::actor]
+impl Started {
+    fn new(value: u64) -> Self {
+        Started { value }
+    }
+
+    fn value(&self) -> u64 {
+        self.value
+    }
+}
+
 /// On alpha: submits `n` parents that return their children's references, reads every
-/// child through them as each parent's value comes, and sums them (or says which failed).
+/// child through them as each parent's value comes (every tenth first through an actor made
+/// from it, whose creation goes to the driver), and sums them (or says which failed).
 #[remote(resources(alpha = 1))]
 fn reads_its_grandchildren(n: u64, us: u64) -> Result<u64, String> {
     let parents: Vec<_> = (0..n).map(|i| returns_its_child::remote(i, us)).collect();
@@ -672,6 +690,14 @@ fn reads_its_grandchildren(n: u64, us: u64) -> Result<u64, String> {
         let (child, boxed) = parent
             .get_blocking()
             .map_err(|e| format!("parent {i}: {e}"))?;
+        if i % 10 == 0 {
+            let started = Started::remote(&child);
+            let value = started.value().get_blocking();
+            let value = value.map_err(|e| format!("actor {i}: {e}"))?;
+            if value != i as u64 * 3 {
+                return Err(format!("actor {i} was made from {value}"));
+            }
+        }
         sum += child
             .get_blocking()
             .map_err(|e| format!("child {i}: {e}"))?;
