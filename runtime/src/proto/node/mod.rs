@@ -2366,6 +2366,14 @@ impl State {
         if self.peers_changed {
             self.tell_peers();
         }
+        // Tasks whose awaited inputs came (an actor's calls go in its own order).
+        for task in std::mem::take(&mut self.owner.unparked) {
+            let call = (self.owner.task(task))
+                .is_some_and(|r| matches!(r.spec.kind, TaskKind::ActorCall(_)));
+            if !call {
+                self.enqueue(task);
+            }
+        }
         for actor in std::mem::take(&mut self.owner.released_actors) {
             self.actor_release(actor);
         }

@@ -485,6 +485,64 @@ fn an_object_asked_for_and_held_before_its_owner_s_hand_over_is_answered_and_kep
 }
 
 #[test]
+fn a_task_submitted_with_an_awaited_argument_waits_for_it_or_fails_with_its_owner() {
+    let mut h = Harness::new(1, 4.0);
+    let (owner, reader) = an_owner_and_a_reader(&mut h);
+    let id = ObjectId::new(TaskId::new(owner, 5), 0);
+    // The reader's submission taking the object overtakes the owner's hand-over.
+    let spec = h.spec(vec![Arg::Ref(id)], 0);
+    let task = spec.task_id;
+    h.report(reader, &ToNode::Submit { spec, failed: None });
+    assert!(
+        h.slot(ObjectId::new(task, 0))
+            .is_some_and(|s| matches!(s, Slot::Pending))
+    );
+    assert_eq!(h.sends(task), 0);
+    let handed = ToNode::HandOver(vec![HandedTask {
+        task: id.task,
+        function: "tests::child".into(),
+        num_returns: 1,
+    }]);
+    h.report(owner, &handed);
+    assert_eq!(h.sends(task), 0, "waits for the argument's value");
+    h.returns(owner, id.task, Value::Inline(vec![4, 2]));
+    assert_eq!(h.sends(task), 1, "sent once its argument is known");
+    // One taking what a task of the driver's puts, whose put comes after it: sent at once.
+    let spec = h.spec(Vec::new(), 0);
+    let running = spec.task_id;
+    h.submit(spec);
+    let putter = h.where_sent(running).expect("dispatched");
+    let put = ObjectId::new(running, 1);
+    let spec = h.spec(vec![Arg::Ref(put)], 0);
+    let after = spec.task_id;
+    h.report(reader, &ToNode::Submit { spec, failed: None });
+    assert_eq!(h.sends(after), 0);
+    let made = ToNode::Put {
+        id: put,
+        value: Value::Inline(vec![1]),
+        nested: Vec::new(),
+        actors: Vec::new(),
+    };
+    h.report(putter, &made);
+    assert_eq!(h.sends(after), 1, "sent once the put came");
+    // Another, whose argument's owner dies first, fails with OwnerDied.
+    let gone = ObjectId::new(TaskId::new(owner, 6), 0);
+    let spec = h.spec(vec![Arg::Ref(gone)], 0);
+    let orphan = spec.task_id;
+    h.report(reader, &ToNode::Submit { spec, failed: None });
+    h.dies(owner);
+    assert!(
+        matches!(
+            h.slot(ObjectId::new(orphan, 0)),
+            Some(Slot::Failed(TaskError::OwnerDied { .. }))
+        ),
+        "{:?}",
+        h.slot(ObjectId::new(orphan, 0))
+    );
+    assert_eq!(h.sends(orphan), 0);
+}
+
+#[test]
 fn an_awaited_object_fails_with_its_owner_s_death_or_after_the_limit() {
     let mut h = Harness::new(1, 3.0);
     let (owner, reader) = an_owner_and_a_reader(&mut h);

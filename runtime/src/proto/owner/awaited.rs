@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use prism_graph::{IdMap, ObjectId};
+use prism_graph::{IdMap, ObjectId, TaskId};
 
 use crate::proto::scheduler::WorkerId;
 
@@ -35,11 +35,16 @@ struct Entry {
     /// References taken (values that contain it, holds taken for an owner) less those let
     /// go.
     refs: i64,
+    /// Tasks submitted with it as an argument, waiting for it to be known.
+    tasks: Vec<TaskId>,
 }
 
 impl Entry {
     fn is_empty(&self) -> bool {
-        self.waiters.is_empty() && self.holders.is_empty() && self.refs == 0
+        self.waiters.is_empty()
+            && self.holders.is_empty()
+            && self.refs == 0
+            && self.tasks.is_empty()
     }
 }
 
@@ -52,6 +57,17 @@ pub(crate) struct Arrived {
     pub(crate) holders: Vec<WorkerId>,
     /// References taken less those let go.
     pub(crate) refs: i64,
+    /// Tasks that take it as an argument.
+    pub(crate) tasks: Vec<TaskId>,
+}
+
+/// An awaited object that will not come (see [`Awaited::expired`]): whom to fail.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Gone {
+    /// Workers that asked for it.
+    pub(crate) waiters: Vec<WorkerId>,
+    /// Tasks that take it as an argument.
+    pub(crate) tasks: Vec<TaskId>,
 }
 
 /// The objects awaited, by id.
@@ -72,6 +88,7 @@ impl Awaited {
             waiters: Vec::new(),
             holders: Vec::new(),
             refs: 0,
+            tasks: Vec::new(),
         })
     }
 
@@ -103,6 +120,14 @@ impl Awaited {
         held
     }
 
+    /// Task `task` takes `id` as an argument.
+    pub(crate) fn wait_task(&mut self, id: ObjectId, task: TaskId, now: Option<Instant>) {
+        let entry = self.entry(id, now);
+        if !entry.tasks.contains(&task) {
+            entry.tasks.push(task);
+        }
+    }
+
     /// A reference to `id` is taken (a value that contains it, a hold for an owner).
     pub(crate) fn add_ref(&mut self, id: ObjectId, now: Option<Instant>) {
         self.entry(id, now).refs += 1;
@@ -131,12 +156,13 @@ impl Awaited {
             waiters: entry.waiters,
             holders: entry.holders,
             refs: entry.refs,
+            tasks: entry.tasks,
         })
     }
 
-    /// The objects awaited for [`AWAIT_LIMIT`] by `now`, no longer awaited, with the
-    /// workers that asked for each.
-    pub(crate) fn expired(&mut self, now: Instant) -> Vec<(ObjectId, Vec<WorkerId>)> {
+    /// The objects awaited for [`AWAIT_LIMIT`] by `now`, no longer awaited, with whom to
+    /// fail for each.
+    pub(crate) fn expired(&mut self, now: Instant) -> Vec<(ObjectId, Gone)> {
         for entry in self.entries.values_mut() {
             entry.since.get_or_insert(now);
         }
@@ -148,21 +174,22 @@ impl Awaited {
     }
 
     /// The objects of tasks worker `owner` owns, no longer awaited (it is gone: they never
-    /// come), with the workers that asked for each.
-    pub(crate) fn owner_gone(&mut self, owner: WorkerId) -> Vec<(ObjectId, Vec<WorkerId>)> {
+    /// come), with whom to fail for each.
+    pub(crate) fn owner_gone(&mut self, owner: WorkerId) -> Vec<(ObjectId, Gone)> {
         self.take(|id, _| id.task.owner == owner)
     }
 
-    fn take(
-        &mut self,
-        mut gone: impl FnMut(ObjectId, &Entry) -> bool,
-    ) -> Vec<(ObjectId, Vec<WorkerId>)> {
+    fn take(&mut self, mut gone: impl FnMut(ObjectId, &Entry) -> bool) -> Vec<(ObjectId, Gone)> {
         let ids: Vec<ObjectId> = (self.entries.iter())
             .filter(|(id, entry)| gone(**id, entry))
             .map(|(id, _)| *id)
             .collect();
-        let mut taken: Vec<(ObjectId, Vec<WorkerId>)> = (ids.into_iter())
-            .filter_map(|id| Some((id, self.entries.remove(&id)?.waiters)))
+        let mut taken: Vec<(ObjectId, Gone)> = (ids.into_iter())
+            .filter_map(|id| {
+                let entry = self.entries.remove(&id)?;
+                let (waiters, tasks) = (entry.waiters, entry.tasks);
+                Some((id, Gone { waiters, tasks }))
+            })
             .collect();
         taken.sort_unstable_by_key(|(id, _)| *id);
         taken
@@ -181,7 +208,6 @@ impl Awaited {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prism_graph::TaskId;
 
     fn id(owner: u64, seq: u64) -> ObjectId {
         ObjectId::new(TaskId::new(owner, seq), 0)
@@ -205,12 +231,16 @@ mod tests {
             awaited.arrived(b).is_none(),
             "held and let go: nothing is left of b"
         );
+        awaited.wait_task(b, TaskId::new(0, 9), t0);
+        let tasks = awaited.arrived(b).map(|a| a.tasks);
+        assert_eq!(tasks, Some(vec![TaskId::new(0, 9)]));
         assert_eq!(
             awaited.arrived(a),
             Some(Arrived {
                 waiters: vec![3],
                 holders: vec![4],
-                refs: 1
+                refs: 1,
+                tasks: Vec::new(),
             })
         );
         assert!(awaited.is_empty());
@@ -225,16 +255,20 @@ mod tests {
         awaited.hold(id(9, 1), 5, Some(t0));
         // Named when the node's clock was not known: timed from the next look.
         awaited.wait(id(10, 1), 3, None);
-        assert_eq!(awaited.owner_gone(7), vec![(id(7, 1), vec![3])]);
+        let asked = |waiters: Vec<WorkerId>| Gone {
+            waiters,
+            tasks: Vec::new(),
+        };
+        assert_eq!(awaited.owner_gone(7), vec![(id(7, 1), asked(vec![3]))]);
         awaited.worker_gone(5);
         assert!(awaited.expired(t0 + AWAIT_LIMIT).is_empty());
         assert_eq!(
             awaited.expired(t0 + AWAIT_LIMIT + Duration::from_secs(5)),
-            vec![(id(8, 1), vec![3])]
+            vec![(id(8, 1), asked(vec![3]))]
         );
         assert_eq!(
             awaited.expired(t0 + 2 * AWAIT_LIMIT),
-            vec![(id(10, 1), vec![3])]
+            vec![(id(10, 1), asked(vec![3]))]
         );
         assert!(awaited.is_empty());
     }

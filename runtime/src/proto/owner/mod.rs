@@ -264,6 +264,13 @@ pub(crate) struct Owner {
     forgotten: forgotten::Forgotten,
     /// Objects named before they were known here (see [`awaited`]).
     awaited: awaited::Awaited,
+    /// Tasks submitted with such objects among their inputs, not in the graph until all
+    /// are known: their inputs.
+    parked: IdMap<TaskId, Vec<ObjectId>>,
+    /// Parked tasks whose inputs came since the last [`Owner::unpark`].
+    unpark_due: Vec<TaskId>,
+    /// Parked tasks ready now, for the node to queue.
+    pub(crate) unparked: Vec<TaskId>,
     /// Nodes the job lost so far (see [`Lineage`]).
     nodes_lost: u64,
     /// Orders sends of tasks and makings of results ([`Owner::remade_since_sent`]).
@@ -547,6 +554,23 @@ impl Owner {
         let added = self.graph.add_task(task, &deps, num_returns);
         let ready = matches!(added, Ok(Readiness::Ready));
         self.record(|events, now| events.submitted(task, &name, kind, ready, now));
+        let ready = self.added(task, &deps, num_returns, added, function);
+        self.unpark();
+        ready
+    }
+
+    /// Task `task` (of function `function`, `num_returns` values, inputs `deps`) was added
+    /// to the graph as `added` says: whether it can be scheduled now. One whose input already
+    /// failed fails; one with an input not known here that may still come waits for it (see
+    /// [`awaited`]); else one with an input not known fails, naming it.
+    fn added(
+        &mut self,
+        task: TaskId,
+        deps: &[ObjectId],
+        num_returns: u32,
+        added: Result<Readiness, prism_graph::GraphError>,
+        function: String,
+    ) -> bool {
         match added {
             Ok(Readiness::Ready) => true,
             Ok(Readiness::Waiting) => false,
@@ -555,6 +579,17 @@ impl Owner {
                 false
             }
             Err(e) => {
+                let unknown: Vec<ObjectId> = (deps.iter().copied())
+                    .filter(|d| !self.objects.contains_key(d))
+                    .collect();
+                let may_come = |d: &ObjectId| awaitable(&self.tasks, &self.forgotten, *d);
+                if !unknown.is_empty() && unknown.iter().all(may_come) {
+                    for &id in &unknown {
+                        self.awaited.wait_task(id, task, self.now);
+                    }
+                    self.parked.insert(task, deps.to_vec());
+                    return false;
+                }
                 // An input the owner no longer (or never) knew: fail the task, naming it.
                 let missing = deps.iter().find(|d| !self.objects.contains_key(d));
                 let (what, reason) = match missing {
@@ -597,6 +632,7 @@ impl Owner {
         self.hold(id, holder);
         self.set_contains(id, nested);
         self.touch(id);
+        self.unpark();
     }
 
     /// The value of `id` contains handles to `actors`: they live at least as long as it.
@@ -1174,6 +1210,46 @@ impl Owner {
         for worker in arrived.waiters {
             self.subscribe(id, worker);
         }
+        self.unpark_due.extend(arrived.tasks);
+    }
+
+    /// Tasks waiting for inputs that came (see [`Owner::insert_object`]) go into the graph
+    /// once all have: those ready now are for the node to queue ([`Owner::unparked`]).
+    fn unpark(&mut self) {
+        if self.unpark_due.is_empty() {
+            return;
+        }
+        for task in std::mem::take(&mut self.unpark_due) {
+            let Some(deps) = self.parked.get(&task) else {
+                continue;
+            };
+            if deps.iter().any(|d| !self.objects.contains_key(d)) {
+                continue;
+            }
+            let deps = self.parked.remove(&task).unwrap_or_default();
+            let Some(record) = self.tasks.get(&task) else {
+                continue;
+            };
+            let (num_returns, function) = (record.spec.num_returns, record.spec.function.clone());
+            let added = self.graph.add_task(task, &deps, num_returns);
+            if self.added(task, &deps, num_returns, added, function) {
+                self.unparked.push(task);
+            }
+        }
+    }
+
+    /// A task waiting for an input that will not come (`error`) fails.
+    fn fail_parked(&mut self, task: TaskId, error: &TaskError) {
+        if self.parked.remove(&task).is_none() {
+            return;
+        }
+        let Some(num_returns) = self.tasks.get(&task).map(|r| r.spec.num_returns) else {
+            return;
+        };
+        self.graph
+            .add_task(task, &[], num_returns)
+            .expect("a fresh task id without inputs always fits");
+        self.fail(task, error.clone());
     }
 
     /// Whether objects are awaited (see [`awaited`]).
@@ -1187,7 +1263,7 @@ impl Owner {
         if self.awaited.is_empty() {
             return;
         }
-        for (id, waiters) in self.awaited.expired(now) {
+        for (id, gone) in self.awaited.expired(now) {
             let reason = format!(
                 "no word of it reached its owner within {} s of the first read (it was never made, or its maker's word was lost)",
                 awaited::AWAIT_LIMIT.as_secs()
@@ -1199,7 +1275,7 @@ impl Owner {
                 what: format!("object {id}"),
                 reason,
             };
-            self.fail_awaited(id, waiters, &error);
+            self.fail_awaited(id, gone, &error);
         }
     }
 
@@ -1213,13 +1289,16 @@ impl Owner {
         if self.awaited.is_empty() {
             return;
         }
-        for (id, waiters) in self.awaited.owner_gone(owner) {
-            self.fail_awaited(id, waiters, &error(id));
+        for (id, gone) in self.awaited.owner_gone(owner) {
+            self.fail_awaited(id, gone, &error(id));
         }
     }
 
-    fn fail_awaited(&mut self, id: ObjectId, waiters: Vec<WorkerId>, error: &TaskError) {
-        for worker in waiters {
+    fn fail_awaited(&mut self, id: ObjectId, gone: awaited::Gone, error: &TaskError) {
+        for task in gone.tasks {
+            self.fail_parked(task, error);
+        }
+        for worker in gone.waiters {
             self.notices.push(WorkerNotice {
                 worker,
                 id,
