@@ -681,7 +681,7 @@ impl State {
             }
             None => {
                 let refusal = Refusal::NotKilled {
-                    job: "?".to_string(),
+                    job: "(unknown to this job)".to_string(),
                     actor: alias,
                     reason: "this job holds no handle to it (any more)".to_string(),
                 };

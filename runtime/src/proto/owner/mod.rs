@@ -1265,7 +1265,7 @@ impl Owner {
         }
         for (id, gone) in self.awaited.expired(now) {
             let reason = format!(
-                "no word of it reached its owner within {} s of the first read (it was never made, or its maker's word was lost)",
+                "no word of it reached the job within {} s of the first read (it was never made, or its maker's word was lost)",
                 awaited::AWAIT_LIMIT.as_secs()
             );
             tracing::warn!(object = %id, "{reason}");

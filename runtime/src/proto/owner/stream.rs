@@ -94,13 +94,14 @@ impl Owner {
             let function = self
                 .function_of(ObjectId::new(task, 0))
                 .unwrap_or_else(|| "stream".into());
-            self.objects.insert(id, ObjectEntry::new(slot, function));
+            self.insert_object(id, ObjectEntry::new(slot, function));
             self.set_contains(id, nested);
             if dropped {
                 self.release(id);
             }
         }
         self.touch(id);
+        self.unpark();
         self.stream_ack(task);
     }
 
@@ -148,7 +149,7 @@ impl Owner {
                     Some(count) => Slot::Failed(stream_ended(task, index, count)),
                     None => Slot::Pending,
                 };
-                self.objects.insert(id, ObjectEntry::new(slot, function));
+                self.insert_object(id, ObjectEntry::new(slot, function));
                 self.hold(id, holder);
             }
         }
