@@ -21,7 +21,8 @@
 //!
 //! With `--driver-sync --detached` the driver makes a detached actor on node 1 each trial
 //! (the first one starts the head's host of this binary's detached actors), times its
-//! creation, its first answer and `--children` calls one at a time, and kills it.
+//! creation, its first answer and `--children` calls one at a time, and kills it (timing
+//! the kill's answer, which its host's driver gives on the head's order, and its death).
 //!
 //! `bash benches/fanout-bench.sh [N=3] [--parents 10] [--children 10000] [--trials 3]` starts a
 //! head and N nodes on 127.0.0.x and passes `--address` and `--token`; without them it runs on
@@ -397,7 +398,21 @@ fn detached_trials(args: &Args) -> anyhow::Result<()> {
             p50 as f64 / 1e3,
             p99 as f64 / 1e3
         );
+        // Killed by its host's driver on the head's order: the answer, then its death seen.
+        let start = Instant::now();
         prism::kill(&echo)?;
+        let killed = start.elapsed();
+        while echo.echo(0).get_blocking().is_ok() {
+            anyhow::ensure!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "detached actor {trial} still answers 10 s after its kill"
+            );
+        }
+        println!(
+            "detached actor {trial}: kill answered in {:.1} ms, its calls fail from {:.1} ms",
+            killed.as_secs_f64() * 1e3,
+            start.elapsed().as_secs_f64() * 1e3
+        );
     }
     prism::shutdown();
     Ok(())
