@@ -227,8 +227,11 @@ pub(crate) async fn join(config: &Config, address: &str, store: PathBuf) -> Resu
         Err(e) => return Err(Error::Startup(format!("cannot read the node table: {e}"))),
     };
 
-    let exe = std::env::current_exe().map_err(startup("the program's executable"))?;
-    let bytes = map_file(&exe).map_err(startup("the program's executable"))?;
+    // The running image itself, not the file its path names now: a node's binary cache
+    // replaces a file with a fresh copy of the same bytes while a process started from the
+    // first runs (a host of detached actors, whose own join then found no file at its path).
+    let exe = std::path::Path::new("/proc/self/exe");
+    let bytes = map_file(exe).map_err(startup("the program's executable"))?;
     let hash = transfer::content_hash(&bytes);
     crate::process::use_content_fingerprint(crate::process::content_fingerprint(&hash));
     let size = bytes.len() as u64;

@@ -197,7 +197,9 @@ pub(crate) fn map_file(path: &Path) -> std::io::Result<Bytes> {
         return Ok(Bytes::new());
     }
     // SAFETY: segments and cached binaries are written once under a temporary name and never
-    // modified after they get their final one (see `store::Segment::map`).
+    // modified after they get their final one (see `store::Segment::map`); the one other file
+    // mapped, the running executable (`/proc/self/exe`), cannot be written while it runs
+    // (the kernel refuses with ETXTBSY).
     let map = unsafe { memmap2::Mmap::map(&file) }?;
     Ok(Bytes::from_owner(map))
 }
