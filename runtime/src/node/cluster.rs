@@ -715,7 +715,7 @@ impl Joined {
         &self,
         job: &str,
         actor: ActorId,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), HeadError> {
         let kill = ToControl::KillActor {
             job: job.to_string(),
             actor,
@@ -725,9 +725,9 @@ impl Joined {
             .await
         {
             Ok(FromControl::Ack) => Ok(()),
-            Ok(FromControl::Error(reason)) => Err(reason),
-            Ok(other) => Err(format!("the head answered {other:?}")),
-            Err(e) => Err(format!("cannot ask the head: {e}")),
+            Ok(FromControl::Error(reason)) => Err(HeadError::Refused(reason)),
+            Ok(other) => Err(HeadError::Refused(format!("it answered {other:?}"))),
+            Err(e) => Err(e),
         }
     }
 

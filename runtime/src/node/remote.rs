@@ -255,7 +255,7 @@ impl Remote {
     pub(super) fn kill_foreign(&self, kill: u64, job: String, actor: ActorId) {
         let (joined, core) = (self.joined.clone(), self.core.clone());
         self.handle.spawn(async move {
-            let outcome = joined.kill_foreign(&job, actor).await;
+            let outcome = (joined.kill_foreign(&job, actor).await).map_err(|e| e.to_string());
             if let Some(core) = core.upgrade() {
                 core.event(Event::ForeignKilled { kill, outcome });
             }
