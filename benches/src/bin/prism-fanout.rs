@@ -14,7 +14,8 @@
 //! With `--return-refs` each parent returns its children's references at once (Ray's
 //! `return [child.remote(i) for i in ...]`) and the driver reads them; `--child-ms` makes
 //! each child sleep that long. Reports when the parents' answers came and when the last
-//! child's value was read.
+//! child's value was read. With `--reader-on-node` a task on node 1 submits the parents and
+//! reads the values instead of the driver.
 //!
 //! With `--driver-sync --cross-job` another job serves an actor by name, which the driver and
 //! one of its tasks call too (calls across jobs).
@@ -85,6 +86,10 @@ struct Args {
     /// driver reads their values.
     #[arg(long)]
     return_refs: bool,
+    /// With `--return-refs`: a task on node 1 submits the parents and reads the children's
+    /// values, not the driver (the references go from worker to worker).
+    #[arg(long)]
+    reader_on_node: bool,
     /// With `--return-refs`: how long each child sleeps, in milliseconds.
     #[arg(long, default_value_t = 0)]
     child_ms: u64,
@@ -130,14 +135,50 @@ fn parent_returning(children: u64, ms: u64) -> (Vec<prism::ObjectRef<u64>>, Stri
     (refs, prism::node_name().unwrap_or_default())
 }
 
+/// `--return-refs --reader-on-node`: submits `parents` parents returning their children's
+/// references and reads every value: their sum.
+#[remote(num_cpus = 0)]
+fn reads_returned(parents: u64, children: u64, ms: u64) -> u64 {
+    let refs: Vec<_> = (0..parents)
+        .map(|_| parent_returning::remote(children, ms))
+        .collect();
+    let answers = prism::get_all_blocking(&refs).unwrap_or_else(|e| panic!("a parent: {e}"));
+    (answers.iter())
+        .map(|(refs, _)| prism::get_all_blocking(refs).unwrap_or_else(|e| panic!("a child: {e}")))
+        .map(|values| values.into_iter().sum::<u64>())
+        .sum()
+}
+
 /// `--return-refs`: each trial, the parents return their children's references and the
-/// driver reads every value.
+/// driver reads every value (or, with `--reader-on-node`, a task on node 1 does).
 fn returned_refs_trials(args: &Args) -> anyhow::Result<()> {
     let children = u64::from(args.children);
     let total = u64::from(args.parents) * children;
     for _ in 0..args.trials {
         let before = prism::worker_messages_received()?;
         let start = Instant::now();
+        if args.reader_on_node {
+            anyhow::ensure!(args.nodes > 0, "--reader-on-node needs a cluster");
+            let sum = (reads_returned::options().resources("r1", 0.01))
+                .remote(u64::from(args.parents), children, args.child_ms)
+                .get_blocking()?;
+            let secs = start.elapsed().as_secs_f64();
+            let expected = u64::from(args.parents) * (children * children.saturating_sub(1) / 2);
+            anyhow::ensure!(sum == expected, "the children's values summed {sum}");
+            let messages = prism::worker_messages_received()? - before;
+            println!(
+                "{} parents returning {} children's references ({} ms each) to a reader on \
+                 node 1 of {} nodes: all read after {secs:.3} s ({:.0} children/s), {:.2} \
+                 driver messages per child",
+                args.parents,
+                children,
+                args.child_ms,
+                args.nodes,
+                total as f64 / secs,
+                messages as f64 / total as f64,
+            );
+            continue;
+        }
         let parents: Vec<_> = (0..args.parents)
             .map(|p| match args.nodes {
                 0 => parent_returning::remote(children, args.child_ms),
