@@ -1157,10 +1157,10 @@ impl Owner {
     /// A worker wants the object: a notice now if it is done, or when it is.
     pub(crate) fn subscribe(&mut self, id: ObjectId, worker: WorkerId) {
         self.touch(id);
-        if self.awaitable(id) {
-            return self.awaited.wait(id, worker, self.now);
-        }
         match self.objects.get_mut(&id) {
+            None if awaitable(&self.tasks, &self.forgotten, id) => {
+                self.awaited.wait(id, worker, self.now)
+            }
             None => self.notices.push(WorkerNotice {
                 worker,
                 id,
