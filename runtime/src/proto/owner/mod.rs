@@ -1632,13 +1632,19 @@ mod tests {
                 if reason.contains("rebuilt 1 time(s) so already (max_retries = 1; 6 rebuild(s) in all)")));
     }
 
-    #[test]
-    fn a_task_sent_before_its_input_was_rebuilt_knows_the_input_was_made_again() {
+    /// Task 1 (retried) made its value elsewhere; task 2, taking it, was sent to worker 1.
+    fn input_made_and_consumer_sent() -> Owner {
         let mut owner = Owner::default();
         owner.submit(retried(1, vec![]), None);
         owner.submit(spec(2, vec![Arg::Ref(out(1))]), None);
         run(&mut owner, 1, Slot::Remote(10));
         owner.started(TaskId::new(0, 2), 1);
+        owner
+    }
+
+    #[test]
+    fn a_task_sent_before_its_input_was_rebuilt_knows_the_input_was_made_again() {
+        let mut owner = input_made_and_consumer_sent();
         assert!(!owner.remade_since_sent(out(1), TaskId::new(0, 2)));
         // The input is lost and made again while task 2 runs: a report of task 2's that it
         // did not find the input is older than the new copy.
@@ -1713,11 +1719,7 @@ mod tests {
 
     #[test]
     fn a_task_whose_argument_is_rebuilt_waits_for_it() {
-        let mut owner = Owner::default();
-        owner.submit(retried(1, vec![]), None);
-        owner.submit(spec(2, vec![Arg::Ref(out(1))]), None);
-        run(&mut owner, 1, Slot::Remote(10));
-        owner.started(TaskId::new(0, 2), 1);
+        let mut owner = input_made_and_consumer_sent();
         let mut rebuilt = Rebuilt::default();
         owner.rebuild(out(1), &|_| true, "lost", &mut rebuilt);
         // Task 2 was on its way to a worker, which could not find its argument.
