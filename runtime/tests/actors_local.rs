@@ -96,6 +96,11 @@ fn five() -> u64 {
     5
 }
 
+#[remote]
+fn no_label() -> String {
+    panic!("no label today")
+}
+
 /// A task that calls an actor through a handle it was given.
 #[remote]
 fn bump_many(counter: ActorHandle<Counter>, times: u64) -> u64 {
@@ -539,6 +544,13 @@ fn a_failing_constructor_fails_the_calls() -> Result<(), Failed> {
     ensure(text.contains("an empty label is not allowed"), text)
 }
 
+fn a_constructor_whose_argument_failed_fails_the_calls() -> Result<(), Failed> {
+    let bad = Picky::remote(no_label::remote());
+    let e = task_error(bad.label().get_blocking())?;
+    let text = e.to_string();
+    ensure(text.contains("no label today"), text)
+}
+
 fn calls_queued_behind_a_blocked_call_run_after_it_in_order() -> Result<(), Failed> {
     let c = Counter::remote(0);
     let results: Vec<prism::ObjectRef<u64>> = (0..40)
@@ -672,6 +684,10 @@ fn main() {
         (
             "a_failing_constructor_fails_the_calls",
             a_failing_constructor_fails_the_calls,
+        ),
+        (
+            "a_constructor_whose_argument_failed_fails_the_calls",
+            a_constructor_whose_argument_failed_fails_the_calls,
         ),
         (
             "dropping_the_last_handle_stops_the_actor",

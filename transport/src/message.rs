@@ -52,8 +52,11 @@ use crate::frame::Message;
 /// for it ([`ToNode::HandOver`]; its end follows as a [`ToNode::Done`]; `OwnerDied`); 36:
 /// any job's actor killed through the head, by its driver on the head's order
 /// ([`ToControl::KillActor`], formerly `KillDetached`; [`ToControl::KillNamed`],
-/// [`ToControl::TakeOrders`], [`ToNode::KillForeign`], [`Refusal::NotKilled`]).
-pub const PROTOCOL_VERSION: u32 = 36;
+/// [`ToControl::TakeOrders`], [`ToNode::KillForeign`], [`Refusal::NotKilled`]); 37: a
+/// worker lends the objects it owns that a task pushed to it returns to a worker on its node
+/// (the borrower protocol: [`ToWorker::Returned`]'s `lent`, [`ToWorker::Loans`],
+/// [`ToNode::WatchWorker`], [`ToWorker::WorkerGone`]).
+pub const PROTOCOL_VERSION: u32 = 37;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -276,8 +279,31 @@ pub enum ToWorker {
         /// The depth of the blocked task it runs on (0: the worker's own task).
         depth: u32,
     },
-    /// Values of objects the worker asked for with [`ToNode::Get`].
+    /// Values of objects the worker asked for with [`ToNode::Get`], or (from another worker,
+    /// relayed) with [`ToWorker::Loans`]' `ask`.
     Objects(Vec<(ObjectId, ObjectValue)>),
+    /// Borrower to owner (another worker of the job on its node, relayed): about objects the
+    /// owner lent it ([`ToWorker::Returned`]'s `lent`). Each count is of the loans of that
+    /// object the borrower received.
+    Loans {
+        /// The borrower's owner number.
+        from: u64,
+        /// Send their values ([`ToWorker::Objects`]), now or once known.
+        ask: Vec<ObjectId>,
+        /// The borrower is done with them.
+        release: Vec<(ObjectId, u32)>,
+        /// A reference to them leaves the borrower: hand them to the node, and have it hold
+        /// each for the borrower ([`ToNode::HoldFor`]) in place of the loans, which end.
+        promote: Vec<(ObjectId, u32)>,
+    },
+    /// Worker `worker` of the job, which this one watches ([`ToNode::WatchWorker`]), is gone
+    /// (or was never known to the node).
+    WorkerGone {
+        /// The worker.
+        worker: u64,
+        /// What the node saw of it.
+        reason: String,
+    },
     /// Drop this task if it has not started.
     Cancel {
         /// The task.
@@ -363,6 +389,11 @@ pub enum ToWorker {
         sent_us: u64,
         /// The ends.
         ends: Vec<TaskEnd>,
+        /// The references inside the ends' values to objects the worker that ran them owns
+        /// and lends this one, once per reference (the rest the node holds for this worker:
+        /// [`ToNode::HoldFor`]). The borrower asks the owner for their values and tells it
+        /// when it lets go ([`ToWorker::Loans`]).
+        lent: Vec<ObjectId>,
     },
     /// Tasks this worker owns were handed back unrun by the worker they were pushed to (it
     /// blocked, or was asked to give them back).
@@ -487,6 +518,13 @@ pub enum ToNode {
     },
     /// The answer to [`ToWorker::ExitIfIdle`] of a worker that still owes work: it stays.
     Owes,
+    /// Tell this worker ([`ToWorker::WorkerGone`]) when worker `worker` of the job on the same
+    /// node exits (at once if it is not running): a borrower watches its lender, a lender
+    /// its borrowers. For the node, not the driver.
+    WatchWorker {
+        /// The worker watched.
+        worker: u64,
+    },
     /// For the driver, from a worker it linked to directly ([`ToWorker::Switch`]): the
     /// worker's frames for the driver come the other way from now on (through the node after
     /// this frame came on the direct link, on the direct link after it came through the

@@ -47,6 +47,7 @@ pub(crate) fn lane_of(msg: &ToNode) -> Lane {
         | ToNode::HoldActors(_)
         | ToNode::ReleaseActors(_) => Lane::Relayed,
         ToNode::Owes
+        | ToNode::WatchWorker { .. }
         | ToNode::OwnerAt { .. }
         | ToNode::Lease { .. }
         | ToNode::Unlease { .. }
@@ -90,6 +91,7 @@ pub(crate) fn lane_of_archived(msg: &ArchivedToNode) -> Lane {
         | ArchivedToNode::HoldActors(_)
         | ArchivedToNode::ReleaseActors(_) => Lane::Relayed,
         ArchivedToNode::Owes
+        | ArchivedToNode::WatchWorker { .. }
         | ArchivedToNode::OwnerAt { .. }
         | ArchivedToNode::Lease { .. }
         | ArchivedToNode::Unlease { .. }

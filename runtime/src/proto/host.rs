@@ -375,6 +375,9 @@ struct Job<P, S> {
     /// grants said: the task events name where those workers' tasks ran (their ends come
     /// on direct links, past the relays that otherwise tell).
     leased_at: HashMap<u64, String>,
+    /// Workers here watched by other workers here (lenders and borrowers of objects:
+    /// [`prism_transport::ToNode::WatchWorker`]), and their watchers: told when it exits.
+    watchers: HashMap<u64, Vec<u64>>,
 }
 
 /// Whether idle worker `worker` still owes work its pool does not see: tasks it owns on
@@ -937,6 +940,9 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 self.owes(conn, worker, now);
                 true
             }
+            ArchivedToNode::WatchWorker { worker: watched } => {
+                self.watch_worker(at, worker, watched.to_native())
+            }
             ArchivedToNode::OwnerAt { owner, node } => {
                 // Where the arguments of a direct link's pushes are pulled from.
                 if let Some(record) = self.jobs.get_mut(job).filter(|j| j.conn == conn) {
@@ -1449,6 +1455,59 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         }
     }
 
+    /// Worker `watcher` of job `job` (on `conn`) watches worker `watched`
+    /// ([`prism_transport::ToNode::WatchWorker`]): told when it exits, or at once if it does
+    /// not run here. True when the node takes the frame; a worker of another node's is the
+    /// driver's to watch.
+    fn watch_worker(&mut self, (job, conn): (&str, ConnId), watcher: u64, watched: u64) -> bool {
+        let Some(record) = self.jobs.get_mut(job).filter(|j| j.conn == conn) else {
+            return true;
+        };
+        if record.idx.is_some_and(|idx| idx != nodes::node_of(watched)) {
+            return false;
+        }
+        if record.workers.contains_key(&watched) {
+            let watchers = record.watchers.entry(watched).or_default();
+            if !watchers.contains(&watcher) {
+                watchers.push(watcher);
+            }
+            return true;
+        }
+        let reason = format!("worker {watched} does not run on node {}", self.name);
+        let message = Box::new(ToWorker::WorkerGone {
+            worker: watched,
+            reason,
+        });
+        let worker = watcher;
+        self.actions.push_back(Action::Write {
+            conn,
+            worker,
+            message,
+        });
+        true
+    }
+
+    /// Worker `worker` of the job on `conn` exited (`reason`): the workers watching it hear.
+    fn tell_watchers(&mut self, conn: ConnId, worker: u64, reason: &str) {
+        let name = self.name.clone();
+        let Some((_, job)) = self.job_of_mut(conn) else {
+            return;
+        };
+        let watchers = job.watchers.remove(&worker).unwrap_or_default();
+        for list in job.watchers.values_mut() {
+            list.retain(|&w| w != worker);
+        }
+        for watcher in watchers {
+            let reason = format!("worker {worker} exited on node {name}: {reason}");
+            let message = Box::new(ToWorker::WorkerGone { worker, reason });
+            self.actions.push_back(Action::Write {
+                conn,
+                worker: watcher,
+                message,
+            });
+        }
+    }
+
     /// Worker `worker` of the job on `conn` exited: a lease of the node's own on it ends (its
     /// owner hears), its asks leave, and the workers leased to it are killed.
     fn pool_worker_exited(&mut self, conn: ConnId, worker: u64, reason: &str) {
@@ -1952,6 +2011,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     job.hellos.remove(&worker);
                     job.unsaid.remove(&worker);
                 }
+                self.tell_watchers(conn, worker, &reason);
                 self.pool_worker_exited(conn, worker, &reason);
                 let event = HostEvent::WorkerExited { worker, reason };
                 self.actions.push_back(Action::Tell { conn, event });
@@ -2311,6 +2371,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     hellos: HashMap::new(),
                     unsaid: HashMap::new(),
                     leased_at: HashMap::new(),
+                    watchers: HashMap::new(),
                 };
                 self.jobs.insert(job, record);
                 // The first renewal is asked for at once.

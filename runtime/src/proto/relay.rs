@@ -66,8 +66,10 @@ pub(crate) fn check(frame: &[u8]) -> Result<Kind, String> {
         ArchivedToWorker::Push(_) => Ok(Kind::Push),
         ArchivedToWorker::Returned { .. }
         | ArchivedToWorker::Handback(_)
-        | ArchivedToWorker::Cancel { .. } => Ok(Kind::Other),
-        _ => Err("not a push, an end, a hand-back or a cancel".into()),
+        | ArchivedToWorker::Cancel { .. }
+        | ArchivedToWorker::Loans { .. }
+        | ArchivedToWorker::Objects(_) => Ok(Kind::Other),
+        _ => Err("not a push, an end, a hand-back, a cancel, a loan's word or a value".into()),
     }
 }
 

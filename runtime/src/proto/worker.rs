@@ -23,6 +23,7 @@ use crate::store::ObjectBytes;
 
 mod direct;
 pub(crate) mod foreign;
+mod loans;
 mod owned;
 mod pulls;
 
@@ -140,6 +141,8 @@ pub(crate) struct Worker {
     now_us: u64,
     /// The tasks this worker owns.
     owned: owned::Owned,
+    /// Objects it lent other workers, and those they lent it.
+    loans: loans::Loans,
     /// Pushed tasks waiting for their arguments to be pulled from their owners' nodes.
     arg_pulls: pulls::ArgPulls,
     /// Frames on direct links, and the lease that lets pushes come that way.
@@ -180,6 +183,7 @@ impl Worker {
             pushed: IdMap::default(),
             now_us: 0,
             owned: owned::Owned::new(me),
+            loans: loans::Loans::default(),
             arg_pulls: pulls::ArgPulls::default(),
             direct: direct::Direct::default(),
             running: Vec::new(),
@@ -313,6 +317,11 @@ impl Worker {
         if let Some(answer) = answer {
             self.expect_answer(answer);
         }
+        // The node owns the actor: what its arguments are or refer to goes to it first.
+        let deps: Vec<ObjectId> = spec.dependencies().collect();
+        let mut escaping = self.to_promote(&spec.inlined_refs);
+        escaping.extend(self.to_promote(&deps));
+        self.hand_over(&escaping);
         self.send_releases();
         let named = answer.is_some();
         self.send(&ToNode::CreateActor {
@@ -408,7 +417,7 @@ impl Worker {
                 self.refs.remove(&id);
                 self.cache.remove(&id);
                 self.requested.remove(&id);
-                if !owned {
+                if !owned && !self.give_back(id) {
                     match at_end {
                         true => self.released_at_end.push(id),
                         false => self.released.push(id),
@@ -482,6 +491,9 @@ impl Worker {
     pub(crate) fn hold_returned(&mut self, task: TaskId, objects: &[ObjectId], actors: &[ActorId]) {
         for &id in objects {
             self.borrow(id);
+        }
+        if let Some(owner) = self.lends_to(task) {
+            self.lend(task, owner, objects);
         }
         for &actor in actors {
             self.actor_borrow(actor);
@@ -560,6 +572,7 @@ impl Worker {
             || !self.queue.is_empty()
             || self.arg_pulls.holds_any()
             || self.owned.under_way()
+            || self.loans.lends()
     }
 
     /// Whether ended tasks wait to be reported.
@@ -618,6 +631,8 @@ impl Worker {
             if self.owns(id) {
                 // Known here once its task ends (asked of the node if the task goes there).
                 self.owned.want(id);
+            } else if self.ask_lender(id) {
+                // Asked of its owner, another worker.
             } else if self.requested.insert(id) {
                 missing.push(id);
             }
@@ -665,6 +680,7 @@ impl Worker {
         };
         self.push_calls();
         self.expire_held();
+        self.send_loan_words();
         if !self.pushed.is_empty() && !self.done.is_empty() {
             let sent_us = if self.timed { stamp() } else { 0 };
             self.return_pushed(sent_us);
@@ -704,6 +720,7 @@ impl Worker {
     /// `sent_us` (0: none).
     fn return_pushed(&mut self, sent_us: u64) {
         let mut ends = Vec::new();
+        let mut failed = Vec::new();
         let pushed = &mut self.pushed;
         self.done.retain_mut(|e| {
             let Some(run) = pushed.remove(&e.task) else {
@@ -713,6 +730,9 @@ impl Worker {
                 task: e.task,
                 function: String::new(),
             });
+            if matches!(e.outcome, Outcome::Failed(_)) {
+                failed.push(e.task);
+            }
             ends.push(TaskEnd {
                 task: e.task,
                 outcome: std::mem::replace(&mut e.outcome, outcome),
@@ -721,10 +741,15 @@ impl Worker {
             });
             false
         });
+        // What this worker lent in values that did not go (a later one failed): the loans end.
+        for task in failed {
+            self.unlend(task);
+        }
         for (owner, ends) in by_owner(ends, |e| e.task) {
-            // What their values hold stays alive for the owner: held for it before the end
-            // leaves, and before this worker's own holds go (after the end).
-            let (mut ids, mut actors) = (Vec::new(), Vec::new());
+            // What their values hold stays alive for the owner: lent it by this worker
+            // (objects of its own, on the owner's node), or held for it by the node, before
+            // the end leaves, and before this worker's own holds go (after the end).
+            let (mut ids, mut actors, mut lent) = (Vec::new(), Vec::new(), Vec::new());
             for end in &ends {
                 if let Outcome::Returned {
                     nested,
@@ -732,7 +757,9 @@ impl Worker {
                     ..
                 } = &end.outcome
                 {
-                    ids.extend(nested.iter().flatten());
+                    let loans = self.lent_in(end.task);
+                    ids.extend(loans.without(nested.iter().flatten().copied()));
+                    lent.extend(loans.into_ids());
                     actors.extend(handles.iter().flatten());
                 }
             }
@@ -761,7 +788,12 @@ impl Worker {
                     actors,
                 });
             }
-            self.forward(owner, None, &ToWorker::Returned { sent_us, ends });
+            let returned = ToWorker::Returned {
+                sent_us,
+                ends,
+                lent,
+            };
+            self.forward(owner, None, &returned);
         }
     }
 
@@ -847,8 +879,29 @@ impl Worker {
             ArchivedToWorker::Spill { key, room, home } => {
                 self.spill(key.to_native(), room.to_native(), home.to_native());
             }
-            ArchivedToWorker::Returned { sent_us, ends } => {
-                self.returned(sent_us.to_native(), true, ends.iter(), open)?;
+            ArchivedToWorker::Returned {
+                sent_us,
+                ends,
+                lent,
+            } => {
+                let lent: IdSet<ObjectId> = lent.iter().map(|id| id.to_native()).collect();
+                self.returned(sent_us.to_native(), (true, &lent), ends.iter(), open)?;
+            }
+            ArchivedToWorker::Loans {
+                from,
+                ask,
+                release,
+                promote,
+            } => {
+                self.loans_word(
+                    from.to_native(),
+                    ask.iter().map(|id| id.to_native()),
+                    release.iter().map(|e| (e.0.to_native(), e.1.to_native())),
+                    promote.iter().map(|e| (e.0.to_native(), e.1.to_native())),
+                );
+            }
+            ArchivedToWorker::WorkerGone { worker, reason } => {
+                self.worker_gone(worker.to_native(), reason.as_str());
             }
             ArchivedToWorker::Fetched { id, error } => {
                 let (id, error) = (id.to_native(), error.as_ref().map(|e| e.as_str()));
@@ -984,7 +1037,11 @@ impl Worker {
         }
         let mut awaiting: IdSet<TaskId> = ids
             .iter()
-            .filter(|id| !self.cache.contains_key(id) && !self.owns(**id))
+            // Neither this worker's own tasks nor those making objects lent to it (their
+            // owners, other workers, run them): the node can run none of them here.
+            .filter(|id| {
+                !self.cache.contains_key(id) && !self.owns(**id) && !self.loans.borrows(**id)
+            })
             .map(|id| id.task)
             .take(MAX_AWAITING)
             .collect();

@@ -152,7 +152,7 @@ impl WorkerClient {
     /// worker owns go to the node now, and all are held here until the end is queued.
     fn returning(&self, task: TaskId, nested: &crate::value::Nested) {
         let mut inner = self.inner.lock();
-        inner.core.hand_over(&nested.objects);
+        inner.core.hand_over_returned(task, &nested.objects);
         inner
             .core
             .hold_returned(task, &nested.objects, &nested.actors);

@@ -457,6 +457,8 @@ struct WorkerLife {
     /// Its direct endpoint, as its hello named it: callers on other nodes reach the actor it
     /// runs there.
     direct: Option<String>,
+    /// Workers that watch it ([`ToNode::WatchWorker`]): told when it is gone.
+    watchers: Vec<WorkerId>,
 }
 
 /// Frames for a worker on another node held back until the objects they name are in that
@@ -562,6 +564,9 @@ pub(crate) struct State {
     killed: IdMap<u64, Result<(), Refusal>>,
     /// Actor creation attempts (first starts and restarts) by task.
     creations: IdMap<TaskId, ActorId>,
+    /// Retired workers that still owe work ([`ToNode::Owes`]): asked to exit again with the
+    /// next tick.
+    owing_retired: IdSet<WorkerId>,
     /// Actors whose queues may have calls ready to send.
     actors_to_pump: IdSet<ActorId>,
     /// Counter of the node's own task ids (actor restarts).
@@ -700,6 +705,7 @@ impl State {
             killings: IdMap::default(),
             killed: IdMap::default(),
             creations: IdMap::default(),
+            owing_retired: IdSet::default(),
             actors_to_pump: IdSet::default(),
             internal_seq: 0,
             lease_ends: IdMap::default(),
@@ -1203,6 +1209,11 @@ impl State {
             return;
         }
         self.owner.expire_awaited(now);
+        for worker in std::mem::take(&mut self.owing_retired) {
+            if self.workers.contains_key(&worker) {
+                self.encode_to(worker, &ToWorker::ExitIfIdle);
+            }
+        }
         if self.owner.compact() | self.nodes.compact() {
             self.actions.push_back(Action::ReturnFreeMemory);
         }
@@ -1433,10 +1444,12 @@ impl State {
 }
 
 impl State {
-    /// Takes a worker out of the pool and asks its process to exit.
+    /// Takes a worker out of the pool and asks its process to exit once it owes nothing (it
+    /// may still run an actor's last calls, or lend objects to other workers: it answers
+    /// [`ToNode::Owes`] and is asked again each [`IDLE_TICK`]).
     fn retire(&mut self, worker: WorkerId) {
         self.nodes.remove_worker(worker);
-        self.encode_to(worker, &ToWorker::Shutdown);
+        self.encode_to(worker, &ToWorker::ExitIfIdle);
         if let Some(life) = self.workers.get_mut(&worker) {
             life.retiring = true;
         }
@@ -1884,11 +1897,16 @@ impl State {
             ArchivedToNode::DropCopies { .. } | ArchivedToNode::KeptFor { .. } => {
                 tracing::debug!(worker, "copies between nodes are for their daemons to keep");
             }
+            ArchivedToNode::WatchWorker { worker: watched } => {
+                self.watch_worker(worker, watched.to_native());
+            }
             ArchivedToNode::Owes => {
-                tracing::debug!(
-                    worker,
-                    "an answer to its node's ask to exit, not the driver's"
-                );
+                if self.workers.get(&worker).is_some_and(|l| l.retiring) {
+                    // Asked again with the next tick.
+                    self.owing_retired.insert(worker);
+                } else {
+                    tracing::debug!(worker, "an answer to its node's ask to exit");
+                }
             }
             ArchivedToNode::Hello(_) => {
                 tracing::warn!(worker, "second hello ignored");
@@ -2223,6 +2241,23 @@ impl State {
         }
     }
 
+    /// Worker `watcher` watches worker `watched` ([`ToNode::WatchWorker`]): told when it is
+    /// gone, or at once if it is not known.
+    fn watch_worker(&mut self, watcher: WorkerId, watched: WorkerId) {
+        if let Some(life) = self.workers.get_mut(&watched) {
+            if !life.watchers.contains(&watcher) {
+                life.watchers.push(watcher);
+            }
+            return;
+        }
+        let reason = format!("worker {watched} is not running");
+        let gone = ToWorker::WorkerGone {
+            worker: watched,
+            reason,
+        };
+        self.encode_to(watcher, &gone);
+    }
+
     fn maybe_dead(&mut self, worker: WorkerId) {
         let Some(life) = self.workers.get(&worker) else {
             return;
@@ -2246,6 +2281,10 @@ impl State {
             self.actor_release(actor);
         }
         let reason = link.exit.unwrap_or_default();
+        for watcher in link.watchers {
+            let reason = format!("worker {worker} exited: {reason}");
+            self.encode_to(watcher, &ToWorker::WorkerGone { worker, reason });
+        }
         self.outbox.remove(&worker);
         self.held.remove(&worker);
         self.owner_died(worker, link.pid, &reason);
@@ -2372,6 +2411,12 @@ impl State {
                 .is_some_and(|r| matches!(r.spec.kind, TaskKind::ActorCall(_)));
             if !call {
                 self.enqueue(task);
+            }
+        }
+        // Creations that failed before they ran (an input failed, or never came).
+        for (task, error) in std::mem::take(&mut self.owner.failed_creations) {
+            if let Some(actor) = self.creations.remove(&task) {
+                self.stop_actor(actor, format!("its creation failed: {error}"));
             }
         }
         for actor in std::mem::take(&mut self.owner.released_actors) {

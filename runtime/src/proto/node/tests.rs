@@ -2471,6 +2471,7 @@ fn another_job_s_actor_is_found_at_the_head_and_called_under_an_alias_by_workers
     let msgs = vec![ToWorker::Returned {
         sent_us: 0,
         ends: vec![end],
+        lent: Vec::new(),
     }];
     h.event(Event::ForeignFrames {
         endpoint: at.clone(),

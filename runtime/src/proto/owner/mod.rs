@@ -271,6 +271,9 @@ pub(crate) struct Owner {
     unpark_due: Vec<TaskId>,
     /// Parked tasks ready now, for the node to queue.
     pub(crate) unparked: Vec<TaskId>,
+    /// Actor creations that failed here (an input failed or never came, say) rather than on
+    /// a worker: the node ends their actors.
+    pub(crate) failed_creations: Vec<(TaskId, TaskError)>,
     /// Nodes the job lost so far (see [`Lineage`]).
     nodes_lost: u64,
     /// Orders sends of tasks and makings of results ([`Owner::remade_since_sent`]).
@@ -1026,6 +1029,9 @@ impl Owner {
     fn finish_failed(&mut self, task: TaskId, error: TaskError) {
         self.record(|events, now| events.failed(task, || error.to_string(), now));
         if let Some(record) = self.tasks.remove(&task) {
+            if matches!(record.spec.kind, TaskKind::ActorCreation { .. }) {
+                self.failed_creations.push((task, error.clone()));
+            }
             self.end_task(&record.spec);
             for id in record.spec.return_ids() {
                 self.set_slot(id, Slot::Failed(error.clone()));

@@ -190,6 +190,8 @@ impl Worker {
                 }
             }
             (ArchivedToWorker::Cancel { .. }, Some(_)) => {}
+            // A borrower's word and its lender's answer, either way on a link between them.
+            (ArchivedToWorker::Loans { .. } | ArchivedToWorker::Objects(_), _) => {}
             (ArchivedToWorker::Returned { .. } | ArchivedToWorker::Handback(_), None) => {}
             (ArchivedToWorker::Push(_) | ArchivedToWorker::Cancel { .. }, None) => {
                 return Ok(Err(Refused::Kind(

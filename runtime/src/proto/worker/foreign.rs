@@ -204,6 +204,7 @@ mod tests {
         let returned = ToWorker::Returned {
             sent_us: 0,
             ends: vec![end],
+            lent: Vec::new(),
         };
         prism_transport::encode_frame(&returned, &mut bytes).unwrap();
         prism_transport::encode_frame(

@@ -128,6 +128,9 @@ struct Made {
     /// which asked it to: [`ToNode::HoldFor`]), until [`ToNode::ReleaseHeld`]; else this
     /// worker counts them among its own references.
     held: bool,
+    /// References to objects the worker that ran the task owns and lent this one (see
+    /// `loans`), apart from `nested`: each is one of this worker's references.
+    lent: Vec<ObjectId>,
 }
 
 /// A worker's books of the tasks it owns (see the module's documentation).
@@ -206,6 +209,11 @@ impl Owned {
     /// This worker's owner number.
     pub(super) fn me(&self) -> u64 {
         self.me
+    }
+
+    /// Whether the node lets this worker own its tasks.
+    pub(super) fn enabled(&self) -> bool {
+        self.enabled
     }
 
     /// Whether `id` is an object this worker owns and has not handed to the node.
@@ -673,12 +681,13 @@ impl Worker {
         }
     }
 
-    /// Owned tasks ended on the workers they were pushed to (or here); `open` maps a value's
-    /// segment.
+    /// Owned tasks ended on the workers they were pushed to (or here); `held`: the node holds
+    /// what their values refer to for this worker, but for `lent` (objects the worker that ran
+    /// them lent this one); `open` maps a value's segment.
     pub(super) fn returned<'a>(
         &mut self,
         sent_us: u64,
-        held: bool,
+        (held, lent): (bool, &IdSet<ObjectId>),
         ends: impl Iterator<Item = &'a ArchivedTaskEnd>,
         open: &mut dyn FnMut(&ArchivedValue) -> std::io::Result<ObjectBytes>,
     ) -> Result<(), super::Stop> {
@@ -702,21 +711,32 @@ impl Worker {
                     values,
                     nested,
                     actors,
-                } => Ending::Returned {
-                    values: (values.iter())
-                        .map(|value| match (value, &afar) {
-                            (ArchivedValue::Shared { len, .. }, Some(at)) => Got::Afar {
-                                len: len.to_native(),
-                                at: at.clone(),
-                            },
-                            _ => Got::Here(open(value)),
-                        })
-                        .collect(),
-                    nested: rkyv::deserialize::<_, rkyv::rancor::Error>(nested)
-                        .map_err(undecodable)?,
-                    actors: rkyv::deserialize::<_, rkyv::rancor::Error>(actors)
-                        .map_err(undecodable)?,
-                },
+                } => {
+                    let nested: Vec<Vec<ObjectId>> =
+                        rkyv::deserialize::<_, rkyv::rancor::Error>(nested).map_err(undecodable)?;
+                    let (nested, lent) = match lent.is_empty() {
+                        true => (nested, Vec::new()),
+                        false => nested
+                            .into_iter()
+                            .map(|ids| ids.into_iter().partition(|id| !lent.contains(id)))
+                            .unzip(),
+                    };
+                    Ending::Returned {
+                        values: (values.iter())
+                            .map(|value| match (value, &afar) {
+                                (ArchivedValue::Shared { len, .. }, Some(at)) => Got::Afar {
+                                    len: len.to_native(),
+                                    at: at.clone(),
+                                },
+                                _ => Got::Here(open(value)),
+                            })
+                            .collect(),
+                        nested,
+                        lent,
+                        actors: rkyv::deserialize::<_, rkyv::rancor::Error>(actors)
+                            .map_err(undecodable)?,
+                    }
+                }
                 prism_transport::ArchivedOutcome::Failed(error) => Ending::Failed(
                     rkyv::deserialize::<TaskError, rkyv::rancor::Error>(error)
                         .map_err(undecodable)?,
@@ -784,7 +804,8 @@ impl Worker {
         match rkyv::to_bytes::<rkyv::rancor::Error>(&end) {
             Ok(bytes) => match rkyv::access::<ArchivedTaskEnd, rkyv::rancor::Error>(&bytes) {
                 Ok(archived) => {
-                    let _ = self.returned(0, false, std::iter::once(archived), open);
+                    let none = IdSet::default();
+                    let _ = self.returned(0, (false, &none), std::iter::once(archived), open);
                 }
                 Err(e) => tracing::error!(task = %end.task, "cannot read a task's end: {e}"),
             },
@@ -811,8 +832,21 @@ impl Worker {
             if stale {
                 tracing::debug!(%task, "the end of an earlier run of an owned task is dropped");
             }
-            if let (true, Ending::Returned { nested, actors, .. }) = (held, ending) {
-                self.release_held(nested.concat(), actors.concat());
+            if let Ending::Returned {
+                nested,
+                actors,
+                lent,
+                ..
+            } = ending
+            {
+                if held {
+                    self.release_held(nested.concat(), actors.concat());
+                }
+                // Given back at once.
+                for id in lent.concat() {
+                    self.take_loan(id);
+                    self.release(id);
+                }
             }
             return;
         };
@@ -848,6 +882,7 @@ impl Worker {
                 values,
                 nested,
                 actors,
+                lent,
             } => {
                 let function: Arc<str> = Arc::from(record.spec.function.as_str());
                 let ids: Vec<ObjectId> = record.spec.return_ids().collect();
@@ -857,7 +892,11 @@ impl Worker {
                         nested: nested.get(i).cloned().unwrap_or_default(),
                         actors: actors.get(i).cloned().unwrap_or_default(),
                         held,
+                        lent: lent.get(i).cloned().unwrap_or_default(),
                     };
+                    for &id in &made.lent {
+                        self.take_loan(id);
+                    }
                     if !held {
                         self.hold_made(&made);
                     }
@@ -1029,6 +1068,7 @@ impl Worker {
             if self.blocked {
                 self.arrived.push(id);
             }
+            self.answer_askers(id);
         }
         if self.owned.handed.contains(&id.task) {
             self.end_handed(id.task);
@@ -1058,12 +1098,18 @@ impl Worker {
         let outcome = match failed {
             Some(error) => Outcome::Failed(error),
             None => {
+                let lent: Vec<ObjectId> = (ids.iter())
+                    .filter_map(|id| self.owned.made.get(id))
+                    .flat_map(|m| m.lent.iter().copied())
+                    .collect();
+                // The node is to hold them: they become its own first.
+                self.promote_loans(&lent);
                 let made = |id: &ObjectId| self.owned.made.get(id);
                 Outcome::Returned {
                     values,
                     nested: ids
                         .iter()
-                        .map(|id| made(id).map_or_else(Vec::new, |m| m.nested.clone()))
+                        .map(|id| made(id).map_or_else(Vec::new, Made::refers_to))
                         .collect(),
                     actors: ids
                         .iter()
@@ -1361,10 +1407,13 @@ impl Worker {
         ids
     }
 
-    /// The owned objects among `ids` not handed to the node yet: a reference to them is
-    /// about to leave this worker, so they go to the node first ([`Worker::hand_over`]).
+    /// The owned objects among `ids` not handed to the node yet, and those lent to this
+    /// worker: a reference to them is about to leave this worker, so they go to the node
+    /// first ([`Worker::hand_over`]).
     pub(crate) fn to_promote(&self, ids: &[ObjectId]) -> Vec<ObjectId> {
-        ids.iter().copied().filter(|id| self.owns(*id)).collect()
+        (ids.iter().copied())
+            .filter(|&id| self.owns(id) || self.loans.borrows(id))
+            .collect()
     }
 
     /// Hands owned objects `ids` to the node, which owns them from now on, without waiting
@@ -1375,6 +1424,8 @@ impl Worker {
     /// it dies before their task ends (`OwnerDied`), and lose their lineage. True when any
     /// went.
     pub(crate) fn hand_over(&mut self, ids: &[ObjectId]) -> bool {
+        // Objects lent to this worker go to the node through their owners.
+        self.promote_loans(ids);
         let mut known = Vec::new();
         let mut handed = Vec::new();
         for &id in ids {
@@ -1431,8 +1482,12 @@ impl Worker {
                 Some(Slot::Ready(bytes)) => {
                     let value = bytes.to_wire(id);
                     let made = self.owned.made.get(&id).cloned();
+                    if let Some(made) = &made {
+                        // The node is to hold them: they become its own first.
+                        self.promote_loans(&made.lent);
+                    }
                     let (nested, actors) =
-                        made.map_or_else(Default::default, |m| (m.nested, m.actors));
+                        made.map_or_else(Default::default, |m| (m.refers_to(), m.actors));
                     self.owned.promoted.insert(id);
                     self.send(&ToNode::Put {
                         id,
@@ -1522,6 +1577,9 @@ impl Worker {
 
     /// What a value of an owned task held goes.
     fn let_go_of(&mut self, made: Made) {
+        for id in made.lent {
+            self.release(id);
+        }
         if made.held {
             return self.release_held(made.nested, made.actors);
         }
@@ -1534,7 +1592,7 @@ impl Worker {
     }
 
     /// Lets go of holds the node took for this worker ([`ToNode::ReleaseHeld`]).
-    fn release_held(&mut self, ids: Vec<ObjectId>, actors: Vec<prism_graph::ActorId>) {
+    pub(super) fn release_held(&mut self, ids: Vec<ObjectId>, actors: Vec<prism_graph::ActorId>) {
         if !ids.is_empty() || !actors.is_empty() {
             self.send(&ToNode::ReleaseHeld { ids, actors });
         }
@@ -1578,9 +1636,20 @@ enum Ending {
     Returned {
         values: Vec<Got>,
         nested: Vec<Vec<ObjectId>>,
+        /// Per value, its references to objects lent to this worker (not in `nested`).
+        lent: Vec<Vec<ObjectId>>,
         actors: Vec<Vec<prism_graph::ActorId>>,
     },
     Failed(TaskError),
+}
+
+impl Made {
+    /// Every object the value refers to, lent or not.
+    fn refers_to(&self) -> Vec<ObjectId> {
+        let mut ids = self.nested.clone();
+        ids.extend_from_slice(&self.lent);
+        ids
+    }
 }
 
 /// One value of an owned task's end, as its owner takes it in.
@@ -1593,7 +1662,7 @@ enum Got {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! An owner's books stepped by hand: the node's and the leased workers' messages in,
     //! frames out.
 
@@ -1603,14 +1672,14 @@ mod tests {
     use super::super::{Tally, Wake};
     use super::*;
 
-    pub(super) const ME: u64 = 5;
+    pub(in crate::proto::worker) const ME: u64 = 5;
 
-    pub(super) fn receive(worker: &mut Worker, msg: &ToWorker) {
+    pub(in crate::proto::worker) fn receive(worker: &mut Worker, msg: &ToWorker) {
         super::super::tests::receive(worker, msg).unwrap();
     }
 
     /// A task's end with one inline value.
-    pub(super) fn value_of(bytes: Vec<u8>) -> Outcome {
+    pub(in crate::proto::worker) fn value_of(bytes: Vec<u8>) -> Outcome {
         Outcome::Returned {
             values: vec![Value::Inline(bytes)],
             nested: vec![Vec::new()],
@@ -1633,7 +1702,7 @@ mod tests {
             .collect()
     }
 
-    pub(super) fn to_worker(bytes: &[u8]) -> Vec<ToWorker> {
+    pub(in crate::proto::worker) fn to_worker(bytes: &[u8]) -> Vec<ToWorker> {
         (frames(bytes).iter())
             .map(|f| {
                 rkyv::deserialize::<ToWorker, rkyv::rancor::Error>(f.access::<ToWorker>().unwrap())
@@ -1643,7 +1712,7 @@ mod tests {
     }
 
     /// What the books would write now, decoded, events left out.
-    pub(super) fn sent(worker: &mut Worker) -> Vec<ToNode> {
+    pub(in crate::proto::worker) fn sent(worker: &mut Worker) -> Vec<ToNode> {
         let out = std::mem::take(worker.transmit(|| 1_000));
         to_node(&out)
             .into_iter()
@@ -1652,7 +1721,7 @@ mod tests {
     }
 
     /// The messages forwarded to `to` among `messages`.
-    pub(super) fn forwarded(messages: &[ToNode], to: u64) -> Vec<ToWorker> {
+    pub(in crate::proto::worker) fn forwarded(messages: &[ToNode], to: u64) -> Vec<ToWorker> {
         (messages.iter())
             .filter_map(|m| match m {
                 ToNode::Forward { to: t, frame, .. } if *t == to => Some(to_worker(frame)),
@@ -1662,13 +1731,13 @@ mod tests {
             .collect()
     }
 
-    pub(super) fn owner() -> Worker {
+    pub(in crate::proto::worker) fn owner() -> Worker {
         let mut worker = Worker::new(false, ME);
         receive(&mut worker, &ToWorker::OwnTasks);
         worker
     }
 
-    fn spec(seq: u64, args: Vec<Arg>, max_retries: u32) -> TaskSpec {
+    pub(in crate::proto::worker) fn spec(seq: u64, args: Vec<Arg>, max_retries: u32) -> TaskSpec {
         TaskSpec {
             resources: Resources::cpus(1.0).unwrap(),
             max_retries,
@@ -1703,15 +1772,16 @@ mod tests {
         }
     }
 
-    pub(super) fn returned(task: TaskId, bytes: Vec<u8>) -> ToWorker {
+    pub(in crate::proto::worker) fn returned(task: TaskId, bytes: Vec<u8>) -> ToWorker {
         ToWorker::Returned {
             sent_us: 0,
             ends: vec![untimed_end(task, value_of(bytes))],
+            lent: Vec::new(),
         }
     }
 
     /// `task`'s end with `outcome`, without run times or a run number.
-    pub(super) fn untimed_end(task: TaskId, outcome: Outcome) -> TaskEnd {
+    pub(in crate::proto::worker) fn untimed_end(task: TaskId, outcome: Outcome) -> TaskEnd {
         TaskEnd {
             task,
             outcome,
@@ -1727,7 +1797,7 @@ mod tests {
     }
 
     /// The node grants lease `key` on `worker`, of the owner's node.
-    fn lease(w: &mut Worker, key: TaskId, worker: u64) {
+    pub(in crate::proto::worker) fn lease(w: &mut Worker, key: TaskId, worker: u64) {
         grant(w, key, worker, (None, None));
     }
 
@@ -1748,7 +1818,7 @@ mod tests {
         receive(w, &leased);
     }
 
-    fn lease_key(messages: &[ToNode]) -> TaskId {
+    pub(in crate::proto::worker) fn lease_key(messages: &[ToNode]) -> TaskId {
         (messages.iter())
             .find_map(|m| match m {
                 ToNode::Lease { key, .. } => Some(*key),
@@ -1757,7 +1827,7 @@ mod tests {
             .unwrap_or_else(|| panic!("a lease ask: {messages:?}"))
     }
 
-    pub(super) fn value(worker: &Worker, id: ObjectId) -> Option<Vec<u8>> {
+    pub(in crate::proto::worker) fn value(worker: &Worker, id: ObjectId) -> Option<Vec<u8>> {
         match worker.cache.get(&id) {
             Some(Slot::Ready(bytes)) => Some(bytes.as_slice().to_vec()),
             _ => None,
@@ -1765,7 +1835,7 @@ mod tests {
     }
 
     /// The tasks pushed to `worker` among `messages`.
-    pub(super) fn pushed(messages: &[ToNode], worker: u64) -> Vec<TaskId> {
+    pub(in crate::proto::worker) fn pushed(messages: &[ToNode], worker: u64) -> Vec<TaskId> {
         (forwarded(messages, worker).into_iter())
             .flat_map(|m| match m {
                 ToWorker::Push(batch) => batch.into_iter().map(|e| e.task).collect(),
@@ -2116,6 +2186,7 @@ mod tests {
                 times: None,
                 run,
             }],
+            lent: Vec::new(),
         };
         receive(w, &end(1, 1));
         assert_eq!(value(w, id), None);
@@ -2281,6 +2352,7 @@ mod tests {
         let ended = ToWorker::Returned {
             sent_us: 0,
             ends: vec![untimed_end(id.task, Outcome::Failed(error.clone()))],
+            lent: Vec::new(),
         };
         receive(&mut w, &ended);
         let failed = ToNode::Done {
@@ -2409,7 +2481,11 @@ mod tests {
             run: 0,
         }];
         let mut open = |value: &ArchivedValue| ObjectBytes::from_wire(&dir, value);
-        let ended = ToWorker::Returned { sent_us: 0, ends };
+        let ended = ToWorker::Returned {
+            sent_us: 0,
+            ends,
+            lent: Vec::new(),
+        };
         super::super::tests::receive_with(&mut w, &ended, &mut open).unwrap();
         assert_eq!(value(&w, large).map(|v| v.len()), Some(len));
         // Tasks of each go to a worker leased on another node: the small value inside the
@@ -2476,7 +2552,14 @@ mod tests {
                 times: None,
                 run: 0,
             }];
-            receive(&mut w, &ToWorker::Returned { sent_us: 0, ends });
+            receive(
+                &mut w,
+                &ToWorker::Returned {
+                    sent_us: 0,
+                    ends,
+                    lent: Vec::new(),
+                },
+            );
         }
         let (one, two, three) = (
             ObjectId::new(one, 0),
@@ -2636,6 +2719,7 @@ mod tests {
         let ended = ToWorker::Returned {
             sent_us: 0,
             ends: vec![end.clone()],
+            lent: Vec::new(),
         };
         receive(&mut w, &ended);
         let messages = sent(&mut w);
@@ -2703,6 +2787,7 @@ mod tests {
             &ToWorker::Returned {
                 sent_us: 7_200_000_000,
                 ends,
+                lent: Vec::new(),
             },
         );
         let out = std::mem::take(w.transmit(|| 10_000));

@@ -1,0 +1,629 @@
+//! The borrower protocol between the workers of one node (NSDI'21 §4.2, first step of
+//! docs/ownership.md's "Borrowers").
+//!
+//! A worker that owns an object keeps it when a reference to it leaves in the value of a task
+//! pushed to it by another worker of its node (the task's owner): it *lends* the object to
+//! that worker ([`ToWorker::Returned`]'s `lent`, one loan per reference), counting each loan
+//! as one of its own references, so the object lives until every loan is given back. The
+//! borrower asks the lender for the value and gives its loans back when it lets go of the
+//! object ([`ToWorker::Loans`], relayed by the node), and neither goes to the driver: before
+//! this, every such object was handed to the driver ([`ToNode::HandOver`]), which then
+//! served and counted it.
+//!
+//! Each side watches the other ([`ToNode::WatchWorker`]): a borrower whose lender dies fails
+//! what it still waits for with `OwnerDied` (values it has stay readable), and a lender whose
+//! borrower dies takes back that borrower's loans.
+//!
+//! A loan does not travel further: a reference the borrower passes on (in a value, or in a
+//! task it submits) makes the object the node's first (the borrower asks the lender to hand
+//! it over, and to have the node hold it for the borrower in place of the loans, as it holds
+//! what pushed tasks return: [`ToNode::HoldFor`]); whoever gets the reference asks the node,
+//! which awaits the hand-over if the reference outran it (see `proto::owner::awaited`).
+//! Objects owned by a worker of another node are still handed over as before.
+//!
+//! [`ToWorker::Returned`]: prism_transport::ToWorker::Returned
+//! [`ToWorker::Loans`]: prism_transport::ToWorker::Loans
+//! [`ToNode::HandOver`]: prism_transport::ToNode::HandOver
+//! [`ToNode::WatchWorker`]: prism_transport::ToNode::WatchWorker
+//! [`ToNode::HoldFor`]: prism_transport::ToNode::HoldFor
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use prism_graph::{IdMap, IdSet, ObjectId, TaskError, TaskId};
+use prism_transport::{ObjectValue, ToNode, ToWorker};
+
+use super::Worker;
+use crate::proto::node::{DRIVER_OWNER, NODE_OWNER};
+use crate::proto::owner::Slot;
+
+/// A worker's loans, both ways.
+#[derive(Debug, Default)]
+pub(crate) struct Loans {
+    /// Objects this worker owns that it lent: each borrower's count of loans.
+    lent: IdMap<ObjectId, HashMap<u64, u32>>,
+    /// Loans made in the values of tasks running here, until their ends go.
+    lending: IdMap<TaskId, Vec<ObjectId>>,
+    /// Borrowers waiting for values of objects lent them that are not known here yet.
+    askers: IdMap<ObjectId, Vec<u64>>,
+    /// Objects other workers lent this one: how many loans of each it received (the lender
+    /// is the object's owner, whose number its id carries).
+    borrowed: IdMap<ObjectId, u32>,
+    /// Borrowed objects handed to the node on this worker's word: the node holds each for
+    /// this worker, which lets go with [`ToNode::ReleaseHeld`].
+    held_for: IdSet<ObjectId>,
+    /// What this worker has still to tell each lender, sent with the next frames.
+    words: HashMap<u64, Word>,
+    /// Workers this one watches (lenders and borrowers).
+    watched: HashSet<u64>,
+    /// Watched workers that are gone, and what the node saw of them.
+    gone: HashMap<u64, String>,
+}
+
+/// What a borrower tells a lender ([`ToWorker::Loans`]).
+#[derive(Debug, Default)]
+struct Word {
+    ask: Vec<ObjectId>,
+    release: Vec<(ObjectId, u32)>,
+    promote: Vec<(ObjectId, u32)>,
+}
+
+impl Loans {
+    /// Whether this worker lends anything (it stays while it does: its borrowers' reads and
+    /// releases come to it).
+    pub(super) fn lends(&self) -> bool {
+        !self.lent.is_empty()
+    }
+
+    /// Whether `id` is an object lent to this worker.
+    pub(super) fn borrows(&self, id: ObjectId) -> bool {
+        !self.borrowed.is_empty() && self.borrowed.contains_key(&id)
+    }
+}
+
+impl Worker {
+    /// Whether the owned objects that task `task`, running here, returns are lent to its
+    /// owner rather than handed to the node: the task was pushed here by a worker of this
+    /// job on this node.
+    pub(crate) fn lends_to(&self, task: TaskId) -> Option<u64> {
+        let owner = task.owner;
+        let worker = owner != DRIVER_OWNER
+            && owner != NODE_OWNER
+            && !super::foreign::is_foreign(owner)
+            && owner != self.owned.me();
+        (worker && self.owned.enabled() && self.pushed.contains_key(&task))
+            .then_some(owner)
+            .filter(|&owner| !self.elsewhere(owner))
+    }
+
+    /// Running task `task` encodes a return value referring to `ids`, which go before the
+    /// task's end: lent to its owner if it lends to it ([`Worker::lends_to`]: the objects
+    /// this worker owns stay its own; those lent to it go to the node through their owners),
+    /// handed to the node otherwise ([`Worker::hand_over`]).
+    pub(crate) fn hand_over_returned(&mut self, task: TaskId, ids: &[ObjectId]) {
+        match self.lends_to(task) {
+            Some(_) => self.promote_loans(ids),
+            None => {
+                self.hand_over(ids);
+            }
+        }
+    }
+
+    /// Running task `task` encoded a value holding references to `ids` for worker `owner`
+    /// (which lends to it: [`Worker::lends_to`]): those to objects this worker owns are lent
+    /// to it, each loan held as a reference of this worker's own until the owner gives it
+    /// back; the end names them ([`Worker::lent_in`]).
+    pub(super) fn lend(&mut self, task: TaskId, owner: u64, ids: &[ObjectId]) {
+        let lent: Vec<ObjectId> = ids.iter().copied().filter(|&id| self.owns(id)).collect();
+        if lent.is_empty() {
+            return;
+        }
+        for &id in &lent {
+            if let Some((count, _)) = self.refs.get_mut(&id) {
+                *count += 1;
+            } else {
+                self.refs.insert(id, (1, Arc::from("lent")));
+            }
+            let count = self.loans.lent.entry(id).or_default();
+            *count.entry(owner).or_default() += 1;
+        }
+        self.loans.lending.entry(task).or_default().extend(lent);
+        self.watch(owner);
+    }
+
+    /// The loans made in the values of task `task`, whose end goes now.
+    pub(super) fn lent_in(&mut self, task: TaskId) -> LentIn {
+        if self.loans.lending.is_empty() {
+            return LentIn(Vec::new());
+        }
+        LentIn(self.loans.lending.remove(&task).unwrap_or_default())
+    }
+
+    /// Task `task` failed after its values lent objects: its owner never gets those loans.
+    pub(super) fn unlend(&mut self, task: TaskId) {
+        let lent = self.lent_in(task).0;
+        for id in lent {
+            self.end_loans(id, task.owner, 1);
+        }
+    }
+
+    /// A loan of `id` came (in an owned task's end): counted as one reference here, given
+    /// back to its owner with the last.
+    pub(super) fn take_loan(&mut self, id: ObjectId) {
+        *self.loans.borrowed.entry(id).or_default() += 1;
+        match self.refs.get_mut(&id) {
+            Some((count, _)) => *count += 1,
+            None => {
+                self.refs.insert(id, (1, Arc::from("borrowed")));
+            }
+        }
+        self.watch(id.task.owner);
+    }
+
+    /// Asks the node to say when worker `worker` exits, once.
+    fn watch(&mut self, worker: u64) {
+        if self.loans.watched.insert(worker) {
+            self.send(&ToNode::WatchWorker { worker });
+        }
+    }
+
+    /// Asks the lender of borrowed `id` for its value (or fails it now if the lender is
+    /// gone). False when `id` is not borrowed.
+    pub(super) fn ask_lender(&mut self, id: ObjectId) -> bool {
+        if !self.loans.borrows(id) {
+            return false;
+        }
+        let lender = id.task.owner;
+        if let Some(reason) = self.loans.gone.get(&lender).cloned() {
+            self.lender_lost(id, &reason);
+        } else if self.requested.insert(id) {
+            self.loans.words.entry(lender).or_default().ask.push(id);
+        }
+        true
+    }
+
+    /// The last reference to `id` went: a borrowed object's loans go back to its lender, and
+    /// one the node holds for this worker on its word is let go there. False for any other.
+    pub(super) fn give_back(&mut self, id: ObjectId) -> bool {
+        if self.loans.held_for.remove(&id) {
+            self.release_held(vec![id], Vec::new());
+            return true;
+        }
+        let Some(count) = self.loans.borrowed.remove(&id) else {
+            return false;
+        };
+        let lender = id.task.owner;
+        if !self.loans.gone.contains_key(&lender) {
+            let word = self.loans.words.entry(lender).or_default();
+            word.release.push((id, count));
+        }
+        true
+    }
+
+    /// A reference to borrowed `ids` leaves this worker: each goes to the node first (its
+    /// lender hands it over, and has the node hold it for this worker in place of the loans).
+    pub(super) fn promote_loans(&mut self, ids: &[ObjectId]) {
+        for &id in ids {
+            let Some(count) = self.loans.borrowed.remove(&id) else {
+                continue;
+            };
+            let lender = id.task.owner;
+            if self.loans.gone.contains_key(&lender) {
+                // Its owner died: the node fails it with `OwnerDied` for whoever asks.
+                continue;
+            }
+            self.loans.held_for.insert(id);
+            let word = self.loans.words.entry(lender).or_default();
+            word.promote.push((id, count));
+        }
+    }
+
+    /// Sends each lender what this worker has to tell it.
+    pub(super) fn send_loan_words(&mut self) {
+        if self.loans.words.is_empty() {
+            return;
+        }
+        let me = self.owned.me();
+        for (lender, word) in std::mem::take(&mut self.loans.words) {
+            let Word {
+                ask,
+                release,
+                promote,
+            } = word;
+            let loans = ToWorker::Loans {
+                from: me,
+                ask,
+                release,
+                promote,
+            };
+            self.forward(lender, None, &loans);
+        }
+    }
+
+    /// Borrower `from` says what it does with the loans this worker made it.
+    pub(super) fn loans_word(
+        &mut self,
+        from: u64,
+        ask: impl Iterator<Item = ObjectId>,
+        release: impl Iterator<Item = (ObjectId, u32)>,
+        promote: impl Iterator<Item = (ObjectId, u32)>,
+    ) {
+        let mut answers = Vec::new();
+        for id in ask {
+            match self.cache.get(&id).and_then(|slot| wire(id, slot)) {
+                Some(value) => answers.push((id, value)),
+                None if self.refs.contains_key(&id) => {
+                    self.loans.askers.entry(id).or_default().push(from);
+                }
+                None => answers.push((id, ObjectValue::Failed(not_lent(id)))),
+            }
+        }
+        if !answers.is_empty() {
+            self.forward(from, None, &ToWorker::Objects(answers));
+        }
+        for (id, count) in promote {
+            // Handed over first, so that the node knows it when the hold for the borrower
+            // (after it, on the same way) comes.
+            self.hand_over(&[id]);
+            self.send(&ToNode::HoldFor {
+                holder: from,
+                ids: vec![id],
+                actors: Vec::new(),
+            });
+            self.end_loans(id, from, count);
+        }
+        for (id, count) in release {
+            self.end_loans(id, from, count);
+        }
+    }
+
+    /// `count` loans of `id` to `borrower` end.
+    fn end_loans(&mut self, id: ObjectId, borrower: u64, count: u32) {
+        let Some(borrowers) = self.loans.lent.get_mut(&id) else {
+            return;
+        };
+        let Some(had) = borrowers.get_mut(&borrower) else {
+            return;
+        };
+        let count = count.min(*had);
+        *had -= count;
+        if *had == 0 {
+            borrowers.remove(&borrower);
+        }
+        if borrowers.is_empty() {
+            self.loans.lent.remove(&id);
+        }
+        for _ in 0..count {
+            self.release(id);
+        }
+    }
+
+    /// Owned `id`'s value is known here: the borrowers that asked for it get it.
+    pub(super) fn answer_askers(&mut self, id: ObjectId) {
+        if self.loans.askers.is_empty() {
+            return;
+        }
+        let Some(askers) = self.loans.askers.remove(&id) else {
+            return;
+        };
+        let Some(value) = self.cache.get(&id).and_then(|slot| wire(id, slot)) else {
+            return;
+        };
+        for asker in askers {
+            self.forward(asker, None, &ToWorker::Objects(vec![(id, value.clone())]));
+        }
+    }
+
+    /// Watched worker `worker` is gone (`reason`): its loans to this worker fail what waits
+    /// for them, and what this worker lent it comes back.
+    pub(super) fn worker_gone(&mut self, worker: u64, reason: &str) {
+        self.loans.gone.insert(worker, reason.to_string());
+        self.loans.words.remove(&worker);
+        let lost: Vec<ObjectId> = (self.loans.borrowed.keys())
+            .filter(|id| id.task.owner == worker)
+            .copied()
+            .collect();
+        for id in lost {
+            self.loans.borrowed.remove(&id);
+            if self.requested.contains(&id) {
+                self.lender_lost(id, reason);
+            }
+        }
+        let lent: Vec<(ObjectId, u32)> = (self.loans.lent.iter())
+            .filter_map(|(&id, borrowers)| borrowers.get(&worker).map(|&n| (id, n)))
+            .collect();
+        for (id, count) in lent {
+            self.end_loans(id, worker, count);
+        }
+        for askers in self.loans.askers.values_mut() {
+            askers.retain(|&a| a != worker);
+        }
+        self.loans.askers.retain(|_, askers| !askers.is_empty());
+    }
+
+    /// Borrowed `id`'s lender died (`reason`): its value will not come.
+    fn lender_lost(&mut self, id: ObjectId, reason: &str) {
+        self.requested.remove(&id);
+        let error = TaskError::OwnerDied {
+            task: id.task,
+            function: self
+                .function_of(id)
+                .map_or_else(String::new, |f| f.to_string()),
+            owner: format!("worker {} (on this worker's node)", id.task.owner),
+            reason: reason.to_string(),
+        };
+        self.cache.insert(id, Slot::Failed(error));
+        if self.blocked {
+            self.arrived.push(id);
+        }
+        self.known(id);
+    }
+}
+
+/// The loans made in one task's values ([`Worker::lent_in`]).
+pub(super) struct LentIn(Vec<ObjectId>);
+
+impl LentIn {
+    /// The references among `ids` (the end's) that are not these loans: one taken out per
+    /// loan (the node holds those for the owner).
+    pub(super) fn without(&self, ids: impl Iterator<Item = ObjectId>) -> Vec<ObjectId> {
+        if self.0.is_empty() {
+            return ids.collect();
+        }
+        let mut left = self.0.clone();
+        ids.filter(|id| match left.iter().position(|l| l == id) {
+            Some(at) => {
+                left.swap_remove(at);
+                false
+            }
+            None => true,
+        })
+        .collect()
+    }
+
+    /// The objects lent, once per loan.
+    pub(super) fn into_ids(self) -> Vec<ObjectId> {
+        self.0
+    }
+}
+
+/// What goes to a borrower for a value known here.
+fn wire(id: ObjectId, slot: &Slot) -> Option<ObjectValue> {
+    match slot {
+        Slot::Ready(bytes) => Some(ObjectValue::Ready(bytes.to_wire(id))),
+        Slot::Failed(error) => Some(ObjectValue::Failed(error.clone())),
+        _ => None,
+    }
+}
+
+/// The error for an object asked of this worker that it does not hold (a borrower's ask that
+/// came after its own release, which a well-behaved borrower never sends).
+fn not_lent(id: ObjectId) -> TaskError {
+    TaskError::InvalidValue {
+        task: id.task,
+        function: String::from("<borrowed>"),
+        what: format!("object {id}"),
+        reason: String::from("its owner does not hold it (no loan of it is open)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A lender and a borrower on one node, stepped by hand: the frames one writes for the
+    //! other are handed over as the node would relay them.
+
+    use prism_graph::{Resources, TaskSpec};
+    use prism_transport::{Outcome, Value};
+
+    use super::super::Ended;
+    use super::super::owned::tests::{
+        ME, forwarded, lease, lease_key, owner, receive, sent, spec, untimed_end, value, value_of,
+    };
+    use super::*;
+
+    /// The lender's owner number: a worker of the borrower's node.
+    const LENDER: u64 = 9;
+
+    /// What the worker that the lender leases runs its own task on.
+    const LEASED: u64 = 11;
+
+    /// The lender's own task, whose object it lends.
+    fn own_task() -> TaskSpec {
+        TaskSpec {
+            resources: Resources::cpus(1.0).unwrap(),
+            ..TaskSpec::call(TaskId::new(LENDER, 100), "tests::grandchild", Vec::new())
+        }
+    }
+
+    /// The frames among `messages` for worker `to`, each handed to `worker`.
+    fn relay(messages: &[ToNode], to: u64, worker: &mut Worker) -> Vec<ToWorker> {
+        let frames = forwarded(messages, to);
+        for frame in &frames {
+            receive(worker, frame);
+        }
+        frames
+    }
+
+    /// A borrower ([`owner`]) whose task, pushed to [`LENDER`], returned a reference to an
+    /// object of the lender's own task, not run yet: the borrower, the lender, the
+    /// borrower's result and the lent object.
+    fn lent() -> (Worker, Worker, ObjectId, ObjectId) {
+        let mut borrower = owner();
+        borrower.submit(spec(1, Vec::new(), 0), None);
+        let key = lease_key(&sent(&mut borrower));
+        lease(&mut borrower, key, LENDER);
+        let pushes = sent(&mut borrower);
+        let result = ObjectId::new(TaskId::new(ME, 1), 0);
+
+        let mut lender = Worker::new(false, LENDER);
+        receive(&mut lender, &ToWorker::OwnTasks);
+        relay(&pushes, LENDER, &mut lender);
+        let run = lender.next_task().expect("the pushed task");
+        let own = own_task();
+        let object = ObjectId::new(own.task_id, 0);
+        lender.submit(own, None);
+        lender.hand_over_returned(run.task, &[object]);
+        lender.hold_returned(run.task, &[object], &[]);
+        lender.release(object); // the task's own reference
+        let outcome = Outcome::Returned {
+            values: vec![Value::Inline(vec![1])],
+            nested: vec![vec![object]],
+            actors: vec![Vec::new()],
+        };
+        lender.ended(Ended {
+            task: run.task,
+            outcome,
+            timing: None,
+        });
+        let out = sent(&mut lender);
+        assert!(
+            !out.iter().any(|m| matches!(
+                m,
+                ToNode::HandOver(_) | ToNode::HoldFor { .. } | ToNode::Put { .. }
+            )),
+            "nothing of the lent object goes to the node: {out:?}"
+        );
+        assert!(out.contains(&ToNode::WatchWorker { worker: ME }), "{out:?}");
+        let ends = relay(&out, ME, &mut borrower);
+        assert!(
+            matches!(&ends[..], [ToWorker::Returned { lent, .. }] if *lent == vec![object]),
+            "the end names the loan: {ends:?}"
+        );
+        assert!(lender.owns(object) && lender.owes_work());
+        // The lender's task runs on a worker it leases.
+        let key = lease_key(&out);
+        lease(&mut lender, key, LEASED);
+        let _ = sent(&mut lender);
+        (borrower, lender, result, object)
+    }
+
+    #[test]
+    fn a_borrower_reads_a_lent_object_from_its_owner_and_gives_the_loan_back() {
+        let (mut borrower, mut lender, result, object) = lent();
+        let out = sent(&mut borrower);
+        assert!(
+            out.contains(&ToNode::WatchWorker { worker: LENDER })
+                && !out
+                    .iter()
+                    .any(|m| matches!(m, ToNode::Hold(_) | ToNode::Get { .. })),
+            "the borrower holds the loan without a word to the node: {out:?}"
+        );
+        // Asked of the lender, which answers once its task ends.
+        borrower.request(&[object]);
+        let out = sent(&mut borrower);
+        assert!(
+            !out.iter().any(|m| matches!(m, ToNode::Get { .. })),
+            "{out:?}"
+        );
+        let asks = relay(&out, LENDER, &mut lender);
+        assert!(
+            matches!(&asks[..], [ToWorker::Loans { from: ME, ask, .. }] if *ask == vec![object]),
+            "{asks:?}"
+        );
+        assert!(
+            forwarded(&sent(&mut lender), ME).is_empty(),
+            "not known yet"
+        );
+        let end = ToWorker::Returned {
+            sent_us: 0,
+            ends: vec![untimed_end(object.task, value_of(vec![7]))],
+            lent: Vec::new(),
+        };
+        receive(&mut lender, &end);
+        let answers = relay(&sent(&mut lender), ME, &mut borrower);
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        assert_eq!(value(&borrower, object), Some(vec![7]));
+
+        // The borrower lets go of its result, whose value held the loan: given back to the
+        // lender, not released at the node.
+        borrower.release(result);
+        let out = sent(&mut borrower);
+        assert!(
+            !out.iter().any(|m| matches!(
+                m,
+                ToNode::Release(_) | ToNode::ReleaseHeld { .. } | ToNode::Hold(_)
+            )),
+            "{out:?}"
+        );
+        let words = relay(&out, LENDER, &mut lender);
+        assert!(
+            matches!(&words[..], [ToWorker::Loans { release, .. }] if *release == vec![(object, 1)]),
+            "{words:?}"
+        );
+        assert!(
+            !lender.owns(object),
+            "the last loan back, the object is gone"
+        );
+        assert!(!lender.loans.lends() && !lender.owes_work());
+    }
+
+    #[test]
+    fn a_lent_reference_passed_on_goes_to_the_node_through_its_owner() {
+        let (mut borrower, mut lender, result, object) = lent();
+        let _ = sent(&mut borrower);
+        // The borrower hands the object on (as in a task's arguments).
+        borrower.hand_over(&[object]);
+        let out = sent(&mut borrower);
+        let words = relay(&out, LENDER, &mut lender);
+        assert!(
+            matches!(&words[..], [ToWorker::Loans { promote, .. }] if *promote == vec![(object, 1)]),
+            "{words:?}"
+        );
+        let out = sent(&mut lender);
+        let handed = out.iter().position(|m| matches!(m, ToNode::HandOver(_)));
+        let held = out.iter().position(|m| {
+            *m == ToNode::HoldFor {
+                holder: ME,
+                ids: vec![object],
+                actors: Vec::new(),
+            }
+        });
+        assert!(
+            handed.is_some() && held > handed,
+            "handed to the node, then held there for the borrower: {out:?}"
+        );
+        assert!(!lender.owns(object) && !lender.loans.lends());
+        // Its later reads go to the node, and its last reference lets go of the node's hold.
+        borrower.request(&[object]);
+        assert_eq!(sent(&mut borrower), vec![ToNode::Get { ids: vec![object] }]);
+        borrower.release(result);
+        let out = sent(&mut borrower);
+        assert!(
+            out.contains(&ToNode::ReleaseHeld {
+                ids: vec![object],
+                actors: Vec::new()
+            }),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_lender_s_death_fails_what_its_borrower_waits_for_and_a_borrower_s_ends_its_loans() {
+        let (mut borrower, mut lender, _, object) = lent();
+        let _ = sent(&mut borrower);
+        borrower.request(&[object]);
+        relay(&sent(&mut borrower), LENDER, &mut lender);
+        let gone = ToWorker::WorkerGone {
+            worker: LENDER,
+            reason: String::from("killed"),
+        };
+        receive(&mut borrower, &gone);
+        match borrower.cache.get(&object) {
+            Some(Slot::Failed(TaskError::OwnerDied { owner, reason, .. })) => {
+                assert!(
+                    owner.contains("worker 9") && reason == "killed",
+                    "{owner}: {reason}"
+                );
+            }
+            other => panic!("not failed with OwnerDied: {other:?}"),
+        }
+        // The lender's borrower dies: its loans end.
+        assert!(lender.loans.lends());
+        let gone = ToWorker::WorkerGone {
+            worker: ME,
+            reason: String::from("killed"),
+        };
+        receive(&mut lender, &gone);
+        assert!(!lender.loans.lends() && !lender.refs.contains_key(&object));
+    }
+}
