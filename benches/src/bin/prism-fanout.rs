@@ -90,6 +90,10 @@ struct Args {
     /// values, not the driver (the references go from worker to worker).
     #[arg(long)]
     reader_on_node: bool,
+    /// With `--reader-on-node`: the parents run on the reader's node (node 1), not wherever
+    /// the reader's node places them.
+    #[arg(long)]
+    parents_near: bool,
     /// With `--return-refs`: how long each child sleeps, in milliseconds.
     #[arg(long, default_value_t = 0)]
     child_ms: u64,
@@ -136,17 +140,24 @@ fn parent_returning(children: u64, ms: u64) -> (Vec<prism::ObjectRef<u64>>, Stri
 }
 
 /// `--return-refs --reader-on-node`: submits `parents` parents returning their children's
-/// references and reads every value: their sum.
+/// references (on node 1 if `near`) and reads every value: their sum, and how many parents
+/// ran on the reader's node.
 #[remote(num_cpus = 0)]
-fn reads_returned(parents: u64, children: u64, ms: u64) -> u64 {
+fn reads_returned(parents: u64, children: u64, ms: u64, near: bool) -> (u64, u64) {
     let refs: Vec<_> = (0..parents)
-        .map(|_| parent_returning::remote(children, ms))
+        .map(|_| match near {
+            true => (parent_returning::options().resources("r1", 0.01)).remote(children, ms),
+            false => parent_returning::remote(children, ms),
+        })
         .collect();
     let answers = prism::get_all_blocking(&refs).unwrap_or_else(|e| panic!("a parent: {e}"));
-    (answers.iter())
+    let here = prism::node_name().unwrap_or_default();
+    let sum = (answers.iter())
         .map(|(refs, _)| prism::get_all_blocking(refs).unwrap_or_else(|e| panic!("a child: {e}")))
         .map(|values| values.into_iter().sum::<u64>())
-        .sum()
+        .sum();
+    let near = answers.iter().filter(|(_, node)| *node == here).count();
+    (sum, near as u64)
 }
 
 /// `--return-refs`: each trial, the parents return their children's references and the
@@ -159,17 +170,22 @@ fn returned_refs_trials(args: &Args) -> anyhow::Result<()> {
         let start = Instant::now();
         if args.reader_on_node {
             anyhow::ensure!(args.nodes > 0, "--reader-on-node needs a cluster");
-            let sum = (reads_returned::options().resources("r1", 0.01))
-                .remote(u64::from(args.parents), children, args.child_ms)
+            let (sum, near) = (reads_returned::options().resources("r1", 0.01))
+                .remote(
+                    u64::from(args.parents),
+                    children,
+                    args.child_ms,
+                    args.parents_near,
+                )
                 .get_blocking()?;
             let secs = start.elapsed().as_secs_f64();
             let expected = u64::from(args.parents) * (children * children.saturating_sub(1) / 2);
             anyhow::ensure!(sum == expected, "the children's values summed {sum}");
             let messages = prism::worker_messages_received()? - before;
             println!(
-                "{} parents returning {} children's references ({} ms each) to a reader on \
-                 node 1 of {} nodes: all read after {secs:.3} s ({:.0} children/s), {:.2} \
-                 driver messages per child",
+                "{} parents ({near} on the reader's node) returning {} children's references \
+                 ({} ms each) to a reader on node 1 of {} nodes: all read after {secs:.3} s \
+                 ({:.0} children/s), {:.2} driver messages per child",
                 args.parents,
                 children,
                 args.child_ms,

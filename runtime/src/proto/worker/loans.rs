@@ -54,6 +54,8 @@ pub(crate) struct Loans {
     held_for: IdSet<ObjectId>,
     /// What this worker has still to tell each lender, sent with the next frames.
     words: HashMap<u64, Word>,
+    /// Values for borrowers, sent with the next frames (one frame for each borrower).
+    answers: HashMap<u64, Vec<(ObjectId, ObjectValue)>>,
     /// Workers this one watches (lenders and borrowers).
     watched: HashSet<u64>,
     /// Watched workers that are gone, and what the node saw of them.
@@ -218,8 +220,12 @@ impl Worker {
         }
     }
 
-    /// Sends each lender what this worker has to tell it.
+    /// Sends each borrower the values it waits for, and each lender what this worker has to
+    /// tell it.
     pub(super) fn send_loan_words(&mut self) {
+        for (borrower, values) in std::mem::take(&mut self.loans.answers) {
+            self.forward(borrower, None, &ToWorker::Objects(values));
+        }
         if self.loans.words.is_empty() {
             return;
         }
@@ -248,18 +254,14 @@ impl Worker {
         release: impl Iterator<Item = (ObjectId, u32)>,
         promote: impl Iterator<Item = (ObjectId, u32)>,
     ) {
-        let mut answers = Vec::new();
         for id in ask {
             match self.cache.get(&id).and_then(|slot| wire(id, slot)) {
-                Some(value) => answers.push((id, value)),
+                Some(value) => self.answer(from, id, value),
                 None if self.refs.contains_key(&id) => {
                     self.loans.askers.entry(id).or_default().push(from);
                 }
-                None => answers.push((id, ObjectValue::Failed(not_lent(id)))),
+                None => self.answer(from, id, ObjectValue::Failed(not_lent(id))),
             }
-        }
-        if !answers.is_empty() {
-            self.forward(from, None, &ToWorker::Objects(answers));
         }
         for (id, count) in promote {
             // Handed over first, so that the node knows it when the hold for the borrower
@@ -310,8 +312,13 @@ impl Worker {
             return;
         };
         for asker in askers {
-            self.forward(asker, None, &ToWorker::Objects(vec![(id, value.clone())]));
+            self.answer(asker, id, value.clone());
         }
+    }
+
+    /// Object `id`'s value goes to borrower `to` with the next frames.
+    fn answer(&mut self, to: u64, id: ObjectId, value: ObjectValue) {
+        self.loans.answers.entry(to).or_default().push((id, value));
     }
 
     /// Watched worker `worker` is gone (`reason`): its loans to this worker fail what waits
@@ -319,6 +326,7 @@ impl Worker {
     pub(super) fn worker_gone(&mut self, worker: u64, reason: &str) {
         self.loans.gone.insert(worker, reason.to_string());
         self.loans.words.remove(&worker);
+        self.loans.answers.remove(&worker);
         let lost: Vec<ObjectId> = (self.loans.borrowed.keys())
             .filter(|id| id.task.owner == worker)
             .copied()
