@@ -97,7 +97,7 @@ mod tests {
     }
 
     #[test]
-    fn only_whole_pushes_ends_hand_backs_and_cancels_pass_between_workers() {
+    fn only_whole_pushes_ends_hand_backs_cancels_and_loans_pass_between_workers() {
         assert_eq!(routed(&ToNode::Release(Vec::new())), Ok(None));
         let mut push = Vec::new();
         encode_frame(&ToWorker::Push(Vec::new()), &mut push).unwrap();
@@ -114,12 +114,37 @@ mod tests {
             frame: push.clone(),
         };
         assert_eq!(routed(&afar), Ok(Some((7, there, push.clone()))));
+        // A borrower's word to its lender and the lender's values pass (loans).
+        let loans = ToWorker::Loans {
+            from: 3,
+            ask: Vec::new(),
+            release: Vec::new(),
+            promote: Vec::new(),
+        };
+        for msg in [loans, ToWorker::Objects(Vec::new())] {
+            let mut frame = Vec::new();
+            encode_frame(&msg, &mut frame).unwrap();
+            let forward = ToNode::Forward {
+                to: 7,
+                at: None,
+                frame: frame.clone(),
+            };
+            assert_eq!(routed(&forward), Ok(Some((7, None, frame))));
+        }
         let mut shutdown = Vec::new();
         encode_frame(&ToWorker::Shutdown, &mut shutdown).unwrap();
+        // The node's word of a worker's death is the node's alone.
+        let gone = ToWorker::WorkerGone {
+            worker: 3,
+            reason: String::new(),
+        };
+        let mut gone_frame = Vec::new();
+        encode_frame(&gone, &mut gone_frame).unwrap();
         let mut two = push.clone();
         two.extend_from_slice(&push);
         for frame in [
             shutdown,
+            gone_frame,
             two,
             push[..push.len() - 1].to_vec(),
             b"garbage!".to_vec(),

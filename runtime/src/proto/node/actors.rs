@@ -607,7 +607,7 @@ impl State {
             }
         }
         if let Some(worker) = worker {
-            self.retire(worker);
+            self.retire(worker, false);
         }
         if let Some(name) = name
             && self.names.get(&name) == Some(&actor)

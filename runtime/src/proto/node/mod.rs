@@ -441,6 +441,8 @@ struct WorkerLife {
     exit: Option<String>,
     /// The node asked it to exit: its end is expected, not a failure.
     retiring: bool,
+    /// It may run tasks again if it stays (it hosted no actor).
+    reusable: bool,
     /// Its node's pool holds it (started there for leases of its own, or given back by the
     /// driver): the daemon stops it when it idles and tells the owners of its leases when it
     /// dies (see [`crate::proto::pool`]). Not while lent to the driver.
@@ -1233,7 +1235,7 @@ impl State {
                 .map_or(now, |(_, since)| *since);
             if now.saturating_duration_since(since) >= IDLE_TICK {
                 tracing::debug!(worker, "stopping an idle worker beyond the node's CPUs");
-                self.retire(worker);
+                self.retire(worker, true);
             } else {
                 self.retire_candidates.push((worker, since));
             }
@@ -1446,12 +1448,15 @@ impl State {
 impl State {
     /// Takes a worker out of the pool and asks its process to exit once it owes nothing (it
     /// may still run an actor's last calls, or lend objects to other workers: it answers
-    /// [`ToNode::Owes`] and is asked again each [`IDLE_TICK`]).
-    fn retire(&mut self, worker: WorkerId) {
+    /// [`ToNode::Owes`]). One that may run tasks again (`reusable`: not an actor's) then goes
+    /// back to the pool, idle, to be asked again when it is surplus; an actor's is asked
+    /// again each [`IDLE_TICK`].
+    fn retire(&mut self, worker: WorkerId, reusable: bool) {
         self.nodes.remove_worker(worker);
         self.encode_to(worker, &ToWorker::ExitIfIdle);
         if let Some(life) = self.workers.get_mut(&worker) {
             life.retiring = true;
+            life.reusable = reusable;
         }
     }
 
@@ -1901,9 +1906,15 @@ impl State {
                 self.watch_worker(worker, watched.to_native());
             }
             ArchivedToNode::Owes => {
-                if self.workers.get(&worker).is_some_and(|l| l.retiring) {
-                    // Asked again with the next tick.
-                    self.owing_retired.insert(worker);
+                let life = self.workers.get_mut(&worker).filter(|l| l.retiring);
+                if let Some(life) = life {
+                    if life.reusable {
+                        life.retiring = false;
+                        self.nodes.adopt(node_of(worker), worker, worker, true);
+                    } else {
+                        // Asked again with the next tick.
+                        self.owing_retired.insert(worker);
+                    }
                 } else {
                     tracing::debug!(worker, "an answer to its node's ask to exit");
                 }

@@ -223,11 +223,11 @@ impl Worker {
     /// Sends each borrower the values it waits for, and each lender what this worker has to
     /// tell it.
     pub(super) fn send_loan_words(&mut self) {
+        if self.loans.answers.is_empty() && self.loans.words.is_empty() {
+            return;
+        }
         for (borrower, values) in std::mem::take(&mut self.loans.answers) {
             self.forward(borrower, None, &ToWorker::Objects(values));
-        }
-        if self.loans.words.is_empty() {
-            return;
         }
         let me = self.owned.me();
         for (lender, word) in std::mem::take(&mut self.loans.words) {
