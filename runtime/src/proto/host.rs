@@ -4047,6 +4047,36 @@ mod tests {
         assert!(!owes(&node), "forgotten with the worker");
     }
 
+    #[test]
+    fn a_worker_watching_another_of_its_node_hears_when_it_exits_or_at_once_if_it_is_not_there() {
+        let t0 = Instant::now();
+        let mut node = hosting_a_job(t0);
+        spawn_worker_3(&mut node, t0);
+        let none = &|_: &str| None;
+        let watch = |worker| ToNode::WatchWorker { worker };
+        let gone = |actions: &[Action<u32, &'static str>], watched: u64| {
+            actions.iter().any(|a| {
+                matches!(a, Action::Write { conn: 1, worker: 5, message }
+                    if matches!(**message, ToWorker::WorkerGone { worker, .. } if worker == watched))
+            })
+        };
+        // Worker 5 lent worker 3 something: it hears nothing while 3 runs.
+        assert!(from_worker(&mut node, 5, &watch(3), none));
+        assert!(acted(&mut node).is_empty());
+        // A worker the node does not run: at once.
+        assert!(from_worker(&mut node, 5, &watch(9), none));
+        assert!(gone(&acted(&mut node), 9));
+        // Another node's worker is the driver's to watch.
+        assert!(!from_worker(&mut node, 5, &watch((1 << 32) + 3), none));
+        let exited = Event::WorkerExited {
+            conn: 1,
+            worker: 3,
+            reason: "killed".into(),
+        };
+        node.handle(exited, t0);
+        assert!(gone(&acted(&mut node), 3), "told of 3's exit");
+    }
+
     /// [`two_daemons`], where owner 3 on a asked b for a lease: b knows it as a's.
     fn owner_3_of_a_leased_on_b(t0: Instant) -> (Node, Node) {
         let (a, mut b) = two_daemons(t0);

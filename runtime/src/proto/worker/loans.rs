@@ -327,15 +327,13 @@ impl Worker {
         self.loans.gone.insert(worker, reason.to_string());
         self.loans.words.remove(&worker);
         self.loans.answers.remove(&worker);
+        // The loans stay booked (their last reference goes nowhere: see `give_back`).
         let lost: Vec<ObjectId> = (self.loans.borrowed.keys())
-            .filter(|id| id.task.owner == worker)
+            .filter(|id| id.task.owner == worker && self.requested.contains(id))
             .copied()
             .collect();
         for id in lost {
-            self.loans.borrowed.remove(&id);
-            if self.requested.contains(&id) {
-                self.lender_lost(id, reason);
-            }
+            self.lender_lost(id, reason);
         }
         let lent: Vec<(ObjectId, u32)> = (self.loans.lent.iter())
             .filter_map(|(&id, borrowers)| borrowers.get(&worker).map(|&n| (id, n)))
@@ -607,7 +605,7 @@ mod tests {
 
     #[test]
     fn a_lender_s_death_fails_what_its_borrower_waits_for_and_a_borrower_s_ends_its_loans() {
-        let (mut borrower, mut lender, _, object) = lent();
+        let (mut borrower, mut lender, result, object) = lent();
         let _ = sent(&mut borrower);
         borrower.request(&[object]);
         relay(&sent(&mut borrower), LENDER, &mut lender);
@@ -625,6 +623,16 @@ mod tests {
             }
             other => panic!("not failed with OwnerDied: {other:?}"),
         }
+        // Its last reference goes nowhere: the lender is gone, the node never knew it.
+        borrower.release(result);
+        let out = sent(&mut borrower);
+        assert!(
+            forwarded(&out, LENDER).is_empty()
+                && !out
+                    .iter()
+                    .any(|m| matches!(m, ToNode::Release(ids) if ids.contains(&object))),
+            "{out:?}"
+        );
         // The lender's borrower dies: its loans end.
         assert!(lender.loans.lends());
         let gone = ToWorker::WorkerGone {
