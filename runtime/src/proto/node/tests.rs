@@ -3550,3 +3550,31 @@ fn a_worker_watching_another_hears_of_its_death_or_at_once_of_one_not_running() 
     h.dies(lender);
     assert!(gone(&h, lender), "told of the lender's death");
 }
+
+#[test]
+fn a_stopped_actor_s_worker_that_still_owes_work_is_asked_to_exit_again_each_tick() {
+    let mut h = Harness::new(1, 4.0);
+    let (actor, worker) = h.actor(0);
+    let asked = |h: &Harness| {
+        (h.sent.iter())
+            .filter(|(w, m)| *w == worker && matches!(m, ToWorker::ExitIfIdle))
+            .count()
+    };
+    // Its last handle goes: the actor stops, and its worker is asked to exit (not shut down:
+    // it may lend objects to other workers, or run the actor's last calls).
+    h.node.actor_release(actor);
+    h.node.settle();
+    h.drain();
+    assert_eq!(asked(&h), 1);
+    assert!(
+        !h.sent
+            .iter()
+            .any(|(w, m)| *w == worker && *m == ToWorker::Shutdown)
+    );
+    // It still owes work: asked again with the next tick, and only after it said so.
+    h.report(worker, &ToNode::Owes);
+    h.event(Event::Tick);
+    assert_eq!(asked(&h), 2, "asked again with the tick");
+    h.event(Event::Tick);
+    assert_eq!(asked(&h), 2, "not again before it answers");
+}
