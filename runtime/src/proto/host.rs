@@ -1474,17 +1474,21 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             return true;
         }
         let reason = format!("worker {watched} does not run on node {}", self.name);
+        self.tell_gone(conn, watcher, watched, reason);
+        true
+    }
+
+    /// Tells worker `watcher` (of the job on `conn`) that worker `gone` is gone (`reason`).
+    fn tell_gone(&mut self, conn: ConnId, watcher: u64, gone: u64, reason: String) {
         let message = Box::new(ToWorker::WorkerGone {
-            worker: watched,
+            worker: gone,
             reason,
         });
-        let worker = watcher;
         self.actions.push_back(Action::Write {
             conn,
-            worker,
+            worker: watcher,
             message,
         });
-        true
     }
 
     /// Worker `worker` of the job on `conn` exited (`reason`): the workers watching it hear.
@@ -1499,12 +1503,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         }
         for watcher in watchers {
             let reason = format!("worker {worker} exited on node {name}: {reason}");
-            let message = Box::new(ToWorker::WorkerGone { worker, reason });
-            self.actions.push_back(Action::Write {
-                conn,
-                worker: watcher,
-                message,
-            });
+            self.tell_gone(conn, watcher, worker, reason);
         }
     }
 

@@ -318,9 +318,7 @@ impl Worker {
             self.expect_answer(answer);
         }
         // The node owns the actor: what its arguments are or refer to goes to it first.
-        let deps: Vec<ObjectId> = spec.dependencies().collect();
-        let mut escaping = self.to_promote(&spec.inlined_refs);
-        escaping.extend(self.to_promote(&deps));
+        let escaping = self.escaping(&spec);
         self.hand_over(&escaping);
         self.send_releases();
         let named = answer.is_some();

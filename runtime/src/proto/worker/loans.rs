@@ -121,11 +121,7 @@ impl Worker {
             return;
         }
         for &id in &lent {
-            if let Some((count, _)) = self.refs.get_mut(&id) {
-                *count += 1;
-            } else {
-                self.refs.insert(id, (1, Arc::from("lent")));
-            }
+            self.count_ref(id, "lent");
             let count = self.loans.lent.entry(id).or_default();
             *count.entry(owner).or_default() += 1;
         }
@@ -153,13 +149,19 @@ impl Worker {
     /// back to its owner with the last.
     pub(super) fn take_loan(&mut self, id: ObjectId) {
         *self.loans.borrowed.entry(id).or_default() += 1;
+        self.count_ref(id, "borrowed");
+        self.watch(id.task.owner);
+    }
+
+    /// One reference to `id` more here, without a word to anyone (a loan, either way; the
+    /// first names what the reference is for the errors of its reads).
+    fn count_ref(&mut self, id: ObjectId, what: &str) {
         match self.refs.get_mut(&id) {
             Some((count, _)) => *count += 1,
             None => {
-                self.refs.insert(id, (1, Arc::from("borrowed")));
+                self.refs.insert(id, (1, Arc::from(what)));
             }
         }
-        self.watch(id.task.owner);
     }
 
     /// Asks the node to say when worker `worker` exits, once.

@@ -1098,23 +1098,11 @@ impl Worker {
         let outcome = match failed {
             Some(error) => Outcome::Failed(error),
             None => {
-                let lent: Vec<ObjectId> = (ids.iter())
-                    .filter_map(|id| self.owned.made.get(id))
-                    .flat_map(|m| m.lent.iter().copied())
-                    .collect();
-                // The node is to hold them: they become its own first.
-                self.promote_loans(&lent);
-                let made = |id: &ObjectId| self.owned.made.get(id);
+                let (nested, actors) = ids.iter().map(|&id| self.made_for_node(id)).unzip();
                 Outcome::Returned {
                     values,
-                    nested: ids
-                        .iter()
-                        .map(|id| made(id).map_or_else(Vec::new, Made::refers_to))
-                        .collect(),
-                    actors: ids
-                        .iter()
-                        .map(|id| made(id).map_or_else(Vec::new, |m| m.actors.clone()))
-                        .collect(),
+                    nested,
+                    actors,
                 }
             }
         };
@@ -1481,13 +1469,7 @@ impl Worker {
             match self.cache.get(&id) {
                 Some(Slot::Ready(bytes)) => {
                     let value = bytes.to_wire(id);
-                    let made = self.owned.made.get(&id).cloned();
-                    if let Some(made) = &made {
-                        // The node is to hold them: they become its own first.
-                        self.promote_loans(&made.lent);
-                    }
-                    let (nested, actors) =
-                        made.map_or_else(Default::default, |m| (m.refers_to(), m.actors));
+                    let (nested, actors) = self.made_for_node(id);
                     self.owned.promoted.insert(id);
                     self.send(&ToNode::Put {
                         id,
@@ -1573,6 +1555,16 @@ impl Worker {
         if let Some(made) = self.owned.made.remove(&id) {
             self.let_go_of(made);
         }
+    }
+
+    /// What owned object `id`'s value refers to (objects, actor handles), for the node that
+    /// is to hold it: the objects lent to this worker among them become the node's first.
+    fn made_for_node(&mut self, id: ObjectId) -> (Vec<ObjectId>, Vec<prism_graph::ActorId>) {
+        let Some(made) = self.owned.made.get(&id).cloned() else {
+            return Default::default();
+        };
+        self.promote_loans(&made.lent);
+        (made.refers_to(), made.actors)
     }
 
     /// What a value of an owned task held goes.
