@@ -682,10 +682,12 @@ impl Pool {
         }
         let lease = self.leases.remove(&key).expect("checked");
         give_back(grants, client, &lease);
-        if lease.worker != owner
-            && let Some(used) = self.workers.get_mut(&lease.worker)
+        // The worker of this lease idles (one that still starts, from its start on: nothing
+        // waits for it). An owner leased itself while blocked stays under the lease it runs
+        // on; one leased itself while idle (it was the idle worker the ask found) idles again.
+        if let Some(used) = self.workers.get_mut(&lease.worker)
+            && matches!(used, Use::Leased(k) | Use::Starting(k) if *k == key)
         {
-            // One that still starts idles from its start on (nothing waits for it).
             *used = Use::Idle(now);
         }
         true
@@ -1114,6 +1116,27 @@ mod tests {
                 "{k}"
             );
         }
+    }
+
+    #[test]
+    fn an_owner_leased_itself_while_idle_idles_again_when_it_gives_the_lease_back() {
+        let mut grants = Grants::new(cpus(2.0));
+        let mut pool = Pool::new(100..103, 8, cpus(4.0)).keeping_idle(0);
+        let t0 = Instant::now();
+        let one = cpus(1.0);
+        let asked = pool.ask((&mut grants, CLIENT), (7, key(7, 1), &one), true, t0);
+        assert_eq!(asked, Asked::Start { worker: 100 });
+        pool.started((&mut grants, CLIENT), 100, true);
+        assert!(pool.unlease((&mut grants, CLIENT), (7, key(7, 1)), t0));
+        // Worker 100, idle, owns tasks too: its own ask finds it, the one idle worker.
+        let asked = pool.ask((&mut grants, CLIENT), (100, key(100, 1), &one), true, t0);
+        assert_eq!(asked, Asked::Granted { worker: 100 });
+        assert!(pool.unlease((&mut grants, CLIENT), (100, key(100, 1)), t0));
+        // It idles again: the next ask takes it, and it stops once idle a while (it was left
+        // leased under the ended lease, neither leased again nor stopped).
+        let later = t0 + IDLE_FOR;
+        assert_eq!(pool.due(later, &nothing_elsewhere).stop, [100]);
+        assert_eq!(grants.held_by(CLIENT), Resources::default());
     }
 
     #[test]
