@@ -758,6 +758,112 @@ fn references_lent_between_workers_of_a_node_stay_off_the_driver() -> Result<(),
     )
 }
 
+/// On the head's node: `kib` KiB of `i`'s low byte (inline when small, in the head's store
+/// when large), after `ms` milliseconds.
+#[remote(num_cpus = 0, resources(far = 0.001))]
+fn far_bytes(i: u64, kib: usize, ms: u64) -> Vec<u8> {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    vec![i as u8; (kib << 10).max(8)]
+}
+
+/// On the head's node: the references to `n` children there, which its worker owns and lends
+/// to the task's owner, a worker on alpha; with `exit`, the process exits 300 ms later (the
+/// children take 3 s then).
+#[remote(num_cpus = 0, resources(far = 0.01))]
+fn lends_from_afar(n: u64, kib: usize, exit: bool) -> Vec<ObjectRef<Vec<u8>>> {
+    let ms = if exit { 3_000 } else { 0 };
+    let children = (0..n).map(|i| far_bytes::remote(i, kib, ms)).collect();
+    if exit {
+        std::thread::spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            std::process::exit(3)
+        });
+    }
+    children
+}
+
+/// On alpha: reads the children of `parents` parents on the head's node through the
+/// references they return (lent by the parents' workers), checks each, and says how many
+/// bytes it read, the segment of the last child, and whether alpha's store had a copy of it.
+#[remote(resources(alpha = 1))]
+fn reads_lent_from_afar(parents: u64, n: u64, kib: usize) -> Result<(usize, String, bool), String> {
+    let lists: Vec<_> = (0..parents)
+        .map(|_| lends_from_afar::remote(n, kib, false))
+        .collect();
+    let lists = prism::get_all_blocking(&lists).map_err(|e| format!("a parent: {e}"))?;
+    let (mut read, mut last) = (0, None);
+    for (p, list) in lists.iter().enumerate() {
+        let values = prism::get_all_blocking(list).map_err(|e| format!("parent {p}: {e}"))?;
+        for (i, value) in values.iter().enumerate() {
+            if value.len() != (kib << 10).max(8) || value.iter().any(|&b| b != i as u8) {
+                return Err(format!("child {i} of parent {p} read wrong"));
+            }
+            read += value.len();
+        }
+        last = list.last().map(|r| r.id());
+    }
+    let id = last.ok_or("no child")?;
+    let segment = format!("{:x}.{}.{}", id.task.owner, id.task.seq, id.index);
+    let daemon = std::os::unix::process::parent_id() as i32;
+    Ok((read, segment.clone(), in_store_of(daemon, &segment)))
+}
+
+/// On alpha: reads the child a parent on the head's node lends it after the parent's process
+/// died (the child was not done): the error it gets.
+#[remote(resources(alpha = 1))]
+fn reads_from_a_dead_lender() -> String {
+    let list = lends_from_afar::remote(1, 0, true)
+        .get_blocking()
+        .expect("the parent's value");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    match list[0].get_blocking() {
+        Ok(value) => format!("read {} bytes", value.len()),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn references_lent_across_nodes_are_read_from_the_lender_s_node_and_stay_off_the_driver(
+    head: &Host,
+    alpha: &Host,
+) -> Result<(), Failed> {
+    // The borrower protocol between nodes (issue 20): the parents' workers on the head's
+    // node lend their children to the reader's worker on alpha, which asks them directly;
+    // a large value is pulled by alpha's daemon from the head's store and dropped there
+    // when its lender lets go. Before, each child was handed to the driver.
+    let (parents, n) = (4, 250);
+    let ((read, _, _), heard) =
+        heard_during(|| Ok(reads_lent_from_afar::remote(parents, n, 0).get_blocking()??))?;
+    println!(
+        "the driver heard {heard} messages for {} children lent across nodes",
+        parents * n
+    );
+    ensure(
+        read == (parents * n) as usize * 8,
+        format!("read {read} bytes"),
+    )?;
+    ensure(
+        heard <= 40,
+        format!(
+            "the driver heard {heard} messages for {} lent children",
+            parents * n
+        ),
+    )?;
+    let kib = 512;
+    let (read, segment, copied) = reads_lent_from_afar::remote(2, 3, kib).get_blocking()??;
+    ensure(read == 6 * (kib << 10), format!("read {read} bytes"))?;
+    ensure(copied, format!("alpha's store had no copy of {segment}"))?;
+    let mut pids = head.daemons();
+    pids.extend(alpha.daemons());
+    gone_from_stores(&pids, &segment)?;
+    // A lender that dies before its child ends: the reader hears who died, not a hang.
+    let said = reads_from_a_dead_lender::remote().get_blocking()?;
+    println!("a dead lender's borrower: {said}");
+    ensure(
+        said.contains("owner") && said.contains("died") && said.contains("127.0.0.1"),
+        format!("the reader got {said:?}"),
+    )
+}
+
 fn references_a_task_s_children_return_reach_their_reader_on_another_worker() -> Result<(), Failed>
 {
     // The parents' workers hand the children over to the driver on their own links while
@@ -1108,8 +1214,10 @@ fn main() {
         .token(token.clone());
     prism::init_with(config).expect("join the cluster");
     let head = std::sync::Arc::new(head);
+    let alpha = std::sync::Arc::new(alpha);
+    let alpha_lent = alpha.clone();
     let (head_host, head_store, head_copies) = (head.clone(), head.clone(), head.clone());
-    let (head_relays, head_calls) = (head.clone(), head.clone());
+    let (head_relays, head_calls, head_lent) = (head.clone(), head.clone(), head.clone());
     // The first case counts the driver's messages: nothing else may run meanwhile.
     args.test_threads = Some(1);
     let trials = vec![
@@ -1170,6 +1278,15 @@ fn main() {
         Trial::test(
             "references_lent_between_workers_of_a_node_stay_off_the_driver",
             references_lent_between_workers_of_a_node_stay_off_the_driver,
+        ),
+        Trial::test(
+            "references_lent_across_nodes_are_read_from_the_lender_s_node_and_stay_off_the_driver",
+            move || {
+                references_lent_across_nodes_are_read_from_the_lender_s_node_and_stay_off_the_driver(
+                    &head_lent,
+                    &alpha_lent,
+                )
+            },
         ),
         Trial::test(
             "references_a_task_s_children_return_reach_their_reader_on_another_worker",

@@ -55,8 +55,11 @@ use crate::frame::Message;
 /// [`ToControl::TakeOrders`], [`ToNode::KillForeign`], [`Refusal::NotKilled`]); 37: a
 /// worker lends the objects it owns that a task pushed to it returns to a worker on its node
 /// (the borrower protocol: [`ToWorker::Returned`]'s `lent`, [`ToWorker::Loans`],
-/// [`ToNode::WatchWorker`], [`ToWorker::WorkerGone`]).
-pub const PROTOCOL_VERSION: u32 = 37;
+/// [`ToNode::WatchWorker`], [`ToWorker::WorkerGone`]); 38: and to a worker on another node,
+/// whose node pulls the values it reads from the lender's and keeps them till the lender
+/// drops them; the two nodes watch each other's worker ([`ToNode::WatchWorker`]'s `at`,
+/// [`PeerLease::Watch`]).
+pub const PROTOCOL_VERSION: u32 = 38;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -518,12 +521,17 @@ pub enum ToNode {
     },
     /// The answer to [`ToWorker::ExitIfIdle`] of a worker that still owes work: it stays.
     Owes,
-    /// Tell this worker ([`ToWorker::WorkerGone`]) when worker `worker` of the job on the same
-    /// node exits (at once if it is not running): a borrower watches its lender, a lender
-    /// its borrowers. For the node, not the driver.
+    /// Tell this worker ([`ToWorker::WorkerGone`]) when worker `worker` of the job exits (at
+    /// once if it is not running): a borrower watches its lender, a lender its borrowers. For
+    /// the node, which asks the watched worker's node when that is another
+    /// ([`PeerLease::Watch`]).
     WatchWorker {
         /// The worker watched.
         worker: u64,
+        /// The peer address of the watched worker's node when it is not this worker's
+        /// (`None`: this node's, or one the node cannot reach, whose workers the driver
+        /// watches).
+        at: Option<String>,
     },
     /// For the driver, from a worker it linked to directly ([`ToWorker::Switch`]): the
     /// worker's frames for the driver come the other way from now on (through the node after
@@ -1055,6 +1063,13 @@ pub enum PeerLease {
     OwnerGone {
         /// The owner.
         owner: u64,
+    },
+    /// Watching node to the node of worker `worker`: workers there watch it (borrowers of
+    /// its objects, or lenders to it: [`ToNode::WatchWorker`]); answered
+    /// [`PeerLease::OwnerGone`] when it exits, at once if it is not running.
+    Watch {
+        /// The worker watched.
+        worker: u64,
     },
     /// Owner's node to a node its leases ran tasks on: that node's copies of these objects
     /// of the owner's go (values its tasks left there, now pulled to the owner's node; or

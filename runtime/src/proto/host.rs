@@ -936,12 +936,14 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 }
                 false
             }
-            ArchivedToNode::Owes => {
-                self.owes(conn, worker, now);
-                true
-            }
-            ArchivedToNode::WatchWorker { worker: watched } => {
-                self.watch_worker(at, worker, watched.to_native())
+            // The pool's answer, or the driver's (which asked a worker it borrowed to exit).
+            ArchivedToNode::Owes => self.owes(conn, worker, now),
+            ArchivedToNode::WatchWorker {
+                worker: watched,
+                at: node,
+            } => {
+                let node = node.as_ref().map(|n| n.as_str());
+                self.watch_worker(at, worker, (watched.to_native(), node))
             }
             ArchivedToNode::OwnerAt { owner, node } => {
                 // Where the arguments of a direct link's pushes are pulled from.
@@ -1234,15 +1236,19 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     }
 
     /// Worker `worker` of the job on `conn`, asked to exit while idle, still owes work: it is
-    /// the pool's idle worker again from `now`, asked again once it idles long enough.
-    fn owes(&mut self, conn: ConnId, worker: u64, now: Instant) {
+    /// the pool's idle worker again from `now`, asked again once it idles long enough. False
+    /// when the pool did not ask it (the driver did, retiring a worker it borrowed: its ask is
+    /// answered to it, which asks again).
+    fn owes(&mut self, conn: ConnId, worker: u64, now: Instant) -> bool {
         let Some((pool, _)) = self.pool_on(conn) else {
-            return;
+            return false;
         };
-        if pool.stays(worker, now) {
-            tracing::debug!(worker, "an idle worker that still owes work stays");
-            self.retry_pools();
+        if !pool.stays(worker, now) {
+            return false;
         }
+        tracing::debug!(worker, "an idle worker that still owes work stays");
+        self.retry_pools();
+        true
     }
 
     /// Worker `worker` of the job on `conn`, lent to its driver, blocks in `get` holding
@@ -1456,15 +1462,36 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     }
 
     /// Worker `watcher` of job `job` (on `conn`) watches worker `watched`
-    /// ([`prism_transport::ToNode::WatchWorker`]): told when it exits, or at once if it does
-    /// not run here. True when the node takes the frame; a worker of another node's is the
-    /// driver's to watch.
-    fn watch_worker(&mut self, (job, conn): (&str, ConnId), watcher: u64, watched: u64) -> bool {
+    /// ([`prism_transport::ToNode::WatchWorker`]), of the node serving its peers at `node`
+    /// when another: told when it exits, or at once if it does not run here. A worker of
+    /// another node is watched by that node for this one ([`PeerLease::Watch`]), which also
+    /// pulls from there the objects it owns that this node's workers read; the driver
+    /// watches one of a node not named. True when the node takes the frame.
+    fn watch_worker(
+        &mut self,
+        (job, conn): (&str, ConnId),
+        watcher: u64,
+        (watched, node): (u64, Option<&str>),
+    ) -> bool {
         let Some(record) = self.jobs.get_mut(job).filter(|j| j.conn == conn) else {
             return true;
         };
         if record.idx.is_some_and(|idx| idx != nodes::node_of(watched)) {
-            return false;
+            let Some(node) = node else {
+                return false;
+            };
+            let watchers = record.watchers.entry(watched).or_default();
+            let first = watchers.is_empty();
+            if !watchers.contains(&watcher) {
+                watchers.push(watcher);
+            }
+            if first {
+                // That node speaks for it from now on (its death, the copies of its objects).
+                (record.owner_nodes).insert(watched, node.to_string());
+                let message = PeerLease::Watch { worker: watched };
+                self.peer_send(conn, node.to_string(), message);
+            }
+            return true;
         }
         if record.workers.contains_key(&watched) {
             let watchers = record.watchers.entry(watched).or_default();
@@ -1491,9 +1518,9 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         });
     }
 
-    /// Worker `worker` of the job on `conn` exited (`reason`): the workers watching it hear.
+    /// Worker `worker` of the job on `conn` is gone (`reason`, which names where it ran):
+    /// the workers watching it hear.
     fn tell_watchers(&mut self, conn: ConnId, worker: u64, reason: &str) {
-        let name = self.name.clone();
         let Some((_, job)) = self.job_of_mut(conn) else {
             return;
         };
@@ -1502,8 +1529,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             list.retain(|&w| w != worker);
         }
         for watcher in watchers {
-            let reason = format!("worker {worker} exited on node {name}: {reason}");
-            self.tell_gone(conn, watcher, worker, reason);
+            self.tell_gone(conn, watcher, worker, reason.to_string());
         }
     }
 
@@ -1678,13 +1704,21 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     }
 
     /// Owner `owner` on another node died or its node left: the workers leased to it here
-    /// are killed, its asks here leave, and the copies of its objects here go.
+    /// are killed, its asks here leave, the copies of its objects here go, and the workers
+    /// here watching it hear.
     fn owner_afar_gone(&mut self, conn: ConnId, owner: u64) {
         let Some((_, job)) = self.job_of_mut(conn) else {
             return;
         };
         job.spill.forget_owner(owner);
-        job.owner_nodes.remove(&owner);
+        let node = job.owner_nodes.remove(&owner);
+        let node = node.map_or_else(|| String::from("another node"), |n| format!("node {n}"));
+        let reason =
+            format!("worker {owner} on {node} is gone, as that node or the job's view of it says");
+        self.tell_watchers(conn, owner, &reason);
+        let Some((_, job)) = self.job_of_mut(conn) else {
+            return;
+        };
         let setup = job.setup.clone();
         for (ids, pool) in [
             (job.copies.remove(&owner), false),
@@ -1821,6 +1855,20 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 }
             }
             PeerLease::OwnerGone { owner } => self.owner_afar_gone(conn, owner),
+            PeerLease::Watch { worker } => {
+                // Told when it exits, as the nodes it sent frames to are.
+                let Some((_, job)) = self.job_of_mut(conn) else {
+                    return;
+                };
+                let running = job.idx.is_some_and(|idx| idx == nodes::node_of(worker))
+                    && job.workers.contains_key(&worker);
+                match running {
+                    true => {
+                        job.sent_to.entry(worker).or_default().insert(from);
+                    }
+                    false => self.peer_send(conn, from, PeerLease::OwnerGone { owner: worker }),
+                }
+            }
             PeerLease::Drop { owner, mut ids } => {
                 // Only the owner's own objects.
                 ids.retain(|id| id.task.owner == owner);
@@ -2010,7 +2058,8 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     job.hellos.remove(&worker);
                     job.unsaid.remove(&worker);
                 }
-                self.tell_watchers(conn, worker, &reason);
+                let exited = format!("worker {worker} exited on node {}: {reason}", self.name);
+                self.tell_watchers(conn, worker, &exited);
                 self.pool_worker_exited(conn, worker, &reason);
                 let event = HostEvent::WorkerExited { worker, reason };
                 self.actions.push_back(Action::Tell { conn, event });
@@ -3903,8 +3952,9 @@ mod tests {
             next.len() == 1 && next[0] != asked[0],
             "{next:?} after {asked:?}"
         );
-        // A worker not asked that says so changes nothing (the owner, say: not the pool's).
-        assert!(node.take_up(("j", 1), 3, owes, (t0 + IDLE_FOR, peer_of)));
+        // A worker the pool did not ask answers the driver, which did (it retires the workers
+        // it borrowed so, and asks again while they owe): the frame goes on to it.
+        assert!(!node.take_up(("j", 1), 3, owes, (t0 + IDLE_FOR, peer_of)));
         assert!(!node.jobs["j"].pool.as_ref().is_some_and(|p| p.has(3)));
     }
 
@@ -4052,7 +4102,7 @@ mod tests {
         let mut node = hosting_a_job(t0);
         spawn_worker_3(&mut node, t0);
         let none = &|_: &str| None;
-        let watch = |worker| ToNode::WatchWorker { worker };
+        let watch = |worker| ToNode::WatchWorker { worker, at: None };
         let gone = |actions: &[Action<u32, &'static str>], watched: u64| {
             actions.iter().any(|a| {
                 matches!(a, Action::Write { conn: 1, worker: 5, message }
@@ -4074,6 +4124,70 @@ mod tests {
         };
         node.handle(exited, t0);
         assert!(gone(&acted(&mut node), 3), "told of 3's exit");
+    }
+
+    #[test]
+    fn a_worker_watching_one_of_another_node_hears_through_that_node_when_it_exits() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = two_daemons(t0);
+        // b is node 1, and runs worker `far`.
+        b.jobs.get_mut("j").unwrap().idx = Some(1);
+        let far = (1 << 32) + 3;
+        let spawn = Request::Spawn {
+            worker: far,
+            binary_from: None,
+        };
+        ask(&mut b, 1, 1, spawn, t0);
+        let spawned = Event::Spawned {
+            conn: 1,
+            req: 1,
+            worker: far,
+            result: Ok(4243),
+        };
+        b.handle(spawned, t0);
+        let _ = acted(&mut b);
+        let none = &|_: &str| None;
+        // Worker 3 on a borrows from `far`, on b: a asks b once, whoever watches.
+        let watch = |worker| ToNode::WatchWorker {
+            worker,
+            at: Some("b".to_string()),
+        };
+        assert!(from_worker(&mut a, 3, &watch(far), none));
+        assert_eq!(
+            acted(&mut a),
+            [to_peer("b", PeerLease::Watch { worker: far })]
+        );
+        assert!(from_worker(&mut a, 3, &watch(far), none));
+        assert!(acted(&mut a).is_empty(), "asked once");
+        b.handle(from_peer("a", PeerLease::Watch { worker: far }), t0);
+        assert!(acted(&mut b).is_empty(), "it runs: nothing yet");
+        // One b does not run: at once.
+        let other = far + 1;
+        b.handle(from_peer("a", PeerLease::Watch { worker: other }), t0);
+        assert_eq!(
+            acted(&mut b),
+            [to_peer("a", PeerLease::OwnerGone { owner: other })]
+        );
+        let exited = Event::WorkerExited {
+            conn: 1,
+            worker: far,
+            reason: "killed".into(),
+        };
+        b.handle(exited, t0);
+        let told = to_peer("a", PeerLease::OwnerGone { owner: far });
+        assert!(acted(&mut b).contains(&told), "b tells a");
+        a.handle(from_peer("b", PeerLease::OwnerGone { owner: far }), t0);
+        let heard = acted(&mut a).into_iter().any(|action| {
+            matches!(action, Action::Write { conn: 1, worker: 3, message }
+                if matches!(&*message, ToWorker::WorkerGone { worker, reason }
+                    if *worker == far && reason.contains("node b")))
+        });
+        assert!(heard, "worker 3 hears, naming the node");
+        // Another node than b does not speak for `far`.
+        assert!(from_worker(&mut a, 3, &watch(far), none));
+        let _ = acted(&mut a);
+        a.handle(from_peer("c", PeerLease::OwnerGone { owner: far }), t0);
+        assert!(acted(&mut a).is_empty());
     }
 
     /// [`two_daemons`], where owner 3 on a asked b for a lease: b knows it as a's.

@@ -903,7 +903,10 @@ impl Worker {
             }
             ArchivedToWorker::Fetched { id, error } => {
                 let (id, error) = (id.to_native(), error.as_ref().map(|e| e.as_str()));
-                if !self.arg_fetched(id, error) {
+                // One pull serves every use of the object here.
+                let argument = self.arg_fetched(id, error);
+                let borrowed = self.borrowed_fetched(id, error, open);
+                if !argument && !borrowed {
                     self.fetched(id, error, open);
                 }
             }
@@ -946,6 +949,12 @@ impl Worker {
                     let (id, value) = (entry.0.to_native(), &entry.1);
                     if !self.requested.remove(&id) {
                         continue; // released meanwhile
+                    }
+                    // Lent by a worker of another node: in that node's store.
+                    if let ArchivedObjectValue::Ready(ArchivedValue::Shared { len, .. }) = value
+                        && self.pull_borrowed(id, len.to_native())
+                    {
+                        continue;
                     }
                     let slot = match value {
                         ArchivedObjectValue::Ready(value) => match open(value) {

@@ -1902,7 +1902,10 @@ impl State {
             ArchivedToNode::DropCopies { .. } | ArchivedToNode::KeptFor { .. } => {
                 tracing::debug!(worker, "copies between nodes are for their daemons to keep");
             }
-            ArchivedToNode::WatchWorker { worker: watched } => {
+            ArchivedToNode::WatchWorker {
+                worker: watched, ..
+            } => {
+                // Every worker of the job is the driver's to know, wherever it runs.
                 self.watch_worker(worker, watched.to_native());
             }
             ArchivedToNode::Owes => {

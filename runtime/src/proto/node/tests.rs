@@ -3538,8 +3538,20 @@ fn a_joined_job_has_the_head_make_its_detached_actors() {
 fn a_worker_watching_another_hears_of_its_death_or_at_once_of_one_not_running() {
     let mut h = Harness::new(1, 3.0);
     let (lender, borrower) = an_owner_and_a_reader(&mut h);
-    h.report(borrower, &ToNode::WatchWorker { worker: lender });
-    h.report(borrower, &ToNode::WatchWorker { worker: 999 });
+    h.report(
+        borrower,
+        &ToNode::WatchWorker {
+            worker: lender,
+            at: None,
+        },
+    );
+    h.report(
+        borrower,
+        &ToNode::WatchWorker {
+            worker: 999,
+            at: None,
+        },
+    );
     let gone = |h: &Harness, watched: WorkerId| {
         h.sent.iter().any(|(w, m)| {
             *w == borrower && matches!(m, ToWorker::WorkerGone { worker, .. } if *worker == watched)

@@ -12,7 +12,7 @@
 //!
 //! [`ToWorker::Lent`]: prism_transport::ToWorker::Lent
 
-use prism_graph::IdSet;
+use prism_graph::{IdMap, IdSet};
 use prism_transport::{ArchivedToWorker, Frame, ToNode, ToWorker};
 
 use super::{Stop, Worker};
@@ -40,6 +40,9 @@ pub(super) struct Direct {
     out: Vec<(DirectTo, Vec<u8>)>,
     /// Owners whose pushes came on a link of theirs.
     owners: IdSet<u64>,
+    /// The peer address of the node of each owner that linked here (its hello named it),
+    /// kept after its link closes: a lender's values for it go there through the nodes.
+    owner_nodes: IdMap<u64, String>,
     /// The owner this worker's node lent it to, among those whose pushes come this way.
     lent: Option<u64>,
     /// Pushes from owners it was not lent to when they came: (owner, when, the frame).
@@ -122,6 +125,7 @@ impl Worker {
     pub(crate) fn direct_from(&mut self, owner: u64, node: &str) {
         if self.direct.owners.insert(owner) {
             let node = node.to_string();
+            self.direct.owner_nodes.insert(owner, node.clone());
             self.send(&prism_transport::ToNode::OwnerAt { owner, node });
         }
     }
@@ -146,6 +150,11 @@ impl Worker {
     /// Whether frames for owner `owner` go back on its direct link.
     pub(super) fn answers_direct(&self, owner: u64) -> bool {
         self.direct.owners.contains(&owner)
+    }
+
+    /// The peer address of owner `owner`'s node, as its direct link's hello named it.
+    pub(super) fn owner_node(&self, owner: u64) -> Option<&str> {
+        self.direct.owner_nodes.get(&owner).map(String::as_str)
     }
 
     /// Owner `owner`'s direct link closed: what would go back on it goes through the node.

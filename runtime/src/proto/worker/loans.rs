@@ -34,8 +34,10 @@ use prism_graph::{IdMap, IdSet, ObjectId, TaskError, TaskId};
 use prism_transport::{ObjectValue, ToNode, ToWorker};
 
 use super::Worker;
+use super::owned::open_shared;
 use crate::proto::node::{DRIVER_OWNER, NODE_OWNER};
 use crate::proto::owner::Slot;
+use crate::store::ObjectBytes;
 
 /// A worker's loans, both ways.
 #[derive(Debug, Default)]
@@ -60,6 +62,20 @@ pub(crate) struct Loans {
     watched: HashSet<u64>,
     /// Watched workers that are gone, and what the node saw of them.
     gone: HashMap<u64, String>,
+    /// Lenders on other nodes, and how to reach each.
+    lenders: HashMap<u64, Lender>,
+    /// Borrowed values in another node's store that this node pulls here (their lengths).
+    fetching: IdMap<ObjectId, u64>,
+}
+
+/// A lender on another node: where this worker's words for it go, after the lease that
+/// brought the loans too.
+#[derive(Debug, Clone)]
+struct Lender {
+    /// The peer address of its node.
+    at: String,
+    /// Its direct endpoint, when it has one.
+    direct: Option<String>,
 }
 
 /// What a borrower tells a lender ([`ToWorker::Loans`]).
@@ -86,7 +102,7 @@ impl Loans {
 impl Worker {
     /// Whether the owned objects that task `task`, running here, returns are lent to its
     /// owner rather than handed to the node: the task was pushed here by a worker of this
-    /// job on this node.
+    /// job, on this node or on one whose address its direct link named.
     pub(crate) fn lends_to(&self, task: TaskId) -> Option<u64> {
         let owner = task.owner;
         let worker = owner != DRIVER_OWNER
@@ -95,7 +111,7 @@ impl Worker {
             && owner != self.owned.me();
         (worker && self.owned.enabled() && self.pushed.contains_key(&task))
             .then_some(owner)
-            .filter(|&owner| !self.elsewhere(owner))
+            .filter(|&owner| !self.elsewhere(owner) || self.owner_node(owner).is_some())
     }
 
     /// Running task `task` encodes a return value referring to `ids`, which go before the
@@ -120,13 +136,21 @@ impl Worker {
         if lent.is_empty() {
             return;
         }
+        // A borrower on another node reads them from this node's store: its node pulls each
+        // one and keeps the copy until this worker drops the object.
+        let afar = (self.elsewhere(owner))
+            .then(|| self.owner_node(owner).map(str::to_string))
+            .flatten();
         for &id in &lent {
             self.count_ref(id, "lent");
             let count = self.loans.lent.entry(id).or_default();
             *count.entry(owner).or_default() += 1;
+            if let Some(node) = &afar {
+                self.may_copy(id, node);
+            }
         }
         self.loans.lending.entry(task).or_default().extend(lent);
-        self.watch(owner);
+        self.watch(owner, afar);
     }
 
     /// The loans made in the values of task `task`, whose end goes now.
@@ -146,11 +170,35 @@ impl Worker {
     }
 
     /// A loan of `id` came (in an owned task's end): counted as one reference here, given
-    /// back to its owner with the last.
+    /// back to its owner with the last. A lender on another node is the worker leased to
+    /// this one there (the loans come in the ends of the tasks it ran): where it is, and its
+    /// endpoint, are kept for the words that go after the lease.
     pub(super) fn take_loan(&mut self, id: ObjectId) {
         *self.loans.borrowed.entry(id).or_default() += 1;
         self.count_ref(id, "borrowed");
-        self.watch(id.task.owner);
+        let lender = id.task.owner;
+        if self.elsewhere(lender) && !self.loans.lenders.contains_key(&lender) {
+            match self.leased_at(lender) {
+                Some((at, direct)) => {
+                    self.loans.lenders.insert(lender, Lender { at, direct });
+                }
+                None => tracing::warn!(
+                    %id,
+                    lender,
+                    "a loan from a worker of another node not leased here: its words go through this node"
+                ),
+            }
+        }
+        let at = self.loans.lenders.get(&lender).map(|l| l.at.clone());
+        self.watch(lender, at);
+    }
+
+    /// The direct endpoint of lender `to` on another node, when it has one.
+    pub(super) fn lender_endpoint(&self, to: u64) -> Option<String> {
+        if self.loans.lenders.is_empty() {
+            return None;
+        }
+        (self.loans.lenders.get(&to)).and_then(|lender| lender.direct.clone())
     }
 
     /// One reference to `id` more here, without a word to anyone (a loan, either way; the
@@ -164,10 +212,11 @@ impl Worker {
         }
     }
 
-    /// Asks the node to say when worker `worker` exits, once.
-    fn watch(&mut self, worker: u64) {
+    /// Asks the node to say when worker `worker` (of the node serving its peers at `at`, when
+    /// another) exits, once.
+    fn watch(&mut self, worker: u64, at: Option<String>) {
         if self.loans.watched.insert(worker) {
-            self.send(&ToNode::WatchWorker { worker });
+            self.send(&ToNode::WatchWorker { worker, at });
         }
     }
 
@@ -229,7 +278,11 @@ impl Worker {
             return;
         }
         for (borrower, values) in std::mem::take(&mut self.loans.answers) {
-            self.forward(borrower, None, &ToWorker::Objects(values));
+            // Through the nodes to one elsewhere once its link closed.
+            let at = (self.elsewhere(borrower))
+                .then(|| self.owner_node(borrower).map(str::to_string))
+                .flatten();
+            self.forward(borrower, at, &ToWorker::Objects(values));
         }
         let me = self.owned.me();
         for (lender, word) in std::mem::take(&mut self.loans.words) {
@@ -244,7 +297,8 @@ impl Worker {
                 release,
                 promote,
             };
-            self.forward(lender, None, &loans);
+            let at = self.loans.lenders.get(&lender).map(|l| l.at.clone());
+            self.forward(lender, at, &loans);
         }
     }
 
@@ -323,6 +377,69 @@ impl Worker {
         self.loans.answers.entry(to).or_default().push((id, value));
     }
 
+    /// The value of `id` came (`len` bytes in shared memory): when it is borrowed from a
+    /// lender on another node, it is in that node's store, and this node pulls it here
+    /// ([`ToNode::Fetch`]: the copy stays until the lender drops the object); true then, and
+    /// the value is known once [`Worker::borrowed_fetched`].
+    pub(super) fn pull_borrowed(&mut self, id: ObjectId, len: u64) -> bool {
+        if self.loans.lenders.is_empty()
+            || !self.loans.lenders.contains_key(&id.task.owner)
+            || !(self.loans.borrows(id) || self.loans.held_for.contains(&id))
+        {
+            return false;
+        }
+        if self.loans.fetching.insert(id, len).is_none() {
+            self.send(&ToNode::Fetch {
+                id,
+                len,
+                from: None,
+            });
+        }
+        true
+    }
+
+    /// The node pulled borrowed `id` here (or could not: `error`); `open` maps it. False when
+    /// it was not pulled for a loan.
+    pub(super) fn borrowed_fetched(
+        &mut self,
+        id: ObjectId,
+        error: Option<&str>,
+        open: &mut dyn FnMut(&prism_transport::ArchivedValue) -> std::io::Result<ObjectBytes>,
+    ) -> bool {
+        let Some(len) = self.loans.fetching.remove(&id) else {
+            return false;
+        };
+        if !self.refs.contains_key(&id) {
+            return true; // let go meanwhile
+        }
+        let lender = id.task.owner;
+        let at = (self.loans.lenders.get(&lender)).map_or("?", |l| l.at.as_str());
+        let unavailable = |reason: String| {
+            Slot::Failed(TaskError::ObjectUnavailable {
+                object: id,
+                function: String::from("<borrowed>"),
+                reason,
+            })
+        };
+        let slot = match error {
+            Some(e) => unavailable(format!(
+                "it is lent by worker {lender}, in the store of node {at}, and could not be pulled from there: {e}"
+            )),
+            None => match open_shared(id, len, open) {
+                Ok(bytes) => Slot::Ready(bytes),
+                Err(e) => unavailable(format!(
+                    "it was pulled from node {at}, its lender's, but its segment cannot be mapped: {e}"
+                )),
+            },
+        };
+        self.cache.insert(id, slot);
+        if self.blocked {
+            self.arrived.push(id);
+        }
+        self.known(id);
+        true
+    }
+
     /// Watched worker `worker` is gone (`reason`): its loans to this worker fail what waits
     /// for them, and what this worker lent it comes back.
     pub(super) fn worker_gone(&mut self, worker: u64, reason: &str) {
@@ -331,7 +448,10 @@ impl Worker {
         self.loans.answers.remove(&worker);
         // The loans stay booked (their last reference goes nowhere: see `give_back`).
         let lost: Vec<ObjectId> = (self.loans.borrowed.keys())
-            .filter(|id| id.task.owner == worker && self.requested.contains(id))
+            .filter(|id| {
+                id.task.owner == worker
+                    && (self.requested.contains(id) || self.loans.fetching.contains_key(id))
+            })
             .copied()
             .collect();
         for id in lost {
@@ -352,12 +472,18 @@ impl Worker {
     /// Borrowed `id`'s lender died (`reason`): its value will not come.
     fn lender_lost(&mut self, id: ObjectId, reason: &str) {
         self.requested.remove(&id);
+        self.loans.fetching.remove(&id);
+        let lender = id.task.owner;
+        let owner = match self.loans.lenders.get(&lender) {
+            Some(afar) => format!("worker {lender} (on node {})", afar.at),
+            None => format!("worker {lender} (on this worker's node)"),
+        };
         let error = TaskError::OwnerDied {
             task: id.task,
             function: self
                 .function_of(id)
                 .map_or_else(String::new, |f| f.to_string()),
-            owner: format!("worker {} (on this worker's node)", id.task.owner),
+            owner,
             reason: reason.to_string(),
         };
         self.cache.insert(id, Slot::Failed(error));
@@ -425,9 +551,13 @@ mod tests {
 
     use super::super::Ended;
     use super::super::owned::tests::{
-        ME, forwarded, lease, lease_key, owner, receive, sent, spec, untimed_end, value, value_of,
+        ME, forwarded, grant, lease, lease_key, owner, receive, sent, spec, to_worker, untimed_end,
+        value, value_of,
     };
+    use super::super::tests::receive_with;
     use super::*;
+    use crate::store::ObjectBytes;
+    use prism_transport::ArchivedValue;
 
     /// The lender's owner number: a worker of the borrower's node.
     const LENDER: u64 = 9;
@@ -452,6 +582,36 @@ mod tests {
         frames
     }
 
+    /// A value holding the one reference to `object`.
+    fn holding(object: ObjectId) -> Outcome {
+        Outcome::Returned {
+            values: vec![Value::Inline(vec![1])],
+            nested: vec![vec![object]],
+            actors: vec![Vec::new()],
+        }
+    }
+
+    /// `lender` runs pushed task `run`, whose value holds the one reference to the object of
+    /// its own task `own` (submitted now, not run yet): the object, and what the lender
+    /// sends once `run` ends.
+    fn returns_own_object(
+        lender: &mut Worker,
+        run: TaskId,
+        own: TaskSpec,
+    ) -> (ObjectId, Vec<ToNode>) {
+        let object = ObjectId::new(own.task_id, 0);
+        lender.submit(own, None);
+        lender.hand_over_returned(run, &[object]);
+        lender.hold_returned(run, &[object], &[]);
+        lender.release(object); // the task's own reference
+        lender.ended(Ended {
+            task: run,
+            outcome: holding(object),
+            timing: None,
+        });
+        (object, sent(lender))
+    }
+
     /// A borrower ([`owner`]) whose task, pushed to [`LENDER`], returned a reference to an
     /// object of the lender's own task, not run yet: the borrower, the lender, the
     /// borrower's result and the lent object.
@@ -467,23 +627,7 @@ mod tests {
         receive(&mut lender, &ToWorker::OwnTasks);
         relay(&pushes, LENDER, &mut lender);
         let run = lender.next_task().expect("the pushed task");
-        let own = own_task();
-        let object = ObjectId::new(own.task_id, 0);
-        lender.submit(own, None);
-        lender.hand_over_returned(run.task, &[object]);
-        lender.hold_returned(run.task, &[object], &[]);
-        lender.release(object); // the task's own reference
-        let outcome = Outcome::Returned {
-            values: vec![Value::Inline(vec![1])],
-            nested: vec![vec![object]],
-            actors: vec![Vec::new()],
-        };
-        lender.ended(Ended {
-            task: run.task,
-            outcome,
-            timing: None,
-        });
-        let out = sent(&mut lender);
+        let (object, out) = returns_own_object(&mut lender, run.task, own_task());
         assert!(
             !out.iter().any(|m| matches!(
                 m,
@@ -491,7 +635,13 @@ mod tests {
             )),
             "nothing of the lent object goes to the node: {out:?}"
         );
-        assert!(out.contains(&ToNode::WatchWorker { worker: ME }), "{out:?}");
+        assert!(
+            out.contains(&ToNode::WatchWorker {
+                worker: ME,
+                at: None
+            }),
+            "{out:?}"
+        );
         let ends = relay(&out, ME, &mut borrower);
         assert!(
             matches!(&ends[..], [ToWorker::Returned { lent, .. }] if *lent == vec![object]),
@@ -510,10 +660,12 @@ mod tests {
         let (mut borrower, mut lender, result, object) = lent();
         let out = sent(&mut borrower);
         assert!(
-            out.contains(&ToNode::WatchWorker { worker: LENDER })
-                && !out
-                    .iter()
-                    .any(|m| matches!(m, ToNode::Hold(_) | ToNode::Get { .. })),
+            out.contains(&ToNode::WatchWorker {
+                worker: LENDER,
+                at: None
+            }) && !out
+                .iter()
+                .any(|m| matches!(m, ToNode::Hold(_) | ToNode::Get { .. })),
             "the borrower holds the loan without a word to the node: {out:?}"
         );
         // Asked of the lender, which answers once its task ends.
@@ -643,5 +795,191 @@ mod tests {
         };
         receive(&mut lender, &gone);
         assert!(!lender.loans.lends() && !lender.refs.contains_key(&object));
+    }
+
+    /// A lender on another node than the borrower's ([`ME`], node 0): node 1.
+    const AFAR: u64 = (1 << 32) | 9;
+
+    /// The peer addresses of the lender's node and of the borrower's.
+    const LENDER_NODE: &str = "127.0.0.3:4000";
+    const BORROWER_NODE: &str = "127.0.0.2:4000";
+
+    /// The frames `worker` sends on direct links, each handed to `to`.
+    fn direct(worker: &mut Worker, to: &mut Worker) -> Vec<ToWorker> {
+        let frames: Vec<ToWorker> = (worker.take_direct().into_iter())
+            .flat_map(|(_, bytes)| to_worker(&bytes))
+            .collect();
+        for frame in &frames {
+            receive(to, frame);
+        }
+        frames
+    }
+
+    #[test]
+    fn a_borrower_on_another_node_pulls_a_lent_value_from_the_lender_s_node_which_drops_its_copy_with_the_object()
+     {
+        let dir = crate::store::create_session_dir().unwrap();
+        let mut open = |value: &ArchivedValue| ObjectBytes::from_wire(&dir, value);
+        // The borrower's task runs on a worker leased on node 1, whose pushes go there
+        // through the nodes; the lender answers on the borrower's direct link.
+        let mut borrower = owner();
+        borrower.submit(spec(1, Vec::new(), 0), None);
+        let key = lease_key(&sent(&mut borrower));
+        grant(&mut borrower, key, AFAR, (Some(LENDER_NODE.into()), None));
+        let pushes = sent(&mut borrower);
+        let result = ObjectId::new(TaskId::new(ME, 1), 0);
+        let mut lender = Worker::new(false, AFAR);
+        receive(&mut lender, &ToWorker::OwnTasks);
+        lender.direct_from(ME, BORROWER_NODE);
+        relay(&pushes, AFAR, &mut lender);
+        let run = lender.next_task().expect("the pushed task");
+        let own = TaskSpec {
+            resources: Resources::cpus(1.0).unwrap(),
+            ..TaskSpec::call(TaskId::new(AFAR, 100), "tests::grandchild", Vec::new())
+        };
+        let (object, out) = returns_own_object(&mut lender, run.task, own);
+        let watch = ToNode::WatchWorker {
+            worker: ME,
+            at: Some(BORROWER_NODE.into()),
+        };
+        assert!(
+            out.contains(&watch),
+            "the lender watches the borrower there: {out:?}"
+        );
+        assert!(
+            !out.iter().any(|m| matches!(
+                m,
+                ToNode::HandOver(_) | ToNode::HoldFor { .. } | ToNode::Put { .. }
+            )),
+            "lent, not handed to the node: {out:?}"
+        );
+        let ends = direct(&mut lender, &mut borrower);
+        assert!(
+            matches!(&ends[..], [ToWorker::Returned { lent, .. }] if *lent == vec![object]),
+            "{ends:?}"
+        );
+        // The lender's own task ran on a worker of its node, and left its value in the store.
+        lease(&mut lender, lease_key(&out), (1 << 32) | 11);
+        let _ = sent(&mut lender);
+        let len = 64 << 10;
+        let fill = |buf: &mut [u8]| {
+            buf.fill(3);
+            Ok::<_, std::convert::Infallible>(buf.len())
+        };
+        crate::store::Segment::create_with(&dir, object, len, fill).unwrap();
+        let shared = Value::Shared {
+            id: object,
+            len: len as u64,
+        };
+        let end = ToWorker::Returned {
+            sent_us: 0,
+            ends: vec![untimed_end(
+                object.task,
+                Outcome::Returned {
+                    values: vec![shared.clone()],
+                    nested: vec![Vec::new()],
+                    actors: vec![Vec::new()],
+                },
+            )],
+            lent: Vec::new(),
+        };
+        receive_with(&mut lender, &end, &mut open).unwrap();
+
+        // The borrower watches the lender through the lender's node, and asks it there.
+        let out = sent(&mut borrower);
+        let watch = ToNode::WatchWorker {
+            worker: AFAR,
+            at: Some(LENDER_NODE.into()),
+        };
+        assert!(out.contains(&watch), "{out:?}");
+        borrower.request(&[object]);
+        let out = sent(&mut borrower);
+        assert!(
+            out.iter().any(|m| matches!(
+                m,
+                ToNode::Forward { to: AFAR, at: Some(at), .. } if at == LENDER_NODE
+            )),
+            "the ask names the lender's node: {out:?}"
+        );
+        relay(&out, AFAR, &mut lender);
+        let _ = sent(&mut lender);
+        let answers = direct(&mut lender, &mut borrower);
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        // The value is in the lender's node's store: this node pulls it from there.
+        let out = sent(&mut borrower);
+        let fetch = ToNode::Fetch {
+            id: object,
+            len: len as u64,
+            from: None,
+        };
+        assert_eq!(out, [fetch]);
+        assert!(
+            value(&borrower, object).is_none(),
+            "not known before the pull"
+        );
+        let fetched = ToWorker::Fetched {
+            id: object,
+            error: None,
+        };
+        receive_with(&mut borrower, &fetched, &mut open).unwrap();
+        assert_eq!(value(&borrower, object), Some(vec![3; len]));
+
+        // The loan goes back; the lender's last reference goes, and with it the copy the
+        // borrower's node pulled.
+        borrower.release(result);
+        let out = sent(&mut borrower);
+        let words = relay(&out, AFAR, &mut lender);
+        assert!(
+            matches!(&words[..], [ToWorker::Loans { release, .. }] if *release == vec![(object, 1)]),
+            "{words:?}"
+        );
+        let out = sent(&mut lender);
+        let drop = ToNode::DropCopies {
+            at: BORROWER_NODE.into(),
+            ids: vec![object],
+        };
+        assert!(out.contains(&drop), "{out:?}");
+        assert_eq!(lender.take_unlinked(), [object]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failed_pull_of_a_value_lent_from_another_node_names_the_lender_and_its_node() {
+        let mut borrower = owner();
+        borrower.submit(spec(1, Vec::new(), 0), None);
+        let key = lease_key(&sent(&mut borrower));
+        grant(&mut borrower, key, AFAR, (Some(LENDER_NODE.into()), None));
+        let _ = sent(&mut borrower);
+        let object = ObjectId::new(TaskId::new(AFAR, 100), 0);
+        let end = ToWorker::Returned {
+            sent_us: 0,
+            ends: vec![untimed_end(TaskId::new(ME, 1), holding(object))],
+            lent: vec![object],
+        };
+        receive(&mut borrower, &end);
+        borrower.request(&[object]);
+        let _ = sent(&mut borrower);
+        let shared = Value::Shared { id: object, len: 8 };
+        let answer = ToWorker::Objects(vec![(object, ObjectValue::Ready(shared))]);
+        receive(&mut borrower, &answer);
+        assert!(
+            sent(&mut borrower)
+                .iter()
+                .any(|m| matches!(m, ToNode::Fetch { .. }))
+        );
+        let fetched = ToWorker::Fetched {
+            id: object,
+            error: Some(String::from("the node is gone")),
+        };
+        receive(&mut borrower, &fetched);
+        match borrower.cache.get(&object) {
+            Some(Slot::Failed(TaskError::ObjectUnavailable { reason, .. })) => assert!(
+                reason.contains(&format!("worker {AFAR}"))
+                    && reason.contains(LENDER_NODE)
+                    && reason.contains("the node is gone"),
+                "{reason}"
+            ),
+            other => panic!("not failed: {other:?}"),
+        }
     }
 }

@@ -176,8 +176,8 @@ pub(crate) struct Owned {
     /// ends, that the node pulls here ([`ToNode::Fetch`]): where they are, and what waits.
     fetching: IdMap<ObjectId, Fetching>,
     /// Owned objects in shared memory that other nodes pulled copies of (arguments of tasks
-    /// pushed to workers leased there), and those nodes' peer addresses: the copies go when
-    /// the object does ([`ToNode::DropCopies`]).
+    /// pushed to workers leased there, objects lent to workers there), and those nodes' peer
+    /// addresses: the copies go when the object does ([`ToNode::DropCopies`]).
     copies_at: IdMap<ObjectId, Vec<String>>,
     /// The calls this worker makes to each actor.
     lanes: IdMap<prism_graph::ActorId, calls::Lane>,
@@ -521,10 +521,7 @@ impl Worker {
                         // A value in shared memory is pulled by the leased worker's node,
                         // which keeps the copy until this worker drops it.
                         if let (ObjectBytes::Shared(_), Some(node)) = (bytes, &at_node) {
-                            let nodes = self.owned.copies_at.entry(*id).or_default();
-                            if !nodes.contains(node) {
-                                nodes.push(node.clone());
-                            }
+                            copied_at(&mut self.owned.copies_at, *id, node);
                         }
                         args.push(bytes.to_wire(*id))
                     }
@@ -587,6 +584,14 @@ impl Worker {
         }
     }
 
+    /// Where worker `worker`, leased to this one on another node, is: its node's peer
+    /// address, and its direct endpoint if it has one.
+    pub(super) fn leased_at(&self, worker: u64) -> Option<(String, Option<String>)> {
+        (self.owned.leases.values())
+            .find(|lease| lease.worker == worker && lease.at.is_some())
+            .and_then(|lease| Some((lease.at.clone()?, lease.direct.clone())))
+    }
+
     /// The direct endpoint of worker `to` (leased to this one, or running an actor it calls),
     /// when this worker links to such endpoints itself: none is looked for otherwise.
     fn endpoint_of(&self, to: u64) -> Option<String> {
@@ -596,11 +601,13 @@ impl Worker {
         let leased = (self.owned.leases.values())
             .find(|lease| lease.worker == to)
             .and_then(|lease| lease.direct.clone());
-        leased.or_else(|| {
-            (self.owned.lanes.values())
-                .find_map(|lane| lane.endpoint_of(to))
-                .map(str::to_string)
-        })
+        leased
+            .or_else(|| {
+                (self.owned.lanes.values())
+                    .find_map(|lane| lane.endpoint_of(to))
+                    .map(str::to_string)
+            })
+            .or_else(|| self.lender_endpoint(to))
     }
 
     /// The direct link to `endpoint` broke: the leases on it are given up by force (their
@@ -1005,20 +1012,12 @@ impl Worker {
                 }
                 unavailable(reason)
             }
-            None => {
-                let shared = Value::Shared { id, len };
-                let archived = rkyv::to_bytes::<rkyv::rancor::Error>(&shared);
-                let opened = archived.map_err(std::io::Error::other).and_then(|bytes| {
-                    let value = rkyv::access::<ArchivedValue, rkyv::rancor::Error>(&bytes);
-                    open(value.map_err(std::io::Error::other)?)
-                });
-                match opened {
-                    Ok(bytes) => Slot::Ready(bytes),
-                    Err(e) => unavailable(format!(
-                        "it was pulled from node {at} but its segment cannot be mapped: {e}"
-                    )),
-                }
-            }
+            None => match open_shared(id, len, open) {
+                Ok(bytes) => Slot::Ready(bytes),
+                Err(e) => unavailable(format!(
+                    "it was pulled from node {at} but its segment cannot be mapped: {e}"
+                )),
+            },
         };
         self.owned_value(id, slot);
         let Some(record) = self.owned.tasks.get_mut(&task) else {
@@ -1514,6 +1513,12 @@ impl Worker {
         true
     }
 
+    /// The node serving its peers at `node` may pull a copy of owned `id`, which it keeps
+    /// until this worker drops the object.
+    pub(super) fn may_copy(&mut self, id: ObjectId, node: &str) {
+        copied_at(&mut self.owned.copies_at, id, node);
+    }
+
     /// Owned object `id`'s segment goes (the shell removes it), and the copies other nodes
     /// pulled of it.
     fn unlink_owned(&mut self, id: ObjectId) {
@@ -1651,6 +1656,26 @@ enum Got {
     /// Too large to travel inside the end, it stayed on node `at` (a peer address), where
     /// the task ran: this node pulls it.
     Afar { len: u64, at: String },
+}
+
+/// Books that the node at `node` may hold a copy of `id`.
+fn copied_at(copies_at: &mut IdMap<ObjectId, Vec<String>>, id: ObjectId, node: &str) {
+    let nodes = copies_at.entry(id).or_default();
+    if !nodes.iter().any(|n| n == node) {
+        nodes.push(node.to_string());
+    }
+}
+
+/// Maps object `id` (`len` bytes), which this node's store holds, with `open`.
+pub(super) fn open_shared(
+    id: ObjectId,
+    len: u64,
+    open: &mut dyn FnMut(&ArchivedValue) -> std::io::Result<ObjectBytes>,
+) -> std::io::Result<ObjectBytes> {
+    let shared = Value::Shared { id, len };
+    let archived = rkyv::to_bytes::<rkyv::rancor::Error>(&shared).map_err(std::io::Error::other)?;
+    let value = rkyv::access::<ArchivedValue, rkyv::rancor::Error>(&archived);
+    open(value.map_err(std::io::Error::other)?)
 }
 
 #[cfg(test)]
@@ -1795,7 +1820,7 @@ pub(super) mod tests {
 
     /// The node grants lease `key` on `worker`, of the node at `at` (`None`: the owner's),
     /// whose direct endpoint is `direct`.
-    fn grant(
+    pub(in crate::proto::worker) fn grant(
         w: &mut Worker,
         key: TaskId,
         worker: u64,
