@@ -1,29 +1,36 @@
-//! The borrower protocol between the workers of one node (NSDI'21 §4.2, first step of
-//! docs/ownership.md's "Borrowers").
+//! The borrower protocol between workers (NSDI'21 §4.2; docs/ownership.md's "Borrowers").
 //!
 //! A worker that owns an object keeps it when a reference to it leaves in the value of a task
-//! pushed to it by another worker of its node (the task's owner): it *lends* the object to
-//! that worker ([`ToWorker::Returned`]'s `lent`, one loan per reference), counting each loan
-//! as one of its own references, so the object lives until every loan is given back. The
-//! borrower asks the lender for the value and gives its loans back when it lets go of the
-//! object ([`ToWorker::Loans`], relayed by the node), and neither goes to the driver: before
-//! this, every such object was handed to the driver ([`ToNode::HandOver`]), which then
-//! served and counted it.
+//! pushed to it by another worker (the task's owner): it *lends* the object to that worker
+//! ([`ToWorker::Returned`]'s `lent`, one loan per reference), counting each loan as one of its
+//! own references, so the object lives until every loan is given back. The borrower asks the
+//! lender for the value and gives its loans back when it lets go of the object
+//! ([`ToWorker::Loans`], on their direct link or relayed by the nodes), and neither goes to
+//! the driver: before this, every such object was handed to the driver ([`ToNode::HandOver`]),
+//! which then served and counted it.
 //!
-//! Each side watches the other ([`ToNode::WatchWorker`]): a borrower whose lender dies fails
-//! what it still waits for with `OwnerDied` (values it has stay readable), and a lender whose
-//! borrower dies takes back that borrower's loans.
+//! A borrower on another node than its lender's (one whose direct link named its node, so
+//! that the lender knows where it is) reads a value in shared memory from the lender's node:
+//! its own node pulls it ([`ToNode::Fetch`]) and keeps the copy until the lender drops the
+//! object ([`ToNode::DropCopies`]) or dies. Its words go to the lender on the lender's direct
+//! endpoint or through its node, both kept from the lease that brought the loans.
+//!
+//! Each side watches the other ([`ToNode::WatchWorker`], through the other's node when that is
+//! another): a borrower whose lender dies fails what it still waits for with `OwnerDied`
+//! (values it has stay readable), and a lender whose borrower dies takes back that
+//! borrower's loans.
 //!
 //! A loan does not travel further: a reference the borrower passes on (in a value, or in a
 //! task it submits) makes the object the node's first (the borrower asks the lender to hand
 //! it over, and to have the node hold it for the borrower in place of the loans, as it holds
 //! what pushed tasks return: [`ToNode::HoldFor`]); whoever gets the reference asks the node,
 //! which awaits the hand-over if the reference outran it (see `proto::owner::awaited`).
-//! Objects owned by a worker of another node are still handed over as before.
 //!
 //! [`ToWorker::Returned`]: prism_transport::ToWorker::Returned
 //! [`ToWorker::Loans`]: prism_transport::ToWorker::Loans
 //! [`ToNode::HandOver`]: prism_transport::ToNode::HandOver
+//! [`ToNode::Fetch`]: prism_transport::ToNode::Fetch
+//! [`ToNode::DropCopies`]: prism_transport::ToNode::DropCopies
 //! [`ToNode::WatchWorker`]: prism_transport::ToNode::WatchWorker
 //! [`ToNode::HoldFor`]: prism_transport::ToNode::HoldFor
 
