@@ -15,7 +15,8 @@
 //! `return [child.remote(i) for i in ...]`) and the driver reads them; `--child-ms` makes
 //! each child sleep that long. Reports when the parents' answers came and when the last
 //! child's value was read. With `--reader-on-node` a task on node 1 submits the parents and
-//! reads the values instead of the driver.
+//! reads the values instead of the driver (`--parents-near`: the parents run on node 1 too,
+//! `--parents-far`: on node 2, so that their workers lend the references across nodes).
 //!
 //! With `--driver-sync --cross-job` another job serves an actor by name, which the driver and
 //! one of its tasks call too (calls across jobs).
@@ -94,6 +95,10 @@ struct Args {
     /// the reader's node places them.
     #[arg(long)]
     parents_near: bool,
+    /// With `--reader-on-node`: the parents run on node 2 (the references cross between
+    /// nodes: the parents' workers lend them to the reader's there).
+    #[arg(long, conflicts_with = "parents_near")]
+    parents_far: bool,
     /// With `--return-refs`: how long each child sleeps, in milliseconds.
     #[arg(long, default_value_t = 0)]
     child_ms: u64,
@@ -140,14 +145,16 @@ fn parent_returning(children: u64, ms: u64) -> (Vec<prism::ObjectRef<u64>>, Stri
 }
 
 /// `--return-refs --reader-on-node`: submits `parents` parents returning their children's
-/// references (on node 1 if `near`) and reads every value: their sum, and how many parents
+/// references (on node `on` if not 0) and reads every value: their sum, and how many parents
 /// ran on the reader's node.
 #[remote(num_cpus = 0)]
-fn reads_returned(parents: u64, children: u64, ms: u64, near: bool) -> (u64, u64) {
+fn reads_returned(parents: u64, children: u64, ms: u64, on: u32) -> (u64, u64) {
     let refs: Vec<_> = (0..parents)
-        .map(|_| match near {
-            true => (parent_returning::options().resources("r1", 0.01)).remote(children, ms),
-            false => parent_returning::remote(children, ms),
+        .map(|_| match on {
+            0 => parent_returning::remote(children, ms),
+            n => {
+                (parent_returning::options().resources(&format!("r{n}"), 0.01)).remote(children, ms)
+            }
         })
         .collect();
     let answers = prism::get_all_blocking(&refs).unwrap_or_else(|e| panic!("a parent: {e}"));
@@ -170,13 +177,17 @@ fn returned_refs_trials(args: &Args) -> anyhow::Result<()> {
         let start = Instant::now();
         if args.reader_on_node {
             anyhow::ensure!(args.nodes > 0, "--reader-on-node needs a cluster");
+            anyhow::ensure!(
+                args.nodes > 1 || !args.parents_far,
+                "--parents-far needs 2 nodes"
+            );
+            let on = match (args.parents_near, args.parents_far) {
+                (true, _) => 1,
+                (_, true) => 2,
+                _ => 0,
+            };
             let (sum, near) = (reads_returned::options().resources("r1", 0.01))
-                .remote(
-                    u64::from(args.parents),
-                    children,
-                    args.child_ms,
-                    args.parents_near,
-                )
+                .remote(u64::from(args.parents), children, args.child_ms, on)
                 .get_blocking()?;
             let secs = start.elapsed().as_secs_f64();
             let expected = u64::from(args.parents) * (children * children.saturating_sub(1) / 2);
