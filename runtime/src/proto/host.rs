@@ -1955,7 +1955,12 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             return;
         };
         let can_start = matches!(record.binary, Binary::Ready);
-        if !draining && record.pool.is_some() && !can_start {
+        // The job's binary is fetched only for an ask this node could grant once it has it:
+        // one it has no room for is refused now, not after the fetch (95 MB took 1.4-1.9 s,
+        // which the asking owner's tasks waited out before they went to another node).
+        let could = (record.pool.as_ref())
+            .is_some_and(|pool| pool.room(self.grants.room(), true).fits(&shape));
+        if !draining && could && !can_start {
             let waiter = Waiter::Afar {
                 owner,
                 key,
@@ -4453,6 +4458,30 @@ mod tests {
         told.sort_by_key(key);
         expected.sort_by_key(key);
         assert_eq!(told, expected, "once each");
+    }
+
+    #[test]
+    fn a_node_without_the_job_s_binary_refuses_an_ask_it_has_no_room_for_without_fetching_it() {
+        let t0 = Instant::now();
+        // The driver holds all four CPUs: an ask of one is refused at once, not after the
+        // binary's fetch.
+        let mut b = prepared_without_binary(1, "j", t0);
+        pooled(&mut b, 200, &["a"], 4.0, t0);
+        let ask = PeerLease::Ask {
+            owner: 3,
+            key: TaskId::new(3, 1),
+            shape: Resources::cpus(1.0).unwrap(),
+            binary_from: None,
+        };
+        b.handle(from_peer("a", ask), t0);
+        let acted = acted(&mut b);
+        assert!(
+            matches!(&acted[..], [
+                Action::Peer { to, message: PeerLease::Refused { owner: 3, .. }, .. },
+                Action::Peer { message: PeerLease::Room { workers: 0, .. }, .. },
+            ] if to == "a"),
+            "refused at once, with the room it has (none): {acted:?}"
+        );
     }
 
     #[test]

@@ -103,7 +103,7 @@ pub(crate) struct Room {
 
 impl Room {
     /// Whether an ask of `shape` fits.
-    fn fits(&self, shape: &Resources) -> bool {
+    pub(crate) fn fits(&self, shape: &Resources) -> bool {
         self.workers > 0 && shape.fits_in(&self.free)
     }
 
