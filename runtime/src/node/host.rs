@@ -824,11 +824,14 @@ impl Hosting {
         if let Some(path) = self.cached(hash).await {
             return Ok(path);
         }
+        let started = std::time::Instant::now();
         let connection = self.peers.get(from, job).await.map_err(|e| e.to_string())?;
+        let linked = started.elapsed();
         let mut bytes = vec![0u8; size as usize];
         transfer::pull(&connection, &PullKey::Binary(hash), &mut bytes)
             .await
             .map_err(|e| format!("cannot fetch the job's binary from {from}: {e}"))?;
+        let pulled = started.elapsed();
         // Named per fetch: two fetches of one binary at once (a job's and the head's host of
         // its detached actors, say) each write their own, and the second rename replaces the
         // first's file with the same bytes.
@@ -853,7 +856,10 @@ impl Hosting {
         if let Some(stamp) = FileStamp::of(&path) {
             self.verified.lock().insert(hash, stamp);
         }
-        tracing::info!(%job, path = %path.display(), size, %from, "cached a job binary");
+        // Where a fetch's time goes (the connection, the pull, the check and write).
+        let (link_ms, pull_ms) = (linked.as_millis(), (pulled - linked).as_millis());
+        let store_ms = (started.elapsed() - pulled).as_millis();
+        tracing::info!(%job, path = %path.display(), size, %from, link_ms, pull_ms, store_ms, "cached a job binary");
         Ok(path)
     }
 }
