@@ -73,6 +73,10 @@ pub(crate) struct Loans {
     lenders: HashMap<u64, Lender>,
     /// Borrowed values in another node's store that this node pulls here (their lengths).
     fetching: IdMap<ObjectId, u64>,
+    /// Objects asked of lenders on other nodes, until their answers come: a value in shared
+    /// memory that such a lender answers is in its node's store (one the node answers, for
+    /// an object passed on meanwhile, is in this node's).
+    asked_afar: IdSet<ObjectId>,
 }
 
 /// A lender on another node: where this worker's words for it go, after the lease that
@@ -238,6 +242,9 @@ impl Worker {
             self.lender_lost(id, &reason);
         } else if self.requested.insert(id) {
             self.loans.words.entry(lender).or_default().ask.push(id);
+            if self.loans.lenders.contains_key(&lender) {
+                self.loans.asked_afar.insert(id);
+            }
         }
         true
     }
@@ -252,6 +259,7 @@ impl Worker {
         let Some(count) = self.loans.borrowed.remove(&id) else {
             return false;
         };
+        self.loans.asked_afar.remove(&id);
         let lender = id.task.owner;
         if !self.loans.gone.contains_key(&lender) {
             let word = self.loans.words.entry(lender).or_default();
@@ -389,10 +397,7 @@ impl Worker {
     /// ([`ToNode::Fetch`]: the copy stays until the lender drops the object); true then, and
     /// the value is known once [`Worker::borrowed_fetched`].
     pub(super) fn pull_borrowed(&mut self, id: ObjectId, len: u64) -> bool {
-        if self.loans.lenders.is_empty()
-            || !self.loans.lenders.contains_key(&id.task.owner)
-            || !(self.loans.borrows(id) || self.loans.held_for.contains(&id))
-        {
+        if self.loans.asked_afar.is_empty() || !self.loans.asked_afar.remove(&id) {
             return false;
         }
         if self.loans.fetching.insert(id, len).is_none() {
@@ -480,6 +485,7 @@ impl Worker {
     fn lender_lost(&mut self, id: ObjectId, reason: &str) {
         self.requested.remove(&id);
         self.loans.fetching.remove(&id);
+        self.loans.asked_afar.remove(&id);
         let lender = id.task.owner;
         let owner = match self.loans.lenders.get(&lender) {
             Some(afar) => format!("worker {lender} (on node {})", afar.at),
@@ -948,6 +954,36 @@ mod tests {
         assert!(out.contains(&drop), "{out:?}");
         assert_eq!(lender.take_unlinked(), [object]);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_value_the_node_answers_for_a_loan_passed_on_is_read_here_not_pulled_from_the_lender() {
+        let mut borrower = owner();
+        borrower.submit(spec(1, Vec::new(), 0), None);
+        let key = lease_key(&sent(&mut borrower));
+        grant(&mut borrower, key, AFAR, (Some(LENDER_NODE.into()), None));
+        let _ = sent(&mut borrower);
+        let object = ObjectId::new(TaskId::new(AFAR, 100), 0);
+        let end = ToWorker::Returned {
+            sent_us: 0,
+            ends: vec![untimed_end(TaskId::new(ME, 1), holding(object))],
+            lent: vec![object],
+        };
+        receive(&mut borrower, &end);
+        // Passed on: the node owns it now, and answers for it (its value is in this node's
+        // store by then).
+        borrower.hand_over(&[object]);
+        let _ = sent(&mut borrower);
+        borrower.request(&[object]);
+        assert_eq!(sent(&mut borrower), vec![ToNode::Get { ids: vec![object] }]);
+        let shared = Value::Shared { id: object, len: 8 };
+        let answer = ToWorker::Objects(vec![(object, ObjectValue::Ready(shared))]);
+        receive(&mut borrower, &answer);
+        let out = sent(&mut borrower);
+        assert!(
+            !out.iter().any(|m| matches!(m, ToNode::Fetch { .. })),
+            "{out:?}"
+        );
     }
 
     #[test]
