@@ -956,8 +956,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    #[test]
-    fn a_value_the_node_answers_for_a_loan_passed_on_is_read_here_not_pulled_from_the_lender() {
+    /// A borrower ([`owner`]) that holds one loan of [`AFAR`]'s object, which its task,
+    /// pushed to `AFAR` on the lender's node, returned.
+    fn borrowing_afar() -> (Worker, ObjectId) {
         let mut borrower = owner();
         borrower.submit(spec(1, Vec::new(), 0), None);
         let key = lease_key(&sent(&mut borrower));
@@ -970,15 +971,26 @@ mod tests {
             lent: vec![object],
         };
         receive(&mut borrower, &end);
+        (borrower, object)
+    }
+
+    /// `borrower` hears that `object`'s value is in shared memory.
+    fn answer_shared(borrower: &mut Worker, object: ObjectId) {
+        let shared = Value::Shared { id: object, len: 8 };
+        let answer = ToWorker::Objects(vec![(object, ObjectValue::Ready(shared))]);
+        receive(borrower, &answer);
+    }
+
+    #[test]
+    fn a_value_the_node_answers_for_a_loan_passed_on_is_read_here_not_pulled_from_the_lender() {
+        let (mut borrower, object) = borrowing_afar();
         // Passed on: the node owns it now, and answers for it (its value is in this node's
         // store by then).
         borrower.hand_over(&[object]);
         let _ = sent(&mut borrower);
         borrower.request(&[object]);
         assert_eq!(sent(&mut borrower), vec![ToNode::Get { ids: vec![object] }]);
-        let shared = Value::Shared { id: object, len: 8 };
-        let answer = ToWorker::Objects(vec![(object, ObjectValue::Ready(shared))]);
-        receive(&mut borrower, &answer);
+        answer_shared(&mut borrower, object);
         let out = sent(&mut borrower);
         assert!(
             !out.iter().any(|m| matches!(m, ToNode::Fetch { .. })),
@@ -988,23 +1000,10 @@ mod tests {
 
     #[test]
     fn a_failed_pull_of_a_value_lent_from_another_node_names_the_lender_and_its_node() {
-        let mut borrower = owner();
-        borrower.submit(spec(1, Vec::new(), 0), None);
-        let key = lease_key(&sent(&mut borrower));
-        grant(&mut borrower, key, AFAR, (Some(LENDER_NODE.into()), None));
-        let _ = sent(&mut borrower);
-        let object = ObjectId::new(TaskId::new(AFAR, 100), 0);
-        let end = ToWorker::Returned {
-            sent_us: 0,
-            ends: vec![untimed_end(TaskId::new(ME, 1), holding(object))],
-            lent: vec![object],
-        };
-        receive(&mut borrower, &end);
+        let (mut borrower, object) = borrowing_afar();
         borrower.request(&[object]);
         let _ = sent(&mut borrower);
-        let shared = Value::Shared { id: object, len: 8 };
-        let answer = ToWorker::Objects(vec![(object, ObjectValue::Ready(shared))]);
-        receive(&mut borrower, &answer);
+        answer_shared(&mut borrower, object);
         assert!(
             sent(&mut borrower)
                 .iter()
