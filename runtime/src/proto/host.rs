@@ -375,8 +375,9 @@ struct Job<P, S> {
     /// grants said: the task events name where those workers' tasks ran (their ends come
     /// on direct links, past the relays that otherwise tell).
     leased_at: HashMap<u64, String>,
-    /// Workers here watched by other workers here (lenders and borrowers of objects:
-    /// [`prism_transport::ToNode::WatchWorker`]), and their watchers: told when it exits.
+    /// Workers watched by workers here (lenders and borrowers of objects:
+    /// [`prism_transport::ToNode::WatchWorker`]), here or on other nodes, and their watchers:
+    /// told when it is gone.
     watchers: HashMap<u64, Vec<u64>>,
 }
 
@@ -393,6 +394,17 @@ impl<P, S> Job<P, S> {
     fn started(&mut self, worker: u64, pid: u32) {
         self.workers.insert(worker, pid);
         self.idx = Some(nodes::node_of(worker));
+    }
+
+    /// Worker `watcher` watches worker `watched` (once however often it asks): true when it
+    /// is the first to.
+    fn watch(&mut self, watched: u64, watcher: u64) -> bool {
+        let watchers = self.watchers.entry(watched).or_default();
+        let first = watchers.is_empty();
+        if !watchers.contains(&watcher) {
+            watchers.push(watcher);
+        }
+        first
     }
 
     /// See [`owes_work`].
@@ -1480,12 +1492,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             let Some(node) = node else {
                 return false;
             };
-            let watchers = record.watchers.entry(watched).or_default();
-            let first = watchers.is_empty();
-            if !watchers.contains(&watcher) {
-                watchers.push(watcher);
-            }
-            if first {
+            if record.watch(watched, watcher) {
                 // That node speaks for it from now on (its death, the copies of its objects).
                 (record.owner_nodes).insert(watched, node.to_string());
                 let message = PeerLease::Watch { worker: watched };
@@ -1494,10 +1501,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             return true;
         }
         if record.workers.contains_key(&watched) {
-            let watchers = record.watchers.entry(watched).or_default();
-            if !watchers.contains(&watcher) {
-                watchers.push(watcher);
-            }
+            record.watch(watched, watcher);
             return true;
         }
         let reason = format!("worker {watched} does not run on node {}", self.name);

@@ -125,6 +125,14 @@ impl Worker {
             .filter(|&owner| !self.elsewhere(owner) || self.owner_node(owner).is_some())
     }
 
+    /// The peer address of the node of owner `owner`, a borrower, when that is not this
+    /// worker's (as its direct link's hello named it).
+    fn node_afar(&self, owner: u64) -> Option<String> {
+        (self.elsewhere(owner))
+            .then(|| self.owner_node(owner).map(str::to_string))
+            .flatten()
+    }
+
     /// Running task `task` encodes a return value referring to `ids`, which go before the
     /// task's end: lent to its owner if it lends to it ([`Worker::lends_to`]: the objects
     /// this worker owns stay its own; those lent to it go to the node through their owners),
@@ -149,9 +157,7 @@ impl Worker {
         }
         // A borrower on another node reads them from this node's store: its node pulls each
         // one and keeps the copy until this worker drops the object.
-        let afar = (self.elsewhere(owner))
-            .then(|| self.owner_node(owner).map(str::to_string))
-            .flatten();
+        let afar = self.node_afar(owner);
         for &id in &lent {
             self.count_ref(id, "lent");
             let count = self.loans.lent.entry(id).or_default();
@@ -294,9 +300,7 @@ impl Worker {
         }
         for (borrower, values) in std::mem::take(&mut self.loans.answers) {
             // Through the nodes to one elsewhere once its link closed.
-            let at = (self.elsewhere(borrower))
-                .then(|| self.owner_node(borrower).map(str::to_string))
-                .flatten();
+            let at = self.node_afar(borrower);
             self.forward(borrower, at, &ToWorker::Objects(values));
         }
         let me = self.owned.me();
