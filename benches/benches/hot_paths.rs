@@ -36,6 +36,7 @@ fn frames(c: &mut Criterion) {
         stream: None,
         cpu: prism_graph::Amount::ZERO,
         run: 0,
+        pull_from: Vec::new(),
     }]);
     let mut out = Vec::with_capacity(1024);
     c.bench_function("encode Execute frame", |b| {

@@ -142,14 +142,9 @@ fn far_sum(data: Vec<u8>) -> u64 {
     data.iter().map(|&b| u64::from(b)).sum()
 }
 
-/// On alpha: passes a value it owns to a child on the head's node; writes the value's
-/// segment name to `dir/segment`, and holds the value until `dir/go` exists. The child's sum.
-#[remote(resources(alpha = 1))]
-fn lend_far(dir: String) -> u64 {
-    let data = blob_of::remote(2, 20);
-    let sum = far_sum::remote(&data)
-        .get_blocking()
-        .expect("the child's sum");
+/// Writes the name of `data`'s segment to `dir/segment`, and holds it until `dir/go` exists
+/// (up to 60 s).
+fn name_and_hold(dir: &str, data: &ObjectRef<Vec<u8>>) {
     let id = data.id();
     let segment = format!("{:x}.{}.{}", id.task.owner, id.task.seq, id.index);
     std::fs::write(format!("{dir}/segment"), segment).expect("write the segment's name");
@@ -158,6 +153,17 @@ fn lend_far(dir: String) -> u64 {
     while !go.exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+/// On alpha: passes a value it owns to a child on the head's node; writes the value's
+/// segment name to `dir/segment`, and holds the value until `dir/go` exists. The child's sum.
+#[remote(resources(alpha = 1))]
+fn lend_far(dir: String) -> u64 {
+    let data = blob_of::remote(2, 20);
+    let sum = far_sum::remote(&data)
+        .get_blocking()
+        .expect("the child's sum");
+    name_and_hold(&dir, &data);
     sum
 }
 
@@ -181,6 +187,32 @@ fn in_store_of(pid: i32, name: &str) -> bool {
         let dir = entry.file_name().to_string_lossy().into_owned();
         dir.starts_with(&format!("prism-{pid}-")) && walk(&entry.path(), name)
     })
+}
+
+/// `mib` MiB of `byte`, made on the head's node only.
+#[remote(resources(far = 1))]
+fn far_blob_of(byte: u8, mib: usize) -> Vec<u8> {
+    vec![byte; mib << 20]
+}
+
+/// Any node: where it ran, and the sum of `data`.
+#[remote]
+fn sum_where(data: Vec<u8>) -> (String, u64) {
+    let node = prism::node_name().unwrap_or_default();
+    (node, data.iter().map(|&b| u64::from(b)).sum())
+}
+
+/// On alpha: has 20 MiB made on the head's node (left there, too large for the end) and
+/// read by a task any node could run; writes the value's segment name to `dir/segment` and
+/// holds the value until `dir/go` exists. Where the reader ran, and its sum.
+#[remote(resources(alpha = 1))]
+fn reads_where_made(dir: String) -> (String, u64) {
+    let data = far_blob_of::remote(3, 20);
+    let read = sum_where::remote(&data)
+        .get_blocking()
+        .expect("the reader's sum");
+    name_and_hold(&dir, &data);
+    read
 }
 
 /// Dies (as if killed) the first time it runs for `marker`, then returns `i`.
@@ -496,12 +528,9 @@ fn gone_from_stores(pids: &[i32], name: &str) -> Result<(), Failed> {
     Ok(())
 }
 
-fn an_argument_in_shared_memory_is_pulled_by_the_leased_worker_s_node_and_dropped_with_it(
-    head: &Host,
-) -> Result<(), Failed> {
-    let dir = common::TempDir::new("owners-lend")?;
-    let sum = lend_far::remote(dir.0.clone());
-    let named = std::path::PathBuf::from(format!("{}/segment", dir.0));
+/// The segment name an owner writes to `dir/segment`, once it does (up to 60 s).
+fn segment_named_in(dir: &str) -> Result<String, Failed> {
+    let named = std::path::PathBuf::from(format!("{dir}/segment"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !named.exists() {
         ensure(
@@ -510,7 +539,15 @@ fn an_argument_in_shared_memory_is_pulled_by_the_leased_worker_s_node_and_droppe
         )?;
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let segment = std::fs::read_to_string(&named)?;
+    Ok(std::fs::read_to_string(&named)?)
+}
+
+fn an_argument_in_shared_memory_is_pulled_by_the_leased_worker_s_node_and_dropped_with_it(
+    head: &Host,
+) -> Result<(), Failed> {
+    let dir = common::TempDir::new("owners-lend")?;
+    let sum = lend_far::remote(dir.0.clone());
+    let segment = segment_named_in(&dir.0)?;
     // The head's node pulled a copy of the argument, and keeps it while its owner holds it.
     let pids = head.daemons();
     let copied = pids.iter().any(|&pid| in_store_of(pid, &segment));
@@ -522,6 +559,35 @@ fn an_argument_in_shared_memory_is_pulled_by_the_leased_worker_s_node_and_droppe
     ensure(copied, format!("no copy of {segment} on the head's node"))?;
     // The owner's task ended and let the value go: the copy goes too.
     gone_from_stores(&pids, &segment)
+}
+
+fn a_value_left_where_it_was_made_is_read_there_by_a_task_leased_near_it(
+    head: &Host,
+    alpha: &Host,
+) -> Result<(), Failed> {
+    let dir = common::TempDir::new("owners-near")?;
+    let read = reads_where_made::remote(dir.0.clone());
+    let segment = segment_named_in(&dir.0)?;
+    // Read, and still held by its owner on alpha: in the head's node's store, never pulled
+    // to alpha's (alpha had a CPU free for the reader, which its owner's node would have
+    // used first).
+    let (heads, alphas) = (head.daemons(), alpha.daemons());
+    let there = heads.iter().any(|&pid| in_store_of(pid, &segment));
+    let here = alphas.iter().any(|&pid| in_store_of(pid, &segment));
+    std::fs::write(format!("{}/go", dir.0), "")?;
+    let (node, sum) = read.get_blocking()?;
+    ensure(sum == 3 * (20 << 20), format!("the reader summed {sum}"))?;
+    ensure(
+        node == "head",
+        format!("the reader ran on {node}, not where its argument was made"),
+    )?;
+    ensure(
+        there,
+        format!("{segment} is not in the head's node's store"),
+    )?;
+    ensure(!here, format!("{segment} was pulled to alpha's store"))?;
+    // Let go by its owner unread there: the head's node drops it.
+    gone_from_stores(&heads, &segment)
 }
 
 fn a_leased_worker_that_dies_costs_its_owner_a_retry() -> Result<(), Failed> {
@@ -1215,7 +1281,7 @@ fn main() {
     prism::init_with(config).expect("join the cluster");
     let head = std::sync::Arc::new(head);
     let alpha = std::sync::Arc::new(alpha);
-    let alpha_lent = alpha.clone();
+    let (alpha_lent, alpha_near, head_near) = (alpha.clone(), alpha.clone(), head.clone());
     let (head_host, head_store, head_copies) = (head.clone(), head.clone(), head.clone());
     let (head_relays, head_calls, head_lent) = (head.clone(), head.clone(), head.clone());
     // The first case counts the driver's messages: nothing else may run meanwhile.
@@ -1252,6 +1318,15 @@ fn main() {
             move || {
                 an_argument_in_shared_memory_is_pulled_by_the_leased_worker_s_node_and_dropped_with_it(
                     &head_copies,
+                )
+            },
+        ),
+        Trial::test(
+            "a_value_left_where_it_was_made_is_read_there_by_a_task_leased_near_it",
+            move || {
+                a_value_left_where_it_was_made_is_read_there_by_a_task_leased_near_it(
+                    &head_near,
+                    &alpha_near,
                 )
             },
         ),

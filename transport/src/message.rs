@@ -59,7 +59,7 @@ use crate::frame::Message;
 /// whose node pulls the values it reads from the lender's and keeps them till the lender
 /// drops them; the two nodes watch each other's worker ([`ToNode::WatchWorker`]'s `at`,
 /// [`PeerLease::Watch`]).
-pub const PROTOCOL_VERSION: u32 = 38;
+pub const PROTOCOL_VERSION: u32 = 39;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -224,6 +224,11 @@ pub struct Execute {
     /// ([`TaskEnd::run`]), so that the owner knows an end of an earlier run from the one it
     /// waits for.
     pub run: u32,
+    /// Arguments in shared memory ([`Value::Shared`]) that are not in the store of the owner's
+    /// node but of another's (a value a task left where it ran), and the peer address of
+    /// that node: the worker's node pulls each from there ([`ToNode::Fetch`]) and keeps the
+    /// copy until the owner drops the object. Empty for the driver's tasks.
+    pub pull_from: Vec<(ObjectId, String)>,
 }
 
 /// How a run of a streaming generator yields its items.
@@ -670,6 +675,10 @@ pub enum ToNode {
         key: TaskId,
         /// The resources each task of the lease holds.
         shape: Resources,
+        /// The peer address of the node whose store holds the most of the arguments the
+        /// lease is first for, when that is another node: the ask goes there first (Ray's
+        /// leasing by locality), and is decided here if that node refuses it.
+        near: Option<String>,
     },
     /// What happened to tasks this worker owns, for the node's task events (sent only when
     /// the node keeps them, in batches).
@@ -697,11 +706,13 @@ pub enum ToNode {
         id: ObjectId,
         /// Its archived length.
         len: u64,
-        /// `Some`: a value a task this worker owns left in the store of the node whose daemon
-        /// serves its peers at this address (it ran on a worker leased there), which drops
-        /// its copy once this node has it ([`PeerLease::Drop`]). `None`: an argument of a
-        /// task pushed here by an owner on another node, pulled from that owner's node and
-        /// kept here until the owner drops it.
+        /// `Some`: the node whose daemon serves its peers at this address has it: a value
+        /// a task this worker owns left there (it ran on a worker leased there), which that
+        /// node drops once this node has it ([`PeerLease::Drop`]); or, for an object of
+        /// another owner, an argument of a task pushed here ([`Execute::pull_from`]), kept
+        /// here until its owner drops it. `None`: an argument of a task pushed here by an
+        /// owner on another node, pulled from that owner's node and kept here until the owner
+        /// drops it.
         from: Option<String>,
     },
     /// Values of tasks pushed here by owners on other nodes, left in this node's store for

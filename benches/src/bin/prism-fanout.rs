@@ -18,6 +18,11 @@
 //! reads the values instead of the driver (`--parents-near`: the parents run on node 1 too,
 //! `--parents-far`: on node 2, so that their workers lend the references across nodes).
 //!
+//! With `--chain` a task on node 1 has `--children` values of `--arg-bytes` bytes made on
+//! node 2, one after another, and each read by a task placed by no resource: it runs where
+//! its argument was left (node 2) when its lease is asked there first, else on node 1 after
+//! a pull. Reports each trial's rounds (median and slowest) and where the readers ran.
+//!
 //! With `--driver-sync --cross-job` another job serves an actor by name, which the driver and
 //! one of its tasks call too (calls across jobs).
 //!
@@ -99,6 +104,10 @@ struct Args {
     /// nodes: the parents' workers lend them to the reader's there).
     #[arg(long, conflicts_with = "parents_near")]
     parents_far: bool,
+    /// A chain of values made on node 2 and read by tasks placed by no resource (see the
+    /// module's docs); `--children` rounds of `--arg-bytes` bytes.
+    #[arg(long)]
+    chain: bool,
     /// With `--return-refs`: how long each child sleeps, in milliseconds.
     #[arg(long, default_value_t = 0)]
     child_ms: u64,
@@ -165,6 +174,65 @@ fn reads_returned(parents: u64, children: u64, ms: u64, on: u32) -> (u64, u64) {
         .sum();
     let near = answers.iter().filter(|(_, node)| *node == here).count();
     (sum, near as u64)
+}
+
+/// `--chain`: `bytes` bytes of `byte`.
+#[remote]
+fn made(byte: u8, bytes: u64) -> Vec<u8> {
+    vec![byte; bytes as usize]
+}
+
+/// `--chain`: the sum of `data`, and where it ran.
+#[remote]
+fn summed(data: Vec<u8>) -> (u64, String) {
+    let sum = data.iter().map(|&b| u64::from(b)).sum();
+    (sum, prism::node_name().unwrap_or_default())
+}
+
+/// `--chain`: `rounds` values of `bytes` bytes made where resource `maker` is, one after
+/// another, each read by a task placed by no resource: where each reader ran, and each
+/// round's time in milliseconds (a reader that summed wrong fails it).
+#[remote(num_cpus = 0)]
+fn chain(rounds: u64, bytes: u64, maker: String) -> (Vec<String>, Vec<f64>) {
+    let mut nodes = Vec::new();
+    let mut took = Vec::new();
+    for round in 0..rounds {
+        let start = Instant::now();
+        let byte = (round % 251) as u8;
+        let data = made::options().resources(&maker, 0.01).remote(byte, bytes);
+        let (sum, node) = summed::remote(&data)
+            .get_blocking()
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(sum, u64::from(byte) * bytes, "round {round} on {node}");
+        took.push(start.elapsed().as_secs_f64() * 1e3);
+        nodes.push(node);
+    }
+    (nodes, took)
+}
+
+/// `--chain`: each trial, a task on node 1 runs the rounds (values made on node 2).
+fn chain_trials(args: &Args) -> anyhow::Result<()> {
+    anyhow::ensure!(args.nodes >= 2, "--chain needs 2 nodes");
+    let (rounds, bytes) = (u64::from(args.children), args.arg_bytes.max(1));
+    for trial in 0..args.trials {
+        let start = Instant::now();
+        let (nodes, mut took) = chain::options()
+            .resources("r1", 0.01)
+            .remote(rounds, bytes, "r2".to_string())
+            .get_blocking()?;
+        let secs = start.elapsed().as_secs_f64();
+        took.sort_by(f64::total_cmp);
+        let mut ran = std::collections::BTreeMap::<String, u32>::new();
+        for node in nodes {
+            *ran.entry(node).or_default() += 1;
+        }
+        println!(
+            "trial {trial}: {rounds} rounds of {bytes} bytes in {secs:.3} s: round median {:.1} ms, slowest {:.1} ms; readers ran on {ran:?}",
+            took[took.len() / 2],
+            took[took.len() - 1],
+        );
+    }
+    Ok(())
 }
 
 /// `--return-refs`: each trial, the parents return their children's references and the
@@ -579,6 +647,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.return_refs {
         return returned_refs_trials(&args);
+    }
+    if args.chain {
+        return chain_trials(&args);
     }
     let children = u64::from(args.children);
     anyhow::ensure!(

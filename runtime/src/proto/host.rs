@@ -870,12 +870,18 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 self.owned_events(job, worker, sent_us.to_native(), events, now);
                 true
             }
-            ArchivedToNode::Lease { key, shape } => {
+            ArchivedToNode::Lease { key, shape, near } => {
                 let Ok(shape) = rkyv::deserialize::<Resources, rkyv::rancor::Error>(shape) else {
                     // The driver says what is wrong with it.
                     return false;
                 };
-                self.lease_ask(at, (worker, key.to_native()), &shape, now)
+                let ask = (worker, key.to_native());
+                if let Some(near) = near.as_ref()
+                    && self.ask_near(at, ask, &shape, (near.as_str(), now))
+                {
+                    return true;
+                }
+                self.lease_ask(at, ask, &shape, now)
             }
             ArchivedToNode::Unlease { key } => self.unlease(at, worker, key.to_native(), now),
             ArchivedToNode::KillLeased { key } => self.kill_leased(at, worker, key.to_native()),
@@ -993,10 +999,11 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
 
     /// Worker `worker` of job `job` (on `conn`) asks for object `id` (`len` bytes) to be
     /// pulled here ([`prism_transport::ToNode::Fetch`]) from `source`: a value of a task of
-    /// its that ran on the node at `from` (whose copy goes once it is here), or with `from`
-    /// `None` an argument of a task pushed to it, from the node of the object's owner (a
-    /// copy kept here until the owner drops it). One pull however many ask; answered
-    /// [`ToWorker::Fetched`].
+    /// its that ran on the node at `from` (whose copy goes once it is here), or an argument
+    /// of a task pushed to it (another owner's object), from the node at `from` or, with
+    /// `from` `None`, from the node of the object's owner (a copy kept here until the owner
+    /// drops it). One pull however many ask; answered [`ToWorker::Fetched`]. An object
+    /// already here is not pulled again.
     fn worker_fetch(
         &mut self,
         (job, conn): (&str, ConnId),
@@ -1027,8 +1034,10 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         let pull = self.pulls.entry((conn, id)).or_default();
         pull.workers.push(worker);
         match from {
-            Some(from) => pull.made_at = Some(from.to_string()),
-            None => pull.copy_for = Some(id.task.owner),
+            // The owner's own value, which moves here.
+            Some(from) if id.task.owner == worker => pull.made_at = Some(from.to_string()),
+            // An argument, wherever it comes from: a copy, for its owner to drop.
+            _ => pull.copy_for = Some(id.task.owner),
         }
         if pull.workers.len() + pull.waiting.len() > 1 {
             return;
@@ -1092,6 +1101,32 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         }
     }
 
+    /// Worker `owner` of job `job` (on `conn`) asks at `now` for a lease of `shape` keyed
+    /// `key` near its task's arguments, on the node at `near`: true when the ask goes to that
+    /// node's pool first (see [`Spill::offer_near`]; refused there, it is this node's to
+    /// decide), false when it is decided as any other.
+    fn ask_near(
+        &mut self,
+        (job, conn): (&str, ConnId),
+        (owner, key): (u64, TaskId),
+        shape: &Resources,
+        (near, now): (&str, Instant),
+    ) -> bool {
+        let Some(record) = self.jobs.get_mut(job).filter(|j| j.conn == conn) else {
+            return false;
+        };
+        if self.draining || record.pool.is_none() {
+            return false;
+        }
+        if !record.spill.offer_near(near, (owner, key, shape), now) {
+            return false;
+        }
+        let ask = record.spill.ask_to(near, (owner, key, shape.clone()));
+        tracing::debug!(owner, lease = %key, node = %near, "a lease ask goes first to the node near its arguments");
+        self.peer_send(conn, near.to_string(), ask);
+        true
+    }
+
     /// Does what the pool of the job on `conn` decided for an ask.
     fn carry_out(&mut self, conn: ConnId, setup: &S, decided: Decided) {
         tracing::debug!(owner = decided.owner, lease = %decided.key, shape = %decided.shape, asked = ?decided.asked, "a lease ask of the node's pool");
@@ -1109,7 +1144,15 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 worker,
                 setup: setup.clone(),
             }),
-            Asked::Forward => self.up(conn, owner, ToNode::Lease { key, shape }),
+            Asked::Forward => self.up(
+                conn,
+                owner,
+                ToNode::Lease {
+                    key,
+                    shape,
+                    near: None,
+                },
+            ),
         }
     }
 
@@ -1652,6 +1695,17 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     ) {
         let to = match next {
             Next::Peer(to) => to,
+            Next::Ask => {
+                let Some(job) = self.connection_job(conn) else {
+                    return;
+                };
+                if !self.lease_ask((&job, conn), (owner, key), &shape, now) {
+                    // The driver places it.
+                    let near = None;
+                    self.up(conn, owner, ToNode::Lease { key, shape, near });
+                }
+                return;
+            }
             Next::Home => {
                 if let Some((pool, _)) = self.pool_on(conn) {
                     pool.come_home(key, now);
@@ -1884,7 +1938,9 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     let (copies, made): (Vec<ObjectId>, Vec<ObjectId>) = ids
                         .into_iter()
                         .partition(|id| take(&mut job.copies, owner, id));
-                    for id in &made {
+                    // A value made here may have been read here as an argument too: a copy
+                    // then (mapped, perhaps), and no more kept.
+                    for id in copies.iter().chain(&made) {
                         take(&mut job.kept, owner, id);
                     }
                     for (ids, pool) in [(copies, false), (made, true)] {
@@ -3037,6 +3093,7 @@ mod tests {
             message: Box::new(ToNode::Lease {
                 key: key(3),
                 shape: cpus(1.0),
+                near: None,
             }),
         };
         let sent: Vec<_> = (actions(&mut node).into_iter())
@@ -3188,12 +3245,7 @@ mod tests {
         let (at, cpu) = (("j", 1), Resources::cpus(1.0).unwrap());
         let key = TaskId::new(3, 1);
         assert!(a.lease_ask(at, (3, key), &cpu, t0));
-        let ask = PeerLease::Ask {
-            owner: 3,
-            key,
-            shape: cpu.clone(),
-            binary_from: None,
-        };
+        let ask = ask_of(key, &cpu);
         assert_eq!(acted(&mut a), [to_peer("b", ask.clone())]);
         b.handle(from_peer("a", ask), t0);
         let _ = acted(&mut b);
@@ -3255,6 +3307,62 @@ mod tests {
         assert_eq!(acted(&mut a), [to_peer("b", unlease.clone())]);
         b.handle(from_peer("a", unlease), t0);
         assert_eq!(acted(&mut b).first(), Some(&lent(None)));
+    }
+
+    #[test]
+    fn an_ask_near_its_arguments_goes_to_their_node_first_and_is_decided_at_home_if_refused() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = (hosting_a_job(t0), hosting_a_job(t0));
+        spawn_worker_3(&mut a, t0);
+        // a has room; b's CPUs are all the driver's.
+        pooled(&mut a, 100, &["b"], 0.0, t0);
+        pooled(&mut b, 200, &["a"], 4.0, t0);
+        let cpu = Resources::cpus(1.0).unwrap();
+        let near = |seq, at: &str| ToNode::Lease {
+            key: TaskId::new(3, seq),
+            shape: cpu.clone(),
+            near: Some(at.into()),
+        };
+        // Near b (its task's arguments are there): asked of b before a's own pool.
+        assert!(from_worker(&mut a, 3, &near(1, "b"), &|_| None));
+        let ask = ask_of(TaskId::new(3, 1), &cpu);
+        assert_eq!(acted(&mut a), [to_peer("b", ask.clone())]);
+        // b has no room: refused, the ask is a's own to decide, which starts a worker for it.
+        b.handle(from_peer("a", ask), t0);
+        let refused = (acted(&mut b).into_iter())
+            .find_map(|action| match action {
+                Action::Peer {
+                    message: message @ PeerLease::Refused { .. },
+                    ..
+                } => Some(message),
+                _ => None,
+            })
+            .expect("refused");
+        a.handle(from_peer("b", refused), t0);
+        let start = Action::Start {
+            conn: 1,
+            worker: 100,
+            setup: "files",
+        };
+        assert_eq!(acted(&mut a), [start]);
+        // Near b again, which refused the last: asked of b first all the same (its room may
+        // have come back since it spoke).
+        assert!(from_worker(&mut a, 3, &near(2, "b"), &|_| None));
+        let ask = ask_of(TaskId::new(3, 2), &cpu);
+        assert_eq!(acted(&mut a), [to_peer("b", ask)]);
+        // Near a node that is not the job's: decided at home at once.
+        assert!(from_worker(&mut a, 3, &near(3, "c"), &|_| None));
+        assert!(!(acted(&mut a).iter()).any(|action| matches!(action, Action::Peer { .. })));
+    }
+
+    /// Owner 3's ask `key` for `shape` as passed to another node (which needs no binary).
+    fn ask_of(key: TaskId, shape: &Resources) -> PeerLease {
+        PeerLease::Ask {
+            owner: 3,
+            key,
+            shape: shape.clone(),
+            binary_from: None,
+        }
     }
 
     #[test]

@@ -34,6 +34,14 @@
 //! from a view of the cluster's room; this view is of the nodes this one asked, learnt by
 //! asking).
 //!
+//! Where first: an ask whose owner names the node holding the most of its task's arguments
+//! (values earlier tasks left there: `near` in [`ToNode::Lease`]) goes to that node's pool at
+//! once, before this node's pool looks at it ([`Spill::offer_near`]); refused there, it is
+//! decided here as a new ask ([`Next::Ask`]). (Ray's
+//! owners send such a task's lease request to the raylet of the node with the most of its
+//! arguments' bytes.)
+//!
+//! [`ToNode::Lease`]: prism_transport::ToNode::Lease
 //! [`ASK_WAITS`]: crate::proto::pool::ASK_WAITS
 //! [`ASK_WAITS_MOST`]: crate::proto::pool::ASK_WAITS_MOST
 //! [`ToHost::Peers`]: prism_transport::ToHost::Peers
@@ -208,6 +216,9 @@ struct Passed {
     /// Offered there at once ([`Spill::offer`]) while it keeps its place at home: refused,
     /// it goes back there.
     from_home: bool,
+    /// Asked there first, where its task's arguments are ([`Spill::offer_near`]): refused,
+    /// it is asked of this node's pool.
+    near: bool,
 }
 
 /// Where an ask goes next.
@@ -218,6 +229,9 @@ pub(crate) enum Next {
     /// Back to its place in this node's pool (an ask offered at once was refused, or every
     /// node it was passed to).
     Home,
+    /// To this node's pool, as a new ask (one asked first of the node near its arguments,
+    /// refused there).
+    Ask,
 }
 
 /// What a grant from another node means here.
@@ -367,8 +381,36 @@ impl Spill {
             tried: vec![at.to_string()],
             withdrawn: false,
             from_home,
+            near: false,
         };
         self.passed.insert(key, passed);
+    }
+
+    /// Owner `owner`'s ask `key` for `shape`, near its arguments on node `at`, at `now`:
+    /// whether it goes there first (`at` is another node of the job whose resources fit it),
+    /// before this node's pool sees it. It goes even to a node thought full: what that node
+    /// last said of its room may be older than the lease that made the arguments there and
+    /// has just been given back, and a refusal costs a round trip where a pull of the
+    /// arguments costs their bytes. The room thought there shrinks by it.
+    pub(crate) fn offer_near(
+        &mut self,
+        at: &str,
+        (owner, key, shape): (u64, TaskId, &Resources),
+        now: Instant,
+    ) -> bool {
+        let fits = self.peers.get(at).is_some_and(|total| shape.fits_in(total));
+        if !fits || self.passed.contains_key(&key) {
+            return false;
+        }
+        if let Some(room) = self.rooms.get_mut(at) {
+            room.take(shape);
+            self.index(at);
+        }
+        self.passing((owner, key, shape), at, false, now);
+        if let Some(passed) = self.passed.get_mut(&key) {
+            passed.near = true;
+        }
+        true
     }
 
     /// Owner `owner`'s ask `key` for `shape`, waiting at this node at `now`: the next node in
@@ -519,11 +561,12 @@ impl Spill {
         if passed.withdrawn {
             return None;
         }
-        if passed.from_home {
+        if passed.near || passed.from_home {
             // Full there until it says otherwise (its word follows its refusal).
             self.rooms.insert(passed.at.clone(), Room::default());
             self.index(&passed.at);
-            return Some((passed.owner, key, passed.shape, Next::Home));
+            let next = if passed.near { Next::Ask } else { Next::Home };
+            return Some((passed.owner, key, passed.shape, next));
         }
         let next = match passed.tried.len() < MAX_TRIES {
             true => self.pick(&passed.shape, &passed.tried, now),

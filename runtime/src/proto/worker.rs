@@ -627,8 +627,10 @@ impl Worker {
                 continue;
             }
             if self.owns(id) {
-                // Known here once its task ends (asked of the node if the task goes there).
+                // Known here once its task ends (asked of the node if the task goes there), or
+                // once pulled here if the task left it on another node.
                 self.owned.want(id);
+                self.pull_left(id);
             } else if self.ask_lender(id) {
                 // Asked of its owner, another worker.
             } else if self.requested.insert(id) {
@@ -1267,6 +1269,7 @@ mod tests {
             stream: None,
             cpu: Amount::ZERO,
             run: 0,
+            pull_from: Vec::new(),
         }
     }
 

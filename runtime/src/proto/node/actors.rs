@@ -339,6 +339,7 @@ impl State {
                 stream: None,
                 cpu: record.spec.resources.cpu,
                 run: 0,
+                pull_from: Vec::new(),
             }),
             _ => None,
         };

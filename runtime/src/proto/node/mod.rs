@@ -1872,7 +1872,7 @@ impl State {
                 self.worker_awaits_group(worker, group.to_native(), answer.to_native());
             }
             ArchivedToNode::RemoveGroup(group) => self.remove_group(group.to_native()),
-            ArchivedToNode::Lease { key, shape } => {
+            ArchivedToNode::Lease { key, shape, .. } => {
                 match rkyv::deserialize::<Resources, rkyv::rancor::Error>(shape) {
                     Ok(shape) => self.ask_lease(worker, key.to_native(), shape),
                     Err(e) => tracing::error!(worker, "undecodable lease ask: {e}"),

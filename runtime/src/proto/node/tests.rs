@@ -277,7 +277,14 @@ impl Harness {
         let owner = self.where_sent(parent).expect("dispatched");
         let key = TaskId::new(owner, u64::MAX - 1);
         let shape = cpus(1.0);
-        self.report(owner, &ToNode::Lease { key, shape });
+        self.report(
+            owner,
+            &ToNode::Lease {
+                key,
+                shape,
+                near: None,
+            },
+        );
         (owner, key)
     }
 
@@ -2811,6 +2818,7 @@ fn a_worker_owner_is_leased_a_worker_and_the_node_relays_their_frames_as_they_ar
         &ToNode::Lease {
             key,
             shape: cpus(1.0),
+            near: None,
         },
     );
     assert_eq!(
@@ -2838,6 +2846,7 @@ fn a_worker_owner_is_leased_a_worker_and_the_node_relays_their_frames_as_they_ar
         stream: None,
         cpu: prism_graph::Amount::ZERO,
         run: 0,
+        pull_from: Vec::new(),
     };
     let mut frame = Vec::new();
     encode_frame(&ToWorker::Push(vec![exec.clone()]), &mut frame).unwrap();
@@ -2897,6 +2906,7 @@ fn a_worker_owner_is_leased_a_worker_and_the_node_relays_their_frames_as_they_ar
         &ToNode::Lease {
             key,
             shape: cpus(1.0),
+            near: None,
         },
     );
     let replacement = *h.started.last().unwrap();
@@ -2936,6 +2946,7 @@ fn a_worker_owner_is_leased_a_worker_and_the_node_relays_their_frames_as_they_ar
         &ToNode::Lease {
             key: theirs,
             shape: cpus(1.0),
+            near: None,
         },
     );
     let Some((
@@ -2972,6 +2983,7 @@ fn a_lease_ask_on_a_node_that_drains_has_its_owner_hand_the_tasks_to_the_driver(
         &ToNode::Lease {
             key,
             shape: cpus(1.0),
+            near: None,
         },
     );
     assert!(h.node.is_lease(key), "it waits");

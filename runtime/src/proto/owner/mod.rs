@@ -183,6 +183,7 @@ impl TaskRecord {
             stream: None,
             cpu: self.spec.resources.cpu,
             run: 0,
+            pull_from: Vec::new(),
         }
     }
 }

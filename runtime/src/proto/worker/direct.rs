@@ -400,6 +400,7 @@ mod tests {
             stream: None,
             cpu: prism_graph::Amount::ZERO,
             run: 1,
+            pull_from: Vec::new(),
         }])
     }
 

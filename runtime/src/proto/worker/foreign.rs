@@ -127,6 +127,7 @@ mod tests {
             stream: None,
             cpu: Amount::ZERO,
             run: 1,
+            pull_from: Vec::new(),
         }
     }
 

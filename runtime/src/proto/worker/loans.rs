@@ -334,6 +334,8 @@ impl Worker {
                 Some(value) => self.answer(from, id, value),
                 None if self.refs.contains_key(&id) => {
                     self.loans.askers.entry(id).or_default().push(from);
+                    // A value left on another node comes here first.
+                    self.pull_left(id);
                 }
                 None => self.answer(from, id, ObjectValue::Failed(not_lent(id))),
             }
@@ -373,6 +375,11 @@ impl Worker {
         for _ in 0..count {
             self.release(id);
         }
+    }
+
+    /// Whether a borrower asked for owned `id`, whose value is not known here yet.
+    pub(super) fn asked_by_borrower(&self, id: ObjectId) -> bool {
+        self.loans.askers.contains_key(&id)
     }
 
     /// Owned `id`'s value is known here: the borrowers that asked for it get it.

@@ -11,7 +11,8 @@
 //! generators and tasks in groups go to the node as before. A reference to an
 //! owned object that leaves the worker (inside a value, a put or another task's arguments) is
 //! handed to the node first ([`Worker::promote`]): its value goes to the node, which owns it
-//! from then on (its lineage stays here).
+//! from then on (its lineage stays here). A value too large to come back inside its task's
+//! end stays on the node that made it, and the tasks that read it are leased there ([`left`]).
 //!
 //! [`ToWorker::OwnTasks`]: prism_transport::ToWorker::OwnTasks
 //! [`ToWorker::Push`]: prism_transport::ToWorker::Push
@@ -31,6 +32,7 @@ use crate::proto::owner::Slot;
 use crate::store::ObjectBytes;
 
 mod calls;
+mod left;
 
 /// How many tasks a new lease's worker is sent ahead of their ends: few, so that slow tasks
 /// spread over the leases (a deep pipeline down the first would leave the others idle)...
@@ -69,8 +71,6 @@ enum At {
     Pushed(TaskId),
     /// Running here, on top of this worker's blocked task.
     Here,
-    /// Ended on another node, which kept this many of its values for this node to pull.
-    Fetching(usize),
     /// An actor's call, pushed to the actor's worker.
     Called(prism_graph::ActorId),
 }
@@ -173,8 +173,11 @@ pub(crate) struct Owned {
     /// they never meet its tasks').
     lease_seq: u64,
     /// Values of owned tasks that ran on another node, too large to come back inside their
-    /// ends, that the node pulls here ([`ToNode::Fetch`]): where they are, and what waits.
-    fetching: IdMap<ObjectId, Fetching>,
+    /// ends, left in that node's store (see [`left`]): where each is.
+    afar: IdMap<ObjectId, left::Afar>,
+    /// The owned tasks that ended leaving values on other nodes, kept to run again should
+    /// one be lost before it is read (see [`left`]).
+    left: IdMap<TaskId, left::Left>,
     /// Owned objects in shared memory that other nodes pulled copies of (arguments of tasks
     /// pushed to workers leased there, objects lent to workers there), and those nodes' peer
     /// addresses: the copies go when the object does ([`ToNode::DropCopies`]).
@@ -183,18 +186,6 @@ pub(crate) struct Owned {
     lanes: IdMap<prism_graph::ActorId, calls::Lane>,
     /// Actors with calls to push with the next frames written.
     lanes_due: Vec<prism_graph::ActorId>,
-}
-
-/// A value of an owned task that stayed in the store of the node it ran on, being pulled
-/// into this node's.
-#[derive(Debug)]
-struct Fetching {
-    len: u64,
-    /// The peer address of the node it stayed on.
-    at: String,
-    function: Arc<str>,
-    /// The task that made it.
-    task: TaskId,
 }
 
 impl Owned {
@@ -321,7 +312,31 @@ impl Worker {
     /// worker leased for its shape.
     pub(super) fn own(&mut self, spec: TaskSpec) {
         let task = spec.task_id;
-        // The arguments and the references and handles inside them live until it ends.
+        let (function, parent) = (spec.function.clone(), self.running_task());
+        let actor = calls::actor_of(&spec.kind);
+        let missing = self.take_up(spec, (0, 0));
+        self.note(task, || OwnedPhase::Submitted {
+            function,
+            ready: missing == 0,
+            parent,
+            actor,
+        });
+        if let Some(actor) = actor {
+            self.enlane(actor, task);
+        }
+        if missing == 0 {
+            self.ready(task);
+        }
+    }
+
+    /// Books `spec` as an owned task waiting for its arguments, its runs so far counted
+    /// `(attempts, runs)`: its arguments and the references and handles inside them are held
+    /// until it ends, and the values not known here are asked for. How many it waits for.
+    /// (A plain task's argument left on another node is not waited for: it is read there, or
+    /// pulled by the node of the worker that runs the task; an actor's call waits for it to
+    /// be pulled here.)
+    fn take_up(&mut self, spec: TaskSpec, (attempts, runs): (u32, u32)) -> usize {
+        let task = spec.task_id;
         let deps: Vec<ObjectId> = spec.dependencies().collect();
         for &id in deps.iter().chain(&spec.inlined_refs) {
             self.hold_for_task(id);
@@ -329,42 +344,30 @@ impl Worker {
         for &actor in &spec.inlined_actors {
             self.actor_borrow(actor);
         }
+        let call = calls::actor_of(&spec.kind).is_some();
         let mut missing = 0;
         let mut ask = Vec::new();
         for &id in &deps {
-            if self.cache.contains_key(&id) {
+            let afar = self.owned.afar.get(&id);
+            if self.cache.contains_key(&id) || afar.is_some_and(|a| !call && !a.pulling) {
                 continue;
             }
             missing += 1;
             self.owned.waiting_on.entry(id).or_default().push(task);
-            if !self.owned.owns(id) {
+            if !self.owned.owns(id) || afar.is_some() {
                 ask.push(id);
             }
         }
-        let (function, parent) = (&spec.function, self.running_task());
-        let actor = calls::actor_of(&spec.kind);
-        self.note(task, || OwnedPhase::Submitted {
-            function: function.clone(),
-            ready: missing == 0,
-            parent,
-            actor,
-        });
-        self.owned.tasks.insert(
-            task,
-            Task {
-                spec,
-                at: At::Waiting(missing),
-                attempts: 0,
-                runs: 0,
-            },
-        );
-        if let Some(actor) = actor {
-            self.enlane(actor, task);
-        }
+        let at = At::Waiting(missing);
+        let record = Task {
+            spec,
+            at,
+            attempts,
+            runs,
+        };
+        self.owned.tasks.insert(task, record);
         self.request(&ask);
-        if missing == 0 {
-            self.ready(task);
-        }
+        missing
     }
 
     /// Counts one more hold on `id` for an owned task (released when it ends).
@@ -420,7 +423,7 @@ impl Worker {
                 if lease.closed || lease.inflight.len() >= lease.depth {
                     break;
                 }
-                let Some(task) = self.owned.shapes[shape].queue.pop_front() else {
+                let Some(task) = self.next_for(shape, key, batch.is_empty()) else {
                     break;
                 };
                 if let Some(exec) = self.execute_owned(task, At::Pushed(key)) {
@@ -461,12 +464,15 @@ impl Worker {
         while self.owned.shapes[shape].asked.len() < wanted {
             self.owned.lease_seq += 1;
             let key = TaskId::new(self.owned.me, u64::MAX - self.owned.lease_seq);
+            // Each ask is for the next task no ask is for yet, near its arguments.
+            let near = self.near(shape, self.owned.shapes[shape].asked.len());
             let queue = &mut self.owned.shapes[shape];
             queue.asked.push(key);
             let resources = queue.resources.clone();
             self.send(&ToNode::Lease {
                 key,
                 shape: resources,
+                near,
             });
         }
     }
@@ -508,6 +514,7 @@ impl Worker {
             return None;
         }
         let mut args = Vec::with_capacity(record.spec.args.len());
+        let mut pull_from = Vec::new();
         for arg in &record.spec.args {
             match arg {
                 Arg::Value(bytes) => args.push(Value::Inline(bytes.clone())),
@@ -524,6 +531,19 @@ impl Worker {
                             copied_at(&mut self.owned.copies_at, *id, node);
                         }
                         args.push(bytes.to_wire(*id))
+                    }
+                    // Left on another node: read there, or pulled from there by the node of
+                    // the worker that runs it, which keeps the copy until this one drops it.
+                    None if foreign.is_none() && self.owned.afar.contains_key(id) => {
+                        let afar = &self.owned.afar[id];
+                        let (len, held) = (afar.len, afar.at.clone());
+                        if at_node.as_ref() != Some(&held) {
+                            pull_from.push((*id, held));
+                            if let Some(node) = &at_node {
+                                copied_at(&mut self.owned.copies_at, *id, node);
+                            }
+                        }
+                        args.push(Value::Shared { id: *id, len })
                     }
                     _ => {
                         let error = TaskError::ObjectUnavailable {
@@ -562,6 +582,7 @@ impl Worker {
             stream: None,
             cpu,
             run,
+            pull_from,
         })
     }
 
@@ -884,6 +905,10 @@ impl Worker {
             }
             l.last_end_us = Some(now);
         }
+        // Values left on other nodes, whose readers go on once this end's lease is settled:
+        // given back first if it runs nothing more, so that a reader leased near the value
+        // finds the room it held there.
+        let mut left_now = Vec::new();
         match ending {
             Ending::Returned {
                 values,
@@ -893,7 +918,7 @@ impl Worker {
             } => {
                 let function: Arc<str> = Arc::from(record.spec.function.as_str());
                 let ids: Vec<ObjectId> = record.spec.return_ids().collect();
-                let mut afar = 0;
+                let mut afar_values = 0;
                 for (i, (id, value)) in ids.into_iter().zip(values).enumerate() {
                     let made = Made {
                         nested: nested.get(i).cloned().unwrap_or_default(),
@@ -921,34 +946,33 @@ impl Worker {
                             reason: format!("cannot map its shared-memory segment: {e}"),
                         }),
                         Got::Afar { len, at } => {
-                            // Known once it is here; what waits for it waits till then.
-                            self.send(&ToNode::Fetch {
-                                id,
-                                len,
-                                from: Some(at.clone()),
-                            });
+                            // Left there: read where it is, pulled here when needed.
                             let function = function.clone();
-                            let fetching = Fetching {
+                            let afar = left::Afar {
                                 len,
                                 at,
                                 function,
                                 task,
+                                pulling: false,
                             };
-                            self.owned.fetching.insert(id, fetching);
-                            afar += 1;
+                            self.owned.afar.insert(id, afar);
+                            left_now.push(id);
+                            afar_values += 1;
                             continue;
                         }
                     };
                     self.owned_value(id, slot);
                 }
-                match self.owned.tasks.get_mut(&task) {
-                    // It ends once they are here: a value lost on the way runs it again.
-                    Some(record) if afar > 0 => record.at = At::Fetching(afar),
-                    _ => {
-                        self.note(task, || OwnedPhase::Finished);
-                        self.finish_owned(task);
-                    }
+                self.note(task, || OwnedPhase::Finished);
+                let record = self.finish_owned(task);
+                if let Some(record) = record.filter(|_| afar_values > 0) {
+                    self.leave(record);
                 }
+            }
+            Ending::Failed(TaskError::ObjectUnavailable { object, reason, .. })
+                if self.reads_left(task, object) =>
+            {
+                self.arg_lost(task, object, reason);
             }
             Ending::Failed(error) => {
                 let retry = matches!(error, TaskError::Panicked { .. })
@@ -972,85 +996,9 @@ impl Worker {
         {
             self.pump(shape);
         }
-    }
-
-    /// The node pulled `id`, a value of an owned task that stayed on the node it ran on, into
-    /// its store (or could not: `error`); `open` maps its segment. A value that cannot be had
-    /// runs its task again while it has retries left (its other values come again with it);
-    /// then it fails, naming the node and why.
-    pub(super) fn fetched(
-        &mut self,
-        id: ObjectId,
-        error: Option<&str>,
-        open: &mut dyn FnMut(&ArchivedValue) -> std::io::Result<ObjectBytes>,
-    ) {
-        let Some(Fetching {
-            len,
-            at,
-            function,
-            task,
-        }) = self.owned.fetching.remove(&id)
-        else {
-            return;
-        };
-        let unavailable = |reason: String| {
-            Slot::Failed(TaskError::ObjectUnavailable {
-                object: id,
-                function: function.to_string(),
-                reason,
-            })
-        };
-        let slot = match error {
-            Some(e) => {
-                let reason = format!(
-                    "it stayed on node {at}, where it ran, and could not be pulled from there: {e}"
-                );
-                if self.owned.tasks.get(&task).is_some_and(|r| {
-                    matches!(r.at, At::Fetching(_)) && r.attempts <= r.spec.max_retries
-                }) {
-                    return self.run_again(task, reason);
-                }
-                unavailable(reason)
-            }
-            None => match open_shared(id, len, open) {
-                Ok(bytes) => Slot::Ready(bytes),
-                Err(e) => unavailable(format!(
-                    "it was pulled from node {at} but its segment cannot be mapped: {e}"
-                )),
-            },
-        };
-        self.owned_value(id, slot);
-        let Some(record) = self.owned.tasks.get_mut(&task) else {
-            return;
-        };
-        if let At::Fetching(left) = &mut record.at {
-            *left -= 1;
-            if *left == 0 {
-                self.note(task, || OwnedPhase::Finished);
-                self.finish_owned(task);
-            }
+        for id in left_now {
+            self.left_known(id);
         }
-    }
-
-    /// Owned `task` ended on another node but a value it left there cannot be had (`why`):
-    /// it runs again (the values of its run that are here stay until the next run's
-    /// replace them).
-    fn run_again(&mut self, task: TaskId, why: String) {
-        let lost: Vec<ObjectId> = (self.owned.fetching.iter())
-            .filter(|(_, f)| f.task == task)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in lost {
-            self.owned.fetching.remove(&id);
-            self.drop_made(id);
-        }
-        if !self.owned.tasks.contains_key(&task) {
-            return;
-        }
-        self.note(task, || OwnedPhase::Failed(why));
-        self.note(task, || OwnedPhase::Again);
-        self.requeue(task);
-        self.pump_for(task);
     }
 
     /// Object `id` of an owned task is known now: kept while referenced (a segment nobody
@@ -1135,12 +1083,11 @@ impl Worker {
         }
     }
 
-    /// An owned task ended for good: the holds its arguments took go.
-    fn finish_owned(&mut self, task: TaskId) {
-        let Some(record) = self.owned.tasks.remove(&task) else {
-            return;
-        };
-        let spec = record.spec;
+    /// An owned task ended for good: the holds its arguments took go. Its record, if it was
+    /// owned here.
+    fn finish_owned(&mut self, task: TaskId) -> Option<Task> {
+        let record = self.owned.tasks.remove(&task)?;
+        let spec = &record.spec;
         for id in spec.dependencies().chain(spec.inlined_refs.iter().copied()) {
             self.release(id);
         }
@@ -1150,6 +1097,7 @@ impl Worker {
         if let Some(actor) = calls::actor_of(&spec.kind) {
             self.actor_release(actor);
         }
+        Some(record)
     }
 
     /// Owned `task` fails with `error`, and every owned task waiting for it.
@@ -1169,7 +1117,7 @@ impl Worker {
                     lease.inflight.retain(|t| *t != task);
                 }
             }
-            At::Waiting(_) | At::Here | At::Fetching(_) | At::Called(_) => {}
+            At::Waiting(_) | At::Here | At::Called(_) => {}
         }
         let Some(record) = self.owned.tasks.get(&task) else {
             return;
@@ -1271,6 +1219,10 @@ impl Worker {
         let share = (queue.len() as u64 * room).div_ceil(room + home) as usize;
         let keep = queue.len().saturating_sub(share);
         let spilled: Vec<TaskId> = queue.drain(keep..).collect();
+        let (spilled, kept): (Vec<TaskId>, Vec<TaskId>) = (spilled.into_iter())
+            .partition(|task| self.owned.afar.is_empty() || !self.reads_afar(*task));
+        // Those reading values left on other nodes stay (the node could not read them).
+        self.owned.shapes[shape].queue.extend(kept);
         self.hand_to_node(spilled);
         self.pump(shape);
     }
@@ -1376,8 +1328,8 @@ impl Worker {
                 }
             }
             At::Called(actor) => self.cancel_call(actor, task),
-            // It ran; its values are on their way here.
-            At::Here | At::Fetching(_) => {}
+            // It runs here, on top of the blocked task.
+            At::Here => {}
         }
         true
     }
@@ -1421,6 +1373,10 @@ impl Worker {
             }
             match self.cache.get(&id) {
                 Some(Slot::Ready(_) | Slot::Failed(_)) => known.push(id),
+                // Its end goes once its values left on other nodes are pulled here.
+                None if self.owned.afar.contains_key(&id) => {
+                    handed.extend(self.hand_over_left(id.task))
+                }
                 _ => handed.extend(self.hand_over_task(id.task)),
             }
         }
@@ -1432,16 +1388,20 @@ impl Worker {
         any
     }
 
-    /// Books owned `task`, not ended yet, as handed to the node (see [`Worker::hand_over`]):
-    /// what the node is to be told, unless it was handed over already.
+    /// Books owned `task`, not ended yet (or ended leaving values on other nodes, which are
+    /// pulled here: [`Worker::hand_over_left`]), as handed to the node (see
+    /// [`Worker::hand_over`]): what the node is to be told, unless it was handed over already.
     fn hand_over_task(&mut self, task: TaskId) -> Option<HandedTask> {
-        let record = self.owned.tasks.get(&task)?;
+        let spec = match self.owned.tasks.get(&task) {
+            Some(record) => &record.spec,
+            None => &self.owned.left.get(&task)?.spec,
+        };
         if self.owned.handed.contains(&task) {
             return None;
         }
-        let function = record.spec.function.clone();
-        let num_returns = record.spec.num_returns;
-        let ids: Vec<ObjectId> = record.spec.return_ids().collect();
+        let function = spec.function.clone();
+        let num_returns = spec.num_returns;
+        let ids: Vec<ObjectId> = spec.return_ids().collect();
         // Held here until their end goes to the node, which counts this worker's hold of
         // each from the hand-over on: while owned, a hold is counted here alone.
         for &id in &ids {
@@ -1510,6 +1470,9 @@ impl Worker {
         }
         self.drop_made(id);
         self.owned.wanted.remove(&id);
+        if self.owned.afar.contains_key(&id) {
+            self.drop_left(id.task, Some(id));
+        }
         true
     }
 
@@ -1786,6 +1749,7 @@ pub(super) mod tests {
             stream: None,
             cpu: prism_graph::Amount::ZERO,
             run: 0,
+            pull_from: Vec::new(),
         }
     }
 
@@ -2545,7 +2509,7 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn a_large_value_left_on_the_leased_worker_s_node_is_known_once_pulled_here() {
+    fn a_large_value_left_on_the_leased_worker_s_node_is_known_once_pulled_here_when_read() {
         let mut w = owner();
         let at = "127.0.0.3:4000".to_string();
         w.submit(spec(1, Vec::new(), 0), None);
@@ -2588,11 +2552,17 @@ pub(super) mod tests {
             len,
             from: Some(at.clone()),
         };
-        let fetches: Vec<ToNode> = (sent(&mut w).into_iter())
-            .filter(|m| matches!(m, ToNode::Fetch { .. }))
-            .collect();
+        let fetches = |w: &mut Worker| -> Vec<ToNode> {
+            (sent(w).into_iter())
+                .filter(|m| matches!(m, ToNode::Fetch { .. }))
+                .collect()
+        };
+        assert_eq!(fetches(&mut w), [], "left there until read");
+        // Read (a `get` of each): the node pulls them here, once.
+        w.request(&[one, two, three]);
+        w.request(&[one]);
         assert_eq!(
-            fetches,
+            fetches(&mut w),
             [fetch(one), fetch(two), fetch(three)],
             "the node pulls them here"
         );

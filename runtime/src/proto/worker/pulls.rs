@@ -1,9 +1,13 @@
 //! Arguments a task pushed here brings from an owner on another node: a value in that
 //! owner's node's shared memory travels as its name only, and this worker asks its node to
 //! pull it ([`ToNode::Fetch`] without an address: from the owner's node, which its node
-//! knows from the frames). The task waits here, outside the queue, until every such
-//! argument is in this node's store; one that cannot be had fails it, naming why. The node
-//! keeps the copy until the owner drops the object.
+//! knows from the frames). A value an earlier task left in a third node's store (or, for an
+//! owner on this node, in any other node's) is named with that node
+//! ([`Execute::pull_from`]), and pulled from there. The task waits here, outside the queue,
+//! until every such argument is in this node's store; one that cannot be had fails it,
+//! naming why and from where. The node keeps the copy until the owner drops the object.
+//!
+//! [`Execute::pull_from`]: prism_transport::Execute::pull_from
 //!
 //! [`ToNode::Fetch`]: prism_transport::ToNode::Fetch
 
@@ -37,15 +41,23 @@ impl Worker {
     /// `exec`, pushed here by its owner: queued, or held until the arguments its owner's
     /// node has in shared memory are pulled here (only when that node is another).
     pub(super) fn queue_pushed(&mut self, exec: Execute) {
-        let missing: Vec<(ObjectId, u64)> = match self.elsewhere(exec.task.owner) {
-            true => (exec.args.iter())
-                .filter_map(|arg| match arg {
-                    Value::Shared { id, len } => Some((*id, *len)),
-                    Value::Inline(_) => None,
-                })
-                .collect(),
-            false => Vec::new(),
+        // Named with the node that has it (a value an earlier task left there), or else in
+        // the owner's node's store.
+        let from = |id: &ObjectId| {
+            (exec.pull_from.iter())
+                .find(|(arg, _)| arg == id)
+                .map(|(_, at)| at.clone())
         };
+        let elsewhere = self.elsewhere(exec.task.owner);
+        let missing: Vec<(ObjectId, u64, Option<String>)> = (exec.args.iter())
+            .filter_map(|arg| match arg {
+                Value::Shared { id, len } => match from(id) {
+                    Some(at) => Some((*id, *len, Some(at))),
+                    None => elsewhere.then_some((*id, *len, None)),
+                },
+                Value::Inline(_) => None,
+            })
+            .collect();
         let owner = exec.task.owner;
         let call = matches!(exec.kind, TaskKind::ActorCall(_));
         let behind = call
@@ -65,16 +77,13 @@ impl Worker {
                 .or_default()
                 .push_back(exec.task);
         }
-        for &(id, len) in &missing {
-            let waiting = self.arg_pulls.wanted.entry(id).or_default();
+        for (id, len, from) in &missing {
+            let waiting = self.arg_pulls.wanted.entry(*id).or_default();
             let first = waiting.is_empty();
             waiting.push(exec.task);
             if first {
-                self.send(&ToNode::Fetch {
-                    id,
-                    len,
-                    from: None,
-                });
+                let (id, len, from) = (*id, *len, from.clone());
+                self.send(&ToNode::Fetch { id, len, from });
             }
         }
         let task = exec.task;
@@ -106,19 +115,25 @@ impl Worker {
             };
             match error {
                 None => self.queue.push_back(exec),
-                Some(e) => self.done.push(Ended {
-                    task,
-                    outcome: Outcome::Failed(TaskError::ObjectUnavailable {
-                        object: id,
-                        function: String::from("<argument>"),
-                        reason: format!(
-                            "the node of the worker leased to run task {task} ({}) could not \
-                             pull it from its owner's node: {e}",
-                            exec.function
-                        ),
-                    }),
-                    timing: None,
-                }),
+                Some(e) => {
+                    let from = (exec.pull_from.iter().find(|(arg, _)| *arg == id)).map_or_else(
+                        || String::from("its owner's node"),
+                        |(_, at)| format!("node {at}, where an earlier task left it"),
+                    );
+                    self.done.push(Ended {
+                        task,
+                        outcome: Outcome::Failed(TaskError::ObjectUnavailable {
+                            object: id,
+                            function: String::from("<argument>"),
+                            reason: format!(
+                                "the node of the worker leased to run task {task} ({}) could \
+                                 not pull it from {from}: {e}",
+                                exec.function
+                            ),
+                        }),
+                        timing: None,
+                    })
+                }
             }
             if self.in_order(task) {
                 self.out_of_order(task);
@@ -216,6 +231,7 @@ mod tests {
             stream: None,
             cpu: prism_graph::Amount::ZERO,
             run: 0,
+            pull_from: Vec::new(),
         }
     }
 
