@@ -64,6 +64,8 @@ enum Shape {
     Broadcast,
     /// 10 tasks each submit a tenth of the tasks from their workers and wait for them.
     Nested,
+    /// As nested, the children in pairs: one makes a large object, the other reads it.
+    Pipeline,
 }
 
 #[derive(Debug, Parser)]
@@ -196,6 +198,7 @@ fn config(args: &Args, seed: u64) -> Config {
             Shape::Broadcast => Workload::Broadcast,
             Shape::Tree => Workload::Tree,
             Shape::Nested => Workload::Nested,
+            Shape::Pipeline => Workload::Pipeline,
         },
         actors: args.actors,
         calls: args.calls,

@@ -670,7 +670,9 @@ impl Hosting {
                     });
                 });
             }
-            Action::Unlink { setup, ids, pool } => {
+            Action::Unlink {
+                setup, ids, pool, ..
+            } => {
                 let name = self.name.clone();
                 tokio::task::spawn_blocking(move || {
                     let work = FileWork::Free { ids, pool };

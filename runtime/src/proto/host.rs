@@ -273,6 +273,8 @@ pub(crate) enum Action<P, S> {
     /// here, pulled by their owners' nodes), so the segments may be reused. Nothing waits
     /// for it.
     Unlink {
+        /// The job's connection.
+        conn: ConnId,
         setup: S,
         ids: Vec<ObjectId>,
         pool: bool,
@@ -1011,9 +1013,22 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         (id, len): (ObjectId, u64),
         (from, source): (Option<&str>, Option<P>),
     ) {
-        let Some(record) = self.jobs.get(job).filter(|j| j.conn == conn) else {
+        let Some(record) = self.jobs.get_mut(job).filter(|j| j.conn == conn) else {
             return;
         };
+        let owner = id.task.owner;
+        if owner != worker && record.kept.get(&owner).is_some_and(|ids| ids.contains(&id)) {
+            // Made here for its owner, and read here as an argument (its task was leased
+            // near it): nothing to pull, and a copy for the owner to drop like any other.
+            record.copies.entry(owner).or_default().insert(id);
+            let message = Box::new(ToWorker::Fetched { id, error: None });
+            self.actions.push_back(Action::Write {
+                conn,
+                worker,
+                message,
+            });
+            return;
+        }
         let setup = record.setup.clone();
         let Some(source) = source else {
             let error = Some(match from {
@@ -1784,7 +1799,12 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         ] {
             if let Some(ids) = ids {
                 let (setup, ids) = (setup.clone(), ids.into_iter().collect());
-                self.actions.push_back(Action::Unlink { setup, ids, pool });
+                self.actions.push_back(Action::Unlink {
+                    conn,
+                    setup,
+                    ids,
+                    pool,
+                });
             }
         }
         let Some((pool, grants)) = self.pool_on(conn) else {
@@ -1945,8 +1965,13 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     }
                     for (ids, pool) in [(copies, false), (made, true)] {
                         if !ids.is_empty() {
-                            let setup = job.setup.clone();
-                            self.actions.push_back(Action::Unlink { setup, ids, pool });
+                            let (conn, setup) = (job.conn, job.setup.clone());
+                            self.actions.push_back(Action::Unlink {
+                                conn,
+                                setup,
+                                ids,
+                                pool,
+                            });
                         }
                     }
                 }
@@ -4377,6 +4402,7 @@ mod tests {
             setup: "files",
             ids: vec![one],
             pool: true,
+            conn: 1,
         };
         assert_eq!(acted(&mut b), [unlink]);
         // The second cannot be had: the owner hears why, and nothing is dropped.
@@ -4459,6 +4485,7 @@ mod tests {
             setup: "files",
             ids: vec![id],
             pool: false,
+            conn: 1,
         };
         assert_eq!(acted(&mut b), [unlink(one)]);
         // A value a task of its left here for a's pull is kept for it.
@@ -4475,8 +4502,52 @@ mod tests {
             setup: "files",
             ids: vec![made],
             pool: true,
+            conn: 1,
         };
         assert_eq!(unlinked, [unlink(two), made]);
+    }
+
+    #[test]
+    fn a_value_made_here_read_here_as_an_argument_is_not_pulled_even_from_an_owner_unknown() {
+        let t0 = Instant::now();
+        let (_, mut b) = owner_3_of_a_leased_on_b(t0);
+        // A task of owner 3's left its value here; another task reading it is leased here
+        // (near it). b knows no node for owner 7, whose value it keeps too.
+        let nowhere = |_: &str| None;
+        for owner in [3, 7] {
+            let made = ObjectId::new(TaskId::new(owner, 9), 0);
+            let kept = ToNode::KeptFor { ids: vec![made] };
+            assert!(from_worker(&mut b, 201, &kept, &nowhere));
+            let fetch = ToNode::Fetch {
+                id: made,
+                len: 64,
+                from: None,
+            };
+            assert!(from_worker(&mut b, 200, &fetch, &nowhere));
+            let fetched = Action::Write {
+                conn: 1,
+                worker: 200,
+                message: Box::new(ToWorker::Fetched {
+                    id: made,
+                    error: None,
+                }),
+            };
+            assert_eq!(acted(&mut b), [fetched], "owner {owner}: read in place");
+        }
+        // A copy now (a worker may map it): removed, not pooled, when owner 3 drops it.
+        let made = ObjectId::new(TaskId::new(3, 9), 0);
+        let word = PeerLease::Drop {
+            owner: 3,
+            ids: vec![made],
+        };
+        b.handle(from_peer("a", word), t0);
+        let unlink = Action::Unlink {
+            conn: 1,
+            setup: "files",
+            ids: vec![made],
+            pool: false,
+        };
+        assert_eq!(acted(&mut b), [unlink]);
     }
 
     #[test]
@@ -4522,6 +4593,7 @@ mod tests {
             setup: "files",
             ids: vec![id],
             pool,
+            conn: 1,
         };
         assert_eq!(acted(&mut b), [unlink(made, true)]);
         // Its node leaves the job: the argument's copy goes.

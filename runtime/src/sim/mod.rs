@@ -46,6 +46,10 @@ pub enum Workload {
     /// [`NESTED_PARENTS`] tasks each submit their share of the tasks from their worker and
     /// wait for them (blocked, their CPU given back), as issue 20's nested fan-out.
     Nested,
+    /// As [`Workload::Nested`], but each parent's share is pairs: a task that makes a large
+    /// object (left on the node it ran on, its parent owning it) and a task that reads it
+    /// (leased near it, else pulling it); the parents wait for the readers.
+    Pipeline,
 }
 
 /// The parents of the [`Workload::Nested`] workload.
@@ -221,6 +225,8 @@ pub struct Report {
     pub joins: usize,
     /// Tasks a worker could not start because an argument was not in its node's store.
     pub missing_arguments: u64,
+    /// Objects pulled into nodes' stores from other hosts (not there already).
+    pub pulls: u64,
     /// Pushes from another node's owner that a daemon (relayed) or the worker (on a direct
     /// link) dropped: they came after their lease ended (across a partition), for a worker not
     /// leased to that owner.
@@ -257,7 +263,7 @@ impl Report {
             .collect();
         let secs = self.sim_time.as_secs_f64();
         format!(
-            "result: {} tasks, {} values, {} errors{}, {} unfinished; simulated {:.3} s; {} steps; {} dispatches; {} worker messages to drivers; {} lease messages between nodes; {} control messages ({:.1}/s); {} faults; {} rejoins; {}{}",
+            "result: {} tasks, {} values, {} errors{}, {} unfinished; simulated {:.3} s; {} steps; {} dispatches; {} worker messages to drivers; {} lease messages between nodes; {} control messages ({:.1}/s); {} faults; {} rejoins; {} pulls into nodes' stores; {}{}",
             self.tasks,
             self.values,
             self.errors.iter().map(|(_, n)| n).sum::<usize>(),
@@ -276,6 +282,7 @@ impl Report {
             self.control_messages as f64 / secs.max(1e-9),
             self.faults,
             self.joins,
+            self.pulls,
             match self.spilled {
                 0 => String::new(),
                 n => format!("{n} spilled and {} restored on nodes; ", self.restored),

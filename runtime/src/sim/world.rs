@@ -155,6 +155,12 @@ fn host_of_address(address: &str) -> Option<HostIdx> {
     address.strip_prefix("sim-host-")?.parse().ok()
 }
 
+/// The simulated host a worker's frame names by its peer address, as the daemon reads it
+/// (the pulls of its arguments and values).
+fn peer_of(address: &str) -> Option<Option<HostIdx>> {
+    host_of_address(address).map(Some)
+}
+
 /// A fault, injected at its time.
 #[derive(Debug, Clone)]
 enum Fault {
@@ -836,6 +842,7 @@ impl World<'_> {
                 Workload::Tree => "tree reduction",
                 Workload::Broadcast => "broadcast",
                 Workload::Nested => "nested fan-out",
+                Workload::Pipeline => "nested pipeline",
             },
             if c.actors > 0 {
                 format!(", {} actors x {} calls", c.actors, c.calls)
@@ -989,7 +996,7 @@ impl World<'_> {
                 }
                 self.jobs[j].driver.held = level;
             }
-            Workload::Nested => {
+            Workload::Nested | Workload::Pipeline => {
                 let share = (c.tasks as u64).div_ceil(NESTED_PARENTS as u64);
                 for _ in 0..NESTED_PARENTS {
                     let mut spec = self.spec(j, "sim::parent", Vec::new());
@@ -1551,8 +1558,14 @@ impl World<'_> {
                 from,
                 ..
             } => self.pull(conn, node, id, len, from),
-            // Simulated values travel inside the frames: no copy stays behind to remove.
-            HostAction::Unlink { .. } => {}
+            // Copies the owners dropped, and values made here that they pulled or dropped.
+            HostAction::Unlink { conn, ids, .. } => {
+                let host = &mut self.hosts[node].views[job_of(conn)];
+                for id in ids {
+                    host.store.remove(&id);
+                    host.spilled.remove(&id);
+                }
+            }
             HostAction::Files {
                 conn, req, work, ..
             } => {
@@ -1877,7 +1890,7 @@ impl World<'_> {
         };
         let job = self.jobs[worker.0].name.clone();
         self.host_core(node, |core, now| {
-            core.take_up((&job, conn), worker.1, msg, (now, &|_| None));
+            core.take_up((&job, conn), worker.1, msg, (now, &peer_of));
         });
     }
 
@@ -2811,6 +2824,17 @@ impl World<'_> {
     fn pull(&mut self, conn: ConnId, node: HostIdx, id: ObjectId, len: u64, from: Option<HostIdx>) {
         let j = job_of(conn);
         let life = self.hosts[node].life;
+        let view = &self.hosts[node].views[j];
+        if view.store.get(&id) == Some(&len) && !view.spilled.contains(&id) {
+            // As the real shell: a segment already here of the length asked is not pulled.
+            let pulled = HostEvent::Pulled {
+                conn,
+                id,
+                len,
+                result: Ok(false),
+            };
+            return self.host_event(node, pulled);
+        }
         let reachable = match from {
             Some(peer) => {
                 let p = &self.hosts[peer];
@@ -2919,7 +2943,9 @@ impl World<'_> {
         let result = if store_gone {
             Err(format!("the store {id} was pulled into is gone"))
         } else if found {
-            Ok(self.hosts[node].views[j].store.insert(id, len).is_none())
+            let new = self.hosts[node].views[j].store.insert(id, len).is_none();
+            self.report.pulls += u64::from(new);
+            Ok(new)
         } else {
             Err(format!(
                 "cannot pull {id} from {}: unreachable or gone",
@@ -3023,6 +3049,7 @@ impl World<'_> {
             return;
         };
         let mut ids = Vec::with_capacity(share as usize);
+        let pipeline = self.config.workload == Workload::Pipeline;
         for i in 0..share {
             w.seq += 1;
             let task = TaskId::new(worker.1, w.seq);
@@ -3031,6 +3058,25 @@ impl World<'_> {
                     kind: TaskKind::ActorCall(actor),
                     ..TaskSpec::call(task, "sim::Actor::call", Vec::new())
                 },
+                // Pairs: a large object made wherever there is room, then a task reading it
+                // (the parent keeps only the reader's reference).
+                None if pipeline && i % 2 == 0 && i + 1 < share => {
+                    let large = self.config.large;
+                    self.jobs[worker.0].driver.large.insert(task, large);
+                    w.core.submit(
+                        one_cpu_task(task, "sim::leaf", Vec::new(), max_retries),
+                        None,
+                    );
+                    continue;
+                }
+                None if pipeline && i % 2 == 1 => {
+                    let made = ObjectId::new(TaskId::new(worker.1, w.seq - 1), 0);
+                    let read = one_cpu_task(task, "sim::sum", vec![Arg::Ref(made)], max_retries);
+                    w.core.submit(read, None);
+                    w.core.release(made);
+                    ids.push(ObjectId::new(task, 0));
+                    continue;
+                }
                 None => one_cpu_task(task, "sim::work", Vec::new(), max_retries),
             };
             ids.push(ObjectId::new(spec.task_id, 0));
@@ -3265,9 +3311,16 @@ impl World<'_> {
         let out = std::mem::take(w.core.transmit(|| 0));
         let direct = w.core.take_direct();
         let (held, dropped) = w.core.take_push_counts();
+        let unlinked = w.core.take_unlinked();
         self.report.held_pushes += held;
         self.report.stale_pushes += dropped;
         let host = self.host_of(worker);
+        // As the real worker: the segments of its own objects nobody holds go.
+        let view = &mut self.hosts[host].views[worker.0];
+        for id in unlinked {
+            view.store.remove(&id);
+            view.spilled.remove(&id);
+        }
         for (to, frames) in direct {
             let (target, from) = match to {
                 DirectTo::Endpoint(endpoint) => match worker_at(&endpoint) {
@@ -3327,9 +3380,7 @@ impl World<'_> {
                     if let Some(conn) = conn.filter(|_| self.config.pools) {
                         self.ups_of = Some((worker, Vec::new()));
                         self.host_core(host, |core, now| {
-                            // Simulated values travel inside the frames: no worker asks
-                            // for a pull, so no address needs reading.
-                            taken = core.take_up((&job, conn), worker.1, msg, (now, &|_| None));
+                            taken = core.take_up((&job, conn), worker.1, msg, (now, &peer_of));
                         });
                         if let Some((_, ups)) = self.ups_of.take() {
                             frames.extend_from_slice(&ups);
@@ -3880,6 +3931,7 @@ fn replay(c: &Config) -> String {
             Workload::Tree => "tree",
             Workload::Broadcast => "broadcast",
             Workload::Nested => "nested",
+            Workload::Pipeline => "pipeline",
         }
     );
     if c.drivers != d.drivers {

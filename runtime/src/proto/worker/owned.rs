@@ -178,6 +178,9 @@ pub(crate) struct Owned {
     /// The owned tasks that ended leaving values on other nodes, kept to run again should
     /// one be lost before it is read (see [`left`]).
     left: IdMap<TaskId, left::Left>,
+    /// Owned objects whose values are in this node's store (their segments go with them,
+    /// unless handed to the node).
+    segments: IdSet<ObjectId>,
     /// Owned objects in shared memory that other nodes pulled copies of (arguments of tasks
     /// pushed to workers leased there, objects lent to workers there), and those nodes' peer
     /// addresses: the copies go when the object does ([`ToNode::DropCopies`]).
@@ -756,7 +759,10 @@ impl Worker {
                                     len: len.to_native(),
                                     at: at.clone(),
                                 },
-                                _ => Got::Here(open(value)),
+                                _ => Got::Here(
+                                    open(value),
+                                    matches!(value, ArchivedValue::Shared { .. }),
+                                ),
                             })
                             .collect(),
                         nested,
@@ -938,8 +944,13 @@ impl Worker {
                         self.let_go_of(last);
                     }
                     let slot = match value {
-                        Got::Here(Ok(bytes)) => Slot::Ready(bytes),
-                        Got::Here(Err(e)) => Slot::Failed(TaskError::InvalidValue {
+                        Got::Here(Ok(bytes), shared) => {
+                            if shared {
+                                self.owned.segments.insert(id);
+                            }
+                            Slot::Ready(bytes)
+                        }
+                        Got::Here(Err(e), _) => Slot::Failed(TaskError::InvalidValue {
                             task,
                             function: function.to_string(),
                             what: format!("return value {i}"),
@@ -1006,7 +1017,7 @@ impl Worker {
     fn owned_value(&mut self, id: ObjectId, slot: Slot) {
         self.owned.wanted.remove(&id);
         if !self.refs.contains_key(&id) {
-            if matches!(slot, Slot::Ready(ObjectBytes::Shared(_))) {
+            if self.owned.segments.remove(&id) {
                 self.unlink_owned(id);
             }
             self.drop_made(id);
@@ -1042,6 +1053,10 @@ impl Worker {
             }
         }
         self.owned.handed.remove(&task);
+        for id in &ids {
+            // The node's to remove now.
+            self.owned.segments.remove(id);
+        }
         let outcome = match failed {
             Some(error) => Outcome::Failed(error),
             None => {
@@ -1430,6 +1445,8 @@ impl Worker {
                     let value = bytes.to_wire(id);
                     let (nested, actors) = self.made_for_node(id);
                     self.owned.promoted.insert(id);
+                    // The node's to remove now.
+                    self.owned.segments.remove(&id);
                     self.send(&ToNode::Put {
                         id,
                         value,
@@ -1465,7 +1482,7 @@ impl Worker {
         if !self.owns(id) {
             return false;
         }
-        if let Some(Slot::Ready(ObjectBytes::Shared(_))) = self.cache.get(&id) {
+        if self.owned.segments.remove(&id) {
             self.unlink_owned(id);
         }
         self.drop_made(id);
@@ -1614,8 +1631,8 @@ impl Made {
 
 /// One value of an owned task's end, as its owner takes it in.
 enum Got {
-    /// Inline, or mapped from this node's store.
-    Here(std::io::Result<ObjectBytes>),
+    /// Inline, or mapped from this node's store (`true`: a segment there).
+    Here(std::io::Result<ObjectBytes>, bool),
     /// Too large to travel inside the end, it stayed on node `at` (a peer address), where
     /// the task ran: this node pulls it.
     Afar { len: u64, at: String },

@@ -129,7 +129,7 @@ impl Worker {
             self.owned.afar.insert(object, afar);
             return;
         }
-        self.lost_left(afar.task, object, why);
+        self.lost_left(afar.task, (object, afar.at), why);
     }
 
     /// Pulls owned `id` into this node's store if it was left on another node and is not on
@@ -167,10 +167,13 @@ impl Worker {
                 let why = format!(
                     "it stayed on node {at}, where it ran, and could not be pulled from there: {e}"
                 );
-                return self.lost_left(task, id, why);
+                return self.lost_left(task, (id, at), why);
             }
             None => match open_shared(id, len, open) {
-                Ok(bytes) => Slot::Ready(bytes),
+                Ok(bytes) => {
+                    self.owned.segments.insert(id);
+                    Slot::Ready(bytes)
+                }
                 Err(e) => Slot::Failed(TaskError::ObjectUnavailable {
                     object: id,
                     function: function.to_string(),
@@ -184,11 +187,13 @@ impl Worker {
         self.drop_left(task, None);
     }
 
-    /// Value `id` of owned `task`, left on another node, cannot be had (`why`): the task runs
+    /// Value `id` of owned `task`, left on node `at`, cannot be had (`why`): the task runs
     /// again while its retries last, if it is a plain task and the objects and handles its
     /// arguments name are still held here (its values here stay until the new run's replace
-    /// them); else the values it left elsewhere fail, naming why.
-    fn lost_left(&mut self, task: TaskId, id: ObjectId, why: String) {
+    /// them); else the values it left elsewhere fail, naming why. Either way the node is told
+    /// to drop them (should it still be there, and the pull have failed for another reason).
+    fn lost_left(&mut self, task: TaskId, (id, at): (ObjectId, String), why: String) {
+        self.send(&ToNode::DropCopies { at, ids: vec![id] });
         let Some(left) = self.owned.left.remove(&task) else {
             if !self.owned.tasks.contains_key(&task) {
                 let error = self.unavailable(id, task, why);
@@ -202,8 +207,11 @@ impl Worker {
         // for those on their way here (they come, or fail, on their own).
         let mut lost = vec![id];
         for other in spec.return_ids().filter(|&other| other != id) {
-            if self.owned.afar.get(&other).is_some_and(|a| !a.pulling) {
-                self.owned.afar.remove(&other);
+            if self.owned.afar.get(&other).is_some_and(|a| !a.pulling)
+                && let Some(afar) = self.owned.afar.remove(&other)
+            {
+                let (at, ids) = (afar.at, vec![other]);
+                self.send(&ToNode::DropCopies { at, ids });
                 lost.push(other);
             }
         }
