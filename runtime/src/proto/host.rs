@@ -1017,9 +1017,11 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             return;
         };
         let owner = id.task.owner;
-        if owner != worker && record.kept.get(&owner).is_some_and(|ids| ids.contains(&id)) {
+        let copied = |r: &Job<P, S>| r.copies.get(&owner).is_some_and(|ids| ids.contains(&id));
+        if owner != worker && (take(&mut record.kept, owner, &id) || copied(record)) {
             // Made here for its owner, and read here as an argument (its task was leased
-            // near it): nothing to pull, and a copy for the owner to drop like any other.
+            // near it): nothing to pull, and a copy for the owner to drop like any other
+            // (removed, never pooled: the reader maps it).
             record.copies.entry(owner).or_default().insert(id);
             let message = Box::new(ToWorker::Fetched { id, error: None });
             self.actions.push_back(Action::Write {
@@ -4524,7 +4526,7 @@ mod tests {
                 from: None,
             };
             assert!(from_worker(&mut b, 200, &fetch, &nowhere));
-            let fetched = Action::Write {
+            let fetched = || Action::Write {
                 conn: 1,
                 worker: 200,
                 message: Box::new(ToWorker::Fetched {
@@ -4532,7 +4534,14 @@ mod tests {
                     error: None,
                 }),
             };
-            assert_eq!(acted(&mut b), [fetched], "owner {owner}: read in place");
+            assert_eq!(acted(&mut b), [fetched()], "owner {owner}: read in place");
+            // And by the next reader (a copy now).
+            assert!(from_worker(&mut b, 200, &fetch, &nowhere));
+            assert_eq!(
+                acted(&mut b),
+                [fetched()],
+                "owner {owner}: read in place again"
+            );
         }
         // A copy now (a worker may map it): removed, not pooled, when owner 3 drops it.
         let made = ObjectId::new(TaskId::new(3, 9), 0);

@@ -691,15 +691,23 @@ impl Worker {
     }
 
     /// The next owned task to run here on top of the blocked task, under a lease on this
-    /// worker itself; the lease goes back when none is left.
+    /// worker itself; the lease goes back when none is left (nor any being pulled here for).
     pub(super) fn next_here(&mut self) -> Option<Execute> {
         let (_, shape) = self.owned.here?;
+        let mut pulling = false;
         while let Some(task) = self.owned.shapes[shape].queue.pop_front() {
+            if !self.owned.afar.is_empty() && self.pull_first(task) {
+                // Kept for it, which queues again once its values are here.
+                pulling = true;
+                continue;
+            }
             if let Some(exec) = self.execute_owned(task, At::Here) {
                 return Some(exec);
             }
         }
-        self.end_here();
+        if !pulling {
+            self.end_here();
+        }
         None
     }
 

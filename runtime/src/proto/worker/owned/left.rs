@@ -103,7 +103,10 @@ impl Worker {
         }
     }
 
-    /// Whether owned `task` has argument `object`, a value left on another node.
+    /// Whether owned `task` has argument `object`, a value of this worker's left on another
+    /// node. (One pulled here since the task was pushed is not: a failed pull of it fails the
+    /// task, as any argument's; that one is bounded by the retries of the task that made
+    /// the value, which runs again, where a value that is here would have no bound.)
     pub(super) fn reads_left(&self, task: TaskId, object: ObjectId) -> bool {
         self.owned.afar.contains_key(&object)
             && (self.owned.tasks.get(&task))
@@ -111,25 +114,46 @@ impl Worker {
     }
 
     /// Owned `task` could not run: its argument `object`, left on another node, could not be
-    /// pulled where it was to run (`why`). That run does not count; the task waits for the
-    /// object again, whose own task runs again if it may (else the object fails, and the
-    /// task with it).
+    /// pulled where it was to run (`why`). That run does not count; the task runs again once
+    /// the object is here or made again (its own task runs again if it may, else the object
+    /// fails, and the task with it).
     pub(super) fn arg_lost(&mut self, task: TaskId, object: ObjectId, why: String) {
         let Some(record) = self.owned.tasks.get_mut(&task) else {
+            return;
+        };
+        let Some(afar) = self.owned.afar.remove(&object) else {
             return;
         };
         record.attempts = record.attempts.saturating_sub(1);
         record.at = super::At::Waiting(1);
         self.owned.waiting_on.entry(object).or_default().push(task);
-        let Some(afar) = self.owned.afar.remove(&object) else {
-            return;
-        };
         if afar.pulling {
             // On its way here all the same: what comes settles it.
             self.owned.afar.insert(object, afar);
             return;
         }
         self.lost_left(afar.task, (object, afar.at), why);
+    }
+
+    /// Owned `task`, to run on this worker itself (on top of its blocked task, which maps
+    /// its arguments from this node's store), reads values left on other nodes: they are
+    /// pulled here first, and it queues again once they are. False when it reads none.
+    pub(super) fn pull_first(&mut self, task: TaskId) -> bool {
+        let Some(record) = self.owned.tasks.get_mut(&task) else {
+            return false;
+        };
+        let afar: Vec<ObjectId> = (record.spec.dependencies())
+            .filter(|id| self.owned.afar.contains_key(id))
+            .collect();
+        if afar.is_empty() {
+            return false;
+        }
+        record.at = super::At::Waiting(afar.len());
+        for id in afar {
+            self.owned.waiting_on.entry(id).or_default().push(task);
+            self.pull_left(id);
+        }
+        true
     }
 
     /// Pulls owned `id` into this node's store if it was left on another node and is not on
@@ -366,7 +390,11 @@ mod tests {
     use prism_graph::{Arg, ObjectId, TaskId};
     use prism_transport::{Execute, Outcome, TaskEnd, ToNode, ToWorker, Value};
 
-    use crate::proto::worker::Worker;
+    use crate::proto::worker::{Tally, Wake, Worker};
+    use crate::store::ObjectBytes;
+
+    use prism_transport::ArchivedValue;
+
     use crate::proto::worker::owned::tests::{
         ME, forwarded, grant, lease_key, owner, receive, sent, spec, untimed_end, value_of,
     };
@@ -551,6 +579,38 @@ mod tests {
         assert_eq!(tasks, [reader]);
         assert_eq!(pushed[0].pull_from, [], "read in place on Y");
         assert_eq!(pushed[0].run, 2, "the lost argument's run did not count");
+    }
+
+    #[test]
+    fn a_task_run_on_its_blocked_owner_pulls_a_value_left_elsewhere_first() {
+        let (mut w, id) = made_at_x(0);
+        let reader = spec(2, vec![Arg::Ref(id)], 0);
+        let read = ObjectId::new(reader.task_id, 0);
+        w.submit(reader, None);
+        let ids = [read];
+        w.request(&ids);
+        let awaiting = w.missing_tasks(&ids, 8);
+        let key = lease_key(&sent(&mut w));
+        w.block(awaiting);
+        let _ = sent(&mut w);
+        let mut tally = Tally::new(&w, &ids, 1);
+        // Leased itself: it maps its arguments from this node's store, so the value comes
+        // here before the task runs.
+        grant(&mut w, key, ME, (None, None));
+        assert!(matches!(w.wake(&ids, 1, &mut tally), Wake::Wait));
+        let fetch = ToNode::Fetch {
+            id,
+            len: LEN,
+            from: Some(X.into()),
+        };
+        assert!(sent(&mut w).contains(&fetch));
+        let mut open = |_: &ArchivedValue| Ok(ObjectBytes::inline(&[1]));
+        let fetched = ToWorker::Fetched { id, error: None };
+        crate::proto::worker::tests::receive_with(&mut w, &fetched, &mut open).unwrap();
+        let Wake::Run(exec) = w.wake(&ids, 1, &mut tally) else {
+            panic!("it runs the task once the value is here");
+        };
+        assert_eq!(exec.task, read.task);
     }
 
     #[test]
