@@ -202,15 +202,25 @@ fn sum_where(data: Vec<u8>) -> (String, u64) {
     (node, data.iter().map(|&b| u64::from(b)).sum())
 }
 
+/// Only on alpha: where it ran, and the sum of `data`.
+#[remote(resources(slot = 1))]
+fn sum_on_alpha(data: Vec<u8>) -> (String, u64) {
+    let node = prism::node_name().unwrap_or_default();
+    (node, data.iter().map(|&b| u64::from(b)).sum())
+}
+
 /// On alpha: has 20 MiB made on the head's node (left there, too large for the end) and
-/// read by a task any node could run; writes the value's segment name to `dir/segment` and
-/// holds the value until `dir/go` exists. Where the reader ran, and its sum.
+/// read by a task any node could run (`on_alpha`: only alpha); writes the value's segment
+/// name to `dir/segment` and holds the value until `dir/go` exists. Where the reader ran,
+/// and its sum.
 #[remote(resources(alpha = 1))]
-fn reads_where_made(dir: String) -> (String, u64) {
+fn reads_where_made(dir: String, on_alpha: bool) -> (String, u64) {
     let data = far_blob_of::remote(3, 20);
-    let read = sum_where::remote(&data)
-        .get_blocking()
-        .expect("the reader's sum");
+    let read = match on_alpha {
+        true => sum_on_alpha::remote(&data),
+        false => sum_where::remote(&data),
+    };
+    let read = read.get_blocking().expect("the reader's sum");
     name_and_hold(&dir, &data);
     read
 }
@@ -521,7 +531,7 @@ fn gone_from_stores(pids: &[i32], name: &str) -> Result<(), Failed> {
     while pids.iter().any(|&pid| in_store_of(pid, name)) {
         ensure(
             std::time::Instant::now() < deadline,
-            format!("segment {name} is still in the head's store"),
+            format!("segment {name} is still in the store of a daemon of {pids:?}"),
         )?;
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -566,7 +576,7 @@ fn a_value_left_where_it_was_made_is_read_there_by_a_task_leased_near_it(
     alpha: &Host,
 ) -> Result<(), Failed> {
     let dir = common::TempDir::new("owners-near")?;
-    let read = reads_where_made::remote(dir.0.clone());
+    let read = reads_where_made::remote(dir.0.clone(), false);
     let segment = segment_named_in(&dir.0)?;
     // Read, and still held by its owner on alpha: in the head's node's store, never pulled
     // to alpha's (alpha had a CPU free for the reader, which its owner's node would have
@@ -587,7 +597,29 @@ fn a_value_left_where_it_was_made_is_read_there_by_a_task_leased_near_it(
     )?;
     ensure(!here, format!("{segment} was pulled to alpha's store"))?;
     // Let go by its owner unread there: the head's node drops it.
-    gone_from_stores(&heads, &segment)
+    gone_from_stores(&heads, &segment)?;
+
+    // A reader that only alpha runs: leased on its owner's node, whose daemon pulls the value
+    // straight from the head's node (the push names it) and keeps the copy while the owner
+    // holds the value.
+    let dir = common::TempDir::new("owners-near-alpha")?;
+    let read = reads_where_made::remote(dir.0.clone(), true);
+    let segment = segment_named_in(&dir.0)?;
+    let there = heads.iter().any(|&pid| in_store_of(pid, &segment));
+    let here = alphas.iter().any(|&pid| in_store_of(pid, &segment));
+    std::fs::write(format!("{}/go", dir.0), "")?;
+    let (node, sum) = read.get_blocking()?;
+    ensure(
+        (node.as_str(), sum) == ("alpha", 3 * (20 << 20)),
+        format!("the reader on {node} summed {sum}"),
+    )?;
+    ensure(
+        there && here,
+        format!("{segment} on the head's node: {there}, alpha: {here}"),
+    )?;
+    // Let go: both copies go.
+    let both: Vec<i32> = heads.iter().chain(&alphas).copied().collect();
+    gone_from_stores(&both, &segment)
 }
 
 fn a_leased_worker_that_dies_costs_its_owner_a_retry() -> Result<(), Failed> {
