@@ -1048,13 +1048,16 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             });
             return;
         };
+        // An owner on this node removes the copies here of its objects itself.
+        let local = record.workers.contains_key(&owner);
         let pull = self.pulls.entry((conn, id)).or_default();
         pull.workers.push(worker);
         match from {
             // The owner's own value, which moves here.
-            Some(from) if id.task.owner == worker => pull.made_at = Some(from.to_string()),
+            Some(from) if owner == worker => pull.made_at = Some(from.to_string()),
             // An argument, wherever it comes from: a copy, for its owner to drop.
-            _ => pull.copy_for = Some(id.task.owner),
+            _ if !local => pull.copy_for = Some(owner),
+            _ => {}
         }
         if pull.workers.len() + pull.waiting.len() > 1 {
             return;
