@@ -53,11 +53,22 @@ fn job_of(conn: ConnId) -> JobIdx {
 }
 
 /// The resources a node's daemon says it has (and grants to jobs): its CPUs, or what it
-/// claims ([`Config::advertised_cpus`]).
+/// claims ([`Config::advertised_cpus`]); for [`Workload::Pipeline`], as many [`READ`] slots.
 fn advertised(config: &Config) -> Resources {
     let told = config.advertised_cpus.unwrap_or(config.cpus);
-    Resources::cpus(f64::from(told)).expect("a whole number of CPUs")
+    let mut resources = Resources::cpus(f64::from(told)).expect("a whole number of CPUs");
+    if config.workload == Workload::Pipeline {
+        resources
+            .set(READ, f64::from(told))
+            .expect("a whole number of slots");
+    }
+    resources
 }
+
+/// The custom resource the readers of [`Workload::Pipeline`] take besides their CPU, one each
+/// (every node has one per CPU): a shape of their own, leased apart from the tasks that make
+/// the values they read.
+const READ: &str = "sim_read";
 
 /// A node daemon's books, named `name`: its pool's workers have direct endpoints when the
 /// simulation says so ([`Config::direct`]).
@@ -665,8 +676,7 @@ impl Job {
     /// Driver `j` of a run of `config`, its node knowing every host at the start.
     fn new(j: JobIdx, config: &Config) -> Job {
         let mut nodes = Nodes::default();
-        let told = config.advertised_cpus.unwrap_or(config.cpus);
-        let cpus = Resources::cpus(f64::from(told)).expect("a whole number of CPUs");
+        let cpus = advertised(config);
         for i in 0..config.nodes {
             let soft = soft_limit_of(&cpus);
             nodes.add(format!("n{i}"), cpus.clone(), 16, soft, 4 * soft);
@@ -1782,8 +1792,7 @@ impl World<'_> {
         if !host.alive || host.life != life || view.connected || hosting {
             return Ok(());
         }
-        let told = self.config.advertised_cpus.unwrap_or(self.config.cpus);
-        let cpus = Resources::cpus(f64::from(told)).expect("a whole number of CPUs");
+        let cpus = advertised(&self.config);
         let soft = soft_limit_of(&cpus);
         let name = host.name.clone();
         // The host is the job's next node (the core numbers nodes in order) and hosts the job
@@ -3071,7 +3080,9 @@ impl World<'_> {
                 }
                 None if pipeline && i % 2 == 1 => {
                     let made = ObjectId::new(TaskId::new(worker.1, w.seq - 1), 0);
-                    let read = one_cpu_task(task, "sim::sum", vec![Arg::Ref(made)], max_retries);
+                    let mut read =
+                        one_cpu_task(task, "sim::sum", vec![Arg::Ref(made)], max_retries);
+                    (read.resources.set(READ, 1.0)).expect("a slot");
                     w.core.submit(read, None);
                     w.core.release(made);
                     ids.push(ObjectId::new(task, 0));
