@@ -1792,7 +1792,7 @@ impl World<'_> {
         if !host.alive || host.life != life || view.connected || hosting {
             return Ok(());
         }
-        let cpus = advertised(&self.config);
+        let cpus = advertised(self.config);
         let soft = soft_limit_of(&cpus);
         let name = host.name.clone();
         // The host is the job's next node (the core numbers nodes in order) and hosts the job
