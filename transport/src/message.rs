@@ -59,7 +59,7 @@ use crate::frame::Message;
 /// whose node pulls the values it reads from the lender's and keeps them till the lender
 /// drops them; the two nodes watch each other's worker ([`ToNode::WatchWorker`]'s `at`,
 /// [`PeerLease::Watch`]).
-pub const PROTOCOL_VERSION: u32 = 39;
+pub const PROTOCOL_VERSION: u32 = 40;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -1025,6 +1025,10 @@ pub enum PeerLease {
         /// job's binary spreads over the nodes its asks reach as a tree, not one copy each
         /// out of the asking node.
         binary_from: Option<String>,
+        /// Asked here first because this node's store holds the most of its task's
+        /// arguments ([`ToNode::Lease`]'s `near`): with no room now, this node holds it a
+        /// while for room to come back before it refuses (a refusal costs their pull).
+        near: bool,
     },
     /// Granting node to asking node: the lease is granted on `worker`.
     Granted {

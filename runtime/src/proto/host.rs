@@ -357,6 +357,10 @@ struct Job<P, S> {
     /// Values tasks of other nodes' owners left here for their nodes to pull, by owner
     /// ([`prism_transport::ToNode::KeptFor`]): they go once pulled, or the owner is gone.
     kept: HashMap<u64, HashSet<ObjectId>>,
+    /// Asks other nodes' owners made here first, near their tasks' arguments, that this
+    /// node's pool had no room for: held for room to come back until each is due, then
+    /// refused ([`PeerLease::Ask`]'s `near`).
+    near_held: Vec<NearHeld>,
     /// Owners on other nodes whose frames came here, and their nodes ([`Event::OwnerAt`]).
     owner_nodes: HashMap<u64, String>,
     /// The other nodes this node's workers sent frames to (pushes to workers leased there,
@@ -515,11 +519,29 @@ enum Waiter {
         key: TaskId,
         shape: Resources,
         from: String,
+        near: bool,
     },
 }
 
 /// Reads a peer address a worker's frame names (see [`Hosting::take_up`]).
 pub(crate) type PeerOf<'a, P> = &'a dyn Fn(&str) -> Option<P>;
+
+/// How long a node holds an ask made there first, near its task's arguments, for room to
+/// come back before it refuses it (about what a 64 MiB pull takes here, which the refusal
+/// would cost).
+const NEAR_HOLD: Duration = Duration::from_millis(50);
+
+/// An ask held near its task's arguments ([`Job::near_held`]).
+#[derive(Debug)]
+struct NearHeld {
+    owner: u64,
+    key: TaskId,
+    shape: Resources,
+    /// The asking node's peer address.
+    from: String,
+    /// When it is refused if still held.
+    until: Instant,
+}
 
 /// A pull in progress and the requests waiting for it.
 #[derive(Debug, Default)]
@@ -729,9 +751,14 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             (self.jobs.values()).filter_map(|j| j.pool.as_ref()?.next_due(&|w| j.owes_work(w)));
         let unanswered = self.jobs.values().filter_map(|j| j.spill.next_due());
         let rooms = (self.jobs.values()).flat_map(|j| j.told.values().filter_map(Told::due));
-        (leases.chain(idle).chain(unanswered).chain(rooms))
-            .chain(self.grants.next_reclaim())
-            .min()
+        let held = (self.jobs.values()).flat_map(|j| j.near_held.iter().map(|h| h.until));
+        (leases
+            .chain(idle)
+            .chain(unanswered)
+            .chain(rooms)
+            .chain(held))
+        .chain(self.grants.next_reclaim())
+        .min()
     }
 
     /// The clock reached `now`: ask for lease renewals that are due, and end the jobs whose
@@ -740,6 +767,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         self.now = Some(now);
         self.reclaim(now);
         self.pools_due(now);
+        self.near_due(now);
         let mut expired = Vec::new();
         let mut names: Vec<String> = self.jobs.keys().cloned().collect();
         names.sort();
@@ -1141,7 +1169,10 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         if !record.spill.offer_near(near, (owner, key, shape), now) {
             return false;
         }
-        let ask = record.spill.ask_to(near, (owner, key, shape.clone()));
+        let mut ask = record.spill.ask_to(near, (owner, key, shape.clone()));
+        if let PeerLease::Ask { near, .. } = &mut ask {
+            *near = true;
+        }
         tracing::debug!(owner, lease = %key, node = %near, "a lease ask goes first to the node near its arguments");
         self.peer_send(conn, near.to_string(), ask);
         true
@@ -1231,6 +1262,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         for (conn, setup, one) in decided {
             self.carry_out(conn, &setup, one);
         }
+        self.retry_near();
     }
 
     /// Worker `owner` of job `job` gives lease `key` back, or withdraws its ask: true when
@@ -1785,6 +1817,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     /// are killed, its asks here leave, the copies of its objects here go, and the workers
     /// here watching it hear.
     fn owner_afar_gone(&mut self, conn: ConnId, owner: u64) {
+        self.drop_near(conn, owner, None);
         let Some((_, job)) = self.job_of_mut(conn) else {
             return;
         };
@@ -1862,8 +1895,12 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         }
         match message {
             PeerLease::Ask {
-                owner, key, shape, ..
-            } => self.ask_afar(conn, (owner, key, shape), (from, Some(source))),
+                owner,
+                key,
+                shape,
+                near,
+                ..
+            } => self.ask_afar(conn, (owner, key, shape, near), (from, Some(source))),
             PeerLease::Granted {
                 owner,
                 key,
@@ -1898,6 +1935,10 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 self.offer_waiting(conn, now);
             }
             PeerLease::Unlease { owner, key } => {
+                if self.drop_near(conn, owner, Some(key)) {
+                    // Withdrawn while it waited here: nothing was granted.
+                    return;
+                }
                 let Some((pool, grants)) = self.pool_on(conn) else {
                     return;
                 };
@@ -1918,6 +1959,9 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 self.retry_pools();
             }
             PeerLease::KillLeased { owner, key } => {
+                if self.drop_near(conn, owner, Some(key)) {
+                    return;
+                }
                 let Some((pool, _)) = self.pool_on(conn) else {
                     return;
                 };
@@ -2030,13 +2074,14 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     }
 
     /// Owner `owner` of node `from` asks the pool of the job on `conn` for a lease: granted
-    /// now (on an idle worker, or one that starts) or refused. A node without the job's
-    /// binary fetches it from `source` (the asking node; `None` once it came) and decides
-    /// then.
+    /// now (on an idle worker, or one that starts) or refused; an ask `near` its task's
+    /// arguments here is held a while for room to come back ([`NEAR_HOLD`]) before it is
+    /// refused. A node without the job's binary fetches it from `source` (the asking node;
+    /// `None` once it came) and decides then.
     fn ask_afar(
         &mut self,
         conn: ConnId,
-        (owner, key, shape): (u64, TaskId, Resources),
+        (owner, key, shape, near): (u64, TaskId, Resources, bool),
         (from, source): (String, Option<P>),
     ) {
         let name = self.name.clone();
@@ -2056,12 +2101,12 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 key,
                 shape,
                 from,
+                near,
             };
             return self.fetch_binary_for(conn, (0, waiter), source);
         }
         // It hears of this pool's room from now on; it counts this ask off what it thinks.
         record.told.entry(from.clone()).or_default().asked(&shape);
-        let setup = record.setup.clone();
         let asked = match (&mut record.pool, draining) {
             (Some(pool), false) => pool.ask_afar(
                 (&mut self.grants, pool::pool_client(conn)),
@@ -2070,10 +2115,48 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             ),
             _ => Asked::Forward,
         };
+        let pooled = record.pool.is_some();
+        if self.afar_granted(conn, (owner, key, &from), asked) {
+            return;
+        }
+        let hold = near && !draining && pooled && shape.fits_in(self.grants.total());
+        if let (true, Some(now), Some((_, record))) = (hold, self.now, self.job_of_mut(conn)) {
+            let until = now + NEAR_HOLD;
+            let held = NearHeld {
+                owner,
+                key,
+                shape,
+                from,
+                until,
+            };
+            tracing::debug!(owner, lease = %key, node = %held.from, "a lease ask near its arguments waits here for room");
+            record.near_held.push(held);
+            return;
+        }
+        self.refuse_afar(
+            conn,
+            (owner, key, from),
+            format!("node {name} has no room for {shape} now"),
+        );
+    }
+
+    /// What the pool of the job on `conn` decided for owner `owner`'s ask `key` from node
+    /// `from`: a grant goes back there (once its worker runs, when one starts). False when
+    /// it was not granted.
+    fn afar_granted(
+        &mut self,
+        conn: ConnId,
+        (owner, key, from): (u64, TaskId, &str),
+        asked: Asked,
+    ) -> bool {
         let granted = match asked {
             Asked::Granted { worker } => Some(worker),
             Asked::Start { worker } => {
+                let Some((_, record)) = self.job_of_mut(conn) else {
+                    return false;
+                };
                 // The grant goes to the owner's node once the worker runs.
+                let setup = record.setup.clone();
                 self.actions.push_back(Action::Start {
                     conn,
                     worker,
@@ -2081,21 +2164,99 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 });
                 None
             }
-            Asked::Forward | Asked::Waits => {
-                let reason = format!("node {name} has no room for {shape} now");
-                if let Some((_, record)) = self.job_of_mut(conn) {
-                    // The room it has now follows the refusal.
-                    record.told.entry(from.clone()).or_default().refused();
-                }
-                return self.peer_send(conn, from, PeerLease::Refused { owner, key, reason });
-            }
+            Asked::Forward | Asked::Waits => return false,
         };
         if let Some((_, record)) = self.job_of_mut(conn) {
-            record.spill.took(owner, &from);
+            record.spill.took(owner, from);
         }
         if let Some(worker) = granted {
-            self.grant_afar(conn, from, (owner, key, worker));
+            self.grant_afar(conn, from.to_string(), (owner, key, worker));
         }
+        true
+    }
+
+    /// Refuses owner `owner`'s ask `key` from node `from` for `reason`; the room this node
+    /// has now follows.
+    fn refuse_afar(
+        &mut self,
+        conn: ConnId,
+        (owner, key, from): (u64, TaskId, String),
+        reason: String,
+    ) {
+        if let Some((_, record)) = self.job_of_mut(conn) {
+            record.told.entry(from.clone()).or_default().refused();
+        }
+        self.peer_send(conn, from, PeerLease::Refused { owner, key, reason });
+    }
+
+    /// Grants the asks held near their arguments that the pools have room for now, in the
+    /// order they came (after the pools' own waiting asks, which [`Pool::ask_afar`] never
+    /// goes ahead of).
+    fn retry_near(&mut self) {
+        let conns: Vec<ConnId> = (self.jobs.values())
+            .filter(|j| !j.near_held.is_empty())
+            .map(|j| j.conn)
+            .collect();
+        for conn in conns {
+            let Some((_, record)) = self.job_of_mut(conn) else {
+                continue;
+            };
+            let held = std::mem::take(&mut record.near_held);
+            let mut kept = Vec::new();
+            for one in held {
+                let Some(record) = self.jobs.values_mut().find(|j| j.conn == conn) else {
+                    break;
+                };
+                let can_start = matches!(record.binary, Binary::Ready);
+                let asked = match &mut record.pool {
+                    Some(pool) => pool.ask_afar(
+                        (&mut self.grants, pool::pool_client(conn)),
+                        (one.owner, one.key, &one.shape),
+                        can_start,
+                    ),
+                    None => Asked::Forward,
+                };
+                if !self.afar_granted(conn, (one.owner, one.key, &one.from), asked) {
+                    kept.push(one);
+                }
+            }
+            if let Some((_, record)) = self.job_of_mut(conn) {
+                kept.append(&mut record.near_held);
+                record.near_held = kept;
+            }
+        }
+    }
+
+    /// Refuses the asks held near their arguments that are due at `now`.
+    fn near_due(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        for job in self.jobs.values_mut() {
+            let (late, held) = std::mem::take(&mut job.near_held)
+                .into_iter()
+                .partition(|h| h.until <= now);
+            job.near_held = held;
+            due.extend(late.into_iter().map(|h: NearHeld| (job.conn, h)));
+        }
+        for (conn, held) in due {
+            let reason = format!(
+                "node {} had no room for {} within {} ms",
+                self.name,
+                held.shape,
+                NEAR_HOLD.as_millis()
+            );
+            self.refuse_afar(conn, (held.owner, held.key, held.from), reason);
+        }
+    }
+
+    /// Drops the asks held near their arguments of owner `owner` (`key`: that ask only),
+    /// withdrawn or gone: true when any was.
+    fn drop_near(&mut self, conn: ConnId, owner: u64, key: Option<TaskId>) -> bool {
+        let Some((_, record)) = self.job_of_mut(conn) else {
+            return false;
+        };
+        let before = record.near_held.len();
+        (record.near_held).retain(|h| h.owner != owner || key.is_some_and(|k| k != h.key));
+        record.near_held.len() != before
     }
 
     /// Ends every job (the daemon stops).
@@ -2507,6 +2668,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     spill: Spill::default(),
                     copies: HashMap::new(),
                     kept: HashMap::new(),
+                    near_held: Vec::new(),
                     owner_nodes: HashMap::new(),
                     sent_to: HashMap::new(),
                     handles: HashMap::new(),
@@ -2580,8 +2742,9 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                             key,
                             shape,
                             from,
+                            near,
                         } => {
-                            self.ask_afar(conn, (owner, key, shape), (from, None));
+                            self.ask_afar(conn, (owner, key, shape, near), (from, None));
                             continue;
                         }
                         Waiter::Spawn(worker) => {
@@ -3340,13 +3503,11 @@ mod tests {
     }
 
     #[test]
-    fn an_ask_near_its_arguments_goes_to_their_node_first_and_is_decided_at_home_if_refused() {
+    fn an_ask_near_its_arguments_goes_to_their_node_first_and_is_decided_at_home_if_refused_there()
+    {
         let t0 = Instant::now();
-        let (mut a, mut b) = (hosting_a_job(t0), hosting_a_job(t0));
-        spawn_worker_3(&mut a, t0);
         // a has room; b's CPUs are all the driver's.
-        pooled(&mut a, 100, &["b"], 0.0, t0);
-        pooled(&mut b, 200, &["a"], 4.0, t0);
+        let (mut a, mut b) = owner_3_asking_near(t0, 4.0);
         let cpu = Resources::cpus(1.0).unwrap();
         let near = |seq, at: &str| ToNode::Lease {
             key: TaskId::new(3, seq),
@@ -3355,10 +3516,27 @@ mod tests {
         };
         // Near b (its task's arguments are there): asked of b before a's own pool.
         assert!(from_worker(&mut a, 3, &near(1, "b"), &|_| None));
-        let ask = ask_of(TaskId::new(3, 1), &cpu);
+        let ask = near_ask(TaskId::new(3, 1), &cpu);
         assert_eq!(acted(&mut a), [to_peer("b", ask.clone())]);
-        // b has no room: refused, the ask is a's own to decide, which starts a worker for it.
+        // b has no room: it holds the ask a while for room to come back, then refuses it;
+        // the ask is a's own to decide, which starts a worker for it.
         b.handle(from_peer("a", ask), t0);
+        let refusals = |actions: Vec<Action<u32, &'static str>>| {
+            (actions.into_iter())
+                .filter(|a| {
+                    matches!(
+                        a,
+                        Action::Peer {
+                            message: PeerLease::Refused { .. },
+                            ..
+                        }
+                    )
+                })
+                .count()
+        };
+        assert_eq!(refusals(acted(&mut b)), 0, "held");
+        assert_eq!(b.poll_timeout(), Some(t0 + NEAR_HOLD));
+        b.handle_timeout(t0 + NEAR_HOLD);
         let refused = (acted(&mut b).into_iter())
             .find_map(|action| match action {
                 Action::Peer {
@@ -3378,11 +3556,112 @@ mod tests {
         // Near b again, which refused the last: asked of b first all the same (its room may
         // have come back since it spoke).
         assert!(from_worker(&mut a, 3, &near(2, "b"), &|_| None));
-        let ask = ask_of(TaskId::new(3, 2), &cpu);
-        assert_eq!(acted(&mut a), [to_peer("b", ask)]);
+        let ask = near_ask(TaskId::new(3, 2), &cpu);
+        assert_eq!(acted(&mut a), [to_peer("b", ask.clone())]);
+        // Held at b, and withdrawn by its owner meanwhile: b never answers it. (b's shell
+        // learns the owner's node from each ask that comes.)
+        let owner_at = Event::OwnerAt {
+            job: "j".into(),
+            owner: 3,
+            node: "a".into(),
+        };
+        b.handle(owner_at, t0);
+        b.handle(from_peer("a", ask), t0);
+        let unlease = PeerLease::Unlease {
+            owner: 3,
+            key: TaskId::new(3, 2),
+        };
+        b.handle(from_peer("a", unlease), t0);
+        b.handle_timeout(t0 + NEAR_HOLD);
+        assert_eq!(refusals(acted(&mut b)), 0, "withdrawn");
         // Near a node that is not the job's: decided at home at once.
         assert!(from_worker(&mut a, 3, &near(3, "c"), &|_| None));
         assert!(!(acted(&mut a).iter()).any(|action| matches!(action, Action::Peer { .. })));
+    }
+
+    #[test]
+    fn an_ask_held_near_its_arguments_is_granted_when_room_comes_back() {
+        let t0 = Instant::now();
+        // b has one CPU free; owner 3 on a asks near b twice.
+        let (_, mut b) = owner_3_asking_near(t0, 3.0);
+        let cpu = Resources::cpus(1.0).unwrap();
+        let (one, two) = (TaskId::new(3, 1), TaskId::new(3, 2));
+        b.handle(from_peer("a", near_ask(one, &cpu)), t0);
+        let start = Action::Start {
+            conn: 1,
+            worker: 200,
+            setup: "files",
+        };
+        assert!(acted(&mut b).contains(&start), "the first takes the CPU");
+        worker_200_runs(&mut b, t0);
+        let _ = acted(&mut b);
+        b.handle(from_peer("a", near_ask(two, &cpu)), t0);
+        let granted_two = |actions: &[Action<u32, &'static str>]| {
+            actions.iter().any(|a| {
+                matches!(a, Action::Peer { message: PeerLease::Granted { key, .. }, .. } if *key == two)
+            })
+        };
+        assert!(!granted_two(&acted(&mut b)), "held: no room");
+        // The first lease goes back: the held ask has its room, on the idle worker.
+        b.handle(
+            from_peer("a", PeerLease::Unlease { owner: 3, key: one }),
+            t0,
+        );
+        assert!(
+            granted_two(&acted(&mut b)),
+            "granted once the room came back"
+        );
+        b.handle_timeout(t0 + NEAR_HOLD);
+        let refused = (acted(&mut b).iter()).any(|a| {
+            matches!(
+                a,
+                Action::Peer {
+                    message: PeerLease::Refused { .. },
+                    ..
+                }
+            )
+        });
+        assert!(!refused, "granted, not refused too");
+    }
+
+    /// The node's worker 200 (pid 5200) started and runs.
+    fn worker_200_runs(node: &mut Node, t0: Instant) {
+        let started = Event::Started {
+            conn: 1,
+            worker: 200,
+            result: Ok(5200),
+        };
+        node.handle(started, t0);
+    }
+
+    /// Daemons "a" (running owner 3, its CPUs free) and "b" (the driver holding `held` of its
+    /// 4 CPUs), each with a pool told of the other.
+    fn owner_3_asking_near(t0: Instant, held: f64) -> (Node, Node) {
+        let (mut a, mut b) = (hosting_a_job(t0), hosting_a_job(t0));
+        spawn_worker_3(&mut a, t0);
+        pooled(&mut a, 100, &["b"], 0.0, t0);
+        pooled(&mut b, 200, &["a"], held, t0);
+        (a, b)
+    }
+
+    /// Owner 3's ask `key` for `shape`, made first of the node near its task's arguments.
+    fn near_ask(key: TaskId, shape: &Resources) -> PeerLease {
+        match ask_of(key, shape) {
+            PeerLease::Ask {
+                owner,
+                key,
+                shape,
+                binary_from,
+                ..
+            } => PeerLease::Ask {
+                owner,
+                key,
+                shape,
+                binary_from,
+                near: true,
+            },
+            other => other,
+        }
     }
 
     /// Owner 3's ask `key` for `shape` as passed to another node (which needs no binary).
@@ -3392,6 +3671,7 @@ mod tests {
             key,
             shape: shape.clone(),
             binary_from: None,
+            near: false,
         }
     }
 
@@ -3407,6 +3687,7 @@ mod tests {
             key: key(seq),
             shape: cpu.clone(),
             binary_from: None,
+            near: false,
         };
         // a has no room: the ask goes on to b at once (not heard from yet, b is thought to
         // have its CPUs free), not to the driver.
@@ -3427,14 +3708,7 @@ mod tests {
         assert_eq!(acted(&mut b), [start, to_peer("a", room(3.0, 7))]);
         a.handle(from_peer("b", room(3.0, 7)), t0);
         assert_eq!(acted(&mut a), []);
-        b.handle(
-            Event::Started {
-                conn: 1,
-                worker: 200,
-                result: Ok(5200),
-            },
-            t0,
-        );
+        worker_200_runs(&mut b, t0);
         let own = Action::Write {
             conn: 1,
             worker: 200,
@@ -3652,6 +3926,7 @@ mod tests {
             key: TaskId::new(260, 1),
             shape: cpu.clone(),
             binary_from: None,
+            near: false,
         };
         a.handle(from_peer("b", theirs), t0);
         let room = PeerLease::Room {
@@ -4345,6 +4620,7 @@ mod tests {
             key: TaskId::new(3, u64::MAX),
             shape: Resources::cpus(1.0).unwrap(),
             binary_from: None,
+            near: false,
         };
         b.handle(from_peer("a", ask), t0);
         let _ = acted(&mut b);
@@ -4668,6 +4944,7 @@ mod tests {
             key: TaskId::new(3, 1),
             shape: Resources::cpus(1.0).unwrap(),
             binary_from: None,
+            near: false,
         };
         b.handle(from_peer("a", ask), t0);
         let acted = acted(&mut b);
@@ -4691,6 +4968,7 @@ mod tests {
             key: TaskId::new(3, seq),
             shape: cpu.clone(),
             binary_from: None,
+            near: false,
         };
         // An ask that names another node to fetch the binary from has it fetched there.
         let mut d = prepared_without_binary(1, "j", t0);
@@ -4701,6 +4979,7 @@ mod tests {
             key: TaskId::new(3, 9),
             shape: cpu.clone(),
             binary_from: Some("c".into()),
+            near: false,
         };
         let binary_from = Some(11);
         d.handle(

@@ -36,8 +36,9 @@
 //!
 //! Where first: an ask whose owner names the node holding the most of its task's arguments
 //! (values earlier tasks left there: `near` in [`ToNode::Lease`]) goes to that node's pool at
-//! once, before this node's pool looks at it ([`Spill::offer_near`]); refused there, it is
-//! decided here as a new ask ([`Next::Ask`]). (Ray's
+//! once, before this node's pool looks at it ([`Spill::offer_near`]), which holds it a while
+//! for room to come back if it has none; refused there, it is decided here as a new ask
+//! ([`Next::Ask`]). (Ray's
 //! owners send such a task's lease request to the raylet of the node with the most of its
 //! arguments' bytes.)
 //!
@@ -461,6 +462,7 @@ impl Spill {
             key,
             shape,
             binary_from,
+            near: false,
         }
     }
 
