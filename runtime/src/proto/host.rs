@@ -2193,6 +2193,10 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
     /// order they came (after the pools' own waiting asks, which [`Pool::ask_afar`] never
     /// goes ahead of).
     fn retry_near(&mut self) {
+        if self.draining {
+            // It grants nothing new: the held asks are refused when due.
+            return;
+        }
         let conns: Vec<ConnId> = (self.jobs.values())
             .filter(|j| !j.near_held.is_empty())
             .map(|j| j.conn)
