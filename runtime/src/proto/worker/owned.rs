@@ -966,12 +966,9 @@ impl Worker {
                         }),
                         Got::Afar { len, at } => {
                             // Left there: read where it is, pulled here when needed.
-                            let function = function.clone();
                             let afar = left::Afar {
                                 len,
                                 at,
-                                function,
-                                task,
                                 pulling: false,
                             };
                             self.owned.afar.insert(id, afar);

@@ -27,7 +27,6 @@
 //! [`Execute::pull_from`]: prism_transport::Execute::pull_from
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use prism_graph::{ObjectId, TaskError, TaskId, TaskSpec};
 use prism_transport::{ArchivedValue, HandedTask, OwnedPhase, ToNode};
@@ -47,10 +46,6 @@ pub(super) struct Afar {
     pub(super) len: u64,
     /// The peer address of that node.
     pub(super) at: String,
-    /// The function that made it, for errors.
-    pub(super) function: Arc<str>,
-    /// The task that made it.
-    pub(super) task: TaskId,
     /// Being pulled into this node's store ([`ToNode::Fetch`]).
     pub(super) pulling: bool,
 }
@@ -132,7 +127,7 @@ impl Worker {
             self.owned.afar.insert(object, afar);
             return;
         }
-        self.lost_left(afar.task, (object, afar.at), why);
+        self.lost_left(object.task, (object, afar.at), why);
     }
 
     /// Owned `task`, to run on this worker itself (on top of its blocked task, which maps
@@ -176,16 +171,10 @@ impl Worker {
         error: Option<&str>,
         open: &mut dyn FnMut(&ArchivedValue) -> std::io::Result<ObjectBytes>,
     ) {
-        let Some(Afar {
-            len,
-            at,
-            function,
-            task,
-            ..
-        }) = self.owned.afar.remove(&id)
-        else {
+        let Some(Afar { len, at, .. }) = self.owned.afar.remove(&id) else {
             return;
         };
+        let task = id.task;
         let slot = match error {
             Some(e) => {
                 let why = format!(
@@ -198,13 +187,11 @@ impl Worker {
                     self.owned.segments.insert(id);
                     Slot::Ready(bytes)
                 }
-                Err(e) => Slot::Failed(TaskError::ObjectUnavailable {
-                    object: id,
-                    function: function.to_string(),
-                    reason: format!(
-                        "it was pulled from node {at} but its segment cannot be mapped: {e}"
-                    ),
-                }),
+                Err(e) => Slot::Failed(self.unavailable(
+                    id,
+                    task,
+                    format!("it was pulled from node {at} but its segment cannot be mapped: {e}"),
+                )),
             },
         };
         self.owned_value(id, slot);
