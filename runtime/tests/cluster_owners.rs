@@ -147,7 +147,10 @@ fn far_sum(data: Vec<u8>) -> u64 {
 fn name_and_hold(dir: &str, data: &ObjectRef<Vec<u8>>) {
     let id = data.id();
     let segment = format!("{:x}.{}.{}", id.task.owner, id.task.seq, id.index);
-    std::fs::write(format!("{dir}/segment"), segment).expect("write the segment's name");
+    // Written aside and renamed, so the test never reads a file made but not yet written.
+    std::fs::write(format!("{dir}/segment.part"), segment).expect("write the segment's name");
+    std::fs::rename(format!("{dir}/segment.part"), format!("{dir}/segment"))
+        .expect("name the segment's file");
     let go = std::path::PathBuf::from(format!("{dir}/go"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !go.exists() && std::time::Instant::now() < deadline {
