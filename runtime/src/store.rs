@@ -194,6 +194,35 @@ pub(crate) fn discard_fillings_of(dir: &Path, pid: u32) {
     }
 }
 
+/// Removes from `dir` the segments of the objects whose ids name `owner` (a worker that
+/// died), but for those in `keep` (sorted): what it owned goes with it, and nothing else
+/// would remove those files before the job ends. A reader that mapped one keeps its pages.
+/// The segments removed.
+pub(crate) fn unlink_owned_by(dir: &Path, owner: u64, keep: &[ObjectId]) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let named = |name: &str| {
+        let mut parts = name.split('.');
+        let (task_owner, seq, index) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || u64::from_str_radix(task_owner, 16).ok()? != owner {
+            return None;
+        }
+        let task = prism_graph::TaskId::new(owner, seq.parse().ok()?);
+        Some(ObjectId::new(task, index.parse().ok()?))
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let Some(id) = entry.file_name().to_str().and_then(named) else {
+            continue;
+        };
+        if keep.binary_search(&id).is_err() && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Removes an object's segment.
 pub(crate) fn unlink(dir: &Path, id: ObjectId) {
     if let Err(e) = std::fs::remove_file(segment_path(dir, id))
@@ -693,6 +722,34 @@ mod tests {
             "mappings stay valid after unlink"
         );
         assert_eq!(reader.bytes().as_ptr() as usize % 4096, 0, "page-aligned");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_dead_owner_s_segments_go_but_for_those_kept_and_others() {
+        let dir = create_session_dir().unwrap();
+        let (dead, other) = (0x1_0000_0002, 0x1_0000_0020);
+        let id = |owner, seq, index| ObjectId::new(TaskId::new(owner, seq), index);
+        let (mine, kept, theirs) = (id(dead, 1, 0), id(dead, 2, 1), id(other, 1, 0));
+        for one in [mine, kept, theirs, id(dead, 3, 0)] {
+            drop(Segment::create_with(&dir, one, 64, sevens).unwrap());
+        }
+        // A segment another process is filling, the pool, and a stranger's file stay.
+        let filling = filling_path(&dir, id(dead, 4, 0));
+        std::fs::write(&filling, b"x").unwrap();
+        std::fs::write(dir.join("notes.txt"), b"x").unwrap();
+        let mut keep = vec![kept];
+        keep.sort_unstable();
+        assert_eq!(unlink_owned_by(&dir, dead, &keep), 2);
+        let here = |one| segment_path(&dir, one).exists();
+        assert!(!here(mine) && !here(id(dead, 3, 0)));
+        assert!(here(kept) && here(theirs));
+        assert!(filling.exists() && dir.join("notes.txt").exists());
+        assert_eq!(
+            unlink_owned_by(&dir, dead, &keep),
+            0,
+            "nothing left to remove"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -142,15 +142,20 @@ fn far_sum(data: Vec<u8>) -> u64 {
     data.iter().map(|&b| u64::from(b)).sum()
 }
 
+/// Writes the name of `data`'s segment to `dir/file`: aside, then renamed, so the test never
+/// reads a file made but not yet written.
+fn write_segment_name(dir: &str, file: &str, data: &ObjectRef<Vec<u8>>) {
+    let id = data.id();
+    let segment = format!("{:x}.{}.{}", id.task.owner, id.task.seq, id.index);
+    let part = format!("{dir}/{file}.part");
+    std::fs::write(&part, segment).expect("write the segment's name");
+    std::fs::rename(part, format!("{dir}/{file}")).expect("name the segment's file");
+}
+
 /// Writes the name of `data`'s segment to `dir/segment`, and holds it until `dir/go` exists
 /// (up to 60 s).
 fn name_and_hold(dir: &str, data: &ObjectRef<Vec<u8>>) {
-    let id = data.id();
-    let segment = format!("{:x}.{}.{}", id.task.owner, id.task.seq, id.index);
-    // Written aside and renamed, so the test never reads a file made but not yet written.
-    std::fs::write(format!("{dir}/segment.part"), segment).expect("write the segment's name");
-    std::fs::rename(format!("{dir}/segment.part"), format!("{dir}/segment"))
-        .expect("name the segment's file");
+    write_segment_name(dir, "segment", data);
     let go = std::path::PathBuf::from(format!("{dir}/go"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !go.exists() && std::time::Instant::now() < deadline {
@@ -203,6 +208,29 @@ fn far_blob_of(byte: u8, mib: usize) -> Vec<u8> {
 fn sum_where(data: Vec<u8>) -> (String, u64) {
     let node = prism::node_name().unwrap_or_default();
     (node, data.iter().map(|&b| u64::from(b)).sum())
+}
+
+/// `mib` MiB of `byte`, made on alpha only.
+#[remote(resources(slot = 1))]
+fn alpha_blob_of(byte: u8, mib: usize) -> Vec<u8> {
+    vec![byte; mib << 20]
+}
+
+/// Values a worker keeps past the task that made them (a cache of its own).
+static KEPT: std::sync::Mutex<Vec<ObjectRef<Vec<u8>>>> = std::sync::Mutex::new(Vec::new());
+
+/// On alpha: has two 4 MiB values made on alpha, keeps one past its end (`KEPT`) and
+/// returns the other (which the driver takes over); writes their segments' names to
+/// `dir/kept` and `dir/handed`. Its worker's pid, and the returned value.
+#[remote(resources(alpha = 1), max_retries = 0)]
+fn keeps_one_and_returns_one(dir: String) -> (u32, ObjectRef<Vec<u8>>) {
+    let (kept, handed) = (alpha_blob_of::remote(5, 4), alpha_blob_of::remote(6, 4));
+    for (file, value) in [("kept", &kept), ("handed", &handed)] {
+        value.get_blocking().expect("the value is made");
+        write_segment_name(&dir, file, value);
+    }
+    KEPT.lock().expect("no holder panicked").push(kept);
+    (std::process::id(), handed)
 }
 
 /// Only on alpha: where it ran, and the sum of `data`.
@@ -623,6 +651,38 @@ fn a_value_left_where_it_was_made_is_read_there_by_a_task_leased_near_it(
     // Let go: both copies go.
     let both: Vec<i32> = heads.iter().chain(&alphas).copied().collect();
     gone_from_stores(&both, &segment)
+}
+
+fn a_dead_worker_s_values_on_its_node_go_with_it_but_not_those_the_driver_took_over(
+    alpha: &Host,
+) -> Result<(), Failed> {
+    let dir = common::TempDir::new("owners-dead")?;
+    let (pid, handed) = keeps_one_and_returns_one::remote(dir.0.clone()).get_blocking()?;
+    let read = |file: &str| std::fs::read_to_string(format!("{}/{file}", dir.0));
+    let (kept, given) = (read("kept")?, read("handed")?);
+    let alphas = alpha.daemons();
+    let there = |name: &str| alphas.iter().any(|&pid| in_store_of(pid, name));
+    ensure(
+        there(&kept) && there(&given),
+        format!("{kept} and {given} are not both in alpha's store"),
+    )?;
+    let pid = i32::try_from(pid)?;
+    // SAFETY: kill(2) of the worker process that said this is its pid: a child of alpha's
+    // daemon, started for this job, idle since its task ended.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    // Nothing else would remove what it kept before the job ends.
+    gone_from_stores(&alphas, &kept)
+        .map_err(|e| format!("{e:?}; alpha's daemon logged:\n{}", alpha.logs()))?;
+    ensure(
+        there(&given),
+        format!("{given}, which the driver took over, went with its maker's worker"),
+    )?;
+    ensure(
+        handed.get_blocking()? == vec![6u8; 4 << 20],
+        "the value the driver took over reads wrong",
+    )?;
+    drop(handed);
+    gone_from_stores(&alphas, &given)
 }
 
 fn a_leased_worker_that_dies_costs_its_owner_a_retry() -> Result<(), Failed> {
@@ -1317,6 +1377,7 @@ fn main() {
     let head = std::sync::Arc::new(head);
     let alpha = std::sync::Arc::new(alpha);
     let (alpha_lent, alpha_near, head_near) = (alpha.clone(), alpha.clone(), head.clone());
+    let alpha_dead = alpha.clone();
     let (head_host, head_store, head_copies) = (head.clone(), head.clone(), head.clone());
     let (head_relays, head_calls, head_lent) = (head.clone(), head.clone(), head.clone());
     // The first case counts the driver's messages: nothing else may run meanwhile.
@@ -1362,6 +1423,14 @@ fn main() {
                 a_value_left_where_it_was_made_is_read_there_by_a_task_leased_near_it(
                     &head_near,
                     &alpha_near,
+                )
+            },
+        ),
+        Trial::test(
+            "a_dead_worker_s_values_on_its_node_go_with_it_but_not_those_the_driver_took_over",
+            move || {
+                a_dead_worker_s_values_on_its_node_go_with_it_but_not_those_the_driver_took_over(
+                    &alpha_dead,
                 )
             },
         ),

@@ -58,8 +58,12 @@ use crate::frame::Message;
 /// [`ToNode::WatchWorker`], [`ToWorker::WorkerGone`]); 38: and to a worker on another node,
 /// whose node pulls the values it reads from the lender's and keeps them till the lender
 /// drops them; the two nodes watch each other's worker ([`ToNode::WatchWorker`]'s `at`,
-/// [`PeerLease::Watch`]).
-pub const PROTOCOL_VERSION: u32 = 40;
+/// [`PeerLease::Watch`]); 39: a worker's large results stay on the node that made them until
+/// read, and the tasks that read them are leased there first ([`ToNode::Lease`]'s `near`,
+/// [`Execute::pull_from`]); 40: that node holds such an ask a while for room
+/// ([`PeerLease::Ask`]'s `near`); 41: the segments a dead worker owned on its node go, but for
+/// those the driver took over ([`ToHost::DropOwnedBy`]).
+pub const PROTOCOL_VERSION: u32 = 41;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -1212,6 +1216,14 @@ pub enum ToHost {
     /// evicted for room, or unreadable there): remove them, never reusing their segments,
     /// which the node's workers may still map.
     Drop(Vec<ObjectId>),
+    /// Worker `owner` of the job died: remove the segments of the objects it owned from the
+    /// node's store, but for `keep` (those it handed to the driver, which owns them now).
+    DropOwnedBy {
+        /// The dead worker's number (the owner its objects' ids name).
+        owner: u64,
+        /// Its objects the driver owns now.
+        keep: Vec<ObjectId>,
+    },
     /// The host whose objects endpoint is `at` is gone: close the connections to it, failing
     /// the pulls from it now.
     ForgetPeer {

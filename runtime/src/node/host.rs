@@ -948,6 +948,7 @@ fn parse(request: ToHost) -> Result<Request<SocketAddr>, String> {
         },
         ToHost::Free(ids) => Request::Free(ids),
         ToHost::Drop(ids) => Request::Drop(ids),
+        ToHost::DropOwnedBy { owner, keep } => Request::DropOwnedBy { owner, keep },
         ToHost::ForgetPeer { at } => Request::ForgetPeer {
             at: address(&at, "peer")?,
         },
@@ -993,6 +994,18 @@ fn file_work(node: &str, job: &JobFiles, work: FileWork) -> Result<(), String> {
                     pool.recycle(&job.store, id, meta.len(), None);
                 }
                 files.free_spilled(id);
+            }
+            Ok(())
+        }
+        FileWork::DropOwnedBy { owner, keep } => {
+            let removed = store::unlink_owned_by(&job.store, owner, &keep);
+            if removed > 0 {
+                tracing::debug!(
+                    node,
+                    owner,
+                    removed,
+                    "removed the segments a dead worker owned"
+                );
             }
             Ok(())
         }

@@ -1239,6 +1239,12 @@ impl Shell {
                 self.files.free_shared(id, len, unused)
             }
             Action::Free(FreedFile::Spilled { id }) => self.files.free_spilled(id),
+            Action::DropOwnedBy { owner, keep } => {
+                let removed = crate::store::unlink_owned_by(&self.files.store_dir, owner, &keep);
+                if removed > 0 {
+                    tracing::info!(owner, removed, "removed the segments a dead worker owned");
+                }
+            }
             Action::Host { node, request } => {
                 if let Some(remote) = &self.remote {
                     remote.host(node, request);

@@ -212,6 +212,7 @@ impl Remote {
             | HostRequest::KeepWorker { .. }
             | HostRequest::Free(_)
             | HostRequest::Drop(_)
+            | HostRequest::DropOwnedBy { .. }
             | HostRequest::ForgetPeer { .. }
             | HostRequest::Return { .. } => self.request(node, wire, |_, _| {}),
         }

@@ -72,6 +72,9 @@ pub(crate) enum Request<P> {
     Free(Vec<ObjectId>),
     /// Drop the node's copies of these live objects (their segments are not reused).
     Drop(Vec<ObjectId>),
+    /// Worker `owner` died: drop the segments of its objects but for `keep` (sorted), which
+    /// the driver took over.
+    DropOwnedBy { owner: u64, keep: Vec<ObjectId> },
     /// Peer `at` is gone: close the connections to it.
     ForgetPeer { at: P },
     /// The node drained for the job: stop its processes and drop its store here.
@@ -117,6 +120,9 @@ pub(crate) enum FileWork {
     /// may be reused (the objects were freed), else they go (a live object's copy, which a
     /// worker here may still map).
     Free { ids: Vec<ObjectId>, pool: bool },
+    /// Unlink the segments of the objects worker `owner` owned (it died), but for `keep`
+    /// (sorted).
+    DropOwnedBy { owner: u64, keep: Vec<ObjectId> },
     /// Spill these objects (id, length) from the store to the disk.
     Spill(Vec<(ObjectId, u64)>),
     /// Restore this object from the disk.
@@ -354,6 +360,9 @@ struct Job<P, S> {
     /// Copies of other nodes' owners' objects pulled here as arguments of tasks they pushed
     /// to workers here, by owner: they go when the owner drops them, dies or leaves.
     copies: HashMap<u64, HashSet<ObjectId>>,
+    /// Owners on other nodes this node heard are gone (dead, or their node left): a copy
+    /// or a value for one of them that comes after that goes at once.
+    owners_gone: HashSet<u64>,
     /// Values tasks of other nodes' owners left here for their nodes to pull, by owner
     /// ([`prism_transport::ToNode::KeptFor`]): they go once pulled, or the owner is gone.
     kept: HashMap<u64, HashSet<ObjectId>>,
@@ -364,7 +373,9 @@ struct Job<P, S> {
     /// Owners on other nodes whose frames came here, and their nodes ([`Event::OwnerAt`]).
     owner_nodes: HashMap<u64, String>,
     /// The other nodes this node's workers sent frames to (pushes to workers leased there,
-    /// by the driver's grant or another pool's), by worker: told when the worker dies.
+    /// by the driver's grant or another pool's) or were leased workers by (whose values
+    /// those nodes may keep for them after the lease ended), by worker: told when the worker
+    /// dies.
     sent_to: HashMap<u64, HashSet<String>>,
     /// The actors each worker holds handles to (its `HoldActors` and `ReleaseActors`, on their
     /// way to the driver): an idle one still owes them calls, and its pool keeps it.
@@ -1008,9 +1019,15 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             }
             ArchivedToNode::KeptFor { ids } => {
                 if let Some(record) = self.jobs.get_mut(job).filter(|j| j.conn == conn) {
-                    for id in ids.iter().map(|id| id.to_native()) {
+                    let (gone, kept): (Vec<ObjectId>, Vec<ObjectId>) = (ids.iter())
+                        .map(|id| id.to_native())
+                        .partition(|id| record.owners_gone.contains(&id.task.owner));
+                    for id in kept {
                         record.kept.entry(id.task.owner).or_default().insert(id);
                     }
+                    // Made for an owner already gone (its leased worker ended a task before
+                    // its kill): nobody will read it.
+                    self.unlink(conn, gone, true);
                 }
                 true
             }
@@ -1813,6 +1830,25 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         }
     }
 
+    /// Removes `ids` from the store of the job on `conn`; `pool`: no reader maps them, and
+    /// their segments may be reused.
+    fn unlink(&mut self, conn: ConnId, ids: Vec<ObjectId>, pool: bool) {
+        if ids.is_empty() {
+            return;
+        }
+        let Some((_, job)) = self.job_of_mut(conn) else {
+            return;
+        };
+        let setup = job.setup.clone();
+        let unlink = Action::Unlink {
+            conn,
+            setup,
+            ids,
+            pool,
+        };
+        self.actions.push_back(unlink);
+    }
+
     /// Owner `owner` on another node died or its node left: the workers leased to it here
     /// are killed, its asks here leave, the copies of its objects here go, and the workers
     /// here watching it hear.
@@ -1822,6 +1858,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             return;
         };
         job.spill.forget_owner(owner);
+        job.owners_gone.insert(owner);
         let node = job.owner_nodes.remove(&owner);
         let node = node.map_or_else(|| String::from("another node"), |n| format!("node {n}"));
         let reason =
@@ -1830,20 +1867,10 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         let Some((_, job)) = self.job_of_mut(conn) else {
             return;
         };
-        let setup = job.setup.clone();
-        for (ids, pool) in [
-            (job.copies.remove(&owner), false),
-            (job.kept.remove(&owner), true),
-        ] {
-            if let Some(ids) = ids {
-                let (setup, ids) = (setup.clone(), ids.into_iter().collect());
-                self.actions.push_back(Action::Unlink {
-                    conn,
-                    setup,
-                    ids,
-                    pool,
-                });
-            }
+        let (copies, kept) = (job.copies.remove(&owner), job.kept.remove(&owner));
+        for (ids, pool) in [(copies, false), (kept, true)] {
+            let ids = ids.map_or_else(Vec::new, |ids| ids.into_iter().collect());
+            self.unlink(conn, ids, pool);
         }
         let Some((pool, grants)) = self.pool_on(conn) else {
             return;
@@ -1913,6 +1940,9 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 match record.spill.granted(owner, key, &from) {
                     Grant::Tell { at } => {
                         record.leased_at.insert(worker, at.clone());
+                        // It may keep the values its worker makes for the owner past the
+                        // lease: it hears of the owner's death.
+                        record.sent_to.entry(owner).or_default().insert(at.clone());
                         if let Some(pool) = &mut record.pool {
                             // Offered there while it waited here.
                             pool.leaves(key);
@@ -2342,6 +2372,15 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     self.pulled.objects += 1;
                     self.pulled.bytes += len;
                 }
+                // Pulled for a worker of this node that owns it, and died meanwhile: its
+                // objects here went with it ([`Request::DropOwnedBy`]), this one too.
+                let orphan = result == Ok(true)
+                    && pull.waiting.is_empty()
+                    && pull.copy_for.is_none()
+                    && self.job_of_mut(conn).is_some_and(|(_, job)| {
+                        let owner = id.task.owner;
+                        job.idx == Some(nodes::node_of(owner)) && !job.workers.contains_key(&owner)
+                    });
                 let reply = match &result {
                     Ok(_) => FromHost::Done,
                     Err(e) => FromHost::Error(e.clone()),
@@ -2362,7 +2401,16 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                 if let (Ok(_), Some(owner)) = (&result, pull.copy_for)
                     && let Some((_, job)) = self.job_of_mut(conn)
                 {
-                    job.copies.entry(owner).or_default().insert(id);
+                    match job.owners_gone.contains(&owner) {
+                        // Its owner went while it was pulled: nobody drops it later.
+                        true => self.unlink(conn, vec![id], false),
+                        false => {
+                            job.copies.entry(owner).or_default().insert(id);
+                        }
+                    }
+                }
+                if orphan {
+                    self.unlink(conn, vec![id], false);
                 }
                 if let (Ok(_), Some(to), Some(job)) =
                     (&result, pull.made_at, self.connections.get(&conn))
@@ -2488,6 +2536,10 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
             Request::Drop(ids) => {
                 self.freeing.insert(req, (conn, ids.clone()));
                 work(FileWork::Free { ids, pool: false })
+            }
+            Request::DropOwnedBy { owner, mut keep } => {
+                keep.sort_unstable();
+                work(FileWork::DropOwnedBy { owner, keep })
             }
             Request::Spill(objects) => work(FileWork::Spill(objects)),
             Request::Restore { id, len } => work(FileWork::Restore { id, len }),
@@ -2671,6 +2723,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     pool: None,
                     spill: Spill::default(),
                     copies: HashMap::new(),
+                    owners_gone: HashSet::new(),
                     kept: HashMap::new(),
                     near_held: Vec::new(),
                     owner_nodes: HashMap::new(),
@@ -3504,6 +3557,23 @@ mod tests {
         assert_eq!(acted(&mut a), [to_peer("b", unlease.clone())]);
         b.handle(from_peer("a", unlease), t0);
         assert_eq!(acted(&mut b).first(), Some(&lent(None)));
+        // b may keep values its worker made for the owner past the lease: it hears of the
+        // owner's death all the same.
+        let told = worker_3_dies(&mut a, t0);
+        assert_eq!(told, [to_peer("b", PeerLease::OwnerGone { owner: 3 })]);
+    }
+
+    /// Worker 3 of `node` is killed: what its node tells the other nodes.
+    fn worker_3_dies(node: &mut Node, t0: Instant) -> Vec<Action<u32, &'static str>> {
+        let exited = Event::WorkerExited {
+            conn: 1,
+            worker: 3,
+            reason: "killed".into(),
+        };
+        node.handle(exited, t0);
+        (acted(node).into_iter())
+            .filter(|a| matches!(a, Action::Peer { .. }))
+            .collect()
     }
 
     #[test]
@@ -4720,6 +4790,60 @@ mod tests {
     }
 
     #[test]
+    fn what_comes_for_an_owner_after_it_is_gone_goes_at_once() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = owner_3_of_a_leased_on_b(t0);
+        let unlink = |id, pool| Action::Unlink {
+            setup: "files",
+            ids: vec![id],
+            pool,
+            conn: 1,
+        };
+        // Owner 3 has a pull a value of its left on b; it dies before the pull lands, after
+        // the driver had its segments here removed (nothing would remove this one).
+        let left = ObjectId::new(TaskId::new(3, 1), 0);
+        let b_at = |at: &str| (at == "b").then_some(5);
+        let fetch = ToNode::Fetch {
+            id: left,
+            len: 64,
+            from: Some("b".into()),
+        };
+        assert!(from_worker(&mut a, 3, &fetch, &b_at));
+        assert_eq!(acted(&mut a), [pull_of(left)]);
+        worker_3_dies(&mut a, t0);
+        let pulled = |id| Event::Pulled {
+            conn: 1,
+            id,
+            len: 64,
+            result: Ok(true),
+        };
+        a.handle(pulled(left), t0);
+        let done = acted(&mut a);
+        assert!(done.contains(&unlink(left, false)), "{done:?}");
+        // b pulls an argument of the owner's for worker 200, and hears the owner is gone
+        // before it lands: the copy goes once here, as does a value made for the owner
+        // after its death's word.
+        let arg = ObjectId::new(TaskId::new(3, 2), 0);
+        let a_at = |at: &str| (at == "a").then_some(5);
+        let fetch = ToNode::Fetch {
+            id: arg,
+            len: 64,
+            from: None,
+        };
+        assert!(from_worker(&mut b, 200, &fetch, &a_at));
+        assert_eq!(acted(&mut b), [pull_of(arg)]);
+        b.handle(from_peer("a", PeerLease::OwnerGone { owner: 3 }), t0);
+        let _ = acted(&mut b);
+        b.handle(pulled(arg), t0);
+        let done = acted(&mut b);
+        assert!(done.contains(&unlink(arg, false)), "{done:?}");
+        let made = ObjectId::new(TaskId::new(3, 9), 0);
+        let kept = ToNode::KeptFor { ids: vec![made] };
+        assert!(from_worker(&mut b, 200, &kept, &a_at));
+        assert_eq!(acted(&mut b), [unlink(made, true)]);
+    }
+
+    #[test]
     fn an_argument_pulled_for_another_node_s_owner_stays_until_the_owner_drops_it_or_goes() {
         let t0 = Instant::now();
         // Owner 3 on a pushes b's worker 200 tasks whose arguments are in a's shared memory:
@@ -4918,18 +5042,9 @@ mod tests {
                 "the shell passes it on"
             );
         }
-        let exited = Event::WorkerExited {
-            conn: 1,
-            worker: 3,
-            reason: "killed".into(),
-        };
-        a.handle(exited, t0);
-        let told: Vec<_> = (acted(&mut a).into_iter())
-            .filter(|a| matches!(a, Action::Peer { .. }))
-            .collect();
+        let mut told = worker_3_dies(&mut a, t0);
         let gone = PeerLease::OwnerGone { owner: 3 };
         let mut expected = [to_peer("b", gone.clone()), to_peer("c", gone)];
-        let mut told = told;
         let key = |a: &Action<u32, &'static str>| format!("{a:?}");
         told.sort_by_key(key);
         expected.sort_by_key(key);

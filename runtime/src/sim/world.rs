@@ -1309,6 +1309,7 @@ impl World<'_> {
             | Action::Spill { .. }
             | Action::ShrinkPool { .. }
             | Action::Free(_)
+            | Action::DropOwnedBy { .. }
             | Action::ReleaseName { .. }
             | Action::WatchActor { .. }
             | Action::UnwatchActor { .. }
@@ -1587,6 +1588,13 @@ impl World<'_> {
                             host.store.remove(&id);
                             host.spilled.remove(&id);
                         }
+                    }
+                    FileWork::DropOwnedBy { owner, keep } => {
+                        let gone = |id: &ObjectId| {
+                            id.task.owner == owner && keep.binary_search(id).is_err()
+                        };
+                        host.store.retain(|id, _| !gone(id));
+                        host.spilled.retain(|id| !gone(id));
                     }
                     FileWork::Spill(objects) => {
                         for (id, _) in objects {
@@ -2094,6 +2102,16 @@ impl World<'_> {
                 if !host.alive || host.life != life {
                     return Ok(());
                 }
+                // As the real daemon: an owner that asks is one whose workers' ends go back
+                // to its node.
+                if let prism_transport::PeerLease::Ask { owner, .. } = &message {
+                    let event = HostEvent::OwnerAt {
+                        job: self.jobs[job].name.clone(),
+                        owner: *owner,
+                        node: peer_address(from),
+                    };
+                    self.host_core(node, |core, now| core.handle(event, now));
+                }
                 let binary_from = match &message {
                     prism_transport::PeerLease::Ask {
                         binary_from: Some(at),
@@ -2128,6 +2146,17 @@ impl World<'_> {
                 {
                     self.report.stale_pushes += 1;
                     return Ok(());
+                }
+                if let Some((owner, _)) = from {
+                    // As the real daemon: the owner's node is where its ends go, and whom to
+                    // ask about it.
+                    let event = HostEvent::OwnerAt {
+                        job: job.clone(),
+                        owner,
+                        node: peer_address(self.host_of((worker.0, owner))),
+                    };
+                    let node = self.host_of(worker);
+                    self.host_core(node, |core, now| core.handle(event, now));
                 }
                 self.at_worker(worker, &frames, None);
             }
@@ -2788,6 +2817,9 @@ impl World<'_> {
             }
             HostRequest::Free(ids) => (Request::Free(ids), Asked::Nothing),
             HostRequest::Drop(ids) => (Request::Drop(ids), Asked::Nothing),
+            HostRequest::DropOwnedBy { owner, keep } => {
+                (Request::DropOwnedBy { owner, keep }, Asked::Nothing)
+            }
             HostRequest::Spill(objects) => (Request::Spill(objects), Asked::Nothing),
             HostRequest::Restore { id, len } => (Request::Restore { id, len }, Asked::Fetch(id)),
             HostRequest::EndJob => (Request::EndJob, Asked::EndJob),
@@ -3769,14 +3801,10 @@ impl World<'_> {
             ));
         } else if self.report.violation.is_none() {
             // Freed objects are freed everywhere: nothing the job made is left in a store of a
-            // node it still uses. (But for the values a worker that died owned, made on its
-            // own node: nothing removes them before the job ends, a known gap; see
-            // docs/ownership.md, session 52.)
+            // node it still uses (the values a worker that died owned too).
             let used = |h: &&Host| h.alive && h.views[j].connected && h.core.hosts(&job.name);
-            let died =
-                |id: &ObjectId| (self.workers.get(&(j, id.task.owner))).is_some_and(|w| !w.alive);
             let left: usize = (self.hosts.iter().filter(used))
-                .map(|h| h.views[j].store.keys().filter(|id| !died(id)).count())
+                .map(|h| h.views[j].store.len())
                 .sum();
             if left > 0 {
                 let (node, id) = self
@@ -3784,7 +3812,7 @@ impl World<'_> {
                     .iter()
                     .filter(used)
                     .find_map(|h| {
-                        let id = h.views[j].store.keys().find(|id| !died(id))?;
+                        let id = h.views[j].store.keys().next()?;
                         Some((h.name.clone(), *id))
                     })
                     .expect("counted above");

@@ -80,6 +80,12 @@ pub(crate) enum Action {
     Restore { id: ObjectId, len: u64 },
     /// Pool or remove the files of a freed object.
     Free(FreedFile),
+    /// Worker `owner` died: remove the segments of its objects from this process's store,
+    /// but for `keep`, which the node owns now.
+    DropOwnedBy {
+        owner: WorkerId,
+        keep: Vec<ObjectId>,
+    },
     /// Ask another node of the cluster (answers: [`Event::WorkerSpawned`] or
     /// [`Event::WorkerExited`] to a spawn, [`Event::NodeFetched`] to a fetch).
     Host { node: NodeIdx, request: HostRequest },
@@ -154,6 +160,12 @@ pub(crate) enum HostRequest {
     /// Drop the node's copies of live objects, never reusing their segments: a worker there
     /// may still read them (no answer expected).
     Drop(Vec<ObjectId>),
+    /// Worker `owner` died: remove the segments of its objects from the node's store, but
+    /// for `keep`, which the driver owns now (no answer expected).
+    DropOwnedBy {
+        owner: WorkerId,
+        keep: Vec<ObjectId>,
+    },
     /// Node `lost` is gone: close the connections to it, so that pulls from it fail now
     /// instead of after QUIC's idle timeout (no answer expected).
     ForgetPeer { lost: NodeIdx },
@@ -217,6 +229,10 @@ impl HostRequest {
             },
             HostRequest::Free(ids) => ToHost::Free(ids.clone()),
             HostRequest::Drop(ids) => ToHost::Drop(ids.clone()),
+            HostRequest::DropOwnedBy { owner, keep } => ToHost::DropOwnedBy {
+                owner: *owner,
+                keep: keep.clone(),
+            },
             HostRequest::ForgetPeer { lost } => ToHost::ForgetPeer {
                 at: address(Some(*lost)),
             },
@@ -1572,6 +1588,28 @@ impl State {
         self.handed.entry(worker).or_default().insert(task);
     }
 
+    /// Worker `worker` died: the segments of the objects it owned go from its node's store
+    /// (nothing else would remove them before the job ends), but for those it handed over,
+    /// which the owner here keeps. Its copies on other nodes go by their nodes' watch.
+    fn drop_owned_by(&mut self, worker: WorkerId) {
+        let keep = self.owner.objects_of(worker);
+        if self.cluster.is_none() {
+            self.actions.push_back(Action::DropOwnedBy {
+                owner: worker,
+                keep,
+            });
+            return;
+        }
+        let node = node_of(worker);
+        if self.nodes.get(node).is_some_and(|n| n.alive) {
+            let request = HostRequest::DropOwnedBy {
+                owner: worker,
+                keep,
+            };
+            self.actions.push_back(Action::Host { node, request });
+        }
+    }
+
     /// Whether `worker` handed over `task` and has not sent its end yet.
     fn handed_by(&self, worker: WorkerId, task: TaskId) -> bool {
         self.handed.get(&worker).is_some_and(|t| t.contains(&task))
@@ -2303,6 +2341,9 @@ impl State {
         self.held.remove(&worker);
         self.owner_died(worker, link.pid, &reason);
         self.owner.worker_gone(worker);
+        if link.connected && !self.shutting_down {
+            self.drop_owned_by(worker);
+        }
         let removed = self.nodes.remove_worker(worker);
         let (started, nested) = (removed.started, removed.nested);
         self.leases_of_gone(worker, &reason);

@@ -53,6 +53,8 @@ struct Harness {
     /// kill.
     detached: Vec<(u64, TaskSpec, prism_transport::ActorConfig)>,
     foreign_kills: Vec<(String, ActorId)>,
+    /// The dead workers whose segments go from the driver's own store, and those kept.
+    dropped_owned: Vec<(WorkerId, Vec<ObjectId>)>,
     /// The numbers the head's word on each of those kills comes under.
     kill_numbers: Vec<u64>,
 }
@@ -136,6 +138,7 @@ impl Harness {
             foreign_sent: Vec::new(),
             detached: Vec::new(),
             foreign_kills: Vec::new(),
+            dropped_owned: Vec::new(),
             kill_numbers: Vec::new(),
         };
         h.node.start();
@@ -190,6 +193,7 @@ impl Harness {
                     other => self.host.push((node, other)),
                 },
                 Action::DropNode { node, .. } => self.dropped.push(node),
+                Action::DropOwnedBy { owner, keep } => self.dropped_owned.push((owner, keep)),
                 Action::FetchHere { id, from, .. } => self.pulls_here.push((id, from)),
                 Action::ClaimName { actor, name, .. } => self.claims.push((actor, name)),
                 Action::ReleaseName { actor, name } => self.releases.push((actor, name)),
@@ -679,6 +683,57 @@ fn a_handed_over_task_fails_with_owner_died_naming_its_owner_when_it_dies_first(
     }]);
     h.report(other, &handed);
     assert!(h.slot(ObjectId::new(stranger, 0)).is_none());
+}
+
+#[test]
+fn a_dead_worker_s_segments_go_from_its_node_but_for_those_it_handed_over() {
+    // Embedded (the driver's own store), then a joined cluster (the worker's node's).
+    for nodes in [1, 2] {
+        let mut h = Harness::new(nodes, 2.0);
+        let (worker, handed) = a_worker_hands_over_its_task(&mut h);
+        // In the worker's node's store (the harness maps no segment for the driver's own).
+        let value = match nodes {
+            1 => Value::Inline(vec![7]),
+            _ => Value::Shared {
+                id: handed,
+                len: 1 << 20,
+            },
+        };
+        h.report(
+            worker,
+            &done(
+                handed.task,
+                Outcome::Returned {
+                    values: vec![value],
+                    nested: vec![Vec::new()],
+                    actors: vec![Vec::new()],
+                },
+            ),
+        );
+        h.node.owner.add_ref(handed);
+        // Another worker's object is no business of this death.
+        let (other, theirs) = a_worker_hands_over_its_task(&mut h);
+        h.node.owner.add_ref(theirs);
+        h.dies(worker);
+        let told: Vec<(NodeIdx, WorkerId, Vec<ObjectId>)> = match nodes {
+            1 => (h.dropped_owned.iter())
+                .map(|(owner, keep)| (0, *owner, keep.clone()))
+                .collect(),
+            _ => (h.host.iter())
+                .filter_map(|(node, r)| match r {
+                    HostRequest::DropOwnedBy { owner, keep } => Some((*node, *owner, keep.clone())),
+                    _ => None,
+                })
+                .collect(),
+        };
+        assert_eq!(told, vec![(node_of(worker), worker, vec![handed])]);
+        let slot = h.slot(handed);
+        assert!(
+            matches!(slot, Some(Slot::Remote(_) | Slot::Ready(_))),
+            "{nodes}: {slot:?}"
+        );
+        assert_ne!(other, worker);
+    }
 }
 
 #[test]

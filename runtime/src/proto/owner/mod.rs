@@ -1433,6 +1433,17 @@ impl Owner {
         self.notices.retain(|n| n.worker != worker);
     }
 
+    /// The objects known here whose ids name `owner` as the owner of their task: the ones a
+    /// worker handed over (its puts, its tasks' results), which this owner keeps now.
+    pub(crate) fn objects_of(&self, owner: WorkerId) -> Vec<ObjectId> {
+        let mut ids: Vec<ObjectId> = (self.objects.keys())
+            .filter(|id| id.task.owner == owner)
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     fn try_free(&mut self, id: ObjectId, by: Releaser) {
         let Some(entry) = self.objects.get(&id) else {
             return;
