@@ -256,6 +256,30 @@ fn reads_where_made(dir: String, on_alpha: bool) -> (String, u64) {
     read
 }
 
+/// `mib` MiB of `byte`, made on the head's node only, beside an actor holding half its `far`.
+#[remote(resources(far = 0.5))]
+fn far_half_blob_of(byte: u8, mib: usize) -> Vec<u8> {
+    vec![byte; mib << 20]
+}
+
+/// On alpha: has 20 MiB made on the head's node (left there) read by a call to an actor it
+/// made there; writes the value's segment name to `dir/segment` and holds the value until
+/// `dir/go` exists. Where the actor ran, and what it counted.
+#[remote(resources(alpha = 1))]
+fn an_actor_reads_where_made(dir: String) -> (String, u64) {
+    let data = far_half_blob_of::remote(4, 20);
+    let tally = Tally::options()
+        .num_cpus(0.0)
+        .resources("far", 0.5)
+        .remote();
+    let (count, node) = tally
+        .count(&data)
+        .get_blocking()
+        .expect("the actor's count");
+    name_and_hold(&dir, &data);
+    (node, count)
+}
+
 /// Dies (as if killed) the first time it runs for `marker`, then returns `i`.
 #[remote(max_retries = 2)]
 fn dies_once(marker: String, i: u64) -> u64 {
@@ -319,6 +343,12 @@ impl Tally {
     fn inc(&mut self) -> u64 {
         self.value += 1;
         self.value
+    }
+
+    /// Counts `bytes` in; returns the new count and the node.
+    fn count(&mut self, bytes: Vec<u8>) -> (u64, String) {
+        self.value += bytes.len() as u64;
+        (self.value, prism::node_name().unwrap_or_default())
     }
 
     /// Counts `bytes` in; returns as many bytes of the new count's low byte, and the node.
@@ -650,7 +680,25 @@ fn a_value_left_where_it_was_made_is_read_there_by_a_task_leased_near_it(
     )?;
     // Let go: both copies go.
     let both: Vec<i32> = heads.iter().chain(&alphas).copied().collect();
-    gone_from_stores(&both, &segment)
+    gone_from_stores(&both, &segment)?;
+
+    // Read by a call to an actor on the head's node: in place there, never pulled to alpha.
+    let dir = common::TempDir::new("owners-near-actor")?;
+    let read = an_actor_reads_where_made::remote(dir.0.clone());
+    let segment = segment_named_in(&dir.0)?;
+    let there = heads.iter().any(|&pid| in_store_of(pid, &segment));
+    let here = alphas.iter().any(|&pid| in_store_of(pid, &segment));
+    std::fs::write(format!("{}/go", dir.0), "")?;
+    let (node, count) = read.get_blocking()?;
+    ensure(
+        (node.as_str(), count) == ("head", 20 << 20),
+        format!("the actor on {node} counted {count}"),
+    )?;
+    ensure(
+        there && !here,
+        format!("{segment} on the head's node: {there}, alpha: {here}"),
+    )?;
+    gone_from_stores(&heads, &segment)
 }
 
 fn a_dead_worker_s_values_on_its_node_go_with_it_but_not_those_the_driver_took_over(

@@ -335,9 +335,8 @@ impl Worker {
     /// Books `spec` as an owned task waiting for its arguments, its runs so far counted
     /// `(attempts, runs)`: its arguments and the references and handles inside them are held
     /// until it ends, and the values not known here are asked for. How many it waits for.
-    /// (A plain task's argument left on another node is not waited for: it is read there, or
-    /// pulled by the node of the worker that runs the task; an actor's call waits for it to
-    /// be pulled here.)
+    /// (An argument left on another node is not waited for: it is read there, or pulled by
+    /// the node of the worker that runs the task or hosts the actor.)
     fn take_up(&mut self, spec: TaskSpec, (attempts, runs): (u32, u32)) -> usize {
         let task = spec.task_id;
         let deps: Vec<ObjectId> = spec.dependencies().collect();
@@ -347,12 +346,11 @@ impl Worker {
         for &actor in &spec.inlined_actors {
             self.actor_borrow(actor);
         }
-        let call = calls::actor_of(&spec.kind).is_some();
         let mut missing = 0;
         let mut ask = Vec::new();
         for &id in &deps {
             let afar = self.owned.afar.get(&id);
-            if self.cache.contains_key(&id) || afar.is_some_and(|a| !call && !a.pulling) {
+            if self.cache.contains_key(&id) || afar.is_some_and(|a| !a.pulling) {
                 continue;
             }
             missing += 1;
@@ -1013,7 +1011,8 @@ impl Worker {
             self.pump(shape);
         }
         for id in left_now {
-            self.left_known(id);
+            // The tasks waiting for it go on: they read it where it is.
+            self.known(id);
         }
     }
 

@@ -195,8 +195,18 @@ impl Worker {
             let Some((worker, at)) = self.owned.lanes.get(&actor).and_then(Lane::target) else {
                 continue;
             };
+            let foreign = self
+                .owned
+                .lanes
+                .get(&actor)
+                .is_some_and(|l| l.foreign.is_some());
             let mut batch = Vec::new();
             while let Some(task) = self.next_call(actor) {
+                if foreign && self.pull_first(task) {
+                    // Another job's actor reads no store of this job's: the values go with
+                    // the call, once here (the calls behind it wait).
+                    break;
+                }
                 let lane = self.owned.lanes.get_mut(&actor).expect("it has a call");
                 lane.queue.pop_front();
                 lane.inflight.push_back(task);

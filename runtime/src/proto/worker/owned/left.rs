@@ -9,11 +9,18 @@
 //!   reads the value from its own node's store; a worker leased anywhere else is told where
 //!   the value is ([`Execute::pull_from`]), and its node pulls it from there and keeps the
 //!   copy until the owner drops the object;
+//! - an actor's call that reads it is pushed to the actor's worker naming where it is
+//!   ([`Execute::pull_from`]), as a plain task leased elsewhere, and the actor's node pulls it
+//!   from there (or reads it in place, on that node); while the pull is under way the actor
+//!   holds the caller's later calls behind it. A value that cannot be pulled there runs its
+//!   task again and the call goes back to the front of the lane: the calls pushed after it
+//!   have run by then, so after such a loss the caller's calls ran out of their order (as a
+//!   retried call does);
 //! - the owner pulls it into its own node's store ([`ToNode::Fetch`]) only when it needs the
 //!   value itself: read by its running task (`get`, `wait`), asked of it by a borrower, an
-//!   argument of an actor's call (pushed to the actor's worker, wherever it is), or handed to
-//!   the node with a reference that leaves this worker; the node it was left on drops its copy
-//!   once it is here;
+//!   argument of a call to another job's actor (which carries values), or handed to the node
+//!   with a reference that leaves this worker; the node it was left on drops its copy once it
+//!   is here;
 //! - the task that made it is kept ([`Left`]) with its runs counted until its values left
 //!   elsewhere are here or dropped: one that cannot be pulled (its node died) runs the task
 //!   again while its retries last and the objects its arguments name are still held here
@@ -83,21 +90,6 @@ impl Worker {
         self.drop_left(task, None);
     }
 
-    /// Owned `id` was left on another node just now: the tasks waiting for it go on (they
-    /// read it there), but for actors' calls, for which it is pulled here first.
-    pub(super) fn left_known(&mut self, id: ObjectId) {
-        let calls = (self.owned.waiting_on.get(&id)).is_some_and(|tasks| {
-            (tasks.iter()).any(|task| {
-                (self.owned.tasks.get(task))
-                    .is_some_and(|r| calls::actor_of(&r.spec.kind).is_some())
-            })
-        });
-        match calls {
-            true => self.pull_left(id),
-            false => self.known(id),
-        }
-    }
-
     /// Whether owned `task` has argument `object`, a value of this worker's left on another
     /// node. (One pulled here since the task was pushed is not: a failed pull of it fails the
     /// task, as any argument's; that one is bounded by the retries of the task that made
@@ -121,6 +113,12 @@ impl Worker {
         };
         record.attempts = record.attempts.saturating_sub(1);
         record.at = super::At::Waiting(1);
+        if let Some(actor) = calls::actor_of(&record.spec.kind) {
+            // Pushed again from the front of its actor's lane, ahead of the calls made after
+            // it that have not gone yet (those that went ran before it: see the module's
+            // docs).
+            self.relane(actor, task);
+        }
         self.owned.waiting_on.entry(object).or_default().push(task);
         if afar.pulling {
             // On its way here all the same: what comes settles it.
@@ -131,8 +129,9 @@ impl Worker {
     }
 
     /// Owned `task`, to run on this worker itself (on top of its blocked task, which maps
-    /// its arguments from this node's store), reads values left on other nodes: they are
-    /// pulled here first, and it queues again once they are. False when it reads none.
+    /// its arguments from this node's store) or to carry its arguments' values to another
+    /// job's actor, reads values left on other nodes: they are pulled here first, and it
+    /// queues again once they are. False when it reads none.
     pub(super) fn pull_first(&mut self, task: TaskId) -> bool {
         let Some(record) = self.owned.tasks.get_mut(&task) else {
             return false;
@@ -374,8 +373,8 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
-    use prism_graph::{Arg, ObjectId, TaskId};
-    use prism_transport::{Execute, Outcome, TaskEnd, ToNode, ToWorker, Value};
+    use prism_graph::{ActorId, Arg, ObjectId, Resources, TaskId, TaskKind, TaskSpec};
+    use prism_transport::{ActorPlace, Execute, Outcome, TaskEnd, ToNode, ToWorker, Value};
 
     use crate::proto::worker::{Tally, Wake, Worker};
     use crate::store::ObjectBytes;
@@ -598,6 +597,117 @@ mod tests {
             panic!("it runs the task once the value is here");
         };
         assert_eq!(exec.task, read.task);
+    }
+
+    const ACTOR: ActorId = ActorId(TaskId { owner: 0, seq: 77 });
+
+    /// Call `seq` of [`ACTOR`] reading `id`.
+    fn call_reading(seq: u64, id: ObjectId) -> TaskSpec {
+        TaskSpec {
+            kind: TaskKind::ActorCall(ACTOR),
+            resources: Resources::default(),
+            ..spec(seq, vec![Arg::Ref(id)], 0)
+        }
+    }
+
+    /// The node's word: [`ACTOR`] runs on worker 9 of the node at `at` (another job's, with
+    /// `foreign`, on its direct endpoint).
+    fn actor_on(w: &mut Worker, at: &str, foreign: Option<ActorId>) {
+        let place = ActorPlace::Alive {
+            worker: 9,
+            at: Some(at.into()),
+            direct: foreign.map(|_| "10.0.0.9:7001".to_string()),
+        };
+        let word = ToWorker::ActorAt {
+            actor: ACTOR,
+            class: "tests::Counter".into(),
+            max_task_retries: 0,
+            place,
+            foreign,
+        };
+        receive(w, &word);
+    }
+
+    fn fetches(messages: &[ToNode]) -> usize {
+        (messages.iter())
+            .filter(|m| matches!(m, ToNode::Fetch { .. }))
+            .count()
+    }
+
+    #[test]
+    fn an_actor_s_call_reading_a_value_left_elsewhere_has_the_actor_s_node_pull_it_from_there() {
+        // The actor on node Y pulls it from X; one on X reads it in place. Neither is
+        // pulled to the owner's node.
+        for (actor_at, pulled_from) in [(Y, Some(X)), (X, None)] {
+            let (mut w, id) = made_at_x(0);
+            w.submit(call_reading(2, id), None);
+            actor_on(&mut w, actor_at, None);
+            let messages = sent(&mut w);
+            assert_eq!(fetches(&messages), 0, "{messages:?}");
+            let pushed = pushes(&messages, 9);
+            assert_eq!(pushed.len(), 1, "{messages:?}");
+            assert_eq!(pushed[0].args, [Value::Shared { id, len: LEN }]);
+            let from: Vec<(ObjectId, String)> = pulled_from
+                .map(|at| (id, at.to_string()))
+                .into_iter()
+                .collect();
+            assert_eq!(pushed[0].pull_from, from, "actor on {actor_at}");
+        }
+
+        // Lost with node X before Y pulled it: its task runs again, and the call goes again
+        // once the value is back (read in place on Y, where it was made this time).
+        let (mut w, id) = made_at_x(1);
+        w.submit(call_reading(2, id), None);
+        actor_on(&mut w, Y, None);
+        let call = pushes(&sent(&mut w), 9).remove(0);
+        let failed = prism_graph::TaskError::ObjectUnavailable {
+            object: id,
+            function: "<argument>".into(),
+            reason: format!("could not pull it from node {X}: connection lost"),
+        };
+        ended(&mut w, call.task, call.run, Outcome::Failed(failed));
+        let key = lease_key(&sent(&mut w));
+        grant(&mut w, key, 8, (Some(Y.into()), None));
+        let again = pushes(&sent(&mut w), 8);
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].task.seq, again[0].run), (1, 2));
+        ended(
+            &mut w,
+            again[0].task,
+            again[0].run,
+            left_there(again[0].task),
+        );
+        let pushed = pushes(&sent(&mut w), 9);
+        assert_eq!(pushed.len(), 1);
+        assert_eq!((pushed[0].task, pushed[0].run), (call.task, call.run + 1));
+        assert_eq!(pushed[0].pull_from, [], "read in place on Y");
+    }
+
+    #[test]
+    fn a_call_to_another_job_s_actor_carries_a_value_left_elsewhere_pulled_here_first() {
+        let (mut w, id) = made_at_x(0);
+        w.set_linking();
+        let theirs = ActorId(TaskId::new(0, 5));
+        w.submit(call_reading(2, id), None);
+        w.submit(call_reading(3, id), None);
+        actor_on(&mut w, Y, Some(theirs));
+        let messages = sent(&mut w);
+        assert_eq!(fetches(&messages), 1, "{messages:?}");
+        assert!(w.take_direct().is_empty(), "the calls wait for it");
+        let mut open = |_: &ArchivedValue| Ok(ObjectBytes::inline(&[1, 2]));
+        let fetched = ToWorker::Fetched { id, error: None };
+        crate::proto::worker::tests::receive_with(&mut w, &fetched, &mut open).unwrap();
+        let _ = sent(&mut w);
+        let calls: Vec<Execute> = (w.take_direct().iter())
+            .flat_map(|(_, bytes)| crate::proto::worker::owned::tests::to_worker(bytes))
+            .flat_map(|m| match m {
+                ToWorker::Push(calls) => calls,
+                _ => Vec::new(),
+            })
+            .collect();
+        let seqs: Vec<u64> = calls.iter().map(|c| c.task.seq).collect();
+        assert_eq!(seqs, [2, 3], "in order");
+        assert!(calls.iter().all(|c| c.args == [Value::Inline(vec![1, 2])]));
     }
 
     #[test]
