@@ -433,20 +433,28 @@ fn ends_with_values(config: &Config, values: usize) -> (Report, String) {
 /// Parents submit pairs from their workers: a task that makes a large object (left on the
 /// node it ran on) and a task that reads it (its lease asked near it, a shape of its own).
 /// Through faults every parent ends with its value, every object leaves the stores once let
-/// go (a value lost with its node is made again for its reader), and no node runs more
-/// tasks than it has CPUs.
+/// go (a value lost with its node is made again for its reader; what a dead worker owned goes
+/// too), and no node runs more tasks than it has CPUs. Then the readers are calls to actors
+/// (whose nodes pull the values from where they were made, or read them in place).
 #[test]
 fn values_left_where_they_were_made_are_read_there_through_faults() {
-    for seed in 1..=20 {
-        let config = Config {
-            nodes: 5,
-            cpus: 2,
-            tasks: 400,
-            workload: Workload::Pipeline,
-            faults: true,
-            seed,
-            ..Config::default()
-        };
-        ends_with_values(&config, 10);
+    // (nodes, tasks, actors, their values): the actors' case on ten nodes, where a node
+    // holding values for an owner it only met through its calls must hear of its death.
+    for (nodes, tasks, actors, values) in [(5, 400, 0, 10), (10, 2000, 5, 110)] {
+        for seed in 1..=20 {
+            let config = Config {
+                nodes,
+                cpus: 2,
+                tasks,
+                workload: Workload::Pipeline,
+                actors,
+                calls: 20,
+                parents_call: actors > 0,
+                faults: true,
+                seed,
+                ..Config::default()
+            };
+            ends_with_values(&config, values);
+        }
     }
 }

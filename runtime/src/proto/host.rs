@@ -363,6 +363,9 @@ struct Job<P, S> {
     /// Owners on other nodes this node heard are gone (dead, or their node left): a copy
     /// or a value for one of them that comes after that goes at once.
     owners_gone: HashSet<u64>,
+    /// Owners on other nodes whose nodes were asked to say when they go ([`PeerLease::Watch`])
+    /// for what this node keeps for them.
+    watched_owners: HashSet<u64>,
     /// Values tasks of other nodes' owners left here for their nodes to pull, by owner
     /// ([`prism_transport::ToNode::KeptFor`]): they go once pulled, or the owner is gone.
     kept: HashMap<u64, HashSet<ObjectId>>,
@@ -1022,12 +1025,20 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     let (gone, kept): (Vec<ObjectId>, Vec<ObjectId>) = (ids.iter())
                         .map(|id| id.to_native())
                         .partition(|id| record.owners_gone.contains(&id.task.owner));
+                    let mut owners = Vec::new();
                     for id in kept {
-                        record.kept.entry(id.task.owner).or_default().insert(id);
+                        let owner = id.task.owner;
+                        record.kept.entry(owner).or_default().insert(id);
+                        if !owners.contains(&owner) {
+                            owners.push(owner);
+                        }
                     }
                     // Made for an owner already gone (its leased worker ended a task before
                     // its kill): nobody will read it.
                     self.unlink(conn, gone, true);
+                    for owner in owners {
+                        self.watch_owner(conn, owner);
+                    }
                 }
                 true
             }
@@ -1830,6 +1841,27 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         }
     }
 
+    /// This node keeps something for owner `owner` of the job on `conn` (a copy of its
+    /// object, a value made here for it): unless the owner runs here, its node is asked once
+    /// to say when it goes ([`PeerLease::Watch`]), so that what is kept goes with it. (The
+    /// owner's node tells the nodes it leased from and those its relayed frames went to
+    /// anyway; its direct links pass no daemon, and an actor's node pulls the arguments of
+    /// the owner's calls.)
+    fn watch_owner(&mut self, conn: ConnId, owner: u64) {
+        let Some((_, job)) = self.job_of_mut(conn) else {
+            return;
+        };
+        let here = job.idx == Some(nodes::node_of(owner));
+        if here || job.owners_gone.contains(&owner) || job.watched_owners.contains(&owner) {
+            return;
+        }
+        let Some(node) = job.owner_node(owner).map(str::to_string) else {
+            return;
+        };
+        job.watched_owners.insert(owner);
+        self.peer_send(conn, node, PeerLease::Watch { worker: owner });
+    }
+
     /// Removes `ids` from the store of the job on `conn`; `pool`: no reader maps them, and
     /// their segments may be reused.
     fn unlink(&mut self, conn: ConnId, ids: Vec<ObjectId>, pool: bool) {
@@ -1859,6 +1891,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         };
         job.spill.forget_owner(owner);
         job.owners_gone.insert(owner);
+        job.watched_owners.remove(&owner);
         let node = job.owner_nodes.remove(&owner);
         let node = node.map_or_else(|| String::from("another node"), |n| format!("node {n}"));
         let reason =
@@ -2406,6 +2439,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                         true => self.unlink(conn, vec![id], false),
                         false => {
                             job.copies.entry(owner).or_default().insert(id);
+                            self.watch_owner(conn, owner);
                         }
                     }
                 }
@@ -2724,6 +2758,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     spill: Spill::default(),
                     copies: HashMap::new(),
                     owners_gone: HashSet::new(),
+                    watched_owners: HashSet::new(),
                     kept: HashMap::new(),
                     near_held: Vec::new(),
                     owner_nodes: HashMap::new(),
@@ -4869,13 +4904,18 @@ mod tests {
                 result: Ok(true),
             };
             b.handle(pulled, t0);
-            // The worker hears it; a keeps its own (no word goes back).
+            // The worker hears it; a keeps its own (no word goes back), and is asked once to
+            // say when the owner goes.
             let fetched = Action::Write {
                 conn: 1,
                 worker: 200,
                 message: Box::new(ToWorker::Fetched { id, error: None }),
             };
-            assert_eq!(acted(&mut b), [fetched]);
+            let watch = to_peer("a", PeerLease::Watch { worker: 3 });
+            match id == one {
+                true => assert_eq!(acted(&mut b), [fetched, watch]),
+                false => assert_eq!(acted(&mut b), [fetched]),
+            }
         }
         // The owner frees one: its node passes the word on to b, which removes the copy
         // (not into the pool: a worker may still map it).
@@ -4927,6 +4967,9 @@ mod tests {
             let made = ObjectId::new(TaskId::new(owner, 9), 0);
             let kept = ToNode::KeptFor { ids: vec![made] };
             assert!(from_worker(&mut b, 201, &kept, &nowhere));
+            // Its owner's node, if known, is to say when the owner goes.
+            let watch = (owner == 3).then(|| to_peer("a", PeerLease::Watch { worker: 3 }));
+            assert_eq!(acted(&mut b), Vec::from_iter(watch));
             let fetch = ToNode::Fetch {
                 id: made,
                 len: 64,

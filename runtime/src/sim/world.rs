@@ -3094,14 +3094,16 @@ impl World<'_> {
         for i in 0..share {
             w.seq += 1;
             let task = TaskId::new(worker.1, w.seq);
-            let spec = match actors.get(i as usize % actors.len().max(1)) {
-                Some(&actor) => TaskSpec {
+            let actor = actors.get(i as usize % actors.len().max(1)).copied();
+            let spec = match actor {
+                Some(actor) if !pipeline => TaskSpec {
                     kind: TaskKind::ActorCall(actor),
                     ..TaskSpec::call(task, "sim::Actor::call", Vec::new())
                 },
                 // Pairs: a large object made wherever there is room, then a task reading it
-                // (the parent keeps only the reader's reference).
-                None if pipeline && i % 2 == 0 && i + 1 < share => {
+                // (the parent keeps only the reader's reference), or an actor's call when
+                // the parents call actors.
+                _ if pipeline && i % 2 == 0 && i + 1 < share => {
                     let large = self.config.large;
                     self.jobs[worker.0].driver.large.insert(task, large);
                     w.core.submit(
@@ -3110,16 +3112,29 @@ impl World<'_> {
                     );
                     continue;
                 }
-                None if pipeline && i % 2 == 1 => {
+                _ if pipeline && i % 2 == 1 => {
                     let made = ObjectId::new(TaskId::new(worker.1, w.seq - 1), 0);
-                    let mut read =
-                        one_cpu_task(task, "sim::sum", vec![Arg::Ref(made)], max_retries);
-                    (read.resources.set(READ, 1.0)).expect("a slot");
+                    let read = match actor {
+                        Some(actor) => TaskSpec {
+                            kind: TaskKind::ActorCall(actor),
+                            ..TaskSpec::call(task, "sim::Actor::call", vec![Arg::Ref(made)])
+                        },
+                        None => {
+                            let mut read =
+                                one_cpu_task(task, "sim::sum", vec![Arg::Ref(made)], max_retries);
+                            (read.resources.set(READ, 1.0)).expect("a slot");
+                            read
+                        }
+                    };
                     w.core.submit(read, None);
                     w.core.release(made);
                     ids.push(ObjectId::new(task, 0));
                     continue;
                 }
+                Some(actor) => TaskSpec {
+                    kind: TaskKind::ActorCall(actor),
+                    ..TaskSpec::call(task, "sim::Actor::call", Vec::new())
+                },
                 None => one_cpu_task(task, "sim::work", Vec::new(), max_retries),
             };
             ids.push(ObjectId::new(spec.task_id, 0));
