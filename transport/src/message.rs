@@ -62,8 +62,10 @@ use crate::frame::Message;
 /// read, and the tasks that read them are leased there first ([`ToNode::Lease`]'s `near`,
 /// [`Execute::pull_from`]); 40: that node holds such an ask a while for room
 /// ([`PeerLease::Ask`]'s `near`); 41: the segments a dead worker owned on its node go, but for
-/// those the driver took over ([`ToHost::DropOwnedBy`]).
-pub const PROTOCOL_VERSION: u32 = 41;
+/// those the driver took over ([`ToHost::DropOwnedBy`]); 42: a value pulled to its owner's
+/// node is no more kept where it was made, but for a reader's copy there
+/// ([`PeerLease::Taken`]).
+pub const PROTOCOL_VERSION: u32 = 42;
 
 /// How many awaited tasks a worker names when it blocks ([`ToNode::Blocked`]).
 pub const MAX_AWAITING: usize = 4096;
@@ -1091,9 +1093,19 @@ pub enum PeerLease {
         worker: u64,
     },
     /// Owner's node to a node its leases ran tasks on: that node's copies of these objects
-    /// of the owner's go (values its tasks left there, now pulled to the owner's node; or
-    /// arguments pulled there, which the owner freed).
+    /// of the owner's go (values its tasks left there, or arguments pulled there, which the
+    /// owner freed).
     Drop {
+        /// The owner.
+        owner: u64,
+        /// The objects (each one the owner's).
+        ids: Vec<ObjectId>,
+    },
+    /// Owner's node to the node its tasks left these values on: they are pulled to the
+    /// owner's node, and that node keeps them no more for the owner; a copy a reader there
+    /// took meanwhile (it may be mapping it) stays until the owner drops the object
+    /// ([`PeerLease::Drop`]).
+    Taken {
         /// The owner.
         owner: u64,
         /// The objects (each one the owner's).

@@ -21,7 +21,8 @@
 //! With `--chain` a task on node 1 has `--children` values of `--arg-bytes` bytes made on
 //! node 2, one after another, and each read by a task placed by no resource: it runs where
 //! its argument was left (node 2) when its lease is asked there first, else on node 1 after
-//! a pull. Reports each trial's rounds (median and slowest) and where the readers ran.
+//! a pull. Reports each trial's rounds (median and slowest) and where the readers ran. With
+//! `--chain-actor` the readers are calls to an actor on node 2 instead.
 //!
 //! With `--driver-sync --cross-job` another job serves an actor by name, which the driver and
 //! one of its tasks call too (calls across jobs).
@@ -108,6 +109,10 @@ struct Args {
     /// module's docs); `--children` rounds of `--arg-bytes` bytes.
     #[arg(long)]
     chain: bool,
+    /// With `--chain`: the readers are calls to an actor on node 2, where the values are
+    /// made (Ray's parameter server reading gradients).
+    #[arg(long, requires = "chain")]
+    chain_actor: bool,
     /// With `--return-refs`: how long each child sleeps, in milliseconds.
     #[arg(long, default_value_t = 0)]
     child_ms: u64,
@@ -189,18 +194,46 @@ fn summed(data: Vec<u8>) -> (u64, String) {
     (sum, prism::node_name().unwrap_or_default())
 }
 
+/// `--chain-actor`: sums what it is given.
+#[actor]
+struct Summer;
+
+#[actor]
+impl Summer {
+    fn new() -> Self {
+        Summer
+    }
+
+    /// The sum of `data`, and where it ran.
+    fn sum(&mut self, data: Vec<u8>) -> (u64, String) {
+        let sum = data.iter().map(|&b| u64::from(b)).sum();
+        (sum, prism::node_name().unwrap_or_default())
+    }
+}
+
 /// `--chain`: `rounds` values of `bytes` bytes made where resource `maker` is, one after
-/// another, each read by a task placed by no resource: where each reader ran, and each
-/// round's time in milliseconds (a reader that summed wrong fails it).
+/// another, each read by a task placed by no resource (`actor`: by a call to an actor where
+/// `maker` is): where each reader ran, and each round's time in milliseconds (a reader that
+/// summed wrong fails it).
 #[remote(num_cpus = 0)]
-fn chain(rounds: u64, bytes: u64, maker: String) -> (Vec<String>, Vec<f64>) {
+fn chain(rounds: u64, bytes: u64, maker: String, actor: bool) -> (Vec<String>, Vec<f64>) {
+    let summer = actor.then(|| {
+        Summer::options()
+            .num_cpus(0.0)
+            .resources(&maker, 0.01)
+            .remote()
+    });
     let mut nodes = Vec::new();
     let mut took = Vec::new();
     for round in 0..rounds {
         let start = Instant::now();
         let byte = (round % 251) as u8;
         let data = made::options().resources(&maker, 0.01).remote(byte, bytes);
-        let (sum, node) = summed::remote(&data)
+        let read = match &summer {
+            Some(summer) => summer.sum(&data),
+            None => summed::remote(&data),
+        };
+        let (sum, node) = read
             .get_blocking()
             .unwrap_or_else(|e| panic!("round {round}: {e}"));
         assert_eq!(sum, u64::from(byte) * bytes, "round {round} on {node}");
@@ -218,7 +251,7 @@ fn chain_trials(args: &Args) -> anyhow::Result<()> {
         let start = Instant::now();
         let (nodes, mut took) = chain::options()
             .resources("r1", 0.01)
-            .remote(rounds, bytes, "r2".to_string())
+            .remote(rounds, bytes, "r2".to_string(), args.chain_actor)
             .get_blocking()?;
         let secs = start.elapsed().as_secs_f64();
         took.sort_by(f64::total_cmp);

@@ -1937,13 +1937,14 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
         if let PeerLease::Unlease { owner, .. }
         | PeerLease::KillLeased { owner, .. }
         | PeerLease::OwnerGone { owner }
-        | PeerLease::Drop { owner, .. } = &message
+        | PeerLease::Drop { owner, .. }
+        | PeerLease::Taken { owner, .. } = &message
         {
             let at = self.jobs.get(&job).and_then(|j| j.owner_node(*owner));
             if at != Some(from.as_str()) {
                 // Only the owner's node speaks for it.
                 match message {
-                    PeerLease::Drop { .. } => {
+                    PeerLease::Drop { .. } | PeerLease::Taken { .. } => {
                         tracing::debug!(%job, owner, node = %from, "copies pulled by a node this one does not know as the owner's stay")
                     }
                     _ => {
@@ -2058,6 +2059,22 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     }
                     false => self.peer_send(conn, from, PeerLease::OwnerGone { owner: worker }),
                 }
+            }
+            PeerLease::Taken { owner, ids } => {
+                // Kept no more; a reader's copy here stays (it may be mapping it) until the
+                // owner drops the object.
+                let Some(job) = self.jobs.get_mut(&job) else {
+                    return;
+                };
+                let conn = job.conn;
+                let copies = job.copies.get(&owner);
+                let taken: Vec<ObjectId> = (ids.into_iter())
+                    .filter(|id| id.task.owner == owner && !copies.is_some_and(|c| c.contains(id)))
+                    .collect();
+                for id in &taken {
+                    take(&mut job.kept, owner, id);
+                }
+                self.unlink(conn, taken, true);
             }
             PeerLease::Drop { owner, mut ids } => {
                 // Only the owner's own objects.
@@ -2453,7 +2470,7 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     self.actions.push_back(Action::Peer {
                         job: job.clone(),
                         to,
-                        message: PeerLease::Drop { owner, ids },
+                        message: PeerLease::Taken { owner, ids },
                     });
                 }
             }
@@ -4772,7 +4789,7 @@ mod tests {
             worker: 3,
             message: Box::new(ToWorker::Fetched { id, error }),
         };
-        let pulled = PeerLease::Drop {
+        let pulled = PeerLease::Taken {
             owner: 3,
             ids: vec![one],
         };
@@ -4993,8 +5010,15 @@ mod tests {
                 "owner {owner}: read in place again"
             );
         }
-        // A copy now (a worker may map it): removed, not pooled, when owner 3 drops it.
+        // A copy now (a worker may map it): its owner's pull of it leaves it (it was read
+        // here), and it is removed, not pooled, when owner 3 drops it.
         let made = ObjectId::new(TaskId::new(3, 9), 0);
+        let taken = PeerLease::Taken {
+            owner: 3,
+            ids: vec![made],
+        };
+        b.handle(from_peer("a", taken), t0);
+        assert_eq!(acted(&mut b), [], "the reader's copy stays");
         let word = PeerLease::Drop {
             owner: 3,
             ids: vec![made],

@@ -538,10 +538,15 @@ impl Worker {
                     None if foreign.is_none() && self.owned.afar.contains_key(id) => {
                         let afar = &self.owned.afar[id];
                         let (len, held) = (afar.len, afar.at.clone());
-                        if at_node.as_ref() != Some(&held) {
-                            pull_from.push((*id, held));
-                            if let Some(node) = &at_node {
-                                copied_at(&mut self.owned.copies_at, *id, node);
+                        match at_node.as_ref() == Some(&held) {
+                            // Read in place: the node keeps it for the reader as a copy,
+                            // also once this worker pulled it here (dropped with the object).
+                            true => copied_at(&mut self.owned.copies_at, *id, &held),
+                            false => {
+                                pull_from.push((*id, held));
+                                if let Some(node) = &at_node {
+                                    copied_at(&mut self.owned.copies_at, *id, node);
+                                }
                             }
                         }
                         args.push(Value::Shared { id: *id, len })

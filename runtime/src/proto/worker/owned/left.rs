@@ -287,9 +287,12 @@ impl Worker {
                 continue;
             };
             self.drop_made(id);
-            drops.entry(afar.at).or_default().push(id);
-            for at in self.owned.copies_at.remove(&id).unwrap_or_default() {
-                drops.entry(at).or_default().push(id);
+            let copies = self.owned.copies_at.remove(&id).unwrap_or_default();
+            for at in std::iter::once(afar.at).chain(copies) {
+                let ids = drops.entry(at).or_default();
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
             }
             self.owned.unlinked.push(id);
         }
