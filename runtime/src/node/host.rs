@@ -673,13 +673,12 @@ impl Hosting {
             Action::Unlink {
                 setup, ids, pool, ..
             } => {
-                let name = self.name.clone();
-                tokio::task::spawn_blocking(move || {
-                    let work = FileWork::Free { ids, pool };
-                    if let Err(e) = file_work(&name, &setup, work) {
-                        tracing::warn!("cannot remove copies another node pulled: {e}");
-                    }
-                });
+                // Here and now, before the actions after it: a pull of one of these objects
+                // decided later would take a file still there for its copy, and the reader
+                // told so find it gone (an unlink costs microseconds on tmpfs).
+                if let Err(e) = file_work(&self.name, &setup, FileWork::Free { ids, pool }) {
+                    tracing::warn!("cannot remove copies another node pulled: {e}");
+                }
             }
             Action::Files {
                 conn,
