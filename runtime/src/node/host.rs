@@ -234,7 +234,7 @@ impl Hosting {
         let actions = {
             let mut core = self.core.lock();
             core.end_all();
-            drain(&mut core)
+            drain_unlinking(&self.name, &mut core)
         };
         self.perform(actions);
     }
@@ -511,7 +511,7 @@ impl Hosting {
             let decided = decide(&mut core);
             let after = core.poll_timeout();
             let sooner = after.is_some_and(|a| before.is_none_or(|b| a < b));
-            (decided, drain(&mut core), sooner)
+            (decided, drain_unlinking(&self.name, &mut core), sooner)
         };
         if sooner {
             self.timer.notify_one();
@@ -670,16 +670,10 @@ impl Hosting {
                     });
                 });
             }
+            // Done while the core was locked (`drain_unlinking`); any other way here, now.
             Action::Unlink {
                 setup, ids, pool, ..
-            } => {
-                // Here and now, before the actions after it: a pull of one of these objects
-                // decided later would take a file still there for its copy, and the reader
-                // told so find it gone (an unlink costs microseconds on tmpfs).
-                if let Err(e) = file_work(&self.name, &setup, FileWork::Free { ids, pool }) {
-                    tracing::warn!("cannot remove copies another node pulled: {e}");
-                }
-            }
+            } => remove_copies(&self.name, &setup, ids, pool),
             Action::Files {
                 conn,
                 req,
@@ -870,6 +864,35 @@ fn drain<P: Clone, S: Clone>(core: &mut Core<P, S>) -> Vec<Action<P, S>> {
     std::iter::from_fn(|| core.poll_action()).collect()
 }
 
+/// Removes `ids` from the store of job `setup` on node `node` (`pool`: their segments may be
+/// reused).
+fn remove_copies(node: &str, setup: &JobFiles, ids: Vec<prism_graph::ObjectId>, pool: bool) {
+    if let Err(e) = file_work(node, setup, FileWork::Free { ids, pool }) {
+        tracing::warn!("cannot remove copies another node pulled: {e}");
+    }
+}
+
+/// The core's actions for the shell to carry out once its lock is released, but for the
+/// removals of copies, done here while the caller holds the lock: another thread's decision
+/// taken after one (a pull of the same object, whose copy the pull would find still there
+/// and answer "already here" to a reader that then finds it gone) is carried out after it.
+/// An unlink costs microseconds on tmpfs.
+fn drain_unlinking(
+    node: &str,
+    core: &mut Core<SocketAddr, Arc<JobFiles>>,
+) -> Vec<Action<SocketAddr, Arc<JobFiles>>> {
+    let mut rest = Vec::new();
+    for action in drain(core) {
+        match action {
+            Action::Unlink {
+                setup, ids, pool, ..
+            } => remove_copies(node, &setup, ids, pool),
+            other => rest.push(other),
+        }
+    }
+    rest
+}
+
 /// Keeps the leases' time: hands the core its timeouts until the hosting goes.
 async fn keep_time(hosting: Weak<Hosting>) {
     loop {
@@ -895,7 +918,7 @@ async fn keep_time(hosting: Weak<Hosting>) {
             let mut core = strong.core.lock();
             core.handle_timeout(Instant::now());
             let jobs: Vec<Arc<JobFiles>> = core.setups().cloned().collect();
-            (drain(&mut core), jobs)
+            (drain_unlinking(&strong.name, &mut core), jobs)
         };
         strong.perform(actions);
         // Segments pooled for pulls that stopped coming go back to the machine, even while
