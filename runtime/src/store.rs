@@ -220,6 +220,9 @@ pub(crate) fn unlink_owned_by(dir: &Path, owner: u64, keep: &[ObjectId]) -> usiz
             removed += 1;
         }
     }
+    if removed > 0 {
+        tracing::info!(owner, removed, "removed the segments a dead worker owned");
+    }
     removed
 }
 

@@ -1020,15 +1020,7 @@ fn file_work(node: &str, job: &JobFiles, work: FileWork) -> Result<(), String> {
             Ok(())
         }
         FileWork::DropOwnedBy { owner, keep } => {
-            let removed = store::unlink_owned_by(&job.store, owner, &keep);
-            if removed > 0 {
-                tracing::debug!(
-                    node,
-                    owner,
-                    removed,
-                    "removed the segments a dead worker owned"
-                );
-            }
+            store::unlink_owned_by(&job.store, owner, &keep);
             Ok(())
         }
         FileWork::Spill(objects) => {

@@ -1240,10 +1240,7 @@ impl Shell {
             }
             Action::Free(FreedFile::Spilled { id }) => self.files.free_spilled(id),
             Action::DropOwnedBy { owner, keep } => {
-                let removed = crate::store::unlink_owned_by(&self.files.store_dir, owner, &keep);
-                if removed > 0 {
-                    tracing::info!(owner, removed, "removed the segments a dead worker owned");
-                }
+                crate::store::unlink_owned_by(&self.files.store_dir, owner, &keep);
             }
             Action::Host { node, request } => {
                 if let Some(remote) = &self.remote {

@@ -2092,16 +2092,9 @@ impl<P: Clone, S: Clone> Hosting<P, S> {
                     for id in copies.iter().chain(&made) {
                         take(&mut job.kept, owner, id);
                     }
+                    let conn = job.conn;
                     for (ids, pool) in [(copies, false), (made, true)] {
-                        if !ids.is_empty() {
-                            let (conn, setup) = (job.conn, job.setup.clone());
-                            self.actions.push_back(Action::Unlink {
-                                conn,
-                                setup,
-                                ids,
-                                pool,
-                            });
-                        }
+                        self.unlink(conn, ids, pool);
                     }
                 }
             }
